@@ -1,0 +1,86 @@
+"""Pieces shared by the CLI's commands: errors, DATE options, rewards, devices."""
+
+from __future__ import annotations
+
+import argparse
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit code 2, no traceback."""
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+
+
+def add_date_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("DATE (paper defaults)")
+    g.add_argument("--rho", type=float, default=0.5, help="update distance per sample (Frobenius norm)")
+    sched = g.add_mutually_exclusive_group()
+    sched.add_argument("--update-every", type=int, default=None, help="update at loop indices i %% N == 0 (default 10)")
+    sched.add_argument("--update-steps", type=int_list, default=None, help="explicit loop indices, e.g. 0,10,20")
+    g.add_argument("--grad-steps", type=int, default=1, help="gradient steps per update step")
+    g.add_argument("--anchor", choices=["previous", "original"], default="previous",
+                   help="previous: accumulate updates (reference); original: re-anchor to the prompt embedding")
+    g.add_argument("--prior-weight", type=float, default=0.0, help="weight of mean((c - c_org)^2) in the loss")
+
+
+def date_config_from_args(args):
+    from date_diffusion.core.config import DATEConfig
+
+    kwargs = dict(rho=args.rho, grad_steps=args.grad_steps, anchor=args.anchor, prior_weight=args.prior_weight)
+    if args.update_steps is not None:
+        kwargs["update_steps"] = args.update_steps
+    elif args.update_every is not None:
+        kwargs["update_every"] = args.update_every
+    try:
+        return DATEConfig(**kwargs)
+    except ValueError as err:
+        raise flag_error(err) from err
+
+
+def flag_error(err: ValueError) -> CLIError:
+    """A DATEConfig error that names the command-line flag instead of the field."""
+    message = str(err)
+    for field in ("update_every", "update_steps", "grad_steps", "prior_weight", "rho"):
+        if message.startswith(field):
+            message = "--" + field.replace("_", "-") + message[len(field) :]
+    return CLIError(message)
+
+
+def load_reward(spec: str, device: str):
+    """`clip`, `clip:ID_OR_PATH`, or a weighted sum `0.5*clip:A+1*clip:B`."""
+    from date_diffusion.hub import REWARD_ALIASES
+    from date_diffusion.rewards.base import WeightedReward
+    from date_diffusion.rewards.clip import CLIPScoreReward
+
+    def one(term: str):
+        kind, _, source = term.partition(":")
+        if kind in REWARD_ALIASES and not source:
+            source = REWARD_ALIASES[kind]
+        elif kind != "clip" or not source:
+            raise CLIError(f"unknown --reward {term!r}; use clip, clip-l, clip:ID_OR_PATH (weighted: 0.5*clip:A+1*clip:B)")
+        return CLIPScoreReward.from_pretrained(source, device=device)
+
+    terms = [t.strip() for t in spec.split("+") if t.strip()]
+    weighted = []
+    for t in terms:
+        w, star, rest = t.partition("*")
+        try:
+            weighted.append((float(w), one(rest)) if star else (1.0, one(t)))
+        except ValueError as err:
+            raise CLIError(f"bad weight in --reward {t!r}: {err}") from err
+    return weighted[0][1] if len(weighted) == 1 and weighted[0][0] == 1.0 else WeightedReward(weighted)
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CLIError(f"--device {name} requested but no CUDA device is available; use --device cpu")
+    return name

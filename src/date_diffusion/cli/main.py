@@ -1,0 +1,41 @@
+"""`date-diffusion`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# transformers warns at import about optional image backends this package never uses
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from date_diffusion.cli import generate, toyworld
+from date_diffusion.cli.common import CLIError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="date-diffusion", description="DATE: Diffusion Adaptive Text Embedding")
+    sub = parser.add_subparsers(dest="command", required=True)
+    generate.add_parser(sub)
+    toyworld.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except CLIError as err:
+        print(f"date-diffusion {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # e.g. a model that cannot be found: the message already says how to fix it
+        from date_diffusion.hub import ModelNotFoundError
+
+        if isinstance(err, ModelNotFoundError):
+            print(f"date-diffusion {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""`date-diffusion toyworld ...`: train the toy world's models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub):
+    p = sub.add_parser("toyworld", help="the toy world: train its models")
+    tsub = p.add_subparsers(dest="toy_command", required=True)
+    t = tsub.add_parser("train", help="train every toy-world model (resumable)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    t.add_argument("--out", required=True, help="output folder (re-running resumes from its checkpoints)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    t.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    t.add_argument("--smoke", action="store_true", help="a few steps of each stage on a few images (CI)")
+    t.set_defaults(func=run_train)
+    return p
+
+
+def run_train(args) -> int:
+    import torch
+
+    from date_diffusion.cli.common import resolve_device
+    from date_diffusion.toyworld.train import TrainConfig, train_all
+
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    cfg = (TrainConfig.smoke if args.smoke else TrainConfig)(out=args.out, seed=args.seed, device=device)
+    timings = train_all(cfg)
+    print(json.dumps(timings, indent=1))
+    return 0

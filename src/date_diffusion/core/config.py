@@ -1,0 +1,95 @@
+"""`DATEConfig`: every knob of the DATE update, with the paper's defaults."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+ANCHORS = ("previous", "original")
+PAPER_UPDATE_EVERY = 10
+
+
+@dataclass
+class DATEConfig:
+    """Settings of Diffusion Adaptive Text Embedding.
+
+    Which sampling-loop indices update the embedding is given by exactly one of:
+      - `update_every`: indices `i` with `i % update_every == 0` (paper: 10 of 50 steps -> 0, 10, 20, 30, 40);
+      - `update_steps`: an explicit list of indices;
+      - `update_intervals`: `(start, end)` pairs, every index with `start <= i < end`.
+    Giving `update_steps` or `update_intervals` replaces the default `update_every`. Indices count entries of
+    `scheduler.timesteps` (for second-order schedulers such as Heun that is about twice the step count).
+
+    rho: distance each update moves every sample's embedding (Frobenius norm over all tokens).
+    grad_steps: gradient steps per update step (reference: `num_upt_prompt`).
+    anchor: "previous" accumulates (`c <- c - rho g/|g|`, the reference default); "original" re-anchors
+        (`c <- c_org - rho g/|g|`), the paper's closed-form solution.
+    prior_weight: weight of `mean((c - c_org)^2)` (per sample, over tokens and channels) added to the loss.
+    track_reward_after: also score the image after each update (one extra decode + reward, no gradient);
+        for the trace only, it does not change the sample.
+    """
+
+    rho: float = 0.5
+    update_every: int | None = PAPER_UPDATE_EVERY
+    update_steps: Sequence[int] | None = None
+    update_intervals: Sequence[tuple[int, int]] | None = None
+    grad_steps: int = 1
+    anchor: str = "previous"
+    prior_weight: float = 0.0
+    track_reward_after: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.rho, bool) or not isinstance(self.rho, (int, float)) or not math.isfinite(self.rho):
+            raise ValueError(f"rho must be a finite number >= 0, got {self.rho!r}")
+        if self.rho < 0:
+            raise ValueError(f"rho must be >= 0 (the update distance), got {self.rho}")
+        explicit = [n for n in ("update_steps", "update_intervals") if getattr(self, n) is not None]
+        if len(explicit) > 1:
+            raise ValueError("give only one of update_steps and update_intervals")
+        if explicit:
+            if self.update_every not in (None, PAPER_UPDATE_EVERY):
+                raise ValueError(f"give only one of update_every and {explicit[0]}")
+            self.update_every = None
+        elif self.update_every is None:
+            raise ValueError("no update schedule: set update_every (>= 1), update_steps or update_intervals")
+        if self.update_every is not None and (isinstance(self.update_every, bool) or
+                                              not isinstance(self.update_every, int) or self.update_every < 1):
+            raise ValueError(f"update_every must be an integer >= 1, got {self.update_every!r}")  # fmt: skip
+        if self.update_steps is not None:
+            self.update_steps = tuple(self.update_steps)
+            if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in self.update_steps):
+                raise ValueError(f"update_steps must be integers >= 0, got {list(self.update_steps)}")
+        if self.update_intervals is not None:
+            self.update_intervals = tuple(tuple(iv) for iv in self.update_intervals)
+            for iv in self.update_intervals:
+                if len(iv) != 2 or not all(isinstance(v, int) for v in iv) or not 0 <= iv[0] < iv[1]:
+                    raise ValueError(f"update_intervals must be (start, end) pairs with 0 <= start < end, got {iv}")
+        if isinstance(self.grad_steps, bool) or not isinstance(self.grad_steps, int) or self.grad_steps < 1:
+            raise ValueError(f"grad_steps must be an integer >= 1, got {self.grad_steps!r}")
+        if self.anchor not in ANCHORS:
+            raise ValueError(f"anchor must be one of {ANCHORS}, got {self.anchor!r}")
+        if not isinstance(self.prior_weight, (int, float)) or not math.isfinite(self.prior_weight) or self.prior_weight < 0:
+            raise ValueError(f"prior_weight must be a finite number >= 0, got {self.prior_weight!r}")
+
+    def update_indices(self, num_loop_steps: int) -> list[int]:
+        """Sorted loop indices that update, checked against a run of `num_loop_steps` loop iterations."""
+        last = num_loop_steps - 1
+        if self.update_every is not None:
+            return list(range(0, num_loop_steps, self.update_every))
+        if self.update_steps is not None:
+            bad = [i for i in self.update_steps if i > last]
+            if bad:
+                raise ValueError(f"update_steps {bad} are outside the run: allowed indices are 0..{last}")
+            return sorted(set(self.update_steps))
+        bad = [iv for iv in self.update_intervals if iv[1] > num_loop_steps]
+        if bad:
+            raise ValueError(f"update_intervals {bad} end past the run: allowed range is 0..{num_loop_steps}")
+        return sorted({i for s, e in self.update_intervals for i in range(s, e)})
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("update_steps", "update_intervals"):
+            if d[k] is not None:
+                d[k] = [list(v) if isinstance(v, tuple) else v for v in d[k]]
+        return d

@@ -1,0 +1,40 @@
+"""The model's clean-image estimate x0_hat, read from the scheduler's own tensors.
+
+Every supported scheduler feeds the model a variance-preserving input `x_in = alpha * x0 + sigma * noise`
+(sigma-parameterised schedulers such as Euler reach it through `scale_model_input`). So with the model input
+and the scheduler's noise level at the current step, x0_hat has one formula per prediction type, and nothing
+calls `scheduler.step` (multistep schedulers keep history that a second call would corrupt).
+"""
+
+from __future__ import annotations
+
+import torch
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def noise_level(scheduler, timestep) -> tuple[torch.Tensor, torch.Tensor]:
+    """(alpha, sigma) of the model input at `timestep`, after `scheduler.scale_model_input` ran for it."""
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is not None and len(sigmas) > 1:
+        index = getattr(scheduler, "step_index", None)
+        if index is None:
+            index = scheduler.index_for_timestep(timestep)
+        s = sigmas[index].to(torch.float64)
+        alpha = 1 / torch.sqrt(1 + s**2)
+        return alpha, s * alpha
+    acp = scheduler.alphas_cumprod[int(timestep)].to(torch.float64)
+    return acp.sqrt(), (1 - acp).sqrt()
+
+
+def predicted_x0(model_input: torch.Tensor, model_output: torch.Tensor, alpha, sigma, prediction_type: str):
+    """x0_hat from the (guided) model output at a model input with noise level (alpha, sigma)."""
+    alpha = torch.as_tensor(alpha, dtype=model_input.dtype, device=model_input.device)
+    sigma = torch.as_tensor(sigma, dtype=model_input.dtype, device=model_input.device)
+    if prediction_type == "epsilon":
+        return (model_input - sigma * model_output) / alpha
+    if prediction_type == "v_prediction":
+        return alpha * model_input - sigma * model_output
+    if prediction_type == "sample":
+        return model_output
+    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")

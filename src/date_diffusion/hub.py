@@ -1,0 +1,45 @@
+"""The one place that knows model ids and paths, and how loading failures are explained to the user."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+TOY_ASSETS = Path(__file__).resolve().parent / "toyworld" / "assets"
+TOY_PIPELINE = TOY_ASSETS / "pipeline"  # default --model: the toy world's Stable-Diffusion-format pipeline
+TOY_CLIP = TOY_ASSETS / "clip"  # default reward
+TOY_CLIP_EVAL = TOY_ASSETS / "clip-eval"  # evaluation only, never a reward
+
+# Checkpoints of the paper (need network once, or a local copy).
+PAPER_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+PAPER_CLIP = "openai/clip-vit-large-patch14"
+
+REWARD_ALIASES = {"clip": TOY_CLIP, "clip-eval": TOY_CLIP_EVAL, "clip-l": PAPER_CLIP}
+
+
+class ModelNotFoundError(OSError):
+    pass
+
+
+def explain_load_error(id_or_path, err: Exception) -> ModelNotFoundError:
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+    if Path(str(id_or_path)).exists():
+        hint = f"the folder exists but is not a complete checkpoint ({type(err).__name__}: {err})"
+    elif str(id_or_path).startswith(("/", ".", "~")):
+        hint = "no such folder: check the path"
+    else:
+        hint = (
+            "it is not a local folder and not in the Hugging Face cache"
+            + (" (HF_HUB_OFFLINE is set, so nothing is downloaded)" if offline else " and could not be downloaded")
+            + f". Fix: on a machine with network run `hf download {id_or_path}` (or save the model with"
+            " save_pretrained) and pass the local folder"
+        )
+    return ModelNotFoundError(f"could not load {str(id_or_path)!r}: {hint}")
+
+
+def load_component(cls, id_or_path, **kwargs):
+    """`cls.from_pretrained(id_or_path)` with an error that says how to fix a missing or offline model."""
+    try:
+        return cls.from_pretrained(str(id_or_path), **kwargs)
+    except (OSError, ValueError) as err:
+        raise explain_load_error(id_or_path, err) from err

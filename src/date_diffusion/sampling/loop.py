@@ -1,0 +1,147 @@
+"""The sampling loop with DATE: a function over a denoiser, a decoder and a reward, independent of any pipeline.
+
+A normal step is one denoiser call on `[x, x]` with `[uncond, cond]`, classifier-free guidance and one
+`scheduler.step`. An update step follows the reference exactly:
+  1. uncond prediction without gradient;
+  2. with gradient for the conditional embedding only: cond prediction -> CFG -> x0_hat -> decode -> reward;
+  3. `date_update` (repeated `grad_steps` times);
+  4. cond prediction again with the new embedding (no gradient) -> CFG -> the only `scheduler.step` call.
+The new embedding is kept for the following steps; the unconditional embedding never changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from date_diffusion.core.config import DATEConfig
+from date_diffusion.core.prediction import noise_level, predicted_x0
+from date_diffusion.core.update import date_update
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_in, t, embeds) -> output
+
+
+@dataclass
+class Trace:
+    """What DATE did to one image."""
+
+    update_steps: list[int] = field(default_factory=list)
+    updates: list[dict] = field(default_factory=list)
+    skipped_steps: list[int] = field(default_factory=list)
+    final_distance: float = 0.0  # ||c_final - c_org||_F
+
+    def to_dict(self) -> dict:
+        return {"update_steps": self.update_steps, "skipped_steps": self.skipped_steps,
+                "final_distance": self.final_distance, "updates": self.updates}  # fmt: skip
+
+
+@dataclass
+class SampleResult:
+    latents: torch.Tensor
+    embeds: torch.Tensor  # final conditional embeddings
+    traces: list[Trace]
+    embeds_history: dict[int, torch.Tensor] | None = None  # loop index -> embeddings after that update
+
+
+def guided(uncond_out, cond_out, guidance_scale: float):
+    if uncond_out is None:
+        return cond_out
+    return uncond_out + guidance_scale * (cond_out - uncond_out)
+
+
+def date_sample(
+    *,
+    scheduler,
+    denoise: Denoiser,
+    latents: torch.Tensor,
+    cond_embeds: torch.Tensor,
+    uncond_embeds: torch.Tensor | None,
+    guidance_scale: float,
+    prediction_type: str,
+    date: DATEConfig | None = None,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    reward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    step_kwargs: dict | None = None,
+    keep_history: bool = False,
+    on_step_end: Callable[[int, torch.Tensor, dict], dict | None] | None = None,
+    progress: Callable[[], None] | None = None,
+) -> SampleResult:
+    """Run `scheduler.timesteps` from `latents`; with `date`, adapt `cond_embeds` at its update indices.
+
+    `uncond_embeds=None` means no classifier-free guidance (a single conditional prediction per step).
+    `decode(x0_latents) -> images in [0, 1]` and `reward(images) -> scores [B]` are needed when `date` updates.
+    `on_step_end(i, t, tensors)` may return replacements for "latents" / "prompt_embeds".
+    """
+    step_kwargs = step_kwargs or {}
+    timesteps = scheduler.timesteps
+    batch = latents.shape[0]
+    cfg = uncond_embeds is not None
+    updates = set()
+    if date is not None and date.rho > 0:
+        updates = set(date.update_indices(len(timesteps)))
+        if updates and (decode is None or reward is None):
+            raise ValueError("DATE updates need both `decode` and `reward`")
+    original = cond_embeds.detach()
+    embeds = original
+    traces = [Trace(update_steps=sorted(updates)) for _ in range(batch)]
+    history = {} if keep_history else None
+
+    def x0_of(x_in, t, eps):
+        alpha, sigma = noise_level(scheduler, t)
+        return predicted_x0(x_in, eps, alpha, sigma, prediction_type)
+
+    for i, t in enumerate(timesteps):
+        if i in updates:
+            x_in = scheduler.scale_model_input(latents, t)
+            with torch.no_grad():
+                uncond_out = denoise(x_in, t, uncond_embeds) if cfg else None
+            records = [dict(step=i, timestep=int(t)) for _ in range(batch)]
+            for k in range(date.grad_steps):
+                variable = embeds.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    out = guided(uncond_out, denoise(x_in, t, variable), guidance_scale)
+                    scores = reward(decode(x0_of(x_in, t, out)))
+                    (grad,) = torch.autograd.grad(-scores.sum(), variable)
+                result = date_update(embeds, original, grad, date.rho, date.anchor, date.prior_weight)
+                moved = torch.linalg.vector_norm((result.embeds - embeds).flatten(1).double(), dim=1)
+                embeds = result.embeds.detach()
+                for b in range(batch):
+                    if k == 0:
+                        records[b]["reward_before"] = float(scores[b])
+                    records[b].setdefault("grad_norms", []).append(float(result.grad_norm[b]))
+                    records[b]["update_norm"] = records[b].get("update_norm", 0.0) + float(moved[b])
+                    records[b]["skipped"] = records[b].get("skipped", False) or bool(result.skipped[b])
+            with torch.no_grad():
+                out = guided(uncond_out, denoise(x_in, t, embeds), guidance_scale)
+                if date.track_reward_after:
+                    after = reward(decode(x0_of(x_in, t, out)))
+            for b in range(batch):
+                if date.track_reward_after:
+                    records[b]["reward_after"] = float(after[b])
+                traces[b].updates.append(records[b])
+                if records[b]["skipped"]:
+                    traces[b].skipped_steps.append(i)
+            if history is not None:
+                history[i] = embeds.clone()
+        else:
+            with torch.no_grad():
+                x_in = torch.cat([latents] * 2) if cfg else latents
+                x_in = scheduler.scale_model_input(x_in, t)
+                out = denoise(x_in, t, torch.cat([uncond_embeds, embeds]) if cfg else embeds)
+                if cfg:
+                    out = guided(*out.chunk(2), guidance_scale)
+        with torch.no_grad():
+            latents = scheduler.step(out, t, latents, **step_kwargs, return_dict=False)[0]
+        if on_step_end is not None:
+            replaced = on_step_end(i, t, {"latents": latents, "prompt_embeds": embeds}) or {}
+            latents = replaced.get("latents", latents)
+            embeds = replaced.get("prompt_embeds", embeds)
+        if progress is not None:
+            progress()
+
+    distance = torch.linalg.vector_norm((embeds - original).flatten(1).double(), dim=1)
+    for b in range(batch):
+        traces[b].final_distance = float(distance[b])
+    return SampleResult(latents, embeds, traces, history)

@@ -1,0 +1,150 @@
+"""The exact evaluator: reads a toy-world image back into objects and checks a prompt against them.
+
+Segmentation: pixels far from the background colour are foreground; 8-connected foreground components of at
+least `MIN_AREA` pixels are objects. Each object gets the palette colour nearest its median pixel, and the
+shape whose template (rendered by the same code as the scenes) best overlaps its rescaled mask.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from date_diffusion.toyworld import scene
+from date_diffusion.toyworld.scene import COLORS, PLURALS, RELATIONS, SHAPES, PromptSpec
+
+MIN_AREA = 20
+FOREGROUND_DISTANCE = 70.0  # RGB distance from the background
+TEMPLATE = 24
+BIG_EXTENT = 17  # bounding-box extent (px) separating "small" from "big"
+_PALETTE = np.array(list(COLORS.values()), dtype=np.float64)
+_NAMES = list(COLORS)
+
+
+@dataclass
+class Detection:
+    color: str
+    shape: str
+    size: str
+    cx: float
+    cy: float
+    area: int
+    shape_score: float
+
+
+@lru_cache(maxsize=1)
+def _templates() -> dict[str, np.ndarray]:
+    out = {}
+    for shape in SHAPES:
+        img = scene.render(scene.Scene([scene.PlacedObject("red", shape, "big", 32, 32)]))
+        out[shape] = _normalised_mask(_foreground(img))
+    return out
+
+
+def _foreground(image: np.ndarray) -> np.ndarray:
+    diff = np.linalg.norm(image.astype(np.float64) - np.array(scene.BACKGROUND, dtype=np.float64), axis=-1)
+    return diff > FOREGROUND_DISTANCE
+
+
+def _normalised_mask(mask: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(mask)
+    crop = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].astype(np.float32)
+    return np.asarray(Image.fromarray(crop).resize((TEMPLATE, TEMPLATE), Image.Resampling.BILINEAR)) > 0.5
+
+
+def detect(image: np.ndarray) -> list[Detection]:
+    """Objects in an HxWx3 uint8 image (any size; rescaled to 64x64 first)."""
+    image = np.asarray(image)[..., :3]
+    if image.shape[:2] != (scene.IMAGE_SIZE, scene.IMAGE_SIZE):
+        image = np.asarray(Image.fromarray(image).resize((scene.IMAGE_SIZE,) * 2, Image.Resampling.BILINEAR))
+    fg = _foreground(image)
+    labels, n = ndimage.label(fg, structure=np.ones((3, 3)))
+    templates = _templates()
+    found = []
+    for k in range(1, n + 1):
+        mask = labels == k
+        area = int(mask.sum())
+        if area < MIN_AREA:
+            continue
+        color = _NAMES[int(np.argmin(np.linalg.norm(_PALETTE - np.median(image[mask], axis=0), axis=1)))]
+        m = _normalised_mask(mask)
+        ious = {s: (m & t).sum() / max(1, (m | t).sum()) for s, t in templates.items()}
+        shape = max(ious, key=ious.get)
+        ys, xs = np.nonzero(mask)
+        extent = max(np.ptp(ys), np.ptp(xs)) + 1
+        size = "big" if extent >= BIG_EXTENT else "small"
+        found.append(Detection(color, shape, size, float(xs.mean()), float(ys.mean()), area, float(ious[shape])))
+    return found
+
+
+_SINGULAR = {v: k for k, v in PLURALS.items()}
+_NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3}
+_OBJ = r"(a|an|one|two|three)\s+(?:(small|big)\s+)?(\w+)\s+(\w+)"
+
+
+def parse_caption(text: str) -> PromptSpec:
+    """The spec of a caption written in the toy grammar (raises ValueError otherwise)."""
+    t = " ".join(text.lower().replace(",", " ").split())
+    rel = next((r for r, words in RELATIONS.items() if f" {words} " in t), None)
+    parts = t.split(f" {RELATIONS[rel]} ") if rel else t.split(" and ")
+    objects, size = [], None
+    for part in parts:
+        m = re.fullmatch(_OBJ, part.strip())
+        if not m or m.group(3) not in COLORS or _SINGULAR.get(m.group(4), m.group(4)) not in SHAPES:
+            raise ValueError(f"not a toy-world caption: {text!r}")
+        n = _NUMBERS[m.group(1)]
+        size = m.group(2) or size
+        objects.append((m.group(3), _SINGULAR.get(m.group(4), m.group(4)), n))
+    if rel and len(objects) != 2:
+        raise ValueError(f"a relation needs exactly two objects: {text!r}")
+    category = "position" if rel else "single" if len(objects) == 1 and objects[0][2] == 1 else (
+        "counting" if len(objects) == 1 else "two_object")  # fmt: skip
+    return PromptSpec(category, tuple(objects), rel, size if len(objects) == 1 else None)
+
+
+def _relation_ok(a: Detection, b: Detection, relation: str) -> bool:
+    dx, dy = b.cx - a.cx, b.cy - a.cy
+    if relation in ("left", "right"):
+        return (dx > 0 if relation == "left" else dx < 0) and abs(dx) > abs(dy)
+    return (dy > 0 if relation == "above" else dy < 0) and abs(dy) > abs(dx)
+
+
+def evaluate(image: np.ndarray, spec: PromptSpec | str) -> dict:
+    """Per-aspect verdict of `image` for `spec` and overall `pass` (every aspect holds).
+
+    objects: every named shape is present; colors: every named colour-shape pair is present (attribute
+    binding); count: each named object appears exactly as often as asked and nothing else is in the image;
+    position: the named relation holds between the two objects; size: the named size (single objects).
+    """
+    if isinstance(spec, str):
+        spec = parse_caption(spec)
+    dets = detect(image)
+    aspects = {
+        "objects": all(any(d.shape == s for d in dets) for _, s, _ in spec.objects),
+        "colors": all(any(d.shape == s and d.color == c for d in dets) for c, s, _ in spec.objects),
+        "count": all(sum(d.shape == s and d.color == c for d in dets) == n for c, s, n in spec.objects)
+        and len(dets) == sum(n for _, _, n in spec.objects),
+    }
+    if spec.relation is not None:
+        (ca, sa, _), (cb, sb, _) = spec.objects
+        a = [d for d in dets if d.color == ca and d.shape == sa]
+        b = [d for d in dets if d.color == cb and d.shape == sb]
+        aspects["position"] = len(a) == 1 and len(b) == 1 and _relation_ok(a[0], b[0], spec.relation)
+    if spec.size is not None:
+        c, s, _ = spec.objects[0]
+        aspects["size"] = any(d.color == c and d.shape == s and d.size == spec.size for d in dets)
+    return {"pass": all(aspects.values()), "aspects": aspects, "detections": [asdict(d) for d in dets]}
+
+
+def evaluate_prompt(image: np.ndarray, prompt: str) -> dict:
+    """`evaluate` for a caption; a prompt outside the grammar gets `{"pass": None, "error": ...}`."""
+    try:
+        spec = parse_caption(prompt)
+    except ValueError as err:
+        return {"pass": None, "aspects": {}, "error": str(err)}
+    return evaluate(image, spec)

@@ -1,0 +1,36 @@
+"""A CLIP tokenizer whose vocabulary is learned from a word list (the toy grammar, or any test vocabulary).
+
+The merges are trained with the `tokenizers` BPE trainer on the word list itself, so every listed word becomes
+one token and any other text still tokenizes (into characters). The result is a stock `CLIPTokenizer`.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import CLIPTokenizer
+
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+
+
+def build_clip_tokenizer(words: list[str], model_max_length: int = 77) -> CLIPTokenizer:
+    # Same pre-tokenisation as CLIPTokenizer: byte-level characters, "</w>" marks the end of a word.
+    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token=EOS))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=100_000,
+        special_tokens=[BOS, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        end_of_word_suffix="</w>",
+        show_progress=False,
+    )
+    bpe.train_from_iterator(words, trainer=trainer)  # one word per item: no spaces to absorb
+    state = json.loads(bpe.to_str())["model"]
+    vocab = dict(state["vocab"])
+    # CLIP looks up single characters both bare and as word ends ("a</w>"): make sure both exist.
+    for ch in pre_tokenizers.ByteLevel.alphabet():
+        for tok in (ch, ch + "</w>"):
+            vocab.setdefault(tok, len(vocab))
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)

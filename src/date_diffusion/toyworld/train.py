@@ -1,0 +1,372 @@
+"""Train every toy-world model from scratch: tokenizer, two CLIPs, VAE, UNet; then assemble the pipeline folder.
+
+Stages run in order and each is resumable: a stage writes a checkpoint (safetensors + JSON) every
+`checkpoint_every` steps and a `done` marker at the end, and data for step `k` is drawn from an RNG seeded by
+(seed, stage, k), so a resumed run sees exactly the batches an uninterrupted one would have seen.
+
+Output layout of `--out DIR`:
+  DIR/pipeline/      StableDiffusionPipeline folder (tokenizer, text_encoder, vae, unet, scheduler)
+  DIR/clip/          toy CLIP used as the reward (CLIPModel + tokenizer)
+  DIR/clip-eval/     independently trained toy CLIP, for evaluation only
+  DIR/work/          checkpoints, logs (JSON lines), cached latents
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from date_diffusion.toyworld import scene
+from date_diffusion.toyworld.tokenizer import build_clip_tokenizer
+
+MAX_TOKENS = 24  # longest grammar caption is 12 tokens with BOS/EOS
+STAGES = ("clip", "clip_eval", "vae", "latents", "unet", "assemble")
+
+
+@dataclass
+class TrainConfig:
+    out: Path
+    seed: int = 0
+    device: str = "cpu"
+    # Sized for one CPU thread in about two hours (see the README for measured times).
+    clip_steps: int = 1000
+    clip_eval_steps: int = 600
+    clip_batch: int = 64
+    vae_steps: int = 2500
+    vae_batch: int = 32
+    latent_images: int = 50_000
+    unet_steps: int = 8000
+    unet_batch: int = 64
+    checkpoint_every: int = 250
+    stages: tuple[str, ...] = field(default=STAGES)
+
+    @classmethod
+    def smoke(cls, out: Path, seed: int = 0, device: str = "cpu") -> TrainConfig:
+        """A few steps of every stage on a few images: proves the recipe runs, not that it learns."""
+        return cls(out, seed, device, clip_steps=3, clip_eval_steps=3, clip_batch=8, vae_steps=3, vae_batch=4,
+                   latent_images=16, unet_steps=3, unet_batch=4, checkpoint_every=2)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- model configs
+def clip_config(vocab_size: int, small: bool = False):
+    from transformers import CLIPConfig
+
+    width, layers = (96, 3) if small else (128, 4)
+    text = dict(vocab_size=vocab_size, hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers,
+                num_attention_heads=4, max_position_embeddings=MAX_TOKENS, bos_token_id=0, eos_token_id=1,
+                pad_token_id=1, projection_dim=width)  # fmt: skip
+    vision = dict(image_size=scene.IMAGE_SIZE, patch_size=8, hidden_size=width, intermediate_size=4 * width,
+                  num_hidden_layers=layers, num_attention_heads=4, projection_dim=width)  # fmt: skip
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=width)
+
+
+def vae_config() -> dict:
+    return dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=scene.IMAGE_SIZE, layers_per_block=1,
+                block_out_channels=(16, 32, 64, 64), norm_num_groups=8,
+                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)  # fmt: skip
+
+
+def unet_config(cross_attention_dim: int) -> dict:
+    return dict(sample_size=scene.IMAGE_SIZE // 8, in_channels=4, out_channels=4, layers_per_block=1,
+                block_out_channels=(64, 128, 128), attention_head_dim=8, cross_attention_dim=cross_attention_dim,
+                down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))  # fmt: skip
+
+
+def noise_scheduler_config() -> dict:
+    # Stable Diffusion's training schedule.
+    return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                prediction_type="epsilon", clip_sample=False, set_alpha_to_one=False, steps_offset=1)  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def images_to_tensor(images: np.ndarray, device) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in [-1, 1]."""
+    return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{idx}.{k}"] = v.contiguous()
+            else:
+                scalars[f"{idx}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, v in list(tensors.items()) + list(meta["scalars"].items()):
+        idx, k = key.split(".", 1)
+        state.setdefault(int(idx), {})[k] = v
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+class Stage:
+    """Checkpointed optimisation loop shared by every model (weights and optimizer state as safetensors)."""
+
+    def __init__(self, cfg: TrainConfig, name: str, model: torch.nn.Module, steps: int, lr: float,
+                 ema_decay: float | None = None):  # fmt: skip
+        self.cfg, self.name, self.model, self.steps = cfg, name, model, steps
+        self.dir = cfg.out / "work" / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+        warmup = min(200, max(1, steps // 10))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+        )
+        self.ema = None
+        if ema_decay is not None:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(params, decay=ema_decay, use_ema_warmup=True, power=3 / 4)
+        self.start = 0
+        ckpt = self.dir / "checkpoint.json"
+        if ckpt.exists():
+            meta = json.loads(ckpt.read_text())
+            model.load_state_dict(load_file(self.dir / "model.safetensors"))
+            self.opt.load_state_dict(_unflatten_optimizer(load_file(self.dir / "optimizer.safetensors"), meta["opt"]))
+            self.sched.load_state_dict(meta["sched"])
+            if self.ema is not None:
+                shadow = load_file(self.dir / "ema.safetensors")
+                self.ema.shadow_params = [shadow[str(i)] for i in range(len(shadow))]
+                self.ema.optimization_step = meta["ema_step"]
+            self.start = meta["step"]
+
+    def _checkpoint(self, step: int):
+        tensors, opt_meta = _flatten_optimizer(self.opt)
+        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, self.dir / "model.safetensors")
+        save_file(tensors, self.dir / "optimizer.safetensors")
+        meta = {"step": step, "opt": opt_meta, "sched": self.sched.state_dict()}
+        if self.ema is not None:
+            save_file({str(i): p.contiguous() for i, p in enumerate(self.ema.shadow_params)},
+                      self.dir / "ema.safetensors")  # fmt: skip
+            meta["ema_step"] = self.ema.optimization_step
+        tmp = self.dir / "checkpoint.json.tmp"
+        tmp.write_text(json.dumps(meta))
+        tmp.replace(self.dir / "checkpoint.json")
+
+    def run(self, loss_fn: Callable[[int], torch.Tensor]):
+        """`loss_fn(step)` builds that step's batch and returns its loss."""
+        self.model.train()
+        log = open(self.dir / "log.jsonl", "a")
+        t0 = time.time()
+        bar = tqdm(range(self.start, self.steps), desc=self.name, initial=self.start, total=self.steps)
+        for step in bar:
+            loss = loss_fn(step)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.opt.step()
+            self.sched.step()
+            if self.ema is not None:
+                self.ema.step(p for p in self.model.parameters() if p.requires_grad)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if step % 25 == 0 or step == self.steps - 1:
+                log.write(json.dumps({"step": step, "loss": loss.item(), "elapsed_s": time.time() - t0}) + "\n")
+                log.flush()
+            if (step + 1) % self.cfg.checkpoint_every == 0 or step == self.steps - 1:
+                self._checkpoint(step + 1)
+        log.close()
+        if self.ema is not None:
+            self.ema.copy_to(p for p in self.model.parameters() if p.requires_grad)
+        self.model.eval()
+        return self.model
+
+
+def _rng(cfg: TrainConfig, stage: str, step: int) -> np.random.Generator:
+    return np.random.default_rng([cfg.seed, sum(map(ord, stage)), step])
+
+
+def _done(cfg: TrainConfig, stage: str) -> Path:
+    return cfg.out / "work" / stage / "done"
+
+
+# -------------------------------------------------------------------------------------------------- stages
+def train_clip(cfg: TrainConfig, name: str, small: bool, steps: int):
+    """Contrastive training on renders; each batch adds one hard negative caption per image (swapped colours,
+    wrong count, flipped relation) so the model must read binding, count and position, not only words."""
+    from transformers import CLIPModel
+
+    out_dir = cfg.out / ("clip-eval" if small else "clip")
+    if _done(cfg, name).exists():
+        return CLIPModel.from_pretrained(out_dir).to(cfg.device)
+    tok = build_clip_tokenizer(scene.vocabulary(), MAX_TOKENS)
+    conf = clip_config(len(tok), small)
+    torch.manual_seed(cfg.seed + (1000 if small else 0))
+    model = CLIPModel(conf).to(cfg.device)
+    stage = Stage(cfg, name, model, steps, lr=5e-4)
+    B = cfg.clip_batch
+
+    def loss_fn(step):
+        images, caps, negs = scene.sample_batch(_rng(cfg, name, step), B, with_negatives=True)
+        pix = clip_normalize((images_to_tensor(images, cfg.device) + 1) / 2)
+        text = tok(caps + negs, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
+        out = model(input_ids=text.input_ids.to(cfg.device), attention_mask=text.attention_mask.to(cfg.device),
+                    pixel_values=pix)  # fmt: skip
+        logits = out.logits_per_image  # [B, 2B]: positives on the diagonal, hard negatives in the right half
+        target = torch.arange(B, device=cfg.device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, :B].t(), target)) / 2
+
+    stage.run(loss_fn)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    _done(cfg, name).touch()
+    return model
+
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def clip_normalize(images01: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(CLIP_MEAN, device=images01.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=images01.device).view(1, 3, 1, 1)
+    return (images01 - mean) / std
+
+
+def train_vae(cfg: TrainConfig):
+    from diffusers import AutoencoderKL
+
+    out_dir = cfg.out / "work" / "vae" / "final"
+    if _done(cfg, "vae").exists():
+        return AutoencoderKL.from_pretrained(out_dir).to(cfg.device)
+    torch.manual_seed(cfg.seed + 2000)
+    vae = AutoencoderKL(**vae_config()).to(cfg.device)
+    stage = Stage(cfg, "vae", vae, cfg.vae_steps, lr=1e-3)
+
+    def loss_fn(step):
+        images, _ = scene.sample_batch(_rng(cfg, "vae", step), cfg.vae_batch)
+        x = images_to_tensor(images, cfg.device)
+        post = vae.encode(x).latent_dist
+        gen = torch.Generator(cfg.device).manual_seed(cfg.seed * 1_000_003 + step)
+        rec = vae.decode(post.sample(generator=gen)).sample
+        # Objects are a few percent of the pixels: weight them up so colours and edges are learned early.
+        weight = 1 + 9 * (x - x[:, :, :1, :1]).abs().amax(1, keepdim=True).gt(0.05).float()
+        rec_loss = (weight * (rec - x).abs()).mean() + (weight * (rec - x) ** 2).mean()
+        return rec_loss + 1e-6 * post.kl().mean()
+
+    stage.run(loss_fn)
+    vae.save_pretrained(out_dir)
+    _done(cfg, "vae").touch()
+    return vae
+
+
+@torch.no_grad()
+def encode_latents(cfg: TrainConfig, vae):
+    """Render the UNet's training set once and cache its latents (mean of the posterior) and captions."""
+    path = cfg.out / "work" / "latents"
+    path.mkdir(parents=True, exist_ok=True)
+    if _done(cfg, "latents").exists():
+        return load_file(path / "latents.safetensors")["latents"], json.loads((path / "captions.json").read_text())
+    rng = _rng(cfg, "latents", 0)
+    latents, captions = [], []
+    for start in tqdm(range(0, cfg.latent_images, 256), desc="latents"):
+        images, caps = scene.sample_batch(rng, min(256, cfg.latent_images - start))
+        latents.append(vae.encode(images_to_tensor(images, cfg.device)).latent_dist.mean.cpu())
+        captions += caps
+    lat = torch.cat(latents)
+    save_file({"latents": lat.contiguous()}, path / "latents.safetensors")
+    (path / "captions.json").write_text(json.dumps(captions))
+    _done(cfg, "latents").touch()
+    return lat, captions
+
+
+def text_encoder_from_clip(clip):
+    from transformers import CLIPTextModel
+
+    enc = CLIPTextModel(clip.config.text_config)
+    enc.load_state_dict(clip.text_model.state_dict())
+    return enc.eval().requires_grad_(False)
+
+
+def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], clip, tokenizer):
+    """Stable Diffusion's recipe in latent space: epsilon prediction, frozen CLIP text encoder (last hidden
+    state), 10% caption dropout to the empty prompt for classifier-free guidance, EMA weights."""
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    out_dir = cfg.out / "work" / "unet" / "final"
+    if _done(cfg, "unet").exists():
+        return UNet2DConditionModel.from_pretrained(out_dir).to(cfg.device)
+    text_encoder = text_encoder_from_clip(clip).to(cfg.device)
+    torch.manual_seed(cfg.seed + 3000)
+    unet = UNet2DConditionModel(**unet_config(text_encoder.config.hidden_size)).to(cfg.device)
+    noise_sched = DDPMScheduler.from_config(noise_scheduler_config())
+    scaling = 1.0 / latents.std().item()
+    stage = Stage(cfg, "unet", unet, cfg.unet_steps, lr=3e-4, ema_decay=0.9995)
+    acp = noise_sched.alphas_cumprod.to(cfg.device)
+
+    def loss_fn(step):
+        rng = _rng(cfg, "unet", step)
+        idx = rng.integers(len(captions), size=cfg.unet_batch)
+        caps = ["" if rng.random() < 0.1 else captions[i] for i in idx]
+        with torch.no_grad():
+            ids = tokenizer(caps, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
+            cond = text_encoder(ids.input_ids.to(cfg.device))[0]
+        x0 = latents[torch.from_numpy(idx)].to(cfg.device) * scaling
+        gen = torch.Generator(cfg.device).manual_seed(cfg.seed * 1_000_003 + step)
+        noise = torch.randn(x0.shape, generator=gen, device=cfg.device)
+        t = torch.randint(0, 1000, (x0.shape[0],), generator=gen, device=cfg.device)
+        a = acp[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        return F.mse_loss(unet(xt, t, encoder_hidden_states=cond).sample, noise)
+
+    stage.run(loss_fn)
+    unet.save_pretrained(out_dir)
+    (out_dir / "scaling_factor.json").write_text(json.dumps({"scaling_factor": scaling}))
+    _done(cfg, "unet").touch()
+    return unet
+
+
+def assemble(cfg: TrainConfig, clip, vae, unet, tokenizer):
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    scaling = json.loads((cfg.out / "work" / "unet" / "final" / "scaling_factor.json").read_text())["scaling_factor"]
+    vae.register_to_config(scaling_factor=scaling)
+    pipe = StableDiffusionPipeline(
+        vae=vae.cpu(), text_encoder=text_encoder_from_clip(clip.cpu()), tokenizer=tokenizer, unet=unet.cpu(),
+        scheduler=DDIMScheduler.from_config(noise_scheduler_config()), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.save_pretrained(cfg.out / "pipeline")
+    return pipe
+
+
+def train_all(cfg: TrainConfig):
+    cfg.out = Path(cfg.out)
+    (cfg.out / "work").mkdir(parents=True, exist_ok=True)
+    (cfg.out / "work" / "config.json").write_text(json.dumps({**asdict(cfg), "out": str(cfg.out)}, indent=1))
+    t0 = time.time()
+    timings = {}
+    from transformers import CLIPTokenizer
+
+    clip = train_clip(cfg, "clip", small=False, steps=cfg.clip_steps)
+    timings["clip"] = time.time() - t0
+    if "clip_eval" in cfg.stages:
+        train_clip(cfg, "clip_eval", small=True, steps=cfg.clip_eval_steps)
+        timings["clip_eval"] = time.time() - t0
+    tokenizer = CLIPTokenizer.from_pretrained(cfg.out / "clip")
+    vae = train_vae(cfg)
+    timings["vae"] = time.time() - t0
+    latents, captions = encode_latents(cfg, vae)
+    timings["latents"] = time.time() - t0
+    unet = train_unet(cfg, latents, captions, clip, tokenizer)
+    timings["unet"] = time.time() - t0
+    assemble(cfg, clip, vae, unet, tokenizer)
+    timings["total_s"] = time.time() - t0
+    (cfg.out / "work" / "timings.json").write_text(json.dumps(timings, indent=1))
+    return timings

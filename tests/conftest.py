@@ -1,0 +1,94 @@
+"""Tiny Stable Diffusion components with random weights (as diffusers' own tests build them) and a tiny CLIP."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+WORDS = ["a", "red", "blue", "green", "circle", "square", "cat", "dog", "and", "photo", "of", "the"]
+MAX_TOKENS = 16
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from date_diffusion.toyworld.tokenizer import build_clip_tokenizer
+
+    return build_clip_tokenizer(WORDS, MAX_TOKENS)
+
+
+def make_components(tokenizer, prediction_type: str = "epsilon", dtype=torch.float32):
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16, norm_num_groups=4, attention_head_dim=4,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=MAX_TOKENS, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+    ))  # fmt: skip
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)  # fmt: skip
+    return dict(unet=unet.to(dtype), vae=vae.to(dtype), text_encoder=text_encoder.to(dtype), tokenizer=tokenizer,
+                scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)  # fmt: skip
+
+
+@pytest.fixture
+def components(tokenizer):
+    return make_components(tokenizer)
+
+
+@pytest.fixture
+def pipe(components):
+    from date_diffusion import StableDiffusionDATEPipeline
+
+    p = StableDiffusionDATEPipeline(**components)
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def make_clip(tokenizer, seed: int = 0):
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    conf = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=MAX_TOKENS, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=1),
+        vision_config=dict(image_size=32, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                           num_attention_heads=2),
+        projection_dim=16,
+    )  # fmt: skip
+    return CLIPModel(conf).eval()
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory, tokenizer):
+    """A tiny CLIP checkpoint folder (random weights, local tokenizer), loadable by id-or-path code."""
+    path = tmp_path_factory.mktemp("tiny-clip")
+    make_clip(tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def reward(clip_dir):
+    from date_diffusion import CLIPScoreReward
+
+    return CLIPScoreReward.from_pretrained(clip_dir)

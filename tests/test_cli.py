@@ -1,0 +1,74 @@
+import json
+
+import numpy as np
+import pytest
+from diffusers import StableDiffusionPipeline
+from PIL import Image
+
+from date_diffusion.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tokenizer):
+    from conftest import make_components
+
+    path = tmp_path_factory.mktemp("tiny-sd")
+    StableDiffusionPipeline(**make_components(tokenizer)).save_pretrained(path)
+    return path
+
+
+def generate(model_dir, clip_dir, out, *extra):
+    return main(["generate", "--model", str(model_dir), "--reward", f"clip:{clip_dir}", "--steps", "6",
+                 "--update-every", "2", "--out", str(out), *extra])  # fmt: skip
+
+
+def test_generate_compare_writes_images_sidecar_and_grid(model_dir, clip_dir, tmp_path, capsys):
+    assert generate(model_dir, clip_dir, tmp_path, "a red circle", "--compare", "--seed", "3", "--save-embeddings") == 0
+    stem = "000-a-red-circle-s3"
+    for suffix in (".png", "-fixed.png", "-compare.png", ".json", "-embeddings.safetensors"):
+        assert (tmp_path / f"{stem}{suffix}").exists(), suffix
+    meta = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert meta["prompt"] == "a red circle" and meta["seed"] == 3 and meta["steps"] == 6
+    assert meta["date"]["rho"] == 0.5 and meta["date"]["update_every"] == 2
+    assert [u["step"] for u in meta["trace"]["updates"]] == [0, 2, 4]
+    grid = Image.open(tmp_path / f"{stem}-compare.png")
+    assert grid.width == 2 * 16 + 4
+    assert "step   0: reward" in capsys.readouterr().out
+    assert not (tmp_path / ".embeddings-batch.safetensors").exists()
+
+
+def test_images_do_not_depend_on_batch_size(model_dir, clip_dir, tmp_path):
+    prompts = ["a red circle", "a blue dog", "a green square"]
+    assert generate(model_dir, clip_dir, tmp_path / "b1", *prompts, "--batch-size", "1") == 0
+    assert generate(model_dir, clip_dir, tmp_path / "b3", *prompts, "--batch-size", "3") == 0
+    for png in sorted((tmp_path / "b1").glob("*.png")):
+        a = np.asarray(Image.open(png)).astype(int)
+        b = np.asarray(Image.open(tmp_path / "b3" / png.name)).astype(int)
+        assert np.abs(a - b).max() <= 1, png.name
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["a cat", "--scheduler", "fast"], "unknown --scheduler 'fast'; choose one of: ddim, ddpm"),
+        (["  "], "PROMPT is empty"),
+        (["a cat", "--update-steps", "0,6"], "--update-steps [6] are outside the run: allowed indices are 0..5"),
+        (["a cat", "--rho", "-1"], "--rho must be >= 0"),
+        (["a cat", "--grad-steps", "0"], "--grad-steps must be an integer >= 1"),
+    ],
+)
+def test_bad_input_fails_early_with_the_fix(model_dir, clip_dir, tmp_path, capsys, args, message):
+    argv = ["generate", "--model", str(model_dir), "--reward", f"clip:{clip_dir}", "--steps", "6", "--out",
+            str(tmp_path), *args]  # fmt: skip
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_model_and_unwritable_output(clip_dir, tmp_path, capsys):
+    assert main(["generate", "a cat", "--model", "nobody/nothing", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "could not load 'nobody/nothing'" in err and "hf download" in err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["generate", "a cat", "--out", str(blocker / "sub")]) == 2
+    assert "is not writable" in capsys.readouterr().err

@@ -1,0 +1,52 @@
+import pytest
+
+from date_diffusion import DATEConfig
+
+
+def test_paper_defaults():
+    cfg = DATEConfig()
+    assert (cfg.rho, cfg.update_every, cfg.grad_steps, cfg.anchor, cfg.prior_weight) == (0.5, 10, 1, "previous", 0.0)
+    assert cfg.update_indices(50) == [0, 10, 20, 30, 40]
+
+
+def test_explicit_steps_and_intervals():
+    assert DATEConfig(update_steps=[20, 0, 20]).update_indices(50) == [0, 20]
+    assert DATEConfig(update_steps=[20]).update_every is None
+    assert DATEConfig(update_intervals=[(0, 3), (10, 12)]).update_indices(50) == [0, 1, 2, 10, 11]
+    assert DATEConfig(update_steps=[]).update_indices(50) == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(rho=-0.1), "rho"),
+        (dict(rho=float("nan")), "rho"),
+        (dict(rho=float("inf")), "rho"),
+        (dict(update_every=0), "update_every"),
+        (dict(update_every=None), "update_every"),
+        (dict(grad_steps=0), "grad_steps"),
+        (dict(anchor="start"), "anchor"),
+        (dict(prior_weight=-1.0), "prior_weight"),
+        (dict(update_steps=[-1]), "update_steps"),
+        (dict(update_intervals=[(5, 2)]), "update_intervals"),
+        (dict(update_every=5, update_steps=[1]), "update_every"),
+        (dict(update_steps=[1], update_intervals=[(0, 2)]), "update_steps"),
+    ],
+)
+def test_invalid_values_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        DATEConfig(**kwargs)
+
+
+def test_indices_outside_the_run_are_rejected_with_the_allowed_range():
+    with pytest.raises(ValueError, match=r"update_steps \[50\].*0\.\.49"):
+        DATEConfig(update_steps=[0, 50]).update_indices(50)
+    with pytest.raises(ValueError, match="update_intervals"):
+        DATEConfig(update_intervals=[(40, 51)]).update_indices(50)
+
+
+def test_to_dict_is_json_ready():
+    import json
+
+    d = DATEConfig(update_intervals=[(0, 2)]).to_dict()
+    assert json.loads(json.dumps(d))["update_intervals"] == [[0, 2]]

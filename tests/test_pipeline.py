@@ -1,0 +1,181 @@
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from safetensors.torch import load_file
+
+from date_diffusion import DATEConfig, Reward, StableDiffusionDATEPipeline
+from date_diffusion.schedulers import SCHEDULERS, make_scheduler
+
+PROMPTS = ["a red circle", "a blue dog"]
+
+
+def gens(*seeds):
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+def run(pipe, prompts=PROMPTS, seeds=(0, 1), **kw):
+    kw.setdefault("num_inference_steps", 10)
+    kw.setdefault("guidance_scale", 8.0)
+    return pipe(prompts, generator=gens(*seeds), output_type="np", **kw)
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpm++"])
+@pytest.mark.parametrize("date", [None, DATEConfig(rho=0.0), DATEConfig(update_steps=[])], ids=["none", "rho0", "nosteps"])
+def test_equals_stock_pipeline_without_updates(components, reward, scheduler, date):
+    components["scheduler"] = make_scheduler(scheduler, components["scheduler"].config)
+    stock = StableDiffusionPipeline(**components)
+    stock.set_progress_bar_config(disable=True)
+    ours = StableDiffusionDATEPipeline(**components)
+    ours.set_progress_bar_config(disable=True)
+    expected = stock(PROMPTS, generator=gens(0, 1), num_inference_steps=10, guidance_scale=8.0, output_type="np").images
+    got = run(ours, date=date, reward=reward).images
+    assert abs(got - expected).max() <= 1e-5
+
+
+def test_equals_stock_for_v_prediction(tokenizer):
+    from conftest import make_components
+
+    components = make_components(tokenizer, prediction_type="v_prediction")
+    stock = StableDiffusionPipeline(**components)
+    stock.set_progress_bar_config(disable=True)
+    ours = StableDiffusionDATEPipeline(**components)
+    ours.set_progress_bar_config(disable=True)
+    expected = stock(PROMPTS, generator=gens(0, 1), num_inference_steps=6, guidance_scale=8.0, output_type="np").images
+    assert abs(run(ours, num_inference_steps=6).images - expected).max() <= 1e-5
+
+
+@pytest.mark.parametrize("anchor", ["previous", "original"])
+def test_each_update_moves_exactly_rho(pipe, reward, tmp_path, anchor):
+    path = tmp_path / "emb.safetensors"
+    out = run(pipe, date=DATEConfig(rho=0.5, update_every=3, anchor=anchor), reward=reward, save_embeddings=path)
+    saved = load_file(path)
+    steps = sorted(k for k in saved if k.startswith("step_"))
+    assert [int(k[5:]) for k in steps] == [0, 3, 6, 9] == out.traces[0]["update_steps"]
+    previous = saved["original"]
+    for k in steps:
+        ref = previous if anchor == "previous" else saved["original"]
+        dist = (saved[k] - ref).flatten(1).double().norm(dim=1)
+        torch.testing.assert_close(dist, torch.full((2,), 0.5, dtype=torch.float64), atol=1e-5, rtol=0)
+        previous = saved[k]
+    for trace in out.traces:
+        norms = [u["update_norm"] for u in trace["updates"]]  # distance moved by each update step
+        assert norms[0] == pytest.approx(0.5, abs=1e-5)
+        if anchor == "previous":
+            assert norms == pytest.approx([0.5] * 4, abs=1e-5)
+        assert trace["skipped_steps"] == []
+        if anchor == "original":
+            assert trace["final_distance"] == pytest.approx(0.5, abs=1e-5)
+    assert torch.equal(saved["final"], saved["step_0009"])
+
+
+def test_update_direction_agrees_with_finite_differences(tokenizer, clip_dir):
+    """float64 end to end: the loop's step equals +rho * grad h / |grad h| with grad h from central differences."""
+    from conftest import make_components
+
+    from date_diffusion import CLIPScoreReward
+
+    comps = make_components(tokenizer, dtype=torch.float64)
+    pipe = StableDiffusionDATEPipeline(**comps)
+    pipe.set_progress_bar_config(disable=True)
+    reward = CLIPScoreReward.from_pretrained(clip_dir).double()
+    prompt, w = "a red circle", 8.0
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    captured = {}
+    pipe([prompt], latents=latents.clone(), num_inference_steps=4, guidance_scale=w, output_type="latent",
+         date=DATEConfig(rho=0.5, update_steps=[1]), reward=reward,
+         callback_on_step_end=lambda p, i, t, kw: captured.setdefault(i, {k: v.clone() for k, v in kw.items()}) and {},
+         callback_on_step_end_tensor_inputs=["latents", "prompt_embeds", "negative_prompt_embeds"])  # fmt: skip
+    x, c0, c1 = captured[0]["latents"], captured[0]["prompt_embeds"], captured[1]["prompt_embeds"]
+    uncond = captured[0]["negative_prompt_embeds"]
+    sched = pipe.scheduler
+    t = sched.timesteps[1]
+    a = sched.alphas_cumprod[int(t)].double()
+
+    def h(c):  # written independently of the loop: CFG -> Tweedie x0 -> decode -> CLIP score
+        eps_u = pipe.unet(x, t, encoder_hidden_states=uncond).sample
+        eps_c = pipe.unet(x, t, encoder_hidden_states=c).sample
+        eps = eps_u + w * (eps_c - eps_u)
+        x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+        img = pipe.vae.decode(x0 / pipe.vae.config.scaling_factor).sample / 2 + 0.5
+        return reward(img, [prompt])[0]
+
+    fd = torch.zeros_like(c0)
+    eps = 1e-5
+    with torch.no_grad():
+        for idx in range(c0.numel()):
+            e = torch.zeros(c0.numel(), dtype=torch.float64)
+            e[idx] = eps
+            e = e.view_as(c0)
+            fd.view(-1)[idx] = (h(c0 + e) - h(c0 - e)) / (2 * eps)
+    step = (c1 - c0).flatten()
+    cos = torch.nn.functional.cosine_similarity(step, fd.flatten(), dim=0)
+    assert cos > 0.99, float(cos)
+    assert abs(step.norm().item() - 0.5) < 1e-9
+
+
+def test_batch_independence_and_seed_determinism(pipe, reward):
+    date = DATEConfig(rho=0.5, update_every=3)
+    alone = run(pipe, ["a red circle"], seeds=(7,), date=date, reward=reward)
+    mixed = run(pipe, ["a green square", "a red circle", "a dog"], seeds=(1, 7, 3), date=date, reward=reward)
+    again = run(pipe, ["a red circle"], seeds=(7,), date=date, reward=reward)
+    assert abs(mixed.images[1] - alone.images[0]).max() <= 1e-5
+    assert mixed.traces[1]["updates"][0]["reward_before"] == pytest.approx(alone.traces[0]["updates"][0]["reward_before"], abs=1e-5)
+    assert (again.images == alone.images).all() and again.traces == alone.traces
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_every_scheduler_runs_date_with_one_step_call_per_step(pipe, reward, name):
+    pipe.scheduler = make_scheduler(name, pipe.scheduler.config)
+    calls = []
+    original_step = pipe.scheduler.step
+    pipe.scheduler.step = lambda *a, **k: calls.append(1) or original_step(*a, **k)
+    out = run(pipe, num_inference_steps=6, date=DATEConfig(rho=0.5, update_every=2), reward=reward)
+    assert len(calls) == len(pipe.scheduler.timesteps)
+    assert all(abs(u["update_norm"] - 0.5) < 1e-5 for tr in out.traces for u in tr["updates"])
+    assert len(out.traces[0]["updates"]) == len(range(0, len(pipe.scheduler.timesteps), 2))
+    fixed = run(pipe, num_inference_steps=6)
+    assert (out.images == out.images).all()  # no NaN
+    assert abs(out.images - fixed.images).max() > 0  # the updates changed the sample
+
+
+def test_negative_embedding_never_changes_and_weights_stay_frozen(pipe, reward):
+    seen = []
+    run(pipe, date=DATEConfig(rho=0.5, update_every=2), reward=reward,
+        callback_on_step_end=lambda p, i, t, kw: seen.append({k: v.clone() for k, v in kw.items()}) or {},
+        callback_on_step_end_tensor_inputs=["prompt_embeds", "negative_prompt_embeds"])  # fmt: skip
+    assert all(torch.equal(s["negative_prompt_embeds"], seen[0]["negative_prompt_embeds"]) for s in seen)
+    assert not torch.equal(seen[0]["prompt_embeds"], seen[-1]["prompt_embeds"])
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder, reward):
+        assert all(p.grad is None and not p.requires_grad for p in module.parameters())
+
+
+class ConstantReward(Reward):
+    def forward(self, images, prompts):
+        return images.sum(dim=(1, 2, 3)) * 0.0 + 1.0
+
+
+def test_constant_reward_gives_no_nan_and_records_skips(pipe):
+    out = run(pipe, date=DATEConfig(rho=0.5, update_every=5), reward=ConstantReward())
+    fixed = run(pipe)
+    assert (out.images == out.images).all()
+    assert abs(out.images - fixed.images).max() <= 1e-6
+    assert out.traces[0]["skipped_steps"] == [0, 5]
+    assert all(u["skipped"] and u["update_norm"] == 0 for u in out.traces[0]["updates"])
+
+
+def test_errors_are_early_and_named(pipe, reward):
+    with pytest.raises(ValueError, match="reward"):
+        run(pipe, date=DATEConfig())
+    with pytest.raises(ValueError, match="prompt"):
+        run(pipe, ["  "], seeds=(0,))
+    with pytest.raises(ValueError, match="update_steps"):
+        run(pipe, date=DATEConfig(update_steps=[10]), reward=reward)
+
+
+def test_loads_with_from_pretrained_and_from_pipe(components, tmp_path):
+    StableDiffusionPipeline(**components).save_pretrained(tmp_path / "model")
+    loaded = StableDiffusionDATEPipeline.from_pretrained(tmp_path / "model")
+    assert isinstance(loaded, StableDiffusionDATEPipeline)
+    stock = StableDiffusionPipeline(**components)
+    converted = StableDiffusionDATEPipeline.from_pipe(stock)
+    assert converted.unet is stock.unet

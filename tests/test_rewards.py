@@ -1,0 +1,75 @@
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from date_diffusion import CLIPScoreReward, WeightedReward
+from date_diffusion.hub import ModelNotFoundError
+
+
+def manual_clip_score(model, tokenizer, images, prompts, antialias):
+    pixels = F.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False, antialias=antialias)
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        img = model.vision_model(pixel_values=(pixels - mean) / std).pooler_output
+        img = F.normalize(model.visual_projection(img), dim=-1)
+        ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
+        txt = model.text_model(**ids).pooler_output
+        txt = F.normalize(model.text_projection(txt), dim=-1)
+    return (img * txt).sum(-1)
+
+
+@pytest.mark.parametrize("antialias", [True, False])
+def test_clip_score_is_cosine_of_clip_features(reward, tokenizer, antialias):
+    reward.antialias = antialias
+    images = torch.rand(2, 3, 64, 48, generator=torch.Generator().manual_seed(0))
+    prompts = ["a red circle", "a blue dog"]
+    expected = manual_clip_score(reward.model, tokenizer, images, prompts, antialias)
+    torch.testing.assert_close(reward(images, prompts), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_antialias_option_changes_downsampling(reward):
+    images = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    reward.antialias = True
+    a = reward(images, ["a cat"])
+    reward.antialias = False  # the reference's resize
+    b = reward(images, ["a cat"])
+    assert not torch.allclose(a, b)
+
+
+def test_differentiable_frozen_and_text_cached(reward):
+    images = torch.rand(2, 3, 32, 32, requires_grad=True)
+    score = reward(images, ["a cat", "a cat"]).sum()
+    (grad,) = torch.autograd.grad(score, images)
+    assert grad.abs().sum() > 0
+    assert all(not p.requires_grad for p in reward.parameters())
+    assert list(reward._text_cache) == ["a cat"]
+
+
+def test_long_prompt_truncated_with_warning(reward):
+    long = " ".join(["red"] * 40)
+    with pytest.warns(UserWarning, match="truncated"):
+        s = reward(torch.rand(1, 3, 32, 32), [long])
+    assert torch.isfinite(s).all()
+
+
+def test_weighted_sum(reward, clip_dir):
+    other = CLIPScoreReward.from_pretrained(clip_dir)
+    both = WeightedReward([(0.5, reward), (2.0, other)])
+    images = torch.rand(2, 3, 32, 32)
+    prompts = ["a cat", "a dog"]
+    torch.testing.assert_close(both(images, prompts), 2.5 * reward(images, prompts))
+
+
+def test_missing_model_says_how_to_fix(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="no such folder"):
+        CLIPScoreReward.from_pretrained(str(tmp_path / "nope"))
+    with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE.*hf download"):
+        CLIPScoreReward.from_pretrained("someone/not-a-cached-model")
+
+
+def test_rejects_mismatched_prompts(reward):
+    with pytest.raises(ValueError, match="prompts"):
+        reward(torch.rand(2, 3, 32, 32), ["one"])

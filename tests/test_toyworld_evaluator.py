@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from date_diffusion.toyworld import scene
+from date_diffusion.toyworld.evaluator import evaluate, evaluate_prompt, parse_caption
+from date_diffusion.toyworld.suite import SUITE_PATH, build_suite_v1, prompt_suite, validation_prompts
+
+CATEGORIES = ["single", "two_object", "counting", "position", "novel"]
+
+
+def random_cases(n, seed):
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        spec = scene.sample_spec(rng, CATEGORIES[i % len(CATEGORIES)], allow_held_out=True)
+        yield spec, scene.render(scene.place(spec, rng)), rng
+
+
+def test_renderer_is_deterministic_by_seed():
+    a = scene.sample_batch(np.random.default_rng(3), 4)
+    b = scene.sample_batch(np.random.default_rng(3), 4)
+    assert np.array_equal(a[0], b[0]) and a[1] == b[1]
+    assert a[0].shape == (4, 64, 64, 3) and a[0].dtype == np.uint8
+
+
+def test_captions_parse_back_to_their_spec():
+    for spec, _, _ in random_cases(300, 0):
+        parsed = parse_caption(spec.caption)
+        assert (parsed.objects, parsed.relation, parsed.size) == (spec.objects, spec.relation, spec.size)
+    with pytest.raises(ValueError):
+        parse_caption("a photo of a cat")
+
+
+def test_at_least_99_percent_correct_on_clean_renders():
+    results = [evaluate(img, spec)["pass"] for spec, img, _ in random_cases(600, 1)]
+    assert np.mean(results) >= 0.99, np.mean(results)
+
+
+def test_robust_to_mild_noise_and_blur():
+    ok = []
+    for spec, img, rng in random_cases(300, 2):
+        noisy = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+        blurred = np.asarray(Image.fromarray(noisy).filter(ImageFilter.GaussianBlur(0.6)))
+        ok.append(evaluate(blurred, spec)["pass"])
+    assert np.mean(ok) >= 0.97, np.mean(ok)
+
+
+def test_rejects_wrong_renders():
+    rng = np.random.default_rng(4)
+    spec = scene.PromptSpec("color_binding", (("red", "circle", 1), ("blue", "square", 1)))
+    swapped = scene.PromptSpec("color_binding", (("blue", "circle", 1), ("red", "square", 1)))
+    verdict = evaluate(scene.render(scene.place(swapped, rng)), spec)
+    assert not verdict["pass"] and verdict["aspects"]["objects"] and not verdict["aspects"]["colors"]
+
+    three = scene.PromptSpec("counting", (("green", "triangle", 3),))
+    verdict = evaluate(scene.render(scene.place(three, rng)), "two green triangles")
+    assert not verdict["pass"] and not verdict["aspects"]["count"] and verdict["aspects"]["colors"]
+
+    right = scene.PromptSpec("position", (("red", "circle", 1), ("blue", "square", 1)), "right")
+    verdict = evaluate(scene.render(scene.place(right, rng)), "a red circle to the left of a blue square")
+    assert not verdict["pass"] and verdict["aspects"]["count"] and not verdict["aspects"]["position"]
+
+    empty = np.full((64, 64, 3), scene.BACKGROUND, dtype=np.uint8)
+    assert not evaluate(empty, "a red circle")["pass"]
+
+
+def test_wrong_renders_fail_in_bulk():
+    rng = np.random.default_rng(5)
+    wrong = []
+    for i in range(300):
+        spec = scene.sample_spec(rng, CATEGORIES[i % 4])
+        neg = scene.hard_negative(spec, rng)
+        if neg.caption == spec.caption:
+            continue
+        wrong.append(evaluate(scene.render(scene.place(neg, rng)), spec)["pass"])
+    assert np.mean(wrong) <= 0.02
+
+
+def test_prompt_outside_grammar_is_reported_not_guessed():
+    assert evaluate_prompt(np.zeros((64, 64, 3), np.uint8), "a photo of a cat")["pass"] is None
+
+
+def test_suite_is_the_committed_file_and_disjoint_from_validation():
+    suite = prompt_suite()
+    assert [s.to_json() for _, s in suite] == [s.to_json() for s in build_suite_v1()]
+    assert len(suite) >= 200 and len({p for p, _ in suite}) == len(suite)
+    cats = {s.category for _, s in suite}
+    assert cats == {"single", "two_object", "color_binding", "counting", "position", "novel"}
+    for _, s in suite:
+        if s.category == "novel":
+            assert scene.is_held_out(s.objects[0][:2], s.objects[1][:2])
+        elif len(s.objects) == 2:
+            assert not scene.is_held_out(s.objects[0][:2], s.objects[1][:2])
+    assert not {p for p, _ in validation_prompts()} & {p for p, _ in suite}
+    assert SUITE_PATH.exists()
+
+
+def test_training_data_never_shows_held_out_pairs():
+    rng = np.random.default_rng(6)
+    for _ in range(2000):
+        spec = scene.sample_spec(rng)
+        if len(spec.objects) == 2:
+            assert not scene.is_held_out(spec.objects[0][:2], spec.objects[1][:2])
