@@ -64,7 +64,7 @@ def load_pipeline(model: str | None, dtype: str, device: str, scheduler: str | N
         if not TOY_PIPELINE.exists():
             raise CLIError("no default model is installed with this copy; pass --model ID_OR_PATH")
         model = str(TOY_PIPELINE)
-    pipe = load_component(StableDiffusionDATEPipeline, model, torch_dtype=getattr(torch, dtype))
+    pipe = load_component(StableDiffusionDATEPipeline, model, dtype=getattr(torch, dtype))
     if scheduler is not None:
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     return pipe.to(device), model

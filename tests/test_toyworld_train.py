@@ -1,0 +1,62 @@
+import json
+
+import pytest
+import torch
+
+from date_diffusion.toyworld.train import Stage, TrainConfig, train_all
+
+
+def test_smoke_training_produces_stock_loadable_models(tmp_path):
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPModel, CLIPTokenizer
+
+    from date_diffusion import StableDiffusionDATEPipeline
+
+    timings = train_all(TrainConfig.smoke(tmp_path, seed=0))
+    assert timings["total_s"] > 0
+    stock = StableDiffusionPipeline.from_pretrained(tmp_path / "pipeline")
+    assert stock.unet.config.cross_attention_dim == stock.text_encoder.config.hidden_size
+    assert stock.vae.config.scaling_factor != 0.18215  # measured from the toy latents
+    ours = StableDiffusionDATEPipeline.from_pretrained(tmp_path / "pipeline")
+    ours.set_progress_bar_config(disable=True)
+    img = ours("a red circle", num_inference_steps=2, output_type="np").images
+    assert img.shape == (1, 64, 64, 3)
+    for name in ("clip", "clip-eval"):
+        CLIPModel.from_pretrained(tmp_path / name)
+        assert len(CLIPTokenizer.from_pretrained(tmp_path / name)("a red circle").input_ids) == 5
+    assert all(p.suffix != ".bin" for p in tmp_path.rglob("*") if p.is_file())  # safetensors only, no pickle
+    # a second run finds every stage done and trains nothing
+    again = train_all(TrainConfig.smoke(tmp_path, seed=0))
+    assert again["total_s"] < timings["total_s"]
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def run_stage(tmp_path, fail_at=None):
+    cfg = TrainConfig(tmp_path, checkpoint_every=2)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    stage = Stage(cfg, "toy", model, steps=6, lr=0.1, ema_decay=0.9)
+
+    def loss_fn(step):
+        if step == fail_at:
+            raise Boom
+        g = torch.Generator().manual_seed(step)
+        x = torch.randn(8, 3, generator=g)
+        return ((model(x) - x.sum(1, keepdim=True)) ** 2).mean()
+
+    return stage, stage.run(loss_fn)
+
+
+def test_resumed_stage_equals_uninterrupted(tmp_path):
+    _, straight = run_stage(tmp_path / "a")
+    with pytest.raises(Boom):
+        run_stage(tmp_path / "b", fail_at=5)  # dies after the checkpoint at step 4
+    meta = json.loads((tmp_path / "b" / "work" / "toy" / "checkpoint.json").read_text())
+    assert meta["step"] == 4
+    stage, resumed = run_stage(tmp_path / "b")
+    assert stage.start == 4
+    for p, q in zip(straight.parameters(), resumed.parameters()):
+        assert torch.equal(p, q)
