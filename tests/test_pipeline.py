@@ -179,3 +179,31 @@ def test_loads_with_from_pretrained_and_from_pipe(components, tmp_path):
     stock = StableDiffusionPipeline(**components)
     converted = StableDiffusionDATEPipeline.from_pipe(stock)
     assert converted.unet is stock.unet
+
+
+def test_images_per_prompt_negative_prompt_and_long_prompts(pipe, reward):
+    import logging
+
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("diffusers").addHandler(handler)
+    long = " ".join(["red circle"] * 20)  # past the 16-token limit of the tiny text encoder and reward
+    with pytest.warns(UserWarning, match="truncated"):
+        out = pipe([long, "a dog"], negative_prompt=["blue", "green"], num_images_per_prompt=2, num_inference_steps=4,
+                   guidance_scale=8.0, output_type="np", date=DATEConfig(update_every=2), reward=reward,
+                   generator=gens(0, 1, 2, 3))  # fmt: skip
+    assert out.images.shape[0] == 4 and len(out.traces) == 4
+    assert out.prompts == [long, long, "a dog", "a dog"]
+    assert all(len(t["updates"]) == 2 for t in out.traces)
+    logging.getLogger("diffusers").removeHandler(handler)
+    assert any("was truncated" in m for m in messages)  # the UNet branch truncates too (diffusers warns)
+
+
+def test_prompt_embeds_need_reward_prompt(pipe, reward):
+    embeds, negative = pipe.encode_prompt(["a cat"], "cpu", 1, True)
+    with pytest.raises(ValueError, match="reward_prompt"):
+        pipe(prompt_embeds=embeds, negative_prompt_embeds=negative, num_inference_steps=2, date=DATEConfig(), reward=reward)
+    out = pipe(prompt_embeds=embeds, negative_prompt_embeds=negative, num_inference_steps=2, output_type="np",
+               date=DATEConfig(update_every=1), reward=reward, reward_prompt="a cat")  # fmt: skip
+    assert len(out.traces[0]["updates"]) == 2

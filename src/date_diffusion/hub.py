@@ -17,6 +17,15 @@ PAPER_CLIP = "openai/clip-vit-large-patch14"
 REWARD_ALIASES = {"clip": TOY_CLIP, "clip-eval": TOY_CLIP_EVAL, "clip-l": PAPER_CLIP}
 
 
+def model_defaults(model) -> dict:
+    """Sampling defaults a model folder recommends (the toy world ships tuned `guidance_scale`, `rho`,
+    `update_every` in `toyworld.json`); empty for any other model, which then gets the paper's defaults."""
+    import json
+
+    meta = Path(str(model)) / "toyworld.json"
+    return json.loads(meta.read_text()).get("recommended", {}) if meta.exists() else {}
+
+
 class ModelNotFoundError(OSError):
     pass
 

@@ -18,9 +18,10 @@ def int_list(text: str) -> list[int]:
 
 def add_date_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("DATE (paper defaults)")
-    g.add_argument("--rho", type=float, default=0.5, help="update distance per sample (Frobenius norm)")
+    g.add_argument("--rho", type=float, default=None,
+                   help="update distance per sample (Frobenius norm); default 0.5, or the toy world's tuned value")
     sched = g.add_mutually_exclusive_group()
-    sched.add_argument("--update-every", type=int, default=None, help="update at loop indices i %% N == 0 (default 10)")
+    sched.add_argument("--update-every", type=int, default=None, help="update at loop indices i %% N == 0 (default 10, or the toy world's tuned value)")
     sched.add_argument("--update-steps", type=int_list, default=None, help="explicit loop indices, e.g. 0,10,20")
     g.add_argument("--grad-steps", type=int, default=1, help="gradient steps per update step")
     g.add_argument("--anchor", choices=["previous", "original"], default="previous",
@@ -28,14 +29,17 @@ def add_date_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prior-weight", type=float, default=0.0, help="weight of mean((c - c_org)^2) in the loss")
 
 
-def date_config_from_args(args):
+def date_config_from_args(args, defaults: dict | None = None):
+    """DATEConfig from the flags; unset flags take the model's recommended `defaults`, then the paper's."""
     from date_diffusion.core.config import DATEConfig
 
-    kwargs = dict(rho=args.rho, grad_steps=args.grad_steps, anchor=args.anchor, prior_weight=args.prior_weight)
+    defaults = defaults or {}
+    rho = args.rho if args.rho is not None else defaults.get("rho", 0.5)
+    kwargs = dict(rho=rho, grad_steps=args.grad_steps, anchor=args.anchor, prior_weight=args.prior_weight)
     if args.update_steps is not None:
         kwargs["update_steps"] = args.update_steps
-    elif args.update_every is not None:
-        kwargs["update_every"] = args.update_every
+    elif args.update_every is not None or "update_every" in defaults:
+        kwargs["update_every"] = args.update_every if args.update_every is not None else defaults["update_every"]
     try:
         return DATEConfig(**kwargs)
     except ValueError as err:

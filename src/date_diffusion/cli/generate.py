@@ -10,7 +10,7 @@ from pathlib import Path
 from date_diffusion.cli.common import (
     CLIError, add_date_arguments, date_config_from_args, flag_error, load_reward, resolve_device,
 )  # fmt: skip
-from date_diffusion.hub import TOY_PIPELINE
+from date_diffusion.hub import TOY_PIPELINE, model_defaults
 from date_diffusion.schedulers import SCHEDULERS
 
 
@@ -22,7 +22,8 @@ def add_parser(sub):
                    "sums like 0.5*clip:PATH_A+1*clip:PATH_B")  # fmt: skip
     add_date_arguments(p)
     p.add_argument("--steps", type=int, default=50, help="number of sampling steps")
-    p.add_argument("--guidance", type=float, default=8.0, help="classifier-free guidance scale (paper: 8)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: paper's 8, or the toy world's tuned value)")
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--scheduler", default=None, help=f"one of {', '.join(SCHEDULERS)} (default: the model's own)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k")
@@ -53,21 +54,25 @@ def check_output_dir(out: Path) -> None:
         raise CLIError(f"--out {str(out)!r} is not writable ({err.strerror or err}); choose another folder") from err
 
 
-def load_pipeline(model: str | None, dtype: str, device: str, scheduler: str | None):
+def resolve_model(model: str | None) -> str:
+    if model is not None:
+        return model
+    if not TOY_PIPELINE.exists():
+        raise CLIError("no default model is installed with this copy; pass --model ID_OR_PATH")
+    return str(TOY_PIPELINE)
+
+
+def load_pipeline(model: str, dtype: str, device: str, scheduler: str | None):
     import torch
 
     from date_diffusion.hub import load_component
     from date_diffusion.pipelines.stable_diffusion import StableDiffusionDATEPipeline
     from date_diffusion.schedulers import make_scheduler
 
-    if model is None:
-        if not TOY_PIPELINE.exists():
-            raise CLIError("no default model is installed with this copy; pass --model ID_OR_PATH")
-        model = str(TOY_PIPELINE)
     pipe = load_component(StableDiffusionDATEPipeline, model, dtype=getattr(torch, dtype))
     if scheduler is not None:
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
-    return pipe.to(device), model
+    return pipe.to(device)
 
 
 def run(args) -> int:
@@ -82,15 +87,19 @@ def run(args) -> int:
     for name in ("steps", "images_per_prompt", "batch_size"):
         if getattr(args, name) < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    date = date_config_from_args(args)
+    out = Path(args.out)
+    check_output_dir(out)
+    model = resolve_model(args.model)
+    defaults = model_defaults(model)
+    if args.guidance is None:
+        args.guidance = defaults.get("guidance_scale", 8.0)
+    date = date_config_from_args(args, defaults)
     try:
         date.update_indices(args.steps)  # out-of-range indices fail now, before any model loads
     except ValueError as err:
         raise flag_error(err) from err
-    out = Path(args.out)
-    check_output_dir(out)
     device = resolve_device(args.device)
-    pipe, model = load_pipeline(args.model, args.dtype, device, args.scheduler)
+    pipe = load_pipeline(model, args.dtype, device, args.scheduler)
     pipe.set_progress_bar_config(disable=True)
     reward = load_reward(args.reward, device)
     judge = toy_judge(model)
@@ -164,7 +173,7 @@ def describe(meta: dict) -> list[str]:
 
 def toy_judge(model: str):
     """For toy-world models, the exact evaluator as a function (PIL image, prompt) -> verdict dict."""
-    if not (Path(model) / "toyworld.json").exists():
+    if not (Path(model) / "toyworld.json").exists():  # written by `toyworld export`
         return None
     import numpy as np
 

@@ -36,6 +36,14 @@ def add_parser(sub):
     e.add_argument("--threads", type=int, default=1)
     e.add_argument("--out", required=True, help="folder for records.json, summary.json and results.md")
     e.set_defaults(func=run_eval)
+
+    x = tsub.add_parser("export", help="copy a finished training run into the package as the shipped toy world")
+    x.add_argument("--from", dest="run_dir", required=True, help="the --out folder of `toyworld train`")
+    x.add_argument("--guidance", type=float, required=True, help="recommended guidance scale (chosen by a sweep)")
+    x.add_argument("--rho", type=float, required=True, help="recommended rho (chosen on validation prompts)")
+    x.add_argument("--update-every", type=int, required=True, help="recommended update_every")
+    x.add_argument("--dest", default=None, help="default: the installed package's toyworld/assets")
+    x.set_defaults(func=run_export)
     return p
 
 
@@ -57,10 +65,10 @@ def run_eval(args) -> int:
     import torch
 
     from date_diffusion.cli.common import CLIError, load_reward
-    from date_diffusion.cli.generate import load_pipeline
+    from date_diffusion.cli.generate import load_pipeline, resolve_model
     from date_diffusion.evaluation import toy
     from date_diffusion.evaluation.methods import parse_method
-    from date_diffusion.hub import TOY_PIPELINE
+    from date_diffusion.hub import model_defaults
     from date_diffusion.toyworld.suite import EVAL_SEED_BASE, prompt_suite, validation_prompts
 
     torch.set_num_threads(args.threads)
@@ -68,9 +76,10 @@ def run_eval(args) -> int:
         methods = [parse_method(m) for m in args.methods.replace("+", " ").split()]
     except ValueError as err:
         raise CLIError(str(err)) from err
-    pipe, model = load_pipeline(args.model, "float32", "cpu", None)
+    model = resolve_model(args.model)
+    pipe = load_pipeline(model, "float32", "cpu", None)
     pipe.set_progress_bar_config(disable=True)
-    guidance = args.guidance or recommended_guidance(model)
+    guidance = args.guidance or model_defaults(model).get("guidance_scale", 8.0)
     reward = load_reward(args.reward, "cpu")
     eval_reward = load_reward(args.eval_clip, "cpu")
     prompts = prompt_suite() if args.prompts == "suite" else validation_prompts()
@@ -95,6 +104,14 @@ def run_eval(args) -> int:
     return 0
 
 
-def recommended_guidance(model: str) -> float:
-    meta = Path(model) / "toyworld.json"
-    return json.loads(meta.read_text()).get("guidance_scale", 8.0) if meta.exists() else 8.0
+def run_export(args) -> int:
+    from date_diffusion.core.config import DATEConfig
+    from date_diffusion.hub import TOY_ASSETS
+    from date_diffusion.toyworld.train import export
+
+    DATEConfig(rho=args.rho, update_every=args.update_every)  # validates both
+    recommended = {"guidance_scale": args.guidance, "rho": args.rho, "update_every": args.update_every}
+    dest = Path(args.dest) if args.dest else TOY_ASSETS
+    export(Path(args.run_dir), dest, recommended)
+    print(f"exported {args.run_dir} -> {dest} with {recommended}")
+    return 0

@@ -370,3 +370,26 @@ def train_all(cfg: TrainConfig):
     timings["total_s"] = time.time() - t0
     (cfg.out / "work" / "timings.json").write_text(json.dumps(timings, indent=1))
     return timings
+
+
+def export(run_dir: Path, dest: Path, recommended: dict, notes: dict | None = None) -> None:
+    """Copy a finished run's pipeline and CLIPs to `dest` (the package's assets) with `toyworld.json`."""
+    import shutil
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    for name in ("pipeline", "clip", "clip-eval"):
+        if not (run_dir / name).exists():
+            raise FileNotFoundError(f"{run_dir / name} is missing: finish `toyworld train --out {run_dir}` first")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("pipeline", "clip", "clip-eval"):
+        shutil.rmtree(dest / name, ignore_errors=True)
+        shutil.copytree(run_dir / name, dest / name)
+    work = run_dir / "work"
+    meta = {
+        "recommended": recommended,
+        "suite_version": "v1",
+        "training_config": json.loads((work / "config.json").read_text()) if (work / "config.json").exists() else None,
+        "training_timings_s": json.loads((work / "timings.json").read_text()) if (work / "timings.json").exists() else None,
+        **(notes or {}),
+    }
+    (dest / "pipeline" / "toyworld.json").write_text(json.dumps(meta, indent=1) + "\n")
