@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 ANCHORS = ("previous", "original")
+DIRECTIONS = ("gradient", "random")
+REWARD_TARGETS = ("x0", "next")
 PAPER_UPDATE_EVERY = 10
 
 
@@ -28,6 +30,12 @@ class DATEConfig:
     prior_weight: weight of `mean((c - c_org)^2)` (per sample, over tokens and channels) added to the loss.
     track_reward_after: also score the image after each update (one extra decode + reward, no gradient);
         for the trace only, it does not change the sample.
+
+    The paper's ablations (defaults = DATE):
+    direction: "random" moves each sample `rho` in a random direction instead of along the gradient.
+    normalize: False takes the raw step `c <- c - rho * g` instead of `rho * g / ||g||`.
+    reward_target: "next" scores the decoded next noisy sample (`alpha_prev * x0_hat + sigma_prev * eps_hat`,
+        a DDIM step, the noisy image) instead of the clean estimate `x0_hat`.
     """
 
     rho: float = 0.5
@@ -38,6 +46,9 @@ class DATEConfig:
     anchor: str = "previous"
     prior_weight: float = 0.0
     track_reward_after: bool = True
+    direction: str = "gradient"
+    normalize: bool = True
+    reward_target: str = "x0"
 
     def __post_init__(self):
         if isinstance(self.rho, bool) or not isinstance(self.rho, (int, float)) or not math.isfinite(self.rho):
@@ -69,6 +80,12 @@ class DATEConfig:
             raise ValueError(f"grad_steps must be an integer >= 1, got {self.grad_steps!r}")
         if self.anchor not in ANCHORS:
             raise ValueError(f"anchor must be one of {ANCHORS}, got {self.anchor!r}")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        if self.reward_target not in REWARD_TARGETS:
+            raise ValueError(f"reward_target must be one of {REWARD_TARGETS}, got {self.reward_target!r}")
+        if not isinstance(self.normalize, bool):
+            raise ValueError(f"normalize must be True or False, got {self.normalize!r}")
         if not isinstance(self.prior_weight, (int, float)) or not math.isfinite(self.prior_weight) or self.prior_weight < 0:
             raise ValueError(f"prior_weight must be a finite number >= 0, got {self.prior_weight!r}")
 

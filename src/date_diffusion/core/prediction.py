@@ -38,3 +38,22 @@ def predicted_x0(model_input: torch.Tensor, model_output: torch.Tensor, alpha, s
     if prediction_type == "sample":
         return model_output
     raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+
+
+def next_noise_level(scheduler, timestep, loop_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(alpha, sigma) of the sample the scheduler produces after loop index `loop_index` ((1, 0) at the end)."""
+    one, zero = torch.tensor(1.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64)
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is not None and len(sigmas) > 1:
+        index = getattr(scheduler, "step_index", None)
+        index = (scheduler.index_for_timestep(timestep) if index is None else index) + 1
+        if index >= len(sigmas):
+            return one, zero
+        s = sigmas[index].to(torch.float64)
+        alpha = 1 / torch.sqrt(1 + s**2)
+        return alpha, s * alpha
+    timesteps = scheduler.timesteps
+    if loop_index + 1 >= len(timesteps):
+        return one, zero
+    acp = scheduler.alphas_cumprod[int(timesteps[loop_index + 1])].to(torch.float64)
+    return acp.sqrt(), (1 - acp).sqrt()

@@ -27,6 +27,7 @@ def date_update(
     rho: float,
     anchor: str = "previous",
     prior_weight: float = 0.0,
+    normalize: bool = True,
 ) -> UpdateResult:
     """One normalised gradient step on the conditional embedding.
 
@@ -37,6 +38,8 @@ def date_update(
     A sample whose gradient norm is zero or not finite keeps `embeds` unchanged and is flagged in `skipped`
     (the reference divides by zero there and produces NaN). No epsilon is added to the norm, so the result for
     every non-zero finite gradient is exactly the reference formula.
+
+    `normalize=False` is the paper's un-normalised ablation: the step is `rho * g` (rho acts as a step size).
     """
     if anchor not in ("previous", "original"):
         raise ValueError(f"anchor must be 'previous' or 'original', got {anchor!r}")
@@ -51,7 +54,8 @@ def date_update(
     norm = torch.linalg.vector_norm(g.flatten(1), dim=1, dtype=torch.float64)
     ok = torch.isfinite(norm) & (norm > 0)
     shape = (-1,) + (1,) * (embeds.dim() - 1)
-    safe_norm = torch.where(ok, norm, torch.ones_like(norm)).to(g.dtype).view(shape)
+    divide_by = norm if normalize else torch.ones_like(norm)
+    safe_norm = torch.where(ok, divide_by, torch.ones_like(norm)).to(g.dtype).view(shape)
     direction = torch.where(ok.view(shape), g, torch.zeros_like(g)) / safe_norm
     base = embeds if anchor == "previous" else original
     stepped = (base.to(work) - rho * direction).to(embeds.dtype)

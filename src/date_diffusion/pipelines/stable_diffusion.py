@@ -70,6 +70,8 @@ class StableDiffusionDATEPipeline(StableDiffusionPipeline):
         reward: Reward | None = None,
         reward_prompt: str | list[str] | None = None,
         save_embeddings: str | Path | None = None,
+        ug_scale: float | None = None,
+        ug_every: int = 1,
     ):
         """Arguments as `StableDiffusionPipeline.__call__`, plus:
 
@@ -77,6 +79,8 @@ class StableDiffusionDATEPipeline(StableDiffusionPipeline):
         reward: the score DATE raises (e.g. `CLIPScoreReward`); required when `date` updates.
         reward_prompt: text the reward scores against (default: `prompt`); needed with `prompt_embeds`.
         save_embeddings: a .safetensors path for the original, final and per-update embeddings.
+        ug_scale, ug_every: baseline data-space reward guidance (`sampling.guidance.universal_guidance`) with
+            this scale at every `ug_every`-th loop index; uses `reward`, keeps the embedding fixed.
         """
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
@@ -94,10 +98,10 @@ class StableDiffusionDATEPipeline(StableDiffusionPipeline):
         batch_size = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else prompt_embeds.shape[0]
         n_images = batch_size * num_images_per_prompt
         updating = date is not None and date.rho > 0
-        if updating and reward is None:
-            raise ValueError("`date` needs a `reward`, e.g. reward=CLIPScoreReward.from_pretrained(...)")
+        if (updating or ug_scale) and reward is None:
+            raise ValueError("`date` and `ug_scale` need a `reward`, e.g. reward=CLIPScoreReward.from_pretrained(...)")
         texts = reward_prompt if reward_prompt is not None else prompt
-        if updating and texts is None:
+        if (updating or ug_scale) and texts is None:
             raise ValueError("with `prompt_embeds`, pass `reward_prompt` (the text the reward scores against)")
         texts = [p for p in _as_list(texts, batch_size, "reward_prompt") for _ in range(num_images_per_prompt)]
 
@@ -142,13 +146,26 @@ class StableDiffusionDATEPipeline(StableDiffusionPipeline):
             out = callback_on_step_end(self, i, t, {k: available[k] for k in tensor_inputs})
             return out
 
+        guide = None
+        if ug_scale:
+            from date_diffusion.sampling.guidance import universal_guidance
+
+            guide = universal_guidance(
+                scheduler=self.scheduler, denoise=denoise, decode=self._decode_for_reward, reward=score,
+                uncond_embeds=uncond if self.do_classifier_free_guidance else None, guidance_scale=guidance_scale,
+                scale=ug_scale, every=ug_every, prediction_type=prediction_type,
+            )  # fmt: skip
+        # the random-direction ablation draws from its own stream per image, never the sampler's noise
+        direction_gens = None
+        if isinstance(generator, list):
+            direction_gens = [torch.Generator().manual_seed(g.initial_seed() + 0x5EED) for g in generator]
         with self.progress_bar(total=len(timesteps)) as bar:
             result = date_sample(
                 scheduler=self.scheduler, denoise=denoise, latents=latents, cond_embeds=cond,
                 uncond_embeds=uncond if self.do_classifier_free_guidance else None, guidance_scale=guidance_scale,
                 prediction_type=prediction_type, date=date if updating else None, decode=self._decode_for_reward,
                 reward=score, step_kwargs=step_kwargs, keep_history=save_embeddings is not None,
-                on_step_end=on_step_end, progress=bar.update,
+                on_step_end=on_step_end, progress=bar.update, guide=guide, generators=direction_gens,
             )  # fmt: skip
 
         if save_embeddings is not None:

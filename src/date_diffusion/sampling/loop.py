@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from date_diffusion.core.config import DATEConfig
-from date_diffusion.core.prediction import noise_level, predicted_x0
+from date_diffusion.core.prediction import next_noise_level, noise_level, predicted_x0
 from date_diffusion.core.update import date_update
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_in, t, embeds) -> output
@@ -67,12 +67,17 @@ def date_sample(
     keep_history: bool = False,
     on_step_end: Callable[[int, torch.Tensor, dict], dict | None] | None = None,
     progress: Callable[[], None] | None = None,
+    guide: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    generators: list[torch.Generator] | None = None,
 ) -> SampleResult:
     """Run `scheduler.timesteps` from `latents`; with `date`, adapt `cond_embeds` at its update indices.
 
     `uncond_embeds=None` means no classifier-free guidance (a single conditional prediction per step).
     `decode(x0_latents) -> images in [0, 1]` and `reward(images) -> scores [B]` are needed when `date` updates.
     `on_step_end(i, t, tensors)` may return replacements for "latents" / "prompt_embeds".
+    `guide(i, t, x_in, embeds, out) -> out` may modify the guided model output at normal steps (data-space
+    guidance baselines such as `universal_guidance`). `generators` (one per image) drive the random-direction
+    ablation.
     """
     step_kwargs = step_kwargs or {}
     timesteps = scheduler.timesteps
@@ -88,9 +93,19 @@ def date_sample(
     traces = [Trace(update_steps=sorted(updates)) for _ in range(batch)]
     history = {} if keep_history else None
 
-    def x0_of(x_in, t, eps):
+    def scored_image(i, x_in, t, out):
+        """The image the reward scores: decoded x0_hat, or (ablation) the decoded next noisy sample."""
         alpha, sigma = noise_level(scheduler, t)
-        return predicted_x0(x_in, eps, alpha, sigma, prediction_type)
+        x0 = predicted_x0(x_in, out, alpha, sigma, prediction_type)
+        if date.reward_target == "next":
+            eps = (x_in - alpha.to(x_in.dtype) * x0) / sigma.to(x_in.dtype)
+            a_next, s_next = (v.to(x_in.dtype) for v in next_noise_level(scheduler, t, i))
+            x0 = a_next * x0 + s_next * eps
+        return decode(x0)
+
+    def random_direction(like):
+        gens = generators or [None] * batch
+        return torch.stack([torch.randn(like.shape[1:], generator=g, dtype=torch.float32).to(like) for g in gens])
 
     for i, t in enumerate(timesteps):
         if i in updates:
@@ -99,12 +114,19 @@ def date_sample(
                 uncond_out = denoise(x_in, t, uncond_embeds) if cfg else None
             records = [dict(step=i, timestep=int(t)) for _ in range(batch)]
             for k in range(date.grad_steps):
-                variable = embeds.detach().requires_grad_(True)
-                with torch.enable_grad():
-                    out = guided(uncond_out, denoise(x_in, t, variable), guidance_scale)
-                    scores = reward(decode(x0_of(x_in, t, out)))
-                    (grad,) = torch.autograd.grad(-scores.sum(), variable)
-                result = date_update(embeds, original, grad, date.rho, date.anchor, date.prior_weight)
+                if date.direction == "random":  # ablation: same distance, no reward gradient
+                    with torch.no_grad():
+                        scores = reward(scored_image(i, x_in, t, guided(uncond_out, denoise(x_in, t, embeds),
+                                                                          guidance_scale)))  # fmt: skip
+                    grad = random_direction(embeds)
+                else:
+                    variable = embeds.detach().requires_grad_(True)
+                    with torch.enable_grad():
+                        out = guided(uncond_out, denoise(x_in, t, variable), guidance_scale)
+                        scores = reward(scored_image(i, x_in, t, out))
+                        (grad,) = torch.autograd.grad(-scores.sum(), variable)
+                result = date_update(embeds, original, grad, date.rho, date.anchor, date.prior_weight,
+                                     date.normalize)  # fmt: skip
                 moved = torch.linalg.vector_norm((result.embeds - embeds).flatten(1).double(), dim=1)
                 embeds = result.embeds.detach()
                 for b in range(batch):
@@ -116,7 +138,7 @@ def date_sample(
             with torch.no_grad():
                 out = guided(uncond_out, denoise(x_in, t, embeds), guidance_scale)
                 if date.track_reward_after:
-                    after = reward(decode(x0_of(x_in, t, out)))
+                    after = reward(scored_image(i, x_in, t, out))
             for b in range(batch):
                 if date.track_reward_after:
                     records[b]["reward_after"] = float(after[b])
@@ -132,6 +154,8 @@ def date_sample(
                 out = denoise(x_in, t, torch.cat([uncond_embeds, embeds]) if cfg else embeds)
                 if cfg:
                     out = guided(*out.chunk(2), guidance_scale)
+            if guide is not None:
+                out = guide(i, t, scheduler.scale_model_input(latents, t), embeds, out)
         with torch.no_grad():
             latents = scheduler.step(out, t, latents, **step_kwargs, return_dict=False)[0]
         if on_step_end is not None:
