@@ -9,7 +9,7 @@ import sys
 # transformers warns at import about optional image backends this package never uses
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from date_diffusion.cli import generate, toyworld
+from date_diffusion.cli import bench, generate, toyworld
 from date_diffusion.cli.common import CLIError
 
 
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     generate.add_parser(sub)
     toyworld.add_parser(sub)
+    bench.add_parsers(sub)
     return parser
 
 

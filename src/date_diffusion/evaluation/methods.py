@@ -1,29 +1,86 @@
-"""Method specs shared by evaluation commands: `fixed` or `date:rho=0.5,every=10,anchor=previous,grad=1`."""
+"""Method specs shared by the evaluation commands.
+
+  fixed                 fixed embeddings, the run's step count
+  fixed@K               fixed embeddings, K steps (compute-matched baseline)
+  date:KEY=V,...        DATE; keys: rho, every, steps (0;10;20), grad, anchor, prior, and the paper's ablations
+                        direction=random, normalize=0, target=next
+  ug:scale=S,every=N    data-space reward guidance (embedding fixed)
+  best-of-N             N fixed-embedding samples per (prompt, seed), the one the reward likes best
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 from date_diffusion.core.config import DATEConfig
 
-_KEYS = {"rho": ("rho", float), "every": ("update_every", int), "grad": ("grad_steps", int),
-         "anchor": ("anchor", str), "prior": ("prior_weight", float),
-         "steps": ("update_steps", lambda v: [int(x) for x in v.split(";") if x])}  # fmt: skip
+_DATE_KEYS = {
+    "rho": ("rho", float), "every": ("update_every", int), "grad": ("grad_steps", int), "anchor": ("anchor", str),
+    "prior": ("prior_weight", float), "steps": ("update_steps", lambda v: [int(x) for x in v.split(";") if x]),
+    "direction": ("direction", str), "normalize": ("normalize", lambda v: v not in ("0", "false", "False")),
+    "target": ("reward_target", str),
+}  # fmt: skip
+_UG_KEYS = {"scale": float, "every": int}
 
 
-def parse_method(spec: str) -> tuple[str, DATEConfig | None]:
-    """(label, DATEConfig or None for fixed embeddings)."""
-    name, _, args = spec.partition(":")
-    if name == "fixed" and not args:
-        return spec, None
-    if name != "date":
-        raise ValueError(f"unknown method {spec!r}; use fixed or date:rho=R,every=N (keys: {', '.join(_KEYS)})")
-    kwargs = {}
-    for item in filter(None, args.split(",")):
+@dataclass(frozen=True)
+class Method:
+    label: str
+    kind: str  # fixed | date | ug | best
+    steps: int | None = None  # None: the run's step count
+    date: DATEConfig | None = None
+    ug_scale: float = 0.0
+    ug_every: int = 1
+    n: int = 1
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9.=@-]+", "_", self.label)
+
+
+def _settings(spec: str, body: str, keys: dict) -> dict:
+    out = {}
+    for item in filter(None, body.split(",")):
         key, eq, value = item.partition("=")
-        if key not in _KEYS or not eq:
-            raise ValueError(f"bad setting {item!r} in {spec!r}; keys: {', '.join(_KEYS)} (e.g. date:rho=0.5,every=10)")
-        field, conv = _KEYS[key]
+        if key not in keys or not eq:
+            raise ValueError(f"bad setting {item!r} in {spec!r}; keys: {', '.join(keys)}")
+        conv = keys[key][1] if isinstance(keys[key], tuple) else keys[key]
+        name = keys[key][0] if isinstance(keys[key], tuple) else key
         try:
-            kwargs[field] = conv(value)
+            out[name] = conv(value)
         except ValueError as err:
-            raise ValueError(f"bad value in {item!r}: {err}") from err
-    return spec, DATEConfig(**kwargs)
+            raise ValueError(f"bad value in {item!r} of {spec!r}: {err}") from err
+    return out
+
+
+def parse_method(spec: str) -> Method:
+    spec = spec.strip()
+    if spec == "fixed":
+        return Method(spec, "fixed")
+    if m := re.fullmatch(r"fixed@(\d+)", spec):
+        return Method(spec, "fixed", steps=int(m.group(1)))
+    if m := re.fullmatch(r"best-of-(\d+)", spec):
+        if int(m.group(1)) < 1:
+            raise ValueError(f"best-of-N needs N >= 1, got {spec!r}")
+        return Method(spec, "best", n=int(m.group(1)))
+    name, _, body = spec.partition(":")
+    if name == "date":
+        return Method(spec, "date", date=DATEConfig(**_settings(spec, body, _DATE_KEYS)))
+    if name == "ug":
+        kw = _settings(spec, body, _UG_KEYS)
+        if "scale" not in kw:
+            raise ValueError(f"{spec!r} needs a scale, e.g. ug:scale=20")
+        return Method(spec, "ug", ug_scale=kw["scale"], ug_every=kw.get("every", 1))
+    raise ValueError(f"unknown method {spec!r}; use fixed, fixed@K, date:rho=R,every=N, ug:scale=S, best-of-N")
+
+
+def parse_methods(text: str) -> list[Method]:
+    """Methods separated by spaces or '+' (commas belong to a method's settings)."""
+    methods = [parse_method(m) for m in text.replace("+", " ").split()]
+    if not methods:
+        raise ValueError("no methods given")
+    labels = [m.label for m in methods]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"a method is listed twice: {labels}")
+    return methods

@@ -1,0 +1,198 @@
+"""Tables and plots of a benchmark run, from its per-image records (`date-diffusion report DIR`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from date_diffusion.bench.runner import atomic_write, load_records
+from date_diffusion.evaluation.methods import parse_method
+from date_diffusion.evaluation.stats import bootstrap_ci, paired_difference
+
+METRICS = ("exact", "clip_eval", "reward", "seconds")
+
+
+def _mean_ci(values):
+    return bootstrap_ci(values) if values else (float("nan"),) * 3
+
+
+def summarize(records_by_method: dict[str, list[dict]], baseline: str | None) -> dict:
+    """Per method: mean and 95% CI of each metric, per category for `exact`; paired differences vs baseline."""
+    out = {}
+    base = {(r["index"], r["seed"]): r for r in records_by_method.get(baseline, [])}
+    for label, recs in records_by_method.items():
+        entry = {"n": len(recs), "metrics": {}, "categories": {}, "vs_baseline": {}}
+        for m in METRICS:
+            vals = [r[m] for r in recs if r.get(m) is not None]
+            if vals:
+                entry["metrics"][m] = _mean_ci(vals)
+        entry["peak_memory_mb"] = max((r["peak_memory_mb"] for r in recs), default=None)
+        by_cat = defaultdict(list)
+        for r in recs:
+            if r.get("exact") is not None:
+                by_cat[r["category"]].append(r["exact"])
+        entry["categories"] = {c: _mean_ci(v) for c, v in sorted(by_cat.items())}
+        if baseline and label != baseline and base:
+            pairs = [(r, base[(r["index"], r["seed"])]) for r in recs if (r["index"], r["seed"]) in base]
+            for m in METRICS[:-1]:
+                ps = [(a[m], b[m]) for a, b in pairs if a.get(m) is not None and b.get(m) is not None]
+                if ps:
+                    entry["vs_baseline"][m] = paired_difference([a for a, _ in ps], [b for _, b in ps])
+            cat_pairs = defaultdict(list)
+            for a, b in pairs:
+                if a.get("exact") is not None:
+                    cat_pairs[a["category"]].append((a["exact"], b["exact"]))
+            entry["vs_baseline_categories"] = {
+                c: paired_difference([a for a, _ in v], [b for _, b in v]) for c, v in sorted(cat_pairs.items())
+            }
+        out[label] = entry
+    return out
+
+
+def _fmt(ci, scale=1.0, digits=4, sign=False):
+    m, lo, hi = (scale * v for v in ci)
+    f = f"{{:{'+' if sign else ''}.{digits}f}}"
+    return f"{f.format(m)} [{f.format(lo)}, {f.format(hi)}]"
+
+
+def markdown(summary: dict, baseline: str | None, settings: dict) -> str:
+    lines = [f"# Benchmark: suite `{settings['suite']}`, {len(settings['seeds'])} seed(s) per prompt, "
+             f"{settings['steps']} steps, guidance {settings['guidance']}", "",
+             f"model `{settings['model']}`, reward `{settings['reward']}`, held-out CLIP `{settings['eval_clip']}`",
+             "", "Means with 95% bootstrap CIs; exact = toy-world evaluator accuracy (%).", "",
+             "| method | n | exact (%) | held-out CLIP | reward | s / image | peak memory (MB) |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for label, e in summary.items():
+        m = e["metrics"]
+        cells = [_fmt(m["exact"], 100, 1) if "exact" in m else "-", _fmt(m["clip_eval"]) if "clip_eval" in m else "-",
+                 _fmt(m["reward"]) if "reward" in m else "-", f"{m['seconds'][0]:.3f}" if "seconds" in m else "-",
+                 f"{e['peak_memory_mb']:.0f}" if e["peak_memory_mb"] else "-"]  # fmt: skip
+        lines.append(f"| {label} | {e['n']} | " + " | ".join(cells) + " |")
+    if baseline:
+        lines += ["", f"Paired differences against `{baseline}` (same prompts and seeds), 95% bootstrap CIs:", "",
+                  "| method | exact (pp) | held-out CLIP | reward |", "|---|---|---|---|"]  # fmt: skip
+        for label, e in summary.items():
+            v = e["vs_baseline"]
+            if label == baseline or not v:
+                continue
+            lines.append(f"| {label} | " + " | ".join(
+                _fmt(v[k], 100 if k == "exact" else 1, 1 if k == "exact" else 4, True) if k in v else "-"
+                for k in ("exact", "clip_eval", "reward")) + " |")  # fmt: skip
+    cats = sorted({c for e in summary.values() for c in e["categories"]})
+    if cats:
+        lines += ["", "Exact accuracy (%) per category:", "", "| method | " + " | ".join(cats) + " |",
+                  "|---" * (len(cats) + 1) + "|"]  # fmt: skip
+        for label, e in summary.items():
+            lines.append(f"| {label} | " + " | ".join(
+                f"{100 * e['categories'][c][0]:.1f}" if c in e["categories"] else "-" for c in cats) + " |")  # fmt: skip
+        if baseline:
+            lines += ["", f"Per-category difference against `{baseline}` (pp, 95% CI):", "",
+                      "| method | " + " | ".join(cats) + " |", "|---" * (len(cats) + 1) + "|"]  # fmt: skip
+            for label, e in summary.items():
+                vc = e.get("vs_baseline_categories") or {}
+                if vc:
+                    lines.append(f"| {label} | " + " | ".join(_fmt(vc[c], 100, 1, True) if c in vc else "-"
+                                                               for c in cats) + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def csv_rows(summary: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["method", "metric", "category", "mean", "ci_low", "ci_high", "n"])
+    for label, e in summary.items():
+        for m, ci in e["metrics"].items():
+            w.writerow([label, m, "all", *ci, e["n"]])
+        for c, ci in e["categories"].items():
+            w.writerow([label, "exact", c, *ci, ""])
+        for m, ci in e["vs_baseline"].items():
+            w.writerow([label, f"{m}_minus_baseline", "all", *ci, ""])
+    return buf.getvalue()
+
+
+def plots(out: Path, summary: dict, records: dict[str, list[dict]], settings: dict) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    cats = sorted({c for e in summary.values() for c in e["categories"]})
+    if cats:
+        fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(cats)), 3.5))
+        width = 0.8 / max(1, len(summary))
+        for k, (label, e) in enumerate(summary.items()):
+            vals = [100 * e["categories"].get(c, (np.nan,) * 3)[0] for c in cats]
+            err = [[100 * (e["categories"][c][0] - e["categories"][c][1]) if c in e["categories"] else 0 for c in cats],
+                   [100 * (e["categories"][c][2] - e["categories"][c][0]) if c in e["categories"] else 0 for c in cats]]  # fmt: skip
+            ax.bar(np.arange(len(cats)) + k * width, vals, width, yerr=err, label=label, capsize=2)
+        ax.set_xticks(np.arange(len(cats)) + 0.4 - width / 2, cats, rotation=20)
+        ax.set_ylabel("exact accuracy (%)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        made.append(out / "accuracy_by_category.png")
+        fig.savefig(made[-1], dpi=120)
+        plt.close(fig)
+    # reward before each update, averaged over the suite, per DATE method
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    drew = False
+    for label, recs in records.items():
+        by_step = defaultdict(list)
+        for r in recs:
+            for u in r.get("trace", {}).get("updates", []):
+                by_step[u["step"]].append(u["reward_before"])
+                if "reward_after" in u:
+                    by_step[u["step"] + 0.5].append(u["reward_after"])
+        if by_step:
+            xs = sorted(by_step)
+            ax.plot(xs, [np.mean(by_step[x]) for x in xs], marker="o", label=label)
+            drew = True
+    if drew:
+        ax.set_xlabel("sampling step (x.5 = just after the update)")
+        ax.set_ylabel("reward of x0_hat")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        made.append(out / "reward_trajectory.png")
+        fig.savefig(made[-1], dpi=120)
+    plt.close(fig)
+    # metric vs rho for DATE methods
+    rho_points = []
+    for label, e in summary.items():
+        m = parse_method(label)
+        if m.kind == "date" and "clip_eval" in e["metrics"]:
+            rho_points.append((m.date.rho, label, e["metrics"]))
+    if len(rho_points) > 1:
+        rho_points.sort()
+        metric = "exact" if all("exact" in p[2] for p in rho_points) else "clip_eval"
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.errorbar([p[0] for p in rho_points], [p[2][metric][0] for p in rho_points],
+                    yerr=[[p[2][metric][0] - p[2][metric][1] for p in rho_points],
+                          [p[2][metric][2] - p[2][metric][0] for p in rho_points]], marker="o", capsize=3)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel("rho")
+        ax.set_ylabel(metric)
+        fig.tight_layout()
+        made.append(out / "metric_vs_rho.png")
+        fig.savefig(made[-1], dpi=120)
+        plt.close(fig)
+    return made
+
+
+def write_report(out: Path) -> dict:
+    out = Path(out)
+    run = json.loads((out / "run.json").read_text())
+    methods = [parse_method(label) for label in run["methods"]]
+    records = {m.label: load_records(out, m) for m in methods}
+    baseline = "fixed" if "fixed" in records else None
+    summary = summarize(records, baseline)
+    atomic_write(out / "results.json", json.dumps({"settings": run, "baseline": baseline, "summary": summary}, indent=1))
+    atomic_write(out / "results.csv", csv_rows(summary))
+    text = markdown(summary, baseline, run)
+    atomic_write(out / "results.md", text)
+    plots(out, summary, records, run)
+    return {"summary": summary, "markdown": text}

@@ -1,0 +1,178 @@
+"""Generate and score every (method, prompt, seed) of a benchmark run: resumable, atomic, shardable.
+
+Layout of a run directory (GenEval-compatible per method):
+  run.json                                    settings (a rerun with other settings is refused)
+  images/<method>/<index:05d>/metadata.jsonl  {"prompt", "tag", "spec"}
+  images/<method>/<index:05d>/samples/<seed:05d>.png   the image
+  images/<method>/<index:05d>/samples/<seed:05d>.json  its record (written last: marks the image done)
+An image depends only on (method, prompt, seed): one generator per image, whatever the batch or process count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from date_diffusion.bench.suites import Item
+from date_diffusion.evaluation.methods import Method
+
+BEST_OF_STRIDE = 100_003  # candidate j of best-of-N for seed s uses seed s + j * stride (j = 0 is `fixed`)
+
+
+class SettingsMismatch(ValueError):
+    pass
+
+
+@dataclass
+class RunSettings:
+    suite: str
+    captions: str | None
+    limit: int | None
+    seeds: list[int]
+    steps: int
+    guidance: float
+    model: str
+    reward: str
+    eval_clip: str
+    scheduler: str | None = None
+    dtype: str = "float32"
+    methods: dict = field(default_factory=dict)  # label -> method settings
+
+
+def method_record(m: Method) -> dict:
+    d = asdict(m)
+    d["date"] = m.date.to_dict() if m.date is not None else None
+    return d
+
+
+def check_settings(out: Path, settings: RunSettings) -> None:
+    """Write run.json, or check it: same run settings; a method label may be added, never redefined."""
+    path = out / "run.json"
+    new = asdict(settings)
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = {k: (old.get(k), v) for k, v in new.items() if k != "methods" and old.get(k) != v}
+        if diff:
+            detail = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+            raise SettingsMismatch(f"{out} holds a run with other settings ({detail}); use another --out or the same "
+                                   "settings")  # fmt: skip
+        for label, rec in new["methods"].items():
+            if label in old["methods"] and old["methods"][label] != rec:
+                raise SettingsMismatch(f"method {label!r} in {out} was run with other settings; rename it or use "
+                                       "another --out")  # fmt: skip
+        new["methods"] = {**old["methods"], **new["methods"]}
+    atomic_write(path, json.dumps(new, indent=1))
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data if isinstance(data, bytes) else data.encode())
+    os.replace(tmp, path)
+
+
+def image_paths(out: Path, method: Method, index: int, seed: int) -> tuple[Path, Path]:
+    d = out / "images" / method.slug / f"{index:05d}" / "samples"
+    return d / f"{seed:05d}.png", d / f"{seed:05d}.json"
+
+
+def peak_memory_mb(device) -> float:
+    if str(device).startswith("cuda"):
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB; the process's peak so far
+
+
+def _png_bytes(image01: torch.Tensor) -> bytes:
+    import io
+
+    from PIL import Image
+
+    arr = (image01.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class Scorer:
+    """Metrics per image: the reward, a held-out CLIP score, and the toy world's exact evaluator."""
+
+    def __init__(self, reward, eval_clip):
+        self.reward, self.eval_clip = reward, eval_clip
+
+    @torch.no_grad()
+    def __call__(self, images01: torch.Tensor, prompts: list[str], specs: list[dict | None]) -> list[dict]:
+        reward = self.reward(images01, prompts).tolist()
+        clip = self.eval_clip(images01, prompts).tolist() if self.eval_clip is not None else [None] * len(prompts)
+        out = []
+        for j, spec in enumerate(specs):
+            rec = {"reward": reward[j], "clip_eval": clip[j]}
+            if spec is not None:
+                from date_diffusion.toyworld.evaluator import evaluate
+                from date_diffusion.toyworld.scene import PromptSpec
+
+                uint8 = (images01[j].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+                verdict = evaluate(uint8, PromptSpec.from_json(spec))
+                rec["exact"] = float(verdict["pass"])
+                rec["aspects"] = verdict["aspects"]
+            out.append(rec)
+        return out
+
+
+def generate_method(pipe, method: Method, jobs: list[tuple[Item, int]], settings: RunSettings, reward, scorer,
+                    out: Path, batch_size: int, device, desc: str = "") -> int:  # fmt: skip
+    """Generate the missing images of `jobs` for `method`; returns how many were made."""
+    todo = [(it, s) for it, s in jobs if not image_paths(out, method, it.index, s)[1].exists()]
+    n_cand = method.n if method.kind == "best" else 1
+    per_batch = max(1, batch_size // n_cand)
+    made = 0
+    for start in tqdm(range(0, len(todo), per_batch), desc=desc or method.label, leave=False):
+        batch = todo[start : start + per_batch]
+        prompts = [it.prompt for it, _ in batch for _ in range(n_cand)]
+        seeds = [s + j * BEST_OF_STRIDE for _, s in batch for j in range(n_cand)]
+        t0 = time.perf_counter()
+        res = pipe(
+            prompts, num_inference_steps=method.steps or settings.steps, guidance_scale=settings.guidance,
+            generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="pt",
+            date=method.date, reward=reward if (method.date is not None or method.ug_scale) else None,
+            ug_scale=method.ug_scale or None, ug_every=method.ug_every,
+        )  # fmt: skip
+        images = res.images.float()
+        traces = res.traces
+        chosen = list(range(len(batch)))
+        if n_cand > 1:  # best-of-N: keep the candidate the reward scores highest
+            with torch.no_grad():
+                scores = reward(images, prompts).view(len(batch), n_cand)
+            best = scores.argmax(dim=1).tolist()
+            chosen = [b * n_cand + j for b, j in enumerate(best)]
+        seconds = (time.perf_counter() - t0) / len(batch)
+        images = images[chosen]
+        specs = [it.spec for it, _ in batch]
+        metrics = scorer(images, [it.prompt for it, _ in batch], specs)
+        memory = peak_memory_mb(device)
+        for k, (it, seed) in enumerate(batch):
+            png, rec_path = image_paths(out, method, it.index, seed)
+            meta = png.parent.parent / "metadata.jsonl"
+            if not meta.exists():
+                atomic_write(meta, json.dumps({"prompt": it.prompt, "tag": it.category, "spec": it.spec}) + "\n")
+            atomic_write(png, _png_bytes(images[k]))
+            record = {"method": method.label, "index": it.index, "prompt": it.prompt, "category": it.category,
+                      "seed": seed, "seconds": seconds, "peak_memory_mb": memory, **metrics[k],
+                      "trace": traces[chosen[k]]}  # fmt: skip
+            if n_cand > 1:
+                record["best_of"] = {"n": n_cand, "chosen": chosen[k] % n_cand}
+            atomic_write(rec_path, json.dumps(record))
+            made += 1
+    return made
+
+
+def load_records(out: Path, method: Method) -> list[dict]:
+    root = out / "images" / method.slug
+    return [json.loads(p.read_text()) for p in sorted(root.glob("*/samples/*.json"))] if root.exists() else []

@@ -1,0 +1,68 @@
+"""Prompt suites for `date-diffusion bench`: toy, coco (a captions file), ane (Attend-and-Excite), prompts FILE."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SUITES = ("toy", "coco", "ane", "prompts")
+
+# Attend-and-Excite's word lists (Chefer et al., 2023): 66 animal pairs + 144 animal-object pairs + 66 coloured
+# object pairs = 276 prompts. The colours of the third group are drawn here with a fixed seed.
+ANE_ANIMALS = ["cat", "dog", "bird", "bear", "lion", "horse", "elephant", "monkey", "frog", "turtle", "rabbit", "mouse"]
+ANE_OBJECTS = ["backpack", "glasses", "crown", "suitcase", "chair", "balloon", "bow", "car", "bowl", "bench", "clock",
+               "apple"]  # fmt: skip
+ANE_COLORS = ["red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "gray", "black", "white"]
+
+
+@dataclass(frozen=True)
+class Item:
+    index: int
+    prompt: str
+    category: str = "all"
+    spec: dict | None = None  # toy-world PromptSpec as JSON, for the exact evaluator
+
+
+def ane_prompts() -> list[tuple[str, str]]:
+    out = [(f"a {a} and a {b}", "animal_animal") for a, b in itertools.combinations(ANE_ANIMALS, 2)]
+    out += [(f"a {a} with a {o}", "animal_object") for a in ANE_ANIMALS for o in ANE_OBJECTS]
+    rng = np.random.default_rng(0)
+    for a, b in itertools.combinations(ANE_OBJECTS, 2):
+        ca, cb = rng.choice(ANE_COLORS, 2, replace=False)
+        out.append((f"a {ca} {a} and a {cb} {b}", "object_object"))
+    return out
+
+
+def read_captions(path: Path) -> list[str]:
+    """A CSV with a `caption` column (e.g. the paper's COCO val2014 subset) or a text file, one prompt a line."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"captions file {str(path)!r} not found")
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if "caption" not in (reader.fieldnames or []):
+                raise ValueError(f"{path} has no 'caption' column (columns: {reader.fieldnames})")
+            return [row["caption"].strip() for row in reader if row["caption"].strip()]
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load_suite(name: str, file: str | Path | None = None, limit: int | None = None) -> list[Item]:
+    if name == "toy":
+        from date_diffusion.toyworld.suite import prompt_suite
+
+        items = [Item(i, p, s.category, s.to_json()) for i, (p, s) in enumerate(prompt_suite())]
+    elif name == "ane":
+        items = [Item(i, p, c) for i, (p, c) in enumerate(ane_prompts())]
+    elif name in ("coco", "prompts"):
+        if file is None:
+            flag = "--captions" if name == "coco" else "--prompts-file"
+            raise ValueError(f"suite {name!r} needs {flag} FILE")
+        items = [Item(i, p) for i, p in enumerate(read_captions(file))]
+    else:
+        raise ValueError(f"unknown suite {name!r}; choose one of {', '.join(SUITES)}")
+    return items[:limit] if limit else items

@@ -1,0 +1,98 @@
+"""`date-diffusion bench` and `date-diffusion report`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from date_diffusion.cli.common import CLIError
+
+
+def add_parsers(sub):
+    p = sub.add_parser("bench", help="compare methods on a prompt suite (resumable; accelerate launch to shard)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    p.add_argument("--suite", required=True, choices=["toy", "coco", "ane", "prompts"])
+    p.add_argument("--captions", default=None, help="coco: CSV with a caption column, or a text file")
+    p.add_argument("--prompts-file", default=None, help="prompts: a text file, one prompt a line")
+    p.add_argument("--methods", default="fixed date", help="space- or +-separated: fixed, fixed@K, "
+                   "date:rho=R,every=N,..., ug:scale=S,every=N, best-of-N (see README)")  # fmt: skip
+    p.add_argument("--seeds", type=int, default=None, help="seeds per prompt (default: 4 on toy, else 1)")
+    p.add_argument("--seed-base", type=int, default=None,
+                   help="first seed (default: 1000 on toy, never used for tuning; 6 elsewhere, as the paper)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N prompts of the suite")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--guidance", type=float, default=None, help="default: the model's recommended value, else 8")
+    p.add_argument("--model", default=None, help="default: the toy world")
+    p.add_argument("--scheduler", default=None)
+    p.add_argument("--reward", default="clip", help="reward DATE, UG and best-of-N use")
+    p.add_argument("--eval-clip", default="clip-eval", help="CLIP for the CLIP-score metric (not the reward)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=run_bench)
+
+    r = sub.add_parser("report", help="re-render tables and plots of a bench run")
+    r.add_argument("dir")
+    r.set_defaults(func=run_report)
+
+
+def run_bench(args) -> int:
+    import torch
+    from accelerate import PartialState
+
+    from date_diffusion.bench.report import write_report
+    from date_diffusion.bench.runner import RunSettings, Scorer, SettingsMismatch, check_settings, generate_method
+    from date_diffusion.bench.runner import method_record
+    from date_diffusion.bench.suites import load_suite
+    from date_diffusion.cli.common import load_reward
+    from date_diffusion.cli.generate import load_pipeline, resolve_model
+    from date_diffusion.evaluation.methods import parse_methods
+    from date_diffusion.hub import model_defaults
+
+    try:
+        methods = parse_methods(args.methods)
+        items = load_suite(args.suite, args.captions or args.prompts_file, args.limit)
+    except (ValueError, FileNotFoundError) as err:
+        raise CLIError(str(err)) from err
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    n_seeds = args.seeds or (4 if args.suite == "toy" else 1)
+    base = args.seed_base if args.seed_base is not None else (1000 if args.suite == "toy" else 6)
+    model = resolve_model(args.model)
+    guidance = args.guidance if args.guidance is not None else model_defaults(model).get("guidance_scale", 8.0)
+    settings = RunSettings(
+        suite=args.suite, captions=args.captions or args.prompts_file, limit=args.limit,
+        seeds=list(range(base, base + n_seeds)), steps=args.steps, guidance=guidance, model=model,
+        reward=args.reward, eval_clip=args.eval_clip, scheduler=args.scheduler, dtype=args.dtype,
+        methods={m.label: method_record(m) for m in methods},
+    )  # fmt: skip
+    out = Path(args.out)
+    state = PartialState()
+    try:
+        check_settings(out, settings)
+    except SettingsMismatch as err:
+        raise CLIError(str(err)) from err
+    device = str(state.device)
+    pipe = load_pipeline(model, args.dtype, device, args.scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    reward = load_reward(args.reward, device)
+    scorer = Scorer(reward, load_reward(args.eval_clip, device) if args.eval_clip else None)
+    # shard by prompt: each process owns the prompts with index % world == rank
+    jobs = [(it, s) for it in items if it.index % state.num_processes == state.process_index for s in settings.seeds]
+    for m in methods:
+        generate_method(pipe, m, jobs, settings, reward, scorer, out, args.batch_size, device,
+                        desc=f"[{state.process_index}] {m.label}")  # fmt: skip
+    state.wait_for_everyone()
+    if state.is_main_process:
+        print(write_report(out)["markdown"])
+    return 0
+
+
+def run_report(args) -> int:
+    from date_diffusion.bench.report import write_report
+
+    if not (Path(args.dir) / "run.json").exists():
+        raise CLIError(f"{args.dir} is not a bench run (no run.json)")
+    print(write_report(Path(args.dir))["markdown"])
+    return 0

@@ -1,0 +1,114 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from diffusers import StableDiffusionPipeline
+from PIL import Image
+
+from date_diffusion.bench.suites import ane_prompts, load_suite, read_captions
+from date_diffusion.cli.main import main
+from date_diffusion.evaluation.methods import parse_method, parse_methods
+
+SHARED_COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_val2014_subset5k.csv"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tokenizer):
+    from conftest import make_components
+
+    path = tmp_path_factory.mktemp("tiny-sd-bench")
+    StableDiffusionPipeline(**make_components(tokenizer)).save_pretrained(path)
+    return path
+
+
+def bench_args(model_dir, clip_dir, out, methods="fixed date:rho=0.5,every=2 best-of-2 ug:scale=5,every=2", *extra):
+    return ["bench", "--suite", "toy", "--limit", "3", "--seeds", "2", "--steps", "4", "--model", str(model_dir),
+            "--reward", f"clip:{clip_dir}", "--eval-clip", f"clip:{clip_dir}", "--methods", methods, "--out", str(out),
+            *extra]  # fmt: skip
+
+
+def test_methods_parse_and_reject():
+    assert parse_method("fixed@70").steps == 70
+    m = parse_method("date:rho=1,every=5,direction=random,normalize=0,target=next")
+    assert (m.date.rho, m.date.update_every, m.date.direction, m.date.normalize, m.date.reward_target) == (
+        1.0, 5, "random", False, "next")  # fmt: skip
+    assert parse_method("best-of-4").n == 4 and parse_method("ug:scale=3").ug_scale == 3
+    for bad in ["date:speed=2", "ug:every=2", "magic", "date:rho=-1"]:
+        with pytest.raises(ValueError):
+            parse_method(bad)
+    with pytest.raises(ValueError, match="twice"):
+        parse_methods("fixed fixed")
+
+
+def test_suites(tmp_path):
+    ane = ane_prompts()
+    assert len(ane) == 276 == len({p for p, _ in ane})
+    assert [sum(c == k for _, c in ane) for k in ("animal_animal", "animal_object", "object_object")] == [66, 144, 66]
+    csv = tmp_path / "caps.csv"
+    csv.write_text(",file_name,caption\n1,a.jpg,A cat on a mat.\n2,b.jpg,Two dogs \n")
+    assert read_captions(csv) == ["A cat on a mat.", "Two dogs"]
+    assert [i.prompt for i in load_suite("coco", csv, limit=1)] == ["A cat on a mat."]
+    with pytest.raises(ValueError, match="--captions"):
+        load_suite("coco")
+    toy = load_suite("toy", limit=5)
+    assert toy[0].spec is not None and toy[0].category == "single"
+
+
+@pytest.mark.skipif(not SHARED_COCO.exists(), reason="needs ../shared/data (present in CI and sessions)")
+def test_reads_the_papers_coco_subset():
+    caps = read_captions(SHARED_COCO)
+    assert len(caps) == 5000
+
+
+def test_bench_run_outputs_resume_and_refusal(model_dir, clip_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(bench_args(model_dir, clip_dir, out)) == 0
+    for name in ("run.json", "results.json", "results.csv", "results.md", "accuracy_by_category.png",
+                 "reward_trajectory.png"):  # fmt: skip
+        assert (out / name).exists(), name
+    recs = sorted((out / "images").glob("*/*/samples/*.json"))
+    assert len(recs) == 4 * 3 * 2
+    meta = json.loads((out / "images" / "fixed" / "00000" / "metadata.jsonl").read_text())
+    assert meta["prompt"] == "a red circle" and meta["tag"] == "single"
+    rec = json.loads((out / "images" / "best-of-2" / "00001" / "samples" / "01000.json").read_text())
+    assert rec["best_of"]["n"] == 2 and {"reward", "clip_eval", "exact", "seconds"} <= set(rec)
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["summary"]) == {"fixed", "date:rho=0.5,every=2", "best-of-2", "ug:scale=5,every=2"}
+    assert "exact" in results["summary"]["date:rho=0.5,every=2"]["vs_baseline"]
+
+    # a rerun makes nothing; a lost image (killed mid-batch) is the only one redone
+    stamps = {p: p.stat().st_mtime_ns for p in recs}
+    lost = recs[5]
+    lost.unlink()
+    assert main(bench_args(model_dir, clip_dir, out)) == 0
+    assert lost.exists()
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if p != lost)
+
+    # other settings into the same folder are refused, a new method is added
+    assert main(bench_args(model_dir, clip_dir, out, "fixed", "--guidance", "3")) == 2
+    assert "other settings" in capsys.readouterr().err
+    assert main(bench_args(model_dir, clip_dir, out, "fixed@6")) == 0
+    assert "fixed@6" in json.loads((out / "run.json").read_text())["methods"]
+    assert main(["report", str(out)]) == 0
+
+
+def test_two_processes_give_the_same_images(model_dir, clip_dir, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    methods = "fixed date:rho=0.5,every=2"
+    assert main(bench_args(model_dir, clip_dir, one, methods)) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "date_diffusion",
+           *bench_args(model_dir, clip_dir, two, methods, "--batch-size", "1")]  # fmt: skip
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    pngs = sorted(one.glob("images/*/*/samples/*.png"))
+    assert len(pngs) == 2 * 3 * 2
+    for p in pngs:
+        a = np.asarray(Image.open(p)).astype(int)
+        b = np.asarray(Image.open(two / p.relative_to(one))).astype(int)
+        assert np.abs(a - b).max() <= 1, p
