@@ -16,6 +16,43 @@ PAPER_CLIP = "openai/clip-vit-large-patch14"
 
 REWARD_ALIASES = {"clip": TOY_CLIP, "clip-eval": TOY_CLIP_EVAL, "clip-l": PAPER_CLIP}
 
+# Preference rewards (need network once, or local copies; see README "Rewards").
+IMAGEREWARD_REPO = "THUDM/ImageReward"  # files ImageReward.pt, med_config.json
+IMAGEREWARD_TOKENIZER = "google-bert/bert-base-uncased"
+PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
+PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+AESTHETIC_REPO = "camenduru/improved-aesthetic-predictor"  # LAION's sac+logos+ava1-l14-linearMSE.pth
+AESTHETIC_FILE = "sac+logos+ava1-l14-linearMSE.pth"
+
+
+def fetch_file(repo_or_dir, filename: str) -> Path:
+    """A file from a local folder, or from the Hugging Face cache / hub (honours HF_HUB_OFFLINE)."""
+    local = Path(str(repo_or_dir))
+    if local.is_dir():
+        if not (local / filename).exists():
+            raise ModelNotFoundError(f"{local / filename} not found")
+        return local / filename
+    if local.is_file():
+        return local
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(str(repo_or_dir), filename))
+    except Exception as err:  # offline, missing, or no network: one explanation for all
+        raise explain_load_error(repo_or_dir, err) from err
+
+
+def load_state_dict(path: Path) -> dict:
+    """Weights from .safetensors, or from a third-party .pt/.pth checkpoint read with weights_only (no code)."""
+    import torch
+
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
 
 def model_defaults(model) -> dict:
     """Sampling defaults a model folder recommends (the toy world ships tuned `guidance_scale`, `rho`,

@@ -1,4 +1,4 @@
-"""CLIP score: cosine similarity of CLIP image and text features (the paper's main reward)."""
+"""CLIP score (the paper's main reward) and PickScore, which is a CLIP score scaled by the model's logit scale."""
 
 from __future__ import annotations
 
@@ -9,14 +9,7 @@ import torch.nn.functional as F
 
 from date_diffusion.hub import load_component
 from date_diffusion.rewards.base import Reward
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def _features(output) -> torch.Tensor:
-    # transformers < 5 returns the projected features; 5.x returns an output whose pooler_output holds them.
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
+from date_diffusion.rewards.common import ImageNormalizer, clip_features
 
 
 class CLIPScoreReward(Reward):
@@ -29,31 +22,38 @@ class CLIPScoreReward(Reward):
     """
 
     name = "clip"
+    scale_by_logit_scale = False
 
-    def __init__(self, model, tokenizer, antialias: bool = True, mean=CLIP_MEAN, std=CLIP_STD):
+    def __init__(self, model, tokenizer, antialias: bool = True):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
-        self.antialias = antialias
-        self.image_size = model.config.vision_config.image_size
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.preprocess = ImageNormalizer(model.config.vision_config.image_size, antialias=antialias)
         self._text_cache: dict[str, torch.Tensor] = {}
         self.freeze()
 
     @classmethod
-    def from_pretrained(cls, id_or_path: str, antialias: bool = True, device=None, **kwargs) -> CLIPScoreReward:
+    def from_pretrained(cls, id_or_path, antialias: bool = True, device=None, tokenizer=None, **kwargs):
+        """`tokenizer`: where the tokenizer lives when not beside the model (PickScore)."""
         from transformers import CLIPModel, CLIPTokenizer
 
         model = load_component(CLIPModel, id_or_path, **kwargs)
-        tokenizer = load_component(CLIPTokenizer, id_or_path)
-        reward = cls(model.float(), tokenizer, antialias=antialias)
+        tok = load_component(CLIPTokenizer, tokenizer or id_or_path)
+        reward = cls(model.float(), tok, antialias=antialias)
         reward.source = str(id_or_path)
         return reward.to(device) if device is not None else reward
 
     @property
+    def antialias(self) -> bool:
+        return self.preprocess.antialias
+
+    @antialias.setter
+    def antialias(self, value: bool):
+        self.preprocess.antialias = value
+
+    @property
     def device(self):
-        return self.mean.device
+        return self.preprocess.mean.device
 
     def text_features(self, prompts: list[str]) -> torch.Tensor:
         missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
@@ -66,21 +66,29 @@ class CLIPScoreReward(Reward):
             tokens = self.tokenizer(missing, padding="max_length", max_length=limit, truncation=True,
                                     return_tensors="pt").to(self.device)  # fmt: skip
             with torch.no_grad():
-                feats = F.normalize(_features(self.model.get_text_features(**tokens)), dim=-1)
+                feats = F.normalize(clip_features(self.model.get_text_features(**tokens)), dim=-1)
             self._text_cache.update(zip(missing, feats))
         return torch.stack([self._text_cache[p] for p in prompts])
-
-    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        size = (self.image_size, self.image_size)
-        if tuple(images.shape[-2:]) != size:
-            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False,
-                                   antialias=self.antialias)  # fmt: skip
-        return (images - self.mean) / self.std
 
     def forward(self, images, prompts):
         if len(prompts) != images.shape[0]:
             raise ValueError(f"got {images.shape[0]} images but {len(prompts)} prompts")
         # Scored in the reward model's own precision (float32 unless cast), whatever the diffusion model's dtype.
-        pixels = self.preprocess(images.to(self.device, self.mean.dtype))
-        image = F.normalize(_features(self.model.get_image_features(pixel_values=pixels)), dim=-1)
-        return (image * self.text_features(prompts)).sum(-1)
+        pixels = self.preprocess(images)
+        image = F.normalize(clip_features(self.model.get_image_features(pixel_values=pixels)), dim=-1)
+        score = (image * self.text_features(prompts)).sum(-1)
+        return self.model.logit_scale.exp() * score if self.scale_by_logit_scale else score
+
+
+class PickScoreReward(CLIPScoreReward):
+    """PickScore (Kirstain et al., 2023): a CLIP-H fine-tuned on human preferences; score = logit_scale * cosine."""
+
+    name = "pickscore"
+    scale_by_logit_scale = True
+
+    @classmethod
+    def from_pretrained(cls, id_or_path=None, antialias: bool = True, device=None, tokenizer=None, **kwargs):
+        from date_diffusion.hub import PICKSCORE_MODEL, PICKSCORE_PROCESSOR
+
+        return super().from_pretrained(id_or_path or PICKSCORE_MODEL, antialias, device,
+                                       tokenizer or (None if id_or_path else PICKSCORE_PROCESSOR), **kwargs)  # fmt: skip
