@@ -79,6 +79,7 @@ def test_bench_run_outputs_resume_and_refusal(model_dir, clip_dir, tmp_path, cap
     results = json.loads((out / "results.json").read_text())
     assert set(results["summary"]) == {"fixed", "date:rho=0.5,every=2", "best-of-2", "ug:scale=5,every=2"}
     assert "exact" in results["summary"]["date:rho=0.5,every=2"]["vs_baseline"]
+    assert all(e["fid"]["fid_clip"] >= 0 for e in results["summary"].values())
 
     # a rerun makes nothing; a lost image (killed mid-batch) is the only one redone
     stamps = {p: p.stat().st_mtime_ns for p in recs}
@@ -112,3 +113,20 @@ def test_two_processes_give_the_same_images(model_dir, clip_dir, tmp_path):
         a = np.asarray(Image.open(p)).astype(int)
         b = np.asarray(Image.open(two / p.relative_to(one))).astype(int)
         assert np.abs(a - b).max() <= 1, p
+
+
+def test_frechet_distance_with_clip_features(clip_dir):
+    import torch
+    from transformers import CLIPModel
+
+    from date_diffusion.evaluation.fid import CLIPImageFeatures, frechet_distance
+
+    feats = CLIPImageFeatures(CLIPModel.from_pretrained(clip_dir))
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 256, (24, 3, 32, 32), generator=g, dtype=torch.uint8)
+    b = (a.float() * 0.3).to(torch.uint8)
+    same = frechet_distance([a], [a], feats)
+    assert abs(same) < 1e-6
+    assert frechet_distance([a], [b], feats) > 10 * max(same, 1e-9)
+    with pytest.raises(ValueError, match="inception_weights"):
+        frechet_distance([a], [a], None)

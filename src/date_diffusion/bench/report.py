@@ -65,12 +65,18 @@ def markdown(summary: dict, baseline: str | None, settings: dict) -> str:
              f"{settings['steps']} steps, guidance {settings['guidance']}", "",
              f"model `{settings['model']}`, reward `{settings['reward']}`, held-out CLIP `{settings['eval_clip']}`",
              "", "Means with 95% bootstrap CIs; exact = toy-world evaluator accuracy (%).", "",
-             "| method | n | exact (%) | held-out CLIP | reward | s / image | peak memory (MB) |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+             "Peak memory: CUDA max allocated, or on CPU the process's peak RSS up to that method (methods run in "
+             "order in one process; `bench-perf` measures each configuration in its own process).", "",
+             "FID-CLIP: Frechet distance of held-out CLIP image features to reference images (toy: the renderer's "
+             "scenes for the same prompts and seeds); not comparable to Inception FID.", "",
+             "| method | n | exact (%) | held-out CLIP | reward | FID-CLIP | s / image | peak memory so far (MB) |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for label, e in summary.items():
         m = e["metrics"]
         cells = [_fmt(m["exact"], 100, 1) if "exact" in m else "-", _fmt(m["clip_eval"]) if "clip_eval" in m else "-",
-                 _fmt(m["reward"]) if "reward" in m else "-", f"{m['seconds'][0]:.3f}" if "seconds" in m else "-",
+                 _fmt(m["reward"]) if "reward" in m else "-",
+                 f"{e['fid']['fid_clip']:.4f}" if "fid" in e else "-",
+                 f"{m['seconds'][0]:.3f}" if "seconds" in m else "-",
                  f"{e['peak_memory_mb']:.0f}" if e["peak_memory_mb"] else "-"]  # fmt: skip
         lines.append(f"| {label} | {e['n']} | " + " | ".join(cells) + " |")
     if baseline:
@@ -183,6 +189,64 @@ def plots(out: Path, summary: dict, records: dict[str, list[dict]], settings: di
     return made
 
 
+def _load_pngs(paths, size=None):
+    from PIL import Image
+
+    for start in range(0, len(paths), 64):
+        arrs = []
+        for p in paths[start : start + 64]:
+            img = Image.open(p).convert("RGB")
+            if size is not None and img.size != size:
+                img = img.resize(size, Image.Resampling.BICUBIC)
+            arrs.append(np.asarray(img))
+        yield torch_uint8(np.stack(arrs))
+
+
+def torch_uint8(arr):
+    import torch
+
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+
+
+def reference_images(run: dict, records: list[dict]):
+    """Real images for FID: toy suite -> the renderer's scene for each (prompt, seed); else `fid_real` files."""
+    if run["suite"] == "toy":
+        from date_diffusion.toyworld import scene
+
+        for start in range(0, len(records), 64):
+            arrs = []
+            for r in records[start : start + 64]:
+                spec = scene.PromptSpec.from_json(r["spec"])
+                arrs.append(scene.render(scene.place(spec, np.random.default_rng([r["seed"], r["index"]]))))
+            yield torch_uint8(np.stack(arrs))
+    elif run.get("fid_real"):
+        paths = sorted(p for p in Path(run["fid_real"]).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        yield from _load_pngs(paths, size=tuple(run.get("image_size") or (512, 512)))
+
+
+def compute_fid(out: Path, run: dict, methods, records: dict[str, list[dict]]) -> dict:
+    """`fid_clip` (held-out CLIP features; not comparable to Inception FID) and, with weights, `fid_inception`."""
+    if run["suite"] != "toy" and not run.get("fid_real"):
+        return {}
+    from date_diffusion.cli.common import load_reward
+    from date_diffusion.evaluation.fid import CLIPImageFeatures, frechet_distance
+
+    eval_clip = load_reward(run["eval_clip"], "cpu")
+    features = CLIPImageFeatures(eval_clip.model)
+    result = {}
+    for m in methods:
+        recs = records[m.label]
+        if len(recs) < 2:
+            continue
+        paths = [out / "images" / m.slug / f"{r['index']:05d}" / "samples" / f"{r['seed']:05d}.png" for r in recs]
+        fids = {"fid_clip": frechet_distance(reference_images(run, recs), _load_pngs(paths), features)}
+        if run.get("inception_weights"):
+            fids["fid_inception"] = frechet_distance(reference_images(run, recs), _load_pngs(paths), None,
+                                                     run["inception_weights"])  # fmt: skip
+        result[m.label] = fids
+    return result
+
+
 def write_report(out: Path) -> dict:
     out = Path(out)
     run = json.loads((out / "run.json").read_text())
@@ -190,6 +254,8 @@ def write_report(out: Path) -> dict:
     records = {m.label: load_records(out, m) for m in methods}
     baseline = "fixed" if "fixed" in records else None
     summary = summarize(records, baseline)
+    for label, fids in compute_fid(out, run, methods, records).items():
+        summary[label]["fid"] = fids
     atomic_write(out / "results.json", json.dumps({"settings": run, "baseline": baseline, "summary": summary}, indent=1))
     atomic_write(out / "results.csv", csv_rows(summary))
     text = markdown(summary, baseline, run)

@@ -44,6 +44,8 @@ class RunSettings:
     eval_clip: str
     scheduler: str | None = None
     dtype: str = "float32"
+    fid_real: str | None = None  # folder of real images for FID (coco); the toy suite renders its own
+    inception_weights: str | None = None  # torch-fidelity Inception weights file, for Inception FID
     methods: dict = field(default_factory=dict)  # label -> method settings
 
 
@@ -164,7 +166,7 @@ def generate_method(pipe, method: Method, jobs: list[tuple[Item, int]], settings
                 atomic_write(meta, json.dumps({"prompt": it.prompt, "tag": it.category, "spec": it.spec}) + "\n")
             atomic_write(png, _png_bytes(images[k]))
             record = {"method": method.label, "index": it.index, "prompt": it.prompt, "category": it.category,
-                      "seed": seed, "seconds": seconds, "peak_memory_mb": memory, **metrics[k],
+                      "spec": it.spec, "seed": seed, "seconds": seconds, "peak_memory_mb": memory, **metrics[k],
                       "trace": traces[chosen[k]]}  # fmt: skip
             if n_cand > 1:
                 record["best_of"] = {"n": n_cand, "chosen": chosen[k] % n_cand}

@@ -29,6 +29,9 @@ def add_parsers(sub):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--fid-real", default=None, help="folder of real images for FID (toy: rendered automatically)")
+    p.add_argument("--inception-weights", default=None,
+                   help="torch-fidelity Inception weights (pt_inception-2015-12-05-6726825d.pth) for Inception FID")
     p.add_argument("--out", required=True)
     p.set_defaults(func=run_bench)
 
@@ -65,6 +68,7 @@ def run_bench(args) -> int:
         suite=args.suite, captions=args.captions or args.prompts_file, limit=args.limit,
         seeds=list(range(base, base + n_seeds)), steps=args.steps, guidance=guidance, model=model,
         reward=args.reward, eval_clip=args.eval_clip, scheduler=args.scheduler, dtype=args.dtype,
+        fid_real=args.fid_real, inception_weights=args.inception_weights,
         methods={m.label: method_record(m) for m in methods},
     )  # fmt: skip
     out = Path(args.out)
