@@ -42,9 +42,10 @@ class StableDiffusionDATEPipeline(StableDiffusionPipeline):
     update index in the run) the output equals `StableDiffusionPipeline` for the same inputs.
     """
 
-    def _decode_for_reward(self, x0_latents: torch.Tensor) -> torch.Tensor:
+    def _decode_for_reward(self, x0_latents: torch.Tensor, decoder=None) -> torch.Tensor:
         # The reference scores the raw decode, not clamped to [0, 1].
-        image = self.vae.decode(x0_latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+        decoder = decoder or self.vae
+        image = decoder.decode(x0_latents.to(decoder.dtype) / decoder.config.scaling_factor).sample
         return image.float() / 2 + 0.5
 
     @torch.no_grad()
@@ -72,6 +73,8 @@ class StableDiffusionDATEPipeline(StableDiffusionPipeline):
         save_embeddings: str | Path | None = None,
         ug_scale: float | None = None,
         ug_every: int = 1,
+        gradient_checkpointing: bool = False,
+        reward_decoder=None,
     ):
         """Arguments as `StableDiffusionPipeline.__call__`, plus:
 
@@ -81,6 +84,11 @@ class StableDiffusionDATEPipeline(StableDiffusionPipeline):
         save_embeddings: a .safetensors path for the original, final and per-update embeddings.
         ug_scale, ug_every: baseline data-space reward guidance (`sampling.guidance.universal_guidance`) with
             this scale at every `ug_every`-th loop index; uses `reward`, keeps the embedding fixed.
+        gradient_checkpointing: recompute UNet and VAE-decoder activations during the backward pass of update
+            steps instead of storing them (less memory, a little more time; normal steps are unaffected).
+        reward_decoder: APPROXIMATE path: decode x0_hat for the reward with this decoder (e.g. diffusers'
+            `AutoencoderTiny`/TAESD, or the toy world's distilled tiny decoder) instead of the VAE. The final
+            image is still decoded by the VAE. Traces record `reward_decoder`.
         """
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
@@ -128,9 +136,13 @@ class StableDiffusionDATEPipeline(StableDiffusionPipeline):
             ).to(device=device, dtype=latents.dtype)
         self._num_timesteps = len(timesteps)
 
-        for module in (self.unet, self.vae, self.text_encoder, reward):
+        for module in (self.unet, self.vae, self.text_encoder, reward, reward_decoder):
             if module is not None:
                 module.requires_grad_(False)
+        checkpointed = [m for m in (self.unet, self.vae, reward_decoder) if gradient_checkpointing and m is not None
+                        and getattr(m, "_supports_gradient_checkpointing", False) and not m.is_gradient_checkpointing]  # fmt: skip
+        for m in checkpointed:
+            m.enable_gradient_checkpointing()  # active only where gradients are, i.e. inside update steps
 
         def denoise(x, t, embeds):
             return self.unet(x, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond,
@@ -138,6 +150,9 @@ class StableDiffusionDATEPipeline(StableDiffusionPipeline):
 
         def score(images):
             return reward(images, texts)
+
+        def decode(x0_latents):
+            return self._decode_for_reward(x0_latents, reward_decoder)
 
         def on_step_end(i, t, tensors):
             if callback_on_step_end is None:
@@ -151,7 +166,7 @@ class StableDiffusionDATEPipeline(StableDiffusionPipeline):
             from date_diffusion.sampling.guidance import universal_guidance
 
             guide = universal_guidance(
-                scheduler=self.scheduler, denoise=denoise, decode=self._decode_for_reward, reward=score,
+                scheduler=self.scheduler, denoise=denoise, decode=decode, reward=score,
                 uncond_embeds=uncond if self.do_classifier_free_guidance else None, guidance_scale=guidance_scale,
                 scale=ug_scale, every=ug_every, prediction_type=prediction_type,
             )  # fmt: skip
@@ -159,14 +174,18 @@ class StableDiffusionDATEPipeline(StableDiffusionPipeline):
         direction_gens = None
         if isinstance(generator, list):
             direction_gens = [torch.Generator().manual_seed(g.initial_seed() + 0x5EED) for g in generator]
-        with self.progress_bar(total=len(timesteps)) as bar:
-            result = date_sample(
-                scheduler=self.scheduler, denoise=denoise, latents=latents, cond_embeds=cond,
-                uncond_embeds=uncond if self.do_classifier_free_guidance else None, guidance_scale=guidance_scale,
-                prediction_type=prediction_type, date=date if updating else None, decode=self._decode_for_reward,
-                reward=score, step_kwargs=step_kwargs, keep_history=save_embeddings is not None,
-                on_step_end=on_step_end, progress=bar.update, guide=guide, generators=direction_gens,
-            )  # fmt: skip
+        try:
+            with self.progress_bar(total=len(timesteps)) as bar:
+                result = date_sample(
+                    scheduler=self.scheduler, denoise=denoise, latents=latents, cond_embeds=cond,
+                    uncond_embeds=uncond if self.do_classifier_free_guidance else None, guidance_scale=guidance_scale,
+                    prediction_type=prediction_type, date=date if updating else None, decode=decode,
+                    reward=score, step_kwargs=step_kwargs, keep_history=save_embeddings is not None,
+                    on_step_end=on_step_end, progress=bar.update, guide=guide, generators=direction_gens,
+                )  # fmt: skip
+        finally:
+            for m in checkpointed:
+                m.disable_gradient_checkpointing()
 
         if save_embeddings is not None:
             tensors = {"original": cond, "final": result.embeds}
@@ -184,7 +203,8 @@ class StableDiffusionDATEPipeline(StableDiffusionPipeline):
             denormalize = [True] * image.shape[0] if nsfw is None else [not flagged for flagged in nsfw]
             image = self.image_processor.postprocess(image, output_type=output_type, do_denormalize=denormalize)
         self.maybe_free_model_hooks()
-        traces = [t.to_dict() for t in result.traces]
+        decoder_name = "vae" if reward_decoder is None else f"{type(reward_decoder).__name__} (approximate)"
+        traces = [{**t.to_dict(), "reward_decoder": decoder_name} for t in result.traces]
         if not return_dict:
             return image, nsfw, traces
         return DATEPipelineOutput(images=image, nsfw_content_detected=nsfw, traces=traces, prompts=texts)

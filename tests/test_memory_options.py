@@ -1,0 +1,48 @@
+"""Exact-path memory savings change nothing but memory; the approximate decoder path is labelled."""
+
+import torch
+from diffusers import AutoencoderTiny
+
+from date_diffusion import DATEConfig
+
+from test_pipeline import run
+
+
+def test_gradient_checkpointing_gives_the_same_result_and_is_restored(pipe, reward):
+    date = DATEConfig(rho=0.5, update_every=3)
+    plain = run(pipe, date=date, reward=reward)
+    ckpt = run(pipe, date=date, reward=reward, gradient_checkpointing=True)
+    assert abs(plain.images - ckpt.images).max() <= 1e-6
+    for a, b in zip(plain.traces, ckpt.traces):
+        for x, y in zip(a["updates"], b["updates"]):
+            assert abs(x["reward_before"] - y["reward_before"]) < 1e-6
+            assert abs(x["grad_norms"][0] - y["grad_norms"][0]) <= 1e-5 * x["grad_norms"][0]
+    assert not pipe.unet.is_gradient_checkpointing and not pipe.vae.is_gradient_checkpointing
+
+
+def test_half_precision_models_with_float32_reward_stay_finite(components, reward):
+    from conftest import make_components
+
+    from date_diffusion import StableDiffusionDATEPipeline
+
+    comps = make_components(components["tokenizer"], dtype=torch.bfloat16)
+    pipe = StableDiffusionDATEPipeline(**comps)
+    pipe.set_progress_bar_config(disable=True)
+    out = run(pipe, date=DATEConfig(rho=0.5, update_every=3), reward=reward)
+    assert (out.images == out.images).all()
+    assert all(abs(u["update_norm"] - 0.5) < 5e-2 for t in out.traces for u in t["updates"])  # bf16 embeddings
+
+
+def test_tiny_reward_decoder_is_used_and_labelled(pipe, reward):
+    torch.manual_seed(0)
+    tiny = AutoencoderTiny(encoder_block_out_channels=(8,), decoder_block_out_channels=(8,), num_encoder_blocks=(1,),
+                           num_decoder_blocks=(1,), latent_channels=4, upsampling_scaling_factor=2)  # fmt: skip
+    calls = []
+    original = tiny.decode
+    tiny.decode = lambda *a, **k: calls.append(1) or original(*a, **k)
+    date = DATEConfig(rho=0.5, update_every=3)
+    exact = run(pipe, date=date, reward=reward)
+    approx = run(pipe, date=date, reward=reward, reward_decoder=tiny)
+    assert calls and approx.traces[0]["reward_decoder"].endswith("(approximate)")
+    assert exact.traces[0]["reward_decoder"] == "vae"
+    assert exact.traces[0]["updates"][0]["reward_before"] != approx.traces[0]["updates"][0]["reward_before"]
