@@ -21,6 +21,10 @@ def test_smoke_training_produces_stock_loadable_models(tmp_path):
     ours.set_progress_bar_config(disable=True)
     img = ours("a red circle", num_inference_steps=2, output_type="np").images
     assert img.shape == (1, 64, 64, 3)
+    from diffusers import AutoencoderTiny
+
+    tiny = AutoencoderTiny.from_pretrained(tmp_path / "tiny-decoder")
+    assert tiny.decode(torch.zeros(1, 4, 8, 8)).sample.shape == (1, 3, 64, 64)
     for name in ("clip", "clip-eval"):
         CLIPModel.from_pretrained(tmp_path / name)
         assert len(CLIPTokenizer.from_pretrained(tmp_path / name)("a red circle").input_ids) == 5

@@ -35,6 +35,22 @@ def add_parsers(sub):
     p.add_argument("--out", required=True)
     p.set_defaults(func=run_bench)
 
+    f = sub.add_parser("bench-perf", help="time and memory of DATE vs fixed sampling (one process per run)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    f.add_argument("--model", default="toy", help="toy, sd15-random-256, sd15-random-512, or a diffusers folder")
+    f.add_argument("--variants", default="fixed,date,date-checkpointing",
+                   help="comma-separated: fixed, date, date-checkpointing, date-approx")
+    f.add_argument("--steps", type=int, default=10)
+    f.add_argument("--update-every", type=int, default=10, help="10 of 10 steps = one update = the paper's 10%%")
+    f.add_argument("--repeats", type=int, default=3)
+    f.add_argument("--device", default="cpu")
+    f.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    f.add_argument("--threads", type=int, default=1)
+    f.add_argument("--reward", default=None, help="reward spec (default: toy CLIP, random CLIP-L, or CLIP-L)")
+    f.add_argument("--tiny-decoder", default=None, help="AutoencoderTiny folder for date-approx (toy: shipped)")
+    f.add_argument("--out", default=None, help="folder for perf-<model>.json and .md")
+    f.set_defaults(func=run_bench_perf)
+
     r = sub.add_parser("report", help="re-render tables and plots of a bench run")
     r.add_argument("dir")
     r.set_defaults(func=run_report)
@@ -99,4 +115,19 @@ def run_report(args) -> int:
     if not (Path(args.dir) / "run.json").exists():
         raise CLIError(f"{args.dir} is not a bench run (no run.json)")
     print(write_report(Path(args.dir))["markdown"])
+    return 0
+
+
+def run_bench_perf(args) -> int:
+    from date_diffusion.perf.bench_perf import bench_perf
+    from date_diffusion.perf.worker import VARIANTS
+
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad or not variants:
+        raise CLIError(f"unknown --variants {bad}; choose from {', '.join(VARIANTS)}")
+    if args.repeats < 1 or args.steps < 1 or args.update_every < 1:
+        raise CLIError("--repeats, --steps and --update-every must be >= 1")
+    print(bench_perf(args.model, args.out, args.repeats, args.steps, args.update_every, variants, args.device,
+                     args.dtype, args.threads, args.reward, args.tiny_decoder)["markdown"])  # fmt: skip
     return 0

@@ -30,7 +30,7 @@ from date_diffusion.toyworld import scene
 from date_diffusion.toyworld.tokenizer import build_clip_tokenizer
 
 MAX_TOKENS = 24  # longest grammar caption is 12 tokens with BOS/EOS
-STAGES = ("clip", "clip_eval", "vae", "latents", "unet", "assemble")
+STAGES = ("clip", "clip_eval", "vae", "latents", "tiny_decoder", "unet", "assemble")
 
 
 @dataclass
@@ -47,6 +47,7 @@ class TrainConfig:
     latent_images: int = 50_000
     unet_steps: int = 8000
     unet_batch: int = 64
+    tiny_decoder_steps: int = 2000
     checkpoint_every: int = 250
     stages: tuple[str, ...] = field(default=STAGES)
 
@@ -54,7 +55,7 @@ class TrainConfig:
     def smoke(cls, out: Path, seed: int = 0, device: str = "cpu") -> TrainConfig:
         """A few steps of every stage on a few images: proves the recipe runs, not that it learns."""
         return cls(out, seed, device, clip_steps=3, clip_eval_steps=3, clip_batch=8, vae_steps=3, vae_batch=4,
-                   latent_images=16, unet_steps=3, unet_batch=4, checkpoint_every=2)  # fmt: skip
+                   latent_images=16, unet_steps=3, unet_batch=4, tiny_decoder_steps=3, checkpoint_every=2)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- model configs
@@ -286,6 +287,46 @@ def encode_latents(cfg: TrainConfig, vae):
     return lat, captions
 
 
+def tiny_decoder_config() -> dict:
+    # TAESD's layout (four decoder blocks, three 2x upsamplings) at toy width; decodes *scaled* latents
+    # (scaling_factor 1.0), like the pipeline's own latents, so its tanh input clamp never bites.
+    return dict(encoder_block_out_channels=(16, 16, 16, 16), decoder_block_out_channels=(32, 32, 32, 32),
+                num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1), latent_channels=4,
+                scaling_factor=1.0)  # fmt: skip
+
+
+def train_tiny_decoder(cfg: TrainConfig, vae, latents: torch.Tensor, scaling: float):
+    """Distil the VAE decoder into a TAESD-style `AutoencoderTiny` (the approximate reward-decoding path).
+    Targets are the VAE's own decodes of cached latents, slightly perturbed as x0_hat estimates are."""
+    from diffusers import AutoencoderTiny
+
+    out_dir = cfg.out / "tiny-decoder"
+    if _done(cfg, "tiny_decoder").exists():
+        return AutoencoderTiny.from_pretrained(out_dir).to(cfg.device)
+    torch.manual_seed(cfg.seed + 4000)
+    tiny = AutoencoderTiny(**tiny_decoder_config()).to(cfg.device)
+    tiny.encoder.requires_grad_(False)  # only the decoder is used
+    stage = Stage(cfg, "tiny_decoder", tiny, cfg.tiny_decoder_steps, lr=1e-3)
+    vae.requires_grad_(False)
+
+    def loss_fn(step):
+        rng = _rng(cfg, "tiny_decoder", step)
+        idx = torch.from_numpy(rng.integers(len(latents), size=cfg.unet_batch))
+        gen = torch.Generator(cfg.device).manual_seed(cfg.seed * 1_000_003 + step)
+        z = latents[idx].to(cfg.device) * scaling
+        z = z + 0.3 * torch.rand(len(z), 1, 1, 1, generator=gen, device=cfg.device) * torch.randn(
+            z.shape, generator=gen, device=cfg.device)  # fmt: skip
+        with torch.no_grad():
+            target = vae.decode(z / scaling).sample
+        pred = tiny.decode(z).sample
+        return (pred - target).abs().mean() + ((pred - target) ** 2).mean()
+
+    stage.run(loss_fn)
+    tiny.save_pretrained(out_dir)
+    _done(cfg, "tiny_decoder").touch()
+    return tiny
+
+
 def text_encoder_from_clip(clip):
     from transformers import CLIPTextModel
 
@@ -364,6 +405,8 @@ def train_all(cfg: TrainConfig):
     timings["vae"] = time.time() - t0
     latents, captions = encode_latents(cfg, vae)
     timings["latents"] = time.time() - t0
+    train_tiny_decoder(cfg, vae, latents, 1.0 / latents.std().item())
+    timings["tiny_decoder"] = time.time() - t0
     unet = train_unet(cfg, latents, captions, clip, tokenizer)
     timings["unet"] = time.time() - t0
     assemble(cfg, clip, vae, unet, tokenizer)
@@ -377,11 +420,12 @@ def export(run_dir: Path, dest: Path, recommended: dict, notes: dict | None = No
     import shutil
 
     run_dir, dest = Path(run_dir), Path(dest)
-    for name in ("pipeline", "clip", "clip-eval"):
+    names = ("pipeline", "clip", "clip-eval", "tiny-decoder")
+    for name in names:
         if not (run_dir / name).exists():
             raise FileNotFoundError(f"{run_dir / name} is missing: finish `toyworld train --out {run_dir}` first")
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("pipeline", "clip", "clip-eval"):
+    for name in names:
         shutil.rmtree(dest / name, ignore_errors=True)
         shutil.copytree(run_dir / name, dest / name)
     work = run_dir / "work"

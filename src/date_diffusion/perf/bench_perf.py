@@ -1,0 +1,98 @@
+"""`date-diffusion bench-perf`: DATE vs fixed-embedding sampling, time and memory, each run in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{platform.system()} {cpu}, {os.cpu_count()} CPUs{gpu}, torch {torch.__version__}"
+
+
+def run_one(config: dict) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(config["threads"])}
+    res = subprocess.run([sys.executable, "-m", "date_diffusion.perf.worker", json.dumps(config)], env=env,
+                         capture_output=True, text=True)  # fmt: skip
+    if res.returncode != 0:
+        raise RuntimeError(f"bench-perf worker failed for {config['variant']}:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def summarize(runs: list[dict], variants: list[str], memory_key: str) -> dict:
+    out = {}
+    for v in variants:
+        rs = [r for r in runs if r["variant"] == v]
+        entry = {}
+        for key in ("total_s", "normal_step_s", "update_step_s", memory_key):
+            vals = [r[key] for r in rs if r.get(key) is not None]
+            if vals:
+                entry[key] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+        parts = [r["update_parts_s"] for r in rs if "update_parts_s" in r]
+        if parts:
+            entry["update_parts_s"] = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
+        out[v] = entry
+    base = out.get("fixed", {})
+    for v, entry in out.items():
+        if v != "fixed" and base:
+            entry["time_ratio"] = entry["total_s"]["median"] / base["total_s"]["median"]
+            entry["memory_ratio"] = entry[memory_key]["median"] / base[memory_key]["median"]
+    return out
+
+
+def table(summary: dict, header: dict, memory_key: str) -> str:
+    lines = [f"bench-perf: model {header['model']}, {header['steps']} steps, update every {header['update_every']} "
+             f"({header['n_updates']} update step(s)), CFG 8, {header['dtype']}, device {header['device']}, "
+             f"{header['threads']} thread(s), {header['repeats']} runs each (median [min, max])",
+             f"machine: {header['machine']}", "",
+             f"| variant | total s | normal step s | update step s | {memory_key} | time / fixed | memory / fixed |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+
+    def cell(entry, key, fmt="{:.2f}"):
+        if key not in entry:
+            return "-"
+        e = entry[key]
+        return f"{fmt.format(e['median'])} [{fmt.format(e['min'])}, {fmt.format(e['max'])}]"
+
+    for v, e in summary.items():
+        lines.append(f"| {v} | {cell(e, 'total_s')} | {cell(e, 'normal_step_s', '{:.3f}')} | "
+                     f"{cell(e, 'update_step_s', '{:.3f}')} | {cell(e, memory_key, '{:.0f}')} | "
+                     f"{e.get('time_ratio', 1.0):.3f} | {e.get('memory_ratio', 1.0):.3f} |")  # fmt: skip
+    for v, e in summary.items():
+        if "update_parts_s" in e:
+            parts = ", ".join(f"{k} {s:.3f}" for k, s in e["update_parts_s"].items())
+            lines.append(f"\nupdate step of {v} (s, median): {parts}")
+    return "\n".join(lines) + "\n"
+
+
+def bench_perf(model: str, out: Path | None, repeats: int = 3, steps: int = 10, update_every: int = 10,
+               variants=("fixed", "date", "date-checkpointing"), device: str = "cpu", dtype: str = "float32",
+               threads: int = 1, reward: str | None = None, tiny_decoder: str | None = None) -> dict:  # fmt: skip
+    runs = []
+    variants = list(variants)
+    for r in range(repeats):
+        order = variants[r % len(variants) :] + variants[: r % len(variants)]  # rotate: no variant always first
+        for v in order:
+            runs.append(run_one(dict(model=model, variant=v, steps=steps, update_every=update_every, device=device,
+                                     dtype=dtype, threads=threads, reward=reward, tiny_decoder=tiny_decoder)))  # fmt: skip
+    memory_key = "cuda_max_allocated_mb" if device.startswith("cuda") else "peak_rss_mb"
+    summary = summarize(runs, variants, memory_key)
+    header = dict(model=model, reward=reward, steps=steps, update_every=update_every, n_updates=len(range(0, steps, update_every)),
+                  dtype=dtype, device=device, threads=threads, repeats=repeats, machine=machine())  # fmt: skip
+    text = table(summary, header, memory_key)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        name = model.replace("/", "_")
+        (out / f"perf-{name}.json").write_text(json.dumps({"header": header, "summary": summary, "runs": runs}, indent=1))
+        (out / f"perf-{name}.md").write_text(text)
+    return {"header": header, "summary": summary, "runs": runs, "markdown": text}

@@ -1,0 +1,25 @@
+import json
+
+from diffusers import StableDiffusionPipeline
+
+from date_diffusion.cli.main import main
+
+
+def test_bench_perf_runs_each_variant_in_its_own_process(tmp_path, tokenizer, clip_dir, capsys):
+    from conftest import make_components
+
+    StableDiffusionPipeline(**make_components(tokenizer)).save_pretrained(tmp_path / "model")
+    assert main(["bench-perf", "--model", str(tmp_path / "model"), "--reward", f"clip:{clip_dir}", "--repeats", "1",
+                 "--steps", "4", "--update-every", "2", "--out", str(tmp_path / "perf")]) == 0  # fmt: skip
+    (result,) = (tmp_path / "perf").glob("perf-*.json")
+    data = json.loads(result.read_text())
+    summary = data["summary"]
+    assert set(summary) == {"fixed", "date", "date-checkpointing"}
+    assert {r["variant"] for r in data["runs"]} == set(summary)
+    assert [r["update_steps"] for r in data["runs"] if r["variant"] == "date"] == [[0, 2]]
+    assert summary["date"]["time_ratio"] > 0 and summary["date"]["memory_ratio"] > 0
+    parts = set(summary["date"]["update_parts_s"])
+    assert parts >= {"unet (grad)", "vae decode (grad)", "reward (grad)", "backward + other"}
+    assert data["header"]["threads"] == 1 and "CPUs" in data["header"]["machine"]
+    assert "| date |" in capsys.readouterr().out
+    assert main(["bench-perf", "--variants", "fast"]) == 2
