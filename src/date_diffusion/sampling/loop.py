@@ -69,6 +69,7 @@ def date_sample(
     progress: Callable[[], None] | None = None,
     guide: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     generators: list[torch.Generator] | None = None,
+    adapt_mask: torch.Tensor | None = None,
 ) -> SampleResult:
     """Run `scheduler.timesteps` from `latents`; with `date`, adapt `cond_embeds` at its update indices.
 
@@ -77,7 +78,8 @@ def date_sample(
     `on_step_end(i, t, tensors)` may return replacements for "latents" / "prompt_embeds".
     `guide(i, t, x_in, embeds, out) -> out` may modify the guided model output at normal steps (data-space
     guidance baselines such as `universal_guidance`). `generators` (one per image) drive the random-direction
-    ablation.
+    ablation. `adapt_mask` (broadcastable to `cond_embeds`, 1 = adapted) restricts DATE to part of a packed
+    conditioning (e.g. SDXL's tokens but not its pooled embedding); the norm is taken over the adapted part.
     """
     step_kwargs = step_kwargs or {}
     timesteps = scheduler.timesteps
@@ -125,6 +127,8 @@ def date_sample(
                         out = guided(uncond_out, denoise(x_in, t, variable), guidance_scale)
                         scores = reward(scored_image(i, x_in, t, out))
                         (grad,) = torch.autograd.grad(-scores.sum(), variable)
+                if adapt_mask is not None:
+                    grad = grad * adapt_mask
                 result = date_update(embeds, original, grad, date.rho, date.anchor, date.prior_weight,
                                      date.normalize)  # fmt: skip
                 moved = torch.linalg.vector_norm((result.embeds - embeds).flatten(1).double(), dim=1)

@@ -1,0 +1,130 @@
+"""What every DATE pipeline shares around `date_sample`: argument checks, frozen weights, checkpointing, the
+baseline guidance hook, per-image direction streams, embedding export and traces. Each model family only
+encodes its prompt, prepares latents and timesteps, and says how to call its denoiser and decoder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers.utils import BaseOutput
+from safetensors.torch import save_file
+
+from date_diffusion.core.config import DATEConfig
+from date_diffusion.sampling.loop import SampleResult, date_sample
+
+
+@dataclass
+class DATEPipelineOutput(BaseOutput):
+    """images: as diffusers (PIL list, numpy or tensor); traces: one dict per image (see `Trace`)."""
+
+    images: list | object
+    nsfw_content_detected: list[bool] | None
+    traces: list[dict]
+    prompts: list[str]
+
+
+def _as_list(x, n: int, name: str) -> list:
+    if x is None or isinstance(x, str):
+        return [x] * n
+    if len(x) != n:
+        raise ValueError(f"`{name}` has {len(x)} entries but `prompt` has {n}; give one per prompt or a single one")
+    return list(x)
+
+
+def pack(*tensors: torch.Tensor) -> torch.Tensor:
+    """[B, ...] tensors -> one [B, N] tensor (DATE's per-sample norm then spans all of them)."""
+    return torch.cat([t.flatten(1) for t in tensors], dim=1)
+
+
+def unpack(packed: torch.Tensor, shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
+    """Inverse of `pack` for per-sample `shapes` (without the batch dimension); any batch size."""
+    out, start = [], 0
+    for shape in shapes:
+        n = int(torch.tensor(shape).prod()) if shape else 1
+        out.append(packed[:, start : start + n].reshape(packed.shape[0], *shape))
+        start += n
+    return out
+
+
+class DATEPipelineMixin:
+    """Mixed into a diffusers pipeline class; provides `_date_prepare` and `_date_run`."""
+
+    def _date_prepare(self, prompt, prompt_embeds, num_images_per_prompt, date, reward, reward_prompt, ug_scale):
+        """Validate DATE arguments early; returns (updating, batch_size, texts the reward scores against)."""
+        if isinstance(prompt, str) and not prompt.strip() or isinstance(prompt, list) and not all(
+            isinstance(p, str) and p.strip() for p in prompt
+        ):
+            raise ValueError("`prompt` is empty: give a non-empty text (or `prompt_embeds`)")
+        batch_size = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else prompt_embeds.shape[0]
+        updating = date is not None and date.rho > 0
+        if (updating or ug_scale) and reward is None:
+            raise ValueError("`date` and `ug_scale` need a `reward`, e.g. reward=CLIPScoreReward.from_pretrained(...)")
+        texts = reward_prompt if reward_prompt is not None else prompt
+        if (updating or ug_scale) and texts is None:
+            raise ValueError("with `prompt_embeds`, pass `reward_prompt` (the text the reward scores against)")
+        texts = [p for p in _as_list(texts, batch_size, "reward_prompt") for _ in range(num_images_per_prompt)]
+        return updating, batch_size, texts
+
+    def _decode_for_reward(self, x0_latents: torch.Tensor, decoder=None) -> torch.Tensor:
+        # The reference scores the raw decode, not clamped to [0, 1].
+        decoder = decoder or self.vae
+        shift = getattr(decoder.config, "shift_factor", None) or 0.0
+        image = decoder.decode(x0_latents.to(decoder.dtype) / decoder.config.scaling_factor + shift).sample
+        return image.float() / 2 + 0.5
+
+    def _date_run(self, *, denoiser, denoise, latents, cond, uncond, guidance_scale: float, prediction_type: str,
+                  date: DATEConfig | None, updating: bool, reward, texts, generator, step_kwargs=None,
+                  ug_scale=None, ug_every: int = 1, gradient_checkpointing: bool = False, reward_decoder=None,
+                  to_image=None, save_embeddings=None, on_step_end=None, adapt_mask=None,
+                  frozen=()) -> tuple[SampleResult, list[dict]]:  # fmt: skip
+        """Freeze, set up decoding/reward/guidance, run the loop; returns the result and per-image traces.
+
+        `denoiser`: the model module (for checkpointing); `to_image(x0_latents) -> latents the VAE decodes`
+        for families whose latents are packed (FLUX); `frozen`: every other module to freeze."""
+        for module in (denoiser, self.vae, reward, reward_decoder, *frozen):
+            if module is not None:
+                module.requires_grad_(False)
+        checkpointed = [m for m in (denoiser, self.vae, reward_decoder) if gradient_checkpointing and m is not None
+                        and getattr(m, "_supports_gradient_checkpointing", False) and not m.is_gradient_checkpointing]  # fmt: skip
+        for m in checkpointed:
+            m.enable_gradient_checkpointing()  # active only where gradients are, i.e. inside update steps
+
+        def decode(x0_latents):
+            return self._decode_for_reward(to_image(x0_latents) if to_image else x0_latents, reward_decoder)
+
+        def score(images):
+            return reward(images, texts)
+
+        guide = None
+        if ug_scale:
+            from date_diffusion.sampling.guidance import universal_guidance
+
+            guide = universal_guidance(scheduler=self.scheduler, denoise=denoise, decode=decode, reward=score,
+                                       uncond_embeds=uncond, guidance_scale=guidance_scale, scale=ug_scale,
+                                       every=ug_every, prediction_type=prediction_type)  # fmt: skip
+        # the random-direction ablation draws from its own stream per image, never the sampler's noise
+        direction_gens = None
+        if isinstance(generator, list):
+            direction_gens = [torch.Generator().manual_seed(g.initial_seed() + 0x5EED) for g in generator]
+        try:
+            with self.progress_bar(total=len(self.scheduler.timesteps)) as bar:
+                result = date_sample(
+                    scheduler=self.scheduler, denoise=denoise, latents=latents, cond_embeds=cond,
+                    uncond_embeds=uncond, guidance_scale=guidance_scale, prediction_type=prediction_type,
+                    date=date if updating else None, decode=decode, reward=score, step_kwargs=step_kwargs,
+                    keep_history=save_embeddings is not None, on_step_end=on_step_end, progress=bar.update,
+                    guide=guide, generators=direction_gens, adapt_mask=adapt_mask,
+                )  # fmt: skip
+        finally:
+            for m in checkpointed:
+                m.disable_gradient_checkpointing()
+        if save_embeddings is not None:
+            tensors = {"original": cond, "final": result.embeds}
+            tensors.update({f"step_{i:04d}": e for i, e in (result.embeds_history or {}).items()})
+            Path(save_embeddings).parent.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(save_embeddings))
+        decoder_name = "vae" if reward_decoder is None else f"{type(reward_decoder).__name__} (approximate)"
+        traces = [{**t.to_dict(), "reward_decoder": decoder_name} for t in result.traces]
+        return result, traces
