@@ -67,11 +67,22 @@ class DATEPipelineMixin:
         texts = [p for p in _as_list(texts, batch_size, "reward_prompt") for _ in range(num_images_per_prompt)]
         return updating, batch_size, texts
 
+    @staticmethod
+    def _vae_input(latents: torch.Tensor, decoder) -> torch.Tensor:
+        """Model latents -> what `decoder.decode` takes (scaling factor, and SDXL's / SD3's mean, std or shift)."""
+        cfg = decoder.config
+        mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
+        if mean is not None and std is not None:
+            view = (1, len(mean), 1, 1)
+            mean = torch.tensor(mean, device=latents.device, dtype=latents.dtype).view(view)
+            std = torch.tensor(std, device=latents.device, dtype=latents.dtype).view(view)
+            return latents * std / cfg.scaling_factor + mean
+        return latents / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
+
     def _decode_for_reward(self, x0_latents: torch.Tensor, decoder=None) -> torch.Tensor:
         # The reference scores the raw decode, not clamped to [0, 1].
         decoder = decoder or self.vae
-        shift = getattr(decoder.config, "shift_factor", None) or 0.0
-        image = decoder.decode(x0_latents.to(decoder.dtype) / decoder.config.scaling_factor + shift).sample
+        image = decoder.decode(self._vae_input(x0_latents.to(decoder.dtype), decoder)).sample
         return image.float() / 2 + 0.5
 
     def _date_run(self, *, denoiser, denoise, latents, cond, uncond, guidance_scale: float, prediction_type: str,

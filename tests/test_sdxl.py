@@ -1,0 +1,74 @@
+"""SDXL: tiny random components as diffusers' own tests build them."""
+
+import pytest
+import torch
+from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+from safetensors.torch import load_file
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+from date_diffusion import DATEConfig
+from date_diffusion.pipelines.stable_diffusion_xl import StableDiffusionXLDATEPipeline
+
+from conftest import MAX_TOKENS
+
+
+@pytest.fixture
+def sdxl_components(tokenizer):
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=4, transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=6 * 4 + 16,
+        cross_attention_dim=32, norm_num_groups=4,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        sample_size=16)  # fmt: skip
+    conf = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                          num_attention_heads=2, max_position_embeddings=MAX_TOKENS, bos_token_id=0, eos_token_id=1,
+                          pad_token_id=1, projection_dim=16)  # fmt: skip
+    torch.manual_seed(0)
+    te = CLIPTextModel(conf)
+    torch.manual_seed(1)
+    te2 = CLIPTextModelWithProjection(conf)
+    sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                                   timestep_spacing="leading")  # fmt: skip
+    return dict(unet=unet, vae=vae, text_encoder=te, text_encoder_2=te2, tokenizer=tokenizer, tokenizer_2=tokenizer,
+                scheduler=sched, force_zeros_for_empty_prompt=True)  # fmt: skip
+
+
+def gens(*s):
+    return [torch.Generator().manual_seed(x) for x in s]
+
+
+def call(pipe, **kw):
+    return pipe(["a red circle", "a blue dog"], num_inference_steps=6, guidance_scale=5.0, generator=gens(0, 1),
+                output_type="np", **kw)  # fmt: skip
+
+
+def test_equals_stock_sdxl_without_updates(sdxl_components, reward):
+    stock = StableDiffusionXLPipeline(**sdxl_components, add_watermarker=False)
+    stock.set_progress_bar_config(disable=True)
+    ours = StableDiffusionXLDATEPipeline(**sdxl_components, add_watermarker=False)
+    ours.set_progress_bar_config(disable=True)
+    expected = call(stock).images
+    for date in (None, DATEConfig(rho=0.0)):
+        assert abs(call(ours, date=date, reward=reward).images - expected).max() <= 1e-5
+
+
+@pytest.mark.parametrize("adapt_pooled", [False, True])
+def test_updates_move_rho_and_touch_only_the_adapted_part(sdxl_components, reward, tmp_path, adapt_pooled):
+    pipe = StableDiffusionXLDATEPipeline(**sdxl_components, add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+    path = tmp_path / "e.safetensors"
+    out = call(pipe, date=DATEConfig(rho=0.5, update_every=3), reward=reward, save_embeddings=path,
+               adapt_pooled=adapt_pooled)  # fmt: skip
+    saved = load_file(path)
+    tokens = 32 * MAX_TOKENS
+    moved = saved["final"] - saved["original"]
+    assert (moved[:, tokens:].abs().max() > 0) == adapt_pooled
+    assert moved[:, :tokens].abs().max() > 0
+    assert all(abs(u["update_norm"] - 0.5) < 1e-5 for t in out.traces for u in t["updates"])
+    assert (out.images == out.images).all()
