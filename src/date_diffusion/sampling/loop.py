@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from date_diffusion.core.config import DATEConfig
-from date_diffusion.core.prediction import next_noise_level, noise_level, predicted_x0
+from date_diffusion.core.prediction import next_noise_level, noise_level, predicted_x0, scale_input
 from date_diffusion.core.update import date_update
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_in, t, embeds) -> output
@@ -111,7 +111,7 @@ def date_sample(
 
     for i, t in enumerate(timesteps):
         if i in updates:
-            x_in = scheduler.scale_model_input(latents, t)
+            x_in = scale_input(scheduler, latents, t)
             with torch.no_grad():
                 uncond_out = denoise(x_in, t, uncond_embeds) if cfg else None
             records = [dict(step=i, timestep=int(t)) for _ in range(batch)]
@@ -154,12 +154,12 @@ def date_sample(
         else:
             with torch.no_grad():
                 x_in = torch.cat([latents] * 2) if cfg else latents
-                x_in = scheduler.scale_model_input(x_in, t)
+                x_in = scale_input(scheduler, x_in, t)
                 out = denoise(x_in, t, torch.cat([uncond_embeds, embeds]) if cfg else embeds)
                 if cfg:
                     out = guided(*out.chunk(2), guidance_scale)
             if guide is not None:
-                out = guide(i, t, scheduler.scale_model_input(latents, t), embeds, out)
+                out = guide(i, t, scale_input(scheduler, latents, t), embeds, out)
         with torch.no_grad():
             latents = scheduler.step(out, t, latents, **step_kwargs, return_dict=False)[0]
         if on_step_end is not None:
