@@ -48,4 +48,4 @@ def test_sample_prediction_returns_model_output():
 
 def test_unknown_prediction_type():
     with pytest.raises(ValueError, match="prediction_type"):
-        predicted_x0(torch.zeros(1), torch.zeros(1), 1.0, 0.0, "flow")
+        predicted_x0(torch.zeros(1), torch.zeros(1), 1.0, 0.0, "edm")
