@@ -34,3 +34,13 @@ def build_clip_tokenizer(words: list[str], model_max_length: int = 77) -> CLIPTo
             vocab.setdefault(tok, len(vocab))
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
+
+
+def build_t5_tokenizer(words: list[str]):
+    """A stock `T5Tokenizer` (unigram) over `words` plus single letters, for tiny test models."""
+    from transformers import T5Tokenizer
+
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [("\u2581" + w, -1.0) for w in words]
+    vocab += [(c, -5.0) for c in letters] + [("\u2581", -6.0)]
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
