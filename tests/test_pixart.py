@@ -1,0 +1,60 @@
+"""PixArt-alpha with tiny random components (learned sigma, T5 with attention mask)."""
+
+import pytest
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
+from safetensors.torch import load_file
+from transformers import T5Config, T5EncoderModel
+
+from date_diffusion import DATEConfig
+from date_diffusion.pipelines.pixart import PixArtAlphaDATEPipeline
+from date_diffusion.toyworld.tokenizer import build_t5_tokenizer
+
+from conftest import WORDS
+
+
+@pytest.fixture
+def pixart_components():
+    torch.manual_seed(0)
+    transformer = PixArtTransformer2DModel(
+        sample_size=8, num_layers=2, patch_size=2, attention_head_dim=8, num_attention_heads=3, caption_channels=32,
+        in_channels=4, cross_attention_dim=24, out_channels=8, attention_bias=True, activation_fn="gelu-approximate",
+        num_embeds_ada_norm=1000, norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
+    ).eval()  # fmt: skip
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)  # fmt: skip
+    tok = build_t5_tokenizer(WORDS)
+    torch.manual_seed(0)
+    t5 = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                                 relative_attention_num_buckets=8)).eval()  # fmt: skip
+    return dict(transformer=transformer, vae=vae, text_encoder=t5, tokenizer=tok, scheduler=DDIMScheduler())
+
+
+def call(pipe, **kw):
+    return pipe(["a red circle", "a blue dog"], num_inference_steps=4, guidance_scale=4.5, output_type="np",
+                use_resolution_binning=False, clean_caption=False, max_sequence_length=8,
+                generator=[torch.Generator().manual_seed(s) for s in (0, 1)], **kw)  # fmt: skip
+
+
+def test_equals_stock_pixart_without_updates(pixart_components, reward):
+    stock = PixArtAlphaPipeline(**pixart_components)
+    stock.set_progress_bar_config(disable=True)
+    ours = PixArtAlphaDATEPipeline(**pixart_components)
+    ours.set_progress_bar_config(disable=True)
+    expected = call(stock).images
+    assert abs(call(ours).images - expected).max() <= 1e-5
+    assert abs(call(ours, date=DATEConfig(rho=0.0), reward=reward).images - expected).max() <= 1e-5
+
+
+def test_date_adapts_unmasked_t5_tokens(pixart_components, reward, tmp_path):
+    pipe = PixArtAlphaDATEPipeline(**pixart_components)
+    pipe.set_progress_bar_config(disable=True)
+    out = call(pipe, date=DATEConfig(rho=0.5, update_every=2), reward=reward, save_embeddings=tmp_path / "e.safetensors")
+    saved = load_file(tmp_path / "e.safetensors")
+    tokens = saved["original"][:, : 8 * 32].view(2, 8, 32)
+    mask = saved["original"][:, 8 * 32 :]
+    moved = (saved["final"][:, : 8 * 32].view(2, 8, 32) - tokens).abs().amax(-1)
+    assert torch.equal(saved["final"][:, 8 * 32 :], mask)  # the attention mask never changes
+    assert (moved[mask == 0] == 0).all() and (moved[mask == 1] > 0).any()  # padding stays put
+    assert all(abs(u["update_norm"] - 0.5) < 1e-5 for t in out.traces for u in t["updates"])
