@@ -1,16 +1,18 @@
-"""SD3 with tiny random components (no T5: diffusers pads its place with zeros, as with text_encoder_3=None)."""
+"""SD3 with tiny random components (CLIP-L/G and T5 stand-ins, locally written tokenizers)."""
 
 import pytest
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 from safetensors.torch import load_file
-from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
 from date_diffusion import DATEConfig
 from date_diffusion.core.prediction import predicted_x0
 from date_diffusion.pipelines.stable_diffusion_3 import StableDiffusion3DATEPipeline
 
-from conftest import MAX_TOKENS
+from date_diffusion.toyworld.tokenizer import build_t5_tokenizer
+
+from conftest import MAX_TOKENS, WORDS
 
 
 @pytest.fixture
@@ -30,8 +32,12 @@ def sd3_components(tokenizer):
     vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
                         sample_size=16, shift_factor=0.0609, scaling_factor=1.5035)  # fmt: skip
-    return dict(transformer=transformer, vae=vae, text_encoder=te, text_encoder_2=te2, text_encoder_3=None,
-                tokenizer=tokenizer, tokenizer_2=tokenizer, tokenizer_3=None, scheduler=FlowMatchEulerDiscreteScheduler())  # fmt: skip
+    t5_tok = build_t5_tokenizer(WORDS)
+    torch.manual_seed(0)
+    t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tok), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                                 relative_attention_num_buckets=8)).eval()  # fmt: skip
+    return dict(transformer=transformer, vae=vae, text_encoder=te, text_encoder_2=te2, text_encoder_3=t5,
+                tokenizer=tokenizer, tokenizer_2=tokenizer, tokenizer_3=t5_tok, scheduler=FlowMatchEulerDiscreteScheduler())  # fmt: skip
 
 
 def call(pipe, **kw):

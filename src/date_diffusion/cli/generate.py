@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import re
 from pathlib import Path
@@ -66,10 +67,10 @@ def load_pipeline(model: str, dtype: str, device: str, scheduler: str | None):
     import torch
 
     from date_diffusion.hub import load_component
-    from date_diffusion.pipelines.stable_diffusion import StableDiffusionDATEPipeline
+    from date_diffusion.pipelines import date_pipeline_for
     from date_diffusion.schedulers import make_scheduler
 
-    pipe = load_component(StableDiffusionDATEPipeline, model, dtype=getattr(torch, dtype))
+    pipe = load_component(date_pipeline_for(model), model, dtype=getattr(torch, dtype))
     if scheduler is not None:
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     return pipe.to(device)
@@ -101,6 +102,8 @@ def run(args) -> int:
     device = resolve_device(args.device)
     pipe = load_pipeline(model, args.dtype, device, args.scheduler)
     pipe.set_progress_bar_config(disable=True)
+    if args.negative_prompt is not None and "negative_prompt" not in inspect.signature(pipe.__call__).parameters:
+        raise CLIError(f"--negative-prompt is not supported by {type(pipe).__name__} (no negative branch)")
     reward = load_reward(args.reward, device)
     judge = toy_judge(model)
 
@@ -115,10 +118,11 @@ def run(args) -> int:
             # One generator per image: an image depends on its prompt and seed only, never on the batch.
             gens = [torch.Generator("cpu").manual_seed(s) for _, _, s in batch]
             emb_path = out / ".embeddings-batch.safetensors" if args.save_embeddings and kind == "date" else None
+            extra = {} if args.negative_prompt is None else {"negative_prompt": args.negative_prompt}
             res = pipe(
-                prompt=[p for _, p, _ in batch], negative_prompt=args.negative_prompt, height=args.height,
-                width=args.width, num_inference_steps=args.steps, guidance_scale=args.guidance, generator=gens,
-                date=cfg, reward=reward if cfg is not None else None, save_embeddings=emb_path,
+                prompt=[p for _, p, _ in batch], height=args.height, width=args.width,
+                num_inference_steps=args.steps, guidance_scale=args.guidance, generator=gens, date=cfg,
+                reward=reward if cfg is not None else None, save_embeddings=emb_path, **extra,
             )  # fmt: skip
             results[kind] = res
             bar.update(len(batch))

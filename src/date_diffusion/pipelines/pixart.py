@@ -27,15 +27,18 @@ class PixArtAlphaDATEPipeline(DATEPipelineMixin, PixArtAlphaPipeline):
         num_images_per_prompt: int = 1, height=None, width=None, eta: float = 0.0, generator=None, latents=None,
         prompt_embeds=None, prompt_attention_mask=None, negative_prompt_embeds=None,
         negative_prompt_attention_mask=None, output_type: str = "pil", return_dict: bool = True,
-        clean_caption: bool = True, use_resolution_binning: bool = True, max_sequence_length: int = 120,
+        clean_caption: bool = True, use_resolution_binning: bool | None = None, max_sequence_length: int = 120,
         callback_on_step_end=None, date=None, reward=None, reward_prompt=None, save_embeddings=None,
         gradient_checkpointing: bool = False, reward_decoder=None,
     ):  # fmt: skip
-        """As `PixArtAlphaPipeline.__call__` plus the DATE arguments."""
+        """As `PixArtAlphaPipeline.__call__` plus the DATE arguments. `use_resolution_binning=None` bins when the
+        model has bins (sample sizes 32, 64, 128), as the stock default does for released models."""
         sample = self.transformer.config.sample_size
         height = height or sample * self.vae_scale_factor
         width = width or sample * self.vae_scale_factor
         orig_hw = (height, width)
+        if use_resolution_binning is None:
+            use_resolution_binning = sample in _BINS
         if use_resolution_binning:
             if sample not in _BINS:
                 raise ValueError(f"resolution binning needs a transformer sample_size in {sorted(_BINS)}, got "

@@ -1,0 +1,47 @@
+"""Every family runs DATE through the CLI on a tiny local checkpoint; the adapter comes from model_index.json."""
+
+import json
+
+import pytest
+from diffusers import FluxPipeline, PixArtAlphaPipeline, StableDiffusion3Pipeline, StableDiffusionXLPipeline
+
+from date_diffusion.cli.main import main
+from date_diffusion.pipelines import date_pipeline_class, date_pipeline_for
+
+from test_flux import flux_components  # noqa: F401  (fixtures)
+from test_pixart import pixart_components  # noqa: F401
+from test_sd3 import sd3_components  # noqa: F401
+from test_sdxl import sdxl_components  # noqa: F401
+
+FAMILIES = {
+    "sdxl": (StableDiffusionXLPipeline, "sdxl_components", "StableDiffusionXLDATEPipeline"),
+    "sd3": (StableDiffusion3Pipeline, "sd3_components", "StableDiffusion3DATEPipeline"),
+    "flux": (FluxPipeline, "flux_components", "FluxDATEPipeline"),
+    "pixart": (PixArtAlphaPipeline, "pixart_components", "PixArtAlphaDATEPipeline"),
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_generate_runs_date_for_each_family(family, request, tmp_path, clip_dir):
+    stock_cls, fixture, date_name = FAMILIES[family]
+    stock_cls(**request.getfixturevalue(fixture)).save_pretrained(tmp_path / "model")
+    assert date_pipeline_for(tmp_path / "model").__name__ == date_name
+    argv = ["generate", "a red circle", "--model", str(tmp_path / "model"), "--reward", f"clip:{clip_dir}",
+            "--steps", "4", "--update-every", "2", "--height", "16", "--width", "16", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 0
+    meta = json.loads((tmp_path / "out" / "000-a-red-circle-s0.json").read_text())
+    assert [u["step"] for u in meta["trace"]["updates"]] == [0, 2]
+    assert all(abs(u["update_norm"] - 0.5) < 1e-5 for u in meta["trace"]["updates"])
+
+
+def test_flux_rejects_a_negative_prompt(flux_components, tmp_path, clip_dir, capsys):  # noqa: F811
+    FluxPipeline(**flux_components).save_pretrained(tmp_path / "model")
+    argv = ["generate", "a red circle", "--model", str(tmp_path / "model"), "--reward", f"clip:{clip_dir}",
+            "--steps", "2", "--height", "16", "--width", "16", "--negative-prompt", "blue", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 2
+    assert "not supported by FluxDATEPipeline" in capsys.readouterr().err
+
+
+def test_unknown_family_is_named():
+    with pytest.raises(ValueError, match="no DATE pipeline for 'KandinskyPipeline'"):
+        date_pipeline_class("KandinskyPipeline")
