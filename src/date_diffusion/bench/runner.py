@@ -140,11 +140,11 @@ def generate_method(pipe, method: Method, jobs: list[tuple[Item, int]], settings
         prompts = [it.prompt for it, _ in batch for _ in range(n_cand)]
         seeds = [s + j * BEST_OF_STRIDE for _, s in batch for j in range(n_cand)]
         t0 = time.perf_counter()
+        extra = {"ug_scale": method.ug_scale, "ug_every": method.ug_every} if method.kind == "ug" else {}
         res = pipe(
             prompts, num_inference_steps=method.steps or settings.steps, guidance_scale=settings.guidance,
             generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="pt",
-            date=method.date, reward=reward if (method.date is not None or method.ug_scale) else None,
-            ug_scale=method.ug_scale or None, ug_every=method.ug_every,
+            date=method.date, reward=reward if (method.date is not None or method.ug_scale) else None, **extra,
         )  # fmt: skip
         images = res.images.float()
         traces = res.traces
