@@ -9,7 +9,7 @@ import sys
 # transformers warns at import about optional image backends this package never uses
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from date_diffusion.cli import bench, generate, toyworld
+from date_diffusion.cli import bench, edit, generate, toyworld
 from date_diffusion.cli.common import CLIError
 
 
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="date-diffusion", description="DATE: Diffusion Adaptive Text Embedding")
     sub = parser.add_subparsers(dest="command", required=True)
     generate.add_parser(sub)
+    edit.add_parser(sub)
     toyworld.add_parser(sub)
     bench.add_parsers(sub)
     return parser

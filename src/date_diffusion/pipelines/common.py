@@ -88,7 +88,7 @@ class DATEPipelineMixin:
     def _date_run(self, *, denoiser, denoise, latents, cond, uncond, guidance_scale: float, prediction_type: str,
                   date: DATEConfig | None, updating: bool, reward, texts, generator, step_kwargs=None,
                   ug_scale=None, ug_every: int = 1, gradient_checkpointing: bool = False, reward_decoder=None,
-                  to_image=None, save_embeddings=None, on_step_end=None, adapt_mask=None,
+                  to_image=None, save_embeddings=None, on_step_end=None, adapt_mask=None, timesteps=None,
                   frozen=()) -> tuple[SampleResult, list[dict]]:  # fmt: skip
         """Freeze, set up decoding/reward/guidance, run the loop; returns the result and per-image traces.
 
@@ -120,13 +120,14 @@ class DATEPipelineMixin:
         if isinstance(generator, list):
             direction_gens = [torch.Generator().manual_seed(g.initial_seed() + 0x5EED) for g in generator]
         try:
-            with self.progress_bar(total=len(self.scheduler.timesteps)) as bar:
+            n_steps = len(self.scheduler.timesteps if timesteps is None else timesteps)
+            with self.progress_bar(total=n_steps) as bar:
                 result = date_sample(
                     scheduler=self.scheduler, denoise=denoise, latents=latents, cond_embeds=cond,
                     uncond_embeds=uncond, guidance_scale=guidance_scale, prediction_type=prediction_type,
                     date=date if updating else None, decode=decode, reward=score, step_kwargs=step_kwargs,
                     keep_history=save_embeddings is not None, on_step_end=on_step_end, progress=bar.update,
-                    guide=guide, generators=direction_gens, adapt_mask=adapt_mask,
+                    guide=guide, generators=direction_gens, adapt_mask=adapt_mask, timesteps=timesteps,
                 )  # fmt: skip
         finally:
             for m in checkpointed:

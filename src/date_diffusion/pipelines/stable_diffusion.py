@@ -134,3 +134,60 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
         if not return_dict:
             return image, nsfw, traces
         return DATEPipelineOutput(images=image, nsfw_content_detected=nsfw, traces=traces, prompts=texts)
+
+    @torch.no_grad()
+    def edit(
+        self,
+        image,
+        source_prompt: str | list[str],
+        target_prompt: str | list[str],
+        num_inference_steps: int = 100,
+        skip: int = 36,
+        cfg_src: float = 3.5,
+        cfg_tar: float = 15.0,
+        negative_prompt: str | list[str] | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        date: DATEConfig | None = None,
+        reward: Reward | None = None,
+        gradient_checkpointing: bool = False,
+        reward_decoder=None,
+    ) -> DATEPipelineOutput:
+        """Text-guided editing of `image` by edit-friendly DDPM inversion, optionally with DATE.
+
+        The image is inverted with `source_prompt` (guidance `cfg_src`) over `num_inference_steps` DDPM steps,
+        then regenerated from step `skip` with `target_prompt` (guidance `cfg_tar`), DATE adapting the target
+        embedding at its update indices (counted from the first regenerated step). Defaults are the inversion
+        paper's (100 steps, skip 36, guidance 3.5 / 15). With `target_prompt == source_prompt`,
+        `cfg_tar == cfg_src` and no DATE, the result reconstructs the input.
+        """
+        if not 0 <= skip < num_inference_steps:
+            raise ValueError(f"skip must be in [0, {num_inference_steps - 1}] (steps not regenerated), got {skip}")
+        updating, batch_size, texts = self._date_prepare(target_prompt, None, 1, date, reward, None, None)
+        device = self._execution_device
+        pixels = self.image_processor.preprocess(image).to(device, self.vae.dtype)
+        if pixels.shape[0] != batch_size:
+            raise ValueError(f"got {pixels.shape[0]} images for {batch_size} target prompts")
+        x0 = self.vae.encode(pixels).latent_dist.mode() * self.vae.config.scaling_factor
+        src, src_neg = self.encode_prompt(source_prompt, device, 1, True, negative_prompt)
+        tar, tar_neg = self.encode_prompt(target_prompt, device, 1, True, negative_prompt)
+        from date_diffusion.editing.ddpm_inversion import inversion_scheduler, invert
+
+        sched = inversion_scheduler(self, num_inference_steps)
+        inv = invert(self, x0, src, src_neg, cfg_src, sched, generator)
+        original_scheduler, self.scheduler = self.scheduler, sched
+        try:
+            result, traces = self._date_run(
+                denoiser=self.unet, denoise=lambda x, t, e: self.unet(x, t, encoder_hidden_states=e).sample,
+                latents=inv.xts[skip], cond=tar, uncond=tar_neg, guidance_scale=cfg_tar, prediction_type=
+                self.scheduler.config.get("prediction_type", "epsilon"), date=date, updating=updating,
+                reward=reward, texts=texts, generator=None, timesteps=inv.timesteps[skip:],
+                step_kwargs=lambda i: {"eta": 1.0, "variance_noise": inv.zs[skip + i]},
+                gradient_checkpointing=gradient_checkpointing, reward_decoder=reward_decoder,
+                frozen=(self.text_encoder,),
+            )  # fmt: skip
+        finally:
+            self.scheduler = original_scheduler
+        image = self.vae.decode(result.latents / self.vae.config.scaling_factor).sample
+        image = self.image_processor.postprocess(image, output_type=output_type)
+        return DATEPipelineOutput(images=image, nsfw_content_detected=None, traces=traces, prompts=texts)

@@ -70,6 +70,7 @@ def date_sample(
     guide: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     generators: list[torch.Generator] | None = None,
     adapt_mask: torch.Tensor | None = None,
+    timesteps: torch.Tensor | None = None,
 ) -> SampleResult:
     """Run `scheduler.timesteps` from `latents`; with `date`, adapt `cond_embeds` at its update indices.
 
@@ -80,9 +81,11 @@ def date_sample(
     guidance baselines such as `universal_guidance`). `generators` (one per image) drive the random-direction
     ablation. `adapt_mask` (broadcastable to `cond_embeds`, 1 = adapted) restricts DATE to part of a packed
     conditioning (e.g. SDXL's tokens but not its pooled embedding); the norm is taken over the adapted part.
+    `timesteps` runs only part of the schedule (editing starts mid-way); `step_kwargs` may be a function of the
+    loop index (editing feeds each step its own noise map).
     """
     step_kwargs = step_kwargs or {}
-    timesteps = scheduler.timesteps
+    timesteps = scheduler.timesteps if timesteps is None else timesteps
     batch = latents.shape[0]
     cfg = uncond_embeds is not None
     updates = set()
@@ -161,7 +164,8 @@ def date_sample(
             if guide is not None:
                 out = guide(i, t, scale_input(scheduler, latents, t), embeds, out)
         with torch.no_grad():
-            latents = scheduler.step(out, t, latents, **step_kwargs, return_dict=False)[0]
+            kwargs = step_kwargs(i) if callable(step_kwargs) else step_kwargs
+            latents = scheduler.step(out, t, latents, **kwargs, return_dict=False)[0]
         if on_step_end is not None:
             replaced = on_step_end(i, t, {"latents": latents, "prompt_embeds": embeds}) or {}
             latents = replaced.get("latents", latents)
