@@ -141,6 +141,8 @@ def generate_method(pipe, method: Method, jobs: list[tuple[Item, int]], settings
         seeds = [s + j * BEST_OF_STRIDE for _, s in batch for j in range(n_cand)]
         t0 = time.perf_counter()
         extra = {"ug_scale": method.ug_scale, "ug_every": method.ug_every} if method.kind == "ug" else {}
+        if method.ae is not None:
+            extra["attend_and_excite"] = method.ae
         res = pipe(
             prompts, num_inference_steps=method.steps or settings.steps, guidance_scale=settings.guidance,
             generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="pt",

@@ -6,6 +6,8 @@
                         direction=random, normalize=0, target=next
   ug:scale=S,every=N    data-space reward guidance (embedding fixed)
   best-of-N             N fixed-embedding samples per (prompt, seed), the one the reward likes best
+  ae[:res=R,iters=N,scale=S]       Attend-and-Excite (subject tokens found automatically; SD 1.x/2.x)
+  date+ae:KEY=V,...     DATE and Attend-and-Excite in the same run (DATE keys and res, iters, scale)
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ _DATE_KEYS = {
     "target": ("reward_target", str),
 }  # fmt: skip
 _UG_KEYS = {"scale": float, "every": int}
+_AE_KEYS = {"res": ("attn_res", lambda v: (int(v), int(v))), "iters": ("max_iter_to_alter", int),
+            "scale": ("scale_factor", float)}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class Method:
     ug_scale: float = 0.0
     ug_every: int = 1
     n: int = 1
+    ae: dict | None = None  # Attend-and-Excite options (token indices found automatically)
 
     @property
     def slug(self) -> str:
@@ -67,12 +72,21 @@ def parse_method(spec: str) -> Method:
     name, _, body = spec.partition(":")
     if name == "date":
         return Method(spec, "date", date=DATEConfig(**_settings(spec, body, _DATE_KEYS)))
+    if name == "ae":
+        return Method(spec, "ae", ae={"token_indices": "auto", **_settings(spec, body, _AE_KEYS)})
+    if name == "date+ae":
+        items = [x for x in body.split(",") if x]
+        ae_part = ",".join(x for x in items if x.partition("=")[0] in _AE_KEYS)
+        date_part = ",".join(x for x in items if x.partition("=")[0] not in _AE_KEYS)
+        return Method(spec, "date", date=DATEConfig(**_settings(spec, date_part, _DATE_KEYS)),
+                      ae={"token_indices": "auto", **_settings(spec, ae_part, _AE_KEYS)})  # fmt: skip
     if name == "ug":
         kw = _settings(spec, body, _UG_KEYS)
         if "scale" not in kw:
             raise ValueError(f"{spec!r} needs a scale, e.g. ug:scale=20")
         return Method(spec, "ug", ug_scale=kw["scale"], ug_every=kw.get("every", 1))
-    raise ValueError(f"unknown method {spec!r}; use fixed, fixed@K, date:rho=R,every=N, ug:scale=S, best-of-N")
+    raise ValueError(f"unknown method {spec!r}; use fixed, fixed@K, date:rho=R,every=N, ug:scale=S, best-of-N, ae, "
+                     "date+ae")
 
 
 def parse_methods(text: str) -> list[Method]:

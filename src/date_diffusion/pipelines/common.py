@@ -89,7 +89,7 @@ class DATEPipelineMixin:
                   date: DATEConfig | None, updating: bool, reward, texts, generator, step_kwargs=None,
                   ug_scale=None, ug_every: int = 1, gradient_checkpointing: bool = False, reward_decoder=None,
                   to_image=None, save_embeddings=None, on_step_end=None, adapt_mask=None, timesteps=None,
-                  frozen=()) -> tuple[SampleResult, list[dict]]:  # fmt: skip
+                  pre_step=None, frozen=()) -> tuple[SampleResult, list[dict]]:  # fmt: skip
         """Freeze, set up decoding/reward/guidance, run the loop; returns the result and per-image traces.
 
         `denoiser`: the model module (for checkpointing); `to_image(x0_latents) -> latents the VAE decodes`
@@ -128,6 +128,7 @@ class DATEPipelineMixin:
                     date=date if updating else None, decode=decode, reward=score, step_kwargs=step_kwargs,
                     keep_history=save_embeddings is not None, on_step_end=on_step_end, progress=bar.update,
                     guide=guide, generators=direction_gens, adapt_mask=adapt_mask, timesteps=timesteps,
+                    pre_step=pre_step,
                 )  # fmt: skip
         finally:
             for m in checkpointed:

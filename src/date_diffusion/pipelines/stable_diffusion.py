@@ -50,6 +50,7 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
         ug_every: int = 1,
         gradient_checkpointing: bool = False,
         reward_decoder=None,
+        attend_and_excite: dict | None = None,
     ):
         """Arguments as `StableDiffusionPipeline.__call__`, plus:
 
@@ -64,6 +65,9 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
         reward_decoder: APPROXIMATE path: decode x0_hat for the reward with this decoder (e.g. diffusers'
             `AutoencoderTiny`/TAESD, or the toy world's distilled tiny decoder) instead of the VAE. The final
             image is still decoded by the VAE. Traces record `reward_decoder`.
+        attend_and_excite: run Attend-and-Excite in the same loop (alone, or with `date`): a dict with
+            `token_indices` (one list per prompt, or "auto": the subject nouns), and optionally
+            `max_iter_to_alter` (25), `thresholds`, `scale_factor` (20), `attn_res` ((16, 16)).
         """
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
@@ -112,14 +116,25 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
             out = callback_on_step_end(self, i, t, {k: available[k] for k in tensor_inputs})
             return out
 
-        result, traces = self._date_run(
-            denoiser=self.unet, denoise=denoise, latents=latents, cond=cond,
-            uncond=uncond if self.do_classifier_free_guidance else None, guidance_scale=guidance_scale,
-            prediction_type=prediction_type, date=date, updating=updating, reward=reward, texts=texts,
-            generator=generator, step_kwargs=step_kwargs, ug_scale=ug_scale, ug_every=ug_every,
-            gradient_checkpointing=gradient_checkpointing, reward_decoder=reward_decoder,
-            save_embeddings=save_embeddings, on_step_end=on_step_end, frozen=(self.text_encoder,),
-        )  # fmt: skip
+        pre_step = None
+        if attend_and_excite is not None:
+            pre_step = self._attend_excite_hook(attend_and_excite, prompt, num_images_per_prompt, len(timesteps))
+        try:
+            result, traces = self._date_run(
+                denoiser=self.unet, denoise=denoise, latents=latents, cond=cond,
+                uncond=uncond if self.do_classifier_free_guidance else None, guidance_scale=guidance_scale,
+                prediction_type=prediction_type, date=date, updating=updating, reward=reward, texts=texts,
+                generator=generator, step_kwargs=step_kwargs, ug_scale=ug_scale, ug_every=ug_every,
+                gradient_checkpointing=gradient_checkpointing, reward_decoder=reward_decoder,
+                save_embeddings=save_embeddings, on_step_end=on_step_end, frozen=(self.text_encoder,),
+                pre_step=pre_step,
+            )  # fmt: skip
+        finally:
+            if pre_step is not None:
+                pre_step.close()
+        if pre_step is not None:
+            for trace, losses in zip(traces, pre_step.losses):
+                trace["attend_excite_losses"] = losses
 
         nsfw = None
         if output_type == "latent":
@@ -134,6 +149,21 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
         if not return_dict:
             return image, nsfw, traces
         return DATEPipelineOutput(images=image, nsfw_content_detected=nsfw, traces=traces, prompts=texts)
+
+    def _attend_excite_hook(self, options: dict, prompt, num_images_per_prompt: int, n_steps: int):
+        from date_diffusion.sampling.attend_excite import AttendExcite, noun_token_indices
+
+        options = dict(options)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        indices = options.pop("token_indices", "auto")
+        if indices == "auto":
+            indices = [noun_token_indices(self.tokenizer, p) for p in prompts]
+        elif indices and isinstance(indices[0], int):
+            indices = [indices]
+        if len(indices) != len(prompts):
+            raise ValueError(f"attend_and_excite token_indices: {len(indices)} lists for {len(prompts)} prompts")
+        per_image = [ind for ind in indices for _ in range(num_images_per_prompt)]
+        return AttendExcite(self, per_image, n_steps, **options)
 
     @torch.no_grad()
     def edit(

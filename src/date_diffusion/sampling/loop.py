@@ -71,6 +71,7 @@ def date_sample(
     generators: list[torch.Generator] | None = None,
     adapt_mask: torch.Tensor | None = None,
     timesteps: torch.Tensor | None = None,
+    pre_step: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> SampleResult:
     """Run `scheduler.timesteps` from `latents`; with `date`, adapt `cond_embeds` at its update indices.
 
@@ -82,7 +83,8 @@ def date_sample(
     ablation. `adapt_mask` (broadcastable to `cond_embeds`, 1 = adapted) restricts DATE to part of a packed
     conditioning (e.g. SDXL's tokens but not its pooled embedding); the norm is taken over the adapted part.
     `timesteps` runs only part of the schedule (editing starts mid-way); `step_kwargs` may be a function of the
-    loop index (editing feeds each step its own noise map).
+    loop index (editing feeds each step its own noise map). `pre_step(i, t, latents, embeds) -> latents` runs
+    first in every iteration (latent-space methods such as Attend-and-Excite, combined with DATE).
     """
     step_kwargs = step_kwargs or {}
     timesteps = scheduler.timesteps if timesteps is None else timesteps
@@ -113,6 +115,8 @@ def date_sample(
         return torch.stack([torch.randn(like.shape[1:], generator=g, dtype=torch.float32).to(like) for g in gens])
 
     for i, t in enumerate(timesteps):
+        if pre_step is not None:
+            latents = pre_step(i, t, latents, embeds)
         if i in updates:
             x_in = scale_input(scheduler, latents, t)
             with torch.no_grad():

@@ -1,0 +1,78 @@
+"""Attend-and-Excite (Chefer et al., 2023) as a pre-step hook of the DATE loop, so both can run in one sample.
+
+At loop index i < `max_iter_to_alter` the latents of each image are moved to raise the weakest maximal
+cross-attention of the subject tokens (with the iterative refinement at the threshold steps), exactly as
+diffusers' (deprecated) `StableDiffusionAttendAndExcitePipeline`, whose attention store, processors and
+update steps are reused. The text embedding used is the *current* one, so with DATE the two adapt together.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+SUBJECT_WORDS = None  # filled lazily: the ane suite's animals and objects, and the toy world's shapes
+
+
+def subject_words() -> set[str]:
+    from date_diffusion.bench.suites import ANE_ANIMALS, ANE_OBJECTS
+    from date_diffusion.toyworld.scene import PLURALS, SHAPES
+
+    return set(ANE_ANIMALS) | set(ANE_OBJECTS) | set(SHAPES) | set(PLURALS.values())
+
+
+def noun_token_indices(tokenizer, prompt: str, nouns: set[str] | None = None) -> list[int]:
+    """Indices (in the padded token sequence, BOS = 0) of the tokens that spell a subject noun."""
+    nouns = nouns or subject_words()
+    ids = tokenizer(prompt).input_ids
+    tokens = [t.replace("</w>", "") for t in tokenizer.convert_ids_to_tokens(ids)]
+    found = [i for i, tok in enumerate(tokens) if tok in nouns]
+    if not found:
+        raise ValueError(f"no subject noun found in {prompt!r}; pass token_indices explicitly")
+    return found
+
+
+class AttendExcite:
+    """Callable `pre_step(i, t, latents, embeds) -> latents`; `close()` restores the UNet's processors."""
+
+    def __init__(self, pipe, token_indices: list[list[int]], num_loop_steps: int, max_iter_to_alter: int = 25,
+                 thresholds: dict | None = None, scale_factor: float = 20, attn_res=(16, 16)):  # fmt: skip
+        from diffusers.pipelines.deprecated.stable_diffusion_attend_and_excite.pipeline_stable_diffusion_attend_and_excite import (  # noqa: E501
+            AttentionStore, StableDiffusionAttendAndExcitePipeline)  # fmt: skip
+
+        self.unet = pipe.unet
+        self.ae = StableDiffusionAttendAndExcitePipeline.from_pipe(pipe)
+        self.ae.attention_store = AttentionStore(tuple(attn_res))
+        self.original_processors = self.unet.attn_processors
+        self.ae.register_attention_control()
+        self.indices = token_indices
+        self.max_iter = max_iter_to_alter
+        self.thresholds = {0: 0.05, 10: 0.5, 20: 0.8} if thresholds is None else thresholds
+        self.step_size = scale_factor * np.sqrt(np.linspace(1.0, 0.5, num_loop_steps))
+        self.losses: list[list[float]] = [[] for _ in token_indices]
+
+    def close(self):
+        self.unet.set_attn_processor(self.original_processors)
+
+    def __call__(self, i, t, latents, embeds):
+        ae = self.ae
+        with torch.enable_grad():
+            latents = latents.clone().detach().requires_grad_(True)
+            updated = []
+            for b, (latent, index, emb) in enumerate(zip(latents, self.indices, embeds)):
+                latent, emb = latent.unsqueeze(0), emb.unsqueeze(0).detach()
+                # DATE's gradient passes record only part of a forward's attention calls (layers before the
+                # first cross-attention do not depend on the embedding): start each readout from a clean count
+                ae.attention_store.reset()
+                self.unet(latent, t, encoder_hidden_states=emb).sample
+                self.unet.zero_grad()
+                loss = ae._compute_loss(ae._aggregate_and_get_max_attention_per_token(indices=index))
+                if i in self.thresholds and loss > 1.0 - self.thresholds[i]:
+                    loss, latent, _ = ae._perform_iterative_refinement_step(
+                        latents=latent, indices=index, loss=loss, threshold=self.thresholds[i], text_embeddings=emb,
+                        step_size=self.step_size[i], t=t)  # fmt: skip
+                if i < self.max_iter and loss != 0:
+                    latent = ae._update_latent(latents=latent, loss=loss, step_size=self.step_size[i])
+                self.losses[b].append(float(loss))
+                updated.append(latent)
+            return torch.cat(updated, dim=0).detach()
