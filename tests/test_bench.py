@@ -133,3 +133,18 @@ def test_frechet_distance_with_clip_features(clip_dir):
     assert frechet_distance([a], [b], feats) > 10 * max(same, 1e-9)
     with pytest.raises(ValueError, match="inception_weights"):
         frechet_distance([a], [a], None)
+
+
+def test_edit_toy_suite_runs_plain_and_date_edits(model_dir, clip_dir, tmp_path):
+    out = tmp_path / "edit"
+    argv = ["bench", "--suite", "edit-toy", "--limit", "3", "--seeds", "1", "--steps", "6", "--model", str(model_dir),
+            "--reward", f"clip:{clip_dir}", "--eval-clip", f"clip:{clip_dir}", "--methods", "fixed date:every=2",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    rec = json.loads((out / "images" / "date_every=2" / "00000" / "samples" / "00006.json").read_text())
+    assert {"changed", "preserved", "exact", "pixel_distance"} <= set(rec)
+    assert [u["step"] for u in rec["trace"]["updates"]] == [0, 2]
+    meta = json.loads((out / "images" / "fixed" / "00000" / "metadata.jsonl").read_text())
+    assert meta["source"]["prompt"] != meta["prompt"]
+    assert "Editing:" in (out / "results.md").read_text()
+    assert main(argv[:-4] + ["--methods", "best-of-2", "--out", str(tmp_path / "bad")]) == 2

@@ -101,3 +101,27 @@ def test_training_data_never_shows_held_out_pairs():
         spec = scene.sample_spec(rng)
         if len(spec.objects) == 2:
             assert not scene.is_held_out(spec.objects[0][:2], spec.objects[1][:2])
+
+
+def test_edit_checks_accept_perfect_edits_and_reject_failures():
+    from dataclasses import replace
+
+    from date_diffusion.toyworld.edits import edit_suite, score_edit, source_scene
+
+    cases = edit_suite(per_kind=6)
+    assert {c.kind for c in cases} == {"color", "shape", "position"}
+    for idx, case in enumerate(cases):
+        src = source_scene(case, seed=0, index=idx)
+        unedited = score_edit(case, src, scene.render(src))
+        assert not unedited["changed"], case
+        if case.kind == "position":
+            perfect = scene.render(scene.place(case.target, np.random.default_rng(idx)))
+        else:
+            objs = [replace(o) for o in src.objects]
+            k = next(i for i, o in enumerate(objs) if (o.color, o.shape) == case.source.objects[case.changed_object][:2])
+            objs[k].color, objs[k].shape, _ = case.target.objects[case.changed_object]
+            perfect = scene.render(scene.Scene(objs))
+            moved = scene.Scene([replace(o, cx=o.cx + 12 if o.cx < 40 else o.cx - 12) for o in objs])
+            assert not score_edit(case, src, scene.render(moved))["preserved"], case
+        verdict = score_edit(case, src, perfect)
+        assert verdict["changed"] and verdict["preserved"], (case, verdict)

@@ -14,7 +14,7 @@ from date_diffusion.bench.runner import atomic_write, load_records
 from date_diffusion.evaluation.methods import parse_method
 from date_diffusion.evaluation.stats import bootstrap_ci, paired_difference
 
-METRICS = ("exact", "clip_eval", "reward", "seconds")
+METRICS = ("exact", "changed", "preserved", "pixel_distance", "clip_eval", "reward", "seconds")
 
 
 def _mean_ci(values):
@@ -39,7 +39,7 @@ def summarize(records_by_method: dict[str, list[dict]], baseline: str | None) ->
         entry["categories"] = {c: _mean_ci(v) for c, v in sorted(by_cat.items())}
         if baseline and label != baseline and base:
             pairs = [(r, base[(r["index"], r["seed"])]) for r in recs if (r["index"], r["seed"]) in base]
-            for m in METRICS[:-1]:
+            for m in METRICS[:-1]:  # all but seconds
                 ps = [(a[m], b[m]) for a, b in pairs if a.get(m) is not None and b.get(m) is not None]
                 if ps:
                     entry["vs_baseline"][m] = paired_difference([a for a, _ in ps], [b for _, b in ps])
@@ -79,6 +79,15 @@ def markdown(summary: dict, baseline: str | None, settings: dict) -> str:
                  f"{m['seconds'][0]:.3f}" if "seconds" in m else "-",
                  f"{e['peak_memory_mb']:.0f}" if e["peak_memory_mb"] else "-"]  # fmt: skip
         lines.append(f"| {label} | {e['n']} | " + " | ".join(cells) + " |")
+    if any("changed" in e["metrics"] for e in summary.values()):
+        lines += ["", "Editing: changed = the target caption holds (exact evaluator); preserved = what the edit does "
+                  "not name stayed; pixel distance = mean |edited - source| (0-1).", "",
+                  "| method | changed (%) | preserved (%) | pixel distance |", "|---|---|---|---|"]  # fmt: skip
+        for label, e in summary.items():
+            m = e["metrics"]
+            lines.append(f"| {label} | " + " | ".join(
+                _fmt(m[k], 100, 1) if k in m and k != "pixel_distance" else _fmt(m[k]) if k in m else "-"
+                for k in ("changed", "preserved", "pixel_distance")) + " |")  # fmt: skip
     if baseline:
         lines += ["", f"Paired differences against `{baseline}` (same prompts and seeds), 95% bootstrap CIs:", "",
                   "| method | exact (pp) | held-out CLIP | reward |", "|---|---|---|---|"]  # fmt: skip
@@ -210,7 +219,7 @@ def torch_uint8(arr):
 
 def reference_images(run: dict, records: list[dict]):
     """Real images for FID: toy suite -> the renderer's scene for each (prompt, seed); else `fid_real` files."""
-    if run["suite"] == "toy":
+    if run["suite"].startswith("toy"):
         from date_diffusion.toyworld import scene
 
         for start in range(0, len(records), 64):
@@ -226,7 +235,7 @@ def reference_images(run: dict, records: list[dict]):
 
 def compute_fid(out: Path, run: dict, methods, records: dict[str, list[dict]]) -> dict:
     """`fid_clip` (held-out CLIP features; not comparable to Inception FID) and, with weights, `fid_inception`."""
-    if run["suite"] != "toy" and not run.get("fid_real"):
+    if not run["suite"].startswith("toy") and not run.get("fid_real"):
         return {}
     from date_diffusion.cli.common import load_reward
     from date_diffusion.evaluation.fid import CLIPImageFeatures, frechet_distance

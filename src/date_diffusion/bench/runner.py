@@ -45,6 +45,8 @@ class RunSettings:
     scheduler: str | None = None
     dtype: str = "float32"
     fid_real: str | None = None  # folder of real images for FID (coco); the toy suite renders its own
+    edit_skip: int | None = None  # editing suites: steps not regenerated
+    cfg_src: float = 3.5  # editing suites: guidance of the inversion (the regeneration uses `guidance`)
     inception_weights: str | None = None  # torch-fidelity Inception weights file, for Inception FID
     methods: dict = field(default_factory=dict)  # label -> method settings
 
@@ -128,15 +130,62 @@ class Scorer:
         return out
 
 
+def source_image(item: Item, seed: int, size: int):
+    """The image an editing item starts from (a PIL image at the model's size) and, on the toy world, its scene."""
+    from PIL import Image
+
+    if "spec" in item.source:
+        from date_diffusion.toyworld.edits import EditCase, source_scene
+        from date_diffusion.toyworld.scene import PromptSpec, render
+
+        case = EditCase(item.category, PromptSpec.from_json(item.source["spec"]), PromptSpec.from_json(item.spec),
+                        item.source["changed"])  # fmt: skip
+        src = source_scene(case, seed, item.index)
+        return Image.fromarray(render(src)).resize((size, size), Image.Resampling.BICUBIC), (case, src)
+    return Image.open(item.source["image"]).convert("RGB").resize((size, size), Image.Resampling.BICUBIC), None
+
+
+def edit_batch(pipe, method: Method, batch, settings: RunSettings, reward):
+    """Edit each item's source image toward its prompt; returns (images01, traces, extra metrics per image)."""
+    from date_diffusion.toyworld.edits import score_edit
+
+    if method.kind not in ("fixed", "date") or method.steps or method.ae:
+        raise ValueError(f"method {method.label!r} does not apply to editing; use fixed (plain edit) or date:...")
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    sources = [source_image(it, s, size) for it, s in batch]
+    skip = settings.edit_skip if settings.edit_skip is not None else round(0.36 * settings.steps)
+    res = pipe.edit([img for img, _ in sources], [it.source["prompt"] for it, _ in batch], [it.prompt for it, _ in batch],
+                    num_inference_steps=settings.steps, skip=skip, cfg_src=settings.cfg_src, cfg_tar=settings.guidance,
+                    generator=[torch.Generator().manual_seed(s) for _, s in batch], output_type="pt",
+                    date=method.date, reward=reward if method.date is not None else None)  # fmt: skip
+    images = res.images.float()
+    extras = []
+    for k, (img, toy) in enumerate(sources):
+        edited = (images[k].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+        extra = {"pixel_distance": float(np.abs(edited.astype(float) - np.asarray(img, float)).mean() / 255)}
+        if toy is not None:
+            extra.update(score_edit(toy[0], toy[1], edited))
+        extras.append(extra)
+    return images, res.traces, extras
+
+
 def generate_method(pipe, method: Method, jobs: list[tuple[Item, int]], settings: RunSettings, reward, scorer,
                     out: Path, batch_size: int, device, desc: str = "") -> int:  # fmt: skip
-    """Generate the missing images of `jobs` for `method`; returns how many were made."""
+    """Generate (or, on editing suites, edit) the missing images of `jobs` for `method`; returns how many."""
     todo = [(it, s) for it, s in jobs if not image_paths(out, method, it.index, s)[1].exists()]
     n_cand = method.n if method.kind == "best" else 1
     per_batch = max(1, batch_size // n_cand)
     made = 0
     for start in tqdm(range(0, len(todo), per_batch), desc=desc or method.label, leave=False):
         batch = todo[start : start + per_batch]
+        if batch[0][0].source is not None:
+            t0 = time.perf_counter()
+            images, traces, extras = edit_batch(pipe, method, batch, settings, reward)
+            seconds = (time.perf_counter() - t0) / len(batch)
+            metrics = scorer(images, [it.prompt for it, _ in batch], [None] * len(batch))
+            made += _write(out, method, batch, images, traces, [{**m, **e} for m, e in zip(metrics, extras)],
+                           list(range(len(batch))), seconds, device, 1)  # fmt: skip
+            continue
         prompts = [it.prompt for it, _ in batch for _ in range(n_cand)]
         seeds = [s + j * BEST_OF_STRIDE for _, s in batch for j in range(n_cand)]
         t0 = time.perf_counter()
@@ -158,23 +207,28 @@ def generate_method(pipe, method: Method, jobs: list[tuple[Item, int]], settings
             chosen = [b * n_cand + j for b, j in enumerate(best)]
         seconds = (time.perf_counter() - t0) / len(batch)
         images = images[chosen]
-        specs = [it.spec for it, _ in batch]
-        metrics = scorer(images, [it.prompt for it, _ in batch], specs)
-        memory = peak_memory_mb(device)
-        for k, (it, seed) in enumerate(batch):
-            png, rec_path = image_paths(out, method, it.index, seed)
-            meta = png.parent.parent / "metadata.jsonl"
-            if not meta.exists():
-                atomic_write(meta, json.dumps({"prompt": it.prompt, "tag": it.category, "spec": it.spec}) + "\n")
-            atomic_write(png, _png_bytes(images[k]))
-            record = {"method": method.label, "index": it.index, "prompt": it.prompt, "category": it.category,
-                      "spec": it.spec, "seed": seed, "seconds": seconds, "peak_memory_mb": memory, **metrics[k],
-                      "trace": traces[chosen[k]]}  # fmt: skip
-            if n_cand > 1:
-                record["best_of"] = {"n": n_cand, "chosen": chosen[k] % n_cand}
-            atomic_write(rec_path, json.dumps(record))
-            made += 1
+        metrics = scorer(images, [it.prompt for it, _ in batch], [it.spec for it, _ in batch])
+        made += _write(out, method, batch, images, traces, metrics, chosen, seconds, device, n_cand)
     return made
+
+
+def _write(out, method, batch, images, traces, metrics, chosen, seconds, device, n_cand) -> int:
+    """Each image, then its record (the record marks it done), atomically."""
+    memory = peak_memory_mb(device)
+    for k, (it, seed) in enumerate(batch):
+        png, rec_path = image_paths(out, method, it.index, seed)
+        meta = png.parent.parent / "metadata.jsonl"
+        if not meta.exists():
+            atomic_write(meta, json.dumps({"prompt": it.prompt, "tag": it.category, "spec": it.spec,
+                                           "source": it.source}) + "\n")  # fmt: skip
+        atomic_write(png, _png_bytes(images[k]))
+        record = {"method": method.label, "index": it.index, "prompt": it.prompt, "category": it.category,
+                  "spec": it.spec, "seed": seed, "seconds": seconds, "peak_memory_mb": memory, **metrics[k],
+                  "trace": traces[chosen[k]]}  # fmt: skip
+        if n_cand > 1:
+            record["best_of"] = {"n": n_cand, "chosen": chosen[k] % n_cand}
+        atomic_write(rec_path, json.dumps(record))
+    return len(batch)
 
 
 def load_records(out: Path, method: Method) -> list[dict]:

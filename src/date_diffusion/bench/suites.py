@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-SUITES = ("toy", "coco", "ane", "prompts")
+SUITES = ("toy", "toy-validation", "coco", "ane", "prompts", "edit-toy", "edit")
 
 # Attend-and-Excite's word lists (Chefer et al., 2023): 66 animal pairs + 144 animal-object pairs + 66 coloured
 # object pairs = 276 prompts. The colours of the third group are drawn here with a fixed seed.
@@ -25,6 +25,7 @@ class Item:
     prompt: str
     category: str = "all"
     spec: dict | None = None  # toy-world PromptSpec as JSON, for the exact evaluator
+    source: dict | None = None  # editing suites: {"prompt", "image" (a file) or "spec" + "kind" + "changed"}
 
 
 def ane_prompts() -> list[tuple[str, str]]:
@@ -51,11 +52,36 @@ def read_captions(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def load_suite(name: str, file: str | Path | None = None, limit: int | None = None) -> list[Item]:
-    if name == "toy":
-        from date_diffusion.toyworld.suite import prompt_suite
+def read_edit_rows(path) -> list[dict]:
+    """A CSV with columns image, source_prompt, target_prompt (image paths relative to the CSV)."""
+    if path is None:
+        raise ValueError("suite 'edit' needs --prompts-file CSV with columns image, source_prompt, target_prompt")
+    path = Path(path)
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    missing = {"image", "source_prompt", "target_prompt"} - set(rows[0] if rows else {})
+    if missing:
+        raise ValueError(f"{path} lacks columns {sorted(missing)}")
+    for r in rows:
+        r["image"] = str((path.parent / r["image"]).resolve())
+    return rows
 
-        items = [Item(i, p, s.category, s.to_json()) for i, (p, s) in enumerate(prompt_suite())]
+
+def load_suite(name: str, file: str | Path | None = None, limit: int | None = None) -> list[Item]:
+    if name in ("toy", "toy-validation"):
+        from date_diffusion.toyworld.suite import prompt_suite, validation_prompts
+
+        prompts = prompt_suite() if name == "toy" else validation_prompts()
+        items = [Item(i, p, s.category, s.to_json()) for i, (p, s) in enumerate(prompts)]
+    elif name == "edit-toy":
+        from date_diffusion.toyworld.edits import edit_suite
+
+        items = [Item(i, c.target.caption, c.kind, c.target.to_json(),
+                      {"prompt": c.source.caption, "spec": c.source.to_json(), "changed": c.changed_object})
+                 for i, c in enumerate(edit_suite())]  # fmt: skip
+    elif name == "edit":
+        items = [Item(i, row["target_prompt"], "edit", None, {"prompt": row["source_prompt"], "image": row["image"]})
+                 for i, row in enumerate(read_edit_rows(file))]  # fmt: skip
     elif name == "ane":
         items = [Item(i, p, c) for i, (p, c) in enumerate(ane_prompts())]
     elif name in ("coco", "prompts"):

@@ -11,7 +11,12 @@ from date_diffusion.cli.common import CLIError
 def add_parsers(sub):
     p = sub.add_parser("bench", help="compare methods on a prompt suite (resumable; accelerate launch to shard)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
-    p.add_argument("--suite", required=True, choices=["toy", "coco", "ane", "prompts"])
+    p.add_argument("--suite", required=True,
+                   choices=["toy", "toy-validation", "coco", "ane", "prompts", "edit-toy", "edit"],
+                   help="toy-validation: tuning prompts outside the suite, seeds from 0 (for choosing defaults); "
+                        "edit-toy / edit CSV (--prompts-file): editing by DDPM inversion")  # fmt: skip
+    p.add_argument("--edit-skip", type=int, default=None, help="editing: steps not regenerated (default 36%%)")
+    p.add_argument("--cfg-src", type=float, default=3.5, help="editing: guidance of the inversion")
     p.add_argument("--captions", default=None, help="coco: CSV with a caption column, or a text file")
     p.add_argument("--prompts-file", default=None, help="prompts: a text file, one prompt a line")
     p.add_argument("--methods", default="fixed date", help="space- or +-separated: fixed, fixed@K, "
@@ -74,17 +79,23 @@ def run_bench(args) -> int:
         items = load_suite(args.suite, args.captions or args.prompts_file, args.limit)
     except (ValueError, FileNotFoundError) as err:
         raise CLIError(str(err)) from err
+    if args.suite.startswith("edit"):
+        bad = [m.label for m in methods if m.kind not in ("fixed", "date") or m.steps or m.ae]
+        if bad:
+            raise CLIError(f"methods {bad} do not apply to editing; use fixed (plain edit) and date:...")
     if args.threads:
         torch.set_num_threads(args.threads)
-    n_seeds = args.seeds or (4 if args.suite == "toy" else 1)
-    base = args.seed_base if args.seed_base is not None else (1000 if args.suite == "toy" else 6)
+    toy = args.suite.startswith("toy")
+    n_seeds = args.seeds or (4 if toy else 1)  # editing suites: one source layout and inversion per seed
+    base = args.seed_base if args.seed_base is not None else {"toy": 1000, "toy-validation": 0}.get(args.suite, 6)
     model = resolve_model(args.model)
     guidance = args.guidance if args.guidance is not None else model_defaults(model).get("guidance_scale", 8.0)
     settings = RunSettings(
         suite=args.suite, captions=args.captions or args.prompts_file, limit=args.limit,
         seeds=list(range(base, base + n_seeds)), steps=args.steps, guidance=guidance, model=model,
         reward=args.reward, eval_clip=args.eval_clip, scheduler=args.scheduler, dtype=args.dtype,
-        fid_real=args.fid_real, inception_weights=args.inception_weights,
+        fid_real=args.fid_real, inception_weights=args.inception_weights, edit_skip=args.edit_skip,
+        cfg_src=args.cfg_src,
         methods={m.label: method_record(m) for m in methods},
     )  # fmt: skip
     out = Path(args.out)

@@ -43,7 +43,11 @@ def invert(pipe, x0: torch.Tensor, cond, uncond, guidance: float, sched: DDIMSch
     """Noise maps that regenerate latents `x0` under (cond, uncond, guidance) along `sched.timesteps`."""
     ts = sched.timesteps
     acp = sched.alphas_cumprod.to(x0.device)
-    noises = [torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device) for _ in ts]
+    if isinstance(generator, list):  # one stream per image: an edit does not depend on its batch
+        noises = [torch.stack([torch.randn(x0.shape[1:], generator=g, dtype=x0.dtype) for g in generator]).to(x0.device)
+                  for _ in ts]  # fmt: skip
+    else:
+        noises = [torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device) for _ in ts]
     xts = [acp[t].sqrt() * x0 + (1 - acp[t]).sqrt() * n for t, n in zip(ts, noises)] + [x0]
     zs = []
     for i, t in enumerate(ts):

@@ -437,3 +437,29 @@ def export(run_dir: Path, dest: Path, recommended: dict, notes: dict | None = No
         **(notes or {}),
     }
     (dest / "pipeline" / "toyworld.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def finalize_from_checkpoint(cfg: TrainConfig) -> None:
+    """Assemble the pipeline from the UNet stage's latest checkpoint (its EMA weights), e.g. when a run must
+    stop before its last step. Writes what `train_all` writes at the end; records the step used."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPModel, CLIPTokenizer
+
+    cfg.out = Path(cfg.out)
+    work = cfg.out / "work"
+    meta = json.loads((work / "unet" / "checkpoint.json").read_text())
+    clip = CLIPModel.from_pretrained(cfg.out / "clip")
+    unet = UNet2DConditionModel(**unet_config(clip.config.text_config.hidden_size))
+    unet.load_state_dict(load_file(work / "unet" / "model.safetensors"))
+    shadow = load_file(work / "unet" / "ema.safetensors")
+    params = [p for p in unet.parameters() if p.requires_grad]
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            p.copy_(shadow[str(i)])
+    latents = load_file(work / "latents" / "latents.safetensors")["latents"]
+    final = work / "unet" / "final"
+    final.mkdir(parents=True, exist_ok=True)
+    (final / "scaling_factor.json").write_text(json.dumps({"scaling_factor": 1.0 / latents.std().item(),
+                                                           "unet_step": meta["step"]}))  # fmt: skip
+    vae = AutoencoderKL.from_pretrained(work / "vae" / "final")
+    assemble(cfg, clip, vae, unet.eval(), CLIPTokenizer.from_pretrained(cfg.out / "clip"))
