@@ -148,3 +148,12 @@ def test_edit_toy_suite_runs_plain_and_date_edits(model_dir, clip_dir, tmp_path)
     assert meta["source"]["prompt"] != meta["prompt"]
     assert "Editing:" in (out / "results.md").read_text()
     assert main(argv[:-4] + ["--methods", "best-of-2", "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_min_object_similarity_uses_attend_and_excite_split():
+    from date_diffusion.bench.runner import sub_prompts
+
+    assert sub_prompts("a cat and a dog") == ["a cat", "a dog"]
+    assert sub_prompts("a red bowl and a blue car") == ["a red bowl", "a blue car"]
+    assert sub_prompts("a lion with a crown") == ["a lion", "a crown"]
+    assert sub_prompts("a red circle") == []

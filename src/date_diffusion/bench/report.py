@@ -14,7 +14,7 @@ from date_diffusion.bench.runner import atomic_write, load_records
 from date_diffusion.evaluation.methods import parse_method
 from date_diffusion.evaluation.stats import bootstrap_ci, paired_difference
 
-METRICS = ("exact", "changed", "preserved", "pixel_distance", "clip_eval", "reward", "seconds")
+METRICS = ("exact", "changed", "preserved", "pixel_distance", "clip_eval", "min_object_clip", "reward", "seconds")
 
 
 def _mean_ci(values):
@@ -69,11 +69,12 @@ def markdown(summary: dict, baseline: str | None, settings: dict) -> str:
              "order in one process; `bench-perf` measures each configuration in its own process).", "",
              "FID-CLIP: Frechet distance of held-out CLIP image features to reference images (toy: the renderer's "
              "scenes for the same prompts and seeds); not comparable to Inception FID.", "",
-             "| method | n | exact (%) | held-out CLIP | reward | FID-CLIP | s / image | peak memory so far (MB) |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| method | n | exact (%) | held-out CLIP | min object CLIP | reward | FID-CLIP | s / image | "
+             "peak memory so far (MB) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for label, e in summary.items():
         m = e["metrics"]
         cells = [_fmt(m["exact"], 100, 1) if "exact" in m else "-", _fmt(m["clip_eval"]) if "clip_eval" in m else "-",
+                 _fmt(m["min_object_clip"]) if "min_object_clip" in m else "-",
                  _fmt(m["reward"]) if "reward" in m else "-",
                  f"{e['fid']['fid_clip']:.4f}" if "fid" in e else "-",
                  f"{m['seconds'][0]:.3f}" if "seconds" in m else "-",
@@ -90,14 +91,14 @@ def markdown(summary: dict, baseline: str | None, settings: dict) -> str:
                 for k in ("changed", "preserved", "pixel_distance")) + " |")  # fmt: skip
     if baseline:
         lines += ["", f"Paired differences against `{baseline}` (same prompts and seeds), 95% bootstrap CIs:", "",
-                  "| method | exact (pp) | held-out CLIP | reward |", "|---|---|---|---|"]  # fmt: skip
+                  "| method | exact (pp) | held-out CLIP | min object CLIP | reward |", "|---|---|---|---|---|"]  # fmt: skip
         for label, e in summary.items():
             v = e["vs_baseline"]
             if label == baseline or not v:
                 continue
             lines.append(f"| {label} | " + " | ".join(
                 _fmt(v[k], 100 if k == "exact" else 1, 1 if k == "exact" else 4, True) if k in v else "-"
-                for k in ("exact", "clip_eval", "reward")) + " |")  # fmt: skip
+                for k in ("exact", "clip_eval", "min_object_clip", "reward")) + " |")  # fmt: skip
     cats = sorted({c for e in summary.values() for c in e["categories"]})
     if cats:
         lines += ["", "Exact accuracy (%) per category:", "", "| method | " + " | ".join(cats) + " |",

@@ -105,8 +105,18 @@ def _png_bytes(image01: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
+def sub_prompts(prompt: str) -> list[str]:
+    """Attend-and-Excite's split of a multi-subject prompt into one sub-prompt per subject."""
+    import re
+
+    parts = [p.strip() for p in re.split(r"\s+(?:and|with)\s+", prompt) if p.strip()]
+    return parts if len(parts) > 1 else []
+
+
 class Scorer:
-    """Metrics per image: the reward, a held-out CLIP score, and the toy world's exact evaluator."""
+    """Metrics per image: the reward, a held-out CLIP score (and, for multi-subject prompts, the minimum over
+    the subjects' sub-prompts: Attend-and-Excite's minimum object similarity), and the toy world's exact
+    evaluator."""
 
     def __init__(self, reward, eval_clip):
         self.reward, self.eval_clip = reward, eval_clip
@@ -118,6 +128,10 @@ class Scorer:
         out = []
         for j, spec in enumerate(specs):
             rec = {"reward": reward[j], "clip_eval": clip[j]}
+            parts = sub_prompts(prompts[j]) if self.eval_clip is not None else []
+            if parts:
+                sims = self.eval_clip(images01[j : j + 1].expand(len(parts), -1, -1, -1), parts)
+                rec["min_object_clip"] = float(sims.min())
             if spec is not None:
                 from date_diffusion.toyworld.evaluator import evaluate
                 from date_diffusion.toyworld.scene import PromptSpec
