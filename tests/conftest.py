@@ -23,6 +23,14 @@ def tokenizer():
     return build_clip_tokenizer(WORDS, MAX_TOKENS)
 
 
+def tiny_clip_text_config(tokenizer, projection_dim: int = 16):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                          num_attention_heads=2, max_position_embeddings=MAX_TOKENS, bos_token_id=0, eos_token_id=1,
+                          pad_token_id=1, projection_dim=projection_dim)  # fmt: skip
+
+
 def make_components(tokenizer, prediction_type: str = "epsilon", dtype=torch.float32):
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel

@@ -4,13 +4,13 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 from safetensors.torch import load_file
-from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+from transformers import CLIPTextModel, T5Config, T5EncoderModel
 
 from date_diffusion import DATEConfig
 from date_diffusion.pipelines.flux import FluxDATEPipeline
 from date_diffusion.toyworld.tokenizer import build_t5_tokenizer
 
-from conftest import MAX_TOKENS, WORDS
+from conftest import WORDS, tiny_clip_text_config
 
 
 @pytest.fixture
@@ -20,9 +20,7 @@ def flux_components(tokenizer):
                                          attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
                                          pooled_projection_dim=16, axes_dims_rope=[4, 4, 8], guidance_embeds=True)  # fmt: skip
     torch.manual_seed(0)
-    clip = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
-                                        num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=MAX_TOKENS,
-                                        bos_token_id=0, eos_token_id=1, pad_token_id=1, projection_dim=16))  # fmt: skip
+    clip = CLIPTextModel(tiny_clip_text_config(tokenizer))
     t5_tok = build_t5_tokenizer(WORDS)
     torch.manual_seed(0)
     t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tok), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,

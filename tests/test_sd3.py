@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 from safetensors.torch import load_file
-from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
 from date_diffusion import DATEConfig
 from date_diffusion.core.prediction import predicted_x0
@@ -12,7 +12,7 @@ from date_diffusion.pipelines.stable_diffusion_3 import StableDiffusion3DATEPipe
 
 from date_diffusion.toyworld.tokenizer import build_t5_tokenizer
 
-from conftest import MAX_TOKENS, WORDS
+from conftest import WORDS, tiny_clip_text_config
 
 
 @pytest.fixture
@@ -21,9 +21,7 @@ def sd3_components(tokenizer):
     transformer = SD3Transformer2DModel(sample_size=8, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=8,
                                         num_attention_heads=2, caption_projection_dim=16, joint_attention_dim=32,
                                         pooled_projection_dim=32, out_channels=4)  # fmt: skip
-    conf = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                          num_attention_heads=2, max_position_embeddings=MAX_TOKENS, bos_token_id=0, eos_token_id=1,
-                          pad_token_id=1, projection_dim=16)  # fmt: skip
+    conf = tiny_clip_text_config(tokenizer)
     torch.manual_seed(0)
     te = CLIPTextModelWithProjection(conf)
     torch.manual_seed(1)

@@ -4,12 +4,12 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 from safetensors.torch import load_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from date_diffusion import DATEConfig
 from date_diffusion.pipelines.stable_diffusion_xl import StableDiffusionXLDATEPipeline
 
-from conftest import MAX_TOKENS
+from conftest import MAX_TOKENS, tiny_clip_text_config
 
 
 @pytest.fixture
@@ -26,9 +26,7 @@ def sdxl_components(tokenizer):
     vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
                         sample_size=16)  # fmt: skip
-    conf = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                          num_attention_heads=2, max_position_embeddings=MAX_TOKENS, bos_token_id=0, eos_token_id=1,
-                          pad_token_id=1, projection_dim=16)  # fmt: skip
+    conf = tiny_clip_text_config(tokenizer)
     torch.manual_seed(0)
     te = CLIPTextModel(conf)
     torch.manual_seed(1)

@@ -48,6 +48,29 @@ def unpack(packed: torch.Tensor, shapes: list[tuple[int, ...]]) -> list[torch.Te
     return out
 
 
+@dataclass
+class PackedConditioning:
+    cond: torch.Tensor  # [B, N]: every per-sample conditioning tensor the denoiser needs, flattened
+    uncond: torch.Tensor | None
+    mask: torch.Tensor | None  # [1, N]: 1 where DATE adapts; None = everything
+    shapes: list[tuple[int, ...]]
+
+    def parts(self, packed: torch.Tensor) -> list[torch.Tensor]:
+        return unpack(packed, self.shapes)
+
+
+def pack_conditioning(cond_parts, uncond_parts, adapted: list[bool]) -> PackedConditioning:
+    """Pack the conditioning tensors (tokens, pooled embedding, attention mask, ...) so the loop adapts one tensor;
+    `adapted[k]` says whether DATE may move part k (the norm then spans exactly the adapted parts)."""
+    cond = pack(*cond_parts)
+    uncond = pack(*uncond_parts) if uncond_parts is not None else None
+    mask = None
+    if not all(adapted):
+        mask = torch.cat([torch.full((1, p[0].numel()), float(a), dtype=cond.dtype, device=cond.device)
+                          for p, a in zip(cond_parts, adapted)], dim=1)  # fmt: skip
+    return PackedConditioning(cond, uncond, mask, [tuple(p.shape[1:]) for p in cond_parts])
+
+
 class DATEPipelineMixin:
     """Mixed into a diffusers pipeline class; provides `_date_prepare` and `_date_run`."""
 

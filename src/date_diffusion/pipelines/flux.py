@@ -13,7 +13,7 @@ import torch
 from diffusers import FluxPipeline
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
-from date_diffusion.pipelines.common import DATEPipelineMixin, DATEPipelineOutput, pack, unpack
+from date_diffusion.pipelines.common import DATEPipelineMixin, DATEPipelineOutput, pack_conditioning
 
 
 class FluxDATEPipeline(DATEPipelineMixin, FluxPipeline):
@@ -63,15 +63,10 @@ class FluxDATEPipeline(DATEPipelineMixin, FluxPipeline):
         if self.transformer.config.guidance_embeds:
             guidance = torch.full([1], guidance_scale, device=device, dtype=torch.float32).expand(latents.shape[0])
 
-        shapes = [tuple(tokens.shape[1:]), tuple(pooled.shape[1:])]
-        cond = pack(tokens, pooled)
-        mask = None
-        if not adapt_pooled:
-            mask = torch.ones_like(cond[:1])
-            mask[:, tokens[0].numel() :] = 0
+        packed = pack_conditioning([tokens, pooled], None, [True, adapt_pooled])
 
-        def denoise(x, t, packed):
-            tok, pool = unpack(packed, shapes)
+        def denoise(x, t, cond):
+            tok, pool = packed.parts(cond)
             return self.transformer(hidden_states=x, timestep=t.expand(x.shape[0]).to(x.dtype) / 1000,
                                     guidance=guidance, pooled_projections=pool, encoder_hidden_states=tok,
                                     txt_ids=text_ids, img_ids=image_ids, return_dict=False)[0]  # fmt: skip
@@ -82,15 +77,16 @@ class FluxDATEPipeline(DATEPipelineMixin, FluxPipeline):
         def on_step_end(i, t, tensors):
             if callback_on_step_end is None:
                 return None
-            tok, pool = unpack(tensors["prompt_embeds"], shapes)
+            tok, pool = packed.parts(tensors["prompt_embeds"])
             available = {"latents": tensors["latents"], "prompt_embeds": tok, "pooled_prompt_embeds": pool}
             return callback_on_step_end(self, i, t, {k: available[k] for k in tensor_inputs})
 
         result, traces = self._date_run(
-            denoiser=self.transformer, denoise=denoise, latents=latents, cond=cond, uncond=None, guidance_scale=1.0,
+            denoiser=self.transformer, denoise=denoise, latents=latents, cond=packed.cond, uncond=None,
+            guidance_scale=1.0,
             prediction_type="flow", date=date, updating=updating, reward=reward, texts=texts, generator=generator,
             gradient_checkpointing=gradient_checkpointing, reward_decoder=reward_decoder, to_image=to_image,
-            save_embeddings=save_embeddings, on_step_end=on_step_end, adapt_mask=mask,
+            save_embeddings=save_embeddings, on_step_end=on_step_end, adapt_mask=packed.mask,
             frozen=(self.text_encoder, self.text_encoder_2),
         )  # fmt: skip
         if output_type == "latent":

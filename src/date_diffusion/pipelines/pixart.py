@@ -13,7 +13,7 @@ from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import (ASPECT_RATIO
                                                                      ASPECT_RATIO_1024_BIN)  # fmt: skip
 
 from date_diffusion.core.prediction import PREDICTION_TYPES
-from date_diffusion.pipelines.common import DATEPipelineMixin, DATEPipelineOutput, pack, unpack
+from date_diffusion.pipelines.common import DATEPipelineMixin, DATEPipelineOutput, pack_conditioning
 
 _BINS = {128: ASPECT_RATIO_1024_BIN, 64: ASPECT_RATIO_512_BIN, 32: ASPECT_RATIO_256_BIN}
 
@@ -71,15 +71,13 @@ class PixArtAlphaDATEPipeline(DATEPipelineMixin, PixArtAlphaPipeline):
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(0)
 
-        shapes = [tuple(tokens.shape[1:]), tuple(token_mask.shape[1:])]
-        cond = pack(tokens, token_mask.to(tokens.dtype))
-        uncond = pack(neg_tokens, neg_mask.to(tokens.dtype)) if cfg else None
-        adapt = torch.ones_like(cond[:1])
-        adapt[:, tokens[0].numel() :] = 0  # the attention mask is carried, never adapted
+        # the attention mask is carried with the tokens, never adapted
+        packed = pack_conditioning([tokens, token_mask.to(tokens.dtype)],
+                                   [neg_tokens, neg_mask.to(tokens.dtype)] if cfg else None, [True, False])  # fmt: skip
         channels = self.transformer.config.in_channels
 
-        def denoise(x, t, packed):
-            tok, mask = unpack(packed, shapes)
+        def denoise(x, t, cond):
+            tok, mask = packed.parts(cond)
             added = {"resolution": None, "aspect_ratio": None}
             if resolution is not None:
                 added = {"resolution": resolution.repeat(x.shape[0], 1), "aspect_ratio": aspect.repeat(x.shape[0], 1)}
@@ -90,11 +88,11 @@ class PixArtAlphaDATEPipeline(DATEPipelineMixin, PixArtAlphaPipeline):
             return out[:, :channels] if self.transformer.config.out_channels // 2 == channels else out
 
         result, traces = self._date_run(
-            denoiser=self.transformer, denoise=denoise, latents=latents, cond=cond, uncond=uncond,
+            denoiser=self.transformer, denoise=denoise, latents=latents, cond=packed.cond, uncond=packed.uncond,
             guidance_scale=guidance_scale, prediction_type=prediction_type, date=date, updating=updating,
             reward=reward, texts=texts, generator=generator, step_kwargs=step_kwargs,
             gradient_checkpointing=gradient_checkpointing, reward_decoder=reward_decoder,
-            save_embeddings=save_embeddings, adapt_mask=adapt, frozen=(self.text_encoder,),
+            save_embeddings=save_embeddings, adapt_mask=packed.mask, frozen=(self.text_encoder,),
             on_step_end=None if callback_on_step_end is None else (
                 lambda i, t, kw: callback_on_step_end(self, i, t, {"latents": kw["latents"]})),
         )  # fmt: skip

@@ -11,7 +11,7 @@ import torch
 from diffusers import StableDiffusion3Pipeline
 from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
 
-from date_diffusion.pipelines.common import DATEPipelineMixin, DATEPipelineOutput, pack, unpack
+from date_diffusion.pipelines.common import DATEPipelineMixin, DATEPipelineOutput, pack_conditioning
 
 
 class StableDiffusion3DATEPipeline(DATEPipelineMixin, StableDiffusion3Pipeline):
@@ -66,33 +66,28 @@ class StableDiffusion3DATEPipeline(DATEPipelineMixin, StableDiffusion3Pipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=device, **kwargs)
         self._num_timesteps = len(self.scheduler.timesteps)
 
-        shapes = [tuple(cond_tokens.shape[1:]), tuple(cond_pooled.shape[1:])]
-        cond = pack(cond_tokens, cond_pooled)
-        uncond = pack(uncond_tokens, uncond_pooled) if cfg else None
-        mask = None
-        if not adapt_pooled:
-            mask = torch.ones_like(cond[:1])
-            mask[:, cond_tokens[0].numel() :] = 0
+        packed = pack_conditioning([cond_tokens, cond_pooled], [uncond_tokens, uncond_pooled] if cfg else None,
+                                   [True, adapt_pooled])  # fmt: skip
 
-        def denoise(x, t, packed):
-            tokens, pooled = unpack(packed, shapes)
+        def denoise(x, t, cond):
+            tokens, pooled = packed.parts(cond)
             return self.transformer(hidden_states=x, timestep=t.expand(x.shape[0]), encoder_hidden_states=tokens,
                                     pooled_projections=pooled, return_dict=False)[0]  # fmt: skip
 
         def on_step_end(i, t, tensors):
             if callback_on_step_end is None:
                 return None
-            tokens, pooled = unpack(tensors["prompt_embeds"], shapes)
+            tokens, pooled = packed.parts(tensors["prompt_embeds"])
             available = {"latents": tensors["latents"], "prompt_embeds": tokens, "pooled_prompt_embeds": pooled,
                          "negative_prompt_embeds": uncond_tokens, "negative_pooled_prompt_embeds": uncond_pooled}  # fmt: skip
             return callback_on_step_end(self, i, t, {k: available[k] for k in tensor_inputs})
 
         result, traces = self._date_run(
-            denoiser=self.transformer, denoise=denoise, latents=latents, cond=cond, uncond=uncond,
+            denoiser=self.transformer, denoise=denoise, latents=latents, cond=packed.cond, uncond=packed.uncond,
             guidance_scale=guidance_scale, prediction_type="flow", date=date, updating=updating, reward=reward,
             texts=texts, generator=generator, gradient_checkpointing=gradient_checkpointing,
             reward_decoder=reward_decoder, save_embeddings=save_embeddings, on_step_end=on_step_end,
-            adapt_mask=mask, frozen=(self.text_encoder, self.text_encoder_2, self.text_encoder_3),
+            adapt_mask=packed.mask, frozen=(self.text_encoder, self.text_encoder_2, self.text_encoder_3),
         )  # fmt: skip
         if output_type == "latent":
             image = result.latents

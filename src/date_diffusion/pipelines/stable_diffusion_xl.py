@@ -11,7 +11,7 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 
 from date_diffusion.core.prediction import PREDICTION_TYPES
-from date_diffusion.pipelines.common import DATEPipelineMixin, DATEPipelineOutput, pack, unpack
+from date_diffusion.pipelines.common import DATEPipelineMixin, DATEPipelineOutput, pack_conditioning
 
 
 class StableDiffusionXLDATEPipeline(DATEPipelineMixin, StableDiffusionXLPipeline):
@@ -67,34 +67,28 @@ class StableDiffusionXLDATEPipeline(DATEPipelineMixin, StableDiffusionXLPipeline
             self.scheduler.set_begin_index(0)
         self._num_timesteps = len(self.scheduler.timesteps)
 
-        # tokens and pooled embedding travel as one packed tensor; only the masked part is adapted
-        shapes = [tuple(cond_tokens.shape[1:]), tuple(cond_pooled.shape[1:])]
-        cond = pack(cond_tokens, cond_pooled)
-        uncond = pack(uncond_tokens, uncond_pooled) if cfg else None
-        mask = None
-        if not adapt_pooled:
-            mask = torch.ones_like(cond[:1])
-            mask[:, cond_tokens[0].numel() :] = 0
+        packed = pack_conditioning([cond_tokens, cond_pooled], [uncond_tokens, uncond_pooled] if cfg else None,
+                                   [True, adapt_pooled])  # fmt: skip
 
-        def denoise(x, t, packed):
-            tokens, pooled = unpack(packed, shapes)
+        def denoise(x, t, cond):
+            tokens, pooled = packed.parts(cond)
             added = {"text_embeds": pooled, "time_ids": time_ids.repeat(x.shape[0], 1)}
             return self.unet(x, t, encoder_hidden_states=tokens, added_cond_kwargs=added, return_dict=False)[0]
 
         def on_step_end(i, t, tensors):
             if callback_on_step_end is None:
                 return None
-            tokens, pooled = unpack(tensors["prompt_embeds"], shapes)
+            tokens, pooled = packed.parts(tensors["prompt_embeds"])
             available = {"latents": tensors["latents"], "prompt_embeds": tokens, "add_text_embeds": pooled,
                          "negative_prompt_embeds": uncond_tokens, "negative_pooled_prompt_embeds": uncond_pooled}  # fmt: skip
             return callback_on_step_end(self, i, t, {k: available[k] for k in tensor_inputs})
 
         result, traces = self._date_run(
-            denoiser=self.unet, denoise=denoise, latents=latents, cond=cond, uncond=uncond,
+            denoiser=self.unet, denoise=denoise, latents=latents, cond=packed.cond, uncond=packed.uncond,
             guidance_scale=guidance_scale, prediction_type=prediction_type, date=date, updating=updating,
             reward=reward, texts=texts, generator=generator, step_kwargs=step_kwargs, ug_scale=ug_scale,
             ug_every=ug_every, gradient_checkpointing=gradient_checkpointing, reward_decoder=reward_decoder,
-            save_embeddings=save_embeddings, on_step_end=on_step_end, adapt_mask=mask,
+            save_embeddings=save_embeddings, on_step_end=on_step_end, adapt_mask=packed.mask,
             frozen=(self.text_encoder, self.text_encoder_2),
         )  # fmt: skip
         if output_type == "latent":
