@@ -30,7 +30,7 @@ from date_diffusion.toyworld import scene
 from date_diffusion.toyworld.tokenizer import build_clip_tokenizer
 
 MAX_TOKENS = 24  # longest grammar caption is 12 tokens with BOS/EOS
-STAGES = ("clip", "clip_eval", "vae", "latents", "tiny_decoder", "unet", "assemble")
+STAGES = ("clip", "clip_eval", "vae", "latents", "vae_decoder", "tiny_decoder", "unet", "assemble")
 
 
 @dataclass
@@ -48,6 +48,7 @@ class TrainConfig:
     unet_steps: int = 8000
     unet_batch: int = 64
     tiny_decoder_steps: int = 2000
+    vae_decoder_steps: int = 1500
     checkpoint_every: int = 250
     stages: tuple[str, ...] = field(default=STAGES)
 
@@ -55,7 +56,8 @@ class TrainConfig:
     def smoke(cls, out: Path, seed: int = 0, device: str = "cpu") -> TrainConfig:
         """A few steps of every stage on a few images: proves the recipe runs, not that it learns."""
         return cls(out, seed, device, clip_steps=3, clip_eval_steps=3, clip_batch=8, vae_steps=3, vae_batch=4,
-                   latent_images=16, unet_steps=3, unet_batch=4, tiny_decoder_steps=3, checkpoint_every=2)  # fmt: skip
+                   latent_images=16, unet_steps=3, unet_batch=4, tiny_decoder_steps=3, vae_decoder_steps=3,
+                   checkpoint_every=2)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- model configs
@@ -287,6 +289,35 @@ def encode_latents(cfg: TrainConfig, vae):
     return lat, captions
 
 
+def finetune_vae_decoder(cfg: TrainConfig, vae):
+    """More training for the VAE *decoder* with the encoder frozen: the latents the UNet learns from do not
+    change, so this can run beside (or after) the UNet stage and still sharpen every decoded image."""
+    from diffusers import AutoencoderKL
+
+    out_dir = cfg.out / "work" / "vae_decoder" / "final"
+    if _done(cfg, "vae_decoder").exists():
+        return AutoencoderKL.from_pretrained(out_dir).to(cfg.device)
+    vae.requires_grad_(False)
+    vae.decoder.requires_grad_(True)
+    vae.post_quant_conv.requires_grad_(True)
+    stage = Stage(cfg, "vae_decoder", vae, cfg.vae_decoder_steps, lr=3e-4)
+
+    def loss_fn(step):
+        images, _ = scene.sample_batch(_rng(cfg, "vae_decoder", step), cfg.vae_batch)
+        x = images_to_tensor(images, cfg.device)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mean
+        rec = vae.decode(z).sample
+        weight = 1 + 9 * (x - x[:, :, :1, :1]).abs().amax(1, keepdim=True).gt(0.05).float()
+        return (weight * (rec - x).abs()).mean() + (weight * (rec - x) ** 2).mean()
+
+    stage.run(loss_fn)
+    vae.requires_grad_(False)
+    vae.save_pretrained(out_dir)
+    _done(cfg, "vae_decoder").touch()
+    return vae
+
+
 def tiny_decoder_config() -> dict:
     # TAESD's layout (four decoder blocks, three 2x upsamplings) at toy width; decodes *scaled* latents
     # (scaling_factor 1.0), like the pipeline's own latents, so its tanh input clamp never bites.
@@ -405,6 +436,8 @@ def train_all(cfg: TrainConfig):
     timings["vae"] = time.time() - t0
     latents, captions = encode_latents(cfg, vae)
     timings["latents"] = time.time() - t0
+    vae = finetune_vae_decoder(cfg, vae)
+    timings["vae_decoder"] = time.time() - t0
     train_tiny_decoder(cfg, vae, latents, 1.0 / latents.std().item())
     timings["tiny_decoder"] = time.time() - t0
     unet = train_unet(cfg, latents, captions, clip, tokenizer)
@@ -461,5 +494,6 @@ def finalize_from_checkpoint(cfg: TrainConfig) -> None:
     final.mkdir(parents=True, exist_ok=True)
     (final / "scaling_factor.json").write_text(json.dumps({"scaling_factor": 1.0 / latents.std().item(),
                                                            "unet_step": meta["step"]}))  # fmt: skip
-    vae = AutoencoderKL.from_pretrained(work / "vae" / "final")
+    vae_dir = work / "vae_decoder" / "final"
+    vae = AutoencoderKL.from_pretrained(vae_dir if vae_dir.exists() else work / "vae" / "final")
     assemble(cfg, clip, vae, unet.eval(), CLIPTokenizer.from_pretrained(cfg.out / "clip"))
