@@ -17,6 +17,12 @@ def add_parser(sub):
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     t.add_argument("--smoke", action="store_true", help="a few steps of each stage on a few images (CI)")
+    t.add_argument("--unet-stop-at", type=int, default=None,
+                   help="stop the UNet at this step (the shipped model: see toyworld.json); the LR schedule stays "
+                        "that of the full run")
+    fz = tsub.add_parser("finalize", help="assemble the pipeline from the UNet's latest checkpoint (EMA weights)")
+    fz.add_argument("--out", required=True)
+    fz.set_defaults(func=run_finalize)
     t.set_defaults(func=run_train)
 
     x = tsub.add_parser("export", help="copy a finished training run into the package as the shipped toy world")
@@ -38,6 +44,7 @@ def run_train(args) -> int:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     cfg = (TrainConfig.smoke if args.smoke else TrainConfig)(out=args.out, seed=args.seed, device=device)
+    cfg.unet_stop_at = args.unet_stop_at
     timings = train_all(cfg)
     print(json.dumps(timings, indent=1))
     return 0
@@ -53,4 +60,12 @@ def run_export(args) -> int:
     dest = Path(args.dest) if args.dest else TOY_ASSETS
     export(Path(args.run_dir), dest, recommended)
     print(f"exported {args.run_dir} -> {dest} with {recommended}")
+    return 0
+
+
+def run_finalize(args) -> int:
+    from date_diffusion.toyworld.train import TrainConfig, finalize_from_checkpoint
+
+    finalize_from_checkpoint(TrainConfig(out=Path(args.out)))
+    print(f"assembled {Path(args.out) / 'pipeline'} from the latest UNet checkpoint")
     return 0

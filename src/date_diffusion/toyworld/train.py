@@ -49,6 +49,7 @@ class TrainConfig:
     unet_batch: int = 64
     tiny_decoder_steps: int = 2000
     vae_decoder_steps: int = 1500
+    unet_stop_at: int | None = None  # stop the UNet early (same LR schedule as the full run), e.g. a time budget
     checkpoint_every: int = 250
     stages: tuple[str, ...] = field(default=STAGES)
 
@@ -163,12 +164,13 @@ class Stage:
         tmp.write_text(json.dumps(meta))
         tmp.replace(self.dir / "checkpoint.json")
 
-    def run(self, loss_fn: Callable[[int], torch.Tensor]):
-        """`loss_fn(step)` builds that step's batch and returns its loss."""
+    def run(self, loss_fn: Callable[[int], torch.Tensor], stop_at: int | None = None):
+        """`loss_fn(step)` builds that step's batch and returns its loss; `stop_at` ends early (checkpointed)."""
         self.model.train()
         log = open(self.dir / "log.jsonl", "a")
         t0 = time.time()
-        bar = tqdm(range(self.start, self.steps), desc=self.name, initial=self.start, total=self.steps)
+        end = self.steps if stop_at is None else min(self.steps, stop_at)
+        bar = tqdm(range(self.start, end), desc=self.name, initial=self.start, total=end)
         for step in bar:
             loss = loss_fn(step)
             self.opt.zero_grad(set_to_none=True)
@@ -182,7 +184,7 @@ class Stage:
             if step % 25 == 0 or step == self.steps - 1:
                 log.write(json.dumps({"step": step, "loss": loss.item(), "elapsed_s": time.time() - t0}) + "\n")
                 log.flush()
-            if (step + 1) % self.cfg.checkpoint_every == 0 or step == self.steps - 1:
+            if (step + 1) % self.cfg.checkpoint_every == 0 or step == end - 1:
                 self._checkpoint(step + 1)
         log.close()
         if self.ema is not None:
@@ -397,9 +399,10 @@ def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], cli
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         return F.mse_loss(unet(xt, t, encoder_hidden_states=cond).sample, noise)
 
-    stage.run(loss_fn)
+    stage.run(loss_fn, stop_at=cfg.unet_stop_at)
     unet.save_pretrained(out_dir)
-    (out_dir / "scaling_factor.json").write_text(json.dumps({"scaling_factor": scaling}))
+    step = min(cfg.unet_steps, cfg.unet_stop_at or cfg.unet_steps)
+    (out_dir / "scaling_factor.json").write_text(json.dumps({"scaling_factor": scaling, "unet_step": step}))
     _done(cfg, "unet").touch()
     return unet
 
