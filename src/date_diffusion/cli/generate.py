@@ -41,7 +41,7 @@ def add_parser(sub):
     return p
 
 
-def slug(text: str, n: int = 40) -> str:
+def slug(text: str, n: int = 60) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:n] or "prompt"
 
 

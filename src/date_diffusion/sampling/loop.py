@@ -114,48 +114,51 @@ def date_sample(
         gens = generators or [None] * batch
         return torch.stack([torch.randn(like.shape[1:], generator=g, dtype=torch.float32).to(like) for g in gens])
 
+    def update_step(i, t, x_in):
+        """One DATE update step: returns the guided output for the scheduler and each image's trace record."""
+        nonlocal embeds
+        with torch.no_grad():
+            uncond_out = denoise(x_in, t, uncond_embeds) if cfg else None
+        records = [dict(step=i, timestep=int(t), update_norm=0.0, skipped=False, grad_norms=[]) for _ in range(batch)]
+        for k in range(date.grad_steps):
+            if date.direction == "random":  # ablation: same distance, no reward gradient
+                with torch.no_grad():
+                    scores = reward(scored_image(i, x_in, t, guided(uncond_out, denoise(x_in, t, embeds),
+                                                                      guidance_scale)))  # fmt: skip
+                grad = random_direction(embeds)
+            else:
+                variable = embeds.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    scores = reward(scored_image(i, x_in, t, guided(uncond_out, denoise(x_in, t, variable),
+                                                                      guidance_scale)))  # fmt: skip
+                    (grad,) = torch.autograd.grad(-scores.sum(), variable)
+            if adapt_mask is not None:
+                grad = grad * adapt_mask
+            result = date_update(embeds, original, grad, date.rho, date.anchor, date.prior_weight, date.normalize)
+            moved = torch.linalg.vector_norm((result.embeds - embeds).flatten(1).double(), dim=1)
+            embeds = result.embeds.detach()
+            for b, rec in enumerate(records):
+                if k == 0:
+                    rec["reward_before"] = float(scores[b])
+                rec["grad_norms"].append(float(result.grad_norm[b]))
+                rec["update_norm"] += float(moved[b])
+                rec["skipped"] |= bool(result.skipped[b])
+        with torch.no_grad():
+            out = guided(uncond_out, denoise(x_in, t, embeds), guidance_scale)
+            if date.track_reward_after:
+                for rec, after in zip(records, reward(scored_image(i, x_in, t, out)).tolist()):
+                    rec["reward_after"] = after
+        return out, records
+
     for i, t in enumerate(timesteps):
         if pre_step is not None:
             latents = pre_step(i, t, latents, embeds)
         if i in updates:
-            x_in = scale_input(scheduler, latents, t)
-            with torch.no_grad():
-                uncond_out = denoise(x_in, t, uncond_embeds) if cfg else None
-            records = [dict(step=i, timestep=int(t)) for _ in range(batch)]
-            for k in range(date.grad_steps):
-                if date.direction == "random":  # ablation: same distance, no reward gradient
-                    with torch.no_grad():
-                        scores = reward(scored_image(i, x_in, t, guided(uncond_out, denoise(x_in, t, embeds),
-                                                                          guidance_scale)))  # fmt: skip
-                    grad = random_direction(embeds)
-                else:
-                    variable = embeds.detach().requires_grad_(True)
-                    with torch.enable_grad():
-                        out = guided(uncond_out, denoise(x_in, t, variable), guidance_scale)
-                        scores = reward(scored_image(i, x_in, t, out))
-                        (grad,) = torch.autograd.grad(-scores.sum(), variable)
-                if adapt_mask is not None:
-                    grad = grad * adapt_mask
-                result = date_update(embeds, original, grad, date.rho, date.anchor, date.prior_weight,
-                                     date.normalize)  # fmt: skip
-                moved = torch.linalg.vector_norm((result.embeds - embeds).flatten(1).double(), dim=1)
-                embeds = result.embeds.detach()
-                for b in range(batch):
-                    if k == 0:
-                        records[b]["reward_before"] = float(scores[b])
-                    records[b].setdefault("grad_norms", []).append(float(result.grad_norm[b]))
-                    records[b]["update_norm"] = records[b].get("update_norm", 0.0) + float(moved[b])
-                    records[b]["skipped"] = records[b].get("skipped", False) or bool(result.skipped[b])
-            with torch.no_grad():
-                out = guided(uncond_out, denoise(x_in, t, embeds), guidance_scale)
-                if date.track_reward_after:
-                    after = reward(scored_image(i, x_in, t, out))
-            for b in range(batch):
-                if date.track_reward_after:
-                    records[b]["reward_after"] = float(after[b])
-                traces[b].updates.append(records[b])
-                if records[b]["skipped"]:
-                    traces[b].skipped_steps.append(i)
+            out, records = update_step(i, t, scale_input(scheduler, latents, t))
+            for trace, rec in zip(traces, records):
+                trace.updates.append(rec)
+                if rec["skipped"]:
+                    trace.skipped_steps.append(i)
             if history is not None:
                 history[i] = embeds.clone()
         else:
