@@ -157,3 +157,29 @@ def test_min_object_similarity_uses_attend_and_excite_split():
     assert sub_prompts("a red bowl and a blue car") == ["a red bowl", "a blue car"]
     assert sub_prompts("a lion with a crown") == ["a lion", "a crown"]
     assert sub_prompts("a red circle") == []
+
+
+def test_edit_csv_suite_and_ane_suite_run(model_dir, clip_dir, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(tmp_path / "red.png")
+    (tmp_path / "edits.csv").write_text("image,source_prompt,target_prompt\nred.png,a red square,a blue square\n")
+    common = ["--seeds", "1", "--steps", "4", "--model", str(model_dir), "--reward", f"clip:{clip_dir}",
+              "--eval-clip", f"clip:{clip_dir}"]  # fmt: skip
+    assert main(["bench", "--suite", "edit", "--prompts-file", str(tmp_path / "edits.csv"), "--methods", "fixed",
+                 "--out", str(tmp_path / "e"), *common]) == 0  # fmt: skip
+    rec = json.loads(next((tmp_path / "e" / "images").glob("*/*/samples/*.json")).read_text())
+    assert 0 <= rec["pixel_distance"] <= 1 and "changed" not in rec
+    assert main(["bench", "--suite", "ane", "--limit", "2", "--methods", "fixed", "--out", str(tmp_path / "a"),
+                 *common]) == 0  # fmt: skip
+    path = next((tmp_path / "a" / "images").glob("*/00000/samples/*.json"))
+    rec = json.loads(path.read_text())
+    assert rec["category"] == "animal_animal" and rec["prompt"] == "a cat and a dog"
+    import torch
+
+    from date_diffusion import CLIPScoreReward
+
+    clip = CLIPScoreReward.from_pretrained(clip_dir)
+    img = torch.from_numpy(np.asarray(Image.open(path.with_suffix(".png")))).permute(2, 0, 1)[None].float() / 255
+    sims = clip(img.expand(2, -1, -1, -1), ["a cat", "a dog"])
+    assert abs(rec["min_object_clip"] - float(sims.min())) < 5e-3  # the PNG is the record's image, quantised
