@@ -45,3 +45,23 @@ def test_flux_rejects_a_negative_prompt(flux_components, tmp_path, clip_dir, cap
 def test_unknown_family_is_named():
     with pytest.raises(ValueError, match="no DATE pipeline for 'KandinskyPipeline'"):
         date_pipeline_class("KandinskyPipeline")
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_memory_options_and_frozen_weights_apply_to_every_family(family, request, reward):
+    from date_diffusion import DATEConfig
+
+    stock_cls, fixture, date_name = FAMILIES[family]
+    pipe = date_pipeline_class(stock_cls.__name__)(**request.getfixturevalue(fixture))
+    pipe.set_progress_bar_config(disable=True)
+    kw = dict(num_inference_steps=4, height=16, width=16, output_type="np", date=DATEConfig(update_every=2),
+              reward=reward)  # fmt: skip
+    import torch
+
+    plain = pipe(["a red circle"], generator=[torch.Generator().manual_seed(0)], **kw)
+    ckpt = pipe(["a red circle"], generator=[torch.Generator().manual_seed(0)], gradient_checkpointing=True, **kw)
+    assert abs(plain.images - ckpt.images).max() <= 1e-5
+    denoiser = getattr(pipe, "unet", None) or pipe.transformer
+    for module in (denoiser, pipe.vae, pipe.text_encoder):
+        assert all(p.grad is None and not p.requires_grad for p in module.parameters())
+    assert not denoiser.is_gradient_checkpointing
