@@ -109,6 +109,7 @@ def test_update_direction_agrees_with_finite_differences(tokenizer, clip_dir):
             fd.view(-1)[idx] = (h(c0 + e) - h(c0 - e)) / (2 * eps)
     step = (c1 - c0).flatten()
     cos = torch.nn.functional.cosine_similarity(step, fd.flatten(), dim=0)
+    print(f"finite-difference cosine {float(cos):.6f}")
     assert cos > 0.99, float(cos)
     assert abs(step.norm().item() - 0.5) < 1e-9
 
