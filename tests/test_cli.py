@@ -32,7 +32,7 @@ def test_generate_compare_writes_images_sidecar_and_grid(model_dir, clip_dir, tm
     assert meta["date"]["rho"] == 0.5 and meta["date"]["update_every"] == 2
     assert [u["step"] for u in meta["trace"]["updates"]] == [0, 2, 4]
     grid = Image.open(tmp_path / f"{stem}-compare.png")
-    assert grid.width == 2 * 16 + 4
+    assert grid.size == (2 * 256 + 4 * 16, 256)  # 16-px images enlarged 16x, side by side
     assert "step   0: reward" in capsys.readouterr().out
     assert not (tmp_path / ".embeddings-batch.safetensors").exists()
 

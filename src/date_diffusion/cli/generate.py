@@ -128,6 +128,8 @@ def run(args) -> int:
             bar.update(len(batch))
         if args.save_embeddings:
             from safetensors.torch import load_file, save_file
+
+            batch_embeddings = load_file(emb_path)
         for j, (idx, prompt, seed) in enumerate(batch):
             stem = f"{idx:03d}-{slug(prompt)}-s{seed}"
             meta = {"prompt": prompt, "seed": seed, "model": model, "scheduler": type(pipe.scheduler).__name__,
@@ -137,7 +139,7 @@ def run(args) -> int:
             img = results["date"].images[j]
             img.save(out / f"{stem}.png")
             if args.save_embeddings:
-                save_file({k: v[j : j + 1].contiguous() for k, v in load_file(emb_path).items()},
+                save_file({k: v[j : j + 1].contiguous() for k, v in batch_embeddings.items()},
                           out / f"{stem}-embeddings.safetensors")  # fmt: skip
                 meta["embeddings"] = f"{stem}-embeddings.safetensors"
             lines = [f"[{idx}] {prompt!r} seed {seed} -> {out / (stem + '.png')}"]
@@ -146,10 +148,7 @@ def run(args) -> int:
             if args.compare:
                 fixed = results["fixed"].images[j]
                 fixed.save(out / f"{stem}-fixed.png")
-                grid = Image.new("RGB", (fixed.width * 2 + 4, fixed.height), "white")
-                grid.paste(fixed, (0, 0))
-                grid.paste(img, (fixed.width + 4, 0))
-                grid.save(out / f"{stem}-compare.png")
+                compare_grid(fixed, img).save(out / f"{stem}-compare.png")
                 meta["fixed_image"] = f"{stem}-fixed.png"
                 meta["compare_grid"] = f"{stem}-compare.png"
                 lines.append(f"    grid (fixed | DATE): {out / (stem + '-compare.png')}")
@@ -162,6 +161,18 @@ def run(args) -> int:
     if args.save_embeddings:
         (out / ".embeddings-batch.safetensors").unlink(missing_ok=True)
     return 0
+
+
+def compare_grid(left, right, min_side: int = 256):
+    """Two images side by side; small ones (the toy world's 64 px) are enlarged without smoothing."""
+    from PIL import Image
+
+    scale = max(1, -(-min_side // min(left.size)))
+    w, h = left.width * scale, left.height * scale
+    grid = Image.new("RGB", (2 * w + 4 * scale, h), "white")
+    grid.paste(left.resize((w, h), Image.Resampling.NEAREST), (0, 0))
+    grid.paste(right.resize((w, h), Image.Resampling.NEAREST), (w + 4 * scale, 0))
+    return grid
 
 
 def describe(meta: dict) -> list[str]:
