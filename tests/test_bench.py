@@ -38,6 +38,8 @@ def test_methods_parse_and_reject():
         1.0, 5, "random", False, "next")  # fmt: skip
     assert parse_method("best-of-4").n == 4 and parse_method("ug:scale=3").ug_scale == 3
     assert parse_method("ae:res=4").ae == {"token_indices": "auto", "attn_res": (4, 4)}
+    approx = parse_method("date:rho=1,decoder=tiny")
+    assert approx.reward_decoder == "tiny" and approx.date.rho == 1
     both = parse_method("date+ae:rho=2,res=8,iters=10")
     assert both.date.rho == 2 and both.ae["attn_res"] == (8, 8) and both.ae["max_iter_to_alter"] == 10
     for bad in ["date:speed=2", "ug:every=2", "magic", "date:rho=-1"]:

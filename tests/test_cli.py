@@ -72,3 +72,16 @@ def test_missing_model_and_unwritable_output(clip_dir, tmp_path, capsys):
     blocker.write_text("")
     assert main(["generate", "a cat", "--out", str(blocker / "sub")]) == 2
     assert "is not writable" in capsys.readouterr().err
+
+
+def test_approximate_reward_decoder_and_checkpointing_flags(model_dir, clip_dir, tmp_path):
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), num_encoder_blocks=(1, 1),
+                    num_decoder_blocks=(1, 1), latent_channels=4).save_pretrained(tmp_path / "tiny")  # fmt: skip
+    assert generate(model_dir, clip_dir, tmp_path / "out", "a red circle", "--reward-decoder", str(tmp_path / "tiny"),
+                    "--gradient-checkpointing") == 0  # fmt: skip
+    meta = json.loads((tmp_path / "out" / "000-a-red-circle-s0.json").read_text())
+    assert meta["trace"]["reward_decoder"] == "AutoencoderTiny (approximate)" and meta["gradient_checkpointing"]

@@ -16,6 +16,32 @@ PAPER_CLIP = "openai/clip-vit-large-patch14"
 
 REWARD_ALIASES = {"clip": TOY_CLIP, "clip-eval": TOY_CLIP_EVAL, "clip-l": PAPER_CLIP}
 
+# Tiny decoders for the approximate reward path, per family (TAESD and relatives by madebyollin).
+TOY_TINY_DECODER = TOY_ASSETS / "tiny-decoder"
+TINY_DECODERS = {
+    "StableDiffusionPipeline": "madebyollin/taesd",
+    "StableDiffusionXLPipeline": "madebyollin/taesdxl",
+    "StableDiffusion3Pipeline": "madebyollin/taesd3",
+    "FluxPipeline": "madebyollin/taef1",
+    "PixArtAlphaPipeline": "madebyollin/taesd",
+}
+
+
+def tiny_decoder_for(model, spec: str = "tiny"):
+    """An `AutoencoderTiny` for the approximate reward path: `tiny` picks the family's TAESD (the toy world's
+    own distilled decoder for the toy model); anything else is a folder or hub id."""
+    from diffusers import AutoencoderTiny
+
+    if spec != "tiny":
+        return load_component(AutoencoderTiny, spec)
+    if (Path(str(model)) / "toyworld.json").exists():
+        return load_component(AutoencoderTiny, TOY_TINY_DECODER)
+    from diffusers import DiffusionPipeline
+
+    family = DiffusionPipeline.load_config(str(model))["_class_name"]
+    family = family.replace("DATEPipeline", "Pipeline").replace("DATE", "")
+    return load_component(AutoencoderTiny, TINY_DECODERS.get(family, "madebyollin/taesd"))
+
 # Preference rewards (need network once, or local copies; see README "Rewards").
 IMAGEREWARD_REPO = "THUDM/ImageReward"  # files ImageReward.pt, med_config.json
 IMAGEREWARD_TOKENIZER = "google-bert/bert-base-uncased"

@@ -206,6 +206,8 @@ def generate_method(pipe, method: Method, jobs: list[tuple[Item, int]], settings
         extra = {"ug_scale": method.ug_scale, "ug_every": method.ug_every} if method.kind == "ug" else {}
         if method.ae is not None:
             extra["attend_and_excite"] = method.ae
+        if method.reward_decoder is not None:
+            extra["reward_decoder"] = _decoder(pipe, settings, method.reward_decoder)
         res = pipe(
             prompts, num_inference_steps=method.steps or settings.steps, guidance_scale=settings.guidance,
             generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="pt",
@@ -243,6 +245,18 @@ def _write(out, method, batch, images, traces, metrics, chosen, seconds, device,
             record["best_of"] = {"n": n_cand, "chosen": chosen[k] % n_cand}
         atomic_write(rec_path, json.dumps(record))
     return len(batch)
+
+
+_DECODERS: dict = {}
+
+
+def _decoder(pipe, settings: RunSettings, spec: str):
+    """The approximate reward decoder of a method, loaded once per run."""
+    if spec not in _DECODERS:
+        from date_diffusion.hub import tiny_decoder_for
+
+        _DECODERS[spec] = tiny_decoder_for(settings.model, spec).to(pipe.device, pipe.vae.dtype)
+    return _DECODERS[spec]
 
 
 def load_records(out: Path, method: Method) -> list[dict]:

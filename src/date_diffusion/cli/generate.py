@@ -37,6 +37,10 @@ def add_parser(sub):
     p.add_argument("--out", default="outputs", help="output folder")
     p.add_argument("--compare", action="store_true", help="also sample with fixed embeddings (same seed); grid")
     p.add_argument("--save-embeddings", action="store_true", help="also write the embeddings as .safetensors")
+    p.add_argument("--reward-decoder", default=None,
+                   help="APPROXIMATE: decode x0_hat for the reward with a tiny decoder: 'tiny' (the family's TAESD; "
+                        "the toy world's own) or a folder / hub id")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="less memory in update steps, same result")
     p.set_defaults(func=run)
     return p
 
@@ -78,7 +82,6 @@ def load_pipeline(model: str, dtype: str, device: str, scheduler: str | None):
 
 def run(args) -> int:
     import torch
-    from PIL import Image
     from tqdm.auto import tqdm
 
     if any(not p.strip() for p in args.prompts):
@@ -105,6 +108,11 @@ def run(args) -> int:
     if args.negative_prompt is not None and "negative_prompt" not in inspect.signature(pipe.__call__).parameters:
         raise CLIError(f"--negative-prompt is not supported by {type(pipe).__name__} (no negative branch)")
     reward = load_reward(args.reward, device)
+    decoder = None
+    if args.reward_decoder:
+        from date_diffusion.hub import tiny_decoder_for
+
+        decoder = tiny_decoder_for(model, args.reward_decoder).to(device, getattr(torch, args.dtype))
     judge = toy_judge(model)
 
     jobs = [(p, args.seed + k) for p in args.prompts for k in range(args.images_per_prompt)]
@@ -119,6 +127,8 @@ def run(args) -> int:
             gens = [torch.Generator("cpu").manual_seed(s) for _, _, s in batch]
             emb_path = out / ".embeddings-batch.safetensors" if args.save_embeddings and kind == "date" else None
             extra = {} if args.negative_prompt is None else {"negative_prompt": args.negative_prompt}
+            if cfg is not None:
+                extra.update(reward_decoder=decoder, gradient_checkpointing=args.gradient_checkpointing)
             res = pipe(
                 prompt=[p for _, p, _ in batch], height=args.height, width=args.width,
                 num_inference_steps=args.steps, guidance_scale=args.guidance, generator=gens, date=cfg,
@@ -135,6 +145,7 @@ def run(args) -> int:
             meta = {"prompt": prompt, "seed": seed, "model": model, "scheduler": type(pipe.scheduler).__name__,
                     "steps": args.steps, "guidance_scale": args.guidance, "negative_prompt": args.negative_prompt,
                     "reward": args.reward, "dtype": args.dtype, "date": date.to_dict(),
+                    "reward_decoder": args.reward_decoder, "gradient_checkpointing": args.gradient_checkpointing,
                     "trace": results["date"].traces[j]}  # fmt: skip
             img = results["date"].images[j]
             img.save(out / f"{stem}.png")

@@ -23,6 +23,8 @@ _DATE_KEYS = {
     "direction": ("direction", str), "normalize": ("normalize", lambda v: v not in ("0", "false", "False")),
     "target": ("reward_target", str),
 }  # fmt: skip
+# method options that are not DATE settings: the approximate reward decoder
+_RUN_KEYS = {"decoder": str}
 _UG_KEYS = {"scale": float, "every": int}
 _AE_KEYS = {"res": ("attn_res", lambda v: (int(v), int(v))), "iters": ("max_iter_to_alter", int),
             "scale": ("scale_factor", float)}  # fmt: skip
@@ -38,6 +40,7 @@ class Method:
     ug_every: int = 1
     n: int = 1
     ae: dict | None = None  # Attend-and-Excite options (token indices found automatically)
+    reward_decoder: str | None = None  # "tiny" or a folder/hub id: the approximate reward-decoding path
 
     @property
     def slug(self) -> str:
@@ -71,7 +74,11 @@ def parse_method(spec: str) -> Method:
         return Method(spec, "best", n=int(m.group(1)))
     name, _, body = spec.partition(":")
     if name == "date":
-        return Method(spec, "date", date=DATEConfig(**_settings(spec, body, _DATE_KEYS)))
+        items = [x for x in body.split(",") if x]
+        run = _settings(spec, ",".join(x for x in items if x.partition("=")[0] in _RUN_KEYS), _RUN_KEYS)
+        body = ",".join(x for x in items if x.partition("=")[0] not in _RUN_KEYS)
+        return Method(spec, "date", date=DATEConfig(**_settings(spec, body, _DATE_KEYS)),
+                      reward_decoder=run.get("decoder"))  # fmt: skip
     if name == "ae":
         return Method(spec, "ae", ae={"token_indices": "auto", **_settings(spec, body, _AE_KEYS)})
     if name == "date+ae":
