@@ -2,10 +2,9 @@
 
 import pytest
 import torch
+from test_pipeline import run
 
 from date_diffusion import DATEConfig
-
-from test_pipeline import run
 
 
 def test_random_direction_moves_rho_and_is_seeded_per_image(pipe, reward, tmp_path):
@@ -36,9 +35,14 @@ def test_reward_on_next_noisy_sample_runs_and_differs(pipe, reward):
 def test_universal_guidance_changes_sample_and_keeps_embedding(pipe, reward):
     seen = []
     fixed = run(pipe)
-    ug = run(pipe, reward=reward, ug_scale=50.0, ug_every=2,
-             callback_on_step_end=lambda p, i, t, kw: seen.append(kw["prompt_embeds"].clone()) or {},
-             callback_on_step_end_tensor_inputs=["prompt_embeds"])  # fmt: skip
+    ug = run(
+        pipe,
+        reward=reward,
+        ug_scale=50.0,
+        ug_every=2,
+        callback_on_step_end=lambda p, i, t, kw: seen.append(kw["prompt_embeds"].clone()) or {},
+        callback_on_step_end_tensor_inputs=["prompt_embeds"],
+    )
     assert abs(ug.images - fixed.images).max() > 0
     assert all(torch.equal(s, seen[0]) for s in seen)
     assert ug.traces[0]["updates"] == []

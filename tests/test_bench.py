@@ -26,16 +26,40 @@ def model_dir(tmp_path_factory, tokenizer):
 
 
 def bench_args(model_dir, clip_dir, out, methods="fixed date:rho=0.5,every=2 best-of-2 ug:scale=5,every=2", *extra):
-    return ["bench", "--suite", "toy", "--limit", "3", "--seeds", "2", "--steps", "4", "--model", str(model_dir),
-            "--reward", f"clip:{clip_dir}", "--eval-clip", f"clip:{clip_dir}", "--methods", methods, "--out", str(out),
-            *extra]  # fmt: skip
+    return [
+        "bench",
+        "--suite",
+        "toy",
+        "--limit",
+        "3",
+        "--seeds",
+        "2",
+        "--steps",
+        "4",
+        "--model",
+        str(model_dir),
+        "--reward",
+        f"clip:{clip_dir}",
+        "--eval-clip",
+        f"clip:{clip_dir}",
+        "--methods",
+        methods,
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def test_methods_parse_and_reject():
     assert parse_method("fixed@70").steps == 70
     m = parse_method("date:rho=1,every=5,direction=random,normalize=0,target=next")
     assert (m.date.rho, m.date.update_every, m.date.direction, m.date.normalize, m.date.reward_target) == (
-        1.0, 5, "random", False, "next")  # fmt: skip
+        1.0,
+        5,
+        "random",
+        False,
+        "next",
+    )
     assert parse_method("best-of-4").n == 4 and parse_method("ug:scale=3").ug_scale == 3
     assert parse_method("ae:res=4").ae == {"token_indices": "auto", "attn_res": (4, 4)}
     approx = parse_method("date:rho=1,decoder=tiny")
@@ -72,8 +96,14 @@ def test_reads_the_papers_coco_subset():
 def test_bench_run_outputs_resume_and_refusal(model_dir, clip_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(bench_args(model_dir, clip_dir, out)) == 0
-    for name in ("run.json", "results.json", "results.csv", "results.md", "accuracy_by_category.png",
-                 "reward_trajectory.png"):  # fmt: skip
+    for name in (
+        "run.json",
+        "results.json",
+        "results.csv",
+        "results.md",
+        "accuracy_by_category.png",
+        "reward_trajectory.png",
+    ):
         assert (out / name).exists(), name
     recs = sorted((out / "images").glob("*/*/samples/*.json"))
     assert len(recs) == 4 * 3 * 2
@@ -107,9 +137,23 @@ def test_two_processes_give_the_same_images(model_dir, clip_dir, tmp_path):
     methods = "fixed date:rho=0.5,every=2"
     assert main(bench_args(model_dir, clip_dir, one, methods)) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "date_diffusion",
-           *bench_args(model_dir, clip_dir, two, methods, "--batch-size", "1")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "date_diffusion",
+        *bench_args(model_dir, clip_dir, two, methods, "--batch-size", "1"),
+    ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     pngs = sorted(one.glob("images/*/*/samples/*.png"))
@@ -139,9 +183,27 @@ def test_frechet_distance_with_clip_features(clip_dir):
 
 def test_edit_toy_suite_runs_plain_and_date_edits(model_dir, clip_dir, tmp_path):
     out = tmp_path / "edit"
-    argv = ["bench", "--suite", "edit-toy", "--limit", "3", "--seeds", "1", "--steps", "6", "--model", str(model_dir),
-            "--reward", f"clip:{clip_dir}", "--eval-clip", f"clip:{clip_dir}", "--methods", "fixed date:every=2",
-            "--out", str(out)]  # fmt: skip
+    argv = [
+        "bench",
+        "--suite",
+        "edit-toy",
+        "--limit",
+        "3",
+        "--seeds",
+        "1",
+        "--steps",
+        "6",
+        "--model",
+        str(model_dir),
+        "--reward",
+        f"clip:{clip_dir}",
+        "--eval-clip",
+        f"clip:{clip_dir}",
+        "--methods",
+        "fixed date:every=2",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     rec = json.loads((out / "images" / "date_every=2" / "00000" / "samples" / "00006.json").read_text())
     assert {"changed", "preserved", "exact", "pixel_distance"} <= set(rec)
@@ -166,14 +228,41 @@ def test_edit_csv_suite_and_ane_suite_run(model_dir, clip_dir, tmp_path):
 
     Image.new("RGB", (40, 40), (200, 30, 30)).save(tmp_path / "red.png")
     (tmp_path / "edits.csv").write_text("image,source_prompt,target_prompt\nred.png,a red square,a blue square\n")
-    common = ["--seeds", "1", "--steps", "4", "--model", str(model_dir), "--reward", f"clip:{clip_dir}",
-              "--eval-clip", f"clip:{clip_dir}"]  # fmt: skip
-    assert main(["bench", "--suite", "edit", "--prompts-file", str(tmp_path / "edits.csv"), "--methods", "fixed",
-                 "--out", str(tmp_path / "e"), *common]) == 0  # fmt: skip
+    common = [
+        "--seeds",
+        "1",
+        "--steps",
+        "4",
+        "--model",
+        str(model_dir),
+        "--reward",
+        f"clip:{clip_dir}",
+        "--eval-clip",
+        f"clip:{clip_dir}",
+    ]
+    assert (
+        main(
+            [
+                "bench",
+                "--suite",
+                "edit",
+                "--prompts-file",
+                str(tmp_path / "edits.csv"),
+                "--methods",
+                "fixed",
+                "--out",
+                str(tmp_path / "e"),
+                *common,
+            ]
+        )
+        == 0
+    )
     rec = json.loads(next((tmp_path / "e" / "images").glob("*/*/samples/*.json")).read_text())
     assert 0 <= rec["pixel_distance"] <= 1 and "changed" not in rec
-    assert main(["bench", "--suite", "ane", "--limit", "2", "--methods", "fixed", "--out", str(tmp_path / "a"),
-                 *common]) == 0  # fmt: skip
+    assert (
+        main(["bench", "--suite", "ane", "--limit", "2", "--methods", "fixed", "--out", str(tmp_path / "a"), *common])
+        == 0
+    )
     path = next((tmp_path / "a" / "images").glob("*/00000/samples/*.json"))
     rec = json.loads(path.read_text())
     assert rec["category"] == "animal_animal" and rec["prompt"] == "a cat and a dog"

@@ -18,8 +18,22 @@ def model_dir(tmp_path_factory, tokenizer):
 
 
 def generate(model_dir, clip_dir, out, *extra):
-    return main(["generate", "--model", str(model_dir), "--reward", f"clip:{clip_dir}", "--steps", "6",
-                 "--update-every", "2", "--out", str(out), *extra])  # fmt: skip
+    return main(
+        [
+            "generate",
+            "--model",
+            str(model_dir),
+            "--reward",
+            f"clip:{clip_dir}",
+            "--steps",
+            "6",
+            "--update-every",
+            "2",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def test_generate_compare_writes_images_sidecar_and_grid(model_dir, clip_dir, tmp_path, capsys):
@@ -58,8 +72,18 @@ def test_images_do_not_depend_on_batch_size(model_dir, clip_dir, tmp_path):
     ],
 )
 def test_bad_input_fails_early_with_the_fix(model_dir, clip_dir, tmp_path, capsys, args, message):
-    argv = ["generate", "--model", str(model_dir), "--reward", f"clip:{clip_dir}", "--steps", "6", "--out",
-            str(tmp_path), *args]  # fmt: skip
+    argv = [
+        "generate",
+        "--model",
+        str(model_dir),
+        "--reward",
+        f"clip:{clip_dir}",
+        "--steps",
+        "6",
+        "--out",
+        str(tmp_path),
+        *args,
+    ]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
 
@@ -79,9 +103,24 @@ def test_approximate_reward_decoder_and_checkpointing_flags(model_dir, clip_dir,
     from diffusers import AutoencoderTiny
 
     torch.manual_seed(0)
-    AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), num_encoder_blocks=(1, 1),
-                    num_decoder_blocks=(1, 1), latent_channels=4).save_pretrained(tmp_path / "tiny")  # fmt: skip
-    assert generate(model_dir, clip_dir, tmp_path / "out", "a red circle", "--reward-decoder", str(tmp_path / "tiny"),
-                    "--gradient-checkpointing") == 0  # fmt: skip
+    AutoencoderTiny(
+        encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+        latent_channels=4,
+    ).save_pretrained(tmp_path / "tiny")
+    assert (
+        generate(
+            model_dir,
+            clip_dir,
+            tmp_path / "out",
+            "a red circle",
+            "--reward-decoder",
+            str(tmp_path / "tiny"),
+            "--gradient-checkpointing",
+        )
+        == 0
+    )
     meta = json.loads((tmp_path / "out" / "000-a-red-circle-s0.json").read_text())
     assert meta["trace"]["reward_decoder"] == "AutoencoderTiny (approximate)" and meta["gradient_checkpointing"]

@@ -10,14 +10,26 @@ from date_diffusion.sampling.loop import guided
 
 def image_of(pipe):
     """A decodable test image: the tiny model's own sample, as a [1, 3, 16, 16] tensor in [0, 1]."""
-    return torch.from_numpy(pipe("a red circle", num_inference_steps=4, output_type="np",
-                                 generator=[torch.Generator().manual_seed(5)]).images).permute(0, 3, 1, 2)  # fmt: skip
+    return torch.from_numpy(
+        pipe(
+            "a red circle", num_inference_steps=4, output_type="np", generator=[torch.Generator().manual_seed(5)]
+        ).images
+    ).permute(0, 3, 1, 2)
 
 
 def test_same_prompt_no_date_reconstructs_the_input_latents(pipe):
     img = image_of(pipe)
-    out = pipe.edit(img, "a red circle", "a red circle", num_inference_steps=20, skip=4, cfg_src=3.5, cfg_tar=3.5,
-                    generator=torch.Generator().manual_seed(0), output_type="pt")  # fmt: skip
+    out = pipe.edit(
+        img,
+        "a red circle",
+        "a red circle",
+        num_inference_steps=20,
+        skip=4,
+        cfg_src=3.5,
+        cfg_tar=3.5,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+    )
     x0 = pipe.vae.decode(pipe.vae.encode(pipe.image_processor.preprocess(img)).latent_dist.mode()).sample
     target = pipe.image_processor.postprocess(x0, output_type="pt")
     assert (out.images - target).abs().max() <= 1e-4
@@ -49,15 +61,24 @@ def plain_edit(pipe, img, src, tar, steps, skip, cfg_src, cfg_tar, seed):
     x = xs[skip]
     for i, t in enumerate(ts[skip:]):
         x = sched.step(eps(x, t, tar, cfg_tar), t, x, eta=1.0, variance_noise=zs[skip + i]).prev_sample
-    return pipe.image_processor.postprocess(pipe.vae.decode(x / pipe.vae.config.scaling_factor).sample, output_type="pt")
+    return pipe.image_processor.postprocess(
+        pipe.vae.decode(x / pipe.vae.config.scaling_factor).sample, output_type="pt"
+    )
 
 
 def test_without_date_equals_plain_ddpm_inversion_editing(pipe):
     img = image_of(pipe)
     with torch.no_grad():
         expected = plain_edit(pipe, img, "a red circle", "a blue square", 12, 3, 3.5, 15.0, seed=1)
-    out = pipe.edit(img, "a red circle", "a blue square", num_inference_steps=12, skip=3,
-                    generator=torch.Generator().manual_seed(1), output_type="pt")  # fmt: skip
+    out = pipe.edit(
+        img,
+        "a red circle",
+        "a blue square",
+        num_inference_steps=12,
+        skip=3,
+        generator=torch.Generator().manual_seed(1),
+        output_type="pt",
+    )
     assert (out.images - expected).abs().max() <= 1e-5
 
 
@@ -66,7 +87,9 @@ def test_date_adapts_the_target_embedding_during_the_edit(pipe, reward):
     kw = dict(num_inference_steps=12, skip=3, generator=torch.Generator().manual_seed(1), output_type="np")
     plain = pipe.edit(img, "a red circle", "a blue square", **kw)
     kw["generator"] = torch.Generator().manual_seed(1)
-    dated = pipe.edit(img, "a red circle", "a blue square", date=DATEConfig(rho=0.5, update_every=3), reward=reward, **kw)
+    dated = pipe.edit(
+        img, "a red circle", "a blue square", date=DATEConfig(rho=0.5, update_every=3), reward=reward, **kw
+    )
     assert [u["step"] for u in dated.traces[0]["updates"]] == [0, 3, 6]
     assert all(abs(u["update_norm"] - 0.5) < 1e-5 for u in dated.traces[0]["updates"])
     assert np.abs(dated.images - plain.images).max() > 0
@@ -84,9 +107,26 @@ def test_edit_cli_writes_all_outputs(pipe, clip_dir, tmp_path, capsys):
     pipe.save_pretrained(tmp_path / "model")
     arr = (image_of(pipe)[0].permute(1, 2, 0).numpy() * 255).astype("uint8")
     Image.fromarray(arr).save(tmp_path / "in.png")
-    argv = ["edit", str(tmp_path / "in.png"), "--source-prompt", "a red circle", "--target-prompt", "a blue square",
-            "--model", str(tmp_path / "model"), "--reward", f"clip:{clip_dir}", "--steps", "8", "--skip", "2",
-            "--update-every", "3", "--out", str(tmp_path / "out")]  # fmt: skip
+    argv = [
+        "edit",
+        str(tmp_path / "in.png"),
+        "--source-prompt",
+        "a red circle",
+        "--target-prompt",
+        "a blue square",
+        "--model",
+        str(tmp_path / "model"),
+        "--reward",
+        f"clip:{clip_dir}",
+        "--steps",
+        "8",
+        "--skip",
+        "2",
+        "--update-every",
+        "3",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert main(argv) == 0
     for name in ("input", "reconstruction", "plain", "date", "grid"):
         assert (tmp_path / "out" / f"a-blue-square-{name}.png").exists()

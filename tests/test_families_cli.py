@@ -4,14 +4,13 @@ import json
 
 import pytest
 from diffusers import FluxPipeline, PixArtAlphaPipeline, StableDiffusion3Pipeline, StableDiffusionXLPipeline
-
-from date_diffusion.cli.main import main
-from date_diffusion.pipelines import date_pipeline_class, date_pipeline_for
-
 from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_pixart import pixart_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
+
+from date_diffusion.cli.main import main
+from date_diffusion.pipelines import date_pipeline_class, date_pipeline_for
 
 FAMILIES = {
     "sdxl": (StableDiffusionXLPipeline, "sdxl_components", "StableDiffusionXLDATEPipeline"),
@@ -26,8 +25,24 @@ def test_generate_runs_date_for_each_family(family, request, tmp_path, clip_dir)
     stock_cls, fixture, date_name = FAMILIES[family]
     stock_cls(**request.getfixturevalue(fixture)).save_pretrained(tmp_path / "model")
     assert date_pipeline_for(tmp_path / "model").__name__ == date_name
-    argv = ["generate", "a red circle", "--model", str(tmp_path / "model"), "--reward", f"clip:{clip_dir}",
-            "--steps", "4", "--update-every", "2", "--height", "16", "--width", "16", "--out", str(tmp_path / "out")]  # fmt: skip
+    argv = [
+        "generate",
+        "a red circle",
+        "--model",
+        str(tmp_path / "model"),
+        "--reward",
+        f"clip:{clip_dir}",
+        "--steps",
+        "4",
+        "--update-every",
+        "2",
+        "--height",
+        "16",
+        "--width",
+        "16",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert main(argv) == 0
     meta = json.loads((tmp_path / "out" / "000-a-red-circle-s0.json").read_text())
     assert [u["step"] for u in meta["trace"]["updates"]] == [0, 2]
@@ -36,8 +51,24 @@ def test_generate_runs_date_for_each_family(family, request, tmp_path, clip_dir)
 
 def test_flux_rejects_a_negative_prompt(flux_components, tmp_path, clip_dir, capsys):  # noqa: F811
     FluxPipeline(**flux_components).save_pretrained(tmp_path / "model")
-    argv = ["generate", "a red circle", "--model", str(tmp_path / "model"), "--reward", f"clip:{clip_dir}",
-            "--steps", "2", "--height", "16", "--width", "16", "--negative-prompt", "blue", "--out", str(tmp_path)]  # fmt: skip
+    argv = [
+        "generate",
+        "a red circle",
+        "--model",
+        str(tmp_path / "model"),
+        "--reward",
+        f"clip:{clip_dir}",
+        "--steps",
+        "2",
+        "--height",
+        "16",
+        "--width",
+        "16",
+        "--negative-prompt",
+        "blue",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 2
     assert "not supported by FluxDATEPipeline" in capsys.readouterr().err
 
@@ -54,8 +85,9 @@ def test_memory_options_and_frozen_weights_apply_to_every_family(family, request
     stock_cls, fixture, date_name = FAMILIES[family]
     pipe = date_pipeline_class(stock_cls.__name__)(**request.getfixturevalue(fixture))
     pipe.set_progress_bar_config(disable=True)
-    kw = dict(num_inference_steps=4, height=16, width=16, output_type="np", date=DATEConfig(update_every=2),
-              reward=reward)  # fmt: skip
+    kw = dict(
+        num_inference_steps=4, height=16, width=16, output_type="np", date=DATEConfig(update_every=2), reward=reward
+    )
     import torch
 
     plain = pipe(["a red circle"], generator=[torch.Generator().manual_seed(0)], **kw)

@@ -2,10 +2,9 @@
 
 import torch
 from diffusers import AutoencoderTiny
+from test_pipeline import run
 
 from date_diffusion import DATEConfig
-
-from test_pipeline import run
 
 
 def test_gradient_checkpointing_gives_the_same_result_and_is_restored(pipe, reward):
@@ -35,8 +34,14 @@ def test_half_precision_models_with_float32_reward_stay_finite(components, rewar
 
 def test_tiny_reward_decoder_is_used_and_labelled(pipe, reward):
     torch.manual_seed(0)
-    tiny = AutoencoderTiny(encoder_block_out_channels=(8,), decoder_block_out_channels=(8,), num_encoder_blocks=(1,),
-                           num_decoder_blocks=(1,), latent_channels=4, upsampling_scaling_factor=2)  # fmt: skip
+    tiny = AutoencoderTiny(
+        encoder_block_out_channels=(8,),
+        decoder_block_out_channels=(8,),
+        num_encoder_blocks=(1,),
+        num_decoder_blocks=(1,),
+        latent_channels=4,
+        upsampling_scaling_factor=2,
+    )
     calls = []
     original = tiny.decode
     tiny.decode = lambda *a, **k: calls.append(1) or original(*a, **k)

@@ -9,8 +9,26 @@ def test_bench_perf_runs_each_variant_in_its_own_process(tmp_path, tokenizer, cl
     from conftest import make_components
 
     StableDiffusionPipeline(**make_components(tokenizer)).save_pretrained(tmp_path / "model")
-    assert main(["bench-perf", "--model", str(tmp_path / "model"), "--reward", f"clip:{clip_dir}", "--repeats", "1",
-                 "--steps", "4", "--update-every", "2", "--out", str(tmp_path / "perf")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "bench-perf",
+                "--model",
+                str(tmp_path / "model"),
+                "--reward",
+                f"clip:{clip_dir}",
+                "--repeats",
+                "1",
+                "--steps",
+                "4",
+                "--update-every",
+                "2",
+                "--out",
+                str(tmp_path / "perf"),
+            ]
+        )
+        == 0
+    )
     (result,) = (tmp_path / "perf").glob("perf-*.json")
     data = json.loads(result.read_text())
     summary = data["summary"]

@@ -20,7 +20,9 @@ def run(pipe, prompts=PROMPTS, seeds=(0, 1), **kw):
 
 
 @pytest.mark.parametrize("scheduler", ["ddim", "euler", "dpm++"])
-@pytest.mark.parametrize("date", [None, DATEConfig(rho=0.0), DATEConfig(update_steps=[])], ids=["none", "rho0", "nosteps"])
+@pytest.mark.parametrize(
+    "date", [None, DATEConfig(rho=0.0), DATEConfig(update_steps=[])], ids=["none", "rho0", "nosteps"]
+)
 def test_equals_stock_pipeline_without_updates(components, reward, scheduler, date):
     components["scheduler"] = make_scheduler(scheduler, components["scheduler"].config)
     stock = StableDiffusionPipeline(**components)
@@ -81,10 +83,17 @@ def test_update_direction_agrees_with_finite_differences(tokenizer, clip_dir):
     prompt, w = "a red circle", 8.0
     latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     captured = {}
-    pipe([prompt], latents=latents.clone(), num_inference_steps=4, guidance_scale=w, output_type="latent",
-         date=DATEConfig(rho=0.5, update_steps=[1]), reward=reward,
-         callback_on_step_end=lambda p, i, t, kw: captured.setdefault(i, {k: v.clone() for k, v in kw.items()}) and {},
-         callback_on_step_end_tensor_inputs=["latents", "prompt_embeds", "negative_prompt_embeds"])  # fmt: skip
+    pipe(
+        [prompt],
+        latents=latents.clone(),
+        num_inference_steps=4,
+        guidance_scale=w,
+        output_type="latent",
+        date=DATEConfig(rho=0.5, update_steps=[1]),
+        reward=reward,
+        callback_on_step_end=lambda p, i, t, kw: captured.setdefault(i, {k: v.clone() for k, v in kw.items()}) and {},
+        callback_on_step_end_tensor_inputs=["latents", "prompt_embeds", "negative_prompt_embeds"],
+    )
     x, c0, c1 = captured[0]["latents"], captured[0]["prompt_embeds"], captured[1]["prompt_embeds"]
     uncond = captured[0]["negative_prompt_embeds"]
     sched = pipe.scheduler
@@ -120,7 +129,9 @@ def test_batch_independence_and_seed_determinism(pipe, reward):
     mixed = run(pipe, ["a green square", "a red circle", "a dog"], seeds=(1, 7, 3), date=date, reward=reward)
     again = run(pipe, ["a red circle"], seeds=(7,), date=date, reward=reward)
     assert abs(mixed.images[1] - alone.images[0]).max() <= 1e-5
-    assert mixed.traces[1]["updates"][0]["reward_before"] == pytest.approx(alone.traces[0]["updates"][0]["reward_before"], abs=1e-5)
+    assert mixed.traces[1]["updates"][0]["reward_before"] == pytest.approx(
+        alone.traces[0]["updates"][0]["reward_before"], abs=1e-5
+    )
     assert (again.images == alone.images).all() and again.traces == alone.traces
 
 
@@ -141,9 +152,13 @@ def test_every_scheduler_runs_date_with_one_step_call_per_step(pipe, reward, nam
 
 def test_negative_embedding_never_changes_and_weights_stay_frozen(pipe, reward):
     seen = []
-    run(pipe, date=DATEConfig(rho=0.5, update_every=2), reward=reward,
+    run(
+        pipe,
+        date=DATEConfig(rho=0.5, update_every=2),
+        reward=reward,
         callback_on_step_end=lambda p, i, t, kw: seen.append({k: v.clone() for k, v in kw.items()}) or {},
-        callback_on_step_end_tensor_inputs=["prompt_embeds", "negative_prompt_embeds"])  # fmt: skip
+        callback_on_step_end_tensor_inputs=["prompt_embeds", "negative_prompt_embeds"],
+    )
     assert all(torch.equal(s["negative_prompt_embeds"], seen[0]["negative_prompt_embeds"]) for s in seen)
     assert not torch.equal(seen[0]["prompt_embeds"], seen[-1]["prompt_embeds"])
     for module in (pipe.unet, pipe.vae, pipe.text_encoder, reward):
@@ -191,9 +206,17 @@ def test_images_per_prompt_negative_prompt_and_long_prompts(pipe, reward):
     logging.getLogger("diffusers").addHandler(handler)
     long = " ".join(["red circle"] * 20)  # past the 16-token limit of the tiny text encoder and reward
     with pytest.warns(UserWarning, match="truncated"):
-        out = pipe([long, "a dog"], negative_prompt=["blue", "green"], num_images_per_prompt=2, num_inference_steps=4,
-                   guidance_scale=8.0, output_type="np", date=DATEConfig(update_every=2), reward=reward,
-                   generator=gens(0, 1, 2, 3))  # fmt: skip
+        out = pipe(
+            [long, "a dog"],
+            negative_prompt=["blue", "green"],
+            num_images_per_prompt=2,
+            num_inference_steps=4,
+            guidance_scale=8.0,
+            output_type="np",
+            date=DATEConfig(update_every=2),
+            reward=reward,
+            generator=gens(0, 1, 2, 3),
+        )
     assert out.images.shape[0] == 4 and len(out.traces) == 4
     assert out.prompts == [long, long, "a dog", "a dog"]
     assert all(len(t["updates"]) == 2 for t in out.traces)
@@ -204,7 +227,20 @@ def test_images_per_prompt_negative_prompt_and_long_prompts(pipe, reward):
 def test_prompt_embeds_need_reward_prompt(pipe, reward):
     embeds, negative = pipe.encode_prompt(["a cat"], "cpu", 1, True)
     with pytest.raises(ValueError, match="reward_prompt"):
-        pipe(prompt_embeds=embeds, negative_prompt_embeds=negative, num_inference_steps=2, date=DATEConfig(), reward=reward)
-    out = pipe(prompt_embeds=embeds, negative_prompt_embeds=negative, num_inference_steps=2, output_type="np",
-               date=DATEConfig(update_every=1), reward=reward, reward_prompt="a cat")  # fmt: skip
+        pipe(
+            prompt_embeds=embeds,
+            negative_prompt_embeds=negative,
+            num_inference_steps=2,
+            date=DATEConfig(),
+            reward=reward,
+        )
+    out = pipe(
+        prompt_embeds=embeds,
+        negative_prompt_embeds=negative,
+        num_inference_steps=2,
+        output_type="np",
+        date=DATEConfig(update_every=1),
+        reward=reward,
+        reward_prompt="a cat",
+    )
     assert len(out.traces[0]["updates"]) == 2

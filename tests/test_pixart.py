@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import WORDS
 from diffusers import AutoencoderKL, DDIMScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
 from safetensors.torch import load_file
 from transformers import T5Config, T5EncoderModel
@@ -10,31 +11,65 @@ from date_diffusion import DATEConfig
 from date_diffusion.pipelines.pixart import PixArtAlphaDATEPipeline
 from date_diffusion.toyworld.tokenizer import build_t5_tokenizer
 
-from conftest import WORDS
-
 
 @pytest.fixture
 def pixart_components():
     torch.manual_seed(0)
     transformer = PixArtTransformer2DModel(
-        sample_size=8, num_layers=2, patch_size=2, attention_head_dim=8, num_attention_heads=3, caption_channels=32,
-        in_channels=4, cross_attention_dim=24, out_channels=8, attention_bias=True, activation_fn="gelu-approximate",
-        num_embeds_ada_norm=1000, norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
-    ).eval()  # fmt: skip
+        sample_size=8,
+        num_layers=2,
+        patch_size=2,
+        attention_head_dim=8,
+        num_attention_heads=3,
+        caption_channels=32,
+        in_channels=4,
+        cross_attention_dim=24,
+        out_channels=8,
+        attention_bias=True,
+        activation_fn="gelu-approximate",
+        num_embeds_ada_norm=1000,
+        norm_type="ada_norm_single",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
+    ).eval()
     torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)  # fmt: skip
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16),
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+    )
     tok = build_t5_tokenizer(WORDS)
     torch.manual_seed(0)
-    t5 = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
-                                 relative_attention_num_buckets=8)).eval()  # fmt: skip
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(tok),
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+        )
+    ).eval()
     return dict(transformer=transformer, vae=vae, text_encoder=t5, tokenizer=tok, scheduler=DDIMScheduler())
 
 
 def call(pipe, **kw):
-    return pipe(["a red circle", "a blue dog"], num_inference_steps=4, guidance_scale=4.5, output_type="np",
-                use_resolution_binning=False, clean_caption=False, max_sequence_length=8,
-                generator=[torch.Generator().manual_seed(s) for s in (0, 1)], **kw)  # fmt: skip
+    return pipe(
+        ["a red circle", "a blue dog"],
+        num_inference_steps=4,
+        guidance_scale=4.5,
+        output_type="np",
+        use_resolution_binning=False,
+        clean_caption=False,
+        max_sequence_length=8,
+        generator=[torch.Generator().manual_seed(s) for s in (0, 1)],
+        **kw,
+    )
 
 
 def test_equals_stock_pixart_without_updates(pixart_components, reward):
@@ -50,7 +85,9 @@ def test_equals_stock_pixart_without_updates(pixart_components, reward):
 def test_date_adapts_unmasked_t5_tokens(pixart_components, reward, tmp_path):
     pipe = PixArtAlphaDATEPipeline(**pixart_components)
     pipe.set_progress_bar_config(disable=True)
-    out = call(pipe, date=DATEConfig(rho=0.5, update_every=2), reward=reward, save_embeddings=tmp_path / "e.safetensors")
+    out = call(
+        pipe, date=DATEConfig(rho=0.5, update_every=2), reward=reward, save_embeddings=tmp_path / "e.safetensors"
+    )
     saved = load_file(tmp_path / "e.safetensors")
     tokens = saved["original"][:, : 8 * 32].view(2, 8, 32)
     mask = saved["original"][:, 8 * 32 :]

@@ -8,8 +8,15 @@ import torch
 from date_diffusion.core.prediction import noise_level, predicted_x0
 from date_diffusion.schedulers import SCHEDULERS, make_scheduler
 
-BASE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-            steps_offset=1, clip_sample=False, set_alpha_to_one=False)  # fmt: skip
+BASE = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    steps_offset=1,
+    clip_sample=False,
+    set_alpha_to_one=False,
+)
 
 
 def step_with_own_x0(sched, out, t, x, seed):

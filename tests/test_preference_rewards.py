@@ -8,21 +8,35 @@ from safetensors.torch import save_file
 from date_diffusion.rewards.aesthetic import AestheticReward
 from date_diffusion.rewards.clip import CLIPScoreReward, PickScoreReward
 from date_diffusion.rewards.common import PreferenceMLP
-from date_diffusion.rewards.imagereward import (ImageRewardModel, ImageRewardReward, checkpoint_key_to_ours,
-                                                text_config, vision_config)  # fmt: skip
+from date_diffusion.rewards.imagereward import (
+    ImageRewardModel,
+    ImageRewardReward,
+    checkpoint_key_to_ours,
+    text_config,
+    vision_config,
+)
 
 
 def released_layout(vision_depth: int, text_depth: int) -> list[str]:
     """Key names of THUDM/ImageReward's ImageReward.pt (BLIP_Pretrain + MLP), written out from its layout."""
-    keys = ["blip.visual_encoder.cls_token", "blip.visual_encoder.pos_embed",
-            "blip.visual_encoder.patch_embed.proj.weight", "blip.visual_encoder.patch_embed.proj.bias",
-            "blip.visual_encoder.norm.weight", "blip.visual_encoder.norm.bias"]  # fmt: skip
+    keys = [
+        "blip.visual_encoder.cls_token",
+        "blip.visual_encoder.pos_embed",
+        "blip.visual_encoder.patch_embed.proj.weight",
+        "blip.visual_encoder.patch_embed.proj.bias",
+        "blip.visual_encoder.norm.weight",
+        "blip.visual_encoder.norm.bias",
+    ]
     for i in range(vision_depth):
         for part in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2"):
             keys += [f"blip.visual_encoder.blocks.{i}.{part}.weight", f"blip.visual_encoder.blocks.{i}.{part}.bias"]
-    keys += ["blip.text_encoder.embeddings.position_ids", "blip.text_encoder.embeddings.word_embeddings.weight",
-             "blip.text_encoder.embeddings.position_embeddings.weight",
-             "blip.text_encoder.embeddings.LayerNorm.weight", "blip.text_encoder.embeddings.LayerNorm.bias"]  # fmt: skip
+    keys += [
+        "blip.text_encoder.embeddings.position_ids",
+        "blip.text_encoder.embeddings.word_embeddings.weight",
+        "blip.text_encoder.embeddings.position_embeddings.weight",
+        "blip.text_encoder.embeddings.LayerNorm.weight",
+        "blip.text_encoder.embeddings.LayerNorm.bias",
+    ]
     for i in range(text_depth):
         for att in ("attention", "crossattention"):
             for part in ("self.query", "self.key", "self.value", "output.dense", "output.LayerNorm"):
@@ -77,8 +91,9 @@ def test_checkpoint_loads_strictly_and_scores_like_the_reference_formula(tmp_pat
     (tmp_path / "tok" / "vocab.txt").write_text("\n".join(vocab) + "\n")
     torch.save(state, tmp_path / "ImageReward.pt")  # the released checkpoint is a torch file
     v = vision_config(tiny=True)
-    reward = ImageRewardReward.from_pretrained(tmp_path, tmp_path / "tok", vision_cfg=v,
-                                               text_cfg=text_config(v.hidden_size, tiny=True, vocab_size=64))  # fmt: skip
+    reward = ImageRewardReward.from_pretrained(
+        tmp_path, tmp_path / "tok", vision_cfg=v, text_cfg=text_config(v.hidden_size, tiny=True, vocab_size=64)
+    )
     images = torch.rand(2, 3, 48, 48, requires_grad=True)
     scores = reward(images, ["a red circle", "a cat"])
     tok = BertTokenizer(str(tmp_path / "tok" / "vocab.txt"))
@@ -86,8 +101,12 @@ def test_checkpoint_loads_strictly_and_scores_like_the_reference_formula(tmp_pat
     pixels = F.interpolate(images, size=(32, 32), mode="bicubic", antialias=True, align_corners=False)
     pixels = (pixels - reward.preprocess.mean) / reward.preprocess.std
     image = source.visual_encoder(pixel_values=pixels).last_hidden_state
-    text = source.text_encoder(input_ids=ids.input_ids, attention_mask=ids.attention_mask, encoder_hidden_states=image,
-                               encoder_attention_mask=torch.ones(image.shape[:-1], dtype=torch.long)).last_hidden_state
+    text = source.text_encoder(
+        input_ids=ids.input_ids,
+        attention_mask=ids.attention_mask,
+        encoder_hidden_states=image,
+        encoder_attention_mask=torch.ones(image.shape[:-1], dtype=torch.long),
+    ).last_hidden_state
     expected = (source.mlp.layers(text[:, 0]).squeeze(-1) - 0.16717362830052426) / 1.0333394966054072
     torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-5)
     (grad,) = torch.autograd.grad(scores.sum(), images)

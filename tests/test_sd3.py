@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import WORDS, tiny_clip_text_config
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 from safetensors.torch import load_file
 from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
@@ -9,38 +10,78 @@ from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
 from date_diffusion import DATEConfig
 from date_diffusion.core.prediction import predicted_x0
 from date_diffusion.pipelines.stable_diffusion_3 import StableDiffusion3DATEPipeline
-
 from date_diffusion.toyworld.tokenizer import build_t5_tokenizer
-
-from conftest import WORDS, tiny_clip_text_config
 
 
 @pytest.fixture
 def sd3_components(tokenizer):
     torch.manual_seed(0)
-    transformer = SD3Transformer2DModel(sample_size=8, patch_size=1, in_channels=4, num_layers=1, attention_head_dim=8,
-                                        num_attention_heads=2, caption_projection_dim=16, joint_attention_dim=32,
-                                        pooled_projection_dim=32, out_channels=4)  # fmt: skip
+    transformer = SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        caption_projection_dim=16,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        out_channels=4,
+    )
     conf = tiny_clip_text_config(tokenizer)
     torch.manual_seed(0)
     te = CLIPTextModelWithProjection(conf)
     torch.manual_seed(1)
     te2 = CLIPTextModelWithProjection(conf)
     torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        sample_size=16, shift_factor=0.0609, scaling_factor=1.5035)  # fmt: skip
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16),
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        sample_size=16,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
     t5_tok = build_t5_tokenizer(WORDS)
     torch.manual_seed(0)
-    t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tok), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
-                                 relative_attention_num_buckets=8)).eval()  # fmt: skip
-    return dict(transformer=transformer, vae=vae, text_encoder=te, text_encoder_2=te2, text_encoder_3=t5,
-                tokenizer=tokenizer, tokenizer_2=tokenizer, tokenizer_3=t5_tok, scheduler=FlowMatchEulerDiscreteScheduler())  # fmt: skip
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(t5_tok),
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+        )
+    ).eval()
+    return dict(
+        transformer=transformer,
+        vae=vae,
+        text_encoder=te,
+        text_encoder_2=te2,
+        text_encoder_3=t5,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        tokenizer_3=t5_tok,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+    )
 
 
 def call(pipe, **kw):
-    return pipe(["a red circle", "a blue dog"], num_inference_steps=5, guidance_scale=5.0, output_type="np",
-                generator=[torch.Generator().manual_seed(s) for s in (0, 1)], max_sequence_length=8, **kw)  # fmt: skip
+    return pipe(
+        ["a red circle", "a blue dog"],
+        num_inference_steps=5,
+        guidance_scale=5.0,
+        output_type="np",
+        generator=[torch.Generator().manual_seed(s) for s in (0, 1)],
+        max_sequence_length=8,
+        **kw,
+    )
 
 
 def test_flow_x0_inverts_the_interpolation():
@@ -67,7 +108,9 @@ def test_date_moves_tokens_by_rho_with_flow_matching(sd3_components, reward, tmp
     calls = []
     step = pipe.scheduler.step
     pipe.scheduler.step = lambda *a, **k: calls.append(1) or step(*a, **k)
-    out = call(pipe, date=DATEConfig(rho=0.5, update_every=2), reward=reward, save_embeddings=tmp_path / "e.safetensors")
+    out = call(
+        pipe, date=DATEConfig(rho=0.5, update_every=2), reward=reward, save_embeddings=tmp_path / "e.safetensors"
+    )
     assert len(calls) == 5
     saved = load_file(tmp_path / "e.safetensors")
     n_tokens = saved["original"].shape[1] - 32

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import MAX_TOKENS, tiny_clip_text_config
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 from safetensors.torch import load_file
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
@@ -9,32 +10,56 @@ from transformers import CLIPTextModel, CLIPTextModelWithProjection
 from date_diffusion import DATEConfig
 from date_diffusion.pipelines.stable_diffusion_xl import StableDiffusionXLDATEPipeline
 
-from conftest import MAX_TOKENS, tiny_clip_text_config
-
 
 @pytest.fixture
 def sdxl_components(tokenizer):
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=4, transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=6 * 4 + 16,
-        cross_attention_dim=32, norm_num_groups=4,
-    )  # fmt: skip
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=4,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=6 * 4 + 16,
+        cross_attention_dim=32,
+        norm_num_groups=4,
+    )
     torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        sample_size=16)  # fmt: skip
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16),
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        sample_size=16,
+    )
     conf = tiny_clip_text_config(tokenizer)
     torch.manual_seed(0)
     te = CLIPTextModel(conf)
     torch.manual_seed(1)
     te2 = CLIPTextModelWithProjection(conf)
-    sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
-                                   timestep_spacing="leading")  # fmt: skip
-    return dict(unet=unet, vae=vae, text_encoder=te, text_encoder_2=te2, tokenizer=tokenizer, tokenizer_2=tokenizer,
-                scheduler=sched, force_zeros_for_empty_prompt=True)  # fmt: skip
+    sched = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="leading"
+    )
+    return dict(
+        unet=unet,
+        vae=vae,
+        text_encoder=te,
+        text_encoder_2=te2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        scheduler=sched,
+        force_zeros_for_empty_prompt=True,
+    )
 
 
 def gens(*s):
@@ -42,8 +67,14 @@ def gens(*s):
 
 
 def call(pipe, **kw):
-    return pipe(["a red circle", "a blue dog"], num_inference_steps=6, guidance_scale=5.0, generator=gens(0, 1),
-                output_type="np", **kw)  # fmt: skip
+    return pipe(
+        ["a red circle", "a blue dog"],
+        num_inference_steps=6,
+        guidance_scale=5.0,
+        generator=gens(0, 1),
+        output_type="np",
+        **kw,
+    )
 
 
 def test_equals_stock_sdxl_without_updates(sdxl_components, reward):
@@ -61,8 +92,9 @@ def test_updates_move_rho_and_touch_only_the_adapted_part(sdxl_components, rewar
     pipe = StableDiffusionXLDATEPipeline(**sdxl_components, add_watermarker=False)
     pipe.set_progress_bar_config(disable=True)
     path = tmp_path / "e.safetensors"
-    out = call(pipe, date=DATEConfig(rho=0.5, update_every=3), reward=reward, save_embeddings=path,
-               adapt_pooled=adapt_pooled)  # fmt: skip
+    out = call(
+        pipe, date=DATEConfig(rho=0.5, update_every=3), reward=reward, save_embeddings=path, adapt_pooled=adapt_pooled
+    )
     saved = load_file(path)
     tokens = 32 * MAX_TOKENS
     moved = saved["final"] - saved["original"]

@@ -118,7 +118,9 @@ def test_edit_checks_accept_perfect_edits_and_reject_failures():
             perfect = scene.render(scene.place(case.target, np.random.default_rng(idx)))
         else:
             objs = [replace(o) for o in src.objects]
-            k = next(i for i, o in enumerate(objs) if (o.color, o.shape) == case.source.objects[case.changed_object][:2])
+            k = next(
+                i for i, o in enumerate(objs) if (o.color, o.shape) == case.source.objects[case.changed_object][:2]
+            )
             objs[k].color, objs[k].shape, _ = case.target.objects[case.changed_object]
             perfect = scene.render(scene.Scene(objs))
             moved = scene.Scene([replace(o, cx=o.cx + 12 if o.cx < 40 else o.cx - 12) for o in objs])

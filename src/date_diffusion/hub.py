@@ -42,6 +42,7 @@ def tiny_decoder_for(model, spec: str = "tiny"):
     family = family.replace("DATEPipeline", "Pipeline").replace("DATE", "")
     return load_component(AutoencoderTiny, TINY_DECODERS.get(family, "madebyollin/taesd"))
 
+
 # Preference rewards (need network once, or local copies; see README "Rewards").
 IMAGEREWARD_REPO = "THUDM/ImageReward"  # files ImageReward.pt, med_config.json
 IMAGEREWARD_TOKENIZER = "google-bert/bert-base-uncased"

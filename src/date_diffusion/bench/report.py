@@ -61,59 +61,104 @@ def _fmt(ci, scale=1.0, digits=4, sign=False):
 
 
 def markdown(summary: dict, baseline: str | None, settings: dict) -> str:
-    lines = [f"# Benchmark: suite `{settings['suite']}`, {len(settings['seeds'])} seed(s) per prompt, "
-             f"{settings['steps']} steps, guidance {settings['guidance']}", "",
-             f"model `{settings['model']}`, reward `{settings['reward']}`, held-out CLIP `{settings['eval_clip']}`",
-             "", "Means with 95% bootstrap CIs; exact = toy-world evaluator accuracy (%).", "",
-             "Peak memory: CUDA max allocated, or on CPU the process's peak RSS up to that method (methods run in "
-             "order in one process; `bench-perf` measures each configuration in its own process).", "",
-             "FID-CLIP: Frechet distance of held-out CLIP image features to reference images (toy: the renderer's "
-             "scenes for the same prompts and seeds); not comparable to Inception FID.", "",
-             "| method | n | exact (%) | held-out CLIP | min object CLIP | reward | FID-CLIP | s / image | "
-             "peak memory so far (MB) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# Benchmark: suite `{settings['suite']}`, {len(settings['seeds'])} seed(s) per prompt, "
+        f"{settings['steps']} steps, guidance {settings['guidance']}",
+        "",
+        f"model `{settings['model']}`, reward `{settings['reward']}`, held-out CLIP `{settings['eval_clip']}`",
+        "",
+        "Means with 95% bootstrap CIs; exact = toy-world evaluator accuracy (%).",
+        "",
+        "Peak memory: CUDA max allocated, or on CPU the process's peak RSS up to that method (methods run in "
+        "order in one process; `bench-perf` measures each configuration in its own process).",
+        "",
+        "FID-CLIP: Frechet distance of held-out CLIP image features to reference images (toy: the renderer's "
+        "scenes for the same prompts and seeds); not comparable to Inception FID.",
+        "",
+        "| method | n | exact (%) | held-out CLIP | min object CLIP | reward | FID-CLIP | s / image | "
+        "peak memory so far (MB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for label, e in summary.items():
         m = e["metrics"]
-        cells = [_fmt(m["exact"], 100, 1) if "exact" in m else "-", _fmt(m["clip_eval"]) if "clip_eval" in m else "-",
-                 _fmt(m["min_object_clip"]) if "min_object_clip" in m else "-",
-                 _fmt(m["reward"]) if "reward" in m else "-",
-                 f"{e['fid']['fid_clip']:.4f}" if "fid" in e else "-",
-                 f"{m['seconds'][0]:.3f}" if "seconds" in m else "-",
-                 f"{e['peak_memory_mb']:.0f}" if e["peak_memory_mb"] else "-"]  # fmt: skip
+        cells = [
+            _fmt(m["exact"], 100, 1) if "exact" in m else "-",
+            _fmt(m["clip_eval"]) if "clip_eval" in m else "-",
+            _fmt(m["min_object_clip"]) if "min_object_clip" in m else "-",
+            _fmt(m["reward"]) if "reward" in m else "-",
+            f"{e['fid']['fid_clip']:.4f}" if "fid" in e else "-",
+            f"{m['seconds'][0]:.3f}" if "seconds" in m else "-",
+            f"{e['peak_memory_mb']:.0f}" if e["peak_memory_mb"] else "-",
+        ]
         lines.append(f"| {label} | {e['n']} | " + " | ".join(cells) + " |")
     if any("changed" in e["metrics"] for e in summary.values()):
-        lines += ["", "Editing: changed = the target caption holds (exact evaluator); preserved = what the edit does "
-                  "not name stayed; pixel distance = mean |edited - source| (0-1).", "",
-                  "| method | changed (%) | preserved (%) | pixel distance |", "|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "Editing: changed = the target caption holds (exact evaluator); preserved = what the edit does "
+            "not name stayed; pixel distance = mean |edited - source| (0-1).",
+            "",
+            "| method | changed (%) | preserved (%) | pixel distance |",
+            "|---|---|---|---|",
+        ]
         for label, e in summary.items():
             m = e["metrics"]
-            lines.append(f"| {label} | " + " | ".join(
-                _fmt(m[k], 100, 1) if k in m and k != "pixel_distance" else _fmt(m[k]) if k in m else "-"
-                for k in ("changed", "preserved", "pixel_distance")) + " |")  # fmt: skip
+            lines.append(
+                f"| {label} | "
+                + " | ".join(
+                    _fmt(m[k], 100, 1) if k in m and k != "pixel_distance" else _fmt(m[k]) if k in m else "-"
+                    for k in ("changed", "preserved", "pixel_distance")
+                )
+                + " |"
+            )
     if baseline:
-        lines += ["", f"Paired differences against `{baseline}` (same prompts and seeds), 95% bootstrap CIs:", "",
-                  "| method | exact (pp) | held-out CLIP | min object CLIP | reward |", "|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            f"Paired differences against `{baseline}` (same prompts and seeds), 95% bootstrap CIs:",
+            "",
+            "| method | exact (pp) | held-out CLIP | min object CLIP | reward |",
+            "|---|---|---|---|---|",
+        ]
         for label, e in summary.items():
             v = e["vs_baseline"]
             if label == baseline or not v:
                 continue
-            lines.append(f"| {label} | " + " | ".join(
-                _fmt(v[k], 100 if k == "exact" else 1, 1 if k == "exact" else 4, True) if k in v else "-"
-                for k in ("exact", "clip_eval", "min_object_clip", "reward")) + " |")  # fmt: skip
+            lines.append(
+                f"| {label} | "
+                + " | ".join(
+                    _fmt(v[k], 100 if k == "exact" else 1, 1 if k == "exact" else 4, True) if k in v else "-"
+                    for k in ("exact", "clip_eval", "min_object_clip", "reward")
+                )
+                + " |"
+            )
     cats = sorted({c for e in summary.values() for c in e["categories"]})
     if cats:
-        lines += ["", "Exact accuracy (%) per category:", "", "| method | " + " | ".join(cats) + " |",
-                  "|---" * (len(cats) + 1) + "|"]  # fmt: skip
+        lines += [
+            "",
+            "Exact accuracy (%) per category:",
+            "",
+            "| method | " + " | ".join(cats) + " |",
+            "|---" * (len(cats) + 1) + "|",
+        ]
         for label, e in summary.items():
-            lines.append(f"| {label} | " + " | ".join(
-                f"{100 * e['categories'][c][0]:.1f}" if c in e["categories"] else "-" for c in cats) + " |")  # fmt: skip
+            lines.append(
+                f"| {label} | "
+                + " | ".join(f"{100 * e['categories'][c][0]:.1f}" if c in e["categories"] else "-" for c in cats)
+                + " |"
+            )
         if baseline:
-            lines += ["", f"Per-category difference against `{baseline}` (pp, 95% CI):", "",
-                      "| method | " + " | ".join(cats) + " |", "|---" * (len(cats) + 1) + "|"]  # fmt: skip
+            lines += [
+                "",
+                f"Per-category difference against `{baseline}` (pp, 95% CI):",
+                "",
+                "| method | " + " | ".join(cats) + " |",
+                "|---" * (len(cats) + 1) + "|",
+            ]
             for label, e in summary.items():
                 vc = e.get("vs_baseline_categories") or {}
                 if vc:
-                    lines.append(f"| {label} | " + " | ".join(_fmt(vc[c], 100, 1, True) if c in vc else "-"
-                                                               for c in cats) + " |")  # fmt: skip
+                    lines.append(
+                        f"| {label} | " + " | ".join(_fmt(vc[c], 100, 1, True) if c in vc else "-" for c in cats) + " |"
+                    )
     return "\n".join(lines) + "\n"
 
 
@@ -144,8 +189,10 @@ def plots(out: Path, summary: dict, records: dict[str, list[dict]], settings: di
         width = 0.8 / max(1, len(summary))
         for k, (label, e) in enumerate(summary.items()):
             vals = [100 * e["categories"].get(c, (np.nan,) * 3)[0] for c in cats]
-            err = [[100 * (e["categories"][c][0] - e["categories"][c][1]) if c in e["categories"] else 0 for c in cats],
-                   [100 * (e["categories"][c][2] - e["categories"][c][0]) if c in e["categories"] else 0 for c in cats]]  # fmt: skip
+            err = [
+                [100 * (e["categories"][c][0] - e["categories"][c][1]) if c in e["categories"] else 0 for c in cats],
+                [100 * (e["categories"][c][2] - e["categories"][c][0]) if c in e["categories"] else 0 for c in cats],
+            ]
             ax.bar(np.arange(len(cats)) + k * width, vals, width, yerr=err, label=label, capsize=2)
         ax.set_xticks(np.arange(len(cats)) + 0.4 - width / 2, cats, rotation=20)
         ax.set_ylabel("exact accuracy (%)")
@@ -186,9 +233,16 @@ def plots(out: Path, summary: dict, records: dict[str, list[dict]], settings: di
         rho_points.sort()
         metric = "exact" if all("exact" in p[2] for p in rho_points) else "clip_eval"
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.errorbar([p[0] for p in rho_points], [p[2][metric][0] for p in rho_points],
-                    yerr=[[p[2][metric][0] - p[2][metric][1] for p in rho_points],
-                          [p[2][metric][2] - p[2][metric][0] for p in rho_points]], marker="o", capsize=3)  # fmt: skip
+        ax.errorbar(
+            [p[0] for p in rho_points],
+            [p[2][metric][0] for p in rho_points],
+            yerr=[
+                [p[2][metric][0] - p[2][metric][1] for p in rho_points],
+                [p[2][metric][2] - p[2][metric][0] for p in rho_points],
+            ],
+            marker="o",
+            capsize=3,
+        )
         ax.set_xscale("log")
         ax.set_xlabel("rho")
         ax.set_ylabel(metric)
@@ -251,8 +305,9 @@ def compute_fid(out: Path, run: dict, methods, records: dict[str, list[dict]]) -
         paths = [out / "images" / m.slug / f"{r['index']:05d}" / "samples" / f"{r['seed']:05d}.png" for r in recs]
         fids = {"fid_clip": frechet_distance(reference_images(run, recs), _load_pngs(paths), features)}
         if run.get("inception_weights"):
-            fids["fid_inception"] = frechet_distance(reference_images(run, recs), _load_pngs(paths), None,
-                                                     run["inception_weights"])  # fmt: skip
+            fids["fid_inception"] = frechet_distance(
+                reference_images(run, recs), _load_pngs(paths), None, run["inception_weights"]
+            )
         result[m.label] = fids
     return result
 
@@ -266,7 +321,9 @@ def write_report(out: Path) -> dict:
     summary = summarize(records, baseline)
     for label, fids in compute_fid(out, run, methods, records).items():
         summary[label]["fid"] = fids
-    atomic_write(out / "results.json", json.dumps({"settings": run, "baseline": baseline, "summary": summary}, indent=1))
+    atomic_write(
+        out / "results.json", json.dumps({"settings": run, "baseline": baseline, "summary": summary}, indent=1)
+    )
     atomic_write(out / "results.csv", csv_rows(summary))
     text = markdown(summary, baseline, run)
     atomic_write(out / "results.md", text)

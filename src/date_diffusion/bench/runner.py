@@ -66,12 +66,14 @@ def check_settings(out: Path, settings: RunSettings) -> None:
         diff = {k: (old.get(k), v) for k, v in new.items() if k != "methods" and old.get(k) != v}
         if diff:
             detail = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
-            raise SettingsMismatch(f"{out} holds a run with other settings ({detail}); use another --out or the same "
-                                   "settings")  # fmt: skip
+            raise SettingsMismatch(
+                f"{out} holds a run with other settings ({detail}); use another --out or the same settings"
+            )
         for label, rec in new["methods"].items():
             if label in old["methods"] and old["methods"][label] != rec:
-                raise SettingsMismatch(f"method {label!r} in {out} was run with other settings; rename it or use "
-                                       "another --out")  # fmt: skip
+                raise SettingsMismatch(
+                    f"method {label!r} in {out} was run with other settings; rename it or use another --out"
+                )
         new["methods"] = {**old["methods"], **new["methods"]}
     atomic_write(path, json.dumps(new, indent=1))
 
@@ -152,8 +154,12 @@ def source_image(item: Item, seed: int, size: int):
         from date_diffusion.toyworld.edits import EditCase, source_scene
         from date_diffusion.toyworld.scene import PromptSpec, render
 
-        case = EditCase(item.category, PromptSpec.from_json(item.source["spec"]), PromptSpec.from_json(item.spec),
-                        item.source["changed"])  # fmt: skip
+        case = EditCase(
+            item.category,
+            PromptSpec.from_json(item.source["spec"]),
+            PromptSpec.from_json(item.spec),
+            item.source["changed"],
+        )
         src = source_scene(case, seed, item.index)
         return Image.fromarray(render(src)).resize((size, size), Image.Resampling.BICUBIC), (case, src)
     return Image.open(item.source["image"]).convert("RGB").resize((size, size), Image.Resampling.BICUBIC), None
@@ -168,10 +174,19 @@ def edit_batch(pipe, method: Method, batch, settings: RunSettings, reward):
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     sources = [source_image(it, s, size) for it, s in batch]
     skip = settings.edit_skip if settings.edit_skip is not None else round(0.36 * settings.steps)
-    res = pipe.edit([img for img, _ in sources], [it.source["prompt"] for it, _ in batch], [it.prompt for it, _ in batch],
-                    num_inference_steps=settings.steps, skip=skip, cfg_src=settings.cfg_src, cfg_tar=settings.guidance,
-                    generator=[torch.Generator().manual_seed(s) for _, s in batch], output_type="pt",
-                    date=method.date, reward=reward if method.date is not None else None)  # fmt: skip
+    res = pipe.edit(
+        [img for img, _ in sources],
+        [it.source["prompt"] for it, _ in batch],
+        [it.prompt for it, _ in batch],
+        num_inference_steps=settings.steps,
+        skip=skip,
+        cfg_src=settings.cfg_src,
+        cfg_tar=settings.guidance,
+        generator=[torch.Generator().manual_seed(s) for _, s in batch],
+        output_type="pt",
+        date=method.date,
+        reward=reward if method.date is not None else None,
+    )
     images = res.images.float()
     extras = []
     for k, (img, toy) in enumerate(sources):
@@ -183,8 +198,18 @@ def edit_batch(pipe, method: Method, batch, settings: RunSettings, reward):
     return images, res.traces, extras
 
 
-def generate_method(pipe, method: Method, jobs: list[tuple[Item, int]], settings: RunSettings, reward, scorer,
-                    out: Path, batch_size: int, device, desc: str = "") -> int:  # fmt: skip
+def generate_method(
+    pipe,
+    method: Method,
+    jobs: list[tuple[Item, int]],
+    settings: RunSettings,
+    reward,
+    scorer,
+    out: Path,
+    batch_size: int,
+    device,
+    desc: str = "",
+) -> int:
     """Generate (or, on editing suites, edit) the missing images of `jobs` for `method`; returns how many."""
     todo = [(it, s) for it, s in jobs if not image_paths(out, method, it.index, s)[1].exists()]
     n_cand = method.n if method.kind == "best" else 1
@@ -197,8 +222,18 @@ def generate_method(pipe, method: Method, jobs: list[tuple[Item, int]], settings
             images, traces, extras = edit_batch(pipe, method, batch, settings, reward)
             seconds = (time.perf_counter() - t0) / len(batch)
             metrics = scorer(images, [it.prompt for it, _ in batch], [None] * len(batch))
-            made += _write(out, method, batch, images, traces, [{**m, **e} for m, e in zip(metrics, extras)],
-                           list(range(len(batch))), seconds, device, 1)  # fmt: skip
+            made += _write(
+                out,
+                method,
+                batch,
+                images,
+                traces,
+                [{**m, **e} for m, e in zip(metrics, extras)],
+                list(range(len(batch))),
+                seconds,
+                device,
+                1,
+            )
             continue
         prompts = [it.prompt for it, _ in batch for _ in range(n_cand)]
         seeds = [s + j * BEST_OF_STRIDE for _, s in batch for j in range(n_cand)]
@@ -209,10 +244,15 @@ def generate_method(pipe, method: Method, jobs: list[tuple[Item, int]], settings
         if method.reward_decoder is not None:
             extra["reward_decoder"] = _decoder(pipe, settings, method.reward_decoder)
         res = pipe(
-            prompts, num_inference_steps=method.steps or settings.steps, guidance_scale=settings.guidance,
-            generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="pt",
-            date=method.date, reward=reward if (method.date is not None or method.ug_scale) else None, **extra,
-        )  # fmt: skip
+            prompts,
+            num_inference_steps=method.steps or settings.steps,
+            guidance_scale=settings.guidance,
+            generator=[torch.Generator().manual_seed(s) for s in seeds],
+            output_type="pt",
+            date=method.date,
+            reward=reward if (method.date is not None or method.ug_scale) else None,
+            **extra,
+        )
         images = res.images.float()
         traces = res.traces
         chosen = list(range(len(batch)))
@@ -235,12 +275,22 @@ def _write(out, method, batch, images, traces, metrics, chosen, seconds, device,
         png, rec_path = image_paths(out, method, it.index, seed)
         meta = png.parent.parent / "metadata.jsonl"
         if not meta.exists():
-            atomic_write(meta, json.dumps({"prompt": it.prompt, "tag": it.category, "spec": it.spec,
-                                           "source": it.source}) + "\n")  # fmt: skip
+            atomic_write(
+                meta, json.dumps({"prompt": it.prompt, "tag": it.category, "spec": it.spec, "source": it.source}) + "\n"
+            )
         atomic_write(png, _png_bytes(images[k]))
-        record = {"method": method.label, "index": it.index, "prompt": it.prompt, "category": it.category,
-                  "spec": it.spec, "seed": seed, "seconds": seconds, "peak_memory_mb": memory, **metrics[k],
-                  "trace": traces[chosen[k]]}  # fmt: skip
+        record = {
+            "method": method.label,
+            "index": it.index,
+            "prompt": it.prompt,
+            "category": it.category,
+            "spec": it.spec,
+            "seed": seed,
+            "seconds": seconds,
+            "peak_memory_mb": memory,
+            **metrics[k],
+            "trace": traces[chosen[k]],
+        }
         if n_cand > 1:
             record["best_of"] = {"n": n_cand, "chosen": chosen[k] % n_cand}
         atomic_write(rec_path, json.dumps(record))

@@ -14,8 +14,20 @@ SUITES = ("toy", "toy-validation", "coco", "ane", "prompts", "edit-toy", "edit")
 # Attend-and-Excite's word lists (Chefer et al., 2023): 66 animal pairs + 144 animal-object pairs + 66 coloured
 # object pairs = 276 prompts. The colours of the third group are drawn here with a fixed seed.
 ANE_ANIMALS = ["cat", "dog", "bird", "bear", "lion", "horse", "elephant", "monkey", "frog", "turtle", "rabbit", "mouse"]
-ANE_OBJECTS = ["backpack", "glasses", "crown", "suitcase", "chair", "balloon", "bow", "car", "bowl", "bench", "clock",
-               "apple"]  # fmt: skip
+ANE_OBJECTS = [
+    "backpack",
+    "glasses",
+    "crown",
+    "suitcase",
+    "chair",
+    "balloon",
+    "bow",
+    "car",
+    "bowl",
+    "bench",
+    "clock",
+    "apple",
+]
 ANE_COLORS = ["red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "gray", "black", "white"]
 
 
@@ -76,12 +88,21 @@ def load_suite(name: str, file: str | Path | None = None, limit: int | None = No
     elif name == "edit-toy":
         from date_diffusion.toyworld.edits import edit_suite
 
-        items = [Item(i, c.target.caption, c.kind, c.target.to_json(),
-                      {"prompt": c.source.caption, "spec": c.source.to_json(), "changed": c.changed_object})
-                 for i, c in enumerate(edit_suite())]  # fmt: skip
+        items = [
+            Item(
+                i,
+                c.target.caption,
+                c.kind,
+                c.target.to_json(),
+                {"prompt": c.source.caption, "spec": c.source.to_json(), "changed": c.changed_object},
+            )
+            for i, c in enumerate(edit_suite())
+        ]
     elif name == "edit":
-        items = [Item(i, row["target_prompt"], "edit", None, {"prompt": row["source_prompt"], "image": row["image"]})
-                 for i, row in enumerate(read_edit_rows(file))]  # fmt: skip
+        items = [
+            Item(i, row["target_prompt"], "edit", None, {"prompt": row["source_prompt"], "image": row["image"]})
+            for i, row in enumerate(read_edit_rows(file))
+        ]
     elif name == "ane":
         items = [Item(i, p, c) for i, (p, c) in enumerate(ane_prompts())]
     elif name in ("coco", "prompts"):

@@ -9,21 +9,35 @@ from date_diffusion.cli.common import CLIError
 
 
 def add_parsers(sub):
-    p = sub.add_parser("bench", help="compare methods on a prompt suite (resumable; accelerate launch to shard)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
-    p.add_argument("--suite", required=True,
-                   choices=["toy", "toy-validation", "coco", "ane", "prompts", "edit-toy", "edit"],
-                   help="toy-validation: tuning prompts outside the suite, seeds from 0 (for choosing defaults); "
-                        "edit-toy / edit CSV (--prompts-file): editing by DDPM inversion")  # fmt: skip
+    p = sub.add_parser(
+        "bench",
+        help="compare methods on a prompt suite (resumable; accelerate launch to shard)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--suite",
+        required=True,
+        choices=["toy", "toy-validation", "coco", "ane", "prompts", "edit-toy", "edit"],
+        help="toy-validation: tuning prompts outside the suite, seeds from 0 (for choosing defaults); "
+        "edit-toy / edit CSV (--prompts-file): editing by DDPM inversion",
+    )
     p.add_argument("--edit-skip", type=int, default=None, help="editing: steps not regenerated (default 36%%)")
     p.add_argument("--cfg-src", type=float, default=3.5, help="editing: guidance of the inversion")
     p.add_argument("--captions", default=None, help="coco: CSV with a caption column, or a text file")
     p.add_argument("--prompts-file", default=None, help="prompts: a text file, one prompt a line")
-    p.add_argument("--methods", default="fixed date", help="space- or +-separated: fixed, fixed@K, "
-                   "date:rho=R,every=N,..., ug:scale=S,every=N, best-of-N (see README)")  # fmt: skip
+    p.add_argument(
+        "--methods",
+        default="fixed date",
+        help="space- or +-separated: fixed, fixed@K, "
+        "date:rho=R,every=N,..., ug:scale=S,every=N, best-of-N (see README)",
+    )
     p.add_argument("--seeds", type=int, default=None, help="seeds per prompt (default: 4 on toy, else 1)")
-    p.add_argument("--seed-base", type=int, default=None,
-                   help="first seed (default: 1000 on toy, never used for tuning; 6 elsewhere, as the paper)")
+    p.add_argument(
+        "--seed-base",
+        type=int,
+        default=None,
+        help="first seed (default: 1000 on toy, never used for tuning; 6 elsewhere, as the paper)",
+    )
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts of the suite")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=None, help="default: the model's recommended value, else 8")
@@ -35,16 +49,25 @@ def add_parsers(sub):
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--fid-real", default=None, help="folder of real images for FID (toy: rendered automatically)")
-    p.add_argument("--inception-weights", default=None,
-                   help="torch-fidelity Inception weights (pt_inception-2015-12-05-6726825d.pth) for Inception FID")
+    p.add_argument(
+        "--inception-weights",
+        default=None,
+        help="torch-fidelity Inception weights (pt_inception-2015-12-05-6726825d.pth) for Inception FID",
+    )
     p.add_argument("--out", required=True)
     p.set_defaults(func=run_bench)
 
-    f = sub.add_parser("bench-perf", help="time and memory of DATE vs fixed sampling (one process per run)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    f = sub.add_parser(
+        "bench-perf",
+        help="time and memory of DATE vs fixed sampling (one process per run)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     f.add_argument("--model", default="toy", help="toy, sd15-random-256, sd15-random-512, or a diffusers folder")
-    f.add_argument("--variants", default="fixed,date,date-checkpointing",
-                   help="comma-separated: fixed, date, date-checkpointing, date-approx")
+    f.add_argument(
+        "--variants",
+        default="fixed,date,date-checkpointing",
+        help="comma-separated: fixed, date, date-checkpointing, date-approx",
+    )
     f.add_argument("--steps", type=int, default=10)
     f.add_argument("--update-every", type=int, default=10, help="10 of 10 steps = one update = the paper's 10%%")
     f.add_argument("--repeats", type=int, default=3)
@@ -66,8 +89,14 @@ def run_bench(args) -> int:
     from accelerate import PartialState
 
     from date_diffusion.bench.report import write_report
-    from date_diffusion.bench.runner import RunSettings, Scorer, SettingsMismatch, check_settings, generate_method
-    from date_diffusion.bench.runner import method_record
+    from date_diffusion.bench.runner import (
+        RunSettings,
+        Scorer,
+        SettingsMismatch,
+        check_settings,
+        generate_method,
+        method_record,
+    )
     from date_diffusion.bench.suites import load_suite
     from date_diffusion.cli.common import load_reward
     from date_diffusion.cli.generate import load_pipeline, resolve_model
@@ -91,13 +120,23 @@ def run_bench(args) -> int:
     model = resolve_model(args.model)
     guidance = args.guidance if args.guidance is not None else model_defaults(model).get("guidance_scale", 8.0)
     settings = RunSettings(
-        suite=args.suite, captions=args.captions or args.prompts_file, limit=args.limit,
-        seeds=list(range(base, base + n_seeds)), steps=args.steps, guidance=guidance, model=model,
-        reward=args.reward, eval_clip=args.eval_clip, scheduler=args.scheduler, dtype=args.dtype,
-        fid_real=args.fid_real, inception_weights=args.inception_weights, edit_skip=args.edit_skip,
+        suite=args.suite,
+        captions=args.captions or args.prompts_file,
+        limit=args.limit,
+        seeds=list(range(base, base + n_seeds)),
+        steps=args.steps,
+        guidance=guidance,
+        model=model,
+        reward=args.reward,
+        eval_clip=args.eval_clip,
+        scheduler=args.scheduler,
+        dtype=args.dtype,
+        fid_real=args.fid_real,
+        inception_weights=args.inception_weights,
+        edit_skip=args.edit_skip,
         cfg_src=args.cfg_src,
         methods={m.label: method_record(m) for m in methods},
-    )  # fmt: skip
+    )
     out = Path(args.out)
     state = PartialState()
     try:
@@ -112,8 +151,18 @@ def run_bench(args) -> int:
     # shard by prompt: each process owns the prompts with index % world == rank
     jobs = [(it, s) for it in items if it.index % state.num_processes == state.process_index for s in settings.seeds]
     for m in methods:
-        generate_method(pipe, m, jobs, settings, reward, scorer, out, args.batch_size, device,
-                        desc=f"[{state.process_index}] {m.label}")  # fmt: skip
+        generate_method(
+            pipe,
+            m,
+            jobs,
+            settings,
+            reward,
+            scorer,
+            out,
+            args.batch_size,
+            device,
+            desc=f"[{state.process_index}] {m.label}",
+        )
     state.wait_for_everyone()
     if state.is_main_process:
         print(write_report(out)["markdown"])
@@ -139,6 +188,19 @@ def run_bench_perf(args) -> int:
         raise CLIError(f"unknown --variants {bad}; choose from {', '.join(VARIANTS)}")
     if args.repeats < 1 or args.steps < 1 or args.update_every < 1:
         raise CLIError("--repeats, --steps and --update-every must be >= 1")
-    print(bench_perf(args.model, args.out, args.repeats, args.steps, args.update_every, variants, args.device,
-                     args.dtype, args.threads, args.reward, args.tiny_decoder)["markdown"])  # fmt: skip
+    print(
+        bench_perf(
+            args.model,
+            args.out,
+            args.repeats,
+            args.steps,
+            args.update_every,
+            variants,
+            args.device,
+            args.dtype,
+            args.threads,
+            args.reward,
+            args.tiny_decoder,
+        )["markdown"]
+    )
     return 0

@@ -18,14 +18,27 @@ def int_list(text: str) -> list[int]:
 
 def add_date_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("DATE (paper defaults)")
-    g.add_argument("--rho", type=float, default=None,
-                   help="update distance per sample (Frobenius norm); default 0.5, or the toy world's tuned value")
+    g.add_argument(
+        "--rho",
+        type=float,
+        default=None,
+        help="update distance per sample (Frobenius norm); default 0.5, or the toy world's tuned value",
+    )
     sched = g.add_mutually_exclusive_group()
-    sched.add_argument("--update-every", type=int, default=None, help="update at loop indices i %% N == 0 (default 10, or the toy world's tuned value)")
+    sched.add_argument(
+        "--update-every",
+        type=int,
+        default=None,
+        help="update at loop indices i %% N == 0 (default 10, or the toy world's tuned value)",
+    )
     sched.add_argument("--update-steps", type=int_list, default=None, help="explicit loop indices, e.g. 0,10,20")
     g.add_argument("--grad-steps", type=int, default=1, help="gradient steps per update step")
-    g.add_argument("--anchor", choices=["previous", "original"], default="previous",
-                   help="previous: accumulate updates (reference); original: re-anchor to the prompt embedding")
+    g.add_argument(
+        "--anchor",
+        choices=["previous", "original"],
+        default="previous",
+        help="previous: accumulate updates (reference); original: re-anchor to the prompt embedding",
+    )
     g.add_argument("--prior-weight", type=float, default=0.0, help="weight of mean((c - c_org)^2) in the loss")
 
 
@@ -76,8 +89,10 @@ def load_reward(spec: str, device: str):
             return ImageRewardReward.from_pretrained(source or None, device=device)
         if kind == "aesthetic":
             return AestheticReward.from_pretrained(source or None, device=device)
-        raise CLIError(f"unknown reward {term!r}; use clip, clip-l, clip:ID_OR_PATH, pickscore[:ID], "
-                       "imagereward[:DIR], aesthetic[:FILE], or weighted sums like 0.5*clip+1*imagereward")
+        raise CLIError(
+            f"unknown reward {term!r}; use clip, clip-l, clip:ID_OR_PATH, pickscore[:ID], "
+            "imagereward[:DIR], aesthetic[:FILE], or weighted sums like 0.5*clip+1*imagereward"
+        )
 
     terms = [t.strip() for t in spec.split("+") if t.strip()]
     weighted = []

@@ -6,13 +6,22 @@ import argparse
 import json
 from pathlib import Path
 
-from date_diffusion.cli.common import CLIError, add_date_arguments, date_config_from_args, flag_error, load_reward
-from date_diffusion.cli.common import resolve_device
+from date_diffusion.cli.common import (
+    CLIError,
+    add_date_arguments,
+    date_config_from_args,
+    flag_error,
+    load_reward,
+    resolve_device,
+)
 
 
 def add_parser(sub):
-    p = sub.add_parser("edit", help="edit an image with a target prompt (DDPM inversion; plain and DATE)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    p = sub.add_parser(
+        "edit",
+        help="edit an image with a target prompt (DDPM inversion; plain and DATE)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("image", help="the image to edit (any size; resized to the model's resolution)")
     p.add_argument("--source-prompt", required=True, help="describes the image as it is")
     p.add_argument("--target-prompt", required=True, help="describes the image wanted")
@@ -63,9 +72,18 @@ def run(args) -> int:
     reward = load_reward(args.reward, device)
 
     def run_edit(target, cfg_tar, cfg):
-        return pipe.edit(image, args.source_prompt, target, num_inference_steps=args.steps, skip=args.skip,
-                         cfg_src=args.cfg_src, cfg_tar=cfg_tar, generator=torch.Generator().manual_seed(args.seed),
-                         date=cfg, reward=reward if cfg is not None else None)  # fmt: skip
+        return pipe.edit(
+            image,
+            args.source_prompt,
+            target,
+            num_inference_steps=args.steps,
+            skip=args.skip,
+            cfg_src=args.cfg_src,
+            cfg_tar=cfg_tar,
+            generator=torch.Generator().manual_seed(args.seed),
+            date=cfg,
+            reward=reward if cfg is not None else None,
+        )
 
     recon = run_edit(args.source_prompt, args.cfg_src, None).images[0]
     plain = run_edit(args.target_prompt, args.cfg_tar, None).images[0]
@@ -78,10 +96,21 @@ def run(args) -> int:
     for k, name in enumerate(("input", "plain", "date")):
         grid.paste(files[name], (k * (size + 4), 0))
     grid.save(out / f"{stem}-grid.png")
-    meta = {"image": str(args.image), "source_prompt": args.source_prompt, "target_prompt": args.target_prompt,
-            "model": model, "steps": args.steps, "skip": args.skip, "cfg_src": args.cfg_src, "cfg_tar": args.cfg_tar,
-            "seed": args.seed, "reward": args.reward, "date": date.to_dict(), "trace": dated.traces[0],
-            "reconstruction_max_abs_diff": float(np.abs(np.asarray(recon, float) - np.asarray(image, float)).max() / 255)}  # fmt: skip
+    meta = {
+        "image": str(args.image),
+        "source_prompt": args.source_prompt,
+        "target_prompt": args.target_prompt,
+        "model": model,
+        "steps": args.steps,
+        "skip": args.skip,
+        "cfg_src": args.cfg_src,
+        "cfg_tar": args.cfg_tar,
+        "seed": args.seed,
+        "reward": args.reward,
+        "date": date.to_dict(),
+        "trace": dated.traces[0],
+        "reconstruction_max_abs_diff": float(np.abs(np.asarray(recon, float) - np.asarray(image, float)).max() / 255),
+    }
     judge = toy_judge(model)
     if judge is not None:
         meta["evaluator"] = {k: judge(files[k], args.target_prompt) for k in ("plain", "date")}

@@ -9,22 +9,36 @@ import re
 from pathlib import Path
 
 from date_diffusion.cli.common import (
-    CLIError, add_date_arguments, date_config_from_args, flag_error, load_reward, resolve_device,
-)  # fmt: skip
+    CLIError,
+    add_date_arguments,
+    date_config_from_args,
+    flag_error,
+    load_reward,
+    resolve_device,
+)
 from date_diffusion.hub import TOY_PIPELINE, model_defaults
 from date_diffusion.schedulers import SCHEDULERS
 
 
 def add_parser(sub):
-    p = sub.add_parser("generate", help="generate images with DATE", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "generate", help="generate images with DATE", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("prompts", nargs="+", metavar="PROMPT", help="one or more prompts")
     p.add_argument("--model", default=None, help="diffusers Stable Diffusion folder or hub id (default: the toy world)")
-    p.add_argument("--reward", default="clip", help="reward: clip (toy CLIP), clip:ID_OR_PATH, or weighted "
-                   "sums like 0.5*clip:PATH_A+1*clip:PATH_B")  # fmt: skip
+    p.add_argument(
+        "--reward",
+        default="clip",
+        help="reward: clip (toy CLIP), clip:ID_OR_PATH, or weighted sums like 0.5*clip:PATH_A+1*clip:PATH_B",
+    )
     add_date_arguments(p)
     p.add_argument("--steps", type=int, default=50, help="number of sampling steps")
-    p.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance scale (default: paper's 8, or the toy world's tuned value)")
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale (default: paper's 8, or the toy world's tuned value)",
+    )
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--scheduler", default=None, help=f"one of {', '.join(SCHEDULERS)} (default: the model's own)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k")
@@ -37,9 +51,12 @@ def add_parser(sub):
     p.add_argument("--out", default="outputs", help="output folder")
     p.add_argument("--compare", action="store_true", help="also sample with fixed embeddings (same seed); grid")
     p.add_argument("--save-embeddings", action="store_true", help="also write the embeddings as .safetensors")
-    p.add_argument("--reward-decoder", default=None,
-                   help="APPROXIMATE: decode x0_hat for the reward with a tiny decoder: 'tiny' (the family's TAESD; "
-                        "the toy world's own) or a folder / hub id")
+    p.add_argument(
+        "--reward-decoder",
+        default=None,
+        help="APPROXIMATE: decode x0_hat for the reward with a tiny decoder: 'tiny' (the family's TAESD; "
+        "the toy world's own) or a folder / hub id",
+    )
     p.add_argument("--gradient-checkpointing", action="store_true", help="less memory in update steps, same result")
     p.set_defaults(func=run)
     return p
@@ -130,10 +147,17 @@ def run(args) -> int:
             if cfg is not None:
                 extra.update(reward_decoder=decoder, gradient_checkpointing=args.gradient_checkpointing)
             res = pipe(
-                prompt=[p for _, p, _ in batch], height=args.height, width=args.width,
-                num_inference_steps=args.steps, guidance_scale=args.guidance, generator=gens, date=cfg,
-                reward=reward if cfg is not None else None, save_embeddings=emb_path, **extra,
-            )  # fmt: skip
+                prompt=[p for _, p, _ in batch],
+                height=args.height,
+                width=args.width,
+                num_inference_steps=args.steps,
+                guidance_scale=args.guidance,
+                generator=gens,
+                date=cfg,
+                reward=reward if cfg is not None else None,
+                save_embeddings=emb_path,
+                **extra,
+            )
             results[kind] = res
             bar.update(len(batch))
         if args.save_embeddings:
@@ -142,16 +166,28 @@ def run(args) -> int:
             batch_embeddings = load_file(emb_path)
         for j, (idx, prompt, seed) in enumerate(batch):
             stem = f"{idx:03d}-{slug(prompt)}-s{seed}"
-            meta = {"prompt": prompt, "seed": seed, "model": model, "scheduler": type(pipe.scheduler).__name__,
-                    "steps": args.steps, "guidance_scale": args.guidance, "negative_prompt": args.negative_prompt,
-                    "reward": args.reward, "dtype": args.dtype, "date": date.to_dict(),
-                    "reward_decoder": args.reward_decoder, "gradient_checkpointing": args.gradient_checkpointing,
-                    "trace": results["date"].traces[j]}  # fmt: skip
+            meta = {
+                "prompt": prompt,
+                "seed": seed,
+                "model": model,
+                "scheduler": type(pipe.scheduler).__name__,
+                "steps": args.steps,
+                "guidance_scale": args.guidance,
+                "negative_prompt": args.negative_prompt,
+                "reward": args.reward,
+                "dtype": args.dtype,
+                "date": date.to_dict(),
+                "reward_decoder": args.reward_decoder,
+                "gradient_checkpointing": args.gradient_checkpointing,
+                "trace": results["date"].traces[j],
+            }
             img = results["date"].images[j]
             img.save(out / f"{stem}.png")
             if args.save_embeddings:
-                save_file({k: v[j : j + 1].contiguous() for k, v in batch_embeddings.items()},
-                          out / f"{stem}-embeddings.safetensors")  # fmt: skip
+                save_file(
+                    {k: v[j : j + 1].contiguous() for k, v in batch_embeddings.items()},
+                    out / f"{stem}-embeddings.safetensors",
+                )
                 meta["embeddings"] = f"{stem}-embeddings.safetensors"
             lines = [f"[{idx}] {prompt!r} seed {seed} -> {out / (stem + '.png')}"]
             if judge is not None:
@@ -191,7 +227,9 @@ def describe(meta: dict) -> list[str]:
     for u in meta["trace"]["updates"]:
         after = f" -> {u['reward_after']:.4f}" if "reward_after" in u else ""
         note = " (skipped: zero or non-finite gradient)" if u["skipped"] else ""
-        lines.append(f"    step {u['step']:3d}: reward {u['reward_before']:.4f}{after}, moved {u['update_norm']:.3f}{note}")
+        lines.append(
+            f"    step {u['step']:3d}: reward {u['reward_before']:.4f}{after}, moved {u['update_norm']:.3f}{note}"
+        )
     for kind, verdict in meta.get("evaluator", {}).items():
         lines.append(f"    evaluator ({kind}): {'PASS' if verdict['pass'] else 'FAIL'} {verdict['aspects']}")
     return lines

@@ -10,16 +10,21 @@ from pathlib import Path
 def add_parser(sub):
     p = sub.add_parser("toyworld", help="the toy world: train its models")
     tsub = p.add_subparsers(dest="toy_command", required=True)
-    t = tsub.add_parser("train", help="train every toy-world model (resumable)",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    t = tsub.add_parser(
+        "train", help="train every toy-world model (resumable)", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     t.add_argument("--out", required=True, help="output folder (re-running resumes from its checkpoints)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     t.add_argument("--smoke", action="store_true", help="a few steps of each stage on a few images (CI)")
-    t.add_argument("--unet-stop-at", type=int, default=None,
-                   help="stop the UNet at this step (the shipped model: see toyworld.json); the LR schedule stays "
-                        "that of the full run")
+    t.add_argument(
+        "--unet-stop-at",
+        type=int,
+        default=None,
+        help="stop the UNet at this step (the shipped model: see toyworld.json); the LR schedule stays "
+        "that of the full run",
+    )
     fz = tsub.add_parser("finalize", help="assemble the pipeline from the UNet's latest checkpoint (EMA weights)")
     fz.add_argument("--out", required=True)
     fz.set_defaults(func=run_finalize)

@@ -64,9 +64,10 @@ class DATEConfig:
             self.update_every = None
         elif self.update_every is None:
             raise ValueError("no update schedule: set update_every (>= 1), update_steps or update_intervals")
-        if self.update_every is not None and (isinstance(self.update_every, bool) or
-                                              not isinstance(self.update_every, int) or self.update_every < 1):
-            raise ValueError(f"update_every must be an integer >= 1, got {self.update_every!r}")  # fmt: skip
+        if self.update_every is not None and (
+            isinstance(self.update_every, bool) or not isinstance(self.update_every, int) or self.update_every < 1
+        ):
+            raise ValueError(f"update_every must be an integer >= 1, got {self.update_every!r}")
         if self.update_steps is not None:
             self.update_steps = tuple(self.update_steps)
             if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in self.update_steps):
@@ -86,7 +87,11 @@ class DATEConfig:
             raise ValueError(f"reward_target must be one of {REWARD_TARGETS}, got {self.reward_target!r}")
         if not isinstance(self.normalize, bool):
             raise ValueError(f"normalize must be True or False, got {self.normalize!r}")
-        if not isinstance(self.prior_weight, (int, float)) or not math.isfinite(self.prior_weight) or self.prior_weight < 0:
+        if (
+            not isinstance(self.prior_weight, (int, float))
+            or not math.isfinite(self.prior_weight)
+            or self.prior_weight < 0
+        ):
             raise ValueError(f"prior_weight must be a finite number >= 0, got {self.prior_weight!r}")
 
     def update_indices(self, num_loop_steps: int) -> list[int]:

@@ -44,8 +44,10 @@ def date_update(
     if anchor not in ("previous", "original"):
         raise ValueError(f"anchor must be 'previous' or 'original', got {anchor!r}")
     if loss_grad.shape != embeds.shape or original.shape != embeds.shape:
-        raise ValueError(f"shapes differ: embeds {tuple(embeds.shape)}, original {tuple(original.shape)}, "
-                         f"loss_grad {tuple(loss_grad.shape)}")  # fmt: skip
+        raise ValueError(
+            f"shapes differ: embeds {tuple(embeds.shape)}, original {tuple(original.shape)}, "
+            f"loss_grad {tuple(loss_grad.shape)}"
+        )
     work = torch.promote_types(loss_grad.dtype, torch.float32)  # half precision steps in float32
     g = loss_grad.to(work)
     if prior_weight:

@@ -44,16 +44,21 @@ def invert(pipe, x0: torch.Tensor, cond, uncond, guidance: float, sched: DDIMSch
     ts = sched.timesteps
     acp = sched.alphas_cumprod.to(x0.device)
     if isinstance(generator, list):  # one stream per image: an edit does not depend on its batch
-        noises = [torch.stack([torch.randn(x0.shape[1:], generator=g, dtype=x0.dtype) for g in generator]).to(x0.device)
-                  for _ in ts]  # fmt: skip
+        noises = [
+            torch.stack([torch.randn(x0.shape[1:], generator=g, dtype=x0.dtype) for g in generator]).to(x0.device)
+            for _ in ts
+        ]
     else:
         noises = [torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device) for _ in ts]
     xts = [acp[t].sqrt() * x0 + (1 - acp[t]).sqrt() * n for t, n in zip(ts, noises)] + [x0]
     zs = []
     for i, t in enumerate(ts):
         x = xts[i]
-        out = pipe.unet(torch.cat([x, x]) if uncond is not None else x, t,
-                        encoder_hidden_states=torch.cat([uncond, cond]) if uncond is not None else cond).sample  # fmt: skip
+        out = pipe.unet(
+            torch.cat([x, x]) if uncond is not None else x,
+            t,
+            encoder_hidden_states=torch.cat([uncond, cond]) if uncond is not None else cond,
+        ).sample
         eps = guided(*out.chunk(2), guidance) if uncond is not None else out
         mean = sched.step(eps, t, x, eta=1.0, variance_noise=torch.zeros_like(x)).prev_sample
         zs.append((xts[i + 1] - mean) / _std(sched, t))

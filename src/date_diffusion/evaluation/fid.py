@@ -32,15 +32,21 @@ class CLIPImageFeatures(nn.Module):
         return F.normalize(clip_features(self.clip.get_image_features(pixel_values=pixels)), dim=-1).double()
 
 
-def frechet_distance(real: Iterable[torch.Tensor], fake: Iterable[torch.Tensor], feature: nn.Module | None = None,
-                     inception_weights: str | None = None) -> float:  # fmt: skip
+def frechet_distance(
+    real: Iterable[torch.Tensor],
+    fake: Iterable[torch.Tensor],
+    feature: nn.Module | None = None,
+    inception_weights: str | None = None,
+) -> float:
     """FID between two streams of uint8 NCHW batches; `feature=None` means Inception (needs its weights)."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     if feature is None:
         if inception_weights is None:
-            raise ValueError("Inception FID needs torch-fidelity's weights file: pass inception_weights=PATH "
-                             "(pt_inception-2015-12-05-6726825d.pth), or use CLIP features")  # fmt: skip
+            raise ValueError(
+                "Inception FID needs torch-fidelity's weights file: pass inception_weights=PATH "
+                "(pt_inception-2015-12-05-6726825d.pth), or use CLIP features"
+            )
         metric = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=inception_weights)
     else:
         metric = FrechetInceptionDistance(feature=feature)

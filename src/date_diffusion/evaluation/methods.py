@@ -1,13 +1,13 @@
 """Method specs shared by the evaluation commands.
 
-  fixed                 fixed embeddings, the run's step count
-  fixed@K               fixed embeddings, K steps (compute-matched baseline)
-  date:KEY=V,...        DATE; keys: rho, every, steps (0;10;20), grad, anchor, prior, and the paper's ablations
-                        direction=random, normalize=0, target=next
-  ug:scale=S,every=N    data-space reward guidance (embedding fixed)
-  best-of-N             N fixed-embedding samples per (prompt, seed), the one the reward likes best
-  ae[:res=R,iters=N,scale=S]       Attend-and-Excite (subject tokens found automatically; SD 1.x/2.x)
-  date+ae:KEY=V,...     DATE and Attend-and-Excite in the same run (DATE keys and res, iters, scale)
+fixed                 fixed embeddings, the run's step count
+fixed@K               fixed embeddings, K steps (compute-matched baseline)
+date:KEY=V,...        DATE; keys: rho, every, steps (0;10;20), grad, anchor, prior, and the paper's ablations
+                      direction=random, normalize=0, target=next
+ug:scale=S,every=N    data-space reward guidance (embedding fixed)
+best-of-N             N fixed-embedding samples per (prompt, seed), the one the reward likes best
+ae[:res=R,iters=N,scale=S]       Attend-and-Excite (subject tokens found automatically; SD 1.x/2.x)
+date+ae:KEY=V,...     DATE and Attend-and-Excite in the same run (DATE keys and res, iters, scale)
 """
 
 from __future__ import annotations
@@ -18,16 +18,24 @@ from dataclasses import dataclass
 from date_diffusion.core.config import DATEConfig
 
 _DATE_KEYS = {
-    "rho": ("rho", float), "every": ("update_every", int), "grad": ("grad_steps", int), "anchor": ("anchor", str),
-    "prior": ("prior_weight", float), "steps": ("update_steps", lambda v: [int(x) for x in v.split(";") if x]),
-    "direction": ("direction", str), "normalize": ("normalize", lambda v: v not in ("0", "false", "False")),
+    "rho": ("rho", float),
+    "every": ("update_every", int),
+    "grad": ("grad_steps", int),
+    "anchor": ("anchor", str),
+    "prior": ("prior_weight", float),
+    "steps": ("update_steps", lambda v: [int(x) for x in v.split(";") if x]),
+    "direction": ("direction", str),
+    "normalize": ("normalize", lambda v: v not in ("0", "false", "False")),
     "target": ("reward_target", str),
-}  # fmt: skip
+}
 # method options that are not DATE settings: the approximate reward decoder
 _RUN_KEYS = {"decoder": str}
 _UG_KEYS = {"scale": float, "every": int}
-_AE_KEYS = {"res": ("attn_res", lambda v: (int(v), int(v))), "iters": ("max_iter_to_alter", int),
-            "scale": ("scale_factor", float)}  # fmt: skip
+_AE_KEYS = {
+    "res": ("attn_res", lambda v: (int(v), int(v))),
+    "iters": ("max_iter_to_alter", int),
+    "scale": ("scale_factor", float),
+}
 
 
 @dataclass(frozen=True)
@@ -77,23 +85,29 @@ def parse_method(spec: str) -> Method:
         items = [x for x in body.split(",") if x]
         run = _settings(spec, ",".join(x for x in items if x.partition("=")[0] in _RUN_KEYS), _RUN_KEYS)
         body = ",".join(x for x in items if x.partition("=")[0] not in _RUN_KEYS)
-        return Method(spec, "date", date=DATEConfig(**_settings(spec, body, _DATE_KEYS)),
-                      reward_decoder=run.get("decoder"))  # fmt: skip
+        return Method(
+            spec, "date", date=DATEConfig(**_settings(spec, body, _DATE_KEYS)), reward_decoder=run.get("decoder")
+        )
     if name == "ae":
         return Method(spec, "ae", ae={"token_indices": "auto", **_settings(spec, body, _AE_KEYS)})
     if name == "date+ae":
         items = [x for x in body.split(",") if x]
         ae_part = ",".join(x for x in items if x.partition("=")[0] in _AE_KEYS)
         date_part = ",".join(x for x in items if x.partition("=")[0] not in _AE_KEYS)
-        return Method(spec, "date", date=DATEConfig(**_settings(spec, date_part, _DATE_KEYS)),
-                      ae={"token_indices": "auto", **_settings(spec, ae_part, _AE_KEYS)})  # fmt: skip
+        return Method(
+            spec,
+            "date",
+            date=DATEConfig(**_settings(spec, date_part, _DATE_KEYS)),
+            ae={"token_indices": "auto", **_settings(spec, ae_part, _AE_KEYS)},
+        )
     if name == "ug":
         kw = _settings(spec, body, _UG_KEYS)
         if "scale" not in kw:
             raise ValueError(f"{spec!r} needs a scale, e.g. ug:scale=20")
         return Method(spec, "ug", ug_scale=kw["scale"], ug_every=kw.get("every", 1))
-    raise ValueError(f"unknown method {spec!r}; use fixed, fixed@K, date:rho=R,every=N, ug:scale=S, best-of-N, ae, "
-                     "date+ae")
+    raise ValueError(
+        f"unknown method {spec!r}; use fixed, fixed@K, date:rho=R,every=N, ug:scale=S, best-of-N, ae, date+ae"
+    )
 
 
 def parse_methods(text: str) -> list[Method]:

@@ -21,8 +21,12 @@ def machine() -> str:
 
 def run_one(config: dict) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(config["threads"])}
-    res = subprocess.run([sys.executable, "-m", "date_diffusion.perf.worker", json.dumps(config)], env=env,
-                         capture_output=True, text=True)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "date_diffusion.perf.worker", json.dumps(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if res.returncode != 0:
         raise RuntimeError(f"bench-perf worker failed for {config['variant']}:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -50,12 +54,15 @@ def summarize(runs: list[dict], variants: list[str], memory_key: str) -> dict:
 
 
 def table(summary: dict, header: dict, memory_key: str) -> str:
-    lines = [f"bench-perf: model {header['model']}, {header['steps']} steps, update every {header['update_every']} "
-             f"({header['n_updates']} update step(s)), CFG 8, {header['dtype']}, device {header['device']}, "
-             f"{header['threads']} thread(s), {header['repeats']} runs each (median [min, max])",
-             f"machine: {header['machine']}", "",
-             f"| variant | total s | normal step s | update step s | {memory_key} | time / fixed | memory / fixed |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"bench-perf: model {header['model']}, {header['steps']} steps, update every {header['update_every']} "
+        f"({header['n_updates']} update step(s)), CFG 8, {header['dtype']}, device {header['device']}, "
+        f"{header['threads']} thread(s), {header['repeats']} runs each (median [min, max])",
+        f"machine: {header['machine']}",
+        "",
+        f"| variant | total s | normal step s | update step s | {memory_key} | time / fixed | memory / fixed |",
+        "|---|---|---|---|---|---|---|",
+    ]
 
     def cell(entry, key, fmt="{:.2f}"):
         if key not in entry:
@@ -64,9 +71,11 @@ def table(summary: dict, header: dict, memory_key: str) -> str:
         return f"{fmt.format(e['median'])} [{fmt.format(e['min'])}, {fmt.format(e['max'])}]"
 
     for v, e in summary.items():
-        lines.append(f"| {v} | {cell(e, 'total_s')} | {cell(e, 'normal_step_s', '{:.3f}')} | "
-                     f"{cell(e, 'update_step_s', '{:.3f}')} | {cell(e, memory_key, '{:.0f}')} | "
-                     f"{e.get('time_ratio', 1.0):.3f} | {e.get('memory_ratio', 1.0):.3f} |")  # fmt: skip
+        lines.append(
+            f"| {v} | {cell(e, 'total_s')} | {cell(e, 'normal_step_s', '{:.3f}')} | "
+            f"{cell(e, 'update_step_s', '{:.3f}')} | {cell(e, memory_key, '{:.0f}')} | "
+            f"{e.get('time_ratio', 1.0):.3f} | {e.get('memory_ratio', 1.0):.3f} |"
+        )
     for v, e in summary.items():
         if "update_parts_s" in e:
             parts = ", ".join(f"{k} {s:.3f}" for k, s in e["update_parts_s"].items())
@@ -74,25 +83,60 @@ def table(summary: dict, header: dict, memory_key: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def bench_perf(model: str, out: Path | None, repeats: int = 3, steps: int = 10, update_every: int = 10,
-               variants=("fixed", "date", "date-checkpointing"), device: str = "cpu", dtype: str = "float32",
-               threads: int = 1, reward: str | None = None, tiny_decoder: str | None = None) -> dict:  # fmt: skip
+def bench_perf(
+    model: str,
+    out: Path | None,
+    repeats: int = 3,
+    steps: int = 10,
+    update_every: int = 10,
+    variants=("fixed", "date", "date-checkpointing"),
+    device: str = "cpu",
+    dtype: str = "float32",
+    threads: int = 1,
+    reward: str | None = None,
+    tiny_decoder: str | None = None,
+) -> dict:
     runs = []
     variants = list(variants)
     for r in range(repeats):
         order = variants[r % len(variants) :] + variants[: r % len(variants)]  # rotate: no variant always first
         for v in order:
-            runs.append(run_one(dict(model=model, variant=v, steps=steps, update_every=update_every, device=device,
-                                     dtype=dtype, threads=threads, reward=reward, tiny_decoder=tiny_decoder)))  # fmt: skip
+            runs.append(
+                run_one(
+                    dict(
+                        model=model,
+                        variant=v,
+                        steps=steps,
+                        update_every=update_every,
+                        device=device,
+                        dtype=dtype,
+                        threads=threads,
+                        reward=reward,
+                        tiny_decoder=tiny_decoder,
+                    )
+                )
+            )
     memory_key = "cuda_max_allocated_mb" if device.startswith("cuda") else "peak_rss_mb"
     summary = summarize(runs, variants, memory_key)
-    header = dict(model=model, reward=reward, steps=steps, update_every=update_every, n_updates=len(range(0, steps, update_every)),
-                  dtype=dtype, device=device, threads=threads, repeats=repeats, machine=machine())  # fmt: skip
+    header = dict(
+        model=model,
+        reward=reward,
+        steps=steps,
+        update_every=update_every,
+        n_updates=len(range(0, steps, update_every)),
+        dtype=dtype,
+        device=device,
+        threads=threads,
+        repeats=repeats,
+        machine=machine(),
+    )
     text = table(summary, header, memory_key)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         name = model.replace("/", "_")
-        (out / f"perf-{name}.json").write_text(json.dumps({"header": header, "summary": summary, "runs": runs}, indent=1))
+        (out / f"perf-{name}.json").write_text(
+            json.dumps({"header": header, "summary": summary, "runs": runs}, indent=1)
+        )
         (out / f"perf-{name}.md").write_text(text)
     return {"header": header, "summary": summary, "runs": runs, "markdown": text}

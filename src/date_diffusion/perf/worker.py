@@ -22,8 +22,18 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def measure(model: str, variant: str, steps: int, update_every: int, device: str, dtype: str, threads: int,
-            seed: int = 0, tiny_decoder: str | None = None, reward: str | None = None) -> dict:  # fmt: skip
+def measure(
+    model: str,
+    variant: str,
+    steps: int,
+    update_every: int,
+    device: str,
+    dtype: str,
+    threads: int,
+    seed: int = 0,
+    tiny_decoder: str | None = None,
+    reward: str | None = None,
+) -> dict:
     torch.set_num_threads(threads)
     from date_diffusion.core.config import DATEConfig
     from date_diffusion.perf.models import load
@@ -43,7 +53,9 @@ def measure(model: str, variant: str, steps: int, update_every: int, device: str
             t0 = time.perf_counter()
             out = fn(*args, **kwargs)
             _sync(device)
-            events.append((t0, time.perf_counter() - t0, f"{name} ({'grad' if torch.is_grad_enabled() else 'no grad'})"))
+            events.append(
+                (t0, time.perf_counter() - t0, f"{name} ({'grad' if torch.is_grad_enabled() else 'no grad'})")
+            )
             return out
 
         return wrapper
@@ -68,10 +80,20 @@ def measure(model: str, variant: str, steps: int, update_every: int, device: str
 
     _sync(device)
     t0 = time.perf_counter()
-    out = pipe("a photo of a cat and a dog", height=size, width=size, num_inference_steps=steps, guidance_scale=8.0,
-               generator=gen, output_type="latent", date=date, reward=reward if date else None,
-               gradient_checkpointing=variant == "date-checkpointing", reward_decoder=decoder,
-               callback_on_step_end=on_step)  # fmt: skip
+    out = pipe(
+        "a photo of a cat and a dog",
+        height=size,
+        width=size,
+        num_inference_steps=steps,
+        guidance_scale=8.0,
+        generator=gen,
+        output_type="latent",
+        date=date,
+        reward=reward if date else None,
+        gradient_checkpointing=variant == "date-checkpointing",
+        reward_decoder=decoder,
+        callback_on_step_end=on_step,
+    )
     _sync(device)
     total = time.perf_counter() - t0
     durations = [b - a for a, b in zip([t0] + stamps[:-1], stamps)]
@@ -79,12 +101,20 @@ def measure(model: str, variant: str, steps: int, update_every: int, device: str
     normal = [d for i, d in enumerate(durations) if i not in updates]
     update = [d for i, d in enumerate(durations) if i in updates]
     result = {
-        "model": model, "variant": variant, "steps": steps, "update_steps": sorted(updates), "size": size,
-        "device": device, "dtype": dtype, "threads": threads, "total_s": total,
+        "model": model,
+        "variant": variant,
+        "steps": steps,
+        "update_steps": sorted(updates),
+        "size": size,
+        "device": device,
+        "dtype": dtype,
+        "threads": threads,
+        "total_s": total,
         "normal_step_s": sorted(normal)[len(normal) // 2] if normal else None,
         "update_step_s": sum(update) / len(update) if update else None,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_after_load_mb": rss_loaded,
-    }  # fmt: skip
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_after_load_mb": rss_loaded,
+    }
     if str(device).startswith("cuda"):
         result["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     if update:

@@ -66,8 +66,13 @@ def pack_conditioning(cond_parts, uncond_parts, adapted: list[bool]) -> PackedCo
     uncond = pack(*uncond_parts) if uncond_parts is not None else None
     mask = None
     if not all(adapted):
-        mask = torch.cat([torch.full((1, p[0].numel()), float(a), dtype=cond.dtype, device=cond.device)
-                          for p, a in zip(cond_parts, adapted)], dim=1)  # fmt: skip
+        mask = torch.cat(
+            [
+                torch.full((1, p[0].numel()), float(a), dtype=cond.dtype, device=cond.device)
+                for p, a in zip(cond_parts, adapted)
+            ],
+            dim=1,
+        )
     return PackedConditioning(cond, uncond, mask, [tuple(p.shape[1:]) for p in cond_parts])
 
 
@@ -76,8 +81,11 @@ class DATEPipelineMixin:
 
     def _date_prepare(self, prompt, prompt_embeds, num_images_per_prompt, date, reward, reward_prompt, ug_scale):
         """Validate DATE arguments early; returns (updating, batch_size, texts the reward scores against)."""
-        if isinstance(prompt, str) and not prompt.strip() or isinstance(prompt, list) and not all(
-            isinstance(p, str) and p.strip() for p in prompt
+        if (
+            isinstance(prompt, str)
+            and not prompt.strip()
+            or isinstance(prompt, list)
+            and not all(isinstance(p, str) and p.strip() for p in prompt)
         ):
             raise ValueError("`prompt` is empty: give a non-empty text (or `prompt_embeds`)")
         batch_size = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else prompt_embeds.shape[0]
@@ -89,6 +97,28 @@ class DATEPipelineMixin:
             raise ValueError("with `prompt_embeds`, pass `reward_prompt` (the text the reward scores against)")
         texts = [p for p in _as_list(texts, batch_size, "reward_prompt") for _ in range(num_images_per_prompt)]
         return updating, batch_size, texts
+
+    def _step_callback(self, callback, tensor_inputs, packed: PackedConditioning | None, names=(), fixed=None):
+        """diffusers' `callback_on_step_end` over the loop's tensors: the current conditioning is unpacked into
+        the family's names (e.g. prompt_embeds, add_text_embeds); `fixed` adds tensors that never change."""
+        if callback is None:
+            return None
+
+        def on_step_end(i, t, tensors):
+            available = {"latents": tensors["latents"], **(fixed or {})}
+            if packed is not None:
+                available.update(zip(names, packed.parts(tensors["prompt_embeds"])))
+            else:
+                available["prompt_embeds"] = tensors["prompt_embeds"]
+            return callback(self, i, t, {k: available[k] for k in tensor_inputs})
+
+        return on_step_end
+
+    def _finish(self, image, traces, texts, return_dict: bool, nsfw=None):
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return image, nsfw, traces
+        return DATEPipelineOutput(images=image, nsfw_content_detected=nsfw, traces=traces, prompts=texts)
 
     @staticmethod
     def _vae_input(latents: torch.Tensor, decoder) -> torch.Tensor:
@@ -108,11 +138,34 @@ class DATEPipelineMixin:
         image = decoder.decode(self._vae_input(x0_latents.to(decoder.dtype), decoder)).sample
         return image.float() / 2 + 0.5
 
-    def _date_run(self, *, denoiser, denoise, latents, cond, uncond, guidance_scale: float, prediction_type: str,
-                  date: DATEConfig | None, updating: bool, reward, texts, generator, step_kwargs=None,
-                  ug_scale=None, ug_every: int = 1, gradient_checkpointing: bool = False, reward_decoder=None,
-                  to_image=None, save_embeddings=None, on_step_end=None, adapt_mask=None, timesteps=None,
-                  pre_step=None, frozen=()) -> tuple[SampleResult, list[dict]]:  # fmt: skip
+    def _date_run(
+        self,
+        *,
+        denoiser,
+        denoise,
+        latents,
+        cond,
+        uncond,
+        guidance_scale: float,
+        prediction_type: str,
+        date: DATEConfig | None,
+        updating: bool,
+        reward,
+        texts,
+        generator,
+        step_kwargs=None,
+        ug_scale=None,
+        ug_every: int = 1,
+        gradient_checkpointing: bool = False,
+        reward_decoder=None,
+        to_image=None,
+        save_embeddings=None,
+        on_step_end=None,
+        adapt_mask=None,
+        timesteps=None,
+        pre_step=None,
+        frozen=(),
+    ) -> tuple[SampleResult, list[dict]]:
         """Freeze, set up decoding/reward/guidance, run the loop; returns the result and per-image traces.
 
         `denoiser`: the model module (for checkpointing); `to_image(x0_latents) -> latents the VAE decodes`
@@ -120,8 +173,14 @@ class DATEPipelineMixin:
         for module in (denoiser, self.vae, reward, reward_decoder, *frozen):
             if module is not None:
                 module.requires_grad_(False)
-        checkpointed = [m for m in (denoiser, self.vae, reward_decoder) if gradient_checkpointing and m is not None
-                        and getattr(m, "_supports_gradient_checkpointing", False) and not m.is_gradient_checkpointing]  # fmt: skip
+        checkpointed = [
+            m
+            for m in (denoiser, self.vae, reward_decoder)
+            if gradient_checkpointing
+            and m is not None
+            and getattr(m, "_supports_gradient_checkpointing", False)
+            and not m.is_gradient_checkpointing
+        ]
         for m in checkpointed:
             m.enable_gradient_checkpointing()  # active only where gradients are, i.e. inside update steps
 
@@ -135,9 +194,17 @@ class DATEPipelineMixin:
         if ug_scale:
             from date_diffusion.sampling.guidance import universal_guidance
 
-            guide = universal_guidance(scheduler=self.scheduler, denoise=denoise, decode=decode, reward=score,
-                                       uncond_embeds=uncond, guidance_scale=guidance_scale, scale=ug_scale,
-                                       every=ug_every, prediction_type=prediction_type)  # fmt: skip
+            guide = universal_guidance(
+                scheduler=self.scheduler,
+                denoise=denoise,
+                decode=decode,
+                reward=score,
+                uncond_embeds=uncond,
+                guidance_scale=guidance_scale,
+                scale=ug_scale,
+                every=ug_every,
+                prediction_type=prediction_type,
+            )
         # the random-direction ablation draws from its own stream per image, never the sampler's noise
         direction_gens = None
         if isinstance(generator, list):
@@ -146,13 +213,26 @@ class DATEPipelineMixin:
             n_steps = len(self.scheduler.timesteps if timesteps is None else timesteps)
             with self.progress_bar(total=n_steps) as bar:
                 result = date_sample(
-                    scheduler=self.scheduler, denoise=denoise, latents=latents, cond_embeds=cond,
-                    uncond_embeds=uncond, guidance_scale=guidance_scale, prediction_type=prediction_type,
-                    date=date if updating else None, decode=decode, reward=score, step_kwargs=step_kwargs,
-                    keep_history=save_embeddings is not None, on_step_end=on_step_end, progress=bar.update,
-                    guide=guide, generators=direction_gens, adapt_mask=adapt_mask, timesteps=timesteps,
+                    scheduler=self.scheduler,
+                    denoise=denoise,
+                    latents=latents,
+                    cond_embeds=cond,
+                    uncond_embeds=uncond,
+                    guidance_scale=guidance_scale,
+                    prediction_type=prediction_type,
+                    date=date if updating else None,
+                    decode=decode,
+                    reward=score,
+                    step_kwargs=step_kwargs,
+                    keep_history=save_embeddings is not None,
+                    on_step_end=on_step_end,
+                    progress=bar.update,
+                    guide=guide,
+                    generators=direction_gens,
+                    adapt_mask=adapt_mask,
+                    timesteps=timesteps,
                     pre_step=pre_step,
-                )  # fmt: skip
+                )
         finally:
             for m in checkpointed:
                 m.disable_gradient_checkpointing()

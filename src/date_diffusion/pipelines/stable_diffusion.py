@@ -72,14 +72,26 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
         tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
-        self.check_inputs(prompt, height, width, None, negative_prompt, prompt_embeds, negative_prompt_embeds,
-                          None, None, tensor_inputs)  # fmt: skip
+        self.check_inputs(
+            prompt,
+            height,
+            width,
+            None,
+            negative_prompt,
+            prompt_embeds,
+            negative_prompt_embeds,
+            None,
+            None,
+            tensor_inputs,
+        )
         prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
         if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"scheduler prediction_type {prediction_type!r} is not supported; use one of "
-                             f"{PREDICTION_TYPES}")  # fmt: skip
-        updating, batch_size, texts = self._date_prepare(prompt, prompt_embeds, num_images_per_prompt, date, reward,
-                                                         reward_prompt, ug_scale)  # fmt: skip
+            raise ValueError(
+                f"scheduler prediction_type {prediction_type!r} is not supported; use one of {PREDICTION_TYPES}"
+            )
+        updating, batch_size, texts = self._date_prepare(
+            prompt, prompt_embeds, num_images_per_prompt, date, reward, reward_prompt, ug_scale
+        )
         n_images = batch_size * num_images_per_prompt
 
         self._guidance_scale = guidance_scale
@@ -89,13 +101,19 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
         self._interrupt = False
         device = self._execution_device
         cond, uncond = self.encode_prompt(
-            prompt, device, num_images_per_prompt, self.do_classifier_free_guidance, negative_prompt,
-            prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
-        )  # fmt: skip
+            prompt,
+            device,
+            num_images_per_prompt,
+            self.do_classifier_free_guidance,
+            negative_prompt,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+        )
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
-        latents = self.prepare_latents(n_images, self.unet.config.in_channels, height, width, cond.dtype, device,
-                                       generator, latents)  # fmt: skip
+        latents = self.prepare_latents(
+            n_images, self.unet.config.in_channels, height, width, cond.dtype, device, generator, latents
+        )
         step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         timestep_cond = None
         if self.unet.config.time_cond_proj_dim is not None:
@@ -106,29 +124,39 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
         self._num_timesteps = len(timesteps)
 
         def denoise(x, t, embeds):
-            return self.unet(x, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond,
-                             return_dict=False)[0]  # fmt: skip
+            return self.unet(x, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond, return_dict=False)[0]
 
-        def on_step_end(i, t, tensors):
-            if callback_on_step_end is None:
-                return None
-            available = {**tensors, "negative_prompt_embeds": uncond}
-            out = callback_on_step_end(self, i, t, {k: available[k] for k in tensor_inputs})
-            return out
+        on_step_end = self._step_callback(
+            callback_on_step_end, tensor_inputs, None, fixed={"negative_prompt_embeds": uncond}
+        )
 
         pre_step = None
         if attend_and_excite is not None:
             pre_step = self._attend_excite_hook(attend_and_excite, prompt, num_images_per_prompt, len(timesteps))
         try:
             result, traces = self._date_run(
-                denoiser=self.unet, denoise=denoise, latents=latents, cond=cond,
-                uncond=uncond if self.do_classifier_free_guidance else None, guidance_scale=guidance_scale,
-                prediction_type=prediction_type, date=date, updating=updating, reward=reward, texts=texts,
-                generator=generator, step_kwargs=step_kwargs, ug_scale=ug_scale, ug_every=ug_every,
-                gradient_checkpointing=gradient_checkpointing, reward_decoder=reward_decoder,
-                save_embeddings=save_embeddings, on_step_end=on_step_end, frozen=(self.text_encoder,),
+                denoiser=self.unet,
+                denoise=denoise,
+                latents=latents,
+                cond=cond,
+                uncond=uncond if self.do_classifier_free_guidance else None,
+                guidance_scale=guidance_scale,
+                prediction_type=prediction_type,
+                date=date,
+                updating=updating,
+                reward=reward,
+                texts=texts,
+                generator=generator,
+                step_kwargs=step_kwargs,
+                ug_scale=ug_scale,
+                ug_every=ug_every,
+                gradient_checkpointing=gradient_checkpointing,
+                reward_decoder=reward_decoder,
+                save_embeddings=save_embeddings,
+                on_step_end=on_step_end,
+                frozen=(self.text_encoder,),
                 pre_step=pre_step,
-            )  # fmt: skip
+            )
         finally:
             if pre_step is not None:
                 pre_step.close()
@@ -140,15 +168,13 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
         if output_type == "latent":
             image = result.latents
         else:
-            image = self.vae.decode(result.latents / self.vae.config.scaling_factor, return_dict=False,
-                                    generator=generator)[0]  # fmt: skip
+            image = self.vae.decode(
+                result.latents / self.vae.config.scaling_factor, return_dict=False, generator=generator
+            )[0]
             image, nsfw = self.run_safety_checker(image, device, cond.dtype)
             denormalize = [True] * image.shape[0] if nsfw is None else [not flagged for flagged in nsfw]
             image = self.image_processor.postprocess(image, output_type=output_type, do_denormalize=denormalize)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return image, nsfw, traces
-        return DATEPipelineOutput(images=image, nsfw_content_detected=nsfw, traces=traces, prompts=texts)
+        return self._finish(image, traces, texts, return_dict, nsfw)
 
     def _attend_excite_hook(self, options: dict, prompt, num_images_per_prompt: int, n_steps: int):
         from date_diffusion.sampling.attend_excite import AttendExcite, noun_token_indices
@@ -208,14 +234,24 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
         original_scheduler, self.scheduler = self.scheduler, sched
         try:
             result, traces = self._date_run(
-                denoiser=self.unet, denoise=lambda x, t, e: self.unet(x, t, encoder_hidden_states=e).sample,
-                latents=inv.xts[skip], cond=tar, uncond=tar_neg, guidance_scale=cfg_tar, prediction_type=
-                self.scheduler.config.get("prediction_type", "epsilon"), date=date, updating=updating,
-                reward=reward, texts=texts, generator=None, timesteps=inv.timesteps[skip:],
+                denoiser=self.unet,
+                denoise=lambda x, t, e: self.unet(x, t, encoder_hidden_states=e).sample,
+                latents=inv.xts[skip],
+                cond=tar,
+                uncond=tar_neg,
+                guidance_scale=cfg_tar,
+                prediction_type=self.scheduler.config.get("prediction_type", "epsilon"),
+                date=date,
+                updating=updating,
+                reward=reward,
+                texts=texts,
+                generator=None,
+                timesteps=inv.timesteps[skip:],
                 step_kwargs=lambda i: {"eta": 1.0, "variance_noise": inv.zs[skip + i]},
-                gradient_checkpointing=gradient_checkpointing, reward_decoder=reward_decoder,
+                gradient_checkpointing=gradient_checkpointing,
+                reward_decoder=reward_decoder,
                 frozen=(self.text_encoder,),
-            )  # fmt: skip
+            )
         finally:
             self.scheduler = original_scheduler
         image = self.vae.decode(result.latents / self.vae.config.scaling_factor).sample

@@ -16,7 +16,9 @@ class AestheticReward(Reward):
     def __init__(self, clip_model, mlp: PreferenceMLP, antialias: bool = True):
         super().__init__()
         self.clip, self.mlp = clip_model, mlp
-        self.preprocess = ImageNormalizer(clip_model.config.vision_config.image_size, mode="bicubic", antialias=antialias)
+        self.preprocess = ImageNormalizer(
+            clip_model.config.vision_config.image_size, mode="bicubic", antialias=antialias
+        )
         self.freeze()
 
     @classmethod
@@ -25,7 +27,14 @@ class AestheticReward(Reward):
         `clip`: the CLIP ViT-L/14 it was trained on (default openai/clip-vit-large-patch14)."""
         from transformers import CLIPModel
 
-        from date_diffusion.hub import AESTHETIC_FILE, AESTHETIC_REPO, PAPER_CLIP, fetch_file, load_component, load_state_dict
+        from date_diffusion.hub import (
+            AESTHETIC_FILE,
+            AESTHETIC_REPO,
+            PAPER_CLIP,
+            fetch_file,
+            load_component,
+            load_state_dict,
+        )
 
         model = load_component(CLIPModel, clip or PAPER_CLIP)
         head = PreferenceMLP(model.config.projection_dim)

@@ -61,10 +61,14 @@ class CLIPScoreReward(Reward):
             limit = self.tokenizer.model_max_length
             for p in missing:
                 if len(self.tokenizer(p).input_ids) > limit:
-                    warnings.warn(f"prompt longer than the reward's text encoder limit ({limit} tokens) is "
-                                  f"truncated: {p[:60]!r}...", stacklevel=3)  # fmt: skip
-            tokens = self.tokenizer(missing, padding="max_length", max_length=limit, truncation=True,
-                                    return_tensors="pt").to(self.device)  # fmt: skip
+                    warnings.warn(
+                        f"prompt longer than the reward's text encoder limit ({limit} tokens) is "
+                        f"truncated: {p[:60]!r}...",
+                        stacklevel=3,
+                    )
+            tokens = self.tokenizer(
+                missing, padding="max_length", max_length=limit, truncation=True, return_tensors="pt"
+            ).to(self.device)
             with torch.no_grad():
                 feats = F.normalize(clip_features(self.model.get_text_features(**tokens)), dim=-1)
             self._text_cache.update(zip(missing, feats))
@@ -90,5 +94,10 @@ class PickScoreReward(CLIPScoreReward):
     def from_pretrained(cls, id_or_path=None, antialias: bool = True, device=None, tokenizer=None, **kwargs):
         from date_diffusion.hub import PICKSCORE_MODEL, PICKSCORE_PROCESSOR
 
-        return super().from_pretrained(id_or_path or PICKSCORE_MODEL, antialias, device,
-                                       tokenizer or (None if id_or_path else PICKSCORE_PROCESSOR), **kwargs)  # fmt: skip
+        return super().from_pretrained(
+            id_or_path or PICKSCORE_MODEL,
+            antialias,
+            device,
+            tokenizer or (None if id_or_path else PICKSCORE_PROCESSOR),
+            **kwargs,
+        )

@@ -23,8 +23,9 @@ class ImageNormalizer(nn.Module):
     def forward(self, images01: torch.Tensor) -> torch.Tensor:
         images = images01.to(self.mean.device, self.mean.dtype)
         if tuple(images.shape[-2:]) != (self.size, self.size):
-            images = F.interpolate(images, size=(self.size, self.size), mode=self.mode, antialias=self.antialias,
-                                   align_corners=False)  # fmt: skip
+            images = F.interpolate(
+                images, size=(self.size, self.size), mode=self.mode, antialias=self.antialias, align_corners=False
+            )
         return (images - self.mean) / self.std
 
 
@@ -35,9 +36,15 @@ class PreferenceMLP(nn.Module):
     def __init__(self, input_size: int):
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Linear(input_size, 1024), nn.Dropout(0.2), nn.Linear(1024, 128), nn.Dropout(0.2),
-            nn.Linear(128, 64), nn.Dropout(0.1), nn.Linear(64, 16), nn.Linear(16, 1),
-        )  # fmt: skip
+            nn.Linear(input_size, 1024),
+            nn.Dropout(0.2),
+            nn.Linear(1024, 128),
+            nn.Dropout(0.2),
+            nn.Linear(128, 64),
+            nn.Dropout(0.1),
+            nn.Linear(64, 16),
+            nn.Linear(16, 1),
+        )
 
     def forward(self, x):
         return self.layers(x).squeeze(-1)

@@ -48,22 +48,51 @@ def vision_config(tiny: bool = False):
     from transformers import BlipVisionConfig
 
     if tiny:
-        return BlipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                image_size=32, patch_size=16, layer_norm_eps=1e-6)  # fmt: skip
-    return BlipVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                            image_size=224, patch_size=16, layer_norm_eps=1e-6)  # fmt: skip
+        return BlipVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=16,
+            layer_norm_eps=1e-6,
+        )
+    return BlipVisionConfig(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=224,
+        patch_size=16,
+        layer_norm_eps=1e-6,
+    )
 
 
 def text_config(vision_width: int, tiny: bool = False, vocab_size: int = 30524):
     from transformers import BlipTextConfig
 
     if tiny:
-        return BlipTextConfig(vocab_size=vocab_size, hidden_size=24, intermediate_size=48, num_hidden_layers=2,
-                              num_attention_heads=2, encoder_hidden_size=vision_width, max_position_embeddings=64)  # fmt: skip
+        return BlipTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=24,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            encoder_hidden_size=vision_width,
+            max_position_embeddings=64,
+        )
     # BLIP's med_config.json (BERT-base with cross-attention to the 1024-wide ViT-L features)
-    return BlipTextConfig(vocab_size=vocab_size, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                          num_attention_heads=12, encoder_hidden_size=vision_width, max_position_embeddings=512,
-                          layer_norm_eps=1e-12, pad_token_id=0)  # fmt: skip
+    return BlipTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        encoder_hidden_size=vision_width,
+        max_position_embeddings=512,
+        layer_norm_eps=1e-12,
+        pad_token_id=0,
+    )
 
 
 class ImageRewardModel(nn.Module):
@@ -79,8 +108,13 @@ class ImageRewardModel(nn.Module):
     def forward(self, pixel_values, input_ids, attention_mask):
         image = self.visual_encoder(pixel_values=pixel_values).last_hidden_state
         image_mask = torch.ones(image.shape[:-1], dtype=torch.long, device=image.device)
-        text = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=image,
-                                 encoder_attention_mask=image_mask, return_dict=True).last_hidden_state  # fmt: skip
+        text = self.text_encoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            encoder_hidden_states=image,
+            encoder_attention_mask=image_mask,
+            return_dict=True,
+        ).last_hidden_state
         return (self.mlp(text[:, 0].float()) - MEAN) / STD
 
     def load_checkpoint_state(self, state: dict) -> None:
@@ -110,7 +144,13 @@ class ImageRewardReward(Reward):
         `tokenizer`: bert-base-uncased (folder or hub id). The configs default to the released model's."""
         from transformers import BertTokenizer
 
-        from date_diffusion.hub import IMAGEREWARD_REPO, IMAGEREWARD_TOKENIZER, fetch_file, load_component, load_state_dict
+        from date_diffusion.hub import (
+            IMAGEREWARD_REPO,
+            IMAGEREWARD_TOKENIZER,
+            fetch_file,
+            load_component,
+            load_state_dict,
+        )
 
         state = load_state_dict(fetch_file(checkpoint or IMAGEREWARD_REPO, "ImageReward.pt"))
         vision = vision_cfg or vision_config()
@@ -121,6 +161,7 @@ class ImageRewardReward(Reward):
         return reward.to(device) if device is not None else reward
 
     def forward(self, images, prompts):
-        tokens = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=MAX_TOKENS,
-                                return_tensors="pt").to(self.preprocess.mean.device)  # fmt: skip
+        tokens = self.tokenizer(
+            prompts, padding="max_length", truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
+        ).to(self.preprocess.mean.device)
         return self.model(self.preprocess(images), tokens.input_ids, tokens.attention_mask)

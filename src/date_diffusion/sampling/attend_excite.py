@@ -35,10 +35,20 @@ def noun_token_indices(tokenizer, prompt: str, nouns: set[str] | None = None) ->
 class AttendExcite:
     """Callable `pre_step(i, t, latents, embeds) -> latents`; `close()` restores the UNet's processors."""
 
-    def __init__(self, pipe, token_indices: list[list[int]], num_loop_steps: int, max_iter_to_alter: int = 25,
-                 thresholds: dict | None = None, scale_factor: float = 20, attn_res=(16, 16)):  # fmt: skip
+    def __init__(
+        self,
+        pipe,
+        token_indices: list[list[int]],
+        num_loop_steps: int,
+        max_iter_to_alter: int = 25,
+        thresholds: dict | None = None,
+        scale_factor: float = 20,
+        attn_res=(16, 16),
+    ):
         from diffusers.pipelines.deprecated.stable_diffusion_attend_and_excite.pipeline_stable_diffusion_attend_and_excite import (  # noqa: E501
-            AttentionStore, StableDiffusionAttendAndExcitePipeline)  # fmt: skip
+            AttentionStore,
+            StableDiffusionAttendAndExcitePipeline,
+        )
 
         self.unet = pipe.unet
         self.ae = StableDiffusionAttendAndExcitePipeline.from_pipe(pipe)
@@ -64,13 +74,19 @@ class AttendExcite:
                 # DATE's gradient passes record only part of a forward's attention calls (layers before the
                 # first cross-attention do not depend on the embedding): start each readout from a clean count
                 ae.attention_store.reset()
-                self.unet(latent, t, encoder_hidden_states=emb).sample
+                self.unet(latent, t, encoder_hidden_states=emb)  # fills the attention store
                 self.unet.zero_grad()
                 loss = ae._compute_loss(ae._aggregate_and_get_max_attention_per_token(indices=index))
                 if i in self.thresholds and loss > 1.0 - self.thresholds[i]:
                     loss, latent, _ = ae._perform_iterative_refinement_step(
-                        latents=latent, indices=index, loss=loss, threshold=self.thresholds[i], text_embeddings=emb,
-                        step_size=self.step_size[i], t=t)  # fmt: skip
+                        latents=latent,
+                        indices=index,
+                        loss=loss,
+                        threshold=self.thresholds[i],
+                        text_embeddings=emb,
+                        step_size=self.step_size[i],
+                        t=t,
+                    )
                 if i < self.max_iter and loss != 0:
                     latent = ae._update_latent(latents=latent, loss=loss, step_size=self.step_size[i])
                 self.losses[b].append(float(loss))

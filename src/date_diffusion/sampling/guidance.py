@@ -16,8 +16,18 @@ from date_diffusion.core.prediction import noise_level, predicted_x0
 from date_diffusion.sampling.loop import guided
 
 
-def universal_guidance(*, scheduler, denoise, decode, reward, uncond_embeds, guidance_scale: float, scale: float,
-                       every: int = 1, prediction_type: str = "epsilon") -> Callable:  # fmt: skip
+def universal_guidance(
+    *,
+    scheduler,
+    denoise,
+    decode,
+    reward,
+    uncond_embeds,
+    guidance_scale: float,
+    scale: float,
+    every: int = 1,
+    prediction_type: str = "epsilon",
+) -> Callable:
     if prediction_type != "epsilon":
         raise ValueError(f"universal guidance supports epsilon-prediction models only, not {prediction_type!r}")
 

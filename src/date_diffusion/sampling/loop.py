@@ -33,8 +33,12 @@ class Trace:
     final_distance: float = 0.0  # ||c_final - c_org||_F
 
     def to_dict(self) -> dict:
-        return {"update_steps": self.update_steps, "skipped_steps": self.skipped_steps,
-                "final_distance": self.final_distance, "updates": self.updates}  # fmt: skip
+        return {
+            "update_steps": self.update_steps,
+            "skipped_steps": self.skipped_steps,
+            "final_distance": self.final_distance,
+            "updates": self.updates,
+        }
 
 
 @dataclass
@@ -123,14 +127,16 @@ def date_sample(
         for k in range(date.grad_steps):
             if date.direction == "random":  # ablation: same distance, no reward gradient
                 with torch.no_grad():
-                    scores = reward(scored_image(i, x_in, t, guided(uncond_out, denoise(x_in, t, embeds),
-                                                                      guidance_scale)))  # fmt: skip
+                    scores = reward(
+                        scored_image(i, x_in, t, guided(uncond_out, denoise(x_in, t, embeds), guidance_scale))
+                    )
                 grad = random_direction(embeds)
             else:
                 variable = embeds.detach().requires_grad_(True)
                 with torch.enable_grad():
-                    scores = reward(scored_image(i, x_in, t, guided(uncond_out, denoise(x_in, t, variable),
-                                                                      guidance_scale)))  # fmt: skip
+                    scores = reward(
+                        scored_image(i, x_in, t, guided(uncond_out, denoise(x_in, t, variable), guidance_scale))
+                    )
                     (grad,) = torch.autograd.grad(-scores.sum(), variable)
             if adapt_mask is not None:
                 grad = grad * adapt_mask

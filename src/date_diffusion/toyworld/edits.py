@@ -65,7 +65,7 @@ def score_edit(case: EditCase, source: scene.Scene, edited: np.ndarray) -> dict:
     changed = bool(evaluate(edited, case.target)["pass"])
     dets = detect(edited)
     preserved = True
-    for k, obj in enumerate(source.objects):
+    for obj in source.objects:
         index = next(i for i, (c, s, _) in enumerate(case.source.objects) if (c, s) == (obj.color, obj.shape))
         want_c, want_s, _ = case.target.objects[index]
         if case.kind == "position":  # objects keep identity; their places are what changes

@@ -102,8 +102,13 @@ def parse_caption(text: str) -> PromptSpec:
         objects.append((m.group(3), _SINGULAR.get(m.group(4), m.group(4)), n))
     if rel and len(objects) != 2:
         raise ValueError(f"a relation needs exactly two objects: {text!r}")
-    category = "position" if rel else "single" if len(objects) == 1 and objects[0][2] == 1 else (
-        "counting" if len(objects) == 1 else "two_object")  # fmt: skip
+    category = (
+        "position"
+        if rel
+        else "single"
+        if len(objects) == 1 and objects[0][2] == 1
+        else ("counting" if len(objects) == 1 else "two_object")
+    )
     return PromptSpec(category, tuple(objects), rel, size if len(objects) == 1 else None)
 
 

@@ -115,10 +115,19 @@ def _shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[flo
     if shape == "cross":
         a = r * 0.38
         return [
-            (cx - a, cy - r), (cx + a, cy - r), (cx + a, cy - a), (cx + r, cy - a), (cx + r, cy + a),
-            (cx + a, cy + a), (cx + a, cy + r), (cx - a, cy + r), (cx - a, cy + a), (cx - r, cy + a),
-            (cx - r, cy - a), (cx - a, cy - a),
-        ]  # fmt: skip
+            (cx - a, cy - r),
+            (cx + a, cy - r),
+            (cx + a, cy - a),
+            (cx + r, cy - a),
+            (cx + r, cy + a),
+            (cx + a, cy + a),
+            (cx + a, cy + r),
+            (cx - a, cy + r),
+            (cx - a, cy + a),
+            (cx - r, cy + a),
+            (cx - r, cy - a),
+            (cx - a, cy - a),
+        ]
     return None
 
 

@@ -43,8 +43,10 @@ def build_suite_v1() -> list[PromptSpec]:
     taken = {sp.caption for sp in specs}
     n_binding = 0
     for a, b in _pairs(rng, 180, False):
-        pair = [PromptSpec("color_binding", ((a[0], a[1], 1), (b[0], b[1], 1))),
-                PromptSpec("color_binding", ((b[0], a[1], 1), (a[0], b[1], 1)))]  # fmt: skip
+        pair = [
+            PromptSpec("color_binding", ((a[0], a[1], 1), (b[0], b[1], 1))),
+            PromptSpec("color_binding", ((b[0], a[1], 1), (a[0], b[1], 1))),
+        ]
         if n_binding == 20 or scene.is_held_out((b[0], a[1]), (a[0], b[1])) or {p.caption for p in pair} & taken:
             continue
         specs += pair

@@ -56,9 +56,22 @@ class TrainConfig:
     @classmethod
     def smoke(cls, out: Path, seed: int = 0, device: str = "cpu") -> TrainConfig:
         """A few steps of every stage on a few images: proves the recipe runs, not that it learns."""
-        return cls(out, seed, device, clip_steps=3, clip_eval_steps=3, clip_batch=8, vae_steps=3, vae_batch=4,
-                   latent_images=16, unet_steps=3, unet_batch=4, tiny_decoder_steps=3, vae_decoder_steps=3,
-                   checkpoint_every=2)  # fmt: skip
+        return cls(
+            out,
+            seed,
+            device,
+            clip_steps=3,
+            clip_eval_steps=3,
+            clip_batch=8,
+            vae_steps=3,
+            vae_batch=4,
+            latent_images=16,
+            unet_steps=3,
+            unet_batch=4,
+            tiny_decoder_steps=3,
+            vae_decoder_steps=3,
+            checkpoint_every=2,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- model configs
@@ -66,31 +79,70 @@ def clip_config(vocab_size: int, small: bool = False):
     from transformers import CLIPConfig
 
     width, layers = (96, 3) if small else (128, 4)
-    text = dict(vocab_size=vocab_size, hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers,
-                num_attention_heads=4, max_position_embeddings=MAX_TOKENS, bos_token_id=0, eos_token_id=1,
-                pad_token_id=1, projection_dim=width)  # fmt: skip
-    vision = dict(image_size=scene.IMAGE_SIZE, patch_size=8, hidden_size=width, intermediate_size=4 * width,
-                  num_hidden_layers=layers, num_attention_heads=4, projection_dim=width)  # fmt: skip
+    text = dict(
+        vocab_size=vocab_size,
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        max_position_embeddings=MAX_TOKENS,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        projection_dim=width,
+    )
+    vision = dict(
+        image_size=scene.IMAGE_SIZE,
+        patch_size=8,
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        projection_dim=width,
+    )
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=width)
 
 
 def vae_config() -> dict:
-    return dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=scene.IMAGE_SIZE, layers_per_block=1,
-                block_out_channels=(16, 32, 64, 64), norm_num_groups=8,
-                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)  # fmt: skip
+    return dict(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        sample_size=scene.IMAGE_SIZE,
+        layers_per_block=1,
+        block_out_channels=(16, 32, 64, 64),
+        norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+    )
 
 
 def unet_config(cross_attention_dim: int) -> dict:
-    return dict(sample_size=scene.IMAGE_SIZE // 8, in_channels=4, out_channels=4, layers_per_block=1,
-                block_out_channels=(64, 128, 128), attention_head_dim=8, cross_attention_dim=cross_attention_dim,
-                down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))  # fmt: skip
+    return dict(
+        sample_size=scene.IMAGE_SIZE // 8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(64, 128, 128),
+        attention_head_dim=8,
+        cross_attention_dim=cross_attention_dim,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    )
 
 
 def noise_scheduler_config() -> dict:
     # Stable Diffusion's training schedule.
-    return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                prediction_type="epsilon", clip_sample=False, set_alpha_to_one=False, steps_offset=1)  # fmt: skip
+    return dict(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -122,8 +174,9 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 class Stage:
     """Checkpointed optimisation loop shared by every model (weights and optimizer state as safetensors)."""
 
-    def __init__(self, cfg: TrainConfig, name: str, model: torch.nn.Module, steps: int, lr: float,
-                 ema_decay: float | None = None):  # fmt: skip
+    def __init__(
+        self, cfg: TrainConfig, name: str, model: torch.nn.Module, steps: int, lr: float, ema_decay: float | None = None
+    ):
         self.cfg, self.name, self.model, self.steps = cfg, name, model, steps
         self.dir = cfg.out / "work" / name
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -157,8 +210,9 @@ class Stage:
         save_file(tensors, self.dir / "optimizer.safetensors")
         meta = {"step": step, "opt": opt_meta, "sched": self.sched.state_dict()}
         if self.ema is not None:
-            save_file({str(i): p.contiguous() for i, p in enumerate(self.ema.shadow_params)},
-                      self.dir / "ema.safetensors")  # fmt: skip
+            save_file(
+                {str(i): p.contiguous() for i, p in enumerate(self.ema.shadow_params)}, self.dir / "ema.safetensors"
+            )
             meta["ema_step"] = self.ema.optimization_step
         tmp = self.dir / "checkpoint.json.tmp"
         tmp.write_text(json.dumps(meta))
@@ -221,8 +275,9 @@ def train_clip(cfg: TrainConfig, name: str, small: bool, steps: int):
         images, caps, negs = scene.sample_batch(_rng(cfg, name, step), B, with_negatives=True)
         pix = clip_normalize((images_to_tensor(images, cfg.device) + 1) / 2)
         text = tok(caps + negs, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
-        out = model(input_ids=text.input_ids.to(cfg.device), attention_mask=text.attention_mask.to(cfg.device),
-                    pixel_values=pix)  # fmt: skip
+        out = model(
+            input_ids=text.input_ids.to(cfg.device), attention_mask=text.attention_mask.to(cfg.device), pixel_values=pix
+        )
         logits = out.logits_per_image  # [B, 2B]: positives on the diagonal, hard negatives in the right half
         target = torch.arange(B, device=cfg.device)
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, :B].t(), target)) / 2
@@ -323,9 +378,14 @@ def finetune_vae_decoder(cfg: TrainConfig, vae):
 def tiny_decoder_config() -> dict:
     # TAESD's layout (four decoder blocks, three 2x upsamplings) at toy width; decodes *scaled* latents
     # (scaling_factor 1.0), like the pipeline's own latents, so its tanh input clamp never bites.
-    return dict(encoder_block_out_channels=(16, 16, 16, 16), decoder_block_out_channels=(32, 32, 32, 32),
-                num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1), latent_channels=4,
-                scaling_factor=1.0)  # fmt: skip
+    return dict(
+        encoder_block_out_channels=(16, 16, 16, 16),
+        decoder_block_out_channels=(32, 32, 32, 32),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+        latent_channels=4,
+        scaling_factor=1.0,
+    )
 
 
 def train_tiny_decoder(cfg: TrainConfig, vae, latents: torch.Tensor, scaling: float):
@@ -348,7 +408,8 @@ def train_tiny_decoder(cfg: TrainConfig, vae, latents: torch.Tensor, scaling: fl
         gen = torch.Generator(cfg.device).manual_seed(cfg.seed * 1_000_003 + step)
         z = latents[idx].to(cfg.device) * scaling
         z = z + 0.3 * torch.rand(len(z), 1, 1, 1, generator=gen, device=cfg.device) * torch.randn(
-            z.shape, generator=gen, device=cfg.device)  # fmt: skip
+            z.shape, generator=gen, device=cfg.device
+        )
         with torch.no_grad():
             target = vae.decode(z / scaling).sample
         pred = tiny.decode(z).sample
@@ -413,10 +474,15 @@ def assemble(cfg: TrainConfig, clip, vae, unet, tokenizer):
     scaling = json.loads((cfg.out / "work" / "unet" / "final" / "scaling_factor.json").read_text())["scaling_factor"]
     vae.register_to_config(scaling_factor=scaling)
     pipe = StableDiffusionPipeline(
-        vae=vae.cpu(), text_encoder=text_encoder_from_clip(clip.cpu()), tokenizer=tokenizer, unet=unet.cpu(),
-        scheduler=DDIMScheduler.from_config(noise_scheduler_config()), safety_checker=None, feature_extractor=None,
+        vae=vae.cpu(),
+        text_encoder=text_encoder_from_clip(clip.cpu()),
+        tokenizer=tokenizer,
+        unet=unet.cpu(),
+        scheduler=DDIMScheduler.from_config(noise_scheduler_config()),
+        safety_checker=None,
+        feature_extractor=None,
         requires_safety_checker=False,
-    )  # fmt: skip
+    )
     pipe.save_pretrained(cfg.out / "pipeline")
     return pipe
 
@@ -469,7 +535,9 @@ def export(run_dir: Path, dest: Path, recommended: dict, notes: dict | None = No
         "recommended": recommended,
         "suite_version": "v1",
         "training_config": json.loads((work / "config.json").read_text()) if (work / "config.json").exists() else None,
-        "training_timings_s": json.loads((work / "timings.json").read_text()) if (work / "timings.json").exists() else None,
+        "training_timings_s": json.loads((work / "timings.json").read_text())
+        if (work / "timings.json").exists()
+        else None,
         **(notes or {}),
     }
     (dest / "pipeline" / "toyworld.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -495,8 +563,9 @@ def finalize_from_checkpoint(cfg: TrainConfig) -> None:
     latents = load_file(work / "latents" / "latents.safetensors")["latents"]
     final = work / "unet" / "final"
     final.mkdir(parents=True, exist_ok=True)
-    (final / "scaling_factor.json").write_text(json.dumps({"scaling_factor": 1.0 / latents.std().item(),
-                                                           "unet_step": meta["step"]}))  # fmt: skip
+    (final / "scaling_factor.json").write_text(
+        json.dumps({"scaling_factor": 1.0 / latents.std().item(), "unet_step": meta["step"]})
+    )
     vae_dir = work / "vae_decoder" / "final"
     vae = AutoencoderKL.from_pretrained(vae_dir if vae_dir.exists() else work / "vae" / "final")
     assemble(cfg, clip, vae, unet.eval(), CLIPTokenizer.from_pretrained(cfg.out / "clip"))
