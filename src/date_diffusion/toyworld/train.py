@@ -47,7 +47,8 @@ class TrainConfig:
     latent_images: int = 50_000
     unet_steps: int = 8000
     unet_batch: int = 64
-    tiny_decoder_steps: int = 2000
+    tiny_decoder_steps: int = 1200
+    tiny_decoder_batch: int = 16
     vae_decoder_steps: int = 1500
     unet_stop_at: int | None = None  # stop the UNet early (same LR schedule as the full run), e.g. a time budget
     checkpoint_every: int = 250
@@ -404,7 +405,7 @@ def train_tiny_decoder(cfg: TrainConfig, vae, latents: torch.Tensor, scaling: fl
 
     def loss_fn(step):
         rng = _rng(cfg, "tiny_decoder", step)
-        idx = torch.from_numpy(rng.integers(len(latents), size=cfg.unet_batch))
+        idx = torch.from_numpy(rng.integers(len(latents), size=cfg.tiny_decoder_batch))
         gen = torch.Generator(cfg.device).manual_seed(cfg.seed * 1_000_003 + step)
         z = latents[idx].to(cfg.device) * scaling
         z = z + 0.3 * torch.rand(len(z), 1, 1, 1, generator=gen, device=cfg.device) * torch.randn(
