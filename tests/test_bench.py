@@ -132,28 +132,16 @@ def test_bench_run_outputs_resume_and_refusal(model_dir, clip_dir, tmp_path, cap
     assert main(["report", str(out)]) == 0
 
 
-def test_two_processes_give_the_same_images(model_dir, clip_dir, tmp_path):
+def test_two_processes_give_the_same_images(tmp_path):
+    """The shipped toy world, sharded over 2 CPU processes with accelerate, batch 1 vs 1 process, batch 32."""
     one, two = tmp_path / "one", tmp_path / "two"
-    methods = "fixed date:rho=0.5,every=2"
-    assert main(bench_args(model_dir, clip_dir, one, methods)) == 0
+    args = ["bench", "--suite", "toy", "--limit", "3", "--seeds", "2", "--steps", "4",
+            "--methods", "fixed date:rho=0.5,every=2"]  # fmt: skip
+    assert main([*args, "--out", str(one)]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--cpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "-m",
-        "date_diffusion",
-        *bench_args(model_dir, clip_dir, two, methods, "--batch-size", "1"),
-    ]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "date_diffusion", *args, "--batch-size", "1",
+           "--out", str(two)]  # fmt: skip
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     pngs = sorted(one.glob("images/*/*/samples/*.png"))
@@ -162,6 +150,8 @@ def test_two_processes_give_the_same_images(model_dir, clip_dir, tmp_path):
         a = np.asarray(Image.open(p)).astype(int)
         b = np.asarray(Image.open(two / p.relative_to(one))).astype(int)
         assert np.abs(a - b).max() <= 1, p
+    recs = {p.name: json.loads(p.read_text()) for p in two.glob("images/*/*/samples/*.json")}
+    assert all(r["exact"] in (0.0, 1.0) for r in recs.values())
 
 
 def test_frechet_distance_with_clip_features(clip_dir):
