@@ -2,8 +2,6 @@
 
 import json
 
-import pytest
-
 from date_diffusion.cli.main import main
 from date_diffusion.hub import TOY_ASSETS, TOY_CLIP, TOY_CLIP_EVAL, TOY_PIPELINE
 
