@@ -42,7 +42,7 @@ def tiny_clip_text_config(tokenizer, projection_dim: int = 16):
 
 def make_components(tokenizer, prediction_type: str = "epsilon", dtype=torch.float32):
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextModel
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
@@ -68,19 +68,7 @@ def make_components(tokenizer, prediction_type: str = "epsilon", dtype=torch.flo
         up_block_types=("UpDecoderBlock2D",) * 2,
     )
     torch.manual_seed(0)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=MAX_TOKENS,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        )
-    )
+    text_encoder = CLIPTextModel(tiny_clip_text_config(tokenizer))
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -121,17 +109,7 @@ def make_clip(tokenizer, seed: int = 0):
 
     torch.manual_seed(seed)
     conf = CLIPConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=MAX_TOKENS,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        ),
+        text_config=tiny_clip_text_config(tokenizer).to_dict(),
         vision_config=dict(
             image_size=32,
             patch_size=8,

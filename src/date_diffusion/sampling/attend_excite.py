@@ -11,8 +11,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-SUBJECT_WORDS = None  # filled lazily: the ane suite's animals and objects, and the toy world's shapes
-
 
 def subject_words() -> set[str]:
     from date_diffusion.bench.suites import ANE_ANIMALS, ANE_OBJECTS

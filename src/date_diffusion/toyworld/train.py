@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from date_diffusion.rewards.common import ImageNormalizer
 from date_diffusion.toyworld import scene
 from date_diffusion.toyworld.tokenizer import build_clip_tokenizer
 
@@ -270,11 +271,12 @@ def train_clip(cfg: TrainConfig, name: str, small: bool, steps: int):
     torch.manual_seed(cfg.seed + (1000 if small else 0))
     model = CLIPModel(conf).to(cfg.device)
     stage = Stage(cfg, name, model, steps, lr=5e-4)
+    normalize = ImageNormalizer(scene.IMAGE_SIZE).to(cfg.device)  # the rewards' CLIP mean/std; no resize at 64 px
     B = cfg.clip_batch
 
     def loss_fn(step):
         images, caps, negs = scene.sample_batch(_rng(cfg, name, step), B, with_negatives=True)
-        pix = clip_normalize((images_to_tensor(images, cfg.device) + 1) / 2)
+        pix = normalize((images_to_tensor(images, cfg.device) + 1) / 2)
         text = tok(caps + negs, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
         out = model(
             input_ids=text.input_ids.to(cfg.device), attention_mask=text.attention_mask.to(cfg.device), pixel_values=pix
@@ -290,14 +292,11 @@ def train_clip(cfg: TrainConfig, name: str, small: bool, steps: int):
     return model
 
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def clip_normalize(images01: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(CLIP_MEAN, device=images01.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=images01.device).view(1, 3, 1, 1)
-    return (images01 - mean) / std
+def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L1 + L2 with object pixels weighted 10x: objects are a few percent of the pixels, and their colours and
+    edges are what the evaluator reads. The top-left pixel is background (objects never reach the corners)."""
+    weight = 1 + 9 * (x - x[:, :, :1, :1]).abs().amax(1, keepdim=True).gt(0.05).float()
+    return (weight * (rec - x).abs()).mean() + (weight * (rec - x) ** 2).mean()
 
 
 def train_vae(cfg: TrainConfig):
@@ -316,10 +315,7 @@ def train_vae(cfg: TrainConfig):
         post = vae.encode(x).latent_dist
         gen = torch.Generator(cfg.device).manual_seed(cfg.seed * 1_000_003 + step)
         rec = vae.decode(post.sample(generator=gen)).sample
-        # Objects are a few percent of the pixels: weight them up so colours and edges are learned early.
-        weight = 1 + 9 * (x - x[:, :, :1, :1]).abs().amax(1, keepdim=True).gt(0.05).float()
-        rec_loss = (weight * (rec - x).abs()).mean() + (weight * (rec - x) ** 2).mean()
-        return rec_loss + 1e-6 * post.kl().mean()
+        return reconstruction_loss(rec, x) + 1e-6 * post.kl().mean()
 
     stage.run(loss_fn)
     vae.save_pretrained(out_dir)
@@ -366,8 +362,7 @@ def finetune_vae_decoder(cfg: TrainConfig, vae):
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mean
         rec = vae.decode(z).sample
-        weight = 1 + 9 * (x - x[:, :, :1, :1]).abs().amax(1, keepdim=True).gt(0.05).float()
-        return (weight * (rec - x).abs()).mean() + (weight * (rec - x) ** 2).mean()
+        return reconstruction_loss(rec, x)
 
     stage.run(loss_fn)
     vae.requires_grad_(False)
