@@ -71,6 +71,9 @@ def test_methods_parse_and_reject():
             parse_method(bad)
     with pytest.raises(ValueError, match="twice"):
         parse_methods("fixed fixed")
+    listed = parse_methods("fixed+ae:res=8 date+ae:rho=2,res=8+date  best-of-2")
+    assert [m.label for m in listed] == ["fixed", "ae:res=8", "date+ae:rho=2,res=8", "date", "best-of-2"]
+    assert listed[2].date.rho == 2 and listed[2].ae["attn_res"] == (8, 8) and listed[1].date is None
 
 
 def test_suites(tmp_path):

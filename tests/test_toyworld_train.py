@@ -64,3 +64,31 @@ def test_resumed_stage_equals_uninterrupted(tmp_path):
     assert stage.start == 4
     for p, q in zip(straight.parameters(), resumed.parameters()):
         assert torch.equal(p, q)
+
+
+class _RoundTrip(torch.nn.Module):
+    """Stands in for a VAE: `encode(x).latent_dist.mean` then `decode(z).sample`, perfect or blank."""
+
+    def __init__(self, blank: bool):
+        super().__init__()
+        self.blank = blank
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def encode(self, x):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(latent_dist=SimpleNamespace(mean=x))
+
+    def decode(self, z):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(sample=torch.full_like(z, z[0, 0, 0, 0].item()) if self.blank else z)
+
+
+def test_reconstruction_accuracy_reads_the_round_trip_with_the_evaluator():
+    from date_diffusion.toyworld.train import reconstruction_accuracy
+
+    perfect = reconstruction_accuracy(_RoundTrip(blank=False), per_category=6, batch=4)
+    blank = reconstruction_accuracy(_RoundTrip(blank=True), per_category=6, batch=4)
+    assert set(perfect) == {"single", "two_object", "counting", "position", "novel", "all"}
+    assert perfect["all"] == 1.0 and blank["all"] == 0.0

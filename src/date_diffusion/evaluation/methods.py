@@ -111,8 +111,9 @@ def parse_method(spec: str) -> Method:
 
 
 def parse_methods(text: str) -> list[Method]:
-    """Methods separated by spaces or '+' (commas belong to a method's settings)."""
-    methods = [parse_method(m) for m in text.replace("+", " ").split()]
+    """Methods separated by spaces or '+' (commas belong to a method's settings; the '+' of `date+ae` is part
+    of that method's name)."""
+    methods = [parse_method(m) for m in re.split(r"\s+|(?<!\bdate)\+", text.strip()) if m]
     if not methods:
         raise ValueError("no methods given")
     labels = [m.label for m in methods]

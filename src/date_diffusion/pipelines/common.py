@@ -4,6 +4,7 @@ encodes its prompt, prepares latents and timesteps, and says how to call its den
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from diffusers.utils import BaseOutput
 from safetensors.torch import save_file
 
 from date_diffusion.core.config import DATEConfig
+from date_diffusion.sampling.checkpointing import fine_checkpointing
 from date_diffusion.sampling.loop import SampleResult, date_sample
 
 
@@ -173,16 +175,22 @@ class DATEPipelineMixin:
         for module in (denoiser, self.vae, reward, reward_decoder, *frozen):
             if module is not None:
                 module.requires_grad_(False)
+        # the denoiser's own switch already checkpoints each resnet / attention; the decoders and the reward
+        # are checkpointed unit by unit (see sampling/checkpointing.py). Both act only where gradients are.
         checkpointed = [
             m
-            for m in (denoiser, self.vae, reward_decoder)
+            for m in (denoiser,)
             if gradient_checkpointing
-            and m is not None
             and getattr(m, "_supports_gradient_checkpointing", False)
             and not m.is_gradient_checkpointing
         ]
         for m in checkpointed:
-            m.enable_gradient_checkpointing()  # active only where gradients are, i.e. inside update steps
+            m.enable_gradient_checkpointing()
+        fine = (
+            fine_checkpointing(getattr(self.vae, "decoder", None), reward_decoder, reward)
+            if gradient_checkpointing
+            else nullcontext()
+        )
 
         def decode(x0_latents):
             return self._decode_for_reward(to_image(x0_latents) if to_image else x0_latents, reward_decoder)
@@ -211,7 +219,7 @@ class DATEPipelineMixin:
             direction_gens = [torch.Generator().manual_seed(g.initial_seed() + 0x5EED) for g in generator]
         try:
             n_steps = len(self.scheduler.timesteps if timesteps is None else timesteps)
-            with self.progress_bar(total=n_steps) as bar:
+            with fine, self.progress_bar(total=n_steps) as bar:
                 result = date_sample(
                     scheduler=self.scheduler,
                     denoise=denoise,

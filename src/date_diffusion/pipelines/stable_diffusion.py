@@ -60,8 +60,9 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
         save_embeddings: a .safetensors path for the original, final and per-update embeddings.
         ug_scale, ug_every: baseline data-space reward guidance (`sampling.guidance.universal_guidance`) with
             this scale at every `ug_every`-th loop index; uses `reward`, keeps the embedding fixed.
-        gradient_checkpointing: recompute UNet and VAE-decoder activations during the backward pass of update
-            steps instead of storing them (less memory, a little more time; normal steps are unaffected).
+        gradient_checkpointing: recompute UNet, VAE-decoder and reward activations during the backward pass of
+            update steps instead of storing them, unit by unit (less memory, a little more time; normal steps
+            are unaffected; see `sampling.checkpointing`).
         reward_decoder: APPROXIMATE path: decode x0_hat for the reward with this decoder (e.g. diffusers'
             `AutoencoderTiny`/TAESD, or the toy world's distilled tiny decoder) instead of the VAE. The final
             image is still decoded by the VAE. Traces record `reward_decoder`.

@@ -1,0 +1,59 @@
+"""Fine-grained checkpointing: same values and gradients, fewer saved activations, models restored after."""
+
+import torch
+from conftest import make_components
+
+from date_diffusion.sampling.checkpointing import fine_checkpointing
+
+
+def _saved_bytes(fn):
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, total
+
+
+def _decode_and_score(vae, reward, z):
+    images = vae.decode(z).sample.add(1).div(2)
+    return reward(images, ["a red circle"] * len(z)).sum()
+
+
+def test_same_gradient_fewer_saved_tensors_and_restored(tokenizer, reward):
+    vae = make_components(tokenizer)["vae"].requires_grad_(False)
+    torch.manual_seed(0)
+    z = torch.randn(2, 4, 8, 8)
+    grads, saved = [], []
+    for fine in (False, True):
+        x = z.clone().requires_grad_(True)
+        with fine_checkpointing(vae.decoder, reward) if fine else torch.enable_grad():
+            loss, nbytes = _saved_bytes(lambda: _decode_and_score(vae, reward, x))
+            loss.backward()
+        grads.append(x.grad)
+        saved.append(nbytes)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-5, atol=1e-8)
+    assert saved[1] < 0.5 * saved[0]
+    units = [m for m in (*vae.decoder.modules(), *reward.modules()) if "forward" in m.__dict__]
+    assert units == []  # every patched forward removed again
+
+
+def test_counts_outermost_units_only_and_keeps_an_instance_forward(tokenizer, reward):
+    vae = make_components(tokenizer)["vae"]
+    resnet = vae.decoder.up_blocks[0].resnets[0]
+    hook = resnet.forward  # stands in for an offload hook installed on the instance
+    resnet.forward = hook
+    with fine_checkpointing(vae.decoder, None) as n:
+        assert resnet.forward is not hook
+        inner = [m for m in resnet.modules() if m is not resnet and "forward" in m.__dict__]
+        assert inner == [] and n == sum(
+            type(m).__name__ in ("ResnetBlock2D", "Upsample2D", "Attention") for m in vae.decoder.modules()
+        )
+    assert resnet.forward is hook
+    with torch.no_grad(), fine_checkpointing(vae.decoder):  # no gradient: plain calls
+        a = vae.decode(torch.ones(1, 4, 8, 8)).sample
+    assert torch.equal(a, vae.decode(torch.ones(1, 4, 8, 8)).sample)
