@@ -203,7 +203,8 @@ def test_edit_toy_suite_runs_plain_and_date_edits(model_dir, clip_dir, tmp_path)
     assert [u["step"] for u in rec["trace"]["updates"]] == [0, 2]
     meta = json.loads((out / "images" / "fixed" / "00000" / "metadata.jsonl").read_text())
     assert meta["source"]["prompt"] != meta["prompt"]
-    assert "Editing:" in (out / "results.md").read_text()
+    report = (out / "results.md").read_text()
+    assert "Editing:" in report and "| date:every=2 | " in report.split("Editing, paired against `fixed`")[1]
     assert main(argv[:-4] + ["--methods", "best-of-2", "--out", str(tmp_path / "bad")]) == 2
 
 

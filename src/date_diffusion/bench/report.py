@@ -110,6 +110,19 @@ def markdown(summary: dict, baseline: str | None, settings: dict) -> str:
                 )
                 + " |"
             )
+        paired = {k: e["vs_baseline"] for k, e in summary.items() if k != baseline and "changed" in e["vs_baseline"]}
+        if paired:
+            lines += [
+                "",
+                f"Editing, paired against `{baseline}` (95% bootstrap CIs):",
+                "",
+                "| method | changed (pp) | preserved (pp) | pixel distance |",
+                "|---|---|---|---|",
+            ]
+            for label, v in paired.items():
+                cells = [_fmt(v["changed"], 100, 1, True), _fmt(v["preserved"], 100, 1, True)]
+                cells.append(_fmt(v["pixel_distance"], 1, 4, True) if "pixel_distance" in v else "-")
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if baseline:
         lines += [
             "",
