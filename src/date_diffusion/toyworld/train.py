@@ -31,17 +31,7 @@ from date_diffusion.toyworld import scene
 from date_diffusion.toyworld.tokenizer import build_clip_tokenizer
 
 MAX_TOKENS = 24  # longest grammar caption is 12 tokens with BOS/EOS
-STAGES = (
-    "clip",
-    "clip_eval",
-    "vae",
-    "latents",
-    "vae_decoder",
-    "vae_decoder_refine",
-    "tiny_decoder",
-    "unet",
-    "assemble",
-)
+STAGES = ("clip", "clip_eval", "vae", "latents", "vae_decoder", "tiny_decoder", "unet", "assemble")
 
 
 @dataclass
@@ -61,7 +51,6 @@ class TrainConfig:
     tiny_decoder_steps: int = 1200
     tiny_decoder_batch: int = 16
     vae_decoder_steps: int = 1500
-    vae_decoder_refine_steps: int = 2000
     unet_stop_at: int | None = None  # stop the UNet early (same LR schedule as the full run), e.g. a time budget
     checkpoint_every: int = 250
     stages: tuple[str, ...] = field(default=STAGES)
@@ -83,7 +72,6 @@ class TrainConfig:
             unet_batch=4,
             tiny_decoder_steps=3,
             vae_decoder_steps=3,
-            vae_decoder_refine_steps=3,
             checkpoint_every=2,
         )
 
@@ -355,49 +343,32 @@ def encode_latents(cfg: TrainConfig, vae):
     return lat, captions
 
 
-def _train_decoder_only(cfg: TrainConfig, vae, name: str, steps: int, lr: float, sample_images):
-    """Train the VAE *decoder* with the encoder frozen: the latents the UNet learns from do not change, so this
-    can run beside (or after) the UNet stage and still sharpen every decoded image."""
+def finetune_vae_decoder(cfg: TrainConfig, vae):
+    """More training for the VAE *decoder* with the encoder frozen: the latents the UNet learns from do not
+    change, so this can run beside (or after) the UNet stage and still sharpen every decoded image."""
     from diffusers import AutoencoderKL
 
-    out_dir = cfg.out / "work" / name / "final"
-    if _done(cfg, name).exists():
+    out_dir = cfg.out / "work" / "vae_decoder" / "final"
+    if _done(cfg, "vae_decoder").exists():
         return AutoencoderKL.from_pretrained(out_dir).to(cfg.device)
     vae.requires_grad_(False)
     vae.decoder.requires_grad_(True)
     vae.post_quant_conv.requires_grad_(True)
-    stage = Stage(cfg, name, vae, steps, lr=lr)
+    stage = Stage(cfg, "vae_decoder", vae, cfg.vae_decoder_steps, lr=3e-4)
 
     def loss_fn(step):
-        x = images_to_tensor(sample_images(_rng(cfg, name, step), cfg.vae_batch), cfg.device)
+        images, _ = scene.sample_batch(_rng(cfg, "vae_decoder", step), cfg.vae_batch)
+        x = images_to_tensor(images, cfg.device)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mean
-        return reconstruction_loss(vae.decode(z).sample, x)
+        rec = vae.decode(z).sample
+        return reconstruction_loss(rec, x)
 
     stage.run(loss_fn)
     vae.requires_grad_(False)
     vae.save_pretrained(out_dir)
-    _done(cfg, name).touch()
+    _done(cfg, "vae_decoder").touch()
     return vae
-
-
-def finetune_vae_decoder(cfg: TrainConfig, vae):
-    """Decoder-only training on the training distribution."""
-    return _train_decoder_only(
-        cfg, vae, "vae_decoder", cfg.vae_decoder_steps, 3e-4, lambda rng, n: scene.sample_batch(rng, n)[0]
-    )
-
-
-def _crowded_images(rng: np.random.Generator, n: int) -> np.ndarray:
-    # Half the batch is counting scenes (2-3 copies of one object): small crosses packed beside other objects
-    # are where the decoder still blurs shapes into blobs.
-    specs = [scene.sample_spec(rng, "counting" if i % 2 == 0 else None) for i in range(n)]
-    return np.stack([scene.render(scene.place(spec, rng)) for spec in specs])
-
-
-def refine_vae_decoder(cfg: TrainConfig, vae):
-    """A second, lower-LR decoder-only pass weighted towards crowded scenes (the evaluator's failures)."""
-    return _train_decoder_only(cfg, vae, "vae_decoder_refine", cfg.vae_decoder_refine_steps, 1e-4, _crowded_images)
 
 
 @torch.no_grad()
@@ -554,8 +525,6 @@ def train_all(cfg: TrainConfig):
     timings["latents"] = time.time() - t0
     vae = finetune_vae_decoder(cfg, vae)
     timings["vae_decoder"] = time.time() - t0
-    vae = refine_vae_decoder(cfg, vae)
-    timings["vae_decoder_refine"] = time.time() - t0
     train_tiny_decoder(cfg, vae, latents, 1.0 / latents.std().item())
     timings["tiny_decoder"] = time.time() - t0
     unet = train_unet(cfg, latents, captions, clip, tokenizer)
@@ -615,6 +584,6 @@ def finalize_from_checkpoint(cfg: TrainConfig) -> None:
     (final / "scaling_factor.json").write_text(
         json.dumps({"scaling_factor": 1.0 / latents.std().item(), "unet_step": meta["step"]})
     )
-    vae_dir = next(d for d in (work / s / "final" for s in ("vae_decoder_refine", "vae_decoder", "vae")) if d.exists())
-    vae = AutoencoderKL.from_pretrained(vae_dir)
+    vae_dir = work / "vae_decoder" / "final"
+    vae = AutoencoderKL.from_pretrained(vae_dir if vae_dir.exists() else work / "vae" / "final")
     assemble(cfg, clip, vae, unet.eval(), CLIPTokenizer.from_pretrained(cfg.out / "clip"))
