@@ -88,6 +88,12 @@ def test_suites(tmp_path):
         load_suite("coco")
     toy = load_suite("toy", limit=5)
     assert toy[0].spec is not None and toy[0].category == "single"
+    pairs = load_suite("toy", categories=["two_object", "novel"])
+    full = {it.index: it for it in load_suite("toy")}
+    assert {it.category for it in pairs} == {"two_object", "novel"} and len(pairs) == 40 + 36
+    assert all(full[it.index] == it for it in pairs)  # indices (image folders) are the full suite's
+    with pytest.raises(ValueError, match="has color_binding"):
+        load_suite("toy", categories=["pairs"])
 
 
 @pytest.mark.skipif(not SHARED_COCO.exists(), reason="needs ../shared/data (present in CI and sessions)")

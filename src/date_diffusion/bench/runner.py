@@ -48,6 +48,7 @@ class RunSettings:
     edit_skip: int | None = None  # editing suites: steps not regenerated
     cfg_src: float = 3.5  # editing suites: guidance of the inversion (the regeneration uses `guidance`)
     inception_weights: str | None = None  # torch-fidelity Inception weights file, for Inception FID
+    categories: list[str] | None = None  # only these prompt categories
     methods: dict = field(default_factory=dict)  # label -> method settings
 
 

@@ -79,7 +79,11 @@ def read_edit_rows(path) -> list[dict]:
     return rows
 
 
-def load_suite(name: str, file: str | Path | None = None, limit: int | None = None) -> list[Item]:
+def load_suite(
+    name: str, file: str | Path | None = None, limit: int | None = None, categories: list[str] | None = None
+) -> list[Item]:
+    """The suite's items; `categories` keeps only those (item indices stay the full suite's, so a filtered
+    run's images and records line up with a full run's), then `limit` keeps the first N."""
     if name in ("toy", "toy-validation"):
         from date_diffusion.toyworld.suite import prompt_suite, validation_prompts
 
@@ -112,4 +116,10 @@ def load_suite(name: str, file: str | Path | None = None, limit: int | None = No
         items = [Item(i, p) for i, p in enumerate(read_captions(file))]
     else:
         raise ValueError(f"unknown suite {name!r}; choose one of {', '.join(SUITES)}")
+    if categories:
+        known = sorted({it.category for it in items})
+        unknown = sorted(set(categories) - set(known))
+        if unknown:
+            raise ValueError(f"--categories {','.join(unknown)}: suite {name!r} has {', '.join(known)}")
+        items = [it for it in items if it.category in categories]
     return items[:limit] if limit else items

@@ -39,6 +39,12 @@ def add_parsers(sub):
         help="first seed (default: 1000 on toy, never used for tuning; 6 elsewhere, as the paper)",
     )
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts of the suite")
+    p.add_argument(
+        "--categories",
+        default=None,
+        help="comma-separated prompt categories to keep (toy: single, two_object, color_binding, counting, "
+        "position, novel; ane: animal_animal, animal_object, object_object)",
+    )
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=None, help="default: the model's recommended value, else 8")
     p.add_argument("--model", default=None, help="default: the toy world")
@@ -105,7 +111,8 @@ def run_bench(args) -> int:
 
     try:
         methods = parse_methods(args.methods)
-        items = load_suite(args.suite, args.captions or args.prompts_file, args.limit)
+        categories = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
+        items = load_suite(args.suite, args.captions or args.prompts_file, args.limit, categories)
     except (ValueError, FileNotFoundError) as err:
         raise CLIError(str(err)) from err
     if args.suite.startswith("edit"):
@@ -123,6 +130,7 @@ def run_bench(args) -> int:
         suite=args.suite,
         captions=args.captions or args.prompts_file,
         limit=args.limit,
+        categories=categories,
         seeds=list(range(base, base + n_seeds)),
         steps=args.steps,
         guidance=guidance,
