@@ -144,15 +144,17 @@ def test_bench_run_outputs_resume_and_refusal(model_dir, clip_dir, tmp_path, cap
 def test_two_processes_give_the_same_images(tmp_path):
     """The shipped toy world, sharded over 2 CPU processes with accelerate, batch 1 vs 1 process, batch 32."""
     one, two = tmp_path / "one", tmp_path / "two"
-    args = ["bench", "--suite", "toy", "--limit", "3", "--seeds", "2", "--steps", "4",
-            "--methods", "fixed date:rho=0.5,every=2"]  # fmt: skip
+    args = ["bench", "--suite", "toy", "--limit", "3", "--seeds", "2", "--steps", "4"]
+    args += ["--methods", "fixed date:rho=0.5,every=2"]
     assert main([*args, "--out", str(one)]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "date_diffusion", *args, "--batch-size", "1",
-           "--out", str(two)]  # fmt: skip
+    launch = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    launch += ["--dynamo_backend", "no"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch, "-m", "date_diffusion", *args]
+    cmd += ["--batch-size", "1", "--out", str(two)]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert "process 1/2: 4 images" in res.stderr and "process 2/2: 2 images" in res.stderr  # really sharded
     pngs = sorted(one.glob("images/*/*/samples/*.png"))
     assert len(pngs) == 2 * 3 * 2
     for p in pngs:

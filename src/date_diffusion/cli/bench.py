@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from date_diffusion.cli.common import CLIError
@@ -146,7 +147,9 @@ def run_bench(args) -> int:
         methods={m.label: method_record(m) for m in methods},
     )
     out = Path(args.out)
-    state = PartialState()
+    # Without a GPU, accelerate's state only sees the other processes when told it is on the CPU; the CPU
+    # launch is `accelerate launch --multi_gpu --num_processes N` (torchrun), as `--cpu` starts one process.
+    state = PartialState(cpu=not torch.cuda.is_available())
     try:
         check_settings(out, settings)
     except SettingsMismatch as err:
@@ -158,6 +161,7 @@ def run_bench(args) -> int:
     scorer = Scorer(reward, load_reward(args.eval_clip, device) if args.eval_clip else None)
     # shard by prompt: each process owns the prompts with index % world == rank
     jobs = [(it, s) for it in items if it.index % state.num_processes == state.process_index for s in settings.seeds]
+    print(f"process {state.process_index + 1}/{state.num_processes}: {len(jobs)} images per method", file=sys.stderr)
     for m in methods:
         generate_method(
             pipe,

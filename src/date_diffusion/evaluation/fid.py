@@ -47,9 +47,13 @@ def frechet_distance(
                 "Inception FID needs torch-fidelity's weights file: pass inception_weights=PATH "
                 "(pt_inception-2015-12-05-6726825d.pth), or use CLIP features"
             )
-        metric = FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=inception_weights)
+        metric = FrechetInceptionDistance(
+            feature=2048, feature_extractor_weights_path=inception_weights, sync_on_compute=False
+        )
     else:
-        metric = FrechetInceptionDistance(feature=feature)
+        # every image is already in this process (the report runs once, after all processes finished): no
+        # all-gather across a multi-process launch
+        metric = FrechetInceptionDistance(feature=feature, sync_on_compute=False)
     for batch in real:
         metric.update(batch, real=True)
     for batch in fake:
