@@ -276,3 +276,12 @@ def test_edit_csv_suite_and_ane_suite_run(model_dir, clip_dir, tmp_path):
     img = torch.from_numpy(np.asarray(Image.open(path.with_suffix(".png")))).permute(2, 0, 1)[None].float() / 255
     sims = clip(img.expand(2, -1, -1, -1), ["a cat", "a dog"])
     assert abs(rec["min_object_clip"] - float(sims.min())) < 5e-3  # the PNG is the record's image, quantised
+
+
+def test_metric_vs_rho_uses_plain_date_runs_only():
+    from date_diffusion.bench.report import rho_sweep
+
+    labels = ["fixed", "date:rho=2", "date", "date:rho=0.1", "date:direction=random", "date:normalize=0,rho=2"]
+    labels += ["date:rho=0.5,decoder=tiny", "date:rho=1,every=5", "date+ae:rho=1", "ug:scale=8"]
+    summary = {k: {"metrics": {"clip_eval": [0.9, 0.8, 1.0]}} for k in labels}
+    assert [(r, k) for r, k, _ in rho_sweep(summary)] == [(0.1, "date:rho=0.1"), (0.5, "date"), (2.0, "date:rho=2")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections import defaultdict
@@ -189,6 +190,19 @@ def csv_rows(summary: dict) -> str:
     return buf.getvalue()
 
 
+def rho_sweep(summary: dict) -> list[tuple[float, str, dict]]:
+    """(rho, label, metrics) of the plain DATE runs that differ from the default settings only in rho (no
+    ablation, approximate decoder or A&E), sorted by rho: the points of `metric_vs_rho.png`."""
+    default = parse_method("date").date
+    points = []
+    for label, e in summary.items():
+        m = parse_method(label)
+        plain = m.kind == "date" and m.ae is None and m.reward_decoder is None and m.steps is None
+        if plain and dataclasses.replace(m.date, rho=default.rho) == default and "clip_eval" in e["metrics"]:
+            points.append((m.date.rho, label, e["metrics"]))
+    return sorted(points, key=lambda p: p[0])
+
+
 def plots(out: Path, summary: dict, records: dict[str, list[dict]], settings: dict) -> list[Path]:
     import matplotlib
 
@@ -236,29 +250,28 @@ def plots(out: Path, summary: dict, records: dict[str, list[dict]], settings: di
         made.append(out / "reward_trajectory.png")
         fig.savefig(made[-1], dpi=120)
     plt.close(fig)
-    # metric vs rho for DATE methods
-    rho_points = []
-    for label, e in summary.items():
-        m = parse_method(label)
-        if m.kind == "date" and "clip_eval" in e["metrics"]:
-            rho_points.append((m.date.rho, label, e["metrics"]))
-    if len(rho_points) > 1:
-        rho_points.sort()
-        metric = "exact" if all("exact" in p[2] for p in rho_points) else "clip_eval"
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.errorbar(
-            [p[0] for p in rho_points],
-            [p[2][metric][0] for p in rho_points],
-            yerr=[
-                [p[2][metric][0] - p[2][metric][1] for p in rho_points],
-                [p[2][metric][2] - p[2][metric][0] for p in rho_points],
-            ],
-            marker="o",
-            capsize=3,
-        )
-        ax.set_xscale("log")
-        ax.set_xlabel("rho")
-        ax.set_ylabel(metric)
+    rho_points = rho_sweep(summary)
+    if len({p[0] for p in rho_points}) > 1:
+        metrics = [k for k in ("exact", "clip_eval") if all(k in p[2] for p in rho_points)]
+        fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
+        for ax, metric in zip(axes[0], metrics):
+            ax.errorbar(
+                [p[0] for p in rho_points],
+                [p[2][metric][0] for p in rho_points],
+                yerr=[
+                    [p[2][metric][0] - p[2][metric][1] for p in rho_points],
+                    [p[2][metric][2] - p[2][metric][0] for p in rho_points],
+                ],
+                marker="o",
+                capsize=3,
+                label="DATE",
+            )
+            if "fixed" in summary and metric in summary["fixed"]["metrics"]:
+                ax.axhline(summary["fixed"]["metrics"][metric][0], ls="--", color="gray", label="fixed")
+            ax.set_xscale("log")
+            ax.set_xlabel("rho")
+            ax.set_ylabel({"exact": "exact accuracy", "clip_eval": "held-out CLIP score"}[metric])
+            ax.legend(fontsize=7)
         fig.tight_layout()
         made.append(out / "metric_vs_rho.png")
         fig.savefig(made[-1], dpi=120)
