@@ -26,9 +26,18 @@ def test_weights_are_safetensors_within_budget():
     assert sum(p.stat().st_size for p in files) <= 60 * 2**20
 
 
-def test_main_command_compares_and_judges(tmp_path, capsys):
+def test_main_command_compares_and_judges(tmp_path, capsys, monkeypatch):
+    import torch
+
+    threads = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # no thread setting from the user: one thread
+    torch.set_num_threads(2)
     prompt = "a red circle to the left of a blue square"
-    assert main(["generate", prompt, "--compare", "--out", str(tmp_path)]) == 0
+    try:
+        assert main(["generate", prompt, "--compare", "--out", str(tmp_path)]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     meta = json.loads((tmp_path / "000-a-red-circle-to-the-left-of-a-blue-square-s0.json").read_text())
     assert set(meta["evaluator"]) == {"fixed", "date"}
     assert meta["trace"]["update_steps"] == list(range(0, 50, meta["date"]["update_every"]))
