@@ -1,4 +1,5 @@
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -75,13 +76,9 @@ class _RoundTrip(torch.nn.Module):
         self.dummy = torch.nn.Parameter(torch.zeros(()))
 
     def encode(self, x):
-        from types import SimpleNamespace
-
         return SimpleNamespace(latent_dist=SimpleNamespace(mean=x))
 
     def decode(self, z):
-        from types import SimpleNamespace
-
         return SimpleNamespace(sample=torch.full_like(z, z[0, 0, 0, 0].item()) if self.blank else z)
 
 

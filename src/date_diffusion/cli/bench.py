@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from date_diffusion.cli.common import CLIError
+from date_diffusion.cli.common import CLIError, str_list
 
 
 def add_parsers(sub):
@@ -42,6 +42,7 @@ def add_parsers(sub):
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts of the suite")
     p.add_argument(
         "--categories",
+        type=str_list,
         default=None,
         help="comma-separated prompt categories to keep (toy: single, two_object, color_binding, counting, "
         "position, novel; ane: animal_animal, animal_object, object_object)",
@@ -72,6 +73,7 @@ def add_parsers(sub):
     f.add_argument("--model", default="toy", help="toy, sd15-random-256, sd15-random-512, or a diffusers folder")
     f.add_argument(
         "--variants",
+        type=str_list,
         default="fixed,date,date-checkpointing",
         help="comma-separated: fixed, date, date-checkpointing, date-approx",
     )
@@ -112,8 +114,7 @@ def run_bench(args) -> int:
 
     try:
         methods = parse_methods(args.methods)
-        categories = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
-        items = load_suite(args.suite, args.captions or args.prompts_file, args.limit, categories)
+        items = load_suite(args.suite, args.captions or args.prompts_file, args.limit, args.categories)
     except (ValueError, FileNotFoundError) as err:
         raise CLIError(str(err)) from err
     if args.suite.startswith("edit"):
@@ -131,7 +132,7 @@ def run_bench(args) -> int:
         suite=args.suite,
         captions=args.captions or args.prompts_file,
         limit=args.limit,
-        categories=categories,
+        categories=args.categories or None,
         seeds=list(range(base, base + n_seeds)),
         steps=args.steps,
         guidance=guidance,
@@ -194,7 +195,7 @@ def run_bench_perf(args) -> int:
     from date_diffusion.perf.bench_perf import bench_perf
     from date_diffusion.perf.worker import VARIANTS
 
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    variants = args.variants
     bad = [v for v in variants if v not in VARIANTS]
     if bad or not variants:
         raise CLIError(f"unknown --variants {bad}; choose from {', '.join(VARIANTS)}")

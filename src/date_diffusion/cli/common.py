@@ -16,6 +16,10 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
 
 
+def str_list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
 def add_date_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("DATE (paper defaults)")
     g.add_argument(

@@ -41,6 +41,8 @@ def frechet_distance(
     """FID between two streams of uint8 NCHW batches; `feature=None` means Inception (needs its weights)."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
+    # sync_on_compute=False: every image is already in this process (the report runs once, after all processes
+    # of a multi-process launch finished), so there is nothing to all-gather
     if feature is None:
         if inception_weights is None:
             raise ValueError(
@@ -51,8 +53,6 @@ def frechet_distance(
             feature=2048, feature_extractor_weights_path=inception_weights, sync_on_compute=False
         )
     else:
-        # every image is already in this process (the report runs once, after all processes finished): no
-        # all-gather across a multi-process launch
         metric = FrechetInceptionDistance(feature=feature, sync_on_compute=False)
     for batch in real:
         metric.update(batch, real=True)

@@ -177,15 +177,13 @@ class DATEPipelineMixin:
                 module.requires_grad_(False)
         # the denoiser's own switch already checkpoints each resnet / attention; the decoders and the reward
         # are checkpointed unit by unit (see sampling/checkpointing.py). Both act only where gradients are.
-        checkpointed = [
-            m
-            for m in (denoiser,)
-            if gradient_checkpointing
-            and getattr(m, "_supports_gradient_checkpointing", False)
-            and not m.is_gradient_checkpointing
-        ]
-        for m in checkpointed:
-            m.enable_gradient_checkpointing()
+        switch_denoiser = (
+            gradient_checkpointing
+            and getattr(denoiser, "_supports_gradient_checkpointing", False)
+            and not denoiser.is_gradient_checkpointing
+        )
+        if switch_denoiser:
+            denoiser.enable_gradient_checkpointing()
         fine = (
             fine_checkpointing(getattr(self.vae, "decoder", None), reward_decoder, reward)
             if gradient_checkpointing
@@ -242,8 +240,8 @@ class DATEPipelineMixin:
                     pre_step=pre_step,
                 )
         finally:
-            for m in checkpointed:
-                m.disable_gradient_checkpointing()
+            if switch_denoiser:
+                denoiser.disable_gradient_checkpointing()
         if save_embeddings is not None:
             tensors = {"original": cond, "final": result.embeds}
             tensors.update({f"step_{i:04d}": e for i, e in (result.embeds_history or {}).items()})
