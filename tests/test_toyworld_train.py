@@ -89,3 +89,22 @@ def test_reconstruction_accuracy_reads_the_round_trip_with_the_evaluator():
     blank = reconstruction_accuracy(_RoundTrip(blank=True), per_category=6, batch=4)
     assert set(perfect) == {"single", "two_object", "counting", "position", "novel", "all"}
     assert perfect["all"] == 1.0 and blank["all"] == 0.0
+
+
+def test_halo_weights_the_background_around_objects_as_much_as_the_objects():
+    import numpy as np
+
+    from date_diffusion.toyworld import scene
+    from date_diffusion.toyworld.train import images_to_tensor, reconstruction_loss
+
+    cross = scene.Scene([scene.PlacedObject("red", "cross", "small", 32, 32)])
+    blob = scene.Scene([scene.PlacedObject("red", "square", "small", 32, 32)])  # the cross with its notches filled
+    x, filled = (images_to_tensor(scene.render(s)[None], "cpu") for s in (cross, blob))
+    stray = x.clone()
+    stray[..., 2:6, 2:6] = filled[..., 32, 32, None, None]  # an error far from any object
+    # Filling the notches costs over 3x more with the halo (their anti-aliased rims are already object pixels);
+    # an error far from objects costs the same either way.
+    assert reconstruction_loss(filled, x, halo=2) > 3 * reconstruction_loss(filled, x)
+    assert torch.isclose(reconstruction_loss(stray, x, halo=2), reconstruction_loss(stray, x))
+    assert reconstruction_loss(x, x, halo=2) == 0
+    assert np.isclose(reconstruction_loss(filled, x, halo=0).item(), reconstruction_loss(filled, x).item())
