@@ -40,17 +40,17 @@ def test_alone_equals_diffusers_attend_and_excite(components, pipe):
 
 
 def test_auto_indices_find_the_subject_nouns(tokenizer):
-    assert noun_token_indices(tokenizer, "a red circle and a blue dog") == [3, 7]
+    assert noun_token_indices(tokenizer, "a red circle and a blue dog", {"circle", "dog"}) == [3, 7]
 
 
 def test_combined_with_date_both_act(pipe, reward):
     kw = dict(num_inference_steps=5, guidance_scale=8.0, output_type="np")
     g = lambda: [torch.Generator().manual_seed(0)]  # noqa: E731
-    ae = pipe(["a red circle and a blue dog"], generator=g(), attend_and_excite={"token_indices": "auto", **AE}, **kw)
+    ae = pipe(["a red circle and a blue dog"], generator=g(), attend_and_excite={"subjects": ["circle", "dog"], **AE}, **kw)
     both = pipe(
         ["a red circle and a blue dog"],
         generator=g(),
-        attend_and_excite={"token_indices": "auto", **AE},
+        attend_and_excite={"subjects": ["circle", "dog"], **AE},
         date=DATEConfig(rho=0.5, update_every=2),
         reward=reward,
         **kw,

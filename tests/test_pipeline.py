@@ -94,7 +94,8 @@ def test_update_direction_agrees_with_finite_differences(tokenizer, clip_dir):
         callback_on_step_end=lambda p, i, t, kw: captured.setdefault(i, {k: v.clone() for k, v in kw.items()}) and {},
         callback_on_step_end_tensor_inputs=["latents", "prompt_embeds", "negative_prompt_embeds"],
     )
-    x, c0, c1 = captured[0]["latents"], captured[0]["prompt_embeds"], captured[1]["prompt_embeds"]
+    # as in diffusers, callbacks see `prompt_embeds` as cat([negative, positive]) under guidance
+    x, c0, c1 = captured[0]["latents"], captured[0]["prompt_embeds"][1:], captured[1]["prompt_embeds"][1:]
     uncond = captured[0]["negative_prompt_embeds"]
     sched = pipe.scheduler
     t = sched.timesteps[1]

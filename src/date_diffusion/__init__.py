@@ -13,11 +13,22 @@ _EXPORTS = {
     "UpdateResult": "date_diffusion.core.update",
     "date_update": "date_diffusion.core.update",
     "date_sample": "date_diffusion.sampling.loop",
+    "DATEPipeline": "date_diffusion.pipelines",
+    "load_date_pipeline": "date_diffusion.pipelines",
+    "DATEOptions": "date_diffusion.pipelines.common",
+    "DATEPipelineOutput": "date_diffusion.pipelines.common",
     "StableDiffusionDATEPipeline": "date_diffusion.pipelines.stable_diffusion",
-    "DATEPipelineOutput": "date_diffusion.pipelines.stable_diffusion",
+    "StableDiffusionXLDATEPipeline": "date_diffusion.pipelines.stable_diffusion_xl",
+    "StableDiffusion3DATEPipeline": "date_diffusion.pipelines.stable_diffusion_3",
+    "FluxDATEPipeline": "date_diffusion.pipelines.flux",
+    "PixArtAlphaDATEPipeline": "date_diffusion.pipelines.pixart",
     "Reward": "date_diffusion.rewards.base",
     "WeightedReward": "date_diffusion.rewards.base",
     "CLIPScoreReward": "date_diffusion.rewards.clip",
+    "PickScoreReward": "date_diffusion.rewards.clip",
+    "ImageRewardReward": "date_diffusion.rewards.imagereward",
+    "AestheticReward": "date_diffusion.rewards.aesthetic",
+    "reward_from_spec": "date_diffusion.rewards.registry",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -318,10 +318,10 @@ def compute_fid(out: Path, run: dict, methods, records: dict[str, list[dict]]) -
     """`fid_clip` (held-out CLIP features; not comparable to Inception FID) and, with weights, `fid_inception`."""
     if not run["suite"].startswith("toy") and not run.get("fid_real"):
         return {}
-    from date_diffusion.cli.common import load_reward
     from date_diffusion.evaluation.fid import CLIPImageFeatures, frechet_distance
+    from date_diffusion.rewards.registry import reward_from_spec
 
-    eval_clip = load_reward(run["eval_clip"], "cpu")
+    eval_clip = reward_from_spec(run["eval_clip"], "cpu")
     features = CLIPImageFeatures(eval_clip.model)
     result = {}
     for m in methods:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from date_diffusion.bench.suites import Item
+from date_diffusion.bench.suites import Item, subject_words
 from date_diffusion.evaluation.methods import Method
 
 BEST_OF_STRIDE = 100_003  # candidate j of best-of-N for seed s uses seed s + j * stride (j = 0 is `fixed`)
@@ -241,7 +241,8 @@ def generate_method(
         t0 = time.perf_counter()
         extra = {"ug_scale": method.ug_scale, "ug_every": method.ug_every} if method.kind == "ug" else {}
         if method.ae is not None:
-            extra["attend_and_excite"] = method.ae
+            ae = {k: v for k, v in method.ae.items() if not (k == "token_indices" and v == "auto")}
+            extra["attend_and_excite"] = {"subjects": subject_words(), **ae}
         if method.reward_decoder is not None:
             extra["reward_decoder"] = _decoder(pipe, settings, method.reward_decoder)
         res = pipe(

@@ -31,6 +31,14 @@ ANE_OBJECTS = [
 ANE_COLORS = ["red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "gray", "black", "white"]
 
 
+def subject_words() -> set[str]:
+    """The subject nouns of every suite (Attend-and-Excite's animals and objects, the toy world's shapes):
+    the words whose tokens Attend-and-Excite excites."""
+    from date_diffusion.toyworld.scene import PLURALS, SHAPES
+
+    return set(ANE_ANIMALS) | set(ANE_OBJECTS) | set(SHAPES) | set(PLURALS.values())
+
+
 @dataclass(frozen=True)
 class Item:
     index: int

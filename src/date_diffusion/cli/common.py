@@ -73,40 +73,13 @@ def flag_error(err: ValueError) -> CLIError:
 
 
 def load_reward(spec: str, device: str):
-    """One reward or a weighted sum: `clip`, `clip-l`, `clip:ID_OR_PATH`, `pickscore[:ID_OR_PATH]`,
-    `imagereward[:DIR_OR_FILE]`, `aesthetic[:MLP_FILE]`, combined as `0.5*clip:A+1*imagereward`."""
-    from date_diffusion.hub import REWARD_ALIASES
-    from date_diffusion.rewards.aesthetic import AestheticReward
-    from date_diffusion.rewards.base import WeightedReward
-    from date_diffusion.rewards.clip import CLIPScoreReward, PickScoreReward
-    from date_diffusion.rewards.imagereward import ImageRewardReward
+    """`rewards.registry.reward_from_spec`, with a malformed spec reported as a usage error."""
+    from date_diffusion.rewards.registry import RewardSpecError, reward_from_spec
 
-    def one(term: str):
-        kind, _, source = term.partition(":")
-        if kind in REWARD_ALIASES and not source:
-            return CLIPScoreReward.from_pretrained(REWARD_ALIASES[kind], device=device)
-        if kind == "clip" and source:
-            return CLIPScoreReward.from_pretrained(source, device=device)
-        if kind == "pickscore":
-            return PickScoreReward.from_pretrained(source or None, device=device)
-        if kind == "imagereward":
-            return ImageRewardReward.from_pretrained(source or None, device=device)
-        if kind == "aesthetic":
-            return AestheticReward.from_pretrained(source or None, device=device)
-        raise CLIError(
-            f"unknown reward {term!r}; use clip, clip-l, clip:ID_OR_PATH, pickscore[:ID], "
-            "imagereward[:DIR], aesthetic[:FILE], or weighted sums like 0.5*clip+1*imagereward"
-        )
-
-    terms = [t.strip() for t in spec.split("+") if t.strip()]
-    weighted = []
-    for t in terms:
-        w, star, rest = t.partition("*")
-        try:
-            weighted.append((float(w), one(rest)) if star else (1.0, one(t)))
-        except ValueError as err:
-            raise CLIError(f"bad weight in reward {t!r}: {err}") from err
-    return weighted[0][1] if len(weighted) == 1 and weighted[0][0] == 1.0 else WeightedReward(weighted)
+    try:
+        return reward_from_spec(spec, device)
+    except RewardSpecError as err:
+        raise CLIError(str(err)) from err
 
 
 def resolve_device(name: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import re
@@ -86,16 +85,9 @@ def resolve_model(model: str | None) -> str:
 
 
 def load_pipeline(model: str, dtype: str, device: str, scheduler: str | None):
-    import torch
+    from date_diffusion.pipelines import load_date_pipeline
 
-    from date_diffusion.hub import load_component
-    from date_diffusion.pipelines import date_pipeline_for
-    from date_diffusion.schedulers import make_scheduler
-
-    pipe = load_component(date_pipeline_for(model), model, dtype=getattr(torch, dtype))
-    if scheduler is not None:
-        pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
-    return pipe.to(device)
+    return load_date_pipeline(model, dtype, device, scheduler)
 
 
 def run(args) -> int:
@@ -127,7 +119,7 @@ def run(args) -> int:
         torch.set_num_threads(1)
     pipe = load_pipeline(model, args.dtype, device, args.scheduler)
     pipe.set_progress_bar_config(disable=True)
-    if args.negative_prompt is not None and "negative_prompt" not in inspect.signature(pipe.__call__).parameters:
+    if args.negative_prompt is not None and not pipe._date_negative_branch:
         raise CLIError(f"--negative-prompt is not supported by {type(pipe).__name__} (no negative branch)")
     reward = load_reward(args.reward, device)
     decoder = None

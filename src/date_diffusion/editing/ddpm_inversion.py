@@ -27,9 +27,10 @@ class Inversion:
     zs: list[torch.Tensor]  # noise map of each step
 
 
-def inversion_scheduler(pipe, num_inference_steps: int) -> DDIMScheduler:
-    sched = DDIMScheduler.from_config(pipe.scheduler.config)
-    sched.set_timesteps(num_inference_steps, device=pipe._execution_device)
+def inversion_scheduler(config, num_inference_steps: int, device=None) -> DDIMScheduler:
+    """A DDIM scheduler (run with eta = 1: DDPM steps) on the model's training schedule `config`."""
+    sched = DDIMScheduler.from_config(config)
+    sched.set_timesteps(num_inference_steps, device=device)
     return sched
 
 
@@ -39,8 +40,9 @@ def _std(sched: DDIMScheduler, t) -> torch.Tensor:
 
 
 @torch.no_grad()
-def invert(pipe, x0: torch.Tensor, cond, uncond, guidance: float, sched: DDIMScheduler, generator=None) -> Inversion:
-    """Noise maps that regenerate latents `x0` under (cond, uncond, guidance) along `sched.timesteps`."""
+def invert(denoise, sched: DDIMScheduler, x0: torch.Tensor, cond, uncond, guidance: float, generator=None) -> Inversion:
+    """Noise maps that regenerate latents `x0` under (cond, uncond, guidance) along `sched.timesteps`;
+    `denoise(x, t, embeds) -> model output` is the same denoiser function `date_sample` takes."""
     ts = sched.timesteps
     acp = sched.alphas_cumprod.to(x0.device)
     if isinstance(generator, list):  # one stream per image: an edit does not depend on its batch
@@ -54,11 +56,9 @@ def invert(pipe, x0: torch.Tensor, cond, uncond, guidance: float, sched: DDIMSch
     zs = []
     for i, t in enumerate(ts):
         x = xts[i]
-        out = pipe.unet(
-            torch.cat([x, x]) if uncond is not None else x,
-            t,
-            encoder_hidden_states=torch.cat([uncond, cond]) if uncond is not None else cond,
-        ).sample
+        out = denoise(
+            torch.cat([x, x]) if uncond is not None else x, t, torch.cat([uncond, cond]) if uncond is not None else cond
+        )
         eps = guided(*out.chunk(2), guidance) if uncond is not None else out
         mean = sched.step(eps, t, x, eta=1.0, variance_noise=torch.zeros_like(x)).prev_sample
         zs.append((xts[i + 1] - mean) / _std(sched, t))

@@ -104,9 +104,9 @@ def load(model: str, dtype=torch.float32, reward_spec: str | None = None):
         reward = None
         size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     if reward_spec:
-        from date_diffusion.cli.common import load_reward
+        from date_diffusion.rewards.registry import reward_from_spec
 
-        reward = load_reward(reward_spec, "cpu")
+        reward = reward_from_spec(reward_spec, "cpu")
     elif reward is None:
         reward = CLIPScoreReward.from_pretrained(TOY_CLIP if model == "toy" else PAPER_CLIP)
     return pipe, reward, size

@@ -1,4 +1,4 @@
-"""DATE pipelines per model family, and which one a checkpoint needs (from its `model_index.json`)."""
+"""DATE pipelines per model family, the auto class that picks the family of a checkpoint, and model loading."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ FAMILIES = {
 
 
 def date_pipeline_class(stock_class_name: str):
-    if stock_class_name not in FAMILIES:
+    """The DATE pipeline class for a stock diffusers pipeline class name (DATE class names are accepted too)."""
+    name = stock_class_name.replace("DATEPipeline", "Pipeline")
+    if name not in FAMILIES:
         raise ValueError(f"no DATE pipeline for {stock_class_name!r}; supported: {', '.join(FAMILIES)}")
-    module, name = FAMILIES[stock_class_name]
-    return getattr(import_module(f"date_diffusion.pipelines.{module}"), name)
+    module, cls = FAMILIES[name]
+    return getattr(import_module(f"date_diffusion.pipelines.{module}"), cls)
 
 
 def date_pipeline_for(model) -> type:
@@ -31,4 +33,36 @@ def date_pipeline_for(model) -> type:
         config = DiffusionPipeline.load_config(str(model))
     except (OSError, ValueError) as err:
         raise explain_load_error(model, err) from err
-    return date_pipeline_class(config["_class_name"].replace("DATEPipeline", "Pipeline").replace("DATE", ""))
+    return date_pipeline_class(config["_class_name"])
+
+
+class DATEPipeline:
+    """Auto class: `DATEPipeline.from_pretrained(path_or_id, **kwargs)` returns the DATE pipeline of the checkpoint's
+    family (read from its `model_index.json`); `DATEPipeline.from_pipe(stock_pipe)` converts a loaded pipeline."""
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("DATEPipeline is an auto class: use DATEPipeline.from_pretrained(...) or .from_pipe(...)")
+
+    @staticmethod
+    def from_pretrained(pretrained_model_name_or_path, **kwargs):
+        from date_diffusion.hub import load_component
+
+        cls = date_pipeline_for(pretrained_model_name_or_path)
+        return load_component(cls, pretrained_model_name_or_path, **kwargs)
+
+    @staticmethod
+    def from_pipe(pipeline, **kwargs):
+        return date_pipeline_class(type(pipeline).__name__).from_pipe(pipeline, **kwargs)
+
+
+def load_date_pipeline(model, dtype="float32", device="cpu", scheduler: str | None = None):
+    """A DATE pipeline for `model` (folder or hub id) in `dtype` on `device`, optionally with another scheduler
+    (a name from `date_diffusion.schedulers.SCHEDULERS`) built from the model's own scheduler config."""
+    import torch
+
+    from date_diffusion.schedulers import make_scheduler
+
+    pipe = DATEPipeline.from_pretrained(model, torch_dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+    if scheduler is not None:
+        pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
+    return pipe.to(device)

@@ -2,195 +2,98 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from diffusers import StableDiffusionPipeline
 
 from date_diffusion.core.config import DATEConfig
-from date_diffusion.core.prediction import PREDICTION_TYPES
-from date_diffusion.pipelines.common import DATEPipelineMixin, DATEPipelineOutput
+from date_diffusion.pipelines.common import DATEOptions, DATEPipelineMixin, DATEPipelineOutput, pack_conditioning
 from date_diffusion.rewards.base import Reward
 
 __all__ = ["DATEPipelineOutput", "StableDiffusionDATEPipeline"]
 
 
 class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
-    """Stable Diffusion with Diffusion Adaptive Text Embedding.
+    """Stable Diffusion 1.x/2.x with Diffusion Adaptive Text Embedding.
 
     Loads like the stock pipeline (`from_pretrained(id_or_path)`, or `from_pipe(existing_pipeline)`) and takes
-    the stock arguments, plus `date=DATEConfig(...)` and `reward=...`. With `date=None` (or `rho=0`, or no
-    update index in the run) the output equals `StableDiffusionPipeline` for the same inputs.
+    the stock arguments, plus `date=DATEConfig(...)`, `reward=...` (see `DATEOptions`). With `date=None` (or
+    `rho=0`, or no update index in the run) the output equals `StableDiffusionPipeline` for the same inputs.
+    What is adapted: the text encoder's token embeddings (`prompt_embeds`, [B, 77, 768] for SD 1.x).
     """
 
-    @torch.no_grad()
-    def __call__(
-        self,
-        prompt: str | list[str] | None = None,
-        height: int | None = None,
-        width: int | None = None,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 7.5,
-        negative_prompt: str | list[str] | None = None,
-        num_images_per_prompt: int = 1,
-        eta: float = 0.0,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        latents: torch.Tensor | None = None,
-        prompt_embeds: torch.Tensor | None = None,
-        negative_prompt_embeds: torch.Tensor | None = None,
-        output_type: str = "pil",
-        return_dict: bool = True,
-        callback_on_step_end=None,
-        callback_on_step_end_tensor_inputs: list[str] | None = None,
-        date: DATEConfig | None = None,
-        reward: Reward | None = None,
-        reward_prompt: str | list[str] | None = None,
-        save_embeddings: str | Path | None = None,
-        ug_scale: float | None = None,
-        ug_every: int = 1,
-        gradient_checkpointing: bool = False,
-        reward_decoder=None,
-        attend_and_excite: dict | None = None,
-    ):
-        """Arguments as `StableDiffusionPipeline.__call__`, plus:
+    def _date_default_size(self) -> int:
+        return self.unet.config.sample_size * self.vae_scale_factor
 
-        date: DATE settings; None samples with fixed embeddings.
-        reward: the score DATE raises (e.g. `CLIPScoreReward`); required when `date` updates.
-        reward_prompt: text the reward scores against (default: `prompt`); needed with `prompt_embeds`.
-        save_embeddings: a .safetensors path for the original, final and per-update embeddings.
-        ug_scale, ug_every: baseline data-space reward guidance (`sampling.guidance.universal_guidance`) with
-            this scale at every `ug_every`-th loop index; uses `reward`, keeps the embedding fixed.
-        gradient_checkpointing: recompute UNet, VAE-decoder and reward activations during the backward pass of
-            update steps instead of storing them, unit by unit (less memory, a little more time; normal steps
-            are unaffected; see `sampling.checkpointing`).
-        reward_decoder: APPROXIMATE path: decode x0_hat for the reward with this decoder (e.g. diffusers'
-            `AutoencoderTiny`/TAESD, or the toy world's distilled tiny decoder) instead of the VAE. The final
-            image is still decoded by the VAE. Traces record `reward_decoder`.
-        attend_and_excite: run Attend-and-Excite in the same loop (alone, or with `date`): a dict with
-            `token_indices` (one list per prompt, or "auto": the subject nouns), and optionally
-            `max_iter_to_alter` (25), `thresholds`, `scale_factor` (20), `attn_res` ((16, 16)).
-        """
-        height = height or self.unet.config.sample_size * self.vae_scale_factor
-        width = width or self.unet.config.sample_size * self.vae_scale_factor
-        tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+    def _date_check_inputs(self, call):
         self.check_inputs(
-            prompt,
-            height,
-            width,
+            call.prompt,
+            call.height,
+            call.width,
             None,
-            negative_prompt,
-            prompt_embeds,
-            negative_prompt_embeds,
+            call.negative_prompt,
+            call.prompt_embeds,
+            call.negative_prompt_embeds,
             None,
             None,
-            tensor_inputs,
+            self._date_callback_names(call),
         )
-        prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
-        if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(
-                f"scheduler prediction_type {prediction_type!r} is not supported; use one of {PREDICTION_TYPES}"
-            )
-        updating, batch_size, texts = self._date_prepare(
-            prompt, prompt_embeds, num_images_per_prompt, date, reward, reward_prompt, ug_scale
-        )
-        n_images = batch_size * num_images_per_prompt
 
-        self._guidance_scale = guidance_scale
-        self._guidance_rescale = 0.0
-        self._clip_skip = None
-        self._cross_attention_kwargs = None
-        self._interrupt = False
-        device = self._execution_device
+    def _date_encode(self, call, options, device):
         cond, uncond = self.encode_prompt(
-            prompt,
+            call.prompt,
             device,
-            num_images_per_prompt,
-            self.do_classifier_free_guidance,
-            negative_prompt,
-            prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_prompt_embeds,
+            call.num_images_per_prompt,
+            self._date_cfg(),
+            call.negative_prompt,
+            prompt_embeds=call.prompt_embeds,
+            negative_prompt_embeds=call.negative_prompt_embeds,
+            lora_scale=self._date_lora_scale(call),
+            clip_skip=call.clip_skip,
         )
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
-        latents = self.prepare_latents(
-            n_images, self.unet.config.in_channels, height, width, cond.dtype, device, generator, latents
-        )
-        step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
-        timestep_cond = None
-        if self.unet.config.time_cond_proj_dim is not None:
-            scale = torch.tensor(guidance_scale - 1).repeat(n_images)
-            timestep_cond = self.get_guidance_scale_embedding(
-                scale, embedding_dim=self.unet.config.time_cond_proj_dim
-            ).to(device=device, dtype=latents.dtype)
-        self._num_timesteps = len(timesteps)
+        uncond_parts = [uncond] if self._date_cfg() else None
+        return pack_conditioning([cond], uncond_parts, [True], ("prompt_embeds",), ("negative_prompt_embeds",))
 
-        def denoise(x, t, embeds):
-            return self.unet(x, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond, return_dict=False)[0]
+    def _date_denoise(self, call, cond):
+        timestep_cond = self._date_timestep_cond(cond)
 
-        on_step_end = self._step_callback(
-            callback_on_step_end, tensor_inputs, None, fixed={"negative_prompt_embeds": uncond}
-        )
-
-        pre_step = None
-        if attend_and_excite is not None:
-            pre_step = self._attend_excite_hook(attend_and_excite, prompt, num_images_per_prompt, len(timesteps))
-        try:
-            result, traces = self._date_run(
-                denoiser=self.unet,
-                denoise=denoise,
-                latents=latents,
-                cond=cond,
-                uncond=uncond if self.do_classifier_free_guidance else None,
-                guidance_scale=guidance_scale,
-                prediction_type=prediction_type,
-                date=date,
-                updating=updating,
-                reward=reward,
-                texts=texts,
-                generator=generator,
-                step_kwargs=step_kwargs,
-                ug_scale=ug_scale,
-                ug_every=ug_every,
-                gradient_checkpointing=gradient_checkpointing,
-                reward_decoder=reward_decoder,
-                save_embeddings=save_embeddings,
-                on_step_end=on_step_end,
-                frozen=(self.text_encoder,),
-                pre_step=pre_step,
-            )
-        finally:
-            if pre_step is not None:
-                pre_step.close()
-        if pre_step is not None:
-            for trace, losses in zip(traces, pre_step.losses):
-                trace["attend_excite_losses"] = losses
-
-        nsfw = None
-        if output_type == "latent":
-            image = result.latents
-        else:
-            image = self.vae.decode(
-                result.latents / self.vae.config.scaling_factor, return_dict=False, generator=generator
+        def denoise(x, t, packed):
+            (tokens,) = cond.parts(packed)
+            return self.unet(
+                x,
+                t,
+                encoder_hidden_states=tokens,
+                timestep_cond=timestep_cond,
+                cross_attention_kwargs=self.cross_attention_kwargs,
+                return_dict=False,
             )[0]
-            image, nsfw = self.run_safety_checker(image, device, cond.dtype)
-            denormalize = [True] * image.shape[0] if nsfw is None else [not flagged for flagged in nsfw]
-            image = self.image_processor.postprocess(image, output_type=output_type, do_denormalize=denormalize)
-        return self._finish(image, traces, texts, return_dict, nsfw)
 
-    def _attend_excite_hook(self, options: dict, prompt, num_images_per_prompt: int, n_steps: int):
+        return denoise
+
+    def _date_finish_image(self, call, image, dtype, device):
+        return self.run_safety_checker(image, device, dtype)
+
+    def _date_tuple(self, image, nsfw):
+        return (image, nsfw)
+
+    def _date_attend_excite(self, call, options: dict, n_steps: int, cond):
         from date_diffusion.sampling.attend_excite import AttendExcite, noun_token_indices
 
         options = dict(options)
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        indices = options.pop("token_indices", "auto")
-        if indices == "auto":
-            indices = [noun_token_indices(self.tokenizer, p) for p in prompts]
+        prompts = [call.prompt] if isinstance(call.prompt, str) else list(call.prompt)
+        indices = options.pop("token_indices", None)
+        subjects = options.pop("subjects", None)
+        if indices is None:
+            if subjects is None:
+                raise ValueError("attend_and_excite needs `token_indices` (one list per prompt) or `subjects` (words)")
+            indices = [noun_token_indices(self.tokenizer, p, set(subjects)) for p in prompts]
         elif indices and isinstance(indices[0], int):
             indices = [indices]
         if len(indices) != len(prompts):
             raise ValueError(f"attend_and_excite token_indices: {len(indices)} lists for {len(prompts)} prompts")
-        per_image = [ind for ind in indices for _ in range(num_images_per_prompt)]
-        return AttendExcite(self, per_image, n_steps, **options)
+        per_image = [ind for ind in indices for _ in range(call.num_images_per_prompt)]
+        return AttendExcite(self, per_image, n_steps, tokens=lambda packed: cond.parts(packed)[0], **options)
 
     @torch.no_grad()
     def edit(
@@ -218,43 +121,40 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
         paper's (100 steps, skip 36, guidance 3.5 / 15). With `target_prompt == source_prompt`,
         `cfg_tar == cfg_src` and no DATE, the result reconstructs the input.
         """
+        from date_diffusion.editing.ddpm_inversion import inversion_scheduler, invert
+
         if not 0 <= skip < num_inference_steps:
             raise ValueError(f"skip must be in [0, {num_inference_steps - 1}] (steps not regenerated), got {skip}")
-        updating, batch_size, texts = self._date_prepare(target_prompt, None, 1, date, reward, None, None)
+        options = DATEOptions(
+            date=date, reward=reward, gradient_checkpointing=gradient_checkpointing, reward_decoder=reward_decoder
+        )
+        call = SimpleNamespace(prompt=target_prompt, prompt_embeds=None, num_images_per_prompt=1)
+        self._date_prepare(call, options)
         device = self._execution_device
         pixels = self.image_processor.preprocess(image).to(device, self.vae.dtype)
-        if pixels.shape[0] != batch_size:
-            raise ValueError(f"got {pixels.shape[0]} images for {batch_size} target prompts")
+        if pixels.shape[0] != len(options.texts):
+            raise ValueError(f"got {pixels.shape[0]} images for {len(options.texts)} target prompts")
         x0 = self.vae.encode(pixels).latent_dist.mode() * self.vae.config.scaling_factor
         src, src_neg = self.encode_prompt(source_prompt, device, 1, True, negative_prompt)
         tar, tar_neg = self.encode_prompt(target_prompt, device, 1, True, negative_prompt)
-        from date_diffusion.editing.ddpm_inversion import inversion_scheduler, invert
 
-        sched = inversion_scheduler(self, num_inference_steps)
-        inv = invert(self, x0, src, src_neg, cfg_src, sched, generator)
-        original_scheduler, self.scheduler = self.scheduler, sched
-        try:
-            result, traces = self._date_run(
-                denoiser=self.unet,
-                denoise=lambda x, t, e: self.unet(x, t, encoder_hidden_states=e).sample,
-                latents=inv.xts[skip],
-                cond=tar,
-                uncond=tar_neg,
-                guidance_scale=cfg_tar,
-                prediction_type=self.scheduler.config.get("prediction_type", "epsilon"),
-                date=date,
-                updating=updating,
-                reward=reward,
-                texts=texts,
-                generator=None,
-                timesteps=inv.timesteps[skip:],
-                step_kwargs=lambda i: {"eta": 1.0, "variance_noise": inv.zs[skip + i]},
-                gradient_checkpointing=gradient_checkpointing,
-                reward_decoder=reward_decoder,
-                frozen=(self.text_encoder,),
-            )
-        finally:
-            self.scheduler = original_scheduler
+        def denoise(x, t, embeds):
+            return self.unet(x, t, encoder_hidden_states=embeds, return_dict=False)[0]
+
+        sched = inversion_scheduler(self.scheduler.config, num_inference_steps, device)
+        inv = invert(denoise, sched, x0, src, src_neg, cfg_src, generator)
+        loop = dict(
+            scheduler=sched,
+            denoise=denoise,
+            latents=inv.xts[skip],
+            cond_embeds=tar,
+            uncond_embeds=tar_neg,
+            guidance_scale=cfg_tar,
+            prediction_type=self._date_prediction_type(),
+            timesteps=inv.timesteps[skip:],
+            step_kwargs=lambda i: {"eta": 1.0, "variance_noise": inv.zs[skip + i]},
+        )
+        result, traces = self._date_run(loop, options, None)
         image = self.vae.decode(result.latents / self.vae.config.scaling_factor).sample
         image = self.image_processor.postprocess(image, output_type=output_type)
-        return DATEPipelineOutput(images=image, nsfw_content_detected=None, traces=traces, prompts=texts)
+        return DATEPipelineOutput(images=image, nsfw_content_detected=None, traces=traces, prompts=options.texts)

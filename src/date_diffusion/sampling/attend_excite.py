@@ -12,16 +12,8 @@ import numpy as np
 import torch
 
 
-def subject_words() -> set[str]:
-    from date_diffusion.bench.suites import ANE_ANIMALS, ANE_OBJECTS
-    from date_diffusion.toyworld.scene import PLURALS, SHAPES
-
-    return set(ANE_ANIMALS) | set(ANE_OBJECTS) | set(SHAPES) | set(PLURALS.values())
-
-
-def noun_token_indices(tokenizer, prompt: str, nouns: set[str] | None = None) -> list[int]:
-    """Indices (in the padded token sequence, BOS = 0) of the tokens that spell a subject noun."""
-    nouns = nouns or subject_words()
+def noun_token_indices(tokenizer, prompt: str, nouns: set[str]) -> list[int]:
+    """Indices (in the padded token sequence, BOS = 0) of the tokens that spell one of the subject `nouns`."""
     ids = tokenizer(prompt).input_ids
     tokens = [t.replace("</w>", "") for t in tokenizer.convert_ids_to_tokens(ids)]
     found = [i for i, tok in enumerate(tokens) if tok in nouns]
@@ -38,6 +30,7 @@ class AttendExcite:
         pipe,
         token_indices: list[list[int]],
         num_loop_steps: int,
+        tokens=None,
         max_iter_to_alter: int = 25,
         thresholds: dict | None = None,
         scale_factor: float = 20,
@@ -54,6 +47,7 @@ class AttendExcite:
         self.original_processors = self.unet.attn_processors
         self.ae.register_attention_control()
         self.indices = token_indices
+        self.tokens = tokens or (lambda embeds: embeds)  # the loop's (packed) embeddings -> token embeddings
         self.max_iter = max_iter_to_alter
         self.thresholds = {0: 0.05, 10: 0.5, 20: 0.8} if thresholds is None else thresholds
         self.step_size = scale_factor * np.sqrt(np.linspace(1.0, 0.5, num_loop_steps))
@@ -67,7 +61,7 @@ class AttendExcite:
         with torch.enable_grad():
             latents = latents.clone().detach().requires_grad_(True)
             updated = []
-            for b, (latent, index, emb) in enumerate(zip(latents, self.indices, embeds)):
+            for b, (latent, index, emb) in enumerate(zip(latents, self.indices, self.tokens(embeds))):
                 latent, emb = latent.unsqueeze(0), emb.unsqueeze(0).detach()
                 # DATE's gradient passes record only part of a forward's attention calls (layers before the
                 # first cross-attention do not depend on the embedding): start each readout from a clean count

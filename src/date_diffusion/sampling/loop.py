@@ -49,10 +49,16 @@ class SampleResult:
     embeds_history: dict[int, torch.Tensor] | None = None  # loop index -> embeddings after that update
 
 
-def guided(uncond_out, cond_out, guidance_scale: float):
+def guided(uncond_out, cond_out, guidance_scale: float, guidance_rescale: float = 0.0):
+    """Classifier-free guidance; `guidance_rescale > 0` rescales it as diffusers' pipelines do (Lin et al.)."""
     if uncond_out is None:
         return cond_out
-    return uncond_out + guidance_scale * (cond_out - uncond_out)
+    out = uncond_out + guidance_scale * (cond_out - uncond_out)
+    if guidance_rescale > 0:
+        from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+
+        out = rescale_noise_cfg(out, cond_out, guidance_rescale=guidance_rescale)
+    return out
 
 
 def date_sample(
@@ -76,12 +82,17 @@ def date_sample(
     adapt_mask: torch.Tensor | None = None,
     timesteps: torch.Tensor | None = None,
     pre_step: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    guidance_rescale: float = 0.0,
+    interrupted: Callable[[], bool] | None = None,
 ) -> SampleResult:
     """Run `scheduler.timesteps` from `latents`; with `date`, adapt `cond_embeds` at its update indices.
 
     `uncond_embeds=None` means no classifier-free guidance (a single conditional prediction per step).
     `decode(x0_latents) -> images in [0, 1]` and `reward(images) -> scores [B]` are needed when `date` updates.
-    `on_step_end(i, t, tensors)` may return replacements for "latents" / "prompt_embeds".
+    `on_step_end(i, t, tensors)` sees "latents", "prompt_embeds", "negative_prompt_embeds" and "guidance_scale"
+    and may return replacements for any of them (a `None` negative embedding turns classifier-free guidance off).
+    `guidance_rescale` rescales the guided output at every step (diffusers' `rescale_noise_cfg`).
+    `interrupted()`, checked before every step, skips the remaining steps when true (diffusers' `interrupt`).
     `guide(i, t, x_in, embeds, out) -> out` may modify the guided model output at normal steps (data-space
     guidance baselines such as `universal_guidance`). `generators` (one per image) drive the random-direction
     ablation. `adapt_mask` (broadcastable to `cond_embeds`, 1 = adapted) restricts DATE to part of a packed
@@ -93,7 +104,6 @@ def date_sample(
     step_kwargs = step_kwargs or {}
     timesteps = scheduler.timesteps if timesteps is None else timesteps
     batch = latents.shape[0]
-    cfg = uncond_embeds is not None
     updates = set()
     if date is not None and date.rho > 0:
         updates = set(date.update_indices(len(timesteps)))
@@ -103,6 +113,9 @@ def date_sample(
     embeds = original
     traces = [Trace(update_steps=sorted(updates)) for _ in range(batch)]
     history = {} if keep_history else None
+
+    def combine(uncond_out, cond_out):
+        return guided(uncond_out, cond_out, guidance_scale, guidance_rescale)
 
     def scored_image(i, x_in, t, out):
         """The image the reward scores: decoded x0_hat, or (ablation) the decoded next noisy sample."""
@@ -118,29 +131,34 @@ def date_sample(
         gens = generators or [None] * batch
         return torch.stack([torch.randn(like.shape[1:], generator=g, dtype=torch.float32).to(like) for g in gens])
 
+    # the prior's mean runs over the adapted entries only (the rest of a packed conditioning never moves)
+    prior_weight = 0.0 if date is None else date.prior_weight
+    if adapt_mask is not None and prior_weight:
+        prior_weight *= cond_embeds[0].numel() / float(adapt_mask.expand_as(cond_embeds[:1]).sum())
+
     def update_step(i, t, x_in):
         """One DATE update step: returns the guided output for the scheduler and each image's trace record."""
         nonlocal embeds
         with torch.no_grad():
-            uncond_out = denoise(x_in, t, uncond_embeds) if cfg else None
+            uncond_out = denoise(x_in, t, uncond_embeds) if uncond_embeds is not None else None
         records = [dict(step=i, timestep=int(t), update_norm=0.0, skipped=False, grad_norms=[]) for _ in range(batch)]
         for k in range(date.grad_steps):
             if date.direction == "random":  # ablation: same distance, no reward gradient
                 with torch.no_grad():
                     scores = reward(
-                        scored_image(i, x_in, t, guided(uncond_out, denoise(x_in, t, embeds), guidance_scale))
+                        scored_image(i, x_in, t, combine(uncond_out, denoise(x_in, t, embeds)))
                     )
                 grad = random_direction(embeds)
             else:
                 variable = embeds.detach().requires_grad_(True)
                 with torch.enable_grad():
                     scores = reward(
-                        scored_image(i, x_in, t, guided(uncond_out, denoise(x_in, t, variable), guidance_scale))
+                        scored_image(i, x_in, t, combine(uncond_out, denoise(x_in, t, variable)))
                     )
                     (grad,) = torch.autograd.grad(-scores.sum(), variable)
             if adapt_mask is not None:
                 grad = grad * adapt_mask
-            result = date_update(embeds, original, grad, date.rho, date.anchor, date.prior_weight, date.normalize)
+            result = date_update(embeds, original, grad, date.rho, date.anchor, prior_weight, date.normalize)
             moved = torch.linalg.vector_norm((result.embeds - embeds).flatten(1).double(), dim=1)
             embeds = result.embeds.detach()
             for b, rec in enumerate(records):
@@ -150,13 +168,15 @@ def date_sample(
                 rec["update_norm"] += float(moved[b])
                 rec["skipped"] |= bool(result.skipped[b])
         with torch.no_grad():
-            out = guided(uncond_out, denoise(x_in, t, embeds), guidance_scale)
+            out = combine(uncond_out, denoise(x_in, t, embeds))
             if date.track_reward_after:
                 for rec, after in zip(records, reward(scored_image(i, x_in, t, out)).tolist()):
                     rec["reward_after"] = after
         return out, records
 
     for i, t in enumerate(timesteps):
+        if interrupted is not None and interrupted():
+            continue
         if pre_step is not None:
             latents = pre_step(i, t, latents, embeds)
         if i in updates:
@@ -168,21 +188,24 @@ def date_sample(
             if history is not None:
                 history[i] = embeds.clone()
         else:
+            cfg = uncond_embeds is not None
             with torch.no_grad():
                 x_in = torch.cat([latents] * 2) if cfg else latents
                 x_in = scale_input(scheduler, x_in, t)
                 out = denoise(x_in, t, torch.cat([uncond_embeds, embeds]) if cfg else embeds)
-                if cfg:
-                    out = guided(*out.chunk(2), guidance_scale)
+                out = combine(*out.chunk(2)) if cfg else out
             if guide is not None:
                 out = guide(i, t, scale_input(scheduler, latents, t), embeds, out)
         with torch.no_grad():
             kwargs = step_kwargs(i) if callable(step_kwargs) else step_kwargs
             latents = scheduler.step(out, t, latents, **kwargs, return_dict=False)[0]
         if on_step_end is not None:
-            replaced = on_step_end(i, t, {"latents": latents, "prompt_embeds": embeds}) or {}
+            state = dict(latents=latents, prompt_embeds=embeds, negative_prompt_embeds=uncond_embeds)
+            replaced = on_step_end(i, t, {**state, "guidance_scale": guidance_scale}) or {}
             latents = replaced.get("latents", latents)
             embeds = replaced.get("prompt_embeds", embeds)
+            uncond_embeds = replaced.get("negative_prompt_embeds", uncond_embeds)
+            guidance_scale = replaced.get("guidance_scale", guidance_scale)
         if progress is not None:
             progress()
 
