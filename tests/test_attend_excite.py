@@ -46,7 +46,9 @@ def test_auto_indices_find_the_subject_nouns(tokenizer):
 def test_combined_with_date_both_act(pipe, reward):
     kw = dict(num_inference_steps=5, guidance_scale=8.0, output_type="np")
     g = lambda: [torch.Generator().manual_seed(0)]  # noqa: E731
-    ae = pipe(["a red circle and a blue dog"], generator=g(), attend_and_excite={"subjects": ["circle", "dog"], **AE}, **kw)
+    ae = pipe(
+        ["a red circle and a blue dog"], generator=g(), attend_and_excite={"subjects": ["circle", "dog"], **AE}, **kw
+    )
     both = pipe(
         ["a red circle and a blue dog"],
         generator=g(),

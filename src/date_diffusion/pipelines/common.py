@@ -319,7 +319,9 @@ class DATEPipelineMixin:
             if callback is not None:
                 self._guidance_scale = state["guidance_scale"]
                 returned = callback(self, i, t, {k: view[k] for k in names})
-                positive, negative = cond.apply_callback(view, returned, state["prompt_embeds"], state["negative_prompt_embeds"])
+                positive, negative = cond.apply_callback(
+                    view, returned, state["prompt_embeds"], state["negative_prompt_embeds"]
+                )
                 latents = returned.get("latents", state["latents"])
                 replaced = dict(latents=latents, prompt_embeds=positive, guidance_scale=self._guidance_scale)
                 replaced["negative_prompt_embeds"] = negative if self._date_cfg() else None
@@ -345,7 +347,7 @@ class DATEPipelineMixin:
         # The reference scores the raw decode, not clamped to [0, 1].
         decoder = decoder or self.vae
         image = decoder.decode(self._vae_input(x0_latents.to(decoder.dtype), decoder)).sample
-        return image.float() / 2 + 0.5
+        return image.to(torch.promote_types(image.dtype, torch.float32)) / 2 + 0.5  # half -> float, never lower
 
     def _date_modules(self, options: DATEOptions):
         """Every module of the pipeline and of the DATE run: all frozen; the reward and the approximate decoder

@@ -61,7 +61,11 @@ class PackedConditioning:
                     negatives[k], positives[k] = new.chunk(2)
                 else:
                     positives[k] = new
-            if negatives is not None and neg_name in view and returned.get(neg_name, view[neg_name]) is not view[neg_name]:
+            if (
+                negatives is not None
+                and neg_name in view
+                and returned.get(neg_name, view[neg_name]) is not view[neg_name]
+            ):
                 negatives[k] = returned[neg_name]
         return pack(*positives), (pack(*negatives) if negatives is not None else None)
 

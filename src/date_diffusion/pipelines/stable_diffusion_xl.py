@@ -67,7 +67,9 @@ class StableDiffusionXLDATEPipeline(DATEPipelineMixin, StableDiffusionXLPipeline
         ids = time_ids(call.original_size or size, call.crops_coords_top_left, call.target_size or size)
         neg_ids = ids
         if call.negative_original_size is not None and call.negative_target_size is not None:
-            neg_ids = time_ids(call.negative_original_size, call.negative_crops_coords_top_left, call.negative_target_size)
+            neg_ids = time_ids(
+                call.negative_original_size, call.negative_crops_coords_top_left, call.negative_target_size
+            )
         return pack_conditioning(
             [tokens, pooled, ids],
             [neg_tokens, neg_pooled, neg_ids] if cfg else None,

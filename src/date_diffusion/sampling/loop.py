@@ -145,16 +145,12 @@ def date_sample(
         for k in range(date.grad_steps):
             if date.direction == "random":  # ablation: same distance, no reward gradient
                 with torch.no_grad():
-                    scores = reward(
-                        scored_image(i, x_in, t, combine(uncond_out, denoise(x_in, t, embeds)))
-                    )
+                    scores = reward(scored_image(i, x_in, t, combine(uncond_out, denoise(x_in, t, embeds))))
                 grad = random_direction(embeds)
             else:
                 variable = embeds.detach().requires_grad_(True)
                 with torch.enable_grad():
-                    scores = reward(
-                        scored_image(i, x_in, t, combine(uncond_out, denoise(x_in, t, variable)))
-                    )
+                    scores = reward(scored_image(i, x_in, t, combine(uncond_out, denoise(x_in, t, variable))))
                     (grad,) = torch.autograd.grad(-scores.sum(), variable)
             if adapt_mask is not None:
                 grad = grad * adapt_mask

@@ -1,0 +1,180 @@
+"""DATE's step against finite differences for every family's packing (SDXL tokens + pooled + time ids, SD3 / FLUX
+flow matching, PixArt's masked tokens), v-prediction and an Euler scheduler; grad_steps and the prior in the
+pipelines; and `date_sample` called directly, as the README shows."""
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, EulerDiscreteScheduler
+from safetensors.torch import load_file
+from test_flux import flux_components  # noqa: F401  (fixtures)
+from test_pixart import pixart_components  # noqa: F401
+from test_sd3 import sd3_components  # noqa: F401
+from test_sdxl import sdxl_components  # noqa: F401
+from test_template import FAMILIES, run
+
+from date_diffusion import CLIPScoreReward, DATEConfig, date_sample
+from date_diffusion.core.prediction import predicted_x0
+from date_diffusion.pipelines import date_pipeline_class
+
+
+def _noise_level(scheduler, t):
+    """(alpha, sigma) of the model input at step 1, from the scheduler's own tables (written out here)."""
+    name = type(scheduler).__name__
+    if name.startswith("FlowMatch"):
+        s = scheduler.sigmas[1].double()
+        return 1 - s, s
+    if name.startswith("Euler"):
+        s = scheduler.sigmas[1].double()
+        return 1 / (1 + s**2).sqrt(), s / (1 + s**2).sqrt()
+    a = scheduler.alphas_cumprod[int(t)].double()
+    return a.sqrt(), (1 - a).sqrt()
+
+
+CASES = {  # family, prediction type
+    "sd": ("sd", "epsilon"),
+    "sd-v-euler": ("sd", "v_prediction"),  # with an Euler scheduler
+    "sdxl": ("sdxl", "epsilon"),  # Euler
+    "sdxl-pooled": ("sdxl", "epsilon"),
+    "sd3": ("sd3", "flow"),
+    "flux": ("flux", "flow"),
+    "pixart": ("pixart", "epsilon"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_step_follows_the_reward_gradient_for_every_packing(case, request, clip_dir, tmp_path):
+    """float64: the loop moves the adapted part along grad h; the directional derivative of h (central
+    differences, h written out: guided output -> x0_hat -> decode -> reward) is |grad h| along the step, ~0
+    across it, and the frozen parts of the conditioning never move."""
+    family, prediction = CASES[case]
+    stock_cls, fixture, extra = FAMILIES[family]
+    comps = dict(request.getfixturevalue(fixture))
+    if case == "sd-v-euler":
+        from conftest import make_components
+
+        comps = make_components(request.getfixturevalue("tokenizer"), prediction_type="v_prediction")
+        comps["scheduler"] = EulerDiscreteScheduler.from_config(comps["scheduler"].config)
+    pipe = date_pipeline_class(stock_cls.__name__)(**comps).to(torch.float64)
+    pipe.set_progress_bar_config(disable=True)
+    reward = CLIPScoreReward.from_pretrained(clip_dir).double()
+    seen = {}
+    make_denoise = pipe._date_denoise
+
+    def spy(call, cond):  # keep the run's own denoiser and conditioning to differentiate the same function
+        seen.update(call=call, cond=cond, denoise=make_denoise(call, cond))
+        return seen["denoise"]
+
+    pipe._date_denoise = spy
+
+    def record(p, i, t, kwargs):
+        seen.setdefault(i, kwargs["latents"].clone())
+        return kwargs
+
+    w, path = 5.0, tmp_path / "e.safetensors"
+    out = run(
+        pipe,
+        extra,
+        guidance_scale=w,
+        output_type="latent",
+        date=DATEConfig(rho=0.5, update_steps=[1], track_reward_after=False),
+        reward=reward,
+        adapt_pooled=case == "sdxl-pooled",
+        callback_on_step_end=record,
+        save_embeddings=path,
+    )
+    assert out.traces[0]["final_distance"] == pytest.approx(0.5, abs=1e-9)
+    cond, denoise, call = seen["cond"], seen["denoise"], seen["call"]
+    t = pipe.scheduler.timesteps[1]
+    alpha, sigma = _noise_level(pipe.scheduler, t)
+    x = seen[0] * (alpha if type(pipe.scheduler).__name__.startswith("Euler") else 1)  # the scaled model input
+
+    def h(c):
+        out_c = denoise(x, t, c)
+        if cond.uncond is not None:
+            out_u = denoise(x, t, cond.uncond)
+            out_c = out_u + w * (out_c - out_u)
+        x0 = predicted_x0(x, out_c, alpha, sigma, prediction)
+        image = pipe.vae.decode(pipe._vae_input(pipe._date_to_vae(call, x0), pipe.vae)).sample / 2 + 0.5
+        return reward(image, ["a red circle"])[0]
+
+    c0, saved = cond.cond, load_file(path)
+    mask = torch.ones_like(c0) if cond.mask is None else cond.mask.expand_as(c0)
+    frozen = (saved["final"] - saved["original"]) * (1 - mask.float())
+    assert frozen.abs().max() == 0  # frozen parts (masks, time ids, pooled unless adapted) stay
+    step = saved["final"].double() - c0
+    direction = step / step.norm()
+    across = torch.randn(c0.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * mask
+    across = across - (across * direction).sum() * direction
+    across = across / across.norm()
+    eps = 1e-4
+
+    def slope(v):
+        with torch.no_grad():
+            return float((h(c0 + eps * v) - h(c0 - eps * v)) / (2 * eps))
+
+    along = slope(direction)
+    assert along > 0
+    assert abs(slope(across)) <= 1e-3 * along  # the saved step is float32: its direction is good to ~1e-4
+
+
+def test_grad_steps_take_several_rho_steps_per_update(pipe, reward):
+    one = run(pipe, {}, date=DATEConfig(rho=0.5, update_every=2), reward=reward)
+    three = run(pipe, {}, date=DATEConfig(rho=0.5, update_every=2, grad_steps=3), reward=reward)
+    for update in three.traces[0]["updates"]:
+        assert len(update["grad_norms"]) == 3
+        assert update["update_norm"] == pytest.approx(1.5, abs=1e-5)  # three steps of rho each
+    assert 0.5 < three.traces[0]["final_distance"] <= 3 * 0.5 * len(three.traces[0]["updates"]) + 1e-6
+    assert abs(one.images - three.images).max() > 0
+
+
+def test_prior_weight_bends_later_updates_but_keeps_each_step_rho(pipe, reward, tmp_path):
+    from safetensors.torch import load_file
+
+    finals = {}
+    for w in (0.0, 1e4):
+        path = tmp_path / f"{w}.safetensors"
+        out = run(
+            pipe, {}, date=DATEConfig(rho=0.5, update_every=2, prior_weight=w), reward=reward, save_embeddings=path
+        )
+        assert all(u["update_norm"] == pytest.approx(0.5, abs=1e-5) for u in out.traces[0]["updates"])
+        finals[w] = load_file(path)
+    # the first update starts at c_org, where the prior's gradient is zero: same step; the second differs
+    assert torch.allclose(finals[0.0]["step_0000"], finals[1e4]["step_0000"])
+    assert not torch.allclose(finals[0.0]["step_0002"], finals[1e4]["step_0002"])
+
+
+def test_date_sample_directly_over_any_denoiser():
+    """The README's `date_sample(scheduler=..., denoise=..., decode=..., reward=...)` on a hand-made denoiser."""
+    torch.manual_seed(0)
+    weight = torch.randn(8, 4)
+    scheduler = DDIMScheduler()
+    scheduler.set_timesteps(6)
+
+    def denoise(x, t, embeds):  # any function (x_in, t, embeds) -> model output
+        return 0.1 * x + (embeds @ weight).mean(1)[:, :, None, None]
+
+    def decode(x0):
+        return x0[:, :3] / 10
+
+    def reward(images):
+        return -((images - 0.5) ** 2).mean(dim=(1, 2, 3))
+
+    kw = dict(
+        scheduler=scheduler,
+        denoise=denoise,
+        latents=torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(1)),
+        cond_embeds=torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(2)),
+        uncond_embeds=torch.zeros(2, 3, 8),
+        guidance_scale=4.0,
+        prediction_type="epsilon",
+        decode=decode,
+        reward=reward,
+    )
+    result = date_sample(date=DATEConfig(rho=0.01, update_every=2), **kw)
+    again = date_sample(date=DATEConfig(rho=0.01, update_every=2), **kw)
+    fixed = date_sample(date=None, **kw)
+    assert torch.equal(result.latents, again.latents)
+    assert [len(t.updates) for t in result.traces] == [3, 3]
+    assert all(u["update_norm"] == pytest.approx(0.01, abs=1e-6) for t in result.traces for u in t.updates)
+    assert all(u["reward_after"] > u["reward_before"] for t in result.traces for u in t.updates)
+    assert not torch.equal(result.latents, fixed.latents)
