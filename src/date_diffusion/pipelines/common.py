@@ -247,6 +247,25 @@ class DATEPipelineMixin:
     def _date_default_size(self) -> int:
         return self.default_sample_size * self.vae_scale_factor
 
+    def _date_check_inputs(self, call):
+        """The stock `check_inputs` with the call's arguments."""
+        names = self._date_callback_names(call)
+        given = dict(callback_steps=getattr(call, "callback_steps", None), callback_on_step_end_tensor_inputs=names)
+        self.check_inputs(**self._date_stock_args(self.check_inputs, call, **given))
+
+    def _date_encode_prompt(self, call, device):
+        """The stock `encode_prompt` with the call's arguments (its outputs as the family's stock pipeline has them)."""
+        given = dict(
+            device=device, do_classifier_free_guidance=self._date_cfg(), lora_scale=self._date_lora_scale(call)
+        )
+        return self.encode_prompt(**self._date_stock_args(self.encode_prompt, call, **given))
+
+    @staticmethod
+    def _date_stock_args(method, call, **given) -> dict:
+        """Keyword arguments for a stock method: `given`, then the call's arguments of the same names."""
+        names = inspect.signature(method).parameters
+        return {n: given[n] if n in given else getattr(call, n) for n in names if n in given or hasattr(call, n)}
+
     def _date_denoiser(self):
         return getattr(self, "unet", None) or self.transformer
 

@@ -32,33 +32,8 @@ class FluxDATEPipeline(DATEPipelineMixin, FluxPipeline):
     def _date_cfg(self) -> bool:
         return False  # guidance is an input of the model (true CFG is not supported with DATE)
 
-    def _date_check_inputs(self, call):
-        self.check_inputs(
-            call.prompt,
-            call.prompt_2,
-            call.height,
-            call.width,
-            negative_prompt=call.negative_prompt,
-            negative_prompt_2=call.negative_prompt_2,
-            prompt_embeds=call.prompt_embeds,
-            negative_prompt_embeds=call.negative_prompt_embeds,
-            pooled_prompt_embeds=call.pooled_prompt_embeds,
-            negative_pooled_prompt_embeds=call.negative_pooled_prompt_embeds,
-            callback_on_step_end_tensor_inputs=self._date_callback_names(call),
-            max_sequence_length=call.max_sequence_length,
-        )
-
     def _date_encode(self, call, options, device):
-        tokens, pooled, call.text_ids = self.encode_prompt(
-            prompt=call.prompt,
-            prompt_2=call.prompt_2,
-            prompt_embeds=call.prompt_embeds,
-            pooled_prompt_embeds=call.pooled_prompt_embeds,
-            device=device,
-            num_images_per_prompt=call.num_images_per_prompt,
-            max_sequence_length=call.max_sequence_length,
-            lora_scale=self._date_lora_scale(call),
-        )
+        tokens, pooled, call.text_ids = self._date_encode_prompt(call, device)
         return pack_conditioning(
             [tokens, pooled], None, [True, options.adapt_pooled], ("prompt_embeds", "pooled_prompt_embeds")
         )

@@ -39,33 +39,11 @@ class PixArtAlphaDATEPipeline(DATEPipelineMixin, PixArtAlphaPipeline):
             call.height, call.width = self.image_processor.classify_height_width_bin(
                 call.height, call.width, ratios=_BINS[self.transformer.config.sample_size]
             )
-        self.check_inputs(
-            call.prompt,
-            call.height,
-            call.width,
-            call.negative_prompt,
-            call.callback_steps,
-            call.prompt_embeds,
-            call.negative_prompt_embeds,
-            call.prompt_attention_mask,
-            call.negative_prompt_attention_mask,
-        )
+        super()._date_check_inputs(call)
 
     def _date_encode(self, call, options, device):
         cfg = self._date_cfg()
-        tokens, mask, neg_tokens, neg_mask = self.encode_prompt(
-            call.prompt,
-            cfg,
-            negative_prompt=call.negative_prompt,
-            num_images_per_prompt=call.num_images_per_prompt,
-            device=device,
-            prompt_embeds=call.prompt_embeds,
-            negative_prompt_embeds=call.negative_prompt_embeds,
-            prompt_attention_mask=call.prompt_attention_mask,
-            negative_prompt_attention_mask=call.negative_prompt_attention_mask,
-            clean_caption=call.clean_caption,
-            max_sequence_length=call.max_sequence_length,
-        )
+        tokens, mask, neg_tokens, neg_mask = self._date_encode_prompt(call, device)
         # the attention mask is carried with the tokens, never adapted
         return pack_conditioning(
             [tokens, mask.to(tokens.dtype)],

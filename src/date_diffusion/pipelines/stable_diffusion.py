@@ -26,32 +26,8 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
     def _date_default_size(self) -> int:
         return self.unet.config.sample_size * self.vae_scale_factor
 
-    def _date_check_inputs(self, call):
-        self.check_inputs(
-            call.prompt,
-            call.height,
-            call.width,
-            None,
-            call.negative_prompt,
-            call.prompt_embeds,
-            call.negative_prompt_embeds,
-            None,
-            None,
-            self._date_callback_names(call),
-        )
-
     def _date_encode(self, call, options, device):
-        cond, uncond = self.encode_prompt(
-            call.prompt,
-            device,
-            call.num_images_per_prompt,
-            self._date_cfg(),
-            call.negative_prompt,
-            prompt_embeds=call.prompt_embeds,
-            negative_prompt_embeds=call.negative_prompt_embeds,
-            lora_scale=self._date_lora_scale(call),
-            clip_skip=call.clip_skip,
-        )
+        cond, uncond = self._date_encode_prompt(call, device)
         uncond_parts = [uncond] if self._date_cfg() else None
         return pack_conditioning([cond], uncond_parts, [True], ("prompt_embeds",), ("negative_prompt_embeds",))
 

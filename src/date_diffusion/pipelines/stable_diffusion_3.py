@@ -20,44 +20,9 @@ class StableDiffusion3DATEPipeline(DATEPipelineMixin, StableDiffusion3Pipeline):
     _date_latents_first = True
     _date_unsupported = {**DATEPipelineMixin._date_unsupported, "skip_guidance_layers": None}
 
-    def _date_check_inputs(self, call):
-        self.check_inputs(
-            call.prompt,
-            call.prompt_2,
-            call.prompt_3,
-            call.height,
-            call.width,
-            negative_prompt=call.negative_prompt,
-            negative_prompt_2=call.negative_prompt_2,
-            negative_prompt_3=call.negative_prompt_3,
-            prompt_embeds=call.prompt_embeds,
-            negative_prompt_embeds=call.negative_prompt_embeds,
-            pooled_prompt_embeds=call.pooled_prompt_embeds,
-            negative_pooled_prompt_embeds=call.negative_pooled_prompt_embeds,
-            callback_on_step_end_tensor_inputs=self._date_callback_names(call),
-            max_sequence_length=call.max_sequence_length,
-        )
-
     def _date_encode(self, call, options, device):
         cfg = self._date_cfg()
-        tokens, neg_tokens, pooled, neg_pooled = self.encode_prompt(
-            prompt=call.prompt,
-            prompt_2=call.prompt_2,
-            prompt_3=call.prompt_3,
-            negative_prompt=call.negative_prompt,
-            negative_prompt_2=call.negative_prompt_2,
-            negative_prompt_3=call.negative_prompt_3,
-            do_classifier_free_guidance=cfg,
-            prompt_embeds=call.prompt_embeds,
-            negative_prompt_embeds=call.negative_prompt_embeds,
-            pooled_prompt_embeds=call.pooled_prompt_embeds,
-            negative_pooled_prompt_embeds=call.negative_pooled_prompt_embeds,
-            device=device,
-            clip_skip=call.clip_skip,
-            num_images_per_prompt=call.num_images_per_prompt,
-            max_sequence_length=call.max_sequence_length,
-            lora_scale=self._date_lora_scale(call),
-        )
+        tokens, neg_tokens, pooled, neg_pooled = self._date_encode_prompt(call, device)
         return pack_conditioning(
             [tokens, pooled],
             [neg_tokens, neg_pooled] if cfg else None,

@@ -19,41 +19,9 @@ class StableDiffusionXLDATEPipeline(DATEPipelineMixin, StableDiffusionXLPipeline
 
     _date_has_pooled = True
 
-    def _date_check_inputs(self, call):
-        self.check_inputs(
-            call.prompt,
-            call.prompt_2,
-            call.height,
-            call.width,
-            None,
-            call.negative_prompt,
-            call.negative_prompt_2,
-            call.prompt_embeds,
-            call.negative_prompt_embeds,
-            call.pooled_prompt_embeds,
-            call.negative_pooled_prompt_embeds,
-            None,
-            None,
-            self._date_callback_names(call),
-        )
-
     def _date_encode(self, call, options, device):
         cfg = self._date_cfg()
-        tokens, neg_tokens, pooled, neg_pooled = self.encode_prompt(
-            prompt=call.prompt,
-            prompt_2=call.prompt_2,
-            device=device,
-            num_images_per_prompt=call.num_images_per_prompt,
-            do_classifier_free_guidance=cfg,
-            negative_prompt=call.negative_prompt,
-            negative_prompt_2=call.negative_prompt_2,
-            prompt_embeds=call.prompt_embeds,
-            negative_prompt_embeds=call.negative_prompt_embeds,
-            pooled_prompt_embeds=call.pooled_prompt_embeds,
-            negative_pooled_prompt_embeds=call.negative_pooled_prompt_embeds,
-            lora_scale=self._date_lora_scale(call),
-            clip_skip=call.clip_skip,
-        )
+        tokens, neg_tokens, pooled, neg_pooled = self._date_encode_prompt(call, device)
         n = tokens.shape[0]
         projection = self.text_encoder_2.config.projection_dim if self.text_encoder_2 is not None else pooled.shape[-1]
 
