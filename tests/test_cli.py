@@ -124,3 +124,13 @@ def test_approximate_reward_decoder_and_checkpointing_flags(model_dir, clip_dir,
     )
     meta = json.loads((tmp_path / "out" / "000-a-red-circle-s0.json").read_text())
     assert meta["trace"]["reward_decoder"] == "AutoencoderTiny (approximate)" and meta["gradient_checkpointing"]
+
+
+def test_negative_prompt_reaches_every_image_of_a_batch(model_dir, clip_dir, tmp_path):
+    prompts = ["a red circle", "a blue dog"]
+    assert generate(model_dir, clip_dir, tmp_path / "plain", *prompts) == 0
+    assert generate(model_dir, clip_dir, tmp_path / "neg", *prompts, "--negative-prompt", "a green square") == 0
+    for png in sorted((tmp_path / "plain").glob("*.png")):
+        a = np.asarray(Image.open(png)).astype(int)
+        b = np.asarray(Image.open(tmp_path / "neg" / png.name)).astype(int)
+        assert np.abs(a - b).max() > 0, png.name

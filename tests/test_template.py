@@ -146,6 +146,25 @@ def test_callback_edits_take_effect_and_negative_embeddings_too(pipe):
     assert not same(run(pipe, {}, callback_on_step_end=edit(0.0), **kw).images, plain)
 
 
+def test_callback_edit_of_prompt_embeds_is_where_date_continues(pipe, reward, tmp_path):
+    """An edited `prompt_embeds` (the positive half) is the embedding the next steps and DATE's next update use."""
+    from safetensors.torch import load_file
+
+    def zero_positive_after_0(p, i, t, kwargs):
+        if i == 0:
+            negative, positive = kwargs["prompt_embeds"].chunk(2)
+            kwargs["prompt_embeds"] = torch.cat([negative, positive * 0])
+        return kwargs
+
+    date = DATEConfig(rho=0.5, update_every=2)  # updates at steps 0 and 2 of 4
+    kw = {"callback_on_step_end": zero_positive_after_0, "callback_on_step_end_tensor_inputs": ["prompt_embeds"]}
+    edited = run(pipe, {}, date=date, reward=reward, save_embeddings=tmp_path / "e.safetensors", **kw)
+    assert not same(edited.images, run(pipe, {}, date=date, reward=reward).images)
+    # zeroed after step 0, then one update of rho at step 2: the final embedding is exactly rho from zero
+    final = load_file(tmp_path / "e.safetensors")["final"]
+    assert float(final.norm()) == pytest.approx(0.5, abs=1e-5)
+
+
 @pytest.mark.parametrize("family", ["sd", "sdxl"])
 def test_guidance_rescale_equals_stock(family, request):
     stock, ours, extra = build(family, request)

@@ -140,7 +140,7 @@ def run(args) -> int:
             # One generator per image: an image depends on its prompt and seed only, never on the batch.
             gens = [torch.Generator("cpu").manual_seed(s) for _, _, s in batch]
             emb_path = out / ".embeddings-batch.safetensors" if args.save_embeddings and kind == "date" else None
-            extra = {} if args.negative_prompt is None else {"negative_prompt": args.negative_prompt}
+            extra = {} if args.negative_prompt is None else {"negative_prompt": [args.negative_prompt] * len(batch)}
             if cfg is not None:
                 extra.update(reward_decoder=decoder, gradient_checkpointing=args.gradient_checkpointing)
             res = pipe(
