@@ -174,14 +174,7 @@ class DATEPipelineMixin:
             adapt_mask=cond.mask,
             pre_step=self._date_pre_step(call, options, len(timesteps), cond),
         )
-        try:
-            result, traces = self._date_run(loop, options, call.generator, to_vae=lambda x: self._date_to_vae(call, x))
-        finally:
-            if loop["pre_step"] is not None:
-                loop["pre_step"].close()
-        if loop["pre_step"] is not None:
-            for trace, losses in zip(traces, loop["pre_step"].losses):
-                trace["attend_excite_losses"] = losses
+        result, traces = self._date_run(loop, options, call.generator, to_vae=lambda x: self._date_to_vae(call, x))
         image, nsfw = self._date_output_image(call, result.latents, cond.cond.dtype, device)
         self.maybe_free_model_hooks()
         if not call.return_dict:
@@ -439,11 +432,15 @@ class DATEPipelineMixin:
         finally:
             if switch_denoiser:
                 denoiser.disable_gradient_checkpointing()
+            if loop.get("pre_step") is not None:  # Attend-and-Excite restores the UNet's attention processors
+                loop["pre_step"].close()
         if options.save_embeddings is not None:
             self._date_save_embeddings(options.save_embeddings, loop["cond_embeds"], result)
         decoder = options.reward_decoder
         decoder_name = "vae" if decoder is None else f"{type(decoder).__name__} (approximate)"
         traces = [{**t.to_dict(), "reward_decoder": decoder_name} for t in result.traces]
+        for trace, losses in zip(traces, getattr(loop.get("pre_step"), "losses", [])):
+            trace["attend_excite_losses"] = losses
         return result, traces
 
     @staticmethod
