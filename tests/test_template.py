@@ -215,26 +215,27 @@ def test_unsupported_stock_arguments_are_refused_by_name(family, request):
         run(ours, extra, ip_adapter_image_embeds=[torch.zeros(1, 1, 4)])
 
 
-def _tiny_lora(unet):
+def _tiny_lora(model):
     from peft import LoraConfig
 
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    model.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
     torch.manual_seed(1)
     with torch.no_grad():
-        for name, p in unet.named_parameters():
+        for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.copy_(torch.randn_like(p) * 0.5)
 
 
-def test_lora_scale_through_cross_attention_kwargs_equals_stock(components):
-    stock, ours = StableDiffusionPipeline(**components), date_pipeline_class("StableDiffusionPipeline")(**components)
-    _tiny_lora(components["unet"])  # shared module: both pipelines carry the LoRA
-    for p in (stock, ours):
-        p.set_progress_bar_config(disable=True)
-    half = {"cross_attention_kwargs": {"scale": 0.5}}
-    expected = run(stock, {}, **half).images
-    assert same(run(ours, {}, **half).images, expected)
-    assert not same(expected, run(stock, {}).images)
+@pytest.mark.parametrize(
+    ("family", "kwargs_name"), [("sd", "cross_attention_kwargs"), ("sd3", "joint_attention_kwargs")]
+)
+def test_lora_scale_through_attention_kwargs_equals_stock(family, kwargs_name, request):
+    stock, ours, extra = build(family, request)
+    _tiny_lora(getattr(stock, "unet", None) or stock.transformer)  # shared module: both pipelines carry the LoRA
+    half = {kwargs_name: {"scale": 0.5}}
+    expected = run(stock, extra, **half).images
+    assert same(run(ours, extra, **half).images, expected)
+    assert not same(expected, run(stock, extra).images)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
