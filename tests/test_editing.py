@@ -32,7 +32,9 @@ def test_same_prompt_no_date_reconstructs_the_input_latents(pipe):
     )
     x0 = pipe.vae.decode(pipe.vae.encode(pipe.image_processor.preprocess(img)).latent_dist.mode()).sample
     target = pipe.image_processor.postprocess(x0, output_type="pt")
-    assert (out.images - target).abs().max() <= 1e-4
+    # float32 round trip over 16 regenerated steps: the error varies from run to run on CPU (seen 4.5e-5 to
+    # 1.0e-4, before and after the template refactor); a wrong noise map or schedule is off by more than 1e-2
+    assert (out.images - target).abs().max() <= 2e-4
 
 
 def plain_edit(pipe, img, src, tar, steps, skip, cfg_src, cfg_tar, seed):
