@@ -62,7 +62,7 @@ def load_date_pipeline(model, dtype="float32", device="cpu", scheduler: str | No
 
     from date_diffusion.schedulers import make_scheduler
 
-    pipe = DATEPipeline.from_pretrained(model, torch_dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+    pipe = DATEPipeline.from_pretrained(model, dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype)
     if scheduler is not None:
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     return pipe.to(device)
