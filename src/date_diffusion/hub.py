@@ -27,6 +27,12 @@ TINY_DECODERS = {
 }
 
 
+def stock_pipeline_name(class_name: str) -> str:
+    """The stock diffusers pipeline class name for a DATE one (`StableDiffusionXLDATEPipeline` ->
+    `StableDiffusionXLPipeline`); stock names are returned as they are."""
+    return class_name.replace("DATEPipeline", "Pipeline").replace("DATE", "")
+
+
 def tiny_decoder_for(model, spec: str = "tiny"):
     """An `AutoencoderTiny` for the approximate reward path: `tiny` picks the family's TAESD (the toy world's
     own distilled decoder for the toy model); anything else is a folder or hub id."""
@@ -38,8 +44,7 @@ def tiny_decoder_for(model, spec: str = "tiny"):
         return load_component(AutoencoderTiny, TOY_TINY_DECODER)
     from diffusers import DiffusionPipeline
 
-    family = DiffusionPipeline.load_config(str(model))["_class_name"]
-    family = family.replace("DATEPipeline", "Pipeline").replace("DATE", "")
+    family = stock_pipeline_name(DiffusionPipeline.load_config(str(model))["_class_name"])
     return load_component(AutoencoderTiny, TINY_DECODERS.get(family, "madebyollin/taesd"))
 
 

@@ -16,7 +16,9 @@ FAMILIES = {
 
 def date_pipeline_class(stock_class_name: str):
     """The DATE pipeline class for a stock diffusers pipeline class name (DATE class names are accepted too)."""
-    name = stock_class_name.replace("DATEPipeline", "Pipeline")
+    from date_diffusion.hub import stock_pipeline_name
+
+    name = stock_pipeline_name(stock_class_name)
     if name not in FAMILIES:
         raise ValueError(f"no DATE pipeline for {stock_class_name!r}; supported: {', '.join(FAMILIES)}")
     module, cls = FAMILIES[name]

@@ -82,15 +82,19 @@ class DATEOptions:
     reward_decoder: object | None = None
     attend_and_excite: dict | None = None
     adapt_pooled: bool = False
-    # filled by the template
+    # filled by the template: the text the reward scores for each image
     texts: list[str] = field(default_factory=list, repr=False)
-    updating: bool = False
+
+    @property
+    def updating(self) -> bool:
+        """Whether DATE moves the embedding at all in this call."""
+        return self.date is not None and self.date.rho > 0
 
 
 _DATE_PARAMETERS = [
     inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
     for f in fields(DATEOptions)
-    if f.init and f.name not in ("texts", "updating")
+    if f.name != "texts"
 ]
 # stock attributes a stock `__call__` sets from its arguments (read back through the stock properties)
 _STATE = ("guidance_scale", "guidance_rescale", "clip_skip", "cross_attention_kwargs", "denoising_end")
@@ -211,7 +215,7 @@ class DATEPipelineMixin:
         self._interrupt, self._current_timestep = False, None
 
     def _date_prepare(self, call, options: DATEOptions) -> None:
-        """Validate DATE arguments early; sets `options.updating` and `options.texts` (one text per image)."""
+        """Validate DATE arguments early; sets `options.texts` (one text per image)."""
         prompt, prompt_embeds = call.prompt, call.prompt_embeds
         if (
             isinstance(prompt, str)
@@ -221,7 +225,6 @@ class DATEPipelineMixin:
         ):
             raise ValueError("`prompt` is empty: give a non-empty text (or `prompt_embeds`)")
         batch_size = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else prompt_embeds.shape[0]
-        options.updating = options.date is not None and options.date.rho > 0
         guided = options.updating or bool(options.ug_scale)
         if guided and options.reward is None:
             raise ValueError("`date` and `ug_scale` need a `reward`, e.g. reward=CLIPScoreReward.from_pretrained(...)")
@@ -329,7 +332,6 @@ class DATEPipelineMixin:
             view = cond.callback_view(state["latents"], state["prompt_embeds"], state["negative_prompt_embeds"])
             replaced = {}
             if callback is not None:
-                self._guidance_scale = state["guidance_scale"]
                 returned = callback(self, i, t, {k: view[k] for k in names})
                 positive, negative = cond.apply_callback(
                     view, returned, state["prompt_embeds"], state["negative_prompt_embeds"]

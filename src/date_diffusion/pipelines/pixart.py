@@ -78,8 +78,7 @@ class PixArtAlphaDATEPipeline(DATEPipelineMixin, PixArtAlphaPipeline):
 
         return denoise
 
-    def _date_vae_decode(self, call, latents):
-        image = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
-        if call.use_resolution_binning:
+    def _date_finish_image(self, call, image, dtype, device):
+        if call.use_resolution_binning:  # back to the requested size, as the stock pipeline
             image = self.image_processor.resize_and_crop_tensor(image, call.requested_size[1], call.requested_size[0])
-        return image
+        return image, None

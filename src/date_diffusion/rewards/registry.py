@@ -13,18 +13,18 @@ class RewardSpecError(ValueError):
 
 
 def _clip(source, device):
+    """`clip` alone is the toy world's reward CLIP; `clip:ID_OR_PATH` any CLIP."""
+    from date_diffusion.hub import TOY_CLIP
     from date_diffusion.rewards.clip import CLIPScoreReward
 
-    if source is None:
-        raise RewardSpecError("clip:ID_OR_PATH needs a model after the colon (or use an alias: clip, clip-l)")
-    return CLIPScoreReward.from_pretrained(source, device=device)
+    return CLIPScoreReward.from_pretrained(source or TOY_CLIP, device=device)
 
 
 def _alias(target) -> Callable:
     def build(source, device):
         if source is not None:
             raise RewardSpecError(f"this reward alias takes no source; use clip:{source}")
-        return _clip(target, device)
+        return _clip(str(target), device)
 
     return build
 
@@ -50,10 +50,8 @@ def _aesthetic(source, device):
 def _registry() -> dict[str, Callable]:
     from date_diffusion.hub import REWARD_ALIASES
 
-    rewards = {name: _alias(target) for name, target in REWARD_ALIASES.items()}
-    toy = rewards["clip"]
-    rewards["clip"] = lambda source, device: toy(None, device) if source is None else _clip(source, device)
-    rewards.update(pickscore=_pickscore, imagereward=_imagereward, aesthetic=_aesthetic)
+    rewards = {name: _alias(target) for name, target in REWARD_ALIASES.items() if name != "clip"}
+    rewards.update(clip=_clip, pickscore=_pickscore, imagereward=_imagereward, aesthetic=_aesthetic)
     return rewards
 
 
