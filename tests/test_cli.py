@@ -38,7 +38,7 @@ def generate(model_dir, clip_dir, out, *extra):
 
 def test_generate_compare_writes_images_sidecar_and_grid(model_dir, clip_dir, tmp_path, capsys):
     assert generate(model_dir, clip_dir, tmp_path, "a red circle", "--compare", "--seed", "3", "--save-embeddings") == 0
-    stem = "000-a-red-circle-s3"
+    stem = "a-red-circle-s3"
     for suffix in (".png", "-fixed.png", "-compare.png", ".json", "-embeddings.safetensors"):
         assert (tmp_path / f"{stem}{suffix}").exists(), suffix
     meta = json.loads((tmp_path / f"{stem}.json").read_text())
@@ -122,7 +122,7 @@ def test_approximate_reward_decoder_and_checkpointing_flags(model_dir, clip_dir,
         )
         == 0
     )
-    meta = json.loads((tmp_path / "out" / "000-a-red-circle-s0.json").read_text())
+    meta = json.loads((tmp_path / "out" / "a-red-circle-s0.json").read_text())
     assert meta["trace"]["reward_decoder"] == "AutoencoderTiny (approximate)" and meta["gradient_checkpointing"]
 
 

@@ -129,11 +129,18 @@ def test_edit_cli_writes_all_outputs(pipe, clip_dir, tmp_path, capsys):
         "--out",
         str(tmp_path / "out"),
     ]
+    from date_diffusion.outputs import read_png_metadata
+
     assert main(argv) == 0
-    for name in ("input", "reconstruction", "plain", "date", "grid"):
-        assert (tmp_path / "out" / f"a-blue-square-{name}.png").exists()
-    meta = json.loads((tmp_path / "out" / "a-blue-square.json").read_text())
+    names = ("input", "reconstruction", "plain", "date", "grid")
+    first = {n: (tmp_path / "out" / f"a-blue-square-s0-{n}.png").read_bytes() for n in names}
+    meta = json.loads((tmp_path / "out" / "a-blue-square-s0.json").read_text())
     assert [u["step"] for u in meta["trace"]["updates"]] == [0, 3]
-    assert 0 <= meta["reconstruction_max_abs_diff"] <= 1  # vs the input: includes the VAE's own round-trip error
+    png = read_png_metadata(tmp_path / "out" / "a-blue-square-s0-date.png")
+    assert png["record"]["method"] == "date" and png["record"]["trace"] == meta["trace"]
+    assert png["parameters"].startswith("a blue square\n")
+    assert main(argv) == 0  # a second edit never replaces the first
+    assert all((tmp_path / "out" / f"a-blue-square-s0-{n}.png").read_bytes() == first[n] for n in names)
+    assert all((tmp_path / "out" / f"a-blue-square-s0-2-{n}.png").exists() for n in names)
     assert main(argv[:-2] + ["--skip", "8", "--out", str(tmp_path / "o2")]) == 2
     assert "--skip must be in [0, 7]" in capsys.readouterr().err

@@ -44,7 +44,7 @@ def test_generate_runs_date_for_each_family(family, request, tmp_path, clip_dir)
         str(tmp_path / "out"),
     ]
     assert main(argv) == 0
-    meta = json.loads((tmp_path / "out" / "000-a-red-circle-s0.json").read_text())
+    meta = json.loads((tmp_path / "out" / "a-red-circle-s0.json").read_text())
     assert [u["step"] for u in meta["trace"]["updates"]] == [0, 2]
     assert all(abs(u["update_norm"] - 0.5) < 1e-5 for u in meta["trace"]["updates"])
 

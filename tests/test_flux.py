@@ -4,10 +4,10 @@ import pytest
 import torch
 from conftest import WORDS, tiny_clip_text_config
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-from safetensors.torch import load_file
 from transformers import CLIPTextModel, T5Config, T5EncoderModel
 
 from date_diffusion import DATEConfig
+from date_diffusion.pipelines.embeddings import load_packed as load_file
 from date_diffusion.pipelines.flux import FluxDATEPipeline
 from date_diffusion.toyworld.tokenizer import build_t5_tokenizer
 

@@ -5,7 +5,6 @@ pipelines; and `date_sample` called directly, as the README shows."""
 import pytest
 import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler
-from safetensors.torch import load_file
 from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_pixart import pixart_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
@@ -15,6 +14,7 @@ from test_template import FAMILIES, run
 from date_diffusion import CLIPScoreReward, DATEConfig, date_sample
 from date_diffusion.core.prediction import predicted_x0
 from date_diffusion.pipelines import date_pipeline_class
+from date_diffusion.pipelines.embeddings import load_packed as load_file
 
 
 def _noise_level(scheduler, t):
@@ -128,7 +128,7 @@ def test_grad_steps_take_several_rho_steps_per_update(pipe, reward):
 
 
 def test_prior_weight_bends_later_updates_but_keeps_each_step_rho(pipe, reward, tmp_path):
-    from safetensors.torch import load_file
+    from date_diffusion.pipelines.embeddings import load_packed as load_file
 
     finals = {}
     for w in (0.0, 1e4):

@@ -1,9 +1,9 @@
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
-from safetensors.torch import load_file
 
 from date_diffusion import DATEConfig, Reward, StableDiffusionDATEPipeline
+from date_diffusion.pipelines.embeddings import load_packed as load_file
 from date_diffusion.schedulers import SCHEDULERS, make_scheduler
 
 PROMPTS = ["a red circle", "a blue dog"]

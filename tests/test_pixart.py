@@ -4,10 +4,10 @@ import pytest
 import torch
 from conftest import WORDS
 from diffusers import AutoencoderKL, DDIMScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
-from safetensors.torch import load_file
 from transformers import T5Config, T5EncoderModel
 
 from date_diffusion import DATEConfig
+from date_diffusion.pipelines.embeddings import load_packed as load_file
 from date_diffusion.pipelines.pixart import PixArtAlphaDATEPipeline
 from date_diffusion.toyworld.tokenizer import build_t5_tokenizer
 

@@ -4,11 +4,11 @@ import pytest
 import torch
 from conftest import WORDS, tiny_clip_text_config
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
-from safetensors.torch import load_file
 from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
 from date_diffusion import DATEConfig
 from date_diffusion.core.prediction import predicted_x0
+from date_diffusion.pipelines.embeddings import load_packed as load_file
 from date_diffusion.pipelines.stable_diffusion_3 import StableDiffusion3DATEPipeline
 from date_diffusion.toyworld.tokenizer import build_t5_tokenizer
 

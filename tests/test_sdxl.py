@@ -4,10 +4,10 @@ import pytest
 import torch
 from conftest import MAX_TOKENS, tiny_clip_text_config
 from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-from safetensors.torch import load_file
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from date_diffusion import DATEConfig
+from date_diffusion.pipelines.embeddings import load_packed as load_file
 from date_diffusion.pipelines.stable_diffusion_xl import StableDiffusionXLDATEPipeline
 
 
@@ -102,3 +102,18 @@ def test_updates_move_rho_and_touch_only_the_adapted_part(sdxl_components, rewar
     assert moved[:, :tokens].abs().max() > 0
     assert all(abs(u["update_norm"] - 0.5) < 1e-5 for t in out.traces for u in t["updates"])
     assert (out.images == out.images).all()
+
+
+def test_relative_step_uses_the_norm_of_the_adapted_part_only(sdxl_components, reward, tmp_path):
+    pipe = StableDiffusionXLDATEPipeline(**sdxl_components, add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+    path = tmp_path / "e.safetensors"
+    call(pipe, date=DATEConfig(rho_relative=0.02, update_every=3), reward=reward, save_embeddings=path)
+    saved = load_file(path)
+    tokens = 32 * MAX_TOKENS
+    token_norm = saved["original"][:, :tokens].double().norm(dim=1)
+    whole_norm = saved["original"].double().norm(dim=1)
+    assert (whole_norm - token_norm).abs().min() > 1e-3  # the pooled part would change the answer
+    first = sorted(k for k in saved if k.startswith("step_"))[0]
+    moved = (saved[first] - saved["original"]).double().norm(dim=1)
+    torch.testing.assert_close(moved, 0.02 * token_norm, atol=1e-5, rtol=0)

@@ -148,7 +148,7 @@ def test_callback_edits_take_effect_and_negative_embeddings_too(pipe):
 
 def test_callback_edit_of_prompt_embeds_is_where_date_continues(pipe, reward, tmp_path):
     """An edited `prompt_embeds` (the positive half) is the embedding the next steps and DATE's next update use."""
-    from safetensors.torch import load_file
+    from date_diffusion.pipelines.embeddings import load_packed as load_file
 
     def zero_positive_after_0(p, i, t, kwargs):
         if i == 0:
@@ -276,3 +276,27 @@ def test_nothing_below_the_cli_imports_the_cli():
             names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
             offenders += [f"{path.relative_to(root)}: {n}" for n in names if n.startswith("date_diffusion.cli")]
     assert offenders == []
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_saved_embeddings_have_named_shaped_parts_and_replay_the_date_image(family, request, reward, tmp_path):
+    from date_diffusion.pipelines.embeddings import load_embeddings
+
+    _, ours, extra = build(family, request)
+    path = tmp_path / "e.safetensors"
+    date = DATEConfig(rho=0.5, update_every=2)
+    dated = run(ours, extra, date=date, reward=reward, save_embeddings=path)
+    plain = run(ours, extra)
+    saved = load_embeddings(path)
+    assert saved.metadata["pipeline"] == type(ours).__name__ and saved.update_steps() == [0, 2]
+    names = [n for n, _ in saved.parts]
+    assert names[0] in ("prompt_embeds", "pooled_prompt_embeds") and len(set(names)) == len(names)
+    for name, shape in saved.parts:
+        assert tuple(saved.stages["final"][name].shape) == (1, *shape)
+    replayed = run(ours, extra, replay_embeddings=path)  # no reward, no DATE
+    assert np.array_equal(replayed.images, dated.images)
+    assert not same(plain.images, dated.images, tol=1e-6)
+    with pytest.raises(ValueError, match="another embedding"):
+        run(ours, extra, prompt="a blue dog", replay_embeddings=path)
+    with pytest.raises(ValueError, match="leave `date`"):
+        run(ours, extra, date=date, reward=reward, replay_embeddings=path)

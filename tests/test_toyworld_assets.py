@@ -3,7 +3,7 @@
 import json
 
 from date_diffusion.cli.main import main
-from date_diffusion.hub import TOY_ASSETS, TOY_CLIP, TOY_CLIP_EVAL, TOY_PIPELINE
+from date_diffusion.hub import TOY_ASSETS, TOY_CLIP, TOY_CLIP_EVAL, TOY_CLIP_M2, TOY_CLIP_NA, TOY_CLIP_S1, TOY_PIPELINE
 
 
 def test_shipped_models_load_with_stock_classes():
@@ -12,7 +12,7 @@ def test_shipped_models_load_with_stock_classes():
 
     pipe = StableDiffusionPipeline.from_pretrained(TOY_PIPELINE)
     assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
-    for path in (TOY_CLIP, TOY_CLIP_EVAL):
+    for path in (TOY_CLIP, TOY_CLIP_EVAL, TOY_CLIP_S1, TOY_CLIP_M2, TOY_CLIP_NA):
         CLIPModel.from_pretrained(path)
         CLIPTokenizer.from_pretrained(path)
     AutoencoderTiny.from_pretrained(TOY_ASSETS / "tiny-decoder")
@@ -38,9 +38,9 @@ def test_main_command_compares_and_judges(tmp_path, capsys, monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
-    meta = json.loads((tmp_path / "000-a-red-circle-to-the-left-of-a-blue-square-s0.json").read_text())
+    meta = json.loads((tmp_path / "a-red-circle-to-the-left-of-a-blue-square-s0.json").read_text())
     assert set(meta["evaluator"]) == {"fixed", "date"}
     assert meta["trace"]["update_steps"] == list(range(0, 50, meta["date"]["update_every"]))
     out = capsys.readouterr().out
     assert "evaluator (fixed)" in out and "evaluator (date)" in out and "reward" in out
-    assert (tmp_path / "000-a-red-circle-to-the-left-of-a-blue-square-s0-compare.png").exists()
+    assert (tmp_path / "a-red-circle-to-the-left-of-a-blue-square-s0-compare.png").exists()

@@ -127,3 +127,43 @@ def test_edit_checks_accept_perfect_edits_and_reject_failures():
             assert not score_edit(case, src, scene.render(moved))["preserved"], case
         verdict = score_edit(case, src, perfect)
         assert verdict["changed"] and verdict["preserved"], (case, verdict)
+
+
+def _blurred(spec, seed, radius=0.9):
+    rng = np.random.default_rng(seed)
+    img = scene.render(scene.place(spec, rng))
+    return np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(radius)))
+
+
+@pytest.mark.parametrize("shape", ["cross", "triangle", "circle", "square"])
+def test_small_blurred_shapes_keep_their_shape(shape):
+    """Version 1 read small decoded crosses and triangles as circles (binary masks, big templates only)."""
+    from date_diffusion.toyworld.evaluator import detect
+
+    spec = scene.PromptSpec("single", (("red", shape, 1),), size="small")
+    shapes = [detect(_blurred(spec, seed))[0].shape for seed in range(20)]
+    assert shapes.count(shape) >= 19, shapes
+
+
+def test_relation_needs_the_worlds_cone_not_the_dominant_axis():
+    """Version 1 accepted any displacement whose larger component pointed the right way (a 44 degree diagonal)."""
+    objs = [scene.PlacedObject("red", "circle", "small", 16, 16), scene.PlacedObject("blue", "square", "small", 0, 0)]
+    spec = scene.PromptSpec("position", (("red", "circle", 1), ("blue", "square", 1)), "left")
+    for (bx, by), holds in (((46, 16), True), ((46, 34), True), ((44, 42), False), ((44, 41), False)):
+        objs[1] = scene.PlacedObject("blue", "square", "small", bx, by)
+        assert evaluate(scene.render(scene.Scene(objs)), spec)["aspects"]["position"] is holds, (bx, by)
+
+
+def test_second_reader_reads_renders_and_audit_counts_agreement():
+    from date_diffusion.toyworld import evaluator, second_reader
+
+    cases = [(img, spec, str(i)) for i, (spec, img, _) in enumerate(random_cases(300, 9))]
+    assert np.mean([second_reader.verdict(img, spec) for img, spec, _ in cases]) >= 0.99
+    result = second_reader.audit(cases, evaluator.detect, evaluator.evaluate)
+    v = result["verdicts"]
+    assert sum(v.values()) == 300 and v["evaluator only"] + v["reader only"] <= 3
+    assert all(k.split(" -> ")[0] == k.split(" -> ")[1] for k in result["shape_confusion"])
+    wrong = scene.PromptSpec("single", (("red", "circle", 1),))  # a square scored as a circle: both fail
+    square = scene.render(scene.Scene([scene.PlacedObject("red", "square", "big", 32, 32)]))
+    result = second_reader.audit([(square, wrong, "x")], evaluator.detect, evaluator.evaluate)
+    assert result["verdicts"]["both fail"] == 1 and result["disagreements"] == []

@@ -14,7 +14,20 @@ TOY_CLIP_EVAL = TOY_ASSETS / "clip-eval"  # evaluation only, never a reward
 PAPER_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 PAPER_CLIP = "openai/clip-vit-large-patch14"
 
-REWARD_ALIASES = {"clip": TOY_CLIP, "clip-eval": TOY_CLIP_EVAL, "clip-l": PAPER_CLIP}
+# More toy reward CLIPs (other seeds / sizes) for ensembles; never the evaluation CLIP.
+TOY_CLIP_S1 = TOY_ASSETS / "clip-s1"
+TOY_CLIP_M2 = TOY_ASSETS / "clip-m2"
+TOY_CLIP_NA = TOY_ASSETS / "clip-na"  # the reward CLIP fine-tuned on the toy UNet's x0_hat at every noise level
+TOY_REWARD_ENSEMBLE = ("clip", "clip-s1", "clip-m2")
+
+REWARD_ALIASES = {
+    "clip": TOY_CLIP,
+    "clip-eval": TOY_CLIP_EVAL,
+    "clip-s1": TOY_CLIP_S1,
+    "clip-m2": TOY_CLIP_M2,
+    "clip-na": TOY_CLIP_NA,
+    "clip-l": PAPER_CLIP,
+}
 
 # Tiny decoders for the approximate reward path, per family (TAESD and relatives by madebyollin).
 TOY_TINY_DECODER = TOY_ASSETS / "tiny-decoder"

@@ -11,7 +11,6 @@ An image depends only on (method, prompt, seed): one generator per image, whatev
 from __future__ import annotations
 
 import json
-import os
 import resource
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 
 from date_diffusion.bench.suites import Item, subject_words
 from date_diffusion.evaluation.methods import Method
+from date_diffusion.outputs import atomic_write, png_bytes
 
 BEST_OF_STRIDE = 100_003  # candidate j of best-of-N for seed s uses seed s + j * stride (j = 0 is `fixed`)
 
@@ -71,7 +71,7 @@ def check_settings(out: Path, settings: RunSettings) -> None:
                 f"{out} holds a run with other settings ({detail}); use another --out or the same settings"
             )
         for label, rec in new["methods"].items():
-            if label in old["methods"] and old["methods"][label] != rec:
+            if label in old["methods"] and not _same_settings(old["methods"][label], rec):
                 raise SettingsMismatch(
                     f"method {label!r} in {out} was run with other settings; rename it or use another --out"
                 )
@@ -79,11 +79,11 @@ def check_settings(out: Path, settings: RunSettings) -> None:
     atomic_write(path, json.dumps(new, indent=1))
 
 
-def atomic_write(path: Path, data: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data if isinstance(data, bytes) else data.encode())
-    os.replace(tmp, path)
+def _same_settings(old, new) -> bool:
+    """Equal, where a setting added by a later version (absent from `old`) counts as equal at its default None."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return all(_same_settings(old.get(k), new.get(k)) for k in set(old) | set(new))
+    return old == new
 
 
 def image_paths(out: Path, method: Method, index: int, seed: int) -> tuple[Path, Path]:
@@ -97,23 +97,15 @@ def peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB; the process's peak so far
 
 
-def _png_bytes(image01: torch.Tensor) -> bytes:
-    import io
-
-    from PIL import Image
-
-    arr = (image01.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
+def _uint8(image01: torch.Tensor) -> np.ndarray:
+    return (image01.clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
 
 def sub_prompts(prompt: str) -> list[str]:
-    """Attend-and-Excite's split of a multi-subject prompt into one sub-prompt per subject."""
-    import re
+    """Attend-and-Excite's split of a multi-subject prompt into one sub-prompt per subject (the metric's)."""
+    from date_diffusion.rewards.subjects import subject_prompts
 
-    parts = [p.strip() for p in re.split(r"\s+(?:and|with)\s+", prompt) if p.strip()]
-    return parts if len(parts) > 1 else []
+    return subject_prompts(prompt, relations=False)
 
 
 class Scorer:
@@ -136,15 +128,39 @@ class Scorer:
                 sims = self.eval_clip(images01[j : j + 1].expand(len(parts), -1, -1, -1), parts)
                 rec["min_object_clip"] = float(sims.min())
             if spec is not None:
-                from date_diffusion.toyworld.evaluator import evaluate
-                from date_diffusion.toyworld.scene import PromptSpec
-
-                uint8 = (images01[j].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-                verdict = evaluate(uint8, PromptSpec.from_json(spec))
-                rec["exact"] = float(verdict["pass"])
-                rec["aspects"] = verdict["aspects"]
+                rec.update(exact_verdict(_uint8(images01[j]), spec))
             out.append(rec)
         return out
+
+
+def exact_verdict(image_uint8: np.ndarray, spec: dict) -> dict:
+    """The toy world's exact evaluator on one image, as record fields (with the evaluator's version)."""
+    from date_diffusion.toyworld.evaluator import EVALUATOR_VERSION, evaluate
+    from date_diffusion.toyworld.scene import PromptSpec
+
+    verdict = evaluate(image_uint8, PromptSpec.from_json(spec))
+    return {"exact": float(verdict["pass"]), "aspects": verdict["aspects"], "evaluator_version": EVALUATOR_VERSION}
+
+
+def rescore(out: Path) -> int:
+    """Re-run the current exact evaluator on every image of a run whose record was scored by another version;
+    the earlier verdict stays in the record as `exact_v<version>`. Returns how many records changed version."""
+    from PIL import Image
+
+    from date_diffusion.toyworld.evaluator import EVALUATOR_VERSION
+
+    changed = 0
+    for rec_path in sorted(Path(out).glob("images/*/*/samples/*.json")):
+        rec = json.loads(rec_path.read_text())
+        old = rec.get("evaluator_version", 1)
+        if rec.get("spec") is None or old == EVALUATOR_VERSION:
+            continue
+        image = np.asarray(Image.open(rec_path.with_suffix(".png")).convert("RGB"))
+        rec[f"exact_v{old}"] = rec.get("exact")
+        rec.update(exact_verdict(image, rec["spec"]))
+        atomic_write(rec_path, json.dumps(rec))
+        changed += 1
+    return changed
 
 
 def source_image(item: Item, seed: int, size: int):
@@ -213,6 +229,7 @@ def generate_method(
 ) -> int:
     """Generate (or, on editing suites, edit) the missing images of `jobs` for `method`; returns how many."""
     todo = [(it, s) for it, s in jobs if not image_paths(out, method, it.index, s)[1].exists()]
+    reward = _method_reward(method, reward, device)
     n_cand = method.n if method.kind == "best" else 1
     per_batch = max(1, batch_size // n_cand)
     made = 0
@@ -234,6 +251,7 @@ def generate_method(
                 seconds,
                 device,
                 1,
+                settings,
             )
             continue
         prompts = [it.prompt for it, _ in batch for _ in range(n_cand)]
@@ -266,11 +284,25 @@ def generate_method(
         seconds = (time.perf_counter() - t0) / len(batch)
         images = images[chosen]
         metrics = scorer(images, [it.prompt for it, _ in batch], [it.spec for it, _ in batch])
-        made += _write(out, method, batch, images, traces, metrics, chosen, seconds, device, n_cand)
+        made += _write(out, method, batch, images, traces, metrics, chosen, seconds, device, n_cand, settings)
     return made
 
 
-def _write(out, method, batch, images, traces, metrics, chosen, seconds, device, n_cand) -> int:
+def _png_record(record: dict, method: Method, settings: RunSettings) -> dict:
+    """What a bench image's PNG carries: its record with the run settings that made it."""
+    return {
+        **record,
+        "model": settings.model,
+        "steps": method.steps or settings.steps,
+        "guidance_scale": settings.guidance,
+        "scheduler": settings.scheduler,
+        "reward": method.reward or settings.reward,
+        "date": method.date.to_dict() if method.date is not None else None,
+        "method": "fixed" if method.kind == "fixed" else method.label,
+    }
+
+
+def _write(out, method, batch, images, traces, metrics, chosen, seconds, device, n_cand, settings) -> int:
     """Each image, then its record (the record marks it done), atomically."""
     memory = peak_memory_mb(device)
     for k, (it, seed) in enumerate(batch):
@@ -280,7 +312,6 @@ def _write(out, method, batch, images, traces, metrics, chosen, seconds, device,
             atomic_write(
                 meta, json.dumps({"prompt": it.prompt, "tag": it.category, "spec": it.spec, "source": it.source}) + "\n"
             )
-        atomic_write(png, _png_bytes(images[k]))
         record = {
             "method": method.label,
             "index": it.index,
@@ -295,11 +326,24 @@ def _write(out, method, batch, images, traces, metrics, chosen, seconds, device,
         }
         if n_cand > 1:
             record["best_of"] = {"n": n_cand, "chosen": chosen[k] % n_cand}
+        atomic_write(png, png_bytes(_uint8(images[k]), _png_record(record, method, settings)))
         atomic_write(rec_path, json.dumps(record))
     return len(batch)
 
 
 _DECODERS: dict = {}
+_REWARDS: dict = {}
+
+
+def _method_reward(method: Method, run_reward, device):
+    """The reward a method follows: its own `reward=` spec (built once per run), else the run's."""
+    if method.reward is None:
+        return run_reward
+    if method.reward not in _REWARDS:
+        from date_diffusion.rewards.registry import reward_from_spec
+
+        _REWARDS[method.reward] = reward_from_spec(method.reward, device)
+    return _REWARDS[method.reward]
 
 
 def _decoder(pipe, settings: RunSettings, spec: str):

@@ -90,6 +90,11 @@ def add_parsers(sub):
 
     r = sub.add_parser("report", help="re-render tables and plots of a bench run")
     r.add_argument("dir")
+    r.add_argument(
+        "--rescore",
+        action="store_true",
+        help="toy world: re-run the current exact evaluator on the images scored by an earlier version first",
+    )
     r.set_defaults(func=run_report)
 
 
@@ -107,10 +112,12 @@ def run_bench(args) -> int:
         method_record,
     )
     from date_diffusion.bench.suites import load_suite
-    from date_diffusion.cli.common import load_reward
-    from date_diffusion.cli.generate import load_pipeline, resolve_model
+    from date_diffusion.cli.common import check_reward, load_reward
+    from date_diffusion.cli.generate import resolve_model
     from date_diffusion.evaluation.methods import parse_methods
     from date_diffusion.hub import model_defaults
+    from date_diffusion.pipelines import load_date_pipeline
+    from date_diffusion.pipelines.loading import family_of
 
     try:
         methods = parse_methods(args.methods)
@@ -127,6 +134,13 @@ def run_bench(args) -> int:
     n_seeds = args.seeds or (4 if toy else 1)  # editing suites: one source layout and inversion per seed
     base = args.seed_base if args.seed_base is not None else {"toy": 1000, "toy-validation": 0}.get(args.suite, 6)
     model = resolve_model(args.model)
+    check_reward(args.reward)
+    if args.eval_clip:
+        check_reward(args.eval_clip)
+    try:
+        family_of(model)  # a model that cannot be found fails here, before run.json is written
+    except ValueError as err:
+        raise CLIError(f"--model {model!r}: {err}") from err
     guidance = args.guidance if args.guidance is not None else model_defaults(model).get("guidance_scale", 8.0)
     settings = RunSettings(
         suite=args.suite,
@@ -156,7 +170,7 @@ def run_bench(args) -> int:
     except SettingsMismatch as err:
         raise CLIError(str(err)) from err
     device = str(state.device)
-    pipe = load_pipeline(model, args.dtype, device, args.scheduler)
+    pipe = load_date_pipeline(model, args.dtype, device, args.scheduler)
     pipe.set_progress_bar_config(disable=True)
     reward = load_reward(args.reward, device)
     scorer = Scorer(reward, load_reward(args.eval_clip, device) if args.eval_clip else None)
@@ -187,6 +201,10 @@ def run_report(args) -> int:
 
     if not (Path(args.dir) / "run.json").exists():
         raise CLIError(f"{args.dir} is not a bench run (no run.json)")
+    if args.rescore:
+        from date_diffusion.bench.runner import rescore
+
+        print(f"re-scored {rescore(Path(args.dir))} images with the current exact evaluator", file=sys.stderr)
     print(write_report(Path(args.dir))["markdown"])
     return 0
 

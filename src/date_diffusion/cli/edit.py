@@ -9,6 +9,7 @@ from pathlib import Path
 from date_diffusion.cli.common import (
     CLIError,
     add_date_arguments,
+    check_reward,
     date_config_from_args,
     flag_error,
     load_reward,
@@ -35,6 +36,7 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=0, help="seed of the inversion's noise")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="outputs/edit")
+    p.add_argument("--overwrite", action="store_true", help="replace files of the same name instead of renaming")
     p.set_defaults(func=run)
     return p
 
@@ -44,11 +46,18 @@ def run(args) -> int:
     import torch
     from PIL import Image
 
-    from date_diffusion.cli.generate import check_output_dir, load_pipeline, resolve_model, slug, toy_judge
+    from date_diffusion.cli.generate import check_output_dir, resolve_model, toy_judge
     from date_diffusion.hub import model_defaults
+    from date_diffusion.pipelines import load_date_pipeline
 
     if not Path(args.image).is_file():
         raise CLIError(f"IMAGE {args.image!r} not found")
+    try:
+        with Image.open(args.image) as probe:
+            probe.verify()
+    except Exception as err:  # not an image, truncated
+        raise CLIError(f"IMAGE {args.image!r} is not a readable image ({err})") from err
+    check_reward(args.reward)
     for name in ("source_prompt", "target_prompt"):
         if not getattr(args, name).strip():
             raise CLIError(f"--{name.replace('_', '-')} is empty")
@@ -63,7 +72,7 @@ def run(args) -> int:
     except ValueError as err:
         raise flag_error(err) from err
     device = resolve_device(args.device)
-    pipe = load_pipeline(model, "float32", device, None)
+    pipe = load_date_pipeline(model, "float32", device, None)
     if not hasattr(pipe, "edit"):
         raise CLIError(f"editing supports Stable Diffusion 1.x/2.x models; {type(pipe).__name__} has no inversion yet")
     pipe.set_progress_bar_config(disable=True)
@@ -88,23 +97,18 @@ def run(args) -> int:
     recon = run_edit(args.source_prompt, args.cfg_src, None).images[0]
     plain = run_edit(args.target_prompt, args.cfg_tar, None).images[0]
     dated = run_edit(args.target_prompt, args.cfg_tar, date)
-    stem = slug(args.target_prompt)
     files = {"input": image, "reconstruction": recon, "plain": plain, "date": dated.images[0]}
-    for name, img in files.items():
-        img.save(out / f"{stem}-{name}.png")
-    grid = Image.new("RGB", (size * 3 + 8, size), "white")
-    for k, name in enumerate(("input", "plain", "date")):
-        grid.paste(files[name], (k * (size + 4), 0))
-    grid.save(out / f"{stem}-grid.png")
     meta = {
         "image": str(args.image),
         "source_prompt": args.source_prompt,
         "target_prompt": args.target_prompt,
+        "prompt": args.target_prompt,
         "model": model,
         "steps": args.steps,
         "skip": args.skip,
         "cfg_src": args.cfg_src,
         "cfg_tar": args.cfg_tar,
+        "guidance_scale": args.cfg_tar,
         "seed": args.seed,
         "reward": args.reward,
         "date": date.to_dict(),
@@ -114,8 +118,29 @@ def run(args) -> int:
     judge = toy_judge(model)
     if judge is not None:
         meta["evaluator"] = {k: judge(files[k], args.target_prompt) for k in ("plain", "date")}
-    (out / f"{stem}.json").write_text(json.dumps(meta, indent=1))
+    stem = write_edit(out, args, files, meta, size)
     print(f"grid (input | plain edit | DATE edit): {out / (stem + '-grid.png')}")
     for kind, verdict in meta.get("evaluator", {}).items():
         print(f"  evaluator ({kind}): {'PASS' if verdict['pass'] else 'FAIL'} {verdict['aspects']}")
     return 0
+
+
+def write_edit(out: Path, args, files: dict, meta: dict, size: int) -> str:
+    """Every image and the record under a name not taken yet (unless --overwrite), each written atomically."""
+    from PIL import Image
+
+    from date_diffusion.cli.generate import slug
+    from date_diffusion.outputs import atomic_write, claimed_stem, save_png
+
+    names = ("input", "reconstruction", "plain", "date", "grid")
+    with claimed_stem(
+        out, f"{slug(args.target_prompt)}-s{args.seed}", (".json", *(f"-{n}.png" for n in names)), args.overwrite
+    ) as stem:
+        grid = Image.new("RGB", (size * 3 + 8, size), "white")
+        for k, name in enumerate(("input", "plain", "date")):
+            grid.paste(files[name], (k * (size + 4), 0))
+        for name, img in {**files, "grid": grid}.items():
+            method = {"plain": "fixed", "date": "date"}.get(name, name)
+            save_png(out / f"{stem}-{name}.png", img, {**meta, "method": method, "image": name})
+        atomic_write(out / f"{stem}.json", json.dumps({**meta, "files": [f"{stem}-{n}.png" for n in names]}, indent=1))
+    return stem

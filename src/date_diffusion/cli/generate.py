@@ -3,61 +3,93 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from date_diffusion.cli.common import (
+    FAMILY_HELP,
     CLIError,
     add_date_arguments,
+    add_model_arguments,
+    check_reward,
     date_config_from_args,
     flag_error,
     load_reward,
+    model_kwargs,
     resolve_device,
 )
 from date_diffusion.hub import TOY_PIPELINE, model_defaults
 from date_diffusion.schedulers import SCHEDULERS
 
+EXAMPLES = """examples:
+  date-diffusion generate "a red circle to the left of a blue square" --compare
+  date-diffusion generate "a cat wearing a crown" --model stable-diffusion-v1-5/stable-diffusion-v1-5 --reward clip-l
+  date-diffusion generate --prompts-file prompts.txt --model my-sdxl.safetensors --lora style.safetensors:0.7
+  date-diffusion generate "a red circle" --save-embeddings
+  date-diffusion generate --replay-embeddings outputs/a-red-circle-s0-embeddings.safetensors --out replayed
+
+Files never replace earlier ones: a name already taken gets -2, -3, ... (or pass --overwrite)."""
+
 
 def add_parser(sub):
     p = sub.add_parser(
-        "generate", help="generate images with DATE", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        "generate",
+        help="generate images with DATE",
+        description="Sample images with DATE: the prompt's embedding is adapted during sampling so that a reward "
+        "of the predicted clean image goes up. " + FAMILY_HELP,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("prompts", nargs="+", metavar="PROMPT", help="one or more prompts")
-    p.add_argument("--model", default=None, help="diffusers Stable Diffusion folder or hub id (default: the toy world)")
+    p.add_argument("prompts", nargs="*", metavar="PROMPT", help="one or more prompts")
+    p.add_argument(
+        "--prompts-file", default=None, help="more prompts: a text file (one a line) or a CSV with a `prompt` column"
+    )
+    add_model_arguments(p)
     p.add_argument(
         "--reward",
         default="clip",
-        help="reward: clip (toy CLIP), clip:ID_OR_PATH, or weighted sums like 0.5*clip:PATH_A+1*clip:PATH_B",
+        help="what DATE raises: clip (the toy CLIP), clip-l, clip:ID_OR_PATH, pickscore, imagereward, aesthetic, "
+        "ensemble, weighted sums (0.5*clip-l+1*imagereward) and wrappers aug8(...), mean(...;...), "
+        "subjects(...) (default: clip)",
     )
     add_date_arguments(p)
-    p.add_argument("--steps", type=int, default=50, help="number of sampling steps")
-    p.add_argument(
-        "--guidance",
-        type=float,
-        default=None,
-        help="classifier-free guidance scale (default: paper's 8, or the toy world's tuned value)",
+    s = p.add_argument_group("sampling (defaults: per family, see above)")
+    s.add_argument("--steps", type=int, default=None, help="number of sampling steps")
+    s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+    s.add_argument("--height", type=int, default=None, help="image height in pixels (a multiple of 8)")
+    s.add_argument("--width", type=int, default=None, help="image width in pixels (a multiple of 8)")
+    s.add_argument("--negative-prompt", default=None)
+    s.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k (default 0)")
+    s.add_argument("--images-per-prompt", type=int, default=1, help="(default 1)")
+    s.add_argument(
+        "--batch-size", type=int, default=4, help="images per forward pass; results do not depend on it (default 4)"
     )
-    p.add_argument("--negative-prompt", default=None)
-    p.add_argument("--scheduler", default=None, help=f"one of {', '.join(SCHEDULERS)} (default: the model's own)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k")
-    p.add_argument("--images-per-prompt", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass (results do not depend on it)")
-    p.add_argument("--height", type=int, default=None)
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--out", default="outputs", help="output folder")
-    p.add_argument("--compare", action="store_true", help="also sample with fixed embeddings (same seed); grid")
-    p.add_argument("--save-embeddings", action="store_true", help="also write the embeddings as .safetensors")
-    p.add_argument(
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default="outputs", help="output folder (default: outputs)")
+    o.add_argument("--overwrite", action="store_true", help="replace files of the same name instead of renaming")
+    o.add_argument("--compare", action="store_true", help="also sample with fixed embeddings (same seed); a grid")
+    o.add_argument(
+        "--save-embeddings", action="store_true", help="also write the adapted embeddings (safetensors + metadata)"
+    )
+    o.add_argument(
+        "--replay-embeddings",
+        default=None,
+        metavar="FILE",
+        help="re-create a DATE image from a saved embeddings file (no reward model needed); prompt, seed and "
+        "settings come from the file",
+    )
+    a = p.add_argument_group("memory and speed")
+    a.add_argument(
         "--reward-decoder",
         default=None,
         help="APPROXIMATE: decode x0_hat for the reward with a tiny decoder: 'tiny' (the family's TAESD; "
         "the toy world's own) or a folder / hub id",
     )
-    p.add_argument("--gradient-checkpointing", action="store_true", help="less memory in update steps, same result")
+    a.add_argument("--gradient-checkpointing", action="store_true", help="less memory in update steps, same result")
     p.set_defaults(func=run)
     return p
 
@@ -69,9 +101,8 @@ def slug(text: str, n: int = 60) -> str:
 def check_output_dir(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
     except OSError as err:
         raise CLIError(f"--out {str(out)!r} is not writable ({err.strerror or err}); choose another folder") from err
 
@@ -84,127 +115,267 @@ def resolve_model(model: str | None) -> str:
     return str(TOY_PIPELINE)
 
 
-def load_pipeline(model: str, dtype: str, device: str, scheduler: str | None):
-    from date_diffusion.pipelines import load_date_pipeline
+def read_prompts_file(path) -> list[str]:
+    """Prompts from a text file (one a line) or a CSV with a `prompt` column; blank lines are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise CLIError(f"--prompts-file {str(path)!r} not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CLIError(f"--prompts-file {str(path)!r} is not a readable UTF-8 text file ({err})") from err
+    if path.suffix.lower() == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+        if not rows or "prompt" not in rows[0]:
+            raise CLIError(f"--prompts-file {str(path)!r}: a CSV needs a `prompt` column")
+        prompts = [r["prompt"].strip() for r in rows if (r["prompt"] or "").strip()]
+    else:
+        prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise CLIError(f"--prompts-file {str(path)!r} holds no prompt")
+    return prompts
 
-    return load_date_pipeline(model, dtype, device, scheduler)
+
+def replay_settings(args):
+    """With --replay-embeddings: the saved file, and the run's settings taken from its metadata."""
+    from date_diffusion.pipelines.embeddings import load_embeddings
+
+    if args.prompts or args.prompts_file:
+        raise CLIError("--replay-embeddings takes its prompt from the file; give no PROMPT or --prompts-file")
+    try:
+        saved = load_embeddings(args.replay_embeddings)
+    except ValueError as err:
+        raise CLIError(f"--replay-embeddings: {err}") from err
+    meta = saved.metadata
+    missing = [k for k in ("prompt", "seed", "steps", "guidance_scale", "height", "width") if k not in meta]
+    if missing:
+        raise CLIError(f"--replay-embeddings {args.replay_embeddings!r} lacks {missing}: write it with generate")
+    args.prompts, args.seed, args.images_per_prompt = [meta["prompt"]], int(meta["seed"]), 1
+    args.steps, args.guidance = int(meta["steps"]), float(meta["guidance_scale"])
+    args.height, args.width = int(meta["height"]), int(meta["width"])
+    args.negative_prompt = meta.get("negative_prompt")
+    args.scheduler = args.scheduler or meta.get("scheduler_name")
+    args.model = args.model or meta.get("model_arg")
+    return saved
+
+
+def check_numbers(args) -> None:
+    for name in ("steps", "images_per_prompt", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    for name in ("height", "width"):
+        value = getattr(args, name)
+        if value is not None and (value < 8 or value % 8):
+            raise CLIError(f"--{name} must be a positive multiple of 8, got {value}")
+    if args.guidance is not None and not (args.guidance == args.guidance and abs(args.guidance) != float("inf")):
+        raise CLIError(f"--guidance must be a finite number, got {args.guidance}")
+    if not 0 <= args.seed < 2**63:
+        raise CLIError(f"--seed must be in [0, 2**63), got {args.seed}")
+
+
+def plan(args) -> dict:
+    """Everything checked and resolved before any model loads: prompts, model, family, defaults, DATE settings."""
+    from date_diffusion.pipelines.loading import family_defaults, family_of
+
+    saved = replay_settings(args) if args.replay_embeddings else None
+    prompts = list(args.prompts) + (read_prompts_file(args.prompts_file) if args.prompts_file else [])
+    if not prompts:
+        raise CLIError("give at least one PROMPT (or --prompts-file FILE)")
+    if any(not p.strip() for p in prompts):
+        raise CLIError("a PROMPT is empty; give non-empty text")
+    if args.scheduler is not None and args.scheduler not in SCHEDULERS:
+        raise CLIError(f"unknown --scheduler {args.scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
+    check_numbers(args)
+    if saved is None:
+        check_reward(args.reward)
+    out = Path(args.out)
+    check_output_dir(out)
+    loading = model_kwargs(args)
+    model = resolve_model(args.model)
+    try:
+        family = family_of(model, args.family)
+    except ValueError as err:
+        raise CLIError(f"--model {model!r}: {err}") from err
+    defaults = {**family_defaults(family), **model_defaults(model)}
+    steps = args.steps or defaults["num_inference_steps"]
+    guidance = args.guidance if args.guidance is not None else defaults["guidance_scale"]
+    date = date_config_from_args(args, defaults)
+    try:
+        date.update_indices(steps)  # out-of-range indices fail now, before any model loads
+    except ValueError as err:
+        raise flag_error(err) from err
+    return dict(
+        prompts=prompts,
+        out=out,
+        model=model,
+        family=family,
+        loading=loading,
+        steps=steps,
+        guidance=guidance,
+        date=date,
+        saved=saved,
+        defaults_used=[k for k, v in (("steps", args.steps), ("guidance", args.guidance)) if v is None],
+    )
 
 
 def run(args) -> int:
     import torch
-    from tqdm.auto import tqdm
 
-    if any(not p.strip() for p in args.prompts):
-        raise CLIError("a PROMPT is empty; give non-empty text")
-    if args.scheduler is not None and args.scheduler not in SCHEDULERS:
-        raise CLIError(f"unknown --scheduler {args.scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
-    for name in ("steps", "images_per_prompt", "batch_size"):
-        if getattr(args, name) < 1:
-            raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    out = Path(args.out)
-    check_output_dir(out)
-    model = resolve_model(args.model)
-    defaults = model_defaults(model)
-    if args.guidance is None:
-        args.guidance = defaults.get("guidance_scale", 8.0)
-    date = date_config_from_args(args, defaults)
-    try:
-        date.update_indices(args.steps)  # out-of-range indices fail now, before any model loads
-    except ValueError as err:
-        raise flag_error(err) from err
+    job = plan(args)
     device = resolve_device(args.device)
-    if device == "cpu" and Path(model).resolve() == TOY_PIPELINE.resolve() and "OMP_NUM_THREADS" not in os.environ:
-        # the toy world's models are too small to gain from threads: a second one only spins (measured on two
-        # cores: 9.8 s of CPU with one thread against 14.3 s with two, for the README's main command)
+    toy = Path(job["model"]).resolve() == TOY_PIPELINE.resolve()
+    if device == "cpu" and toy and "OMP_NUM_THREADS" not in os.environ:
+        # the toy world's models are too small to gain from threads: a second one only spins
         torch.set_num_threads(1)
-    pipe = load_pipeline(model, args.dtype, device, args.scheduler)
+    from date_diffusion.pipelines import load_date_pipeline
+
+    try:
+        pipe = load_date_pipeline(job["model"], args.dtype, device, args.scheduler, **job["loading"])
+    except ValueError as err:  # unreadable single file, LoRA for another model, ...
+        raise CLIError(str(err)) from err
     pipe.set_progress_bar_config(disable=True)
     if args.negative_prompt is not None and not pipe._date_negative_branch:
         raise CLIError(f"--negative-prompt is not supported by {type(pipe).__name__} (no negative branch)")
-    reward = load_reward(args.reward, device)
-    decoder = None
-    if args.reward_decoder:
+    size = pipe._date_default_size()
+    job.update(height=args.height or size, width=args.width or size, pipe=pipe)
+    job["reward"] = None if job["saved"] is not None else load_reward(args.reward, device)
+    job["decoder"] = None
+    if args.reward_decoder and job["saved"] is None:
         from date_diffusion.hub import tiny_decoder_for
 
-        decoder = tiny_decoder_for(model, args.reward_decoder).to(device, getattr(torch, args.dtype))
-    judge = toy_judge(model)
+        job["decoder"] = tiny_decoder_for(job["model"], args.reward_decoder).to(device, pipe.vae.dtype)
+    job["judge"] = toy_judge(job["model"])
+    generate_all(args, job)
+    return 0
 
-    jobs = [(p, args.seed + k) for p in args.prompts for k in range(args.images_per_prompt)]
-    jobs = [(idx, p, s) for idx, (p, s) in enumerate(jobs)]
-    runs = [("fixed", None), ("date", date)] if args.compare else [("date", date)]
-    bar = tqdm(total=len(jobs) * len(runs), desc="images", unit="img")
+
+def generate_all(args, job) -> None:
+    from tqdm.auto import tqdm
+
+    jobs = [(p, args.seed + k) for p in job["prompts"] for k in range(args.images_per_prompt)]
+    kinds = (["fixed"] if args.compare else []) + ["replay" if job["saved"] is not None else "date"]
+    bar = tqdm(total=len(jobs) * len(kinds), desc="images", unit="img")
     for start in range(0, len(jobs), args.batch_size):
         batch = jobs[start : start + args.batch_size]
-        results = {}
-        for kind, cfg in runs:
-            # One generator per image: an image depends on its prompt and seed only, never on the batch.
-            gens = [torch.Generator("cpu").manual_seed(s) for _, _, s in batch]
-            emb_path = out / ".embeddings-batch.safetensors" if args.save_embeddings and kind == "date" else None
-            extra = {} if args.negative_prompt is None else {"negative_prompt": [args.negative_prompt] * len(batch)}
-            if cfg is not None:
-                extra.update(reward_decoder=decoder, gradient_checkpointing=args.gradient_checkpointing)
-            res = pipe(
-                prompt=[p for _, p, _ in batch],
-                height=args.height,
-                width=args.width,
-                num_inference_steps=args.steps,
-                guidance_scale=args.guidance,
-                generator=gens,
-                date=cfg,
-                reward=reward if cfg is not None else None,
-                save_embeddings=emb_path,
-                **extra,
-            )
-            results[kind] = res
-            bar.update(len(batch))
-        if args.save_embeddings:
-            from safetensors.torch import load_file, save_file
+        with tempfile.TemporaryDirectory() as tmp:
+            emb_path = Path(tmp) / "batch.safetensors" if args.save_embeddings else None
+            results = {}
+            for kind in kinds:
+                results[kind] = sample(args, job, kind, batch, emb_path)
+                bar.update(len(batch))
+            saved = None
+            if emb_path is not None and "date" in results:
+                from date_diffusion.pipelines.embeddings import load_embeddings
 
-            batch_embeddings = load_file(emb_path)
-        for j, (idx, prompt, seed) in enumerate(batch):
-            stem = f"{idx:03d}-{slug(prompt)}-s{seed}"
-            meta = {
-                "prompt": prompt,
-                "seed": seed,
-                "model": model,
-                "scheduler": type(pipe.scheduler).__name__,
-                "steps": args.steps,
-                "guidance_scale": args.guidance,
-                "negative_prompt": args.negative_prompt,
-                "reward": args.reward,
-                "dtype": args.dtype,
-                "date": date.to_dict(),
-                "reward_decoder": args.reward_decoder,
-                "gradient_checkpointing": args.gradient_checkpointing,
-                "trace": results["date"].traces[j],
-            }
-            img = results["date"].images[j]
-            img.save(out / f"{stem}.png")
-            if args.save_embeddings:
-                save_file(
-                    {k: v[j : j + 1].contiguous() for k, v in batch_embeddings.items()},
-                    out / f"{stem}-embeddings.safetensors",
-                )
-                meta["embeddings"] = f"{stem}-embeddings.safetensors"
-            lines = [f"[{idx}] {prompt!r} seed {seed} -> {out / (stem + '.png')}"]
-            if judge is not None:
-                meta["evaluator"] = {"date": judge(img, prompt)}
-            if args.compare:
-                fixed = results["fixed"].images[j]
-                fixed.save(out / f"{stem}-fixed.png")
-                compare_grid(fixed, img).save(out / f"{stem}-compare.png")
-                meta["fixed_image"] = f"{stem}-fixed.png"
-                meta["compare_grid"] = f"{stem}-compare.png"
-                lines.append(f"    grid (fixed | DATE): {out / (stem + '-compare.png')}")
-                if judge is not None:
-                    meta["evaluator"]["fixed"] = judge(fixed, prompt)
-            lines += describe(meta)
-            (out / f"{stem}.json").write_text(json.dumps(meta, indent=1))
-            tqdm.write("\n".join(lines))
+                saved = load_embeddings(emb_path)
+            for j, (prompt, seed) in enumerate(batch):
+                write_image(args, job, results, j, prompt, seed, saved)
     bar.close()
-    if args.save_embeddings:
-        (out / ".embeddings-batch.safetensors").unlink(missing_ok=True)
-    return 0
+
+
+def sample(args, job, kind, batch, emb_path):
+    """One batch with fixed embeddings, DATE, or a replay of saved DATE embeddings."""
+    import torch
+
+    # One generator per image: an image depends on its prompt and seed only, never on the batch.
+    gens = [torch.Generator("cpu").manual_seed(s) for _, s in batch]
+    extra = {} if args.negative_prompt is None else {"negative_prompt": [args.negative_prompt] * len(batch)}
+    if kind == "date":
+        extra.update(
+            date=job["date"],
+            reward=job["reward"],
+            reward_decoder=job["decoder"],
+            gradient_checkpointing=args.gradient_checkpointing,
+            save_embeddings=emb_path,
+        )
+    elif kind == "replay":
+        extra["replay_embeddings"] = job["saved"]
+    return job["pipe"](
+        prompt=[p for p, _ in batch],
+        height=job["height"],
+        width=job["width"],
+        num_inference_steps=job["steps"],
+        guidance_scale=job["guidance"],
+        generator=gens,
+        **extra,
+    )
+
+
+def base_record(args, job, prompt, seed) -> dict:
+    from date_diffusion import __version__
+
+    pipe = job["pipe"]
+    return {
+        "prompt": prompt,
+        "negative_prompt": args.negative_prompt,
+        "seed": seed,
+        "model": job["model"],
+        "family": job["family"],
+        "pipeline": type(pipe).__name__,
+        "loras": [list(x) for x in job["loading"]["loras"]],
+        "scheduler": type(pipe.scheduler).__name__,
+        "scheduler_name": args.scheduler,
+        "steps": job["steps"],
+        "guidance_scale": job["guidance"],
+        "height": job["height"],
+        "width": job["width"],
+        "dtype": str(pipe.unet.dtype if hasattr(pipe, "unet") else pipe.transformer.dtype).replace("torch.", ""),
+        "defaults_used": job["defaults_used"],
+        "date_diffusion_version": __version__,
+    }
+
+
+def write_image(args, job, results, j, prompt, seed, saved) -> None:
+    """The DATE (or replayed) image, its record, and optionally the fixed image, the grid and the embeddings: new
+    names when taken (unless --overwrite), each file written atomically."""
+    from tqdm.auto import tqdm
+
+    from date_diffusion.outputs import atomic_write, claimed_stem, save_png
+
+    out, kind = job["out"], "replay" if job["saved"] is not None else "date"
+    suffixes = (".png", ".json", "-fixed.png", "-compare.png", "-embeddings.safetensors")
+    with claimed_stem(out, f"{slug(prompt)}-s{seed}", suffixes, args.overwrite) as stem:
+        record = base_record(args, job, prompt, seed)
+        fixed_record = {**record, "method": "fixed", "date": None, "reward": None}
+        record.update(
+            method=kind,
+            reward=args.reward if kind == "date" else None,
+            date=job["date"].to_dict() if kind == "date" else job["saved"].metadata.get("date"),
+            reward_decoder=args.reward_decoder if kind == "date" else None,
+            gradient_checkpointing=args.gradient_checkpointing,
+            trace=results[kind].traces[j],
+        )
+        if kind == "replay":
+            record["replayed_from"] = str(args.replay_embeddings)
+        image = results[kind].images[j]
+        lines = [f"{prompt!r} seed {seed} -> {out / (stem + '.png')}"]
+        if job["judge"] is not None:
+            record["evaluator"] = {kind: job["judge"](image, prompt)}
+        if args.compare:
+            fixed = results["fixed"].images[j]
+            save_png(out / f"{stem}-fixed.png", fixed, fixed_record)
+            save_png(out / f"{stem}-compare.png", compare_grid(fixed, image), {**record, "image": "compare grid"})
+            record.update(fixed_image=f"{stem}-fixed.png", compare_grid=f"{stem}-compare.png")
+            lines.append(f"    grid (fixed | DATE): {out / (stem + '-compare.png')}")
+            if job["judge"] is not None:
+                record["evaluator"]["fixed"] = job["judge"](fixed, prompt)
+        if saved is not None:
+            write_embeddings(out / f"{stem}-embeddings.safetensors", saved.select(j), record, args)
+            record["embeddings"] = f"{stem}-embeddings.safetensors"
+        save_png(out / f"{stem}.png", image, record)
+        atomic_write(out / f"{stem}.json", json.dumps(record, indent=1))
+    tqdm.write("\n".join(lines + describe(record)))
+
+
+def write_embeddings(path: Path, one, record: dict, args) -> None:
+    """One image's embeddings with what re-creates its DATE image (`--replay-embeddings`)."""
+    keep = ("prompt", "negative_prompt", "seed", "model", "family", "scheduler", "scheduler_name", "steps")
+    keep += ("guidance_scale", "height", "width", "dtype", "loras", "reward", "date", "date_diffusion_version")
+    one.metadata.update({k: record[k] for k in keep if record.get(k) is not None})
+    one.metadata["model_arg"] = args.model or record["model"]
+    one.metadata.pop("prompts", None)
+    one.save(path)
 
 
 def compare_grid(left, right, min_side: int = 256):

@@ -9,15 +9,23 @@ import sys
 # transformers warns at import about optional image backends this package never uses
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from date_diffusion.cli import bench, edit, generate, toyworld
+from date_diffusion.cli import bench, edit, generate, info, toyworld
 from date_diffusion.cli.common import CLIError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="date-diffusion", description="DATE: Diffusion Adaptive Text Embedding")
+    from date_diffusion import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="date-diffusion",
+        description="DATE (Diffusion Adaptive Text Embedding): better text-image alignment at sampling time.",
+        epilog="Run `date-diffusion COMMAND --help` for a command's options and examples.",
+    )
+    parser.add_argument("--version", action="version", version=f"date-diffusion {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     generate.add_parser(sub)
     edit.add_parser(sub)
+    info.add_parser(sub)
     toyworld.add_parser(sub)
     bench.add_parsers(sub)
     return parser

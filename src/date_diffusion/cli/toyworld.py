@@ -30,6 +30,13 @@ def add_parser(sub):
     fz.set_defaults(func=run_finalize)
     t.set_defaults(func=run_train)
 
+    a = tsub.add_parser(
+        "audit", help="compare the exact evaluator with an independent second reader on a bench run's images"
+    )
+    a.add_argument("run_dir", help="a `bench` run directory on the toy world")
+    a.add_argument("--out", default=None, help="write the full audit (every disagreement) as JSON here")
+    a.set_defaults(func=run_audit)
+
     x = tsub.add_parser("export", help="copy a finished training run into the package as the shipped toy world")
     x.add_argument("--from", dest="run_dir", required=True, help="the --out folder of `toyworld train`")
     x.add_argument("--guidance", type=float, required=True, help="recommended guidance scale (chosen by a sweep)")
@@ -73,4 +80,30 @@ def run_finalize(args) -> int:
 
     finalize_from_checkpoint(TrainConfig(out=Path(args.out)))
     print(f"assembled {Path(args.out) / 'pipeline'} from the latest UNet checkpoint")
+    return 0
+
+
+def run_audit(args) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from date_diffusion.cli.common import CLIError
+    from date_diffusion.toyworld import evaluator
+    from date_diffusion.toyworld.scene import PromptSpec
+    from date_diffusion.toyworld.second_reader import audit
+
+    run = Path(args.run_dir)
+    cases = []
+    for rec_path in sorted(run.glob("images/*/*/samples/*.json")):
+        rec = json.loads(rec_path.read_text())
+        if rec.get("spec") is not None:
+            image = np.asarray(Image.open(rec_path.with_suffix(".png")).convert("RGB"))
+            cases.append((image, PromptSpec.from_json(rec["spec"]), str(rec_path.relative_to(run).with_suffix(""))))
+    if not cases:
+        raise CLIError(f"{run} holds no toy-world images (a `bench --suite toy...` run directory is needed)")
+    result = audit(cases, evaluator.detect, evaluator.evaluate)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "disagreements"}, indent=1))
+    print(f"{len(result['disagreements'])} images where the readers differ" + (f": {args.out}" if args.out else ""))
     return 0

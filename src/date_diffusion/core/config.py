@@ -24,6 +24,10 @@ class DATEConfig:
     `scheduler.timesteps` (for second-order schedulers such as Heun that is about twice the step count).
 
     rho: distance each update moves every sample's embedding (Frobenius norm over all tokens).
+    rho_relative: scale-free alternative to `rho` (give one of the two): each sample moves
+        `rho_relative * ||c_org||_F`, the norm of its original embedding's adapted part, so one setting means
+        the same relative step on every backbone. The paper's rho = 0.5 on SD 1.5 is about 0.002 (0.5 / 243,
+        see docs/step-size.md).
     grad_steps: gradient steps per update step (reference: `num_upt_prompt`).
     anchor: "previous" accumulates (`c <- c - rho g/|g|`, the reference default); "original" re-anchors
         (`c <- c_org - rho g/|g|`), the paper's closed-form solution.
@@ -39,6 +43,7 @@ class DATEConfig:
     """
 
     rho: float = 0.5
+    rho_relative: float | None = None
     update_every: int | None = PAPER_UPDATE_EVERY
     update_steps: Sequence[int] | None = None
     update_intervals: Sequence[tuple[int, int]] | None = None
@@ -55,6 +60,12 @@ class DATEConfig:
             raise ValueError(f"rho must be a finite number >= 0, got {self.rho!r}")
         if self.rho < 0:
             raise ValueError(f"rho must be >= 0 (the update distance), got {self.rho}")
+        if self.rho_relative is not None:
+            r = self.rho_relative
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r < 0:
+                raise ValueError(f"rho_relative must be a finite number >= 0, got {r!r}")
+            if self.rho != 0.5:
+                raise ValueError(f"give only one of rho ({self.rho}) and rho_relative ({r}): both set the step size")
         explicit = [n for n in ("update_steps", "update_intervals") if getattr(self, n) is not None]
         if len(explicit) > 1:
             raise ValueError("give only one of update_steps and update_intervals")
@@ -93,6 +104,21 @@ class DATEConfig:
             or self.prior_weight < 0
         ):
             raise ValueError(f"prior_weight must be a finite number >= 0, got {self.prior_weight!r}")
+
+    @property
+    def moves(self) -> bool:
+        """Whether an update can move the embedding at all (a zero step size makes DATE the fixed sampler)."""
+        return (self.rho if self.rho_relative is None else self.rho_relative) > 0
+
+    def step_sizes(self, original, adapt_mask=None):
+        """The distance each sample moves per update, `[B]` (or the float rho): `rho`, or `rho_relative` times
+        the Frobenius norm of the adapted part of each sample's original embedding."""
+        import torch
+
+        if self.rho_relative is None:
+            return self.rho
+        part = original if adapt_mask is None else original * adapt_mask
+        return self.rho_relative * torch.linalg.vector_norm(part.flatten(1), dim=1, dtype=torch.float64)
 
     def update_indices(self, num_loop_steps: int) -> list[int]:
         """Sorted loop indices that update, checked against a run of `num_loop_steps` loop iterations."""

@@ -24,7 +24,7 @@ def date_update(
     embeds: torch.Tensor,
     original: torch.Tensor,
     loss_grad: torch.Tensor,
-    rho: float,
+    rho: float | torch.Tensor,
     anchor: str = "previous",
     prior_weight: float = 0.0,
     normalize: bool = True,
@@ -40,6 +40,7 @@ def date_update(
     every non-zero finite gradient is exactly the reference formula.
 
     `normalize=False` is the paper's un-normalised ablation: the step is `rho * g` (rho acts as a step size).
+    `rho` may be a tensor `[B]`: one distance per sample (`DATEConfig.rho_relative`).
     """
     if anchor not in ("previous", "original"):
         raise ValueError(f"anchor must be 'previous' or 'original', got {anchor!r}")
@@ -60,6 +61,8 @@ def date_update(
     safe_norm = torch.where(ok, divide_by, torch.ones_like(norm)).to(g.dtype).view(shape)
     direction = torch.where(ok.view(shape), g, torch.zeros_like(g)) / safe_norm
     base = embeds if anchor == "previous" else original
+    if torch.is_tensor(rho):
+        rho = rho.to(device=g.device, dtype=g.dtype).view(shape)
     stepped = (base.to(work) - rho * direction).to(embeds.dtype)
     new = torch.where(ok.view(shape), stepped, embeds)
     return UpdateResult(new, norm, ~ok)

@@ -2,8 +2,9 @@
 
 fixed                 fixed embeddings, the run's step count
 fixed@K               fixed embeddings, K steps (compute-matched baseline)
-date:KEY=V,...        DATE; keys: rho, every, steps (0;10;20), grad, anchor, prior, and the paper's ablations
-                      direction=random, normalize=0, target=next
+date:KEY=V,...        DATE; keys: rho (or rel, the scale-free rho_relative), every, steps (0;10;20), grad, anchor,
+                      prior, the paper's ablations direction=random, normalize=0, target=next, and decoder=tiny,
+                      reward=SPEC (the reward this method follows, e.g. aug8(clip), ensemble, subjects(clip))
 ug:scale=S,every=N    data-space reward guidance (embedding fixed)
 best-of-N             N fixed-embedding samples per (prompt, seed), the one the reward likes best
 ae[:res=R,iters=N,scale=S]       Attend-and-Excite (subject tokens found automatically; SD 1.x/2.x)
@@ -19,6 +20,7 @@ from date_diffusion.core.config import DATEConfig
 
 _DATE_KEYS = {
     "rho": ("rho", float),
+    "rel": ("rho_relative", float),
     "every": ("update_every", int),
     "grad": ("grad_steps", int),
     "anchor": ("anchor", str),
@@ -28,8 +30,9 @@ _DATE_KEYS = {
     "normalize": ("normalize", lambda v: v not in ("0", "false", "False")),
     "target": ("reward_target", str),
 }
-# method options that are not DATE settings: the approximate reward decoder
-_RUN_KEYS = {"decoder": str}
+# method options that are not DATE settings: the approximate reward decoder, the reward DATE follows (a reward
+# spec without commas, e.g. aug8(clip), ensemble, subjects(clip), mean(clip;clip-s1); default: the run's --reward)
+_RUN_KEYS = {"decoder": str, "reward": str}
 _UG_KEYS = {"scale": float, "every": int}
 _AE_KEYS = {
     "res": ("attn_res", lambda v: (int(v), int(v))),
@@ -49,6 +52,7 @@ class Method:
     n: int = 1
     ae: dict | None = None  # Attend-and-Excite options (token indices found automatically)
     reward_decoder: str | None = None  # "tiny" or a folder/hub id: the approximate reward-decoding path
+    reward: str | None = None  # the reward this method follows (a spec); None: the run's reward
 
     @property
     def slug(self) -> str:
@@ -84,9 +88,17 @@ def parse_method(spec: str) -> Method:
     if name == "date":
         items = [x for x in body.split(",") if x]
         run = _settings(spec, ",".join(x for x in items if x.partition("=")[0] in _RUN_KEYS), _RUN_KEYS)
+        if "reward" in run:
+            from date_diffusion.rewards.registry import check_spec
+
+            check_spec(run["reward"])
         body = ",".join(x for x in items if x.partition("=")[0] not in _RUN_KEYS)
         return Method(
-            spec, "date", date=DATEConfig(**_settings(spec, body, _DATE_KEYS)), reward_decoder=run.get("decoder")
+            spec,
+            "date",
+            date=DATEConfig(**_settings(spec, body, _DATE_KEYS)),
+            reward_decoder=run.get("decoder"),
+            reward=run.get("reward"),
         )
     if name == "ae":
         return Method(spec, "ae", ae={"token_indices": "auto", **_settings(spec, body, _AE_KEYS)})

@@ -57,14 +57,4 @@ class DATEPipeline:
         return date_pipeline_class(type(pipeline).__name__).from_pipe(pipeline, **kwargs)
 
 
-def load_date_pipeline(model, dtype="float32", device="cpu", scheduler: str | None = None):
-    """A DATE pipeline for `model` (folder or hub id) in `dtype` on `device`, optionally with another scheduler
-    (a name from `date_diffusion.schedulers.SCHEDULERS`) built from the model's own scheduler config."""
-    import torch
-
-    from date_diffusion.schedulers import make_scheduler
-
-    pipe = DATEPipeline.from_pretrained(model, dtype=getattr(torch, dtype) if isinstance(dtype, str) else dtype)
-    if scheduler is not None:
-        pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
-    return pipe.to(device)
+from date_diffusion.pipelines.loading import load_date_pipeline as load_date_pipeline  # noqa: E402  (after the names it uses)

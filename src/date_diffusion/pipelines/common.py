@@ -23,7 +23,6 @@ from types import SimpleNamespace
 
 import torch
 from diffusers.utils import BaseOutput
-from safetensors.torch import save_file
 
 from date_diffusion.core.config import DATEConfig
 from date_diffusion.core.prediction import PREDICTION_TYPES, prediction_type_of
@@ -59,7 +58,10 @@ class DATEOptions:
     date: DATE settings; None samples with fixed embeddings.
     reward: the score DATE raises (e.g. `CLIPScoreReward`); required when `date` updates.
     reward_prompt: text the reward scores against (default: `prompt`); needed with `prompt_embeds`.
-    save_embeddings: a .safetensors path for the original, final and per-update (packed) conditioning.
+    save_embeddings: a .safetensors path for the original, final and per-update conditioning, each part with its
+        stock name and shape, and metadata (see `pipelines.embeddings`).
+    replay_embeddings: a file written by `save_embeddings` (or a loaded `SavedEmbeddings`): re-create the DATE
+        sample from its adapted embeddings, without a reward (same prompt, seed and settings give the same image).
     ug_scale, ug_every: baseline data-space reward guidance (`sampling.guidance.universal_guidance`) with this
         scale at every `ug_every`-th loop index; uses `reward`, keeps the embedding fixed; epsilon models only.
     gradient_checkpointing: recompute denoiser, VAE-decoder and reward activations during the backward pass of
@@ -76,6 +78,7 @@ class DATEOptions:
     reward: object | None = None
     reward_prompt: str | list[str] | None = None
     save_embeddings: str | Path | None = None
+    replay_embeddings: object | None = None
     ug_scale: float | None = None
     ug_every: int = 1
     gradient_checkpointing: bool = False
@@ -88,7 +91,7 @@ class DATEOptions:
     @property
     def updating(self) -> bool:
         """Whether DATE moves the embedding at all in this call."""
-        return self.date is not None and self.date.rho > 0
+        return self.date is not None and self.date.moves
 
 
 _DATE_PARAMETERS = [
@@ -162,6 +165,7 @@ class DATEPipelineMixin:
             timesteps = self._date_timesteps(call, None, device)
             latents = self._date_latents(call, n_images, cond.cond.dtype, device)
         self._num_timesteps = len(timesteps)
+        self._date_parts = (cond.names, cond.shapes)
         loop = dict(
             scheduler=self.scheduler,
             denoise=self._date_denoise(call, cond),
@@ -178,6 +182,8 @@ class DATEPipelineMixin:
             adapt_mask=cond.mask,
             pre_step=self._date_pre_step(call, options, len(timesteps), cond),
         )
+        if options.replay_embeddings is not None:
+            loop["replay"] = self._date_replay(options.replay_embeddings, cond)
         result, traces = self._date_run(loop, options, call.generator, to_vae=lambda x: self._date_to_vae(call, x))
         image, nsfw = self._date_output_image(call, result.latents, cond.cond.dtype, device)
         self.maybe_free_model_hooks()
@@ -226,6 +232,10 @@ class DATEPipelineMixin:
             raise ValueError("`prompt` is empty: give a non-empty text (or `prompt_embeds`)")
         batch_size = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else prompt_embeds.shape[0]
         guided = options.updating or bool(options.ug_scale)
+        if options.replay_embeddings is not None:
+            if guided:
+                raise ValueError("replay_embeddings re-creates a DATE run: leave `date` and `ug_scale` unset")
+            options.replay_embeddings = self._date_replay_file(options.replay_embeddings)
         if guided and options.reward is None:
             raise ValueError("`date` and `ug_scale` need a `reward`, e.g. reward=CLIPScoreReward.from_pretrained(...)")
         texts = options.reward_prompt if options.reward_prompt is not None else prompt
@@ -437,7 +447,7 @@ class DATEPipelineMixin:
             if loop.get("pre_step") is not None:  # Attend-and-Excite restores the UNet's attention processors
                 loop["pre_step"].close()
         if options.save_embeddings is not None:
-            self._date_save_embeddings(options.save_embeddings, loop["cond_embeds"], result)
+            self._date_save_embeddings(options, loop, result)
         decoder = options.reward_decoder
         decoder_name = "vae" if decoder is None else f"{type(decoder).__name__} (approximate)"
         traces = [{**t.to_dict(), "reward_decoder": decoder_name} for t in result.traces]
@@ -445,12 +455,46 @@ class DATEPipelineMixin:
             trace["attend_excite_losses"] = losses
         return result, traces
 
+    def _date_save_embeddings(self, options: DATEOptions, loop: dict, result: SampleResult) -> None:
+        from date_diffusion.pipelines.embeddings import from_packed
+
+        names, shapes = self._date_parts
+        packed = {"original": loop["cond_embeds"], "final": result.embeds}
+        packed.update({f"step_{i:04d}": e for i, e in (result.embeds_history or {}).items()})
+        meta = {
+            "pipeline": type(self).__name__,
+            "model": self.config.get("_name_or_path", ""),
+            "prompts": options.texts,
+            "steps": len(loop["timesteps"]),
+            "guidance_scale": loop["guidance_scale"],
+            "date": options.date.to_dict() if options.date is not None else None,
+        }
+        from_packed(packed, names, shapes, meta).save(options.save_embeddings)
+
     @staticmethod
-    def _date_save_embeddings(path, original, result: SampleResult) -> None:
-        tensors = {"original": original, "final": result.embeds}
-        tensors.update({f"step_{i:04d}": e for i, e in (result.embeds_history or {}).items()})
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}, str(path))
+    def _date_replay_file(replay):
+        from date_diffusion.pipelines.embeddings import SavedEmbeddings, load_embeddings
+
+        return replay if isinstance(replay, SavedEmbeddings) else load_embeddings(replay)
+
+    def _date_replay(self, saved, cond: PackedConditioning) -> dict:
+        """The saved per-update embeddings as the loop's replay schedule, after checking they fit this call."""
+        if saved.metadata.get("pipeline") != type(self).__name__:
+            raise ValueError(
+                f"replay_embeddings were saved by {saved.metadata.get('pipeline')!r}, not {type(self).__name__!r}"
+            )
+        names = [n for n, _ in saved.parts]
+        if names != list(cond.names) or [tuple(s) for _, s in saved.parts] != [tuple(s) for s in cond.shapes]:
+            raise ValueError(
+                f"replay_embeddings have parts {saved.parts}, this call has {list(zip(cond.names, cond.shapes))}"
+            )
+        original = saved.packed("original").to(cond.cond.device, cond.cond.dtype)
+        if original.shape != cond.cond.shape or not torch.allclose(original, cond.cond, rtol=1e-4, atol=1e-5):
+            raise ValueError(
+                "replay_embeddings start from another embedding than this call's prompt: use the prompt, model and "
+                f"settings they were saved with (their prompts: {saved.metadata.get('prompts')})"
+            )
+        return {i: e.to(cond.cond.device, cond.cond.dtype) for i, e in saved.history().items()}
 
     def _date_timestep_cond(self, cond: PackedConditioning):
         """The guidance-scale embedding of guidance-distilled (LCM) UNets (never with CFG); None for others."""

@@ -84,6 +84,7 @@ def date_sample(
     pre_step: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     guidance_rescale: float = 0.0,
     interrupted: Callable[[], bool] | None = None,
+    replay: dict[int, torch.Tensor] | None = None,
 ) -> SampleResult:
     """Run `scheduler.timesteps` from `latents`; with `date`, adapt `cond_embeds` at its update indices.
 
@@ -100,17 +101,21 @@ def date_sample(
     `timesteps` runs only part of the schedule (editing starts mid-way); `step_kwargs` may be a function of the
     loop index (editing feeds each step its own noise map). `pre_step(i, t, latents, embeds) -> latents` runs
     first in every iteration (latent-space methods such as Attend-and-Excite, combined with DATE).
+    `replay` (loop index -> embedding after that update, as `keep_history` records it) re-creates a DATE run
+    without a reward: at those indices the embedding is replaced and the step computed as an update step
+    computes it (separate unconditional and conditional predictions), so the result is the same.
     """
     step_kwargs = step_kwargs or {}
     timesteps = scheduler.timesteps if timesteps is None else timesteps
     batch = latents.shape[0]
     updates = set()
-    if date is not None and date.rho > 0:
+    if date is not None and date.moves:
         updates = set(date.update_indices(len(timesteps)))
         if updates and (decode is None or reward is None):
             raise ValueError("DATE updates need both `decode` and `reward`")
     original = cond_embeds.detach()
     embeds = original
+    rho = date.step_sizes(original, adapt_mask) if updates else 0.0
     traces = [Trace(update_steps=sorted(updates)) for _ in range(batch)]
     history = {} if keep_history else None
 
@@ -154,7 +159,7 @@ def date_sample(
                     (grad,) = torch.autograd.grad(-scores.sum(), variable)
             if adapt_mask is not None:
                 grad = grad * adapt_mask
-            result = date_update(embeds, original, grad, date.rho, date.anchor, prior_weight, date.normalize)
+            result = date_update(embeds, original, grad, rho, date.anchor, prior_weight, date.normalize)
             moved = torch.linalg.vector_norm((result.embeds - embeds).flatten(1).double(), dim=1)
             embeds = result.embeds.detach()
             for b, rec in enumerate(records):
@@ -170,12 +175,23 @@ def date_sample(
                     rec["reward_after"] = after
         return out, records
 
+    def replay_step(i, t, x_in):
+        nonlocal embeds
+        embeds = replay[i]
+        with torch.no_grad():
+            uncond_out = denoise(x_in, t, uncond_embeds) if uncond_embeds is not None else None
+            return combine(uncond_out, denoise(x_in, t, embeds))
+
     for i, t in enumerate(timesteps):
         if interrupted is not None and interrupted():
             continue
         if pre_step is not None:
             latents = pre_step(i, t, latents, embeds)
-        if i in updates:
+        if replay is not None and i in replay:
+            out = replay_step(i, t, scale_input(scheduler, latents, t))
+            if history is not None:
+                history[i] = embeds.clone()
+        elif i in updates:
             out, records = update_step(i, t, scale_input(scheduler, latents, t))
             for trace, rec in zip(traces, records):
                 trace.updates.append(rec)

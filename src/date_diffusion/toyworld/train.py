@@ -78,10 +78,15 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------------------------- model configs
-def clip_config(vocab_size: int, small: bool = False):
+# (width, layers) of the toy CLIPs: `base` is the reward, `small` the held-out evaluator; `medium` and `base` at
+# other seeds are the extra reward CLIPs of the ensemble (`toyworld train-clip`), never the evaluator.
+CLIP_SIZES = {"base": (128, 4), "small": (96, 3), "medium": (112, 3)}
+
+
+def clip_config(vocab_size: int, small: bool = False, size: str | None = None):
     from transformers import CLIPConfig
 
-    width, layers = (96, 3) if small else (128, 4)
+    width, layers = CLIP_SIZES[size or ("small" if small else "base")]
     text = dict(
         vocab_size=vocab_size,
         hidden_size=width,
@@ -259,16 +264,16 @@ def _done(cfg: TrainConfig, stage: str) -> Path:
 
 
 # -------------------------------------------------------------------------------------------------- stages
-def train_clip(cfg: TrainConfig, name: str, small: bool, steps: int):
+def train_clip(cfg: TrainConfig, name: str, small: bool, steps: int, size: str | None = None, out_dir=None):
     """Contrastive training on renders; each batch adds one hard negative caption per image (swapped colours,
     wrong count, flipped relation) so the model must read binding, count and position, not only words."""
     from transformers import CLIPModel
 
-    out_dir = cfg.out / ("clip-eval" if small else "clip")
+    out_dir = Path(out_dir) if out_dir else cfg.out / ("clip-eval" if small else "clip")
     if _done(cfg, name).exists():
         return CLIPModel.from_pretrained(out_dir).to(cfg.device)
     tok = build_clip_tokenizer(scene.vocabulary(), MAX_TOKENS)
-    conf = clip_config(len(tok), small)
+    conf = clip_config(len(tok), small, size)
     torch.manual_seed(cfg.seed + (1000 if small else 0))
     model = CLIPModel(conf).to(cfg.device)
     stage = Stage(cfg, name, model, steps, lr=5e-4)
@@ -290,6 +295,104 @@ def train_clip(cfg: TrainConfig, name: str, small: bool, steps: int):
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     _done(cfg, name).touch()
+    return model
+
+
+def train_reward_clip(out: Path, seed: int, size: str = "base", steps: int = 1000, device: str = "cpu"):
+    """One more toy reward CLIP (for ensembles): the reward CLIP's recipe at another seed (data and init) and/or
+    size, written to `out` (CLIPModel + tokenizer; checkpoints under `out/work`). Seeds must differ from the
+    world's (0) for `base`, so that the model is not a copy of the shipped reward."""
+    if size not in CLIP_SIZES or size == "small":
+        raise ValueError(f"size={size!r}: use one of base, medium (small is the held-out evaluator's size)")
+    out = Path(out)
+    cfg = TrainConfig(out, seed=seed, device=device, clip_steps=steps)
+    model = train_clip(cfg, "clip", small=False, steps=steps, size=size, out_dir=out)
+    meta = {"seed": seed, "size": size, "width_layers": CLIP_SIZES[size], "steps": steps}
+    (out / "toyclip.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return model
+
+
+def train_noise_aware_clip(
+    out: Path,
+    pipeline_dir: Path,
+    clip_dir: Path,
+    steps: int = 800,
+    batch: int = 32,
+    guidance: float = 5.0,
+    clean_fraction: float = 0.25,
+    seed: int = 4,
+    device: str = "cpu",
+):
+    """Fine-tune the reward CLIP's image tower to judge the model's own clean-image estimates at every noise level
+    (as noise-aware CLIPs did for guided diffusion): a render is encoded, noised at a random training timestep,
+    denoised by the toy UNet with classifier-free guidance, and the decoded `x0_hat` (raw, unclamped, as DATE
+    scores it) is paired with its caption and a hard negative; `clean_fraction` of each batch stays the clean
+    render. The text tower stays frozen. Written to `out` like every toy CLIP (CLIPModel + tokenizer)."""
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPModel, CLIPTokenizer
+
+    out = Path(out)
+    cfg = TrainConfig(out, seed=seed, device=device, checkpoint_every=100)
+    if _done(cfg, "clip_na").exists():
+        return CLIPModel.from_pretrained(out).to(device)
+    pipe = StableDiffusionPipeline.from_pretrained(pipeline_dir, safety_checker=None).to(device)
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        module.requires_grad_(False).eval()
+    model = CLIPModel.from_pretrained(clip_dir).to(device)
+    model.text_model.requires_grad_(False)
+    model.text_projection.requires_grad_(False)
+    tok = CLIPTokenizer.from_pretrained(clip_dir)
+    acp = pipe.scheduler.alphas_cumprod.to(device)
+    normalize = ImageNormalizer(scene.IMAGE_SIZE).to(device)
+    scaling = pipe.vae.config.scaling_factor
+
+    def text(captions):
+        return tok(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
+
+    @torch.no_grad()
+    def estimates(images, captions, gen):
+        x = images_to_tensor(images, device)
+        latents = pipe.vae.encode(x).latent_dist.mean * scaling
+        t = torch.randint(0, len(acp), (len(x),), generator=gen, device=device)
+        a = acp[t].view(-1, 1, 1, 1)
+        noise = torch.randn(latents.shape, generator=gen, device=device)
+        xt = a.sqrt() * latents + (1 - a).sqrt() * noise
+        cond = pipe.text_encoder(text(captions).input_ids.to(device))[0]
+        uncond = pipe.text_encoder(text([""] * len(x)).input_ids.to(device))[0]
+        eps = pipe.unet(torch.cat([xt, xt]), torch.cat([t, t]), encoder_hidden_states=torch.cat([uncond, cond])).sample
+        eps_u, eps_c = eps.chunk(2)
+        x0 = (xt - (1 - a).sqrt() * (eps_u + guidance * (eps_c - eps_u))) / a.sqrt()
+        decoded = (pipe.vae.decode(x0 / scaling).sample + 1) / 2
+        clean = torch.rand(len(x), generator=gen, device=device) < clean_fraction
+        return torch.where(clean.view(-1, 1, 1, 1), (x + 1) / 2, decoded)
+
+    stage = Stage(cfg, "clip_na", model, steps, lr=1e-4)
+
+    def loss_fn(step):
+        images, caps, negs = scene.sample_batch(_rng(cfg, "clip_na", step), batch, with_negatives=True)
+        gen = torch.Generator(device).manual_seed(seed * 1_000_003 + step)
+        pix = normalize(estimates(images, caps, gen))
+        ids = text(caps + negs)
+        logits = model(
+            input_ids=ids.input_ids.to(device), attention_mask=ids.attention_mask.to(device), pixel_values=pix
+        ).logits_per_image
+        target = torch.arange(batch, device=device)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, :batch].t(), target)) / 2
+
+    stage.run(loss_fn)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    meta = {
+        "from": str(clip_dir),
+        "pipeline": str(pipeline_dir),
+        "steps": steps,
+        "batch": batch,
+        "seed": seed,
+        "guidance": guidance,
+        "clean_fraction": clean_fraction,
+    }
+    (out / "toyclip.json").write_text(json.dumps(meta, indent=1) + "\n")
+    _done(cfg, "clip_na").touch()
     return model
 
 

@@ -1,0 +1,103 @@
+"""DATE's adapted embeddings on disk: safetensors with one tensor per conditioning part and update step.
+
+Keys are `<stage>/<part>`: the stage is `original`, `step_NNNN` (after the update at loop index NNNN) or
+`final`; the part is the stock diffusers name of the tensor (`prompt_embeds`, `pooled_prompt_embeds`,
+`add_time_ids`, ...), with its own shape and a leading batch dimension. The metadata (strings, as safetensors
+stores them) says what made them: `format`, `pipeline`, `parts` (names and per-sample shapes, JSON), and whatever
+the writer adds (model, prompt, seed, steps, guidance, DATE settings). A file is enough to re-create the DATE
+image without the reward model (`replay_embeddings=` of every DATE pipeline, `generate --replay-embeddings`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+FORMAT = "date-diffusion/embeddings/2"
+
+
+@dataclass
+class SavedEmbeddings:
+    stages: dict[str, dict[str, torch.Tensor]]  # stage -> part name -> [B, ...]
+    metadata: dict = field(default_factory=dict)  # JSON-decoded values
+
+    @property
+    def parts(self) -> list[tuple[str, tuple[int, ...]]]:
+        return [(name, tuple(shape)) for name, shape in self.metadata["parts"]]
+
+    def packed(self, stage: str) -> torch.Tensor:
+        """The stage's parts flattened and concatenated per sample, `[B, N]` (the sampling loop's layout)."""
+        return torch.cat([self.stages[stage][name].flatten(1) for name, _ in self.parts], dim=1)
+
+    def update_steps(self) -> list[int]:
+        return sorted(int(s[5:]) for s in self.stages if s.startswith("step_"))
+
+    def history(self) -> dict[int, torch.Tensor]:
+        """Loop index -> packed embedding in use from that update step on (what `date_sample` replays)."""
+        return {i: self.packed(f"step_{i:04d}") for i in self.update_steps()}
+
+    def select(self, index: int) -> SavedEmbeddings:
+        """Image `index` of a batch file, as a one-image file."""
+        stages = {s: {n: t[index : index + 1] for n, t in parts.items()} for s, parts in self.stages.items()}
+        return SavedEmbeddings(stages, dict(self.metadata))
+
+    def save(self, path) -> Path:
+        """Write atomically (temporary name, then rename)."""
+        from safetensors.torch import save_file
+
+        from date_diffusion.outputs import atomic_path
+
+        tensors = {
+            f"{stage}/{name}": t.detach().cpu().contiguous()
+            for stage, parts in self.stages.items()
+            for name, t in parts.items()
+        }
+        meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in {**self.metadata, "format": FORMAT}.items()}
+        with atomic_path(Path(path)) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+        return Path(path)
+
+
+def from_packed(packed: dict[str, torch.Tensor], names, shapes, metadata: dict) -> SavedEmbeddings:
+    """Unpack the loop's `[B, N]` tensors of each stage into their named parts."""
+    from date_diffusion.pipelines.conditioning import unpack
+
+    stages = {stage: dict(zip(names, unpack(t.detach(), shapes))) for stage, t in packed.items()}
+    return SavedEmbeddings(stages, {**metadata, "parts": [[n, list(s)] for n, s in zip(names, shapes)]})
+
+
+def load_embeddings(path) -> SavedEmbeddings:
+    """Read a file written by `SavedEmbeddings.save` (raises ValueError, naming the file, for anything else)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw_meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:  # missing, truncated, not safetensors
+        raise ValueError(f"{path} is not a readable embeddings file ({type(err).__name__}: {err})") from err
+    if raw_meta.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} is not a date-diffusion embeddings file of format {FORMAT!r} (found {raw_meta.get('format')!r})"
+        )
+    meta = {}
+    for k, v in raw_meta.items():
+        try:
+            meta[k] = json.loads(v)
+        except json.JSONDecodeError:
+            meta[k] = v
+    stages: dict[str, dict[str, torch.Tensor]] = {}
+    for key, t in tensors.items():
+        stage, _, name = key.partition("/")
+        stages.setdefault(stage, {})[name] = t
+    return SavedEmbeddings(stages, meta)
+
+
+def load_packed(path) -> dict[str, torch.Tensor]:
+    """Every stage of an embeddings file in the sampling loop's packed `[B, N]` layout (stage name -> tensor)."""
+    saved = load_embeddings(path)
+    return {stage: saved.packed(stage) for stage in saved.stages}

@@ -1,0 +1,214 @@
+"""Open the checkpoints people hold: diffusers folders, hub ids, single files (`.safetensors` / `.ckpt`), LoRAs.
+
+`load_date_pipeline` is what the command line uses; every step is stock diffusers (`from_pretrained`,
+`from_single_file`, `load_lora_weights`, `enable_model_cpu_offload`), so `HF_HUB_OFFLINE` and the Hugging Face
+cache behave as they do in diffusers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+# --family names -> stock pipeline classes
+FAMILY_NAMES = {
+    "sd": "StableDiffusionPipeline",
+    "sdxl": "StableDiffusionXLPipeline",
+    "sd3": "StableDiffusion3Pipeline",
+    "flux": "FluxPipeline",
+    "pixart": "PixArtAlphaPipeline",
+}
+# diffusers' single-file model types (`infer_diffusers_model_type`) -> family
+_SINGLE_FILE_TYPES = {
+    "v1": "sd",
+    "v2": "sd",
+    "xl_base": "sdxl",
+    "playground-v2-5": "sdxl",
+    "sd3": "sd3",
+    "sd35_medium": "sd3",
+    "sd35_large": "sd3",
+    "flux-dev": "flux",
+    "flux-schnell": "flux",
+}
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+# The paper's sampling settings for the family it ran (SD 1.5: DDIM 50 steps, guidance 8); the other families
+# keep their stock pipeline's defaults.
+PAPER_DEFAULTS = {"sd": {"num_inference_steps": 50, "guidance_scale": 8.0}}
+# families whose released weights are trained in bfloat16 (the others in float16)
+_BF16_FAMILIES = ("sd3", "flux")
+
+
+class _Shapes(Mapping):
+    """A safetensors file's tensor shapes by key, read from its header only (no weights are loaded)."""
+
+    def __init__(self, path):
+        from safetensors import safe_open
+
+        self._file = safe_open(str(path), framework="pt")
+        self._keys = list(self._file.keys())
+        self._known = set(self._keys)
+
+    def __contains__(self, key):
+        return key in self._known
+
+    def __getitem__(self, key):
+        import torch
+
+        if key not in self._known:
+            raise KeyError(key)
+
+        class _Shape:
+            shape = torch.Size(self._file.get_slice(key).get_shape())
+
+        return _Shape()
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self):
+        return len(self._keys)
+
+
+def is_single_file(model) -> bool:
+    return Path(str(model)).suffix.lower() in SINGLE_FILE_SUFFIXES
+
+
+def detect_family(path) -> str:
+    """The family of a single-file checkpoint, from its key names and shapes (as diffusers infers its type)."""
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type, load_single_file_checkpoint
+
+    path = Path(path)
+    try:
+        checkpoint = _Shapes(path) if path.suffix == ".safetensors" else load_single_file_checkpoint(str(path))
+        model_type = infer_diffusers_model_type(checkpoint)
+    except Exception as err:  # truncated, not a checkpoint, unknown layout
+        raise ValueError(f"could not read {path} as a checkpoint ({type(err).__name__}: {err})") from err
+    if model_type not in _SINGLE_FILE_TYPES:
+        raise ValueError(
+            f"{path.name} looks like a {model_type!r} checkpoint, which has no DATE pipeline; if it is one of "
+            f"{', '.join(FAMILY_NAMES)}, say so with family=... (--family)"
+        )
+    return _SINGLE_FILE_TYPES[model_type]
+
+
+def family_of(model, family: str | None = None) -> str:
+    """`family` when given, else the family of a single file (from its keys) or a folder / hub id (its
+    `model_index.json`)."""
+    if family is not None and family not in FAMILY_NAMES:
+        raise ValueError(f"unknown family {family!r}; use one of {', '.join(FAMILY_NAMES)}")
+    if is_single_file(model):
+        try:
+            detected = detect_family(model)
+        except ValueError:
+            if family is None:
+                raise
+            return family  # an unusual layout: the caller's word
+        if family is not None and family != detected:
+            raise ValueError(f"{Path(str(model)).name} is a {detected!r} checkpoint by its keys, not {family!r}")
+        return detected
+    if family is not None:
+        return family
+    from date_diffusion.hub import stock_pipeline_name
+    from date_diffusion.pipelines import date_pipeline_for
+
+    stock = stock_pipeline_name(date_pipeline_for(model).__name__)
+    return next(name for name, cls in FAMILY_NAMES.items() if cls == stock)
+
+
+def resolve_dtype(dtype, family: str, device: str):
+    """`auto`: float16 on CUDA (bfloat16 for SD3 and FLUX where the GPU has it), float32 elsewhere."""
+    import torch
+
+    if not isinstance(dtype, str):
+        return dtype
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if not str(device).startswith("cuda"):
+        return torch.float32
+    if family in _BF16_FAMILIES and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def parse_lora(spec: str) -> tuple[str, float]:
+    """`FILE[:SCALE]` -> (file, scale); the scale defaults to 1."""
+    path, colon, scale = str(spec).rpartition(":")
+    if colon and path and not Path(spec).exists():
+        try:
+            return path, float(scale)
+        except ValueError:
+            pass
+    return str(spec), 1.0
+
+
+def load_date_pipeline(
+    model,
+    dtype="auto",
+    device="cpu",
+    scheduler: str | None = None,
+    family: str | None = None,
+    config: str | None = None,
+    loras=(),
+    offload: str | None = None,
+):
+    """A DATE pipeline for `model`: a diffusers folder, a hub id, or a single checkpoint file (its family detected
+    from its keys, or given as `family`; `config` is the folder or hub id of the matching diffusers pipeline whose
+    configs complete the file, as diffusers' `from_single_file(config=...)`). `dtype` may be `auto`; `scheduler`
+    a name from `date_diffusion.schedulers.SCHEDULERS`; `loras` (file, scale) pairs; `offload` `model` or
+    `sequential` (diffusers' CPU offload; needs an accelerator)."""
+    from date_diffusion.hub import explain_load_error
+    from date_diffusion.pipelines import DATEPipeline, date_pipeline_class
+    from date_diffusion.schedulers import make_scheduler
+
+    fam = family_of(model, family)
+    torch_dtype = resolve_dtype(dtype, fam, device)
+    if is_single_file(model):
+        cls = date_pipeline_class(FAMILY_NAMES[fam])
+        try:
+            pipe = cls.from_single_file(str(model), config=config, dtype=torch_dtype)
+        except (OSError, ValueError) as err:
+            raise explain_load_error(model, err) from err
+    else:
+        pipe = DATEPipeline.from_pretrained(model, dtype=torch_dtype)
+    if scheduler is not None:
+        pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
+    add_loras(pipe, loras)
+    if offload is None:
+        return pipe.to(device)
+    if offload not in ("model", "sequential"):
+        raise ValueError(f"offload must be 'model' or 'sequential', got {offload!r}")
+    enable = pipe.enable_model_cpu_offload if offload == "model" else pipe.enable_sequential_cpu_offload
+    enable(device=device)
+    return pipe
+
+
+def add_loras(pipe, loras) -> None:
+    """Load each (file, scale) LoRA as its own adapter and activate them all with their scales."""
+    if not loras:
+        return
+    names = []
+    for k, (path, _) in enumerate(loras):
+        if not Path(path).is_file():
+            raise ValueError(f"LoRA file {path!r} not found")
+        name = f"lora_{k}"
+        try:
+            pipe.load_lora_weights(str(path), adapter_name=name)
+        except Exception as err:  # not a LoRA, or one for another model
+            raise ValueError(f"could not load LoRA {path!r} into {type(pipe).__name__}: {err}") from err
+        names.append(name)
+    pipe.set_adapters(names, adapter_weights=[scale for _, scale in loras])
+
+
+def stock_defaults(family: str) -> dict:
+    """`num_inference_steps` and `guidance_scale` of the family's stock diffusers pipeline (its `__call__`)."""
+    import inspect
+
+    from date_diffusion.pipelines import date_pipeline_class
+
+    params = inspect.signature(date_pipeline_class(FAMILY_NAMES[family]).__call__).parameters
+    return {k: params[k].default for k in ("num_inference_steps", "guidance_scale")}
+
+
+def family_defaults(family: str) -> dict:
+    """Sampling defaults per family: the paper's where the paper ran the family, else the stock pipeline's."""
+    return {**stock_defaults(family), **PAPER_DEFAULTS.get(family, {})}

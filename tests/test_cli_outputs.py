@@ -1,0 +1,202 @@
+"""The command line as people use it on real models: single files, LoRAs, per-family defaults, never overwrite,
+PNG provenance and `info`, embeddings that replay, prompt files, `--version`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+from PIL import Image
+from safetensors.torch import save_file
+from test_sdxl import sdxl_components  # noqa: F401  (fixture)
+
+from date_diffusion.cli.main import main
+from date_diffusion.outputs import atomic_path, read_png_metadata
+
+
+@pytest.fixture(scope="module")
+def sd_files(tmp_path_factory, tokenizer):
+    """A tiny SD model as a diffusers folder and as one original-format checkpoint file."""
+    from conftest import make_components
+    from ldm_checkpoint import sd_checkpoint
+
+    root = tmp_path_factory.mktemp("tiny-sd-files")
+    comps = make_components(tokenizer)
+    StableDiffusionPipeline(**comps).save_pretrained(root / "folder")
+    save_file(sd_checkpoint(comps["unet"], comps["vae"], comps["text_encoder"]), root / "model.safetensors")
+    return root
+
+
+def gen(model, clip_dir, out, *extra):
+    argv = ["generate", "--model", str(model), "--reward", f"clip:{clip_dir}", "--out", str(out), *extra]
+    return main(argv + (["--steps", "6", "--update-every", "2"] if "--steps" not in extra else []))
+
+
+def pixels(path):
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
+
+
+def test_single_file_checkpoint_gives_the_folders_image(sd_files, clip_dir, tmp_path):
+    assert gen(sd_files / "folder", clip_dir, tmp_path / "a", "a red circle", "--compare") == 0
+    argv = ["a red circle", "--compare", "--config", str(sd_files / "folder")]
+    assert gen(sd_files / "model.safetensors", clip_dir, tmp_path / "b", *argv) == 0
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert np.array_equal(pixels(a / "a-red-circle-s0-fixed.png"), pixels(b / "a-red-circle-s0-fixed.png"))
+    # DATE: the gradients agree to ~1e-9 relative (the loaded models are equal bit for bit; the backward pass is
+    # not), which can move a pixel by one level
+    assert np.abs(pixels(a / "a-red-circle-s0.png") - pixels(b / "a-red-circle-s0.png")).max() <= 1
+    meta = json.loads((tmp_path / "b" / "a-red-circle-s0.json").read_text())
+    assert meta["family"] == "sd" and meta["pipeline"] == "StableDiffusionDATEPipeline"
+
+
+def test_single_file_errors_are_named(sd_files, clip_dir, tmp_path, capsys):
+    argv = ["a cat", "--config", str(sd_files / "folder"), "--family", "sdxl"]
+    assert gen(sd_files / "model.safetensors", clip_dir, tmp_path, *argv) == 2
+    assert "is a 'sd' checkpoint by its keys, not 'sdxl'" in capsys.readouterr().err
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
+    assert gen(tmp_path / "junk.safetensors", clip_dir, tmp_path, "a cat") == 2
+    assert "could not read" in capsys.readouterr().err
+    assert gen(tmp_path / "missing.safetensors", clip_dir, tmp_path, "a cat") == 2
+    assert "no such checkpoint file" in capsys.readouterr().err
+    assert gen(sd_files / "folder", clip_dir, tmp_path, "a cat", "--family", "sd") == 2
+    assert "--family and --config apply to a single checkpoint file" in capsys.readouterr().err
+
+
+def _lora_file(unet, path, seed=0):
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(path, unet_lora_layers=layers, safe_serialization=True)
+    return path / "pytorch_lora_weights.safetensors"
+
+
+def test_lora_file_with_scale_equals_its_weights_merged_by_hand(tokenizer, clip_dir, tmp_path):
+    from conftest import make_components
+
+    comps = make_components(tokenizer)
+    StableDiffusionPipeline(**comps).save_pretrained(tmp_path / "base")
+    lora = _lora_file(make_components(tokenizer)["unet"], tmp_path / "lora")
+    # the expected model: W + scale * B @ A (alpha / r = 1) in every targeted projection
+    merged = make_components(tokenizer)
+    from safetensors.torch import load_file
+
+    lora_state = load_file(lora)  # diffusers' LoRA layout: <module>.lora.down / .lora.up
+    hits = 0
+    with torch.no_grad():
+        for name, module in merged["unet"].named_modules():
+            down = lora_state.get(f"unet.{name}.lora.down.weight")
+            if down is not None:
+                module.weight += 0.5 * lora_state[f"unet.{name}.lora.up.weight"] @ down
+                hits += 1
+    assert hits == len(lora_state) // 2 > 0
+    StableDiffusionPipeline(**merged).save_pretrained(tmp_path / "merged")
+    fixed = ["a red circle", "--rho", "0"]
+    assert gen(tmp_path / "base", clip_dir, tmp_path / "plain", *fixed) == 0
+    assert gen(tmp_path / "base", clip_dir, tmp_path / "lora-out", *fixed, "--lora", f"{lora}:0.5") == 0
+    assert gen(tmp_path / "merged", clip_dir, tmp_path / "merged-out", *fixed) == 0
+    with_lora = pixels(tmp_path / "lora-out" / "a-red-circle-s0.png")
+    assert np.abs(with_lora - pixels(tmp_path / "merged-out" / "a-red-circle-s0.png")).max() <= 1
+    assert np.abs(with_lora - pixels(tmp_path / "plain" / "a-red-circle-s0.png")).max() > 3
+    meta = json.loads((tmp_path / "lora-out" / "a-red-circle-s0.json").read_text())
+    assert meta["loras"] == [[str(lora), 0.5]]
+
+
+def test_defaults_come_from_the_family_and_flags_override(sdxl_components, clip_dir, tmp_path):  # noqa: F811
+    StableDiffusionXLPipeline(**sdxl_components, add_watermarker=False).save_pretrained(tmp_path / "xl")
+    size = ["--height", "16", "--width", "16", "--update-every", "25"]
+    assert main(["generate", "a cat", "--model", str(tmp_path / "xl"), "--reward", f"clip:{clip_dir}",
+                 "--out", str(tmp_path / "o"), *size]) == 0  # fmt: skip
+    meta = json.loads((tmp_path / "o" / "a-cat-s0.json").read_text())
+    assert (meta["steps"], meta["guidance_scale"]) == (50, 5.0)  # StableDiffusionXLPipeline's own defaults
+    assert meta["defaults_used"] == ["steps", "guidance"] and meta["dtype"] == "float32"
+    assert main(["generate", "a cat", "--model", str(tmp_path / "xl"), "--reward", f"clip:{clip_dir}",
+                 "--out", str(tmp_path / "o"), "--steps", "4", "--guidance", "2", *size]) == 0  # fmt: skip
+    meta = json.loads((tmp_path / "o" / "a-cat-s0-2.json").read_text())
+    assert (meta["steps"], meta["guidance_scale"], meta["defaults_used"]) == (4, 2.0, [])
+
+
+def test_never_overwrites_and_overwrite_says_so(sd_files, clip_dir, tmp_path):
+    assert gen(sd_files / "folder", clip_dir, tmp_path, "a red circle", "--compare") == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert gen(sd_files / "folder", clip_dir, tmp_path, "a red circle", "--compare", "--rho", "0.2") == 0
+    assert all((tmp_path / name).read_bytes() == data for name, data in before.items())
+    assert json.loads((tmp_path / "a-red-circle-s0-2.json").read_text())["date"]["rho"] == 0.2
+    assert (tmp_path / "a-red-circle-s0-2-compare.png").exists()
+    assert gen(sd_files / "folder", clip_dir, tmp_path, "a red circle", "--rho", "0.3", "--overwrite") == 0
+    assert json.loads((tmp_path / "a-red-circle-s0.json").read_text())["date"]["rho"] == 0.3
+    assert not list(tmp_path.glob(".*"))  # no claim or temporary file is left
+
+
+def test_png_metadata_round_trip_and_info(sd_files, clip_dir, tmp_path, capsys):
+    assert gen(sd_files / "folder", clip_dir, tmp_path, "a red circle", "--negative-prompt", "blue", "--compare") == 0
+    sidecar = json.loads((tmp_path / "a-red-circle-s0.json").read_text())
+    png = read_png_metadata(tmp_path / "a-red-circle-s0.png")
+    assert png["record"] == sidecar
+    lines = png["parameters"].splitlines()
+    assert lines[0] == "a red circle" and lines[1] == "Negative prompt: blue"
+    assert "Steps: 6," in lines[2] and "Seed: 0," in lines[2] and "CFG scale: 8.0" in lines[2]
+    assert read_png_metadata(tmp_path / "a-red-circle-s0-fixed.png")["record"]["method"] == "fixed"
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "a-red-circle-s0.png")]) == 0
+    out = capsys.readouterr().out
+    assert "a red circle" in out and "update at step 0" in out
+    assert main(["info", str(tmp_path / "a-red-circle-s0.json")]) == 2
+
+
+def test_embeddings_replay_bit_identical_without_a_reward(sd_files, clip_dir, tmp_path):
+    assert gen(sd_files / "folder", clip_dir, tmp_path / "a", "a red circle", "--seed", "5", "--save-embeddings") == 0
+    emb = tmp_path / "a" / "a-red-circle-s5-embeddings.safetensors"
+    from date_diffusion.pipelines.embeddings import load_embeddings
+
+    saved = load_embeddings(emb)
+    assert saved.metadata["prompt"] == "a red circle" and saved.metadata["seed"] == 5
+    assert saved.metadata["date"]["update_every"] == 2 and saved.update_steps() == [0, 2, 4]
+    assert saved.stages["final"]["prompt_embeds"].shape == (1, 16, 16)
+    argv = ["generate", "--replay-embeddings", str(emb), "--reward", "nothing-loads-this", "--out", str(tmp_path / "b")]
+    assert main(argv) == 0
+    assert np.array_equal(
+        pixels(tmp_path / "a" / "a-red-circle-s5.png"), pixels(tmp_path / "b" / "a-red-circle-s5.png")
+    )
+    assert json.loads((tmp_path / "b" / "a-red-circle-s5.json").read_text())["method"] == "replay"
+
+
+def test_prompts_file_text_and_csv(sd_files, clip_dir, tmp_path, capsys):
+    (tmp_path / "p.txt").write_text("a red circle\n\n  a blue dog  \n")
+    (tmp_path / "p.csv").write_text('id,prompt\n1,"a green square, small"\n')
+    assert gen(sd_files / "folder", clip_dir, tmp_path / "o", "--prompts-file", str(tmp_path / "p.txt")) == 0
+    assert gen(sd_files / "folder", clip_dir, tmp_path / "o", "--prompts-file", str(tmp_path / "p.csv")) == 0
+    names = sorted(p.name for p in (tmp_path / "o").glob("*.json"))
+    assert names == ["a-blue-dog-s0.json", "a-green-square-small-s0.json", "a-red-circle-s0.json"]
+    (tmp_path / "bad.csv").write_text("id,text\n1,a cat\n")
+    assert gen(sd_files / "folder", clip_dir, tmp_path / "o", "--prompts-file", str(tmp_path / "bad.csv")) == 2
+    assert "needs a `prompt` column" in capsys.readouterr().err
+
+
+def test_version_and_help_examples(capsys):
+    from date_diffusion import __version__
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"date-diffusion {__version__}"
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = capsys.readouterr().out
+    assert "examples:" in text and "--lora FILE[:SCALE]" in text and "sdxl 50 / 5 / 1024" in text
+    assert "(default: None)" not in text
+
+
+def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "x.png") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
