@@ -41,6 +41,14 @@ def test_smoke_training_produces_stock_loadable_models(tmp_path):
     # a second run finds every stage done and trains nothing
     again = train_all(TrainConfig.smoke(tmp_path, seed=0))
     assert again["total_s"] < timings["total_s"]
+    # a smoke run is never exported, and export needs a destination
+    from date_diffusion.cli.main import main
+
+    argv = ["toyworld", "export", "--from", str(tmp_path), "--guidance", "5", "--rho", "0.5", "--update-every", "10"]
+    assert main([*argv, "--dest", str(tmp_path / "dest")]) == 2
+    assert not (tmp_path / "dest").exists()
+    with pytest.raises(SystemExit):
+        main(argv)  # neither --dest nor --into-package
 
 
 class Boom(RuntimeError):

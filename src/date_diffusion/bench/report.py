@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from date_diffusion.bench.runner import atomic_write, load_records
+from date_diffusion.bench.runner import load_records, method_from_record
 from date_diffusion.evaluation.methods import parse_method
 from date_diffusion.evaluation.stats import bootstrap_ci, paired_difference
+from date_diffusion.outputs import atomic_write
 
 METRICS = ("exact", "changed", "preserved", "pixel_distance", "clip_eval", "min_object_clip", "reward", "seconds")
 
@@ -196,8 +197,12 @@ def rho_sweep(summary: dict) -> list[tuple[float, str, dict]]:
     default = parse_method("date").date
     points = []
     for label, e in summary.items():
-        m = parse_method(label)
+        try:
+            m = parse_method(label)
+        except ValueError:  # `recommended`: a model's setting, not a point of the sweep
+            continue
         plain = m.kind == "date" and m.ae is None and m.reward_decoder is None and m.steps is None
+        plain = plain and m.reward is None
         if plain and dataclasses.replace(m.date, rho=default.rho) == default and "clip_eval" in e["metrics"]:
             points.append((m.date.rho, label, e["metrics"]))
     return sorted(points, key=lambda p: p[0])
@@ -341,7 +346,7 @@ def compute_fid(out: Path, run: dict, methods, records: dict[str, list[dict]]) -
 def write_report(out: Path) -> dict:
     out = Path(out)
     run = json.loads((out / "run.json").read_text())
-    methods = [parse_method(label) for label in run["methods"]]
+    methods = [method_from_record(label, rec) for label, rec in run["methods"].items()]
     records = {m.label: load_records(out, m) for m in methods}
     baseline = "fixed" if "fixed" in records else None
     summary = summarize(records, baseline)

@@ -58,6 +58,16 @@ def method_record(m: Method) -> dict:
     return d
 
 
+def method_from_record(label: str, record: dict) -> Method:
+    """The method a run.json entry describes (inverse of `method_record`)."""
+    from date_diffusion.core.config import DATEConfig
+
+    fields = {k: v for k, v in record.items() if k in Method.__dataclass_fields__}
+    if fields.get("date") is not None:
+        fields["date"] = DATEConfig(**fields["date"])
+    return Method(**{**fields, "label": label})
+
+
 def check_settings(out: Path, settings: RunSettings) -> None:
     """Write run.json, or check it: same run settings; a method label may be added, never redefined."""
     path = out / "run.json"

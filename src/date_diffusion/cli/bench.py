@@ -120,7 +120,7 @@ def run_bench(args) -> int:
     from date_diffusion.pipelines.loading import family_of
 
     try:
-        methods = parse_methods(args.methods)
+        methods = parse_methods(args.methods, model_defaults(resolve_model(args.model)))
         items = load_suite(args.suite, args.captions or args.prompts_file, args.limit, args.categories)
     except (ValueError, FileNotFoundError) as err:
         raise CLIError(str(err)) from err

@@ -110,7 +110,7 @@ def add_date_arguments(p: argparse.ArgumentParser) -> None:
         help="update at loop indices i %% N == 0 (default 10, or the toy world's tuned value)",
     )
     sched.add_argument("--update-steps", type=int_list, default=None, help="explicit loop indices, e.g. 0,10,20")
-    g.add_argument("--grad-steps", type=int, default=1, help="gradient steps per update step")
+    g.add_argument("--grad-steps", type=int, default=None, help="gradient steps per update step (default 1)")
     g.add_argument(
         "--anchor",
         choices=["previous", "original"],
@@ -134,7 +134,8 @@ def date_config_from_args(args, defaults: dict | None = None):
         step = dict(rho_relative=defaults["rho_relative"])
     else:
         step = dict(rho=args.rho if args.rho is not None else defaults.get("rho", 0.5))
-    kwargs = dict(**step, grad_steps=args.grad_steps, anchor=args.anchor, prior_weight=args.prior_weight)
+    grad_steps = args.grad_steps if args.grad_steps is not None else defaults.get("grad_steps", 1)
+    kwargs = dict(**step, grad_steps=grad_steps, anchor=args.anchor, prior_weight=args.prior_weight)
     if args.update_steps is not None:
         kwargs["update_steps"] = args.update_steps
     elif args.update_every is not None or "update_every" in defaults:

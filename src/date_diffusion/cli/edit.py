@@ -27,7 +27,9 @@ def add_parser(sub):
     p.add_argument("--source-prompt", required=True, help="describes the image as it is")
     p.add_argument("--target-prompt", required=True, help="describes the image wanted")
     p.add_argument("--model", default=None, help="Stable Diffusion 1.x/2.x folder or hub id (default: the toy world)")
-    p.add_argument("--reward", default="clip")
+    p.add_argument(
+        "--reward", default=None, help="the reward DATE raises (default: the model's recommended, else clip)"
+    )
     add_date_arguments(p)
     p.add_argument("--steps", type=int, default=100, help="DDPM steps of inversion and regeneration")
     p.add_argument("--skip", type=int, default=36, help="steps not regenerated (more: closer to the input)")
@@ -57,7 +59,6 @@ def run(args) -> int:
             probe.verify()
     except Exception as err:  # not an image, truncated
         raise CLIError(f"IMAGE {args.image!r} is not a readable image ({err})") from err
-    check_reward(args.reward)
     for name in ("source_prompt", "target_prompt"):
         if not getattr(args, name).strip():
             raise CLIError(f"--{name.replace('_', '-')} is empty")
@@ -66,7 +67,10 @@ def run(args) -> int:
     out = Path(args.out)
     check_output_dir(out)
     model = resolve_model(args.model)
-    date = date_config_from_args(args, model_defaults(model))
+    defaults = model_defaults(model)
+    args.reward = args.reward or defaults.get("reward", "clip")
+    check_reward(args.reward)
+    date = date_config_from_args(args, defaults)
     try:
         date.update_indices(args.steps - args.skip)
     except ValueError as err:

@@ -51,10 +51,10 @@ def add_parser(sub):
     add_model_arguments(p)
     p.add_argument(
         "--reward",
-        default="clip",
+        default=None,
         help="what DATE raises: clip (the toy CLIP), clip-l, clip:ID_OR_PATH, pickscore, imagereward, aesthetic, "
         "ensemble, weighted sums (0.5*clip-l+1*imagereward) and wrappers aug8(...), mean(...;...), "
-        "subjects(...) (default: clip)",
+        "subjects(...) (default: the model's recommended reward, else clip)",
     )
     add_date_arguments(p)
     s = p.add_argument_group("sampling (defaults: per family, see above)")
@@ -187,8 +187,6 @@ def plan(args) -> dict:
     if args.scheduler is not None and args.scheduler not in SCHEDULERS:
         raise CLIError(f"unknown --scheduler {args.scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
     check_numbers(args)
-    if saved is None:
-        check_reward(args.reward)
     out = Path(args.out)
     check_output_dir(out)
     loading = model_kwargs(args)
@@ -198,6 +196,9 @@ def plan(args) -> dict:
     except ValueError as err:
         raise CLIError(f"--model {model!r}: {err}") from err
     defaults = {**family_defaults(family), **model_defaults(model)}
+    args.reward = args.reward or defaults.get("reward", "clip")
+    if saved is None:
+        check_reward(args.reward)
     steps = args.steps or defaults["num_inference_steps"]
     guidance = args.guidance if args.guidance is not None else defaults["guidance_scale"]
     date = date_config_from_args(args, defaults)

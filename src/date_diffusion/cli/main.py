@@ -9,7 +9,7 @@ import sys
 # transformers warns at import about optional image backends this package never uses
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from date_diffusion.cli import bench, edit, generate, info, toyworld
+from date_diffusion.cli import bench, edit, generate, info, toyworld, ui
 from date_diffusion.cli.common import CLIError
 
 
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_parser(sub)
     info.add_parser(sub)
     toyworld.add_parser(sub)
+    ui.add_parser(sub)
     bench.add_parsers(sub)
     return parser
 

@@ -42,7 +42,13 @@ def add_parser(sub):
     x.add_argument("--guidance", type=float, required=True, help="recommended guidance scale (chosen by a sweep)")
     x.add_argument("--rho", type=float, required=True, help="recommended rho (chosen on validation prompts)")
     x.add_argument("--update-every", type=int, required=True, help="recommended update_every")
-    x.add_argument("--dest", default=None, help="default: the installed package's toyworld/assets")
+    where = x.add_mutually_exclusive_group(required=True)
+    where.add_argument("--dest", default=None, help="the folder to write the toy world's models into")
+    where.add_argument(
+        "--into-package",
+        action="store_true",
+        help="replace the toy world shipped inside the installed package (the current one is kept as a backup)",
+    )
     x.set_defaults(func=run_export)
     return p
 
@@ -63,14 +69,21 @@ def run_train(args) -> int:
 
 
 def run_export(args) -> int:
+    from date_diffusion.cli.common import CLIError
     from date_diffusion.core.config import DATEConfig
     from date_diffusion.hub import TOY_ASSETS
     from date_diffusion.toyworld.train import export
 
-    DATEConfig(rho=args.rho, update_every=args.update_every)  # validates both
+    try:
+        DATEConfig(rho=args.rho, update_every=args.update_every)  # validates both
+    except ValueError as err:
+        raise CLIError(str(err)) from err
     recommended = {"guidance_scale": args.guidance, "rho": args.rho, "update_every": args.update_every}
-    dest = Path(args.dest) if args.dest else TOY_ASSETS
-    export(Path(args.run_dir), dest, recommended)
+    dest = TOY_ASSETS if args.into_package else Path(args.dest)
+    try:
+        export(Path(args.run_dir), dest, recommended, backup=args.into_package)
+    except (ValueError, FileNotFoundError) as err:
+        raise CLIError(f"nothing exported: {err}") from err
     print(f"exported {args.run_dir} -> {dest} with {recommended}")
     return 0
 

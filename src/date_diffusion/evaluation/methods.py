@@ -7,6 +7,7 @@ date:KEY=V,...        DATE; keys: rho (or rel, the scale-free rho_relative), eve
                       reward=SPEC (the reward this method follows, e.g. aug8(clip), ensemble, subjects(clip))
 ug:scale=S,every=N    data-space reward guidance (embedding fixed)
 best-of-N             N fixed-embedding samples per (prompt, seed), the one the reward likes best
+recommended           the model's recommended DATE setting (the toy world ships one)
 ae[:res=R,iters=N,scale=S]       Attend-and-Excite (subject tokens found automatically; SD 1.x/2.x)
 date+ae:KEY=V,...     DATE and Attend-and-Excite in the same run (DATE keys and res, iters, scale)
 """
@@ -122,10 +123,26 @@ def parse_method(spec: str) -> Method:
     )
 
 
-def parse_methods(text: str) -> list[Method]:
+def recommended_spec(recommended: dict) -> str:
+    """The `date:...` spec of a model's recommended DATE setting (`toyworld.json`'s `recommended`)."""
+    keys = {"rho": "rho", "rho_relative": "rel", "update_every": "every", "grad_steps": "grad", "reward": "reward"}
+    items = [f"{short}={recommended[k]}" for k, short in keys.items() if recommended.get(k) is not None]
+    return "date:" + ",".join(items)
+
+
+def parse_methods(text: str, recommended: dict | None = None) -> list[Method]:
     """Methods separated by spaces or '+' (commas belong to a method's settings; the '+' of `date+ae` is part
-    of that method's name)."""
-    methods = [parse_method(m) for m in re.split(r"\s+|(?<!\bdate)\+", text.strip()) if m]
+    of that method's name). `recommended` is the model's recommended setting, run by the method `recommended`."""
+    methods = []
+    for spec in (m for m in re.split(r"\s+|(?<!\bdate)\+", text.strip()) if m):
+        if spec == "recommended":
+            if not recommended:
+                raise ValueError("method 'recommended' needs a model that recommends a DATE setting (the toy world)")
+            import dataclasses
+
+            methods.append(dataclasses.replace(parse_method(recommended_spec(recommended)), label="recommended"))
+        else:
+            methods.append(parse_method(spec))
     if not methods:
         raise ValueError("no methods given")
     labels = [m.label for m in methods]

@@ -644,15 +644,31 @@ def train_all(cfg: TrainConfig):
     return timings
 
 
-def export(run_dir: Path, dest: Path, recommended: dict, notes: dict | None = None) -> None:
-    """Copy a finished run's pipeline and CLIPs to `dest` (the package's assets) with `toyworld.json`."""
+def check_complete(run_dir: Path) -> None:
+    """A run can be exported only when every stage finished and it is not a `--smoke` run."""
+    run_dir = Path(run_dir)
+    config = run_dir / "work" / "config.json"
+    missing = [s for s in STAGES if s != "assemble" and not (run_dir / "work" / s / "done").exists()]
+    if not config.exists() or missing:
+        raise ValueError(f"{run_dir} is not a finished `toyworld train` run (unfinished stages: {missing or 'all'})")
+    smoke = TrainConfig.smoke(run_dir)
+    if json.loads(config.read_text()).get("unet_steps", 0) <= smoke.unet_steps:
+        raise ValueError(f"{run_dir} is a --smoke run (a few steps per stage): its models are not usable")
+
+
+def export(run_dir: Path, dest: Path, recommended: dict, notes: dict | None = None, backup: bool = False) -> None:
+    """Copy a finished run's pipeline and CLIPs to `dest` with `toyworld.json`; with `backup`, what `dest` held
+    is first moved to `dest.backup-<time>`."""
     import shutil
 
     run_dir, dest = Path(run_dir), Path(dest)
+    check_complete(run_dir)
     names = ("pipeline", "clip", "clip-eval", "tiny-decoder")
     for name in names:
         if not (run_dir / name).exists():
             raise FileNotFoundError(f"{run_dir / name} is missing: finish `toyworld train --out {run_dir}` first")
+    if backup and dest.exists():
+        shutil.copytree(dest, dest.with_name(f"{dest.name}.backup-{time.strftime('%Y%m%d-%H%M%S')}"))
     dest.mkdir(parents=True, exist_ok=True)
     for name in names:
         shutil.rmtree(dest / name, ignore_errors=True)

@@ -1,0 +1,58 @@
+"""`date-diffusion ui`: the web interface (Gradio; `pip install date-diffusion[ui]`)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub):
+    p = sub.add_parser(
+        "ui",
+        help="web page: fixed vs DATE side by side, step by step; benchmark runs",
+        description="Serve the web interface. The default model is the shipped toy world (offline, CPU).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  date-diffusion ui --run runs/toy      # then open http://127.0.0.1:7860",
+    )
+    p.add_argument("--model", default=None, help="a diffusers folder or hub id (default: the toy world)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--run", default=None, help="a `bench` run directory to show in a second tab")
+    p.add_argument("--concurrency", type=int, default=1, help="requests served at once (default 1: queued)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from date_diffusion.cli.common import CLIError, resolve_device
+    from date_diffusion.cli.generate import resolve_model
+
+    try:
+        import gradio  # noqa: F401
+    except ImportError as err:
+        raise CLIError("the web interface needs Gradio: pip install 'date-diffusion[ui]'") from err
+    if not 1 <= args.port <= 65535:
+        raise CLIError(f"--port must be in 1..65535, got {args.port}")
+    if args.concurrency < 1:
+        raise CLIError(f"--concurrency must be >= 1, got {args.concurrency}")
+    if args.run is not None and not (Path(args.run) / "run.json").exists():
+        raise CLIError(f"--run {args.run!r} is not a bench run (no run.json)")
+    import torch
+
+    from date_diffusion.ui.app import build_app
+    from date_diffusion.ui.session import Session
+
+    device = resolve_device(args.device)
+    model = resolve_model(args.model)
+    if device == "cpu":
+        torch.set_num_threads(1)  # small models: a second thread only spins
+    session = Session(model, device, args.concurrency)
+    session.warm()
+    demo = build_app(session, args.run)
+    demo.queue(default_concurrency_limit=args.concurrency)
+    print(f"serving {model} on http://{args.host}:{args.port}", flush=True)
+    demo.launch(server_name=args.host, server_port=args.port, show_error=True, quiet=True,
+                allowed_paths=[str(session.workdir)] + ([args.run] if args.run else []))  # fmt: skip
+    return 0

@@ -1,0 +1,53 @@
+"""The benchmark tab: a run directory's results table, plots, and a gallery of prompts x methods with verdicts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def load_run(run_dir) -> dict:
+    """The run's settings, results markdown, plot files and image records (ValueError when it is not a run)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.json").exists():
+        raise ValueError(f"{run_dir} is not a bench run (no run.json); give the --out folder of `date-diffusion bench`")
+    from date_diffusion.bench.runner import load_records, method_from_record
+
+    settings = json.loads((run_dir / "run.json").read_text())
+    methods = [method_from_record(label, rec) for label, rec in settings["methods"].items()]
+    records = {m.label: load_records(run_dir, m) for m in methods}
+    results = run_dir / "results.md"
+    return {
+        "dir": run_dir,
+        "settings": settings,
+        "markdown": results.read_text() if results.exists() else "(no results.md yet: run `date-diffusion report`)",
+        "plots": sorted(str(p) for p in run_dir.glob("*.png")),
+        "methods": methods,
+        "records": records,
+    }
+
+
+def categories(run: dict) -> list[str]:
+    return sorted({r["category"] for recs in run["records"].values() for r in recs})
+
+
+def gallery(run: dict, category: str | None = None, changed_only: bool = False) -> list[tuple[str, str]]:
+    """(image path, caption) for every image, optionally one category, optionally only the (prompt, seed) pairs
+    where a method's exact verdict differs from `fixed`'s."""
+    from date_diffusion.bench.runner import image_paths
+
+    fixed = {(r["index"], r["seed"]): r.get("exact") for r in run["records"].get("fixed", [])}
+    items = []
+    for m in run["methods"]:
+        for r in run["records"][m.label]:
+            if category and category != "all" and r["category"] != category:
+                continue
+            base = fixed.get((r["index"], r["seed"]))
+            changed = m.label != "fixed" and base is not None and r.get("exact") != base
+            if changed_only and not changed:
+                continue
+            verdict = {1.0: "PASS", 0.0: "FAIL"}.get(r.get("exact"), "-")
+            mark = " (changed)" if changed else ""
+            png = image_paths(run["dir"], m, r["index"], r["seed"])[0]
+            items.append((str(png), f"{m.label} | {r['prompt']} | seed {r['seed']} | {verdict}{mark}"))
+    return items
