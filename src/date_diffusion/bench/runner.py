@@ -73,7 +73,10 @@ def check_settings(out: Path, settings: RunSettings) -> None:
     path = out / "run.json"
     new = asdict(settings)
     if path.exists():
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise SettingsMismatch(f"{path} is damaged ({err}); use another --out, or delete the folder") from err
         diff = {k: (old.get(k), v) for k, v in new.items() if k != "methods" and old.get(k) != v}
         if diff:
             detail = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
@@ -94,6 +97,21 @@ def _same_settings(old, new) -> bool:
     if isinstance(old, dict) and isinstance(new, dict):
         return all(_same_settings(old.get(k), new.get(k)) for k in set(old) | set(new))
     return old == new
+
+
+def is_done(png: Path, record: Path) -> bool:
+    """An image counts as made when its record parses and its PNG opens; anything less is made again."""
+    from PIL import Image
+
+    if not record.exists():
+        return False
+    try:
+        json.loads(record.read_text())
+        with Image.open(png) as img:
+            img.verify()
+        return True
+    except Exception:  # a damaged record or image (e.g. a full disk): regenerate both
+        return False
 
 
 def image_paths(out: Path, method: Method, index: int, seed: int) -> tuple[Path, Path]:
@@ -238,7 +256,7 @@ def generate_method(
     desc: str = "",
 ) -> int:
     """Generate (or, on editing suites, edit) the missing images of `jobs` for `method`; returns how many."""
-    todo = [(it, s) for it, s in jobs if not image_paths(out, method, it.index, s)[1].exists()]
+    todo = [(it, s) for it, s in jobs if not is_done(*image_paths(out, method, it.index, s))]
     reward = _method_reward(method, reward, device)
     n_cand = method.n if method.kind == "best" else 1
     per_batch = max(1, batch_size // n_cand)
@@ -367,4 +385,10 @@ def _decoder(pipe, settings: RunSettings, spec: str):
 
 def load_records(out: Path, method: Method) -> list[dict]:
     root = out / "images" / method.slug
-    return [json.loads(p.read_text()) for p in sorted(root.glob("*/samples/*.json"))] if root.exists() else []
+    records = []
+    for path in sorted(root.glob("*/samples/*.json")) if root.exists() else []:
+        try:
+            records.append(json.loads(path.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is damaged ({err}): re-run the same bench command to make it again") from err
+    return records

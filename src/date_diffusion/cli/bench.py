@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from date_diffusion.cli.common import CLIError, str_list
+from date_diffusion.cli.common import CLIError, HelpFormatter, str_list
 
 
 def add_parsers(sub):
     p = sub.add_parser(
         "bench",
         help="compare methods on a prompt suite (resumable; accelerate launch to shard)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "--suite",
@@ -68,7 +67,7 @@ def add_parsers(sub):
     f = sub.add_parser(
         "bench-perf",
         help="time and memory of DATE vs fixed sampling (one process per run)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     f.add_argument("--model", default="toy", help="toy, sd15-random-256, sd15-random-512, or a diffusers folder")
     f.add_argument(

@@ -5,6 +5,16 @@ from __future__ import annotations
 import argparse
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and examples as written; an option's default shown once, when its help does not say it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or not action.option_strings or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class CLIError(Exception):
     """A user error: printed as one line, exit code 2, no traceback."""
 

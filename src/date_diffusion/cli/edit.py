@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 from date_diffusion.cli.common import (
     CLIError,
+    HelpFormatter,
     add_date_arguments,
     check_reward,
     date_config_from_args,
@@ -21,7 +21,7 @@ def add_parser(sub):
     p = sub.add_parser(
         "edit",
         help="edit an image with a target prompt (DDPM inversion; plain and DATE)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("image", help="the image to edit (any size; resized to the model's resolution)")
     p.add_argument("--source-prompt", required=True, help="describes the image as it is")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
+import math
 import os
 import re
 import tempfile
@@ -13,6 +13,7 @@ from pathlib import Path
 from date_diffusion.cli.common import (
     FAMILY_HELP,
     CLIError,
+    HelpFormatter,
     add_date_arguments,
     add_model_arguments,
     check_reward,
@@ -25,6 +26,7 @@ from date_diffusion.cli.common import (
 from date_diffusion.hub import TOY_PIPELINE, model_defaults
 from date_diffusion.schedulers import SCHEDULERS
 
+MAX_GUIDANCE = 100.0  # far above any model's useful range; larger values only overflow to black images
 EXAMPLES = """examples:
   date-diffusion generate "a red circle to the left of a blue square" --compare
   date-diffusion generate "a cat wearing a crown" --model stable-diffusion-v1-5/stable-diffusion-v1-5 --reward clip-l
@@ -42,7 +44,7 @@ def add_parser(sub):
         description="Sample images with DATE: the prompt's embedding is adapted during sampling so that a reward "
         "of the predicted clean image goes up. " + FAMILY_HELP,
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("prompts", nargs="*", metavar="PROMPT", help="one or more prompts")
     p.add_argument(
@@ -168,8 +170,10 @@ def check_numbers(args) -> None:
         value = getattr(args, name)
         if value is not None and (value < 8 or value % 8):
             raise CLIError(f"--{name} must be a positive multiple of 8, got {value}")
-    if args.guidance is not None and not (args.guidance == args.guidance and abs(args.guidance) != float("inf")):
+    if args.guidance is not None and not math.isfinite(args.guidance):
         raise CLIError(f"--guidance must be a finite number, got {args.guidance}")
+    if args.guidance is not None and not 0 <= args.guidance <= MAX_GUIDANCE:
+        raise CLIError(f"--guidance must be between 0 and {MAX_GUIDANCE} (<= 1: no guidance), got {args.guidance}")
     if not 0 <= args.seed < 2**63:
         raise CLIError(f"--seed must be in [0, 2**63), got {args.seed}")
 
@@ -203,10 +207,16 @@ def plan(args) -> dict:
     guidance = args.guidance if args.guidance is not None else defaults["guidance_scale"]
     date = date_config_from_args(args, defaults)
     try:
-        date.update_indices(steps)  # out-of-range indices fail now, before any model loads
+        active = date.moves and bool(date.update_indices(steps))  # out-of-range indices fail before any load
     except ValueError as err:
         raise flag_error(err) from err
+    if not active and saved is None:
+        import sys
+
+        print("date-diffusion generate: note: DATE cannot move the embedding with a zero step size; the images "
+              "use the fixed embedding and are recorded as method 'fixed'", file=sys.stderr)  # fmt: skip
     return dict(
+        date_active=active,
         prompts=prompts,
         out=out,
         model=model,
@@ -340,7 +350,7 @@ def write_image(args, job, results, j, prompt, seed, saved) -> None:
         record = base_record(args, job, prompt, seed)
         fixed_record = {**record, "method": "fixed", "date": None, "reward": None}
         record.update(
-            method=kind,
+            method=kind if kind == "replay" or job["date_active"] else "fixed",
             reward=args.reward if kind == "date" else None,
             date=job["date"].to_dict() if kind == "date" else job["saved"].metadata.get("date"),
             reward_decoder=args.reward_decoder if kind == "date" else None,

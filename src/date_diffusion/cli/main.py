@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `date-diffusion COMMAND --help` for a command's options and examples.",
     )
     parser.add_argument("--version", action="version", version=f"date-diffusion {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of a failure")
     sub = parser.add_subparsers(dest="command", required=True)
     generate.add_parser(sub)
     edit.add_parser(sub)
@@ -32,20 +33,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM ends a command like Ctrl-C: the file being written is discarded, every finished file stays."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 2 usage error (nothing was done), 1 runtime failure, 130 interrupted (Ctrl-C)."""
     args = build_parser().parse_args(argv)
+    name = f"date-diffusion {args.command}"
+    _sigterm_as_interrupt()
     try:
         return args.func(args) or 0
     except CLIError as err:
-        print(f"date-diffusion {args.command}: error: {err}", file=sys.stderr)
+        print(f"{name}: error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:  # e.g. a model that cannot be found: the message already says how to fix it
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; every file written so far is complete", file=sys.stderr)
+        return 130
+    except Exception as err:
         from date_diffusion.hub import ModelNotFoundError
 
-        if isinstance(err, ModelNotFoundError):
-            print(f"date-diffusion {args.command}: error: {err}", file=sys.stderr)
+        if isinstance(err, ModelNotFoundError):  # the message already says how to fix it
+            print(f"{name}: error: {err}", file=sys.stderr)
             return 2
-        raise
+        if args.debug:
+            raise
+        print(f"{name}: failed: {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
+
+from date_diffusion.cli.common import HelpFormatter
 
 
 def add_parser(sub):
     p = sub.add_parser("toyworld", help="the toy world: train its models")
     tsub = p.add_subparsers(dest="toy_command", required=True)
-    t = tsub.add_parser(
-        "train", help="train every toy-world model (resumable)", formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    t = tsub.add_parser("train", help="train every toy-world model (resumable)", formatter_class=HelpFormatter)
     t.add_argument("--out", required=True, help="output folder (re-running resumes from its checkpoints)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")

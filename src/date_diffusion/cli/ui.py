@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+from date_diffusion.cli.common import HelpFormatter
 
 
 def add_parser(sub):
@@ -10,7 +10,7 @@ def add_parser(sub):
         "ui",
         help="web page: fixed vs DATE side by side, step by step; benchmark runs",
         description="Serve the web interface. The default model is the shipped toy world (offline, CPU).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="example:\n  date-diffusion ui --run runs/toy      # then open http://127.0.0.1:7860",
     )
     p.add_argument("--model", default=None, help="a diffusers folder or hub id (default: the toy world)")
