@@ -17,7 +17,8 @@ def test_shipped_models_load_with_stock_classes():
         CLIPTokenizer.from_pretrained(path)
     AutoencoderTiny.from_pretrained(TOY_ASSETS / "tiny-decoder")
     meta = json.loads((TOY_PIPELINE / "toyworld.json").read_text())
-    assert set(meta["recommended"]) == {"guidance_scale", "rho", "update_every"}
+    assert {"guidance_scale", "update_every"} <= set(meta["recommended"])
+    assert len({"rho", "rho_relative"} & set(meta["recommended"])) == 1
 
 
 def test_weights_are_safetensors_within_budget():
@@ -44,3 +45,34 @@ def test_main_command_compares_and_judges(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "evaluator (fixed)" in out and "evaluator (date)" in out and "reward" in out
     assert (tmp_path / "a-red-circle-to-the-left-of-a-blue-square-s0-compare.png").exists()
+
+
+def test_generate_uses_the_recommended_setting_and_the_paper_is_one_flag_away(tmp_path):
+    recommended = json.loads((TOY_PIPELINE / "toyworld.json").read_text())["recommended"]
+    argv = ["generate", "a red circle", "--steps", "10", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    meta = json.loads((tmp_path / "a-red-circle-s0.json").read_text())
+    assert (
+        meta["reward"] == recommended.get("reward", "clip") and meta["guidance_scale"] == recommended["guidance_scale"]
+    )
+    for key in ("rho", "rho_relative", "update_every"):
+        if key in recommended:
+            assert meta["date"][key] == recommended[key]
+    assert main([*argv, "--paper-defaults"]) == 0
+    paper = json.loads((tmp_path / "a-red-circle-s0-2.json").read_text())
+    assert (paper["reward"], paper["date"]["rho"], paper["date"]["rho_relative"]) == ("clip", 0.5, None)
+    assert paper["date"]["update_every"] == 10 and paper["date"]["anchor"] == "previous"
+
+
+def test_bench_runs_the_recommended_method(tmp_path):
+    from date_diffusion.evaluation.methods import parse_methods, recommended_spec
+
+    recommended = json.loads((TOY_PIPELINE / "toyworld.json").read_text())["recommended"]
+    (method,) = parse_methods("recommended", recommended)
+    assert method.label == "recommended" and method.kind == "date"
+    assert recommended_spec(recommended).startswith("date:")
+    argv = ["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "6", "--methods", "fixed recommended"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["methods"]["recommended"]["reward"] == recommended.get("reward")
+    assert main(["report", str(tmp_path)]) == 0

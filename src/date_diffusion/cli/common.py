@@ -98,7 +98,13 @@ def model_kwargs(args) -> dict:
 
 
 def add_date_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("DATE (paper defaults)")
+    g = p.add_argument_group("DATE (defaults: the model's recommended setting, else the paper's)")
+    g.add_argument(
+        "--paper-defaults",
+        action="store_true",
+        help="ignore the model's recommended DATE setting: the paper's algorithm (rho 0.5, every 10th step, "
+        "the plain reward) unless flags say otherwise",
+    )
     g.add_argument(
         "--rho",
         type=float,
@@ -134,7 +140,7 @@ def date_config_from_args(args, defaults: dict | None = None):
     """DATEConfig from the flags; unset flags take the model's recommended `defaults`, then the paper's."""
     from date_diffusion.core.config import DATEConfig
 
-    defaults = defaults or {}
+    defaults = {} if getattr(args, "paper_defaults", False) else (defaults or {})
     relative = getattr(args, "rho_relative", None)
     if relative is not None and args.rho is not None:
         raise CLIError("give only one of --rho and --rho-relative")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from date_diffusion.cli.common import (
@@ -62,13 +63,21 @@ def run(args) -> int:
     for name in ("source_prompt", "target_prompt"):
         if not getattr(args, name).strip():
             raise CLIError(f"--{name.replace('_', '-')} is empty")
+    if not 1 <= args.steps <= 1000:
+        raise CLIError(f"--steps must be between 1 and 1000, got {args.steps}")
+    for name in ("cfg_src", "cfg_tar"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and 0 <= value <= 100):
+            raise CLIError(f"--{name.replace('_', '-')} must be a finite number in [0, 100], got {value}")
+    if not 0 <= args.seed < 2**63:
+        raise CLIError(f"--seed must be in [0, 2**63), got {args.seed}")
     if not 0 <= args.skip < args.steps:
         raise CLIError(f"--skip must be in [0, {args.steps - 1}], got {args.skip}")
     out = Path(args.out)
     check_output_dir(out)
     model = resolve_model(args.model)
     defaults = model_defaults(model)
-    args.reward = args.reward or defaults.get("reward", "clip")
+    args.reward = args.reward or ("clip" if args.paper_defaults else defaults.get("reward", "clip"))
     check_reward(args.reward)
     date = date_config_from_args(args, defaults)
     try:

@@ -26,6 +26,8 @@ from date_diffusion.cli.common import (
 from date_diffusion.hub import TOY_PIPELINE, model_defaults
 from date_diffusion.schedulers import SCHEDULERS
 
+MAX_STEPS = 1000  # every supported family is trained on 1000 timesteps; schedulers refuse more
+MAX_SIDE = 4096  # px; beyond it no supported model works and memory runs out long before
 MAX_GUIDANCE = 100.0  # far above any model's useful range; larger values only overflow to black images
 EXAMPLES = """examples:
   date-diffusion generate "a red circle to the left of a blue square" --compare
@@ -162,14 +164,16 @@ def replay_settings(args):
 
 
 def check_numbers(args) -> None:
+    if args.steps is not None and args.steps > MAX_STEPS:
+        raise CLIError(f"--steps must be at most {MAX_STEPS} (the models' training timesteps), got {args.steps}")
     for name in ("steps", "images_per_prompt", "batch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     for name in ("height", "width"):
         value = getattr(args, name)
-        if value is not None and (value < 8 or value % 8):
-            raise CLIError(f"--{name} must be a positive multiple of 8, got {value}")
+        if value is not None and (value < 8 or value % 8 or value > MAX_SIDE):
+            raise CLIError(f"--{name} must be a positive multiple of 8 up to {MAX_SIDE}, got {value}")
     if args.guidance is not None and not math.isfinite(args.guidance):
         raise CLIError(f"--guidance must be a finite number, got {args.guidance}")
     if args.guidance is not None and not 0 <= args.guidance <= MAX_GUIDANCE:
@@ -200,7 +204,7 @@ def plan(args) -> dict:
     except ValueError as err:
         raise CLIError(f"--model {model!r}: {err}") from err
     defaults = {**family_defaults(family), **model_defaults(model)}
-    args.reward = args.reward or defaults.get("reward", "clip")
+    args.reward = args.reward or ("clip" if args.paper_defaults else defaults.get("reward", "clip"))
     if saved is None:
         check_reward(args.reward)
     steps = args.steps or defaults["num_inference_steps"]
