@@ -49,6 +49,15 @@ def test_smoke_training_produces_stock_loadable_models(tmp_path):
     assert not (tmp_path / "dest").exists()
     with pytest.raises(SystemExit):
         main(argv)  # neither --dest nor --into-package
+    # a run that claims to be complete still has to pass the quality gate (the smoke VAE cannot)
+    config = json.loads((tmp_path / "work" / "config.json").read_text())
+    (tmp_path / "work" / "config.json").write_text(json.dumps({**config, "unet_steps": 8000}))
+    (tmp_path / "work" / "assemble").mkdir(exist_ok=True)
+    from date_diffusion.toyworld.train import export
+
+    with pytest.raises(ValueError, match="fails the quality gate"):
+        export(tmp_path, tmp_path / "dest", {"guidance_scale": 5.0, "rho": 0.5, "update_every": 10})
+    assert not (tmp_path / "dest").exists()
 
 
 class Boom(RuntimeError):

@@ -656,6 +656,24 @@ def check_complete(run_dir: Path) -> None:
         raise ValueError(f"{run_dir} is a --smoke run (a few steps per stage): its models are not usable")
 
 
+EXPORT_GATE = 0.9  # the shipped world's VAE round trips pass 0.985; a run below 0.9 is not exported
+
+
+@torch.no_grad()
+def quality_gate(run_dir: Path, per_category: int = 40) -> dict:
+    """The export gate: VAE round trips of renders must pass the exact evaluator at least `EXPORT_GATE` of the time
+    (`reconstruction_accuracy`, a smaller draw); raises ValueError below it."""
+    from diffusers import AutoencoderKL
+
+    accuracy = reconstruction_accuracy(AutoencoderKL.from_pretrained(Path(run_dir) / "pipeline" / "vae"), per_category)
+    if accuracy["all"] < EXPORT_GATE:
+        raise ValueError(
+            f"{run_dir} fails the quality gate: VAE round trips pass {accuracy['all']:.1%} of renders "
+            f"(at least {EXPORT_GATE:.0%} needed); train longer"
+        )
+    return accuracy
+
+
 def export(run_dir: Path, dest: Path, recommended: dict, notes: dict | None = None, backup: bool = False) -> None:
     """Copy a finished run's pipeline and CLIPs to `dest` with `toyworld.json`; with `backup`, what `dest` held
     is first moved to `dest.backup-<time>`."""
@@ -663,6 +681,7 @@ def export(run_dir: Path, dest: Path, recommended: dict, notes: dict | None = No
 
     run_dir, dest = Path(run_dir), Path(dest)
     check_complete(run_dir)
+    gate = quality_gate(run_dir)
     names = ("pipeline", "clip", "clip-eval", "tiny-decoder")
     for name in names:
         if not (run_dir / name).exists():
@@ -676,6 +695,7 @@ def export(run_dir: Path, dest: Path, recommended: dict, notes: dict | None = No
     work = run_dir / "work"
     meta = {
         "recommended": recommended,
+        "export_quality_gate": gate,
         "suite_version": "v1",
         "training_config": json.loads((work / "config.json").read_text()) if (work / "config.json").exists() else None,
         "training_timings_s": json.loads((work / "timings.json").read_text())
