@@ -202,3 +202,17 @@ def test_browser_generate_round_trip_stop_and_bad_input(server, tmp_path):
         assert proc.poll() is None
     finally:
         driver.quit()
+
+
+def test_page_handler_reports_bad_input_and_failing_runs_as_page_errors(session):
+    from date_diffusion.ui.app import build_app
+
+    demo = build_app(session)
+    generate = next(f.fn for f in demo.fns.values() if f.name == "generate")
+    values = ["a red circle", "", 0, 10, 5.0, 0.5, "every 5", 1, "previous", 0.0, "clip", False]
+    with pytest.raises(gr.Error, match="steps must be between"):
+        generate(*values[:3], 0, *values[4:], progress=None)
+    with pytest.raises(gr.Error, match="the run failed: ModelNotFoundError"):
+        generate(*values[:10], "clip:/no/such/clip", False, progress=None)  # valid spec, no such model
+    fixed, dated, text, figure, strip, files = generate(*values, progress=None)
+    assert fixed is not None and dated is not None and "Exact evaluator" in text and len(files) == 4

@@ -61,7 +61,7 @@ def tiny_decoder_for(model, spec: str = "tiny"):
     return load_component(AutoencoderTiny, TINY_DECODERS.get(family, "madebyollin/taesd"))
 
 
-# Preference rewards (need network once, or local copies; see README "Rewards").
+# Preference rewards (need network once, or local copies; see docs/python-api.md).
 IMAGEREWARD_REPO = "THUDM/ImageReward"  # files ImageReward.pt, med_config.json
 IMAGEREWARD_TOKENIZER = "google-bert/bert-base-uncased"
 PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"

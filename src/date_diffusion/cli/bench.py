@@ -29,7 +29,7 @@ def add_parsers(sub):
         "--methods",
         default="fixed date",
         help="space- or +-separated: fixed, fixed@K, "
-        "date:rho=R,every=N,..., ug:scale=S,every=N, best-of-N (see README)",
+        "date:rho=R,every=N,..., ug:scale=S,every=N, best-of-N (see docs/benchmarks.md)",
     )
     p.add_argument("--seeds", type=int, default=None, help="seeds per prompt (default: 4 on toy, else 1)")
     p.add_argument(
