@@ -39,7 +39,7 @@ class TrainConfig:
     out: Path
     seed: int = 0
     device: str = "cpu"
-    # Sized for one CPU thread in about two hours (see the README for measured times).
+    # Sized for one CPU thread in about two hours (see docs/toy-world.md for measured times).
     clip_steps: int = 1000
     clip_eval_steps: int = 600
     clip_batch: int = 64
