@@ -42,6 +42,7 @@ def gen_argv(model_dir, clip_dir, out, *extra):
         (["--seed", str(2**64)], "--seed must be in [0, 2**63)"),
         (["--height", "30"], "--height must be a positive multiple of 8"),
         (["--steps", "1001"], "--steps must be at most 1000"),
+        (["--steps", "1000"], "--steps 1000 is more than DDIMScheduler can take"),
         (["--width", "0"], "--width must be a positive multiple of 8"),
         (["--guidance", "nan"], "--guidance must be a finite number"),
         (["--guidance", "1e6"], "--guidance must be between"),

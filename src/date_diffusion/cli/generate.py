@@ -243,13 +243,17 @@ def run(args) -> int:
     if device == "cpu" and toy and "OMP_NUM_THREADS" not in os.environ:
         # the toy world's models are too small to gain from threads: a second one only spins
         torch.set_num_threads(1)
+    from diffusers.utils import logging as diffusers_logging
+
     from date_diffusion.pipelines import load_date_pipeline
 
+    diffusers_logging.disable_progress_bar()  # the command prints its own progress
     try:
         pipe = load_date_pipeline(job["model"], args.dtype, device, args.scheduler, **job["loading"])
     except ValueError as err:  # unreadable single file, LoRA for another model, ...
         raise CLIError(str(err)) from err
     pipe.set_progress_bar_config(disable=True)
+    check_steps_fit(pipe.scheduler, job["steps"])
     if args.negative_prompt is not None and not pipe._date_negative_branch:
         raise CLIError(f"--negative-prompt is not supported by {type(pipe).__name__} (no negative branch)")
     size = pipe._date_default_size()
@@ -263,6 +267,24 @@ def run(args) -> int:
     job["judge"] = toy_judge(job["model"])
     generate_all(args, job)
     return 0
+
+
+def check_steps_fit(scheduler, steps: int) -> None:
+    """A step count the model's scheduler cannot take (e.g. 1000 DDIM steps with `steps_offset=1` reaches past the
+    last training timestep) is a usage error, found before sampling."""
+    import copy
+
+    probe = copy.deepcopy(scheduler)
+    try:
+        probe.set_timesteps(steps)
+    except (ValueError, IndexError) as err:
+        raise CLIError(f"--steps {steps}: {type(scheduler).__name__} cannot take it ({err}); use fewer") from err
+    acp = getattr(probe, "alphas_cumprod", None)
+    if acp is not None and len(probe.timesteps) and int(probe.timesteps.max()) >= len(acp):
+        raise CLIError(
+            f"--steps {steps} is more than {type(scheduler).__name__} can take with this model's configuration "
+            f"(its timesteps would pass {len(acp) - 1}); use fewer steps"
+        )
 
 
 def generate_all(args, job) -> None:

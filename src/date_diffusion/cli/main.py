@@ -33,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_loading(debug: bool) -> None:
+    """No per-file progress bars while models load (the command prints its own progress)."""
+    if debug:
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by huggingface_hub, diffusers, transformers
+
+
 def _sigterm_as_interrupt() -> None:
     """SIGTERM ends a command like Ctrl-C: the file being written is discarded, every finished file stays."""
     import signal
@@ -50,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     name = f"date-diffusion {args.command}"
     _sigterm_as_interrupt()
+    _quiet_loading(args.debug)
     try:
         return args.func(args) or 0
     except CLIError as err:
