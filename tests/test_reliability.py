@@ -66,7 +66,8 @@ def test_bad_values_are_refused_before_any_work(model_dir, clip_dir, tmp_path, c
     before = snapshot(out)
     assert main(gen_argv(model_dir, clip_dir, out, *extra)) == 2
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    ours = [line for line in err.replace("\r", "\n").splitlines() if "date-diffusion generate:" in line]
+    assert message in err and "Traceback" not in err and len(ours) == 1, err
     assert snapshot(out) == before
 
 
