@@ -200,3 +200,21 @@ def test_atomic_write_leaves_nothing_when_the_writer_fails(tmp_path):
             tmp.write_bytes(b"half")
             raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dtype_auto_per_family_and_device():
+    import torch
+
+    from date_diffusion.pipelines.loading import parse_lora, resolve_dtype
+
+    assert resolve_dtype("auto", "flux", "cpu") == torch.float32
+    assert resolve_dtype("auto", "sd", "cuda") == torch.float16
+    assert resolve_dtype("auto", "sdxl", "cuda:1") == torch.float16
+    assert resolve_dtype("bfloat16", "sd", "cpu") == torch.bfloat16
+    assert parse_lora("style.safetensors:0.7") == ("style.safetensors", 0.7)
+    assert parse_lora("style.safetensors") == ("style.safetensors", 1.0)
+
+
+def test_offload_on_cpu_is_refused(sd_files, clip_dir, tmp_path, capsys):
+    assert gen(sd_files / "folder", clip_dir, tmp_path, "a cat", "--offload", "model", "--device", "cpu") == 2
+    assert "--offload moves models" in capsys.readouterr().err

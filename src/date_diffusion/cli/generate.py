@@ -239,6 +239,8 @@ def run(args) -> int:
 
     job = plan(args)
     device = resolve_device(args.device)
+    if args.offload and device == "cpu":
+        raise CLIError("--offload moves models between the CPU and an accelerator; with --device cpu leave it out")
     toy = Path(job["model"]).resolve() == TOY_PIPELINE.resolve()
     if device == "cpu" and toy and "OMP_NUM_THREADS" not in os.environ:
         # the toy world's models are too small to gain from threads: a second one only spins
