@@ -1,5 +1,6 @@
 """Exact-path memory savings change nothing but memory; the approximate decoder path is labelled."""
 
+import pytest
 import torch
 from diffusers import AutoencoderTiny
 from test_pipeline import run
@@ -51,3 +52,30 @@ def test_tiny_reward_decoder_is_used_and_labelled(pipe, reward):
     assert calls and approx.traces[0]["reward_decoder"].endswith("(approximate)")
     assert exact.traces[0]["reward_decoder"] == "vae"
     assert exact.traces[0]["updates"][0]["reward_before"] != approx.traces[0]["updates"][0]["reward_before"]
+
+
+def test_reduced_resolution_reward_decode_keeps_the_vae_and_is_labelled(pipe, reward):
+    from date_diffusion import Reward
+
+    class Seen(Reward):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.images = inner, []
+
+        def forward(self, images, prompts):
+            self.images.append(images.detach())
+            return self.inner(images, prompts)
+
+    date = DATEConfig(rho=0.5, update_every=3)
+    full, low = Seen(reward), Seen(reward)
+    exact = run(pipe, date=date, reward=full)
+    approx = run(pipe, date=date, reward=low, reward_resolution=8)
+    assert {tuple(i.shape[-2:]) for i in full.images} == {(16, 16)} and {tuple(i.shape[-2:]) for i in low.images} == {
+        (8, 8)
+    }
+    assert approx.traces[0]["reward_decoder"] == "vae at 8 px (approximate)"
+    assert approx.traces[0]["updates"][0]["reward_before"] != exact.traces[0]["updates"][0]["reward_before"]
+    same = run(pipe, date=date, reward=reward, reward_resolution=16)  # full size: no resize, the exact path
+    assert abs(same.images - exact.images).max() <= 1e-6
+    with pytest.raises(ValueError, match="reward_resolution must be a positive multiple of 2"):
+        run(pipe, date=date, reward=reward, reward_resolution=7)

@@ -41,3 +41,14 @@ def test_bench_perf_runs_each_variant_in_its_own_process(tmp_path, tokenizer, cl
     assert data["header"]["threads"] == 1 and "CPUs" in data["header"]["machine"]
     assert "| date |" in capsys.readouterr().out
     assert main(["bench-perf", "--variants", "fast"]) == 2
+    argv = ["bench-perf", "--model", str(tmp_path / "model"), "--reward", f"clip:{clip_dir}", "--repeats", "1",
+            "--steps", "2", "--update-every", "2", "--variants", "fixed,date-lowres,date-approx-checkpointing",
+            "--batch-size", "1,2", "--out", str(tmp_path / "perf2")]  # fmt: skip
+    assert main(argv) == 0
+    data = json.loads(next((tmp_path / "perf2").glob("perf-*.json")).read_text())
+    assert set(data["summary"]) == {f"{v}, batch {b}" for v in ("fixed", "date-lowres", "date-approx-checkpointing")
+                                    for b in (1, 2)}  # fmt: skip
+    two = [r for r in data["runs"] if r["batch"] == 2]
+    assert len(two) == 3 and all(abs(r["per_image_s"] * 2 - r["total_s"]) < 1e-9 for r in two)
+    assert data["summary"]["date-lowres, batch 2"]["time_ratio"] > 0
+    assert main(["bench-perf", "--batch-size", "0"]) == 2

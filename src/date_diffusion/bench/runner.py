@@ -291,6 +291,8 @@ def generate_method(
             extra["attend_and_excite"] = {"subjects": subject_words(), **ae}
         if method.reward_decoder is not None:
             extra["reward_decoder"] = _decoder(pipe, settings, method.reward_decoder)
+        if method.reward_resolution is not None:
+            extra["reward_resolution"] = method.reward_resolution
         res = pipe(
             prompts,
             num_inference_steps=method.steps or settings.steps,

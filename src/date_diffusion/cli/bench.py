@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from date_diffusion.cli.common import CLIError, HelpFormatter, str_list
+from date_diffusion.cli.common import CLIError, HelpFormatter, int_list, str_list
 
 
 def add_parsers(sub):
@@ -74,7 +74,11 @@ def add_parsers(sub):
         "--variants",
         type=str_list,
         default="fixed,date,date-checkpointing",
-        help="comma-separated: fixed, date, date-checkpointing, date-approx",
+        help="comma-separated: fixed, date, date-checkpointing, date-approx, date-approx-checkpointing, "
+        "date-lowres (the real VAE decodes for the reward at the reward's input size)",
+    )
+    f.add_argument(
+        "--batch-size", type=int_list, default=[1], help="comma-separated batch sizes, e.g. 1,2,4 (default 1)"
     )
     f.add_argument("--steps", type=int, default=10)
     f.add_argument("--update-every", type=int, default=10, help="10 of 10 steps = one update = the paper's 10%%")
@@ -218,6 +222,8 @@ def run_bench_perf(args) -> int:
         raise CLIError(f"unknown --variants {bad}; choose from {', '.join(VARIANTS)}")
     if args.repeats < 1 or args.steps < 1 or args.update_every < 1:
         raise CLIError("--repeats, --steps and --update-every must be >= 1")
+    if not args.batch_size or min(args.batch_size) < 1:
+        raise CLIError(f"--batch-size must list sizes >= 1, got {args.batch_size}")
     print(
         bench_perf(
             args.model,
@@ -231,6 +237,7 @@ def run_bench_perf(args) -> int:
             args.threads,
             args.reward,
             args.tiny_decoder,
+            args.batch_size,
         )["markdown"]
     )
     return 0

@@ -93,6 +93,14 @@ def add_parser(sub):
         help="APPROXIMATE: decode x0_hat for the reward with a tiny decoder: 'tiny' (the family's TAESD; "
         "the toy world's own) or a folder / hub id",
     )
+    a.add_argument(
+        "--reward-resolution",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="APPROXIMATE: decode x0_hat for the reward at PX pixels per side with the real VAE (e.g. 224 for "
+        "CLIP rewards, which see that size anyway)",
+    )
     a.add_argument("--gradient-checkpointing", action="store_true", help="less memory in update steps, same result")
     p.set_defaults(func=run)
     return p
@@ -170,6 +178,8 @@ def check_numbers(args) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.reward_resolution is not None and (args.reward_resolution < 8 or args.reward_resolution % 8):
+        raise CLIError(f"--reward-resolution must be a positive multiple of 8, got {args.reward_resolution}")
     for name in ("height", "width"):
         value = getattr(args, name)
         if value is not None and (value < 8 or value % 8 or value > MAX_SIDE):
@@ -325,6 +335,7 @@ def sample(args, job, kind, batch, emb_path):
             date=job["date"],
             reward=job["reward"],
             reward_decoder=job["decoder"],
+            reward_resolution=args.reward_resolution,
             gradient_checkpointing=args.gradient_checkpointing,
             save_embeddings=emb_path,
         )
@@ -382,6 +393,7 @@ def write_image(args, job, results, j, prompt, seed, saved) -> None:
             reward=args.reward if kind == "date" else None,
             date=job["date"].to_dict() if kind == "date" else job["saved"].metadata.get("date"),
             reward_decoder=args.reward_decoder if kind == "date" else None,
+            reward_resolution=args.reward_resolution if kind == "date" else None,
             gradient_checkpointing=args.gradient_checkpointing,
             trace=results[kind].traces[j],
         )

@@ -4,7 +4,8 @@ fixed                 fixed embeddings, the run's step count
 fixed@K               fixed embeddings, K steps (compute-matched baseline)
 date:KEY=V,...        DATE; keys: rho (or rel, the scale-free rho_relative), every, steps (0;10;20), grad, anchor,
                       prior, the paper's ablations direction=random, normalize=0, target=next, and decoder=tiny,
-                      reward=SPEC (the reward this method follows, e.g. aug8(clip), ensemble, subjects(clip))
+                      reward=SPEC (the reward this method follows, e.g. aug8(clip), ensemble, subjects(clip)),
+                      lowres=N (decode x0_hat for the reward at N px with the real VAE: approximate)
 ug:scale=S,every=N    data-space reward guidance (embedding fixed)
 best-of-N             N fixed-embedding samples per (prompt, seed), the one the reward likes best
 recommended           the model's recommended DATE setting (the toy world ships one)
@@ -33,7 +34,7 @@ _DATE_KEYS = {
 }
 # method options that are not DATE settings: the approximate reward decoder, the reward DATE follows (a reward
 # spec without commas, e.g. aug8(clip), ensemble, subjects(clip), mean(clip;clip-s1); default: the run's --reward)
-_RUN_KEYS = {"decoder": str, "reward": str}
+_RUN_KEYS = {"decoder": str, "reward": str, "lowres": int}
 _UG_KEYS = {"scale": float, "every": int}
 _AE_KEYS = {
     "res": ("attn_res", lambda v: (int(v), int(v))),
@@ -54,6 +55,7 @@ class Method:
     ae: dict | None = None  # Attend-and-Excite options (token indices found automatically)
     reward_decoder: str | None = None  # "tiny" or a folder/hub id: the approximate reward-decoding path
     reward: str | None = None  # the reward this method follows (a spec); None: the run's reward
+    reward_resolution: int | None = None  # the approximate reduced-resolution VAE decode for the reward (px)
 
     @property
     def slug(self) -> str:
@@ -100,6 +102,7 @@ def parse_method(spec: str) -> Method:
             date=DATEConfig(**_settings(spec, body, _DATE_KEYS)),
             reward_decoder=run.get("decoder"),
             reward=run.get("reward"),
+            reward_resolution=run.get("lowres"),
         )
     if name == "ae":
         return Method(spec, "ae", ae={"token_indices": "auto", **_settings(spec, body, _AE_KEYS)})

@@ -32,25 +32,38 @@ def run_one(config: dict) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def summarize(runs: list[dict], variants: list[str], memory_key: str) -> dict:
+def _key(variant: str, batch: int, batches) -> str:
+    return variant if len(batches) == 1 else f"{variant}, batch {batch}"
+
+
+def summarize(runs: list[dict], variants: list[str], memory_key: str, batches=(1,)) -> dict:
     out = {}
-    for v in variants:
-        rs = [r for r in runs if r["variant"] == v]
-        entry = {}
-        for key in ("total_s", "normal_step_s", "update_step_s", memory_key):
-            vals = [r[key] for r in rs if r.get(key) is not None]
-            if vals:
-                entry[key] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
-        parts = [r["update_parts_s"] for r in rs if "update_parts_s" in r]
-        if parts:
-            entry["update_parts_s"] = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
-        out[v] = entry
-    base = out.get("fixed", {})
-    for v, entry in out.items():
-        if v != "fixed" and base:
-            entry["time_ratio"] = entry["total_s"]["median"] / base["total_s"]["median"]
-            entry["memory_ratio"] = entry[memory_key]["median"] / base[memory_key]["median"]
+    for b in batches:
+        for v in variants:
+            out[_key(v, b, batches)] = _entry(
+                [r for r in runs if r["variant"] == v and r.get("batch", 1) == b], memory_key
+            )
+    for b in batches:
+        base = out.get(_key("fixed", b, batches), {})
+        for v in variants:
+            entry = out[_key(v, b, batches)]
+            if v != "fixed" and base:
+                entry["time_ratio"] = entry["total_s"]["median"] / base["total_s"]["median"]
+                entry["memory_ratio"] = entry[memory_key]["median"] / base[memory_key]["median"]
     return out
+
+
+def _entry(rs: list[dict], memory_key: str) -> dict:
+    """Median [min, max] of each timing and memory field over the runs of one configuration."""
+    entry = {}
+    for key in ("total_s", "per_image_s", "normal_step_s", "update_step_s", memory_key):
+        vals = [r[key] for r in rs if r.get(key) is not None]
+        if vals:
+            entry[key] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+    parts = [r["update_parts_s"] for r in rs if "update_parts_s" in r]
+    if parts:
+        entry["update_parts_s"] = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
+    return entry
 
 
 def table(summary: dict, header: dict, memory_key: str) -> str:
@@ -60,8 +73,9 @@ def table(summary: dict, header: dict, memory_key: str) -> str:
         f"{header['threads']} thread(s), {header['repeats']} runs each (median [min, max])",
         f"machine: {header['machine']}",
         "",
-        f"| variant | total s | normal step s | update step s | {memory_key} | time / fixed | memory / fixed |",
-        "|---|---|---|---|---|---|---|",
+        f"| variant | total s | s / image | normal step s | update step s | {memory_key} | time / fixed | "
+        "memory / fixed |",
+        "|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(entry, key, fmt="{:.2f}"):
@@ -72,7 +86,7 @@ def table(summary: dict, header: dict, memory_key: str) -> str:
 
     for v, e in summary.items():
         lines.append(
-            f"| {v} | {cell(e, 'total_s')} | {cell(e, 'normal_step_s', '{:.3f}')} | "
+            f"| {v} | {cell(e, 'total_s')} | {cell(e, 'per_image_s')} | {cell(e, 'normal_step_s', '{:.3f}')} | "
             f"{cell(e, 'update_step_s', '{:.3f}')} | {cell(e, memory_key, '{:.0f}')} | "
             f"{e.get('time_ratio', 1.0):.3f} | {e.get('memory_ratio', 1.0):.3f} |"
         )
@@ -95,29 +109,18 @@ def bench_perf(
     threads: int = 1,
     reward: str | None = None,
     tiny_decoder: str | None = None,
+    batches=(1,),
 ) -> dict:
     runs = []
-    variants = list(variants)
+    variants, batches = list(variants), list(batches)
+    common = dict(model=model, steps=steps, update_every=update_every, device=device, dtype=dtype, threads=threads)
     for r in range(repeats):
         order = variants[r % len(variants) :] + variants[: r % len(variants)]  # rotate: no variant always first
-        for v in order:
-            runs.append(
-                run_one(
-                    dict(
-                        model=model,
-                        variant=v,
-                        steps=steps,
-                        update_every=update_every,
-                        device=device,
-                        dtype=dtype,
-                        threads=threads,
-                        reward=reward,
-                        tiny_decoder=tiny_decoder,
-                    )
-                )
-            )
+        for b in batches:
+            for v in order:
+                runs.append(run_one(dict(common, variant=v, reward=reward, tiny_decoder=tiny_decoder, batch=b)))
     memory_key = "cuda_max_allocated_mb" if device.startswith("cuda") else "peak_rss_mb"
-    summary = summarize(runs, variants, memory_key)
+    summary = summarize(runs, variants, memory_key, batches)
     header = dict(
         model=model,
         reward=reward,
@@ -128,6 +131,7 @@ def bench_perf(
         device=device,
         threads=threads,
         repeats=repeats,
+        batches=batches,
         machine=machine(),
     )
     text = table(summary, header, memory_key)

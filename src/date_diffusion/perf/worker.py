@@ -14,7 +14,10 @@ from collections import defaultdict
 
 import torch
 
-VARIANTS = ("fixed", "date", "date-checkpointing", "date-approx")
+VARIANTS = ("fixed", "date", "date-checkpointing", "date-approx", "date-approx-checkpointing", "date-lowres")
+# date-lowres: the real VAE decodes x0_hat for the reward at the reward's own input size (CLIP: 224 px; the toy
+# CLIP takes 64 px, the toy images' own size, so the toy world uses half of it)
+LOWRES = {"toy": 32}
 
 
 def _sync(device):
@@ -33,6 +36,7 @@ def measure(
     seed: int = 0,
     tiny_decoder: str | None = None,
     reward: str | None = None,
+    batch: int = 1,
 ) -> dict:
     torch.set_num_threads(threads)
     from date_diffusion.core.config import DATEConfig
@@ -67,11 +71,11 @@ def measure(
     decoder = None
     if variant != "fixed":
         date = DATEConfig(rho=0.5, update_every=update_every, track_reward_after=False)
-    if variant == "date-approx":
+    if variant.startswith("date-approx"):
         decoder = _tiny_decoder(model, tiny_decoder, device, getattr(torch, dtype))
         decoder.decode = timed("tiny decode", decoder.decode)
     stamps = []
-    gen = [torch.Generator().manual_seed(seed)]
+    gen = [torch.Generator().manual_seed(seed + k) for k in range(batch)]
 
     def on_step(p, i, t, kw):
         _sync(device)
@@ -81,7 +85,7 @@ def measure(
     _sync(device)
     t0 = time.perf_counter()
     out = pipe(
-        "a photo of a cat and a dog",
+        ["a photo of a cat and a dog"] * batch,
         height=size,
         width=size,
         num_inference_steps=steps,
@@ -90,8 +94,9 @@ def measure(
         output_type="latent",
         date=date,
         reward=reward if date else None,
-        gradient_checkpointing=variant == "date-checkpointing",
+        gradient_checkpointing=variant.endswith("checkpointing"),
         reward_decoder=decoder,
+        reward_resolution=LOWRES.get(model, 224) if variant == "date-lowres" else None,
         callback_on_step_end=on_step,
     )
     _sync(device)
@@ -109,7 +114,9 @@ def measure(
         "device": device,
         "dtype": dtype,
         "threads": threads,
+        "batch": batch,
         "total_s": total,
+        "per_image_s": total / batch,
         "normal_step_s": sorted(normal)[len(normal) // 2] if normal else None,
         "update_step_s": sum(update) / len(update) if update else None,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+import torch.nn.functional as F
 from diffusers.utils import BaseOutput
 
 from date_diffusion.core.config import DATEConfig
@@ -68,6 +69,9 @@ class DATEOptions:
         update steps instead of storing them (less memory, a little more time; see `sampling.checkpointing`).
     reward_decoder: APPROXIMATE path: decode x0_hat for the reward with this decoder (e.g. `AutoencoderTiny`)
         instead of the VAE; the final image is still decoded by the VAE. Traces record `reward_decoder`.
+    reward_resolution: APPROXIMATE path that keeps the real VAE: x0_hat's latents are resized (bilinear,
+        antialiased) so that the decoded image the reward sees is this many pixels per side (e.g. 224 for CLIP,
+        whose input size it is anyway) instead of the full image. Traces record it in `reward_decoder`.
     attend_and_excite: Attend-and-Excite in the same loop (UNet cross-attention families): a dict with
         `token_indices` (one list per prompt) or `subjects` (words whose tokens are excited), and optionally
         `max_iter_to_alter` (25), `thresholds`, `scale_factor` (20), `attn_res` ((16, 16)).
@@ -83,6 +87,7 @@ class DATEOptions:
     ug_every: int = 1
     gradient_checkpointing: bool = False
     reward_decoder: object | None = None
+    reward_resolution: int | None = None
     attend_and_excite: dict | None = None
     adapt_pooled: bool = False
     # filled by the template: the text the reward scores for each image
@@ -243,6 +248,12 @@ class DATEPipelineMixin:
             raise ValueError("with `prompt_embeds`, pass `reward_prompt` (the text the reward scores against)")
         per_prompt = call.num_images_per_prompt
         options.texts = [p for p in _as_list(texts, batch_size, "reward_prompt") for _ in range(per_prompt)]
+        r = options.reward_resolution
+        if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < self.vae_scale_factor
+                              or r % self.vae_scale_factor):  # fmt: skip
+            raise ValueError(
+                f"reward_resolution must be a positive multiple of {self.vae_scale_factor} (the VAE's scale), got {r!r}"
+            )
         if options.attend_and_excite is not None and not hasattr(self, "_date_attend_excite"):
             raise ValueError(
                 f"attend_and_excite needs a UNet's cross-attention maps: {type(self).__name__} does not support it"
@@ -405,7 +416,11 @@ class DATEPipelineMixin:
         )
 
         def decode(x0_latents):
-            return self._decode_for_reward(to_vae(x0_latents) if to_vae else x0_latents, options.reward_decoder)
+            latents = to_vae(x0_latents) if to_vae else x0_latents
+            if options.reward_resolution:
+                side = options.reward_resolution // self.vae_scale_factor
+                latents = F.interpolate(latents, size=(side, side), mode="bilinear", antialias=True)
+            return self._decode_for_reward(latents, options.reward_decoder)
 
         def score(images):
             return options.reward(images, options.texts)
@@ -450,6 +465,8 @@ class DATEPipelineMixin:
             self._date_save_embeddings(options, loop, result)
         decoder = options.reward_decoder
         decoder_name = "vae" if decoder is None else f"{type(decoder).__name__} (approximate)"
+        if options.reward_resolution:
+            decoder_name += f" at {options.reward_resolution} px (approximate)"
         traces = [{**t.to_dict(), "reward_decoder": decoder_name} for t in result.traces]
         for trace, losses in zip(traces, getattr(loop.get("pre_step"), "losses", [])):
             trace["attend_excite_losses"] = losses
