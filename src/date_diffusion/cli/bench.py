@@ -75,7 +75,8 @@ def add_parsers(sub):
         type=str_list,
         default="fixed,date,date-checkpointing",
         help="comma-separated: fixed, date, date-checkpointing, date-approx, date-approx-checkpointing, "
-        "date-lowres (the real VAE decodes for the reward at the reward's input size)",
+        "date-lowres, date-lowres-checkpointing (lowres: the real VAE decodes for the reward at the reward's "
+        "input size)",
     )
     f.add_argument(
         "--batch-size", type=int_list, default=[1], help="comma-separated batch sizes, e.g. 1,2,4 (default 1)"

@@ -14,7 +14,15 @@ from collections import defaultdict
 
 import torch
 
-VARIANTS = ("fixed", "date", "date-checkpointing", "date-approx", "date-approx-checkpointing", "date-lowres")
+VARIANTS = (
+    "fixed",
+    "date",
+    "date-checkpointing",
+    "date-approx",
+    "date-approx-checkpointing",
+    "date-lowres",
+    "date-lowres-checkpointing",
+)
 # date-lowres: the real VAE decodes x0_hat for the reward at the reward's own input size (CLIP: 224 px; the toy
 # CLIP takes 64 px, the toy images' own size, so the toy world uses half of it)
 LOWRES = {"toy": 32}
@@ -96,7 +104,7 @@ def measure(
         reward=reward if date else None,
         gradient_checkpointing=variant.endswith("checkpointing"),
         reward_decoder=decoder,
-        reward_resolution=LOWRES.get(model, 224) if variant == "date-lowres" else None,
+        reward_resolution=LOWRES.get(model, 224) if variant.startswith("date-lowres") else None,
         callback_on_step_end=on_step,
     )
     _sync(device)
