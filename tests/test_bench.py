@@ -285,3 +285,15 @@ def test_metric_vs_rho_uses_plain_date_runs_only():
     labels += ["date:rho=0.5,decoder=tiny", "date:rho=1,every=5", "date+ae:rho=1", "ug:scale=8"]
     summary = {k: {"metrics": {"clip_eval": [0.9, 0.8, 1.0]}} for k in labels}
     assert [(r, k) for r, k, _ in rho_sweep(summary)] == [(0.1, "date:rho=0.1"), (0.5, "date"), (2.0, "date:rho=2")]
+
+
+def test_bench_without_its_extra_says_how_to_install_it(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    from date_diffusion.cli.main import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    assert main(["bench", "--suite", "toy", "--out", str(tmp_path / "run")]) == 2
+    assert "pip install 'date-diffusion[bench]'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -102,7 +102,17 @@ def add_parsers(sub):
     r.set_defaults(func=run_report)
 
 
+def require_bench_extra() -> None:
+    """The benchmark's plots and FID need the `bench` extra; say so before any work."""
+    import importlib.util
+
+    missing = [m for m in ("matplotlib", "torchmetrics") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CLIError(f"the benchmark needs {', '.join(missing)}: pip install 'date-diffusion[bench]'")
+
+
 def run_bench(args) -> int:
+    require_bench_extra()
     import torch
     from accelerate import PartialState
 
@@ -201,6 +211,7 @@ def run_bench(args) -> int:
 
 
 def run_report(args) -> int:
+    require_bench_extra()
     from date_diffusion.bench.report import write_report
 
     if not (Path(args.dir) / "run.json").exists():
