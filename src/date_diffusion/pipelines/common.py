@@ -170,7 +170,6 @@ class DATEPipelineMixin:
             timesteps = self._date_timesteps(call, None, device)
             latents = self._date_latents(call, n_images, cond.cond.dtype, device)
         self._num_timesteps = len(timesteps)
-        self._date_parts = (cond.names, cond.shapes)
         loop = dict(
             scheduler=self.scheduler,
             denoise=self._date_denoise(call, cond),
@@ -189,7 +188,8 @@ class DATEPipelineMixin:
         )
         if options.replay_embeddings is not None:
             loop["replay"] = self._date_replay(options.replay_embeddings, cond)
-        result, traces = self._date_run(loop, options, call.generator, to_vae=lambda x: self._date_to_vae(call, x))
+        to_vae = lambda x: self._date_to_vae(call, x)
+        result, traces = self._date_run(loop, options, call.generator, to_vae=to_vae, cond=cond)
         image, nsfw = self._date_output_image(call, result.latents, cond.cond.dtype, device)
         self.maybe_free_model_hooks()
         if not call.return_dict:
@@ -394,9 +394,12 @@ class DATEPipelineMixin:
         modules = [m for m in self.components.values() if isinstance(m, torch.nn.Module)]
         return [m for m in (*modules, options.reward, options.reward_decoder) if m is not None]
 
-    def _date_run(self, loop: dict, options: DATEOptions, generator, to_vae=None) -> tuple[SampleResult, list[dict]]:
+    def _date_run(
+        self, loop: dict, options: DATEOptions, generator, to_vae=None, cond: PackedConditioning | None = None
+    ) -> tuple[SampleResult, list[dict]]:
         """Freeze, set up decoding / reward / guidance / checkpointing, run `date_sample` with `loop` (its
-        sampling arguments); returns the result and per-image traces."""
+        sampling arguments); returns the result and per-image traces. `cond` (the packed conditioning) names
+        the parts `save_embeddings` writes."""
         for module in self._date_modules(options):
             module.requires_grad_(False)
         denoiser = self._date_denoiser()
@@ -462,7 +465,7 @@ class DATEPipelineMixin:
             if loop.get("pre_step") is not None:  # Attend-and-Excite restores the UNet's attention processors
                 loop["pre_step"].close()
         if options.save_embeddings is not None:
-            self._date_save_embeddings(options, loop, result)
+            self._date_save_embeddings(options, loop, result, cond)
         decoder = options.reward_decoder
         decoder_name = "vae" if decoder is None else f"{type(decoder).__name__} (approximate)"
         if options.reward_resolution:
@@ -472,10 +475,10 @@ class DATEPipelineMixin:
             trace["attend_excite_losses"] = losses
         return result, traces
 
-    def _date_save_embeddings(self, options: DATEOptions, loop: dict, result: SampleResult) -> None:
+    def _date_save_embeddings(self, options: DATEOptions, loop: dict, result: SampleResult, cond) -> None:
         from date_diffusion.pipelines.embeddings import from_packed
 
-        names, shapes = self._date_parts
+        names, shapes = cond.names, cond.shapes
         packed = {"original": loop["cond_embeds"], "final": result.embeds}
         packed.update({f"step_{i:04d}": e for i, e in (result.embeds_history or {}).items()})
         meta = {

@@ -141,11 +141,20 @@ def date_sample(
     if adapt_mask is not None and prior_weight:
         prior_weight *= cond_embeds[0].numel() / float(adapt_mask.expand_as(cond_embeds[:1]).sum())
 
+    def uncond_prediction(x_in, t):
+        with torch.no_grad():
+            return denoise(x_in, t, uncond_embeds) if uncond_embeds is not None else None
+
+    def adapted_prediction(x_in, t, uncond_out):
+        """The guided output an update (or replayed) step hands to the scheduler: with the adapted embedding,
+        from separate unconditional and conditional predictions."""
+        with torch.no_grad():
+            return combine(uncond_out, denoise(x_in, t, embeds))
+
     def update_step(i, t, x_in):
         """One DATE update step: returns the guided output for the scheduler and each image's trace record."""
         nonlocal embeds
-        with torch.no_grad():
-            uncond_out = denoise(x_in, t, uncond_embeds) if uncond_embeds is not None else None
+        uncond_out = uncond_prediction(x_in, t)
         records = [dict(step=i, timestep=int(t), update_norm=0.0, skipped=False, grad_norms=[]) for _ in range(batch)]
         for k in range(date.grad_steps):
             if date.direction == "random":  # ablation: same distance, no reward gradient
@@ -168,9 +177,9 @@ def date_sample(
                 rec["grad_norms"].append(float(result.grad_norm[b]))
                 rec["update_norm"] += float(moved[b])
                 rec["skipped"] |= bool(result.skipped[b])
-        with torch.no_grad():
-            out = combine(uncond_out, denoise(x_in, t, embeds))
-            if date.track_reward_after:
+        out = adapted_prediction(x_in, t, uncond_out)
+        if date.track_reward_after:
+            with torch.no_grad():
                 for rec, after in zip(records, reward(scored_image(i, x_in, t, out)).tolist()):
                     rec["reward_after"] = after
         return out, records
@@ -178,27 +187,22 @@ def date_sample(
     def replay_step(i, t, x_in):
         nonlocal embeds
         embeds = replay[i]
-        with torch.no_grad():
-            uncond_out = denoise(x_in, t, uncond_embeds) if uncond_embeds is not None else None
-            return combine(uncond_out, denoise(x_in, t, embeds))
+        return adapted_prediction(x_in, t, uncond_prediction(x_in, t))
 
     for i, t in enumerate(timesteps):
         if interrupted is not None and interrupted():
             continue
         if pre_step is not None:
             latents = pre_step(i, t, latents, embeds)
-        if replay is not None and i in replay:
+        replayed = replay is not None and i in replay
+        if replayed:
             out = replay_step(i, t, scale_input(scheduler, latents, t))
-            if history is not None:
-                history[i] = embeds.clone()
         elif i in updates:
             out, records = update_step(i, t, scale_input(scheduler, latents, t))
             for trace, rec in zip(traces, records):
                 trace.updates.append(rec)
                 if rec["skipped"]:
                     trace.skipped_steps.append(i)
-            if history is not None:
-                history[i] = embeds.clone()
         else:
             cfg = uncond_embeds is not None
             with torch.no_grad():
@@ -208,6 +212,8 @@ def date_sample(
                 out = combine(*out.chunk(2)) if cfg else out
             if guide is not None:
                 out = guide(i, t, scale_input(scheduler, latents, t), embeds, out)
+        if history is not None and (replayed or i in updates):
+            history[i] = embeds.clone()
         with torch.no_grad():
             kwargs = step_kwargs(i) if callable(step_kwargs) else step_kwargs
             latents = scheduler.step(out, t, latents, **kwargs, return_dict=False)[0]
