@@ -40,6 +40,11 @@ TINY_DECODERS = {
 }
 
 
+def is_toy_world(model) -> bool:
+    """Whether `model` is a toy-world pipeline folder (`toyworld export` writes its `toyworld.json`)."""
+    return (Path(str(model)) / "toyworld.json").exists()
+
+
 def stock_pipeline_name(class_name: str) -> str:
     """The stock diffusers pipeline class name for a DATE one (`StableDiffusionXLDATEPipeline` ->
     `StableDiffusionXLPipeline`); stock names are returned as they are."""
@@ -53,7 +58,7 @@ def tiny_decoder_for(model, spec: str = "tiny"):
 
     if spec != "tiny":
         return load_component(AutoencoderTiny, spec)
-    if (Path(str(model)) / "toyworld.json").exists():
+    if is_toy_world(model):
         return load_component(AutoencoderTiny, TOY_TINY_DECODER)
     from diffusers import DiffusionPipeline
 

@@ -170,6 +170,11 @@ def exact_verdict(image_uint8: np.ndarray, spec: dict) -> dict:
     return {"exact": float(verdict["pass"]), "aspects": verdict["aspects"], "evaluator_version": EVALUATOR_VERSION}
 
 
+def record_paths(out: Path) -> list[Path]:
+    """The record of every image of a run, all methods (each PNG is beside its record)."""
+    return sorted(Path(out).glob("images/*/*/samples/*.json"))
+
+
 def rescore(out: Path) -> int:
     """Re-run the current exact evaluator on every image of a run whose record was scored by another version;
     the earlier verdict stays in the record as `exact_v<version>`. Returns how many records changed version."""
@@ -178,7 +183,7 @@ def rescore(out: Path) -> int:
     from date_diffusion.toyworld.evaluator import EVALUATOR_VERSION
 
     changed = 0
-    for rec_path in sorted(Path(out).glob("images/*/*/samples/*.json")):
+    for rec_path in record_paths(out):
         rec = json.loads(rec_path.read_text())
         old = rec.get("evaluator_version", 1)
         if rec.get("spec") is None or old == EVALUATOR_VERSION:

@@ -19,6 +19,15 @@ class CLIError(Exception):
     """A user error: printed as one line, exit code 2, no traceback."""
 
 
+MAX_STEPS = 1000  # every supported family is trained on 1000 timesteps; schedulers refuse more
+
+
+def check_seed(seed: int) -> None:
+    """Seeds are what torch generators accept."""
+    if not 0 <= seed < 2**63:
+        raise CLIError(f"--seed must be in [0, 2**63), got {seed}")
+
+
 def int_list(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]

@@ -7,10 +7,12 @@ import math
 from pathlib import Path
 
 from date_diffusion.cli.common import (
+    MAX_STEPS,
     CLIError,
     HelpFormatter,
     add_date_arguments,
     check_reward,
+    check_seed,
     date_config_from_args,
     flag_error,
     load_reward,
@@ -49,7 +51,7 @@ def run(args) -> int:
     import torch
     from PIL import Image
 
-    from date_diffusion.cli.generate import check_output_dir, resolve_model, toy_judge
+    from date_diffusion.cli.generate import check_output_dir, resolve_model
     from date_diffusion.hub import model_defaults
     from date_diffusion.pipelines import load_date_pipeline
 
@@ -63,14 +65,13 @@ def run(args) -> int:
     for name in ("source_prompt", "target_prompt"):
         if not getattr(args, name).strip():
             raise CLIError(f"--{name.replace('_', '-')} is empty")
-    if not 1 <= args.steps <= 1000:
-        raise CLIError(f"--steps must be between 1 and 1000, got {args.steps}")
+    if not 1 <= args.steps <= MAX_STEPS:
+        raise CLIError(f"--steps must be between 1 and {MAX_STEPS}, got {args.steps}")
     for name in ("cfg_src", "cfg_tar"):
         value = getattr(args, name)
         if not (math.isfinite(value) and 0 <= value <= 100):
             raise CLIError(f"--{name.replace('_', '-')} must be a finite number in [0, 100], got {value}")
-    if not 0 <= args.seed < 2**63:
-        raise CLIError(f"--seed must be in [0, 2**63), got {args.seed}")
+    check_seed(args.seed)
     if not 0 <= args.skip < args.steps:
         raise CLIError(f"--skip must be in [0, {args.steps - 1}], got {args.skip}")
     out = Path(args.out)
@@ -128,7 +129,9 @@ def run(args) -> int:
         "trace": dated.traces[0],
         "reconstruction_max_abs_diff": float(np.abs(np.asarray(recon, float) - np.asarray(image, float)).max() / 255),
     }
-    judge = toy_judge(model)
+    from date_diffusion.toyworld.evaluator import judge_for
+
+    judge = judge_for(model)
     if judge is not None:
         meta["evaluator"] = {k: judge(files[k], args.target_prompt) for k in ("plain", "date")}
     stem = write_edit(out, args, files, meta, size)

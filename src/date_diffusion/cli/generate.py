@@ -12,11 +12,13 @@ from pathlib import Path
 
 from date_diffusion.cli.common import (
     FAMILY_HELP,
+    MAX_STEPS,
     CLIError,
     HelpFormatter,
     add_date_arguments,
     add_model_arguments,
     check_reward,
+    check_seed,
     date_config_from_args,
     flag_error,
     load_reward,
@@ -26,7 +28,6 @@ from date_diffusion.cli.common import (
 from date_diffusion.hub import TOY_PIPELINE, model_defaults
 from date_diffusion.schedulers import SCHEDULERS
 
-MAX_STEPS = 1000  # every supported family is trained on 1000 timesteps; schedulers refuse more
 MAX_SIDE = 4096  # px; beyond it no supported model works and memory runs out long before
 MAX_GUIDANCE = 100.0  # far above any model's useful range; larger values only overflow to black images
 EXAMPLES = """examples:
@@ -188,8 +189,7 @@ def check_numbers(args) -> None:
         raise CLIError(f"--guidance must be a finite number, got {args.guidance}")
     if args.guidance is not None and not 0 <= args.guidance <= MAX_GUIDANCE:
         raise CLIError(f"--guidance must be between 0 and {MAX_GUIDANCE} (<= 1: no guidance), got {args.guidance}")
-    if not 0 <= args.seed < 2**63:
-        raise CLIError(f"--seed must be in [0, 2**63), got {args.seed}")
+    check_seed(args.seed)
 
 
 def plan(args) -> dict:
@@ -227,8 +227,9 @@ def plan(args) -> dict:
     if not active and saved is None:
         import sys
 
-        print("date-diffusion generate: note: DATE cannot move the embedding with a zero step size; the images "
-              "use the fixed embedding and are recorded as method 'fixed'", file=sys.stderr)  # fmt: skip
+        print("date-diffusion generate: note: DATE cannot move the embedding with these settings (a zero step "
+              "size or no update step); the images use the fixed embedding and are recorded as method 'fixed'",
+              file=sys.stderr)  # fmt: skip
     return dict(
         date_active=active,
         prompts=prompts,
@@ -276,7 +277,9 @@ def run(args) -> int:
         from date_diffusion.hub import tiny_decoder_for
 
         job["decoder"] = tiny_decoder_for(job["model"], args.reward_decoder).to(device, pipe.vae.dtype)
-    job["judge"] = toy_judge(job["model"])
+    from date_diffusion.toyworld.evaluator import judge_for
+
+    job["judge"] = judge_for(job["model"])
     generate_all(args, job)
     return 0
 
@@ -452,14 +455,3 @@ def describe(meta: dict) -> list[str]:
     for kind, verdict in meta.get("evaluator", {}).items():
         lines.append(f"    evaluator ({kind}): {'PASS' if verdict['pass'] else 'FAIL'} {verdict['aspects']}")
     return lines
-
-
-def toy_judge(model: str):
-    """For toy-world models, the exact evaluator as a function (PIL image, prompt) -> verdict dict."""
-    if not (Path(model) / "toyworld.json").exists():  # written by `toyworld export`
-        return None
-    import numpy as np
-
-    from date_diffusion.toyworld.evaluator import evaluate_prompt
-
-    return lambda image, prompt: evaluate_prompt(np.asarray(image), prompt)

@@ -37,7 +37,7 @@ def _quiet_loading(debug: bool) -> None:
     """No per-file progress bars while models load (the command prints its own progress)."""
     if debug:
         return
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by huggingface_hub, diffusers, transformers
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by huggingface_hub and transformers
 
 
 def _sigterm_as_interrupt() -> None:

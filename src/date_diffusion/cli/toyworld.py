@@ -99,6 +99,7 @@ def run_audit(args) -> int:
     import numpy as np
     from PIL import Image
 
+    from date_diffusion.bench.runner import record_paths
     from date_diffusion.cli.common import CLIError
     from date_diffusion.toyworld import evaluator
     from date_diffusion.toyworld.scene import PromptSpec
@@ -106,7 +107,7 @@ def run_audit(args) -> int:
 
     run = Path(args.run_dir)
     cases = []
-    for rec_path in sorted(run.glob("images/*/*/samples/*.json")):
+    for rec_path in record_paths(run):
         rec = json.loads(rec_path.read_text())
         if rec.get("spec") is not None:
             image = np.asarray(Image.open(rec_path.with_suffix(".png")).convert("RGB"))

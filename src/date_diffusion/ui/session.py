@@ -17,6 +17,7 @@ import torch
 
 from date_diffusion.core.config import DATEConfig
 from date_diffusion.rewards.base import Reward
+from date_diffusion.toyworld.evaluator import judge_for
 
 
 class InputError(ValueError):
@@ -230,11 +231,12 @@ def collect(session, sampling, date, fixed, dated, reward, out_dir: Path, second
     record.update(guidance_scale=sampling["guidance"], method="date")
     result = {"stopped": stopped, "seconds": seconds, "fixed": fixed.images[0], "date": None, "files": []}
     result["files"].append(str(save_png(out_dir / "fixed.png", fixed.images[0], {**record, "method": "fixed"})))
-    result["verdicts"] = {"fixed": judge(session.model, fixed.images[0], sampling["prompt"])}
+    judge = judge_for(session.model) or (lambda image, prompt: None)
+    result["verdicts"] = {"fixed": judge(fixed.images[0], sampling["prompt"])}
     if dated is not None:
         trace = dated.traces[0]
         result.update(date=dated.images[0], trace=trace, strip=strip(reward.seen, trace))
-        result["verdicts"]["date"] = judge(session.model, dated.images[0], sampling["prompt"])
+        result["verdicts"]["date"] = judge(dated.images[0], sampling["prompt"])
         result["files"].append(str(save_png(out_dir / "date.png", dated.images[0], {**record, "trace": trace})))
         (out_dir / "trace.json").write_text(json.dumps({**record, "trace": trace}, indent=1))
         result["files"] += [str(out_dir / "trace.json"), str(out_dir / "embeddings.safetensors")]
@@ -257,17 +259,6 @@ def _pil(image01: torch.Tensor):
 
     arr = (image01.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
     return Image.fromarray(arr)
-
-
-def judge(model: str, image, prompt: str) -> dict | None:
-    """The toy world's exact verdict (None for other models)."""
-    if not (Path(model) / "toyworld.json").exists():
-        return None
-    import numpy as np
-
-    from date_diffusion.toyworld.evaluator import evaluate_prompt
-
-    return evaluate_prompt(np.asarray(image), prompt)
 
 
 def reward_plot(trace: dict):
