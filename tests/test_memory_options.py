@@ -79,3 +79,16 @@ def test_reduced_resolution_reward_decode_keeps_the_vae_and_is_labelled(pipe, re
     assert abs(same.images - exact.images).max() <= 1e-6
     with pytest.raises(ValueError, match="reward_resolution must be a positive multiple of 2"):
         run(pipe, date=date, reward=reward, reward_resolution=7)
+
+
+def test_memory_saving_mode_returns_freed_memory_at_each_part(pipe, reward, monkeypatch):
+    import date_diffusion.pipelines.common as common
+
+    calls = []
+    monkeypatch.setattr(common, "release_freed_memory", lambda t: calls.append(t.device.type))
+    date = DATEConfig(rho=0.5, update_every=3)
+    out = run(pipe, date=date, reward=reward)
+    assert calls == []  # only in the memory-saving mode
+    out = run(pipe, date=date, reward=reward, gradient_checkpointing=True)
+    n_updates = sum(len(t["update_steps"]) for t in out.traces[:1])
+    assert calls == ["cpu"] * 2 * n_updates  # before decoding and before the backward pass of each update step

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from diffusers import StableDiffusionPipeline
 
 from date_diffusion.cli.main import main
@@ -52,3 +53,58 @@ def test_bench_perf_runs_each_variant_in_its_own_process(tmp_path, tokenizer, cl
     assert len(two) == 3 and all(abs(r["per_image_s"] * 2 - r["total_s"]) < 1e-9 for r in two)
     assert data["summary"]["date-lowres, batch 2"]["time_ratio"] > 0
     assert main(["bench-perf", "--batch-size", "0"]) == 2
+
+
+def test_bench_perf_keeps_every_finished_run_when_interrupted(tmp_path, monkeypatch):
+    from date_diffusion.perf import bench_perf as bp
+
+    done = []
+
+    def fake_run(config):
+        if len(done) == 2:
+            raise KeyboardInterrupt
+        done.append(config["variant"])
+        return {"variant": config["variant"], "batch": 1, "total_s": 2.0 + len(done), "per_image_s": 1.0,
+                "normal_step_s": 0.1, "update_step_s": None, "peak_rss_mb": 100.0 * len(done)}  # fmt: skip
+
+    monkeypatch.setattr(bp, "run_one", fake_run)
+    with pytest.raises(KeyboardInterrupt):
+        bp.bench_perf("toy", tmp_path, repeats=1, variants=("fixed", "date", "date-checkpointing"))
+    data = json.loads((tmp_path / "perf-toy.json").read_text())
+    assert [r["variant"] for r in data["runs"]] == ["fixed", "date"]
+    assert data["summary"]["date"]["memory_ratio"] == 2.0 and data["summary"]["date-checkpointing"] == {}
+    assert "| date-checkpointing | - |" in (tmp_path / "perf-toy.md").read_text()
+
+
+def test_generate_timings_say_where_the_time_went(tmp_path, tokenizer, clip_dir, capsys):
+    from conftest import make_components
+
+    from date_diffusion.cli.timings import PREFIX
+
+    StableDiffusionPipeline(**make_components(tokenizer)).save_pretrained(tmp_path / "model")
+    argv = ["generate", "a red circle", "--model", str(tmp_path / "model"), "--reward", f"clip:{clip_dir}",
+            "--steps", "4", "--update-every", "2", "--compare", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 0
+    assert PREFIX not in capsys.readouterr().err  # only when asked
+    assert main([*argv, "--timings"]) == 0
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith(PREFIX)]
+    record = json.loads(line[len(PREFIX) :])
+    parts, marks = record["parts"], record["marks"]
+    assert set(parts) == {"imports and checks", "loading", "sampling", "evaluating and writing"}
+    assert all(v > 0 for v in parts.values())
+    assert parts["imports and checks"] + parts["loading"] < marks["first sampling step done"] < marks["end"]
+    assert sum(parts.values()) <= marks["end"]
+
+
+def test_first_command_table_from_fresh_processes(tmp_path):
+    from date_diffusion.perf.first_command import first_command
+
+    result = first_command(repeats=1, threads=1, out=tmp_path)
+    (run,) = result["runs"]
+    inside = run["imports and checks_s"] + run["loading_s"] + run["sampling_s"] + run["evaluating and writing_s"]
+    assert run["before_the_command_s"] >= 0
+    assert inside + run["other_s"] + run["before_the_command_s"] == pytest.approx(run["wall_s"], rel=1e-9)
+    assert run["to_first_step_s"] < run["wall_s"]
+    table = (tmp_path / "first-command.md").read_text()
+    assert "| **wall, launch to exit** |" in table and "| sampling |" in table
+    assert json.loads((tmp_path / "first-command.json").read_text())["header"]["repeats"] == 1

@@ -1,5 +1,3 @@
-import sys
+from date_diffusion.cli.main import console
 
-from date_diffusion.cli.main import main
-
-sys.exit(main())
+console()

@@ -90,6 +90,12 @@ def add_parsers(sub):
     f.add_argument("--reward", default=None, help="reward spec (default: toy CLIP, random CLIP-L, or CLIP-L)")
     f.add_argument("--tiny-decoder", default=None, help="AutoencoderTiny folder for date-approx (toy: shipped)")
     f.add_argument("--out", default=None, help="folder for perf-<model>.json and .md")
+    f.add_argument(
+        "--first-command",
+        action="store_true",
+        help="instead: time the README's main command (toy world, --compare) in --repeats fresh processes, with "
+        "where the time goes; writes first-command.json and .md",
+    )
     f.set_defaults(func=run_bench_perf)
 
     r = sub.add_parser("report", help="re-render tables and plots of a bench run")
@@ -227,6 +233,14 @@ def run_report(args) -> int:
 def run_bench_perf(args) -> int:
     from date_diffusion.perf.bench_perf import bench_perf
     from date_diffusion.perf.worker import VARIANTS
+
+    if args.first_command:
+        from date_diffusion.perf.first_command import first_command
+
+        if args.repeats < 1:
+            raise CLIError("--repeats must be >= 1")
+        print(first_command(args.repeats, args.threads, args.out)["markdown"])
+        return 0
 
     variants = args.variants
     bad = [v for v in variants if v not in VARIANTS]

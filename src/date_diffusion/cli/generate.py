@@ -103,6 +103,11 @@ def add_parser(sub):
         "CLIP rewards, which see that size anyway)",
     )
     a.add_argument("--gradient-checkpointing", action="store_true", help="less memory in update steps, same result")
+    a.add_argument(
+        "--timings",
+        action="store_true",
+        help="print where the time went (imports, loading, first sampling step, sampling, writing) to stderr",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -246,9 +251,14 @@ def plan(args) -> dict:
 
 
 def run(args) -> int:
-    import torch
+    from date_diffusion.cli.timings import Timings
 
-    job = plan(args)
+    timings = Timings(args.timings)
+    with timings.part("imports and checks"):
+        import torch
+
+        job = plan(args)
+    job["timings"] = timings
     device = resolve_device(args.device)
     if args.offload and device == "cpu":
         raise CLIError("--offload moves models between the CPU and an accelerator; with --device cpu leave it out")
@@ -258,9 +268,19 @@ def run(args) -> int:
         torch.set_num_threads(1)
     from diffusers.utils import logging as diffusers_logging
 
-    from date_diffusion.pipelines import load_date_pipeline
-
     diffusers_logging.disable_progress_bar()  # the command prints its own progress
+    with timings.part("loading"):
+        load(args, job, device)
+    generate_all(args, job)
+    timings.print()
+    return 0
+
+
+def load(args, job, device) -> None:
+    """The pipeline, the reward, the approximate decoder and the toy world's judge, into `job`."""
+    from date_diffusion.pipelines import load_date_pipeline
+    from date_diffusion.toyworld.evaluator import judge_for
+
     try:
         pipe = load_date_pipeline(job["model"], args.dtype, device, args.scheduler, **job["loading"])
     except ValueError as err:  # unreadable single file, LoRA for another model, ...
@@ -277,11 +297,7 @@ def run(args) -> int:
         from date_diffusion.hub import tiny_decoder_for
 
         job["decoder"] = tiny_decoder_for(job["model"], args.reward_decoder).to(device, pipe.vae.dtype)
-    from date_diffusion.toyworld.evaluator import judge_for
-
     job["judge"] = judge_for(job["model"])
-    generate_all(args, job)
-    return 0
 
 
 def check_steps_fit(scheduler, steps: int) -> None:
@@ -314,7 +330,8 @@ def generate_all(args, job) -> None:
             emb_path = Path(tmp) / "batch.safetensors" if args.save_embeddings else None
             results = {}
             for kind in kinds:
-                results[kind] = sample(args, job, kind, batch, emb_path)
+                with job["timings"].part("sampling"):
+                    results[kind] = sample(args, job, kind, batch, emb_path)
                 bar.update(len(batch))
             saved = None
             if emb_path is not None and "date" in results:
@@ -322,7 +339,8 @@ def generate_all(args, job) -> None:
 
                 saved = load_embeddings(emb_path)
             for j, (prompt, seed) in enumerate(batch):
-                write_image(args, job, results, j, prompt, seed, saved)
+                with job["timings"].part("evaluating and writing"):
+                    write_image(args, job, results, j, prompt, seed, saved)
     bar.close()
 
 
@@ -344,8 +362,14 @@ def sample(args, job, kind, batch, emb_path):
         )
     elif kind == "replay":
         extra["replay_embeddings"] = job["saved"]
+
+    def first_step(pipe, i, t, tensors):
+        job["timings"].mark("first sampling step done")
+        return {}
+
     return job["pipe"](
         prompt=[p for p, _ in batch],
+        callback_on_step_end=first_step if job["timings"].enabled else None,
         height=job["height"],
         width=job["width"],
         num_inference_steps=job["steps"],

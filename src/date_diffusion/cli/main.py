@@ -78,5 +78,23 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def console() -> None:
+    """The `date-diffusion` program: `main`, then exit without tearing down the interpreter.
+
+    Every file a command writes is complete and closed when `main` returns; what remains at exit is the
+    interpreter's teardown of torch, diffusers and transformers (about a second on a CPU), which only delays
+    the prompt. Exit handlers still run and the standard streams are flushed."""
+    import atexit
+
+    code = main()
+    atexit._run_exitfuncs()  # noqa: SLF001  (handlers registered by libraries: logging, temporary files, ...)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: nothing more can be shown
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -47,7 +47,7 @@ def summarize(runs: list[dict], variants: list[str], memory_key: str, batches=(1
         base = out.get(_key("fixed", b, batches), {})
         for v in variants:
             entry = out[_key(v, b, batches)]
-            if v != "fixed" and base:
+            if v != "fixed" and base and entry:
                 entry["time_ratio"] = entry["total_s"]["median"] / base["total_s"]["median"]
                 entry["memory_ratio"] = entry[memory_key]["median"] / base[memory_key]["median"]
     return out
@@ -111,16 +111,11 @@ def bench_perf(
     tiny_decoder: str | None = None,
     batches=(1,),
 ) -> dict:
+    """Run every (variant, batch) `repeats` times, each in its own process; the files under `out` are rewritten
+    after every run, so an interrupted benchmark keeps what it measured."""
     runs = []
     variants, batches = list(variants), list(batches)
     common = dict(model=model, steps=steps, update_every=update_every, device=device, dtype=dtype, threads=threads)
-    for r in range(repeats):
-        order = variants[r % len(variants) :] + variants[: r % len(variants)]  # rotate: no variant always first
-        for b in batches:
-            for v in order:
-                runs.append(run_one(dict(common, variant=v, reward=reward, tiny_decoder=tiny_decoder, batch=b)))
-    memory_key = "cuda_max_allocated_mb" if device.startswith("cuda") else "peak_rss_mb"
-    summary = summarize(runs, variants, memory_key, batches)
     header = dict(
         model=model,
         reward=reward,
@@ -134,13 +129,29 @@ def bench_perf(
         batches=batches,
         machine=machine(),
     )
+    memory_key = "cuda_max_allocated_mb" if device.startswith("cuda") else "peak_rss_mb"
+    total = repeats * len(batches) * len(variants)
+    for r in range(repeats):
+        order = variants[r % len(variants) :] + variants[: r % len(variants)]  # rotate: no variant always first
+        for b in batches:
+            for v in order:
+                runs.append(run_one(dict(common, variant=v, reward=reward, tiny_decoder=tiny_decoder, batch=b)))
+                print(f"bench-perf: run {len(runs)}/{total}: {v}, batch {b}: {runs[-1]['total_s']:.2f} s, "
+                      f"{runs[-1][memory_key]:.0f} MB", file=sys.stderr, flush=True)  # fmt: skip
+                result = _report(runs, variants, memory_key, batches, header, out)
+    return result
+
+
+def _report(runs, variants, memory_key, batches, header, out) -> dict:
+    summary = summarize(runs, variants, memory_key, batches)
     text = table(summary, header, memory_key)
     if out is not None:
+        from date_diffusion.outputs import atomic_write
+
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        name = model.replace("/", "_")
-        (out / f"perf-{name}.json").write_text(
-            json.dumps({"header": header, "summary": summary, "runs": runs}, indent=1)
-        )
-        (out / f"perf-{name}.md").write_text(text)
+        name = header["model"].replace("/", "_")
+        payload = json.dumps({"header": header, "summary": summary, "runs": runs}, indent=1)
+        atomic_write(out / f"perf-{name}.json", payload.encode())
+        atomic_write(out / f"perf-{name}.md", text.encode())
     return {"header": header, "summary": summary, "runs": runs, "markdown": text}

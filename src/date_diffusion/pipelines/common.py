@@ -28,7 +28,7 @@ from diffusers.utils import BaseOutput
 from date_diffusion.core.config import DATEConfig
 from date_diffusion.core.prediction import PREDICTION_TYPES, prediction_type_of
 from date_diffusion.pipelines.conditioning import PackedConditioning, pack, pack_conditioning, unpack
-from date_diffusion.sampling.checkpointing import fine_checkpointing
+from date_diffusion.sampling.checkpointing import fine_checkpointing, release_freed_memory
 from date_diffusion.sampling.loop import SampleResult, date_sample
 
 __all__ = [
@@ -65,8 +65,10 @@ class DATEOptions:
         sample from its adapted embeddings, without a reward (same prompt, seed and settings give the same image).
     ug_scale, ug_every: baseline data-space reward guidance (`sampling.guidance.universal_guidance`) with this
         scale at every `ug_every`-th loop index; uses `reward`, keeps the embedding fixed; epsilon models only.
-    gradient_checkpointing: recompute denoiser, VAE-decoder and reward activations during the backward pass of
-        update steps instead of storing them (less memory, a little more time; see `sampling.checkpointing`).
+    gradient_checkpointing: memory-saving mode: recompute denoiser, VAE-decoder and reward activations during the
+        backward pass of update steps instead of storing them, and on CPUs (glibc) give the memory freed by each
+        part of an update step back to the OS before the next (less memory, a little more time; see
+        `sampling.checkpointing`). Same values.
     reward_decoder: APPROXIMATE path: decode x0_hat for the reward with this decoder (e.g. `AutoencoderTiny`)
         instead of the VAE; the final image is still decoded by the VAE. Traces record `reward_decoder`.
     reward_resolution: APPROXIMATE path that keeps the real VAE: x0_hat's latents are resized (bilinear,
@@ -418,7 +420,12 @@ class DATEPipelineMixin:
             else nullcontext()
         )
 
+        def release(tensor):  # memory-saving mode: the freed activations of the part just run go back to the OS
+            if options.gradient_checkpointing and torch.is_grad_enabled():
+                release_freed_memory(tensor)
+
         def decode(x0_latents):
+            release(x0_latents)
             latents = to_vae(x0_latents) if to_vae else x0_latents
             if options.reward_resolution:
                 side = options.reward_resolution // self.vae_scale_factor
@@ -426,7 +433,9 @@ class DATEPipelineMixin:
             return self._decode_for_reward(latents, options.reward_decoder)
 
         def score(images):
-            return options.reward(images, options.texts)
+            scores = options.reward(images, options.texts)
+            release(images)  # before the backward pass
+            return scores
 
         guide = None
         if options.ug_scale:
