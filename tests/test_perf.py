@@ -79,7 +79,7 @@ def test_bench_perf_keeps_every_finished_run_when_interrupted(tmp_path, monkeypa
 def test_generate_timings_say_where_the_time_went(tmp_path, tokenizer, clip_dir, capsys):
     from conftest import make_components
 
-    from date_diffusion.cli.timings import PREFIX
+    from date_diffusion.perf.timings import PREFIX
 
     StableDiffusionPipeline(**make_components(tokenizer)).save_pretrained(tmp_path / "model")
     argv = ["generate", "a red circle", "--model", str(tmp_path / "model"), "--reward", f"clip:{clip_dir}",
@@ -108,3 +108,21 @@ def test_first_command_table_from_fresh_processes(tmp_path):
     table = (tmp_path / "first-command.md").read_text()
     assert "| **wall, launch to exit** |" in table and "| sampling |" in table
     assert json.loads((tmp_path / "first-command.json").read_text())["header"]["repeats"] == 1
+
+
+def test_update_step_counted_in_normal_steps_of_its_own_run():
+    from date_diffusion.perf.bench_perf import summarize, table
+
+    def run(variant, total, normal, update=None):
+        return {"variant": variant, "batch": 1, "steps": 10, "update_steps": [0] if update else [],
+                "total_s": total, "per_image_s": total, "normal_step_s": normal, "update_step_s": update,
+                "peak_rss_mb": 100.0}  # fmt: skip
+
+    runs = [run("fixed", 20.0, 2.0), run("date", 14.0, 1.0, 5.0), run("date", 15.0, 1.0, 6.0)]
+    summary = summarize(runs, ["fixed", "date"], "peak_rss_mb")
+    assert summary["date"]["update_in_normal_steps"]["median"] == 5.5
+    assert summary["date"]["step_time_ratio"] == (9 + 5.5) / 10  # the wall-clock ratio would say 0.725
+    assert summary["date"]["time_ratio"] == 14.5 / 20.0
+    header = dict(model="m", steps=10, update_every=10, n_updates=1, dtype="float32", device="cpu", threads=1,
+                  repeats=2, machine="x")  # fmt: skip
+    assert "| 0.725 | 1.450 | 1.000 |" in table(summary, header, "peak_rss_mb")

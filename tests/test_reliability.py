@@ -130,6 +130,14 @@ def test_two_processes_writing_one_folder_lose_nothing(tmp_path):
         Image.open(tmp_path / png).verify()
         assert json.loads((tmp_path / png.replace(".png", ".json")).read_text())["prompt"] == "a red circle"
     assert not list(tmp_path.glob(".*"))
+    # the program exits without interpreter teardown: piped output is still complete, exit codes pass through
+    info = subprocess.run([sys.executable, "-m", "date_diffusion", "info", str(tmp_path / pngs[0])], env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    assert info.returncode == 0 and "a red circle" in info.stdout and info.stdout.endswith("\n")
+    bad = subprocess.run([*cmd, "--steps", "0"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "date-diffusion generate: error: --steps must be >= 1, got 0"
+    ]
 
 
 def test_bench_killed_and_resumed_gives_the_same_images(tmp_path, monkeypatch):

@@ -102,7 +102,12 @@ def add_parser(sub):
         help="APPROXIMATE: decode x0_hat for the reward at PX pixels per side with the real VAE (e.g. 224 for "
         "CLIP rewards, which see that size anyway)",
     )
-    a.add_argument("--gradient-checkpointing", action="store_true", help="less memory in update steps, same result")
+    a.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="memory-saving mode: update steps recompute activations instead of keeping them (and on Linux CPUs "
+        "give freed memory back between their parts); same result, a little slower",
+    )
     a.add_argument(
         "--timings",
         action="store_true",
@@ -251,9 +256,10 @@ def plan(args) -> dict:
 
 
 def run(args) -> int:
-    from date_diffusion.cli.timings import Timings
+    from date_diffusion.cli import STARTED
+    from date_diffusion.perf.timings import Timings
 
-    timings = Timings(args.timings)
+    timings = Timings(args.timings, STARTED)
     with timings.part("imports and checks"):
         import torch
 

@@ -50,6 +50,10 @@ def summarize(runs: list[dict], variants: list[str], memory_key: str, batches=(1
             if v != "fixed" and base and entry:
                 entry["time_ratio"] = entry["total_s"]["median"] / base["total_s"]["median"]
                 entry["memory_ratio"] = entry[memory_key]["median"] / base[memory_key]["median"]
+            if "update_in_normal_steps" in entry:  # the same run's normal steps as the unit
+                run = next(r for r in runs if r["variant"] == v and r.get("batch", 1) == b)
+                n, k = run["steps"], len(run["update_steps"])
+                entry["step_time_ratio"] = (n - k + k * entry["update_in_normal_steps"]["median"]) / n
     return out
 
 
@@ -60,6 +64,10 @@ def _entry(rs: list[dict], memory_key: str) -> dict:
         vals = [r[key] for r in rs if r.get(key) is not None]
         if vals:
             entry[key] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+    # the update step in normal steps of the same run: free of how fast a process runs its normal steps
+    steps = [r["update_step_s"] / r["normal_step_s"] for r in rs if r.get("update_step_s") and r.get("normal_step_s")]
+    if steps:
+        entry["update_in_normal_steps"] = {"median": statistics.median(steps), "min": min(steps), "max": max(steps)}
     parts = [r["update_parts_s"] for r in rs if "update_parts_s" in r]
     if parts:
         entry["update_parts_s"] = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
@@ -73,9 +81,9 @@ def table(summary: dict, header: dict, memory_key: str) -> str:
         f"{header['threads']} thread(s), {header['repeats']} runs each (median [min, max])",
         f"machine: {header['machine']}",
         "",
-        f"| variant | total s | s / image | normal step s | update step s | {memory_key} | time / fixed | "
-        "memory / fixed |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| variant | total s | s / image | normal step s | update step s | update / normal step | {memory_key} | "
+        "time / fixed | time / fixed, in steps | memory / fixed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(entry, key, fmt="{:.2f}"):
@@ -87,9 +95,15 @@ def table(summary: dict, header: dict, memory_key: str) -> str:
     for v, e in summary.items():
         lines.append(
             f"| {v} | {cell(e, 'total_s')} | {cell(e, 'per_image_s')} | {cell(e, 'normal_step_s', '{:.3f}')} | "
-            f"{cell(e, 'update_step_s', '{:.3f}')} | {cell(e, memory_key, '{:.0f}')} | "
-            f"{e.get('time_ratio', 1.0):.3f} | {e.get('memory_ratio', 1.0):.3f} |"
+            f"{cell(e, 'update_step_s', '{:.3f}')} | {cell(e, 'update_in_normal_steps')} | "
+            f"{cell(e, memory_key, '{:.0f}')} | "
+            f"{e.get('time_ratio', 1.0):.3f} | {e.get('step_time_ratio', 1.0):.3f} | {e.get('memory_ratio', 1.0):.3f} |"
         )
+    lines.append(
+        "\n`time / fixed, in steps`: (normal steps + update steps x `update / normal step`) / steps, both step times "
+        "from the same run; unlike the wall-clock ratio it does not depend on how fast each process runs the normal "
+        "steps, which are the same work in every variant."
+    )
     for v, e in summary.items():
         if "update_parts_s" in e:
             parts = ", ".join(f"{k} {s:.3f}" for k, s in e["update_parts_s"].items())

@@ -18,7 +18,7 @@ COMMAND = ("generate", "a red circle to the left of a blue square", "--compare")
 
 
 def _one(threads: int) -> dict:
-    from date_diffusion.cli.timings import PREFIX
+    from date_diffusion.perf.timings import PREFIX
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     with tempfile.TemporaryDirectory() as tmp:
