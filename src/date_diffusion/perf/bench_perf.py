@@ -57,17 +57,32 @@ def summarize(runs: list[dict], variants: list[str], memory_key: str, batches=(1
     return out
 
 
+def spread(values: list[float]) -> dict:
+    """Median, min and max of measured values (every bench-perf table cell)."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def write_results(out: Path, stem: str, data: dict, text: str) -> None:
+    """`out/stem.json` (the data) and `out/stem.md` (its table), each written atomically."""
+    from date_diffusion.outputs import atomic_write
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / f"{stem}.json", json.dumps(data, indent=1))
+    atomic_write(out / f"{stem}.md", text)
+
+
 def _entry(rs: list[dict], memory_key: str) -> dict:
     """Median [min, max] of each timing and memory field over the runs of one configuration."""
     entry = {}
     for key in ("total_s", "per_image_s", "normal_step_s", "update_step_s", memory_key):
         vals = [r[key] for r in rs if r.get(key) is not None]
         if vals:
-            entry[key] = {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+            entry[key] = {**spread(vals), "n": len(vals)}
     # the update step in normal steps of the same run: free of how fast a process runs its normal steps
     steps = [r["update_step_s"] / r["normal_step_s"] for r in rs if r.get("update_step_s") and r.get("normal_step_s")]
     if steps:
-        entry["update_in_normal_steps"] = {"median": statistics.median(steps), "min": min(steps), "max": max(steps)}
+        entry["update_in_normal_steps"] = spread(steps)
     parts = [r["update_parts_s"] for r in rs if "update_parts_s" in r]
     if parts:
         entry["update_parts_s"] = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
@@ -160,12 +175,6 @@ def _report(runs, variants, memory_key, batches, header, out) -> dict:
     summary = summarize(runs, variants, memory_key, batches)
     text = table(summary, header, memory_key)
     if out is not None:
-        from date_diffusion.outputs import atomic_write
-
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        name = header["model"].replace("/", "_")
-        payload = json.dumps({"header": header, "summary": summary, "runs": runs}, indent=1)
-        atomic_write(out / f"perf-{name}.json", payload.encode())
-        atomic_write(out / f"perf-{name}.md", text.encode())
+        stem = "perf-" + header["model"].replace("/", "_")
+        write_results(out, stem, {"header": header, "summary": summary, "runs": runs}, text)
     return {"header": header, "summary": summary, "runs": runs, "markdown": text}

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from date_diffusion.perf.bench_perf import machine
+from date_diffusion.perf.bench_perf import machine, spread, write_results
 
 COMMAND = ("generate", "a red circle to the left of a blue square", "--compare")
 
@@ -41,21 +40,12 @@ def _one(threads: int) -> dict:
 
 def first_command(repeats: int = 5, threads: int = 1, out: Path | None = None) -> dict:
     runs = [_one(threads) for _ in range(repeats)]
-    summary = {
-        k: {"median": statistics.median(v), "min": min(v), "max": max(v)}
-        for k in runs[0]
-        if (v := [r[k] for r in runs if r[k] is not None])
-    }
+    summary = {k: spread(v) for k in runs[0] if (v := [r[k] for r in runs if r[k] is not None])}
     header = {"command": "date-diffusion " + " ".join(f'"{a}"' if " " in a else a for a in COMMAND)}
     header.update(threads=threads, repeats=repeats, machine=machine())
     text = _table(summary, header)
     if out is not None:
-        from date_diffusion.outputs import atomic_write
-
-        Path(out).mkdir(parents=True, exist_ok=True)
-        atomic_write(Path(out) / "first-command.json", json.dumps({"header": header, "summary": summary,
-                                                                   "runs": runs}, indent=1))  # fmt: skip
-        atomic_write(Path(out) / "first-command.md", text)
+        write_results(out, "first-command", {"header": header, "summary": summary, "runs": runs}, text)
     return {"header": header, "summary": summary, "runs": runs, "markdown": text}
 
 

@@ -66,11 +66,11 @@ def _segmented(seq: nn.Sequential):
             x = layer(x)
         return x
 
-    segments = _segments(seq)
+    segments, run = _segments(seq), _checkpointed(run_segment)
 
     def forward(x):
         for layers in segments:
-            x = _checkpointed(run_segment)(x, layers)
+            x = run(x, layers)
         return x
 
     return forward
