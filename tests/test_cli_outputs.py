@@ -117,11 +117,18 @@ def test_defaults_come_from_the_family_and_flags_override(sdxl_components, clip_
                  "--out", str(tmp_path / "o"), *size]) == 0  # fmt: skip
     meta = json.loads((tmp_path / "o" / "a-cat-s0.json").read_text())
     assert (meta["steps"], meta["guidance_scale"]) == (50, 5.0)  # StableDiffusionXLPipeline's own defaults
-    assert meta["defaults_used"] == ["steps", "guidance"] and meta["dtype"] == "float32"
+    sources = meta["sources"]
+    assert (sources["num_inference_steps"], sources["guidance_scale"], sources["reward"]) == (
+        "family",
+        "family",
+        "user",
+    )
+    assert (sources["update_every"], sources["rho"]) == ("user", "paper") and meta["dtype"] == "float32"
     assert main(["generate", "a cat", "--model", str(tmp_path / "xl"), "--reward", f"clip:{clip_dir}",
                  "--out", str(tmp_path / "o"), "--steps", "4", "--guidance", "2", *size]) == 0  # fmt: skip
     meta = json.loads((tmp_path / "o" / "a-cat-s0-2.json").read_text())
-    assert (meta["steps"], meta["guidance_scale"], meta["defaults_used"]) == (4, 2.0, [])
+    assert (meta["steps"], meta["guidance_scale"]) == (4, 2.0)
+    assert (meta["sources"]["num_inference_steps"], meta["sources"]["guidance_scale"]) == ("user", "user")
 
 
 def test_never_overwrites_and_overwrite_says_so(sd_files, clip_dir, tmp_path):
@@ -190,7 +197,7 @@ def test_version_and_help_examples(capsys):
     with pytest.raises(SystemExit):
         main(["generate", "--help"])
     text = capsys.readouterr().out
-    assert "examples:" in text and "--lora FILE[:SCALE]" in text and "sdxl 50 / 5 / 1024" in text
+    assert "examples:" in text and "--lora FILE[:SCALE]" in text and "sd 50 steps / guidance 8" in text
     assert "(default: None)" not in text
 
 

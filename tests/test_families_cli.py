@@ -3,20 +3,22 @@
 import json
 
 import pytest
-from diffusers import FluxPipeline, PixArtAlphaPipeline, StableDiffusion3Pipeline, StableDiffusionXLPipeline
+from diffusers import FluxPipeline
 from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_pixart import pixart_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
+from test_template import FAMILIES as TEMPLATE_FAMILIES
 
 from date_diffusion.cli.main import main
+from date_diffusion.families import by_name
 from date_diffusion.pipelines import date_pipeline_class, date_pipeline_for
 
+# the families of the family table beyond SD 1.x/2.x (which test_cli.py covers)
 FAMILIES = {
-    "sdxl": (StableDiffusionXLPipeline, "sdxl_components", "StableDiffusionXLDATEPipeline"),
-    "sd3": (StableDiffusion3Pipeline, "sd3_components", "StableDiffusion3DATEPipeline"),
-    "flux": (FluxPipeline, "flux_components", "FluxDATEPipeline"),
-    "pixart": (PixArtAlphaPipeline, "pixart_components", "PixArtAlphaDATEPipeline"),
+    name: (stock, fixture, by_name(name).date_class)
+    for name, (stock, fixture, _) in TEMPLATE_FAMILIES.items()
+    if name != "sd"
 }
 
 

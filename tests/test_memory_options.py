@@ -82,10 +82,10 @@ def test_reduced_resolution_reward_decode_keeps_the_vae_and_is_labelled(pipe, re
 
 
 def test_memory_saving_mode_returns_freed_memory_at_each_part(pipe, reward, monkeypatch):
-    import date_diffusion.pipelines.common as common
+    import date_diffusion.pipelines.reward_path as reward_path  # where the reward path releases memory
 
     calls = []
-    monkeypatch.setattr(common, "release_freed_memory", lambda t: calls.append(t.device.type))
+    monkeypatch.setattr(reward_path, "release_freed_memory", lambda t: calls.append(t.device.type))
     date = DATEConfig(rho=0.5, update_every=3)
     out = run(pipe, date=date, reward=reward)
     assert calls == []  # only in the memory-saving mode

@@ -41,11 +41,11 @@ def gen_argv(model_dir, clip_dir, out, *extra):
         (["--seed", "-1"], "--seed must be in [0, 2**63)"),
         (["--seed", str(2**64)], "--seed must be in [0, 2**63)"),
         (["--height", "30"], "--height must be a positive multiple of 8"),
-        (["--steps", "1001"], "--steps must be at most 1000"),
+        (["--steps", "1001"], "--steps must be an integer from 1 to 1000, got 1001"),
         (["--steps", "1000"], "--steps 1000 is more than DDIMScheduler can take"),
         (["--width", "0"], "--width must be a positive multiple of 8"),
         (["--guidance", "nan"], "--guidance must be a finite number"),
-        (["--guidance", "1e6"], "--guidance must be between"),
+        (["--guidance", "1e6"], "--guidance must be a finite number >= 0 and <= 100"),
         (["--rho", "inf"], "--rho must be a finite number"),
         (["--rho-relative", "-0.1"], "--rho-relative must be a finite number >= 0"),
         (["--rho", "0.1", "--rho-relative", "0.1"], "give only one of --rho and --rho-relative"),
@@ -136,7 +136,7 @@ def test_two_processes_writing_one_folder_lose_nothing(tmp_path):
     assert info.returncode == 0 and "a red circle" in info.stdout and info.stdout.endswith("\n")
     bad = subprocess.run([*cmd, "--steps", "0"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        "date-diffusion generate: error: --steps must be >= 1, got 0"
+        "date-diffusion generate: error: --steps must be an integer from 1 to 1000, got 0"
     ]
 
 

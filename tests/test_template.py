@@ -10,11 +10,6 @@ import pytest
 import torch
 from diffusers import (
     EulerDiscreteScheduler,
-    FluxPipeline,
-    PixArtAlphaPipeline,
-    StableDiffusion3Pipeline,
-    StableDiffusionPipeline,
-    StableDiffusionXLPipeline,
 )
 from diffusers.callbacks import MultiPipelineCallbacks, SD3CFGCutoffCallback, SDCFGCutoffCallback, SDXLCFGCutoffCallback
 from test_flux import flux_components  # noqa: F401  (fixtures)
@@ -24,19 +19,19 @@ from test_sdxl import sdxl_components  # noqa: F401
 
 import date_diffusion
 from date_diffusion import DATEConfig, DATEPipeline
+from date_diffusion.families import FAMILIES as FAMILY_TABLE
 from date_diffusion.pipelines import date_pipeline_class
 
-FAMILIES = {  # stock class, components fixture, family-specific call arguments
-    "sd": (StableDiffusionPipeline, "components", {}),
-    "sdxl": (StableDiffusionXLPipeline, "sdxl_components", {}),
-    "sd3": (StableDiffusion3Pipeline, "sd3_components", {"max_sequence_length": 8}),
-    "flux": (FluxPipeline, "flux_components", {"max_sequence_length": 8}),
-    "pixart": (
-        PixArtAlphaPipeline,
-        "pixart_components",
-        {"use_resolution_binning": False, "clean_caption": False, "max_sequence_length": 8},
-    ),
+# every family of the family table, with its tiny components' fixture and its family-specific call arguments;
+# a family added to the table without tiny components here fails at import
+FIXTURES = {"sd": "components", "sdxl": "sdxl_components", "sd3": "sd3_components", "flux": "flux_components",
+            "pixart": "pixart_components"}  # fmt: skip
+CALL_EXTRA = {
+    "sd3": {"max_sequence_length": 8},
+    "flux": {"max_sequence_length": 8},
+    "pixart": {"use_resolution_binning": False, "clean_caption": False, "max_sequence_length": 8},
 }
+FAMILIES = {f.name: (f.stock_pipeline(), FIXTURES[f.name], CALL_EXTRA.get(f.name, {})) for f in FAMILY_TABLE}
 CFG_CUTOFF = {"sd": SDCFGCutoffCallback, "sdxl": SDXLCFGCutoffCallback, "sd3": SD3CFGCutoffCallback}
 
 

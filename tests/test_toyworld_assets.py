@@ -3,7 +3,9 @@
 import json
 
 from date_diffusion.cli.main import main
-from date_diffusion.hub import TOY_ASSETS, TOY_CLIP, TOY_CLIP_EVAL, TOY_CLIP_M2, TOY_CLIP_NA, TOY_CLIP_S1, TOY_PIPELINE
+from date_diffusion.toyworld.world import ASSETS as TOY_ASSETS
+from date_diffusion.toyworld.world import CLIPS
+from date_diffusion.toyworld.world import PIPELINE as TOY_PIPELINE
 
 
 def test_shipped_models_load_with_stock_classes():
@@ -12,7 +14,7 @@ def test_shipped_models_load_with_stock_classes():
 
     pipe = StableDiffusionPipeline.from_pretrained(TOY_PIPELINE)
     assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
-    for path in (TOY_CLIP, TOY_CLIP_EVAL, TOY_CLIP_S1, TOY_CLIP_M2, TOY_CLIP_NA):
+    for path in CLIPS.values():
         CLIPModel.from_pretrained(path)
         CLIPTokenizer.from_pretrained(path)
     AutoencoderTiny.from_pretrained(TOY_ASSETS / "tiny-decoder")
@@ -52,15 +54,13 @@ def test_generate_uses_the_recommended_setting_and_the_paper_is_one_flag_away(tm
     argv = ["generate", "a red circle", "--steps", "10", "--out", str(tmp_path)]
     assert main(argv) == 0
     meta = json.loads((tmp_path / "a-red-circle-s0.json").read_text())
-    assert (
-        meta["reward"] == recommended.get("reward", "clip") and meta["guidance_scale"] == recommended["guidance_scale"]
-    )
+    assert meta["reward"] == recommended["reward"] and meta["guidance_scale"] == recommended["guidance_scale"]
     for key in ("rho", "rho_relative", "update_every"):
         if key in recommended:
             assert meta["date"][key] == recommended[key]
     assert main([*argv, "--paper-defaults"]) == 0
     paper = json.loads((tmp_path / "a-red-circle-s0-2.json").read_text())
-    assert (paper["reward"], paper["date"]["rho"], paper["date"]["rho_relative"]) == ("clip", 0.5, None)
+    assert (paper["reward"], paper["date"]["rho"], paper["date"]["rho_relative"]) == ("toy-clip", 0.5, None)
     assert paper["date"]["update_every"] == 10 and paper["date"]["anchor"] == "previous"
 
 

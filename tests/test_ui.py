@@ -12,8 +12,22 @@ import pytest
 
 gr = pytest.importorskip("gradio")
 
-from date_diffusion.hub import TOY_PIPELINE  # noqa: E402
-from date_diffusion.ui.session import Form, InputError, Session, check_form, parse_schedule, summary  # noqa: E402
+from date_diffusion.toyworld.world import PIPELINE as TOY_PIPELINE  # noqa: E402
+from date_diffusion.ui.session import (  # noqa: E402
+    FIELDS,
+    Form,
+    InputError,
+    Session,
+    StopTokens,
+    check_form,
+    placeholders,
+    summary,
+)
+
+
+def form(prompt="a cat", seed=0, **settings):
+    """A form with these setting fields typed (text, as the page sends them)."""
+    return Form(prompt, seed=seed, settings={k: str(v) for k, v in settings.items()})
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +36,7 @@ def session():
 
 
 def test_compare_gives_both_images_with_what_date_did(session):
-    form = Form("a red circle to the left of a blue square", steps=20, schedule="every 5")
-    result = session.compare(form)
+    result = session.compare(form("a red circle to the left of a blue square", num_inference_steps=20, update_every=5))
     assert not result["stopped"] and result["date"] is not None
     steps = [u["step"] for u in result["trace"]["updates"]]
     assert steps == [0, 5, 10, 15]
@@ -34,46 +47,76 @@ def test_compare_gives_both_images_with_what_date_did(session):
                                                                "embeddings.safetensors"]  # fmt: skip
     text = summary(result)
     assert "Exact evaluator, fixed embedding" in text and "Embedding moved" in text
+    assert "update every 5 (user)" in text and "rho (relative) 0.005 (model)" in text
     # the same seed without DATE is the fixed image: the pair differs only by DATE
-    again = session.compare(Form(form.prompt, steps=20, rho=0.0, schedule="every 5"))
+    again = session.compare(form("a red circle to the left of a blue square", num_inference_steps=20, rho=0))
     assert np.array_equal(np.asarray(again["fixed"]), np.asarray(again["date"]))
 
 
 @pytest.mark.parametrize(
-    "form, message",
+    "bad, message",
     [
         (Form("  "), "prompt is empty"),
-        (Form("a cat", steps=0), "steps must be between 1 and 1000"),
-        (Form("a cat", steps=2.5), "steps must be a whole number"),
-        (Form("a cat", rho=float("nan")), "rho must be a finite number"),
-        (Form("a cat", schedule="every x"), "needs a whole number N"),
-        (Form("a cat", schedule="0, 60"), "outside the run"),
-        (Form("a cat", reward="nope"), "reward: unknown reward 'nope'"),
-        (Form("a cat", grad_steps=0), "gradient steps must be between 1 and 20"),
-        (Form("a cat", anchor="sideways"), "anchor must be one of"),
+        (form(num_inference_steps=0), "steps must be an integer from 1 to 1000, got '0'"),
+        (form(num_inference_steps=2.5), "steps must be an integer from 1 to 1000, got '2.5'"),
+        (form(rho="nan"), "rho must be a finite number"),
+        (form(rho="abc"), "rho must be a finite number >= 0 and <= 100, got 'abc'"),
+        (form(rho=0.1, rho_relative=0.1), "give only one of rho and rho \\(relative\\)"),
+        (form(update_every="x"), "update every must be an integer from 1"),
+        (form(update_steps="0, 60"), "outside the run"),
+        (form(update_intervals="5"), "update intervals must be START:END pairs"),
+        (form(reward="nope"), "reward 'nope': unknown reward 'nope'"),
+        (form(reward="clip"), "'clip' alone names no model"),
+        (form(grad_steps=0), "gradient steps must be an integer from 1 to 100"),
+        (form(anchor="sideways"), "anchor must be one of previous, original"),
+        (form(normalize="maybe"), "normalize must be one of true/1/yes/false/0/no, got 'maybe'"),
+        (form(seed="abc"), "seed must be a whole number"),
     ],
 )
-def test_bad_input_is_refused_with_the_field_named(form, message):
+def test_bad_input_is_refused_with_the_field_named(bad, message):
     with pytest.raises(InputError, match=message):
-        check_form(form)
+        check_form(bad, str(TOY_PIPELINE))
 
 
-def test_schedule_text():
-    assert parse_schedule("every 10") == {"update_every": 10}
-    assert parse_schedule(" 0, 10; 20 ") == {"update_steps": [0, 10, 20]}
+def test_every_setting_has_a_field_and_blank_fields_run_the_resolved_defaults(session):
+    from date_diffusion.core.settings import SETTINGS
+    from date_diffusion.resolver import resolve_settings
+
+    assert {s.field for s in SETTINGS} | {"reward", "num_inference_steps", "guidance_scale"} == set(FIELDS)
+    _, resolved = check_form(form(**dict.fromkeys(FIELDS, " ")), str(TOY_PIPELINE))
+    assert resolved == resolve_settings(str(TOY_PIPELINE))
+    hints = placeholders(session.defaults)
+    assert hints["rho_relative"] == "default: 0.005 (model)" and hints["rho"] == "default: not used"
+    assert hints["reward"] == "default: aug8(toy-ensemble) (model)"
+    assert hints["num_inference_steps"] == "default: 50 (family)"
+    _, typed = check_form(form(normalize="no", direction="random", update_intervals="0:3"), str(TOY_PIPELINE))
+    assert (typed.date.normalize, typed.date.direction, typed.date.update_intervals) == (False, "random", ((0, 3),))
 
 
 def test_stop_flag_interrupts_between_steps(session):
     import threading
 
+    token = threading.Event()
+
     def press():
         time.sleep(0.3)
-        session.stop.set()
+        token.set()
 
     threading.Thread(target=press).start()
     t0 = time.perf_counter()
-    result = session.compare(Form("a red circle", steps=500))
+    result = session.compare(form("a red circle", num_inference_steps=500), stop=token)
     assert result["stopped"] and result["date"] is None and time.perf_counter() - t0 < 10
+
+
+def test_one_visitors_stop_never_reaches_another():
+    tokens = StopTokens()
+    mine, theirs = tokens.start("visitor-a"), tokens.start("visitor-b")
+    tokens.stop("visitor-a")
+    assert mine.is_set() and not theirs.is_set()
+    again = tokens.start("visitor-a")  # a new request starts with a fresh token
+    assert not again.is_set() and mine.is_set()
+    tokens.stop("nobody")  # a Stop from a visitor with no run changes nothing
+    assert not theirs.is_set()
 
 
 def test_run_tab_gallery_filters(tmp_path):
@@ -186,7 +229,7 @@ def test_browser_generate_round_trip_stop_and_bad_input(server, tmp_path):
         # a bad value is answered in the page and the server stays up
         _set(driver, "steps", "0")
         driver.find_element(By.ID, "generate").click()
-        _wait(driver, lambda d: "steps must be between 1 and 1000" in d.page_source, 30)
+        _wait(driver, lambda d: "steps must be an integer from 1 to 1000" in d.page_source, 30)
         assert proc.poll() is None
 
         # Stop ends a 500-step run within 2 s
@@ -209,10 +252,14 @@ def test_page_handler_reports_bad_input_and_failing_runs_as_page_errors(session)
 
     demo = build_app(session)
     generate = next(f.fn for f in demo.fns.values() if f.name == "generate")
-    values = ["a red circle", "", 0, 10, 5.0, 0.5, "every 5", 1, "previous", 0.0, "clip", False]
-    with pytest.raises(gr.Error, match="steps must be between"):
-        generate(*values[:3], 0, *values[4:], progress=None)
+
+    def values(**settings):
+        texts = {"num_inference_steps": "10", "update_every": "5", **settings}
+        return ["a red circle", "", "0", False, False, *(texts.get(name, "") for name in FIELDS)]
+
+    with pytest.raises(gr.Error, match="steps must be an integer from 1 to 1000"):
+        generate(*values(num_inference_steps="0"), progress=None)
     with pytest.raises(gr.Error, match="the run failed: ModelNotFoundError"):
-        generate(*values[:10], "clip:/no/such/clip", False, progress=None)  # valid spec, no such model
-    fixed, dated, text, figure, strip, files = generate(*values, progress=None)
+        generate(*values(reward="clip:/no/such/clip"), progress=None)  # valid spec, no such model
+    fixed, dated, text, figure, strip, files = generate(*values(), progress=None)
     assert fixed is not None and dated is not None and "Exact evaluator" in text and len(files) == 4

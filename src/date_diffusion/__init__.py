@@ -29,11 +29,22 @@ _EXPORTS = {
     "ImageRewardReward": "date_diffusion.rewards.imagereward",
     "AestheticReward": "date_diffusion.rewards.aesthetic",
     "reward_from_spec": "date_diffusion.rewards.registry",
+    "resolve_settings": "date_diffusion.resolver",
+    "Resolved": "date_diffusion.resolver",
+    "FAMILIES": "date_diffusion.families",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "TOY_WORLD"])
 
 
 def __getattr__(name):
+    if name == "TOY_WORLD":  # the shipped toy world's pipeline folder: DATEPipeline.from_pretrained(TOY_WORLD)
+        from date_diffusion.toyworld.world import PIPELINE
+
+        return str(PIPELINE)
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'date_diffusion' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

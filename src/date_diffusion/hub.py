@@ -1,69 +1,30 @@
-"""The one place that knows model ids and paths, and how loading failures are explained to the user."""
+"""Hub model ids of the paper and of the preference rewards, fetching files, and how loading failures are explained
+to the user. (Families live in `families.py`, the toy world's paths in `toyworld/world.py`.)"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-TOY_ASSETS = Path(__file__).resolve().parent / "toyworld" / "assets"
-TOY_PIPELINE = TOY_ASSETS / "pipeline"  # default --model: the toy world's Stable-Diffusion-format pipeline
-TOY_CLIP = TOY_ASSETS / "clip"  # default reward
-TOY_CLIP_EVAL = TOY_ASSETS / "clip-eval"  # evaluation only, never a reward
-
 # Checkpoints of the paper (need network once, or a local copy).
 PAPER_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 PAPER_CLIP = "openai/clip-vit-large-patch14"
-
-# More toy reward CLIPs (other seeds / sizes) for ensembles; never the evaluation CLIP.
-TOY_CLIP_S1 = TOY_ASSETS / "clip-s1"
-TOY_CLIP_M2 = TOY_ASSETS / "clip-m2"
-TOY_CLIP_NA = TOY_ASSETS / "clip-na"  # the reward CLIP fine-tuned on the toy UNet's x0_hat at every noise level
-TOY_REWARD_ENSEMBLE = ("clip", "clip-s1", "clip-m2")
-
-REWARD_ALIASES = {
-    "clip": TOY_CLIP,
-    "clip-eval": TOY_CLIP_EVAL,
-    "clip-s1": TOY_CLIP_S1,
-    "clip-m2": TOY_CLIP_M2,
-    "clip-na": TOY_CLIP_NA,
-    "clip-l": PAPER_CLIP,
-}
-
-# Tiny decoders for the approximate reward path, per family (TAESD and relatives by madebyollin).
-TOY_TINY_DECODER = TOY_ASSETS / "tiny-decoder"
-TINY_DECODERS = {
-    "StableDiffusionPipeline": "madebyollin/taesd",
-    "StableDiffusionXLPipeline": "madebyollin/taesdxl",
-    "StableDiffusion3Pipeline": "madebyollin/taesd3",
-    "FluxPipeline": "madebyollin/taef1",
-    "PixArtAlphaPipeline": "madebyollin/taesd",
-}
-
-
-def is_toy_world(model) -> bool:
-    """Whether `model` is a toy-world pipeline folder (`toyworld export` writes its `toyworld.json`)."""
-    return (Path(str(model)) / "toyworld.json").exists()
-
-
-def stock_pipeline_name(class_name: str) -> str:
-    """The stock diffusers pipeline class name for a DATE one (`StableDiffusionXLDATEPipeline` ->
-    `StableDiffusionXLPipeline`); stock names are returned as they are."""
-    return class_name.replace("DATEPipeline", "Pipeline").replace("DATE", "")
 
 
 def tiny_decoder_for(model, spec: str = "tiny"):
     """An `AutoencoderTiny` for the approximate reward path: `tiny` picks the family's TAESD (the toy world's
     own distilled decoder for the toy model); anything else is a folder or hub id."""
-    from diffusers import AutoencoderTiny
+    from diffusers import AutoencoderTiny, DiffusionPipeline
+
+    from date_diffusion.families import by_pipeline_class
+    from date_diffusion.toyworld import world
 
     if spec != "tiny":
         return load_component(AutoencoderTiny, spec)
-    if is_toy_world(model):
-        return load_component(AutoencoderTiny, TOY_TINY_DECODER)
-    from diffusers import DiffusionPipeline
-
-    family = stock_pipeline_name(DiffusionPipeline.load_config(str(model))["_class_name"])
-    return load_component(AutoencoderTiny, TINY_DECODERS.get(family, "madebyollin/taesd"))
+    if world.is_toy_world(model):
+        return load_component(AutoencoderTiny, world.TINY_DECODER)
+    family = by_pipeline_class(DiffusionPipeline.load_config(str(model))["_class_name"])
+    return load_component(AutoencoderTiny, family.tiny_decoder)
 
 
 # Preference rewards (need network once, or local copies; see docs/python-api.md).
@@ -102,15 +63,6 @@ def load_state_dict(path: Path) -> dict:
         return load_file(str(path))
     state = torch.load(str(path), map_location="cpu", weights_only=True)
     return state.get("state_dict", state) if isinstance(state, dict) else state
-
-
-def model_defaults(model) -> dict:
-    """Sampling defaults a model folder recommends (the toy world ships tuned `guidance_scale`, `rho`,
-    `update_every` in `toyworld.json`); empty for any other model, which then gets the paper's defaults."""
-    import json
-
-    meta = Path(str(model)) / "toyworld.json"
-    return json.loads(meta.read_text()).get("recommended", {}) if meta.exists() else {}
 
 
 class ModelNotFoundError(OSError):

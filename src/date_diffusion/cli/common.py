@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import re
+import tempfile
+from pathlib import Path
+
+from date_diffusion.core.settings import SETTINGS, SettingError
+from date_diffusion.families import FAMILIES, NAMES
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -17,9 +23,6 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 class CLIError(Exception):
     """A user error: printed as one line, exit code 2, no traceback."""
-
-
-MAX_STEPS = 1000  # every supported family is trained on 1000 timesteps; schedulers refuse more
 
 
 def check_seed(seed: int) -> None:
@@ -39,11 +42,18 @@ def str_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
-FAMILY_HELP = (
-    "Per-family defaults (--steps / --guidance / size), from the paper where it ran the family, else the stock "
-    "diffusers pipeline: sd 50 / 8 / 512 (768 for SD 2.x), sdxl 50 / 5 / 1024, sd3 28 / 7 / 1024, "
-    "flux 28 / 3.5 / 1024, pixart 20 / 4.5 / 1024; the toy world 50 / 5 / 64."
-)
+def family_help() -> str:
+    """The per-family defaults, from the family table."""
+    from date_diffusion.families import FAMILIES
+
+    paper = [f"{f.name} {f.sampling['num_inference_steps']} steps / guidance {f.sampling['guidance_scale']:g}"
+             for f in FAMILIES if f.sampling]  # fmt: skip
+    stock = [f.name for f in FAMILIES if not f.sampling]
+    return (
+        "Steps and guidance default to the model's recommendation (the toy world's), else the paper's where the "
+        f"paper ran the family ({', '.join(paper)}), else the stock diffusers pipeline's ({', '.join(stock)}); "
+        "the size to the model's own."
+    )
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,12 +61,12 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--model",
         default=None,
-        help="a diffusers folder or hub id (SD 1.x/2.x, SDXL, SD3, FLUX, PixArt-alpha) or a single checkpoint "
+        help=f"a diffusers folder or hub id ({', '.join(f.title for f in FAMILIES)}) or a single checkpoint "
         "file (.safetensors / .ckpt); default: the shipped toy world",
     )
     g.add_argument(
         "--family",
-        choices=["sd", "sdxl", "sd3", "flux", "pixart"],
+        choices=NAMES,
         default=None,
         help="the model family of a single checkpoint file (default: detected from its keys)",
     )
@@ -106,88 +116,63 @@ def model_kwargs(args) -> dict:
     return dict(family=args.family, config=args.config, loras=loras, offload=args.offload)
 
 
-def add_date_arguments(p: argparse.ArgumentParser) -> None:
+SAMPLING_FLAGS = {"num_inference_steps": "--steps", "guidance_scale": "--guidance", "reward": "--reward"}
+FLAGS = {**{s.field: s.flag for s in SETTINGS}, **SAMPLING_FLAGS}  # setting -> the flag errors name
+
+
+def add_date_arguments(p: argparse.ArgumentParser, reward_help: str = "what DATE raises") -> None:
+    """--paper-defaults, --reward and one flag per DATE setting (`core/settings.py`); unset flags resolve to the
+    model's recommendation, else the paper's (`resolver.resolve_settings`)."""
+    from date_diffusion.core.config import DATEConfig
+    from date_diffusion.rewards.registry import SPEC_HELP
+
     g = p.add_argument_group("DATE (defaults: the model's recommended setting, else the paper's)")
     g.add_argument(
         "--paper-defaults",
         action="store_true",
-        help="ignore the model's recommended DATE setting: the paper's algorithm (rho 0.5, every 10th step, "
-        "the plain reward) unless flags say otherwise",
+        help="ignore the model's recommended DATE setting and reward: the paper's algorithm (rho 0.5, every 10th "
+        "step, the plain reward) unless flags say otherwise",
     )
     g.add_argument(
-        "--rho",
-        type=float,
+        "--reward",
         default=None,
-        help="update distance per sample (Frobenius norm); default 0.5, or the toy world's tuned value",
+        help=f"{reward_help}: {SPEC_HELP} (default: the model's recommended reward, else the toy world's toy-clip "
+        "on the toy world and the paper's clip-l elsewhere)",
     )
-    g.add_argument(
-        "--rho-relative",
-        type=float,
-        default=None,
-        help="scale-free step instead of --rho: each update moves this fraction of the prompt embedding's norm "
-        "(paper's rho 0.5 on SD 1.5 = 0.002)",
-    )
-    sched = g.add_mutually_exclusive_group()
-    sched.add_argument(
-        "--update-every",
-        type=int,
-        default=None,
-        help="update at loop indices i %% N == 0 (default 10, or the toy world's tuned value)",
-    )
-    sched.add_argument("--update-steps", type=int_list, default=None, help="explicit loop indices, e.g. 0,10,20")
-    g.add_argument("--grad-steps", type=int, default=None, help="gradient steps per update step (default 1)")
-    g.add_argument(
-        "--anchor",
-        choices=["previous", "original"],
-        default="previous",
-        help="previous: accumulate updates (reference); original: re-anchor to the prompt embedding",
-    )
-    g.add_argument("--prior-weight", type=float, default=0.0, help="weight of mean((c - c_org)^2) in the loss")
+    for setting in SETTINGS:
+        paper = DATEConfig.__dataclass_fields__[setting.field].default
+        shown = "" if paper is None else f"; paper: {setting.kind.format(paper)}"
+        g.add_argument(
+            setting.flag,
+            default=None,
+            metavar=setting.kind.metavar,
+            help=f"{setting.help} ({setting.kind.describe()}{shown})".replace("%", "%%"),
+        )
 
 
-def date_config_from_args(args, defaults: dict | None = None):
-    """DATEConfig from the flags; unset flags take the model's recommended `defaults`, then the paper's."""
-    from date_diffusion.core.config import DATEConfig
-
-    defaults = {} if getattr(args, "paper_defaults", False) else (defaults or {})
-    relative = getattr(args, "rho_relative", None)
-    if relative is not None and args.rho is not None:
-        raise CLIError("give only one of --rho and --rho-relative")
-    if relative is not None:
-        step = dict(rho_relative=relative)
-    elif args.rho is None and "rho_relative" in defaults:
-        step = dict(rho_relative=defaults["rho_relative"])
-    else:
-        step = dict(rho=args.rho if args.rho is not None else defaults.get("rho", 0.5))
-    grad_steps = args.grad_steps if args.grad_steps is not None else defaults.get("grad_steps", 1)
-    kwargs = dict(**step, grad_steps=grad_steps, anchor=args.anchor, prior_weight=args.prior_weight)
-    if args.update_steps is not None:
-        kwargs["update_steps"] = args.update_steps
-    elif args.update_every is not None or "update_every" in defaults:
-        kwargs["update_every"] = args.update_every if args.update_every is not None else defaults["update_every"]
-    try:
-        return DATEConfig(**kwargs)
-    except ValueError as err:
-        raise flag_error(err) from err
+def date_overrides(args) -> dict:
+    """The DATE settings and reward the flags give (None: not given), as `resolve_settings` takes them."""
+    return {**{s.field: getattr(args, s.dest) for s in SETTINGS}, "reward": args.reward}
 
 
-def flag_error(err: ValueError) -> CLIError:
-    """A DATEConfig error that names the command-line flag instead of the field."""
-    message = str(err)
-    for field in ("update_every", "update_steps", "grad_steps", "prior_weight", "rho_relative", "rho"):
-        if message.startswith(field):
-            message = "--" + field.replace("_", "-") + message[len(field) :]
-    return CLIError(message)
-
-
-def check_reward(spec: str) -> None:
-    """A malformed reward spec is a usage error, found before any model loads."""
-    from date_diffusion.rewards.registry import RewardSpecError, check_spec
+def resolve_from_args(args, model: str, check_reward: bool = True, **sampling):
+    """`resolver.resolve_settings` for the flags; a bad value is a usage error naming its flag."""
+    from date_diffusion.resolver import resolve_settings
 
     try:
-        check_spec(spec)
-    except RewardSpecError as err:
-        raise CLIError(f"--reward {spec!r}: {err}") from err
+        return resolve_settings(
+            model,
+            family=getattr(args, "family", None),
+            paper_defaults=args.paper_defaults,
+            names=FLAGS,
+            check_reward=check_reward,
+            **date_overrides(args),
+            **sampling,
+        )
+    except (SettingError, FileNotFoundError) as err:  # a value out of range, a malformed reward: named already
+        raise CLIError(str(err)) from err
+    except ValueError as err:  # a model whose family cannot be told
+        raise CLIError(f"--model {model!r}: {err}") from err
 
 
 def load_reward(spec: str, device: str):
@@ -198,6 +183,30 @@ def load_reward(spec: str, device: str):
         return reward_from_spec(spec, device)
     except RewardSpecError as err:
         raise CLIError(str(err)) from err
+
+
+def resolve_model(model: str | None) -> str:
+    from date_diffusion.resolver import default_model
+
+    if model is not None:
+        return model
+    try:
+        return default_model()
+    except FileNotFoundError as err:
+        raise CLIError(f"{err} (--model ID_OR_PATH)") from err
+
+
+def check_output_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise CLIError(f"--out {str(out)!r} is not writable ({err.strerror or err}); choose another folder") from err
+
+
+def slug(text: str, n: int = 60) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:n] or "prompt"
 
 
 def resolve_device(name: str) -> str:

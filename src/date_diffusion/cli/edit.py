@@ -7,17 +7,18 @@ import math
 from pathlib import Path
 
 from date_diffusion.cli.common import (
-    MAX_STEPS,
     CLIError,
     HelpFormatter,
     add_date_arguments,
-    check_reward,
+    check_output_dir,
     check_seed,
-    date_config_from_args,
-    flag_error,
     load_reward,
     resolve_device,
+    resolve_from_args,
+    resolve_model,
+    slug,
 )
+from date_diffusion.resolver import MAX_STEPS
 
 
 def add_parser(sub):
@@ -30,9 +31,6 @@ def add_parser(sub):
     p.add_argument("--source-prompt", required=True, help="describes the image as it is")
     p.add_argument("--target-prompt", required=True, help="describes the image wanted")
     p.add_argument("--model", default=None, help="Stable Diffusion 1.x/2.x folder or hub id (default: the toy world)")
-    p.add_argument(
-        "--reward", default=None, help="the reward DATE raises (default: the model's recommended, else clip)"
-    )
     add_date_arguments(p)
     p.add_argument("--steps", type=int, default=100, help="DDPM steps of inversion and regeneration")
     p.add_argument("--skip", type=int, default=36, help="steps not regenerated (more: closer to the input)")
@@ -46,14 +44,9 @@ def add_parser(sub):
     return p
 
 
-def run(args) -> int:
-    import numpy as np
-    import torch
+def check_args(args) -> None:
+    """Everything checkable before a model loads."""
     from PIL import Image
-
-    from date_diffusion.cli.generate import check_output_dir, resolve_model
-    from date_diffusion.hub import model_defaults
-    from date_diffusion.pipelines import load_date_pipeline
 
     if not Path(args.image).is_file():
         raise CLIError(f"IMAGE {args.image!r} not found")
@@ -74,25 +67,45 @@ def run(args) -> int:
     check_seed(args.seed)
     if not 0 <= args.skip < args.steps:
         raise CLIError(f"--skip must be in [0, {args.steps - 1}], got {args.skip}")
-    out = Path(args.out)
-    check_output_dir(out)
+
+
+def run(args) -> int:
+    check_args(args)
     model = resolve_model(args.model)
-    defaults = model_defaults(model)
-    args.reward = args.reward or ("clip" if args.paper_defaults else defaults.get("reward", "clip"))
-    check_reward(args.reward)
-    date = date_config_from_args(args, defaults)
-    try:
-        date.update_indices(args.steps - args.skip)
-    except ValueError as err:
-        raise flag_error(err) from err
+    # DATE acts on the regenerated steps: steps - skip loop indices
+    settings = resolve_from_args(args, model, num_inference_steps=args.steps - args.skip)
+    out = Path(args.out)
+    check_output_dir(out)  # last: a refused command leaves no new folder
+    pipe, image, reward = load(args, settings)
+    files, dated = edit_three(args, pipe, image, settings.date, reward)
+    meta = record(args, settings, files, dated.traces[0])
+    size = image.width
+    stem = write_edit(out, args, files, meta, size)
+    print(f"grid (input | plain edit | DATE edit): {out / (stem + '-grid.png')}")
+    for kind, verdict in meta.get("evaluator", {}).items():
+        print(f"  evaluator ({kind}): {'PASS' if verdict['pass'] else 'FAIL'} {verdict['aspects']}")
+    return 0
+
+
+def load(args, settings):
+    """The pipeline, the input image at the model's size, and the reward."""
+    from PIL import Image
+
+    from date_diffusion.pipelines import load_date_pipeline
+
     device = resolve_device(args.device)
-    pipe = load_date_pipeline(model, "float32", device, None)
+    pipe = load_date_pipeline(settings.model, "float32", device, None)
     if not hasattr(pipe, "edit"):
         raise CLIError(f"editing supports Stable Diffusion 1.x/2.x models; {type(pipe).__name__} has no inversion yet")
     pipe.set_progress_bar_config(disable=True)
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     image = Image.open(args.image).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-    reward = load_reward(args.reward, device)
+    return pipe, image, load_reward(settings.reward, device)
+
+
+def edit_three(args, pipe, image, date, reward):
+    """The reconstruction (source prompt, no DATE), the plain edit and the DATE edit, from one seed."""
+    import torch
 
     def run_edit(target, cfg_tar, cfg):
         return pipe.edit(
@@ -111,41 +124,44 @@ def run(args) -> int:
     recon = run_edit(args.source_prompt, args.cfg_src, None).images[0]
     plain = run_edit(args.target_prompt, args.cfg_tar, None).images[0]
     dated = run_edit(args.target_prompt, args.cfg_tar, date)
-    files = {"input": image, "reconstruction": recon, "plain": plain, "date": dated.images[0]}
+    return {"input": image, "reconstruction": recon, "plain": plain, "date": dated.images[0]}, dated
+
+
+def record(args, settings, files: dict, trace: dict) -> dict:
+    """What the edit's record and PNGs state (with the exact evaluator's verdicts on the toy world)."""
+    import numpy as np
+
+    from date_diffusion.toyworld import world
+
+    recon, image = (np.asarray(files[k], float) for k in ("reconstruction", "input"))
     meta = {
         "image": str(args.image),
         "source_prompt": args.source_prompt,
         "target_prompt": args.target_prompt,
         "prompt": args.target_prompt,
-        "model": model,
+        "model": settings.model,
         "steps": args.steps,
         "skip": args.skip,
         "cfg_src": args.cfg_src,
         "cfg_tar": args.cfg_tar,
         "guidance_scale": args.cfg_tar,
         "seed": args.seed,
-        "reward": args.reward,
-        "date": date.to_dict(),
-        "trace": dated.traces[0],
-        "reconstruction_max_abs_diff": float(np.abs(np.asarray(recon, float) - np.asarray(image, float)).max() / 255),
+        "reward": settings.reward,
+        "date": settings.date.to_dict(),
+        "sources": {k: v for k, v in settings.sources.items() if k not in ("num_inference_steps", "guidance_scale")},
+        "trace": trace,
+        "reconstruction_max_abs_diff": float(np.abs(recon - image).max() / 255),
     }
-    from date_diffusion.toyworld.evaluator import judge_for
-
-    judge = judge_for(model)
+    judge = world.judge_for(settings.model)
     if judge is not None:
         meta["evaluator"] = {k: judge(files[k], args.target_prompt) for k in ("plain", "date")}
-    stem = write_edit(out, args, files, meta, size)
-    print(f"grid (input | plain edit | DATE edit): {out / (stem + '-grid.png')}")
-    for kind, verdict in meta.get("evaluator", {}).items():
-        print(f"  evaluator ({kind}): {'PASS' if verdict['pass'] else 'FAIL'} {verdict['aspects']}")
-    return 0
+    return meta
 
 
 def write_edit(out: Path, args, files: dict, meta: dict, size: int) -> str:
     """Every image and the record under a name not taken yet (unless --overwrite), each written atomically."""
     from PIL import Image
 
-    from date_diffusion.cli.generate import slug
     from date_diffusion.outputs import atomic_write, claimed_stem, save_png
 
     names = ("input", "reconstruction", "plain", "date", "grid")

@@ -4,35 +4,32 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
-import re
 import tempfile
 from pathlib import Path
 
 from date_diffusion.cli.common import (
-    FAMILY_HELP,
-    MAX_STEPS,
     CLIError,
     HelpFormatter,
     add_date_arguments,
     add_model_arguments,
-    check_reward,
+    check_output_dir,
     check_seed,
-    date_config_from_args,
-    flag_error,
+    family_help,
     load_reward,
     model_kwargs,
     resolve_device,
+    resolve_from_args,
+    resolve_model,
+    slug,
 )
-from date_diffusion.hub import TOY_PIPELINE, model_defaults
 from date_diffusion.schedulers import SCHEDULERS
+from date_diffusion.toyworld import world
 
 MAX_SIDE = 4096  # px; beyond it no supported model works and memory runs out long before
-MAX_GUIDANCE = 100.0  # far above any model's useful range; larger values only overflow to black images
 EXAMPLES = """examples:
   date-diffusion generate "a red circle to the left of a blue square" --compare
-  date-diffusion generate "a cat wearing a crown" --model stable-diffusion-v1-5/stable-diffusion-v1-5 --reward clip-l
+  date-diffusion generate "a cat wearing a crown" --model stable-diffusion-v1-5/stable-diffusion-v1-5
   date-diffusion generate --prompts-file prompts.txt --model my-sdxl.safetensors --lora style.safetensors:0.7
   date-diffusion generate "a red circle" --save-embeddings
   date-diffusion generate --replay-embeddings outputs/a-red-circle-s0-embeddings.safetensors --out replayed
@@ -45,7 +42,7 @@ def add_parser(sub):
         "generate",
         help="generate images with DATE",
         description="Sample images with DATE: the prompt's embedding is adapted during sampling so that a reward "
-        "of the predicted clean image goes up. " + FAMILY_HELP,
+        "of the predicted clean image goes up. " + family_help(),
         epilog=EXAMPLES,
         formatter_class=HelpFormatter,
     )
@@ -54,13 +51,6 @@ def add_parser(sub):
         "--prompts-file", default=None, help="more prompts: a text file (one a line) or a CSV with a `prompt` column"
     )
     add_model_arguments(p)
-    p.add_argument(
-        "--reward",
-        default=None,
-        help="what DATE raises: clip (the toy CLIP), clip-l, clip:ID_OR_PATH, pickscore, imagereward, aesthetic, "
-        "ensemble, weighted sums (0.5*clip-l+1*imagereward) and wrappers aug8(...), mean(...;...), "
-        "subjects(...) (default: the model's recommended reward, else clip)",
-    )
     add_date_arguments(p)
     s = p.add_argument_group("sampling (defaults: per family, see above)")
     s.add_argument("--steps", type=int, default=None, help="number of sampling steps")
@@ -117,27 +107,6 @@ def add_parser(sub):
     return p
 
 
-def slug(text: str, n: int = 60) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:n] or "prompt"
-
-
-def check_output_dir(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        raise CLIError(f"--out {str(out)!r} is not writable ({err.strerror or err}); choose another folder") from err
-
-
-def resolve_model(model: str | None) -> str:
-    if model is not None:
-        return model
-    if not TOY_PIPELINE.exists():
-        raise CLIError("no default model is installed with this copy; pass --model ID_OR_PATH")
-    return str(TOY_PIPELINE)
-
-
 def read_prompts_file(path) -> list[str]:
     """Prompts from a text file (one a line) or a CSV with a `prompt` column; blank lines are skipped."""
     path = Path(path)
@@ -183,9 +152,7 @@ def replay_settings(args):
 
 
 def check_numbers(args) -> None:
-    if args.steps is not None and args.steps > MAX_STEPS:
-        raise CLIError(f"--steps must be at most {MAX_STEPS} (the models' training timesteps), got {args.steps}")
-    for name in ("steps", "images_per_prompt", "batch_size"):
+    for name in ("images_per_prompt", "batch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -195,17 +162,11 @@ def check_numbers(args) -> None:
         value = getattr(args, name)
         if value is not None and (value < 8 or value % 8 or value > MAX_SIDE):
             raise CLIError(f"--{name} must be a positive multiple of 8 up to {MAX_SIDE}, got {value}")
-    if args.guidance is not None and not math.isfinite(args.guidance):
-        raise CLIError(f"--guidance must be a finite number, got {args.guidance}")
-    if args.guidance is not None and not 0 <= args.guidance <= MAX_GUIDANCE:
-        raise CLIError(f"--guidance must be between 0 and {MAX_GUIDANCE} (<= 1: no guidance), got {args.guidance}")
     check_seed(args.seed)
 
 
 def plan(args) -> dict:
     """Everything checked and resolved before any model loads: prompts, model, family, defaults, DATE settings."""
-    from date_diffusion.pipelines.loading import family_defaults, family_of
-
     saved = replay_settings(args) if args.replay_embeddings else None
     prompts = list(args.prompts) + (read_prompts_file(args.prompts_file) if args.prompts_file else [])
     if not prompts:
@@ -215,44 +176,21 @@ def plan(args) -> dict:
     if args.scheduler is not None and args.scheduler not in SCHEDULERS:
         raise CLIError(f"unknown --scheduler {args.scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
     check_numbers(args)
-    out = Path(args.out)
-    check_output_dir(out)
     loading = model_kwargs(args)
     model = resolve_model(args.model)
-    try:
-        family = family_of(model, args.family)
-    except ValueError as err:
-        raise CLIError(f"--model {model!r}: {err}") from err
-    defaults = {**family_defaults(family), **model_defaults(model)}
-    args.reward = args.reward or ("clip" if args.paper_defaults else defaults.get("reward", "clip"))
-    if saved is None:
-        check_reward(args.reward)
-    steps = args.steps or defaults["num_inference_steps"]
-    guidance = args.guidance if args.guidance is not None else defaults["guidance_scale"]
-    date = date_config_from_args(args, defaults)
-    try:
-        active = date.moves and bool(date.update_indices(steps))  # out-of-range indices fail before any load
-    except ValueError as err:
-        raise flag_error(err) from err
+    settings = resolve_from_args(
+        args, model, check_reward=saved is None, num_inference_steps=args.steps, guidance_scale=args.guidance
+    )
+    out = Path(args.out)
+    check_output_dir(out)  # last: a refused command leaves no new folder
+    active = settings.active
     if not active and saved is None:
         import sys
 
         print("date-diffusion generate: note: DATE cannot move the embedding with these settings (a zero step "
               "size or no update step); the images use the fixed embedding and are recorded as method 'fixed'",
               file=sys.stderr)  # fmt: skip
-    return dict(
-        date_active=active,
-        prompts=prompts,
-        out=out,
-        model=model,
-        family=family,
-        loading=loading,
-        steps=steps,
-        guidance=guidance,
-        date=date,
-        saved=saved,
-        defaults_used=[k for k, v in (("steps", args.steps), ("guidance", args.guidance)) if v is None],
-    )
+    return dict(date_active=active, prompts=prompts, out=out, loading=loading, settings=settings, saved=saved)
 
 
 def run(args) -> int:
@@ -268,8 +206,7 @@ def run(args) -> int:
     device = resolve_device(args.device)
     if args.offload and device == "cpu":
         raise CLIError("--offload moves models between the CPU and an accelerator; with --device cpu leave it out")
-    toy = Path(job["model"]).resolve() == TOY_PIPELINE.resolve()
-    if device == "cpu" and toy and "OMP_NUM_THREADS" not in os.environ:
+    if device == "cpu" and world.is_toy_world(job["settings"].model) and "OMP_NUM_THREADS" not in os.environ:
         # the toy world's models are too small to gain from threads: a second one only spins
         torch.set_num_threads(1)
     from diffusers.utils import logging as diffusers_logging
@@ -285,25 +222,25 @@ def run(args) -> int:
 def load(args, job, device) -> None:
     """The pipeline, the reward, the approximate decoder and the toy world's judge, into `job`."""
     from date_diffusion.pipelines import load_date_pipeline
-    from date_diffusion.toyworld.evaluator import judge_for
 
+    settings = job["settings"]
     try:
-        pipe = load_date_pipeline(job["model"], args.dtype, device, args.scheduler, **job["loading"])
+        pipe = load_date_pipeline(settings.model, args.dtype, device, args.scheduler, **job["loading"])
     except ValueError as err:  # unreadable single file, LoRA for another model, ...
         raise CLIError(str(err)) from err
     pipe.set_progress_bar_config(disable=True)
-    check_steps_fit(pipe.scheduler, job["steps"])
-    if args.negative_prompt is not None and not pipe._date_negative_branch:
+    check_steps_fit(pipe.scheduler, settings.num_inference_steps)
+    if args.negative_prompt is not None and not pipe.supports_negative_prompt:
         raise CLIError(f"--negative-prompt is not supported by {type(pipe).__name__} (no negative branch)")
-    size = pipe._date_default_size()
+    size = pipe.default_image_size()
     job.update(height=args.height or size, width=args.width or size, pipe=pipe)
-    job["reward"] = None if job["saved"] is not None else load_reward(args.reward, device)
+    job["reward"] = None if job["saved"] is not None else load_reward(settings.reward, device)
     job["decoder"] = None
     if args.reward_decoder and job["saved"] is None:
         from date_diffusion.hub import tiny_decoder_for
 
-        job["decoder"] = tiny_decoder_for(job["model"], args.reward_decoder).to(device, pipe.vae.dtype)
-    job["judge"] = judge_for(job["model"])
+        job["decoder"] = tiny_decoder_for(settings.model, args.reward_decoder).to(device, pipe.vae.dtype)
+    job["judge"] = world.judge_for(settings.model)
 
 
 def check_steps_fit(scheduler, steps: int) -> None:
@@ -359,7 +296,7 @@ def sample(args, job, kind, batch, emb_path):
     extra = {} if args.negative_prompt is None else {"negative_prompt": [args.negative_prompt] * len(batch)}
     if kind == "date":
         extra.update(
-            date=job["date"],
+            date=job["settings"].date,
             reward=job["reward"],
             reward_decoder=job["decoder"],
             reward_resolution=args.reward_resolution,
@@ -378,8 +315,8 @@ def sample(args, job, kind, batch, emb_path):
         callback_on_step_end=first_step if job["timings"].enabled else None,
         height=job["height"],
         width=job["width"],
-        num_inference_steps=job["steps"],
-        guidance_scale=job["guidance"],
+        num_inference_steps=job["settings"].num_inference_steps,
+        guidance_scale=job["settings"].guidance_scale,
         generator=gens,
         **extra,
     )
@@ -388,23 +325,23 @@ def sample(args, job, kind, batch, emb_path):
 def base_record(args, job, prompt, seed) -> dict:
     from date_diffusion import __version__
 
-    pipe = job["pipe"]
+    pipe, settings = job["pipe"], job["settings"]
     return {
         "prompt": prompt,
         "negative_prompt": args.negative_prompt,
         "seed": seed,
-        "model": job["model"],
-        "family": job["family"],
+        "model": settings.model,
+        "family": settings.family,
         "pipeline": type(pipe).__name__,
         "loras": [list(x) for x in job["loading"]["loras"]],
         "scheduler": type(pipe.scheduler).__name__,
         "scheduler_name": args.scheduler,
-        "steps": job["steps"],
-        "guidance_scale": job["guidance"],
+        "steps": settings.num_inference_steps,
+        "guidance_scale": settings.guidance_scale,
         "height": job["height"],
         "width": job["width"],
         "dtype": str(pipe.unet.dtype if hasattr(pipe, "unet") else pipe.transformer.dtype).replace("torch.", ""),
-        "defaults_used": job["defaults_used"],
+        "sources": {k: settings.sources[k] for k in ("num_inference_steps", "guidance_scale")},
         "date_diffusion_version": __version__,
     }
 
@@ -421,10 +358,12 @@ def write_image(args, job, results, j, prompt, seed, saved) -> None:
     with claimed_stem(out, f"{slug(prompt)}-s{seed}", suffixes, args.overwrite) as stem:
         record = base_record(args, job, prompt, seed)
         fixed_record = {**record, "method": "fixed", "date": None, "reward": None}
+        if kind == "date":
+            record["sources"] = dict(job["settings"].sources)
         record.update(
             method=kind if kind == "replay" or job["date_active"] else "fixed",
-            reward=args.reward if kind == "date" else None,
-            date=job["date"].to_dict() if kind == "date" else job["saved"].metadata.get("date"),
+            reward=job["settings"].reward if kind == "date" else None,
+            date=job["settings"].date.to_dict() if kind == "date" else job["saved"].metadata.get("date"),
             reward_decoder=args.reward_decoder if kind == "date" else None,
             reward_resolution=args.reward_resolution if kind == "date" else None,
             gradient_checkpointing=args.gradient_checkpointing,

@@ -26,8 +26,7 @@ def add_parser(sub):
 def run(args) -> int:
     from pathlib import Path
 
-    from date_diffusion.cli.common import CLIError, resolve_device
-    from date_diffusion.cli.generate import resolve_model
+    from date_diffusion.cli.common import CLIError, resolve_device, resolve_model
 
     try:
         import gradio  # noqa: F401

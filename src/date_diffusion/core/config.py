@@ -1,14 +1,15 @@
-"""`DATEConfig`: every knob of the DATE update, with the paper's defaults."""
+"""`DATEConfig`: every knob of the DATE update, with the paper's defaults (each field's kind, range, flag and help
+live in `core/settings.py`)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-ANCHORS = ("previous", "original")
-DIRECTIONS = ("gradient", "random")
-REWARD_TARGETS = ("x0", "next")
+from date_diffusion.core.settings import ANCHORS, DIRECTIONS, REWARD_TARGETS, SETTINGS, SettingError
+
+__all__ = ["ANCHORS", "DIRECTIONS", "REWARD_TARGETS", "DATEConfig", "SettingError"]
+PAPER_RHO = 0.5
 PAPER_UPDATE_EVERY = 10
 
 
@@ -42,7 +43,7 @@ class DATEConfig:
         a DDIM step, the noisy image) instead of the clean estimate `x0_hat`.
     """
 
-    rho: float = 0.5
+    rho: float = PAPER_RHO
     rho_relative: float | None = None
     update_every: int | None = PAPER_UPDATE_EVERY
     update_steps: Sequence[int] | None = None
@@ -56,54 +57,23 @@ class DATEConfig:
     reward_target: str = "x0"
 
     def __post_init__(self):
-        if isinstance(self.rho, bool) or not isinstance(self.rho, (int, float)) or not math.isfinite(self.rho):
-            raise ValueError(f"rho must be a finite number >= 0, got {self.rho!r}")
-        if self.rho < 0:
-            raise ValueError(f"rho must be >= 0 (the update distance), got {self.rho}")
-        if self.rho_relative is not None:
-            r = self.rho_relative
-            if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r < 0:
-                raise ValueError(f"rho_relative must be a finite number >= 0, got {r!r}")
-            if self.rho != 0.5:
-                raise ValueError(f"give only one of rho ({self.rho}) and rho_relative ({r}): both set the step size")
+        for setting in SETTINGS:  # each field's kind and range (core/settings.py)
+            value = getattr(self, setting.field)
+            if value is not None or not setting.optional:
+                setattr(self, setting.field, setting.kind.check(value, setting.field))
+        if self.rho_relative is not None and self.rho != PAPER_RHO:
+            raise SettingError(
+                f"give only one of rho ({self.rho}) and rho_relative ({self.rho_relative}): both set the step size"
+            )
         explicit = [n for n in ("update_steps", "update_intervals") if getattr(self, n) is not None]
         if len(explicit) > 1:
-            raise ValueError("give only one of update_steps and update_intervals")
+            raise SettingError("give only one of update_steps and update_intervals")
         if explicit:
             if self.update_every not in (None, PAPER_UPDATE_EVERY):
-                raise ValueError(f"give only one of update_every and {explicit[0]}")
+                raise SettingError(f"give only one of update_every and {explicit[0]}")
             self.update_every = None
         elif self.update_every is None:
-            raise ValueError("no update schedule: set update_every (>= 1), update_steps or update_intervals")
-        if self.update_every is not None and (
-            isinstance(self.update_every, bool) or not isinstance(self.update_every, int) or self.update_every < 1
-        ):
-            raise ValueError(f"update_every must be an integer >= 1, got {self.update_every!r}")
-        if self.update_steps is not None:
-            self.update_steps = tuple(self.update_steps)
-            if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in self.update_steps):
-                raise ValueError(f"update_steps must be integers >= 0, got {list(self.update_steps)}")
-        if self.update_intervals is not None:
-            self.update_intervals = tuple(tuple(iv) for iv in self.update_intervals)
-            for iv in self.update_intervals:
-                if len(iv) != 2 or not all(isinstance(v, int) for v in iv) or not 0 <= iv[0] < iv[1]:
-                    raise ValueError(f"update_intervals must be (start, end) pairs with 0 <= start < end, got {iv}")
-        if isinstance(self.grad_steps, bool) or not isinstance(self.grad_steps, int) or self.grad_steps < 1:
-            raise ValueError(f"grad_steps must be an integer >= 1, got {self.grad_steps!r}")
-        if self.anchor not in ANCHORS:
-            raise ValueError(f"anchor must be one of {ANCHORS}, got {self.anchor!r}")
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
-        if self.reward_target not in REWARD_TARGETS:
-            raise ValueError(f"reward_target must be one of {REWARD_TARGETS}, got {self.reward_target!r}")
-        if not isinstance(self.normalize, bool):
-            raise ValueError(f"normalize must be True or False, got {self.normalize!r}")
-        if (
-            not isinstance(self.prior_weight, (int, float))
-            or not math.isfinite(self.prior_weight)
-            or self.prior_weight < 0
-        ):
-            raise ValueError(f"prior_weight must be a finite number >= 0, got {self.prior_weight!r}")
+            raise SettingError("no update schedule: set update_every (>= 1), update_steps or update_intervals")
 
     @property
     def moves(self) -> bool:

@@ -92,21 +92,21 @@ def sd15_random(dtype=torch.float32, seed: int = 0):
 def load(model: str, dtype=torch.float32, reward_spec: str | None = None):
     """(pipeline, reward, image size) for a bench-perf model name or a diffusers folder. Reward: `reward_spec`
     (CLI syntax), else the toy CLIP for the toy world, random CLIP-L for sd15-random, CLIP-L for a folder."""
-    from date_diffusion.hub import PAPER_CLIP, TOY_CLIP, TOY_PIPELINE, load_component
+    from date_diffusion.hub import load_component
     from date_diffusion.pipelines.stable_diffusion import StableDiffusionDATEPipeline
-    from date_diffusion.rewards.clip import CLIPScoreReward
+    from date_diffusion.resolver import resolve_settings
+    from date_diffusion.rewards.registry import reward_from_spec
+    from date_diffusion.toyworld import world
 
     if model.startswith("sd15-random-"):
         pipe, reward = sd15_random(dtype)
         size = int(model.rsplit("-", 1)[1])
     else:
-        pipe = load_component(StableDiffusionDATEPipeline, TOY_PIPELINE if model == "toy" else model, dtype=dtype)
-        reward = None
+        folder = world.PIPELINE if model == "toy" else model
+        pipe = load_component(StableDiffusionDATEPipeline, folder, dtype=dtype)
+        # the model's plain reward, as the paper's algorithm uses it: toy-clip on the toy world, else clip-l
+        reward = reward_from_spec(resolve_settings(folder, paper_defaults=True).reward, "cpu")
         size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     if reward_spec:
-        from date_diffusion.rewards.registry import reward_from_spec
-
         reward = reward_from_spec(reward_spec, "cpu")
-    elif reward is None:
-        reward = CLIPScoreReward.from_pretrained(TOY_CLIP if model == "toy" else PAPER_CLIP)
     return pipe, reward, size

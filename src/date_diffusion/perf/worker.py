@@ -148,10 +148,10 @@ def measure(
 def _tiny_decoder(model, path, device, dtype):
     from diffusers import AutoencoderTiny
 
-    from date_diffusion.hub import TOY_ASSETS
+    from date_diffusion.toyworld import world
 
     if path is None and model == "toy":
-        path = TOY_ASSETS / "tiny-decoder"
+        path = world.TINY_DECODER
     if path is None:  # SD architecture with random weights: TAESD's architecture, random weights (same cost)
         return AutoencoderTiny().to(device, dtype)
     return AutoencoderTiny.from_pretrained(str(path)).to(device, dtype)

@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-from importlib import import_module
-
-# stock diffusers pipeline class -> (module, DATE pipeline class)
-FAMILIES = {
-    "StableDiffusionPipeline": ("stable_diffusion", "StableDiffusionDATEPipeline"),
-    "StableDiffusionXLPipeline": ("stable_diffusion_xl", "StableDiffusionXLDATEPipeline"),
-    "StableDiffusion3Pipeline": ("stable_diffusion_3", "StableDiffusion3DATEPipeline"),
-    "FluxPipeline": ("flux", "FluxDATEPipeline"),
-    "PixArtAlphaPipeline": ("pixart", "PixArtAlphaDATEPipeline"),
-}
+from date_diffusion.families import by_pipeline_class
 
 
-def date_pipeline_class(stock_class_name: str):
+def date_pipeline_class(class_name: str):
     """The DATE pipeline class for a stock diffusers pipeline class name (DATE class names are accepted too)."""
-    from date_diffusion.hub import stock_pipeline_name
-
-    name = stock_pipeline_name(stock_class_name)
-    if name not in FAMILIES:
-        raise ValueError(f"no DATE pipeline for {stock_class_name!r}; supported: {', '.join(FAMILIES)}")
-    module, cls = FAMILIES[name]
-    return getattr(import_module(f"date_diffusion.pipelines.{module}"), cls)
+    return by_pipeline_class(class_name).date_pipeline()
 
 
 def date_pipeline_for(model) -> type:

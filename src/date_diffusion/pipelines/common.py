@@ -16,20 +16,24 @@ contributes an adapter, a handful of small methods on its pipeline class:
 from __future__ import annotations
 
 import inspect
-from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-import torch.nn.functional as F
 from diffusers.utils import BaseOutput
 
 from date_diffusion.core.config import DATEConfig
 from date_diffusion.core.prediction import PREDICTION_TYPES, prediction_type_of
 from date_diffusion.pipelines.conditioning import PackedConditioning, pack, pack_conditioning, unpack
-from date_diffusion.sampling.checkpointing import fine_checkpointing, release_freed_memory
-from date_diffusion.sampling.loop import SampleResult, date_sample
+from date_diffusion.pipelines.embeddings import as_saved, replay_schedule, save_run
+from date_diffusion.pipelines.reward_path import RewardPath, vae_input
+from date_diffusion.pipelines.run_setup import prepared
+from date_diffusion.sampling.date_step import DATEUpdate, Replay
+from date_diffusion.sampling.guidance import UniversalGuidance
+from date_diffusion.sampling.hooks import Interrupt, Progress, StepCallback
+from date_diffusion.sampling.loop import GuidedDenoiser, SampleResult, StepState, sample
 
 __all__ = [
     "DATEOptions",
@@ -106,6 +110,31 @@ _DATE_PARAMETERS = [
     for f in fields(DATEOptions)
     if f.name != "texts"
 ]
+
+
+@dataclass
+class Run:
+    """The template's state for one call: what the sampling loop runs, and the call's own hooks."""
+
+    scheduler: object
+    model: GuidedDenoiser
+    cond: PackedConditioning
+    latents: torch.Tensor
+    timesteps: torch.Tensor
+    guidance_scale: float
+    step_kwargs: dict | Callable | None = None
+    to_vae: Callable | None = None  # the model's latent layout -> the VAE's (FLUX's packed latents)
+    before: list = field(default_factory=list)  # hooks before DATE's: interrupt, Attend-and-Excite
+    after: list = field(default_factory=list)  # hooks after DATE's: the call's callbacks
+
+
+def _direction_generators(generator):
+    """The random-direction ablation draws from its own stream per image, never the sampler's noise."""
+    if isinstance(generator, list):
+        return [torch.Generator().manual_seed(g.initial_seed() + 0x5EED) for g in generator]
+    return None
+
+
 # stock attributes a stock `__call__` sets from its arguments (read back through the stock properties)
 _STATE = ("guidance_scale", "guidance_rescale", "clip_skip", "cross_attention_kwargs", "denoising_end")
 
@@ -164,39 +193,58 @@ class DATEPipelineMixin:
         self._date_check_call(call, options)
         device = self._execution_device
         cond = self._date_encode(call, options, device)
-        n_images = cond.cond.shape[0]
-        if self._date_latents_first:  # the schedule depends on the latents' size (flow matching's shift)
-            latents = self._date_latents(call, n_images, cond.cond.dtype, device)
-            timesteps = self._date_timesteps(call, latents, device)
-        else:  # the initial noise is scaled by the schedule's first noise level
-            timesteps = self._date_timesteps(call, None, device)
-            latents = self._date_latents(call, n_images, cond.cond.dtype, device)
+        latents, timesteps = self._date_schedule(call, cond, device)
         self._num_timesteps = len(timesteps)
-        loop = dict(
+        run = Run(
             scheduler=self.scheduler,
-            denoise=self._date_denoise(call, cond),
+            model=GuidedDenoiser(
+                self._date_denoise(call, cond), self._date_prediction_type(), getattr(call, "guidance_rescale", 0.0)
+            ),
+            cond=cond,
             latents=latents,
-            cond_embeds=cond.cond,
-            uncond_embeds=cond.uncond,
-            guidance_scale=self._guidance_scale,
-            guidance_rescale=getattr(call, "guidance_rescale", 0.0),
-            prediction_type=self._date_prediction_type(),
-            step_kwargs=self._date_step_kwargs(call),
             timesteps=timesteps,
-            on_step_end=self._date_callback(call, cond),
-            interrupted=lambda: self._interrupt,
-            adapt_mask=cond.mask,
-            pre_step=self._date_pre_step(call, options, len(timesteps), cond),
+            guidance_scale=self._guidance_scale,
+            step_kwargs=self._date_step_kwargs(call),
+            to_vae=lambda x: self._date_to_vae(call, x),
+            before=[Interrupt(lambda: self._interrupt), *self._date_pre_steps(call, options, len(timesteps), cond)],
+            after=self._date_callbacks(call, cond),
         )
-        if options.replay_embeddings is not None:
-            loop["replay"] = self._date_replay(options.replay_embeddings, cond)
-        to_vae = lambda x: self._date_to_vae(call, x)
-        result, traces = self._date_run(loop, options, call.generator, to_vae=to_vae, cond=cond)
+        result, traces = self._date_run(run, options, call.generator)
         image, nsfw = self._date_output_image(call, result.latents, cond.cond.dtype, device)
         self.maybe_free_model_hooks()
         if not call.return_dict:
             return self._date_tuple(image, nsfw)
         return DATEPipelineOutput(images=image, nsfw_content_detected=nsfw, traces=traces, prompts=options.texts)
+
+    def _date_schedule(self, call, cond: PackedConditioning, device):
+        """(initial latents, timesteps) in the family's stock order."""
+        n_images = cond.cond.shape[0]
+        if self._date_latents_first:  # the schedule depends on the latents' size (flow matching's shift)
+            latents = self._date_latents(call, n_images, cond.cond.dtype, device)
+            return latents, self._date_timesteps(call, latents, device)
+        timesteps = self._date_timesteps(call, None, device)  # the initial noise is scaled by the first noise level
+        return self._date_latents(call, n_images, cond.cond.dtype, device), timesteps
+
+    # ------------------------------------------------------------------ public accessors (CLI, web page)
+
+    @property
+    def supports_negative_prompt(self) -> bool:
+        """Whether the family samples with a negative prompt (classifier-free guidance)."""
+        return self._date_negative_branch
+
+    def default_image_size(self) -> int:
+        """The side in pixels the model samples when no height / width is given."""
+        return self._date_default_size()
+
+    @property
+    def interrupt(self) -> bool:
+        """Whether the current (or last) call was interrupted (the stock property; PixArt's stock class lacks it)."""
+        return self._interrupt
+
+    def request_interrupt(self) -> None:
+        """End the current call at the next step (diffusers' `interrupt`, e.g. from a callback or a Stop button);
+        each call starts uninterrupted."""
+        self._interrupt = True
 
     def _date_check_call(self, call, options: DATEOptions) -> None:
         """Every check before any work: stock checks, unsupported arguments, DATE's arguments; sets the state."""
@@ -242,7 +290,7 @@ class DATEPipelineMixin:
         if options.replay_embeddings is not None:
             if guided:
                 raise ValueError("replay_embeddings re-creates a DATE run: leave `date` and `ug_scale` unset")
-            options.replay_embeddings = self._date_replay_file(options.replay_embeddings)
+            options.replay_embeddings = as_saved(options.replay_embeddings)
         if guided and options.reward is None:
             raise ValueError("`date` and `ug_scale` need a `reward`, e.g. reward=CLIPScoreReward.from_pretrained(...)")
         texts = options.reward_prompt if options.reward_prompt is not None else prompt
@@ -319,13 +367,14 @@ class DATEPipelineMixin:
     def _date_tuple(self, image, nsfw):
         return (image,)
 
-    def _date_pre_step(self, call, options, n_steps, cond):
+    def _date_pre_steps(self, call, options, n_steps, cond) -> list:
+        """Hooks that move the latents before each step (Attend-and-Excite)."""
         if options.attend_and_excite is None:
-            return None
-        return self._date_attend_excite(call, options.attend_and_excite, n_steps, cond)
+            return []
+        return [self._date_attend_excite(call, options.attend_and_excite, n_steps, cond)]
 
     def _date_vae_decode(self, call, latents):
-        vae_latents = self._vae_input(self._date_to_vae(call, latents).to(self.vae.dtype), self.vae)
+        vae_latents = vae_input(self._date_to_vae(call, latents).to(self.vae.dtype), self.vae)
         return self.vae.decode(vae_latents, return_dict=False)[0]
 
     # ------------------------------------------------------------------ shared pieces
@@ -342,6 +391,11 @@ class DATEPipelineMixin:
         if hasattr(callback, "tensor_inputs"):  # PipelineCallback / MultiPipelineCallbacks, as the stock pipelines
             return list(callback.tensor_inputs)
         return list(getattr(call, "callback_on_step_end_tensor_inputs", None) or ["latents"])
+
+    def _date_callbacks(self, call, cond: PackedConditioning) -> list:
+        """The call's callbacks as loop hooks (none when it has none)."""
+        on_step_end = self._date_callback(call, cond)
+        return [] if on_step_end is None else [StepCallback(on_step_end)]
 
     def _date_callback(self, call, cond: PackedConditioning):
         """The loop's `on_step_end` for diffusers' callback contract: the callback sees the stock tensors by their
@@ -368,162 +422,43 @@ class DATEPipelineMixin:
 
         return on_step_end
 
-    @staticmethod
-    def _vae_input(latents: torch.Tensor, decoder) -> torch.Tensor:
-        """Model latents -> what `decoder.decode` takes (scaling factor, and SDXL's / SD3's mean, std or shift)."""
-        cfg = decoder.config
-        mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
-        if mean is not None and std is not None:
-            view = (1, len(mean), 1, 1)
-            mean = torch.tensor(mean, device=latents.device, dtype=latents.dtype).view(view)
-            std = torch.tensor(std, device=latents.device, dtype=latents.dtype).view(view)
-            return latents * std / cfg.scaling_factor + mean
-        return latents / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
+    _vae_input = staticmethod(vae_input)  # model latents -> what a decoder takes
 
-    def _decode_for_reward(self, x0_latents: torch.Tensor, decoder=None) -> torch.Tensor:
-        # The reference scores the raw decode, not clamped to [0, 1].
-        decoder = decoder or self.vae
-        image = decoder.decode(self._vae_input(x0_latents.to(decoder.dtype), decoder)).sample
-        return image.to(torch.promote_types(image.dtype, torch.float32)) / 2 + 0.5  # half -> float, never lower
-
-    def _date_modules(self, options: DATEOptions):
-        """Every module of the pipeline and of the DATE run: all frozen; the reward and the approximate decoder
-        follow the execution device (so they work under `enable_model_cpu_offload`)."""
-        device = self._execution_device
-        for extra in (options.reward, options.reward_decoder):
-            if isinstance(extra, torch.nn.Module) and any(p.device != torch.device(device) for p in extra.parameters()):
-                extra.to(device)
-        modules = [m for m in self.components.values() if isinstance(m, torch.nn.Module)]
-        return [m for m in (*modules, options.reward, options.reward_decoder) if m is not None]
-
-    def _date_run(
-        self, loop: dict, options: DATEOptions, generator, to_vae=None, cond: PackedConditioning | None = None
-    ) -> tuple[SampleResult, list[dict]]:
-        """Freeze, set up decoding / reward / guidance / checkpointing, run `date_sample` with `loop` (its
-        sampling arguments); returns the result and per-image traces. `cond` (the packed conditioning) names
-        the parts `save_embeddings` writes."""
-        for module in self._date_modules(options):
-            module.requires_grad_(False)
-        denoiser = self._date_denoiser()
-        # the denoiser's own switch already checkpoints each resnet / attention; the decoders and the reward
-        # are checkpointed unit by unit (see sampling/checkpointing.py). Both act only where gradients are.
-        switch_denoiser = (
-            options.gradient_checkpointing
-            and getattr(denoiser, "_supports_gradient_checkpointing", False)
-            and not denoiser.is_gradient_checkpointing
-        )
-        if switch_denoiser:
-            denoiser.enable_gradient_checkpointing()
-        fine = (
-            fine_checkpointing(getattr(self.vae, "decoder", None), options.reward_decoder, options.reward)
-            if options.gradient_checkpointing
-            else nullcontext()
-        )
-
-        def release(tensor):  # memory-saving mode: the freed activations of the part just run go back to the OS
-            if options.gradient_checkpointing and torch.is_grad_enabled():
-                release_freed_memory(tensor)
-
-        def decode(x0_latents):
-            release(x0_latents)
-            latents = to_vae(x0_latents) if to_vae else x0_latents
-            if options.reward_resolution:
-                side = options.reward_resolution // self.vae_scale_factor
-                latents = F.interpolate(latents, size=(side, side), mode="bilinear", antialias=True)
-            return self._decode_for_reward(latents, options.reward_decoder)
-
-        def score(images):
-            scores = options.reward(images, options.texts)
-            release(images)  # before the backward pass
-            return scores
-
-        guide = None
+    def _date_run(self, run: Run, options: DATEOptions, generator) -> tuple[SampleResult, list[dict]]:
+        """The sampling loop for `run` with DATE's hooks (update or replay), data-space guidance and memory options
+        as `options` say; returns the result and per-image traces."""
+        path = RewardPath(self.vae, self.vae_scale_factor, options, run.to_vae)
+        model = run.model
         if options.ug_scale:
-            from date_diffusion.sampling.guidance import universal_guidance
-
-            guide = universal_guidance(
-                scheduler=loop["scheduler"],
-                denoise=loop["denoise"],
-                decode=decode,
-                reward=score,
-                uncond_embeds=loop["uncond_embeds"],
-                guidance_scale=loop["guidance_scale"],
-                scale=options.ug_scale,
-                every=options.ug_every,
-                prediction_type=loop["prediction_type"],
-            )
-        # the random-direction ablation draws from its own stream per image, never the sampler's noise
-        direction_gens = None
-        if isinstance(generator, list):
-            direction_gens = [torch.Generator().manual_seed(g.initial_seed() + 0x5EED) for g in generator]
-        try:
-            with fine, self.progress_bar(total=len(loop["timesteps"])) as bar:
-                result = date_sample(
-                    **loop,
-                    date=options.date if options.updating else None,
-                    decode=decode,
-                    reward=score,
-                    keep_history=options.save_embeddings is not None,
-                    progress=bar.update,
-                    guide=guide,
-                    generators=direction_gens,
-                )
-        finally:
-            if switch_denoiser:
-                denoiser.disable_gradient_checkpointing()
-            if loop.get("pre_step") is not None:  # Attend-and-Excite restores the UNet's attention processors
-                loop["pre_step"].close()
+            model = UniversalGuidance(model, path.decode, path.score, options.ug_scale, options.ug_every)
+        update = DATEUpdate(model, options.date if options.updating else None, run.cond.cond, len(run.timesteps),
+                            path.decode, path.score, run.cond.mask, _direction_generators(generator),
+                            keep_history=options.save_embeddings is not None)  # fmt: skip
+        date_hooks = [update]
+        if options.replay_embeddings is not None:
+            schedule = replay_schedule(options.replay_embeddings, type(self).__name__, run.cond)
+            date_hooks.insert(0, Replay(model, schedule, update.history))
+        state = StepState(run.scheduler, run.latents, run.cond.cond, run.cond.uncond, run.guidance_scale)
+        with prepared(self, self._date_denoiser(), options), self.progress_bar(total=len(run.timesteps)) as bar:
+            hooks = [*run.before, *date_hooks, *run.after, Progress(bar.update)]
+            result = update.result(sample(model, state, run.timesteps, hooks, run.step_kwargs))
         if options.save_embeddings is not None:
-            self._date_save_embeddings(options, loop, result, cond)
-        decoder = options.reward_decoder
-        decoder_name = "vae" if decoder is None else f"{type(decoder).__name__} (approximate)"
-        if options.reward_resolution:
-            decoder_name += f" at {options.reward_resolution} px (approximate)"
-        traces = [{**t.to_dict(), "reward_decoder": decoder_name} for t in result.traces]
-        for trace, losses in zip(traces, getattr(loop.get("pre_step"), "losses", [])):
-            trace["attend_excite_losses"] = losses
+            save_run(options.save_embeddings, run.cond, result, self._date_embeddings_metadata(options, run))
+        traces = [{**t.to_dict(), "reward_decoder": path.name} for t in result.traces]
+        for hook in run.before:  # Attend-and-Excite's losses per image
+            for trace, losses in zip(traces, getattr(hook, "losses", [])):
+                trace["attend_excite_losses"] = losses
         return result, traces
 
-    def _date_save_embeddings(self, options: DATEOptions, loop: dict, result: SampleResult, cond) -> None:
-        from date_diffusion.pipelines.embeddings import from_packed
-
-        names, shapes = cond.names, cond.shapes
-        packed = {"original": loop["cond_embeds"], "final": result.embeds}
-        packed.update({f"step_{i:04d}": e for i, e in (result.embeds_history or {}).items()})
-        meta = {
+    def _date_embeddings_metadata(self, options: DATEOptions, run: Run) -> dict:
+        return {
             "pipeline": type(self).__name__,
             "model": self.config.get("_name_or_path", ""),
             "prompts": options.texts,
-            "steps": len(loop["timesteps"]),
-            "guidance_scale": loop["guidance_scale"],
+            "steps": len(run.timesteps),
+            "guidance_scale": run.guidance_scale,
             "date": options.date.to_dict() if options.date is not None else None,
         }
-        from_packed(packed, names, shapes, meta).save(options.save_embeddings)
-
-    @staticmethod
-    def _date_replay_file(replay):
-        from date_diffusion.pipelines.embeddings import SavedEmbeddings, load_embeddings
-
-        return replay if isinstance(replay, SavedEmbeddings) else load_embeddings(replay)
-
-    def _date_replay(self, saved, cond: PackedConditioning) -> dict:
-        """The saved per-update embeddings as the loop's replay schedule, after checking they fit this call."""
-        if saved.metadata.get("pipeline") != type(self).__name__:
-            raise ValueError(
-                f"replay_embeddings were saved by {saved.metadata.get('pipeline')!r}, not {type(self).__name__!r}"
-            )
-        names = [n for n, _ in saved.parts]
-        if names != list(cond.names) or [tuple(s) for _, s in saved.parts] != [tuple(s) for s in cond.shapes]:
-            raise ValueError(
-                f"replay_embeddings have parts {saved.parts}, this call has {list(zip(cond.names, cond.shapes))}"
-            )
-        original = saved.packed("original").to(cond.cond.device, cond.cond.dtype)
-        if original.shape != cond.cond.shape or not torch.allclose(original, cond.cond, rtol=1e-4, atol=1e-5):
-            raise ValueError(
-                "replay_embeddings start from another embedding than this call's prompt: use the prompt, model and "
-                f"settings they were saved with (their prompts: {saved.metadata.get('prompts')})"
-            )
-        return {i: e.to(cond.cond.device, cond.cond.dtype) for i, e in saved.history().items()}
 
     def _date_timestep_cond(self, cond: PackedConditioning):
         """The guidance-scale embedding of guidance-distilled (LCM) UNets (never with CFG); None for others."""

@@ -101,3 +101,35 @@ def load_packed(path) -> dict[str, torch.Tensor]:
     """Every stage of an embeddings file in the sampling loop's packed `[B, N]` layout (stage name -> tensor)."""
     saved = load_embeddings(path)
     return {stage: saved.packed(stage) for stage in saved.stages}
+
+
+def as_saved(replay) -> SavedEmbeddings:
+    """A `replay_embeddings=` argument (a file path or a loaded `SavedEmbeddings`) as `SavedEmbeddings`."""
+    return replay if isinstance(replay, SavedEmbeddings) else load_embeddings(replay)
+
+
+def replay_schedule(saved: SavedEmbeddings, pipeline_name: str, cond) -> dict[int, torch.Tensor]:
+    """The saved per-update embeddings as the loop's replay schedule (`sampling.date_step.Replay`), after checking
+    they fit this call: the same pipeline, conditioning parts and shapes, and original embedding."""
+    if saved.metadata.get("pipeline") != pipeline_name:
+        raise ValueError(f"replay_embeddings were saved by {saved.metadata.get('pipeline')!r}, not {pipeline_name!r}")
+    names = [n for n, _ in saved.parts]
+    if names != list(cond.names) or [tuple(s) for _, s in saved.parts] != [tuple(s) for s in cond.shapes]:
+        raise ValueError(
+            f"replay_embeddings have parts {saved.parts}, this call has {list(zip(cond.names, cond.shapes))}"
+        )
+    original = saved.packed("original").to(cond.cond.device, cond.cond.dtype)
+    if original.shape != cond.cond.shape or not torch.allclose(original, cond.cond, rtol=1e-4, atol=1e-5):
+        raise ValueError(
+            "replay_embeddings start from another embedding than this call's prompt: use the prompt, model and "
+            f"settings they were saved with (their prompts: {saved.metadata.get('prompts')})"
+        )
+    return {i: e.to(cond.cond.device, cond.cond.dtype) for i, e in saved.history().items()}
+
+
+def save_run(path, cond, result, metadata: dict) -> None:
+    """A run's original, final and per-update conditioning (`result`: the loop's `SampleResult`), each part under
+    its stock name (`cond`: the call's `PackedConditioning`), with `metadata`."""
+    packed = {"original": cond.cond, "final": result.embeds}
+    packed.update({f"step_{i:04d}": e for i, e in (result.embeds_history or {}).items()})
+    from_packed(packed, cond.names, cond.shapes, metadata).save(path)

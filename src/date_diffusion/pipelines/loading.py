@@ -10,32 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-# --family names -> stock pipeline classes
-FAMILY_NAMES = {
-    "sd": "StableDiffusionPipeline",
-    "sdxl": "StableDiffusionXLPipeline",
-    "sd3": "StableDiffusion3Pipeline",
-    "flux": "FluxPipeline",
-    "pixart": "PixArtAlphaPipeline",
-}
-# diffusers' single-file model types (`infer_diffusers_model_type`) -> family
-_SINGLE_FILE_TYPES = {
-    "v1": "sd",
-    "v2": "sd",
-    "xl_base": "sdxl",
-    "playground-v2-5": "sdxl",
-    "sd3": "sd3",
-    "sd35_medium": "sd3",
-    "sd35_large": "sd3",
-    "flux-dev": "flux",
-    "flux-schnell": "flux",
-}
+from date_diffusion.families import NAMES, by_name, by_pipeline_class, by_single_file_type
+
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
-# The paper's sampling settings for the family it ran (SD 1.5: DDIM 50 steps, guidance 8); the other families
-# keep their stock pipeline's defaults.
-PAPER_DEFAULTS = {"sd": {"num_inference_steps": 50, "guidance_scale": 8.0}}
-# families whose released weights are trained in bfloat16 (the others in float16)
-_BF16_FAMILIES = ("sd3", "flux")
 
 
 class _Shapes(Mapping):
@@ -83,19 +60,20 @@ def detect_family(path) -> str:
         model_type = infer_diffusers_model_type(checkpoint)
     except Exception as err:  # truncated, not a checkpoint, unknown layout
         raise ValueError(f"could not read {path} as a checkpoint ({type(err).__name__}: {err})") from err
-    if model_type not in _SINGLE_FILE_TYPES:
+    family = by_single_file_type(model_type)
+    if family is None:
         raise ValueError(
             f"{path.name} looks like a {model_type!r} checkpoint, which has no DATE pipeline; if it is one of "
-            f"{', '.join(FAMILY_NAMES)}, say so with family=... (--family)"
+            f"{', '.join(NAMES)}, say so with family=... (--family)"
         )
-    return _SINGLE_FILE_TYPES[model_type]
+    return family.name
 
 
 def family_of(model, family: str | None = None) -> str:
     """`family` when given, else the family of a single file (from its keys) or a folder / hub id (its
     `model_index.json`)."""
-    if family is not None and family not in FAMILY_NAMES:
-        raise ValueError(f"unknown family {family!r}; use one of {', '.join(FAMILY_NAMES)}")
+    if family is not None:
+        by_name(family)  # an unknown name is refused with the known ones
     if is_single_file(model):
         try:
             detected = detect_family(model)
@@ -108,11 +86,9 @@ def family_of(model, family: str | None = None) -> str:
         return detected
     if family is not None:
         return family
-    from date_diffusion.hub import stock_pipeline_name
     from date_diffusion.pipelines import date_pipeline_for
 
-    stock = stock_pipeline_name(date_pipeline_for(model).__name__)
-    return next(name for name, cls in FAMILY_NAMES.items() if cls == stock)
+    return by_pipeline_class(date_pipeline_for(model).__name__).name
 
 
 def resolve_dtype(dtype, family: str, device: str):
@@ -125,7 +101,7 @@ def resolve_dtype(dtype, family: str, device: str):
         return getattr(torch, dtype)
     if not str(device).startswith("cuda"):
         return torch.float32
-    if family in _BF16_FAMILIES and torch.cuda.is_bf16_supported():
+    if by_name(family).bf16 and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16
 
@@ -157,13 +133,13 @@ def load_date_pipeline(
     a name from `date_diffusion.schedulers.SCHEDULERS`; `loras` (file, scale) pairs; `offload` `model` or
     `sequential` (diffusers' CPU offload; needs an accelerator)."""
     from date_diffusion.hub import explain_load_error
-    from date_diffusion.pipelines import DATEPipeline, date_pipeline_class
+    from date_diffusion.pipelines import DATEPipeline
     from date_diffusion.schedulers import make_scheduler
 
     fam = family_of(model, family)
     torch_dtype = resolve_dtype(dtype, fam, device)
     if is_single_file(model):
-        cls = date_pipeline_class(FAMILY_NAMES[fam])
+        cls = by_name(fam).date_pipeline()
         try:
             pipe = cls.from_single_file(str(model), config=config, dtype=torch_dtype)
         except (OSError, ValueError) as err:
@@ -203,12 +179,10 @@ def stock_defaults(family: str) -> dict:
     """`num_inference_steps` and `guidance_scale` of the family's stock diffusers pipeline (its `__call__`)."""
     import inspect
 
-    from date_diffusion.pipelines import date_pipeline_class
-
-    params = inspect.signature(date_pipeline_class(FAMILY_NAMES[family]).__call__).parameters
+    params = inspect.signature(by_name(family).date_pipeline().__call__).parameters
     return {k: params[k].default for k in ("num_inference_steps", "guidance_scale")}
 
 
 def family_defaults(family: str) -> dict:
     """Sampling defaults per family: the paper's where the paper ran the family, else the stock pipeline's."""
-    return {**stock_defaults(family), **PAPER_DEFAULTS.get(family, {})}
+    return {**stock_defaults(family), **by_name(family).sampling}

@@ -6,12 +6,21 @@ from types import SimpleNamespace
 
 import torch
 from diffusers import StableDiffusionPipeline
+from diffusers.pipelines.stable_diffusion import pipeline_stable_diffusion as _stock
 
-from date_diffusion.core.config import DATEConfig
-from date_diffusion.pipelines.common import DATEOptions, DATEPipelineMixin, DATEPipelineOutput, pack_conditioning
-from date_diffusion.rewards.base import Reward
+from date_diffusion.pipelines.common import (
+    DATEOptions,
+    DATEPipelineMixin,
+    DATEPipelineOutput,
+    PackedConditioning,
+    Run,
+    pack_conditioning,
+)
+from date_diffusion.sampling.denoiser import GuidedDenoiser
 
 __all__ = ["DATEPipelineOutput", "StableDiffusionDATEPipeline"]
+# the DATE options an edit takes (the others belong to generation: replay, save, guidance baselines, A&E)
+EDIT_OPTIONS = ("date", "reward", "reward_prompt", "gradient_checkpointing", "reward_decoder", "reward_resolution")
 
 
 class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
@@ -25,6 +34,98 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
 
     def _date_default_size(self) -> int:
         return self.unet.config.sample_size * self.vae_scale_factor
+
+    def encode_prompt(
+        self,
+        prompt,
+        device,
+        num_images_per_prompt,
+        do_classifier_free_guidance,
+        negative_prompt=None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        lora_scale: float | None = None,
+        clip_skip: int | None = None,
+    ):
+        """The stock `encode_prompt` (same arguments and outputs), with `clip_skip` also for transformers 5.
+
+        Stock diffusers (0.42) takes the final LayerNorm for `clip_skip` from `text_encoder.text_model`, which
+        transformers 5's flattened `CLIPTextModel` no longer has (its children are `embeddings`, `encoder`,
+        `final_layer_norm`), so stock `clip_skip` raises AttributeError there. Only in that case (a `clip_skip`,
+        no `prompt_embeds`, an encoder without `text_model`) the positive prompt's embeddings are computed here as
+        stock intends: hidden state `-(clip_skip + 1)` through the final LayerNorm, with stock's LoRA scaling,
+        textual-inversion expansion, truncation warning and attention mask. They are then handed to the stock
+        method as `prompt_embeds`, which does the rest (dtype, `num_images_per_prompt`, negative prompt, LoRA
+        state). Everything else is the stock method unchanged.
+
+        Computing it here rather than giving the encoder a temporary `text_model` attribute for the stock call:
+        nothing of the user's model is touched even for a moment (text encoders are shared between pipelines,
+        e.g. by `from_pipe`, and may be used from other threads or wrapped by `torch.compile` / accelerate hooks).
+        """
+        text_encoder = self.text_encoder
+        own = (
+            clip_skip is not None
+            and prompt_embeds is None
+            and text_encoder is not None
+            and not hasattr(text_encoder, "text_model")
+        )
+        if own:
+            prompt_embeds = self._date_clip_skip_embeds(prompt, device, lora_scale, clip_skip)
+            clip_skip = None  # stock: embeddings given, no text encoding left to do for the positive prompt
+        return super().encode_prompt(
+            prompt,
+            device,
+            num_images_per_prompt,
+            do_classifier_free_guidance,
+            negative_prompt=negative_prompt,
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_prompt_embeds,
+            lora_scale=lora_scale,
+            clip_skip=clip_skip,
+        )
+
+    def _date_clip_skip_embeds(self, prompt, device, lora_scale, clip_skip: int) -> torch.Tensor:
+        """The positive prompt's `clip_skip` embeddings, [B, T, D], exactly as stock `encode_prompt` computes them
+        (before its dtype cast and per-prompt duplication), for a text encoder with the final LayerNorm at its top
+        level. Uses the stock module's own helpers, so LoRA and textual inversion act as in the stock call."""
+        text_encoder, tokenizer = self.text_encoder, self.tokenizer
+        final_layer_norm = getattr(text_encoder, "final_layer_norm", None)
+        if final_layer_norm is None:
+            raise AttributeError(
+                f"clip_skip needs the text encoder's final LayerNorm: {type(text_encoder).__name__} has neither "
+                "`text_model.final_layer_norm` nor `final_layer_norm`"
+            )
+        scaled = lora_scale is not None and isinstance(self, _stock.StableDiffusionLoraLoaderMixin)
+        if scaled:  # as stock: PEFT scales multiplicatively (undone below), the legacy path sets the scale
+            if _stock.USE_PEFT_BACKEND:
+                _stock.scale_lora_layers(text_encoder, lora_scale)
+            else:
+                _stock.adjust_lora_scale_text_encoder(text_encoder, lora_scale)
+        try:
+            if isinstance(self, _stock.TextualInversionLoaderMixin):
+                prompt = self.maybe_convert_prompt(prompt, tokenizer)
+            max_length = tokenizer.model_max_length
+            inputs = tokenizer(
+                prompt, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
+            )
+            ids = inputs.input_ids
+            untruncated = tokenizer(prompt, padding="longest", return_tensors="pt").input_ids
+            if untruncated.shape[-1] >= ids.shape[-1] and not torch.equal(ids, untruncated):
+                removed = tokenizer.batch_decode(untruncated[:, max_length - 1 : -1])
+                _stock.logger.warning(
+                    "The following part of your input was truncated because CLIP can only handle sequences up to"
+                    f" {max_length} tokens: {removed}"
+                )
+            mask = None
+            if getattr(text_encoder.config, "use_attention_mask", False):
+                mask = inputs.attention_mask.to(device)
+            out = text_encoder(ids.to(device), attention_mask=mask, output_hidden_states=True)
+            # all hidden states: the embeddings' output, then each layer's (before the final LayerNorm)
+            hidden_states = out.hidden_states if hasattr(out, "hidden_states") else out[-1]
+            return final_layer_norm(hidden_states[-(clip_skip + 1)])
+        finally:
+            if scaled and _stock.USE_PEFT_BACKEND:
+                _stock.unscale_lora_layers(text_encoder, lora_scale)
 
     def _date_encode(self, call, options, device):
         cond, uncond = self._date_encode_prompt(call, device)
@@ -84,10 +185,7 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
         negative_prompt: str | list[str] | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
-        date: DATEConfig | None = None,
-        reward: Reward | None = None,
-        gradient_checkpointing: bool = False,
-        reward_decoder=None,
+        **date_options,
     ) -> DATEPipelineOutput:
         """Text-guided editing of `image` by edit-friendly DDPM inversion, optionally with DATE.
 
@@ -95,15 +193,18 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
         then regenerated from step `skip` with `target_prompt` (guidance `cfg_tar`), DATE adapting the target
         embedding at its update indices (counted from the first regenerated step). Defaults are the inversion
         paper's (100 steps, skip 36, guidance 3.5 / 15). With `target_prompt == source_prompt`,
-        `cfg_tar == cfg_src` and no DATE, the result reconstructs the input.
+        `cfg_tar == cfg_src` and no DATE, the result reconstructs the input. `date_options`: `date`, `reward` and
+        the reward path's options of `DATEOptions` (`gradient_checkpointing`, `reward_decoder`,
+        `reward_resolution`, `reward_prompt`).
         """
         from date_diffusion.editing.ddpm_inversion import inversion_scheduler, invert
 
         if not 0 <= skip < num_inference_steps:
             raise ValueError(f"skip must be in [0, {num_inference_steps - 1}] (steps not regenerated), got {skip}")
-        options = DATEOptions(
-            date=date, reward=reward, gradient_checkpointing=gradient_checkpointing, reward_decoder=reward_decoder
-        )
+        unknown = sorted(set(date_options) - set(EDIT_OPTIONS))
+        if unknown:
+            raise TypeError(f"edit() got {unknown}; it takes the DATE options {', '.join(EDIT_OPTIONS)}")
+        options = DATEOptions(**date_options)
         call = SimpleNamespace(prompt=target_prompt, prompt_embeds=None, num_images_per_prompt=1)
         self._date_prepare(call, options)
         device = self._execution_device
@@ -119,18 +220,16 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
 
         sched = inversion_scheduler(self.scheduler.config, num_inference_steps, device)
         inv = invert(denoise, sched, x0, src, src_neg, cfg_src, generator)
-        loop = dict(
+        run = Run(
             scheduler=sched,
-            denoise=denoise,
+            model=GuidedDenoiser(denoise, self._date_prediction_type()),
+            cond=PackedConditioning(tar, tar_neg, None, [tuple(tar.shape[1:])], ("prompt_embeds",)),  # unpacked: as is
             latents=inv.xts[skip],
-            cond_embeds=tar,
-            uncond_embeds=tar_neg,
-            guidance_scale=cfg_tar,
-            prediction_type=self._date_prediction_type(),
             timesteps=inv.timesteps[skip:],
+            guidance_scale=cfg_tar,
             step_kwargs=lambda i: {"eta": 1.0, "variance_noise": inv.zs[skip + i]},
         )
-        result, traces = self._date_run(loop, options, None)
+        result, traces = self._date_run(run, options, None)
         image = self.vae.decode(result.latents / self.vae.config.scaling_factor).sample
         image = self.image_processor.postprocess(image, output_type=output_type)
         return DATEPipelineOutput(images=image, nsfw_content_detected=None, traces=traces, prompts=options.texts)

@@ -11,6 +11,7 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 
 from date_diffusion.pipelines.common import DATEPipelineMixin, pack_conditioning
+from date_diffusion.pipelines.reward_path import vae_input
 
 
 class StableDiffusionXLDATEPipeline(DATEPipelineMixin, StableDiffusionXLPipeline):
@@ -77,7 +78,7 @@ class StableDiffusionXLDATEPipeline(DATEPipelineMixin, StableDiffusionXLPipeline
         if upcast:
             self.upcast_vae()
         vae_dtype = next(iter(self.vae.post_quant_conv.parameters())).dtype
-        image = self.vae.decode(self._vae_input(latents.to(vae_dtype), self.vae), return_dict=False)[0]
+        image = self.vae.decode(vae_input(latents.to(vae_dtype), self.vae), return_dict=False)[0]
         if upcast:
             self.vae.to(dtype=torch.float16)
         return image

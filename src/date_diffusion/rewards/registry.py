@@ -2,7 +2,8 @@
 
 A spec is one term or a `+`-sum of `WEIGHT*TERM`; a term is `NAME`, `NAME:SOURCE` (a folder, file or hub id), or a
 wrapper around a spec: `augK(SPEC)` (K augmented views), `mean(SPEC;SPEC;...)` (ensemble), `subjects(SPEC)`
-(subject-aware). `ensemble` is the toy world's reward-CLIP ensemble, `mean(clip;clip-s1;clip-m2)`.
+(subject-aware). `clip-l` is the paper's CLIP; the toy world's rewards carry toy names (`toy-clip`, `toy-ensemble` =
+`mean(toy-clip;toy-clip-s1;toy-clip-m2)`, see `toyworld/world.py`); their earlier names are refused with the new one.
 """
 
 from __future__ import annotations
@@ -10,19 +11,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from date_diffusion.rewards.base import Reward
-
 
 class RewardSpecError(ValueError):
     """A reward spec that names no known reward, or has a malformed weight."""
 
 
 def _clip(source, device):
-    """`clip` alone is the toy world's reward CLIP; `clip:ID_OR_PATH` any CLIP."""
-    from date_diffusion.hub import TOY_CLIP
+    """`clip:ID_OR_PATH`: any CLIP in transformers format."""
     from date_diffusion.rewards.clip import CLIPScoreReward
 
-    return CLIPScoreReward.from_pretrained(source or TOY_CLIP, device=device)
+    return CLIPScoreReward.from_pretrained(source, device=device)
 
 
 def _alias(target) -> Callable:
@@ -36,11 +34,11 @@ def _alias(target) -> Callable:
 
 def _toy_ensemble(source, device):
     """The toy world's reward CLIPs (never its evaluation CLIP), averaged."""
-    from date_diffusion.hub import TOY_REWARD_ENSEMBLE
+    from date_diffusion.toyworld import world
 
     if source is not None:
-        raise RewardSpecError("ensemble takes no source; for other models use mean(SPEC;SPEC;...)")
-    return _parse("mean(" + ";".join(TOY_REWARD_ENSEMBLE) + ")", device, _registry())
+        raise RewardSpecError("toy-ensemble takes no source; for other models use mean(SPEC;SPEC;...)")
+    return _parse("mean(" + ";".join(world.ENSEMBLE) + ")", device, _registry())
 
 
 def _pickscore(source, device):
@@ -62,17 +60,20 @@ def _aesthetic(source, device):
 
 
 def _registry() -> dict[str, Callable]:
-    from date_diffusion.hub import REWARD_ALIASES
+    from date_diffusion.hub import PAPER_CLIP
+    from date_diffusion.toyworld import world
 
-    rewards = {name: _alias(target) for name, target in REWARD_ALIASES.items() if name != "clip"}
+    rewards = {name: _alias(path) for name, path in world.CLIPS.items()}
     rewards.update(clip=_clip, pickscore=_pickscore, imagereward=_imagereward, aesthetic=_aesthetic)
-    rewards["ensemble"] = _toy_ensemble
+    rewards["clip-l"] = _alias(PAPER_CLIP)
+    rewards["toy-ensemble"] = _toy_ensemble
     return rewards
 
 
 SPEC_HELP = (
-    "clip (toy CLIP), clip-l, clip:ID_OR_PATH, pickscore[:ID], imagereward[:DIR], aesthetic[:FILE], "
-    "ensemble (the toy reward CLIPs' mean), weighted sums like 0.5*clip-l+1*imagereward, and wrappers "
+    "clip-l (the paper's CLIP ViT-L/14), clip:ID_OR_PATH, pickscore[:ID], imagereward[:DIR], aesthetic[:FILE], "
+    "the toy world's toy-clip, toy-clip-s1, toy-clip-m2, toy-clip-na and toy-ensemble (their mean), "
+    "weighted sums like 0.5*clip-l+1*imagereward, and wrappers "
     "augK(SPEC) (mean over K augmented views), mean(SPEC;SPEC;...) and subjects(SPEC) (subject-aware)"
 )
 
@@ -100,7 +101,7 @@ def _wrapped(name: str, inner: str, device, rewards):
         from date_diffusion.rewards.augment import AugmentedReward
 
         if int(m.group(1)) < 1:
-            raise RewardSpecError(f"{name}(...) needs at least one view, e.g. aug8(clip)")
+            raise RewardSpecError(f"{name}(...) needs at least one view, e.g. aug8(clip-l)")
         return AugmentedReward(_parse(inner, device, rewards), views=int(m.group(1)))
     if name == "mean":
         from date_diffusion.rewards.ensemble import EnsembleReward
@@ -118,6 +119,7 @@ def _term(term: str, device, rewards):
     if m := re.fullmatch(r"([A-Za-z0-9_-]+)\((.*)\)", term, flags=re.S):
         return _wrapped(m.group(1), m.group(2), device, rewards)
     kind, colon, source = term.partition(":")
+    _refuse_old_name(kind, source)
     if kind not in rewards or (colon and not source) or "(" in term or ")" in term:
         raise RewardSpecError(f"unknown reward {term!r}; use {SPEC_HELP}")
     if source and kind not in _TAKES_SOURCE:
@@ -145,16 +147,34 @@ def _parse(spec: str, device, rewards):
 _TAKES_SOURCE = ("clip", "pickscore", "imagereward", "aesthetic")
 
 
-class _Unbuilt(Reward):
-    """Stands for a reward in `check_spec`: the spec's structure is checked without loading any model."""
+def _refuse_old_name(kind: str, source: str) -> None:
+    """The toy world's rewards had generic names (`clip`, `ensemble`, ...): refused with the new name, so that no
+    model is guided by a toy reward under a name that reads like a real one."""
+    from date_diffusion.toyworld import world
 
-    def forward(self, images, prompts):  # pragma: no cover - never called
-        raise NotImplementedError
+    if kind == "clip" and not source:
+        raise RewardSpecError(
+            "'clip' alone names no model: use clip-l (the paper's CLIP ViT-L/14), clip:ID_OR_PATH, or on the toy "
+            "world toy-clip (its CLIP, called 'clip' in earlier versions)"
+        )
+    if kind in world.RENAMED and kind != "clip":
+        raise RewardSpecError(f"reward {kind!r} is the toy world's, now called {world.RENAMED[kind]!r}")
+
+
+def _unbuilt():
+    """Stands for a reward in `check_spec`: the spec's structure is checked without loading any model."""
+    from date_diffusion.rewards.base import Reward
+
+    class Unbuilt(Reward):
+        def forward(self, images, prompts):  # pragma: no cover - never called
+            raise NotImplementedError
+
+    return Unbuilt()
 
 
 def check_spec(spec: str) -> None:
     """Raise `RewardSpecError` for a malformed spec, without loading any model (validate before work starts)."""
-    _parse(spec, None, {name: (lambda source, device: _Unbuilt()) for name in _registry()})
+    _parse(spec, None, {name: (lambda source, device: _unbuilt()) for name in _registry()})
 
 
 def reward_from_spec(spec: str, device: str = "cpu"):

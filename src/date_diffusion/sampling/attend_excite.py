@@ -1,4 +1,5 @@
-"""Attend-and-Excite (Chefer et al., 2023) as a pre-step hook of the DATE loop, so both can run in one sample.
+"""Attend-and-Excite (Chefer et al., 2023) as a `before_step` hook of the sampling loop, so it and DATE can run in
+one sample.
 
 At loop index i < `max_iter_to_alter` the latents of each image are moved to raise the weakest maximal
 cross-attention of the subject tokens (with the iterative refinement at the threshold steps), exactly as
@@ -11,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from date_diffusion.sampling.loop import Hook, StepState
+
 
 def noun_token_indices(tokenizer, prompt: str, nouns: set[str]) -> list[int]:
     """Indices (in the padded token sequence, BOS = 0) of the tokens that spell one of the subject `nouns`."""
@@ -22,8 +25,9 @@ def noun_token_indices(tokenizer, prompt: str, nouns: set[str]) -> list[int]:
     return found
 
 
-class AttendExcite:
-    """Callable `pre_step(i, t, latents, embeds) -> latents`; `close()` restores the UNet's processors."""
+class AttendExcite(Hook):
+    """Moves the latents before each step (`before_step`); `close()` restores the UNet's processors; `losses` holds
+    each image's loss per step."""
 
     def __init__(
         self,
@@ -56,7 +60,10 @@ class AttendExcite:
     def close(self):
         self.unet.set_attn_processor(self.original_processors)
 
-    def __call__(self, i, t, latents, embeds):
+    def before_step(self, state: StepState) -> None:
+        state.latents = self.excite(state.index, state.timestep, state.latents, state.cond)
+
+    def excite(self, i, t, latents, embeds):
         ae = self.ae
         with torch.enable_grad():
             latents = latents.clone().detach().requires_grad_(True)

@@ -1,46 +1,42 @@
-"""Data-space reward guidance (the Universal-Guidance-style baseline DATE is compared against).
+"""Data-space reward guidance (the Universal-Guidance-style baseline DATE is compared against), as a wrapper of the
+guided denoiser (k-diffusion's way of adding guidance).
 
-A `guide` hook for `date_sample`: at chosen loop indices it differentiates the reward of the decoded
-`x0_hat` with respect to the noisy latent (through the denoiser, both CFG branches) and shifts the noise
-prediction the classifier-guidance way, `eps <- eps - scale * sigma_t * grad_x h`. The text embedding stays
-fixed. Epsilon-prediction models only.
+At loop indices `i % every == 0` of normal steps it differentiates the reward of the decoded `x0_hat` with respect to
+the noisy latent (through the denoiser, both CFG branches) and shifts the guided prediction the classifier-guidance
+way, `eps <- eps - scale * sigma_t * grad_x h`. The text embedding stays fixed. Epsilon-prediction models only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
-from date_diffusion.core.prediction import noise_level, predicted_x0
-from date_diffusion.sampling.loop import guided
+from date_diffusion.core.prediction import noise_level, predicted_x0, scale_input
+from date_diffusion.sampling.denoiser import GuidedDenoiser, guided
 
 
-def universal_guidance(
-    *,
-    scheduler,
-    denoise,
-    decode,
-    reward,
-    uncond_embeds,
-    guidance_scale: float,
-    scale: float,
-    every: int = 1,
-    prediction_type: str = "epsilon",
-) -> Callable:
-    if prediction_type != "epsilon":
-        raise ValueError(f"universal guidance supports epsilon-prediction models only, not {prediction_type!r}")
+class UniversalGuidance(GuidedDenoiser):
+    """`model`'s predictions; at normal steps the guided output is shifted along the reward's gradient.
+    `decode(x0_latents) -> images`, `reward(images) -> scores [B]`; `uncond_embeds` and `guidance_scale` are those
+    the gradient is taken with."""
 
-    def guide(i, t, x_in, embeds, out):
-        if i % every:
+    def __init__(self, model: GuidedDenoiser, decode, reward, scale: float, every: int = 1):
+        if model.prediction_type != "epsilon":
+            raise ValueError(
+                f"universal guidance supports epsilon-prediction models only, not {model.prediction_type!r}"
+            )
+        super().__init__(model.denoise, model.prediction_type, model.guidance_rescale)
+        self.inner, self.decode, self.reward, self.scale, self.every = model, decode, reward, scale, every
+
+    def step(self, state) -> torch.Tensor:
+        out = self.inner.step(state)
+        if state.index % self.every:
             return out
-        alpha, sigma = noise_level(scheduler, t)
-        x = x_in.detach().requires_grad_(True)
+        t = state.timestep
+        alpha, sigma = noise_level(state.scheduler, t)
+        x = scale_input(state.scheduler, state.latents, t).detach().requires_grad_(True)
         with torch.enable_grad():
-            u = denoise(x, t, uncond_embeds) if uncond_embeds is not None else None
-            eps = guided(u, denoise(x, t, embeds), guidance_scale)
-            scores = reward(decode(predicted_x0(x, eps, alpha, sigma, "epsilon")))
+            u = self.denoise(x, t, state.uncond) if state.uncond is not None else None
+            eps = guided(u, self.denoise(x, t, state.cond), state.guidance_scale)
+            scores = self.reward(self.decode(predicted_x0(x, eps, alpha, sigma, "epsilon")))
             (grad,) = torch.autograd.grad(scores.sum(), x)
-        return out - scale * sigma.to(out.dtype) * grad.to(out.dtype)
-
-    return guide
+        return out - self.scale * sigma.to(out.dtype) * grad.to(out.dtype)

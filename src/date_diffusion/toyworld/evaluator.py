@@ -186,13 +186,3 @@ def evaluate_prompt(image: np.ndarray, prompt: str) -> dict:
     except ValueError as err:
         return {"pass": None, "aspects": {}, "error": str(err)}
     return evaluate(image, spec)
-
-
-def judge_for(model):
-    """For a toy-world model, the exact evaluator as a function `(PIL image or array, prompt) -> verdict`
-    (`evaluate_prompt`); None for any other model."""
-    from date_diffusion.hub import is_toy_world
-
-    if not is_toy_world(model):
-        return None
-    return lambda image, prompt: evaluate_prompt(np.asarray(image), prompt)

@@ -5,9 +5,17 @@ from __future__ import annotations
 import gradio as gr
 
 from date_diffusion.ui.runview import categories, gallery, load_run
-from date_diffusion.ui.session import Form, InputError, Session, reward_plot, summary
-
-ANCHORS = ["previous", "original"]
+from date_diffusion.ui.session import (
+    ELEM_IDS,
+    FIELDS,
+    LABELS,
+    Form,
+    InputError,
+    Session,
+    placeholders,
+    reward_plot,
+    summary,
+)
 
 
 def _enlarged(image, side: int = 256):
@@ -20,27 +28,29 @@ def _enlarged(image, side: int = 256):
     return image.resize((image.width * k, image.height * k), Image.Resampling.NEAREST)
 
 
+def _setting_fields(session: Session) -> list:
+    """One text field per setting (`session.FIELDS`), blank = the resolved default shown in grey."""
+    hints = placeholders(session.defaults)
+    boxes = []
+    with gr.Accordion("Settings (blank: the default shown)", open=True):
+        for start in range(0, len(FIELDS), 3):
+            with gr.Row():
+                for name in FIELDS[start : start + 3]:
+                    label = LABELS[name]
+                    boxes.append(gr.Textbox(label=label, placeholder=hints[name], elem_id=ELEM_IDS[name], max_lines=1))
+    return boxes
+
+
 def _generate_tab(session: Session):
-    d = session.defaults
     with gr.Row():
         with gr.Column(scale=1):
             prompt = gr.Textbox(label="Prompt", value="a red circle to the left of a blue square", elem_id="prompt")
             negative = gr.Textbox(label="Negative prompt", elem_id="negative")
             with gr.Row():
-                seed = gr.Number(label="Seed", value=0, precision=0, elem_id="seed")
-                steps = gr.Number(label="Steps", value=d.get("num_inference_steps", 50), precision=0, elem_id="steps")
-                guidance = gr.Number(label="Guidance", value=d.get("guidance_scale", 5.0), elem_id="guidance")
-            with gr.Row():
-                rho = gr.Number(label="rho", value=d.get("rho", 0.5), elem_id="rho")
-                every = d.get("update_every", 10)
-                schedule = gr.Textbox(label="Updates ('every N' or '0, 10, 20')", value=f"every {every}",
-                                      elem_id="schedule")  # fmt: skip
-            with gr.Row():
-                grad = gr.Number(label="Gradient steps", value=d.get("grad_steps", 1), precision=0, elem_id="grad")
-                anchor = gr.Dropdown(ANCHORS, value="previous", label="Anchor", elem_id="anchor")
-                prior = gr.Number(label="Prior weight", value=0.0, elem_id="prior")
-            reward = gr.Textbox(label="Reward", value=d.get("reward", "clip"), elem_id="reward")
-            approximate = gr.Checkbox(label="Approximate decoder for the reward (faster)", elem_id="approximate")
+                seed = gr.Textbox(label="Seed", value="0", elem_id="seed", max_lines=1)
+                paper = gr.Checkbox(label="Paper defaults (ignore the model's recommendation)", elem_id="paper")
+                approximate = gr.Checkbox(label="Approximate decoder for the reward (faster)", elem_id="approximate")
+            settings = _setting_fields(session)
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", elem_id="generate")
                 stop = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -52,11 +62,12 @@ def _generate_tab(session: Session):
             plot = gr.Plot(label="Reward of x0_hat before and after each update", elem_id="reward-plot")
             strip = gr.Gallery(label="x0_hat before and after each update", columns=6, height=220, elem_id="strip")
             files = gr.File(label="Downloads", file_count="multiple", elem_id="files")
-    inputs = [prompt, negative, seed, steps, guidance, rho, schedule, grad, anchor, prior, reward, approximate]
+    inputs = [prompt, negative, seed, paper, approximate, *settings]
 
-    def generate(*values, progress=gr.Progress()):
+    def generate(*values, request: gr.Request = None, progress=gr.Progress()):
+        token = session.stops.start(_visitor(request))
         try:
-            result = session.compare(Form(*values), progress=progress)
+            result = session.compare(Form.from_values(*values), progress=progress, stop=token)
         except InputError as err:
             raise gr.Error(str(err), print_exception=False) from err
         except Exception as err:  # a failing run is reported in the page; the server carries on
@@ -66,9 +77,17 @@ def _generate_tab(session: Session):
         shown = [_enlarged(result["fixed"]), _enlarged(result["date"])]
         return *shown, summary(result), figure, [(_enlarged(i), c) for i, c in result.get("strip", [])], result["files"]
 
+    def stop_mine(request: gr.Request = None):
+        session.stops.stop(_visitor(request))
+
     event = run.click(generate, inputs, [fixed_img, date_img, info, plot, strip, files])
-    stop.click(lambda: session.stop.set(), None, None, queue=False)
+    stop.click(stop_mine, None, None, queue=False)
     return event
+
+
+def _visitor(request) -> str:
+    """The browser session a request comes from (one Stop token each); direct calls share one."""
+    return getattr(request, "session_hash", None) or "local"
 
 
 def _run_tab(run_dir):

@@ -15,93 +15,104 @@ from pathlib import Path
 
 import torch
 
-from date_diffusion.core.config import DATEConfig
+from date_diffusion.core.settings import BY_FIELD, SETTINGS
 from date_diffusion.rewards.base import Reward
-from date_diffusion.toyworld.evaluator import judge_for
 
 
 class InputError(ValueError):
     """A form value that cannot run: shown in the page, the server carries on."""
 
 
+# The page's setting fields, in order: steps, guidance, the reward and every DATE setting (`core/settings.py`);
+# each is text, blank for the resolved default (`resolver.resolve_settings`), exactly as an unset flag.
+FIELDS = ("num_inference_steps", "guidance_scale", "reward", *(s.field for s in SETTINGS))
+LABELS = {"num_inference_steps": "steps", "guidance_scale": "guidance", "reward": "reward"}
+LABELS.update({s.field: s.label for s in SETTINGS})
+ELEM_IDS = {"num_inference_steps": "steps", "guidance_scale": "guidance", "reward": "reward"}
+ELEM_IDS.update({s.field: s.elem_id for s in SETTINGS})
+
+
 @dataclass
 class Form:
+    """What the page sends: the prompt, the seed, and the text of each setting field (`FIELDS`; '' = default)."""
+
     prompt: str
     negative_prompt: str = ""
-    seed: float = 0
-    steps: float = 50
-    guidance: float = 5.0
-    rho: float = 0.5
-    schedule: str = "every 10"
-    grad_steps: float = 1
-    anchor: str = "previous"
-    prior_weight: float = 0.0
-    reward: str = "clip"
+    seed: float | str | None = 0
+    paper_defaults: bool = False
     approximate: bool = False
+    settings: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_values(cls, prompt, negative_prompt, seed, paper_defaults, approximate, *texts):
+        """From the page's inputs in the order `app` lays them out (the setting fields in `FIELDS` order)."""
+        return cls(prompt, negative_prompt, seed, paper_defaults, approximate, dict(zip(FIELDS, texts)))
 
 
-def _integer(value, name: str, low: int, high: int) -> int:
-    if value is None or isinstance(value, bool) or not math.isfinite(float(value)) or float(value) != int(value):
-        raise InputError(f"{name} must be a whole number, got {value!r}")
-    if not low <= int(value) <= high:
-        raise InputError(f"{name} must be between {low} and {high}, got {int(value)}")
-    return int(value)
-
-
-def _number(value, name: str, low: float, high: float = math.inf) -> float:
-    if value is None or isinstance(value, bool) or not math.isfinite(float(value)):
-        raise InputError(f"{name} must be a finite number, got {value!r}")
-    if not low <= float(value) <= high:
-        raise InputError(f"{name} must be between {low} and {high}, got {value}")
-    return float(value)
-
-
-def parse_schedule(text: str) -> dict:
-    """`every N` or a comma-separated list of loop indices (`0, 10, 20`) -> DATEConfig schedule fields."""
-    text = (text or "").strip().lower()
-    if text.startswith("every"):
-        n = text[5:].strip()
-        if not n.isdigit():
-            raise InputError(f"schedule 'every N' needs a whole number N >= 1, got {text!r}")
-        return {"update_every": _integer(int(n), "schedule 'every N'", 1, 10_000)}
+def _seed(value) -> int:
+    text = str(value).strip() if value is not None else ""
     try:
-        steps = [int(v) for v in text.replace(";", ",").split(",") if v.strip()]
-    except ValueError as err:
-        raise InputError(f"schedule must be 'every N' or indices like '0, 10, 20', got {text!r}") from err
-    if not steps:
-        raise InputError("schedule is empty: write 'every 10' or indices like '0, 10, 20'")
-    return {"update_steps": steps}
+        number = float(text)
+    except ValueError:
+        raise InputError(f"seed must be a whole number from 0 to 2**63 - 1, got {text!r}") from None
+    if not math.isfinite(number) or number != int(number) or not 0 <= int(number) < 2**63:
+        raise InputError(f"seed must be a whole number from 0 to 2**63 - 1, got {text!r}")
+    return int(number)
 
 
-def check_form(form: Form) -> tuple[dict, DATEConfig]:
-    """The sampling arguments and the DATE settings of a form, or `InputError` naming the field and the fix."""
-    from date_diffusion.rewards.registry import RewardSpecError, check_spec
+def check_form(form: Form, model: str | None = None):
+    """The prompt, negative prompt and seed of a form, and the settings that run (resolved as the command line
+    resolves its flags), or `InputError` naming the field and the value typed."""
+    from date_diffusion.resolver import resolve_settings
 
     if not (form.prompt or "").strip():
         raise InputError("prompt is empty: type what the image should show")
-    steps = _integer(form.steps, "steps", 1, 1000)
     sampling = dict(
         prompt=form.prompt.strip(),
         negative_prompt=(form.negative_prompt or "").strip() or None,
-        seed=_integer(form.seed, "seed", 0, 2**63 - 1),
-        steps=steps,
-        guidance=_number(form.guidance, "guidance", 0.0, 100.0),
+        seed=_seed(form.seed),
     )
+    given = {k: v for k, v in form.settings.items() if v is not None and str(v).strip()}
     try:
-        date = DATEConfig(
-            rho=_number(form.rho, "rho", 0.0, 100.0),
-            grad_steps=_integer(form.grad_steps, "gradient steps", 1, 20),
-            anchor=form.anchor,
-            prior_weight=_number(form.prior_weight, "prior weight", 0.0),
-            **parse_schedule(form.schedule),
-        )
-        date.update_indices(steps)
-        check_spec(form.reward)
-    except RewardSpecError as err:
-        raise InputError(f"reward: {err}") from err
+        resolved = resolve_settings(model, paper_defaults=bool(form.paper_defaults), names=LABELS, **given)
     except ValueError as err:
         raise InputError(str(err)) from err
-    return sampling, date
+    return sampling, resolved
+
+
+def placeholders(defaults) -> dict:
+    """The grey text of each setting field: the value a blank field runs with, and where it comes from."""
+    out = {}
+    for name in FIELDS:
+        source = defaults.sources.get(name)  # None: an alternative not used (rho beside rho_relative)
+        out[name] = "default: not used" if source is None else f"default: {_shown(defaults, name)} ({source})"
+    return out
+
+
+def _shown(resolved, name: str) -> str:
+    """A resolved setting's value as the page's field would take it."""
+    if name in BY_FIELD:
+        return BY_FIELD[name].kind.format(getattr(resolved.date, name))
+    value = getattr(resolved, name)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+class StopTokens:
+    """One Stop flag per visitor: a request gets a fresh token, and a visitor's Stop sets only their own."""
+
+    def __init__(self):
+        self._tokens: dict = {}
+        self._lock = threading.Lock()
+
+    def start(self, key) -> threading.Event:
+        with self._lock:
+            self._tokens[key] = threading.Event()
+            return self._tokens[key]
+
+    def stop(self, key) -> None:
+        with self._lock:
+            if key in self._tokens:
+                self._tokens[key].set()
 
 
 class RecordingReward(Reward):
@@ -121,21 +132,22 @@ class RecordingReward(Reward):
 
 @dataclass
 class Session:
-    """The model (one pipeline per allowed concurrent request), rewards built once, the Stop flag."""
+    """The model (one pipeline per allowed concurrent request), rewards built once per (spec, model, device, dtype),
+    and a Stop token per visitor."""
 
     model: str
     device: str = "cpu"
     concurrency: int = 1
-    stop: threading.Event = field(default_factory=threading.Event)
+    stops: StopTokens = field(default_factory=StopTokens)
     _pipes: queue.Queue = field(default_factory=queue.Queue)
-    _rewards: dict = field(default_factory=dict)
+    _cache: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="date-diffusion-ui-")))
 
     def __post_init__(self):
-        from date_diffusion.hub import model_defaults
+        from date_diffusion.resolver import resolve_settings
 
-        self.defaults = model_defaults(self.model)
+        self.defaults = resolve_settings(self.model)  # what a form left blank runs with
         self._loaded = 0
 
     def _pipeline(self):
@@ -145,6 +157,7 @@ class Session:
 
                 pipe = load_date_pipeline(self.model, "auto", self.device)
                 pipe.set_progress_bar_config(disable=True)
+                self.dtype = str(pipe.vae.dtype)
                 self._loaded += 1
                 return pipe
         return self._pipes.get()
@@ -152,85 +165,103 @@ class Session:
     def warm(self) -> None:
         """Load the first pipeline and the default reward now, so the first request does not wait for them."""
         self._pipes.put(self._pipeline())
-        self.reward(self.defaults.get("reward", "clip"))
+        self.reward(self.defaults.reward)
+
+    def _cached(self, kind: str, spec: str, build):
+        key = (kind, spec, self.model, self.device, getattr(self, "dtype", None))
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = build()
+            return self._cache[key]
 
     def reward(self, spec: str):
-        with self._lock:
-            if spec not in self._rewards:
-                from date_diffusion.rewards.registry import reward_from_spec
+        from date_diffusion.rewards.registry import reward_from_spec
 
-                self._rewards[spec] = reward_from_spec(spec, self.device)
-            return self._rewards[spec]
+        return self._cached("reward", spec, lambda: reward_from_spec(spec, self.device))
 
     def decoder(self):
-        with self._lock:
-            if "decoder" not in self._rewards:
-                from date_diffusion.hub import tiny_decoder_for
+        from date_diffusion.hub import tiny_decoder_for
 
-                self._rewards["decoder"] = tiny_decoder_for(self.model).to(self.device)
-            return self._rewards["decoder"]
+        return self._cached("decoder", "tiny", lambda: tiny_decoder_for(self.model).to(self.device))
 
-    def compare(self, form: Form, progress=None) -> dict:
-        """The fixed and the DATE image of one seed and what DATE did (see `collect`)."""
-        sampling, date = check_form(form)
-        reward = RecordingReward(self.reward(form.reward))
+    def compare(self, form: Form, progress=None, stop: threading.Event | None = None) -> dict:
+        """The fixed and the DATE image of one seed and what DATE did (see `collect`); `stop` is this request's
+        Stop token (set it to end the run between two steps)."""
+        sampling, resolved = check_form(form, self.model)
+        reward = RecordingReward(self.reward(resolved.reward))
         decoder = self.decoder() if form.approximate else None
-        self.stop.clear()
         pipe = self._pipeline()
         try:
-            return run_pair(pipe, sampling, date, reward, decoder, self, progress)
+            run = Run(sampling, resolved, reward, decoder, stop or threading.Event(), progress)
+            return run_pair(pipe, run, self)
         finally:
             self._pipes.put(pipe)
 
 
-def _callback(session: Session, total: int, offset: int, progress):
+@dataclass
+class Run:
+    """One request: what it samples, with what, and its Stop token."""
+
+    sampling: dict
+    resolved: object
+    reward: RecordingReward
+    decoder: object
+    stop: threading.Event
+    progress: object = None
+
+
+def _callback(run: Run, total: int, offset: int):
     def on_step_end(pipe, i, t, tensors):
-        if session.stop.is_set():
-            pipe._interrupt = True
-        if progress is not None:
-            progress((offset + i + 1) / total, f"step {offset + i + 1} of {total}")
+        if run.stop.is_set():
+            pipe.request_interrupt()
+        if run.progress is not None:
+            run.progress((offset + i + 1) / total, f"step {offset + i + 1} of {total}")
         return tensors
 
     return on_step_end
 
 
-def run_pair(pipe, sampling: dict, date: DATEConfig, reward, decoder, session: Session, progress=None) -> dict:
-    steps = sampling["steps"]
+def run_pair(pipe, run: Run, session: Session) -> dict:
+    resolved = run.resolved
+    steps = resolved.num_inference_steps
     out_dir = Path(tempfile.mkdtemp(dir=session.workdir))
     common = dict(
-        prompt=sampling["prompt"],
-        negative_prompt=sampling["negative_prompt"] if pipe._date_negative_branch else None,
+        prompt=run.sampling["prompt"],
+        negative_prompt=run.sampling["negative_prompt"] if pipe.supports_negative_prompt else None,
         num_inference_steps=steps,
-        guidance_scale=sampling["guidance"],
+        guidance_scale=resolved.guidance_scale,
     )
     t0 = time.perf_counter()
-    fixed = pipe(**common, generator=torch.Generator().manual_seed(sampling["seed"]),
-                 callback_on_step_end=_callback(session, 2 * steps, 0, progress))  # fmt: skip
-    stopped = pipe._interrupt
+    fixed = pipe(**common, generator=torch.Generator().manual_seed(run.sampling["seed"]),
+                 callback_on_step_end=_callback(run, 2 * steps, 0))  # fmt: skip
+    stopped = pipe.interrupt
     dated = None
     if not stopped:
         dated = pipe(
             **common,
-            generator=torch.Generator().manual_seed(sampling["seed"]),
-            date=date,
-            reward=reward,
-            reward_decoder=decoder,
+            generator=torch.Generator().manual_seed(run.sampling["seed"]),
+            date=resolved.date,
+            reward=run.reward,
+            reward_decoder=run.decoder,
             save_embeddings=out_dir / "embeddings.safetensors",
-            callback_on_step_end=_callback(session, 2 * steps, steps, progress),
+            callback_on_step_end=_callback(run, 2 * steps, steps),
         )
-        stopped = pipe._interrupt
+        stopped = pipe.interrupt
     seconds = time.perf_counter() - t0
-    return collect(session, sampling, date, fixed, dated, reward, out_dir, seconds, stopped)
+    return collect(session, run, fixed, dated, out_dir, seconds, stopped)
 
 
-def collect(session, sampling, date, fixed, dated, reward, out_dir: Path, seconds: float, stopped: bool) -> dict:
+def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stopped: bool) -> dict:
     """Everything the page shows, and the files it offers."""
     from date_diffusion.outputs import save_png
+    from date_diffusion.toyworld.world import judge_for
 
-    record = {**sampling, "model": session.model, "date": date.to_dict(), "reward": reward.name}
-    record.update(guidance_scale=sampling["guidance"], method="date")
+    sampling, resolved, reward = run.sampling, run.resolved, run.reward
+    record = {**sampling, "model": session.model, **resolved.record(), "method": "date" if resolved.active else "fixed"}
     result = {"stopped": stopped, "seconds": seconds, "fixed": fixed.images[0], "date": None, "files": []}
-    result["files"].append(str(save_png(out_dir / "fixed.png", fixed.images[0], {**record, "method": "fixed"})))
+    result["settings"] = resolved
+    fixed_record = {**record, "method": "fixed", "date": None, "reward": None}
+    result["files"].append(str(save_png(out_dir / "fixed.png", fixed.images[0], fixed_record)))
     judge = judge_for(session.model) or (lambda image, prompt: None)
     result["verdicts"] = {"fixed": judge(fixed.images[0], sampling["prompt"])}
     if dated is not None:
@@ -294,4 +325,11 @@ def summary(result: dict) -> str:
         moved = ", ".join(f"{u['update_norm']:.3f}" for u in result["trace"]["updates"])
         lines.append(f"Embedding moved {result['trace']['final_distance']:.3f} in all (per update: {moved}).")
     lines.append(f"{result['seconds']:.1f} s for both images.")
+    if result.get("settings") is not None:
+        lines.append("Settings: " + describe_settings(result["settings"]))
     return "\n\n".join(lines)
+
+
+def describe_settings(resolved) -> str:
+    """The settings that ran, each with where it came from (user, model, family, paper)."""
+    return ", ".join(f"{LABELS[name]} {_shown(resolved, name)} ({source})" for name, source in resolved.sources.items())

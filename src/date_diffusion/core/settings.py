@@ -1,0 +1,311 @@
+"""DATE's settings table: every `DATEConfig` field once, with its value kind (parser and range), its command-line
+flag, its benchmark key, its web-page label and its help text.
+
+`DATEConfig` validates its fields with these kinds; the command line's DATE flags, the benchmark's `date:KEY=V`
+keys and the web page's DATE fields are generated from `SETTINGS`, so every setting exists in every interface and
+is parsed and checked the same way. Text (a flag, a key's value, a page field) is parsed by the kind; Python values
+(the API) are checked by it; numpy scalars and arrays count as the numbers and lists they hold.
+
+Settings of one `group` are alternatives (`step`: rho or rho_relative; `schedule`: update_every, update_steps or
+update_intervals): one source (the user, the model, the paper) sets the whole group.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from dataclasses import dataclass
+
+ANCHORS = ("previous", "original")
+DIRECTIONS = ("gradient", "random")
+REWARD_TARGETS = ("x0", "next")
+MAX_INDEX = 10_000  # loop indices beyond any scheduler's step count
+
+
+class SettingError(ValueError):
+    """A setting's value that cannot run; the message names the setting as the interface calls it."""
+
+
+def _num(x) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+class Kind:
+    """A value kind: `parse` reads text, `check` validates a Python value; both raise `SettingError` naming `name`."""
+
+    metavar = "VALUE"
+
+    def parse(self, text: str, name: str):
+        return text
+
+    def check(self, value, name: str):
+        return value
+
+    def value(self, raw, name: str):
+        """Text or a Python value -> the checked value (a message about text quotes the text typed)."""
+        if not isinstance(raw, str):
+            return self.check(raw, name)
+        parsed = self.parse(raw.strip(), name)
+        try:
+            return self.check(parsed, name)
+        except SettingError as err:
+            raise SettingError(str(err).replace(f"got {parsed!r}", f"got {raw.strip()!r}")) from None
+
+    def format(self, value) -> str:
+        """The text `parse` reads back as `value`."""
+        return str(value)
+
+    def describe(self) -> str:
+        return ""
+
+
+@dataclass(frozen=True)
+class Real(Kind):
+    low: float
+    high: float
+    metavar = "X"
+
+    def _error(self, value, name):
+        return SettingError(
+            f"{name} must be a finite number >= {_num(self.low)} and <= {_num(self.high)}, got {value!r}"
+        )
+
+    def parse(self, text, name):
+        try:
+            return float(text)
+        except ValueError:
+            raise self._error(text, name) from None
+
+    def check(self, value, name):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise self._error(value, name)
+        if not self.low <= value <= self.high:
+            raise self._error(value, name)
+        return float(value) if not isinstance(value, int) else value
+
+    def describe(self):
+        return f"{_num(self.low)} to {_num(self.high)}"
+
+
+def _integer(value, name: str, low: int, high: int, what: str) -> int:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        raise SettingError(f"{name} must be {what} from {low} to {high}, got {value!r}") from None
+    if not low <= number <= high:
+        raise SettingError(f"{name} must be {what} from {low} to {high}, got {value!r}")
+    return number
+
+
+def _parse_int(text: str, name: str, low: int, high: int, what: str):
+    try:
+        return int(text)
+    except ValueError:
+        raise SettingError(f"{name} must be {what} from {low} to {high}, got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class Integer(Kind):
+    low: int
+    high: int
+    metavar = "N"
+
+    def parse(self, text, name):
+        return _parse_int(text, name, self.low, self.high, "an integer")
+
+    def check(self, value, name):
+        return _integer(value, name, self.low, self.high, "an integer")
+
+    def describe(self):
+        return f"{self.low} to {self.high}"
+
+
+@dataclass(frozen=True)
+class Choice(Kind):
+    choices: tuple[str, ...]
+
+    @property
+    def metavar(self):
+        return "{" + ",".join(self.choices) + "}"
+
+    def check(self, value, name):
+        if value not in self.choices:
+            raise SettingError(f"{name} must be one of {', '.join(self.choices)}, got {value!r}")
+        return value
+
+    def describe(self):
+        return " or ".join(self.choices)
+
+
+TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+@dataclass(frozen=True)
+class Boolean(Kind):
+    metavar = "{true,false}"
+
+    def parse(self, text, name):
+        word = text.lower()
+        if word not in TRUE + FALSE:
+            raise SettingError(f"{name} must be one of {'/'.join(TRUE + FALSE)}, got {text!r}")
+        return word in TRUE
+
+    def check(self, value, name):
+        if type(value).__name__ not in ("bool", "bool_"):  # Python's or numpy's, never 0/1 or a string
+            raise SettingError(f"{name} must be True or False, got {value!r}")
+        return bool(value)
+
+    def format(self, value):
+        return "true" if value else "false"
+
+    def describe(self):
+        return "true or false"
+
+
+def _items(text: str) -> list[str]:
+    """A list's items in text: separated by commas or semicolons (the benchmark's specs use semicolons)."""
+    return [v.strip() for v in text.replace(";", ",").split(",") if v.strip()]
+
+
+def _sequence(value, name: str, what: str) -> list:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise SettingError(f"{name} must be a list of {what}, got {value!r}")
+    return list(value.tolist() if hasattr(value, "tolist") else value)  # numpy arrays count as lists
+
+
+@dataclass(frozen=True)
+class IndexList(Kind):
+    """Loop indices: `0,10,20` (or `0;10;20`)."""
+
+    metavar = "I,J,..."
+
+    def parse(self, text, name):
+        return [_parse_int(v, name, 0, MAX_INDEX, "a list of loop indices") for v in _items(text)]
+
+    def check(self, value, name):
+        items = _sequence(value, name, "loop indices")
+        return tuple(_integer(i, name, 0, MAX_INDEX, "a list of loop indices") for i in items)
+
+    def format(self, value):
+        return ";".join(str(v) for v in value)
+
+    def describe(self):
+        return "loop indices, e.g. 0,10,20"
+
+
+@dataclass(frozen=True)
+class IntervalList(Kind):
+    """`(start, end)` pairs of loop indices: `0:5,20:25` (or `0:5;20:25`), every index with start <= i < end."""
+
+    metavar = "S:E,..."
+
+    def parse(self, text, name):
+        pairs = []
+        for item in _items(text):
+            start, colon, end = item.partition(":")
+            if not colon:
+                raise SettingError(f"{name} must be START:END pairs like 0:5,20:25, got {text!r}")
+            pairs.append(
+                tuple(_parse_int(v, name, 0, MAX_INDEX, "START:END pairs of loop indices") for v in (start, end))
+            )
+        return pairs
+
+    def check(self, value, name):
+        pairs = []
+        for pair in _sequence(value, name, "(start, end) pairs"):
+            pair = _sequence(pair, name, "(start, end) pairs")
+            if len(pair) != 2:
+                raise SettingError(f"{name} must be (start, end) pairs with 0 <= start < end, got {value!r}")
+            start, end = (_integer(v, name, 0, MAX_INDEX, "pairs of loop indices") for v in pair)
+            if not start < end:
+                raise SettingError(f"{name} must be (start, end) pairs with 0 <= start < end, got {list(pair)}")
+            pairs.append((start, end))
+        return tuple(pairs)
+
+    def format(self, value):
+        return ";".join(f"{s}:{e}" for s, e in value)
+
+    def describe(self):
+        return "START:END ranges, e.g. 0:5,20:25"
+
+
+@dataclass(frozen=True)
+class Setting:
+    field: str  # the DATEConfig field (the API's name)
+    kind: Kind
+    flag: str  # the command line's flag
+    key: str  # the benchmark's `date:KEY=V` key
+    label: str  # the web page's field label (and its name in the page's messages)
+    help: str
+    group: str | None = None  # alternatives: one source sets the whole group
+    optional: bool = False  # None is a valid value (another member of the group is used)
+
+    @property
+    def dest(self) -> str:
+        """The argparse attribute of the flag."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def elem_id(self) -> str:
+        """The web page's element id of the field."""
+        return "date-" + self.field.replace("_", "-")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("rho", Real(0.0, 100.0), "--rho", "rho", "rho",
+            "update distance per sample (Frobenius norm of the embedding's change)", group="step"),
+    Setting("rho_relative", Real(0.0, 1.0), "--rho-relative", "rel", "rho (relative)",
+            "scale-free step instead of rho: each update moves this fraction of the prompt embedding's norm (the "
+            "paper's rho 0.5 on SD 1.5 is 0.002)", group="step", optional=True),
+    Setting("update_every", Integer(1, MAX_INDEX), "--update-every", "every", "update every",
+            "update at loop indices i % N == 0", group="schedule", optional=True),
+    Setting("update_steps", IndexList(), "--update-steps", "steps", "update steps",
+            "update at these loop indices, e.g. 0,10,20", group="schedule", optional=True),
+    Setting("update_intervals", IntervalList(), "--update-intervals", "intervals", "update intervals",
+            "update at every index of these START:END ranges (END excluded), e.g. 0:5,20:25", group="schedule",
+            optional=True),
+    Setting("grad_steps", Integer(1, 100), "--grad-steps", "grad", "gradient steps", "gradient steps per update step"),
+    Setting("anchor", Choice(ANCHORS), "--anchor", "anchor", "anchor",
+            "previous: updates accumulate (the reference); original: each update re-anchors to the prompt embedding"),
+    Setting("prior_weight", Real(0.0, 1e4), "--prior-weight", "prior", "prior weight",
+            "weight of mean((c - c_org)^2) added to the loss"),
+    Setting("track_reward_after", Boolean(), "--track-reward-after", "track", "track reward after",
+            "also score x0_hat after each update, for the trace only (one more decode and reward)"),
+    Setting("direction", Choice(DIRECTIONS), "--direction", "direction", "direction",
+            "ablation: random moves each sample rho in a random direction instead of along the gradient"),
+    Setting("normalize", Boolean(), "--normalize", "normalize", "normalize",
+            "ablation: false takes the raw step rho * g instead of rho * g / ||g||"),
+    Setting("reward_target", Choice(REWARD_TARGETS), "--reward-target", "target", "reward target",
+            "ablation: next scores the decoded next noisy sample instead of the clean estimate x0_hat"),
+)  # fmt: skip
+BY_FIELD = {s.field: s for s in SETTINGS}
+BY_KEY = {s.key: s for s in SETTINGS}
+GROUPS: dict[str, tuple[str, ...]] = {}
+for _s in SETTINGS:
+    GROUPS.setdefault(_s.group or _s.field, ())
+    GROUPS[_s.group or _s.field] += (_s.field,)
+
+
+def group_of(field: str) -> tuple[str, ...]:
+    """The fields that are alternatives to `field` (itself included)."""
+    return GROUPS[BY_FIELD[field].group or field]
+
+
+def parse_keys(text: str, spec: str) -> dict:
+    """The benchmark's `KEY=V,KEY=V` DATE settings -> DATEConfig keyword arguments (keys from `SETTINGS`)."""
+    out = {}
+    for item in filter(None, text.split(",")):
+        key, eq, value = item.partition("=")
+        if key not in BY_KEY or not eq:
+            raise SettingError(f"bad setting {item!r} in {spec!r}; keys: {', '.join(BY_KEY)}")
+        setting = BY_KEY[key]
+        out[setting.field] = setting.kind.value(value, f"{key} in {spec!r}")
+    return out
+
+
+def format_keys(values: dict) -> str:
+    """DATEConfig keyword arguments -> the benchmark's `KEY=V,...` text (inverse of `parse_keys`)."""
+    return ",".join(f"{BY_FIELD[f].key}={BY_FIELD[f].kind.format(v)}" for f, v in values.items() if v is not None)

@@ -1,0 +1,125 @@
+"""The model families DATE supports: one record per family, and everything else derives from this table.
+
+Loading (`pipelines.loading`), the auto class (`DATEPipeline`), the command line's `--family` choices and help,
+the default reward and the tiny decoder of each family, and the tests' family lists all read `FAMILIES`. Adding a
+family means one pipeline module under `pipelines/` and one record here.
+
+This module imports nothing heavy: the command line builds its parsers from it before torch is imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import import_module
+
+# The paper's reward model, and the CLIP the paper scores its COCO table with (transformers format).
+PAPER_REWARD = "clip-l"
+PAPER_EVAL_CLIP = "clip:laion/CLIP-ViT-g-14-laion2B-s12B-b42K"
+
+
+@dataclass(frozen=True)
+class Family:
+    """What the project knows about one model family.
+
+    name: the short name (`--family`); stock: the stock diffusers pipeline class; module, date_class: where the
+    DATE pipeline lives (`date_diffusion.pipelines.<module>`); single_file_types: diffusers' single-file model
+    types (`infer_diffusers_model_type`) that are this family; sampling: sampling defaults that replace the stock
+    pipeline's (the paper's, where the paper ran the family; empty: the stock `__call__` defaults); reward: the
+    default reward spec; eval_clip: the benchmark's default held-out CLIP; tiny_decoder: the TAESD-style decoder
+    of the approximate reward path; bf16: released weights are bfloat16 (`--dtype auto` prefers it on CUDA).
+    """
+
+    name: str
+    title: str
+    stock: str
+    module: str
+    date_class: str
+    single_file_types: tuple[str, ...]
+    tiny_decoder: str
+    bf16: bool = False
+    sampling: dict = field(default_factory=dict)
+    reward: str = PAPER_REWARD
+    eval_clip: str = PAPER_EVAL_CLIP
+
+    def date_pipeline(self) -> type:
+        """The DATE pipeline class (imports diffusers)."""
+        return getattr(import_module(f"date_diffusion.pipelines.{self.module}"), self.date_class)
+
+    def stock_pipeline(self) -> type:
+        """The stock diffusers pipeline class (imports diffusers)."""
+        return getattr(import_module("diffusers"), self.stock)
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family(
+        "sd",
+        "Stable Diffusion 1.x/2.x",
+        "StableDiffusionPipeline",
+        "stable_diffusion",
+        "StableDiffusionDATEPipeline",
+        ("v1", "v2"),
+        "madebyollin/taesd",
+        sampling={"num_inference_steps": 50, "guidance_scale": 8.0},  # the paper: DDIM 50, guidance 8
+    ),
+    Family(
+        "sdxl",
+        "SDXL",
+        "StableDiffusionXLPipeline",
+        "stable_diffusion_xl",
+        "StableDiffusionXLDATEPipeline",
+        ("xl_base", "playground-v2-5"),
+        "madebyollin/taesdxl",
+    ),
+    Family(
+        "sd3",
+        "Stable Diffusion 3",
+        "StableDiffusion3Pipeline",
+        "stable_diffusion_3",
+        "StableDiffusion3DATEPipeline",
+        ("sd3", "sd35_medium", "sd35_large"),
+        "madebyollin/taesd3",
+        bf16=True,
+    ),
+    Family(
+        "flux",
+        "FLUX",
+        "FluxPipeline",
+        "flux",
+        "FluxDATEPipeline",
+        ("flux-dev", "flux-schnell"),
+        "madebyollin/taef1",
+        bf16=True,
+    ),
+    Family(
+        "pixart",
+        "PixArt-alpha",
+        "PixArtAlphaPipeline",
+        "pixart",
+        "PixArtAlphaDATEPipeline",
+        (),
+        "madebyollin/taesd",
+    ),
+)
+NAMES: tuple[str, ...] = tuple(f.name for f in FAMILIES)
+
+
+def by_name(name: str) -> Family:
+    for family in FAMILIES:
+        if family.name == name:
+            return family
+    raise ValueError(f"unknown family {name!r}; use one of {', '.join(NAMES)}")
+
+
+def by_pipeline_class(class_name: str) -> Family:
+    """The family of a stock or DATE pipeline class name (`StableDiffusionXLPipeline`,
+    `StableDiffusionXLDATEPipeline`), e.g. a checkpoint's `model_index.json` `_class_name`."""
+    for family in FAMILIES:
+        if class_name in (family.stock, family.date_class):
+            return family
+    supported = ", ".join(f.stock for f in FAMILIES)
+    raise ValueError(f"no DATE pipeline for {class_name!r}; supported: {supported}")
+
+
+def by_single_file_type(model_type: str) -> Family | None:
+    """The family of a diffusers single-file model type, or None."""
+    return next((f for f in FAMILIES if model_type in f.single_file_types), None)

@@ -1,0 +1,190 @@
+"""What runs: a model and the user's overrides -> the DATE settings, the reward, the step count and the guidance
+scale that will run, with where each value came from.
+
+The command line, the web page, the benchmark and Python callers all resolve through `resolve_settings`, so the same
+model with the same overrides runs the same DATE everywhere. Sources, in order of precedence:
+
+- `user`: a value the caller gave (a flag, a page field, a keyword argument);
+- `model`: the model's own recommendation (the toy world ships one in `toyworld.json`) or its own plain reward;
+  `paper_defaults=True` ignores the model's DATE and reward recommendation (its sampling recommendation stays);
+- `family`: the family's defaults (`families.py`: the paper's sampling settings where the paper ran the family,
+  else the stock diffusers pipeline's; the paper's reward, CLIP ViT-L/14);
+- `paper`: the DATE paper's settings (`DATEConfig`'s defaults: rho 0.5 at every 10th step).
+
+A group of alternatives (rho or rho_relative; update_every, update_steps or update_intervals) comes whole from
+one source: a user's `rho` replaces a model's `rho_relative`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from date_diffusion.core.config import DATEConfig
+from date_diffusion.core.settings import BY_FIELD, GROUPS, Integer, Real, SettingError
+
+MAX_STEPS = 1000  # every supported family is trained on 1000 timesteps; schedulers refuse more
+MAX_GUIDANCE = 100.0  # far above any model's useful range; larger values only overflow to black images
+# the sampling settings resolved beside DATE's, with their kinds
+SAMPLING = {"num_inference_steps": Integer(1, MAX_STEPS), "guidance_scale": Real(0.0, MAX_GUIDANCE)}
+OVERRIDES = (*BY_FIELD, "reward", *SAMPLING)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The settings a run uses. `call_arguments()` are the DATE pipeline's keyword arguments (with
+    `reward=resolved.load_reward(device)`); `record()` is what every image's record states."""
+
+    model: str
+    family: str
+    date: DATEConfig
+    reward: str
+    num_inference_steps: int
+    guidance_scale: float
+    sources: dict = field(default_factory=dict)  # setting -> user | model | family | paper
+
+    @property
+    def active(self) -> bool:
+        """Whether DATE can move the embedding (a non-zero step and at least one update step in the run)."""
+        return self.date.moves and bool(self.date.update_indices(self.num_inference_steps))
+
+    def call_arguments(self) -> dict:
+        return {
+            "num_inference_steps": self.num_inference_steps,
+            "guidance_scale": self.guidance_scale,
+            "date": self.date,
+        }
+
+    def load_reward(self, device: str = "cpu"):
+        from date_diffusion.rewards.registry import reward_from_spec
+
+        return reward_from_spec(self.reward, device)
+
+    def record(self) -> dict:
+        return {
+            "reward": self.reward,
+            "steps": self.num_inference_steps,
+            "guidance_scale": self.guidance_scale,
+            "date": self.date.to_dict(),
+            "sources": dict(self.sources),
+        }
+
+
+def default_model() -> str:
+    """The shipped toy world (the default model of every command)."""
+    from date_diffusion.toyworld import world
+
+    if not world.PIPELINE.exists():
+        raise FileNotFoundError("no default model is installed with this copy; pass a model id or folder")
+    return str(world.PIPELINE)
+
+
+def resolve_settings(
+    model=None, *, family=None, paper_defaults: bool = False, names=None, check_reward: bool = True, **overrides
+) -> Resolved:
+    """The settings that run for `model` (a folder, hub id or single file; default: the toy world) with the caller's
+    `overrides` (`DATEConfig` fields, `reward`, `num_inference_steps`, `guidance_scale`; None = not given; text is
+    parsed as a flag would be). `names` maps a setting to the name errors use (a flag, a page label);
+    `check_reward=False` skips checking the reward spec (a replay needs none)."""
+    from date_diffusion.pipelines.loading import family_defaults, family_of
+    from date_diffusion.toyworld import world
+
+    names = {k: (names or {}).get(k, k) for k in OVERRIDES}
+    unknown = sorted(set(overrides) - set(OVERRIDES))
+    if unknown:
+        raise TypeError(f"resolve_settings() got unknown settings {unknown}; known: {', '.join(OVERRIDES)}")
+    user = _checked({k: v for k, v in overrides.items() if v is not None}, names)
+    model = str(model) if model is not None else default_model()
+    fam = family_of(model, family)
+    advice = world.recommended(model)
+    date_advice = {} if paper_defaults else {k: v for k, v in advice.items() if k in BY_FIELD or k == "reward"}
+    date, sources = _date(user, date_advice, names)
+    reward, sources["reward"] = _first(
+        ("user", user.get("reward")),
+        ("model", date_advice.get("reward")),
+        ("model", world.default_reward(model)),
+        ("family", _family(fam).reward),
+    )
+    family_sampling = family_defaults(fam)
+    for name in SAMPLING:
+        value, sources[name] = _first(
+            ("user", user.get(name)), ("model", advice.get(name)), ("family", family_sampling[name])
+        )
+        user[name] = value
+    resolved = Resolved(model, fam, date, reward, user["num_inference_steps"], user["guidance_scale"], sources)
+    _check_schedule(resolved, names)
+    if check_reward:
+        _check_reward(reward, names["reward"])
+    return resolved
+
+
+def _family(name):
+    from date_diffusion.families import by_name
+
+    return by_name(name)
+
+
+def _first(*candidates):
+    """(value, source) of the first candidate whose value is set."""
+    return next((value, source) for source, value in candidates if value is not None)
+
+
+def _checked(given: dict, names: dict) -> dict:
+    """The caller's values through their kinds; alternatives of one group refused together."""
+    out = {}
+    for key, value in given.items():
+        if key in BY_FIELD:
+            out[key] = BY_FIELD[key].kind.value(value, names[key])
+        elif key in SAMPLING:
+            out[key] = SAMPLING[key].value(value, names[key])
+        else:
+            out[key] = value.strip() if isinstance(value, str) else value
+    for members in GROUPS.values():
+        both = [m for m in members if m in out]
+        if len(both) > 1:
+            raise SettingError(f"give only one of {' and '.join(names[m] for m in both)}")
+    return out
+
+
+def _date(user: dict, advice: dict, names: dict) -> tuple[DATEConfig, dict]:
+    """DATEConfig from the caller's values, then the model's advice, then the paper's, one group at a time."""
+    kwargs, sources = {}, {}
+    for members in GROUPS.values():
+        for source, values in (("user", user), ("model", advice)):
+            chosen = {m: values[m] for m in members if values.get(m) is not None}
+            if chosen:
+                kwargs.update(chosen)
+                sources.update(dict.fromkeys(chosen, source))
+                break
+        else:
+            sources[members[0]] = "paper"  # the first member of a group is the paper's (rho, update_every)
+    try:
+        return DATEConfig(**kwargs), sources
+    except ValueError as err:
+        raise _renamed(err, names) from err
+
+
+def _check_schedule(resolved: Resolved, names: dict) -> None:
+    try:
+        resolved.date.update_indices(resolved.num_inference_steps)
+    except ValueError as err:
+        raise _renamed(err, names) from err
+
+
+def _check_reward(spec, name: str) -> None:
+    from date_diffusion.rewards.registry import RewardSpecError, check_spec
+
+    if not isinstance(spec, str):
+        raise SettingError(f"{name} must be a reward spec (text such as clip-l), got {type(spec).__name__}")
+    try:
+        check_spec(spec)
+    except RewardSpecError as err:
+        raise SettingError(f"{name} {spec!r}: {err}") from err
+
+
+def _renamed(err: ValueError, names: dict) -> SettingError:
+    """A DATEConfig error whose message starts with a field name, with the interface's name for it instead."""
+    message = str(err)
+    for key in sorted(names, key=len, reverse=True):
+        if message.startswith(key):
+            return SettingError(names[key] + message[len(key) :])
+    return SettingError(message)

@@ -1,0 +1,136 @@
+"""DATE as hooks of the sampling loop: the update step, and the replay of saved embeddings.
+
+An update step follows the reference exactly:
+  1. uncond prediction without gradient;
+  2. with gradient for the conditional embedding only: cond prediction -> CFG -> x0_hat -> decode -> reward;
+  3. `date_update` (repeated `grad_steps` times);
+  4. cond prediction again with the new embedding (no gradient) -> CFG -> the only `scheduler.step` call.
+The new embedding is kept for the following steps; the unconditional embedding never changes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from date_diffusion.core.config import DATEConfig
+from date_diffusion.core.prediction import scale_input
+from date_diffusion.core.update import date_update
+from date_diffusion.sampling.loop import Hook, SampleResult, StepState, Trace
+
+
+def adapted_output(model, state: StepState, x_in, uncond_out):
+    """The guided output an update (or replayed) step hands to the scheduler: with the adapted embedding, from
+    separate unconditional and conditional predictions."""
+    with torch.no_grad():
+        return model.combine(uncond_out, model.denoise(x_in, state.timestep, state.cond), state.guidance_scale)
+
+
+class DATEUpdate(Hook):
+    """DATE's update steps. `decode(x0_latents) -> images in [0, 1]` and `reward(images) -> scores [B]` are the
+    reward path; `adapt_mask` (broadcastable to the embeddings, 1 = adapted) restricts DATE to part of a packed
+    conditioning, the norm taken over the adapted part; `generators` (one per image) drive the random-direction
+    ablation; `keep_history` records the embedding after every update (what `replay` takes)."""
+
+    def __init__(self, model, date: DATEConfig | None, original, n_steps: int, decode, reward, adapt_mask=None,
+                 generators=None, keep_history: bool = False):  # fmt: skip
+        self.model, self.date, self.decode, self.reward = model, date, decode, reward
+        self.original, self.mask, self.generators = original.detach(), adapt_mask, generators
+        self.updates = set(date.update_indices(n_steps)) if date is not None and date.moves else set()
+        if self.updates and (decode is None or reward is None):
+            raise ValueError("DATE updates need both `decode` and `reward`")
+        self.rho = date.step_sizes(self.original, adapt_mask) if self.updates else 0.0
+        self.traces = [Trace(update_steps=sorted(self.updates)) for _ in range(original.shape[0])]
+        self.history = {} if keep_history else None
+        self.prior_weight = self._prior_weight()
+
+    def _prior_weight(self) -> float:
+        """The prior's mean runs over the adapted entries only (the rest of a packed conditioning never moves)."""
+        weight = 0.0 if self.date is None else self.date.prior_weight
+        if self.mask is not None and weight:
+            weight *= self.original[0].numel() / float(self.mask.expand_as(self.original[:1]).sum())
+        return weight
+
+    def model_output(self, state: StepState) -> None:
+        if state.output is not None or state.index not in self.updates:
+            return
+        x_in = scale_input(state.scheduler, state.latents, state.timestep)
+        uncond_out = self.model.uncond(x_in, state.timestep, state.uncond)
+        records = [self._record(state) for _ in self.traces]
+        for k in range(self.date.grad_steps):
+            self._gradient_step(state, x_in, uncond_out, records, first=k == 0)
+        state.output, state.kind = adapted_output(self.model, state, x_in, uncond_out), "update"
+        if self.date.track_reward_after:
+            with torch.no_grad():
+                after = self.reward(self.decode(self.model.x0(state, x_in, state.output, self.date.reward_target)))
+            for rec, value in zip(records, after.tolist()):
+                rec["reward_after"] = value
+        for trace, rec in zip(self.traces, records):
+            trace.updates.append(rec)
+            if rec["skipped"]:
+                trace.skipped_steps.append(state.index)
+        if self.history is not None:
+            self.history[state.index] = state.cond.clone()
+
+    @staticmethod
+    def _record(state: StepState) -> dict:
+        return dict(step=state.index, timestep=int(state.timestep), update_norm=0.0, skipped=False, grad_norms=[])
+
+    def _scores(self, state, x_in, uncond_out, embeds):
+        out = self.model.combine(uncond_out, self.model.denoise(x_in, state.timestep, embeds), state.guidance_scale)
+        return self.reward(self.decode(self.model.x0(state, x_in, out, self.date.reward_target)))
+
+    def _gradient_step(self, state: StepState, x_in, uncond_out, records: list[dict], first: bool) -> None:
+        """One gradient step of an update: the reward's gradient (or, ablation, a random direction), then the rule."""
+        embeds = state.cond
+        if self.date.direction == "random":  # ablation: same distance, no reward gradient
+            with torch.no_grad():
+                scores = self._scores(state, x_in, uncond_out, embeds)
+            grad = self._random_direction(embeds)
+        else:
+            variable = embeds.detach().requires_grad_(True)
+            with torch.enable_grad():
+                scores = self._scores(state, x_in, uncond_out, variable)
+                (grad,) = torch.autograd.grad(-scores.sum(), variable)
+        if self.mask is not None:
+            grad = grad * self.mask
+        result = date_update(
+            embeds, self.original, grad, self.rho, self.date.anchor, self.prior_weight, self.date.normalize
+        )
+        moved = torch.linalg.vector_norm((result.embeds - embeds).flatten(1).double(), dim=1)
+        state.cond = result.embeds.detach()
+        for b, rec in enumerate(records):
+            if first:
+                rec["reward_before"] = float(scores[b])
+            rec["grad_norms"].append(float(result.grad_norm[b]))
+            rec["update_norm"] += float(moved[b])
+            rec["skipped"] |= bool(result.skipped[b])
+
+    def _random_direction(self, like):
+        gens = self.generators or [None] * like.shape[0]
+        return torch.stack([torch.randn(like.shape[1:], generator=g, dtype=torch.float32).to(like) for g in gens])
+
+    def result(self, state: StepState) -> SampleResult:
+        """The run's result once the loop has ended in `state`: final latents, embeddings, traces, history."""
+        distance = torch.linalg.vector_norm((state.cond - self.original).flatten(1).double(), dim=1)
+        for trace, d in zip(self.traces, distance.tolist()):
+            trace.final_distance = d
+        return SampleResult(state.latents, state.cond, self.traces, self.history)
+
+
+class Replay(Hook):
+    """Re-creates a DATE run without a reward: at each loop index of `embeddings` (index -> the embedding after that
+    update, as `keep_history` records it) the embedding is replaced and the step computed as an update step
+    computes it (separate unconditional and conditional predictions), so the result is the same."""
+
+    def __init__(self, model, embeddings: dict, history: dict | None = None):
+        self.model, self.embeddings, self.history = model, embeddings, history
+
+    def model_output(self, state: StepState) -> None:
+        if state.output is not None or state.index not in self.embeddings:
+            return
+        state.cond = self.embeddings[state.index]
+        x_in = scale_input(state.scheduler, state.latents, state.timestep)
+        state.output = adapted_output(self.model, state, x_in, self.model.uncond(x_in, state.timestep, state.uncond))
+        state.kind = "replay"
+        if self.history is not None:
+            self.history[state.index] = state.cond.clone()
