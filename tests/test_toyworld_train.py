@@ -5,14 +5,11 @@ import pytest
 import torch
 
 from date_diffusion.toyworld import scene
-from date_diffusion.toyworld.train import (
-    Stage,
-    TrainConfig,
-    images_to_tensor,
-    reconstruction_accuracy,
-    reconstruction_loss,
-    train_all,
-)
+from date_diffusion.toyworld.training.config import TrainConfig
+from date_diffusion.toyworld.training.data import images_to_tensor
+from date_diffusion.toyworld.training.recipe import train_all
+from date_diffusion.toyworld.training.runner import Stage
+from date_diffusion.toyworld.training.vae import reconstruction_accuracy, reconstruction_loss
 
 
 def test_smoke_training_produces_stock_loadable_models(tmp_path):
@@ -53,7 +50,7 @@ def test_smoke_training_produces_stock_loadable_models(tmp_path):
     config = json.loads((tmp_path / "work" / "config.json").read_text())
     (tmp_path / "work" / "config.json").write_text(json.dumps({**config, "unet_steps": 8000}))
     (tmp_path / "work" / "assemble").mkdir(exist_ok=True)
-    from date_diffusion.toyworld.train import export
+    from date_diffusion.toyworld.training.export import export
 
     with pytest.raises(ValueError, match="fails the quality gate"):
         export(tmp_path, tmp_path / "dest", {"guidance_scale": 5.0, "rho": 0.5, "update_every": 10})

@@ -56,7 +56,8 @@ def run_train(args) -> int:
     import torch
 
     from date_diffusion.cli.common import resolve_device
-    from date_diffusion.toyworld.train import TrainConfig, train_all
+    from date_diffusion.toyworld.training.config import TrainConfig
+    from date_diffusion.toyworld.training.recipe import train_all
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -70,15 +71,15 @@ def run_train(args) -> int:
 def run_export(args) -> int:
     from date_diffusion.cli.common import CLIError
     from date_diffusion.core.config import DATEConfig
-    from date_diffusion.hub import TOY_ASSETS
-    from date_diffusion.toyworld.train import export
+    from date_diffusion.toyworld import world
+    from date_diffusion.toyworld.training.export import export
 
     try:
         DATEConfig(rho=args.rho, update_every=args.update_every)  # validates both
     except ValueError as err:
         raise CLIError(str(err)) from err
     recommended = {"guidance_scale": args.guidance, "rho": args.rho, "update_every": args.update_every}
-    dest = TOY_ASSETS if args.into_package else Path(args.dest)
+    dest = world.ASSETS if args.into_package else Path(args.dest)
     try:
         export(Path(args.run_dir), dest, recommended, backup=args.into_package)
     except (ValueError, FileNotFoundError) as err:
@@ -88,7 +89,8 @@ def run_export(args) -> int:
 
 
 def run_finalize(args) -> int:
-    from date_diffusion.toyworld.train import TrainConfig, finalize_from_checkpoint
+    from date_diffusion.toyworld.training.assemble import finalize_from_checkpoint
+    from date_diffusion.toyworld.training.config import TrainConfig
 
     finalize_from_checkpoint(TrainConfig(out=Path(args.out)))
     print(f"assembled {Path(args.out) / 'pipeline'} from the latest UNet checkpoint")

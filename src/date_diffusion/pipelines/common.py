@@ -348,12 +348,13 @@ class DATEPipelineMixin:
         channels = self._date_denoiser().config.in_channels
         return self.prepare_latents(n, channels, call.height, call.width, dtype, device, call.generator, call.latents)
 
-    def _date_timesteps(self, call, latents, device, **kwargs):
+    def _date_timesteps(self, call, latents, device, sigmas=None, **kwargs):
+        """The stock `retrieve_timesteps` with the call's steps, timesteps and sigmas (`sigmas`: a family's own)."""
         from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 
-        steps = call.num_inference_steps
-        timesteps = getattr(call, "timesteps", None)
-        return retrieve_timesteps(self.scheduler, steps, device, timesteps, call.sigmas, **kwargs)[0]
+        steps, timesteps = call.num_inference_steps, getattr(call, "timesteps", None)
+        sigmas = call.sigmas if sigmas is None else sigmas
+        return retrieve_timesteps(self.scheduler, steps, device, timesteps, sigmas, **kwargs)[0]
 
     def _date_step_kwargs(self, call) -> dict:
         return self.prepare_extra_step_kwargs(call.generator, call.eta) if hasattr(call, "eta") else {}

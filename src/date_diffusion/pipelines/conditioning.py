@@ -6,7 +6,7 @@ name, so callbacks see and replace the tensors exactly as the stock pipeline han
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -35,6 +35,7 @@ class PackedConditioning:
     names: tuple[str, ...] = ()  # the stock callback name of each part, e.g. ("prompt_embeds", "add_text_embeds")
     negative_names: tuple[str | None, ...] = ()  # the stock name of each negative part (None: not exposed)
     concat_cfg: bool = True  # stock callbacks see `cat([negative, positive])` under classifier-free guidance
+    extras: dict = field(default_factory=dict)  # inputs of the denoiser computed with the conditioning, never adapted
 
     def parts(self, packed: torch.Tensor) -> list[torch.Tensor]:
         return unpack(packed, self.shapes)

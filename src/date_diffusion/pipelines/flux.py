@@ -33,17 +33,25 @@ class FluxDATEPipeline(DATEPipelineMixin, FluxPipeline):
         return False  # guidance is an input of the model (true CFG is not supported with DATE)
 
     def _date_encode(self, call, options, device):
-        tokens, pooled, call.text_ids = self._date_encode_prompt(call, device)
-        return pack_conditioning(
+        tokens, pooled, text_ids = self._date_encode_prompt(call, device)
+        cond = pack_conditioning(
             [tokens, pooled], None, [True, options.adapt_pooled], ("prompt_embeds", "pooled_prompt_embeds")
         )
+        cond.extras["txt_ids"] = text_ids  # the text tokens' positions: the transformer's input, never adapted
+        return cond
 
     def _date_latents(self, call, n, dtype, device):
         channels = self.transformer.config.in_channels // 4
-        latents, call.image_ids = self.prepare_latents(
+        latents, _ = self.prepare_latents(
             n, channels, call.height, call.width, dtype, device, call.generator, call.latents
         )
         return latents
+
+    def _date_image_ids(self, call, cond):
+        """The latent patches' positions, as the stock `prepare_latents` computes them beside the latents."""
+        height, width = (2 * (int(side) // (self.vae_scale_factor * 2)) for side in (call.height, call.width))
+        n = cond.cond.shape[0]
+        return self._prepare_latent_image_ids(n, height // 2, width // 2, cond.cond.device, cond.cond.dtype)
 
     def _date_timesteps(self, call, latents, device):
         steps = call.num_inference_steps
@@ -58,14 +66,15 @@ class FluxDATEPipeline(DATEPipelineMixin, FluxPipeline):
             config.get("base_shift", 0.5),
             config.get("max_shift", 1.15),
         )
-        call.sigmas = sigmas
-        return super()._date_timesteps(call, latents, device, mu=mu)
+        return super()._date_timesteps(call, latents, device, sigmas=sigmas, mu=mu)
 
     def _date_denoise(self, call, cond):
         guidance = None
         if self.transformer.config.guidance_embeds:
             n = cond.cond.shape[0]
             guidance = torch.full([1], self._guidance_scale, device=cond.cond.device, dtype=torch.float32).expand(n)
+
+        image_ids = self._date_image_ids(call, cond)
 
         def denoise(x, t, packed):
             tokens, pooled = cond.parts(packed)
@@ -75,8 +84,8 @@ class FluxDATEPipeline(DATEPipelineMixin, FluxPipeline):
                 guidance=guidance,
                 pooled_projections=pooled,
                 encoder_hidden_states=tokens,
-                txt_ids=call.text_ids,
-                img_ids=call.image_ids,
+                txt_ids=cond.extras["txt_ids"],
+                img_ids=image_ids,
                 joint_attention_kwargs=self.joint_attention_kwargs,
                 return_dict=False,
             )[0]

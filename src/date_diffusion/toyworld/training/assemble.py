@@ -1,0 +1,73 @@
+"""The last stage: the trained models put together as a stock `StableDiffusionPipeline` folder (`out/pipeline`),
+at the end of a run or from the UNet's latest checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from date_diffusion.toyworld.training.config import TrainConfig
+from date_diffusion.toyworld.training.latents import latent_scaling, load_latents
+from date_diffusion.toyworld.training.runner import load_ema_shadow, stage_dir
+from date_diffusion.toyworld.training.unet import (
+    noise_scheduler_config,
+    read_scaling_factor,
+    text_encoder_from_clip,
+    unet_config,
+    unet_final_dir,
+    write_scaling_factor,
+)
+
+
+def assemble(cfg: TrainConfig, clip, vae, unet, tokenizer):
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    vae.register_to_config(scaling_factor=read_scaling_factor(cfg))
+    pipe = StableDiffusionPipeline(
+        vae=vae.cpu(),
+        text_encoder=text_encoder_from_clip(clip.cpu()),
+        tokenizer=tokenizer,
+        unet=unet.cpu(),
+        scheduler=DDIMScheduler.from_config(noise_scheduler_config()),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(cfg.out / "pipeline")
+    return pipe
+
+
+def _ema_unet_from_checkpoint(cfg: TrainConfig, cross_attention_dim: int):
+    """The UNet stage's latest checkpoint with its EMA weights, and the step it was written at."""
+    from diffusers import UNet2DConditionModel
+
+    folder = stage_dir(cfg, "unet")
+    meta = json.loads((folder / "checkpoint.json").read_text())
+    unet = UNet2DConditionModel(**unet_config(cross_attention_dim))
+    unet.load_state_dict(load_file(folder / "model.safetensors"))
+    shadow = load_ema_shadow(folder)
+    params = [p for p in unet.parameters() if p.requires_grad]
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            p.copy_(shadow[i])
+    return unet.eval(), meta["step"]
+
+
+def finalize_from_checkpoint(cfg: TrainConfig) -> None:
+    """Assemble the pipeline from the UNet stage's latest checkpoint (its EMA weights), e.g. when a run must
+    stop before its last step. Writes what `train_all` writes at the end; records the step used."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPModel, CLIPTokenizer
+
+    cfg.out = Path(cfg.out)
+    clip = CLIPModel.from_pretrained(cfg.out / "clip")
+    unet, step = _ema_unet_from_checkpoint(cfg, clip.config.text_config.hidden_size)
+    latents = load_latents(stage_dir(cfg, "latents"))
+    unet_final_dir(cfg).mkdir(parents=True, exist_ok=True)
+    write_scaling_factor(cfg, latent_scaling(latents), step)
+    vae_dir = stage_dir(cfg, "vae_decoder") / "final"
+    vae = AutoencoderKL.from_pretrained(vae_dir if vae_dir.exists() else stage_dir(cfg, "vae") / "final")
+    assemble(cfg, clip, vae, unet, CLIPTokenizer.from_pretrained(cfg.out / "clip"))

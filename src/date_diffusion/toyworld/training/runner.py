@@ -1,0 +1,142 @@
+"""The checkpointed optimisation loop every model trains with, and how its state is written and read back.
+
+A stage's folder (`out/work/<name>`) holds `model.safetensors`, `optimizer.safetensors`, `ema.safetensors` (with
+EMA), `checkpoint.json` (step, optimizer scalars and param groups, LR schedule), `log.jsonl` and, once finished,
+`done`. Everything is safetensors + JSON: no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from date_diffusion.toyworld.training.config import TrainConfig
+
+
+def stage_dir(cfg: TrainConfig, stage: str) -> Path:
+    """Where `stage` keeps its checkpoints, log and `done` marker (and, for some, its `final` model)."""
+    return cfg.out / "work" / stage
+
+
+def done_marker(cfg: TrainConfig, stage: str) -> Path:
+    """The file whose existence says `stage` finished (its outputs are written)."""
+    return stage_dir(cfg, stage) / "done"
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{idx}.{k}"] = v.contiguous()
+            else:
+                scalars[f"{idx}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, v in list(tensors.items()) + list(meta["scalars"].items()):
+        idx, k = key.split(".", 1)
+        state.setdefault(int(idx), {})[k] = v
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def load_ema_shadow(folder: Path) -> list[torch.Tensor]:
+    """The EMA weights of the stage checkpoint in `folder`, in the order of the model's trainable parameters."""
+    shadow = load_file(folder / "ema.safetensors")
+    return [shadow[str(i)] for i in range(len(shadow))]
+
+
+def _warmup_cosine(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = min(200, max(1, steps // 10))
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
+
+
+class Stage:
+    """Checkpointed optimisation loop shared by every model (weights and optimizer state as safetensors)."""
+
+    def __init__(
+        self, cfg: TrainConfig, name: str, model: torch.nn.Module, steps: int, lr: float, ema_decay: float | None = None
+    ):
+        self.cfg, self.name, self.model, self.steps = cfg, name, model, steps
+        self.dir = stage_dir(cfg, name)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+        self.sched = _warmup_cosine(self.opt, steps)
+        self.ema = None
+        if ema_decay is not None:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(params, decay=ema_decay, use_ema_warmup=True, power=3 / 4)
+        self.start = self._resume()
+
+    def _resume(self) -> int:
+        """Load the latest checkpoint, if any; returns the step to start from."""
+        ckpt = self.dir / "checkpoint.json"
+        if not ckpt.exists():
+            return 0
+        meta = json.loads(ckpt.read_text())
+        self.model.load_state_dict(load_file(self.dir / "model.safetensors"))
+        self.opt.load_state_dict(_unflatten_optimizer(load_file(self.dir / "optimizer.safetensors"), meta["opt"]))
+        self.sched.load_state_dict(meta["sched"])
+        if self.ema is not None:
+            self.ema.shadow_params = load_ema_shadow(self.dir)
+            self.ema.optimization_step = meta["ema_step"]
+        return meta["step"]
+
+    def _checkpoint(self, step: int):
+        tensors, opt_meta = _flatten_optimizer(self.opt)
+        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, self.dir / "model.safetensors")
+        save_file(tensors, self.dir / "optimizer.safetensors")
+        meta = {"step": step, "opt": opt_meta, "sched": self.sched.state_dict()}
+        if self.ema is not None:
+            save_file(
+                {str(i): p.contiguous() for i, p in enumerate(self.ema.shadow_params)}, self.dir / "ema.safetensors"
+            )
+            meta["ema_step"] = self.ema.optimization_step
+        tmp = self.dir / "checkpoint.json.tmp"
+        tmp.write_text(json.dumps(meta))
+        tmp.replace(self.dir / "checkpoint.json")
+
+    def _step(self, loss: torch.Tensor):
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.sched.step()
+        if self.ema is not None:
+            self.ema.step(p for p in self.model.parameters() if p.requires_grad)
+
+    def run(self, loss_fn: Callable[[int], torch.Tensor], stop_at: int | None = None):
+        """`loss_fn(step)` builds that step's batch and returns its loss; `stop_at` ends early (checkpointed)."""
+        self.model.train()
+        log = open(self.dir / "log.jsonl", "a")
+        t0 = time.time()
+        end = self.steps if stop_at is None else min(self.steps, stop_at)
+        bar = tqdm(range(self.start, end), desc=self.name, initial=self.start, total=end)
+        for step in bar:
+            loss = loss_fn(step)
+            self._step(loss)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if step % 25 == 0 or step == self.steps - 1:
+                log.write(json.dumps({"step": step, "loss": loss.item(), "elapsed_s": time.time() - t0}) + "\n")
+                log.flush()
+            if (step + 1) % self.cfg.checkpoint_every == 0 or step == end - 1:
+                self._checkpoint(step + 1)
+        log.close()
+        if self.ema is not None:
+            self.ema.copy_to(p for p in self.model.parameters() if p.requires_grad)
+        self.model.eval()
+        return self.model
