@@ -60,20 +60,20 @@ def test_methods_parse_and_reject():
         False,
         "next",
     )
-    assert parse_method("best-of-4").n == 4 and parse_method("ug:scale=3").ug_scale == 3
-    assert parse_method("ae:res=4").ae == {"token_indices": "auto", "attn_res": (4, 4)}
+    assert parse_method("best-of-4").candidates == 4 and parse_method("ug:scale=3").scale == 3
+    assert parse_method("ae:res=4").res == 4
     approx = parse_method("date:rho=1,decoder=tiny")
-    assert approx.reward_decoder == "tiny" and approx.date.rho == 1
+    assert approx.decoder == "tiny" and approx.date.rho == 1
     both = parse_method("date+ae:rho=2,res=8,iters=10")
-    assert both.date.rho == 2 and both.ae["attn_res"] == (8, 8) and both.ae["max_iter_to_alter"] == 10
-    for bad in ["date:speed=2", "ug:every=2", "magic", "date:rho=-1"]:
+    assert both.date.rho == 2 and (both.res, both.iters) == (8, 10)
+    for bad in ["date:speed=2", "ug:every=2", "magic", "date:rho=-1", "date:reward=clip", "fixed@0"]:
         with pytest.raises(ValueError):
             parse_method(bad)
     with pytest.raises(ValueError, match="twice"):
         parse_methods("fixed fixed")
     listed = parse_methods("fixed+ae:res=8 date+ae:rho=2,res=8+date  best-of-2")
     assert [m.label for m in listed] == ["fixed", "ae:res=8", "date+ae:rho=2,res=8", "date", "best-of-2"]
-    assert listed[2].date.rho == 2 and listed[2].ae["attn_res"] == (8, 8) and listed[1].date is None
+    assert listed[2].date.rho == 2 and listed[2].res == 8 and "date" not in listed[1].record()
 
 
 def test_suites(tmp_path):
@@ -163,6 +163,14 @@ def test_two_processes_give_the_same_images(tmp_path):
         assert np.abs(a - b).max() <= 1, p
     recs = {p.name: json.loads(p.read_text()) for p in two.glob("images/*/*/samples/*.json")}
     assert all(r["exact"] in (0.0, 1.0) for r in recs.values())
+    run = json.loads((one / "run.json").read_text())  # the toy world's defaults: its plain reward, held-out CLIP
+    assert (run["reward"], run["eval_clip"], run["guidance"], run["seeds"]) == (
+        "toy-clip",
+        "toy-clip-eval",
+        5.0,
+        [1000, 1001],
+    )
+    assert run["methods"]["date:rho=0.5,every=2"]["method"] == "date"
 
 
 def test_frechet_distance_with_clip_features(clip_dir):
@@ -282,9 +290,15 @@ def test_metric_vs_rho_uses_plain_date_runs_only():
     from date_diffusion.bench.report import rho_sweep
 
     labels = ["fixed", "date:rho=2", "date", "date:rho=0.1", "date:direction=random", "date:normalize=0,rho=2"]
-    labels += ["date:rho=0.5,decoder=tiny", "date:rho=1,every=5", "date+ae:rho=1", "ug:scale=8"]
+    labels += ["date:rho=0.5,decoder=tiny", "date:rho=1,every=5", "date+ae:rho=1", "ug:scale=8", "recommended"]
+    labels += ["date:rho=2,lowres=224", "date:rho=3,reward=aug8(toy-clip)"]
     summary = {k: {"metrics": {"clip_eval": [0.9, 0.8, 1.0]}} for k in labels}
-    assert [(r, k) for r, k, _ in rho_sweep(summary)] == [(0.1, "date:rho=0.1"), (0.5, "date"), (2.0, "date:rho=2")]
+    methods = parse_methods(" ".join(labels))
+    assert [(r, k) for r, k, _ in rho_sweep(summary, methods)] == [
+        (0.1, "date:rho=0.1"),
+        (0.5, "date"),
+        (2.0, "date:rho=2"),
+    ]
 
 
 def test_bench_without_its_extra_says_how_to_install_it(monkeypatch, capsys, tmp_path):

@@ -94,14 +94,15 @@ def test_specs_build_the_wrappers_and_bad_specs_fail_before_loading(clip_dir):
     assert isinstance(r, AugmentedReward) and r.views == 4 and isinstance(r.reward, SubjectReward)
     m = reward_from_spec(f"mean(clip:{clip_dir};clip:{clip_dir})")
     assert isinstance(m, EnsembleReward) and m.weights == [0.5, 0.5]
-    for bad in ("aug0(clip)", "mean(clip", "clip)", "mean(clip;nope)", "clip-l:x", "foo(clip)", "clip+"):
+    bad_specs = "aug0(toy-clip) mean(toy-clip toy-clip) mean(toy-clip;nope) clip-l:x foo(toy-clip) toy-clip+".split()
+    for bad in bad_specs:
         with pytest.raises(RewardSpecError):
             check_spec(bad)
 
 
 def test_bench_method_takes_relative_rho_and_its_own_reward():
-    m = parse_method("date:rel=0.002,every=5,reward=aug8(clip)")
-    assert m.date.rho_relative == 0.002 and m.date.update_every == 5 and m.reward == "aug8(clip)"
+    m = parse_method("date:rel=0.002,every=5,reward=aug8(toy-clip)")
+    assert m.date.rho_relative == 0.002 and m.date.update_every == 5 and m.reward == "aug8(toy-clip)"
     assert parse_method("date:rho=0.5").reward is None
     with pytest.raises(RewardSpecError):
         parse_method("date:rho=0.5,reward=aug8(nope)")

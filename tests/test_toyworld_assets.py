@@ -65,12 +65,12 @@ def test_generate_uses_the_recommended_setting_and_the_paper_is_one_flag_away(tm
 
 
 def test_bench_runs_the_recommended_method(tmp_path):
-    from date_diffusion.evaluation.methods import parse_methods, recommended_spec
+    from date_diffusion.evaluation.methods import Recommended, parse_methods
 
     recommended = json.loads((TOY_PIPELINE / "toyworld.json").read_text())["recommended"]
-    (method,) = parse_methods("recommended", recommended)
-    assert method.label == "recommended" and method.kind == "date"
-    assert recommended_spec(recommended).startswith("date:")
+    (method,) = parse_methods("recommended")
+    assert method.label == "recommended" and isinstance(method, Recommended)
+    assert method.date.rho_relative == recommended["rho_relative"] and method.reward == recommended["reward"]
     argv = ["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "6", "--methods", "fixed recommended"]
     assert main([*argv, "--out", str(tmp_path)]) == 0
     run = json.loads((tmp_path / "run.json").read_text())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 from collections import defaultdict
@@ -11,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from date_diffusion.bench.runner import load_records, method_from_record
-from date_diffusion.evaluation.methods import parse_method
+from date_diffusion.bench.runner import load_records, read_run, run_methods
 from date_diffusion.evaluation.stats import bootstrap_ci, paired_difference
 from date_diffusion.outputs import atomic_write
+from date_diffusion.toyworld import world
 
 METRICS = ("exact", "changed", "preserved", "pixel_distance", "clip_eval", "min_object_clip", "reward", "seconds")
 
@@ -63,6 +62,16 @@ def _fmt(ci, scale=1.0, digits=4, sign=False):
 
 
 def markdown(summary: dict, baseline: str | None, settings: dict) -> str:
+    lines = _main_table(summary, settings)
+    if any("changed" in e["metrics"] for e in summary.values()):
+        lines += _editing_tables(summary, baseline)
+    if baseline:
+        lines += _paired_table(summary, baseline)
+    lines += _category_tables(summary, baseline)
+    return "\n".join(lines) + "\n"
+
+
+def _main_table(summary: dict, settings: dict) -> list[str]:
     lines = [
         f"# Benchmark: suite `{settings['suite']}`, {len(settings['seeds'])} seed(s) per prompt, "
         f"{settings['steps']} steps, guidance {settings['guidance']}",
@@ -93,88 +102,75 @@ def markdown(summary: dict, baseline: str | None, settings: dict) -> str:
             f"{e['peak_memory_mb']:.0f}" if e["peak_memory_mb"] else "-",
         ]
         lines.append(f"| {label} | {e['n']} | " + " | ".join(cells) + " |")
-    if any("changed" in e["metrics"] for e in summary.values()):
+    return lines
+
+
+def _editing_tables(summary: dict, baseline: str | None) -> list[str]:
+    lines = [
+        "",
+        "Editing: changed = the target caption holds (exact evaluator); preserved = what the edit does "
+        "not name stayed; pixel distance = mean |edited - source| (0-1).",
+        "",
+        "| method | changed (%) | preserved (%) | pixel distance |",
+        "|---|---|---|---|",
+    ]
+    for label, e in summary.items():
+        m = e["metrics"]
+        cells = [_fmt(m[k], 100, 1) if k in m else "-" for k in ("changed", "preserved")]
+        cells.append(_fmt(m["pixel_distance"]) if "pixel_distance" in m else "-")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    paired = {k: e["vs_baseline"] for k, e in summary.items() if k != baseline and "changed" in e["vs_baseline"]}
+    if paired:
         lines += [
             "",
-            "Editing: changed = the target caption holds (exact evaluator); preserved = what the edit does "
-            "not name stayed; pixel distance = mean |edited - source| (0-1).",
+            f"Editing, paired against `{baseline}` (95% bootstrap CIs):",
             "",
-            "| method | changed (%) | preserved (%) | pixel distance |",
+            "| method | changed (pp) | preserved (pp) | pixel distance |",
             "|---|---|---|---|",
         ]
-        for label, e in summary.items():
-            m = e["metrics"]
-            lines.append(
-                f"| {label} | "
-                + " | ".join(
-                    _fmt(m[k], 100, 1) if k in m and k != "pixel_distance" else _fmt(m[k]) if k in m else "-"
-                    for k in ("changed", "preserved", "pixel_distance")
-                )
-                + " |"
-            )
-        paired = {k: e["vs_baseline"] for k, e in summary.items() if k != baseline and "changed" in e["vs_baseline"]}
-        if paired:
-            lines += [
-                "",
-                f"Editing, paired against `{baseline}` (95% bootstrap CIs):",
-                "",
-                "| method | changed (pp) | preserved (pp) | pixel distance |",
-                "|---|---|---|---|",
-            ]
-            for label, v in paired.items():
-                cells = [_fmt(v["changed"], 100, 1, True), _fmt(v["preserved"], 100, 1, True)]
-                cells.append(_fmt(v["pixel_distance"], 1, 4, True) if "pixel_distance" in v else "-")
-                lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    if baseline:
-        lines += [
-            "",
-            f"Paired differences against `{baseline}` (same prompts and seeds), 95% bootstrap CIs:",
-            "",
-            "| method | exact (pp) | held-out CLIP | min object CLIP | reward |",
-            "|---|---|---|---|---|",
-        ]
-        for label, e in summary.items():
-            v = e["vs_baseline"]
-            if label == baseline or not v:
-                continue
-            lines.append(
-                f"| {label} | "
-                + " | ".join(
-                    _fmt(v[k], 100 if k == "exact" else 1, 1 if k == "exact" else 4, True) if k in v else "-"
-                    for k in ("exact", "clip_eval", "min_object_clip", "reward")
-                )
-                + " |"
-            )
+        for label, v in paired.items():
+            cells = [_fmt(v["changed"], 100, 1, True), _fmt(v["preserved"], 100, 1, True)]
+            cells.append(_fmt(v["pixel_distance"], 1, 4, True) if "pixel_distance" in v else "-")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _paired_table(summary: dict, baseline: str) -> list[str]:
+    lines = [
+        "",
+        f"Paired differences against `{baseline}` (same prompts and seeds), 95% bootstrap CIs:",
+        "",
+        "| method | exact (pp) | held-out CLIP | min object CLIP | reward |",
+        "|---|---|---|---|---|",
+    ]
+    for label, e in summary.items():
+        v = e["vs_baseline"]
+        if label == baseline or not v:
+            continue
+        cells = [_fmt(v["exact"], 100, 1, True) if "exact" in v else "-"]
+        cells += [_fmt(v[k], 1, 4, True) if k in v else "-" for k in ("clip_eval", "min_object_clip", "reward")]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _category_tables(summary: dict, baseline: str | None) -> list[str]:
     cats = sorted({c for e in summary.values() for c in e["categories"]})
-    if cats:
-        lines += [
-            "",
-            "Exact accuracy (%) per category:",
-            "",
-            "| method | " + " | ".join(cats) + " |",
-            "|---" * (len(cats) + 1) + "|",
-        ]
+    if not cats:
+        return []
+    header = ["| method | " + " | ".join(cats) + " |", "|---" * (len(cats) + 1) + "|"]
+    lines = ["", "Exact accuracy (%) per category:", "", *header]
+    for label, e in summary.items():
+        cells = [f"{100 * e['categories'][c][0]:.1f}" if c in e["categories"] else "-" for c in cats]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if baseline:
+        lines += ["", f"Per-category difference against `{baseline}` (pp, 95% CI):", "", *header]
         for label, e in summary.items():
-            lines.append(
-                f"| {label} | "
-                + " | ".join(f"{100 * e['categories'][c][0]:.1f}" if c in e["categories"] else "-" for c in cats)
-                + " |"
-            )
-        if baseline:
-            lines += [
-                "",
-                f"Per-category difference against `{baseline}` (pp, 95% CI):",
-                "",
-                "| method | " + " | ".join(cats) + " |",
-                "|---" * (len(cats) + 1) + "|",
-            ]
-            for label, e in summary.items():
-                vc = e.get("vs_baseline_categories") or {}
-                if vc:
-                    lines.append(
-                        f"| {label} | " + " | ".join(_fmt(vc[c], 100, 1, True) if c in vc else "-" for c in cats) + " |"
-                    )
-    return "\n".join(lines) + "\n"
+            vc = e.get("vs_baseline_categories") or {}
+            if vc:
+                lines.append(
+                    f"| {label} | " + " | ".join(_fmt(vc[c], 100, 1, True) if c in vc else "-" for c in cats) + " |"
+                )
+    return lines
 
 
 def csv_rows(summary: dict) -> str:
@@ -191,49 +187,59 @@ def csv_rows(summary: dict) -> str:
     return buf.getvalue()
 
 
-def rho_sweep(summary: dict) -> list[tuple[float, str, dict]]:
-    """(rho, label, metrics) of the plain DATE runs that differ from the default settings only in rho (no
-    ablation, approximate decoder or A&E), sorted by rho: the points of `metric_vs_rho.png`."""
-    default = parse_method("date").date
+def rho_sweep(summary: dict, methods) -> list[tuple[float, str, dict]]:
+    """(rho, label, metrics) of the methods that are a point of the rho sweep (`Method.plot_coordinates`: the
+    paper's DATE but for rho), sorted by rho: the points of `metric_vs_rho.png`."""
     points = []
-    for label, e in summary.items():
-        try:
-            m = parse_method(label)
-        except ValueError:  # `recommended`: a model's setting, not a point of the sweep
-            continue
-        plain = m.kind == "date" and m.ae is None and m.reward_decoder is None and m.steps is None
-        plain = plain and m.reward is None
-        if plain and dataclasses.replace(m.date, rho=default.rho) == default and "clip_eval" in e["metrics"]:
-            points.append((m.date.rho, label, e["metrics"]))
+    for m in methods:
+        rho = m.plot_coordinates().get("rho")
+        if rho is not None and m.label in summary and "clip_eval" in summary[m.label]["metrics"]:
+            points.append((rho, m.label, summary[m.label]["metrics"]))
     return sorted(points, key=lambda p: p[0])
 
 
-def plots(out: Path, summary: dict, records: dict[str, list[dict]], settings: dict) -> list[Path]:
+def plots(out: Path, summary: dict, records: dict[str, list[dict]], methods) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
+    made = [_accuracy_plot(out, summary), _trajectory_plot(out, records), _rho_plot(out, summary, methods)]
+    return [p for p in made if p is not None]
+
+
+def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    made = []
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _accuracy_plot(out: Path, summary: dict) -> Path | None:
+    """Exact accuracy per category and method, with 95% CIs."""
+    import matplotlib.pyplot as plt
+
     cats = sorted({c for e in summary.values() for c in e["categories"]})
-    if cats:
-        fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(cats)), 3.5))
-        width = 0.8 / max(1, len(summary))
-        for k, (label, e) in enumerate(summary.items()):
-            vals = [100 * e["categories"].get(c, (np.nan,) * 3)[0] for c in cats]
-            err = [
-                [100 * (e["categories"][c][0] - e["categories"][c][1]) if c in e["categories"] else 0 for c in cats],
-                [100 * (e["categories"][c][2] - e["categories"][c][0]) if c in e["categories"] else 0 for c in cats],
-            ]
-            ax.bar(np.arange(len(cats)) + k * width, vals, width, yerr=err, label=label, capsize=2)
-        ax.set_xticks(np.arange(len(cats)) + 0.4 - width / 2, cats, rotation=20)
-        ax.set_ylabel("exact accuracy (%)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        made.append(out / "accuracy_by_category.png")
-        fig.savefig(made[-1], dpi=120)
-        plt.close(fig)
-    # reward before each update, averaged over the suite, per DATE method
+    if not cats:
+        return None
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(cats)), 3.5))
+    width = 0.8 / max(1, len(summary))
+    for k, (label, e) in enumerate(summary.items()):
+        ci = {c: e["categories"].get(c) for c in cats}
+        vals = [100 * ci[c][0] if ci[c] else np.nan for c in cats]
+        err = [[100 * (ci[c][0] - ci[c][1]) if ci[c] else 0 for c in cats],
+               [100 * (ci[c][2] - ci[c][0]) if ci[c] else 0 for c in cats]]  # fmt: skip
+        ax.bar(np.arange(len(cats)) + k * width, vals, width, yerr=err, label=label, capsize=2)
+    ax.set_xticks(np.arange(len(cats)) + 0.4 - width / 2, cats, rotation=20)
+    ax.set_ylabel("exact accuracy (%)")
+    ax.legend(fontsize=7)
+    return _save(fig, out / "accuracy_by_category.png")
+
+
+def _trajectory_plot(out: Path, records: dict[str, list[dict]]) -> Path | None:
+    """The reward before (and after) each update, averaged over the suite, per DATE method."""
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6, 3.5))
     drew = False
     for label, recs in records.items():
@@ -247,41 +253,35 @@ def plots(out: Path, summary: dict, records: dict[str, list[dict]], settings: di
             xs = sorted(by_step)
             ax.plot(xs, [np.mean(by_step[x]) for x in xs], marker="o", label=label)
             drew = True
-    if drew:
-        ax.set_xlabel("sampling step (x.5 = just after the update)")
-        ax.set_ylabel("reward of x0_hat")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        made.append(out / "reward_trajectory.png")
-        fig.savefig(made[-1], dpi=120)
-    plt.close(fig)
-    rho_points = rho_sweep(summary)
-    if len({p[0] for p in rho_points}) > 1:
-        metrics = [k for k in ("exact", "clip_eval") if all(k in p[2] for p in rho_points)]
-        fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
-        for ax, metric in zip(axes[0], metrics):
-            ax.errorbar(
-                [p[0] for p in rho_points],
-                [p[2][metric][0] for p in rho_points],
-                yerr=[
-                    [p[2][metric][0] - p[2][metric][1] for p in rho_points],
-                    [p[2][metric][2] - p[2][metric][0] for p in rho_points],
-                ],
-                marker="o",
-                capsize=3,
-                label="DATE",
-            )
-            if "fixed" in summary and metric in summary["fixed"]["metrics"]:
-                ax.axhline(summary["fixed"]["metrics"][metric][0], ls="--", color="gray", label="fixed")
-            ax.set_xscale("log")
-            ax.set_xlabel("rho")
-            ax.set_ylabel({"exact": "exact accuracy", "clip_eval": "held-out CLIP score"}[metric])
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        made.append(out / "metric_vs_rho.png")
-        fig.savefig(made[-1], dpi=120)
+    if not drew:
         plt.close(fig)
-    return made
+        return None
+    ax.set_xlabel("sampling step (x.5 = just after the update)")
+    ax.set_ylabel("reward of x0_hat")
+    ax.legend(fontsize=7)
+    return _save(fig, out / "reward_trajectory.png")
+
+
+def _rho_plot(out: Path, summary: dict, methods) -> Path | None:
+    """Exact accuracy and held-out CLIP score against rho (the plain DATE runs), `fixed` as a line."""
+    import matplotlib.pyplot as plt
+
+    points = rho_sweep(summary, methods)
+    if len({p[0] for p in points}) < 2:
+        return None
+    metrics = [k for k in ("exact", "clip_eval") if all(k in p[2] for p in points)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        ci = [p[2][metric] for p in points]
+        err = [[c[0] - c[1] for c in ci], [c[2] - c[0] for c in ci]]
+        ax.errorbar([p[0] for p in points], [c[0] for c in ci], yerr=err, marker="o", capsize=3, label="DATE")
+        if "fixed" in summary and metric in summary["fixed"]["metrics"]:
+            ax.axhline(summary["fixed"]["metrics"][metric][0], ls="--", color="gray", label="fixed")
+        ax.set_xscale("log")
+        ax.set_xlabel("rho")
+        ax.set_ylabel({"exact": "exact accuracy", "clip_eval": "held-out CLIP score"}[metric])
+        ax.legend(fontsize=7)
+    return _save(fig, out / "metric_vs_rho.png")
 
 
 def _load_pngs(paths, size=None):
@@ -304,8 +304,8 @@ def torch_uint8(arr):
 
 
 def reference_images(run: dict, records: list[dict]):
-    """Real images for FID: toy suite -> the renderer's scene for each (prompt, seed); else `fid_real` files."""
-    if run["suite"].startswith("toy"):
+    """Real images for FID: toy suites -> the renderer's scene for each (prompt, seed); else `fid_real` files."""
+    if world.is_toy_suite(run["suite"]):
         from date_diffusion.toyworld import scene
 
         for start in range(0, len(records), 64):
@@ -321,7 +321,7 @@ def reference_images(run: dict, records: list[dict]):
 
 def compute_fid(out: Path, run: dict, methods, records: dict[str, list[dict]]) -> dict:
     """`fid_clip` (held-out CLIP features; not comparable to Inception FID) and, with weights, `fid_inception`."""
-    if not run["suite"].startswith("toy") and not run.get("fid_real"):
+    if not world.is_toy_suite(run["suite"]) and not run.get("fid_real"):
         return {}
     from date_diffusion.evaluation.fid import CLIPImageFeatures, frechet_distance
     from date_diffusion.rewards.registry import reward_from_spec
@@ -345,8 +345,8 @@ def compute_fid(out: Path, run: dict, methods, records: dict[str, list[dict]]) -
 
 def write_report(out: Path) -> dict:
     out = Path(out)
-    run = json.loads((out / "run.json").read_text())
-    methods = [method_from_record(label, rec) for label, rec in run["methods"].items()]
+    run = read_run(out)
+    methods = run_methods(run)
     records = {m.label: load_records(out, m) for m in methods}
     baseline = "fixed" if "fixed" in records else None
     summary = summarize(records, baseline)
@@ -358,5 +358,5 @@ def write_report(out: Path) -> dict:
     atomic_write(out / "results.csv", csv_rows(summary))
     text = markdown(summary, baseline, run)
     atomic_write(out / "results.md", text)
-    plots(out, summary, records, run)
+    plots(out, summary, records, methods)
     return {"summary": summary, "markdown": text}

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from date_diffusion.bench.suites import Item, subject_words
-from date_diffusion.evaluation.methods import Method
+from date_diffusion.bench.suites import Item
+from date_diffusion.evaluation.methods import Method, upgrade_reward
 from date_diffusion.outputs import atomic_write, png_bytes
 
 BEST_OF_STRIDE = 100_003  # candidate j of best-of-N for seed s uses seed s + j * stride (j = 0 is `fixed`)
@@ -49,23 +49,29 @@ class RunSettings:
     cfg_src: float = 3.5  # editing suites: guidance of the inversion (the regeneration uses `guidance`)
     inception_weights: str | None = None  # torch-fidelity Inception weights file, for Inception FID
     categories: list[str] | None = None  # only these prompt categories
-    methods: dict = field(default_factory=dict)  # label -> method settings
+    methods: dict = field(default_factory=dict)  # label -> `Method.record()`
 
 
-def method_record(m: Method) -> dict:
-    d = asdict(m)
-    d["date"] = m.date.to_dict() if m.date is not None else None
-    return d
+def read_run(out: Path) -> dict:
+    """A run's run.json as this version writes it (files of earlier versions converted: `upgrade_run`)."""
+    path = Path(out) / "run.json"
+    try:
+        return upgrade_run(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as err:  # unparseable JSON or text, or not a run's settings
+        raise SettingsMismatch(f"{path} is damaged ({err!r}); use another --out, or delete the folder") from err
 
 
-def method_from_record(label: str, record: dict) -> Method:
-    """The method a run.json entry describes (inverse of `method_record`)."""
-    from date_diffusion.core.config import DATEConfig
+def upgrade_run(run: dict) -> dict:
+    """run.json of any version in this version's layout: each method entry through its method (`Method.from_record`
+    reads earlier layouts), the toy world's rewards under their new names."""
+    methods = {label: Method.from_record(label, rec).record() for label, rec in run["methods"].items()}
+    rewards = {k: upgrade_reward(run[k]) for k in ("reward", "eval_clip") if k in run}
+    return {**run, **rewards, "methods": methods}
 
-    fields = {k: v for k, v in record.items() if k in Method.__dataclass_fields__}
-    if fields.get("date") is not None:
-        fields["date"] = DATEConfig(**fields["date"])
-    return Method(**{**fields, "label": label})
+
+def run_methods(run: dict) -> list[Method]:
+    """The methods of a run.json (as `read_run` returns it), in the order they were added."""
+    return [Method.from_record(label, rec) for label, rec in run["methods"].items()]
 
 
 def check_settings(out: Path, settings: RunSettings) -> None:
@@ -73,10 +79,7 @@ def check_settings(out: Path, settings: RunSettings) -> None:
     path = out / "run.json"
     new = asdict(settings)
     if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise SettingsMismatch(f"{path} is damaged ({err}); use another --out, or delete the folder") from err
+        old = read_run(out)
         diff = {k: (old.get(k), v) for k, v in new.items() if k != "methods" and old.get(k) != v}
         if diff:
             detail = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
@@ -215,12 +218,57 @@ def source_image(item: Item, seed: int, size: int):
     return Image.open(item.source["image"]).convert("RGB").resize((size, size), Image.Resampling.BICUBIC), None
 
 
-def edit_batch(pipe, method: Method, batch, settings: RunSettings, reward):
-    """Edit each item's source image toward its prompt; returns (images01, traces, extra metrics per image)."""
-    from date_diffusion.toyworld.edits import score_edit
+class Cache:
+    """Objects built once per key (spec, model, device, dtype) by `build(spec, model, device, dtype)`."""
 
-    if method.kind not in ("fixed", "date") or method.steps or method.ae:
-        raise ValueError(f"method {method.label!r} does not apply to editing; use fixed (plain edit) or date:...")
+    def __init__(self, build):
+        self.build, self.built = build, {}
+
+    def get(self, spec: str, model, device, dtype):
+        key = (spec, str(model), str(device), str(dtype).removeprefix("torch."))
+        if key not in self.built:
+            self.built[key] = self.build(*key)
+        return self.built[key]
+
+
+def _load_reward(spec: str, model: str, device: str, dtype: str):
+    from date_diffusion.rewards.registry import reward_from_spec
+
+    return reward_from_spec(spec, device)
+
+
+def _load_decoder(spec: str, model: str, device: str, dtype: str):
+    from date_diffusion.hub import tiny_decoder_for
+
+    return tiny_decoder_for(model, spec).to(device, getattr(torch, dtype))
+
+
+class BenchRun:
+    """One `bench` invocation: its settings, its folder, its device, and the rewards and reward decoders its methods
+    use, each built once for the run (keyed by spec, model, device and dtype)."""
+
+    def __init__(self, settings: RunSettings, out: Path, device):
+        self.settings, self.out, self.device = settings, Path(out), str(device)
+        self.rewards, self.decoders = Cache(_load_reward), Cache(_load_decoder)
+
+    def reward(self, spec: str | None = None):
+        """The reward `spec` (None: the run's `--reward`)."""
+        s = self.settings
+        return self.rewards.get(spec or s.reward, s.model, self.device, s.dtype)
+
+    def decoder(self, spec: str):
+        """The approximate reward decoder `spec` (`tiny`: the model's), in the run's dtype."""
+        s = self.settings
+        return self.decoders.get(spec, s.model, self.device, s.dtype)
+
+    def scorer(self) -> Scorer:
+        eval_clip = self.reward(self.settings.eval_clip) if self.settings.eval_clip else None
+        return Scorer(self.reward(), eval_clip)
+
+
+def edit_batch(pipe, batch, settings: RunSettings, kwargs: dict):
+    """Edit each item's source image toward its prompt with a method's `kwargs`; returns (images01, traces, extra
+    metrics per image)."""
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     sources = [source_image(it, s, size) for it, s in batch]
     skip = settings.edit_skip if settings.edit_skip is not None else round(0.36 * settings.steps)
@@ -234,114 +282,97 @@ def edit_batch(pipe, method: Method, batch, settings: RunSettings, reward):
         cfg_tar=settings.guidance,
         generator=[torch.Generator().manual_seed(s) for _, s in batch],
         output_type="pt",
-        date=method.date,
-        reward=reward if method.date is not None else None,
+        **kwargs,
     )
     images = res.images.float()
-    extras = []
-    for k, (img, toy) in enumerate(sources):
-        edited = (images[k].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-        extra = {"pixel_distance": float(np.abs(edited.astype(float) - np.asarray(img, float)).mean() / 255)}
-        if toy is not None:
-            extra.update(score_edit(toy[0], toy[1], edited))
-        extras.append(extra)
-    return images, res.traces, extras
+    return images, res.traces, [_edit_metrics(img, toy, edited) for (img, toy), edited in zip(sources, images)]
 
 
-def generate_method(
-    pipe,
-    method: Method,
-    jobs: list[tuple[Item, int]],
-    settings: RunSettings,
-    reward,
-    scorer,
-    out: Path,
-    batch_size: int,
-    device,
-    desc: str = "",
-) -> int:
+def _edit_metrics(source, toy, edited01: torch.Tensor) -> dict:
+    """How far an edit moved from its source image, and on the toy world whether it changed what it should."""
+    from date_diffusion.toyworld.edits import score_edit
+
+    edited = _uint8(edited01)
+    extra = {"pixel_distance": float(np.abs(edited.astype(float) - np.asarray(source, float)).mean() / 255)}
+    if toy is not None:
+        extra.update(score_edit(toy[0], toy[1], edited))
+    return extra
+
+
+def generate_method(run: BenchRun, pipe, method: Method, jobs, scorer, batch_size: int, desc: str = "") -> int:
     """Generate (or, on editing suites, edit) the missing images of `jobs` for `method`; returns how many."""
-    todo = [(it, s) for it, s in jobs if not is_done(*image_paths(out, method, it.index, s))]
-    reward = _method_reward(method, reward, device)
-    n_cand = method.n if method.kind == "best" else 1
-    per_batch = max(1, batch_size // n_cand)
+    if not method.applies_to(run.settings.suite):
+        raise ValueError(f"method {method.label!r} does not apply to suite {run.settings.suite!r}")
+    todo = [(it, s) for it, s in jobs if not is_done(*image_paths(run.out, method, it.index, s))]
+    kwargs = method.pipeline_kwargs(run) if todo else {}  # rewards and decoders load before the timing starts
+    per_batch = max(1, batch_size // method.candidates)
     made = 0
     for start in tqdm(range(0, len(todo), per_batch), desc=desc or method.label, leave=False):
         batch = todo[start : start + per_batch]
-        if batch[0][0].source is not None:
-            t0 = time.perf_counter()
-            images, traces, extras = edit_batch(pipe, method, batch, settings, reward)
-            seconds = (time.perf_counter() - t0) / len(batch)
-            metrics = scorer(images, [it.prompt for it, _ in batch], [None] * len(batch))
-            made += _write(
-                out,
-                method,
-                batch,
-                images,
-                traces,
-                [{**m, **e} for m, e in zip(metrics, extras)],
-                list(range(len(batch))),
-                seconds,
-                device,
-                1,
-                settings,
-            )
-            continue
-        prompts = [it.prompt for it, _ in batch for _ in range(n_cand)]
-        seeds = [s + j * BEST_OF_STRIDE for _, s in batch for j in range(n_cand)]
-        t0 = time.perf_counter()
-        extra = {"ug_scale": method.ug_scale, "ug_every": method.ug_every} if method.kind == "ug" else {}
-        if method.ae is not None:
-            ae = {k: v for k, v in method.ae.items() if not (k == "token_indices" and v == "auto")}
-            extra["attend_and_excite"] = {"subjects": subject_words(), **ae}
-        if method.reward_decoder is not None:
-            extra["reward_decoder"] = _decoder(pipe, settings, method.reward_decoder)
-        if method.reward_resolution is not None:
-            extra["reward_resolution"] = method.reward_resolution
-        res = pipe(
-            prompts,
-            num_inference_steps=method.steps or settings.steps,
-            guidance_scale=settings.guidance,
-            generator=[torch.Generator().manual_seed(s) for s in seeds],
-            output_type="pt",
-            date=method.date,
-            reward=reward if (method.date is not None or method.ug_scale) else None,
-            **extra,
-        )
-        images = res.images.float()
-        traces = res.traces
-        chosen = list(range(len(batch)))
-        if n_cand > 1:  # best-of-N: keep the candidate the reward scores highest
-            with torch.no_grad():
-                scores = reward(images, prompts).view(len(batch), n_cand)
-            best = scores.argmax(dim=1).tolist()
-            chosen = [b * n_cand + j for b, j in enumerate(best)]
-        seconds = (time.perf_counter() - t0) / len(batch)
-        images = images[chosen]
-        metrics = scorer(images, [it.prompt for it, _ in batch], [it.spec for it, _ in batch])
-        made += _write(out, method, batch, images, traces, metrics, chosen, seconds, device, n_cand, settings)
+        make = _edit if batch[0][0].source is not None else _generate
+        made += make(run, pipe, method, kwargs, batch, scorer)
     return made
+
+
+def _edit(run: BenchRun, pipe, method: Method, kwargs: dict, batch, scorer) -> int:
+    t0 = time.perf_counter()
+    images, traces, extras = edit_batch(pipe, batch, run.settings, kwargs)
+    seconds = (time.perf_counter() - t0) / len(batch)
+    metrics = scorer(images, [it.prompt for it, _ in batch], [None] * len(batch))
+    metrics = [{**m, **e} for m, e in zip(metrics, extras)]
+    return _write(run, method, batch, images, traces, metrics, list(range(len(batch))), seconds)
+
+
+def _generate(run: BenchRun, pipe, method: Method, kwargs: dict, batch, scorer) -> int:
+    n = method.candidates
+    prompts = [it.prompt for it, _ in batch for _ in range(n)]
+    seeds = [s + j * BEST_OF_STRIDE for _, s in batch for j in range(n)]
+    t0 = time.perf_counter()
+    res = pipe(
+        prompts,
+        num_inference_steps=method.steps_for(run.settings.steps),
+        guidance_scale=run.settings.guidance,
+        generator=[torch.Generator().manual_seed(s) for s in seeds],
+        output_type="pt",
+        **kwargs,
+    )
+    images = res.images.float()
+    chosen = _best(run.reward(), images, prompts, n)
+    seconds = (time.perf_counter() - t0) / len(batch)
+    images = images[chosen]
+    metrics = scorer(images, [it.prompt for it, _ in batch], [it.spec for it, _ in batch])
+    return _write(run, method, batch, images, res.traces, metrics, chosen, seconds)
+
+
+def _best(reward, images: torch.Tensor, prompts: list[str], n: int) -> list[int]:
+    """Best-of-N: the index of the candidate the reward scores highest, of each N consecutive images."""
+    if n == 1:
+        return list(range(len(prompts)))
+    with torch.no_grad():
+        scores = reward(images, prompts).view(-1, n)
+    return [b * n + j for b, j in enumerate(scores.argmax(dim=1).tolist())]
 
 
 def _png_record(record: dict, method: Method, settings: RunSettings) -> dict:
     """What a bench image's PNG carries: its record with the run settings that made it."""
+    entry = method.record()
     return {
         **record,
         "model": settings.model,
-        "steps": method.steps or settings.steps,
+        "steps": method.steps_for(settings.steps),
         "guidance_scale": settings.guidance,
         "scheduler": settings.scheduler,
-        "reward": method.reward or settings.reward,
-        "date": method.date.to_dict() if method.date is not None else None,
-        "method": "fixed" if method.kind == "fixed" else method.label,
+        "reward": entry.get("reward") or settings.reward,
+        "date": entry.get("date"),
+        "method": method.image_method,
     }
 
 
-def _write(out, method, batch, images, traces, metrics, chosen, seconds, device, n_cand, settings) -> int:
+def _write(run: BenchRun, method: Method, batch, images, traces, metrics, chosen, seconds) -> int:
     """Each image, then its record (the record marks it done), atomically."""
-    memory = peak_memory_mb(device)
+    memory = peak_memory_mb(run.device)
     for k, (it, seed) in enumerate(batch):
-        png, rec_path = image_paths(out, method, it.index, seed)
+        png, rec_path = image_paths(run.out, method, it.index, seed)
         meta = png.parent.parent / "metadata.jsonl"
         if not meta.exists():
             atomic_write(
@@ -359,35 +390,11 @@ def _write(out, method, batch, images, traces, metrics, chosen, seconds, device,
             **metrics[k],
             "trace": traces[chosen[k]],
         }
-        if n_cand > 1:
-            record["best_of"] = {"n": n_cand, "chosen": chosen[k] % n_cand}
-        atomic_write(png, png_bytes(_uint8(images[k]), _png_record(record, method, settings)))
+        if method.candidates > 1:
+            record["best_of"] = {"n": method.candidates, "chosen": chosen[k] % method.candidates}
+        atomic_write(png, png_bytes(_uint8(images[k]), _png_record(record, method, run.settings)))
         atomic_write(rec_path, json.dumps(record))
     return len(batch)
-
-
-_DECODERS: dict = {}
-_REWARDS: dict = {}
-
-
-def _method_reward(method: Method, run_reward, device):
-    """The reward a method follows: its own `reward=` spec (built once per run), else the run's."""
-    if method.reward is None:
-        return run_reward
-    if method.reward not in _REWARDS:
-        from date_diffusion.rewards.registry import reward_from_spec
-
-        _REWARDS[method.reward] = reward_from_spec(method.reward, device)
-    return _REWARDS[method.reward]
-
-
-def _decoder(pipe, settings: RunSettings, spec: str):
-    """The approximate reward decoder of a method, loaded once per run."""
-    if spec not in _DECODERS:
-        from date_diffusion.hub import tiny_decoder_for
-
-        _DECODERS[spec] = tiny_decoder_for(settings.model, spec).to(pipe.device, pipe.vae.dtype)
-    return _DECODERS[spec]
 
 
 def load_records(out: Path, method: Method) -> list[dict]:

@@ -7,9 +7,24 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from date_diffusion.toyworld import world
 
-SUITES = ("toy", "toy-validation", "coco", "ane", "prompts", "edit-toy", "edit")
+EDITING = ("edit-toy", "edit")  # editing by DDPM inversion: each item starts from a source image
+SUITES = (*world.SUITES, "coco", "ane", "prompts", *EDITING)
+DEFAULT_SEED_BASE = 6  # the paper's COCO seed, for every suite but the toy world's
+
+
+def is_editing_suite(name: str) -> bool:
+    return name in EDITING
+
+
+def default_seeds(name: str) -> tuple[int, int]:
+    """(seeds per prompt, first seed) of a suite: the toy world's per-suite defaults (`world.SUITES`), else one
+    image per prompt from the paper's seed."""
+    if world.is_toy_suite(name):
+        return world.SUITES[name].seeds, world.SUITES[name].seed_base
+    return 1, DEFAULT_SEED_BASE
+
 
 # Attend-and-Excite's word lists (Chefer et al., 2023): 66 animal pairs + 144 animal-object pairs + 66 coloured
 # object pairs = 276 prompts. The colours of the third group are drawn here with a fixed seed.
@@ -51,6 +66,8 @@ class Item:
 def ane_prompts() -> list[tuple[str, str]]:
     out = [(f"a {a} and a {b}", "animal_animal") for a, b in itertools.combinations(ANE_ANIMALS, 2)]
     out += [(f"a {a} with a {o}", "animal_object") for a in ANE_ANIMALS for o in ANE_OBJECTS]
+    import numpy as np
+
     rng = np.random.default_rng(0)
     for a, b in itertools.combinations(ANE_OBJECTS, 2):
         ca, cb = rng.choice(ANE_COLORS, 2, replace=False)
@@ -92,7 +109,7 @@ def load_suite(
 ) -> list[Item]:
     """The suite's items; `categories` keeps only those (item indices stay the full suite's, so a filtered
     run's images and records line up with a full run's), then `limit` keeps the first N."""
-    if name in ("toy", "toy-validation"):
+    if world.is_toy_suite(name):
         from date_diffusion.toyworld.suite import prompt_suite, validation_prompts
 
         prompts = prompt_suite() if name == "toy" else validation_prompts()

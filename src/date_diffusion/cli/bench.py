@@ -5,10 +5,30 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from date_diffusion.bench.suites import DEFAULT_SEED_BASE, SUITES
 from date_diffusion.cli.common import CLIError, HelpFormatter, int_list, str_list
+from date_diffusion.core.settings import SETTINGS
+from date_diffusion.families import PAPER_EVAL_CLIP, by_name
+from date_diffusion.toyworld import world
+
+_SD = by_name("sd")  # the family the paper ran, whose defaults the help quotes
+_TOY_SEEDS = ", ".join(f"{n}: {d.seeds} from {d.seed_base}" for n, d in world.SUITES.items())
 
 
 def add_parsers(sub):
+    _add_bench_parser(sub)
+    _add_perf_parser(sub)
+    r = sub.add_parser("report", help="re-render tables and plots of a bench run")
+    r.add_argument("dir")
+    r.add_argument(
+        "--rescore",
+        action="store_true",
+        help="toy world: re-run the current exact evaluator on the images scored by an earlier version first",
+    )
+    r.set_defaults(func=run_report)
+
+
+def _add_bench_parser(sub):
     p = sub.add_parser(
         "bench",
         help="compare methods on a prompt suite (resumable; accelerate launch to shard)",
@@ -17,7 +37,7 @@ def add_parsers(sub):
     p.add_argument(
         "--suite",
         required=True,
-        choices=["toy", "toy-validation", "coco", "ane", "prompts", "edit-toy", "edit"],
+        choices=SUITES,
         help="toy-validation: tuning prompts outside the suite, seeds from 0 (for choosing defaults); "
         "edit-toy / edit CSV (--prompts-file): editing by DDPM inversion",
     )
@@ -28,15 +48,18 @@ def add_parsers(sub):
     p.add_argument(
         "--methods",
         default="fixed date",
-        help="space- or +-separated: fixed, fixed@K, "
-        "date:rho=R,every=N,..., ug:scale=S,every=N, best-of-N (see docs/benchmarks.md)",
+        help="space- or +-separated: fixed, fixed@K, date:rho=R,every=N,..., ug:scale=S,every=N, best-of-N, ae, "
+        "date+ae:..., recommended (see docs/benchmarks.md)",
     )
-    p.add_argument("--seeds", type=int, default=None, help="seeds per prompt (default: 4 on toy, else 1)")
+    p.add_argument(
+        "--seeds", type=int, default=None, help=f"seeds per prompt (default: the toy suites' ({_TOY_SEEDS}), else 1)"
+    )
     p.add_argument(
         "--seed-base",
         type=int,
         default=None,
-        help="first seed (default: 1000 on toy, never used for tuning; 6 elsewhere, as the paper)",
+        help="first seed (default: the toy suites' (the evaluation suite's are never used for tuning); "
+        f"{DEFAULT_SEED_BASE} elsewhere, as the paper)",
     )
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts of the suite")
     p.add_argument(
@@ -46,12 +69,34 @@ def add_parsers(sub):
         help="comma-separated prompt categories to keep (toy: single, two_object, color_binding, counting, "
         "position, novel; ane: animal_animal, animal_object, object_object)",
     )
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--guidance", type=float, default=None, help="default: the model's recommended value, else 8")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"default: the model's recommended value, else its family's ({_SD.title}: "
+        f"{_SD.sampling['num_inference_steps']})",
+    )
+    p.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help=f"default: the model's recommended value, else its family's ({_SD.title}: "
+        f"{_SD.sampling['guidance_scale']:g})",
+    )
     p.add_argument("--model", default=None, help="default: the toy world")
     p.add_argument("--scheduler", default=None)
-    p.add_argument("--reward", default="clip", help="reward DATE, UG and best-of-N use")
-    p.add_argument("--eval-clip", default="clip-eval", help="CLIP for the CLIP-score metric (not the reward)")
+    p.add_argument(
+        "--reward",
+        default=None,
+        help="reward DATE, UG and best-of-N use (default: the model's plain reward: toy-clip on the toy world, "
+        "clip-l elsewhere; `date:reward=SPEC` and `recommended` follow their own)",
+    )
+    p.add_argument(
+        "--eval-clip",
+        default=None,
+        help=f"CLIP for the CLIP-score metric, never the reward (default: {world.EVAL_CLIP} on the toy world, else "
+        f"the family's, {PAPER_EVAL_CLIP})",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -62,8 +107,12 @@ def add_parsers(sub):
         help="torch-fidelity Inception weights (pt_inception-2015-12-05-6726825d.pth) for Inception FID",
     )
     p.add_argument("--out", required=True)
-    p.set_defaults(func=run_bench)
+    # the run's reward and sampling resolve as `generate --paper-defaults` with no DATE flags would (the methods
+    # carry their own DATE settings): `cli.common.resolve_from_args` reads these
+    p.set_defaults(func=run_bench, paper_defaults=True, **{s.dest: None for s in SETTINGS})
 
+
+def _add_perf_parser(sub):
     f = sub.add_parser(
         "bench-perf",
         help="time and memory of DATE vs fixed sampling (one process per run)",
@@ -87,7 +136,7 @@ def add_parsers(sub):
     f.add_argument("--device", default="cpu")
     f.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     f.add_argument("--threads", type=int, default=1)
-    f.add_argument("--reward", default=None, help="reward spec (default: toy CLIP, random CLIP-L, or CLIP-L)")
+    f.add_argument("--reward", default=None, help="reward spec (default: toy-clip on the toy world, a random-weight CLIP-L for sd15-random, clip-l for a folder)")
     f.add_argument("--tiny-decoder", default=None, help="AutoencoderTiny folder for date-approx (toy: shipped)")
     f.add_argument("--out", default=None, help="folder for perf-<model>.json and .md")
     f.add_argument(
@@ -97,15 +146,6 @@ def add_parsers(sub):
         "where the time goes; writes first-command.json and .md",
     )
     f.set_defaults(func=run_bench_perf)
-
-    r = sub.add_parser("report", help="re-render tables and plots of a bench run")
-    r.add_argument("dir")
-    r.add_argument(
-        "--rescore",
-        action="store_true",
-        help="toy world: re-run the current exact evaluator on the images scored by an earlier version first",
-    )
-    r.set_defaults(func=run_report)
 
 
 def require_bench_extra() -> None:
@@ -123,64 +163,14 @@ def run_bench(args) -> int:
     from accelerate import PartialState
 
     from date_diffusion.bench.report import write_report
-    from date_diffusion.bench.runner import (
-        RunSettings,
-        Scorer,
-        SettingsMismatch,
-        check_settings,
-        generate_method,
-        method_record,
-    )
-    from date_diffusion.bench.suites import load_suite
-    from date_diffusion.cli.common import check_reward, load_reward
-    from date_diffusion.cli.generate import resolve_model
-    from date_diffusion.evaluation.methods import parse_methods
-    from date_diffusion.hub import model_defaults
+    from date_diffusion.bench.runner import BenchRun, SettingsMismatch, check_settings, generate_method
+    from date_diffusion.cli.common import resolve_model
     from date_diffusion.pipelines import load_date_pipeline
-    from date_diffusion.pipelines.loading import family_of
 
-    try:
-        methods = parse_methods(args.methods, model_defaults(resolve_model(args.model)))
-        items = load_suite(args.suite, args.captions or args.prompts_file, args.limit, args.categories)
-    except (ValueError, FileNotFoundError) as err:
-        raise CLIError(str(err)) from err
-    if args.suite.startswith("edit"):
-        bad = [m.label for m in methods if m.kind not in ("fixed", "date") or m.steps or m.ae]
-        if bad:
-            raise CLIError(f"methods {bad} do not apply to editing; use fixed (plain edit) and date:...")
+    model = resolve_model(args.model)
+    settings, methods, items = _prepare(args, model)
     if args.threads:
         torch.set_num_threads(args.threads)
-    toy = args.suite.startswith("toy")
-    n_seeds = args.seeds or (4 if toy else 1)  # editing suites: one source layout and inversion per seed
-    base = args.seed_base if args.seed_base is not None else {"toy": 1000, "toy-validation": 0}.get(args.suite, 6)
-    model = resolve_model(args.model)
-    check_reward(args.reward)
-    if args.eval_clip:
-        check_reward(args.eval_clip)
-    try:
-        family_of(model)  # a model that cannot be found fails here, before run.json is written
-    except ValueError as err:
-        raise CLIError(f"--model {model!r}: {err}") from err
-    guidance = args.guidance if args.guidance is not None else model_defaults(model).get("guidance_scale", 8.0)
-    settings = RunSettings(
-        suite=args.suite,
-        captions=args.captions or args.prompts_file,
-        limit=args.limit,
-        categories=args.categories or None,
-        seeds=list(range(base, base + n_seeds)),
-        steps=args.steps,
-        guidance=guidance,
-        model=model,
-        reward=args.reward,
-        eval_clip=args.eval_clip,
-        scheduler=args.scheduler,
-        dtype=args.dtype,
-        fid_real=args.fid_real,
-        inception_weights=args.inception_weights,
-        edit_skip=args.edit_skip,
-        cfg_src=args.cfg_src,
-        methods={m.label: method_record(m) for m in methods},
-    )
     out = Path(args.out)
     # Without a GPU, accelerate's state only sees the other processes when told it is on the CPU; the CPU
     # launch is `accelerate launch --multi_gpu --num_processes N` (torchrun), as `--cpu` starts one process.
@@ -189,31 +179,79 @@ def run_bench(args) -> int:
         check_settings(out, settings)
     except SettingsMismatch as err:
         raise CLIError(str(err)) from err
-    device = str(state.device)
-    pipe = load_date_pipeline(model, args.dtype, device, args.scheduler)
+    run = BenchRun(settings, out, state.device)
+    pipe = load_date_pipeline(model, args.dtype, run.device, args.scheduler)
     pipe.set_progress_bar_config(disable=True)
-    reward = load_reward(args.reward, device)
-    scorer = Scorer(reward, load_reward(args.eval_clip, device) if args.eval_clip else None)
+    scorer = run.scorer()
     # shard by prompt: each process owns the prompts with index % world == rank
     jobs = [(it, s) for it in items if it.index % state.num_processes == state.process_index for s in settings.seeds]
     print(f"process {state.process_index + 1}/{state.num_processes}: {len(jobs)} images per method", file=sys.stderr)
     for m in methods:
-        generate_method(
-            pipe,
-            m,
-            jobs,
-            settings,
-            reward,
-            scorer,
-            out,
-            args.batch_size,
-            device,
-            desc=f"[{state.process_index}] {m.label}",
-        )
+        generate_method(run, pipe, m, jobs, scorer, args.batch_size, desc=f"[{state.process_index}] {m.label}")
     state.wait_for_everyone()
     if state.is_main_process:
         print(write_report(out)["markdown"])
     return 0
+
+
+def _prepare(args, model: str):
+    """The run's settings, its methods and the suite's items; every usage error is found here, before any work."""
+    from date_diffusion.bench.runner import RunSettings
+    from date_diffusion.bench.suites import default_seeds, load_suite
+    from date_diffusion.cli.common import resolve_from_args
+    from date_diffusion.evaluation.methods import parse_methods
+
+    resolved = resolve_from_args(args, model, num_inference_steps=args.steps, guidance_scale=args.guidance)
+    try:
+        methods = parse_methods(args.methods, model)
+        items = load_suite(args.suite, args.captions or args.prompts_file, args.limit, args.categories)
+    except (ValueError, FileNotFoundError) as err:
+        raise CLIError(str(err)) from err
+    bad = [m.label for m in methods if not m.applies_to(args.suite)]
+    if bad:
+        raise CLIError(
+            f"methods {bad} do not apply to suite {args.suite!r}; editing runs fixed (plain edit) and date:..."
+        )
+    n_seeds, base = default_seeds(args.suite)  # editing suites: one source layout and inversion per seed
+    n_seeds, base = args.seeds or n_seeds, args.seed_base if args.seed_base is not None else base
+    return (
+        RunSettings(
+            suite=args.suite,
+            captions=args.captions or args.prompts_file,
+            limit=args.limit,
+            categories=args.categories or None,
+            seeds=list(range(base, base + n_seeds)),
+            steps=resolved.num_inference_steps,
+            guidance=resolved.guidance_scale,
+            model=model,
+            reward=resolved.reward,
+            eval_clip=_eval_clip(args.eval_clip, model, resolved.family),
+            scheduler=args.scheduler,
+            dtype=args.dtype,
+            fid_real=args.fid_real,
+            inception_weights=args.inception_weights,
+            edit_skip=args.edit_skip,
+            cfg_src=args.cfg_src,
+            methods={m.label: m.record() for m in methods},
+        ),
+        methods,
+        items,
+    )
+
+
+def _eval_clip(spec: str | None, model: str, family: str) -> str:
+    """`--eval-clip` (checked), default: the toy world's held-out CLIP on toy-world models, else the family's."""
+    from date_diffusion.families import by_name
+    from date_diffusion.rewards.registry import RewardSpecError, check_spec
+
+    if spec is None:
+        return world.default_eval_clip(model) or by_name(family).eval_clip
+    try:
+        if spec:  # empty: no held-out CLIP metric
+            check_spec(spec)
+    except RewardSpecError as err:
+        raise CLIError(f"--eval-clip {spec!r}: {err}") from err
+    return spec
 
 
 def run_report(args) -> int:

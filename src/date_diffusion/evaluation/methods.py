@@ -1,154 +1,375 @@
-"""Method specs shared by the evaluation commands.
+"""The benchmark's methods: one class per kind, all in one registry (`METHODS`).
 
 fixed                 fixed embeddings, the run's step count
 fixed@K               fixed embeddings, K steps (compute-matched baseline)
-date:KEY=V,...        DATE; keys: rho (or rel, the scale-free rho_relative), every, steps (0;10;20), grad, anchor,
-                      prior, the paper's ablations direction=random, normalize=0, target=next, and decoder=tiny,
-                      reward=SPEC (the reward this method follows, e.g. aug8(clip), ensemble, subjects(clip)),
-                      lowres=N (decode x0_hat for the reward at N px with the real VAE: approximate)
+date:KEY=V,...        DATE; the DATE keys of `core/settings.py` (rho or rel, every, steps=0;10;20, intervals, grad,
+                      anchor, prior, track, and the paper's ablations direction=random, normalize=false,
+                      target=next), and the run keys decoder=tiny (the approximate reward decoder), reward=SPEC (the
+                      reward this method follows, e.g. aug8(toy-clip), toy-ensemble, subjects(clip-l)), lowres=N
+                      (decode x0_hat for the reward at N px with the real VAE: approximate)
 ug:scale=S,every=N    data-space reward guidance (embedding fixed)
 best-of-N             N fixed-embedding samples per (prompt, seed), the one the reward likes best
-recommended           the model's recommended DATE setting (the toy world ships one)
+recommended           the model's recommended DATE setting and reward (`resolver.resolve_settings`)
 ae[:res=R,iters=N,scale=S]       Attend-and-Excite (subject tokens found automatically; SD 1.x/2.x)
-date+ae:KEY=V,...     DATE and Attend-and-Excite in the same run (DATE keys and res, iters, scale)
+date+ae:KEY=V,...     DATE and Attend-and-Excite in the same run (DATE and run keys, and res, iters, scale)
+
+A method's label is its spec as given (it names the image folder); `record()` is its run.json entry and
+`Method.from_record(label, record)` the inverse, which also reads the entries of earlier versions (`upgrade_record`).
+The runner asks a method what it runs (`pipeline_kwargs(run)`, `steps_for`, `candidates`), the command line
+whether it applies to a suite (`applies_to`), and the report where it lies on a plot (`plot_coordinates`).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
+from typing import ClassVar
 
-from date_diffusion.core.config import DATEConfig
+from date_diffusion.core.config import PAPER_RHO, DATEConfig
+from date_diffusion.core.settings import BY_FIELD, BY_KEY, MAX_INDEX, Integer, Kind, Real, SettingError, parse_keys
+from date_diffusion.resolver import MAX_STEPS
 
-_DATE_KEYS = {
-    "rho": ("rho", float),
-    "rel": ("rho_relative", float),
-    "every": ("update_every", int),
-    "grad": ("grad_steps", int),
-    "anchor": ("anchor", str),
-    "prior": ("prior_weight", float),
-    "steps": ("update_steps", lambda v: [int(x) for x in v.split(";") if x]),
-    "direction": ("direction", str),
-    "normalize": ("normalize", lambda v: v not in ("0", "false", "False")),
-    "target": ("reward_target", str),
-}
-# method options that are not DATE settings: the approximate reward decoder, the reward DATE follows (a reward
-# spec without commas, e.g. aug8(clip), ensemble, subjects(clip), mean(clip;clip-s1); default: the run's --reward)
-_RUN_KEYS = {"decoder": str, "reward": str, "lowres": int}
-_UG_KEYS = {"scale": float, "every": int}
-_AE_KEYS = {
-    "res": ("attn_res", lambda v: (int(v), int(v))),
-    "iters": ("max_iter_to_alter", int),
-    "scale": ("scale_factor", float),
-}
+
+class Text(Kind):
+    """A non-empty text (a decoder's folder or hub id, or `tiny`)."""
+
+    def check(self, value, name):
+        if not isinstance(value, str) or not value:
+            raise SettingError(f"{name} must be a non-empty text, got {value!r}")
+        return value
+
+
+class RewardSpec(Text):
+    """A reward spec, checked by the reward registry (a bad one raises its `RewardSpecError`) before any loading."""
+
+    def check(self, value, name):
+        from date_diffusion.rewards.registry import RewardSpecError, check_spec
+
+        try:
+            check_spec(super().check(value, name))
+        except RewardSpecError as err:
+            raise RewardSpecError(f"{name}: {err}") from err
+        return value
+
+
+RUN_KEYS = {"decoder": Text(), "reward": RewardSpec(), "lowres": Integer(8, 8192)}
+AE_KEYS = {"res": Integer(1, 1024), "iters": Integer(0, MAX_STEPS), "scale": Real(0.0, 1e4)}
+UG_KEYS = {"scale": Real(0.0, 1e6), "every": Integer(1, MAX_INDEX)}
 
 
 @dataclass(frozen=True)
 class Method:
+    """A benchmark method. Subclasses set `kind` (the registry's name, stored in run.json), `pattern` (the spec
+    syntax; its group is the text after the name), `options` (their `KEY=V` keys with kinds; a key is the field it
+    sets), `required` keys and `date_keys` (whether the DATE keys of `core/settings.py` are accepted too)."""
+
     label: str
-    kind: str  # fixed | date | ug | best
-    steps: int | None = None  # None: the run's step count
-    date: DATEConfig | None = None
-    ug_scale: float = 0.0
-    ug_every: int = 1
-    n: int = 1
-    ae: dict | None = None  # Attend-and-Excite options (token indices found automatically)
-    reward_decoder: str | None = None  # "tiny" or a folder/hub id: the approximate reward-decoding path
-    reward: str | None = None  # the reward this method follows (a spec); None: the run's reward
-    reward_resolution: int | None = None  # the approximate reduced-resolution VAE decode for the reward (px)
+    kind: ClassVar[str]
+    pattern: ClassVar[str]
+    options: ClassVar[dict[str, Kind]] = {}
+    required: ClassVar[tuple[str, ...]] = ()
+    date_keys: ClassVar[bool] = False
 
     @property
     def slug(self) -> str:
+        """The image folder's name."""
         return re.sub(r"[^A-Za-z0-9.=@-]+", "_", self.label)
 
+    @classmethod
+    def from_spec(cls, spec: str, body: str | None, model=None) -> Method:
+        values = _options(spec, body or "", cls.options, cls.date_keys)
+        missing = [k for k in cls.required if k not in values]
+        if missing:
+            raise SettingError(f"{spec!r} needs {missing[0]}=..., e.g. {cls.kind}:{missing[0]}=20")
+        return cls(label=spec, **values)
 
-def _settings(spec: str, body: str, keys: dict) -> dict:
-    out = {}
+    @property
+    def candidates(self) -> int:
+        """Samples made per (prompt, seed)."""
+        return 1
+
+    @property
+    def image_method(self) -> str:
+        """What an image's embedded record calls the method."""
+        return self.label
+
+    def steps_for(self, run_steps: int) -> int:
+        return run_steps
+
+    def pipeline_kwargs(self, run) -> dict:
+        """The DATE pipeline's keyword arguments of this method; `run` gives `run.reward(spec=None)` (None: the
+        run's reward) and `run.decoder(spec)`, each built once per run."""
+        return {}
+
+    def edits(self) -> bool:
+        """Whether this method runs on editing suites (plain fixed and DATE only)."""
+        return False
+
+    def applies_to(self, suite: str) -> bool:
+        from date_diffusion.bench.suites import is_editing_suite
+
+        return self.edits() or not is_editing_suite(suite)
+
+    def plot_coordinates(self) -> dict:
+        """Where this method lies on the report's sweeps (e.g. `{"rho": 2.0}`); empty: on none."""
+        return {}
+
+    def record(self) -> dict:
+        """The run.json entry (the label is its key)."""
+        out = {"method": self.kind}
+        for f in fields(self):
+            if f.name != "label":
+                value = getattr(self, f.name)
+                out[f.name] = value.to_dict() if isinstance(value, DATEConfig) else value
+        return out
+
+    @classmethod
+    def from_record(cls, label: str, record: dict) -> Method:
+        """The method of a run.json entry (inverse of `record`; entries of earlier versions are converted)."""
+        if "method" not in record:
+            record = upgrade_record(label, record)
+        if record["method"] not in METHODS:
+            raise ValueError(f"method {label!r} in run.json has unknown kind {record['method']!r}")
+        kind = METHODS[record["method"]]
+        names = {f.name for f in fields(kind)} - {"label"}
+        values = {k: v for k, v in record.items() if k in names}
+        if values.get("date") is not None:
+            values["date"] = DATEConfig(**values["date"])
+        return kind(label=label, **values)
+
+
+def _options(spec: str, body: str, kinds: dict, date_keys: bool) -> dict:
+    """`KEY=V,...` -> field values: the method's own keys by their kinds, the DATE keys (if accepted) as `date`."""
+    values, date_items = {}, []
     for item in filter(None, body.split(",")):
         key, eq, value = item.partition("=")
-        if key not in keys or not eq:
-            raise ValueError(f"bad setting {item!r} in {spec!r}; keys: {', '.join(keys)}")
-        conv = keys[key][1] if isinstance(keys[key], tuple) else keys[key]
-        name = keys[key][0] if isinstance(keys[key], tuple) else key
-        try:
-            out[name] = conv(value)
-        except ValueError as err:
-            raise ValueError(f"bad value in {item!r} of {spec!r}: {err}") from err
-    return out
+        if key in kinds and eq:
+            values[key] = kinds[key].value(value, f"{key} in {spec!r}")
+        elif date_keys and key in BY_KEY:
+            date_items.append(item)
+        else:
+            keys = [*(BY_KEY if date_keys else ()), *kinds]
+            raise SettingError(f"bad setting {item!r} in {spec!r}; keys: {', '.join(keys) or 'none'}")
+    if date_keys:
+        values["date"] = _date_config(parse_keys(",".join(date_items), spec), spec)
+    return values
 
 
-def parse_method(spec: str) -> Method:
+def _date_config(kwargs: dict, spec: str) -> DATEConfig:
+    try:
+        return DATEConfig(**kwargs)
+    except ValueError as err:  # settings that do not go together, e.g. rho and rel
+        raise SettingError(f"{spec!r}: {err}") from err
+
+
+@dataclass(frozen=True)
+class Fixed(Method):
+    """`fixed` (the run's step count) or `fixed@K` (K steps)."""
+
+    steps: int | None = None
+    kind = "fixed"
+    pattern = r"fixed(?:@(\d+))?"
+
+    @classmethod
+    def from_spec(cls, spec, body, model=None):
+        return cls(spec, None if body is None else Integer(1, MAX_STEPS).value(body, f"K in {spec!r}"))
+
+    @property
+    def image_method(self) -> str:
+        return "fixed"
+
+    def steps_for(self, run_steps):
+        return self.steps or run_steps
+
+    def edits(self):
+        return self.steps is None
+
+
+@dataclass(frozen=True)
+class BestOf(Method):
+    """`best-of-N`: N fixed-embedding samples, the run's reward keeps the best (candidate 0 is `fixed`'s)."""
+
+    n: int = 1
+    kind = "best-of"
+    pattern = r"best-of-(\d+)"
+
+    @classmethod
+    def from_spec(cls, spec, body, model=None):
+        return cls(spec, Integer(1, 1000).value(body, f"N in {spec!r}"))
+
+    @property
+    def candidates(self):
+        return self.n
+
+
+@dataclass(frozen=True)
+class UniversalGuidance(Method):
+    """`ug:scale=S,every=N`: data-space reward guidance with the run's reward, embedding fixed."""
+
+    scale: float = 0.0
+    every: int = 1
+    kind = "ug"
+    pattern = r"ug(?::(.*))?"
+    options = UG_KEYS
+    required = ("scale",)
+
+    def pipeline_kwargs(self, run):
+        return {**super().pipeline_kwargs(run), "reward": run.reward(), "ug_scale": self.scale, "ug_every": self.every}
+
+
+@dataclass(frozen=True)
+class AttendExcite(Method):
+    """`ae:res=R,iters=N,scale=S`: Attend-and-Excite on the suites' subject words."""
+
+    res: int | None = None
+    iters: int | None = None
+    scale: float | None = None
+    kind = "ae"
+    pattern = r"ae(?::(.*))?"
+    options = AE_KEYS
+
+    def pipeline_kwargs(self, run):
+        from date_diffusion.bench.suites import subject_words
+
+        given = {"attn_res": (self.res, self.res) if self.res else None, "max_iter_to_alter": self.iters,
+                 "scale_factor": self.scale}  # fmt: skip
+        ae = {"subjects": subject_words(), **{k: v for k, v in given.items() if v is not None}}
+        return {**super().pipeline_kwargs(run), "attend_and_excite": ae}
+
+
+@dataclass(frozen=True)
+class Date(Method):
+    """`date:KEY=V,...`: DATE with these settings (the paper's where not given), following its own reward or the
+    run's, optionally through an approximate reward decoder or a reduced-resolution decode."""
+
+    date: DATEConfig = field(default_factory=DATEConfig)
+    reward: str | None = None
+    decoder: str | None = None
+    lowres: int | None = None
+    kind = "date"
+    pattern = r"date(?::(.*))?"
+    options = RUN_KEYS
+    date_keys = True
+
+    def pipeline_kwargs(self, run):
+        out = {**super().pipeline_kwargs(run), "date": self.date, "reward": run.reward(self.reward)}
+        if self.decoder is not None:
+            out["reward_decoder"] = run.decoder(self.decoder)
+        if self.lowres is not None:
+            out["reward_resolution"] = self.lowres
+        return out
+
+    def edits(self):
+        return self.lowres is None  # the editing pipeline has no reduced-resolution decode
+
+    def plot_coordinates(self):
+        """A point of the rho sweep when this is the paper's DATE but for rho (the run's reward, exact decode)."""
+        exact = self.reward is None and self.decoder is None and self.lowres is None
+        if exact and replace(self.date, rho=PAPER_RHO) == DATEConfig():
+            return {"rho": self.date.rho}
+        return {}
+
+
+@dataclass(frozen=True)
+class DateAttendExcite(Date, AttendExcite):
+    """`date+ae:KEY=V,...`: DATE and Attend-and-Excite in the same run."""
+
+    kind = "date+ae"
+    pattern = r"date\+ae(?::(.*))?"
+    options = {**RUN_KEYS, **AE_KEYS}
+
+    def edits(self):
+        return False
+
+    def plot_coordinates(self):
+        return {}
+
+
+@dataclass(frozen=True)
+class Recommended(Date):
+    """`recommended`: the DATE setting and reward the model recommends, as `resolver.resolve_settings` resolves
+    them (the run.json entry keeps what ran)."""
+
+    kind = "recommended"
+    pattern = r"recommended()"
+
+    @classmethod
+    def from_spec(cls, spec, body, model=None):
+        from date_diffusion.resolver import resolve_settings
+
+        resolved = resolve_settings(model)
+        if not any(resolved.sources.get(name) == "model" for name in BY_FIELD):
+            raise ValueError("method 'recommended' needs a model that recommends a DATE setting (the toy world)")
+        return cls(spec, date=resolved.date, reward=resolved.reward)
+
+    def plot_coordinates(self):
+        return {}
+
+
+METHODS: dict[str, type[Method]] = {
+    cls.kind: cls for cls in (Fixed, BestOf, UniversalGuidance, AttendExcite, Date, DateAttendExcite, Recommended)
+}
+
+
+def parse_method(spec: str, model=None) -> Method:
+    """The method of a spec; `model` (default: the toy world) is the one `recommended` asks."""
     spec = spec.strip()
-    if spec == "fixed":
-        return Method(spec, "fixed")
-    if m := re.fullmatch(r"fixed@(\d+)", spec):
-        return Method(spec, "fixed", steps=int(m.group(1)))
-    if m := re.fullmatch(r"best-of-(\d+)", spec):
-        if int(m.group(1)) < 1:
-            raise ValueError(f"best-of-N needs N >= 1, got {spec!r}")
-        return Method(spec, "best", n=int(m.group(1)))
-    name, _, body = spec.partition(":")
-    if name == "date":
-        items = [x for x in body.split(",") if x]
-        run = _settings(spec, ",".join(x for x in items if x.partition("=")[0] in _RUN_KEYS), _RUN_KEYS)
-        if "reward" in run:
-            from date_diffusion.rewards.registry import check_spec
-
-            check_spec(run["reward"])
-        body = ",".join(x for x in items if x.partition("=")[0] not in _RUN_KEYS)
-        return Method(
-            spec,
-            "date",
-            date=DATEConfig(**_settings(spec, body, _DATE_KEYS)),
-            reward_decoder=run.get("decoder"),
-            reward=run.get("reward"),
-            reward_resolution=run.get("lowres"),
-        )
-    if name == "ae":
-        return Method(spec, "ae", ae={"token_indices": "auto", **_settings(spec, body, _AE_KEYS)})
-    if name == "date+ae":
-        items = [x for x in body.split(",") if x]
-        ae_part = ",".join(x for x in items if x.partition("=")[0] in _AE_KEYS)
-        date_part = ",".join(x for x in items if x.partition("=")[0] not in _AE_KEYS)
-        return Method(
-            spec,
-            "date",
-            date=DATEConfig(**_settings(spec, date_part, _DATE_KEYS)),
-            ae={"token_indices": "auto", **_settings(spec, ae_part, _AE_KEYS)},
-        )
-    if name == "ug":
-        kw = _settings(spec, body, _UG_KEYS)
-        if "scale" not in kw:
-            raise ValueError(f"{spec!r} needs a scale, e.g. ug:scale=20")
-        return Method(spec, "ug", ug_scale=kw["scale"], ug_every=kw.get("every", 1))
+    for cls in METHODS.values():
+        if match := re.fullmatch(cls.pattern, spec, flags=re.S):
+            return cls.from_spec(spec, match.group(1), model)
     raise ValueError(
-        f"unknown method {spec!r}; use fixed, fixed@K, date:rho=R,every=N, ug:scale=S, best-of-N, ae, date+ae"
+        f"unknown method {spec!r}; use fixed, fixed@K, date:rho=R,every=N, ug:scale=S, best-of-N, ae, date+ae, "
+        "recommended"
     )
 
 
-def recommended_spec(recommended: dict) -> str:
-    """The `date:...` spec of a model's recommended DATE setting (`toyworld.json`'s `recommended`)."""
-    keys = {"rho": "rho", "rho_relative": "rel", "update_every": "every", "grad_steps": "grad", "reward": "reward"}
-    items = [f"{short}={recommended[k]}" for k, short in keys.items() if recommended.get(k) is not None]
-    return "date:" + ",".join(items)
-
-
-def parse_methods(text: str, recommended: dict | None = None) -> list[Method]:
+def parse_methods(text: str, model=None) -> list[Method]:
     """Methods separated by spaces or '+' (commas belong to a method's settings; the '+' of `date+ae` is part
-    of that method's name). `recommended` is the model's recommended setting, run by the method `recommended`."""
-    methods = []
-    for spec in (m for m in re.split(r"\s+|(?<!\bdate)\+", text.strip()) if m):
-        if spec == "recommended":
-            if not recommended:
-                raise ValueError("method 'recommended' needs a model that recommends a DATE setting (the toy world)")
-            import dataclasses
-
-            methods.append(dataclasses.replace(parse_method(recommended_spec(recommended)), label="recommended"))
-        else:
-            methods.append(parse_method(spec))
+    of that method's name). `model` is the run's, whose recommendation `recommended` runs."""
+    methods = [parse_method(spec, model) for spec in re.split(r"\s+|(?<!\bdate)\+", text.strip()) if spec]
     if not methods:
         raise ValueError("no methods given")
     labels = [m.label for m in methods]
     if len(set(labels)) != len(labels):
         raise ValueError(f"a method is listed twice: {labels}")
     return methods
+
+
+# ---------------------------------------------------------------- run.json entries of earlier versions
+
+_OLD_AE = {"attn_res": "res", "max_iter_to_alter": "iters", "scale_factor": "scale"}
+
+
+def upgrade_reward(spec: str | None) -> str | None:
+    """A reward spec of an earlier version with the toy world's rewards under their new names (`clip` ->
+    `toy-clip`, `aug8(ensemble)` -> `aug8(toy-ensemble)`); `clip-l` and `clip:SOURCE` stay. Specs of this version
+    are returned as they are."""
+    from date_diffusion.toyworld.world import RENAMED
+
+    if spec is None:
+        return None
+    names = "|".join(re.escape(n) for n in sorted(RENAMED, key=len, reverse=True))
+    return re.sub(rf"(?<![^(;+*\s])({names})(?![^);+\s])", lambda m: RENAMED[m.group(1)], spec)
+
+
+def upgrade_record(label: str, old: dict) -> dict:
+    """A run.json method entry of an earlier version (`kind`: fixed | best | ug | ae | date, with `steps`, `n`,
+    `ug_scale`, `ug_every`, `ae`, `date`, `reward`, `reward_decoder`, `reward_resolution`) in today's layout."""
+    kind = old.get("kind")
+    ae = {new: old["ae"][name] for name, new in _OLD_AE.items() if (old.get("ae") or {}).get(name) is not None}
+    if "res" in ae:
+        ae["res"] = ae["res"][0]  # (R, R)
+    if kind == "fixed":
+        return {"method": "fixed", "steps": old.get("steps")}
+    if kind == "best":
+        return {"method": "best-of", "n": old["n"]}
+    if kind == "ug":
+        return {"method": "ug", "scale": old["ug_scale"], "every": old["ug_every"]}
+    if kind == "ae":
+        return {"method": "ae", **ae}
+    if kind == "date":
+        method = "date+ae" if old.get("ae") else "recommended" if label == "recommended" else "date"
+        run_keys = {"reward": upgrade_reward(old.get("reward")), "decoder": old.get("reward_decoder"),
+                    "lowres": old.get("reward_resolution")}  # fmt: skip
+        return {"method": method, "date": old["date"], **run_keys, **ae}
+    raise ValueError(f"method {label!r} in run.json has neither a known kind nor a method: {old}")

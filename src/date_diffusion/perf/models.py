@@ -105,7 +105,7 @@ def load(model: str, dtype=torch.float32, reward_spec: str | None = None):
         folder = world.PIPELINE if model == "toy" else model
         pipe = load_component(StableDiffusionDATEPipeline, folder, dtype=dtype)
         # the model's plain reward, as the paper's algorithm uses it: toy-clip on the toy world, else clip-l
-        reward = reward_from_spec(resolve_settings(folder, paper_defaults=True).reward, "cpu")
+        reward_spec = reward_spec or resolve_settings(folder, paper_defaults=True).reward
         size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     if reward_spec:
         reward = reward_from_spec(reward_spec, "cpu")

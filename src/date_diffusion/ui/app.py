@@ -64,7 +64,7 @@ def _generate_tab(session: Session):
             files = gr.File(label="Downloads", file_count="multiple", elem_id="files")
     inputs = [prompt, negative, seed, paper, approximate, *settings]
 
-    def generate(*values, request: gr.Request = None, progress=gr.Progress()):
+    def generate(request: gr.Request, *values, progress=gr.Progress()):  # Gradio passes the request first
         token = session.stops.start(_visitor(request))
         try:
             result = session.compare(Form.from_values(*values), progress=progress, stop=token)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -11,10 +10,10 @@ def load_run(run_dir) -> dict:
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").exists():
         raise ValueError(f"{run_dir} is not a bench run (no run.json); give the --out folder of `date-diffusion bench`")
-    from date_diffusion.bench.runner import load_records, method_from_record
+    from date_diffusion.bench.runner import load_records, read_run, run_methods
 
-    settings = json.loads((run_dir / "run.json").read_text())
-    methods = [method_from_record(label, rec) for label, rec in settings["methods"].items()]
+    settings = read_run(run_dir)  # run folders of earlier versions too
+    methods = run_methods(settings)
     records = {m.label: load_records(run_dir, m) for m in methods}
     results = run_dir / "results.md"
     return {

@@ -5,7 +5,7 @@ Stages run in order and each is resumable: a stage writes a checkpoint (safetens
 (seed, stage, k), so a resumed run sees exactly the batches an uninterrupted one would have seen.
 
 Output layout of `--out DIR`:
-  DIR/pipeline/      StableDiffusionPipeline folder (tokenizer, text_encoder, vae, unet, scheduler)
+  DIR/pipeline/      Stable Diffusion pipeline folder (tokenizer, text_encoder, vae, unet, scheduler)
   DIR/clip/          toy CLIP used as the reward (CLIPModel + tokenizer)
   DIR/clip-eval/     independently trained toy CLIP, for evaluation only
   DIR/work/          checkpoints, logs (JSON lines), cached latents

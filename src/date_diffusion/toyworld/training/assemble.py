@@ -1,4 +1,4 @@
-"""The last stage: the trained models put together as a stock `StableDiffusionPipeline` folder (`out/pipeline`),
+"""The last stage: the trained models put together as a stock Stable Diffusion pipeline folder (`out/pipeline`),
 at the end of a run or from the UNet's latest checkpoint."""
 
 from __future__ import annotations
@@ -23,10 +23,14 @@ from date_diffusion.toyworld.training.unet import (
 
 
 def assemble(cfg: TrainConfig, clip, vae, unet, tokenizer):
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from diffusers import DDIMScheduler
+
+    from date_diffusion.families import by_name
+
+    stock_sd = by_name("sd").stock_pipeline()  # the toy world is a Stable Diffusion model
 
     vae.register_to_config(scaling_factor=read_scaling_factor(cfg))
-    pipe = StableDiffusionPipeline(
+    pipe = stock_sd(
         vae=vae.cpu(),
         text_encoder=text_encoder_from_clip(clip.cpu()),
         tokenizer=tokenizer,

@@ -17,9 +17,11 @@ from date_diffusion.toyworld.training.runner import Stage, done_marker
 
 
 def _frozen_pipeline(pipeline_dir: Path, device: str):
-    from diffusers import StableDiffusionPipeline
+    from date_diffusion.families import by_name
 
-    pipe = StableDiffusionPipeline.from_pretrained(pipeline_dir, safety_checker=None).to(device)
+    stock_sd = by_name("sd").stock_pipeline()  # the toy world is a Stable Diffusion model
+
+    pipe = stock_sd.from_pretrained(pipeline_dir, safety_checker=None).to(device)
     for module in (pipe.unet, pipe.vae, pipe.text_encoder):
         module.requires_grad_(False).eval()
     return pipe
