@@ -136,7 +136,12 @@ def _add_perf_parser(sub):
     f.add_argument("--device", default="cpu")
     f.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     f.add_argument("--threads", type=int, default=1)
-    f.add_argument("--reward", default=None, help="reward spec (default: toy-clip on the toy world, a random-weight CLIP-L for sd15-random, clip-l for a folder)")
+    f.add_argument(
+        "--reward",
+        default=None,
+        help="reward spec (default: toy-clip on the toy world, a random-weight CLIP-L for sd15-random, "
+        "clip-l for a folder)",
+    )
     f.add_argument("--tiny-decoder", default=None, help="AutoencoderTiny folder for date-approx (toy: shipped)")
     f.add_argument("--out", default=None, help="folder for perf-<model>.json and .md")
     f.add_argument(
@@ -269,7 +274,7 @@ def run_report(args) -> int:
 
 
 def run_bench_perf(args) -> int:
-    from date_diffusion.perf.bench_perf import bench_perf
+    from date_diffusion.perf.bench_perf import PerfSettings, bench_perf
     from date_diffusion.perf.worker import VARIANTS
 
     if args.first_command:
@@ -288,20 +293,7 @@ def run_bench_perf(args) -> int:
         raise CLIError("--repeats, --steps and --update-every must be >= 1")
     if not args.batch_size or min(args.batch_size) < 1:
         raise CLIError(f"--batch-size must list sizes >= 1, got {args.batch_size}")
-    print(
-        bench_perf(
-            args.model,
-            args.out,
-            args.repeats,
-            args.steps,
-            args.update_every,
-            variants,
-            args.device,
-            args.dtype,
-            args.threads,
-            args.reward,
-            args.tiny_decoder,
-            args.batch_size,
-        )["markdown"]
-    )
+    settings = PerfSettings(args.steps, args.update_every, args.device, args.dtype, args.threads, args.reward,
+                            args.tiny_decoder)  # fmt: skip
+    print(bench_perf(args.model, args.out, args.repeats, variants, args.batch_size, settings)["markdown"])
     return 0

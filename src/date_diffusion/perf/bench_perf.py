@@ -8,6 +8,7 @@ import platform
 import statistics
 import subprocess
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
@@ -126,45 +127,51 @@ def table(summary: dict, header: dict, memory_key: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass
+class PerfSettings:
+    """What every run of a `bench-perf` invocation shares (besides the model, the variant and the batch size)."""
+
+    steps: int = 10
+    update_every: int = 10
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int = 1
+    reward: str | None = None
+    tiny_decoder: str | None = None
+
+
 def bench_perf(
     model: str,
     out: Path | None,
     repeats: int = 3,
-    steps: int = 10,
-    update_every: int = 10,
     variants=("fixed", "date", "date-checkpointing"),
-    device: str = "cpu",
-    dtype: str = "float32",
-    threads: int = 1,
-    reward: str | None = None,
-    tiny_decoder: str | None = None,
     batches=(1,),
+    settings: PerfSettings | None = None,
 ) -> dict:
     """Run every (variant, batch) `repeats` times, each in its own process; the files under `out` are rewritten
     after every run, so an interrupted benchmark keeps what it measured."""
-    runs = []
-    variants, batches = list(variants), list(batches)
-    common = dict(model=model, steps=steps, update_every=update_every, device=device, dtype=dtype, threads=threads)
+    settings = settings or PerfSettings()
+    runs, variants, batches = [], list(variants), list(batches)
     header = dict(
         model=model,
-        reward=reward,
-        steps=steps,
-        update_every=update_every,
-        n_updates=len(range(0, steps, update_every)),
-        dtype=dtype,
-        device=device,
-        threads=threads,
+        reward=settings.reward,
+        steps=settings.steps,
+        update_every=settings.update_every,
+        n_updates=len(range(0, settings.steps, settings.update_every)),
+        dtype=settings.dtype,
+        device=settings.device,
+        threads=settings.threads,
         repeats=repeats,
         batches=batches,
         machine=machine(),
     )
-    memory_key = "cuda_max_allocated_mb" if device.startswith("cuda") else "peak_rss_mb"
+    memory_key = "cuda_max_allocated_mb" if settings.device.startswith("cuda") else "peak_rss_mb"
     total = repeats * len(batches) * len(variants)
     for r in range(repeats):
         order = variants[r % len(variants) :] + variants[: r % len(variants)]  # rotate: no variant always first
         for b in batches:
             for v in order:
-                runs.append(run_one(dict(common, variant=v, reward=reward, tiny_decoder=tiny_decoder, batch=b)))
+                runs.append(run_one(dict(asdict(settings), model=model, variant=v, batch=b)))
                 print(f"bench-perf: run {len(runs)}/{total}: {v}, batch {b}: {runs[-1]['total_s']:.2f} s, "
                       f"{runs[-1][memory_key]:.0f} MB", file=sys.stderr, flush=True)  # fmt: skip
                 result = _report(runs, variants, memory_key, batches, header, out)

@@ -11,6 +11,7 @@ import resource
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 
@@ -28,121 +29,140 @@ VARIANTS = (
 LOWRES = {"toy": 32}
 
 
-def _sync(device):
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
+@dataclass
+class Spec:
+    """One measurement: a model, a variant, and the run settings (the worker's JSON argument)."""
+
+    model: str
+    variant: str
+    steps: int
+    update_every: int
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int = 1
+    seed: int = 0
+    tiny_decoder: str | None = None
+    reward: str | None = None
+    batch: int = 1
 
 
-def measure(
-    model: str,
-    variant: str,
-    steps: int,
-    update_every: int,
-    device: str,
-    dtype: str,
-    threads: int,
-    seed: int = 0,
-    tiny_decoder: str | None = None,
-    reward: str | None = None,
-    batch: int = 1,
-) -> dict:
-    torch.set_num_threads(threads)
-    from date_diffusion.core.config import DATEConfig
-    from date_diffusion.perf.models import load
+class Clock:
+    """Timed calls (start, seconds, part) and the end time of every sampling step, synchronised on CUDA."""
 
-    pipe, reward, size = load(model, getattr(torch, dtype), reward)
-    pipe.to(device)
-    reward.to(device)
-    pipe.set_progress_bar_config(disable=True)
-    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if str(device).startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats(device)
-    events = []  # (start, seconds, part): every timed call; assigned to steps afterwards
+    def __init__(self, device):
+        self.device, self.events, self.stamps = device, [], []
 
-    def timed(name, fn):
+    def now(self) -> float:
+        if str(self.device).startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def timed(self, name, fn):
         def wrapper(*args, **kwargs):
-            _sync(device)
-            t0 = time.perf_counter()
+            t0 = self.now()
             out = fn(*args, **kwargs)
-            _sync(device)
-            events.append(
-                (t0, time.perf_counter() - t0, f"{name} ({'grad' if torch.is_grad_enabled() else 'no grad'})")
-            )
+            grad = "grad" if torch.is_grad_enabled() else "no grad"
+            self.events.append((t0, self.now() - t0, f"{name} ({grad})"))
             return out
 
         return wrapper
 
-    pipe.unet.forward = timed("unet", pipe.unet.forward)
-    pipe.vae.decode = timed("vae decode", pipe.vae.decode)
-    reward.forward = timed("reward", reward.forward)
-    date = None
-    decoder = None
-    if variant != "fixed":
-        date = DATEConfig(rho=0.5, update_every=update_every, track_reward_after=False)
-    if variant.startswith("date-approx"):
-        decoder = _tiny_decoder(model, tiny_decoder, device, getattr(torch, dtype))
-        decoder.decode = timed("tiny decode", decoder.decode)
-    stamps = []
-    gen = [torch.Generator().manual_seed(seed + k) for k in range(batch)]
-
-    def on_step(p, i, t, kw):
-        _sync(device)
-        stamps.append(time.perf_counter())
+    def on_step(self, pipe, i, t, tensors):
+        self.stamps.append(self.now())
         return {}
 
-    _sync(device)
-    t0 = time.perf_counter()
-    out = pipe(
-        ["a photo of a cat and a dog"] * batch,
+
+def measure(spec: Spec) -> dict:
+    torch.set_num_threads(spec.threads)
+    from date_diffusion.perf.models import load
+
+    pipe, reward, size = load(spec.model, getattr(torch, spec.dtype), spec.reward)
+    pipe.to(spec.device)
+    reward.to(spec.device)
+    pipe.set_progress_bar_config(disable=True)
+    rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if str(spec.device).startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(spec.device)
+    clock = Clock(spec.device)
+    pipe.unet.forward = clock.timed("unet", pipe.unet.forward)
+    pipe.vae.decode = clock.timed("vae decode", pipe.vae.decode)
+    reward.forward = clock.timed("reward", reward.forward)
+    t0 = clock.now()
+    out = _sample(spec, pipe, reward, size, clock)
+    total = clock.now() - t0
+    result = _result(spec, size, total, rss_loaded)
+    result.update(_step_times(spec, out, t0, clock, result))
+    return result
+
+
+def _sample(spec: Spec, pipe, reward, size: int, clock: Clock):
+    """The measured sampling call of the variant."""
+    from date_diffusion.core.config import DATEConfig
+
+    date = None if spec.variant == "fixed" else DATEConfig(update_every=spec.update_every, track_reward_after=False)
+    decoder = None
+    if spec.variant.startswith("date-approx"):
+        decoder = _tiny_decoder(spec.model, spec.tiny_decoder, spec.device, getattr(torch, spec.dtype))
+        decoder.decode = clock.timed("tiny decode", decoder.decode)
+    return pipe(
+        ["a photo of a cat and a dog"] * spec.batch,
         height=size,
         width=size,
-        num_inference_steps=steps,
+        num_inference_steps=spec.steps,
         guidance_scale=8.0,
-        generator=gen,
+        generator=[torch.Generator().manual_seed(spec.seed + k) for k in range(spec.batch)],
         output_type="latent",
         date=date,
         reward=reward if date else None,
-        gradient_checkpointing=variant.endswith("checkpointing"),
+        gradient_checkpointing=spec.variant.endswith("checkpointing"),
         reward_decoder=decoder,
-        reward_resolution=LOWRES.get(model, 224) if variant.startswith("date-lowres") else None,
-        callback_on_step_end=on_step,
+        reward_resolution=LOWRES.get(spec.model, 224) if spec.variant.startswith("date-lowres") else None,
+        callback_on_step_end=clock.on_step,
     )
-    _sync(device)
-    total = time.perf_counter() - t0
-    durations = [b - a for a, b in zip([t0] + stamps[:-1], stamps)]
-    updates = set(out.traces[0]["update_steps"]) if date else set()
-    normal = [d for i, d in enumerate(durations) if i not in updates]
-    update = [d for i, d in enumerate(durations) if i in updates]
+
+
+def _result(spec: Spec, size: int, total: float, rss_loaded: float) -> dict:
     result = {
-        "model": model,
-        "variant": variant,
-        "steps": steps,
-        "update_steps": sorted(updates),
+        "model": spec.model,
+        "variant": spec.variant,
+        "steps": spec.steps,
         "size": size,
-        "device": device,
-        "dtype": dtype,
-        "threads": threads,
-        "batch": batch,
+        "device": spec.device,
+        "dtype": spec.dtype,
+        "threads": spec.threads,
+        "batch": spec.batch,
         "total_s": total,
-        "per_image_s": total / batch,
-        "normal_step_s": sorted(normal)[len(normal) // 2] if normal else None,
-        "update_step_s": sum(update) / len(update) if update else None,
+        "per_image_s": total / spec.batch,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_after_load_mb": rss_loaded,
     }
-    if str(device).startswith("cuda"):
-        result["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    if str(spec.device).startswith("cuda"):
+        result["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(spec.device) / 2**20
+    return result
+
+
+def _step_times(spec: Spec, out, t0: float, clock: Clock, result: dict) -> dict:
+    """Normal and update steps' times, and (with updates) the forward parts inside update steps, per update step;
+    the remainder is backward and bookkeeping."""
+    bounds = list(zip([t0] + clock.stamps[:-1], clock.stamps))
+    durations = [b - a for a, b in bounds]
+    updates = set(out.traces[0]["update_steps"]) if spec.variant != "fixed" else set()
+    normal = [d for i, d in enumerate(durations) if i not in updates]
+    update = [d for i, d in enumerate(durations) if i in updates]
+    times = {
+        "update_steps": sorted(updates),
+        "normal_step_s": sorted(normal)[len(normal) // 2] if normal else None,
+        "update_step_s": sum(update) / len(update) if update else None,
+    }
     if update:
-        # forward parts inside update steps, per update step; the remainder is backward and bookkeeping
-        bounds = list(zip([t0] + stamps[:-1], stamps))
         parts = defaultdict(float)
-        for start, seconds, name in events:
+        for start, seconds, name in clock.events:
             step = next((i for i, (a, b) in enumerate(bounds) if a <= start < b), None)
             if step in updates:
                 parts[name] += seconds / len(update)
-        parts["backward + other"] = result["update_step_s"] - sum(parts.values())
-        result["update_parts_s"] = dict(parts)
-    return result
+        parts["backward + other"] = times["update_step_s"] - sum(parts.values())
+        times["update_parts_s"] = dict(parts)
+    return times
 
 
 def _tiny_decoder(model, path, device, dtype):
@@ -158,4 +178,4 @@ def _tiny_decoder(model, path, device, dtype):
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure(**json.loads(sys.argv[1]))))
+    print(json.dumps(measure(Spec(**json.loads(sys.argv[1])))))
