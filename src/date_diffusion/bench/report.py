@@ -61,6 +61,16 @@ def _fmt(ci, scale=1.0, digits=4, sign=False):
     return f"{f.format(m)} [{f.format(lo)}, {f.format(hi)}]"
 
 
+def table(columns: list[str], rows: list[tuple[str, list[str]]]) -> list[str]:
+    """A markdown table: the header, its rule, and one line per (label, cells) row."""
+    lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    return lines + [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
+
+
+def _cell(metrics: dict, key: str, scale=1.0, digits=4, sign=False) -> str:
+    return _fmt(metrics[key], scale, digits, sign) if key in metrics else "-"
+
+
 def markdown(summary: dict, baseline: str | None, settings: dict) -> str:
     lines = _main_table(summary, settings)
     if any("changed" in e["metrics"] for e in summary.values()):
@@ -69,6 +79,10 @@ def markdown(summary: dict, baseline: str | None, settings: dict) -> str:
         lines += _paired_table(summary, baseline)
     lines += _category_tables(summary, baseline)
     return "\n".join(lines) + "\n"
+
+
+MAIN_COLUMNS = ["method", "n", "exact (%)", "held-out CLIP", "min object CLIP", "reward", "FID-CLIP", "s / image",
+                "peak memory so far (MB)"]  # fmt: skip
 
 
 def _main_table(summary: dict, settings: dict) -> list[str]:
@@ -86,23 +100,17 @@ def _main_table(summary: dict, settings: dict) -> list[str]:
         "FID-CLIP: Frechet distance of held-out CLIP image features to reference images (toy: the renderer's "
         "scenes for the same prompts and seeds); not comparable to Inception FID.",
         "",
-        "| method | n | exact (%) | held-out CLIP | min object CLIP | reward | FID-CLIP | s / image | "
-        "peak memory so far (MB) |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for label, e in summary.items():
         m = e["metrics"]
-        cells = [
-            _fmt(m["exact"], 100, 1) if "exact" in m else "-",
-            _fmt(m["clip_eval"]) if "clip_eval" in m else "-",
-            _fmt(m["min_object_clip"]) if "min_object_clip" in m else "-",
-            _fmt(m["reward"]) if "reward" in m else "-",
-            f"{e['fid']['fid_clip']:.4f}" if "fid" in e else "-",
-            f"{m['seconds'][0]:.3f}" if "seconds" in m else "-",
-            f"{e['peak_memory_mb']:.0f}" if e["peak_memory_mb"] else "-",
-        ]
-        lines.append(f"| {label} | {e['n']} | " + " | ".join(cells) + " |")
-    return lines
+        cells = [str(e["n"]), _cell(m, "exact", 100, 1)]
+        cells += [_cell(m, k) for k in ("clip_eval", "min_object_clip", "reward")]
+        cells.append(f"{e['fid']['fid_clip']:.4f}" if "fid" in e else "-")
+        cells.append(f"{m['seconds'][0]:.3f}" if "seconds" in m else "-")
+        cells.append(f"{e['peak_memory_mb']:.0f}" if e["peak_memory_mb"] else "-")
+        rows.append((label, cells))
+    return lines + table(MAIN_COLUMNS, rows)
 
 
 def _editing_tables(summary: dict, baseline: str | None) -> list[str]:
@@ -111,65 +119,57 @@ def _editing_tables(summary: dict, baseline: str | None) -> list[str]:
         "Editing: changed = the target caption holds (exact evaluator); preserved = what the edit does "
         "not name stayed; pixel distance = mean |edited - source| (0-1).",
         "",
-        "| method | changed (%) | preserved (%) | pixel distance |",
-        "|---|---|---|---|",
     ]
-    for label, e in summary.items():
-        m = e["metrics"]
-        cells = [_fmt(m[k], 100, 1) if k in m else "-" for k in ("changed", "preserved")]
-        cells.append(_fmt(m["pixel_distance"]) if "pixel_distance" in m else "-")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    rows = [
+        (label, [_cell(e["metrics"], "changed", 100, 1), _cell(e["metrics"], "preserved", 100, 1),
+                 _cell(e["metrics"], "pixel_distance")])
+        for label, e in summary.items()
+    ]  # fmt: skip
+    lines += table(["method", "changed (%)", "preserved (%)", "pixel distance"], rows)
     paired = {k: e["vs_baseline"] for k, e in summary.items() if k != baseline and "changed" in e["vs_baseline"]}
     if paired:
-        lines += [
-            "",
-            f"Editing, paired against `{baseline}` (95% bootstrap CIs):",
-            "",
-            "| method | changed (pp) | preserved (pp) | pixel distance |",
-            "|---|---|---|---|",
-        ]
-        for label, v in paired.items():
-            cells = [_fmt(v["changed"], 100, 1, True), _fmt(v["preserved"], 100, 1, True)]
-            cells.append(_fmt(v["pixel_distance"], 1, 4, True) if "pixel_distance" in v else "-")
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines += ["", f"Editing, paired against `{baseline}` (95% bootstrap CIs):", ""]
+        rows = [
+            (label, [_cell(v, "changed", 100, 1, True), _cell(v, "preserved", 100, 1, True),
+                     _cell(v, "pixel_distance", 1, 4, True)])
+            for label, v in paired.items()
+        ]  # fmt: skip
+        lines += table(["method", "changed (pp)", "preserved (pp)", "pixel distance"], rows)
     return lines
 
 
 def _paired_table(summary: dict, baseline: str) -> list[str]:
-    lines = [
-        "",
-        f"Paired differences against `{baseline}` (same prompts and seeds), 95% bootstrap CIs:",
-        "",
-        "| method | exact (pp) | held-out CLIP | min object CLIP | reward |",
-        "|---|---|---|---|---|",
-    ]
+    lines = ["", f"Paired differences against `{baseline}` (same prompts and seeds), 95% bootstrap CIs:", ""]
+    rows = []
     for label, e in summary.items():
         v = e["vs_baseline"]
         if label == baseline or not v:
             continue
-        cells = [_fmt(v["exact"], 100, 1, True) if "exact" in v else "-"]
-        cells += [_fmt(v[k], 1, 4, True) if k in v else "-" for k in ("clip_eval", "min_object_clip", "reward")]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return lines
+        cells = [_cell(v, "exact", 100, 1, True)] + [
+            _cell(v, k, 1, 4, True) for k in ("clip_eval", "min_object_clip", "reward")
+        ]
+        rows.append((label, cells))
+    return lines + table(["method", "exact (pp)", "held-out CLIP", "min object CLIP", "reward"], rows)
 
 
 def _category_tables(summary: dict, baseline: str | None) -> list[str]:
     cats = sorted({c for e in summary.values() for c in e["categories"]})
     if not cats:
         return []
-    header = ["| method | " + " | ".join(cats) + " |", "|---" * (len(cats) + 1) + "|"]
-    lines = ["", "Exact accuracy (%) per category:", "", *header]
-    for label, e in summary.items():
-        cells = [f"{100 * e['categories'][c][0]:.1f}" if c in e["categories"] else "-" for c in cats]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    rows = [
+        (label, [f"{100 * e['categories'][c][0]:.1f}" if c in e["categories"] else "-" for c in cats])
+        for label, e in summary.items()
+    ]
+    lines = ["", "Exact accuracy (%) per category:", "", *table(["method", *cats], rows)]
     if baseline:
-        lines += ["", f"Per-category difference against `{baseline}` (pp, 95% CI):", "", *header]
-        for label, e in summary.items():
-            vc = e.get("vs_baseline_categories") or {}
-            if vc:
-                lines.append(
-                    f"| {label} | " + " | ".join(_fmt(vc[c], 100, 1, True) if c in vc else "-" for c in cats) + " |"
-                )
+        diffs = [(label, e.get("vs_baseline_categories") or {}) for label, e in summary.items()]
+        rows = [(label, [_cell(vc, c, 100, 1, True) for c in cats]) for label, vc in diffs if vc]
+        lines += [
+            "",
+            f"Per-category difference against `{baseline}` (pp, 95% CI):",
+            "",
+            *table(["method", *cats], rows),
+        ]
     return lines
 
 
