@@ -6,6 +6,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from date_diffusion.families import by_pipeline_class
+from date_diffusion.toyworld import world
+
+# torch, diffusers and huggingface_hub are imported inside the functions: light layers (rewards' names, the
+# toy world, the command line's checks) import this module.
+
 # Checkpoints of the paper (need network once, or a local copy).
 PAPER_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 PAPER_CLIP = "openai/clip-vit-large-patch14"
@@ -15,9 +21,6 @@ def tiny_decoder_for(model, spec: str = "tiny"):
     """An `AutoencoderTiny` for the approximate reward path: `tiny` picks the family's TAESD (the toy world's
     own distilled decoder for the toy model); anything else is a folder or hub id."""
     from diffusers import AutoencoderTiny, DiffusionPipeline
-
-    from date_diffusion.families import by_pipeline_class
-    from date_diffusion.toyworld import world
 
     if spec != "tiny":
         return load_component(AutoencoderTiny, spec)

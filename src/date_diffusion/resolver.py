@@ -21,6 +21,10 @@ from dataclasses import dataclass, field
 
 from date_diffusion.core.config import DATEConfig
 from date_diffusion.core.settings import BY_FIELD, GROUPS, Integer, Real, SettingError
+from date_diffusion.families import by_name
+from date_diffusion.pipelines.loading import family_defaults, family_of
+from date_diffusion.rewards.registry import RewardSpecError, check_spec, reward_from_spec
+from date_diffusion.toyworld import world
 
 MAX_STEPS = 1000  # every supported family is trained on 1000 timesteps; schedulers refuse more
 MAX_GUIDANCE = 100.0  # far above any model's useful range; larger values only overflow to black images
@@ -55,8 +59,6 @@ class Resolved:
         }
 
     def load_reward(self, device: str = "cpu"):
-        from date_diffusion.rewards.registry import reward_from_spec
-
         return reward_from_spec(self.reward, device)
 
     def record(self) -> dict:
@@ -71,8 +73,6 @@ class Resolved:
 
 def default_model() -> str:
     """The shipped toy world (the default model of every command)."""
-    from date_diffusion.toyworld import world
-
     if not world.PIPELINE.exists():
         raise FileNotFoundError("no default model is installed with this copy; pass a model id or folder")
     return str(world.PIPELINE)
@@ -85,9 +85,6 @@ def resolve_settings(
     `overrides` (`DATEConfig` fields, `reward`, `num_inference_steps`, `guidance_scale`; None = not given; text is
     parsed as a flag would be). `names` maps a setting to the name errors use (a flag, a page label);
     `check_reward=False` skips checking the reward spec (a replay needs none)."""
-    from date_diffusion.pipelines.loading import family_defaults, family_of
-    from date_diffusion.toyworld import world
-
     names = {k: (names or {}).get(k, k) for k in OVERRIDES}
     unknown = sorted(set(overrides) - set(OVERRIDES))
     if unknown:
@@ -102,7 +99,7 @@ def resolve_settings(
         ("user", user.get("reward")),
         ("model", date_advice.get("reward")),
         ("model", world.default_reward(model)),
-        ("family", _family(fam).reward),
+        ("family", by_name(fam).reward),
     )
     family_sampling = family_defaults(fam)
     for name in SAMPLING:
@@ -115,12 +112,6 @@ def resolve_settings(
     if check_reward:
         _check_reward(reward, names["reward"])
     return resolved
-
-
-def _family(name):
-    from date_diffusion.families import by_name
-
-    return by_name(name)
 
 
 def _first(*candidates):
@@ -171,8 +162,6 @@ def _check_schedule(resolved: Resolved, names: dict) -> None:
 
 
 def _check_reward(spec, name: str) -> None:
-    from date_diffusion.rewards.registry import RewardSpecError, check_spec
-
     if not isinstance(spec, str):
         raise SettingError(f"{name} must be a reward spec (text such as clip-l), got {type(spec).__name__}")
     try:

@@ -18,11 +18,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from date_diffusion.bench.suites import Item
 from date_diffusion.evaluation.methods import Method, upgrade_reward
+from date_diffusion.hub import tiny_decoder_for
 from date_diffusion.outputs import atomic_write, png_bytes
+from date_diffusion.rewards.registry import reward_from_spec
+from date_diffusion.rewards.subjects import subject_prompts
+from date_diffusion.toyworld.edits import EditCase, score_edit, source_scene
+from date_diffusion.toyworld.evaluator import EVALUATOR_VERSION, evaluate
+from date_diffusion.toyworld.scene import PromptSpec, render
 
 BEST_OF_STRIDE = 100_003  # candidate j of best-of-N for seed s uses seed s + j * stride (j = 0 is `fixed`)
 
@@ -104,8 +111,6 @@ def _same_settings(old, new) -> bool:
 
 def is_done(png: Path, record: Path) -> bool:
     """An image counts as made when its record parses and its PNG opens; anything less is made again."""
-    from PIL import Image
-
     if not record.exists():
         return False
     try:
@@ -134,8 +139,6 @@ def _uint8(image01: torch.Tensor) -> np.ndarray:
 
 def sub_prompts(prompt: str) -> list[str]:
     """Attend-and-Excite's split of a multi-subject prompt into one sub-prompt per subject (the metric's)."""
-    from date_diffusion.rewards.subjects import subject_prompts
-
     return subject_prompts(prompt, relations=False)
 
 
@@ -166,9 +169,6 @@ class Scorer:
 
 def exact_verdict(image_uint8: np.ndarray, spec: dict) -> dict:
     """The toy world's exact evaluator on one image, as record fields (with the evaluator's version)."""
-    from date_diffusion.toyworld.evaluator import EVALUATOR_VERSION, evaluate
-    from date_diffusion.toyworld.scene import PromptSpec
-
     verdict = evaluate(image_uint8, PromptSpec.from_json(spec))
     return {"exact": float(verdict["pass"]), "aspects": verdict["aspects"], "evaluator_version": EVALUATOR_VERSION}
 
@@ -181,10 +181,6 @@ def record_paths(out: Path) -> list[Path]:
 def rescore(out: Path) -> int:
     """Re-run the current exact evaluator on every image of a run whose record was scored by another version;
     the earlier verdict stays in the record as `exact_v<version>`. Returns how many records changed version."""
-    from PIL import Image
-
-    from date_diffusion.toyworld.evaluator import EVALUATOR_VERSION
-
     changed = 0
     for rec_path in record_paths(out):
         rec = json.loads(rec_path.read_text())
@@ -201,12 +197,7 @@ def rescore(out: Path) -> int:
 
 def source_image(item: Item, seed: int, size: int):
     """The image an editing item starts from (a PIL image at the model's size) and, on the toy world, its scene."""
-    from PIL import Image
-
     if "spec" in item.source:
-        from date_diffusion.toyworld.edits import EditCase, source_scene
-        from date_diffusion.toyworld.scene import PromptSpec, render
-
         case = EditCase(
             item.category,
             PromptSpec.from_json(item.source["spec"]),
@@ -232,14 +223,10 @@ class Cache:
 
 
 def _load_reward(spec: str, model: str, device: str, dtype: str):
-    from date_diffusion.rewards.registry import reward_from_spec
-
     return reward_from_spec(spec, device)
 
 
 def _load_decoder(spec: str, model: str, device: str, dtype: str):
-    from date_diffusion.hub import tiny_decoder_for
-
     return tiny_decoder_for(model, spec).to(device, getattr(torch, dtype))
 
 
@@ -290,8 +277,6 @@ def edit_batch(pipe, batch, settings: RunSettings, kwargs: dict):
 
 def _edit_metrics(source, toy, edited01: torch.Tensor) -> dict:
     """How far an edit moved from its source image, and on the toy world whether it changed what it should."""
-    from date_diffusion.toyworld.edits import score_edit
-
     edited = _uint8(edited01)
     extra = {"pixel_distance": float(np.abs(edited.astype(float) - np.asarray(source, float)).mean() / 255)}
     if toy is not None:

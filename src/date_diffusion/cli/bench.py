@@ -11,6 +11,8 @@ from date_diffusion.core.settings import SETTINGS
 from date_diffusion.families import PAPER_EVAL_CLIP, by_name
 from date_diffusion.toyworld import world
 
+# torch, accelerate and the benchmark are imported inside the functions that need them: see cli/__init__.py
+
 _SD = by_name("sd")  # the family the paper ran, whose defaults the help quotes
 _TOY_SEEDS = ", ".join(f"{n}: {d.seeds} from {d.seed_base}" for n, d in world.SUITES.items())
 

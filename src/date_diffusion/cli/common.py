@@ -10,6 +10,8 @@ from pathlib import Path
 from date_diffusion.core.settings import SETTINGS, SettingError
 from date_diffusion.families import FAMILIES, NAMES
 
+# torch, the resolver and the rewards are imported inside the functions that need them: see cli/__init__.py
+
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Descriptions and examples as written; an option's default shown once, when its help does not say it."""

@@ -20,6 +20,8 @@ from date_diffusion.cli.common import (
 )
 from date_diffusion.resolver import MAX_STEPS
 
+# torch, diffusers and the pipelines are imported inside the functions that need them: see cli/__init__.py
+
 
 def add_parser(sub):
     p = sub.add_parser(

@@ -26,6 +26,8 @@ from date_diffusion.cli.common import (
 from date_diffusion.schedulers import SCHEDULERS
 from date_diffusion.toyworld import world
 
+# torch, diffusers and the pipelines are imported inside the functions that need them: see cli/__init__.py
+
 MAX_SIDE = 4096  # px; beyond it no supported model works and memory runs out long before
 EXAMPLES = """examples:
   date-diffusion generate "a red circle to the left of a blue square" --compare

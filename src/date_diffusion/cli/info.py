@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+# imports inside `run`: see cli/__init__.py
+
 
 def add_parser(sub):
     p = sub.add_parser("info", help="print the settings stored in images written by generate, edit or bench")

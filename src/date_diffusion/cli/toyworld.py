@@ -7,6 +7,8 @@ from pathlib import Path
 
 from date_diffusion.cli.common import HelpFormatter
 
+# torch and the training code are imported inside the functions that need them: see cli/__init__.py
+
 
 def add_parser(sub):
     p = sub.add_parser("toyworld", help="the toy world: train its models")

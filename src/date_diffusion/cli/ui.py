@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from date_diffusion.cli.common import HelpFormatter
 
+# Gradio, torch and the page are imported inside `run`: see cli/__init__.py
+
 
 def add_parser(sub):
     p = sub.add_parser(

@@ -7,10 +7,15 @@ cache behave as they do in diffusers.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from pathlib import Path
 
 from date_diffusion.families import NAMES, by_name, by_pipeline_class, by_single_file_type
+from date_diffusion.hub import explain_load_error
+
+# diffusers is imported inside the functions: the resolver (and so every command's checks) imports this module
+# before any model loads.
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
@@ -132,7 +137,6 @@ def load_date_pipeline(
     configs complete the file, as diffusers' `from_single_file(config=...)`). `dtype` may be `auto`; `scheduler`
     a name from `date_diffusion.schedulers.SCHEDULERS`; `loras` (file, scale) pairs; `offload` `model` or
     `sequential` (diffusers' CPU offload; needs an accelerator)."""
-    from date_diffusion.hub import explain_load_error
     from date_diffusion.pipelines import DATEPipeline
     from date_diffusion.schedulers import make_scheduler
 
@@ -177,8 +181,6 @@ def add_loras(pipe, loras) -> None:
 
 def stock_defaults(family: str) -> dict:
     """`num_inference_steps` and `guidance_scale` of the family's stock diffusers pipeline (its `__call__`)."""
-    import inspect
-
     params = inspect.signature(by_name(family).date_pipeline().__call__).parameters
     return {k: params[k].default for k in ("num_inference_steps", "guidance_scale")}
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+# Each builder imports its reward's module when called: the command line imports this registry to build its
+# help and check specs, before (or without) importing torch and transformers.
+
 
 class RewardSpecError(ValueError):
     """A reward spec that names no known reward, or has a malformed weight."""

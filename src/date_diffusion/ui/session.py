@@ -14,9 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from date_diffusion.core.settings import BY_FIELD, SETTINGS
+from date_diffusion.hub import tiny_decoder_for
+from date_diffusion.outputs import save_png
+from date_diffusion.pipelines import load_date_pipeline
+from date_diffusion.resolver import resolve_settings
 from date_diffusion.rewards.base import Reward
+from date_diffusion.rewards.registry import reward_from_spec
+from date_diffusion.toyworld.world import judge_for
 
 
 class InputError(ValueError):
@@ -63,8 +70,6 @@ def _seed(value) -> int:
 def check_form(form: Form, model: str | None = None):
     """The prompt, negative prompt and seed of a form, and the settings that run (resolved as the command line
     resolves its flags), or `InputError` naming the field and the value typed."""
-    from date_diffusion.resolver import resolve_settings
-
     if not (form.prompt or "").strip():
         raise InputError("prompt is empty: type what the image should show")
     sampling = dict(
@@ -145,16 +150,12 @@ class Session:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="date-diffusion-ui-")))
 
     def __post_init__(self):
-        from date_diffusion.resolver import resolve_settings
-
         self.defaults = resolve_settings(self.model)  # what a form left blank runs with
         self._loaded = 0
 
     def _pipeline(self):
         with self._lock:
             if self._pipes.empty() and self._loaded < self.concurrency:
-                from date_diffusion.pipelines import load_date_pipeline
-
                 pipe = load_date_pipeline(self.model, "auto", self.device)
                 pipe.set_progress_bar_config(disable=True)
                 self.dtype = str(pipe.vae.dtype)
@@ -175,13 +176,9 @@ class Session:
             return self._cache[key]
 
     def reward(self, spec: str):
-        from date_diffusion.rewards.registry import reward_from_spec
-
         return self._cached("reward", spec, lambda: reward_from_spec(spec, self.device))
 
     def decoder(self):
-        from date_diffusion.hub import tiny_decoder_for
-
         return self._cached("decoder", "tiny", lambda: tiny_decoder_for(self.model).to(self.device))
 
     def compare(self, form: Form, progress=None, stop: threading.Event | None = None) -> dict:
@@ -253,9 +250,6 @@ def run_pair(pipe, run: Run, session: Session) -> dict:
 
 def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stopped: bool) -> dict:
     """Everything the page shows, and the files it offers."""
-    from date_diffusion.outputs import save_png
-    from date_diffusion.toyworld.world import judge_for
-
     sampling, resolved, reward = run.sampling, run.resolved, run.reward
     record = {**sampling, "model": session.model, **resolved.record(), "method": "date" if resolved.active else "fixed"}
     result = {"stopped": stopped, "seconds": seconds, "fixed": fixed.images[0], "date": None, "files": []}
@@ -286,8 +280,6 @@ def strip(seen: list, trace: dict) -> list[tuple]:
 
 
 def _pil(image01: torch.Tensor):
-    from PIL import Image
-
     arr = (image01.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
     return Image.fromarray(arr)
 
