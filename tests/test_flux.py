@@ -1,5 +1,6 @@
 """FLUX with tiny random components and locally written tokenizers."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import WORDS, tiny_clip_text_config
@@ -101,4 +102,4 @@ def test_date_adapts_t5_tokens_without_a_negative_branch(flux_components, reward
     n_tokens = 8 * 32
     assert moved[:, :n_tokens].abs().max() > 0 and moved[:, n_tokens:].abs().max() == 0
     assert all(abs(u["update_norm"] - 0.5) < 1e-5 for t in out.traces for u in t["updates"])
-    assert (out.images == out.images).all()
+    assert np.isfinite(out.images).all()

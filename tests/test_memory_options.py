@@ -1,5 +1,6 @@
 """Exact-path memory savings change nothing but memory; the approximate decoder path is labelled."""
 
+import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderTiny
@@ -29,7 +30,7 @@ def test_half_precision_models_with_float32_reward_stay_finite(components, rewar
     pipe = StableDiffusionDATEPipeline(**comps)
     pipe.set_progress_bar_config(disable=True)
     out = run(pipe, date=DATEConfig(rho=0.5, update_every=3), reward=reward)
-    assert (out.images == out.images).all()
+    assert np.isfinite(out.images).all()
     assert all(abs(u["update_norm"] - 0.5) < 5e-2 for t in out.traces for u in t["updates"])  # bf16 embeddings
 
 

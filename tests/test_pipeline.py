@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
@@ -147,7 +148,7 @@ def test_every_scheduler_runs_date_with_one_step_call_per_step(pipe, reward, nam
     assert all(abs(u["update_norm"] - 0.5) < 1e-5 for tr in out.traces for u in tr["updates"])
     assert len(out.traces[0]["updates"]) == len(range(0, len(pipe.scheduler.timesteps), 2))
     fixed = run(pipe, num_inference_steps=6)
-    assert (out.images == out.images).all()  # no NaN
+    assert np.isfinite(out.images).all()  # no NaN or inf
     assert abs(out.images - fixed.images).max() > 0  # the updates changed the sample
 
 
@@ -174,7 +175,7 @@ class ConstantReward(Reward):
 def test_constant_reward_gives_no_nan_and_records_skips(pipe):
     out = run(pipe, date=DATEConfig(rho=0.5, update_every=5), reward=ConstantReward())
     fixed = run(pipe)
-    assert (out.images == out.images).all()
+    assert np.isfinite(out.images).all()
     assert abs(out.images - fixed.images).max() <= 1e-6
     assert out.traces[0]["skipped_steps"] == [0, 5]
     assert all(u["skipped"] and u["update_norm"] == 0 for u in out.traces[0]["updates"])

@@ -53,12 +53,38 @@ def test_long_prompt_truncated_with_warning(reward):
     assert torch.isfinite(s).all()
 
 
-def test_weighted_sum(reward, clip_dir):
-    other = CLIPScoreReward.from_pretrained(clip_dir)
-    both = WeightedReward([(0.5, reward), (2.0, other)])
-    images = torch.rand(2, 3, 32, 32)
+@pytest.fixture
+def other_clip(tokenizer, tmp_path):
+    """A second tiny CLIP (another seed, so other weights than `reward`'s) as a reward."""
+    from conftest import make_clip
+
+    make_clip(tokenizer, seed=1).save_pretrained(tmp_path / "clip-seed-1")
+    tokenizer.save_pretrained(tmp_path / "clip-seed-1")
+    return CLIPScoreReward.from_pretrained(tmp_path / "clip-seed-1")
+
+
+def member_scores(members, tokenizer):
+    """Images, prompts and each member's score, from `manual_clip_score` (not from the rewards' forward)."""
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     prompts = ["a cat", "a dog"]
-    torch.testing.assert_close(both(images, prompts), 2.5 * reward(images, prompts))
+    scores = [manual_clip_score(m.model, tokenizer, images, prompts, m.antialias) for m in members]
+    assert (scores[0] - scores[1]).abs().min() > 1e-3  # two different members
+    return images, prompts, scores
+
+
+def test_weighted_sum(reward, other_clip, tokenizer):
+    images, prompts, (a, b) = member_scores([reward, other_clip], tokenizer)
+    both = WeightedReward([(0.5, reward), (2.0, other_clip)])
+    torch.testing.assert_close(both(images, prompts), 0.5 * a + 2.0 * b, rtol=1e-5, atol=1e-5)
+
+
+def test_ensemble_is_the_mean_of_its_members(reward, other_clip, tokenizer):
+    from date_diffusion.rewards.ensemble import EnsembleReward
+
+    images, prompts, (a, b) = member_scores([reward, other_clip], tokenizer)
+    mean = EnsembleReward([reward, other_clip])(images, prompts)
+    torch.testing.assert_close(mean, (a + b) / 2, rtol=1e-5, atol=1e-5)
+    assert (mean - a).abs().min() > 1e-4 and (mean - b).abs().min() > 1e-4  # neither member alone
 
 
 def test_missing_model_says_how_to_fix(tmp_path):

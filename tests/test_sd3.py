@@ -1,5 +1,6 @@
 """SD3 with tiny random components (CLIP-L/G and T5 stand-ins, locally written tokenizers)."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import WORDS, tiny_clip_text_config
@@ -117,4 +118,4 @@ def test_date_moves_tokens_by_rho_with_flow_matching(sd3_components, reward, tmp
     moved = saved["final"] - saved["original"]
     assert moved[:, :n_tokens].abs().max() > 0 and moved[:, n_tokens:].abs().max() == 0
     assert all(abs(u["update_norm"] - 0.5) < 1e-5 for t in out.traces for u in t["updates"])
-    assert (out.images == out.images).all()
+    assert np.isfinite(out.images).all()

@@ -1,5 +1,6 @@
 """SDXL: tiny random components as diffusers' own tests build them."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import MAX_TOKENS, tiny_clip_text_config
@@ -101,7 +102,7 @@ def test_updates_move_rho_and_touch_only_the_adapted_part(sdxl_components, rewar
     assert (moved[:, tokens:].abs().max() > 0) == adapt_pooled
     assert moved[:, :tokens].abs().max() > 0
     assert all(abs(u["update_norm"] - 0.5) < 1e-5 for t in out.traces for u in t["updates"])
-    assert (out.images == out.images).all()
+    assert np.isfinite(out.images).all()
 
 
 def test_relative_step_uses_the_norm_of_the_adapted_part_only(sdxl_components, reward, tmp_path):

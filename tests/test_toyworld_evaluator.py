@@ -1,3 +1,5 @@
+from collections import Counter
+
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
@@ -158,10 +160,19 @@ def test_second_reader_reads_renders_and_audit_counts_agreement():
     from date_diffusion.toyworld import evaluator, second_reader
 
     cases = [(img, spec, str(i)) for i, (spec, img, _) in enumerate(random_cases(300, 9))]
-    assert np.mean([second_reader.verdict(img, spec) for img, spec, _ in cases]) >= 0.99
+    reader = [bool(second_reader.verdict(img, spec)) for img, spec, _ in cases]
+    assert np.mean(reader) >= 0.99
     result = second_reader.audit(cases, evaluator.detect, evaluator.evaluate)
     v = result["verdicts"]
-    assert sum(v.values()) == 300 and v["evaluator only"] + v["reader only"] <= 3
+    # the table against the two readers' own verdicts, paired up here case by case
+    ours = [bool(evaluator.evaluate(img, spec)["pass"]) for img, spec, _ in cases]
+    n = Counter(zip(ours, reader))
+    expected = {"both pass": n[True, True], "both fail": n[False, False]}
+    assert v == {**expected, "evaluator only": n[True, False], "reader only": n[False, True]}
+    assert v["evaluator only"] + v["reader only"] <= 3
+    assert sorted(d["label"] for d in result["disagreements"] if d["evaluator"] != d["reader"]) == sorted(
+        label for (_, _, label), a, b in zip(cases, ours, reader) if a != b
+    )
     assert all(k.split(" -> ")[0] == k.split(" -> ")[1] for k in result["shape_confusion"])
     wrong = scene.PromptSpec("single", (("red", "circle", 1),))  # a square scored as a circle: both fail
     square = scene.render(scene.Scene([scene.PlacedObject("red", "square", "big", 32, 32)]))

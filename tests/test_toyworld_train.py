@@ -19,9 +19,15 @@ def test_smoke_training_produces_stock_loadable_models(tmp_path):
     from date_diffusion import StableDiffusionDATEPipeline
 
     timings = train_all(TrainConfig.smoke(tmp_path, seed=0))
-    assert timings["total_s"] > 0
+    stages = {"clip", "clip_eval", "vae", "latents", "vae_decoder", "tiny_decoder", "unet"}
+    assert set(timings) == stages | {"total_s"}  # every stage ran and was timed
+    assert json.loads((tmp_path / "work" / "timings.json").read_text()) == timings
     stock = StableDiffusionPipeline.from_pretrained(tmp_path / "pipeline")
-    assert stock.unet.config.cross_attention_dim == stock.text_encoder.config.hidden_size
+    assert stock.unet.config.cross_attention_dim == 128  # the base toy CLIP's width, as the shipped pipeline's
+    # the pipeline's text encoder is the trained reward CLIP's text tower, weight for weight
+    reward_text = CLIPModel.from_pretrained(tmp_path / "clip").text_model.state_dict()
+    ours_text = {k.removeprefix("text_model."): v for k, v in stock.text_encoder.state_dict().items()}  # transformers 4
+    assert list(ours_text) == list(reward_text) and all(torch.equal(ours_text[k], reward_text[k]) for k in reward_text)
     assert stock.vae.config.scaling_factor != 0.18215  # measured from the toy latents
     ours = StableDiffusionDATEPipeline.from_pretrained(tmp_path / "pipeline")
     ours.set_progress_bar_config(disable=True)
@@ -35,9 +41,25 @@ def test_smoke_training_produces_stock_loadable_models(tmp_path):
         CLIPModel.from_pretrained(tmp_path / name)
         assert len(CLIPTokenizer.from_pretrained(tmp_path / name)("a red circle").input_ids) == 5
     assert all(p.suffix != ".bin" for p in tmp_path.rglob("*") if p.is_file())  # safetensors only, no pickle
-    # a second run finds every stage done and trains nothing
-    again = train_all(TrainConfig.smoke(tmp_path, seed=0))
-    assert again["total_s"] < timings["total_s"]
+
+    # a second run finds every training stage done and trains nothing: no trained file is written again, and the
+    # pipeline it assembles again is the same bytes
+    def files():
+        return {str(p.relative_to(tmp_path)): (p.stat().st_mtime_ns, p.read_bytes()) for p in tmp_path.rglob("*")
+                if p.is_file()}  # fmt: skip
+
+    before = files()
+    train_all(TrainConfig.smoke(tmp_path, seed=0))
+    after = files()
+    run_notes = ("work/timings.json", "work/config.json")  # what each invocation records about itself
+    rewritten = sorted(p for p in after if before.get(p) != after[p] and p not in run_notes)
+    assert rewritten and all(p.startswith("pipeline/") for p in rewritten), rewritten
+    def content(path, data):  # configs: without the bookkeeping keys diffusers writes (`_name_or_path`, ...)
+        if not path.endswith(".json"):
+            return data
+        return {k: v for k, v in json.loads(data).items() if not k.startswith("_")}
+
+    assert [p for p in rewritten if content(p, before[p][1]) != content(p, after[p][1])] == []
     # a smoke run is never exported, and export needs a destination
     from date_diffusion.cli.main import main
 
