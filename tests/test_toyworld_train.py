@@ -54,6 +54,7 @@ def test_smoke_training_produces_stock_loadable_models(tmp_path):
     run_notes = ("work/timings.json", "work/config.json")  # what each invocation records about itself
     rewritten = sorted(p for p in after if before.get(p) != after[p] and p not in run_notes)
     assert rewritten and all(p.startswith("pipeline/") for p in rewritten), rewritten
+
     def content(path, data):  # configs: without the bookkeeping keys diffusers writes (`_name_or_path`, ...)
         if not path.endswith(".json"):
             return data
