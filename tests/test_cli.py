@@ -37,6 +37,11 @@ def generate(model_dir, clip_dir, out, *extra):
 
 
 def test_generate_compare_writes_images_sidecar_and_grid(model_dir, clip_dir, tmp_path, capsys):
+    import re
+
+    from date_diffusion.grids import DIFF_THRESHOLD
+    from date_diffusion.outputs import read_png_metadata
+
     assert generate(model_dir, clip_dir, tmp_path, "a red circle", "--compare", "--seed", "3", "--save-embeddings") == 0
     stem = "a-red-circle-s3"
     for suffix in (".png", "-fixed.png", "-compare.png", ".json", "-embeddings.safetensors"):
@@ -45,10 +50,30 @@ def test_generate_compare_writes_images_sidecar_and_grid(model_dir, clip_dir, tm
     assert meta["prompt"] == "a red circle" and meta["seed"] == 3 and meta["steps"] == 6
     assert meta["date"]["rho"] == 0.5 and meta["date"]["update_every"] == 2
     assert [u["step"] for u in meta["trace"]["updates"]] == [0, 2, 4]
+    fixed, dated = (np.asarray(Image.open(tmp_path / f"{stem}{s}")).astype(int) for s in ("-fixed.png", ".png"))
+    panels = read_png_metadata(tmp_path / f"{stem}-compare.png")["record"]["panels"]
+    little = np.abs(dated - fixed).mean() < DIFF_THRESHOLD
+    assert [p["method"] for p in panels] == ["fixed", "DATE", "|DATE - fixed| x 16"][: 3 if little else 2]
     grid = Image.open(tmp_path / f"{stem}-compare.png")
-    assert grid.size == (2 * 256 + 4 * 16, 256)  # 16-px images enlarged 16x, side by side
-    assert "step   0: reward" in capsys.readouterr().out
+    assert [p["box"][2] - p["box"][0] for p in panels] == [256] * len(panels)  # 16-px images enlarged 16x
+    assert grid.size == (panels[-1]["box"][2], panels[0]["box"][3]) and panels[0]["box"][1] > 0  # headers on top
+    out = capsys.readouterr().out
+    assert "step   0: reward" in out
     assert not (tmp_path / ".embeddings-batch.safetensors").exists()
+    # every file written is printed, and every printed path exists
+    printed = set(re.findall(r"(" + re.escape(str(tmp_path)) + r"\S+)", out))
+    assert printed == {str(p) for p in tmp_path.iterdir()}
+    # the summary ends the output: what DATE changed, then both verdicts (none on a real model)
+    changed = (dated != fixed).any(axis=-1)
+    first = meta["trace"]["updates"][0]["reward_before"]
+    summary = out.rstrip("\n").splitlines()[-2:]
+    assert summary[0].startswith(f"    DATE changed: reward {first:.4f} -> ")
+    assert f"embedding moved {meta['trace']['final_distance']:.3f}" in summary[0]
+    assert summary[0].endswith(f"pixels changed {changed.mean():.2%} ({changed.sum()} of {changed.size})")
+    assert summary[1] == "    evaluator: none for this model (the exact evaluator judges the toy world only)"
+    assert main(["info", str(tmp_path / f"{stem}-compare.png")]) == 0
+    info = capsys.readouterr().out
+    assert "  panel 1: fixed\n" in info and "  panel 2: DATE\n" in info
 
 
 def test_images_do_not_depend_on_batch_size(model_dir, clip_dir, tmp_path):

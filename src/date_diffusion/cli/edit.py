@@ -81,11 +81,12 @@ def run(args) -> int:
     pipe, image, reward = load(args, settings)
     files, dated = edit_three(args, pipe, image, settings.date, reward)
     meta = record(args, settings, files, dated.traces[0])
-    size = image.width
-    stem = write_edit(out, args, files, meta, size)
-    print(f"grid (input | plain edit | DATE edit): {out / (stem + '-grid.png')}")
-    for kind, verdict in meta.get("evaluator", {}).items():
-        print(f"  evaluator ({kind}): {'PASS' if verdict['pass'] else 'FAIL'} {verdict['aspects']}")
+    from date_diffusion.grids import verdict_lines
+
+    for label, path in write_edit(out, args, files, meta):
+        print(f"{label}: {path}")
+    for line in verdict_lines(meta.get("evaluator", {})):
+        print(f"  {line}")
     return 0
 
 
@@ -160,21 +161,36 @@ def record(args, settings, files: dict, trace: dict) -> dict:
     return meta
 
 
-def write_edit(out: Path, args, files: dict, meta: dict, size: int) -> str:
-    """Every image and the record under a name not taken yet (unless --overwrite), each written atomically."""
-    from PIL import Image
-
+def write_edit(out: Path, args, files: dict, meta: dict) -> list[tuple[str, Path]]:
+    """Every image, the grid and the record under a name not taken yet (unless --overwrite), each written
+    atomically; returns (what, path) of every file written."""
+    from date_diffusion.grids import grid_label
     from date_diffusion.outputs import atomic_write, claimed_stem, save_png
 
     names = ("input", "reconstruction", "plain", "date", "grid")
     with claimed_stem(
         out, f"{slug(args.target_prompt)}-s{args.seed}", (".json", *(f"-{n}.png" for n in names)), args.overwrite
     ) as stem:
-        grid = Image.new("RGB", (size * 3 + 8, size), "white")
-        for k, name in enumerate(("input", "plain", "date")):
-            grid.paste(files[name], (k * (size + 4), 0))
+        grid, panels = edit_grid(files, meta)
+        written = []
         for name, img in {**files, "grid": grid}.items():
-            method = {"plain": "fixed", "date": "date"}.get(name, name)
-            save_png(out / f"{stem}-{name}.png", img, {**meta, "method": method, "image": name})
+            rec = {**meta, "method": {"plain": "fixed", "date": "date"}.get(name, name), "image": name}
+            rec.update({"panels": panels} if name == "grid" else {})
+            label = f"grid ({grid_label(panels)})" if name == "grid" else f"{name} image"
+            written.append((label, save_png(out / f"{stem}-{name}.png", img, rec)))
         atomic_write(out / f"{stem}.json", json.dumps({**meta, "files": [f"{stem}-{n}.png" for n in names]}, indent=1))
-    return stem
+    return [*written, ("record", out / f"{stem}.json")]
+
+
+def edit_grid(files: dict, meta: dict):
+    """(grid, panel records): input | plain edit | DATE edit under headers (verdicts on the target prompt, DATE's
+    reward and distance moved), with their amplified difference where the two edits differ little."""
+    from date_diffusion.grids import compare_grid, panel
+
+    verdicts = meta.get("evaluator", {})
+    shown = [
+        panel(files["input"], "input"),
+        panel(files["plain"], "plain edit", verdicts.get("plain")),
+        panel(files["date"], "DATE edit", verdicts.get("date"), meta["trace"]),
+    ]
+    return compare_grid(shown, difference_of=(1, 2))

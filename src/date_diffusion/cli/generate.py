@@ -350,9 +350,10 @@ def base_record(args, job, prompt, seed) -> dict:
 
 def write_image(args, job, results, j, prompt, seed, saved) -> None:
     """The DATE (or replayed) image, its record, and optionally the fixed image, the grid and the embeddings: new
-    names when taken (unless --overwrite), each file written atomically."""
+    names when taken (unless --overwrite), each file written atomically; every file written is printed."""
     from tqdm.auto import tqdm
 
+    from date_diffusion.grids import grid_label
     from date_diffusion.outputs import atomic_write, claimed_stem, save_png
 
     out, kind = job["out"], "replay" if job["saved"] is not None else "date"
@@ -374,23 +375,58 @@ def write_image(args, job, results, j, prompt, seed, saved) -> None:
         if kind == "replay":
             record["replayed_from"] = str(args.replay_embeddings)
         image = results[kind].images[j]
-        lines = [f"{prompt!r} seed {seed} -> {out / (stem + '.png')}"]
+        lines = [f"{prompt!r} seed {seed} -> {out / (stem + '.png')}", f"    record: {out / (stem + '.json')}"]
         if job["judge"] is not None:
             record["evaluator"] = {kind: job["judge"](image, prompt)}
+        summary = []
         if args.compare:
             fixed = results["fixed"].images[j]
-            save_png(out / f"{stem}-fixed.png", fixed, fixed_record)
-            save_png(out / f"{stem}-compare.png", compare_grid(fixed, image), {**record, "image": "compare grid"})
-            record.update(fixed_image=f"{stem}-fixed.png", compare_grid=f"{stem}-compare.png")
-            lines.append(f"    grid (fixed | DATE): {out / (stem + '-compare.png')}")
             if job["judge"] is not None:
                 record["evaluator"]["fixed"] = job["judge"](fixed, prompt)
+            record.update(fixed_image=f"{stem}-fixed.png", compare_grid=f"{stem}-compare.png")
+            save_png(out / f"{stem}-fixed.png", fixed, fixed_record)
+            panels = write_compare(out / f"{stem}-compare.png", fixed, image, record, kind)
+            lines.append(f"    fixed image: {out / (stem + '-fixed.png')}")
+            lines.append(f"    grid ({grid_label(panels)}): {out / (stem + '-compare.png')}")
+            summary = change_summary(fixed, image, panels, record, kind)
         if saved is not None:
             write_embeddings(out / f"{stem}-embeddings.safetensors", saved.select(j), record, args)
             record["embeddings"] = f"{stem}-embeddings.safetensors"
+            lines.append(f"    embeddings: {out / (stem + '-embeddings.safetensors')}")
         save_png(out / f"{stem}.png", image, record)
         atomic_write(out / f"{stem}.json", json.dumps(record, indent=1))
-    tqdm.write("\n".join(lines + describe(record)))
+    tqdm.write("\n".join(lines + describe(record, verdicts=not args.compare) + summary))
+
+
+def write_compare(path: Path, fixed, image, record: dict, kind: str) -> list[dict]:
+    """The grid fixed | DATE (| their amplified difference, where they differ little), with every panel's record;
+    returns the panel records."""
+    from date_diffusion.grids import compare_grid, date_label, grid_record, panel
+    from date_diffusion.outputs import save_png
+
+    verdicts = record.get("evaluator", {})
+    shown = [
+        panel(fixed, "fixed", verdicts.get("fixed")),
+        panel(image, date_label(record["method"]), verdicts.get(kind), record["trace"]),
+    ]
+    grid, panels = compare_grid(shown, difference_of=(0, 1))
+    save_png(path, grid, grid_record(record, panels))
+    return panels
+
+
+def change_summary(fixed, image, panels: list[dict], record: dict, kind: str) -> list[str]:
+    """Two lines on what DATE changed: reward, distance moved, share of pixels changed; both verdicts."""
+    from date_diffusion.grids import changed_pixels, reward_text, verdict_lines
+
+    date = panels[1]
+    changed, total = changed_pixels(fixed, image)
+    moved = f"embedding moved {date['final_distance']:.3f}" if "final_distance" in date else "no distance recorded"
+    first = f"    DATE changed: {reward_text(date) or 'reward not scored'}, {moved}, "
+    first += f"pixels changed {changed / total:.2%} ({changed} of {total})"
+    if "evaluator" not in record:
+        return [first, "    evaluator: none for this model (the exact evaluator judges the toy world only)"]
+    both = {k: record["evaluator"][k] for k in ("fixed", kind)}
+    return [first, "    " + "; ".join(verdict_lines(both))]
 
 
 def write_embeddings(path: Path, one, record: dict, args) -> None:
@@ -403,26 +439,9 @@ def write_embeddings(path: Path, one, record: dict, args) -> None:
     one.save(path)
 
 
-def compare_grid(left, right, min_side: int = 256):
-    """Two images side by side; small ones (the toy world's 64 px) are enlarged without smoothing."""
-    from PIL import Image
+def describe(meta: dict, verdicts: bool = True) -> list[str]:
+    """One line per DATE update, then (with `verdicts`) the exact evaluator's verdict on each image."""
+    from date_diffusion.grids import update_text, verdict_lines
 
-    scale = max(1, -(-min_side // min(left.size)))
-    w, h = left.width * scale, left.height * scale
-    grid = Image.new("RGB", (2 * w + 4 * scale, h), "white")
-    grid.paste(left.resize((w, h), Image.Resampling.NEAREST), (0, 0))
-    grid.paste(right.resize((w, h), Image.Resampling.NEAREST), (w + 4 * scale, 0))
-    return grid
-
-
-def describe(meta: dict) -> list[str]:
-    lines = []
-    for u in meta["trace"]["updates"]:
-        after = f" -> {u['reward_after']:.4f}" if "reward_after" in u else ""
-        note = " (skipped: zero or non-finite gradient)" if u["skipped"] else ""
-        lines.append(
-            f"    step {u['step']:3d}: reward {u['reward_before']:.4f}{after}, moved {u['update_norm']:.3f}{note}"
-        )
-    for kind, verdict in meta.get("evaluator", {}).items():
-        lines.append(f"    evaluator ({kind}): {'PASS' if verdict['pass'] else 'FAIL'} {verdict['aspects']}")
-    return lines
+    lines = [f"    step {u['step']:3d}: {update_text(u)}" for u in meta["trace"]["updates"]]
+    return lines + [f"    {line}" for line in verdict_lines(meta.get("evaluator", {}) if verdicts else {})]

@@ -1,4 +1,5 @@
-"""`date-diffusion info IMAGE`: the settings an image was made with, read from its PNG text chunks."""
+"""`date-diffusion info IMAGE`: the settings an image was made with, read from its PNG text chunks; for a grid, one
+block per panel (what its header says)."""
 
 from __future__ import annotations
 
@@ -31,9 +32,19 @@ def run(args) -> int:
             print(json.dumps(meta["record"], indent=1))
         else:
             print(meta["parameters"] or json.dumps(meta["record"], indent=1))
-            trace = (meta["record"] or {}).get("trace") or {}
-            for u in trace.get("updates", []):
-                after = f" -> {u['reward_after']:.4f}" if "reward_after" in u else ""
-                moved = f"moved {u['update_norm']:.3f}"
-                print(f"  update at step {u['step']}: reward {u['reward_before']:.4f}{after}, {moved}")
+            for line in summary(meta["record"] or {}):
+                print(line)
     return 0
+
+
+def summary(record: dict) -> list[str]:
+    """A grid's panels, one block each (method, verdict, reward, distance moved), then DATE's updates."""
+    from date_diffusion.grids import header_lines, update_text
+
+    lines = []
+    for k, panel in enumerate(record.get("panels") or [], 1):
+        method, *rest = header_lines(panel)
+        lines += [f"  panel {k}: {method}", *(f"    {line}" for line in rest)]
+    trace = record.get("trace") or {}
+    lines += [f"  update at step {u['step']}: {update_text(u)}" for u in trace.get("updates", [])]
+    return lines

@@ -17,22 +17,22 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import torch
 from diffusers.utils import BaseOutput
 
-from date_diffusion.core.config import DATEConfig
 from date_diffusion.core.prediction import PREDICTION_TYPES, prediction_type_of
+from date_diffusion.pipelines.callbacks import callback_hooks, callback_names
 from date_diffusion.pipelines.conditioning import PackedConditioning, pack, pack_conditioning, unpack
-from date_diffusion.pipelines.embeddings import as_saved, replay_schedule, save_run
+from date_diffusion.pipelines.embeddings import replay_schedule, save_run
+from date_diffusion.pipelines.options import PARAMETERS, DATEOptions, prepare
 from date_diffusion.pipelines.reward_path import RewardPath, vae_input
 from date_diffusion.pipelines.run_setup import prepared
 from date_diffusion.sampling.date_step import DATEUpdate, Replay
 from date_diffusion.sampling.guidance import UniversalGuidance
-from date_diffusion.sampling.hooks import Interrupt, Progress, StepCallback
+from date_diffusion.sampling.hooks import Interrupt, Progress
 from date_diffusion.sampling.loop import GuidedDenoiser, SampleResult, StepState, sample
 
 __all__ = [
@@ -54,62 +54,6 @@ class DATEPipelineOutput(BaseOutput):
     nsfw_content_detected: list[bool] | None
     traces: list[dict]
     prompts: list[str]
-
-
-@dataclass
-class DATEOptions:
-    """DATE's per-call options (the keyword arguments a DATE pipeline adds to the stock ones).
-
-    date: DATE settings; None samples with fixed embeddings.
-    reward: the score DATE raises (e.g. `CLIPScoreReward`); required when `date` updates.
-    reward_prompt: text the reward scores against (default: `prompt`); needed with `prompt_embeds`.
-    save_embeddings: a .safetensors path for the original, final and per-update conditioning, each part with its
-        stock name and shape, and metadata (see `pipelines.embeddings`).
-    replay_embeddings: a file written by `save_embeddings` (or a loaded `SavedEmbeddings`): re-create the DATE
-        sample from its adapted embeddings, without a reward (same prompt, seed and settings give the same image).
-    ug_scale, ug_every: baseline data-space reward guidance (`sampling.guidance.universal_guidance`) with this
-        scale at every `ug_every`-th loop index; uses `reward`, keeps the embedding fixed; epsilon models only.
-    gradient_checkpointing: memory-saving mode: recompute denoiser, VAE-decoder and reward activations during the
-        backward pass of update steps instead of storing them, and on CPUs (glibc) give the memory freed by each
-        part of an update step back to the OS before the next (less memory, a little more time; see
-        `sampling.checkpointing`). Same values.
-    reward_decoder: APPROXIMATE path: decode x0_hat for the reward with this decoder (e.g. `AutoencoderTiny`)
-        instead of the VAE; the final image is still decoded by the VAE. Traces record `reward_decoder`.
-    reward_resolution: APPROXIMATE path that keeps the real VAE: x0_hat's latents are resized (bilinear,
-        antialiased) so that the decoded image the reward sees is this many pixels per side (e.g. 224 for CLIP,
-        whose input size it is anyway) instead of the full image. Traces record it in `reward_decoder`.
-    attend_and_excite: Attend-and-Excite in the same loop (UNet cross-attention families): a dict with
-        `token_indices` (one list per prompt) or `subjects` (words whose tokens are excited), and optionally
-        `max_iter_to_alter` (25), `thresholds`, `scale_factor` (20), `attn_res` ((16, 16)).
-    adapt_pooled: also adapt the pooled text embedding (SDXL, SD3, FLUX), normalised jointly per sample.
-    """
-
-    date: DATEConfig | None = None
-    reward: object | None = None
-    reward_prompt: str | list[str] | None = None
-    save_embeddings: str | Path | None = None
-    replay_embeddings: object | None = None
-    ug_scale: float | None = None
-    ug_every: int = 1
-    gradient_checkpointing: bool = False
-    reward_decoder: object | None = None
-    reward_resolution: int | None = None
-    attend_and_excite: dict | None = None
-    adapt_pooled: bool = False
-    # filled by the template: the text the reward scores for each image
-    texts: list[str] = field(default_factory=list, repr=False)
-
-    @property
-    def updating(self) -> bool:
-        """Whether DATE moves the embedding at all in this call."""
-        return self.date is not None and self.date.moves
-
-
-_DATE_PARAMETERS = [
-    inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
-    for f in fields(DATEOptions)
-    if f.name != "texts"
-]
 
 
 @dataclass
@@ -139,14 +83,6 @@ def _direction_generators(generator):
 _STATE = ("guidance_scale", "guidance_rescale", "clip_skip", "cross_attention_kwargs", "denoising_end")
 
 
-def _as_list(x, n: int, name: str) -> list:
-    if x is None or isinstance(x, str):
-        return [x] * n
-    if len(x) != n:
-        raise ValueError(f"`{name}` has {len(x)} entries but `prompt` has {n}; give one per prompt or a single one")
-    return list(x)
-
-
 def _stock_class(cls):
     return next(b for b in cls.__mro__ if b.__module__.startswith("diffusers.") and b.__name__.endswith("Pipeline"))
 
@@ -170,7 +106,7 @@ class DATEPipelineMixin:
             for name, default in cls._date_extra_parameters.items()
             if name not in {p.name for p in params}
         ]
-        cls._date_signature = inspect.Signature(params + extra + _DATE_PARAMETERS)
+        cls._date_signature = inspect.Signature(params + extra + PARAMETERS)
 
         def __call__(self, *args, **kwargs):
             return self._date_call(*args, **kwargs)
@@ -189,7 +125,7 @@ class DATEPipelineMixin:
         bound = self._date_signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
         call = SimpleNamespace(**{k: v for k, v in bound.arguments.items() if k != "self"})
-        options = DATEOptions(**{p.name: getattr(call, p.name) for p in _DATE_PARAMETERS})
+        options = DATEOptions(**{p.name: getattr(call, p.name) for p in PARAMETERS})
         self._date_check_call(call, options)
         device = self._execution_device
         cond = self._date_encode(call, options, device)
@@ -207,7 +143,7 @@ class DATEPipelineMixin:
             step_kwargs=self._date_step_kwargs(call),
             to_vae=lambda x: self._date_to_vae(call, x),
             before=[Interrupt(lambda: self._interrupt), *self._date_pre_steps(call, options, len(timesteps), cond)],
-            after=self._date_callbacks(call, cond),
+            after=callback_hooks(self, call, cond),
         )
         result, traces = self._date_run(run, options, call.generator)
         image, nsfw = self._date_output_image(call, result.latents, cond.cond.dtype, device)
@@ -260,7 +196,7 @@ class DATEPipelineMixin:
         call.height, call.width = call.height or self._date_default_size(), call.width or self._date_default_size()
         self._date_check_inputs(call)
         allowed = getattr(self, "_callback_tensor_inputs", ["latents"])
-        names = self._date_callback_names(call)
+        names = callback_names(call)
         bad = [k for k in names if k not in allowed]
         if bad:
             raise ValueError(f"callback_on_step_end_tensor_inputs {bad} are not among this pipeline's: {allowed}")
@@ -269,45 +205,11 @@ class DATEPipelineMixin:
                 f"scheduler prediction_type {self._date_prediction_type()!r} is not supported; "
                 f"use one of {PREDICTION_TYPES}"
             )
-        self._date_prepare(call, options)
+        prepare(self, call, options)
         for name in _STATE:
             setattr(self, f"_{name}", getattr(call, name, None if name != "guidance_rescale" else 0.0))
         self._joint_attention_kwargs = getattr(call, "joint_attention_kwargs", None)
         self._interrupt, self._current_timestep = False, None
-
-    def _date_prepare(self, call, options: DATEOptions) -> None:
-        """Validate DATE arguments early; sets `options.texts` (one text per image)."""
-        prompt, prompt_embeds = call.prompt, call.prompt_embeds
-        if (
-            isinstance(prompt, str)
-            and not prompt.strip()
-            or isinstance(prompt, list)
-            and not all(isinstance(p, str) and p.strip() for p in prompt)
-        ):
-            raise ValueError("`prompt` is empty: give a non-empty text (or `prompt_embeds`)")
-        batch_size = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else prompt_embeds.shape[0]
-        guided = options.updating or bool(options.ug_scale)
-        if options.replay_embeddings is not None:
-            if guided:
-                raise ValueError("replay_embeddings re-creates a DATE run: leave `date` and `ug_scale` unset")
-            options.replay_embeddings = as_saved(options.replay_embeddings)
-        if guided and options.reward is None:
-            raise ValueError("`date` and `ug_scale` need a `reward`, e.g. reward=CLIPScoreReward.from_pretrained(...)")
-        texts = options.reward_prompt if options.reward_prompt is not None else prompt
-        if guided and texts is None:
-            raise ValueError("with `prompt_embeds`, pass `reward_prompt` (the text the reward scores against)")
-        per_prompt = call.num_images_per_prompt
-        options.texts = [p for p in _as_list(texts, batch_size, "reward_prompt") for _ in range(per_prompt)]
-        r = options.reward_resolution
-        if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < self.vae_scale_factor
-                              or r % self.vae_scale_factor):  # fmt: skip
-            raise ValueError(
-                f"reward_resolution must be a positive multiple of {self.vae_scale_factor} (the VAE's scale), got {r!r}"
-            )
-        if options.attend_and_excite is not None and not hasattr(self, "_date_attend_excite"):
-            raise ValueError(
-                f"attend_and_excite needs a UNet's cross-attention maps: {type(self).__name__} does not support it"
-            )
 
     # ------------------------------------------------------------------ adapter defaults (families override)
 
@@ -316,7 +218,7 @@ class DATEPipelineMixin:
 
     def _date_check_inputs(self, call):
         """The stock `check_inputs` with the call's arguments."""
-        names = self._date_callback_names(call)
+        names = callback_names(call)
         given = dict(callback_steps=getattr(call, "callback_steps", None), callback_on_step_end_tensor_inputs=names)
         self.check_inputs(**self._date_stock_args(self.check_inputs, call, **given))
 
@@ -386,42 +288,6 @@ class DATEPipelineMixin:
         image, nsfw = self._date_finish_image(call, self._date_vae_decode(call, latents), dtype, device)
         denormalize = None if nsfw is None else [not flagged for flagged in nsfw]
         return self.image_processor.postprocess(image, output_type=call.output_type, do_denormalize=denormalize), nsfw
-
-    def _date_callback_names(self, call) -> list[str]:
-        callback = call.callback_on_step_end
-        if hasattr(callback, "tensor_inputs"):  # PipelineCallback / MultiPipelineCallbacks, as the stock pipelines
-            return list(callback.tensor_inputs)
-        return list(getattr(call, "callback_on_step_end_tensor_inputs", None) or ["latents"])
-
-    def _date_callbacks(self, call, cond: PackedConditioning) -> list:
-        """The call's callbacks as loop hooks (none when it has none)."""
-        on_step_end = self._date_callback(call, cond)
-        return [] if on_step_end is None else [StepCallback(on_step_end)]
-
-    def _date_callback(self, call, cond: PackedConditioning):
-        """The loop's `on_step_end` for diffusers' callback contract: the callback sees the stock tensors by their
-        stock names; whatever it replaces (latents, embeddings, the guidance scale on the pipeline) takes effect."""
-        callback, legacy = call.callback_on_step_end, getattr(call, "callback", None)
-        if callback is None and legacy is None:
-            return None
-        names = self._date_callback_names(call)
-
-        def on_step_end(i, t, state):
-            view = cond.callback_view(state["latents"], state["prompt_embeds"], state["negative_prompt_embeds"])
-            replaced = {}
-            if callback is not None:
-                returned = callback(self, i, t, {k: view[k] for k in names})
-                positive, negative = cond.apply_callback(
-                    view, returned, state["prompt_embeds"], state["negative_prompt_embeds"]
-                )
-                latents = returned.get("latents", state["latents"])
-                replaced = dict(latents=latents, prompt_embeds=positive, guidance_scale=self._guidance_scale)
-                replaced["negative_prompt_embeds"] = negative if self._date_cfg() else None
-            if legacy is not None and i % call.callback_steps == 0:
-                legacy(i // getattr(self.scheduler, "order", 1), t, replaced.get("latents", state["latents"]))
-            return replaced
-
-        return on_step_end
 
     _vae_input = staticmethod(vae_input)  # model latents -> what a decoder takes
 

@@ -16,6 +16,7 @@ from date_diffusion.pipelines.common import (
     Run,
     pack_conditioning,
 )
+from date_diffusion.pipelines.options import prepare
 from date_diffusion.sampling.denoiser import GuidedDenoiser
 
 __all__ = ["DATEPipelineOutput", "StableDiffusionDATEPipeline"]
@@ -206,7 +207,7 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
             raise TypeError(f"edit() got {unknown}; it takes the DATE options {', '.join(EDIT_OPTIONS)}")
         options = DATEOptions(**date_options)
         call = SimpleNamespace(prompt=target_prompt, prompt_embeds=None, num_images_per_prompt=1)
-        self._date_prepare(call, options)
+        prepare(self, call, options)
         device = self._execution_device
         pixels = self.image_processor.preprocess(image).to(device, self.vae.dtype)
         if pixels.shape[0] != len(options.texts):

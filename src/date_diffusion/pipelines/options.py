@@ -1,0 +1,116 @@
+"""DATE's per-call options (the keyword arguments every DATE pipeline adds to the stock ones), and their checks."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from date_diffusion.core.config import DATEConfig
+from date_diffusion.pipelines.embeddings import as_saved
+
+
+@dataclass
+class DATEOptions:
+    """DATE's per-call options (the keyword arguments a DATE pipeline adds to the stock ones).
+
+    date: DATE settings; None samples with fixed embeddings.
+    reward: the score DATE raises (e.g. `CLIPScoreReward`); required when `date` updates.
+    reward_prompt: text the reward scores against (default: `prompt`); needed with `prompt_embeds`.
+    save_embeddings: a .safetensors path for the original, final and per-update conditioning, each part with its
+        stock name and shape, and metadata (see `pipelines.embeddings`).
+    replay_embeddings: a file written by `save_embeddings` (or a loaded `SavedEmbeddings`): re-create the DATE
+        sample from its adapted embeddings, without a reward (same prompt, seed and settings give the same image).
+    ug_scale, ug_every: baseline data-space reward guidance (`sampling.guidance.universal_guidance`) with this
+        scale at every `ug_every`-th loop index; uses `reward`, keeps the embedding fixed; epsilon models only.
+    gradient_checkpointing: memory-saving mode: recompute denoiser, VAE-decoder and reward activations during the
+        backward pass of update steps instead of storing them, and on CPUs (glibc) give the memory freed by each
+        part of an update step back to the OS before the next (less memory, a little more time; see
+        `sampling.checkpointing`). Same values.
+    reward_decoder: APPROXIMATE path: decode x0_hat for the reward with this decoder (e.g. `AutoencoderTiny`)
+        instead of the VAE; the final image is still decoded by the VAE. Traces record `reward_decoder`.
+    reward_resolution: APPROXIMATE path that keeps the real VAE: x0_hat's latents are resized (bilinear,
+        antialiased) so that the decoded image the reward sees is this many pixels per side (e.g. 224 for CLIP,
+        whose input size it is anyway) instead of the full image. Traces record it in `reward_decoder`.
+    attend_and_excite: Attend-and-Excite in the same loop (UNet cross-attention families): a dict with
+        `token_indices` (one list per prompt) or `subjects` (words whose tokens are excited), and optionally
+        `max_iter_to_alter` (25), `thresholds`, `scale_factor` (20), `attn_res` ((16, 16)).
+    adapt_pooled: also adapt the pooled text embedding (SDXL, SD3, FLUX), normalised jointly per sample.
+    """
+
+    date: DATEConfig | None = None
+    reward: object | None = None
+    reward_prompt: str | list[str] | None = None
+    save_embeddings: str | Path | None = None
+    replay_embeddings: object | None = None
+    ug_scale: float | None = None
+    ug_every: int = 1
+    gradient_checkpointing: bool = False
+    reward_decoder: object | None = None
+    reward_resolution: int | None = None
+    attend_and_excite: dict | None = None
+    adapt_pooled: bool = False
+    # filled by the template: the text the reward scores for each image
+    texts: list[str] = field(default_factory=list, repr=False)
+
+    @property
+    def updating(self) -> bool:
+        """Whether DATE moves the embedding at all in this call."""
+        return self.date is not None and self.date.moves
+
+
+PARAMETERS = [
+    inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
+    for f in fields(DATEOptions)
+    if f.name != "texts"
+]
+
+
+PARAMETERS = [
+    inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
+    for f in fields(DATEOptions)
+    if f.name != "texts"
+]
+
+
+def as_list(x, n: int, name: str) -> list:
+    if x is None or isinstance(x, str):
+        return [x] * n
+    if len(x) != n:
+        raise ValueError(f"`{name}` has {len(x)} entries but `prompt` has {n}; give one per prompt or a single one")
+    return list(x)
+
+
+def prepare(pipe, call, options: DATEOptions) -> None:
+    """Check DATE's arguments of a call to `pipe` before any work; sets `options.texts` (one text per image)."""
+    prompt, prompt_embeds = call.prompt, call.prompt_embeds
+    if (
+        isinstance(prompt, str)
+        and not prompt.strip()
+        or isinstance(prompt, list)
+        and not all(isinstance(p, str) and p.strip() for p in prompt)
+    ):
+        raise ValueError("`prompt` is empty: give a non-empty text (or `prompt_embeds`)")
+    batch_size = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else prompt_embeds.shape[0]
+    guided = options.updating or bool(options.ug_scale)
+    if options.replay_embeddings is not None:
+        if guided:
+            raise ValueError("replay_embeddings re-creates a DATE run: leave `date` and `ug_scale` unset")
+        options.replay_embeddings = as_saved(options.replay_embeddings)
+    if guided and options.reward is None:
+        raise ValueError("`date` and `ug_scale` need a `reward`, e.g. reward=CLIPScoreReward.from_pretrained(...)")
+    texts = options.reward_prompt if options.reward_prompt is not None else prompt
+    if guided and texts is None:
+        raise ValueError("with `prompt_embeds`, pass `reward_prompt` (the text the reward scores against)")
+    per_prompt = call.num_images_per_prompt
+    options.texts = [p for p in as_list(texts, batch_size, "reward_prompt") for _ in range(per_prompt)]
+    r = options.reward_resolution
+    if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < pipe.vae_scale_factor
+                          or r % pipe.vae_scale_factor):  # fmt: skip
+        raise ValueError(
+            f"reward_resolution must be a positive multiple of {pipe.vae_scale_factor} (the VAE's scale), got {r!r}"
+        )
+    if options.attend_and_excite is not None and not hasattr(pipe, "_date_attend_excite"):
+        raise ValueError(
+            f"attend_and_excite needs a UNet's cross-attention maps: {type(pipe).__name__} does not support it"
+        )
