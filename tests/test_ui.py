@@ -1,5 +1,6 @@
 """The web interface: its handlers directly (fast), and the page in a real headless Chromium."""
 
+import html
 import os
 import shutil
 import socket
@@ -48,7 +49,7 @@ def test_compare_gives_both_images_with_what_date_did(session):
 
     for kind in ("fixed", "date"):  # each verdict is the evaluator's for that image and prompt
         assert result["verdicts"][kind] == evaluate_prompt(np.asarray(result[kind]), PROMPT)
-    assert [os.path.basename(f) for f in result["files"]] == ["fixed.png", "date.png", "trace.json",
+    assert [os.path.basename(f) for f in result["files"]] == ["fixed.png", "date.png", "compare.png", "trace.json",
                                                                "embeddings.safetensors"]  # fmt: skip
     text = summary(result)
     assert "Exact evaluator, fixed embedding" in text and "Embedding moved" in text
@@ -59,28 +60,30 @@ def test_compare_gives_both_images_with_what_date_did(session):
 
 
 @pytest.mark.parametrize(
-    "bad, message",
+    "bad, message, field",
     [
-        (Form("  "), "prompt is empty"),
-        (form(num_inference_steps=0), "steps must be an integer from 1 to 1000, got '0'"),
-        (form(num_inference_steps=2.5), "steps must be an integer from 1 to 1000, got '2.5'"),
-        (form(rho="nan"), "rho must be a finite number"),
-        (form(rho="abc"), "rho must be a finite number >= 0 and <= 100, got 'abc'"),
-        (form(rho=0.1, rho_relative=0.1), "give only one of rho and rho \\(relative\\)"),
-        (form(update_every="x"), "update every must be an integer from 1"),
-        (form(update_steps="0, 60"), "outside the run"),
-        (form(update_intervals="5"), "update intervals must be START:END pairs"),
-        (form(reward="nope"), "reward 'nope': unknown reward 'nope'"),
-        (form(reward="clip"), "'clip' alone names no model"),
-        (form(grad_steps=0), "gradient steps must be an integer from 1 to 100"),
-        (form(anchor="sideways"), "anchor must be one of previous, original"),
-        (form(normalize="maybe"), "normalize must be one of true/1/yes/false/0/no, got 'maybe'"),
-        (form(seed="abc"), "seed must be a whole number"),
+        (Form("  "), "prompt is empty", "prompt"),
+        (form(num_inference_steps=0), "steps must be an integer from 1 to 1000, got '0'", "num_inference_steps"),
+        (form(num_inference_steps=2.5), "steps must be an integer from 1 to 1000, got '2.5'", "num_inference_steps"),
+        (form(rho="nan"), "rho must be a finite number", "rho"),
+        (form(rho="abc"), "rho must be a finite number >= 0 and <= 100, got 'abc'", "rho"),
+        (form(rho=0.1, rho_relative=0.1), "give only one of rho and rho \\(relative\\)", "rho"),
+        (form(update_every="x"), "update every must be an integer from 1", "update_every"),
+        (form(update_steps="0, 60"), "outside the run", "update_steps"),
+        (form(update_intervals="5"), "update intervals must be START:END pairs", "update_intervals"),
+        (form(reward="nope"), "reward 'nope': unknown reward 'nope'", "reward"),
+        (form(reward="clip"), "'clip' alone names no model", "reward"),
+        (form(grad_steps=0), "gradient steps must be an integer from 1 to 100", "grad_steps"),
+        (form(anchor="sideways"), "anchor must be one of previous, original", "anchor"),
+        (form(normalize="maybe"), "normalize must be one of true/1/yes/false/0/no, got 'maybe'", "normalize"),
+        (form(reward_target="x"), "reward target must be one of x0, next, got 'x'", "reward_target"),
+        (form(seed="abc"), "seed must be a whole number", "seed"),
     ],
 )
-def test_bad_input_is_refused_with_the_field_named(bad, message):
-    with pytest.raises(InputError, match=message):
+def test_bad_input_is_refused_with_the_field_named(bad, message, field):
+    with pytest.raises(InputError, match=message) as refused:
         check_form(bad, str(TOY_PIPELINE))
+    assert refused.value.field == field  # the page's error box names this field
 
 
 def test_every_setting_has_a_field_and_blank_fields_run_the_resolved_defaults(session):
@@ -124,21 +127,66 @@ def test_one_visitors_stop_never_reaches_another():
     assert not theirs.is_set()
 
 
-def test_run_tab_gallery_filters(tmp_path):
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    """A small benchmark run (3 prompts, 1 seed, fixed and DATE) on the toy world."""
     from date_diffusion.cli.main import main
+
+    out = tmp_path_factory.mktemp("bench")
+    argv = ["bench", "--suite", "toy", "--limit", "3", "--seeds", "1", "--steps", "6", "--methods", "fixed date:rho=2"]
+    assert main([*argv, "--out", str(out)]) == 0
+    return out
+
+
+def test_run_tab_gallery_captions_start_with_the_verdict(bench_run):
     from date_diffusion.ui.runview import categories, gallery, load_run
 
-    argv = ["bench", "--suite", "toy", "--limit", "3", "--seeds", "1", "--steps", "6", "--methods", "fixed date:rho=2"]
-    assert main([*argv, "--out", str(tmp_path)]) == 0
-    run = load_run(tmp_path)
+    run = load_run(bench_run)
     assert categories(run) == ["single"]
     items = gallery(run)
-    assert len(items) == 6 and all(os.path.exists(p) for p, _ in items)
-    changed = gallery(run, changed_only=True)
-    assert all("(changed)" in c and c.startswith("date:rho=2") for _, c in changed)
+    records = [(m.label, r) for m in run["methods"] for r in run["records"][m.label]]
+    assert len(items) == len(records) == 6 and all(os.path.exists(p) for p, _ in items)
+    for (_, text), (label, r) in zip(items, records):  # the verdict first: a gallery cuts a caption at its end
+        verdict, method, seed, prompt = text.split(" | ")
+        assert verdict.split(" ")[0] == {1.0: "PASS", 0.0: "FAIL"}[r["exact"]]
+        assert (method, seed, prompt) == (label, f"seed {r['seed']}", r["prompt"])
     assert gallery(run, category="position") == []
     with pytest.raises(ValueError, match="not a bench run"):
-        load_run(tmp_path / "images")
+        load_run(bench_run / "images")
+
+
+def test_run_tab_differs_filter_gives_fixed_then_method_pairs(bench_run):
+    from date_diffusion.ui.runview import gallery, load_run
+
+    run = load_run(bench_run)
+    fixed = {(r["index"], r["seed"]): r for r in run["records"]["fixed"]}
+    flipped = run["records"]["date:rho=2"][1]  # one verdict made to differ, so there is a pair to show
+    flipped["exact"] = 1.0 - fixed[(flipped["index"], flipped["seed"])]["exact"]
+    differs = [r for r in run["records"]["date:rho=2"] if r["exact"] != fixed[(r["index"], r["seed"])]["exact"]]
+    items = gallery(run, changed_only=True)
+    assert len(items) == 2 * len(differs) >= 2
+    for (fixed_png, fixed_text), (png, text), r in zip(items[::2], items[1::2], differs):
+        assert fixed_text.split(" | ")[1] == "fixed" and text.split(" | ")[1] == "date:rho=2"
+        assert text.split(" | ")[0].endswith("(changed)") and "(changed)" not in fixed_text
+        assert fixed_text.split(" | ")[2:] == text.split(" | ")[2:] == [f"seed {r['seed']}", r["prompt"]]
+        images = bench_run / "images"  # images/<method>/<prompt index>/samples/<seed>.png: same prompt and seed
+        assert os.path.relpath(fixed_png, images).split(os.sep)[1:] == os.path.relpath(png, images).split(os.sep)[1:]
+
+
+def test_run_tab_shows_plots_whole_and_images_uncropped(session, bench_run):
+    from date_diffusion.ui.app import build_app
+    from date_diffusion.ui.runview import load_run
+
+    files = load_run(bench_run)["plots"]  # the bench writes its plots (wide figures) beside results.md
+    assert files
+    blocks = list(build_app(session, bench_run).blocks.values())
+    plots = [b for b in blocks if "run-plot" in (b.elem_classes or [])]
+    # an Image component of free size scales the whole picture into its box; a gallery's thumbnails crop by default
+    assert [(type(b), b.label, b.height, b.width) for b in plots] == [
+        (gr.Image, os.path.basename(f)[: -len(".png")], None, None) for f in files
+    ]
+    galleries = [b.get_config() for b in blocks if isinstance(b, gr.Gallery)]  # thumbnails whole, not cropped
+    assert {g["elem_id"]: g["object_fit"] for g in galleries} == {"strip": "contain", "run-gallery": "contain"}
 
 
 # ------------------------------------------------------------------------------------------- real browser
@@ -206,7 +254,10 @@ def _wait(driver, condition, timeout):
     return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
 
 
-def test_browser_generate_round_trip_stop_and_bad_input(server, tmp_path):
+SCREENSHOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "images", "ui.png")
+
+
+def test_browser_generate_round_trip_error_box_and_stop(server):
     from selenium.webdriver.common.by import By
 
     url, proc = server
@@ -219,22 +270,34 @@ def test_browser_generate_round_trip_stop_and_bad_input(server, tmp_path):
         driver.find_element(By.ID, "generate").click()
         _wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#fixed-image img, #date-image img")) >= 2, 60)
         _wait(driver, lambda d: "Exact evaluator, DATE" in d.find_element(By.ID, "summary").text, 60)
-        _wait(
-            driver,
-            lambda d: d.find_elements(By.CSS_SELECTOR, "#reward-plot img, #reward-plot svg, #reward-plot canvas"),
-            30,
-        )
+        _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#reward-plot img, #reward-plot svg"), 30)
+        _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#strip img"), 30)
         round_trip = time.perf_counter() - t0
+        print(f"generate round trip in the browser: {round_trip:.1f} s")
         text = driver.find_element(By.ID, "summary").text
         assert "PASS" in text or "FAIL" in text
-        driver.save_screenshot(str(tmp_path / "ui.png"))
-        print(f"generate round trip in the browser: {round_trip:.1f} s")
+        assert _error_box(driver).text == ""
+        _screenshot(driver, SCREENSHOT)  # the README's picture: the Generate tab after a run
 
-        # a bad value is answered in the page and the server stays up
-        _set(driver, "steps", "0")
+        # a bad value: the box under the settings names the field and the value, and stays; the panes keep the run
+        _set(driver, "date-rho", "abc")
         driver.find_element(By.ID, "generate").click()
-        _wait(driver, lambda d: "steps must be an integer from 1 to 1000" in d.page_source, 30)
+        _wait(driver, lambda d: "'abc'" in _error_box(d).text, 30)
+        shown = _error_box(driver).text
+        assert "check the field rho" in shown and "rho must be a finite number >= 0 and <= 100, got 'abc'" in shown
+        assert _error_box(driver).location["y"] < driver.find_element(By.ID, "generate").location["y"]
+        time.sleep(15)  # a pop-up would be gone by now
+        assert _error_box(driver).is_displayed() and _error_box(driver).text == shown
+        for pane in ("fixed-image", "date-image", "summary", "reward-plot", "strip"):
+            assert "Error" not in driver.find_element(By.ID, pane).text
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#fixed-image img, #date-image img")) >= 2
         assert proc.poll() is None
+
+        # the next good run clears the box
+        _set(driver, "date-rho", "")
+        driver.find_element(By.ID, "generate").click()
+        _wait(driver, lambda d: _error_box(d).text == "", 60)
+        assert "Exact evaluator, DATE" in driver.find_element(By.ID, "summary").text
 
         # Stop ends a 500-step run within 2 s
         _set(driver, "steps", "500")
@@ -251,7 +314,29 @@ def test_browser_generate_round_trip_stop_and_bad_input(server, tmp_path):
         driver.quit()
 
 
-def test_page_handler_reports_bad_input_and_failing_runs_as_page_errors(session):
+def _error_box(driver):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.ID, "form-error")
+
+
+def _screenshot(driver, path, size=(1400, 2000)):
+    """The page from its top in a window of a fixed size, down to the Generate button, written to `path` (where its
+    folder exists)."""
+    from selenium.webdriver.common.by import By
+
+    if not os.path.isdir(os.path.dirname(path)):
+        return
+    driver.set_window_size(*size)
+    driver.execute_script("window.scrollTo(0, 0)")
+    time.sleep(1)  # the layout settles at the new size
+    button = driver.find_element(By.ID, "generate").rect
+    assert button["y"] + button["height"] <= driver.execute_script("return window.innerHeight"), "the form is cut"
+    driver.save_screenshot(path)
+
+
+def test_page_handler_shows_errors_in_the_error_box_until_a_good_run(session):
+    from date_diffusion.outputs import read_png_metadata
     from date_diffusion.ui.app import build_app
 
     demo = build_app(session)
@@ -261,14 +346,20 @@ def test_page_handler_reports_bad_input_and_failing_runs_as_page_errors(session)
         texts = {"num_inference_steps": "10", "update_every": "5", **settings}
         return ["a red circle", "", "0", False, False, *(texts.get(name, "") for name in FIELDS)]
 
-    with pytest.raises(gr.Error, match="steps must be an integer from 1 to 1000"):
-        generate(None, *values(num_inference_steps="0"), progress=None)
-    with pytest.raises(gr.Error, match="the run failed: ModelNotFoundError"):
-        generate(None, *values(reward="clip:/no/such/clip"), progress=None)  # valid spec, no such model
-    from date_diffusion.outputs import read_png_metadata
+    # a bad value: no pop-up, the output panes keep what they show, the box names the field and the value typed
+    *panes, box = generate(None, *values(rho="abc"), progress=None)
+    assert panes == [gr.skip()] * 6 and 'class="form-error"' in box
+    shown = html.unescape(box)
+    assert "check the field <b>rho</b>" in shown and "rho must be a finite number >= 0 and <= 100, got 'abc'" in shown
+    *panes, box = generate(None, *values(rho="1", rho_relative="0.1"), progress=None)
+    assert "check the field <b>rho</b>" in box and "give only one of rho and rho (relative)" in html.unescape(box)
+    *panes, box = generate(None, *values(reward="clip:/no/such/clip"), progress=None)  # valid spec, no such model
+    assert panes == [gr.skip()] * 6 and "The run failed" in box and "ModelNotFoundError" in box
 
-    fixed, dated, text, figure, strip, files = generate(None, *values(), progress=None)
+    fixed, dated, text, figure, strip, files, box = generate(None, *values(), progress=None)
+    assert box == ""  # a good run clears the box
     assert fixed is not None and dated is not None and "Exact evaluator" in text
+    assert [c for _, c in strip[:2]] == ["step 0: before", "step 0: after"]  # short: a caption is cut at its end
     record = read_png_metadata(next(f for f in files if f.endswith("date.png")))["record"]
     assert record["date"]["update_every"] == 5 and record["sources"]["update_every"] == "user"
     assert record["steps"] == 10 and record["sources"]["reward"] == "model" and record["method"] == "date"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import html
+import logging
+from pathlib import Path
+
 import gradio as gr
 
 from date_diffusion.ui.runview import categories, gallery, load_run
@@ -17,6 +21,15 @@ from date_diffusion.ui.session import (
     summary,
 )
 
+log = logging.getLogger(__name__)
+
+# The error box under the settings fields: a bad value or a failing run stays shown there until the next run.
+ERROR_CSS = """
+.form-error { border: 1px solid var(--error-border-color); background: var(--error-background-fill);
+  color: var(--error-text-color); border-radius: var(--radius-lg); padding: var(--size-2) var(--size-3); }
+.form-error p { margin: 0; }
+"""
+
 
 def _enlarged(image, side: int = 256):
     """Small images (the toy world's 64 px) enlarged without smoothing for display; downloads keep the original."""
@@ -28,14 +41,32 @@ def _enlarged(image, side: int = 256):
     return image.resize((image.width * k, image.height * k), Image.Resampling.NEAREST)
 
 
+def _rows(items, n: int) -> list:
+    """`items` in rows of `n` (the last may be shorter)."""
+    return [items[start : start + n] for start in range(0, len(items), n)]
+
+
+def error_box(err: Exception | None) -> str:
+    """The error box's HTML: '' (empty) after a good run; for a bad value the field it names and the message (which
+    quotes the value typed); for a failing run the exception."""
+    if err is None:
+        return ""
+    if isinstance(err, InputError):
+        field = {"prompt": "prompt", "seed": "seed", **LABELS}.get(err.field)
+        title = f"Not run: check the field <b>{html.escape(field, quote=False)}</b>" if field else "Not run"
+    else:
+        title, err = "The run failed", f"{type(err).__name__}: {err}"
+    return f'<div class="form-error" role="alert"><p>{title}</p><p>{html.escape(str(err), quote=False)}</p></div>'
+
+
 def _setting_fields(session: Session) -> list:
     """One text field per setting (`session.FIELDS`), blank = the resolved default shown in grey."""
     hints = placeholders(session.defaults)
     boxes = []
     with gr.Accordion("Settings (blank: the default shown)", open=True):
-        for start in range(0, len(FIELDS), 3):
+        for row in _rows(FIELDS, 3):
             with gr.Row():
-                for name in FIELDS[start : start + 3]:
+                for name in row:
                     label = LABELS[name]
                     boxes.append(gr.Textbox(label=label, placeholder=hints[name], elem_id=ELEM_IDS[name], max_lines=1))
     return boxes
@@ -46,11 +77,12 @@ def _generate_tab(session: Session):
         with gr.Column(scale=1):
             prompt = gr.Textbox(label="Prompt", value="a red circle to the left of a blue square", elem_id="prompt")
             negative = gr.Textbox(label="Negative prompt", elem_id="negative")
-            with gr.Row():
-                seed = gr.Textbox(label="Seed", value="0", elem_id="seed", max_lines=1)
+            seed = gr.Textbox(label="Seed", value="0", elem_id="seed", max_lines=1)
+            with gr.Group():  # the two switches one above the other: beside the seed they overflow the column
                 paper = gr.Checkbox(label="Paper defaults (ignore the model's recommendation)", elem_id="paper")
                 approximate = gr.Checkbox(label="Approximate decoder for the reward (faster)", elem_id="approximate")
             settings = _setting_fields(session)
+            error = gr.HTML("", css_template=ERROR_CSS, elem_id="form-error")
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", elem_id="generate")
                 stop = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -60,27 +92,37 @@ def _generate_tab(session: Session):
                 date_img = gr.Image(label="DATE", elem_id="date-image", type="pil", height=300)
             info = gr.Markdown(elem_id="summary")
             plot = gr.Plot(label="Reward of x0_hat before and after each update", elem_id="reward-plot")
-            strip = gr.Gallery(label="x0_hat before and after each update", columns=6, height=220, elem_id="strip")
+            strip = gr.Gallery(
+                label="x0_hat before and after each update",
+                columns=6,
+                height=220,
+                object_fit="contain",
+                elem_id="strip",
+            )
             files = gr.File(label="Downloads", file_count="multiple", elem_id="files")
     inputs = [prompt, negative, seed, paper, approximate, *settings]
+    outputs = [fixed_img, date_img, info, plot, strip, files]
 
     def generate(request: gr.Request, *values, progress=gr.Progress()):  # Gradio passes the request first
         token = session.stops.start(_visitor(request))
         try:
             result = session.compare(Form.from_values(*values), progress=progress, stop=token)
-        except InputError as err:
-            raise gr.Error(str(err), print_exception=False) from err
+        except InputError as err:  # shown under the fields; the output panes keep the last run
+            return *(gr.skip() for _ in outputs), error_box(err)
         except Exception as err:  # a failing run is reported in the page; the server carries on
-            raise gr.Error(f"the run failed: {type(err).__name__}: {err}") from err
+            log.exception("the run failed")
+            return *(gr.skip() for _ in outputs), error_box(err)
         trace = result.get("trace")
         figure = reward_plot(trace) if trace and trace["updates"] else None
         shown = [_enlarged(result["fixed"]), _enlarged(result["date"])]
-        return *shown, summary(result), figure, [(_enlarged(i), c) for i, c in result.get("strip", [])], result["files"]
+        # "step 10: before": the gallery's label names x0_hat, and a thumbnail's caption is cut at its end
+        strip_items = [(_enlarged(i), c.replace(": x0_hat ", ": ")) for i, c in result.get("strip", [])]
+        return *shown, summary(result), figure, strip_items, result["files"], error_box(None)
 
     def stop_mine(request: gr.Request = None):
         session.stops.stop(_visitor(request))
 
-    event = run.click(generate, inputs, [fixed_img, date_img, info, plot, strip, files])
+    event = run.click(generate, inputs, [*outputs, error], show_progress_on=outputs)
     stop.click(stop_mine, None, None, queue=False)
     return event
 
@@ -98,12 +140,26 @@ def _run_tab(run_dir):
         return
     gr.Markdown(f"Run `{run['dir']}`: suite `{run['settings']['suite']}`, methods {', '.join(run['records'])}")
     gr.Markdown(run["markdown"], elem_id="results")
-    if run["plots"]:
-        gr.Gallery(value=run["plots"], label="Plots", columns=3, height=300)
+    for row in _rows(run["plots"], 2):  # gr.Image shows a plot whole (a gallery's thumbnails would crop it)
+        with gr.Row():
+            for plot in row:
+                gr.Image(plot, label=Path(plot).stem, interactive=False, elem_classes=["run-plot"])
     with gr.Row():
         category = gr.Dropdown(["all", *categories(run)], value="all", label="Category", elem_id="category")
-        changed = gr.Checkbox(label="Only where the verdict differs from fixed", elem_id="changed")
-    images = gr.Gallery(value=gallery(run), label="Images", columns=8, height=600, elem_id="run-gallery")
+        changed = gr.Checkbox(
+            label="Only where the verdict differs from fixed",
+            info="each such image beside the fixed image of its prompt and seed (fixed first)",
+            elem_id="changed",
+        )
+    images = gr.Gallery(
+        gallery(run),
+        label="Images",
+        columns=8,
+        fit_columns=False,
+        height=600,
+        object_fit="contain",
+        elem_id="run-gallery",
+    )
 
     def refresh(cat, only_changed):
         return gallery(run, cat, only_changed)
@@ -112,12 +168,19 @@ def _run_tab(run_dir):
     changed.change(refresh, [category, changed], images)
 
 
+def _model_name(model: str) -> str:
+    """How the page names its model: the shipped toy world by name, any other by its id or path."""
+    from date_diffusion.toyworld import world
+
+    return "the shipped toy world" if world.is_toy_world(model) and Path(model) == world.PIPELINE else f"`{model}`"
+
+
 def build_app(session: Session, run_dir=None) -> gr.Blocks:
     with gr.Blocks(title="DATE: Diffusion Adaptive Text Embedding") as demo:
         gr.Markdown(
             "## DATE: Diffusion Adaptive Text Embedding\n"
-            f"Model `{session.model}`. One seed, sampled twice: with the fixed prompt embedding, and with DATE "
-            "adapting it at the update steps so that the reward of the predicted clean image rises."
+            f"Model: {_model_name(session.model)}. One seed, sampled twice: with the fixed prompt embedding, and with "
+            "DATE adapting it at the update steps so that the reward of the predicted clean image rises."
         )
         with gr.Tabs():
             with gr.Tab("Generate"):

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from date_diffusion.core.settings import BY_FIELD, SETTINGS
+from date_diffusion.grids import compare_grid, date_label, grid_record, panel
 from date_diffusion.hub import tiny_decoder_for
 from date_diffusion.outputs import save_png
 from date_diffusion.pipelines import load_date_pipeline
@@ -27,7 +28,17 @@ from date_diffusion.toyworld.world import judge_for
 
 
 class InputError(ValueError):
-    """A form value that cannot run: shown in the page, the server carries on."""
+    """A form value that cannot run: shown in the page, the server carries on. Its message names the field first
+    (most start with its label, `LABELS`); `field` is that field."""
+
+    @property
+    def field(self) -> str | None:
+        """The field the message names first ('prompt', 'seed' or one of `FIELDS`; the longer label where two
+        start at one place, 'update steps' before 'steps'), None when it names none."""
+        text = f" {self} "
+        names = {"prompt": "prompt", "seed": "seed", **{label: name for name, label in LABELS.items()}}
+        found = [(text.find(f" {label} "), -len(label), name) for label, name in names.items() if f" {label} " in text]
+        return min(found)[2] if found else None
 
 
 # The page's setting fields, in order: steps, guidance, the reward and every DATE setting (`core/settings.py`);
@@ -262,8 +273,13 @@ def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stop
         trace = dated.traces[0]
         result.update(date=dated.images[0], trace=trace, strip=strip(reward.seen, trace))
         result["verdicts"]["date"] = judge(dated.images[0], sampling["prompt"])
-        result["files"].append(str(save_png(out_dir / "date.png", dated.images[0], {**record, "trace": trace})))
-        (out_dir / "trace.json").write_text(json.dumps({**record, "trace": trace}, indent=1))
+        dated_record = {**record, "trace": trace}
+        result["files"].append(str(save_png(out_dir / "date.png", dated.images[0], dated_record)))
+        shown = [panel(fixed.images[0], "fixed", result["verdicts"]["fixed"])]
+        shown.append(panel(dated.images[0], date_label(record["method"]), result["verdicts"]["date"], trace))
+        grid, panels = compare_grid(shown, difference_of=(0, 1))
+        result["files"].append(str(save_png(out_dir / "compare.png", grid, grid_record(dated_record, panels))))
+        (out_dir / "trace.json").write_text(json.dumps(dated_record, indent=1))
         result["files"] += [str(out_dir / "trace.json"), str(out_dir / "embeddings.safetensors")]
     return result
 
