@@ -187,3 +187,11 @@ def test_the_readmes_laptop_example_runs_as_written_and_makes_the_main_commands_
     assert main(["generate", PROMPT, "--out", str(tmp_path / "cli")]) == 0
     cli = Image.open(tmp_path / "cli" / "a-red-circle-to-the-left-of-a-blue-square-s0.png").convert("RGB")
     assert np.array_equal(np.asarray(Image.open(tmp_path / "toy.png").convert("RGB")), np.asarray(cli))
+
+
+def test_the_package_lists_its_public_names():
+    import date_diffusion
+
+    names = dir(date_diffusion)
+    assert {"DATEPipeline", "DATEConfig", "TOY_WORLD", "resolve_settings", "CLIPScoreReward"} <= set(names)
+    assert all(getattr(date_diffusion, n) is not None for n in ("TOY_WORLD", "resolve_settings", "FAMILIES"))
