@@ -203,13 +203,6 @@ def test_return_dict_false_returns_the_stock_tuple(family, request):
     assert all(g == e for g, e in zip(got[1:], expected[1:]))
 
 
-@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux"])
-def test_unsupported_stock_arguments_are_refused_by_name(family, request):
-    _, ours, extra = build(family, request)
-    with pytest.raises(ValueError, match="`ip_adapter_image_embeds` is not supported"):
-        run(ours, extra, ip_adapter_image_embeds=[torch.zeros(1, 1, 4)])
-
-
 def _tiny_lora(model):
     from peft import LoraConfig
 

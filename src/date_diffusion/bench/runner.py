@@ -284,19 +284,97 @@ def _edit_metrics(source, toy, edited01: torch.Tensor) -> dict:
     return extra
 
 
-def generate_method(run: BenchRun, pipe, method: Method, jobs, scorer, batch_size: int, desc: str = "") -> int:
-    """Generate (or, on editing suites, edit) the missing images of `jobs` for `method`; returns how many."""
-    if not method.applies_to(run.settings.suite):
-        raise ValueError(f"method {method.label!r} does not apply to suite {run.settings.suite!r}")
-    todo = [(it, s) for it, s in jobs if not is_done(*image_paths(run.out, method, it.index, s))]
-    kwargs = method.pipeline_kwargs(run) if todo else {}  # rewards and decoders load before the timing starts
-    per_batch = max(1, batch_size // method.candidates)
-    made = 0
-    for start in tqdm(range(0, len(todo), per_batch), desc=desc or method.label, leave=False):
-        batch = todo[start : start + per_batch]
-        make = _edit if batch[0][0].source is not None else _generate
-        made += make(run, pipe, method, kwargs, batch, scorer)
-    return made
+# What an exact DATE update step costs in normal sampling steps, for the first estimate of a bench run's time:
+# 7.05 on Stable Diffusion 1.5 (docs/speed.md), about 7 on the toy world (docs/results.md: 0.41 against 0.24 s per
+# image with 5 update steps in 50)
+UPDATE_STEP_COST = 7
+
+
+class MethodWork:
+    """The images of `jobs` that `method` has still to make, in batches; the seconds per image of its first batch."""
+
+    def __init__(self, run: BenchRun, method: Method, jobs, batch_size: int):
+        if not method.applies_to(run.settings.suite):
+            raise ValueError(f"method {method.label!r} does not apply to suite {run.settings.suite!r}")
+        self.run, self.method = run, method
+        self.todo = [(it, s) for it, s in jobs if not is_done(*image_paths(run.out, method, it.index, s))]
+        per_batch = max(1, batch_size // method.candidates)
+        self.batches = [self.todo[i : i + per_batch] for i in range(0, len(self.todo), per_batch)]
+        self.kwargs, self.seconds_per_image, self.made = None, None, 0
+
+    @property
+    def steps(self) -> int:
+        """One image's denoiser work in normal sampling steps: each candidate's steps, a DATE update step counted as
+        `UPDATE_STEP_COST` steps (guidance and Attend-and-Excite are not counted)."""
+        steps = self.method.steps_for(self.run.settings.steps)
+        date = getattr(self.method, "date", None)
+        try:
+            updates = len(date.update_indices(steps)) * date.grad_steps if date is not None else 0
+        except ValueError:  # update steps outside the run: the pipeline says so when the method runs
+            updates = 0
+        return self.method.candidates * (steps + (UPDATE_STEP_COST - 1) * updates)
+
+    def per_image(self, reference: MethodWork) -> float:
+        """Seconds per image: as timed on the first batch, else at `reference`'s seconds per sampling step."""
+        if self.seconds_per_image is not None:
+            return self.seconds_per_image
+        return reference.seconds_per_image * self.steps / reference.steps
+
+    def make(self, pipe, scorer, batches, bar) -> None:
+        """Generate (or, on editing suites, edit) `batches`, moving `bar` by each batch's images."""
+        if batches and self.kwargs is None:
+            self.kwargs = self.method.pipeline_kwargs(self.run)  # rewards and decoders load before the timing starts
+        for batch in batches:
+            make = _edit if batch[0][0].source is not None else _generate
+            t0 = time.perf_counter()
+            n = make(self.run, pipe, self.method, self.kwargs, batch, scorer)
+            if self.seconds_per_image is None:
+                self.seconds_per_image = (time.perf_counter() - t0) / n
+            bar.update(n)
+            self.made += n
+
+
+def generate_methods(run: BenchRun, pipe, methods, jobs, scorer, batch_size: int, say, desc: str = "images") -> int:
+    """Make the missing images of `jobs`, method after method; returns how many. `say(line)` is told how many there
+    are (per method and in all) and, after the first batch of each method while images are left, an estimate of the
+    time they take; one progress bar for the run, with tqdm's remaining time."""
+    work = [MethodWork(run, m, jobs, batch_size) for m in methods]
+    total = sum(len(w.todo) for w in work)
+    per_method = ", ".join(f"{w.method.label} {len(w.todo)}" for w in work)
+    say(f"{len(jobs)} images per method, {total} to make ({per_method})")
+    if not total:
+        return 0
+    started = time.perf_counter()
+    with tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True) as bar:
+        for w in work:
+            w.make(pipe, scorer, w.batches[:1], bar)
+            if w.todo and bar.n < total:
+                say(estimate(work, time.perf_counter() - started))
+            w.make(pipe, scorer, w.batches[1:], bar)
+    return total
+
+
+def estimate(work: list[MethodWork], elapsed: float) -> str:
+    """The time the images not made yet take: at the seconds per image of each method's first batch, and for the
+    methods not started yet at the first timed method's seconds per sampling step (`MethodWork.steps`)."""
+    first = next(w for w in work if w.seconds_per_image is not None)
+    left = [w for w in work if len(w.todo) > w.made]
+    seconds = sum(w.per_image(first) * (len(w.todo) - w.made) for w in left)
+    timed = [f"{w.method.label} {w.per_image(first):.2f}" for w in left if w.seconds_per_image is not None]
+    counted = [f"{w.method.label} {w.per_image(first):.2f}" for w in left if w.seconds_per_image is None]
+    how = [f"{', '.join(timed)} (timed on the first batch)"] if timed else []
+    how += [f"{', '.join(counted)} (counted in sampling steps from {first.method.label})"] if counted else []
+    return (
+        f"estimate: about {duration(seconds)} more, {duration(elapsed + seconds)} in all; s per image: {'; '.join(how)}"
+    )
+
+
+def duration(seconds: float) -> str:
+    """`42 s`, `7 min`, `2 h 5 min`."""
+    minutes = round(seconds / 60)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
 def _edit(run: BenchRun, pipe, method: Method, kwargs: dict, batch, scorer) -> int:

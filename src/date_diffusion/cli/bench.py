@@ -15,12 +15,35 @@ from date_diffusion.toyworld import world
 
 _SD = by_name("sd")  # the family the paper ran, whose defaults the help quotes
 _TOY_SEEDS = ", ".join(f"{n}: {d.seeds} from {d.seed_base}" for n, d in world.SUITES.items())
+BENCH_EXAMPLES = """examples:
+  date-diffusion bench --suite toy --methods "fixed date best-of-2" --out runs/toy
+  date-diffusion bench --suite toy --limit 8 --seeds 4 --methods "fixed date best-of-2" --out runs/toy-quick
+  date-diffusion bench --suite toy-validation --methods "fixed date:rho=0.25 date:rho=1 recommended" --out runs/val
+  date-diffusion bench --suite edit-toy --seeds 2 --methods "fixed date" --out runs/edit
+  date-diffusion bench --suite ane --model stable-diffusion-v1-5/stable-diffusion-v1-5 --seeds 4 --out runs/ane
+
+Before the long part it prints how many images it makes and, after the first batch of each method, an estimate
+of the time the rest takes. Re-running the same command resumes; `accelerate launch --multi_gpu --num_processes N
+-m date_diffusion bench ...` shards the prompts over N processes (docs/benchmarks.md)."""
+REPORT_EXAMPLES = """examples:
+  date-diffusion report runs/toy
+  date-diffusion report --rescore runs/toy"""
+PERF_EXAMPLES = """examples:
+  date-diffusion bench-perf --model toy --out runs/perf
+  date-diffusion bench-perf --model sd15-random-512 --variants fixed,date,date-checkpointing --repeats 3 --out runs/perf
+  date-diffusion bench-perf --model sd15-random-512 --device cuda --dtype float16 --batch-size 1,2,4 --out runs/gpu
+  date-diffusion bench-perf --first-command --repeats 5 --out runs/perf"""
 
 
 def add_parsers(sub):
     _add_bench_parser(sub)
     _add_perf_parser(sub)
-    r = sub.add_parser("report", help="re-render tables and plots of a bench run")
+    r = sub.add_parser(
+        "report",
+        help="re-render tables and plots of a bench run",
+        epilog=REPORT_EXAMPLES,
+        formatter_class=HelpFormatter,
+    )
     r.add_argument("dir")
     r.add_argument(
         "--rescore",
@@ -34,6 +57,7 @@ def _add_bench_parser(sub):
     p = sub.add_parser(
         "bench",
         help="compare methods on a prompt suite (resumable; accelerate launch to shard)",
+        epilog=BENCH_EXAMPLES,
         formatter_class=HelpFormatter,
     )
     p.add_argument(
@@ -71,6 +95,11 @@ def _add_bench_parser(sub):
         help="comma-separated prompt categories to keep (toy: single, two_object, color_binding, counting, "
         "position, novel; ane: animal_animal, animal_object, object_object)",
     )
+    _add_bench_run_arguments(p)
+
+
+def _add_bench_run_arguments(p):
+    """`bench`'s model, sampling, metrics and output options."""
     p.add_argument(
         "--steps",
         type=int,
@@ -118,6 +147,7 @@ def _add_perf_parser(sub):
     f = sub.add_parser(
         "bench-perf",
         help="time and memory of DATE vs fixed sampling (one process per run)",
+        epilog=PERF_EXAMPLES,
         formatter_class=HelpFormatter,
     )
     f.add_argument("--model", default="toy", help="toy, sd15-random-256, sd15-random-512, or a diffusers folder")
@@ -168,9 +198,10 @@ def run_bench(args) -> int:
     require_bench_extra()
     import torch
     from accelerate import PartialState
+    from tqdm.auto import tqdm
 
     from date_diffusion.bench.report import write_report
-    from date_diffusion.bench.runner import BenchRun, SettingsMismatch, check_settings, generate_method
+    from date_diffusion.bench.runner import BenchRun, SettingsMismatch, check_settings, generate_methods
     from date_diffusion.cli.common import resolve_model
     from date_diffusion.pipelines import load_date_pipeline
 
@@ -192,9 +223,10 @@ def run_bench(args) -> int:
     scorer = run.scorer()
     # shard by prompt: each process owns the prompts with index % world == rank
     jobs = [(it, s) for it in items if it.index % state.num_processes == state.process_index for s in settings.seeds]
-    print(f"process {state.process_index + 1}/{state.num_processes}: {len(jobs)} images per method", file=sys.stderr)
-    for m in methods:
-        generate_method(run, pipe, m, jobs, scorer, args.batch_size, desc=f"[{state.process_index}] {m.label}")
+    process = f"process {state.process_index + 1}/{state.num_processes}"
+    say = lambda line: tqdm.write(f"{process}: {line}", file=sys.stderr)
+    desc = f"[{state.process_index}] images" if state.num_processes > 1 else "images"
+    generate_methods(run, pipe, methods, jobs, scorer, args.batch_size, say, desc)
     state.wait_for_everyone()
     if state.is_main_process:
         print(write_report(out)["markdown"])

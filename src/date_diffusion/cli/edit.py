@@ -23,11 +23,21 @@ from date_diffusion.resolver import MAX_STEPS
 # torch, diffusers and the pipelines are imported inside the functions that need them: see cli/__init__.py
 
 
+EXAMPLES = """examples:
+  date-diffusion edit outputs/a-red-circle-s0.png --source-prompt "a red circle" --target-prompt "a blue circle"
+  date-diffusion edit outputs/a-red-circle-s0.png --source-prompt "a red circle" --target-prompt "a red square"
+  date-diffusion edit cat.png --source-prompt "a cat" --target-prompt "a dog" --model ./stable-diffusion-v1-5 --skip 20
+
+The first two edit the image `date-diffusion generate "a red circle"` writes (the toy world: about 20 s on a CPU);
+a larger --skip keeps more of the input. Each edit writes the plain and the DATE result and a grid comparing them."""
+
+
 def add_parser(sub):
     p = sub.add_parser(
         "edit",
         help="edit an image with a target prompt (DDPM inversion; plain and DATE)",
         formatter_class=HelpFormatter,
+        epilog=EXAMPLES,
     )
     p.add_argument("image", help="the image to edit (any size; resized to the model's resolution)")
     p.add_argument("--source-prompt", required=True, help="describes the image as it is")

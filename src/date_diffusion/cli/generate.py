@@ -102,8 +102,11 @@ def add_parser(sub):
     )
     a.add_argument(
         "--timings",
-        action="store_true",
-        help="print where the time went (imports, loading, first sampling step, sampling, writing) to stderr",
+        nargs="?",
+        const="table",
+        choices=["table", "json"],
+        help="print where the time went (imports, loading, first sampling step, sampling, writing) to stderr: a "
+        "table, or with `json` one JSON line",
     )
     p.set_defaults(func=run)
     return p

@@ -8,8 +8,21 @@ import json
 # imports inside `run`: see cli/__init__.py
 
 
+EXAMPLES = """examples:
+  date-diffusion info outputs/a-red-circle-s0.png
+  date-diffusion info outputs/*.png
+  date-diffusion info --json runs/toy/images/date/00000/samples/01000.png"""
+
+
 def add_parser(sub):
-    p = sub.add_parser("info", help="print the settings stored in images written by generate, edit or bench")
+    from date_diffusion.cli.common import HelpFormatter
+
+    p = sub.add_parser(
+        "info",
+        help="print the settings stored in images written by generate, edit or bench",
+        formatter_class=HelpFormatter,
+        epilog=EXAMPLES,
+    )
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--json", action="store_true", help="print the full JSON record (default: a summary)")
     p.set_defaults(func=run)

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
-
-# transformers warns at import about optional image backends this package never uses
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+import warnings
+from contextlib import contextmanager
 
 from date_diffusion.cli import bench, edit, generate, info, toyworld, ui
 from date_diffusion.cli.common import CLIError
+
+# What the libraries say that tells the user of this command line nothing (a part of the message's text)
+SILENCED = (
+    "requires torchvision",  # transformers (logging), on import of the pipelines: the image processors use PIL
+    "`local_dir_use_symlinks` argument is deprecated",  # huggingface_hub (warnings): diffusers passes it to the hub
+    "should be kept in float32",  # diffusers (logging), on every `.to(dtype)` of a model, even one with no such module
+)
+# Libraries that write their log records to stderr through a handler of their own instead of the root logger's
+OWN_HANDLERS = ("transformers", "diffusers", "huggingface_hub")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `date-diffusion COMMAND --help` for a command's options and examples.",
     )
     parser.add_argument("--version", action="version", version=f"date-diffusion {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show the Python traceback of a failure")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the Python traceback of a failure, and the libraries' warnings as they print them",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     generate.add_parser(sub)
     edit.add_parser(sub)
@@ -38,6 +51,72 @@ def _quiet_loading(debug: bool) -> None:
     if debug:
         return
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by huggingface_hub and transformers
+
+
+def note(text: str, source: str = "") -> None:
+    """One `date-diffusion: note:` line on stderr (above a progress bar), unless the text is `SILENCED`."""
+    text = " ".join(str(text).split())
+    if not text or any(s in text for s in SILENCED):
+        return
+    from tqdm import tqdm
+
+    tqdm.write(f"date-diffusion: note: {text}" + (f" ({source})" if source else ""), file=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """`warnings.showwarning` of a command: the warning as a note."""
+    note(str(message), "" if category is UserWarning else category.__name__)
+
+
+class _NoteHandler(logging.Handler):
+    """The root logger's handler while a command runs: each record as a note naming its library."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            note(record.getMessage(), record.name.split(".")[0] if record.name != "root" else "")
+        except Exception:  # a malformed record: what logging does with it
+            self.handleError(record)
+
+
+class _Routing:
+    """Records of the `OWN_HANDLERS` libraries go to the root logger (and so to the notes) instead of their own
+    handlers. The libraries add those handlers when first used, so a library is routed when its first record is
+    made: a record factory runs before any handler sees the record. `restore` undoes it all."""
+
+    def __init__(self):
+        self.factory, self.saved = logging.getLogRecordFactory(), {}
+        logging.setLogRecordFactory(self.make)
+
+    def make(self, name, *args, **kwargs) -> logging.LogRecord:
+        top = name.split(".")[0]
+        library = logging.getLogger(top) if top in OWN_HANDLERS else None
+        if library is not None and (library.handlers or not library.propagate):
+            self.saved.setdefault(library, (library.handlers, library.propagate))
+            library.handlers, library.propagate = [], True
+        return self.factory(name, *args, **kwargs)
+
+    def restore(self) -> None:
+        logging.setLogRecordFactory(self.factory)
+        for library, (handlers, propagate) in self.saved.items():
+            library.handlers, library.propagate = handlers, propagate
+
+
+@contextmanager
+def notes(debug: bool):
+    """While a command runs, the libraries' warnings (`warnings.warn` and log records) are one note each, those
+    `SILENCED` none; with --debug they print as the libraries print them."""
+    if debug:
+        yield
+        return
+    handler, routing, root = _NoteHandler(), _Routing(), logging.getLogger()
+    root.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            yield
+    finally:
+        root.removeHandler(handler)
+        routing.restore()
 
 
 def _sigterm_as_interrupt() -> None:
@@ -59,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     _sigterm_as_interrupt()
     _quiet_loading(args.debug)
     try:
-        return args.func(args) or 0
+        with notes(args.debug):
+            return args.func(args) or 0
     except CLIError as err:
         print(f"{name}: error: {err}", file=sys.stderr)
         return 2

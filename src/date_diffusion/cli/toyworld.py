@@ -9,11 +9,34 @@ from date_diffusion.cli.common import HelpFormatter
 
 # torch and the training code are imported inside the functions that need them: see cli/__init__.py
 
+TOYWORLD_EXAMPLES = """examples:
+  date-diffusion toyworld train --out runs/toyworld
+  date-diffusion toyworld export --from runs/toyworld --guidance 5 --rho 0.5 --update-every 10 --dest my-toyworld
+  date-diffusion toyworld audit runs/toy --out audit.json"""
+TRAIN_EXAMPLES = """examples:
+  date-diffusion toyworld train --out runs/toyworld                   # about 3 CPU-hours; re-run to resume
+  date-diffusion toyworld train --out runs/toyworld --device cuda
+  date-diffusion toyworld train --out runs/smoke --smoke              # a few steps of each stage: checks the recipe"""
+FINALIZE_EXAMPLES = """examples:
+  date-diffusion toyworld finalize --out runs/toyworld    # runs/toyworld/pipeline from the latest UNet checkpoint"""
+AUDIT_EXAMPLES = """examples:
+  date-diffusion toyworld audit runs/toy
+  date-diffusion toyworld audit runs/toy --out audit.json"""
+EXPORT_EXAMPLES = """examples:
+  date-diffusion toyworld export --from runs/toyworld --guidance 5 --rho 0.5 --update-every 10 --dest my-toyworld
+  date-diffusion toyworld export --from runs/toyworld --guidance 5 --rho 0.5 --update-every 10 --into-package
+
+Then `date-diffusion generate PROMPT --model my-toyworld/pipeline` samples with the exported world."""
+
 
 def add_parser(sub):
-    p = sub.add_parser("toyworld", help="the toy world: train its models")
+    p = sub.add_parser(
+        "toyworld", help="the toy world: train its models", epilog=TOYWORLD_EXAMPLES, formatter_class=HelpFormatter
+    )
     tsub = p.add_subparsers(dest="toy_command", required=True)
-    t = tsub.add_parser("train", help="train every toy-world model (resumable)", formatter_class=HelpFormatter)
+    t = tsub.add_parser(
+        "train", help="train every toy-world model (resumable)", epilog=TRAIN_EXAMPLES, formatter_class=HelpFormatter
+    )
     t.add_argument("--out", required=True, help="output folder (re-running resumes from its checkpoints)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -26,19 +49,37 @@ def add_parser(sub):
         help="stop the UNet at this step (the shipped model: see toyworld.json); the LR schedule stays "
         "that of the full run",
     )
-    fz = tsub.add_parser("finalize", help="assemble the pipeline from the UNet's latest checkpoint (EMA weights)")
+    fz = tsub.add_parser(
+        "finalize",
+        help="assemble the pipeline from the UNet's latest checkpoint (EMA weights)",
+        epilog=FINALIZE_EXAMPLES,
+        formatter_class=HelpFormatter,
+    )
     fz.add_argument("--out", required=True)
     fz.set_defaults(func=run_finalize)
     t.set_defaults(func=run_train)
 
     a = tsub.add_parser(
-        "audit", help="compare the exact evaluator with an independent second reader on a bench run's images"
+        "audit",
+        help="compare the exact evaluator with an independent second reader on a bench run's images",
+        epilog=AUDIT_EXAMPLES,
+        formatter_class=HelpFormatter,
     )
     a.add_argument("run_dir", help="a `bench` run directory on the toy world")
     a.add_argument("--out", default=None, help="write the full audit (every disagreement) as JSON here")
     a.set_defaults(func=run_audit)
 
-    x = tsub.add_parser("export", help="copy a finished training run into the package as the shipped toy world")
+    _add_export_parser(tsub)
+    return p
+
+
+def _add_export_parser(tsub):
+    x = tsub.add_parser(
+        "export",
+        help="copy a finished training run into the package as the shipped toy world",
+        epilog=EXPORT_EXAMPLES,
+        formatter_class=HelpFormatter,
+    )
     x.add_argument("--from", dest="run_dir", required=True, help="the --out folder of `toyworld train`")
     x.add_argument("--guidance", type=float, required=True, help="recommended guidance scale (chosen by a sweep)")
     x.add_argument("--rho", type=float, required=True, help="recommended rho (chosen on validation prompts)")
@@ -51,7 +92,6 @@ def add_parser(sub):
         help="replace the toy world shipped inside the installed package (the current one is kept as a backup)",
     )
     x.set_defaults(func=run_export)
-    return p
 
 
 def run_train(args) -> int:

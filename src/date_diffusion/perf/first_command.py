@@ -21,7 +21,7 @@ def _one(threads: int) -> dict:
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     with tempfile.TemporaryDirectory() as tmp:
-        argv = [sys.executable, "-m", "date_diffusion", *COMMAND, "--out", tmp, "--timings"]
+        argv = [sys.executable, "-m", "date_diffusion", *COMMAND, "--out", tmp, "--timings", "json"]
         start = time.perf_counter()
         res = subprocess.run(argv, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - start

@@ -10,7 +10,9 @@ contributes an adapter, a handful of small methods on its pipeline class:
 - `_date_denoise(call, cond) -> denoise(x, t, packed) -> model output` (the loop's denoiser);
 - `_date_check_inputs(call)` (the stock `check_inputs`), `_date_default_size()`;
 - optionally `_date_latents`, `_date_timesteps`, `_date_to_vae` (latent layout -> VAE latents),
-  `_date_finish_image` (safety checker, watermark, ...), `_date_tuple` (the stock `return_dict=False` tuple).
+  `_date_finish_image` (safety checker, watermark, ...), `_date_tuple` (the stock `return_dict=False` tuple),
+  `_date_guidance` (the guided denoiser's family options: FLUX's true CFG, SD3's skip-layer guidance),
+  `_date_ip_adapter_embeds` (the stock IP-Adapter image embeddings, carried as fixed parts of the conditioning).
 """
 
 from __future__ import annotations
@@ -90,8 +92,6 @@ def _stock_class(cls):
 class DATEPipelineMixin:
     """Mixed in front of a stock diffusers pipeline; `pipe(...)` takes the stock arguments plus `DATEOptions`'."""
 
-    # stock arguments this family does not implement with DATE: name -> the only accepted value
-    _date_unsupported: dict = {"ip_adapter_image": None, "ip_adapter_image_embeds": None}
     _date_has_pooled = False  # the family has a pooled text embedding (`adapt_pooled`)
     _date_negative_branch = True  # the family samples with a negative prompt (classifier-free guidance)
     _date_latents_first = False  # prepare latents before timesteps (as the stock SD3 / FLUX pipelines)
@@ -134,7 +134,10 @@ class DATEPipelineMixin:
         run = Run(
             scheduler=self.scheduler,
             model=GuidedDenoiser(
-                self._date_denoise(call, cond), self._date_prediction_type(), getattr(call, "guidance_rescale", 0.0)
+                self._date_denoise(call, cond),
+                self._date_prediction_type(),
+                getattr(call, "guidance_rescale", 0.0),
+                **self._date_guidance(call, cond, len(timesteps)),
             ),
             cond=cond,
             latents=latents,
@@ -183,14 +186,7 @@ class DATEPipelineMixin:
         self._interrupt = True
 
     def _date_check_call(self, call, options: DATEOptions) -> None:
-        """Every check before any work: stock checks, unsupported arguments, DATE's arguments; sets the state."""
-        for name, only in self._date_unsupported.items():
-            value = getattr(call, name, only)
-            if value is not only and value != only:
-                raise ValueError(
-                    f"`{name}` is not supported by {type(self).__name__} (DATE adapts the text conditioning only); "
-                    f"leave it at {only!r}"
-                )
+        """Every check before any work: stock checks, DATE's arguments; sets the state."""
         if options.adapt_pooled and not self._date_has_pooled:
             raise ValueError(f"adapt_pooled=True: {type(self).__name__} has no pooled text embedding to adapt")
         call.height, call.width = call.height or self._date_default_size(), call.width or self._date_default_size()
@@ -229,6 +225,36 @@ class DATEPipelineMixin:
         )
         return self.encode_prompt(**self._date_stock_args(self.encode_prompt, call, **given))
 
+    def _date_pack(self, call, device, cond_parts, uncond_parts, adapted, names, negative_names, concat_cfg=True):
+        """`pack_conditioning` of the family's text parts, with the call's IP-Adapter image embeddings (one part
+        per adapter, as the stock pipeline prepares them) appended as parts DATE never moves; each branch carries
+        its own half, so a batched `[uncond; cond]` call hands the denoiser `[negative; positive]` as stock."""
+        images, negatives = self._date_ip_adapter_embeds(call, device, cond_parts[0].shape[0])
+        image_names = tuple(f"ip_adapter_image_embeds_{k}" for k in range(len(images)))
+        negative_names = negative_names if negative_names is not None else (None,) * len(names)
+        return pack_conditioning(
+            [*cond_parts, *images],
+            [*uncond_parts, *(negatives or [])] if uncond_parts is not None else None,
+            [*adapted, *(False for _ in images)],
+            (*names, *image_names),
+            (*negative_names, *(None for _ in images)),
+            concat_cfg,
+        )
+
+    def _date_ip_adapter_embeds(self, call, device, n):
+        """(positive parts, negative parts or None): the stock `prepare_ip_adapter_image_embeds` for `n` images,
+        one `[n, ...]` tensor per adapter and branch; `([], None)` without IP-Adapter inputs. (As stock SD 1.x/2.x
+        and SDXL prepare them; SD3 and FLUX override it.)"""
+        image, embeds = getattr(call, "ip_adapter_image", None), getattr(call, "ip_adapter_image_embeds", None)
+        if image is None and embeds is None:
+            return [], None
+        cfg = self._date_cfg()
+        prepared = self.prepare_ip_adapter_image_embeds(image, embeds, device, n, cfg)
+        if not cfg:
+            return list(prepared), None
+        halves = [p.chunk(2) for p in prepared]  # stock: [negative; positive] per adapter
+        return [positive for _, positive in halves], [negative for negative, _ in halves]
+
     @staticmethod
     def _date_stock_args(method, call, **given) -> dict:
         """Keyword arguments for a stock method: `given`, then the call's arguments of the same names."""
@@ -257,6 +283,10 @@ class DATEPipelineMixin:
         steps, timesteps = call.num_inference_steps, getattr(call, "timesteps", None)
         sigmas = call.sigmas if sigmas is None else sigmas
         return retrieve_timesteps(self.scheduler, steps, device, timesteps, sigmas, **kwargs)[0]
+
+    def _date_guidance(self, call, cond: PackedConditioning, n_steps: int) -> dict:
+        """The guided denoiser's family options (`uncond_denoise`, `cfg_scale`, `extra`: see `GuidedDenoiser`)."""
+        return {}
 
     def _date_step_kwargs(self, call) -> dict:
         return self.prepare_extra_step_kwargs(call.generator, call.eta) if hasattr(call, "eta") else {}

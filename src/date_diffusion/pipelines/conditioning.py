@@ -36,14 +36,16 @@ class PackedConditioning:
     negative_names: tuple[str | None, ...] = ()  # the stock name of each negative part (None: not exposed)
     concat_cfg: bool = True  # stock callbacks see `cat([negative, positive])` under classifier-free guidance
     extras: dict = field(default_factory=dict)  # inputs of the denoiser computed with the conditioning, never adapted
+    uncond_shapes: list[tuple[int, ...]] | None = None  # the negative parts' shapes where they differ (FLUX true CFG)
 
-    def parts(self, packed: torch.Tensor) -> list[torch.Tensor]:
-        return unpack(packed, self.shapes)
+    def parts(self, packed: torch.Tensor, negative: bool = False) -> list[torch.Tensor]:
+        """The parts of a packed conditional (or, `negative=True`, unconditional) tensor."""
+        return unpack(packed, self.uncond_shapes if negative and self.uncond_shapes is not None else self.shapes)
 
     def callback_view(self, latents, cond, uncond) -> dict[str, torch.Tensor]:
         """The tensors a stock pipeline of the family hands to `callback_on_step_end`, by name."""
         view = {"latents": latents}
-        negatives = self.parts(uncond) if uncond is not None else [None] * len(self.shapes)
+        negatives = self.parts(uncond, negative=True) if uncond is not None else [None] * len(self.shapes)
         for name, neg_name, pos, neg in zip(self.names, self.negative_names, self.parts(cond), negatives):
             view[name] = torch.cat([neg, pos]) if neg is not None and self.concat_cfg else pos
             if neg_name is not None and neg is not None:
@@ -54,7 +56,7 @@ class PackedConditioning:
         """(cond, uncond) after a callback returned `returned` for `view`: every tensor it replaced takes effect;
         a replaced `[negative; positive]` tensor of twice the batch is split back into its halves."""
         positives = self.parts(cond)
-        negatives = self.parts(uncond) if uncond is not None else None
+        negatives = self.parts(uncond, negative=True) if uncond is not None else None
         for k, (name, neg_name) in enumerate(zip(self.names, self.negative_names)):
             new = returned.get(name, view.get(name))
             if name in view and new is not view[name]:
@@ -90,4 +92,6 @@ def pack_conditioning(
     names = tuple(names) or tuple(f"part_{k}" for k in range(len(cond_parts)))
     negative_names = tuple(negative_names) if negative_names is not None else (None,) * len(names)
     shapes = [tuple(p.shape[1:]) for p in cond_parts]
-    return PackedConditioning(cond, uncond, mask, shapes, names, negative_names, concat_cfg)
+    uncond_shapes = [tuple(p.shape[1:]) for p in uncond_parts] if uncond_parts is not None else None
+    uncond_shapes = uncond_shapes if uncond_shapes != shapes else None
+    return PackedConditioning(cond, uncond, mask, shapes, names, negative_names, concat_cfg, {}, uncond_shapes)

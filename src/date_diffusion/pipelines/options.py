@@ -114,3 +114,9 @@ def prepare(pipe, call, options: DATEOptions) -> None:
         raise ValueError(
             f"attend_and_excite needs a UNet's cross-attention maps: {type(pipe).__name__} does not support it"
         )
+    ip_adapter = (getattr(call, name, None) is not None for name in ("ip_adapter_image", "ip_adapter_image_embeds"))
+    if options.attend_and_excite is not None and any(ip_adapter):
+        raise ValueError(
+            "attend_and_excite replaces the UNet's attention processors, the IP-Adapter's among them: "
+            "use it without `ip_adapter_image` / `ip_adapter_image_embeds`"
+        )

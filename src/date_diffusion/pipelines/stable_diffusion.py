@@ -14,7 +14,6 @@ from date_diffusion.pipelines.common import (
     DATEPipelineOutput,
     PackedConditioning,
     Run,
-    pack_conditioning,
 )
 from date_diffusion.pipelines.options import prepare
 from date_diffusion.sampling.denoiser import GuidedDenoiser
@@ -30,7 +29,9 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
     Loads like the stock pipeline (`from_pretrained(id_or_path)`, or `from_pipe(existing_pipeline)`) and takes
     the stock arguments, plus `date=DATEConfig(...)`, `reward=...` (see `DATEOptions`). With `date=None` (or
     `rho=0`, or no update index in the run) the output equals `StableDiffusionPipeline` for the same inputs.
-    What is adapted: the text encoder's token embeddings (`prompt_embeds`, [B, 77, 768] for SD 1.x).
+    What is adapted: the text encoder's token embeddings (`prompt_embeds`, [B, 77, 768] for SD 1.x). IP-Adapter
+    image embeddings (`ip_adapter_image` / `ip_adapter_image_embeds`, as the stock pipeline prepares them) are
+    carried beside them and never moved.
     """
 
     def _date_default_size(self) -> int:
@@ -131,18 +132,20 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
     def _date_encode(self, call, options, device):
         cond, uncond = self._date_encode_prompt(call, device)
         uncond_parts = [uncond] if self._date_cfg() else None
-        return pack_conditioning([cond], uncond_parts, [True], ("prompt_embeds",), ("negative_prompt_embeds",))
+        names, negative_names = ("prompt_embeds",), ("negative_prompt_embeds",)
+        return self._date_pack(call, device, [cond], uncond_parts, [True], names, negative_names)
 
     def _date_denoise(self, call, cond):
         timestep_cond = self._date_timestep_cond(cond)
 
         def denoise(x, t, packed):
-            (tokens,) = cond.parts(packed)
+            tokens, *images = cond.parts(packed)  # images: the IP-Adapter embeddings, one per adapter
             return self.unet(
                 x,
                 t,
                 encoder_hidden_states=tokens,
                 timestep_cond=timestep_cond,
+                added_cond_kwargs={"image_embeds": images} if images else None,
                 cross_attention_kwargs=self.cross_attention_kwargs,
                 return_dict=False,
             )[0]

@@ -3,6 +3,21 @@
 What is adapted: the joint token embeddings (CLIP-L and CLIP-G tokens, padded and concatenated with the T5
 tokens: `prompt_embeds`); with `adapt_pooled=True` also the pooled CLIP embedding (`pooled_prompt_embeds`),
 normalised jointly per sample. x0_hat is the flow-matching estimate `x_t - sigma * v`.
+
+Skip-layer guidance (`skip_guidance_layers`) is computed as the stock pipeline computes it: under classifier-free
+guidance, at loop indices strictly between `num_steps * skip_layer_guidance_start` and `num_steps *
+skip_layer_guidance_stop`, one more transformer call on the conditional half with `skip_layers`, and the guided
+output becomes `guided + (cond - cond_skipped) * pipe._skip_layer_guidance_scale`. At DATE's update steps the term
+is part of the guided output the scheduler takes and of the one DATE differentiates: x0_hat (what the reward
+sees) includes it, computed with the embedding being adapted in both conditional calls. (With DATE off the output
+equals stock either way.) The one difference from stock: the stock skip-layer call keeps the embeddings encoded
+at the start, so a callback that replaces `prompt_embeds` changes the guided branches but not that call; here it
+uses the conditioning in use, replaced or adapted.
+
+IP-Adapter image embeddings (`ip_adapter_image`, `ip_adapter_image_embeds`) are prepared by the stock
+`prepare_ip_adapter_image_embeds` and carried, fixed, beside the text conditioning, each branch with its half.
+(Stock diffusers 0.42 fails with both skip-layer guidance and an IP-Adapter: its skip-layer call gets the
+embeddings of both branches for the conditional batch; here it gets the conditional half.)
 """
 
 from __future__ import annotations
@@ -10,7 +25,7 @@ from __future__ import annotations
 from diffusers import StableDiffusion3Pipeline
 from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
 
-from date_diffusion.pipelines.common import DATEPipelineMixin, pack_conditioning
+from date_diffusion.pipelines.common import DATEPipelineMixin
 
 
 class StableDiffusion3DATEPipeline(DATEPipelineMixin, StableDiffusion3Pipeline):
@@ -18,18 +33,32 @@ class StableDiffusion3DATEPipeline(DATEPipelineMixin, StableDiffusion3Pipeline):
 
     _date_has_pooled = True
     _date_latents_first = True
-    _date_unsupported = {**DATEPipelineMixin._date_unsupported, "skip_guidance_layers": None}
 
     def _date_encode(self, call, options, device):
         cfg = self._date_cfg()
         tokens, neg_tokens, pooled, neg_pooled = self._date_encode_prompt(call, device)
-        return pack_conditioning(
+        self._skip_layer_guidance_scale = call.skip_layer_guidance_scale  # as stock, read at every step
+        return self._date_pack(
+            call,
+            device,
             [tokens, pooled],
             [neg_tokens, neg_pooled] if cfg else None,
             [True, options.adapt_pooled],
             ("prompt_embeds", "pooled_prompt_embeds"),
             ("negative_prompt_embeds", "negative_pooled_prompt_embeds"),
         )
+
+    def _date_ip_adapter_embeds(self, call, device, n):
+        """Stock SD3 prepares one tensor (not a list per adapter), and an image only while the adapter is active."""
+        image, embeds = call.ip_adapter_image, call.ip_adapter_image_embeds
+        if not ((image is not None and self.is_ip_adapter_active) or embeds is not None):
+            return [], None
+        cfg = self._date_cfg()
+        prepared = self.prepare_ip_adapter_image_embeds(image, embeds, device, n, cfg)
+        if not cfg:
+            return [prepared], None
+        negative, positive = prepared.chunk(2)
+        return [positive], [negative]
 
     def _date_timesteps(self, call, latents, device):
         mu = call.mu
@@ -46,16 +75,34 @@ class StableDiffusion3DATEPipeline(DATEPipelineMixin, StableDiffusion3Pipeline):
             )
         return super()._date_timesteps(call, latents, device, **({} if mu is None else {"mu": mu}))
 
-    def _date_denoise(self, call, cond):
+    def _date_denoise(self, call, cond, skip_layers=None):
         def denoise(x, t, packed):
-            tokens, pooled = cond.parts(packed)
+            tokens, pooled, *images = cond.parts(packed)
+            kwargs = self.joint_attention_kwargs
+            if images:  # the stock pipeline hands them to the transformer in its attention kwargs
+                kwargs = {**(kwargs or {}), "ip_adapter_image_embeds": images[0]}
             return self.transformer(
                 hidden_states=x,
                 timestep=t.expand(x.shape[0]),
                 encoder_hidden_states=tokens,
                 pooled_projections=pooled,
-                joint_attention_kwargs=self.joint_attention_kwargs,
+                joint_attention_kwargs=kwargs,
                 return_dict=False,
+                **({} if skip_layers is None else {"skip_layers": skip_layers}),
             )[0]
 
         return denoise
+
+    def _date_guidance(self, call, cond, n_steps):
+        layers = call.skip_guidance_layers
+        if layers is None:
+            return {}
+        start, stop = n_steps * call.skip_layer_guidance_start, n_steps * call.skip_layer_guidance_stop
+        skipped = self._date_denoise(call, cond, skip_layers=layers)
+
+        def skip_layer_guidance(state, x_in, embeds, cond_out):
+            if state.uncond is None or not start < state.index < stop:  # stock: under CFG, inside the window
+                return None
+            return (cond_out - skipped(x_in, state.timestep, embeds)) * self._skip_layer_guidance_scale
+
+        return {"extra": skip_layer_guidance}

@@ -2,7 +2,8 @@
 
 What is adapted: the concatenated token embeddings of both text encoders (`prompt_embeds`, [B, 77, 2048]); with
 `adapt_pooled=True` also the pooled embedding of the second encoder (`add_text_embeds`), normalised jointly per
-sample. The added time ids travel with them (callbacks may replace them) and are never adapted.
+sample. The added time ids travel with them (callbacks may replace them) and are never adapted, as do IP-Adapter
+image embeddings (prepared by the stock `prepare_ip_adapter_image_embeds`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 from diffusers import StableDiffusionXLPipeline
 
-from date_diffusion.pipelines.common import DATEPipelineMixin, pack_conditioning
+from date_diffusion.pipelines.common import DATEPipelineMixin
 from date_diffusion.pipelines.reward_path import vae_input
 
 
@@ -39,7 +40,9 @@ class StableDiffusionXLDATEPipeline(DATEPipelineMixin, StableDiffusionXLPipeline
             neg_ids = time_ids(
                 call.negative_original_size, call.negative_crops_coords_top_left, call.negative_target_size
             )
-        return pack_conditioning(
+        return self._date_pack(
+            call,
+            device,
             [tokens, pooled, ids],
             [neg_tokens, neg_pooled, neg_ids] if cfg else None,
             [True, options.adapt_pooled, False],
@@ -60,13 +63,14 @@ class StableDiffusionXLDATEPipeline(DATEPipelineMixin, StableDiffusionXLPipeline
         timestep_cond = self._date_timestep_cond(cond)
 
         def denoise(x, t, packed):
-            tokens, pooled, ids = cond.parts(packed)
+            tokens, pooled, ids, *images = cond.parts(packed)  # images: the IP-Adapter embeddings, one per adapter
+            added = {"text_embeds": pooled, "time_ids": ids, **({"image_embeds": images} if images else {})}
             return self.unet(
                 x,
                 t,
                 encoder_hidden_states=tokens,
                 timestep_cond=timestep_cond,
-                added_cond_kwargs={"text_embeds": pooled, "time_ids": ids},
+                added_cond_kwargs=added,
                 cross_attention_kwargs=self.cross_attention_kwargs,
                 return_dict=False,
             )[0]

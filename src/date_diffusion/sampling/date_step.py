@@ -2,7 +2,8 @@
 
 An update step follows the reference exactly:
   1. uncond prediction without gradient;
-  2. with gradient for the conditional embedding only: cond prediction -> CFG -> x0_hat -> decode -> reward;
+  2. with gradient for the conditional embedding only: cond prediction -> CFG (and the denoiser's extra term,
+     e.g. SD3's skip-layer guidance) -> x0_hat -> decode -> reward;
   3. `date_update` (repeated `grad_steps` times);
   4. cond prediction again with the new embedding (no gradient) -> CFG -> the only `scheduler.step` call.
 The new embedding is kept for the following steps; the unconditional embedding never changes.
@@ -20,9 +21,9 @@ from date_diffusion.sampling.loop import Hook, SampleResult, StepState, Trace
 
 def adapted_output(model, state: StepState, x_in, uncond_out):
     """The guided output an update (or replayed) step hands to the scheduler: with the adapted embedding, from
-    separate unconditional and conditional predictions."""
+    separate unconditional and conditional predictions (and the denoiser's extra term, e.g. skip-layer guidance)."""
     with torch.no_grad():
-        return model.combine(uncond_out, model.denoise(x_in, state.timestep, state.cond), state.guidance_scale)
+        return model.guide(state, x_in, uncond_out, state.cond)
 
 
 class DATEUpdate(Hook):
@@ -76,7 +77,7 @@ class DATEUpdate(Hook):
         return dict(step=state.index, timestep=int(state.timestep), update_norm=0.0, skipped=False, grad_norms=[])
 
     def _scores(self, state, x_in, uncond_out, embeds):
-        out = self.model.combine(uncond_out, self.model.denoise(x_in, state.timestep, embeds), state.guidance_scale)
+        out = self.model.guide(state, x_in, uncond_out, embeds)  # what the scheduler takes, as a function of embeds
         return self.reward(self.decode(self.model.x0(state, x_in, out, self.date.reward_target)))
 
     def _gradient_step(self, state: StepState, x_in, uncond_out, records: list[dict], first: bool) -> None:

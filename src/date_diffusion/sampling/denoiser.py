@@ -1,5 +1,12 @@
 """The guided denoiser: a model function with classifier-free guidance (and its rescale), as k-diffusion wraps a
-model for guidance. The sampling loop and its hooks ask it for predictions; data-space guidance wraps it."""
+model for guidance. The sampling loop and its hooks ask it for predictions; data-space guidance wraps it.
+
+A family may give the unconditional branch its own function, called separately from the conditional one (FLUX's
+true CFG: the negative prompt has its own text ids and IP-Adapter embeddings, and the stock pipeline runs two
+transformer calls), a fixed guidance scale instead of the loop's (FLUX's `true_cfg_scale`), and an extra term
+added to the guided output (SD3's skip-layer guidance). Every guided output, at normal, update and replayed steps,
+is made by `guide`, so the scheduler and DATE's x0_hat see the same prediction.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,8 @@ import torch
 from date_diffusion.core.prediction import next_noise_level, noise_level, predicted_x0, scale_input
 
 Denoise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_in, t, embeds) -> model output
+# (state, x_in, embeds, cond_out) -> a term added to the guided output, or None (none at this step)
+ExtraTerm = Callable[[object, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None]
 
 
 def guided(uncond_out, cond_out, guidance_scale: float, guidance_rescale: float = 0.0):
@@ -25,27 +34,60 @@ def guided(uncond_out, cond_out, guidance_scale: float, guidance_rescale: float 
 
 
 class GuidedDenoiser:
-    """`denoise(x_in, t, embeds)` with classifier-free guidance; `prediction_type` says what the model predicts."""
+    """`denoise(x_in, t, embeds)` with classifier-free guidance; `prediction_type` says what the model predicts.
 
-    def __init__(self, denoise: Denoise, prediction_type: str, guidance_rescale: float = 0.0):
+    uncond_denoise: the unconditional branch's own function; when given, the two branches are separate calls
+        (conditional first, as stock FLUX), never one batched call.
+    cfg_scale: a fixed guidance scale for the combination; None: the loop state's (which callbacks may change).
+    extra: `extra(state, x_in, embeds, cond_out)`, a term added to the guided output (None: nothing at this step).
+    """
+
+    def __init__(self, denoise: Denoise, prediction_type: str, guidance_rescale: float = 0.0, *,
+                 uncond_denoise: Denoise | None = None, cfg_scale: float | None = None,
+                 extra: ExtraTerm | None = None):  # fmt: skip
         self.denoise, self.prediction_type, self.guidance_rescale = denoise, prediction_type, guidance_rescale
+        self.uncond_denoise, self.cfg_scale, self.extra = uncond_denoise, cfg_scale, extra
+
+    def options(self) -> dict:
+        """The keyword arguments that re-create this denoiser's guidance (for wrappers)."""
+        return dict(uncond_denoise=self.uncond_denoise, cfg_scale=self.cfg_scale, extra=self.extra)
 
     def combine(self, uncond_out, cond_out, guidance_scale: float):
         return guided(uncond_out, cond_out, guidance_scale, self.guidance_rescale)
 
+    def uncond_branch(self, x_in, t, uncond_embeds):
+        """The unconditional prediction (None without guidance), with gradient where gradients are enabled."""
+        if uncond_embeds is None:
+            return None
+        return (self.uncond_denoise or self.denoise)(x_in, t, uncond_embeds)
+
     def uncond(self, x_in, t, uncond_embeds):
         """The unconditional prediction (None without guidance), never differentiated."""
         with torch.no_grad():
-            return self.denoise(x_in, t, uncond_embeds) if uncond_embeds is not None else None
+            return self.uncond_branch(x_in, t, uncond_embeds)
+
+    def guide(self, state, x_in, uncond_out, embeds, cond_out=None) -> torch.Tensor:
+        """The guided output for the conditional embeddings `embeds` (differentiable in them and in `x_in`):
+        the conditional prediction (`cond_out` when already computed), guidance, and the extra term."""
+        if cond_out is None:
+            cond_out = self.denoise(x_in, state.timestep, embeds)
+        out = self.combine(uncond_out, cond_out, state.guidance_scale if self.cfg_scale is None else self.cfg_scale)
+        term = self.extra(state, x_in, embeds, cond_out) if self.extra is not None else None
+        return out if term is None else out + term
 
     def step(self, state) -> torch.Tensor:
-        """A normal step's guided output: one call on `[x, x]` with `[uncond, cond]`."""
-        cfg = state.uncond is not None
+        """A normal step's guided output: one call on `[x, x]` with `[uncond, cond]` (or separate branches)."""
+        t, cfg = state.timestep, state.uncond is not None
         with torch.no_grad():
-            x_in = torch.cat([state.latents] * 2) if cfg else state.latents
-            x_in = scale_input(state.scheduler, x_in, state.timestep)
-            out = self.denoise(x_in, state.timestep, torch.cat([state.uncond, state.cond]) if cfg else state.cond)
-            return self.combine(*out.chunk(2), state.guidance_scale) if cfg else out
+            x_in = scale_input(state.scheduler, state.latents, t)
+            if not cfg:
+                return self.guide(state, x_in, None, state.cond)
+            if self.uncond_denoise is not None:
+                cond_out = self.denoise(x_in, t, state.cond)
+                return self.guide(state, x_in, self.uncond_branch(x_in, t, state.uncond), state.cond, cond_out)
+            out = self.denoise(torch.cat([x_in] * 2), t, torch.cat([state.uncond, state.cond]))
+            uncond_out, cond_out = out.chunk(2)
+            return self.guide(state, x_in, uncond_out, state.cond, cond_out)
 
     def x0(self, state, x_in, out, target: str = "x0") -> torch.Tensor:
         """The clean-image estimate of a guided output (`target="next"`: the next noisy sample, a DDIM step)."""

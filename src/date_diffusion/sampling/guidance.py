@@ -24,7 +24,7 @@ class UniversalGuidance(GuidedDenoiser):
             raise ValueError(
                 f"universal guidance supports epsilon-prediction models only, not {model.prediction_type!r}"
             )
-        super().__init__(model.denoise, model.prediction_type, model.guidance_rescale)
+        super().__init__(model.denoise, model.prediction_type, model.guidance_rescale, **model.options())
         self.inner, self.decode, self.reward, self.scale, self.every = model, decode, reward, scale, every
 
     def step(self, state) -> torch.Tensor:
@@ -35,8 +35,7 @@ class UniversalGuidance(GuidedDenoiser):
         alpha, sigma = noise_level(state.scheduler, t)
         x = scale_input(state.scheduler, state.latents, t).detach().requires_grad_(True)
         with torch.enable_grad():
-            u = self.denoise(x, t, state.uncond) if state.uncond is not None else None
-            eps = guided(u, self.denoise(x, t, state.cond), state.guidance_scale)
+            eps = guided(self.uncond_branch(x, t, state.uncond), self.denoise(x, t, state.cond), state.guidance_scale)
             scores = self.reward(self.decode(predicted_x0(x, eps, alpha, sigma, "epsilon")))
             (grad,) = torch.autograd.grad(scores.sum(), x)
         return out - self.scale * sigma.to(out.dtype) * grad.to(out.dtype)

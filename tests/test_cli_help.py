@@ -1,0 +1,131 @@
+"""What a new user sees on the command line: examples in every `--help`, `--timings` as a table, clean stderr, and a
+bench run that says how much it has to do before it does it."""
+
+import argparse
+import json
+import logging
+import os
+import re
+import shlex
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from date_diffusion.cli.main import build_parser, main
+from date_diffusion.perf.timings import PREFIX, Timings
+
+NO_EXAMPLES_YET: set[str] = set()  # commands whose epilog is still to be written (strict xfail)
+
+
+def commands(parser=None, path=()):
+    """(command words, parser) of every command and sub-command, e.g. (("toyworld", "train"), ...)."""
+    for action in (parser or build_parser())._actions:  # argparse has no public walk of its sub-commands
+        for name, sub in action.choices.items() if action.nargs == argparse.PARSER else ():
+            yield (*path, name), sub
+            yield from commands(sub, (*path, name))
+
+
+def examples(help_text: str) -> list[str]:
+    """The lines of the `examples:` section of a `--help` (up to its first blank line)."""
+    lines = help_text.splitlines()
+    starts = [i for i, line in enumerate(lines) if re.fullmatch(r"examples?:", line)]
+    if not starts:
+        return []
+    block = []
+    for line in lines[starts[0] + 1 :]:
+        if not line.strip():
+            break
+        block.append(line.strip())
+    return block
+
+
+def command_params():
+    for words, _ in commands():
+        todo = pytest.mark.xfail(strict=True, reason=f"{words[0]}: no examples yet (NO_EXAMPLES_YET)")
+        yield pytest.param(words, marks=[todo] if words[0] in NO_EXAMPLES_YET else [], id=" ".join(words))
+
+
+@pytest.mark.parametrize("words", list(command_params()))
+def test_every_command_help_has_examples_that_parse(words):
+    parser = dict(commands())[words]
+    lines = examples(parser.format_help())
+    assert lines, f"`date-diffusion {' '.join(words)} --help` has no examples: section"
+    for line in lines:
+        argv = shlex.split(line, comments=True)
+        assert argv[: 1 + len(words)] == ["date-diffusion", *words], line
+        build_parser().parse_args(argv[1:])  # a usage error exits (SystemExit) and fails the test
+
+
+def test_timings_table_aligned_with_shares_and_json_line(capsys):
+    timings = Timings("table", started=0.0)
+    timings.parts.update({"imports and checks": 3.0, "loading": 1.0, "sampling": 4.0})
+    timings.marks.update({"first sampling step done": 4.5, "end": 10.0})
+    timings.print()
+    header, *rows = capsys.readouterr().err.strip().splitlines()[1:]
+    table = dict(re.fullmatch(r"  (\S.*?) +(\d+\.\d\d) +(\d+)%", r).group(1, 3) for r in rows[:5])
+    assert table == {"imports and checks": "30", "loading": "10", "sampling": "40", "other": "20", "total": "100"}
+    assert len({len(r) for r in [header, *rows[:5]]}) == 1  # aligned: every row as wide as the header
+    assert rows[5] == "  first sampling step done at 4.50 s"
+    for output in ("json", True):  # True: a bare `--timings` while the flag is a switch
+        same = Timings(output, started=0.0)
+        same.parts["loading"] = 1.0
+        same.print()
+        (line,) = capsys.readouterr().err.splitlines()
+        assert json.loads(line.removeprefix(PREFIX))["parts"] == {"loading": 1.0}
+    for off in (None, False):
+        Timings(off).print()
+        assert capsys.readouterr().err == ""
+    with pytest.raises(ValueError, match="table, json"):
+        Timings("csv")
+
+
+def test_generate_stderr_has_no_library_noise(tmp_path):
+    def generate(*argv, **env):
+        cmd = [sys.executable, "-m", "date_diffusion", "generate", *argv, "--out", str(tmp_path)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+
+    res = generate("a red circle", "--steps", "4")
+    assert res.returncode == 0, res.stderr[-3000:]
+    for noise in ("torchvision", "Traceback", "warnings.warn", "[transformers]"):
+        assert noise not in res.stderr, res.stderr
+    missing = generate("a cat", "--model", "nobody/nothing", HF_HUB_OFFLINE="1")  # the hub warns on the way
+    assert missing.returncode == 2
+    (line,) = missing.stderr.splitlines()  # the error alone
+    assert line.startswith("date-diffusion generate: error: could not load 'nobody/nothing'")
+
+
+def test_warnings_and_library_logs_inside_a_command_are_one_note_each(monkeypatch, capsys):
+    from transformers.utils import logging as transformers_logging
+
+    from date_diffusion.cli import info
+
+    def command(args):
+        warnings.warn("something the user\n  should know", stacklevel=1)
+        warnings.warn("`local_dir_use_symlinks` argument is deprecated and ignored", stacklevel=1)  # silenced
+        transformers_logging.get_logger("transformers.somewhere").warning("a library's remark")
+        logging.getLogger("diffusers.models").warning("modules that should be kept in float32: []")  # silenced
+        return 0
+
+    library = transformers_logging.get_logger("transformers")  # configured: its own stderr handler
+    before = (list(library.handlers), library.propagate)
+    monkeypatch.setattr(info, "run", command)
+    assert main(["info", "any.png"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "date-diffusion: note: something the user should know",
+        "date-diffusion: note: a library's remark (transformers)",
+    ]
+    assert (library.handlers, library.propagate) == before  # the library's own handler is back after the command
+
+
+def test_bench_says_how_many_images_and_how_long_before_the_work(tmp_path, capsys):
+    argv = ["bench", "--suite", "toy", "--limit", "2", "--seeds", "1", "--steps", "4", "--batch-size", "1"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.startswith("process 1/1: ")]
+    count = re.fullmatch(r"process 1/1: 2 images per method, (\d+) to make \(fixed 2, date 2\)", lines[0])
+    assert count and int(count.group(1)) == 2 * 2 * 1  # methods x prompts x seeds
+    assert re.match(r"process 1/1: estimate: about \d+ s more, \d+ s in all; s per image: fixed \d", lines[1])
+    assert "(counted in sampling steps from fixed)" in lines[1]  # date is not timed before it runs
+    assert "| fixed |" in captured.out  # the results after the work
