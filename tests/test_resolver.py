@@ -195,3 +195,14 @@ def test_the_package_lists_its_public_names():
     names = dir(date_diffusion)
     assert {"DATEPipeline", "DATEConfig", "TOY_WORLD", "resolve_settings", "CLIPScoreReward"} <= set(names)
     assert all(getattr(date_diffusion, n) is not None for n in ("TOY_WORLD", "resolve_settings", "FAMILIES"))
+
+
+def test_the_readmes_picture_is_what_the_main_command_writes(tmp_path):
+    """docs/images/compare.png is the main command's grid: a fresh run reproduces it (small float slack)."""
+    from pathlib import Path
+
+    assert main(["generate", PROMPT, "--compare", "--out", str(tmp_path)]) == 0
+    made = np.asarray(Image.open(tmp_path / "a-red-circle-to-the-left-of-a-blue-square-s0-compare.png").convert("RGB"))
+    shown = Path(__file__).resolve().parents[1] / "docs" / "images" / "compare.png"
+    shown = np.asarray(Image.open(shown).convert("RGB"))
+    assert made.shape == shown.shape and np.abs(made.astype(int) - shown.astype(int)).max() <= 2
