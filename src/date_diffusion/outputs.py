@@ -13,6 +13,8 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 PNG_RECORD_KEY = "date-diffusion"
@@ -99,8 +101,6 @@ def parameters_text(record: dict) -> str:
 
 def png_bytes(image, record: dict | None = None) -> bytes:
     """A PIL image (or uint8 HxWx3 array) as PNG bytes, with `record` in its text chunks."""
-    from PIL import Image, PngImagePlugin
-
     if not isinstance(image, Image.Image):
         image = Image.fromarray(image)
     info = None
@@ -120,8 +120,6 @@ def save_png(path: Path, image, record: dict | None = None) -> Path:
 
 def read_png_metadata(path) -> dict:
     """`{"parameters": text or None, "record": dict or None}` of a PNG (ValueError naming the file otherwise)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as img:
             img.load()

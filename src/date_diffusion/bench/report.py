@@ -9,11 +9,17 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 
 from date_diffusion.bench.runner import load_records, read_run, run_methods
+from date_diffusion.evaluation.fid import CLIPImageFeatures, frechet_distance
 from date_diffusion.evaluation.stats import bootstrap_ci, paired_difference
 from date_diffusion.outputs import atomic_write
-from date_diffusion.toyworld import world
+from date_diffusion.rewards.registry import reward_from_spec
+from date_diffusion.toyworld import scene, world
+
+# matplotlib is imported where the plots are drawn, after selecting its Agg backend (no display needed)
 
 METRICS = ("exact", "changed", "preserved", "pixel_distance", "clip_eval", "min_object_clip", "reward", "seconds")
 
@@ -285,8 +291,6 @@ def _rho_plot(out: Path, summary: dict, methods) -> Path | None:
 
 
 def _load_pngs(paths, size=None):
-    from PIL import Image
-
     for start in range(0, len(paths), 64):
         arrs = []
         for p in paths[start : start + 64]:
@@ -298,16 +302,12 @@ def _load_pngs(paths, size=None):
 
 
 def torch_uint8(arr):
-    import torch
-
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
 
 def reference_images(run: dict, records: list[dict]):
     """Real images for FID: toy suites -> the renderer's scene for each (prompt, seed); else `fid_real` files."""
     if world.is_toy_suite(run["suite"]):
-        from date_diffusion.toyworld import scene
-
         for start in range(0, len(records), 64):
             arrs = []
             for r in records[start : start + 64]:
@@ -323,9 +323,6 @@ def compute_fid(out: Path, run: dict, methods, records: dict[str, list[dict]]) -
     """`fid_clip` (held-out CLIP features; not comparable to Inception FID) and, with weights, `fid_inception`."""
     if not world.is_toy_suite(run["suite"]) and not run.get("fid_real"):
         return {}
-    from date_diffusion.evaluation.fid import CLIPImageFeatures, frechet_distance
-    from date_diffusion.rewards.registry import reward_from_spec
-
     eval_clip = reward_from_spec(run["eval_clip"], "cpu")
     features = CLIPImageFeatures(eval_clip.model)
     result = {}

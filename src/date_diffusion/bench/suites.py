@@ -9,6 +9,9 @@ from pathlib import Path
 
 from date_diffusion.toyworld import world
 
+# numpy and the toy world's suite modules are imported where used: the command line imports this module to build
+# its parsers (`SUITES`) before importing anything heavy.
+
 EDITING = ("edit-toy", "edit")  # editing by DDPM inversion: each item starts from a source image
 SUITES = (*world.SUITES, "coco", "ane", "prompts", *EDITING)
 DEFAULT_SEED_BASE = 6  # the paper's COCO seed, for every suite but the toy world's

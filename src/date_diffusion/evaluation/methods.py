@@ -25,9 +25,12 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from typing import ClassVar
 
+from date_diffusion.bench.suites import is_editing_suite, subject_words
 from date_diffusion.core.config import PAPER_RHO, DATEConfig
 from date_diffusion.core.settings import BY_FIELD, BY_KEY, MAX_INDEX, Integer, Kind, Real, SettingError, parse_keys
-from date_diffusion.resolver import MAX_STEPS
+from date_diffusion.resolver import MAX_STEPS, resolve_settings
+from date_diffusion.rewards.registry import RewardSpecError, check_spec
+from date_diffusion.toyworld.world import RENAMED
 
 
 class Text(Kind):
@@ -43,8 +46,6 @@ class RewardSpec(Text):
     """A reward spec, checked by the reward registry (a bad one raises its `RewardSpecError`) before any loading."""
 
     def check(self, value, name):
-        from date_diffusion.rewards.registry import RewardSpecError, check_spec
-
         try:
             check_spec(super().check(value, name))
         except RewardSpecError as err:
@@ -106,8 +107,6 @@ class Method:
         return False
 
     def applies_to(self, suite: str) -> bool:
-        from date_diffusion.bench.suites import is_editing_suite
-
         return self.edits() or not is_editing_suite(suite)
 
     def plot_coordinates(self) -> dict:
@@ -229,8 +228,6 @@ class AttendExcite(Method):
     options = AE_KEYS
 
     def pipeline_kwargs(self, run):
-        from date_diffusion.bench.suites import subject_words
-
         given = {"attn_res": (self.res, self.res) if self.res else None, "max_iter_to_alter": self.iters,
                  "scale_factor": self.scale}  # fmt: skip
         ae = {"subjects": subject_words(), **{k: v for k, v in given.items() if v is not None}}
@@ -295,8 +292,6 @@ class Recommended(Date):
 
     @classmethod
     def from_spec(cls, spec, body, model=None):
-        from date_diffusion.resolver import resolve_settings
-
         resolved = resolve_settings(model)
         if not any(resolved.sources.get(name) == "model" for name in BY_FIELD):
             raise ValueError("method 'recommended' needs a model that recommends a DATE setting (the toy world)")
@@ -344,8 +339,6 @@ def upgrade_reward(spec: str | None) -> str | None:
     """A reward spec of an earlier version with the toy world's rewards under their new names (`clip` ->
     `toy-clip`, `aug8(ensemble)` -> `aug8(toy-ensemble)`); `clip-l` and `clip:SOURCE` stay. Specs of this version
     are returned as they are."""
-    from date_diffusion.toyworld.world import RENAMED
-
     if spec is None:
         return None
     names = "|".join(re.escape(n) for n in sorted(RENAMED, key=len, reverse=True))

@@ -8,6 +8,16 @@ full CLIP ViT-L/14 (reward, as the paper).
 from __future__ import annotations
 
 import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel
+
+from date_diffusion.hub import load_component
+from date_diffusion.pipelines.stable_diffusion import StableDiffusionDATEPipeline
+from date_diffusion.resolver import resolve_settings
+from date_diffusion.rewards.clip import CLIPScoreReward
+from date_diffusion.rewards.registry import reward_from_spec
+from date_diffusion.toyworld import world
+from date_diffusion.toyworld.tokenizer import build_clip_tokenizer
 
 SD15_UNET = dict(
     sample_size=64,
@@ -59,13 +69,6 @@ MODELS = ("toy", "sd15-random-256", "sd15-random-512")
 
 def sd15_random(dtype=torch.float32, seed: int = 0):
     """(StableDiffusionDATEPipeline, CLIPScoreReward) with SD 1.5's architecture and random weights."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel
-
-    from date_diffusion.pipelines.stable_diffusion import StableDiffusionDATEPipeline
-    from date_diffusion.rewards.clip import CLIPScoreReward
-    from date_diffusion.toyworld.tokenizer import build_clip_tokenizer
-
     torch.manual_seed(seed)
     tok = build_clip_tokenizer("a photo of cat dog red blue and the on with".split(), model_max_length=77)
     pipe = StableDiffusionDATEPipeline(
@@ -92,12 +95,6 @@ def sd15_random(dtype=torch.float32, seed: int = 0):
 def load(model: str, dtype=torch.float32, reward_spec: str | None = None):
     """(pipeline, reward, image size) for a bench-perf model name or a diffusers folder. Reward: `reward_spec`
     (CLI syntax), else the toy CLIP for the toy world, random CLIP-L for sd15-random, CLIP-L for a folder."""
-    from date_diffusion.hub import load_component
-    from date_diffusion.pipelines.stable_diffusion import StableDiffusionDATEPipeline
-    from date_diffusion.resolver import resolve_settings
-    from date_diffusion.rewards.registry import reward_from_spec
-    from date_diffusion.toyworld import world
-
     if model.startswith("sd15-random-"):
         pipe, reward = sd15_random(dtype)
         size = int(model.rsplit("-", 1)[1])

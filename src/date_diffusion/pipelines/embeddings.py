@@ -15,6 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from date_diffusion.outputs import atomic_path
+from date_diffusion.pipelines.conditioning import unpack
 
 FORMAT = "date-diffusion/embeddings/2"
 
@@ -46,10 +51,6 @@ class SavedEmbeddings:
 
     def save(self, path) -> Path:
         """Write atomically (temporary name, then rename)."""
-        from safetensors.torch import save_file
-
-        from date_diffusion.outputs import atomic_path
-
         tensors = {
             f"{stage}/{name}": t.detach().cpu().contiguous()
             for stage, parts in self.stages.items()
@@ -63,16 +64,12 @@ class SavedEmbeddings:
 
 def from_packed(packed: dict[str, torch.Tensor], names, shapes, metadata: dict) -> SavedEmbeddings:
     """Unpack the loop's `[B, N]` tensors of each stage into their named parts."""
-    from date_diffusion.pipelines.conditioning import unpack
-
     stages = {stage: dict(zip(names, unpack(t.detach(), shapes))) for stage, t in packed.items()}
     return SavedEmbeddings(stages, {**metadata, "parts": [[n, list(s)] for n, s in zip(names, shapes)]})
 
 
 def load_embeddings(path) -> SavedEmbeddings:
     """Read a file written by `SavedEmbeddings.save` (raises ValueError, naming the file, for anything else)."""
-    from safetensors import safe_open
-
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:

@@ -6,8 +6,9 @@ import warnings
 
 import torch
 import torch.nn.functional as F
+from transformers import CLIPModel, CLIPTokenizer
 
-from date_diffusion.hub import load_component
+from date_diffusion.hub import PICKSCORE_MODEL, PICKSCORE_PROCESSOR, load_component
 from date_diffusion.rewards.base import Reward
 from date_diffusion.rewards.common import ImageNormalizer, clip_features
 
@@ -35,8 +36,6 @@ class CLIPScoreReward(Reward):
     @classmethod
     def from_pretrained(cls, id_or_path, antialias: bool = True, device=None, tokenizer=None, **kwargs):
         """`tokenizer`: where the tokenizer lives when not beside the model (PickScore)."""
-        from transformers import CLIPModel, CLIPTokenizer
-
         model = load_component(CLIPModel, id_or_path, **kwargs)
         tok = load_component(CLIPTokenizer, tokenizer or id_or_path)
         reward = cls(model.float(), tok, antialias=antialias)
@@ -92,8 +91,6 @@ class PickScoreReward(CLIPScoreReward):
 
     @classmethod
     def from_pretrained(cls, id_or_path=None, antialias: bool = True, device=None, tokenizer=None, **kwargs):
-        from date_diffusion.hub import PICKSCORE_MODEL, PICKSCORE_PROCESSOR
-
         return super().from_pretrained(
             id_or_path or PICKSCORE_MODEL,
             antialias,
