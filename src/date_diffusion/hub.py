@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from date_diffusion.families import by_pipeline_class
+from date_diffusion.families import by_name
 from date_diffusion.toyworld import world
 
 # torch, diffusers and huggingface_hub are imported inside the functions: light layers (rewards' names, the
@@ -20,14 +20,15 @@ PAPER_CLIP = "openai/clip-vit-large-patch14"
 def tiny_decoder_for(model, spec: str = "tiny"):
     """An `AutoencoderTiny` for the approximate reward path: `tiny` picks the family's TAESD (the toy world's
     own distilled decoder for the toy model); anything else is a folder or hub id."""
-    from diffusers import AutoencoderTiny, DiffusionPipeline
+    from diffusers import AutoencoderTiny
+
+    from date_diffusion.pipelines.loading import family_of  # (loading imports this module)
 
     if spec != "tiny":
         return load_component(AutoencoderTiny, spec)
     if world.is_toy_world(model):
         return load_component(AutoencoderTiny, world.TINY_DECODER)
-    family = by_pipeline_class(DiffusionPipeline.load_config(str(model))["_class_name"])
-    return load_component(AutoencoderTiny, family.tiny_decoder)
+    return load_component(AutoencoderTiny, by_name(family_of(model)).tiny_decoder)
 
 
 # Preference rewards (need network once, or local copies; see docs/python-api.md).

@@ -123,16 +123,15 @@ def _checked(given: dict, names: dict) -> dict:
     """The caller's values through their kinds; alternatives of one group refused together."""
     out = {}
     for key, value in given.items():
-        if key in BY_FIELD:
-            out[key] = BY_FIELD[key].kind.value(value, names[key])
-        elif key in SAMPLING:
-            out[key] = SAMPLING[key].value(value, names[key])
-        else:
-            out[key] = value.strip() if isinstance(value, str) else value
+        kind = BY_FIELD[key].kind if key in BY_FIELD else SAMPLING.get(key)
+        try:
+            out[key] = kind.value(value, names[key]) if kind else value.strip() if isinstance(value, str) else value
+        except SettingError as err:
+            raise err.about(key) from None
     for members in GROUPS.values():
         both = [m for m in members if m in out]
         if len(both) > 1:
-            raise SettingError(f"give only one of {' and '.join(names[m] for m in both)}")
+            raise SettingError(f"give only one of {' and '.join(names[m] for m in both)}").about(both[0])
     return out
 
 
@@ -163,11 +162,13 @@ def _check_schedule(resolved: Resolved, names: dict) -> None:
 
 def _check_reward(spec, name: str) -> None:
     if not isinstance(spec, str):
-        raise SettingError(f"{name} must be a reward spec (text such as clip-l), got {type(spec).__name__}")
+        raise SettingError(f"{name} must be a reward spec (text such as clip-l), got {type(spec).__name__}").about(
+            "reward"
+        )
     try:
         check_spec(spec)
     except RewardSpecError as err:
-        raise SettingError(f"{name} {spec!r}: {err}") from err
+        raise SettingError(f"{name} {spec!r}: {err}").about("reward") from err
 
 
 def _renamed(err: ValueError, names: dict) -> SettingError:
@@ -175,5 +176,5 @@ def _renamed(err: ValueError, names: dict) -> SettingError:
     message = str(err)
     for key in sorted(names, key=len, reverse=True):
         if message.startswith(key):
-            return SettingError(names[key] + message[len(key) :])
+            return SettingError(names[key] + message[len(key) :]).about(key)
     return SettingError(message)

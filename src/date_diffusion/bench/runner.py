@@ -22,6 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from date_diffusion.bench.suites import Item
+from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import Method, upgrade_reward
 from date_diffusion.hub import tiny_decoder_for
 from date_diffusion.outputs import atomic_write, png_bytes
@@ -53,7 +54,7 @@ class RunSettings:
     dtype: str = "float32"
     fid_real: str | None = None  # folder of real images for FID (coco); the toy suite renders its own
     edit_skip: int | None = None  # editing suites: steps not regenerated
-    cfg_src: float = 3.5  # editing suites: guidance of the inversion (the regeneration uses `guidance`)
+    cfg_src: float = CFG_SRC  # editing suites: guidance of the inversion (the regeneration uses `guidance`)
     inception_weights: str | None = None  # torch-fidelity Inception weights file, for Inception FID
     categories: list[str] | None = None  # only these prompt categories
     methods: dict = field(default_factory=dict)  # label -> `Method.record()`
@@ -256,9 +257,9 @@ class BenchRun:
 def edit_batch(pipe, batch, settings: RunSettings, kwargs: dict):
     """Edit each item's source image toward its prompt with a method's `kwargs`; returns (images01, traces, extra
     metrics per image)."""
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = pipe.default_image_size()
     sources = [source_image(it, s, size) for it, s in batch]
-    skip = settings.edit_skip if settings.edit_skip is not None else round(0.36 * settings.steps)
+    skip = settings.edit_skip if settings.edit_skip is not None else round(SKIP_FRACTION * settings.steps)
     res = pipe.edit(
         [img for img, _ in sources],
         [it.source["prompt"] for it, _ in batch],

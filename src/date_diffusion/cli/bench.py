@@ -7,8 +7,11 @@ from pathlib import Path
 
 from date_diffusion.bench.suites import DEFAULT_SEED_BASE, SUITES
 from date_diffusion.cli.common import CLIError, HelpFormatter, int_list, str_list
-from date_diffusion.core.settings import SETTINGS
-from date_diffusion.families import PAPER_EVAL_CLIP, by_name
+from date_diffusion.core.config import PAPER_UPDATE_EVERY
+from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
+from date_diffusion.families import PAPER_EVAL_CLIP, PAPER_REWARD, by_name
+from date_diffusion.perf import MODELS as PERF_MODELS
+from date_diffusion.perf import VARIANTS
 from date_diffusion.toyworld import world
 
 # torch, accelerate and the benchmark are imported inside the functions that need them: see cli/__init__.py
@@ -67,8 +70,13 @@ def _add_bench_parser(sub):
         help="toy-validation: tuning prompts outside the suite, seeds from 0 (for choosing defaults); "
         "edit-toy / edit CSV (--prompts-file): editing by DDPM inversion",
     )
-    p.add_argument("--edit-skip", type=int, default=None, help="editing: steps not regenerated (default 36%%)")
-    p.add_argument("--cfg-src", type=float, default=3.5, help="editing: guidance of the inversion")
+    p.add_argument(
+        "--edit-skip",
+        type=int,
+        default=None,
+        help=f"editing: steps not regenerated (default {round(100 * SKIP_FRACTION)}%% of --steps)",
+    )
+    p.add_argument("--cfg-src", type=float, default=CFG_SRC, help="editing: guidance of the inversion")
     p.add_argument("--captions", default=None, help="coco: CSV with a caption column, or a text file")
     p.add_argument("--prompts-file", default=None, help="prompts: a text file, one prompt a line")
     p.add_argument(
@@ -119,8 +127,8 @@ def _add_bench_run_arguments(p):
     p.add_argument(
         "--reward",
         default=None,
-        help="reward DATE, UG and best-of-N use (default: the model's plain reward: toy-clip on the toy world, "
-        "clip-l elsewhere; `date:reward=SPEC` and `recommended` follow their own)",
+        help=f"reward DATE, UG and best-of-N use (default: the model's plain reward: {world.PLAIN_REWARD} on the toy "
+        f"world, {PAPER_REWARD} elsewhere; `date:reward=SPEC` and `recommended` follow their own)",
     )
     p.add_argument(
         "--eval-clip",
@@ -138,9 +146,7 @@ def _add_bench_run_arguments(p):
         help="torch-fidelity Inception weights (pt_inception-2015-12-05-6726825d.pth) for Inception FID",
     )
     p.add_argument("--out", required=True)
-    # the run's reward and sampling resolve as `generate --paper-defaults` with no DATE flags would (the methods
-    # carry their own DATE settings): `cli.common.resolve_from_args` reads these
-    p.set_defaults(func=run_bench, paper_defaults=True, **{s.dest: None for s in SETTINGS})
+    p.set_defaults(func=run_bench)
 
 
 def _add_perf_parser(sub):
@@ -150,20 +156,24 @@ def _add_perf_parser(sub):
         epilog=PERF_EXAMPLES,
         formatter_class=HelpFormatter,
     )
-    f.add_argument("--model", default="toy", help="toy, sd15-random-256, sd15-random-512, or a diffusers folder")
+    f.add_argument("--model", default="toy", help=f"{', '.join(PERF_MODELS)}, or a diffusers folder")
     f.add_argument(
         "--variants",
         type=str_list,
         default="fixed,date,date-checkpointing",
-        help="comma-separated: fixed, date, date-checkpointing, date-approx, date-approx-checkpointing, "
-        "date-lowres, date-lowres-checkpointing (lowres: the real VAE decodes for the reward at the reward's "
+        help=f"comma-separated: {', '.join(VARIANTS)} (lowres: the real VAE decodes for the reward at the reward's "
         "input size)",
     )
     f.add_argument(
         "--batch-size", type=int_list, default=[1], help="comma-separated batch sizes, e.g. 1,2,4 (default 1)"
     )
     f.add_argument("--steps", type=int, default=10)
-    f.add_argument("--update-every", type=int, default=10, help="10 of 10 steps = one update = the paper's 10%%")
+    f.add_argument(
+        "--update-every",
+        type=int,
+        default=PAPER_UPDATE_EVERY,
+        help="with the default 10 steps: one update, the paper's share of update steps",
+    )
     f.add_argument("--repeats", type=int, default=3)
     f.add_argument("--device", default="cpu")
     f.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
@@ -171,8 +181,8 @@ def _add_perf_parser(sub):
     f.add_argument(
         "--reward",
         default=None,
-        help="reward spec (default: toy-clip on the toy world, a random-weight CLIP-L for sd15-random, "
-        "clip-l for a folder)",
+        help=f"reward spec (default: {world.PLAIN_REWARD} on the toy world, a random-weight CLIP-L for sd15-random, "
+        f"{PAPER_REWARD} for a folder)",
     )
     f.add_argument("--tiny-decoder", default=None, help="AutoencoderTiny folder for date-approx (toy: shipped)")
     f.add_argument("--out", default=None, help="folder for perf-<model>.json and .md")
@@ -240,7 +250,9 @@ def _prepare(args, model: str):
     from date_diffusion.cli.common import resolve_from_args
     from date_diffusion.evaluation.methods import parse_methods
 
-    resolved = resolve_from_args(args, model, num_inference_steps=args.steps, guidance_scale=args.guidance)
+    # the run's reward and sampling resolve as `generate --paper-defaults` would (the methods carry their own DATE)
+    flags = dict(reward=args.reward, num_inference_steps=args.steps, guidance_scale=args.guidance)
+    resolved = resolve_from_args(model, flags, paper_defaults=True)
     try:
         methods = parse_methods(args.methods, model)
         items = load_suite(args.suite, args.captions or args.prompts_file, args.limit, args.categories)
@@ -309,7 +321,6 @@ def run_report(args) -> int:
 
 def run_bench_perf(args) -> int:
     from date_diffusion.perf.bench_perf import PerfSettings, bench_perf
-    from date_diffusion.perf.worker import VARIANTS
 
     if args.first_command:
         from date_diffusion.perf.first_command import first_command

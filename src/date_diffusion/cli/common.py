@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from date_diffusion.core.settings import SETTINGS, SettingError
-from date_diffusion.families import FAMILIES, NAMES
+from date_diffusion.families import FAMILIES, NAMES, PAPER_REWARD
 
 # torch, the resolver and the rewards are imported inside the functions that need them: see cli/__init__.py
 
@@ -95,7 +95,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         "--dtype",
         choices=["auto", "float32", "float16", "bfloat16"],
         default="auto",
-        help="weights' precision; auto: float16 on CUDA (bfloat16 for SD3 / FLUX where supported), else float32",
+        help="weights' precision; auto: float16 on CUDA (bfloat16 for "
+        + " / ".join(f.title for f in FAMILIES if f.bf16)
+        + " where supported), else float32",
     )
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available)")
     g.add_argument("--scheduler", default=None, help="a scheduler name (default: the model's own)")
@@ -125,21 +127,22 @@ FLAGS = {**{s.field: s.flag for s in SETTINGS}, **SAMPLING_FLAGS}  # setting -> 
 def add_date_arguments(p: argparse.ArgumentParser, reward_help: str = "what DATE raises") -> None:
     """--paper-defaults, --reward and one flag per DATE setting (`core/settings.py`); unset flags resolve to the
     model's recommendation, else the paper's (`resolver.resolve_settings`)."""
-    from date_diffusion.core.config import DATEConfig
+    from date_diffusion.core.config import PAPER_RHO, PAPER_UPDATE_EVERY, DATEConfig
     from date_diffusion.rewards.registry import SPEC_HELP
+    from date_diffusion.toyworld import world
 
     g = p.add_argument_group("DATE (defaults: the model's recommended setting, else the paper's)")
     g.add_argument(
         "--paper-defaults",
         action="store_true",
-        help="ignore the model's recommended DATE setting and reward: the paper's algorithm (rho 0.5, every 10th "
-        "step, the plain reward) unless flags say otherwise",
+        help="ignore the model's recommended DATE setting and reward: the paper's algorithm (rho "
+        f"{PAPER_RHO}, every {PAPER_UPDATE_EVERY}th step, the plain reward) unless flags say otherwise",
     )
     g.add_argument(
         "--reward",
         default=None,
-        help=f"{reward_help}: {SPEC_HELP} (default: the model's recommended reward, else the toy world's toy-clip "
-        "on the toy world and the paper's clip-l elsewhere)",
+        help=f"{reward_help}: {SPEC_HELP} (default: the model's recommended reward, else the toy world's "
+        f"{world.PLAIN_REWARD} on the toy world and the paper's {PAPER_REWARD} elsewhere)",
     )
     for setting in SETTINGS:
         paper = DATEConfig.__dataclass_fields__[setting.field].default
@@ -157,19 +160,14 @@ def date_overrides(args) -> dict:
     return {**{s.field: getattr(args, s.dest) for s in SETTINGS}, "reward": args.reward}
 
 
-def resolve_from_args(args, model: str, check_reward: bool = True, **sampling):
-    """`resolver.resolve_settings` for the flags; a bad value is a usage error naming its flag."""
+def resolve_from_args(model: str, overrides: dict, family=None, paper_defaults=False, check_reward=True):
+    """`resolver.resolve_settings` for what the flags give (`overrides`, None = not given); a bad value is a usage
+    error naming its flag."""
     from date_diffusion.resolver import resolve_settings
 
     try:
         return resolve_settings(
-            model,
-            family=getattr(args, "family", None),
-            paper_defaults=args.paper_defaults,
-            names=FLAGS,
-            check_reward=check_reward,
-            **date_overrides(args),
-            **sampling,
+            model, family=family, paper_defaults=paper_defaults, names=FLAGS, check_reward=check_reward, **overrides
         )
     except (SettingError, FileNotFoundError) as err:  # a value out of range, a malformed reward: named already
         raise CLIError(str(err)) from err

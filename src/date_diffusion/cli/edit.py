@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from date_diffusion.cli.common import (
@@ -12,13 +11,16 @@ from date_diffusion.cli.common import (
     add_date_arguments,
     check_output_dir,
     check_seed,
+    date_overrides,
     load_reward,
     resolve_device,
     resolve_from_args,
     resolve_model,
     slug,
 )
-from date_diffusion.resolver import MAX_STEPS
+from date_diffusion.core.settings import SettingError
+from date_diffusion.editing import CFG_SRC, CFG_TAR, EDIT_SKIP, EDIT_STEPS
+from date_diffusion.resolver import SAMPLING
 
 # torch, diffusers and the pipelines are imported inside the functions that need them: see cli/__init__.py
 
@@ -44,10 +46,10 @@ def add_parser(sub):
     p.add_argument("--target-prompt", required=True, help="describes the image wanted")
     p.add_argument("--model", default=None, help="Stable Diffusion 1.x/2.x folder or hub id (default: the toy world)")
     add_date_arguments(p)
-    p.add_argument("--steps", type=int, default=100, help="DDPM steps of inversion and regeneration")
-    p.add_argument("--skip", type=int, default=36, help="steps not regenerated (more: closer to the input)")
-    p.add_argument("--cfg-src", type=float, default=3.5)
-    p.add_argument("--cfg-tar", type=float, default=15.0)
+    p.add_argument("--steps", type=int, default=EDIT_STEPS, help="DDPM steps of inversion and regeneration")
+    p.add_argument("--skip", type=int, default=EDIT_SKIP, help="steps not regenerated (more: closer to the input)")
+    p.add_argument("--cfg-src", type=float, default=CFG_SRC, help="guidance of the inversion")
+    p.add_argument("--cfg-tar", type=float, default=CFG_TAR, help="guidance of the regeneration")
     p.add_argument("--seed", type=int, default=0, help="seed of the inversion's noise")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="outputs/edit")
@@ -70,12 +72,12 @@ def check_args(args) -> None:
     for name in ("source_prompt", "target_prompt"):
         if not getattr(args, name).strip():
             raise CLIError(f"--{name.replace('_', '-')} is empty")
-    if not 1 <= args.steps <= MAX_STEPS:
-        raise CLIError(f"--steps must be between 1 and {MAX_STEPS}, got {args.steps}")
-    for name in ("cfg_src", "cfg_tar"):
-        value = getattr(args, name)
-        if not (math.isfinite(value) and 0 <= value <= 100):
-            raise CLIError(f"--{name.replace('_', '-')} must be a finite number in [0, 100], got {value}")
+    try:  # the sampling settings' kinds: the same ranges as generate's --steps and --guidance
+        SAMPLING["num_inference_steps"].value(args.steps, "--steps")
+        for name in ("cfg_src", "cfg_tar"):
+            SAMPLING["guidance_scale"].value(getattr(args, name), "--" + name.replace("_", "-"))
+    except SettingError as err:
+        raise CLIError(str(err)) from err
     check_seed(args.seed)
     if not 0 <= args.skip < args.steps:
         raise CLIError(f"--skip must be in [0, {args.steps - 1}], got {args.skip}")
@@ -85,7 +87,8 @@ def run(args) -> int:
     check_args(args)
     model = resolve_model(args.model)
     # DATE acts on the regenerated steps: steps - skip loop indices
-    settings = resolve_from_args(args, model, num_inference_steps=args.steps - args.skip)
+    flags = {**date_overrides(args), "num_inference_steps": args.steps - args.skip}
+    settings = resolve_from_args(model, flags, paper_defaults=args.paper_defaults)
     out = Path(args.out)
     check_output_dir(out)  # last: a refused command leaves no new folder
     pipe, image, reward = load(args, settings)
@@ -111,7 +114,7 @@ def load(args, settings):
     if not hasattr(pipe, "edit"):
         raise CLIError(f"editing supports Stable Diffusion 1.x/2.x models; {type(pipe).__name__} has no inversion yet")
     pipe.set_progress_bar_config(disable=True)
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = pipe.default_image_size()
     image = Image.open(args.image).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
     return pipe, image, load_reward(settings.reward, device)
 

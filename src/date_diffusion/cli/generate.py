@@ -15,6 +15,7 @@ from date_diffusion.cli.common import (
     add_model_arguments,
     check_output_dir,
     check_seed,
+    date_overrides,
     family_help,
     load_reward,
     model_kwargs,
@@ -183,9 +184,8 @@ def plan(args) -> dict:
     check_numbers(args)
     loading = model_kwargs(args)
     model = resolve_model(args.model)
-    settings = resolve_from_args(
-        args, model, check_reward=saved is None, num_inference_steps=args.steps, guidance_scale=args.guidance
-    )
+    flags = {**date_overrides(args), "num_inference_steps": args.steps, "guidance_scale": args.guidance}
+    settings = resolve_from_args(model, flags, args.family, args.paper_defaults, check_reward=saved is None)
     out = Path(args.out)
     check_output_dir(out)  # last: a refused command leaves no new folder
     active = settings.active

@@ -24,7 +24,15 @@ MAX_INDEX = 10_000  # loop indices beyond any scheduler's step count
 
 
 class SettingError(ValueError):
-    """A setting's value that cannot run; the message names the setting as the interface calls it."""
+    """A setting's value that cannot run; the message names the setting as the interface calls it, and `setting`
+    (where known) is the setting's own name (a `DATEConfig` field, `reward`, `num_inference_steps`, ...)."""
+
+    setting: str | None = None
+
+    def about(self, setting: str) -> SettingError:
+        """This error, marked as being about `setting` (the first marking stands)."""
+        self.setting = self.setting or setting
+        return self
 
 
 def _num(x) -> str:
@@ -287,11 +295,6 @@ GROUPS: dict[str, tuple[str, ...]] = {}
 for _s in SETTINGS:
     GROUPS.setdefault(_s.group or _s.field, ())
     GROUPS[_s.group or _s.field] += (_s.field,)
-
-
-def group_of(field: str) -> tuple[str, ...]:
-    """The fields that are alternatives to `field` (itself included)."""
-    return GROUPS[BY_FIELD[field].group or field]
 
 
 def parse_keys(text: str, spec: str) -> dict:

@@ -1,0 +1,13 @@
+"""Speed and memory measurements (`date-diffusion bench-perf`). The names below are light: the command line builds its
+parser from them before importing torch."""
+
+MODELS = ("toy", "sd15-random-256", "sd15-random-512")  # besides any diffusers folder
+VARIANTS = (
+    "fixed",
+    "date",
+    "date-checkpointing",
+    "date-approx",
+    "date-approx-checkpointing",
+    "date-lowres",
+    "date-lowres-checkpointing",
+)

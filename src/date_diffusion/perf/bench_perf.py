@@ -11,6 +11,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from date_diffusion.core.config import PAPER_UPDATE_EVERY
+
 
 def machine() -> str:
     import torch
@@ -132,7 +134,7 @@ class PerfSettings:
     """What every run of a `bench-perf` invocation shares (besides the model, the variant and the batch size)."""
 
     steps: int = 10
-    update_every: int = 10
+    update_every: int = PAPER_UPDATE_EVERY  # with 10 steps: one update, the paper's share of update steps
     device: str = "cpu"
     dtype: str = "float32"
     threads: int = 1

@@ -64,7 +64,6 @@ CLIP_L_VISION = dict(
     hidden_act="quick_gelu",
     projection_dim=768,
 )
-MODELS = ("toy", "sd15-random-256", "sd15-random-512")
 
 
 def sd15_random(dtype=torch.float32, seed: int = 0):
@@ -103,7 +102,7 @@ def load(model: str, dtype=torch.float32, reward_spec: str | None = None):
         pipe = load_component(StableDiffusionDATEPipeline, folder, dtype=dtype)
         # the model's plain reward, as the paper's algorithm uses it: toy-clip on the toy world, else clip-l
         reward_spec = reward_spec or resolve_settings(folder, paper_defaults=True).reward
-        size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        size = pipe.default_image_size()
     if reward_spec:
         reward = reward_from_spec(reward_spec, "cpu")
     return pipe, reward, size

@@ -15,15 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-VARIANTS = (
-    "fixed",
-    "date",
-    "date-checkpointing",
-    "date-approx",
-    "date-approx-checkpointing",
-    "date-lowres",
-    "date-lowres-checkpointing",
-)
+from date_diffusion.families import by_name
+
 # date-lowres: the real VAE decodes x0_hat for the reward at the reward's own input size (CLIP: 224 px; the toy
 # CLIP takes 64 px, the toy images' own size, so the toy world uses half of it)
 LOWRES = {"toy": 32}
@@ -109,7 +102,7 @@ def _sample(spec: Spec, pipe, reward, size: int, clock: Clock):
         height=size,
         width=size,
         num_inference_steps=spec.steps,
-        guidance_scale=8.0,
+        guidance_scale=by_name("sd").sampling["guidance_scale"],  # the paper's, whatever the model
         generator=[torch.Generator().manual_seed(spec.seed + k) for k in range(spec.batch)],
         output_type="latent",
         date=date,

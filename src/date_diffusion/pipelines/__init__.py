@@ -10,17 +10,21 @@ def date_pipeline_class(class_name: str):
     return by_pipeline_class(class_name).date_pipeline()
 
 
-def date_pipeline_for(model) -> type:
-    """The DATE pipeline class for a checkpoint folder or hub id (reads `model_index.json`, cache-aware)."""
+def pipeline_class_name(model) -> str:
+    """The pipeline class a checkpoint folder or hub id names in its `model_index.json` (cache-aware)."""
     from diffusers import DiffusionPipeline
 
     from date_diffusion.hub import explain_load_error
 
     try:
-        config = DiffusionPipeline.load_config(str(model))
+        return DiffusionPipeline.load_config(str(model))["_class_name"]
     except (OSError, ValueError) as err:
         raise explain_load_error(model, err) from err
-    return date_pipeline_class(config["_class_name"])
+
+
+def date_pipeline_for(model) -> type:
+    """The DATE pipeline class for a checkpoint folder or hub id."""
+    return date_pipeline_class(pipeline_class_name(model))
 
 
 class DATEPipeline:

@@ -2,8 +2,8 @@
 
 `DATEPipelineMixin` is mixed in front of a stock diffusers pipeline class. Its `__call__` takes exactly the stock
 arguments (the signature is read from the stock class, with the stock defaults) plus DATE's, and runs: input
-checks, prompt encoding, latents, timesteps, the DATE sampling loop (`date_sample`), decoding and output. A family
-contributes an adapter, a handful of small methods on its pipeline class:
+checks, prompt encoding, latents, timesteps, the sampling loop (`sampling.loop.sample` with DATE's hooks),
+decoding and output. A family contributes an adapter, a handful of small methods on its pipeline class:
 
 - `_date_encode(call, options) -> PackedConditioning`: the prompt's conditioning, what DATE adapts and what it
   leaves fixed, with the stock callback names of every part;
@@ -287,6 +287,20 @@ class DATEPipelineMixin:
     def _date_guidance(self, call, cond: PackedConditioning, n_steps: int) -> dict:
         """The guided denoiser's family options (`uncond_denoise`, `cfg_scale`, `extra`: see `GuidedDenoiser`)."""
         return {}
+
+    def _date_flow_shift(self, seq_len: int, max_shift: float) -> float:
+        """The resolution-dependent shift `mu` of a flow-matching schedule, as the stock FLUX / SD3 pipelines compute
+        it from the scheduler's config (`max_shift`: the stock pipeline's value where the config has none)."""
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+        config = self.scheduler.config
+        return calculate_shift(
+            seq_len,
+            config.get("base_image_seq_len", 256),
+            config.get("max_image_seq_len", 4096),
+            config.get("base_shift", 0.5),
+            config.get("max_shift", max_shift),
+        )
 
     def _date_step_kwargs(self, call) -> dict:
         return self.prepare_extra_step_kwargs(call.generator, call.eta) if hasattr(call, "eta") else {}

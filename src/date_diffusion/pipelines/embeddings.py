@@ -41,7 +41,7 @@ class SavedEmbeddings:
         return sorted(int(s[5:]) for s in self.stages if s.startswith("step_"))
 
     def history(self) -> dict[int, torch.Tensor]:
-        """Loop index -> packed embedding in use from that update step on (what `date_sample` replays)."""
+        """Loop index -> packed embedding in use from that update step on (what the `Replay` hook replays)."""
         return {i: self.packed(f"step_{i:04d}") for i in self.update_steps()}
 
     def select(self, index: int) -> SavedEmbeddings:

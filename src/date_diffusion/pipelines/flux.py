@@ -23,7 +23,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from diffusers import FluxPipeline
-from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
 from date_diffusion.pipelines.common import DATEPipelineMixin
 
@@ -113,14 +112,7 @@ class FluxDATEPipeline(DATEPipelineMixin, FluxPipeline):
         sigmas = np.linspace(1.0, 1 / steps, steps) if call.sigmas is None else call.sigmas
         if getattr(self.scheduler.config, "use_flow_sigmas", False):
             sigmas = None
-        config = self.scheduler.config
-        mu = calculate_shift(
-            latents.shape[1],
-            config.get("base_image_seq_len", 256),
-            config.get("max_image_seq_len", 4096),
-            config.get("base_shift", 0.5),
-            config.get("max_shift", 1.15),
-        )
+        mu = self._date_flow_shift(latents.shape[1], max_shift=1.15)
         return super()._date_timesteps(call, latents, device, sigmas=sigmas, mu=mu)
 
     def _date_denoise(self, call, cond, negative: bool = False):

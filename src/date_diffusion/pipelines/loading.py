@@ -91,13 +91,14 @@ def family_of(model, family: str | None = None) -> str:
         return detected
     if family is not None:
         return family
-    from date_diffusion.pipelines import date_pipeline_for
+    from date_diffusion.pipelines import pipeline_class_name
 
-    return by_pipeline_class(date_pipeline_for(model).__name__).name
+    return by_pipeline_class(pipeline_class_name(model)).name
 
 
 def resolve_dtype(dtype, family: str, device: str):
-    """`auto`: float16 on CUDA (bfloat16 for SD3 and FLUX where the GPU has it), float32 elsewhere."""
+    """`auto`: float16 on CUDA (bfloat16 for the families released in it, `Family.bf16`, where the GPU has it),
+    float32 elsewhere."""
     import torch
 
     if not isinstance(dtype, str):

@@ -21,7 +21,7 @@ class DATEOptions:
         stock name and shape, and metadata (see `pipelines.embeddings`).
     replay_embeddings: a file written by `save_embeddings` (or a loaded `SavedEmbeddings`): re-create the DATE
         sample from its adapted embeddings, without a reward (same prompt, seed and settings give the same image).
-    ug_scale, ug_every: baseline data-space reward guidance (`sampling.guidance.universal_guidance`) with this
+    ug_scale, ug_every: baseline data-space reward guidance (`sampling.guidance.UniversalGuidance`) with this
         scale at every `ug_every`-th loop index; uses `reward`, keeps the embedding fixed; epsilon models only.
     gradient_checkpointing: memory-saving mode: recompute denoiser, VAE-decoder and reward activations during the
         backward pass of update steps instead of storing them, and on CPUs (glibc) give the memory freed by each
@@ -57,13 +57,6 @@ class DATEOptions:
     def updating(self) -> bool:
         """Whether DATE moves the embedding at all in this call."""
         return self.date is not None and self.date.moves
-
-
-PARAMETERS = [
-    inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
-    for f in fields(DATEOptions)
-    if f.name != "texts"
-]
 
 
 PARAMETERS = [

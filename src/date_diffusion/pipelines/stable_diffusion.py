@@ -8,6 +8,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from diffusers.pipelines.stable_diffusion import pipeline_stable_diffusion as _stock
 
+from date_diffusion.editing import CFG_SRC, CFG_TAR, EDIT_SKIP, EDIT_STEPS
 from date_diffusion.pipelines.common import (
     DATEOptions,
     DATEPipelineMixin,
@@ -182,10 +183,10 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
         image,
         source_prompt: str | list[str],
         target_prompt: str | list[str],
-        num_inference_steps: int = 100,
-        skip: int = 36,
-        cfg_src: float = 3.5,
-        cfg_tar: float = 15.0,
+        num_inference_steps: int = EDIT_STEPS,
+        skip: int = EDIT_SKIP,
+        cfg_src: float = CFG_SRC,
+        cfg_tar: float = CFG_TAR,
         negative_prompt: str | list[str] | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",

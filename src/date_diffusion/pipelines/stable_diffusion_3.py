@@ -23,7 +23,6 @@ embeddings of both branches for the conditional batch; here it gets the conditio
 from __future__ import annotations
 
 from diffusers import StableDiffusion3Pipeline
-from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
 
 from date_diffusion.pipelines.common import DATEPipelineMixin
 
@@ -66,13 +65,7 @@ class StableDiffusion3DATEPipeline(DATEPipelineMixin, StableDiffusion3Pipeline):
         if config.get("use_dynamic_shifting", None) and mu is None:
             patch = self.transformer.config.patch_size
             seq = (latents.shape[2] // patch) * (latents.shape[3] // patch)
-            mu = calculate_shift(
-                seq,
-                config.get("base_image_seq_len", 256),
-                config.get("max_image_seq_len", 4096),
-                config.get("base_shift", 0.5),
-                config.get("max_shift", 1.16),
-            )
+            mu = self._date_flow_shift(seq, max_shift=1.16)
         return super()._date_timesteps(call, latents, device, **({} if mu is None else {"mu": mu}))
 
     def _date_denoise(self, call, cond, skip_layers=None):

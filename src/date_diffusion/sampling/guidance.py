@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from date_diffusion.core.prediction import noise_level, predicted_x0, scale_input
-from date_diffusion.sampling.denoiser import GuidedDenoiser, guided
+from date_diffusion.sampling.denoiser import GuidedDenoiser
 
 
 class UniversalGuidance(GuidedDenoiser):
@@ -35,7 +35,7 @@ class UniversalGuidance(GuidedDenoiser):
         alpha, sigma = noise_level(state.scheduler, t)
         x = scale_input(state.scheduler, state.latents, t).detach().requires_grad_(True)
         with torch.enable_grad():
-            eps = guided(self.uncond_branch(x, t, state.uncond), self.denoise(x, t, state.cond), state.guidance_scale)
+            eps = self.guide(state, x, self.uncond_branch(x, t, state.uncond), state.cond)  # as the scheduler's
             scores = self.reward(self.decode(predicted_x0(x, eps, alpha, sigma, "epsilon")))
             (grad,) = torch.autograd.grad(scores.sum(), x)
         return out - self.scale * sigma.to(out.dtype) * grad.to(out.dtype)

@@ -28,17 +28,12 @@ from date_diffusion.toyworld.world import judge_for
 
 
 class InputError(ValueError):
-    """A form value that cannot run: shown in the page, the server carries on. Its message names the field first
-    (most start with its label, `LABELS`); `field` is that field."""
+    """A form value that cannot run: shown in the page, the server carries on; `field` is the field it is about
+    ('prompt', 'seed' or one of `FIELDS`; None when the error names no single field)."""
 
-    @property
-    def field(self) -> str | None:
-        """The field the message names first ('prompt', 'seed' or one of `FIELDS`; the longer label where two
-        start at one place, 'update steps' before 'steps'), None when it names none."""
-        text = f" {self} "
-        names = {"prompt": "prompt", "seed": "seed", **{label: name for name, label in LABELS.items()}}
-        found = [(text.find(f" {label} "), -len(label), name) for label, name in names.items() if f" {label} " in text]
-        return min(found)[2] if found else None
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 # The page's setting fields, in order: steps, guidance, the reward and every DATE setting (`core/settings.py`);
@@ -72,9 +67,9 @@ def _seed(value) -> int:
     try:
         number = float(text)
     except ValueError:
-        raise InputError(f"seed must be a whole number from 0 to 2**63 - 1, got {text!r}") from None
+        raise InputError(f"seed must be a whole number from 0 to 2**63 - 1, got {text!r}", "seed") from None
     if not math.isfinite(number) or number != int(number) or not 0 <= int(number) < 2**63:
-        raise InputError(f"seed must be a whole number from 0 to 2**63 - 1, got {text!r}")
+        raise InputError(f"seed must be a whole number from 0 to 2**63 - 1, got {text!r}", "seed")
     return int(number)
 
 
@@ -82,7 +77,7 @@ def check_form(form: Form, model: str | None = None):
     """The prompt, negative prompt and seed of a form, and the settings that run (resolved as the command line
     resolves its flags), or `InputError` naming the field and the value typed."""
     if not (form.prompt or "").strip():
-        raise InputError("prompt is empty: type what the image should show")
+        raise InputError("prompt is empty: type what the image should show", "prompt")
     sampling = dict(
         prompt=form.prompt.strip(),
         negative_prompt=(form.negative_prompt or "").strip() or None,
@@ -92,7 +87,7 @@ def check_form(form: Form, model: str | None = None):
     try:
         resolved = resolve_settings(model, paper_defaults=bool(form.paper_defaults), names=LABELS, **given)
     except ValueError as err:
-        raise InputError(str(err)) from err
+        raise InputError(str(err), getattr(err, "setting", None)) from err
     return sampling, resolved
 
 

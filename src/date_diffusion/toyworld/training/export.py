@@ -10,11 +10,15 @@ from pathlib import Path
 
 import torch
 
+from date_diffusion.toyworld import world
 from date_diffusion.toyworld.training.config import STAGES, TrainConfig
 from date_diffusion.toyworld.training.vae import reconstruction_accuracy
 
 EXPORT_GATE = 0.9  # the shipped world's VAE round trips pass 0.985; a run below 0.9 is not exported
-EXPORTED = ("pipeline", "clip", "clip-eval", "tiny-decoder")  # the folders of a run that are shipped
+# the folders of a run that are shipped: the package's asset folders (a run is laid out as the assets are)
+EXPORTED = tuple(
+    p.name for p in (world.PIPELINE, world.CLIPS["toy-clip"], world.CLIPS["toy-clip-eval"], world.TINY_DECODER)
+)
 
 
 def check_complete(run_dir: Path) -> None:
@@ -76,4 +80,4 @@ def export(run_dir: Path, dest: Path, recommended: dict, notes: dict | None = No
         "training_timings_s": _json_or_none(work / "timings.json"),
         **(notes or {}),
     }
-    (dest / "pipeline" / "toyworld.json").write_text(json.dumps(meta, indent=1) + "\n")
+    (dest / world.PIPELINE.name / world.META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
