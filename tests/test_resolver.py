@@ -206,3 +206,10 @@ def test_the_readmes_picture_is_what_the_main_command_writes(tmp_path):
     shown = Path(__file__).resolve().parents[1] / "docs" / "images" / "compare.png"
     shown = np.asarray(Image.open(shown).convert("RGB"))
     assert made.shape == shown.shape and np.abs(made.astype(int) - shown.astype(int)).max() <= 2
+
+
+@pytest.mark.parametrize("flags", [["--rho", "abc"], ["--reward", "clip"], ["--update-steps", "0,99", "--steps", "10"]])
+def test_a_refused_command_leaves_no_new_output_folder(tmp_path, capsys, flags):
+    out = tmp_path / "new"
+    assert main(["generate", PROMPT, "--out", str(out), *flags]) == 2
+    assert not out.exists() and "Traceback" not in capsys.readouterr().err
