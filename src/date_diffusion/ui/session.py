@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from date_diffusion.core.settings import BY_FIELD, SETTINGS
-from date_diffusion.grids import compare_grid, date_label, grid_record, panel
+from date_diffusion.grids import compare_grid, date_label, grid_record, panel, verdict_record, verdict_text
 from date_diffusion.hub import tiny_decoder_for
 from date_diffusion.outputs import save_png
 from date_diffusion.pipelines import load_date_pipeline
@@ -319,10 +319,8 @@ def summary(result: dict) -> str:
     if result["stopped"]:
         lines.append("**Stopped** before the end: the images show where sampling was.")
     for kind in ("fixed", "date"):
-        verdict = result["verdicts"].get(kind)
-        if verdict is not None and verdict.get("pass") is not None:
-            failed = [a for a, ok in verdict["aspects"].items() if not ok]
-            text = "PASS" if verdict["pass"] else "FAIL (" + ", ".join(failed) + ")"
+        text = verdict_text(verdict_record(result["verdicts"].get(kind)))  # as the grids' headers say it
+        if text is not None:
             lines.append(f"Exact evaluator, {'fixed embedding' if kind == 'fixed' else 'DATE'}: **{text}**")
     if result.get("trace"):
         moved = ", ".join(f"{u['update_norm']:.3f}" for u in result["trace"]["updates"])
