@@ -53,7 +53,7 @@ def gen_argv(model_dir, clip_dir, out, *extra):
         (["--batch-size", "0"], "--batch-size must be >= 1"),
         (["--images-per-prompt", "0"], "--images-per-prompt must be >= 1"),
         (["--reward", "0.5*clip+"], "--reward '0.5*clip+'"),
-        (["--reward", "aug0(clip)"], "needs at least one view"),
+        (["--reward", "aug0(toy-clip)"], "needs 1 to 64 views"),
         (["--device", "quantum"], "--device 'quantum' is not a device name"),
         (["--lora", "missing.safetensors:0.5"], "--lora 'missing.safetensors': no such file"),
         (["--prompts-file", "missing.txt"], "--prompts-file 'missing.txt' not found"),
@@ -200,3 +200,48 @@ def test_any_numeric_value_runs_to_a_finite_image_or_is_refused(
         assert all(math.isfinite(v) for v in values)
         image = np.asarray(Image.open(next(out.glob("*.png"))))
         assert image.shape == (size, size, 3)
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("aug1000000(toy-clip)", "1000000 augmented views"),
+        ("aug0(toy-clip)", "1 to 64 views"),
+        ("aug8(aug8(aug8(toy-clip)))", "512 augmented views"),
+        ("aug2(" * 9 + "toy-clip" + ")" * 9, "nests 9 wrappers"),
+        ("1e400*toy-clip", "a finite number"),
+        ("nan*toy-clip+1*toy-clip-s1", "a finite number"),
+    ],
+)
+def test_reward_specs_with_unbounded_cost_are_refused_before_any_work(spec, message):
+    from date_diffusion.rewards.registry import RewardSpecError, check_spec
+
+    with pytest.raises(RewardSpecError, match=message):
+        check_spec(spec)
+
+
+@pytest.mark.parametrize("scale", ["nan", "inf", "-inf", "1e300"])
+def test_a_lora_scale_must_be_finite(tmp_path, capsys, scale):
+    lora = tmp_path / "style.safetensors"
+    lora.write_bytes(b"not read: the scale is refused first")
+    assert main(["generate", "a red circle", "--lora", f"{lora}:{scale}", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "--lora: the scale of LoRA" in err and "finite number" in err and not (tmp_path / "o").exists()
+
+
+def test_prompts_files_with_a_byte_order_mark(tmp_path):
+    from date_diffusion.bench.suites import read_captions
+    from date_diffusion.cli.generate import read_prompts_file
+
+    text, table = tmp_path / "p.txt", tmp_path / "p.csv"
+    text.write_text("a red circle\na blue square\n", encoding="utf-8-sig")
+    table.write_text("prompt,caption\na red circle,a red circle\n", encoding="utf-8-sig")
+    assert read_prompts_file(text) == ["a red circle", "a blue square"]
+    assert read_prompts_file(table) == ["a red circle"]
+    assert read_captions(table) == ["a red circle"]
+
+
+@pytest.mark.parametrize("flags", [["--seeds", "0"], ["--limit", "0"], ["--limit", "-1"]])
+def test_bench_counts_are_never_zero_or_negative(tmp_path, capsys, flags):
+    assert main(["bench", "--suite", "toy", "--methods", "fixed", "--out", str(tmp_path / "run"), *flags]) == 2
+    assert "must be >= 1" in capsys.readouterr().err and not (tmp_path / "run").exists()

@@ -84,12 +84,12 @@ def read_captions(path: Path) -> list[str]:
     if not path.exists():
         raise FileNotFoundError(f"captions file {str(path)!r} not found")
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             if "caption" not in (reader.fieldnames or []):
                 raise ValueError(f"{path} has no 'caption' column (columns: {reader.fieldnames})")
             return [row["caption"].strip() for row in reader if row["caption"].strip()]
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
 
 
 def read_edit_rows(path) -> list[dict]:
@@ -97,7 +97,7 @@ def read_edit_rows(path) -> list[dict]:
     if path is None:
         raise ValueError("suite 'edit' needs --prompts-file CSV with columns image, source_prompt, target_prompt")
     path = Path(path)
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f))
     missing = {"image", "source_prompt", "target_prompt"} - set(rows[0] if rows else {})
     if missing:

@@ -253,6 +253,9 @@ def _prepare(args, model: str):
     # the run's reward and sampling resolve as `generate --paper-defaults` would (the methods carry their own DATE)
     flags = dict(reward=args.reward, num_inference_steps=args.steps, guidance_scale=args.guidance)
     resolved = resolve_from_args(model, flags, paper_defaults=True)
+    for flag, value in (("--seeds", args.seeds), ("--limit", args.limit)):
+        if value is not None and value < 1:  # never 0 for "all" or a negative count
+            raise CLIError(f"{flag} must be >= 1 (leave it out for the default), got {value}")
     try:
         methods = parse_methods(args.methods, model)
         items = load_suite(args.suite, args.captions or args.prompts_file, args.limit, args.categories)

@@ -113,7 +113,10 @@ def model_kwargs(args) -> dict:
         raise CLIError(f"--model {args.model!r}: no such checkpoint file")
     if (args.family or args.config) and not (args.model and is_single_file(args.model)):
         raise CLIError("--family and --config apply to a single checkpoint file given with --model FILE")
-    loras = [parse_lora(spec) for spec in args.lora]
+    try:
+        loras = [parse_lora(spec) for spec in args.lora]
+    except SettingError as err:
+        raise CLIError(f"--lora: {err}") from err
     for path, _ in loras:
         if not Path(path).is_file():
             raise CLIError(f"--lora {path!r}: no such file (give FILE or FILE:SCALE)")

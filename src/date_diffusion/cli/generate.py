@@ -119,7 +119,7 @@ def read_prompts_file(path) -> list[str]:
     if not path.is_file():
         raise CLIError(f"--prompts-file {str(path)!r} not found")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise CLIError(f"--prompts-file {str(path)!r} is not a readable UTF-8 text file ({err})") from err
     if path.suffix.lower() == ".csv":

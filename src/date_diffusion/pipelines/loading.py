@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Mapping
 from pathlib import Path
 
+from date_diffusion.core.settings import Real
 from date_diffusion.families import NAMES, by_name, by_pipeline_class, by_single_file_type
 from date_diffusion.hub import explain_load_error
 
@@ -112,14 +113,18 @@ def resolve_dtype(dtype, family: str, device: str):
     return torch.float16
 
 
+LORA_SCALE = Real(-100.0, 100.0)  # a LoRA's weight: finite (nan or inf would turn every image black)
+
+
 def parse_lora(spec: str) -> tuple[str, float]:
-    """`FILE[:SCALE]` -> (file, scale); the scale defaults to 1."""
+    """`FILE[:SCALE]` -> (file, scale); the scale defaults to 1 and must be a finite number (`LORA_SCALE`)."""
     path, colon, scale = str(spec).rpartition(":")
     if colon and path and not Path(spec).exists():
         try:
-            return path, float(scale)
+            number = float(scale)
         except ValueError:
-            pass
+            return str(spec), 1.0
+        return path, LORA_SCALE.check(number, f"the scale of LoRA {path!r}")
     return str(spec), 1.0
 
 
@@ -168,7 +173,8 @@ def add_loras(pipe, loras) -> None:
     if not loras:
         return
     names = []
-    for k, (path, _) in enumerate(loras):
+    for k, (path, scale) in enumerate(loras):
+        LORA_SCALE.check(scale, f"the scale of LoRA {path!r}")
         if not Path(path).is_file():
             raise ValueError(f"LoRA file {path!r} not found")
         name = f"lora_{k}"

@@ -8,6 +8,7 @@ wrapper around a spec: `augK(SPEC)` (K augmented views), `mean(SPEC;SPEC;...)` (
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 
@@ -103,8 +104,8 @@ def _wrapped(name: str, inner: str, device, rewards):
     if m := re.fullmatch(r"aug(\d+)", name):
         from date_diffusion.rewards.augment import AugmentedReward
 
-        if int(m.group(1)) < 1:
-            raise RewardSpecError(f"{name}(...) needs at least one view, e.g. aug8(clip-l)")
+        if not 1 <= int(m.group(1)) <= MAX_VIEWS:
+            raise RewardSpecError(f"{name}(...) needs 1 to {MAX_VIEWS} views, e.g. aug8(clip-l)")
         return AugmentedReward(_parse(inner, device, rewards), views=int(m.group(1)))
     if name == "mean":
         from date_diffusion.rewards.ensemble import EnsembleReward
@@ -143,11 +144,37 @@ def _parse(spec: str, device, rewards):
             w = float(weight) if star else 1.0
         except ValueError as err:
             raise RewardSpecError(f"bad weight in reward {term!r}: {err}") from err
+        if not math.isfinite(w) or abs(w) > MAX_WEIGHT:
+            raise RewardSpecError(
+                f"bad weight in reward {term!r}: a finite number up to {MAX_WEIGHT:g} in size, got {w}"
+            )
         weighted.append((w, _term((rest if star else term).strip(), device, rewards)))
     return weighted[0][1] if len(weighted) == 1 and weighted[0][0] == 1.0 else WeightedReward(weighted)
 
 
 _TAKES_SOURCE = ("clip", "pickscore", "imagereward", "aesthetic")
+# bounds that keep a spec's cost finite: views of augK(...), wrappers inside each other, a term's weight
+MAX_VIEWS, MAX_NESTING, MAX_WEIGHT = 64, 8, 1e6
+
+
+def _views(text: str) -> int:
+    """The most augmented views any reward inside `text` is scored on (nested `augK(...)` multiply)."""
+    stack, most = [1], 1
+    for m in re.finditer(r"aug(\d+)\(|\(|\)", text):
+        if m.group(0) == ")":
+            stack.pop() if len(stack) > 1 else None
+        else:
+            stack.append(stack[-1] * (int(m.group(1)) if m.group(1) else 1))
+            most = max(most, stack[-1])
+    return most
+
+
+def _depths(text: str):
+    """The parenthesis depth after each character of `text`."""
+    depth = 0
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        yield depth
 
 
 def _refuse_old_name(kind: str, source: str) -> None:
@@ -177,6 +204,14 @@ def _unbuilt():
 
 def check_spec(spec: str) -> None:
     """Raise `RewardSpecError` for a malformed spec, without loading any model (validate before work starts)."""
+    depth = max(_depths(str(spec)), default=0)
+    if depth > MAX_NESTING:
+        raise RewardSpecError(f"reward {str(spec)[:60]!r}... nests {depth} wrappers; at most {MAX_NESTING}")
+    views = _views(str(spec))
+    if views > MAX_VIEWS:
+        raise RewardSpecError(
+            f"reward {str(spec)[:60]!r} scores {views} augmented views per image; at most {MAX_VIEWS}"
+        )
     _parse(spec, None, {name: (lambda source, device: _unbuilt()) for name in _registry()})
 
 
