@@ -67,7 +67,7 @@ def test_generate_compare_writes_images_sidecar_and_grid(model_dir, clip_dir, tm
     changed = (dated != fixed).any(axis=-1)
     first = meta["trace"]["updates"][0]["reward_before"]
     summary = out.rstrip("\n").splitlines()[-2:]
-    assert summary[0].startswith(f"    DATE changed: reward {first:.4f} -> ")
+    assert summary[0].startswith(f"    DATE changed: x0_hat reward {first:.4f} -> ")
     assert f"embedding moved {meta['trace']['final_distance']:.3f}" in summary[0]
     assert summary[0].endswith(f"pixels changed {changed.mean():.2%} ({changed.sum()} of {changed.size})")
     assert summary[1] == "    evaluator: none for this model (the exact evaluator judges the toy world only)"

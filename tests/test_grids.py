@@ -41,7 +41,7 @@ def test_header_text_states_method_verdict_reward_and_distance():
     assert grids.header_lines(date) == [
         "DATE",
         "evaluator: PASS",
-        "reward -0.1783 -> 0.9270",  # the first update's reward before, the last update's after
+        "x0_hat reward -0.1783 -> 0.9270",  # the first update's reward before, the last update's after
         "embedding moved 0.607",
     ]
     # no evaluator (a real model) or a prompt outside the toy grammar: no verdict line; a replay: no trace lines
@@ -51,7 +51,7 @@ def test_header_text_states_method_verdict_reward_and_distance():
         "DATE (replayed)"
     ]
     untracked = {**TRACE, "updates": [{k: v for k, v in u.items() if k != "reward_after"} for u in TRACE["updates"]]}
-    assert "reward -0.1783 (after: not tracked)" in grids.header_lines(
+    assert "x0_hat reward -0.1783 (after: not tracked)" in grids.header_lines(
         grids.panel(toy_pair(3)[0], "DATE", None, untracked).record
     )
 
@@ -138,7 +138,9 @@ def test_info_on_a_grid_prints_one_block_per_panel(tmp_path, capsys):
     assert main(["info", str(tmp_path / "grid.png")]) == 0
     out = capsys.readouterr().out
     assert "  panel 1: fixed\n    evaluator: FAIL (count, position)\n" in out
-    assert "  panel 2: DATE\n    evaluator: PASS\n    reward -0.1783 -> 0.9270\n    embedding moved 0.607\n" in out
+    assert (
+        "  panel 2: DATE\n    evaluator: PASS\n    x0_hat reward -0.1783 -> 0.9270\n    embedding moved 0.607\n" in out
+    )
     assert "  panel 3: |DATE - fixed| x 16\n" in out and "update at step 10: reward 0.8376 -> 0.9270" in out
 
 
@@ -177,7 +179,7 @@ def test_main_command_summary_on_the_toy_world_gives_both_verdicts(tmp_path, cap
     fixed, dated = (np.asarray(Image.open(f"{stem}{s}").convert("RGB")) for s in ("-fixed.png", ".png"))
     changed = (fixed != dated).any(axis=-1)
     summary = out.rstrip("\n").splitlines()[-2:]
-    assert summary[0].startswith("    DATE changed: reward ")
+    assert summary[0].startswith("    DATE changed: x0_hat reward ") and "final images' reward " in summary[0]
     assert summary[0].endswith(f"pixels changed {changed.mean():.2%} ({changed.sum()} of {changed.size})")
     verdicts = [grids.verdict_text(grids.verdict_record(evaluate_prompt(img, prompt))) for img in (fixed, dated)]
     assert summary[1] == f"    evaluator (fixed): {verdicts[0]}; evaluator (date): {verdicts[1]}"

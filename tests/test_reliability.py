@@ -245,3 +245,68 @@ def test_prompts_files_with_a_byte_order_mark(tmp_path):
 def test_bench_counts_are_never_zero_or_negative(tmp_path, capsys, flags):
     assert main(["bench", "--suite", "toy", "--methods", "fixed", "--out", str(tmp_path / "run"), *flags]) == 2
     assert "must be >= 1" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def _call(pipe, **kw):
+    import torch
+
+    kw = {"num_inference_steps": 4, "height": 16, "width": 16, "output_type": "np", **kw}
+    return pipe("a red circle", generator=torch.Generator().manual_seed(0), **kw)
+
+
+@pytest.mark.parametrize(
+    "kw, error, message",
+    [
+        (dict(num_inference_steps=0), ValueError, "`num_inference_steps` must be an integer from 1"),
+        (dict(guidance_scale=float("nan")), ValueError, "`guidance_scale` must be a finite number"),
+        (dict(guidance_scale=float("inf")), ValueError, "`guidance_scale` must be a finite number"),
+        (dict(date=7), TypeError, "`date` must be a DATEConfig, a dict of its fields or None"),
+        (dict(date={"rho": -1}), ValueError, "rho must be a finite number"),
+        (dict(reward="toy-clip", date={"update_every": 2}), TypeError, "build it with"),
+    ],
+)
+def test_the_python_api_refuses_what_cannot_run_naming_the_argument(pipe, kw, error, message):
+    with pytest.raises(error, match=message):
+        _call(pipe, **kw)
+
+
+def test_the_python_api_takes_numpy_numbers_and_a_dict_for_date(pipe, reward):
+    from date_diffusion import DATEConfig
+
+    plain = _call(pipe, num_inference_steps=4, guidance_scale=3.0, date=DATEConfig(update_every=2), reward=reward)
+    numpy = _call(pipe, num_inference_steps=np.int64(4), guidance_scale=np.float32(3.0), date={"update_every": 2},
+                  reward=reward)  # fmt: skip
+    assert np.array_equal(plain.images, numpy.images) and plain.traces[0]["update_steps"] == [0, 2]
+
+
+def test_a_reward_must_give_one_score_per_image(pipe, reward):
+    from date_diffusion import DATEConfig
+
+    def mean_score(images, prompts):  # a plain function is a reward when it scores each image
+        return reward(images, prompts)
+
+    out = _call(pipe, date=DATEConfig(update_every=2), reward=mean_score)
+    assert [u["step"] for u in out.traces[0]["updates"]] == [0, 2]
+    same = _call(pipe, date=DATEConfig(update_every=2), reward=mean_score, gradient_checkpointing=True)
+    assert np.abs(out.images - same.images).max() <= 1e-5  # the memory-saving mode takes a function too
+    with pytest.raises(ValueError, match=r"one score per image, a tensor \[1\]; got \(\)"):
+        _call(pipe, date=DATEConfig(update_every=2), reward=lambda images, prompts: reward(images, prompts).sum())
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F", "LA", "P"])
+def test_images_of_any_mode_and_bit_depth_are_read_as_they_look(tmp_path, mode):
+    from PIL import Image
+
+    from date_diffusion.outputs import open_rgb
+
+    gray = np.linspace(0, 1, 64 * 64).reshape(64, 64)  # a ramp from black to white
+    if mode in ("I;16", "I"):
+        img = Image.fromarray((gray * 65535).round().astype(np.uint16 if mode == "I;16" else np.int32), mode=mode)
+    elif mode == "F":
+        img = Image.fromarray(gray.astype(np.float32), mode="F")
+    else:
+        img = Image.fromarray((gray * 255).round().astype(np.uint8), mode="L").convert(mode)
+    path = tmp_path / f"ramp.{'tiff' if mode == 'F' else 'png'}"
+    img.save(path)
+    rgb = np.asarray(open_rgb(path)).astype(float)
+    assert rgb.shape == (64, 64, 3) and np.abs(rgb[..., 0] - gray * 255).max() <= 1.0, mode

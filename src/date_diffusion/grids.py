@@ -84,11 +84,12 @@ def verdict_lines(evaluator: dict) -> list[str]:
 
 
 def reward_text(record: dict) -> str | None:
-    """`reward B -> A` (first update's reward before, last update's after); None where nothing was scored."""
+    """`x0_hat reward B -> A` (the clean-image estimate's reward before the first update and after the last: it
+    rises with denoising too, so it is no comparison with the fixed image); None where nothing was scored."""
     if "reward_before" not in record:
         return None
     after = f" -> {record['reward_after']:.4f}" if "reward_after" in record else " (after: not tracked)"
-    return f"reward {record['reward_before']:.4f}{after}"
+    return f"x0_hat reward {record['reward_before']:.4f}{after}"
 
 
 def update_text(update: dict) -> str:

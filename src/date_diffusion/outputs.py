@@ -13,6 +13,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 _UMASK = os.umask(0o022)
@@ -128,3 +129,18 @@ def read_png_metadata(path) -> dict:
         raise ValueError(f"{path} is not a readable image ({err})") from err
     record = text.get(PNG_RECORD_KEY)
     return {"parameters": text.get(PNG_PARAMETERS_KEY), "record": json.loads(record) if record else None}
+
+
+def open_rgb(path) -> Image.Image:
+    """An image file as 8-bit RGB whatever its mode and bit depth: 16-bit and 32-bit grayscale are scaled to 8 bits
+    (Pillow's own conversion clips them to white), float images are read as 0..1, alpha is dropped."""
+    with Image.open(path) as img:
+        img.load()
+        if img.mode.startswith("I"):
+            levels = np.asarray(img, dtype=np.float64)
+            peak = 65535.0 if img.mode.startswith("I;16") or levels.max() > 255 else 255.0
+            return Image.fromarray((levels / peak * 255).round().clip(0, 255).astype(np.uint8)).convert("RGB")
+        if img.mode == "F":
+            levels = np.asarray(img, dtype=np.float64)
+            return Image.fromarray((levels * 255).round().clip(0, 255).astype(np.uint8)).convert("RGB")
+        return img.convert("RGB")

@@ -20,16 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from date_diffusion.core.config import DATEConfig
-from date_diffusion.core.settings import BY_FIELD, GROUPS, Integer, Real, SettingError
+from date_diffusion.core.settings import BY_FIELD, GROUPS, SAMPLING, SettingError
 from date_diffusion.families import by_name
 from date_diffusion.pipelines.loading import family_defaults, family_of
 from date_diffusion.rewards.registry import RewardSpecError, check_spec, reward_from_spec
 from date_diffusion.toyworld import world
 
-MAX_STEPS = 1000  # every supported family is trained on 1000 timesteps; schedulers refuse more
-MAX_GUIDANCE = 100.0  # far above any model's useful range; larger values only overflow to black images
-# the sampling settings resolved beside DATE's, with their kinds
-SAMPLING = {"num_inference_steps": Integer(1, MAX_STEPS), "guidance_scale": Real(0.0, MAX_GUIDANCE)}
 OVERRIDES = (*BY_FIELD, "reward", *SAMPLING)
 
 

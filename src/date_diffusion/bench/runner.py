@@ -25,7 +25,7 @@ from date_diffusion.bench.suites import Item
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import Method, upgrade_reward
 from date_diffusion.hub import tiny_decoder_for
-from date_diffusion.outputs import atomic_write, png_bytes
+from date_diffusion.outputs import atomic_write, open_rgb, png_bytes
 from date_diffusion.rewards.registry import reward_from_spec
 from date_diffusion.rewards.subjects import subject_prompts
 from date_diffusion.toyworld.edits import EditCase, score_edit, source_scene
@@ -207,7 +207,7 @@ def source_image(item: Item, seed: int, size: int):
         )
         src = source_scene(case, seed, item.index)
         return Image.fromarray(render(src)).resize((size, size), Image.Resampling.BICUBIC), (case, src)
-    return Image.open(item.source["image"]).convert("RGB").resize((size, size), Image.Resampling.BICUBIC), None
+    return open_rgb(item.source["image"]).resize((size, size), Image.Resampling.BICUBIC), None
 
 
 class Cache:

@@ -149,12 +149,12 @@ def add_date_arguments(p: argparse.ArgumentParser, reward_help: str = "what DATE
     )
     for setting in SETTINGS:
         paper = DATEConfig.__dataclass_fields__[setting.field].default
-        shown = "" if paper is None else f"; paper: {setting.kind.format(paper)}"
+        shown = "" if paper is None else f"paper: {setting.kind.format(paper)}"
         g.add_argument(
             setting.flag,
             default=None,
             metavar=setting.kind.metavar,
-            help=f"{setting.help} ({setting.kind.describe()}{shown})".replace("%", "%%"),
+            help=f"{setting.help} ({'; '.join(filter(None, [setting.kind.describe(), shown]))})".replace("%", "%%"),
         )
 
 

@@ -18,9 +18,8 @@ from date_diffusion.cli.common import (
     resolve_model,
     slug,
 )
-from date_diffusion.core.settings import SettingError
+from date_diffusion.core.settings import SAMPLING, SettingError
 from date_diffusion.editing import CFG_SRC, CFG_TAR, EDIT_SKIP, EDIT_STEPS
-from date_diffusion.resolver import SAMPLING
 
 # torch, diffusers and the pipelines are imported inside the functions that need them: see cli/__init__.py
 
@@ -51,8 +50,8 @@ def add_parser(sub):
     p.add_argument("--cfg-src", type=float, default=CFG_SRC, help="guidance of the inversion")
     p.add_argument("--cfg-tar", type=float, default=CFG_TAR, help="guidance of the regeneration")
     p.add_argument("--seed", type=int, default=0, help="seed of the inversion's noise")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--out", default="outputs/edit")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available)")
+    p.add_argument("--out", default="outputs/edit", help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace files of the same name instead of renaming")
     p.set_defaults(func=run)
     return p
@@ -107,6 +106,7 @@ def load(args, settings):
     """The pipeline, the input image at the model's size, and the reward."""
     from PIL import Image
 
+    from date_diffusion.outputs import open_rgb
     from date_diffusion.pipelines import load_date_pipeline
 
     device = resolve_device(args.device)
@@ -115,7 +115,7 @@ def load(args, settings):
         raise CLIError(f"editing supports Stable Diffusion 1.x/2.x models; {type(pipe).__name__} has no inversion yet")
     pipe.set_progress_bar_config(disable=True)
     size = pipe.default_image_size()
-    image = Image.open(args.image).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+    image = open_rgb(args.image).resize((size, size), Image.Resampling.BICUBIC)  # any mode and bit depth
     return pipe, image, load_reward(settings.reward, device)
 
 

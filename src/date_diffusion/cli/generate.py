@@ -387,6 +387,8 @@ def write_image(args, job, results, j, prompt, seed, saved) -> None:
             if job["judge"] is not None:
                 record["evaluator"]["fixed"] = job["judge"](fixed, prompt)
             record.update(fixed_image=f"{stem}-fixed.png", compare_grid=f"{stem}-compare.png")
+            if job["reward"] is not None:
+                record["final_reward"] = final_rewards(job["reward"], fixed, image, prompt)
             save_png(out / f"{stem}-fixed.png", fixed, fixed_record)
             panels = write_compare(out / f"{stem}-compare.png", fixed, image, record, kind)
             lines.append(f"    fixed image: {out / (stem + '-fixed.png')}")
@@ -417,6 +419,18 @@ def write_compare(path: Path, fixed, image, record: dict, kind: str) -> list[dic
     return panels
 
 
+def final_rewards(reward, fixed, image, prompt: str) -> dict:
+    """The reward DATE followed, of both finished images (what the comparison is about)."""
+    import numpy as np
+    import torch
+
+    pixels = torch.from_numpy(np.stack([np.asarray(fixed), np.asarray(image)])).permute(0, 3, 1, 2).float() / 255
+    device = next((p.device for p in reward.parameters()), "cpu") if isinstance(reward, torch.nn.Module) else "cpu"
+    with torch.no_grad():
+        scores = reward(pixels.to(device), [prompt, prompt]).tolist()
+    return {"fixed": scores[0], "date": scores[1]}
+
+
 def change_summary(fixed, image, panels: list[dict], record: dict, kind: str) -> list[str]:
     """Two lines on what DATE changed: reward, distance moved, share of pixels changed; both verdicts."""
     from date_diffusion.grids import changed_pixels, reward_text, verdict_lines
@@ -424,8 +438,11 @@ def change_summary(fixed, image, panels: list[dict], record: dict, kind: str) ->
     date = panels[1]
     changed, total = changed_pixels(fixed, image)
     moved = f"embedding moved {date['final_distance']:.3f}" if "final_distance" in date else "no distance recorded"
-    first = f"    DATE changed: {reward_text(date) or 'reward not scored'}, {moved}, "
-    first += f"pixels changed {changed / total:.2%} ({changed} of {total})"
+    first = f"    DATE changed: {reward_text(date) or 'reward not scored'}, "
+    if "final_reward" in record:  # the comparison that means something: both finished images, one reward
+        final = record["final_reward"]
+        first += f"final images' reward {final['fixed']:.4f} (fixed) -> {final['date']:.4f} (DATE), "
+    first += f"{moved}, pixels changed {changed / total:.2%} ({changed} of {total})"
     if "evaluator" not in record:
         return [first, "    evaluator: none for this model (the exact evaluator judges the toy world only)"]
     both = {k: record["evaluator"][k] for k in ("fixed", kind)}

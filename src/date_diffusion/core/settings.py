@@ -145,7 +145,7 @@ class Choice(Kind):
         return value
 
     def describe(self):
-        return " or ".join(self.choices)
+        return ""  # the choices are the metavar
 
 
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
@@ -201,7 +201,7 @@ class IndexList(Kind):
         return ";".join(str(v) for v in value)
 
     def describe(self):
-        return "loop indices, e.g. 0,10,20"
+        return "comma-separated"
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,7 @@ class IntervalList(Kind):
         return ";".join(f"{s}:{e}" for s, e in value)
 
     def describe(self):
-        return "START:END ranges, e.g. 0:5,20:25"
+        return "comma-separated"
 
 
 @dataclass(frozen=True)
@@ -295,6 +295,12 @@ GROUPS: dict[str, tuple[str, ...]] = {}
 for _s in SETTINGS:
     GROUPS.setdefault(_s.group or _s.field, ())
     GROUPS[_s.group or _s.field] += (_s.field,)
+
+
+MAX_STEPS = 1000  # every supported family is trained on 1000 timesteps; schedulers refuse more
+MAX_GUIDANCE = 100.0  # far above any model's useful range; larger values only overflow to black images
+# the sampling settings resolved beside DATE's (`resolver`), with their kinds
+SAMPLING = {"num_inference_steps": Integer(1, MAX_STEPS), "guidance_scale": Real(0.0, MAX_GUIDANCE)}
 
 
 def parse_keys(text: str, spec: str) -> dict:

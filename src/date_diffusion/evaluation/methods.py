@@ -27,8 +27,18 @@ from typing import ClassVar
 
 from date_diffusion.bench.suites import is_editing_suite, subject_words
 from date_diffusion.core.config import PAPER_RHO, DATEConfig
-from date_diffusion.core.settings import BY_FIELD, BY_KEY, MAX_INDEX, Integer, Kind, Real, SettingError, parse_keys
-from date_diffusion.resolver import MAX_STEPS, resolve_settings
+from date_diffusion.core.settings import (
+    BY_FIELD,
+    BY_KEY,
+    MAX_INDEX,
+    MAX_STEPS,
+    Integer,
+    Kind,
+    Real,
+    SettingError,
+    parse_keys,
+)
+from date_diffusion.resolver import resolve_settings
 from date_diffusion.rewards.registry import RewardSpecError, check_spec
 from date_diffusion.toyworld.world import RENAMED
 

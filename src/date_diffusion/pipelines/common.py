@@ -29,7 +29,7 @@ from date_diffusion.core.prediction import PREDICTION_TYPES, prediction_type_of
 from date_diffusion.pipelines.callbacks import callback_hooks, callback_names
 from date_diffusion.pipelines.conditioning import PackedConditioning, pack, pack_conditioning, unpack
 from date_diffusion.pipelines.embeddings import replay_schedule, save_run
-from date_diffusion.pipelines.options import PARAMETERS, DATEOptions, prepare
+from date_diffusion.pipelines.options import PARAMETERS, DATEOptions, check_sampling, prepare
 from date_diffusion.pipelines.reward_path import RewardPath, vae_input
 from date_diffusion.pipelines.run_setup import prepared
 from date_diffusion.sampling.date_step import DATEUpdate, Replay
@@ -187,6 +187,7 @@ class DATEPipelineMixin:
 
     def _date_check_call(self, call, options: DATEOptions) -> None:
         """Every check before any work: stock checks, DATE's arguments; sets the state."""
+        check_sampling(call)
         if options.adapt_pooled and not self._date_has_pooled:
             raise ValueError(f"adapt_pooled=True: {type(self).__name__} has no pooled text embedding to adapt")
         call.height, call.width = call.height or self._date_default_size(), call.width or self._date_default_size()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from date_diffusion.core.config import DATEConfig
+from date_diffusion.core.settings import Integer, Real
 from date_diffusion.pipelines.embeddings import as_saved
 
 
@@ -74,8 +75,45 @@ def as_list(x, n: int, name: str) -> list:
     return list(x)
 
 
+# What a pipeline call accepts: wider than the command line's ranges (`core.settings.SAMPLING`), as a stock call
+# takes any guidance scale, but never a zero step count (stock: ZeroDivisionError) or a non-finite guidance (stock:
+# a black image without a word).
+CALL_KINDS = {"num_inference_steps": Integer(1, 10**6), "guidance_scale": Real(-1e6, 1e6)}
+
+
+def check_sampling(call) -> None:
+    """The call's step count and guidance scale through `CALL_KINDS` (numpy scalars count as numbers), refused
+    before any work, naming the argument."""
+    for name, kind in CALL_KINDS.items():
+        value = getattr(call, name, None)
+        if value is None or (name == "num_inference_steps" and _custom_schedule(call)):
+            continue
+        setattr(call, name, kind.check(value, f"`{name}`"))
+
+
+def _custom_schedule(call) -> bool:
+    return getattr(call, "timesteps", None) is not None or getattr(call, "sigmas", None) is not None
+
+
+def as_config(date) -> DATEConfig | None:
+    """`date=` as a `DATEConfig`: a config, None, or a dict of its fields."""
+    if date is None or isinstance(date, DATEConfig):
+        return date
+    if isinstance(date, dict):
+        return DATEConfig(**date)
+    raise TypeError(f"`date` must be a DATEConfig, a dict of its fields or None, got {type(date).__name__}")
+
+
 def prepare(pipe, call, options: DATEOptions) -> None:
     """Check DATE's arguments of a call to `pipe` before any work; sets `options.texts` (one text per image)."""
+    options.date = as_config(options.date)
+    if isinstance(options.reward, str):
+        raise TypeError(
+            f"`reward` must be a reward object, got the text {options.reward!r}: build it with "
+            "date_diffusion.reward_from_spec(...) (or resolve_settings(...).load_reward())"
+        )
+    if options.reward is not None and not callable(options.reward):
+        raise TypeError(f"`reward` must be callable as reward(images, prompts) -> scores, got {options.reward!r}")
     prompt, prompt_embeds = call.prompt, call.prompt_embeds
     if (
         isinstance(prompt, str)

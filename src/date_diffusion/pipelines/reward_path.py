@@ -53,6 +53,9 @@ class RewardPath:
 
     def score(self, images: torch.Tensor) -> torch.Tensor:
         scores = self.options.reward(images, self.options.texts)
+        if not isinstance(scores, torch.Tensor) or scores.shape != (images.shape[0],):
+            shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+            raise ValueError(f"the reward must return one score per image, a tensor [{images.shape[0]}]; got {shape}")
         self._release(images)  # before the backward pass
         return scores
 

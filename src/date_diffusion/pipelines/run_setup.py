@@ -17,8 +17,8 @@ def run_modules(pipe, options) -> list:
     for extra in (options.reward, options.reward_decoder):
         if isinstance(extra, torch.nn.Module) and any(p.device != device for p in extra.parameters()):
             extra.to(device)
-    modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
-    return [m for m in (*modules, options.reward, options.reward_decoder) if m is not None]
+    parts = (*pipe.components.values(), options.reward, options.reward_decoder)  # a reward may be a plain function
+    return [m for m in parts if isinstance(m, torch.nn.Module)]
 
 
 @contextmanager

@@ -103,10 +103,11 @@ def _plan(module: nn.Module):
 
 @contextmanager
 def fine_checkpointing(*modules: nn.Module | None):
-    """Within the block, every unit under `modules` (None entries skipped) recomputes its activations in
+    """Within the block, every unit under `modules` (entries that are no modules skipped) recomputes its activations in
     the backward pass instead of keeping them; gradient-free calls run as usual. Yields the number of
     checkpointed pieces."""
-    plan = [(m, forward) for root in modules if root is not None for m, forward in _plan(root)]
+    roots = [root for root in modules if isinstance(root, nn.Module)]  # a reward may be a plain function
+    plan = [(m, forward) for root in roots for m, forward in _plan(root)]
     patched = [(m, m.__dict__.get("forward")) for m, _ in plan]
     for m, forward in plan:
         m.forward = forward
