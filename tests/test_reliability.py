@@ -310,3 +310,17 @@ def test_images_of_any_mode_and_bit_depth_are_read_as_they_look(tmp_path, mode):
     img.save(path)
     rgb = np.asarray(open_rgb(path)).astype(float)
     assert rgb.shape == (64, 64, 3) and np.abs(rgb[..., 0] - gray * 255).max() <= 1.0, mode
+
+
+def test_an_image_no_update_moved_is_recorded_as_fixed(model_dir, clip_dir, tmp_path):
+    import json
+
+    out = tmp_path / "o"
+    argv = gen_argv(model_dir, clip_dir, out)
+    argv[argv.index("--reward") + 1] = f"0*clip:{clip_dir}"  # a zero reward: zero gradients, every update skipped
+    assert main(argv) == 0
+    record = json.loads((out / "a-red-circle-s0.json").read_text())
+    assert record["method"] == "fixed" and record["trace"]["skipped_steps"] == [0, 2]
+    assert record["trace"]["final_distance"] == 0.0
+    assert main(gen_argv(model_dir, clip_dir, tmp_path / "moved")) == 0
+    assert json.loads((tmp_path / "moved" / "a-red-circle-s0.json").read_text())["method"] == "date"

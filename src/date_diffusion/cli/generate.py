@@ -366,8 +366,11 @@ def write_image(args, job, results, j, prompt, seed, saved) -> None:
         fixed_record = {**record, "method": "fixed", "date": None, "reward": None}
         if kind == "date":
             record["sources"] = dict(job["settings"].sources)
+        # an image whose embedding DATE did not move (every update skipped: a zero or non-finite gradient) is the
+        # fixed image, and is recorded as such
+        moved = results[kind].traces[j]["final_distance"] > 0
         record.update(
-            method=kind if kind == "replay" or job["date_active"] else "fixed",
+            method=kind if kind == "replay" or (job["date_active"] and moved) else "fixed",
             reward=job["settings"].reward if kind == "date" else None,
             date=job["settings"].date.to_dict() if kind == "date" else job["saved"].metadata.get("date"),
             reward_decoder=args.reward_decoder if kind == "date" else None,

@@ -268,10 +268,11 @@ def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stop
         trace = dated.traces[0]
         result.update(date=dated.images[0], trace=trace, strip=strip(reward.seen, trace))
         result["verdicts"]["date"] = judge(dated.images[0], sampling["prompt"])
-        dated_record = {**record, "trace": trace}
+        moved = record["method"] == "date" and trace["final_distance"] > 0  # no update moved it: the fixed image
+        dated_record = {**record, "trace": trace, "method": "date" if moved else "fixed"}
         result["files"].append(str(save_png(out_dir / "date.png", dated.images[0], dated_record)))
         shown = [panel(fixed.images[0], "fixed", result["verdicts"]["fixed"])]
-        shown.append(panel(dated.images[0], date_label(record["method"]), result["verdicts"]["date"], trace))
+        shown.append(panel(dated.images[0], date_label(dated_record["method"]), result["verdicts"]["date"], trace))
         grid, panels = compare_grid(shown, difference_of=(0, 1))
         result["files"].append(str(save_png(out_dir / "compare.png", grid, grid_record(dated_record, panels))))
         (out_dir / "trace.json").write_text(json.dumps(dated_record, indent=1))
