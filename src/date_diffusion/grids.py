@@ -151,6 +151,16 @@ def compare_grid(panels: list[Panel], difference_of: tuple[int, int] | None = No
     return layout(panels, min_side)
 
 
+def fixed_date_grid(fixed, image, method: str, verdicts: dict, trace: dict):
+    """(grid, panel records) of fixed | DATE (| their amplified difference): the comparison generate, edit's
+    callers and the page show; `verdicts` by "fixed" and "date", `method` the DATE image's record method."""
+    shown = [
+        panel(fixed, "fixed", verdicts.get("fixed")),
+        panel(image, date_label(method), verdicts.get("date"), trace),
+    ]
+    return compare_grid(shown, difference_of=(0, 1))
+
+
 def _ink(line: str) -> tuple:
     return next((ink for start, ink in VERDICT_INK.items() if line.startswith(start)), INK)
 

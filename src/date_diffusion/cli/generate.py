@@ -409,15 +409,12 @@ def write_image(args, job, results, j, prompt, seed, saved) -> None:
 def write_compare(path: Path, fixed, image, record: dict, kind: str) -> list[dict]:
     """The grid fixed | DATE (| their amplified difference, where they differ little), with every panel's record;
     returns the panel records."""
-    from date_diffusion.grids import compare_grid, date_label, grid_record, panel
+    from date_diffusion.grids import fixed_date_grid, grid_record
     from date_diffusion.outputs import save_png
 
     verdicts = record.get("evaluator", {})
-    shown = [
-        panel(fixed, "fixed", verdicts.get("fixed")),
-        panel(image, date_label(record["method"]), verdicts.get(kind), record["trace"]),
-    ]
-    grid, panels = compare_grid(shown, difference_of=(0, 1))
+    verdicts = {"fixed": verdicts.get("fixed"), "date": verdicts.get(kind)}
+    grid, panels = fixed_date_grid(fixed, image, record["method"], verdicts, record["trace"])
     save_png(path, grid, grid_record(record, panels))
     return panels
 

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from date_diffusion.core.settings import BY_FIELD, SETTINGS
-from date_diffusion.grids import compare_grid, date_label, grid_record, panel, verdict_record, verdict_text
+from date_diffusion.grids import fixed_date_grid, grid_record, verdict_record, verdict_text
 from date_diffusion.hub import tiny_decoder_for
 from date_diffusion.outputs import save_png
 from date_diffusion.pipelines import load_date_pipeline
@@ -271,9 +271,9 @@ def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stop
         moved = record["method"] == "date" and trace["final_distance"] > 0  # no update moved it: the fixed image
         dated_record = {**record, "trace": trace, "method": "date" if moved else "fixed"}
         result["files"].append(str(save_png(out_dir / "date.png", dated.images[0], dated_record)))
-        shown = [panel(fixed.images[0], "fixed", result["verdicts"]["fixed"])]
-        shown.append(panel(dated.images[0], date_label(dated_record["method"]), result["verdicts"]["date"], trace))
-        grid, panels = compare_grid(shown, difference_of=(0, 1))
+        grid, panels = fixed_date_grid(
+            fixed.images[0], dated.images[0], dated_record["method"], result["verdicts"], trace
+        )
         result["files"].append(str(save_png(out_dir / "compare.png", grid, grid_record(dated_record, panels))))
         (out_dir / "trace.json").write_text(json.dumps(dated_record, indent=1))
         result["files"] += [str(out_dir / "trace.json"), str(out_dir / "embeddings.safetensors")]
