@@ -28,16 +28,22 @@ def commands(parser=None, path=()):
 
 
 def examples(help_text: str) -> list[str]:
-    """The lines of the `examples:` section of a `--help` (up to its first blank line)."""
+    """The commands of the `examples:` section of a `--help` (up to its first blank line); a line ending in a
+    backslash continues on the next, as in a shell."""
     lines = help_text.splitlines()
     starts = [i for i, line in enumerate(lines) if re.fullmatch(r"examples?:", line)]
     if not starts:
         return []
-    block = []
+    block, pending = [], ""
     for line in lines[starts[0] + 1 :]:
         if not line.strip():
             break
-        block.append(line.strip())
+        pending += line.strip()
+        if pending.endswith("\\"):
+            pending = pending[:-1] + " "
+        else:
+            block.append(pending)
+            pending = ""
     return block
 
 
@@ -93,7 +99,7 @@ def test_generate_stderr_has_no_library_noise(tmp_path):
     missing = generate("a cat", "--model", "nobody/nothing", HF_HUB_OFFLINE="1")  # the hub warns on the way
     assert missing.returncode == 2
     (line,) = missing.stderr.splitlines()  # the error alone
-    assert line.startswith("date-diffusion generate: error: could not load 'nobody/nothing'")
+    assert line.startswith("date-diffusion generate: error: --model 'nobody/nothing': could not load 'nobody/nothing'")
 
 
 def test_warnings_and_library_logs_inside_a_command_are_one_note_each(monkeypatch, capsys):
@@ -111,7 +117,7 @@ def test_warnings_and_library_logs_inside_a_command_are_one_note_each(monkeypatc
     library = transformers_logging.get_logger("transformers")  # configured: its own stderr handler
     before = (list(library.handlers), library.propagate)
     monkeypatch.setattr(info, "run", command)
-    assert main(["info", "any.png"]) == 0
+    assert main(["info", __file__]) == 0  # an existing file: the options are checked before the command
     assert capsys.readouterr().err.splitlines() == [
         "date-diffusion: note: something the user should know",
         "date-diffusion: note: a library's remark (transformers)",

@@ -144,3 +144,13 @@ def test_edit_cli_writes_all_outputs(pipe, clip_dir, tmp_path, capsys):
     assert all((tmp_path / "out" / f"a-blue-square-s0-2-{n}.png").exists() for n in names)
     assert main(argv[:-2] + ["--skip", "8", "--out", str(tmp_path / "o2")]) == 2
     assert "--skip must be in [0, 7]" in capsys.readouterr().err
+
+
+def test_sd_keeps_the_inversion_papers_defaults_and_skip_scales_with_steps():
+    from date_diffusion.editing import EDIT_DEFAULTS
+    from date_diffusion.editing.interface import edit_plan
+
+    paper = edit_plan(EDIT_DEFAULTS["sd"])
+    assert (paper.editor, paper.steps, paper.skip, paper.cfg_src, paper.cfg_tar) == ("ddpm", 100, 36, 3.5, 15.0)
+    assert edit_plan(EDIT_DEFAULTS["sd"], steps=50).skip == 18  # the same fraction, as the benchmark's suites
+    assert edit_plan(EDIT_DEFAULTS["sd"], steps=50, strength=0.5).skip == 25

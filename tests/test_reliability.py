@@ -50,13 +50,16 @@ def gen_argv(model_dir, clip_dir, out, *extra):
         (["--rho-relative", "-0.1"], "--rho-relative must be a finite number >= 0"),
         (["--rho", "0.1", "--rho-relative", "0.1"], "give only one of --rho and --rho-relative"),
         (["--prior-weight", "nan"], "--prior-weight must be a finite number"),
-        (["--batch-size", "0"], "--batch-size must be >= 1"),
-        (["--images-per-prompt", "0"], "--images-per-prompt must be >= 1"),
+        (["--batch-size", "0"], "--batch-size must be an integer from 1 to 1024, got 0"),
+        (["--images-per-prompt", "0"], "--images-per-prompt must be an integer from 1"),
+        (["--images-per-prompt", "1000000000"], "--images-per-prompt must be an integer from 1 to 100000"),
+        (["--reward-resolution", str(10**30)], "--reward-resolution must be a positive multiple of 8 up to 4096"),
         (["--reward", "0.5*clip+"], "--reward '0.5*clip+'"),
         (["--reward", "aug0(toy-clip)"], "needs 1 to 64 views"),
         (["--device", "quantum"], "--device 'quantum' is not a device name"),
         (["--lora", "missing.safetensors:0.5"], "--lora 'missing.safetensors': no such file"),
-        (["--prompts-file", "missing.txt"], "--prompts-file 'missing.txt' not found"),
+        (["--prompts-file", "missing.txt"], "--prompts-file 'missing.txt': no such readable file"),
+        (["--save-embeddings", "--replay-embeddings", __file__], "--save-embeddings and --replay-embeddings"),
     ],
 )
 def test_bad_values_are_refused_before_any_work(model_dir, clip_dir, tmp_path, capsys, extra, message):
@@ -244,7 +247,7 @@ def test_prompts_files_with_a_byte_order_mark(tmp_path):
 @pytest.mark.parametrize("flags", [["--seeds", "0"], ["--limit", "0"], ["--limit", "-1"]])
 def test_bench_counts_are_never_zero_or_negative(tmp_path, capsys, flags):
     assert main(["bench", "--suite", "toy", "--methods", "fixed", "--out", str(tmp_path / "run"), *flags]) == 2
-    assert "must be >= 1" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert "must be an integer from 1" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
 def _call(pipe, **kw):
@@ -324,3 +327,272 @@ def test_an_image_no_update_moved_is_recorded_as_fixed(model_dir, clip_dir, tmp_
     assert record["trace"]["final_distance"] == 0.0
     assert main(gen_argv(model_dir, clip_dir, tmp_path / "moved")) == 0
     assert json.loads((tmp_path / "moved" / "a-red-circle-s0.json").read_text())["method"] == "date"
+
+
+# ---------------------------------------------------------------- round three: one validation layer
+
+
+def _bench(out, *extra):
+    return ["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "2", "--batch-size", "1",
+            "--methods", "fixed", "--out", str(out), *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--methods", "ug:scale=1,every=0"], "every in 'ug:scale=1,every=0' must be an integer from 1"),
+        (["--steps", "0"], "--steps must be an integer from 1 to 1000, got 0"),
+        (["--methods", "date:steps=99"], "method 'date:steps=99' with 2 steps: update_steps [99] are outside"),
+        (["--seed-base", str(2**64)], "--seed-base must be in [0, 2**63)"),
+        (["--seed-base", str(2**63 - 1), "--seeds", "2"], "--seed-base + --seeds - 1"),
+        (["--methods", "date:lowres=0"], "lowres in 'date:lowres=0' must be a positive multiple of 8"),
+        (["--methods", "date:lowres=12"], "lowres in 'date:lowres=12' must be a positive multiple of 8"),
+        (["--methods", "date:decoder=missing-decoder"], "'missing-decoder' is not a decoder folder"),
+        (["--fid-real", "missing-folder"], "--fid-real 'missing-folder': no such readable folder"),
+        (["--inception-weights", __file__], "--inception-weights needs torch-fidelity"),
+        (["--threads", "-1"], "--threads must be an integer from 1 to 1024, got -1"),
+        (["--edit-skip", "2"], "--edit-skip must be in [0, 1]"),
+        (["--scheduler", "fast"], "unknown --scheduler 'fast'"),
+    ],
+)
+def test_bench_arguments_are_checked_before_run_json_is_written(tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    assert main(_bench(out, *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_a_bench_run_takes_a_corrected_fid_reference(tmp_path, capsys):
+    first, second = tmp_path / "real-a", tmp_path / "real-b"
+    first.mkdir(), second.mkdir()
+    out = tmp_path / "run"
+    assert main(_bench(out, "--fid-real", str(first))) == 0
+    assert main(_bench(out, "--fid-real", str(second))) == 0  # a setting that decides no image may be corrected
+    assert json.loads((out / "run.json").read_text())["fid_real"] == str(second)
+    assert main(_bench(out, "--guidance", "3")) == 2  # one that decides images may not
+    assert "holds a run with other settings" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(update_every=10, update_steps=[0, 5]), "give only one of update_every \\(10\\) and update_steps"),
+        (dict(update_every=10, update_intervals=[(0, 2)]), "give only one of update_every \\(10\\) and update_int"),
+        (dict(rho=0.5, rho_relative=0.002), "give only one of rho \\(0.5\\) and rho_relative"),
+        (dict(rho=None), "no step size"),
+    ],
+)
+def test_settings_given_together_are_refused_even_at_the_defaults(kwargs, message):
+    from date_diffusion import DATEConfig
+    from date_diffusion.evaluation.methods import parse_method
+
+    with pytest.raises(ValueError, match=message):
+        DATEConfig(**kwargs)
+    assert DATEConfig(rho_relative=0.002).rho is None and DATEConfig(update_steps=[0]).update_every is None
+    with pytest.raises(ValueError, match="give only one of rho"):
+        parse_method("date:rho=0.5,rel=0.002")
+    with pytest.raises(ValueError, match="give only one of update_every"):
+        parse_method("date:every=10,steps=0;5")
+
+
+def test_run_json_of_an_earlier_version_with_rho_beside_rho_relative_still_reads():
+    from date_diffusion.evaluation.methods import Method
+
+    old = {"method": "date", "date": {"rho": 0.5, "rho_relative": 0.002, "update_every": 10}}
+    assert Method.from_record("date:rel=0.002", old).date.rho_relative == 0.002
+
+
+def test_an_unwritable_save_embeddings_path_is_refused_before_sampling(pipe, reward, tmp_path, monkeypatch):
+    from date_diffusion import DATEConfig
+    from date_diffusion.pipelines import common
+
+    monkeypatch.setattr(common, "sample", lambda *a, **k: pytest.fail("sampled before the path was checked"))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for path, why in ((blocker / "e.safetensors", ".* is not a writable folder"), (tmp_path, "it is a folder")):
+        with pytest.raises(ValueError, match=f"save_embeddings .* cannot be written: {why}"):
+            _call(pipe, date=DATEConfig(update_every=2), reward=reward, save_embeddings=path)
+
+
+def test_the_page_refuses_a_step_count_the_scheduler_cannot_take():
+    import shutil
+
+    from date_diffusion.resolver import default_model
+    from date_diffusion.ui.session import Form, InputError, Session
+
+    session = Session(default_model())
+    try:
+        with pytest.raises(InputError, match="steps 1000 is more than") as caught:
+            session.compare(Form("a red circle", settings={"num_inference_steps": "1000"}))
+        assert caught.value.field == "num_inference_steps"
+    finally:
+        shutil.rmtree(session.workdir)
+
+
+# ---------------------------------------------------------------- files read back: one schema per kind
+
+
+@pytest.mark.parametrize(
+    "text, field",
+    [("[]", "it holds a JSON list, not an object"), ('{"suite": "toy"}', "field 'seeds' is missing"),
+     ('{"suite": "toy", "seeds": [0], "steps": "2", "model": "m", "methods": {}}', "field 'steps' must be int")],
+)  # fmt: skip
+def test_a_run_json_of_another_shape_is_named_with_its_field(tmp_path, capsys, text, field):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(text)
+    for argv in (_bench(out), ["report", str(out)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{out / 'run.json'} is not a valid bench run settings file: {field}" in err, err
+        assert len(err.strip().splitlines()) == 1 and "delete the folder" in err
+
+
+def test_an_empty_record_is_not_an_image_made_and_audit_names_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_bench(out, "--limit", "2")) == 0
+    record = sorted((out / "images").rglob("*.json"))[0]
+    record.write_text("{}")
+    assert main(["toyworld", "audit", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"skipped: {record} is not a valid bench image record: field 'index' is missing" in err
+    assert main(_bench(out, "--limit", "2")) == 0  # made again
+    assert "1 to make" in capsys.readouterr().err
+    assert json.loads(record.read_text())["method"] == "fixed"
+
+
+@pytest.mark.parametrize(
+    "record, field",
+    [([1], "JSON list"), ({"trace": {"updates": [{"step": "x"}]}}, "field 'step' must be int"),
+     ({"panels": [{"final_distance": 1}]}, "field 'method' is missing"), ("{not json", "not JSON")],
+)  # fmt: skip
+def test_forged_png_metadata_is_named_not_a_traceback(tmp_path, capsys, record, field):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("date-diffusion", record if isinstance(record, str) else json.dumps(record))
+    Image.new("RGB", (8, 8)).save(tmp_path / "forged.png", pnginfo=info)
+    assert main(["info", str(tmp_path / "forged.png")]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "forged.png") in err and field in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.fixture
+def saved_file(pipe, reward, tmp_path):
+    from date_diffusion import DATEConfig
+
+    path = tmp_path / "e.safetensors"
+    _call(pipe, date=DATEConfig(update_every=2), reward=reward, save_embeddings=path)
+    return path
+
+
+def _rewrite(path, change):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    change(meta, tensors)
+    save_file(tensors, str(path), metadata=meta)
+
+
+def test_replay_files_name_the_real_mismatch(pipe, saved_file):
+    from date_diffusion.pipelines.embeddings import load_embeddings
+
+    with pytest.raises(ValueError, match=r"saved for the prompt \['a red circle'\], this call has \['a blue dog'\]"):
+        pipe("a blue dog", num_inference_steps=4, height=16, width=16, replay_embeddings=saved_file)
+    with pytest.raises(ValueError, match=r"update at loop indices \[2\], outside this call's 2 steps"):
+        _call(pipe, num_inference_steps=2, replay_embeddings=saved_file)
+    assert _call(pipe, replay_embeddings=saved_file).images.std() > 0  # the file itself replays
+    _rewrite(saved_file, lambda meta, t: meta.pop("parts"))
+    with pytest.raises(ValueError, match="field 'parts' is missing"):
+        load_embeddings(saved_file)
+
+
+def test_replay_files_with_broken_parts_are_named(saved_file):
+    from date_diffusion.pipelines.embeddings import load_embeddings
+
+    def nan(meta, tensors):
+        tensors["step_0002/prompt_embeds"][0, 0, 0] = float("nan")
+
+    _rewrite(saved_file, nan)
+    with pytest.raises(ValueError, match="part 'prompt_embeds' of stage 'step_0002' holds NaN"):
+        load_embeddings(saved_file)
+
+    def shape(meta, tensors):
+        tensors["final/prompt_embeds"] = tensors["final/prompt_embeds"][:, :3]
+
+    _rewrite(saved_file, shape)
+    with pytest.raises(ValueError, match="part 'prompt_embeds' of stage 'final' has shape"):
+        load_embeddings(saved_file)
+
+
+def test_replay_settings_missing_from_a_file_are_named(saved_file, tmp_path, capsys):
+    assert main(["generate", "--replay-embeddings", str(saved_file), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a valid embeddings file for --replay-embeddings: field 'prompt' is missing" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3, 4])
+def test_an_image_s_group_of_files_appears_whole_or_not_at_all(model_dir, clip_dir, tmp_path, monkeypatch, fail_at):
+    import date_diffusion.outputs as outputs
+
+    real, calls = outputs.atomic_write, []
+
+    def failing(path, data):
+        calls.append(path)
+        if len(calls) == fail_at:  # fixed image, grid, DATE image, record: a signal arrives while writing one
+            raise KeyboardInterrupt
+        return real(path, data)
+
+    monkeypatch.setattr(outputs, "atomic_write", failing)
+    assert main(gen_argv(model_dir, clip_dir, tmp_path, "--compare")) == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing of the group, no hidden leftover
+    monkeypatch.setattr(outputs, "atomic_write", real)
+    assert main(gen_argv(model_dir, clip_dir, tmp_path, "--compare")) == 0
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names == {"a-red-circle-s0.png", "a-red-circle-s0.json", "a-red-circle-s0-fixed.png",
+                     "a-red-circle-s0-compare.png"}  # fmt: skip
+
+
+def test_a_non_finite_reward_or_embedding_stops_the_run_naming_the_step(pipe, reward):
+    import torch
+
+    from date_diffusion import DATEConfig
+    from date_diffusion.sampling.date_step import NonFiniteError
+
+    def nan_at_second(images, prompts, calls=[]):  # noqa: B006  (counts the calls)
+        calls.append(1)
+        scores = reward(images, prompts)
+        return scores * float("nan") if len(calls) > 2 else scores
+
+    with pytest.raises(NonFiniteError, match="the reward is not finite at update step 2 \\(images \\[0\\]"):
+        _call(pipe, date=DATEConfig(update_every=2), reward=nan_at_second)
+    embeds = pipe.encode_prompt("a red circle", "cpu", 1, True)[0].clone()
+    embeds[0, 1, 2] = float("nan")
+    with pytest.raises(NonFiniteError, match="conditional embedding holds NaN"):
+        pipe(prompt_embeds=embeds, reward_prompt="a red circle", num_inference_steps=4, height=16, width=16,
+             date=DATEConfig(update_every=2), reward=reward, generator=torch.Generator().manual_seed(0))  # fmt: skip
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_the_page_ends_on_a_signal_with_code_0_and_leaves_no_temporary_folder(tmp_path, signal_name):
+    import signal
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
+    cmd = [sys.executable, "-m", "date_diffusion", "ui", "--port", str(port), "--device", "cpu"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving" in proc.stdout.readline()
+        assert [p.name for p in tmp_path.glob("date-diffusion-ui-*")]  # the page's folder while it serves
+        proc.send_signal(getattr(signal, signal_name))
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+    assert not list(tmp_path.glob("date-diffusion-ui-*"))

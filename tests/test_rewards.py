@@ -97,3 +97,15 @@ def test_missing_model_says_how_to_fix(tmp_path):
 def test_rejects_mismatched_prompts(reward):
     with pytest.raises(ValueError, match="prompts"):
         reward(torch.rand(2, 3, 32, 32), ["one"])
+
+
+def test_a_tokenizer_missing_offline_is_refused_not_built_empty(tmp_path, monkeypatch):
+    """transformers 5 returns a tokenizer of special tokens only when no file is found: that is a missing model."""
+    from transformers import CLIPTokenizer
+
+    from date_diffusion.hub import ModelNotFoundError, load_component
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(ModelNotFoundError, match="hf download openai/clip-vit-large-patch14"):
+        load_component(CLIPTokenizer, "openai/clip-vit-large-patch14")

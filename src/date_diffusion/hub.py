@@ -31,6 +31,33 @@ def tiny_decoder_for(model, spec: str = "tiny"):
     return load_component(AutoencoderTiny, by_name(family_of(model)).tiny_decoder)
 
 
+def check_tiny_decoder(model, spec: str = "tiny") -> None:
+    """That `tiny_decoder_for(model, spec)` finds its decoder, without loading it (ModelNotFoundError naming the
+    spec otherwise): a folder must hold a `config.json`; a hub id must be cached when offline."""
+    import re
+
+    from date_diffusion.pipelines.loading import family_of
+
+    where = spec
+    if spec == "tiny":
+        where = world.TINY_DECODER if world.is_toy_world(model) else by_name(family_of(model)).tiny_decoder
+    local = Path(str(where)).expanduser()
+    if local.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", str(where)):
+        if not (local / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"reward decoder {spec!r}: {str(local)!r} is not a decoder folder (no config.json)"
+            )
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(str(where), "config.json"), str):
+            raise ModelNotFoundError(
+                f"reward decoder {spec!r}: {where} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
+                f"fetch it once with `hf download {where}`"
+            )
+
+
 # Preference rewards (need network once, or local copies; see docs/python-api.md).
 IMAGEREWARD_REPO = "THUDM/ImageReward"  # files ImageReward.pt, med_config.json
 IMAGEREWARD_TOKENIZER = "google-bert/bert-base-uncased"
@@ -92,6 +119,46 @@ def explain_load_error(id_or_path, err: Exception) -> ModelNotFoundError:
 def load_component(cls, id_or_path, **kwargs):
     """`cls.from_pretrained(id_or_path)` with an error that says how to fix a missing or offline model."""
     try:
-        return cls.from_pretrained(str(id_or_path), **kwargs)
+        component = cls.from_pretrained(str(id_or_path), **kwargs)
     except (OSError, ValueError) as err:
         raise explain_load_error(id_or_path, err) from err
+    if hasattr(component, "get_vocab") and len(component) <= MIN_VOCABULARY:
+        # transformers 5 builds an empty tokenizer (special tokens only) when no tokenizer file is found
+        raise explain_load_error(id_or_path, OSError(f"no tokenizer files: a vocabulary of {len(component)} tokens"))
+    return component
+
+
+MIN_VOCABULARY = 2  # a tokenizer this small was built from no files
+
+
+# OpenCLIP checkpoints carry no tokenizer: OpenCLIP's ViT models tokenize with CLIP's BPE vocabulary (49408 tokens,
+# context 77), which the paper's CLIP's tokenizer has.
+OPENCLIP_TOKENIZER = PAPER_CLIP
+# HPSv2 / HPSv2.1 (Wu et al., 2023): OpenCLIP ViT-H-14 checkpoints, in the hub repo the official `hpsv2` package
+# downloads from.
+HPS_REPO = "xswu/HPSv2"
+HPS_FILES = {"hpsv2": "HPS_v2_compressed.pt", "hpsv2.1": "HPS_v2.1_compressed.pt"}
+
+
+def fetch_named_file(repo_or_dir, filename: str) -> Path:
+    """`fetch_file`, with an error that names the file and the command that fetches it when a hub file is missing
+    (offline, not cached, or no network)."""
+    local = Path(str(repo_or_dir)).expanduser()
+    if local.exists() or str(repo_or_dir).startswith(("/", ".", "~")):
+        return fetch_file(local, filename)
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(str(repo_or_dir), filename))
+    except Exception as err:  # offline, missing, or no network: one line that says how to get the file
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+        first = (str(err).splitlines() or [""])[0][:160]
+        why = (
+            "HF_HUB_OFFLINE is set and it is not in the Hugging Face cache"
+            if offline
+            else f"{type(err).__name__}: {first}"
+        )
+        raise ModelNotFoundError(
+            f"could not load {filename!r} from the hub repo {str(repo_or_dir)!r} ({why}). Fix: on a machine with "
+            f"network run `hf download {repo_or_dir} {filename}`, or pass the local file"
+        ) from err

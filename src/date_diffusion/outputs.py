@@ -38,12 +38,64 @@ def atomic_path(path: Path):
             tmp.unlink()
 
 
+def unwritable(path, folder: bool = False) -> str | None:
+    """Why `path` (a file, or with `folder` a folder) cannot be written, or None: an entry of the other type is in the
+    way, or the nearest existing folder above it is not writable. Nothing is created."""
+    path = Path(path).absolute()
+    if path.is_dir() if not folder else path.exists() and not path.is_dir():
+        return f"it is a {'folder' if not folder else 'file'}; give a new name"
+    parent = path if folder and path.is_dir() else path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return f"{str(parent)!r} is not a writable folder"
+    return None
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
     with atomic_path(Path(path)) as tmp:
         with open(tmp, "wb") as f:
             f.write(data if isinstance(data, bytes) else data.encode())
             f.flush()
             os.fsync(f.fileno())
+
+
+@contextmanager
+def file_group():
+    """Files that belong together (an image, its record, its fixed twin, its grid): each is written to a hidden
+    staging name (`group.write(path, data)`, or `group.path(path)` for a writer of its own), and once all are written
+    they are renamed in the order given, the last one (the record) marking the group complete. On any error or
+    interrupt none of them appears: staged files are removed, and so are those already renamed."""
+    group = _FileGroup()
+    done = []
+    try:
+        yield group
+        for tmp, path in group.staged:
+            os.chmod(tmp, 0o666 & ~_UMASK)
+            os.replace(tmp, path)
+            done.append(path)
+        done = []
+    finally:
+        for tmp, _ in group.staged:
+            tmp.unlink(missing_ok=True)
+        for path in done:  # a group renamed only in part (interrupted between renames)
+            path.unlink(missing_ok=True)
+
+
+class _FileGroup:
+    def __init__(self):
+        self.staged: list[tuple[Path, Path]] = []
+
+    def path(self, path) -> Path:
+        """The staging name of `path`, to be written by the caller."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.staged")
+        self.staged.append((tmp, path))
+        return tmp
+
+    def write(self, path, data: str | bytes) -> None:
+        atomic_write(self.path(path), data)
 
 
 @contextmanager
@@ -127,8 +179,16 @@ def read_png_metadata(path) -> dict:
             text = dict(getattr(img, "text", {}) or {})
     except (OSError, UnidentifiedImageError) as err:
         raise ValueError(f"{path} is not a readable image ({err})") from err
+    from date_diffusion.schemas import PNG_RECORD, SchemaError, check_png_record
+
     record = text.get(PNG_RECORD_KEY)
-    return {"parameters": text.get(PNG_PARAMETERS_KEY), "record": json.loads(record) if record else None}
+    if record:
+        try:
+            record = json.loads(record)
+        except json.JSONDecodeError as err:
+            raise SchemaError(f"{path} is not a valid {PNG_RECORD.what}: not JSON ({err}); {PNG_RECORD.fix}") from err
+        check_png_record(record, path)
+    return {"parameters": text.get(PNG_PARAMETERS_KEY), "record": record or None}
 
 
 def open_rgb(path) -> Image.Image:

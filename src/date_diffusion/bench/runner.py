@@ -25,9 +25,10 @@ from date_diffusion.bench.suites import Item
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import Method, upgrade_reward
 from date_diffusion.hub import tiny_decoder_for
-from date_diffusion.outputs import atomic_write, open_rgb, png_bytes
+from date_diffusion.outputs import atomic_write, file_group, open_rgb, png_bytes
 from date_diffusion.rewards.registry import reward_from_spec
 from date_diffusion.rewards.subjects import subject_prompts
+from date_diffusion.schemas import RECORD, RUN, SchemaError, read_json
 from date_diffusion.toyworld.edits import EditCase, score_edit, source_scene
 from date_diffusion.toyworld.evaluator import EVALUATOR_VERSION, evaluate
 from date_diffusion.toyworld.scene import PromptSpec, render
@@ -64,9 +65,13 @@ def read_run(out: Path) -> dict:
     """A run's run.json as this version writes it (files of earlier versions converted: `upgrade_run`)."""
     path = Path(out) / "run.json"
     try:
-        return upgrade_run(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError) as err:  # unparseable JSON or text, or not a run's settings
-        raise SettingsMismatch(f"{path} is damaged ({err!r}); use another --out, or delete the folder") from err
+        run = read_json(path, RUN)
+    except SchemaError as err:
+        raise SettingsMismatch(str(err)) from err
+    try:
+        return upgrade_run(run)
+    except (ValueError, KeyError, TypeError) as err:  # a method entry of no known layout
+        raise SettingsMismatch(f"{path} is not a valid {RUN.what}: field 'methods': {err}; {RUN.fix}") from err
 
 
 def upgrade_run(run: dict) -> dict:
@@ -82,25 +87,35 @@ def run_methods(run: dict) -> list[Method]:
     return [Method.from_record(label, rec) for label, rec in run["methods"].items()]
 
 
-def check_settings(out: Path, settings: RunSettings) -> None:
-    """Write run.json, or check it: same run settings; a method label may be added, never redefined."""
+# settings that decide no image (the FID reference): a rerun may correct them, e.g. a --fid-real folder fixed
+METRIC_ONLY = ("fid_real", "inception_weights")
+
+
+def compare_settings(out: Path, settings: RunSettings) -> dict:
+    """The run.json `settings` give `out` (nothing written), or `SettingsMismatch` if `out` holds another run: same
+    run settings (those in `METRIC_ONLY` may change); a method label may be added, never redefined."""
     path = out / "run.json"
     new = asdict(settings)
-    if path.exists():
-        old = read_run(out)
-        diff = {k: (old.get(k), v) for k, v in new.items() if k != "methods" and old.get(k) != v}
-        if diff:
-            detail = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+    if not path.exists():
+        return new
+    old = read_run(out)
+    diff = {k: (old.get(k), v) for k, v in new.items() if k not in ("methods", *METRIC_ONLY) and old.get(k) != v}
+    if diff:
+        detail = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        raise SettingsMismatch(
+            f"{out} holds a run with other settings ({detail}); use another --out or the same settings"
+        )
+    for label, rec in new["methods"].items():
+        if label in old["methods"] and not _same_settings(old["methods"][label], rec):
             raise SettingsMismatch(
-                f"{out} holds a run with other settings ({detail}); use another --out or the same settings"
+                f"method {label!r} in {out} was run with other settings; rename it or use another --out"
             )
-        for label, rec in new["methods"].items():
-            if label in old["methods"] and not _same_settings(old["methods"][label], rec):
-                raise SettingsMismatch(
-                    f"method {label!r} in {out} was run with other settings; rename it or use another --out"
-                )
-        new["methods"] = {**old["methods"], **new["methods"]}
-    atomic_write(path, json.dumps(new, indent=1))
+    return {**new, "methods": {**old["methods"], **new["methods"]}}
+
+
+def check_settings(out: Path, settings: RunSettings) -> None:
+    """Write run.json once `compare_settings` allows it."""
+    atomic_write(out / "run.json", json.dumps(compare_settings(out, settings), indent=1))
 
 
 def _same_settings(old, new) -> bool:
@@ -115,7 +130,7 @@ def is_done(png: Path, record: Path) -> bool:
     if not record.exists():
         return False
     try:
-        json.loads(record.read_text())
+        read_json(record, RECORD)  # `{}` or a record of another shape is not an image made
         with Image.open(png) as img:
             img.verify()
         return True
@@ -184,7 +199,7 @@ def rescore(out: Path) -> int:
     the earlier verdict stays in the record as `exact_v<version>`. Returns how many records changed version."""
     changed = 0
     for rec_path in record_paths(out):
-        rec = json.loads(rec_path.read_text())
+        rec = read_json(rec_path, RECORD)
         old = rec.get("evaluator_version", 1)
         if rec.get("spec") is None or old == EVALUATOR_VERSION:
             continue
@@ -391,15 +406,10 @@ def _generate(run: BenchRun, pipe, method: Method, kwargs: dict, batch, scorer) 
     n = method.candidates
     prompts = [it.prompt for it, _ in batch for _ in range(n)]
     seeds = [s + j * BEST_OF_STRIDE for _, s in batch for j in range(n)]
+    call = dict(num_inference_steps=method.steps_for(run.settings.steps), guidance_scale=run.settings.guidance)
     t0 = time.perf_counter()
-    res = pipe(
-        prompts,
-        num_inference_steps=method.steps_for(run.settings.steps),
-        guidance_scale=run.settings.guidance,
-        generator=[torch.Generator().manual_seed(s) for s in seeds],
-        output_type="pt",
-        **kwargs,
-    )
+    seeds = method.select_seeds(pipe, run, prompts, seeds, call)
+    res = pipe(prompts, generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="pt", **call, **kwargs)
     images = res.images.float()
     chosen = _best(run.reward(), images, prompts, n)
     seconds = (time.perf_counter() - t0) / len(batch)
@@ -433,7 +443,7 @@ def _png_record(record: dict, method: Method, settings: RunSettings) -> dict:
 
 
 def _write(run: BenchRun, method: Method, batch, images, traces, metrics, chosen, seconds) -> int:
-    """Each image, then its record (the record marks it done), atomically."""
+    """Each image with its record (the record marks it done), both or neither (`outputs.file_group`)."""
     memory = peak_memory_mb(run.device)
     for k, (it, seed) in enumerate(batch):
         png, rec_path = image_paths(run.out, method, it.index, seed)
@@ -456,8 +466,9 @@ def _write(run: BenchRun, method: Method, batch, images, traces, metrics, chosen
         }
         if method.candidates > 1:
             record["best_of"] = {"n": method.candidates, "chosen": chosen[k] % method.candidates}
-        atomic_write(png, png_bytes(_uint8(images[k]), _png_record(record, method, run.settings)))
-        atomic_write(rec_path, json.dumps(record))
+        with file_group() as group:  # the image and its record appear together, the record last
+            group.write(png, png_bytes(_uint8(images[k]), _png_record(record, method, run.settings)))
+            group.write(rec_path, json.dumps(record))
     return len(batch)
 
 
@@ -465,8 +476,5 @@ def load_records(out: Path, method: Method) -> list[dict]:
     root = out / "images" / method.slug
     records = []
     for path in sorted(root.glob("*/samples/*.json")) if root.exists() else []:
-        try:
-            records.append(json.loads(path.read_text()))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path} is damaged ({err}): re-run the same bench command to make it again") from err
+        records.append(read_json(path, RECORD))  # SchemaError: the file, the field and the fix
     return records

@@ -53,7 +53,7 @@ def add_parsers(sub):
         action="store_true",
         help="toy world: re-run the current exact evaluator on the images scored by an earlier version first",
     )
-    r.set_defaults(func=run_report)
+    r.set_defaults(func=run_report, validate=validate_report)
 
 
 def _add_bench_parser(sub):
@@ -146,7 +146,7 @@ def _add_bench_run_arguments(p):
         help="torch-fidelity Inception weights (pt_inception-2015-12-05-6726825d.pth) for Inception FID",
     )
     p.add_argument("--out", required=True)
-    p.set_defaults(func=run_bench)
+    p.set_defaults(func=run_bench, validate=validate_bench)
 
 
 def _add_perf_parser(sub):
@@ -192,7 +192,7 @@ def _add_perf_parser(sub):
         help="instead: time the README's main command (toy world, --compare) in --repeats fresh processes, with "
         "where the time goes; writes first-command.json and .md",
     )
-    f.set_defaults(func=run_bench_perf)
+    f.set_defaults(func=run_bench_perf, validate=validate_perf)
 
 
 def require_bench_extra() -> None:
@@ -204,19 +204,33 @@ def require_bench_extra() -> None:
         raise CLIError(f"the benchmark needs {', '.join(missing)}: pip install 'date-diffusion[bench]'")
 
 
-def run_bench(args) -> int:
+def validate_bench(args) -> tuple:
+    """Every check of `bench` that needs no model: (model, run settings, methods, suite items)."""
     require_bench_extra()
+    from date_diffusion.cli.common import resolve_model
+
+    model = resolve_model(args.model)
+    return (model, *_prepare(args, model))
+
+
+def run_bench(args) -> int:
+    from date_diffusion.cli.common import validate
+
+    model, settings, methods, items = validate(args)
     import torch
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
     from date_diffusion.bench.report import write_report
-    from date_diffusion.bench.runner import BenchRun, SettingsMismatch, check_settings, generate_methods
-    from date_diffusion.cli.common import resolve_model
+    from date_diffusion.bench.runner import (
+        BenchRun,
+        SettingsMismatch,
+        check_settings,
+        compare_settings,
+        generate_methods,
+    )
     from date_diffusion.pipelines import load_date_pipeline
 
-    model = resolve_model(args.model)
-    settings, methods, items = _prepare(args, model)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -224,12 +238,14 @@ def run_bench(args) -> int:
     # launch is `accelerate launch --multi_gpu --num_processes N` (torchrun), as `--cpu` starts one process.
     state = PartialState(cpu=not torch.cuda.is_available())
     try:
-        check_settings(out, settings)
+        compare_settings(out, settings)  # before loading: a folder of another run is refused at once
     except SettingsMismatch as err:
         raise CLIError(str(err)) from err
     run = BenchRun(settings, out, state.device)
     pipe = load_date_pipeline(model, args.dtype, run.device, args.scheduler)
     pipe.set_progress_bar_config(disable=True)
+    _check_loaded(pipe, run, methods)  # what depends on the model, before run.json is written
+    check_settings(out, settings)
     scorer = run.scorer()
     # shard by prompt: each process owns the prompts with index % world == rank
     jobs = [(it, s) for it in items if it.index % state.num_processes == state.process_index for s in settings.seeds]
@@ -243,6 +259,21 @@ def run_bench(args) -> int:
     return 0
 
 
+def _check_loaded(pipe, run, methods) -> None:
+    """With the model loaded: every method's step count fits its scheduler, and its rewards and decoders load."""
+    from date_diffusion.schedulers import check_steps_fit
+
+    for m in methods:
+        steps = m.steps_for(run.settings.steps)
+        try:
+            check_steps_fit(pipe.scheduler, steps, "--steps" if steps == run.settings.steps else f"{m.label}: steps")
+        except ValueError as err:
+            raise CLIError(str(err)) from err
+        if m.applies_to(run.settings.suite):
+            m.pipeline_kwargs(run)
+    run.scorer()
+
+
 def _prepare(args, model: str):
     """The run's settings, its methods and the suite's items; every usage error is found here, before any work."""
     from date_diffusion.bench.runner import RunSettings
@@ -253,11 +284,11 @@ def _prepare(args, model: str):
     # the run's reward and sampling resolve as `generate --paper-defaults` would (the methods carry their own DATE)
     flags = dict(reward=args.reward, num_inference_steps=args.steps, guidance_scale=args.guidance)
     resolved = resolve_from_args(model, flags, paper_defaults=True)
-    for flag, value in (("--seeds", args.seeds), ("--limit", args.limit)):
-        if value is not None and value < 1:  # never 0 for "all" or a negative count
-            raise CLIError(f"{flag} must be >= 1 (leave it out for the default), got {value}")
     try:
         methods = parse_methods(args.methods, model)
+    except ValueError as err:
+        raise CLIError(f"--methods {args.methods!r}: {err}") from err
+    try:
         items = load_suite(args.suite, args.captions or args.prompts_file, args.limit, args.categories)
     except (ValueError, FileNotFoundError) as err:
         raise CLIError(str(err)) from err
@@ -268,6 +299,7 @@ def _prepare(args, model: str):
         )
     n_seeds, base = default_seeds(args.suite)  # editing suites: one source layout and inversion per seed
     n_seeds, base = args.seeds or n_seeds, args.seed_base if args.seed_base is not None else base
+    _check_together(args, model, methods, resolved.num_inference_steps, base + n_seeds - 1)
     return (
         RunSettings(
             suite=args.suite,
@@ -293,6 +325,37 @@ def _prepare(args, model: str):
     )
 
 
+def _check_together(args, model: str, methods, steps: int, last_seed: int) -> None:
+    """What the options' kinds cannot see alone: the scheduler's name, each method's update steps inside its run,
+    the last seed (best-of-N's candidates included), the editing skip inside the run, Inception FID's package."""
+    import importlib.util
+
+    from date_diffusion.bench.runner import BEST_OF_STRIDE
+    from date_diffusion.cli.common import checked
+    from date_diffusion.core.settings import Seed
+    from date_diffusion.schedulers import SCHEDULERS
+
+    if args.scheduler is not None and args.scheduler not in SCHEDULERS:
+        raise CLIError(f"unknown --scheduler {args.scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
+    from date_diffusion.hub import ModelNotFoundError, check_tiny_decoder
+
+    for m in methods:
+        date = getattr(m, "date", None)
+        try:
+            if date is not None:
+                date.update_indices(m.steps_for(steps))
+            if getattr(m, "decoder", None) is not None:
+                check_tiny_decoder(model, m.decoder)
+        except (ValueError, ModelNotFoundError) as err:
+            raise CLIError(f"method {m.label!r} with {m.steps_for(steps)} steps: {err}") from err
+    last = last_seed + (max(m.candidates for m in methods) - 1) * BEST_OF_STRIDE
+    checked(Seed(), last, "--seed-base + --seeds - 1 (with best-of-N's candidates)")
+    if args.edit_skip is not None and args.edit_skip >= steps:
+        raise CLIError(f"--edit-skip must be in [0, {steps - 1}] (below --steps), got {args.edit_skip}")
+    if args.inception_weights and importlib.util.find_spec("torch_fidelity") is None:
+        raise CLIError("--inception-weights needs torch-fidelity: pip install torch-fidelity (or leave it out)")
+
+
 def _eval_clip(spec: str | None, model: str, family: str) -> str:
     """`--eval-clip` (checked), default: the toy world's held-out CLIP on toy-world models, else the family's."""
     from date_diffusion.families import by_name
@@ -308,12 +371,24 @@ def _eval_clip(spec: str | None, model: str, family: str) -> str:
     return spec
 
 
-def run_report(args) -> int:
-    require_bench_extra()
-    from date_diffusion.bench.report import write_report
+def validate_report(args) -> None:
+    """A bench run's folder: its run.json readable as a run's settings."""
+    from date_diffusion.bench.runner import SettingsMismatch, read_run
 
-    if not (Path(args.dir) / "run.json").exists():
+    if not (Path(args.dir) / "run.json").is_file():
         raise CLIError(f"{args.dir} is not a bench run (no run.json)")
+    try:
+        read_run(Path(args.dir))
+    except SettingsMismatch as err:
+        raise CLIError(str(err)) from err
+
+
+def run_report(args) -> int:
+    from date_diffusion.bench.report import write_report
+    from date_diffusion.cli.common import validate
+
+    require_bench_extra()
+    validate(args)
     if args.rescore:
         from date_diffusion.bench.runner import rescore
 
@@ -322,26 +397,24 @@ def run_report(args) -> int:
     return 0
 
 
+def validate_perf(args) -> None:
+    """`bench-perf`'s checks beyond its options' kinds: the variants' names."""
+    bad = [v for v in args.variants if v not in VARIANTS]
+    if bad:
+        raise CLIError(f"unknown --variants {bad}; choose from {', '.join(VARIANTS)}")
+
+
 def run_bench_perf(args) -> int:
+    from date_diffusion.cli.common import validate
     from date_diffusion.perf.bench_perf import PerfSettings, bench_perf
 
+    validate(args)
     if args.first_command:
         from date_diffusion.perf.first_command import first_command
 
-        if args.repeats < 1:
-            raise CLIError("--repeats must be >= 1")
         print(first_command(args.repeats, args.threads, args.out)["markdown"])
         return 0
-
-    variants = args.variants
-    bad = [v for v in variants if v not in VARIANTS]
-    if bad or not variants:
-        raise CLIError(f"unknown --variants {bad}; choose from {', '.join(VARIANTS)}")
-    if args.repeats < 1 or args.steps < 1 or args.update_every < 1:
-        raise CLIError("--repeats, --steps and --update-every must be >= 1")
-    if not args.batch_size or min(args.batch_size) < 1:
-        raise CLIError(f"--batch-size must list sizes >= 1, got {args.batch_size}")
     settings = PerfSettings(args.steps, args.update_every, args.device, args.dtype, args.threads, args.reward,
                             args.tiny_decoder)  # fmt: skip
-    print(bench_perf(args.model, args.out, args.repeats, variants, args.batch_size, settings)["markdown"])
+    print(bench_perf(args.model, args.out, args.repeats, args.variants, args.batch_size, settings)["markdown"])
     return 0

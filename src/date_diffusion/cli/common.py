@@ -7,7 +7,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from date_diffusion.core.settings import SETTINGS, SettingError
+from date_diffusion.core.settings import SAMPLING, SETTINGS, Integer, Kind, Seed, SettingError, Size
 from date_diffusion.families import FAMILIES, NAMES, PAPER_REWARD
 
 # torch, the resolver and the rewards are imported inside the functions that need them: see cli/__init__.py
@@ -29,8 +29,15 @@ class CLIError(Exception):
 
 def check_seed(seed: int) -> None:
     """Seeds are what torch generators accept."""
-    if not 0 <= seed < 2**63:
-        raise CLIError(f"--seed must be in [0, 2**63), got {seed}")
+    checked(Seed(), seed, "--seed")
+
+
+def checked(kind: Kind, value, name: str):
+    """`kind.value(value, name)`, a bad value a usage error."""
+    try:
+        return kind.value(value, name)
+    except SettingError as err:
+        raise CLIError(str(err)) from err
 
 
 def int_list(text: str) -> list[int]:
@@ -174,7 +181,7 @@ def resolve_from_args(model: str, overrides: dict, family=None, paper_defaults=F
         )
     except (SettingError, FileNotFoundError) as err:  # a value out of range, a malformed reward: named already
         raise CLIError(str(err)) from err
-    except ValueError as err:  # a model whose family cannot be told
+    except (ValueError, OSError) as err:  # a model whose family cannot be told, or that is not there
         raise CLIError(f"--model {model!r}: {err}") from err
 
 
@@ -212,15 +219,186 @@ def slug(text: str, n: int = 60) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:n] or "prompt"
 
 
-def resolve_device(name: str) -> str:
+def resolve_device(name: str, flag: str = "--device") -> str:
+    if name == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CLIError(f"{flag} {name} requested but no CUDA device is available; use {flag} cpu")
+    if name == "cpu":
+        return name
     import torch
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CLIError(f"--device {name} requested but no CUDA device is available; use --device cpu")
     try:
         torch.device(name)
     except RuntimeError as err:
-        raise CLIError(f"--device {name!r} is not a device name; use cpu, cuda, cuda:N or auto") from err
+        raise CLIError(f"{flag} {name!r} is not a device name; use cpu, cuda, cuda:N or auto") from err
     return name
+
+
+# ---------------------------------------------------------------- the validation layer
+#
+# Every option that takes a value has one kind (`core.settings.Kind`), declared once by its flag in `OPTION_KINDS`
+# (`COMMAND_KINDS` where one command's flag means something else); `attach_kinds` gives each command its options'
+# kinds, `check_kinds` checks the values given before the command does anything, and `validate` adds the command's
+# own checks of values together (`validate=` of its parser). tests/test_generated_inputs.py walks the parser: an
+# option without a kind fails it.
+
+MAX_IMAGES = 100_000  # images one command makes per prompt; far beyond any run, never an unbounded loop
+MAX_BATCH = 1024
+MAX_SIDE = 4096  # px; beyond it no supported model works and memory runs out long before
+
+
+class Text(Kind):
+    """Text, non-empty unless `empty` (stripped of surrounding blanks)."""
+
+    def __init__(self, empty: bool = False):
+        self.empty = empty
+
+    def check(self, value, name):
+        if not isinstance(value, str) or not (self.empty or value.strip()):
+            raise SettingError(f"{name} must be a non-empty text, got {value!r}")
+        return value
+
+
+class Each(Kind):
+    """A list (a repeated option, or one split by the option's type) of at least `least` items of `kind`."""
+
+    def __init__(self, kind: Kind, least: int = 1):
+        self.kind, self.least = kind, least
+
+    def check(self, value, name):
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
+        if len(items) < self.least:
+            raise SettingError(f"{name} needs at least {self.least} value(s), got {value!r}")
+        return [self.kind.value(v, name) for v in items]
+
+
+class ExistingPath(Kind):
+    """A file (`folder=False`) or folder that must exist and be readable."""
+
+    def __init__(self, folder: bool = False):
+        self.folder = folder
+
+    def check(self, value, name):
+        import os
+
+        what = "folder" if self.folder else "file"
+        Text().check(value, name)
+        path = Path(value)
+        if not (path.is_dir() if self.folder else path.is_file()) or not os.access(path, os.R_OK):
+            raise SettingError(f"{name} {value!r}: no such readable {what}")
+        return value
+
+
+class OutputPath(Kind):
+    """A folder (or, `file=True`, a file) to write: not an existing entry of the other type, and inside a writable
+    folder; nothing is created (the command creates it once every check has passed)."""
+
+    def __init__(self, file: bool = False):
+        self.file = file
+
+    def check(self, value, name):
+        from date_diffusion.outputs import unwritable
+
+        Text().check(value, name)
+        why = unwritable(value, folder=not self.file)
+        if why:
+            raise SettingError(f"{name} {value!r} is not writable ({why}); choose another")
+        return value
+
+
+class Device(Kind):
+    """A device name torch knows, available here (`auto`: CUDA when available)."""
+
+    def check(self, value, name):
+        Text().check(value, name)
+        try:
+            resolve_device(value, name)
+        except CLIError as err:
+            raise SettingError(str(err)) from None
+        return value
+
+
+FILE, FOLDER, OUT = ExistingPath(), ExistingPath(folder=True), OutputPath()
+OPTION_KINDS: dict[str, Kind] = {
+    **{s.flag: s.kind for s in SETTINGS},  # DATE's settings, as `core/settings.py` declares them
+    "--steps": SAMPLING["num_inference_steps"],
+    **dict.fromkeys(("--guidance", "--cfg-src", "--cfg-tar"), SAMPLING["guidance_scale"]),
+    **dict.fromkeys(("--seed", "--seed-base"), Seed()),
+    **dict.fromkeys(("--height", "--width", "--reward-resolution"), Size(MAX_SIDE)),
+    **dict.fromkeys(("--images-per-prompt", "--seeds"), Integer(1, MAX_IMAGES)),
+    "--limit": Integer(1, 10**7),
+    "--batch-size": Integer(1, MAX_BATCH),
+    "--repeats": Integer(1, 1000),
+    "--threads": Integer(1, 1024),
+    "--concurrency": Integer(1, 64),
+    "--port": Integer(1, 65535),
+    **dict.fromkeys(("--skip", "--edit-skip"), Integer(0, SAMPLING["num_inference_steps"].high - 1)),
+    "--unet-stop-at": Integer(1, 10**8),
+    **dict.fromkeys(("--out", "--dest"), OUT),
+    **dict.fromkeys(("--prompts-file", "--captions", "--replay-embeddings", "--inception-weights", "image"), FILE),
+    **dict.fromkeys(("--fid-real", "--from", "--run", "dir", "run_dir"), FOLDER),
+    "images": Each(FILE),
+    "--lora": Each(Text(), least=0),
+    "--negative-prompt": Text(empty=True),
+    "--eval-clip": Text(empty=True),  # empty: no held-out CLIP metric
+    "prompts": Each(Text(empty=True), least=0),  # generate says which prompt is empty, and where
+    **dict.fromkeys(("--categories", "--variants"), Each(Text())),
+    "--device": Device(),
+    **dict.fromkeys(("--model", "--config", "--host", "--scheduler", "--reward", "--reward-decoder",
+                     "--tiny-decoder", "--methods", "--source-prompt", "--target-prompt"), Text()),
+}  # fmt: skip
+COMMAND_KINDS: dict[str, Kind] = {
+    "bench-perf --batch-size": Each(Integer(1, MAX_BATCH)),
+    "toyworld finalize --out": FOLDER,
+    "toyworld audit --out": OutputPath(file=True),
+    "toyworld train-judge --worker": Each(Integer(0, 10**6), least=2),  # (I, N), read by its own type
+}
+
+
+def takes_value(action: argparse.Action) -> bool:
+    """Whether the user types a value for this action that no `choices` already restrict."""
+    return action.nargs != 0 and not action.choices and action.dest not in ("help", "version")
+
+
+def command_parsers(parser: argparse.ArgumentParser, prefix: str = ""):
+    """(command name, parser) of every command, nested ones (`toyworld train`) included."""
+    for action in parser._actions:  # noqa: SLF001  (argparse keeps its subcommands there)
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for name, sub in action.choices.items():
+                yield f"{prefix}{name}", sub
+                yield from command_parsers(sub, f"{prefix}{name} ")
+
+
+def kind_of(command: str, action: argparse.Action) -> Kind | None:
+    name = action.option_strings[-1] if action.option_strings else action.dest
+    return COMMAND_KINDS.get(f"{command} {name}", OPTION_KINDS.get(name))
+
+
+def attach_kinds(parser: argparse.ArgumentParser) -> None:
+    """Give every command the kinds of its options (`option_kinds`: (dest, name, kind) each), for `check_kinds`."""
+    for command, sub in command_parsers(parser):
+        kinds = tuple((a.dest, a.option_strings[-1] if a.option_strings else a.dest.upper(), kind_of(command, a))
+                      for a in sub._actions if takes_value(a) and kind_of(command, a))  # noqa: SLF001  # fmt: skip
+        sub.set_defaults(option_kinds=kinds)
+
+
+def check_kinds(args) -> None:
+    """Every value given (defaults that are None are not given) through its option's kind."""
+    for dest, name, kind in getattr(args, "option_kinds", ()):
+        value = getattr(args, dest, None)
+        if value is not None:
+            checked(kind, value, name)
+
+
+def validate(args):
+    """Every check of a command before any work: its options' kinds, then its own checks together (`validate=` of
+    its parser, which returns what the command needs to run). A refusal is a `CLIError`; nothing is written."""
+    check_kinds(args)
+    own = getattr(args, "validate", None)
+    return own(args) if own is not None else None

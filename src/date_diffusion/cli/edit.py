@@ -1,4 +1,5 @@
-"""`date-diffusion edit`: text-guided editing by edit-friendly DDPM inversion, plain and with DATE."""
+"""`date-diffusion edit`: text-guided editing, plain and with DATE, for every model family (`pipe.edit`: edit-friendly
+DDPM inversion for SD 1.x/2.x, SDXL and PixArt, FlowEdit for SD3 and FLUX; see docs/editing.md)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,19 @@ from date_diffusion.cli.common import (
     CLIError,
     HelpFormatter,
     add_date_arguments,
+    add_model_arguments,
     check_output_dir,
     check_seed,
     date_overrides,
     load_reward,
+    model_kwargs,
     resolve_device,
     resolve_from_args,
     resolve_model,
     slug,
 )
 from date_diffusion.core.settings import SAMPLING, SettingError
-from date_diffusion.editing import CFG_SRC, CFG_TAR, EDIT_SKIP, EDIT_STEPS
+from date_diffusion.editing import EDIT_DEFAULTS
 
 # torch, diffusers and the pipelines are imported inside the functions that need them: see cli/__init__.py
 
@@ -28,37 +31,57 @@ EXAMPLES = """examples:
   date-diffusion edit outputs/a-red-circle-s0.png --source-prompt "a red circle" --target-prompt "a blue circle"
   date-diffusion edit outputs/a-red-circle-s0.png --source-prompt "a red circle" --target-prompt "a red square"
   date-diffusion edit cat.png --source-prompt "a cat" --target-prompt "a dog" --model ./stable-diffusion-v1-5 --skip 20
+  date-diffusion edit cat.png --source-prompt "a photo of a cat" --target-prompt "a photo of a dog" \\
+      --model stabilityai/stable-diffusion-xl-base-1.0 --offload model
+  date-diffusion edit cat.png --source-prompt "a photo of a cat" --target-prompt "a photo of a tiger" \\
+      --model black-forest-labs/FLUX.1-dev --dtype bfloat16 --offload model
 
 The first two edit the image `date-diffusion generate "a red circle"` writes (the toy world: about 20 s on a CPU);
-a larger --skip keeps more of the input. Each edit writes the plain and the DATE result and a grid comparing them."""
+a larger --skip keeps more of the input. Each edit writes the input, the reconstruction (source prompt, no DATE),
+the plain and the DATE result, a grid comparing them and a record."""
+
+
+def editor_help() -> str:
+    """The editor and its defaults per family, from `editing.EDIT_DEFAULTS`."""
+    parts = [
+        f"{name}: {'DDPM inversion' if d.editor == 'ddpm' else 'FlowEdit'} {d.steps} steps, skip {d.skip}, "
+        f"guidance {d.cfg_src:g} / {d.cfg_tar:g}"
+        for name, d in EDIT_DEFAULTS.items()
+    ]
+    return "Editor and defaults per family (--skip scales with --steps): " + "; ".join(parts) + "."
 
 
 def add_parser(sub):
     p = sub.add_parser(
         "edit",
-        help="edit an image with a target prompt (DDPM inversion; plain and DATE)",
+        help="edit an image with a target prompt (DDPM inversion or FlowEdit; plain and DATE)",
+        description="Edit an image toward a target prompt, plain and with DATE adapting the target prompt's "
+        "embedding. " + editor_help(),
         formatter_class=HelpFormatter,
         epilog=EXAMPLES,
     )
-    p.add_argument("image", help="the image to edit (any size; resized to the model's resolution)")
+    p.add_argument("image", help="the image to edit (any size; resized to the model's resolution or --height/--width)")
     p.add_argument("--source-prompt", required=True, help="describes the image as it is")
     p.add_argument("--target-prompt", required=True, help="describes the image wanted")
-    p.add_argument("--model", default=None, help="Stable Diffusion 1.x/2.x folder or hub id (default: the toy world)")
+    add_model_arguments(p)
     add_date_arguments(p)
-    p.add_argument("--steps", type=int, default=EDIT_STEPS, help="DDPM steps of inversion and regeneration")
-    p.add_argument("--skip", type=int, default=EDIT_SKIP, help="steps not regenerated (more: closer to the input)")
-    p.add_argument("--cfg-src", type=float, default=CFG_SRC, help="guidance of the inversion")
-    p.add_argument("--cfg-tar", type=float, default=CFG_TAR, help="guidance of the regeneration")
-    p.add_argument("--seed", type=int, default=0, help="seed of the inversion's noise")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available)")
-    p.add_argument("--out", default="outputs/edit", help="output folder")
-    p.add_argument("--overwrite", action="store_true", help="replace files of the same name instead of renaming")
+    s = p.add_argument_group("editing (defaults: per family, see above)")
+    s.add_argument("--steps", type=int, default=None, help="steps of the editor's schedule")
+    s.add_argument("--skip", type=int, default=None, help="steps not regenerated (more: closer to the input)")
+    s.add_argument("--cfg-src", type=float, default=None, help="guidance of the source branch (the inversion)")
+    s.add_argument("--cfg-tar", type=float, default=None, help="guidance of the target branch (the regeneration)")
+    s.add_argument("--negative-prompt", default=None, help="families with a negative branch")
+    s.add_argument("--height", type=int, default=None, help="edit at this height in pixels (default: the model's)")
+    s.add_argument("--width", type=int, default=None, help="edit at this width in pixels (default: the model's)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the editor's noise")
+    s.add_argument("--out", default="outputs/edit", help="output folder")
+    s.add_argument("--overwrite", action="store_true", help="replace files of the same name instead of renaming")
     p.set_defaults(func=run)
     return p
 
 
 def check_args(args) -> None:
-    """Everything checkable before a model loads."""
+    """Everything checkable before the model's family is known."""
     from PIL import Image
 
     if not Path(args.image).is_file():
@@ -72,25 +95,47 @@ def check_args(args) -> None:
         if not getattr(args, name).strip():
             raise CLIError(f"--{name.replace('_', '-')} is empty")
     try:  # the sampling settings' kinds: the same ranges as generate's --steps and --guidance
-        SAMPLING["num_inference_steps"].value(args.steps, "--steps")
+        if args.steps is not None:
+            SAMPLING["num_inference_steps"].value(args.steps, "--steps")
         for name in ("cfg_src", "cfg_tar"):
-            SAMPLING["guidance_scale"].value(getattr(args, name), "--" + name.replace("_", "-"))
+            if getattr(args, name) is not None:
+                SAMPLING["guidance_scale"].value(getattr(args, name), "--" + name.replace("_", "-"))
     except SettingError as err:
         raise CLIError(str(err)) from err
     check_seed(args.seed)
+    for name in ("height", "width"):
+        value = getattr(args, name)
+        if value is not None and (value < 8 or value % 8):
+            raise CLIError(f"--{name} must be a positive multiple of 8, got {value}")
+    if args.scheduler is not None:
+        raise CLIError("edit runs its editor's own schedule (DDIM steps for DDPM inversion, the model's flow-matching "
+                       "Euler steps for FlowEdit): leave --scheduler out")  # fmt: skip
+
+
+def edit_plan(args, family: str) -> None:
+    """--steps, --skip, --cfg-src and --cfg-tar, the family's defaults where not given (on `args`)."""
+    defaults = EDIT_DEFAULTS[family]
+    args.steps = args.steps if args.steps is not None else defaults.steps
+    args.skip = args.skip if args.skip is not None else defaults.skip_for(args.steps)
+    args.cfg_src = args.cfg_src if args.cfg_src is not None else defaults.cfg_src
+    args.cfg_tar = args.cfg_tar if args.cfg_tar is not None else defaults.cfg_tar
+    args.editor = defaults.editor
     if not 0 <= args.skip < args.steps:
         raise CLIError(f"--skip must be in [0, {args.steps - 1}], got {args.skip}")
 
 
 def run(args) -> int:
     check_args(args)
+    loading = model_kwargs(args)
     model = resolve_model(args.model)
+    family = resolve_from_args(model, date_overrides(args), args.family, args.paper_defaults).family
+    edit_plan(args, family)
     # DATE acts on the regenerated steps: steps - skip loop indices
     flags = {**date_overrides(args), "num_inference_steps": args.steps - args.skip}
-    settings = resolve_from_args(model, flags, paper_defaults=args.paper_defaults)
+    settings = resolve_from_args(model, flags, args.family, paper_defaults=args.paper_defaults)
     out = Path(args.out)
+    pipe, image, reward = load(args, settings, loading)
     check_output_dir(out)  # last: a refused command leaves no new folder
-    pipe, image, reward = load(args, settings)
     files, dated = edit_three(args, pipe, image, settings.date, reward)
     meta = record(args, settings, files, dated.traces[0])
     from date_diffusion.grids import verdict_lines
@@ -102,20 +147,26 @@ def run(args) -> int:
     return 0
 
 
-def load(args, settings):
-    """The pipeline, the input image at the model's size, and the reward."""
+def load(args, settings, loading: dict):
+    """The pipeline (dtype, LoRAs, offload as generate loads it), the input image at the edit's size, the reward."""
     from PIL import Image
 
     from date_diffusion.outputs import open_rgb
     from date_diffusion.pipelines import load_date_pipeline
 
     device = resolve_device(args.device)
-    pipe = load_date_pipeline(settings.model, "float32", device, None)
-    if not hasattr(pipe, "edit"):
-        raise CLIError(f"editing supports Stable Diffusion 1.x/2.x models; {type(pipe).__name__} has no inversion yet")
+    if args.offload and device == "cpu":
+        raise CLIError("--offload moves models between the CPU and an accelerator; with --device cpu leave it out")
+    try:
+        pipe = load_date_pipeline(settings.model, args.dtype, device, None, **loading)
+    except ValueError as err:  # unreadable single file, LoRA for another model, ...
+        raise CLIError(str(err)) from err
+    if args.negative_prompt is not None and not pipe.supports_negative_prompt:
+        raise CLIError(f"--negative-prompt is not supported by {type(pipe).__name__} (no negative branch)")
     pipe.set_progress_bar_config(disable=True)
     size = pipe.default_image_size()
-    image = open_rgb(args.image).resize((size, size), Image.Resampling.BICUBIC)  # any mode and bit depth
+    args.height, args.width = args.height or size, args.width or size
+    image = open_rgb(args.image).resize((args.width, args.height), Image.Resampling.BICUBIC)  # any mode, bit depth
     return pipe, image, load_reward(settings.reward, device)
 
 
@@ -132,6 +183,7 @@ def edit_three(args, pipe, image, date, reward):
             skip=args.skip,
             cfg_src=args.cfg_src,
             cfg_tar=cfg_tar,
+            negative_prompt=args.negative_prompt,
             generator=torch.Generator().manual_seed(args.seed),
             date=cfg,
             reward=reward if cfg is not None else None,
@@ -155,7 +207,14 @@ def record(args, settings, files: dict, trace: dict) -> dict:
         "source_prompt": args.source_prompt,
         "target_prompt": args.target_prompt,
         "prompt": args.target_prompt,
+        "negative_prompt": args.negative_prompt,
         "model": settings.model,
+        "family": settings.family,
+        "editor": args.editor,
+        "dtype": args.dtype,
+        "loras": list(args.lora),
+        "height": args.height,
+        "width": args.width,
         "steps": args.steps,
         "skip": args.skip,
         "cfg_src": args.cfg_src,

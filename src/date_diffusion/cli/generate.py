@@ -13,8 +13,9 @@ from date_diffusion.cli.common import (
     HelpFormatter,
     add_date_arguments,
     add_model_arguments,
+    check_kinds,
     check_output_dir,
-    check_seed,
+    checked,
     date_overrides,
     family_help,
     load_reward,
@@ -24,12 +25,12 @@ from date_diffusion.cli.common import (
     resolve_model,
     slug,
 )
-from date_diffusion.schedulers import SCHEDULERS
+from date_diffusion.core.settings import Seed
+from date_diffusion.schedulers import SCHEDULERS, check_steps_fit
 from date_diffusion.toyworld import world
 
 # torch, diffusers and the pipelines are imported inside the functions that need them: see cli/__init__.py
 
-MAX_SIDE = 4096  # px; beyond it no supported model works and memory runs out long before
 EXAMPLES = """examples:
   date-diffusion generate "a red circle to the left of a blue square" --compare
   date-diffusion generate "a cat wearing a crown" --model stable-diffusion-v1-5/stable-diffusion-v1-5
@@ -109,7 +110,7 @@ def add_parser(sub):
         help="print where the time went (imports, loading, first sampling step, sampling, writing) to stderr: a "
         "table, or with `json` one JSON line",
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, validate=validate)
     return p
 
 
@@ -137,6 +138,7 @@ def read_prompts_file(path) -> list[str]:
 def replay_settings(args):
     """With --replay-embeddings: the saved file, and the run's settings taken from its metadata."""
     from date_diffusion.pipelines.embeddings import load_embeddings
+    from date_diffusion.schemas import REPLAY, SchemaError
 
     if args.prompts or args.prompts_file:
         raise CLIError("--replay-embeddings takes its prompt from the file; give no PROMPT or --prompts-file")
@@ -145,9 +147,10 @@ def replay_settings(args):
     except ValueError as err:
         raise CLIError(f"--replay-embeddings: {err}") from err
     meta = saved.metadata
-    missing = [k for k in ("prompt", "seed", "steps", "guidance_scale", "height", "width") if k not in meta]
-    if missing:
-        raise CLIError(f"--replay-embeddings {args.replay_embeddings!r} lacks {missing}: write it with generate")
+    try:
+        REPLAY.check(meta, f"--replay-embeddings {args.replay_embeddings!r}")
+    except SchemaError as err:
+        raise CLIError(str(err)) from err
     args.prompts, args.seed, args.images_per_prompt = [meta["prompt"]], int(meta["seed"]), 1
     args.steps, args.guidance = int(meta["steps"]), float(meta["guidance_scale"])
     args.height, args.width = int(meta["height"]), int(meta["width"])
@@ -157,23 +160,20 @@ def replay_settings(args):
     return saved
 
 
-def check_numbers(args) -> None:
-    for name in ("images_per_prompt", "batch_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if args.reward_resolution is not None and (args.reward_resolution < 8 or args.reward_resolution % 8):
-        raise CLIError(f"--reward-resolution must be a positive multiple of 8, got {args.reward_resolution}")
-    for name in ("height", "width"):
-        value = getattr(args, name)
-        if value is not None and (value < 8 or value % 8 or value > MAX_SIDE):
-            raise CLIError(f"--{name} must be a positive multiple of 8 up to {MAX_SIDE}, got {value}")
-    check_seed(args.seed)
+def check_together(args) -> None:
+    """What the options' kinds cannot see alone: the last seed, and options that exclude each other."""
+    checked(Seed(), args.seed + args.images_per_prompt - 1, "--seed + --images-per-prompt - 1")
+    if args.replay_embeddings and args.save_embeddings:
+        raise CLIError("--save-embeddings and --replay-embeddings: a replay writes no new embeddings; give one")
 
 
-def plan(args) -> dict:
-    """Everything checked and resolved before any model loads: prompts, model, family, defaults, DATE settings."""
+def validate(args) -> dict:
+    """Everything checked and resolved before any model loads and before anything is written: prompts, model,
+    family, defaults, DATE settings, the output folder (not created yet)."""
+    check_kinds(args)
+    check_together(args)
     saved = replay_settings(args) if args.replay_embeddings else None
+    check_kinds(args)  # a replay's values, from its file
     prompts = list(args.prompts) + (read_prompts_file(args.prompts_file) if args.prompts_file else [])
     if not prompts:
         raise CLIError("give at least one PROMPT (or --prompts-file FILE)")
@@ -181,21 +181,32 @@ def plan(args) -> dict:
         raise CLIError("a PROMPT is empty; give non-empty text")
     if args.scheduler is not None and args.scheduler not in SCHEDULERS:
         raise CLIError(f"unknown --scheduler {args.scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
-    check_numbers(args)
     loading = model_kwargs(args)
     model = resolve_model(args.model)
     flags = {**date_overrides(args), "num_inference_steps": args.steps, "guidance_scale": args.guidance}
     settings = resolve_from_args(model, flags, args.family, args.paper_defaults, check_reward=saved is None)
+    if args.reward_decoder and saved is None:
+        from date_diffusion.hub import ModelNotFoundError, check_tiny_decoder
+
+        try:
+            check_tiny_decoder(settings.model, args.reward_decoder)
+        except ModelNotFoundError as err:
+            raise CLIError(f"--reward-decoder: {err}") from err
     out = Path(args.out)
-    check_output_dir(out)  # last: a refused command leaves no new folder
     active = settings.active
-    if not active and saved is None:
+    return dict(date_active=active, prompts=prompts, out=out, loading=loading, settings=settings, saved=saved)
+
+
+def plan(args) -> dict:
+    """`validate`, with a note when DATE cannot act."""
+    job = validate(args)
+    if not job["date_active"] and job["saved"] is None:
         import sys
 
         print("date-diffusion generate: note: DATE cannot move the embedding with these settings (a zero step "
               "size or no update step); the images use the fixed embedding and are recorded as method 'fixed'",
               file=sys.stderr)  # fmt: skip
-    return dict(date_active=active, prompts=prompts, out=out, loading=loading, settings=settings, saved=saved)
+    return job
 
 
 def run(args) -> int:
@@ -219,6 +230,7 @@ def run(args) -> int:
     diffusers_logging.disable_progress_bar()  # the command prints its own progress
     with timings.part("loading"):
         load(args, job, device)
+    check_output_dir(job["out"])  # created last, once every check has passed: a refused command leaves no folder
     generate_all(args, job)
     timings.print()
     return 0
@@ -234,7 +246,10 @@ def load(args, job, device) -> None:
     except ValueError as err:  # unreadable single file, LoRA for another model, ...
         raise CLIError(str(err)) from err
     pipe.set_progress_bar_config(disable=True)
-    check_steps_fit(pipe.scheduler, settings.num_inference_steps)
+    try:
+        check_steps_fit(pipe.scheduler, settings.num_inference_steps)
+    except ValueError as err:
+        raise CLIError(str(err)) from err
     if args.negative_prompt is not None and not pipe.supports_negative_prompt:
         raise CLIError(f"--negative-prompt is not supported by {type(pipe).__name__} (no negative branch)")
     size = pipe.default_image_size()
@@ -246,24 +261,6 @@ def load(args, job, device) -> None:
 
         job["decoder"] = tiny_decoder_for(settings.model, args.reward_decoder).to(device, pipe.vae.dtype)
     job["judge"] = world.judge_for(settings.model)
-
-
-def check_steps_fit(scheduler, steps: int) -> None:
-    """A step count the model's scheduler cannot take (e.g. 1000 DDIM steps with `steps_offset=1` reaches past the
-    last training timestep) is a usage error, found before sampling."""
-    import copy
-
-    probe = copy.deepcopy(scheduler)
-    try:
-        probe.set_timesteps(steps)
-    except (ValueError, IndexError) as err:
-        raise CLIError(f"--steps {steps}: {type(scheduler).__name__} cannot take it ({err}); use fewer") from err
-    acp = getattr(probe, "alphas_cumprod", None)
-    if acp is not None and len(probe.timesteps) and int(probe.timesteps.max()) >= len(acp):
-        raise CLIError(
-            f"--steps {steps} is more than {type(scheduler).__name__} can take with this model's configuration "
-            f"(its timesteps would pass {len(acp) - 1}); use fewer steps"
-        )
 
 
 def generate_all(args, job) -> None:
@@ -357,11 +354,11 @@ def write_image(args, job, results, j, prompt, seed, saved) -> None:
     from tqdm.auto import tqdm
 
     from date_diffusion.grids import grid_label
-    from date_diffusion.outputs import atomic_write, claimed_stem, save_png
+    from date_diffusion.outputs import claimed_stem, file_group, png_bytes
 
     out, kind = job["out"], "replay" if job["saved"] is not None else "date"
     suffixes = (".png", ".json", "-fixed.png", "-compare.png", "-embeddings.safetensors")
-    with claimed_stem(out, f"{slug(prompt)}-s{seed}", suffixes, args.overwrite) as stem:
+    with claimed_stem(out, f"{slug(prompt)}-s{seed}", suffixes, args.overwrite) as stem, file_group() as group:
         record = base_record(args, job, prompt, seed)
         fixed_record = {**record, "method": "fixed", "date": None, "reward": None}
         if kind == "date":
@@ -392,30 +389,30 @@ def write_image(args, job, results, j, prompt, seed, saved) -> None:
             record.update(fixed_image=f"{stem}-fixed.png", compare_grid=f"{stem}-compare.png")
             if job["reward"] is not None:
                 record["final_reward"] = final_rewards(job["reward"], fixed, image, prompt)
-            save_png(out / f"{stem}-fixed.png", fixed, fixed_record)
-            panels = write_compare(out / f"{stem}-compare.png", fixed, image, record, kind)
+            group.write(out / f"{stem}-fixed.png", png_bytes(fixed, fixed_record))
+            panels = write_compare(group, out / f"{stem}-compare.png", fixed, image, record, kind)
             lines.append(f"    fixed image: {out / (stem + '-fixed.png')}")
             lines.append(f"    grid ({grid_label(panels)}): {out / (stem + '-compare.png')}")
             summary = change_summary(fixed, image, panels, record, kind)
         if saved is not None:
-            write_embeddings(out / f"{stem}-embeddings.safetensors", saved.select(j), record, args)
+            write_embeddings(group.path(out / f"{stem}-embeddings.safetensors"), saved.select(j), record, args)
             record["embeddings"] = f"{stem}-embeddings.safetensors"
             lines.append(f"    embeddings: {out / (stem + '-embeddings.safetensors')}")
-        save_png(out / f"{stem}.png", image, record)
-        atomic_write(out / f"{stem}.json", json.dumps(record, indent=1))
+        group.write(out / f"{stem}.png", png_bytes(image, record))
+        group.write(out / f"{stem}.json", json.dumps(record, indent=1))  # last: the group is complete
     tqdm.write("\n".join(lines + describe(record, verdicts=not args.compare) + summary))
 
 
-def write_compare(path: Path, fixed, image, record: dict, kind: str) -> list[dict]:
-    """The grid fixed | DATE (| their amplified difference, where they differ little), with every panel's record;
-    returns the panel records."""
+def write_compare(group, path: Path, fixed, image, record: dict, kind: str) -> list[dict]:
+    """The grid fixed | DATE (| their amplified difference, where they differ little), with every panel's record,
+    into `group` (`outputs.file_group`); returns the panel records."""
     from date_diffusion.grids import fixed_date_grid, grid_record
-    from date_diffusion.outputs import save_png
+    from date_diffusion.outputs import png_bytes
 
     verdicts = record.get("evaluator", {})
     verdicts = {"fixed": verdicts.get("fixed"), "date": verdicts.get(kind)}
     grid, panels = fixed_date_grid(fixed, image, record["method"], verdicts, record["trace"])
-    save_png(path, grid, grid_record(record, panels))
+    group.write(path, png_bytes(grid, grid_record(record, panels)))
     return panels
 
 

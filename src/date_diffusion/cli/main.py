@@ -10,7 +10,7 @@ import warnings
 from contextlib import contextmanager
 
 from date_diffusion.cli import bench, edit, generate, info, toyworld, ui
-from date_diffusion.cli.common import CLIError
+from date_diffusion.cli.common import CLIError, attach_kinds, check_kinds
 
 # What the libraries say that tells the user of this command line nothing (a part of the message's text)
 SILENCED = (
@@ -38,11 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     generate.add_parser(sub)
-    edit.add_parser(sub)
+    edit.add_parser(sub).set_defaults(validate=edit.check_args)
     info.add_parser(sub)
     toyworld.add_parser(sub)
     ui.add_parser(sub)
     bench.add_parsers(sub)
+    attach_kinds(parser)
     return parser
 
 
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     _sigterm_as_interrupt()
     _quiet_loading(args.debug)
     try:
+        check_kinds(args)  # every command: each value through its option's kind, before anything else
         with notes(args.debug):
             return args.func(args) or 0
     except CLIError as err:

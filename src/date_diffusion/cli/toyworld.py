@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from date_diffusion.cli.common import HelpFormatter
@@ -70,6 +71,9 @@ def add_parser(sub):
     a.set_defaults(func=run_audit)
 
     _add_export_parser(tsub)
+    from date_diffusion.cli.toyworld_judge import add_judge_parser
+
+    add_judge_parser(tsub)
     return p
 
 
@@ -145,22 +149,31 @@ def run_audit(args) -> int:
 
     from date_diffusion.bench.runner import record_paths
     from date_diffusion.cli.common import CLIError
+    from date_diffusion.schemas import RECORD, SchemaError, read_json
     from date_diffusion.toyworld import evaluator
     from date_diffusion.toyworld.scene import PromptSpec
     from date_diffusion.toyworld.second_reader import audit
 
     run = Path(args.run_dir)
-    cases = []
+    cases, damaged = [], []
     for rec_path in record_paths(run):
-        rec = json.loads(rec_path.read_text())
-        if rec.get("spec") is not None:
-            image = np.asarray(Image.open(rec_path.with_suffix(".png")).convert("RGB"))
-            cases.append((image, PromptSpec.from_json(rec["spec"]), str(rec_path.relative_to(run).with_suffix(""))))
+        try:
+            rec = read_json(rec_path, RECORD)
+            if rec.get("spec") is not None:
+                image = np.asarray(Image.open(rec_path.with_suffix(".png")).convert("RGB"))
+                name = str(rec_path.relative_to(run).with_suffix(""))
+                cases.append((image, PromptSpec.from_json(rec["spec"]), name))
+        except (SchemaError, OSError) as err:  # a damaged record or image: named, not audited
+            damaged.append(str(err))
+    for line in damaged:
+        print(f"date-diffusion toyworld audit: skipped: {line}", file=sys.stderr)
     if not cases:
         raise CLIError(f"{run} holds no toy-world images (a `bench --suite toy...` run directory is needed)")
-    result = audit(cases, evaluator.detect, evaluator.evaluate)
+    result = {**audit(cases, evaluator.detect, evaluator.evaluate), "damaged": damaged}
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "disagreements"}, indent=1))
+        from date_diffusion.outputs import atomic_write
+
+        atomic_write(Path(args.out), json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k not in ("disagreements", "damaged")}, indent=1))
     print(f"{len(result['disagreements'])} images where the readers differ" + (f": {args.out}" if args.out else ""))
     return 0

@@ -21,25 +21,31 @@ def add_parser(sub):
     p.add_argument("--run", default=None, help="a `bench` run directory to show in a second tab")
     p.add_argument("--concurrency", type=int, default=1, help="requests served at once (default 1: queued)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, validate=validate)
     return p
 
 
-def run(args) -> int:
+def validate(args) -> None:
+    """`ui`'s checks beyond its options' kinds: Gradio installed, --run a bench run's folder."""
     from pathlib import Path
 
-    from date_diffusion.cli.common import CLIError, resolve_device, resolve_model
+    from date_diffusion.cli.common import CLIError
 
     try:
         import gradio  # noqa: F401
     except ImportError as err:
         raise CLIError("the web interface needs Gradio: pip install 'date-diffusion[ui]'") from err
-    if not 1 <= args.port <= 65535:
-        raise CLIError(f"--port must be in 1..65535, got {args.port}")
-    if args.concurrency < 1:
-        raise CLIError(f"--concurrency must be >= 1, got {args.concurrency}")
-    if args.run is not None and not (Path(args.run) / "run.json").exists():
+    if args.run is not None and not (Path(args.run) / "run.json").is_file():
         raise CLIError(f"--run {args.run!r} is not a bench run (no run.json)")
+
+
+def run(args) -> int:
+    import shutil
+
+    from date_diffusion.cli.common import resolve_device, resolve_model
+    from date_diffusion.cli.common import validate as checks
+
+    checks(args)
     import torch
 
     from date_diffusion.ui.app import build_app
@@ -50,10 +56,15 @@ def run(args) -> int:
     if device == "cpu":
         torch.set_num_threads(1)  # small models: a second thread only spins
     session = Session(model, device, args.concurrency)
-    session.warm()
-    demo = build_app(session, args.run)
-    demo.queue(default_concurrency_limit=args.concurrency)
-    print(f"serving {model} on http://{args.host}:{args.port}", flush=True)
-    demo.launch(server_name=args.host, server_port=args.port, show_error=True, quiet=True,
-                allowed_paths=[str(session.workdir)] + ([args.run] if args.run else []))  # fmt: skip
+    try:
+        session.warm()
+        demo = build_app(session, args.run)
+        demo.queue(default_concurrency_limit=args.concurrency)
+        print(f"serving {model} on http://{args.host}:{args.port}", flush=True)
+        demo.launch(server_name=args.host, server_port=args.port, show_error=True, quiet=True,
+                    allowed_paths=[str(session.workdir)] + ([args.run] if args.run else []))  # fmt: skip
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (as an interrupt, cli/main.py): stopping a server is its end
+        print("stopped", flush=True)
+    finally:
+        shutil.rmtree(session.workdir, ignore_errors=True)  # the page's images live only while it serves
     return 0

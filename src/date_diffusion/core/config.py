@@ -13,6 +13,14 @@ PAPER_RHO = 0.5
 PAPER_UPDATE_EVERY = 10
 
 
+class _PaperRho(float):
+    """The default of `DATEConfig.rho`: the paper's value, told apart from the same value given."""
+
+
+class _PaperEvery(int):
+    """The default of `DATEConfig.update_every`: the paper's value, told apart from the same value given."""
+
+
 @dataclass
 class DATEConfig:
     """Settings of Diffusion Adaptive Text Embedding.
@@ -21,8 +29,10 @@ class DATEConfig:
       - `update_every`: indices `i` with `i % update_every == 0` (paper: 10 of 50 steps -> 0, 10, 20, 30, 40);
       - `update_steps`: an explicit list of indices;
       - `update_intervals`: `(start, end)` pairs, every index with `start <= i < end`.
-    Giving `update_steps` or `update_intervals` replaces the default `update_every`. Indices count entries of
-    `scheduler.timesteps` (for second-order schedulers such as Heun that is about twice the step count).
+    Giving `update_steps` or `update_intervals` replaces the default `update_every`; giving `update_every` beside
+    one of them is refused (even at the paper's 10), as is `rho` beside `rho_relative` (rho is then None).
+    Indices count entries of `scheduler.timesteps` (for second-order schedulers such as Heun that is about twice
+    the step count).
 
     rho: distance each update moves every sample's embedding (Frobenius norm over all tokens).
     rho_relative: scale-free alternative to `rho` (give one of the two): each sample moves
@@ -43,9 +53,9 @@ class DATEConfig:
         a DDIM step, the noisy image) instead of the clean estimate `x0_hat`.
     """
 
-    rho: float = PAPER_RHO
+    rho: float | None = _PaperRho(PAPER_RHO)
     rho_relative: float | None = None
-    update_every: int | None = PAPER_UPDATE_EVERY
+    update_every: int | None = _PaperEvery(PAPER_UPDATE_EVERY)
     update_steps: Sequence[int] | None = None
     update_intervals: Sequence[tuple[int, int]] | None = None
     grad_steps: int = 1
@@ -57,20 +67,33 @@ class DATEConfig:
     reward_target: str = "x0"
 
     def __post_init__(self):
+        self._one_of_each_group()
         for setting in SETTINGS:  # each field's kind and range (core/settings.py)
             value = getattr(self, setting.field)
             if value is not None or not setting.optional:
                 setattr(self, setting.field, setting.kind.check(value, setting.field))
-        if self.rho_relative is not None and self.rho != PAPER_RHO:
-            raise SettingError(
-                f"give only one of rho ({self.rho}) and rho_relative ({self.rho_relative}): both set the step size"
-            )
+        if self.update_every is not None:
+            self.update_every = int(self.update_every)  # the paper's default as a plain int
+
+    def _one_of_each_group(self) -> None:
+        """One member of each group of alternatives: one given beside another is refused naming both, even at the
+        paper's value (it would be ignored); the paper's rho and update_every fill a group nobody set."""
+        if self.rho_relative is not None:
+            if self.rho is not None and not isinstance(self.rho, _PaperRho):
+                raise SettingError(
+                    f"give only one of rho ({self.rho}) and rho_relative ({self.rho_relative}): both set the step size"
+                )
+            self.rho = None
+        elif self.rho is None:
+            raise SettingError("no step size: set rho (>= 0) or rho_relative")
         explicit = [n for n in ("update_steps", "update_intervals") if getattr(self, n) is not None]
         if len(explicit) > 1:
             raise SettingError("give only one of update_steps and update_intervals")
         if explicit:
-            if self.update_every not in (None, PAPER_UPDATE_EVERY):
-                raise SettingError(f"give only one of update_every and {explicit[0]}")
+            if self.update_every is not None and not isinstance(self.update_every, _PaperEvery):
+                raise SettingError(
+                    f"give only one of update_every ({self.update_every}) and {explicit[0]}: both set the schedule"
+                )
             self.update_every = None
         elif self.update_every is None:
             raise SettingError("no update schedule: set update_every (>= 1), update_steps or update_intervals")

@@ -131,6 +131,64 @@ class Integer(Kind):
         return f"{self.low} to {self.high}"
 
 
+MAX_SEED = 2**63 - 1  # torch generators take seeds in [0, 2**63) without wrapping
+
+
+@dataclass(frozen=True)
+class Seed(Kind):
+    """A generator seed: an integer in [0, 2**63)."""
+
+    metavar = "SEED"
+
+    def _error(self, value, name):
+        return SettingError(f"{name} must be in [0, 2**63), got {value!r}")
+
+    def parse(self, text, name):
+        try:
+            return int(text)
+        except ValueError:
+            raise self._error(text, name) from None
+
+    def check(self, value, name):
+        try:
+            return _integer(value, name, 0, MAX_SEED, "a seed")
+        except SettingError:
+            raise self._error(value, name) from None
+
+    def describe(self):
+        return "0 to 2**63 - 1"
+
+
+@dataclass(frozen=True)
+class Size(Kind):
+    """An image side in pixels: a positive multiple of `step` up to `high`."""
+
+    high: int = 4096
+    step: int = 8
+    metavar = "PX"
+
+    def _error(self, value, name):
+        return SettingError(f"{name} must be a positive multiple of {self.step} up to {self.high}, got {value!r}")
+
+    def parse(self, text, name):
+        try:
+            return int(text)
+        except ValueError:
+            raise self._error(text, name) from None
+
+    def check(self, value, name):
+        try:
+            number = _integer(value, name, self.step, self.high, "a size")
+        except SettingError:
+            raise self._error(value, name) from None
+        if number % self.step:
+            raise self._error(value, name)
+        return number
+
+    def describe(self):
+        return f"a multiple of {self.step} up to {self.high}"
+
+
 @dataclass(frozen=True)
 class Choice(Kind):
     choices: tuple[str, ...]
@@ -264,7 +322,7 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("rho", Real(0.0, 100.0), "--rho", "rho", "rho",
-            "update distance per sample (Frobenius norm of the embedding's change)", group="step"),
+            "update distance per sample (Frobenius norm of the embedding's change)", group="step", optional=True),
     Setting("rho_relative", Real(0.0, 1.0), "--rho-relative", "rel", "rho (relative)",
             "scale-free step instead of rho: each update moves this fraction of the prompt embedding's norm (the "
             "paper's rho 0.5 on SD 1.5 is 0.002)", group="step", optional=True),

@@ -36,6 +36,7 @@ from date_diffusion.core.settings import (
     Kind,
     Real,
     SettingError,
+    Size,
     parse_keys,
 )
 from date_diffusion.resolver import resolve_settings
@@ -63,9 +64,10 @@ class RewardSpec(Text):
         return value
 
 
-RUN_KEYS = {"decoder": Text(), "reward": RewardSpec(), "lowres": Integer(8, 8192)}
+RUN_KEYS = {"decoder": Text(), "reward": RewardSpec(), "lowres": Size(4096)}
 AE_KEYS = {"res": Integer(1, 1024), "iters": Integer(0, MAX_STEPS), "scale": Real(0.0, 1e4)}
 UG_KEYS = {"scale": Real(0.0, 1e6), "every": Integer(1, MAX_INDEX)}
+SELECT_KEYS = {"n": Integer(2, 64), "at": Integer(0, MAX_INDEX), "judge": RewardSpec()}
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,10 @@ class Method:
     def steps_for(self, run_steps: int) -> int:
         return run_steps
 
+    def select_seeds(self, pipe, run, prompts: list[str], seeds: list[int], call: dict) -> list[int]:
+        """The seeds the images are sampled from (`Select` chooses among several; every other method: `seeds`)."""
+        return seeds
+
     def pipeline_kwargs(self, run) -> dict:
         """The DATE pipeline's keyword arguments of this method; `run` gives `run.reward(spec=None)` (None: the
         run's reward) and `run.decoder(spec)`, each built once per run."""
@@ -143,8 +149,13 @@ class Method:
         names = {f.name for f in fields(kind)} - {"label"}
         values = {k: v for k, v in record.items() if k in names}
         if values.get("date") is not None:
-            values["date"] = DATEConfig(**values["date"])
+            values["date"] = DATEConfig(**_one_step_size(values["date"]))
         return kind(label=label, **values)
+
+
+def _one_step_size(date: dict) -> dict:
+    """A stored DATE setting: earlier versions kept the paper's rho beside a rho_relative that replaced it."""
+    return {**date, "rho": None} if date.get("rho_relative") is not None else date
 
 
 def _options(spec: str, body: str, kinds: dict, date_keys: bool) -> dict:
@@ -244,6 +255,29 @@ class AttendExcite(Method):
         return {**super().pipeline_kwargs(run), "attend_and_excite": ae}
 
 
+EBCA_KEYS = {"attn": Real(0.0, 1e3), "norm": Real(0.0, 1e3), "tau": Real(0.0, 1.0), "iters": Integer(0, 100)}
+
+
+@dataclass(frozen=True)
+class Ebca(Method):
+    """`ebca[:attn=G,norm=G,tau=R,iters=N]`: energy-based cross-attention (Park et al., 2023; `sampling.ebca`), the
+    paper's other COCO baseline: each cross-attention layer's context is updated by gradient steps of size `attn` /
+    `norm` on its energy and carried to the next layer; `tau`: the share of steps (from the first) that update;
+    `iters`: updates per layer. Defaults: the EBCA authors' (0.01, 0.02, 1, 1)."""
+
+    attn: float | None = None
+    norm: float | None = None
+    tau: float | None = None
+    iters: int | None = None
+    kind = "ebca"
+    pattern = r"ebca(?::(.*))?"
+    options = EBCA_KEYS
+
+    def pipeline_kwargs(self, run):
+        given = {"gamma_attn": self.attn, "gamma_norm": self.norm, "tau": self.tau, "iters": self.iters}
+        return {**super().pipeline_kwargs(run), "ebca": {k: v for k, v in given.items() if v is not None}}
+
+
 @dataclass(frozen=True)
 class Date(Method):
     """`date:KEY=V,...`: DATE with these settings (the paper's where not given), following its own reward or the
@@ -272,7 +306,7 @@ class Date(Method):
     def plot_coordinates(self):
         """A point of the rho sweep when this is the paper's DATE but for rho (the run's reward, exact decode)."""
         exact = self.reward is None and self.decoder is None and self.lowres is None
-        if exact and replace(self.date, rho=PAPER_RHO) == DATEConfig():
+        if exact and self.date.rho is not None and replace(self.date, rho=PAPER_RHO) == DATEConfig():
             return {"rho": self.date.rho}
         return {}
 
@@ -284,6 +318,37 @@ class DateAttendExcite(Date, AttendExcite):
     kind = "date+ae"
     pattern = r"date\+ae(?::(.*))?"
     options = {**RUN_KEYS, **AE_KEYS}
+
+    def edits(self):
+        return False
+
+    def plot_coordinates(self):
+        return {}
+
+
+@dataclass(frozen=True)
+class Select(Date):
+    """`select:n=N,at=K,judge=SPEC,KEY=V,...`: N seeds (the job's and `BEST_OF_STRIDE` apart) sampled with fixed
+    embeddings to loop index K; the judge (default: the run's reward) scores each x0_hat there, and the best seed is
+    sampled in full with DATE (the DATE keys of `date:`). DATE's updates must lie at K or later, so that the
+    trajectory it continues is the one the judge chose. The first K steps of the chosen seed are sampled again (the
+    seconds per image count them)."""
+
+    n: int = 2
+    at: int = 10
+    judge: str | None = None
+    kind = "select"
+    pattern = r"select(?::(.*))?"
+    options = {**RUN_KEYS, **SELECT_KEYS}
+
+    def select_seeds(self, pipe, run, prompts, seeds, call):
+        from date_diffusion.bench.runner import BEST_OF_STRIDE
+        from date_diffusion.evaluation.selection import early_selection
+
+        first = min(self.date.update_indices(call["num_inference_steps"]), default=self.at)
+        if first < self.at:
+            raise ValueError(f"{self.label!r}: DATE updates at step {first}, before the selection at {self.at}")
+        return early_selection(pipe, prompts, seeds, self.n, self.at, run.reward(self.judge), BEST_OF_STRIDE, **call)
 
     def edits(self):
         return False
@@ -312,7 +377,8 @@ class Recommended(Date):
 
 
 METHODS: dict[str, type[Method]] = {
-    cls.kind: cls for cls in (Fixed, BestOf, UniversalGuidance, AttendExcite, Date, DateAttendExcite, Recommended)
+    cls.kind: cls
+    for cls in (Fixed, BestOf, UniversalGuidance, AttendExcite, Ebca, Date, DateAttendExcite, Select, Recommended)
 }
 
 
@@ -324,7 +390,7 @@ def parse_method(spec: str, model=None) -> Method:
             return cls.from_spec(spec, match.group(1), model)
     raise ValueError(
         f"unknown method {spec!r}; use fixed, fixed@K, date:rho=R,every=N, ug:scale=S, best-of-N, ae, date+ae, "
-        "recommended"
+        "select:n=N,at=K, recommended"
     )
 
 

@@ -316,10 +316,15 @@ class DATEPipelineMixin:
         return (image,)
 
     def _date_pre_steps(self, call, options, n_steps, cond) -> list:
-        """Hooks that move the latents before each step (Attend-and-Excite)."""
-        if options.attend_and_excite is None:
-            return []
-        return [self._date_attend_excite(call, options.attend_and_excite, n_steps, cond)]
+        """Hooks before each step: Attend-and-Excite (moves the latents), EBCA (the UNet's cross-attention)."""
+        hooks = []
+        if options.attend_and_excite is not None:
+            hooks.append(self._date_attend_excite(call, options.attend_and_excite, n_steps, cond))
+        if options.ebca is not None:
+            from date_diffusion.sampling.ebca import Ebca
+
+            hooks.append(Ebca(self.unet, options.ebca, n_steps))
+        return hooks
 
     def _date_vae_decode(self, call, latents):
         vae_latents = vae_input(self._date_to_vae(call, latents).to(self.vae.dtype), self.vae)
@@ -348,7 +353,8 @@ class DATEPipelineMixin:
                             keep_history=options.save_embeddings is not None)  # fmt: skip
         date_hooks = [update]
         if options.replay_embeddings is not None:
-            schedule = replay_schedule(options.replay_embeddings, type(self).__name__, run.cond)
+            schedule = replay_schedule(options.replay_embeddings, type(self).__name__, run.cond, len(run.timesteps),
+                                       options.texts)  # fmt: skip
             date_hooks.insert(0, Replay(model, schedule, update.history))
         state = StepState(run.scheduler, run.latents, run.cond.cond, run.cond.uncond, run.guidance_scale)
         with prepared(self, self._date_denoiser(), options), self.progress_bar(total=len(run.timesteps)) as bar:

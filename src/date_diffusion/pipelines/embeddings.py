@@ -11,6 +11,7 @@ image without the reward model (`replay_embeddings=` of every DATE pipeline, `ge
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from safetensors.torch import save_file
 
 from date_diffusion.outputs import atomic_path
 from date_diffusion.pipelines.conditioning import unpack
+from date_diffusion.schemas import EMBEDDINGS, SchemaError
 
 FORMAT = "date-diffusion/embeddings/2"
 
@@ -91,7 +93,31 @@ def load_embeddings(path) -> SavedEmbeddings:
     for key, t in tensors.items():
         stage, _, name = key.partition("/")
         stages.setdefault(stage, {})[name] = t
+    EMBEDDINGS.check(meta, path)
+    _check_parts(path, meta["parts"], stages)
     return SavedEmbeddings(stages, meta)
+
+
+def _check_parts(path, parts, stages: dict) -> None:
+    """Every stage holds every part the metadata lists, one shape for all images, finite values."""
+    fix = EMBEDDINGS.fix
+    if not all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], list) for p in parts):
+        raise SchemaError(f"{path} is not a valid {EMBEDDINGS.what}: field 'parts' must list [name, shape]; {fix}")
+    if "original" not in stages:
+        raise SchemaError(f"{path} lacks its 'original' embeddings; {fix}")
+    bad = [s for s in stages if s not in ("original", "final") and not re.fullmatch(r"step_\d{4}", s)]
+    if bad:
+        raise SchemaError(f"{path} holds stages {bad} of no known kind (original, final, step_NNNN); {fix}")
+    batch = {t.shape[0] for parts_ in stages.values() for t in parts_.values()}
+    for stage, tensors in stages.items():
+        for name, shape in parts:
+            t = tensors.get(name)
+            if t is None or list(t.shape[1:]) != list(shape) or len(batch) != 1:
+                got = None if t is None else list(t.shape)
+                raise SchemaError(f"{path}: part {name!r} of stage {stage!r} has shape {got}, its metadata says "
+                                  f"[batch, {', '.join(map(str, shape))}] for every stage; {fix}")  # fmt: skip
+            if not torch.isfinite(t).all():
+                raise SchemaError(f"{path}: part {name!r} of stage {stage!r} holds NaN or infinite values; {fix}")
 
 
 def load_packed(path) -> dict[str, torch.Tensor]:
@@ -105,9 +131,10 @@ def as_saved(replay) -> SavedEmbeddings:
     return replay if isinstance(replay, SavedEmbeddings) else load_embeddings(replay)
 
 
-def replay_schedule(saved: SavedEmbeddings, pipeline_name: str, cond) -> dict[int, torch.Tensor]:
+def replay_schedule(saved: SavedEmbeddings, pipeline_name: str, cond, n_steps: int, texts=None) -> dict:
     """The saved per-update embeddings as the loop's replay schedule (`sampling.date_step.Replay`), after checking
-    they fit this call: the same pipeline, conditioning parts and shapes, and original embedding."""
+    they fit this call: the same pipeline, conditioning parts and shapes, original embedding (`texts`: the call's
+    prompts, for the message), and update steps inside its `n_steps` loop steps."""
     if saved.metadata.get("pipeline") != pipeline_name:
         raise ValueError(f"replay_embeddings were saved by {saved.metadata.get('pipeline')!r}, not {pipeline_name!r}")
     names = [n for n, _ in saved.parts]
@@ -116,12 +143,31 @@ def replay_schedule(saved: SavedEmbeddings, pipeline_name: str, cond) -> dict[in
             f"replay_embeddings have parts {saved.parts}, this call has {list(zip(cond.names, cond.shapes))}"
         )
     original = saved.packed("original").to(cond.cond.device, cond.cond.dtype)
-    if original.shape != cond.cond.shape or not torch.allclose(original, cond.cond, rtol=1e-4, atol=1e-5):
+    if original.shape[0] != cond.cond.shape[0]:
+        raise ValueError(f"replay_embeddings hold {original.shape[0]} images, this call makes {cond.cond.shape[0]}")
+    if not torch.allclose(original, cond.cond, rtol=1e-4, atol=1e-5):
+        raise ValueError(_start_mismatch(saved.metadata, texts))
+    outside = [i for i in saved.update_steps() if i >= n_steps]
+    if outside:
+        saved_steps = saved.metadata.get("steps")
         raise ValueError(
-            "replay_embeddings start from another embedding than this call's prompt: use the prompt, model and "
-            f"settings they were saved with (their prompts: {saved.metadata.get('prompts')})"
+            f"replay_embeddings update at loop indices {outside}, outside this call's {n_steps} steps "
+            f"(0..{n_steps - 1}): use the step count they were saved with ({saved_steps})"
         )
     return {i: e.to(cond.cond.device, cond.cond.dtype) for i, e in saved.history().items()}
+
+
+def _start_mismatch(meta: dict, texts) -> str:
+    """Why a replay's original embedding is not this call's: another prompt, else another model or settings."""
+    theirs = meta.get("prompts") or ([meta["prompt"]] if "prompt" in meta else None)
+    ours = list(dict.fromkeys(texts)) if texts else None
+    if theirs is not None and ours is not None and list(dict.fromkeys(theirs)) != ours:
+        return f"replay_embeddings were saved for the prompt {theirs}, this call has {ours}: use the saved prompt"
+    model = meta.get("model_arg") or meta.get("model")
+    return (
+        "replay_embeddings start from another embedding than this call's, for the same prompt: use the model "
+        f"({model!r}), negative prompt and dtype they were saved with"
+    )
 
 
 def save_run(path, cond, result, metadata: dict) -> None:

@@ -24,16 +24,19 @@ import numpy as np
 import torch
 from diffusers import FluxPipeline
 
+from date_diffusion.editing import FLOWEDIT_FLUX
+from date_diffusion.editing.interface import EditingMixin
 from date_diffusion.pipelines.common import DATEPipelineMixin
 
 
-class FluxDATEPipeline(DATEPipelineMixin, FluxPipeline):
+class FluxDATEPipeline(DATEPipelineMixin, EditingMixin, FluxPipeline):
     """FLUX with Diffusion Adaptive Text Embedding; with no update the output equals `FluxPipeline`'s."""
 
     _date_has_pooled = True
     _date_latents_first = True
     _date_negative_branch = False  # a negative prompt acts only with `true_cfg_scale > 1`
     _date_true_cfg = False
+    _date_edit_defaults = FLOWEDIT_FLUX  # `edit(...)`: FlowEdit (`editing.flowedit`) on the packed latents
 
     def _date_check_inputs(self, call):
         super()._date_check_inputs(call)
@@ -152,3 +155,6 @@ class FluxDATEPipeline(DATEPipelineMixin, FluxPipeline):
 
     def _date_to_vae(self, call, latents):
         return self._unpack_latents(latents, call.height, call.width, self.vae_scale_factor)
+
+    def _date_edit_layout(self, call, latents):
+        return self._pack_latents(latents, *latents.shape)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from date_diffusion.core.config import DATEConfig
 from date_diffusion.core.settings import Integer, Real
+from date_diffusion.outputs import unwritable
 from date_diffusion.pipelines.embeddings import as_saved
 
 
@@ -37,6 +38,8 @@ class DATEOptions:
         `token_indices` (one list per prompt) or `subjects` (words whose tokens are excited), and optionally
         `max_iter_to_alter` (25), `thresholds`, `scale_factor` (20), `attn_res` ((16, 16)).
     adapt_pooled: also adapt the pooled text embedding (SDXL, SD3, FLUX), normalised jointly per sample.
+    ebca: energy-based cross-attention (`sampling.ebca`, UNet families) for this call: an `EbcaConfig` or a dict of
+        its fields (`gamma_attn`, `gamma_norm`, `tau`, `iters`).
     """
 
     date: DATEConfig | None = None
@@ -51,6 +54,7 @@ class DATEOptions:
     reward_resolution: int | None = None
     attend_and_excite: dict | None = None
     adapt_pooled: bool = False
+    ebca: object | None = None
     # filled by the template: the text the reward scores for each image
     texts: list[str] = field(default_factory=list, repr=False)
 
@@ -141,13 +145,40 @@ def prepare(pipe, call, options: DATEOptions) -> None:
         raise ValueError(
             f"reward_resolution must be a positive multiple of {pipe.vae_scale_factor} (the VAE's scale), got {r!r}"
         )
+    if options.save_embeddings is not None:
+        if options.replay_embeddings is not None:
+            raise ValueError("save_embeddings and replay_embeddings: a replay writes no new embeddings; give one")
+        why = unwritable(options.save_embeddings)
+        if why:
+            raise ValueError(f"save_embeddings {str(options.save_embeddings)!r} cannot be written: {why}")
     if options.attend_and_excite is not None and not hasattr(pipe, "_date_attend_excite"):
         raise ValueError(
             f"attend_and_excite needs a UNet's cross-attention maps: {type(pipe).__name__} does not support it"
         )
     ip_adapter = (getattr(call, name, None) is not None for name in ("ip_adapter_image", "ip_adapter_image_embeds"))
+    if options.ebca is not None:
+        check_ebca(pipe, call, options)
     if options.attend_and_excite is not None and any(ip_adapter):
         raise ValueError(
             "attend_and_excite replaces the UNet's attention processors, the IP-Adapter's among them: "
             "use it without `ip_adapter_image` / `ip_adapter_image_embeds`"
+        )
+
+
+def check_ebca(pipe, call, options: DATEOptions) -> None:
+    """`ebca=`: a config, on a UNet with plain cross-attention, without what also replaces or re-runs its attention."""
+    from date_diffusion.sampling.ebca import as_ebca_config, cross_attention_names
+
+    options.ebca = as_ebca_config(options.ebca)
+    if getattr(pipe, "unet", None) is None:
+        raise ValueError(f"ebca updates a UNet's cross-attention context: {type(pipe).__name__} has no UNet")
+    cross_attention_names(pipe.unet)
+    if options.attend_and_excite is not None:
+        raise ValueError("ebca and attend_and_excite both replace the UNet's attention processors: use one")
+    if any(getattr(call, n, None) is not None for n in ("ip_adapter_image", "ip_adapter_image_embeds")):
+        raise ValueError("ebca needs the text context alone: use it without IP-Adapter images")
+    if options.gradient_checkpointing:
+        raise ValueError(
+            "ebca carries its context from layer to layer, which recomputed layers cannot replay: "
+            "use it without gradient_checkpointing"
         )

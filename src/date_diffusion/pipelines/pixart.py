@@ -4,6 +4,8 @@ What is adapted: the T5 token embeddings (`prompt_embeds`). The attention mask t
 never adapted) so padded tokens stay masked; the update is normalised per sample over all token positions, as
 for Stable Diffusion (masked positions receive no gradient, so they do not move). Besides the stock legacy
 `callback`, this pipeline takes diffusers' `callback_on_step_end` as the newer pipelines do.
+
+`edit(...)`: edit-friendly DDPM inversion (`editing.interface`), at the image's own size.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import (
     ASPECT_RATIO_1024_BIN,
 )
 
+from date_diffusion.editing.interface import EditingMixin
 from date_diffusion.pipelines.common import DATEPipelineMixin, pack_conditioning
 
 _BINS = {128: ASPECT_RATIO_1024_BIN, 64: ASPECT_RATIO_512_BIN, 32: ASPECT_RATIO_256_BIN}
 
 
-class PixArtAlphaDATEPipeline(DATEPipelineMixin, PixArtAlphaPipeline):
+class PixArtAlphaDATEPipeline(DATEPipelineMixin, EditingMixin, PixArtAlphaPipeline):
     """PixArt-alpha with Diffusion Adaptive Text Embedding; with no update the output equals the stock one's."""
 
     _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
@@ -82,3 +85,6 @@ class PixArtAlphaDATEPipeline(DATEPipelineMixin, PixArtAlphaPipeline):
         if call.use_resolution_binning:  # back to the requested size, as the stock pipeline
             image = self.image_processor.resize_and_crop_tensor(image, call.requested_size[1], call.requested_size[0])
         return image, None
+
+    def _date_edit_call_args(self) -> dict:
+        return {"use_resolution_binning": False}  # an edit keeps the image's size

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
 from diffusers import StableDiffusionPipeline
 from diffusers.pipelines.stable_diffusion import pipeline_stable_diffusion as _stock
 
-from date_diffusion.editing import CFG_SRC, CFG_TAR, EDIT_SKIP, EDIT_STEPS
-from date_diffusion.pipelines.common import (
-    DATEOptions,
-    DATEPipelineMixin,
-    DATEPipelineOutput,
-    PackedConditioning,
-    Run,
-)
-from date_diffusion.pipelines.options import prepare
-from date_diffusion.sampling.denoiser import GuidedDenoiser
+from date_diffusion.editing.interface import EditingMixin
+from date_diffusion.pipelines.common import DATEPipelineMixin, DATEPipelineOutput
 
 __all__ = ["DATEPipelineOutput", "StableDiffusionDATEPipeline"]
-# the DATE options an edit takes (the others belong to generation: replay, save, guidance baselines, A&E)
-EDIT_OPTIONS = ("date", "reward", "reward_prompt", "gradient_checkpointing", "reward_decoder", "reward_resolution")
 
 
-class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
+class StableDiffusionDATEPipeline(DATEPipelineMixin, EditingMixin, StableDiffusionPipeline):
     """Stable Diffusion 1.x/2.x with Diffusion Adaptive Text Embedding.
 
     Loads like the stock pipeline (`from_pretrained(id_or_path)`, or `from_pipe(existing_pipeline)`) and takes
@@ -32,7 +20,8 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
     `rho=0`, or no update index in the run) the output equals `StableDiffusionPipeline` for the same inputs.
     What is adapted: the text encoder's token embeddings (`prompt_embeds`, [B, 77, 768] for SD 1.x). IP-Adapter
     image embeddings (`ip_adapter_image` / `ip_adapter_image_embeds`, as the stock pipeline prepares them) are
-    carried beside them and never moved.
+    carried beside them and never moved. `edit(...)`: text-guided editing by edit-friendly DDPM inversion
+    (`editing.interface`).
     """
 
     def _date_default_size(self) -> int:
@@ -176,65 +165,3 @@ class StableDiffusionDATEPipeline(DATEPipelineMixin, StableDiffusionPipeline):
             raise ValueError(f"attend_and_excite token_indices: {len(indices)} lists for {len(prompts)} prompts")
         per_image = [ind for ind in indices for _ in range(call.num_images_per_prompt)]
         return AttendExcite(self, per_image, n_steps, tokens=lambda packed: cond.parts(packed)[0], **options)
-
-    @torch.no_grad()
-    def edit(
-        self,
-        image,
-        source_prompt: str | list[str],
-        target_prompt: str | list[str],
-        num_inference_steps: int = EDIT_STEPS,
-        skip: int = EDIT_SKIP,
-        cfg_src: float = CFG_SRC,
-        cfg_tar: float = CFG_TAR,
-        negative_prompt: str | list[str] | None = None,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        output_type: str = "pil",
-        **date_options,
-    ) -> DATEPipelineOutput:
-        """Text-guided editing of `image` by edit-friendly DDPM inversion, optionally with DATE.
-
-        The image is inverted with `source_prompt` (guidance `cfg_src`) over `num_inference_steps` DDPM steps,
-        then regenerated from step `skip` with `target_prompt` (guidance `cfg_tar`), DATE adapting the target
-        embedding at its update indices (counted from the first regenerated step). Defaults are the inversion
-        paper's (100 steps, skip 36, guidance 3.5 / 15). With `target_prompt == source_prompt`,
-        `cfg_tar == cfg_src` and no DATE, the result reconstructs the input. `date_options`: `date`, `reward` and
-        the reward path's options of `DATEOptions` (`gradient_checkpointing`, `reward_decoder`,
-        `reward_resolution`, `reward_prompt`).
-        """
-        from date_diffusion.editing.ddpm_inversion import inversion_scheduler, invert
-
-        if not 0 <= skip < num_inference_steps:
-            raise ValueError(f"skip must be in [0, {num_inference_steps - 1}] (steps not regenerated), got {skip}")
-        unknown = sorted(set(date_options) - set(EDIT_OPTIONS))
-        if unknown:
-            raise TypeError(f"edit() got {unknown}; it takes the DATE options {', '.join(EDIT_OPTIONS)}")
-        options = DATEOptions(**date_options)
-        call = SimpleNamespace(prompt=target_prompt, prompt_embeds=None, num_images_per_prompt=1)
-        prepare(self, call, options)
-        device = self._execution_device
-        pixels = self.image_processor.preprocess(image).to(device, self.vae.dtype)
-        if pixels.shape[0] != len(options.texts):
-            raise ValueError(f"got {pixels.shape[0]} images for {len(options.texts)} target prompts")
-        x0 = self.vae.encode(pixels).latent_dist.mode() * self.vae.config.scaling_factor
-        src, src_neg = self.encode_prompt(source_prompt, device, 1, True, negative_prompt)
-        tar, tar_neg = self.encode_prompt(target_prompt, device, 1, True, negative_prompt)
-
-        def denoise(x, t, embeds):
-            return self.unet(x, t, encoder_hidden_states=embeds, return_dict=False)[0]
-
-        sched = inversion_scheduler(self.scheduler.config, num_inference_steps, device)
-        inv = invert(denoise, sched, x0, src, src_neg, cfg_src, generator)
-        run = Run(
-            scheduler=sched,
-            model=GuidedDenoiser(denoise, self._date_prediction_type()),
-            cond=PackedConditioning(tar, tar_neg, None, [tuple(tar.shape[1:])], ("prompt_embeds",)),  # unpacked: as is
-            latents=inv.xts[skip],
-            timesteps=inv.timesteps[skip:],
-            guidance_scale=cfg_tar,
-            step_kwargs=lambda i: {"eta": 1.0, "variance_noise": inv.zs[skip + i]},
-        )
-        result, traces = self._date_run(run, options, None)
-        image = self.vae.decode(result.latents / self.vae.config.scaling_factor).sample
-        image = self.image_processor.postprocess(image, output_type=output_type)
-        return DATEPipelineOutput(images=image, nsfw_content_detected=None, traces=traces, prompts=options.texts)

@@ -24,14 +24,17 @@ from __future__ import annotations
 
 from diffusers import StableDiffusion3Pipeline
 
+from date_diffusion.editing import FLOWEDIT_SD3
+from date_diffusion.editing.interface import EditingMixin
 from date_diffusion.pipelines.common import DATEPipelineMixin
 
 
-class StableDiffusion3DATEPipeline(DATEPipelineMixin, StableDiffusion3Pipeline):
+class StableDiffusion3DATEPipeline(DATEPipelineMixin, EditingMixin, StableDiffusion3Pipeline):
     """SD3 with Diffusion Adaptive Text Embedding; with no update the output equals `StableDiffusion3Pipeline`'s."""
 
     _date_has_pooled = True
     _date_latents_first = True
+    _date_edit_defaults = FLOWEDIT_SD3  # `edit(...)`: FlowEdit (`editing.flowedit`)
 
     def _date_encode(self, call, options, device):
         cfg = self._date_cfg()

@@ -4,6 +4,9 @@ What is adapted: the concatenated token embeddings of both text encoders (`promp
 `adapt_pooled=True` also the pooled embedding of the second encoder (`add_text_embeds`), normalised jointly per
 sample. The added time ids travel with them (callbacks may replace them) and are never adapted, as do IP-Adapter
 image embeddings (prepared by the stock `prepare_ip_adapter_image_embeds`).
+
+`edit(...)`: edit-friendly DDPM inversion (`editing.interface`), both branches encoded as generation encodes them
+(pooled embedding, time ids from the image's size; DATE adapts what it adapts in generation).
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ from __future__ import annotations
 import torch
 from diffusers import StableDiffusionXLPipeline
 
+from date_diffusion.editing.interface import EditingMixin
 from date_diffusion.pipelines.common import DATEPipelineMixin
 from date_diffusion.pipelines.reward_path import vae_input
 
 
-class StableDiffusionXLDATEPipeline(DATEPipelineMixin, StableDiffusionXLPipeline):
+class StableDiffusionXLDATEPipeline(DATEPipelineMixin, EditingMixin, StableDiffusionXLPipeline):
     """SDXL with Diffusion Adaptive Text Embedding; stock arguments plus `DATEOptions`'; with no update the output
     equals `StableDiffusionXLPipeline`'s."""
 

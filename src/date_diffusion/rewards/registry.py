@@ -12,6 +12,8 @@ import math
 import re
 from collections.abc import Callable
 
+from date_diffusion.toyworld.world import JUDGES  # a light module: names and paths only
+
 # Each builder imports its reward's module when called: the command line imports this registry to build its
 # help and check specs, before (or without) importing torch and transformers.
 
@@ -45,6 +47,15 @@ def _toy_ensemble(source, device):
     return _parse("mean(" + ";".join(world.ENSEMBLE) + ")", device, _registry())
 
 
+def _judge(path) -> Callable:
+    def build(source, device):
+        from date_diffusion.rewards.judge import JudgeReward
+
+        return JudgeReward.from_pretrained(source or path, device=device)
+
+    return build
+
+
 def _pickscore(source, device):
     from date_diffusion.rewards.clip import PickScoreReward
 
@@ -63,6 +74,29 @@ def _aesthetic(source, device):
     return AestheticReward.from_pretrained(source, device=device)
 
 
+def _openclip(quick_gelu: bool) -> Callable:
+    """`openclip:FILE` (LAION's GELU models) and `openclip-quickgelu:FILE` (OpenAI-trained weights): an
+    OpenCLIP-format ViT checkpoint (file, folder or hub repo), its architecture read from the weights' shapes."""
+
+    def build(source, device):
+        from date_diffusion.rewards.openclip import OpenCLIPReward
+
+        return OpenCLIPReward.from_checkpoint(source, quick_gelu=quick_gelu, device=device)
+
+    return build
+
+
+def _hps(version: str) -> Callable:
+    """`hpsv2[:FILE]`, `hpsv2.1[:FILE]`: HPS checkpoint from a file, a folder or the hub (default xswu/HPSv2)."""
+
+    def build(source, device):
+        from date_diffusion.rewards.hps import HPSReward
+
+        return HPSReward.from_pretrained(source, version=version, device=device)
+
+    return build
+
+
 def _registry() -> dict[str, Callable]:
     from date_diffusion.hub import PAPER_CLIP
     from date_diffusion.toyworld import world
@@ -71,12 +105,18 @@ def _registry() -> dict[str, Callable]:
     rewards.update(clip=_clip, pickscore=_pickscore, imagereward=_imagereward, aesthetic=_aesthetic)
     rewards["clip-l"] = _alias(PAPER_CLIP)
     rewards["toy-ensemble"] = _toy_ensemble
+    rewards.update({name: _judge(path) for name, path in world.JUDGES.items()})
+    rewards.update({"openclip": _openclip(False), "openclip-quickgelu": _openclip(True)})
+    rewards.update({"hpsv2": _hps("hpsv2"), "hpsv2.1": _hps("hpsv2.1")})
     return rewards
 
 
 SPEC_HELP = (
     "clip-l (the paper's CLIP ViT-L/14), clip:ID_OR_PATH, pickscore[:ID], imagereward[:DIR], aesthetic[:FILE], "
-    "the toy world's toy-clip, toy-clip-s1, toy-clip-m2, toy-clip-na and toy-ensemble (their mean), "
+    "openclip:FILE (an OpenCLIP-format ViT checkpoint; openclip-quickgelu:FILE for OpenAI-trained weights), "
+    "hpsv2[:FILE] and hpsv2.1[:FILE] (100 x cosine), "
+    "the toy world's toy-clip, toy-clip-s1, toy-clip-m2, toy-clip-na, toy-ensemble (their mean) and its learned "
+    "judges toy-judge[:DIR] and toy-judge-na[:DIR], "
     "weighted sums like 0.5*clip-l+1*imagereward, and wrappers "
     "augK(SPEC) (mean over K augmented views), mean(SPEC;SPEC;...) and subjects(SPEC) (subject-aware)"
 )
@@ -126,7 +166,9 @@ def _term(term: str, device, rewards):
     _refuse_old_name(kind, source)
     if kind not in rewards or (colon and not source) or "(" in term or ")" in term:
         raise RewardSpecError(f"unknown reward {term!r}; use {SPEC_HELP}")
-    if source and kind not in _TAKES_SOURCE:
+    if not source and kind in _NEEDS_SOURCE:
+        raise RewardSpecError(f"reward {kind!r} needs a checkpoint: {kind}:FILE (a file, folder or hub repo)")
+    if source and kind not in _TAKES_SOURCE and kind not in JUDGES:
         raise RewardSpecError(f"reward {kind!r} takes no source ({term!r}); for a model of your own use clip:{source}")
     return rewards[kind](source or None, device)
 
@@ -152,7 +194,8 @@ def _parse(spec: str, device, rewards):
     return weighted[0][1] if len(weighted) == 1 and weighted[0][0] == 1.0 else WeightedReward(weighted)
 
 
-_TAKES_SOURCE = ("clip", "pickscore", "imagereward", "aesthetic")
+_TAKES_SOURCE = ("clip", "pickscore", "imagereward", "aesthetic", "openclip", "openclip-quickgelu", "hpsv2", "hpsv2.1")
+_NEEDS_SOURCE = ("openclip", "openclip-quickgelu")
 # bounds that keep a spec's cost finite: views of augK(...), wrappers inside each other, a term's weight
 MAX_VIEWS, MAX_NESTING, MAX_WEIGHT = 64, 8, 1e6
 

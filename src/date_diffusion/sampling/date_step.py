@@ -26,6 +26,22 @@ def adapted_output(model, state: StepState, x_in, uncond_out):
         return model.guide(state, x_in, uncond_out, state.cond)
 
 
+class NonFiniteError(ValueError):
+    """An update step met a reward or an embedding that is not finite: the run stops (its images would mean
+    nothing); a zero or non-finite gradient is not this error, its update is skipped and recorded instead."""
+
+
+def _guard(values: torch.Tensor, what: str, step: int) -> None:
+    """The runtime guard of an update step: NaN or infinite `values` stop the run, naming the step and the images."""
+    bad = (~torch.isfinite(values.flatten(1) if values.dim() > 1 else values)).reshape(values.shape[0], -1).any(1)
+    if bad.any():
+        images = bad.nonzero().flatten().tolist()
+        raise NonFiniteError(
+            f"the {what} is not finite at update step {step} (images {images} of the batch): DATE stops rather than "
+            "record a result that means nothing; check the reward (its weights and model) and the DATE settings"
+        )
+
+
 class DATEUpdate(Hook):
     """DATE's update steps. `decode(x0_latents) -> images in [0, 1]` and `reward(images) -> scores [B]` are the
     reward path; `adapt_mask` (broadcastable to the embeddings, 1 = adapted) restricts DATE to part of a packed
@@ -36,6 +52,9 @@ class DATEUpdate(Hook):
                  generators=None, keep_history: bool = False):  # fmt: skip
         self.model, self.date, self.decode, self.reward = model, date, decode, reward
         self.original, self.mask, self.generators = original.detach(), adapt_mask, generators
+        if not torch.isfinite(self.original).all():
+            raise NonFiniteError("the conditional embedding holds NaN or infinite values before sampling (check "
+                                 "`prompt_embeds` or the text encoder's weights)")  # fmt: skip
         self.updates = set(date.update_indices(n_steps)) if date is not None and date.moves else set()
         if self.updates and (decode is None or reward is None):
             raise ValueError("DATE updates need both `decode` and `reward`")
@@ -63,6 +82,7 @@ class DATEUpdate(Hook):
         if self.date.track_reward_after:
             with torch.no_grad():
                 after = self.reward(self.decode(self.model.x0(state, x_in, state.output, self.date.reward_target)))
+            _guard(after, "reward after the update", state.index)
             for rec, value in zip(records, after.tolist()):
                 rec["reward_after"] = value
         for trace, rec in zip(self.traces, records):
@@ -92,11 +112,13 @@ class DATEUpdate(Hook):
             with torch.enable_grad():
                 scores = self._scores(state, x_in, uncond_out, variable)
                 (grad,) = torch.autograd.grad(-scores.sum(), variable)
+        _guard(scores.detach(), "reward", state.index)
         if self.mask is not None:
             grad = grad * self.mask
         result = date_update(
             embeds, self.original, grad, self.rho, self.date.anchor, self.prior_weight, self.date.normalize
-        )
+        )  # a zero or non-finite gradient: the update is skipped for that image and recorded (`skipped`)
+        _guard(result.embeds, "embedding after the update", state.index)
         moved = torch.linalg.vector_norm((result.embeds - embeds).flatten(1).double(), dim=1)
         state.cond = result.embeds.detach()
         for b, rec in enumerate(records):

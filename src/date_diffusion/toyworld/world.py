@@ -25,6 +25,9 @@ CLIPS = {
     "toy-clip-m2": ASSETS / "clip-m2",
     "toy-clip-na": ASSETS / "clip-na",
 }
+# The learned judges (toy ImageRewards, `toyworld train-judge`): the `pass` logit of a model trained on the toy UNet's
+# generations labelled by the exact evaluator; `toy-judge-na` read x0_hat at every fifth step (a value model).
+JUDGES = {"toy-judge": ASSETS / "judge", "toy-judge-na": ASSETS / "judge-na"}
 ENSEMBLE = ("toy-clip", "toy-clip-s1", "toy-clip-m2")  # `toy-ensemble`: their mean (never the evaluation CLIP)
 PLAIN_REWARD = "toy-clip"  # the paper's plain CLIP reward, in the toy world (`--paper-defaults`)
 EVAL_CLIP = "toy-clip-eval"

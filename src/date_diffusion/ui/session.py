@@ -24,6 +24,7 @@ from date_diffusion.pipelines import load_date_pipeline
 from date_diffusion.resolver import resolve_settings
 from date_diffusion.rewards.base import Reward
 from date_diffusion.rewards.registry import reward_from_spec
+from date_diffusion.schedulers import check_steps_fit
 from date_diffusion.toyworld.world import judge_for
 
 
@@ -195,6 +196,10 @@ class Session:
         decoder = self.decoder() if form.approximate else None
         pipe = self._pipeline()
         try:
+            try:  # the command line's check, once the model is loaded
+                check_steps_fit(pipe.scheduler, resolved.num_inference_steps, LABELS["num_inference_steps"])
+            except ValueError as err:
+                raise InputError(str(err), "num_inference_steps") from err
             run = Run(sampling, resolved, reward, decoder, stop or threading.Event(), progress)
             return run_pair(pipe, run, self)
         finally:

@@ -1,0 +1,67 @@
+"""`date-diffusion toyworld train-judge`: the toy world's learned judges (a toy ImageReward and its noise-aware
+variant), trained on the toy UNet's own generations labelled by the exact evaluator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from date_diffusion.cli.common import HelpFormatter
+
+EXAMPLES = """examples:
+  date-diffusion toyworld train-judge --out runs/judge                       # every stage; re-run to resume
+  date-diffusion toyworld train-judge --out runs/judge --stage data --worker 0/2   # data on two cores: this
+  date-diffusion toyworld train-judge --out runs/judge --stage data --worker 1/2   # and this, at once
+  date-diffusion toyworld train-judge --out runs/smoke --smoke               # a few images and steps (CI)"""
+
+
+def _worker(text: str) -> tuple[int, int]:
+    import argparse
+
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N (e.g. 0/2), got {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"worker I/N needs 0 <= I < N, got {text!r}")
+    return i, n
+
+
+def add_judge_parser(tsub):
+    from date_diffusion.toyworld.training.judge_recipe import JUDGE_STAGES
+
+    j = tsub.add_parser(
+        "train-judge",
+        help="train the learned judges toy-judge and toy-judge-na (resumable)",
+        epilog=EXAMPLES,
+        formatter_class=HelpFormatter,
+    )
+    j.add_argument("--out", required=True, help="output folder (re-running resumes)")
+    j.add_argument("--stage", choices=JUDGE_STAGES, default=None, help="run one stage only (default: all, in order)")
+    j.add_argument("--worker", type=_worker, default=(0, 1), help="with --stage data: make shards I, I+N, ... (I/N)")
+    j.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    j.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    j.add_argument("--smoke", action="store_true", help="a few images and steps per stage (checks the recipe)")
+    j.set_defaults(func=run_train_judge)
+    return j
+
+
+def run_train_judge(args) -> int:
+    import torch
+
+    from date_diffusion.cli.common import resolve_device
+    from date_diffusion.toyworld.training.judge_recipe import JUDGE_STAGES, JudgeRecipe, run_stage
+
+    torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    recipe = (JudgeRecipe.smoke if args.smoke else JudgeRecipe)(out=Path(args.out), device=device)
+    for stage in [args.stage] if args.stage else JUDGE_STAGES:
+        run_stage(recipe, stage, args.worker if stage == "data" else (0, 1))
+    report = Path(args.out) / "report.json"
+    if report.exists() and args.stage in (None, "report"):
+        summary = {
+            name: {a: round(m["auc"], 3) for a, m in r["final"].items()}
+            for name, r in json.loads(report.read_text()).items()
+        }
+        print("held-out AUC per aspect:", json.dumps(summary))
+    return 0

@@ -1,0 +1,120 @@
+"""What the files the package reads back must hold: one small schema per kind of file (a bench run's run.json, a
+bench image's record, the record in a PNG's text chunks, the metadata of a saved-embeddings file).
+
+A damaged or foreign file (not JSON, JSON of another shape, a field missing or of the wrong type) is a
+`SchemaError`: one line naming the file, the field and the fix. Readers go through `read_json` or `Schema.check`;
+fields a schema does not name are left as they are (later versions may add some)."""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class SchemaError(ValueError):
+    """A file that is not what its reader expects; the message names the file, the field and the fix."""
+
+
+def _is(value, kind: str) -> bool:
+    if kind == "number":
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind.endswith("?"):
+        return value is None or _is(value, kind[:-1])
+    return isinstance(value, {"text": str, "list": list, "object": dict, "bool": bool}[kind])
+
+
+@dataclass(frozen=True)
+class Schema:
+    what: str  # the kind of file, as messages name it
+    fix: str  # what the user does about a bad one
+    required: dict = field(default_factory=dict)  # field -> kind (text, int, number, number?, list, object)
+    optional: dict = field(default_factory=dict)  # checked where present (and not None)
+
+    def problem(self, data) -> str | None:
+        """What is wrong with `data` (a field and why), or None."""
+        if not isinstance(data, dict):
+            return f"it holds a JSON {type(data).__name__}, not an object"
+        for name, kind in self.required.items():
+            if name not in data:
+                return f"field {name!r} is missing"
+            if not _is(data[name], kind):
+                return f"field {name!r} must be {kind.rstrip('?')}, got {data[name]!r:.60}"
+        for name, kind in self.optional.items():
+            if data.get(name) is not None and not _is(data[name], kind):
+                return f"field {name!r} must be {kind.rstrip('?')}, got {data[name]!r:.60}"
+        return None
+
+    def check(self, data, path) -> dict:
+        why = self.problem(data)
+        if why:
+            raise SchemaError(f"{path} is not a valid {self.what}: {why}; {self.fix}")
+        return data
+
+
+def read_json(path, schema: Schema) -> dict:
+    """A JSON file through `schema` (SchemaError naming the file if unreadable or of another shape)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SchemaError(f"{path} is not a readable {schema.what} ({err}); {schema.fix}") from err
+    return schema.check(data, path)
+
+
+RUN = Schema(
+    "bench run settings file",
+    "use another --out, or delete the folder",
+    required={"suite": "text", "seeds": "list", "steps": "int", "model": "text", "methods": "object"},
+    optional={"guidance": "number", "reward": "text", "eval_clip": "text", "fid_real": "text"},
+)
+RECORD = Schema(
+    "bench image record",
+    "re-run the same bench command to make the image again",
+    required={"index": "int", "seed": "int", "seconds": "number", "peak_memory_mb": "number"},
+    optional={"method": "text", "prompt": "text", "trace": "object", "reward": "number?", "clip_eval": "number?",
+              "exact": "number?", "spec": "object", "category": "text"},
+)  # fmt: skip
+PNG_RECORD = Schema(
+    "date-diffusion record in the PNG",
+    "the image's metadata was changed by another program; its settings cannot be shown",
+    optional={"prompt": "text", "trace": "object", "panels": "list", "seed": "int", "steps": "int"},
+)
+_CHANGED = "the record was changed by another program"
+TRACE = Schema("trace", _CHANGED, optional={"updates": "list", "final_distance": "number"})
+UPDATE = Schema("update of a trace", _CHANGED, required={"step": "int", "reward_before": "number",
+                "update_norm": "number", "skipped": "bool"}, optional={"reward_after": "number"})  # fmt: skip
+PANEL = Schema("panel of a grid", _CHANGED, required={"method": "text"},
+               optional={"final_distance": "number", "mean_abs_diff": "number", "pixels_changed": "int",
+                         "pixels": "int", "trace": "object"})  # fmt: skip
+EMBEDDINGS = Schema(
+    "embeddings file's metadata",
+    "write it again with `generate --save-embeddings` (or the pipeline's save_embeddings=)",
+    required={"pipeline": "text", "parts": "list"},
+)
+REPLAY = Schema(
+    "embeddings file for --replay-embeddings",
+    "write it with `date-diffusion generate --save-embeddings`",
+    required={
+        "prompt": "text",
+        "seed": "int",
+        "steps": "int",
+        "guidance_scale": "number",
+        "height": "int",
+        "width": "int",
+    },  # fmt: skip
+)
+
+
+def check_png_record(record, path) -> dict:
+    """A PNG's `date-diffusion` record, with its trace's updates and its grid's panels (what `info` shows)."""
+    PNG_RECORD.check(record, path)
+    panels = [PANEL.check(p, f"{path} (panel {k} of its grid)") for k, p in enumerate(record.get("panels") or [], 1)]
+    for trace in [record.get("trace") or {}] + [p.get("trace") or {} for p in panels]:
+        TRACE.check(trace, path)
+        for update in trace.get("updates") or []:
+            UPDATE.check(update, f"{path} (an update of its trace)")
+    return record

@@ -1,0 +1,71 @@
+"""`toyworld train-judge`: the learned judges' whole recipe, each stage resumed or skipped when done.
+
+`data` (the toy UNet's generations, `judge_data`), `judge` (the toy ImageReward on final images), `judge_na` (the
+noise-aware judge on x0_hat; independent of `judge`, so the two can train at once), `report` (both on the held-out
+generations: `report.json`). Layout of `out`: `data/`, `judge/`, `judge-na/`, `work/<stage>/` (checkpoints and
+logs), `report.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+JUDGE_STAGES = ("data", "judge", "judge_na", "report")
+
+
+@dataclass
+class JudgeRecipe:
+    out: Path
+    shards: int = 40
+    judge_steps: int = 4000
+    judge_na_steps: int = 4000
+    batch: int = 64
+    render_pool: int | None = None  # clean renders mixed into batches; None: judge.RENDER_POOL
+    device: str = "cpu"
+
+    @classmethod
+    def smoke(cls, out: Path, device: str = "cpu") -> JudgeRecipe:
+        """Every stage on a few images for a few steps: proves the recipe runs, not that it learns."""
+        return cls(out, shards=0, judge_steps=3, judge_na_steps=3, batch=8, render_pool=16, device=device)
+
+
+def run_stage(recipe: JudgeRecipe, stage: str, worker: tuple[int, int] = (0, 1)) -> None:
+    from date_diffusion.toyworld.training import judge, judge_data
+
+    out = Path(recipe.out)
+    data = out / "data"
+    if stage == "data":
+        if recipe.shards == 0:  # smoke: HELD_OUT + 1 shards of 4 images, 10 steps
+            shards = range(worker[0], judge.HELD_OUT + 1, worker[1])
+            judge_data.generate_shards(data, shards, recipe.device, size=4, steps=10)
+        else:
+            judge_data.generate_shards(data, range(worker[0], recipe.shards, worker[1]), recipe.device)
+    elif stage in ("judge", "judge_na"):
+        na = stage == "judge_na"
+        judge.train_judge(
+            data,
+            out / ("judge-na" if na else "judge"),
+            steps=recipe.judge_na_steps if na else recipe.judge_steps,
+            batch=recipe.batch,
+            noise_aware=na,
+            device=recipe.device,
+            work=out,
+            render_pool=recipe.render_pool or judge.RENDER_POOL,
+        )
+    elif stage == "report":
+        from transformers import CLIPTokenizer
+
+        from date_diffusion.toyworld.judge import ToyJudge
+
+        report = {}
+        for name in ("judge", "judge-na"):
+            tok = CLIPTokenizer.from_pretrained(out / name / "tokenizer")
+            report[name] = judge.held_out_report(ToyJudge.from_pretrained(out / name), tok, data)
+        (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+
+
+def run_all(recipe: JudgeRecipe, stages=JUDGE_STAGES) -> None:
+    for stage in stages:
+        run_stage(recipe, stage)

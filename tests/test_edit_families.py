@@ -1,0 +1,284 @@
+"""Editing with DATE for every family through one interface (`pipe.edit`, `date-diffusion edit`): edit-friendly
+DDPM inversion (SD, SDXL, PixArt) and FlowEdit (SD3, FLUX) on tiny random components."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_flux import flux_components  # noqa: F401  (fixtures)
+from test_pixart import pixart_components  # noqa: F401
+from test_sd3 import sd3_components  # noqa: F401
+from test_sdxl import sdxl_components  # noqa: F401
+from test_template import FAMILIES as TEMPLATE_FAMILIES
+
+from date_diffusion import DATEConfig
+from date_diffusion.editing import EDIT_DEFAULTS
+from date_diffusion.families import FAMILIES
+from date_diffusion.pipelines import date_pipeline_class
+
+EDITOR = {"sd": "ddpm", "sdxl": "ddpm", "pixart": "ddpm", "sd3": "flowedit", "flux": "flowedit"}
+EXTRA = {
+    "sd3": {"max_sequence_length": 8},
+    "flux": {"max_sequence_length": 8},
+    "pixart": {"clean_caption": False, "max_sequence_length": 8},
+}
+INVERSION = [f for f, e in EDITOR.items() if e == "ddpm"]
+FLOW = [f for f, e in EDITOR.items() if e == "flowedit"]
+
+
+def build(family, request):
+    stock_cls, fixture, _ = TEMPLATE_FAMILIES[family]
+    comps = request.getfixturevalue(fixture)
+    if family == "sdxl":
+        comps = {**comps, "add_watermarker": False}
+    pipe = date_pipeline_class(stock_cls.__name__)(**comps)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def source_image(side=16, seed=3):
+    """A smooth test image, [1, 3, side, side] in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, 4, 4, generator=g)
+    return torch.nn.functional.interpolate(coarse, size=(side, side), mode="bilinear", align_corners=False)
+
+
+def edit(pipe, family, src="a red circle", tar="a red circle", seed=0, **kw):
+    kw = {"num_inference_steps": 8, "skip": 2, "output_type": "latent", **EXTRA.get(family, {}), **kw}
+    if src == tar and "cfg_tar" not in kw:
+        kw["cfg_tar"] = kw.get("cfg_src", EDIT_DEFAULTS[family].cfg_src)
+    return pipe.edit(source_image(), src, tar, generator=torch.Generator().manual_seed(seed), **kw)
+
+
+def input_latents(pipe, family):
+    pixels = pipe.image_processor.preprocess(source_image())
+    call = type("Call", (), {"height": 16, "width": 16})()
+    with torch.no_grad():
+        return pipe._date_edit_latents(call, pixels, torch.float32)
+
+
+def test_every_family_has_an_editor_and_its_defaults():
+    assert {f.name for f in FAMILIES} == set(EDITOR)
+    for family in FAMILIES:
+        defaults = family.date_pipeline()._date_edit_defaults
+        assert defaults is EDIT_DEFAULTS[family.name] and defaults.editor == EDITOR[family.name]
+    assert (EDIT_DEFAULTS["sd3"].steps - EDIT_DEFAULTS["sd3"].skip, EDIT_DEFAULTS["flux"].steps) == (33, 28)
+
+
+@pytest.mark.parametrize("family", INVERSION)
+def test_inversion_editors_reconstruct_the_input(family, request):
+    """Same prompt, same guidance, no DATE: the regenerated latents are the input's latents.
+
+    Tolerance: the regeneration lands on x_{t-1} = mu_t + sigma_t z_t with z_t solved from the same x_{t-1}, so it
+    is exact but for float32 rounding, which compounds over the regenerated steps and varies from run to run on
+    CPU. Measured by running this test three times (seeds 0..4 each, latents up to 0.12 in size): max |error|
+    3.1e-6 to 5.2e-6 (SD), 2.5e-6 to 4.5e-6 (SDXL), 2.1e-6 to 3.1e-6 (PixArt); the same seed differed by up to
+    2e-6 between runs. 2e-5 leaves 4x that spread; another target guidance is off by more than 1e-2."""
+    pipe = build(family, request)
+    x0 = input_latents(pipe, family)
+    errors = [float((edit(pipe, family, seed=s).images - x0).abs().max()) for s in range(5)]
+    assert max(errors) <= 2e-5, errors
+    wrong = edit(pipe, family, cfg_tar=EDIT_DEFAULTS[family].cfg_src + 4).images  # another guidance: not the input
+    assert float((wrong - x0).abs().max()) > 1e-2
+
+
+@pytest.mark.parametrize("family", FLOW)
+@pytest.mark.parametrize("n_avg", [1, 2])
+def test_flowedit_returns_the_input_exactly_when_source_equals_target(family, n_avg, request):
+    pipe = build(family, request)
+    x0 = input_latents(pipe, family)
+    out = edit(pipe, family, n_avg=n_avg).images
+    assert torch.equal(out, x0)
+
+
+@pytest.mark.parametrize("family", list(EDITOR))
+def test_the_edit_changes_the_image_when_the_prompts_differ(family, request):
+    pipe = build(family, request)
+    same = edit(pipe, family, output_type="np").images
+    edited = edit(pipe, family, tar="a blue square", output_type="np").images
+    assert edited.shape == same.shape == (1, 16, 16, 3)
+    assert np.abs(edited - same).max() > 1e-2
+
+
+@pytest.mark.parametrize("family", list(EDITOR))
+def test_date_moves_the_target_embedding_by_rho_during_an_edit(family, request, reward):
+    pipe = build(family, request)
+    plain = edit(pipe, family, tar="a blue square", output_type="np")
+    dated = edit(pipe, family, tar="a blue square", output_type="np", date=DATEConfig(rho=0.5, update_every=2),
+                 reward=reward)  # fmt: skip
+    updates = dated.traces[0]["updates"]
+    assert [u["step"] for u in updates] == [0, 2, 4]  # 8 steps, 2 skipped: 6 regenerated
+    assert all(abs(u["update_norm"] - 0.5) < 1e-5 for u in updates)
+    assert dated.prompts == ["a blue square"] and plain.traces[0]["updates"] == []
+    assert np.abs(dated.images - plain.images).max() > 0
+
+
+def test_flowedit_n_min_samples_the_target_plainly_at_the_end(sd3_components):  # noqa: F811
+    from date_diffusion.pipelines.stable_diffusion_3 import StableDiffusion3DATEPipeline
+
+    pipe = StableDiffusion3DATEPipeline(**sd3_components)
+    pipe.set_progress_bar_config(disable=True)
+    kw = dict(tar="a blue square", num_inference_steps=8, skip=2)
+    plain, sdedit_tail = edit(pipe, "sd3", **kw).images, edit(pipe, "sd3", n_min=2, **kw).images
+    assert torch.isfinite(sdedit_tail).all() and (sdedit_tail - plain).abs().max() > 1e-3
+
+
+def test_edit_arguments_are_checked(pipe):
+    img = source_image()
+    with pytest.raises(ValueError, match="skip"):
+        pipe.edit(img, "a", "b", num_inference_steps=10, skip=10)
+    with pytest.raises(ValueError, match="skip` or `strength"):
+        pipe.edit(img, "a", "b", skip=3, strength=0.5)
+    with pytest.raises(ValueError, match="FlowEdit"):
+        pipe.edit(img, "a", "b", n_min=2)
+    with pytest.raises(TypeError, match="ug_scale"):
+        pipe.edit(img, "a", "b", ug_scale=1.0)
+
+
+def test_strength_counts_regenerated_steps_as_img2img(pipe):
+    a = pipe.edit(source_image(), "a red circle", "a blue square", num_inference_steps=10, strength=0.6,
+                  generator=torch.Generator().manual_seed(0), output_type="latent").images  # fmt: skip
+    b = pipe.edit(source_image(), "a red circle", "a blue square", num_inference_steps=10, skip=4,
+                  generator=torch.Generator().manual_seed(0), output_type="latent").images  # fmt: skip
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("family", list(EDITOR))
+def test_edit_cli_runs_every_family(family, request, tmp_path, clip_dir):
+    from PIL import Image
+
+    from date_diffusion.cli.main import main
+    from date_diffusion.outputs import read_png_metadata
+
+    stock_cls, fixture, _ = TEMPLATE_FAMILIES[family]
+    stock_cls(**request.getfixturevalue(fixture)).save_pretrained(tmp_path / "model")
+    arr = (source_image()[0].permute(1, 2, 0).numpy() * 255).astype("uint8")
+    Image.fromarray(arr).save(tmp_path / "in.png")
+    argv = ["edit", str(tmp_path / "in.png"), "--source-prompt", "a red circle", "--target-prompt", "a blue square",
+            "--model", str(tmp_path / "model"), "--reward", f"clip:{clip_dir}", "--steps", "4", "--skip", "1",
+            "--update-every", "2", "--height", "16", "--width", "16", "--dtype", "float32", "--device", "cpu",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 0
+    meta = json.loads((tmp_path / "out" / "a-blue-square-s0.json").read_text())
+    assert (meta["family"], meta["editor"], meta["steps"], meta["skip"]) == (family, EDITOR[family], 4, 1)
+    assert (meta["cfg_src"], meta["cfg_tar"]) == (EDIT_DEFAULTS[family].cfg_src, EDIT_DEFAULTS[family].cfg_tar)
+    assert [u["step"] for u in meta["trace"]["updates"]] == [0, 2]
+    assert all(abs(u["update_norm"] - 0.5) < 1e-5 for u in meta["trace"]["updates"])
+    png = read_png_metadata(tmp_path / "out" / "a-blue-square-s0-date.png")
+    assert png["record"]["method"] == "date" and png["record"]["family"] == family
+    grid = Image.open(tmp_path / "out" / "a-blue-square-s0-grid.png")
+    assert grid.width > 3 * 16  # three labelled panels
+
+
+def test_edit_cli_refuses_a_scheduler(tmp_path, capsys):
+    from PIL import Image
+
+    from date_diffusion.cli.main import main
+
+    Image.new("RGB", (16, 16)).save(tmp_path / "in.png")
+    base = ["edit", str(tmp_path / "in.png"), "--source-prompt", "a", "--target-prompt", "b"]
+    assert main([*base, "--scheduler", "euler"]) == 2
+    assert "leave --scheduler out" in capsys.readouterr().err
+
+
+def test_sdxl_noise_maps_equal_diffusers_ledits_pp_inversion(sdxl_components, monkeypatch):  # noqa: F811
+    """The SDXL inversion's noise maps equal diffusers' `LEditsPPPipelineStableDiffusionXL.invert` (edit-friendly
+    DDPM inversion under a DDIM scheduler) where the settings coincide: the same DDIM scheduler (`leading` spacing,
+    LEDITS++'s `skip=0` so both schedules are `num_inference_steps` DDIM steps), the same source prompt and guidance,
+    the zero negative prompt of `force_zeros_for_empty_prompt`, the image's size as SDXL's time ids, and
+    `num_zero_noise_steps=0`.
+
+    Exact equality cannot hold: (1) LEDITS++ draws its per-timestep noise in ascending timestep order, ours in
+    descending order, so one generator gives different x_t; the test hands our inversion the noise LEDITS++ drew
+    (recorded from its `randn_tensor`), reversed. (2) LEDITS++ builds x_t with `scheduler.add_noise` (`** 0.5`,
+    ours `sqrt`) and replaces each x_{t-1} by its reconstruction mu_t + sigma_t z_t before the next step; both agree
+    with ours up to float32 rounding, which the division by sigma_t amplifies on the late, low-noise steps (the
+    noise maps reach ~28 there). So the noise maps are compared relative to their size, to 2e-5 of their largest
+    entry (measured: 4.8e-5 of 27.8, 1.7e-6 relative), the x_T the regeneration starts from to 1e-6 (measured: 0)
+    and the schedule exactly."""
+    from diffusers import DDIMScheduler, LEditsPPPipelineStableDiffusionXL
+    from diffusers.pipelines.ledits_pp import pipeline_leditspp_stable_diffusion_xl as ledits_module
+    from PIL import Image
+
+    from date_diffusion.editing.ddpm_inversion import inversion_scheduler, invert
+    from date_diffusion.editing.interface import edit_plan
+    from date_diffusion.pipelines.common import DATEOptions
+    from date_diffusion.pipelines.stable_diffusion_xl import StableDiffusionXLDATEPipeline
+
+    ddim = DDIMScheduler.from_config(sdxl_components["scheduler"].config, set_alpha_to_one=False)
+    comps = {**sdxl_components, "scheduler": ddim, "add_watermarker": False}
+    ledits, ours = LEditsPPPipelineStableDiffusionXL(**comps), StableDiffusionXLDATEPipeline(**comps)
+    for p in (ledits, ours):
+        p.set_progress_bar_config(disable=True)
+    drawn, draw = [], ledits_module.randn_tensor
+
+    def recording(*args, **kwargs):
+        drawn.append(draw(*args, **kwargs))
+        return drawn[-1]
+
+    monkeypatch.setattr(ledits_module, "randn_tensor", recording)
+    arr = (source_image(32)[0].permute(1, 2, 0).numpy() * 255).astype("uint8")
+    image, steps = Image.fromarray(arr), 6
+    ledits.invert(image, "a red circle", source_guidance_scale=3.5, num_inversion_steps=steps, skip=0.0,
+                  generator=torch.Generator().manual_seed(0), num_zero_noise_steps=0)  # fmt: skip
+    plan = edit_plan(ours._date_edit_defaults, steps, 0, None, 3.5, 3.5)
+    stock = dict(height=32, width=32, num_inference_steps=steps)
+    with torch.no_grad():
+        branch = ours._date_edit_branch("a red circle", 3.5, stock, DATEOptions(), plan, "cpu")
+        x0 = ours._date_edit_latents(branch.call, ours.image_processor.preprocess(image), torch.float32)
+        sched = inversion_scheduler(ours.scheduler.config, steps)
+        inv = invert(branch.model, sched, x0, branch.cond.cond, branch.cond.uncond, 3.5, noises=drawn[::-1])
+    assert torch.equal(sched.timesteps, ledits.inversion_steps)
+    assert float((inv.xts[0] - ledits.init_latents).abs().max()) <= 1e-6
+    difference = float((torch.stack(inv.zs) - ledits.zs).abs().max())
+    size = float(ledits.zs.abs().max())
+    assert difference <= 2e-5 * size and size > 0.5 and not inv.residuals, (difference, size)
+
+
+def test_flowedit_date_direction_matches_finite_differences(flux_components, reward, monkeypatch):  # noqa: F811
+    """FLUX: DATE's first update inside FlowEdit moves the target embedding along the gradient of the reward of
+    the target branch's clean estimate, written out here independently: z_src = (1 - s) x_src + s n (the edit's
+    first noise draw), x0_hat = z_src - s V(z_src, c) (z_tar = z_src at the first step), reward(decode(x0_hat)).
+    Central differences of that function along the coordinates DATE moves most are the directional derivative
+    along DATE's direction times that direction's coordinates. (Step 0.1 in float32: measured agreement 0.1% to
+    1.1% over the six coordinates; with step 0.01 the reward's float32 rounding makes it ~10%.)"""
+    from date_diffusion.core.prediction import noise_level
+    from date_diffusion.pipelines.reward_path import decode_for_reward
+    from date_diffusion.sampling import date_step
+
+    pipe = build("flux", type("R", (), {"getfixturevalue": staticmethod(lambda name: flux_components)})())
+    seen, model_output = {}, date_step.DATEUpdate.model_output
+
+    def spy(self, state):
+        first = state.index in self.updates and not seen
+        if first:
+            seen.update(cond=state.cond.clone(), x_src=state.latents.clone(), model=self.model, t=state.timestep,
+                        sigma=noise_level(state.scheduler, state.timestep)[1].float())  # fmt: skip
+        model_output(self, state)
+        if first:
+            seen["moved"] = state.cond - seen["cond"]
+
+    monkeypatch.setattr(date_step.DATEUpdate, "model_output", spy)
+    rho = 0.5
+    edit(pipe, "flux", tar="a blue square", seed=7, date=DATEConfig(rho=rho, update_steps=[0]), reward=reward)
+    x_src, sigma, target = seen["x_src"], seen["sigma"], seen["model"].target
+    z_src = (1 - sigma) * x_src + sigma * torch.randn(x_src.shape, generator=torch.Generator().manual_seed(7))
+
+    def f(cond):
+        with torch.no_grad():
+            x0 = z_src - sigma * target.denoise(z_src, seen["t"], cond)
+            images = decode_for_reward(pipe._unpack_latents(x0, 16, 16, pipe.vae_scale_factor), pipe.vae)
+            return float(reward(images, ["a blue square"]).double().sum())
+
+    c, d = seen["cond"], seen["moved"] / rho
+    assert float(d.norm()) == pytest.approx(1.0, abs=1e-5)
+    h = 1e-1
+    along = (f(c + h * d) - f(c - h * d)) / (2 * h)  # the directional derivative: the gradient's norm
+    assert along > 0 and f(c + rho * d) > f(c)
+    for i in d.abs().flatten().topk(6).indices.tolist():
+        e = torch.zeros_like(c).flatten()
+        e[i] = 1.0
+        e = e.view_as(c)
+        partial = (f(c + h * e) - f(c - h * e)) / (2 * h)
+        assert partial == pytest.approx(along * float(d.flatten()[i]), rel=0.05)

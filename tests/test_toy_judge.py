@@ -1,0 +1,163 @@
+"""The toy world's learned judges: their training captions, labels, the reward's gradient, the shipped models,
+early selection by a judge, and the training recipe end to end (smoke)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from date_diffusion.toyworld import scene, world
+from date_diffusion.toyworld.judge import ASPECTS, ToyJudge
+from date_diffusion.toyworld.training import judge_data
+from date_diffusion.toyworld.training.judge import verdict_vector
+
+
+def test_training_captions_never_equal_a_suite_or_validation_prompt():
+    from date_diffusion.toyworld.suite import prompt_suite, validation_prompts
+
+    excluded = judge_data.excluded_captions()
+    assert len(excluded) == len(prompt_suite()) + len(validation_prompts())  # both sets, no overlap between them
+    drawn = {s.caption for i in range(40) for s in judge_data.shard_specs(i, judge_data.SHARD, excluded)[0]}
+    assert len(drawn) > 1000 and not drawn & excluded
+    # without the exclusion the same draws would have hit the suite: the check is not vacuous
+    rng = np.random.default_rng([20261202, 0])
+    unfiltered = {
+        scene.sample_spec(rng, "novel" if rng.random() < 0.1 else None, allow_held_out=True).caption
+        for _ in range(40 * judge_data.SHARD)
+    }
+    assert unfiltered & excluded
+
+
+def test_verdict_vector_masks_aspects_the_caption_does_not_ask_about():
+    labels, mask = verdict_vector({"pass": False, "aspects": {"objects": True, "colors": False, "count": False}})
+    assert dict(zip(ASPECTS, mask)) == {"pass": 1, "objects": 1, "colors": 1, "count": 1, "position": 0, "size": 0}
+    assert labels[:4] == [0.0, 1.0, 0.0, 0.0]
+
+
+def _tokenizer():
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(world.CLIPS["toy-clip"])
+
+
+def _reward(judge):
+    from date_diffusion.rewards.judge import JudgeReward
+
+    return JudgeReward(judge, _tokenizer())
+
+
+def test_judge_reward_gradient_matches_finite_differences():
+    torch.manual_seed(0)
+    reward = _reward(ToyJudge(vocab_size=len(_tokenizer()))).double()
+    x = torch.rand(2, 3, 64, 64, dtype=torch.float64, requires_grad=True)
+    prompts = ["a red circle", "two blue squares"]
+    reward(x, prompts).sum().backward()
+    d = torch.randn_like(x)
+    eps = 1e-5
+    with torch.no_grad():
+        fd = (reward(x + eps * d, prompts).sum() - reward(x - eps * d, prompts).sum()) / (2 * eps)
+    assert torch.allclose((x.grad * d).sum(), fd, rtol=1e-5, atol=1e-8)
+
+
+def test_judge_scores_each_image_for_its_own_caption_only():
+    """Batch independence: an image's score does not depend on the other images and captions of the batch."""
+    torch.manual_seed(1)
+    reward = _reward(ToyJudge(vocab_size=len(_tokenizer())))
+    x = torch.rand(3, 3, 64, 64)
+    prompts = ["a red circle", "two blue squares and a green cross", "a purple triangle above a red cross"]
+    together = reward(x, prompts)
+    alone = torch.cat([reward(x[i : i + 1], prompts[i : i + 1]) for i in range(3)])
+    assert torch.allclose(together, alone, atol=1e-5)
+    assert not torch.allclose(together[:1], reward(x[:1], prompts[1:2]), atol=1e-4)  # the caption matters
+
+
+def test_saved_judge_loads_in_float32_and_scores_as_saved(tmp_path):
+    from date_diffusion.toyworld.training.judge import save_judge
+
+    torch.manual_seed(2)
+    judge = ToyJudge(vocab_size=len(_tokenizer()))
+    save_judge(judge, _tokenizer(), tmp_path, {"test": True})
+    from date_diffusion.rewards.registry import reward_from_spec
+
+    loaded = reward_from_spec(f"toy-judge:{tmp_path}")
+    assert loaded.judge.head.weight.dtype == torch.float32
+    x = torch.rand(2, 3, 64, 64)
+    half = _reward(judge.half().float())  # what float16 storage keeps
+    assert torch.allclose(loaded(x, ["a red circle"] * 2), half(x, ["a red circle"] * 2), atol=1e-5)
+
+
+@pytest.mark.skipif(not world.JUDGES["toy-judge"].exists(), reason="the shipped judges are not in this checkout")
+@pytest.mark.parametrize("name", list(world.JUDGES))
+def test_shipped_judges_prefer_a_render_of_the_caption_to_a_render_of_a_hard_negative(name):
+    from date_diffusion.rewards.registry import reward_from_spec
+
+    reward = reward_from_spec(name)
+    rng = np.random.default_rng(3)
+    specs = [scene.sample_spec(rng) for _ in range(64)]
+    images = torch.from_numpy(np.stack([scene.render(scene.place(s, rng)) for s in specs])).permute(0, 3, 1, 2) / 255
+    with torch.no_grad():
+        right = reward(images, [s.caption for s in specs])
+        wrong = reward(images, [scene.hard_negative(s, rng).caption for s in specs])
+    assert (right > wrong).float().mean() > 0.75
+
+
+def test_recorded_x0_keeps_each_steps_estimate_and_restores_the_scheduler():
+    from diffusers import DDIMScheduler
+
+    from date_diffusion.sampling.record import recorded_x0
+
+    scheduler = DDIMScheduler()
+    scheduler.set_timesteps(4)
+    x, eps = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    expected = [scheduler.step(eps, t, x).pred_original_sample for t in scheduler.timesteps[:2]]
+    with recorded_x0(scheduler) as seen:
+        for t in scheduler.timesteps[:2]:
+            scheduler.step(eps, t, x, return_dict=False)
+    assert len(seen) == 2 and all(torch.equal(a, b) for a, b in zip(seen, expected))
+    assert "step" not in vars(scheduler)
+
+
+class _Brightness(torch.nn.Module):
+    """A stand-in judge: the mean of an image's red channel."""
+
+    def forward(self, images, prompts):
+        return images[:, 0].mean((1, 2))
+
+
+def test_early_selection_keeps_the_seed_whose_estimate_the_judge_scores_highest():
+    from date_diffusion import DATEPipeline
+    from date_diffusion.evaluation.selection import early_selection
+    from date_diffusion.pipelines.reward_path import decode_for_reward
+    from date_diffusion.sampling.record import recorded_x0
+
+    pipe = DATEPipeline.from_pretrained(world.PIPELINE)
+    pipe.set_progress_bar_config(disable=True)
+    call = dict(num_inference_steps=6, guidance_scale=5.0)
+    stride, at, seeds = 1000, 2, [0, 1, 2, 3]
+    chosen = early_selection(pipe, ["a red circle"], [0], 4, at, _Brightness(), stride, **call)
+    scores = []
+    for j in range(4):  # each candidate's x0_hat at step `at`, from a full run
+        with recorded_x0(pipe.scheduler) as seen:
+            pipe("a red circle", generator=torch.Generator().manual_seed(j * stride), output_type="latent", **call)
+        scores.append(float(_Brightness()(decode_for_reward(seen[at], pipe.vae), [""])))
+    assert chosen == [seeds[int(np.argmax(scores))] * stride]
+    assert len(set(np.round(scores, 6))) == 4  # the candidates differ, so the choice means something
+
+
+def test_select_method_refuses_updates_before_the_selection_step():
+    from date_diffusion.evaluation.methods import parse_method
+
+    method = parse_method("select:n=2,at=10,steps=5;20")
+    with pytest.raises(ValueError, match="before the selection"):
+        method.select_seeds(None, None, ["a"], [0], {"num_inference_steps": 50})
+
+
+def test_train_judge_smoke_runs_every_stage(tmp_path):
+    from date_diffusion.cli.main import main
+
+    assert main(["toyworld", "train-judge", "--out", str(tmp_path), "--smoke"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report) == {"judge", "judge-na"}
+    assert {"final", "x0_step_0"} <= set(report["judge-na"])
+    assert ToyJudge.from_pretrained(tmp_path / "judge-na").config.aspects == list(ASPECTS)
