@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_pixart import pixart_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
@@ -144,6 +145,21 @@ def test_strength_counts_regenerated_steps_as_img2img(pipe):
     assert torch.equal(a, b)
 
 
+def cli_argv(family, request, tmp_path, clip_dir, *extra) -> list[str]:
+    """`date-diffusion edit` of a 16 px image with the family's tiny components saved as a model folder."""
+    from PIL import Image
+
+    if not (tmp_path / "model").exists():
+        stock_cls, fixture, _ = TEMPLATE_FAMILIES[family]
+        stock_cls(**request.getfixturevalue(fixture)).save_pretrained(tmp_path / "model")
+        arr = (source_image()[0].permute(1, 2, 0).numpy() * 255).astype("uint8")
+        Image.fromarray(arr).save(tmp_path / "in.png")
+    return ["edit", str(tmp_path / "in.png"), "--source-prompt", "a red circle", "--target-prompt", "a blue square",
+            "--model", str(tmp_path / "model"), "--reward", f"clip:{clip_dir}", "--update-every", "2", "--height",
+            "16", "--width", "16", "--dtype", "float32", "--device", "cpu", "--out", str(tmp_path / "out"),
+            *extra]  # fmt: skip
+
+
 @pytest.mark.parametrize("family", list(EDITOR))
 def test_edit_cli_runs_every_family(family, request, tmp_path, clip_dir):
     from PIL import Image
@@ -151,14 +167,7 @@ def test_edit_cli_runs_every_family(family, request, tmp_path, clip_dir):
     from date_diffusion.cli.main import main
     from date_diffusion.outputs import read_png_metadata
 
-    stock_cls, fixture, _ = TEMPLATE_FAMILIES[family]
-    stock_cls(**request.getfixturevalue(fixture)).save_pretrained(tmp_path / "model")
-    arr = (source_image()[0].permute(1, 2, 0).numpy() * 255).astype("uint8")
-    Image.fromarray(arr).save(tmp_path / "in.png")
-    argv = ["edit", str(tmp_path / "in.png"), "--source-prompt", "a red circle", "--target-prompt", "a blue square",
-            "--model", str(tmp_path / "model"), "--reward", f"clip:{clip_dir}", "--steps", "4", "--skip", "1",
-            "--update-every", "2", "--height", "16", "--width", "16", "--dtype", "float32", "--device", "cpu",
-            "--out", str(tmp_path / "out")]  # fmt: skip
+    argv = cli_argv(family, request, tmp_path, clip_dir, "--steps", "4", "--skip", "1")
     assert main(argv) == 0
     meta = json.loads((tmp_path / "out" / "a-blue-square-s0.json").read_text())
     assert (meta["family"], meta["editor"], meta["steps"], meta["skip"]) == (family, EDITOR[family], 4, 1)
@@ -282,3 +291,79 @@ def test_flowedit_date_direction_matches_finite_differences(flux_components, rew
         e = e.view_as(c)
         partial = (f(c + h * e) - f(c - h * e)) / (2 * h)
         assert partial == pytest.approx(along * float(d.flatten()[i]), rel=0.05)
+
+
+@pytest.mark.parametrize("family", FLOW)
+def test_edit_cli_passes_flowedit_arguments_and_strength(family, request, tmp_path, clip_dir, monkeypatch):
+    from date_diffusion.cli.main import main
+    from date_diffusion.editing.interface import EditingMixin
+
+    calls, edit_fn = [], EditingMixin.edit
+
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs)
+        return edit_fn(self, *args, **kwargs)
+
+    monkeypatch.setattr(EditingMixin, "edit", spy)
+    argv = cli_argv(family, request, tmp_path, clip_dir, "--steps", "4", "--strength", "0.75", "--n-min", "1",
+                    "--n-avg", "2")  # fmt: skip
+    assert main(argv) == 0
+    assert len(calls) == 3  # reconstruction, plain edit, DATE edit: each with FlowEdit's arguments
+    assert all((c["n_min"], c["n_avg"], c["skip"], c["num_inference_steps"]) == (1, 2, 1, 4) for c in calls)
+    meta = json.loads((tmp_path / "out" / "a-blue-square-s0.json").read_text())
+    assert (meta["n_min"], meta["n_avg"], meta["strength"], meta["skip"]) == (1, 2, 0.75, 1)
+    assert [u["step"] for u in meta["trace"]["updates"]] == [0, 2]  # 3 regenerated steps (4 x 0.75)
+    calls.clear()
+    assert main([*argv[:-8], "--steps", "4", "--skip", "1", "--out", str(tmp_path / "plain")]) == 0
+    assert all((c["n_min"], c["n_avg"]) == (0, 1) for c in calls)  # FlowEdit's defaults, as pipe.edit's
+    plain = json.loads((tmp_path / "plain" / "a-blue-square-s0.json").read_text())
+    edited = np.asarray(Image.open(tmp_path / "out" / "a-blue-square-s0-plain.png"), float)
+    assert np.abs(edited - np.asarray(Image.open(tmp_path / "plain" / "a-blue-square-s0-plain.png"), float)).max() > 0
+    assert (plain["n_min"], plain["n_avg"], plain["strength"]) == (0, 1, None)
+
+
+@pytest.mark.parametrize(
+    "family, extra, message",
+    [
+        ("sd", ["--n-min", "1"], "--n-min: FlowEdit's (sd3, flux); sd edits by DDPM inversion: leave it out"),
+        ("sdxl", ["--n-min", "1", "--n-avg", "2"], "--n-min and --n-avg: FlowEdit's (sd3, flux); sdxl edits by DDPM"),
+        ("sd", ["--strength", "0.5", "--skip", "1"], "--strength and --skip both set how much is regenerated"),
+        ("sd", ["--strength", "0"], "--strength must be in (0, 1]"),
+        ("sd", ["--steps", "4", "--strength", "0.2"], "--strength 0.2 regenerates no step of 4; give at least 0.25"),
+        ("sd3", ["--steps", "4", "--skip", "1", "--n-min", "4"], "--n-min must be in [0, 3]"),
+        ("sd", ["--steps", "1000", "--skip", "1"], "--steps 1000 is more than DDIMScheduler can take"),  # once loaded
+    ],
+)
+def test_edit_cli_refuses_before_any_folder_is_made(family, extra, message, request, tmp_path, clip_dir, capsys):
+    from date_diffusion.cli.main import main
+
+    argv = cli_argv(family, request, tmp_path, clip_dir, *extra)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    ours = [line for line in err.splitlines() if "date-diffusion edit:" in line]
+    assert len(ours) == 1 and message in ours[0] and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failing_edit_leaves_no_folder_of_its_own(request, tmp_path, clip_dir, monkeypatch, capsys):
+    """The folder is made once the model has loaded; an edit that then fails removes it again when it made it (and
+    leaves a folder that was there, with its files, as it was)."""
+    from date_diffusion.cli import edit as edit_cli
+    from date_diffusion.cli.main import main
+
+    made = []
+
+    def failing(args, pipe, *rest):
+        made.append((tmp_path / "out" / "new").is_dir())  # created after loading, before the edit
+        raise RuntimeError("the edit failed")
+
+    monkeypatch.setattr(edit_cli, "edit_three", failing)
+    argv = cli_argv("sd", request, tmp_path, clip_dir, "--steps", "4", "--skip", "1")
+    argv[argv.index("--out") + 1] = str(tmp_path / "out" / "new")
+    assert main(argv) == 1 and made == [True]
+    assert "the edit failed" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "earlier.png").write_bytes(b"an earlier result")
+    argv[argv.index("--out") + 1] = str(tmp_path / "out")
+    assert main(argv) == 1 and made == [True, False]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["earlier.png"]

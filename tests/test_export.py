@@ -90,3 +90,170 @@ def test_export_needs_a_new_folder(tmp_path):
     (tmp_path / "busy" / "x").write_text("")
     with pytest.raises(ExportError, match="not empty"):
         export_t2i_compbench(method, tmp_path / "busy")
+
+
+# ---------------------------------------------------------------- the command line, end to end on the toy world
+
+TOY_GENEVAL = [
+    {"tag": "single_object", "include": [{"class": "circle", "count": 1}], "prompt": "a red circle"},
+    {"tag": "colors", "include": [{"class": "square", "count": 1, "color": "blue"}], "prompt": "a blue square"},
+    {"tag": "two_object", "include": [{"class": "circle", "count": 1}, {"class": "cross", "count": 1}],
+     "prompt": "a green circle and a yellow cross"},
+]  # fmt: skip
+TINY = ["--steps", "2", "--limit", "2", "--seeds", "2", "--methods", "fixed", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def geneval_run(tmp_path_factory):
+    """A GenEval-style jsonl of toy prompts (with a byte order mark) run as `--suite prompts`, exported at once."""
+    from date_diffusion.cli.main import main
+
+    root = tmp_path_factory.mktemp("geneval-run")
+    meta = root / "evaluation_metadata.jsonl"
+    meta.write_text("\ufeff" + "".join(json.dumps(line) + "\n" for line in TOY_GENEVAL), encoding="utf-8")
+    argv = ["bench", "--suite", "prompts", "--prompts-file", str(meta), *TINY, "--out", str(root / "run")]
+    assert main([*argv, "--export", "geneval", str(root / "geneval")]) == 0
+    return root, meta
+
+
+def test_bench_exports_geneval_layout_from_its_jsonl_suite(geneval_run):
+    root, meta = geneval_run
+    out = root / "geneval"
+    assert [p.name for p in out.iterdir()] == ["fixed"]  # DIR/<method slug>/
+    method = out / "fixed"
+    assert sorted(p.name for p in method.iterdir()) == ["00000", "00001"]  # --limit 2
+    raw = meta.read_text(encoding="utf-8-sig").splitlines()
+    for n in range(2):
+        folder = method / f"{n:05d}"
+        assert (folder / "metadata.jsonl").read_text() == raw[n] + "\n"  # line N as it is, without the BOM
+        assert json.loads((folder / "metadata.jsonl").read_text()) == TOY_GENEVAL[n]
+        assert sorted(p.name for p in (folder / "samples").iterdir()) == ["0000.png", "0001.png"]  # --seeds 2
+        # sample K is the run's K-th seed's image, byte for byte
+        made = sorted((root / "run" / "images" / "fixed" / f"{n:05d}" / "samples").glob("*.png"))
+        assert len(made) == 2
+        for k, png in enumerate(made):
+            assert (folder / "samples" / f"{k:04d}.png").read_bytes() == png.read_bytes()
+    run = json.loads((root / "run" / "run.json").read_text())
+    assert run["captions"] == str(meta)  # where `report --export geneval` finds the metadata again
+    made = sorted((root / "run" / "images" / "fixed").glob("*/metadata.jsonl"))
+    assert [json.loads(p.read_text())["tag"] for p in made] == ["single_object", "colors"]  # the lines' tags
+
+
+def test_report_exports_a_finished_run_in_both_layouts(geneval_run, capsys):
+    from date_diffusion.cli.main import main
+
+    root, _ = geneval_run
+    capsys.readouterr()
+    assert main(["report", str(root / "run"), "--export", "geneval", str(root / "again")]) == 0
+    assert "exported 4 images of fixed" in capsys.readouterr().err
+    first, again = (
+        sorted(p.relative_to(d) for d in (root / name,) for p in d.rglob("*")) for name in ("geneval", "again")
+    )
+    assert first == again and len(first) > 0
+    assert main(["report", str(root / "run"), "--export", "t2i-compbench", str(root / "t2i")]) == 0
+    names = [p.name for p in (root / "t2i" / "fixed" / "samples").iterdir()]
+    names.sort(key=lambda x: int(x.split("_")[-1].split(".")[0]))  # T2I-CompBench's parsing, as above
+    assert names == [
+        "a red circle_000000.png",
+        "a red circle_000001.png",
+        "a blue square_000002.png",
+        "a blue square_000003.png",
+    ]
+
+
+def test_bench_exports_t2i_compbench_layout_from_a_txt_list(tmp_path):
+    from date_diffusion.cli.main import main
+
+    prompts = tmp_path / "color_val.txt"  # T2I-CompBench's lists: one prompt a line
+    prompts.write_text("\ufeffa red circle\n\na blue square\na green cross\n", encoding="utf-8")
+    argv = ["bench", "--suite", "prompts", "--prompts-file", str(prompts), *TINY, "--out", str(tmp_path / "run")]
+    assert main([*argv, "--export", "t2i-compbench", str(tmp_path / "t2i")]) == 0
+    samples = tmp_path / "t2i" / "fixed" / "samples"
+    assert [p.name for p in (tmp_path / "t2i" / "fixed").iterdir()] == ["samples"]
+    names = sorted((p.name for p in samples.iterdir()), key=lambda x: int(x.split("_")[-1].split(".")[0]))
+    assert [n.split("_")[0] for n in names] == ["a red circle"] * 2 + ["a blue square"] * 2  # BOM and blank skipped
+    assert [int(n.split("_")[-1].split(".")[0]) for n in names] == [0, 1, 2, 3]
+
+
+def test_jsonl_suite_keeps_each_line_and_its_tag(tmp_path):
+    from date_diffusion.bench.suites import load_suite
+
+    meta = tmp_path / "evaluation_metadata.jsonl"
+    meta.write_text("\ufeff" + "\n".join(json.dumps(line) for line in TOY_GENEVAL) + "\n\n", encoding="utf-8")
+    items = load_suite("prompts", meta)
+    assert [it.prompt for it in items] == [line["prompt"] for line in TOY_GENEVAL]
+    assert [it.meta for it in items] == TOY_GENEVAL and [it.category for it in items] == [
+        "single_object",
+        "colors",
+        "two_object",
+    ]
+    assert [it.index for it in load_suite("prompts", meta, categories=["two_object"])] == [2]  # the line's index
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a red circle"}\n{"tag": "colors"}\n')
+    with pytest.raises(ValueError, match="line 2 has no text 'prompt'"):
+        load_suite("prompts", bad)
+    bad.write_text("a red circle\n")
+    with pytest.raises(ValueError, match="line 1 is not JSON"):
+        load_suite("prompts", bad)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--export", "geneval", "{out}"], "--export geneval needs GenEval's evaluation_metadata.jsonl"),
+        (["--export", "coco", "{out}"], "--export KIND must be one of geneval, t2i-compbench"),
+        (["--export", "t2i-compbench", "{busy}"], "is not empty"),
+        (["--export", "t2i-compbench", "{out}", "--geneval-metadata", "{meta}"], "--geneval-metadata is for"),
+        (["--geneval-metadata", "{meta}"], "--geneval-metadata is read only by --export geneval"),
+        (["--export", "geneval", "{out}", "--geneval-metadata", "{other}"], "item 0 is 'a red circle' but line 0"),
+        (["--export", "t2i-compbench", "{run}"], "holds the run's own folder"),
+    ],
+    ids=["geneval-without-metadata", "unknown-kind", "busy-folder", "metadata-for-t2i", "metadata-alone",
+         "metadata-of-other-prompts", "export-into-run"],
+)  # fmt: skip
+def test_bad_export_combinations_are_refused_before_any_work(tmp_path, capsys, extra, message):
+    from date_diffusion.cli.main import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    meta, other = tmp_path / "evaluation_metadata.jsonl", tmp_path / "other.jsonl"
+    meta.write_text("".join(json.dumps(line) + "\n" for line in TOY_GENEVAL))
+    other.write_text(json.dumps({"tag": "colors", "prompt": "a purple cross"}) + "\n")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "earlier.png").write_bytes(b"x")
+    names = {
+        "out": tmp_path / "export",
+        "busy": tmp_path / "busy",
+        "meta": meta,
+        "other": other,
+        "run": tmp_path / "run",
+    }
+    extra = [a.format(**{k: str(v) for k, v in names.items()}) for a in extra]
+    argv = ["bench", "--suite", "prompts", "--prompts-file", str(prompts), *TINY, "--out", str(tmp_path / "run")]
+    assert main([*argv, *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "export").exists()  # nothing made
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["earlier.png"]
+
+
+def test_report_export_refusals(geneval_run, tmp_path, capsys):
+    """A finished run: an existing export folder is never written into; a run from a text file needs the metadata."""
+    from date_diffusion.cli.main import main
+
+    root, meta = geneval_run
+    before = sorted(p.relative_to(root / "geneval") for p in (root / "geneval").rglob("*"))
+    assert main(["report", str(root / "run"), "--export", "geneval", str(root / "geneval")]) == 2
+    assert "is not empty: export into a new folder" in capsys.readouterr().err
+    assert sorted(p.relative_to(root / "geneval") for p in (root / "geneval").rglob("*")) == before
+    # the same run's images, its run.json pointing at a prompts file that is not there: --geneval-metadata is named
+    import shutil
+
+    shutil.copytree(root / "run", tmp_path / "moved")
+    run_json = tmp_path / "moved" / "run.json"
+    run_json.write_text(run_json.read_text().replace(str(meta), str(tmp_path / "gone.jsonl")))
+    assert main(["report", str(tmp_path / "moved"), "--export", "geneval", str(tmp_path / "g")]) == 2
+    assert "give --geneval-metadata FILE" in capsys.readouterr().err and not (tmp_path / "g").exists()
+    argv = ["report", str(tmp_path / "moved"), "--export", "geneval", str(tmp_path / "g"), "--geneval-metadata"]
+    assert main([*argv, str(meta)]) == 0
+    assert json.loads((tmp_path / "g" / "fixed" / "00001" / "metadata.jsonl").read_text()) == TOY_GENEVAL[1]

@@ -164,3 +164,14 @@ def test_the_table_prefers_inception_fid_and_marks_what_is_missing():
     assert "| EBCA | 25.85 | - |" in table and "Not the paper's protocol" not in table
     ane = paper_table(PAPER_ANE, {"summary": summary, "settings": {**settings, "suite": "ane"}})
     assert "| fixed embedding | - | 0.3000 [0.2900, 0.3100] | - | 0.2000 [0.1900, 0.2100] |" in ane
+
+
+def test_bench_preset_flag_refuses_what_the_preset_fixes_and_requires_a_suite_without_it(tmp_path, capsys):
+    from date_diffusion.cli.main import main
+
+    out = tmp_path / "run"
+    assert main(["bench", "--preset", "paper-coco", "--suite", "toy", "--out", str(out)]) == 2
+    assert "--preset paper-coco fixes --suite" in capsys.readouterr().err
+    assert main(["bench", "--out", str(out)]) == 2
+    assert "--suite is required (or --preset" in capsys.readouterr().err
+    assert not out.exists()

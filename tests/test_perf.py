@@ -170,3 +170,39 @@ def test_update_step_counted_in_normal_steps_of_its_own_run():
     header = dict(model="m", steps=10, update_every=10, n_updates=1, dtype="float32", device="cpu", threads=1,
                   repeats=2, machine="x")  # fmt: skip
     assert "| 0.725 | 1.450 | 1.000 |" in table(summary, header, "peak_rss_mb")
+
+
+def test_a_failing_worker_is_one_line_and_its_traceback_only_with_debug(tmp_path, capsys):
+    from date_diffusion.perf.bench_perf import WorkerFailed
+
+    (tmp_path / "not-a-model").mkdir()
+    argv = ["bench-perf", "--model", str(tmp_path / "not-a-model"), "--repeats", "1", "--steps", "2", "--variants",
+            "fixed", "--out", str(tmp_path / "perf")]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    ours = [line for line in err.splitlines() if "date-diffusion bench-perf:" in line]
+    assert len(ours) == 1 and "Traceback" not in err and 'File "' not in err, err
+    # what failed, the worker's error and the fix
+    assert "variant fixed, batch 1 failed (exit 1)" in ours[0] and "model_index.json" in ours[0]
+    assert f"check --model {str(tmp_path / 'not-a-model')!r}" in ours[0]
+    with pytest.raises(WorkerFailed):
+        main(["--debug", *argv])
+    err = capsys.readouterr().err
+    assert "the failed process's output:" in err and "Traceback (most recent call last)" in err
+
+
+def test_the_error_line_of_a_worker_traceback():
+    from date_diffusion.perf.bench_perf import last_error
+
+    stderr = (
+        'a warning before\nTraceback (most recent call last):\n  File "w.py", line 1, in <module>\n    boom()\n'
+        "OSError: first line of the message\nits second line\n"
+    )
+    assert last_error(stderr) == "OSError: first line of the message its second line"
+    chained = (
+        stderr
+        + "\nDuring handling of the above exception, another exception occurred:\n\n"
+        + ('Traceback (most recent call last):\n  File "w.py", line 3\n    raise\nRuntimeError: the last one\n')
+    )
+    assert last_error(chained) == "RuntimeError: the last one"
+    assert last_error("") == "no error message" and len(last_error("E: " + "x" * 1000)) == 300

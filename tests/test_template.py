@@ -284,7 +284,7 @@ def test_saved_embeddings_have_named_shaped_parts_and_replay_the_date_image(fami
     replayed = run(ours, extra, replay_embeddings=path)  # no reward, no DATE
     assert np.array_equal(replayed.images, dated.images)
     assert not same(plain.images, dated.images, tol=1e-6)
-    with pytest.raises(ValueError, match="another embedding"):
+    with pytest.raises(ValueError, match=r"saved for the prompt \['a red circle'\], this call has \['a blue dog'\]"):
         run(ours, extra, prompt="a blue dog", replay_embeddings=path)
     with pytest.raises(ValueError, match="leave `date`"):
         run(ours, extra, date=date, reward=reward, replay_embeddings=path)

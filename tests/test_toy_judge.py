@@ -35,21 +35,19 @@ def test_verdict_vector_masks_aspects_the_caption_does_not_ask_about():
     assert labels[:4] == [0.0, 1.0, 0.0, 0.0]
 
 
-def _tokenizer():
-    from transformers import CLIPTokenizer
-
-    return CLIPTokenizer.from_pretrained(world.CLIPS["toy-clip"])
-
-
-def _reward(judge):
+def _reward(seed: int):
+    """A judge with a random head (its score weights too, so that both paths count) over the toy CLIP."""
     from date_diffusion.rewards.judge import JudgeReward
+    from date_diffusion.toyworld.training.judge import new_judge
 
-    return JudgeReward(judge, _tokenizer())
+    torch.manual_seed(seed)
+    model = new_judge(noise_aware=False)
+    torch.nn.init.normal_(model.head.score_weight)
+    return JudgeReward(model)
 
 
 def test_judge_reward_gradient_matches_finite_differences():
-    torch.manual_seed(0)
-    reward = _reward(ToyJudge(vocab_size=len(_tokenizer()))).double()
+    reward = _reward(0).double()
     x = torch.rand(2, 3, 64, 64, dtype=torch.float64, requires_grad=True)
     prompts = ["a red circle", "two blue squares"]
     reward(x, prompts).sum().backward()
@@ -62,8 +60,7 @@ def test_judge_reward_gradient_matches_finite_differences():
 
 def test_judge_scores_each_image_for_its_own_caption_only():
     """Batch independence: an image's score does not depend on the other images and captions of the batch."""
-    torch.manual_seed(1)
-    reward = _reward(ToyJudge(vocab_size=len(_tokenizer())))
+    reward = _reward(1)
     x = torch.rand(3, 3, 64, 64)
     prompts = ["a red circle", "two blue squares and a green cross", "a purple triangle above a red cross"]
     together = reward(x, prompts)
@@ -73,18 +70,16 @@ def test_judge_scores_each_image_for_its_own_caption_only():
 
 
 def test_saved_judge_loads_in_float32_and_scores_as_saved(tmp_path):
-    from date_diffusion.toyworld.training.judge import save_judge
-
-    torch.manual_seed(2)
-    judge = ToyJudge(vocab_size=len(_tokenizer()))
-    save_judge(judge, _tokenizer(), tmp_path, {"test": True})
     from date_diffusion.rewards.registry import reward_from_spec
 
+    reward = _reward(2)
+    reward.model.head.to(torch.float16).save_pretrained(tmp_path)
     loaded = reward_from_spec(f"toy-judge:{tmp_path}")
-    assert loaded.judge.head.weight.dtype == torch.float32
+    assert loaded.model.head.head.weight.dtype == torch.float32
+    assert not any(k.startswith("clip") for k in loaded.model.head.state_dict())  # the head only is stored
     x = torch.rand(2, 3, 64, 64)
-    half = _reward(judge.half().float())  # what float16 storage keeps
-    assert torch.allclose(loaded(x, ["a red circle"] * 2), half(x, ["a red circle"] * 2), atol=1e-5)
+    reward.model.head.float()  # what float16 storage kept, in float32
+    assert torch.allclose(loaded(x, ["a red circle"] * 2), reward(x, ["a red circle"] * 2), atol=1e-5)
 
 
 @pytest.mark.skipif(not world.JUDGES["toy-judge"].exists(), reason="the shipped judges are not in this checkout")

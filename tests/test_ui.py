@@ -13,6 +13,8 @@ import pytest
 
 gr = pytest.importorskip("gradio")
 
+from date_diffusion.toyworld.world import ASSETS as TOY_ASSETS  # noqa: E402
+from date_diffusion.toyworld.world import CLIPS as TOY_CLIPS  # noqa: E402
 from date_diffusion.toyworld.world import PIPELINE as TOY_PIPELINE  # noqa: E402
 from date_diffusion.ui.session import (  # noqa: E402
     FIELDS,
@@ -99,6 +101,81 @@ def test_every_setting_has_a_field_and_blank_fields_run_the_resolved_defaults(se
     assert hints["num_inference_steps"] == "default: 50 (family)"
     _, typed = check_form(form(normalize="no", direction="random", update_intervals="0:3"), str(TOY_PIPELINE))
     assert (typed.date.normalize, typed.date.direction, typed.date.update_intervals) == (False, "random", ((0, 3),))
+
+
+PATHS_OUT = ["clip:{p}", "aug8(clip:{p})", "mean(toy-clip;clip:{p})", "0.5*toy-clip+2*subjects(openclip:{p})",
+             "mean(toy-clip;aug2(0.5*hpsv2:{p}+toy-judge:{p}))"]  # fmt: skip
+
+
+@pytest.mark.parametrize("template", PATHS_OUT)
+def test_the_reward_field_reads_no_server_path_outside_the_allowed_folders(template, tmp_path):
+    """`clip:/etc` and a path that does not exist get the same answer: the page tells nothing about the disk."""
+    (tmp_path / "allowed").mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "allowed" / "link-out").symlink_to(tmp_path / "outside")
+    allowed = (tmp_path / "allowed",)
+    messages = []
+    for path in ("/etc", "/no/such/folder", str(tmp_path / "outside"), str(tmp_path / "allowed" / ".." / "outside"),
+                 str(tmp_path / "allowed" / "link-out")):  # fmt: skip
+        spec = template.format(p=path)
+        with pytest.raises(InputError, match="registered names") as refused:
+            check_form(form(reward=spec), str(TOY_PIPELINE), allowed)
+        assert refused.value.field == "reward"
+        messages.append(str(refused.value).replace(path, "PATH"))
+    assert len(set(messages)) == 1, messages  # one message, whatever lies (or not) at the path
+    assert str(tmp_path / "allowed") in messages[0] and "--allow-path" not in messages[0]
+    with pytest.raises(InputError, match="this server allows no folder .*--allow-path DIR"):
+        check_form(form(reward=template.format(p="/etc")), str(TOY_PIPELINE))
+
+
+def test_the_reward_field_takes_registered_names_and_files_in_allowed_folders(tmp_path):
+    from date_diffusion.toyworld import world
+
+    for spec in ("toy-clip", "aug8(toy-ensemble)", "0.5*toy-clip-s1+mean(toy-clip;toy-clip-m2)", "toy-judge"):
+        assert check_form(form(reward=spec), str(TOY_PIPELINE))[1].reward == spec  # no folder needed
+    allowed = (world.ASSETS.resolve(),)
+    spec = f"mean(clip:{world.CLIPS['toy-clip']};aug2(clip:{world.ASSETS / 'clip-s1'}))"
+    assert check_form(form(reward=spec), str(TOY_PIPELINE), allowed)[1].reward == spec
+    with pytest.raises(InputError, match="no such file or folder in the allowed folders"):
+        check_form(form(reward=f"clip:{world.ASSETS / 'no-such-clip'}"), str(TOY_PIPELINE), allowed)
+    with pytest.raises(InputError, match="registered names"):  # a relative path resolves where the server runs
+        check_form(form(reward="clip:openai/clip-vit-base-patch32"), str(TOY_PIPELINE), allowed)
+
+
+def test_a_refused_reward_path_loads_nothing(tmp_path):
+    page = Session(str(TOY_PIPELINE))
+    try:
+        with pytest.raises(InputError, match="registered names"):
+            page.compare(form(reward="clip:/etc"))
+        assert not page._cache and page._loaded == 0  # refused before any reward or pipeline was built
+    finally:
+        shutil.rmtree(page.workdir, ignore_errors=True)
+
+
+def test_the_reward_cache_keeps_only_the_most_recently_used_specs():
+    """Five distinct reward texts keep at most `CACHE_SIZE` models; the evicted ones are freed."""
+    import gc
+    import weakref
+
+    from date_diffusion.ui.session import CACHE_SIZE
+
+    page = Session(str(TOY_PIPELINE))
+    specs = ["toy-clip", "toy-clip-s1", "toy-clip-m2", "toy-clip-na", "0.5*toy-clip"]
+    refs = {}
+    try:
+        for spec in specs:
+            refs[spec] = weakref.ref(page.reward(spec))
+            rewards = [key[1] for key in page._cache if key[0] == "reward"]
+            assert len(rewards) <= CACHE_SIZE and rewards[-1] == spec
+        assert CACHE_SIZE == 2 and rewards == specs[-2:]
+        gc.collect()
+        assert [spec for spec, ref in refs.items() if ref() is not None] == specs[-2:]  # the others are freed
+        kept = page.reward(specs[-2])  # a hit: the same model, now the most recent
+        assert kept is refs[specs[-2]]() and [k[1] for k in page._cache][-1] == specs[-2]
+        page.reward("toy-clip")  # evicts the least recently used, specs[-1]
+        assert [k[1] for k in page._cache if k[0] == "reward"] == [specs[-2], "toy-clip"]
+    finally:
+        shutil.rmtree(page.workdir, ignore_errors=True)
 
 
 def test_stop_flag_interrupts_between_steps(session):
@@ -219,7 +296,7 @@ def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("ui") / "server.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "date_diffusion", "ui", "--port", str(port)],
+        [sys.executable, "-m", "date_diffusion", "ui", "--port", str(port), "--allow-path", str(TOY_ASSETS)],
         stdout=open(log, "w"),
         stderr=subprocess.STDOUT,
         env=env,
@@ -293,11 +370,19 @@ def test_browser_generate_round_trip_error_box_and_stop(server):
         assert len(driver.find_elements(By.CSS_SELECTOR, "#fixed-image img, #date-image img")) >= 2
         assert proc.poll() is None
 
-        # the next good run clears the box
+        # a reward path outside the server's --allow-path folders: refused, whether or not it exists
         _set(driver, "date-rho", "")
+        _set(driver, "reward", "clip:/etc")
+        driver.find_element(By.ID, "generate").click()
+        _wait(driver, lambda d: "clip:/etc" in _error_box(d).text, 30)
+        assert "check the field reward" in _error_box(driver).text and "registered names" in _error_box(driver).text
+
+        # the next good run clears the box; a reward from a folder the server allows loads
+        _set(driver, "reward", f"clip:{TOY_CLIPS['toy-clip']}")
         driver.find_element(By.ID, "generate").click()
         _wait(driver, lambda d: _error_box(d).text == "", 60)
         assert "Exact evaluator, DATE" in driver.find_element(By.ID, "summary").text
+        assert f"reward clip:{TOY_CLIPS['toy-clip']} (user)" in driver.find_element(By.ID, "summary").text
 
         # Stop ends a 500-step run within 2 s
         _set(driver, "steps", "500")
@@ -353,8 +438,8 @@ def test_page_handler_shows_errors_in_the_error_box_until_a_good_run(session):
     assert "check the field <b>rho</b>" in shown and "rho must be a finite number >= 0 and <= 100, got 'abc'" in shown
     *panes, box = generate(None, *values(rho="1", rho_relative="0.1"), progress=None)
     assert "check the field <b>rho</b>" in box and "give only one of rho and rho (relative)" in html.unescape(box)
-    *panes, box = generate(None, *values(reward="clip:/no/such/clip"), progress=None)  # valid spec, no such model
-    assert panes == [gr.skip()] * 6 and "The run failed" in box and "ModelNotFoundError" in box
+    *panes, box = generate(None, *values(reward="clip:/no/such/clip"), progress=None)  # a path no folder allows
+    assert panes == [gr.skip()] * 6 and "check the field <b>reward</b>" in box and "registered names" in box
 
     fixed, dated, text, figure, strip, files, box = generate(None, *values(), progress=None)
     assert box == ""  # a good run clears the box

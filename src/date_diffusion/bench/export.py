@@ -10,6 +10,9 @@ Input: one method's folder of a run, `RUN/images/<method slug>/` (`<index:05d>/m
 - T2I-CompBench (Karine-Huang/T2I-CompBench, Readme: `examples/samples/a green bench and a blue bowl_000000.png`):
   `DIR/samples/<prompt>_<NNNNNN>.png`, one running number over all images. Its evaluators take the prompt as the
   file name before the first `_` and sort by the number after the last `_`, so a prompt with `_` or `/` is refused.
+
+`export_run` writes every method of a run into `DIR/<method slug>/` (`bench --export`, `report --export`); the
+`check_*` functions are what the command line checks before any work (`cli/bench.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from pathlib import Path
 
 class ExportError(ValueError):
     pass
+
+
+KINDS = ("geneval", "t2i-compbench")
 
 
 def method_items(method_dir) -> list[tuple[int, dict, list[Path]]]:
@@ -41,32 +47,62 @@ def method_items(method_dir) -> list[tuple[int, dict, list[Path]]]:
     return items
 
 
-def _fresh(out: Path) -> Path:
+def check_fresh(out, name: str = "the export folder") -> None:
+    """`out` is absent or an empty folder (an export never overwrites or mixes with earlier files)."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{name} {str(out)!r} is a file: export into a new folder")
     if out.exists() and any(out.iterdir()):
-        raise ExportError(f"{out} is not empty: export into a new folder")
+        raise ExportError(f"{name} {str(out)!r} is not empty: export into a new folder")
+
+
+def _fresh(out: Path) -> Path:
+    check_fresh(out)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def metadata_lines(metadata_file) -> list[str]:
+    """The non-blank lines of GenEval's `evaluation_metadata.jsonl` (a UTF-8 byte order mark accepted), as written."""
+    path = Path(metadata_file)
+    if not path.is_file():
+        raise ExportError(f"GenEval metadata file {str(path)!r} not found")
+    return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+
+
+def check_geneval_prompts(prompts: dict[int, str], metadata_file) -> list[str]:
+    """Item N's prompt is the `prompt` of line N of `metadata_file`, for every (index: prompt); the lines."""
+    lines = metadata_lines(metadata_file)
+    for index, prompt in sorted(prompts.items()):
+        if index >= len(lines):
+            raise ExportError(f"item {index} has no line in {metadata_file} ({len(lines)} lines)")
+        try:
+            expected = json.loads(lines[index]).get("prompt")
+        except (json.JSONDecodeError, AttributeError):
+            raise ExportError(f"line {index} of {metadata_file} is not a JSON object with a 'prompt'") from None
+        if not isinstance(expected, str) or expected.strip() != (prompt or "").strip():
+            raise ExportError(f"item {index} is {prompt!r} but line {index} of {metadata_file} is {expected!r}")
+    return lines
+
+
+def check_t2i_prompts(prompts: dict[int, str]) -> None:
+    """Every prompt can be a T2I-CompBench file name's prompt part (no `_`, no `/`, not empty)."""
+    for index, prompt in sorted(prompts.items()):
+        if not prompt or "_" in prompt or "/" in prompt:
+            raise ExportError(f"item {index}'s prompt {prompt!r} cannot be a T2I-CompBench file name ('_' or '/')")
 
 
 def export_geneval(method_dir, out, metadata_file) -> int:
     """Write GenEval's layout; returns the number of images. `metadata_file`: GenEval's
     `evaluation_metadata.jsonl` the run's prompts were read from (item N = line N)."""
-    lines = [line for line in Path(metadata_file).read_text().splitlines() if line.strip()]
     items = method_items(method_dir)
-    for index, meta, _ in items:
-        if index >= len(lines):
-            raise ExportError(f"item {index} has no line in {metadata_file} ({len(lines)} lines)")
-        expected = json.loads(lines[index]).get("prompt")
-        if expected != meta.get("prompt"):
-            raise ExportError(
-                f"item {index} is {meta.get('prompt')!r} but line {index} of {metadata_file} is {expected!r}"
-            )
+    lines = check_geneval_prompts({index: meta.get("prompt") for index, meta, _ in items}, metadata_file)
     out, count = _fresh(out), 0
     for index, _, pngs in items:
         folder = out / f"{index:05d}"
         (folder / "samples").mkdir(parents=True)
-        (folder / "metadata.jsonl").write_text(lines[index].strip() + "\n")
+        (folder / "metadata.jsonl").write_text(lines[index] + "\n")
         for k, png in enumerate(pngs):
             shutil.copyfile(png, folder / "samples" / f"{k:04d}.png")
             count += 1
@@ -76,10 +112,7 @@ def export_geneval(method_dir, out, metadata_file) -> int:
 def export_t2i_compbench(method_dir, out) -> int:
     """Write T2I-CompBench's layout (`samples/<prompt>_<NNNNNN>.png`); returns the number of images."""
     items = method_items(method_dir)
-    for index, meta, _ in items:
-        prompt = meta.get("prompt") or ""
-        if not prompt or "_" in prompt or "/" in prompt:
-            raise ExportError(f"item {index}'s prompt {prompt!r} cannot be a T2I-CompBench file name ('_' or '/')")
+    check_t2i_prompts({index: meta.get("prompt") or "" for index, meta, _ in items})
     samples = _fresh(out) / "samples"
     samples.mkdir()
     count = 0
@@ -88,3 +121,25 @@ def export_t2i_compbench(method_dir, out) -> int:
             shutil.copyfile(png, samples / f"{meta['prompt']}_{count:06d}.png")
             count += 1
     return count
+
+
+def export_run(run_dir, slugs, kind: str, out, metadata_file=None) -> dict[str, int]:
+    """Each method (`slugs`: folder names under `run_dir/images/`) into `out/<slug>/` in `kind`'s layout; the
+    images written per method. Every method is checked before the first file is written."""
+    if kind not in KINDS:
+        raise ExportError(f"unknown export kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if kind == "geneval" and metadata_file is None:
+        raise ExportError("a GenEval export needs its evaluation_metadata.jsonl")
+    check_fresh(out)
+    for slug in slugs:
+        items = method_items(Path(run_dir) / "images" / slug)
+        prompts = {index: meta.get("prompt") or "" for index, meta, _ in items}
+        check_geneval_prompts(prompts, metadata_file) if kind == "geneval" else check_t2i_prompts(prompts)
+    counts = {}
+    for slug in slugs:
+        method_dir, target = Path(run_dir) / "images" / slug, Path(out) / slug
+        if kind == "geneval":
+            counts[slug] = export_geneval(method_dir, target, metadata_file)
+        else:
+            counts[slug] = export_t2i_compbench(method_dir, target)
+    return counts

@@ -1,9 +1,15 @@
-"""Prompt suites for `date-diffusion bench`: toy, coco (a captions file), ane (Attend-and-Excite), prompts FILE."""
+"""Prompt suites for `date-diffusion bench`: toy, coco (a captions file), ane (Attend-and-Excite), prompts FILE.
+
+A prompts or captions file is a CSV with a `caption` column, a `.jsonl` file of one JSON object a line with a
+`prompt` field (GenEval's `evaluation_metadata.jsonl`: `tag`, `include`, ... beside it; the object is kept as the
+item's `meta`, its `tag` is the item's category), or a text file of one prompt a line (T2I-CompBench's lists).
+Blank lines are skipped, so item N is the N-th non-blank line; a UTF-8 byte order mark is accepted."""
 
 from __future__ import annotations
 
 import csv
 import itertools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +70,7 @@ class Item:
     category: str = "all"
     spec: dict | None = None  # toy-world PromptSpec as JSON, for the exact evaluator
     source: dict | None = None  # editing suites: {"prompt", "image" (a file) or "spec" + "kind" + "changed"}
+    meta: dict | None = None  # a `.jsonl` prompts file's line (GenEval's metadata: tag, include, prompt, ...)
 
 
 def ane_prompts() -> list[tuple[str, str]]:
@@ -78,11 +85,41 @@ def ane_prompts() -> list[tuple[str, str]]:
     return out
 
 
+def is_jsonl(path) -> bool:
+    """Whether a prompts file is read as JSON lines (GenEval's `evaluation_metadata.jsonl`)."""
+    return path is not None and Path(path).suffix.lower() == ".jsonl"
+
+
+def read_prompt_records(path) -> list[dict]:
+    """A `.jsonl` prompts file: one JSON object a line, each with a non-empty text `prompt` (blank lines skipped)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"prompts file {str(path)!r} not found")
+    records = []
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} line {n} is not JSON ({err.msg}): a .jsonl file holds an object a line") from None
+        prompt = record.get("prompt") if isinstance(record, dict) else None
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"{path} line {n} has no text 'prompt' field (GenEval's evaluation_metadata.jsonl has)")
+        records.append(record)
+    if not records:
+        raise ValueError(f"{path} holds no prompts")
+    return records
+
+
 def read_captions(path: Path) -> list[str]:
-    """A CSV with a `caption` column (e.g. the paper's COCO val2014 subset) or a text file, one prompt a line."""
+    """A CSV with a `caption` column (e.g. the paper's COCO val2014 subset), a `.jsonl` file of objects with a
+    `prompt` field, or a text file, one prompt a line."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"captions file {str(path)!r} not found")
+    if is_jsonl(path):
+        return [r["prompt"].strip() for r in read_prompt_records(path)]
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
@@ -141,7 +178,13 @@ def load_suite(
         if file is None:
             flag = "--captions" if name == "coco" else "--prompts-file"
             raise ValueError(f"suite {name!r} needs {flag} FILE")
-        items = [Item(i, p) for i, p in enumerate(read_captions(file))]
+        if is_jsonl(file):
+            items = [
+                Item(i, r["prompt"].strip(), r["tag"] if isinstance(r.get("tag"), str) and r["tag"] else "all", meta=r)
+                for i, r in enumerate(read_prompt_records(file))
+            ]
+        else:
+            items = [Item(i, p) for i, p in enumerate(read_captions(file))]
     else:
         raise ValueError(f"unknown suite {name!r}; choose one of {', '.join(SUITES)}")
     if categories:

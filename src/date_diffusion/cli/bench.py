@@ -9,6 +9,7 @@ from date_diffusion.bench.suites import DEFAULT_SEED_BASE, SUITES
 from date_diffusion.cli.common import CLIError, HelpFormatter, int_list, str_list
 from date_diffusion.core.config import PAPER_UPDATE_EVERY
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
+from date_diffusion.evaluation.methods import methods_usage
 from date_diffusion.families import PAPER_EVAL_CLIP, PAPER_REWARD, by_name
 from date_diffusion.perf import MODELS as PERF_MODELS
 from date_diffusion.perf import VARIANTS
@@ -24,18 +25,53 @@ BENCH_EXAMPLES = """examples:
   date-diffusion bench --suite toy-validation --methods "fixed date:rho=0.25 date:rho=1 recommended" --out runs/val
   date-diffusion bench --suite edit-toy --seeds 2 --methods "fixed date" --out runs/edit
   date-diffusion bench --suite ane --model stable-diffusion-v1-5/stable-diffusion-v1-5 --seeds 4 --out runs/ane
+  date-diffusion bench --preset paper-coco --captions coco5k.csv --out runs/paper   # the paper's Table 1 (GPU)
 
 Before the long part it prints how many images it makes and, after the first batch of each method, an estimate
 of the time the rest takes. Re-running the same command resumes; `accelerate launch --multi_gpu --num_processes N
 -m date_diffusion bench ...` shards the prompts over N processes (docs/benchmarks.md)."""
 REPORT_EXAMPLES = """examples:
   date-diffusion report runs/toy
-  date-diffusion report --rescore runs/toy"""
+  date-diffusion report --rescore runs/toy
+  date-diffusion report runs/geneval --export geneval exports/geneval   # GenEval's layout, one folder per method
+  date-diffusion report runs/t2i --export t2i-compbench exports/t2i"""
 PERF_EXAMPLES = """examples:
   date-diffusion bench-perf --model toy --out runs/perf
   date-diffusion bench-perf --model sd15-random-512 --variants fixed,date,date-checkpointing --repeats 3 --out runs/perf
   date-diffusion bench-perf --model sd15-random-512 --device cuda --dtype float16 --batch-size 1,2,4 --out runs/gpu
   date-diffusion bench-perf --first-command --repeats 5 --out runs/perf"""
+
+
+class _Formatter(HelpFormatter):
+    """`HelpFormatter`, naming each value of an option of several (`--export KIND DIR`: the action's `value_names`;
+    a tuple `metavar` would be the same in the help, but the options' generated tests expect a text metavar)."""
+
+    def _metavar_formatter(self, action, default_metavar):
+        names = getattr(action, "value_names", None)
+        if names:
+            return lambda size: names
+        return super()._metavar_formatter(action, default_metavar)
+
+
+def _add_export_arguments(p, when: str) -> None:
+    """`--export KIND DIR` and `--geneval-metadata FILE` (bench and report)."""
+    from date_diffusion.bench.export import KINDS
+
+    a = p.add_argument(
+        "--export",
+        nargs=2,
+        default=None,
+        help=f"{when}, write each method's images into DIR/<method>/ in the layout an official evaluator reads "
+        f"(KIND: {', '.join(KINDS)}; DIR new or empty; docs/benchmarks.md)",
+    )
+    a.value_names = ("KIND", "DIR")
+    p.add_argument(
+        "--geneval-metadata",
+        default=None,
+        metavar="FILE",
+        help="--export geneval: GenEval's evaluation_metadata.jsonl, line N the prompt of item N (default: the "
+        "run's --prompts-file / --captions when it is that .jsonl file)",
+    )
 
 
 def add_parsers(sub):
@@ -45,7 +81,7 @@ def add_parsers(sub):
         "report",
         help="re-render tables and plots of a bench run",
         epilog=REPORT_EXAMPLES,
-        formatter_class=HelpFormatter,
+        formatter_class=_Formatter,
     )
     r.add_argument("dir")
     r.add_argument(
@@ -53,6 +89,7 @@ def add_parsers(sub):
         action="store_true",
         help="toy world: re-run the current exact evaluator on the images scored by an earlier version first",
     )
+    _add_export_arguments(r, "then")
     r.set_defaults(func=run_report, validate=validate_report)
 
 
@@ -61,11 +98,20 @@ def _add_bench_parser(sub):
         "bench",
         help="compare methods on a prompt suite (resumable; accelerate launch to shard)",
         epilog=BENCH_EXAMPLES,
-        formatter_class=HelpFormatter,
+        formatter_class=_Formatter,
+    )
+    from date_diffusion.bench.presets import PRESETS
+
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="a paper protocol (docs/benchmarks.md): fixes suite, model, scheduler, steps, guidance, seeds, reward, "
+        "eval CLIP, methods, batch size and dtype; prints the paper's table beside the measured one",
     )
     p.add_argument(
         "--suite",
-        required=True,
+        default=None,
         choices=SUITES,
         help="toy-validation: tuning prompts outside the suite, seeds from 0 (for choosing defaults); "
         "edit-toy / edit CSV (--prompts-file): editing by DDPM inversion",
@@ -78,12 +124,16 @@ def _add_bench_parser(sub):
     )
     p.add_argument("--cfg-src", type=float, default=CFG_SRC, help="editing: guidance of the inversion")
     p.add_argument("--captions", default=None, help="coco: CSV with a caption column, or a text file")
-    p.add_argument("--prompts-file", default=None, help="prompts: a text file, one prompt a line")
+    p.add_argument(
+        "--prompts-file",
+        default=None,
+        help="prompts: a text file, one prompt a line (T2I-CompBench's lists), or a .jsonl file of objects with a "
+        "prompt field (GenEval's evaluation_metadata.jsonl)",
+    )
     p.add_argument(
         "--methods",
         default="fixed date",
-        help="space- or +-separated: fixed, fixed@K, date:rho=R,every=N,..., ug:scale=S,every=N, best-of-N, ae, "
-        "date+ae:..., recommended (see docs/benchmarks.md)",
+        help=f"space- or +-separated: {methods_usage()} (see docs/benchmarks.md)",
     )
     p.add_argument(
         "--seeds", type=int, default=None, help=f"seeds per prompt (default: the toy suites' ({_TOY_SEEDS}), else 1)"
@@ -103,7 +153,9 @@ def _add_bench_parser(sub):
         help="comma-separated prompt categories to keep (toy: single, two_object, color_binding, counting, "
         "position, novel; ane: animal_animal, animal_object, object_object)",
     )
+    _add_export_arguments(p, "once the images are made")
     _add_bench_run_arguments(p)
+    p.set_defaults(bench_defaults={a.dest: a.default for a in p._actions})
 
 
 def _add_bench_run_arguments(p):
@@ -209,8 +261,20 @@ def validate_bench(args) -> tuple:
     require_bench_extra()
     from date_diffusion.cli.common import resolve_model
 
+    if args.preset:
+        from date_diffusion.bench.presets import apply_preset
+
+        try:
+            apply_preset(args, args.bench_defaults)  # idempotent: validate may run twice
+        except ValueError as err:
+            raise CLIError(str(err)) from err
+    elif args.suite is None:
+        raise CLIError("--suite is required (or --preset NAME, a paper protocol)")
     model = resolve_model(args.model)
-    return (model, *_prepare(args, model))
+    settings, methods, items = _prepare(args, model)
+    prompts = lambda: {it.index: it.prompt for it in items}
+    _export_target(args, args.out, prompts, _suite_metadata(settings.suite, settings.captions))
+    return model, settings, methods, items
 
 
 def run_bench(args) -> int:
@@ -237,6 +301,10 @@ def run_bench(args) -> int:
     # Without a GPU, accelerate's state only sees the other processes when told it is on the CPU; the CPU
     # launch is `accelerate launch --multi_gpu --num_processes N` (torchrun), as `--cpu` starts one process.
     state = PartialState(cpu=not torch.cuda.is_available())
+    if args.preset and state.is_main_process:
+        from date_diffusion.bench.presets import cost_notice, get_preset
+
+        print(cost_notice(get_preset(args.preset), len(items), state.num_processes), file=sys.stderr)
     try:
         compare_settings(out, settings)  # before loading: a folder of another run is refused at once
     except SettingsMismatch as err:
@@ -256,6 +324,13 @@ def run_bench(args) -> int:
     state.wait_for_everyone()
     if state.is_main_process:
         print(write_report(out)["markdown"])
+        if args.preset:
+            from date_diffusion.bench.presets import get_preset, paper_table
+
+            print(paper_table(get_preset(args.preset), out))
+        target = _export_target(args, out, dict, _suite_metadata(settings.suite, settings.captions))
+        if target is not None:
+            _export(out, [m.slug for m in methods], *target)
     return 0
 
 
@@ -371,20 +446,98 @@ def _eval_clip(spec: str | None, model: str, family: str) -> str:
     return spec
 
 
+def _suite_metadata(suite: str | None, file: str | None) -> str | None:
+    """The run's prompts file when it is GenEval's metadata (a `.jsonl` file the suite was read from)."""
+    from date_diffusion.bench.suites import is_jsonl
+
+    return file if suite in ("prompts", "coco") and is_jsonl(file) else None
+
+
+def _export_target(args, run_dir, prompts, suite_metadata: str | None):
+    """`--export KIND DIR` of the run in `run_dir` checked before any work: (kind, DIR, GenEval metadata file or
+    None), None without `--export`. `prompts()`: the run's {index: prompt} the layout must hold."""
+    from date_diffusion.bench.export import KINDS, ExportError, check_fresh, check_geneval_prompts, check_t2i_prompts
+    from date_diffusion.cli.common import OUT, checked
+
+    if args.export is None:
+        if args.geneval_metadata is not None:
+            raise CLIError("--geneval-metadata is read only by --export geneval DIR: add that, or leave the file out")
+        return None
+    kind, out = args.export
+    if kind not in KINDS:
+        raise CLIError(f"--export KIND must be one of {', '.join(KINDS)}, got {kind!r}")
+    checked(OUT, out, "--export DIR")
+    run, target = Path(run_dir).resolve(), Path(out).resolve()
+    if target == run or target in run.parents:
+        raise CLIError(f"--export DIR {out!r} holds the run's own folder: export into a folder outside it")
+    metadata = None
+    try:
+        check_fresh(out, "--export DIR")
+        if kind == "geneval":
+            metadata = args.geneval_metadata or suite_metadata
+            if metadata is None:
+                raise CLIError(
+                    "--export geneval needs GenEval's evaluation_metadata.jsonl: run the suite from it (--suite "
+                    "prompts --prompts-file evaluation_metadata.jsonl) or give --geneval-metadata FILE"
+                )
+            if args.geneval_metadata is None and not Path(metadata).is_file():
+                raise CLIError(
+                    f"--export geneval: the run's prompts file {metadata!r} is not found from here; give "
+                    "--geneval-metadata FILE"
+                )
+            check_geneval_prompts(prompts(), metadata)
+        else:
+            if args.geneval_metadata is not None:
+                raise CLIError(f"--geneval-metadata is for --export geneval, not {kind}: leave it out")
+            check_t2i_prompts(prompts())
+    except ExportError as err:
+        raise CLIError(f"--export {kind}: {err}") from err
+    return kind, out, metadata
+
+
+def _export(run_dir: Path, slugs: list[str], kind: str, out: str, metadata: str | None) -> None:
+    from date_diffusion.bench.export import ExportError, export_run
+
+    try:
+        counts = export_run(run_dir, slugs, kind, out, metadata)
+    except ExportError as err:
+        raise CLIError(f"--export {kind}: {err}") from err
+    for slug, n in counts.items():
+        print(f"exported {n} images of {slug} to {Path(out) / slug} ({kind}'s layout)", file=sys.stderr)
+
+
+def _run_prompts(run_dir: Path, slugs: list[str]) -> dict[int, str]:
+    """Index: prompt of every finished image of the run's methods (a method without one is refused)."""
+    from date_diffusion.bench.export import ExportError, method_items
+
+    prompts = {}
+    for slug in slugs:
+        try:
+            items = method_items(run_dir / "images" / slug)
+        except ExportError as err:
+            raise CLIError(f"--export: method {slug!r} has no finished images in {run_dir}: finish the run") from err
+        prompts.update({index: meta.get("prompt") or "" for index, meta, _ in items})
+    return prompts
+
+
 def validate_report(args) -> None:
-    """A bench run's folder: its run.json readable as a run's settings."""
-    from date_diffusion.bench.runner import SettingsMismatch, read_run
+    """A bench run's folder: its run.json readable as a run's settings; `--export` checked with its images."""
+    from date_diffusion.bench.runner import SettingsMismatch, read_run, run_methods
 
     if not (Path(args.dir) / "run.json").is_file():
         raise CLIError(f"{args.dir} is not a bench run (no run.json)")
     try:
-        read_run(Path(args.dir))
+        run = read_run(Path(args.dir))
     except SettingsMismatch as err:
         raise CLIError(str(err)) from err
+    slugs = [m.slug for m in run_methods(run)]
+    prompts = lambda: _run_prompts(Path(args.dir), slugs)
+    _export_target(args, args.dir, prompts, _suite_metadata(run.get("suite"), run.get("captions")))
 
 
 def run_report(args) -> int:
     from date_diffusion.bench.report import write_report
+    from date_diffusion.bench.runner import read_run, run_methods
     from date_diffusion.cli.common import validate
 
     require_bench_extra()
@@ -394,6 +547,10 @@ def run_report(args) -> int:
 
         print(f"re-scored {rescore(Path(args.dir))} images with the current exact evaluator", file=sys.stderr)
     print(write_report(Path(args.dir))["markdown"])
+    if args.export is not None:
+        run = read_run(Path(args.dir))
+        target = _export_target(args, args.dir, dict, _suite_metadata(run.get("suite"), run.get("captions")))
+        _export(Path(args.dir), [m.slug for m in run_methods(run)], *target)
     return 0
 
 
@@ -406,15 +563,20 @@ def validate_perf(args) -> None:
 
 def run_bench_perf(args) -> int:
     from date_diffusion.cli.common import validate
-    from date_diffusion.perf.bench_perf import PerfSettings, bench_perf
+    from date_diffusion.perf.bench_perf import PerfSettings, WorkerFailed, bench_perf
 
     validate(args)
-    if args.first_command:
-        from date_diffusion.perf.first_command import first_command
+    try:
+        if args.first_command:
+            from date_diffusion.perf.first_command import first_command
 
-        print(first_command(args.repeats, args.threads, args.out)["markdown"])
-        return 0
-    settings = PerfSettings(args.steps, args.update_every, args.device, args.dtype, args.threads, args.reward,
-                            args.tiny_decoder)  # fmt: skip
-    print(bench_perf(args.model, args.out, args.repeats, args.variants, args.batch_size, settings)["markdown"])
+            print(first_command(args.repeats, args.threads, args.out)["markdown"])
+            return 0
+        settings = PerfSettings(args.steps, args.update_every, args.device, args.dtype, args.threads, args.reward,
+                                args.tiny_decoder)  # fmt: skip
+        print(bench_perf(args.model, args.out, args.repeats, args.variants, args.batch_size, settings)["markdown"])
+    except WorkerFailed as err:  # one line (cli/main.py); the measuring process's own traceback only with --debug
+        if getattr(args, "debug", False):
+            print(f"the failed process's output:\n{err.traceback.rstrip()}", file=sys.stderr)
+        raise
     return 0

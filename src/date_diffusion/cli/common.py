@@ -7,7 +7,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from date_diffusion.core.settings import SAMPLING, SETTINGS, Integer, Kind, Seed, SettingError, Size
+from date_diffusion.core.settings import SAMPLING, SETTINGS, Integer, Kind, Real, Seed, SettingError, Size
 from date_diffusion.families import FAMILIES, NAMES, PAPER_REWARD
 
 # torch, the resolver and the rewards are imported inside the functions that need them: see cli/__init__.py
@@ -340,10 +340,16 @@ OPTION_KINDS: dict[str, Kind] = {
     "--port": Integer(1, 65535),
     **dict.fromkeys(("--skip", "--edit-skip"), Integer(0, SAMPLING["num_inference_steps"].high - 1)),
     "--unet-stop-at": Integer(1, 10**8),
+    "--strength": Real(0, 1),  # edit: (0, 1], the zero refused by edit's own check
+    "--n-min": Integer(0, SAMPLING["num_inference_steps"].high),  # edit (FlowEdit): at most the regenerated steps
+    "--n-avg": Integer(1, 64),  # edit (FlowEdit): noise draws per step, each a model call
     **dict.fromkeys(("--out", "--dest"), OUT),
     **dict.fromkeys(("--prompts-file", "--captions", "--replay-embeddings", "--inception-weights", "image"), FILE),
     **dict.fromkeys(("--fid-real", "--from", "--run", "dir", "run_dir"), FOLDER),
     "images": Each(FILE),
+    "--allow-path": Each(FOLDER, least=0),  # ui: folders the page's reward field may read
+    "--export": Each(Text(), least=2),  # bench, report: KIND DIR (nargs=2), checked together by cli/bench.py
+    "--geneval-metadata": FILE,  # bench, report: GenEval's evaluation_metadata.jsonl
     "--lora": Each(Text(), least=0),
     "--negative-prompt": Text(empty=True),
     "--eval-clip": Text(empty=True),  # empty: no held-out CLIP metric

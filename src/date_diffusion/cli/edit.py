@@ -3,6 +3,7 @@ DDPM inversion for SD 1.x/2.x, SDXL and PixArt, FlowEdit for SD3 and FLUX; see d
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -68,6 +69,27 @@ def add_parser(sub):
     s = p.add_argument_group("editing (defaults: per family, see above)")
     s.add_argument("--steps", type=int, default=None, help="steps of the editor's schedule")
     s.add_argument("--skip", type=int, default=None, help="steps not regenerated (more: closer to the input)")
+    s.add_argument(
+        "--strength",
+        metavar="X",
+        type=float,
+        default=None,
+        help="instead of --skip: the fraction of the steps regenerated, in (0, 1], as diffusers' img2img counts it",
+    )
+    s.add_argument(
+        "--n-min",
+        metavar="N",
+        type=int,
+        default=None,
+        help="FlowEdit (sd3, flux): the last regenerated steps sampled plainly from the target prompt (default 0)",
+    )
+    s.add_argument(
+        "--n-avg",
+        metavar="N",
+        type=int,
+        default=None,
+        help="FlowEdit (sd3, flux): noise draws averaged per step (default 1; cost grows with it)",
+    )
     s.add_argument("--cfg-src", type=float, default=None, help="guidance of the source branch (the inversion)")
     s.add_argument("--cfg-tar", type=float, default=None, help="guidance of the target branch (the regeneration)")
     s.add_argument("--negative-prompt", default=None, help="families with a negative branch")
@@ -103,6 +125,10 @@ def check_args(args) -> None:
     except SettingError as err:
         raise CLIError(str(err)) from err
     check_seed(args.seed)
+    if args.strength is not None and args.skip is not None:
+        raise CLIError("--strength and --skip both set how much is regenerated; give one")
+    if args.strength is not None and not 0 < args.strength <= 1:
+        raise CLIError(f"--strength must be in (0, 1] (the fraction of steps regenerated), got {args.strength:g}")
     for name in ("height", "width"):
         value = getattr(args, name)
         if value is not None and (value < 8 or value % 8):
@@ -113,15 +139,59 @@ def check_args(args) -> None:
 
 
 def edit_plan(args, family: str) -> None:
-    """--steps, --skip, --cfg-src and --cfg-tar, the family's defaults where not given (on `args`)."""
+    """--steps, --skip (or --strength), --cfg-src, --cfg-tar and FlowEdit's --n-min and --n-avg, the family's
+    defaults where not given (on `args`), checked as `pipe.edit` checks them (`editing.interface.edit_plan`)."""
+    from date_diffusion.editing.interface import edit_plan as plan_of
+
     defaults = EDIT_DEFAULTS[family]
+    args.editor = defaults.editor
+    flow = [flag for flag, value in (("--n-min", args.n_min), ("--n-avg", args.n_avg)) if value is not None]
+    if flow and defaults.editor != "flowedit":
+        raise CLIError(f"{' and '.join(flow)}: FlowEdit's (sd3, flux); {family} edits by DDPM inversion: leave "
+                       f"{'them' if len(flow) > 1 else 'it'} out")  # fmt: skip
     args.steps = args.steps if args.steps is not None else defaults.steps
+    if args.strength is not None:  # the skip it means, counted as pipe.edit counts it
+        try:
+            args.skip = plan_of(defaults, args.steps, strength=args.strength).skip
+        except ValueError:
+            raise CLIError(f"--strength {args.strength:g} regenerates no step of {args.steps}; give at least "
+                           f"{1 / args.steps:.3g}") from None  # fmt: skip
     args.skip = args.skip if args.skip is not None else defaults.skip_for(args.steps)
     args.cfg_src = args.cfg_src if args.cfg_src is not None else defaults.cfg_src
     args.cfg_tar = args.cfg_tar if args.cfg_tar is not None else defaults.cfg_tar
-    args.editor = defaults.editor
     if not 0 <= args.skip < args.steps:
         raise CLIError(f"--skip must be in [0, {args.steps - 1}], got {args.skip}")
+    if defaults.editor == "flowedit":
+        args.n_min = 0 if args.n_min is None else args.n_min
+        args.n_avg = 1 if args.n_avg is None else args.n_avg
+        if args.n_min > args.steps - args.skip:
+            regenerated = args.steps - args.skip
+            raise CLIError(f"--n-min must be in [0, {regenerated}] (the regenerated steps), got {args.n_min}")
+    try:  # pipe.edit's own checks, so that it refuses nothing once the model has loaded
+        plan_of(defaults, args.steps, args.skip, None, args.cfg_src, args.cfg_tar, *flowedit_args(args).values())
+    except ValueError as err:
+        raise CLIError(str(err)) from err
+
+
+def flowedit_args(args) -> dict:
+    """FlowEdit's `n_min` and `n_avg` for `pipe.edit`; none for the DDPM-inversion families (it refuses them)."""
+    return {"n_min": args.n_min, "n_avg": args.n_avg} if args.editor == "flowedit" else {}
+
+
+def check_loaded(args, pipe) -> None:
+    """What depends on the loaded model, before any folder or file is made: the step count the editor's scheduler
+    takes (DDPM inversion: DDIM steps on the model's training schedule; FlowEdit: the model's own scheduler)."""
+    from date_diffusion.schedulers import check_steps_fit
+
+    scheduler = pipe.scheduler
+    if args.editor == "ddpm":
+        from diffusers import DDIMScheduler
+
+        scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # as editing/ddpm_inversion.py builds it
+    try:
+        check_steps_fit(scheduler, args.steps)
+    except ValueError as err:
+        raise CLIError(str(err)) from err
 
 
 def run(args) -> int:
@@ -135,8 +205,16 @@ def run(args) -> int:
     settings = resolve_from_args(model, flags, args.family, paper_defaults=args.paper_defaults)
     out = Path(args.out)
     pipe, image, reward = load(args, settings, loading)
-    check_output_dir(out)  # last: a refused command leaves no new folder
-    files, dated = edit_three(args, pipe, image, settings.date, reward)
+    check_loaded(args, pipe)
+    made = [p for p in (out, *out.parents) if not p.exists()]  # the folders check_output_dir creates
+    check_output_dir(out)  # created once the model has loaded and every check has passed
+    try:
+        files, dated = edit_three(args, pipe, image, settings.date, reward)
+    except BaseException:  # a failure (or Ctrl-C) while editing leaves no empty folder of its own
+        with contextlib.suppress(OSError):
+            for folder in made:
+                folder.rmdir()  # only when empty: another process's files stay
+        raise
     meta = record(args, settings, files, dated.traces[0])
     from date_diffusion.grids import verdict_lines
 
@@ -149,11 +227,13 @@ def run(args) -> int:
 
 def load(args, settings, loading: dict):
     """The pipeline (dtype, LoRAs, offload as generate loads it), the input image at the edit's size, the reward."""
+    from diffusers.utils import logging as diffusers_logging
     from PIL import Image
 
     from date_diffusion.outputs import open_rgb
     from date_diffusion.pipelines import load_date_pipeline
 
+    diffusers_logging.disable_progress_bar()  # the command prints its own lines, as generate
     device = resolve_device(args.device)
     if args.offload and device == "cpu":
         raise CLIError("--offload moves models between the CPU and an accelerator; with --device cpu leave it out")
@@ -187,6 +267,7 @@ def edit_three(args, pipe, image, date, reward):
             generator=torch.Generator().manual_seed(args.seed),
             date=cfg,
             reward=reward if cfg is not None else None,
+            **flowedit_args(args),
         )
 
     recon = run_edit(args.source_prompt, args.cfg_src, None).images[0]
@@ -217,6 +298,8 @@ def record(args, settings, files: dict, trace: dict) -> dict:
         "width": args.width,
         "steps": args.steps,
         "skip": args.skip,
+        "strength": args.strength,
+        **flowedit_args(args),
         "cfg_src": args.cfg_src,
         "cfg_tar": args.cfg_tar,
         "guidance_scale": args.cfg_tar,

@@ -21,6 +21,14 @@ def add_parser(sub):
     p.add_argument("--run", default=None, help="a `bench` run directory to show in a second tab")
     p.add_argument("--concurrency", type=int, default=1, help="requests served at once (default 1: queued)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument(
+        "--allow-path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder whose files the page's reward field may load (clip:DIR/model, ...); repeat for several "
+        "(default: none, and the page loads rewards by their registered names only, never a path on this machine)",
+    )
     p.set_defaults(func=run, validate=validate)
     return p
 
@@ -48,6 +56,7 @@ def run(args) -> int:
     checks(args)
     import torch
 
+    from date_diffusion.ui.access import allowed_folders
     from date_diffusion.ui.app import build_app
     from date_diffusion.ui.session import Session
 
@@ -55,7 +64,7 @@ def run(args) -> int:
     model = resolve_model(args.model)
     if device == "cpu":
         torch.set_num_threads(1)  # small models: a second thread only spins
-    session = Session(model, device, args.concurrency)
+    session = Session(model, device, args.concurrency, allowed_folders(args.allow_path))
     try:
         session.warm()
         demo = build_app(session, args.run)

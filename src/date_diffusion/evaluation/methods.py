@@ -12,6 +12,8 @@ best-of-N             N fixed-embedding samples per (prompt, seed), the one the 
 recommended           the model's recommended DATE setting and reward (`resolver.resolve_settings`)
 ae[:res=R,iters=N,scale=S]       Attend-and-Excite (subject tokens found automatically; SD 1.x/2.x)
 date+ae:KEY=V,...     DATE and Attend-and-Excite in the same run (DATE and run keys, and res, iters, scale)
+ebca[:KEY=V,...]      energy-based cross-attention (Park et al. 2023), the paper's other baseline
+select:n=N,at=K,...   N seeds to step K, the judge keeps the best x0_hat there, DATE continues it (DATE/run keys)
 
 A method's label is its spec as given (it names the image folder); `record()` is its run.json entry and
 `Method.from_record(label, record)` the inverse, which also reads the entries of earlier versions (`upgrade_record`).
@@ -79,6 +81,7 @@ class Method:
     label: str
     kind: ClassVar[str]
     pattern: ClassVar[str]
+    usage: ClassVar[str]  # the spec syntax as help and messages show it
     options: ClassVar[dict[str, Kind]] = {}
     required: ClassVar[tuple[str, ...]] = ()
     date_keys: ClassVar[bool] = False
@@ -189,6 +192,7 @@ class Fixed(Method):
     steps: int | None = None
     kind = "fixed"
     pattern = r"fixed(?:@(\d+))?"
+    usage = "fixed, fixed@K"
 
     @classmethod
     def from_spec(cls, spec, body, model=None):
@@ -212,6 +216,7 @@ class BestOf(Method):
     n: int = 1
     kind = "best-of"
     pattern = r"best-of-(\d+)"
+    usage = "best-of-N"
 
     @classmethod
     def from_spec(cls, spec, body, model=None):
@@ -230,6 +235,7 @@ class UniversalGuidance(Method):
     every: int = 1
     kind = "ug"
     pattern = r"ug(?::(.*))?"
+    usage = "ug:scale=S,every=N"
     options = UG_KEYS
     required = ("scale",)
 
@@ -246,6 +252,7 @@ class AttendExcite(Method):
     scale: float | None = None
     kind = "ae"
     pattern = r"ae(?::(.*))?"
+    usage = "ae[:res=R,iters=N,scale=S]"
     options = AE_KEYS
 
     def pipeline_kwargs(self, run):
@@ -271,6 +278,7 @@ class Ebca(Method):
     iters: int | None = None
     kind = "ebca"
     pattern = r"ebca(?::(.*))?"
+    usage = "ebca[:attn=G,norm=G,tau=R,iters=N]"
     options = EBCA_KEYS
 
     def pipeline_kwargs(self, run):
@@ -289,6 +297,7 @@ class Date(Method):
     lowres: int | None = None
     kind = "date"
     pattern = r"date(?::(.*))?"
+    usage = "date[:KEY=V,...]"
     options = RUN_KEYS
     date_keys = True
 
@@ -317,6 +326,7 @@ class DateAttendExcite(Date, AttendExcite):
 
     kind = "date+ae"
     pattern = r"date\+ae(?::(.*))?"
+    usage = "date+ae[:KEY=V,...]"
     options = {**RUN_KEYS, **AE_KEYS}
 
     def edits(self):
@@ -339,6 +349,7 @@ class Select(Date):
     judge: str | None = None
     kind = "select"
     pattern = r"select(?::(.*))?"
+    usage = "select:n=N,at=K[,judge=SPEC,...]"
     options = {**RUN_KEYS, **SELECT_KEYS}
 
     def select_seeds(self, pipe, run, prompts, seeds, call):
@@ -364,6 +375,7 @@ class Recommended(Date):
 
     kind = "recommended"
     pattern = r"recommended()"
+    usage = "recommended"
 
     @classmethod
     def from_spec(cls, spec, body, model=None):
@@ -382,16 +394,18 @@ METHODS: dict[str, type[Method]] = {
 }
 
 
+def methods_usage() -> str:
+    """Every method's spec syntax, for help texts and messages."""
+    return ", ".join(cls.usage for cls in METHODS.values())
+
+
 def parse_method(spec: str, model=None) -> Method:
     """The method of a spec; `model` (default: the toy world) is the one `recommended` asks."""
     spec = spec.strip()
     for cls in METHODS.values():
         if match := re.fullmatch(cls.pattern, spec, flags=re.S):
             return cls.from_spec(spec, match.group(1), model)
-    raise ValueError(
-        f"unknown method {spec!r}; use fixed, fixed@K, date:rho=R,every=N, ug:scale=S, best-of-N, ae, date+ae, "
-        "select:n=N,at=K, recommended"
-    )
+    raise ValueError(f"unknown method {spec!r}; use {methods_usage()}")
 
 
 def parse_methods(text: str, model=None) -> list[Method]:

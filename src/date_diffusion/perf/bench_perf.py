@@ -22,6 +22,34 @@ def machine() -> str:
     return f"{platform.system()} {cpu}, {os.cpu_count()} CPUs{gpu}, torch {torch.__version__}"
 
 
+class WorkerFailed(RuntimeError):
+    """A measuring process that failed: the message is one line (what failed, the worker's error, the fix); the
+    worker's own traceback is `traceback` (shown with `date-diffusion --debug`)."""
+
+    def __init__(self, message: str, traceback: str = ""):
+        super().__init__(message)
+        self.traceback = traceback
+
+
+def last_error(stderr: str, limit: int = 300) -> str:
+    """The error line of a process's stderr (the last line of its traceback), on one line, at most `limit` long."""
+    lines = [line for line in (stderr or "").splitlines() if line.strip()]
+    start = max((i for i, line in enumerate(lines) if not line.startswith((" ", "\t", "Traceback"))), default=None)
+    if start is None:
+        return "no error message"
+    tail = lines[start]  # the exception line; a multi-line message continues below it without indentation
+    for i in range(start - 1, -1, -1):  # back to the exception's first line (after the traceback's last frame)
+        if lines[i].startswith((" ", "\t", "Traceback")):
+            break
+        tail = lines[i] + " " + tail
+    text = " ".join(tail.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def worker_failed(what: str, res, fix: str) -> WorkerFailed:
+    return WorkerFailed(f"{what} failed (exit {res.returncode}) with {last_error(res.stderr)}; {fix}", res.stderr)
+
+
 def run_one(config: dict) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(config["threads"])}
     res = subprocess.run(
@@ -31,7 +59,9 @@ def run_one(config: dict) -> dict:
         text=True,
     )
     if res.returncode != 0:
-        raise RuntimeError(f"bench-perf worker failed for {config['variant']}:\n{res.stderr[-3000:]}")
+        what = f"the measuring process of variant {config['variant']}, batch {config.get('batch', 1)}"
+        raise worker_failed(what, res, f"check --model {config['model']!r}, --reward, --tiny-decoder, --device and "
+                            "--dtype (a smaller --batch-size if memory ran out)")  # fmt: skip
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from date_diffusion.perf.bench_perf import machine, spread, write_results
+from date_diffusion.perf.bench_perf import machine, spread, worker_failed, write_results
 
 COMMAND = ("generate", "a red circle to the left of a blue square", "--compare")
 
@@ -26,7 +26,8 @@ def _one(threads: int) -> dict:
         res = subprocess.run(argv, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - start
     if res.returncode != 0:
-        raise RuntimeError(f"the first command failed (exit {res.returncode}):\n{res.stderr[-3000:]}")
+        raise worker_failed("the first command (date-diffusion generate, toy world)", res,
+                            "run `date-diffusion generate --compare` to see it fail")  # fmt: skip
     line = next(x for x in res.stderr.splitlines() if x.startswith(PREFIX))
     inside = json.loads(line[len(PREFIX) :])
     end = inside["marks"]["end"]

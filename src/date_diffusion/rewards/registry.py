@@ -258,6 +258,24 @@ def check_spec(spec: str) -> None:
     _parse(spec, None, {name: (lambda source, device: _unbuilt()) for name in _registry()})
 
 
+def spec_sources(spec: str) -> list[tuple[str, str | None]]:
+    """(reward name, source or None) of every term of a spec, wrappers and weighted sums walked by the spec's own
+    parser (`mean(clip:/a;0.5*aug8(hpsv2:/b))` -> [('clip', '/a'), ('hpsv2', '/b')]); checked as `check_spec`
+    checks, nothing loaded. A caller that must limit what a spec may read (the web page) looks at the sources."""
+    check_spec(spec)
+    found: list[tuple[str, str | None]] = []
+
+    def recording(name: str) -> Callable:
+        def build(source, device):
+            found.append((name, source))
+            return _unbuilt()
+
+        return build
+
+    _parse(spec, None, {name: recording(name) for name in _registry()})
+    return found
+
+
 def reward_from_spec(spec: str, device: str = "cpu"):
     """One reward, or a combination of rewards, from a text spec (see the module docstring and `SPEC_HELP`)."""
     check_spec(spec)

@@ -4,12 +4,14 @@ distance moved, the exact evaluator's verdicts, files to download)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import queue
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from date_diffusion.rewards.base import Reward
 from date_diffusion.rewards.registry import reward_from_spec
 from date_diffusion.schedulers import check_steps_fit
 from date_diffusion.toyworld.world import judge_for
+from date_diffusion.ui.access import check_reward_sources
 
 
 class InputError(ValueError):
@@ -74,9 +77,10 @@ def _seed(value) -> int:
     return int(number)
 
 
-def check_form(form: Form, model: str | None = None):
+def check_form(form: Form, model: str | None = None, allowed: tuple[Path, ...] = ()):
     """The prompt, negative prompt and seed of a form, and the settings that run (resolved as the command line
-    resolves its flags), or `InputError` naming the field and the value typed."""
+    resolves its flags), or `InputError` naming the field and the value typed. A reward typed in the form may
+    read files only inside `allowed` (the server's `--allow-path` folders; see `ui/access.py`)."""
     if not (form.prompt or "").strip():
         raise InputError("prompt is empty: type what the image should show", "prompt")
     sampling = dict(
@@ -89,6 +93,11 @@ def check_form(form: Form, model: str | None = None):
         resolved = resolve_settings(model, paper_defaults=bool(form.paper_defaults), names=LABELS, **given)
     except ValueError as err:
         raise InputError(str(err), getattr(err, "setting", None)) from err
+    if resolved.sources.get("reward") == "user":  # the model's own reward is the operator's choice
+        try:
+            check_reward_sources(resolved.reward, allowed, LABELS["reward"])
+        except ValueError as err:  # PathRefused
+            raise InputError(str(err), "reward") from err
     return sampling, resolved
 
 
@@ -142,17 +151,22 @@ class RecordingReward(Reward):
         return self.reward(images, prompts)
 
 
+CACHE_SIZE = 2  # rewards kept built at once (and decoders): the least recently used beyond it is freed
+
+
 @dataclass
 class Session:
-    """The model (one pipeline per allowed concurrent request), rewards built once per (spec, model, device, dtype),
-    and a Stop token per visitor."""
+    """The model (one pipeline per allowed concurrent request), rewards built once per (spec, model, device, dtype)
+    and kept for the `CACHE_SIZE` most recently used specs, the folders a form's reward may read (`allowed`), and a
+    Stop token per visitor."""
 
     model: str
     device: str = "cpu"
     concurrency: int = 1
+    allowed: tuple = ()  # the operator's --allow-path folders (`access.allowed_folders`)
     stops: StopTokens = field(default_factory=StopTokens)
     _pipes: queue.Queue = field(default_factory=queue.Queue)
-    _cache: dict = field(default_factory=dict)
+    _cache: OrderedDict = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="date-diffusion-ui-")))
 
@@ -176,11 +190,23 @@ class Session:
         self.reward(self.defaults.reward)
 
     def _cached(self, kind: str, spec: str, build):
+        """The built `kind` for `spec`, from a least-recently-used cache of `CACHE_SIZE` entries per kind: one more
+        distinct reward text frees the model used longest ago (a request still running with it keeps it until it
+        ends), so visitors' specs never pile up models in memory."""
         key = (kind, spec, self.model, self.device, getattr(self, "dtype", None))
         with self._lock:
-            if key not in self._cache:
-                self._cache[key] = build()
-            return self._cache[key]
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            built = self._cache[key] = build()
+            evicted = [k for k in self._cache if k[0] == kind][:-CACHE_SIZE]
+            for old in evicted:
+                del self._cache[old]
+        if evicted:
+            gc.collect()  # the evicted models' memory back now, not at some later collection
+            if str(self.device).startswith("cuda"):
+                torch.cuda.empty_cache()
+        return built
 
     def reward(self, spec: str):
         return self._cached("reward", spec, lambda: reward_from_spec(spec, self.device))
@@ -191,7 +217,7 @@ class Session:
     def compare(self, form: Form, progress=None, stop: threading.Event | None = None) -> dict:
         """The fixed and the DATE image of one seed and what DATE did (see `collect`); `stop` is this request's
         Stop token (set it to end the run between two steps)."""
-        sampling, resolved = check_form(form, self.model)
+        sampling, resolved = check_form(form, self.model, self.allowed)
         reward = RecordingReward(self.reward(resolved.reward))
         decoder = self.decoder() if form.approximate else None
         pipe = self._pipeline()

@@ -21,8 +21,7 @@ import torch.nn.functional as F
 
 from date_diffusion.toyworld import scene
 from date_diffusion.toyworld.evaluator import evaluate
-from date_diffusion.toyworld.judge import ASPECTS, ToyJudge
-from date_diffusion.toyworld.training.clip import tokenize
+from date_diffusion.toyworld.judge import ASPECTS, JudgeModel, ToyJudge
 from date_diffusion.toyworld.training.config import TrainConfig
 from date_diffusion.toyworld.training.runner import Stage, done_marker
 
@@ -94,9 +93,8 @@ def _tensor(images: np.ndarray, device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 255
 
 
-def judge_loss(model, tok, images, captions, labels, mask, device) -> torch.Tensor:
-    text = tokenize(tok, captions)
-    logits = model(_tensor(images, device), text.input_ids.to(device), text.attention_mask.to(device))
+def judge_loss(model: JudgeModel, images, captions, labels, mask, device) -> torch.Tensor:
+    logits = model.logits(_tensor(images, device), captions)
     loss = F.binary_cross_entropy_with_logits(logits, torch.from_numpy(labels).to(device), reduction="none")
     m = torch.from_numpy(mask).to(device)
     return (loss * m).sum() / m.sum()
@@ -141,6 +139,18 @@ def _shard_size(data_dir: Path) -> int:
     return len(json.loads(first.read_text())["rows"])
 
 
+def new_judge(noise_aware: bool, device: str = "cpu") -> JudgeModel:
+    """An untrained head over the judge's CLIP (`toy-clip`; `toy-clip-na` for the noise-aware judge)."""
+    from transformers import CLIPModel, CLIPTokenizer
+
+    from date_diffusion.toyworld import world
+
+    base = "toy-clip-na" if noise_aware else "toy-clip"
+    clip = CLIPModel.from_pretrained(world.CLIPS[base])
+    head = ToyJudge(base_clip=base, width=clip.config.vision_config.hidden_size)
+    return JudgeModel(head, clip, CLIPTokenizer.from_pretrained(world.CLIPS[base])).to(device)
+
+
 def train_judge(
     data_dir: Path,
     out: Path,
@@ -152,49 +162,36 @@ def train_judge(
     lr: float = 3e-4,
     work: Path | None = None,
     render_pool: int = RENDER_POOL,
-) -> ToyJudge:
-    """Train a judge into `out` (resumable: `work/work/<stage>` holds its checkpoints, `work` defaulting to `out`)."""
-    from transformers import CLIPTokenizer
-
-    from date_diffusion.toyworld import world
-
+) -> JudgeModel:
+    """Train a judge's head into `out` (resumable: `work/work/<stage>` holds its checkpoints, `work` defaulting to
+    `out`); the CLIP stays frozen."""
     out = Path(out)
     name = "judge_na" if noise_aware else "judge"
     cfg = TrainConfig(Path(work or out), seed=seed, device=device, checkpoint_every=250)
     if done_marker(cfg, name).exists():
-        return ToyJudge.from_pretrained(out)
-    tok = CLIPTokenizer.from_pretrained(world.CLIPS["toy-clip"])
+        return JudgeModel.from_pretrained(out, device)
     torch.manual_seed(seed)
-    model = ToyJudge(vocab_size=len(tok))
-    model.to(device)
+    model = new_judge(noise_aware, device)
     data = JudgeData(data_dir, seed, noise_aware, render_pool)
-    stage = Stage(cfg, name, model, steps, lr=lr)
+    stage = Stage(cfg, name, model.head, steps, lr=lr)
 
     def loss_fn(step):
         images, captions, labels, mask = data.batch(np.random.default_rng([seed, step]), batch)
-        return judge_loss(model, tok, images, captions, labels, mask, device)
+        return judge_loss(model, images, captions, labels, mask, device)
 
     stage.run(loss_fn)
-    save_judge(model, tok, out, {"data": str(data_dir), "steps": steps, "batch": batch, "seed": seed})
+    model.head.to(torch.float16).save_pretrained(out)  # shipped in float16, loaded back as float32
+    model.head.to(torch.float32)
+    meta = {"data": str(data_dir), "steps": steps, "batch": batch, "seed": seed, "lr": lr, "noise_aware": noise_aware}
+    (out / "judge.json").write_text(json.dumps(meta, indent=1) + "\n")
     done_marker(cfg, name).touch()
     return model
 
 
-def save_judge(model: ToyJudge, tok, out: Path, meta: dict) -> None:
-    """The shipped form: float16 weights (loaded back as float32), the tokenizer, and how it was trained."""
-    model.to(torch.float16).save_pretrained(out)
-    model.to(torch.float32)
-    tok.save_pretrained(out / "tokenizer")
-    (out / "judge.json").write_text(json.dumps(meta, indent=1) + "\n")
-
-
 @torch.no_grad()
-def judge_logits(model: ToyJudge, tok, images: np.ndarray, captions: list[str], device="cpu", batch=256):
-    out = []
-    for i in range(0, len(captions), batch):
-        text = tokenize(tok, captions[i : i + batch])
-        x = _tensor(images[i : i + batch], device)
-        out.append(model(x, text.input_ids.to(device), text.attention_mask.to(device)).float().cpu())
+def judge_logits(model: JudgeModel, images: np.ndarray, captions: list[str], device="cpu", batch=256):
+    out = [model.logits(_tensor(images[i : i + batch], device), captions[i : i + batch]).float().cpu()
+           for i in range(0, len(captions), batch)]  # fmt: skip
     return torch.cat(out)
 
 
@@ -219,7 +216,7 @@ def aspect_metrics(logits: torch.Tensor, labels: np.ndarray, mask: np.ndarray) -
     return out
 
 
-def held_out_report(model: ToyJudge, tok, data_dir: Path, seed: int = 7) -> dict:
+def held_out_report(model: JudgeModel, data_dir: Path, seed: int = 7) -> dict:
     """The judge on the held-out shards' pairs: on final images, and on x0_hat at each captured step (labelled
     with the final image's verdict, what the noise-aware judge predicts)."""
     images, x0, rows = load_shards(data_dir)
@@ -229,11 +226,11 @@ def held_out_report(model: ToyJudge, tok, data_dir: Path, seed: int = 7) -> dict
     model.eval()
     report = {
         "final": aspect_metrics(
-            judge_logits(model, tok, images[held][pairs.index], pairs.captions), pairs.labels, pairs.mask
+            judge_logits(model, images[held][pairs.index], pairs.captions), pairs.labels, pairs.mask
         )
     }
     capture = json.loads(sorted(Path(data_dir).glob("shard-*.json"))[0].read_text())["capture"]
     for k, step in enumerate(capture):
-        logits = judge_logits(model, tok, x0[held][pairs.index, k], pairs.captions)
+        logits = judge_logits(model, x0[held][pairs.index, k], pairs.captions)
         report[f"x0_step_{step}"] = aspect_metrics(logits, pairs.labels, pairs.mask)
     return report

@@ -19,8 +19,8 @@ JUDGE_STAGES = ("data", "judge", "judge_na", "report")
 class JudgeRecipe:
     out: Path
     shards: int = 40
-    judge_steps: int = 4000
-    judge_na_steps: int = 4000
+    judge_steps: int = 2500
+    judge_na_steps: int = 2500
     batch: int = 64
     render_pool: int | None = None  # clean renders mixed into batches; None: judge.RENDER_POOL
     device: str = "cpu"
@@ -55,14 +55,11 @@ def run_stage(recipe: JudgeRecipe, stage: str, worker: tuple[int, int] = (0, 1))
             render_pool=recipe.render_pool or judge.RENDER_POOL,
         )
     elif stage == "report":
-        from transformers import CLIPTokenizer
+        from date_diffusion.toyworld.judge import JudgeModel
 
-        from date_diffusion.toyworld.judge import ToyJudge
-
-        report = {}
-        for name in ("judge", "judge-na"):
-            tok = CLIPTokenizer.from_pretrained(out / name / "tokenizer")
-            report[name] = judge.held_out_report(ToyJudge.from_pretrained(out / name), tok, data)
+        report = {
+            name: judge.held_out_report(JudgeModel.from_pretrained(out / name), data) for name in ("judge", "judge-na")
+        }
         (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
 
 
