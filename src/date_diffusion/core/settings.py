@@ -134,14 +134,14 @@ class Integer(Kind):
 MAX_SEED = 2**63 - 1  # torch generators take seeds in [0, 2**63) without wrapping
 
 
-@dataclass(frozen=True)
-class Seed(Kind):
-    """A generator seed: an integer in [0, 2**63)."""
+class _OwnMessageInteger(Kind):
+    """An integer kind whose every refusal is one message of its own (`_error`), within `_bounds()`."""
 
-    metavar = "SEED"
+    def _error(self, value, name) -> SettingError:
+        raise NotImplementedError
 
-    def _error(self, value, name):
-        return SettingError(f"{name} must be in [0, 2**63), got {value!r}")
+    def _bounds(self) -> tuple[int, int]:
+        raise NotImplementedError
 
     def parse(self, text, name):
         try:
@@ -151,16 +151,29 @@ class Seed(Kind):
 
     def check(self, value, name):
         try:
-            return _integer(value, name, 0, MAX_SEED, "a seed")
+            return _integer(value, name, *self._bounds(), "an integer")
         except SettingError:
             raise self._error(value, name) from None
+
+
+@dataclass(frozen=True)
+class Seed(_OwnMessageInteger):
+    """A generator seed: an integer in [0, 2**63)."""
+
+    metavar = "SEED"
+
+    def _error(self, value, name):
+        return SettingError(f"{name} must be in [0, 2**63), got {value!r}")
+
+    def _bounds(self):
+        return 0, MAX_SEED
 
     def describe(self):
         return "0 to 2**63 - 1"
 
 
 @dataclass(frozen=True)
-class Size(Kind):
+class Size(_OwnMessageInteger):
     """An image side in pixels: a positive multiple of `step` up to `high`."""
 
     high: int = 4096
@@ -170,17 +183,11 @@ class Size(Kind):
     def _error(self, value, name):
         return SettingError(f"{name} must be a positive multiple of {self.step} up to {self.high}, got {value!r}")
 
-    def parse(self, text, name):
-        try:
-            return int(text)
-        except ValueError:
-            raise self._error(text, name) from None
+    def _bounds(self):
+        return self.step, self.high
 
     def check(self, value, name):
-        try:
-            number = _integer(value, name, self.step, self.high, "a size")
-        except SettingError:
-            raise self._error(value, name) from None
+        number = super().check(value, name)
         if number % self.step:
             raise self._error(value, name)
         return number

@@ -25,6 +25,7 @@ import torch
 
 from date_diffusion.editing import DDPM_EDIT, EditDefaults
 from date_diffusion.pipelines.common import DATEOptions, DATEPipelineOutput, PackedConditioning, Run
+from date_diffusion.pipelines.reward_path import latent_stats
 from date_diffusion.sampling.hooks import Interrupt
 from date_diffusion.sampling.loop import GuidedDenoiser
 
@@ -90,11 +91,8 @@ def edit_plan(defaults: EditDefaults, steps=None, skip=None, strength=None, cfg_
 def model_latents(vae_latents: torch.Tensor, vae) -> torch.Tensor:
     """VAE latents -> the model's (the inverse of `pipelines.reward_path.vae_input`)."""
     cfg = vae.config
-    mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
-    if mean is not None and std is not None:
-        view = (1, len(mean), 1, 1)
-        mean = torch.tensor(mean, device=vae_latents.device, dtype=vae_latents.dtype).view(view)
-        std = torch.tensor(std, device=vae_latents.device, dtype=vae_latents.dtype).view(view)
+    if stats := latent_stats(cfg, vae_latents):
+        mean, std = stats
         return (vae_latents - mean) * cfg.scaling_factor / std
     return (vae_latents - (getattr(cfg, "shift_factor", None) or 0.0)) * cfg.scaling_factor
 
