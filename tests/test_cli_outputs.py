@@ -185,7 +185,13 @@ def test_prompts_file_text_and_csv(sd_files, clip_dir, tmp_path, capsys):
     assert names == ["a-blue-dog-s0.json", "a-green-square-small-s0.json", "a-red-circle-s0.json"]
     (tmp_path / "bad.csv").write_text("id,text\n1,a cat\n")
     assert gen(sd_files / "folder", clip_dir, tmp_path / "o", "--prompts-file", str(tmp_path / "bad.csv")) == 2
-    assert "needs a `prompt` column" in capsys.readouterr().err
+    assert "has no 'prompt' or 'caption' column" in capsys.readouterr().err
+    # the same reader as bench's: a `caption` column and GenEval's jsonl are prompts files too
+    (tmp_path / "c.csv").write_text("caption\na red circle\n")
+    (tmp_path / "g.jsonl").write_text('{"tag": "single", "prompt": "a blue dog"}\n')
+    assert gen(sd_files / "folder", clip_dir, tmp_path / "o2", "--prompts-file", str(tmp_path / "c.csv")) == 0
+    assert gen(sd_files / "folder", clip_dir, tmp_path / "o2", "--prompts-file", str(tmp_path / "g.jsonl")) == 0
+    assert sorted(p.name for p in (tmp_path / "o2").glob("*.json")) == ["a-blue-dog-s0.json", "a-red-circle-s0.json"]
 
 
 def test_version_and_help_examples(capsys):

@@ -50,3 +50,16 @@ def test_to_dict_is_json_ready():
 
     d = DATEConfig(update_intervals=[(0, 2)]).to_dict()
     assert json.loads(json.dumps(d))["update_intervals"] == [[0, 2]]
+
+
+def test_replace_on_a_default_config_may_set_the_other_member_of_a_group():
+    """`dataclasses.replace` copies the paper's defaults as defaults, not as values the user gave."""
+    from dataclasses import replace
+
+    relative = replace(DATEConfig(), rho_relative=0.002)
+    assert relative.rho is None and relative.rho_relative == 0.002
+    steps = replace(DATEConfig(), update_steps=[0, 5])
+    assert steps.update_every is None and list(steps.update_steps) == [0, 5]
+    with pytest.raises(ValueError, match="give only one of rho"):  # a rho the user gave still conflicts
+        replace(DATEConfig(rho=0.5), rho_relative=0.002)
+    assert DATEConfig().to_dict()["update_every"] == 10 and DATEConfig() == DATEConfig(rho=0.5, update_every=10)

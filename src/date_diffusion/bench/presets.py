@@ -1,11 +1,11 @@
 """The paper's protocols as bench presets: what each fixes, the bench flags it expands to, its table in the paper's
 layout with the reported numbers beside the measured ones, and the GPU time and memory it is expected to take.
 
-paper-coco   Table 1 (docs/../shared/docs/date-method.md): SD 1.5, DDIM 50, guidance 8, one image per COCO val2014
-             caption from seed 6; fixed 50 / fixed 70 / EBCA / Universal Guidance / DATE (CLIP) / DATE (ImageReward);
-             FID (Inception), CLIP score (OpenCLIP ViT-g-14, raw cosine), ImageReward.
+paper-coco   Table 1 of the DATE paper (Na et al., NeurIPS 2025): SD 1.5, DDIM 50, guidance 8, one image per COCO
+             val2014 caption from seed 6; fixed 50 / fixed 70 / EBCA / Universal Guidance / DATE (CLIP) / DATE
+             (ImageReward); FID (Inception), CLIP score (OpenCLIP ViT-g-14, raw cosine), ImageReward.
 paper-ane    the multi-concept protocol: Attend-and-Excite's 276 prompts x 64 seeds; full-prompt and minimum-object
-             CLIP similarity (the paper's numbers are not in date-method.md: measured columns only).
+             CLIP similarity (the paper's numbers for it are not stored: measured columns only).
 
 Metrics come from the bench's records: `clip_eval` (the `--eval-clip` CLIP), `reward` (the run's `--reward`, which is
 why paper-coco's run reward is ImageReward: every method is then scored by it; DATE's CLIP row follows its own
@@ -218,7 +218,7 @@ def paper_table(preset: Preset, results) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     n = {summary[s]["n"] for s in preset.methods() if s in summary}
     lines += ["", f"Measured: means with 95% bootstrap CIs over {', '.join(map(str, sorted(n))) or 0} images per "
-              "method; paper: as reported (secondary sources, see date-method.md)."]  # fmt: skip
+              "method; paper: as the DATE paper (Na et al., 2025) reports them (docs/benchmarks.md)."]  # fmt: skip
     if clip_fid:
         lines.append("\u2020 FID on CLIP image features (`fid_clip`): no `--inception-weights` given; not comparable "
                      "to the paper's Inception FID.")  # fmt: skip

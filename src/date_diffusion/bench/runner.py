@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from date_diffusion.bench.suites import Item
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
-from date_diffusion.evaluation.methods import Method, upgrade_reward
+from date_diffusion.evaluation.methods import BEST_OF_STRIDE, Method, upgrade_reward
 from date_diffusion.hub import tiny_decoder_for
 from date_diffusion.outputs import atomic_write, file_group, open_rgb, png_bytes
 from date_diffusion.rewards.registry import reward_from_spec
@@ -32,8 +32,6 @@ from date_diffusion.schemas import RECORD, RUN, SchemaError, read_json
 from date_diffusion.toyworld.edits import EditCase, score_edit, source_scene
 from date_diffusion.toyworld.evaluator import EVALUATOR_VERSION, evaluate
 from date_diffusion.toyworld.scene import PromptSpec, render
-
-BEST_OF_STRIDE = 100_003  # candidate j of best-of-N for seed s uses seed s + j * stride (j = 0 is `fixed`)
 
 
 class SettingsMismatch(ValueError):

@@ -112,20 +112,25 @@ def read_prompt_records(path) -> list[dict]:
     return records
 
 
+PROMPT_COLUMNS = ("prompt", "caption")  # a CSV's prompt column, by either name (COCO's files say `caption`)
+
+
 def read_captions(path: Path) -> list[str]:
-    """A CSV with a `caption` column (e.g. the paper's COCO val2014 subset), a `.jsonl` file of objects with a
-    `prompt` field, or a text file, one prompt a line."""
+    """Prompts from a file, for every command that takes one: a CSV with a `prompt` or `caption` column (e.g. the
+    paper's COCO val2014 subset), a `.jsonl` file of objects with a `prompt` field (GenEval's metadata), or a text
+    file, one prompt a line (UTF-8, a BOM accepted; blank lines skipped)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"captions file {str(path)!r} not found")
+        raise FileNotFoundError(f"prompts file {str(path)!r} not found")
     if is_jsonl(path):
         return [r["prompt"].strip() for r in read_prompt_records(path)]
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            if "caption" not in (reader.fieldnames or []):
-                raise ValueError(f"{path} has no 'caption' column (columns: {reader.fieldnames})")
-            return [row["caption"].strip() for row in reader if row["caption"].strip()]
+            column = next((c for c in PROMPT_COLUMNS if c in (reader.fieldnames or [])), None)
+            if column is None:
+                raise ValueError(f"{path} has no 'prompt' or 'caption' column (columns: {reader.fieldnames})")
+            return [row[column].strip() for row in reader if (row[column] or "").strip()]
     return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
 
 

@@ -405,9 +405,9 @@ def _check_together(args, model: str, methods, steps: int, last_seed: int) -> No
     the last seed (best-of-N's candidates included), the editing skip inside the run, Inception FID's package."""
     import importlib.util
 
-    from date_diffusion.bench.runner import BEST_OF_STRIDE
     from date_diffusion.cli.common import checked
     from date_diffusion.core.settings import Seed
+    from date_diffusion.evaluation.methods import BEST_OF_STRIDE
     from date_diffusion.schedulers import SCHEDULERS
 
     if args.scheduler is not None and args.scheduler not in SCHEDULERS:
@@ -423,7 +423,7 @@ def _check_together(args, model: str, methods, steps: int, last_seed: int) -> No
                 check_tiny_decoder(model, m.decoder)
         except (ValueError, ModelNotFoundError) as err:
             raise CLIError(f"method {m.label!r} with {m.steps_for(steps)} steps: {err}") from err
-    last = last_seed + (max(m.candidates for m in methods) - 1) * BEST_OF_STRIDE
+    last = last_seed + (max(m.seeds_per_job for m in methods) - 1) * BEST_OF_STRIDE
     checked(Seed(), last, "--seed-base + --seeds - 1 (with best-of-N's candidates)")
     if args.edit_skip is not None and args.edit_skip >= steps:
         raise CLIError(f"--edit-skip must be in [0, {steps - 1}] (below --steps), got {args.edit_skip}")

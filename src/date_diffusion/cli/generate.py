@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import tempfile
@@ -115,21 +114,15 @@ def add_parser(sub):
 
 
 def read_prompts_file(path) -> list[str]:
-    """Prompts from a text file (one a line) or a CSV with a `prompt` column; blank lines are skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise CLIError(f"--prompts-file {str(path)!r} not found")
+    """Prompts from a file as every command reads one (`bench.suites.read_captions`: text, CSV, jsonl)."""
+    from date_diffusion.bench.suites import read_captions
+
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise CLIError(f"--prompts-file {str(path)!r} is not a readable UTF-8 text file ({err})") from err
-    if path.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(text.splitlines()))
-        if not rows or "prompt" not in rows[0]:
-            raise CLIError(f"--prompts-file {str(path)!r}: a CSV needs a `prompt` column")
-        prompts = [r["prompt"].strip() for r in rows if (r["prompt"] or "").strip()]
-    else:
-        prompts = [line.strip() for line in text.splitlines() if line.strip()]
+        prompts = read_captions(Path(path))
+    except FileNotFoundError:
+        raise CLIError(f"--prompts-file {str(path)!r} not found") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError) as err:
+        raise CLIError(f"--prompts-file {str(path)!r}: {err}") from err
     if not prompts:
         raise CLIError(f"--prompts-file {str(path)!r} holds no prompt")
     return prompts

@@ -21,6 +21,9 @@ class _PaperEvery(int):
     """The default of `DATEConfig.update_every`: the paper's value, told apart from the same value given."""
 
 
+_DEFAULTS = (_PaperRho, _PaperEvery)
+
+
 @dataclass
 class DATEConfig:
     """Settings of Diffusion Adaptive Text Embedding.
@@ -71,9 +74,10 @@ class DATEConfig:
         for setting in SETTINGS:  # each field's kind and range (core/settings.py)
             value = getattr(self, setting.field)
             if value is not None or not setting.optional:
-                setattr(self, setting.field, setting.kind.check(value, setting.field))
-        if self.update_every is not None:
-            self.update_every = int(self.update_every)  # the paper's default as a plain int
+                checked = setting.kind.check(value, setting.field)
+                # a default stays marked as one, so that `dataclasses.replace(config, rho_relative=...)` may set the
+                # other member of its group
+                setattr(self, setting.field, type(value)(checked) if isinstance(value, _DEFAULTS) else checked)
 
     def _one_of_each_group(self) -> None:
         """One member of each group of alternatives: one given beside another is refused naming both, even at the

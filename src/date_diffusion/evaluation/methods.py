@@ -66,6 +66,7 @@ class RewardSpec(Text):
         return value
 
 
+BEST_OF_STRIDE = 100_003  # candidate j of best-of-N for seed s uses seed s + j * stride (j = 0 is `fixed`)
 RUN_KEYS = {"decoder": Text(), "reward": RewardSpec(), "lowres": Size(4096)}
 AE_KEYS = {"res": Integer(1, 1024), "iters": Integer(0, MAX_STEPS), "scale": Real(0.0, 1e4)}
 UG_KEYS = {"scale": Real(0.0, 1e6), "every": Integer(1, MAX_INDEX)}
@@ -103,6 +104,11 @@ class Method:
     def candidates(self) -> int:
         """Samples made per (prompt, seed)."""
         return 1
+
+    @property
+    def seeds_per_job(self) -> int:
+        """Seeds used per (prompt, seed): the job's and `BEST_OF_STRIDE` apart (candidates, or `Select`'s n)."""
+        return self.candidates
 
     @property
     def image_method(self) -> str:
@@ -352,8 +358,11 @@ class Select(Date):
     usage = "select:n=N,at=K[,judge=SPEC,...]"
     options = {**RUN_KEYS, **SELECT_KEYS}
 
+    @property
+    def seeds_per_job(self):
+        return self.n
+
     def select_seeds(self, pipe, run, prompts, seeds, call):
-        from date_diffusion.bench.runner import BEST_OF_STRIDE
         from date_diffusion.evaluation.selection import early_selection
 
         first = min(self.date.update_indices(call["num_inference_steps"]), default=self.at)

@@ -182,7 +182,8 @@ def train_judge(
     stage.run(loss_fn)
     model.head.to(torch.float16).save_pretrained(out)  # shipped in float16, loaded back as float32
     model.head.to(torch.float32)
-    meta = {"data": Path(data_dir).name, "steps": steps, "batch": batch, "seed": seed, "lr": lr, "noise_aware": noise_aware}
+    meta = {"data": Path(data_dir).name, "steps": steps, "batch": batch, "seed": seed, "lr": lr}
+    meta["noise_aware"] = noise_aware
     (out / "judge.json").write_text(json.dumps(meta, indent=1) + "\n")
     done_marker(cfg, name).touch()
     return model

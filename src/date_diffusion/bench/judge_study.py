@@ -1,7 +1,7 @@
 """The per-step study of DATE with a learned judge: for each method of a toy-world bench run, how much one update
 moves the judge's score at the step it acts and how often the finished image's verdict changes against `fixed`.
 
-`python -m date_diffusion.toyworld.judge_study RUN_DIR` prints the table (markdown) for every DATE method of the run.
+`python -m date_diffusion.bench.judge_study RUN_DIR` prints the table (markdown) for every DATE method of the run.
 """
 
 from __future__ import annotations
