@@ -20,10 +20,12 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from date_diffusion.families import PAPER_EVAL_CLIP, PAPER_REWARD
+from date_diffusion.bench.suites import DEFAULT_SEED_BASE
+from date_diffusion.families import PAPER_EVAL_CLIP, PAPER_REWARD, by_name
+from date_diffusion.hub import PAPER_MODEL
 
-PAPER_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 IMAGE_REWARD = "imagereward"
+_PAPER_SAMPLING = by_name("sd").sampling  # the paper's DDIM 50 steps, guidance 8
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,10 @@ class Preset:
     columns: tuple[tuple[str, str], ...]
     model: str = PAPER_MODEL
     scheduler: str = "ddim"
-    steps: int = 50
-    guidance: float = 8.0
+    steps: int = _PAPER_SAMPLING["num_inference_steps"]
+    guidance: float = _PAPER_SAMPLING["guidance_scale"]
     seeds: int = 1
-    seed_base: int = 6
+    seed_base: int = DEFAULT_SEED_BASE
     guide: str = PAPER_REWARD
     judge: str = IMAGE_REWARD
     reward: str = "{judge}"
