@@ -15,6 +15,7 @@ from test_template import FAMILIES as TEMPLATE_FAMILIES
 
 from date_diffusion import DATEConfig
 from date_diffusion.editing import EDIT_DEFAULTS
+from date_diffusion.editing.interface import edit_defaults
 from date_diffusion.families import FAMILIES
 from date_diffusion.pipelines import date_pipeline_class
 
@@ -62,7 +63,7 @@ def input_latents(pipe, family):
 def test_every_family_has_an_editor_and_its_defaults():
     assert {f.name for f in FAMILIES} == set(EDITOR)
     for family in FAMILIES:
-        defaults = family.date_pipeline()._date_edit_defaults
+        defaults = edit_defaults(family.date_pipeline())
         assert defaults is EDIT_DEFAULTS[family.name] and defaults.editor == EDITOR[family.name]
     assert (EDIT_DEFAULTS["sd3"].steps - EDIT_DEFAULTS["sd3"].skip, EDIT_DEFAULTS["flux"].steps) == (33, 28)
 

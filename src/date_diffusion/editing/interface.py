@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import torch
 
-from date_diffusion.editing import DDPM_EDIT, EditDefaults
+from date_diffusion.editing import EDIT_DEFAULTS, EditDefaults
 from date_diffusion.pipelines.common import DATEOptions, DATEPipelineOutput, PackedConditioning, Run
 from date_diffusion.pipelines.reward_path import latent_stats
 from date_diffusion.sampling.hooks import Interrupt
@@ -97,10 +97,19 @@ def model_latents(vae_latents: torch.Tensor, vae) -> torch.Tensor:
     return (vae_latents - (getattr(cfg, "shift_factor", None) or 0.0)) * cfg.scaling_factor
 
 
+def edit_defaults(pipeline_class) -> EditDefaults:
+    """A DATE pipeline class's editor and its defaults (`editing.EDIT_DEFAULTS`, by the class's family)."""
+    from date_diffusion.families import by_pipeline_class
+
+    return EDIT_DEFAULTS[by_pipeline_class(pipeline_class.__name__).name]
+
+
 class EditingMixin:
     """`edit(...)` for a DATE pipeline (mixed in beside `DATEPipelineMixin`)."""
 
-    _date_edit_defaults: EditDefaults = DDPM_EDIT
+    @property
+    def _date_edit_defaults(self) -> EditDefaults:
+        return edit_defaults(type(self))
 
     @torch.no_grad()
     def edit(

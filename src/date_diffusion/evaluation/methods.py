@@ -276,7 +276,7 @@ class Ebca(Method):
     """`ebca[:attn=G,norm=G,tau=R,iters=N]`: energy-based cross-attention (Park et al., 2023; `sampling.ebca`), the
     paper's other COCO baseline: each cross-attention layer's context is updated by gradient steps of size `attn` /
     `norm` on its energy and carried to the next layer; `tau`: the share of steps (from the first) that update;
-    `iters`: updates per layer. Defaults: the EBCA authors' (0.01, 0.02, 1, 1)."""
+    `iters`: updates per layer. Defaults: `sampling.ebca.EbcaConfig`'s (the EBCA authors')."""
 
     attn: float | None = None
     norm: float | None = None

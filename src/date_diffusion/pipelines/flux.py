@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from diffusers import FluxPipeline
 
-from date_diffusion.editing import FLOWEDIT_FLUX
 from date_diffusion.editing.interface import EditingMixin
 from date_diffusion.pipelines.common import DATEPipelineMixin
 
@@ -36,7 +35,6 @@ class FluxDATEPipeline(DATEPipelineMixin, EditingMixin, FluxPipeline):
     _date_latents_first = True
     _date_negative_branch = False  # a negative prompt acts only with `true_cfg_scale > 1`
     _date_true_cfg = False
-    _date_edit_defaults = FLOWEDIT_FLUX  # `edit(...)`: FlowEdit (`editing.flowedit`) on the packed latents
 
     def _date_check_inputs(self, call):
         super()._date_check_inputs(call)

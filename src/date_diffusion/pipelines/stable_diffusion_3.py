@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from diffusers import StableDiffusion3Pipeline
 
-from date_diffusion.editing import FLOWEDIT_SD3
 from date_diffusion.editing.interface import EditingMixin
 from date_diffusion.pipelines.common import DATEPipelineMixin
 
@@ -34,7 +33,6 @@ class StableDiffusion3DATEPipeline(DATEPipelineMixin, EditingMixin, StableDiffus
 
     _date_has_pooled = True
     _date_latents_first = True
-    _date_edit_defaults = FLOWEDIT_SD3  # `edit(...)`: FlowEdit (`editing.flowedit`)
 
     def _date_encode(self, call, options, device):
         cfg = self._date_cfg()

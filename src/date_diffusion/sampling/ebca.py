@@ -82,9 +82,10 @@ def as_ebca_config(value) -> EbcaConfig:
     if isinstance(value, EbcaConfig):
         return value
     if isinstance(value, dict):
-        unknown = sorted(set(value) - {f.name for f in fields(EbcaConfig)})
+        known = [f.name for f in fields(EbcaConfig)]
+        unknown = sorted(set(value) - set(known))
         if unknown:
-            raise ValueError(f"ebca: unknown settings {unknown}; known: gamma_attn, gamma_norm, tau, iters")
+            raise ValueError(f"ebca: unknown settings {unknown}; known: {', '.join(known)}")
         return EbcaConfig(**value)
     raise TypeError(f"`ebca` must be an EbcaConfig, a dict of its fields or None, got {type(value).__name__}")
 
