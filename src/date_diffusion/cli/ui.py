@@ -49,6 +49,7 @@ def validate(args) -> None:
 
 def run(args) -> int:
     import shutil
+    import time
 
     from date_diffusion.cli.common import resolve_device, resolve_model
     from date_diffusion.cli.common import validate as checks
@@ -65,15 +66,20 @@ def run(args) -> int:
     if device == "cpu":
         torch.set_num_threads(1)  # small models: a second thread only spins
     session = Session(model, device, args.concurrency, allowed_folders(args.allow_path))
+    demo = None
     try:
         session.warm()
         demo = build_app(session, args.run)
         demo.queue(default_concurrency_limit=args.concurrency)
-        print(f"serving {model} on http://{args.host}:{args.port}", flush=True)
-        demo.launch(server_name=args.host, server_port=args.port, show_error=True, quiet=True,
+        demo.launch(server_name=args.host, server_port=args.port, show_error=True, quiet=True, prevent_thread_lock=True,
                     allowed_paths=[str(session.workdir)] + ([args.run] if args.run else []))  # fmt: skip
+        print(f"serving {model} on http://{args.host}:{args.port}", flush=True)  # once it answers, not before
+        while demo.is_running:  # our own wait, so that an interrupt always reaches this handler
+            time.sleep(0.1)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (as an interrupt, cli/main.py): stopping a server is its end
         print("stopped", flush=True)
     finally:
+        if demo is not None:
+            demo.close()
         shutil.rmtree(session.workdir, ignore_errors=True)  # the page's images live only while it serves
     return 0
