@@ -587,7 +587,12 @@ def test_the_page_ends_on_a_signal_with_code_0_and_leaves_no_temporary_folder(tm
         port = s.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
     cmd = [sys.executable, "-m", "date_diffusion", "ui", "--port", str(port), "--device", "cpu"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # as from a terminal: a shell without job control starts background commands with SIGINT ignored, and a
+    # process that inherits that (e.g. under CI) is meant to ignore Ctrl-C
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
     try:
         assert "serving" in proc.stdout.readline()
         assert [p.name for p in tmp_path.glob("date-diffusion-ui-*")]  # the page's folder while it serves
