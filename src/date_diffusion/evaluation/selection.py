@@ -22,8 +22,9 @@ def _stop_after(index: int):
 def early_selection(pipe, prompts: list[str], seeds: list[int], n: int, at: int, judge, stride: int, **call) -> list:
     """For each (prompt, seed): of the seeds `seed + j * stride` (j < n), the one whose x0_hat at loop index `at`
     `judge` scores highest. Each candidate runs `at + 1` steps only (`call`: the pipeline's other arguments)."""
-    if at >= call.get("num_inference_steps", 50):
-        raise ValueError(f"select: at={at} must be below the run's {call.get('num_inference_steps')} steps")
+    steps = call["num_inference_steps"]
+    if at >= steps:
+        raise ValueError(f"select: at={at} must be below the run's {steps} steps")
     candidates = [s + j * stride for s in seeds for j in range(n)]
     repeated = [p for p in prompts for _ in range(n)]
     generators = [torch.Generator().manual_seed(s) for s in candidates]

@@ -105,7 +105,7 @@ def _registry() -> dict[str, Callable]:
     rewards.update(clip=_clip, pickscore=_pickscore, imagereward=_imagereward, aesthetic=_aesthetic)
     rewards["clip-l"] = _alias(PAPER_CLIP)
     rewards["toy-ensemble"] = _toy_ensemble
-    rewards.update({name: _judge(path) for name, path in world.JUDGES.items()})
+    rewards.update({name: _judge(path) for name, path in JUDGES.items()})
     rewards.update({"openclip": _openclip(False), "openclip-quickgelu": _openclip(True)})
     rewards.update({"hpsv2": _hps("hpsv2"), "hpsv2.1": _hps("hpsv2.1")})
     return rewards
@@ -168,7 +168,7 @@ def _term(term: str, device, rewards):
         raise RewardSpecError(f"unknown reward {term!r}; use {SPEC_HELP}")
     if not source and kind in _NEEDS_SOURCE:
         raise RewardSpecError(f"reward {kind!r} needs a checkpoint: {kind}:FILE (a file, folder or hub repo)")
-    if source and kind not in _TAKES_SOURCE and kind not in JUDGES:
+    if source and kind not in _TAKES_SOURCE:
         raise RewardSpecError(f"reward {kind!r} takes no source ({term!r}); for a model of your own use clip:{source}")
     return rewards[kind](source or None, device)
 
@@ -194,7 +194,17 @@ def _parse(spec: str, device, rewards):
     return weighted[0][1] if len(weighted) == 1 and weighted[0][0] == 1.0 else WeightedReward(weighted)
 
 
-_TAKES_SOURCE = ("clip", "pickscore", "imagereward", "aesthetic", "openclip", "openclip-quickgelu", "hpsv2", "hpsv2.1")
+_TAKES_SOURCE = (
+    "clip",
+    "pickscore",
+    "imagereward",
+    "aesthetic",
+    "openclip",
+    "openclip-quickgelu",
+    "hpsv2",
+    "hpsv2.1",
+    *JUDGES,
+)
 _NEEDS_SOURCE = ("openclip", "openclip-quickgelu")
 # bounds that keep a spec's cost finite: views of augK(...), wrappers inside each other, a term's weight
 MAX_VIEWS, MAX_NESTING, MAX_WEIGHT = 64, 8, 1e6

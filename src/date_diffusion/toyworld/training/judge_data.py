@@ -78,8 +78,8 @@ def generate_batch(pipe, reward, specs, seeds, way: dict, steps: int = STEPS):
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     kwargs = dict(num_inference_steps=steps, guidance_scale=way["guidance_scale"], generator=gens, output_type="latent")
     if way["kind"] == "perturbed":
-        embeds, negative = pipe.encode_prompt(captions, "cpu", 1, True)
-        noise = torch.randn(embeds.shape, generator=gens[0])
+        embeds, negative = pipe.encode_prompt(captions, pipe.device, 1, True)
+        noise = torch.randn(embeds.shape, generator=gens[0]).to(embeds.device)
         kwargs.update(
             prompt_embeds=embeds + way["perturb"] * noise * embeds.norm(dim=-1, keepdim=True) / embeds.shape[-1] ** 0.5
         )
