@@ -63,6 +63,28 @@ def test_single_file_errors_are_named(sd_files, clip_dir, tmp_path, capsys):
     assert "--family and --config apply to a single checkpoint file" in capsys.readouterr().err
 
 
+def test_files_are_named_as_what_they_are(sd_files, clip_dir, tmp_path, capsys, monkeypatch):
+    """A single file offline without its config names --config and the hub repo holding it; a file that holds no
+    diffusion model (a CLIP, a README) is named as such before any weights load; "folder" only of folders."""
+    import time
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert gen(sd_files / "model.safetensors", clip_dir, tmp_path / "o", "a cat") == 2
+    err = capsys.readouterr().err
+    assert "single checkpoint file" in err and "--config FOLDER" in err and "folder exists" not in err
+    assert "stable-diffusion-v1-5/stable-diffusion-v1-5" in err  # where diffusers reads an SD 1.x file's configs
+    (tmp_path / "README").write_text("a model card")
+    started = time.perf_counter()
+    assert gen(tmp_path / "README", clip_dir, tmp_path / "o", "a cat") == 2
+    assert time.perf_counter() - started < 2  # named before any heavy import or load
+    err = capsys.readouterr().err
+    assert "is a file, not a diffusers folder" in err and "folder exists" not in err
+    assert gen(clip_dir / "model.safetensors", clip_dir, tmp_path / "o", "a cat") == 2
+    err = capsys.readouterr().err
+    assert "is not a diffusion checkpoint" in err and "logit_scale" in err  # its first tensor, named
+    assert not (tmp_path / "o").exists()
+
+
 def _lora_file(unet, path, seed=0):
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig

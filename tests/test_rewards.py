@@ -88,7 +88,7 @@ def test_ensemble_is_the_mean_of_its_members(reward, other_clip, tokenizer):
 
 
 def test_missing_model_says_how_to_fix(tmp_path):
-    with pytest.raises(ModelNotFoundError, match="no such folder"):
+    with pytest.raises(ModelNotFoundError, match="no such file or folder"):
         CLIPScoreReward.from_pretrained(str(tmp_path / "nope"))
     with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE.*hf download"):
         CLIPScoreReward.from_pretrained("someone/not-a-cached-model")

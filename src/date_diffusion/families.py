@@ -26,7 +26,9 @@ class Family:
     types (`infer_diffusers_model_type`) that are this family; sampling: sampling defaults that replace the stock
     pipeline's (the paper's, where the paper ran the family; empty: the stock `__call__` defaults); reward: the
     default reward spec; eval_clip: the benchmark's default held-out CLIP; tiny_decoder: the TAESD-style decoder
-    of the approximate reward path; bf16: released weights are bfloat16 (`--dtype auto` prefers it on CUDA).
+    of the approximate reward path; bf16: released weights are bfloat16 (`--dtype auto` prefers it on CUDA);
+    paper_scheduler: the sampler the paper ran the family with (`schedulers.SCHEDULERS` name), which
+    `--paper-defaults` puts in place of whatever scheduler a checkpoint ships.
     """
 
     name: str
@@ -38,6 +40,7 @@ class Family:
     tiny_decoder: str
     bf16: bool = False
     sampling: dict = field(default_factory=dict)
+    paper_scheduler: str | None = None
     reward: str = PAPER_REWARD
     eval_clip: str = PAPER_EVAL_CLIP
 
@@ -60,6 +63,7 @@ FAMILIES: tuple[Family, ...] = (
         ("v1", "v2"),
         "madebyollin/taesd",
         sampling={"num_inference_steps": 50, "guidance_scale": 8.0},  # the paper: DDIM 50, guidance 8
+        paper_scheduler="ddim",
     ),
     Family(
         "sdxl",

@@ -100,12 +100,24 @@ class ModelNotFoundError(OSError):
     pass
 
 
-def explain_load_error(id_or_path, err: Exception) -> ModelNotFoundError:
+def explain_load_error(id_or_path, err: Exception, config_repo: str | None = None) -> ModelNotFoundError:
+    """One line that says what `id_or_path` is and how to fix loading it. For a single checkpoint file,
+    `config_repo` is the hub repo diffusers reads its configs from (when no `--config` was given)."""
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
-    if Path(str(id_or_path)).exists():
-        hint = f"the folder exists but is not a complete checkpoint ({type(err).__name__}: {err})"
+    path = Path(str(id_or_path)).expanduser()
+    why = f"({type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]})"
+    if path.is_file():
+        where = f"its configs come from the hub repo {config_repo}, " if config_repo else ""
+        cached = "which is not in the Hugging Face cache" + (" and HF_HUB_OFFLINE is set" if offline else "")
+        hint = (
+            f"it is a single checkpoint file; {where}{cached if config_repo else 'it could not be read'} {why}. "
+            "Fix: pass --config FOLDER (a diffusers folder of the same model, e.g. saved with save_pretrained)"
+            + (f" or run `hf download {config_repo} --exclude '*.safetensors' '*.bin'` once" if config_repo else "")
+        )
+    elif path.is_dir():
+        hint = f"the folder exists but is not a complete diffusers checkpoint {why}"
     elif str(id_or_path).startswith(("/", ".", "~")):
-        hint = "no such folder: check the path"
+        hint = "no such file or folder: check the path"
     else:
         hint = (
             "it is not a local folder and not in the Hugging Face cache"

@@ -5,8 +5,10 @@ The command line, the web page, the benchmark and Python callers all resolve thr
 model with the same overrides runs the same DATE everywhere. Sources, in order of precedence:
 
 - `user`: a value the caller gave (a flag, a page field, a keyword argument);
-- `model`: the model's own recommendation (the toy world ships one in `toyworld.json`) or its own plain reward;
-  `paper_defaults=True` ignores the model's DATE and reward recommendation (its sampling recommendation stays);
+- `model`: the model's own recommendation (the toy world ships one in `toyworld.json`) or its own plain reward,
+  and its own scheduler; `paper_defaults=True` ignores the model's DATE and reward recommendation (its sampling
+  recommendation stays) and, where the paper ran the family, its scheduler: SD 1.x/2.x sample with DDIM on the
+  model's own training schedule (`Family.paper_scheduler`) whatever scheduler the checkpoint ships;
 - `family`: the family's defaults (`families.py`: the paper's sampling settings where the paper ran the family,
   else the stock diffusers pipeline's; the paper's reward, CLIP ViT-L/14);
 - `paper`: the DATE paper's settings (`DATEConfig`'s defaults: rho 0.5 at every 10th step).
@@ -26,7 +28,7 @@ from date_diffusion.pipelines.loading import family_defaults, family_of
 from date_diffusion.rewards.registry import RewardSpecError, check_spec, reward_from_spec
 from date_diffusion.toyworld import world
 
-OVERRIDES = (*BY_FIELD, "reward", *SAMPLING)
+OVERRIDES = (*BY_FIELD, "reward", "scheduler", *SAMPLING)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Resolved:
     num_inference_steps: int
     guidance_scale: float
     sources: dict = field(default_factory=dict)  # setting -> user | model | family | paper
+    scheduler: str | None = None  # a `schedulers.SCHEDULERS` name; None: the model's own
 
     @property
     def active(self) -> bool:
@@ -78,8 +81,8 @@ def resolve_settings(
     model=None, *, family=None, paper_defaults: bool = False, names=None, check_reward: bool = True, **overrides
 ) -> Resolved:
     """The settings that run for `model` (a folder, hub id or single file; default: the toy world) with the caller's
-    `overrides` (`DATEConfig` fields, `reward`, `num_inference_steps`, `guidance_scale`; None = not given; text is
-    parsed as a flag would be). `names` maps a setting to the name errors use (a flag, a page label);
+    `overrides` (`DATEConfig` fields, `reward`, `scheduler`, `num_inference_steps`, `guidance_scale`; None = not
+    given; text is parsed as a flag would be). `names` maps a setting to the name errors use (a flag, a page label);
     `check_reward=False` skips checking the reward spec (a replay needs none)."""
     names = {k: (names or {}).get(k, k) for k in OVERRIDES}
     unknown = sorted(set(overrides) - set(OVERRIDES))
@@ -103,7 +106,9 @@ def resolve_settings(
             ("user", user.get(name)), ("model", advice.get(name)), ("family", family_sampling[name])
         )
         user[name] = value
-    resolved = Resolved(model, fam, date, reward, user["num_inference_steps"], user["guidance_scale"], sources)
+    scheduler, sources["scheduler"] = _scheduler(user.get("scheduler"), model, fam, paper_defaults, names)
+    resolved = Resolved(model, fam, date, reward, user["num_inference_steps"], user["guidance_scale"], sources,
+                        scheduler)  # fmt: skip
     _check_schedule(resolved, names)
     if check_reward:
         _check_reward(reward, names["reward"])
@@ -129,6 +134,25 @@ def _checked(given: dict, names: dict) -> dict:
         if len(both) > 1:
             raise SettingError(f"give only one of {' and '.join(names[m] for m in both)}").about(both[0])
     return out
+
+
+def _scheduler(given, model: str, family: str, paper_defaults: bool, names: dict) -> tuple[str | None, str]:
+    """(scheduler name or None for the model's own, source): the caller's; under `paper_defaults` the paper's
+    sampler for the family unless the model already ships it; else the model's own."""
+    from date_diffusion.schedulers import SCHEDULERS, is_same
+
+    if given is not None:
+        if given not in SCHEDULERS:
+            raise SettingError(f"unknown {names['scheduler']} {given!r}; choose one of: {', '.join(SCHEDULERS)}").about(
+                "scheduler"
+            )
+        return given, "user"
+    paper = by_name(family).paper_scheduler
+    if paper_defaults and paper is not None:
+        from date_diffusion.pipelines import scheduler_class_name
+
+        return (None if is_same(paper, scheduler_class_name(model)) else paper), "paper"
+    return None, "model"
 
 
 def _date(user: dict, advice: dict, names: dict) -> tuple[DATEConfig, dict]:

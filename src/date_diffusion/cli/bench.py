@@ -310,7 +310,7 @@ def run_bench(args) -> int:
     except SettingsMismatch as err:
         raise CLIError(str(err)) from err
     run = BenchRun(settings, out, state.device)
-    pipe = load_date_pipeline(model, args.dtype, run.device, args.scheduler)
+    pipe = load_date_pipeline(model, args.dtype, run.device, settings.scheduler)
     pipe.set_progress_bar_config(disable=True)
     _check_loaded(pipe, run, methods)  # what depends on the model, before run.json is written
     check_settings(out, settings)
@@ -341,7 +341,7 @@ def _check_loaded(pipe, run, methods) -> None:
     for m in methods:
         steps = m.steps_for(run.settings.steps)
         try:
-            check_steps_fit(pipe.scheduler, steps, "--steps" if steps == run.settings.steps else f"{m.label}: steps")
+            check_steps_fit(pipe, steps, "--steps" if steps == run.settings.steps else f"{m.label}: steps")
         except ValueError as err:
             raise CLIError(str(err)) from err
         if m.applies_to(run.settings.suite):
@@ -357,7 +357,8 @@ def _prepare(args, model: str):
     from date_diffusion.evaluation.methods import parse_methods
 
     # the run's reward and sampling resolve as `generate --paper-defaults` would (the methods carry their own DATE)
-    flags = dict(reward=args.reward, num_inference_steps=args.steps, guidance_scale=args.guidance)
+    flags = dict(reward=args.reward, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                 scheduler=args.scheduler)  # fmt: skip
     resolved = resolve_from_args(model, flags, paper_defaults=True)
     try:
         methods = parse_methods(args.methods, model)
@@ -387,7 +388,7 @@ def _prepare(args, model: str):
             model=model,
             reward=resolved.reward,
             eval_clip=_eval_clip(args.eval_clip, model, resolved.family),
-            scheduler=args.scheduler,
+            scheduler=resolved.scheduler,
             dtype=args.dtype,
             fid_real=args.fid_real,
             inception_weights=args.inception_weights,
@@ -401,17 +402,13 @@ def _prepare(args, model: str):
 
 
 def _check_together(args, model: str, methods, steps: int, last_seed: int) -> None:
-    """What the options' kinds cannot see alone: the scheduler's name, each method's update steps inside its run,
+    """What the options' kinds cannot see alone: each method's update steps inside its run,
     the last seed (best-of-N's candidates included), the editing skip inside the run, Inception FID's package."""
     import importlib.util
 
     from date_diffusion.cli.common import checked
     from date_diffusion.core.settings import Seed
     from date_diffusion.evaluation.methods import BEST_OF_STRIDE
-    from date_diffusion.schedulers import SCHEDULERS
-
-    if args.scheduler is not None and args.scheduler not in SCHEDULERS:
-        raise CLIError(f"unknown --scheduler {args.scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
     from date_diffusion.hub import ModelNotFoundError, check_tiny_decoder
 
     for m in methods:

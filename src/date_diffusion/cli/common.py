@@ -130,7 +130,8 @@ def model_kwargs(args) -> dict:
     return dict(family=args.family, config=args.config, loras=loras, offload=args.offload)
 
 
-SAMPLING_FLAGS = {"num_inference_steps": "--steps", "guidance_scale": "--guidance", "reward": "--reward"}
+SAMPLING_FLAGS = {"num_inference_steps": "--steps", "guidance_scale": "--guidance", "reward": "--reward",
+                  "scheduler": "--scheduler"}  # fmt: skip
 FLAGS = {**{s.field: s.flag for s in SETTINGS}, **SAMPLING_FLAGS}  # setting -> the flag errors name
 
 
@@ -146,7 +147,8 @@ def add_date_arguments(p: argparse.ArgumentParser, reward_help: str = "what DATE
         "--paper-defaults",
         action="store_true",
         help="ignore the model's recommended DATE setting and reward: the paper's algorithm (rho "
-        f"{PAPER_RHO}, every {PAPER_UPDATE_EVERY}th step, the plain reward) unless flags say otherwise",
+        f"{PAPER_RHO}, every {PAPER_UPDATE_EVERY}th step, the plain reward; on SD 1.x/2.x the paper's DDIM sampler "
+        "on the model's own training schedule, whatever scheduler it ships) unless flags say otherwise",
     )
     g.add_argument(
         "--reward",

@@ -183,13 +183,13 @@ def check_loaded(args, pipe) -> None:
     takes (DDPM inversion: DDIM steps on the model's training schedule; FlowEdit: the model's own scheduler)."""
     from date_diffusion.schedulers import check_steps_fit
 
-    scheduler = pipe.scheduler
+    scheduler = None  # FlowEdit: the model's own
     if args.editor == "ddpm":
         from diffusers import DDIMScheduler
 
         scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # as editing/ddpm_inversion.py builds it
     try:
-        check_steps_fit(scheduler, args.steps)
+        check_steps_fit(pipe, args.steps, "--steps", args.height, args.width, scheduler=scheduler)
     except ValueError as err:
         raise CLIError(str(err)) from err
 

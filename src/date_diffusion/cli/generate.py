@@ -25,7 +25,7 @@ from date_diffusion.cli.common import (
     slug,
 )
 from date_diffusion.core.settings import Seed
-from date_diffusion.schedulers import SCHEDULERS, check_steps_fit
+from date_diffusion.schedulers import check_steps_fit
 from date_diffusion.toyworld import world
 
 # torch, diffusers and the pipelines are imported inside the functions that need them: see cli/__init__.py
@@ -172,11 +172,10 @@ def validate(args) -> dict:
         raise CLIError("give at least one PROMPT (or --prompts-file FILE)")
     if any(not p.strip() for p in prompts):
         raise CLIError("a PROMPT is empty; give non-empty text")
-    if args.scheduler is not None and args.scheduler not in SCHEDULERS:
-        raise CLIError(f"unknown --scheduler {args.scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
     loading = model_kwargs(args)
     model = resolve_model(args.model)
-    flags = {**date_overrides(args), "num_inference_steps": args.steps, "guidance_scale": args.guidance}
+    flags = {**date_overrides(args), "num_inference_steps": args.steps, "guidance_scale": args.guidance,
+             "scheduler": args.scheduler}  # fmt: skip
     settings = resolve_from_args(model, flags, args.family, args.paper_defaults, check_reward=saved is None)
     if args.reward_decoder and saved is None:
         from date_diffusion.hub import ModelNotFoundError, check_tiny_decoder
@@ -235,18 +234,19 @@ def load(args, job, device) -> None:
 
     settings = job["settings"]
     try:
-        pipe = load_date_pipeline(settings.model, args.dtype, device, args.scheduler, **job["loading"])
+        pipe = load_date_pipeline(settings.model, args.dtype, device, settings.scheduler, **job["loading"])
     except ValueError as err:  # unreadable single file, LoRA for another model, ...
         raise CLIError(str(err)) from err
     pipe.set_progress_bar_config(disable=True)
+    size = pipe.default_image_size()
+    height, width = args.height or size, args.width or size
     try:
-        check_steps_fit(pipe.scheduler, settings.num_inference_steps)
+        check_steps_fit(pipe, settings.num_inference_steps, "--steps", height, width)
     except ValueError as err:
         raise CLIError(str(err)) from err
     if args.negative_prompt is not None and not pipe.supports_negative_prompt:
         raise CLIError(f"--negative-prompt is not supported by {type(pipe).__name__} (no negative branch)")
-    size = pipe.default_image_size()
-    job.update(height=args.height or size, width=args.width or size, pipe=pipe)
+    job.update(height=height, width=width, pipe=pipe)
     job["reward"] = None if job["saved"] is not None else load_reward(settings.reward, device)
     job["decoder"] = None
     if args.reward_decoder and job["saved"] is None:
@@ -330,13 +330,13 @@ def base_record(args, job, prompt, seed) -> dict:
         "pipeline": type(pipe).__name__,
         "loras": [list(x) for x in job["loading"]["loras"]],
         "scheduler": type(pipe.scheduler).__name__,
-        "scheduler_name": args.scheduler,
+        "scheduler_name": settings.scheduler,
         "steps": settings.num_inference_steps,
         "guidance_scale": settings.guidance_scale,
         "height": job["height"],
         "width": job["width"],
         "dtype": str(pipe.unet.dtype if hasattr(pipe, "unet") else pipe.transformer.dtype).replace("torch.", ""),
-        "sources": {k: settings.sources[k] for k in ("num_inference_steps", "guidance_scale")},
+        "sources": {k: settings.sources[k] for k in ("num_inference_steps", "guidance_scale", "scheduler")},
         "date_diffusion_version": __version__,
     }
 

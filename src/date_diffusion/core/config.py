@@ -28,14 +28,15 @@ _DEFAULTS = (_PaperRho, _PaperEvery)
 class DATEConfig:
     """Settings of Diffusion Adaptive Text Embedding.
 
-    Which sampling-loop indices update the embedding is given by exactly one of:
-      - `update_every`: indices `i` with `i % update_every == 0` (paper: 10 of 50 steps -> 0, 10, 20, 30, 40);
-      - `update_steps`: an explicit list of indices;
-      - `update_intervals`: `(start, end)` pairs, every index with `start <= i < end`.
+    Which sampling steps update the embedding is given by exactly one of:
+      - `update_every`: steps `i` with `i % update_every == 0` (paper: 10 of 50 steps -> 0, 10, 20, 30, 40);
+      - `update_steps`: an explicit list of steps;
+      - `update_intervals`: `(start, end)` pairs, every step with `start <= i < end`.
     Giving `update_steps` or `update_intervals` replaces the default `update_every`; giving `update_every` beside
     one of them is refused (even at the paper's 10), as is `rho` beside `rho_relative` (rho is then None).
-    Indices count entries of `scheduler.timesteps` (for second-order schedulers such as Heun that is about twice
-    the step count).
+    Steps count as diffusers counts them (`num_inference_steps` of them, `sampling.loop.step_starts`): an update
+    acts at the first loop iteration of its step, so a scheduler that runs more iterations than steps (PNDM's
+    warm-up, Heun's and KDPM2's two evaluations a step) neither shifts nor adds updates.
 
     rho: distance each update moves every sample's embedding (Frobenius norm over all tokens).
     rho_relative: scale-free alternative to `rho` (give one of the two): each sample moves
@@ -118,7 +119,7 @@ class DATEConfig:
         return self.rho_relative * torch.linalg.vector_norm(part.flatten(1), dim=1, dtype=torch.float64)
 
     def update_indices(self, num_loop_steps: int) -> list[int]:
-        """Sorted loop indices that update, checked against a run of `num_loop_steps` loop iterations."""
+        """Sorted steps that update, checked against a run of `num_loop_steps` sampling steps."""
         last = num_loop_steps - 1
         if self.update_every is not None:
             return list(range(0, num_loop_steps, self.update_every))

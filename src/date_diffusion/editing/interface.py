@@ -235,7 +235,7 @@ class EditingMixin:
         if not isinstance(self.scheduler, FlowMatchEulerDiscreteScheduler):
             raise ValueError(f"FlowEdit integrates with Euler steps: {type(self.scheduler).__name__} is not "
                              "FlowMatchEulerDiscreteScheduler")  # fmt: skip
-        timesteps = self._date_timesteps(target.call, x_src, device)
+        timesteps = self._date_timesteps(target.call, device, latents=x_src)
         self.scheduler.set_begin_index(plan.skip)  # as diffusers' img2img pipelines start inside the schedule
         model = FlowEditDenoiser(target.model, x_src)
         n_edit = plan.steps - plan.skip - plan.n_min

@@ -10,16 +10,31 @@ def date_pipeline_class(class_name: str):
     return by_pipeline_class(class_name).date_pipeline()
 
 
-def pipeline_class_name(model) -> str:
-    """The pipeline class a checkpoint folder or hub id names in its `model_index.json` (cache-aware)."""
+def model_index(model) -> dict:
+    """A checkpoint folder's or hub id's `model_index.json` (cache-aware)."""
     from diffusers import DiffusionPipeline
 
     from date_diffusion.hub import explain_load_error
 
     try:
-        return DiffusionPipeline.load_config(str(model))["_class_name"]
+        return DiffusionPipeline.load_config(str(model))
     except (OSError, ValueError) as err:
         raise explain_load_error(model, err) from err
+
+
+def pipeline_class_name(model) -> str:
+    """The pipeline class a checkpoint folder or hub id names in its `model_index.json` (cache-aware)."""
+    return model_index(model)["_class_name"]
+
+
+def scheduler_class_name(model) -> str | None:
+    """The scheduler class a checkpoint folder or hub id ships (its `model_index.json`); None for a single file."""
+    from date_diffusion.pipelines.loading import is_single_file
+
+    if is_single_file(model):
+        return None
+    entry = model_index(model).get("scheduler")
+    return entry[1] if isinstance(entry, list) and len(entry) == 2 else None
 
 
 def date_pipeline_for(model) -> type:

@@ -35,7 +35,7 @@ from date_diffusion.pipelines.run_setup import prepared
 from date_diffusion.sampling.date_step import DATEUpdate, Replay
 from date_diffusion.sampling.guidance import UniversalGuidance
 from date_diffusion.sampling.hooks import Interrupt, Progress
-from date_diffusion.sampling.loop import GuidedDenoiser, SampleResult, StepState, sample
+from date_diffusion.sampling.loop import GuidedDenoiser, SampleResult, StepState, sample, scheduler_step_starts
 
 __all__ = [
     "DATEOptions",
@@ -160,8 +160,8 @@ class DATEPipelineMixin:
         n_images = cond.cond.shape[0]
         if self._date_latents_first:  # the schedule depends on the latents' size (flow matching's shift)
             latents = self._date_latents(call, n_images, cond.cond.dtype, device)
-            return latents, self._date_timesteps(call, latents, device)
-        timesteps = self._date_timesteps(call, None, device)  # the initial noise is scaled by the first noise level
+            return latents, self._date_timesteps(call, device, latents=latents)
+        timesteps = self._date_timesteps(call, device)  # the initial noise is scaled by the first noise level
         return self._date_latents(call, n_images, cond.cond.dtype, device), timesteps
 
     # ------------------------------------------------------------------ public accessors (CLI, web page)
@@ -277,24 +277,44 @@ class DATEPipelineMixin:
         channels = self._date_denoiser().config.in_channels
         return self.prepare_latents(n, channels, call.height, call.width, dtype, device, call.generator, call.latents)
 
-    def _date_timesteps(self, call, latents, device, sigmas=None, **kwargs):
-        """The stock `retrieve_timesteps` with the call's steps, timesteps and sigmas (`sigmas`: a family's own)."""
+    def _date_timesteps(self, call, device, scheduler=None, latents=None, sigmas=None, **kwargs):
+        """The stock `retrieve_timesteps` on `scheduler` (default: the pipeline's) with the call's steps, timesteps
+        and sigmas (`sigmas`, `kwargs`: a family's own, e.g. the flow shift `mu`; `latents`: the call's initial
+        latents where the family's schedule depends on their size). Set on the scheduler, as stock does."""
         from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import retrieve_timesteps
 
         steps, timesteps = call.num_inference_steps, getattr(call, "timesteps", None)
         sigmas = call.sigmas if sigmas is None else sigmas
-        return retrieve_timesteps(self.scheduler, steps, device, timesteps, sigmas, **kwargs)[0]
+        scheduler = self.scheduler if scheduler is None else scheduler
+        return retrieve_timesteps(scheduler, steps, device, timesteps, sigmas, **kwargs)[0]
+
+    def stock_timesteps(self, num_inference_steps: int, height: int | None = None, width: int | None = None,
+                        scheduler=None, **call_arguments):  # fmt: skip
+        """The timesteps this pipeline's `__call__` samples with these arguments (`call_arguments`: the stock
+        ones that shape the schedule where the family takes them: `timesteps`, `sigmas`, `mu`, `denoising_end`),
+        computed on `scheduler` (default: a copy of the pipeline's own, which stays as it is). Everything that asks
+        which timesteps a run takes (step checks, editing, the benchmark, the page) asks here, so that it passes
+        what the stock pipeline passes (FLUX.1-dev's resolution-dependent `mu`, FLUX's sigmas, ...)."""
+        import copy
+
+        defaults = {n: p.default for n, p in self._date_signature.parameters.items()
+                    if n != "self" and p.default is not inspect.Parameter.empty}  # fmt: skip
+        call = SimpleNamespace(**{**defaults, **call_arguments, "num_inference_steps": num_inference_steps})
+        call.height, call.width = height or self._date_default_size(), width or self._date_default_size()
+        probe = copy.deepcopy(self.scheduler) if scheduler is None else scheduler
+        return self._date_timesteps(call, "cpu", probe)
 
     def _date_guidance(self, call, cond: PackedConditioning, n_steps: int) -> dict:
         """The guided denoiser's family options (`uncond_denoise`, `cfg_scale`, `extra`: see `GuidedDenoiser`)."""
         return {}
 
-    def _date_flow_shift(self, seq_len: int, max_shift: float) -> float:
+    @staticmethod
+    def _date_flow_shift(scheduler, seq_len: int, max_shift: float) -> float:
         """The resolution-dependent shift `mu` of a flow-matching schedule, as the stock FLUX / SD3 pipelines compute
         it from the scheduler's config (`max_shift`: the stock pipeline's value where the config has none)."""
         from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
-        config = self.scheduler.config
+        config = scheduler.config
         return calculate_shift(
             seq_len,
             config.get("base_image_seq_len", 256),
@@ -348,7 +368,8 @@ class DATEPipelineMixin:
         model = run.model
         if options.ug_scale:
             model = UniversalGuidance(model, path.decode, path.score, options.ug_scale, options.ug_every)
-        update = DATEUpdate(model, options.date if options.updating else None, run.cond.cond, len(run.timesteps),
+        starts = scheduler_step_starts(run.scheduler, len(run.timesteps))
+        update = DATEUpdate(model, options.date if options.updating else None, run.cond.cond, starts,
                             path.decode, path.score, run.cond.mask, _direction_generators(generator),
                             keep_history=options.save_embeddings is not None)  # fmt: skip
         date_hooks = [update]

@@ -108,13 +108,20 @@ class FluxDATEPipeline(DATEPipelineMixin, EditingMixin, FluxPipeline):
         n = cond.cond.shape[0]
         return self._prepare_latent_image_ids(n, height // 2, width // 2, cond.cond.device, cond.cond.dtype)
 
-    def _date_timesteps(self, call, latents, device):
+    def _date_timesteps(self, call, device, scheduler=None, latents=None):
+        scheduler = self.scheduler if scheduler is None else scheduler
         steps = call.num_inference_steps
         sigmas = np.linspace(1.0, 1 / steps, steps) if call.sigmas is None else call.sigmas
-        if getattr(self.scheduler.config, "use_flow_sigmas", False):
+        if getattr(scheduler.config, "use_flow_sigmas", False):
             sigmas = None
-        mu = self._date_flow_shift(latents.shape[1], max_shift=1.15)
-        return super()._date_timesteps(call, latents, device, sigmas=sigmas, mu=mu)
+        if latents is not None:  # the packed latents' sequence length, as stock reads it
+            seq_len = latents.shape[1]
+        else:  # the same from the size, as stock `prepare_latents` packs it
+            seq_len = (int(call.height) // (self.vae_scale_factor * 2)) * (
+                int(call.width) // (self.vae_scale_factor * 2)
+            )
+        mu = self._date_flow_shift(scheduler, seq_len, max_shift=1.15)
+        return super()._date_timesteps(call, device, scheduler, sigmas=sigmas, mu=mu)
 
     def _date_denoise(self, call, cond, negative: bool = False):
         """The positive branch's denoiser (`negative=True`: true CFG's negative one, with its own text ids)."""

@@ -56,9 +56,24 @@ def is_single_file(model) -> bool:
     return Path(str(model)).suffix.lower() in SINGLE_FILE_SUFFIXES
 
 
+def check_model_path(model) -> None:
+    """A local file that cannot be a checkpoint is named as such at once, before any import or load: a file
+    without a checkpoint's suffix (a README, a text file) is neither a diffusers folder nor a single file."""
+    path = Path(str(model)).expanduser()
+    if path.is_file() and not is_single_file(path):
+        raise ValueError(
+            f"{str(model)!r} is a file, not a diffusers folder (one with model_index.json) nor a single checkpoint "
+            f"({', '.join(SINGLE_FILE_SUFFIXES)}): pass a model folder, a hub id or a checkpoint file"
+        )
+
+
 def detect_family(path) -> str:
     """The family of a single-file checkpoint, from its key names and shapes (as diffusers infers its type)."""
-    from diffusers.loaders.single_file_utils import infer_diffusers_model_type, load_single_file_checkpoint
+    from diffusers.loaders.single_file_utils import (
+        LDM_UNET_KEY,
+        infer_diffusers_model_type,
+        load_single_file_checkpoint,
+    )
 
     path = Path(path)
     try:
@@ -66,6 +81,14 @@ def detect_family(path) -> str:
         model_type = infer_diffusers_model_type(checkpoint)
     except Exception as err:  # truncated, not a checkpoint, unknown layout
         raise ValueError(f"could not read {path} as a checkpoint ({type(err).__name__}: {err})") from err
+    if model_type == "v1" and not any(str(k).startswith(LDM_UNET_KEY) for k in checkpoint):
+        # diffusers' answer when no model's keys match: the file holds no diffusion model at all
+        first = next(iter(checkpoint), None)
+        raise ValueError(
+            f"{path.name} is not a diffusion checkpoint: none of its {len(checkpoint)} tensors belongs to a "
+            f"diffusion model (the first is {first!r}; a text encoder, a VAE or a LoRA file looks like this). Pass a "
+            "whole-model checkpoint, a diffusers folder or a hub id; a LoRA goes to --lora"
+        )
     family = by_single_file_type(model_type)
     if family is None:
         raise ValueError(
@@ -80,6 +103,7 @@ def family_of(model, family: str | None = None) -> str:
     `model_index.json`)."""
     if family is not None:
         by_name(family)  # an unknown name is refused with the known ones
+    check_model_path(model)
     if is_single_file(model):
         try:
             detected = detect_family(model)
@@ -153,7 +177,7 @@ def load_date_pipeline(
         try:
             pipe = cls.from_single_file(str(model), config=config, dtype=torch_dtype)
         except (OSError, ValueError) as err:
-            raise explain_load_error(model, err) from err
+            raise explain_load_error(model, err, None if config is not None else _config_repo(model)) from err
     else:
         pipe = DATEPipeline.from_pretrained(model, dtype=torch_dtype)
     if scheduler is not None:
@@ -166,6 +190,17 @@ def load_date_pipeline(
     enable = pipe.enable_model_cpu_offload if offload == "model" else pipe.enable_sequential_cpu_offload
     enable(device=device)
     return pipe
+
+
+def _config_repo(path) -> str | None:
+    """The hub repo whose configs diffusers completes a single file with when no `config` is given."""
+    from diffusers.loaders.single_file_utils import fetch_diffusers_config
+
+    try:
+        checkpoint = _Shapes(path) if Path(path).suffix == ".safetensors" else None
+        return fetch_diffusers_config(checkpoint)["pretrained_model_name_or_path"] if checkpoint else None
+    except Exception:  # an unusual layout: the message then names --config alone
+        return None
 
 
 def add_loras(pipe, loras) -> None:

@@ -60,14 +60,17 @@ class StableDiffusion3DATEPipeline(DATEPipelineMixin, EditingMixin, StableDiffus
         negative, positive = prepared.chunk(2)
         return [positive], [negative]
 
-    def _date_timesteps(self, call, latents, device):
+    def _date_timesteps(self, call, device, scheduler=None, latents=None):
+        scheduler = self.scheduler if scheduler is None else scheduler
         mu = call.mu
-        config = self.scheduler.config
-        if config.get("use_dynamic_shifting", None) and mu is None:
+        if scheduler.config.get("use_dynamic_shifting", None) and mu is None:
             patch = self.transformer.config.patch_size
-            seq = (latents.shape[2] // patch) * (latents.shape[3] // patch)
-            mu = self._date_flow_shift(seq, max_shift=1.16)
-        return super()._date_timesteps(call, latents, device, **({} if mu is None else {"mu": mu}))
+            if latents is not None:
+                height, width = latents.shape[2:]
+            else:  # the latents' size, as stock `prepare_latents` makes them
+                height, width = (int(side) // self.vae_scale_factor for side in (call.height, call.width))
+            mu = self._date_flow_shift(scheduler, (height // patch) * (width // patch), max_shift=1.16)
+        return super()._date_timesteps(call, device, scheduler, **({} if mu is None else {"mu": mu}))
 
     def _date_denoise(self, call, cond, skip_layers=None):
         def denoise(x, t, packed):

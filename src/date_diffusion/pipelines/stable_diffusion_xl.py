@@ -54,11 +54,12 @@ class StableDiffusionXLDATEPipeline(DATEPipelineMixin, EditingMixin, StableDiffu
             ("negative_prompt_embeds", "negative_pooled_prompt_embeds", "negative_add_time_ids"),
         )
 
-    def _date_timesteps(self, call, latents, device):
-        timesteps = super()._date_timesteps(call, latents, device)
+    def _date_timesteps(self, call, device, scheduler=None, latents=None):
+        scheduler = self.scheduler if scheduler is None else scheduler
+        timesteps = super()._date_timesteps(call, device, scheduler)
         end = call.denoising_end
         if end is not None and isinstance(end, float) and 0 < end < 1:  # as the stock pipeline
-            steps = self.scheduler.config.num_train_timesteps
+            steps = scheduler.config.num_train_timesteps
             cutoff = int(round(steps - end * steps))
             timesteps = timesteps[: len([t for t in timesteps if t >= cutoff])]
         return timesteps

@@ -46,20 +46,25 @@ class DATEUpdate(Hook):
     """DATE's update steps. `decode(x0_latents) -> images in [0, 1]` and `reward(images) -> scores [B]` are the
     reward path; `adapt_mask` (broadcastable to the embeddings, 1 = adapted) restricts DATE to part of a packed
     conditioning, the norm taken over the adapted part; `generators` (one per image) drive the random-direction
-    ablation; `keep_history` records the embedding after every update (what `replay` takes)."""
+    ablation; `keep_history` records the embedding after every update (what `replay` takes), by loop index.
+    `starts`: the loop index at which each step of the run begins (`loop.step_starts`; an int n: n steps of one
+    iteration each); DATE's update steps count steps, and the trace records them so."""
 
-    def __init__(self, model, date: DATEConfig | None, original, n_steps: int, decode, reward, adapt_mask=None,
+    def __init__(self, model, date: DATEConfig | None, original, starts, decode, reward, adapt_mask=None,
                  generators=None, keep_history: bool = False):  # fmt: skip
         self.model, self.date, self.decode, self.reward = model, date, decode, reward
         self.original, self.mask, self.generators = original.detach(), adapt_mask, generators
         if not torch.isfinite(self.original).all():
             raise NonFiniteError("the conditional embedding holds NaN or infinite values before sampling (check "
                                  "`prompt_embeds` or the text encoder's weights)")  # fmt: skip
-        self.updates = set(date.update_indices(n_steps)) if date is not None and date.moves else set()
+        starts = list(range(starts)) if isinstance(starts, int) else list(starts)
+        steps = date.update_indices(len(starts)) if date is not None and date.moves else []
+        self.step_at = {starts[k]: k for k in steps}  # loop index -> the step that begins there
+        self.updates = set(self.step_at)
         if self.updates and (decode is None or reward is None):
             raise ValueError("DATE updates need both `decode` and `reward`")
         self.rho = date.step_sizes(self.original, adapt_mask) if self.updates else 0.0
-        self.traces = [Trace(update_steps=sorted(self.updates)) for _ in range(original.shape[0])]
+        self.traces = [Trace(update_steps=list(steps)) for _ in range(original.shape[0])]
         self.history = {} if keep_history else None
         self.prior_weight = self._prior_weight()
 
@@ -75,26 +80,26 @@ class DATEUpdate(Hook):
             return
         x_in = scale_input(state.scheduler, state.latents, state.timestep)
         uncond_out = self.model.uncond(x_in, state.timestep, state.uncond)
-        records = [self._record(state) for _ in self.traces]
+        records = [self._record(state, self.step_at[state.index]) for _ in self.traces]
         for k in range(self.date.grad_steps):
             self._gradient_step(state, x_in, uncond_out, records, first=k == 0)
         state.output, state.kind = adapted_output(self.model, state, x_in, uncond_out), "update"
         if self.date.track_reward_after:
             with torch.no_grad():
                 after = self.reward(self.decode(self.model.x0(state, x_in, state.output, self.date.reward_target)))
-            _guard(after, "reward after the update", state.index)
+            _guard(after, "reward after the update", self.step_at[state.index])
             for rec, value in zip(records, after.tolist()):
                 rec["reward_after"] = value
         for trace, rec in zip(self.traces, records):
             trace.updates.append(rec)
             if rec["skipped"]:
-                trace.skipped_steps.append(state.index)
+                trace.skipped_steps.append(rec["step"])
         if self.history is not None:
             self.history[state.index] = state.cond.clone()
 
     @staticmethod
-    def _record(state: StepState) -> dict:
-        return dict(step=state.index, timestep=int(state.timestep), update_norm=0.0, skipped=False, grad_norms=[])
+    def _record(state: StepState, step: int) -> dict:
+        return dict(step=step, timestep=int(state.timestep), update_norm=0.0, skipped=False, grad_norms=[])
 
     def _scores(self, state, x_in, uncond_out, embeds):
         out = self.model.guide(state, x_in, uncond_out, embeds)  # what the scheduler takes, as a function of embeds
@@ -112,13 +117,13 @@ class DATEUpdate(Hook):
             with torch.enable_grad():
                 scores = self._scores(state, x_in, uncond_out, variable)
                 (grad,) = torch.autograd.grad(-scores.sum(), variable)
-        _guard(scores.detach(), "reward", state.index)
+        _guard(scores.detach(), "reward", self.step_at[state.index])
         if self.mask is not None:
             grad = grad * self.mask
         result = date_update(
             embeds, self.original, grad, self.rho, self.date.anchor, self.prior_weight, self.date.normalize
         )  # a zero or non-finite gradient: the update is skipped for that image and recorded (`skipped`)
-        _guard(result.embeds, "embedding after the update", state.index)
+        _guard(result.embeds, "embedding after the update", self.step_at[state.index])
         moved = torch.linalg.vector_norm((result.embeds - embeds).flatten(1).double(), dim=1)
         state.cond = result.embeds.detach()
         for b, rec in enumerate(records):

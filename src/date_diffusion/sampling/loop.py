@@ -20,7 +20,37 @@ import torch
 from date_diffusion.core.config import DATEConfig
 from date_diffusion.sampling.denoiser import GuidedDenoiser, guided
 
-__all__ = ["GuidedDenoiser", "Hook", "SampleResult", "StepState", "Trace", "date_sample", "guided", "sample"]
+__all__ = [
+    "GuidedDenoiser",
+    "Hook",
+    "SampleResult",
+    "StepState",
+    "Trace",
+    "date_sample",
+    "guided",
+    "sample",
+    "step_starts",
+]
+
+
+def step_starts(n_iterations: int, num_inference_steps: int | None = None, order: int = 1) -> list[int]:
+    """The loop index at which each sampling step begins, counting steps as diffusers does (its progress bar: a
+    step ends at every `order`-th loop iteration after the scheduler's warm-up iterations, and at the last).
+
+    One step is one loop iteration for DDIM, DDPM, Euler, DPM-Solver, UniPC, flow matching, ...; PNDM's first step
+    takes two iterations (its Runge-Kutta-like warm-up), Heun's and KDPM2's every step but the last two. DATE's
+    update steps are steps in this sense: `update_steps=[0, 10, 20, 30, 40]` of a 50-step run updates at the start
+    of those steps whatever the scheduler (loop indices 0, 11, 21, ... under PNDM; 0, 20, 40, ... under Heun).
+    `num_inference_steps`: the steps the scheduler was set to (default: one per iteration)."""
+    steps = n_iterations if num_inference_steps is None else num_inference_steps
+    warmup = max(n_iterations - steps * order, 0)
+    ends = [i for i in range(n_iterations) if i == n_iterations - 1 or (i + 1 > warmup and (i + 1) % order == 0)]
+    return [0, *(end + 1 for end in ends[:-1])]
+
+
+def scheduler_step_starts(scheduler, n_iterations: int) -> list[int]:
+    """`step_starts` for a scheduler set to its timesteps (its `order` and `num_inference_steps`)."""
+    return step_starts(n_iterations, getattr(scheduler, "num_inference_steps", None), getattr(scheduler, "order", 1))
 
 
 @dataclass
@@ -134,6 +164,7 @@ def date_sample(
 
     model = GuidedDenoiser(denoise, prediction_type)
     state = StepState(scheduler, latents, cond_embeds, uncond_embeds, guidance_scale)
-    update = DATEUpdate(model, date, cond_embeds, len(scheduler.timesteps), decode, reward)
+    update = DATEUpdate(model, date, cond_embeds, scheduler_step_starts(scheduler, len(scheduler.timesteps)), decode,
+                        reward)  # fmt: skip
     state = sample(model, state, scheduler.timesteps, [update])
     return update.result(state)

@@ -4,6 +4,7 @@ distance moved, the exact evaluator's verdicts, files to download)."""
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import math
@@ -26,7 +27,7 @@ from date_diffusion.pipelines import load_date_pipeline
 from date_diffusion.resolver import resolve_settings
 from date_diffusion.rewards.base import Reward
 from date_diffusion.rewards.registry import reward_from_spec
-from date_diffusion.schedulers import check_steps_fit
+from date_diffusion.schedulers import SCHEDULERS, check_steps_fit, make_scheduler
 from date_diffusion.toyworld.world import judge_for
 from date_diffusion.ui.access import check_reward_sources
 
@@ -43,7 +44,7 @@ class InputError(ValueError):
 # The page's setting fields, in order: steps, guidance, the reward and every DATE setting (`core/settings.py`);
 # each is text, blank for the resolved default (`resolver.resolve_settings`), exactly as an unset flag.
 FIELDS = ("num_inference_steps", "guidance_scale", "reward", *(s.field for s in SETTINGS))
-LABELS = {"num_inference_steps": "steps", "guidance_scale": "guidance", "reward": "reward"}
+LABELS = {"num_inference_steps": "steps", "guidance_scale": "guidance", "reward": "reward", "scheduler": "sampler"}
 LABELS.update({s.field: s.label for s in SETTINGS})
 ELEM_IDS = {"num_inference_steps": "steps", "guidance_scale": "guidance", "reward": "reward"}
 ELEM_IDS.update({s.field: s.elem_id for s in SETTINGS})
@@ -114,6 +115,8 @@ def _shown(resolved, name: str) -> str:
     """A resolved setting's value as the page's field would take it."""
     if name in BY_FIELD:
         return BY_FIELD[name].kind.format(getattr(resolved.date, name))
+    if name == "scheduler":
+        return resolved.scheduler or "the model's own"
     value = getattr(resolved, name)
     return f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -179,6 +182,7 @@ class Session:
             if self._pipes.empty() and self._loaded < self.concurrency:
                 pipe = load_date_pipeline(self.model, "auto", self.device)
                 pipe.set_progress_bar_config(disable=True)
+                self.own_scheduler = copy.deepcopy(pipe.scheduler)  # what requests without another sampler run
                 self.dtype = str(pipe.vae.dtype)
                 self._loaded += 1
                 return pipe
@@ -221,9 +225,14 @@ class Session:
         reward = RecordingReward(self.reward(resolved.reward))
         decoder = self.decoder() if form.approximate else None
         pipe = self._pipeline()
-        try:
+        try:  # the sampler this request resolved to (--paper-defaults: the paper's), else the model's own
+            pipe.scheduler = (
+                copy.deepcopy(self.own_scheduler)
+                if resolved.scheduler is None
+                else make_scheduler(resolved.scheduler, self.own_scheduler.config)
+            )
             try:  # the command line's check, once the model is loaded
-                check_steps_fit(pipe.scheduler, resolved.num_inference_steps, LABELS["num_inference_steps"])
+                check_steps_fit(pipe, resolved.num_inference_steps, LABELS["num_inference_steps"])
             except ValueError as err:
                 raise InputError(str(err), "num_inference_steps") from err
             run = Run(sampling, resolved, reward, decoder, stop or threading.Event(), progress)
@@ -288,7 +297,9 @@ def run_pair(pipe, run: Run, session: Session) -> dict:
 def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stopped: bool) -> dict:
     """Everything the page shows, and the files it offers."""
     sampling, resolved, reward = run.sampling, run.resolved, run.reward
-    record = {**sampling, "model": session.model, **resolved.record(), "method": "date" if resolved.active else "fixed"}
+    sampler = SCHEDULERS[resolved.scheduler][0] if resolved.scheduler else type(session.own_scheduler).__name__
+    record = {**sampling, "model": session.model, **resolved.record(), "method": "date" if resolved.active else "fixed",
+              "scheduler": sampler, "scheduler_name": resolved.scheduler}  # fmt: skip
     result = {"stopped": stopped, "seconds": seconds, "fixed": fixed.images[0], "date": None, "files": []}
     result["settings"] = resolved
     fixed_record = {**record, "method": "fixed", "date": None, "reward": None}
