@@ -96,6 +96,34 @@ def test_suites(tmp_path):
         load_suite("toy", categories=["pairs"])
 
 
+def test_limit_spreads_its_prompts_over_the_categories_the_same_way_every_time(tmp_path):
+    from collections import Counter
+
+    full = load_suite("toy")
+    order = list(dict.fromkeys(it.category for it in full))  # the categories in suite order
+    sizes = Counter(it.category for it in full)
+    for n in (1, 5, 6, 12, 100, len(full), len(full) + 7):
+        sample = load_suite("toy", limit=n)
+        assert sample == load_suite("toy", limit=n)  # deterministic
+        assert len(sample) == min(n, len(full)) and len({it.index for it in sample}) == len(sample)
+        assert [it.index for it in sample] == sorted(it.index for it in sample)  # in suite order
+        assert all(full[it.index] == it for it in sample)  # the full suite's indices (image folders line up)
+        counts = Counter(it.category for it in sample)
+        # as even as the categories allow: a category short of the others has given all it holds
+        assert max(counts.values()) - min(counts.get(c, 0) for c in order if counts.get(c, 0) < sizes[c]) <= 1 \
+            if any(counts.get(c, 0) < sizes[c] for c in order) else counts == sizes  # fmt: skip
+        for c in counts:  # each category gives its first prompts
+            assert [it for it in sample if it.category == c] == [it for it in full if it.category == c][: counts[c]]
+    assert [it.category for it in load_suite("toy", limit=6)] == order  # one of each
+    assert Counter(it.category for it in load_suite("toy", limit=12)) == dict.fromkeys(order, 2)
+    # within the categories kept; a file without categories: its first N
+    kept = load_suite("toy", limit=4, categories=["counting", "novel"])
+    assert Counter(it.category for it in kept) == {"counting": 2, "novel": 2}
+    captions = tmp_path / "prompts.txt"
+    captions.write_text("".join(f"prompt {k}\n" for k in range(10)))
+    assert [it.prompt for it in load_suite("prompts", captions, limit=3)] == ["prompt 0", "prompt 1", "prompt 2"]
+
+
 @pytest.mark.skipif(not SHARED_COCO.exists(), reason="needs ../shared/data (present in CI and sessions)")
 def test_reads_the_papers_coco_subset():
     caps = read_captions(SHARED_COCO)
@@ -105,6 +133,15 @@ def test_reads_the_papers_coco_subset():
 def test_bench_run_outputs_resume_and_refusal(model_dir, clip_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(bench_args(model_dir, clip_dir, out)) == 0
+    # the run ends with where it wrote its tables, plots and images
+    printed = capsys.readouterr().out.rstrip("\n").splitlines()
+    assert (
+        printed[-4]
+        == f"results: {out / 'results.md'} (the tables above), {out / 'results.csv'}, {out / 'results.json'}"
+    )
+    assert printed[-3] == f"plots: {out / 'accuracy_by_category.png'}, {out / 'reward_trajectory.png'}"
+    assert printed[-2] == f"images with their records: {out / 'images'}/METHOD/PROMPT/samples/SEED.png"
+    assert printed[-1] == f"in the browser: date-diffusion ui --run {out}"
     for name in (
         "run.json",
         "results.json",
@@ -116,9 +153,9 @@ def test_bench_run_outputs_resume_and_refusal(model_dir, clip_dir, tmp_path, cap
         assert (out / name).exists(), name
     recs = sorted((out / "images").glob("*/*/samples/*.json"))
     assert len(recs) == 4 * 3 * 2
-    meta = json.loads((out / "images" / "fixed" / "00000" / "metadata.jsonl").read_text())
+    meta = json.loads((out / "images" / "fixed" / "00000" / "prompt.json").read_text())
     assert meta["prompt"] == "a red circle" and meta["tag"] == "single"
-    rec = json.loads((out / "images" / "best-of-2" / "00001" / "samples" / "01000.json").read_text())
+    rec = json.loads((out / "images" / "best-of-2" / "00024" / "samples" / "01000.json").read_text())
     assert rec["best_of"]["n"] == 2 and {"reward", "clip_eval", "exact", "seconds"} <= set(rec)
     results = json.loads((out / "results.json").read_text())
     assert set(results["summary"]) == {"fixed", "date:rho=0.5,every=2", "best-of-2", "ug:scale=5,every=2"}
@@ -139,13 +176,73 @@ def test_bench_run_outputs_resume_and_refusal(model_dir, clip_dir, tmp_path, cap
     assert main(bench_args(model_dir, clip_dir, out, "fixed@6")) == 0
     assert "fixed@6" in json.loads((out / "run.json").read_text())["methods"]
     assert main(["report", str(out)]) == 0
+    assert capsys.readouterr().out.rstrip("\n").splitlines()[-1] == f"in the browser: date-diffusion ui --run {out}"
+
+    # a folder whose images are of other prompts than the run selects (an earlier version's --limit took the
+    # first N) is refused before any work: the report would mix them in
+    (out / "images" / "fixed" / "00001" / "samples").mkdir(parents=True)
+    (out / "images" / "fixed" / "00001" / "samples" / "01000.json").write_text("{}")
+    assert main(bench_args(model_dir, clip_dir, out)) == 2
+    err = capsys.readouterr().err
+    assert (
+        "holds images of 1 prompt(s) this run does not select" in err and str(out / "images" / "fixed" / "00001") in err
+    )
+
+
+def test_resume_trusts_no_image_it_cannot_verify(model_dir, clip_dir, tmp_path, capsys):
+    """Each record carries the fingerprints of the settings that made its image and of its pixels: a run.json edited
+    to other settings, a replaced PNG, or a record without fingerprints is named and refused before any work,
+    and nothing in the folder is touched."""
+    from PIL import Image
+
+    from date_diffusion.bench.runner import pixels_digest
+
+    out = tmp_path / "run"
+    argv = bench_args(model_dir, clip_dir, out, "fixed")
+    assert main(argv) == 0
+    recs = sorted((out / "images").glob("*/*/samples/*.json"))
+    assert all({"made_with", "pixels"} <= set(json.loads(p.read_text())) for p in recs)
+
+    # run.json edited to say 6 steps, resumed with --steps 6: the images were made with the old step count
+    run_json = out / "run.json"
+    original = run_json.read_text()
+    run = json.loads(original)
+    run_json.write_text(json.dumps({**run, "steps": run["steps"] + 2}))
+    assert main([*argv, "--steps", str(run["steps"] + 2)]) == 2
+    err = capsys.readouterr().err
+    assert "made with other settings" in err and str(len(recs)) in err
+    run_json.write_text(original)
+
+    # a PNG replaced by hand: named, never scored from its old record
+    png = recs[1].with_suffix(".png")
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "images").rglob("*") if p.is_file()}
+    Image.new("RGB", Image.open(png).size, (0, 0, 0)).save(png)
+    stamps[png] = png.stat().st_mtime_ns
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "its PNG was changed after it was made" in err and str(png) in err
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # nothing touched
+
+    # a record without fingerprints (an earlier version's): cannot be verified, so not counted as made
+    png.unlink()
+    record = json.loads(recs[1].read_text())
+    recs[1].unlink()  # that image is made again
+    legacy = json.loads(recs[2].read_text())
+    recs[2].write_text(json.dumps({k: v for k, v in legacy.items() if k not in ("made_with", "pixels")}))
+    assert main(argv) == 2
+    assert "has no fingerprint" in capsys.readouterr().err
+    recs[2].write_text(json.dumps(legacy))
+    assert main(argv) == 0  # the lost image is made again, with this run's settings, its fingerprints true
+    remade = json.loads(recs[1].read_text())
+    assert remade["made_with"] == record["made_with"]
+    assert remade["pixels"] == pixels_digest(np.asarray(Image.open(png).convert("RGB")))
 
 
 def test_two_processes_give_the_same_images(tmp_path):
     """The shipped toy world, sharded over 2 CPU processes with accelerate, batch 1 vs 1 process, batch 32."""
     one, two = tmp_path / "one", tmp_path / "two"
-    args = ["bench", "--suite", "toy", "--limit", "3", "--seeds", "2", "--steps", "4"]
-    args += ["--methods", "fixed date:rho=0.5,every=2"]
+    args = ["bench", "--suite", "toy", "--categories", "single", "--limit", "3", "--seeds", "2", "--steps", "4"]
+    args += ["--methods", "fixed date:rho=0.5,every=2"]  # prompts 0, 1, 2: two for the first process, one for the other
     assert main([*args, "--out", str(one)]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launch = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
@@ -217,7 +314,7 @@ def test_edit_toy_suite_runs_plain_and_date_edits(model_dir, clip_dir, tmp_path)
     rec = json.loads((out / "images" / "date_every=2" / "00000" / "samples" / "00006.json").read_text())
     assert {"changed", "preserved", "exact", "pixel_distance"} <= set(rec)
     assert [u["step"] for u in rec["trace"]["updates"]] == [0, 2]
-    meta = json.loads((out / "images" / "fixed" / "00000" / "metadata.jsonl").read_text())
+    meta = json.loads((out / "images" / "fixed" / "00000" / "prompt.json").read_text())
     assert meta["source"]["prompt"] != meta["prompt"]
     report = (out / "results.md").read_text()
     assert "Editing:" in report and "| date:every=2 | " in report.split("Editing, paired against `fixed`")[1]

@@ -58,19 +58,22 @@ def test_generate_compare_writes_images_sidecar_and_grid(model_dir, clip_dir, tm
     assert [p["box"][2] - p["box"][0] for p in panels] == [256] * len(panels)  # 16-px images enlarged 16x
     assert grid.size == (panels[-1]["box"][2], panels[0]["box"][3]) and panels[0]["box"][1] > 0  # headers on top
     out = capsys.readouterr().out
-    assert "step   0: reward" in out
+    assert "step   0: x0_hat reward" in out  # the clean-image estimate's reward at an update, named as such
     assert not (tmp_path / ".embeddings-batch.safetensors").exists()
     # every file written is printed, and every printed path exists
     printed = set(re.findall(r"(" + re.escape(str(tmp_path)) + r"\S+)", out))
     assert printed == {str(p) for p in tmp_path.iterdir()}
-    # the summary ends the output: what DATE changed, then both verdicts (none on a real model)
+    # the summary ends the output: both finished images' reward (what the grid's headers say), what DATE changed,
+    # then both verdicts (none on a real model)
     changed = (dated != fixed).any(axis=-1)
-    first = meta["trace"]["updates"][0]["reward_before"]
-    summary = out.rstrip("\n").splitlines()[-2:]
-    assert summary[0].startswith(f"    DATE changed: x0_hat reward {first:.4f} -> ")
-    assert f"embedding moved {meta['trace']['final_distance']:.3f}" in summary[0]
-    assert summary[0].endswith(f"pixels changed {changed.mean():.2%} ({changed.sum()} of {changed.size})")
-    assert summary[1] == "    evaluator: none for this model (the exact evaluator judges the toy world only)"
+    final = meta["final_reward"]
+    assert [p.get("final_reward") for p in panels[:2]] == [final["fixed"], final["date"]]
+    summary = out.rstrip("\n").splitlines()[-3:]
+    assert summary[0] == (f"    reward of the finished images (clip:{clip_dir}): fixed {final['fixed']:.4f}, DATE "
+                          f"{final['date']:.4f} ({final['date'] - final['fixed']:+.4f} vs fixed)")  # fmt: skip
+    assert summary[1].startswith(f"    DATE changed: embedding moved {meta['trace']['final_distance']:.3f}")
+    assert summary[1].endswith(f"pixels changed {changed.mean():.2%} ({changed.sum()} of {changed.size})")
+    assert summary[2] == "    evaluator: none for this model (the exact evaluator judges the toy world only)"
     assert main(["info", str(tmp_path / f"{stem}-compare.png")]) == 0
     info = capsys.readouterr().out
     assert "  panel 1: fixed\n" in info and "  panel 2: DATE\n" in info

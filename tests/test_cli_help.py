@@ -64,6 +64,25 @@ def test_every_command_help_has_examples_that_parse(words):
         build_parser().parse_args(argv[1:])  # a usage error exits (SystemExit) and fails the test
 
 
+def test_every_command_says_what_it_does_and_every_option_what_it_takes():
+    for words, parser in commands():
+        assert parser.description, f"`date-diffusion {' '.join(words)} --help` has no description"
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):  # its choices are listed with their own help
+                continue
+            name = "/".join(action.option_strings) or action.dest
+            assert action.help, f"`date-diffusion {' '.join(words)} --help`: {name} has no help"
+
+
+def test_the_readmes_command_list_names_every_command():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("## Command line", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    listed = {line.split()[1] for line in block.splitlines() if line.startswith("date-diffusion ")}
+    assert listed == {words[0] for words, _ in commands() if len(words) == 1}
+
+
 def test_timings_table_aligned_with_shares_and_json_line(capsys):
     timings = Timings("table", started=0.0)
     timings.parts.update({"imports and checks": 3.0, "loading": 1.0, "sampling": 4.0})
@@ -96,10 +115,66 @@ def test_generate_stderr_has_no_library_noise(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     for noise in ("torchvision", "Traceback", "warnings.warn", "[transformers]"):
         assert noise not in res.stderr, res.stderr
+    # output captured to a file or pipe: no progress bar (on a terminal only), each image's lines say what is done
+    assert "images:" not in res.stderr and "\r" not in res.stderr + res.stdout, res.stderr
+    assert res.stdout.startswith("'a red circle' seed 0 -> ")
     missing = generate("a cat", "--model", "nobody/nothing", HF_HUB_OFFLINE="1")  # the hub warns on the way
     assert missing.returncode == 2
     (line,) = missing.stderr.splitlines()  # the error alone
     assert line.startswith("date-diffusion generate: error: --model 'nobody/nothing': could not load 'nobody/nothing'")
+
+
+def test_generate_shows_its_progress_bar_on_a_terminal(tmp_path):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))  # a terminal 100 columns wide
+    cmd = [sys.executable, "-m", "date_diffusion", "generate", "a red circle", "--steps", "2", "--out", str(tmp_path)]
+    try:
+        res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=terminal, timeout=300, env=os.environ.copy())
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal's other end is closed: all was read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(controller)
+    assert res.returncode == 0
+    assert b"images: 100%" in shown and b"1/1" in shown  # the bar, on the terminal
+    assert res.stdout.decode().startswith("'a red circle' seed 0 -> ")  # the results, on stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["generate", "a cat", "--model", "/no/such/model"], ["generate", "a cat", "--model", "./no-such.safetensors"],
+     ["generate", "a cat", "--model", "{readme}"], ["generate", "a cat", "--model", "{folder}"],
+     ["generate", "a cat", "--model", "nobody/nothing"], ["edit", "{image}", "--source-prompt", "a",
+      "--target-prompt", "b", "--model", "{readme}"], ["bench", "--suite", "toy", "--model", "/no/such/model",
+      "--out", "{folder}/run"], ["ui", "--model", "{folder}"]],
+)  # fmt: skip
+def test_a_model_that_cannot_load_is_refused_before_the_heavy_imports(tmp_path, argv):
+    """A missing path, a text file, a file of another kind, a folder without model_index.json, a hub id not cached
+    while offline: refused (exit 2, one line) before torch or diffusers is imported, so at once."""
+    from PIL import Image
+
+    (tmp_path / "README.md").write_text("a model card")
+    Image.new("RGB", (8, 8)).save(tmp_path / "in.png")
+    argv = [a.format(readme=tmp_path / "README.md", folder=tmp_path, image=tmp_path / "in.png") for a in argv]
+    code = ("import sys; from date_diffusion.cli.main import main; code = main(sys.argv[1:]); "
+            "print(code, *(m in sys.modules for m in ('torch', 'diffusers', 'gradio')))")  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, timeout=120)
+    assert res.stdout.split() == ["2", "False", "False", "False"], res.stderr
+    (line,) = res.stderr.splitlines()
+    assert "error: " in line and ("--model" in line or "could not load" in line), line
 
 
 def test_warnings_and_library_logs_inside_a_command_are_one_note_each(monkeypatch, capsys):

@@ -101,6 +101,23 @@ def _lora_file(unet, path, seed=0):
     return path / "pytorch_lora_weights.safetensors"
 
 
+def test_a_lora_that_cannot_act_is_named(sd_files, clip_dir, tmp_path, capsys):
+    """An empty LoRA, a whole model passed as a LoRA, and a LoRA for another family (its keys name modules this
+    model lacks) are each refused with the file's name and why, never with diffusers' adapter-list message."""
+    empty = tmp_path / "empty.safetensors"
+    save_file({}, empty)
+    foreign = tmp_path / "flux-lora.safetensors"
+    key = "transformer.single_transformer_blocks.0.attn.to_q.lora_{}.weight"
+    save_file({key.format("A"): torch.zeros(4, 64), key.format("B"): torch.zeros(3072, 4)}, foreign)
+    cases = [(empty, "holds no tensors"), (clip_dir / "model.safetensors", "holds no LoRA weights"),
+             (foreign, "flux-lora.safetensors")]  # fmt: skip
+    for lora, message in cases:
+        assert gen(sd_files / "folder", clip_dir, tmp_path / "o", "a cat", "--lora", str(lora)) == 2
+        err = capsys.readouterr().err
+        assert message in err and "not in the list of present adapters" not in err, err
+    assert not (tmp_path / "o").exists()
+
+
 def test_lora_file_with_scale_equals_its_weights_merged_by_hand(tokenizer, clip_dir, tmp_path):
     from conftest import make_components
 

@@ -9,12 +9,21 @@ takes the prompt as `name.split("_")[0]`: that parsing is replayed on our files 
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from date_diffusion.bench.export import ExportError, export_geneval, export_t2i_compbench
+from date_diffusion.bench.export import (
+    ExportError,
+    export_geneval,
+    export_run,
+    export_t2i_compbench,
+    missing_images,
+    write_prompt_records,
+)
 
 GENEVAL_LINES = [
     {"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"},
@@ -24,17 +33,27 @@ GENEVAL_LINES = [
 ]  # fmt: skip
 
 
-def fake_run(tmp_path, prompts, seeds=(7, 3, 11), unfinished=None):
-    """A method folder as bench/runner.py writes it: <index:05d>/metadata.jsonl, samples/<seed:05d>.png + .json."""
-    method = tmp_path / "run" / "images" / "date"
+def fake_run(tmp_path, prompts, seeds=(7, 3, 11), unfinished=None, slug="date", old_layout=False, skip=()):
+    """A method folder as bench/runner.py writes it: <index:05d>/prompt.json, samples/<seed:05d>.png + .json (an
+    earlier version's layout: the run's record as metadata.jsonl), and the run's run.json (its seeds; `prompts`
+    also as the run's prompts file). `unfinished`: an (index, seed) whose record is missing; `skip`: prompt
+    indices this method has not begun."""
+    run = tmp_path / "run"
+    method = run / "images" / slug
     for i, prompt in enumerate(prompts):
+        if i in skip:
+            continue
         d = method / f"{i:05d}"
         (d / "samples").mkdir(parents=True)
-        (d / "metadata.jsonl").write_text(json.dumps({"prompt": prompt, "tag": "x", "spec": None}) + "\n")
+        record = json.dumps({"prompt": prompt, "tag": "x", "spec": None}) + "\n"
+        (d / ("metadata.jsonl" if old_layout else "prompt.json")).write_text(record)
         for s in seeds:
             Image.fromarray(np.full((8, 8, 3), i * 10 + s, np.uint8)).save(d / "samples" / f"{s:05d}.png")
             if (i, s) != unfinished:
                 (d / "samples" / f"{s:05d}.json").write_text("{}")
+    (tmp_path / "prompts.txt").write_text("".join(p + "\n" for p in prompts))
+    settings = {"suite": "prompts", "captions": str(tmp_path / "prompts.txt"), "limit": None, "categories": None}
+    (run / "run.json").write_text(json.dumps({**settings, "seeds": sorted(seeds)}))
     return method
 
 
@@ -257,3 +276,122 @@ def test_report_export_refusals(geneval_run, tmp_path, capsys):
     argv = ["report", str(tmp_path / "moved"), "--export", "geneval", str(tmp_path / "g"), "--geneval-metadata"]
     assert main([*argv, str(meta)]) == 0
     assert json.loads((tmp_path / "g" / "fixed" / "00001" / "metadata.jsonl").read_text()) == TOY_GENEVAL[1]
+
+
+# ---------------------------------------------------------------- GenEval's walk over a run folder
+
+
+def geneval_walk(imagedir):
+    """GenEval's `evaluate_images.py` main loop, replayed (README "Evaluation"): every numbered sub-folder's
+    `metadata.jsonl` read with `json.load`, then each `samples/` file matching `\\d+\\.png` evaluated against it.
+    Returns (image path, the metadata it is evaluated against)."""
+    seen = []
+    for sub in os.listdir(imagedir):
+        folder = os.path.join(imagedir, sub)
+        if not os.path.isdir(folder) or not sub.isdigit():
+            continue
+        with open(os.path.join(folder, "metadata.jsonl")) as fp:
+            metadata = json.load(fp)
+        for name in os.listdir(os.path.join(folder, "samples")):
+            path = os.path.join(folder, "samples", name)
+            if os.path.isfile(path) and re.match(r"\d+\.png", name):
+                seen.append((path, metadata))
+    return seen
+
+
+def test_geneval_reads_a_run_from_its_metadata_with_the_full_records(geneval_run):
+    """A run whose prompts are GenEval's metadata lines: GenEval's walk pointed at a method folder of the run itself
+    evaluates every image against that prompt's full line (its `include`), never a record without one."""
+    root, _ = geneval_run
+    seen = geneval_walk(root / "run" / "images" / "fixed")
+    assert len(seen) == 4  # 2 prompts x 2 seeds, the .json records skipped
+    for path, metadata in seen:
+        index = int(os.path.basename(os.path.dirname(os.path.dirname(path))))
+        assert metadata == TOY_GENEVAL[index] and metadata["include"]
+    own = json.loads((root / "run" / "images" / "fixed" / "00001" / "prompt.json").read_text())
+    assert own == {"prompt": "a blue square", "tag": "colors", "spec": None, "source": None}
+
+
+def test_geneval_never_scores_a_run_from_other_prompts(tmp_path):
+    """A run from a text file has no GenEval record: GenEval's walk stops at its first prompt folder instead of
+    passing every image (its evaluate() passes an image whose record has no `include`)."""
+    from date_diffusion.cli.main import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    argv = ["bench", "--suite", "prompts", "--prompts-file", str(prompts), *TINY, "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    method = tmp_path / "run" / "images" / "fixed"
+    assert sorted(p.name for p in (method / "00000").iterdir()) == ["prompt.json", "samples"]
+    with pytest.raises(FileNotFoundError, match="metadata.jsonl"):
+        geneval_walk(method)
+
+
+def test_an_earlier_versions_record_is_moved_out_of_genevals_way(tmp_path):
+    """Runs of earlier versions kept their own record as metadata.jsonl (GenEval's name, no `include`): it is read
+    as the prompt's record, and renamed to prompt.json once the run writes to that folder again."""
+    method = fake_run(tmp_path, ["a red car", "a blue bus"], old_layout=True)
+    out = tmp_path / "t2i"
+    assert export_t2i_compbench(method, out) == 6  # read through the old name
+    folder = method / "00000"
+    write_prompt_records(folder, {"prompt": "a red car", "tag": "x", "spec": None, "source": None})
+    assert sorted(p.name for p in folder.iterdir()) == ["prompt.json", "samples"]
+    assert json.loads((folder / "prompt.json").read_text()) == {"prompt": "a red car", "tag": "x", "spec": None}
+    # a GenEval line, though, is written under GenEval's name beside the run's record
+    line = {"tag": "colors", "include": [{"class": "car", "count": 1, "color": "red"}], "prompt": "a red car"}
+    write_prompt_records(folder, {"prompt": "a red car"}, line)
+    assert json.loads((folder / "metadata.jsonl").read_text()) == line
+    assert json.loads((folder / "prompt.json").read_text())["tag"] == "x"  # each written once, never replaced
+    other = method / "00001"  # a line without `include` is not GenEval's record: never under GenEval's name
+    write_prompt_records(other, {"prompt": "a blue bus"}, {"prompt": "a blue bus", "tag": "colors"})
+    assert sorted(p.name for p in other.iterdir()) == ["prompt.json", "samples"]
+
+
+# ---------------------------------------------------------------- only whole runs are exported
+
+
+def test_an_interrupted_run_is_refused_naming_the_missing_image(tmp_path):
+    method = fake_run(tmp_path, ["a red car", "a blue bus"], unfinished=(1, 11))
+    run = method.parent.parent
+    assert missing_images(run, ["date"]) == {"date": [(1, 11)]}
+    with pytest.raises(ExportError, match=r"'date' lacks prompt 1 \('a blue bus'\) seed 11.*--export-partial"):
+        export_run(run, ["date"], "t2i-compbench", tmp_path / "t2i")
+    assert not (tmp_path / "t2i").exists()  # refused before any work
+    said = []
+    assert export_run(run, ["date"], "t2i-compbench", tmp_path / "t2i", partial=True, say=said.append) == {"date": 5}
+    assert said == ["exporting a partial run: 'date' lacks prompt 1 ('a blue bus') seed 11"]
+    with pytest.warns(UserWarning, match="lacks prompt 1"):  # without `say`, a warning: never silent
+        export_run(run, ["date"], "t2i-compbench", tmp_path / "again", partial=True)
+
+
+def test_unequal_methods_and_prompts_no_method_began_are_refused(tmp_path):
+    prompts = ["a red car", "a blue bus", "a green van"]
+    fake_run(tmp_path, prompts, seeds=(6, 7))
+    fake_run(tmp_path, prompts, seeds=(6, 7), slug="fixed", skip=(1,))  # interrupted before prompt 1
+    run = tmp_path / "run"
+    assert missing_images(run, ["date", "fixed"]) == {"date": [], "fixed": [(1, 6), (1, 7)]}
+    with pytest.raises(ExportError, match=r"'fixed' lacks prompt 1 \('a blue bus'\) seed 6 and 1 more"):
+        export_run(run, ["date", "fixed"], "t2i-compbench", tmp_path / "t2i")
+    # the run's own prompts file says which prompts it was asked for: one that no method began is missing too
+    (tmp_path / "prompts.txt").write_text("a red car\na blue bus\na green van\na yellow cab\n")
+    assert missing_images(run, ["date"]) == {"date": [(3, 6), (3, 7)]}
+    # a moved run (its prompts file gone): the prompts any method began
+    (tmp_path / "prompts.txt").unlink()
+    assert missing_images(run, ["date", "fixed"]) == {"date": [], "fixed": [(1, 6), (1, 7)]}
+
+
+def test_report_refuses_to_export_an_interrupted_run(geneval_run, tmp_path, capsys):
+    """The command line: a finished run's copy with one image's record gone (a run killed mid-batch) is refused in
+    one line naming the prompt and seed; nothing is exported."""
+    import shutil
+
+    from date_diffusion.cli.main import main
+
+    root, _ = geneval_run
+    shutil.copytree(root / "run", tmp_path / "cut")
+    (tmp_path / "cut" / "images" / "fixed" / "00001" / "samples" / "00007.json").unlink()
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "cut"), "--export", "t2i-compbench", str(tmp_path / "t2i")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "'fixed' lacks prompt 1 ('a blue square') seed 7" in err[-1], err
+    assert not (tmp_path / "t2i").exists()

@@ -31,29 +31,60 @@ def toy_pair(shift: int, side: int = 64):
     return Image.fromarray(a), Image.fromarray(np.clip(b, 0, 255).astype(np.uint8))
 
 
-def fixed_and_date(a, b):
-    return [grids.panel(a, "fixed", FAIL), grids.panel(b, "DATE", PASS, TRACE)]
+def fixed_and_date(a, b, rewards=(None, None)):
+    return [grids.panel(a, "fixed", FAIL, reward=rewards[0]), grids.panel(b, "DATE", PASS, TRACE, rewards[1])]
 
 
 def test_header_text_states_method_verdict_reward_and_distance():
     fixed, date = (p.record for p in fixed_and_date(*toy_pair(3)))
     assert grids.header_lines(fixed) == ["fixed", "evaluator: FAIL (count, position)"]
-    assert grids.header_lines(date) == [
-        "DATE",
-        "evaluator: PASS",
-        "x0_hat reward -0.1783 -> 0.9270",  # the first update's reward before, the last update's after
-        "embedding moved 0.607",
-    ]
-    # no evaluator (a real model) or a prompt outside the toy grammar: no verdict line; a replay: no trace lines
-    outside = {"pass": None, "aspects": {}, "error": "not a toy-world caption"}
-    assert grids.header_lines(grids.panel(toy_pair(3)[0], "fixed", outside).record) == ["fixed"]
+    # no reward line where the finished images were not scored; the x0_hat rise at DATE's updates (-0.1783 at the
+    # first, 0.9270 after the last) is no header's: denoising makes it with or without DATE
+    assert grids.header_lines(date) == ["DATE", "evaluator: PASS", "embedding moved 0.607"]
+    # no evaluator (a real model): no verdict line; a replay: no trace lines
+    assert grids.header_lines(grids.panel(toy_pair(3)[0], "fixed").record) == ["fixed"]
     assert grids.header_lines(grids.panel(toy_pair(3)[0], "DATE (replayed)", None, {"update_steps": []}).record) == [
         "DATE (replayed)"
     ]
-    untracked = {**TRACE, "updates": [{k: v for k, v in u.items() if k != "reward_after"} for u in TRACE["updates"]]}
-    assert "x0_hat reward -0.1783 (after: not tracked)" in grids.header_lines(
-        grids.panel(toy_pair(3)[0], "DATE", None, untracked).record
-    )
+
+
+def test_each_panel_states_its_finished_images_reward_and_date_its_difference_to_fixed():
+    _, panels = grids.compare_grid(fixed_and_date(*toy_pair(3), rewards=(0.9244, 0.9249)), difference_of=(0, 1))
+    fixed, date, diff = (grids.header_lines(p) for p in panels)
+    assert fixed == ["fixed", "evaluator: FAIL (count, position)", "reward 0.9244"]
+    assert date == ["DATE", "evaluator: PASS", "reward 0.9249 (+0.0005 vs fixed)", "embedding moved 0.607"]
+    assert not any("reward" in line for line in diff)
+    assert panels[1]["final_reward_vs"] == {"method": "fixed", "difference": pytest.approx(0.0005)}
+    _, lower = grids.compare_grid(fixed_and_date(*toy_pair(3), rewards=(0.6, 0.55)), difference_of=(0, 1))
+    assert grids.header_lines(lower[1])[2] == "reward 0.5500 (-0.0500 vs fixed)"
+    _, one = grids.compare_grid(fixed_and_date(*toy_pair(3), rewards=(None, 0.55)), difference_of=(0, 1))
+    assert "final_reward_vs" not in one[1] and grids.header_lines(one[1])[2] == "reward 0.5500"  # nothing to compare
+
+
+def test_a_prompt_outside_the_toy_world_gets_its_reason_and_the_vocabulary_under_the_grid(tmp_path, capsys):
+    from date_diffusion.toyworld.evaluator import evaluate_prompt
+    from date_diffusion.toyworld.scene import describe_vocabulary
+
+    a, b = toy_pair(3)
+    verdict = evaluate_prompt(np.asarray(a), "a cat wearing a crown")
+    assert verdict["pass"] is None and verdict["unknown_words"] == ["cat", "wearing", "crown"]
+    shown = [grids.panel(a, "fixed", verdict), grids.panel(b, "DATE", verdict, TRACE)]
+    with_note, panels = grids.compare_grid(shown, difference_of=(0, 1))
+    header = "evaluator: no verdict (unknown words: cat, wearing, crown)"
+    assert [grids.header_lines(p)[1] for p in panels[:2]] == [header, header]
+    note = grids.grid_note(panels)
+    assert note == f"the toy world knows only {describe_vocabulary()}"
+    assert "circle" in note and "purple" in note and "three" in note and "to the left of" in note
+    # the note is drawn under the panels: the grid is taller than the panels' boxes, with ink below them
+    bottom = panels[0]["box"][3]
+    assert with_note.height > bottom and (np.asarray(with_note)[bottom:].min(axis=-1) < 100).sum() > 200
+    without, plain = grids.compare_grid(fixed_and_date(a, b), difference_of=(0, 1))
+    assert grids.grid_note(plain) is None and without.height == plain[0]["box"][3]
+    # `info` prints the reason in each panel and the note under them
+    save_png(tmp_path / "grid.png", with_note, grids.grid_record({"prompt": "a cat wearing a crown"}, panels))
+    assert main(["info", str(tmp_path / "grid.png")]) == 0
+    out = capsys.readouterr().out
+    assert f"  panel 1: fixed\n    {header}\n" in out and f"  under the panels: {note}\n" in out
 
 
 def test_grid_has_its_panels_enlarged_under_headers_that_are_not_blank():
@@ -138,10 +169,8 @@ def test_info_on_a_grid_prints_one_block_per_panel(tmp_path, capsys):
     assert main(["info", str(tmp_path / "grid.png")]) == 0
     out = capsys.readouterr().out
     assert "  panel 1: fixed\n    evaluator: FAIL (count, position)\n" in out
-    assert (
-        "  panel 2: DATE\n    evaluator: PASS\n    x0_hat reward -0.1783 -> 0.9270\n    embedding moved 0.607\n" in out
-    )
-    assert "  panel 3: |DATE - fixed| x 16\n" in out and "update at step 10: reward 0.8376 -> 0.9270" in out
+    assert "  panel 2: DATE\n    evaluator: PASS\n    embedding moved 0.607\n" in out
+    assert "  panel 3: |DATE - fixed| x 16\n" in out and "update at step 10: x0_hat reward 0.8376 -> 0.9270" in out
 
 
 def printed_paths(out: str, folder) -> set[str]:
@@ -168,20 +197,35 @@ def test_edit_prints_every_file_it_writes_and_its_grid_has_headers(pipe, clip_di
     assert panels[0]["box"][2] - panels[0]["box"][0] == 256  # 16 px enlarged 16x
 
 
-def test_main_command_summary_on_the_toy_world_gives_both_verdicts(tmp_path, capsys):
+def test_main_command_summary_agrees_with_the_grid_and_names_what_the_toy_world_knows(tmp_path, capsys):
+    """The terminal states what the grid's headers state: each finished image's reward (DATE's with its difference
+    to fixed) and both verdicts; a prompt outside the toy world gets the words it does not know and its vocabulary,
+    in the terminal and under the grid."""
     from date_diffusion.toyworld.evaluator import evaluate_prompt
+    from date_diffusion.toyworld.scene import describe_vocabulary
 
-    prompt = "a red circle to the left of a blue square"
-    assert main(["generate", prompt, "--compare", "--steps", "10", "--out", str(tmp_path)]) == 0
+    prompt, outside = "a red circle to the left of a blue square", "a cat wearing a crown"
+    assert main(["generate", prompt, outside, "--compare", "--steps", "10", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert printed_paths(out, tmp_path) == {str(p) for p in tmp_path.iterdir()}
+    first, second = out.split(f"{outside!r} seed 0 -> ")
     stem = tmp_path / "a-red-circle-to-the-left-of-a-blue-square-s0"
     fixed, dated = (np.asarray(Image.open(f"{stem}{s}").convert("RGB")) for s in ("-fixed.png", ".png"))
     changed = (fixed != dated).any(axis=-1)
-    summary = out.rstrip("\n").splitlines()[-2:]
-    assert summary[0].startswith("    DATE changed: x0_hat reward ") and "final images' reward " in summary[0]
-    assert summary[0].endswith(f"pixels changed {changed.mean():.2%} ({changed.sum()} of {changed.size})")
+    record = read_png_metadata(f"{stem}-compare.png")["record"]
+    panels, final = record["panels"], record["final_reward"]
+    summary = first.rstrip("\n").splitlines()[-3:]
+    headers = [grids.header_lines(p) for p in panels[:2]]
+    assert headers[0][2] == f"reward {final['fixed']:.4f}" and headers[1][2].startswith(f"reward {final['date']:.4f} (")
+    assert summary[0] == (f"    reward of the finished images ({record['reward']}): fixed {final['fixed']:.4f}, "
+                          f"DATE {headers[1][2].removeprefix('reward ')}")  # fmt: skip
+    assert summary[1].endswith(f"pixels changed {changed.mean():.2%} ({changed.sum()} of {changed.size})")
     verdicts = [grids.verdict_text(grids.verdict_record(evaluate_prompt(img, prompt))) for img in (fixed, dated)]
-    assert summary[1] == f"    evaluator (fixed): {verdicts[0]}; evaluator (date): {verdicts[1]}"
-    panels = read_png_metadata(f"{stem}-compare.png")["record"]["panels"]
+    assert summary[2] == f"    evaluator (fixed): {verdicts[0]}; evaluator (date): {verdicts[1]}"
     assert [p.get("verdict") for p in panels[:2]] == [v.split(" ")[0] for v in verdicts]
+    assert "x0_hat reward" not in "\n".join(summary)  # the estimate's rise is only in the per-update lines
+    why = "no verdict (unknown words: cat, wearing, crown)"
+    assert f"    evaluator (fixed): {why}; evaluator (date): {why}\n" in second
+    assert second.rstrip("\n").splitlines()[-1] == f"    the toy world knows only {describe_vocabulary()}"
+    grid = read_png_metadata(tmp_path / "a-cat-wearing-a-crown-s0-compare.png")["record"]["panels"]
+    assert grids.grid_note(grid) == f"the toy world knows only {describe_vocabulary()}"

@@ -7,13 +7,18 @@ Oracles, none of them the converter itself:
   assignments on a module tree of real torch modules (`nn.MultiheadAttention` etc.) loaded from the state dict;
 - the OpenCLIP forward, recomputed from the state dict tensors with torch's functional ops
   (`F.multi_head_attention_forward`, the op OpenCLIP's `nn.MultiheadAttention` runs), `openclip_encode_*`;
-- the published architectures' tensor shapes, written out below from OpenCLIP's model configs.
+- the published architectures' tensor shapes, written out below from OpenCLIP's model configs;
+- the official code's own outputs (open_clip_torch 3.3.0, hpsv2 1.2.0), recorded by `scripts/record_official.py` into
+  `tests/official/` on random weights and inputs made from integers (`official/inputs.py`): token ids of hard
+  prompts, preprocessed pixels of square and non-square images, and `hpsv2.img_score.score()` / open_clip cosines.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -26,10 +31,13 @@ from date_diffusion.rewards.openclip import (
     OpenCLIPFormatError,
     OpenCLIPReward,
     ResizeCropNormalizer,
+    ResizePadNormalizer,
     arch_from_state_dict,
     clip_config,
     clipmodel_from_openclip,
     convert_state_dict,
+    openclip_clean,
+    openclip_tokenize,
 )
 from date_diffusion.rewards.registry import RewardSpecError, check_spec, reward_from_spec
 
@@ -461,12 +469,38 @@ def test_preprocessing_is_shorter_side_resize_and_centre_crop():
     torch.testing.assert_close(pre(square), normalized_pixels(square))
 
 
+def test_hps_preprocessing_resizes_the_longer_side_and_pads_with_black():
+    """hpsv2's ResizeMaxSize: longer side to size, other side round(side * size / longer) (Python's round), zero
+    padding (black, before normalisation) split as pad // 2 before and the rest after."""
+    pre = ResizePadNormalizer(20)
+    black = normalized_pixels(torch.zeros(1, 3, 1, 1))
+    wide = torch.rand(1, 3, 33, 50, generator=torch.Generator().manual_seed(0))  # 33 * 0.4 = 13.2 -> 13 rows
+    resized = F.interpolate(wide, size=(13, 20), mode="bicubic", antialias=True, align_corners=False)
+    out = pre(wide)
+    torch.testing.assert_close(out[..., 3:16, :], normalized_pixels(resized))
+    torch.testing.assert_close(out[..., :3, :], black.expand(1, 3, 3, 20))  # 7 rows of padding: 3 on top,
+    torch.testing.assert_close(out[..., 16:, :], black.expand(1, 3, 4, 20))  # 4 at the bottom
+    tall = wide.transpose(-1, -2)
+    out = pre(tall)
+    torch.testing.assert_close(out[..., :, 3:16], normalized_pixels(resized.transpose(-1, -2)))
+    torch.testing.assert_close(out[..., :, :3], black.expand(1, 3, 20, 3))
+    small = torch.rand(1, 3, 5, 8)  # upscaled: 8 -> 20, 5 -> round(12.5) = 12 (round half to even)
+    torch.testing.assert_close(
+        pre(small)[..., 4:16, :],
+        normalized_pixels(F.interpolate(small, size=(12, 20), mode="bicubic", antialias=True, align_corners=False)),
+    )
+    edge = torch.rand(1, 3, 14, 20)  # the longer side already 20: only padded, to a square
+    torch.testing.assert_close(pre(edge)[..., 3:17, :], normalized_pixels(edge))
+    square = torch.rand(1, 3, 20, 20)
+    torch.testing.assert_close(pre(square), normalized_pixels(square))
+
+
 def test_gradients_match_finite_differences(state, tokenizer, tmp_path):
     file = save_checkpoint(tmp_path / "hps", state, "hps", tokenizer)
     reward = HPSReward.from_pretrained(file).double()
     assert all(not p.requires_grad for p in reward.parameters())
     images = torch.rand(1, 3, 12, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
-    images.requires_grad_(True)  # not square: through the resize and the crop
+    images.requires_grad_(True)  # not square: through the resize and the padding
     assert torch.autograd.gradcheck(lambda x: reward(x, PROMPTS[:1]), (images,), eps=1e-6, atol=1e-6, rtol=1e-4)
     (grad,) = torch.autograd.grad(reward(images, PROMPTS[:1]).sum(), images)
     assert grad.abs().max() > 0
@@ -580,3 +614,126 @@ def test_missing_local_checkpoint_names_it(tmp_path):
     assert "\n" not in str(err.value)
     with pytest.raises(ModelNotFoundError, match="open_clip_model.safetensors"):
         reward_from_spec(f"openclip:{tmp_path}")  # a folder without an OpenCLIP checkpoint
+
+
+# --- against the official code's recorded outputs (tests/official/, scripts/record_official.py) -----------------
+
+
+@pytest.fixture(scope="module")
+def official():
+    from official.ours import load_record
+
+    return load_record(Path(__file__).parent / "official")
+
+
+@pytest.fixture(scope="module")
+def clip_bpe():
+    """CLIP's real tokenizer, built from OpenCLIP's BPE file (no download)."""
+    from official.ours import clip_tokenizer
+
+    return clip_tokenizer()
+
+
+def _content(ids: list[int]) -> list[int]:
+    return [i for i in ids if i not in (0, 49406, 49407)]
+
+
+def test_openclip_formats_tokenize_as_open_clip_and_hpsv2(official, clip_bpe):
+    from official.inputs import HARD_PROMPTS
+
+    record, _ = official
+    assert record["prompts"] == HARD_PROMPTS
+    ours = openclip_tokenize(clip_bpe, record["prompts"], 77).tolist()
+    assert ours == record["tokens"]["open_clip"]  # every id, padding and the cut long prompt included
+    assert ours == record["tokens"]["hpsv2"]
+    # without OpenCLIP's cleaning the transformers tokenizer differs on the quotes, entities, ligatures, full-width
+    # letters and mojibake (so the match above is not vacuous) ...
+    plain = clip_bpe(record["prompts"], padding="max_length", max_length=77, truncation=True).input_ids
+    differ = {p for p, a, b in zip(record["prompts"], plain, ours) if _content(a) != _content(b)}
+    assert differ == set(HARD_PROMPTS[2:9])
+    # ... and cleaning is what makes them equal
+    assert openclip_clean("salt &amp;amp; pepper \u201cx\u201d \ufb01sh  \uff21") == 'salt & pepper "x" fish a'
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (480, 640), (640, 480), (333, 500), (832, 1216), (96, 128)])
+def test_hps_preprocessing_is_hpsv2s(official, shape):
+    """hpsv2's preprocess_val (light_augmentation=True) on square, landscape, portrait, SDXL-sized and upscaled
+    images: the same pixels (to the float16 the record stores)."""
+    from official.ours import images01
+
+    record, pixels = official
+    image = images01(record)[record["shapes"].index(list(shape))]
+    expected = pixels[f"hps/{shape[0]}x{shape[1]}"]
+    np.testing.assert_allclose(ResizePadNormalizer(224)(image)[0].numpy(), expected, atol=2e-3, rtol=0)
+    if shape[0] != shape[1]:  # a centre crop is far from it
+        assert np.abs(ResizeCropNormalizer(224)(image)[0].numpy() - expected).max() > 0.5
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (480, 640), (96, 128)])
+def test_openclip_preprocessing_is_open_clips_up_to_8_bit_resampling(official, shape):
+    """open_clip resizes the 8-bit PIL image (PIL's bicubic), this the float image (torch's antialiased bicubic):
+    the same crop, the pixels close but not equal."""
+    from official.ours import images01
+
+    record, pixels = official
+    image = images01(record)[record["shapes"].index(list(shape))]
+    expected = pixels[f"openclip/{shape[0]}x{shape[1]}"]
+    diff = np.abs(ResizeCropNormalizer(224)(image)[0].numpy() - expected)
+    assert diff.mean() < 0.01 and diff.max() < 0.2
+    if shape[0] != shape[1]:
+        assert np.abs(ResizePadNormalizer(224)(image)[0].numpy() - expected).max() > 0.5
+
+
+def test_scores_equal_the_official_code(official, clip_bpe, tmp_path):
+    """HPSv2 / HPSv2.1 checkpoints (HPS files of float16 weights) equal `hpsv2.img_score.score()` on every image
+    shape and prompt; `openclip:` (GELU and QuickGELU) equals open_clip's cosine up to its 8-bit resampling."""
+    from official.ours import compare_models
+
+    record, _ = official
+    with pytest.warns(UserWarning, match="truncated"):  # the long prompt
+        comparisons = {c.name: c for c in compare_models(record, clip_bpe)}
+    assert sorted(comparisons) == ["hpsv2", "hpsv2.1", "openclip:tiny", "openclip:tiny-quickgelu"]
+    for c in comparisons.values():
+        assert c.official.shape == (len(record["prompts"]), len(record["shapes"])) and c.official.std() > 0.05
+    assert comparisons["hpsv2"].diff.max() < 1e-5 and comparisons["hpsv2.1"].diff.max() < 1e-5
+    assert comparisons["openclip:tiny"].diff.max() < 2e-3
+    assert comparisons["openclip:tiny-quickgelu"].diff.max() < 2e-3
+
+
+def test_the_official_comparison_sees_crops_and_uncleaned_text(official, clip_bpe, tmp_path):
+    """The score comparison is not vacuous: HPS with the centre crop it had before, or without OpenCLIP's text
+    cleaning, misses hpsv2's score by more than 1e-3 on non-square images and on cleaned prompts."""
+    from official.ours import our_cosines, our_reward
+
+    from date_diffusion.rewards.clip import CLIPScoreReward
+
+    record, _ = official
+    entry = next(m for m in record["models"] if m["name"] == "hpsv2")
+    official_scores = np.asarray(entry["scores"])
+    reward = our_reward(entry, clip_bpe, tmp_path)
+    assert isinstance(reward, HPSReward) and isinstance(reward.preprocess, ResizePadNormalizer)
+    assert reward.tokenize(record["prompts"])["input_ids"].tolist() == record["tokens"]["hpsv2"]
+    with pytest.warns(UserWarning, match="truncated"):
+        assert np.abs(our_cosines(reward, record) - official_scores).max() < 1e-5
+        reward.preprocess = ResizeCropNormalizer(224)
+        reward._text_cache.clear()
+        cropped = np.abs(our_cosines(reward, record) - official_scores)
+        reward.preprocess = ResizePadNormalizer(224)
+        reward.tokenize = lambda prompts: CLIPScoreReward.tokenize(reward, prompts)
+        reward._text_cache.clear()
+        uncleaned = np.abs(our_cosines(reward, record) - official_scores)
+    square = [i for i, (h, w) in enumerate(record["shapes"]) if h == w]
+    non_square = [i for i, (h, w) in enumerate(record["shapes"]) if h != w]
+    assert cropped[:, square].max() < 1e-5 and cropped[:, non_square].max(axis=0).min() > 1e-3
+    assert uncleaned[:2].max() < 1e-5 and uncleaned[2:9].max(axis=1).min() > 1e-3
+
+
+def test_transformers_clip_rewards_keep_the_reference_tokenization(clip_dir):
+    """`clip:` (transformers format) follows the paper's reference code: the tokenizer as it is, no OpenCLIP
+    cleaning."""
+    reward = reward_from_spec(f"clip:{clip_dir}")
+    prompts = ["a red cat &amp; a dog"]
+    expected = reward.tokenizer(prompts, padding="max_length", max_length=reward.context_length, truncation=True)
+    assert reward.tokenize(prompts)["input_ids"].tolist() == expected.input_ids
+    cleaned = reward.tokenizer([openclip_clean(prompts[0])], padding="max_length", max_length=reward.context_length)
+    assert cleaned.input_ids != expected.input_ids

@@ -174,8 +174,10 @@ def test_update_step_counted_in_normal_steps_of_its_own_run():
 
 def test_a_failing_worker_is_one_line_and_its_traceback_only_with_debug(tmp_path, capsys):
     from date_diffusion.perf.bench_perf import WorkerFailed
+    from date_diffusion.toyworld.world import PIPELINE
 
-    (tmp_path / "not-a-model").mkdir()
+    (tmp_path / "not-a-model").mkdir()  # its index reads (the checks before measuring pass); its weights are missing
+    (tmp_path / "not-a-model" / "model_index.json").write_text((PIPELINE / "model_index.json").read_text())
     argv = ["bench-perf", "--model", str(tmp_path / "not-a-model"), "--repeats", "1", "--steps", "2", "--variants",
             "fixed", "--out", str(tmp_path / "perf")]  # fmt: skip
     assert main(argv) == 1
@@ -183,7 +185,7 @@ def test_a_failing_worker_is_one_line_and_its_traceback_only_with_debug(tmp_path
     ours = [line for line in err.splitlines() if "date-diffusion bench-perf:" in line]
     assert len(ours) == 1 and "Traceback" not in err and 'File "' not in err, err
     # what failed, the worker's error and the fix
-    assert "variant fixed, batch 1 failed (exit 1)" in ours[0] and "model_index.json" in ours[0]
+    assert "variant fixed, batch 1 failed (exit 1)" in ours[0] and "ModelNotFoundError" in ours[0]
     assert f"check --model {str(tmp_path / 'not-a-model')!r}" in ours[0]
     with pytest.raises(WorkerFailed):
         main(["--debug", *argv])

@@ -227,6 +227,51 @@ def test_images_per_prompt_negative_prompt_and_long_prompts(pipe, reward):
     assert any("was truncated" in m for m in messages)  # the UNet branch truncates too (diffusers warns)
 
 
+def test_each_image_carries_its_record_and_saves_with_it(pipe, reward, tmp_path):
+    """`out.records[k]`: what image k was made with, as the command line records it; `out.save(path, k)` writes it
+    into the PNG, where `info` reads it."""
+    from date_diffusion.cli.main import main
+    from date_diffusion.outputs import read_png_metadata
+
+    date = DATEConfig(rho=1.0, update_every=2)
+    out = pipe(["a red circle", "a blue square"], negative_prompt=["green", "grey"], num_images_per_prompt=2,
+               num_inference_steps=4, guidance_scale=7.0, generator=gens(3, 4, 5, 6), date=date,
+               reward=reward)  # fmt: skip
+    assert [r["prompt"] for r in out.records] == ["a red circle", "a red circle", "a blue square", "a blue square"]
+    assert [r["seed"] for r in out.records] == [3, 4, 5, 6] and [r["negative_prompt"] for r in out.records] == [
+        "green",
+        "green",
+        "grey",
+        "grey",
+    ]
+    first = out.records[0]
+    assert (first["steps"], first["guidance_scale"], first["height"], first["width"]) == (4, 7.0, 16, 16)
+    assert first["pipeline"] == "StableDiffusionDATEPipeline" and first["scheduler"] == type(pipe.scheduler).__name__
+    assert first["date"] == date.to_dict() and first["reward"] == reward.name and first["dtype"] == "float32"
+    assert [r["trace"] for r in out.records] == out.traces and {r["method"] for r in out.records} == {"date"}
+    assert out.save(tmp_path / "second.png", 1) == tmp_path / "second.png"
+    assert read_png_metadata(tmp_path / "second.png")["record"] == out.records[1]
+    assert np.array_equal(np.asarray(out.images[1]), np.asarray(read_png(tmp_path / "second.png")))
+    assert main(["info", str(tmp_path / "second.png")]) == 0
+
+    shared = pipe("a red circle", num_images_per_prompt=2, num_inference_steps=2, generator=torch.manual_seed(9))
+    # one generator for both images: image k is its k-th draw, which its seed alone does not make again
+    seeds = [(r.get("seed"), r["generator_seed"], r["image_in_batch"]) for r in shared.records]
+    assert seeds == [(None, 9, 0), (None, 9, 1)]
+    assert {(r["method"], r["date"], r["reward"]) for r in shared.records} == {("fixed", None, None)}  # no DATE
+    still = pipe("a red circle", num_inference_steps=2, generator=gens(1), date=DATEConfig(rho=0.0), reward=reward)
+    assert still.records[0]["method"] == "fixed" and still.records[0]["seed"] == 1  # DATE did not move it
+    with pytest.raises(TypeError, match="output_type='pil'"):
+        run(pipe, num_inference_steps=2).save(tmp_path / "array.png")
+
+
+def read_png(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
 def test_prompt_embeds_need_reward_prompt(pipe, reward):
     embeds, negative = pipe.encode_prompt(["a cat"], "cpu", 1, True)
     with pytest.raises(ValueError, match="reward_prompt"):

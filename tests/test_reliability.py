@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -452,7 +453,7 @@ def test_a_run_json_of_another_shape_is_named_with_its_field(tmp_path, capsys, t
 def test_an_empty_record_is_not_an_image_made_and_audit_names_it(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(_bench(out, "--limit", "2")) == 0
-    record = sorted((out / "images").rglob("*.json"))[0]
+    record = sorted((out / "images").rglob("samples/*.json"))[0]
     record.write_text("{}")
     assert main(["toyworld", "audit", str(out)]) == 0
     err = capsys.readouterr().err
@@ -465,7 +466,9 @@ def test_an_empty_record_is_not_an_image_made_and_audit_names_it(tmp_path, capsy
 @pytest.mark.parametrize(
     "record, field",
     [([1], "JSON list"), ({"trace": {"updates": [{"step": "x"}]}}, "field 'step' must be int"),
-     ({"panels": [{"final_distance": 1}]}, "field 'method' is missing"), ("{not json", "not JSON")],
+     ({"panels": [{"final_distance": 1}]}, "field 'method' is missing"), ("{not json", "not JSON"),
+     ({"panels": [{"method": "DATE", "final_reward": "0.9"}]}, "field 'final_reward' must be number"),
+     ({"panels": [{"method": "DATE", "final_reward_vs": {"method": "fixed"}}]}, "field 'difference' is missing")],
 )  # fmt: skip
 def test_forged_png_metadata_is_named_not_a_traceback(tmp_path, capsys, record, field):
     from PIL import PngImagePlugin
@@ -601,3 +604,185 @@ def test_the_page_ends_on_a_signal_with_code_0_and_leaves_no_temporary_folder(tm
     finally:
         proc.kill()
     assert not list(tmp_path.glob("date-diffusion-ui-*"))
+
+
+def _cli(args, tmp_path, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **kw.pop("env", {})}
+    return subprocess.run([sys.executable, "-m", "date_diffusion", *args], env=env, **kw)
+
+
+def test_the_environment_changes_no_argument_and_no_exit_code(tmp_path):
+    """A C locale without UTF-8 mode (arguments reach Python as surrogate escapes), a closed stdout, and a reader
+    that stops reading (`info | head`): the text typed is the text used, and nothing turns into a failure."""
+    c_locale = {"LANG": "C", "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    done = _cli(["generate", "une étoile rouge", "--steps", "2", "--out", str(tmp_path / "c")], tmp_path,
+                env=c_locale, capture_output=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    record = json.loads(next((tmp_path / "c").glob("*.json")).read_text())
+    assert record["prompt"] == "une étoile rouge"
+    bad = _cli(["generate", os.fsdecode(b"bad \xff byte"), "--out", str(tmp_path / "b")], tmp_path, env=c_locale,
+               capture_output=True, text=True, errors="replace")  # fmt: skip
+    assert bad.returncode == 2 and "is not UTF-8 text" in bad.stderr and not (tmp_path / "b").exists()
+
+    closed = _cli(["generate", "a red circle", "--steps", "2", "--out", str(tmp_path / "s")], tmp_path,
+                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, pass_fds=(),
+                  preexec_fn=lambda: os.close(1))  # fmt: skip
+    assert closed.returncode == 0 and "Traceback" not in closed.stderr
+    assert (tmp_path / "s" / "a-red-circle-s0.png").exists()
+
+    png = tmp_path / "s" / "a-red-circle-s0.png"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    pipe = subprocess.Popen([sys.executable, "-m", "date_diffusion", "info", str(png)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    pipe.stdout.readline()
+    pipe.stdout.close()  # as `head -1` does
+    _, err = pipe.communicate()
+    assert pipe.wait() == 0 and b"failed" not in err and b"Traceback" not in err
+
+
+def _toy_copy(tmp_path, name):
+    import shutil
+
+    from date_diffusion.toyworld.world import PIPELINE
+
+    return Path(shutil.copytree(PIPELINE, tmp_path / name))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda m: (m / "model_index.json").write_text("[]"), "model_index.json is not a diffusers pipeline index"),
+        (lambda m: (m / "toyworld.json").write_text("{oops"), "toyworld.json is not readable JSON"),
+        (lambda m: (m / "toyworld.json").write_text("[1]"), "toyworld.json: 'recommended' must be an object"),
+        (lambda m: (m / "toyworld.json").write_text('{"recommended": {"guidance_scale": NaN}}'),
+         "toyworld.json: recommended.guidance_scale must be a finite number"),
+        (lambda m: (m / "model_index.json").write_text(
+            (m / "model_index.json").read_text().replace('"StableDiffusionPipeline"', '"StableDiffusionXLPipeline"')),
+         "names StableDiffusionXLPipeline, which needs text_encoder_2, tokenizer_2"),
+        (lambda m: (m / "scheduler" / "scheduler_config.json").write_text(
+            (m / "scheduler" / "scheduler_config.json").read_text().replace('"num_train_timesteps": 1000',
+                                                                           '"num_train_timesteps": 0')),
+         "not a complete diffusers checkpoint"),
+    ],
+)  # fmt: skip
+def test_every_file_read_is_named_with_what_is_wrong(tmp_path, capsys, damage, message):
+    """A damaged model folder is a usage error (2) in one line that names the file and what is wrong with it."""
+    model = _toy_copy(tmp_path, "model")
+    damage(model)
+    argv = ["generate", "a red circle", "--model", str(model), "--steps", "2", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(model) in err and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_out_through_a_broken_symlink_is_named(tmp_path, capsys):
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing")
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+    for out, message in (("dangling", "symbolic link to"), ("loop-a", "symbolic link loop")):
+        assert main(["generate", "a red circle", "--steps", "2", "--out", str(tmp_path / out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "File exists" not in err, err
+
+
+def test_replay_of_another_familys_embeddings_is_refused_before_loading(tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    assert main(["generate", "a red circle", "--steps", "4", "--update-every", "2", "--save-embeddings",
+                 "--out", str(tmp_path / "a")]) == 0  # fmt: skip
+    saved = next((tmp_path / "a").glob("*-embeddings.safetensors"))
+    from safetensors import safe_open
+
+    with safe_open(str(saved), "pt") as f:
+        meta = {**f.metadata(), "pipeline": json.dumps("FluxDATEPipeline")}  # as FLUX saves them
+    save_file(load_file(str(saved)), str(tmp_path / "flux.safetensors"), metadata=meta)
+    assert main(["generate", "--replay-embeddings", str(tmp_path / "flux.safetensors"), "--out",
+                 str(tmp_path / "b")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "flux.safetensors" in err and "FluxDATEPipeline" in err
+    assert not (tmp_path / "b").exists()
+
+
+def _png_with_chunks(path, chunks):
+    import struct
+    import zlib
+
+    Image.new("RGB", (8, 8)).save(path)
+    raw = path.read_bytes()
+    end = raw.rindex(b"IEND") - 4
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(raw[:end] + b"".join(chunk(k, d) for k, d in chunks) + raw[end:])
+    return path
+
+
+@pytest.mark.parametrize(
+    "chunks, message",
+    [
+        ([(b"zTXt", b"date-diffusion\x00\x00" + __import__("zlib").compress(b" " * (64 * 2**20), 9))],
+         "Pillow refuses its text"),
+        ([(b"tEXt", b"date-diffusion\x00" + b"[" * 50000 + b"]" * 50000)], "JSON nested deeper than any record"),
+        ([(b"tEXt", f"k{i}".encode() + b"\x00" + b"v" * 50) for i in range(5000)], "carries no settings"),
+    ],
+)  # fmt: skip
+def test_info_on_hostile_pngs_is_one_line_naming_the_file(tmp_path, capsys, chunks, message):
+    png = _png_with_chunks(tmp_path / "hostile.png", chunks)
+    assert main(["info", str(png)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(png) in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flags, message", [(["--model", "/nonexistent/model"], "no such file or folder"),
+                                            (["--reward", "nope("], "unbalanced parentheses")])  # fmt: skip
+def test_bench_perf_refuses_a_missing_model_or_a_bad_reward_before_measuring(tmp_path, capsys, flags, message):
+    assert main(["bench-perf", "--model", "toy", *flags, "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "WorkerFailed" not in err and not (tmp_path / "p").exists()
+
+
+def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
+    prompts = tmp_path / "blank.txt"
+    prompts.write_text("\n  \n\u200b\n")
+    argv = ["bench", "--suite", "prompts", "--prompts-file", str(prompts), "--out", str(tmp_path / "b")]
+    assert main(argv) == 2
+    assert "holds no prompts" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "\u200b\u2060 \ufeff"], "PROMPT is empty (no visible character"),
+        (["bench", "--suite", "toy", "--methods", "date:rho=1,rho=2"], "rho is given twice"),
+        (["bench", "--suite", "toy", "--methods", "ug:scale=1,scale=2"], "scale is given twice"),
+    ],
+)
+def test_nothing_is_accepted_silently(tmp_path, capsys, argv, message):
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "csv_text, message",
+    [("prompt\na red circle\n\u200b\n", "line 3: 'prompt' is empty"),
+     ("prompt,prompt\na,b\n", "has 2 'prompt' columns")],
+)  # fmt: skip
+def test_a_csv_prompts_file_never_drops_or_picks_silently(tmp_path, capsys, csv_text, message):
+    path = tmp_path / "p.csv"
+    path.write_text(csv_text)
+    assert main(["generate", "--prompts-file", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_huge_prompt_is_cut_to_what_encoders_read_before_any_work(tmp_path, capsys):
+    from date_diffusion.core.text import MAX_PROMPT_CHARS
+
+    huge = "a red circle to the left of a blue square " * 130_000  # 5.5 MB on one line
+    (tmp_path / "p.txt").write_text(huge + "\n")
+    argv = ["generate", "--prompts-file", str(tmp_path / "p.txt"), "--steps", "2", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    assert "only its first 20,000 characters are used" in capsys.readouterr().err
+    record = json.loads(next((tmp_path / "o").glob("*.json")).read_text())
+    assert record["prompt"] == huge.strip()[:MAX_PROMPT_CHARS]

@@ -176,17 +176,42 @@ def test_cli_page_and_api_give_the_same_image(case, toy_pipe, tmp_path):
     assert record["trace"]["updates"] and all(u["update_norm"] > 0 for u in record["trace"]["updates"])
 
 
-def test_the_readmes_laptop_example_runs_as_written_and_makes_the_main_commands_image(tmp_path, monkeypatch):
+def test_the_readmes_laptop_example_runs_quietly_and_saves_the_main_commands_image_with_its_record(tmp_path):
+    """The README's block, as a new user runs it (a fresh interpreter): no library notices or loading bars, only the
+    pipeline's own sampling bar, the user's own logging and the libraries' other remarks untouched; its PNG is the
+    main command's DATE image and carries the same settings (`info` reads them)."""
+    import os
+    import re
+    import subprocess
+    import sys
     from pathlib import Path
+
+    from date_diffusion.outputs import read_png_metadata
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme.split("## Python, on a laptop", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
-    monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {})
+    mine = "import logging\nlogging.basicConfig()\nlogging.getLogger('mine').warning('my own record')\n"
+    theirs = "\nfrom transformers.utils import logging as tl\ntl.get_logger('transformers.x').warning('their remark')\n"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", mine + code + theirs], cwd=tmp_path, capture_output=True, text=True,
+                         env=env, timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout == ""
+    lines = [line for line in res.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert "WARNING:mine:my own record" in lines and any("their remark" in line for line in lines)
+    bars = [line for line in lines if "my own record" not in line and "their remark" not in line]
+    assert bars and all(re.search(r"\| +\d+/50 \[", line) for line in bars), bars  # the sampling bar, nothing else
     assert main(["generate", PROMPT, "--out", str(tmp_path / "cli")]) == 0
-    cli = Image.open(tmp_path / "cli" / "a-red-circle-to-the-left-of-a-blue-square-s0.png").convert("RGB")
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "toy.png").convert("RGB")), np.asarray(cli))
+    cli_png = tmp_path / "cli" / "a-red-circle-to-the-left-of-a-blue-square-s0.png"
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "toy.png").convert("RGB")),
+                          np.asarray(Image.open(cli_png).convert("RGB")))  # fmt: skip
+    ours, cli = (read_png_metadata(p)["record"] for p in (tmp_path / "toy.png", cli_png))
+    same = ("prompt", "seed", "steps", "guidance_scale", "height", "width", "scheduler", "dtype", "method", "date",
+            "reward", "trace", "pipeline")  # fmt: skip
+    assert {k: ours[k] for k in same} == {k: cli[k] for k in same}
+    assert Path(ours["model"]) == Path(cli["model"])
+    assert main(["info", str(tmp_path / "toy.png")]) == 0
 
 
 def test_the_package_lists_its_public_names():

@@ -1,4 +1,5 @@
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,6 +81,37 @@ def test_wrong_renders_fail_in_bulk():
 
 def test_prompt_outside_grammar_is_reported_not_guessed():
     assert evaluate_prompt(np.zeros((64, 64, 3), np.uint8), "a photo of a cat")["pass"] is None
+
+
+@pytest.mark.parametrize(
+    "prompt, unknown, why",
+    [("a cat wearing a crown", ["cat", "wearing", "crown"], "unknown words: cat, wearing, crown"),
+     ("A Red Circle next to a Blue Square!", ["next"], "unknown words: next"),
+     ("a red circle red", [], "known words, but not a sentence it reads"),
+     ("a red circle above a blue square and a green cross", [], "known words, but not a sentence it reads")],
+)  # fmt: skip
+def test_no_verdict_says_which_words_it_does_not_know_and_what_it_knows(prompt, unknown, why):
+    verdict = evaluate_prompt(np.zeros((64, 64, 3), np.uint8), prompt)
+    assert verdict["pass"] is None and verdict["aspects"] == {} and verdict["unknown_words"] == unknown
+    assert verdict["why"].startswith(why) and prompt in verdict["error"]
+    assert verdict["knows"] == scene.describe_vocabulary()
+    with pytest.raises(ValueError, match=why.split(":")[0]):
+        parse_caption(prompt)
+
+
+def test_the_vocabulary_line_names_every_word_a_caption_is_made_of():
+    line = scene.describe_vocabulary()
+    kinds = dict(part.split(": ", 1) for part in line.split("; "))
+    assert list(kinds) == ["shapes", "colours", "counts", "sizes", "relations"]
+    assert kinds["shapes"].split(", ") == list(scene.SHAPES) and kinds["colours"].split(", ") == list(scene.COLORS)
+    assert kinds["relations"].split(", ") == list(scene.RELATIONS.values())
+    words = {w for text in kinds.values() for w in text.replace(",", " ").split()}
+    rng = np.random.default_rng(0)
+    for category in CATEGORIES:  # every word of a caption the world writes is named, or a plural or connective
+        caption = scene.sample_spec(rng, category, allow_held_out=True).caption
+        assert set(caption.split()) - words - set(scene.PLURALS.values()) <= {"an", "and"}, caption
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert f"The toy world knows only {line}." in readme  # the README names the vocabulary as the code has it
 
 
 def test_suite_is_the_committed_file_and_disjoint_from_validation():

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,9 +57,32 @@ def test_compare_gives_both_images_with_what_date_did(session):
     text = summary(result)
     assert "Exact evaluator, fixed embedding" in text and "Embedding moved" in text
     assert "update every 5 (user)" in text and "rho (relative) 0.005 (model)" in text
+    # the finished images' rewards, as the grid's headers state them, and the difference image the grid may leave out
+    from date_diffusion.grids import final_rewards
+    from date_diffusion.outputs import read_png_metadata
+
+    final = result["final_reward"]
+    assert final == pytest.approx(final_rewards(session.reward(result["settings"].reward),
+                                                {k: result[k] for k in ("fixed", "date")}, PROMPT))  # fmt: skip
+    panels = read_png_metadata(next(f for f in result["files"] if f.endswith("compare.png")))["record"]["panels"]
+    assert [p["final_reward"] for p in panels[:2]] == [final["fixed"], final["date"]]
+    assert (f"Reward of the finished images (aug8(toy-ensemble)): fixed {final['fixed']:.4f}, DATE "
+            f"**{final['date']:.4f} ({final['date'] - final['fixed']:+.4f} vs fixed)**") in text  # fmt: skip
+    diff = result["difference"]
+    expected = np.clip(np.abs(np.asarray(result["date"], int) - np.asarray(result["fixed"], int)) * 16, 0, 255)
+    assert np.array_equal(np.asarray(diff.image), expected)
+    assert f"{diff.record['pixels_changed'] / diff.record['pixels']:.1%} of pixels changed" in text
     # the same seed without DATE is the fixed image: the pair differs only by DATE
     again = session.compare(form("a red circle to the left of a blue square", num_inference_steps=20, rho=0))
     assert np.array_equal(np.asarray(again["fixed"]), np.asarray(again["date"]))
+
+
+def test_a_prompt_outside_the_toy_world_gets_its_reason_and_the_vocabulary_on_the_page(session):
+    from date_diffusion.toyworld.scene import describe_vocabulary
+
+    text = summary(session.compare(form("a cat wearing a crown", num_inference_steps=4, update_every=2)))
+    assert "Exact evaluator, DATE: **no verdict (unknown words: cat, wearing, crown)**" in text
+    assert f"The toy world knows only {describe_vocabulary()}." in text
 
 
 @pytest.mark.parametrize(
@@ -79,13 +103,25 @@ def test_compare_gives_both_images_with_what_date_did(session):
         (form(anchor="sideways"), "anchor must be one of previous, original", "anchor"),
         (form(normalize="maybe"), "normalize must be one of true/1/yes/false/0/no, got 'maybe'", "normalize"),
         (form(reward_target="x"), "reward target must be one of x0, next, got 'x'", "reward_target"),
-        (form(seed="abc"), "seed must be a whole number", "seed"),
+        (form(seed="abc"), "seed must be in \\[0, 2\\*\\*63\\), got 'abc'", "seed"),
+        (form(seed=str(2**63)), "seed must be in \\[0, 2\\*\\*63\\)", "seed"),
+        (form(seed="1e3"), "seed must be in", "seed"),
     ],
 )
 def test_bad_input_is_refused_with_the_field_named(bad, message, field):
     with pytest.raises(InputError, match=message) as refused:
         check_form(bad, str(TOY_PIPELINE))
     assert refused.value.field == field  # the page's error box names this field
+
+
+@pytest.mark.parametrize("seed", [0, 2**53 + 1, 9007199254740993, 2**63 - 1])
+def test_the_page_runs_the_seed_typed_exactly_as_the_command_line(seed):
+    """Every integer the page reads is parsed as an integer, with the command line's bound (never via a float,
+    which turns 9007199254740993 into ...992 and refuses 2**63 - 1, the largest valid seed)."""
+    from date_diffusion.cli.common import OPTION_KINDS
+
+    sampling, _ = check_form(form(seed=f" {seed} "), str(TOY_PIPELINE))
+    assert sampling["seed"] == seed == OPTION_KINDS["--seed"].value(str(seed), "--seed")
 
 
 def test_every_setting_has_a_field_and_blank_fields_run_the_resolved_defaults(session):
@@ -219,7 +255,7 @@ def test_run_tab_gallery_captions_start_with_the_verdict(bench_run):
     from date_diffusion.ui.runview import categories, gallery, load_run
 
     run = load_run(bench_run)
-    assert categories(run) == ["single"]
+    assert categories(run) == ["color_binding", "single", "two_object"]  # --limit 3: one of each, in suite order
     items = gallery(run)
     records = [(m.label, r) for m in run["methods"] for r in run["records"][m.label]]
     assert len(items) == len(records) == 6 and all(os.path.exists(p) for p, _ in items)
@@ -258,10 +294,13 @@ def test_run_tab_shows_plots_whole_and_images_uncropped(session, bench_run):
     assert files
     blocks = list(build_app(session, bench_run).blocks.values())
     plots = [b for b in blocks if "run-plot" in (b.elem_classes or [])]
-    # an Image component of free size scales the whole picture into its box; a gallery's thumbnails crop by default
-    assert [(type(b), b.label, b.height, b.width) for b in plots] == [
-        (gr.Image, os.path.basename(f)[: -len(".png")], None, None) for f in files
+    # an Image component of free size scales the whole picture into its box; a gallery's thumbnails crop by default;
+    # no label or buttons drawn over the plot's top (its name is a heading above it)
+    assert [(type(b), b.label, b.height, b.width, b.show_label, b.buttons) for b in plots] == [
+        (gr.Image, os.path.basename(f)[: -len(".png")], None, None, False, []) for f in files
     ]
+    headings = [b.value for b in blocks if isinstance(b, gr.Markdown)]
+    assert all(f"**{os.path.basename(f)[: -len('.png')]}**" in headings for f in files)
     galleries = [b.get_config() for b in blocks if isinstance(b, gr.Gallery)]  # thumbnails whole, not cropped
     assert {g["elem_id"]: g["object_fit"] for g in galleries} == {"strip": "contain", "run-gallery": "contain"}
 
@@ -433,18 +472,53 @@ def test_page_handler_shows_errors_in_the_error_box_until_a_good_run(session):
 
     # a bad value: no pop-up, the output panes keep what they show, the box names the field and the value typed
     *panes, box = generate(None, *values(rho="abc"), progress=None)
-    assert panes == [gr.skip()] * 6 and 'class="form-error"' in box
+    assert panes == [gr.skip()] * 7 and 'class="form-error"' in box
     shown = html.unescape(box)
     assert "check the field <b>rho</b>" in shown and "rho must be a finite number >= 0 and <= 100, got 'abc'" in shown
     *panes, box = generate(None, *values(rho="1", rho_relative="0.1"), progress=None)
     assert "check the field <b>rho</b>" in box and "give only one of rho and rho (relative)" in html.unescape(box)
     *panes, box = generate(None, *values(reward="clip:/no/such/clip"), progress=None)  # a path no folder allows
-    assert panes == [gr.skip()] * 6 and "check the field <b>reward</b>" in box and "registered names" in box
+    assert panes == [gr.skip()] * 7 and "check the field <b>reward</b>" in box and "registered names" in box
 
-    fixed, dated, text, figure, strip, files, box = generate(None, *values(), progress=None)
+    fixed, dated, diff, text, figure, strip, files, box = generate(None, *values(), progress=None)
     assert box == ""  # a good run clears the box
     assert fixed is not None and dated is not None and "Exact evaluator" in text
+    assert diff.size == fixed.size  # the amplified difference, enlarged as the images are
+    left, right = figure.axes  # x0_hat's reward over the run, and what each update changed on its own scale
+    updates = read_png_metadata(next(f for f in files if f.endswith("date.png")))["record"]["trace"]["updates"]
+    heights = [bar.get_height() for bar in right.patches]
+    assert heights == pytest.approx([u["reward_after"] - u["reward_before"] for u in updates])
     assert [c for _, c in strip[:2]] == ["step 0: before", "step 0: after"]  # short: a caption is cut at its end
     record = read_png_metadata(next(f for f in files if f.endswith("date.png")))["record"]
     assert record["date"]["update_every"] == 5 and record["sources"]["update_every"] == "user"
     assert record["steps"] == 10 and record["sources"]["reward"] == "model" and record["method"] == "date"
+
+
+def test_a_stop_given_while_queued_reaches_the_run():
+    from date_diffusion.ui.session import StopTokens
+
+    stops = StopTokens()
+    stops.queue("visitor")  # the click: the request waits in the queue
+    stops.stop("visitor")  # Stop pressed while it waits
+    assert stops.start("visitor").is_set()  # the run ends before its first step
+    stops.queue("visitor")
+    assert not stops.start("visitor").is_set()  # the next request starts afresh
+    stops.queue("other")
+    stops.stop("visitor")
+    assert not stops.start("other").is_set()  # one visitor's Stop never reaches another's run
+
+
+def test_the_page_bounds_what_a_request_costs_and_keeps(session, monkeypatch):
+    """A huge prompt is cut to what encoders read before any work (with a note); the page keeps the files of its
+    last KEEP_RUNS requests only."""
+    from date_diffusion.core.text import MAX_PROMPT_CHARS
+    from date_diffusion.ui import session as session_module
+
+    huge = "a red circle " * 400_000  # 5.2 MB
+    sampling, _ = check_form(form(huge), str(TOY_PIPELINE))
+    assert len(sampling["prompt"]) == MAX_PROMPT_CHARS and "5,199,999 characters" in sampling["notes"][0]  # stripped
+    monkeypatch.setattr(session_module, "KEEP_RUNS", 2)
+    for seed in range(3):
+        result = session.compare(form("a red circle", seed=seed, num_inference_steps=2))
+    kept = [p for p in session.workdir.iterdir() if p.is_dir()]
+    assert len(kept) == 2 and all(Path(f).exists() for f in result["files"])

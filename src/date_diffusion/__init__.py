@@ -6,7 +6,10 @@ pay for importing diffusers and transformers.
 
 from importlib import import_module
 
+from date_diffusion import quiet
+
 __version__ = "0.1.0"
+quiet.install()  # the libraries' remarks that tell this package's users nothing (quiet.REMARKS), and only those
 
 _EXPORTS = {
     "DATEConfig": "date_diffusion.core.config",

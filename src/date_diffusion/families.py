@@ -28,7 +28,10 @@ class Family:
     default reward spec; eval_clip: the benchmark's default held-out CLIP; tiny_decoder: the TAESD-style decoder
     of the approximate reward path; bf16: released weights are bfloat16 (`--dtype auto` prefers it on CUDA);
     paper_scheduler: the sampler the paper ran the family with (`schedulers.SCHEDULERS` name), which
-    `--paper-defaults` puts in place of whatever scheduler a checkpoint ships.
+    `--paper-defaults` puts in place of whatever scheduler a checkpoint ships; aliases: diffusers pipeline classes
+    that are this family under another name (the same components and text-to-image sampling; a folder whose
+    `model_index.json` names one loads into the family's DATE pipeline, e.g. an LCM checkpoint as shipped, an SD 1.5
+    model with an LCM scheduler).
     """
 
     name: str
@@ -41,6 +44,7 @@ class Family:
     bf16: bool = False
     sampling: dict = field(default_factory=dict)
     paper_scheduler: str | None = None
+    aliases: tuple[str, ...] = ()
     reward: str = PAPER_REWARD
     eval_clip: str = PAPER_EVAL_CLIP
 
@@ -64,6 +68,7 @@ FAMILIES: tuple[Family, ...] = (
         "madebyollin/taesd",
         sampling={"num_inference_steps": 50, "guidance_scale": 8.0},  # the paper: DDIM 50, guidance 8
         paper_scheduler="ddim",
+        aliases=("LatentConsistencyModelPipeline",),
     ),
     Family(
         "sdxl",
@@ -115,13 +120,39 @@ def by_name(name: str) -> Family:
 
 
 def by_pipeline_class(class_name: str) -> Family:
-    """The family of a stock or DATE pipeline class name (`StableDiffusionXLPipeline`,
-    `StableDiffusionXLDATEPipeline`), e.g. a checkpoint's `model_index.json` `_class_name`."""
+    """The family of a stock, DATE or alias pipeline class name (`StableDiffusionXLPipeline`,
+    `StableDiffusionXLDATEPipeline`, `LatentConsistencyModelPipeline`), e.g. a checkpoint's `model_index.json`
+    `_class_name`. Another class is refused; where it is a diffusers pipeline with a family's components, the
+    message names the line that loads its folder as that family."""
     for family in FAMILIES:
-        if class_name in (family.stock, family.date_class):
+        if class_name in (family.stock, family.date_class, *family.aliases):
             return family
-    supported = ", ".join(f.stock for f in FAMILIES)
-    raise ValueError(f"no DATE pipeline for {class_name!r}; supported: {supported}")
+    supported = ", ".join(name for f in FAMILIES for name in (f.stock, *f.aliases))
+    raise ValueError(f"no DATE pipeline for {class_name!r}; supported: {supported}{_same_components(class_name)}")
+
+
+def _same_components(class_name: str) -> str:
+    """For a diffusers pipeline class whose components are a family's stock pipeline's: how to load it as that
+    family (imports diffusers; only on the way to an error)."""
+    import inspect
+
+    import diffusers
+
+    def components(cls) -> set[str]:
+        params = inspect.signature(cls.__init__).parameters.values()
+        return {p.name for p in params if p.name != "self" and p.default is inspect.Parameter.empty}
+
+    try:
+        given = components(getattr(diffusers, class_name))
+    except (AttributeError, ImportError, TypeError, ValueError):  # not a diffusers pipeline (or not installed)
+        return ""
+    for family in FAMILIES:
+        if components(family.stock_pipeline()) == given:
+            return (
+                f". {class_name} has the components of {family.stock}: if the folder holds a {family.title} "
+                f"text-to-image model, {family.date_class}.from_pretrained(folder) loads it as one"
+            )
+    return ""
 
 
 def by_single_file_type(model_type: str) -> Family | None:

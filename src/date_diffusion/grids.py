@@ -1,10 +1,14 @@
 """Comparison grids that explain themselves: images side by side, each under a header that says what it shows.
 
 A panel's header states its method (fixed, DATE, input, plain edit, DATE edit), the exact evaluator's verdict where
-there is one (PASS, or FAIL with the failed aspects), the reward before -> after (the first update's
-`reward_before`, the last update's `reward_after`) and the distance the embedding moved (the trace's
-`final_distance`). Small images (the toy world's 64 px) are enlarged without smoothing to at least `MIN_SIDE` px a
-side, so that the headers, drawn in Pillow's own font at a size that follows the panel's width, are readable.
+there is one (PASS, FAIL with the failed aspects, or no verdict with why: a prompt outside the toy world), the
+reward of its finished image where it was scored, for the compared image with its difference to the other one
+("reward 0.9249 (+0.0005 vs fixed)": the same quantity for each image), and the distance the embedding moved (the
+trace's `final_distance`). The reward of the clean-image estimate x0_hat at DATE's updates is no header's: it rises
+with denoising with or without DATE, so it compares nothing (`info` and the terminal show it per update, labelled).
+Where the evaluator gave no verdict, a line under the panels says what the toy world knows. Small images (the toy
+world's 64 px) are enlarged without smoothing to at least `MIN_SIDE` px a side, so that the headers, drawn in
+Pillow's own font at a size that follows the panel's width, are readable.
 
 Side by side, images whose mean absolute difference is below `DIFF_THRESHOLD` levels of 255 (over every pixel and
 channel: a few levels, which the eye does not see) look the same. For them the grid adds a panel of their
@@ -34,7 +38,7 @@ DATE_LABELS = {"date": "DATE", "replay": "DATE (replayed)", "fixed": "DATE (inac
 @dataclass
 class Panel:
     image: Image.Image
-    record: dict  # what the header says: method; verdict and failed; reward_before / _after; final_distance; ...
+    record: dict  # what the header says: method; verdict and failed (or why); final_reward; final_distance; ...
 
 
 def date_label(method: str) -> str:
@@ -43,10 +47,16 @@ def date_label(method: str) -> str:
 
 
 def verdict_record(verdict: dict | None) -> dict:
-    """The exact evaluator's verdict as `verdict` (PASS or FAIL) and `failed` aspects; {} where there is none (no
-    evaluator for the model, or a prompt outside the toy grammar)."""
-    if not verdict or verdict.get("pass") is None:
+    """The exact evaluator's verdict as `verdict` (PASS or FAIL) and `failed` aspects; for a prompt it cannot read
+    `verdict` "none" with `why` (the words it does not know) and `knows` (the toy world's vocabulary); {} where there
+    is no evaluator (a model other than the toy world's)."""
+    if not verdict:
         return {}
+    if verdict.get("pass") is None:
+        if "why" not in verdict and "error" not in verdict:
+            return {}
+        record = {"verdict": "none", "why": verdict.get("why") or verdict["error"]}
+        return {**record, "knows": verdict["knows"]} if verdict.get("knows") else record
     return {
         "verdict": "PASS" if verdict["pass"] else "FAIL",
         "failed": [a for a, ok in verdict["aspects"].items() if not ok],
@@ -54,49 +64,79 @@ def verdict_record(verdict: dict | None) -> dict:
 
 
 def trace_record(trace: dict | None) -> dict:
-    """What a DATE trace says in a header: the first reward before and the last reward after an update, the
-    distance moved; {} for no trace or one without update steps (a replay)."""
+    """What a DATE trace says in a header: its update steps and the distance moved; {} for no trace or one without
+    update steps (a replay)."""
     if not trace or not trace.get("update_steps"):
         return {}
-    record = {"update_steps": list(trace["update_steps"]), "final_distance": float(trace["final_distance"])}
-    updates = trace.get("updates") or []
-    if updates:
-        record["reward_before"] = updates[0]["reward_before"]
-        if "reward_after" in updates[-1]:
-            record["reward_after"] = updates[-1]["reward_after"]
-    return record
+    return {"update_steps": list(trace["update_steps"]), "final_distance": float(trace["final_distance"])}
 
 
-def panel(image, method: str, verdict: dict | None = None, trace: dict | None = None) -> Panel:
-    return Panel(image.convert("RGB"), {"method": method, **verdict_record(verdict), **trace_record(trace)})
+def panel(image, method: str, verdict: dict | None = None, trace: dict | None = None, reward=None) -> Panel:
+    """A panel of `image` under `method`, with the exact evaluator's `verdict`, DATE's `trace` and the `reward` of
+    the finished image (a number, or None where it was not scored)."""
+    record = {"method": method, **verdict_record(verdict), **trace_record(trace)}
+    if reward is not None:
+        record["final_reward"] = float(reward)
+    return Panel(image.convert("RGB"), record)
 
 
 def verdict_text(record: dict) -> str | None:
-    """`PASS` or `FAIL (aspect, ...)` of a panel record; None where there is no verdict."""
+    """`PASS`, `FAIL (aspect, ...)` or `no verdict (why)` of a panel record; None where there is no evaluator."""
     if "verdict" not in record:
         return None
+    if record["verdict"] == "none":
+        return f"no verdict ({record['why']})"
     return "PASS" if record["verdict"] == "PASS" else f"FAIL ({', '.join(record['failed'])})"
 
 
 def verdict_lines(evaluator: dict) -> list[str]:
-    """`evaluator (KIND): PASS` or `... FAIL (aspect, ...)` for each image of a record's `evaluator` verdicts."""
+    """`evaluator (KIND): PASS`, `... FAIL (aspect, ...)` or `... no verdict (why)` for each image of a record's
+    `evaluator` verdicts."""
     return [f"evaluator ({k}): {verdict_text(verdict_record(v)) or 'no verdict'}" for k, v in evaluator.items()]
 
 
+def knows_line(evaluator: dict) -> str | None:
+    """Where the evaluator gave an image of a record's `evaluator` verdicts none: what the toy world knows (one
+    line); else None."""
+    return grid_note([verdict_record(v) for v in evaluator.values()])
+
+
+def grid_note(records: list[dict]) -> str | None:
+    """Where a panel record has no verdict for a prompt outside the toy world: its vocabulary (the line under a
+    grid's panels); else None."""
+    return next((f"the toy world knows only {r['knows']}" for r in records if r.get("knows")), None)
+
+
 def reward_text(record: dict) -> str | None:
-    """`x0_hat reward B -> A` (the clean-image estimate's reward before the first update and after the last: it
-    rises with denoising too, so it is no comparison with the fixed image); None where nothing was scored."""
-    if "reward_before" not in record:
+    """`reward R` of a panel's finished image, and for the compared image `(+D vs OTHER)`, its difference to the
+    other image's reward; None where the image was not scored."""
+    if "final_reward" not in record:
         return None
-    after = f" -> {record['reward_after']:.4f}" if "reward_after" in record else " (after: not tracked)"
-    return f"x0_hat reward {record['reward_before']:.4f}{after}"
+    vs = record.get("final_reward_vs")
+    return f"reward {record['final_reward']:.4f}" + (f" ({vs['difference']:+.4f} vs {vs['method']})" if vs else "")
 
 
 def update_text(update: dict) -> str:
-    """One DATE update of a trace: `reward B -> A, moved D` (and whether it was skipped)."""
+    """One DATE update of a trace: `x0_hat reward B -> A, moved D` (the reward of the clean-image estimate just
+    before and just after the update; and whether it was skipped)."""
     after = f" -> {update['reward_after']:.4f}" if "reward_after" in update else ""
     note = " (skipped: zero or non-finite gradient)" if update["skipped"] else ""
-    return f"reward {update['reward_before']:.4f}{after}, moved {update['update_norm']:.3f}{note}"
+    return f"x0_hat reward {update['reward_before']:.4f}{after}, moved {update['update_norm']:.3f}{note}"
+
+
+def final_rewards(reward, images: dict, prompt: str) -> dict:
+    """{kind: the reward of the finished image} of PIL images `images` for `prompt`, scored in one batch without
+    gradients: what a comparison states for each image."""
+    import numpy as np
+    import torch
+
+    kinds = list(images)
+    pixels = np.stack([np.asarray(images[k].convert("RGB")) for k in kinds])
+    pixels = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
+    device = next((p.device for p in reward.parameters()), "cpu") if isinstance(reward, torch.nn.Module) else "cpu"
+    with torch.no_grad():
+        scores = reward(pixels.to(device), [prompt] * len(kinds)).tolist()
+    return dict(zip(kinds, scores))
 
 
 def header_lines(record: dict) -> list[str]:
@@ -142,21 +182,27 @@ def difference(a: Panel, b: Panel, gain: int = DIFF_GAIN) -> Panel:
 
 def compare_grid(panels: list[Panel], difference_of: tuple[int, int] | None = None, min_side: int = MIN_SIDE):
     """(grid image, panel records): the panels side by side under their headers, and, where the two panels
-    `difference_of` names differ by less than `DIFF_THRESHOLD`, their amplified difference last."""
+    `difference_of` (a, b) names differ by less than `DIFF_THRESHOLD`, their amplified difference last. Where both
+    were scored, b's record gets its reward's difference to a's (`final_reward_vs`)."""
     panels = list(panels)
     if difference_of is not None:
         a, b = (panels[k] for k in difference_of)
+        if "final_reward" in a.record and "final_reward" in b.record:
+            difference_ = b.record["final_reward"] - a.record["final_reward"]
+            b.record["final_reward_vs"] = {"method": a.record["method"], "difference": difference_}
         if abs_diff(a.image, b.image).mean() < DIFF_THRESHOLD:
             panels.append(difference(a, b))
     return layout(panels, min_side)
 
 
-def fixed_date_grid(fixed, image, method: str, verdicts: dict, trace: dict):
-    """(grid, panel records) of fixed | DATE (| their amplified difference): the comparison generate, edit's
-    callers and the page show; `verdicts` by "fixed" and "date", `method` the DATE image's record method."""
+def fixed_date_grid(fixed, image, method: str, verdicts: dict, trace: dict, rewards: dict | None = None):
+    """(grid, panel records) of fixed | DATE (| their amplified difference): the comparison generate and the page
+    show; `verdicts` and `rewards` (the finished images' rewards, `final_rewards`) by "fixed" and "date", `method`
+    the DATE image's record method."""
+    rewards = rewards or {}
     shown = [
-        panel(fixed, "fixed", verdicts.get("fixed")),
-        panel(image, date_label(method), verdicts.get("date"), trace),
+        panel(fixed, "fixed", verdicts.get("fixed"), reward=rewards.get("fixed")),
+        panel(image, date_label(method), verdicts.get("date"), trace, rewards.get("date")),
     ]
     return compare_grid(shown, difference_of=(0, 1))
 
@@ -187,7 +233,8 @@ def wrap(text: str, font, width: int) -> list[str]:
 
 def layout(panels: list[Panel], min_side: int = MIN_SIDE):
     """(grid, records): equal-size panels enlarged by one whole factor (nearest neighbour), each under a header
-    band of its wrapped header lines; each record gets its image's `box` in the grid and the `scale`."""
+    band of its wrapped header lines, and under them all the `grid_note` where there is one; each record gets its
+    image's `box` in the grid and the `scale`."""
     size = panels[0].image.size
     if any(p.image.size != size for p in panels):
         raise ValueError(f"grid panels differ in size: {[p.image.size for p in panels]}")
@@ -199,8 +246,13 @@ def layout(panels: list[Panel], min_side: int = MIN_SIDE):
     texts = [[(piece, _ink(line)) for line in header_lines(p.record) for piece in wrap(line, font, w - 2 * pad)]
              for p in panels]  # fmt: skip
     top = max(len(t) for t in texts) * line_h + 2 * pad
-    grid = Image.new("RGB", (len(panels) * (w + gap) - gap, top + h), PAPER)
+    width = len(panels) * (w + gap) - gap
+    note = grid_note([p.record for p in panels])
+    foot = wrap(note, font, width - 2 * pad) if note else []
+    grid = Image.new("RGB", (width, top + h + (len(foot) * line_h + 2 * pad if foot else 0)), PAPER)
     draw, records = ImageDraw.Draw(grid), []
+    for i, line in enumerate(foot):
+        draw.text((pad, top + h + pad + i * line_h), line, fill=INK, font=font)
     for k, (p, lines) in enumerate(zip(panels, texts)):
         x = k * (w + gap)
         grid.paste(p.image.resize((w, h), Image.Resampling.NEAREST), (x, top))

@@ -48,7 +48,7 @@ def check_tiny_decoder(model, spec: str = "tiny") -> None:
                 f"reward decoder {spec!r}: {str(local)!r} is not a decoder folder (no config.json)"
             )
         return
-    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False"):
+    if is_offline():
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(str(where), "config.json"), str):
@@ -100,10 +100,15 @@ class ModelNotFoundError(OSError):
     pass
 
 
+def is_offline() -> bool:
+    """Whether HF_HUB_OFFLINE forbids the hub (as huggingface_hub reads it)."""
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+
+
 def explain_load_error(id_or_path, err: Exception, config_repo: str | None = None) -> ModelNotFoundError:
     """One line that says what `id_or_path` is and how to fix loading it. For a single checkpoint file,
     `config_repo` is the hub repo diffusers reads its configs from (when no `--config` was given)."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+    offline = is_offline()
     path = Path(str(id_or_path)).expanduser()
     why = f"({type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]})"
     if path.is_file():
@@ -129,9 +134,13 @@ def explain_load_error(id_or_path, err: Exception, config_repo: str | None = Non
 
 
 def load_component(cls, id_or_path, **kwargs):
-    """`cls.from_pretrained(id_or_path)` with an error that says how to fix a missing or offline model."""
+    """`cls.from_pretrained(id_or_path)` with an error that says how to fix a missing or offline model, without the
+    libraries' loading progress bars (`quiet.quiet_loading`)."""
+    from date_diffusion.quiet import quiet_loading
+
     try:
-        component = cls.from_pretrained(str(id_or_path), **kwargs)
+        with quiet_loading():
+            component = cls.from_pretrained(str(id_or_path), **kwargs)
     except (OSError, ValueError) as err:
         raise explain_load_error(id_or_path, err) from err
     if hasattr(component, "get_vocab") and len(component) <= MIN_VOCABULARY:
@@ -163,7 +172,7 @@ def fetch_named_file(repo_or_dir, filename: str) -> Path:
 
         return Path(hf_hub_download(str(repo_or_dir), filename))
     except Exception as err:  # offline, missing, or no network: one line that says how to get the file
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+        offline = is_offline()
         first = (str(err).splitlines() or [""])[0][:160]
         why = (
             "HF_HUB_OFFLINE is set and it is not in the Hugging Face cache"

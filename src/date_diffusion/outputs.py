@@ -42,6 +42,14 @@ def unwritable(path, folder: bool = False) -> str | None:
     """Why `path` (a file, or with `folder` a folder) cannot be written, or None: an entry of the other type is in the
     way, or the nearest existing folder above it is not writable. Nothing is created."""
     path = Path(path).absolute()
+    for link in (path, *path.parents):  # a symbolic link that leads nowhere: nothing can be made through it
+        if link.is_symlink() and not link.exists():
+            try:
+                Path(link).resolve(strict=False)  # a loop raises
+                what = f"a symbolic link to {os.readlink(link)!r}, which is missing"
+            except (OSError, RuntimeError):
+                what = "a symbolic link loop"
+            return f"{str(link)!r} is {what}; point it to a folder or give another path"
     if path.is_dir() if not folder else path.exists() and not path.is_dir():
         return f"it is a {'folder' if not folder else 'file'}; give a new name"
     parent = path if folder and path.is_dir() else path.parent
@@ -177,16 +185,19 @@ def read_png_metadata(path) -> dict:
         with Image.open(path) as img:
             img.load()
             text = dict(getattr(img, "text", {}) or {})
-    except (OSError, UnidentifiedImageError) as err:
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise ValueError(f"{path} is not a readable image ({err})") from err
+    except ValueError as err:  # Pillow's bound on text chunks (a decompression bomb) and other refusals
+        raise ValueError(f"{path}: Pillow refuses its text ({err}); it was not written by date-diffusion") from err
     from date_diffusion.schemas import PNG_RECORD, SchemaError, check_png_record
 
     record = text.get(PNG_RECORD_KEY)
     if record:
         try:
             record = json.loads(record)
-        except json.JSONDecodeError as err:
-            raise SchemaError(f"{path} is not a valid {PNG_RECORD.what}: not JSON ({err}); {PNG_RECORD.fix}") from err
+        except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: JSON nested beyond any record
+            why = "not JSON" if isinstance(err, json.JSONDecodeError) else "JSON nested deeper than any record"
+            raise SchemaError(f"{path} is not a valid {PNG_RECORD.what}: {why} ({err}); {PNG_RECORD.fix}") from err
         check_png_record(record, path)
     return {"parameters": text.get(PNG_PARAMETERS_KEY), "record": record or None}
 

@@ -20,6 +20,7 @@ one source: a user's `rho` replaces a model's `rho_relative`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from date_diffusion.core.config import DATEConfig
 from date_diffusion.core.settings import BY_FIELD, GROUPS, SAMPLING, SettingError
@@ -58,7 +59,10 @@ class Resolved:
         }
 
     def load_reward(self, device: str = "cpu"):
-        return reward_from_spec(self.reward, device)
+        """The reward `self.reward` names, built on `device` (its `spec` is the text: what image records state)."""
+        reward = reward_from_spec(self.reward, device)
+        reward.spec = self.reward
+        return reward
 
     def record(self) -> dict:
         return {
@@ -91,7 +95,7 @@ def resolve_settings(
     user = _checked({k: v for k, v in overrides.items() if v is not None}, names)
     model = str(model) if model is not None else default_model()
     fam = family_of(model, family)
-    advice = world.recommended(model)
+    advice = _advice(model)
     date_advice = {} if paper_defaults else {k: v for k, v in advice.items() if k in BY_FIELD or k == "reward"}
     date, sources = _date(user, date_advice, names)
     reward, sources["reward"] = _first(
@@ -113,6 +117,19 @@ def resolve_settings(
     if check_reward:
         _check_reward(reward, names["reward"])
     return resolved
+
+
+def _advice(model: str) -> dict:
+    """The model's recommended settings, each through its setting's kind, errors naming the file and the key."""
+    advice = world.recommended(model)
+    if not advice:
+        return {}
+    where = f"{Path(str(model)) / world.META_FILE}: recommended"
+    known = {k: v for k, v in advice.items() if k in OVERRIDES}
+    unknown = sorted(set(advice) - set(known))
+    if unknown:
+        raise SettingError(f"{where} has unknown settings {unknown}; known: {', '.join(OVERRIDES)}")
+    return _checked(known, {k: f"{where}.{k}" for k in OVERRIDES})
 
 
 def _first(*candidates):

@@ -76,7 +76,7 @@ RECORD = Schema(
     "re-run the same bench command to make the image again",
     required={"index": "int", "seed": "int", "seconds": "number", "peak_memory_mb": "number"},
     optional={"method": "text", "prompt": "text", "trace": "object", "reward": "number?", "clip_eval": "number?",
-              "exact": "number?", "spec": "object", "category": "text"},
+              "exact": "number?", "spec": "object", "category": "text", "made_with": "text", "pixels": "text"},
 )  # fmt: skip
 PNG_RECORD = Schema(
     "date-diffusion record in the PNG",
@@ -89,7 +89,9 @@ UPDATE = Schema("update of a trace", _CHANGED, required={"step": "int", "reward_
                 "update_norm": "number", "skipped": "bool"}, optional={"reward_after": "number"})  # fmt: skip
 PANEL = Schema("panel of a grid", _CHANGED, required={"method": "text"},
                optional={"final_distance": "number", "mean_abs_diff": "number", "pixels_changed": "int",
-                         "pixels": "int", "trace": "object"})  # fmt: skip
+                         "pixels": "int", "trace": "object", "final_reward": "number", "final_reward_vs": "object",
+                         "why": "text", "knows": "text"})  # fmt: skip
+REWARD_VS = Schema("panel's reward difference", _CHANGED, required={"method": "text", "difference": "number"})
 EMBEDDINGS = Schema(
     "embeddings file's metadata",
     "write it again with `generate --save-embeddings` (or the pipeline's save_embeddings=)",
@@ -113,6 +115,9 @@ def check_png_record(record, path) -> dict:
     """A PNG's `date-diffusion` record, with its trace's updates and its grid's panels (what `info` shows)."""
     PNG_RECORD.check(record, path)
     panels = [PANEL.check(p, f"{path} (panel {k} of its grid)") for k, p in enumerate(record.get("panels") or [], 1)]
+    for k, p in enumerate(panels, 1):
+        if p.get("final_reward_vs") is not None:
+            REWARD_VS.check(p["final_reward_vs"], f"{path} (panel {k} of its grid)")
     for trace in [record.get("trace") or {}] + [p.get("trace") or {} for p in panels]:
         TRACE.check(trace, path)
         for update in trace.get("updates") or []:

@@ -1,24 +1,36 @@
 """A bench run's images in the folder layouts the official GenEval and T2I-CompBench evaluators read.
 
-Input: one method's folder of a run, `RUN/images/<method slug>/` (`<index:05d>/metadata.jsonl` and
-`<index:05d>/samples/<seed:05d>.png`, an image counting once its `.json` record exists; see `bench/runner.py`).
+Input: one method's folder of a run, `RUN/images/<method slug>/`: per prompt `<index:05d>/prompt.json` (the run's
+own record of the prompt: `prompt`, `tag`, `spec`, `source`), `<index:05d>/samples/<seed:05d>.png`, an image
+counting once its `.json` record exists (see `bench/runner.py`), and `<index:05d>/metadata.jsonl` only when the
+prompt came from GenEval's `evaluation_metadata.jsonl`: then it is that line, GenEval's full record. A run folder is
+therefore never GenEval's layout by accident: GenEval's evaluator, whose walk opens `<NNNNN>/metadata.jsonl` in
+every numbered folder and passes an image whose record has no `include`, either reads the real record or stops at
+the first folder without one. (Runs of earlier versions kept the run's own record as `metadata.jsonl`; it is read
+as `prompt.json`, and renamed to it when the run writes to that folder again.)
 
 - GenEval (djghosh13/geneval, README "Image generation"): `DIR/<NNNNN>/metadata.jsonl` holding the N-th line of
   the prompts' `evaluation_metadata.jsonl`, `DIR/<NNNNN>/samples/<SSSS>.png` (0000.png, 0001.png, ... per prompt);
   `grid.png` is optional and not written. GenEval's evaluator needs the metadata line's own fields (`tag`,
-  `include`, ...), so `metadata_file` is that file; line N must hold the prompt of item N.
+  `include`, ...), so `metadata_file` is that file; line N must hold the prompt of item N. Its summary counts every
+  image of a prompt alike, so every prompt has all the run's seeds.
 - T2I-CompBench (Karine-Huang/T2I-CompBench, Readme: `examples/samples/a green bench and a blue bowl_000000.png`):
   `DIR/samples/<prompt>_<NNNNNN>.png`, one running number over all images. Its evaluators take the prompt as the
-  file name before the first `_` and sort by the number after the last `_`, so a prompt with `_` or `/` is refused.
+  file name before the first `_` and sort by the number after the last `_`, so a prompt with `_` or `/` is refused;
+  its 3-in-1 score reads the scores in blocks of 10 consecutive images per line of the full prompt file.
 
-`export_run` writes every method of a run into `DIR/<method slug>/` (`bench --export`, `report --export`); the
-`check_*` functions are what the command line checks before any work (`cli/bench.py`).
+`export_run` writes every method of a run into `DIR/<method slug>/` (`bench --export`, `report --export`), only
+when the run is whole: every prompt of the run with every seed, in every method (`missing_images`), unless told
+`partial=True`, which exports what there is and says what is missing. The `check_*` functions are what the command
+line checks before any work (`cli/bench.py`).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 
@@ -29,22 +41,120 @@ class ExportError(ValueError):
 KINDS = ("geneval", "t2i-compbench")
 
 
+PROMPT_RECORD = "prompt.json"  # a run's own record of a prompt: RUN/images/<method>/<index:05d>/prompt.json
+GENEVAL_RECORD = "metadata.jsonl"  # GenEval's record of a prompt, under the name its evaluator opens
+
+
+def is_geneval_record(meta) -> bool:
+    """A line of GenEval's `evaluation_metadata.jsonl`: a text `prompt` and `tag` and a non-empty `include` list
+    (what GenEval's evaluator checks an image against; a record without `include` passes every image)."""
+    return (
+        isinstance(meta, dict)
+        and isinstance(meta.get("prompt"), str)
+        and isinstance(meta.get("tag"), str)
+        and isinstance(meta.get("include"), list)
+        and len(meta["include"]) > 0
+    )
+
+
+def write_prompt_records(folder, record: dict, meta=None) -> None:
+    """A prompt folder's records, each written once: the run's own `record` as `prompt.json`, and `meta` as
+    `metadata.jsonl` when it is GenEval's record (`is_geneval_record`). An earlier version's own record under
+    GenEval's name (no `include`) is renamed to `prompt.json`, so that GenEval's walk never reads it."""
+    from date_diffusion.outputs import atomic_write
+
+    folder = Path(folder)
+    ours, geneval = folder / PROMPT_RECORD, folder / GENEVAL_RECORD
+    if geneval.exists() and not is_geneval_record(_first_json(geneval)):
+        if ours.exists():
+            geneval.unlink()  # the same record twice: prompt.json is kept
+        else:
+            geneval.rename(ours)
+    if not ours.exists():
+        atomic_write(ours, json.dumps(record) + "\n")
+    if is_geneval_record(meta) and not geneval.exists():
+        atomic_write(geneval, json.dumps(meta) + "\n")
+
+
+def _first_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8").splitlines()[0])
+    except (OSError, IndexError, json.JSONDecodeError):
+        return None
+
+
+def read_prompt_record(folder) -> dict | None:
+    """A prompt folder's own record (`prompt.json`; runs of earlier versions: their `metadata.jsonl`), or None."""
+    folder = Path(folder)
+    for name in (PROMPT_RECORD, GENEVAL_RECORD):
+        if (folder / name).exists():
+            record = _first_json(folder / name)
+            if isinstance(record, dict):
+                return record
+    return None
+
+
 def method_items(method_dir) -> list[tuple[int, dict, list[Path]]]:
-    """(index, the run's metadata line, the finished images in seed order) for each prompt of a method folder."""
+    """(index, the prompt's record, the finished images in seed order) for each prompt of a method folder."""
     method_dir = Path(method_dir)
     if not method_dir.is_dir():
         raise ExportError(f"{method_dir} is not a method folder of a bench run (RUN/images/<method>/)")
     items = []
     for folder in sorted(p for p in method_dir.iterdir() if p.is_dir() and p.name.isdigit()):
-        meta = folder / "metadata.jsonl"
-        if not meta.exists():
+        record = read_prompt_record(folder)
+        if record is None:
             continue
         pngs = sorted(p for p in (folder / "samples").glob("*.png") if p.with_suffix(".json").exists())
         if pngs:
-            items.append((int(folder.name), json.loads(meta.read_text().splitlines()[0]), pngs))
+            items.append((int(folder.name), record, pngs))
     if not items:
         raise ExportError(f"{method_dir} holds no finished images")
     return items
+
+
+def run_prompts(run_dir) -> dict[int, str] | None:
+    """The prompts a run was asked for, {index: prompt}: its suite as its run.json states it (suite, prompts file,
+    limit, categories), read again; None when that file cannot be read (a moved run)."""
+    from date_diffusion.bench.suites import load_suite
+
+    run = json.loads((Path(run_dir) / "run.json").read_text())
+    try:
+        items = load_suite(run["suite"], run.get("captions"), run.get("limit"), run.get("categories"))
+    except (OSError, ValueError, KeyError):
+        return None
+    return {it.index: it.prompt for it in items}
+
+
+def missing_images(run_dir, slugs, prompts: Mapping[int, str] | None = None) -> dict[str, list[tuple[int, int]]]:
+    """Per method, the (prompt index, seed) pairs of the run that have no finished image: every prompt of `prompts`
+    (default: the run's own, `run_prompts`; failing that, every prompt any method has begun) with every seed of the
+    run's run.json."""
+    run_dir = Path(run_dir)
+    seeds = json.loads((run_dir / "run.json").read_text())["seeds"]
+    done = {}
+    for slug in slugs:
+        try:
+            items = method_items(run_dir / "images" / slug)
+        except ExportError:  # a method that has made nothing yet
+            items = []
+        done[slug] = {(index, int(png.stem)) for index, _, pngs in items for png in pngs if png.stem.isdigit()}
+    if prompts is None:
+        prompts = run_prompts(run_dir)
+    indices = sorted(prompts) if prompts is not None else sorted({i for made in done.values() for i, _ in made})
+    return {slug: [(i, s) for i in indices for s in seeds if (i, s) not in done[slug]] for slug in slugs}
+
+
+def describe_missing(missing: Mapping[str, list[tuple[int, int]]], prompts: Mapping[int, str] | None = None) -> str:
+    """One line: the first missing image of each method (prompt index, its prompt, seed) and the counts."""
+    prompts = prompts or {}
+    parts = []
+    for slug, pairs in missing.items():
+        if pairs:
+            index, seed = pairs[0]
+            shown = f" ({prompts[index]!r})" if index in prompts else ""
+            more = f" and {len(pairs) - 1} more" if len(pairs) > 1 else ""
+            parts.append(f"{slug!r} lacks prompt {index}{shown} seed {seed}{more}")
+    return "; ".join(parts)
 
 
 def check_fresh(out, name: str = "the export folder") -> None:
@@ -123,9 +233,20 @@ def export_t2i_compbench(method_dir, out) -> int:
     return count
 
 
-def export_run(run_dir, slugs, kind: str, out, metadata_file=None) -> dict[str, int]:
+def export_run(
+    run_dir,
+    slugs,
+    kind: str,
+    out,
+    metadata_file=None,
+    prompts: Mapping[int, str] | None = None,
+    partial: bool = False,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, int]:
     """Each method (`slugs`: folder names under `run_dir/images/`) into `out/<slug>/` in `kind`'s layout; the
-    images written per method. Every method is checked before the first file is written."""
+    images written per method. Every method is checked before the first file is written, and the run must be whole
+    (`missing_images` over `prompts`, default the run's own): an interrupted run is refused, naming a missing prompt
+    and seed, unless `partial`, which exports what there is and tells `say` (default: a warning) what is missing."""
     if kind not in KINDS:
         raise ExportError(f"unknown export kind {kind!r}; choose one of {', '.join(KINDS)}")
     if kind == "geneval" and metadata_file is None:
@@ -133,8 +254,21 @@ def export_run(run_dir, slugs, kind: str, out, metadata_file=None) -> dict[str, 
     check_fresh(out)
     for slug in slugs:
         items = method_items(Path(run_dir) / "images" / slug)
-        prompts = {index: meta.get("prompt") or "" for index, meta, _ in items}
-        check_geneval_prompts(prompts, metadata_file) if kind == "geneval" else check_t2i_prompts(prompts)
+        texts = {index: meta.get("prompt") or "" for index, meta, _ in items}
+        check_geneval_prompts(texts, metadata_file) if kind == "geneval" else check_t2i_prompts(texts)
+    if prompts is None:
+        prompts = run_prompts(run_dir)
+    missing = missing_images(run_dir, slugs, prompts)
+    if any(missing.values()):
+        what = describe_missing(missing, prompts)
+        if not partial:
+            raise ExportError(
+                f"the run is not whole ({what}): {kind}'s scores assume every prompt with every seed, in every "
+                "method; finish the run (the same bench command makes only what is missing), or export what "
+                "there is with --export-partial"
+            )
+        line = f"exporting a partial run: {what}"
+        say(line) if say is not None else warnings.warn(line, stacklevel=2)
     counts = {}
     for slug in slugs:
         method_dir, target = Path(run_dir) / "images" / slug, Path(out) / slug

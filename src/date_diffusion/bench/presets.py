@@ -197,7 +197,7 @@ def protocol_differences(preset: Preset, settings: dict) -> list[str]:
     out = [f"{k}: {settings.get(k)!r} (paper: {v!r})" for k, v in wanted.items() if settings.get(k) != v]
     limit = settings.get("limit")
     if limit is not None and preset.prompts is not None and limit < preset.prompts:
-        out.append(f"prompts: the first {limit} (paper: {preset.prompts})")
+        out.append(f"prompts: {limit}, --limit's sample over the suite's categories (paper: {preset.prompts})")
     return out
 
 

@@ -212,11 +212,16 @@ def plots(out: Path, summary: dict, records: dict[str, list[dict]], methods) -> 
     return [p for p in made if p is not None]
 
 
+def _legend(ax) -> None:
+    """The legend beside the axes, right of them, where it covers no bar, line or point."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+
+
 def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # the whole figure, the legend beside the axes too
     plt.close(fig)
     return path
 
@@ -238,7 +243,7 @@ def _accuracy_plot(out: Path, summary: dict) -> Path | None:
         ax.bar(np.arange(len(cats)) + k * width, vals, width, yerr=err, label=label, capsize=2)
     ax.set_xticks(np.arange(len(cats)) + 0.4 - width / 2, cats, rotation=20)
     ax.set_ylabel("exact accuracy (%)")
-    ax.legend(fontsize=7)
+    _legend(ax)
     return _save(fig, out / "accuracy_by_category.png")
 
 
@@ -264,7 +269,7 @@ def _trajectory_plot(out: Path, records: dict[str, list[dict]]) -> Path | None:
         return None
     ax.set_xlabel("sampling step (x.5 = just after the update)")
     ax.set_ylabel("reward of x0_hat")
-    ax.legend(fontsize=7)
+    _legend(ax)
     return _save(fig, out / "reward_trajectory.png")
 
 
@@ -286,7 +291,7 @@ def _rho_plot(out: Path, summary: dict, methods) -> Path | None:
         ax.set_xscale("log")
         ax.set_xlabel("rho")
         ax.set_ylabel({"exact": "exact accuracy", "clip_eval": "held-out CLIP score"}[metric])
-        ax.legend(fontsize=7)
+        _legend(ax)
     return _save(fig, out / "metric_vs_rho.png")
 
 
@@ -355,5 +360,6 @@ def write_report(out: Path) -> dict:
     atomic_write(out / "results.csv", csv_rows(summary))
     text = markdown(summary, baseline, run)
     atomic_write(out / "results.md", text)
-    plots(out, summary, records, methods)
-    return {"summary": summary, "markdown": text}
+    drawn = plots(out, summary, records, methods)
+    files = [out / "results.md", out / "results.csv", out / "results.json", *drawn]
+    return {"summary": summary, "markdown": text, "files": files}

@@ -1,8 +1,11 @@
 """Generate and score every (method, prompt, seed) of a benchmark run: resumable, atomic, shardable.
 
-Layout of a run directory (GenEval-compatible per method):
+Layout of a run directory:
   run.json                                    settings (a rerun with other settings is refused)
-  images/<method>/<index:05d>/metadata.jsonl  {"prompt", "tag", "spec"}
+  images/<method>/<index:05d>/prompt.json     the run's record of the prompt: {"prompt", "tag", "spec", "source"}
+  images/<method>/<index:05d>/metadata.jsonl  only for prompts read from GenEval's evaluation_metadata.jsonl: that
+                                              line, GenEval's full record (so GenEval's evaluator reads a run folder
+                                              with the real records, or not at all; `bench/export.py`)
   images/<method>/<index:05d>/samples/<seed:05d>.png   the image
   images/<method>/<index:05d>/samples/<seed:05d>.json  its record (written last: marks the image done)
 An image depends only on (method, prompt, seed): one generator per image, whatever the batch or process count.
@@ -10,6 +13,7 @@ An image depends only on (method, prompt, seed): one generator per image, whatev
 
 from __future__ import annotations
 
+import hashlib
 import json
 import resource
 import time
@@ -21,6 +25,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from date_diffusion.bench.export import write_prompt_records
 from date_diffusion.bench.suites import Item
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import BEST_OF_STRIDE, Method, upgrade_reward
@@ -121,6 +126,46 @@ def _same_settings(old, new) -> bool:
     if isinstance(old, dict) and isinstance(new, dict):
         return all(_same_settings(old.get(k), new.get(k)) for k in set(old) | set(new))
     return old == new
+
+
+# settings that decide which images a run makes, not what any one image is
+NOT_PER_IMAGE = ("methods", "limit", "categories", "seeds", "captions", *METRIC_ONLY)
+
+
+def made_with(settings: RunSettings, method: Method, prompt: str, seed: int) -> str:
+    """The fingerprint of everything that decides one image and its record: the run's settings that act on every
+    image, the method's own, the prompt and the seed. Each record carries it; a resume checks it."""
+    decided = {k: v for k, v in asdict(settings).items() if k not in NOT_PER_IMAGE}
+    payload = {"run": decided, "method": method.record(), "prompt": prompt, "seed": seed}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def pixels_digest(image_uint8: np.ndarray) -> str:
+    """The fingerprint of an image's pixels (RGB, as read back from its PNG)."""
+    array = np.ascontiguousarray(image_uint8, dtype=np.uint8)
+    return hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()[:20]
+
+
+def unverified_images(out: Path, settings: RunSettings, methods, items) -> list[str]:
+    """Each image of `out` this run would count as made that cannot be trusted, named with why: made with other
+    settings (run.json edited, another version), its PNG changed after it was made, or a record without the
+    fingerprints that prove either. An image whose record does not parse is unfinished: it is made again."""
+    problems = []
+    for method in methods:
+        for it in items:
+            for seed in settings.seeds:
+                png, rec_path = image_paths(out, method, it.index, seed)
+                if not is_done(png, rec_path):
+                    continue
+                record = json.loads(rec_path.read_text())
+                where = f"{method.label} prompt {it.index} seed {seed} ({png})"
+                if "made_with" not in record or "pixels" not in record:
+                    problems.append(f"{where}: its record has no fingerprint (an earlier version made it)")
+                elif record["made_with"] != made_with(settings, method, it.prompt, seed):
+                    problems.append(f"{where}: made with other settings than this run's")
+                elif record["pixels"] != pixels_digest(np.asarray(open_rgb(png))):
+                    problems.append(f"{where}: its PNG was changed after it was made")
+    return problems
 
 
 def is_done(png: Path, record: Path) -> bool:
@@ -445,11 +490,8 @@ def _write(run: BenchRun, method: Method, batch, images, traces, metrics, chosen
     memory = peak_memory_mb(run.device)
     for k, (it, seed) in enumerate(batch):
         png, rec_path = image_paths(run.out, method, it.index, seed)
-        meta = png.parent.parent / "metadata.jsonl"
-        if not meta.exists():
-            atomic_write(
-                meta, json.dumps({"prompt": it.prompt, "tag": it.category, "spec": it.spec, "source": it.source}) + "\n"
-            )
+        prompt = {"prompt": it.prompt, "tag": it.category, "spec": it.spec, "source": it.source}
+        write_prompt_records(png.parent.parent, prompt, it.meta)  # GenEval's metadata.jsonl only if it.meta is one
         record = {
             "method": method.label,
             "index": it.index,
@@ -461,6 +503,8 @@ def _write(run: BenchRun, method: Method, batch, images, traces, metrics, chosen
             "peak_memory_mb": memory,
             **metrics[k],
             "trace": traces[chosen[k]],
+            "made_with": made_with(run.settings, method, it.prompt, seed),
+            "pixels": pixels_digest(_uint8(images[k])),
         }
         if method.candidates > 1:
             record["best_of"] = {"n": method.candidates, "chosen": chosen[k] % method.candidates}

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from date_diffusion.core.text import check_prompt, is_blank
 from date_diffusion.toyworld import world
 
 # numpy and the toy world's suite modules are imported where used: the command line imports this module to build
@@ -104,7 +105,7 @@ def read_prompt_records(path) -> list[dict]:
         except json.JSONDecodeError as err:
             raise ValueError(f"{path} line {n} is not JSON ({err.msg}): a .jsonl file holds an object a line") from None
         prompt = record.get("prompt") if isinstance(record, dict) else None
-        if not isinstance(prompt, str) or not prompt.strip():
+        if not isinstance(prompt, str) or is_blank(prompt):
             raise ValueError(f"{path} line {n} has no text 'prompt' field (GenEval's evaluation_metadata.jsonl has)")
         records.append(record)
     if not records:
@@ -127,11 +128,17 @@ def read_captions(path: Path) -> list[str]:
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            column = next((c for c in PROMPT_COLUMNS if c in (reader.fieldnames or [])), None)
+            names = reader.fieldnames or []
+            column = next((c for c in PROMPT_COLUMNS if c in names), None)
             if column is None:
-                raise ValueError(f"{path} has no 'prompt' or 'caption' column (columns: {reader.fieldnames})")
-            return [row[column].strip() for row in reader if (row[column] or "").strip()]
-    return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+                raise ValueError(f"{path} has no 'prompt' or 'caption' column (columns: {names})")
+            if names.count(column) > 1:
+                raise ValueError(f"{path} has {names.count(column)} {column!r} columns: keep one")
+            prompts = []
+            for row in reader:  # a row with no prompt is refused, never dropped without a word
+                prompts.append(check_prompt(row[column] or "", f"{path} line {reader.line_num}: {column!r}"))
+            return prompts
+    return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if not is_blank(line)]
 
 
 def read_edit_rows(path) -> list[dict]:
@@ -152,8 +159,8 @@ def read_edit_rows(path) -> list[dict]:
 def load_suite(
     name: str, file: str | Path | None = None, limit: int | None = None, categories: list[str] | None = None
 ) -> list[Item]:
-    """The suite's items; `categories` keeps only those (item indices stay the full suite's, so a filtered
-    run's images and records line up with a full run's), then `limit` keeps the first N."""
+    """The suite's items; `categories` keeps only those, then `limit` keeps a sample of N (`stratified`). Item
+    indices stay the full suite's, so a filtered or limited run's images and records line up with a full run's."""
     if world.is_toy_suite(name):
         from date_diffusion.toyworld.suite import prompt_suite, validation_prompts
 
@@ -198,4 +205,25 @@ def load_suite(
         if unknown:
             raise ValueError(f"--categories {','.join(unknown)}: suite {name!r} has {', '.join(known)}")
         items = [it for it in items if it.category in categories]
-    return items[:limit] if limit else items
+    if not items:
+        raise ValueError(f"suite {name!r} holds no prompts" + (f" ({file} has none)" if file is not None else ""))
+    return stratified(items, limit) if limit else items
+
+
+def stratified(items: list[Item], limit: int) -> list[Item]:
+    """`limit` items spread over the categories: the categories take turns, in the order they first appear, each
+    giving its next item (in suite order) until `limit` are taken or a category has none left; returned in suite
+    order. Deterministic; with one category (a captions file) it is the first `limit` items."""
+    by_category: dict[str, list[Item]] = {}
+    for it in items:
+        by_category.setdefault(it.category, []).append(it)
+    queues = [iter(group) for group in by_category.values()]
+    taken: list[Item] = []
+    while queues and len(taken) < limit:
+        for queue in list(queues):
+            it = next(queue, None)
+            if it is None:
+                queues.remove(queue)
+            elif len(taken) < limit:
+                taken.append(it)
+    return sorted(taken, key=lambda it: it.index)

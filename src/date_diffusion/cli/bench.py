@@ -21,7 +21,7 @@ _SD = by_name("sd")  # the family the paper ran, whose defaults the help quotes
 _TOY_SEEDS = ", ".join(f"{n}: {d.seeds} from {d.seed_base}" for n, d in world.SUITES.items())
 BENCH_EXAMPLES = """examples:
   date-diffusion bench --suite toy --methods "fixed date best-of-2" --out runs/toy
-  date-diffusion bench --suite toy --limit 8 --seeds 4 --methods "fixed date best-of-2" --out runs/toy-quick
+  date-diffusion bench --suite toy --limit 12 --seeds 4 --methods "fixed date best-of-2" --out runs/toy-quick
   date-diffusion bench --suite toy-validation --methods "fixed date:rho=0.25 date:rho=1 recommended" --out runs/val
   date-diffusion bench --suite edit-toy --seeds 2 --methods "fixed date" --out runs/edit
   date-diffusion bench --suite ane --model stable-diffusion-v1-5/stable-diffusion-v1-5 --seeds 4 --out runs/ane
@@ -72,6 +72,12 @@ def _add_export_arguments(p, when: str) -> None:
         help="--export geneval: GenEval's evaluation_metadata.jsonl, line N the prompt of item N (default: the "
         "run's --prompts-file / --captions when it is that .jsonl file)",
     )
+    p.add_argument(
+        "--export-partial",
+        action="store_true",
+        help="--export: export an interrupted run anyway, saying which images are missing (by default an export "
+        "needs every prompt with every seed in every method)",
+    )
 
 
 def add_parsers(sub):
@@ -83,7 +89,7 @@ def add_parsers(sub):
         epilog=REPORT_EXAMPLES,
         formatter_class=_Formatter,
     )
-    r.add_argument("dir")
+    r.add_argument("dir", help="a `bench` run's --out folder")
     r.add_argument(
         "--rescore",
         action="store_true",
@@ -145,7 +151,15 @@ def _add_bench_parser(sub):
         help="first seed (default: the toy suites' (the evaluation suite's are never used for tuning); "
         f"{DEFAULT_SEED_BASE} elsewhere, as the paper)",
     )
-    p.add_argument("--limit", type=int, default=None, help="only the first N prompts of the suite")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a sample of N prompts spread over the suite's categories: the categories take turns, each giving its "
+        "next prompt in suite order, so the sample is always the same (toy, --limit 12: two of each of its six); a "
+        "file without categories gives its first N. Image folders keep the full suite's prompt numbers",
+    )
     p.add_argument(
         "--categories",
         type=str_list,
@@ -175,7 +189,7 @@ def _add_bench_run_arguments(p):
         f"{_SD.sampling['guidance_scale']:g})",
     )
     p.add_argument("--model", default=None, help="default: the toy world")
-    p.add_argument("--scheduler", default=None)
+    p.add_argument("--scheduler", default=None, help="a scheduler name (default: the model's own)")
     p.add_argument(
         "--reward",
         default=None,
@@ -188,8 +202,8 @@ def _add_bench_run_arguments(p):
         help=f"CLIP for the CLIP-score metric, never the reward (default: {world.EVAL_CLIP} on the toy world, else "
         f"the family's, {PAPER_EVAL_CLIP})",
     )
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32", help="weights' precision")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--fid-real", default=None, help="folder of real images for FID (toy: rendered automatically)")
     p.add_argument(
@@ -197,7 +211,12 @@ def _add_bench_run_arguments(p):
         default=None,
         help="torch-fidelity Inception weights (pt_inception-2015-12-05-6726825d.pth) for Inception FID",
     )
-    p.add_argument("--out", required=True)
+    p.add_argument(
+        "--out",
+        required=True,
+        help="the run's folder: run.json, results.md / .csv / .json, the plots and images/ (re-running the same "
+        "command there resumes)",
+    )
     p.set_defaults(func=run_bench, validate=validate_bench)
 
 
@@ -219,17 +238,22 @@ def _add_perf_parser(sub):
     f.add_argument(
         "--batch-size", type=int_list, default=[1], help="comma-separated batch sizes, e.g. 1,2,4 (default 1)"
     )
-    f.add_argument("--steps", type=int, default=10)
+    f.add_argument("--steps", type=int, default=10, help="sampling steps of each measured run")
     f.add_argument(
         "--update-every",
         type=int,
         default=PAPER_UPDATE_EVERY,
         help="with the default 10 steps: one update, the paper's share of update steps",
     )
-    f.add_argument("--repeats", type=int, default=3)
-    f.add_argument("--device", default="cpu")
-    f.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
-    f.add_argument("--threads", type=int, default=1)
+    f.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of each configuration, each in its own process (shown: median [min, max])",
+    )
+    f.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    f.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32", help="weights' precision")
+    f.add_argument("--threads", type=int, default=1, help="torch CPU threads of each measuring process")
     f.add_argument(
         "--reward",
         default=None,
@@ -292,6 +316,7 @@ def run_bench(args) -> int:
         check_settings,
         compare_settings,
         generate_methods,
+        unverified_images,
     )
     from date_diffusion.pipelines import load_date_pipeline
 
@@ -309,11 +334,28 @@ def run_bench(args) -> int:
         compare_settings(out, settings)  # before loading: a folder of another run is refused at once
     except SettingsMismatch as err:
         raise CLIError(str(err)) from err
+    untrusted = unverified_images(out, settings, methods, items)  # each image a resume would count as made
+    if untrusted:
+        shown = "\n  ".join(untrusted[:10]) + (f"\n  ... and {len(untrusted) - 10} more" if len(untrusted) > 10 else "")
+        raise CLIError(
+            f"{out} holds {len(untrusted)} image(s) this run cannot count as its own:\n  {shown}\nmove them out of "
+            "the folder (they are then made again with this run's settings) or use another --out"
+        )
+    foreign = _unselected_prompts(out, methods, items)
+    if foreign:
+        raise CLIError(
+            f"{out} holds images of {len(foreign)} prompt(s) this run does not select ({', '.join(foreign[:5])}"
+            f"{', ...' if len(foreign) > 5 else ''}): an earlier version made them, whose --limit took the first N "
+            "prompts (this one spreads them over the suite's categories); use another --out"
+        )
     run = BenchRun(settings, out, state.device)
     pipe = load_date_pipeline(model, args.dtype, run.device, settings.scheduler)
     pipe.set_progress_bar_config(disable=True)
     _check_loaded(pipe, run, methods)  # what depends on the model, before run.json is written
-    check_settings(out, settings)
+    try:
+        check_settings(out, settings)  # another process may have started this folder with other settings meanwhile
+    except SettingsMismatch as err:
+        raise CLIError(str(err)) from err
     scorer = run.scorer()
     # shard by prompt: each process owns the prompts with index % world == rank
     jobs = [(it, s) for it in items if it.index % state.num_processes == state.process_index for s in settings.seeds]
@@ -323,15 +365,40 @@ def run_bench(args) -> int:
     generate_methods(run, pipe, methods, jobs, scorer, args.batch_size, say, desc)
     state.wait_for_everyone()
     if state.is_main_process:
-        print(write_report(out)["markdown"])
+        report = write_report(out)
+        print(report["markdown"])
         if args.preset:
             from date_diffusion.bench.presets import get_preset, paper_table
 
             print(paper_table(get_preset(args.preset), out))
         target = _export_target(args, out, dict, _suite_metadata(settings.suite, settings.captions))
         if target is not None:
-            _export(out, [m.slug for m in methods], *target)
+            _export(out, [m.slug for m in methods], *target, args.export_partial)
+        print_written(out, report["files"])
     return 0
+
+
+def print_written(out: Path, files: list[Path]) -> None:
+    """The run's last lines: where its tables, plots and images are, and how to look at them."""
+    tables = [f for f in files if f.suffix != ".png"]
+    plots = [f for f in files if f.suffix == ".png"]
+    print(f"results: {tables[0]} (the tables above)" + "".join(f", {f}" for f in tables[1:]))
+    if plots:
+        print(f"plots: {', '.join(str(f) for f in plots)}")
+    print(f"images with their records: {out / 'images'}/METHOD/PROMPT/samples/SEED.png")
+    print(f"in the browser: date-diffusion ui --run {out}")
+
+
+def _unselected_prompts(out: Path, methods, items) -> list[str]:
+    """The prompt folders of `out` (images/METHOD/NNNNN) with a finished record whose prompt is not one of `items`:
+    a folder of the same settings but another selection, which the report would mix in."""
+    wanted = {f"{it.index:05d}" for it in items}
+    found = []
+    for m in methods:
+        root = out / "images" / m.slug
+        folders = sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+        found += [str(d) for d in folders if d.name not in wanted and any(d.glob("samples/*.json"))]
+    return found
 
 
 def _check_loaded(pipe, run, methods) -> None:
@@ -350,8 +417,8 @@ def _check_loaded(pipe, run, methods) -> None:
 
 
 def _prepare(args, model: str):
-    """The run's settings, its methods and the suite's items; every usage error is found here, before any work."""
-    from date_diffusion.bench.runner import RunSettings
+    """The run's settings, its methods and the suite's items; every usage error is found here, before any work (a
+    model that cannot load before the heavy imports)."""
     from date_diffusion.bench.suites import default_seeds, load_suite
     from date_diffusion.cli.common import resolve_from_args
     from date_diffusion.evaluation.methods import parse_methods
@@ -360,6 +427,8 @@ def _prepare(args, model: str):
     flags = dict(reward=args.reward, num_inference_steps=args.steps, guidance_scale=args.guidance,
                  scheduler=args.scheduler)  # fmt: skip
     resolved = resolve_from_args(model, flags, paper_defaults=True)
+    from date_diffusion.bench.runner import RunSettings  # (imports torch)
+
     try:
         methods = parse_methods(args.methods, model)
     except ValueError as err:
@@ -459,6 +528,8 @@ def _export_target(args, run_dir, prompts, suite_metadata: str | None):
     if args.export is None:
         if args.geneval_metadata is not None:
             raise CLIError("--geneval-metadata is read only by --export geneval DIR: add that, or leave the file out")
+        if args.export_partial:
+            raise CLIError("--export-partial is read only by --export KIND DIR: add that, or leave it out")
         return None
     kind, out = args.export
     if kind not in KINDS:
@@ -492,11 +563,12 @@ def _export_target(args, run_dir, prompts, suite_metadata: str | None):
     return kind, out, metadata
 
 
-def _export(run_dir: Path, slugs: list[str], kind: str, out: str, metadata: str | None) -> None:
+def _export(run_dir: Path, slugs: list[str], kind: str, out: str, metadata: str | None, partial: bool) -> None:
     from date_diffusion.bench.export import ExportError, export_run
 
     try:
-        counts = export_run(run_dir, slugs, kind, out, metadata)
+        counts = export_run(run_dir, slugs, kind, out, metadata, partial=partial,
+                            say=lambda line: print(line, file=sys.stderr))  # fmt: skip
     except ExportError as err:
         raise CLIError(f"--export {kind}: {err}") from err
     for slug, n in counts.items():
@@ -543,19 +615,36 @@ def run_report(args) -> int:
         from date_diffusion.bench.runner import rescore
 
         print(f"re-scored {rescore(Path(args.dir))} images with the current exact evaluator", file=sys.stderr)
-    print(write_report(Path(args.dir))["markdown"])
+    report = write_report(Path(args.dir))
+    print(report["markdown"])
     if args.export is not None:
         run = read_run(Path(args.dir))
         target = _export_target(args, args.dir, dict, _suite_metadata(run.get("suite"), run.get("captions")))
-        _export(Path(args.dir), [m.slug for m in run_methods(run)], *target)
+        _export(Path(args.dir), [m.slug for m in run_methods(run)], *target, args.export_partial)
+    print_written(Path(args.dir), report["files"])
     return 0
 
 
 def validate_perf(args) -> None:
-    """`bench-perf`'s checks beyond its options' kinds: the variants' names."""
+    """`bench-perf`'s checks beyond its options' kinds, before any measuring process starts: the variants' names,
+    the model (a bench-perf name, or a diffusers folder or hub id that resolves) and the reward spec."""
     bad = [v for v in args.variants if v not in VARIANTS]
     if bad:
         raise CLIError(f"unknown --variants {bad}; choose from {', '.join(VARIANTS)}")
+    if getattr(args, "first_command", False):
+        return
+    from date_diffusion.cli.common import resolve_from_args
+
+    model = args.model
+    if model != "toy" and not str(model).startswith("sd15-random-"):
+        resolve_from_args(model, {"reward": args.reward})  # the folder or hub id, and the reward spec
+    elif args.reward is not None:
+        from date_diffusion.rewards.registry import RewardSpecError, check_spec
+
+        try:
+            check_spec(args.reward)
+        except RewardSpecError as err:
+            raise CLIError(f"--reward {args.reward!r}: {err}") from err
 
 
 def run_bench_perf(args) -> int:

@@ -114,7 +114,7 @@ def model_kwargs(args) -> dict:
     """Keyword arguments of `load_date_pipeline` from the model flags (checked: files exist, LoRA scales parse)."""
     from pathlib import Path
 
-    from date_diffusion.pipelines.loading import is_single_file, parse_lora
+    from date_diffusion.pipelines.loading import check_lora_file, is_single_file, parse_lora
 
     if args.model is not None and is_single_file(args.model) and not Path(args.model).is_file():
         raise CLIError(f"--model {args.model!r}: no such checkpoint file")
@@ -127,6 +127,10 @@ def model_kwargs(args) -> dict:
     for path, _ in loras:
         if not Path(path).is_file():
             raise CLIError(f"--lora {path!r}: no such file (give FILE or FILE:SCALE)")
+        try:
+            check_lora_file(path)
+        except ValueError as err:
+            raise CLIError(f"--lora: {err}") from err
     return dict(family=args.family, config=args.config, loras=loras, offload=args.offload)
 
 
@@ -319,6 +323,8 @@ class Device(Kind):
 
     def check(self, value, name):
         Text().check(value, name)
+        if value == "auto":  # always valid: what it means is decided when the command runs (no torch import here)
+            return value
         try:
             resolve_device(value, name)
         except CLIError as err:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from pathlib import Path
 
 from date_diffusion.cli.common import (
@@ -23,6 +24,7 @@ from date_diffusion.cli.common import (
     slug,
 )
 from date_diffusion.core.settings import SAMPLING, SettingError
+from date_diffusion.core.text import check_prompt, cut_prompt
 from date_diffusion.editing import EDIT_DEFAULTS
 
 # torch, diffusers and the pipelines are imported inside the functions that need them: see cli/__init__.py
@@ -114,8 +116,15 @@ def check_args(args) -> None:
     except Exception as err:  # not an image, truncated
         raise CLIError(f"IMAGE {args.image!r} is not a readable image ({err})") from err
     for name in ("source_prompt", "target_prompt"):
-        if not getattr(args, name).strip():
-            raise CLIError(f"--{name.replace('_', '-')} is empty")
+        flag = f"--{name.replace('_', '-')}"
+        try:
+            check_prompt(getattr(args, name), flag)
+        except ValueError as err:
+            raise CLIError(str(err)) from None
+        text, note = cut_prompt(getattr(args, name), flag)  # before any work: a prompt's cost is bounded
+        setattr(args, name, text)
+        if note:
+            print(f"date-diffusion edit: note: {note}", file=sys.stderr)
     try:  # the sampling settings' kinds: the same ranges as generate's --steps and --guidance
         if args.steps is not None:
             SAMPLING["num_inference_steps"].value(args.steps, "--steps")
@@ -216,11 +225,18 @@ def run(args) -> int:
                 folder.rmdir()  # only when empty: another process's files stay
         raise
     meta = record(args, settings, files, dated.traces[0])
-    from date_diffusion.grids import verdict_lines
+    from date_diffusion.grids import final_rewards, knows_line, verdict_lines
 
-    for label, path in write_edit(out, args, files, meta):
+    edits = {"plain": files["plain"], "date": files["date"]}
+    meta["final_reward"] = final_rewards(reward, edits, args.target_prompt)  # the same quantity for both edits
+    written = write_edit(out, args, files, meta)
+    for label, path in written:
         print(f"{label}: {path}")
-    for line in verdict_lines(meta.get("evaluator", {})):
+    final = meta["final_reward"]
+    print(f"  reward of the finished edits ({settings.reward}): plain {final['plain']:.4f}, DATE "
+          f"{final['date']:.4f} ({final['date'] - final['plain']:+.4f} vs plain edit)")  # fmt: skip
+    knows = knows_line(meta.get("evaluator", {}))
+    for line in [*verdict_lines(meta.get("evaluator", {})), *([knows] if knows else [])]:
         print(f"  {line}")
     return 0
 
@@ -338,14 +354,15 @@ def write_edit(out: Path, args, files: dict, meta: dict) -> list[tuple[str, Path
 
 
 def edit_grid(files: dict, meta: dict):
-    """(grid, panel records): input | plain edit | DATE edit under headers (verdicts on the target prompt, DATE's
-    reward and distance moved), with their amplified difference where the two edits differ little."""
+    """(grid, panel records): input | plain edit | DATE edit under headers (verdicts on the target prompt, each
+    edit's reward, the DATE edit's with its difference to the plain one, the distance moved), with their amplified
+    difference where the two edits differ little."""
     from date_diffusion.grids import compare_grid, panel
 
-    verdicts = meta.get("evaluator", {})
+    verdicts, rewards = meta.get("evaluator", {}), meta.get("final_reward") or {}
     shown = [
         panel(files["input"], "input"),
-        panel(files["plain"], "plain edit", verdicts.get("plain")),
-        panel(files["date"], "DATE edit", verdicts.get("date"), meta["trace"]),
+        panel(files["plain"], "plain edit", verdicts.get("plain"), reward=rewards.get("plain")),
+        panel(files["date"], "DATE edit", verdicts.get("date"), meta["trace"], rewards.get("date")),
     ]
     return compare_grid(shown, difference_of=(1, 2))

@@ -25,6 +25,7 @@ from date_diffusion.cli.common import (
     slug,
 )
 from date_diffusion.core.settings import Seed
+from date_diffusion.core.text import check_prompt, cut_prompt
 from date_diffusion.schedulers import check_steps_fit
 from date_diffusion.toyworld import world
 
@@ -60,7 +61,7 @@ def add_parser(sub):
     s.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
     s.add_argument("--height", type=int, default=None, help="image height in pixels (a multiple of 8)")
     s.add_argument("--width", type=int, default=None, help="image width in pixels (a multiple of 8)")
-    s.add_argument("--negative-prompt", default=None)
+    s.add_argument("--negative-prompt", default=None, help="what the images should not show (default: none)")
     s.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k (default 0)")
     s.add_argument("--images-per-prompt", type=int, default=1, help="(default 1)")
     s.add_argument(
@@ -170,13 +171,30 @@ def validate(args) -> dict:
     prompts = list(args.prompts) + (read_prompts_file(args.prompts_file) if args.prompts_file else [])
     if not prompts:
         raise CLIError("give at least one PROMPT (or --prompts-file FILE)")
-    if any(not p.strip() for p in prompts):
-        raise CLIError("a PROMPT is empty; give non-empty text")
+    notes = []
+    for k, prompt in enumerate(prompts):
+        name = "PROMPT" if len(prompts) == 1 else f"PROMPT {k + 1}"
+        try:
+            check_prompt(prompt, name)
+        except ValueError as err:
+            raise CLIError(str(err)) from None
+        prompts[k], note = cut_prompt(prompt, name)  # before any work: a prompt's cost is bounded
+        notes += [note] if note else []
+    if args.negative_prompt is not None:
+        args.negative_prompt, note = cut_prompt(args.negative_prompt, "--negative-prompt")
+        notes += [note] if note else []
     loading = model_kwargs(args)
     model = resolve_model(args.model)
     flags = {**date_overrides(args), "num_inference_steps": args.steps, "guidance_scale": args.guidance,
              "scheduler": args.scheduler}  # fmt: skip
     settings = resolve_from_args(model, flags, args.family, args.paper_defaults, check_reward=saved is None)
+    if saved is not None:
+        from date_diffusion.families import by_name
+
+        ours, theirs = by_name(settings.family).date_class, saved.metadata.get("pipeline")
+        if theirs != ours:  # another family's embeddings: their shapes cannot fit, say so before any load
+            raise CLIError(f"--replay-embeddings {args.replay_embeddings!r} were saved by {theirs}, and --model "
+                           f"{model!r} runs {ours}: replay them with the model they were saved with")  # fmt: skip
     if args.reward_decoder and saved is None:
         from date_diffusion.hub import ModelNotFoundError, check_tiny_decoder
 
@@ -186,15 +204,18 @@ def validate(args) -> dict:
             raise CLIError(f"--reward-decoder: {err}") from err
     out = Path(args.out)
     active = settings.active
-    return dict(date_active=active, prompts=prompts, out=out, loading=loading, settings=settings, saved=saved)
+    return dict(date_active=active, prompts=prompts, out=out, loading=loading, settings=settings, saved=saved,
+                notes=notes)  # fmt: skip
 
 
 def plan(args) -> dict:
-    """`validate`, with a note when DATE cannot act."""
-    job = validate(args)
-    if not job["date_active"] and job["saved"] is None:
-        import sys
+    """`validate`, with its notes (a prompt cut to what encoders read) and a note when DATE cannot act."""
+    import sys
 
+    job = validate(args)
+    for note in job["notes"]:
+        print(f"date-diffusion generate: note: {note}", file=sys.stderr)
+    if not job["date_active"] and job["saved"] is None:
         print("date-diffusion generate: note: DATE cannot move the embedding with these settings (a zero step "
               "size or no update step); the images use the fixed embedding and are recorded as method 'fixed'",
               file=sys.stderr)  # fmt: skip
@@ -207,9 +228,9 @@ def run(args) -> int:
 
     timings = Timings(args.timings, STARTED)
     with timings.part("imports and checks"):
+        job = plan(args)  # every check that needs no model first: a refusal answers before the heavy imports
         import torch
 
-        job = plan(args)
     job["timings"] = timings
     device = resolve_device(args.device)
     if args.offload and device == "cpu":
@@ -261,7 +282,8 @@ def generate_all(args, job) -> None:
 
     jobs = [(p, args.seed + k) for p in job["prompts"] for k in range(args.images_per_prompt)]
     kinds = (["fixed"] if args.compare else []) + ["replay" if job["saved"] is not None else "date"]
-    bar = tqdm(total=len(jobs) * len(kinds), desc="images", unit="img")
+    # a progress bar on a terminal only (disable=None); elsewhere (a file, a pipe) each finished image's lines say it
+    bar = tqdm(total=len(jobs) * len(kinds), desc="images", unit="img", disable=None)
     for start in range(0, len(jobs), args.batch_size):
         batch = jobs[start : start + args.batch_size]
         with tempfile.TemporaryDirectory() as tmp:
@@ -269,7 +291,12 @@ def generate_all(args, job) -> None:
             results = {}
             for kind in kinds:
                 with job["timings"].part("sampling"):
-                    results[kind] = sample(args, job, kind, batch, emb_path)
+                    try:
+                        results[kind] = sample(args, job, kind, batch, emb_path)
+                    except ValueError as err:  # saved embeddings that do not fit this model (shapes, start)
+                        if kind != "replay":
+                            raise
+                        raise CLIError(f"--replay-embeddings {args.replay_embeddings!r}: {err}") from err
                 bar.update(len(batch))
             saved = None
             if emb_path is not None and "date" in results:
@@ -318,12 +345,17 @@ def sample(args, job, kind, batch, emb_path):
 
 
 def base_record(args, job, prompt, seed) -> dict:
+    """What every image's record states about the run. A setting that had no effect (FLUX.1-schnell's guidance
+    scale, a negative prompt without a negative branch) is not stated as applied: its field is null and
+    `without_effect` names it with its value and why."""
     from date_diffusion import __version__
 
     pipe, settings = job["pipe"], job["settings"]
-    return {
+    given = {"guidance_scale": settings.guidance_scale, "negative_prompt": args.negative_prompt}
+    without = pipe.settings_without_effect(settings.guidance_scale, negative_prompt=args.negative_prompt)
+    record = {
         "prompt": prompt,
-        "negative_prompt": args.negative_prompt,
+        "negative_prompt": None if "negative_prompt" in without else args.negative_prompt,
         "seed": seed,
         "model": settings.model,
         "family": settings.family,
@@ -332,13 +364,16 @@ def base_record(args, job, prompt, seed) -> dict:
         "scheduler": type(pipe.scheduler).__name__,
         "scheduler_name": settings.scheduler,
         "steps": settings.num_inference_steps,
-        "guidance_scale": settings.guidance_scale,
+        "guidance_scale": None if "guidance_scale" in without else settings.guidance_scale,
         "height": job["height"],
         "width": job["width"],
         "dtype": str(pipe.unet.dtype if hasattr(pipe, "unet") else pipe.transformer.dtype).replace("torch.", ""),
         "sources": {k: settings.sources[k] for k in ("num_inference_steps", "guidance_scale", "scheduler")},
         "date_diffusion_version": __version__,
     }
+    if without:
+        record["without_effect"] = {name: {"value": given[name], "why": why} for name, why in without.items()}
+    return record
 
 
 def write_image(args, job, results, j, prompt, seed, saved) -> None:
@@ -381,7 +416,7 @@ def write_image(args, job, results, j, prompt, seed, saved) -> None:
                 record["evaluator"]["fixed"] = job["judge"](fixed, prompt)
             record.update(fixed_image=f"{stem}-fixed.png", compare_grid=f"{stem}-compare.png")
             if job["reward"] is not None:
-                record["final_reward"] = final_rewards(job["reward"], fixed, image, prompt)
+                record["final_reward"] = final_rewards(job["reward"], {"fixed": fixed, "date": image}, prompt)
             group.write(out / f"{stem}-fixed.png", png_bytes(fixed, fixed_record))
             panels = write_compare(group, out / f"{stem}-compare.png", fixed, image, record, kind)
             lines.append(f"    fixed image: {out / (stem + '-fixed.png')}")
@@ -404,39 +439,39 @@ def write_compare(group, path: Path, fixed, image, record: dict, kind: str) -> l
 
     verdicts = record.get("evaluator", {})
     verdicts = {"fixed": verdicts.get("fixed"), "date": verdicts.get(kind)}
-    grid, panels = fixed_date_grid(fixed, image, record["method"], verdicts, record["trace"])
+    grid, panels = fixed_date_grid(
+        fixed, image, record["method"], verdicts, record["trace"], record.get("final_reward")
+    )
     group.write(path, png_bytes(grid, grid_record(record, panels)))
     return panels
 
 
-def final_rewards(reward, fixed, image, prompt: str) -> dict:
-    """The reward DATE followed, of both finished images (what the comparison is about)."""
-    import numpy as np
-    import torch
+def final_rewards(reward, images: dict, prompt: str) -> dict:
+    """The reward DATE followed, of each finished image (what the comparison is about): `grids.final_rewards`."""
+    from date_diffusion.grids import final_rewards as scored
 
-    pixels = torch.from_numpy(np.stack([np.asarray(fixed), np.asarray(image)])).permute(0, 3, 1, 2).float() / 255
-    device = next((p.device for p in reward.parameters()), "cpu") if isinstance(reward, torch.nn.Module) else "cpu"
-    with torch.no_grad():
-        scores = reward(pixels.to(device), [prompt, prompt]).tolist()
-    return {"fixed": scores[0], "date": scores[1]}
+    return scored(reward, images, prompt)
 
 
 def change_summary(fixed, image, panels: list[dict], record: dict, kind: str) -> list[str]:
-    """Two lines on what DATE changed: reward, distance moved, share of pixels changed; both verdicts."""
-    from date_diffusion.grids import changed_pixels, reward_text, verdict_lines
+    """What the grid's headers say, in lines: each finished image's reward (the DATE image's with its difference to
+    the fixed one), what DATE changed (distance moved, share of pixels), both verdicts (and, for a prompt outside
+    the toy world, what it knows)."""
+    from date_diffusion.grids import changed_pixels, knows_line, reward_text, verdict_lines
 
-    date = panels[1]
+    fixed_panel, date = panels[0], panels[1]
     changed, total = changed_pixels(fixed, image)
+    lines = []
+    if "final_reward" in date:  # the comparison that means something: both finished images, one reward
+        shown = f"fixed {fixed_panel['final_reward']:.4f}, DATE {reward_text(date).removeprefix('reward ')}"
+        lines.append(f"    reward of the finished images ({record['reward']}): {shown}")
     moved = f"embedding moved {date['final_distance']:.3f}" if "final_distance" in date else "no distance recorded"
-    first = f"    DATE changed: {reward_text(date) or 'reward not scored'}, "
-    if "final_reward" in record:  # the comparison that means something: both finished images, one reward
-        final = record["final_reward"]
-        first += f"final images' reward {final['fixed']:.4f} (fixed) -> {final['date']:.4f} (DATE), "
-    first += f"{moved}, pixels changed {changed / total:.2%} ({changed} of {total})"
+    lines.append(f"    DATE changed: {moved}, pixels changed {changed / total:.2%} ({changed} of {total})")
     if "evaluator" not in record:
-        return [first, "    evaluator: none for this model (the exact evaluator judges the toy world only)"]
+        return [*lines, "    evaluator: none for this model (the exact evaluator judges the toy world only)"]
     both = {k: record["evaluator"][k] for k in ("fixed", kind)}
-    return [first, "    " + "; ".join(verdict_lines(both))]
+    knows = knows_line(both)
+    return [*lines, "    " + "; ".join(verdict_lines(both)), *([f"    {knows}"] if knows else [])]
 
 
 def write_embeddings(path: Path, one, record: dict, args) -> None:
@@ -450,8 +485,11 @@ def write_embeddings(path: Path, one, record: dict, args) -> None:
 
 
 def describe(meta: dict, verdicts: bool = True) -> list[str]:
-    """One line per DATE update, then (with `verdicts`) the exact evaluator's verdict on each image."""
-    from date_diffusion.grids import update_text, verdict_lines
+    """One line per DATE update, then (with `verdicts`) the exact evaluator's verdict on each image (and, for a
+    prompt outside the toy world, what it knows)."""
+    from date_diffusion.grids import knows_line, update_text, verdict_lines
 
     lines = [f"    step {u['step']:3d}: {update_text(u)}" for u in meta["trace"]["updates"]]
-    return lines + [f"    {line}" for line in verdict_lines(meta.get("evaluator", {}) if verdicts else {})]
+    evaluator = meta.get("evaluator", {}) if verdicts else {}
+    knows = knows_line(evaluator)
+    return lines + [f"    {line}" for line in [*verdict_lines(evaluator), *([knows] if knows else [])]]

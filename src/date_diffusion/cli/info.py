@@ -20,10 +20,14 @@ def add_parser(sub):
     p = sub.add_parser(
         "info",
         help="print the settings stored in images written by generate, edit or bench",
+        description="Print the settings an image was made with, read from its PNG text chunks: prompt, model,\n"
+        "seed, sampling and DATE settings, the reward, DATE's updates and, for a grid, what each panel's\n"
+        "header says. Images written by date-diffusion (and in Python by `out.save(path)`) carry them;\n"
+        "other tools' A1111-style `parameters` are shown as they are.",
         formatter_class=HelpFormatter,
         epilog=EXAMPLES,
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="one or more PNG files")
     p.add_argument("--json", action="store_true", help="print the full JSON record (default: a summary)")
     p.set_defaults(func=run)
     return p
@@ -51,13 +55,17 @@ def run(args) -> int:
 
 
 def summary(record: dict) -> list[str]:
-    """A grid's panels, one block each (method, verdict, reward, distance moved), then DATE's updates."""
-    from date_diffusion.grids import header_lines, update_text
+    """A grid's panels, one block each (method, verdict, reward, distance moved) and the line under them, then
+    DATE's updates."""
+    from date_diffusion.grids import grid_note, header_lines, update_text
 
     lines = []
-    for k, panel in enumerate(record.get("panels") or [], 1):
+    panels = record.get("panels") or []
+    for k, panel in enumerate(panels, 1):
         method, *rest = header_lines(panel)
         lines += [f"  panel {k}: {method}", *(f"    {line}" for line in rest)]
+    note = grid_note(panels)
+    lines += [f"  under the panels: {note}"] if note else []
     trace = record.get("trace") or {}
     lines += [f"  update at step {u['step']}: {update_text(u)}" for u in trace.get("updates", [])]
     return lines

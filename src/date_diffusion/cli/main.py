@@ -11,13 +11,8 @@ from contextlib import contextmanager
 
 from date_diffusion.cli import bench, edit, generate, info, toyworld, ui
 from date_diffusion.cli.common import CLIError, attach_kinds, check_kinds
+from date_diffusion.quiet import SILENCED  # what the libraries say that tells the user nothing (quiet.REMARKS)
 
-# What the libraries say that tells the user of this command line nothing (a part of the message's text)
-SILENCED = (
-    "requires torchvision",  # transformers (logging), on import of the pipelines: the image processors use PIL
-    "`local_dir_use_symlinks` argument is deprecated",  # huggingface_hub (warnings): diffusers passes it to the hub
-    "should be kept in float32",  # diffusers (logging), on every `.to(dtype)` of a model, even one with no such module
-)
 # Libraries that write their log records to stderr through a handler of their own instead of the root logger's
 OWN_HANDLERS = ("transformers", "diffusers", "huggingface_hub")
 
@@ -43,8 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
     toyworld.add_parser(sub)
     ui.add_parser(sub)
     bench.add_parsers(sub)
+    describe_commands(parser)
     attach_kinds(parser)
     return parser
+
+
+def describe_commands(parser: argparse.ArgumentParser) -> None:
+    """A command without a description of its own is described by its line in the list of commands (its `help`),
+    so that its `--help` says what it does."""
+    for action in parser._actions:  # noqa: SLF001  (argparse keeps its subcommands there)
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            helps = {choice.dest: choice.help for choice in action._choices_actions}  # noqa: SLF001
+            for name, sub in action.choices.items():
+                if not sub.description and helps.get(name):
+                    sub.description = helps[name][0].upper() + helps[name][1:] + "."
+                describe_commands(sub)
 
 
 def _quiet_loading(debug: bool) -> None:
@@ -132,8 +140,45 @@ def _sigterm_as_interrupt() -> None:
         signal.signal(signal.SIGTERM, interrupt)
 
 
+def _text_arguments(argv: list[str]) -> list[str]:
+    """The command line as the text the user typed. Under a C or POSIX locale without UTF-8 mode, Python decodes
+    argument bytes as ASCII and keeps the rest as lone surrogates ('\\udcc3'), which no tokenizer takes: they are
+    turned back into the bytes typed and read as UTF-8; an argument that is not UTF-8 is a usage error."""
+    out = []
+    for k, arg in enumerate(argv):
+        try:
+            arg.encode("utf-8")
+            out.append(arg)
+            continue
+        except UnicodeEncodeError:
+            pass
+        try:
+            out.append(os.fsencode(arg).decode("utf-8"))
+        except UnicodeDecodeError:
+            raise CLIError(f"argument {k + 1} ({arg.encode('utf-8', 'backslashreplace').decode()!r}) is not UTF-8 "
+                           "text: type it in a UTF-8 terminal (e.g. LANG=C.UTF-8)") from None  # fmt: skip
+    return out
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader of stdout went away (`info FILE | head -3`): nothing more is shown, and nothing is an error."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 usage error (nothing was done), 1 runtime failure, 130 interrupted (Ctrl-C)."""
+    for stream in (sys.stdout, sys.stderr):  # text the terminal's encoding lacks is shown escaped, never a failure
+        if stream is not None and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    try:
+        argv = _text_arguments(sys.argv[1:] if argv is None else list(argv))
+    except CLIError as err:
+        print(f"date-diffusion: error: {err}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     name = f"date-diffusion {args.command}"
     _sigterm_as_interrupt()
@@ -148,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{name}: interrupted; every file written so far is complete", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        return 0
     except Exception as err:
         from date_diffusion.hub import ModelNotFoundError
 
@@ -172,7 +220,8 @@ def console() -> None:
     atexit._run_exitfuncs()  # noqa: SLF001  (handlers registered by libraries: logging, temporary files, ...)
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # None: the stream was closed before the program started (`>&-`)
+                stream.flush()
         except (OSError, ValueError):  # closed or broken pipe: nothing more can be shown
             pass
     os._exit(code)

@@ -32,14 +32,17 @@ Then `date-diffusion generate PROMPT --model my-toyworld/pipeline` samples with 
 
 def add_parser(sub):
     p = sub.add_parser(
-        "toyworld", help="the toy world: train its models", epilog=TOYWORLD_EXAMPLES, formatter_class=HelpFormatter
+        "toyworld",
+        help="the toy world: train, audit and export its models and judges",
+        epilog=TOYWORLD_EXAMPLES,
+        formatter_class=HelpFormatter,
     )
     tsub = p.add_subparsers(dest="toy_command", required=True)
     t = tsub.add_parser(
         "train", help="train every toy-world model (resumable)", epilog=TRAIN_EXAMPLES, formatter_class=HelpFormatter
     )
     t.add_argument("--out", required=True, help="output folder (re-running resumes from its checkpoints)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="seed of the training data and initial weights")
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     t.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     t.add_argument("--smoke", action="store_true", help="a few steps of each stage on a few images (CI)")
@@ -56,7 +59,7 @@ def add_parser(sub):
         epilog=FINALIZE_EXAMPLES,
         formatter_class=HelpFormatter,
     )
-    fz.add_argument("--out", required=True)
+    fz.add_argument("--out", required=True, help="the --out folder of `toyworld train`")
     fz.set_defaults(func=run_finalize)
     t.set_defaults(func=run_train)
 

@@ -7,6 +7,10 @@ from date_diffusion.cli.common import HelpFormatter
 # Gradio, torch and the page are imported inside `run`: see cli/__init__.py
 
 
+# the page takes no file from a visitor: Gradio's upload route accepts nothing larger than this
+MAX_UPLOAD = "1kb"
+
+
 def add_parser(sub):
     p = sub.add_parser(
         "ui",
@@ -34,15 +38,16 @@ def add_parser(sub):
 
 
 def validate(args) -> None:
-    """`ui`'s checks beyond its options' kinds: Gradio installed, --run a bench run's folder."""
+    """`ui`'s checks beyond its options' kinds, before Gradio or torch is imported: Gradio installed, the model
+    (one that cannot load is refused at once), --run a bench run's folder."""
+    import importlib.util
     from pathlib import Path
 
-    from date_diffusion.cli.common import CLIError
+    from date_diffusion.cli.common import CLIError, resolve_from_args, resolve_model
 
-    try:
-        import gradio  # noqa: F401
-    except ImportError as err:
-        raise CLIError("the web interface needs Gradio: pip install 'date-diffusion[ui]'") from err
+    if importlib.util.find_spec("gradio") is None:
+        raise CLIError("the web interface needs Gradio: pip install 'date-diffusion[ui]'")
+    resolve_from_args(resolve_model(args.model), {})
     if args.run is not None and not (Path(args.run) / "run.json").is_file():
         raise CLIError(f"--run {args.run!r} is not a bench run (no run.json)")
 
@@ -72,7 +77,8 @@ def run(args) -> int:
         demo = build_app(session, args.run)
         demo.queue(default_concurrency_limit=args.concurrency)
         demo.launch(server_name=args.host, server_port=args.port, show_error=True, quiet=True, prevent_thread_lock=True,
-                    allowed_paths=[str(session.workdir)] + ([args.run] if args.run else []))  # fmt: skip
+                    allowed_paths=[str(session.workdir)] + ([args.run] if args.run else []),
+                    max_file_size=MAX_UPLOAD)  # fmt: skip
         print(f"serving {model} on http://{args.host}:{args.port}", flush=True)  # once it answers, not before
         while demo.is_running:  # our own wait, so that an interrupt always reaches this handler
             time.sleep(0.1)

@@ -377,6 +377,8 @@ def parse_keys(text: str, spec: str) -> dict:
         if key not in BY_KEY or not eq:
             raise SettingError(f"bad setting {item!r} in {spec!r}; keys: {', '.join(BY_KEY)}")
         setting = BY_KEY[key]
+        if setting.field in out:
+            raise SettingError(f"{key} is given twice in {spec!r}: give each key once")
         out[setting.field] = setting.kind.value(value, f"{key} in {spec!r}")
     return out
 

@@ -163,7 +163,10 @@ class EditingMixin:
         result, traces = self._date_run(run, options, generator)
         image, nsfw = self._date_output_image(target.call, result.latents, target.cond.cond.dtype, device)
         self.maybe_free_model_hooks()
-        return DATEPipelineOutput(images=image, nsfw_content_detected=nsfw, traces=traces, prompts=options.texts)
+        records = [{**r, "source_prompt": source_prompt, "editor": plan.editor, "skip": plan.skip}
+                   for r in self._date_records(target.call, options, traces)]  # fmt: skip
+        return DATEPipelineOutput(images=image, nsfw_content_detected=nsfw, traces=traces, prompts=options.texts,
+                                  records=records)  # fmt: skip
 
     # ------------------------------------------------------------------ the template's pieces
 

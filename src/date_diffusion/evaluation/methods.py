@@ -169,9 +169,12 @@ def _one_step_size(date: dict) -> dict:
 
 def _options(spec: str, body: str, kinds: dict, date_keys: bool) -> dict:
     """`KEY=V,...` -> field values: the method's own keys by their kinds, the DATE keys (if accepted) as `date`."""
-    values, date_items = {}, []
+    values, date_items, seen = {}, [], set()
     for item in filter(None, body.split(",")):
         key, eq, value = item.partition("=")
+        if key in seen:
+            raise SettingError(f"{key} is given twice in {spec!r}: give each key once")
+        seen.add(key)
         if key in kinds and eq:
             values[key] = kinds[key].value(value, f"{key} in {spec!r}")
         elif date_keys and key in BY_KEY:

@@ -17,9 +17,15 @@ def model_index(model) -> dict:
     from date_diffusion.hub import explain_load_error
 
     try:
-        return DiffusionPipeline.load_config(str(model))
+        config = DiffusionPipeline.load_config(str(model))
     except (OSError, ValueError) as err:
         raise explain_load_error(model, err) from err
+    if not isinstance(config, dict) or not isinstance(config.get("_class_name"), str):
+        raise ValueError(
+            f"{str(model)!r}: its model_index.json is not a diffusers pipeline index (an object naming the pipeline "
+            f"in '_class_name'; found {type(config).__name__}): repair it or save the model again with save_pretrained"
+        )
+    return config
 
 
 def pipeline_class_name(model) -> str:
@@ -38,8 +44,22 @@ def scheduler_class_name(model) -> str | None:
 
 
 def date_pipeline_for(model) -> type:
-    """The DATE pipeline class for a checkpoint folder or hub id."""
-    return date_pipeline_class(pipeline_class_name(model))
+    """The DATE pipeline class for a checkpoint folder or hub id, once its index lists every component the class
+    needs (checked before any weights load: a folder whose index names another pipeline than its parts were saved
+    by, e.g. SDXL over SD 1.x parts, is refused naming what is missing)."""
+    import inspect
+
+    index = model_index(model)
+    cls = date_pipeline_class(index["_class_name"])
+    params = inspect.signature(cls.__init__).parameters.values()
+    needed = [p.name for p in params if p.name != "self" and p.default is inspect.Parameter.empty]
+    missing = [name for name in needed if name not in index]
+    if missing:
+        raise ValueError(
+            f"{str(model)!r}: its model_index.json names {index['_class_name']}, which needs {', '.join(missing)}, "
+            "and the folder has none: it holds another pipeline's parts; name the pipeline that saved them"
+        )
+    return cls
 
 
 class DATEPipeline:

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 import torch
 from diffusers.utils import BaseOutput
 
-from date_diffusion.core.prediction import PREDICTION_TYPES, prediction_type_of
+from date_diffusion.core.prediction import prediction_type_of
 from date_diffusion.pipelines.callbacks import callback_hooks, callback_names
 from date_diffusion.pipelines.conditioning import PackedConditioning, pack, pack_conditioning, unpack
 from date_diffusion.pipelines.embeddings import replay_schedule, save_run
@@ -50,12 +50,29 @@ __all__ = [
 
 @dataclass
 class DATEPipelineOutput(BaseOutput):
-    """images: as diffusers (PIL list, numpy or tensor); traces: one dict per image (see `Trace`)."""
+    """images: as diffusers (PIL list, numpy or tensor); traces: one dict per image (see `Trace`); records: one dict
+    per image, what it was made with (prompt, seed, model, pipeline, scheduler, steps, guidance, size, dtype, DATE's
+    settings and reward, the trace), as the command line records it; `save(path)` writes an image with its record."""
 
     images: list | object
     nsfw_content_detected: list[bool] | None
     traces: list[dict]
     prompts: list[str]
+    records: list[dict] | None = None
+
+    def save(self, path, index: int = 0):
+        """Image `index` as a PNG at `path` (written atomically; an existing file is replaced, as `Image.save`
+        does), its record in the PNG's text chunks as the command line writes them: `date-diffusion info PATH`
+        shows it. Returns the path."""
+        from PIL import Image
+
+        from date_diffusion.outputs import save_png
+
+        image = self.images[index]
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"save() writes PIL images; these are {type(image).__name__}: call the pipeline with "
+                            "output_type='pil' (the default)")  # fmt: skip
+        return save_png(path, image, self.records[index] if self.records else None)
 
 
 @dataclass
@@ -83,6 +100,16 @@ def _direction_generators(generator):
 
 # stock attributes a stock `__call__` sets from its arguments (read back through the stock properties)
 _STATE = ("guidance_scale", "guidance_rescale", "clip_skip", "cross_attention_kwargs", "denoising_end")
+
+
+class _Overlay:
+    """`pipe` with some attributes read as other values (a stock property evaluated for another call's values)."""
+
+    def __init__(self, pipe, **values):
+        self.__dict__.update(values, _pipe=pipe)
+
+    def __getattr__(self, name):
+        return getattr(self._pipe, name)
 
 
 def _stock_class(cls):
@@ -120,6 +147,22 @@ class DATEPipelineMixin:
 
     # ------------------------------------------------------------------ the template
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """diffusers' `from_pretrained`, without the libraries' loading progress bars (`quiet.quiet_loading`)."""
+        from date_diffusion.quiet import quiet_loading
+
+        with quiet_loading():
+            return super().from_pretrained(*args, **kwargs)
+
+    @classmethod
+    def from_single_file(cls, *args, **kwargs):
+        """diffusers' `from_single_file`, without the libraries' loading progress bars (`quiet.quiet_loading`)."""
+        from date_diffusion.quiet import quiet_loading
+
+        with quiet_loading():
+            return super().from_single_file(*args, **kwargs)
+
     @torch.no_grad()
     def _date_call(self, *args, **kwargs):
         bound = self._date_signature.bind(self, *args, **kwargs)
@@ -153,7 +196,46 @@ class DATEPipelineMixin:
         self.maybe_free_model_hooks()
         if not call.return_dict:
             return self._date_tuple(image, nsfw)
-        return DATEPipelineOutput(images=image, nsfw_content_detected=nsfw, traces=traces, prompts=options.texts)
+        records = self._date_records(call, options, traces)
+        return DATEPipelineOutput(images=image, nsfw_content_detected=nsfw, traces=traces, prompts=options.texts,
+                                  records=records)  # fmt: skip
+
+    def _date_records(self, call, options: DATEOptions, traces: list[dict]) -> list[dict]:
+        """One record per image of a call: what the command line records of an image, as far as the call knows it
+        (a seed where the image's own generator, or the call's only one, was seeded; the reward by its spec where
+        `Resolved.load_reward` built it, else by its name)."""
+        from date_diffusion import __version__
+
+        n, generator = len(traces), call.generator
+        per_prompt = getattr(call, "num_images_per_prompt", 1) or 1
+
+        def per_image(value):
+            values = value if isinstance(value, list) else [value] * (n // per_prompt)
+            return [v for v in values for _ in range(per_prompt)] if len(values) * per_prompt == n else [None] * n
+
+        prompts, negatives = per_image(call.prompt), per_image(getattr(call, "negative_prompt", None))
+        generators = generator if isinstance(generator, list) else [generator] * n
+        reward = options.reward if options.date is not None else None
+        records = []
+        for k, trace in enumerate(traces):
+            g = generators[k] if k < len(generators) else None
+            seed = {}
+            if isinstance(g, torch.Generator):  # one generator for several images: image k is its k-th draw
+                one = isinstance(generator, list) or n == 1
+                seed = {"seed": g.initial_seed()} if one else {"generator_seed": g.initial_seed(), "image_in_batch": k}
+            moved = options.date is not None and trace.get("final_distance", 0) > 0
+            method = "replay" if options.replay_embeddings is not None else "date" if moved else "fixed"
+            records.append({
+                "prompt": prompts[k], "negative_prompt": negatives[k], **seed, "model": self.name_or_path,
+                "pipeline": type(self).__name__, "scheduler": type(self.scheduler).__name__,
+                "steps": call.num_inference_steps, "guidance_scale": getattr(call, "guidance_scale", None),
+                "height": call.height, "width": call.width,
+                "dtype": str(self._date_denoiser().dtype).replace("torch.", ""), "method": method,
+                "date": options.date.to_dict() if options.date is not None else None,
+                "reward": None if reward is None else getattr(reward, "spec", None) or getattr(reward, "name", None),
+                "trace": trace, "date_diffusion_version": __version__,
+            })  # fmt: skip
+        return records
 
     def _date_schedule(self, call, cond: PackedConditioning, device):
         """(initial latents, timesteps) in the family's stock order."""
@@ -174,6 +256,21 @@ class DATEPipelineMixin:
     def default_image_size(self) -> int:
         """The side in pixels the model samples when no height / width is given."""
         return self._date_default_size()
+
+    def settings_without_effect(self, guidance_scale: float, negative_prompt=None,
+                                true_cfg_scale: float = 1.0) -> dict[str, str]:  # fmt: skip
+        """The sampling settings a call with these values would take without any effect, each with why (what a
+        record names as such instead of stating it as applied): `guidance_scale` where no classifier-free guidance
+        runs and the denoiser takes no guidance input (FLUX.1-schnell, or a scale of 1 or less), `negative_prompt`
+        where no negative branch runs."""
+        cfg = self._date_cfg_at(guidance_scale, negative_prompt is not None, true_cfg_scale)
+        takes_guidance, denoiser = self._date_guidance_input()
+        why, out = self._date_no_cfg_reason(guidance_scale), {}
+        if not cfg and not takes_guidance:
+            out["guidance_scale"] = f"no classifier-free guidance runs ({why}) and {denoiser}"
+        if negative_prompt is not None and not cfg:
+            out["negative_prompt"] = f"no negative branch runs ({why})"
+        return out
 
     @property
     def interrupt(self) -> bool:
@@ -197,12 +294,7 @@ class DATEPipelineMixin:
         bad = [k for k in names if k not in allowed]
         if bad:
             raise ValueError(f"callback_on_step_end_tensor_inputs {bad} are not among this pipeline's: {allowed}")
-        if self._date_prediction_type() not in PREDICTION_TYPES:
-            raise ValueError(
-                f"scheduler prediction_type {self._date_prediction_type()!r} is not supported; "
-                f"use one of {PREDICTION_TYPES}"
-            )
-        prepare(self, call, options)
+        prepare(self, call, options)  # DATE's options; a scheduler whose clean estimate cannot be read is refused
         for name in _STATE:
             setattr(self, f"_{name}", getattr(call, name, None if name != "guidance_rescale" else 0.0))
         self._joint_attention_kwargs = getattr(call, "joint_attention_kwargs", None)
@@ -272,6 +364,29 @@ class DATEPipelineMixin:
         """Whether the next step uses classifier-free guidance (the stock property where the family has one)."""
         stock = getattr(type(self), "do_classifier_free_guidance", None)
         return stock.fget(self) if isinstance(stock, property) else self._guidance_scale > 1
+
+    def _date_no_cfg_reason(self, guidance_scale: float) -> str:
+        """Why no classifier-free guidance runs at `guidance_scale` (for records)."""
+        takes_guidance, denoiser = self._date_guidance_input()
+        if takes_guidance and guidance_scale > 1:  # stock: a guidance-distilled UNet is never run with CFG
+            return f"{denoiser} instead"
+        return "it runs at guidance_scale above 1"
+
+    def _date_cfg_at(self, guidance_scale: float, negative: bool, true_cfg_scale: float) -> bool:
+        """`_date_cfg` for a call with these values (the stock property read over them; the pipeline is left as
+        it is)."""
+        stock = getattr(type(self), "do_classifier_free_guidance", None)
+        if isinstance(stock, property):
+            return bool(stock.fget(_Overlay(self, _guidance_scale=guidance_scale)))
+        return guidance_scale > 1
+
+    def _date_guidance_input(self) -> tuple[bool, str]:
+        """(whether the denoiser takes the guidance scale as an input, the sentence that says so for records):
+        a guidance-distilled (LCM) UNet's guidance embedding."""
+        unet = getattr(self, "unet", None)
+        if unet is not None and unet.config.get("time_cond_proj_dim") is not None:
+            return True, f"{type(unet).__name__} takes the guidance scale as its guidance embedding"
+        return False, f"{type(self._date_denoiser()).__name__} takes no guidance input"
 
     def _date_latents(self, call, n, dtype, device):
         channels = self._date_denoiser().config.in_channels

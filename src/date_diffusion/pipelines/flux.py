@@ -52,6 +52,19 @@ class FluxDATEPipeline(DATEPipelineMixin, EditingMixin, FluxPipeline):
     def _date_cfg(self) -> bool:
         return self._date_true_cfg  # guidance is an input of the model; true CFG is the only negative branch
 
+    def _date_no_cfg_reason(self, guidance_scale: float) -> str:
+        return "FLUX's true CFG runs with true_cfg_scale above 1 and a negative prompt"
+
+    def _date_cfg_at(self, guidance_scale: float, negative: bool, true_cfg_scale: float) -> bool:
+        return true_cfg_scale > 1 and negative
+
+    def _date_guidance_input(self) -> tuple[bool, str]:
+        """FLUX.1-dev's transformer takes the guidance scale as an input; FLUX.1-schnell's does not."""
+        name = type(self.transformer).__name__
+        if self.transformer.config.guidance_embeds:
+            return True, f"{name} takes the guidance scale as its guidance input"
+        return False, f"{name} has no guidance input (guidance_embeds false)"
+
     def _date_encode(self, call, options, device):
         tokens, pooled, text_ids = self._date_encode_prompt(call, device)
         negative, negative_ids = None, None

@@ -8,12 +8,13 @@ cache behave as they do in diffusers.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from date_diffusion.core.settings import Real
 from date_diffusion.families import NAMES, by_name, by_pipeline_class, by_single_file_type
-from date_diffusion.hub import explain_load_error
+from date_diffusion.hub import explain_load_error, load_component
 
 # diffusers is imported inside the functions: the resolver (and so every command's checks) imports this module
 # before any model loads.
@@ -57,14 +58,31 @@ def is_single_file(model) -> bool:
 
 
 def check_model_path(model) -> None:
-    """A local file that cannot be a checkpoint is named as such at once, before any import or load: a file
-    without a checkpoint's suffix (a README, a text file) is neither a diffusers folder nor a single file."""
+    """A model that cannot load is named as such at once, before diffusers is imported or anything loads: a file
+    without a checkpoint's suffix (a README, a text file) is neither a diffusers folder nor a single file; a folder
+    without model_index.json is no diffusers folder; a path (/..., ./..., ~/...) that is not there; a hub id that is
+    not in the Hugging Face cache while HF_HUB_OFFLINE is set. The messages are `hub.explain_load_error`'s, which
+    names the fix. (A single file that is not there is named by its caller; a hub id online is diffusers' to fetch.)"""
+    from date_diffusion.hub import is_offline
+
     path = Path(str(model)).expanduser()
     if path.is_file() and not is_single_file(path):
         raise ValueError(
             f"{str(model)!r} is a file, not a diffusers folder (one with model_index.json) nor a single checkpoint "
             f"({', '.join(SINGLE_FILE_SUFFIXES)}): pass a model folder, a hub id or a checkpoint file"
         )
+    if is_single_file(model):
+        return
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise explain_load_error(model, OSError(f"no model_index.json in {path}"))
+    elif str(model).startswith(("/", ".", "~")):
+        raise explain_load_error(model, FileNotFoundError(str(model)))
+    elif is_offline() and re.fullmatch(r"[\w.-]+/[\w.-]+", str(model)):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(str(model), "model_index.json"), str):
+            raise explain_load_error(model, OSError(f"{model} is not in the Hugging Face cache"))
 
 
 def detect_family(path) -> str:
@@ -140,6 +158,23 @@ def resolve_dtype(dtype, family: str, device: str):
 LORA_SCALE = Real(-100.0, 100.0)  # a LoRA's weight: finite (nan or inf would turn every image black)
 
 
+def check_lora_file(path) -> None:
+    """A LoRA file that cannot add anything is refused before any model loads: a .safetensors file that holds no
+    tensor, or whose keys name no low-rank weights (`lora_A`/`lora_B`, `lora_down`/`lora_up`, ...)."""
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        return  # other formats are read by diffusers itself
+    try:
+        keys = list(_Shapes(path))
+    except Exception as err:  # noqa: BLE001  (a truncated or foreign file)
+        raise ValueError(f"LoRA file {str(path)!r} is not a readable .safetensors file ({err})") from None
+    if not keys:
+        raise ValueError(f"LoRA file {str(path)!r} holds no tensors: it adds nothing to a model")
+    if not any("lora" in k.lower() for k in keys):
+        raise ValueError(f"LoRA file {str(path)!r} holds no LoRA weights (its first tensor is {keys[0]!r}): is it a "
+                         "whole model? pass that with --model")  # fmt: skip
+
+
 def parse_lora(spec: str) -> tuple[str, float]:
     """`FILE[:SCALE]` -> (file, scale); the scale defaults to 1 and must be a finite number (`LORA_SCALE`)."""
     path, colon, scale = str(spec).rpartition(":")
@@ -179,7 +214,13 @@ def load_date_pipeline(
         except (OSError, ValueError) as err:
             raise explain_load_error(model, err, None if config is not None else _config_repo(model)) from err
     else:
-        pipe = DATEPipeline.from_pretrained(model, dtype=torch_dtype)
+        try:
+            if family is None:
+                pipe = DATEPipeline.from_pretrained(model, dtype=torch_dtype)
+            else:  # the caller's word: a folder whose index names another pipeline with this family's components
+                pipe = load_component(by_name(fam).date_pipeline(), model, dtype=torch_dtype)
+        except (IndexError, KeyError, TypeError, AttributeError, ZeroDivisionError) as err:  # a config diffusers
+            raise explain_load_error(model, err) from err  # builds nothing from (e.g. num_train_timesteps 0)
     if scheduler is not None:
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     add_loras(pipe, loras)
@@ -212,11 +253,15 @@ def add_loras(pipe, loras) -> None:
         LORA_SCALE.check(scale, f"the scale of LoRA {path!r}")
         if not Path(path).is_file():
             raise ValueError(f"LoRA file {path!r} not found")
+        check_lora_file(path)
         name = f"lora_{k}"
         try:
             pipe.load_lora_weights(str(path), adapter_name=name)
         except Exception as err:  # not a LoRA, or one for another model
             raise ValueError(f"could not load LoRA {path!r} into {type(pipe).__name__}: {err}") from err
+        if name not in {a for adapters in pipe.get_list_adapters().values() for a in adapters}:
+            raise ValueError(f"LoRA {path!r} matches no module of {type(pipe).__name__}: it was made for another "
+                             "model family (or holds no weights diffusers can place)")  # fmt: skip
         names.append(name)
     pipe.set_adapters(names, adapter_weights=[scale for _, scale in loras])
 

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from date_diffusion.core.config import DATEConfig
+from date_diffusion.core.prediction import check_scheduler
 from date_diffusion.core.settings import Integer, Real
 from date_diffusion.outputs import unwritable
 from date_diffusion.pipelines.embeddings import as_saved
+from date_diffusion.sampling.guidance import guidance_refusal
 
 
 @dataclass
@@ -134,6 +136,8 @@ def prepare(pipe, call, options: DATEOptions) -> None:
         options.replay_embeddings = as_saved(options.replay_embeddings)
     if guided and options.reward is None:
         raise ValueError("`date` and `ug_scale` need a `reward`, e.g. reward=CLIPScoreReward.from_pretrained(...)")
+    if guided:
+        check_reading(pipe.scheduler, bool(options.ug_scale))
     texts = options.reward_prompt if options.reward_prompt is not None else prompt
     if guided and texts is None:
         raise ValueError("with `prompt_embeds`, pass `reward_prompt` (the text the reward scores against)")
@@ -163,6 +167,13 @@ def prepare(pipe, call, options: DATEOptions) -> None:
             "attend_and_excite replaces the UNet's attention processors, the IP-Adapter's among them: "
             "use it without `ip_adapter_image` / `ip_adapter_image_embeds`"
         )
+
+
+def check_reading(scheduler, universal_guidance: bool) -> None:
+    """The scheduler's clean estimate can be derived (`core.prediction.check_scheduler`: else refused, naming it),
+    and with `ug_scale` the model's output is the noise of a variance-preserving input."""
+    if check_scheduler(scheduler) == "edm" and universal_guidance:
+        raise ValueError(guidance_refusal(scheduler))
 
 
 def check_ebca(pipe, call, options: DATEOptions) -> None:

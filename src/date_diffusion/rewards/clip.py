@@ -54,22 +54,34 @@ class CLIPScoreReward(Reward):
     def device(self):
         return self.preprocess.mean.device
 
+    @property
+    def context_length(self) -> int:
+        """The most tokens the text encoder reads, start and end of text included."""
+        return self.tokenizer.model_max_length
+
+    def token_count(self, prompt: str) -> int:
+        """The tokens of `prompt`, start and end of text included."""
+        return len(self.tokenizer(prompt, verbose=False).input_ids)
+
+    def tokenize(self, prompts: list[str]) -> dict:
+        """The text encoder's inputs for `prompts`, padded and cut to `context_length`."""
+        return self.tokenizer(
+            prompts, padding="max_length", max_length=self.context_length, truncation=True, return_tensors="pt"
+        ).to(self.device)
+
     def text_features(self, prompts: list[str]) -> torch.Tensor:
         missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
         if missing:
-            limit = self.tokenizer.model_max_length
+            limit = self.context_length
             for p in missing:
-                if len(self.tokenizer(p).input_ids) > limit:
+                if self.token_count(p) > limit:
                     warnings.warn(
                         f"prompt longer than the reward's text encoder limit ({limit} tokens) is "
                         f"truncated: {p[:60]!r}...",
                         stacklevel=3,
                     )
-            tokens = self.tokenizer(
-                missing, padding="max_length", max_length=limit, truncation=True, return_tensors="pt"
-            ).to(self.device)
             with torch.no_grad():
-                feats = F.normalize(clip_features(self.model.get_text_features(**tokens)), dim=-1)
+                feats = F.normalize(clip_features(self.model.get_text_features(**self.tokenize(missing))), dim=-1)
             self._text_cache.update(zip(missing, feats))
         return torch.stack([self._text_cache[p] for p in prompts])
 

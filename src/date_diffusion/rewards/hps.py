@@ -7,14 +7,16 @@ Both are OpenCLIP ViT-H-14 models fine-tuned on human preferences; the published
 and text features, `logits_per_image = image_features @ text_features.T`, and its diagonal: the cosine, with no
 logit scale. Its benchmark (`hpsv2/evaluation.py`) reports that cosine times 100, the scale HPS numbers are quoted
 in (about 20 to 35): this reward is `100 * cosine` (so `hpsv2.score(...)` = this reward / 100). Preprocessing is
-the scorer's `preprocess_val`: bicubic resize of the shorter side to 224, centre crop, OpenAI CLIP's mean/std.
+the scorer's `preprocess_val`, which hpsv2 builds with `light_augmentation=True`: the longer side resized to 224
+(bicubic), the image padded with black to a square, OpenAI CLIP's mean/std (`ResizePadNormalizer`); text is
+cleaned and tokenized as OpenCLIP's tokenizer does (`openclip_tokenize`), which hpsv2 copies.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from date_diffusion.rewards.openclip import OpenCLIPReward, load_openclip_state, tokenizer_for
+from date_diffusion.rewards.openclip import OpenCLIPReward, ResizePadNormalizer, load_openclip_state, tokenizer_for
 
 HPS_SCALE = 100.0
 
@@ -23,6 +25,7 @@ class HPSReward(OpenCLIPReward):
     """HPSv2 / HPSv2.1 score: 100 x cosine of the normalised ViT-H-14 image and text features (higher is better)."""
 
     name = "hpsv2"
+    preprocessing = ResizePadNormalizer
 
     def forward(self, images, prompts):
         return HPS_SCALE * super().forward(images, prompts)

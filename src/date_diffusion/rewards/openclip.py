@@ -22,6 +22,7 @@ towers, layer scale, SigLIP's `logit_bias`) is refused by name rather than silen
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from dataclasses import asdict, dataclass
@@ -322,9 +323,40 @@ def check_tokenizer(tokenizer, vocab_size: int) -> None:
         )
 
 
+def openclip_clean(text: str) -> str:
+    """OpenCLIP's text cleaning before BPE (open_clip's `tokenizer.py`, `_clean_lower`; hpsv2's copy the same):
+    `ftfy.fix_text` (curly quotes, ligatures, full-width letters, mojibake), HTML entities unescaped twice,
+    whitespace runs to one space, stripped, lower case."""
+    import ftfy
+
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return " ".join(text.split()).lower()
+
+
+def openclip_token_ids(tokenizer, text: str) -> list[int]:
+    """The BPE ids of `text` as OpenCLIP's tokenizer makes them, without start and end of text: cleaned
+    (`openclip_clean`), and the tokenizer's own special-token strings read as plain text, as OpenCLIP reads them."""
+    return tokenizer(openclip_clean(text), add_special_tokens=False, split_special_tokens=True, verbose=False).input_ids
+
+
+def openclip_tokenize(tokenizer, texts: list[str], context_length: int) -> torch.Tensor:
+    """OpenCLIP's token tensor [len(texts), context_length]: start of text, the ids, end of text, cut to
+    `context_length` with end of text kept last, padded with 0 (open_clip's `SimpleTokenizer.__call__`)."""
+    rows = torch.zeros(len(texts), context_length, dtype=torch.long)
+    for i, text in enumerate(texts):
+        ids = [
+            tokenizer.bos_token_id,
+            *openclip_token_ids(tokenizer, text)[: context_length - 2],
+            tokenizer.eos_token_id,
+        ]
+        rows[i, : len(ids)] = torch.tensor(ids)
+    return rows
+
+
 class ResizeCropNormalizer(ImageNormalizer):
     """OpenCLIP's evaluation transform, differentiable: resize the shorter side to `size` (bicubic), centre crop
-    `size` x `size` (torchvision's `Resize(size)` + `CenterCrop(size)` sizes and offsets), normalise."""
+    `size` x `size` (torchvision's `Resize(size)` + `CenterCrop(size)` sizes and offsets), normalise. OpenCLIP
+    resizes the 8-bit PIL image (PIL's bicubic) where this resizes the float image (torch's antialiased bicubic)."""
 
     def __init__(self, size: int, mode: str = "bicubic", antialias: bool = True, mean=OPENCLIP_MEAN, std=OPENCLIP_STD):
         super().__init__(size, mode=mode, antialias=antialias, mean=mean, std=std)
@@ -344,19 +376,52 @@ class ResizeCropNormalizer(ImageNormalizer):
         return (images - self.mean) / self.std
 
 
+class ResizePadNormalizer(ImageNormalizer):
+    """hpsv2's evaluation transform (`image_transform(..., resize_longest_max=True)`, which its scorer and its
+    benchmark use), differentiable: resize the LONGER side to `size` (bicubic, antialiased, on the float image as
+    hpsv2 does: `ToTensor` comes first), the other to `round(side * size / longer)`, pad with black (0, before
+    normalisation) to `size` x `size`, the extra pixel of an odd padding at the bottom / right (open_clip's
+    `ResizeMaxSize`, fill 0), normalise. An image whose longer side already is `size` is only padded (hpsv2 leaves
+    it unpadded, and its model then fails on the non-square input)."""
+
+    def __init__(self, size: int, mode: str = "bicubic", antialias: bool = True, mean=OPENCLIP_MEAN, std=OPENCLIP_STD):
+        super().__init__(size, mode=mode, antialias=antialias, mean=mean, std=std)
+
+    def forward(self, images01: torch.Tensor) -> torch.Tensor:
+        images = images01.to(self.mean.device, self.mean.dtype)
+        h, w = images.shape[-2:]
+        if (h, w) != (self.size, self.size):
+            scale = self.size / float(max(h, w))
+            new = (round(h * scale), round(w * scale))  # Python's round, as hpsv2
+            if (h, w) != new:
+                images = F.interpolate(images, size=new, mode=self.mode, antialias=self.antialias, align_corners=False)
+            pad_h, pad_w = self.size - new[0], self.size - new[1]
+            images = F.pad(images, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=0.0)
+        return (images - self.mean) / self.std
+
+
 class OpenCLIPReward(CLIPScoreReward):
     """CLIP score (raw cosine of the normalised features) with an OpenCLIP-format checkpoint, converted to
-    transformers' `CLIPModel`; OpenCLIP's preprocessing (bicubic resize of the shorter side, centre crop, mean/std)."""
+    transformers' `CLIPModel`; OpenCLIP's preprocessing (bicubic resize of the shorter side, centre crop, mean/std)
+    and OpenCLIP's tokenization (its text cleaning, `openclip_tokenize`)."""
 
     name = "openclip"
+    preprocessing = ResizeCropNormalizer
 
     def __init__(self, model, tokenizer, antialias: bool = True):
         super().__init__(model, tokenizer, antialias=antialias)
-        self.preprocess = ResizeCropNormalizer(model.config.vision_config.image_size, antialias=antialias)
-        # OpenCLIP tokenizes to the text tower's context length (77): never more tokens than positions.
-        context = model.config.text_config.max_position_embeddings
-        if self.tokenizer.model_max_length > context:
-            self.tokenizer.model_max_length = context
+        self.preprocess = self.preprocessing(model.config.vision_config.image_size, antialias=antialias)
+
+    @property
+    def context_length(self) -> int:
+        """OpenCLIP tokenizes to the text tower's context length (77), whatever the tokenizer's own limit."""
+        return self.model.config.text_config.max_position_embeddings
+
+    def token_count(self, prompt: str) -> int:
+        return len(openclip_token_ids(self.tokenizer, prompt)) + 2
+
+    def tokenize(self, prompts: list[str]) -> dict:
+        return {"input_ids": openclip_tokenize(self.tokenizer, prompts, self.context_length).to(self.device)}
 
     @classmethod
     def from_state_dict(cls, state: dict, tokenizer, quick_gelu: bool = False, device=None, **kwargs):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from date_diffusion.core.config import DATEConfig
-from date_diffusion.core.prediction import scale_input
+from date_diffusion.core.prediction import preconditioning, scale_input
 from date_diffusion.core.update import date_update
 from date_diffusion.sampling.loop import Hook, SampleResult, StepState, Trace
 
@@ -99,7 +99,10 @@ class DATEUpdate(Hook):
 
     @staticmethod
     def _record(state: StepState, step: int) -> dict:
-        return dict(step=step, timestep=int(state.timestep), update_norm=0.0, skipped=False, grad_norms=[])
+        """An update's trace entry: the step, and where the scheduler was (`timestep` where its timesteps are times
+        of the training schedule, `sigma` where it works in sigmas: both for Euler, sigma alone for EDM)."""
+        where = preconditioning(state.scheduler, state.timestep).record(state.timestep)
+        return dict(step=step, **where, update_norm=0.0, skipped=False, grad_norms=[])
 
     def _scores(self, state, x_in, uncond_out, embeds):
         out = self.model.guide(state, x_in, uncond_out, embeds)  # what the scheduler takes, as a function of embeds

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from date_diffusion.core.prediction import next_noise_level, noise_level, predicted_x0, scale_input
+from date_diffusion.core.prediction import next_noise_level, preconditioning, scale_input
 
 Denoise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_in, t, embeds) -> model output
 # (state, x_in, embeds, cond_out) -> a term added to the guided output, or None (none at this step)
@@ -34,7 +34,8 @@ def guided(uncond_out, cond_out, guidance_scale: float, guidance_rescale: float 
 
 
 class GuidedDenoiser:
-    """`denoise(x_in, t, embeds)` with classifier-free guidance; `prediction_type` says what the model predicts.
+    """`denoise(x_in, t, embeds)` with classifier-free guidance; `prediction_type` says what the model predicts (its
+    clean estimate, `x0`, is read with the scheduler's own preconditioning, `core.prediction.preconditioning`).
 
     uncond_denoise: the unconditional branch's own function; when given, the two branches are separate calls
         (conditional first, as stock FLUX), never one batched call.
@@ -90,12 +91,14 @@ class GuidedDenoiser:
             return self.guide(state, x_in, uncond_out, state.cond, cond_out)
 
     def x0(self, state, x_in, out, target: str = "x0") -> torch.Tensor:
-        """The clean-image estimate of a guided output (`target="next"`: the next noisy sample, a DDIM step)."""
+        """The clean-image estimate of a guided output, as the scheduler forms it (`core.prediction`:
+        its own preconditioning); `target="next"`: the next noisy sample, a DDIM step to the scheduler's next
+        noise level."""
         scheduler, t = state.scheduler, state.timestep
-        alpha, sigma = noise_level(scheduler, t)
-        x0 = predicted_x0(x_in, out, alpha, sigma, self.prediction_type)
+        reading = preconditioning(scheduler, t)
+        x0 = reading.x0(x_in, out)
         if target == "next":
-            eps = (x_in - alpha.to(x_in.dtype) * x0) / sigma.to(x_in.dtype)
+            eps = reading.noise(x_in, x0)
             a_next, s_next = (v.to(x_in.dtype) for v in next_noise_level(scheduler, t, state.index))
             x0 = a_next * x0 + s_next * eps
         return x0

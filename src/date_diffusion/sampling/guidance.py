@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from date_diffusion.core.prediction import noise_level, predicted_x0, scale_input
+from date_diffusion.core.prediction import preconditioning, scale_input
 from date_diffusion.sampling.denoiser import GuidedDenoiser
 
 
@@ -32,10 +32,23 @@ class UniversalGuidance(GuidedDenoiser):
         if state.index % self.every:
             return out
         t = state.timestep
-        alpha, sigma = noise_level(state.scheduler, t)
+        reading = preconditioning(state.scheduler, t)
+        if not reads_noise(reading):
+            raise ValueError(guidance_refusal(state.scheduler))
         x = scale_input(state.scheduler, state.latents, t).detach().requires_grad_(True)
         with torch.enable_grad():
             eps = self.guide(state, x, self.uncond_branch(x, t, state.uncond), state.cond)  # as the scheduler's
-            scores = self.reward(self.decode(predicted_x0(x, eps, alpha, sigma, "epsilon")))
+            scores = self.reward(self.decode(reading.x0(x, eps)))
             (grad,) = torch.autograd.grad(scores.sum(), x)
-        return out - self.scale * sigma.to(out.dtype) * grad.to(out.dtype)
+        return out - self.scale * reading.sigma.to(out.dtype) * grad.to(out.dtype)
+
+
+def reads_noise(reading) -> bool:
+    """Whether the scheduler reads the model's output as the noise of a variance-preserving input (what the
+    classifier-guidance shift `eps - scale * sigma * grad` is written for; EDM's preconditioned output is not)."""
+    return reading.prediction_type == "epsilon" and reading.skip is None
+
+
+def guidance_refusal(scheduler) -> str:
+    return (f"universal guidance shifts a noise prediction (`eps - scale * sigma * grad`); {type(scheduler).__name__} "
+            "reads the model's output otherwise (EDM preconditioning): use another scheduler")  # fmt: skip

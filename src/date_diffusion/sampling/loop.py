@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from date_diffusion.core.config import DATEConfig
+from date_diffusion.core.prediction import check_scheduler, prediction_type_of
 from date_diffusion.sampling.denoiser import GuidedDenoiser, guided
 
 __all__ = [
@@ -152,17 +153,28 @@ def date_sample(
     cond_embeds: torch.Tensor,
     uncond_embeds: torch.Tensor | None,
     guidance_scale: float,
-    prediction_type: str,
+    prediction_type: str | None = None,
     date: DATEConfig | None = None,
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     reward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> SampleResult:
     """DATE over any denoiser function `denoise(x_in, t, embeds) -> output`, along `scheduler.timesteps`:
     `decode(x0_latents) -> images in [0, 1]` and `reward(images) -> scores [B]` guide the updates of `date`.
+    `prediction_type`: what `denoise` predicts; the scheduler's (its config) when not given, and it must agree
+    with the scheduler's, which reads the output (a scheduler whose clean estimate cannot be derived is refused).
     (Pipelines compose `sample` with more hooks: see `pipelines.common`.)"""
     from date_diffusion.sampling.date_step import DATEUpdate
 
-    model = GuidedDenoiser(denoise, prediction_type)
+    own = prediction_type_of(scheduler)
+    if prediction_type is not None and {"flow_prediction": "flow"}.get(prediction_type, prediction_type) != own:
+        raise ValueError(
+            f"prediction_type={prediction_type!r}, but {type(scheduler).__name__} reads the model's output as "
+            f"{own!r} (its config): build the scheduler with prediction_type={prediction_type!r}, or leave "
+            "prediction_type out"
+        )
+    if date is not None and date.moves:
+        check_scheduler(scheduler)
+    model = GuidedDenoiser(denoise, own)
     state = StepState(scheduler, latents, cond_embeds, uncond_embeds, guidance_scale)
     update = DATEUpdate(model, date, cond_embeds, scheduler_step_starts(scheduler, len(scheduler.timesteps)), decode,
                         reward)  # fmt: skip

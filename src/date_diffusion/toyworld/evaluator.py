@@ -121,8 +121,31 @@ _NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3}
 _OBJ = r"(a|an|one|two|three)\s+(?:(small|big)\s+)?(\w+)\s+(\w+)"
 
 
+_KNOWN = frozenset(scene.vocabulary()) | frozenset(_NUMBERS)
+
+
+class CaptionError(ValueError):
+    """A prompt the exact evaluator cannot read. `unknown` lists its words outside the toy world's vocabulary, in the
+    order they first appear; empty when every word is known but the sentence is not one of the toy grammar."""
+
+    def __init__(self, text: str, unknown=(), why: str | None = None):
+        self.text, self.unknown = text, tuple(unknown)
+        grammar = "known words, but not a sentence it reads (like 'two green triangles')"
+        self.why = why or (f"unknown words: {', '.join(self.unknown)}" if self.unknown else grammar)
+        super().__init__(f"not a toy-world caption ({self.why}): {text!r}")
+
+
+def unknown_words(text: str) -> list[str]:
+    """The words of `text` the toy world does not know (each once, in order)."""
+    return [w for w in dict.fromkeys(re.findall(r"[a-z]+", text.lower())) if w not in _KNOWN]
+
+
 def parse_caption(text: str) -> PromptSpec:
-    """The spec of a caption written in the toy grammar (raises ValueError otherwise)."""
+    """The spec of a caption written in the toy grammar (raises `CaptionError`, naming the words it does not know,
+    otherwise)."""
+    unknown = unknown_words(text)
+    if unknown:
+        raise CaptionError(text, unknown)
     t = " ".join(text.lower().replace(",", " ").split())
     rel = next((r for r, words in RELATIONS.items() if f" {words} " in t), None)
     parts = t.split(f" {RELATIONS[rel]} ") if rel else t.split(" and ")
@@ -130,12 +153,12 @@ def parse_caption(text: str) -> PromptSpec:
     for part in parts:
         m = re.fullmatch(_OBJ, part.strip())
         if not m or m.group(3) not in COLORS or _SINGULAR.get(m.group(4), m.group(4)) not in SHAPES:
-            raise ValueError(f"not a toy-world caption: {text!r}")
+            raise CaptionError(text)
         n = _NUMBERS[m.group(1)]
         size = m.group(2) or size
         objects.append((m.group(3), _SINGULAR.get(m.group(4), m.group(4)), n))
     if rel and len(objects) != 2:
-        raise ValueError(f"a relation needs exactly two objects: {text!r}")
+        raise CaptionError(text, why="a relation needs exactly two objects")
     category = (
         "position"
         if rel
@@ -180,9 +203,12 @@ def evaluate(image: np.ndarray, spec: PromptSpec | str) -> dict:
 
 
 def evaluate_prompt(image: np.ndarray, prompt: str) -> dict:
-    """`evaluate` for a caption; a prompt outside the grammar gets `{"pass": None, "error": ...}`."""
+    """`evaluate` for a caption. A prompt outside the grammar gets no verdict, with why: `{"pass": None, "aspects":
+    {}, "error": ..., "why": ..., "unknown_words": [...], "knows": ...}` (`why` in a few words, the unknown words,
+    and what the toy world knows, `scene.describe_vocabulary()`)."""
     try:
         spec = parse_caption(prompt)
-    except ValueError as err:
-        return {"pass": None, "aspects": {}, "error": str(err)}
+    except CaptionError as err:
+        return {"pass": None, "aspects": {}, "error": str(err), "why": err.why, "unknown_words": list(err.unknown),
+                "knows": scene.describe_vocabulary()}  # fmt: skip
     return evaluate(image, spec)

@@ -106,6 +106,14 @@ def vocabulary() -> list[str]:
     return sorted(words)
 
 
+def describe_vocabulary() -> str:
+    """The toy world's words by kind, in one line: what a prompt can ask for (said where a prompt falls outside it:
+    the terminal, the grids, the page, the README)."""
+    counts = ["a", *NUMBER_WORDS.values()]
+    kinds = {"shapes": SHAPES, "colours": COLORS, "counts": counts, "sizes": SIZES, "relations": RELATIONS.values()}
+    return "; ".join(f"{kind}: {', '.join(words)}" for kind, words in kinds.items())
+
+
 def _shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]] | None:
     if shape == "square":
         return [(cx - r, cy - r), (cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r)]

@@ -68,7 +68,16 @@ def recommended(model) -> dict:
     the reward); empty for any other model."""
     if not is_toy_world(model):
         return {}
-    return json.loads((Path(str(model)) / META_FILE).read_text()).get("recommended", {})
+    path = Path(str(model)) / META_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not readable JSON ({err}): restore it from the toy world's export") from None
+    advice = meta.get("recommended", {}) if isinstance(meta, dict) else None
+    if not isinstance(advice, dict):
+        raise ValueError(f"{path}: 'recommended' must be an object of settings (the file holds "
+                         f"{type(meta).__name__}): restore it from the toy world's export")  # fmt: skip
+    return advice
 
 
 def default_reward(model) -> str | None:

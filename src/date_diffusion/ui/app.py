@@ -8,6 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from date_diffusion.grids import DIFF_GAIN
 from date_diffusion.ui.runview import categories, gallery, load_run
 from date_diffusion.ui.session import (
     ELEM_IDS,
@@ -90,8 +91,11 @@ def _generate_tab(session: Session):
             with gr.Row():
                 fixed_img = gr.Image(label="Fixed embedding", elem_id="fixed-image", type="pil", height=300)
                 date_img = gr.Image(label="DATE", elem_id="date-image", type="pil", height=300)
+                diff_img = gr.Image(label=f"|DATE - fixed| x {DIFF_GAIN}", elem_id="diff-image", type="pil", height=300)
             info = gr.Markdown(elem_id="summary")
-            plot = gr.Plot(label="Reward of x0_hat before and after each update", elem_id="reward-plot")
+            plot = gr.Plot(
+                label="Reward of x0_hat at each update: before and after, and the change", elem_id="reward-plot"
+            )
             strip = gr.Gallery(
                 label="x0_hat before and after each update",
                 columns=6,
@@ -101,7 +105,7 @@ def _generate_tab(session: Session):
             )
             files = gr.File(label="Downloads", file_count="multiple", elem_id="files")
     inputs = [prompt, negative, seed, paper, approximate, *settings]
-    outputs = [fixed_img, date_img, info, plot, strip, files]
+    outputs = [fixed_img, date_img, diff_img, info, plot, strip, files]
 
     def generate(request: gr.Request, *values, progress=gr.Progress()):  # Gradio passes the request first
         token = session.stops.start(_visitor(request))
@@ -114,7 +118,8 @@ def _generate_tab(session: Session):
             return *(gr.skip() for _ in outputs), error_box(err)
         trace = result.get("trace")
         figure = reward_plot(trace) if trace and trace["updates"] else None
-        shown = [_enlarged(result["fixed"]), _enlarged(result["date"])]
+        diff = result.get("difference")
+        shown = [_enlarged(result["fixed"]), _enlarged(result["date"]), _enlarged(diff.image if diff else None)]
         # "step 10: before": the gallery's label names x0_hat, and a thumbnail's caption is cut at its end
         strip_items = [(_enlarged(i), c.replace(": x0_hat ", ": ")) for i, c in result.get("strip", [])]
         return *shown, summary(result), figure, strip_items, result["files"], error_box(None)
@@ -122,6 +127,10 @@ def _generate_tab(session: Session):
     def stop_mine(request: gr.Request = None):
         session.stops.stop(_visitor(request))
 
+    def queued(request: gr.Request = None):  # at the click, before the queue: a Stop from now on reaches the run
+        session.stops.queue(_visitor(request))
+
+    run.click(queued, None, None, queue=False)
     event = run.click(generate, inputs, [*outputs, error], show_progress_on=outputs)
     stop.click(stop_mine, None, None, queue=False)
     return event
@@ -143,7 +152,11 @@ def _run_tab(run_dir):
     for row in _rows(run["plots"], 2):  # gr.Image shows a plot whole (a gallery's thumbnails would crop it)
         with gr.Row():
             for plot in row:
-                gr.Image(plot, label=Path(plot).stem, interactive=False, elem_classes=["run-plot"])
+                with gr.Column():
+                    # the name above the plot, and no label or buttons over it: they would hide its top
+                    gr.Markdown(f"**{Path(plot).stem}**")
+                    gr.Image(plot, label=Path(plot).stem, show_label=False, buttons=[], interactive=False,
+                             elem_classes=["run-plot"])  # fmt: skip
     with gr.Row():
         category = gr.Dropdown(["all", *categories(run)], value="all", label="Category", elem_id="category")
         changed = gr.Checkbox(

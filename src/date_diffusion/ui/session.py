@@ -7,8 +7,8 @@ from __future__ import annotations
 import copy
 import gc
 import json
-import math
 import queue
+import shutil
 import tempfile
 import threading
 import time
@@ -19,8 +19,20 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from date_diffusion.core.settings import BY_FIELD, SETTINGS
-from date_diffusion.grids import fixed_date_grid, grid_record, verdict_record, verdict_text
+from date_diffusion.core.settings import BY_FIELD, SETTINGS, Seed, SettingError
+from date_diffusion.core.text import cut_prompt, is_blank
+from date_diffusion.grids import (
+    DIFF_GAIN,
+    difference,
+    final_rewards,
+    fixed_date_grid,
+    grid_record,
+    knows_line,
+    panel,
+    reward_text,
+    verdict_record,
+    verdict_text,
+)
 from date_diffusion.hub import tiny_decoder_for
 from date_diffusion.outputs import save_png
 from date_diffusion.pipelines import load_date_pipeline
@@ -44,6 +56,7 @@ class InputError(ValueError):
 # The page's setting fields, in order: steps, guidance, the reward and every DATE setting (`core/settings.py`);
 # each is text, blank for the resolved default (`resolver.resolve_settings`), exactly as an unset flag.
 FIELDS = ("num_inference_steps", "guidance_scale", "reward", *(s.field for s in SETTINGS))
+KEEP_RUNS = 32  # requests whose files (images, grid, embeddings) the page keeps for download
 LABELS = {"num_inference_steps": "steps", "guidance_scale": "guidance", "reward": "reward", "scheduler": "sampler"}
 LABELS.update({s.field: s.label for s in SETTINGS})
 ELEM_IDS = {"num_inference_steps": "steps", "guidance_scale": "guidance", "reward": "reward"}
@@ -68,27 +81,25 @@ class Form:
 
 
 def _seed(value) -> int:
+    """The seed field's text as an integer, parsed as the command line parses --seed (`core.settings.Seed`: one
+    bound, one message; never through a float, which would round 9007199254740993 to ...992)."""
     text = str(value).strip() if value is not None else ""
     try:
-        number = float(text)
-    except ValueError:
-        raise InputError(f"seed must be a whole number from 0 to 2**63 - 1, got {text!r}", "seed") from None
-    if not math.isfinite(number) or number != int(number) or not 0 <= int(number) < 2**63:
-        raise InputError(f"seed must be a whole number from 0 to 2**63 - 1, got {text!r}", "seed")
-    return int(number)
+        return Seed().value(text, "seed")
+    except SettingError as err:
+        raise InputError(str(err), "seed") from None
 
 
 def check_form(form: Form, model: str | None = None, allowed: tuple[Path, ...] = ()):
     """The prompt, negative prompt and seed of a form, and the settings that run (resolved as the command line
     resolves its flags), or `InputError` naming the field and the value typed. A reward typed in the form may
     read files only inside `allowed` (the server's `--allow-path` folders; see `ui/access.py`)."""
-    if not (form.prompt or "").strip():
+    if is_blank(form.prompt or ""):
         raise InputError("prompt is empty: type what the image should show", "prompt")
-    sampling = dict(
-        prompt=form.prompt.strip(),
-        negative_prompt=(form.negative_prompt or "").strip() or None,
-        seed=_seed(form.seed),
-    )
+    prompt, prompt_note = cut_prompt(form.prompt.strip(), "the prompt")  # before any work: bounded cost
+    negative, negative_note = cut_prompt((form.negative_prompt or "").strip(), "the negative prompt")
+    sampling = dict(prompt=prompt, negative_prompt=negative or None, seed=_seed(form.seed),
+                    notes=[n for n in (prompt_note, negative_note) if n])  # fmt: skip
     given = {k: v for k, v in form.settings.items() if v is not None and str(v).strip()}
     try:
         resolved = resolve_settings(model, paper_defaults=bool(form.paper_defaults), names=LABELS, **given)
@@ -122,21 +133,29 @@ def _shown(resolved, name: str) -> str:
 
 
 class StopTokens:
-    """One Stop flag per visitor: a request gets a fresh token, and a visitor's Stop sets only their own."""
+    """One Stop flag per visitor: a request gets a fresh token when it is queued (`queue`, at the click), and a
+    visitor's Stop sets only their own, the queued request's too: a Stop given while the request waits in the queue
+    ends it as soon as it starts, before its first step."""
 
     def __init__(self):
-        self._tokens: dict = {}
+        self._tokens: dict = {}  # the running request's token
+        self._queued: dict = {}  # the token of a request still waiting in the queue
         self._lock = threading.Lock()
+
+    def queue(self, key) -> None:
+        with self._lock:
+            self._queued[key] = threading.Event()
 
     def start(self, key) -> threading.Event:
         with self._lock:
-            self._tokens[key] = threading.Event()
+            self._tokens[key] = self._queued.pop(key, None) or threading.Event()
             return self._tokens[key]
 
     def stop(self, key) -> None:
         with self._lock:
-            if key in self._tokens:
-                self._tokens[key].set()
+            for tokens in (self._tokens, self._queued):
+                if key in tokens:
+                    tokens[key].set()
 
 
 class RecordingReward(Reward):
@@ -218,6 +237,12 @@ class Session:
     def decoder(self):
         return self._cached("decoder", "tiny", lambda: tiny_decoder_for(self.model).to(self.device))
 
+    def _expire(self) -> None:
+        """The page keeps the files of its last `KEEP_RUNS` requests (each request's own folder); older ones go."""
+        runs = sorted((p for p in self.workdir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        for old in runs[:-KEEP_RUNS]:
+            shutil.rmtree(old, ignore_errors=True)
+
     def compare(self, form: Form, progress=None, stop: threading.Event | None = None) -> dict:
         """The fixed and the DATE image of one seed and what DATE did (see `collect`); `stop` is this request's
         Stop token (set it to end the run between two steps)."""
@@ -236,7 +261,9 @@ class Session:
             except ValueError as err:
                 raise InputError(str(err), "num_inference_steps") from err
             run = Run(sampling, resolved, reward, decoder, stop or threading.Event(), progress)
-            return run_pair(pipe, run, self)
+            result = run_pair(pipe, run, self)
+            self._expire()
+            return result
         finally:
             self._pipes.put(pipe)
 
@@ -298,9 +325,12 @@ def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stop
     """Everything the page shows, and the files it offers."""
     sampling, resolved, reward = run.sampling, run.resolved, run.reward
     sampler = SCHEDULERS[resolved.scheduler][0] if resolved.scheduler else type(session.own_scheduler).__name__
-    record = {**sampling, "model": session.model, **resolved.record(), "method": "date" if resolved.active else "fixed",
+    notes = sampling.get("notes", [])
+    given = {k: v for k, v in sampling.items() if k != "notes"}
+    record = {**given, "model": session.model, **resolved.record(), "method": "date" if resolved.active else "fixed",
               "scheduler": sampler, "scheduler_name": resolved.scheduler}  # fmt: skip
-    result = {"stopped": stopped, "seconds": seconds, "fixed": fixed.images[0], "date": None, "files": []}
+    result = {"stopped": stopped, "seconds": seconds, "fixed": fixed.images[0], "date": None, "files": [],
+              "notes": notes}  # fmt: skip
     result["settings"] = resolved
     fixed_record = {**record, "method": "fixed", "date": None, "reward": None}
     result["files"].append(str(save_png(out_dir / "fixed.png", fixed.images[0], fixed_record)))
@@ -312,10 +342,16 @@ def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stop
         result["verdicts"]["date"] = judge(dated.images[0], sampling["prompt"])
         moved = record["method"] == "date" and trace["final_distance"] > 0  # no update moved it: the fixed image
         dated_record = {**record, "trace": trace, "method": "date" if moved else "fixed"}
+        images = {"fixed": fixed.images[0], "date": dated.images[0]}
+        # the reward DATE followed, of both finished images (unwrapped: the strip shows only what DATE scored)
+        dated_record["final_reward"] = result["final_reward"] = final_rewards(reward.reward, images, sampling["prompt"])
         result["files"].append(str(save_png(out_dir / "date.png", dated.images[0], dated_record)))
         grid, panels = fixed_date_grid(
-            fixed.images[0], dated.images[0], dated_record["method"], result["verdicts"], trace
+            fixed.images[0], dated.images[0], dated_record["method"], result["verdicts"], trace, result["final_reward"]
         )
+        result["panels"] = panels
+        # the amplified difference, always (the grid adds it only where the images differ little)
+        result["difference"] = difference(panel(images["fixed"], "fixed"), panel(images["date"], "DATE"))
         result["files"].append(str(save_png(out_dir / "compare.png", grid, grid_record(dated_record, panels))))
         (out_dir / "trace.json").write_text(json.dumps(dated_record, indent=1))
         result["files"] += [str(out_dir / "trace.json"), str(out_dir / "embeddings.safetensors")]
@@ -339,32 +375,58 @@ def _pil(image01: torch.Tensor):
 
 
 def reward_plot(trace: dict):
-    """Reward before and after each update (a matplotlib figure)."""
+    """The reward of x0_hat at each update (a matplotlib figure): left, before and after each update over the run
+    (the estimate sharpens as sampling goes on, with or without DATE); right, what each update changed (after -
+    before), on a scale of its own, since an update moves the reward far less than denoising does."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3))
-    steps = [u["step"] for u in trace["updates"]]
-    ax.plot(steps, [u["reward_before"] for u in trace["updates"]], "o-", label="before update")
-    ax.plot(steps, [u.get("reward_after", float("nan")) for u in trace["updates"]], "s--", label="after update")
+    updates = trace["updates"]
+    steps = [u["step"] for u in updates]
+    before = [u["reward_before"] for u in updates]
+    after = [u.get("reward_after", float("nan")) for u in updates]
+    fig, (ax, gain) = plt.subplots(1, 2, figsize=(8, 3), width_ratios=[3, 2])
+    ax.plot(steps, before, "o-", color="tab:blue", label="before the update")
+    ax.plot(steps, after, "s", color="tab:orange", mfc="none", label="after the update")
+    ax.vlines(steps, before, after, color="tab:orange")  # each update's step, however short
     ax.set_xlabel("sampling step")
     ax.set_ylabel("reward of x0_hat")
-    ax.legend()
+    ax.legend(fontsize=8)
+    changes = [a - b for a, b in zip(after, before)]
+    colors = ["tab:gray" if c != c else "tab:orange" if c >= 0 else "tab:red" for c in changes]  # NaN: untracked
+    gain.bar([str(s) for s in steps], changes, color=colors)
+    gain.axhline(0, color="gray", lw=0.8)
+    gain.set_xlabel("update at step")
+    gain.set_ylabel("after - before")
+    gain.set_title("what each update changed", fontsize=9)
     fig.tight_layout()
     return fig
 
 
 def summary(result: dict) -> str:
-    """The text under the images: verdicts, distance moved, seconds, and whether Stop ended the run."""
-    lines = []
+    """The text under the images: the finished images' rewards, verdicts (and for a prompt outside the toy world
+    what it knows), how much the images differ, distance moved, seconds, and whether Stop ended the run."""
+    lines = [f"Note: {note}." for note in result.get("notes", [])]
     if result["stopped"]:
         lines.append("**Stopped** before the end: the images show where sampling was.")
+    panels = result.get("panels")
+    if panels and "final_reward" in panels[1]:  # as the grid's headers say it
+        name = result["settings"].reward if result.get("settings") is not None else "the reward"
+        lines.append(f"Reward of the finished images ({name}): fixed {panels[0]['final_reward']:.4f}, "
+                     f"DATE **{reward_text(panels[1]).removeprefix('reward ')}**.")  # fmt: skip
     for kind in ("fixed", "date"):
         text = verdict_text(verdict_record(result["verdicts"].get(kind)))  # as the grids' headers say it
         if text is not None:
             lines.append(f"Exact evaluator, {'fixed embedding' if kind == 'fixed' else 'DATE'}: **{text}**")
+    knows = knows_line(result["verdicts"])
+    if knows:
+        lines.append(f"{knows[0].upper()}{knows[1:]}.")
+    if result.get("difference") is not None:
+        diff = result["difference"].record
+        lines.append(f"|DATE - fixed| x {DIFF_GAIN} (right): mean difference {diff['mean_abs_diff']:.2f} of 255, "
+                     f"{diff['pixels_changed'] / diff['pixels']:.1%} of pixels changed.")  # fmt: skip
     if result.get("trace"):
         moved = ", ".join(f"{u['update_norm']:.3f}" for u in result["trace"]["updates"])
         lines.append(f"Embedding moved {result['trace']['final_distance']:.3f} in all (per update: {moved}).")

@@ -1,0 +1,54 @@
+"""A quiet start for Python callers: the libraries' remarks that concern no user are dropped where they are made,
+every other record passes; loading shows no progress bars, and the libraries' settings are as they were after."""
+
+import logging
+import warnings
+
+import pytest
+from diffusers.utils import logging as diffusers_logging
+from transformers.utils import logging as transformers_logging
+
+import date_diffusion  # noqa: F401  (importing the package installs the filters)
+from date_diffusion.quiet import REMARKS, install, quiet_loading
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_loading_bars_are_off_inside_and_as_they_were_after(before):
+    for library in (diffusers_logging, transformers_logging):
+        (library.enable_progress_bar if before else library.disable_progress_bar)()
+    try:
+        with quiet_loading():
+            assert not diffusers_logging.is_progress_bar_enabled()
+            assert not transformers_logging.is_progress_bar_enabled()
+            with quiet_loading():  # nested (a pipeline loading its reward): still off, and off after the inner
+                pass
+            assert not diffusers_logging.is_progress_bar_enabled()
+        assert diffusers_logging.is_progress_bar_enabled() == before
+        assert transformers_logging.is_progress_bar_enabled() == before
+    finally:
+        diffusers_logging.enable_progress_bar()
+        transformers_logging.enable_progress_bar()
+
+
+def test_only_the_remarks_are_dropped_at_their_loggers(caplog):
+    install()
+    with caplog.at_level(logging.WARNING):
+        for remark in REMARKS:
+            if remark.logger is not None:
+                logger = logging.getLogger(remark.logger)
+                logger.warning("`X` %s (not installed)", remark.text)  # the remark: dropped
+                logger.warning("something else from %s", remark.logger)  # anything else from there: shown
+        logging.getLogger("mine").warning("my own record")
+    shown = [r.getMessage() for r in caplog.records]
+    assert not any(remark.text in message for remark in REMARKS for message in shown)
+    assert "my own record" in shown
+    assert {f"something else from {r.logger}" for r in REMARKS if r.logger} <= set(shown)
+    with warnings.catch_warnings(record=True) as caught:
+        install()
+        warnings.simplefilter("default", UserWarning)  # the user's own filter holds for the rest
+        install()  # as `quiet_loading` calls it: the remarks' filter first again
+        for remark in REMARKS:
+            if remark.logger is None:  # a `warnings.warn` remark
+                warnings.warn(f"The {remark.text} and ignored", UserWarning, stacklevel=1)
+        warnings.warn("a warning of the user's own", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["a warning of the user's own"]
