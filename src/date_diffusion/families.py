@@ -134,13 +134,10 @@ def by_pipeline_class(class_name: str) -> Family:
 def _same_components(class_name: str) -> str:
     """For a diffusers pipeline class whose components are a family's stock pipeline's: how to load it as that
     family (imports diffusers; only on the way to an error)."""
-    import inspect
-
     import diffusers
 
     def components(cls) -> set[str]:
-        params = inspect.signature(cls.__init__).parameters.values()
-        return {p.name for p in params if p.name != "self" and p.default is inspect.Parameter.empty}
+        return set(required_components(cls))
 
     try:
         given = components(getattr(diffusers, class_name))
@@ -153,6 +150,14 @@ def _same_components(class_name: str) -> str:
                 f"text-to-image model, {family.date_class}.from_pretrained(folder) loads it as one"
             )
     return ""
+
+
+def required_components(cls) -> list[str]:
+    """The components a pipeline class cannot be built without (its `__init__` parameters without a default)."""
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters.values()
+    return [p.name for p in params if p.name != "self" and p.default is inspect.Parameter.empty]
 
 
 def by_single_file_type(model_type: str) -> Family | None:

@@ -636,7 +636,7 @@ def validate_perf(args) -> None:
     from date_diffusion.cli.common import resolve_from_args
 
     model = args.model
-    if model != "toy" and not str(model).startswith("sd15-random-"):
+    if model not in PERF_MODELS:
         resolve_from_args(model, {"reward": args.reward})  # the folder or hub id, and the reward spec
     elif args.reward is not None:
         from date_diffusion.rewards.registry import RewardSpecError, check_spec

@@ -24,7 +24,7 @@ from date_diffusion.cli.common import (
     slug,
 )
 from date_diffusion.core.settings import SAMPLING, SettingError
-from date_diffusion.core.text import check_prompt, cut_prompt
+from date_diffusion.core.text import prepare_prompt
 from date_diffusion.editing import EDIT_DEFAULTS
 
 # torch, diffusers and the pipelines are imported inside the functions that need them: see cli/__init__.py
@@ -116,12 +116,10 @@ def check_args(args) -> None:
     except Exception as err:  # not an image, truncated
         raise CLIError(f"IMAGE {args.image!r} is not a readable image ({err})") from err
     for name in ("source_prompt", "target_prompt"):
-        flag = f"--{name.replace('_', '-')}"
-        try:
-            check_prompt(getattr(args, name), flag)
+        try:  # before any work: refused when empty, cut to what encoders read
+            text, note = prepare_prompt(getattr(args, name), f"--{name.replace('_', '-')}")
         except ValueError as err:
             raise CLIError(str(err)) from None
-        text, note = cut_prompt(getattr(args, name), flag)  # before any work: a prompt's cost is bounded
         setattr(args, name, text)
         if note:
             print(f"date-diffusion edit: note: {note}", file=sys.stderr)

@@ -25,7 +25,7 @@ from date_diffusion.cli.common import (
     slug,
 )
 from date_diffusion.core.settings import Seed
-from date_diffusion.core.text import check_prompt, cut_prompt
+from date_diffusion.core.text import cut_prompt, prepare_prompt
 from date_diffusion.schedulers import check_steps_fit
 from date_diffusion.toyworld import world
 
@@ -172,16 +172,14 @@ def validate(args) -> dict:
     if not prompts:
         raise CLIError("give at least one PROMPT (or --prompts-file FILE)")
     notes = []
-    for k, prompt in enumerate(prompts):
-        name = "PROMPT" if len(prompts) == 1 else f"PROMPT {k + 1}"
+    for k, prompt in enumerate(prompts):  # before any work: refused when empty, cut to what encoders read
         try:
-            check_prompt(prompt, name)
+            prompts[k], note = prepare_prompt(prompt, "PROMPT" if len(prompts) == 1 else f"PROMPT {k + 1}")
         except ValueError as err:
             raise CLIError(str(err)) from None
-        prompts[k], note = cut_prompt(prompt, name)  # before any work: a prompt's cost is bounded
         notes += [note] if note else []
     if args.negative_prompt is not None:
-        args.negative_prompt, note = cut_prompt(args.negative_prompt, "--negative-prompt")
+        args.negative_prompt, note = cut_prompt(args.negative_prompt.strip(), "--negative-prompt")
         notes += [note] if note else []
     loading = model_kwargs(args)
     model = resolve_model(args.model)

@@ -161,7 +161,7 @@ def _text_arguments(argv: list[str]) -> list[str]:
 
 
 def _quiet_broken_pipe() -> None:
-    """The reader of stdout went away (`info FILE | head -3`): nothing more is shown, and nothing is an error."""
+    """The reader of stdout went away (`info FILE | head -3`): what is left to show goes nowhere."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
@@ -193,9 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{name}: interrupted; every file written so far is complete", file=sys.stderr)
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader of stdout went away: nothing more is shown
         _quiet_broken_pipe()
-        return 0
+        # a command that only reads (`info | head -3`) has done all it was asked for; another stopped half-way
+        return 0 if args.command == "info" else 141
     except Exception as err:
         from date_diffusion.hub import ModelNotFoundError
 

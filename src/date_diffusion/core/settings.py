@@ -369,6 +369,11 @@ MAX_GUIDANCE = 100.0  # far above any model's useful range; larger values only o
 SAMPLING = {"num_inference_steps": Integer(1, MAX_STEPS), "guidance_scale": Real(0.0, MAX_GUIDANCE)}
 
 
+def given_twice(key: str, spec: str) -> SettingError:
+    """The refusal of a key given twice in one spec (`date:rho=1,rho=2`): never the last one silently."""
+    return SettingError(f"{key} is given twice in {spec!r}: give each key once")
+
+
 def parse_keys(text: str, spec: str) -> dict:
     """The benchmark's `KEY=V,KEY=V` DATE settings -> DATEConfig keyword arguments (keys from `SETTINGS`)."""
     out = {}
@@ -378,7 +383,7 @@ def parse_keys(text: str, spec: str) -> dict:
             raise SettingError(f"bad setting {item!r} in {spec!r}; keys: {', '.join(BY_KEY)}")
         setting = BY_KEY[key]
         if setting.field in out:
-            raise SettingError(f"{key} is given twice in {spec!r}: give each key once")
+            raise given_twice(key, spec)
         out[setting.field] = setting.kind.value(value, f"{key} in {spec!r}")
     return out
 

@@ -38,3 +38,9 @@ def cut_prompt(text: str, name: str) -> tuple[str, str | None]:
     note = (f"{name} has {len(text):,} characters; text encoders read far fewer (at most about a thousand tokens), "
             f"so only its first {MAX_PROMPT_CHARS:,} characters are used")  # fmt: skip
     return text[:MAX_PROMPT_CHARS], note
+
+
+def prepare_prompt(text, name: str) -> tuple[str, str | None]:
+    """A prompt as every interface takes it: refused when it shows nothing (`check_prompt`), stripped, and cut to
+    what encoders read (`cut_prompt`); (the text, a note when it was cut)."""
+    return cut_prompt(check_prompt(text, name), name)

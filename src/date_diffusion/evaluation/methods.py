@@ -39,6 +39,7 @@ from date_diffusion.core.settings import (
     Real,
     SettingError,
     Size,
+    given_twice,
     parse_keys,
 )
 from date_diffusion.resolver import resolve_settings
@@ -173,7 +174,7 @@ def _options(spec: str, body: str, kinds: dict, date_keys: bool) -> dict:
     for item in filter(None, body.split(",")):
         key, eq, value = item.partition("=")
         if key in seen:
-            raise SettingError(f"{key} is given twice in {spec!r}: give each key once")
+            raise given_twice(key, spec)
         seen.add(key)
         if key in kinds and eq:
             values[key] = kinds[key].value(value, f"{key} in {spec!r}")

@@ -47,13 +47,11 @@ def date_pipeline_for(model) -> type:
     """The DATE pipeline class for a checkpoint folder or hub id, once its index lists every component the class
     needs (checked before any weights load: a folder whose index names another pipeline than its parts were saved
     by, e.g. SDXL over SD 1.x parts, is refused naming what is missing)."""
-    import inspect
+    from date_diffusion.families import required_components
 
     index = model_index(model)
     cls = date_pipeline_class(index["_class_name"])
-    params = inspect.signature(cls.__init__).parameters.values()
-    needed = [p.name for p in params if p.name != "self" and p.default is inspect.Parameter.empty]
-    missing = [name for name in needed if name not in index]
+    missing = [name for name in required_components(cls) if name not in index]
     if missing:
         raise ValueError(
             f"{str(model)!r}: its model_index.json names {index['_class_name']}, which needs {', '.join(missing)}, "

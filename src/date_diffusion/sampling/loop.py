@@ -39,7 +39,7 @@ def step_starts(n_iterations: int, num_inference_steps: int | None = None, order
     step ends at every `order`-th loop iteration after the scheduler's warm-up iterations, and at the last).
 
     One step is one loop iteration for DDIM, DDPM, Euler, DPM-Solver, UniPC, flow matching, ...; PNDM's first step
-    takes two iterations (its Runge-Kutta-like warm-up), Heun's and KDPM2's every step but the last two. DATE's
+    takes two iterations (its Runge-Kutta-like warm-up), Heun's and KDPM2's every step but the last takes two. DATE's
     update steps are steps in this sense: `update_steps=[0, 10, 20, 30, 40]` of a 50-step run updates at the start
     of those steps whatever the scheduler (loop indices 0, 11, 21, ... under PNDM; 0, 20, 40, ... under Heun).
     `num_inference_steps`: the steps the scheduler was set to (default: one per iteration)."""

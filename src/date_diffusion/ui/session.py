@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from date_diffusion.core.settings import BY_FIELD, SETTINGS, Seed, SettingError
-from date_diffusion.core.text import cut_prompt, is_blank
+from date_diffusion.core.text import cut_prompt, prepare_prompt
 from date_diffusion.grids import (
     DIFF_GAIN,
     difference,
@@ -94,9 +94,10 @@ def check_form(form: Form, model: str | None = None, allowed: tuple[Path, ...] =
     """The prompt, negative prompt and seed of a form, and the settings that run (resolved as the command line
     resolves its flags), or `InputError` naming the field and the value typed. A reward typed in the form may
     read files only inside `allowed` (the server's `--allow-path` folders; see `ui/access.py`)."""
-    if is_blank(form.prompt or ""):
-        raise InputError("prompt is empty: type what the image should show", "prompt")
-    prompt, prompt_note = cut_prompt(form.prompt.strip(), "the prompt")  # before any work: bounded cost
+    try:  # before any work: refused when empty, cut to what encoders read (as the command line does)
+        prompt, prompt_note = prepare_prompt(form.prompt or "", "prompt")
+    except ValueError as err:
+        raise InputError(str(err), "prompt") from None
     negative, negative_note = cut_prompt((form.negative_prompt or "").strip(), "the negative prompt")
     sampling = dict(prompt=prompt, negative_prompt=negative or None, seed=_seed(form.seed),
                     notes=[n for n in (prompt_note, negative_note) if n])  # fmt: skip
