@@ -232,10 +232,26 @@ def test_resume_trusts_no_image_it_cannot_verify(model_dir, clip_dir, tmp_path, 
     assert main(argv) == 2
     assert "has no fingerprint" in capsys.readouterr().err
     recs[2].write_text(json.dumps(legacy))
+
+    # a record edited by hand (a score, an index): never reported from
+    edited = json.loads(recs[3].read_text())
+    recs[3].write_text(json.dumps({**edited, "exact": 100.0}))
+    assert main(argv) == 2
+    assert "its record was changed after it was written" in capsys.readouterr().err
+    recs[3].write_text(json.dumps(edited))
     assert main(argv) == 0  # the lost image is made again, with this run's settings, its fingerprints true
     remade = json.loads(recs[1].read_text())
     assert remade["made_with"] == record["made_with"]
     assert remade["pixels"] == pixels_digest(np.asarray(Image.open(png).convert("RGB")))
+
+
+def test_bench_never_writes_into_a_folder_of_other_files(model_dir, clip_dir, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "results.md").write_text("my notes")
+    assert main(bench_args(model_dir, clip_dir, out, "fixed")) == 2
+    assert "holds files but no bench run" in capsys.readouterr().err
+    assert (out / "results.md").read_text() == "my notes" and sorted(p.name for p in out.iterdir()) == ["results.md"]
 
 
 def test_two_processes_give_the_same_images(tmp_path):

@@ -786,3 +786,39 @@ def test_a_huge_prompt_is_cut_to_what_encoders_read_before_any_work(tmp_path, ca
     assert "only its first 20,000 characters are used" in capsys.readouterr().err
     record = json.loads(next((tmp_path / "o").glob("*.json")).read_text())
     assert record["prompt"] == huge.strip()[:MAX_PROMPT_CHARS]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "a red circle", "--steps", "2.0"], "argument --steps: invalid int value: '2.0'"),
+        (["generate", "a", "--steps", "2", "b", "--stepz", "3"], "unrecognized arguments"),
+        (["generate", "a red circle", "--reward", "+".join(["0.01*toy-clip"] * 40)], "at most 32"),
+        (["bench", "--suite", "toy", "--methods", "best-of-2 best-of-02"], "are the same method"),
+    ],
+)
+def test_more_usage_errors_are_one_line(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) if "invalid int" in message or "unrecognized" in message else _nothing():
+        code = main([*argv, "--out", str(tmp_path / "o")])
+        assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists(), err
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_an_out_path_no_file_system_takes_and_a_non_utf8_prompts_file_are_named(tmp_path, capsys):
+    assert main(["generate", "a red circle", "--out", str(tmp_path / ("y" * 300))]) == 2
+    assert "longer than file systems take" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"prompt\na red circle\na bl\xffe square\n")
+    argv = ["bench", "--suite", "prompts", "--prompts-file", str(bad), "--out", str(tmp_path / "b")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{bad} line 3 is not UTF-8 text" in err and not (tmp_path / "b").exists()

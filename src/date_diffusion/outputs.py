@@ -42,6 +42,9 @@ def unwritable(path, folder: bool = False) -> str | None:
     """Why `path` (a file, or with `folder` a folder) cannot be written, or None: an entry of the other type is in the
     way, or the nearest existing folder above it is not writable. Nothing is created."""
     path = Path(path).absolute()
+    longest = max((len(os.fsencode(part)) for part in path.parts), default=0)
+    if longest > 255 or len(os.fsencode(str(path))) > 4000:  # what Linux, macOS and Windows file systems take
+        return "a name in it is longer than file systems take (255 bytes a name); give a shorter path"
     for link in (path, *path.parents):  # a symbolic link that leads nowhere: nothing can be made through it
         if link.is_symlink() and not link.exists():
             try:

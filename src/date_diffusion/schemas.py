@@ -76,7 +76,8 @@ RECORD = Schema(
     "re-run the same bench command to make the image again",
     required={"index": "int", "seed": "int", "seconds": "number", "peak_memory_mb": "number"},
     optional={"method": "text", "prompt": "text", "trace": "object", "reward": "number?", "clip_eval": "number?",
-              "exact": "number?", "spec": "object", "category": "text", "made_with": "text", "pixels": "text"},
+              "exact": "number?", "spec": "object", "category": "text", "made_with": "text", "pixels": "text",
+              "sealed": "text"},
 )  # fmt: skip
 PNG_RECORD = Schema(
     "date-diffusion record in the PNG",

@@ -100,6 +100,9 @@ def compare_settings(out: Path, settings: RunSettings) -> dict:
     path = out / "run.json"
     new = asdict(settings)
     if not path.exists():
+        if out.is_dir() and any(p for p in out.iterdir() if not p.name.startswith(".")):
+            raise SettingsMismatch(f"{out} holds files but no bench run (no run.json): a run never writes into "
+                                   "another folder's files; use a new or empty --out")  # fmt: skip
         return new
     old = read_run(out)
     diff = {k: (old.get(k), v) for k, v in new.items() if k not in ("methods", *METRIC_ONLY) and old.get(k) != v}
@@ -146,6 +149,12 @@ def pixels_digest(image_uint8: np.ndarray) -> str:
     return hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()[:20]
 
 
+def sealed(record: dict) -> str:
+    """The fingerprint of a record's own content (every field but this one): an edited record is told apart."""
+    content = {k: v for k, v in record.items() if k != "sealed"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:20]
+
+
 def unverified_images(out: Path, settings: RunSettings, methods, items) -> list[str]:
     """Each image of `out` this run would count as made that cannot be trusted, named with why: made with other
     settings (run.json edited, another version), its PNG changed after it was made, or a record without the
@@ -159,8 +168,10 @@ def unverified_images(out: Path, settings: RunSettings, methods, items) -> list[
                     continue
                 record = json.loads(rec_path.read_text())
                 where = f"{method.label} prompt {it.index} seed {seed} ({png})"
-                if "made_with" not in record or "pixels" not in record:
+                if "made_with" not in record or "pixels" not in record or "sealed" not in record:
                     problems.append(f"{where}: its record has no fingerprint (an earlier version made it)")
+                elif record["sealed"] != sealed(record):
+                    problems.append(f"{where}: its record was changed after it was written")
                 elif record["made_with"] != made_with(settings, method, it.prompt, seed):
                     problems.append(f"{where}: made with other settings than this run's")
                 elif record["pixels"] != pixels_digest(np.asarray(open_rgb(png))):
@@ -249,6 +260,8 @@ def rescore(out: Path) -> int:
         image = np.asarray(Image.open(rec_path.with_suffix(".png")).convert("RGB"))
         rec[f"exact_v{old}"] = rec.get("exact")
         rec.update(exact_verdict(image, rec["spec"]))
+        if "sealed" in rec:  # the project's own change: sealed again
+            rec["sealed"] = sealed(rec)
         atomic_write(rec_path, json.dumps(rec))
         changed += 1
     return changed
@@ -508,6 +521,7 @@ def _write(run: BenchRun, method: Method, batch, images, traces, metrics, chosen
         }
         if method.candidates > 1:
             record["best_of"] = {"n": method.candidates, "chosen": chosen[k] % method.candidates}
+        record["sealed"] = sealed(record)
         with file_group() as group:  # the image and its record appear together, the record last
             group.write(png, png_bytes(_uint8(images[k]), _png_record(record, method, run.settings)))
             group.write(rec_path, json.dumps(record))

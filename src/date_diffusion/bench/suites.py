@@ -123,6 +123,12 @@ def read_captions(path: Path) -> list[str]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"prompts file {str(path)!r} not found")
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(f"{path} line {line} is not UTF-8 text ({err.reason}): save the file as UTF-8") from None
     if is_jsonl(path):
         return [r["prompt"].strip() for r in read_prompt_records(path)]
     if path.suffix.lower() == ".csv":

@@ -17,10 +17,18 @@ from date_diffusion.quiet import SILENCED  # what the libraries say that tells t
 OWN_HANDLERS = ("transformers", "diffusers", "huggingface_hub")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a usage error in one line (what is wrong, then where the options are listed), never the whole
+    usage text; its subcommands' parsers are of the same class."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from date_diffusion import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="date-diffusion",
         description="DATE (Diffusion Adaptive Text Embedding): better text-image alignment at sampling time.",
         epilog="Run `date-diffusion COMMAND --help` for a command's options and examples.",

@@ -23,6 +23,7 @@ whether it applies to a suite (`applies_to`), and the report where it lies on a 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field, fields, replace
 from typing import ClassVar
@@ -430,6 +431,13 @@ def parse_methods(text: str, model=None) -> list[Method]:
     labels = [m.label for m in methods]
     if len(set(labels)) != len(labels):
         raise ValueError(f"a method is listed twice: {labels}")
+    records = [json.dumps(m.record(), sort_keys=True) for m in methods]
+    twice = [(a.label, b.label) for i, a in enumerate(methods) for b in methods[i + 1 :]
+             if records[methods.index(a)] == records[methods.index(b)]]  # fmt: skip
+    if twice:
+        raise ValueError(
+            f"{twice[0][0]!r} and {twice[0][1]!r} are the same method with the same settings: list it once"
+        )
     return methods
 
 

@@ -208,6 +208,7 @@ _TAKES_SOURCE = (
 _NEEDS_SOURCE = ("openclip", "openclip-quickgelu")
 # bounds that keep a spec's cost finite: views of augK(...), wrappers inside each other, a term's weight
 MAX_VIEWS, MAX_NESTING, MAX_WEIGHT = 64, 8, 1e6
+MAX_TERMS, MAX_SPEC_CHARS = 32, 4096  # rewards scored per image, and a spec's length (each term is a model's run)
 
 
 def _views(text: str) -> int:
@@ -257,6 +258,11 @@ def _unbuilt():
 
 def check_spec(spec: str) -> None:
     """Raise `RewardSpecError` for a malformed spec, without loading any model (validate before work starts)."""
+    if len(str(spec)) > MAX_SPEC_CHARS:
+        raise RewardSpecError(f"reward spec of {len(str(spec)):,} characters; at most {MAX_SPEC_CHARS:,}")
+    terms = len(re.findall(r"[A-Za-z][\w.-]*(?=[:;+()]|$)", str(spec)))
+    if terms > MAX_TERMS:
+        raise RewardSpecError(f"reward {str(spec)[:60]!r}... names {terms} rewards; at most {MAX_TERMS}")
     depth = max(_depths(str(spec)), default=0)
     if depth > MAX_NESTING:
         raise RewardSpecError(f"reward {str(spec)[:60]!r}... nests {depth} wrappers; at most {MAX_NESTING}")
