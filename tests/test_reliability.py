@@ -822,3 +822,13 @@ def test_an_out_path_no_file_system_takes_and_a_non_utf8_prompts_file_are_named(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"{bad} line 3 is not UTF-8 text" in err and not (tmp_path / "b").exists()
+
+
+def test_replay_refuses_settings_it_would_replace_silently(tmp_path, capsys):
+    assert main(["generate", "a red circle", "--steps", "2", "--save-embeddings", "--out", str(tmp_path / "s")]) == 0
+    saved = next((tmp_path / "s").glob("*-embeddings.safetensors"))
+    for extra in (["--seed", "5"], ["--steps", "1"], ["--guidance", "9"], ["--images-per-prompt", "2"]):
+        assert main(["generate", "--replay-embeddings", str(saved), *extra, "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert f"leave out {extra[0]}" in err and not (tmp_path / "r").exists(), err
+    assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 0

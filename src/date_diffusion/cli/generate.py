@@ -136,6 +136,21 @@ def replay_settings(args):
 
     if args.prompts or args.prompts_file:
         raise CLIError("--replay-embeddings takes its prompt from the file; give no PROMPT or --prompts-file")
+    given = [
+        flag
+        for flag, value in (
+            ("--steps", args.steps),
+            ("--guidance", args.guidance),
+            ("--height", args.height),
+            ("--width", args.width),
+            ("--negative-prompt", args.negative_prompt),
+        )
+        if value is not None
+    ]
+    given += ["--seed"] * (args.seed != 0) + ["--images-per-prompt"] * (args.images_per_prompt != 1)
+    if given:  # each would be replaced by the file's value without a word
+        raise CLIError(f"--replay-embeddings takes the seed, steps, guidance, size and negative prompt from the file; "
+                       f"leave out {', '.join(given)}")  # fmt: skip
     try:
         saved = load_embeddings(args.replay_embeddings)
     except ValueError as err:
