@@ -429,6 +429,8 @@ def write_image(args, job, results, j, prompt, seed, saved) -> None:
                 record["evaluator"]["fixed"] = job["judge"](fixed, prompt)
             record.update(fixed_image=f"{stem}-fixed.png", compare_grid=f"{stem}-compare.png")
             if job["reward"] is not None:
+                from date_diffusion.grids import final_rewards
+
                 record["final_reward"] = final_rewards(job["reward"], {"fixed": fixed, "date": image}, prompt)
             group.write(out / f"{stem}-fixed.png", png_bytes(fixed, fixed_record))
             panels = write_compare(group, out / f"{stem}-compare.png", fixed, image, record, kind)
@@ -457,13 +459,6 @@ def write_compare(group, path: Path, fixed, image, record: dict, kind: str) -> l
     )
     group.write(path, png_bytes(grid, grid_record(record, panels)))
     return panels
-
-
-def final_rewards(reward, images: dict, prompt: str) -> dict:
-    """The reward DATE followed, of each finished image (what the comparison is about): `grids.final_rewards`."""
-    from date_diffusion.grids import final_rewards as scored
-
-    return scored(reward, images, prompt)
 
 
 def change_summary(fixed, image, panels: list[dict], record: dict, kind: str) -> list[str]:

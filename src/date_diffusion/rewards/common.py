@@ -23,10 +23,17 @@ class ImageNormalizer(nn.Module):
     def forward(self, images01: torch.Tensor) -> torch.Tensor:
         images = images01.to(self.mean.device, self.mean.dtype)
         if tuple(images.shape[-2:]) != (self.size, self.size):
-            images = F.interpolate(
-                images, size=(self.size, self.size), mode=self.mode, antialias=self.antialias, align_corners=False
-            )
+            images = self.fit(images)
         return (images - self.mean) / self.std
+
+    def fit(self, images: torch.Tensor) -> torch.Tensor:
+        """Images of another size as `size` x `size` (here: resized straight to it; subclasses crop or pad)."""
+        return self.resize(images, (self.size, self.size))
+
+    def resize(self, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if tuple(images.shape[-2:]) == tuple(size):
+            return images
+        return F.interpolate(images, size=size, mode=self.mode, antialias=self.antialias, align_corners=False)
 
 
 class PreferenceMLP(nn.Module):

@@ -353,30 +353,30 @@ def openclip_tokenize(tokenizer, texts: list[str], context_length: int) -> torch
     return rows
 
 
-class ResizeCropNormalizer(ImageNormalizer):
-    """OpenCLIP's evaluation transform, differentiable: resize the shorter side to `size` (bicubic), centre crop
-    `size` x `size` (torchvision's `Resize(size)` + `CenterCrop(size)` sizes and offsets), normalise. OpenCLIP
-    resizes the 8-bit PIL image (PIL's bicubic) where this resizes the float image (torch's antialiased bicubic)."""
+class OpenCLIPNormalizer(ImageNormalizer):
+    """OpenCLIP's normalisation (its mean and std), bicubic antialiased resizing; subclasses fit other sizes."""
 
     def __init__(self, size: int, mode: str = "bicubic", antialias: bool = True, mean=OPENCLIP_MEAN, std=OPENCLIP_STD):
         super().__init__(size, mode=mode, antialias=antialias, mean=mean, std=std)
 
-    def forward(self, images01: torch.Tensor) -> torch.Tensor:
-        images = images01.to(self.mean.device, self.mean.dtype)
+
+class ResizeCropNormalizer(OpenCLIPNormalizer):
+    """OpenCLIP's evaluation transform, differentiable: resize the shorter side to `size` (bicubic), centre crop
+    `size` x `size` (torchvision's `Resize(size)` + `CenterCrop(size)` sizes and offsets), normalise. OpenCLIP
+    resizes the 8-bit PIL image (PIL's bicubic) where this resizes the float image (torch's antialiased bicubic)."""
+
+    def fit(self, images: torch.Tensor) -> torch.Tensor:
         h, w = images.shape[-2:]
-        if (h, w) != (self.size, self.size):
-            short, long = (h, w) if h <= w else (w, h)
-            new_long = int(self.size * long / short)
-            new = (self.size, new_long) if h <= w else (new_long, self.size)
-            if (h, w) != new:
-                images = F.interpolate(images, size=new, mode=self.mode, antialias=self.antialias, align_corners=False)
-            top = int(round((new[0] - self.size) / 2.0))
-            left = int(round((new[1] - self.size) / 2.0))
-            images = images[..., top : top + self.size, left : left + self.size]
-        return (images - self.mean) / self.std
+        short, long = (h, w) if h <= w else (w, h)
+        new_long = int(self.size * long / short)
+        new = (self.size, new_long) if h <= w else (new_long, self.size)
+        images = self.resize(images, new)
+        top = int(round((new[0] - self.size) / 2.0))
+        left = int(round((new[1] - self.size) / 2.0))
+        return images[..., top : top + self.size, left : left + self.size]
 
 
-class ResizePadNormalizer(ImageNormalizer):
+class ResizePadNormalizer(OpenCLIPNormalizer):
     """hpsv2's evaluation transform (`image_transform(..., resize_longest_max=True)`, which its scorer and its
     benchmark use), differentiable: resize the LONGER side to `size` (bicubic, antialiased, on the float image as
     hpsv2 does: `ToTensor` comes first), the other to `round(side * size / longer)`, pad with black (0, before
@@ -384,20 +384,13 @@ class ResizePadNormalizer(ImageNormalizer):
     `ResizeMaxSize`, fill 0), normalise. An image whose longer side already is `size` is only padded (hpsv2 leaves
     it unpadded, and its model then fails on the non-square input)."""
 
-    def __init__(self, size: int, mode: str = "bicubic", antialias: bool = True, mean=OPENCLIP_MEAN, std=OPENCLIP_STD):
-        super().__init__(size, mode=mode, antialias=antialias, mean=mean, std=std)
-
-    def forward(self, images01: torch.Tensor) -> torch.Tensor:
-        images = images01.to(self.mean.device, self.mean.dtype)
+    def fit(self, images: torch.Tensor) -> torch.Tensor:
         h, w = images.shape[-2:]
-        if (h, w) != (self.size, self.size):
-            scale = self.size / float(max(h, w))
-            new = (round(h * scale), round(w * scale))  # Python's round, as hpsv2
-            if (h, w) != new:
-                images = F.interpolate(images, size=new, mode=self.mode, antialias=self.antialias, align_corners=False)
-            pad_h, pad_w = self.size - new[0], self.size - new[1]
-            images = F.pad(images, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=0.0)
-        return (images - self.mean) / self.std
+        scale = self.size / float(max(h, w))
+        new = (round(h * scale), round(w * scale))  # Python's round, as hpsv2
+        images = self.resize(images, new)
+        pad_h, pad_w = self.size - new[0], self.size - new[1]
+        return F.pad(images, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=0.0)
 
 
 class OpenCLIPReward(CLIPScoreReward):
