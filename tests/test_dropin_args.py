@@ -24,6 +24,7 @@ from test_template import FAMILIES
 
 from date_diffusion import CLIPScoreReward, DATEConfig
 from date_diffusion.core.prediction import predicted_x0
+from date_diffusion.core.vae import vae_input
 from date_diffusion.pipelines import date_pipeline_class
 from date_diffusion.pipelines.embeddings import load_embeddings
 from date_diffusion.pipelines.flux import FluxDATEPipeline
@@ -69,7 +70,7 @@ def test_signature_is_exactly_the_stock_one_plus_dates_and_nothing_is_refused(fa
     cls = date_pipeline_class(stock_cls.__name__)
     stock = [p for p in inspect.signature(stock_cls.__call__).parameters.values() if p.kind != p.VAR_KEYWORD]
     ours = list(inspect.signature(cls.__call__).parameters.values())
-    extra = [p.name for p in ours[len(stock) :] if p.name in cls._date_extra_parameters]  # PixArt's newer callbacks
+    extra = [p.name for p in ours[len(stock) :] if p.name in cls.adapter.extra_parameters]  # PixArt's newer callbacks
     assert [(p.name, p.default) for p in ours[: len(stock)]] == [(p.name, p.default) for p in stock]
     assert [p.name for p in ours[len(stock) :]] == extra + [p.name for p in PARAMETERS]
     assert not hasattr(cls, "_date_unsupported")  # no stock argument is refused any more
@@ -170,7 +171,8 @@ def test_flux_true_cfg_with_date_adapts_the_positive_conditioning_only(flux_pair
 def _h_skip_layer(pipe, seen, x, t, w):
     """The reward of x0_hat from SD3's guided output with skip-layer guidance, written out."""
     call, cond = seen["call"], seen["cond"]
-    plain, skipped = pipe._date_denoise(call, cond), pipe._date_denoise(call, cond, skip_layers=[0])
+    adapter = pipe.date_adapter
+    plain, skipped = adapter.denoiser(call, cond), adapter.denoiser(call, cond, skip_layers=[0])
     scale = call.skip_layer_guidance_scale
 
     def output(c):
@@ -183,7 +185,8 @@ def _h_skip_layer(pipe, seen, x, t, w):
 def _h_true_cfg(pipe, seen, x, t, w):
     """FLUX's true-CFG combination of its two separate branches, written out."""
     call, cond = seen["call"], seen["cond"]
-    positive, negative = pipe._date_denoise(call, cond), pipe._date_denoise(call, cond, negative=True)
+    adapter = pipe.date_adapter
+    positive, negative = adapter.denoiser(call, cond), adapter.denoiser(call, cond, negative=True)
 
     def output(c):
         out_c, out_u = positive(x, t, c), negative(x, t, cond.uncond)
@@ -208,7 +211,7 @@ FD_CASES = {
 
 
 @pytest.mark.parametrize("case", list(FD_CASES))
-def test_update_follows_the_reward_gradient_of_the_new_guided_output(case, request, clip_dir, tmp_path):
+def test_update_follows_the_reward_gradient_of_the_new_guided_output(case, request, clip_dir, tmp_path, monkeypatch):
     """float64, one update at loop index 1 (inside the skip-layer window): the directional derivative of h (central
     differences; h: the guided output written out -> x0_hat -> decode -> reward) is positive along the saved step
     and ~0 across it, so DATE differentiates the output the scheduler takes (skip-layer term / true CFG included)."""
@@ -216,17 +219,18 @@ def test_update_follows_the_reward_gradient_of_the_new_guided_output(case, reque
     pipe = cls(**request.getfixturevalue(fixture)).to(torch.float64)
     pipe.set_progress_bar_config(disable=True)
     reward = CLIPScoreReward.from_pretrained(clip_dir).double()
-    seen, guidance = {}, pipe._date_guidance
+    seen, adapter = {}, type(pipe).adapter
+    guidance = adapter.guidance
 
-    def spy(call, cond, n_steps):
+    def spy(self, call, cond, n_steps):
         seen.update(call=call, cond=cond)
-        return guidance(call, cond, n_steps)
+        return guidance(self, call, cond, n_steps)
 
     def record(p, i, t, kwargs):
         seen.setdefault(i, kwargs["latents"].clone())
         return kwargs
 
-    pipe._date_guidance = spy
+    monkeypatch.setattr(adapter, "guidance", spy)
     path = tmp_path / "e.safetensors"
     date = DATEConfig(rho=0.5, update_steps=[1], track_reward_after=False)
     runner(
@@ -238,7 +242,7 @@ def test_update_follows_the_reward_gradient_of_the_new_guided_output(case, reque
 
     def h(c):
         x0 = predicted_x0(x, output(c), 1 - sigma, sigma, "flow")
-        image = pipe.vae.decode(pipe._vae_input(pipe._date_to_vae(call, x0), pipe.vae)).sample / 2 + 0.5
+        image = pipe.vae.decode(vae_input(pipe.date_adapter.to_vae(call, x0), pipe.vae)).sample / 2 + 0.5
         return reward(image, ["a red circle"])[0]
 
     saved = load_embeddings(path)

@@ -15,9 +15,9 @@ from test_template import FAMILIES as TEMPLATE_FAMILIES
 
 from date_diffusion import DATEConfig
 from date_diffusion.editing import EDIT_DEFAULTS
-from date_diffusion.editing.interface import edit_defaults
 from date_diffusion.families import FAMILIES
 from date_diffusion.pipelines import date_pipeline_class
+from date_diffusion.pipelines.edit import edit_defaults, image_latents
 
 EDITOR = {"sd": "ddpm", "sdxl": "ddpm", "pixart": "ddpm", "sd3": "flowedit", "flux": "flowedit"}
 EXTRA = {
@@ -55,9 +55,9 @@ def edit(pipe, family, src="a red circle", tar="a red circle", seed=0, **kw):
 
 def input_latents(pipe, family):
     pixels = pipe.image_processor.preprocess(source_image())
-    call = type("Call", (), {"height": 16, "width": 16})()
+    request = pipe._date_bind(height=16, width=16)
     with torch.no_grad():
-        return pipe._date_edit_latents(call, pixels, torch.float32)
+        return image_latents(pipe, request, pixels, torch.float32)
 
 
 def test_every_family_has_an_editor_and_its_defaults():
@@ -212,8 +212,10 @@ def test_sdxl_noise_maps_equal_diffusers_ledits_pp_inversion(sdxl_components, mo
     from PIL import Image
 
     from date_diffusion.editing.ddpm_inversion import inversion_scheduler, invert
-    from date_diffusion.editing.interface import edit_plan
+    from date_diffusion.editing.plan import EditArguments, edit_plan
     from date_diffusion.pipelines.common import DATEOptions
+    from date_diffusion.pipelines.edit import branch as edit_branch
+    from date_diffusion.pipelines.edit import image_latents
     from date_diffusion.pipelines.stable_diffusion_xl import StableDiffusionXLDATEPipeline
 
     ddim = DDIMScheduler.from_config(sdxl_components["scheduler"].config, set_alpha_to_one=False)
@@ -232,11 +234,11 @@ def test_sdxl_noise_maps_equal_diffusers_ledits_pp_inversion(sdxl_components, mo
     image, steps = Image.fromarray(arr), 6
     ledits.invert(image, "a red circle", source_guidance_scale=3.5, num_inversion_steps=steps, skip=0.0,
                   generator=torch.Generator().manual_seed(0), num_zero_noise_steps=0)  # fmt: skip
-    plan = edit_plan(ours._date_edit_defaults, steps, 0, None, 3.5, 3.5)
-    stock = dict(height=32, width=32, num_inference_steps=steps)
+    plan = edit_plan(edit_defaults(type(ours)), EditArguments(steps, 0, 3.5, 3.5))
+    base = ours._date_bind(height=32, width=32, num_inference_steps=steps)
     with torch.no_grad():
-        branch = ours._date_edit_branch("a red circle", 3.5, stock, DATEOptions(), plan, "cpu")
-        x0 = ours._date_edit_latents(branch.call, ours.image_processor.preprocess(image), torch.float32)
+        branch = edit_branch(ours, base, "a red circle", 3.5, DATEOptions(), plan.steps - plan.skip)
+        x0 = image_latents(ours, branch.request, ours.image_processor.preprocess(image), torch.float32)
         sched = inversion_scheduler(ours.scheduler.config, steps)
         inv = invert(branch.model, sched, x0, branch.cond.cond, branch.cond.uncond, 3.5, noises=drawn[::-1])
     assert torch.equal(sched.timesteps, ledits.inversion_steps)
@@ -258,18 +260,19 @@ def test_flowedit_date_direction_matches_finite_differences(flux_components, rew
     from date_diffusion.sampling import date_step
 
     pipe = build("flux", type("R", (), {"getfixturevalue": staticmethod(lambda name: flux_components)})())
-    seen, model_output = {}, date_step.DATEUpdate.model_output
+    seen, output = {}, date_step.DATEUpdate.output
 
     def spy(self, state):
-        first = state.index in self.updates and not seen
+        first = state.index in self.step_at and not seen
         if first:
             seen.update(cond=state.cond.clone(), x_src=state.latents.clone(), model=self.model, t=state.timestep,
                         sigma=noise_level(state.scheduler, state.timestep)[1].float())  # fmt: skip
-        model_output(self, state)
+        claimed = output(self, state)
         if first:
             seen["moved"] = state.cond - seen["cond"]
+        return claimed
 
-    monkeypatch.setattr(date_step.DATEUpdate, "model_output", spy)
+    monkeypatch.setattr(date_step.DATEUpdate, "output", spy)
     rho = 0.5
     edit(pipe, "flux", tar="a blue square", seed=7, date=DATEConfig(rho=rho, update_steps=[0]), reward=reward)
     x_src, sigma, target = seen["x_src"], seen["sigma"], seen["model"].target
@@ -297,15 +300,15 @@ def test_flowedit_date_direction_matches_finite_differences(flux_components, rew
 @pytest.mark.parametrize("family", FLOW)
 def test_edit_cli_passes_flowedit_arguments_and_strength(family, request, tmp_path, clip_dir, monkeypatch):
     from date_diffusion.cli.main import main
-    from date_diffusion.editing.interface import EditingMixin
+    from date_diffusion.pipelines.common import DATEPipelineMixin
 
-    calls, edit_fn = [], EditingMixin.edit
+    calls, edit_fn = [], DATEPipelineMixin.edit
 
     def spy(self, *args, **kwargs):
         calls.append(kwargs)
         return edit_fn(self, *args, **kwargs)
 
-    monkeypatch.setattr(EditingMixin, "edit", spy)
+    monkeypatch.setattr(DATEPipelineMixin, "edit", spy)
     argv = cli_argv(family, request, tmp_path, clip_dir, "--steps", "4", "--strength", "0.75", "--n-min", "1",
                     "--n-avg", "2")  # fmt: skip
     assert main(argv) == 0

@@ -148,7 +148,12 @@ def test_edit_cli_writes_all_outputs(pipe, clip_dir, tmp_path, capsys):
 
 def test_sd_keeps_the_inversion_papers_defaults_and_skip_scales_with_steps():
     from date_diffusion.editing import EDIT_DEFAULTS
-    from date_diffusion.editing.interface import edit_plan
+    from date_diffusion.editing.plan import EditArguments
+    from date_diffusion.editing.plan import edit_plan as plan_of
+
+    def edit_plan(defaults, **kw):
+        names = {"steps": "num_inference_steps"}
+        return plan_of(defaults, EditArguments(**{names.get(k, k): v for k, v in kw.items()}))
 
     paper = edit_plan(EDIT_DEFAULTS["sd"])
     assert (paper.editor, paper.steps, paper.skip, paper.cfg_src, paper.cfg_tar) == ("ddpm", 100, 36, 3.5, 15.0)

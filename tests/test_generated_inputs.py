@@ -213,14 +213,11 @@ def test_date_config_takes_a_bounded_value_or_names_the_field(field, value):
 @given(name=st.sampled_from(["num_inference_steps", "guidance_scale"]), value=NUMBERS)
 def test_pipeline_call_arguments_are_checked_before_any_work(name, value):
     from date_diffusion.pipelines.options import CALL_KINDS, check_sampling
+    from date_diffusion.pipelines.request import Request
 
-    class Call:
-        num_inference_steps, guidance_scale = 4, 5.0
-
-    call = Call()
-    setattr(call, name, value)
+    call = Request(num_inference_steps=4, guidance_scale=5.0).replace(**{name: value})
     try:
-        check_sampling(call)
+        call = check_sampling(call)
     except SettingError as err:
         assert f"`{name}`" in str(err)
         return

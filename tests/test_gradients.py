@@ -13,6 +13,7 @@ from test_template import FAMILIES, run
 
 from date_diffusion import CLIPScoreReward, DATEConfig, date_sample
 from date_diffusion.core.prediction import predicted_x0
+from date_diffusion.core.vae import vae_input
 from date_diffusion.pipelines import date_pipeline_class
 from date_diffusion.pipelines.embeddings import load_packed as load_file
 
@@ -42,7 +43,7 @@ CASES = {  # family, prediction type
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_step_follows_the_reward_gradient_for_every_packing(case, request, clip_dir, tmp_path):
+def test_step_follows_the_reward_gradient_for_every_packing(case, request, clip_dir, tmp_path, monkeypatch):
     """float64: the loop moves the adapted part along grad h; the directional derivative of h (central
     differences, h written out: guided output -> x0_hat -> decode -> reward) is |grad h| along the step, ~0
     across it, and the frozen parts of the conditioning never move."""
@@ -58,13 +59,14 @@ def test_step_follows_the_reward_gradient_for_every_packing(case, request, clip_
     pipe.set_progress_bar_config(disable=True)
     reward = CLIPScoreReward.from_pretrained(clip_dir).double()
     seen = {}
-    make_denoise = pipe._date_denoise
+    adapter = type(pipe).adapter
+    make_denoise = adapter.denoiser
 
-    def spy(call, cond):  # keep the run's own denoiser and conditioning to differentiate the same function
-        seen.update(call=call, cond=cond, denoise=make_denoise(call, cond))
+    def spy(self, call, cond):  # keep the run's own denoiser and conditioning to differentiate the same function
+        seen.update(call=call, cond=cond, denoise=make_denoise(self, call, cond))
         return seen["denoise"]
 
-    pipe._date_denoise = spy
+    monkeypatch.setattr(adapter, "denoiser", spy)
 
     def record(p, i, t, kwargs):
         seen.setdefault(i, kwargs["latents"].clone())
@@ -94,7 +96,7 @@ def test_step_follows_the_reward_gradient_for_every_packing(case, request, clip_
             out_u = denoise(x, t, cond.uncond)
             out_c = out_u + w * (out_c - out_u)
         x0 = predicted_x0(x, out_c, alpha, sigma, prediction)
-        image = pipe.vae.decode(pipe._vae_input(pipe._date_to_vae(call, x0), pipe.vae)).sample / 2 + 0.5
+        image = pipe.vae.decode(vae_input(pipe.date_adapter.to_vae(call, x0), pipe.vae)).sample / 2 + 0.5
         return reward(image, ["a red circle"])[0]
 
     c0, saved = cond.cond, load_file(path)
@@ -179,6 +181,6 @@ def test_date_sample_directly_over_any_denoiser():
     fixed = date_sample(date=None, **kw)
     assert torch.equal(result.latents, again.latents)
     assert [len(t.updates) for t in result.traces] == [3, 3]
-    assert all(u["update_norm"] == pytest.approx(0.01, abs=1e-6) for t in result.traces for u in t.updates)
-    assert all(u["reward_after"] > u["reward_before"] for t in result.traces for u in t.updates)
+    assert all(u.update_norm == pytest.approx(0.01, abs=1e-6) for t in result.traces for u in t.updates)
+    assert all(u.reward_after > u.reward_before for t in result.traces for u in t.updates)
     assert not torch.equal(result.latents, fixed.latents)

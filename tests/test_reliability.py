@@ -406,9 +406,9 @@ def test_run_json_of_an_earlier_version_with_rho_beside_rho_relative_still_reads
 
 def test_an_unwritable_save_embeddings_path_is_refused_before_sampling(pipe, reward, tmp_path, monkeypatch):
     from date_diffusion import DATEConfig
-    from date_diffusion.pipelines import common
+    from date_diffusion.pipelines import run as run_module
 
-    monkeypatch.setattr(common, "sample", lambda *a, **k: pytest.fail("sampled before the path was checked"))
+    monkeypatch.setattr(run_module, "sample", lambda *a, **k: pytest.fail("sampled before the path was checked"))
     blocker = tmp_path / "file"
     blocker.write_text("")
     for path, why in ((blocker / "e.safetensors", ".* is not a writable folder"), (tmp_path, "it is a folder")):

@@ -7,15 +7,15 @@ pay for importing diffusers and transformers.
 from importlib import import_module
 
 from date_diffusion import quiet
+from date_diffusion.version import __version__  # noqa: F401  (the one version)
 
-__version__ = "0.1.0"
 quiet.install()  # the libraries' remarks that tell this package's users nothing (quiet.REMARKS), and only those
 
 _EXPORTS = {
     "DATEConfig": "date_diffusion.core.config",
     "UpdateResult": "date_diffusion.core.update",
     "date_update": "date_diffusion.core.update",
-    "date_sample": "date_diffusion.sampling.loop",
+    "date_sample": "date_diffusion.sampling.date_step",
     "DATEPipeline": "date_diffusion.pipelines",
     "load_date_pipeline": "date_diffusion.pipelines",
     "DATEOptions": "date_diffusion.pipelines.common",

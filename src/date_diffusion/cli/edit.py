@@ -147,8 +147,9 @@ def check_args(args) -> None:
 
 def edit_plan(args, family: str) -> None:
     """--steps, --skip (or --strength), --cfg-src, --cfg-tar and FlowEdit's --n-min and --n-avg, the family's
-    defaults where not given (on `args`), checked as `pipe.edit` checks them (`editing.interface.edit_plan`)."""
-    from date_diffusion.editing.interface import edit_plan as plan_of
+    defaults where not given (on `args`), checked as `pipe.edit` checks them (`editing.plan.edit_plan`)."""
+    from date_diffusion.editing.plan import EditArguments
+    from date_diffusion.editing.plan import edit_plan as plan_of
 
     defaults = EDIT_DEFAULTS[family]
     args.editor = defaults.editor
@@ -159,7 +160,7 @@ def edit_plan(args, family: str) -> None:
     args.steps = args.steps if args.steps is not None else defaults.steps
     if args.strength is not None:  # the skip it means, counted as pipe.edit counts it
         try:
-            args.skip = plan_of(defaults, args.steps, strength=args.strength).skip
+            args.skip = plan_of(defaults, EditArguments(args.steps, strength=args.strength)).skip
         except ValueError:
             raise CLIError(f"--strength {args.strength:g} regenerates no step of {args.steps}; give at least "
                            f"{1 / args.steps:.3g}") from None  # fmt: skip
@@ -175,7 +176,7 @@ def edit_plan(args, family: str) -> None:
             regenerated = args.steps - args.skip
             raise CLIError(f"--n-min must be in [0, {regenerated}] (the regenerated steps), got {args.n_min}")
     try:  # pipe.edit's own checks, so that it refuses nothing once the model has loaded
-        plan_of(defaults, args.steps, args.skip, None, args.cfg_src, args.cfg_tar, *flowedit_args(args).values())
+        plan_of(defaults, EditArguments(args.steps, args.skip, args.cfg_src, args.cfg_tar, **flowedit_args(args)))
     except ValueError as err:
         raise CLIError(str(err)) from err
 

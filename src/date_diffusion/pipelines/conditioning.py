@@ -6,7 +6,7 @@ name, so callbacks see and replace the tensors exactly as the stock pipeline han
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -35,7 +35,6 @@ class PackedConditioning:
     names: tuple[str, ...] = ()  # the stock callback name of each part, e.g. ("prompt_embeds", "add_text_embeds")
     negative_names: tuple[str | None, ...] = ()  # the stock name of each negative part (None: not exposed)
     concat_cfg: bool = True  # stock callbacks see `cat([negative, positive])` under classifier-free guidance
-    extras: dict = field(default_factory=dict)  # inputs of the denoiser computed with the conditioning, never adapted
     uncond_shapes: list[tuple[int, ...]] | None = None  # the negative parts' shapes where they differ (FLUX true CFG)
 
     def parts(self, packed: torch.Tensor, negative: bool = False) -> list[torch.Tensor]:
@@ -94,4 +93,4 @@ def pack_conditioning(
     shapes = [tuple(p.shape[1:]) for p in cond_parts]
     uncond_shapes = [tuple(p.shape[1:]) for p in uncond_parts] if uncond_parts is not None else None
     uncond_shapes = uncond_shapes if uncond_shapes != shapes else None
-    return PackedConditioning(cond, uncond, mask, shapes, names, negative_names, concat_cfg, {}, uncond_shapes)
+    return PackedConditioning(cond, uncond, mask, shapes, names, negative_names, concat_cfg, uncond_shapes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -14,7 +15,7 @@ from date_diffusion.pipelines.embeddings import as_saved
 from date_diffusion.sampling.guidance import guidance_refusal
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class DATEOptions:
     """DATE's per-call options (the keyword arguments a DATE pipeline adds to the stock ones).
 
@@ -42,6 +43,8 @@ class DATEOptions:
     adapt_pooled: also adapt the pooled text embedding (SDXL, SD3, FLUX), normalised jointly per sample.
     ebca: energy-based cross-attention (`sampling.ebca`, UNet families) for this call: an `EbcaConfig` or a dict of
         its fields (`gamma_attn`, `gamma_norm`, `tau`, `iters`).
+
+    Frozen: the template checks the options a call gives once (`prepare`) and runs the checked copy.
     """
 
     date: DATEConfig | None = None
@@ -87,18 +90,17 @@ def as_list(x, n: int, name: str) -> list:
 CALL_KINDS = {"num_inference_steps": Integer(1, 10**6), "guidance_scale": Real(-1e6, 1e6)}
 
 
-def check_sampling(call) -> None:
-    """The call's step count and guidance scale through `CALL_KINDS` (numpy scalars count as numbers), refused
-    before any work, naming the argument."""
+def check_sampling(request):
+    """The request with its step count and guidance scale through `CALL_KINDS` (numpy scalars count as numbers),
+    refused before any work, naming the argument."""
+    checked = {}
     for name, kind in CALL_KINDS.items():
-        value = getattr(call, name, None)
-        if value is None or (name == "num_inference_steps" and _custom_schedule(call)):
+        value = getattr(request, name)
+        custom_schedule = request.timesteps is not None or request.sigmas is not None
+        if value is None or (name == "num_inference_steps" and custom_schedule):
             continue
-        setattr(call, name, kind.check(value, f"`{name}`"))
-
-
-def _custom_schedule(call) -> bool:
-    return getattr(call, "timesteps", None) is not None or getattr(call, "sigmas", None) is not None
+        checked[name] = kind.check(value, f"`{name}`")
+    return dataclasses.replace(request, **checked)
 
 
 def as_config(date) -> DATEConfig | None:
@@ -110,9 +112,10 @@ def as_config(date) -> DATEConfig | None:
     raise TypeError(f"`date` must be a DATEConfig, a dict of its fields or None, got {type(date).__name__}")
 
 
-def prepare(pipe, call, options: DATEOptions) -> None:
-    """Check DATE's arguments of a call to `pipe` before any work; sets `options.texts` (one text per image)."""
-    options.date = as_config(options.date)
+def prepare(pipe, request, options: DATEOptions, attend_excite: bool) -> DATEOptions:
+    """DATE's arguments of a call to `pipe`, checked before any work, with `texts` (one text per image) filled in
+    (`attend_excite`: whether the family supports Attend-and-Excite)."""
+    options = dataclasses.replace(options, date=as_config(options.date))
     if isinstance(options.reward, str):
         raise TypeError(
             f"`reward` must be a reward object, got the text {options.reward!r}: build it with "
@@ -120,7 +123,7 @@ def prepare(pipe, call, options: DATEOptions) -> None:
         )
     if options.reward is not None and not callable(options.reward):
         raise TypeError(f"`reward` must be callable as reward(images, prompts) -> scores, got {options.reward!r}")
-    prompt, prompt_embeds = call.prompt, call.prompt_embeds
+    prompt, prompt_embeds = request.prompt, request.prompt_embeds
     if (
         isinstance(prompt, str)
         and not prompt.strip()
@@ -133,7 +136,7 @@ def prepare(pipe, call, options: DATEOptions) -> None:
     if options.replay_embeddings is not None:
         if guided:
             raise ValueError("replay_embeddings re-creates a DATE run: leave `date` and `ug_scale` unset")
-        options.replay_embeddings = as_saved(options.replay_embeddings)
+        options = dataclasses.replace(options, replay_embeddings=as_saved(options.replay_embeddings))
     if guided and options.reward is None:
         raise ValueError("`date` and `ug_scale` need a `reward`, e.g. reward=CLIPScoreReward.from_pretrained(...)")
     if guided:
@@ -141,8 +144,8 @@ def prepare(pipe, call, options: DATEOptions) -> None:
     texts = options.reward_prompt if options.reward_prompt is not None else prompt
     if guided and texts is None:
         raise ValueError("with `prompt_embeds`, pass `reward_prompt` (the text the reward scores against)")
-    per_prompt = call.num_images_per_prompt
-    options.texts = [p for p in as_list(texts, batch_size, "reward_prompt") for _ in range(per_prompt)]
+    per_prompt = request.num_images_per_prompt
+    texts = [p for p in as_list(texts, batch_size, "reward_prompt") for _ in range(per_prompt)]
     r = options.reward_resolution
     if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < pipe.vae_scale_factor
                           or r % pipe.vae_scale_factor):  # fmt: skip
@@ -155,18 +158,19 @@ def prepare(pipe, call, options: DATEOptions) -> None:
         why = unwritable(options.save_embeddings)
         if why:
             raise ValueError(f"save_embeddings {str(options.save_embeddings)!r} cannot be written: {why}")
-    if options.attend_and_excite is not None and not hasattr(pipe, "_date_attend_excite"):
+    if options.attend_and_excite is not None and not attend_excite:
         raise ValueError(
             f"attend_and_excite needs a UNet's cross-attention maps: {type(pipe).__name__} does not support it"
         )
-    ip_adapter = (getattr(call, name, None) is not None for name in ("ip_adapter_image", "ip_adapter_image_embeds"))
+    ip_adapter = request.ip_adapter_image is not None or request.ip_adapter_image_embeds is not None
     if options.ebca is not None:
-        check_ebca(pipe, call, options)
-    if options.attend_and_excite is not None and any(ip_adapter):
+        options = check_ebca(pipe, ip_adapter, options)
+    if options.attend_and_excite is not None and ip_adapter:
         raise ValueError(
             "attend_and_excite replaces the UNet's attention processors, the IP-Adapter's among them: "
             "use it without `ip_adapter_image` / `ip_adapter_image_embeds`"
         )
+    return dataclasses.replace(options, texts=texts)
 
 
 def check_reading(scheduler, universal_guidance: bool) -> None:
@@ -176,20 +180,21 @@ def check_reading(scheduler, universal_guidance: bool) -> None:
         raise ValueError(guidance_refusal(scheduler))
 
 
-def check_ebca(pipe, call, options: DATEOptions) -> None:
+def check_ebca(pipe, ip_adapter: bool, options: DATEOptions) -> DATEOptions:
     """`ebca=`: a config, on a UNet with plain cross-attention, without what also replaces or re-runs its attention."""
     from date_diffusion.sampling.ebca import as_ebca_config, cross_attention_names
 
-    options.ebca = as_ebca_config(options.ebca)
+    options = dataclasses.replace(options, ebca=as_ebca_config(options.ebca))
     if getattr(pipe, "unet", None) is None:
         raise ValueError(f"ebca updates a UNet's cross-attention context: {type(pipe).__name__} has no UNet")
     cross_attention_names(pipe.unet)
     if options.attend_and_excite is not None:
         raise ValueError("ebca and attend_and_excite both replace the UNet's attention processors: use one")
-    if any(getattr(call, n, None) is not None for n in ("ip_adapter_image", "ip_adapter_image_embeds")):
+    if ip_adapter:
         raise ValueError("ebca needs the text context alone: use it without IP-Adapter images")
     if options.gradient_checkpointing:
         raise ValueError(
             "ebca carries its context from layer to layer, which recomputed layers cannot replay: "
             "use it without gradient_checkpointing"
         )
+    return options

@@ -18,73 +18,71 @@ from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import (
     ASPECT_RATIO_1024_BIN,
 )
 
-from date_diffusion.editing.interface import EditingMixin
-from date_diffusion.pipelines.common import DATEPipelineMixin, pack_conditioning
+from date_diffusion.pipelines.adapter import Adapter
+from date_diffusion.pipelines.common import DATEPipelineMixin
 
 _BINS = {128: ASPECT_RATIO_1024_BIN, 64: ASPECT_RATIO_512_BIN, 32: ASPECT_RATIO_256_BIN}
 
 
-class PixArtAlphaDATEPipeline(DATEPipelineMixin, EditingMixin, PixArtAlphaPipeline):
-    """PixArt-alpha with Diffusion Adaptive Text Embedding; with no update the output equals the stock one's."""
+class PixArtAlphaAdapter(Adapter):
+    """PixArt-alpha: T5 tokens with their attention mask, a DiT, aspect-ratio bins."""
 
-    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
-    _date_extra_parameters = {"callback_on_step_end": None, "callback_on_step_end_tensor_inputs": ["latents"]}
+    extra_parameters = {"callback_on_step_end": None, "callback_on_step_end_tensor_inputs": ["latents"]}
+    request_state = {"requested_size": None}  # the size asked for, where binning samples at another
+    edit_arguments = {"use_resolution_binning": False}  # an edit keeps the image's size
 
-    def _date_default_size(self) -> int:
-        return self.transformer.config.sample_size * self.vae_scale_factor
+    def default_size(self) -> int:
+        return self.pipe.transformer.config.sample_size * self.pipe.vae_scale_factor
 
-    def _date_check_inputs(self, call):
-        call.requested_size = (call.height, call.width)
+    def check(self, request):
         # as the stock pipeline, except that a model without aspect-ratio bins (sample sizes other than 32, 64
         # and 128, where the stock pipeline raises) samples at the requested size
-        call.use_resolution_binning = call.use_resolution_binning and self.transformer.config.sample_size in _BINS
-        if call.use_resolution_binning:
-            call.height, call.width = self.image_processor.classify_height_width_bin(
-                call.height, call.width, ratios=_BINS[self.transformer.config.sample_size]
-            )
-        super()._date_check_inputs(call)
+        sample_size = self.pipe.transformer.config.sample_size
+        binning = request.use_resolution_binning and sample_size in _BINS
+        size = (request.height, request.width)
+        if binning:
+            size = self.pipe.image_processor.classify_height_width_bin(*size, ratios=_BINS[sample_size])
+        request = request.replace(requested_size=(request.height, request.width), use_resolution_binning=binning,
+                                  height=size[0], width=size[1])  # fmt: skip
+        return super().check(request)
 
-    def _date_encode(self, call, options, device):
-        cfg = self._date_cfg()
-        tokens, mask, neg_tokens, neg_mask = self._date_encode_prompt(call, device)
+    def encode(self, request, device):
+        tokens, mask, neg_tokens, neg_mask = self.encode_prompt(request, device)
         # the attention mask is carried with the tokens, never adapted
-        return pack_conditioning(
-            [tokens, mask.to(tokens.dtype)],
-            [neg_tokens, neg_mask.to(tokens.dtype)] if cfg else None,
-            [True, False],
-            ("prompt_embeds", "prompt_attention_mask"),
-            ("negative_prompt_embeds", "negative_prompt_attention_mask"),
-        )
+        negative = [neg_tokens, neg_mask.to(tokens.dtype)] if self.cfg(request) else None
+        names = ("prompt_embeds", "prompt_attention_mask")
+        negative_names = ("negative_prompt_embeds", "negative_prompt_attention_mask")
+        return self.pack(request, device, [tokens, mask.to(tokens.dtype)], negative, [True, False], names,
+                         negative_names)  # fmt: skip
 
-    def _date_denoise(self, call, cond):
-        channels = self.transformer.config.in_channels
-        added = {"resolution": None, "aspect_ratio": None}
-        if self.transformer.config.sample_size == 128:
+    def denoiser(self, request, cond):
+        transformer = self.pipe.transformer
+        channels, added = transformer.config.in_channels, {"resolution": None, "aspect_ratio": None}
+        if transformer.config.sample_size == 128:
             dtype, device = cond.cond.dtype, cond.cond.device
-            added["resolution"] = torch.tensor([call.height, call.width], dtype=dtype, device=device)
-            added["aspect_ratio"] = torch.tensor([float(call.height / call.width)], dtype=dtype, device=device)
+            added["resolution"] = torch.tensor([request.height, request.width], dtype=dtype, device=device)
+            added["aspect_ratio"] = torch.tensor([float(request.height / request.width)], dtype=dtype, device=device)
 
         def denoise(x, t, packed):
             tokens, mask = cond.parts(packed)
             size = {k: v if v is None else v.repeat(x.shape[0], 1) for k, v in added.items()}
             timestep = (t[None] if t.dim() == 0 else t).to(x.device).expand(x.shape[0])
-            out = self.transformer(
-                x,
-                encoder_hidden_states=tokens,
-                encoder_attention_mask=mask.round().long(),
-                timestep=timestep,
-                added_cond_kwargs=size,
-                return_dict=False,
-            )[0]
+            out = transformer(x, encoder_hidden_states=tokens, encoder_attention_mask=mask.round().long(),
+                              timestep=timestep, added_cond_kwargs=size, return_dict=False)[0]  # fmt: skip
             # learned-sigma models predict [eps, variance]: DATE and the sampler use eps
-            return out[:, :channels] if self.transformer.config.out_channels // 2 == channels else out
+            return out[:, :channels] if transformer.config.out_channels // 2 == channels else out
 
         return denoise
 
-    def _date_finish_image(self, call, image, dtype, device):
-        if call.use_resolution_binning:  # back to the requested size, as the stock pipeline
-            image = self.image_processor.resize_and_crop_tensor(image, call.requested_size[1], call.requested_size[0])
+    def finish(self, request, image, dtype, device):
+        if request.use_resolution_binning:  # back to the requested size, as the stock pipeline
+            height, width = request.requested_size
+            image = self.pipe.image_processor.resize_and_crop_tensor(image, width, height)
         return image, None
 
-    def _date_edit_call_args(self) -> dict:
-        return {"use_resolution_binning": False}  # an edit keeps the image's size
+
+class PixArtAlphaDATEPipeline(DATEPipelineMixin, PixArtAlphaPipeline):
+    """PixArt-alpha with Diffusion Adaptive Text Embedding; with no update the output equals the stock one's."""
+
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+    adapter = PixArtAlphaAdapter

@@ -11,26 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from date_diffusion.core.vae import vae_input
 from date_diffusion.sampling.checkpointing import release_freed_memory
-
-
-def latent_stats(cfg, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """A VAE config's per-channel latents mean and std (SDXL-style VAEs) shaped to broadcast over `like`; None when
-    the config has none."""
-    mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
-    if mean is None or std is None:
-        return None
-    view = (1, len(mean), 1, 1)
-    return tuple(torch.tensor(v, device=like.device, dtype=like.dtype).view(view) for v in (mean, std))
-
-
-def vae_input(latents: torch.Tensor, decoder) -> torch.Tensor:
-    """Model latents -> what `decoder.decode` takes (scaling factor, and SDXL's / SD3's mean, std or shift)."""
-    cfg = decoder.config
-    if stats := latent_stats(cfg, latents):
-        mean, std = stats
-        return latents * std / cfg.scaling_factor + mean
-    return latents / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
 
 
 def decode_for_reward(x0_latents: torch.Tensor, decoder) -> torch.Tensor:

@@ -24,82 +24,84 @@ from __future__ import annotations
 
 from diffusers import StableDiffusion3Pipeline
 
-from date_diffusion.editing.interface import EditingMixin
+from date_diffusion.pipelines.adapter import Adapter, flow_shift
 from date_diffusion.pipelines.common import DATEPipelineMixin
 
 
-class StableDiffusion3DATEPipeline(DATEPipelineMixin, EditingMixin, StableDiffusion3Pipeline):
-    """SD3 with Diffusion Adaptive Text Embedding; with no update the output equals `StableDiffusion3Pipeline`'s."""
+class StableDiffusion3Adapter(Adapter):
+    """SD3: joint CLIP + T5 tokens, the pooled CLIP embedding, an MMDiT; skip-layer guidance as stock."""
 
-    _date_has_pooled = True
-    _date_latents_first = True
+    has_pooled = True
+    latents_first = True
 
-    def _date_encode(self, call, options, device):
-        cfg = self._date_cfg()
-        tokens, neg_tokens, pooled, neg_pooled = self._date_encode_prompt(call, device)
-        self._skip_layer_guidance_scale = call.skip_layer_guidance_scale  # as stock, read at every step
-        return self._date_pack(
-            call,
-            device,
-            [tokens, pooled],
-            [neg_tokens, neg_pooled] if cfg else None,
-            [True, options.adapt_pooled],
-            ("prompt_embeds", "pooled_prompt_embeds"),
-            ("negative_prompt_embeds", "negative_pooled_prompt_embeds"),
-        )
+    def check(self, request):
+        request = super().check(request)
+        self.pipe._skip_layer_guidance_scale = request.skip_layer_guidance_scale  # as stock, read at every step
+        return request
 
-    def _date_ip_adapter_embeds(self, call, device, n):
+    def encode(self, request, device):
+        tokens, neg_tokens, pooled, neg_pooled = self.encode_prompt(request, device)
+        names = ("prompt_embeds", "pooled_prompt_embeds")
+        negative_names = ("negative_prompt_embeds", "negative_pooled_prompt_embeds")
+        negative = [neg_tokens, neg_pooled] if self.cfg(request) else None
+        adapted = [True, request.options.adapt_pooled]
+        return self.pack(request, device, [tokens, pooled], negative, adapted, names, negative_names)
+
+    def ip_adapter_embeds(self, request, device, n):
         """Stock SD3 prepares one tensor (not a list per adapter), and an image only while the adapter is active."""
-        image, embeds = call.ip_adapter_image, call.ip_adapter_image_embeds
-        if not ((image is not None and self.is_ip_adapter_active) or embeds is not None):
+        image, embeds = request.ip_adapter_image, request.ip_adapter_image_embeds
+        if not ((image is not None and self.pipe.is_ip_adapter_active) or embeds is not None):
             return [], None
-        cfg = self._date_cfg()
-        prepared = self.prepare_ip_adapter_image_embeds(image, embeds, device, n, cfg)
+        cfg = self.cfg(request)
+        prepared = self.pipe.prepare_ip_adapter_image_embeds(image, embeds, device, n, cfg)
         if not cfg:
             return [prepared], None
         negative, positive = prepared.chunk(2)
         return [positive], [negative]
 
-    def _date_timesteps(self, call, device, scheduler=None, latents=None):
-        scheduler = self.scheduler if scheduler is None else scheduler
-        mu = call.mu
+    def timesteps(self, request, device, scheduler=None, latents=None):
+        scheduler = self.pipe.scheduler if scheduler is None else scheduler
+        mu = request.mu
         if scheduler.config.get("use_dynamic_shifting", None) and mu is None:
-            patch = self.transformer.config.patch_size
+            patch, scale = self.pipe.transformer.config.patch_size, self.pipe.vae_scale_factor
             if latents is not None:
                 height, width = latents.shape[2:]
             else:  # the latents' size, as stock `prepare_latents` makes them
-                height, width = (int(side) // self.vae_scale_factor for side in (call.height, call.width))
-            mu = self._date_flow_shift(scheduler, (height // patch) * (width // patch), max_shift=1.16)
-        return super()._date_timesteps(call, device, scheduler, **({} if mu is None else {"mu": mu}))
+                height, width = (int(side) // scale for side in (request.height, request.width))
+            mu = flow_shift(scheduler, (height // patch) * (width // patch), max_shift=1.16)
+        return super().timesteps(request, device, scheduler, **({} if mu is None else {"mu": mu}))
 
-    def _date_denoise(self, call, cond, skip_layers=None):
+    def denoiser(self, request, cond, skip_layers=None):
+        pipe = self.pipe
+
         def denoise(x, t, packed):
             tokens, pooled, *images = cond.parts(packed)
-            kwargs = self.joint_attention_kwargs
+            kwargs = pipe.joint_attention_kwargs
             if images:  # the stock pipeline hands them to the transformer in its attention kwargs
                 kwargs = {**(kwargs or {}), "ip_adapter_image_embeds": images[0]}
-            return self.transformer(
-                hidden_states=x,
-                timestep=t.expand(x.shape[0]),
-                encoder_hidden_states=tokens,
-                pooled_projections=pooled,
-                joint_attention_kwargs=kwargs,
-                return_dict=False,
-                **({} if skip_layers is None else {"skip_layers": skip_layers}),
-            )[0]
+            skip = {} if skip_layers is None else {"skip_layers": skip_layers}
+            return pipe.transformer(hidden_states=x, timestep=t.expand(x.shape[0]), encoder_hidden_states=tokens,
+                                    pooled_projections=pooled, joint_attention_kwargs=kwargs, return_dict=False,
+                                    **skip)[0]  # fmt: skip
 
         return denoise
 
-    def _date_guidance(self, call, cond, n_steps):
-        layers = call.skip_guidance_layers
+    def guidance(self, request, cond, n_steps):
+        layers = request.skip_guidance_layers
         if layers is None:
             return {}
-        start, stop = n_steps * call.skip_layer_guidance_start, n_steps * call.skip_layer_guidance_stop
-        skipped = self._date_denoise(call, cond, skip_layers=layers)
+        start, stop = n_steps * request.skip_layer_guidance_start, n_steps * request.skip_layer_guidance_stop
+        skipped, pipe = self.denoiser(request, cond, skip_layers=layers), self.pipe
 
         def skip_layer_guidance(state, x_in, embeds, cond_out):
             if state.uncond is None or not start < state.index < stop:  # stock: under CFG, inside the window
                 return None
-            return (cond_out - skipped(x_in, state.timestep, embeds)) * self._skip_layer_guidance_scale
+            return (cond_out - skipped(x_in, state.timestep, embeds)) * pipe._skip_layer_guidance_scale
 
         return {"extra": skip_layer_guidance}
+
+
+class StableDiffusion3DATEPipeline(DATEPipelineMixin, StableDiffusion3Pipeline):
+    """SD3 with Diffusion Adaptive Text Embedding; with no update the output equals `StableDiffusion3Pipeline`'s."""
+
+    adapter = StableDiffusion3Adapter

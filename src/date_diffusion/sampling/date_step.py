@@ -11,12 +11,101 @@ The new embedding is kept for the following steps; the unconditional embedding n
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 import torch
 
 from date_diffusion.core.config import DATEConfig
-from date_diffusion.core.prediction import preconditioning, scale_input
+from date_diffusion.core.prediction import check_scheduler, preconditioning, prediction_type_of, scale_input
 from date_diffusion.core.update import date_update
-from date_diffusion.sampling.loop import Hook, SampleResult, StepState, Trace
+from date_diffusion.sampling.denoiser import GuidedDenoiser
+from date_diffusion.sampling.loop import Hooks, Observer, OutputHook, StepState, StepView, sample, scheduler_step_starts
+
+
+@dataclass
+class UpdateRecord:
+    """What one update step did to one image: the step, where the scheduler was (`timestep` where its timesteps
+    are times of the training schedule, `sigma` where it works in sigmas), the distance moved, whether it was
+    skipped (a zero or non-finite gradient), each gradient step's norm, the reward of x0_hat before the update
+    and (with `track_reward_after`) after it."""
+
+    step: int
+    timestep: int | None = None
+    sigma: float | None = None
+    update_norm: float = 0.0
+    skipped: bool = False
+    grad_norms: list[float] = field(default_factory=list)
+    reward_before: float | None = None
+    reward_after: float | None = None
+
+    def to_dict(self) -> dict:
+        """The record as files hold it (keys without a value left out)."""
+        out = {"step": self.step}
+        out.update({k: v for k, v in (("timestep", self.timestep), ("sigma", self.sigma)) if v is not None})
+        out.update(update_norm=self.update_norm, skipped=self.skipped, grad_norms=self.grad_norms)
+        out["reward_before"] = self.reward_before
+        if self.reward_after is not None:
+            out["reward_after"] = self.reward_after
+        return out
+
+
+@dataclass
+class Trace:
+    """What DATE did to one image; `to_dict()` is its form in outputs and files (`schemas.TRACE`)."""
+
+    update_steps: list[int] = field(default_factory=list)
+    updates: list[UpdateRecord] = field(default_factory=list)
+    skipped_steps: list[int] = field(default_factory=list)
+    final_distance: float = 0.0  # ||c_final - c_org||_F
+    reward_decoder: str | None = None  # what decoded x0_hat for the reward (the pipelines' reward path)
+    attend_excite_losses: list | None = None  # Attend-and-Excite's losses, where it ran
+
+    def to_dict(self) -> dict:
+        out = {
+            "update_steps": self.update_steps,
+            "skipped_steps": self.skipped_steps,
+            "final_distance": self.final_distance,
+            "updates": [u.to_dict() for u in self.updates],
+        }
+        if self.reward_decoder is not None:
+            out["reward_decoder"] = self.reward_decoder
+        if self.attend_excite_losses is not None:
+            out["attend_excite_losses"] = self.attend_excite_losses
+        return out
+
+
+@dataclass
+class SampleResult:
+    latents: torch.Tensor
+    embeds: torch.Tensor  # final conditional embeddings
+    traces: list[Trace]
+    embeds_history: dict[int, torch.Tensor] | None = None  # loop index -> embeddings after that update
+
+
+class TraceRecorder(Observer):
+    """The observer that writes each image's `Trace`: the update records of every update step, the embedding after
+    every update or replayed step (`keep_history`, what `save_embeddings` writes), and the final distance."""
+
+    def __init__(self, original: torch.Tensor, update_steps: list[int], keep_history: bool = False):
+        self.original = original.detach()
+        self.traces = [Trace(update_steps=list(update_steps)) for _ in range(original.shape[0])]
+        self.history = {} if keep_history else None
+
+    def observe(self, view: StepView) -> None:
+        for trace, rec in zip(self.traces, view.updates):
+            trace.updates.append(rec)
+            if rec.skipped:
+                trace.skipped_steps.append(rec.step)
+        if self.history is not None and view.kind in ("update", "replay"):
+            self.history[view.index] = view.cond.clone()
+
+    def result(self, state: StepState) -> SampleResult:
+        """The run's result once the loop has ended in `state`: final latents, embeddings, traces, history."""
+        distance = torch.linalg.vector_norm((state.cond - self.original).flatten(1).double(), dim=1)
+        for trace, d in zip(self.traces, distance.tolist()):
+            trace.final_distance = d
+        return SampleResult(state.latents, state.cond, self.traces, self.history)
 
 
 def adapted_output(model, state: StepState, x_in, uncond_out):
@@ -42,30 +131,27 @@ def _guard(values: torch.Tensor, what: str, step: int) -> None:
         )
 
 
-class DATEUpdate(Hook):
-    """DATE's update steps. `decode(x0_latents) -> images in [0, 1]` and `reward(images) -> scores [B]` are the
-    reward path; `adapt_mask` (broadcastable to the embeddings, 1 = adapted) restricts DATE to part of a packed
-    conditioning, the norm taken over the adapted part; `generators` (one per image) drive the random-direction
-    ablation; `keep_history` records the embedding after every update (what `replay` takes), by loop index.
-    `starts`: the loop index at which each step of the run begins (`loop.step_starts`; an int n: n steps of one
-    iteration each); DATE's update steps count steps, and the trace records them so."""
+class DATEUpdate(OutputHook):
+    """DATE's update steps (the loop's output provider at them). `decode(x0_latents) -> images in [0, 1]` and
+    `reward(images) -> scores [B]` are the reward path; `adapt_mask` (broadcastable to the embeddings, 1 = adapted)
+    restricts DATE to part of a packed conditioning, the norm taken over the adapted part; `generators` (one per
+    image) drive the random-direction ablation. `starts`: the loop index at which each step of the run begins
+    (`loop.step_starts`; an int n: n steps of one iteration each); DATE's update steps count steps, and the trace
+    records them so."""
 
-    def __init__(self, model, date: DATEConfig | None, original, starts, decode, reward, adapt_mask=None,
-                 generators=None, keep_history: bool = False):  # fmt: skip
+    def __init__(self, model, date: DATEConfig, original, starts, decode, reward, adapt_mask=None,
+                 generators=None):  # fmt: skip
         self.model, self.date, self.decode, self.reward = model, date, decode, reward
         self.original, self.mask, self.generators = original.detach(), adapt_mask, generators
         if not torch.isfinite(self.original).all():
             raise NonFiniteError("the conditional embedding holds NaN or infinite values before sampling (check "
                                  "`prompt_embeds` or the text encoder's weights)")  # fmt: skip
         starts = list(range(starts)) if isinstance(starts, int) else list(starts)
-        steps = date.update_indices(len(starts)) if date is not None and date.moves else []
-        self.step_at = {starts[k]: k for k in steps}  # loop index -> the step that begins there
-        self.updates = set(self.step_at)
-        if self.updates and (decode is None or reward is None):
+        self.steps = update_steps(date, len(starts))
+        self.step_at = {starts[k]: k for k in self.steps}  # loop index -> the step that begins there
+        if self.step_at and (decode is None or reward is None):
             raise ValueError("DATE updates need both `decode` and `reward`")
-        self.rho = date.step_sizes(self.original, adapt_mask) if self.updates else 0.0
-        self.traces = [Trace(update_steps=list(steps)) for _ in range(original.shape[0])]
-        self.history = {} if keep_history else None
+        self.rho = date.step_sizes(self.original, adapt_mask) if self.step_at else 0.0
         self.prior_weight = self._prior_weight()
 
     def _prior_weight(self) -> float:
@@ -75,40 +161,30 @@ class DATEUpdate(Hook):
             weight *= self.original[0].numel() / float(self.mask.expand_as(self.original[:1]).sum())
         return weight
 
-    def model_output(self, state: StepState) -> None:
-        if state.output is not None or state.index not in self.updates:
-            return
+    def output(self, state: StepState) -> tuple[torch.Tensor, str] | None:
+        if state.index not in self.step_at:
+            return None
         x_in = scale_input(state.scheduler, state.latents, state.timestep)
         uncond_out = self.model.uncond(x_in, state.timestep, state.uncond)
-        records = [self._record(state, self.step_at[state.index]) for _ in self.traces]
+        where = preconditioning(state.scheduler, state.timestep).record(state.timestep)
+        records = [UpdateRecord(self.step_at[state.index], **where) for _ in range(state.cond.shape[0])]
         for k in range(self.date.grad_steps):
             self._gradient_step(state, x_in, uncond_out, records, first=k == 0)
-        state.output, state.kind = adapted_output(self.model, state, x_in, uncond_out), "update"
+        output = adapted_output(self.model, state, x_in, uncond_out)
         if self.date.track_reward_after:
             with torch.no_grad():
-                after = self.reward(self.decode(self.model.x0(state, x_in, state.output, self.date.reward_target)))
+                after = self.reward(self.decode(self.model.x0(state, x_in, output, self.date.reward_target)))
             _guard(after, "reward after the update", self.step_at[state.index])
             for rec, value in zip(records, after.tolist()):
-                rec["reward_after"] = value
-        for trace, rec in zip(self.traces, records):
-            trace.updates.append(rec)
-            if rec["skipped"]:
-                trace.skipped_steps.append(rec["step"])
-        if self.history is not None:
-            self.history[state.index] = state.cond.clone()
-
-    @staticmethod
-    def _record(state: StepState, step: int) -> dict:
-        """An update's trace entry: the step, and where the scheduler was (`timestep` where its timesteps are times
-        of the training schedule, `sigma` where it works in sigmas: both for Euler, sigma alone for EDM)."""
-        where = preconditioning(state.scheduler, state.timestep).record(state.timestep)
-        return dict(step=step, **where, update_norm=0.0, skipped=False, grad_norms=[])
+                rec.reward_after = value
+        state.updates = tuple(records)
+        return output, "update"
 
     def _scores(self, state, x_in, uncond_out, embeds):
         out = self.model.guide(state, x_in, uncond_out, embeds)  # what the scheduler takes, as a function of embeds
         return self.reward(self.decode(self.model.x0(state, x_in, out, self.date.reward_target)))
 
-    def _gradient_step(self, state: StepState, x_in, uncond_out, records: list[dict], first: bool) -> None:
+    def _gradient_step(self, state: StepState, x_in, uncond_out, records: list[UpdateRecord], first: bool) -> None:
         """One gradient step of an update: the reward's gradient (or, ablation, a random direction), then the rule."""
         embeds = state.cond
         if self.date.direction == "random":  # ablation: same distance, no reward gradient
@@ -131,37 +207,68 @@ class DATEUpdate(Hook):
         state.cond = result.embeds.detach()
         for b, rec in enumerate(records):
             if first:
-                rec["reward_before"] = float(scores[b])
-            rec["grad_norms"].append(float(result.grad_norm[b]))
-            rec["update_norm"] += float(moved[b])
-            rec["skipped"] |= bool(result.skipped[b])
+                rec.reward_before = float(scores[b])
+            rec.grad_norms.append(float(result.grad_norm[b]))
+            rec.update_norm += float(moved[b])
+            rec.skipped |= bool(result.skipped[b])
 
     def _random_direction(self, like):
         gens = self.generators or [None] * like.shape[0]
         return torch.stack([torch.randn(like.shape[1:], generator=g, dtype=torch.float32).to(like) for g in gens])
 
-    def result(self, state: StepState) -> SampleResult:
-        """The run's result once the loop has ended in `state`: final latents, embeddings, traces, history."""
-        distance = torch.linalg.vector_norm((state.cond - self.original).flatten(1).double(), dim=1)
-        for trace, d in zip(self.traces, distance.tolist()):
-            trace.final_distance = d
-        return SampleResult(state.latents, state.cond, self.traces, self.history)
 
-
-class Replay(Hook):
+class Replay(OutputHook):
     """Re-creates a DATE run without a reward: at each loop index of `embeddings` (index -> the embedding after that
-    update, as `keep_history` records it) the embedding is replaced and the step computed as an update step
-    computes it (separate unconditional and conditional predictions), so the result is the same."""
+    update, as `TraceRecorder(keep_history=True)` records it) the embedding is replaced and the step computed as an
+    update step computes it (separate unconditional and conditional predictions), so the result is the same."""
 
-    def __init__(self, model, embeddings: dict, history: dict | None = None):
-        self.model, self.embeddings, self.history = model, embeddings, history
+    def __init__(self, model, embeddings: dict):
+        self.model, self.embeddings = model, embeddings
 
-    def model_output(self, state: StepState) -> None:
-        if state.output is not None or state.index not in self.embeddings:
-            return
+    def output(self, state: StepState) -> tuple[torch.Tensor, str] | None:
+        if state.index not in self.embeddings:
+            return None
         state.cond = self.embeddings[state.index]
         x_in = scale_input(state.scheduler, state.latents, state.timestep)
-        state.output = adapted_output(self.model, state, x_in, self.model.uncond(x_in, state.timestep, state.uncond))
-        state.kind = "replay"
-        if self.history is not None:
-            self.history[state.index] = state.cond.clone()
+        return adapted_output(self.model, state, x_in, self.model.uncond(x_in, state.timestep, state.uncond)), "replay"
+
+
+def update_steps(date: DATEConfig | None, n_steps: int) -> list[int]:
+    """The steps of an `n_steps` run at which `date` updates (none when it does not move)."""
+    return date.update_indices(n_steps) if date is not None and date.moves else []
+
+
+def date_sample(
+    *,
+    scheduler,
+    denoise,
+    latents: torch.Tensor,
+    cond_embeds: torch.Tensor,
+    uncond_embeds: torch.Tensor | None,
+    guidance_scale: float,
+    prediction_type: str | None = None,
+    date: DATEConfig | None = None,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    reward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> SampleResult:
+    """DATE over any denoiser function `denoise(x_in, t, embeds) -> output`, along `scheduler.timesteps`:
+    `decode(x0_latents) -> images in [0, 1]` and `reward(images) -> scores [B]` guide the updates of `date`.
+    `prediction_type`: what `denoise` predicts; the scheduler's (its config) when not given, and it must agree
+    with the scheduler's, which reads the output (a scheduler whose clean estimate cannot be derived is refused).
+    (Pipelines compose `sample` with more hooks: see `pipelines.template`.)"""
+    own = prediction_type_of(scheduler)
+    if prediction_type is not None and {"flow_prediction": "flow"}.get(prediction_type, prediction_type) != own:
+        raise ValueError(
+            f"prediction_type={prediction_type!r}, but {type(scheduler).__name__} reads the model's output as "
+            f"{own!r} (its config): build the scheduler with prediction_type={prediction_type!r}, or leave "
+            "prediction_type out"
+        )
+    if date is not None and date.moves:
+        check_scheduler(scheduler)
+    model = GuidedDenoiser(denoise, own)
+    state = StepState(scheduler, latents, cond_embeds, uncond_embeds, guidance_scale)
+    starts = scheduler_step_starts(scheduler, len(scheduler.timesteps))
+    recorder = TraceRecorder(cond_embeds, update_steps(date, len(starts)))
+    update = DATEUpdate(model, date, cond_embeds, starts, decode, reward) if recorder.traces[0].update_steps else None
+    state = sample(model, state, scheduler.timesteps, Hooks(output=update, observers=[recorder]))
+    return recorder.result(state)

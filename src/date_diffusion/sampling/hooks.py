@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from date_diffusion.sampling.loop import Hook, StepState
+from date_diffusion.sampling.loop import Hook, Observer, StepState, StepView
 
 
 class Interrupt(Hook):
@@ -17,13 +17,13 @@ class Interrupt(Hook):
         state.skip = state.skip or bool(self.interrupted())
 
 
-class Progress(Hook):
+class Progress(Observer):
     """Calls `advance()` after every step taken (a progress bar's `update`)."""
 
     def __init__(self, advance: Callable[[], object]):
         self.advance = advance
 
-    def after_step(self, state: StepState) -> None:
+    def observe(self, view: StepView) -> None:
         self.advance()
 
 

@@ -1,33 +1,34 @@
-"""The sampling loop: one small function over a guided denoiser, and one hook protocol every method plugs into.
+"""The sampling loop: one small function over a guided denoiser, and hooks with explicit roles.
 
 A normal step is one denoiser call on `[x, x]` with `[uncond, cond]`, classifier-free guidance and one
-`scheduler.step`. Methods are hooks, called at fixed points of every step with one `StepState`:
-  before_step(state)   may change `latents` / `cond`, or set `skip` (Attend-and-Excite, interrupt);
-  model_output(state)  may set `output`, the guided model output for the scheduler, and `kind` (DATE's update
-                       and replayed steps); a step no hook sets is a normal step;
-  after_step(state)    after `scheduler.step`: may change `latents`, `cond`, `uncond`, `guidance_scale`
-                       (diffusers callbacks), report progress.
+`scheduler.step`. Methods plug in by role (`Hooks`), each called at its point of every step with one `StepState`:
+  before     `before_step(state)`: may change `latents` / `cond`, or set `skip` (Attend-and-Excite, interrupt);
+  output     the one slot for what provides the model output: `output(state) -> (output, kind)` or None (DATE's
+             update, a replay); a step it does not claim is a normal step, `model.step(state)`;
+  after      `after_step(state)` after `scheduler.step`: may change `latents`, `cond`, `uncond`, `guidance_scale`
+             (diffusers callbacks, an editor's residuals);
+  observers  `observe(view)` with a frozen `StepView` of the finished step: they see, never change (progress,
+             the trace recorder).
 DATE's update step (`sampling.date_step`) follows the reference exactly; see there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from date_diffusion.core.config import DATEConfig
-from date_diffusion.core.prediction import check_scheduler, prediction_type_of
 from date_diffusion.sampling.denoiser import GuidedDenoiser, guided
 
 __all__ = [
     "GuidedDenoiser",
     "Hook",
-    "SampleResult",
+    "Hooks",
+    "Observer",
+    "OutputHook",
     "StepState",
-    "Trace",
-    "date_sample",
+    "StepView",
     "guided",
     "sample",
     "step_starts",
@@ -68,15 +69,25 @@ class StepState:
     output: torch.Tensor | None = None  # the guided model output the scheduler takes
     kind: str = "normal"  # normal | update | replay
     skip: bool = False  # set before the step: the step is not taken (interrupted)
+    updates: tuple = ()  # an update step's records, one per image (`date_step.UpdateRecord`), set by its provider
+
+
+@dataclass(frozen=True)
+class StepView:
+    """What observers see of a finished step (they cannot change the run)."""
+
+    index: int
+    timestep: object
+    kind: str
+    latents: torch.Tensor  # after the step (and the `after` hooks)
+    cond: torch.Tensor  # the conditioning the step's output was made with
+    updates: tuple = ()
 
 
 class Hook:
-    """The one hook shape: override any of the three points (and `close`, called once the loop ends)."""
+    """A hook of the `before` or `after` role: override either point (and `close`, called once the loop ends)."""
 
     def before_step(self, state: StepState) -> None:
-        pass
-
-    def model_output(self, state: StepState) -> None:
         pass
 
     def after_step(self, state: StepState) -> None:
@@ -86,97 +97,71 @@ class Hook:
         pass
 
 
-@dataclass
-class Trace:
-    """What DATE did to one image."""
+class OutputHook:
+    """The `output` role: `output(state)` returns `(guided model output, kind)` for a step it claims, else None."""
 
-    update_steps: list[int] = field(default_factory=list)
-    updates: list[dict] = field(default_factory=list)
-    skipped_steps: list[int] = field(default_factory=list)
-    final_distance: float = 0.0  # ||c_final - c_org||_F
+    def output(self, state: StepState) -> tuple[torch.Tensor, str] | None:
+        return None
 
-    def to_dict(self) -> dict:
-        return {
-            "update_steps": self.update_steps,
-            "skipped_steps": self.skipped_steps,
-            "final_distance": self.final_distance,
-            "updates": self.updates,
-        }
+    def close(self) -> None:
+        pass
 
 
-@dataclass
-class SampleResult:
-    latents: torch.Tensor
-    embeds: torch.Tensor  # final conditional embeddings
-    traces: list[Trace]
-    embeds_history: dict[int, torch.Tensor] | None = None  # loop index -> embeddings after that update
+class Observer:
+    """The `observers` role: `observe(view)` after every step taken; `close()` once the loop ends."""
+
+    def observe(self, view: StepView) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """The hooks of one run, by role (see the module's docstring)."""
+
+    before: Sequence[Hook] = ()
+    output: OutputHook | None = None
+    after: Sequence[Hook] = ()
+    observers: Sequence[Observer] = ()
+
+    def all(self) -> list:
+        return [*self.before, *([self.output] if self.output is not None else []), *self.after, *self.observers]
 
 
 def sample(
     model: GuidedDenoiser,
     state: StepState,
     timesteps: Sequence,
-    hooks: Sequence[Hook] = (),
+    hooks: Hooks = Hooks(),
     step_kwargs: dict | Callable[[int], dict] | None = None,
 ) -> StepState:
     """Run `timesteps` from `state` (latents, embeddings, guidance, scheduler); returns the final state.
     `step_kwargs` go to `scheduler.step` (a function of the loop index: editing feeds each step its noise map)."""
     try:
         for i, t in enumerate(timesteps):
-            state.index, state.timestep, state.output, state.kind, state.skip = i, t, None, "normal", False
-            for hook in hooks:
+            state.index, state.timestep, state.output, state.kind, state.skip, state.updates = (
+                i, t, None, "normal", False, ()
+            )  # fmt: skip
+            for hook in hooks.before:
                 hook.before_step(state)
                 if state.skip:
                     break
             if state.skip:
                 continue
-            for hook in hooks:
-                hook.model_output(state)
-            if state.output is None:
-                state.output = model.step(state)
+            claimed = hooks.output.output(state) if hooks.output is not None else None
+            state.output, state.kind = claimed if claimed is not None else (model.step(state), "normal")
+            used = state.cond  # the conditioning this step's output was made with
             kwargs = step_kwargs(i) if callable(step_kwargs) else step_kwargs or {}
             with torch.no_grad():
                 state.latents = state.scheduler.step(state.output, t, state.latents, **kwargs, return_dict=False)[0]
-            for hook in hooks:
+            for hook in hooks.after:
                 hook.after_step(state)
+            view = StepView(i, t, state.kind, state.latents, used, state.updates)
+            for observer in hooks.observers:
+                observer.observe(view)
     finally:
-        for hook in hooks:
+        for hook in hooks.all():
             hook.close()
     return state
-
-
-def date_sample(
-    *,
-    scheduler,
-    denoise,
-    latents: torch.Tensor,
-    cond_embeds: torch.Tensor,
-    uncond_embeds: torch.Tensor | None,
-    guidance_scale: float,
-    prediction_type: str | None = None,
-    date: DATEConfig | None = None,
-    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    reward: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> SampleResult:
-    """DATE over any denoiser function `denoise(x_in, t, embeds) -> output`, along `scheduler.timesteps`:
-    `decode(x0_latents) -> images in [0, 1]` and `reward(images) -> scores [B]` guide the updates of `date`.
-    `prediction_type`: what `denoise` predicts; the scheduler's (its config) when not given, and it must agree
-    with the scheduler's, which reads the output (a scheduler whose clean estimate cannot be derived is refused).
-    (Pipelines compose `sample` with more hooks: see `pipelines.common`.)"""
-    from date_diffusion.sampling.date_step import DATEUpdate
-
-    own = prediction_type_of(scheduler)
-    if prediction_type is not None and {"flow_prediction": "flow"}.get(prediction_type, prediction_type) != own:
-        raise ValueError(
-            f"prediction_type={prediction_type!r}, but {type(scheduler).__name__} reads the model's output as "
-            f"{own!r} (its config): build the scheduler with prediction_type={prediction_type!r}, or leave "
-            "prediction_type out"
-        )
-    if date is not None and date.moves:
-        check_scheduler(scheduler)
-    model = GuidedDenoiser(denoise, own)
-    state = StepState(scheduler, latents, cond_embeds, uncond_embeds, guidance_scale)
-    update = DATEUpdate(model, date, cond_embeds, scheduler_step_starts(scheduler, len(scheduler.timesteps)), decode,
-                        reward)  # fmt: skip
-    state = sample(model, state, scheduler.timesteps, [update])
-    return update.result(state)
