@@ -7,8 +7,8 @@ pay for importing diffusers and transformers.
 from importlib import import_module
 
 from date_diffusion import quiet
+from date_diffusion.version import __version__ as __version__  # (re-exported)
 
-__version__ = "0.1.0"
 quiet.install()  # the libraries' remarks that tell this package's users nothing (quiet.REMARKS), and only those
 
 _EXPORTS = {
