@@ -7,7 +7,7 @@ pay for importing diffusers and transformers.
 from importlib import import_module
 
 from date_diffusion import quiet
-from date_diffusion.version import __version__  # noqa: F401  (the one version)
+from date_diffusion.version import __version__ as __version__  # (re-exported)
 
 quiet.install()  # the libraries' remarks that tell this package's users nothing (quiet.REMARKS), and only those
 

@@ -2,7 +2,9 @@
 
 Loading (`pipelines.loading`), the auto class (`DATEPipeline`), the command line's `--family` choices and help,
 the default reward and the tiny decoder of each family, and the tests' family lists all read `FAMILIES`. Adding a
-family means one pipeline module under `pipelines/` and one record here.
+family means one pipeline module under `pipelines/` and one record here; a plugin (`plugins.py`) adds its own with
+`register(Family(...))`, and every lookup here (`by_name`, `by_pipeline_class`, `by_single_file_type`,
+`all_families`) sees it.
 
 This module imports nothing heavy: the command line builds its parsers from it before torch is imported.
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import import_module
+
+from date_diffusion import plugins
 
 # The paper's reward model, and the CLIP the paper scores its COCO table with (transformers format).
 PAPER_REWARD = "clip-l"
@@ -109,14 +113,40 @@ FAMILIES: tuple[Family, ...] = (
         "madebyollin/taesd",
     ),
 )
-NAMES: tuple[str, ...] = tuple(f.name for f in FAMILIES)
+NAMES: tuple[str, ...] = tuple(f.name for f in FAMILIES)  # the built-in families' (`names()`: with plugins')
+_REGISTERED: list[Family] = []
+
+
+def register(family: Family) -> None:
+    """Add a family (a plugin's): the lookups below see it. A name, DATE class or pipeline class another family
+    has already is refused (registering the same record again does nothing)."""
+    if not isinstance(family, Family):
+        raise TypeError(f"register() takes a Family record, got {type(family).__name__}")
+    if family in _REGISTERED:
+        return
+    names = lambda f: {f.name, f.date_class, f.stock, *f.aliases}
+    for known in (*FAMILIES, *_REGISTERED):
+        shared = names(family) & names(known)
+        if shared:
+            raise ValueError(f"family {family.name!r} takes {', '.join(sorted(shared))} of family {known.name!r}")
+    _REGISTERED.append(family)
+
+
+def all_families() -> tuple[Family, ...]:
+    """The built-in families, then the plugins' (loaded on first use)."""
+    plugins.load()
+    return (*FAMILIES, *_REGISTERED)
+
+
+def names() -> tuple[str, ...]:
+    return tuple(f.name for f in all_families())
 
 
 def by_name(name: str) -> Family:
-    for family in FAMILIES:
+    for family in all_families():
         if family.name == name:
             return family
-    raise ValueError(f"unknown family {name!r}; use one of {', '.join(NAMES)}")
+    raise ValueError(f"unknown family {name!r}; use one of {', '.join(names())}")
 
 
 def by_pipeline_class(class_name: str) -> Family:
@@ -124,10 +154,10 @@ def by_pipeline_class(class_name: str) -> Family:
     `StableDiffusionXLDATEPipeline`, `LatentConsistencyModelPipeline`), e.g. a checkpoint's `model_index.json`
     `_class_name`. Another class is refused; where it is a diffusers pipeline with a family's components, the
     message names the line that loads its folder as that family."""
-    for family in FAMILIES:
+    for family in all_families():
         if class_name in (family.stock, family.date_class, *family.aliases):
             return family
-    supported = ", ".join(name for f in FAMILIES for name in (f.stock, *f.aliases))
+    supported = ", ".join(name for f in all_families() for name in (f.stock, *f.aliases))
     raise ValueError(f"no DATE pipeline for {class_name!r}; supported: {supported}{_same_components(class_name)}")
 
 
@@ -143,7 +173,7 @@ def _same_components(class_name: str) -> str:
         given = components(getattr(diffusers, class_name))
     except (AttributeError, ImportError, TypeError, ValueError):  # not a diffusers pipeline (or not installed)
         return ""
-    for family in FAMILIES:
+    for family in all_families():
         if components(family.stock_pipeline()) == given:
             return (
                 f". {class_name} has the components of {family.stock}: if the folder holds a {family.title} "
@@ -162,4 +192,4 @@ def required_components(cls) -> list[str]:
 
 def by_single_file_type(model_type: str) -> Family | None:
     """The family of a diffusers single-file model type, or None."""
-    return next((f for f in FAMILIES if model_type in f.single_file_types), None)
+    return next((f for f in all_families() if model_type in f.single_file_types), None)

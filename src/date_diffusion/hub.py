@@ -1,61 +1,17 @@
 """Hub model ids of the paper and of the preference rewards, fetching files, and how loading failures are explained
-to the user. (Families live in `families.py`, the toy world's paths in `toyworld/world.py`.)"""
+to the user. (Families live in `families.py`; a model's reward decoder is found by `pipelines.loading`.)"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from date_diffusion.families import by_name
-from date_diffusion.toyworld import world
-
 # torch, diffusers and huggingface_hub are imported inside the functions: light layers (rewards' names, the
-# toy world, the command line's checks) import this module.
+# command line's checks) import this module.
 
 # Checkpoints of the paper (need network once, or a local copy).
 PAPER_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 PAPER_CLIP = "openai/clip-vit-large-patch14"
-
-
-def tiny_decoder_for(model, spec: str = "tiny"):
-    """An `AutoencoderTiny` for the approximate reward path: `tiny` picks the family's TAESD (the toy world's
-    own distilled decoder for the toy model); anything else is a folder or hub id."""
-    from diffusers import AutoencoderTiny
-
-    from date_diffusion.pipelines.loading import family_of  # (loading imports this module)
-
-    if spec != "tiny":
-        return load_component(AutoencoderTiny, spec)
-    if world.is_toy_world(model):
-        return load_component(AutoencoderTiny, world.TINY_DECODER)
-    return load_component(AutoencoderTiny, by_name(family_of(model)).tiny_decoder)
-
-
-def check_tiny_decoder(model, spec: str = "tiny") -> None:
-    """That `tiny_decoder_for(model, spec)` finds its decoder, without loading it (ModelNotFoundError naming the
-    spec otherwise): a folder must hold a `config.json`; a hub id must be cached when offline."""
-    import re
-
-    from date_diffusion.pipelines.loading import family_of
-
-    where = spec
-    if spec == "tiny":
-        where = world.TINY_DECODER if world.is_toy_world(model) else by_name(family_of(model)).tiny_decoder
-    local = Path(str(where)).expanduser()
-    if local.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", str(where)):
-        if not (local / "config.json").is_file():
-            raise ModelNotFoundError(
-                f"reward decoder {spec!r}: {str(local)!r} is not a decoder folder (no config.json)"
-            )
-        return
-    if is_offline():
-        from huggingface_hub import try_to_load_from_cache
-
-        if not isinstance(try_to_load_from_cache(str(where), "config.json"), str):
-            raise ModelNotFoundError(
-                f"reward decoder {spec!r}: {where} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
-                f"fetch it once with `hf download {where}`"
-            )
 
 
 # Preference rewards (need network once, or local copies; see docs/python-api.md).

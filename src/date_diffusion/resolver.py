@@ -5,10 +5,11 @@ The command line, the web page, the benchmark and Python callers all resolve thr
 model with the same overrides runs the same DATE everywhere. Sources, in order of precedence:
 
 - `user`: a value the caller gave (a flag, a page field, a keyword argument);
-- `model`: the model's own recommendation (the toy world ships one in `toyworld.json`) or its own plain reward,
-  and its own scheduler; `paper_defaults=True` ignores the model's DATE and reward recommendation (its sampling
-  recommendation stays) and, where the paper ran the family, its scheduler: SD 1.x/2.x sample with DDIM on the
-  model's own training schedule (`Family.paper_scheduler`) whatever scheduler the checkpoint ships;
+- `model`: the model's own recommendation or its own plain reward (its folder's file, `model_folder.py`; the toy
+  world's model ships one), and its own scheduler; `paper_defaults=True` ignores the model's DATE and reward
+  recommendation (its sampling recommendation stays) and, where the paper ran the family, its scheduler: SD
+  1.x/2.x sample with DDIM on the model's own training schedule (`Family.paper_scheduler`) whatever scheduler the
+  checkpoint ships;
 - `family`: the family's defaults (`families.py`: the paper's sampling settings where the paper ran the family,
   else the stock diffusers pipeline's; the paper's reward, CLIP ViT-L/14);
 - `paper`: the DATE paper's settings (`DATEConfig`'s defaults: rho 0.5 at every 10th step).
@@ -20,14 +21,15 @@ one source: a user's `rho` replaces a model's `rho_relative`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from date_diffusion.core.config import DATEConfig
 from date_diffusion.core.settings import BY_FIELD, GROUPS, SAMPLING, SettingError
 from date_diffusion.families import by_name
+from date_diffusion.model_folder import ModelFile
+from date_diffusion.model_folder import default_model as registered_default
+from date_diffusion.model_folder import read as read_model_file
 from date_diffusion.pipelines.loading import family_defaults, family_of
 from date_diffusion.rewards.registry import RewardSpecError, check_spec, reward_from_spec
-from date_diffusion.toyworld import world
 
 OVERRIDES = (*BY_FIELD, "reward", "scheduler", *SAMPLING)
 
@@ -75,10 +77,11 @@ class Resolved:
 
 
 def default_model() -> str:
-    """The shipped toy world (the default model of every command)."""
-    if not world.PIPELINE.exists():
+    """The default model of every command: the one a plugin names (the shipped toy world)."""
+    path = registered_default()
+    if path is None or not path.exists():
         raise FileNotFoundError("no default model is installed with this copy; pass a model id or folder")
-    return str(world.PIPELINE)
+    return str(path)
 
 
 def resolve_settings(
@@ -95,13 +98,14 @@ def resolve_settings(
     user = _checked({k: v for k, v in overrides.items() if v is not None}, names)
     model = str(model) if model is not None else default_model()
     fam = family_of(model, family)
-    advice = _advice(model)
+    own = read_model_file(model)
+    advice = _advice(own)
     date_advice = {} if paper_defaults else {k: v for k, v in advice.items() if k in BY_FIELD or k == "reward"}
     date, sources = _date(user, date_advice, names)
     reward, sources["reward"] = _first(
         ("user", user.get("reward")),
         ("model", date_advice.get("reward")),
-        ("model", world.default_reward(model)),
+        ("model", own.reward if own is not None else None),
         ("family", by_name(fam).reward),
     )
     family_sampling = family_defaults(fam)
@@ -119,12 +123,12 @@ def resolve_settings(
     return resolved
 
 
-def _advice(model: str) -> dict:
+def _advice(own: ModelFile | None) -> dict:
     """The model's recommended settings, each through its setting's kind, errors naming the file and the key."""
-    advice = world.recommended(model)
+    advice = own.recommended if own is not None else {}
     if not advice:
         return {}
-    where = f"{Path(str(model)) / world.META_FILE}: recommended"
+    where = f"{own.path}: recommended"
     known = {k: v for k, v in advice.items() if k in OVERRIDES}
     unknown = sorted(set(advice) - set(known))
     if unknown:

@@ -29,8 +29,8 @@ from date_diffusion.bench.export import write_prompt_records
 from date_diffusion.bench.suites import Item
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import BEST_OF_STRIDE, Method, upgrade_reward
-from date_diffusion.hub import tiny_decoder_for
 from date_diffusion.outputs import atomic_write, file_group, open_rgb, png_bytes
+from date_diffusion.pipelines.loading import tiny_decoder_for
 from date_diffusion.rewards.registry import reward_from_spec
 from date_diffusion.rewards.subjects import subject_prompts
 from date_diffusion.schemas import RECORD, RUN, SchemaError, read_json

@@ -14,18 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from date_diffusion.core.text import check_prompt, is_blank
+from date_diffusion.evaluation.suite_words import ANE_ANIMALS, ANE_COLORS, ANE_OBJECTS, EDITING
 from date_diffusion.toyworld import world
 
 # numpy and the toy world's suite modules are imported where used: the command line imports this module to build
 # its parsers (`SUITES`) before importing anything heavy.
 
-EDITING = ("edit-toy", "edit")  # editing by DDPM inversion: each item starts from a source image
 SUITES = (*world.SUITES, "coco", "ane", "prompts", *EDITING)
 DEFAULT_SEED_BASE = 6  # the paper's COCO seed, for every suite but the toy world's
-
-
-def is_editing_suite(name: str) -> bool:
-    return name in EDITING
 
 
 def default_seeds(name: str) -> tuple[int, int]:
@@ -34,34 +30,6 @@ def default_seeds(name: str) -> tuple[int, int]:
     if world.is_toy_suite(name):
         return world.SUITES[name].seeds, world.SUITES[name].seed_base
     return 1, DEFAULT_SEED_BASE
-
-
-# Attend-and-Excite's word lists (Chefer et al., 2023): 66 animal pairs + 144 animal-object pairs + 66 coloured
-# object pairs = 276 prompts. The colours of the third group are drawn here with a fixed seed.
-ANE_ANIMALS = ["cat", "dog", "bird", "bear", "lion", "horse", "elephant", "monkey", "frog", "turtle", "rabbit", "mouse"]
-ANE_OBJECTS = [
-    "backpack",
-    "glasses",
-    "crown",
-    "suitcase",
-    "chair",
-    "balloon",
-    "bow",
-    "car",
-    "bowl",
-    "bench",
-    "clock",
-    "apple",
-]
-ANE_COLORS = ["red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "gray", "black", "white"]
-
-
-def subject_words() -> set[str]:
-    """The subject nouns of every suite (Attend-and-Excite's animals and objects, the toy world's shapes):
-    the words whose tokens Attend-and-Excite excites."""
-    from date_diffusion.toyworld.scene import PLURALS, SHAPES
-
-    return set(ANE_ANIMALS) | set(ANE_OBJECTS) | set(SHAPES) | set(PLURALS.values())
 
 
 @dataclass(frozen=True)

@@ -478,7 +478,8 @@ def _check_together(args, model: str, methods, steps: int, last_seed: int) -> No
     from date_diffusion.cli.common import checked
     from date_diffusion.core.settings import Seed
     from date_diffusion.evaluation.methods import BEST_OF_STRIDE
-    from date_diffusion.hub import ModelNotFoundError, check_tiny_decoder
+    from date_diffusion.hub import ModelNotFoundError
+    from date_diffusion.pipelines.loading import check_tiny_decoder
 
     for m in methods:
         date = getattr(m, "date", None)

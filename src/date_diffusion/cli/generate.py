@@ -209,7 +209,8 @@ def validate(args) -> dict:
             raise CLIError(f"--replay-embeddings {args.replay_embeddings!r} were saved by {theirs}, and --model "
                            f"{model!r} runs {ours}: replay them with the model they were saved with")  # fmt: skip
     if args.reward_decoder and saved is None:
-        from date_diffusion.hub import ModelNotFoundError, check_tiny_decoder
+        from date_diffusion.hub import ModelNotFoundError
+        from date_diffusion.pipelines.loading import check_tiny_decoder
 
         try:
             check_tiny_decoder(settings.model, args.reward_decoder)
@@ -284,7 +285,7 @@ def load(args, job, device) -> None:
     job["reward"] = None if job["saved"] is not None else load_reward(settings.reward, device)
     job["decoder"] = None
     if args.reward_decoder and job["saved"] is None:
-        from date_diffusion.hub import tiny_decoder_for
+        from date_diffusion.pipelines.loading import tiny_decoder_for
 
         job["decoder"] = tiny_decoder_for(settings.model, args.reward_decoder).to(device, pipe.vae.dtype)
     job["judge"] = world.judge_for(settings.model)

@@ -28,7 +28,6 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from typing import ClassVar
 
-from date_diffusion.bench.suites import is_editing_suite, subject_words
 from date_diffusion.core.config import PAPER_RHO, DATEConfig
 from date_diffusion.core.settings import (
     BY_FIELD,
@@ -43,9 +42,9 @@ from date_diffusion.core.settings import (
     given_twice,
     parse_keys,
 )
+from date_diffusion.evaluation.suite_words import is_editing_suite, subject_words
 from date_diffusion.resolver import resolve_settings
-from date_diffusion.rewards.registry import RewardSpecError, check_spec
-from date_diffusion.toyworld.world import RENAMED
+from date_diffusion.rewards.registry import RewardSpecError, check_spec, renamed
 
 
 class Text(Kind):
@@ -452,8 +451,9 @@ def upgrade_reward(spec: str | None) -> str | None:
     are returned as they are."""
     if spec is None:
         return None
-    names = "|".join(re.escape(n) for n in sorted(RENAMED, key=len, reverse=True))
-    return re.sub(rf"(?<![^(;+*\s])({names})(?![^);+\s])", lambda m: RENAMED[m.group(1)], spec)
+    new = renamed()
+    names = "|".join(re.escape(n) for n in sorted(new, key=len, reverse=True))
+    return re.sub(rf"(?<![^(;+*\s])({names})(?![^);+\s])", lambda m: new[m.group(1)], spec)
 
 
 def upgrade_record(label: str, old: dict) -> dict:

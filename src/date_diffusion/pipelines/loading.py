@@ -14,7 +14,8 @@ from pathlib import Path
 
 from date_diffusion.core.settings import Real
 from date_diffusion.families import NAMES, by_name, by_pipeline_class, by_single_file_type
-from date_diffusion.hub import explain_load_error, load_component
+from date_diffusion.hub import ModelNotFoundError, explain_load_error, is_offline, load_component
+from date_diffusion.model_folder import read as read_model_file
 
 # diffusers is imported inside the functions: the resolver (and so every command's checks) imports this module
 # before any model loads.
@@ -63,8 +64,6 @@ def check_model_path(model) -> None:
     without model_index.json is no diffusers folder; a path (/..., ./..., ~/...) that is not there; a hub id that is
     not in the Hugging Face cache while HF_HUB_OFFLINE is set. The messages are `hub.explain_load_error`'s, which
     names the fix. (A single file that is not there is named by its caller; a hub id online is diffusers' to fetch.)"""
-    from date_diffusion.hub import is_offline
-
     path = Path(str(model)).expanduser()
     if path.is_file() and not is_single_file(path):
         raise ValueError(
@@ -275,3 +274,42 @@ def stock_defaults(family: str) -> dict:
 def family_defaults(family: str) -> dict:
     """Sampling defaults per family: the paper's where the paper ran the family, else the stock pipeline's."""
     return {**stock_defaults(family), **by_name(family).sampling}
+
+
+def reward_decoder(model) -> str:
+    """Where the tiny decoder of `model`'s approximate reward path is (`--reward-decoder tiny`): the one its folder
+    names (`model_folder`: `reward_decoder`), else its family's TAESD."""
+    own = read_model_file(model)
+    if own is not None and own.reward_decoder is not None:
+        return own.reward_decoder
+    return by_name(family_of(model)).tiny_decoder
+
+
+def tiny_decoder_for(model, spec: str = "tiny"):
+    """An `AutoencoderTiny` for the approximate reward path: `tiny` picks the model's own (`reward_decoder`: the
+    family's TAESD, or the one its folder names, e.g. the toy world's distilled decoder); anything else is a folder
+    or hub id."""
+    from diffusers import AutoencoderTiny
+
+    return load_component(AutoencoderTiny, reward_decoder(model) if spec == "tiny" else spec)
+
+
+def check_tiny_decoder(model, spec: str = "tiny") -> None:
+    """That `tiny_decoder_for(model, spec)` finds its decoder, without loading it (ModelNotFoundError naming the
+    spec otherwise): a folder must hold a `config.json`; a hub id must be cached when offline."""
+    where = reward_decoder(model) if spec == "tiny" else spec
+    local = Path(str(where)).expanduser()
+    if local.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", str(where)):
+        if not (local / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"reward decoder {spec!r}: {str(local)!r} is not a decoder folder (no config.json)"
+            )
+        return
+    if is_offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(str(where), "config.json"), str):
+            raise ModelNotFoundError(
+                f"reward decoder {spec!r}: {where} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
+                f"fetch it once with `hf download {where}`"
+            )

@@ -1,6 +1,6 @@
 """The toy world's learned judges as rewards (`toy-judge`, `toy-judge-na`): the logit of "every aspect of the caption
 holds" from `toyworld.judge`, a toy ImageReward (a head over a frozen toy CLIP) trained on the exact evaluator's
-verdicts of the toy UNet's own images."""
+verdicts of the toy UNet's own images. The toy world's plugin loads the judge model and registers the rewards."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from date_diffusion.rewards.base import Reward
 
 
 class JudgeReward(Reward):
-    """`judge(images, prompts)`: the `pass` logit (or another aspect's) of a `toyworld.judge.JudgeModel`."""
+    """`judge(images, prompts)`: the `pass` logit (or another aspect's) of a judge model (`toyworld.judge.JudgeModel`:
+    `head.config.aspects` names its columns, `logits(images, prompts)` scores them)."""
 
     name = "toy-judge"
 
@@ -17,14 +18,6 @@ class JudgeReward(Reward):
         self.model = model
         self.column = list(model.head.config.aspects).index(aspect)
         self.freeze()
-
-    @classmethod
-    def from_pretrained(cls, path, device=None, aspect: str = "pass"):
-        from date_diffusion.toyworld.judge import JudgeModel
-
-        reward = cls(JudgeModel.from_pretrained(path, device), aspect)
-        reward.source = str(path)
-        return reward
 
     def forward(self, images, prompts):
         if len(prompts) != images.shape[0]:

@@ -2,8 +2,13 @@
 
 A spec is one term or a `+`-sum of `WEIGHT*TERM`; a term is `NAME`, `NAME:SOURCE` (a folder, file or hub id), or a
 wrapper around a spec: `augK(SPEC)` (K augmented views), `mean(SPEC;SPEC;...)` (ensemble), `subjects(SPEC)`
-(subject-aware). `clip-l` is the paper's CLIP; the toy world's rewards carry toy names (`toy-clip`, `toy-ensemble` =
-`mean(toy-clip;toy-clip-s1;toy-clip-m2)`, see `toyworld/world.py`); their earlier names are refused with the new one.
+(subject-aware). `clip-l` is the paper's CLIP.
+
+Each reward is one `RewardRecord` (its name, builder, what source it takes and its words in `SPEC_HELP`); the
+built-in ones are `BUILT_IN`, and a plugin (`plugins.py`; the toy world's `toy-clip`, `toy-ensemble`, ... come so)
+adds its own with `register_reward`, and names it renamed with `register_renamed` (refused with the new name).
+`SPEC_HELP` and docs/rewards.md's list are made from the records. A spec is parsed once (`parse_spec`) into a tree
+of `Sum`, `Named`, `Augmented`, `Mean` and `Subjects`; checking reads the tree, building walks it.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from date_diffusion.toyworld.world import JUDGES  # a light module: names and paths only
+from date_diffusion import plugins
+from date_diffusion.hub import PAPER_CLIP
 
 # Each builder imports its reward's module when called: the command line imports this registry to build its
 # help and check specs, before (or without) importing torch and transformers.
@@ -22,6 +29,40 @@ class RewardSpecError(ValueError):
     """A reward spec that names no known reward, or has a malformed weight."""
 
 
+SOURCES = ("none", "optional", "required")
+
+
+@dataclass(frozen=True)
+class RewardRecord:
+    """One reward. `build(source, device)` makes it (`source` None where the spec gives none); `source` is what
+    the spec may give after `NAME:` (`none`, `optional`, `required`); `help` its words in `SPEC_HELP` ("" where a
+    neighbour's words cover it, or to leave it unlisted); `alone`, for a required source, the message when the name
+    comes without one (default: the generic one)."""
+
+    name: str
+    build: Callable
+    source: str = "none"
+    help: str = ""
+    alone: str | None = None
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"reward {self.name!r}: source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
+            raise ValueError(f"reward name {self.name!r}: letters, digits, '_', '.' and '-' only")
+
+
+@dataclass(frozen=True)
+class Renamed:
+    """A name of an earlier version: refused with its new name. `owner` is whose reward it is (`the toy world`);
+    `what`, for an old name that is now a reward taking a source, what the new one is (`its CLIP`)."""
+
+    old: str
+    new: str
+    owner: str
+    what: str = ""
+
+
 def _clip(source, device):
     """`clip:ID_OR_PATH`: any CLIP in transformers format."""
     from date_diffusion.rewards.clip import CLIPScoreReward
@@ -29,31 +70,9 @@ def _clip(source, device):
     return CLIPScoreReward.from_pretrained(source, device=device)
 
 
-def _alias(target) -> Callable:
-    def build(source, device):
-        if source is not None:
-            raise RewardSpecError(f"this reward alias takes no source; use clip:{source}")
-        return _clip(str(target), device)
-
-    return build
-
-
-def _toy_ensemble(source, device):
-    """The toy world's reward CLIPs (never its evaluation CLIP), averaged."""
-    from date_diffusion.toyworld import world
-
-    if source is not None:
-        raise RewardSpecError("toy-ensemble takes no source; for other models use mean(SPEC;SPEC;...)")
-    return _parse("mean(" + ";".join(world.ENSEMBLE) + ")", device, _registry())
-
-
-def _judge(path) -> Callable:
-    def build(source, device):
-        from date_diffusion.rewards.judge import JudgeReward
-
-        return JudgeReward.from_pretrained(source or path, device=device)
-
-    return build
+def clip_alias(target) -> Callable:
+    """A builder of the CLIP at `target` (a fixed folder or hub id): a named CLIP such as `clip-l`."""
+    return lambda source, device: _clip(str(target), device)
 
 
 def _pickscore(source, device):
@@ -97,29 +116,121 @@ def _hps(version: str) -> Callable:
     return build
 
 
-def _registry() -> dict[str, Callable]:
-    from date_diffusion.hub import PAPER_CLIP
-    from date_diffusion.toyworld import world
-
-    rewards = {name: _alias(path) for name, path in world.CLIPS.items()}
-    rewards.update(clip=_clip, pickscore=_pickscore, imagereward=_imagereward, aesthetic=_aesthetic)
-    rewards["clip-l"] = _alias(PAPER_CLIP)
-    rewards["toy-ensemble"] = _toy_ensemble
-    rewards.update({name: _judge(path) for name, path in JUDGES.items()})
-    rewards.update({"openclip": _openclip(False), "openclip-quickgelu": _openclip(True)})
-    rewards.update({"hpsv2": _hps("hpsv2"), "hpsv2.1": _hps("hpsv2.1")})
-    return rewards
-
-
-SPEC_HELP = (
-    "clip-l (the paper's CLIP ViT-L/14), clip:ID_OR_PATH, pickscore[:ID], imagereward[:DIR], aesthetic[:FILE], "
-    "openclip:FILE (an OpenCLIP-format ViT checkpoint; openclip-quickgelu:FILE for OpenAI-trained weights), "
-    "hpsv2[:FILE] and hpsv2.1[:FILE] (100 x cosine), "
-    "the toy world's toy-clip, toy-clip-s1, toy-clip-m2, toy-clip-na, toy-ensemble (their mean) and its learned "
-    "judges toy-judge[:DIR] and toy-judge-na[:DIR], "
+BUILT_IN: tuple[RewardRecord, ...] = (
+    RewardRecord("clip-l", clip_alias(PAPER_CLIP), help="clip-l (the paper's CLIP ViT-L/14)"),
+    RewardRecord("clip", _clip, "required", "clip:ID_OR_PATH",
+                 alone="'clip' alone names no model: use clip-l (the paper's CLIP ViT-L/14), clip:ID_OR_PATH"),
+    RewardRecord("pickscore", _pickscore, "optional", "pickscore[:ID]"),
+    RewardRecord("imagereward", _imagereward, "optional", "imagereward[:DIR]"),
+    RewardRecord("aesthetic", _aesthetic, "optional", "aesthetic[:FILE]"),
+    RewardRecord("openclip", _openclip(False), "required",
+                 "openclip:FILE (an OpenCLIP-format ViT checkpoint; openclip-quickgelu:FILE for OpenAI-trained "
+                 "weights)"),
+    RewardRecord("openclip-quickgelu", _openclip(True), "required"),
+    RewardRecord("hpsv2", _hps("hpsv2"), "optional", "hpsv2[:FILE] and hpsv2.1[:FILE] (100 x cosine)"),
+    RewardRecord("hpsv2.1", _hps("hpsv2.1"), "optional"),
+)  # fmt: skip
+GRAMMAR_HELP = (
     "weighted sums like 0.5*clip-l+1*imagereward, and wrappers "
     "augK(SPEC) (mean over K augmented views), mean(SPEC;SPEC;...) and subjects(SPEC) (subject-aware)"
 )
+_RECORDS: dict[str, RewardRecord] = {r.name: r for r in BUILT_IN}
+_RENAMED: dict[str, Renamed] = {}
+
+
+def register_reward(record: RewardRecord) -> None:
+    """Add a reward (a plugin's) by its record; a name already taken is refused (the same record again: nothing)."""
+    if not isinstance(record, RewardRecord):
+        raise TypeError(f"register_reward() takes a RewardRecord, got {type(record).__name__}")
+    known = _RECORDS.get(record.name)
+    if known is not None and known != record:
+        raise ValueError(f"reward {record.name!r} is registered already")
+    if record.name in _RENAMED:
+        raise ValueError(f"reward name {record.name!r} is an earlier name of {_RENAMED[record.name].new!r}")
+    _RECORDS[record.name] = record
+
+
+def register_renamed(old: str, new: str, owner: str, what: str = "") -> None:
+    """Refuse `old` (an earlier version's name) with its new name `new`; where `old` is still a reward that takes a
+    source (`clip`), its message when given alone names `new` too."""
+    entry = Renamed(old, new, owner, what)
+    if _RENAMED.get(old, entry) != entry:
+        raise ValueError(f"reward name {old!r} is renamed already, to {_RENAMED[old].new!r}")
+    _RENAMED[old] = entry
+
+
+def records() -> tuple[RewardRecord, ...]:
+    """Every reward's record: the built-in ones, then the plugins' (loaded on first use)."""
+    plugins.load()
+    return tuple(_RECORDS.values())
+
+
+def renamed() -> dict[str, str]:
+    """Earlier names -> new names."""
+    plugins.load()
+    return {old: r.new for old, r in _RENAMED.items()}
+
+
+def spec_help() -> str:
+    """What a reward spec may be, made from the records (`SPEC_HELP`)."""
+    return ", ".join([*(r.help for r in records() if r.help), GRAMMAR_HELP])
+
+
+def reward_list() -> str:
+    """docs/rewards.md's list of rewards (a Markdown table), made from the records."""
+    rows = [f"| `{r.name}` | {r.source} | {r.help or '-'} |" for r in records()]
+    return "\n".join(["| reward | source | in `--reward`'s help |", "|---|---|---|", *rows]) + "\n"
+
+
+def __getattr__(name):
+    if name == "SPEC_HELP":  # made when asked: plugins add rewards
+        return spec_help()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ---- a spec, parsed once -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Named:
+    """`NAME` or `NAME:SOURCE`."""
+
+    name: str
+    source: str | None
+
+
+@dataclass(frozen=True)
+class Augmented:
+    """`augK(SPEC)`."""
+
+    views: int
+    inner: Sum
+
+
+@dataclass(frozen=True)
+class Mean:
+    """`mean(SPEC;SPEC;...)`."""
+
+    parts: tuple[Sum, ...]
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """`subjects(SPEC)`."""
+
+    inner: Sum
+
+
+@dataclass(frozen=True)
+class Sum:
+    """A spec: `WEIGHT*TERM + ...` (one term of weight 1 is the term itself)."""
+
+    terms: tuple[tuple[float, Named | Augmented | Mean | Subjects], ...]
+
+
+# bounds that keep a spec's cost finite: views of augK(...), wrappers inside each other, a term's weight
+MAX_VIEWS, MAX_NESTING, MAX_WEIGHT = 64, 8, 1e6
+MAX_TERMS, MAX_SPEC_CHARS = 32, 4096  # rewards scored per image, and a spec's length (each term is a model's run)
 
 
 def _split(text: str, sep: str) -> list[str]:
@@ -128,57 +239,61 @@ def _split(text: str, sep: str) -> list[str]:
     for ch in text:
         depth += (ch == "(") - (ch == ")")
         if depth < 0:
-            raise RewardSpecError(f"unbalanced parentheses in reward {text!r}; use {SPEC_HELP}")
+            raise RewardSpecError(f"unbalanced parentheses in reward {text!r}; use {spec_help()}")
         if ch == sep and depth == 0:
             parts.append(cur)
             cur = ""
         else:
             cur += ch
     if depth:
-        raise RewardSpecError(f"unbalanced parentheses in reward {text!r}; use {SPEC_HELP}")
+        raise RewardSpecError(f"unbalanced parentheses in reward {text!r}; use {spec_help()}")
     return [*parts, cur]
 
 
-def _wrapped(name: str, inner: str, device, rewards):
+def _wrapped(name: str, inner: str, known: dict):
     """`augK(...)`, `mean(...;...)`, `subjects(...)`."""
     if m := re.fullmatch(r"aug(\d+)", name):
-        from date_diffusion.rewards.augment import AugmentedReward
-
         if not 1 <= int(m.group(1)) <= MAX_VIEWS:
             raise RewardSpecError(f"{name}(...) needs 1 to {MAX_VIEWS} views, e.g. aug8(clip-l)")
-        return AugmentedReward(_parse(inner, device, rewards), views=int(m.group(1)))
+        return Augmented(int(m.group(1)), _sum(inner, known))
     if name == "mean":
-        from date_diffusion.rewards.ensemble import EnsembleReward
-
-        return EnsembleReward([_parse(part, device, rewards) for part in _split(inner, ";")])
+        return Mean(tuple(_sum(part, known) for part in _split(inner, ";")))
     if name == "subjects":
-        from date_diffusion.rewards.subjects import SubjectReward
-
-        return SubjectReward(_parse(inner, device, rewards))
-    raise RewardSpecError(f"unknown reward wrapper {name!r}; use {SPEC_HELP}")
+        return Subjects(_sum(inner, known))
+    raise RewardSpecError(f"unknown reward wrapper {name!r}; use {spec_help()}")
 
 
-def _term(term: str, device, rewards):
+def _term(term: str, known: dict):
     """One `NAME`, `NAME:SOURCE` or `WRAPPER(...)`."""
     if m := re.fullmatch(r"([A-Za-z0-9_-]+)\((.*)\)", term, flags=re.S):
-        return _wrapped(m.group(1), m.group(2), device, rewards)
+        return _wrapped(m.group(1), m.group(2), known)
     kind, colon, source = term.partition(":")
-    _refuse_old_name(kind, source)
-    if kind not in rewards or (colon and not source) or "(" in term or ")" in term:
-        raise RewardSpecError(f"unknown reward {term!r}; use {SPEC_HELP}")
-    if not source and kind in _NEEDS_SOURCE:
+    _refuse_old_name(kind, source, known)
+    record = known.get(kind)
+    if record is None or (colon and not source) or "(" in term or ")" in term:
+        raise RewardSpecError(f"unknown reward {term!r}; use {spec_help()}")
+    if not source and record.source == "required":
         raise RewardSpecError(f"reward {kind!r} needs a checkpoint: {kind}:FILE (a file, folder or hub repo)")
-    if source and kind not in _TAKES_SOURCE:
+    if source and record.source == "none":
         raise RewardSpecError(f"reward {kind!r} takes no source ({term!r}); for a model of your own use clip:{source}")
-    return rewards[kind](source or None, device)
+    return Named(kind, source or None)
 
 
-def _parse(spec: str, device, rewards):
-    from date_diffusion.rewards.base import WeightedReward
+def _refuse_old_name(kind: str, source: str, known: dict) -> None:
+    """A name alone that names no model (`clip`), and earlier versions' names, refused with what to write."""
+    old = _RENAMED.get(kind)
+    record = known.get(kind)
+    if record is not None and record.alone and not source:
+        also = f", or on {old.owner} {old.new} ({old.what}, called {kind!r} in earlier versions)" if old else ""
+        raise RewardSpecError(record.alone + also)
+    if old is not None and record is None:
+        raise RewardSpecError(f"reward {kind!r} is {old.owner}'s, now called {old.new!r}")
 
+
+def _sum(spec: str, known: dict) -> Sum:
     terms = [t.strip() for t in _split(str(spec), "+")]
     if not any(terms) or not all(terms):
-        raise RewardSpecError(f"empty reward term in {spec!r}; use {SPEC_HELP}")
+        raise RewardSpecError(f"empty reward term in {spec!r}; use {spec_help()}")
     weighted = []
     for term in terms:
         weight, star, rest = term.partition("*") if "*" in term.split("(")[0] else ("", "", term)
@@ -190,25 +305,8 @@ def _parse(spec: str, device, rewards):
             raise RewardSpecError(
                 f"bad weight in reward {term!r}: a finite number up to {MAX_WEIGHT:g} in size, got {w}"
             )
-        weighted.append((w, _term((rest if star else term).strip(), device, rewards)))
-    return weighted[0][1] if len(weighted) == 1 and weighted[0][0] == 1.0 else WeightedReward(weighted)
-
-
-_TAKES_SOURCE = (
-    "clip",
-    "pickscore",
-    "imagereward",
-    "aesthetic",
-    "openclip",
-    "openclip-quickgelu",
-    "hpsv2",
-    "hpsv2.1",
-    *JUDGES,
-)
-_NEEDS_SOURCE = ("openclip", "openclip-quickgelu")
-# bounds that keep a spec's cost finite: views of augK(...), wrappers inside each other, a term's weight
-MAX_VIEWS, MAX_NESTING, MAX_WEIGHT = 64, 8, 1e6
-MAX_TERMS, MAX_SPEC_CHARS = 32, 4096  # rewards scored per image, and a spec's length (each term is a model's run)
+        weighted.append((w, _term((rest if star else term).strip(), known)))
+    return Sum(tuple(weighted))
 
 
 def _views(text: str) -> int:
@@ -231,68 +329,88 @@ def _depths(text: str):
         yield depth
 
 
-def _refuse_old_name(kind: str, source: str) -> None:
-    """The toy world's rewards had generic names (`clip`, `ensemble`, ...): refused with the new name, so that no
-    model is guided by a toy reward under a name that reads like a real one."""
-    from date_diffusion.toyworld import world
-
-    if kind == "clip" and not source:
-        raise RewardSpecError(
-            "'clip' alone names no model: use clip-l (the paper's CLIP ViT-L/14), clip:ID_OR_PATH, or on the toy "
-            "world toy-clip (its CLIP, called 'clip' in earlier versions)"
-        )
-    if kind in world.RENAMED and kind != "clip":
-        raise RewardSpecError(f"reward {kind!r} is the toy world's, now called {world.RENAMED[kind]!r}")
-
-
-def _unbuilt():
-    """Stands for a reward in `check_spec`: the spec's structure is checked without loading any model."""
-    from date_diffusion.rewards.base import Reward
-
-    class Unbuilt(Reward):
-        def forward(self, images, prompts):  # pragma: no cover - never called
-            raise NotImplementedError
-
-    return Unbuilt()
+def parse_spec(spec: str) -> Sum:
+    """A spec's tree, every bound, name and source checked (`RewardSpecError` otherwise); nothing is loaded."""
+    text = str(spec)
+    if len(text) > MAX_SPEC_CHARS:
+        raise RewardSpecError(f"reward spec of {len(text):,} characters; at most {MAX_SPEC_CHARS:,}")
+    terms = len(re.findall(r"[A-Za-z][\w.-]*(?=[:;+()]|$)", text))
+    if terms > MAX_TERMS:
+        raise RewardSpecError(f"reward {text[:60]!r}... names {terms} rewards; at most {MAX_TERMS}")
+    depth = max(_depths(text), default=0)
+    if depth > MAX_NESTING:
+        raise RewardSpecError(f"reward {text[:60]!r}... nests {depth} wrappers; at most {MAX_NESTING}")
+    views = _views(text)
+    if views > MAX_VIEWS:
+        raise RewardSpecError(f"reward {text[:60]!r} scores {views} augmented views per image; at most {MAX_VIEWS}")
+    return _sum(spec, {r.name: r for r in records()})
 
 
 def check_spec(spec: str) -> None:
     """Raise `RewardSpecError` for a malformed spec, without loading any model (validate before work starts)."""
-    if len(str(spec)) > MAX_SPEC_CHARS:
-        raise RewardSpecError(f"reward spec of {len(str(spec)):,} characters; at most {MAX_SPEC_CHARS:,}")
-    terms = len(re.findall(r"[A-Za-z][\w.-]*(?=[:;+()]|$)", str(spec)))
-    if terms > MAX_TERMS:
-        raise RewardSpecError(f"reward {str(spec)[:60]!r}... names {terms} rewards; at most {MAX_TERMS}")
-    depth = max(_depths(str(spec)), default=0)
-    if depth > MAX_NESTING:
-        raise RewardSpecError(f"reward {str(spec)[:60]!r}... nests {depth} wrappers; at most {MAX_NESTING}")
-    views = _views(str(spec))
-    if views > MAX_VIEWS:
-        raise RewardSpecError(
-            f"reward {str(spec)[:60]!r} scores {views} augmented views per image; at most {MAX_VIEWS}"
-        )
-    _parse(spec, None, {name: (lambda source, device: _unbuilt()) for name in _registry()})
+    parse_spec(spec)
+
+
+def _named(node) -> list[Named]:
+    """The `Named` leaves of a tree, left to right."""
+    if isinstance(node, Named):
+        return [node]
+    if isinstance(node, Sum):
+        return [leaf for _, term in node.terms for leaf in _named(term)]
+    if isinstance(node, Mean):
+        return [leaf for part in node.parts for leaf in _named(part)]
+    return _named(node.inner)
 
 
 def spec_sources(spec: str) -> list[tuple[str, str | None]]:
-    """(reward name, source or None) of every term of a spec, wrappers and weighted sums walked by the spec's own
-    parser (`mean(clip:/a;0.5*aug8(hpsv2:/b))` -> [('clip', '/a'), ('hpsv2', '/b')]); checked as `check_spec`
-    checks, nothing loaded. A caller that must limit what a spec may read (the web page) looks at the sources."""
-    check_spec(spec)
-    found: list[tuple[str, str | None]] = []
+    """(reward name, source or None) of every term of a spec, wrappers and weighted sums walked
+    (`mean(clip:/a;0.5*aug8(hpsv2:/b))` -> [('clip', '/a'), ('hpsv2', '/b')]); checked as `check_spec` checks,
+    nothing loaded. A caller that must limit what a spec may read (the web page) looks at the sources."""
+    return [(leaf.name, leaf.source) for leaf in _named(parse_spec(spec))]
 
-    def recording(name: str) -> Callable:
-        def build(source, device):
-            found.append((name, source))
-            return _unbuilt()
 
-        return build
+def build(node, device):
+    """The reward a parsed spec (or any node of one) stands for, built on `device`."""
+    if isinstance(node, Named):
+        return _RECORDS[node.name].build(node.source, device)
+    if isinstance(node, Sum):
+        from date_diffusion.rewards.base import WeightedReward
 
-    _parse(spec, None, {name: recording(name) for name in _registry()})
-    return found
+        weighted = [(w, build(term, device)) for w, term in node.terms]
+        return weighted[0][1] if len(weighted) == 1 and weighted[0][0] == 1.0 else WeightedReward(weighted)
+    if isinstance(node, Augmented):
+        from date_diffusion.rewards.augment import AugmentedReward
+
+        return AugmentedReward(build(node.inner, device), views=node.views)
+    if isinstance(node, Mean):
+        from date_diffusion.rewards.ensemble import EnsembleReward
+
+        return EnsembleReward([build(part, device) for part in node.parts])
+    from date_diffusion.rewards.subjects import SubjectReward
+
+    return SubjectReward(build(node.inner, device))
 
 
 def reward_from_spec(spec: str, device: str = "cpu"):
     """One reward, or a combination of rewards, from a text spec (see the module docstring and `SPEC_HELP`)."""
-    check_spec(spec)
-    return _parse(spec, device, _registry())
+    return build(parse_spec(spec), device)
+
+
+LIST_START, LIST_END = "<!-- reward list: made by `python -m date_diffusion.rewards.registry FILE` -->", "<!-- end -->"
+
+
+def with_reward_list(text: str) -> str:
+    """`text` (docs/rewards.md) with the part between `LIST_START` and `LIST_END` made from the records."""
+    head, _, rest = text.partition(LIST_START)
+    _, _, tail = rest.partition(LIST_END)
+    return f"{head}{LIST_START}\n{reward_list()}{LIST_END}{tail}"
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    from date_diffusion.rewards import registry  # (the module plugins register into, not this __main__ copy)
+
+    path = Path(sys.argv[1])
+    path.write_text(registry.with_reward_list(path.read_text(encoding="utf-8")), encoding="utf-8")

@@ -1,13 +1,14 @@
 """Everything the library knows about the shipped toy world, in one place: where its models are, what it
 recommends, its rewards' names, its suites, and its exact evaluator as a judge.
 
-Other layers ask this module (`is_toy_world(model)`, `recommended(model)`, `is_toy_suite(name)`, `judge_for(model)`)
-instead of comparing paths or testing names. It imports nothing heavy.
+The registries (families, rewards, model folders' recommendations, the default model) learn about the toy world only
+through its plugin (`plugin.py`); the layers above that know it (the benchmark, the command line, the web page) ask
+this module (`is_toy_world(model)`, `is_toy_suite(name)`, `judge_for(model)`) instead of comparing paths or testing
+names. It imports nothing heavy.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,19 +66,11 @@ def is_toy_suite(name: str) -> bool:
 
 def recommended(model) -> dict:
     """The settings a toy-world model recommends (`toyworld.json`'s `recommended`: sampling and DATE settings and
-    the reward); empty for any other model."""
-    if not is_toy_world(model):
-        return {}
-    path = Path(str(model)) / META_FILE
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not readable JSON ({err}): restore it from the toy world's export") from None
-    advice = meta.get("recommended", {}) if isinstance(meta, dict) else None
-    if not isinstance(advice, dict):
-        raise ValueError(f"{path}: 'recommended' must be an object of settings (the file holds "
-                         f"{type(meta).__name__}): restore it from the toy world's export")  # fmt: skip
-    return advice
+    the reward); empty for any other model. (The resolver reads any model folder's file through `model_folder`.)"""
+    from date_diffusion.model_folder import read
+
+    found = read(model) if is_toy_world(model) else None
+    return found.recommended if found is not None else {}
 
 
 def default_reward(model) -> str | None:

@@ -33,9 +33,9 @@ from date_diffusion.grids import (
     verdict_record,
     verdict_text,
 )
-from date_diffusion.hub import tiny_decoder_for
 from date_diffusion.outputs import save_png
 from date_diffusion.pipelines import load_date_pipeline
+from date_diffusion.pipelines.loading import tiny_decoder_for
 from date_diffusion.resolver import resolve_settings
 from date_diffusion.rewards.base import Reward
 from date_diffusion.rewards.registry import reward_from_spec

@@ -133,7 +133,7 @@ def write_shard(out: Path, index: int, pipe, reward, excluded: set[str], size: i
 
 def generate_shards(out: Path, shards: range, device: str = "cpu", size: int = SHARD, steps: int = STEPS) -> None:
     """Write the shards `shards` into `out` (resumable: complete shards are kept)."""
-    from date_diffusion import DATEPipeline
+    from date_diffusion.pipelines import DATEPipeline
     from date_diffusion.rewards.registry import reward_from_spec
     from date_diffusion.toyworld import world
 
