@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Callable
 
+from date_diffusion.core.settings import parse_integer
 from date_diffusion.toyworld.world import JUDGES  # a light module: names and paths only
 
 # Each builder imports its reward's module when called: the command line imports this registry to build its
@@ -141,12 +142,13 @@ def _split(text: str, sep: str) -> list[str]:
 
 def _wrapped(name: str, inner: str, device, rewards):
     """`augK(...)`, `mean(...;...)`, `subjects(...)`."""
-    if m := re.fullmatch(r"aug(\d+)", name):
+    if m := re.fullmatch(r"aug([0-9]+)", name):
         from date_diffusion.rewards.augment import AugmentedReward
 
-        if not 1 <= int(m.group(1)) <= MAX_VIEWS:
+        views = parse_integer(m.group(1))
+        if not 1 <= views <= MAX_VIEWS:
             raise RewardSpecError(f"{name}(...) needs 1 to {MAX_VIEWS} views, e.g. aug8(clip-l)")
-        return AugmentedReward(_parse(inner, device, rewards), views=int(m.group(1)))
+        return AugmentedReward(_parse(inner, device, rewards), views=views)
     if name == "mean":
         from date_diffusion.rewards.ensemble import EnsembleReward
 
@@ -214,11 +216,11 @@ MAX_TERMS, MAX_SPEC_CHARS = 32, 4096  # rewards scored per image, and a spec's l
 def _views(text: str) -> int:
     """The most augmented views any reward inside `text` is scored on (nested `augK(...)` multiply)."""
     stack, most = [1], 1
-    for m in re.finditer(r"aug(\d+)\(|\(|\)", text):
+    for m in re.finditer(r"aug([0-9]+)\(|\(|\)", text):
         if m.group(0) == ")":
             stack.pop() if len(stack) > 1 else None
         else:
-            stack.append(stack[-1] * (int(m.group(1)) if m.group(1) else 1))
+            stack.append(stack[-1] * (parse_integer(m.group(1)) if m.group(1) else 1))
             most = max(most, stack[-1])
     return most
 

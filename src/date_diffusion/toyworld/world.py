@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from date_diffusion.schemas import loads
+
 ASSETS = Path(__file__).resolve().parent / "assets"
 PIPELINE = ASSETS / "pipeline"  # the shipped model (Stable Diffusion format); the default --model
 TINY_DECODER = ASSETS / "tiny-decoder"  # its distilled decoder for the approximate reward path
@@ -70,7 +72,7 @@ def recommended(model) -> dict:
         return {}
     path = Path(str(model)) / META_FILE
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} is not readable JSON ({err}): restore it from the toy world's export") from None
     advice = meta.get("recommended", {}) if isinstance(meta, dict) else None
