@@ -104,12 +104,12 @@ def test_images_do_not_depend_on_batch_size(model_dir, clip_dir, tmp_path):
     ],
 )
 def test_bad_input_fails_early_with_the_fix(model_dir, clip_dir, tmp_path, capsys, args, message):
+    reward = [] if "--reward" in args else ["--reward", f"clip:{clip_dir}"]  # an option is given once
     argv = [
         "generate",
         "--model",
         str(model_dir),
-        "--reward",
-        f"clip:{clip_dir}",
+        *reward,
         "--steps",
         "6",
         "--out",

@@ -31,9 +31,22 @@ def snapshot(folder):
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def overridden(base, extra):
+    """`base` then `extra`, where a flag of `extra` replaces the same flag of `base` (a flag given twice is refused)."""
+    given = {a for a in extra if str(a).startswith("--")}
+    kept, k = [], 0
+    while k < len(base):
+        if base[k] in given:
+            k += 2
+            continue
+        kept.append(base[k])
+        k += 1
+    return [*kept, *extra]
+
+
 def gen_argv(model_dir, clip_dir, out, *extra):
-    return ["generate", "a red circle", "--model", str(model_dir), "--reward", f"clip:{clip_dir}", "--steps", "4",
-            "--update-every", "2", "--out", str(out), *extra]  # fmt: skip
+    return overridden(["generate", "a red circle", "--model", str(model_dir), "--reward", f"clip:{clip_dir}",
+                       "--steps", "4", "--update-every", "2", "--out", str(out)], list(extra))  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -138,7 +151,7 @@ def test_two_processes_writing_one_folder_lose_nothing(tmp_path):
     info = subprocess.run([sys.executable, "-m", "date_diffusion", "info", str(tmp_path / pngs[0])], env=env,
                           capture_output=True, text=True)  # fmt: skip
     assert info.returncode == 0 and "a red circle" in info.stdout and info.stdout.endswith("\n")
-    bad = subprocess.run([*cmd, "--steps", "0"], env=env, capture_output=True, text=True)
+    bad = subprocess.run(overridden(cmd, ["--steps", "0"]), env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "date-diffusion generate: error: --steps must be an integer from 1 to 1000, got 0"
     ]
@@ -334,8 +347,8 @@ def test_an_image_no_update_moved_is_recorded_as_fixed(model_dir, clip_dir, tmp_
 
 
 def _bench(out, *extra):
-    return ["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "2", "--batch-size", "1",
-            "--methods", "fixed", "--out", str(out), *extra]  # fmt: skip
+    return overridden(["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "2", "--batch-size",
+                       "1", "--methods", "fixed", "--out", str(out)], list(extra))  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -662,7 +675,7 @@ def _toy_copy(tmp_path, name):
         (lambda m: (m / "scheduler" / "scheduler_config.json").write_text(
             (m / "scheduler" / "scheduler_config.json").read_text().replace('"num_train_timesteps": 1000',
                                                                            '"num_train_timesteps": 0')),
-         "not a complete diffusers checkpoint"),
+         "scheduler/scheduler_config.json: the library refuses it"),
     ],
 )  # fmt: skip
 def test_every_file_read_is_named_with_what_is_wrong(tmp_path, capsys, damage, message):
@@ -738,7 +751,7 @@ def test_info_on_hostile_pngs_is_one_line_naming_the_file(tmp_path, capsys, chun
 @pytest.mark.parametrize("flags, message", [(["--model", "/nonexistent/model"], "no such file or folder"),
                                             (["--reward", "nope("], "unbalanced parentheses")])  # fmt: skip
 def test_bench_perf_refuses_a_missing_model_or_a_bad_reward_before_measuring(tmp_path, capsys, flags, message):
-    assert main(["bench-perf", "--model", "toy", *flags, "--out", str(tmp_path / "p")]) == 2
+    assert main(overridden(["bench-perf", "--model", "toy"], [*flags, "--out", str(tmp_path / "p")])) == 2
     err = capsys.readouterr().err
     assert message in err and "WorkerFailed" not in err and not (tmp_path / "p").exists()
 
@@ -832,3 +845,172 @@ def test_replay_refuses_settings_it_would_replace_silently(tmp_path, capsys):
         err = capsys.readouterr().err
         assert f"leave out {extra[0]}" in err and not (tmp_path / "r").exists(), err
     assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 0
+
+
+def _set_json(path, change):
+    path.write_text(change(path.read_text()))
+
+
+@pytest.mark.parametrize(
+    "damage, file, message",
+    [
+        (lambda m: (m / "text_encoder" / "config.json").write_text('{"hidden_size": -3}'), "text_encoder/config.json",
+         "hidden size (-3)"),
+        (lambda m: (m / "unet" / "config.json").write_text("{}"), "unet/diffusion_pytorch_model.safetensors",
+         "its tensors do not fit config.json"),
+        (lambda m: (m / "tokenizer" / "tokenizer.json").write_text("{"), "tokenizer/tokenizer.json",
+         "not readable JSON"),
+        (lambda m: (m / "scheduler" / "scheduler_config.json").write_text("[]"), "scheduler/scheduler_config.json",
+         "holds a JSON list, not an object"),
+        (lambda m: (m / "vae" / "diffusion_pytorch_model.safetensors").unlink(),
+         "vae/diffusion_pytorch_model.safetensors", "missing"),
+        (lambda m: _set_json(m / "unet" / "config.json", lambda t: t.replace("{", '{"in_channels": 4,', 1)),
+         "unet/config.json", "key 'in_channels' is given twice"),
+        (lambda m: __import__("shutil").rmtree(m / "vae"), "vae", "no such folder"),
+    ],
+)  # fmt: skip
+def test_every_component_of_a_model_folder_is_named_by_its_file(tmp_path, capsys, damage, file, message):
+    """Whatever component of a model folder does not load (a config the library refuses, weights that do not fit
+    it, a damaged tokenizer file, a scheduler config of another shape, missing weights): one line, exit code 2,
+    naming the component's file and what is wrong."""
+    model = _toy_copy(tmp_path, "model")
+    damage(model)
+    argv = ["generate", "a red circle", "--model", str(model), "--steps", "2", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    ours = [line for line in err.splitlines() if "date-diffusion generate:" in line]
+    assert f"{model / file}: " in err and message in err and len(ours) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("text", ["1_000", "\u0661\u0662", "\uff15", "1e3", "0x10", " ", "+", "1.0", "١"])
+def test_one_integer_parser_takes_only_ascii_digits(text):
+    from date_diffusion.core.settings import parse_integer
+
+    with pytest.raises(ValueError, match="invalid integer"):
+        parse_integer(text)
+    assert parse_integer(" -42 ") == -42 and parse_integer("+7") == 7 and parse_integer(str(2**63 - 1)) == 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "a red circle", "--seed", "1_000"], "argument --seed: invalid int value: '1_000'"),
+        (["generate", "a red circle", "--steps", "\u0661\u0662"], "argument --steps: invalid int value"),
+        (["generate", "a red circle", "--update-every", "1_0"], "--update-every must be an integer"),
+        (["generate", "a red circle", "--update-steps", "2,\u0663"], "--update-steps must be a list of loop indices"),
+        (["bench", "--suite", "toy", "--methods", "best-of-\u0664"], "N in 'best-of-\u0664' must be an integer"),
+        (["bench", "--suite", "toy", "--methods", "date:every=1_0"], "every in 'date:every=1_0' must be an integer"),
+        (["bench-perf", "--batch-size", "1,\uff12"], "argument --batch-size: expected comma-separated integers"),
+        (["generate", "a red circle", "--reward", "aug\u0663(toy-clip)"], "--reward"),
+    ],
+)
+def test_integers_with_underscores_or_other_digits_are_refused_everywhere(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) if "argument" in message else _nothing():
+        assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists(), err
+
+
+def test_the_page_and_files_read_integers_as_the_command_line_does(tmp_path, capsys):
+    from date_diffusion.ui.session import InputError, _seed
+
+    for text in ("1_000", "\u0661\u0662"):
+        with pytest.raises(InputError, match="seed must be in"):
+            _seed(text)
+    model = _toy_copy(tmp_path, "model")
+    meta = json.loads((model / "toyworld.json").read_text())
+    meta["recommended"]["update_every"] = 10.0
+    (model / "toyworld.json").write_text(json.dumps(meta))
+    assert main(["generate", "a red circle", "--model", str(model), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "toyworld.json: recommended.update_every must be an integer" in err, err
+
+
+def test_a_run_json_with_a_float_where_an_integer_is_meant_is_named(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_bench(out)) == 0
+    capsys.readouterr()
+    run = json.loads((out / "run.json").read_text())
+    for key, value in (("seeds", [float(s) for s in run["seeds"]]), ("steps", float(run["steps"]))):
+        (out / "run.json").write_text(json.dumps({**run, key: value}))
+        assert main(_bench(out)) == 2
+        err = capsys.readouterr().err
+        assert f"run.json is not a valid bench run settings file: field {key!r} must be" in err, err
+        assert "int, got" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("p.txt", "a red circle\na blue\x00 square\n", "p.txt line 2 holds the control character U+0000"),
+        ("p.txt", "a red circle\fa blue square\n", "p.txt line 1 holds the control character U+000C"),
+        ("p.txt", "\x1b[31m\n", "p.txt line 1 holds the control character U+001B"),
+        ("p.csv", "prompt\na red circle\na \x07 bell\n", "line 3: 'prompt' holds the control character U+0007"),
+        ("p.jsonl", '{"prompt": "a red\\u0000 circle"}\n', "p.jsonl line 1: 'prompt' holds the control character"),
+        ("p.jsonl", '{"prompt": "a", "prompt": "b"}\n', "p.jsonl line 1 is not readable JSON (key 'prompt' is given"),
+    ],
+)
+def test_control_characters_and_keys_given_twice_in_prompts_files_are_named_with_the_line(
+    tmp_path, capsys, name, text, message
+):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    assert main(["generate", "--prompts-file", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists(), err
+
+
+def test_control_characters_in_typed_prompts_are_refused_on_the_command_line_and_the_page(tmp_path, capsys):
+    from date_diffusion.ui.session import Form, InputError, check_form
+
+    for argv in (["a red\x00circle"], ["a red circle", "--negative-prompt", "blur\x1b"]):
+        assert main(["generate", *argv, "--out", str(tmp_path / "o")]) == 2
+        assert "holds the control character" in capsys.readouterr().err
+    with pytest.raises(InputError, match="prompt holds the control character U\\+0000"):
+        check_form(Form(prompt="a red\x00 circle", negative_prompt="", seed="0", settings={}))
+    assert main(["generate", "a red\tcircle", "--steps", "1", "--out", str(tmp_path / "t")]) == 0  # a tab is text
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "a red circle", "--steps", "2", "--steps", "3"], "argument --steps: given twice"),
+        (["generate", "a red circle", "--seed=1", "--seed", "1"], "argument --seed: given twice"),
+        (["bench", "--suite", "toy", "--categories", "single,single"], "single listed twice in 'single,single'"),
+        (["bench-perf", "--batch-size", "1,2,1"], "1 listed twice in '1,2,1'"),
+        (["bench", "--suite", "toy", "--methods", "date:steps=2;2"], "lists 2 twice"),
+    ],
+)
+def test_an_option_or_a_list_value_given_twice_is_refused(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) if "argument" in message or "listed" in message else _nothing():
+        assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists(), err
+
+
+def test_repeatable_options_stay_repeatable():
+    from date_diffusion.cli.main import build_parser
+
+    args = build_parser().parse_args(["generate", "x", "--lora", "a.safetensors", "--lora", "b.safetensors:0.5"])
+    assert args.lora == ["a.safetensors", "b.safetensors:0.5"]
+
+
+def test_a_long_prompts_file_is_counted_before_any_work_and_estimated_after_the_first_batch(tmp_path, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\na blue square\na green circle\n")
+    argv = [
+        "generate",
+        "--prompts-file",
+        str(prompts),
+        "--steps",
+        "1",
+        "--batch-size",
+        "1",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    count = err.index("3 images to make (3 prompts x 1 per prompt) in batches of 1")
+    assert count < err.index("estimate: about") and "s per image" in err, err

@@ -97,6 +97,8 @@ def load_component(cls, id_or_path, **kwargs):
     try:
         with quiet_loading():
             component = cls.from_pretrained(str(id_or_path), **kwargs)
+    except ModelNotFoundError:  # named already (a component of a model folder: its file)
+        raise
     except (OSError, ValueError) as err:
         raise explain_load_error(id_or_path, err) from err
     if hasattr(component, "get_vocab") and len(component) <= MIN_VOCABULARY:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from date_diffusion import plugins
+from date_diffusion.schemas import loads
 
 FILE = "date_diffusion.json"
 
@@ -104,7 +105,7 @@ def read(model) -> ModelFile | None:
 def _parse(path: Path, entry: FolderFile) -> ModelFile:
     restore = f"restore it from {entry.origin}"
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        meta = loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} is not readable JSON ({err}): {restore}") from None
     advice = meta.get("recommended", {}) if isinstance(meta, dict) else None

@@ -192,12 +192,12 @@ def read_png_metadata(path) -> dict:
         raise ValueError(f"{path} is not a readable image ({err})") from err
     except ValueError as err:  # Pillow's bound on text chunks (a decompression bomb) and other refusals
         raise ValueError(f"{path}: Pillow refuses its text ({err}); it was not written by date-diffusion") from err
-    from date_diffusion.schemas import PNG_RECORD, SchemaError, check_png_record
+    from date_diffusion.schemas import PNG_RECORD, SchemaError, check_png_record, loads
 
     record = text.get(PNG_RECORD_KEY)
     if record:
         try:
-            record = json.loads(record)
+            record = loads(record)
         except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: JSON nested beyond any record
             why = "not JSON" if isinstance(err, json.JSONDecodeError) else "JSON nested deeper than any record"
             raise SchemaError(f"{path} is not a valid {PNG_RECORD.what}: {why} ({err}); {PNG_RECORD.fix}") from err

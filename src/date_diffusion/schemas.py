@@ -3,7 +3,9 @@ bench image's record, the record in a PNG's text chunks, the metadata of a saved
 
 A damaged or foreign file (not JSON, JSON of another shape, a field missing or of the wrong type) is a
 `SchemaError`: one line naming the file, the field and the fix. Readers go through `read_json` or `Schema.check`;
-fields a schema does not name are left as they are (later versions may add some)."""
+fields a schema does not name are left as they are (later versions may add some). Every JSON text the package reads
+(these files, JSON-lines prompts files, `toyworld.json`, a model folder's configs, a PNG's record) is parsed by
+`loads`, which refuses an object that gives one key twice instead of keeping the last value without a word."""
 
 from __future__ import annotations
 
@@ -18,7 +20,36 @@ class SchemaError(ValueError):
     """A file that is not what its reader expects; the message names the file, the field and the fix."""
 
 
+class DuplicateKeyError(json.JSONDecodeError):
+    """An object of a JSON text gives a key twice (`{"seed": 1, "seed": 2}`): a JSONDecodeError, so every reader
+    that names an unreadable file names this one too."""
+
+    def __init__(self, key: str):
+        ValueError.__init__(self, f"key {key!r} is given twice in one object")
+        self.msg, self.doc, self.pos, self.lineno, self.colno = str(self), "", 0, 1, 1
+
+    def __reduce__(self):
+        return DuplicateKeyError, (self.msg,)
+
+
+def _object(pairs: list) -> dict:
+    data = {}
+    for key, value in pairs:
+        if key in data:
+            raise DuplicateKeyError(key)
+        data[key] = value
+    return data
+
+
+def loads(text):
+    """The one JSON parser of files the package reads: `json.loads`, with a key given twice in an object refused
+    (`DuplicateKeyError`, a `json.JSONDecodeError`)."""
+    return json.loads(text, object_pairs_hook=_object)
+
+
 def _is(value, kind: str) -> bool:
+    if kind == "ints":  # a list of integers: 1000.0 is a number, not an integer (a seed, an index)
+        return isinstance(value, list) and all(_is(v, "int") for v in value)
     if kind == "number":
         return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if kind == "int":
@@ -26,6 +57,9 @@ def _is(value, kind: str) -> bool:
     if kind.endswith("?"):
         return value is None or _is(value, kind[:-1])
     return isinstance(value, {"text": str, "list": list, "object": dict, "bool": bool}[kind])
+
+
+_KINDS = {"ints": "a list of int"}  # how a message names a kind where its name is not enough
 
 
 @dataclass(frozen=True)
@@ -43,10 +77,10 @@ class Schema:
             if name not in data:
                 return f"field {name!r} is missing"
             if not _is(data[name], kind):
-                return f"field {name!r} must be {kind.rstrip('?')}, got {data[name]!r:.60}"
+                return f"field {name!r} must be {_KINDS.get(kind, kind.rstrip('?'))}, got {data[name]!r:.60}"
         for name, kind in self.optional.items():
             if data.get(name) is not None and not _is(data[name], kind):
-                return f"field {name!r} must be {kind.rstrip('?')}, got {data[name]!r:.60}"
+                return f"field {name!r} must be {_KINDS.get(kind, kind.rstrip('?'))}, got {data[name]!r:.60}"
         return None
 
     def check(self, data, path) -> dict:
@@ -59,7 +93,7 @@ class Schema:
 def read_json(path, schema: Schema) -> dict:
     """A JSON file through `schema` (SchemaError naming the file if unreadable or of another shape)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise SchemaError(f"{path} is not a readable {schema.what} ({err}); {schema.fix}") from err
     return schema.check(data, path)
@@ -68,8 +102,15 @@ def read_json(path, schema: Schema) -> dict:
 RUN = Schema(
     "bench run settings file",
     "use another --out, or delete the folder",
-    required={"suite": "text", "seeds": "list", "steps": "int", "model": "text", "methods": "object"},
-    optional={"guidance": "number", "reward": "text", "eval_clip": "text", "fid_real": "text"},
+    required={"suite": "text", "seeds": "ints", "steps": "int", "model": "text", "methods": "object"},
+    optional={
+        "guidance": "number",
+        "reward": "text",
+        "eval_clip": "text",
+        "fid_real": "text",
+        "limit": "int",
+        "edit_skip": "int",
+    },  # fmt: skip
 )
 RECORD = Schema(
     "bench image record",

@@ -33,6 +33,9 @@ import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from date_diffusion.core.settings import is_integer, parse_integer
+from date_diffusion.schemas import loads
+
 
 class ExportError(ValueError):
     pass
@@ -78,7 +81,7 @@ def write_prompt_records(folder, record: dict, meta=None) -> None:
 
 def _first_json(path: Path):
     try:
-        return json.loads(path.read_text(encoding="utf-8").splitlines()[0])
+        return loads(path.read_text(encoding="utf-8").splitlines()[0])
     except (OSError, IndexError, json.JSONDecodeError):
         return None
 
@@ -100,13 +103,13 @@ def method_items(method_dir) -> list[tuple[int, dict, list[Path]]]:
     if not method_dir.is_dir():
         raise ExportError(f"{method_dir} is not a method folder of a bench run (RUN/images/<method>/)")
     items = []
-    for folder in sorted(p for p in method_dir.iterdir() if p.is_dir() and p.name.isdigit()):
+    for folder in sorted(p for p in method_dir.iterdir() if p.is_dir() and is_integer(p.name)):
         record = read_prompt_record(folder)
         if record is None:
             continue
         pngs = sorted(p for p in (folder / "samples").glob("*.png") if p.with_suffix(".json").exists())
         if pngs:
-            items.append((int(folder.name), record, pngs))
+            items.append((parse_integer(folder.name), record, pngs))
     if not items:
         raise ExportError(f"{method_dir} holds no finished images")
     return items
@@ -117,7 +120,7 @@ def run_prompts(run_dir) -> dict[int, str] | None:
     limit, categories), read again; None when that file cannot be read (a moved run)."""
     from date_diffusion.bench.suites import load_suite
 
-    run = json.loads((Path(run_dir) / "run.json").read_text())
+    run = loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
     try:
         items = load_suite(run["suite"], run.get("captions"), run.get("limit"), run.get("categories"))
     except (OSError, ValueError, KeyError):
@@ -130,14 +133,16 @@ def missing_images(run_dir, slugs, prompts: Mapping[int, str] | None = None) -> 
     (default: the run's own, `run_prompts`; failing that, every prompt any method has begun) with every seed of the
     run's run.json."""
     run_dir = Path(run_dir)
-    seeds = json.loads((run_dir / "run.json").read_text())["seeds"]
+    seeds = loads((run_dir / "run.json").read_text(encoding="utf-8"))["seeds"]
     done = {}
     for slug in slugs:
         try:
             items = method_items(run_dir / "images" / slug)
         except ExportError:  # a method that has made nothing yet
             items = []
-        done[slug] = {(index, int(png.stem)) for index, _, pngs in items for png in pngs if png.stem.isdigit()}
+        done[slug] = {
+            (index, parse_integer(png.stem)) for index, _, pngs in items for png in pngs if is_integer(png.stem)
+        }
     if prompts is None:
         prompts = run_prompts(run_dir)
     indices = sorted(prompts) if prompts is not None else sorted({i for made in done.values() for i, _ in made})
@@ -188,7 +193,7 @@ def check_geneval_prompts(prompts: dict[int, str], metadata_file) -> list[str]:
         if index >= len(lines):
             raise ExportError(f"item {index} has no line in {metadata_file} ({len(lines)} lines)")
         try:
-            expected = json.loads(lines[index]).get("prompt")
+            expected = loads(lines[index]).get("prompt")
         except (json.JSONDecodeError, AttributeError):
             raise ExportError(f"line {index} of {metadata_file} is not a JSON object with a 'prompt'") from None
         if not isinstance(expected, str) or expected.strip() != (prompt or "").strip():

@@ -15,7 +15,6 @@ CLIP-feature `fid_clip`, flagged as not comparable).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 from date_diffusion.bench.suites import DEFAULT_SEED_BASE
 from date_diffusion.families import PAPER_EVAL_CLIP, PAPER_REWARD, by_name
 from date_diffusion.hub import PAPER_MODEL
+from date_diffusion.schemas import loads
 
 IMAGE_REWARD = "imagereward"
 _PAPER_SAMPLING = by_name("sd").sampling  # the paper's DDIM 50 steps, guidance 8
@@ -206,7 +206,7 @@ def paper_table(preset: Preset, results) -> str:
     run's results.json (a path, a run folder or its parsed dict)."""
     if not isinstance(results, dict):
         path = Path(results)
-        results = json.loads((path / "results.json" if path.is_dir() else path).read_text())
+        results = loads((path / "results.json" if path.is_dir() else path).read_text(encoding="utf-8"))
     summary, settings = results["summary"], results["settings"]
     header = ["method"] + [f"{title} {side}" for _, title in preset.columns for side in ("paper", "measured")]
     lines = [f"## {preset.title}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]

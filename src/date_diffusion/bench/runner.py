@@ -33,7 +33,7 @@ from date_diffusion.outputs import atomic_write, file_group, open_rgb, png_bytes
 from date_diffusion.pipelines.loading import tiny_decoder_for
 from date_diffusion.rewards.registry import reward_from_spec
 from date_diffusion.rewards.subjects import subject_prompts
-from date_diffusion.schemas import RECORD, RUN, SchemaError, read_json
+from date_diffusion.schemas import RECORD, RUN, SchemaError, loads, read_json
 from date_diffusion.toyworld.edits import EditCase, score_edit, source_scene
 from date_diffusion.toyworld.evaluator import EVALUATOR_VERSION, evaluate
 from date_diffusion.toyworld.scene import PromptSpec, render
@@ -166,7 +166,7 @@ def unverified_images(out: Path, settings: RunSettings, methods, items) -> list[
                 png, rec_path = image_paths(out, method, it.index, seed)
                 if not is_done(png, rec_path):
                     continue
-                record = json.loads(rec_path.read_text())
+                record = loads(rec_path.read_text(encoding="utf-8"))
                 where = f"{method.label} prompt {it.index} seed {seed} ({png})"
                 if "made_with" not in record or "pixels" not in record or "sealed" not in record:
                     problems.append(f"{where}: its record has no fingerprint (an earlier version made it)")
@@ -436,9 +436,12 @@ def estimate(work: list[MethodWork], elapsed: float) -> str:
     counted = [f"{w.method.label} {w.per_image(first):.2f}" for w in left if w.seconds_per_image is None]
     how = [f"{', '.join(timed)} (timed on the first batch)"] if timed else []
     how += [f"{', '.join(counted)} (counted in sampling steps from {first.method.label})"] if counted else []
-    return (
-        f"estimate: about {duration(seconds)} more, {duration(elapsed + seconds)} in all; s per image: {'; '.join(how)}"
-    )
+    return estimate_line(seconds, elapsed, "; ".join(how))
+
+
+def estimate_line(seconds: float, elapsed: float, how: str) -> str:
+    """The estimate's line, for `bench` and `generate` alike: the time left, the time in all, seconds per image."""
+    return f"estimate: about {duration(seconds)} more, {duration(elapsed + seconds)} in all; s per image: {how}"
 
 
 def duration(seconds: float) -> str:

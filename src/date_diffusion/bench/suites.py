@@ -13,8 +13,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from date_diffusion.core.text import check_prompt, is_blank
+from date_diffusion.core.text import check_prompt, control_character, is_blank
 from date_diffusion.evaluation.suite_words import ANE_ANIMALS, ANE_COLORS, ANE_OBJECTS, EDITING
+from date_diffusion.schemas import loads
 from date_diffusion.toyworld import world
 
 # numpy and the toy world's suite modules are imported where used: the command line imports this module to build
@@ -69,12 +70,15 @@ def read_prompt_records(path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path} line {n} is not JSON ({err.msg}): a .jsonl file holds an object a line") from None
+            raise ValueError(
+                f"{path} line {n} is not readable JSON ({err.msg}): a .jsonl file holds an object a line"
+            ) from None
         prompt = record.get("prompt") if isinstance(record, dict) else None
-        if not isinstance(prompt, str) or is_blank(prompt):
+        if not isinstance(prompt, str):
             raise ValueError(f"{path} line {n} has no text 'prompt' field (GenEval's evaluation_metadata.jsonl has)")
+        check_prompt(prompt, f"{path} line {n}: 'prompt'")  # empty, or a control character: named with its line
         records.append(record)
     if not records:
         raise ValueError(f"{path} holds no prompts")
@@ -112,7 +116,20 @@ def read_captions(path: Path) -> list[str]:
             for row in reader:  # a row with no prompt is refused, never dropped without a word
                 prompts.append(check_prompt(row[column] or "", f"{path} line {reader.line_num}: {column!r}"))
             return prompts
-    return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if not is_blank(line)]
+    return text_lines(path)
+
+
+def text_lines(path: Path) -> list[str]:
+    """A text prompts file's prompts: one a line, blank lines skipped, each through `check_prompt` naming its line.
+    Lines end at a newline only (a form feed or another control character inside a line is refused with the line,
+    never taken as a line break the way `str.splitlines` takes it)."""
+    prompts = []
+    for n, line in enumerate(path.read_text(encoding="utf-8-sig").split("\n"), 1):
+        line = line.removesuffix("\r")
+        if is_blank(line) and control_character(line) is None:
+            continue
+        prompts.append(check_prompt(line, f"{path} line {n}"))
+    return prompts
 
 
 def read_edit_rows(path) -> list[dict]:

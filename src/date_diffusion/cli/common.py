@@ -7,7 +7,17 @@ import re
 import tempfile
 from pathlib import Path
 
-from date_diffusion.core.settings import SAMPLING, SETTINGS, Integer, Kind, Real, Seed, SettingError, Size
+from date_diffusion.core.settings import (
+    SAMPLING,
+    SETTINGS,
+    Integer,
+    Kind,
+    Real,
+    Seed,
+    SettingError,
+    Size,
+    parse_integer,
+)
 from date_diffusion.families import FAMILIES, NAMES, PAPER_REWARD
 
 # torch, the resolver and the rewards are imported inside the functions that need them: see cli/__init__.py
@@ -40,15 +50,27 @@ def checked(kind: Kind, value, name: str):
         raise CLIError(str(err)) from err
 
 
+def _once_each(items: list, text: str) -> list:
+    """A comma list's items, each at most once: a value listed twice (`single,single`) is refused, never taken as
+    one or run twice without a word."""
+    twice = sorted({str(v) for k, v in enumerate(items) if v in items[:k]})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{', '.join(twice)} listed twice in {text!r}: list each value once")
+    return items
+
+
 def int_list(text: str) -> list[int]:
+    """`1,2,4` -> [1, 2, 4]: integers as `parse_integer` reads them, each once."""
     try:
-        return [int(v) for v in text.split(",") if v.strip()]
+        items = [parse_integer(v) for v in text.split(",") if v.strip()]
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+    return _once_each(items, text)
 
 
 def str_list(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
+    """`a,b` -> ['a', 'b'], each once."""
+    return _once_each([v.strip() for v in text.split(",") if v.strip()], text)
 
 
 def family_help() -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 from date_diffusion.cli.common import (
@@ -25,7 +27,7 @@ from date_diffusion.cli.common import (
     slug,
 )
 from date_diffusion.core.settings import Seed
-from date_diffusion.core.text import cut_prompt, prepare_prompt
+from date_diffusion.core.text import prepare_prompt
 from date_diffusion.schedulers import check_steps_fit
 from date_diffusion.toyworld import world
 
@@ -194,7 +196,10 @@ def validate(args) -> dict:
             raise CLIError(str(err)) from None
         notes += [note] if note else []
     if args.negative_prompt is not None:
-        args.negative_prompt, note = cut_prompt(args.negative_prompt.strip(), "--negative-prompt")
+        try:
+            args.negative_prompt, note = prepare_prompt(args.negative_prompt, "--negative-prompt", empty=True)
+        except ValueError as err:
+            raise CLIError(str(err)) from None
         notes += [note] if note else []
     loading = model_kwargs(args)
     model = resolve_model(args.model)
@@ -229,6 +234,12 @@ def plan(args) -> dict:
     job = validate(args)
     for note in job["notes"]:
         print(f"date-diffusion generate: note: {note}", file=sys.stderr)
+    images = len(job["prompts"]) * args.images_per_prompt
+    if images > args.batch_size:  # more than one batch: what the run makes is said before any work, as bench does
+        also = " (each also without DATE: --compare)" if args.compare else ""
+        print(f"date-diffusion generate: {images:,} images to make{also} ({len(job['prompts']):,} prompts x "
+              f"{args.images_per_prompt} per prompt) in batches of {args.batch_size}; an estimate of the time "
+              "follows the first batch", file=sys.stderr)  # fmt: skip
     if not job["date_active"] and job["saved"] is None:
         print("date-diffusion generate: note: DATE cannot move the embedding with these settings (a zero step "
               "size or no update step); the images use the fixed embedding and are recorded as method 'fixed'",
@@ -298,7 +309,17 @@ def generate_all(args, job) -> None:
     kinds = (["fixed"] if args.compare else []) + ["replay" if job["saved"] is not None else "date"]
     # a progress bar on a terminal only (disable=None); elsewhere (a file, a pipe) each finished image's lines say it
     bar = tqdm(total=len(jobs) * len(kinds), desc="images", unit="img", disable=None)
+    started = time.perf_counter()
     for start in range(0, len(jobs), args.batch_size):
+        if start == args.batch_size:  # after the first batch, while images are left: bench's estimate
+            from date_diffusion.bench.runner import estimate_line
+
+            elapsed = time.perf_counter() - started
+            per_image = elapsed / start
+            line = estimate_line(
+                per_image * (len(jobs) - start), elapsed, f"{per_image:.2f} (timed on the first batch)"
+            )
+            tqdm.write(f"date-diffusion generate: {line}", file=sys.stderr)
         batch = jobs[start : start + args.batch_size]
         with tempfile.TemporaryDirectory() as tmp:
             emb_path = Path(tmp) / "batch.safetensors" if args.save_embeddings else None

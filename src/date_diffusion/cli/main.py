@@ -17,9 +17,39 @@ from date_diffusion.quiet import SILENCED  # what the libraries say that tells t
 OWN_HANDLERS = ("transformers", "diffusers", "huggingface_hub")
 
 
+class _StoreOnce(argparse._StoreAction):  # noqa: SLF001  (argparse's plain `store`, which every value option uses)
+    """A single-valued option: given twice (`--steps 2 --steps 3`) it is refused, never the last one taken."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = getattr(parser, "given_options", None)
+        if self.option_strings and given is not None:
+            if self.dest in given:
+                parser.error(f"argument {'/'.join(self.option_strings)}: given twice (only one value is taken); "
+                             "give it once")  # fmt: skip
+            given[self.dest] = option_string
+        super().__call__(parser, namespace, values, option_string)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with a usage error in one line (what is wrong, then where the options are listed), never the whole
-    usage text; its subcommands' parsers are of the same class."""
+    usage text; its subcommands' parsers are of the same class. Every `type=int` reads through
+    `core.settings.parse_integer` (ASCII digits only), and a single-valued option given twice is refused
+    (`_StoreOnce`; repeatable options, `action="append"`, stay repeatable)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from date_diffusion.core.settings import parse_integer
+
+        self.register("type", int, parse_integer)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.given_options = {}  # dest -> the option string that set it, in this parse (`_StoreOnce`)
+        try:
+            return super().parse_known_args(args, namespace)
+        finally:
+            self.given_options = None
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")

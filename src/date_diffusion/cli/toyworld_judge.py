@@ -18,8 +18,10 @@ EXAMPLES = """examples:
 def _worker(text: str) -> tuple[int, int]:
     import argparse
 
+    from date_diffusion.core.settings import parse_integer
+
     try:
-        i, n = (int(v) for v in text.split("/"))
+        i, n = (parse_integer(v) for v in text.split("/"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected I/N (e.g. 0/2), got {text!r}") from None
     if not 0 <= i < n:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import re
 from dataclasses import dataclass
 
 ANCHORS = ("previous", "original")
@@ -108,9 +109,33 @@ def _integer(value, name: str, low: int, high: int, what: str) -> int:
     return number
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+MAX_DIGITS = 4000  # below Python's limit on converting text to int (4300 digits); far beyond any integer here
+
+
+def parse_integer(text) -> int:
+    """The one reading of an integer from text, at every boundary (the command line's `type=int`, setting kinds,
+    the page, files, benchmark specs, comma lists): ASCII digits with an optional sign, surrounding blanks allowed.
+    Python's `int()` also takes `1_000`, non-ASCII digits (`١٢`) and other spellings nobody types as a number on
+    purpose; they are refused (ValueError), never read as another number than the one shown."""
+    stripped = text.strip() if isinstance(text, str) else None
+    if stripped is None or not _INTEGER.fullmatch(stripped) or len(stripped) > MAX_DIGITS:
+        raise ValueError(f"invalid integer {text!r}: write it with the digits 0-9 and an optional sign")
+    return int(stripped)
+
+
+def is_integer(text) -> bool:
+    """Whether `parse_integer` reads `text` (a file or folder name made of digits, ...)."""
+    try:
+        parse_integer(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _parse_int(text: str, name: str, low: int, high: int, what: str):
     try:
-        return int(text)
+        return parse_integer(text)
     except ValueError:
         raise SettingError(f"{name} must be {what} from {low} to {high}, got {text!r}") from None
 
@@ -145,7 +170,7 @@ class _OwnMessageInteger(Kind):
 
     def parse(self, text, name):
         try:
-            return int(text)
+            return parse_integer(text)
         except ValueError:
             raise self._error(text, name) from None
 
@@ -259,8 +284,13 @@ class IndexList(Kind):
         return [_parse_int(v, name, 0, MAX_INDEX, "a list of loop indices") for v in _items(text)]
 
     def check(self, value, name):
-        items = _sequence(value, name, "loop indices")
-        return tuple(_integer(i, name, 0, MAX_INDEX, "a list of loop indices") for i in items)
+        items = tuple(
+            _integer(i, name, 0, MAX_INDEX, "a list of loop indices") for i in _sequence(value, name, "loop indices")
+        )
+        twice = sorted({i for k, i in enumerate(items) if i in items[:k]})
+        if twice:  # a list's value given twice is refused, as every list option's (cli.common._once_each)
+            raise SettingError(f"{name} lists {', '.join(map(str, twice))} twice, got {list(items)}: list each once")
+        return items
 
     def format(self, value):
         return ";".join(str(v) for v in value)

@@ -1,8 +1,11 @@
-"""Prompt text as every interface checks it: a prompt must show something.
+"""Prompt text as every interface checks it: a prompt must show something, and hold no control character.
 
-Whitespace, zero-width and other invisible format characters (U+200B, U+2060, U+FEFF, ...) and control characters
-encode nothing a text encoder can draw from: a prompt made only of them is as empty as "" and is refused (or, in a
-one-prompt-a-line file, skipped as a blank line) by the command line, the benchmark and the web page alike.
+Whitespace, zero-width and other invisible format characters (U+200B, U+2060, U+FEFF, ...) encode nothing a text
+encoder can draw from: a prompt made only of them is as empty as "" and is refused (or, in a one-prompt-a-line file,
+skipped as a blank line) by the command line, the benchmark and the web page alike. A control character other than
+a tab or a line break (NUL, ESC, a form feed, DEL, ...) is no text anybody typed into a prompt: it is a damaged file
+or a pasted escape sequence, and is refused naming where it is. (Line breaks are text: a quoted CSV cell may hold
+one, as captions of the paper's COCO subset do; every encoder reads them as spaces.)
 """
 
 from __future__ import annotations
@@ -17,8 +20,24 @@ def is_blank(text: str) -> bool:
     return not any(not unicodedata.category(ch).startswith(_INVISIBLE) for ch in text)
 
 
-def check_prompt(text, name: str) -> str:
-    """`text` stripped, or ValueError naming `name` when it shows nothing."""
+LINE_SPACE = "\t\n\r"  # the control characters that are text: a tab, and line breaks (a CSV cell may hold them)
+
+
+def control_character(text: str) -> int | None:
+    """The index of the first control character of `text` other than a tab or a line break (Unicode category Cc),
+    or None."""
+    return next((k for k, ch in enumerate(text) if ch not in LINE_SPACE and unicodedata.category(ch) == "Cc"), None)
+
+
+def check_prompt(text, name: str, empty: bool = False) -> str:
+    """`text` stripped, or ValueError naming `name` when it holds a control character or (unless `empty`: a
+    negative prompt may be empty) shows nothing."""
+    at = control_character(text) if isinstance(text, str) else None
+    if at is not None:
+        raise ValueError(f"{name} holds the control character U+{ord(text[at]):04X} at character {at + 1}: a "
+                         "prompt is text; remove it (a damaged file or a pasted escape sequence)")  # fmt: skip
+    if isinstance(text, str) and empty and is_blank(text):
+        return ""
     if not isinstance(text, str) or is_blank(text):
         shown = repr(text) if isinstance(text, str) and len(text) <= 40 else f"{len(str(text))} characters"
         raise ValueError(f"{name} is empty (no visible character in {shown}): give the text the image should show")
@@ -40,7 +59,8 @@ def cut_prompt(text: str, name: str) -> tuple[str, str | None]:
     return text[:MAX_PROMPT_CHARS], note
 
 
-def prepare_prompt(text, name: str) -> tuple[str, str | None]:
-    """A prompt as every interface takes it: refused when it shows nothing (`check_prompt`), stripped, and cut to
-    what encoders read (`cut_prompt`); (the text, a note when it was cut)."""
-    return cut_prompt(check_prompt(text, name), name)
+def prepare_prompt(text, name: str, empty: bool = False) -> tuple[str, str | None]:
+    """A prompt (`empty`: a negative prompt) as every interface takes it: refused when it holds a control character
+    or shows nothing (`check_prompt`), stripped, and cut to what encoders read (`cut_prompt`); (the text, a note
+    when it was cut)."""
+    return cut_prompt(check_prompt(text, name, empty), name)

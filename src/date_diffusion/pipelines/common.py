@@ -82,10 +82,13 @@ class DATEPipelineMixin:
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        """diffusers' `from_pretrained`, without the libraries' loading progress bars (`quiet.quiet_loading`)."""
+        """diffusers' `from_pretrained`, without the libraries' loading progress bars (`quiet.quiet_loading`); a
+        component that does not load is named by its file (`loading.component_errors`)."""
+        from date_diffusion.pipelines.loading import component_errors
         from date_diffusion.quiet import quiet_loading
 
-        with quiet_loading():
+        model = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        with quiet_loading(), component_errors(model):
             return super().from_pretrained(*args, **kwargs)
 
     @classmethod

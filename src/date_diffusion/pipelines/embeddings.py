@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from date_diffusion.outputs import atomic_path
 from date_diffusion.pipelines.conditioning import unpack
-from date_diffusion.schemas import EMBEDDINGS, SchemaError
+from date_diffusion.schemas import EMBEDDINGS, SchemaError, loads
 
 FORMAT = "date-diffusion/embeddings/2"
 
@@ -86,7 +86,7 @@ def load_embeddings(path) -> SavedEmbeddings:
     meta = {}
     for k, v in raw_meta.items():
         try:
-            meta[k] = json.loads(v)
+            meta[k] = loads(v)
         except json.JSONDecodeError:
             meta[k] = v
     stages: dict[str, dict[str, torch.Tensor]] = {}

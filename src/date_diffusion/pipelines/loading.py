@@ -7,9 +7,11 @@ cache behave as they do in diffusers.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import re
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from date_diffusion.core.settings import Real
@@ -82,6 +84,111 @@ def check_model_path(model) -> None:
 
         if not isinstance(try_to_load_from_cache(str(model), "model_index.json"), str):
             raise explain_load_error(model, OSError(f"{model} is not in the Hugging Face cache"))
+
+
+# ---------------------------------------------------------------- a model folder's components, each named when bad
+
+
+class ComponentError(ModelNotFoundError):
+    """A component of a model folder that does not load: one line naming the component's file (its config, its
+    tokenizer file, its weights) and what is wrong with it; a usage error (exit code 2) like every unloadable model."""
+
+
+CONFIG_FILES = ("config.json", "scheduler_config.json", "tokenizer_config.json", "preprocessor_config.json")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".msgpack", ".onnx", ".gguf")
+_FIX = "repair it, or save the model again with save_pretrained"
+
+
+def _first_line(err: Exception) -> str:
+    """The library's words in one line: its first sentence, at most 300 characters."""
+    text = " ".join(str(err).split())
+    return re.split(r"(?<=[.!?])\s", text)[0][:300] or type(err).__name__
+
+
+WEIGHTS_NAMES = {"diffusers": "diffusion_pytorch_model.safetensors", "transformers": "model.safetensors"}
+
+
+def check_component(folder, name: str, library: str | None = None) -> None:
+    """The files of component `name` of the model folder `folder` (a local folder or a hub id's cached folder), read
+    before diffusers builds it: the folder is there; each JSON file (configs, `tokenizer.json`, vocabularies) is
+    readable JSON through `schemas.loads` (a key given twice refused) and an object; a model (a component with a
+    `config.json`) has a weights file. `ComponentError` names the file and what is wrong."""
+    from date_diffusion.schemas import loads
+
+    where = Path(str(folder)) / name
+    if not where.is_dir():
+        raise ComponentError(f"{where}: no such folder, and model_index.json names the component {name!r}: {_FIX}")
+    for path in sorted(where.glob("*.json")):
+        try:
+            data = loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+            raise ComponentError(f"{path}: not readable JSON ({_first_line(err)}); {_FIX}") from None
+        if not isinstance(data, dict):
+            raise ComponentError(f"{path}: holds a JSON {type(data).__name__}, not an object of settings; {_FIX}")
+    if (where / "config.json").is_file() and not any(p.suffix in WEIGHT_SUFFIXES for p in where.iterdir()):
+        weights = where / WEIGHTS_NAMES.get(library, "diffusion_pytorch_model.safetensors")
+        raise ComponentError(f"{weights}: missing (the folder has a config.json but no weights file); copy the "
+                             f"model's weights there, or {_FIX}")  # fmt: skip
+
+
+def _component_error(folder, name: str, err: Exception) -> ComponentError:
+    """Component `name` failed to build with `err`: the file it is about, its config (a value the library refuses),
+    or its weights when they do not fit the config (shapes), with the library's words."""
+    where = Path(str(folder)) / name
+    config = next((where / f for f in CONFIG_FILES if (where / f).is_file()), where)
+    why = _first_line(err)
+    if re.search(r"shape|size mismatch", why, re.IGNORECASE):
+        weights = next((p for p in sorted(where.iterdir()) if p.suffix in WEIGHT_SUFFIXES), where)
+        return ComponentError(f"{weights}: its tensors do not fit {config.name} ({why}); {_FIX}")
+    return ComponentError(f"{config}: the library refuses it ({why}); {_FIX}")
+
+
+_ATTRIBUTING = contextvars.ContextVar("attributing_components", default=False)
+
+
+def _attributing(load_sub_model):
+    """diffusers' `load_sub_model` (which builds each component of a pipeline folder), naming the component's files
+    when one does not build (`check_component` first, then `_component_error`), while `component_errors` is on."""
+
+    def load(*args, **kwargs):
+        name, folder = kwargs.get("name"), kwargs.get("cached_folder")
+        if not _ATTRIBUTING.get() or name is None or folder is None:
+            return load_sub_model(*args, **kwargs)
+        check_component(folder, name, kwargs.get("library_name"))
+        try:
+            return load_sub_model(*args, **kwargs)
+        except (MemoryError, ComponentError):
+            raise
+        except Exception as err:  # a config the library refuses, weights that do not fit it, a damaged file
+            if "OutOfMemory" in type(err).__name__:  # a runtime failure, not the file's
+                raise
+            raise _component_error(folder, name, err) from err
+
+    load.date_diffusion_attributing = True
+    return load
+
+
+@contextmanager
+def component_errors(model):
+    """While loading a pipeline folder or hub id: every component's files checked before the folder's weights load
+    (a local folder), and any component that does not build named by its file (`ComponentError`)."""
+    from diffusers.pipelines import pipeline_utils
+
+    original = getattr(pipeline_utils, "load_sub_model", None)
+    if original is not None and not getattr(original, "date_diffusion_attributing", False):
+        pipeline_utils.load_sub_model = _attributing(original)  # once per process; transparent when off
+    local = Path(str(model)).expanduser()
+    if local.is_dir() and (local / "model_index.json").is_file():
+        from date_diffusion.pipelines import model_index
+
+        for name, entry in model_index(local).items():
+            if not name.startswith("_") and isinstance(entry, list) and len(entry) == 2 and None not in entry:
+                check_component(local, name, entry[0])
+    token = _ATTRIBUTING.set(True)
+    try:
+        yield
+    finally:
+        _ATTRIBUTING.reset(token)
 
 
 def detect_family(path) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from date_diffusion import plugins
+from date_diffusion.core.settings import parse_integer
 from date_diffusion.hub import PAPER_CLIP
 
 # Each builder imports its reward's module when called: the command line imports this registry to build its
@@ -252,10 +253,11 @@ def _split(text: str, sep: str) -> list[str]:
 
 def _wrapped(name: str, inner: str, known: dict):
     """`augK(...)`, `mean(...;...)`, `subjects(...)`."""
-    if m := re.fullmatch(r"aug(\d+)", name):
-        if not 1 <= int(m.group(1)) <= MAX_VIEWS:
+    if m := re.fullmatch(r"aug([0-9]+)", name):
+        views = parse_integer(m.group(1))
+        if not 1 <= views <= MAX_VIEWS:
             raise RewardSpecError(f"{name}(...) needs 1 to {MAX_VIEWS} views, e.g. aug8(clip-l)")
-        return Augmented(int(m.group(1)), _sum(inner, known))
+        return Augmented(views, _sum(inner, known))
     if name == "mean":
         return Mean(tuple(_sum(part, known) for part in _split(inner, ";")))
     if name == "subjects":
@@ -312,11 +314,11 @@ def _sum(spec: str, known: dict) -> Sum:
 def _views(text: str) -> int:
     """The most augmented views any reward inside `text` is scored on (nested `augK(...)` multiply)."""
     stack, most = [1], 1
-    for m in re.finditer(r"aug(\d+)\(|\(|\)", text):
+    for m in re.finditer(r"aug([0-9]+)\(|\(|\)", text):
         if m.group(0) == ")":
             stack.pop() if len(stack) > 1 else None
         else:
-            stack.append(stack[-1] * (int(m.group(1)) if m.group(1) else 1))
+            stack.append(stack[-1] * (parse_integer(m.group(1)) if m.group(1) else 1))
             most = max(most, stack[-1])
     return most
 

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from date_diffusion.core.settings import BY_FIELD, SETTINGS, Seed, SettingError
-from date_diffusion.core.text import cut_prompt, prepare_prompt
+from date_diffusion.core.text import prepare_prompt
 from date_diffusion.grids import (
     DIFF_GAIN,
     difference,
@@ -46,7 +46,7 @@ from date_diffusion.ui.access import check_reward_sources
 
 class InputError(ValueError):
     """A form value that cannot run: shown in the page, the server carries on; `field` is the field it is about
-    ('prompt', 'seed' or one of `FIELDS`; None when the error names no single field)."""
+    ('prompt', 'negative_prompt', 'seed' or one of `FIELDS`; None when the error names no single field)."""
 
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
@@ -98,7 +98,10 @@ def check_form(form: Form, model: str | None = None, allowed: tuple[Path, ...] =
         prompt, prompt_note = prepare_prompt(form.prompt or "", "prompt")
     except ValueError as err:
         raise InputError(str(err), "prompt") from None
-    negative, negative_note = cut_prompt((form.negative_prompt or "").strip(), "the negative prompt")
+    try:
+        negative, negative_note = prepare_prompt(form.negative_prompt or "", "the negative prompt", empty=True)
+    except ValueError as err:
+        raise InputError(str(err), "negative_prompt") from None
     sampling = dict(prompt=prompt, negative_prompt=negative or None, seed=_seed(form.seed),
                     notes=[n for n in (prompt_note, negative_note) if n])  # fmt: skip
     given = {k: v for k, v in form.settings.items() if v is not None and str(v).strip()}
