@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from date_diffusion.core.trace import Trace, UpdateRecord
 
 
 class SchemaError(ValueError):
@@ -90,6 +92,19 @@ class Schema:
         return data
 
 
+_KINDS = {"int": "int", "float": "number", "bool": "bool", "str": "text", "list": "list", "dict": "object"}
+
+
+def schema_of(record_type, what: str, fix: str, required: tuple[str, ...] = ()) -> Schema:
+    """The schema of a typed record's `to_dict()` form, each field's kind read from its annotation (`int`,
+    `float`, `bool`, `str`, `list[...]`, `dict`, each optionally `| None`); `required`: fields every file holds."""
+    kinds = {}
+    for f in fields(record_type):
+        base = str(f.type).replace(" | None", "").split("[")[0].strip()
+        kinds[f.name] = _KINDS[base]
+    return Schema(what, fix, {n: kinds[n] for n in required}, {n: k for n, k in kinds.items() if n not in required})
+
+
 def read_json(path, schema: Schema) -> dict:
     """A JSON file through `schema` (SchemaError naming the file if unreadable or of another shape)."""
     try:
@@ -126,9 +141,9 @@ PNG_RECORD = Schema(
     optional={"prompt": "text", "trace": "object", "panels": "list", "seed": "int", "steps": "int"},
 )
 _CHANGED = "the record was changed by another program"
-TRACE = Schema("trace", _CHANGED, optional={"updates": "list", "final_distance": "number"})
-UPDATE = Schema("update of a trace", _CHANGED, required={"step": "int", "reward_before": "number",
-                "update_norm": "number", "skipped": "bool"}, optional={"reward_after": "number"})  # fmt: skip
+TRACE = schema_of(Trace, "trace", _CHANGED)
+UPDATE = schema_of(UpdateRecord, "update of a trace", _CHANGED,
+                   required=("step", "reward_before", "update_norm", "skipped"))  # fmt: skip
 PANEL = Schema("panel of a grid", _CHANGED, required={"method": "text"},
                optional={"final_distance": "number", "mean_abs_diff": "number", "pixels_changed": "int",
                          "pixels": "int", "trace": "object", "final_reward": "number", "final_reward_vs": "object",

@@ -1,21 +1,9 @@
 """`FluxDATEPipeline`: FLUX (guidance-distilled rectified flow) with DATE.
 
-What is adapted: the T5 token embeddings (`prompt_embeds`); with `adapt_pooled=True` also the pooled CLIP
-embedding, normalised jointly per sample. FLUX-dev has no negative branch by default (guidance is an input of the
-model), so x0_hat comes from the single conditional prediction: `x_t - sigma * v` on the packed latents, which
-are unpacked before the VAE decodes them for the reward.
-
-True CFG (`true_cfg_scale > 1` with a negative prompt or negative embeddings) is computed as the stock pipeline
-computes it: two separate transformer calls per step, the positive one first, the negative one with its own
-pooled embedding, text ids and IP-Adapter embeddings, combined `neg + true_cfg_scale * (pos - neg)`. DATE adapts
-the positive conditioning only (as under classifier-free guidance elsewhere) and the reward's x0_hat comes from
-the combined prediction. Callbacks see `prompt_embeds` (the positive one) as in stock.
-
-IP-Adapter (`ip_adapter_image(_embeds)`, `negative_ip_adapter_image(_embeds)`) as stock: the embeddings are
-prepared by the stock `prepare_ip_adapter_image_embeds` (a black image stands in for a missing positive or
-negative one) and carried, fixed, with their branch: the positive ones as parts of the packed conditioning DATE
-never moves, the negative ones (which only matter, and are only prepared, under true CFG) beside the negative
-branch's text ids.
+What is adapted: the T5 tokens (`prompt_embeds`); with `adapt_pooled=True` also the pooled CLIP embedding. No
+negative branch by default (guidance is a model input): x0_hat is `x_t - sigma * v` of the conditional prediction,
+unpacked for the VAE. True CFG (`true_cfg_scale > 1` with a negative prompt) as stock: two transformer calls per
+step, each branch with its own pooled embedding, text ids and IP-Adapter embeddings; DATE adapts the positive one.
 """
 
 from __future__ import annotations
@@ -29,54 +17,23 @@ from diffusers import FluxPipeline
 from date_diffusion.pipelines.adapter import Adapter, flow_shift, lora_scale
 from date_diffusion.pipelines.common import DATEPipelineMixin
 from date_diffusion.pipelines.conditioning import PackedConditioning
+from date_diffusion.pipelines.true_cfg import TrueCFG
 
 
 @dataclass
 class FluxConditioning(PackedConditioning):
-    """FLUX's conditioning: the packed parts, and the transformer's fixed inputs computed with them (the text
-    tokens' positions per branch, the negative branch's IP-Adapter embeddings)."""
+    """The packed parts, and the fixed inputs computed with them (text positions, negative IP-Adapter embeddings)."""
 
     txt_ids: torch.Tensor | None = None
     negative_txt_ids: torch.Tensor | None = None
     negative_images: list = field(default_factory=list)
 
 
-class FluxAdapter(Adapter):
+class FluxAdapter(TrueCFG, Adapter):
     """FLUX: T5 tokens and the pooled CLIP embedding, packed latents, guidance as an input; true CFG as stock."""
 
     has_pooled = True
     latents_first = True
-    negative_branch = False  # a negative prompt acts only with `true_cfg_scale > 1`
-
-    def check(self, request):
-        request = super().check(request)
-        given = request.prompt_embeds, request.negative_prompt_embeds
-        if self.cfg(request) and None not in given and given[0].shape != given[1].shape:  # the stock check
-            raise ValueError(
-                "`prompt_embeds` and `negative_prompt_embeds` must have the same shape when passed directly, but"
-                f" got: `prompt_embeds` {given[0].shape} != `negative_prompt_embeds` {given[1].shape}."
-            )
-        return request
-
-    def cfg(self, request) -> bool:
-        """True CFG, the only negative branch (guidance is an input of the model)."""
-        negative = request.negative_prompt is not None or (
-            request.negative_prompt_embeds is not None and request.negative_pooled_prompt_embeds is not None
-        )
-        return self.cfg_at(request.guidance_scale, negative, request.true_cfg_scale)
-
-    def cfg_at(self, guidance_scale: float, negative: bool, true_cfg_scale: float) -> bool:
-        return true_cfg_scale > 1 and negative
-
-    def no_cfg_reason(self, guidance_scale: float) -> str:
-        return "FLUX's true CFG runs with true_cfg_scale above 1 and a negative prompt"
-
-    def guidance_input(self) -> tuple[bool, str]:
-        """FLUX.1-dev's transformer takes the guidance scale as an input; FLUX.1-schnell's does not."""
-        name = type(self.pipe.transformer).__name__
-        if self.pipe.transformer.config.guidance_embeds:
-            return True, f"{name} takes the guidance scale as its guidance input"
-        return False, f"{name} has no guidance input (guidance_embeds false)"
 
     def encode(self, request, device) -> FluxConditioning:
         r = request
@@ -153,11 +110,6 @@ class FluxAdapter(Adapter):
                                         return_dict=False)[0]  # fmt: skip
 
         return denoise
-
-    def guidance(self, request, cond, n_steps):
-        if not self.cfg(request):
-            return {}
-        return {"uncond_denoise": self.denoiser(request, cond, negative=True), "cfg_scale": request.true_cfg_scale}
 
     def to_vae(self, request, latents):
         return self.pipe._unpack_latents(latents, request.height, request.width, self.pipe.vae_scale_factor)

@@ -12,67 +12,16 @@ The new embedding is kept for the following steps; the unconditional embedding n
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from date_diffusion.core.config import DATEConfig
 from date_diffusion.core.prediction import check_scheduler, preconditioning, prediction_type_of, scale_input
+from date_diffusion.core.trace import Trace, UpdateRecord
 from date_diffusion.core.update import date_update
 from date_diffusion.sampling.denoiser import GuidedDenoiser
 from date_diffusion.sampling.loop import Hooks, Observer, OutputHook, StepState, StepView, sample, scheduler_step_starts
-
-
-@dataclass
-class UpdateRecord:
-    """What one update step did to one image: the step, where the scheduler was (`timestep` where its timesteps
-    are times of the training schedule, `sigma` where it works in sigmas), the distance moved, whether it was
-    skipped (a zero or non-finite gradient), each gradient step's norm, the reward of x0_hat before the update
-    and (with `track_reward_after`) after it."""
-
-    step: int
-    timestep: int | None = None
-    sigma: float | None = None
-    update_norm: float = 0.0
-    skipped: bool = False
-    grad_norms: list[float] = field(default_factory=list)
-    reward_before: float | None = None
-    reward_after: float | None = None
-
-    def to_dict(self) -> dict:
-        """The record as files hold it (keys without a value left out)."""
-        out = {"step": self.step}
-        out.update({k: v for k, v in (("timestep", self.timestep), ("sigma", self.sigma)) if v is not None})
-        out.update(update_norm=self.update_norm, skipped=self.skipped, grad_norms=self.grad_norms)
-        out["reward_before"] = self.reward_before
-        if self.reward_after is not None:
-            out["reward_after"] = self.reward_after
-        return out
-
-
-@dataclass
-class Trace:
-    """What DATE did to one image; `to_dict()` is its form in outputs and files (`schemas.TRACE`)."""
-
-    update_steps: list[int] = field(default_factory=list)
-    updates: list[UpdateRecord] = field(default_factory=list)
-    skipped_steps: list[int] = field(default_factory=list)
-    final_distance: float = 0.0  # ||c_final - c_org||_F
-    reward_decoder: str | None = None  # what decoded x0_hat for the reward (the pipelines' reward path)
-    attend_excite_losses: list | None = None  # Attend-and-Excite's losses, where it ran
-
-    def to_dict(self) -> dict:
-        out = {
-            "update_steps": self.update_steps,
-            "skipped_steps": self.skipped_steps,
-            "final_distance": self.final_distance,
-            "updates": [u.to_dict() for u in self.updates],
-        }
-        if self.reward_decoder is not None:
-            out["reward_decoder"] = self.reward_decoder
-        if self.attend_excite_losses is not None:
-            out["attend_excite_losses"] = self.attend_excite_losses
-        return out
 
 
 @dataclass
