@@ -225,7 +225,8 @@ def _prepared(*argv):
     from date_diffusion.cli.main import build_parser
 
     args = build_parser().parse_args(["bench", *argv, "--out", "unused"])
-    return bench._prepare(args, resolve_model(args.model))[0]
+    opts = bench.BenchOptions.from_args(args)
+    return bench._prepare(opts, resolve_model(opts.model))[0]
 
 
 def test_the_runs_defaults_come_from_the_resolver_and_the_toy_world(tmp_path):

@@ -43,19 +43,21 @@ def test_paper_coco_expands_to_the_papers_protocol():
 
 
 def test_apply_preset_sets_what_the_preset_fixes_and_refuses_other_values():
-    from argparse import Namespace
+    from dataclasses import make_dataclass
 
     from date_diffusion.bench.presets import apply_preset
 
     defaults = dict(suite=None, model=None, scheduler=None, steps=None, guidance=None, seeds=None, seed_base=None,
                     reward=None, eval_clip=None, methods="fixed date", batch_size=32, dtype="float32")  # fmt: skip
-    args = Namespace(preset="paper-coco", captions="c.csv", out="o", **defaults)
-    assert apply_preset(args, defaults) is PAPER_COCO
+    Options = make_dataclass("Options", ["preset", "captions", "out", *defaults], frozen=True)
+    given = Options(preset="paper-coco", captions="c.csv", out="o", **defaults)
+    preset, args = apply_preset(given, defaults)
+    assert preset is PAPER_COCO and given.steps is None  # a new object; the given one unchanged
     expanded = PAPER_COCO.bench_args("o", "c.csv")
     for flag in ("--suite", "--model", "--scheduler", "--reward", "--eval-clip", "--methods", "--dtype"):
         assert getattr(args, flag[2:].replace("-", "_")) == expanded[expanded.index(flag) + 1]
     assert (args.steps, args.guidance, args.seeds, args.seed_base, args.batch_size) == (50, 8.0, 1, 6, 4)
-    clashing = Namespace(preset="paper-coco", captions="c.csv", out="o", **{**defaults, "steps": 20})
+    clashing = Options(preset="paper-coco", captions="c.csv", out="o", **{**defaults, "steps": 20})
     with pytest.raises(ValueError, match="fixes --steps"):
         apply_preset(clashing, defaults)
 

@@ -148,19 +148,17 @@ def preset_values(preset: Preset) -> dict:
                 dtype=preset.dtype)  # fmt: skip
 
 
-def apply_preset(args, defaults: dict) -> Preset:
-    """`bench --preset NAME`: set the argparse namespace `args` to the preset's settings (captions, out, limit, the
-    FID options and threads stay the user's); a fixed setting given another value than its default is refused.
-    `defaults`: the parser's defaults (`{a.dest: a.default for a in parser._actions}`)."""
-    preset = get_preset(args.preset)
+def apply_preset(options, defaults: dict):
+    """`bench --preset NAME`: (the preset, a copy of the frozen dataclass `options` with the preset's settings)
+    (captions, out, limit, the FID options and threads stay the user's); a fixed setting given another value than
+    its default is refused. `defaults`: the parser's defaults (`{a.dest: a.default for a in parser._actions}`)."""
+    preset = get_preset(options.preset)
     values = preset_values(preset)
-    clash = [k for k, v in values.items() if getattr(args, k, None) not in (defaults.get(k), v)]
+    clash = [k for k, v in values.items() if getattr(options, k, None) not in (defaults.get(k), v)]
     if clash:
         flags = ", ".join("--" + k.replace("_", "-") for k in clash)
         raise ValueError(f"--preset {preset.name} fixes {flags}: leave them out (or run without the preset)")
-    for k, v in values.items():
-        setattr(args, k, v)
-    return preset
+    return preset, replace(options, **values)
 
 
 # ---------------------------------------------------------------------------------------------- the table

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from date_diffusion.bench.suites import DEFAULT_SEED_BASE, SUITES
-from date_diffusion.cli.common import CLIError, HelpFormatter, int_list, str_list
+from date_diffusion.cli.common import CLIError, HelpFormatter, from_namespace, int_list, str_list
 from date_diffusion.core.config import PAPER_UPDATE_EVERY
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import methods_usage
@@ -115,6 +116,14 @@ def _add_bench_parser(sub):
         help="a paper protocol (docs/benchmarks.md): fixes suite, model, scheduler, steps, guidance, seeds, reward, "
         "eval CLIP, methods, batch size and dtype; prints the paper's table beside the measured one",
     )
+    _add_bench_suite_arguments(p)
+    _add_export_arguments(p, "once the images are made")
+    _add_bench_run_arguments(p)
+    p.set_defaults(bench_defaults={a.dest: a.default for a in p._actions})
+
+
+def _add_bench_suite_arguments(p):
+    """`bench`'s suite, editing, prompt and seed options."""
     p.add_argument(
         "--suite",
         default=None,
@@ -167,9 +176,6 @@ def _add_bench_parser(sub):
         help="comma-separated prompt categories to keep (toy: single, two_object, color_binding, counting, "
         "position, novel; ane: animal_animal, animal_object, object_object)",
     )
-    _add_export_arguments(p, "once the images are made")
-    _add_bench_run_arguments(p)
-    p.set_defaults(bench_defaults={a.dest: a.default for a in p._actions})
 
 
 def _add_bench_run_arguments(p):
@@ -271,6 +277,102 @@ def _add_perf_parser(sub):
     f.set_defaults(func=run_bench_perf, validate=validate_perf)
 
 
+@dataclass(frozen=True)
+class ExportOptions:
+    """`--export KIND DIR`, `--geneval-metadata` and `--export-partial` (bench and report), typed."""
+
+    export: tuple[str, str] | None  # (KIND, DIR)
+    geneval_metadata: str | None
+    export_partial: bool
+
+    @classmethod
+    def from_args(cls, args) -> ExportOptions:
+        return from_namespace(cls, args, export=None if args.export is None else tuple(args.export))
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """`bench`'s options, typed: built once from the namespace (`from_args`, with `--preset`'s settings) after
+    `cli.main` has checked each value through its kind."""
+
+    preset: str | None
+    suite: str | None
+    edit_skip: int | None
+    cfg_src: float
+    captions: str | None
+    prompts_file: str | None
+    methods: str
+    seeds: int | None
+    seed_base: int | None
+    limit: int | None
+    categories: tuple[str, ...] | None
+    export: ExportOptions
+    steps: int | None
+    guidance: float | None
+    model: str | None
+    scheduler: str | None
+    reward: str | None
+    eval_clip: str | None
+    batch_size: int
+    dtype: str
+    threads: int | None
+    fid_real: str | None
+    inception_weights: str | None
+    out: str
+
+    @classmethod
+    def from_args(cls, args) -> BenchOptions:
+        """The options, those `--preset` fixes set to its values (a clash with a value given is a usage error)."""
+        categories = None if args.categories is None else tuple(args.categories)
+        opts = from_namespace(cls, args, export=ExportOptions.from_args(args), categories=categories)
+        if not opts.preset:
+            return opts
+        from date_diffusion.bench.presets import apply_preset
+
+        try:
+            return apply_preset(opts, args.bench_defaults)[1]
+        except ValueError as err:
+            raise CLIError(str(err)) from err
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """`report`'s options, typed."""
+
+    dir: str
+    rescore: bool
+    export: ExportOptions
+
+    @classmethod
+    def from_args(cls, args) -> ReportOptions:
+        return from_namespace(cls, args, export=ExportOptions.from_args(args))
+
+
+@dataclass(frozen=True)
+class PerfOptions:
+    """`bench-perf`'s options (and the global --debug), typed."""
+
+    model: str
+    variants: tuple[str, ...]
+    batch_size: tuple[int, ...]
+    steps: int
+    update_every: int
+    repeats: int
+    device: str
+    dtype: str
+    threads: int
+    reward: str | None
+    tiny_decoder: str | None
+    out: str | None
+    first_command: bool
+    debug: bool
+
+    @classmethod
+    def from_args(cls, args) -> PerfOptions:
+        lists = dict(variants=tuple(args.variants), batch_size=tuple(args.batch_size))
+        return from_namespace(cls, args, debug=getattr(args, "debug", False), **lists)
+
+
 def require_bench_extra() -> None:
     """The benchmark's plots and FID need the `bench` extra; say so before any work."""
     import importlib.util
@@ -281,55 +383,48 @@ def require_bench_extra() -> None:
 
 
 def validate_bench(args) -> tuple:
-    """Every check of `bench` that needs no model: (model, run settings, methods, suite items)."""
+    """Every check of `bench` that needs no model: (options, model, run settings, methods, suite items)."""
     require_bench_extra()
+    opts = BenchOptions.from_args(args)  # the one read of the namespace
     from date_diffusion.cli.common import resolve_model
 
-    if args.preset:
-        from date_diffusion.bench.presets import apply_preset
-
-        try:
-            apply_preset(args, args.bench_defaults)  # idempotent: validate may run twice
-        except ValueError as err:
-            raise CLIError(str(err)) from err
-    elif args.suite is None:
+    if not opts.preset and opts.suite is None:
         raise CLIError("--suite is required (or --preset NAME, a paper protocol)")
-    model = resolve_model(args.model)
-    settings, methods, items = _prepare(args, model)
+    model = resolve_model(opts.model)
+    settings, methods, items = _prepare(opts, model)
     prompts = lambda: {it.index: it.prompt for it in items}
-    _export_target(args, args.out, prompts, _suite_metadata(settings.suite, settings.captions))
-    return model, settings, methods, items
+    _export_target(opts.export, opts.out, prompts, _suite_metadata(settings.suite, settings.captions))
+    return opts, model, settings, methods, items
 
 
 def run_bench(args) -> int:
-    from date_diffusion.cli.common import validate
-
-    model, settings, methods, items = validate(args)
+    opts, model, settings, methods, items = validate_bench(args)
     import torch
     from accelerate import PartialState
-    from tqdm.auto import tqdm
 
-    from date_diffusion.bench.report import write_report
-    from date_diffusion.bench.runner import (
-        BenchRun,
-        SettingsMismatch,
-        check_settings,
-        compare_settings,
-        generate_methods,
-        unverified_images,
-    )
-    from date_diffusion.pipelines import load_date_pipeline
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    out = Path(opts.out)
     # Without a GPU, accelerate's state only sees the other processes when told it is on the CPU; the CPU
     # launch is `accelerate launch --multi_gpu --num_processes N` (torchrun), as `--cpu` starts one process.
     state = PartialState(cpu=not torch.cuda.is_available())
-    if args.preset and state.is_main_process:
+    if opts.preset and state.is_main_process:
         from date_diffusion.bench.presets import cost_notice, get_preset
 
-        print(cost_notice(get_preset(args.preset), len(items), state.num_processes), file=sys.stderr)
+        print(cost_notice(get_preset(opts.preset), len(items), state.num_processes), file=sys.stderr)
+    _check_folder(out, settings, methods, items)
+    run, pipe, scorer = _load_run(out, model, opts.dtype, settings, methods, state.device)
+    _generate_share(run, pipe, methods, items, scorer, opts.batch_size, state)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        _finish_bench(out, opts, settings, methods)
+    return 0
+
+
+def _check_folder(out: Path, settings, methods, items) -> None:
+    """Before loading: a folder of another run, images a resume cannot trust, prompts this run does not select."""
+    from date_diffusion.bench.runner import SettingsMismatch, compare_settings, unverified_images
+
     try:
         compare_settings(out, settings)  # before loading: a folder of another run is refused at once
     except SettingsMismatch as err:
@@ -348,34 +443,53 @@ def run_bench(args) -> int:
             f"{', ...' if len(foreign) > 5 else ''}): an earlier version made them, whose --limit took the first N "
             "prompts (this one spreads them over the suite's categories); use another --out"
         )
-    run = BenchRun(settings, out, state.device)
-    pipe = load_date_pipeline(model, args.dtype, run.device, settings.scheduler)
+
+
+def _load_run(out: Path, model: str, dtype: str, settings, methods, device):
+    """(the run, the pipeline, the scorer), with what depends on the model checked before run.json is written."""
+    from date_diffusion.bench.runner import BenchRun, SettingsMismatch, check_settings
+    from date_diffusion.pipelines import load_date_pipeline
+
+    run = BenchRun(settings, out, device)
+    pipe = load_date_pipeline(model, dtype, run.device, settings.scheduler)
     pipe.set_progress_bar_config(disable=True)
     _check_loaded(pipe, run, methods)  # what depends on the model, before run.json is written
     try:
         check_settings(out, settings)  # another process may have started this folder with other settings meanwhile
     except SettingsMismatch as err:
         raise CLIError(str(err)) from err
-    scorer = run.scorer()
-    # shard by prompt: each process owns the prompts with index % world == rank
-    jobs = [(it, s) for it in items if it.index % state.num_processes == state.process_index for s in settings.seeds]
+    return run, pipe, run.scorer()
+
+
+def _generate_share(run, pipe, methods, items, scorer, batch_size: int, state) -> None:
+    """This process's images: sharded by prompt, each process owns the prompts with index % world == rank."""
+    from tqdm.auto import tqdm
+
+    from date_diffusion.bench.runner import generate_methods
+
+    jobs = [
+        (it, s) for it in items if it.index % state.num_processes == state.process_index for s in run.settings.seeds
+    ]
     process = f"process {state.process_index + 1}/{state.num_processes}"
     say = lambda line: tqdm.write(f"{process}: {line}", file=sys.stderr)
     desc = f"[{state.process_index}] images" if state.num_processes > 1 else "images"
-    generate_methods(run, pipe, methods, jobs, scorer, args.batch_size, say, desc)
-    state.wait_for_everyone()
-    if state.is_main_process:
-        report = write_report(out)
-        print(report["markdown"])
-        if args.preset:
-            from date_diffusion.bench.presets import get_preset, paper_table
+    generate_methods(run, pipe, methods, jobs, scorer, batch_size, say, desc)
 
-            print(paper_table(get_preset(args.preset), out))
-        target = _export_target(args, out, dict, _suite_metadata(settings.suite, settings.captions))
-        if target is not None:
-            _export(out, [m.slug for m in methods], *target, args.export_partial)
-        print_written(out, report["files"])
-    return 0
+
+def _finish_bench(out: Path, opts: BenchOptions, settings, methods) -> None:
+    """The main process's end of a run: the report (and the paper's table), the export, where everything is."""
+    from date_diffusion.bench.report import write_report
+
+    report = write_report(out)
+    print(report["markdown"])
+    if opts.preset:
+        from date_diffusion.bench.presets import get_preset, paper_table
+
+        print(paper_table(get_preset(opts.preset), out))
+    target = _export_target(opts.export, out, dict, _suite_metadata(settings.suite, settings.captions))
+    if target is not None:
+        _export(out, [m.slug for m in methods], *target, opts.export.export_partial)
+    print_written(out, report["files"])
 
 
 def print_written(out: Path, files: list[Path]) -> None:
@@ -416,7 +530,7 @@ def _check_loaded(pipe, run, methods) -> None:
     run.scorer()
 
 
-def _prepare(args, model: str):
+def _prepare(opts: BenchOptions, model: str):
     """The run's settings, its methods and the suite's items; every usage error is found here, before any work (a
     model that cannot load before the heavy imports)."""
     from date_diffusion.bench.suites import default_seeds, load_suite
@@ -424,45 +538,45 @@ def _prepare(args, model: str):
     from date_diffusion.evaluation.methods import parse_methods
 
     # the run's reward and sampling resolve as `generate --paper-defaults` would (the methods carry their own DATE)
-    flags = dict(reward=args.reward, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                 scheduler=args.scheduler)  # fmt: skip
+    flags = dict(reward=opts.reward, num_inference_steps=opts.steps, guidance_scale=opts.guidance,
+                 scheduler=opts.scheduler)  # fmt: skip
     resolved = resolve_from_args(model, flags, paper_defaults=True)
     from date_diffusion.bench.runner import RunSettings  # (imports torch)
 
     try:
-        methods = parse_methods(args.methods, model)
+        methods = parse_methods(opts.methods, model)
     except ValueError as err:
-        raise CLIError(f"--methods {args.methods!r}: {err}") from err
+        raise CLIError(f"--methods {opts.methods!r}: {err}") from err
     try:
-        items = load_suite(args.suite, args.captions or args.prompts_file, args.limit, args.categories)
+        items = load_suite(opts.suite, opts.captions or opts.prompts_file, opts.limit, _listed(opts.categories))
     except (ValueError, FileNotFoundError) as err:
         raise CLIError(str(err)) from err
-    bad = [m.label for m in methods if not m.applies_to(args.suite)]
+    bad = [m.label for m in methods if not m.applies_to(opts.suite)]
     if bad:
         raise CLIError(
-            f"methods {bad} do not apply to suite {args.suite!r}; editing runs fixed (plain edit) and date:..."
+            f"methods {bad} do not apply to suite {opts.suite!r}; editing runs fixed (plain edit) and date:..."
         )
-    n_seeds, base = default_seeds(args.suite)  # editing suites: one source layout and inversion per seed
-    n_seeds, base = args.seeds or n_seeds, args.seed_base if args.seed_base is not None else base
-    _check_together(args, model, methods, resolved.num_inference_steps, base + n_seeds - 1)
+    n_seeds, base = default_seeds(opts.suite)  # editing suites: one source layout and inversion per seed
+    n_seeds, base = opts.seeds or n_seeds, opts.seed_base if opts.seed_base is not None else base
+    _check_together(opts, model, methods, resolved.num_inference_steps, base + n_seeds - 1)
     return (
         RunSettings(
-            suite=args.suite,
-            captions=args.captions or args.prompts_file,
-            limit=args.limit,
-            categories=args.categories or None,
+            suite=opts.suite,
+            captions=opts.captions or opts.prompts_file,
+            limit=opts.limit,
+            categories=_listed(opts.categories) or None,
             seeds=list(range(base, base + n_seeds)),
             steps=resolved.num_inference_steps,
             guidance=resolved.guidance_scale,
             model=model,
             reward=resolved.reward,
-            eval_clip=_eval_clip(args.eval_clip, model, resolved.family),
+            eval_clip=_eval_clip(opts.eval_clip, model, resolved.family),
             scheduler=resolved.scheduler,
-            dtype=args.dtype,
-            fid_real=args.fid_real,
-            inception_weights=args.inception_weights,
-            edit_skip=args.edit_skip,
-            cfg_src=args.cfg_src,
+            dtype=opts.dtype,
+            fid_real=opts.fid_real,
+            inception_weights=opts.inception_weights,
+            edit_skip=opts.edit_skip,
+            cfg_src=opts.cfg_src,
             methods={m.label: m.record() for m in methods},
         ),
         methods,
@@ -470,7 +584,12 @@ def _prepare(args, model: str):
     )
 
 
-def _check_together(args, model: str, methods, steps: int, last_seed: int) -> None:
+def _listed(values: tuple | None) -> list | None:
+    """A tuple option as the list the suites and run.json take."""
+    return None if values is None else list(values)
+
+
+def _check_together(opts: BenchOptions, model: str, methods, steps: int, last_seed: int) -> None:
     """What the options' kinds cannot see alone: each method's update steps inside its run,
     the last seed (best-of-N's candidates included), the editing skip inside the run, Inception FID's package."""
     import importlib.util
@@ -492,9 +611,9 @@ def _check_together(args, model: str, methods, steps: int, last_seed: int) -> No
             raise CLIError(f"method {m.label!r} with {m.steps_for(steps)} steps: {err}") from err
     last = last_seed + (max(m.seeds_per_job for m in methods) - 1) * BEST_OF_STRIDE
     checked(Seed(), last, "--seed-base + --seeds - 1 (with best-of-N's candidates)")
-    if args.edit_skip is not None and args.edit_skip >= steps:
-        raise CLIError(f"--edit-skip must be in [0, {steps - 1}] (below --steps), got {args.edit_skip}")
-    if args.inception_weights and importlib.util.find_spec("torch_fidelity") is None:
+    if opts.edit_skip is not None and opts.edit_skip >= steps:
+        raise CLIError(f"--edit-skip must be in [0, {steps - 1}] (below --steps), got {opts.edit_skip}")
+    if opts.inception_weights and importlib.util.find_spec("torch_fidelity") is None:
         raise CLIError("--inception-weights needs torch-fidelity: pip install torch-fidelity (or leave it out)")
 
 
@@ -520,19 +639,19 @@ def _suite_metadata(suite: str | None, file: str | None) -> str | None:
     return file if suite in ("prompts", "coco") and is_jsonl(file) else None
 
 
-def _export_target(args, run_dir, prompts, suite_metadata: str | None):
+def _export_target(export: ExportOptions, run_dir, prompts, suite_metadata: str | None):
     """`--export KIND DIR` of the run in `run_dir` checked before any work: (kind, DIR, GenEval metadata file or
     None), None without `--export`. `prompts()`: the run's {index: prompt} the layout must hold."""
     from date_diffusion.bench.export import KINDS, ExportError, check_fresh, check_geneval_prompts, check_t2i_prompts
     from date_diffusion.cli.common import OUT, checked
 
-    if args.export is None:
-        if args.geneval_metadata is not None:
+    if export.export is None:
+        if export.geneval_metadata is not None:
             raise CLIError("--geneval-metadata is read only by --export geneval DIR: add that, or leave the file out")
-        if args.export_partial:
+        if export.export_partial:
             raise CLIError("--export-partial is read only by --export KIND DIR: add that, or leave it out")
         return None
-    kind, out = args.export
+    kind, out = export.export
     if kind not in KINDS:
         raise CLIError(f"--export KIND must be one of {', '.join(KINDS)}, got {kind!r}")
     checked(OUT, out, "--export DIR")
@@ -543,20 +662,20 @@ def _export_target(args, run_dir, prompts, suite_metadata: str | None):
     try:
         check_fresh(out, "--export DIR")
         if kind == "geneval":
-            metadata = args.geneval_metadata or suite_metadata
+            metadata = export.geneval_metadata or suite_metadata
             if metadata is None:
                 raise CLIError(
                     "--export geneval needs GenEval's evaluation_metadata.jsonl: run the suite from it (--suite "
                     "prompts --prompts-file evaluation_metadata.jsonl) or give --geneval-metadata FILE"
                 )
-            if args.geneval_metadata is None and not Path(metadata).is_file():
+            if export.geneval_metadata is None and not Path(metadata).is_file():
                 raise CLIError(
                     f"--export geneval: the run's prompts file {metadata!r} is not found from here; give "
                     "--geneval-metadata FILE"
                 )
             check_geneval_prompts(prompts(), metadata)
         else:
-            if args.geneval_metadata is not None:
+            if export.geneval_metadata is not None:
                 raise CLIError(f"--geneval-metadata is for --export geneval, not {kind}: leave it out")
             check_t2i_prompts(prompts())
     except ExportError as err:
@@ -590,80 +709,93 @@ def _run_prompts(run_dir: Path, slugs: list[str]) -> dict[int, str]:
     return prompts
 
 
-def validate_report(args) -> None:
+def validate_report(args) -> ReportOptions:
+    """`check_report` of the namespace's options: the options."""
+    opts = ReportOptions.from_args(args)  # the one read of the namespace
+    check_report(opts)
+    return opts
+
+
+def check_report(opts: ReportOptions) -> None:
     """A bench run's folder: its run.json readable as a run's settings; `--export` checked with its images."""
     from date_diffusion.bench.runner import SettingsMismatch, read_run, run_methods
 
-    if not (Path(args.dir) / "run.json").is_file():
-        raise CLIError(f"{args.dir} is not a bench run (no run.json)")
+    if not (Path(opts.dir) / "run.json").is_file():
+        raise CLIError(f"{opts.dir} is not a bench run (no run.json)")
     try:
-        run = read_run(Path(args.dir))
+        run = read_run(Path(opts.dir))
     except SettingsMismatch as err:
         raise CLIError(str(err)) from err
     slugs = [m.slug for m in run_methods(run)]
-    prompts = lambda: _run_prompts(Path(args.dir), slugs)
-    _export_target(args, args.dir, prompts, _suite_metadata(run.get("suite"), run.get("captions")))
+    prompts = lambda: _run_prompts(Path(opts.dir), slugs)
+    _export_target(opts.export, opts.dir, prompts, _suite_metadata(run.get("suite"), run.get("captions")))
 
 
 def run_report(args) -> int:
     from date_diffusion.bench.report import write_report
     from date_diffusion.bench.runner import read_run, run_methods
-    from date_diffusion.cli.common import validate
 
     require_bench_extra()
-    validate(args)
-    if args.rescore:
+    opts = validate_report(args)
+    if opts.rescore:
         from date_diffusion.bench.runner import rescore
 
-        print(f"re-scored {rescore(Path(args.dir))} images with the current exact evaluator", file=sys.stderr)
-    report = write_report(Path(args.dir))
+        print(f"re-scored {rescore(Path(opts.dir))} images with the current exact evaluator", file=sys.stderr)
+    report = write_report(Path(opts.dir))
     print(report["markdown"])
-    if args.export is not None:
-        run = read_run(Path(args.dir))
-        target = _export_target(args, args.dir, dict, _suite_metadata(run.get("suite"), run.get("captions")))
-        _export(Path(args.dir), [m.slug for m in run_methods(run)], *target, args.export_partial)
-    print_written(Path(args.dir), report["files"])
+    if opts.export.export is not None:
+        run = read_run(Path(opts.dir))
+        target = _export_target(opts.export, opts.dir, dict, _suite_metadata(run.get("suite"), run.get("captions")))
+        _export(Path(opts.dir), [m.slug for m in run_methods(run)], *target, opts.export.export_partial)
+    print_written(Path(opts.dir), report["files"])
     return 0
 
 
-def validate_perf(args) -> None:
+def validate_perf(args) -> PerfOptions:
+    """`check_perf` of the namespace's options: the options."""
+    opts = PerfOptions.from_args(args)  # the one read of the namespace
+    check_perf(opts)
+    return opts
+
+
+def check_perf(opts: PerfOptions) -> None:
     """`bench-perf`'s checks beyond its options' kinds, before any measuring process starts: the variants' names,
     the model (a bench-perf name, or a diffusers folder or hub id that resolves) and the reward spec."""
-    bad = [v for v in args.variants if v not in VARIANTS]
+    bad = [v for v in opts.variants if v not in VARIANTS]
     if bad:
         raise CLIError(f"unknown --variants {bad}; choose from {', '.join(VARIANTS)}")
-    if getattr(args, "first_command", False):
+    if opts.first_command:
         return
     from date_diffusion.cli.common import resolve_from_args
 
-    model = args.model
+    model = opts.model
     if model not in PERF_MODELS:
-        resolve_from_args(model, {"reward": args.reward})  # the folder or hub id, and the reward spec
-    elif args.reward is not None:
+        resolve_from_args(model, {"reward": opts.reward})  # the folder or hub id, and the reward spec
+    elif opts.reward is not None:
         from date_diffusion.rewards.registry import RewardSpecError, check_spec
 
         try:
-            check_spec(args.reward)
+            check_spec(opts.reward)
         except RewardSpecError as err:
-            raise CLIError(f"--reward {args.reward!r}: {err}") from err
+            raise CLIError(f"--reward {opts.reward!r}: {err}") from err
 
 
 def run_bench_perf(args) -> int:
-    from date_diffusion.cli.common import validate
     from date_diffusion.perf.bench_perf import PerfSettings, WorkerFailed, bench_perf
 
-    validate(args)
+    opts = validate_perf(args)
     try:
-        if args.first_command:
+        if opts.first_command:
             from date_diffusion.perf.first_command import first_command
 
-            print(first_command(args.repeats, args.threads, args.out)["markdown"])
+            print(first_command(opts.repeats, opts.threads, opts.out)["markdown"])
             return 0
-        settings = PerfSettings(args.steps, args.update_every, args.device, args.dtype, args.threads, args.reward,
-                                args.tiny_decoder)  # fmt: skip
-        print(bench_perf(args.model, args.out, args.repeats, args.variants, args.batch_size, settings)["markdown"])
+        settings = PerfSettings(opts.steps, opts.update_every, opts.device, opts.dtype, opts.threads, opts.reward,
+                                opts.tiny_decoder)  # fmt: skip
+        variants, sizes = list(opts.variants), list(opts.batch_size)
+        print(bench_perf(opts.model, opts.out, opts.repeats, variants, sizes, settings)["markdown"])
     except WorkerFailed as err:  # one line (cli/main.py); the measuring process's own traceback only with --debug
-        if getattr(args, "debug", False):
+        if opts.debug:
             print(f"the failed process's output:\n{err.traceback.rstrip()}", file=sys.stderr)
         raise
     return 0

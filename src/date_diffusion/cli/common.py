@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from date_diffusion.core.settings import (
@@ -35,11 +37,6 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 class CLIError(Exception):
     """A user error: printed as one line, exit code 2, no traceback."""
-
-
-def check_seed(seed: int) -> None:
-    """Seeds are what torch generators accept."""
-    checked(Seed(), seed, "--seed")
 
 
 def checked(kind: Kind, value, name: str):
@@ -132,18 +129,60 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scheduler", default=None, help="a scheduler name (default: the model's own)")
 
 
-def model_kwargs(args) -> dict:
+def from_namespace(cls, args, **given):
+    """A frozen options dataclass `cls` from an argparse namespace: each field the attribute of its name, unless
+    `given` (the fields the command builds itself). The one place a command reads its namespace."""
+    names = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in given]
+    return cls(**given, **{name: getattr(args, name) for name in names})
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The model flags (`add_model_arguments`), typed."""
+
+    name: str | None  # --model
+    family: str | None
+    config: str | None
+    loras: tuple[str, ...]  # --lora, each FILE[:SCALE]
+    offload: str | None
+    dtype: str
+    device: str
+    scheduler: str | None
+
+    @classmethod
+    def from_args(cls, args) -> ModelOptions:
+        return from_namespace(cls, args, name=args.model, loras=tuple(args.lora))
+
+
+@dataclass(frozen=True)
+class DateOptions:
+    """--paper-defaults, --reward and the DATE flags (`add_date_arguments`), typed; None: not given."""
+
+    paper_defaults: bool
+    reward: str | None
+    values: tuple[tuple[str, object], ...]  # (DATEConfig field, value or None), one per `SETTINGS`
+
+    @classmethod
+    def from_args(cls, args) -> DateOptions:
+        return cls(args.paper_defaults, args.reward, tuple((s.field, getattr(args, s.dest)) for s in SETTINGS))
+
+    def overrides(self) -> dict:
+        """The DATE settings and reward the flags give (None: not given), as `resolve_settings` takes them."""
+        return {**dict(self.values), "reward": self.reward}
+
+
+def model_kwargs(model: ModelOptions) -> dict:
     """Keyword arguments of `load_date_pipeline` from the model flags (checked: files exist, LoRA scales parse)."""
     from pathlib import Path
 
     from date_diffusion.pipelines.loading import check_lora_file, is_single_file, parse_lora
 
-    if args.model is not None and is_single_file(args.model) and not Path(args.model).is_file():
-        raise CLIError(f"--model {args.model!r}: no such checkpoint file")
-    if (args.family or args.config) and not (args.model and is_single_file(args.model)):
+    if model.name is not None and is_single_file(model.name) and not Path(model.name).is_file():
+        raise CLIError(f"--model {model.name!r}: no such checkpoint file")
+    if (model.family or model.config) and not (model.name and is_single_file(model.name)):
         raise CLIError("--family and --config apply to a single checkpoint file given with --model FILE")
     try:
-        loras = [parse_lora(spec) for spec in args.lora]
+        loras = [parse_lora(spec) for spec in model.loras]
     except SettingError as err:
         raise CLIError(f"--lora: {err}") from err
     for path, _ in loras:
@@ -153,7 +192,7 @@ def model_kwargs(args) -> dict:
             check_lora_file(path)
         except ValueError as err:
             raise CLIError(f"--lora: {err}") from err
-    return dict(family=args.family, config=args.config, loras=loras, offload=args.offload)
+    return dict(family=model.family, config=model.config, loras=loras, offload=model.offload)
 
 
 SAMPLING_FLAGS = {"num_inference_steps": "--steps", "guidance_scale": "--guidance", "reward": "--reward",
@@ -191,11 +230,6 @@ def add_date_arguments(p: argparse.ArgumentParser, reward_help: str = "what DATE
             metavar=setting.kind.metavar,
             help=f"{setting.help} ({'; '.join(filter(None, [setting.kind.describe(), shown]))})".replace("%", "%%"),
         )
-
-
-def date_overrides(args) -> dict:
-    """The DATE settings and reward the flags give (None: not given), as `resolve_settings` takes them."""
-    return {**{s.field: getattr(args, s.dest) for s in SETTINGS}, "reward": args.reward}
 
 
 def resolve_from_args(model: str, overrides: dict, family=None, paper_defaults=False, check_reward=True):

@@ -6,16 +6,18 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from date_diffusion.cli.common import (
     CLIError,
+    DateOptions,
     HelpFormatter,
+    ModelOptions,
     add_date_arguments,
     add_model_arguments,
     check_output_dir,
-    check_seed,
-    date_overrides,
+    from_namespace,
     load_reward,
     model_kwargs,
     resolve_device,
@@ -23,7 +25,6 @@ from date_diffusion.cli.common import (
     resolve_model,
     slug,
 )
-from date_diffusion.core.settings import SAMPLING, SettingError
 from date_diffusion.core.text import prepare_prompt
 from date_diffusion.editing import EDIT_DEFAULTS
 
@@ -100,135 +101,162 @@ def add_parser(sub):
     s.add_argument("--seed", type=int, default=0, help="seed of the editor's noise")
     s.add_argument("--out", default="outputs/edit", help="output folder")
     s.add_argument("--overwrite", action="store_true", help="replace files of the same name instead of renaming")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, validate=validate)
     return p
 
 
-def check_args(args) -> None:
-    """Everything checkable before the model's family is known."""
+@dataclass(frozen=True)
+class EditOptions:
+    """`edit`'s options, typed: built once from the namespace (`from_args`) after `cli.main` has checked each value
+    through its kind. What the command derives (the prepared prompts, the edit plan's steps, skip, guidance and
+    FlowEdit's settings with the family's defaults, the size of the loaded model) is a new object
+    (`dataclasses.replace`)."""
+
+    image: str
+    source_prompt: str
+    target_prompt: str
+    model: ModelOptions
+    date: DateOptions
+    steps: int | None
+    skip: int | None
+    strength: float | None
+    n_min: int | None
+    n_avg: int | None
+    cfg_src: float | None
+    cfg_tar: float | None
+    negative_prompt: str | None
+    height: int | None
+    width: int | None
+    seed: int
+    out: str
+    overwrite: bool
+    editor: str | None = None  # "ddpm" or "flowedit", set by `edit_plan` from the family
+
+    @classmethod
+    def from_args(cls, args) -> EditOptions:
+        given = dict(model=ModelOptions.from_args(args), date=DateOptions.from_args(args), editor=None)
+        return from_namespace(cls, args, **given)
+
+
+def validate(args) -> EditOptions:
+    """`check_options` of the namespace's options (the validation layer, `cli.common.validate`)."""
+    return check_options(EditOptions.from_args(args))
+
+
+def check_options(opts: EditOptions) -> EditOptions:
+    """Everything checkable before the model's family is known (each value's kind was checked by `cli.main`):
+    the options with the prompts prepared."""
     from PIL import Image
 
-    if not Path(args.image).is_file():
-        raise CLIError(f"IMAGE {args.image!r} not found")
+    if not Path(opts.image).is_file():
+        raise CLIError(f"IMAGE {opts.image!r} not found")
     try:
-        with Image.open(args.image) as probe:
+        with Image.open(opts.image) as probe:
             probe.verify()
     except Exception as err:  # not an image, truncated
-        raise CLIError(f"IMAGE {args.image!r} is not a readable image ({err})") from err
+        raise CLIError(f"IMAGE {opts.image!r} is not a readable image ({err})") from err
+    prompts = {}
     for name in ("source_prompt", "target_prompt"):
         try:  # before any work: refused when empty, cut to what encoders read
-            text, note = prepare_prompt(getattr(args, name), f"--{name.replace('_', '-')}")
+            prompts[name], note = prepare_prompt(getattr(opts, name), f"--{name.replace('_', '-')}")
         except ValueError as err:
             raise CLIError(str(err)) from None
-        setattr(args, name, text)
         if note:
             print(f"date-diffusion edit: note: {note}", file=sys.stderr)
-    try:  # the sampling settings' kinds: the same ranges as generate's --steps and --guidance
-        if args.steps is not None:
-            SAMPLING["num_inference_steps"].value(args.steps, "--steps")
-        for name in ("cfg_src", "cfg_tar"):
-            if getattr(args, name) is not None:
-                SAMPLING["guidance_scale"].value(getattr(args, name), "--" + name.replace("_", "-"))
-    except SettingError as err:
-        raise CLIError(str(err)) from err
-    check_seed(args.seed)
-    if args.strength is not None and args.skip is not None:
+    if opts.strength is not None and opts.skip is not None:
         raise CLIError("--strength and --skip both set how much is regenerated; give one")
-    if args.strength is not None and not 0 < args.strength <= 1:
-        raise CLIError(f"--strength must be in (0, 1] (the fraction of steps regenerated), got {args.strength:g}")
-    for name in ("height", "width"):
-        value = getattr(args, name)
-        if value is not None and (value < 8 or value % 8):
-            raise CLIError(f"--{name} must be a positive multiple of 8, got {value}")
-    if args.scheduler is not None:
+    if opts.strength is not None and not 0 < opts.strength <= 1:
+        raise CLIError(f"--strength must be in (0, 1] (the fraction of steps regenerated), got {opts.strength:g}")
+    if opts.model.scheduler is not None:
         raise CLIError("edit runs its editor's own schedule (DDIM steps for DDPM inversion, the model's flow-matching "
                        "Euler steps for FlowEdit): leave --scheduler out")  # fmt: skip
+    return replace(opts, **prompts)
 
 
-def edit_plan(args, family: str) -> None:
+def edit_plan(opts: EditOptions, family: str) -> EditOptions:
     """--steps, --skip (or --strength), --cfg-src, --cfg-tar and FlowEdit's --n-min and --n-avg, the family's
-    defaults where not given (on `args`), checked as `pipe.edit` checks them (`editing.plan.edit_plan`)."""
+    defaults where not given (a new `EditOptions`), checked as `pipe.edit` checks them (`editing.plan.edit_plan`)."""
     from date_diffusion.editing.plan import EditArguments
     from date_diffusion.editing.plan import edit_plan as plan_of
 
     defaults = EDIT_DEFAULTS[family]
-    args.editor = defaults.editor
-    flow = [flag for flag, value in (("--n-min", args.n_min), ("--n-avg", args.n_avg)) if value is not None]
+    flow = [flag for flag, value in (("--n-min", opts.n_min), ("--n-avg", opts.n_avg)) if value is not None]
     if flow and defaults.editor != "flowedit":
         raise CLIError(f"{' and '.join(flow)}: FlowEdit's (sd3, flux); {family} edits by DDPM inversion: leave "
                        f"{'them' if len(flow) > 1 else 'it'} out")  # fmt: skip
-    args.steps = args.steps if args.steps is not None else defaults.steps
-    if args.strength is not None:  # the skip it means, counted as pipe.edit counts it
+    steps, skip = opts.steps if opts.steps is not None else defaults.steps, opts.skip
+    if opts.strength is not None:  # the skip it means, counted as pipe.edit counts it
         try:
-            args.skip = plan_of(defaults, EditArguments(args.steps, strength=args.strength)).skip
+            skip = plan_of(defaults, EditArguments(steps, strength=opts.strength)).skip
         except ValueError:
-            raise CLIError(f"--strength {args.strength:g} regenerates no step of {args.steps}; give at least "
-                           f"{1 / args.steps:.3g}") from None  # fmt: skip
-    args.skip = args.skip if args.skip is not None else defaults.skip_for(args.steps)
-    args.cfg_src = args.cfg_src if args.cfg_src is not None else defaults.cfg_src
-    args.cfg_tar = args.cfg_tar if args.cfg_tar is not None else defaults.cfg_tar
-    if not 0 <= args.skip < args.steps:
-        raise CLIError(f"--skip must be in [0, {args.steps - 1}], got {args.skip}")
+            raise CLIError(f"--strength {opts.strength:g} regenerates no step of {steps}; give at least "
+                           f"{1 / steps:.3g}") from None  # fmt: skip
+    opts = replace(opts, editor=defaults.editor, steps=steps,
+                   skip=skip if skip is not None else defaults.skip_for(steps),
+                   cfg_src=opts.cfg_src if opts.cfg_src is not None else defaults.cfg_src,
+                   cfg_tar=opts.cfg_tar if opts.cfg_tar is not None else defaults.cfg_tar)  # fmt: skip
+    if not 0 <= opts.skip < opts.steps:
+        raise CLIError(f"--skip must be in [0, {opts.steps - 1}], got {opts.skip}")
     if defaults.editor == "flowedit":
-        args.n_min = 0 if args.n_min is None else args.n_min
-        args.n_avg = 1 if args.n_avg is None else args.n_avg
-        if args.n_min > args.steps - args.skip:
-            regenerated = args.steps - args.skip
-            raise CLIError(f"--n-min must be in [0, {regenerated}] (the regenerated steps), got {args.n_min}")
+        opts = replace(opts, n_min=opts.n_min or 0, n_avg=1 if opts.n_avg is None else opts.n_avg)
+        if opts.n_min > opts.steps - opts.skip:
+            regenerated = opts.steps - opts.skip
+            raise CLIError(f"--n-min must be in [0, {regenerated}] (the regenerated steps), got {opts.n_min}")
     try:  # pipe.edit's own checks, so that it refuses nothing once the model has loaded
-        plan_of(defaults, EditArguments(args.steps, args.skip, args.cfg_src, args.cfg_tar, **flowedit_args(args)))
+        plan_of(defaults, EditArguments(opts.steps, opts.skip, opts.cfg_src, opts.cfg_tar, **flowedit_args(opts)))
     except ValueError as err:
         raise CLIError(str(err)) from err
+    return opts
 
 
-def flowedit_args(args) -> dict:
+def flowedit_args(opts: EditOptions) -> dict:
     """FlowEdit's `n_min` and `n_avg` for `pipe.edit`; none for the DDPM-inversion families (it refuses them)."""
-    return {"n_min": args.n_min, "n_avg": args.n_avg} if args.editor == "flowedit" else {}
+    return {"n_min": opts.n_min, "n_avg": opts.n_avg} if opts.editor == "flowedit" else {}
 
 
-def check_loaded(args, pipe) -> None:
+def check_loaded(opts: EditOptions, pipe) -> None:
     """What depends on the loaded model, before any folder or file is made: the step count the editor's scheduler
     takes (DDPM inversion: DDIM steps on the model's training schedule; FlowEdit: the model's own scheduler)."""
     from date_diffusion.schedulers import check_steps_fit
 
     scheduler = None  # FlowEdit: the model's own
-    if args.editor == "ddpm":
+    if opts.editor == "ddpm":
         from diffusers import DDIMScheduler
 
         scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # as editing/ddpm_inversion.py builds it
     try:
-        check_steps_fit(pipe, args.steps, "--steps", args.height, args.width, scheduler=scheduler)
+        check_steps_fit(pipe, opts.steps, "--steps", opts.height, opts.width, scheduler=scheduler)
     except ValueError as err:
         raise CLIError(str(err)) from err
 
 
 def run(args) -> int:
-    check_args(args)
-    loading = model_kwargs(args)
-    model = resolve_model(args.model)
-    family = resolve_from_args(model, date_overrides(args), args.family, args.paper_defaults).family
-    edit_plan(args, family)
+    opts = check_options(EditOptions.from_args(args))  # the one read of the namespace
+    loading = model_kwargs(opts.model)
+    model = resolve_model(opts.model.name)
+    family = resolve_from_args(model, opts.date.overrides(), opts.model.family, opts.date.paper_defaults).family
+    opts = edit_plan(opts, family)
     # DATE acts on the regenerated steps: steps - skip loop indices
-    flags = {**date_overrides(args), "num_inference_steps": args.steps - args.skip}
-    settings = resolve_from_args(model, flags, args.family, paper_defaults=args.paper_defaults)
-    out = Path(args.out)
-    pipe, image, reward = load(args, settings, loading)
-    check_loaded(args, pipe)
+    flags = {**opts.date.overrides(), "num_inference_steps": opts.steps - opts.skip}
+    settings = resolve_from_args(model, flags, opts.model.family, paper_defaults=opts.date.paper_defaults)
+    out = Path(opts.out)
+    opts, pipe, image, reward = load(opts, settings, loading)
+    check_loaded(opts, pipe)
     made = [p for p in (out, *out.parents) if not p.exists()]  # the folders check_output_dir creates
     check_output_dir(out)  # created once the model has loaded and every check has passed
     try:
-        files, dated = edit_three(args, pipe, image, settings.date, reward)
+        files, dated = edit_three(opts, pipe, image, settings.date, reward)
     except BaseException:  # a failure (or Ctrl-C) while editing leaves no empty folder of its own
         with contextlib.suppress(OSError):
             for folder in made:
                 folder.rmdir()  # only when empty: another process's files stay
         raise
-    meta = record(args, settings, files, dated.traces[0])
+    meta = record(opts, settings, files, dated.traces[0])
     from date_diffusion.grids import final_rewards, knows_line, verdict_lines
 
     edits = {"plain": files["plain"], "date": files["date"]}
-    meta["final_reward"] = final_rewards(reward, edits, args.target_prompt)  # the same quantity for both edits
-    written = write_edit(out, args, files, meta)
+    meta["final_reward"] = final_rewards(reward, edits, opts.target_prompt)  # the same quantity for both edits
+    written = write_edit(out, opts, files, meta)
     for label, path in written:
         print(f"{label}: {path}")
     final = meta["final_reward"]
@@ -240,8 +268,9 @@ def run(args) -> int:
     return 0
 
 
-def load(args, settings, loading: dict):
-    """The pipeline (dtype, LoRAs, offload as generate loads it), the input image at the edit's size, the reward."""
+def load(opts: EditOptions, settings, loading: dict):
+    """The options at the edit's size (--height and --width, else the model's), the pipeline (dtype, LoRAs, offload
+    as generate loads it), the input image at that size, the reward."""
     from diffusers.utils import logging as diffusers_logging
     from PIL import Image
 
@@ -249,49 +278,49 @@ def load(args, settings, loading: dict):
     from date_diffusion.pipelines import load_date_pipeline
 
     diffusers_logging.disable_progress_bar()  # the command prints its own lines, as generate
-    device = resolve_device(args.device)
-    if args.offload and device == "cpu":
+    device = resolve_device(opts.model.device)
+    if opts.model.offload and device == "cpu":
         raise CLIError("--offload moves models between the CPU and an accelerator; with --device cpu leave it out")
     try:
-        pipe = load_date_pipeline(settings.model, args.dtype, device, None, **loading)
+        pipe = load_date_pipeline(settings.model, opts.model.dtype, device, None, **loading)
     except ValueError as err:  # unreadable single file, LoRA for another model, ...
         raise CLIError(str(err)) from err
-    if args.negative_prompt is not None and not pipe.supports_negative_prompt:
+    if opts.negative_prompt is not None and not pipe.supports_negative_prompt:
         raise CLIError(f"--negative-prompt is not supported by {type(pipe).__name__} (no negative branch)")
     pipe.set_progress_bar_config(disable=True)
     size = pipe.default_image_size()
-    args.height, args.width = args.height or size, args.width or size
-    image = open_rgb(args.image).resize((args.width, args.height), Image.Resampling.BICUBIC)  # any mode, bit depth
-    return pipe, image, load_reward(settings.reward, device)
+    opts = replace(opts, height=opts.height or size, width=opts.width or size)
+    image = open_rgb(opts.image).resize((opts.width, opts.height), Image.Resampling.BICUBIC)  # any mode, bit depth
+    return opts, pipe, image, load_reward(settings.reward, device)
 
 
-def edit_three(args, pipe, image, date, reward):
+def edit_three(opts: EditOptions, pipe, image, date, reward):
     """The reconstruction (source prompt, no DATE), the plain edit and the DATE edit, from one seed."""
     import torch
 
     def run_edit(target, cfg_tar, cfg):
         return pipe.edit(
             image,
-            args.source_prompt,
+            opts.source_prompt,
             target,
-            num_inference_steps=args.steps,
-            skip=args.skip,
-            cfg_src=args.cfg_src,
+            num_inference_steps=opts.steps,
+            skip=opts.skip,
+            cfg_src=opts.cfg_src,
             cfg_tar=cfg_tar,
-            negative_prompt=args.negative_prompt,
-            generator=torch.Generator().manual_seed(args.seed),
+            negative_prompt=opts.negative_prompt,
+            generator=torch.Generator().manual_seed(opts.seed),
             date=cfg,
             reward=reward if cfg is not None else None,
-            **flowedit_args(args),
+            **flowedit_args(opts),
         )
 
-    recon = run_edit(args.source_prompt, args.cfg_src, None).images[0]
-    plain = run_edit(args.target_prompt, args.cfg_tar, None).images[0]
-    dated = run_edit(args.target_prompt, args.cfg_tar, date)
+    recon = run_edit(opts.source_prompt, opts.cfg_src, None).images[0]
+    plain = run_edit(opts.target_prompt, opts.cfg_tar, None).images[0]
+    dated = run_edit(opts.target_prompt, opts.cfg_tar, date)
     return {"input": image, "reconstruction": recon, "plain": plain, "date": dated.images[0]}, dated
 
 
-def record(args, settings, files: dict, trace: dict) -> dict:
+def record(opts: EditOptions, settings, files: dict, trace: dict) -> dict:
     """What the edit's record and PNGs state (with the exact evaluator's verdicts on the toy world)."""
     import numpy as np
 
@@ -299,26 +328,26 @@ def record(args, settings, files: dict, trace: dict) -> dict:
 
     recon, image = (np.asarray(files[k], float) for k in ("reconstruction", "input"))
     meta = {
-        "image": str(args.image),
-        "source_prompt": args.source_prompt,
-        "target_prompt": args.target_prompt,
-        "prompt": args.target_prompt,
-        "negative_prompt": args.negative_prompt,
+        "image": str(opts.image),
+        "source_prompt": opts.source_prompt,
+        "target_prompt": opts.target_prompt,
+        "prompt": opts.target_prompt,
+        "negative_prompt": opts.negative_prompt,
         "model": settings.model,
         "family": settings.family,
-        "editor": args.editor,
-        "dtype": args.dtype,
-        "loras": list(args.lora),
-        "height": args.height,
-        "width": args.width,
-        "steps": args.steps,
-        "skip": args.skip,
-        "strength": args.strength,
-        **flowedit_args(args),
-        "cfg_src": args.cfg_src,
-        "cfg_tar": args.cfg_tar,
-        "guidance_scale": args.cfg_tar,
-        "seed": args.seed,
+        "editor": opts.editor,
+        "dtype": opts.model.dtype,
+        "loras": list(opts.model.loras),
+        "height": opts.height,
+        "width": opts.width,
+        "steps": opts.steps,
+        "skip": opts.skip,
+        "strength": opts.strength,
+        **flowedit_args(opts),
+        "cfg_src": opts.cfg_src,
+        "cfg_tar": opts.cfg_tar,
+        "guidance_scale": opts.cfg_tar,
+        "seed": opts.seed,
         "reward": settings.reward,
         "date": settings.date.to_dict(),
         "sources": {k: v for k, v in settings.sources.items() if k not in ("num_inference_steps", "guidance_scale")},
@@ -327,11 +356,11 @@ def record(args, settings, files: dict, trace: dict) -> dict:
     }
     judge = world.judge_for(settings.model)
     if judge is not None:
-        meta["evaluator"] = {k: judge(files[k], args.target_prompt) for k in ("plain", "date")}
+        meta["evaluator"] = {k: judge(files[k], opts.target_prompt) for k in ("plain", "date")}
     return meta
 
 
-def write_edit(out: Path, args, files: dict, meta: dict) -> list[tuple[str, Path]]:
+def write_edit(out: Path, opts: EditOptions, files: dict, meta: dict) -> list[tuple[str, Path]]:
     """Every image, the grid and the record under a name not taken yet (unless --overwrite), each written
     atomically; returns (what, path) of every file written."""
     from date_diffusion.grids import grid_label
@@ -339,7 +368,7 @@ def write_edit(out: Path, args, files: dict, meta: dict) -> list[tuple[str, Path
 
     names = ("input", "reconstruction", "plain", "date", "grid")
     with claimed_stem(
-        out, f"{slug(args.target_prompt)}-s{args.seed}", (".json", *(f"-{n}.png" for n in names)), args.overwrite
+        out, f"{slug(opts.target_prompt)}-s{opts.seed}", (".json", *(f"-{n}.png" for n in names)), opts.overwrite
     ) as stem:
         grid, panels = edit_grid(files, meta)
         written = []

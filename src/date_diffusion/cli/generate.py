@@ -7,18 +7,21 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from date_diffusion.cli.common import (
+    OPTION_KINDS,
     CLIError,
+    DateOptions,
     HelpFormatter,
+    ModelOptions,
     add_date_arguments,
     add_model_arguments,
-    check_kinds,
     check_output_dir,
     checked,
-    date_overrides,
     family_help,
+    from_namespace,
     load_reward,
     model_kwargs,
     resolve_device,
@@ -69,6 +72,14 @@ def add_parser(sub):
     s.add_argument(
         "--batch-size", type=int, default=4, help="images per forward pass; results do not depend on it (default 4)"
     )
+    _add_output_arguments(p)
+    _add_speed_arguments(p)
+    p.set_defaults(func=run, validate=validate)
+    return p
+
+
+def _add_output_arguments(p) -> None:
+    """`generate`'s output options."""
     o = p.add_argument_group("output")
     o.add_argument("--out", default="outputs", help="output folder (default: outputs)")
     o.add_argument("--overwrite", action="store_true", help="replace files of the same name instead of renaming")
@@ -83,6 +94,10 @@ def add_parser(sub):
         help="re-create a DATE image from a saved embeddings file (no reward model needed); prompt, seed and "
         "settings come from the file",
     )
+
+
+def _add_speed_arguments(p) -> None:
+    """`generate`'s memory and speed options."""
     a = p.add_argument_group("memory and speed")
     a.add_argument(
         "--reward-decoder",
@@ -112,8 +127,40 @@ def add_parser(sub):
         help="print where the time went (imports, loading, first sampling step, sampling, writing) to stderr: a "
         "table, or with `json` one JSON line",
     )
-    p.set_defaults(func=run, validate=validate)
-    return p
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """`generate`'s options, typed: built once from the namespace (`from_args`) after `cli.main` has checked each
+    value through its kind; what the command derives (a replay's settings, the prepared prompts) is a new object
+    (`dataclasses.replace`)."""
+
+    prompts: tuple[str, ...]
+    prompts_file: str | None
+    model: ModelOptions
+    date: DateOptions
+    steps: int | None
+    guidance: float | None
+    height: int | None
+    width: int | None
+    negative_prompt: str | None
+    seed: int
+    images_per_prompt: int
+    batch_size: int
+    out: str
+    overwrite: bool
+    compare: bool
+    save_embeddings: bool
+    replay_embeddings: str | None
+    reward_decoder: str | None
+    reward_resolution: int | None
+    gradient_checkpointing: bool
+    timings: str | None
+
+    @classmethod
+    def from_args(cls, args) -> GenerateOptions:
+        given = dict(prompts=tuple(args.prompts), model=ModelOptions.from_args(args), date=DateOptions.from_args(args))
+        return from_namespace(cls, args, **given)
 
 
 def read_prompts_file(path) -> list[str]:
@@ -131,134 +178,163 @@ def read_prompts_file(path) -> list[str]:
     return prompts
 
 
-def replay_settings(args):
-    """With --replay-embeddings: the saved file, and the run's settings taken from its metadata."""
+def replay_settings(opts: GenerateOptions):
+    """With --replay-embeddings: the saved file, and the options with the run's settings taken from its metadata
+    (each value from the file checked through its option's kind)."""
     from date_diffusion.pipelines.embeddings import load_embeddings
     from date_diffusion.schemas import REPLAY, SchemaError
 
-    if args.prompts or args.prompts_file:
+    if opts.prompts or opts.prompts_file:
         raise CLIError("--replay-embeddings takes its prompt from the file; give no PROMPT or --prompts-file")
     given = [
         flag
         for flag, value in (
-            ("--steps", args.steps),
-            ("--guidance", args.guidance),
-            ("--height", args.height),
-            ("--width", args.width),
-            ("--negative-prompt", args.negative_prompt),
+            ("--steps", opts.steps),
+            ("--guidance", opts.guidance),
+            ("--height", opts.height),
+            ("--width", opts.width),
+            ("--negative-prompt", opts.negative_prompt),
         )
         if value is not None
     ]
-    given += ["--seed"] * (args.seed != 0) + ["--images-per-prompt"] * (args.images_per_prompt != 1)
+    given += ["--seed"] * (opts.seed != 0) + ["--images-per-prompt"] * (opts.images_per_prompt != 1)
     if given:  # each would be replaced by the file's value without a word
         raise CLIError(f"--replay-embeddings takes the seed, steps, guidance, size and negative prompt from the file; "
                        f"leave out {', '.join(given)}")  # fmt: skip
     try:
-        saved = load_embeddings(args.replay_embeddings)
+        saved = load_embeddings(opts.replay_embeddings)
     except ValueError as err:
         raise CLIError(f"--replay-embeddings: {err}") from err
     meta = saved.metadata
     try:
-        REPLAY.check(meta, f"--replay-embeddings {args.replay_embeddings!r}")
+        REPLAY.check(meta, f"--replay-embeddings {opts.replay_embeddings!r}")
     except SchemaError as err:
         raise CLIError(str(err)) from err
-    args.prompts, args.seed, args.images_per_prompt = [meta["prompt"]], int(meta["seed"]), 1
-    args.steps, args.guidance = int(meta["steps"]), float(meta["guidance_scale"])
-    args.height, args.width = int(meta["height"]), int(meta["width"])
-    args.negative_prompt = meta.get("negative_prompt")
-    args.scheduler = args.scheduler or meta.get("scheduler_name")
-    args.model = args.model or meta.get("model_arg")
-    return saved
+    model = replace(opts.model, name=opts.model.name or meta.get("model_arg"),
+                    scheduler=opts.model.scheduler or meta.get("scheduler_name"))  # fmt: skip
+    replayed = replace(opts, prompts=(meta["prompt"],), seed=int(meta["seed"]), images_per_prompt=1, model=model,
+                       steps=int(meta["steps"]), guidance=float(meta["guidance_scale"]), height=int(meta["height"]),
+                       width=int(meta["width"]), negative_prompt=meta.get("negative_prompt"))  # fmt: skip
+    _check_file_values(opts, replayed)
+    return replayed, saved
 
 
-def check_together(args) -> None:
+def _check_file_values(given: GenerateOptions, replayed: GenerateOptions) -> None:
+    """The values a replay took from its file, each through its option's kind (in the parser's order); those the
+    user gave were checked already."""
+    values = [("PROMPTS", "prompts", list(replayed.prompts))]
+    values += [("--model", "--model", replayed.model.name)] * (given.model.name is None)
+    values += [("--scheduler", "--scheduler", replayed.model.scheduler)] * (given.model.scheduler is None)
+    values += [(flag, flag, getattr(replayed, flag[2:].replace("-", "_")))
+               for flag in ("--steps", "--guidance", "--height", "--width", "--negative-prompt", "--seed")]  # fmt: skip
+    for name, option, value in values:
+        if value is not None:
+            checked(OPTION_KINDS[option], value, name)
+
+
+def check_together(opts: GenerateOptions) -> None:
     """What the options' kinds cannot see alone: the last seed, and options that exclude each other."""
-    checked(Seed(), args.seed + args.images_per_prompt - 1, "--seed + --images-per-prompt - 1")
-    if args.replay_embeddings and args.save_embeddings:
+    checked(Seed(), opts.seed + opts.images_per_prompt - 1, "--seed + --images-per-prompt - 1")
+    if opts.replay_embeddings and opts.save_embeddings:
         raise CLIError("--save-embeddings and --replay-embeddings: a replay writes no new embeddings; give one")
 
 
-def validate(args) -> dict:
-    """Everything checked and resolved before any model loads and before anything is written: prompts, model,
-    family, defaults, DATE settings, the output folder (not created yet)."""
-    check_kinds(args)
-    check_together(args)
-    saved = replay_settings(args) if args.replay_embeddings else None
-    check_kinds(args)  # a replay's values, from its file
-    prompts = list(args.prompts) + (read_prompts_file(args.prompts_file) if args.prompts_file else [])
+def prepared_prompts(opts: GenerateOptions) -> tuple[GenerateOptions, list[str]]:
+    """The prompts (PROMPT and --prompts-file) and the negative prompt refused when empty and cut to what encoders
+    read, before any work: the options with them, and the notes of what was cut."""
+    prompts = list(opts.prompts) + (read_prompts_file(opts.prompts_file) if opts.prompts_file else [])
     if not prompts:
         raise CLIError("give at least one PROMPT (or --prompts-file FILE)")
-    notes = []
-    for k, prompt in enumerate(prompts):  # before any work: refused when empty, cut to what encoders read
-        try:
+    notes, negative = [], opts.negative_prompt
+    try:
+        for k, prompt in enumerate(prompts):
             prompts[k], note = prepare_prompt(prompt, "PROMPT" if len(prompts) == 1 else f"PROMPT {k + 1}")
-        except ValueError as err:
-            raise CLIError(str(err)) from None
-        notes += [note] if note else []
-    if args.negative_prompt is not None:
-        try:
-            args.negative_prompt, note = prepare_prompt(args.negative_prompt, "--negative-prompt", empty=True)
-        except ValueError as err:
-            raise CLIError(str(err)) from None
-        notes += [note] if note else []
-    loading = model_kwargs(args)
-    model = resolve_model(args.model)
-    flags = {**date_overrides(args), "num_inference_steps": args.steps, "guidance_scale": args.guidance,
-             "scheduler": args.scheduler}  # fmt: skip
-    settings = resolve_from_args(model, flags, args.family, args.paper_defaults, check_reward=saved is None)
-    if saved is not None:
-        from date_diffusion.families import by_name
+            notes += [note] if note else []
+        if negative is not None:
+            negative, note = prepare_prompt(negative, "--negative-prompt", empty=True)
+            notes += [note] if note else []
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    return replace(opts, prompts=tuple(prompts), negative_prompt=negative), notes
 
-        ours, theirs = by_name(settings.family).date_class, saved.metadata.get("pipeline")
-        if theirs != ours:  # another family's embeddings: their shapes cannot fit, say so before any load
-            raise CLIError(f"--replay-embeddings {args.replay_embeddings!r} were saved by {theirs}, and --model "
-                           f"{model!r} runs {ours}: replay them with the model they were saved with")  # fmt: skip
-    if args.reward_decoder and saved is None:
+
+def check_replay_family(opts: GenerateOptions, model: str, family: str, saved) -> None:
+    """Another family's embeddings: their shapes cannot fit, say so before any load."""
+    from date_diffusion.families import by_name
+
+    ours, theirs = by_name(family).date_class, saved.metadata.get("pipeline")
+    if theirs != ours:
+        raise CLIError(f"--replay-embeddings {opts.replay_embeddings!r} were saved by {theirs}, and --model "
+                       f"{model!r} runs {ours}: replay them with the model they were saved with")  # fmt: skip
+
+
+def validate(args) -> dict:
+    """`check` of the namespace's options (the validation layer, `cli.common.validate`)."""
+    return check(GenerateOptions.from_args(args))[1]
+
+
+def check(opts: GenerateOptions) -> tuple[GenerateOptions, dict]:
+    """Everything checked and resolved before any model loads and before anything is written: prompts, model,
+    family, defaults, DATE settings, the output folder (not created yet). Returns the options with what was derived
+    (a replay's settings, the prepared prompts) and the job."""
+    check_together(opts)
+    saved = None
+    if opts.replay_embeddings:
+        opts, saved = replay_settings(opts)
+    opts, notes = prepared_prompts(opts)
+    loading = model_kwargs(opts.model)
+    model = resolve_model(opts.model.name)
+    flags = {**opts.date.overrides(), "num_inference_steps": opts.steps, "guidance_scale": opts.guidance,
+             "scheduler": opts.model.scheduler}  # fmt: skip
+    settings = resolve_from_args(model, flags, opts.model.family, opts.date.paper_defaults, check_reward=saved is None)
+    if saved is not None:
+        check_replay_family(opts, model, settings.family, saved)
+    if opts.reward_decoder and saved is None:
         from date_diffusion.hub import ModelNotFoundError
         from date_diffusion.pipelines.loading import check_tiny_decoder
 
         try:
-            check_tiny_decoder(settings.model, args.reward_decoder)
+            check_tiny_decoder(settings.model, opts.reward_decoder)
         except ModelNotFoundError as err:
             raise CLIError(f"--reward-decoder: {err}") from err
-    out = Path(args.out)
-    active = settings.active
-    return dict(date_active=active, prompts=prompts, out=out, loading=loading, settings=settings, saved=saved,
-                notes=notes)  # fmt: skip
+    job = dict(date_active=settings.active, prompts=list(opts.prompts), out=Path(opts.out), loading=loading,
+               settings=settings, saved=saved, notes=notes)  # fmt: skip
+    return opts, job
 
 
-def plan(args) -> dict:
-    """`validate`, with its notes (a prompt cut to what encoders read) and a note when DATE cannot act."""
+def plan(opts: GenerateOptions) -> tuple[GenerateOptions, dict]:
+    """`check`, with its notes (a prompt cut to what encoders read) and a note when DATE cannot act."""
     import sys
 
-    job = validate(args)
+    opts, job = check(opts)
     for note in job["notes"]:
         print(f"date-diffusion generate: note: {note}", file=sys.stderr)
-    images = len(job["prompts"]) * args.images_per_prompt
-    if images > args.batch_size:  # more than one batch: what the run makes is said before any work, as bench does
-        also = " (each also without DATE: --compare)" if args.compare else ""
+    images = len(job["prompts"]) * opts.images_per_prompt
+    if images > opts.batch_size:  # more than one batch: what the run makes is said before any work, as bench does
+        also = " (each also without DATE: --compare)" if opts.compare else ""
         print(f"date-diffusion generate: {images:,} images to make{also} ({len(job['prompts']):,} prompts x "
-              f"{args.images_per_prompt} per prompt) in batches of {args.batch_size}; an estimate of the time "
+              f"{opts.images_per_prompt} per prompt) in batches of {opts.batch_size}; an estimate of the time "
               "follows the first batch", file=sys.stderr)  # fmt: skip
     if not job["date_active"] and job["saved"] is None:
         print("date-diffusion generate: note: DATE cannot move the embedding with these settings (a zero step "
               "size or no update step); the images use the fixed embedding and are recorded as method 'fixed'",
               file=sys.stderr)  # fmt: skip
-    return job
+    return opts, job
 
 
 def run(args) -> int:
     from date_diffusion.cli import STARTED
     from date_diffusion.perf.timings import Timings
 
-    timings = Timings(args.timings, STARTED)
+    opts = GenerateOptions.from_args(args)  # the one read of the namespace
+    timings = Timings(opts.timings, STARTED)
     with timings.part("imports and checks"):
-        job = plan(args)  # every check that needs no model first: a refusal answers before the heavy imports
+        opts, job = plan(opts)  # every check that needs no model first: a refusal answers before the heavy imports
         import torch
 
     job["timings"] = timings
-    device = resolve_device(args.device)
-    if args.offload and device == "cpu":
+    device = resolve_device(opts.model.device)
+    if opts.model.offload and device == "cpu":
         raise CLIError("--offload moves models between the CPU and an accelerator; with --device cpu leave it out")
     if device == "cpu" and world.is_toy_world(job["settings"].model) and "OMP_NUM_THREADS" not in os.environ:
         # the toy world's models are too small to gain from threads: a second one only spins
@@ -267,51 +343,51 @@ def run(args) -> int:
 
     diffusers_logging.disable_progress_bar()  # the command prints its own progress
     with timings.part("loading"):
-        load(args, job, device)
+        load(opts, job, device)
     check_output_dir(job["out"])  # created last, once every check has passed: a refused command leaves no folder
-    generate_all(args, job)
+    generate_all(opts, job)
     timings.print()
     return 0
 
 
-def load(args, job, device) -> None:
+def load(opts: GenerateOptions, job: dict, device: str) -> None:
     """The pipeline, the reward, the approximate decoder and the toy world's judge, into `job`."""
     from date_diffusion.pipelines import load_date_pipeline
 
     settings = job["settings"]
     try:
-        pipe = load_date_pipeline(settings.model, args.dtype, device, settings.scheduler, **job["loading"])
+        pipe = load_date_pipeline(settings.model, opts.model.dtype, device, settings.scheduler, **job["loading"])
     except ValueError as err:  # unreadable single file, LoRA for another model, ...
         raise CLIError(str(err)) from err
     pipe.set_progress_bar_config(disable=True)
     size = pipe.default_image_size()
-    height, width = args.height or size, args.width or size
+    height, width = opts.height or size, opts.width or size
     try:
         check_steps_fit(pipe, settings.num_inference_steps, "--steps", height, width)
     except ValueError as err:
         raise CLIError(str(err)) from err
-    if args.negative_prompt is not None and not pipe.supports_negative_prompt:
+    if opts.negative_prompt is not None and not pipe.supports_negative_prompt:
         raise CLIError(f"--negative-prompt is not supported by {type(pipe).__name__} (no negative branch)")
     job.update(height=height, width=width, pipe=pipe)
     job["reward"] = None if job["saved"] is not None else load_reward(settings.reward, device)
     job["decoder"] = None
-    if args.reward_decoder and job["saved"] is None:
+    if opts.reward_decoder and job["saved"] is None:
         from date_diffusion.pipelines.loading import tiny_decoder_for
 
-        job["decoder"] = tiny_decoder_for(settings.model, args.reward_decoder).to(device, pipe.vae.dtype)
+        job["decoder"] = tiny_decoder_for(settings.model, opts.reward_decoder).to(device, pipe.vae.dtype)
     job["judge"] = world.judge_for(settings.model)
 
 
-def generate_all(args, job) -> None:
+def generate_all(opts: GenerateOptions, job: dict) -> None:
     from tqdm.auto import tqdm
 
-    jobs = [(p, args.seed + k) for p in job["prompts"] for k in range(args.images_per_prompt)]
-    kinds = (["fixed"] if args.compare else []) + ["replay" if job["saved"] is not None else "date"]
+    jobs = [(p, opts.seed + k) for p in job["prompts"] for k in range(opts.images_per_prompt)]
+    kinds = (["fixed"] if opts.compare else []) + ["replay" if job["saved"] is not None else "date"]
     # a progress bar on a terminal only (disable=None); elsewhere (a file, a pipe) each finished image's lines say it
     bar = tqdm(total=len(jobs) * len(kinds), desc="images", unit="img", disable=None)
     started = time.perf_counter()
-    for start in range(0, len(jobs), args.batch_size):
-        if start == args.batch_size:  # after the first batch, while images are left: bench's estimate
+    for start in range(0, len(jobs), opts.batch_size):
+        if start == opts.batch_size:  # after the first batch, while images are left: bench's estimate
             from date_diffusion.bench.runner import estimate_line
 
             elapsed = time.perf_counter() - started
@@ -320,18 +396,18 @@ def generate_all(args, job) -> None:
                 per_image * (len(jobs) - start), elapsed, f"{per_image:.2f} (timed on the first batch)"
             )
             tqdm.write(f"date-diffusion generate: {line}", file=sys.stderr)
-        batch = jobs[start : start + args.batch_size]
+        batch = jobs[start : start + opts.batch_size]
         with tempfile.TemporaryDirectory() as tmp:
-            emb_path = Path(tmp) / "batch.safetensors" if args.save_embeddings else None
+            emb_path = Path(tmp) / "batch.safetensors" if opts.save_embeddings else None
             results = {}
             for kind in kinds:
                 with job["timings"].part("sampling"):
                     try:
-                        results[kind] = sample(args, job, kind, batch, emb_path)
+                        results[kind] = sample(opts, job, kind, batch, emb_path)
                     except ValueError as err:  # saved embeddings that do not fit this model (shapes, start)
                         if kind != "replay":
                             raise
-                        raise CLIError(f"--replay-embeddings {args.replay_embeddings!r}: {err}") from err
+                        raise CLIError(f"--replay-embeddings {opts.replay_embeddings!r}: {err}") from err
                 bar.update(len(batch))
             saved = None
             if emb_path is not None and "date" in results:
@@ -340,24 +416,24 @@ def generate_all(args, job) -> None:
                 saved = load_embeddings(emb_path)
             for j, (prompt, seed) in enumerate(batch):
                 with job["timings"].part("evaluating and writing"):
-                    write_image(args, job, results, j, prompt, seed, saved)
+                    write_image(opts, job, results, j, prompt, seed, saved)
     bar.close()
 
 
-def sample(args, job, kind, batch, emb_path):
+def sample(opts: GenerateOptions, job: dict, kind, batch, emb_path):
     """One batch with fixed embeddings, DATE, or a replay of saved DATE embeddings."""
     import torch
 
     # One generator per image: an image depends on its prompt and seed only, never on the batch.
     gens = [torch.Generator("cpu").manual_seed(s) for _, s in batch]
-    extra = {} if args.negative_prompt is None else {"negative_prompt": [args.negative_prompt] * len(batch)}
+    extra = {} if opts.negative_prompt is None else {"negative_prompt": [opts.negative_prompt] * len(batch)}
     if kind == "date":
         extra.update(
             date=job["settings"].date,
             reward=job["reward"],
             reward_decoder=job["decoder"],
-            reward_resolution=args.reward_resolution,
-            gradient_checkpointing=args.gradient_checkpointing,
+            reward_resolution=opts.reward_resolution,
+            gradient_checkpointing=opts.gradient_checkpointing,
             save_embeddings=emb_path,
         )
     elif kind == "replay":
@@ -379,18 +455,18 @@ def sample(args, job, kind, batch, emb_path):
     )
 
 
-def base_record(args, job, prompt, seed) -> dict:
+def base_record(opts: GenerateOptions, job: dict, prompt, seed) -> dict:
     """What every image's record states about the run. A setting that had no effect (FLUX.1-schnell's guidance
     scale, a negative prompt without a negative branch) is not stated as applied: its field is null and
     `without_effect` names it with its value and why."""
     from date_diffusion import __version__
 
     pipe, settings = job["pipe"], job["settings"]
-    given = {"guidance_scale": settings.guidance_scale, "negative_prompt": args.negative_prompt}
-    without = pipe.settings_without_effect(settings.guidance_scale, negative_prompt=args.negative_prompt)
+    given = {"guidance_scale": settings.guidance_scale, "negative_prompt": opts.negative_prompt}
+    without = pipe.settings_without_effect(settings.guidance_scale, negative_prompt=opts.negative_prompt)
     record = {
         "prompt": prompt,
-        "negative_prompt": None if "negative_prompt" in without else args.negative_prompt,
+        "negative_prompt": None if "negative_prompt" in without else opts.negative_prompt,
         "seed": seed,
         "model": settings.model,
         "family": settings.family,
@@ -411,7 +487,7 @@ def base_record(args, job, prompt, seed) -> dict:
     return record
 
 
-def write_image(args, job, results, j, prompt, seed, saved) -> None:
+def write_image(opts: GenerateOptions, job: dict, results, j, prompt, seed, saved) -> None:
     """The DATE (or replayed) image, its record, and optionally the fixed image, the grid and the embeddings: new
     names when taken (unless --overwrite), each file written atomically; every file written is printed."""
     from tqdm.auto import tqdm
@@ -421,8 +497,8 @@ def write_image(args, job, results, j, prompt, seed, saved) -> None:
 
     out, kind = job["out"], "replay" if job["saved"] is not None else "date"
     suffixes = (".png", ".json", "-fixed.png", "-compare.png", "-embeddings.safetensors")
-    with claimed_stem(out, f"{slug(prompt)}-s{seed}", suffixes, args.overwrite) as stem, file_group() as group:
-        record = base_record(args, job, prompt, seed)
+    with claimed_stem(out, f"{slug(prompt)}-s{seed}", suffixes, opts.overwrite) as stem, file_group() as group:
+        record = base_record(opts, job, prompt, seed)
         fixed_record = {**record, "method": "fixed", "date": None, "reward": None}
         if kind == "date":
             record["sources"] = dict(job["settings"].sources)
@@ -433,19 +509,19 @@ def write_image(args, job, results, j, prompt, seed, saved) -> None:
             method=kind if kind == "replay" or (job["date_active"] and moved) else "fixed",
             reward=job["settings"].reward if kind == "date" else None,
             date=job["settings"].date.to_dict() if kind == "date" else job["saved"].metadata.get("date"),
-            reward_decoder=args.reward_decoder if kind == "date" else None,
-            reward_resolution=args.reward_resolution if kind == "date" else None,
-            gradient_checkpointing=args.gradient_checkpointing,
+            reward_decoder=opts.reward_decoder if kind == "date" else None,
+            reward_resolution=opts.reward_resolution if kind == "date" else None,
+            gradient_checkpointing=opts.gradient_checkpointing,
             trace=results[kind].traces[j],
         )
         if kind == "replay":
-            record["replayed_from"] = str(args.replay_embeddings)
+            record["replayed_from"] = str(opts.replay_embeddings)
         image = results[kind].images[j]
         lines = [f"{prompt!r} seed {seed} -> {out / (stem + '.png')}", f"    record: {out / (stem + '.json')}"]
         if job["judge"] is not None:
             record["evaluator"] = {kind: job["judge"](image, prompt)}
         summary = []
-        if args.compare:
+        if opts.compare:
             fixed = results["fixed"].images[j]
             if job["judge"] is not None:
                 record["evaluator"]["fixed"] = job["judge"](fixed, prompt)
@@ -460,12 +536,14 @@ def write_image(args, job, results, j, prompt, seed, saved) -> None:
             lines.append(f"    grid ({grid_label(panels)}): {out / (stem + '-compare.png')}")
             summary = change_summary(fixed, image, panels, record, kind)
         if saved is not None:
-            write_embeddings(group.path(out / f"{stem}-embeddings.safetensors"), saved.select(j), record, args)
+            write_embeddings(
+                group.path(out / f"{stem}-embeddings.safetensors"), saved.select(j), record, opts.model.name
+            )
             record["embeddings"] = f"{stem}-embeddings.safetensors"
             lines.append(f"    embeddings: {out / (stem + '-embeddings.safetensors')}")
         group.write(out / f"{stem}.png", png_bytes(image, record))
         group.write(out / f"{stem}.json", json.dumps(record, indent=1))  # last: the group is complete
-    tqdm.write("\n".join(lines + describe(record, verdicts=not args.compare) + summary))
+    tqdm.write("\n".join(lines + describe(record, verdicts=not opts.compare) + summary))
 
 
 def write_compare(group, path: Path, fixed, image, record: dict, kind: str) -> list[dict]:
@@ -504,12 +582,12 @@ def change_summary(fixed, image, panels: list[dict], record: dict, kind: str) ->
     return [*lines, "    " + "; ".join(verdict_lines(both)), *([f"    {knows}"] if knows else [])]
 
 
-def write_embeddings(path: Path, one, record: dict, args) -> None:
+def write_embeddings(path: Path, one, record: dict, model_arg: str | None) -> None:
     """One image's embeddings with what re-creates its DATE image (`--replay-embeddings`)."""
     keep = ("prompt", "negative_prompt", "seed", "model", "family", "scheduler", "scheduler_name", "steps")
     keep += ("guidance_scale", "height", "width", "dtype", "loras", "reward", "date", "date_diffusion_version")
     one.metadata.update({k: record[k] for k in keep if record.get(k) is not None})
-    one.metadata["model_arg"] = args.model or record["model"]
+    one.metadata["model_arg"] = model_arg or record["model"]
     one.metadata.pop("prompts", None)
     one.save(path)
 

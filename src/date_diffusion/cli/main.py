@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     generate.add_parser(sub)
-    edit.add_parser(sub).set_defaults(validate=edit.check_args)
+    edit.add_parser(sub)
     info.add_parser(sub)
     toyworld.add_parser(sub)
     ui.add_parser(sub)

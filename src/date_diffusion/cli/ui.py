@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from date_diffusion.cli.common import HelpFormatter
+from dataclasses import dataclass
+
+from date_diffusion.cli.common import HelpFormatter, from_namespace
 
 # Gradio, torch and the page are imported inside `run`: see cli/__init__.py
 
@@ -37,7 +39,31 @@ def add_parser(sub):
     return p
 
 
-def validate(args) -> None:
+@dataclass(frozen=True)
+class UIOptions:
+    """`ui`'s options, typed: built once from the namespace after `cli.main` has checked each value's kind."""
+
+    model: str | None
+    host: str
+    port: int
+    run: str | None
+    concurrency: int
+    device: str
+    allow_path: tuple[str, ...]
+
+    @classmethod
+    def from_args(cls, args) -> UIOptions:
+        return from_namespace(cls, args, allow_path=tuple(args.allow_path))
+
+
+def validate(args) -> UIOptions:
+    """`check` of the namespace's options: the options."""
+    opts = UIOptions.from_args(args)  # the one read of the namespace
+    check(opts)
+    return opts
+
+
+def check(opts: UIOptions) -> None:
     """`ui`'s checks beyond its options' kinds, before Gradio or torch is imported: Gradio installed, the model
     (one that cannot load is refused at once), --run a bench run's folder."""
     import importlib.util
@@ -47,9 +73,9 @@ def validate(args) -> None:
 
     if importlib.util.find_spec("gradio") is None:
         raise CLIError("the web interface needs Gradio: pip install 'date-diffusion[ui]'")
-    resolve_from_args(resolve_model(args.model), {})
-    if args.run is not None and not (Path(args.run) / "run.json").is_file():
-        raise CLIError(f"--run {args.run!r} is not a bench run (no run.json)")
+    resolve_from_args(resolve_model(opts.model), {})
+    if opts.run is not None and not (Path(opts.run) / "run.json").is_file():
+        raise CLIError(f"--run {opts.run!r} is not a bench run (no run.json)")
 
 
 def run(args) -> int:
@@ -57,29 +83,28 @@ def run(args) -> int:
     import time
 
     from date_diffusion.cli.common import resolve_device, resolve_model
-    from date_diffusion.cli.common import validate as checks
 
-    checks(args)
+    opts = validate(args)
     import torch
 
     from date_diffusion.ui.access import allowed_folders
     from date_diffusion.ui.app import build_app
     from date_diffusion.ui.session import Session
 
-    device = resolve_device(args.device)
-    model = resolve_model(args.model)
+    device = resolve_device(opts.device)
+    model = resolve_model(opts.model)
     if device == "cpu":
         torch.set_num_threads(1)  # small models: a second thread only spins
-    session = Session(model, device, args.concurrency, allowed_folders(args.allow_path))
+    session = Session(model, device, opts.concurrency, allowed_folders(list(opts.allow_path)))
     demo = None
     try:
         session.warm()
-        demo = build_app(session, args.run)
-        demo.queue(default_concurrency_limit=args.concurrency)
-        demo.launch(server_name=args.host, server_port=args.port, show_error=True, quiet=True, prevent_thread_lock=True,
-                    allowed_paths=[str(session.workdir)] + ([args.run] if args.run else []),
+        demo = build_app(session, opts.run)
+        demo.queue(default_concurrency_limit=opts.concurrency)
+        demo.launch(server_name=opts.host, server_port=opts.port, show_error=True, quiet=True, prevent_thread_lock=True,
+                    allowed_paths=[str(session.workdir)] + ([opts.run] if opts.run else []),
                     max_file_size=MAX_UPLOAD)  # fmt: skip
-        print(f"serving {model} on http://{args.host}:{args.port}", flush=True)  # once it answers, not before
+        print(f"serving {model} on http://{opts.host}:{opts.port}", flush=True)  # once it answers, not before
         while demo.is_running:  # our own wait, so that an interrupt always reaches this handler
             time.sleep(0.1)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (as an interrupt, cli/main.py): stopping a server is its end

@@ -73,6 +73,22 @@ def _setting_fields(session: Session) -> list:
     return boxes
 
 
+def _output_panes() -> list:
+    """The generate tab's outputs: the fixed, DATE and difference images, the summary, the reward plot, the strip of
+    x0_hat and the downloads."""
+    with gr.Row():
+        fixed_img = gr.Image(label="Fixed embedding", elem_id="fixed-image", type="pil", height=300)
+        date_img = gr.Image(label="DATE", elem_id="date-image", type="pil", height=300)
+        diff_img = gr.Image(label=f"|DATE - fixed| x {DIFF_GAIN}", elem_id="diff-image", type="pil", height=300)
+    info = gr.Markdown(elem_id="summary")
+    plot = gr.Plot(label="Reward of x0_hat at each update: before and after, and the change", elem_id="reward-plot")
+    strip = gr.Gallery(
+        label="x0_hat before and after each update", columns=6, height=220, object_fit="contain", elem_id="strip"
+    )
+    files = gr.File(label="Downloads", file_count="multiple", elem_id="files")
+    return [fixed_img, date_img, diff_img, info, plot, strip, files]
+
+
 def _generate_tab(session: Session):
     with gr.Row():
         with gr.Column(scale=1):
@@ -88,24 +104,8 @@ def _generate_tab(session: Session):
                 run = gr.Button("Generate", variant="primary", elem_id="generate")
                 stop = gr.Button("Stop", variant="stop", elem_id="stop")
         with gr.Column(scale=2):
-            with gr.Row():
-                fixed_img = gr.Image(label="Fixed embedding", elem_id="fixed-image", type="pil", height=300)
-                date_img = gr.Image(label="DATE", elem_id="date-image", type="pil", height=300)
-                diff_img = gr.Image(label=f"|DATE - fixed| x {DIFF_GAIN}", elem_id="diff-image", type="pil", height=300)
-            info = gr.Markdown(elem_id="summary")
-            plot = gr.Plot(
-                label="Reward of x0_hat at each update: before and after, and the change", elem_id="reward-plot"
-            )
-            strip = gr.Gallery(
-                label="x0_hat before and after each update",
-                columns=6,
-                height=220,
-                object_fit="contain",
-                elem_id="strip",
-            )
-            files = gr.File(label="Downloads", file_count="multiple", elem_id="files")
+            outputs = _output_panes()
     inputs = [prompt, negative, seed, paper, approximate, *settings]
-    outputs = [fixed_img, date_img, diff_img, info, plot, strip, files]
 
     def generate(request: gr.Request, *values, progress=gr.Progress()):  # Gradio passes the request first
         token = session.stops.start(_visitor(request))
