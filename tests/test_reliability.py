@@ -867,6 +867,11 @@ def _set_json(path, change):
         (lambda m: _set_json(m / "unet" / "config.json", lambda t: t.replace("{", '{"in_channels": 4,', 1)),
          "unet/config.json", "key 'in_channels' is given twice"),
         (lambda m: __import__("shutil").rmtree(m / "vae"), "vae", "no such folder"),
+        (lambda m: (m / "text_encoder" / "model.safetensors").write_bytes((m / "text_encoder" / "model.safetensors")
+                                                                .read_bytes()[:4000]),
+         "text_encoder/model.safetensors", "not a readable weights file"),
+        (lambda m: _set_json(m / "model_index.json", lambda t: t.replace("UNet2DConditionModel", "NoSuchModel")),
+         "model_index.json", "its class for 'unet' does not load"),
     ],
 )  # fmt: skip
 def test_every_component_of_a_model_folder_is_named_by_its_file(tmp_path, capsys, damage, file, message):
@@ -1014,3 +1019,74 @@ def test_a_long_prompts_file_is_counted_before_any_work_and_estimated_after_the_
     err = capsys.readouterr().err
     count = err.index("3 images to make (3 prompts x 1 per prompt) in batches of 1")
     assert count < err.index("estimate: about") and "s per image" in err, err
+
+
+@pytest.mark.parametrize("text", ["1_0", "\u0663", "\uff15", "0x10", "1e", "", ".", "1.0.0", "\u22121", "5 5"])
+def test_one_real_parser_takes_only_ascii_numbers(text):
+    from date_diffusion.core.settings import parse_real
+
+    with pytest.raises(ValueError, match="invalid number"):
+        parse_real(text)
+    assert parse_real(" -1.5e-3 ") == -1.5e-3 and parse_real(".5") == 0.5 and math.isinf(parse_real("inf"))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "a red circle", "--rho", "1_0"], "--rho must be a finite number"),
+        (["generate", "a red circle", "--guidance", "\u0663"], "argument --guidance: invalid float value"),
+        (["generate", "a red circle", "--reward", "1_0*toy-clip"], "bad weight in reward"),
+        (["bench", "--suite", "toy", "--methods", "date:rho=\uff11"], "rho in 'date:rho=\uff11' must be a finite"),
+        (["generate", "a red circle", "--update-steps", "1,,2"], "--update-steps has an empty item"),
+        (["generate", "a red circle", "--update-intervals", "0:1,"], "--update-intervals has an empty item"),
+        (["bench-perf", "--batch-size", "1,,2"], "argument --batch-size: expected comma-separated integers"),
+        (["generate", "\u0301\u0308"], "PROMPT is empty"),
+        (["generate", "a red circle", "--negative-prompt", "x", "--lora", "."], "a folder, not a file"),
+    ],
+)
+def test_numbers_lists_marks_and_folders_are_refused_as_typed(tmp_path, capsys, argv, message):
+    """Round five: a float read through `float()` (`1_0` as 10, other scripts' digits), a blank list item dropped,
+    a prompt of combining marks alone, a LoRA that is a folder: each a one-line usage error naming the option."""
+    with pytest.raises(SystemExit) if "argument" in message else _nothing():
+        assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists(), err
+
+
+def test_a_combining_mark_on_a_letter_is_text():
+    from date_diffusion.core.text import check_prompt
+
+    assert check_prompt("cafe\u0301", "PROMPT") == "cafe\u0301"
+
+
+def test_a_deleted_working_folder_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    assert main(["generate", "a red circle"]) == 2
+    err = capsys.readouterr().err
+    assert "the current folder no longer exists" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_full_standard_output_drops_what_it_cannot_show():
+    import errno
+
+    from date_diffusion.cli.main import _Shown
+
+    class Full:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            self.write("")
+
+    class Gone(Full):
+        def write(self, text):
+            raise BrokenPipeError
+
+    shown = _Shown(Full())
+    assert shown.write("seed 0 -> out.png\n") == len("seed 0 -> out.png\n")
+    shown.flush()
+    with pytest.raises(BrokenPipeError):  # a reader that went away still ends the command (exit 141)
+        _Shown(Gone()).write("x")

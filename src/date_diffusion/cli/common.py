@@ -59,7 +59,7 @@ def _once_each(items: list, text: str) -> list:
 def int_list(text: str) -> list[int]:
     """`1,2,4` -> [1, 2, 4]: integers as `parse_integer` reads them, each once."""
     try:
-        items = [parse_integer(v) for v in text.split(",") if v.strip()]
+        items = [parse_integer(v) for v in text.split(",")]  # a blank item (`1,,2`) is a slip, not nothing
     except ValueError as err:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
     return _once_each(items, text)
@@ -187,7 +187,8 @@ def model_kwargs(model: ModelOptions) -> dict:
         raise CLIError(f"--lora: {err}") from err
     for path, _ in loras:
         if not Path(path).is_file():
-            raise CLIError(f"--lora {path!r}: no such file (give FILE or FILE:SCALE)")
+            what = "a folder, not a file" if Path(path).is_dir() else "no such file"
+            raise CLIError(f"--lora {path!r}: {what} (give FILE or FILE:SCALE: a LoRA's .safetensors file)")
         try:
             check_lora_file(path)
         except ValueError as err:

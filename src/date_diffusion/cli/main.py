@@ -33,14 +33,15 @@ class _StoreOnce(argparse._StoreAction):  # noqa: SLF001  (argparse's plain `sto
 class _Parser(argparse.ArgumentParser):
     """argparse with a usage error in one line (what is wrong, then where the options are listed), never the whole
     usage text; its subcommands' parsers are of the same class. Every `type=int` reads through
-    `core.settings.parse_integer` (ASCII digits only), and a single-valued option given twice is refused
-    (`_StoreOnce`; repeatable options, `action="append"`, stay repeatable)."""
+    `core.settings.parse_integer` (ASCII digits only), every `type=float` through `parse_real`, and a single-valued
+    option given twice is refused (`_StoreOnce`; repeatable options, `action="append"`, stay repeatable)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        from date_diffusion.core.settings import parse_integer
+        from date_diffusion.core.settings import parse_integer, parse_real
 
         self.register("type", int, parse_integer)
+        self.register("type", float, parse_real)
         self.register("action", None, _StoreOnce)
         self.register("action", "store", _StoreOnce)
 
@@ -207,11 +208,44 @@ def _quiet_broken_pipe() -> None:
         pass
 
 
+class _Shown:
+    """Standard output that cannot take more (`> /dev/full`, an I/O error of the terminal): what cannot be shown is
+    dropped, as on a closed stdout, and the command's exit code stays its own; a reader that went away still ends
+    the command (BrokenPipeError)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _guard(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            raise
+        except OSError:
+            return None
+
+    def write(self, text):
+        return self._guard(self._stream.write, text) or len(text)
+
+    def flush(self):
+        self._guard(self._stream.flush)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 usage error (nothing was done), 1 runtime failure, 130 interrupted (Ctrl-C)."""
     for stream in (sys.stdout, sys.stderr):  # text the terminal's encoding lacks is shown escaped, never a failure
         if stream is not None and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    if sys.stdout is not None and not isinstance(sys.stdout, _Shown):
+        sys.stdout = _Shown(sys.stdout)
+    try:
+        os.getcwd()
+    except FileNotFoundError:  # the folder the command was started in was deleted: relative paths mean nothing
+        print("date-diffusion: error: the current folder no longer exists; cd to a folder that exists", file=sys.stderr)
+        return 2
     try:
         argv = _text_arguments(sys.argv[1:] if argv is None else list(argv))
     except CLIError as err:

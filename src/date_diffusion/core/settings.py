@@ -82,7 +82,7 @@ class Real(Kind):
 
     def parse(self, text, name):
         try:
-            return float(text)
+            return parse_real(text)
         except ValueError:
             raise self._error(text, name) from None
 
@@ -122,6 +122,20 @@ def parse_integer(text) -> int:
     if stripped is None or not _INTEGER.fullmatch(stripped) or len(stripped) > MAX_DIGITS:
         raise ValueError(f"invalid integer {text!r}: write it with the digits 0-9 and an optional sign")
     return int(stripped)
+
+
+_REAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|infinity|nan)", re.IGNORECASE)
+
+
+def parse_real(text) -> float:
+    """The one reading of a real number from text (every float flag, setting kind, LoRA scale and reward weight):
+    ASCII decimal or scientific notation with an optional sign, surrounding blanks allowed; `inf` and `nan` are read
+    (so that a range check names them). Python's `float()` also takes `1_0` (a mistyped `1.0` read as 10) and other
+    scripts' digits (`٣`); they are refused (ValueError), never read as another number than the one shown."""
+    stripped = text.strip() if isinstance(text, str) else None
+    if stripped is None or len(stripped) > MAX_DIGITS or not _REAL.fullmatch(stripped):
+        raise ValueError(f"invalid number {text!r}: write it with the digits 0-9, a point and an optional exponent")
+    return float(stripped)
 
 
 def is_integer(text) -> bool:
@@ -263,9 +277,15 @@ class Boolean(Kind):
         return "true or false"
 
 
-def _items(text: str) -> list[str]:
-    """A list's items in text: separated by commas or semicolons (the benchmark's specs use semicolons)."""
-    return [v.strip() for v in text.replace(";", ",").split(",") if v.strip()]
+def _items(text: str, name: str) -> list[str]:
+    """A list's items in text: separated by commas or semicolons (the benchmark's specs use semicolons). A blank
+    item (`1,,2`, `1,2,`) is a slip, refused rather than read as one item fewer."""
+    if not text.strip():
+        return []
+    items = [v.strip() for v in text.replace(";", ",").split(",")]
+    if not all(items):
+        raise SettingError(f"{name} has an empty item in {text!r}: separate the items by single commas")
+    return items
 
 
 def _sequence(value, name: str, what: str) -> list:
@@ -281,7 +301,7 @@ class IndexList(Kind):
     metavar = "I,J,..."
 
     def parse(self, text, name):
-        return [_parse_int(v, name, 0, MAX_INDEX, "a list of loop indices") for v in _items(text)]
+        return [_parse_int(v, name, 0, MAX_INDEX, "a list of loop indices") for v in _items(text, name)]
 
     def check(self, value, name):
         items = tuple(
@@ -307,7 +327,7 @@ class IntervalList(Kind):
 
     def parse(self, text, name):
         pairs = []
-        for item in _items(text):
+        for item in _items(text, name):
             start, colon, end = item.partition(":")
             if not colon:
                 raise SettingError(f"{name} must be START:END pairs like 0:5,20:25, got {text!r}")

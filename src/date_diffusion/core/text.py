@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import unicodedata
 
-_INVISIBLE = ("Z", "Cc", "Cf")  # separators (spaces), control characters, format characters (zero-width ...)
+# separators (spaces), control characters, format characters (zero-width ...), and combining marks: a mark shows
+# only on a character before it, so a text of marks alone (U+0301 U+0308 ...) shows nothing of its own
+_INVISIBLE = ("Z", "Cc", "Cf", "Mn", "Me")
 
 
 def is_blank(text: str) -> bool:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from date_diffusion.core.settings import Real
+from date_diffusion.core.settings import Real, parse_real
 from date_diffusion.families import NAMES, by_name, by_pipeline_class, by_single_file_type
 from date_diffusion.hub import ModelNotFoundError, explain_load_error, is_offline, load_component
 from date_diffusion.model_folder import read as read_model_file
@@ -137,9 +137,15 @@ def _component_error(folder, name: str, err: Exception) -> ComponentError:
     where = Path(str(folder)) / name
     config = next((where / f for f in CONFIG_FILES if (where / f).is_file()), where)
     why = _first_line(err)
+    weights = next((p for p in sorted(where.iterdir()) if p.suffix in WEIGHT_SUFFIXES), where)
     if re.search(r"shape|size mismatch", why, re.IGNORECASE):
-        weights = next((p for p in sorted(where.iterdir()) if p.suffix in WEIGHT_SUFFIXES), where)
         return ComponentError(f"{weights}: its tensors do not fit {config.name} ({why}); {_FIX}")
+    if "has no class" in why:  # the class model_index.json names for the component
+        return ComponentError(f"{Path(str(folder)) / 'model_index.json'}: its class for {name!r} does not load "
+                              f"({why}); {_FIX}")  # fmt: skip
+    damaged = r"deseriali[sz]|header|unpickl|pickle data|end of file|EOF|truncated|invalid load key"
+    if "Safetensor" in type(err).__name__ or re.search(damaged, why, re.IGNORECASE):  # the weights file is damaged
+        return ComponentError(f"{weights}: not a readable weights file ({why}); {_FIX}")
     return ComponentError(f"{config}: the library refuses it ({why}); {_FIX}")
 
 
@@ -286,7 +292,7 @@ def parse_lora(spec: str) -> tuple[str, float]:
     path, colon, scale = str(spec).rpartition(":")
     if colon and path and not Path(spec).exists():
         try:
-            number = float(scale)
+            number = parse_real(scale)
         except ValueError:
             return str(spec), 1.0
         return path, LORA_SCALE.check(number, f"the scale of LoRA {path!r}")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from date_diffusion import plugins
-from date_diffusion.core.settings import parse_integer
+from date_diffusion.core.settings import parse_integer, parse_real
 from date_diffusion.hub import PAPER_CLIP
 
 # Each builder imports its reward's module when called: the command line imports this registry to build its
@@ -300,7 +300,7 @@ def _sum(spec: str, known: dict) -> Sum:
     for term in terms:
         weight, star, rest = term.partition("*") if "*" in term.split("(")[0] else ("", "", term)
         try:
-            w = float(weight) if star else 1.0
+            w = parse_real(weight) if star else 1.0
         except ValueError as err:
             raise RewardSpecError(f"bad weight in reward {term!r}: {err}") from err
         if not math.isfinite(w) or abs(w) > MAX_WEIGHT:
