@@ -137,3 +137,16 @@ def reward(clip_dir):
     from date_diffusion import CLIPScoreReward
 
     return CLIPScoreReward.from_pretrained(clip_dir)
+
+
+def overridden(base, extra):
+    """`base` then `extra`, where a flag of `extra` replaces the same flag of `base` (a flag given twice is refused)."""
+    given = {a for a in extra if str(a).startswith("--")}
+    kept, k = [], 0
+    while k < len(base):
+        if base[k] in given:
+            k += 2
+            continue
+        kept.append(base[k])
+        k += 1
+    return [*kept, *extra]

@@ -245,6 +245,8 @@ def test_the_runs_defaults_come_from_the_resolver_and_the_toy_world(tmp_path):
 
 
 def test_the_run_refuses_bad_values_naming_the_flag(capsys):
+    from conftest import overridden
+
     from date_diffusion.cli.main import main
 
     bad = [
@@ -257,6 +259,6 @@ def test_the_run_refuses_bad_values_naming_the_flag(capsys):
         (["--suite", "edit-toy", "--methods", "ae"], "apply"),
     ]
     for argv, flag in bad:
-        assert main(["bench", "--suite", "toy", *argv, "--out", "unused-run"]) == 2
+        assert main(overridden(["bench", "--suite", "toy"], [*argv, "--out", "unused-run"])) == 2
         assert flag in capsys.readouterr().err
     assert not Path("unused-run").exists()

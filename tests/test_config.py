@@ -10,7 +10,9 @@ def test_paper_defaults():
 
 
 def test_explicit_steps_and_intervals():
-    assert DATEConfig(update_steps=[20, 0, 20]).update_indices(50) == [0, 20]
+    assert DATEConfig(update_steps=[20, 0]).update_indices(50) == [0, 20]
+    with pytest.raises(ValueError, match="update_steps lists 20 twice"):  # never deduplicated silently
+        DATEConfig(update_steps=[20, 0, 20])
     assert DATEConfig(update_steps=[20]).update_every is None
     assert DATEConfig(update_intervals=[(0, 3), (10, 12)]).update_indices(50) == [0, 1, 2, 10, 11]
     assert DATEConfig(update_steps=[]).update_indices(50) == []

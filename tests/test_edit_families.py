@@ -318,7 +318,10 @@ def test_edit_cli_passes_flowedit_arguments_and_strength(family, request, tmp_pa
     assert (meta["n_min"], meta["n_avg"], meta["strength"], meta["skip"]) == (1, 2, 0.75, 1)
     assert [u["step"] for u in meta["trace"]["updates"]] == [0, 2]  # 3 regenerated steps (4 x 0.75)
     calls.clear()
-    assert main([*argv[:-8], "--steps", "4", "--skip", "1", "--out", str(tmp_path / "plain")]) == 0
+    from conftest import overridden
+
+    plain = overridden(argv[:-8], ["--steps", "4", "--skip", "1", "--out", str(tmp_path / "plain")])
+    assert main(plain) == 0
     assert all((c["n_min"], c["n_avg"]) == (0, 1) for c in calls)  # FlowEdit's defaults, as pipe.edit's
     plain = json.loads((tmp_path / "plain" / "a-blue-square-s0.json").read_text())
     edited = np.asarray(Image.open(tmp_path / "out" / "a-blue-square-s0-plain.png"), float)

@@ -102,6 +102,7 @@ def test_date_adapts_the_target_embedding_during_the_edit(pipe, reward):
 def test_edit_cli_writes_all_outputs(pipe, clip_dir, tmp_path, capsys):
     import json
 
+    from conftest import overridden
     from PIL import Image
 
     from date_diffusion.cli.main import main
@@ -142,7 +143,7 @@ def test_edit_cli_writes_all_outputs(pipe, clip_dir, tmp_path, capsys):
     assert main(argv) == 0  # a second edit never replaces the first
     assert all((tmp_path / "out" / f"a-blue-square-s0-{n}.png").read_bytes() == first[n] for n in names)
     assert all((tmp_path / "out" / f"a-blue-square-s0-2-{n}.png").exists() for n in names)
-    assert main(argv[:-2] + ["--skip", "8", "--out", str(tmp_path / "o2")]) == 2
+    assert main(overridden(argv, ["--skip", "8", "--out", str(tmp_path / "o2")])) == 2
     assert "--skip must be in [0, 7]" in capsys.readouterr().err
 
 

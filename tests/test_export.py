@@ -212,7 +212,7 @@ def test_jsonl_suite_keeps_each_line_and_its_tag(tmp_path):
     with pytest.raises(ValueError, match="line 2 has no text 'prompt'"):
         load_suite("prompts", bad)
     bad.write_text("a red circle\n")
-    with pytest.raises(ValueError, match="line 1 is not JSON"):
+    with pytest.raises(ValueError, match="line 1 is not readable JSON"):
         load_suite("prompts", bad)
 
 

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import overridden
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -178,7 +179,7 @@ def test_counts_in_method_names_are_bounded(spec):
 )
 def test_accepted_values_run_to_finite_images(tmp_path, monkeypatch, argv):
     monkeypatch.chdir(tmp_path)
-    argv = ["generate", "a red circle", "--out", str(tmp_path / "o"), *argv]
+    argv = overridden(["generate", "a red circle", "--out", str(tmp_path / "o")], argv)
     assert main(argv) == 0
     out = tmp_path / ("nan" if "nan" in argv else "o")
     record = json.loads(next(out.glob("*.json")).read_text())

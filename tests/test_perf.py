@@ -185,7 +185,7 @@ def test_a_failing_worker_is_one_line_and_its_traceback_only_with_debug(tmp_path
     ours = [line for line in err.splitlines() if "date-diffusion bench-perf:" in line]
     assert len(ours) == 1 and "Traceback" not in err and 'File "' not in err, err
     # what failed, the worker's error and the fix
-    assert "variant fixed, batch 1 failed (exit 1)" in ours[0] and "ModelNotFoundError" in ours[0]
+    assert "variant fixed, batch 1 failed (exit 1)" in ours[0] and "ComponentError" in ours[0]
     assert f"check --model {str(tmp_path / 'not-a-model')!r}" in ours[0]
     with pytest.raises(WorkerFailed):
         main(["--debug", *argv])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import overridden
 from diffusers import StableDiffusionPipeline
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,19 +30,6 @@ def model_dir(tmp_path_factory, tokenizer):
 
 def snapshot(folder):
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def overridden(base, extra):
-    """`base` then `extra`, where a flag of `extra` replaces the same flag of `base` (a flag given twice is refused)."""
-    given = {a for a in extra if str(a).startswith("--")}
-    kept, k = [], 0
-    while k < len(base):
-        if base[k] in given:
-            k += 2
-            continue
-        kept.append(base[k])
-        k += 1
-    return [*kept, *extra]
 
 
 def gen_argv(model_dir, clip_dir, out, *extra):

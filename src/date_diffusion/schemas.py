@@ -61,7 +61,7 @@ def _is(value, kind: str) -> bool:
     return isinstance(value, {"text": str, "list": list, "object": dict, "bool": bool}[kind])
 
 
-_KINDS = {"ints": "a list of int"}  # how a message names a kind where its name is not enough
+_NAMED = {"ints": "a list of int"}  # how a message names a kind where its name is not enough
 
 
 @dataclass(frozen=True)
@@ -79,10 +79,10 @@ class Schema:
             if name not in data:
                 return f"field {name!r} is missing"
             if not _is(data[name], kind):
-                return f"field {name!r} must be {_KINDS.get(kind, kind.rstrip('?'))}, got {data[name]!r:.60}"
+                return f"field {name!r} must be {_NAMED.get(kind, kind.rstrip('?'))}, got {data[name]!r:.60}"
         for name, kind in self.optional.items():
             if data.get(name) is not None and not _is(data[name], kind):
-                return f"field {name!r} must be {_KINDS.get(kind, kind.rstrip('?'))}, got {data[name]!r:.60}"
+                return f"field {name!r} must be {_NAMED.get(kind, kind.rstrip('?'))}, got {data[name]!r:.60}"
         return None
 
     def check(self, data, path) -> dict:
@@ -92,7 +92,7 @@ class Schema:
         return data
 
 
-_KINDS = {"int": "int", "float": "number", "bool": "bool", "str": "text", "list": "list", "dict": "object"}
+_ANNOTATION_KINDS = {"int": "int", "float": "number", "bool": "bool", "str": "text", "list": "list", "dict": "object"}
 
 
 def schema_of(record_type, what: str, fix: str, required: tuple[str, ...] = ()) -> Schema:
@@ -101,7 +101,7 @@ def schema_of(record_type, what: str, fix: str, required: tuple[str, ...] = ()) 
     kinds = {}
     for f in fields(record_type):
         base = str(f.type).replace(" | None", "").split("[")[0].strip()
-        kinds[f.name] = _KINDS[base]
+        kinds[f.name] = _ANNOTATION_KINDS[base]
     return Schema(what, fix, {n: kinds[n] for n in required}, {n: k for n, k in kinds.items() if n not in required})
 
 

@@ -35,6 +35,13 @@ class FluxAdapter(TrueCFG, Adapter):
     has_pooled = True
     latents_first = True
 
+    def guidance_input(self) -> tuple[bool, str]:
+        """FLUX.1-dev's transformer takes the guidance scale as an input; FLUX.1-schnell's does not."""
+        name = type(self.pipe.transformer).__name__
+        if self.pipe.transformer.config.guidance_embeds:
+            return True, f"{name} takes the guidance scale as its guidance input"
+        return False, f"{name} has no guidance input (guidance_embeds false)"
+
     def encode(self, request, device) -> FluxConditioning:
         r = request
         tokens, pooled, text_ids = self.encode_prompt(request, device)
