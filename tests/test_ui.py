@@ -43,16 +43,16 @@ def session():
 
 def test_compare_gives_both_images_with_what_date_did(session):
     result = session.compare(form(PROMPT, num_inference_steps=20, update_every=5))
-    assert not result["stopped"] and result["date"] is not None
-    steps = [u["step"] for u in result["trace"]["updates"]]
+    assert not result.stopped and result.date is not None
+    steps = [u["step"] for u in result.trace["updates"]]
     assert steps == [0, 5, 10, 15]
-    captions = [c for _, c in result["strip"]]
+    captions = [c for _, c in result.strip]
     assert captions[:2] == ["step 0: x0_hat before", "step 0: x0_hat after"] and len(captions) == 8
     from date_diffusion.toyworld.evaluator import evaluate_prompt
 
     for kind in ("fixed", "date"):  # each verdict is the evaluator's for that image and prompt
-        assert result["verdicts"][kind] == evaluate_prompt(np.asarray(result[kind]), PROMPT)
-    assert [os.path.basename(f) for f in result["files"]] == ["fixed.png", "date.png", "compare.png", "trace.json",
+        assert result.verdicts[kind] == evaluate_prompt(np.asarray(getattr(result, kind)), PROMPT)
+    assert [os.path.basename(f) for f in result.files] == ["fixed.png", "date.png", "compare.png", "trace.json",
                                                                "embeddings.safetensors"]  # fmt: skip
     text = summary(result)
     assert "Exact evaluator, fixed embedding" in text and "Embedding moved" in text
@@ -61,20 +61,20 @@ def test_compare_gives_both_images_with_what_date_did(session):
     from date_diffusion.grids import final_rewards
     from date_diffusion.outputs import read_png_metadata
 
-    final = result["final_reward"]
-    assert final == pytest.approx(final_rewards(session.reward(result["settings"].reward),
-                                                {k: result[k] for k in ("fixed", "date")}, PROMPT))  # fmt: skip
-    panels = read_png_metadata(next(f for f in result["files"] if f.endswith("compare.png")))["record"]["panels"]
+    final = result.final_reward
+    assert final == pytest.approx(final_rewards(session.reward(result.settings.reward),
+                                                {"fixed": result.fixed, "date": result.date}, PROMPT))  # fmt: skip
+    panels = read_png_metadata(next(f for f in result.files if f.endswith("compare.png")))["record"]["panels"]
     assert [p["final_reward"] for p in panels[:2]] == [final["fixed"], final["date"]]
     assert (f"Reward of the finished images (aug8(toy-ensemble)): fixed {final['fixed']:.4f}, DATE "
             f"**{final['date']:.4f} ({final['date'] - final['fixed']:+.4f} vs fixed)**") in text  # fmt: skip
-    diff = result["difference"]
-    expected = np.clip(np.abs(np.asarray(result["date"], int) - np.asarray(result["fixed"], int)) * 16, 0, 255)
+    diff = result.difference
+    expected = np.clip(np.abs(np.asarray(result.date, int) - np.asarray(result.fixed, int)) * 16, 0, 255)
     assert np.array_equal(np.asarray(diff.image), expected)
     assert f"{diff.record['pixels_changed'] / diff.record['pixels']:.1%} of pixels changed" in text
     # the same seed without DATE is the fixed image: the pair differs only by DATE
     again = session.compare(form("a red circle to the left of a blue square", num_inference_steps=20, rho=0))
-    assert np.array_equal(np.asarray(again["fixed"]), np.asarray(again["date"]))
+    assert np.array_equal(np.asarray(again.fixed), np.asarray(again.date))
 
 
 def test_a_prompt_outside_the_toy_world_gets_its_reason_and_the_vocabulary_on_the_page(session):
@@ -121,7 +121,7 @@ def test_the_page_runs_the_seed_typed_exactly_as_the_command_line(seed):
     from date_diffusion.cli.common import OPTION_KINDS
 
     sampling, _ = check_form(form(seed=f" {seed} "), str(TOY_PIPELINE))
-    assert sampling["seed"] == seed == OPTION_KINDS["--seed"].value(str(seed), "--seed")
+    assert sampling.seed == seed == OPTION_KINDS["--seed"].value(str(seed), "--seed")
 
 
 def test_every_setting_has_a_field_and_blank_fields_run_the_resolved_defaults(session):
@@ -226,7 +226,7 @@ def test_stop_flag_interrupts_between_steps(session):
     threading.Thread(target=press).start()
     t0 = time.perf_counter()
     result = session.compare(form("a red circle", num_inference_steps=500), stop=token)
-    assert result["stopped"] and result["date"] is None and time.perf_counter() - t0 < 10
+    assert result.stopped and result.date is None and time.perf_counter() - t0 < 10
 
 
 def test_one_visitors_stop_never_reaches_another():
@@ -516,9 +516,9 @@ def test_the_page_bounds_what_a_request_costs_and_keeps(session, monkeypatch):
 
     huge = "a red circle " * 400_000  # 5.2 MB
     sampling, _ = check_form(form(huge), str(TOY_PIPELINE))
-    assert len(sampling["prompt"]) == MAX_PROMPT_CHARS and "5,199,999 characters" in sampling["notes"][0]  # stripped
+    assert len(sampling.prompt) == MAX_PROMPT_CHARS and "5,199,999 characters" in sampling.notes[0]  # stripped
     monkeypatch.setattr(session_module, "KEEP_RUNS", 2)
     for seed in range(3):
         result = session.compare(form("a red circle", seed=seed, num_inference_steps=2))
     kept = [p for p in session.workdir.iterdir() if p.is_dir()]
-    assert len(kept) == 2 and all(Path(f).exists() for f in result["files"])
+    assert len(kept) == 2 and all(Path(f).exists() for f in result.files)

@@ -273,7 +273,29 @@ def validate(args) -> dict:
     return check(GenerateOptions.from_args(args))[1]
 
 
-def check(opts: GenerateOptions) -> tuple[GenerateOptions, dict]:
+@dataclass
+class Job:
+    """What a generate run works with once checked (`check`: the resolved settings, a replay's file, the prepared
+    prompts, where it writes, how the model loads, notes for the user) and once loaded (`load`: the pipeline, the
+    size, the reward, the approximate decoder, the toy world's judge)."""
+
+    date_active: bool
+    prompts: list
+    out: Path
+    loading: dict
+    settings: object
+    saved: object
+    notes: list
+    timings: object = None
+    pipe: object = None
+    height: int | None = None
+    width: int | None = None
+    reward: object = None
+    decoder: object = None
+    judge: object = None
+
+
+def check(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
     """Everything checked and resolved before any model loads and before anything is written: prompts, model,
     family, defaults, DATE settings, the output folder (not created yet). Returns the options with what was derived
     (a replay's settings, the prepared prompts) and the job."""
@@ -297,25 +319,25 @@ def check(opts: GenerateOptions) -> tuple[GenerateOptions, dict]:
             check_tiny_decoder(settings.model, opts.reward_decoder)
         except ModelNotFoundError as err:
             raise CLIError(f"--reward-decoder: {err}") from err
-    job = dict(date_active=settings.active, prompts=list(opts.prompts), out=Path(opts.out), loading=loading,
-               settings=settings, saved=saved, notes=notes)  # fmt: skip
+    job = Job(date_active=settings.active, prompts=list(opts.prompts), out=Path(opts.out), loading=loading,
+              settings=settings, saved=saved, notes=notes)  # fmt: skip
     return opts, job
 
 
-def plan(opts: GenerateOptions) -> tuple[GenerateOptions, dict]:
+def plan(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
     """`check`, with its notes (a prompt cut to what encoders read) and a note when DATE cannot act."""
     import sys
 
     opts, job = check(opts)
-    for note in job["notes"]:
+    for note in job.notes:
         print(f"date-diffusion generate: note: {note}", file=sys.stderr)
-    images = len(job["prompts"]) * opts.images_per_prompt
+    images = len(job.prompts) * opts.images_per_prompt
     if images > opts.batch_size:  # more than one batch: what the run makes is said before any work, as bench does
         also = " (each also without DATE: --compare)" if opts.compare else ""
-        print(f"date-diffusion generate: {images:,} images to make{also} ({len(job['prompts']):,} prompts x "
+        print(f"date-diffusion generate: {images:,} images to make{also} ({len(job.prompts):,} prompts x "
               f"{opts.images_per_prompt} per prompt) in batches of {opts.batch_size}; an estimate of the time "
               "follows the first batch", file=sys.stderr)  # fmt: skip
-    if not job["date_active"] and job["saved"] is None:
+    if not job.date_active and job.saved is None:
         print("date-diffusion generate: note: DATE cannot move the embedding with these settings (a zero step "
               "size or no update step); the images use the fixed embedding and are recorded as method 'fixed'",
               file=sys.stderr)  # fmt: skip
@@ -332,11 +354,11 @@ def run(args) -> int:
         opts, job = plan(opts)  # every check that needs no model first: a refusal answers before the heavy imports
         import torch
 
-    job["timings"] = timings
+    job.timings = timings
     device = resolve_device(opts.model.device)
     if opts.model.offload and device == "cpu":
         raise CLIError("--offload moves models between the CPU and an accelerator; with --device cpu leave it out")
-    if device == "cpu" and world.is_toy_world(job["settings"].model) and "OMP_NUM_THREADS" not in os.environ:
+    if device == "cpu" and world.is_toy_world(job.settings.model) and "OMP_NUM_THREADS" not in os.environ:
         # the toy world's models are too small to gain from threads: a second one only spins
         torch.set_num_threads(1)
     from diffusers.utils import logging as diffusers_logging
@@ -344,19 +366,19 @@ def run(args) -> int:
     diffusers_logging.disable_progress_bar()  # the command prints its own progress
     with timings.part("loading"):
         load(opts, job, device)
-    check_output_dir(job["out"])  # created last, once every check has passed: a refused command leaves no folder
+    check_output_dir(job.out)  # created last, once every check has passed: a refused command leaves no folder
     generate_all(opts, job)
     timings.print()
     return 0
 
 
-def load(opts: GenerateOptions, job: dict, device: str) -> None:
+def load(opts: GenerateOptions, job: Job, device: str) -> None:
     """The pipeline, the reward, the approximate decoder and the toy world's judge, into `job`."""
     from date_diffusion.pipelines import load_date_pipeline
 
-    settings = job["settings"]
+    settings = job.settings
     try:
-        pipe = load_date_pipeline(settings.model, opts.model.dtype, device, settings.scheduler, **job["loading"])
+        pipe = load_date_pipeline(settings.model, opts.model.dtype, device, settings.scheduler, **job.loading)
     except ValueError as err:  # unreadable single file, LoRA for another model, ...
         raise CLIError(str(err)) from err
     pipe.set_progress_bar_config(disable=True)
@@ -368,21 +390,21 @@ def load(opts: GenerateOptions, job: dict, device: str) -> None:
         raise CLIError(str(err)) from err
     if opts.negative_prompt is not None and not pipe.supports_negative_prompt:
         raise CLIError(f"--negative-prompt is not supported by {type(pipe).__name__} (no negative branch)")
-    job.update(height=height, width=width, pipe=pipe)
-    job["reward"] = None if job["saved"] is not None else load_reward(settings.reward, device)
-    job["decoder"] = None
-    if opts.reward_decoder and job["saved"] is None:
+    job.height, job.width, job.pipe = height, width, pipe
+    job.reward = None if job.saved is not None else load_reward(settings.reward, device)
+    job.decoder = None
+    if opts.reward_decoder and job.saved is None:
         from date_diffusion.pipelines.loading import tiny_decoder_for
 
-        job["decoder"] = tiny_decoder_for(settings.model, opts.reward_decoder).to(device, pipe.vae.dtype)
-    job["judge"] = world.judge_for(settings.model)
+        job.decoder = tiny_decoder_for(settings.model, opts.reward_decoder).to(device, pipe.vae.dtype)
+    job.judge = world.judge_for(settings.model)
 
 
-def generate_all(opts: GenerateOptions, job: dict) -> None:
+def generate_all(opts: GenerateOptions, job: Job) -> None:
     from tqdm.auto import tqdm
 
-    jobs = [(p, opts.seed + k) for p in job["prompts"] for k in range(opts.images_per_prompt)]
-    kinds = (["fixed"] if opts.compare else []) + ["replay" if job["saved"] is not None else "date"]
+    jobs = [(p, opts.seed + k) for p in job.prompts for k in range(opts.images_per_prompt)]
+    kinds = (["fixed"] if opts.compare else []) + ["replay" if job.saved is not None else "date"]
     # a progress bar on a terminal only (disable=None); elsewhere (a file, a pipe) each finished image's lines say it
     bar = tqdm(total=len(jobs) * len(kinds), desc="images", unit="img", disable=None)
     started = time.perf_counter()
@@ -401,7 +423,7 @@ def generate_all(opts: GenerateOptions, job: dict) -> None:
             emb_path = Path(tmp) / "batch.safetensors" if opts.save_embeddings else None
             results = {}
             for kind in kinds:
-                with job["timings"].part("sampling"):
+                with job.timings.part("sampling"):
                     try:
                         results[kind] = sample(opts, job, kind, batch, emb_path)
                     except ValueError as err:  # saved embeddings that do not fit this model (shapes, start)
@@ -415,12 +437,12 @@ def generate_all(opts: GenerateOptions, job: dict) -> None:
 
                 saved = load_embeddings(emb_path)
             for j, (prompt, seed) in enumerate(batch):
-                with job["timings"].part("evaluating and writing"):
+                with job.timings.part("evaluating and writing"):
                     write_image(opts, job, results, j, prompt, seed, saved)
     bar.close()
 
 
-def sample(opts: GenerateOptions, job: dict, kind, batch, emb_path):
+def sample(opts: GenerateOptions, job: Job, kind, batch, emb_path):
     """One batch with fixed embeddings, DATE, or a replay of saved DATE embeddings."""
     import torch
 
@@ -429,39 +451,39 @@ def sample(opts: GenerateOptions, job: dict, kind, batch, emb_path):
     extra = {} if opts.negative_prompt is None else {"negative_prompt": [opts.negative_prompt] * len(batch)}
     if kind == "date":
         extra.update(
-            date=job["settings"].date,
-            reward=job["reward"],
-            reward_decoder=job["decoder"],
+            date=job.settings.date,
+            reward=job.reward,
+            reward_decoder=job.decoder,
             reward_resolution=opts.reward_resolution,
             gradient_checkpointing=opts.gradient_checkpointing,
             save_embeddings=emb_path,
         )
     elif kind == "replay":
-        extra["replay_embeddings"] = job["saved"]
+        extra["replay_embeddings"] = job.saved
 
     def first_step(pipe, i, t, tensors):
-        job["timings"].mark("first sampling step done")
+        job.timings.mark("first sampling step done")
         return {}
 
-    return job["pipe"](
+    return job.pipe(
         prompt=[p for p, _ in batch],
-        callback_on_step_end=first_step if job["timings"].enabled else None,
-        height=job["height"],
-        width=job["width"],
-        num_inference_steps=job["settings"].num_inference_steps,
-        guidance_scale=job["settings"].guidance_scale,
+        callback_on_step_end=first_step if job.timings.enabled else None,
+        height=job.height,
+        width=job.width,
+        num_inference_steps=job.settings.num_inference_steps,
+        guidance_scale=job.settings.guidance_scale,
         generator=gens,
         **extra,
     )
 
 
-def base_record(opts: GenerateOptions, job: dict, prompt, seed) -> dict:
+def base_record(opts: GenerateOptions, job: Job, prompt, seed) -> dict:
     """What every image's record states about the run. A setting that had no effect (FLUX.1-schnell's guidance
     scale, a negative prompt without a negative branch) is not stated as applied: its field is null and
     `without_effect` names it with its value and why."""
     from date_diffusion import __version__
 
-    pipe, settings = job["pipe"], job["settings"]
+    pipe, settings = job.pipe, job.settings
     given = {"guidance_scale": settings.guidance_scale, "negative_prompt": opts.negative_prompt}
     without = pipe.settings_without_effect(settings.guidance_scale, negative_prompt=opts.negative_prompt)
     record = {
@@ -471,13 +493,13 @@ def base_record(opts: GenerateOptions, job: dict, prompt, seed) -> dict:
         "model": settings.model,
         "family": settings.family,
         "pipeline": type(pipe).__name__,
-        "loras": [list(x) for x in job["loading"]["loras"]],
+        "loras": [list(x) for x in job.loading["loras"]],
         "scheduler": type(pipe.scheduler).__name__,
         "scheduler_name": settings.scheduler,
         "steps": settings.num_inference_steps,
         "guidance_scale": None if "guidance_scale" in without else settings.guidance_scale,
-        "height": job["height"],
-        "width": job["width"],
+        "height": job.height,
+        "width": job.width,
         "dtype": str(pipe.unet.dtype if hasattr(pipe, "unet") else pipe.transformer.dtype).replace("torch.", ""),
         "sources": {k: settings.sources[k] for k in ("num_inference_steps", "guidance_scale", "scheduler")},
         "date_diffusion_version": __version__,
@@ -487,7 +509,7 @@ def base_record(opts: GenerateOptions, job: dict, prompt, seed) -> dict:
     return record
 
 
-def write_image(opts: GenerateOptions, job: dict, results, j, prompt, seed, saved) -> None:
+def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved) -> None:
     """The DATE (or replayed) image, its record, and optionally the fixed image, the grid and the embeddings: new
     names when taken (unless --overwrite), each file written atomically; every file written is printed."""
     from tqdm.auto import tqdm
@@ -495,20 +517,20 @@ def write_image(opts: GenerateOptions, job: dict, results, j, prompt, seed, save
     from date_diffusion.grids import grid_label
     from date_diffusion.outputs import claimed_stem, file_group, png_bytes
 
-    out, kind = job["out"], "replay" if job["saved"] is not None else "date"
+    out, kind = job.out, "replay" if job.saved is not None else "date"
     suffixes = (".png", ".json", "-fixed.png", "-compare.png", "-embeddings.safetensors")
     with claimed_stem(out, f"{slug(prompt)}-s{seed}", suffixes, opts.overwrite) as stem, file_group() as group:
         record = base_record(opts, job, prompt, seed)
         fixed_record = {**record, "method": "fixed", "date": None, "reward": None}
         if kind == "date":
-            record["sources"] = dict(job["settings"].sources)
+            record["sources"] = dict(job.settings.sources)
         # an image whose embedding DATE did not move (every update skipped: a zero or non-finite gradient) is the
         # fixed image, and is recorded as such
         moved = results[kind].traces[j]["final_distance"] > 0
         record.update(
-            method=kind if kind == "replay" or (job["date_active"] and moved) else "fixed",
-            reward=job["settings"].reward if kind == "date" else None,
-            date=job["settings"].date.to_dict() if kind == "date" else job["saved"].metadata.get("date"),
+            method=kind if kind == "replay" or (job.date_active and moved) else "fixed",
+            reward=job.settings.reward if kind == "date" else None,
+            date=job.settings.date.to_dict() if kind == "date" else job.saved.metadata.get("date"),
             reward_decoder=opts.reward_decoder if kind == "date" else None,
             reward_resolution=opts.reward_resolution if kind == "date" else None,
             gradient_checkpointing=opts.gradient_checkpointing,
@@ -518,18 +540,18 @@ def write_image(opts: GenerateOptions, job: dict, results, j, prompt, seed, save
             record["replayed_from"] = str(opts.replay_embeddings)
         image = results[kind].images[j]
         lines = [f"{prompt!r} seed {seed} -> {out / (stem + '.png')}", f"    record: {out / (stem + '.json')}"]
-        if job["judge"] is not None:
-            record["evaluator"] = {kind: job["judge"](image, prompt)}
+        if job.judge is not None:
+            record["evaluator"] = {kind: job.judge(image, prompt)}
         summary = []
         if opts.compare:
             fixed = results["fixed"].images[j]
-            if job["judge"] is not None:
-                record["evaluator"]["fixed"] = job["judge"](fixed, prompt)
+            if job.judge is not None:
+                record["evaluator"]["fixed"] = job.judge(fixed, prompt)
             record.update(fixed_image=f"{stem}-fixed.png", compare_grid=f"{stem}-compare.png")
-            if job["reward"] is not None:
+            if job.reward is not None:
                 from date_diffusion.grids import final_rewards
 
-                record["final_reward"] = final_rewards(job["reward"], {"fixed": fixed, "date": image}, prompt)
+                record["final_reward"] = final_rewards(job.reward, {"fixed": fixed, "date": image}, prompt)
             group.write(out / f"{stem}-fixed.png", png_bytes(fixed, fixed_record))
             panels = write_compare(group, out / f"{stem}-compare.png", fixed, image, record, kind)
             lines.append(f"    fixed image: {out / (stem + '-fixed.png')}")

@@ -116,13 +116,13 @@ def _generate_tab(session: Session):
         except Exception as err:  # a failing run is reported in the page; the server carries on
             log.exception("the run failed")
             return *(gr.skip() for _ in outputs), error_box(err)
-        trace = result.get("trace")
+        trace = result.trace
         figure = reward_plot(trace) if trace and trace["updates"] else None
-        diff = result.get("difference")
-        shown = [_enlarged(result["fixed"]), _enlarged(result["date"]), _enlarged(diff.image if diff else None)]
+        diff = result.difference
+        shown = [_enlarged(result.fixed), _enlarged(result.date), _enlarged(diff.image if diff else None)]
         # "step 10: before": the gallery's label names x0_hat, and a thumbnail's caption is cut at its end
-        strip_items = [(_enlarged(i), c.replace(": x0_hat ", ": ")) for i, c in result.get("strip", [])]
-        return *shown, summary(result), figure, strip_items, result["files"], error_box(None)
+        strip_items = [(_enlarged(i), c.replace(": x0_hat ", ": ")) for i, c in result.strip]
+        return *shown, summary(result), figure, strip_items, result.files, error_box(None)
 
     def stop_mine(request: gr.Request = None):
         session.stops.stop(_visitor(request))

@@ -102,8 +102,7 @@ def check_form(form: Form, model: str | None = None, allowed: tuple[Path, ...] =
         negative, negative_note = prepare_prompt(form.negative_prompt or "", "the negative prompt", empty=True)
     except ValueError as err:
         raise InputError(str(err), "negative_prompt") from None
-    sampling = dict(prompt=prompt, negative_prompt=negative or None, seed=_seed(form.seed),
-                    notes=[n for n in (prompt_note, negative_note) if n])  # fmt: skip
+    sampling = Sampling(prompt, negative or None, _seed(form.seed), [n for n in (prompt_note, negative_note) if n])
     given = {k: v for k, v in form.settings.items() if v is not None and str(v).strip()}
     try:
         resolved = resolve_settings(model, paper_defaults=bool(form.paper_defaults), names=LABELS, **given)
@@ -247,7 +246,7 @@ class Session:
         for old in runs[:-KEEP_RUNS]:
             shutil.rmtree(old, ignore_errors=True)
 
-    def compare(self, form: Form, progress=None, stop: threading.Event | None = None) -> dict:
+    def compare(self, form: Form, progress=None, stop: threading.Event | None = None) -> PagePair:
         """The fixed and the DATE image of one seed and what DATE did (see `collect`); `stop` is this request's
         Stop token (set it to end the run between two steps)."""
         sampling, resolved = check_form(form, self.model, self.allowed)
@@ -272,11 +271,40 @@ class Session:
             self._pipes.put(pipe)
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """What a request samples besides its settings: the prepared prompts, the seed, notes for the visitor."""
+
+    prompt: str
+    negative_prompt: str | None
+    seed: int
+    notes: list
+
+
+@dataclass
+class PagePair:
+    """What the page shows of one request: the fixed and the DATE image, what DATE did, the files it offers."""
+
+    stopped: bool
+    seconds: float
+    fixed: object
+    date: object = None
+    files: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    settings: object = None
+    verdicts: dict = field(default_factory=dict)  # method -> the toy world's verdict (None elsewhere)
+    trace: dict | None = None
+    strip: list = field(default_factory=list)
+    final_reward: dict | None = None
+    panels: list | None = None
+    difference: object = None
+
+
 @dataclass
 class Run:
     """One request: what it samples, with what, and its Stop token."""
 
-    sampling: dict
+    sampling: Sampling
     resolved: object
     reward: RecordingReward
     decoder: object
@@ -295,25 +323,25 @@ def _callback(run: Run, total: int, offset: int):
     return on_step_end
 
 
-def run_pair(pipe, run: Run, session: Session) -> dict:
+def run_pair(pipe, run: Run, session: Session) -> PagePair:
     resolved = run.resolved
     steps = resolved.num_inference_steps
     out_dir = Path(tempfile.mkdtemp(dir=session.workdir))
     common = dict(
-        prompt=run.sampling["prompt"],
-        negative_prompt=run.sampling["negative_prompt"] if pipe.supports_negative_prompt else None,
+        prompt=run.sampling.prompt,
+        negative_prompt=run.sampling.negative_prompt if pipe.supports_negative_prompt else None,
         num_inference_steps=steps,
         guidance_scale=resolved.guidance_scale,
     )
     t0 = time.perf_counter()
-    fixed = pipe(**common, generator=torch.Generator().manual_seed(run.sampling["seed"]),
+    fixed = pipe(**common, generator=torch.Generator().manual_seed(run.sampling.seed),
                  callback_on_step_end=_callback(run, 2 * steps, 0))  # fmt: skip
     stopped = pipe.interrupt
     dated = None
     if not stopped:
         dated = pipe(
             **common,
-            generator=torch.Generator().manual_seed(run.sampling["seed"]),
+            generator=torch.Generator().manual_seed(run.sampling.seed),
             date=resolved.date,
             reward=run.reward,
             reward_decoder=run.decoder,
@@ -325,40 +353,39 @@ def run_pair(pipe, run: Run, session: Session) -> dict:
     return collect(session, run, fixed, dated, out_dir, seconds, stopped)
 
 
-def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stopped: bool) -> dict:
+def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stopped: bool) -> PagePair:
     """Everything the page shows, and the files it offers."""
     sampling, resolved, reward = run.sampling, run.resolved, run.reward
     sampler = SCHEDULERS[resolved.scheduler][0] if resolved.scheduler else type(session.own_scheduler).__name__
-    notes = sampling.get("notes", [])
-    given = {k: v for k, v in sampling.items() if k != "notes"}
+    notes = sampling.notes
+    given = dict(prompt=sampling.prompt, negative_prompt=sampling.negative_prompt, seed=sampling.seed)
     record = {**given, "model": session.model, **resolved.record(), "method": "date" if resolved.active else "fixed",
               "scheduler": sampler, "scheduler_name": resolved.scheduler}  # fmt: skip
-    result = {"stopped": stopped, "seconds": seconds, "fixed": fixed.images[0], "date": None, "files": [],
-              "notes": notes}  # fmt: skip
-    result["settings"] = resolved
+    result = PagePair(stopped, seconds, fixed.images[0], notes=notes, settings=resolved)
     fixed_record = {**record, "method": "fixed", "date": None, "reward": None}
-    result["files"].append(str(save_png(out_dir / "fixed.png", fixed.images[0], fixed_record)))
+    result.files.append(str(save_png(out_dir / "fixed.png", fixed.images[0], fixed_record)))
     judge = judge_for(session.model) or (lambda image, prompt: None)
-    result["verdicts"] = {"fixed": judge(fixed.images[0], sampling["prompt"])}
+    result.verdicts = {"fixed": judge(fixed.images[0], sampling.prompt)}
     if dated is not None:
         trace = dated.traces[0]
-        result.update(date=dated.images[0], trace=trace, strip=strip(reward.seen, trace))
-        result["verdicts"]["date"] = judge(dated.images[0], sampling["prompt"])
+        result.date, result.trace, result.strip = dated.images[0], trace, strip(reward.seen, trace)
+        result.verdicts["date"] = judge(dated.images[0], sampling.prompt)
         moved = record["method"] == "date" and trace["final_distance"] > 0  # no update moved it: the fixed image
         dated_record = {**record, "trace": trace, "method": "date" if moved else "fixed"}
         images = {"fixed": fixed.images[0], "date": dated.images[0]}
         # the reward DATE followed, of both finished images (unwrapped: the strip shows only what DATE scored)
-        dated_record["final_reward"] = result["final_reward"] = final_rewards(reward.reward, images, sampling["prompt"])
-        result["files"].append(str(save_png(out_dir / "date.png", dated.images[0], dated_record)))
+        result.final_reward = final_rewards(reward.reward, images, sampling.prompt)
+        dated_record["final_reward"] = result.final_reward
+        result.files.append(str(save_png(out_dir / "date.png", dated.images[0], dated_record)))
         grid, panels = fixed_date_grid(
-            fixed.images[0], dated.images[0], dated_record["method"], result["verdicts"], trace, result["final_reward"]
+            fixed.images[0], dated.images[0], dated_record["method"], result.verdicts, trace, result.final_reward
         )
-        result["panels"] = panels
+        result.panels = panels
         # the amplified difference, always (the grid adds it only where the images differ little)
-        result["difference"] = difference(panel(images["fixed"], "fixed"), panel(images["date"], "DATE"))
-        result["files"].append(str(save_png(out_dir / "compare.png", grid, grid_record(dated_record, panels))))
+        result.difference = difference(panel(images["fixed"], "fixed"), panel(images["date"], "DATE"))
+        result.files.append(str(save_png(out_dir / "compare.png", grid, grid_record(dated_record, panels))))
         (out_dir / "trace.json").write_text(json.dumps(dated_record, indent=1))
-        result["files"] += [str(out_dir / "trace.json"), str(out_dir / "embeddings.safetensors")]
+        result.files += [str(out_dir / "trace.json"), str(out_dir / "embeddings.safetensors")]
     return result
 
 
@@ -409,34 +436,34 @@ def reward_plot(trace: dict):
     return fig
 
 
-def summary(result: dict) -> str:
+def summary(result: PagePair) -> str:
     """The text under the images: the finished images' rewards, verdicts (and for a prompt outside the toy world
     what it knows), how much the images differ, distance moved, seconds, and whether Stop ended the run."""
-    lines = [f"Note: {note}." for note in result.get("notes", [])]
-    if result["stopped"]:
+    lines = [f"Note: {note}." for note in result.notes]
+    if result.stopped:
         lines.append("**Stopped** before the end: the images show where sampling was.")
-    panels = result.get("panels")
+    panels = result.panels
     if panels and "final_reward" in panels[1]:  # as the grid's headers say it
-        name = result["settings"].reward if result.get("settings") is not None else "the reward"
+        name = result.settings.reward if result.settings is not None else "the reward"
         lines.append(f"Reward of the finished images ({name}): fixed {panels[0]['final_reward']:.4f}, "
                      f"DATE **{reward_text(panels[1]).removeprefix('reward ')}**.")  # fmt: skip
     for kind in ("fixed", "date"):
-        text = verdict_text(verdict_record(result["verdicts"].get(kind)))  # as the grids' headers say it
+        text = verdict_text(verdict_record(result.verdicts.get(kind)))  # as the grids' headers say it
         if text is not None:
             lines.append(f"Exact evaluator, {'fixed embedding' if kind == 'fixed' else 'DATE'}: **{text}**")
-    knows = knows_line(result["verdicts"])
+    knows = knows_line(result.verdicts)
     if knows:
         lines.append(f"{knows[0].upper()}{knows[1:]}.")
-    if result.get("difference") is not None:
-        diff = result["difference"].record
+    if result.difference is not None:
+        diff = result.difference.record
         lines.append(f"|DATE - fixed| x {DIFF_GAIN} (right): mean difference {diff['mean_abs_diff']:.2f} of 255, "
                      f"{diff['pixels_changed'] / diff['pixels']:.1%} of pixels changed.")  # fmt: skip
-    if result.get("trace"):
-        moved = ", ".join(f"{u['update_norm']:.3f}" for u in result["trace"]["updates"])
-        lines.append(f"Embedding moved {result['trace']['final_distance']:.3f} in all (per update: {moved}).")
-    lines.append(f"{result['seconds']:.1f} s for both images.")
-    if result.get("settings") is not None:
-        lines.append("Settings: " + describe_settings(result["settings"]))
+    if result.trace:
+        moved = ", ".join(f"{u['update_norm']:.3f}" for u in result.trace["updates"])
+        lines.append(f"Embedding moved {result.trace['final_distance']:.3f} in all (per update: {moved}).")
+    lines.append(f"{result.seconds:.1f} s for both images.")
+    if result.settings is not None:
+        lines.append("Settings: " + describe_settings(result.settings))
     return "\n\n".join(lines)
 
 
