@@ -19,11 +19,12 @@ from date_diffusion.families import FAMILIES
 from date_diffusion.pipelines import date_pipeline_class
 from date_diffusion.pipelines.edit import edit_defaults, image_latents
 
-EDITOR = {"sd": "ddpm", "sdxl": "ddpm", "pixart": "ddpm", "sd3": "flowedit", "flux": "flowedit"}
+EDITOR = {"sd": "ddpm", "sdxl": "ddpm", "pixart": "ddpm", "pixart-sigma": "ddpm", "sd3": "flowedit", "flux": "flowedit"}
 EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},
     "pixart": {"clean_caption": False, "max_sequence_length": 8},
+    "pixart-sigma": {"clean_caption": False, "max_sequence_length": 8},
 }
 INVERSION = [f for f, e in EDITOR.items() if e == "ddpm"]
 FLOW = [f for f, e in EDITOR.items() if e == "flowedit"]

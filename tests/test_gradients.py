@@ -39,6 +39,7 @@ CASES = {  # family, prediction type
     "sd3": ("sd3", "flow"),
     "flux": ("flux", "flow"),
     "pixart": ("pixart", "epsilon"),
+    "pixart-sigma": ("pixart-sigma", "epsilon"),
 }
 
 

@@ -25,11 +25,12 @@ from date_diffusion.pipelines import date_pipeline_class
 # every family of the family table, with its tiny components' fixture and its family-specific call arguments;
 # a family added to the table without tiny components here fails at import
 FIXTURES = {"sd": "components", "sdxl": "sdxl_components", "sd3": "sd3_components", "flux": "flux_components",
-            "pixart": "pixart_components"}  # fmt: skip
+            "pixart": "pixart_components", "pixart-sigma": "pixart_components"}  # fmt: skip
 CALL_EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},
     "pixart": {"use_resolution_binning": False, "clean_caption": False, "max_sequence_length": 8},
+    "pixart-sigma": {"use_resolution_binning": False, "clean_caption": False, "max_sequence_length": 8},
 }
 FAMILIES = {f.name: (f.stock_pipeline(), FIXTURES[f.name], CALL_EXTRA.get(f.name, {})) for f in FAMILY_TABLE}
 CFG_CUTOFF = {"sd": SDCFGCutoffCallback, "sdxl": SDXLCFGCutoffCallback, "sd3": SD3CFGCutoffCallback}

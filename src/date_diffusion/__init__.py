@@ -25,6 +25,7 @@ _EXPORTS = {
     "StableDiffusion3DATEPipeline": "date_diffusion.pipelines.stable_diffusion_3",
     "FluxDATEPipeline": "date_diffusion.pipelines.flux",
     "PixArtAlphaDATEPipeline": "date_diffusion.pipelines.pixart",
+    "PixArtSigmaDATEPipeline": "date_diffusion.pipelines.pixart_sigma",
     "Reward": "date_diffusion.rewards.base",
     "WeightedReward": "date_diffusion.rewards.base",
     "CLIPScoreReward": "date_diffusion.rewards.clip",

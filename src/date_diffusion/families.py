@@ -21,6 +21,38 @@ PAPER_REWARD = "clip-l"
 PAPER_EVAL_CLIP = "clip:laion/CLIP-ViT-g-14-laion2B-s12B-b42K"
 
 
+EDIT_STEPS = 100
+EDIT_SKIP = 36
+SKIP_FRACTION = EDIT_SKIP / EDIT_STEPS
+CFG_SRC = 3.5
+CFG_TAR = 15.0
+
+
+@dataclass(frozen=True)
+class EditDefaults:
+    """editor: `ddpm` or `flowedit`; steps; skip: steps not regenerated at `steps` (FlowEdit: steps - n_max);
+    cfg_src, cfg_tar: guidance of the source (inversion) and target branch."""
+
+    editor: str
+    steps: int
+    skip: int
+    cfg_src: float
+    cfg_tar: float
+
+    @property
+    def skip_fraction(self) -> float:
+        return self.skip / self.steps
+
+    def skip_for(self, steps: int) -> int:
+        """The default skip for another step count (the same fraction)."""
+        return round(self.skip_fraction * steps)
+
+
+DDPM_EDIT = EditDefaults("ddpm", EDIT_STEPS, EDIT_SKIP, CFG_SRC, CFG_TAR)
+FLOWEDIT_SD3 = EditDefaults("flowedit", 50, 50 - 33, 3.5, 13.5)  # FlowEdit's SD3 setting: T 50, n_max 33
+FLOWEDIT_FLUX = EditDefaults("flowedit", 28, 28 - 24, 1.5, 5.5)  # FlowEdit's FLUX setting: T 28, n_max 24
+
+
 @dataclass(frozen=True)
 class Family:
     """What the project knows about one model family.
@@ -51,6 +83,7 @@ class Family:
     aliases: tuple[str, ...] = ()
     reward: str = PAPER_REWARD
     eval_clip: str = PAPER_EVAL_CLIP
+    edit: EditDefaults | None = None  # its editor (`pipe.edit`, `date-diffusion edit`) and defaults; None: no editing
 
     def date_pipeline(self) -> type:
         """The DATE pipeline class (imports diffusers)."""
@@ -73,6 +106,7 @@ FAMILIES: tuple[Family, ...] = (
         sampling={"num_inference_steps": 50, "guidance_scale": 8.0},  # the paper: DDIM 50, guidance 8
         paper_scheduler="ddim",
         aliases=("LatentConsistencyModelPipeline",),
+        edit=DDPM_EDIT,
     ),
     Family(
         "sdxl",
@@ -82,6 +116,7 @@ FAMILIES: tuple[Family, ...] = (
         "StableDiffusionXLDATEPipeline",
         ("xl_base", "playground-v2-5"),
         "madebyollin/taesdxl",
+        edit=DDPM_EDIT,
     ),
     Family(
         "sd3",
@@ -92,6 +127,7 @@ FAMILIES: tuple[Family, ...] = (
         ("sd3", "sd35_medium", "sd35_large"),
         "madebyollin/taesd3",
         bf16=True,
+        edit=FLOWEDIT_SD3,
     ),
     Family(
         "flux",
@@ -102,6 +138,7 @@ FAMILIES: tuple[Family, ...] = (
         ("flux-dev", "flux-schnell"),
         "madebyollin/taef1",
         bf16=True,
+        edit=FLOWEDIT_FLUX,
     ),
     Family(
         "pixart",
@@ -111,6 +148,17 @@ FAMILIES: tuple[Family, ...] = (
         "PixArtAlphaDATEPipeline",
         (),
         "madebyollin/taesd",
+        edit=DDPM_EDIT,
+    ),
+    Family(
+        "pixart-sigma",
+        "PixArt-Sigma",
+        "PixArtSigmaPipeline",
+        "pixart_sigma",
+        "PixArtSigmaDATEPipeline",
+        (),
+        "madebyollin/taesdxl",  # PixArt-Sigma decodes with the SDXL VAE
+        edit=DDPM_EDIT,
     ),
 )
 NAMES: tuple[str, ...] = tuple(f.name for f in FAMILIES)  # the built-in families' (`names()`: with plugins')

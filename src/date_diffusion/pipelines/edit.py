@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from date_diffusion.core.vae import model_latents
-from date_diffusion.editing import EDIT_DEFAULTS, EditDefaults
+from date_diffusion.editing import EditDefaults
 from date_diffusion.editing.plan import EditArguments, EditPlan, edit_plan
 from date_diffusion.pipelines.common import check, guided_denoiser
 from date_diffusion.pipelines.conditioning import PackedConditioning
@@ -52,10 +52,13 @@ class Branch:
 
 
 def edit_defaults(pipeline_class) -> EditDefaults:
-    """A DATE pipeline class's editor and its defaults (`editing.EDIT_DEFAULTS`, by the class's family)."""
+    """A DATE pipeline class's editor and its defaults (its family record's `edit`)."""
     from date_diffusion.families import by_pipeline_class
 
-    return EDIT_DEFAULTS[by_pipeline_class(pipeline_class.__name__).name]
+    family = by_pipeline_class(pipeline_class.__name__)
+    if family.edit is None:
+        raise ValueError(f"{family.title} has no editor: edit() runs on the families whose record names one")
+    return family.edit
 
 
 def split_arguments(pipe, kwargs: dict) -> tuple[EditArguments, DATEOptions, dict]:

@@ -21,8 +21,6 @@ from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import (
 from date_diffusion.pipelines.adapter import Adapter
 from date_diffusion.pipelines.common import DATEPipelineMixin
 
-_BINS = {128: ASPECT_RATIO_1024_BIN, 64: ASPECT_RATIO_512_BIN, 32: ASPECT_RATIO_256_BIN}
-
 
 class PixArtAlphaAdapter(Adapter):
     """PixArt-alpha: T5 tokens with their attention mask, a DiT, aspect-ratio bins."""
@@ -30,6 +28,8 @@ class PixArtAlphaAdapter(Adapter):
     extra_parameters = {"callback_on_step_end": None, "callback_on_step_end_tensor_inputs": ["latents"]}
     request_state = {"requested_size": None}  # the size asked for, where binning samples at another
     edit_arguments = {"use_resolution_binning": False}  # an edit keeps the image's size
+    bins = {128: ASPECT_RATIO_1024_BIN, 64: ASPECT_RATIO_512_BIN, 32: ASPECT_RATIO_256_BIN}  # by sample size
+    size_conditioned = (128,)  # sample sizes whose transformer takes the resolution and aspect ratio as inputs
 
     def default_size(self) -> int:
         return self.pipe.transformer.config.sample_size * self.pipe.vae_scale_factor
@@ -38,10 +38,10 @@ class PixArtAlphaAdapter(Adapter):
         # as the stock pipeline, except that a model without aspect-ratio bins (sample sizes other than 32, 64
         # and 128, where the stock pipeline raises) samples at the requested size
         sample_size = self.pipe.transformer.config.sample_size
-        binning = request.use_resolution_binning and sample_size in _BINS
+        binning = request.use_resolution_binning and sample_size in self.bins
         size = (request.height, request.width)
         if binning:
-            size = self.pipe.image_processor.classify_height_width_bin(*size, ratios=_BINS[sample_size])
+            size = self.pipe.image_processor.classify_height_width_bin(*size, ratios=self.bins[sample_size])
         request = request.replace(requested_size=(request.height, request.width), use_resolution_binning=binning,
                                   height=size[0], width=size[1])  # fmt: skip
         return super().check(request)
@@ -58,7 +58,7 @@ class PixArtAlphaAdapter(Adapter):
     def denoiser(self, request, cond):
         transformer = self.pipe.transformer
         channels, added = transformer.config.in_channels, {"resolution": None, "aspect_ratio": None}
-        if transformer.config.sample_size == 128:
+        if transformer.config.sample_size in self.size_conditioned:
             dtype, device = cond.cond.dtype, cond.cond.device
             added["resolution"] = torch.tensor([request.height, request.width], dtype=dtype, device=device)
             added["aspect_ratio"] = torch.tensor([float(request.height / request.width)], dtype=dtype, device=device)
