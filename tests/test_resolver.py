@@ -170,9 +170,9 @@ def test_cli_page_and_api_give_the_same_image(case, toy_pipe, tmp_path):
     s = resolve_settings(TOY_WORLD, **kwargs)
     api = toy_pipe(PROMPT, generator=torch.Generator().manual_seed(0), reward=s.load_reward(), **s.call_arguments())
 
-    assert np.array_equal(cli, np.asarray(page["date"])) and np.array_equal(cli, np.asarray(api.images[0]))
+    assert np.array_equal(cli, np.asarray(page.date)) and np.array_equal(cli, np.asarray(api.images[0]))
     assert record["date"] == s.date.to_dict() and record["reward"] == s.reward and record["sources"] == s.sources
-    assert page["settings"] == s
+    assert page.settings == s
     assert record["trace"]["updates"] and all(u["update_norm"] > 0 for u in record["trace"]["updates"])
 
 
