@@ -15,6 +15,9 @@ HERE = Path(__file__).parent / "real_configs"
 FAMILY = {"sd15": "sd", "sd21": "sd", "sdxl": "sdxl", "sd35m": "sd3", "flux_dev": "flux", "flux_schnell": "flux",
           "pixart_1024": "pixart"}  # fmt: skip
 NAMES = sorted(FAMILY)
+# families with no real configuration here yet, each with why (no copy of the hub repository's configs was found to
+# take one from; configs are never written from memory alone)
+UNSOURCED = {"pixart-sigma": "no copy of PixArt-alpha/PixArt-Sigma-XL-2-1024-MS's scheduler config was found"}
 BEHAVIOUR = ("guidance_embeds",)  # denoiser settings that change what a step computes (sizes stay tiny)
 
 
