@@ -149,7 +149,8 @@ def _component_error(folder, name: str, err: Exception) -> ComponentError:
     return ComponentError(f"{config}: the library refuses it ({why}); {_FIX}")
 
 
-_ATTRIBUTING = contextvars.ContextVar("attributing_components", default=False)
+# on while `component_errors` is: the (folder, component) pairs whose files it has checked already
+_ATTRIBUTING = contextvars.ContextVar("attributing_components", default=None)
 
 
 def _attributing(load_sub_model):
@@ -157,10 +158,11 @@ def _attributing(load_sub_model):
     when one does not build (`check_component` first, then `_component_error`), while `component_errors` is on."""
 
     def load(*args, **kwargs):
-        name, folder = kwargs.get("name"), kwargs.get("cached_folder")
-        if not _ATTRIBUTING.get() or name is None or folder is None:
+        name, folder, checked = kwargs.get("name"), kwargs.get("cached_folder"), _ATTRIBUTING.get()
+        if checked is None or name is None or folder is None:
             return load_sub_model(*args, **kwargs)
-        check_component(folder, name, kwargs.get("library_name"))
+        if (Path(str(folder)).resolve(), name) not in checked:  # a hub id's cached folder: not read before
+            check_component(folder, name, kwargs.get("library_name"))
         try:
             return load_sub_model(*args, **kwargs)
         except (MemoryError, ComponentError):
@@ -183,14 +185,15 @@ def component_errors(model):
     original = getattr(pipeline_utils, "load_sub_model", None)
     if original is not None and not getattr(original, "date_diffusion_attributing", False):
         pipeline_utils.load_sub_model = _attributing(original)  # once per process; transparent when off
-    local = Path(str(model)).expanduser()
+    local, checked = Path(str(model)).expanduser(), set()
     if local.is_dir() and (local / "model_index.json").is_file():
         from date_diffusion.pipelines import model_index
 
         for name, entry in model_index(local).items():
             if not name.startswith("_") and isinstance(entry, list) and len(entry) == 2 and None not in entry:
                 check_component(local, name, entry[0])
-    token = _ATTRIBUTING.set(True)
+                checked.add((local.resolve(), name))
+    token = _ATTRIBUTING.set(frozenset(checked))
     try:
         yield
     finally:
