@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from test_cli import model_dir  # noqa: F401  (fixture)
 
-from date_diffusion import TOY_WORLD, DATEPipeline, resolve_settings
+from date_diffusion import TOY_WORLD, DATEPipeline, model_folder, resolve_settings
 from date_diffusion.cli.main import main
 from date_diffusion.core.config import DATEConfig
 from date_diffusion.core.settings import BY_KEY, SETTINGS, SettingError, format_keys, parse_keys
@@ -21,7 +21,7 @@ PROMPT = "a red circle to the left of a blue square"
 
 def test_toy_world_defaults_and_their_sources():
     s = resolve_settings()  # no model: the toy world
-    advice = world.recommended(TOY_WORLD)
+    advice = model_folder.read(TOY_WORLD).recommended
     assert s.model == TOY_WORLD and s.family == "sd"
     assert (s.date.rho_relative, s.date.update_every, s.reward) == (0.005, 10, "aug8(toy-ensemble)")
     assert s.guidance_scale == advice["guidance_scale"] and s.num_inference_steps == 50
@@ -38,7 +38,7 @@ def test_paper_defaults_ignore_the_models_date_advice_but_not_its_guidance():
     s = resolve_settings(TOY_WORLD, paper_defaults=True)
     assert s.date == DATEConfig() and s.reward == world.PLAIN_REWARD == "toy-clip"
     assert (s.sources["rho"], s.sources["update_every"], s.sources["reward"]) == ("paper", "paper", "model")
-    assert s.guidance_scale == world.recommended(TOY_WORLD)["guidance_scale"]
+    assert s.guidance_scale == model_folder.read(TOY_WORLD).recommended["guidance_scale"]
 
 
 def test_a_group_comes_whole_from_one_source():

@@ -1,5 +1,5 @@
-"""Everything the library knows about the shipped toy world, in one place: where its models are, what it
-recommends, its rewards' names, its suites, and its exact evaluator as a judge.
+"""Everything the library knows about the shipped toy world, in one place: where its models are, its rewards'
+names, its suites, and its exact evaluator as a judge (what it recommends is in its folders' `toyworld.json`).
 
 The registries (families, rewards, model folders' recommendations, the default model) learn about the toy world only
 through its plugin (`plugin.py`); the layers above that know it (the benchmark, the command line, the web page) ask
@@ -62,20 +62,6 @@ def is_toy_world(model) -> bool:
 def is_toy_suite(name: str) -> bool:
     """Whether a benchmark suite is one of the toy world's generation suites (scored by the exact evaluator)."""
     return name in SUITES
-
-
-def recommended(model) -> dict:
-    """The settings a toy-world model recommends (`toyworld.json`'s `recommended`: sampling and DATE settings and
-    the reward); empty for any other model. (The resolver reads any model folder's file through `model_folder`.)"""
-    from date_diffusion.model_folder import read
-
-    found = read(model) if is_toy_world(model) else None
-    return found.recommended if found is not None else {}
-
-
-def default_reward(model) -> str | None:
-    """The plain reward of a toy-world model (the paper's kind of reward, in its world); None for other models."""
-    return PLAIN_REWARD if is_toy_world(model) else None
 
 
 def default_eval_clip(model) -> str | None:
