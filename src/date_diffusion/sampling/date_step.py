@@ -217,7 +217,8 @@ def date_sample(
     model = GuidedDenoiser(denoise, own)
     state = StepState(scheduler, latents, cond_embeds, uncond_embeds, guidance_scale)
     starts = scheduler_step_starts(scheduler, len(scheduler.timesteps))
-    recorder = TraceRecorder(cond_embeds, update_steps(date, len(starts)))
-    update = DATEUpdate(model, date, cond_embeds, starts, decode, reward) if recorder.traces[0].update_steps else None
+    steps = update_steps(date, len(starts))
+    recorder = TraceRecorder(cond_embeds, steps)
+    update = DATEUpdate(model, date, cond_embeds, starts, decode, reward) if steps else None
     state = sample(model, state, scheduler.timesteps, Hooks(output=update, observers=[recorder]))
     return recorder.result(state)
