@@ -18,6 +18,7 @@ from date_diffusion.core.settings import (
     Seed,
     SettingError,
     Size,
+    listed_twice,
     parse_integer,
 )
 from date_diffusion.families import FAMILIES, NAMES, PAPER_REWARD
@@ -50,7 +51,7 @@ def checked(kind: Kind, value, name: str):
 def _once_each(items: list, text: str) -> list:
     """A comma list's items, each at most once: a value listed twice (`single,single`) is refused, never taken as
     one or run twice without a word."""
-    twice = sorted({str(v) for k, v in enumerate(items) if v in items[:k]})
+    twice = listed_twice(items)
     if twice:
         raise argparse.ArgumentTypeError(f"{', '.join(twice)} listed twice in {text!r}: list each value once")
     return items

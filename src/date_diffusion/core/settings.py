@@ -288,6 +288,11 @@ def _items(text: str, name: str) -> list[str]:
     return items
 
 
+def listed_twice(items) -> list[str]:
+    """The values a list gives more than once (as text, sorted): every list reader refuses them."""
+    return sorted({str(v) for k, v in enumerate(items) if v in items[:k]})
+
+
 def _sequence(value, name: str, what: str) -> list:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise SettingError(f"{name} must be a list of {what}, got {value!r}")
@@ -307,9 +312,9 @@ class IndexList(Kind):
         items = tuple(
             _integer(i, name, 0, MAX_INDEX, "a list of loop indices") for i in _sequence(value, name, "loop indices")
         )
-        twice = sorted({i for k, i in enumerate(items) if i in items[:k]})
+        twice = listed_twice(items)
         if twice:  # a list's value given twice is refused, as every list option's (cli.common._once_each)
-            raise SettingError(f"{name} lists {', '.join(map(str, twice))} twice, got {list(items)}: list each once")
+            raise SettingError(f"{name} lists {', '.join(twice)} twice, got {list(items)}: list each once")
         return items
 
     def format(self, value):
