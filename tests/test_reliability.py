@@ -1028,6 +1028,8 @@ def test_one_real_parser_takes_only_ascii_numbers(text):
         (["generate", "a red circle", "--update-steps", "1,,2"], "--update-steps has an empty item"),
         (["generate", "a red circle", "--update-intervals", "0:1,"], "--update-intervals has an empty item"),
         (["bench-perf", "--batch-size", "1,,2"], "argument --batch-size: expected comma-separated integers"),
+        (["bench", "--suite", "toy", "--categories", "single,,position"], "argument --categories: an empty item"),
+        (["bench-perf", "--variants", "fixed,date,"], "argument --variants: an empty item"),
         (["generate", "\u0301\u0308"], "PROMPT is empty"),
         (["generate", "a red circle", "--negative-prompt", "x", "--lora", "."], "a folder, not a file"),
     ],

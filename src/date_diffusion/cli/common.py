@@ -67,8 +67,12 @@ def int_list(text: str) -> list[int]:
 
 
 def str_list(text: str) -> list[str]:
-    """`a,b` -> ['a', 'b'], each once."""
-    return _once_each([v.strip() for v in text.split(",") if v.strip()], text)
+    """`a,b` -> ['a', 'b'], each once; a blank item (`a,,b`, `a,`) is a slip, refused as the setting kinds' lists
+    refuse it, not read as one item fewer."""
+    items = [v.strip() for v in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"an empty item in {text!r}: separate the items by single commas")
+    return _once_each(items, text)
 
 
 def family_help() -> str:
