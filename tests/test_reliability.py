@@ -939,6 +939,8 @@ def test_a_run_json_with_a_float_where_an_integer_is_meant_is_named(tmp_path, ca
         ("p.txt", "a red circle\na blue\x00 square\n", "p.txt line 2 holds the control character U+0000"),
         ("p.txt", "a red circle\fa blue square\n", "p.txt line 1 holds the control character U+000C"),
         ("p.txt", "\x1b[31m\n", "p.txt line 1 holds the control character U+001B"),
+        ("p.txt", "a cat\n\u202eelgnaf\n", "p.txt line 2 holds the bidirectional control U+202E at character 1"),
+        ("p.csv", 'prompt\n"a \u2067dog\u2069"\n', "line 2: 'prompt' holds the bidirectional control U+2067"),
         ("p.csv", "prompt\na red circle\na \x07 bell\n", "line 3: 'prompt' holds the control character U+0007"),
         ("p.jsonl", '{"prompt": "a red\\u0000 circle"}\n', "p.jsonl line 1: 'prompt' holds the control character"),
         ("p.jsonl", '{"prompt": "a", "prompt": "b"}\n', "p.jsonl line 1 is not readable JSON (key 'prompt' is given"),
@@ -963,6 +965,10 @@ def test_control_characters_in_typed_prompts_are_refused_on_the_command_line_and
     with pytest.raises(InputError, match="prompt holds the control character U\\+0000"):
         check_form(Form(prompt="a red\x00 circle", negative_prompt="", seed="0", settings={}))
     assert main(["generate", "a red\tcircle", "--steps", "1", "--out", str(tmp_path / "t")]) == 0  # a tab is text
+    with pytest.raises(InputError, match="holds the bidirectional control U\\+202D at character 3"):
+        check_form(Form(prompt="a \u202dred circle", negative_prompt="", seed="0", settings={}))
+    # the direction marks are text (an Arabic or Hebrew prompt may hold them)
+    assert main(["generate", "\u05d7\u05ea\u05d5\u05dc \u200fcat", "--steps", "1", "--out", str(tmp_path / "m")]) == 0
 
 
 @pytest.mark.parametrize(
@@ -1080,3 +1086,26 @@ def test_a_full_standard_output_drops_what_it_cannot_show():
     shown.flush()
     with pytest.raises(BrokenPipeError):  # a reader that went away still ends the command (exit 141)
         _Shown(Gone()).write("x")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "a red circle", "--reward", "clip-l:" + "x" * 3000 + "("],
+        ["generate", "a red circle", "--reward", "z" * 4000],
+        ["generate", "a red circle", "--reward", "3" * 3000 + "*clip-l"],
+        ["generate", "a red circle", "--rho", "1" * 5000 + "x"],
+        ["generate", "a red circle", "--steps", "9" * 5000 + "q"],
+        ["bench", "--suite", "toy", "--methods", "date:rho=" + "7" * 5000 + "z"],
+    ],
+)
+def test_a_long_value_is_quoted_short_in_its_error(tmp_path, capsys, argv):
+    """Whatever a user typed, its error is one line that quotes its start and length, not the whole value."""
+    try:
+        code = main([*argv, "--out", str(tmp_path / "o")])
+    except SystemExit as stop:  # argparse's own refusal
+        code = stop.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "characters)" in err, err
+    assert not any(ch * 100 in err for ch in "xz379"), err  # the value is quoted by its start, never whole

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from date_diffusion import plugins
+from date_diffusion.core.text import quoted
 from date_diffusion.schemas import loads
 
 FILE = "date_diffusion.json"
@@ -116,7 +117,7 @@ def _parse(path: Path, entry: FolderFile) -> ModelFile:
     for key in ("reward", "reward_decoder"):
         value = meta.get(key, getattr(entry, key))
         if value is not None and not (isinstance(value, str) and value.strip()):
-            raise ValueError(f"{path}: {key} must be text (a reward spec, a folder or a hub id), got {value!r}")
+            raise ValueError(f"{path}: {key} must be text (a reward spec, a folder or a hub id), got {quoted(value)}")
         own[key] = value
     decoder = own["reward_decoder"]
     if decoder is not None and (path.parent / decoder).is_dir():

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from date_diffusion.core.config import DATEConfig
 from date_diffusion.core.settings import BY_FIELD, GROUPS, SAMPLING, SettingError
+from date_diffusion.core.text import quoted
 from date_diffusion.families import by_name
 from date_diffusion.model_folder import ModelFile
 from date_diffusion.model_folder import default_model as registered_default
@@ -209,7 +210,7 @@ def _check_reward(spec, name: str) -> None:
     try:
         check_spec(spec)
     except RewardSpecError as err:
-        raise SettingError(f"{name} {spec!r}: {err}").about("reward") from err
+        raise SettingError(f"{name} {quoted(spec)}: {err}").about("reward") from err
 
 
 def _renamed(err: ValueError, names: dict) -> SettingError:

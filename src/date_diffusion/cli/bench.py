@@ -9,6 +9,7 @@ from pathlib import Path
 from date_diffusion.bench.suites import DEFAULT_SEED_BASE, SUITES
 from date_diffusion.cli.common import CLIError, HelpFormatter, from_namespace, int_list, str_list
 from date_diffusion.core.config import PAPER_UPDATE_EVERY
+from date_diffusion.core.text import quoted
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import methods_usage
 from date_diffusion.families import PAPER_EVAL_CLIP, PAPER_REWARD, by_name
@@ -546,7 +547,7 @@ def _prepare(opts: BenchOptions, model: str):
     try:
         methods = parse_methods(opts.methods, model)
     except ValueError as err:
-        raise CLIError(f"--methods {opts.methods!r}: {err}") from err
+        raise CLIError(f"--methods {quoted(opts.methods)}: {err}") from err
     try:
         items = load_suite(opts.suite, opts.captions or opts.prompts_file, opts.limit, _listed(opts.categories))
     except (ValueError, FileNotFoundError) as err:
@@ -554,7 +555,7 @@ def _prepare(opts: BenchOptions, model: str):
     bad = [m.label for m in methods if not m.applies_to(opts.suite)]
     if bad:
         raise CLIError(
-            f"methods {bad} do not apply to suite {opts.suite!r}; editing runs fixed (plain edit) and date:..."
+            f"methods {bad} do not apply to suite {quoted(opts.suite)}; editing runs fixed (plain edit) and date:..."
         )
     n_seeds, base = default_seeds(opts.suite)  # editing suites: one source layout and inversion per seed
     n_seeds, base = opts.seeds or n_seeds, opts.seed_base if opts.seed_base is not None else base
@@ -608,7 +609,7 @@ def _check_together(opts: BenchOptions, model: str, methods, steps: int, last_se
             if getattr(m, "decoder", None) is not None:
                 check_tiny_decoder(model, m.decoder)
         except (ValueError, ModelNotFoundError) as err:
-            raise CLIError(f"method {m.label!r} with {m.steps_for(steps)} steps: {err}") from err
+            raise CLIError(f"method {quoted(m.label)} with {m.steps_for(steps)} steps: {err}") from err
     last = last_seed + (max(m.seeds_per_job for m in methods) - 1) * BEST_OF_STRIDE
     checked(Seed(), last, "--seed-base + --seeds - 1 (with best-of-N's candidates)")
     if opts.edit_skip is not None and opts.edit_skip >= steps:
@@ -628,7 +629,7 @@ def _eval_clip(spec: str | None, model: str, family: str) -> str:
         if spec:  # empty: no held-out CLIP metric
             check_spec(spec)
     except RewardSpecError as err:
-        raise CLIError(f"--eval-clip {spec!r}: {err}") from err
+        raise CLIError(f"--eval-clip {quoted(spec)}: {err}") from err
     return spec
 
 
@@ -657,7 +658,7 @@ def _export_target(export: ExportOptions, run_dir, prompts, suite_metadata: str 
     checked(OUT, out, "--export DIR")
     run, target = Path(run_dir).resolve(), Path(out).resolve()
     if target == run or target in run.parents:
-        raise CLIError(f"--export DIR {out!r} holds the run's own folder: export into a folder outside it")
+        raise CLIError(f"--export DIR {quoted(out)} holds the run's own folder: export into a folder outside it")
     metadata = None
     try:
         check_fresh(out, "--export DIR")
@@ -670,7 +671,7 @@ def _export_target(export: ExportOptions, run_dir, prompts, suite_metadata: str 
                 )
             if export.geneval_metadata is None and not Path(metadata).is_file():
                 raise CLIError(
-                    f"--export geneval: the run's prompts file {metadata!r} is not found from here; give "
+                    f"--export geneval: the run's prompts file {quoted(metadata)} is not found from here; give "
                     "--geneval-metadata FILE"
                 )
             check_geneval_prompts(prompts(), metadata)
@@ -777,7 +778,7 @@ def check_perf(opts: PerfOptions) -> None:
         try:
             check_spec(opts.reward)
         except RewardSpecError as err:
-            raise CLIError(f"--reward {opts.reward!r}: {err}") from err
+            raise CLIError(f"--reward {quoted(opts.reward)}: {err}") from err
 
 
 def run_bench_perf(args) -> int:

@@ -21,6 +21,7 @@ from date_diffusion.core.settings import (
     listed_twice,
     parse_integer,
 )
+from date_diffusion.core.text import quoted
 from date_diffusion.families import FAMILIES, NAMES, PAPER_REWARD
 
 # torch, the resolver and the rewards are imported inside the functions that need them: see cli/__init__.py
@@ -53,7 +54,7 @@ def _once_each(items: list, text: str) -> list:
     one or run twice without a word."""
     twice = listed_twice(items)
     if twice:
-        raise argparse.ArgumentTypeError(f"{', '.join(twice)} listed twice in {text!r}: list each value once")
+        raise argparse.ArgumentTypeError(f"{', '.join(twice)} listed twice in {quoted(text)}: list each value once")
     return items
 
 
@@ -62,7 +63,7 @@ def int_list(text: str) -> list[int]:
     try:
         items = [parse_integer(v) for v in text.split(",")]  # a blank item (`1,,2`) is a slip, not nothing
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {quoted(text)}") from err
     return _once_each(items, text)
 
 
@@ -71,7 +72,7 @@ def str_list(text: str) -> list[str]:
     refuse it, not read as one item fewer."""
     items = [v.strip() for v in text.split(",")]
     if not all(items):
-        raise argparse.ArgumentTypeError(f"an empty item in {text!r}: separate the items by single commas")
+        raise argparse.ArgumentTypeError(f"an empty item in {quoted(text)}: separate the items by single commas")
     return _once_each(items, text)
 
 
@@ -193,7 +194,7 @@ def model_kwargs(model: ModelOptions) -> dict:
     for path, _ in loras:
         if not Path(path).is_file():
             what = "a folder, not a file" if Path(path).is_dir() else "no such file"
-            raise CLIError(f"--lora {path!r}: {what} (give FILE or FILE:SCALE: a LoRA's .safetensors file)")
+            raise CLIError(f"--lora {quoted(path)}: {what} (give FILE or FILE:SCALE: a LoRA's .safetensors file)")
         try:
             check_lora_file(path)
         except ValueError as err:
@@ -250,7 +251,7 @@ def resolve_from_args(model: str, overrides: dict, family=None, paper_defaults=F
     except (SettingError, FileNotFoundError) as err:  # a value out of range, a malformed reward: named already
         raise CLIError(str(err)) from err
     except (ValueError, OSError) as err:  # a model whose family cannot be told, or that is not there
-        raise CLIError(f"--model {model!r}: {err}") from err
+        raise CLIError(f"--model {quoted(model)}: {err}") from err
 
 
 def load_reward(spec: str, device: str):
@@ -280,7 +281,9 @@ def check_output_dir(out: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
             pass
     except OSError as err:
-        raise CLIError(f"--out {str(out)!r} is not writable ({err.strerror or err}); choose another folder") from err
+        raise CLIError(
+            f"--out {quoted(str(out))} is not writable ({err.strerror or err}); choose another folder"
+        ) from err
 
 
 def slug(text: str, n: int = 60) -> str:
@@ -329,7 +332,7 @@ class Text(Kind):
 
     def check(self, value, name):
         if not isinstance(value, str) or not (self.empty or value.strip()):
-            raise SettingError(f"{name} must be a non-empty text, got {value!r}")
+            raise SettingError(f"{name} must be a non-empty text, got {quoted(value)}")
         return value
 
 
@@ -342,7 +345,7 @@ class Each(Kind):
     def check(self, value, name):
         items = list(value) if isinstance(value, (list, tuple)) else [value]
         if len(items) < self.least:
-            raise SettingError(f"{name} needs at least {self.least} value(s), got {value!r}")
+            raise SettingError(f"{name} needs at least {self.least} value(s), got {quoted(value)}")
         return [self.kind.value(v, name) for v in items]
 
 
@@ -359,7 +362,7 @@ class ExistingPath(Kind):
         Text().check(value, name)
         path = Path(value)
         if not (path.is_dir() if self.folder else path.is_file()) or not os.access(path, os.R_OK):
-            raise SettingError(f"{name} {value!r}: no such readable {what}")
+            raise SettingError(f"{name} {quoted(value)}: no such readable {what}")
         return value
 
 
@@ -376,7 +379,7 @@ class OutputPath(Kind):
         Text().check(value, name)
         why = unwritable(value, folder=not self.file)
         if why:
-            raise SettingError(f"{name} {value!r} is not writable ({why}); choose another")
+            raise SettingError(f"{name} {quoted(value)} is not writable ({why}); choose another")
         return value
 
 

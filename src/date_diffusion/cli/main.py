@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import warnings
 from contextlib import contextmanager
 
 from date_diffusion.cli import bench, edit, generate, info, toyworld, ui
 from date_diffusion.cli.common import CLIError, attach_kinds, check_kinds
+from date_diffusion.core.text import quoted
 from date_diffusion.quiet import SILENCED  # what the libraries say that tells the user nothing (quiet.REMARKS)
 
 # Libraries that write their log records to stderr through a handler of their own instead of the root logger's
@@ -53,6 +55,9 @@ class _Parser(argparse.ArgumentParser):
             self.given_options = None
 
     def error(self, message):
+        """argparse's own messages quote a bad value whole (`invalid int value: '999...'`): each long quoted value
+        is shown as `core.text.quoted` shows it, so the message stays one readable line."""
+        message = re.sub(r"'((?:[^'\\]|\\.){81,})'", lambda m: quoted(m.group(1)), message)
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from date_diffusion.cli.common import HelpFormatter
+from date_diffusion.core.text import quoted
 
 EXAMPLES = """examples:
   date-diffusion toyworld train-judge --out runs/judge                       # every stage; re-run to resume
@@ -23,9 +24,9 @@ def _worker(text: str) -> tuple[int, int]:
     try:
         i, n = (parse_integer(v) for v in text.split("/"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected I/N (e.g. 0/2), got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected I/N (e.g. 0/2), got {quoted(text)}") from None
     if not 0 <= i < n:
-        raise argparse.ArgumentTypeError(f"worker I/N needs 0 <= I < N, got {text!r}")
+        raise argparse.ArgumentTypeError(f"worker I/N needs 0 <= I < N, got {quoted(text)}")
     return i, n
 
 

@@ -18,6 +18,8 @@ import operator
 import re
 from dataclasses import dataclass
 
+from date_diffusion.core.text import quoted
+
 ANCHORS = ("previous", "original")
 DIRECTIONS = ("gradient", "random")
 REWARD_TARGETS = ("x0", "next")
@@ -77,7 +79,7 @@ class Real(Kind):
 
     def _error(self, value, name):
         return SettingError(
-            f"{name} must be a finite number >= {_num(self.low)} and <= {_num(self.high)}, got {value!r}"
+            f"{name} must be a finite number >= {_num(self.low)} and <= {_num(self.high)}, got {quoted(value)}"
         )
 
     def parse(self, text, name):
@@ -103,9 +105,9 @@ def _integer(value, name: str, low: int, high: int, what: str) -> int:
             raise TypeError
         number = operator.index(value)
     except TypeError:
-        raise SettingError(f"{name} must be {what} from {low} to {high}, got {value!r}") from None
+        raise SettingError(f"{name} must be {what} from {low} to {high}, got {quoted(value)}") from None
     if not low <= number <= high:
-        raise SettingError(f"{name} must be {what} from {low} to {high}, got {value!r}")
+        raise SettingError(f"{name} must be {what} from {low} to {high}, got {quoted(value)}")
     return number
 
 
@@ -120,7 +122,7 @@ def parse_integer(text) -> int:
     purpose; they are refused (ValueError), never read as another number than the one shown."""
     stripped = text.strip() if isinstance(text, str) else None
     if stripped is None or not _INTEGER.fullmatch(stripped) or len(stripped) > MAX_DIGITS:
-        raise ValueError(f"invalid integer {text!r}: write it with the digits 0-9 and an optional sign")
+        raise ValueError(f"invalid integer {quoted(text)}: write it with the digits 0-9 and an optional sign")
     return int(stripped)
 
 
@@ -134,7 +136,9 @@ def parse_real(text) -> float:
     scripts' digits (`٣`); they are refused (ValueError), never read as another number than the one shown."""
     stripped = text.strip() if isinstance(text, str) else None
     if stripped is None or len(stripped) > MAX_DIGITS or not _REAL.fullmatch(stripped):
-        raise ValueError(f"invalid number {text!r}: write it with the digits 0-9, a point and an optional exponent")
+        raise ValueError(
+            f"invalid number {quoted(text)}: write it with the digits 0-9, a point and an optional exponent"
+        )
     return float(stripped)
 
 
@@ -151,7 +155,7 @@ def _parse_int(text: str, name: str, low: int, high: int, what: str):
     try:
         return parse_integer(text)
     except ValueError:
-        raise SettingError(f"{name} must be {what} from {low} to {high}, got {text!r}") from None
+        raise SettingError(f"{name} must be {what} from {low} to {high}, got {quoted(text)}") from None
 
 
 @dataclass(frozen=True)
@@ -202,7 +206,7 @@ class Seed(_OwnMessageInteger):
     metavar = "SEED"
 
     def _error(self, value, name):
-        return SettingError(f"{name} must be in [0, 2**63), got {value!r}")
+        return SettingError(f"{name} must be in [0, 2**63), got {quoted(value)}")
 
     def _bounds(self):
         return 0, MAX_SEED
@@ -220,7 +224,7 @@ class Size(_OwnMessageInteger):
     metavar = "PX"
 
     def _error(self, value, name):
-        return SettingError(f"{name} must be a positive multiple of {self.step} up to {self.high}, got {value!r}")
+        return SettingError(f"{name} must be a positive multiple of {self.step} up to {self.high}, got {quoted(value)}")
 
     def _bounds(self):
         return self.step, self.high
@@ -245,7 +249,7 @@ class Choice(Kind):
 
     def check(self, value, name):
         if value not in self.choices:
-            raise SettingError(f"{name} must be one of {', '.join(self.choices)}, got {value!r}")
+            raise SettingError(f"{name} must be one of {', '.join(self.choices)}, got {quoted(value)}")
         return value
 
     def describe(self):
@@ -262,12 +266,12 @@ class Boolean(Kind):
     def parse(self, text, name):
         word = text.lower()
         if word not in TRUE + FALSE:
-            raise SettingError(f"{name} must be one of {'/'.join(TRUE + FALSE)}, got {text!r}")
+            raise SettingError(f"{name} must be one of {'/'.join(TRUE + FALSE)}, got {quoted(text)}")
         return word in TRUE
 
     def check(self, value, name):
         if type(value).__name__ not in ("bool", "bool_"):  # Python's or numpy's, never 0/1 or a string
-            raise SettingError(f"{name} must be True or False, got {value!r}")
+            raise SettingError(f"{name} must be True or False, got {quoted(value)}")
         return bool(value)
 
     def format(self, value):
@@ -284,7 +288,7 @@ def _items(text: str, name: str) -> list[str]:
         return []
     items = [v.strip() for v in text.replace(";", ",").split(",")]
     if not all(items):
-        raise SettingError(f"{name} has an empty item in {text!r}: separate the items by single commas")
+        raise SettingError(f"{name} has an empty item in {quoted(text)}: separate the items by single commas")
     return items
 
 
@@ -295,7 +299,7 @@ def listed_twice(items) -> list[str]:
 
 def _sequence(value, name: str, what: str) -> list:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        raise SettingError(f"{name} must be a list of {what}, got {value!r}")
+        raise SettingError(f"{name} must be a list of {what}, got {quoted(value)}")
     return list(value.tolist() if hasattr(value, "tolist") else value)  # numpy arrays count as lists
 
 
@@ -335,7 +339,7 @@ class IntervalList(Kind):
         for item in _items(text, name):
             start, colon, end = item.partition(":")
             if not colon:
-                raise SettingError(f"{name} must be START:END pairs like 0:5,20:25, got {text!r}")
+                raise SettingError(f"{name} must be START:END pairs like 0:5,20:25, got {quoted(text)}")
             pairs.append(
                 tuple(_parse_int(v, name, 0, MAX_INDEX, "START:END pairs of loop indices") for v in (start, end))
             )
@@ -346,7 +350,7 @@ class IntervalList(Kind):
         for pair in _sequence(value, name, "(start, end) pairs"):
             pair = _sequence(pair, name, "(start, end) pairs")
             if len(pair) != 2:
-                raise SettingError(f"{name} must be (start, end) pairs with 0 <= start < end, got {value!r}")
+                raise SettingError(f"{name} must be (start, end) pairs with 0 <= start < end, got {quoted(value)}")
             start, end = (_integer(v, name, 0, MAX_INDEX, "pairs of loop indices") for v in pair)
             if not start < end:
                 raise SettingError(f"{name} must be (start, end) pairs with 0 <= start < end, got {list(pair)}")
@@ -426,7 +430,7 @@ SAMPLING = {"num_inference_steps": Integer(1, MAX_STEPS), "guidance_scale": Real
 
 def given_twice(key: str, spec: str) -> SettingError:
     """The refusal of a key given twice in one spec (`date:rho=1,rho=2`): never the last one silently."""
-    return SettingError(f"{key} is given twice in {spec!r}: give each key once")
+    return SettingError(f"{key} is given twice in {quoted(spec)}: give each key once")
 
 
 def parse_keys(text: str, spec: str) -> dict:
@@ -435,11 +439,11 @@ def parse_keys(text: str, spec: str) -> dict:
     for item in filter(None, text.split(",")):
         key, eq, value = item.partition("=")
         if key not in BY_KEY or not eq:
-            raise SettingError(f"bad setting {item!r} in {spec!r}; keys: {', '.join(BY_KEY)}")
+            raise SettingError(f"bad setting {quoted(item)} in {quoted(spec)}; keys: {', '.join(BY_KEY)}")
         setting = BY_KEY[key]
         if setting.field in out:
             raise given_twice(key, spec)
-        out[setting.field] = setting.kind.value(value, f"{key} in {spec!r}")
+        out[setting.field] = setting.kind.value(value, f"{key} in {quoted(spec)}")
     return out
 
 

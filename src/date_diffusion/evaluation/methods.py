@@ -42,6 +42,7 @@ from date_diffusion.core.settings import (
     given_twice,
     parse_keys,
 )
+from date_diffusion.core.text import quoted
 from date_diffusion.evaluation.suite_words import is_editing_suite, subject_words
 from date_diffusion.resolver import resolve_settings
 from date_diffusion.rewards.registry import RewardSpecError, check_spec, renamed
@@ -52,7 +53,7 @@ class Text(Kind):
 
     def check(self, value, name):
         if not isinstance(value, str) or not value:
-            raise SettingError(f"{name} must be a non-empty text, got {value!r}")
+            raise SettingError(f"{name} must be a non-empty text, got {quoted(value)}")
         return value
 
 
@@ -98,7 +99,7 @@ class Method:
         values = _options(spec, body or "", cls.options, cls.date_keys)
         missing = [k for k in cls.required if k not in values]
         if missing:
-            raise SettingError(f"{spec!r} needs {missing[0]}=..., e.g. {cls.kind}:{missing[0]}=20")
+            raise SettingError(f"{quoted(spec)} needs {missing[0]}=..., e.g. {cls.kind}:{missing[0]}=20")
         return cls(label=spec, **values)
 
     @property
@@ -154,7 +155,7 @@ class Method:
         if "method" not in record:
             record = upgrade_record(label, record)
         if record["method"] not in METHODS:
-            raise ValueError(f"method {label!r} in run.json has unknown kind {record['method']!r}")
+            raise ValueError(f"method {quoted(label)} in run.json has unknown kind {quoted(record['method'])}")
         kind = METHODS[record["method"]]
         names = {f.name for f in fields(kind)} - {"label"}
         values = {k: v for k, v in record.items() if k in names}
@@ -177,12 +178,12 @@ def _options(spec: str, body: str, kinds: dict, date_keys: bool) -> dict:
             raise given_twice(key, spec)
         seen.add(key)
         if key in kinds and eq:
-            values[key] = kinds[key].value(value, f"{key} in {spec!r}")
+            values[key] = kinds[key].value(value, f"{key} in {quoted(spec)}")
         elif date_keys and key in BY_KEY:
             date_items.append(item)
         else:
             keys = [*(BY_KEY if date_keys else ()), *kinds]
-            raise SettingError(f"bad setting {item!r} in {spec!r}; keys: {', '.join(keys) or 'none'}")
+            raise SettingError(f"bad setting {quoted(item)} in {quoted(spec)}; keys: {', '.join(keys) or 'none'}")
     if date_keys:
         values["date"] = _date_config(parse_keys(",".join(date_items), spec), spec)
     return values
@@ -192,7 +193,7 @@ def _date_config(kwargs: dict, spec: str) -> DATEConfig:
     try:
         return DATEConfig(**kwargs)
     except ValueError as err:  # settings that do not go together, e.g. rho and rel
-        raise SettingError(f"{spec!r}: {err}") from err
+        raise SettingError(f"{quoted(spec)}: {err}") from err
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ class Fixed(Method):
 
     @classmethod
     def from_spec(cls, spec, body, model=None):
-        return cls(spec, None if body is None else Integer(1, MAX_STEPS).value(body, f"K in {spec!r}"))
+        return cls(spec, None if body is None else Integer(1, MAX_STEPS).value(body, f"K in {quoted(spec)}"))
 
     @property
     def image_method(self) -> str:
@@ -230,7 +231,7 @@ class BestOf(Method):
 
     @classmethod
     def from_spec(cls, spec, body, model=None):
-        return cls(spec, Integer(1, 1000).value(body, f"N in {spec!r}"))
+        return cls(spec, Integer(1, 1000).value(body, f"N in {quoted(spec)}"))
 
     @property
     def candidates(self):
@@ -371,7 +372,7 @@ class Select(Date):
 
         first = min(self.date.update_indices(call["num_inference_steps"]), default=self.at)
         if first < self.at:
-            raise ValueError(f"{self.label!r}: DATE updates at step {first}, before the selection at {self.at}")
+            raise ValueError(f"{quoted(self.label)}: DATE updates at step {first}, before the selection at {self.at}")
         return early_selection(pipe, prompts, seeds, self.n, self.at, run.reward(self.judge), BEST_OF_STRIDE, **call)
 
     def edits(self):
@@ -418,7 +419,7 @@ def parse_method(spec: str, model=None) -> Method:
     for cls in METHODS.values():
         if match := re.fullmatch(cls.pattern, spec, flags=re.S):
             return cls.from_spec(spec, match.group(1), model)
-    raise ValueError(f"unknown method {spec!r}; use {methods_usage()}")
+    raise ValueError(f"unknown method {quoted(spec)}; use {methods_usage()}")
 
 
 def parse_methods(text: str, model=None) -> list[Method]:
@@ -476,4 +477,4 @@ def upgrade_record(label: str, old: dict) -> dict:
         run_keys = {"reward": upgrade_reward(old.get("reward")), "decoder": old.get("reward_decoder"),
                     "lowres": old.get("reward_resolution")}  # fmt: skip
         return {"method": method, "date": old["date"], **run_keys, **ae}
-    raise ValueError(f"method {label!r} in run.json has neither a known kind nor a method: {old}")
+    raise ValueError(f"method {quoted(label)} in run.json has neither a known kind nor a method: {old}")

@@ -8,6 +8,8 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 
+from date_diffusion.core.text import quoted
+
 PREFIX = "timings: "  # the JSON format's stderr line: PREFIX + JSON, read back by `bench-perf --first-command`
 FORMATS = ("table", "json")
 
@@ -20,7 +22,7 @@ def output_format(value: bool | str | None) -> str | None:
     if value is True:
         return "json"
     if value not in FORMATS:
-        raise ValueError(f"timings format must be one of {', '.join(FORMATS)}, got {value!r}")
+        raise ValueError(f"timings format must be one of {', '.join(FORMATS)}, got {quoted(value)}")
     return value
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from date_diffusion import plugins
 from date_diffusion.core.settings import parse_integer, parse_real
+from date_diffusion.core.text import quoted
 from date_diffusion.hub import PAPER_CLIP
 
 # Each builder imports its reward's module when called: the command line imports this registry to build its
@@ -240,14 +241,14 @@ def _split(text: str, sep: str) -> list[str]:
     for ch in text:
         depth += (ch == "(") - (ch == ")")
         if depth < 0:
-            raise RewardSpecError(f"unbalanced parentheses in reward {text!r}; use {spec_help()}")
+            raise RewardSpecError(f"unbalanced parentheses in reward {quoted(text)}; use {spec_help()}")
         if ch == sep and depth == 0:
             parts.append(cur)
             cur = ""
         else:
             cur += ch
     if depth:
-        raise RewardSpecError(f"unbalanced parentheses in reward {text!r}; use {spec_help()}")
+        raise RewardSpecError(f"unbalanced parentheses in reward {quoted(text)}; use {spec_help()}")
     return [*parts, cur]
 
 
@@ -262,7 +263,7 @@ def _wrapped(name: str, inner: str, known: dict):
         return Mean(tuple(_sum(part, known) for part in _split(inner, ";")))
     if name == "subjects":
         return Subjects(_sum(inner, known))
-    raise RewardSpecError(f"unknown reward wrapper {name!r}; use {spec_help()}")
+    raise RewardSpecError(f"unknown reward wrapper {quoted(name)}; use {spec_help()}")
 
 
 def _term(term: str, known: dict):
@@ -273,11 +274,14 @@ def _term(term: str, known: dict):
     _refuse_old_name(kind, source, known)
     record = known.get(kind)
     if record is None or (colon and not source) or "(" in term or ")" in term:
-        raise RewardSpecError(f"unknown reward {term!r}; use {spec_help()}")
+        raise RewardSpecError(f"unknown reward {quoted(term)}; use {spec_help()}")
     if not source and record.source == "required":
-        raise RewardSpecError(f"reward {kind!r} needs a checkpoint: {kind}:FILE (a file, folder or hub repo)")
+        raise RewardSpecError(f"reward {quoted(kind)} needs a checkpoint: {kind}:FILE (a file, folder or hub repo)")
     if source and record.source == "none":
-        raise RewardSpecError(f"reward {kind!r} takes no source ({term!r}); for a model of your own use clip:{source}")
+        shown = source if len(source) <= 60 else "SOURCE"
+        raise RewardSpecError(
+            f"reward {kind!r} takes no source ({quoted(term)}); for a model of your own use clip:{shown}"
+        )
     return Named(kind, source or None)
 
 
@@ -295,17 +299,17 @@ def _refuse_old_name(kind: str, source: str, known: dict) -> None:
 def _sum(spec: str, known: dict) -> Sum:
     terms = [t.strip() for t in _split(str(spec), "+")]
     if not any(terms) or not all(terms):
-        raise RewardSpecError(f"empty reward term in {spec!r}; use {spec_help()}")
+        raise RewardSpecError(f"empty reward term in {quoted(str(spec))}; use {spec_help()}")
     weighted = []
     for term in terms:
         weight, star, rest = term.partition("*") if "*" in term.split("(")[0] else ("", "", term)
         try:
             w = parse_real(weight) if star else 1.0
         except ValueError as err:
-            raise RewardSpecError(f"bad weight in reward {term!r}: {err}") from err
+            raise RewardSpecError(f"bad weight in reward {quoted(term)}: {err}") from err
         if not math.isfinite(w) or abs(w) > MAX_WEIGHT:
             raise RewardSpecError(
-                f"bad weight in reward {term!r}: a finite number up to {MAX_WEIGHT:g} in size, got {w}"
+                f"bad weight in reward {quoted(term)}: a finite number up to {MAX_WEIGHT:g} in size, got {w}"
             )
         weighted.append((w, _term((rest if star else term).strip(), known)))
     return Sum(tuple(weighted))
@@ -338,13 +342,13 @@ def parse_spec(spec: str) -> Sum:
         raise RewardSpecError(f"reward spec of {len(text):,} characters; at most {MAX_SPEC_CHARS:,}")
     terms = len(re.findall(r"[A-Za-z][\w.-]*(?=[:;+()]|$)", text))
     if terms > MAX_TERMS:
-        raise RewardSpecError(f"reward {text[:60]!r}... names {terms} rewards; at most {MAX_TERMS}")
+        raise RewardSpecError(f"reward {quoted(text)} names {terms} rewards; at most {MAX_TERMS}")
     depth = max(_depths(text), default=0)
     if depth > MAX_NESTING:
-        raise RewardSpecError(f"reward {text[:60]!r}... nests {depth} wrappers; at most {MAX_NESTING}")
+        raise RewardSpecError(f"reward {quoted(text)} nests {depth} wrappers; at most {MAX_NESTING}")
     views = _views(text)
     if views > MAX_VIEWS:
-        raise RewardSpecError(f"reward {text[:60]!r} scores {views} augmented views per image; at most {MAX_VIEWS}")
+        raise RewardSpecError(f"reward {quoted(text)} scores {views} augmented views per image; at most {MAX_VIEWS}")
     return _sum(spec, {r.name: r for r in records()})
 
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from date_diffusion.core.text import quoted
 from date_diffusion.sampling.loop import Hook, StepState
 
 # the EBCA authors' recommendation for multi-concept generation (their README: gamma_attn, gamma_norm in {0.01, 0.02})
@@ -58,7 +59,7 @@ class EbcaConfig:
         for name in ("gamma_attn", "gamma_norm", "tau"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value == value:
-                raise ValueError(f"ebca {name} must be a number, got {value!r}")
+                raise ValueError(f"ebca {name} must be a number, got {quoted(value)}")
         if self.gamma_attn < 0 or self.gamma_norm < 0:
             raise ValueError(f"ebca step sizes must be >= 0, got {self.gamma_attn}, {self.gamma_norm}")
         if not 0 <= self.tau <= 1:
