@@ -240,6 +240,16 @@ def test_resume_trusts_no_image_it_cannot_verify(model_dir, clip_dir, tmp_path, 
     assert main(argv) == 2
     assert "its record was changed after it was written" in capsys.readouterr().err
     recs[3].write_text(json.dumps(edited))
+
+    # a prompt folder's own record replaced (by `{}`, or another prompt's): named, never read as this prompt's
+    prompt_json = recs[0].parent.parent / "prompt.json"
+    kept = prompt_json.read_text()
+    for replaced in ("{}\n", json.dumps({**json.loads(kept), "prompt": "a green star"}) + "\n"):
+        prompt_json.write_text(replaced)
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{prompt_json}: not this run's record of prompt" in err, err
+    prompt_json.write_text(kept)
     assert main(argv) == 0  # the lost image is made again, with this run's settings, its fingerprints true
     remade = json.loads(recs[1].read_text())
     assert remade["made_with"] == record["made_with"]

@@ -240,10 +240,20 @@ def test_prompts_files_with_a_byte_order_mark(tmp_path):
 
     text, table = tmp_path / "p.txt", tmp_path / "p.csv"
     text.write_text("a red circle\na blue square\n", encoding="utf-8-sig")
-    table.write_text("prompt,caption\na red circle,a red circle\n", encoding="utf-8-sig")
-    assert read_prompts_file(text) == ["a red circle", "a blue square"]
-    assert read_prompts_file(table) == ["a red circle"]
-    assert read_captions(table) == ["a red circle"]
+    table.write_text("id,prompt\n7,a red circle\n", encoding="utf-8-sig")
+    assert read_prompts_file(text) == (["a red circle", "a blue square"], [])
+    prompts, notes = read_prompts_file(table)
+    assert prompts == ["a red circle"] and read_captions(table) == ["a red circle"]
+    assert notes == ["--prompts-file: the prompts are its 'prompt' column; its other columns ('id') are not read "
+                     "(seeds and settings come from the options)"]  # fmt: skip
+
+
+def test_a_csv_with_both_prompt_and_caption_columns_is_refused(tmp_path, capsys):
+    table = tmp_path / "p.csv"
+    table.write_text("prompt,caption\na red circle,a blue square\n", encoding="utf-8")
+    assert main(["generate", "--prompts-file", str(table), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "has both a 'prompt' and a 'caption' column: keep the one that holds the prompts" in err, err
 
 
 @pytest.mark.parametrize("flags", [["--seeds", "0"], ["--limit", "0"], ["--limit", "-1"]])
@@ -1109,3 +1119,17 @@ def test_a_long_value_is_quoted_short_in_its_error(tmp_path, capsys, argv):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "characters)" in err, err
     assert not any(ch * 100 in err for ch in "xz379"), err  # the value is quoted by its start, never whole
+
+
+def test_a_config_naming_another_class_than_model_index_is_noted(tmp_path, capsys):
+    import shutil
+
+    from date_diffusion.toyworld.world import PIPELINE
+
+    model = tmp_path / "model"
+    shutil.copytree(PIPELINE, model)
+    config = model / "scheduler" / "scheduler_config.json"
+    config.write_text(config.read_text().replace('"DDIMScheduler"', '"EulerDiscreteScheduler"'))
+    assert main(["generate", "a red circle", "--model", str(model), "--steps", "1", "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert f"{config} names the class EulerDiscreteScheduler, and model_index.json DDIMScheduler" in err, err

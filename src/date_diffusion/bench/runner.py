@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from date_diffusion.bench.export import write_prompt_records
+from date_diffusion.bench.export import PROMPT_RECORD, read_prompt_record, write_prompt_records
 from date_diffusion.bench.suites import Item
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import BEST_OF_STRIDE, Method, upgrade_reward
@@ -155,13 +155,24 @@ def sealed(record: dict) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:20]
 
 
+def prompt_record(it) -> dict:
+    """A prompt folder's own record (`prompt.json`) of the suite item `it`."""
+    return {"prompt": it.prompt, "tag": it.category, "spec": it.spec, "source": it.source}
+
+
 def unverified_images(out: Path, settings: RunSettings, methods, items) -> list[str]:
     """Each image of `out` this run would count as made that cannot be trusted, named with why: made with other
     settings (run.json edited, another version), its PNG changed after it was made, or a record without the
-    fingerprints that prove either. An image whose record does not parse is unfinished: it is made again."""
+    fingerprints that prove either; and each prompt folder whose `prompt.json` is not this run's record of its
+    prompt (the export and report read it). An image whose record does not parse is unfinished: it is made again."""
     problems = []
     for method in methods:
         for it in items:
+            folder = image_paths(out, method, it.index, 0)[0].parent.parent
+            own = read_prompt_record(folder) if folder.is_dir() else None
+            if folder.is_dir() and (folder / PROMPT_RECORD).exists() and own != prompt_record(it):
+                problems.append(f"{folder / PROMPT_RECORD}: not this run's record of prompt {it.index} (changed "
+                                "after it was written)")  # fmt: skip
             for seed in settings.seeds:
                 png, rec_path = image_paths(out, method, it.index, seed)
                 if not is_done(png, rec_path):
@@ -506,8 +517,7 @@ def _write(run: BenchRun, method: Method, batch, images, traces, metrics, chosen
     memory = peak_memory_mb(run.device)
     for k, (it, seed) in enumerate(batch):
         png, rec_path = image_paths(run.out, method, it.index, seed)
-        prompt = {"prompt": it.prompt, "tag": it.category, "spec": it.spec, "source": it.source}
-        write_prompt_records(png.parent.parent, prompt, it.meta)  # GenEval's metadata.jsonl only if it.meta is one
+        write_prompt_records(png.parent.parent, prompt_record(it), it.meta)  # metadata.jsonl: GenEval's only
         record = {
             "method": method.label,
             "index": it.index,

@@ -88,6 +88,29 @@ def read_prompt_records(path) -> list[dict]:
 PROMPT_COLUMNS = ("prompt", "caption")  # a CSV's prompt column, by either name (COCO's files say `caption`)
 
 
+def prompt_column(path: Path, names: list[str]) -> tuple[str, list[str]]:
+    """(the column a CSV's prompts are read from, its other columns: they are not read) for a CSV whose header is
+    `names`; a CSV with no prompt column, two of one name, or both `prompt` and `caption` is refused (which one
+    holds the prompts would be a guess)."""
+    found = [c for c in PROMPT_COLUMNS if c in names]
+    if not found:
+        raise ValueError(f"{path} has no 'prompt' or 'caption' column (columns: {names})")
+    if len(found) > 1:
+        raise ValueError(f"{path} has both a 'prompt' and a 'caption' column: keep the one that holds the prompts")
+    column = found[0]
+    if names.count(column) > 1:
+        raise ValueError(f"{path} has {names.count(column)} {column!r} columns: keep one")
+    return column, [name for name in names if name != column]
+
+
+def unread_columns(path: Path) -> tuple[str, list[str]] | None:
+    """For a CSV prompts file: (its prompt column, the columns not read); None for other files."""
+    if Path(path).suffix.lower() != ".csv":
+        return None
+    with Path(path).open(newline="", encoding="utf-8-sig") as f:
+        return prompt_column(path, next(csv.reader(f), []))
+
+
 def read_captions(path: Path) -> list[str]:
     """Prompts from a file, for every command that takes one: a CSV with a `prompt` or `caption` column (e.g. the
     paper's COCO val2014 subset), a `.jsonl` file of objects with a `prompt` field (GenEval's metadata), or a text
@@ -106,12 +129,7 @@ def read_captions(path: Path) -> list[str]:
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            names = reader.fieldnames or []
-            column = next((c for c in PROMPT_COLUMNS if c in names), None)
-            if column is None:
-                raise ValueError(f"{path} has no 'prompt' or 'caption' column (columns: {names})")
-            if names.count(column) > 1:
-                raise ValueError(f"{path} has {names.count(column)} {column!r} columns: keep one")
+            column, _ = prompt_column(path, reader.fieldnames or [])
             prompts = []
             for row in reader:  # a row with no prompt is refused, never dropped without a word
                 prompts.append(check_prompt(row[column] or "", f"{path} line {reader.line_num}: {column!r}"))

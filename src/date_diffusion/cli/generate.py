@@ -163,19 +163,25 @@ class GenerateOptions:
         return from_namespace(cls, args, **given)
 
 
-def read_prompts_file(path) -> list[str]:
-    """Prompts from a file as every command reads one (`bench.suites.read_captions`: text, CSV, jsonl)."""
-    from date_diffusion.bench.suites import read_captions
+def read_prompts_file(path) -> tuple[list[str], list[str]]:
+    """(prompts from a file as every command reads one (`bench.suites.read_captions`: text, CSV, jsonl), notes: a
+    CSV's columns other than its prompt column, which nothing reads)."""
+    from date_diffusion.bench.suites import read_captions, unread_columns
 
     try:
-        prompts = read_captions(Path(path))
+        prompts, columns = read_captions(Path(path)), unread_columns(Path(path))
     except FileNotFoundError:
         raise CLIError(f"--prompts-file {quoted(str(path))} not found") from None
     except (OSError, UnicodeDecodeError, ValueError, KeyError) as err:
         raise CLIError(f"--prompts-file {quoted(str(path))}: {err}") from err
     if not prompts:
         raise CLIError(f"--prompts-file {quoted(str(path))} holds no prompt")
-    return prompts
+    notes = []
+    if columns and columns[1]:
+        unread = ", ".join(repr(name) for name in columns[1][:8]) + (", ..." if len(columns[1]) > 8 else "")
+        notes.append(f"--prompts-file: the prompts are its {columns[0]!r} column; its other columns ({unread}) are "
+                     "not read (seeds and settings come from the options)")  # fmt: skip
+    return prompts, notes
 
 
 def replay_settings(opts: GenerateOptions):
@@ -242,10 +248,11 @@ def check_together(opts: GenerateOptions) -> None:
 def prepared_prompts(opts: GenerateOptions) -> tuple[GenerateOptions, list[str]]:
     """The prompts (PROMPT and --prompts-file) and the negative prompt refused when empty and cut to what encoders
     read, before any work: the options with them, and the notes of what was cut."""
-    prompts = list(opts.prompts) + (read_prompts_file(opts.prompts_file) if opts.prompts_file else [])
+    from_file, notes = read_prompts_file(opts.prompts_file) if opts.prompts_file else ([], [])
+    prompts = list(opts.prompts) + from_file
     if not prompts:
         raise CLIError("give at least one PROMPT (or --prompts-file FILE)")
-    notes, negative = [], opts.negative_prompt
+    negative = opts.negative_prompt
     try:
         for k, prompt in enumerate(prompts):
             prompts[k], note = prepare_prompt(prompt, "PROMPT" if len(prompts) == 1 else f"PROMPT {k + 1}")

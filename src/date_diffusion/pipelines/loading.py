@@ -108,11 +108,15 @@ def _first_line(err: Exception) -> str:
 WEIGHTS_NAMES = {"diffusers": "diffusion_pytorch_model.safetensors", "transformers": "model.safetensors"}
 
 
-def check_component(folder, name: str, library: str | None = None) -> None:
+def check_component(folder, name: str, library: str | None = None, class_name: str | None = None) -> None:
     """The files of component `name` of the model folder `folder` (a local folder or a hub id's cached folder), read
     before diffusers builds it: the folder is there; each JSON file (configs, `tokenizer.json`, vocabularies) is
     readable JSON through `schemas.loads` (a key given twice refused) and an object; a model (a component with a
-    `config.json`) has a weights file. `ComponentError` names the file and what is wrong."""
+    `config.json`) has a weights file. `ComponentError` names the file and what is wrong. A config whose
+    `_class_name` is not `class_name` (the class `model_index.json` names, which diffusers builds) is a warning
+    naming both files: the config's values go to the other class, which may read them otherwise."""
+    import warnings
+
     from date_diffusion.schemas import loads
 
     where = Path(str(folder)) / name
@@ -125,6 +129,11 @@ def check_component(folder, name: str, library: str | None = None) -> None:
             raise ComponentError(f"{path}: not readable JSON ({_first_line(err)}); {_FIX}") from None
         if not isinstance(data, dict):
             raise ComponentError(f"{path}: holds a JSON {type(data).__name__}, not an object of settings; {_FIX}")
+        named = data.get("_class_name") if path.name in CONFIG_FILES else None
+        if class_name and isinstance(named, str) and named != class_name:
+            warnings.warn(f"{path} names the class {named}, and model_index.json {class_name} for {name!r}: "
+                          f"{class_name} is built from this config (as diffusers does); make the two agree if "
+                          f"{named} was meant", stacklevel=2)  # fmt: skip
     if (where / "config.json").is_file() and not any(p.suffix in WEIGHT_SUFFIXES for p in where.iterdir()):
         weights = where / WEIGHTS_NAMES.get(library, "diffusion_pytorch_model.safetensors")
         raise ComponentError(f"{weights}: missing (the folder has a config.json but no weights file); copy the "
@@ -191,7 +200,7 @@ def component_errors(model):
 
         for name, entry in model_index(local).items():
             if not name.startswith("_") and isinstance(entry, list) and len(entry) == 2 and None not in entry:
-                check_component(local, name, entry[0])
+                check_component(local, name, entry[0], entry[1])
                 checked.add((local.resolve(), name))
     token = _ATTRIBUTING.set(frozenset(checked))
     try:
