@@ -1133,3 +1133,28 @@ def test_a_config_naming_another_class_than_model_index_is_noted(tmp_path, capsy
     assert main(["generate", "a red circle", "--model", str(model), "--steps", "1", "--out", str(tmp_path / "o")]) == 0
     err = capsys.readouterr().err
     assert f"{config} names the class EulerDiscreteScheduler, and model_index.json DDIMScheduler" in err, err
+
+
+def test_without_network_a_hub_id_works_offline_at_once(tmp_path, monkeypatch):
+    """No name resolution for the hub's host: HF_HUB_OFFLINE is set before huggingface_hub is imported (cached
+    models load, a missing one is named) instead of five retries of each request; a local path or a proxy: untouched."""
+    import socket
+    import sys
+
+    from date_diffusion import hub
+
+    def unresolved(*args):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unresolved)
+    monkeypatch.delitem(sys.modules, "huggingface_hub", raising=False)
+    for name in ("HF_HUB_OFFLINE", *hub.PROXY_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    assert hub.offline_without_network(["generate", "a cat", "--model", str(tmp_path)]) is None  # a local folder
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    assert hub.offline_without_network(["--model", "owner/model"]) is None  # a proxy may reach the hub
+    monkeypatch.delenv("HTTPS_PROXY")
+    assert "HF_HUB_OFFLINE" not in __import__("os").environ
+    note = hub.offline_without_network(["generate", "a cat", "--reward", "0.5*clip:owner/clip"])
+    assert note.startswith("huggingface.co cannot be resolved (Name or service not known): working offline")
+    assert __import__("os").environ["HF_HUB_OFFLINE"] == "1"

@@ -4,7 +4,11 @@ to the user. (Families live in `families.py`; a model's reward decoder is found 
 from __future__ import annotations
 
 import os
+import re
+import socket
+import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 # torch, diffusers and huggingface_hub are imported inside the functions: light layers (rewards' names, the
 # command line's checks) import this module.
@@ -59,6 +63,30 @@ class ModelNotFoundError(OSError):
 def is_offline() -> bool:
     """Whether HF_HUB_OFFLINE forbids the hub (as huggingface_hub reads it)."""
     return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+HUB_ID = re.compile(r"(?:^|[:(+*;=])([A-Za-z0-9_][\w.-]*/[\w.-]+)")  # owner/name, alone or in a spec
+
+
+def offline_without_network(values) -> str | None:
+    """When one of `values` (command-line arguments) names a hub id that is no local path, and the hub's host name
+    does not resolve (no network, no proxy set, HF_HUB_OFFLINE not set): set HF_HUB_OFFLINE=1 before
+    huggingface_hub is imported, so that cached models load at once and a missing one is named at once, instead of
+    five retries of every request over half a minute; the note saying so, or None."""
+    if is_offline() or any(os.environ.get(k) for k in PROXY_VARIABLES) or "huggingface_hub" in sys.modules:
+        return None
+    ids = [m.group(1) for v in values if isinstance(v, str) for m in HUB_ID.finditer(v)]
+    if not any(not Path(i).expanduser().exists() for i in ids):
+        return None
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as err:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        return (f"{host} cannot be resolved ({err.strerror or err}): working offline (HF_HUB_OFFLINE=1), from the "
+                "Hugging Face cache")  # fmt: skip
+    return None
 
 
 def explain_load_error(id_or_path, err: Exception, config_repo: str | None = None) -> ModelNotFoundError:

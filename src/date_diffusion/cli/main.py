@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from date_diffusion.cli import bench, edit, generate, info, toyworld, ui
 from date_diffusion.cli.common import CLIError, attach_kinds, check_kinds
 from date_diffusion.core.text import quoted
+from date_diffusion.hub import offline_without_network
 from date_diffusion.quiet import SILENCED  # what the libraries say that tells the user nothing (quiet.REMARKS)
 
 # Libraries that write their log records to stderr through a handler of their own instead of the root logger's
@@ -260,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     name = f"date-diffusion {args.command}"
     _sigterm_as_interrupt()
     _quiet_loading(args.debug)
+    offline = offline_without_network(argv)
+    if offline:
+        print(f"{name}: note: {offline}", file=sys.stderr)
     try:
         check_kinds(args)  # every command: each value through its option's kind, before anything else
         with notes(args.debug):
