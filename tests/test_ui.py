@@ -114,6 +114,21 @@ def test_bad_input_is_refused_with_the_field_named(bad, message, field):
     assert refused.value.field == field  # the page's error box names this field
 
 
+def test_a_request_over_the_servers_work_bound_is_refused_before_any_work():
+    """work = steps + 3 per DATE update: 100 steps updating every step is 400, at the default bound; one step more
+    is refused naming the steps field, and the server's --max-work moves the bound."""
+    from date_diffusion.ui.access import MAX_WORK
+
+    _, resolved = check_form(form(num_inference_steps=100, update_every=1), str(TOY_PIPELINE))
+    assert resolved.num_inference_steps == 100 and MAX_WORK == 400
+    with pytest.raises(InputError, match="101 steps with 101 DATE updates is 404 steps of work") as refused:
+        check_form(form(num_inference_steps=101, update_every=1), str(TOY_PIPELINE))
+    assert refused.value.field == "num_inference_steps"
+    check_form(form(num_inference_steps=101, update_every=2), str(TOY_PIPELINE))  # 101 + 3 * 51 = 254
+    with pytest.raises(InputError, match="at most 20 per request"):
+        check_form(form(num_inference_steps=10, update_every=2), str(TOY_PIPELINE), max_work=20)  # 10 + 15
+
+
 @pytest.mark.parametrize("seed", [0, 2**53 + 1, 9007199254740993, 2**63 - 1])
 def test_the_page_runs_the_seed_typed_exactly_as_the_command_line(seed):
     """Every integer the page reads is parsed as an integer, with the command line's bound (never via a float,

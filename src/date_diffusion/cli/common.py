@@ -410,6 +410,7 @@ OPTION_KINDS: dict[str, Kind] = {
     "--repeats": Integer(1, 1000),
     "--threads": Integer(1, 1024),
     "--concurrency": Integer(1, 64),
+    "--max-work": Integer(1, 10**6),
     "--port": Integer(1, 65535),
     **dict.fromkeys(("--skip", "--edit-skip"), Integer(0, SAMPLING["num_inference_steps"].high - 1)),
     "--unet-stop-at": Integer(1, 10**8),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from date_diffusion.cli.common import HelpFormatter, from_namespace
 from date_diffusion.core.text import quoted
+from date_diffusion.ui.access import MAX_WORK, UPDATE_WORK
 
 # Gradio, torch and the page are imported inside `run`: see cli/__init__.py
 
@@ -29,6 +30,15 @@ def add_parser(sub):
     p.add_argument("--concurrency", type=int, default=1, help="requests served at once (default 1: queued)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument(
+        "--max-work",
+        type=int,
+        default=MAX_WORK,
+        metavar="N",
+        help=f"the most work one request may ask for, in sampling steps, each DATE update counted as {UPDATE_WORK} "
+        f"steps (its backward pass, decoding and reward); a request over it is refused before any work (default "
+        f"{MAX_WORK})",
+    )
+    p.add_argument(
         "--allow-path",
         action="append",
         default=[],
@@ -51,6 +61,7 @@ class UIOptions:
     concurrency: int
     device: str
     allow_path: tuple[str, ...]
+    max_work: int
 
     @classmethod
     def from_args(cls, args) -> UIOptions:
@@ -96,7 +107,7 @@ def run(args) -> int:
     model = resolve_model(opts.model)
     if device == "cpu":
         torch.set_num_threads(1)  # small models: a second thread only spins
-    session = Session(model, device, opts.concurrency, allowed_folders(list(opts.allow_path)))
+    session = Session(model, device, opts.concurrency, allowed_folders(list(opts.allow_path)), opts.max_work)
     demo = None
     try:
         session.warm()

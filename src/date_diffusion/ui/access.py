@@ -1,5 +1,6 @@
-"""What a visitor of the page may make the server read: the registered rewards by name, and files under the folders
-its operator named at start-up (`date-diffusion ui --allow-path DIR`). Nothing else of the server's disk.
+"""What a visitor of the page may make the server read (the registered rewards by name, and files under the folders
+its operator named at start-up (`date-diffusion ui --allow-path DIR`); nothing else of the server's disk), and how
+much work one request may ask of it (`request_work`, bounded by `date-diffusion ui --max-work N`).
 
 The page's only field that can name a path is the reward (`NAME:SOURCE` in any term, also inside `augK(...)`,
 `mean(...;...)`, `subjects(...)` and weighted sums); the model, the benchmark run and the approximate decoder are
@@ -56,3 +57,13 @@ def check_reward_sources(spec: str, allowed: tuple[Path, ...], label: str = "rew
 
 
 __all__ = ["PathRefused", "RewardSpecError", "allowed_folders", "check_reward_sources"]
+
+
+# what one request may make the server do: its work, in sampling steps
+MAX_WORK = 400  # the default --max-work: the paper's 50 steps with an update at each step is 50 + 3 * 50 = 200
+UPDATE_WORK = 3  # an update's cost in sampling steps: the backward pass through the denoiser, decoder and reward
+
+
+def request_work(steps: int, date) -> int:
+    """A request's work in sampling steps: `steps`, and `UPDATE_WORK` for each DATE update."""
+    return steps + UPDATE_WORK * (len(date.update_indices(steps)) if date is not None else 0)

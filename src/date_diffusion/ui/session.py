@@ -41,7 +41,7 @@ from date_diffusion.rewards.base import Reward
 from date_diffusion.rewards.registry import reward_from_spec
 from date_diffusion.schedulers import SCHEDULERS, check_steps_fit, make_scheduler
 from date_diffusion.toyworld.world import judge_for
-from date_diffusion.ui.access import check_reward_sources
+from date_diffusion.ui.access import MAX_WORK, UPDATE_WORK, check_reward_sources, request_work
 
 
 class InputError(ValueError):
@@ -90,10 +90,12 @@ def _seed(value) -> int:
         raise InputError(str(err), "seed") from None
 
 
-def check_form(form: Form, model: str | None = None, allowed: tuple[Path, ...] = ()):
+def check_form(form: Form, model: str | None = None, allowed: tuple[Path, ...] = (), max_work: int = MAX_WORK):
     """The prompt, negative prompt and seed of a form, and the settings that run (resolved as the command line
     resolves its flags), or `InputError` naming the field and the value typed. A reward typed in the form may
-    read files only inside `allowed` (the server's `--allow-path` folders; see `ui/access.py`)."""
+    read files only inside `allowed` (the server's `--allow-path` folders; see `ui/access.py`). A request whose
+    work (`request_work`) is over `max_work` is refused before any work: one visitor's request cannot hold the
+    queue for the others."""
     try:  # before any work: refused when empty, cut to what encoders read (as the command line does)
         prompt, prompt_note = prepare_prompt(form.prompt or "", "prompt")
     except ValueError as err:
@@ -113,6 +115,15 @@ def check_form(form: Form, model: str | None = None, allowed: tuple[Path, ...] =
             check_reward_sources(resolved.reward, allowed, LABELS["reward"])
         except ValueError as err:  # PathRefused
             raise InputError(str(err), "reward") from err
+    steps = resolved.num_inference_steps
+    try:
+        work = request_work(steps, resolved.date)
+    except ValueError as err:  # update steps outside the run
+        raise InputError(str(err), "update_steps") from err
+    if work > max_work:
+        raise InputError(f"{steps} steps with {(work - steps) // UPDATE_WORK} DATE updates is {work} steps of work "
+                         f"(an update counts {UPDATE_WORK}); this page runs at most {max_work} per request: take fewer "
+                         "steps or update less often", "num_inference_steps")  # fmt: skip
     return sampling, resolved
 
 
@@ -189,6 +200,7 @@ class Session:
     device: str = "cpu"
     concurrency: int = 1
     allowed: tuple = ()  # the operator's --allow-path folders (`access.allowed_folders`)
+    max_work: int = MAX_WORK  # the operator's --max-work (`request_work`)
     stops: StopTokens = field(default_factory=StopTokens)
     _pipes: queue.Queue = field(default_factory=queue.Queue)
     _cache: OrderedDict = field(default_factory=OrderedDict)
@@ -249,7 +261,7 @@ class Session:
     def compare(self, form: Form, progress=None, stop: threading.Event | None = None) -> PagePair:
         """The fixed and the DATE image of one seed and what DATE did (see `collect`); `stop` is this request's
         Stop token (set it to end the run between two steps)."""
-        sampling, resolved = check_form(form, self.model, self.allowed)
+        sampling, resolved = check_form(form, self.model, self.allowed, self.max_work)
         reward = RecordingReward(self.reward(resolved.reward))
         decoder = self.decoder() if form.approximate else None
         pipe = self._pipeline()
