@@ -617,6 +617,40 @@ def test_the_page_ends_on_a_signal_with_code_0_and_leaves_no_temporary_folder(tm
     assert not list(tmp_path.glob("date-diffusion-ui-*"))
 
 
+def test_sigterm_ends_a_command_stuck_in_one_library_call_within_the_grace(tmp_path):
+    """SIGTERM while the main thread is inside one library call that never looks at signals (one product of two
+    8192 x 8192 matrices, tens of seconds on one thread, stands in for a convolution at 4096 px): the process ends
+    SIGTERM_GRACE seconds later, code 143."""
+    import signal
+    import time
+
+    from date_diffusion.cli.main import SIGTERM_GRACE
+
+    stuck = (
+        "import sys, torch\n"
+        "from date_diffusion.cli import main as m\n"
+        "def stuck(args):\n"
+        "    a = torch.ones(8192, 8192)\n"
+        "    print('stuck', flush=True)\n"
+        "    a @ a\n"
+        "m.check_kinds = stuck\n"
+        "sys.exit(m.main(['info', 'x.png']))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", stuck], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path)  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "stuck"
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=SIGTERM_GRACE + 30)
+        took = time.monotonic() - start
+    finally:
+        proc.kill()
+    assert code == 143 and SIGTERM_GRACE - 0.5 < took < SIGTERM_GRACE + 10, (code, took)
+    assert "did not return within 5 s of SIGTERM" in proc.stderr.read()
+
+
 def _cli(args, tmp_path, **kw):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **kw.pop("env", {})}
     return subprocess.run([sys.executable, "-m", "date_diffusion", *args], env=env, **kw)

@@ -7,6 +7,8 @@ import logging
 import os
 import re
 import sys
+import threading
+import time
 import warnings
 from contextlib import contextmanager
 
@@ -173,16 +175,53 @@ def notes(debug: bool):
         routing.restore()
 
 
+SIGTERM_GRACE = 5.0  # seconds a command has to end after SIGTERM before the process ends without it
+_RUNNING = threading.Event()  # set while a command runs (`main`): SIGTERM between commands ends nothing
+_WATCHING = []  # the SIGTERM watcher thread, started once per process
+
+
 def _sigterm_as_interrupt() -> None:
-    """SIGTERM ends a command like Ctrl-C: the file being written is discarded, every finished file stays."""
+    """SIGTERM ends a command like Ctrl-C: the file being written is discarded, every finished file stays.
+
+    Python runs its handler in the main thread between two Python steps, so inside one long library call (a
+    convolution at 4096 px) it would wait for the call to return. The signal is also written to a wakeup socket
+    (`signal.set_wakeup_fd`, at the moment it arrives) that a watcher thread reads: when the command has not ended
+    within `SIGTERM_GRACE` seconds, the watcher ends the process (exit code 143, as a shell reports SIGTERM). Every
+    file a command writes is written whole or not at all, so the finished ones stay either way."""
     import signal
-    import threading
+    import socket
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
+    if threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGTERM, _interrupt)
+    if _WATCHING:
+        return
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    try:
+        signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    except (ValueError, OSError):  # not supported here: the handler alone
+        return
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, interrupt)
+    def watch():
+        while True:
+            arrived = reader.recv(64)
+            if signal.SIGTERM not in arrived or not _RUNNING.is_set():
+                continue
+            deadline = time.monotonic() + SIGTERM_GRACE
+            while _RUNNING.is_set() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _RUNNING.is_set():
+                print(f"date-diffusion: terminated: a library call did not return within {SIGTERM_GRACE:g} s of "
+                      "SIGTERM; every finished file stays", file=sys.__stderr__, flush=True)  # fmt: skip
+                os._exit(143)
+
+    _WATCHING.append((reader, writer, threading.Thread(target=watch, name="date-diffusion-sigterm", daemon=True)))
+    _WATCHING[0][2].start()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _text_arguments(argv: list[str]) -> list[str]:
@@ -264,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     offline = offline_without_network(argv)
     if offline:
         print(f"{name}: note: {offline}", file=sys.stderr)
+    _RUNNING.set()
     try:
         check_kinds(args)  # every command: each value through its option's kind, before anything else
         with notes(args.debug):
@@ -288,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"{name}: failed: {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
         return 1
+    finally:
+        _RUNNING.clear()
 
 
 def console() -> None:
