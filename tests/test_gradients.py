@@ -6,6 +6,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler
 from test_flux import flux_components  # noqa: F401  (fixtures)
+from test_flux2 import flux2_components  # noqa: F401
 from test_pixart import pixart_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
@@ -38,6 +39,7 @@ CASES = {  # family, prediction type
     "sdxl-pooled": ("sdxl", "epsilon"),
     "sd3": ("sd3", "flow"),
     "flux": ("flux", "flow"),
+    "flux2": ("flux2", "flow"),
     "pixart": ("pixart", "epsilon"),
     "pixart-sigma": ("pixart-sigma", "epsilon"),
 }
