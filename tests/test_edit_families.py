@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_flux2 import FLUX2_EXTRA, flux2_components  # noqa: F401
+from test_flux2_klein import KLEIN_EXTRA, flux2_klein_components  # noqa: F401
 from test_pixart import pixart_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
@@ -21,11 +22,12 @@ from date_diffusion.pipelines import date_pipeline_class
 from date_diffusion.pipelines.edit import edit_defaults, image_latents
 
 EDITOR = {"sd": "ddpm", "sdxl": "ddpm", "pixart": "ddpm", "pixart-sigma": "ddpm", "sd3": "flowedit", "flux": "flowedit",
-          "flux2": "flowedit"}  # fmt: skip
+          "flux2": "flowedit", "flux2-klein": "flowedit"}  # fmt: skip
 EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},
     "flux2": FLUX2_EXTRA,
+    "flux2-klein": KLEIN_EXTRA,
     "pixart": {"clean_caption": False, "max_sequence_length": 8},
     "pixart-sigma": {"clean_caption": False, "max_sequence_length": 8},
 }
