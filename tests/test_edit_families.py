@@ -8,6 +8,8 @@ import pytest
 import torch
 from PIL import Image
 from test_flux import flux_components  # noqa: F401  (fixtures)
+from test_flux2 import FLUX2_EXTRA, flux2_components  # noqa: F401
+from test_flux2_klein import KLEIN_EXTRA, flux2_klein_components  # noqa: F401
 from test_pixart import pixart_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
@@ -19,10 +21,13 @@ from date_diffusion.families import FAMILIES
 from date_diffusion.pipelines import date_pipeline_class
 from date_diffusion.pipelines.edit import edit_defaults, image_latents
 
-EDITOR = {"sd": "ddpm", "sdxl": "ddpm", "pixart": "ddpm", "pixart-sigma": "ddpm", "sd3": "flowedit", "flux": "flowedit"}
+EDITOR = {"sd": "ddpm", "sdxl": "ddpm", "pixart": "ddpm", "pixart-sigma": "ddpm", "sd3": "flowedit", "flux": "flowedit",
+          "flux2": "flowedit", "flux2-klein": "flowedit"}  # fmt: skip
 EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},
+    "flux2": FLUX2_EXTRA,
+    "flux2-klein": KLEIN_EXTRA,
     "pixart": {"clean_caption": False, "max_sequence_length": 8},
     "pixart-sigma": {"clean_caption": False, "max_sequence_length": 8},
 }
@@ -55,10 +60,11 @@ def edit(pipe, family, src="a red circle", tar="a red circle", seed=0, **kw):
 
 
 def input_latents(pipe, family):
+    """The source image's latents as `output_type="latent"` returns them (the family's `latent_output`)."""
     pixels = pipe.image_processor.preprocess(source_image())
     request = pipe._date_bind(height=16, width=16)
     with torch.no_grad():
-        return image_latents(pipe, request, pixels, torch.float32)
+        return pipe.date_adapter.latent_output(request, image_latents(pipe, request, pixels, torch.float32))
 
 
 def test_every_family_has_an_editor_and_its_defaults():

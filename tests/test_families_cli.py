@@ -5,6 +5,8 @@ import json
 import pytest
 from diffusers import FluxPipeline
 from test_flux import flux_components  # noqa: F401  (fixtures)
+from test_flux2 import flux2_components  # noqa: F401
+from test_flux2_klein import flux2_klein_components  # noqa: F401
 from test_pixart import pixart_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
@@ -92,8 +94,9 @@ def test_memory_options_and_frozen_weights_apply_to_every_family(family, request
     )
     import torch
 
-    plain = pipe(["a red circle"], generator=[torch.Generator().manual_seed(0)], **kw)
-    ckpt = pipe(["a red circle"], generator=[torch.Generator().manual_seed(0)], gradient_checkpointing=True, **kw)
+    plain = pipe(prompt=["a red circle"], generator=[torch.Generator().manual_seed(0)], **kw)
+    ckpt = pipe(prompt=["a red circle"], generator=[torch.Generator().manual_seed(0)], gradient_checkpointing=True,
+                **kw)  # fmt: skip
     assert abs(plain.images - ckpt.images).max() <= 1e-5
     denoiser = getattr(pipe, "unet", None) or pipe.transformer
     for module in (denoiser, pipe.vae, pipe.text_encoder):

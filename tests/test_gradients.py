@@ -6,6 +6,8 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler
 from test_flux import flux_components  # noqa: F401  (fixtures)
+from test_flux2 import flux2_components  # noqa: F401
+from test_flux2_klein import flux2_klein_components  # noqa: F401
 from test_pixart import pixart_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
@@ -38,6 +40,8 @@ CASES = {  # family, prediction type
     "sdxl-pooled": ("sdxl", "epsilon"),
     "sd3": ("sd3", "flow"),
     "flux": ("flux", "flow"),
+    "flux2": ("flux2", "flow"),
+    "flux2-klein": ("flux2-klein", "flow"),  # the base model: classifier-free guidance, a separate negative call
     "pixart": ("pixart", "epsilon"),
     "pixart-sigma": ("pixart-sigma", "epsilon"),
 }
@@ -63,9 +67,11 @@ def test_step_follows_the_reward_gradient_for_every_packing(case, request, clip_
     adapter = type(pipe).adapter
     make_denoise = adapter.denoiser
 
-    def spy(self, call, cond):  # keep the run's own denoiser and conditioning to differentiate the same function
-        seen.update(call=call, cond=cond, denoise=make_denoise(self, call, cond))
-        return seen["denoise"]
+    def spy(self, call, cond, **branch):  # keep the run's own denoisers and conditioning: the same function
+        denoise = make_denoise(self, call, cond, **branch)
+        seen.update({"uncond_denoise": denoise} if branch.get("negative") else dict(call=call, cond=cond,
+                                                                                     denoise=denoise))  # fmt: skip
+        return denoise
 
     monkeypatch.setattr(adapter, "denoiser", spy)
 
@@ -94,7 +100,7 @@ def test_step_follows_the_reward_gradient_for_every_packing(case, request, clip_
     def h(c):
         out_c = denoise(x, t, c)
         if cond.uncond is not None:
-            out_u = denoise(x, t, cond.uncond)
+            out_u = seen.get("uncond_denoise", denoise)(x, t, cond.uncond)  # a separate negative branch's own
             out_c = out_u + w * (out_c - out_u)
         x0 = predicted_x0(x, out_c, alpha, sigma, prediction)
         image = pipe.vae.decode(vae_input(pipe.date_adapter.to_vae(call, x0), pipe.vae)).sample / 2 + 0.5

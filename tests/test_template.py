@@ -13,6 +13,8 @@ from diffusers import (
 )
 from diffusers.callbacks import MultiPipelineCallbacks, SD3CFGCutoffCallback, SDCFGCutoffCallback, SDXLCFGCutoffCallback
 from test_flux import flux_components  # noqa: F401  (fixtures)
+from test_flux2 import FLUX2_EXTRA, flux2_components  # noqa: F401
+from test_flux2_klein import KLEIN_EXTRA, flux2_klein_components  # noqa: F401
 from test_pixart import pixart_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
@@ -25,10 +27,13 @@ from date_diffusion.pipelines import date_pipeline_class
 # every family of the family table, with its tiny components' fixture and its family-specific call arguments;
 # a family added to the table without tiny components here fails at import
 FIXTURES = {"sd": "components", "sdxl": "sdxl_components", "sd3": "sd3_components", "flux": "flux_components",
-            "pixart": "pixart_components", "pixart-sigma": "pixart_components"}  # fmt: skip
+            "flux2": "flux2_components", "flux2-klein": "flux2_klein_components", "pixart": "pixart_components",
+            "pixart-sigma": "pixart_components"}  # fmt: skip
 CALL_EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},
+    "flux2": FLUX2_EXTRA,
+    "flux2-klein": KLEIN_EXTRA,
     "pixart": {"use_resolution_binning": False, "clean_caption": False, "max_sequence_length": 8},
     "pixart-sigma": {"use_resolution_binning": False, "clean_caption": False, "max_sequence_length": 8},
 }
@@ -49,7 +54,7 @@ def build(family, request):
 
 def run(pipe, extra, prompt="a red circle", **kw):
     kw = {"height": 16, "width": 16, "num_inference_steps": 4, "output_type": "np", **extra, **kw}
-    return pipe(prompt, generator=torch.Generator().manual_seed(0), **kw)
+    return pipe(prompt=prompt, generator=torch.Generator().manual_seed(0), **kw)  # by name: FLUX.2 takes `image` first
 
 
 def same(a, b, tol=1e-5):
@@ -68,7 +73,7 @@ def test_signature_is_the_stock_one_plus_date_options(family):
         inspect.signature(date_pipeline_class(stock_cls.__name__).__call__).bind(None, not_an_argument=1)
 
 
-@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux"])
+@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux", "flux2", "flux2-klein"])
 def test_callback_returning_its_kwargs_unchanged_equals_stock(family, request):
     stock, ours, extra = build(family, request)
     names = list(stock._callback_tensor_inputs)
@@ -102,7 +107,7 @@ def test_diffusers_cfg_cutoff_callbacks_equal_stock(family, request):
         assert same(got.images, expected) and not same(got.images, plain)
 
 
-@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux"])
+@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux", "flux2", "flux2-klein"])
 def test_interrupt_equals_stock(family, request):
     stock, ours, extra = build(family, request)
 
@@ -183,6 +188,8 @@ def test_clip_skip_equals_stock(family, request):
         ("sd", {"timesteps": [901, 601, 301, 1]}),
         ("sd3", {"sigmas": [1.0, 0.7, 0.4, 0.2]}),
         ("flux", {"sigmas": [1.0, 0.6, 0.3, 0.1]}),
+        ("flux2", {"sigmas": [1.0, 0.6, 0.3, 0.1]}),
+        ("flux2-klein", {"sigmas": [1.0, 0.6, 0.3, 0.1]}),
     ],
 )
 def test_custom_schedules_equal_stock(family, schedule, request):

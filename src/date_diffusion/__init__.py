@@ -24,6 +24,8 @@ _EXPORTS = {
     "StableDiffusionXLDATEPipeline": "date_diffusion.pipelines.stable_diffusion_xl",
     "StableDiffusion3DATEPipeline": "date_diffusion.pipelines.stable_diffusion_3",
     "FluxDATEPipeline": "date_diffusion.pipelines.flux",
+    "Flux2DATEPipeline": "date_diffusion.pipelines.flux2",
+    "Flux2KleinDATEPipeline": "date_diffusion.pipelines.flux2_klein",
     "PixArtAlphaDATEPipeline": "date_diffusion.pipelines.pixart",
     "PixArtSigmaDATEPipeline": "date_diffusion.pipelines.pixart_sigma",
     "Reward": "date_diffusion.rewards.base",

@@ -141,6 +141,28 @@ FAMILIES: tuple[Family, ...] = (
         edit=FLOWEDIT_FLUX,
     ),
     Family(
+        "flux2",
+        "FLUX.2 [dev]",
+        "Flux2Pipeline",
+        "flux2",
+        "Flux2DATEPipeline",
+        (),  # diffusers loads no FLUX.2 pipeline from a single file (its transformer only)
+        "madebyollin/taef2",
+        bf16=True,
+        edit=FLOWEDIT_FLUX,  # FlowEdit's FLUX.1 setting (a guidance-distilled flow model); untested on FLUX.2
+    ),
+    Family(
+        "flux2-klein",
+        "FLUX.2 [klein]",
+        "Flux2KleinPipeline",
+        "flux2_klein",
+        "Flux2KleinDATEPipeline",
+        (),  # diffusers loads no FLUX.2 pipeline from a single file (its transformer only)
+        "madebyollin/taef2",  # the FLUX.2 VAE
+        bf16=True,
+        edit=FLOWEDIT_SD3,  # FlowEdit's setting for a flow model with classifier-free guidance; untested on klein
+    ),
+    Family(
         "pixart",
         "PixArt-alpha",
         "PixArtAlphaPipeline",

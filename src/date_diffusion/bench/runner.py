@@ -479,7 +479,8 @@ def _generate(run: BenchRun, pipe, method: Method, kwargs: dict, batch, scorer) 
     call = dict(num_inference_steps=method.steps_for(run.settings.steps), guidance_scale=run.settings.guidance)
     t0 = time.perf_counter()
     seeds = method.select_seeds(pipe, run, prompts, seeds, call)
-    res = pipe(prompts, generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="pt", **call, **kwargs)
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    res = pipe(prompt=prompts, generator=generators, output_type="pt", **call, **kwargs)  # by name: FLUX.2's is 2nd
     images = res.images.float()
     chosen = _best(run.reward(), images, prompts, n)
     seconds = (time.perf_counter() - t0) / len(batch)

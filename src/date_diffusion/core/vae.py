@@ -16,13 +16,19 @@ def latent_stats(cfg, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] |
     return tuple(torch.tensor(v, device=like.device, dtype=like.dtype).view(view) for v in (mean, std))
 
 
+def scaling_factor(cfg) -> float:
+    """A VAE config's latent scaling factor; 1 where it has none (FLUX.2's VAE: its latents are normalised by the
+    pipeline with the VAE's batch-norm statistics, in the family's `to_vae` / `from_vae`)."""
+    return getattr(cfg, "scaling_factor", 1.0)
+
+
 def vae_input(latents: torch.Tensor, decoder) -> torch.Tensor:
     """Model latents -> what `decoder.decode` takes (scaling factor, and SDXL's / SD3's mean, std or shift)."""
     cfg = decoder.config
     if stats := latent_stats(cfg, latents):
         mean, std = stats
-        return latents * std / cfg.scaling_factor + mean
-    return latents / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
+        return latents * std / scaling_factor(cfg) + mean
+    return latents / scaling_factor(cfg) + (getattr(cfg, "shift_factor", None) or 0.0)
 
 
 def model_latents(vae_latents: torch.Tensor, vae) -> torch.Tensor:
@@ -30,5 +36,5 @@ def model_latents(vae_latents: torch.Tensor, vae) -> torch.Tensor:
     cfg = vae.config
     if stats := latent_stats(cfg, vae_latents):
         mean, std = stats
-        return (vae_latents - mean) * cfg.scaling_factor / std
-    return (vae_latents - (getattr(cfg, "shift_factor", None) or 0.0)) * cfg.scaling_factor
+        return (vae_latents - mean) * scaling_factor(cfg) / std
+    return (vae_latents - (getattr(cfg, "shift_factor", None) or 0.0)) * scaling_factor(cfg)

@@ -29,6 +29,6 @@ def early_selection(pipe, prompts: list[str], seeds: list[int], n: int, at: int,
     repeated = [p for p in prompts for _ in range(n)]
     generators = [torch.Generator().manual_seed(s) for s in candidates]
     with recorded_x0(pipe.scheduler) as seen:
-        pipe(repeated, generator=generators, output_type="latent", callback_on_step_end=_stop_after(at), **call)
+        pipe(prompt=repeated, generator=generators, output_type="latent", callback_on_step_end=_stop_after(at), **call)
     scores = judge(decode_for_reward(seen[at], pipe.vae), repeated).view(-1, n)
     return [candidates[b * n + j] for b, j in enumerate(scores.argmax(dim=1).tolist())]

@@ -1,11 +1,12 @@
 """What a model family adds to the templates: an `Adapter`, a few small methods over its stock pipeline.
 
 The templates (`pipelines.common`: generation, `pipelines.edit`: editing) ask the adapter, in this order:
-`check(request) -> request` (the stock `check_inputs`), `encode(request, device) -> PackedConditioning` (what DATE
-adapts and what it leaves fixed, with the stock callback names of every part), `latents` and `timesteps`,
-`denoiser(request, cond) -> denoise(x, t, packed) -> model output` (a function of its arguments), `guidance`
-(the guided denoiser's family options: FLUX's true CFG, SD3's skip-layer guidance), `decode` / `finish` and
-`output_tuple`. The defaults below are the stock SD-style behaviour; a family overrides what differs. Class
+`sized(request) -> request` (the default size where none is given), `check(request) -> request` (the stock
+`check_inputs`), `encode(request, device) -> PackedConditioning` (what DATE adapts and what it leaves fixed, with
+the stock callback names of every part), `latents` and `timesteps`, `denoiser(request, cond) -> denoise(x, t,
+packed) -> model output` (a function of its arguments), `guidance` (the guided denoiser's family options: FLUX's
+true CFG, SD3's skip-layer guidance), `decode` / `finish`, `latent_output` (what `output_type="latent"` returns)
+and `output_tuple`. The defaults below are the stock SD-style behaviour; a family overrides what differs. Class
 attributes state the family's facts: `has_pooled` (a pooled embedding `adapt_pooled` may move), `latents_first`
 (latents before timesteps, as the flow pipelines), `extra_parameters` (call arguments beyond the stock ones),
 `request_state` (values its check settles), `edit_arguments` (stock arguments an edit fixes).
@@ -45,6 +46,12 @@ class Adapter:
 
     def default_size(self) -> int:
         return self.pipe.default_sample_size * self.pipe.vae_scale_factor
+
+    def sized(self, request: Request) -> Request:
+        """The request with its sample size settled before the stock checks: the default size where none is given
+        (a family whose stock size follows an input, e.g. FLUX.2's conditioning images, overrides this)."""
+        side = self.default_size()
+        return request.replace(height=request.height or side, width=request.width or side)
 
     def check(self, request: Request) -> Request:
         """The stock `check_inputs` with the call's arguments; returns the request the run takes."""
@@ -123,6 +130,10 @@ class Adapter:
     def decode(self, request: Request, latents):
         vae = self.pipe.vae
         return vae.decode(vae_input(self.to_vae(request, latents).to(vae.dtype), vae), return_dict=False)[0]
+
+    def latent_output(self, request: Request, latents):
+        """What `output_type="latent"` returns: stock, the model's latents as the loop leaves them."""
+        return latents
 
     def finish(self, request: Request, image, dtype, device):
         """(image, nsfw flags or None) after decoding: the safety checker, a watermark, ..."""

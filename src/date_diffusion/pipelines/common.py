@@ -183,8 +183,7 @@ def check(pipe, adapter: Adapter, request: Request) -> Request:
     request = check_sampling(request)
     if request.options.adapt_pooled and not adapter.has_pooled:
         raise ValueError(f"adapt_pooled=True: {type(pipe).__name__} has no pooled text embedding to adapt")
-    side = adapter.default_size()
-    request = adapter.check(request.replace(height=request.height or side, width=request.width or side))
+    request = adapter.check(adapter.sized(request))
     allowed = getattr(pipe, "_callback_tensor_inputs", ["latents"])
     bad = [k for k in callback_names(request) if k not in allowed]
     if bad:

@@ -123,7 +123,7 @@ def output_image(pipe, adapter, request, latents, dtype, device):
     """The stock output: decoded, finished (safety checker, watermark, ...) and post-processed; latents as they are
     for `output_type="latent"`."""
     if request.output_type == "latent":
-        return latents, None
+        return adapter.latent_output(request, latents), None
     image, nsfw = adapter.finish(request, adapter.decode(request, latents), dtype, device)
     denormalize = None if nsfw is None else [not flagged for flagged in nsfw]
     return pipe.image_processor.postprocess(image, output_type=request.output_type, do_denormalize=denormalize), nsfw
