@@ -254,6 +254,13 @@ def resolve_from_args(model: str, overrides: dict, family=None, paper_defaults=F
         raise CLIError(f"--model {quoted(model)}: {err}") from err
 
 
+def check_negative_prompt(pipe, negative_prompt: str | None) -> None:
+    """`--negative-prompt` only for a family that samples with a user's negative prompt."""
+    if negative_prompt is not None and not pipe.supports_negative_prompt:
+        raise CLIError(f"--negative-prompt is not supported by {type(pipe).__name__}: its stock pipeline samples "
+                       "without a negative prompt of the user's")  # fmt: skip
+
+
 def load_reward(spec: str, device: str):
     """`rewards.registry.reward_from_spec`, with a malformed spec reported as a usage error."""
     from date_diffusion.rewards.registry import RewardSpecError, reward_from_spec

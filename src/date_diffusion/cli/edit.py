@@ -16,6 +16,7 @@ from date_diffusion.cli.common import (
     ModelOptions,
     add_date_arguments,
     add_model_arguments,
+    check_negative_prompt,
     check_output_dir,
     from_namespace,
     load_reward,
@@ -285,8 +286,7 @@ def load(opts: EditOptions, settings, loading: dict):
         pipe = load_date_pipeline(settings.model, opts.model.dtype, device, None, **loading)
     except ValueError as err:  # unreadable single file, LoRA for another model, ...
         raise CLIError(str(err)) from err
-    if opts.negative_prompt is not None and not pipe.supports_negative_prompt:
-        raise CLIError(f"--negative-prompt is not supported by {type(pipe).__name__} (no negative branch)")
+    check_negative_prompt(pipe, opts.negative_prompt)
     pipe.set_progress_bar_config(disable=True)
     size = pipe.default_image_size()
     opts = replace(opts, height=opts.height or size, width=opts.width or size)

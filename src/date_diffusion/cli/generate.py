@@ -18,6 +18,7 @@ from date_diffusion.cli.common import (
     ModelOptions,
     add_date_arguments,
     add_model_arguments,
+    check_negative_prompt,
     check_output_dir,
     checked,
     family_help,
@@ -395,8 +396,7 @@ def load(opts: GenerateOptions, job: Job, device: str) -> None:
         check_steps_fit(pipe, settings.num_inference_steps, "--steps", height, width)
     except ValueError as err:
         raise CLIError(str(err)) from err
-    if opts.negative_prompt is not None and not pipe.supports_negative_prompt:
-        raise CLIError(f"--negative-prompt is not supported by {type(pipe).__name__} (no negative branch)")
+    check_negative_prompt(pipe, opts.negative_prompt)
     job.height, job.width, job.pipe = height, width, pipe
     job.reward = None if job.saved is not None else load_reward(settings.reward, device)
     job.decoder = None
