@@ -160,6 +160,17 @@ FAMILIES: tuple[Family, ...] = (
         "madebyollin/taesdxl",  # PixArt-Sigma decodes with the SDXL VAE
         edit=DDPM_EDIT,
     ),
+    Family(
+        "qwen-image",
+        "Qwen-Image",
+        "QwenImagePipeline",
+        "qwen_image",
+        "QwenImageDATEPipeline",
+        (),  # diffusers loads no single-file Qwen-Image pipeline
+        "madebyollin/taew2_1",  # the Wan 2.1 VAE's TAEHV (a video decoder, not an AutoencoderTiny: see docs)
+        bf16=True,
+        edit=None,  # the editor sets guidance_scale per branch; Qwen-Image guides with true_cfg_scale
+    ),
 )
 NAMES: tuple[str, ...] = tuple(f.name for f in FAMILIES)  # the built-in families' (`names()`: with plugins')
 _REGISTERED: list[Family] = []

@@ -1,5 +1,6 @@
 """The VAE's latent scaling: model latents <-> what a decoder takes (scaling factor, SDXL's / SD3's mean and std,
-FLUX's shift), in one place for the reward path, decoding and editing."""
+FLUX's shift), in one place for the reward path, decoding and editing; and the VAE's calls on images, where a
+video VAE (Qwen-Image's, Wan's) codes an image as a one-frame video."""
 
 from __future__ import annotations
 
@@ -16,13 +17,18 @@ def latent_stats(cfg, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] |
     return tuple(torch.tensor(v, device=like.device, dtype=like.dtype).view(view) for v in (mean, std))
 
 
+def _scaling(cfg) -> float:
+    """The config's scaling factor; 1 where it has none (Qwen-Image's VAE: its mean and std alone)."""
+    return getattr(cfg, "scaling_factor", None) or 1.0
+
+
 def vae_input(latents: torch.Tensor, decoder) -> torch.Tensor:
     """Model latents -> what `decoder.decode` takes (scaling factor, and SDXL's / SD3's mean, std or shift)."""
     cfg = decoder.config
     if stats := latent_stats(cfg, latents):
         mean, std = stats
-        return latents * std / cfg.scaling_factor + mean
-    return latents / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
+        return latents * std / _scaling(cfg) + mean
+    return latents / _scaling(cfg) + (getattr(cfg, "shift_factor", None) or 0.0)
 
 
 def model_latents(vae_latents: torch.Tensor, vae) -> torch.Tensor:
@@ -30,5 +36,25 @@ def model_latents(vae_latents: torch.Tensor, vae) -> torch.Tensor:
     cfg = vae.config
     if stats := latent_stats(cfg, vae_latents):
         mean, std = stats
-        return (vae_latents - mean) * cfg.scaling_factor / std
-    return (vae_latents - (getattr(cfg, "shift_factor", None) or 0.0)) * cfg.scaling_factor
+        return (vae_latents - mean) * _scaling(cfg) / std
+    return (vae_latents - (getattr(cfg, "shift_factor", None) or 0.0)) * _scaling(cfg)
+
+
+def takes_frames(vae) -> bool:
+    """Whether `vae` is a video VAE (its config has `temperal_downsample`: Qwen-Image's, Wan's), which codes an image
+    as a one-frame video `[B, C, 1, H, W]`."""
+    return getattr(vae.config, "temperal_downsample", None) is not None
+
+
+def decode_image(decoder, latents: torch.Tensor) -> torch.Tensor:
+    """`decoder.decode` of `[B, C, h, w]` latents (as `vae_input` makes them) -> images `[B, 3, H, W]`."""
+    if takes_frames(decoder):
+        return decoder.decode(latents.unsqueeze(2), return_dict=False)[0][:, :, 0]
+    return decoder.decode(latents, return_dict=False)[0]
+
+
+def encode_image(vae, pixels: torch.Tensor) -> torch.Tensor:
+    """The mode of `vae.encode` of images `[B, 3, H, W]` -> latents `[B, C, h, w]` (the VAE's scaling not applied)."""
+    if takes_frames(vae):
+        return vae.encode(pixels.unsqueeze(2)).latent_dist.mode()[:, :, 0]
+    return vae.encode(pixels).latent_dist.mode()
