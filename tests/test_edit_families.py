@@ -13,6 +13,7 @@ from test_qwen_image import qwen_image_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
 from test_template import FAMILIES as TEMPLATE_FAMILIES
+from test_z_image import z_image_components  # noqa: F401
 
 from date_diffusion import DATEConfig
 from date_diffusion.editing import EDIT_DEFAULTS
@@ -23,12 +24,13 @@ from date_diffusion.pipelines.edit import edit_defaults, image_latents
 # None: the family has no editor (Qwen-Image: the editor's per-branch guidance is `guidance_scale`, which Qwen-Image
 # does not take; it guides with `true_cfg_scale`)
 EDITOR = {"sd": "ddpm", "sdxl": "ddpm", "pixart": "ddpm", "pixart-sigma": "ddpm", "sd3": "flowedit", "flux": "flowedit",
-          "qwen-image": None}  # fmt: skip
+          "qwen-image": None, "z-image": "flowedit"}  # fmt: skip
 EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},
     "pixart": {"clean_caption": False, "max_sequence_length": 8},
     "pixart-sigma": {"clean_caption": False, "max_sequence_length": 8},
+    "z-image": {"max_sequence_length": 16},
 }
 INVERSION = [f for f, e in EDITOR.items() if e == "ddpm"]
 FLOW = [f for f, e in EDITOR.items() if e == "flowedit"]

@@ -10,6 +10,7 @@ from test_qwen_image import qwen_image_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
 from test_template import FAMILIES as TEMPLATE_FAMILIES
+from test_z_image import z_image_components  # noqa: F401
 
 from date_diffusion.cli.main import main
 from date_diffusion.families import by_name

@@ -13,6 +13,7 @@ from test_qwen_image import qwen_image_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
 from test_template import FAMILIES, run
+from test_z_image import z_image_components  # noqa: F401
 
 from date_diffusion import CLIPScoreReward, DATEConfig, date_sample
 from date_diffusion.core.prediction import predicted_x0
@@ -44,11 +45,12 @@ CASES = {  # family, prediction type
     "pixart": ("pixart", "epsilon"),
     "pixart-sigma": ("pixart-sigma", "epsilon"),
     "qwen-image": ("qwen-image", "flow"),
+    "z-image": ("z-image", "flow"),
 }
 # the finite differences' step where h is exact only to float32: diffusers' Qwen-Image rotary embedding rotates
 # q and k in float32 (`x.float()` in `apply_rotary_emb_qwen`) whatever the model's dtype, so its h is float32-exact
 # and a 1e-4 step measures its rounding (across-slopes of 1e-6 to 1e-4 for eps 1e-3 to 1e-6, measured); at 1e-2
-# the across/along ratio measured 5e-5
+# the across/along ratio measured 5e-5. (Z-Image's float32 latents and outputs leave 6e-5 at 1e-4, measured.)
 EPS = {"qwen-image": 1e-2}
 
 
@@ -114,7 +116,9 @@ def test_step_follows_the_reward_gradient_for_every_packing(case, request, clip_
             state = SimpleNamespace(index=1, timestep=t, guidance_scale=w)
             out_c = rule(state, out_u, out_c, scale) if rule else out_u + scale * (out_c - out_u)
         x0 = predicted_x0(x, out_c, alpha, sigma, prediction)
-        image = decode_image(pipe.vae, vae_input(pipe.date_adapter.to_vae(call, x0), pipe.vae)) / 2 + 0.5
+        image = (
+            decode_image(pipe.vae, vae_input(pipe.date_adapter.to_vae(call, x0).to(pipe.vae.dtype), pipe.vae)) / 2 + 0.5
+        )
         return reward(image, ["a red circle"])[0]
 
     c0, saved = cond.cond, load_file(path)

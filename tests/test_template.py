@@ -17,6 +17,7 @@ from test_pixart import pixart_components  # noqa: F401
 from test_qwen_image import qwen_image_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
+from test_z_image import z_image_components  # noqa: F401
 
 import date_diffusion
 from date_diffusion import DATEConfig, DATEPipeline
@@ -27,13 +28,14 @@ from date_diffusion.pipelines import date_pipeline_class
 # a family added to the table without tiny components here fails at import
 FIXTURES = {"sd": "components", "sdxl": "sdxl_components", "sd3": "sd3_components", "flux": "flux_components",
             "pixart": "pixart_components", "pixart-sigma": "pixart_components",
-            "qwen-image": "qwen_image_components"}  # fmt: skip
+            "qwen-image": "qwen_image_components", "z-image": "z_image_components"}  # fmt: skip
 CALL_EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},
     "pixart": {"use_resolution_binning": False, "clean_caption": False, "max_sequence_length": 8},
     "pixart-sigma": {"use_resolution_binning": False, "clean_caption": False, "max_sequence_length": 8},
     "qwen-image": {"negative_prompt": "bad quality"},  # true CFG (stock's default true_cfg_scale 4) with its rescale
+    "z-image": {"max_sequence_length": 16},
 }
 FAMILIES = {f.name: (f.stock_pipeline(), FIXTURES[f.name], CALL_EXTRA.get(f.name, {})) for f in FAMILY_TABLE}
 CFG_CUTOFF = {"sd": SDCFGCutoffCallback, "sdxl": SDXLCFGCutoffCallback, "sd3": SD3CFGCutoffCallback}
@@ -105,7 +107,7 @@ def test_diffusers_cfg_cutoff_callbacks_equal_stock(family, request):
         assert same(got.images, expected) and not same(got.images, plain)
 
 
-@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux", "qwen-image"])
+@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux", "qwen-image", "z-image"])
 def test_interrupt_equals_stock(family, request):
     stock, ours, extra = build(family, request)
 
@@ -187,6 +189,7 @@ def test_clip_skip_equals_stock(family, request):
         ("sd3", {"sigmas": [1.0, 0.7, 0.4, 0.2]}),
         ("flux", {"sigmas": [1.0, 0.6, 0.3, 0.1]}),
         ("qwen-image", {"sigmas": [1.0, 0.6, 0.3, 0.1]}),
+        ("z-image", {"sigmas": [1.0, 0.6, 0.3, 0.1]}),
     ],
 )
 def test_custom_schedules_equal_stock(family, schedule, request):
@@ -221,7 +224,12 @@ def _tiny_lora(model):
 
 @pytest.mark.parametrize(
     ("family", "kwargs_name"),
-    [("sd", "cross_attention_kwargs"), ("sd3", "joint_attention_kwargs"), ("qwen-image", "attention_kwargs")],
+    [
+        ("sd", "cross_attention_kwargs"),
+        ("sd3", "joint_attention_kwargs"),
+        ("qwen-image", "attention_kwargs"),
+        ("z-image", "joint_attention_kwargs"),
+    ],
 )
 def test_lora_scale_through_attention_kwargs_equals_stock(family, kwargs_name, request):
     stock, ours, extra = build(family, request)
