@@ -21,6 +21,8 @@ UNSOURCED = {
     "pixart-sigma": "no copy of PixArt-alpha/PixArt-Sigma-XL-2-1024-MS's scheduler config was found",
     "flux2": "no copy of black-forest-labs/FLUX.2-dev's scheduler config was found",
     "flux2-klein": "no copy of a black-forest-labs/FLUX.2-klein checkpoint's scheduler config was found",
+    "qwen-image": "no copy of Qwen/Qwen-Image's scheduler config was found",
+    "z-image": "no copy of Tongyi-MAI/Z-Image-Turbo's scheduler config was found",
 }
 BEHAVIOUR = ("guidance_embeds",)  # denoiser settings that change what a step computes (sizes stay tiny)
 

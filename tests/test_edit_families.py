@@ -11,9 +11,11 @@ from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_flux2 import FLUX2_EXTRA, flux2_components  # noqa: F401
 from test_flux2_klein import KLEIN_EXTRA, flux2_klein_components  # noqa: F401
 from test_pixart import pixart_components  # noqa: F401
+from test_qwen_image import qwen_image_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
 from test_template import FAMILIES as TEMPLATE_FAMILIES
+from test_z_image import z_image_components  # noqa: F401
 
 from date_diffusion import DATEConfig
 from date_diffusion.editing import EDIT_DEFAULTS
@@ -21,8 +23,10 @@ from date_diffusion.families import FAMILIES
 from date_diffusion.pipelines import date_pipeline_class
 from date_diffusion.pipelines.edit import edit_defaults, image_latents
 
+# None: the family has no editor (Qwen-Image: the editor's per-branch guidance is `guidance_scale`, which Qwen-Image
+# does not take; it guides with `true_cfg_scale`)
 EDITOR = {"sd": "ddpm", "sdxl": "ddpm", "pixart": "ddpm", "pixart-sigma": "ddpm", "sd3": "flowedit", "flux": "flowedit",
-          "flux2": "flowedit", "flux2-klein": "flowedit"}  # fmt: skip
+          "flux2": "flowedit", "flux2-klein": "flowedit", "qwen-image": None, "z-image": "flowedit"}  # fmt: skip
 EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},
@@ -30,9 +34,12 @@ EXTRA = {
     "flux2-klein": KLEIN_EXTRA,
     "pixart": {"clean_caption": False, "max_sequence_length": 8},
     "pixart-sigma": {"clean_caption": False, "max_sequence_length": 8},
+    "z-image": {"max_sequence_length": 16},
 }
 INVERSION = [f for f, e in EDITOR.items() if e == "ddpm"]
 FLOW = [f for f, e in EDITOR.items() if e == "flowedit"]
+EDITING = [f for f, e in EDITOR.items() if e is not None]
+NO_EDITOR = [f for f, e in EDITOR.items() if e is None]
 
 
 def build(family, request):
@@ -70,6 +77,9 @@ def input_latents(pipe, family):
 def test_every_family_has_an_editor_and_its_defaults():
     assert {f.name for f in FAMILIES} == set(EDITOR)
     for family in FAMILIES:
+        if EDITOR[family.name] is None:
+            assert family.edit is None and family.name not in EDIT_DEFAULTS
+            continue
         defaults = edit_defaults(family.date_pipeline())
         assert defaults is EDIT_DEFAULTS[family.name] and defaults.editor == EDITOR[family.name]
     assert (EDIT_DEFAULTS["sd3"].steps - EDIT_DEFAULTS["sd3"].skip, EDIT_DEFAULTS["flux"].steps) == (33, 28)
@@ -101,7 +111,7 @@ def test_flowedit_returns_the_input_exactly_when_source_equals_target(family, n_
     assert torch.equal(out, x0)
 
 
-@pytest.mark.parametrize("family", list(EDITOR))
+@pytest.mark.parametrize("family", EDITING)
 def test_the_edit_changes_the_image_when_the_prompts_differ(family, request):
     pipe = build(family, request)
     same = edit(pipe, family, output_type="np").images
@@ -110,7 +120,7 @@ def test_the_edit_changes_the_image_when_the_prompts_differ(family, request):
     assert np.abs(edited - same).max() > 1e-2
 
 
-@pytest.mark.parametrize("family", list(EDITOR))
+@pytest.mark.parametrize("family", EDITING)
 def test_date_moves_the_target_embedding_by_rho_during_an_edit(family, request, reward):
     pipe = build(family, request)
     plain = edit(pipe, family, tar="a blue square", output_type="np")
@@ -121,6 +131,13 @@ def test_date_moves_the_target_embedding_by_rho_during_an_edit(family, request, 
     assert all(abs(u["update_norm"] - 0.5) < 1e-5 for u in updates)
     assert dated.prompts == ["a blue square"] and plain.traces[0]["updates"] == []
     assert np.abs(dated.images - plain.images).max() > 0
+
+
+@pytest.mark.parametrize("family", NO_EDITOR)
+def test_a_family_without_an_editor_refuses_an_edit(family, request):
+    pipe = build(family, request)
+    with pytest.raises(ValueError, match="has no editor"):
+        edit(pipe, family, cfg_tar=1.0)
 
 
 def test_flowedit_n_min_samples_the_target_plainly_at_the_end(sd3_components):  # noqa: F811
@@ -168,7 +185,7 @@ def cli_argv(family, request, tmp_path, clip_dir, *extra) -> list[str]:
             *extra]  # fmt: skip
 
 
-@pytest.mark.parametrize("family", list(EDITOR))
+@pytest.mark.parametrize("family", EDITING)
 def test_edit_cli_runs_every_family(family, request, tmp_path, clip_dir):
     from PIL import Image
 

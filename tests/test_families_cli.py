@@ -8,9 +8,11 @@ from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_flux2 import flux2_components  # noqa: F401
 from test_flux2_klein import flux2_klein_components  # noqa: F401
 from test_pixart import pixart_components  # noqa: F401
+from test_qwen_image import qwen_image_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
 from test_template import FAMILIES as TEMPLATE_FAMILIES
+from test_z_image import z_image_components  # noqa: F401
 
 from date_diffusion.cli.main import main
 from date_diffusion.families import by_name

@@ -2,6 +2,8 @@
 flow matching, PixArt's masked tokens), v-prediction and an Euler scheduler; grad_steps and the prior in the
 pipelines; and `date_sample` called directly, as the README shows."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler
@@ -9,13 +11,15 @@ from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_flux2 import flux2_components  # noqa: F401
 from test_flux2_klein import flux2_klein_components  # noqa: F401
 from test_pixart import pixart_components  # noqa: F401
+from test_qwen_image import qwen_image_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
 from test_template import FAMILIES, run
+from test_z_image import z_image_components  # noqa: F401
 
 from date_diffusion import CLIPScoreReward, DATEConfig, date_sample
 from date_diffusion.core.prediction import predicted_x0
-from date_diffusion.core.vae import vae_input
+from date_diffusion.core.vae import decode_image, vae_input
 from date_diffusion.pipelines import date_pipeline_class
 from date_diffusion.pipelines.embeddings import load_packed as load_file
 
@@ -44,7 +48,14 @@ CASES = {  # family, prediction type
     "flux2-klein": ("flux2-klein", "flow"),  # the base model: classifier-free guidance, a separate negative call
     "pixart": ("pixart", "epsilon"),
     "pixart-sigma": ("pixart-sigma", "epsilon"),
+    "qwen-image": ("qwen-image", "flow"),
+    "z-image": ("z-image", "flow"),
 }
+# the finite differences' step where h is exact only to float32: diffusers' Qwen-Image rotary embedding rotates
+# q and k in float32 (`x.float()` in `apply_rotary_emb_qwen`) whatever the model's dtype, so its h is float32-exact
+# and a 1e-4 step measures its rounding (across-slopes of 1e-6 to 1e-4 for eps 1e-3 to 1e-6, measured); at 1e-2
+# the across/along ratio measured 5e-5. (Z-Image's float32 latents and outputs leave 6e-5 at 1e-4, measured.)
+EPS = {"qwen-image": 1e-2}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -67,13 +78,14 @@ def test_step_follows_the_reward_gradient_for_every_packing(case, request, clip_
     adapter = type(pipe).adapter
     make_denoise = adapter.denoiser
 
-    def spy(self, call, cond, **branch):  # keep the run's own denoisers and conditioning: the same function
-        denoise = make_denoise(self, call, cond, **branch)
-        seen.update({"uncond_denoise": denoise} if branch.get("negative") else dict(call=call, cond=cond,
-                                                                                     denoise=denoise))  # fmt: skip
-        return denoise
+    def spy(self, call, cond, **branch):  # keep the run's own denoiser and conditioning to differentiate it
+        if branch:  # true CFG's negative branch (`negative=True`)
+            return make_denoise(self, call, cond, **branch)
+        seen.update(call=call, cond=cond, denoise=make_denoise(self, call, cond))
+        return seen["denoise"]
 
     monkeypatch.setattr(adapter, "denoiser", spy)
+    make_guidance = adapter.guidance
 
     def record(p, i, t, kwargs):
         seen.setdefault(i, kwargs["latents"].clone())
@@ -97,13 +109,20 @@ def test_step_follows_the_reward_gradient_for_every_packing(case, request, clip_
     alpha, sigma = _noise_level(pipe.scheduler, t)
     x = seen[0] * (alpha if type(pipe.scheduler).__name__.startswith("Euler") else 1)  # the scaled model input
 
+    # the family's guidance (true CFG's own negative denoiser and scale, a family's own rule), else CFG at w
+    guidance = make_guidance(pipe.date_adapter, call, cond, len(pipe.scheduler.timesteps))
+    rule, scale = guidance.get("rule"), guidance.get("cfg_scale", w)
+
     def h(c):
         out_c = denoise(x, t, c)
         if cond.uncond is not None:
-            out_u = seen.get("uncond_denoise", denoise)(x, t, cond.uncond)  # a separate negative branch's own
-            out_c = out_u + w * (out_c - out_u)
+            out_u = guidance.get("uncond_denoise", denoise)(x, t, cond.uncond)
+            state = SimpleNamespace(index=1, timestep=t, guidance_scale=w)
+            out_c = rule(state, out_u, out_c, scale) if rule else out_u + scale * (out_c - out_u)
         x0 = predicted_x0(x, out_c, alpha, sigma, prediction)
-        image = pipe.vae.decode(vae_input(pipe.date_adapter.to_vae(call, x0), pipe.vae)).sample / 2 + 0.5
+        image = (
+            decode_image(pipe.vae, vae_input(pipe.date_adapter.to_vae(call, x0).to(pipe.vae.dtype), pipe.vae)) / 2 + 0.5
+        )
         return reward(image, ["a red circle"])[0]
 
     c0, saved = cond.cond, load_file(path)
@@ -115,7 +134,7 @@ def test_step_follows_the_reward_gradient_for_every_packing(case, request, clip_
     across = torch.randn(c0.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * mask
     across = across - (across * direction).sum() * direction
     across = across / across.norm()
-    eps = 1e-4
+    eps = EPS.get(case, 1e-4)
 
     def slope(v):
         with torch.no_grad():

@@ -16,8 +16,10 @@ from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_flux2 import FLUX2_EXTRA, flux2_components  # noqa: F401
 from test_flux2_klein import KLEIN_EXTRA, flux2_klein_components  # noqa: F401
 from test_pixart import pixart_components  # noqa: F401
+from test_qwen_image import qwen_image_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
+from test_z_image import z_image_components  # noqa: F401
 
 import date_diffusion
 from date_diffusion import DATEConfig, DATEPipeline
@@ -28,7 +30,8 @@ from date_diffusion.pipelines import date_pipeline_class
 # a family added to the table without tiny components here fails at import
 FIXTURES = {"sd": "components", "sdxl": "sdxl_components", "sd3": "sd3_components", "flux": "flux_components",
             "flux2": "flux2_components", "flux2-klein": "flux2_klein_components", "pixart": "pixart_components",
-            "pixart-sigma": "pixart_components"}  # fmt: skip
+            "pixart-sigma": "pixart_components", "qwen-image": "qwen_image_components",
+            "z-image": "z_image_components"}  # fmt: skip
 CALL_EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},
@@ -36,6 +39,8 @@ CALL_EXTRA = {
     "flux2-klein": KLEIN_EXTRA,
     "pixart": {"use_resolution_binning": False, "clean_caption": False, "max_sequence_length": 8},
     "pixart-sigma": {"use_resolution_binning": False, "clean_caption": False, "max_sequence_length": 8},
+    "qwen-image": {"negative_prompt": "bad quality"},  # true CFG (stock's default true_cfg_scale 4) with its rescale
+    "z-image": {"max_sequence_length": 16},
 }
 FAMILIES = {f.name: (f.stock_pipeline(), FIXTURES[f.name], CALL_EXTRA.get(f.name, {})) for f in FAMILY_TABLE}
 CFG_CUTOFF = {"sd": SDCFGCutoffCallback, "sdxl": SDXLCFGCutoffCallback, "sd3": SD3CFGCutoffCallback}
@@ -73,7 +78,7 @@ def test_signature_is_the_stock_one_plus_date_options(family):
         inspect.signature(date_pipeline_class(stock_cls.__name__).__call__).bind(None, not_an_argument=1)
 
 
-@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux", "flux2", "flux2-klein"])
+@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux", "flux2", "flux2-klein", "qwen-image"])
 def test_callback_returning_its_kwargs_unchanged_equals_stock(family, request):
     stock, ours, extra = build(family, request)
     names = list(stock._callback_tensor_inputs)
@@ -107,7 +112,7 @@ def test_diffusers_cfg_cutoff_callbacks_equal_stock(family, request):
         assert same(got.images, expected) and not same(got.images, plain)
 
 
-@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux", "flux2", "flux2-klein"])
+@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux", "flux2", "flux2-klein", "qwen-image", "z-image"])
 def test_interrupt_equals_stock(family, request):
     stock, ours, extra = build(family, request)
 
@@ -190,6 +195,8 @@ def test_clip_skip_equals_stock(family, request):
         ("flux", {"sigmas": [1.0, 0.6, 0.3, 0.1]}),
         ("flux2", {"sigmas": [1.0, 0.6, 0.3, 0.1]}),
         ("flux2-klein", {"sigmas": [1.0, 0.6, 0.3, 0.1]}),
+        ("qwen-image", {"sigmas": [1.0, 0.6, 0.3, 0.1]}),
+        ("z-image", {"sigmas": [1.0, 0.6, 0.3, 0.1]}),
     ],
 )
 def test_custom_schedules_equal_stock(family, schedule, request):
@@ -223,7 +230,13 @@ def _tiny_lora(model):
 
 
 @pytest.mark.parametrize(
-    ("family", "kwargs_name"), [("sd", "cross_attention_kwargs"), ("sd3", "joint_attention_kwargs")]
+    ("family", "kwargs_name"),
+    [
+        ("sd", "cross_attention_kwargs"),
+        ("sd3", "joint_attention_kwargs"),
+        ("qwen-image", "attention_kwargs"),
+        ("z-image", "joint_attention_kwargs"),
+    ],
 )
 def test_lora_scale_through_attention_kwargs_equals_stock(family, kwargs_name, request):
     stock, ours, extra = build(family, request)

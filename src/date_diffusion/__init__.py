@@ -28,6 +28,8 @@ _EXPORTS = {
     "Flux2KleinDATEPipeline": "date_diffusion.pipelines.flux2_klein",
     "PixArtAlphaDATEPipeline": "date_diffusion.pipelines.pixart",
     "PixArtSigmaDATEPipeline": "date_diffusion.pipelines.pixart_sigma",
+    "QwenImageDATEPipeline": "date_diffusion.pipelines.qwen_image",
+    "ZImageDATEPipeline": "date_diffusion.pipelines.z_image",
     "Reward": "date_diffusion.rewards.base",
     "WeightedReward": "date_diffusion.rewards.base",
     "CLIPScoreReward": "date_diffusion.rewards.clip",

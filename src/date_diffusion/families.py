@@ -51,6 +51,9 @@ class EditDefaults:
 DDPM_EDIT = EditDefaults("ddpm", EDIT_STEPS, EDIT_SKIP, CFG_SRC, CFG_TAR)
 FLOWEDIT_SD3 = EditDefaults("flowedit", 50, 50 - 33, 3.5, 13.5)  # FlowEdit's SD3 setting: T 50, n_max 33
 FLOWEDIT_FLUX = EditDefaults("flowedit", 28, 28 - 24, 1.5, 5.5)  # FlowEdit's FLUX setting: T 28, n_max 24
+# FlowEdit has no Z-Image setting: its SD3 one (real CFG, T 50, n_max 33, guidance 3.5 / 13.5) in Z-Image's guidance
+# convention (`cond + s * (cond - neg)`: s = w - 1); untested on real weights
+FLOWEDIT_Z_IMAGE = EditDefaults("flowedit", 50, 50 - 33, 2.5, 12.5)
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,28 @@ FAMILIES: tuple[Family, ...] = (
         (),
         "madebyollin/taesdxl",  # PixArt-Sigma decodes with the SDXL VAE
         edit=DDPM_EDIT,
+    ),
+    Family(
+        "qwen-image",
+        "Qwen-Image",
+        "QwenImagePipeline",
+        "qwen_image",
+        "QwenImageDATEPipeline",
+        (),  # diffusers loads no single-file Qwen-Image pipeline
+        "madebyollin/taew2_1",  # the Wan 2.1 VAE's TAEHV (a video decoder, not an AutoencoderTiny: see docs)
+        bf16=True,
+        edit=None,  # the editor sets guidance_scale per branch; Qwen-Image guides with true_cfg_scale
+    ),
+    Family(
+        "z-image",
+        "Z-Image",
+        "ZImagePipeline",
+        "z_image",
+        "ZImageDATEPipeline",
+        ("z-image-turbo",),
+        "madebyollin/taef1",  # Z-Image decodes with the FLUX.1 VAE
+        bf16=True,
+        edit=FLOWEDIT_Z_IMAGE,
     ),
 )
 NAMES: tuple[str, ...] = tuple(f.name for f in FAMILIES)  # the built-in families' (`names()`: with plugins')

@@ -45,6 +45,7 @@ class FlowEditDenoiser(GuidedDenoiser):
             uncond_denoise=wrap(options["uncond_denoise"]) if options["uncond_denoise"] is not None else None,
             cfg_scale=options["cfg_scale"],
             extra=self._extra_at_target(options["extra"]) if options["extra"] is not None else None,
+            rule=options["rule"],
         )
         self.target, self.x_src = target, x_src
         self.z_src: torch.Tensor | None = None  # [n_avg, B, ...] at this step; None: plain target sampling

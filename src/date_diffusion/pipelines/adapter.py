@@ -20,7 +20,7 @@ from typing import ClassVar
 import torch
 
 from date_diffusion.core.prediction import prediction_type_of
-from date_diffusion.core.vae import vae_input
+from date_diffusion.core.vae import decode_image, vae_input
 from date_diffusion.pipelines.callbacks import callback_names
 from date_diffusion.pipelines.conditioning import PackedConditioning, pack_conditioning
 from date_diffusion.pipelines.request import Request
@@ -34,6 +34,7 @@ class Adapter:
 
     has_pooled: ClassVar[bool] = False
     negative_branch: ClassVar[bool] = True  # samples with a negative prompt (classifier-free guidance)
+    guidance_is_cfg_scale: ClassVar[bool] = True  # guidance_scale scales the CFG that runs (true CFG: its own scale)
     latents_first: ClassVar[bool] = False
     extra_parameters: ClassVar[dict] = {}
     request_state: ClassVar[dict] = {}
@@ -129,7 +130,7 @@ class Adapter:
 
     def decode(self, request: Request, latents):
         vae = self.pipe.vae
-        return vae.decode(vae_input(self.to_vae(request, latents).to(vae.dtype), vae), return_dict=False)[0]
+        return decode_image(vae, vae_input(self.to_vae(request, latents).to(vae.dtype), vae))
 
     def latent_output(self, request: Request, latents):
         """What `output_type="latent"` returns: stock, the model's latents as the loop leaves them."""

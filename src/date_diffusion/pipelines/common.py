@@ -151,16 +151,20 @@ class DATEPipelineMixin:
         return self.date_adapter.default_size()
 
     def settings_without_effect(self, guidance_scale: float, negative_prompt=None,
-                                true_cfg_scale: float = 1.0) -> dict[str, str]:  # fmt: skip
+                                true_cfg_scale: float | None = None) -> dict[str, str]:  # fmt: skip
         """The sampling settings a call with these values would take without any effect, each with why (what a
-        record names as such instead of stating it as applied): `guidance_scale` where no classifier-free guidance
-        runs and the denoiser takes no guidance input (FLUX.1-schnell, or a scale of 1 or less), `negative_prompt`
-        where no negative branch runs."""
+        record names as such instead of stating it as applied): `guidance_scale` where it is not the scale of the
+        classifier-free guidance that runs and the denoiser takes no guidance input (FLUX.1-schnell, Qwen-Image, or
+        a scale of 1 or less), `negative_prompt` where no negative branch runs. `true_cfg_scale`: default the stock
+        one, where the family takes it."""
         adapter = self.date_adapter
+        if true_cfg_scale is None:
+            stock = self._date_signature.parameters.get("true_cfg_scale")
+            true_cfg_scale = stock.default if stock is not None else 1.0
         cfg = adapter.cfg_at(guidance_scale, negative_prompt is not None, true_cfg_scale)
         takes_guidance, denoiser = adapter.guidance_input()
         why, out = adapter.no_cfg_reason(guidance_scale), {}
-        if not cfg and not takes_guidance:
+        if not (cfg and adapter.guidance_is_cfg_scale) and not takes_guidance:
             out["guidance_scale"] = f"no classifier-free guidance runs ({why}) and {denoiser}"
         if negative_prompt is not None and not cfg:
             out["negative_prompt"] = f"no negative branch runs ({why})"

@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from date_diffusion.core.vae import model_latents
+from date_diffusion.core.vae import encode_image, model_latents
 from date_diffusion.editing import EditDefaults
 from date_diffusion.editing.plan import EditArguments, EditPlan, edit_plan
 from date_diffusion.pipelines.common import check, guided_denoiser
@@ -93,7 +93,7 @@ def image_latents(pipe, request: Request, pixels: torch.Tensor, dtype) -> torch.
     if upcast:  # as stock SDXL img2img: a float16 SDXL VAE overflows
         vae.to(dtype=torch.float32)
     try:
-        latents = vae.encode(pixels.to(vae.dtype)).latent_dist.mode()
+        latents = encode_image(vae, pixels.to(vae.dtype))
     finally:
         if upcast:
             vae.to(dtype=torch.float16)

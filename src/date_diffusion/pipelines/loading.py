@@ -391,9 +391,12 @@ def add_loras(pipe, loras) -> None:
 
 
 def stock_defaults(family: str) -> dict:
-    """`num_inference_steps` and `guidance_scale` of the family's stock diffusers pipeline (its `__call__`)."""
+    """`num_inference_steps` and `guidance_scale` of the family's stock diffusers pipeline (its `__call__`). A stock
+    guidance scale of None (Qwen-Image's: an input of guidance-distilled transformers only, its guidance being
+    `true_cfg_scale`) is 1, no guidance: the settings need a number, and such a transformer does not read it."""
     params = inspect.signature(by_name(family).date_pipeline().__call__).parameters
-    return {k: params[k].default for k in ("num_inference_steps", "guidance_scale")}
+    defaults = {k: params[k].default for k in ("num_inference_steps", "guidance_scale")}
+    return {**defaults, "guidance_scale": 1.0 if defaults["guidance_scale"] is None else defaults["guidance_scale"]}
 
 
 def family_defaults(family: str) -> dict:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from date_diffusion.core.vae import vae_input
+from date_diffusion.core.vae import decode_image, vae_input
 from date_diffusion.sampling.checkpointing import release_freed_memory
 
 
 def decode_for_reward(x0_latents: torch.Tensor, decoder) -> torch.Tensor:
     """Images in [0, 1] (not clamped: the reference scores the raw decode), at least float32."""
-    image = decoder.decode(vae_input(x0_latents.to(decoder.dtype), decoder)).sample
+    image = decode_image(decoder, vae_input(x0_latents.to(decoder.dtype), decoder))
     return image.to(torch.promote_types(image.dtype, torch.float32)) / 2 + 0.5  # half -> float, never lower
 
 

@@ -10,6 +10,7 @@ class TrueCFG:
     """An adapter's negative branch as true CFG (the family's guidance is otherwise an input of the model)."""
 
     negative_branch = False  # a negative prompt acts only with `true_cfg_scale > 1`
+    guidance_is_cfg_scale = False  # true CFG runs at `true_cfg_scale`
     negative_embeds = ("negative_prompt_embeds", "negative_pooled_prompt_embeds")  # what stands in for the prompt
 
     def check(self, request):

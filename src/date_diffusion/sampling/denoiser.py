@@ -3,8 +3,9 @@ model for guidance. The sampling loop and its hooks ask it for predictions; data
 
 A family may give the unconditional branch its own function, called separately from the conditional one (FLUX's
 true CFG: the negative prompt has its own text ids and IP-Adapter embeddings, and the stock pipeline runs two
-transformer calls), a fixed guidance scale instead of the loop's (FLUX's `true_cfg_scale`), and an extra term
-added to the guided output (SD3's skip-layer guidance). Every guided output, at normal, update and replayed steps,
+transformer calls), a fixed guidance scale instead of the loop's (FLUX's `true_cfg_scale`), its own rule combining
+the two branches (Qwen-Image's norm-rescaled true CFG, Z-Image's), and an extra term added to the guided output
+(SD3's skip-layer guidance). Every guided output, at normal, update and replayed steps,
 is made by `guide`, so the scheduler and DATE's x0_hat see the same prediction.
 """
 
@@ -19,6 +20,8 @@ from date_diffusion.core.prediction import next_noise_level, preconditioning, sc
 Denoise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_in, t, embeds) -> model output
 # (state, x_in, embeds, cond_out) -> a term added to the guided output, or None (none at this step)
 ExtraTerm = Callable[[object, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None]
+# (state, uncond_out, cond_out, guidance_scale) -> the guided output: a family's own guidance rule
+Rule = Callable[[object, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
 def guided(uncond_out, cond_out, guidance_scale: float, guidance_rescale: float = 0.0):
@@ -41,17 +44,19 @@ class GuidedDenoiser:
         (conditional first, as stock FLUX), never one batched call.
     cfg_scale: a fixed guidance scale for the combination; None: the loop state's (which callbacks may change).
     extra: `extra(state, x_in, embeds, cond_out)`, a term added to the guided output (None: nothing at this step).
+    rule: `rule(state, uncond_out, cond_out, guidance_scale)`, the family's own combination of the two branches in
+        place of `guided` (used wherever both branches run; `guidance_rescale` is then the rule's business).
     """
 
     def __init__(self, denoise: Denoise, prediction_type: str, guidance_rescale: float = 0.0, *,
                  uncond_denoise: Denoise | None = None, cfg_scale: float | None = None,
-                 extra: ExtraTerm | None = None):  # fmt: skip
+                 extra: ExtraTerm | None = None, rule: Rule | None = None):  # fmt: skip
         self.denoise, self.prediction_type, self.guidance_rescale = denoise, prediction_type, guidance_rescale
-        self.uncond_denoise, self.cfg_scale, self.extra = uncond_denoise, cfg_scale, extra
+        self.uncond_denoise, self.cfg_scale, self.extra, self.rule = uncond_denoise, cfg_scale, extra, rule
 
     def options(self) -> dict:
         """The keyword arguments that re-create this denoiser's guidance (for wrappers)."""
-        return dict(uncond_denoise=self.uncond_denoise, cfg_scale=self.cfg_scale, extra=self.extra)
+        return dict(uncond_denoise=self.uncond_denoise, cfg_scale=self.cfg_scale, extra=self.extra, rule=self.rule)
 
     def combine(self, uncond_out, cond_out, guidance_scale: float):
         return guided(uncond_out, cond_out, guidance_scale, self.guidance_rescale)
@@ -72,7 +77,11 @@ class GuidedDenoiser:
         the conditional prediction (`cond_out` when already computed), guidance, and the extra term."""
         if cond_out is None:
             cond_out = self.denoise(x_in, state.timestep, embeds)
-        out = self.combine(uncond_out, cond_out, state.guidance_scale if self.cfg_scale is None else self.cfg_scale)
+        scale = state.guidance_scale if self.cfg_scale is None else self.cfg_scale
+        if self.rule is not None and uncond_out is not None:
+            out = self.rule(state, uncond_out, cond_out, scale)
+        else:
+            out = self.combine(uncond_out, cond_out, scale)
         term = self.extra(state, x_in, embeds, cond_out) if self.extra is not None else None
         return out if term is None else out + term
 
