@@ -160,6 +160,16 @@ FAMILIES: tuple[Family, ...] = (
         "madebyollin/taesdxl",  # PixArt-Sigma decodes with the SDXL VAE
         edit=DDPM_EDIT,
     ),
+    Family(
+        "wan",
+        "Wan 2.x (text-to-video)",
+        "WanPipeline",
+        "wan",
+        "WanDATEPipeline",
+        (),
+        "madebyollin/taew2_1",  # a tiny video decoder (TAEHV), not an AutoencoderTiny: --reward-decoder refuses it
+        bf16=True,
+    ),
 )
 NAMES: tuple[str, ...] = tuple(f.name for f in FAMILIES)  # the built-in families' (`names()`: with plugins')
 _REGISTERED: list[Family] = []
