@@ -17,7 +17,8 @@ FAMILY = {"sd15": "sd", "sd21": "sd", "sdxl": "sdxl", "sd35m": "sd3", "flux_dev"
 NAMES = sorted(FAMILY)
 # families with no real configuration here yet, each with why (no copy of the hub repository's configs was found to
 # take one from; configs are never written from memory alone)
-UNSOURCED = {"pixart-sigma": "no copy of PixArt-alpha/PixArt-Sigma-XL-2-1024-MS's scheduler config was found"}
+UNSOURCED = {"pixart-sigma": "no copy of PixArt-alpha/PixArt-Sigma-XL-2-1024-MS's scheduler config was found",
+             "wan": "no copy of Wan-AI/Wan2.1-T2V-1.3B-Diffusers' scheduler config was found"}  # fmt: skip
 BEHAVIOUR = ("guidance_embeds",)  # denoiser settings that change what a step computes (sizes stay tiny)
 
 

@@ -12,6 +12,7 @@ from test_pixart import pixart_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
 from test_template import FAMILIES as TEMPLATE_FAMILIES
+from test_wan import wan_components  # noqa: F401
 
 from date_diffusion import DATEConfig
 from date_diffusion.editing import EDIT_DEFAULTS
@@ -19,7 +20,15 @@ from date_diffusion.families import FAMILIES
 from date_diffusion.pipelines import date_pipeline_class
 from date_diffusion.pipelines.edit import edit_defaults, image_latents
 
-EDITOR = {"sd": "ddpm", "sdxl": "ddpm", "pixart": "ddpm", "pixart-sigma": "ddpm", "sd3": "flowedit", "flux": "flowedit"}
+EDITOR = {
+    "sd": "ddpm",
+    "sdxl": "ddpm",
+    "pixart": "ddpm",
+    "pixart-sigma": "ddpm",
+    "sd3": "flowedit",
+    "flux": "flowedit",
+    "wan": None,
+}  # fmt: skip  (None: a family without an editor, text-to-video)
 EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},
@@ -28,6 +37,7 @@ EXTRA = {
 }
 INVERSION = [f for f, e in EDITOR.items() if e == "ddpm"]
 FLOW = [f for f, e in EDITOR.items() if e == "flowedit"]
+EDITING = [f for f, e in EDITOR.items() if e is not None]
 
 
 def build(family, request):
@@ -64,6 +74,11 @@ def input_latents(pipe, family):
 def test_every_family_has_an_editor_and_its_defaults():
     assert {f.name for f in FAMILIES} == set(EDITOR)
     for family in FAMILIES:
+        if EDITOR[family.name] is None:  # no editor: refused with a clear error
+            assert family.edit is None and family.name not in EDIT_DEFAULTS
+            with pytest.raises(ValueError, match="has no editor"):
+                edit_defaults(family.date_pipeline())
+            continue
         defaults = edit_defaults(family.date_pipeline())
         assert defaults is EDIT_DEFAULTS[family.name] and defaults.editor == EDITOR[family.name]
     assert (EDIT_DEFAULTS["sd3"].steps - EDIT_DEFAULTS["sd3"].skip, EDIT_DEFAULTS["flux"].steps) == (33, 28)
@@ -95,7 +110,7 @@ def test_flowedit_returns_the_input_exactly_when_source_equals_target(family, n_
     assert torch.equal(out, x0)
 
 
-@pytest.mark.parametrize("family", list(EDITOR))
+@pytest.mark.parametrize("family", EDITING)
 def test_the_edit_changes_the_image_when_the_prompts_differ(family, request):
     pipe = build(family, request)
     same = edit(pipe, family, output_type="np").images
@@ -104,7 +119,7 @@ def test_the_edit_changes_the_image_when_the_prompts_differ(family, request):
     assert np.abs(edited - same).max() > 1e-2
 
 
-@pytest.mark.parametrize("family", list(EDITOR))
+@pytest.mark.parametrize("family", EDITING)
 def test_date_moves_the_target_embedding_by_rho_during_an_edit(family, request, reward):
     pipe = build(family, request)
     plain = edit(pipe, family, tar="a blue square", output_type="np")
@@ -162,7 +177,7 @@ def cli_argv(family, request, tmp_path, clip_dir, *extra) -> list[str]:
             *extra]  # fmt: skip
 
 
-@pytest.mark.parametrize("family", list(EDITOR))
+@pytest.mark.parametrize("family", EDITING)
 def test_edit_cli_runs_every_family(family, request, tmp_path, clip_dir):
     from PIL import Image
 

@@ -10,12 +10,14 @@ from test_pixart import pixart_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
 from test_template import FAMILIES, run
+from test_wan import wan_components  # noqa: F401
 
 from date_diffusion import CLIPScoreReward, DATEConfig, date_sample
 from date_diffusion.core.prediction import predicted_x0
 from date_diffusion.core.vae import vae_input
 from date_diffusion.pipelines import date_pipeline_class
 from date_diffusion.pipelines.embeddings import load_packed as load_file
+from date_diffusion.pipelines.reward_path import reward_frame_indices
 
 
 def _noise_level(scheduler, t):
@@ -40,6 +42,7 @@ CASES = {  # family, prediction type
     "flux": ("flux", "flow"),
     "pixart": ("pixart", "epsilon"),
     "pixart-sigma": ("pixart-sigma", "epsilon"),
+    "wan": ("wan", "flow"),  # video: the reward is the mean over 4 frames of x0_hat, each decoded alone
 }
 
 
@@ -63,9 +66,11 @@ def test_step_follows_the_reward_gradient_for_every_packing(case, request, clip_
     adapter = type(pipe).adapter
     make_denoise = adapter.denoiser
 
-    def spy(self, call, cond):  # keep the run's own denoiser and conditioning to differentiate the same function
-        seen.update(call=call, cond=cond, denoise=make_denoise(self, call, cond))
-        return seen["denoise"]
+    def spy(self, call, cond, **kw):  # keep the run's own denoiser and conditioning to differentiate the same function
+        denoise = make_denoise(self, call, cond, **kw)
+        if not kw.get("negative"):  # the positive branch's (a family with a separate negative branch: Wan)
+            seen.update(call=call, cond=cond, denoise=denoise)
+        return denoise
 
     monkeypatch.setattr(adapter, "denoiser", spy)
 
@@ -97,6 +102,11 @@ def test_step_follows_the_reward_gradient_for_every_packing(case, request, clip_
             out_u = denoise(x, t, cond.uncond)
             out_c = out_u + w * (out_c - out_u)
         x0 = predicted_x0(x, out_c, alpha, sigma, prediction)
+        if pipe.video_fps is not None:  # the default 4 frames, each latent frame decoded alone, the mean reward
+            chosen = reward_frame_indices(4, x0.shape[2])
+            clips = x0[:, :, chosen].transpose(1, 2).flatten(0, 1).unsqueeze(2)
+            frames = pipe.date_adapter.vae_decode(clips)[:, :, 0] / 2 + 0.5
+            return reward(frames, ["a red circle"] * len(chosen)).mean()
         image = pipe.vae.decode(vae_input(pipe.date_adapter.to_vae(call, x0), pipe.vae)).sample / 2 + 0.5
         return reward(image, ["a red circle"])[0]
 

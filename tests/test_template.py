@@ -16,6 +16,7 @@ from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_pixart import pixart_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
+from test_wan import wan_components  # noqa: F401
 
 import date_diffusion
 from date_diffusion import DATEConfig, DATEPipeline
@@ -25,12 +26,13 @@ from date_diffusion.pipelines import date_pipeline_class
 # every family of the family table, with its tiny components' fixture and its family-specific call arguments;
 # a family added to the table without tiny components here fails at import
 FIXTURES = {"sd": "components", "sdxl": "sdxl_components", "sd3": "sd3_components", "flux": "flux_components",
-            "pixart": "pixart_components", "pixart-sigma": "pixart_components"}  # fmt: skip
+            "pixart": "pixart_components", "pixart-sigma": "pixart_components", "wan": "wan_components"}  # fmt: skip
 CALL_EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},
     "pixart": {"use_resolution_binning": False, "clean_caption": False, "max_sequence_length": 8},
     "pixart-sigma": {"use_resolution_binning": False, "clean_caption": False, "max_sequence_length": 8},
+    "wan": {"num_frames": 5, "max_sequence_length": 8},
 }
 FAMILIES = {f.name: (f.stock_pipeline(), FIXTURES[f.name], CALL_EXTRA.get(f.name, {})) for f in FAMILY_TABLE}
 CFG_CUTOFF = {"sd": SDCFGCutoffCallback, "sdxl": SDXLCFGCutoffCallback, "sd3": SD3CFGCutoffCallback}
@@ -50,6 +52,11 @@ def build(family, request):
 def run(pipe, extra, prompt="a red circle", **kw):
     kw = {"height": 16, "width": 16, "num_inference_steps": 4, "output_type": "np", **extra, **kw}
     return pipe(prompt, generator=torch.Generator().manual_seed(0), **kw)
+
+
+def pixels(out):
+    """A pipeline output's images, or a video pipeline's frames."""
+    return out.frames if hasattr(out, "frames") else out.images
 
 
 def same(a, b, tol=1e-5):
@@ -283,8 +290,8 @@ def test_saved_embeddings_have_named_shaped_parts_and_replay_the_date_image(fami
     for name, shape in saved.parts:
         assert tuple(saved.stages["final"][name].shape) == (1, *shape)
     replayed = run(ours, extra, replay_embeddings=path)  # no reward, no DATE
-    assert np.array_equal(replayed.images, dated.images)
-    assert not same(plain.images, dated.images, tol=1e-6)
+    assert np.array_equal(pixels(replayed), pixels(dated))
+    assert not same(pixels(plain), pixels(dated), tol=1e-6)
     with pytest.raises(ValueError, match=r"saved for the prompt \['a red circle'\], this call has \['a blue dog'\]"):
         run(ours, extra, prompt="a blue dog", replay_embeddings=path)
     with pytest.raises(ValueError, match="leave `date`"):

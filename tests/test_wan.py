@@ -111,3 +111,41 @@ def test_reward_frame_indices():
     assert reward_frame_indices((1, 3), 5) == [1, 3]
     with pytest.raises(ValueError, match="this video has 2 latent frames"):
         reward_frame_indices((0, 2), 2)
+
+
+def test_generate_writes_a_video_with_its_record_and_a_frame_grid(wan_components, tmp_path, clip_dir, capsys):
+    """`generate` on a tiny saved Wan folder: an animated WebP with its record (read back by `info`), the JSON
+    record, the fixed video and a compare grid of frame strips; each update moves exactly rho."""
+    import json
+
+    from PIL import Image
+
+    from date_diffusion.cli.main import main
+    from date_diffusion.grids import STRIP_FRAMES
+    from date_diffusion.outputs import read_png_metadata
+
+    WanPipeline(**wan_components).save_pretrained(tmp_path / "model")
+    argv = ["generate", "a red circle", "--model", str(tmp_path / "model"), "--reward", f"clip:{clip_dir}",
+            "--steps", "4", "--update-every", "2", "--height", "16", "--width", "32", "--frames", "9",
+            "--reward-frames", "2", "--compare", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 0
+    out = tmp_path / "out"
+    meta = json.loads((out / "a-red-circle-s0.json").read_text())
+    assert [u["step"] for u in meta["trace"]["updates"]] == [0, 2]
+    assert all(abs(u["update_norm"] - 0.5) < 1e-5 for u in meta["trace"]["updates"])
+    assert (meta["family"], meta["num_frames"], meta["fps"], meta["reward_frames"]) == ("wan", 9, 16, 2)
+    assert "2 evenly spaced latent frames" in meta["trace"]["reward_decoder"]
+    with Image.open(out / "a-red-circle-s0.webp") as video:
+        assert (video.n_frames, video.size) == (9, (32, 16))
+    assert read_png_metadata(out / "a-red-circle-s0.webp")["record"] == meta
+    assert read_png_metadata(out / "a-red-circle-s0-fixed.webp")["record"]["method"] == "fixed"
+    grid = read_png_metadata(out / "a-red-circle-s0-compare.png")["record"]
+    assert [p["method"] for p in grid["panels"]][:2] == ["fixed", "DATE"]
+    assert grid["panels"][0]["box"][2] - grid["panels"][0]["box"][0] >= STRIP_FRAMES * 32  # frames side by side
+    capsys.readouterr()
+    assert main(["info", str(out / "a-red-circle-s0.webp")]) == 0
+    shown = capsys.readouterr().out
+    assert "a red circle" in shown and "update at step 0" in shown
+    # image-only and video-only options are refused, naming the model's kind
+    assert main([*argv[:-2], "--reward-decoder", "tiny", "--out", str(tmp_path / "o2")]) == 2
+    assert "makes videos" in capsys.readouterr().err

@@ -104,16 +104,38 @@ class WanAdapter(Adapter):
             options["uncond_denoise"] = self.denoiser(request, cond, negative=True)
         return options
 
-    def vae_decode(self, latents):
+    def _denormalized(self, latents):
+        """Model latents -> the VAE's, with the stock arithmetic."""
         vae = self.pipe.vae
         latents = latents.to(get_module_execution_device(vae), dtype=vae.dtype)
         shape = (1, vae.config.z_dim, 1, 1, 1)
         mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents.device, latents.dtype)
         inverse_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(latents.device, latents.dtype)
-        return vae.decode(latents / inverse_std + mean, return_dict=False)[0]  # the stock arithmetic
+        return latents / inverse_std + mean
+
+    def vae_decode(self, latents):
+        """The reward's decoding: each clip decoded frame by frame as `AutoencoderKLWan._decode` does (causal
+        cache, first chunk), without its final clamp to [-1, 1], which would zero the reward's gradient wherever it
+        holds (the raw decode, as the reward path scores every family's); untiled (the reward's clips are one
+        latent frame each)."""
+        from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+
+        vae, z = self.pipe.vae, self._denormalized(latents)
+        hook = getattr(vae, "_hf_hook", None)
+        if hook is not None and hasattr(hook, "pre_forward"):  # offload: as `vae.decode`'s forward hook
+            hook.pre_forward(vae)
+        vae.clear_cache()
+        x, frames = vae.post_quant_conv(z), []
+        for i in range(x.shape[2]):
+            vae._conv_idx = [0]
+            frames.append(vae.decoder(x[:, :, i : i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx,
+                                      first_chunk=i == 0))  # fmt: skip
+        out = torch.cat(frames, 2)
+        vae.clear_cache()
+        return out if vae.config.patch_size is None else unpatchify(out, patch_size=vae.config.patch_size)
 
     def decode(self, request, latents):
-        return self.vae_decode(latents)
+        return self.pipe.vae.decode(self._denormalized(latents), return_dict=False)[0]  # stock (clamped)
 
     def postprocess(self, request, image, nsfw):
         return self.pipe.video_processor.postprocess_video(image, output_type=request.output_type)
