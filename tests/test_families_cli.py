@@ -46,7 +46,7 @@ def test_generate_runs_date_for_each_family(family, request, tmp_path, clip_dir)
         "16",
         "--out",
         str(tmp_path / "out"),
-        *(["--frames", "5"] if date_pipeline_for(tmp_path / "model").video_fps else []),  # a short video
+        *(["--frames", "5"] if date_pipeline_for(tmp_path / "model").adapter.video_fps else []),  # a short video
     ]
     assert main(argv) == 0
     meta = json.loads((tmp_path / "out" / "a-red-circle-s0.json").read_text())
