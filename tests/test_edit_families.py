@@ -15,6 +15,7 @@ from test_qwen_image import qwen_image_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
 from test_template import FAMILIES as TEMPLATE_FAMILIES
+from test_wan import wan_components  # noqa: F401
 from test_z_image import z_image_components  # noqa: F401
 
 from date_diffusion import DATEConfig
@@ -24,9 +25,10 @@ from date_diffusion.pipelines import date_pipeline_class
 from date_diffusion.pipelines.edit import edit_defaults, image_latents
 
 # None: the family has no editor (Qwen-Image: the editor's per-branch guidance is `guidance_scale`, which Qwen-Image
-# does not take; it guides with `true_cfg_scale`)
+# does not take; it guides with `true_cfg_scale`; Wan: text-to-video)
 EDITOR = {"sd": "ddpm", "sdxl": "ddpm", "pixart": "ddpm", "pixart-sigma": "ddpm", "sd3": "flowedit", "flux": "flowedit",
-          "flux2": "flowedit", "flux2-klein": "flowedit", "qwen-image": None, "z-image": "flowedit"}  # fmt: skip
+          "flux2": "flowedit", "flux2-klein": "flowedit", "qwen-image": None, "z-image": "flowedit",
+          "wan": None}  # fmt: skip
 EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},
@@ -77,8 +79,10 @@ def input_latents(pipe, family):
 def test_every_family_has_an_editor_and_its_defaults():
     assert {f.name for f in FAMILIES} == set(EDITOR)
     for family in FAMILIES:
-        if EDITOR[family.name] is None:
+        if EDITOR[family.name] is None:  # no editor: refused with a clear error
             assert family.edit is None and family.name not in EDIT_DEFAULTS
+            with pytest.raises(ValueError, match="has no editor"):
+                edit_defaults(family.date_pipeline())
             continue
         defaults = edit_defaults(family.date_pipeline())
         assert defaults is EDIT_DEFAULTS[family.name] and defaults.editor == EDITOR[family.name]

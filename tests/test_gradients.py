@@ -15,6 +15,7 @@ from test_qwen_image import qwen_image_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
 from test_template import FAMILIES, run
+from test_wan import wan_components  # noqa: F401
 from test_z_image import z_image_components  # noqa: F401
 
 from date_diffusion import CLIPScoreReward, DATEConfig, date_sample
@@ -22,6 +23,7 @@ from date_diffusion.core.prediction import predicted_x0
 from date_diffusion.core.vae import decode_image, vae_input
 from date_diffusion.pipelines import date_pipeline_class
 from date_diffusion.pipelines.embeddings import load_packed as load_file
+from date_diffusion.pipelines.reward_path import reward_frame_indices
 
 
 def _noise_level(scheduler, t):
@@ -50,6 +52,7 @@ CASES = {  # family, prediction type
     "pixart-sigma": ("pixart-sigma", "epsilon"),
     "qwen-image": ("qwen-image", "flow"),
     "z-image": ("z-image", "flow"),
+    "wan": ("wan", "flow"),  # video: the reward is the mean over 4 frames of x0_hat, each decoded alone
 }
 # the finite differences' step where h is exact only to float32: diffusers' Qwen-Image rotary embedding rotates
 # q and k in float32 (`x.float()` in `apply_rotary_emb_qwen`) whatever the model's dtype, so its h is float32-exact
@@ -79,13 +82,19 @@ def test_step_follows_the_reward_gradient_for_every_packing(case, request, clip_
     make_denoise = adapter.denoiser
 
     def spy(self, call, cond, **branch):  # keep the run's own denoiser and conditioning to differentiate it
-        if branch:  # true CFG's negative branch (`negative=True`)
+        if branch:  # a separate negative branch (`negative=True`: true CFG's, Chroma's, Wan's)
             return make_denoise(self, call, cond, **branch)
         seen.update(call=call, cond=cond, denoise=make_denoise(self, call, cond))
         return seen["denoise"]
 
     monkeypatch.setattr(adapter, "denoiser", spy)
     make_guidance = adapter.guidance
+    if family == "wan":  # diffusers' Wan modules compute parts in float32 (`.float()`) whatever the dtype, whose
+        # rounding would swamp a float64 difference quotient: here float64 tensors stay float64 throughout
+        to_float = torch.Tensor.float
+        monkeypatch.setattr(
+            torch.Tensor, "float", lambda t, *a, **k: t if t.dtype == torch.float64 else to_float(t, *a, **k)
+        )
 
     def record(p, i, t, kwargs):
         seen.setdefault(i, kwargs["latents"].clone())
@@ -118,8 +127,14 @@ def test_step_follows_the_reward_gradient_for_every_packing(case, request, clip_
         if cond.uncond is not None:
             out_u = guidance.get("uncond_denoise", denoise)(x, t, cond.uncond)
             state = SimpleNamespace(index=1, timestep=t, guidance_scale=w)
-            out_c = rule(state, out_u, out_c, scale) if rule else out_u + scale * (out_c - out_u)
+            s = scale(state) if callable(scale) else scale  # Wan 2.2: a scale per step
+            out_c = rule(state, out_u, out_c, s) if rule else out_u + s * (out_c - out_u)
         x0 = predicted_x0(x, out_c, alpha, sigma, prediction)
+        if pipe.video_fps is not None:  # the default 4 frames, each latent frame decoded alone, the mean reward
+            chosen = reward_frame_indices(4, x0.shape[2])
+            clips = x0[:, :, chosen].transpose(1, 2).flatten(0, 1).unsqueeze(2)
+            frames = pipe.date_adapter.vae_decode(clips)[:, :, 0] / 2 + 0.5
+            return reward(frames, ["a red circle"] * len(chosen)).mean()
         image = (
             decode_image(pipe.vae, vae_input(pipe.date_adapter.to_vae(call, x0).to(pipe.vae.dtype), pipe.vae)) / 2 + 0.5
         )

@@ -19,6 +19,7 @@ from test_pixart import pixart_components  # noqa: F401
 from test_qwen_image import qwen_image_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
+from test_wan import wan_components  # noqa: F401
 from test_z_image import z_image_components  # noqa: F401
 
 import date_diffusion
@@ -31,7 +32,7 @@ from date_diffusion.pipelines import date_pipeline_class
 FIXTURES = {"sd": "components", "sdxl": "sdxl_components", "sd3": "sd3_components", "flux": "flux_components",
             "flux2": "flux2_components", "flux2-klein": "flux2_klein_components", "pixart": "pixart_components",
             "pixart-sigma": "pixart_components", "qwen-image": "qwen_image_components",
-            "z-image": "z_image_components"}  # fmt: skip
+            "z-image": "z_image_components", "wan": "wan_components"}  # fmt: skip
 CALL_EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},
@@ -41,6 +42,7 @@ CALL_EXTRA = {
     "pixart-sigma": {"use_resolution_binning": False, "clean_caption": False, "max_sequence_length": 8},
     "qwen-image": {"negative_prompt": "bad quality"},  # true CFG (stock's default true_cfg_scale 4) with its rescale
     "z-image": {"max_sequence_length": 16},
+    "wan": {"num_frames": 5, "max_sequence_length": 8},
 }
 FAMILIES = {f.name: (f.stock_pipeline(), FIXTURES[f.name], CALL_EXTRA.get(f.name, {})) for f in FAMILY_TABLE}
 CFG_CUTOFF = {"sd": SDCFGCutoffCallback, "sdxl": SDXLCFGCutoffCallback, "sd3": SD3CFGCutoffCallback}
@@ -60,6 +62,11 @@ def build(family, request):
 def run(pipe, extra, prompt="a red circle", **kw):
     kw = {"height": 16, "width": 16, "num_inference_steps": 4, "output_type": "np", **extra, **kw}
     return pipe(prompt=prompt, generator=torch.Generator().manual_seed(0), **kw)  # by name: FLUX.2 takes `image` first
+
+
+def pixels(out):
+    """A pipeline output's images, or a video pipeline's frames."""
+    return out.frames if hasattr(out, "frames") else out.images
 
 
 def same(a, b, tol=1e-5):
@@ -303,8 +310,8 @@ def test_saved_embeddings_have_named_shaped_parts_and_replay_the_date_image(fami
     for name, shape in saved.parts:
         assert tuple(saved.stages["final"][name].shape) == (1, *shape)
     replayed = run(ours, extra, replay_embeddings=path)  # no reward, no DATE
-    assert np.array_equal(replayed.images, dated.images)
-    assert not same(plain.images, dated.images, tol=1e-6)
+    assert np.array_equal(pixels(replayed), pixels(dated))
+    assert not same(pixels(plain), pixels(dated), tol=1e-6)
     with pytest.raises(ValueError, match=r"saved for the prompt \['a red circle'\], this call has \['a blue dog'\]"):
         run(ours, extra, prompt="a blue dog", replay_embeddings=path)
     with pytest.raises(ValueError, match="leave `date`"):

@@ -207,6 +207,16 @@ FAMILIES: tuple[Family, ...] = (
         bf16=True,
         edit=FLOWEDIT_Z_IMAGE,
     ),
+    Family(
+        "wan",
+        "Wan 2.x (text-to-video)",
+        "WanPipeline",
+        "wan",
+        "WanDATEPipeline",
+        (),
+        "madebyollin/taew2_1",  # a tiny video decoder (TAEHV), not an AutoencoderTiny: --reward-decoder refuses it
+        bf16=True,
+    ),
 )
 NAMES: tuple[str, ...] = tuple(f.name for f in FAMILIES)  # the built-in families' (`names()`: with plugins')
 _REGISTERED: list[Family] = []

@@ -16,6 +16,9 @@ difference, |b - a| per channel times `DIFF_GAIN` (clipped at 255), its scale st
 ("|DATE - fixed| x 16"); identical images get it too (all black), which shows that nothing changed. Images that
 differ more are told apart without it.
 
+A video (a list of frames) is shown as a still: `STRIP_FRAMES` evenly spaced frames side by side (`still`), so
+fixed | DATE of two videos are two strips of the same frames; its reward is the mean over those frames.
+
 `compare_grid` returns the grid and one record per panel (what its header says, where its image lies in the grid);
 a grid PNG's record holds them as `panels` (`grid_record`), which `date-diffusion info` prints.
 """
@@ -30,6 +33,7 @@ from PIL import Image, ImageDraw, ImageFont
 MIN_SIDE = 256  # px: smaller images are enlarged by a whole factor to at least this
 DIFF_THRESHOLD = 4.0  # mean |b - a| in levels of 255 below which the difference panel is added
 DIFF_GAIN = 16  # the difference panel's amplification: 16 levels of difference are full brightness
+STRIP_FRAMES = 4  # a video's still: this many evenly spaced frames side by side
 INK, PAPER = (0, 0, 0), (255, 255, 255)
 VERDICT_INK = {"evaluator: PASS": (0, 110, 0), "evaluator: FAIL": (180, 0, 0)}
 DATE_LABELS = {"date": "DATE", "replay": "DATE (replayed)", "fixed": "DATE (inactive)"}
@@ -124,19 +128,46 @@ def update_text(update: dict) -> str:
     return f"x0_hat reward {update['reward_before']:.4f}{after}, moved {update['update_norm']:.3f}{note}"
 
 
+def strip_frames(media, k: int = STRIP_FRAMES) -> list[Image.Image]:
+    """The frames a video is shown and scored by: `k` evenly spaced ones, first and last included (all where it
+    has fewer); an image is its own one frame."""
+    if not isinstance(media, (list, tuple)):
+        return [media]
+    n = len(media)
+    return [media[0]] if n == 1 or k == 1 else [media[round(i * (n - 1) / (min(k, n) - 1))] for i in range(min(k, n))]
+
+
+def still(media) -> Image.Image:
+    """An image as it is; a video as its `strip_frames` side by side (what a comparison grid shows of it)."""
+    frames = strip_frames(media)
+    if len(frames) == 1:
+        return frames[0]
+    width, height = frames[0].size
+    strip = Image.new("RGB", (width * len(frames), height))
+    for k, frame in enumerate(frames):
+        strip.paste(frame.convert("RGB"), (k * width, 0))
+    return strip
+
+
 def final_rewards(reward, images: dict, prompt: str) -> dict:
-    """{kind: the reward of the finished image} of PIL images `images` for `prompt`, scored in one batch without
-    gradients: what a comparison states for each image."""
+    """{kind: the reward of the finished image} of PIL images (or videos: the mean over their `strip_frames`)
+    `images` for `prompt`, scored in one batch without gradients: what a comparison states for each image."""
     import numpy as np
     import torch
 
     kinds = list(images)
-    pixels = np.stack([np.asarray(images[k].convert("RGB")) for k in kinds])
+    frames = {k: strip_frames(images[k]) for k in kinds}
+    pixels = np.stack([np.asarray(f.convert("RGB")) for k in kinds for f in frames[k]])
     pixels = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
     device = next((p.device for p in reward.parameters()), "cpu") if isinstance(reward, torch.nn.Module) else "cpu"
     with torch.no_grad():
-        scores = reward(pixels.to(device), [prompt] * len(kinds)).tolist()
-    return dict(zip(kinds, scores))
+        scores = reward(pixels.to(device), [prompt] * len(pixels)).tolist()
+    out, start = {}, 0
+    for k in kinds:
+        n = len(frames[k])
+        out[k] = sum(scores[start : start + n]) / n
+        start += n
+    return out
 
 
 def header_lines(record: dict) -> list[str]:

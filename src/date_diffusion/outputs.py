@@ -2,7 +2,9 @@
 
 Every image the package writes carries its settings in PNG text chunks: `parameters` in the plain-text format
 other Stable Diffusion tools read (prompt, `Negative prompt:`, then `Key: value` pairs), and `date-diffusion`
-with the full JSON record. `read_png_metadata` gets both back.
+with the full JSON record. A video (a list of frames) is written as an animated WebP through Pillow (lossless, at
+its frame rate), the same two texts in its XMP packet. One writer knows both (`media_bytes`, `save_media`), and
+`read_png_metadata` gets the texts back from either.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 PNG_RECORD_KEY = "date-diffusion"
 PNG_PARAMETERS_KEY = "parameters"
+VIDEO_SUFFIX = ".webp"
+_XMP_NS = "urn:date-diffusion:record"
 
 
 @contextmanager
@@ -182,12 +186,73 @@ def save_png(path: Path, image, record: dict | None = None) -> Path:
     return Path(path)
 
 
+def is_video(media) -> bool:
+    """Whether `media` is a video: a list of frames (PIL images), as the video pipelines' `frames[k]`."""
+    return isinstance(media, (list, tuple))
+
+
+def media_suffix(media) -> str:
+    """The file suffix `media_bytes` writes `media` with: `.png` for an image, `.webp` for a video."""
+    return VIDEO_SUFFIX if is_video(media) else ".png"
+
+
+def media_bytes(media, record: dict | None = None, fps: int | None = None) -> bytes:
+    """An image as PNG bytes (`png_bytes`), or a video (a list of frames) as a lossless animated WebP at `fps`
+    frames per second (the record's `fps`, else 16), looping, with `record` in its XMP packet."""
+    if not is_video(media):
+        return png_bytes(media, record)
+    frames = [f if isinstance(f, Image.Image) else Image.fromarray(f) for f in media]
+    fps = fps or (record or {}).get("fps") or 16
+    extra = {} if record is None else {"xmp": _xmp_packet(record)}
+    buf = io.BytesIO()
+    frames[0].save(buf, format="WEBP", save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0,
+                   lossless=True, **extra)  # fmt: skip
+    return buf.getvalue()
+
+
+def save_media(path: Path, media, record: dict | None = None, fps: int | None = None) -> Path:
+    """`media` (an image or a video) written atomically at `path` with its record (`media_bytes`)."""
+    atomic_write(Path(path), media_bytes(media, record, fps))
+    return Path(path)
+
+
+def _xmp_packet(record: dict) -> bytes:
+    """An XMP packet holding `parameters_text(record)` and the JSON record (XML-escaped)."""
+    from xml.sax.saxutils import escape
+
+    rdf = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+    return (
+        f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="{rdf}"><rdf:Description xmlns:dd="{_XMP_NS}">'
+        f"<dd:{PNG_PARAMETERS_KEY}>{escape(parameters_text(record))}</dd:{PNG_PARAMETERS_KEY}>"
+        f"<dd:record>{escape(json.dumps(record))}</dd:record></rdf:Description></rdf:RDF></x:xmpmeta>"
+    ).encode()
+
+
+def _xmp_texts(xmp) -> dict:
+    """{"parameters": ..., "date-diffusion": ...} from an XMP packet `_xmp_packet` wrote ({} for another's)."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.fromstring(xmp if isinstance(xmp, (bytes, str)) else bytes(xmp))
+    except ElementTree.ParseError:
+        return {}
+    texts = {}
+    for name, key in ((PNG_PARAMETERS_KEY, PNG_PARAMETERS_KEY), ("record", PNG_RECORD_KEY)):
+        node = root.find(f".//{{{_XMP_NS}}}{name}")
+        if node is not None and node.text:
+            texts[key] = node.text
+    return texts
+
+
 def read_png_metadata(path) -> dict:
-    """`{"parameters": text or None, "record": dict or None}` of a PNG (ValueError naming the file otherwise)."""
+    """`{"parameters": text or None, "record": dict or None}` of a PNG, or of a video `media_bytes` wrote (its
+    XMP packet); ValueError naming the file otherwise."""
     try:
         with Image.open(path) as img:
             img.load()
             text = dict(getattr(img, "text", {}) or {})
+            if img.format == "WEBP" and img.info.get("xmp"):
+                text = _xmp_texts(img.info["xmp"])
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise ValueError(f"{path} is not a readable image ({err})") from err
     except ValueError as err:  # Pillow's bound on text chunks (a decompression bomb) and other refusals

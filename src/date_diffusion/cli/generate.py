@@ -68,6 +68,8 @@ def add_parser(sub):
     s.add_argument("--height", type=int, default=None, help="image height in pixels (a multiple of 8)")
     s.add_argument("--width", type=int, default=None, help="image width in pixels (a multiple of 8)")
     s.add_argument("--negative-prompt", default=None, help="what the images should not show (default: none)")
+    s.add_argument("--frames", type=int, default=None,
+                   help="video models: frames per video (default: the model's stock count, e.g. Wan's 81)")  # fmt: skip
     s.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k (default 0)")
     s.add_argument("--images-per-prompt", type=int, default=1, help="(default 1)")
     s.add_argument(
@@ -115,6 +117,14 @@ def _add_speed_arguments(p) -> None:
         "CLIP rewards, which see that size anyway)",
     )
     a.add_argument(
+        "--reward-frames",
+        type=int,
+        default=None,
+        metavar="K",
+        help="video models: the reward scores K evenly spaced latent frames of x0_hat, each decoded alone "
+        "(approximate after the first under a causal video VAE), the mean over them (default 4)",
+    )
+    a.add_argument(
         "--gradient-checkpointing",
         action="store_true",
         help="memory-saving mode: update steps recompute activations instead of keeping them (and on Linux CPUs "
@@ -145,6 +155,7 @@ class GenerateOptions:
     height: int | None
     width: int | None
     negative_prompt: str | None
+    frames: int | None
     seed: int
     images_per_prompt: int
     batch_size: int
@@ -155,6 +166,7 @@ class GenerateOptions:
     replay_embeddings: str | None
     reward_decoder: str | None
     reward_resolution: int | None
+    reward_frames: int | None
     gradient_checkpointing: bool
     timings: str | None
 
@@ -201,6 +213,7 @@ def replay_settings(opts: GenerateOptions):
             ("--height", opts.height),
             ("--width", opts.width),
             ("--negative-prompt", opts.negative_prompt),
+            ("--frames", opts.frames),
         )
         if value is not None
     ]
@@ -221,7 +234,8 @@ def replay_settings(opts: GenerateOptions):
                     scheduler=opts.model.scheduler or meta.get("scheduler_name"))  # fmt: skip
     replayed = replace(opts, prompts=(meta["prompt"],), seed=int(meta["seed"]), images_per_prompt=1, model=model,
                        steps=int(meta["steps"]), guidance=float(meta["guidance_scale"]), height=int(meta["height"]),
-                       width=int(meta["width"]), negative_prompt=meta.get("negative_prompt"))  # fmt: skip
+                       width=int(meta["width"]), negative_prompt=meta.get("negative_prompt"),
+                       frames=int(meta["num_frames"]) if meta.get("num_frames") else None)  # fmt: skip
     _check_file_values(opts, replayed)
     return replayed, saved
 
@@ -319,6 +333,7 @@ def check(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
     settings = resolve_from_args(model, flags, opts.model.family, opts.date.paper_defaults, check_reward=saved is None)
     if saved is not None:
         check_replay_family(opts, model, settings.family, saved)
+    check_video_options(opts, settings.family)
     if opts.reward_decoder and saved is None:
         from date_diffusion.hub import ModelNotFoundError
         from date_diffusion.pipelines.loading import check_tiny_decoder
@@ -390,8 +405,8 @@ def load(opts: GenerateOptions, job: Job, device: str) -> None:
     except ValueError as err:  # unreadable single file, LoRA for another model, ...
         raise CLIError(str(err)) from err
     pipe.set_progress_bar_config(disable=True)
-    size = pipe.default_image_size()
-    height, width = opts.height or size, opts.width or size
+    default_height, default_width = pipe.default_image_shape()
+    height, width = opts.height or default_height, opts.width or default_width
     try:
         check_steps_fit(pipe, settings.num_inference_steps, "--steps", height, width)
     except ValueError as err:
@@ -405,6 +420,21 @@ def load(opts: GenerateOptions, job: Job, device: str) -> None:
 
         job.decoder = tiny_decoder_for(settings.model, opts.reward_decoder).to(device, pipe.vae.dtype)
     job.judge = world.judge_for(settings.model)
+
+
+def check_video_options(opts: GenerateOptions, family: str) -> None:
+    """--frames and --reward-frames are a video model's; an image decoder (--reward-decoder) is an image model's
+    (imports the family's pipeline module)."""
+    from date_diffusion.families import by_name
+
+    pipe = by_name(family).date_pipeline()
+    if pipe.adapter.video_fps is None:
+        given = [flag for flag, value in (("--frames", opts.frames), ("--reward-frames", opts.reward_frames)) if value]
+        if given:
+            raise CLIError(f"{' and '.join(given)}: {pipe.__name__} makes images, not videos; leave them out")
+    elif opts.reward_decoder:
+        raise CLIError(f"--reward-decoder decodes images; {pipe.__name__} makes videos (use --reward-frames "
+                       "or --reward-resolution to make the reward's decoding cheaper)")  # fmt: skip
 
 
 def generate_all(opts: GenerateOptions, job: Job) -> None:
@@ -456,6 +486,8 @@ def sample(opts: GenerateOptions, job: Job, kind, batch, emb_path):
     # One generator per image: an image depends on its prompt and seed only, never on the batch.
     gens = [torch.Generator("cpu").manual_seed(s) for _, s in batch]
     extra = {} if opts.negative_prompt is None else {"negative_prompt": [opts.negative_prompt] * len(batch)}
+    if job.pipe.video_fps is not None:  # a video model: its frames as PIL images, as images are
+        extra.update(output_type="pil", **({"num_frames": opts.frames} if opts.frames else {}))
     if kind == "date":
         extra.update(
             date=job.settings.date,
@@ -464,6 +496,7 @@ def sample(opts: GenerateOptions, job: Job, kind, batch, emb_path):
             reward_resolution=opts.reward_resolution,
             gradient_checkpointing=opts.gradient_checkpointing,
             save_embeddings=emb_path,
+            **({"reward_frames": opts.reward_frames} if opts.reward_frames else {}),
         )
     elif kind == "replay":
         extra["replay_embeddings"] = job.saved
@@ -522,12 +555,15 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
     from tqdm.auto import tqdm
 
     from date_diffusion.grids import grid_label
-    from date_diffusion.outputs import claimed_stem, file_group, png_bytes
+    from date_diffusion.outputs import claimed_stem, file_group, media_bytes, media_suffix
 
     out, kind = job.out, "replay" if job.saved is not None else "date"
-    suffixes = (".png", ".json", "-fixed.png", "-compare.png", "-embeddings.safetensors")
+    image = outputs_of(results[kind])[j]  # an image, or a video's frames
+    ext = media_suffix(image)
+    suffixes = (ext, ".json", f"-fixed{ext}", "-compare.png", "-embeddings.safetensors")
     with claimed_stem(out, f"{slug(prompt)}-s{seed}", suffixes, opts.overwrite) as stem, file_group() as group:
         record = base_record(opts, job, prompt, seed)
+        record.update({k: v for k, v in results[kind].records[j].items() if k in ("num_frames", "fps")})
         fixed_record = {**record, "method": "fixed", "date": None, "reward": None}
         if kind == "date":
             record["sources"] = dict(job.settings.sources)
@@ -540,28 +576,28 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
             date=job.settings.date.to_dict() if kind == "date" else job.saved.metadata.get("date"),
             reward_decoder=opts.reward_decoder if kind == "date" else None,
             reward_resolution=opts.reward_resolution if kind == "date" else None,
+            **({"reward_frames": opts.reward_frames or 4} if "fps" in record and kind == "date" else {}),
             gradient_checkpointing=opts.gradient_checkpointing,
             trace=results[kind].traces[j],
         )
         if kind == "replay":
             record["replayed_from"] = str(opts.replay_embeddings)
-        image = results[kind].images[j]
-        lines = [f"{prompt!r} seed {seed} -> {out / (stem + '.png')}", f"    record: {out / (stem + '.json')}"]
+        lines = [f"{prompt!r} seed {seed} -> {out / (stem + ext)}", f"    record: {out / (stem + '.json')}"]
         if job.judge is not None:
             record["evaluator"] = {kind: job.judge(image, prompt)}
         summary = []
         if opts.compare:
-            fixed = results["fixed"].images[j]
+            fixed = outputs_of(results["fixed"])[j]
             if job.judge is not None:
                 record["evaluator"]["fixed"] = job.judge(fixed, prompt)
-            record.update(fixed_image=f"{stem}-fixed.png", compare_grid=f"{stem}-compare.png")
+            record.update(fixed_image=f"{stem}-fixed{ext}", compare_grid=f"{stem}-compare.png")
             if job.reward is not None:
                 from date_diffusion.grids import final_rewards
 
                 record["final_reward"] = final_rewards(job.reward, {"fixed": fixed, "date": image}, prompt)
-            group.write(out / f"{stem}-fixed.png", png_bytes(fixed, fixed_record))
+            group.write(out / f"{stem}-fixed{ext}", media_bytes(fixed, fixed_record))
             panels = write_compare(group, out / f"{stem}-compare.png", fixed, image, record, kind)
-            lines.append(f"    fixed image: {out / (stem + '-fixed.png')}")
+            lines.append(f"    fixed image: {out / (stem + f'-fixed{ext}')}")
             lines.append(f"    grid ({grid_label(panels)}): {out / (stem + '-compare.png')}")
             summary = change_summary(fixed, image, panels, record, kind)
         if saved is not None:
@@ -570,21 +606,26 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
             )
             record["embeddings"] = f"{stem}-embeddings.safetensors"
             lines.append(f"    embeddings: {out / (stem + '-embeddings.safetensors')}")
-        group.write(out / f"{stem}.png", png_bytes(image, record))
+        group.write(out / f"{stem}{ext}", media_bytes(image, record))
         group.write(out / f"{stem}.json", json.dumps(record, indent=1))  # last: the group is complete
     tqdm.write("\n".join(lines + describe(record, verdicts=not opts.compare) + summary))
+
+
+def outputs_of(result) -> list:
+    """A pipeline output's images, or a video pipeline's videos (`frames`: per video a list of frames)."""
+    return result.frames if hasattr(result, "frames") else result.images
 
 
 def write_compare(group, path: Path, fixed, image, record: dict, kind: str) -> list[dict]:
     """The grid fixed | DATE (| their amplified difference, where they differ little), with every panel's record,
     into `group` (`outputs.file_group`); returns the panel records."""
-    from date_diffusion.grids import fixed_date_grid, grid_record
+    from date_diffusion.grids import fixed_date_grid, grid_record, still
     from date_diffusion.outputs import png_bytes
 
     verdicts = record.get("evaluator", {})
     verdicts = {"fixed": verdicts.get("fixed"), "date": verdicts.get(kind)}
     grid, panels = fixed_date_grid(
-        fixed, image, record["method"], verdicts, record["trace"], record.get("final_reward")
+        still(fixed), still(image), record["method"], verdicts, record["trace"], record.get("final_reward")
     )
     group.write(path, png_bytes(grid, grid_record(record, panels)))
     return panels
@@ -594,10 +635,10 @@ def change_summary(fixed, image, panels: list[dict], record: dict, kind: str) ->
     """What the grid's headers say, in lines: each finished image's reward (the DATE image's with its difference to
     the fixed one), what DATE changed (distance moved, share of pixels), both verdicts (and, for a prompt outside
     the toy world, what it knows)."""
-    from date_diffusion.grids import changed_pixels, knows_line, reward_text, verdict_lines
+    from date_diffusion.grids import changed_pixels, knows_line, reward_text, still, verdict_lines
 
     fixed_panel, date = panels[0], panels[1]
-    changed, total = changed_pixels(fixed, image)
+    changed, total = changed_pixels(still(fixed), still(image))
     lines = []
     if "final_reward" in date:  # the comparison that means something: both finished images, one reward
         shown = f"fixed {fixed_panel['final_reward']:.4f}, DATE {reward_text(date).removeprefix('reward ')}"
@@ -614,7 +655,8 @@ def change_summary(fixed, image, panels: list[dict], record: dict, kind: str) ->
 def write_embeddings(path: Path, one, record: dict, model_arg: str | None) -> None:
     """One image's embeddings with what re-creates its DATE image (`--replay-embeddings`)."""
     keep = ("prompt", "negative_prompt", "seed", "model", "family", "scheduler", "scheduler_name", "steps")
-    keep += ("guidance_scale", "height", "width", "dtype", "loras", "reward", "date", "date_diffusion_version")
+    keep += ("guidance_scale", "height", "width", "num_frames", "dtype", "loras", "reward", "date",
+             "date_diffusion_version")  # fmt: skip
     one.metadata.update({k: record[k] for k in keep if record.get(k) is not None})
     one.metadata["model_arg"] = model_arg or record["model"]
     one.metadata.pop("prompts", None)

@@ -1,5 +1,5 @@
-"""`date-diffusion info IMAGE`: the settings an image was made with, read from its PNG text chunks; for a grid, one
-block per panel (what its header says)."""
+"""`date-diffusion info IMAGE`: the settings an image was made with, read from its PNG text chunks (a video: its
+WebP's XMP packet); for a grid, one block per panel (what its header says)."""
 
 from __future__ import annotations
 
@@ -20,14 +20,15 @@ def add_parser(sub):
     p = sub.add_parser(
         "info",
         help="print the settings stored in images written by generate, edit or bench",
-        description="Print the settings an image was made with, read from its PNG text chunks: prompt, model,\n"
-        "seed, sampling and DATE settings, the reward, DATE's updates and, for a grid, what each panel's\n"
-        "header says. Images written by date-diffusion (and in Python by `out.save(path)`) carry them;\n"
+        description="Print the settings an image was made with, read from its PNG text chunks (a WebP video's\n"
+        "XMP packet): prompt, model, seed, sampling and DATE settings, the reward, DATE's updates and, for a\n"
+        "grid, what each panel's header says. Images and videos written by date-diffusion (and in Python by\n"
+        "`out.save(path)`) carry them;\n"
         "other tools' A1111-style `parameters` are shown as they are.",
         formatter_class=HelpFormatter,
         epilog=EXAMPLES,
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="one or more PNG files")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="one or more PNG images or WebP videos")
     p.add_argument("--json", action="store_true", help="print the full JSON record (default: a summary)")
     p.set_defaults(func=run)
     return p

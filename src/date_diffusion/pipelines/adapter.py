@@ -9,7 +9,9 @@ true CFG, SD3's skip-layer guidance), `decode` / `finish`, `latent_output` (what
 and `output_tuple`. The defaults below are the stock SD-style behaviour; a family overrides what differs. Class
 attributes state the family's facts: `has_pooled` (a pooled embedding `adapt_pooled` may move), `latents_first`
 (latents before timesteps, as the flow pipelines), `extra_parameters` (call arguments beyond the stock ones),
-`request_state` (values its check settles), `edit_arguments` (stock arguments an edit fixes).
+`request_state` (values its check settles), `edit_arguments` (stock arguments an edit fixes), `video_fps` (a
+video family's frame rate: its output is `frames`, as the stock video pipelines', and its reward scores frames of
+x0_hat, `DATEOptions.reward_frames`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Adapter:
     extra_parameters: ClassVar[dict] = {}
     request_state: ClassVar[dict] = {}
     edit_arguments: ClassVar[dict] = {}
+    video_fps: ClassVar[int | None] = None  # a video family's frames per second (its examples' export); None: images
 
     @property
     def module(self) -> torch.nn.Module:
@@ -135,6 +138,18 @@ class Adapter:
     def latent_output(self, request: Request, latents):
         """What `output_type="latent"` returns: stock, the model's latents as the loop leaves them."""
         return latents
+
+    def vae_decode(self, latents):
+        """VAE-layout latents -> pixels in [-1, 1], differentiable: what the reward path decodes x0_hat with (a
+        video family's: its VAE's own latent statistics, timestep conditioning, one-frame clips)."""
+        vae = self.pipe.vae
+        return vae.decode(vae_input(latents.to(vae.dtype), vae)).sample
+
+    def postprocess(self, request: Request, image, nsfw):
+        """The decoded output in the call's `output_type`, as the stock pipeline post-processes it."""
+        denormalize = None if nsfw is None else [not flagged for flagged in nsfw]
+        return self.pipe.image_processor.postprocess(image, output_type=request.output_type,
+                                                     do_denormalize=denormalize)  # fmt: skip
 
     def finish(self, request: Request, image, dtype, device):
         """(image, nsfw flags or None) after decoding: the safety checker, a watermark, ..."""

@@ -28,7 +28,14 @@ from date_diffusion.pipelines.callbacks import callback_hooks, callback_names
 from date_diffusion.pipelines.conditioning import PackedConditioning, pack, pack_conditioning, unpack
 from date_diffusion.pipelines.options import PARAMETERS, DATEOptions, check_sampling, prepare
 from date_diffusion.pipelines.request import Request, request_class
-from date_diffusion.pipelines.run import DATEPipelineOutput, Run, image_records, output_image, run_date
+from date_diffusion.pipelines.run import (
+    DATEPipelineOutput,
+    DATEVideoPipelineOutput,
+    Run,
+    image_records,
+    output_image,
+    run_date,
+)
 from date_diffusion.sampling.hooks import Interrupt
 from date_diffusion.sampling.loop import GuidedDenoiser
 
@@ -36,6 +43,7 @@ __all__ = [
     "DATEOptions",
     "DATEPipelineMixin",
     "DATEPipelineOutput",
+    "DATEVideoPipelineOutput",
     "PackedConditioning",
     "generate",
     "pack",
@@ -150,6 +158,21 @@ class DATEPipelineMixin:
         """The side in pixels the model samples when no height / width is given."""
         return self.date_adapter.default_size()
 
+    def default_image_shape(self) -> tuple[int, int]:
+        """(height, width) the model samples when none is given: the stock call's defaults where it has them (the
+        video pipelines': Wan's 480 x 832), else the square `default_image_size`."""
+        params = self._date_signature.parameters
+        height, width = (params[k].default if k in params else None for k in ("height", "width"))
+        if isinstance(height, int) and isinstance(width, int):
+            return height, width
+        side = self.default_image_size()
+        return side, side
+
+    @property
+    def video_fps(self) -> int | None:
+        """A video pipeline's frames per second (what its videos are written at); None for image pipelines."""
+        return self.adapter.video_fps
+
     def settings_without_effect(self, guidance_scale: float, negative_prompt=None,
                                 true_cfg_scale: float | None = None) -> dict[str, str]:  # fmt: skip
         """The sampling settings a call with these values would take without any effect, each with why (what a
@@ -254,6 +277,8 @@ def generate(pipe, request: Request):
         guidance_scale=pipe._guidance_scale,
         step_kwargs=step_kwargs(pipe, request),
         to_vae=lambda x: adapter.to_vae(request, x),
+        vae_decode=adapter.vae_decode,
+        video=adapter.video_fps is not None,
         before=pre_steps(pipe, adapter, request, len(timesteps), cond),
         after=callback_hooks(pipe, lambda: adapter.cfg(request), request, cond),
     )
@@ -264,5 +289,8 @@ def generate(pipe, request: Request):
     if not request.return_dict:
         return adapter.output_tuple(image, nsfw)
     records = image_records(pipe, adapter.module, request, request.options, traces)
+    if adapter.video_fps is not None:  # the stock video pipelines' `frames`
+        return DATEVideoPipelineOutput(frames=image, traces=traces, prompts=request.options.texts, records=records,
+                                       fps=adapter.video_fps)  # fmt: skip
     return DATEPipelineOutput(images=image, nsfw_content_detected=nsfw, traces=traces,
                               prompts=request.options.texts, records=records)  # fmt: skip

@@ -37,6 +37,12 @@ class DATEOptions:
     reward_resolution: APPROXIMATE path that keeps the real VAE: x0_hat's latents are resized (bilinear,
         antialiased) so that the decoded image the reward sees is this many pixels per side (e.g. 224 for CLIP,
         whose input size it is anyway) instead of the full image. Traces record it in `reward_decoder`.
+    reward_frames: video pipelines: which frames of x0_hat the (image) reward scores, a video's score being the
+        mean over them: an int K (default 4) for K evenly spaced latent frames (first and last included), or a
+        list of latent-frame indices. Only the chosen latent frames are decoded, each on its own as a one-frame
+        clip (`pipelines.reward_path`): exact for the first latent frame, APPROXIMATE for later ones under a
+        causal video VAE (Wan's, LTX's), which would decode them with the earlier frames as context. Image
+        pipelines ignore it.
     attend_and_excite: Attend-and-Excite in the same loop (UNet cross-attention families): a dict with
         `token_indices` (one list per prompt) or `subjects` (words whose tokens are excited), and optionally
         `max_iter_to_alter` (25), `thresholds`, `scale_factor` (20), `attn_res` ((16, 16)).
@@ -57,6 +63,7 @@ class DATEOptions:
     gradient_checkpointing: bool = False
     reward_decoder: object | None = None
     reward_resolution: int | None = None
+    reward_frames: int | tuple[int, ...] = 4
     attend_and_excite: dict | None = None
     adapt_pooled: bool = False
     ebca: object | None = None
@@ -144,7 +151,7 @@ def prepare(pipe, request, options: DATEOptions, attend_excite: bool) -> DATEOpt
     texts = options.reward_prompt if options.reward_prompt is not None else prompt
     if guided and texts is None:
         raise ValueError("with `prompt_embeds`, pass `reward_prompt` (the text the reward scores against)")
-    per_prompt = request.num_images_per_prompt
+    per_prompt = request.per_prompt
     texts = [p for p in as_list(texts, batch_size, "reward_prompt") for _ in range(per_prompt)]
     r = options.reward_resolution
     if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < pipe.vae_scale_factor
@@ -152,6 +159,7 @@ def prepare(pipe, request, options: DATEOptions, attend_excite: bool) -> DATEOpt
         raise ValueError(
             f"reward_resolution must be a positive multiple of {pipe.vae_scale_factor} (the VAE's scale), got {r!r}"
         )
+    options = dataclasses.replace(options, reward_frames=check_reward_frames(options.reward_frames))
     if options.save_embeddings is not None:
         if options.replay_embeddings is not None:
             raise ValueError("save_embeddings and replay_embeddings: a replay writes no new embeddings; give one")
@@ -171,6 +179,20 @@ def prepare(pipe, request, options: DATEOptions, attend_excite: bool) -> DATEOpt
             "use it without `ip_adapter_image` / `ip_adapter_image_embeds`"
         )
     return dataclasses.replace(options, texts=texts)
+
+
+def check_reward_frames(frames) -> int | tuple[int, ...]:
+    """`reward_frames=`: a positive int, or a non-empty list of distinct latent-frame indices (as a tuple)."""
+    if isinstance(frames, int) and not isinstance(frames, bool):
+        if frames < 1:
+            raise ValueError(f"reward_frames must be at least 1 (the number of frames the reward scores), got {frames}")
+        return frames
+    if isinstance(frames, (list, tuple)) and frames and all(isinstance(k, int) and not isinstance(k, bool)
+                                                            and k >= 0 for k in frames):  # fmt: skip
+        if len(set(frames)) != len(frames):
+            raise ValueError(f"reward_frames lists a frame twice: {list(frames)}")
+        return tuple(frames)
+    raise ValueError(f"reward_frames must be a positive int or a list of latent-frame indices, got {frames!r}")
 
 
 def check_reading(scheduler, universal_guidance: bool) -> None:

@@ -57,6 +57,12 @@ class Request:
         names = inspect.signature(method).parameters
         return {n: given[n] if n in given else getattr(self, n) for n in names if n in given or n in self.stock_names}
 
+    @property
+    def per_prompt(self) -> int:
+        """Outputs per prompt: the stock `num_images_per_prompt`, or a video pipeline's `num_videos_per_prompt`."""
+        video = "num_videos_per_prompt" in self.stock_names
+        return (self.num_videos_per_prompt if video else self.num_images_per_prompt) or 1
+
     def replace(self, **changes) -> Request:
         return dataclasses.replace(self, **changes)
 

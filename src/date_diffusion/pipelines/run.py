@@ -49,6 +49,30 @@ class DATEPipelineOutput(BaseOutput):
 
 
 @dataclass
+class DATEVideoPipelineOutput(BaseOutput):
+    """A video pipeline's output: frames as the stock video pipelines have them (per video a list of PIL frames, or
+    an array / tensor `[B, F, H, W, 3]` / `[B, F, 3, H, W]` by `output_type`), and as `DATEPipelineOutput` the
+    traces, prompts and one record per video; `save(path)` writes a video with its record."""
+
+    frames: list | object
+    traces: list[dict]
+    prompts: list[str]
+    records: list[dict] | None = None
+    fps: int | None = None
+
+    def save(self, path, index: int = 0):
+        """Video `index` as an animated WebP at `path` (written atomically), its record inside as the command line
+        writes it: `date-diffusion info PATH` shows it. Returns the path."""
+        from date_diffusion.outputs import save_media
+
+        frames = self.frames[index]
+        if not isinstance(frames, list):
+            raise TypeError(f"save() writes PIL frames; these are {type(frames).__name__}: call the pipeline with "
+                            "output_type='pil'")  # fmt: skip
+        return save_media(path, frames, self.records[index] if self.records else None, self.fps)
+
+
+@dataclass
 class Run:
     """What the sampling loop runs for one call, with the call's own hooks by role."""
 
@@ -60,6 +84,8 @@ class Run:
     guidance_scale: float
     step_kwargs: dict | Callable | None = None
     to_vae: Callable | None = None  # the model's latent layout -> the VAE's (FLUX's packed latents)
+    vae_decode: Callable | None = None  # the family's own VAE decoding for the reward (video VAEs; `RewardPath`)
+    video: bool = False  # the reward scores frames of videos (`DATEOptions.reward_frames`)
     before: list = field(default_factory=list)  # hooks before each step: interrupt, Attend-and-Excite, an editor's
     after: list = field(default_factory=list)  # hooks after each step: the call's callbacks, an editor's residuals
 
@@ -86,7 +112,7 @@ def output_provider(run: Run, options: DATEOptions, model, path: RewardPath, sta
 def run_date(pipe, module, run: Run, options: DATEOptions, generator) -> tuple[SampleResult, list[dict]]:
     """The sampling loop for `run` with DATE's provider (update or replay), data-space guidance and memory options
     as `options` say (`module`: the denoiser module); returns the result and per-image traces."""
-    path = RewardPath(pipe.vae, pipe.vae_scale_factor, options, run.to_vae)
+    path = RewardPath(pipe.vae, pipe.vae_scale_factor, options, run.to_vae, run.vae_decode)
     model = run.model
     if options.ug_scale:
         model = UniversalGuidance(model, path.decode, path.score, options.ug_scale, options.ug_every)
@@ -101,7 +127,7 @@ def run_date(pipe, module, run: Run, options: DATEOptions, generator) -> tuple[S
     if options.save_embeddings is not None:
         save_run(options.save_embeddings, run.cond, result, embeddings_metadata(pipe, options, run))
     for trace in result.traces:
-        trace.reward_decoder = path.name
+        trace.reward_decoder = path.video_name() if run.video else path.name
     for hook in run.before:  # Attend-and-Excite's losses per image
         for trace, losses in zip(result.traces, getattr(hook, "losses", [])):
             trace.attend_excite_losses = losses
@@ -125,8 +151,7 @@ def output_image(pipe, adapter, request, latents, dtype, device):
     if request.output_type == "latent":
         return adapter.latent_output(request, latents), None
     image, nsfw = adapter.finish(request, adapter.decode(request, latents), dtype, device)
-    denormalize = None if nsfw is None else [not flagged for flagged in nsfw]
-    return pipe.image_processor.postprocess(image, output_type=request.output_type, do_denormalize=denormalize), nsfw
+    return adapter.postprocess(request, image, nsfw), nsfw
 
 
 def image_records(pipe, module, request, options: DATEOptions, traces: list[dict]) -> list[dict]:
@@ -134,7 +159,7 @@ def image_records(pipe, module, request, options: DATEOptions, traces: list[dict
     (a seed where the image's own generator, or the call's only one, was seeded; the reward by its spec where
     `Resolved.load_reward` built it, else by its name)."""
     n, generator = len(traces), request.generator
-    per_prompt = request.num_images_per_prompt or 1
+    per_prompt = request.per_prompt
 
     def per_image(value):
         values = value if isinstance(value, list) else [value] * (n // per_prompt)
@@ -143,6 +168,8 @@ def image_records(pipe, module, request, options: DATEOptions, traces: list[dict
     prompts, negatives = per_image(request.prompt), per_image(request.negative_prompt)
     generators = generator if isinstance(generator, list) else [generator] * n
     reward = options.reward if options.date is not None else None
+    fps = getattr(pipe, "video_fps", None)
+    video = {} if fps is None else {"num_frames": request.num_frames, "fps": fps}  # a video's frames and rate
     records = []
     for k, trace in enumerate(traces):
         g = generators[k] if k < len(generators) else None
@@ -156,7 +183,7 @@ def image_records(pipe, module, request, options: DATEOptions, traces: list[dict
             "prompt": prompts[k], "negative_prompt": negatives[k], **seed, "model": pipe.name_or_path,
             "pipeline": type(pipe).__name__, "scheduler": type(pipe.scheduler).__name__,
             "steps": request.num_inference_steps, "guidance_scale": request.guidance_scale,
-            "height": request.height, "width": request.width,
+            "height": request.height, "width": request.width, **video,
             "dtype": str(module.dtype).replace("torch.", ""), "method": method,
             "date": options.date.to_dict() if options.date is not None else None,
             "reward": None if reward is None else getattr(reward, "spec", None) or getattr(reward, "name", None),

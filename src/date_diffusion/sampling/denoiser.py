@@ -42,14 +42,15 @@ class GuidedDenoiser:
 
     uncond_denoise: the unconditional branch's own function; when given, the two branches are separate calls
         (conditional first, as stock FLUX), never one batched call.
-    cfg_scale: a fixed guidance scale for the combination; None: the loop state's (which callbacks may change).
+    cfg_scale: a fixed guidance scale for the combination, or a function of the step's state giving it (Wan 2.2's
+        second scale below its boundary timestep); None: the loop state's (which callbacks may change).
     extra: `extra(state, x_in, embeds, cond_out)`, a term added to the guided output (None: nothing at this step).
     rule: `rule(state, uncond_out, cond_out, guidance_scale)`, the family's own combination of the two branches in
         place of `guided` (used wherever both branches run; `guidance_rescale` is then the rule's business).
     """
 
     def __init__(self, denoise: Denoise, prediction_type: str, guidance_rescale: float = 0.0, *,
-                 uncond_denoise: Denoise | None = None, cfg_scale: float | None = None,
+                 uncond_denoise: Denoise | None = None, cfg_scale: float | Callable | None = None,
                  extra: ExtraTerm | None = None, rule: Rule | None = None):  # fmt: skip
         self.denoise, self.prediction_type, self.guidance_rescale = denoise, prediction_type, guidance_rescale
         self.uncond_denoise, self.cfg_scale, self.extra, self.rule = uncond_denoise, cfg_scale, extra, rule
@@ -77,7 +78,8 @@ class GuidedDenoiser:
         the conditional prediction (`cond_out` when already computed), guidance, and the extra term."""
         if cond_out is None:
             cond_out = self.denoise(x_in, state.timestep, embeds)
-        scale = state.guidance_scale if self.cfg_scale is None else self.cfg_scale
+        scale = self.cfg_scale(state) if callable(self.cfg_scale) else self.cfg_scale
+        scale = state.guidance_scale if scale is None else scale
         if self.rule is not None and uncond_out is not None:
             out = self.rule(state, uncond_out, cond_out, scale)
         else:
