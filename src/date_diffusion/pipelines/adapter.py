@@ -132,8 +132,7 @@ class Adapter:
         return latents
 
     def decode(self, request: Request, latents):
-        vae = self.pipe.vae
-        return decode_image(vae, vae_input(self.to_vae(request, latents).to(vae.dtype), vae))
+        return self.vae_decode(self.to_vae(request, latents))
 
     def latent_output(self, request: Request, latents):
         """What `output_type="latent"` returns: stock, the model's latents as the loop leaves them."""
@@ -143,7 +142,7 @@ class Adapter:
         """VAE-layout latents -> pixels in [-1, 1], differentiable: what the reward path decodes x0_hat with (a
         video family's: its VAE's own latent statistics, timestep conditioning, one-frame clips)."""
         vae = self.pipe.vae
-        return vae.decode(vae_input(latents.to(vae.dtype), vae)).sample
+        return decode_image(vae, vae_input(latents.to(vae.dtype), vae))
 
     def postprocess(self, request: Request, image, nsfw):
         """The decoded output in the call's `output_type`, as the stock pipeline post-processes it."""
