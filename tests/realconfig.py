@@ -17,7 +17,10 @@ FAMILY = {"sd15": "sd", "sd21": "sd", "sdxl": "sdxl", "sd35m": "sd3", "flux_dev"
 NAMES = sorted(FAMILY)
 # families with no real configuration here yet, each with why (no copy of the hub repository's configs was found to
 # take one from; configs are never written from memory alone)
-UNSOURCED = {"pixart-sigma": "no copy of PixArt-alpha/PixArt-Sigma-XL-2-1024-MS's scheduler config was found"}
+UNSOURCED = {
+    "pixart-sigma": "no copy of PixArt-alpha/PixArt-Sigma-XL-2-1024-MS's scheduler config was found",
+    "sana": "no copy of Efficient-Large-Model/Sana_1600M_1024px_diffusers's scheduler config was found",
+}
 BEHAVIOUR = ("guidance_embeds",)  # denoiser settings that change what a step computes (sizes stay tiny)
 
 

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_pixart import pixart_components  # noqa: F401
+from test_sana import sana_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
 from test_template import FAMILIES as TEMPLATE_FAMILIES
@@ -19,13 +20,22 @@ from date_diffusion.families import FAMILIES
 from date_diffusion.pipelines import date_pipeline_class
 from date_diffusion.pipelines.edit import edit_defaults, image_latents
 
-EDITOR = {"sd": "ddpm", "sdxl": "ddpm", "pixart": "ddpm", "pixart-sigma": "ddpm", "sd3": "flowedit", "flux": "flowedit"}
+EDITOR = {
+    "sd": "ddpm",
+    "sdxl": "ddpm",
+    "pixart": "ddpm",
+    "pixart-sigma": "ddpm",
+    "sd3": "flowedit",
+    "flux": "flowedit",
+    "sana": None,
+}  # None: the family has no editor
 EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},
     "pixart": {"clean_caption": False, "max_sequence_length": 8},
     "pixart-sigma": {"clean_caption": False, "max_sequence_length": 8},
 }
+EDITING = [f for f, e in EDITOR.items() if e is not None]
 INVERSION = [f for f, e in EDITOR.items() if e == "ddpm"]
 FLOW = [f for f, e in EDITOR.items() if e == "flowedit"]
 
@@ -64,9 +74,29 @@ def input_latents(pipe, family):
 def test_every_family_has_an_editor_and_its_defaults():
     assert {f.name for f in FAMILIES} == set(EDITOR)
     for family in FAMILIES:
+        if EDITOR[family.name] is None:
+            assert family.edit is None and family.name not in EDIT_DEFAULTS
+            with pytest.raises(ValueError, match=f"{family.title} has no editor"):
+                edit_defaults(family.date_pipeline())
+            continue
         defaults = edit_defaults(family.date_pipeline())
         assert defaults is EDIT_DEFAULTS[family.name] and defaults.editor == EDITOR[family.name]
     assert (EDIT_DEFAULTS["sd3"].steps - EDIT_DEFAULTS["sd3"].skip, EDIT_DEFAULTS["flux"].steps) == (33, 28)
+
+
+@pytest.mark.parametrize("family", [f for f, e in EDITOR.items() if e is None])
+def test_a_family_without_an_editor_refuses_to_edit(family, request, tmp_path, clip_dir, capsys):
+    """`pipe.edit` and `date-diffusion edit` refuse, naming why, before any work or folder."""
+    from date_diffusion.cli.main import main
+    from date_diffusion.families import by_name
+
+    pipe = build(family, request)
+    with pytest.raises(ValueError, match=f"{by_name(family).title} has no editor"):
+        edit(pipe, family, tar="a blue square")
+    assert main(cli_argv(family, request, tmp_path, clip_dir, "--steps", "4")) == 2
+    err = capsys.readouterr().err
+    assert f"{family} has no editor" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("family", INVERSION)
@@ -95,7 +125,7 @@ def test_flowedit_returns_the_input_exactly_when_source_equals_target(family, n_
     assert torch.equal(out, x0)
 
 
-@pytest.mark.parametrize("family", list(EDITOR))
+@pytest.mark.parametrize("family", EDITING)
 def test_the_edit_changes_the_image_when_the_prompts_differ(family, request):
     pipe = build(family, request)
     same = edit(pipe, family, output_type="np").images
@@ -104,7 +134,7 @@ def test_the_edit_changes_the_image_when_the_prompts_differ(family, request):
     assert np.abs(edited - same).max() > 1e-2
 
 
-@pytest.mark.parametrize("family", list(EDITOR))
+@pytest.mark.parametrize("family", EDITING)
 def test_date_moves_the_target_embedding_by_rho_during_an_edit(family, request, reward):
     pipe = build(family, request)
     plain = edit(pipe, family, tar="a blue square", output_type="np")
@@ -162,7 +192,7 @@ def cli_argv(family, request, tmp_path, clip_dir, *extra) -> list[str]:
             *extra]  # fmt: skip
 
 
-@pytest.mark.parametrize("family", list(EDITOR))
+@pytest.mark.parametrize("family", EDITING)
 def test_edit_cli_runs_every_family(family, request, tmp_path, clip_dir):
     from PIL import Image
 

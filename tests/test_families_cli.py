@@ -6,6 +6,7 @@ import pytest
 from diffusers import FluxPipeline
 from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_pixart import pixart_components  # noqa: F401
+from test_sana import sana_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
 from test_template import FAMILIES as TEMPLATE_FAMILIES
@@ -20,6 +21,11 @@ FAMILIES = {
     for name, (stock, fixture, _) in TEMPLATE_FAMILIES.items()
     if name != "sd"
 }
+
+
+def side(family) -> int:
+    """The tiny size the family samples in the tests (its template call's, e.g. SANA's 32; else 16)."""
+    return TEMPLATE_FAMILIES[family][2].get("height", 16)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -39,9 +45,9 @@ def test_generate_runs_date_for_each_family(family, request, tmp_path, clip_dir)
         "--update-every",
         "2",
         "--height",
-        "16",
+        str(side(family)),
         "--width",
-        "16",
+        str(side(family)),
         "--out",
         str(tmp_path / "out"),
     ]
@@ -88,7 +94,12 @@ def test_memory_options_and_frozen_weights_apply_to_every_family(family, request
     pipe = date_pipeline_class(stock_cls.__name__)(**request.getfixturevalue(fixture))
     pipe.set_progress_bar_config(disable=True)
     kw = dict(
-        num_inference_steps=4, height=16, width=16, output_type="np", date=DATEConfig(update_every=2), reward=reward
+        num_inference_steps=4,
+        height=side(family),
+        width=side(family),
+        output_type="np",
+        date=DATEConfig(update_every=2),
+        reward=reward,
     )
     import torch
 

@@ -7,6 +7,7 @@ import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler
 from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_pixart import pixart_components  # noqa: F401
+from test_sana import sana_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
 from test_template import FAMILIES, run
@@ -40,7 +41,13 @@ CASES = {  # family, prediction type
     "flux": ("flux", "flow"),
     "pixart": ("pixart", "epsilon"),
     "pixart-sigma": ("pixart-sigma", "epsilon"),
+    "sana": ("sana", "flow"),
 }
+# the central differences' step where the model computes parts of h in float32 even in a float64 run (SANA's
+# linear attention casts its query, key and value to float32): h then carries rounding noise of ~5e-9, which a step
+# of 1e-4 turns into ~5e-5 of the slope (measured); 3e-3 keeps it under 2e-6 while the curvature's error stays
+# ~1e-6 (measured over runs: the across slope 4e-7 to 1.4e-6, the along slope within 1e-3 of autograd's)
+EPS = {"sana": 3e-3}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -109,7 +116,7 @@ def test_step_follows_the_reward_gradient_for_every_packing(case, request, clip_
     across = torch.randn(c0.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * mask
     across = across - (across * direction).sum() * direction
     across = across / across.norm()
-    eps = 1e-4
+    eps = EPS.get(case, 1e-4)
 
     def slope(v):
         with torch.no_grad():

@@ -14,6 +14,7 @@ from diffusers import (
 from diffusers.callbacks import MultiPipelineCallbacks, SD3CFGCutoffCallback, SDCFGCutoffCallback, SDXLCFGCutoffCallback
 from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_pixart import pixart_components  # noqa: F401
+from test_sana import sana_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
 
@@ -25,12 +26,14 @@ from date_diffusion.pipelines import date_pipeline_class
 # every family of the family table, with its tiny components' fixture and its family-specific call arguments;
 # a family added to the table without tiny components here fails at import
 FIXTURES = {"sd": "components", "sdxl": "sdxl_components", "sd3": "sd3_components", "flux": "flux_components",
-            "pixart": "pixart_components", "pixart-sigma": "pixart_components"}  # fmt: skip
+            "pixart": "pixart_components", "pixart-sigma": "pixart_components", "sana": "sana_components"}  # fmt: skip
 CALL_EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},
     "pixart": {"use_resolution_binning": False, "clean_caption": False, "max_sequence_length": 8},
     "pixart-sigma": {"use_resolution_binning": False, "clean_caption": False, "max_sequence_length": 8},
+    # SANA takes sizes divisible by 32; the tiny model's sample size has no bins (the stock pipeline raises)
+    "sana": {"height": 32, "width": 32, "use_resolution_binning": False, "max_sequence_length": 8},
 }
 FAMILIES = {f.name: (f.stock_pipeline(), FIXTURES[f.name], CALL_EXTRA.get(f.name, {})) for f in FAMILY_TABLE}
 CFG_CUTOFF = {"sd": SDCFGCutoffCallback, "sdxl": SDXLCFGCutoffCallback, "sd3": SD3CFGCutoffCallback}
@@ -68,7 +71,7 @@ def test_signature_is_the_stock_one_plus_date_options(family):
         inspect.signature(date_pipeline_class(stock_cls.__name__).__call__).bind(None, not_an_argument=1)
 
 
-@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux"])
+@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux", "sana"])
 def test_callback_returning_its_kwargs_unchanged_equals_stock(family, request):
     stock, ours, extra = build(family, request)
     names = list(stock._callback_tensor_inputs)
@@ -102,7 +105,7 @@ def test_diffusers_cfg_cutoff_callbacks_equal_stock(family, request):
         assert same(got.images, expected) and not same(got.images, plain)
 
 
-@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux"])
+@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux", "sana"])
 def test_interrupt_equals_stock(family, request):
     stock, ours, extra = build(family, request)
 
@@ -183,6 +186,7 @@ def test_clip_skip_equals_stock(family, request):
         ("sd", {"timesteps": [901, 601, 301, 1]}),
         ("sd3", {"sigmas": [1.0, 0.7, 0.4, 0.2]}),
         ("flux", {"sigmas": [1.0, 0.6, 0.3, 0.1]}),
+        ("sana", {"sigmas": [1.0, 0.7, 0.4, 0.2]}),
     ],
 )
 def test_custom_schedules_equal_stock(family, schedule, request):
@@ -216,7 +220,8 @@ def _tiny_lora(model):
 
 
 @pytest.mark.parametrize(
-    ("family", "kwargs_name"), [("sd", "cross_attention_kwargs"), ("sd3", "joint_attention_kwargs")]
+    ("family", "kwargs_name"),
+    [("sd", "cross_attention_kwargs"), ("sd3", "joint_attention_kwargs"), ("sana", "attention_kwargs")],
 )
 def test_lora_scale_through_attention_kwargs_equals_stock(family, kwargs_name, request):
     stock, ours, extra = build(family, request)

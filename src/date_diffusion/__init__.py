@@ -26,6 +26,7 @@ _EXPORTS = {
     "FluxDATEPipeline": "date_diffusion.pipelines.flux",
     "PixArtAlphaDATEPipeline": "date_diffusion.pipelines.pixart",
     "PixArtSigmaDATEPipeline": "date_diffusion.pipelines.pixart_sigma",
+    "SanaDATEPipeline": "date_diffusion.pipelines.sana",
     "Reward": "date_diffusion.rewards.base",
     "WeightedReward": "date_diffusion.rewards.base",
     "CLIPScoreReward": "date_diffusion.rewards.clip",

@@ -160,6 +160,17 @@ FAMILIES: tuple[Family, ...] = (
         "madebyollin/taesdxl",  # PixArt-Sigma decodes with the SDXL VAE
         edit=DDPM_EDIT,
     ),
+    Family(
+        "sana",
+        "SANA",
+        "SanaPipeline",
+        "sana",
+        "SanaDATEPipeline",
+        (),  # diffusers reads SANA single files for the transformer only; SanaPipeline has no from_single_file
+        "madebyollin/taesana",  # SANA's DC-AE (f32c32)
+        bf16=True,
+        edit=None,  # FlowEdit integrates with Euler steps; SANA ships a multistep DPM-Solver
+    ),
 )
 NAMES: tuple[str, ...] = tuple(f.name for f in FAMILIES)  # the built-in families' (`names()`: with plugins')
 _REGISTERED: list[Family] = []

@@ -179,6 +179,8 @@ def edit_plan(opts: EditOptions, family: str) -> EditOptions:
     from date_diffusion.editing.plan import EditArguments
     from date_diffusion.editing.plan import edit_plan as plan_of
 
+    if family not in EDIT_DEFAULTS:
+        raise CLIError(f"{family} has no editor; edit runs on {', '.join(EDIT_DEFAULTS)}")
     defaults = EDIT_DEFAULTS[family]
     flow = [flag for flag, value in (("--n-min", opts.n_min), ("--n-avg", opts.n_avg)) if value is not None]
     if flow and defaults.editor != "flowedit":
