@@ -20,6 +20,7 @@ NAMES = sorted(FAMILY)
 UNSOURCED = {
     "pixart-sigma": "no copy of PixArt-alpha/PixArt-Sigma-XL-2-1024-MS's scheduler config was found",
     "sana": "no copy of Efficient-Large-Model/Sana_1600M_1024px_diffusers's scheduler config was found",
+    "chroma": "no copy of lodestones/Chroma1-HD's scheduler config was found",
 }
 BEHAVIOUR = ("guidance_embeds",)  # denoiser settings that change what a step computes (sizes stay tiny)
 

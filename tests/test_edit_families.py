@@ -1,5 +1,5 @@
 """Editing with DATE for every family through one interface (`pipe.edit`, `date-diffusion edit`): edit-friendly
-DDPM inversion (SD, SDXL, PixArt) and FlowEdit (SD3, FLUX) on tiny random components."""
+DDPM inversion (SD, SDXL, PixArt) and FlowEdit (SD3, FLUX, Chroma) on tiny random components."""
 
 import json
 
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_chroma import chroma_components  # noqa: F401
 from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_pixart import pixart_components  # noqa: F401
 from test_sana import sana_components  # noqa: F401
@@ -28,10 +29,12 @@ EDITOR = {
     "sd3": "flowedit",
     "flux": "flowedit",
     "sana": None,
+    "chroma": "flowedit",
 }  # None: the family has no editor
 EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},
+    "chroma": {"max_sequence_length": 8},
     "pixart": {"clean_caption": False, "max_sequence_length": 8},
     "pixart-sigma": {"clean_caption": False, "max_sequence_length": 8},
 }
@@ -363,8 +366,8 @@ def test_edit_cli_passes_flowedit_arguments_and_strength(family, request, tmp_pa
 @pytest.mark.parametrize(
     "family, extra, message",
     [
-        ("sd", ["--n-min", "1"], "--n-min: FlowEdit's (sd3, flux); sd edits by DDPM inversion: leave it out"),
-        ("sdxl", ["--n-min", "1", "--n-avg", "2"], "--n-min and --n-avg: FlowEdit's (sd3, flux); sdxl edits by DDPM"),
+        ("sd", ["--n-min", "1"], "--n-min: FlowEdit's (sd3, flux, chroma); sd edits by DDPM inversion: leave it out"),
+        ("sdxl", ["--n-min", "1", "--n-avg", "2"], "FlowEdit's (sd3, flux, chroma); sdxl edits by DDPM"),
         ("sd", ["--strength", "0.5", "--skip", "1"], "--strength and --skip both set how much is regenerated"),
         ("sd", ["--strength", "0"], "--strength must be in (0, 1]"),
         ("sd", ["--steps", "4", "--strength", "0.2"], "--strength 0.2 regenerates no step of 4; give at least 0.25"),

@@ -5,6 +5,7 @@ pipelines; and `date_sample` called directly, as the README shows."""
 import pytest
 import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler
+from test_chroma import chroma_components  # noqa: F401
 from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_pixart import pixart_components  # noqa: F401
 from test_sana import sana_components  # noqa: F401
@@ -42,6 +43,7 @@ CASES = {  # family, prediction type
     "pixart": ("pixart", "epsilon"),
     "pixart-sigma": ("pixart-sigma", "epsilon"),
     "sana": ("sana", "flow"),
+    "chroma": ("chroma", "flow"),
 }
 # the central differences' step where the model computes parts of h in float32 even in a float64 run (SANA's
 # linear attention casts its query, key and value to float32): h then carries rounding noise of ~5e-9, which a step
@@ -70,7 +72,10 @@ def test_step_follows_the_reward_gradient_for_every_packing(case, request, clip_
     adapter = type(pipe).adapter
     make_denoise = adapter.denoiser
 
-    def spy(self, call, cond):  # keep the run's own denoiser and conditioning to differentiate the same function
+    def spy(self, call, cond, **branch):  # keep the run's own denoisers and conditioning: the same function
+        if branch:  # a family's own negative-branch denoiser (Chroma's real CFG: its own text ids and mask)
+            seen["uncond_denoise"] = make_denoise(self, call, cond, **branch)
+            return seen["uncond_denoise"]
         seen.update(call=call, cond=cond, denoise=make_denoise(self, call, cond))
         return seen["denoise"]
 
@@ -101,7 +106,7 @@ def test_step_follows_the_reward_gradient_for_every_packing(case, request, clip_
     def h(c):
         out_c = denoise(x, t, c)
         if cond.uncond is not None:
-            out_u = denoise(x, t, cond.uncond)
+            out_u = seen.get("uncond_denoise", denoise)(x, t, cond.uncond)
             out_c = out_u + w * (out_c - out_u)
         x0 = predicted_x0(x, out_c, alpha, sigma, prediction)
         image = pipe.vae.decode(vae_input(pipe.date_adapter.to_vae(call, x0), pipe.vae)).sample / 2 + 0.5

@@ -12,6 +12,7 @@ from diffusers import (
     EulerDiscreteScheduler,
 )
 from diffusers.callbacks import MultiPipelineCallbacks, SD3CFGCutoffCallback, SDCFGCutoffCallback, SDXLCFGCutoffCallback
+from test_chroma import chroma_components  # noqa: F401
 from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_pixart import pixart_components  # noqa: F401
 from test_sana import sana_components  # noqa: F401
@@ -26,7 +27,8 @@ from date_diffusion.pipelines import date_pipeline_class
 # every family of the family table, with its tiny components' fixture and its family-specific call arguments;
 # a family added to the table without tiny components here fails at import
 FIXTURES = {"sd": "components", "sdxl": "sdxl_components", "sd3": "sd3_components", "flux": "flux_components",
-            "pixart": "pixart_components", "pixart-sigma": "pixart_components", "sana": "sana_components"}  # fmt: skip
+            "pixart": "pixart_components", "pixart-sigma": "pixart_components", "sana": "sana_components",
+            "chroma": "chroma_components"}  # fmt: skip
 CALL_EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},
@@ -34,6 +36,7 @@ CALL_EXTRA = {
     "pixart-sigma": {"use_resolution_binning": False, "clean_caption": False, "max_sequence_length": 8},
     # SANA takes sizes divisible by 32; the tiny model's sample size has no bins (the stock pipeline raises)
     "sana": {"height": 32, "width": 32, "use_resolution_binning": False, "max_sequence_length": 8},
+    "chroma": {"max_sequence_length": 8},
 }
 FAMILIES = {f.name: (f.stock_pipeline(), FIXTURES[f.name], CALL_EXTRA.get(f.name, {})) for f in FAMILY_TABLE}
 CFG_CUTOFF = {"sd": SDCFGCutoffCallback, "sdxl": SDXLCFGCutoffCallback, "sd3": SD3CFGCutoffCallback}
@@ -71,7 +74,7 @@ def test_signature_is_the_stock_one_plus_date_options(family):
         inspect.signature(date_pipeline_class(stock_cls.__name__).__call__).bind(None, not_an_argument=1)
 
 
-@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux", "sana"])
+@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux", "sana", "chroma"])
 def test_callback_returning_its_kwargs_unchanged_equals_stock(family, request):
     stock, ours, extra = build(family, request)
     names = list(stock._callback_tensor_inputs)
@@ -105,7 +108,7 @@ def test_diffusers_cfg_cutoff_callbacks_equal_stock(family, request):
         assert same(got.images, expected) and not same(got.images, plain)
 
 
-@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux", "sana"])
+@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux", "sana", "chroma"])
 def test_interrupt_equals_stock(family, request):
     stock, ours, extra = build(family, request)
 
@@ -187,6 +190,7 @@ def test_clip_skip_equals_stock(family, request):
         ("sd3", {"sigmas": [1.0, 0.7, 0.4, 0.2]}),
         ("flux", {"sigmas": [1.0, 0.6, 0.3, 0.1]}),
         ("sana", {"sigmas": [1.0, 0.7, 0.4, 0.2]}),
+        ("chroma", {"sigmas": [1.0, 0.6, 0.3, 0.1]}),
     ],
 )
 def test_custom_schedules_equal_stock(family, schedule, request):
@@ -221,7 +225,12 @@ def _tiny_lora(model):
 
 @pytest.mark.parametrize(
     ("family", "kwargs_name"),
-    [("sd", "cross_attention_kwargs"), ("sd3", "joint_attention_kwargs"), ("sana", "attention_kwargs")],
+    [
+        ("sd", "cross_attention_kwargs"),
+        ("sd3", "joint_attention_kwargs"),
+        ("sana", "attention_kwargs"),
+        ("chroma", "joint_attention_kwargs"),
+    ],
 )
 def test_lora_scale_through_attention_kwargs_equals_stock(family, kwargs_name, request):
     stock, ours, extra = build(family, request)

@@ -27,6 +27,7 @@ _EXPORTS = {
     "PixArtAlphaDATEPipeline": "date_diffusion.pipelines.pixart",
     "PixArtSigmaDATEPipeline": "date_diffusion.pipelines.pixart_sigma",
     "SanaDATEPipeline": "date_diffusion.pipelines.sana",
+    "ChromaDATEPipeline": "date_diffusion.pipelines.chroma",
     "Reward": "date_diffusion.rewards.base",
     "WeightedReward": "date_diffusion.rewards.base",
     "CLIPScoreReward": "date_diffusion.rewards.clip",

@@ -171,6 +171,17 @@ FAMILIES: tuple[Family, ...] = (
         bf16=True,
         edit=None,  # FlowEdit integrates with Euler steps; SANA ships a multistep DPM-Solver
     ),
+    Family(
+        "chroma",
+        "Chroma",
+        "ChromaPipeline",
+        "chroma",
+        "ChromaDATEPipeline",
+        ("chroma",),
+        "madebyollin/taef1",  # Chroma decodes with the FLUX.1 VAE
+        bf16=True,
+        edit=FLOWEDIT_SD3,  # FlowEdit's setting for a real-CFG flow model (FLUX's is for its guidance input)
+    ),
 )
 NAMES: tuple[str, ...] = tuple(f.name for f in FAMILIES)  # the built-in families' (`names()`: with plugins')
 _REGISTERED: list[Family] = []
