@@ -24,6 +24,8 @@ UNSOURCED = {
     "qwen-image": "no copy of Qwen/Qwen-Image's scheduler config was found",
     "z-image": "no copy of Tongyi-MAI/Z-Image-Turbo's scheduler config was found",
     "wan": "no copy of Wan-AI/Wan2.1-T2V-1.3B-Diffusers' scheduler config was found",
+    "sana": "no copy of Efficient-Large-Model/Sana_1600M_1024px_diffusers's scheduler config was found",
+    "chroma": "no copy of lodestones/Chroma1-HD's scheduler config was found",
 }
 BEHAVIOUR = ("guidance_embeds",)  # denoiser settings that change what a step computes (sizes stay tiny)
 

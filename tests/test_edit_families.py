@@ -1,5 +1,5 @@
 """Editing with DATE for every family through one interface (`pipe.edit`, `date-diffusion edit`): edit-friendly
-DDPM inversion (SD, SDXL, PixArt) and FlowEdit (SD3, FLUX) on tiny random components."""
+DDPM inversion (SD, SDXL, PixArt) and FlowEdit (SD3, FLUX, Chroma) on tiny random components."""
 
 import json
 
@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_chroma import chroma_components  # noqa: F401
 from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_flux2 import FLUX2_EXTRA, flux2_components  # noqa: F401
 from test_flux2_klein import KLEIN_EXTRA, flux2_klein_components  # noqa: F401
 from test_pixart import pixart_components  # noqa: F401
 from test_qwen_image import qwen_image_components  # noqa: F401
+from test_sana import sana_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
 from test_template import FAMILIES as TEMPLATE_FAMILIES
@@ -25,19 +27,22 @@ from date_diffusion.pipelines import date_pipeline_class
 from date_diffusion.pipelines.edit import edit_defaults, image_latents
 
 # None: the family has no editor (Qwen-Image: the editor's per-branch guidance is `guidance_scale`, which Qwen-Image
-# does not take; it guides with `true_cfg_scale`; Wan: text-to-video)
+# does not take; it guides with `true_cfg_scale`; SANA: FlowEdit integrates with Euler steps, SANA ships a
+# multistep DPM-Solver; Wan: text-to-video)
 EDITOR = {"sd": "ddpm", "sdxl": "ddpm", "pixart": "ddpm", "pixart-sigma": "ddpm", "sd3": "flowedit", "flux": "flowedit",
-          "flux2": "flowedit", "flux2-klein": "flowedit", "qwen-image": None, "z-image": "flowedit",
-          "wan": None}  # fmt: skip
+          "flux2": "flowedit", "flux2-klein": "flowedit", "qwen-image": None, "z-image": "flowedit", "sana": None,
+          "chroma": "flowedit", "wan": None}  # fmt: skip
 EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},
     "flux2": FLUX2_EXTRA,
     "flux2-klein": KLEIN_EXTRA,
+    "chroma": {"max_sequence_length": 8},
     "pixart": {"clean_caption": False, "max_sequence_length": 8},
     "pixart-sigma": {"clean_caption": False, "max_sequence_length": 8},
     "z-image": {"max_sequence_length": 16},
 }
+EDITING = [f for f, e in EDITOR.items() if e is not None]
 INVERSION = [f for f, e in EDITOR.items() if e == "ddpm"]
 FLOW = [f for f, e in EDITOR.items() if e == "flowedit"]
 EDITING = [f for f, e in EDITOR.items() if e is not None]
@@ -79,14 +84,29 @@ def input_latents(pipe, family):
 def test_every_family_has_an_editor_and_its_defaults():
     assert {f.name for f in FAMILIES} == set(EDITOR)
     for family in FAMILIES:
-        if EDITOR[family.name] is None:  # no editor: refused with a clear error
+        if EDITOR[family.name] is None:
             assert family.edit is None and family.name not in EDIT_DEFAULTS
-            with pytest.raises(ValueError, match="has no editor"):
+            with pytest.raises(ValueError, match=f"{family.title} has no editor"):
                 edit_defaults(family.date_pipeline())
             continue
         defaults = edit_defaults(family.date_pipeline())
         assert defaults is EDIT_DEFAULTS[family.name] and defaults.editor == EDITOR[family.name]
     assert (EDIT_DEFAULTS["sd3"].steps - EDIT_DEFAULTS["sd3"].skip, EDIT_DEFAULTS["flux"].steps) == (33, 28)
+
+
+@pytest.mark.parametrize("family", [f for f, e in EDITOR.items() if e is None])
+def test_a_family_without_an_editor_refuses_to_edit(family, request, tmp_path, clip_dir, capsys):
+    """`pipe.edit` and `date-diffusion edit` refuse, naming why, before any work or folder."""
+    from date_diffusion.cli.main import main
+    from date_diffusion.families import by_name
+
+    pipe = build(family, request)
+    with pytest.raises(ValueError, match=f"{by_name(family).title} has no editor"):
+        edit(pipe, family, tar="a blue square")
+    assert main(cli_argv(family, request, tmp_path, clip_dir, "--steps", "4")) == 2
+    err = capsys.readouterr().err
+    assert f"{family} has no editor" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("family", INVERSION)
@@ -360,8 +380,16 @@ def test_edit_cli_passes_flowedit_arguments_and_strength(family, request, tmp_pa
 @pytest.mark.parametrize(
     "family, extra, message",
     [
-        ("sd", ["--n-min", "1"], "--n-min: FlowEdit's (sd3, flux); sd edits by DDPM inversion: leave it out"),
-        ("sdxl", ["--n-min", "1", "--n-avg", "2"], "--n-min and --n-avg: FlowEdit's (sd3, flux); sdxl edits by DDPM"),
+        (
+            "sd",
+            ["--n-min", "1"],
+            "--n-min: FlowEdit's (sd3, flux, flux2, flux2-klein, z-image, chroma); sd edits by DDPM inversion: leave it out",
+        ),
+        (
+            "sdxl",
+            ["--n-min", "1", "--n-avg", "2"],
+            "FlowEdit's (sd3, flux, flux2, flux2-klein, z-image, chroma); sdxl edits by DDPM",
+        ),
         ("sd", ["--strength", "0.5", "--skip", "1"], "--strength and --skip both set how much is regenerated"),
         ("sd", ["--strength", "0"], "--strength must be in (0, 1]"),
         ("sd", ["--steps", "4", "--strength", "0.2"], "--strength 0.2 regenerates no step of 4; give at least 0.25"),

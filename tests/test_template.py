@@ -12,11 +12,13 @@ from diffusers import (
     EulerDiscreteScheduler,
 )
 from diffusers.callbacks import MultiPipelineCallbacks, SD3CFGCutoffCallback, SDCFGCutoffCallback, SDXLCFGCutoffCallback
+from test_chroma import chroma_components  # noqa: F401
 from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_flux2 import FLUX2_EXTRA, flux2_components  # noqa: F401
 from test_flux2_klein import KLEIN_EXTRA, flux2_klein_components  # noqa: F401
 from test_pixart import pixart_components  # noqa: F401
 from test_qwen_image import qwen_image_components  # noqa: F401
+from test_sana import sana_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
 from test_sdxl import sdxl_components  # noqa: F401
 from test_wan import wan_components  # noqa: F401
@@ -32,7 +34,8 @@ from date_diffusion.pipelines import date_pipeline_class
 FIXTURES = {"sd": "components", "sdxl": "sdxl_components", "sd3": "sd3_components", "flux": "flux_components",
             "flux2": "flux2_components", "flux2-klein": "flux2_klein_components", "pixart": "pixart_components",
             "pixart-sigma": "pixart_components", "qwen-image": "qwen_image_components",
-            "z-image": "z_image_components", "wan": "wan_components"}  # fmt: skip
+            "z-image": "z_image_components", "sana": "sana_components", "chroma": "chroma_components",
+            "wan": "wan_components"}  # fmt: skip
 CALL_EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},
@@ -42,6 +45,9 @@ CALL_EXTRA = {
     "pixart-sigma": {"use_resolution_binning": False, "clean_caption": False, "max_sequence_length": 8},
     "qwen-image": {"negative_prompt": "bad quality"},  # true CFG (stock's default true_cfg_scale 4) with its rescale
     "z-image": {"max_sequence_length": 16},
+    # SANA takes sizes divisible by 32; the tiny model's sample size has no bins (the stock pipeline raises)
+    "sana": {"height": 32, "width": 32, "use_resolution_binning": False, "max_sequence_length": 8},
+    "chroma": {"max_sequence_length": 8},
     "wan": {"num_frames": 5, "max_sequence_length": 8},
 }
 FAMILIES = {f.name: (f.stock_pipeline(), FIXTURES[f.name], CALL_EXTRA.get(f.name, {})) for f in FAMILY_TABLE}
@@ -85,7 +91,9 @@ def test_signature_is_the_stock_one_plus_date_options(family):
         inspect.signature(date_pipeline_class(stock_cls.__name__).__call__).bind(None, not_an_argument=1)
 
 
-@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux", "flux2", "flux2-klein", "qwen-image"])
+@pytest.mark.parametrize(
+    "family", ["sd", "sdxl", "sd3", "flux", "flux2", "flux2-klein", "qwen-image", "sana", "chroma"]
+)
 def test_callback_returning_its_kwargs_unchanged_equals_stock(family, request):
     stock, ours, extra = build(family, request)
     names = list(stock._callback_tensor_inputs)
@@ -119,7 +127,9 @@ def test_diffusers_cfg_cutoff_callbacks_equal_stock(family, request):
         assert same(got.images, expected) and not same(got.images, plain)
 
 
-@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux", "flux2", "flux2-klein", "qwen-image", "z-image"])
+@pytest.mark.parametrize(
+    "family", ["sd", "sdxl", "sd3", "flux", "flux2", "flux2-klein", "qwen-image", "z-image", "sana", "chroma"]
+)
 def test_interrupt_equals_stock(family, request):
     stock, ours, extra = build(family, request)
 
@@ -204,6 +214,8 @@ def test_clip_skip_equals_stock(family, request):
         ("flux2-klein", {"sigmas": [1.0, 0.6, 0.3, 0.1]}),
         ("qwen-image", {"sigmas": [1.0, 0.6, 0.3, 0.1]}),
         ("z-image", {"sigmas": [1.0, 0.6, 0.3, 0.1]}),
+        ("sana", {"sigmas": [1.0, 0.7, 0.4, 0.2]}),
+        ("chroma", {"sigmas": [1.0, 0.6, 0.3, 0.1]}),
     ],
 )
 def test_custom_schedules_equal_stock(family, schedule, request):
@@ -243,6 +255,8 @@ def _tiny_lora(model):
         ("sd3", "joint_attention_kwargs"),
         ("qwen-image", "attention_kwargs"),
         ("z-image", "joint_attention_kwargs"),
+        ("sana", "attention_kwargs"),
+        ("chroma", "joint_attention_kwargs"),
     ],
 )
 def test_lora_scale_through_attention_kwargs_equals_stock(family, kwargs_name, request):

@@ -32,6 +32,8 @@ _EXPORTS = {
     "QwenImageDATEPipeline": "date_diffusion.pipelines.qwen_image",
     "ZImageDATEPipeline": "date_diffusion.pipelines.z_image",
     "WanDATEPipeline": "date_diffusion.pipelines.wan",
+    "SanaDATEPipeline": "date_diffusion.pipelines.sana",
+    "ChromaDATEPipeline": "date_diffusion.pipelines.chroma",
     "Reward": "date_diffusion.rewards.base",
     "WeightedReward": "date_diffusion.rewards.base",
     "CLIPScoreReward": "date_diffusion.rewards.clip",

@@ -208,6 +208,28 @@ FAMILIES: tuple[Family, ...] = (
         edit=FLOWEDIT_Z_IMAGE,
     ),
     Family(
+        "sana",
+        "SANA",
+        "SanaPipeline",
+        "sana",
+        "SanaDATEPipeline",
+        (),  # diffusers reads SANA single files for the transformer only; SanaPipeline has no from_single_file
+        "madebyollin/taesana",  # SANA's DC-AE (f32c32)
+        bf16=True,
+        edit=None,  # FlowEdit integrates with Euler steps; SANA ships a multistep DPM-Solver
+    ),
+    Family(
+        "chroma",
+        "Chroma",
+        "ChromaPipeline",
+        "chroma",
+        "ChromaDATEPipeline",
+        ("chroma",),
+        "madebyollin/taef1",  # Chroma decodes with the FLUX.1 VAE
+        bf16=True,
+        edit=FLOWEDIT_SD3,  # FlowEdit's setting for a real-CFG flow model (FLUX's is for its guidance input)
+    ),
+    Family(
         "wan",
         "Wan 2.x (text-to-video)",
         "WanPipeline",

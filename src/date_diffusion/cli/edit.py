@@ -46,6 +46,9 @@ a larger --skip keeps more of the input. Each edit writes the input, the reconst
 the plain and the DATE result, a grid comparing them and a record."""
 
 
+FLOWEDIT_FAMILIES = ", ".join(name for name, d in EDIT_DEFAULTS.items() if d.editor == "flowedit")
+
+
 def editor_help() -> str:
     """The editor and its defaults per family, from `editing.EDIT_DEFAULTS`."""
     parts = [
@@ -85,14 +88,15 @@ def add_parser(sub):
         metavar="N",
         type=int,
         default=None,
-        help="FlowEdit (sd3, flux): the last regenerated steps sampled plainly from the target prompt (default 0)",
+        help=f"FlowEdit ({FLOWEDIT_FAMILIES}): the last regenerated steps sampled plainly from the target prompt "
+        "(default 0)",
     )
     s.add_argument(
         "--n-avg",
         metavar="N",
         type=int,
         default=None,
-        help="FlowEdit (sd3, flux): noise draws averaged per step (default 1; cost grows with it)",
+        help=f"FlowEdit ({FLOWEDIT_FAMILIES}): noise draws averaged per step (default 1; cost grows with it)",
     )
     s.add_argument("--cfg-src", type=float, default=None, help="guidance of the source branch (the inversion)")
     s.add_argument("--cfg-tar", type=float, default=None, help="guidance of the target branch (the regeneration)")
@@ -180,11 +184,13 @@ def edit_plan(opts: EditOptions, family: str) -> EditOptions:
     from date_diffusion.editing.plan import EditArguments
     from date_diffusion.editing.plan import edit_plan as plan_of
 
+    if family not in EDIT_DEFAULTS:
+        raise CLIError(f"{family} has no editor; edit runs on {', '.join(EDIT_DEFAULTS)}")
     defaults = EDIT_DEFAULTS[family]
     flow = [flag for flag, value in (("--n-min", opts.n_min), ("--n-avg", opts.n_avg)) if value is not None]
     if flow and defaults.editor != "flowedit":
-        raise CLIError(f"{' and '.join(flow)}: FlowEdit's (sd3, flux); {family} edits by DDPM inversion: leave "
-                       f"{'them' if len(flow) > 1 else 'it'} out")  # fmt: skip
+        raise CLIError(f"{' and '.join(flow)}: FlowEdit's ({FLOWEDIT_FAMILIES}); {family} edits by DDPM inversion: "
+                       f"leave {'them' if len(flow) > 1 else 'it'} out")  # fmt: skip
     steps, skip = opts.steps if opts.steps is not None else defaults.steps, opts.skip
     if opts.strength is not None:  # the skip it means, counted as pipe.edit counts it
         try:

@@ -3,7 +3,7 @@
 - `ddpm`: edit-friendly DDPM inversion (Huberman-Spiegelglas et al., CVPR 2024; `ddpm_inversion.py`) for the
   DDPM-trained families (SD 1.x/2.x, SDXL, PixArt-alpha);
 - `flowedit`: FlowEdit (Kulikov et al., 2024; `flowedit.py`), inversion-free, for the rectified-flow families
-  (SD3, FLUX, Z-Image).
+  (SD3, FLUX, FLUX.2, Z-Image, Chroma).
 
 Defaults per family (each `families.Family` record's `edit`; `EDIT_DEFAULTS` for the built-in ones): the
 inversion paper's for the DDPM editor (100 DDPM steps, the first 36% not regenerated, guidance 3.5 for the

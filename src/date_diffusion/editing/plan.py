@@ -59,7 +59,7 @@ def edit_plan(defaults: EditDefaults, arguments: EditArguments) -> EditPlan:
     if not 0 <= skip < steps:
         raise ValueError(f"skip must be in [0, {steps - 1}] (steps not regenerated), got {skip}")
     if defaults.editor != "flowedit" and (a.n_min, a.n_avg) != (0, 1):
-        raise ValueError("n_min and n_avg are FlowEdit's (SD3, FLUX); this family edits by DDPM inversion")
+        raise ValueError("n_min and n_avg are FlowEdit's (the flow families); this family edits by DDPM inversion")
     if not 0 <= a.n_min <= steps - skip or a.n_avg < 1:
         raise ValueError(f"n_min must be in [0, {steps - skip}] and n_avg >= 1, got n_min {a.n_min}, n_avg {a.n_avg}")
     cfg_src = defaults.cfg_src if a.cfg_src is None else a.cfg_src
