@@ -383,7 +383,8 @@ def test_edit_cli_passes_flowedit_arguments_and_strength(family, request, tmp_pa
         (
             "sd",
             ["--n-min", "1"],
-            "--n-min: FlowEdit's (sd3, flux, flux2, flux2-klein, z-image, chroma); sd edits by DDPM inversion: leave it out",
+            "--n-min: FlowEdit's (sd3, flux, flux2, flux2-klein, z-image, chroma); sd edits by DDPM inversion: "
+            "leave it out",
         ),
         (
             "sdxl",
