@@ -32,6 +32,7 @@ _EXPORTS = {
     "QwenImageDATEPipeline": "date_diffusion.pipelines.qwen_image",
     "ZImageDATEPipeline": "date_diffusion.pipelines.z_image",
     "WanDATEPipeline": "date_diffusion.pipelines.wan",
+    "LTXDATEPipeline": "date_diffusion.pipelines.ltx",
     "Reward": "date_diffusion.rewards.base",
     "WeightedReward": "date_diffusion.rewards.base",
     "CLIPScoreReward": "date_diffusion.rewards.clip",
