@@ -24,6 +24,7 @@ UNSOURCED = {
     "qwen-image": "no copy of Qwen/Qwen-Image's scheduler config was found",
     "z-image": "no copy of Tongyi-MAI/Z-Image-Turbo's scheduler config was found",
     "wan": "no copy of Wan-AI/Wan2.1-T2V-1.3B-Diffusers' scheduler config was found",
+    "ltx": "no copy of Lightricks/LTX-Video's scheduler config was found",
 }
 BEHAVIOUR = ("guidance_embeds",)  # denoiser settings that change what a step computes (sizes stay tiny)
 

@@ -10,6 +10,7 @@ from PIL import Image
 from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_flux2 import FLUX2_EXTRA, flux2_components  # noqa: F401
 from test_flux2_klein import KLEIN_EXTRA, flux2_klein_components  # noqa: F401
+from test_ltx import ltx_components  # noqa: F401
 from test_pixart import pixart_components  # noqa: F401
 from test_qwen_image import qwen_image_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
@@ -25,10 +26,10 @@ from date_diffusion.pipelines import date_pipeline_class
 from date_diffusion.pipelines.edit import edit_defaults, image_latents
 
 # None: the family has no editor (Qwen-Image: the editor's per-branch guidance is `guidance_scale`, which Qwen-Image
-# does not take; it guides with `true_cfg_scale`; Wan: text-to-video)
+# does not take; it guides with `true_cfg_scale`; Wan, LTX-Video: text-to-video)
 EDITOR = {"sd": "ddpm", "sdxl": "ddpm", "pixart": "ddpm", "pixart-sigma": "ddpm", "sd3": "flowedit", "flux": "flowedit",
           "flux2": "flowedit", "flux2-klein": "flowedit", "qwen-image": None, "z-image": "flowedit",
-          "wan": None}  # fmt: skip
+          "wan": None, "ltx": None}  # fmt: skip
 EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},

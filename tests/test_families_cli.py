@@ -7,6 +7,7 @@ from diffusers import FluxPipeline
 from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_flux2 import flux2_components  # noqa: F401
 from test_flux2_klein import flux2_klein_components  # noqa: F401
+from test_ltx import ltx_components  # noqa: F401
 from test_pixart import pixart_components  # noqa: F401
 from test_qwen_image import qwen_image_components  # noqa: F401
 from test_sd3 import sd3_components  # noqa: F401
@@ -27,6 +28,8 @@ FAMILIES = {
     if name != "sd"
 }
 
+SIZE = {"ltx": "32"}  # LTX-Video's stock check takes sizes in multiples of 32
+
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_generate_runs_date_for_each_family(family, request, tmp_path, clip_dir):
@@ -45,9 +48,9 @@ def test_generate_runs_date_for_each_family(family, request, tmp_path, clip_dir)
         "--update-every",
         "2",
         "--height",
-        "16",
+        SIZE.get(family, "16"),
         "--width",
-        "16",
+        SIZE.get(family, "16"),
         "--out",
         str(tmp_path / "out"),
         *(["--frames", "5"] if date_pipeline_for(tmp_path / "model").adapter.video_fps else []),  # a short video
