@@ -105,6 +105,29 @@ def test_equals_stock_ltx_without_updates(ltx_components):
     assert latent.shape == stock_latent.shape == (1, 3 * 8 * 8, 8) and torch.allclose(latent, stock_latent, atol=1e-6)
 
 
+def test_callbacks_and_interrupt_equal_stock(ltx_components):
+    """Every stock callback tensor (`prompt_embeds` the `[negative; positive]` batch, as stock) and an interrupt."""
+    stock, ours = pipes(ltx_components)
+    names, seen = list(stock._callback_tensor_inputs), {"stock": [], "ours": []}
+
+    def recorder(key):
+        def callback(pipe, i, t, kwargs):
+            seen[key].append({k: v.clone() for k, v in kwargs.items()})
+            pipe._interrupt = i == 1
+            return kwargs
+
+        return callback
+
+    kw = dict(guidance_scale=5.0, output_type="np", callback_on_step_end_tensor_inputs=names)
+    expected = call(stock, callback_on_step_end=recorder("stock"), **kw).frames
+    got = call(ours, callback_on_step_end=recorder("ours"), **kw).frames
+    assert np.abs(got - expected).max() <= 1e-6 and len(seen["ours"]) == len(seen["stock"]) == 2
+    assert np.abs(got - call(ours, guidance_scale=5.0, output_type="np").frames).max() > 1e-4  # interrupted
+    for a, b in zip(seen["stock"], seen["ours"]):
+        assert a.keys() == b.keys() and all(a[k].shape == b[k].shape and torch.allclose(a[k], b[k]) for k in a)
+    assert seen["ours"][0]["prompt_embeds"].shape == (2, 8, 32)
+
+
 def test_timestep_conditioned_decoding_equals_stock(ltx_components):
     """LTX-Video 0.9.1's VAE: the stock decode's noise (from the call's generator) and decode timestep."""
     stock, ours = pipes({**ltx_components, "vae": _vae(timestep_conditioning=True)})
