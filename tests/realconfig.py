@@ -26,6 +26,7 @@ UNSOURCED = {
     "wan": "no copy of Wan-AI/Wan2.1-T2V-1.3B-Diffusers' scheduler config was found",
     "sana": "no copy of Efficient-Large-Model/Sana_1600M_1024px_diffusers's scheduler config was found",
     "chroma": "no copy of lodestones/Chroma1-HD's scheduler config was found",
+    "ltx": "no copy of Lightricks/LTX-Video's scheduler config was found",
 }
 BEHAVIOUR = ("guidance_embeds",)  # denoiser settings that change what a step computes (sizes stay tiny)
 

@@ -12,6 +12,7 @@ from test_chroma import chroma_components  # noqa: F401
 from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_flux2 import FLUX2_EXTRA, flux2_components  # noqa: F401
 from test_flux2_klein import KLEIN_EXTRA, flux2_klein_components  # noqa: F401
+from test_ltx import ltx_components  # noqa: F401
 from test_pixart import pixart_components  # noqa: F401
 from test_qwen_image import qwen_image_components  # noqa: F401
 from test_sana import sana_components  # noqa: F401
@@ -29,10 +30,10 @@ from date_diffusion.pipelines.edit import edit_defaults, image_latents
 
 # None: the family has no editor (Qwen-Image: the editor's per-branch guidance is `guidance_scale`, which Qwen-Image
 # does not take; it guides with `true_cfg_scale`; SANA: FlowEdit integrates with Euler steps, SANA ships a
-# multistep DPM-Solver; Wan: text-to-video)
+# multistep DPM-Solver; Wan, LTX-Video: text-to-video)
 EDITOR = {"sd": "ddpm", "sdxl": "ddpm", "pixart": "ddpm", "pixart-sigma": "ddpm", "sd3": "flowedit", "flux": "flowedit",
           "flux2": "flowedit", "flux2-klein": "flowedit", "qwen-image": None, "z-image": "flowedit", "sana": None,
-          "chroma": "flowedit", "wan": None}  # fmt: skip
+          "chroma": "flowedit", "wan": None, "ltx": None}  # fmt: skip
 EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},

@@ -8,6 +8,7 @@ from test_chroma import chroma_components  # noqa: F401
 from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_flux2 import flux2_components  # noqa: F401
 from test_flux2_klein import flux2_klein_components  # noqa: F401
+from test_ltx import ltx_components  # noqa: F401
 from test_pixart import pixart_components  # noqa: F401
 from test_qwen_image import qwen_image_components  # noqa: F401
 from test_sana import sana_components  # noqa: F401

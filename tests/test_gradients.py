@@ -11,6 +11,7 @@ from test_chroma import chroma_components  # noqa: F401
 from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_flux2 import flux2_components  # noqa: F401
 from test_flux2_klein import flux2_klein_components  # noqa: F401
+from test_ltx import ltx_components  # noqa: F401
 from test_pixart import pixart_components  # noqa: F401
 from test_qwen_image import qwen_image_components  # noqa: F401
 from test_sana import sana_components  # noqa: F401
@@ -57,6 +58,7 @@ CASES = {  # family, prediction type
     "sana": ("sana", "flow"),
     "chroma": ("chroma", "flow"),
     "wan": ("wan", "flow"),  # video: the reward is the mean over 4 frames of x0_hat, each decoded alone
+    "ltx": ("ltx", "flow"),  # video: packed latents, unpacked for the reward's frames
 }
 # the finite differences' step where h is exact only to float32 (the model computes parts of it in float32 even in
 # a float64 run): diffusers' Qwen-Image rotary embedding rotates q and k in float32 (`x.float()` in
@@ -97,12 +99,18 @@ def test_step_follows_the_reward_gradient_for_every_packing(case, request, clip_
 
     monkeypatch.setattr(adapter, "denoiser", spy)
     make_guidance = adapter.guidance
-    if family == "wan":  # diffusers' Wan modules compute parts in float32 (`.float()`) whatever the dtype, whose
-        # rounding would swamp a float64 difference quotient: here float64 tensors stay float64 throughout
-        to_float = torch.Tensor.float
+    if family in ("wan", "ltx"):  # diffusers' Wan modules compute parts in float32 (`.float()`) whatever the
+        # dtype, as LTX's rotary embedding (`apply_rotary_emb`: `x.float()`), its pipeline's prediction
+        # (`noise_pred.float()`, which the adapter keeps) and diffusers' RMSNorm (LTX's block norms: the variance
+        # of `.to(torch.float32)`) do, whose rounding would swamp a float64 difference quotient: here float64
+        # tensors stay float64 throughout
+        to_float, to = torch.Tensor.float, torch.Tensor.to
         monkeypatch.setattr(
             torch.Tensor, "float", lambda t, *a, **k: t if t.dtype == torch.float64 else to_float(t, *a, **k)
         )
+        if family == "ltx":
+            keep = lambda t, *a, **k: t.dtype == torch.float64 and a == (torch.float32,) and not k  # noqa: E731
+            monkeypatch.setattr(torch.Tensor, "to", lambda t, *a, **k: t if keep(t, *a, **k) else to(t, *a, **k))
 
     def record(p, i, t, kwargs):
         seen.setdefault(i, kwargs["latents"].clone())
@@ -139,6 +147,7 @@ def test_step_follows_the_reward_gradient_for_every_packing(case, request, clip_
             out_c = rule(state, out_u, out_c, s) if rule else out_u + s * (out_c - out_u)
         x0 = predicted_x0(x, out_c, alpha, sigma, prediction)
         if pipe.video_fps is not None:  # the default 4 frames, each latent frame decoded alone, the mean reward
+            x0 = pipe.date_adapter.to_vae(call, x0)  # LTX's packed latents -> [B, C, F, h, w]
             chosen = reward_frame_indices(4, x0.shape[2])
             clips = x0[:, :, chosen].transpose(1, 2).flatten(0, 1).unsqueeze(2)
             frames = pipe.date_adapter.vae_decode(clips)[:, :, 0] / 2 + 0.5

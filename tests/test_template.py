@@ -16,6 +16,7 @@ from test_chroma import chroma_components  # noqa: F401
 from test_flux import flux_components  # noqa: F401  (fixtures)
 from test_flux2 import FLUX2_EXTRA, flux2_components  # noqa: F401
 from test_flux2_klein import KLEIN_EXTRA, flux2_klein_components  # noqa: F401
+from test_ltx import ltx_components  # noqa: F401
 from test_pixart import pixart_components  # noqa: F401
 from test_qwen_image import qwen_image_components  # noqa: F401
 from test_sana import sana_components  # noqa: F401
@@ -35,7 +36,7 @@ FIXTURES = {"sd": "components", "sdxl": "sdxl_components", "sd3": "sd3_component
             "flux2": "flux2_components", "flux2-klein": "flux2_klein_components", "pixart": "pixart_components",
             "pixart-sigma": "pixart_components", "qwen-image": "qwen_image_components",
             "z-image": "z_image_components", "sana": "sana_components", "chroma": "chroma_components",
-            "wan": "wan_components"}  # fmt: skip
+            "wan": "wan_components", "ltx": "ltx_components"}  # fmt: skip
 CALL_EXTRA = {
     "sd3": {"max_sequence_length": 8},
     "flux": {"max_sequence_length": 8},
@@ -49,6 +50,7 @@ CALL_EXTRA = {
     "sana": {"height": 32, "width": 32, "use_resolution_binning": False, "max_sequence_length": 8},
     "chroma": {"max_sequence_length": 8},
     "wan": {"num_frames": 5, "max_sequence_length": 8},
+    "ltx": {"height": 32, "width": 32, "num_frames": 9, "max_sequence_length": 8},  # LTX's sizes: multiples of 32
 }
 FAMILIES = {f.name: (f.stock_pipeline(), FIXTURES[f.name], CALL_EXTRA.get(f.name, {})) for f in FAMILY_TABLE}
 CFG_CUTOFF = {"sd": SDCFGCutoffCallback, "sdxl": SDXLCFGCutoffCallback, "sd3": SD3CFGCutoffCallback}

@@ -34,6 +34,7 @@ _EXPORTS = {
     "WanDATEPipeline": "date_diffusion.pipelines.wan",
     "SanaDATEPipeline": "date_diffusion.pipelines.sana",
     "ChromaDATEPipeline": "date_diffusion.pipelines.chroma",
+    "LTXDATEPipeline": "date_diffusion.pipelines.ltx",
     "Reward": "date_diffusion.rewards.base",
     "WeightedReward": "date_diffusion.rewards.base",
     "CLIPScoreReward": "date_diffusion.rewards.clip",

@@ -239,6 +239,18 @@ FAMILIES: tuple[Family, ...] = (
         "madebyollin/taew2_1",  # a tiny video decoder (TAEHV), not an AutoencoderTiny: --reward-decoder refuses it
         bf16=True,
     ),
+    Family(
+        "ltx",
+        "LTX-Video (text-to-video)",
+        "LTXPipeline",
+        "ltx",
+        "LTXDATEPipeline",
+        ("ltx-video", "ltx-video-0.9.1", "ltx-video-0.9.5", "ltx-video-0.9.7"),
+        # none: no AutoencoderTiny exists for LTX-Video's 128-channel video latents (tiny video decoders published
+        # for other LTX latents, e.g. LTX-2's, are TAEHVs, not AutoencoderTiny); --reward-decoder refuses videos
+        "",
+        bf16=True,
+    ),
 )
 NAMES: tuple[str, ...] = tuple(f.name for f in FAMILIES)  # the built-in families' (`names()`: with plugins')
 _REGISTERED: list[Family] = []

@@ -131,6 +131,11 @@ class Adapter:
         """The VAE's latent layout -> the model's (the inverse of `to_vae`)."""
         return latents
 
+    def fps(self, request: Request) -> int | None:
+        """A video call's frames per second (what its output and records state): the family's `video_fps`, or the
+        call's own rate where the stock call takes one (LTX-Video's `frame_rate`)."""
+        return self.video_fps
+
     def decode(self, request: Request, latents):
         return self.vae_decode(self.to_vae(request, latents))
 

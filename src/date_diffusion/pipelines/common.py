@@ -291,6 +291,6 @@ def generate(pipe, request: Request):
     records = image_records(pipe, adapter.module, request, request.options, traces)
     if adapter.video_fps is not None:  # the stock video pipelines' `frames`
         return DATEVideoPipelineOutput(frames=image, traces=traces, prompts=request.options.texts, records=records,
-                                       fps=adapter.video_fps)  # fmt: skip
+                                       fps=adapter.fps(request))  # fmt: skip
     return DATEPipelineOutput(images=image, nsfw_content_detected=nsfw, traces=traces,
                               prompts=request.options.texts, records=records)  # fmt: skip

@@ -406,11 +406,14 @@ def family_defaults(family: str) -> dict:
 
 def reward_decoder(model) -> str:
     """Where the tiny decoder of `model`'s approximate reward path is (`--reward-decoder tiny`): the one its folder
-    names (`model_folder`: `reward_decoder`), else its family's TAESD."""
+    names (`model_folder`: `reward_decoder`), else its family's TAESD (ModelNotFoundError where it has none)."""
     own = read_model_file(model)
     if own is not None and own.reward_decoder is not None:
         return own.reward_decoder
-    return by_name(family_of(model)).tiny_decoder
+    family = by_name(family_of(model))
+    if not family.tiny_decoder:  # a family whose record names none (none is published for its latents)
+        raise ModelNotFoundError(f"{family.title} has no published tiny decoder: name a decoder folder or hub id")
+    return family.tiny_decoder
 
 
 def tiny_decoder_for(model, spec: str = "tiny"):

@@ -168,7 +168,7 @@ def image_records(pipe, module, request, options: DATEOptions, traces: list[dict
     prompts, negatives = per_image(request.prompt), per_image(request.negative_prompt)
     generators = generator if isinstance(generator, list) else [generator] * n
     reward = options.reward if options.date is not None else None
-    fps = getattr(pipe, "video_fps", None)
+    fps = pipe.date_adapter.fps(request) if getattr(pipe, "video_fps", None) is not None else None
     video = {} if fps is None else {"num_frames": request.num_frames, "fps": fps}  # a video's frames and rate
     records = []
     for k, trace in enumerate(traces):
