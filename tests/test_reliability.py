@@ -433,7 +433,7 @@ def test_the_page_refuses_a_step_count_the_scheduler_cannot_take():
     from date_diffusion.resolver import default_model
     from date_diffusion.ui.session import Form, InputError, Session
 
-    session = Session(default_model())
+    session = Session(default_model(), max_work=10**6)  # the work bound is not what this checks
     try:
         with pytest.raises(InputError, match="steps 1000 is more than") as caught:
             session.compare(Form("a red circle", settings={"num_inference_steps": "1000"}))
@@ -641,6 +641,7 @@ def test_sigterm_ends_a_command_stuck_in_one_library_call_within_the_grace(tmp_p
                             text=True, cwd=tmp_path)  # fmt: skip
     try:
         assert proc.stdout.readline().strip() == "stuck"
+        time.sleep(1.0)  # inside the product by now (it takes tens of seconds), not between two Python steps
         start = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=SIGTERM_GRACE + 30)

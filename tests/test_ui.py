@@ -17,6 +17,7 @@ gr = pytest.importorskip("gradio")
 from date_diffusion.toyworld.world import ASSETS as TOY_ASSETS  # noqa: E402
 from date_diffusion.toyworld.world import CLIPS as TOY_CLIPS  # noqa: E402
 from date_diffusion.toyworld.world import PIPELINE as TOY_PIPELINE  # noqa: E402
+from date_diffusion.ui.access import MAX_WORK  # noqa: E402
 from date_diffusion.ui.session import (  # noqa: E402
     FIELDS,
     Form,
@@ -240,7 +241,11 @@ def test_stop_flag_interrupts_between_steps(session):
 
     threading.Thread(target=press).start()
     t0 = time.perf_counter()
-    result = session.compare(form("a red circle", num_inference_steps=500), stop=token)
+    session.max_work = 10**6  # a long run to stop (the work bound is not what this checks)
+    try:
+        result = session.compare(form("a red circle", num_inference_steps=500), stop=token)
+    finally:
+        session.max_work = MAX_WORK
     assert result.stopped and result.date is None and time.perf_counter() - t0 < 10
 
 
@@ -350,7 +355,18 @@ def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("ui") / "server.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "date_diffusion", "ui", "--port", str(port), "--allow-path", str(TOY_ASSETS)],
+        [
+            sys.executable,
+            "-m",
+            "date_diffusion",
+            "ui",
+            "--port",
+            str(port),
+            "--allow-path",
+            str(TOY_ASSETS),
+            "--max-work",
+            "100000",
+        ],  # the Stop check below runs 500 steps with DATE (over the default bound)
         stdout=open(log, "w"),
         stderr=subprocess.STDOUT,
         env=env,

@@ -221,6 +221,27 @@ def timestep_cond(pipe, cond: PackedConditioning):
     return embedding.to(device=cond.cond.device, dtype=cond.cond.dtype)
 
 
+def packed_flow_timesteps(adapter: Adapter, request: Request, device, scheduler=None, latents=None,
+                          use_flow_sigmas: bool = False):  # fmt: skip
+    """The schedule the FLUX-style stock pipelines (FLUX, Chroma, Qwen-Image) prepare for latents packed in 2x2
+    patches: sigmas from 1 to 1/steps (or the call's), shifted by `mu` from the packed sequence length (the initial
+    latents' where given, else the size's, as stock `prepare_latents` packs it); `use_flow_sigmas`: a scheduler
+    configured with `use_flow_sigmas` takes no sigmas (FLUX's stock exception)."""
+    import numpy as np
+
+    scheduler = adapter.pipe.scheduler if scheduler is None else scheduler
+    steps, patch = request.num_inference_steps, adapter.pipe.vae_scale_factor * 2
+    sigmas = np.linspace(1.0, 1 / steps, steps) if request.sigmas is None else request.sigmas
+    if use_flow_sigmas and getattr(scheduler.config, "use_flow_sigmas", False):
+        sigmas = None
+    if latents is not None:
+        seq_len = latents.shape[1]
+    else:
+        seq_len = (int(request.height) // patch) * (int(request.width) // patch)
+    mu = flow_shift(scheduler, seq_len, max_shift=1.15)
+    return Adapter.timesteps(adapter, request, device, scheduler, sigmas=sigmas, mu=mu)
+
+
 def flow_shift(scheduler, seq_len: int, max_shift: float) -> float:
     """The resolution-dependent shift `mu` of a flow-matching schedule, as the stock FLUX / SD3 pipelines compute it
     from the scheduler's config (`max_shift`: the stock pipeline's value where the config has none)."""

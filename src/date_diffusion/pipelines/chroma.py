@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from diffusers import ChromaPipeline
 
-from date_diffusion.pipelines.adapter import Adapter, flow_shift
+from date_diffusion.pipelines.adapter import Adapter, packed_flow_timesteps
 from date_diffusion.pipelines.common import DATEPipelineMixin
 from date_diffusion.pipelines.flux import FluxAdapter, FluxConditioning
 
@@ -71,17 +71,7 @@ class ChromaAdapter(Adapter):
 
     def timesteps(self, request, device, scheduler=None, latents=None):
         """As stock: FLUX's sigmas and shift `mu` (without FLUX's `use_flow_sigmas` exception)."""
-        import numpy as np
-
-        scheduler = self.pipe.scheduler if scheduler is None else scheduler
-        steps, patch = request.num_inference_steps, self.pipe.vae_scale_factor * 2
-        sigmas = np.linspace(1.0, 1 / steps, steps) if request.sigmas is None else request.sigmas
-        if latents is not None:  # the packed latents' sequence length, as stock reads it
-            seq_len = latents.shape[1]
-        else:  # the same from the size, as stock `prepare_latents` packs it
-            seq_len = (int(request.height) // patch) * (int(request.width) // patch)
-        mu = flow_shift(scheduler, seq_len, max_shift=1.15)
-        return super().timesteps(request, device, scheduler, sigmas=sigmas, mu=mu)
+        return packed_flow_timesteps(self, request, device, scheduler, latents)
 
     def denoiser(self, request, cond: ChromaConditioning, negative: bool = False):
         """The positive branch's denoiser (`negative=True`: the negative one, with its own text ids)."""

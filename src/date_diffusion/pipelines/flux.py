@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from diffusers import FluxPipeline
 
-from date_diffusion.pipelines.adapter import Adapter, flow_shift, lora_scale
+from date_diffusion.pipelines.adapter import Adapter, lora_scale, packed_flow_timesteps
 from date_diffusion.pipelines.common import DATEPipelineMixin
 from date_diffusion.pipelines.conditioning import PackedConditioning
 from date_diffusion.pipelines.true_cfg import TrueCFG
@@ -83,17 +83,7 @@ class FluxAdapter(TrueCFG, Adapter):
                                          request.generator, request.latents)[0]  # fmt: skip
 
     def timesteps(self, request, device, scheduler=None, latents=None):
-        scheduler = self.pipe.scheduler if scheduler is None else scheduler
-        steps, patch = request.num_inference_steps, self.pipe.vae_scale_factor * 2
-        sigmas = np.linspace(1.0, 1 / steps, steps) if request.sigmas is None else request.sigmas
-        if getattr(scheduler.config, "use_flow_sigmas", False):
-            sigmas = None
-        if latents is not None:  # the packed latents' sequence length, as stock reads it
-            seq_len = latents.shape[1]
-        else:  # the same from the size, as stock `prepare_latents` packs it
-            seq_len = (int(request.height) // patch) * (int(request.width) // patch)
-        mu = flow_shift(scheduler, seq_len, max_shift=1.15)
-        return super().timesteps(request, device, scheduler, sigmas=sigmas, mu=mu)
+        return packed_flow_timesteps(self, request, device, scheduler, latents, use_flow_sigmas=True)
 
     def denoiser(self, request, cond: FluxConditioning, negative: bool = False):
         """The positive branch's denoiser (`negative=True`: true CFG's negative one, with its own text ids)."""

@@ -24,11 +24,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 from diffusers import LTXPipeline
-from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
 from diffusers.utils.torch_utils import get_module_execution_device, randn_tensor
 
-from date_diffusion.pipelines.adapter import Adapter
+from date_diffusion.pipelines.adapter import Adapter, flow_shift
 from date_diffusion.pipelines.common import DATEPipelineMixin
+from date_diffusion.pipelines.pixart import PixArtAlphaAdapter
 
 
 class LTXAdapter(Adapter):
@@ -56,14 +56,7 @@ class LTXAdapter(Adapter):
         spatial, temporal = self.pipe.vae_spatial_compression_ratio, self.pipe.vae_temporal_compression_ratio
         return (request.num_frames - 1) // temporal + 1, request.height // spatial, request.width // spatial
 
-    def encode(self, request, device):
-        tokens, mask, neg_tokens, neg_mask = self.encode_prompt(request, device)
-        # the attention mask is carried with the tokens, never adapted
-        negative = [neg_tokens, neg_mask.to(tokens.dtype)] if self.cfg(request) else None
-        names = ("prompt_embeds", "prompt_attention_mask")
-        negative_names = ("negative_prompt_embeds", "negative_prompt_attention_mask")
-        return self.pack(request, device, [tokens, mask.to(tokens.dtype)], negative, [True, False], names,
-                         negative_names)  # fmt: skip
+    encode = PixArtAlphaAdapter.encode  # T5 tokens with their attention mask carried fixed, as PixArt's
 
     def latents(self, request, n, dtype, device):
         channels = self.module.config.in_channels  # float32 latents, as stock, whatever the transformer's dtype
@@ -74,10 +67,8 @@ class LTXAdapter(Adapter):
         """The stock schedule: sigmas from 1 to 1/steps, shifted by `mu` of the latent video's sequence length."""
         scheduler = self.pipe.scheduler if scheduler is None else scheduler
         frames, height, width = self.latent_grid(request)
-        steps, config = request.num_inference_steps, scheduler.config
-        mu = calculate_shift(frames * height * width, config.get("base_image_seq_len", 256),
-                             config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
-                             config.get("max_shift", 1.15))  # fmt: skip
+        steps = request.num_inference_steps
+        mu = flow_shift(scheduler, frames * height * width, max_shift=1.15)
         sigmas = np.linspace(1.0, 1 / steps, steps)
         return super().timesteps(request, device, scheduler, sigmas=sigmas, mu=mu)
 

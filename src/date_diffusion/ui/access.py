@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from date_diffusion.core.text import quoted
 from date_diffusion.rewards.registry import RewardSpecError, spec_sources
 
 
@@ -48,12 +47,12 @@ def check_reward_sources(spec: str, allowed: tuple[Path, ...], label: str = "rew
         path = _inside(source, allowed)
         if path is None:
             raise PathRefused(
-                f"{label} {quoted(spec)}: this page loads rewards by their registered names (e.g. {name}) and from "
+                f"{label} {spec!r}: this page loads rewards by their registered names (e.g. {name}) and from "
                 "files "
                 f"{where}; {name}:{source} is not one of them"
             )
         if not os.path.exists(path):  # inside an allowed folder: saying so reveals only what the operator offers
-            raise PathRefused(f"{label} {quoted(spec)}: {name}:{source}: no such file or folder in the allowed folders")
+            raise PathRefused(f"{label} {spec!r}: {name}:{source}: no such file or folder in the allowed folders")
 
 
 __all__ = ["PathRefused", "RewardSpecError", "allowed_folders", "check_reward_sources"]
