@@ -12,12 +12,14 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 
 from date_diffusion.core.vae import decode_dtype, vae_input
-from date_diffusion.pipelines.adapter import Adapter, timestep_cond
+from date_diffusion.pipelines.adapter import LEGACY_CALLBACK, Adapter, timestep_cond
 from date_diffusion.pipelines.common import DATEPipelineMixin
 
 
 class StableDiffusionXLAdapter(Adapter):
     """SDXL: two text encoders' tokens, the pooled embedding and the added time ids."""
+
+    deprecated_kwargs = LEGACY_CALLBACK
 
     has_pooled = True
 
