@@ -8,13 +8,16 @@
 #
 # Written as a fragment of diffusers' conftest.py: it imports only transformers and the standard library, and its
 # names start with `_` so that pytest takes none of them for a fixture or a test.
+import atexit as _atexit
 import json as _json
 import os as _os
+import shutil as _shutil
 import tempfile as _tempfile
 
 import transformers as _tf
 
 _ROOT = _tempfile.mkdtemp(prefix="peer-standins-")
+_atexit.register(_shutil.rmtree, _ROOT, True)
 _BUILT: dict = {}
 
 # the printable ASCII characters: every stand-in vocabulary spells a prompt character by character
