@@ -292,3 +292,20 @@ def test_prompt_embeds_need_reward_prompt(pipe, reward):
         reward_prompt="a cat",
     )
     assert len(out.traces[0]["updates"]) == 2
+
+
+def test_legacy_callback_through_kwargs_as_stock(components):
+    """SD's stock `__call__` takes the deprecated `callback` / `callback_steps` through `**kwargs` (warned, still
+    called with the latents); the DATE class takes them the same way instead of refusing them."""
+    stock = StableDiffusionPipeline(**components)
+    ours = StableDiffusionDATEPipeline(**components)
+    calls = {}
+    for name, p in (("stock", stock), ("ours", ours)):
+        p.set_progress_bar_config(disable=True)
+        seen = calls[name] = []
+        with pytest.warns(FutureWarning, match="callback"):
+            p(PROMPTS, generator=gens(0, 1), num_inference_steps=4, output_type="np", callback_steps=2,
+              callback=lambda i, t, latents, seen=seen: seen.append((i, int(t), latents.clone())))  # fmt: skip
+    assert [c[:2] for c in calls["ours"]] == [c[:2] for c in calls["stock"]] and calls["stock"]
+    for (_, _, a), (_, _, b) in zip(calls["ours"], calls["stock"]):
+        assert abs(a - b).max() <= 1e-5

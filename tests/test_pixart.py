@@ -95,3 +95,28 @@ def test_date_adapts_unmasked_t5_tokens(pixart_components, reward, tmp_path):
     assert torch.equal(saved["final"][:, 8 * 32 :], mask)  # the attention mask never changes
     assert (moved[mask == 0] == 0).all() and (moved[mask == 1] > 0).any()  # padding stays put
     assert all(abs(u["update_norm"] - 0.5) < 1e-5 for t in out.traces for u in t["updates"])
+
+
+def test_takes_the_stock_kwargs_and_exposes_the_callback_state(pixart_components):
+    """As stock: `mask_feature` (a stock `**kwargs` argument) warns that it is deprecated and changes nothing; and
+    since the DATE class takes `callback_on_step_end`, a callback may read and raise `pipe.guidance_scale` and read
+    `pipe.num_timesteps` as in the newer stock pipelines (diffusers' test_callback_cfg / test_callback_inputs, and
+    test_raises_warning_for_mask_feature, which stock passes)."""
+    ours = PixArtAlphaDATEPipeline(**pixart_components)
+    ours.set_progress_bar_config(disable=True)
+    expected = call(ours).images
+    with pytest.warns(FutureWarning, match="mask_feature"):
+        got = call(ours, mask_feature=True).images
+    assert abs(got - expected).max() == 0
+
+    seen = []
+
+    def raise_guidance(pipe, i, t, kwargs):
+        seen.append((pipe.guidance_scale, pipe.num_timesteps))
+        pipe._guidance_scale += 1.0
+        return kwargs
+
+    call(ours, callback_on_step_end=raise_guidance)  # guidance 4.5
+    assert [s for s, _ in seen] == [4.5 + i for i in range(len(seen))]
+    assert {n for _, n in seen} == {len(seen)}
+    assert ours.guidance_scale == 4.5 + ours.num_timesteps

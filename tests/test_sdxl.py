@@ -118,3 +118,54 @@ def test_relative_step_uses_the_norm_of_the_adapted_part_only(sdxl_components, r
     first = sorted(k for k in saved if k.startswith("step_"))[0]
     moved = (saved[first] - saved["original"]).double().norm(dim=1)
     torch.testing.assert_close(moved, 0.02 * token_norm, atol=1e-5, rtol=0)
+
+
+def _tiny_vae(kind):
+    from diffusers import AutoencoderTiny, ConsistencyDecoderVAE
+
+    torch.manual_seed(0)
+    if kind == "tiny":
+        blocks = dict(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8))
+        return AutoencoderTiny(**blocks, num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1), latent_channels=4)
+    if kind == "consistency":
+        encoder = dict(
+            encoder_block_out_channels=(8, 16),
+            encoder_norm_num_groups=4,
+            encoder_down_block_types=("DownEncoderBlock2D",) * 2,
+        )
+        decoder = dict(
+            decoder_block_out_channels=(8, 16),
+            decoder_layers_per_block=1,
+            decoder_norm_num_groups=4,
+            decoder_down_block_types=("ResnetDownsampleBlock2D",) * 2,
+            decoder_up_block_types=("ResnetUpsampleBlock2D",) * 2,
+        )
+        return ConsistencyDecoderVAE(**encoder, **decoder, latent_channels=4, decoder_num_train_timesteps=1024)
+    return AutoencoderKL(
+        block_out_channels=(8, 16),
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=4,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        sample_size=16,
+        use_post_quant_conv=False,
+    )
+
+
+@pytest.mark.parametrize("kind", ["tiny", "consistency", "kl-without-post-quant-conv"])
+def test_decodes_with_a_vae_without_post_quant_conv(sdxl_components, kind):
+    """diffusers' test_multi_vae: SDXL decodes with any of its VAE classes, also those without a post-quant
+    convolution (the DATE pipeline once read that convolution's dtype unconditionally: AttributeError)."""
+    components = {**sdxl_components, "vae": _tiny_vae(kind)}
+    stock = StableDiffusionXLPipeline(**components, add_watermarker=False)
+    ours = StableDiffusionXLDATEPipeline(**components, add_watermarker=False)
+    for pipe in (stock, ours):
+        pipe.set_progress_bar_config(disable=True)
+    call_ = lambda pipe: pipe("a red circle", num_inference_steps=2, generator=gens(0), output_type="np").images
+    expected = call_(stock)
+    got = call_(ours)
+    assert got.shape == expected.shape
+    if kind != "consistency":  # the consistency decoder draws its own noise
+        assert abs(got - expected).max() <= 1e-5

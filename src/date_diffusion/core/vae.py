@@ -33,6 +33,15 @@ def vae_input(latents: torch.Tensor, decoder) -> torch.Tensor:
     return latents / scaling_factor(cfg) + (getattr(cfg, "shift_factor", None) or 0.0)
 
 
+def decode_dtype(vae) -> torch.dtype:
+    """The dtype `vae.decode` takes latents in: its post-quant convolution's (as SDXL's stock pipeline reads it after
+    upcasting), or the VAE's own where it has none (AutoencoderTiny, ConsistencyDecoderVAE, an AutoencoderKL made with
+    `use_post_quant_conv=False`)."""
+    conv = getattr(vae, "post_quant_conv", None)
+    weight = next(iter(conv.parameters()), None) if isinstance(conv, torch.nn.Module) else None
+    return weight.dtype if weight is not None else vae.dtype
+
+
 def model_latents(vae_latents: torch.Tensor, vae) -> torch.Tensor:
     """VAE latents -> the model's (the inverse of `vae_input`)."""
     cfg = vae.config

@@ -11,7 +11,8 @@ attributes state the family's facts: `has_pooled` (a pooled embedding `adapt_poo
 (latents before timesteps, as the flow pipelines), `extra_parameters` (call arguments beyond the stock ones),
 `request_state` (values its check settles), `edit_arguments` (stock arguments an edit fixes), `video_fps` (a
 video family's frame rate: its output is `frames`, as the stock video pipelines', and its reward scores frames of
-x0_hat, `DATEOptions.reward_frames`).
+x0_hat, `DATEOptions.reward_frames`), `deprecated_kwargs` (deprecated arguments the stock `__call__` takes through
+`**kwargs`, warned as stock warns).
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ from date_diffusion.pipelines.conditioning import PackedConditioning, pack_condi
 from date_diffusion.pipelines.request import Request
 
 
+def _legacy(name: str) -> str:
+    return (f"`{name}` is deprecated and will be removed in version 1.0.0. Passing `{name}` as an input argument to "
+            "`__call__` is deprecated, consider using `callback_on_step_end`")  # fmt: skip
+
+
+# SD's and SDXL's stock `__call__` take the legacy step callback through `**kwargs` (run, with a warning)
+LEGACY_CALLBACK = {name: _legacy(name) for name in ("callback", "callback_steps")}
+
+
 @dataclass(frozen=True)
 class Adapter:
     """A family's adapter over its pipeline `pipe` (stateless: every call's values come in its request)."""
@@ -42,6 +52,8 @@ class Adapter:
     request_state: ClassVar[dict] = {}
     edit_arguments: ClassVar[dict] = {}
     video_fps: ClassVar[int | None] = None  # a video family's frames per second (its examples' export); None: images
+    # arguments the stock `__call__` reads from its `**kwargs`, deprecated: name -> the stock warning's text
+    deprecated_kwargs: ClassVar[dict] = {}
 
     @property
     def module(self) -> torch.nn.Module:

@@ -47,7 +47,8 @@ class ClipSkipFix:
         if own:
             prompt_embeds = self._date_clip_skip_embeds(prompt, device, lora_scale, clip_skip)
             clip_skip = None  # stock: embeddings given, no text encoding left to do for the positive prompt
-        return super().encode_prompt(
+        # returned by name, as stock's: diffusers' tests read `encode_prompt`'s outputs from its return statement
+        prompt_embeds, negative_prompt_embeds = super().encode_prompt(
             prompt,
             device,
             num_images_per_prompt,
@@ -58,6 +59,7 @@ class ClipSkipFix:
             lora_scale=lora_scale,
             clip_skip=clip_skip,
         )
+        return prompt_embeds, negative_prompt_embeds
 
     def _date_clip_skip_embeds(self, prompt, device, lora_scale, clip_skip: int) -> torch.Tensor:
         """The positive prompt's `clip_skip` embeddings, [B, T, D], exactly as stock `encode_prompt` computes them

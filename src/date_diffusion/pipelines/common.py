@@ -56,6 +56,13 @@ _STATE = ("guidance_scale", "guidance_rescale", "clip_skip", "cross_attention_kw
           "joint_attention_kwargs")  # fmt: skip
 
 
+# read-only call state for step-end callbacks: name -> doc (the value is the attribute `_<name>` a call sets)
+_CALL_STATE = {
+    "guidance_scale": "The current call's guidance scale (a step-end callback may change `_guidance_scale`).",
+    "num_timesteps": "The number of denoising steps of the current (or last) call.",
+}
+
+
 def _stock_class(cls):
     return next(b for b in cls.__mro__ if b.__module__.startswith("diffusers.") and b.__name__.endswith("Pipeline"))
 
@@ -69,9 +76,13 @@ class DATEPipelineMixin:
         super().__init_subclass__(**kwargs)
         stock = inspect.signature(_stock_class(cls).__call__).parameters.values()
         params = [p for p in stock if p.kind != inspect.Parameter.VAR_KEYWORD]
+        # the deprecated arguments the stock `__call__` reads from its `**kwargs` (SD's `callback`, PixArt's
+        # `mask_feature`) are named arguments here; any other unknown argument is refused
+        takes_kwargs = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in stock)
+        deprecated = dict.fromkeys(cls.adapter.deprecated_kwargs) if takes_kwargs else {}
         extra = [
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
-            for name, default in cls.adapter.extra_parameters.items()
+            for name, default in {**cls.adapter.extra_parameters, **deprecated}.items()
             if name not in {p.name for p in params}
         ]
         cls._date_signature = inspect.Signature(params + extra + PARAMETERS)
@@ -87,6 +98,11 @@ class DATEPipelineMixin:
             + (DATEOptions.__doc__ or "")
         )
         cls.__call__ = __call__
+        # the call state diffusers' step-end callbacks read (`pipe.guidance_scale`, `pipe.num_timesteps`), where the
+        # stock class has none (PixArt's, whose DATE class takes `callback_on_step_end` as the newer pipelines do)
+        for name, doc in _CALL_STATE.items():
+            if not hasattr(_stock_class(cls), name):
+                setattr(cls, name, property(lambda self, _n=f"_{name}": getattr(self, _n), doc=doc))
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
@@ -208,6 +224,7 @@ def check(pipe, adapter: Adapter, request: Request) -> Request:
     """Every check before any work (stock checks, DATE's options); returns the request the run takes and sets the
     stock call state (guidance scale, attention kwargs, interrupt) on the pipeline, as a stock call does."""
     request = check_sampling(request)
+    warn_deprecated(adapter, request)
     if request.options.adapt_pooled and not adapter.has_pooled:
         raise ValueError(f"adapt_pooled=True: {type(pipe).__name__} has no pooled text embedding to adapt")
     request = adapter.check(adapter.sized(request))
@@ -220,6 +237,15 @@ def check(pipe, adapter: Adapter, request: Request) -> Request:
         setattr(pipe, f"_{name}", getattr(request, name))
     pipe._interrupt, pipe._current_timestep = False, None
     return request.replace(options=options)
+
+
+def warn_deprecated(adapter: Adapter, request: Request) -> None:
+    """The stock warning for each deprecated argument the call gives (`Adapter.deprecated_kwargs`)."""
+    from diffusers.utils import deprecate
+
+    for name, message in adapter.deprecated_kwargs.items():
+        if getattr(request, name, None) is not None:
+            deprecate(name, "1.0.0", message, standard_warn=False)
 
 
 def pre_steps(pipe, adapter: Adapter, request: Request, n_steps: int, cond) -> list:

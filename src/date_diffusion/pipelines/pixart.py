@@ -26,6 +26,10 @@ class PixArtAlphaAdapter(Adapter):
     """PixArt-alpha: T5 tokens with their attention mask, a DiT, aspect-ratio bins."""
 
     extra_parameters = {"callback_on_step_end": None, "callback_on_step_end_tensor_inputs": ["latents"]}
+    deprecated_kwargs = {
+        "mask_feature": "The use of `mask_feature` is deprecated. It is no longer used in any computation and that "
+        "doesn't affect the end results. It will be removed in a future version."
+    }
     request_state = {"requested_size": None}  # the size asked for, where binning samples at another
     edit_arguments = {"use_resolution_binning": False}  # an edit keeps the image's size
     bins = {128: ASPECT_RATIO_1024_BIN, 64: ASPECT_RATIO_512_BIN, 32: ASPECT_RATIO_256_BIN}  # by sample size

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from diffusers import StableDiffusionPipeline
 
-from date_diffusion.pipelines.adapter import Adapter, timestep_cond
+from date_diffusion.pipelines.adapter import LEGACY_CALLBACK, Adapter, timestep_cond
 from date_diffusion.pipelines.clip_skip import ClipSkipFix
 from date_diffusion.pipelines.common import DATEPipelineMixin, DATEPipelineOutput
 
@@ -18,6 +18,8 @@ __all__ = ["DATEPipelineOutput", "StableDiffusionAdapter", "StableDiffusionDATEP
 
 class StableDiffusionAdapter(Adapter):
     """SD 1.x/2.x: one text encoder's tokens, a UNet (with LCM's guidance embedding where it has one)."""
+
+    deprecated_kwargs = LEGACY_CALLBACK
 
     def default_size(self) -> int:
         return self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor

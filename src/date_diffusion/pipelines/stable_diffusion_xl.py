@@ -11,13 +11,15 @@ from __future__ import annotations
 import torch
 from diffusers import StableDiffusionXLPipeline
 
-from date_diffusion.core.vae import vae_input
-from date_diffusion.pipelines.adapter import Adapter, timestep_cond
+from date_diffusion.core.vae import decode_dtype, vae_input
+from date_diffusion.pipelines.adapter import LEGACY_CALLBACK, Adapter, timestep_cond
 from date_diffusion.pipelines.common import DATEPipelineMixin
 
 
 class StableDiffusionXLAdapter(Adapter):
     """SDXL: two text encoders' tokens, the pooled embedding and the added time ids."""
+
+    deprecated_kwargs = LEGACY_CALLBACK
 
     has_pooled = True
 
@@ -69,8 +71,7 @@ class StableDiffusionXLAdapter(Adapter):
         upcast = vae.dtype == torch.float16 and vae.config.force_upcast
         if upcast:
             self.pipe.upcast_vae()
-        vae_dtype = next(iter(vae.post_quant_conv.parameters())).dtype
-        image = vae.decode(vae_input(latents.to(vae_dtype), vae), return_dict=False)[0]
+        image = vae.decode(vae_input(latents.to(decode_dtype(vae)), vae), return_dict=False)[0]
         if upcast:
             vae.to(dtype=torch.float16)
         return image
