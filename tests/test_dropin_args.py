@@ -70,7 +70,9 @@ def test_signature_is_exactly_the_stock_one_plus_dates_and_nothing_is_refused(fa
     cls = date_pipeline_class(stock_cls.__name__)
     stock = [p for p in inspect.signature(stock_cls.__call__).parameters.values() if p.kind != p.VAR_KEYWORD]
     ours = list(inspect.signature(cls.__call__).parameters.values())
-    extra = [p.name for p in ours[len(stock) :] if p.name in cls.adapter.extra_parameters]  # PixArt's newer callbacks
+    # PixArt's newer callbacks, and the deprecated arguments stock reads from its **kwargs (SD's `callback`)
+    beyond = {**cls.adapter.extra_parameters, **cls.adapter.deprecated_kwargs}
+    extra = [p.name for p in ours[len(stock) :] if p.name in beyond]
     assert [(p.name, p.default) for p in ours[: len(stock)]] == [(p.name, p.default) for p in stock]
     assert [p.name for p in ours[len(stock) :]] == extra + [p.name for p in PARAMETERS]
     assert not hasattr(cls, "_date_unsupported")  # no stock argument is refused any more
