@@ -1323,3 +1323,12 @@ def test_a_path_longer_than_file_systems_take_is_named_as_such(tmp_path):
 
     assert "the path is" in unwritable(tmp_path / "/".join(["d" * 200] * 25), folder=True)
     assert "255 bytes a name" in unwritable(tmp_path / ("d" * 300), folder=True)
+
+
+@pytest.mark.parametrize("scale", ["1_0", "", "٣"])
+def test_a_lora_scale_that_is_no_number_is_named_as_the_scale_not_a_missing_file(tmp_path, capsys, scale):
+    lora = tmp_path / "style.safetensors"
+    lora.write_bytes(b"{}")
+    assert main(["generate", "a red circle", "--lora", f"{lora}:{scale}", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"the scale of LoRA {str(lora)!r} must be a finite number" in err and "no such file" not in err, err

@@ -306,6 +306,8 @@ def parse_lora(spec: str) -> tuple[str, float]:
         try:
             number = parse_real(scale)
         except ValueError:
+            if Path(path).is_file():  # FILE:SCALE with a scale that is no number: the scale named, not "no such file"
+                LORA_SCALE.value(scale, f"the scale of LoRA {path!r}")
             return str(spec), 1.0
         return path, LORA_SCALE.check(number, f"the scale of LoRA {path!r}")
     return str(spec), 1.0
