@@ -1193,3 +1193,143 @@ def test_without_network_a_hub_id_works_offline_at_once(tmp_path, monkeypatch):
     note = hub.offline_without_network(["generate", "a cat", "--reward", "0.5*clip:owner/clip"])
     assert note.startswith("huggingface.co cannot be resolved (Name or service not known): working offline")
     assert __import__("os").environ["HF_HUB_OFFLINE"] == "1"
+
+
+# ---------------------------------------------------------------- hostile inputs, round G
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [('{"suite": "toy", "seeds": [1' + "0" * 5000 + "]}", "a number too long to read"),
+     ("[" * 100000 + "]" * 100000, "JSON nested deeper than any record")],
+)  # fmt: skip
+def test_json_with_a_number_too_long_or_nesting_too_deep_is_named_as_its_file(tmp_path, capsys, text, why):
+    from date_diffusion.schemas import loads
+
+    with pytest.raises(json.JSONDecodeError, match=why):  # one kind of error out of every file read
+        loads(text)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(text)
+    assert main(_bench(out)) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'run.json'} is not a readable bench run settings file ({why}" in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [('prompt\na blue square\n"a red circle\na green cross\n', 'line 3 is not CSV (unexpected end of data)'),
+     ("prompt\na red circle, to the left of a blue square\n", 'line 2 has 2 fields and its header 1: quote a value')],
+)  # fmt: skip
+def test_a_csv_prompt_with_an_open_quote_or_an_unquoted_comma_is_refused_naming_its_line(tmp_path, capsys, text,
+                                                                                          message):  # fmt: skip
+    prompts = tmp_path / "prompts.csv"
+    prompts.write_text(text)
+    out = tmp_path / "o"
+    assert main(["generate", "--prompts-file", str(prompts), "--steps", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{prompts} {message}" in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_values_a_replay_takes_from_its_file_are_named_by_the_file(tmp_path, capsys):
+    saved = tmp_path / "a-red-circle-s0-embeddings.safetensors"
+    assert main(["generate", "a red circle", "--steps", "2", "--save-embeddings", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    cases = [("height", "100000", "its 'height' must be a positive multiple of 8"),
+             ("prompt", json.dumps("a\x1bred"), "its 'prompt' holds the control character"),
+             ("num_frames", '"abc"', "field 'num_frames' must be int"),
+             ("num_frames", str(10**30), "its 'num_frames' must be an integer from 1 to 10000")]  # fmt: skip
+    for key, value, message in cases:
+        bad = tmp_path / f"bad-{key}.safetensors"
+        bad.write_bytes(saved.read_bytes())
+        _rewrite(bad, lambda meta, t, key=key, value=value: meta.__setitem__(key, value))
+        assert main(["generate", "--replay-embeddings", str(bad), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert f"--replay-embeddings {str(bad)!r}" in err and message in err, err
+        assert "--height" not in err and "PROMPT" not in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    "file, key, value, message",
+    [("unet/config.json", "sample_size", 100000, "its sample_size makes a default image of 200000 px a side"),
+     ("tokenizer/tokenizer_config.json", "model_max_length", 10**12, "model_max_length 1000000000000 is more than")],
+)  # fmt: skip
+def test_a_model_config_that_would_allocate_terabytes_is_named(model_dir, tmp_path, file, key, value, message):
+    import shutil
+
+    broken = tmp_path / "model"
+    shutil.copytree(model_dir, broken)
+    config = json.loads((broken / file).read_text())
+    config[key] = value
+    (broken / file).write_text(json.dumps(config))
+    cmd = [sys.executable, "-m", "date_diffusion", "generate", "a red circle", "--steps", "2", "--model", str(broken),
+           "--reward", "toy-clip", "--out", str(tmp_path / "o")]  # fmt: skip
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr[-2000:]  # not a failed allocation (1) or an aborted process
+    assert f"{broken / file}: {message}" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_page_counts_each_gradient_step_of_an_update_in_a_request_s_work():
+    from date_diffusion.ui.session import Form, InputError, check_form
+
+    form = Form("a red circle", settings={"num_inference_steps": "50", "update_every": "1", "grad_steps": "100"})
+    with pytest.raises(InputError, match="50 DATE updates of 100 gradient steps each is 15050 steps of work") as err:
+        check_form(form)
+    assert err.value.field == "num_inference_steps"
+    check_form(Form("a red circle", settings={"num_inference_steps": "50", "update_every": "1", "grad_steps": "2"}))
+
+
+def test_a_full_standard_error_keeps_the_exit_code_and_the_work(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "date_diffusion"]
+    with open(os.devnull, "w") as null, open("/dev/full", "w") as full:
+        bad = subprocess.run([*base, "generate", "a red circle", "--steps", "0"], env=env, stdout=null, stderr=full)
+        made = subprocess.run([*base, *_bench(tmp_path / "run")], env=env, stdout=null, stderr=full)
+    assert bad.returncode == 2  # a usage error, whether or not its message could be shown
+    assert made.returncode == 0 and len(list((tmp_path / "run").rglob("samples/*.png"))) == 1
+
+
+def test_a_reward_the_model_s_file_recommends_is_named_by_that_file(tmp_path):
+    import shutil
+
+    from date_diffusion import TOY_WORLD, resolve_settings
+    from date_diffusion.core.settings import SettingError
+
+    model = tmp_path / "model"
+    shutil.copytree(TOY_WORLD, model)
+    file = json.loads((model / "toyworld.json").read_text())
+    file["recommended"]["reward"] = "aug64(aug64(toy-clip))"
+    (model / "toyworld.json").write_text(json.dumps(file))
+    with pytest.raises(SettingError, match=r"toyworld.json: recommended.reward 'aug64\(aug64\(toy-clip\)\)'"):
+        resolve_settings(model, names={"reward": "--reward"})
+    assert resolve_settings(model, reward="toy-clip").reward == "toy-clip"
+
+
+def test_a_resumed_bench_writes_a_missing_prompt_json_again(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_bench(out)) == 0
+    record = next((out / "images").rglob("prompt.json"))
+    kept = record.read_text()
+    record.unlink()  # the export and the report read it; the images stay made
+    assert main(_bench(out)) == 0
+    assert record.read_text() == kept
+    assert "0 to make" in capsys.readouterr().err
+
+
+def test_a_path_longer_than_file_systems_take_is_named_as_such(tmp_path):
+    from date_diffusion.outputs import unwritable
+
+    assert "the path is" in unwritable(tmp_path / "/".join(["d" * 200] * 25), folder=True)
+    assert "255 bytes a name" in unwritable(tmp_path / ("d" * 300), folder=True)
+
+
+@pytest.mark.parametrize("scale", ["1_0", "", "٣"])
+def test_a_lora_scale_that_is_no_number_is_named_as_the_scale_not_a_missing_file(tmp_path, capsys, scale):
+    lora = tmp_path / "style.safetensors"
+    lora.write_bytes(b"{}")
+    assert main(["generate", "a red circle", "--lora", f"{lora}:{scale}", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"the scale of LoRA {str(lora)!r} must be a finite number" in err and "no such file" not in err, err

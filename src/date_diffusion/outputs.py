@@ -47,8 +47,11 @@ def unwritable(path, folder: bool = False) -> str | None:
     way, or the nearest existing folder above it is not writable. Nothing is created."""
     path = Path(path).absolute()
     longest = max((len(os.fsencode(part)) for part in path.parts), default=0)
-    if longest > 255 or len(os.fsencode(str(path))) > 4000:  # what Linux, macOS and Windows file systems take
+    if longest > 255:  # what Linux, macOS and Windows file systems take
         return "a name in it is longer than file systems take (255 bytes a name); give a shorter path"
+    size = len(os.fsencode(str(path)))
+    if size > 4000:  # the whole path, below Linux's 4096 with room for the names written inside
+        return f"the path is {size:,} bytes, longer than file systems take (4,000); give a shorter path"
     for link in (path, *path.parents):  # a symbolic link that leads nowhere: nothing can be made through it
         if link.is_symlink() and not link.exists():
             try:
@@ -257,15 +260,15 @@ def read_png_metadata(path) -> dict:
         raise ValueError(f"{path} is not a readable image ({err})") from err
     except ValueError as err:  # Pillow's bound on text chunks (a decompression bomb) and other refusals
         raise ValueError(f"{path}: Pillow refuses its text ({err}); it was not written by date-diffusion") from err
-    from date_diffusion.schemas import PNG_RECORD, SchemaError, check_png_record, loads
+    from date_diffusion.schemas import PNG_RECORD, SchemaError, UnreadableJSONError, check_png_record, loads
 
     record = text.get(PNG_RECORD_KEY)
     if record:
         try:
             record = loads(record)
-        except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: JSON nested beyond any record
-            why = "not JSON" if isinstance(err, json.JSONDecodeError) else "JSON nested deeper than any record"
-            raise SchemaError(f"{path} is not a valid {PNG_RECORD.what}: {why} ({err}); {PNG_RECORD.fix}") from err
+        except json.JSONDecodeError as err:  # `loads`: also JSON nested beyond any record, a number too long
+            why = str(err) if isinstance(err, UnreadableJSONError) else f"not JSON ({err})"
+            raise SchemaError(f"{path} is not a valid {PNG_RECORD.what}: {why}; {PNG_RECORD.fix}") from err
         check_png_record(record, path)
     return {"parameters": text.get(PNG_PARAMETERS_KEY), "record": record or None}
 

@@ -119,8 +119,11 @@ def resolve_settings(
     resolved = Resolved(model, fam, date, reward, user["num_inference_steps"], user["guidance_scale"], sources,
                         scheduler)  # fmt: skip
     _check_schedule(resolved, names)
-    if check_reward:
-        _check_reward(reward, names["reward"])
+    if check_reward:  # a spec the model's file gives is named by that file and its key, not by the flag
+        name = names["reward"]
+        if sources["reward"] == "model" and own is not None:
+            name = f"{own.path}: {'recommended.reward' if date_advice.get('reward') else 'reward'}"
+        _check_reward(reward, name)
     return resolved
 
 

@@ -43,10 +43,31 @@ def _object(pairs: list) -> dict:
     return data
 
 
+class UnreadableJSONError(json.JSONDecodeError):
+    """A JSON text Python's parser refuses with another error than JSONDecodeError: an integer of more digits than
+    Python converts (ValueError) or arrays and objects nested beyond the interpreter's depth (RecursionError). A
+    JSONDecodeError too, so every reader that names an unreadable file names this one."""
+
+    def __init__(self, why: str):
+        ValueError.__init__(self, why)
+        self.msg, self.doc, self.pos, self.lineno, self.colno = why, "", 0, 1, 1
+
+    def __reduce__(self):
+        return UnreadableJSONError, (self.msg,)
+
+
 def loads(text):
     """The one JSON parser of files the package reads: `json.loads`, with a key given twice in an object refused
-    (`DuplicateKeyError`, a `json.JSONDecodeError`)."""
-    return json.loads(text, object_pairs_hook=_object)
+    (`DuplicateKeyError`), and a number too long to convert or nesting too deep for the parser refused
+    (`UnreadableJSONError`): each a `json.JSONDecodeError`, never another exception out of a damaged file."""
+    try:
+        return json.loads(text, object_pairs_hook=_object)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise UnreadableJSONError("JSON nested deeper than any record") from None
+    except ValueError as err:  # int(): "Exceeds the limit (4300 digits) for integer string conversion"
+        raise UnreadableJSONError(f"a number too long to read ({str(err).split(';')[0]})") from None
 
 
 def _is(value, kind: str) -> bool:
@@ -164,8 +185,9 @@ REPLAY = Schema(
         "guidance_scale": "number",
         "height": "int",
         "width": "int",
-    },  # fmt: skip
-)
+    },
+    optional={"num_frames": "int", "negative_prompt": "text"},
+)  # fmt: skip
 
 
 def check_png_record(record, path) -> dict:

@@ -381,6 +381,11 @@ class MethodWork:
             raise ValueError(f"method {method.label!r} does not apply to suite {run.settings.suite!r}")
         self.run, self.method = run, method
         self.todo = [(it, s) for it, s in jobs if not is_done(*image_paths(run.out, method, it.index, s))]
+        missing = {(it.index, s) for it, s in self.todo}
+        for it in {it.index: it for it, s in jobs if (it.index, s) not in missing}.values():
+            # a prompt folder whose images are made but whose prompt.json is gone (the report and the export read
+            # it): written again from the run's record of the prompt, as a run that makes an image there writes it
+            write_prompt_records(image_paths(run.out, method, it.index, 0)[0].parent.parent, prompt_record(it), it.meta)
         per_batch = max(1, batch_size // method.candidates)
         self.batches = [self.todo[i : i + per_batch] for i in range(0, len(self.todo), per_batch)]
         self.kwargs, self.seconds_per_image, self.made = None, None, 0

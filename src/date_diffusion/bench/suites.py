@@ -127,14 +127,34 @@ def read_captions(path: Path) -> list[str]:
     if is_jsonl(path):
         return [r["prompt"].strip() for r in read_prompt_records(path)]
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            column, _ = prompt_column(path, reader.fieldnames or [])
-            prompts = []
-            for row in reader:  # a row with no prompt is refused, never dropped without a word
-                prompts.append(check_prompt(row[column] or "", f"{path} line {reader.line_num}: {column!r}"))
-            return prompts
+        names, rows = read_csv(path)
+        column, _ = prompt_column(path, names)
+        # a row with no prompt is refused, never dropped without a word
+        return [check_prompt(row[column] or "", f"{path} line {line}: {column!r}") for line, row in rows]
     return text_lines(path)
+
+
+def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(the header's names, (line, row by the header's names) of each row) of a CSV file, read strictly: a quote
+    left open (which would take every later line into one field) and a row with more fields than the header (a
+    prompt with an unquoted comma, which would be cut at the comma) are refused naming the line, never read as
+    other rows."""
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f, strict=True)
+        rows = []
+        try:
+            names = list(reader.fieldnames or [])
+            for row in reader:
+                if row.get(None):
+                    raise ValueError(
+                        f"{path} line {reader.line_num} has {len(names) + len(row[None])} fields and "
+                        f'its header {len(names)}: quote a value holding a comma ("a cat, a dog")'
+                    )
+                rows.append((reader.line_num, row))
+        except csv.Error as err:  # the row starts after the last one read (a quoted value may span lines)
+            raise ValueError(f"{path} line {reader.line_num + 1} is not CSV ({err}): close the quote it opens, "
+                             "or double a quote inside a quoted value") from None  # fmt: skip
+    return names, rows
 
 
 def text_lines(path: Path) -> list[str]:
@@ -155,8 +175,7 @@ def read_edit_rows(path) -> list[dict]:
     if path is None:
         raise ValueError("suite 'edit' needs --prompts-file CSV with columns image, source_prompt, target_prompt")
     path = Path(path)
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f))
+    rows = [row for _, row in read_csv(path)[1]]
     missing = {"image", "source_prompt", "target_prompt"} - set(rows[0] if rows else {})
     if missing:
         raise ValueError(f"{path} lacks columns {sorted(missing)}")

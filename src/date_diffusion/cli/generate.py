@@ -235,22 +235,30 @@ def replay_settings(opts: GenerateOptions):
     replayed = replace(opts, prompts=(meta["prompt"],), seed=int(meta["seed"]), images_per_prompt=1, model=model,
                        steps=int(meta["steps"]), guidance=float(meta["guidance_scale"]), height=int(meta["height"]),
                        width=int(meta["width"]), negative_prompt=meta.get("negative_prompt"),
-                       frames=int(meta["num_frames"]) if meta.get("num_frames") else None)  # fmt: skip
+                       frames=meta.get("num_frames"))  # fmt: skip
     _check_file_values(opts, replayed)
     return replayed, saved
 
 
 def _check_file_values(given: GenerateOptions, replayed: GenerateOptions) -> None:
-    """The values a replay took from its file, each through its option's kind (in the parser's order); those the
-    user gave were checked already."""
-    values = [("PROMPTS", "prompts", list(replayed.prompts))]
-    values += [("--model", "--model", replayed.model.name)] * (given.model.name is None)
-    values += [("--scheduler", "--scheduler", replayed.model.scheduler)] * (given.model.scheduler is None)
-    values += [(flag, flag, getattr(replayed, flag[2:].replace("-", "_")))
-               for flag in ("--steps", "--guidance", "--height", "--width", "--negative-prompt", "--seed")]  # fmt: skip
-    for name, option, value in values:
+    """The values a replay took from its file, each through its option's kind (in the parser's order), a refusal
+    naming the file and its key (the user typed none of them); those the user gave were checked already."""
+    from date_diffusion.core.text import check_prompt
+
+    where = f"--replay-embeddings {quoted(given.replay_embeddings)}:"
+    try:
+        check_prompt(replayed.prompts[0], f"{where} its 'prompt'")
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    values = [("model_arg", "--model", replayed.model.name)] * (given.model.name is None)
+    values += [("scheduler_name", "--scheduler", replayed.model.scheduler)] * (given.model.scheduler is None)
+    values += [(key, flag, getattr(replayed, flag[2:].replace("-", "_")))
+               for key, flag in (("steps", "--steps"), ("guidance_scale", "--guidance"), ("height", "--height"),
+                                 ("width", "--width"), ("negative_prompt", "--negative-prompt"), ("seed", "--seed"),
+                                 ("num_frames", "--frames"))]  # fmt: skip
+    for key, option, value in values:
         if value is not None:
-            checked(OPTION_KINDS[option], value, name)
+            checked(OPTION_KINDS[option], value, f"{where} its {key!r}")
 
 
 def check_together(opts: GenerateOptions) -> None:

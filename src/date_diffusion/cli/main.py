@@ -256,16 +256,20 @@ def _quiet_broken_pipe() -> None:
 class _Shown:
     """Standard output that cannot take more (`> /dev/full`, an I/O error of the terminal): what cannot be shown is
     dropped, as on a closed stdout, and the command's exit code stays its own; a reader that went away still ends
-    the command (BrokenPipeError)."""
+    the command (BrokenPipeError). Standard error (`errors=True`) drops a broken pipe too: its notes, progress bars
+    and messages never end or fail a command (`2> /dev/full`, a log on a full disk), nor turn a usage error's exit
+    code 2 into a failure's 1."""
 
-    def __init__(self, stream):
-        self._stream = stream
+    def __init__(self, stream, errors: bool = False):
+        self._stream, self._errors = stream, errors
 
     def _guard(self, call, *args):
         try:
             return call(*args)
         except BrokenPipeError:
-            raise
+            if not self._errors:
+                raise
+            return None
         except OSError:
             return None
 
@@ -286,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     if sys.stdout is not None and not isinstance(sys.stdout, _Shown):
         sys.stdout = _Shown(sys.stdout)
+    if sys.stderr is not None and not isinstance(sys.stderr, _Shown):
+        sys.stderr = _Shown(sys.stderr, errors=True)
     try:
         os.getcwd()
     except FileNotFoundError:  # the folder the command was started in was deleted: relative paths mean nothing

@@ -34,9 +34,9 @@ def add_parser(sub):
         type=int,
         default=MAX_WORK,
         metavar="N",
-        help=f"the most work one request may ask for, in sampling steps, each DATE update counted as {UPDATE_WORK} "
-        f"steps (its backward pass, decoding and reward); a request over it is refused before any work (default "
-        f"{MAX_WORK})",
+        help=f"the most work one request may ask for, in sampling steps, each gradient step of a DATE update "
+        f"counted as {UPDATE_WORK} steps (its backward pass, decoding and reward); a request over it is refused "
+        f"before any work (default {MAX_WORK})",
     )
     p.add_argument(
         "--allow-path",

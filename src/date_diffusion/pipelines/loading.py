@@ -306,6 +306,8 @@ def parse_lora(spec: str) -> tuple[str, float]:
         try:
             number = parse_real(scale)
         except ValueError:
+            if Path(path).is_file():  # FILE:SCALE with a scale that is no number: the scale named, not "no such file"
+                LORA_SCALE.value(scale, f"the scale of LoRA {path!r}")
             return str(spec), 1.0
         return path, LORA_SCALE.check(number, f"the scale of LoRA {path!r}")
     return str(spec), 1.0
@@ -345,6 +347,7 @@ def load_date_pipeline(
                 pipe = load_component(by_name(fam).date_pipeline(), model, dtype=torch_dtype)
         except (IndexError, KeyError, TypeError, AttributeError, ZeroDivisionError) as err:  # a config diffusers
             raise explain_load_error(model, err) from err  # builds nothing from (e.g. num_train_timesteps 0)
+    check_built(pipe, model)
     if scheduler is not None:
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     add_loras(pipe, loras)
@@ -355,6 +358,35 @@ def load_date_pipeline(
     enable = pipe.enable_model_cpu_offload if offload == "model" else pipe.enable_sequential_cpu_offload
     enable(device=device)
     return pipe
+
+
+def check_built(pipe, model) -> None:
+    """What a model's configs decide together, checked once it is built and before any work: the default image size
+    (the denoiser's sample_size times the VAE's scale) within the largest side any supported model samples, and a
+    CLIP tokenizer's length (what the stock pipelines pad every prompt to) within its text encoder's positions. Either
+    out of bounds (a damaged or hand-edited config) would be found only by an allocation of terabytes, which ends the
+    process without a word: `ComponentError` naming the config instead."""
+    from date_diffusion.core.settings import Size
+
+    folder = Path(str(model))
+
+    def config(component: str, name: str) -> str:
+        return str(folder / component / name) if folder.is_dir() else f"{model} (its {component}'s {name})"
+
+    side, high = max(pipe.default_image_shape()), Size().high
+    if side > high:
+        denoiser = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
+        raise ComponentError(f"{config(denoiser, 'config.json')}: its sample_size makes a default image of {side} px "
+                             f"a side, more than the {high} px any supported model samples; {_FIX}")  # fmt: skip
+    for name, tokenizer in pipe.components.items():
+        if not name.startswith("tokenizer") or not type(tokenizer).__name__.startswith("CLIPTokenizer"):
+            continue
+        encoder = name.replace("tokenizer", "text_encoder")
+        positions = getattr(getattr(pipe.components.get(encoder), "config", None), "max_position_embeddings", None)
+        length = getattr(tokenizer, "model_max_length", None)
+        if isinstance(positions, int) and isinstance(length, int) and length > positions:
+            raise ComponentError(f"{config(name, 'tokenizer_config.json')}: model_max_length {length} is more than "
+                                 f"the {positions} positions {encoder} reads; {_FIX}")  # fmt: skip
 
 
 def _config_repo(path) -> str | None:

@@ -64,5 +64,8 @@ UPDATE_WORK = 3  # an update's cost in sampling steps: the backward pass through
 
 
 def request_work(steps: int, date) -> int:
-    """A request's work in sampling steps: `steps`, and `UPDATE_WORK` for each DATE update."""
-    return steps + UPDATE_WORK * (len(date.update_indices(steps)) if date is not None else 0)
+    """A request's work in sampling steps: `steps`, and `UPDATE_WORK` for each gradient step of each DATE update
+    (`grad_steps` of them per update, each its own backward pass)."""
+    if date is None:
+        return steps
+    return steps + UPDATE_WORK * len(date.update_indices(steps)) * date.grad_steps

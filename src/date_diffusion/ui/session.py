@@ -121,9 +121,13 @@ def check_form(form: Form, model: str | None = None, allowed: tuple[Path, ...] =
     except ValueError as err:  # update steps outside the run
         raise InputError(str(err), "update_steps") from err
     if work > max_work:
-        raise InputError(f"{steps} steps with {(work - steps) // UPDATE_WORK} DATE updates is {work} steps of work "
-                         f"(an update counts {UPDATE_WORK}); this page runs at most {max_work} per request: take fewer "
-                         "steps or update less often", "num_inference_steps")  # fmt: skip
+        grad = resolved.date.grad_steps if resolved.date is not None else 1
+        updates = (work - steps) // (UPDATE_WORK * grad)
+        each, unit = (f" of {grad} gradient steps each", "a gradient step") if grad > 1 else ("", "an update")
+        fewer = "steps or gradient steps" if grad > 1 else "steps"
+        raise InputError(f"{steps} steps with {updates} DATE updates{each} is {work} steps of work "
+                         f"({unit} counts {UPDATE_WORK}); this page runs at most {max_work} per request: take fewer "
+                         f"{fewer} or update less often", "num_inference_steps")  # fmt: skip
     return sampling, resolved
 
 
