@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from date_diffusion.core.text import check_prompt, control_character, is_blank, quoted
+from date_diffusion.core.text import check_prompt, control_character, is_blank
 from date_diffusion.evaluation.suite_words import ANE_ANIMALS, ANE_COLORS, ANE_OBJECTS, EDITING
 from date_diffusion.schemas import loads
 from date_diffusion.toyworld import world
@@ -64,7 +64,7 @@ def read_prompt_records(path) -> list[dict]:
     """A `.jsonl` prompts file: one JSON object a line, each with a non-empty text `prompt` (blank lines skipped)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"prompts file {quoted(str(path))} not found")
+        raise FileNotFoundError(f"prompts file {str(path)!r} not found")
     records = []
     for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         if not line.strip():
@@ -117,7 +117,7 @@ def read_captions(path: Path) -> list[str]:
     file, one prompt a line (UTF-8, a BOM accepted; blank lines skipped)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"prompts file {quoted(str(path))} not found")
+        raise FileNotFoundError(f"prompts file {str(path)!r} not found")
     raw = path.read_bytes()
     try:
         raw.decode("utf-8")

@@ -658,7 +658,7 @@ def _export_target(export: ExportOptions, run_dir, prompts, suite_metadata: str 
     checked(OUT, out, "--export DIR")
     run, target = Path(run_dir).resolve(), Path(out).resolve()
     if target == run or target in run.parents:
-        raise CLIError(f"--export DIR {quoted(out)} holds the run's own folder: export into a folder outside it")
+        raise CLIError(f"--export DIR {out!r} holds the run's own folder: export into a folder outside it")
     metadata = None
     try:
         check_fresh(out, "--export DIR")
@@ -671,7 +671,7 @@ def _export_target(export: ExportOptions, run_dir, prompts, suite_metadata: str 
                 )
             if export.geneval_metadata is None and not Path(metadata).is_file():
                 raise CLIError(
-                    f"--export geneval: the run's prompts file {quoted(metadata)} is not found from here; give "
+                    f"--export geneval: the run's prompts file {metadata!r} is not found from here; give "
                     "--geneval-metadata FILE"
                 )
             check_geneval_prompts(prompts(), metadata)

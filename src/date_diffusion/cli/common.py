@@ -194,7 +194,7 @@ def model_kwargs(model: ModelOptions) -> dict:
     for path, _ in loras:
         if not Path(path).is_file():
             what = "a folder, not a file" if Path(path).is_dir() else "no such file"
-            raise CLIError(f"--lora {quoted(path)}: {what} (give FILE or FILE:SCALE: a LoRA's .safetensors file)")
+            raise CLIError(f"--lora {path!r}: {what} (give FILE or FILE:SCALE: a LoRA's .safetensors file)")
         try:
             check_lora_file(path)
         except ValueError as err:
@@ -251,7 +251,7 @@ def resolve_from_args(model: str, overrides: dict, family=None, paper_defaults=F
     except (SettingError, FileNotFoundError) as err:  # a value out of range, a malformed reward: named already
         raise CLIError(str(err)) from err
     except (ValueError, OSError) as err:  # a model whose family cannot be told, or that is not there
-        raise CLIError(f"--model {quoted(model)}: {err}") from err
+        raise CLIError(f"--model {model!r}: {err}") from err
 
 
 def check_negative_prompt(pipe, negative_prompt: str | None) -> None:
@@ -288,9 +288,7 @@ def check_output_dir(out: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
             pass
     except OSError as err:
-        raise CLIError(
-            f"--out {quoted(str(out))} is not writable ({err.strerror or err}); choose another folder"
-        ) from err
+        raise CLIError(f"--out {str(out)!r} is not writable ({err.strerror or err}); choose another folder") from err
 
 
 def slug(text: str, n: int = 60) -> str:
@@ -369,7 +367,7 @@ class ExistingPath(Kind):
         Text().check(value, name)
         path = Path(value)
         if not (path.is_dir() if self.folder else path.is_file()) or not os.access(path, os.R_OK):
-            raise SettingError(f"{name} {quoted(value)}: no such readable {what}")
+            raise SettingError(f"{name} {value!r}: no such readable {what}")
         return value
 
 
@@ -386,7 +384,7 @@ class OutputPath(Kind):
         Text().check(value, name)
         why = unwritable(value, folder=not self.file)
         if why:
-            raise SettingError(f"{name} {quoted(value)} is not writable ({why}); choose another")
+            raise SettingError(f"{name} {value!r} is not writable ({why}); choose another")
         return value
 
 

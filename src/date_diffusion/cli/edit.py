@@ -26,7 +26,7 @@ from date_diffusion.cli.common import (
     resolve_model,
     slug,
 )
-from date_diffusion.core.text import prepare_prompt, quoted
+from date_diffusion.core.text import prepare_prompt
 from date_diffusion.editing import EDIT_DEFAULTS
 
 # torch, diffusers and the pipelines are imported inside the functions that need them: see cli/__init__.py
@@ -154,12 +154,12 @@ def check_options(opts: EditOptions) -> EditOptions:
     from PIL import Image
 
     if not Path(opts.image).is_file():
-        raise CLIError(f"IMAGE {quoted(opts.image)} not found")
+        raise CLIError(f"IMAGE {opts.image!r} not found")
     try:
         with Image.open(opts.image) as probe:
             probe.verify()
     except Exception as err:  # not an image, truncated
-        raise CLIError(f"IMAGE {quoted(opts.image)} is not a readable image ({err})") from err
+        raise CLIError(f"IMAGE {opts.image!r} is not a readable image ({err})") from err
     prompts = {}
     for name in ("source_prompt", "target_prompt"):
         try:  # before any work: refused when empty, cut to what encoders read

@@ -31,7 +31,7 @@ from date_diffusion.cli.common import (
     slug,
 )
 from date_diffusion.core.settings import Seed
-from date_diffusion.core.text import prepare_prompt, quoted
+from date_diffusion.core.text import prepare_prompt
 from date_diffusion.schedulers import check_steps_fit
 from date_diffusion.toyworld import world
 
@@ -184,11 +184,11 @@ def read_prompts_file(path) -> tuple[list[str], list[str]]:
     try:
         prompts, columns = read_captions(Path(path)), unread_columns(Path(path))
     except FileNotFoundError:
-        raise CLIError(f"--prompts-file {quoted(str(path))} not found") from None
+        raise CLIError(f"--prompts-file {str(path)!r} not found") from None
     except (OSError, UnicodeDecodeError, ValueError, KeyError) as err:
-        raise CLIError(f"--prompts-file {quoted(str(path))}: {err}") from err
+        raise CLIError(f"--prompts-file {str(path)!r}: {err}") from err
     if not prompts:
-        raise CLIError(f"--prompts-file {quoted(str(path))} holds no prompt")
+        raise CLIError(f"--prompts-file {str(path)!r} holds no prompt")
     notes = []
     if columns and columns[1]:
         unread = ", ".join(repr(name) for name in columns[1][:8]) + (", ..." if len(columns[1]) > 8 else "")
@@ -227,7 +227,7 @@ def replay_settings(opts: GenerateOptions):
         raise CLIError(f"--replay-embeddings: {err}") from err
     meta = saved.metadata
     try:
-        REPLAY.check(meta, f"--replay-embeddings {quoted(opts.replay_embeddings)}")
+        REPLAY.check(meta, f"--replay-embeddings {opts.replay_embeddings!r}")
     except SchemaError as err:
         raise CLIError(str(err)) from err
     model = replace(opts.model, name=opts.model.name or meta.get("model_arg"),
@@ -245,7 +245,7 @@ def _check_file_values(given: GenerateOptions, replayed: GenerateOptions) -> Non
     naming the file and its key (the user typed none of them); those the user gave were checked already."""
     from date_diffusion.core.text import check_prompt
 
-    where = f"--replay-embeddings {quoted(given.replay_embeddings)}:"
+    where = f"--replay-embeddings {given.replay_embeddings!r}:"
     try:
         check_prompt(replayed.prompts[0], f"{where} its 'prompt'")
     except ValueError as err:
@@ -294,8 +294,8 @@ def check_replay_family(opts: GenerateOptions, model: str, family: str, saved) -
 
     ours, theirs = by_name(family).date_class, saved.metadata.get("pipeline")
     if theirs != ours:
-        raise CLIError(f"--replay-embeddings {quoted(opts.replay_embeddings)} were saved by {theirs}, and --model "
-                       f"{quoted(model)} runs {ours}: replay them with the model they were saved with")  # fmt: skip
+        raise CLIError(f"--replay-embeddings {opts.replay_embeddings!r} were saved by {theirs}, and --model "
+                       f"{model!r} runs {ours}: replay them with the model they were saved with")  # fmt: skip
 
 
 def validate(args) -> dict:
@@ -474,7 +474,7 @@ def generate_all(opts: GenerateOptions, job: Job) -> None:
                     except ValueError as err:  # saved embeddings that do not fit this model (shapes, start)
                         if kind != "replay":
                             raise
-                        raise CLIError(f"--replay-embeddings {quoted(opts.replay_embeddings)}: {err}") from err
+                        raise CLIError(f"--replay-embeddings {opts.replay_embeddings!r}: {err}") from err
                 bar.update(len(batch))
             saved = None
             if emb_path is not None and "date" in results:

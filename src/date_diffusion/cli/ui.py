@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from date_diffusion.cli.common import HelpFormatter, from_namespace
-from date_diffusion.core.text import quoted
 from date_diffusion.ui.access import MAX_WORK, UPDATE_WORK
 
 # Gradio, torch and the page are imported inside `run`: see cli/__init__.py
@@ -87,7 +86,7 @@ def check(opts: UIOptions) -> None:
         raise CLIError("the web interface needs Gradio: pip install 'date-diffusion[ui]'")
     resolve_from_args(resolve_model(opts.model), {})
     if opts.run is not None and not (Path(opts.run) / "run.json").is_file():
-        raise CLIError(f"--run {quoted(opts.run)} is not a bench run (no run.json)")
+        raise CLIError(f"--run {opts.run!r} is not a bench run (no run.json)")
 
 
 def run(args) -> int:

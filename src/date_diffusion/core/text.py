@@ -83,7 +83,8 @@ def prepare_prompt(text, name: str, empty: bool = False) -> tuple[str, str | Non
 
 def quoted(value, most: int = 100) -> str:
     """`value` as an error message quotes it: its repr when short, else the repr's start and end (a file's name
-    stays readable) and the value's length: a message stays one readable line, whatever a user typed."""
+    stays readable) and the value's length: a message stays one readable line, whatever a user typed. (A path is
+    quoted whole, as `repr`: a file's full name is what the user needs, and the system bounds its length.)"""
     shown = repr(value)
     if len(shown) <= most:
         return shown
