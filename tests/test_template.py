@@ -332,3 +332,13 @@ def test_saved_embeddings_have_named_shaped_parts_and_replay_the_date_image(fami
         run(ours, extra, prompt="a blue dog", replay_embeddings=path)
     with pytest.raises(ValueError, match="leave `date`"):
         run(ours, extra, date=date, reward=reward, replay_embeddings=path)
+
+
+@pytest.mark.parametrize("family", ["sd", "flux"])
+def test_an_empty_prompt_samples_as_stock_and_is_refused_only_where_date_scores_it(family, request, reward):
+    """Stock samples the empty prompt (diffusers' own fast tests do); DATE's reward has no text to score then."""
+    stock, ours, extra = build(family, request)
+    assert same(pixels(run(ours, extra, prompt="")), pixels(run(stock, extra, prompt="")))
+    with pytest.raises(ValueError, match="the prompt DATE's reward scores is empty"):
+        run(ours, extra, prompt=" ", date=DATEConfig(update_every=2), reward=reward)
+    run(ours, extra, prompt="", reward_prompt="a red circle", date=DATEConfig(update_every=2), reward=reward)

@@ -131,13 +131,6 @@ def prepare(pipe, request, options: DATEOptions, attend_excite: bool) -> DATEOpt
     if options.reward is not None and not callable(options.reward):
         raise TypeError(f"`reward` must be callable as reward(images, prompts) -> scores, got {options.reward!r}")
     prompt, prompt_embeds = request.prompt, request.prompt_embeds
-    if (
-        isinstance(prompt, str)
-        and not prompt.strip()
-        or isinstance(prompt, list)
-        and not all(isinstance(p, str) and p.strip() for p in prompt)
-    ):
-        raise ValueError("`prompt` is empty: give a non-empty text (or `prompt_embeds`)")
     batch_size = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else prompt_embeds.shape[0]
     guided = options.updating or bool(options.ug_scale)
     if options.replay_embeddings is not None:
@@ -153,6 +146,8 @@ def prepare(pipe, request, options: DATEOptions, attend_excite: bool) -> DATEOpt
         raise ValueError("with `prompt_embeds`, pass `reward_prompt` (the text the reward scores against)")
     per_prompt = request.per_prompt
     texts = [p for p in as_list(texts, batch_size, "reward_prompt") for _ in range(per_prompt)]
+    if guided and not all(isinstance(t, str) and t.strip() for t in texts):  # stock samples an empty prompt
+        raise ValueError("the prompt DATE's reward scores is empty: give a non-empty text (or `reward_prompt`)")
     r = options.reward_resolution
     if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < pipe.vae_scale_factor
                           or r % pipe.vae_scale_factor):  # fmt: skip
