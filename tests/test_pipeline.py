@@ -185,8 +185,8 @@ def test_constant_reward_gives_no_nan_and_records_skips(pipe):
 def test_errors_are_early_and_named(pipe, reward):
     with pytest.raises(ValueError, match="reward"):
         run(pipe, date=DATEConfig())
-    with pytest.raises(ValueError, match="prompt"):
-        run(pipe, ["  "], seeds=(0,))
+    with pytest.raises(ValueError, match="the prompt DATE's reward scores is empty"):
+        run(pipe, ["  "], seeds=(0,), date=DATEConfig(), reward=reward)
     with pytest.raises(ValueError, match="update_steps"):
         run(pipe, date=DATEConfig(update_steps=[10]), reward=reward)
 
