@@ -135,3 +135,14 @@ def test_callbacks_see_stock_s_list_of_prompt_embeds(z_image_components):
     assert abs(call(ours, callback_on_step_end=recorder("ours"), **kw).images - expected).max() <= 1e-5
     for a, b in zip(seen["stock"], seen["ours"]):
         assert [e.shape for e in a] == [e.shape for e in b] and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_prompt_embeds_as_stocks_list_sample_as_stock(z_image_components):
+    """Stock Z-Image takes `prompt_embeds` as a list of one tensor per prompt (diffusers' own
+    test_encode_prompt_works_in_isolation passes them so): with DATE off, ours samples them as stock."""
+    stock, ours = ZImagePipeline(**z_image_components), ZImageDATEPipeline(**z_image_components)
+    embeds, negative = stock.encode_prompt("a red circle", device="cpu", do_classifier_free_guidance=True)
+    kw = dict(prompt_embeds=embeds, negative_prompt_embeds=negative, num_inference_steps=2, height=16, width=16,
+              output_type="np")  # fmt: skip
+    expected = stock(generator=torch.Generator().manual_seed(0), **kw).images
+    assert np.abs(ours(generator=torch.Generator().manual_seed(0), **kw).images - expected).max() <= 1e-5

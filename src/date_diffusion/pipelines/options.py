@@ -131,7 +131,10 @@ def prepare(pipe, request, options: DATEOptions, attend_excite: bool) -> DATEOpt
     if options.reward is not None and not callable(options.reward):
         raise TypeError(f"`reward` must be callable as reward(images, prompts) -> scores, got {options.reward!r}")
     prompt, prompt_embeds = request.prompt, request.prompt_embeds
-    batch_size = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else prompt_embeds.shape[0]
+    if prompt is not None:
+        batch_size = 1 if isinstance(prompt, str) else len(prompt)
+    else:  # a tensor, or Z-Image's list of one tensor per prompt
+        batch_size = prompt_embeds.shape[0] if hasattr(prompt_embeds, "shape") else len(prompt_embeds)
     guided = options.updating or bool(options.ug_scale)
     if options.replay_embeddings is not None:
         if guided:
