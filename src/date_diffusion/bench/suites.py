@@ -103,18 +103,15 @@ def prompt_column(path: Path, names: list[str]) -> tuple[str, list[str]]:
     return column, [name for name in names if name != column]
 
 
-def unread_columns(path: Path) -> tuple[str, list[str]] | None:
-    """For a CSV prompts file: (its prompt column, the columns not read); None for other files."""
-    if Path(path).suffix.lower() != ".csv":
-        return None
-    with Path(path).open(newline="", encoding="utf-8-sig") as f:
-        return prompt_column(path, next(csv.reader(f), []))
-
-
 def read_captions(path: Path) -> list[str]:
     """Prompts from a file, for every command that takes one: a CSV with a `prompt` or `caption` column (e.g. the
     paper's COCO val2014 subset), a `.jsonl` file of objects with a `prompt` field (GenEval's metadata), or a text
     file, one prompt a line (UTF-8, a BOM accepted; blank lines skipped)."""
+    return read_captions_and_columns(path)[0]
+
+
+def read_captions_and_columns(path: Path) -> tuple[list[str], tuple[str, list[str]] | None]:
+    """`read_captions`' prompts, and for a CSV (its prompt column, the columns not read); None for other files."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"prompts file {str(path)!r} not found")
@@ -125,13 +122,14 @@ def read_captions(path: Path) -> list[str]:
         line = raw[: err.start].count(b"\n") + 1
         raise ValueError(f"{path} line {line} is not UTF-8 text ({err.reason}): save the file as UTF-8") from None
     if is_jsonl(path):
-        return [r["prompt"].strip() for r in read_prompt_records(path)]
+        return [r["prompt"].strip() for r in read_prompt_records(path)], None
     if path.suffix.lower() == ".csv":
         names, rows = read_csv(path)
-        column, _ = prompt_column(path, names)
+        column, unread = prompt_column(path, names)
         # a row with no prompt is refused, never dropped without a word
-        return [check_prompt(row[column] or "", f"{path} line {line}: {column!r}") for line, row in rows]
-    return text_lines(path)
+        prompts = [check_prompt(row[column] or "", f"{path} line {line}: {column!r}") for line, row in rows]
+        return prompts, (column, unread)
+    return text_lines(path), None
 
 
 def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:

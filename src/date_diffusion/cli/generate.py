@@ -179,10 +179,10 @@ class GenerateOptions:
 def read_prompts_file(path) -> tuple[list[str], list[str]]:
     """(prompts from a file as every command reads one (`bench.suites.read_captions`: text, CSV, jsonl), notes: a
     CSV's columns other than its prompt column, which nothing reads)."""
-    from date_diffusion.bench.suites import read_captions, unread_columns
+    from date_diffusion.bench.suites import read_captions_and_columns
 
     try:
-        prompts, columns = read_captions(Path(path)), unread_columns(Path(path))
+        prompts, columns = read_captions_and_columns(Path(path))
     except FileNotFoundError:
         raise CLIError(f"--prompts-file {str(path)!r} not found") from None
     except (OSError, UnicodeDecodeError, ValueError, KeyError) as err:

@@ -25,6 +25,7 @@ from diffusers import ChromaPipeline
 from date_diffusion.pipelines.adapter import Adapter, packed_flow_timesteps
 from date_diffusion.pipelines.common import DATEPipelineMixin
 from date_diffusion.pipelines.flux import FluxAdapter, FluxConditioning
+from date_diffusion.pipelines.true_cfg import SeparateNegative
 
 
 @dataclass
@@ -36,13 +37,14 @@ class ChromaConditioning(FluxConditioning):
     negative_mask_dtype: torch.dtype | None = None
 
 
-class ChromaAdapter(Adapter):
+class ChromaAdapter(SeparateNegative, Adapter):
     """Chroma: T5 tokens with their attention mask, FLUX's packed latents, real CFG as two transformer calls."""
 
     latents_first = True
     # FLUX's stock code, the same in Chroma's pipeline
     latents, to_vae, from_vae = FluxAdapter.latents, FluxAdapter.to_vae, FluxAdapter.from_vae
     ip_adapter_embeds, ip_branch = FluxAdapter.ip_adapter_embeds, FluxAdapter.ip_branch
+    image_ids, attention_kwargs = FluxAdapter.image_ids, FluxAdapter.attention_kwargs
 
     def check(self, request):
         if request.options.gradient_checkpointing:
@@ -76,31 +78,22 @@ class ChromaAdapter(Adapter):
     def denoiser(self, request, cond: ChromaConditioning, negative: bool = False):
         """The positive branch's denoiser (`negative=True`: the negative one, with its own text ids)."""
         pipe, n, dtype, device = self.pipe, cond.cond.shape[0], cond.cond.dtype, cond.cond.device
-        height, width = (2 * (int(side) // (pipe.vae_scale_factor * 2)) for side in (request.height, request.width))
-        image_ids = pipe._prepare_latent_image_ids(n, height // 2, width // 2, device, dtype)
+        image_ids = self.image_ids(request, n, device, dtype)
         text_ids = cond.negative_txt_ids if negative else cond.txt_ids
         mask_dtype = cond.negative_mask_dtype if negative else cond.mask_dtype
 
         def denoise(x, t, packed):
             tokens, mask, *images = cond.parts(packed, negative=negative)
-            images, kwargs = cond.negative_images if negative else images, pipe.joint_attention_kwargs
-            if images:  # the stock pipeline hands them to the transformer in its attention kwargs
-                kwargs = {**(kwargs or {}), "ip_adapter_image_embeds": images}
             mask = mask.to(mask_dtype) if mask_dtype.is_floating_point else mask.round().to(mask_dtype)
             # stock: the text mask followed by ones for the image tokens
             attention_mask = pipe._prepare_attention_mask(x.shape[0], x.shape[1], x.dtype, mask)
             return pipe.transformer(hidden_states=x, timestep=t.expand(x.shape[0]).to(x.dtype) / 1000,
                                     encoder_hidden_states=tokens, txt_ids=text_ids, img_ids=image_ids,
-                                    attention_mask=attention_mask, joint_attention_kwargs=kwargs,
+                                    attention_mask=attention_mask,
+                                    joint_attention_kwargs=self.attention_kwargs(cond, images, negative),
                                     return_dict=False)[0]  # fmt: skip
 
         return denoise
-
-    def guidance(self, request, cond, n_steps):
-        """Stock: the negative branch is a second transformer call, combined with the call's guidance scale."""
-        if not self.cfg(request):
-            return {}
-        return {"uncond_denoise": self.denoiser(request, cond, negative=True), "cfg_scale": request.guidance_scale}
 
 
 class ChromaDATEPipeline(DATEPipelineMixin, ChromaPipeline):

@@ -91,15 +91,12 @@ class FluxAdapter(TrueCFG, Adapter):
         guidance = None
         if pipe.transformer.config.guidance_embeds:
             guidance = torch.full([1], pipe._guidance_scale, device=device, dtype=torch.float32).expand(n)
-        height, width = (2 * (int(side) // (pipe.vae_scale_factor * 2)) for side in (request.height, request.width))
-        image_ids = pipe._prepare_latent_image_ids(n, height // 2, width // 2, device, dtype)
+        image_ids = self.image_ids(request, n, device, dtype)
         text_ids = cond.negative_txt_ids if negative else cond.txt_ids
 
         def denoise(x, t, packed):
             tokens, pooled, *images = cond.parts(packed, negative=negative)
-            images, kwargs = cond.negative_images if negative else images, pipe.joint_attention_kwargs
-            if images:  # the stock pipeline hands them to the transformer in its attention kwargs
-                kwargs = {**(kwargs or {}), "ip_adapter_image_embeds": images}
+            kwargs = self.attention_kwargs(cond, images, negative)
             with pipe.transformer.cache_context("uncond" if negative else "cond"):
                 return pipe.transformer(hidden_states=x, timestep=t.expand(x.shape[0]).to(x.dtype) / 1000,
                                         guidance=guidance, pooled_projections=pooled, encoder_hidden_states=tokens,
@@ -107,6 +104,18 @@ class FluxAdapter(TrueCFG, Adapter):
                                         return_dict=False)[0]  # fmt: skip
 
         return denoise
+
+    def image_ids(self, request, n: int, device, dtype):
+        """The latent image positions stock prepares for packed latents of the call's size."""
+        pipe = self.pipe
+        height, width = (2 * (int(side) // (pipe.vae_scale_factor * 2)) for side in (request.height, request.width))
+        return pipe._prepare_latent_image_ids(n, height // 2, width // 2, device, dtype)
+
+    def attention_kwargs(self, cond, images: list, negative: bool):
+        """One branch's joint attention kwargs as stock hands them over: the call's, with the branch's IP-Adapter
+        image embeddings where it has some (`images`: the positive branch's parts; the negative's are `cond`'s)."""
+        images, kwargs = cond.negative_images if negative else images, self.pipe.joint_attention_kwargs
+        return {**(kwargs or {}), "ip_adapter_image_embeds": images} if images else kwargs
 
     def to_vae(self, request, latents):
         return self.pipe._unpack_latents(latents, request.height, request.width, self.pipe.vae_scale_factor)

@@ -17,9 +17,10 @@ from diffusers import Flux2KleinPipeline
 
 from date_diffusion.pipelines.common import DATEPipelineMixin
 from date_diffusion.pipelines.flux2 import Flux2Base, Flux2Conditioning
+from date_diffusion.pipelines.true_cfg import SeparateNegative
 
 
-class Flux2KleinAdapter(Flux2Base):
+class Flux2KleinAdapter(SeparateNegative, Flux2Base):
     """FLUX.2 [klein]: the Qwen3 tokens; stock classifier-free guidance (empty negative prompt) unless distilled."""
 
     negative_branch = False  # the stock pipeline takes no negative prompt (its negative branch is the empty one)
@@ -48,13 +49,6 @@ class Flux2KleinAdapter(Flux2Base):
             negative = [negative_tokens]
         packed = self.pack(request, device, [tokens], negative, [True], ("prompt_embeds",), concat_cfg=False)
         return self.conditioning(request, device, packed, text_ids, negative_ids)
-
-    def guidance(self, request, cond, n_steps):
-        """Stock: the negative branch is a separate call after the positive one, combined with the call's
-        `guidance_scale` (a callback that changes `pipe._guidance_scale` can only turn guidance off)."""
-        if not self.cfg(request):
-            return {}
-        return {"uncond_denoise": self.denoiser(request, cond, negative=True), "cfg_scale": request.guidance_scale}
 
     def latent_output(self, request, latents):
         return self.to_vae(request, latents)

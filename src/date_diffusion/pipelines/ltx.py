@@ -29,6 +29,7 @@ from diffusers.utils.torch_utils import get_module_execution_device, randn_tenso
 from date_diffusion.pipelines.adapter import Adapter, flow_shift
 from date_diffusion.pipelines.common import DATEPipelineMixin
 from date_diffusion.pipelines.pixart import PixArtAlphaAdapter
+from date_diffusion.pipelines.wan import WanAdapter
 
 
 class LTXAdapter(Adapter):
@@ -58,10 +59,7 @@ class LTXAdapter(Adapter):
 
     encode = PixArtAlphaAdapter.encode  # T5 tokens with their attention mask carried fixed, as PixArt's
 
-    def latents(self, request, n, dtype, device):
-        channels = self.module.config.in_channels  # float32 latents, as stock, whatever the transformer's dtype
-        return self.pipe.prepare_latents(n, channels, request.height, request.width, request.num_frames,
-                                         torch.float32, device, request.generator, request.latents)  # fmt: skip
+    latents = WanAdapter.latents  # float32 video latents, as stock, whatever the transformer's dtype
 
     def timesteps(self, request, device, scheduler=None, latents=None):
         """The stock schedule: sigmas from 1 to 1/steps, shifted by `mu` of the latent video's sequence length."""

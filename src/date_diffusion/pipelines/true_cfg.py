@@ -1,12 +1,29 @@
-"""True classifier-free guidance of guidance-distilled models (FLUX's `true_cfg_scale`), as the stock pipelines run
-it: a negative branch only with `true_cfg_scale > 1` and a negative prompt (or negative embeddings), computed by a
-separate call of the adapter's `denoiser(request, cond, negative=True)`, combined with the fixed
-`true_cfg_scale`. Mixed into a family's adapter in front of `Adapter`."""
+"""A negative branch computed by a separate call, as several stock pipelines run it (mixed into a family's adapter
+in front of `Adapter`):
+
+- `SeparateNegative`: after the positive call, a call of the adapter's `denoiser(request, cond, negative=True)`,
+  combined at `cfg_scale(request)`, the call's `guidance_scale` (Chroma, FLUX.2 [klein]; a callback that changes
+  `pipe._guidance_scale` can only turn guidance off, as in stock);
+- `TrueCFG`: true classifier-free guidance of guidance-distilled models (FLUX's `true_cfg_scale`): the same call,
+  only with `true_cfg_scale > 1` and a negative prompt (or negative embeddings), combined at `true_cfg_scale`.
+"""
 
 from __future__ import annotations
 
 
-class TrueCFG:
+class SeparateNegative:
+    """The negative branch as a separate call of the adapter's denoiser, combined at `cfg_scale(request)`."""
+
+    def cfg_scale(self, request) -> float:
+        return request.guidance_scale
+
+    def guidance(self, request, cond, n_steps):
+        if not self.cfg(request):
+            return {}
+        return {"uncond_denoise": self.denoiser(request, cond, negative=True), "cfg_scale": self.cfg_scale(request)}
+
+
+class TrueCFG(SeparateNegative):
     """An adapter's negative branch as true CFG (the family's guidance is otherwise an input of the model)."""
 
     negative_branch = False  # a negative prompt acts only with `true_cfg_scale > 1`
@@ -36,7 +53,5 @@ class TrueCFG:
     def no_cfg_reason(self, guidance_scale: float) -> str:
         return "true CFG runs with true_cfg_scale above 1 and a negative prompt"
 
-    def guidance(self, request, cond, n_steps):
-        if not self.cfg(request):
-            return {}
-        return {"uncond_denoise": self.denoiser(request, cond, negative=True), "cfg_scale": request.true_cfg_scale}
+    def cfg_scale(self, request) -> float:
+        return request.true_cfg_scale
