@@ -8,11 +8,13 @@ test words plus the special tokens and a chat template that the stock pipelines'
 - `build_qwen2_tokenizer`: a `Qwen2TokenizerFast` (FLUX.2 Klein's Qwen3 tokenizer): byte-level BPE over the words,
   `<|im_start|>role\\n...<|im_end|>` messages, the generation prompt with Qwen3's empty think block when
   `enable_thinking=False`.
+- `build_qwen_tokenizer`: the same special tokens and chat template over a word-level vocabulary (Qwen-Image's
+  Qwen2.5-VL and Z-Image's Qwen3 encoders), whose Qwen-Image prompt-template prefix is 34 tokens, as the real one's.
 """
 
 from __future__ import annotations
 
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
 
 MISTRAL_SPECIAL = ["<unk>", "[IMG]", "<s>", "</s>", "<pad>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]",
                    "[IMG_BREAK]", "[IMG_END]"]  # fmt: skip
@@ -66,3 +68,38 @@ def build_qwen2_tokenizer(words: list[str]):
     tokenizer.add_special_tokens({"additional_special_tokens": QWEN_SPECIAL[1:]})
     tokenizer.chat_template = QWEN_TEMPLATE
     return tokenizer
+
+
+# the words of Qwen-Image's prompt template (the real tokenizer makes its prefix 34 tokens, and so does this one)
+TEMPLATE_WORDS = (
+    "system user assistant Describe the image by detailing color shape size texture quantity text spatial "
+    "relationships of objects and background"
+).split()
+PROMPT_WORDS = "a red blue green circle square cat dog photo bad quality dance monkey".split()
+
+
+def build_qwen_tokenizer(words=()):
+    """A word-level fast tokenizer: spaces separate words, a newline and each punctuation mark are tokens."""
+    from transformers import PreTrainedTokenizerFast
+
+    special = [*QWEN_SPECIAL, "<unk>"]
+    vocab = {}
+    for token in [*special, "\n", ",", ":", ".", *TEMPLATE_WORDS, *PROMPT_WORDS, *words]:
+        vocab.setdefault(token, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(" ", behavior="removed"),
+            pre_tokenizers.Split(Regex(r"\n|[^\w\s]"), behavior="isolated"),
+        ]
+    )
+    tok.add_special_tokens(special)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        model_max_length=131072,
+        padding_side="right",
+        chat_template=QWEN_TEMPLATE,
+    )

@@ -9,7 +9,7 @@ from diffusers import (
     QwenImagePipeline,
     QwenImageTransformer2DModel,
 )
-from qwen_tokenizer import build_qwen_tokenizer
+from llm_tokenizers import build_qwen_tokenizer
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 from date_diffusion import DATEConfig

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
-from qwen_tokenizer import build_qwen_tokenizer
+from llm_tokenizers import build_qwen_tokenizer
 from transformers import Qwen3Config, Qwen3Model
 
 from date_diffusion import DATEConfig
