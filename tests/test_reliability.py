@@ -1175,6 +1175,7 @@ def test_without_network_a_hub_id_works_offline_at_once(tmp_path, monkeypatch):
     models load, a missing one is named) instead of five retries of each request; a local path or a proxy: untouched."""
     import socket
     import sys
+    from argparse import Namespace
 
     from date_diffusion import hub
 
@@ -1185,12 +1186,12 @@ def test_without_network_a_hub_id_works_offline_at_once(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "huggingface_hub", raising=False)
     for name in ("HF_HUB_OFFLINE", *hub.PROXY_VARIABLES):
         monkeypatch.delenv(name, raising=False)
-    assert hub.offline_without_network(["generate", "a cat", "--model", str(tmp_path)]) is None  # a local folder
+    assert hub.offline_without_network(Namespace(model=str(tmp_path), out="runs/today")) is None  # local
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
-    assert hub.offline_without_network(["--model", "owner/model"]) is None  # a proxy may reach the hub
+    assert hub.offline_without_network(Namespace(model="owner/model")) is None  # a proxy may reach the hub
     monkeypatch.delenv("HTTPS_PROXY")
     assert "HF_HUB_OFFLINE" not in __import__("os").environ
-    note = hub.offline_without_network(["generate", "a cat", "--reward", "0.5*clip:owner/clip"])
+    note = hub.offline_without_network(Namespace(model=None, reward="0.5*clip:owner/clip"))
     assert note.startswith("huggingface.co cannot be resolved (Name or service not known): working offline")
     assert __import__("os").environ["HF_HUB_OFFLINE"] == "1"
 

@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     name = f"date-diffusion {args.command}"
     _sigterm_as_interrupt()
     _quiet_loading(args.debug)
-    offline = offline_without_network(argv)
+    offline = offline_without_network(args)
     if offline:
         print(f"{name}: note: {offline}", file=sys.stderr)
     _RUNNING.set()
