@@ -102,3 +102,15 @@ def test_date_adapts_the_hidden_states_not_the_mask(qwen_image_components, rewar
     assert tokens[1, -1].abs().max() == 0  # "a dog" is shorter: its padded position is masked and never moves
     assert all(abs(u["update_norm"] - 0.5) < 1e-5 for t in out.traces for u in t["updates"])
     assert np.isfinite(out.images).all()
+
+
+def test_the_tiny_decoder_is_refused_by_name_where_none_of_its_kind_exists(qwen_image_components, tmp_path):
+    """Qwen-Image's VAE's published tiny decoder is a video decoder (TAEHV), no AutoencoderTiny: refused, named."""
+    from diffusers import QwenImagePipeline
+
+    from date_diffusion.hub import ModelNotFoundError
+    from date_diffusion.pipelines.loading import check_tiny_decoder
+
+    QwenImagePipeline(**qwen_image_components).save_pretrained(tmp_path / "model")
+    with pytest.raises(ModelNotFoundError, match="Qwen-Image has no published tiny decoder .* --reward-resolution"):
+        check_tiny_decoder(tmp_path / "model")

@@ -192,7 +192,9 @@ FAMILIES: tuple[Family, ...] = (
         "qwen_image",
         "QwenImageDATEPipeline",
         (),  # diffusers loads no single-file Qwen-Image pipeline
-        "madebyollin/taew2_1",  # the Wan 2.1 VAE's TAEHV (a video decoder, not an AutoencoderTiny: see docs)
+        # none: the published tiny decoder of its (Wan 2.1) VAE, madebyollin/taew2_1, is a TAEHV video decoder, not
+        # an AutoencoderTiny; --reward-decoder tiny is refused, --reward-resolution works
+        "",
         bf16=True,
         edit=None,  # the editor sets guidance_scale per branch; Qwen-Image guides with true_cfg_scale
     ),
@@ -236,7 +238,7 @@ FAMILIES: tuple[Family, ...] = (
         "wan",
         "WanDATEPipeline",
         (),
-        "madebyollin/taew2_1",  # a tiny video decoder (TAEHV), not an AutoencoderTiny: --reward-decoder refuses it
+        "",  # none: its published tiny decoder, madebyollin/taew2_1, is a TAEHV video decoder, not an AutoencoderTiny
         bf16=True,
     ),
     Family(

@@ -444,7 +444,8 @@ def reward_decoder(model) -> str:
         return own.reward_decoder
     family = by_name(family_of(model))
     if not family.tiny_decoder:  # a family whose record names none (none is published for its latents)
-        raise ModelNotFoundError(f"{family.title} has no published tiny decoder: name a decoder folder or hub id")
+        raise ModelNotFoundError(f"{family.title} has no published tiny decoder (AutoencoderTiny) for its latents: "
+                                 "name a decoder folder or hub id, or use --reward-resolution")  # fmt: skip
     return family.tiny_decoder
 
 
