@@ -40,8 +40,22 @@ def tiny_clip_text_config(tokenizer, projection_dim: int = 16):
     )
 
 
+# the tests' tiny AutoencoderKL (two blocks of 8 and 16 channels, 4 latent channels), and the latent scaling of the
+# SD3 / FLUX VAEs on it
+TINY_VAE = dict(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
+                down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)  # fmt: skip
+FLUX_VAE = dict(sample_size=16, shift_factor=0.0609, scaling_factor=1.5035)
+
+
+def tiny_vae(**config):
+    """The tests' tiny AutoencoderKL, with `config` on top (random weights: seed torch first)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(**{**TINY_VAE, **config})
+
+
 def make_components(tokenizer, prediction_type: str = "epsilon", dtype=torch.float32):
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     torch.manual_seed(0)
@@ -58,15 +72,7 @@ def make_components(tokenizer, prediction_type: str = "epsilon", dtype=torch.flo
         attention_head_dim=4,
     )
     torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16),
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-    )
+    vae = tiny_vae()
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(tiny_clip_text_config(tokenizer))
     scheduler = DDIMScheduler(

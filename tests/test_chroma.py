@@ -4,8 +4,8 @@ tokenizer."""
 import numpy as np
 import pytest
 import torch
-from conftest import WORDS
-from diffusers import AutoencoderKL, ChromaPipeline, ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
+from conftest import FLUX_VAE, WORDS, tiny_vae
+from diffusers import ChromaPipeline, ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
 from transformers import T5Config, T5EncoderModel
 
 from date_diffusion import DATEConfig
@@ -44,18 +44,7 @@ def chroma_components():
         )
     ).eval()
     torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16),
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        sample_size=16,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    vae = tiny_vae(**FLUX_VAE)
     return dict(
         transformer=transformer,
         vae=vae,

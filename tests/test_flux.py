@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from conftest import WORDS, tiny_clip_text_config
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+from conftest import FLUX_VAE, WORDS, tiny_clip_text_config, tiny_vae
+from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 from transformers import CLIPTextModel, T5Config, T5EncoderModel
 
 from date_diffusion import DATEConfig
@@ -44,18 +44,7 @@ def flux_components(tokenizer):
         )
     ).eval()
     torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16),
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        sample_size=16,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    vae = tiny_vae(**FLUX_VAE)
     return dict(
         transformer=transformer,
         vae=vae,

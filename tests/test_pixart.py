@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from conftest import WORDS
-from diffusers import AutoencoderKL, DDIMScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
+from conftest import WORDS, tiny_vae
+from diffusers import DDIMScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
 from transformers import T5Config, T5EncoderModel
 
 from date_diffusion import DATEConfig
@@ -33,15 +33,7 @@ def pixart_components():
         norm_eps=1e-6,
     ).eval()
     torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16),
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-    )
+    vae = tiny_vae()
     tok = build_t5_tokenizer(WORDS)
     torch.manual_seed(0)
     t5 = T5EncoderModel(

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from conftest import WORDS, tiny_clip_text_config
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+from conftest import FLUX_VAE, WORDS, tiny_clip_text_config, tiny_vae
+from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
 from date_diffusion import DATEConfig
@@ -35,18 +35,7 @@ def sd3_components(tokenizer):
     torch.manual_seed(1)
     te2 = CLIPTextModelWithProjection(conf)
     torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16),
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        sample_size=16,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    vae = tiny_vae(**FLUX_VAE)
     t5_tok = build_t5_tokenizer(WORDS)
     torch.manual_seed(0)
     t5 = T5EncoderModel(

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from conftest import MAX_TOKENS, tiny_clip_text_config
-from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+from conftest import MAX_TOKENS, tiny_clip_text_config, tiny_vae
+from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from date_diffusion import DATEConfig
@@ -33,16 +33,7 @@ def sdxl_components(tokenizer):
         norm_num_groups=4,
     )
     torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16),
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        sample_size=16,
-    )
+    vae = tiny_vae(sample_size=16)
     conf = tiny_clip_text_config(tokenizer)
     torch.manual_seed(0)
     te = CLIPTextModel(conf)
@@ -141,17 +132,7 @@ def _tiny_vae(kind):
             decoder_up_block_types=("ResnetUpsampleBlock2D",) * 2,
         )
         return ConsistencyDecoderVAE(**encoder, **decoder, latent_channels=4, decoder_num_train_timesteps=1024)
-    return AutoencoderKL(
-        block_out_channels=(8, 16),
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        norm_num_groups=4,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        sample_size=16,
-        use_post_quant_conv=False,
-    )
+    return tiny_vae(sample_size=16, use_post_quant_conv=False)
 
 
 @pytest.mark.parametrize("kind", ["tiny", "consistency", "kl-without-post-quant-conv"])
