@@ -61,6 +61,8 @@ def gen_argv(model_dir, clip_dir, out, *extra):
         (["--device", "quantum"], "--device 'quantum' is not a device name"),
         (["--lora", "missing.safetensors:0.5"], "--lora 'missing.safetensors': no such file"),
         (["--prompts-file", "missing.txt"], "--prompts-file 'missing.txt': no such readable file"),
+        (["--prompts-file", "."], "--prompts-file '.' is a folder: give a file"),
+        (["--prompts-file", "/dev/null"], "--prompts-file '/dev/null' is not a regular file"),
         (["--save-embeddings", "--replay-embeddings", __file__], "--save-embeddings and --replay-embeddings"),
     ],
 )
@@ -214,7 +216,7 @@ def test_any_numeric_value_runs_to_a_finite_image_or_is_refused(
         ("aug0(toy-clip)", "1 to 64 views"),
         ("aug8(aug8(aug8(toy-clip)))", "512 augmented views"),
         ("aug2(" * 9 + "toy-clip" + ")" * 9, "nests 9 wrappers"),
-        ("1e400*toy-clip", "a finite number"),
+        ("1e400*toy-clip", "too large for a 64-bit float"),
         ("nan*toy-clip+1*toy-clip-s1", "a finite number"),
     ],
 )
@@ -702,6 +704,10 @@ def _toy_copy(tmp_path, name):
         (lambda m: (m / "toyworld.json").write_text("[1]"), "toyworld.json: 'recommended' must be an object"),
         (lambda m: (m / "toyworld.json").write_text('{"recommended": {"guidance_scale": NaN}}'),
          "toyworld.json: recommended.guidance_scale must be a finite number"),
+        (lambda m: (m / "toyworld.json").write_text('{"recommended": {"update_every": "10"}}'),
+         "toyworld.json: recommended.update_every must be written without quotes"),
+        (lambda m: (m / "toyworld.json").write_text('{"recommended": {"guidance_scale": "5"}}'),
+         "toyworld.json: recommended.guidance_scale must be written without quotes"),
         (lambda m: (m / "model_index.json").write_text(
             (m / "model_index.json").read_text().replace('"StableDiffusionPipeline"', '"StableDiffusionXLPipeline"')),
          "names StableDiffusionXLPipeline, which needs text_encoder_2, tokenizer_2"),
@@ -1070,13 +1076,28 @@ def test_one_real_parser_takes_only_ascii_numbers(text):
 
 
 @pytest.mark.parametrize(
+    "text, reads_as", [("1e400", "infinity"), ("-1e400", "infinity"), ("1e-400", "0"), ("-2.5e-999", "0")]
+)
+def test_a_number_beyond_a_floats_range_is_refused_not_read_as_infinity_or_zero(text, reads_as):
+    from date_diffusion.core.settings import BeyondFloat, parse_real
+
+    with pytest.raises(BeyondFloat, match=f"reads as {reads_as}"):
+        parse_real(text)
+    assert parse_real("0e-400") == 0 and parse_real("-0.000") == 0 and parse_real("1e-310") == 1e-310
+
+
+@pytest.mark.parametrize(
     "argv, message",
     [
+        (["generate", "a red circle", "--rho-relative", "1e-400"], "--rho-relative: number '1e-400' is too small"),
+        (["bench", "--suite", "toy", "--methods", "date:rho=1e999"], "is too large for a 64-bit float"),
         (["generate", "a red circle", "--rho", "1_0"], "--rho must be a finite number"),
         (["generate", "a red circle", "--guidance", "\u0663"], "argument --guidance: invalid float value"),
         (["generate", "a red circle", "--reward", "1_0*toy-clip"], "bad weight in reward"),
         (["bench", "--suite", "toy", "--methods", "date:rho=\uff11"], "rho in 'date:rho=\uff11' must be a finite"),
         (["generate", "a red circle", "--update-steps", "1,,2"], "--update-steps has an empty item"),
+        (["bench", "--suite", "toy", "--methods", "date:rho=0.5,"], "'date:rho=0.5,' has an empty item"),
+        (["bench", "--suite", "toy", "--methods", "ug:scale=2,,every=1"], "'ug:scale=2,,every=1' has an empty item"),
         (["generate", "a red circle", "--update-intervals", "0:1,"], "--update-intervals has an empty item"),
         (["bench-perf", "--batch-size", "1,,2"], "argument --batch-size: expected comma-separated integers"),
         (["bench", "--suite", "toy", "--categories", "single,,position"], "argument --categories: an empty item"),

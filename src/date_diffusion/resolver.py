@@ -137,7 +137,7 @@ def _advice(own: ModelFile | None) -> dict:
     unknown = sorted(set(advice) - set(known))
     if unknown:
         raise SettingError(f"{where} has unknown settings {unknown}; known: {', '.join(OVERRIDES)}")
-    return _checked(known, {k: f"{where}.{k}" for k in OVERRIDES})
+    return _checked(known, {k: f"{where}.{k}" for k in OVERRIDES}, from_file=True)
 
 
 def _first(*candidates):
@@ -145,13 +145,15 @@ def _first(*candidates):
     return next((value, source) for source, value in candidates if value is not None)
 
 
-def _checked(given: dict, names: dict) -> dict:
-    """The caller's values through their kinds; alternatives of one group refused together."""
+def _checked(given: dict, names: dict, from_file: bool = False) -> dict:
+    """The caller's values (or a JSON file's, typed as JSON) through their kinds; alternatives of one group refused
+    together."""
     out = {}
     for key, value in given.items():
         kind = BY_FIELD[key].kind if key in BY_FIELD else SAMPLING.get(key)
+        read = kind and (kind.from_file if from_file else kind.value)
         try:
-            out[key] = kind.value(value, names[key]) if kind else value.strip() if isinstance(value, str) else value
+            out[key] = read(value, names[key]) if kind else value.strip() if isinstance(value, str) else value
         except SettingError as err:
             raise err.about(key) from None
     for members in GROUPS.values():

@@ -366,6 +366,12 @@ class ExistingPath(Kind):
         what = "folder" if self.folder else "file"
         Text().check(value, name)
         path = Path(value)
+        if path.is_dir() and not self.folder:
+            raise SettingError(f"{name} {value!r} is a folder: give a file")
+        if path.exists() and self.folder and not path.is_dir():
+            raise SettingError(f"{name} {value!r} is a file: give a folder")
+        if path.exists() and not (path.is_dir() or path.is_file()):
+            raise SettingError(f"{name} {value!r} is not a regular file (a device, pipe or socket): give a file")
         if not (path.is_dir() if self.folder else path.is_file()) or not os.access(path, os.R_OK):
             raise SettingError(f"{name} {value!r}: no such readable {what}")
         return value

@@ -53,6 +53,14 @@ class Kind:
     def check(self, value, name: str):
         return value
 
+    def from_file(self, raw, name: str):
+        """A value a JSON file gives: of the kind's own type, never text standing for a number or a truth value
+        (`"10"`, `"true"`), which a file writes without quotes; a kind whose values are text takes text."""
+        if isinstance(raw, str) and type(self).parse is not Kind.parse:
+            raise SettingError(f"{name} must be written without quotes (as a number, true/false or a list), got the "
+                               f"text {quoted(raw)}")  # fmt: skip
+        return self.check(raw, name)
+
     def value(self, raw, name: str):
         """Text or a Python value -> the checked value (a message about text quotes the text typed)."""
         if not isinstance(raw, str):
@@ -85,6 +93,8 @@ class Real(Kind):
     def parse(self, text, name):
         try:
             return parse_real(text)
+        except BeyondFloat as err:
+            raise SettingError(f"{name}: {err}; write a value >= {_num(self.low)} and <= {_num(self.high)}") from None
         except ValueError:
             raise self._error(text, name) from None
 
@@ -129,17 +139,29 @@ def parse_integer(text) -> int:
 _REAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|infinity|nan)", re.IGNORECASE)
 
 
+class BeyondFloat(ValueError):
+    """A number written in digits that a 64-bit float cannot hold: it would read as infinity or as 0."""
+
+
 def parse_real(text) -> float:
     """The one reading of a real number from text (every float flag, setting kind, LoRA scale and reward weight):
     ASCII decimal or scientific notation with an optional sign, surrounding blanks allowed; `inf` and `nan` are read
     (so that a range check names them). Python's `float()` also takes `1_0` (a mistyped `1.0` read as 10) and other
-    scripts' digits (`٣`); they are refused (ValueError), never read as another number than the one shown."""
+    scripts' digits (`٣`); they are refused (ValueError), never read as another number than the one shown. So is a
+    number beyond a float's range (`1e400`, `1e-400`: BeyondFloat), which `float()` reads as infinity or 0."""
     stripped = text.strip() if isinstance(text, str) else None
     if stripped is None or len(stripped) > MAX_DIGITS or not _REAL.fullmatch(stripped):
         raise ValueError(
             f"invalid number {quoted(text)}: write it with the digits 0-9, a point and an optional exponent"
         )
-    return float(stripped)
+    value = float(stripped)
+    finite_text = stripped.lstrip("+-")[:1].lower() not in ("i", "n")
+    mantissa = re.split("[eE]", stripped)[0]
+    if finite_text and math.isinf(value):
+        raise BeyondFloat(f"number {quoted(text)} is too large for a 64-bit float (it reads as infinity)")
+    if value == 0 and any(digit in "123456789" for digit in mantissa):
+        raise BeyondFloat(f"number {quoted(text)} is too small for a 64-bit float (it reads as 0)")
+    return value
 
 
 def is_integer(text) -> bool:
@@ -433,10 +455,19 @@ def given_twice(key: str, spec: str) -> SettingError:
     return SettingError(f"{key} is given twice in {quoted(spec)}: give each key once")
 
 
+def spec_items(body: str, spec: str) -> list[str]:
+    """A benchmark spec's `KEY=V,KEY=V` items (none for an empty body). A blank item (`date:rho=0.5,`,
+    `date:rho=1,,every=2`) is a slip, refused as the lists' blank items are, never dropped without a word."""
+    items = body.split(",") if body else []
+    if not all(item.strip() for item in items):
+        raise SettingError(f"{quoted(spec)} has an empty item: separate its KEY=VALUE settings by single commas")
+    return items
+
+
 def parse_keys(text: str, spec: str) -> dict:
     """The benchmark's `KEY=V,KEY=V` DATE settings -> DATEConfig keyword arguments (keys from `SETTINGS`)."""
     out = {}
-    for item in filter(None, text.split(",")):
+    for item in spec_items(text, spec):
         key, eq, value = item.partition("=")
         if key not in BY_KEY or not eq:
             raise SettingError(f"bad setting {quoted(item)} in {quoted(spec)}; keys: {', '.join(BY_KEY)}")

@@ -41,6 +41,7 @@ from date_diffusion.core.settings import (
     Size,
     given_twice,
     parse_keys,
+    spec_items,
 )
 from date_diffusion.core.text import quoted
 from date_diffusion.evaluation.suite_words import is_editing_suite, subject_words
@@ -172,7 +173,7 @@ def _one_step_size(date: dict) -> dict:
 def _options(spec: str, body: str, kinds: dict, date_keys: bool) -> dict:
     """`KEY=V,...` -> field values: the method's own keys by their kinds, the DATE keys (if accepted) as `date`."""
     values, date_items, seen = {}, [], set()
-    for item in filter(None, body.split(",")):
+    for item in spec_items(body, spec):
         key, eq, value = item.partition("=")
         if key in seen:
             raise given_twice(key, spec)
