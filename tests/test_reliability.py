@@ -619,6 +619,41 @@ def test_the_page_ends_on_a_signal_with_code_0_and_leaves_no_temporary_folder(tm
     assert not list(tmp_path.glob("date-diffusion-ui-*"))
 
 
+def test_sigterm_while_the_page_is_busy_ends_it_with_code_0_and_no_temporary_folder(tmp_path):
+    """A visitor's request is sampling (100 steps, a DATE update at each: the most work the page takes, minutes
+    here) when SIGTERM arrives: the server stops within seconds, not after the request, with code 0 and its folder
+    removed."""
+    import signal
+    import socket
+    import time
+
+    from gradio_client import Client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
+    cmd = [sys.executable, "-m", "date_diffusion", "ui", "--port", str(port), "--device", "cpu"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving" in proc.stdout.readline()
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        fields = ["100", "", "", "", "", "1", *[""] * 9]  # steps, guidance, reward, rho, rho (relative), every, ...
+        job = client.submit("a red circle", "", "0", False, False, *fields, api_name="/generate")
+        deadline = time.monotonic() + 60
+        while job.status().code.name != "PROGRESS" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert job.status().code.name == "PROGRESS"
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        took = time.monotonic() - start
+    finally:
+        proc.kill()
+    assert code == 0 and took < 15, (code, took, proc.stderr.read())
+    assert not list(tmp_path.glob("date-diffusion-ui-*"))
+
+
 def test_sigterm_ends_a_command_stuck_in_one_library_call_within_the_grace(tmp_path):
     """SIGTERM while the main thread is inside one library call that never looks at signals (one product of two
     8192 x 8192 matrices, tens of seconds on one thread, stands in for a convolution at 4096 px): the process ends
