@@ -224,7 +224,7 @@ def test_jsonl_suite_keeps_each_line_and_its_tag(tmp_path):
         (["--export", "t2i-compbench", "{busy}"], "is not empty"),
         (["--export", "t2i-compbench", "{out}", "--geneval-metadata", "{meta}"], "--geneval-metadata is for"),
         (["--geneval-metadata", "{meta}"], "--geneval-metadata is read only by --export geneval"),
-        (["--export", "geneval", "{out}", "--geneval-metadata", "{other}"], "item 0 is 'a red circle' but line 0"),
+        (["--export", "geneval", "{out}", "--geneval-metadata", "{other}"], "item 0 is 'a red circle' but line 1"),
         (["--export", "t2i-compbench", "{run}"], "holds the run's own folder"),
     ],
     ids=["geneval-without-metadata", "unknown-kind", "busy-folder", "metadata-for-t2i", "metadata-alone",

@@ -248,6 +248,11 @@ def test_prompts_files_with_a_byte_order_mark(tmp_path):
     assert prompts == ["a red circle"] and read_captions(table) == ["a red circle"]
     assert notes == ["--prompts-file: the prompts are its 'prompt' column; its other columns ('id') are not read "
                      "(seeds and settings come from the options)"]  # fmt: skip
+    lines = tmp_path / "p.jsonl"
+    lines.write_text('{"prompt": "a red circle", "promt": "x", "tag": "single"}\n', encoding="utf-8")
+    assert read_prompts_file(lines) == (["a red circle"], [
+        "--prompts-file: the prompts are its 'prompt' key; its other keys ('promt', 'tag') are not read (seeds and "
+        "settings come from the options)"])  # fmt: skip
 
 
 def test_a_csv_with_both_prompt_and_caption_columns_is_refused(tmp_path, capsys):
@@ -638,7 +643,7 @@ def test_sigterm_while_the_page_is_busy_ends_it_with_code_0_and_no_temporary_fol
     try:
         assert "serving" in proc.stdout.readline()
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        fields = ["100", "", "", "", "", "1", *[""] * 9]  # steps, guidance, reward, rho, rho (relative), every, ...
+        fields = ["100", "", "toy-clip", "", "", "1", *[""] * 9]  # steps, guidance, reward, rho, rho (rel.), every
         job = client.submit("a red circle", "", "0", False, False, *fields, api_name="/generate")
         deadline = time.monotonic() + 60
         while job.status().code.name != "PROGRESS" and time.monotonic() < deadline:
@@ -842,6 +847,9 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
     "argv, message",
     [
         (["generate", "\u200b\u2060 \ufeff"], "PROMPT is empty (no visible character"),
+        (["generate", "\u3164 \u2800"], "PROMPT is empty (no visible character"),  # Hangul filler, Braille blank
+        (["generate", "\uffff\ufdd0\ufffc\uffa0"], "PROMPT is empty (no visible character"),  # noncharacters, ...
+        (["generate", "a red circle\U000e0069\U000e0067"], "PROMPT holds the tag character U+E0069 at character 13"),
         (["bench", "--suite", "toy", "--methods", "date:rho=1,rho=2"], "rho is given twice"),
         (["bench", "--suite", "toy", "--methods", "ug:scale=1,scale=2"], "scale is given twice"),
     ],
@@ -1030,6 +1038,9 @@ def test_a_run_json_with_a_float_where_an_integer_is_meant_is_named(tmp_path, ca
         ("p.csv", "prompt\na red circle\na \x07 bell\n", "line 3: 'prompt' holds the control character U+0007"),
         ("p.jsonl", '{"prompt": "a red\\u0000 circle"}\n', "p.jsonl line 1: 'prompt' holds the control character"),
         ("p.jsonl", '{"prompt": "a", "prompt": "b"}\n', "p.jsonl line 1 is not readable JSON (key 'prompt' is given"),
+        ("p.txt", "a red circle\na blue\rsquare\x07\n", "p.txt line 2 holds a carriage return without a newline"),
+        ("p.jsonl", '{"prompt": "a"}\r{"prompt": "b"}\n', "p.jsonl line 1 holds a carriage return without"),
+        ("p.txt", "a red circle\r\na\U000e0041 blue square\r\n", "p.txt line 2 holds the tag character U+E0041"),
     ],
 )
 def test_control_characters_and_keys_given_twice_in_prompts_files_are_named_with_the_line(
@@ -1040,6 +1051,16 @@ def test_control_characters_and_keys_given_twice_in_prompts_files_are_named_with
     assert main(["generate", "--prompts-file", str(path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists(), err
+
+
+def test_a_flag_emoji_is_text_and_a_lone_surrogate_is_refused_on_the_page(tmp_path, capsys):
+    from date_diffusion.core.text import check_prompt
+    from date_diffusion.ui.session import Form, InputError, check_form
+
+    scotland = "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"  # tag characters inside
+    assert check_prompt(f"a flag {scotland}", "PROMPT") == f"a flag {scotland}"
+    with pytest.raises(InputError, match="prompt holds the lone surrogate U\\+D800 at character 6"):
+        check_form(Form(prompt="a red\ud800 circle", negative_prompt="", seed="0", settings={}))
 
 
 def test_control_characters_in_typed_prompts_are_refused_on_the_command_line_and_the_page(tmp_path, capsys):
@@ -1332,11 +1353,11 @@ def test_a_model_config_that_would_allocate_terabytes_is_named(model_dir, tmp_pa
 def test_the_page_counts_each_gradient_step_of_an_update_in_a_request_s_work():
     from date_diffusion.ui.session import Form, InputError, check_form
 
-    form = Form("a red circle", settings={"num_inference_steps": "50", "update_every": "1", "grad_steps": "100"})
+    one = {"num_inference_steps": "50", "update_every": "1", "reward": "toy-clip"}  # one reward model's run
     with pytest.raises(InputError, match="50 DATE updates of 100 gradient steps each is 15050 steps of work") as err:
-        check_form(form)
+        check_form(Form("a red circle", settings={**one, "grad_steps": "100"}))
     assert err.value.field == "num_inference_steps"
-    check_form(Form("a red circle", settings={"num_inference_steps": "50", "update_every": "1", "grad_steps": "2"}))
+    check_form(Form("a red circle", settings={**one, "grad_steps": "2"}))
 
 
 def test_a_full_standard_error_keeps_the_exit_code_and_the_work(tmp_path):
@@ -1390,3 +1411,76 @@ def test_a_lora_scale_that_is_no_number_is_named_as_the_scale_not_a_missing_file
     assert main(["generate", "a red circle", "--lora", f"{lora}:{scale}", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert f"the scale of LoRA {str(lora)!r} must be a finite number" in err and "no such file" not in err, err
+
+
+def test_the_pages_work_bound_counts_the_rewards_model_runs():
+    """A request's work counts each reward model's run (augmented views, ensembles) in every gradient step: 100
+    steps updating at every step with 15 x 64 views of a 4-CLIP ensemble is refused (hours), the same request with
+    the plain reward runs within the bound."""
+    from date_diffusion.rewards.registry import reward_runs
+    from date_diffusion.ui.session import Form, InputError, check_form
+
+    assert [
+        reward_runs(s)
+        for s in ("toy-clip", "aug8(toy-clip)", "mean(aug2(toy-clip);toy-clip)+0.5*aug4(subjects(toy-clip))")
+    ] == [1, 8, 7]
+    heavy = "mean(" + ";".join(["aug64(toy-ensemble)"] * 15) + ")"
+    with pytest.raises(InputError, match="an update counts 962 with this reward's 960 model runs") as refused:
+        check_form(Form("a red circle", settings={"num_inference_steps": "100", "reward": heavy, "update_every": "1"}))
+    assert refused.value.field == "num_inference_steps"
+    _, resolved = check_form(Form("a red circle", settings={"num_inference_steps": "100", "reward": "toy-clip",
+                                                            "update_every": "1"}))  # fmt: skip
+    assert resolved.num_inference_steps == 100
+
+
+@pytest.mark.parametrize("given, paper", [(False, False), ("false", False), ("0", False), (True, True), ("yes", True)])
+def test_the_pages_switches_read_text_as_text(given, paper):
+    from date_diffusion.ui.session import Form, check_form
+
+    _, resolved = check_form(Form("a red circle", paper_defaults=given))
+    assert (resolved.sources["update_every"] == "paper") is paper
+
+
+def test_a_switch_the_page_cannot_read_is_refused():
+    from date_diffusion.ui.session import Form, InputError, check_form
+
+    for form in (Form("a red circle", paper_defaults="maybe"), Form("a red circle", approximate=[1])):
+        with pytest.raises(InputError, match="must be"):
+            check_form(form)
+
+
+def test_with_standard_error_closed_nothing_meant_for_it_reaches_standard_output(tmp_path):
+    """`2>&-`: Python's `sys.stderr` is None, and `print(file=None)` writes to stdout; an error (or a note) must not
+    land in a file stdout is written to."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run(["bash", "-c", f'"{sys.executable}" -m date_diffusion generate "a red circle" --steps 0 2>&-'],
+                         env=env, capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 2 and run.stdout == "", run.stdout
+
+
+def test_info_escapes_the_control_characters_of_another_tools_parameters(tmp_path, capsys):
+    """A foreign PNG's A1111 `parameters` text is shown with its line breaks, every other control character (an
+    escape sequence that would recolour or retitle the terminal) written as its escape."""
+    from PIL import Image, PngImagePlugin
+
+    meta = PngImagePlugin.PngInfo()
+    meta.add_text("parameters", "a cat\x1b[31mRED\x1b]0;pwned\x07\u202e\nSteps: 20")
+    Image.new("RGB", (8, 8)).save(tmp_path / "foreign.png", pnginfo=meta)
+    assert main(["info", str(tmp_path / "foreign.png")]) == 0
+    out = capsys.readouterr().out
+    assert "a cat\\x1b[31mRED\\x1b]0;pwned\\x07\\u202e\nSteps: 20" in out and "\x1b" not in out, out
+
+
+def test_a_library_message_is_one_line_with_its_escapes_shown(capsys):
+    """A library's note or error text (a multi-line size mismatch, ANSI colours, a 50,000-character truncation
+    note) is shown as one line, escapes escaped, its middle left out beyond 2,000 characters."""
+    from date_diffusion.cli.main import note
+    from date_diffusion.core.text import one_line
+
+    note("size mismatch for lora_A:\n\tcopying a param\x1b[1m bold\x1b[0m")
+    assert (
+        capsys.readouterr().err
+        == "date-diffusion: note: size mismatch for lora_A: copying a param\\x1b[1m bold\\x1b[0m\n"
+    )
+    long = one_line("truncated: " + "a red circle " * 4000)
+    assert len(long) < 2100 and long.startswith("truncated: a red") and "characters)..." in long

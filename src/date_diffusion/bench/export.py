@@ -183,7 +183,12 @@ def metadata_lines(metadata_file) -> list[str]:
     path = Path(metadata_file)
     if not path.is_file():
         raise ExportError(f"GenEval metadata file {str(path)!r} not found")
-    return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    from date_diffusion.bench.suites import file_lines
+
+    try:
+        return [line.strip() for line in file_lines(path) if line.strip()]
+    except ValueError as err:  # not UTF-8, or a carriage return alone
+        raise ExportError(str(err)) from None
 
 
 def check_geneval_prompts(prompts: dict[int, str], metadata_file) -> list[str]:
@@ -195,9 +200,9 @@ def check_geneval_prompts(prompts: dict[int, str], metadata_file) -> list[str]:
         try:
             expected = loads(lines[index]).get("prompt")
         except (json.JSONDecodeError, AttributeError):
-            raise ExportError(f"line {index} of {metadata_file} is not a JSON object with a 'prompt'") from None
+            raise ExportError(f"line {index + 1} of {metadata_file} is not a JSON object with a 'prompt'") from None
         if not isinstance(expected, str) or expected.strip() != (prompt or "").strip():
-            raise ExportError(f"item {index} is {prompt!r} but line {index} of {metadata_file} is {expected!r}")
+            raise ExportError(f"item {index} is {prompt!r} but line {index + 1} of {metadata_file} is {expected!r}")
     return lines
 
 

@@ -66,7 +66,7 @@ def read_prompt_records(path) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"prompts file {str(path)!r} not found")
     records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+    for n, line in enumerate(file_lines(path), 1):
         if not line.strip():
             continue
         try:
@@ -122,7 +122,8 @@ def read_captions_and_columns(path: Path) -> tuple[list[str], tuple[str, list[st
         line = raw[: err.start].count(b"\n") + 1
         raise ValueError(f"{path} line {line} is not UTF-8 text ({err.reason}): save the file as UTF-8") from None
     if is_jsonl(path):
-        return [r["prompt"].strip() for r in read_prompt_records(path)], None
+        records = read_prompt_records(path)
+        return [r["prompt"].strip() for r in records], ("prompt", sorted({k for r in records for k in r} - {"prompt"}))
     if path.suffix.lower() == ".csv":
         names, rows = read_csv(path)
         column, unread = prompt_column(path, names)
@@ -155,13 +156,26 @@ def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     return names, rows
 
 
+def file_lines(path) -> list[str]:
+    """A text file's lines as every prompts reader numbers them: UTF-8 (a byte order mark dropped), ended by a
+    newline only (with Windows' CR LF as one end). A carriage return alone is refused naming its line: read as a
+    line end (as Python's text mode reads it) it would split one line into two prompts, and every later line
+    number would be off by one."""
+    text = Path(path).read_bytes().decode("utf-8-sig")
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    for n, line in enumerate(lines, 1):
+        if "\r" in line:
+            raise ValueError(f"{path} line {n} holds a carriage return without a newline (an old Mac line end): "
+                             "save the file with newline line ends")  # fmt: skip
+    return lines
+
+
 def text_lines(path: Path) -> list[str]:
     """A text prompts file's prompts: one a line, blank lines skipped, each through `check_prompt` naming its line.
     Lines end at a newline only (a form feed or another control character inside a line is refused with the line,
     never taken as a line break the way `str.splitlines` takes it)."""
     prompts = []
-    for n, line in enumerate(path.read_text(encoding="utf-8-sig").split("\n"), 1):
-        line = line.removesuffix("\r")
+    for n, line in enumerate(file_lines(path), 1):
         if is_blank(line) and control_character(line) is None:
             continue
         prompts.append(check_prompt(line, f"{path} line {n}"))

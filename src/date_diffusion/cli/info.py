@@ -36,6 +36,7 @@ def add_parser(sub):
 
 def run(args) -> int:
     from date_diffusion.cli.common import CLIError
+    from date_diffusion.core.text import printable
     from date_diffusion.outputs import read_png_metadata
 
     for path in args.images:
@@ -45,13 +46,17 @@ def run(args) -> int:
             raise CLIError(str(err)) from err
         if meta["record"] is None and meta["parameters"] is None:
             raise CLIError(f"{path} carries no settings (it was not written by date-diffusion or another SD tool)")
-        print(f"== {path}")
+        print(f"== {printable(str(path))}")
         if args.json and meta["record"] is not None:
-            print(json.dumps(meta["record"], indent=1))
-        else:
-            print(meta["parameters"] or json.dumps(meta["record"], indent=1))
+            print(json.dumps(meta["record"], indent=1))  # JSON escapes every control character
+        else:  # another tool's `parameters` text is shown with its line breaks, any other control escaped
+            print(
+                printable(meta["parameters"], lines=True)
+                if meta["parameters"]
+                else json.dumps(meta["record"], indent=1)
+            )
             for line in summary(meta["record"] or {}):
-                print(line)
+                print(printable(line))
     return 0
 
 

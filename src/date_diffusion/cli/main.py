@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 from date_diffusion.cli import bench, edit, generate, info, toyworld, ui
 from date_diffusion.cli.common import CLIError, attach_kinds, check_kinds
-from date_diffusion.core.text import quoted
+from date_diffusion.core.text import one_line, quoted
 from date_diffusion.hub import offline_without_network
 from date_diffusion.quiet import SILENCED  # what the libraries say that tells the user nothing (quiet.REMARKS)
 
@@ -111,7 +111,7 @@ def _quiet_loading(debug: bool) -> None:
 
 def note(text: str, source: str = "") -> None:
     """One `date-diffusion: note:` line on stderr (above a progress bar), unless the text is `SILENCED`."""
-    text = " ".join(str(text).split())
+    text = one_line(text, 1000)
     if not text or any(s in text for s in SILENCED):
         return
     from tqdm import tqdm
@@ -285,6 +285,10 @@ class _Shown:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 usage error (nothing was done), 1 runtime failure, 130 interrupted (Ctrl-C)."""
+    if sys.stdout is None:  # closed before the program started (`>&-`): what would show goes nowhere
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (the process's stream, open until it ends)
+    if sys.stderr is None:  # `2>&-`: `print(file=None)` would write the notes and errors into stdout
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115
     for stream in (sys.stdout, sys.stderr):  # text the terminal's encoding lacks is shown escaped, never a failure
         if stream is not None and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
@@ -300,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         argv = _text_arguments(sys.argv[1:] if argv is None else list(argv))
     except CLIError as err:
-        print(f"date-diffusion: error: {err}", file=sys.stderr)
+        print(f"date-diffusion: error: {one_line(err)}", file=sys.stderr)
         return 2
     args = build_parser().parse_args(argv)
     name = f"date-diffusion {args.command}"
@@ -315,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         with notes(args.debug):
             return args.func(args) or 0
     except CLIError as err:
-        print(f"{name}: error: {err}", file=sys.stderr)
+        print(f"{name}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{name}: interrupted; every file written so far is complete", file=sys.stderr)
@@ -328,11 +332,14 @@ def main(argv: list[str] | None = None) -> int:
         from date_diffusion.hub import ModelNotFoundError
 
         if isinstance(err, ModelNotFoundError):  # the message already says how to fix it
-            print(f"{name}: error: {err}", file=sys.stderr)
+            print(f"{name}: error: {one_line(err)}", file=sys.stderr)
             return 2
         if args.debug:
             raise
-        print(f"{name}: failed: {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
+        print(
+            f"{name}: failed: {type(err).__name__}: {one_line(err)} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
     finally:
         _RUNNING.clear()

@@ -34,8 +34,9 @@ def add_parser(sub):
         default=MAX_WORK,
         metavar="N",
         help=f"the most work one request may ask for, in sampling steps, each gradient step of a DATE update "
-        f"counted as {UPDATE_WORK} steps (its backward pass, decoding and reward); a request over it is refused "
-        f"before any work (default {MAX_WORK})",
+        f"counted as {UPDATE_WORK} steps (its backward pass, decoding and reward) and one more for each reward "
+        f"model's run beyond the first (aug8(...): 8 runs); a request over it is refused before any work (default "
+        f"{MAX_WORK})",
     )
     p.add_argument(
         "--allow-path",

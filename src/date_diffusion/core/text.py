@@ -13,16 +13,20 @@ one, as captions of the paper's COCO subset do; every encoder reads them as spac
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
-# separators (spaces), control characters, format characters (zero-width ...), and combining marks: a mark shows
-# only on a character before it, so a text of marks alone (U+0301 U+0308 ...) shows nothing of its own
-_INVISIBLE = ("Z", "Cc", "Cf", "Mn", "Me")
+# separators (spaces), control characters, format characters (zero-width ...), combining marks (a mark shows only
+# on a character before it, so a text of marks alone, U+0301 U+0308 ..., shows nothing of its own), surrogates and
+# code points no character is assigned to (noncharacters such as U+FFFF included)
+_INVISIBLE = ("Z", "Cc", "Cf", "Mn", "Me", "Cs", "Cn")
+# letters and symbols that are blank by design: the Hangul fillers, the Braille blank, the object replacement
+BLANK_CHARACTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800\ufffc")
 
 
 def is_blank(text: str) -> bool:
     """Whether `text` has no visible character."""
-    return not any(not unicodedata.category(ch).startswith(_INVISIBLE) for ch in text)
+    return all(ch in BLANK_CHARACTERS or unicodedata.category(ch).startswith(_INVISIBLE) for ch in text)
 
 
 LINE_SPACE = "\t\n\r"  # the control characters that are text: a tab, and line breaks (a CSV cell may hold them)
@@ -32,25 +36,50 @@ LINE_SPACE = "\t\n\r"  # the control characters that are text: a tab, and line b
 BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
+# tag characters: invisible, they spell a hidden ASCII text an encoder still reads; as text they belong only in an
+# emoji tag sequence (a subdivision flag: U+1F3F4, tags, U+E007F CANCEL TAG)
+_TAG_SEQUENCE = re.compile("\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f")
+
+
+def _is_tag(ch: str) -> bool:
+    return "\U000e0000" <= ch <= "\U000e007f"
+
+
 def control_character(text: str) -> int | None:
-    """The index of the first control character of `text` other than a tab or a line break (Unicode category Cc),
-    or of a bidirectional embedding, override or isolate (`BIDI_CONTROLS`), or None."""
-    controls = (k for k, ch in enumerate(text) if ch not in LINE_SPACE and unicodedata.category(ch) == "Cc")
-    bidi = (k for k, ch in enumerate(text) if ch in BIDI_CONTROLS)
-    return min((k for k in (next(controls, None), next(bidi, None)) if k is not None), default=None)
+    """The index of the first character of `text` that is no prompt text, or None: a control character other than
+    a tab or a line break (Unicode category Cc), a bidirectional embedding, override or isolate (`BIDI_CONTROLS`),
+    a lone surrogate (no character at all: text decoded with errors kept), or a tag character outside an emoji
+    tag sequence (hidden text)."""
+    flags = {k for m in _TAG_SEQUENCE.finditer(text) for k in range(m.start(), m.end())}
+    for k, ch in enumerate(text):
+        category = unicodedata.category(ch)
+        if (category == "Cc" and ch not in LINE_SPACE) or ch in BIDI_CONTROLS or category == "Cs":
+            return k
+        if _is_tag(ch) and k not in flags:
+            return k
+    return None
+
+
+def _why(ch: str) -> str:
+    """What the character `control_character` found is, and why a prompt cannot hold it."""
+    if ch in BIDI_CONTROLS:
+        return ("the bidirectional control {}: it makes the prompt display in another order than the encoder reads "
+                "it; remove it (the marks U+200E/U+200F set a direction and are accepted)")  # fmt: skip
+    if unicodedata.category(ch) == "Cs":
+        return "the lone surrogate {}: it is no character (text decoded from invalid bytes); remove it"
+    if _is_tag(ch):
+        return ("the tag character {}: an invisible character that spells hidden text the encoder still reads "
+                "(outside an emoji flag); remove it")  # fmt: skip
+    return "the control character {}: a prompt is text; remove it (a damaged file or a pasted escape sequence)"
 
 
 def check_prompt(text, name: str, empty: bool = False) -> str:
     """`text` stripped, or ValueError naming `name` when it holds a control character or (unless `empty`: a
     negative prompt may be empty) shows nothing."""
     at = control_character(text) if isinstance(text, str) else None
-    if at is not None and text[at] in BIDI_CONTROLS:
-        raise ValueError(f"{name} holds the bidirectional control U+{ord(text[at]):04X} at character {at + 1}: it "
-                         "makes the prompt display in another order than the encoder reads it; remove it (the marks "
-                         "U+200E/U+200F set a direction and are accepted)")  # fmt: skip
     if at is not None:
-        raise ValueError(f"{name} holds the control character U+{ord(text[at]):04X} at character {at + 1}: a "
-                         "prompt is text; remove it (a damaged file or a pasted escape sequence)")  # fmt: skip
+        what, why = _why(text[at]).split("{}", 1)
+        raise ValueError(f"{name} holds {what}U+{ord(text[at]):04X} at character {at + 1}{why}")
     if isinstance(text, str) and empty and is_blank(text):
         return ""
     if not isinstance(text, str) or is_blank(text):
@@ -91,3 +120,26 @@ def quoted(value, most: int = 100) -> str:
     size = f"{len(value):,} characters" if isinstance(value, str) else f"{len(shown):,} characters written out"
     half = most // 2 - 5
     return f"{shown[:half]}...{shown[-half:]} ({size})"
+
+
+def printable(text: str, lines: bool = False) -> str:
+    """`text` as a terminal may show it: each control character (ESC, BEL, ..., and with `lines` false also line
+    breaks and tabs) and bidirectional control written as its escape (`\\x1b`, `\\u202e`), so that text from a file
+    (a foreign PNG's parameters, a library's message) can neither recolour nor retitle the terminal, nor reorder
+    what is shown."""
+    keep = LINE_SPACE if lines else ""
+    return "".join(
+        ch if ch in keep or not (unicodedata.category(ch) == "Cc" or ch in BIDI_CONTROLS) else ascii(ch)[1:-1]
+        for ch in text
+    )
+
+
+def one_line(text: str, most: int = 2000) -> str:
+    """A message (an error, a note) as one readable line: its line breaks and runs of blanks as one space, its
+    control characters escaped (`printable`), and, beyond `most` characters, its start and end around the count of
+    characters left out (a library's note may quote a whole prompt)."""
+    text = printable(" ".join(str(text).split()))
+    if len(text) <= most:
+        return text
+    half = most // 2
+    return f"{text[:half]} ...({len(text) - 2 * half:,} characters)... {text[-half:]}"

@@ -352,6 +352,25 @@ def parse_spec(spec: str) -> Sum:
     return _sum(spec, {r.name: r for r in records()})
 
 
+def reward_runs(spec: str) -> int:
+    """How many reward models' runs score one image under `spec`: each named reward once, `augK(...)` K times
+    what it wraps, `mean(...)` and a sum each part's runs (`subjects(...)` counts its inner spec's runs once,
+    before the prompt's subjects are known). What a request's cost is bounded by (`ui.access.request_work`)."""
+
+    def runs(node) -> int:
+        if isinstance(node, Sum):
+            return sum(runs(term) for _, term in node.terms)
+        if isinstance(node, Augmented):
+            return node.views * runs(node.inner)
+        if isinstance(node, Mean):
+            return sum(runs(part) for part in node.parts)
+        if isinstance(node, Subjects):
+            return runs(node.inner)
+        return 1
+
+    return runs(parse_spec(spec))
+
+
 def check_spec(spec: str) -> None:
     """Raise `RewardSpecError` for a malformed spec, without loading any model (validate before work starts)."""
     parse_spec(spec)

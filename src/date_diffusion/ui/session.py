@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from date_diffusion.core.settings import BY_FIELD, SETTINGS, Seed, SettingError
+from date_diffusion.core.settings import BY_FIELD, SETTINGS, Boolean, Seed, SettingError
 from date_diffusion.core.text import prepare_prompt
 from date_diffusion.grids import (
     DIFF_GAIN,
@@ -41,7 +41,7 @@ from date_diffusion.rewards.base import Reward
 from date_diffusion.rewards.registry import reward_from_spec
 from date_diffusion.schedulers import SCHEDULERS, check_steps_fit, make_scheduler
 from date_diffusion.toyworld.world import judge_for
-from date_diffusion.ui.access import MAX_WORK, UPDATE_WORK, check_reward_sources, request_work
+from date_diffusion.ui.access import MAX_WORK, UPDATE_WORK, check_reward_sources, gradient_step_work, request_work
 
 
 class InputError(ValueError):
@@ -90,6 +90,14 @@ def _seed(value) -> int:
         raise InputError(str(err), "seed") from None
 
 
+def _switch(value, name: str) -> bool:
+    """A checkbox's value: True or False, or (from an API client) their text; "false" is never read as True."""
+    try:
+        return Boolean().value(value, name)
+    except SettingError as err:
+        raise InputError(str(err)) from None
+
+
 def check_form(form: Form, model: str | None = None, allowed: tuple[Path, ...] = (), max_work: int = MAX_WORK):
     """The prompt, negative prompt and seed of a form, and the settings that run (resolved as the command line
     resolves its flags), or `InputError` naming the field and the value typed. A reward typed in the form may
@@ -104,10 +112,12 @@ def check_form(form: Form, model: str | None = None, allowed: tuple[Path, ...] =
         negative, negative_note = prepare_prompt(form.negative_prompt or "", "the negative prompt", empty=True)
     except ValueError as err:
         raise InputError(str(err), "negative_prompt") from None
-    sampling = Sampling(prompt, negative or None, _seed(form.seed), [n for n in (prompt_note, negative_note) if n])
+    notes = [n for n in (prompt_note, negative_note) if n]
+    sampling = Sampling(prompt, negative or None, _seed(form.seed), notes, _switch(form.approximate, "approximate"))
     given = {k: v for k, v in form.settings.items() if v is not None and str(v).strip()}
     try:
-        resolved = resolve_settings(model, paper_defaults=bool(form.paper_defaults), names=LABELS, **given)
+        resolved = resolve_settings(model, paper_defaults=_switch(form.paper_defaults, "paper defaults"),
+                                    names=LABELS, **given)  # fmt: skip
     except ValueError as err:
         raise InputError(str(err), getattr(err, "setting", None)) from err
     if resolved.sources.get("reward") == "user":  # the model's own reward is the operator's choice
@@ -117,17 +127,20 @@ def check_form(form: Form, model: str | None = None, allowed: tuple[Path, ...] =
             raise InputError(str(err), "reward") from err
     steps = resolved.num_inference_steps
     try:
-        work = request_work(steps, resolved.date)
+        work = request_work(steps, resolved.date, resolved.reward)
     except ValueError as err:  # update steps outside the run
         raise InputError(str(err), "update_steps") from err
     if work > max_work:
         grad = resolved.date.grad_steps if resolved.date is not None else 1
-        updates = (work - steps) // (UPDATE_WORK * grad)
+        each_step = gradient_step_work(resolved.reward)
+        updates = (work - steps) // (each_step * grad)
         each, unit = (f" of {grad} gradient steps each", "a gradient step") if grad > 1 else ("", "an update")
         fewer = "steps or gradient steps" if grad > 1 else "steps"
+        runs = f" with this reward's {each_step - UPDATE_WORK + 1} model runs" if each_step > UPDATE_WORK else ""
+        cheaper = ", update less often or use a reward of fewer views" if runs else " or update less often"
         raise InputError(f"{steps} steps with {updates} DATE updates{each} is {work} steps of work "
-                         f"({unit} counts {UPDATE_WORK}); this page runs at most {max_work} per request: take fewer "
-                         f"{fewer} or update less often", "num_inference_steps")  # fmt: skip
+                         f"({unit} counts {each_step}{runs}); this page runs at most {max_work} per request: take "
+                         f"fewer {fewer}{cheaper}", "num_inference_steps")  # fmt: skip
     return sampling, resolved
 
 
@@ -267,7 +280,7 @@ class Session:
         Stop token (set it to end the run between two steps)."""
         sampling, resolved = check_form(form, self.model, self.allowed, self.max_work)
         reward = RecordingReward(self.reward(resolved.reward))
-        decoder = self.decoder() if form.approximate else None
+        decoder = self.decoder() if sampling.approximate else None
         pipe = self._pipeline()
         try:  # the sampler this request resolved to (--paper-defaults: the paper's), else the model's own
             pipe.scheduler = (
@@ -295,6 +308,7 @@ class Sampling:
     negative_prompt: str | None
     seed: int
     notes: list
+    approximate: bool = False  # the approximate decoder for the reward
 
 
 @dataclass
