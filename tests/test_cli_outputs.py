@@ -102,17 +102,24 @@ def _lora_file(unet, path, seed=0):
 
 
 def test_a_lora_that_cannot_act_is_named(sd_files, clip_dir, tmp_path, capsys):
-    """An empty LoRA, a whole model passed as a LoRA, and a LoRA for another family (its keys name modules this
-    model lacks) are each refused with the file's name and why, never with diffusers' adapter-list message."""
+    """An empty LoRA, a whole model passed as a LoRA, a LoRA for another family (its keys name modules this model
+    lacks), one holding NaN (which would turn every image black) and one file given twice under two names are each
+    refused with the file's name and why, never with diffusers' adapter-list message."""
     empty = tmp_path / "empty.safetensors"
     save_file({}, empty)
     foreign = tmp_path / "flux-lora.safetensors"
     key = "transformer.single_transformer_blocks.0.attn.to_q.lora_{}.weight"
     save_file({key.format("A"): torch.zeros(4, 64), key.format("B"): torch.zeros(3072, 4)}, foreign)
-    cases = [(empty, "holds no tensors"), (clip_dir / "model.safetensors", "holds no LoRA weights"),
-             (foreign, "flux-lora.safetensors")]  # fmt: skip
-    for lora, message in cases:
-        assert gen(sd_files / "folder", clip_dir, tmp_path / "o", "a cat", "--lora", str(lora)) == 2
+    diverged = tmp_path / "nan-lora.safetensors"
+    key = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora.{}.weight"
+    save_file({key.format("down"): torch.zeros(4, 32), key.format("up"): torch.full((32, 4), float("nan"))}, diverged)
+    twice = [foreign, tmp_path / ".." / tmp_path.name / foreign.name]
+    cases = [([empty], "holds no tensors"), ([clip_dir / "model.safetensors"], "holds no LoRA weights"),
+             ([foreign], "flux-lora.safetensors"), ([diverged], "nan-lora.safetensors': its tensor 'unet.down_blocks"),
+             (twice, "flux-lora.safetensors' is given twice")]  # fmt: skip
+    for loras, message in cases:
+        given = [arg for lora in loras for arg in ("--lora", str(lora))]
+        assert gen(sd_files / "folder", clip_dir, tmp_path / "o", "a cat", *given) == 2
         err = capsys.readouterr().err
         assert message in err and "not in the list of present adapters" not in err, err
     assert not (tmp_path / "o").exists()

@@ -736,6 +736,10 @@ def _toy_copy(tmp_path, name):
     return Path(shutil.copytree(PIPELINE, tmp_path / name))
 
 
+def _edit_json(path, **values):
+    path.write_text(json.dumps({**json.loads(path.read_text()), **values}))
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
@@ -744,6 +748,13 @@ def _toy_copy(tmp_path, name):
         (lambda m: (m / "toyworld.json").write_text("[1]"), "toyworld.json: 'recommended' must be an object"),
         (lambda m: (m / "toyworld.json").write_text('{"recommended": {"guidance_scale": NaN}}'),
          "toyworld.json: recommended.guidance_scale must be a finite number"),
+        (lambda m: _edit_json(m / "unet" / "config.json", sample_size=-8),
+         "unet/config.json: its sample_size -8 is not a positive whole number"),
+        (lambda m: _edit_json(m / "unet" / "config.json", sample_size=0), "its sample_size 0 is not a positive"),
+        (lambda m: _edit_json(m / "tokenizer" / "tokenizer_config.json", model_max_length=0),
+         "tokenizer/tokenizer_config.json: model_max_length 0 is not a positive whole number of tokens"),
+        (lambda m: _edit_json(m / "tokenizer" / "tokenizer_config.json", model_max_length=100000.0),
+         "model_max_length 100000.0 is not a positive whole number"),
         (lambda m: (m / "toyworld.json").write_text('{"recommended": {"update_every": "10"}}'),
          "toyworld.json: recommended.update_every must be written without quotes"),
         (lambda m: (m / "toyworld.json").write_text('{"recommended": {"guidance_scale": "5"}}'),
@@ -1484,3 +1495,29 @@ def test_a_library_message_is_one_line_with_its_escapes_shown(capsys):
     )
     long = one_line("truncated: " + "a red circle " * 4000)
     assert len(long) < 2100 and long.startswith("truncated: a red") and "characters)..." in long
+
+
+@pytest.mark.parametrize(
+    "make, reward, message",
+    [
+        (lambda p: (p / "empty").mkdir(), "toy-judge:{}/empty", "cannot be loaded as the toy-judge reward (OSError"),
+        (lambda p: (p / "bad.safetensors").write_bytes(b"x" * 40), "openclip:{}/bad.safetensors",
+         "bad.safetensors' cannot be loaded as the openclip reward (SafetensorError"),
+        (lambda p: os.mkfifo(p / "pipe"), "toy-judge:{}/pipe", "is not a regular file or a folder (a device, pipe"),
+    ],
+)  # fmt: skip
+def test_a_reward_source_that_cannot_load_is_a_usage_error_naming_it(tmp_path, capsys, make, reward, message):
+    make(tmp_path)
+    argv = [
+        "generate",
+        "a red circle",
+        "--steps",
+        "2",
+        "--reward",
+        reward.format(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists(), err

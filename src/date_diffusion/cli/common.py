@@ -181,7 +181,7 @@ def model_kwargs(model: ModelOptions) -> dict:
     """Keyword arguments of `load_date_pipeline` from the model flags (checked: files exist, LoRA scales parse)."""
     from pathlib import Path
 
-    from date_diffusion.pipelines.loading import check_lora_file, is_single_file, parse_lora
+    from date_diffusion.pipelines.loading import check_lora_file, check_once_each, is_single_file, parse_lora
 
     if model.name is not None and is_single_file(model.name) and not Path(model.name).is_file():
         raise CLIError(f"--model {model.name!r}: no such checkpoint file")
@@ -199,6 +199,10 @@ def model_kwargs(model: ModelOptions) -> dict:
             check_lora_file(path)
         except ValueError as err:
             raise CLIError(f"--lora: {err}") from err
+    try:
+        check_once_each([path for path, _ in loras])
+    except ValueError as err:
+        raise CLIError(f"--lora: {err}") from err
     return dict(family=model.family, config=model.config, loras=loras, offload=model.offload)
 
 

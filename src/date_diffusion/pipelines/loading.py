@@ -297,6 +297,23 @@ def check_lora_file(path) -> None:
     if not any("lora" in k.lower() for k in keys):
         raise ValueError(f"LoRA file {str(path)!r} holds no LoRA weights (its first tensor is {keys[0]!r}): is it a "
                          "whole model? pass that with --model")  # fmt: skip
+    bad = _non_finite_tensor(path)
+    if bad is not None:  # it would turn every image black (or every reward NaN) without naming the file
+        raise ValueError(f"LoRA file {str(path)!r}: its tensor {bad!r} holds NaN or infinite values (a damaged or "
+                         "diverged training run): it cannot be applied")  # fmt: skip
+
+
+def _non_finite_tensor(path) -> str | None:
+    """The first tensor of a .safetensors file holding a NaN or an infinity, or None (read tensor by tensor)."""
+    import torch
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():  # noqa: SIM118  (safe_open is no dict)
+            tensor = f.get_tensor(key)
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                return key
+    return None
 
 
 def parse_lora(spec: str) -> tuple[str, float]:
@@ -373,20 +390,47 @@ def check_built(pipe, model) -> None:
     def config(component: str, name: str) -> str:
         return str(folder / component / name) if folder.is_dir() else f"{model} (its {component}'s {name})"
 
+    denoiser = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
+    sample_size = getattr(getattr(pipe.components.get(denoiser), "config", None), "sample_size", None)
+    sizes = sample_size if isinstance(sample_size, (list, tuple)) else [sample_size]
+    if sample_size is not None and not all(type(v) is int and v >= 1 for v in sizes):
+        raise ComponentError(f"{config(denoiser, 'config.json')}: its sample_size {sample_size!r} is not a positive "
+                             f"whole number of latent pixels; {_FIX}")  # fmt: skip
     side, high = max(pipe.default_image_shape()), Size().high
     if side > high:
-        denoiser = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
         raise ComponentError(f"{config(denoiser, 'config.json')}: its sample_size makes a default image of {side} px "
                              f"a side, more than the {high} px any supported model samples; {_FIX}")  # fmt: skip
     for name, tokenizer in pipe.components.items():
-        if not name.startswith("tokenizer") or not type(tokenizer).__name__.startswith("CLIPTokenizer"):
+        if not name.startswith("tokenizer") or not hasattr(tokenizer, "model_max_length"):
+            continue
+        length = tokenizer.model_max_length  # what prompts are padded and cut to
+        if type(length) is not int or length < 1:
+            raise ComponentError(f"{config(name, 'tokenizer_config.json')}: model_max_length {length!r} is not a "
+                                 f"positive whole number of tokens; {_FIX}")  # fmt: skip
+        if not type(tokenizer).__name__.startswith("CLIPTokenizer"):
             continue
         encoder = name.replace("tokenizer", "text_encoder")
         positions = getattr(getattr(pipe.components.get(encoder), "config", None), "max_position_embeddings", None)
-        length = getattr(tokenizer, "model_max_length", None)
-        if isinstance(positions, int) and isinstance(length, int) and length > positions:
+        if isinstance(positions, int) and length > positions:
             raise ComponentError(f"{config(name, 'tokenizer_config.json')}: model_max_length {length} is more than "
                                  f"the {positions} positions {encoder} reads; {_FIX}")  # fmt: skip
+
+
+def check_once_each(paths) -> None:
+    """LoRA files given twice, under one name or two (`x.safetensors`, `./x.safetensors`), are refused: the
+    weights would be added twice."""
+    for k, path in enumerate(paths):
+        twin = next((p for p in paths[:k] if _same_file(path, p)), None)
+        if twin is not None:
+            raise ValueError(f"LoRA file {path!r} is given twice (also as {twin!r}): give each LoRA once, with the "
+                             "scale it should have")  # fmt: skip
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return Path(a).samefile(b)
+    except OSError:
+        return False
 
 
 def _config_repo(path) -> str | None:
@@ -404,6 +448,7 @@ def add_loras(pipe, loras) -> None:
     """Load each (file, scale) LoRA as its own adapter and activate them all with their scales."""
     if not loras:
         return
+    check_once_each([path for path, _ in loras])
     names = []
     for k, (path, scale) in enumerate(loras):
         LORA_SCALE.check(scale, f"the scale of LoRA {path!r}")

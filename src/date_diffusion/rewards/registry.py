@@ -394,10 +394,32 @@ def spec_sources(spec: str) -> list[tuple[str, str | None]]:
     return [(leaf.name, leaf.source) for leaf in _named(parse_spec(spec))]
 
 
+def _build_named(node: Named, device):
+    """A named reward built from its source; a source it cannot be built from (a folder without a config, a damaged
+    weights file, a pipe) is `RewardSpecError` naming the term and the file, whatever the loader raised."""
+    import os
+
+    from date_diffusion.hub import ModelNotFoundError
+
+    if node.source is not None and os.path.exists(node.source) and not os.path.isfile(node.source):
+        if not os.path.isdir(node.source):  # a pipe or a device: reading it could block or never end
+            raise RewardSpecError(f"reward {node.name}:{node.source}: {node.source!r} is not a regular file or a "
+                                  "folder (a device, pipe or socket): give the reward's file or folder")  # fmt: skip
+    try:
+        return _RECORDS[node.name].build(node.source, device)
+    except (RewardSpecError, ModelNotFoundError, MemoryError):
+        raise
+    except Exception as err:  # noqa: BLE001  (each loader's own exception: OSError, SafetensorError, ...)
+        if node.source is None:
+            raise
+        raise RewardSpecError(f"reward {node.name}:{node.source}: {node.source!r} cannot be loaded as "
+                              f"the {node.name} reward ({type(err).__name__}: {err})") from err  # fmt: skip
+
+
 def build(node, device):
     """The reward a parsed spec (or any node of one) stands for, built on `device`."""
     if isinstance(node, Named):
-        return _RECORDS[node.name].build(node.source, device)
+        return _build_named(node, device)
     if isinstance(node, Sum):
         from date_diffusion.rewards.base import WeightedReward
 
