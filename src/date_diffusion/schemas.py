@@ -174,6 +174,7 @@ EMBEDDINGS = Schema(
     "embeddings file's metadata",
     "write it again with `generate --save-embeddings` (or the pipeline's save_embeddings=)",
     required={"pipeline": "text", "parts": "list"},
+    optional={"date": "object", "loras": "list"},
 )
 REPLAY = Schema(
     "embeddings file for --replay-embeddings",

@@ -249,6 +249,8 @@ def _check_file_values(given: GenerateOptions, replayed: GenerateOptions) -> Non
     where = f"--replay-embeddings {given.replay_embeddings!r}:"
     try:
         check_prompt(replayed.prompts[0], f"{where} its 'prompt'")
+        if given.negative_prompt is None and replayed.negative_prompt is not None:
+            check_prompt(replayed.negative_prompt, f"{where} its 'negative_prompt'", empty=True)
     except ValueError as err:
         raise CLIError(str(err)) from None
     values = [("model_arg", "--model", replayed.model.name)] * (given.model.name is None)

@@ -87,7 +87,11 @@ def load_embeddings(path) -> SavedEmbeddings:
     for k, v in raw_meta.items():
         try:
             meta[k] = loads(v)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as err:  # text (a prompt) is stored as it is; an object or a list as JSON
+            if v.lstrip()[:1] in ("{", "["):
+                raise SchemaError(
+                    f"{path}: its metadata {k!r} is not readable JSON ({err}); {EMBEDDINGS.fix}"
+                ) from None
             meta[k] = v
     stages: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in tensors.items():
