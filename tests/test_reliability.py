@@ -62,6 +62,7 @@ def gen_argv(model_dir, clip_dir, out, *extra):
         (["--lora", "missing.safetensors:0.5"], "--lora 'missing.safetensors': no such file"),
         (["--prompts-file", "missing.txt"], "--prompts-file 'missing.txt': no such readable file"),
         (["--prompts-file", "."], "--prompts-file '.' is a folder: give a file"),
+        (["--out", "runs\ntoday"], "--out 'runs\\ntoday' holds the control character U+000A at character 5"),
         (["--prompts-file", "/dev/null"], "--prompts-file '/dev/null' is not a regular file"),
         (["--save-embeddings", "--replay-embeddings", __file__], "--save-embeddings and --replay-embeddings"),
     ],
@@ -745,7 +746,10 @@ def _edit_json(path, **values):
     [
         (lambda m: (m / "model_index.json").write_text("[]"), "model_index.json is not a diffusers pipeline index"),
         (lambda m: (m / "toyworld.json").write_text("{oops"), "toyworld.json is not readable JSON"),
-        (lambda m: (m / "toyworld.json").write_text("[1]"), "toyworld.json: 'recommended' must be an object"),
+        (lambda m: (m / "toyworld.json").write_text("[1]"), "toyworld.json must hold a JSON object (with its "
+         "'recommended' settings), it holds an array"),
+        (lambda m: (m / "toyworld.json").write_text('{"recommended": []}'),
+         "toyworld.json: 'recommended' must be an object of settings, it is an array"),
         (lambda m: (m / "toyworld.json").write_text('{"recommended": {"guidance_scale": NaN}}'),
          "toyworld.json: recommended.guidance_scale must be a finite number"),
         (lambda m: _edit_json(m / "unet" / "config.json", sample_size=-8),
@@ -981,7 +985,9 @@ def test_every_component_of_a_model_folder_is_named_by_its_file(tmp_path, capsys
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("text", ["1_000", "\u0661\u0662", "\uff15", "1e3", "0x10", " ", "+", "1.0", "١"])
+@pytest.mark.parametrize(
+    "text", ["1_000", "\u0661\u0662", "\uff15", "1e3", "0x10", " ", "+", "1.0", "١", "2\u00a0", "\u30002", "\u20072"]
+)
 def test_one_integer_parser_takes_only_ascii_digits(text):
     from date_diffusion.core.settings import parse_integer
 
@@ -1094,6 +1100,8 @@ def test_control_characters_in_typed_prompts_are_refused_on_the_command_line_and
     [
         (["generate", "a red circle", "--steps", "2", "--steps", "3"], "argument --steps: given twice"),
         (["generate", "a red circle", "--seed=1", "--seed", "1"], "argument --seed: given twice"),
+        (["generate", "a red circle", "--compare", "--compare"], "argument --compare: given twice; give it once"),
+        (["bench-perf", "--first-command", "--first-command"], "argument --first-command: given twice; give it"),
         (["bench", "--suite", "toy", "--categories", "single,single"], "single listed twice in 'single,single'"),
         (["bench-perf", "--batch-size", "1,2,1"], "1 listed twice in '1,2,1'"),
         (["bench", "--suite", "toy", "--methods", "date:steps=2;2"], "lists 2 twice"),
@@ -1158,6 +1166,10 @@ def test_a_number_beyond_a_floats_range_is_refused_not_read_as_infinity_or_zero(
     [
         (["generate", "a red circle", "--rho-relative", "1e-400"], "--rho-relative: number '1e-400' is too small"),
         (["bench", "--suite", "toy", "--methods", "date:rho=1e999"], "is too large for a 64-bit float"),
+        (
+            ["edit", "x.png", "--source-prompt", "a", "--target-prompt", "b", "--strength", "1e-400"],
+            "argument --strength: number '1e-400' is too small for a 64-bit float",
+        ),
         (["generate", "a red circle", "--rho", "1_0"], "--rho must be a finite number"),
         (["generate", "a red circle", "--guidance", "\u0663"], "argument --guidance: invalid float value"),
         (["generate", "a red circle", "--reward", "1_0*toy-clip"], "bad weight in reward"),

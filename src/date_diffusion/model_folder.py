@@ -103,16 +103,25 @@ def read(model) -> ModelFile | None:
     return None
 
 
+def _json_kind(value) -> str:
+    """What a JSON value is, in JSON's words (a list is an array, a dict an object)."""
+    kinds = {dict: "an object", list: "an array", str: "text", bool: "true or false", type(None): "null"}
+    return kinds.get(type(value), "a number")
+
+
 def _parse(path: Path, entry: FolderFile) -> ModelFile:
     restore = f"restore it from {entry.origin}"
     try:
         meta = loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} is not readable JSON ({err}): {restore}") from None
-    advice = meta.get("recommended", {}) if isinstance(meta, dict) else None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} must hold a JSON object (with its 'recommended' settings), it holds "
+                         f"{_json_kind(meta)}: {restore}")  # fmt: skip
+    advice = meta.get("recommended", {})
     if not isinstance(advice, dict):
-        raise ValueError(f"{path}: 'recommended' must be an object of settings (the file holds "
-                         f"{type(meta).__name__}): {restore}")  # fmt: skip
+        raise ValueError(f"{path}: 'recommended' must be an object of settings, it is {_json_kind(advice)}: "
+                         f"{restore}")  # fmt: skip
     own = {}
     for key in ("reward", "reward_decoder"):
         value = meta.get(key, getattr(entry, key))

@@ -22,36 +22,57 @@ from date_diffusion.quiet import SILENCED  # what the libraries say that tells t
 OWN_HANDLERS = ("transformers", "diffusers", "huggingface_hub")
 
 
-class _StoreOnce(argparse._StoreAction):  # noqa: SLF001  (argparse's plain `store`, which every value option uses)
-    """A single-valued option: given twice (`--steps 2 --steps 3`) it is refused, never the last one taken."""
+class _Once:
+    """An option that is given once: given twice (`--steps 2 --steps 3`, `--compare --compare`) it is refused,
+    never the last one taken nor the repetition passed over."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         given = getattr(parser, "given_options", None)
         if self.option_strings and given is not None:
             if self.dest in given:
-                parser.error(f"argument {'/'.join(self.option_strings)}: given twice (only one value is taken); "
-                             "give it once")  # fmt: skip
+                taken = "" if self.nargs == 0 else " (only one value is taken)"
+                parser.error(f"argument {'/'.join(self.option_strings)}: given twice{taken}; give it once")
             given[self.dest] = option_string
         super().__call__(parser, namespace, values, option_string)
+
+
+class _StoreOnce(_Once, argparse._StoreAction):  # noqa: SLF001  (argparse's `store`, which every value option uses)
+    pass
+
+
+class _StoreTrueOnce(_Once, argparse._StoreTrueAction):  # noqa: SLF001  (a switch: `--compare`)
+    pass
+
+
+def _real(text: str) -> float:
+    """`core.settings.parse_real` as an argparse type: a number beyond a float's range says so (argparse shows only
+    "invalid float value" for any other ValueError)."""
+    from date_diffusion.core.settings import BeyondFloat, parse_real
+
+    try:
+        return parse_real(text)
+    except BeyondFloat as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with a usage error in one line (what is wrong, then where the options are listed), never the whole
     usage text; its subcommands' parsers are of the same class. Every `type=int` reads through
     `core.settings.parse_integer` (ASCII digits only), every `type=float` through `parse_real`, and a single-valued
-    option given twice is refused (`_StoreOnce`; repeatable options, `action="append"`, stay repeatable)."""
+    option or switch given twice is refused (`_Once`; repeatable options, `action="append"`, stay repeatable)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        from date_diffusion.core.settings import parse_integer, parse_real
+        from date_diffusion.core.settings import parse_integer
 
         self.register("type", int, parse_integer)
-        self.register("type", float, parse_real)
+        self.register("type", float, _real)
         self.register("action", None, _StoreOnce)
         self.register("action", "store", _StoreOnce)
+        self.register("action", "store_true", _StoreTrueOnce)
 
     def parse_known_args(self, args=None, namespace=None):
-        self.given_options = {}  # dest -> the option string that set it, in this parse (`_StoreOnce`)
+        self.given_options = {}  # dest -> the option string that set it, in this parse (`_Once`)
         try:
             return super().parse_known_args(args, namespace)
         finally:

@@ -24,6 +24,9 @@ ANCHORS = ("previous", "original")
 DIRECTIONS = ("gradient", "random")
 REWARD_TARGETS = ("x0", "next")
 MAX_INDEX = 10_000  # loop indices beyond any scheduler's step count
+# the blanks a value may be surrounded by: ASCII's only (a no-break space or an ideographic space around a number
+# is a pasted character, refused with the number, not stripped as Python's `str.strip` strips it)
+BLANKS = " \t\n\r\f\v"
 
 
 class SettingError(ValueError):
@@ -65,11 +68,11 @@ class Kind:
         """Text or a Python value -> the checked value (a message about text quotes the text typed)."""
         if not isinstance(raw, str):
             return self.check(raw, name)
-        parsed = self.parse(raw.strip(), name)
+        parsed = self.parse(raw.strip(BLANKS), name)
         try:
             return self.check(parsed, name)
         except SettingError as err:
-            raise SettingError(str(err).replace(f"got {parsed!r}", f"got {raw.strip()!r}")) from None
+            raise SettingError(str(err).replace(f"got {parsed!r}", f"got {raw.strip(BLANKS)!r}")) from None
 
     def format(self, value) -> str:
         """The text `parse` reads back as `value`."""
@@ -130,7 +133,7 @@ def parse_integer(text) -> int:
     the page, files, benchmark specs, comma lists): ASCII digits with an optional sign, surrounding blanks allowed.
     Python's `int()` also takes `1_000`, non-ASCII digits (`١٢`) and other spellings nobody types as a number on
     purpose; they are refused (ValueError), never read as another number than the one shown."""
-    stripped = text.strip() if isinstance(text, str) else None
+    stripped = text.strip(BLANKS) if isinstance(text, str) else None
     if stripped is None or not _INTEGER.fullmatch(stripped) or len(stripped) > MAX_DIGITS:
         raise ValueError(f"invalid integer {quoted(text)}: write it with the digits 0-9 and an optional sign")
     return int(stripped)
@@ -149,7 +152,7 @@ def parse_real(text) -> float:
     (so that a range check names them). Python's `float()` also takes `1_0` (a mistyped `1.0` read as 10) and other
     scripts' digits (`٣`); they are refused (ValueError), never read as another number than the one shown. So is a
     number beyond a float's range (`1e400`, `1e-400`: BeyondFloat), which `float()` reads as infinity or 0."""
-    stripped = text.strip() if isinstance(text, str) else None
+    stripped = text.strip(BLANKS) if isinstance(text, str) else None
     if stripped is None or len(stripped) > MAX_DIGITS or not _REAL.fullmatch(stripped):
         raise ValueError(
             f"invalid number {quoted(text)}: write it with the digits 0-9, a point and an optional exponent"
@@ -308,7 +311,7 @@ def _items(text: str, name: str) -> list[str]:
     item (`1,,2`, `1,2,`) is a slip, refused rather than read as one item fewer."""
     if not text.strip():
         return []
-    items = [v.strip() for v in text.replace(";", ",").split(",")]
+    items = [v.strip(BLANKS) for v in text.replace(";", ",").split(",")]
     if not all(items):
         raise SettingError(f"{name} has an empty item in {quoted(text)}: separate the items by single commas")
     return items

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from date_diffusion.core.settings import BY_FIELD, SETTINGS, Boolean, Seed, SettingError
+from date_diffusion.core.settings import BLANKS, BY_FIELD, SETTINGS, Boolean, Seed, SettingError
 from date_diffusion.core.text import prepare_prompt
 from date_diffusion.grids import (
     DIFF_GAIN,
@@ -83,7 +83,7 @@ class Form:
 def _seed(value) -> int:
     """The seed field's text as an integer, parsed as the command line parses --seed (`core.settings.Seed`: one
     bound, one message; never through a float, which would round 9007199254740993 to ...992)."""
-    text = str(value).strip() if value is not None else ""
+    text = str(value).strip(BLANKS) if value is not None else ""
     try:
         return Seed().value(text, "seed")
     except SettingError as err:
