@@ -31,7 +31,7 @@ from date_diffusion.cli.common import (
     slug,
 )
 from date_diffusion.core.settings import Seed
-from date_diffusion.core.text import prepare_prompt
+from date_diffusion.core.text import prepare_prompt, quoted
 from date_diffusion.schedulers import check_steps_fit
 from date_diffusion.toyworld import world
 
@@ -593,7 +593,7 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
         )
         if kind == "replay":
             record["replayed_from"] = str(opts.replay_embeddings)
-        lines = [f"{prompt!r} seed {seed} -> {out / (stem + ext)}", f"    record: {out / (stem + '.json')}"]
+        lines = [f"{quoted(prompt)} seed {seed} -> {out / (stem + ext)}", f"    record: {out / (stem + '.json')}"]
         if job.judge is not None:
             record["evaluator"] = {kind: job.judge(image, prompt)}
         summary = []
