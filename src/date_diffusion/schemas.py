@@ -187,8 +187,7 @@ def read_json(path, schema: Schema, limit: int = RUN_FILE_LIMIT) -> dict:
     try:
         data = loads(read_small_text(path, limit))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        why = str(err) if isinstance(err, OSError) and not err.errno else f"not readable: {err}"
-        raise SchemaError(f"{path} is not a valid {schema.what}: {why}; {schema.fix}") from err
+        raise SchemaError(f"{path} is not a readable {schema.what} ({err}); {schema.fix}") from err
     return schema.check(data, path)
 
 

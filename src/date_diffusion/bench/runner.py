@@ -358,6 +358,12 @@ def exact_verdict(image_uint8: np.ndarray, spec: dict) -> dict:
     return {"exact": float(verdict["pass"]), "aspects": verdict["aspects"], "evaluator_version": EVALUATOR_VERSION}
 
 
+def record_paths(out: Path) -> list[Path]:
+    """Every record file under a run's `images/` (what `toyworld audit` reads, each through `read_json`); the report
+    reads only the run's own (`trusted_records`)."""
+    return sorted(Path(out).glob("images/*/*/samples/*.json"))
+
+
 def rescore(out: Path) -> int:
     """Re-run the current exact evaluator on every image of a run whose record was scored by another version;
     the earlier verdict stays in the record as `exact_v<version>`. Returns how many records changed version. Only
