@@ -178,15 +178,12 @@ def test_bench_run_outputs_resume_and_refusal(model_dir, clip_dir, tmp_path, cap
     assert main(["report", str(out)]) == 0
     assert capsys.readouterr().out.rstrip("\n").splitlines()[-1] == f"in the browser: date-diffusion ui --run {out}"
 
-    # a folder whose images are of other prompts than the run selects (an earlier version's --limit took the
-    # first N) is refused before any work: the report would mix them in
+    # a folder of a prompt the run does not select is refused before any work, named with the true reason
     (out / "images" / "fixed" / "00001" / "samples").mkdir(parents=True)
     (out / "images" / "fixed" / "00001" / "samples" / "01000.json").write_text("{}")
     assert main(bench_args(model_dir, clip_dir, out)) == 2
     err = capsys.readouterr().err
-    assert (
-        "holds images of 1 prompt(s) this run does not select" in err and str(out / "images" / "fixed" / "00001") in err
-    )
+    assert f"{out / 'images' / 'fixed' / '00001'}: not a prompt this run selects" in err and err.count("\n") == 1
 
 
 def test_resume_trusts_no_image_it_cannot_verify(model_dir, clip_dir, tmp_path, capsys):
@@ -237,6 +234,9 @@ def test_resume_trusts_no_image_it_cannot_verify(model_dir, clip_dir, tmp_path, 
     # a record edited by hand (a score, an index): never reported from
     edited = json.loads(recs[3].read_text())
     recs[3].write_text(json.dumps({**edited, "exact": 100.0}))
+    assert main(argv) == 2
+    assert "field 'exact' must be in [0, 1], got 100.0 (changed after it was written)" in capsys.readouterr().err
+    recs[3].write_text(json.dumps({**edited, "exact": 1.0 - edited["exact"]}))
     assert main(argv) == 2
     assert "its record was changed after it was written" in capsys.readouterr().err
     recs[3].write_text(json.dumps(edited))

@@ -167,15 +167,28 @@ def test_an_old_layout_run_folder_loads_and_reports(tmp_path):
     assert [type(m) for m in methods.values()] == [Fixed, Date, Recommended, BestOf, BestOf]
     assert methods["recommended"].reward == "aug8(toy-ensemble)"
     assert methods["recommended"].date.rho_relative == 0.005 and methods["best-of-3"].candidates == 3
-    record = {"index": 0, "seed": 1000, "category": "single", "exact": 1.0, "clip_eval": 0.3, "reward": 0.2,
-              "seconds": 1.0, "peak_memory_mb": 10.0, "trace": {"updates": []}}  # fmt: skip
-    for m in ("fixed", "date"):
+    import numpy as np
+    from PIL import Image
+
+    from date_diffusion.bench.suites import load_suite
+
+    item = load_suite("toy")[0]
+    pixels = np.zeros((8, 8, 3), np.uint8)
+    record = {"index": 0, "seed": 1000, "category": item.category, "prompt": item.prompt, "spec": item.spec,
+              "exact": 1.0, "clip_eval": 0.3, "reward": 0.2, "seconds": 1.0, "peak_memory_mb": 10.0,
+              "trace": {"updates": []}, "pixels": runner.pixels_digest(pixels)}  # fmt: skip
+    for m in ("fixed", "date"):  # records of this version (fingerprinted) in a run folder of an earlier one
         path = tmp_path / "images" / m / "00000" / "samples" / "01000.json"
         path.parent.mkdir(parents=True)
-        path.write_text(json.dumps(record))
+        Image.fromarray(pixels).save(path.with_suffix(".png"))
+        made = runner.made_with(runner.run_settings(run), methods[m], item.prompt, 1000)
+        mine = {**record, "method": m, "made_with": made}
+        path.write_text(json.dumps({**mine, "sealed": runner.sealed(mine)}))
     assert main(["report", str(tmp_path)]) == 0
     md = (tmp_path / "results.md").read_text()
     assert "| date | 1 |" in md and "| recommended | 0 |" in md and "reward `toy-clip`" in md
+    path.write_text(json.dumps(record))  # an earlier version's record (no fingerprints): never reported from
+    assert main(["report", str(tmp_path)]) == 2
     # a rerun with the same settings is accepted, and run.json is then in this version's layout
     check_settings(tmp_path, RunSettings(**{**run, "methods": {"date": methods["date"].record()}}))
     new = json.loads((tmp_path / "run.json").read_text())

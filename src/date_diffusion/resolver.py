@@ -52,7 +52,7 @@ class Resolved:
     @property
     def active(self) -> bool:
         """Whether DATE can move the embedding (a non-zero step and at least one update step in the run)."""
-        return self.date.moves and bool(self.date.update_indices(self.num_inference_steps))
+        return self.date.acts(self.num_inference_steps)
 
     def call_arguments(self) -> dict:
         return {

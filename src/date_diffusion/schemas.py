@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
+import stat
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
+from date_diffusion.core.settings import MAX_SEED, MAX_STEPS
 from date_diffusion.core.trace import Trace, UpdateRecord
 
 
@@ -91,6 +93,8 @@ class Schema:
     fix: str  # what the user does about a bad one
     required: dict = field(default_factory=dict)  # field -> kind (text, int, number, number?, list, object)
     optional: dict = field(default_factory=dict)  # checked where present (and not None)
+    bounds: dict = field(default_factory=dict)  # number field -> (lowest, highest), both allowed
+    unique: tuple = ()  # list fields that give no value twice
 
     def problem(self, data) -> str | None:
         """What is wrong with `data` (a field and why), or None."""
@@ -104,6 +108,18 @@ class Schema:
         for name, kind in self.optional.items():
             if data.get(name) is not None and not _is(data[name], kind):
                 return f"field {name!r} must be {_NAMED.get(kind, kind.rstrip('?'))}, got {data[name]!r:.60}"
+        for name, (low, high) in self.bounds.items():  # a list field: each of its values
+            value = data.get(name)
+            for v in value if isinstance(value, list) else [value]:
+                if isinstance(v, numbers.Real) and not low <= v <= high:
+                    return f"field {name!r} must be in [{_bound(low)}, {_bound(high)}], got {v!r:.60}"
+        for name in self.unique:
+            seen = set()
+            for value in data.get(name) or []:
+                key = json.dumps(value, sort_keys=True)
+                if key in seen:
+                    return f"field {name!r} lists {value!r:.60} twice (each value once)"
+                seen.add(key)
         return None
 
     def check(self, data, path) -> dict:
@@ -126,10 +142,50 @@ def schema_of(record_type, what: str, fix: str, required: tuple[str, ...] = ()) 
     return Schema(what, fix, {n: kinds[n] for n in required}, {n: k for n, k in kinds.items() if n not in required})
 
 
-def read_json(path, schema: Schema) -> dict:
-    """A JSON file through `schema` (SchemaError naming the file if unreadable or of another shape)."""
+def _bound(value) -> str:
+    return "2**63 - 1" if value == MAX_SEED else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+RUN_FILE_LIMIT = 1_000_000  # bytes: a bench run's JSON files (run.json, a record, prompt.json) hold a few kB
+
+
+def not_a_file(path, limit: int = RUN_FILE_LIMIT) -> str | None:
+    """Why `path` cannot be read as a small file, or None: it is missing, not a regular file once links are
+    followed (a folder, a FIFO that would block the reader, a device such as /dev/zero that never ends), or larger
+    than `limit` bytes. Checked before every read of a run folder's files (`read_small_text`)."""
     try:
-        data = loads(Path(path).read_text(encoding="utf-8"))
+        info = os.stat(path)
+    except FileNotFoundError:
+        return "missing" if not os.path.islink(path) else "a symbolic link to a file that is missing"
+    except OSError as err:  # a link loop, a name too long, no permission
+        return f"not readable ({err.strerror or err})"
+    if stat.S_ISDIR(info.st_mode):
+        return "a folder, not a file"
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode) else "a device"
+        return f"{kind}, not a regular file"
+    if info.st_size > limit:
+        return f"{info.st_size:,} bytes, larger than such a file ever is ({limit:,} bytes at most)"
+    return None
+
+
+def read_small_text(path, limit: int = RUN_FILE_LIMIT) -> str:
+    """The text of a small regular file (`not_a_file` first: OSError naming what it is), at most `limit` bytes."""
+    why = not_a_file(path, limit)
+    if why:
+        raise OSError(f"it is {why}")
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:  # grew since the check
+        raise OSError(f"it is larger than such a file ever is ({limit:,} bytes at most)")
+    return data.decode("utf-8")
+
+
+def read_json(path, schema: Schema, limit: int = RUN_FILE_LIMIT) -> dict:
+    """The one reader of a bench run's JSON files (and other small JSON files): a regular file of at most `limit`
+    bytes (`read_small_text`), through `schema` (SchemaError naming the file if unreadable or of another shape)."""
+    try:
+        data = loads(read_small_text(path, limit))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise SchemaError(f"{path} is not a readable {schema.what} ({err}); {schema.fix}") from err
     return schema.check(data, path)
@@ -146,8 +202,11 @@ RUN = Schema(
         "fid_real": "text",
         "limit": "int",
         "edit_skip": "int",
-    },  # fmt: skip
-)
+        "categories": "list",
+    },
+    bounds={"seeds": (0, MAX_SEED), "steps": (1, MAX_STEPS), "limit": (1, MAX_SEED), "edit_skip": (0, MAX_STEPS)},
+    unique=("seeds", "categories"),
+)  # fmt: skip
 RECORD = Schema(
     "bench image record",
     "re-run the same bench command to make the image again",
@@ -155,6 +214,8 @@ RECORD = Schema(
     optional={"method": "text", "prompt": "text", "trace": "object", "reward": "number?", "clip_eval": "number?",
               "exact": "number?", "spec": "object", "category": "text", "made_with": "text", "pixels": "text",
               "sealed": "text"},
+    bounds={"index": (0, MAX_SEED), "seed": (0, MAX_SEED), "seconds": (0.0, math.inf),
+            "peak_memory_mb": (0.0, math.inf), "exact": (0.0, 1.0)},
 )  # fmt: skip
 PNG_RECORD = Schema(
     "date-diffusion record in the PNG",

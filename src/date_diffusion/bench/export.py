@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from date_diffusion.core.settings import is_integer, parse_integer
-from date_diffusion.schemas import loads
+from date_diffusion.schemas import loads, read_small_text
 
 
 class ExportError(ValueError):
@@ -80,9 +80,9 @@ def write_prompt_records(folder, record: dict, meta=None) -> None:
 
 
 def _first_json(path: Path):
-    try:
-        return loads(path.read_text(encoding="utf-8").splitlines()[0])
-    except (OSError, IndexError, json.JSONDecodeError):
+    try:  # a regular file of a few kB (`read_small_text`): never a FIFO that blocks or a device that never ends
+        return loads(read_small_text(path).splitlines()[0])
+    except (OSError, IndexError, UnicodeDecodeError, json.JSONDecodeError):
         return None
 
 
@@ -120,7 +120,7 @@ def run_prompts(run_dir) -> dict[int, str] | None:
     limit, categories), read again; None when that file cannot be read (a moved run)."""
     from date_diffusion.bench.suites import load_suite
 
-    run = loads((Path(run_dir) / "run.json").read_text(encoding="utf-8"))
+    run = loads(read_small_text(Path(run_dir) / "run.json"))
     try:
         items = load_suite(run["suite"], run.get("captions"), run.get("limit"), run.get("categories"))
     except (OSError, ValueError, KeyError):
@@ -133,7 +133,7 @@ def missing_images(run_dir, slugs, prompts: Mapping[int, str] | None = None) -> 
     (default: the run's own, `run_prompts`; failing that, every prompt any method has begun) with every seed of the
     run's run.json."""
     run_dir = Path(run_dir)
-    seeds = loads((run_dir / "run.json").read_text(encoding="utf-8"))["seeds"]
+    seeds = loads(read_small_text(run_dir / "run.json"))["seeds"]
     done = {}
     for slug in slugs:
         try:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from date_diffusion.bench.runner import load_records, read_run, run_methods
+from date_diffusion.bench.runner import trusted_records
 from date_diffusion.evaluation.stats import paired_difference
 
 
@@ -23,13 +23,13 @@ def step_rows(run_dir: Path) -> list[dict]:
     """One row per DATE method of the run: update steps, mean judge change per update, exact change vs fixed
     (paired, 95% CI), and the share of images whose verdict went fail -> pass and pass -> fail."""
     run_dir = Path(run_dir)
-    methods = run_methods(read_run(run_dir))
-    fixed = _by_job(load_records(run_dir, next(m for m in methods if m.label == "fixed")))
+    _, methods, by_method = trusted_records(run_dir)
+    fixed = _by_job(by_method["fixed"])
     rows = []
     for method in methods:
         if getattr(method, "date", None) is None:
             continue
-        records = [r for r in load_records(run_dir, method) if (r["index"], r["seed"]) in fixed]
+        records = [r for r in by_method[method.label] if (r["index"], r["seed"]) in fixed]
         base = [fixed[(r["index"], r["seed"])]["exact"] for r in records]
         exact = [r["exact"] for r in records]
         updates = [u for r in records for u in (r.get("trace") or {}).get("updates", []) if not u.get("skipped")]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from date_diffusion.bench.runner import load_records, read_run, run_methods
+from date_diffusion.bench.runner import trusted_records
 from date_diffusion.evaluation.fid import CLIPImageFeatures, frechet_distance
 from date_diffusion.evaluation.stats import bootstrap_ci, paired_difference
 from date_diffusion.outputs import atomic_write
@@ -346,10 +346,10 @@ def compute_fid(out: Path, run: dict, methods, records: dict[str, list[dict]]) -
 
 
 def write_report(out: Path) -> dict:
+    """The tables and plots of the run in `out`, from the records `trusted_records` trusts (anything else in the
+    run folder: `UntrustedRun`, nothing written)."""
     out = Path(out)
-    run = read_run(out)
-    methods = run_methods(run)
-    records = {m.label: load_records(out, m) for m in methods}
+    run, methods, records = trusted_records(out)
     baseline = "fixed" if "fixed" in records else None
     summary = summarize(records, baseline)
     for label, fids in compute_fid(out, run, methods, records).items():

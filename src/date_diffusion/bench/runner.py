@@ -17,7 +17,7 @@ import hashlib
 import json
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -25,15 +25,16 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from date_diffusion.bench.export import PROMPT_RECORD, read_prompt_record, write_prompt_records
-from date_diffusion.bench.suites import Item
+from date_diffusion.bench.export import GENEVAL_RECORD, PROMPT_RECORD, read_prompt_record, write_prompt_records
+from date_diffusion.bench.suites import Item, load_suite
+from date_diffusion.core.settings import is_integer, parse_integer
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import BEST_OF_STRIDE, Method, upgrade_reward
 from date_diffusion.outputs import atomic_write, file_group, open_rgb, png_bytes
 from date_diffusion.pipelines.loading import tiny_decoder_for
 from date_diffusion.rewards.registry import reward_from_spec
 from date_diffusion.rewards.subjects import subject_prompts
-from date_diffusion.schemas import RECORD, RUN, SchemaError, loads, read_json
+from date_diffusion.schemas import RECORD, RUN, SchemaError, loads, not_a_file, read_json, read_small_text
 from date_diffusion.toyworld.edits import EditCase, score_edit, source_scene
 from date_diffusion.toyworld.evaluator import EVALUATOR_VERSION, evaluate
 from date_diffusion.toyworld.scene import PromptSpec, render
@@ -160,39 +161,142 @@ def prompt_record(it) -> dict:
     return {"prompt": it.prompt, "tag": it.category, "spec": it.spec, "source": it.source}
 
 
+PNG_LIMIT = 1 << 30  # bytes: far above any image a run writes (a 4096 px RGB PNG is under 100 MB)
+# what a killed writer leaves beside a file (`outputs.atomic_path`, `file_group`, `claimed_stem`): never read
+_LEFTOVER_SUFFIXES = (".tmp", ".staged", ".claim")
+
+
+class UntrustedRun(ValueError):
+    """A run folder holding files its readers cannot trust; the message is one line naming them and the fix."""
+
+
+def describe_untrusted(out: Path, problems: list[str], fix: str) -> str:
+    """One line: how many files of `out` cannot be trusted, the first two with why, and `fix`."""
+    shown = "; ".join(problems[:2]) + (f"; and {len(problems) - 2} more" if len(problems) > 2 else "")
+    return f"{out} holds {len(problems)} file(s) that cannot be counted as this run's: {shown}; {fix}"
+
+
+def image_state(out: Path, settings: RunSettings, method: Method, it, seed: int) -> tuple[str, object]:
+    """What the run folder holds for one (method, prompt, seed) of the run, as every reader sees it: ("missing",
+    None), ("unfinished", why) (a record that does not pass its schema, or a PNG that does not open: `bench` makes
+    it again), ("untrusted", why) (something a run never writes, or a record whose fingerprints do not match: made
+    with other settings, a PNG or record changed after it was written, no fingerprints) or ("trusted", record)."""
+    png, rec_path = image_paths(out, method, it.index, seed)
+    where = f"{method.label} prompt {it.index} seed {seed} ({png})"
+    if not rec_path.exists() and not rec_path.is_symlink():
+        return "missing", None
+    why = not_a_file(rec_path)
+    if why and why != "missing":
+        return "untrusted", f"{rec_path} is {why}"
+    try:
+        record = read_json(rec_path, RECORD)
+    except SchemaError as err:  # unfinished (a full disk, `{}`), unless a sealed record was edited since
+        why = str(err).removesuffix(f"; {RECORD.fix}")
+        try:
+            written = loads(read_small_text(rec_path))
+        except (OSError, UnicodeDecodeError, ValueError):
+            written = None
+        if isinstance(written, dict) and "sealed" in written:
+            changed = " (changed after it was written)" if written["sealed"] != sealed(written) else ""
+            return "untrusted", f"{why}{changed}"
+        return "unfinished", why
+    why = not_a_file(png, PNG_LIMIT)
+    if why and not why.startswith("missing"):
+        return "untrusted", f"{png} is {why}"
+    try:
+        pixels = pixels_digest(np.asarray(open_rgb(png)))
+    except Exception as err:  # noqa: BLE001 - a PNG that does not open (a full disk): unfinished
+        return "unfinished", f"{png} does not open as an image ({type(err).__name__})"
+    if "made_with" not in record or "pixels" not in record or "sealed" not in record:
+        return "untrusted", f"{where}: its record has no fingerprint (an earlier version made it)"
+    if record["sealed"] != sealed(record):
+        return "untrusted", f"{where}: its record was changed after it was written"
+    own = {"index": it.index, "seed": seed, "method": method.label, "prompt": it.prompt, "category": it.category,
+           "spec": it.spec}  # fmt: skip
+    other = [k for k, v in own.items() if record.get(k, v) != v]
+    if other:
+        return "untrusted", f"{where}: its record's {other[0]} is not this image's (written for another image)"
+    if record["made_with"] != made_with(settings, method, it.prompt, seed):
+        return "untrusted", f"{where}: made with other settings than this run's"
+    if record["pixels"] != pixels:
+        return "untrusted", f"{where}: its PNG was changed after it was made"
+    return "trusted", record
+
+
+def prompt_folder_problem(folder: Path, it) -> str | None:
+    """Why a prompt folder's `prompt.json` is not the run's record of prompt `it` (the export and report read it),
+    or None (also when it is absent: it is written again from the run's record)."""
+    path = folder / PROMPT_RECORD
+    if not path.exists() and not path.is_symlink():
+        return None
+    why = not_a_file(path)
+    if why:
+        return f"{path} is {why}"
+    if read_prompt_record(folder) != prompt_record(it):
+        return f"{path}: not this run's record of prompt {it.index} (changed after it was written)"
+    return None
+
+
+def stray_entries(out: Path, methods, items, seeds) -> list[str]:
+    """Each file or folder under `out/images/` that is none of the run's: a method folder of no method in run.json,
+    a prompt folder of no prompt the run selects, a file a run never writes, an image of a seed not the run's. Each
+    is named with why; a killed writer's hidden leftovers (`.NAME.PID.tmp`, ...) are not named (never read)."""
+    images = out / "images"
+    if not images.is_dir():
+        return [f"{images} is {not_a_file(images)}"] if images.exists() or images.is_symlink() else []
+    slugs = {m.slug for m in methods}
+    folders = {f"{it.index:05d}" for it in items}
+    names = {f"{s:05d}{suffix}" for s in seeds for suffix in (".png", ".json")}
+    found = []
+
+    def entries(folder: Path):
+        return sorted(p for p in folder.iterdir() if not (p.name.startswith(".") and p.suffix in _LEFTOVER_SUFFIXES))
+
+    for method_dir in entries(images):
+        if method_dir.name not in slugs or not method_dir.is_dir():
+            found.append(f"{method_dir}: no method of this run (run.json) writes there")
+            continue
+        for prompt_dir in entries(method_dir):
+            if prompt_dir.name not in folders or not prompt_dir.is_dir():
+                found.append(f"{prompt_dir}: not a prompt this run selects (its suite, --limit and --categories)")
+                continue
+            for path in entries(prompt_dir):
+                if path.name in (PROMPT_RECORD, GENEVAL_RECORD):
+                    continue
+                if path.name != "samples" or not path.is_dir():
+                    found.append(f"{path}: not a file a run writes")
+                    continue
+                for sample in entries(path):
+                    if sample.name not in names:
+                        found.append(f"{sample}: not an image of this run (its seeds are {_seed_range(seeds)})")
+    return found
+
+
+def _seed_range(seeds) -> str:
+    seeds = sorted(seeds)
+    return f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ", ".join(map(str, seeds))
+
+
 def unverified_images(out: Path, settings: RunSettings, methods, items) -> list[str]:
-    """Each image of `out` this run would count as made that cannot be trusted, named with why: made with other
-    settings (run.json edited, another version), its PNG changed after it was made, or a record without the
-    fingerprints that prove either; and each prompt folder whose `prompt.json` is not this run's record of its
-    prompt (the export and report read it). An image whose record does not parse is unfinished: it is made again."""
-    problems = []
+    """Each file of `out` this run would read that cannot be trusted, named with why (`image_state`: made with other
+    settings, changed after it was written, no fingerprints, not a regular file), each prompt folder whose
+    `prompt.json` is not this run's record of its prompt (`prompt_folder_problem`), and each file or folder under
+    `images/` that is none of the run's (`stray_entries`). An image whose record does not parse is unfinished: it is
+    made again."""
+    problems = stray_entries(out, methods, items, settings.seeds)
     for method in methods:
         for it in items:
-            folder = image_paths(out, method, it.index, 0)[0].parent.parent
-            own = read_prompt_record(folder) if folder.is_dir() else None
-            if folder.is_dir() and (folder / PROMPT_RECORD).exists() and own != prompt_record(it):
-                problems.append(f"{folder / PROMPT_RECORD}: not this run's record of prompt {it.index} (changed "
-                                "after it was written)")  # fmt: skip
+            problem = prompt_folder_problem(image_paths(out, method, it.index, 0)[0].parent.parent, it)
+            problems += [problem] if problem else []
             for seed in settings.seeds:
-                png, rec_path = image_paths(out, method, it.index, seed)
-                if not is_done(png, rec_path):
-                    continue
-                record = loads(rec_path.read_text(encoding="utf-8"))
-                where = f"{method.label} prompt {it.index} seed {seed} ({png})"
-                if "made_with" not in record or "pixels" not in record or "sealed" not in record:
-                    problems.append(f"{where}: its record has no fingerprint (an earlier version made it)")
-                elif record["sealed"] != sealed(record):
-                    problems.append(f"{where}: its record was changed after it was written")
-                elif record["made_with"] != made_with(settings, method, it.prompt, seed):
-                    problems.append(f"{where}: made with other settings than this run's")
-                elif record["pixels"] != pixels_digest(np.asarray(open_rgb(png))):
-                    problems.append(f"{where}: its PNG was changed after it was made")
+                state, what = image_state(out, settings, method, it, seed)
+                problems += [what] if state == "untrusted" else []
     return problems
 
 
 def is_done(png: Path, record: Path) -> bool:
     """An image counts as made when its record parses and its PNG opens; anything less is made again."""
-    if not record.exists():
+    if not_a_file(record) or not_a_file(png, PNG_LIMIT):
         return False
     try:
         read_json(record, RECORD)  # `{}` or a record of another shape is not an image made
@@ -255,26 +359,28 @@ def exact_verdict(image_uint8: np.ndarray, spec: dict) -> dict:
 
 
 def record_paths(out: Path) -> list[Path]:
-    """The record of every image of a run, all methods (each PNG is beside its record)."""
+    """Every record file under a run's `images/` (what `toyworld audit` reads, each through `read_json`); the report
+    reads only the run's own (`trusted_records`)."""
     return sorted(Path(out).glob("images/*/*/samples/*.json"))
 
 
 def rescore(out: Path) -> int:
     """Re-run the current exact evaluator on every image of a run whose record was scored by another version;
-    the earlier verdict stays in the record as `exact_v<version>`. Returns how many records changed version."""
+    the earlier verdict stays in the record as `exact_v<version>`. Returns how many records changed version. Only
+    records `trusted_records` trusts are read (an untrusted run: `UntrustedRun`, nothing written)."""
     changed = 0
-    for rec_path in record_paths(out):
-        rec = read_json(rec_path, RECORD)
-        old = rec.get("evaluator_version", 1)
-        if rec.get("spec") is None or old == EVALUATOR_VERSION:
-            continue
-        image = np.asarray(Image.open(rec_path.with_suffix(".png")).convert("RGB"))
-        rec[f"exact_v{old}"] = rec.get("exact")
-        rec.update(exact_verdict(image, rec["spec"]))
-        if "sealed" in rec:  # the project's own change: sealed again
-            rec["sealed"] = sealed(rec)
-        atomic_write(rec_path, json.dumps(rec))
-        changed += 1
+    _, methods, records = trusted_records(out)
+    for method in methods:
+        for rec in records[method.label]:
+            old = rec.get("evaluator_version", 1)
+            if rec.get("spec") is None or old == EVALUATOR_VERSION:
+                continue
+            png, rec_path = image_paths(Path(out), method, rec["index"], rec["seed"])
+            rec[f"exact_v{old}"] = rec.get("exact")
+            rec.update(exact_verdict(np.asarray(open_rgb(png)), rec["spec"]))
+            rec["sealed"] = sealed(rec)  # the project's own change: sealed again
+            atomic_write(rec_path, json.dumps(rec))
+            changed += 1
     return changed
 
 
@@ -547,9 +653,66 @@ def _write(run: BenchRun, method: Method, batch, images, traces, metrics, chosen
     return len(batch)
 
 
-def load_records(out: Path, method: Method) -> list[dict]:
-    root = out / "images" / method.slug
-    records = []
-    for path in sorted(root.glob("*/samples/*.json")) if root.exists() else []:
-        records.append(read_json(path, RECORD))  # SchemaError: the file, the field and the fix
-    return records
+def run_settings(run: dict) -> RunSettings:
+    """The `RunSettings` a run.json (as `read_run` returns it) states; a setting it lacks (an earlier version's file)
+    at its default, or None."""
+    known = {f.name: f for f in fields(RunSettings)}
+    values = {k: v for k, v in run.items() if k in known}
+    for name, f in known.items():
+        if name not in values and f.default is MISSING and f.default_factory is MISSING:
+            values[name] = None
+    return RunSettings(**values)
+
+
+def run_items(out: Path, run: dict, methods) -> list:
+    """The prompts of a run as its run.json states them (suite, prompts file, --limit, --categories), read again;
+    where the prompts file cannot be read from here (a moved run), the prompts its prompt folders record."""
+    try:
+        return load_suite(run["suite"], run.get("captions"), run.get("limit"), run.get("categories"))
+    except (OSError, ValueError, KeyError):
+        pass
+    found = {}
+    for method in methods:
+        root = Path(out) / "images" / method.slug
+        for folder in sorted(root.iterdir()) if root.is_dir() else []:
+            rec = read_prompt_record(folder) if folder.is_dir() and is_integer(folder.name) else None
+            if isinstance(rec, dict) and isinstance(rec.get("prompt"), str):
+                index = parse_integer(folder.name)
+                found.setdefault(index, Item(index, rec["prompt"], rec.get("tag") or "all", rec.get("spec"),
+                                             rec.get("source")))  # fmt: skip
+    return [found[i] for i in sorted(found)]
+
+
+RESUME_FIX = ("move them out of the folder (the run then makes its own images again with its settings) or use "
+              "another --out")  # fmt: skip
+READ_FIX = ("move them out of the folder (re-running the same bench command then makes those images again with "
+            "the run's settings), or report another run")  # fmt: skip
+
+
+def trusted_records(out: Path) -> tuple[dict, list[Method], dict[str, list[dict]]]:
+    """(run.json, its methods, each method's records), read the way a resume reads them: only the run's own
+    (method, prompt, seed) images (its run.json's methods, prompts and seeds), each verified by `image_state`, the
+    prompt folders by `prompt_folder_problem`, and nothing else under `images/` (`stray_entries`). Every reader of a
+    run's records (report, export, the web page) reads through here: anything it cannot trust, and a record that
+    does not pass its schema, is `UntrustedRun` (one line naming them and the fix); a missing image is left out."""
+    out = Path(out)
+    run = read_run(out)
+    methods = run_methods(run)
+    settings = run_settings(run)
+    items = run_items(out, run, methods)
+    problems = stray_entries(out, methods, items, settings.seeds)
+    records = {}
+    for method in methods:
+        records[method.label] = []
+        for it in items:
+            problem = prompt_folder_problem(image_paths(out, method, it.index, 0)[0].parent.parent, it)
+            problems += [problem] if problem else []
+            for seed in settings.seeds:
+                state, what = image_state(out, settings, method, it, seed)
+                if state == "trusted":
+                    records[method.label].append(what)
+                elif state != "missing":
+                    problems.append(what)
+    if problems:
+        raise UntrustedRun(describe_untrusted(out, problems, READ_FIX))
+    return run, methods, records

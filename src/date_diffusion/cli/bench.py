@@ -424,26 +424,27 @@ def run_bench(args) -> int:
 
 def _check_folder(out: Path, settings, methods, items) -> None:
     """Before loading: a folder of another run, images a resume cannot trust, prompts this run does not select."""
-    from date_diffusion.bench.runner import SettingsMismatch, compare_settings, unverified_images
+    from date_diffusion.bench.runner import (
+        RESUME_FIX,
+        SettingsMismatch,
+        compare_settings,
+        describe_untrusted,
+        read_run,
+        run_methods,
+        unverified_images,
+    )
 
     try:
         compare_settings(out, settings)  # before loading: a folder of another run is refused at once
     except SettingsMismatch as err:
         raise CLIError(str(err)) from err
-    untrusted = unverified_images(out, settings, methods, items)  # each image a resume would count as made
+    run_methods_ = methods
+    if (out / "run.json").is_file():  # every method of the run: the report at the end reads them all
+        listed = {m.label for m in methods}
+        run_methods_ = [*methods, *(m for m in run_methods(read_run(out)) if m.label not in listed)]
+    untrusted = unverified_images(out, settings, run_methods_, items)  # each file the run or its report would read
     if untrusted:
-        shown = "\n  ".join(untrusted[:10]) + (f"\n  ... and {len(untrusted) - 10} more" if len(untrusted) > 10 else "")
-        raise CLIError(
-            f"{out} holds {len(untrusted)} image(s) this run cannot count as its own:\n  {shown}\nmove them out of "
-            "the folder (they are then made again with this run's settings) or use another --out"
-        )
-    foreign = _unselected_prompts(out, methods, items)
-    if foreign:
-        raise CLIError(
-            f"{out} holds images of {len(foreign)} prompt(s) this run does not select ({', '.join(foreign[:5])}"
-            f"{', ...' if len(foreign) > 5 else ''}): an earlier version made them, whose --limit took the first N "
-            "prompts (this one spreads them over the suite's categories); use another --out"
-        )
+        raise CLIError(describe_untrusted(out, untrusted, RESUME_FIX))
 
 
 def _load_run(out: Path, model: str, dtype: str, settings, methods, device):
@@ -504,18 +505,6 @@ def print_written(out: Path, files: list[Path]) -> None:
     print(f"in the browser: date-diffusion ui --run {out}")
 
 
-def _unselected_prompts(out: Path, methods, items) -> list[str]:
-    """The prompt folders of `out` (images/METHOD/NNNNN) with a finished record whose prompt is not one of `items`:
-    a folder of the same settings but another selection, which the report would mix in."""
-    wanted = {f"{it.index:05d}" for it in items}
-    found = []
-    for m in methods:
-        root = out / "images" / m.slug
-        folders = sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
-        found += [str(d) for d in folders if d.name not in wanted and any(d.glob("samples/*.json"))]
-    return found
-
-
 def _check_loaded(pipe, run, methods) -> None:
     """With the model loaded: every method's step count fits its scheduler, and its rewards and decoders load."""
     from date_diffusion.schedulers import check_steps_fit
@@ -526,9 +515,27 @@ def _check_loaded(pipe, run, methods) -> None:
             check_steps_fit(pipe, steps, "--steps" if steps == run.settings.steps else f"{m.label}: steps")
         except ValueError as err:
             raise CLIError(str(err)) from err
+        _check_attention_res(pipe, m)
         if m.applies_to(run.settings.suite):
             m.pipeline_kwargs(run)
     run.scorer()
+
+
+def _check_attention_res(pipe, method) -> None:
+    """An Attend-and-Excite method's `res` (default `DEFAULT_ATTN_RES`) is the side of cross-attention maps the
+    model makes (any other side collects no map and fails at the first step)."""
+    from date_diffusion.sampling.attend_excite import DEFAULT_ATTN_RES, attention_resolutions
+
+    if not hasattr(method, "res") or getattr(pipe, "unet", None) is None:
+        return  # no Attend-and-Excite, or a family without a UNet (refused by the pipeline's own check)
+    res = method.res or DEFAULT_ATTN_RES
+    sides = attention_resolutions(pipe.unet)
+    if res not in sides:
+        given = f"res={res}" if method.res else f"the default res={res}"
+        raise CLIError(
+            f"--methods {quoted(method.label)}: {given} is no side of this model's cross-attention maps "
+            f"({', '.join(map(str, sides)) or 'none'}); give res= one of them"
+        )
 
 
 def _prepare(opts: BenchOptions, model: str):
@@ -610,6 +617,12 @@ def _check_together(opts: BenchOptions, model: str, methods, steps: int, last_se
                 check_tiny_decoder(model, m.decoder)
         except (ValueError, ModelNotFoundError) as err:
             raise CLIError(f"method {quoted(m.label)} with {m.steps_for(steps)} steps: {err}") from err
+        if date is not None and not date.acts(m.steps_for(steps)):  # generate's test (`DATEConfig.acts`)
+            raise CLIError(
+                f"--methods: DATE cannot act in {quoted(m.label)} (a step size that is zero in 32-bit floats, or no "
+                "update step): its images would be the fixed sampler's under a DATE label; list `fixed` (or the "
+                "method without DATE) instead, or give a step size above 0"
+            )
     last = last_seed + (max(m.seeds_per_job for m in methods) - 1) * BEST_OF_STRIDE
     checked(Seed(), last, "--seed-base + --seeds - 1 (with best-of-N's candidates)")
     if opts.edit_skip is not None and opts.edit_skip >= steps:
@@ -718,16 +731,18 @@ def validate_report(args) -> ReportOptions:
 
 
 def check_report(opts: ReportOptions) -> None:
-    """A bench run's folder: its run.json readable as a run's settings; `--export` checked with its images."""
-    from date_diffusion.bench.runner import SettingsMismatch, read_run, run_methods
+    """A bench run's folder: its run.json readable as a run's settings, every record the report reads trusted
+    (`trusted_records`: as a resume checks them); `--export` checked with its images."""
+    from date_diffusion.bench.runner import SettingsMismatch, UntrustedRun, trusted_records
 
-    if not (Path(opts.dir) / "run.json").is_file():
+    path = Path(opts.dir) / "run.json"
+    if not path.exists() and not path.is_symlink():
         raise CLIError(f"{opts.dir} is not a bench run (no run.json)")
     try:
-        run = read_run(Path(opts.dir))
-    except SettingsMismatch as err:
+        run, methods, _ = trusted_records(Path(opts.dir))
+    except (SettingsMismatch, UntrustedRun) as err:
         raise CLIError(str(err)) from err
-    slugs = [m.slug for m in run_methods(run)]
+    slugs = [m.slug for m in methods]
     prompts = lambda: _run_prompts(Path(opts.dir), slugs)
     _export_target(opts.export, opts.dir, prompts, _suite_metadata(run.get("suite"), run.get("captions")))
 

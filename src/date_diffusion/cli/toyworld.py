@@ -150,9 +150,9 @@ def run_audit(args) -> int:
     import numpy as np
     from PIL import Image
 
-    from date_diffusion.bench.runner import record_paths
+    from date_diffusion.bench.runner import PNG_LIMIT, record_paths
     from date_diffusion.cli.common import CLIError
-    from date_diffusion.schemas import RECORD, SchemaError, read_json
+    from date_diffusion.schemas import RECORD, SchemaError, not_a_file, read_json
     from date_diffusion.toyworld import evaluator
     from date_diffusion.toyworld.scene import PromptSpec
     from date_diffusion.toyworld.second_reader import audit
@@ -163,7 +163,10 @@ def run_audit(args) -> int:
         try:
             rec = read_json(rec_path, RECORD)
             if rec.get("spec") is not None:
-                image = np.asarray(Image.open(rec_path.with_suffix(".png")).convert("RGB"))
+                png = rec_path.with_suffix(".png")
+                if not_a_file(png, PNG_LIMIT):  # never a FIFO or a device read as an image
+                    raise OSError(f"{png} is {not_a_file(png, PNG_LIMIT)}")
+                image = np.asarray(Image.open(png).convert("RGB"))
                 name = str(rec_path.relative_to(run).with_suffix(""))
                 cases.append((image, PromptSpec.from_json(rec["spec"]), name))
         except (SchemaError, OSError) as err:  # a damaged record or image: named, not audited

@@ -3,6 +3,7 @@ live in `core/settings.py`)."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -105,8 +106,15 @@ class DATEConfig:
 
     @property
     def moves(self) -> bool:
-        """Whether an update can move the embedding at all (a zero step size makes DATE the fixed sampler)."""
-        return (self.rho if self.rho_relative is None else self.rho_relative) > 0
+        """Whether an update can move the embedding at all: a zero step size makes DATE the fixed sampler, and so
+        does one that is 0 in the embedding's precision (32-bit floats at the most: `rho=1e-320` rounds to 0)."""
+        step = self.rho if self.rho_relative is None else self.rho_relative
+        return struct.unpack("f", struct.pack("f", min(step, 1.0)))[0] > 0
+
+    def acts(self, num_loop_steps: int) -> bool:
+        """Whether DATE can act in a run of `num_loop_steps` sampling steps (`moves`, and at least one update step):
+        the one test of every command that says DATE cannot act and records its images as method `fixed`."""
+        return self.moves and bool(self.update_indices(num_loop_steps))
 
     def step_sizes(self, original, adapt_mask=None):
         """The distance each sample moves per update, `[B]` (or the float rho): `rho`, or `rho_relative` times

@@ -25,6 +25,22 @@ def noun_token_indices(tokenizer, prompt: str, nouns: set[str]) -> list[int]:
     return found
 
 
+DEFAULT_ATTN_RES = 16  # the side of the cross-attention maps Attend-and-Excite reads unless told (SD 1.x's 16 x 16)
+
+
+def attention_resolutions(unet) -> list[int]:
+    """The sides of the cross-attention maps `unet` makes at its default size (`config.sample_size`): the values
+    Attend-and-Excite's `attn_res` can take (any other collects no map, and its loss has nothing to read)."""
+    size, down = unet.config.sample_size, list(unet.down_blocks)
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    sides = {size // 2**i for i, block in enumerate(down) if getattr(block, "has_cross_attention", False)}
+    sides |= {size // 2 ** (len(down) - 1 - i) for i, block in enumerate(unet.up_blocks)
+              if getattr(block, "has_cross_attention", False)}  # fmt: skip
+    if getattr(unet, "mid_block", None) is not None and getattr(unet.mid_block, "has_cross_attention", False):
+        sides.add(size // 2 ** (len(down) - 1))
+    return sorted(sides)
+
+
 class AttendExcite(Hook):
     """Moves the latents before each step (`before_step`); `close()` restores the UNet's processors; `losses` holds
     each image's loss per step."""
@@ -38,7 +54,7 @@ class AttendExcite(Hook):
         max_iter_to_alter: int = 25,
         thresholds: dict | None = None,
         scale_factor: float = 20,
-        attn_res=(16, 16),
+        attn_res=(DEFAULT_ATTN_RES, DEFAULT_ATTN_RES),
     ):
         from diffusers.pipelines.deprecated.stable_diffusion_attend_and_excite.pipeline_stable_diffusion_attend_and_excite import (  # noqa: E501
             AttentionStore,

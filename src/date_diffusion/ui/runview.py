@@ -10,11 +10,9 @@ def load_run(run_dir) -> dict:
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").exists():
         raise ValueError(f"{run_dir} is not a bench run (no run.json); give the --out folder of `date-diffusion bench`")
-    from date_diffusion.bench.runner import load_records, read_run, run_methods
+    from date_diffusion.bench.runner import trusted_records
 
-    settings = read_run(run_dir)  # run folders of earlier versions too
-    methods = run_methods(settings)
-    records = {m.label: load_records(run_dir, m) for m in methods}
+    settings, methods, records = trusted_records(run_dir)  # UntrustedRun (a ValueError): what it cannot trust
     results = run_dir / "results.md"
     return {
         "dir": run_dir,
