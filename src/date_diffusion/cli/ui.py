@@ -91,6 +91,7 @@ def check(opts: UIOptions) -> None:
 
 
 def run(args) -> int:
+    import logging
     import shutil
     import time
 
@@ -122,7 +123,11 @@ def run(args) -> int:
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (as an interrupt, cli/main.py): stopping a server is its end
         print("stopped", flush=True)
     finally:
+        session.stops.stop_all()  # a request being sampled ends at its next step, not after its last
         if demo is not None:
+            if getattr(demo, "server", None) is not None:  # uvicorn: end open connections (a visitor's progress
+                demo.server.force_exit = True  # stream) at once, not after the 5 s Gradio's close waits for them,
+                logging.getLogger("uvicorn.error").disabled = True  # without a traceback for each one ended
             demo.close()
         shutil.rmtree(session.workdir, ignore_errors=True)  # the page's images live only while it serves
     return 0

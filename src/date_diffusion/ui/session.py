@@ -188,6 +188,13 @@ class StopTokens:
                 if key in tokens:
                     tokens[key].set()
 
+    def stop_all(self) -> None:
+        """Every visitor's Stop at once: the server is ending (Ctrl-C or SIGTERM)."""
+        with self._lock:
+            for tokens in (self._tokens, self._queued):
+                for token in tokens.values():
+                    token.set()
+
 
 class RecordingReward(Reward):
     """The reward DATE follows, keeping every image it scores: with gradient = x0_hat before an update, without =
