@@ -1091,6 +1091,18 @@ def test_control_characters_in_typed_prompts_are_refused_on_the_command_line_and
     for argv in (["a red\x00circle"], ["a red circle", "--negative-prompt", "blur\x1b"]):
         assert main(["generate", *argv, "--out", str(tmp_path / "o")]) == 2
         assert "holds the control character" in capsys.readouterr().err
+    (tmp_path / "in.png").write_bytes(b"")  # every command's text for an encoder is checked before its files
+    for flag in ("--negative-prompt", "--source-prompt", "--target-prompt"):
+        texts = {"--source-prompt": "a red circle", "--target-prompt": "a blue circle", flag: "blur\u2067x"}
+        argv = [
+            "edit",
+            str(tmp_path / "in.png"),
+            *[a for kv in texts.items() for a in kv],
+            "--out",
+            str(tmp_path / "e"),
+        ]
+        assert main(argv) == 2
+        assert f"{flag} holds the bidirectional control U+2067" in capsys.readouterr().err
     with pytest.raises(InputError, match="prompt holds the control character U\\+0000"):
         check_form(Form(prompt="a red\x00 circle", negative_prompt="", seed="0", settings={}))
     assert main(["generate", "a red\tcircle", "--steps", "1", "--out", str(tmp_path / "t")]) == 0  # a tab is text
@@ -1546,3 +1558,14 @@ def test_a_reward_source_that_cannot_load_is_a_usage_error_naming_it(tmp_path, c
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists(), err
+
+
+def test_saved_embeddings_of_a_run_no_update_moved_are_written(tmp_path, capsys):
+    """`--rho 0 --save-embeddings`: the final embedding is the original tensor itself, which safetensors refuses to
+    write twice; the file is written (each stage its own copy) and replays."""
+    assert (
+        main(["generate", "a red circle", "--steps", "2", "--rho", "0", "--save-embeddings", "--out", str(tmp_path)])
+        == 0
+    )
+    saved = tmp_path / "a-red-circle-s0-embeddings.safetensors"
+    assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import re
 import tempfile
@@ -286,6 +287,21 @@ def resolve_model(model: str | None) -> str:
         raise CLIError(f"{err} (--model ID_OR_PATH)") from err
 
 
+@contextlib.contextmanager
+def output_dir(out: Path):
+    """`check_output_dir(out)` for the work inside the block: a failure (or Ctrl-C) there leaves none of the
+    folders it created behind while they are empty (another process's files stay)."""
+    made = [p for p in (out, *out.parents) if not p.exists()]
+    check_output_dir(out)
+    try:
+        yield out
+    except BaseException:
+        with contextlib.suppress(OSError):
+            for folder in made:
+                folder.rmdir()  # only when empty
+        raise
+
+
 def check_output_dir(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -342,6 +358,24 @@ class Text(Kind):
     def check(self, value, name):
         if not isinstance(value, str) or not (self.empty or value.strip()):
             raise SettingError(f"{name} must be a non-empty text, got {quoted(value)}")
+        return value
+
+
+class Prompt(Kind):
+    """Text an encoder reads (a negative, source or target prompt): `core.text.check_prompt`'s rules, the prompt
+    argument's, on every command that takes it (`empty`: a negative prompt may be empty)."""
+
+    def __init__(self, empty: bool = False):
+        self.empty = empty
+
+    def check(self, value, name):
+        from date_diffusion.core.text import check_prompt
+
+        Text(self.empty).check(value, name)
+        try:
+            check_prompt(value, name, empty=self.empty)
+        except ValueError as err:
+            raise SettingError(str(err)) from None
         return value
 
 
@@ -449,13 +483,14 @@ OPTION_KINDS: dict[str, Kind] = {
     "--export": Each(Text(), least=2),  # bench, report: KIND DIR (nargs=2), checked together by cli/bench.py
     "--geneval-metadata": FILE,  # bench, report: GenEval's evaluation_metadata.jsonl
     "--lora": Each(Text(), least=0),
-    "--negative-prompt": Text(empty=True),
+    "--negative-prompt": Prompt(empty=True),
+    **dict.fromkeys(("--source-prompt", "--target-prompt"), Prompt()),
     "--eval-clip": Text(empty=True),  # empty: no held-out CLIP metric
     "prompts": Each(Text(empty=True), least=0),  # generate says which prompt is empty, and where
     **dict.fromkeys(("--categories", "--variants"), Each(Text())),
     "--device": Device(),
     **dict.fromkeys(("--model", "--config", "--host", "--scheduler", "--reward", "--reward-decoder",
-                     "--tiny-decoder", "--methods", "--source-prompt", "--target-prompt"), Text()),
+                     "--tiny-decoder", "--methods"), Text()),
 }  # fmt: skip
 COMMAND_KINDS: dict[str, Kind] = {
     "bench-perf --batch-size": Each(Integer(1, MAX_BATCH)),

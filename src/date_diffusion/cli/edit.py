@@ -3,7 +3,6 @@ DDPM inversion for SD 1.x/2.x, SDXL and PixArt, FlowEdit for SD3 and FLUX; see d
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from dataclasses import dataclass, replace
@@ -17,10 +16,10 @@ from date_diffusion.cli.common import (
     add_date_arguments,
     add_model_arguments,
     check_negative_prompt,
-    check_output_dir,
     from_namespace,
     load_reward,
     model_kwargs,
+    output_dir,
     resolve_device,
     resolve_from_args,
     resolve_model,
@@ -249,15 +248,8 @@ def run(args) -> int:
     out = Path(opts.out)
     opts, pipe, image, reward = load(opts, settings, loading)
     check_loaded(opts, pipe)
-    made = [p for p in (out, *out.parents) if not p.exists()]  # the folders check_output_dir creates
-    check_output_dir(out)  # created once the model has loaded and every check has passed
-    try:
+    with output_dir(out):  # created once the model has loaded and every check has passed
         files, dated = edit_three(opts, pipe, image, settings.date, reward)
-    except BaseException:  # a failure (or Ctrl-C) while editing leaves no empty folder of its own
-        with contextlib.suppress(OSError):
-            for folder in made:
-                folder.rmdir()  # only when empty: another process's files stay
-        raise
     meta = record(opts, settings, files, dated.traces[0])
     from date_diffusion.grids import final_rewards, knows_line, verdict_lines
 

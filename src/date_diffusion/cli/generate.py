@@ -19,12 +19,12 @@ from date_diffusion.cli.common import (
     add_date_arguments,
     add_model_arguments,
     check_negative_prompt,
-    check_output_dir,
     checked,
     family_help,
     from_namespace,
     load_reward,
     model_kwargs,
+    output_dir,
     resolve_device,
     resolve_from_args,
     resolve_model,
@@ -400,8 +400,8 @@ def run(args) -> int:
     diffusers_logging.disable_progress_bar()  # the command prints its own progress
     with timings.part("loading"):
         load(opts, job, device)
-    check_output_dir(job.out)  # created last, once every check has passed: a refused command leaves no folder
-    generate_all(opts, job)
+    with output_dir(job.out):  # created last, once every check has passed: a refused command leaves no folder
+        generate_all(opts, job)
     timings.print()
     return 0
 

@@ -52,9 +52,11 @@ class SavedEmbeddings:
         return SavedEmbeddings(stages, dict(self.metadata))
 
     def save(self, path) -> Path:
-        """Write atomically (temporary name, then rename)."""
+        """Write atomically (temporary name, then rename). Each stage is written as its own copy: stages that are
+        one tensor (the final embedding of a run no update moved is its original) would be refused by safetensors
+        as shared memory."""
         tensors = {
-            f"{stage}/{name}": t.detach().cpu().contiguous()
+            f"{stage}/{name}": t.detach().cpu().contiguous().clone()
             for stage, parts in self.stages.items()
             for name, t in parts.items()
         }
