@@ -400,6 +400,9 @@ def check_built(pipe, model) -> None:
     if side > high:
         raise ComponentError(f"{config(denoiser, 'config.json')}: its sample_size makes a default image of {side} px "
                              f"a side, more than the {high} px any supported model samples; {_FIX}")  # fmt: skip
+    for component, key, why in _config_problems(pipe):
+        raise ComponentError(f"{config(component, _CONFIG_FILES.get(component, 'config.json'))}: its {key} {why}; "
+                             f"{_FIX}")  # fmt: skip
     for name, tokenizer in pipe.components.items():
         if not name.startswith("tokenizer") or not hasattr(tokenizer, "model_max_length"):
             continue
@@ -431,6 +434,38 @@ def _same_file(a, b) -> bool:
         return Path(a).samefile(b)
     except OSError:
         return False
+
+
+_CONFIG_FILES = {"scheduler": "scheduler_config.json"}
+# the values diffusers' schedulers take for these keys (a config may omit them); any other is found only when
+# sampling starts (an error that blames the step count), or never (an unknown prediction type)
+SCHEDULER_CHOICES = {
+    "prediction_type": ("epsilon", "v_prediction", "sample", "flow_prediction"),
+    "timestep_spacing": ("leading", "trailing", "linspace"),
+}
+
+
+def _config_problems(pipe):
+    """(component, key, why) of each config value a model's components were built from that no sampler can use:
+    a scheduler's prediction type or timestep spacing of no known kind, a linear beta schedule that falls, a VAE
+    latent scale that is not a positive finite number or a shift beyond any model's."""
+    import math
+
+    scheduler = getattr(getattr(pipe, "scheduler", None), "config", None) or {}
+    for key, choices in SCHEDULER_CHOICES.items():
+        value = scheduler.get(key)
+        if value is not None and value not in choices:
+            yield "scheduler", key, f"{value!r} is none of {', '.join(choices)}"
+    start, end = scheduler.get("beta_start"), scheduler.get("beta_end")
+    linear = scheduler.get("beta_schedule") in ("linear", "scaled_linear")
+    if linear and all(isinstance(v, (int, float)) for v in (start, end)) and not 0 <= start < end <= 1:
+        yield "scheduler", "beta_start/beta_end", f"{start!r}/{end!r} is no rising noise schedule in [0, 1]"
+    vae = getattr(getattr(pipe, "vae", None), "config", None) or {}
+    scale, shift = vae.get("scaling_factor"), vae.get("shift_factor")
+    if isinstance(scale, (int, float)) and not (math.isfinite(scale) and scale > 0):
+        yield "vae", "scaling_factor", f"{scale!r} is not a positive finite number"
+    if isinstance(shift, (int, float)) and not (math.isfinite(shift) and abs(shift) <= 100):
+        yield "vae", "shift_factor", f"{shift!r} is beyond any latent space's shift (|x| <= 100)"
 
 
 def _config_repo(path) -> str | None:
