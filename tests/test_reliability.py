@@ -1471,17 +1471,17 @@ def test_a_lora_scale_that_is_no_number_is_named_as_the_scale_not_a_missing_file
 
 def test_the_pages_work_bound_counts_the_rewards_model_runs():
     """A request's work counts each reward model's run (augmented views, ensembles) in every gradient step: 100
-    steps updating at every step with 15 x 64 views of a 4-CLIP ensemble is refused (hours), the same request with
+    steps updating at every step with 15 x 64 views of a 3-CLIP ensemble is refused (hours), the same request with
     the plain reward runs within the bound."""
     from date_diffusion.rewards.registry import reward_runs
     from date_diffusion.ui.session import Form, InputError, check_form
 
-    assert [
-        reward_runs(s)
-        for s in ("toy-clip", "aug8(toy-clip)", "mean(aug2(toy-clip);toy-clip)+0.5*aug4(subjects(toy-clip))")
-    ] == [1, 8, 7]
+    specs = ("toy-clip", "aug8(toy-clip)", "toy-ensemble", "mean(aug2(toy-clip);toy-clip)+0.5*aug4(subjects(toy-clip))")
+    assert [reward_runs(s) for s in specs] == [1, 8, 3, 3 + 4 * 3]  # subjects(...) without a prompt: two subjects
+    assert reward_runs("subjects(toy-ensemble)", "a red circle") == 3  # one subject: the prompt alone
+    assert reward_runs("subjects(toy-ensemble)", "a red circle and a blue square") == 3 * 3
     heavy = "mean(" + ";".join(["aug64(toy-ensemble)"] * 15) + ")"
-    with pytest.raises(InputError, match="an update counts 962 with this reward's 960 model runs") as refused:
+    with pytest.raises(InputError, match="an update counts 2882 with this reward's 2880 model runs") as refused:
         check_form(Form("a red circle", settings={"num_inference_steps": "100", "reward": heavy, "update_every": "1"}))
     assert refused.value.field == "num_inference_steps"
     _, resolved = check_form(Form("a red circle", settings={"num_inference_steps": "100", "reward": "toy-clip",

@@ -118,7 +118,7 @@ def test_bad_input_is_refused_with_the_field_named(bad, message, field):
 def test_a_request_over_the_servers_work_bound_is_refused_before_any_work():
     """work = steps + 3 per DATE update with one reward model: 100 steps updating every step is 400, at the default
     bound; one step more is refused naming the steps field, and the server's --max-work moves the bound. The toy
-    world's own reward runs 8 views (aug8): 10 per update."""
+    world's own reward runs 8 views of 3 CLIPs (aug8(toy-ensemble)): 26 per update."""
     from date_diffusion.ui.access import MAX_WORK
 
     one = {"reward": "toy-clip"}
@@ -130,8 +130,8 @@ def test_a_request_over_the_servers_work_bound_is_refused_before_any_work():
     check_form(form(num_inference_steps=101, update_every=2, **one), str(TOY_PIPELINE))  # 101 + 3 * 51 = 254
     with pytest.raises(InputError, match="at most 20 per request"):
         check_form(form(num_inference_steps=10, update_every=2, **one), str(TOY_PIPELINE), max_work=20)  # 10 + 15
-    with pytest.raises(InputError, match="is 1100 steps of work .an update counts 10 with this reward's 8 model"):
-        check_form(form(num_inference_steps=100, update_every=1), str(TOY_PIPELINE))  # aug8(toy-ensemble)
+    with pytest.raises(InputError, match="is 2700 steps of work .an update counts 26 with this reward's 24 model"):
+        check_form(form(num_inference_steps=100, update_every=1), str(TOY_PIPELINE))  # aug8(toy-ensemble): 8 x 3
 
 
 @pytest.mark.parametrize("seed", [0, 2**53 + 1, 9007199254740993, 2**63 - 1])

@@ -46,6 +46,7 @@ class RewardRecord:
     source: str = "none"
     help: str = ""
     alone: str | None = None
+    runs: int = 1  # the models one score runs (an ensemble's members): what a request's cost counts
 
     def __post_init__(self):
         if self.source not in SOURCES:
@@ -352,10 +353,14 @@ def parse_spec(spec: str) -> Sum:
     return _sum(spec, {r.name: r for r in records()})
 
 
-def reward_runs(spec: str) -> int:
-    """How many reward models' runs score one image under `spec`: each named reward once, `augK(...)` K times
-    what it wraps, `mean(...)` and a sum each part's runs (`subjects(...)` counts its inner spec's runs once,
-    before the prompt's subjects are known). What a request's cost is bounded by (`ui.access.request_work`)."""
+def reward_runs(spec: str, prompt: str | None = None) -> int:
+    """How many reward models' runs score one image under `spec`: each named reward its record's `runs` (an
+    ensemble's members), `augK(...)` K times what it wraps, `mean(...)` and a sum each part's runs, `subjects(...)`
+    its inner spec's for the prompt and for each of its subjects (two subjects assumed without a prompt). What a
+    request's cost is bounded by (`ui.access.request_work`)."""
+    from date_diffusion.rewards.subjects import subject_prompts
+
+    texts = 1 + (len(subject_prompts(prompt)) if prompt is not None else 2)
 
     def runs(node) -> int:
         if isinstance(node, Sum):
@@ -365,8 +370,8 @@ def reward_runs(spec: str) -> int:
         if isinstance(node, Mean):
             return sum(runs(part) for part in node.parts)
         if isinstance(node, Subjects):
-            return runs(node.inner)
-        return 1
+            return texts * runs(node.inner)
+        return _RECORDS[node.name].runs
 
     return runs(parse_spec(spec))
 

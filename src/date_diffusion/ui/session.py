@@ -127,12 +127,12 @@ def check_form(form: Form, model: str | None = None, allowed: tuple[Path, ...] =
             raise InputError(str(err), "reward") from err
     steps = resolved.num_inference_steps
     try:
-        work = request_work(steps, resolved.date, resolved.reward)
+        work = request_work(steps, resolved.date, resolved.reward, prompt)
     except ValueError as err:  # update steps outside the run
         raise InputError(str(err), "update_steps") from err
     if work > max_work:
         grad = resolved.date.grad_steps if resolved.date is not None else 1
-        each_step = gradient_step_work(resolved.reward)
+        each_step = gradient_step_work(resolved.reward, prompt)
         updates = (work - steps) // (each_step * grad)
         each, unit = (f" of {grad} gradient steps each", "a gradient step") if grad > 1 else ("", "an update")
         fewer = "steps or gradient steps" if grad > 1 else "steps"
