@@ -92,7 +92,7 @@ def test_augmented_reward_gradient_agrees_with_finite_differences():
 def test_specs_build_the_wrappers_and_bad_specs_fail_before_loading(clip_dir):
     r = reward_from_spec(f"aug4(subjects(clip:{clip_dir}))")
     assert isinstance(r, AugmentedReward) and r.views == 4 and isinstance(r.reward, SubjectReward)
-    m = reward_from_spec(f"mean(clip:{clip_dir};clip:{clip_dir})")
+    m = reward_from_spec(f"mean(clip:{clip_dir};subjects(clip:{clip_dir}))")  # one reward listed twice is refused
     assert isinstance(m, EnsembleReward) and m.weights == [0.5, 0.5]
     bad_specs = "aug0(toy-clip) mean(toy-clip toy-clip) mean(toy-clip;nope) clip-l:x foo(toy-clip) toy-clip+".split()
     for bad in bad_specs:

@@ -16,7 +16,7 @@ import os
 import stat
 from dataclasses import dataclass, field, fields
 
-from date_diffusion.core.settings import MAX_SEED, MAX_STEPS
+from date_diffusion.core.settings import MAX_SEED, MAX_STEPS, BeyondFloat, parse_real
 from date_diffusion.core.trace import Trace, UpdateRecord
 
 
@@ -61,11 +61,14 @@ class UnreadableJSONError(json.JSONDecodeError):
 def loads(text):
     """The one JSON parser of files the package reads: `json.loads`, with a key given twice in an object refused
     (`DuplicateKeyError`), and a number too long to convert or nesting too deep for the parser refused
-    (`UnreadableJSONError`): each a `json.JSONDecodeError`, never another exception out of a damaged file."""
+    (`UnreadableJSONError`), as is a number beyond a float's range (`1e999`, `1e-999`: `core.settings.parse_real`):
+    each a `json.JSONDecodeError`, never another exception out of a damaged file."""
     try:
-        return json.loads(text, object_pairs_hook=_object)
+        return json.loads(text, object_pairs_hook=_object, parse_float=parse_real)
     except json.JSONDecodeError:
         raise
+    except BeyondFloat as err:  # 1e999 or 1e-999: read as infinity or 0 by `float()`
+        raise UnreadableJSONError(str(err)) from None
     except RecursionError:
         raise UnreadableJSONError("JSON nested deeper than any record") from None
     except ValueError as err:  # int(): "Exceeds the limit (4300 digits) for integer string conversion"

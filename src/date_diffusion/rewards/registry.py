@@ -261,7 +261,9 @@ def _wrapped(name: str, inner: str, known: dict):
             raise RewardSpecError(f"{name}(...) needs 1 to {MAX_VIEWS} views, e.g. aug8(clip-l)")
         return Augmented(views, _sum(inner, known))
     if name == "mean":
-        return Mean(tuple(_sum(part, known) for part in _split(inner, ";")))
+        parts = tuple(_sum(part, known) for part in _split(inner, ";"))
+        _once(parts, _split(inner, ";"), f"{name}({inner})", "weight it in a sum instead (2*A+B)")
+        return Mean(parts)
     if name == "subjects":
         return Subjects(_sum(inner, known))
     raise RewardSpecError(f"unknown reward wrapper {quoted(name)}; use {spec_help()}")
@@ -313,7 +315,16 @@ def _sum(spec: str, known: dict) -> Sum:
                 f"bad weight in reward {quoted(term)}: a finite number up to {MAX_WEIGHT:g} in size, got {w}"
             )
         weighted.append((w, _term((rest if star else term).strip(), known)))
+    _once([node for _, node in weighted], terms, str(spec), "give it once, with the sum of the weights")
     return Sum(tuple(weighted))
+
+
+def _once(nodes, texts, spec: str, fix: str) -> None:
+    """One reward listed twice in one sum or mean (`clip+clip`, `mean(a;a)`) is refused: the model would run once
+    per listing for what one listing with a weight says."""
+    for k, node in enumerate(nodes):
+        if node in nodes[:k]:
+            raise RewardSpecError(f"reward {quoted(texts[k].strip())} is listed twice in {quoted(spec)}: {fix}")
 
 
 def _views(text: str) -> int:
