@@ -318,7 +318,7 @@ def test_a_reward_must_give_one_score_per_image(pipe, reward):
         _call(pipe, date=DATEConfig(update_every=2), reward=lambda images, prompts: reward(images, prompts).sum())
 
 
-@pytest.mark.parametrize("mode", ["I;16", "I", "F", "LA", "P"])
+@pytest.mark.parametrize("mode", ["I;16", "I", "F", "F 0..255", "LA", "P"])
 def test_images_of_any_mode_and_bit_depth_are_read_as_they_look(tmp_path, mode):
     from PIL import Image
 
@@ -327,14 +327,28 @@ def test_images_of_any_mode_and_bit_depth_are_read_as_they_look(tmp_path, mode):
     gray = np.linspace(0, 1, 64 * 64).reshape(64, 64)  # a ramp from black to white
     if mode in ("I;16", "I"):
         img = Image.fromarray((gray * 65535).round().astype(np.uint16 if mode == "I;16" else np.int32), mode=mode)
-    elif mode == "F":
-        img = Image.fromarray(gray.astype(np.float32), mode="F")
+    elif mode.startswith("F"):  # a float image of 0..1, or of 8-bit levels (0..255)
+        img = Image.fromarray((gray * (255 if "255" in mode else 1)).astype(np.float32), mode="F")
     else:
         img = Image.fromarray((gray * 255).round().astype(np.uint8), mode="L").convert(mode)
-    path = tmp_path / f"ramp.{'tiff' if mode == 'F' else 'png'}"
+    path = tmp_path / f"ramp.{'tiff' if mode.startswith('F') else 'png'}"
     img.save(path)
     rgb = np.asarray(open_rgb(path)).astype(float)
     assert rgb.shape == (64, 64, 3) and np.abs(rgb[..., 0] - gray * 255).max() <= 1.0, mode
+
+
+def test_a_photos_exif_orientation_is_applied_as_viewers_show_it(tmp_path):
+    from PIL import Image
+
+    from date_diffusion.outputs import open_rgb
+
+    stored = np.zeros((32, 64, 3), np.uint8)
+    stored[:, :32] = 255  # stored landscape, white on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    Image.fromarray(stored).save(tmp_path / "photo.jpg", exif=exif, quality=100)
+    shown = np.asarray(open_rgb(tmp_path / "photo.jpg"))
+    assert shown.shape == (64, 32, 3) and shown[:16].mean() > 200 and shown[-16:].mean() < 50
 
 
 def test_an_image_no_update_moved_is_recorded_as_fixed(model_dir, clip_dir, tmp_path):

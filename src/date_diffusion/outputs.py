@@ -274,15 +274,22 @@ def read_png_metadata(path) -> dict:
 
 
 def open_rgb(path) -> Image.Image:
-    """An image file as 8-bit RGB whatever its mode and bit depth: 16-bit and 32-bit grayscale are scaled to 8 bits
-    (Pillow's own conversion clips them to white), float images are read as 0..1, alpha is dropped."""
+    """An image file as 8-bit RGB, upright, whatever its mode and bit depth: 16-bit and 32-bit grayscale are scaled
+    to 8 bits (Pillow's own conversion clips them to white); float images are read as 0..1, or as 0..255 or
+    0..65535 when their values go beyond 1 or 255; alpha is dropped; a photo's EXIF orientation is applied (as every
+    viewer shows it)."""
+    from PIL import ImageOps
+
     with Image.open(path) as img:
         img.load()
-        if img.mode.startswith("I"):
+        img = ImageOps.exif_transpose(img)
+        if img.mode.startswith("I") or img.mode == "F":
             levels = np.asarray(img, dtype=np.float64)
-            peak = 65535.0 if img.mode.startswith("I;16") or levels.max() > 255 else 255.0
-            return Image.fromarray((levels / peak * 255).round().clip(0, 255).astype(np.uint8)).convert("RGB")
-        if img.mode == "F":
-            levels = np.asarray(img, dtype=np.float64)
-            return Image.fromarray((levels * 255).round().clip(0, 255).astype(np.uint8)).convert("RGB")
+            top = float(np.nanmax(levels)) if levels.size else 0.0
+            if img.mode == "F":
+                peak = 1.0 if top <= 1 else 255.0 if top <= 255 else 65535.0
+            else:
+                peak = 65535.0 if img.mode.startswith("I;16") or top > 255 else 255.0
+            scaled = np.nan_to_num(levels / peak * 255, nan=0.0)
+            return Image.fromarray(scaled.round().clip(0, 255).astype(np.uint8)).convert("RGB")
         return img.convert("RGB")
