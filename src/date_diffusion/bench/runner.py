@@ -358,10 +358,26 @@ def exact_verdict(image_uint8: np.ndarray, spec: dict) -> dict:
     return {"exact": float(verdict["pass"]), "aspects": verdict["aspects"], "evaluator_version": EVALUATOR_VERSION}
 
 
-def record_paths(out: Path) -> list[Path]:
-    """Every record file under a run's `images/` (what `toyworld audit` reads, each through `read_json`); the report
-    reads only the run's own (`trusted_records`)."""
-    return sorted(Path(out).glob("images/*/*/samples/*.json"))
+def audited_images(out: Path) -> tuple[list[tuple[Path, dict]], list[str]]:
+    """What `toyworld audit` reads: ([(PNG, record)] of the run's own images each trusted by `image_state`, as
+    `trusted_records` trusts them), [why, for each file skipped: untrusted, unfinished or no image of the run]).
+    Never a record the report would refuse; a run.json that cannot be read is `SettingsMismatch`."""
+    out = Path(out)
+    run = read_run(out)
+    methods = run_methods(run)
+    settings = run_settings(run)
+    items = run_items(out, run, methods)
+    skipped = stray_entries(out, methods, items, settings.seeds)
+    cases = []
+    for method in methods:
+        for it in items:
+            for seed in settings.seeds:
+                state, what = image_state(out, settings, method, it, seed)
+                if state == "trusted":
+                    cases.append((image_paths(out, method, it.index, seed)[0], what))
+                elif state != "missing":
+                    skipped.append(what)
+    return cases, skipped
 
 
 def rescore(out: Path) -> int:
