@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import resource
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,26 @@ def run_methods(run: dict) -> list[Method]:
 
 # settings that decide no image (the FID reference): a rerun may correct them, e.g. a --fid-real folder fixed
 METRIC_ONLY = ("fid_real", "inception_weights")
+
+
+PATH_SETTINGS = ("model", "captions", "fid_real", "inception_weights")  # spelled in more than one way
+
+
+def _spelling(value):
+    """A path setting as compared: `runs/model/` and `runs/./model` are `runs/model` (a hub id is left as it is)."""
+    return os.path.normpath(value) if isinstance(value, str) and value else value
+
+
+def as_the_run_spells_it(out: Path, settings: RunSettings) -> RunSettings:
+    """`settings` with each path setting that names the same path as `out`'s run.json in the run's spelling (the
+    run's record is the source of truth: its images' fingerprints hold that spelling); other settings unchanged."""
+    try:
+        old = read_run(out) if (out / "run.json").is_file() else {}
+    except SettingsMismatch:
+        return settings  # compare_settings names it
+    same = {k: old[k] for k in PATH_SETTINGS
+            if isinstance(old.get(k), str) and _spelling(old[k]) == _spelling(getattr(settings, k))}  # fmt: skip
+    return replace(settings, **same)
 
 
 def compare_settings(out: Path, settings: RunSettings) -> dict:
@@ -252,7 +273,12 @@ def stray_entries(out: Path, methods, items, seeds) -> list[str]:
     def entries(folder: Path):
         return sorted(p for p in folder.iterdir() if not (p.name.startswith(".") and p.suffix in _LEFTOVER_SUFFIXES))
 
+    if images.is_symlink():  # another run's images/ would be read, and written, as this run's
+        return [f"{images} is a symbolic link, not the run's own folder (a run never makes one)"]
     for method_dir in entries(images):
+        if method_dir.is_symlink():
+            found.append(f"{method_dir} is a symbolic link, not a folder a run writes")
+            continue
         if method_dir.name not in slugs or not method_dir.is_dir():
             found.append(f"{method_dir}: no method of this run (run.json) writes there")
             continue

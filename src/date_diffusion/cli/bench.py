@@ -413,6 +413,9 @@ def run_bench(args) -> int:
         from date_diffusion.bench.presets import cost_notice, get_preset
 
         print(cost_notice(get_preset(opts.preset), len(items), state.num_processes), file=sys.stderr)
+    from date_diffusion.bench.runner import as_the_run_spells_it
+
+    settings = as_the_run_spells_it(out, settings)  # `--model runs/m/` resumes the run of `runs/m`
     _check_folder(out, settings, methods, items)
     run, pipe, scorer = _load_run(out, model, opts.dtype, settings, methods, state.device)
     _generate_share(run, pipe, methods, items, scorer, opts.batch_size, state)
@@ -684,6 +687,9 @@ def _export_target(export: ExportOptions, run_dir, prompts, suite_metadata: str 
     run, target = Path(run_dir).resolve(), Path(out).resolve()
     if target == run or target in run.parents:
         raise CLIError(f"--export DIR {out!r} holds the run's own folder: export into a folder outside it")
+    images = run / "images"
+    if target == images or images in target.parents:  # the export's folders would be strays of the run
+        raise CLIError(f"--export DIR {out!r} lies inside the run's images/ folder: export into a folder outside it")
     metadata = None
     try:
         check_fresh(out, "--export DIR")
