@@ -244,18 +244,46 @@ def image_state(out: Path, settings: RunSettings, method: Method, it, seed: int)
     return "trusted", record
 
 
-def prompt_folder_problem(folder: Path, it) -> str | None:
+def prompt_folder_problem(folder: Path, it, prompts_file: str | None = None) -> str | None:
     """Why a prompt folder's `prompt.json` is not the run's record of prompt `it` (the export and report read it),
-    or None (also when it is absent: it is written again from the run's record)."""
+    or None (also when it is absent: it is written again from the run's record). Where `it` was read again from
+    the run's `prompts_file` and an image's sealed record there agrees with prompt.json, the records are the run's
+    and the file is what changed: it is named as such."""
     path = folder / PROMPT_RECORD
     if not path.exists() and not path.is_symlink():
         return None
     why = not_a_file(path)
     if why:
         return f"{path} is {why}"
-    if read_prompt_record(folder) != prompt_record(it):
+    recorded = read_prompt_record(folder)
+    if recorded != prompt_record(it):
+        if prompts_file is not None and _sealed_prompt(folder, recorded):
+            return FileChanged(
+                f"prompts file {prompts_file!r} no longer gives prompt {it.index} as the run made it "
+                f"({recorded.get('prompt')!r:.60} then, {it.prompt!r:.60} now): the file changed since the run; "
+                "restore it"
+            )
         return f"{path}: not this run's record of prompt {it.index} (changed after it was written)"
     return None
+
+
+class FileChanged(str):
+    """A `prompt_folder_problem` that blames the run's prompts file, not its records."""
+
+
+def _sealed_prompt(folder: Path, recorded) -> bool:
+    """Whether an image record in `folder`/samples is sealed (unchanged since written) and states `recorded`'s
+    prompt: then prompt.json is the run's own record."""
+    if not isinstance(recorded, dict):
+        return False
+    for path in sorted((folder / "samples").glob("*.json")) if (folder / "samples").is_dir() else []:
+        try:
+            record = read_json(path, RECORD)
+        except SchemaError:
+            continue
+        if record.get("sealed") == sealed(record) and record.get("prompt") == recorded.get("prompt"):
+            return True
+    return False
 
 
 def stray_entries(out: Path, methods, items, seeds) -> list[str]:
@@ -312,8 +340,11 @@ def unverified_images(out: Path, settings: RunSettings, methods, items) -> list[
     problems = stray_entries(out, methods, items, settings.seeds)
     for method in methods:
         for it in items:
-            problem = prompt_folder_problem(image_paths(out, method, it.index, 0)[0].parent.parent, it)
+            folder = image_paths(out, method, it.index, 0)[0].parent.parent
+            problem = prompt_folder_problem(folder, it, settings.captions)
             problems += [problem] if problem else []
+            if isinstance(problem, FileChanged):
+                continue  # its images are the run's: the prompts file is what changed (named once)
             for seed in settings.seeds:
                 state, what = image_state(out, settings, method, it, seed)
                 problems += [what] if state == "untrusted" else []
@@ -747,8 +778,11 @@ def trusted_records(out: Path) -> tuple[dict, list[Method], dict[str, list[dict]
     for method in methods:
         records[method.label] = []
         for it in items:
-            problem = prompt_folder_problem(image_paths(out, method, it.index, 0)[0].parent.parent, it)
+            folder = image_paths(out, method, it.index, 0)[0].parent.parent
+            problem = prompt_folder_problem(folder, it, settings.captions)
             problems += [problem] if problem else []
+            if isinstance(problem, FileChanged):
+                continue  # its images are the run's: the prompts file is what changed (named once)
             for seed in settings.seeds:
                 state, what = image_state(out, settings, method, it, seed)
                 if state == "trusted":
