@@ -789,6 +789,9 @@ def trusted_records(out: Path) -> tuple[dict, list[Method], dict[str, list[dict]
                     records[method.label].append(what)
                 elif state != "missing":
                     problems.append(what)
+    if problems and all(isinstance(p, FileChanged) for p in problems):  # the records are the run's: name the file
+        more = f" (and {len(problems) - 1} more prompts)" if len(problems) > 1 else ""
+        raise UntrustedRun(f"{out}: {problems[0]}{more}, or report another run")
     if problems:
         raise UntrustedRun(describe_untrusted(out, problems, READ_FIX))
     return run, methods, records
