@@ -176,3 +176,136 @@ def test_an_attention_resolution_the_model_lacks_is_refused_before_run_json(tmp_
     out = tmp_path / "run"
     err = refused(capsys, [*BENCH[:-1], f"fixed {spec}", "--out", str(out)], spec, "2, 4, 8")
     assert "res=7" in err and not (out / "run.json").exists()
+
+
+# ---------------------------------------------------------------- methods checked up front, the run's files
+
+
+FAST = ["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "3"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [
+        ("select:n=2", "past the run's 3 steps"),
+        ("select:n=2,at=99", "past the run's 3 steps"),
+        ("select:n=2,at=2", "before the selection"),
+        ("best-of-1", "cannot act"),
+        ("ug:scale=1e-320", "cannot act"),
+        ("ebca:tau=0", "cannot act"),
+        ("ebca:attn=0,norm=0", "cannot act"),
+        ("ae:iters=0", "cannot act"),
+        ("ae:scale=0", "cannot act"),
+        ("date+ae:rho=1,iters=0", "cannot act"),
+        ("date:rel=1e-45", "DATE cannot act"),
+    ],
+)
+def test_each_method_is_checked_against_the_run_before_any_work(tmp_path, capsys, spec, why):
+    """Item 1 and 10: `Method.check`, before run.json or any image is written."""
+    out = tmp_path / "run"
+    err = refused(capsys, [*FAST, "--methods", f"fixed {spec}", "--out", str(out)], spec)
+    assert why in err and not out.exists()
+
+
+def test_relative_step_below_float32_resolution_cannot_act():
+    from date_diffusion.core.config import MIN_RELATIVE, DATEConfig
+
+    assert not DATEConfig(rho_relative=1e-45).moves and not DATEConfig(rho_relative=MIN_RELATIVE / 2).moves
+    assert DATEConfig(rho_relative=MIN_RELATIVE).moves and DATEConfig(rho_relative=0.002).acts(10)
+
+
+def test_a_long_method_label_gets_a_bounded_folder_name():
+    """Item 6: a 305-character spec names a folder a file system takes; two labels never share one."""
+    from date_diffusion.evaluation.methods import MAX_SLUG, parse_method
+
+    spec = "date:reward=mean(" + ";".join(["toy-clip-s1"] * 24) + ")"
+    other = "date:reward=mean(" + ";".join(["toy-clip-s1"] * 23) + ";toy-clip)"
+    a, b = parse_method(spec).slug, parse_method(other).slug
+    assert len(a) <= MAX_SLUG and len(b) <= MAX_SLUG and a != b
+    assert parse_method("date:rho=1").slug == "date_rho=1"  # short labels keep their folder
+
+
+def test_audit_skips_a_record_edited_by_hand(run, capsys):
+    """Item 2: `toyworld audit` reads what the report trusts, naming the rest as skipped."""
+    edit(record_path(run), prompt="a hand-edited prompt")
+    assert main(["toyworld", "audit", str(run)]) == 0
+    out, err = capsys.readouterr()
+    assert "skipped" in err and str(record_path(run).with_suffix(".png")) in err
+    assert "hand-edited" not in out
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_the_run_view_names_a_file_it_cannot_read(run, kind):
+    """Item 3: results.md as a FIFO (would hang) or a folder named like a plot: named, never read."""
+    from date_diffusion.ui.runview import load_run
+
+    path = run / ("results.md" if kind == "fifo" else "evil.png")
+    if kind == "fifo":
+        path.unlink()
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    with pytest.raises(ValueError, match="evil.png|results.md"):
+        load_run(run)
+
+
+@pytest.mark.parametrize("value", [123, "/nonexistent/weights.pth"])
+def test_report_names_a_bad_inception_weights_field(run, capsys, value):
+    """Item 4: run.json's schema types every field; the report checks the files it will read."""
+    path = run / "run.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "inception_weights": value}))
+    refused(capsys, ["report", str(run)], path, "inception_weights")
+
+
+def test_run_schema_types_every_run_setting():
+    from dataclasses import fields
+
+    from date_diffusion.bench.runner import RunSettings
+    from date_diffusion.schemas import RUN
+
+    assert {f.name for f in fields(RunSettings)} <= set(RUN.required) | set(RUN.optional)
+
+
+def test_a_changed_prompts_file_is_named_and_a_proc_file_refused(tmp_path, capsys):
+    """Item 5"""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    out = tmp_path / "run"
+    argv = ["bench", "--suite", "prompts", "--prompts-file", str(prompts), "--limit", "1", "--seeds", "1",
+            "--steps", "2", "--methods", "fixed", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    prompts.write_text("a green circle\na blue square\n")
+    err = refused(capsys, ["report", str(out)], prompts, "changed since the run")
+    assert "prompt.json" not in err
+    argv[argv.index(str(prompts))] = "/proc/self/status"
+    refused(capsys, [*argv[:-1], str(tmp_path / "proc")], "/proc/self/status", "not a regular file")
+    assert not (tmp_path / "proc").exists()
+
+
+def test_exports_into_images_and_a_linked_images_folder_are_refused(run, tmp_path, capsys):
+    """Item 8"""
+    refused(capsys, ["report", str(run), "--export", "t2i-compbench", str(run / "images" / "x")], "images/")
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    shutil.rmtree(other / "images")
+    (other / "images").symlink_to(run / "images")
+    refused(capsys, ["report", str(other)], other / "images", "symbolic link")
+
+
+def test_a_model_path_with_a_trailing_slash_resumes(run, capsys):
+    """Item 8: path settings compared as the run spells them."""
+    model = json.loads((run / "run.json").read_text())["model"]
+    assert main([*BENCH, "--model", model + "/", "--out", str(run)]) == 0
+
+
+def test_bench_perf_shows_no_ratio_without_a_fixed_variant():
+    """Item 9"""
+    from date_diffusion.perf.bench_perf import summarize, table
+
+    runs = [{"variant": "date", "total_s": 2.0, "per_image_s": 2.0, "rss_mb": 10.0, "steps": 3, "update_steps": [0]}]
+    header = dict(model="toy", steps=3, update_every=10, n_updates=1, dtype="float32", device="cpu", threads=1,
+                  repeats=1, machine="m")  # fmt: skip
+    row = next(line for line in table(summarize(runs, ["date"], "rss_mb"), header, "rss_mb").splitlines()
+               if line.startswith("| date"))  # fmt: skip
+    assert "1.000" not in row and row.rstrip(" |").endswith("-")

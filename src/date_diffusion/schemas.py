@@ -206,7 +206,13 @@ RUN = Schema(
         "limit": "int",
         "edit_skip": "int",
         "categories": "list",
-    },
+        "captions": "text",
+        "scheduler": "text",
+        "dtype": "text",
+        "cfg_src": "number",
+        "inception_weights": "text",
+        "image_size": "list",
+    },  # every field `bench.runner.RunSettings` writes (test_bench_trust checks the two agree)
     bounds={"seeds": (0, MAX_SEED), "steps": (1, MAX_STEPS), "limit": (1, MAX_SEED), "edit_skip": (0, MAX_STEPS)},
     unique=("seeds", "categories"),
 )  # fmt: skip

@@ -17,6 +17,7 @@ from date_diffusion.evaluation.fid import CLIPImageFeatures, frechet_distance
 from date_diffusion.evaluation.stats import bootstrap_ci, paired_difference
 from date_diffusion.outputs import atomic_write
 from date_diffusion.rewards.registry import reward_from_spec
+from date_diffusion.schemas import not_a_file
 from date_diffusion.toyworld import scene, world
 
 # matplotlib is imported where the plots are drawn, after selecting its Agg backend (no display needed)
@@ -295,10 +296,16 @@ def _rho_plot(out: Path, summary: dict, methods) -> Path | None:
     return _save(fig, out / "metric_vs_rho.png")
 
 
+IMAGE_LIMIT = 1 << 30  # bytes: an image FID reads
+
+
 def _load_pngs(paths, size=None):
     for start in range(0, len(paths), 64):
         arrs = []
         for p in paths[start : start + 64]:
+            why = not_a_file(p, IMAGE_LIMIT)  # a FIFO would hang the report, a folder fail it
+            if why:
+                raise ValueError(f"{p} is {why}, not an image FID can read; remove it or replace it with the image")
             img = Image.open(p).convert("RGB")
             if size is not None and img.size != size:
                 img = img.resize(size, Image.Resampling.BICUBIC)

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import resource
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,26 @@ def run_methods(run: dict) -> list[Method]:
 
 # settings that decide no image (the FID reference): a rerun may correct them, e.g. a --fid-real folder fixed
 METRIC_ONLY = ("fid_real", "inception_weights")
+
+
+PATH_SETTINGS = ("model", "captions", "fid_real", "inception_weights")  # spelled in more than one way
+
+
+def _spelling(value):
+    """A path setting as compared: `runs/model/` and `runs/./model` are `runs/model` (a hub id is left as it is)."""
+    return os.path.normpath(value) if isinstance(value, str) and value else value
+
+
+def as_the_run_spells_it(out: Path, settings: RunSettings) -> RunSettings:
+    """`settings` with each path setting that names the same path as `out`'s run.json in the run's spelling (the
+    run's record is the source of truth: its images' fingerprints hold that spelling); other settings unchanged."""
+    try:
+        old = read_run(out) if (out / "run.json").is_file() else {}
+    except SettingsMismatch:
+        return settings  # compare_settings names it
+    same = {k: old[k] for k in PATH_SETTINGS
+            if isinstance(old.get(k), str) and _spelling(old[k]) == _spelling(getattr(settings, k))}  # fmt: skip
+    return replace(settings, **same)
 
 
 def compare_settings(out: Path, settings: RunSettings) -> dict:
@@ -223,18 +244,46 @@ def image_state(out: Path, settings: RunSettings, method: Method, it, seed: int)
     return "trusted", record
 
 
-def prompt_folder_problem(folder: Path, it) -> str | None:
+def prompt_folder_problem(folder: Path, it, prompts_file: str | None = None) -> str | None:
     """Why a prompt folder's `prompt.json` is not the run's record of prompt `it` (the export and report read it),
-    or None (also when it is absent: it is written again from the run's record)."""
+    or None (also when it is absent: it is written again from the run's record). Where `it` was read again from
+    the run's `prompts_file` and an image's sealed record there agrees with prompt.json, the records are the run's
+    and the file is what changed: it is named as such."""
     path = folder / PROMPT_RECORD
     if not path.exists() and not path.is_symlink():
         return None
     why = not_a_file(path)
     if why:
         return f"{path} is {why}"
-    if read_prompt_record(folder) != prompt_record(it):
+    recorded = read_prompt_record(folder)
+    if recorded != prompt_record(it):
+        if prompts_file is not None and _sealed_prompt(folder, recorded):
+            return FileChanged(
+                f"prompts file {prompts_file!r} no longer gives prompt {it.index} as the run made it "
+                f"({recorded.get('prompt')!r:.60} then, {it.prompt!r:.60} now): the file changed since the run; "
+                "restore it"
+            )
         return f"{path}: not this run's record of prompt {it.index} (changed after it was written)"
     return None
+
+
+class FileChanged(str):
+    """A `prompt_folder_problem` that blames the run's prompts file, not its records."""
+
+
+def _sealed_prompt(folder: Path, recorded) -> bool:
+    """Whether an image record in `folder`/samples is sealed (unchanged since written) and states `recorded`'s
+    prompt: then prompt.json is the run's own record."""
+    if not isinstance(recorded, dict):
+        return False
+    for path in sorted((folder / "samples").glob("*.json")) if (folder / "samples").is_dir() else []:
+        try:
+            record = read_json(path, RECORD)
+        except SchemaError:
+            continue
+        if record.get("sealed") == sealed(record) and record.get("prompt") == recorded.get("prompt"):
+            return True
+    return False
 
 
 def stray_entries(out: Path, methods, items, seeds) -> list[str]:
@@ -252,7 +301,12 @@ def stray_entries(out: Path, methods, items, seeds) -> list[str]:
     def entries(folder: Path):
         return sorted(p for p in folder.iterdir() if not (p.name.startswith(".") and p.suffix in _LEFTOVER_SUFFIXES))
 
+    if images.is_symlink():  # another run's images/ would be read, and written, as this run's
+        return [f"{images} is a symbolic link, not the run's own folder (a run never makes one)"]
     for method_dir in entries(images):
+        if method_dir.is_symlink():
+            found.append(f"{method_dir} is a symbolic link, not a folder a run writes")
+            continue
         if method_dir.name not in slugs or not method_dir.is_dir():
             found.append(f"{method_dir}: no method of this run (run.json) writes there")
             continue
@@ -286,8 +340,11 @@ def unverified_images(out: Path, settings: RunSettings, methods, items) -> list[
     problems = stray_entries(out, methods, items, settings.seeds)
     for method in methods:
         for it in items:
-            problem = prompt_folder_problem(image_paths(out, method, it.index, 0)[0].parent.parent, it)
+            folder = image_paths(out, method, it.index, 0)[0].parent.parent
+            problem = prompt_folder_problem(folder, it, settings.captions)
             problems += [problem] if problem else []
+            if isinstance(problem, FileChanged):
+                continue  # its images are the run's: the prompts file is what changed (named once)
             for seed in settings.seeds:
                 state, what = image_state(out, settings, method, it, seed)
                 problems += [what] if state == "untrusted" else []
@@ -358,10 +415,26 @@ def exact_verdict(image_uint8: np.ndarray, spec: dict) -> dict:
     return {"exact": float(verdict["pass"]), "aspects": verdict["aspects"], "evaluator_version": EVALUATOR_VERSION}
 
 
-def record_paths(out: Path) -> list[Path]:
-    """Every record file under a run's `images/` (what `toyworld audit` reads, each through `read_json`); the report
-    reads only the run's own (`trusted_records`)."""
-    return sorted(Path(out).glob("images/*/*/samples/*.json"))
+def audited_images(out: Path) -> tuple[list[tuple[Path, dict]], list[str]]:
+    """What `toyworld audit` reads: ([(PNG, record)] of the run's own images each trusted by `image_state`, as
+    `trusted_records` trusts them), [why, for each file skipped: untrusted, unfinished or no image of the run]).
+    Never a record the report would refuse; a run.json that cannot be read is `SettingsMismatch`."""
+    out = Path(out)
+    run = read_run(out)
+    methods = run_methods(run)
+    settings = run_settings(run)
+    items = run_items(out, run, methods)
+    skipped = stray_entries(out, methods, items, settings.seeds)
+    cases = []
+    for method in methods:
+        for it in items:
+            for seed in settings.seeds:
+                state, what = image_state(out, settings, method, it, seed)
+                if state == "trusted":
+                    cases.append((image_paths(out, method, it.index, seed)[0], what))
+                elif state != "missing":
+                    skipped.append(what)
+    return cases, skipped
 
 
 def rescore(out: Path) -> int:
@@ -705,14 +778,20 @@ def trusted_records(out: Path) -> tuple[dict, list[Method], dict[str, list[dict]
     for method in methods:
         records[method.label] = []
         for it in items:
-            problem = prompt_folder_problem(image_paths(out, method, it.index, 0)[0].parent.parent, it)
+            folder = image_paths(out, method, it.index, 0)[0].parent.parent
+            problem = prompt_folder_problem(folder, it, settings.captions)
             problems += [problem] if problem else []
+            if isinstance(problem, FileChanged):
+                continue  # its images are the run's: the prompts file is what changed (named once)
             for seed in settings.seeds:
                 state, what = image_state(out, settings, method, it, seed)
                 if state == "trusted":
                     records[method.label].append(what)
                 elif state != "missing":
                     problems.append(what)
+    if problems and all(isinstance(p, FileChanged) for p in problems):  # the records are the run's: name the file
+        more = f" (and {len(problems) - 1} more prompts)" if len(problems) > 1 else ""
+        raise UntrustedRun(f"{out}: {problems[0]}{more}, or report another run")
     if problems:
         raise UntrustedRun(describe_untrusted(out, problems, READ_FIX))
     return run, methods, records

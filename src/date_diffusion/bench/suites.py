@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,6 +197,29 @@ def read_edit_rows(path) -> list[dict]:
     return rows
 
 
+PROMPTS_FILE_LIMIT = 1 << 30  # bytes: a prompts file (COCO's captions are a few MB)
+
+
+def check_prompts_file(path) -> None:
+    """A prompts file is a regular file that reads as many bytes as its size says (a FIFO would block, a device or
+    a /proc file gives other prompts at each read: the run's prompts must be the same each time it reads them):
+    ValueError naming it otherwise; a missing file is left to the reader's own message."""
+    from date_diffusion.schemas import not_a_file
+
+    why = not_a_file(path, PROMPTS_FILE_LIMIT)
+    if why == "missing":
+        return
+    if why is None:
+        size = os.stat(path).st_size
+        with open(path, "rb") as f:
+            read = len(f.read(size + 1))
+        if read != size:
+            why = f"a file whose size says {size} bytes but reads otherwise (a /proc or device file)"
+    if why:
+        raise ValueError(f"prompts file {str(path)!r} is {why}, not a regular file; give a regular text, CSV or "
+                         ".jsonl file")  # fmt: skip
+
+
 def load_suite(
     name: str, file: str | Path | None = None, limit: int | None = None, categories: list[str] | None = None
 ) -> list[Item]:
@@ -220,6 +244,7 @@ def load_suite(
             for i, c in enumerate(edit_suite())
         ]
     elif name == "edit":
+        check_prompts_file(file) if file is not None else None
         items = [
             Item(i, row["target_prompt"], "edit", None, {"prompt": row["source_prompt"], "image": row["image"]})
             for i, row in enumerate(read_edit_rows(file))
@@ -230,6 +255,7 @@ def load_suite(
         if file is None:
             flag = "--captions" if name == "coco" else "--prompts-file"
             raise ValueError(f"suite {name!r} needs {flag} FILE")
+        check_prompts_file(file)
         if is_jsonl(file):
             items = [
                 Item(i, r["prompt"].strip(), r["tag"] if isinstance(r.get("tag"), str) and r["tag"] else "all", meta=r)

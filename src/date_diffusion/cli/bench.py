@@ -413,6 +413,9 @@ def run_bench(args) -> int:
         from date_diffusion.bench.presets import cost_notice, get_preset
 
         print(cost_notice(get_preset(opts.preset), len(items), state.num_processes), file=sys.stderr)
+    from date_diffusion.bench.runner import as_the_run_spells_it
+
+    settings = as_the_run_spells_it(out, settings)  # `--model runs/m/` resumes the run of `runs/m`
     _check_folder(out, settings, methods, items)
     run, pipe, scorer = _load_run(out, model, opts.dtype, settings, methods, state.device)
     _generate_share(run, pipe, methods, items, scorer, opts.batch_size, state)
@@ -598,37 +601,49 @@ def _listed(values: tuple | None) -> list | None:
 
 
 def _check_together(opts: BenchOptions, model: str, methods, steps: int, last_seed: int) -> None:
-    """What the options' kinds cannot see alone: each method's update steps inside its run,
-    the last seed (best-of-N's candidates included), the editing skip inside the run, Inception FID's package."""
-    import importlib.util
-
+    """What the options' kinds cannot see alone: each method's own constraints on the run (`Method.check`), the last
+    seed (best-of-N's candidates included), the editing skip inside the run, the files FID reads."""
     from date_diffusion.cli.common import checked
     from date_diffusion.core.settings import Seed
-    from date_diffusion.evaluation.methods import BEST_OF_STRIDE
+    from date_diffusion.evaluation.methods import BEST_OF_STRIDE, CannotRun
     from date_diffusion.hub import ModelNotFoundError
     from date_diffusion.pipelines.loading import check_tiny_decoder
 
     for m in methods:
-        date = getattr(m, "date", None)
         try:
-            if date is not None:
-                date.update_indices(m.steps_for(steps))
+            m.check(steps)  # every method's own constraints on the run (`Method.check`), before any work
             if getattr(m, "decoder", None) is not None:
                 check_tiny_decoder(model, m.decoder)
+        except CannotRun as err:
+            raise CLIError(f"--methods: {err}") from err
         except (ValueError, ModelNotFoundError) as err:
             raise CLIError(f"method {quoted(m.label)} with {m.steps_for(steps)} steps: {err}") from err
-        if date is not None and not date.acts(m.steps_for(steps)):  # generate's test (`DATEConfig.acts`)
-            raise CLIError(
-                f"--methods: DATE cannot act in {quoted(m.label)} (a step size that is zero in 32-bit floats, or no "
-                "update step): its images would be the fixed sampler's under a DATE label; list `fixed` (or the "
-                "method without DATE) instead, or give a step size above 0"
-            )
     last = last_seed + (max(m.seeds_per_job for m in methods) - 1) * BEST_OF_STRIDE
     checked(Seed(), last, "--seed-base + --seeds - 1 (with best-of-N's candidates)")
     if opts.edit_skip is not None and opts.edit_skip >= steps:
         raise CLIError(f"--edit-skip must be in [0, {steps - 1}] (below --steps), got {opts.edit_skip}")
-    if opts.inception_weights and importlib.util.find_spec("torch_fidelity") is None:
-        raise CLIError("--inception-weights needs torch-fidelity: pip install torch-fidelity (or leave it out)")
+    problem = fid_inputs_problem(opts.fid_real, opts.inception_weights)
+    if problem:
+        raise CLIError(f"--{problem[0].replace('_', '-')} {problem[1]}")
+
+
+def fid_inputs_problem(fid_real: str | None, inception_weights: str | None) -> tuple[str, str] | None:
+    """(setting, what is wrong) of the files FID reads, or None: bench checks its options (`--fid-real`,
+    `--inception-weights`) with it and report the fields of run.json that hold them (`fid_real`, ...)."""
+    import importlib.util
+    import os
+
+    from date_diffusion.schemas import not_a_file
+
+    if fid_real is not None and not os.path.isdir(fid_real):
+        return "fid_real", f"{fid_real!r} is not a folder of real images; give the folder"
+    if inception_weights:
+        why = not_a_file(inception_weights, limit=1 << 34)
+        if why:
+            return "inception_weights", f"{inception_weights!r} is {why}; give torch-fidelity's weights file"
+        if importlib.util.find_spec("torch_fidelity") is None:
+            return "inception_weights", "needs torch-fidelity: pip install torch-fidelity (or leave it out)"
+    return None
 
 
 def _eval_clip(spec: str | None, model: str, family: str) -> str:
@@ -672,6 +687,9 @@ def _export_target(export: ExportOptions, run_dir, prompts, suite_metadata: str 
     run, target = Path(run_dir).resolve(), Path(out).resolve()
     if target == run or target in run.parents:
         raise CLIError(f"--export DIR {out!r} holds the run's own folder: export into a folder outside it")
+    images = run / "images"
+    if target == images or images in target.parents:  # the export's folders would be strays of the run
+        raise CLIError(f"--export DIR {out!r} lies inside the run's images/ folder: export into a folder outside it")
     metadata = None
     try:
         check_fresh(out, "--export DIR")
@@ -742,6 +760,9 @@ def check_report(opts: ReportOptions) -> None:
         run, methods, _ = trusted_records(Path(opts.dir))
     except (SettingsMismatch, UntrustedRun) as err:
         raise CLIError(str(err)) from err
+    problem = fid_inputs_problem(run.get("fid_real"), run.get("inception_weights"))
+    if problem:
+        raise CLIError(f"{path}: field {problem[0]!r} {problem[1]}")
     slugs = [m.slug for m in methods]
     prompts = lambda: _run_prompts(Path(opts.dir), slugs)
     _export_target(opts.export, opts.dir, prompts, _suite_metadata(run.get("suite"), run.get("captions")))

@@ -372,9 +372,9 @@ def plan(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
               f"{opts.images_per_prompt} per prompt) in batches of {opts.batch_size}; an estimate of the time "
               "follows the first batch", file=sys.stderr)  # fmt: skip
     if not job.date_active and job.saved is None:
-        print("date-diffusion generate: note: DATE cannot move the embedding with these settings (a zero step "
-              "size or no update step); the images use the fixed embedding and are recorded as method 'fixed'",
-              file=sys.stderr)  # fmt: skip
+        print("date-diffusion generate: note: DATE cannot move the embedding with these settings (a step size "
+              "that is zero in 32-bit floats, a relative one below 2^-24, or no update step); the images use the "
+              "fixed embedding and are recorded as method 'fixed'", file=sys.stderr)  # fmt: skip
     return opts, job
 
 
@@ -594,6 +594,11 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
         if kind == "replay":
             record["replayed_from"] = str(opts.replay_embeddings)
         lines = [f"{quoted(prompt)} seed {seed} -> {out / (stem + ext)}", f"    record: {out / (stem + '.json')}"]
+        if kind == "date" and job.date_active and record["method"] == "fixed":  # the plan's note covers the rest
+            lines.append(
+                "    note: DATE did not move this image's embedding (a step that is zero in the embedding's "
+                "precision, or every gradient zero); it is the fixed image and is recorded as method 'fixed'"
+            )
         if job.judge is not None:
             record["evaluator"] = {kind: job.judge(image, prompt)}
         summary = []

@@ -150,27 +150,32 @@ def run_audit(args) -> int:
     import numpy as np
     from PIL import Image
 
-    from date_diffusion.bench.runner import PNG_LIMIT, record_paths
+    from date_diffusion.bench.runner import PNG_LIMIT, SettingsMismatch, audited_images
     from date_diffusion.cli.common import CLIError
-    from date_diffusion.schemas import RECORD, SchemaError, not_a_file, read_json
+    from date_diffusion.schemas import not_a_file
     from date_diffusion.toyworld import evaluator
     from date_diffusion.toyworld.scene import PromptSpec
     from date_diffusion.toyworld.second_reader import audit
 
     run = Path(args.run_dir)
-    cases, damaged = [], []
-    for rec_path in record_paths(run):
+    if not (run / "run.json").exists() and not (run / "run.json").is_symlink():
+        raise CLIError(f"{run} is not a bench run (no run.json): give a `bench --suite toy...` run directory")
+    try:
+        trusted, damaged = audited_images(run)  # the images the report trusts; every other file named, skipped
+    except (SettingsMismatch, ValueError) as err:
+        raise CLIError(str(err)) from err
+    cases = []
+    for png, rec in trusted:
+        if rec.get("spec") is None:
+            continue
         try:
-            rec = read_json(rec_path, RECORD)
-            if rec.get("spec") is not None:
-                png = rec_path.with_suffix(".png")
-                if not_a_file(png, PNG_LIMIT):  # never a FIFO or a device read as an image
-                    raise OSError(f"{png} is {not_a_file(png, PNG_LIMIT)}")
-                image = np.asarray(Image.open(png).convert("RGB"))
-                name = str(rec_path.relative_to(run).with_suffix(""))
-                cases.append((image, PromptSpec.from_json(rec["spec"]), name))
-        except (SchemaError, OSError) as err:  # a damaged record or image: named, not audited
+            if not_a_file(png, PNG_LIMIT):  # never a FIFO or a device read as an image (replaced since the check)
+                raise OSError(f"{png} is {not_a_file(png, PNG_LIMIT)}")
+            image = np.asarray(Image.open(png).convert("RGB"))
+        except OSError as err:
             damaged.append(str(err))
+            continue
+        cases.append((image, PromptSpec.from_json(rec["spec"]), str(png.relative_to(run).with_suffix(""))))
     for line in damaged:
         print(f"date-diffusion toyworld audit: skipped: {line}", file=sys.stderr)
     if not cases:

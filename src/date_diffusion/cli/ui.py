@@ -88,6 +88,13 @@ def check(opts: UIOptions) -> None:
     resolve_from_args(resolve_model(opts.model), {})
     if opts.run is not None and not (Path(opts.run) / "run.json").is_file():
         raise CLIError(f"--run {opts.run!r} is not a bench run (no run.json)")
+    if opts.run is not None:
+        from date_diffusion.ui.runview import view_files
+
+        try:
+            view_files(opts.run)  # every file the run view reads besides the records, a regular file
+        except ValueError as err:
+            raise CLIError(f"--run: {err}") from err
 
 
 def run(args) -> int:

@@ -14,6 +14,14 @@ PAPER_RHO = 0.5
 PAPER_UPDATE_EVERY = 10
 
 
+MIN_RELATIVE = 2.0**-24  # the smallest relative step `DATEConfig.moves` counts as a move
+
+
+def nonzero_in_float32(value: float) -> bool:
+    """Whether `value` (>= 0) stays above 0 in 32-bit floats (`1e-320` rounds to 0; values above 1 count as 1)."""
+    return struct.unpack("f", struct.pack("f", min(value, 1.0)))[0] > 0
+
+
 class _PaperRho(float):
     """The default of `DATEConfig.rho`: the paper's value, told apart from the same value given."""
 
@@ -107,9 +115,13 @@ class DATEConfig:
     @property
     def moves(self) -> bool:
         """Whether an update can move the embedding at all: a zero step size makes DATE the fixed sampler, and so
-        does one that is 0 in the embedding's precision (32-bit floats at the most: `rho=1e-320` rounds to 0)."""
-        step = self.rho if self.rho_relative is None else self.rho_relative
-        return struct.unpack("f", struct.pack("f", min(step, 1.0)))[0] > 0
+        does one that is 0 in the embedding's precision (32-bit floats at the most: `rho=1e-320` rounds to 0). A
+        relative step (`rho_relative`) moves `rho_relative * ||c||`: below `MIN_RELATIVE` (2^-24, 32-bit floats'
+        unit roundoff) that is less than the rounding of the embedding's own norm, and counts as no move whatever
+        the model (`rel=1e-45` moved 0.0)."""
+        if self.rho_relative is None:
+            return nonzero_in_float32(self.rho)
+        return self.rho_relative >= MIN_RELATIVE
 
     def acts(self, num_loop_steps: int) -> bool:
         """Whether DATE can act in a run of `num_loop_steps` sampling steps (`moves`, and at least one update step):

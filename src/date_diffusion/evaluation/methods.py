@@ -23,12 +23,13 @@ whether it applies to a suite (`applies_to`), and the report where it lies on a 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field, fields, replace
 from typing import ClassVar
 
-from date_diffusion.core.config import PAPER_RHO, DATEConfig
+from date_diffusion.core.config import PAPER_RHO, DATEConfig, nonzero_in_float32
 from date_diffusion.core.settings import (
     BY_FIELD,
     BY_KEY,
@@ -69,6 +70,13 @@ class RewardSpec(Text):
         return value
 
 
+MAX_SLUG = 120  # characters of an image folder's name (`Method.slug`)
+
+
+class CannotRun(ValueError):
+    """A method that cannot run, or cannot act, in the run's steps (`Method.check`)."""
+
+
 BEST_OF_STRIDE = 100_003  # candidate j of best-of-N for seed s uses seed s + j * stride (j = 0 is `fixed`)
 RUN_KEYS = {"decoder": Text(), "reward": RewardSpec(), "lowres": Size(4096)}
 AE_KEYS = {"res": Integer(1, 1024), "iters": Integer(0, MAX_STEPS), "scale": Real(0.0, 1e4)}
@@ -92,8 +100,13 @@ class Method:
 
     @property
     def slug(self) -> str:
-        """The image folder's name."""
-        return re.sub(r"[^A-Za-z0-9.=@-]+", "_", self.label)
+        """The image folder's name: the label with other characters as `_`; a longer one than `MAX_SLUG` (file
+        systems allow 255 bytes a name) is cut and ends in a hash of the whole label, so two labels never share it."""
+        slug = re.sub(r"[^A-Za-z0-9.=@-]+", "_", self.label)
+        if len(slug) <= MAX_SLUG:
+            return slug
+        digest = hashlib.sha256(self.label.encode()).hexdigest()[:16]
+        return f"{slug[: MAX_SLUG - len(digest) - 1]}-{digest}"
 
     @classmethod
     def from_spec(cls, spec: str, body: str | None, model=None) -> Method:
@@ -120,6 +133,16 @@ class Method:
 
     def steps_for(self, run_steps: int) -> int:
         return run_steps
+
+    def check(self, run_steps: int) -> None:
+        """Raise `CannotRun` naming why this method cannot run or cannot act in a run of `run_steps` steps (the
+        command line's up-front check, before any work: every constraint a method has on the run lives here)."""
+
+    def cannot_act(self, why: str) -> CannotRun:
+        return CannotRun(
+            f"{quoted(self.label)} cannot act ({why}): its images would be the fixed sampler's under its label; "
+            "list `fixed` instead, or give a setting that acts"
+        )
 
     def select_seeds(self, pipe, run, prompts: list[str], seeds: list[int], call: dict) -> list[int]:
         """The seeds the images are sampled from (`Select` chooses among several; every other method: `seeds`)."""
@@ -238,6 +261,10 @@ class BestOf(Method):
     def candidates(self):
         return self.n
 
+    def check(self, run_steps):
+        if self.n < 2:
+            raise self.cannot_act("one candidate is the fixed sample itself; give N >= 2")
+
 
 @dataclass(frozen=True)
 class UniversalGuidance(Method):
@@ -250,6 +277,10 @@ class UniversalGuidance(Method):
     usage = "ug:scale=S,every=N"
     options = UG_KEYS
     required = ("scale",)
+
+    def check(self, run_steps):
+        if not nonzero_in_float32(self.scale):
+            raise self.cannot_act(f"scale={self.scale:g} is zero in 32-bit floats; give scale above 0")
 
     def pipeline_kwargs(self, run):
         return {**super().pipeline_kwargs(run), "reward": run.reward(), "ug_scale": self.scale, "ug_every": self.every}
@@ -266,6 +297,13 @@ class AttendExcite(Method):
     pattern = r"ae(?::(.*))?"
     usage = "ae[:res=R,iters=N,scale=S]"
     options = AE_KEYS
+
+    def check(self, run_steps):
+        super().check(run_steps)
+        if self.iters == 0:
+            raise self.cannot_act("iters=0 alters no step; give iters >= 1")
+        if self.scale is not None and not nonzero_in_float32(self.scale):
+            raise self.cannot_act(f"scale={self.scale:g} is zero in 32-bit floats; give scale above 0")
 
     def pipeline_kwargs(self, run):
         given = {"attn_res": (self.res, self.res) if self.res else None, "max_iter_to_alter": self.iters,
@@ -293,6 +331,18 @@ class Ebca(Method):
     usage = "ebca[:attn=G,norm=G,tau=R,iters=N]"
     options = EBCA_KEYS
 
+    def check(self, run_steps):
+        from date_diffusion.sampling.ebca import EbcaConfig
+
+        given = {"gamma_attn": self.attn, "gamma_norm": self.norm, "tau": self.tau, "iters": self.iters}
+        config = EbcaConfig(**{k: v for k, v in given.items() if v is not None})
+        if config.iters == 0:
+            raise self.cannot_act("iters=0 updates no layer; give iters >= 1")
+        if not (nonzero_in_float32(config.gamma_attn) or nonzero_in_float32(config.gamma_norm)):
+            raise self.cannot_act("attn and norm are both zero in 32-bit floats; give one above 0")
+        if int(run_steps * config.tau) == 0:
+            raise self.cannot_act(f"tau={config.tau:g} of {run_steps} steps updates at no step; give a larger tau")
+
     def pipeline_kwargs(self, run):
         given = {"gamma_attn": self.attn, "gamma_norm": self.norm, "tau": self.tau, "iters": self.iters}
         return {**super().pipeline_kwargs(run), "ebca": {k: v for k, v in given.items() if v is not None}}
@@ -312,6 +362,16 @@ class Date(Method):
     usage = "date[:KEY=V,...]"
     options = RUN_KEYS
     date_keys = True
+
+    def check(self, run_steps):
+        self.date.update_indices(self.steps_for(run_steps))  # steps outside the run (ValueError)
+        if not self.date.acts(self.steps_for(run_steps)):  # generate's test (`DATEConfig.acts`)
+            raise CannotRun(
+                f"DATE cannot act in {quoted(self.label)} (a step size that is zero in 32-bit floats, a relative one "
+                "below 2^-24, or no update step): its images would be the fixed sampler's under a DATE label; list "
+                "`fixed` (or the method without DATE) instead, or give a step size above 0"
+            )
+        super().check(run_steps)  # date+ae: Attend-and-Excite's too
 
     def pipeline_kwargs(self, run):
         out = {**super().pipeline_kwargs(run), "date": self.date, "reward": run.reward(self.reward)}
@@ -368,12 +428,24 @@ class Select(Date):
     def seeds_per_job(self):
         return self.n
 
+    def check(self, run_steps):
+        if self.at >= run_steps:
+            raise CannotRun(
+                f"{quoted(self.label)}: the selection at step {self.at} lies past the run's {run_steps} steps; give "
+                f"at= in 0..{run_steps - 1}"
+            )
+        first = min(self.date.update_indices(run_steps), default=self.at)
+        if first < self.at:
+            raise CannotRun(
+                f"{quoted(self.label)}: DATE updates at step {first}, before the selection at {self.at}; give "
+                f"steps=/intervals= at or after {self.at} (e.g. steps={self.at}), or a smaller at="
+            )
+        super().check(run_steps)
+
     def select_seeds(self, pipe, run, prompts, seeds, call):
         from date_diffusion.evaluation.selection import early_selection
 
-        first = min(self.date.update_indices(call["num_inference_steps"]), default=self.at)
-        if first < self.at:
-            raise ValueError(f"{quoted(self.label)}: DATE updates at step {first}, before the selection at {self.at}")
+        self.check(call["num_inference_steps"])
         return early_selection(pipe, prompts, seeds, self.n, self.at, run.reward(self.judge), BEST_OF_STRIDE, **call)
 
     def edits(self):

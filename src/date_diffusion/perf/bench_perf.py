@@ -80,7 +80,9 @@ def summarize(runs: list[dict], variants: list[str], memory_key: str, batches=(1
         base = out.get(_key("fixed", b, batches), {})
         for v in variants:
             entry = out[_key(v, b, batches)]
-            if v != "fixed" and base and entry:
+            if v == "fixed" and entry:  # the baseline itself; without a fixed variant no ratio is shown ("-")
+                entry.update(time_ratio=1.0, step_time_ratio=1.0, memory_ratio=1.0)
+            elif base and entry:
                 entry["time_ratio"] = entry["total_s"]["median"] / base["total_s"]["median"]
                 entry["memory_ratio"] = entry[memory_key]["median"] / base[memory_key]["median"]
             if "update_in_normal_steps" in entry:  # the same run's normal steps as the unit
@@ -140,12 +142,15 @@ def table(summary: dict, header: dict, memory_key: str) -> str:
         e = entry[key]
         return f"{fmt.format(e['median'])} [{fmt.format(e['min'])}, {fmt.format(e['max'])}]"
 
+    def ratio(entry, key):
+        return f"{entry[key]:.3f}" if key in entry else "-"  # no fixed variant measured: no ratio to it
+
     for v, e in summary.items():
         lines.append(
             f"| {v} | {cell(e, 'total_s')} | {cell(e, 'per_image_s')} | {cell(e, 'normal_step_s', '{:.3f}')} | "
             f"{cell(e, 'update_step_s', '{:.3f}')} | {cell(e, 'update_in_normal_steps')} | "
             f"{cell(e, memory_key, '{:.0f}')} | "
-            f"{e.get('time_ratio', 1.0):.3f} | {e.get('step_time_ratio', 1.0):.3f} | {e.get('memory_ratio', 1.0):.3f} |"
+            f"{ratio(e, 'time_ratio')} | {ratio(e, 'step_time_ratio')} | {ratio(e, 'memory_ratio')} |"
         )
     lines.append(
         "\n`time / fixed, in steps`: (normal steps + update steps x `update / normal step`) / steps, both step times "
