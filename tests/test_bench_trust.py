@@ -55,7 +55,7 @@ def refused(capsys, argv, *names):
 
 
 def test_report_refuses_a_record_edited_by_hand(run, capsys):
-    """H1: `report` and `report --export` verify the fingerprints a resume checks."""
+    """`report` and `report --export` verify the fingerprints a resume checks."""
     edit(record_path(run), exact=7.0)
     err = refused(capsys, ["report", str(run)], record_path(run))
     assert "changed after it was written" in err
@@ -64,14 +64,14 @@ def test_report_refuses_a_record_edited_by_hand(run, capsys):
 
 
 def test_report_refuses_a_resealed_record_of_another_category(run, capsys):
-    """H1: a record sealed again after an edit still differs from the run's record of its prompt."""
+    """A record sealed again after an edit still differs from the run's record of its prompt."""
     edit(record_path(run), resealed=True, category="single\u202e")
     refused(capsys, ["report", str(run)], record_path(run).with_suffix(".png"), "category is not this image's")
     assert "\u202e" not in (run / "results.md").read_text()
 
 
 def test_a_stray_image_is_named_by_bench_and_report(run, capsys):
-    """H2: only the run's own (method, prompt, seed) records are read; anything else under images/ is named."""
+    """Only the run's own (method, prompt, seed) records are read; anything else under images/ is named."""
     samples = record_path(run, "fixed").parent
     for suffix in (".png", ".json"):
         shutil.copy(samples / f"01000{suffix}", samples / f"01007{suffix}")
@@ -88,7 +88,7 @@ def test_a_copied_prompt_folder_is_named_with_the_true_reason(run, capsys):
 
 
 def test_a_fifo_or_a_device_in_the_run_folder_is_named_not_read(run, capsys):
-    """M1: every read of a run folder file checks it is a regular file of bounded size first."""
+    """Every read of a run folder file checks it is a regular file of bounded size first."""
     rec = record_path(run, "fixed")
     rec.unlink()
     os.mkfifo(rec)
@@ -123,20 +123,19 @@ def test_a_record_out_of_its_bounds_is_a_usage_error(run, capsys, fields, why):
 
 
 def test_an_empty_record_is_a_usage_error_for_report(run, capsys):
-    """L1: a damaged record read by report: exit 2, one line (bench makes it again)."""
+    """A damaged record read by report: exit 2, one line (bench makes it again)."""
     record_path(run).write_text("{}")
     assert "field 'index' is missing" in refused(capsys, ["report", str(run)], record_path(run))
 
 
 def test_run_json_listing_a_seed_twice_is_refused(run, capsys):
-    """L2"""
     settings = json.loads((run / "run.json").read_text())
     (run / "run.json").write_text(json.dumps({**settings, "seeds": [1000, 1000]}))
     assert "field 'seeds' lists 1000 twice" in refused(capsys, ["report", str(run)], run / "run.json")
 
 
 def test_the_untrusted_images_refusal_is_one_line(run, capsys):
-    """L3: the count, the first two named, the fix: one line."""
+    """The count, the first two named, the fix: one line."""
     records = sorted((run / "images").glob("*/*/samples/*.json"))
     for path in records:
         edit(path, exact=1.0 - json.loads(path.read_text())["exact"])
@@ -146,7 +145,6 @@ def test_the_untrusted_images_refusal_is_one_line(run, capsys):
 
 
 def test_a_prompt_record_replaced_by_a_folder_is_called_a_folder(run, capsys):
-    """L4"""
     prompt = record_path(run, "fixed").parent.parent / "prompt.json"
     prompt.unlink()
     prompt.mkdir()
@@ -157,7 +155,7 @@ def test_a_prompt_record_replaced_by_a_folder_is_called_a_folder(run, capsys):
 
 @pytest.mark.parametrize("spec", ["date:rho=0", "date:rho=-0", "date:rho=1e-320", "date:rel=0", "date+ae:rho=0,res=4"])
 def test_a_date_method_that_cannot_act_is_refused_before_any_work(tmp_path, capsys, spec):
-    """M3: the test generate uses (`DATEConfig.acts`): never a DATE label on the fixed sampler's images."""
+    """The test generate uses (`DATEConfig.acts`): never a DATE label on the fixed sampler's images."""
     out = tmp_path / "run"
     err = refused(capsys, [*BENCH[:-1], f"fixed {spec}", "--out", str(out)], spec)
     assert "DATE cannot act" in err and not out.exists()
@@ -172,7 +170,7 @@ def test_generate_and_bench_share_the_zero_step_test():
 
 @pytest.mark.parametrize("spec", ["ae:res=7", "date+ae:rho=1,res=7"])
 def test_an_attention_resolution_the_model_lacks_is_refused_before_run_json(tmp_path, capsys, spec):
-    """M4: checked once the model is loaded, before run.json is written."""
+    """Checked once the model is loaded, before run.json is written."""
     out = tmp_path / "run"
     err = refused(capsys, [*BENCH[:-1], f"fixed {spec}", "--out", str(out)], spec, "2, 4, 8")
     assert "res=7" in err and not (out / "run.json").exists()
@@ -201,7 +199,7 @@ FAST = ["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "3
     ],
 )
 def test_each_method_is_checked_against_the_run_before_any_work(tmp_path, capsys, spec, why):
-    """Item 1 and 10: `Method.check`, before run.json or any image is written."""
+    """`Method.check`, before run.json or any image is written."""
     out = tmp_path / "run"
     err = refused(capsys, [*FAST, "--methods", f"fixed {spec}", "--out", str(out)], spec)
     assert why in err and not out.exists()
@@ -215,18 +213,19 @@ def test_relative_step_below_float32_resolution_cannot_act():
 
 
 def test_a_long_method_label_gets_a_bounded_folder_name():
-    """Item 6: a 305-character spec names a folder a file system takes; two labels never share one."""
+    """A 300-character spec names a folder a file system takes; two labels never share one."""
     from date_diffusion.evaluation.methods import MAX_SLUG, parse_method
 
-    spec = "date:reward=mean(" + ";".join(["toy-clip-s1"] * 24) + ")"
-    other = "date:reward=mean(" + ";".join(["toy-clip-s1"] * 23) + ";toy-clip)"
+    views = [f"aug{k}(toy-clip-s1)" for k in range(1, 15)]  # 14 different rewards: a spec of about 300 characters
+    spec = "date:reward=mean(" + ";".join(views) + ")"
+    other = "date:reward=mean(" + ";".join([*views[:-1], "toy-clip"]) + ")"
     a, b = parse_method(spec).slug, parse_method(other).slug
     assert len(a) <= MAX_SLUG and len(b) <= MAX_SLUG and a != b
     assert parse_method("date:rho=1").slug == "date_rho=1"  # short labels keep their folder
 
 
 def test_audit_skips_a_record_edited_by_hand(run, capsys):
-    """Item 2: `toyworld audit` reads what the report trusts, naming the rest as skipped."""
+    """`toyworld audit` reads what the report trusts, naming the rest as skipped."""
     edit(record_path(run), prompt="a hand-edited prompt")
     assert main(["toyworld", "audit", str(run)]) == 0
     out, err = capsys.readouterr()
@@ -236,7 +235,7 @@ def test_audit_skips_a_record_edited_by_hand(run, capsys):
 
 @pytest.mark.parametrize("kind", ["fifo", "folder"])
 def test_the_run_view_names_a_file_it_cannot_read(run, kind):
-    """Item 3: results.md as a FIFO (would hang) or a folder named like a plot: named, never read."""
+    """Results.md as a FIFO (would hang) or a folder named like a plot: named, never read."""
     from date_diffusion.ui.runview import load_run
 
     path = run / ("results.md" if kind == "fifo" else "evil.png")
@@ -251,7 +250,7 @@ def test_the_run_view_names_a_file_it_cannot_read(run, kind):
 
 @pytest.mark.parametrize("value", [123, "/nonexistent/weights.pth"])
 def test_report_names_a_bad_inception_weights_field(run, capsys, value):
-    """Item 4: run.json's schema types every field; the report checks the files it will read."""
+    """Run.json's schema types every field; the report checks the files it will read."""
     path = run / "run.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "inception_weights": value}))
     refused(capsys, ["report", str(run)], path, "inception_weights")
@@ -267,7 +266,6 @@ def test_run_schema_types_every_run_setting():
 
 
 def test_a_changed_prompts_file_is_named_and_a_proc_file_refused(tmp_path, capsys):
-    """Item 5"""
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red circle\na blue square\n")
     out = tmp_path / "run"
@@ -284,7 +282,6 @@ def test_a_changed_prompts_file_is_named_and_a_proc_file_refused(tmp_path, capsy
 
 
 def test_exports_into_images_and_a_linked_images_folder_are_refused(run, tmp_path, capsys):
-    """Item 8"""
     refused(capsys, ["report", str(run), "--export", "t2i-compbench", str(run / "images" / "x")], "images/")
     other = tmp_path / "other"
     shutil.copytree(run, other)
@@ -294,13 +291,12 @@ def test_exports_into_images_and_a_linked_images_folder_are_refused(run, tmp_pat
 
 
 def test_a_model_path_with_a_trailing_slash_resumes(run, capsys):
-    """Item 8: path settings compared as the run spells them."""
+    """Path settings compared as the run spells them."""
     model = json.loads((run / "run.json").read_text())["model"]
     assert main([*BENCH, "--model", model + "/", "--out", str(run)]) == 0
 
 
 def test_bench_perf_shows_no_ratio_without_a_fixed_variant():
-    """Item 9"""
     from date_diffusion.perf.bench_perf import summarize, table
 
     runs = [{"variant": "date", "total_s": 2.0, "per_image_s": 2.0, "rss_mb": 10.0, "steps": 3, "update_steps": [0]}]
