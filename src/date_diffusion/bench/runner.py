@@ -337,7 +337,14 @@ def unverified_images(out: Path, settings: RunSettings, methods, items) -> list[
     `prompt.json` is not this run's record of its prompt (`prompt_folder_problem`), and each file or folder under
     `images/` that is none of the run's (`stray_entries`). An image whose record does not parse is unfinished: it is
     made again."""
-    problems = stray_entries(out, methods, items, settings.seeds)
+    problems, states = _run_states(out, settings, methods, items)
+    return problems + [what for _, state, what in states if state == "untrusted"]
+
+
+def _run_states(out: Path, settings: RunSettings, methods, items) -> tuple[list, list]:
+    """(what is wrong outside the run's images: files under `images/` that are none of the run's, prompt folders
+    whose `prompt.json` is not the run's; (method, state, what) of each image, `image_state`'s)."""
+    problems, states = stray_entries(out, methods, items, settings.seeds), []
     for method in methods:
         for it in items:
             folder = image_paths(out, method, it.index, 0)[0].parent.parent
@@ -345,10 +352,8 @@ def unverified_images(out: Path, settings: RunSettings, methods, items) -> list[
             problems += [problem] if problem else []
             if isinstance(problem, FileChanged):
                 continue  # its images are the run's: the prompts file is what changed (named once)
-            for seed in settings.seeds:
-                state, what = image_state(out, settings, method, it, seed)
-                problems += [what] if state == "untrusted" else []
-    return problems
+            states += [(method, *image_state(out, settings, method, it, seed)) for seed in settings.seeds]
+    return problems, states
 
 
 def is_done(png: Path, record: Path) -> bool:
@@ -773,22 +778,13 @@ def trusted_records(out: Path) -> tuple[dict, list[Method], dict[str, list[dict]
     methods = run_methods(run)
     settings = run_settings(run)
     items = run_items(out, run, methods)
-    problems = stray_entries(out, methods, items, settings.seeds)
-    records = {}
-    for method in methods:
-        records[method.label] = []
-        for it in items:
-            folder = image_paths(out, method, it.index, 0)[0].parent.parent
-            problem = prompt_folder_problem(folder, it, settings.captions)
-            problems += [problem] if problem else []
-            if isinstance(problem, FileChanged):
-                continue  # its images are the run's: the prompts file is what changed (named once)
-            for seed in settings.seeds:
-                state, what = image_state(out, settings, method, it, seed)
-                if state == "trusted":
-                    records[method.label].append(what)
-                elif state != "missing":
-                    problems.append(what)
+    problems, states = _run_states(out, settings, methods, items)
+    records = {method.label: [] for method in methods}
+    for method, state, what in states:
+        if state == "trusted":
+            records[method.label].append(what)
+        elif state != "missing":
+            problems.append(what)
     if problems and all(isinstance(p, FileChanged) for p in problems):  # the records are the run's: name the file
         more = f" (and {len(problems) - 1} more prompts)" if len(problems) > 1 else ""
         raise UntrustedRun(f"{out}: {problems[0]}{more}, or report another run")
