@@ -1595,3 +1595,20 @@ def test_saved_embeddings_of_a_run_no_update_moved_are_written(tmp_path, capsys)
     )
     saved = tmp_path / "a-red-circle-s0-embeddings.safetensors"
     assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 0
+
+
+def test_the_page_names_an_address_it_cannot_listen_on_before_loading(capsys):
+    """`ui --host` that is no address here, or a --port in use: one usage line before the model loads (Gradio's
+    own answer came after it, in two lines, and blamed the port for an address that does not exist)."""
+    import socket
+
+    assert main(["ui", "--host", "999.1.1.1"]) == 2
+    err = capsys.readouterr().err
+    assert "--host '999.1.1.1' is no address of this machine" in err and len(err.strip().splitlines()) == 1, err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["ui", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"--port {port}: cannot listen there" in err and len(err.strip().splitlines()) == 1, err

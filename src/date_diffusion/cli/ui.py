@@ -75,6 +75,27 @@ def validate(args) -> UIOptions:
     return opts
 
 
+def _check_address(host: str, port: int) -> None:
+    """--host and --port name an address this machine can listen on, and it is free: said before the model loads,
+    in one line (Gradio's own answer comes after it, in two, blaming the port for an address that does not exist)."""
+    import socket
+
+    from date_diffusion.cli.common import CLIError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError, ValueError) as err:
+        raise CLIError(f"--host {host!r} is no address of this machine ({err}); use 127.0.0.1, or 0.0.0.0 for "
+                       "every network interface") from None  # fmt: skip
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds it
+        try:
+            probe.bind(address)
+        except OSError as err:
+            raise CLIError(f"--host {host!r} --port {port}: cannot listen there ({err.strerror or err}); choose "
+                           "another port, or an address of this machine") from None  # fmt: skip
+
+
 def check(opts: UIOptions) -> None:
     """`ui`'s checks beyond its options' kinds, before Gradio or torch is imported: Gradio installed, the model
     (one that cannot load is refused at once), --run a bench run's folder."""
@@ -85,6 +106,7 @@ def check(opts: UIOptions) -> None:
 
     if importlib.util.find_spec("gradio") is None:
         raise CLIError("the web interface needs Gradio: pip install 'date-diffusion[ui]'")
+    _check_address(opts.host, opts.port)
     resolve_from_args(resolve_model(opts.model), {})
     if opts.run is not None and not (Path(opts.run) / "run.json").is_file():
         raise CLIError(f"--run {opts.run!r} is not a bench run (no run.json)")
