@@ -892,6 +892,7 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
     [
         (["generate", "\u200b\u2060 \ufeff"], "PROMPT is empty (no visible character"),
         (["generate", "\u3164 \u2800"], "PROMPT is empty (no visible character"),  # Hangul filler, Braille blank
+        (["generate", "a red circle", "a blue square", "a red circle"], "PROMPT 3 'a red circle' is PROMPT 1 again"),
         (["generate", "\uffff\ufdd0\ufffc\uffa0"], "PROMPT is empty (no visible character"),  # noncharacters, ...
         (["generate", "a red circle\U000e0069\U000e0067"], "PROMPT holds the tag character U+E0069 at character 13"),
         (["bench", "--suite", "toy", "--methods", "date:rho=1,rho=2"], "rho is given twice"),
@@ -1612,3 +1613,14 @@ def test_the_page_names_an_address_it_cannot_listen_on_before_loading(capsys):
         assert main(["ui", "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"--port {port}: cannot listen there" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_editing_an_animation_says_which_frame_it_edits(tmp_path, capsys):
+    from PIL import Image
+
+    frames = [Image.new("RGB", (16, 16), c) for c in ("red", "blue", "green")]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    argv = ["edit", str(tmp_path / "anim.gif"), "--source-prompt", "a red square", "--target-prompt", "a blue square",
+            "--steps", "2", "--skip", "5", "--out", str(tmp_path / "e")]  # fmt: skip
+    main(argv)  # refused later (--skip 5 of 2 steps): the note comes first, from the image alone
+    assert "has 3 frames; its first is edited" in capsys.readouterr().err

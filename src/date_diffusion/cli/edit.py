@@ -156,9 +156,13 @@ def check_options(opts: EditOptions) -> EditOptions:
         raise CLIError(f"IMAGE {opts.image!r} not found")
     try:
         with Image.open(opts.image) as probe:
+            frames = getattr(probe, "n_frames", 1)
             probe.verify()
     except Exception as err:  # not an image, truncated
         raise CLIError(f"IMAGE {opts.image!r} is not a readable image ({err})") from err
+    if frames > 1:  # an animation: one image is edited
+        print(f"date-diffusion edit: note: IMAGE {opts.image!r} has {frames} frames; its first is edited",
+              file=sys.stderr)  # fmt: skip
     prompts = {}
     for name in ("source_prompt", "target_prompt"):
         try:  # before any work: refused when empty, cut to what encoders read
