@@ -1624,3 +1624,15 @@ def test_editing_an_animation_says_which_frame_it_edits(tmp_path, capsys):
             "--steps", "2", "--skip", "5", "--out", str(tmp_path / "e")]  # fmt: skip
     main(argv)  # refused later (--skip 5 of 2 steps): the note comes first, from the image alone
     assert "has 3 frames; its first is edited" in capsys.readouterr().err
+
+
+def test_a_file_whose_name_is_not_utf8_is_named_as_such(tmp_path):
+    """A file name's bytes that are not UTF-8 (in any locale): the refusal says to rename the file, not to change
+    the terminal, which is not what is wrong."""
+    name = os.fsencode(tmp_path) + b"/caf\xe9.png"
+    with open(name, "wb") as f:
+        f.write(b"x")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"}
+    run = subprocess.run([sys.executable, "-m", "date_diffusion", "info", name], env=env, capture_output=True)
+    err = run.stderr.decode()
+    assert run.returncode == 2 and "names a file whose name is not UTF-8: rename it" in err, err

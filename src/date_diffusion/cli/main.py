@@ -260,8 +260,12 @@ def _text_arguments(argv: list[str]) -> list[str]:
         try:
             out.append(os.fsencode(arg).decode("utf-8"))
         except UnicodeDecodeError:
-            raise CLIError(f"argument {k + 1} ({arg.encode('utf-8', 'backslashreplace').decode()!r}) is not UTF-8 "
-                           "text: type it in a UTF-8 terminal (e.g. LANG=C.UTF-8)") from None  # fmt: skip
+            shown = arg.encode("utf-8", "backslashreplace").decode()
+            fix = ("a file or folder with such a name: rename it to UTF-8 (e.g. `convmv`); typed text: type it in a "
+                   "UTF-8 terminal (e.g. LANG=C.UTF-8)")  # fmt: skip
+            if os.path.lexists(os.fsencode(arg)):  # an existing file's name: the terminal is not what is wrong
+                fix = "it names a file whose name is not UTF-8: rename it to UTF-8 (e.g. `convmv`), or copy it"
+            raise CLIError(f"argument {k + 1} ({shown!r}) is not UTF-8 text; {fix}") from None
     return out
 
 
