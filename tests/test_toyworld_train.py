@@ -112,6 +112,66 @@ def test_resumed_stage_equals_uninterrupted(tmp_path):
         assert torch.equal(p, q)
 
 
+def _log(out):
+    lines = (out / "work" / "toy" / "log.jsonl").read_text().splitlines()
+    return [(e["step"], e["loss"]) for e in map(json.loads, lines)]
+
+
+@pytest.mark.parametrize("cut", ["model", "optimizer", "ema", "moving"])
+def test_resume_after_an_interruption_inside_the_last_checkpoint_equals_uninterrupted(tmp_path, monkeypatch, cut):
+    """SIGTERM (a KeyboardInterrupt) can land while a checkpoint is being written, after the last step's log line:
+    the resumed run must still start from one whole checkpoint, never the new weights beside the old step number
+    (the VAE's step 2 once logged 1.99 and, resumed, 1.71), and its log must read as an uninterrupted run's."""
+    from pathlib import Path
+
+    from date_diffusion.toyworld.training import runner
+
+    _, straight = run_stage(tmp_path / "a")
+    writes = []
+    save_file, replace = runner.save_file, Path.replace
+
+    def cutting_save(tensors, path, *args, **kwargs):  # dies writing `cut` in the final checkpoint (step 6)
+        writes.append(Path(path).name.removesuffix(".new"))
+        if writes.count("model.safetensors") == 3 and writes[-1] == f"{cut}.safetensors":
+            raise Boom
+        return save_file(tensors, path, *args, **kwargs)
+
+    def cutting_replace(self, target):  # dies with the new model moved into place and the optimizer not yet
+        if cut == "moving" and writes.count("model.safetensors") == 3 and self.name == "optimizer.safetensors.new":
+            raise Boom
+        return replace(self, target)
+
+    monkeypatch.setattr(runner, "save_file", cutting_save)
+    monkeypatch.setattr(Path, "replace", cutting_replace)
+    with pytest.raises(Boom):
+        run_stage(tmp_path / "b")
+    monkeypatch.undo()
+    stage, resumed = run_stage(tmp_path / "b")
+    assert stage.start == (6 if cut == "moving" else 4)  # a whole new set is completed, a partial one dropped
+    for p, q in zip(straight.parameters(), resumed.parameters()):
+        assert torch.equal(p, q)
+    assert _log(tmp_path / "b") == _log(tmp_path / "a")  # each step once, with the uninterrupted run's loss
+
+
+def test_clip_tokenizer_is_the_same_in_every_process():
+    """The BPE trainer numbers tokens in hash-map order, new in each process: the toy CLIP's token ids (and so
+    its trained weights, and every stage after it) once differed between fresh runs with one seed."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json; from date_diffusion.toyworld import scene; from date_diffusion.toyworld.tokenizer import "
+        "build_clip_tokenizer as b; t = b(scene.vocabulary(), 24); print(json.dumps([t.get_vocab(), "
+        "json.loads(t.backend_tokenizer.to_str())['model']['merges']], sort_keys=True))"
+    )
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+            for _ in range(3)]  # fmt: skip
+    assert runs[0] == runs[1] == runs[2]
+    vocab, _ = json.loads(runs[0])
+    words = scene.vocabulary()
+    assert vocab["<|startoftext|>"] == 0 and vocab["<|endoftext|>"] == 1 and all(w + "</w>" in vocab for w in words)
+
+
 class _RoundTrip(torch.nn.Module):
     """Stands in for a VAE: `encode(x).latent_dist.mean` then `decode(z).sample`, perfect or blank."""
 

@@ -27,12 +27,17 @@ def build_clip_tokenizer(words: list[str], model_max_length: int = 77) -> CLIPTo
     )
     bpe.train_from_iterator(words, trainer=trainer)  # one word per item: no spaces to absorb
     state = json.loads(bpe.to_str())["model"]
-    vocab = dict(state["vocab"])
+    # The trainer's token set and merge set are fixed by `words`, but its ids and the order of equally frequent
+    # merges follow hash-map order, which differs from process to process: number and order them canonically,
+    # so that one word list gives one tokenizer (and a model trained on it the same weights) in every run.
+    merges = sorted(
+        (tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]),
+        key=lambda m: (len(m[0] + m[1]), m[0] + m[1], m),  # a merge after those making its parts
+    )
+    tokens = set(state["vocab"]) - {BOS, EOS}
     # CLIP looks up single characters both bare and as word ends ("a</w>"): make sure both exist.
-    for ch in pre_tokenizers.ByteLevel.alphabet():
-        for tok in (ch, ch + "</w>"):
-            vocab.setdefault(tok, len(vocab))
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
+    tokens |= {tok for ch in pre_tokenizers.ByteLevel.alphabet() for tok in (ch, ch + "</w>")}
+    vocab = {tok: i for i, tok in enumerate([BOS, EOS, *sorted(tokens, key=lambda t: (len(t), t))])}
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
 
 

@@ -56,6 +56,37 @@ def load_ema_shadow(folder: Path) -> list[torch.Tensor]:
     return [shadow[str(i)] for i in range(len(shadow))]
 
 
+_CHECKPOINT_FILES = ("model.safetensors", "optimizer.safetensors", "ema.safetensors")
+
+
+def _settle_checkpoint(folder: Path) -> None:
+    """Finish or discard a checkpoint write that was interrupted. `checkpoint.json.new` exists only once every
+    `<name>.new` beside it is whole: then each is moved into place (checkpoint.json last); without it, the
+    `.new` files are an unfinished write and are removed, and the previous checkpoint stands."""
+    commit = folder / "checkpoint.json.new"
+    for name in _CHECKPOINT_FILES:
+        new = folder / f"{name}.new"
+        if commit.exists() and new.exists():
+            new.replace(folder / name)
+        else:
+            new.unlink(missing_ok=True)
+    if commit.exists():
+        commit.replace(folder / "checkpoint.json")
+
+
+def _truncate_log(log: Path, step: int) -> None:
+    """Drop the log lines of steps from `step` on (logged by a run interrupted after its last checkpoint): the
+    resumed run logs them again, so the log reads as an uninterrupted run's."""
+    if not log.exists():
+        return
+    lines = log.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.endswith("\n") and json.loads(line)["step"] < step]  # and no torn line
+    if kept != lines:
+        tmp = log.with_name(log.name + ".tmp")
+        tmp.write_text("".join(kept))
+        tmp.replace(log)
+
+
 def _warmup_cosine(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     warmup = min(200, max(1, steps // 10))
     return torch.optim.lr_scheduler.LambdaLR(
@@ -84,6 +115,7 @@ class Stage:
 
     def _resume(self) -> int:
         """Load the latest checkpoint, if any; returns the step to start from."""
+        _settle_checkpoint(self.dir)
         ckpt = self.dir / "checkpoint.json"
         if not ckpt.exists():
             return 0
@@ -94,21 +126,27 @@ class Stage:
         if self.ema is not None:
             self.ema.shadow_params = load_ema_shadow(self.dir)
             self.ema.optimization_step = meta["ema_step"]
+        _truncate_log(self.dir / "log.jsonl", meta["step"])
         return meta["step"]
 
     def _checkpoint(self, step: int):
+        """Write the checkpoint of `step` as one unit: every file first as `<name>.new`, `checkpoint.json.new` last
+        (atomically: its existence says the set is whole), then each moved over the old one. An interruption
+        anywhere leaves either the previous checkpoint or a whole new set that `_settle_checkpoint` completes,
+        never model weights of one step beside the step number of another."""
+        _settle_checkpoint(self.dir)
         tensors, opt_meta = _flatten_optimizer(self.opt)
-        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, self.dir / "model.safetensors")
-        save_file(tensors, self.dir / "optimizer.safetensors")
+        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, self.dir / "model.safetensors.new")
+        save_file(tensors, self.dir / "optimizer.safetensors.new")
         meta = {"step": step, "opt": opt_meta, "sched": self.sched.state_dict()}
         if self.ema is not None:
-            save_file(
-                {str(i): p.contiguous() for i, p in enumerate(self.ema.shadow_params)}, self.dir / "ema.safetensors"
-            )
+            shadow = {str(i): p.contiguous() for i, p in enumerate(self.ema.shadow_params)}
+            save_file(shadow, self.dir / "ema.safetensors.new")
             meta["ema_step"] = self.ema.optimization_step
         tmp = self.dir / "checkpoint.json.tmp"
         tmp.write_text(json.dumps(meta))
-        tmp.replace(self.dir / "checkpoint.json")
+        tmp.replace(self.dir / "checkpoint.json.new")
+        _settle_checkpoint(self.dir)
 
     def _step(self, loss: torch.Tensor):
         self.opt.zero_grad(set_to_none=True)
