@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from date_diffusion.bench.runner import trusted_records
+from date_diffusion.bench.runner import PNG_LIMIT, trusted_records
 from date_diffusion.evaluation.fid import CLIPImageFeatures, frechet_distance
 from date_diffusion.evaluation.stats import bootstrap_ci, paired_difference
 from date_diffusion.outputs import atomic_write
@@ -296,14 +296,11 @@ def _rho_plot(out: Path, summary: dict, methods) -> Path | None:
     return _save(fig, out / "metric_vs_rho.png")
 
 
-IMAGE_LIMIT = 1 << 30  # bytes: an image FID reads
-
-
 def _load_pngs(paths, size=None):
     for start in range(0, len(paths), 64):
         arrs = []
         for p in paths[start : start + 64]:
-            why = not_a_file(p, IMAGE_LIMIT)  # a FIFO would hang the report, a folder fail it
+            why = not_a_file(p, PNG_LIMIT)  # a FIFO would hang the report, a folder fail it
             if why:
                 raise ValueError(f"{p} is {why}, not an image FID can read; remove it or replace it with the image")
             img = Image.open(p).convert("RGB")

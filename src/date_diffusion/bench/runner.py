@@ -425,10 +425,7 @@ def audited_images(out: Path) -> tuple[list[tuple[Path, dict]], list[str]]:
     `trusted_records` trusts them), [why, for each file skipped: untrusted, unfinished or no image of the run]).
     Never a record the report would refuse; a run.json that cannot be read is `SettingsMismatch`."""
     out = Path(out)
-    run = read_run(out)
-    methods = run_methods(run)
-    settings = run_settings(run)
-    items = run_items(out, run, methods)
+    _, methods, settings, items = _open_run(out)
     skipped = stray_entries(out, methods, items, settings.seeds)
     cases = []
     for method in methods:
@@ -440,6 +437,13 @@ def audited_images(out: Path) -> tuple[list[tuple[Path, dict]], list[str]]:
                 elif state != "missing":
                     skipped.append(what)
     return cases, skipped
+
+
+def _open_run(out: Path) -> tuple[dict, list[Method], RunSettings, list]:
+    """(run.json, its methods, its settings, its prompts) of the run in `out`, as every reader of it takes them."""
+    run = read_run(out)
+    methods = run_methods(run)
+    return run, methods, run_settings(run), run_items(out, run, methods)
 
 
 def rescore(out: Path) -> int:
@@ -774,10 +778,7 @@ def trusted_records(out: Path) -> tuple[dict, list[Method], dict[str, list[dict]
     run's records (report, export, the web page) reads through here: anything it cannot trust, and a record that
     does not pass its schema, is `UntrustedRun` (one line naming them and the fix); a missing image is left out."""
     out = Path(out)
-    run = read_run(out)
-    methods = run_methods(run)
-    settings = run_settings(run)
-    items = run_items(out, run, methods)
+    run, methods, settings, items = _open_run(out)
     problems, states = _run_states(out, settings, methods, items)
     records = {method.label: [] for method in methods}
     for method, state, what in states:

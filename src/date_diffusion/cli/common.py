@@ -423,13 +423,11 @@ class OutputPath(Kind):
         self.file = file
 
     def check(self, value, name):
-        import unicodedata
-
-        from date_diffusion.core.text import BIDI_CONTROLS
+        from date_diffusion.core.text import is_control
         from date_diffusion.outputs import unwritable
 
         Text().check(value, name)
-        at = next((k for k, ch in enumerate(value) if unicodedata.category(ch) == "Cc" or ch in BIDI_CONTROLS), None)
+        at = next((k for k, ch in enumerate(value) if is_control(ch)), None)
         if at is not None:  # a name holding a line break or an escape breaks every line that shows the path
             raise SettingError(f"{name} {value!r} holds the control character U+{ord(value[at]):04X} at character "
                                f"{at + 1}: choose a name without it")  # fmt: skip

@@ -169,8 +169,9 @@ def run_audit(args) -> int:
         if rec.get("spec") is None:
             continue
         try:
-            if not_a_file(png, PNG_LIMIT):  # never a FIFO or a device read as an image (replaced since the check)
-                raise OSError(f"{png} is {not_a_file(png, PNG_LIMIT)}")
+            why = not_a_file(png, PNG_LIMIT)  # never a FIFO or a device read as an image (replaced since the check)
+            if why:
+                raise OSError(f"{png} is {why}")
             image = np.asarray(Image.open(png).convert("RGB"))
         except OSError as err:
             damaged.append(str(err))

@@ -45,6 +45,12 @@ def _is_tag(ch: str) -> bool:
     return "\U000e0000" <= ch <= "\U000e007f"
 
 
+def is_control(ch: str) -> bool:
+    """Whether `ch` is a control character (Unicode category Cc: line breaks and tabs included) or a bidirectional
+    embedding, override or isolate: what no name shows and no terminal should be sent as it is."""
+    return unicodedata.category(ch) == "Cc" or ch in BIDI_CONTROLS
+
+
 def control_character(text: str) -> int | None:
     """The index of the first character of `text` that is no prompt text, or None: a control character other than
     a tab or a line break (Unicode category Cc), a bidirectional embedding, override or isolate (`BIDI_CONTROLS`),
@@ -52,8 +58,7 @@ def control_character(text: str) -> int | None:
     tag sequence (hidden text)."""
     flags = {k for m in _TAG_SEQUENCE.finditer(text) for k in range(m.start(), m.end())}
     for k, ch in enumerate(text):
-        category = unicodedata.category(ch)
-        if (category == "Cc" and ch not in LINE_SPACE) or ch in BIDI_CONTROLS or category == "Cs":
+        if (is_control(ch) and ch not in LINE_SPACE) or unicodedata.category(ch) == "Cs":
             return k
         if _is_tag(ch) and k not in flags:
             return k
@@ -128,10 +133,7 @@ def printable(text: str, lines: bool = False) -> str:
     (a foreign PNG's parameters, a library's message) can neither recolour nor retitle the terminal, nor reorder
     what is shown."""
     keep = LINE_SPACE if lines else ""
-    return "".join(
-        ch if ch in keep or not (unicodedata.category(ch) == "Cc" or ch in BIDI_CONTROLS) else ascii(ch)[1:-1]
-        for ch in text
-    )
+    return "".join(ch if ch in keep or not is_control(ch) else ascii(ch)[1:-1] for ch in text)
 
 
 def one_line(text: str, most: int = 2000) -> str:

@@ -138,6 +138,11 @@ class Method:
         """Raise `CannotRun` naming why this method cannot run or cannot act in a run of `run_steps` steps (the
         command line's up-front check, before any work: every constraint a method has on the run lives here)."""
 
+    def check_scale(self) -> None:
+        """A guidance method's `scale` acts only when it is above 0 in 32-bit floats (`ug`, `ae`)."""
+        if not nonzero_in_float32(self.scale):
+            raise self.cannot_act(f"scale={self.scale:g} is zero in 32-bit floats; give scale above 0")
+
     def cannot_act(self, why: str) -> CannotRun:
         return CannotRun(
             f"{quoted(self.label)} cannot act ({why}): its images would be the fixed sampler's under its label; "
@@ -279,8 +284,7 @@ class UniversalGuidance(Method):
     required = ("scale",)
 
     def check(self, run_steps):
-        if not nonzero_in_float32(self.scale):
-            raise self.cannot_act(f"scale={self.scale:g} is zero in 32-bit floats; give scale above 0")
+        self.check_scale()
 
     def pipeline_kwargs(self, run):
         return {**super().pipeline_kwargs(run), "reward": run.reward(), "ug_scale": self.scale, "ug_every": self.every}
@@ -302,8 +306,8 @@ class AttendExcite(Method):
         super().check(run_steps)
         if self.iters == 0:
             raise self.cannot_act("iters=0 alters no step; give iters >= 1")
-        if self.scale is not None and not nonzero_in_float32(self.scale):
-            raise self.cannot_act(f"scale={self.scale:g} is zero in 32-bit floats; give scale above 0")
+        if self.scale is not None:
+            self.check_scale()
 
     def pipeline_kwargs(self, run):
         given = {"attn_res": (self.res, self.res) if self.res else None, "max_iter_to_alter": self.iters,
