@@ -211,9 +211,10 @@ def check_prompts_file(path) -> None:
         return
     if why is None:
         size = os.stat(path).st_size
-        with open(path, "rb") as f:
-            read = len(f.read(size + 1))
-        if read != size:
+        with open(path, "rb") as f:  # a byte past the stated size: only a file whose size says less gives one
+            f.seek(size)
+            beyond = f.read(1)
+        if beyond:
             why = f"a file whose size says {size} bytes but reads otherwise (a /proc or device file)"
     if why:
         raise ValueError(f"prompts file {str(path)!r} is {why}, not a regular file; give a regular text, CSV or "
@@ -244,7 +245,8 @@ def load_suite(
             for i, c in enumerate(edit_suite())
         ]
     elif name == "edit":
-        check_prompts_file(file) if file is not None else None
+        if file is not None:
+            check_prompts_file(file)
         items = [
             Item(i, row["target_prompt"], "edit", None, {"prompt": row["source_prompt"], "image": row["image"]})
             for i, row in enumerate(read_edit_rows(file))
