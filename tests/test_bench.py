@@ -76,6 +76,23 @@ def test_methods_parse_and_reject():
     assert listed[2].date.rho == 2 and listed[2].res == 8 and "date" not in listed[1].record()
 
 
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("best-of-+2", "reads as 'best-of-', '2'"),  # the sign of a number splits the method
+        ("date:rho=+1+fixed", "reads as 'date:rho=', '1', 'fixed'"),
+        ("fixed++date", "a '+' with no method on one side"),  # an empty method between separators
+        ("fixed +", "a '+' with no method on one side"),
+    ],
+)
+def test_a_method_list_split_where_the_user_did_not_mean_it_says_how_it_was_read(text, named):
+    """'+' separates methods: a list it splits into a piece that is no method says how it read the list, and an
+    empty piece is refused, never dropped."""
+    with pytest.raises(ValueError, match="no method on one side|reads as") as err:
+        parse_methods(text)
+    assert named in str(err.value)
+
+
 def test_suites(tmp_path):
     ane = ane_prompts()
     assert len(ane) == 276 == len({p for p, _ in ane})
@@ -435,3 +452,32 @@ def test_bench_without_its_extra_says_how_to_install_it(monkeypatch, capsys, tmp
     assert main(["bench", "--suite", "toy", "--out", str(tmp_path / "run")]) == 2
     assert "pip install 'date-diffusion[bench]'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_date_image_no_update_moved_is_the_fixed_samplers_in_its_png_and_the_report(tmp_path, monkeypatch):
+    """Where every DATE update is skipped at run time (here: a reward with a zero gradient), the image is the fixed
+    sampler's: its PNG's record says `fixed` (as `generate` records it) and results.md counts such images."""
+    from date_diffusion.bench import runner
+    from date_diffusion.outputs import read_png_metadata
+
+    class Flat:  # the run's reward times zero: every gradient is zero, so every update is skipped
+        def __init__(self, reward):
+            self.reward = reward
+
+        def __call__(self, images, prompts):
+            return self.reward(images, prompts) * 0
+
+        def __getattr__(self, name):
+            return getattr(self.reward, name)
+
+    real = runner.BenchRun.reward
+    monkeypatch.setattr(runner.BenchRun, "reward", lambda self, spec=None: Flat(real(self, spec)))
+    out = tmp_path / "run"
+    argv = ["bench", "--suite", "toy", "--limit", "2", "--seeds", "1", "--steps", "2", "--methods", "fixed date"]
+    assert main([*argv, "--out", str(out)]) == 0
+    png = out / "images" / "date" / "00000" / "samples" / "01000.png"
+    assert read_png_metadata(png)["record"]["method"] == "fixed"
+    assert json.loads(png.with_suffix(".json").read_text())["method"] == "date"  # the run's column
+    text = (out / "results.md").read_text()
+    assert "`date`: in 2 of 2 images every DATE update was skipped" in text
+    assert json.loads((out / "results.json").read_text())["summary"]["date"]["unmoved"] == 2

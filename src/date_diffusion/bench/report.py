@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from date_diffusion.bench.runner import PNG_LIMIT, trusted_records
+from date_diffusion.core.trace import stood_still
 from date_diffusion.evaluation.fid import CLIPImageFeatures, frechet_distance
 from date_diffusion.evaluation.stats import bootstrap_ci, paired_difference
 from date_diffusion.outputs import atomic_write
@@ -35,6 +36,7 @@ def summarize(records_by_method: dict[str, list[dict]], baseline: str | None) ->
     base = {(r["index"], r["seed"]): r for r in records_by_method.get(baseline, [])}
     for label, recs in records_by_method.items():
         entry = {"n": len(recs), "metrics": {}, "categories": {}, "vs_baseline": {}}
+        entry["unmoved"] = sum(stood_still(r.get("trace")) for r in recs)  # DATE's images it did not move
         for m in METRICS:
             vals = [r[m] for r in recs if r.get(m) is not None]
             if vals:
@@ -117,7 +119,16 @@ def _main_table(summary: dict, settings: dict) -> list[str]:
         cells.append(f"{m['seconds'][0]:.3f}" if "seconds" in m else "-")
         cells.append(f"{e['peak_memory_mb']:.0f}" if e["peak_memory_mb"] else "-")
         rows.append((label, cells))
-    return lines + table(MAIN_COLUMNS, rows)
+    return lines + table(MAIN_COLUMNS, rows) + _unmoved_notes(summary)
+
+
+def _unmoved_notes(summary: dict) -> list[str]:
+    """A line per DATE method some of whose images DATE did not move (`core.trace.stood_still`): its column holds
+    fixed-embedding images there, which the table does not show."""
+    notes = [f"`{label}`: in {e['unmoved']} of {e['n']} images every DATE update was skipped (a zero or "
+             "non-finite gradient), so the embedding did not move: those images are the fixed sampler's."
+             for label, e in summary.items() if e.get("unmoved")]  # fmt: skip
+    return ["", *notes] if notes else []
 
 
 def _editing_tables(summary: dict, baseline: str | None) -> list[str]:

@@ -702,7 +702,7 @@ def _png_record(record: dict, method: Method, settings: RunSettings) -> dict:
         "scheduler": settings.scheduler,
         "reward": entry.get("reward") or settings.reward,
         "date": entry.get("date"),
-        "method": method.image_method,
+        "method": method.image_method_of(record["trace"]),
     }
 
 

@@ -526,11 +526,13 @@ def attach_kinds(parser: argparse.ArgumentParser) -> None:
 
 
 def check_kinds(args) -> None:
-    """Every value given (defaults that are None are not given) through its option's kind."""
+    """Every value given (defaults that are None are not given) through its option's kind: the text typed where the
+    parser kept it (`typed_texts`: a number's, so that a refusal quotes it as typed), else the value."""
+    typed = getattr(args, "typed_texts", None) or {}
     for dest, name, kind in getattr(args, "option_kinds", ()):
         value = getattr(args, dest, None)
         if value is not None:
-            checked(kind, value, name)
+            checked(kind, typed.get(dest, value), name)
 
 
 def validate(args):

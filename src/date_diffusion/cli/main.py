@@ -73,10 +73,21 @@ class _Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         self.given_options = {}  # dest -> the option string that set it, in this parse (`_Once`)
+        self.typed = {}  # dest -> the text typed for a number option (`_get_values`)
         try:
-            return super().parse_known_args(args, namespace)
+            parsed, rest = super().parse_known_args(args, namespace)
+            # a subcommand's parser ran inside this parse and recorded its own: the namespace keeps both
+            parsed.typed_texts = {**getattr(parsed, "typed_texts", {}), **self.typed}
+            return parsed, rest
         finally:
-            self.given_options = None
+            self.given_options = self.typed = None
+
+    def _get_values(self, action, arg_strings):
+        """argparse's conversion, keeping the text typed for a number (`type=int`/`float`): `check_kinds` checks
+        that text, so a refusal quotes what was typed (`1e308`), never the number's own spelling (`1e+308`)."""
+        if action.type in (int, float) and action.nargs is None and len(arg_strings) == 1:
+            self.typed[action.dest] = arg_strings[0]
+        return super()._get_values(action, arg_strings)
 
     def error(self, message):
         """argparse's own messages quote a bad value whole (`invalid int value: '999...'`): each long quoted value

@@ -68,11 +68,14 @@ class Kind:
         """Text or a Python value -> the checked value (a message about text quotes the text typed)."""
         if not isinstance(raw, str):
             return self.check(raw, name)
-        parsed = self.parse(raw.strip(BLANKS), name)
+        typed = raw.strip(BLANKS)
+        parsed = self.parse(typed, name)
         try:
             return self.check(parsed, name)
         except SettingError as err:
-            raise SettingError(str(err).replace(f"got {parsed!r}", f"got {raw.strip(BLANKS)!r}")) from None
+            if typed == repr(parsed):  # the number reads back as typed (`0`, `1001`)
+                raise
+            raise SettingError(str(err).replace(f"got {parsed!r}", f"got {typed!r}")) from None
 
     def format(self, value) -> str:
         """The text `parse` reads back as `value`."""

@@ -57,3 +57,14 @@ class Trace:
         if self.attend_excite_losses is not None:
             out["attend_excite_losses"] = self.attend_excite_losses
         return out
+
+
+def moved(trace: dict | None) -> bool:
+    """Whether DATE moved this image's embedding (a trace as files hold it): an image no update moved (every
+    update skipped: a zero or non-finite gradient) is the fixed-embedding sampler's image."""
+    return bool(trace) and (trace.get("final_distance") or 0) > 0
+
+
+def stood_still(trace: dict | None) -> bool:
+    """Whether DATE was to update this image (update steps planned) and no update moved its embedding."""
+    return bool(trace) and bool(trace.get("update_steps")) and not moved(trace)

@@ -31,6 +31,7 @@ from typing import ClassVar
 
 from date_diffusion.core.config import PAPER_RHO, DATEConfig, nonzero_in_float32
 from date_diffusion.core.settings import (
+    BLANKS,
     BY_FIELD,
     BY_KEY,
     MAX_INDEX,
@@ -45,6 +46,7 @@ from date_diffusion.core.settings import (
     spec_items,
 )
 from date_diffusion.core.text import quoted
+from date_diffusion.core.trace import moved
 from date_diffusion.evaluation.suite_words import is_editing_suite, subject_words
 from date_diffusion.resolver import resolve_settings
 from date_diffusion.rewards.registry import RewardSpecError, check_spec, renamed
@@ -130,6 +132,10 @@ class Method:
     def image_method(self) -> str:
         """What an image's embedded record calls the method."""
         return self.label
+
+    def image_method_of(self, trace: dict) -> str:
+        """What the embedded record of an image this method made, with this trace, calls the method."""
+        return self.image_method
 
     def steps_for(self, run_steps: int) -> int:
         return run_steps
@@ -366,6 +372,12 @@ class Date(Method):
     usage = "date[:KEY=V,...]"
     options = RUN_KEYS
     date_keys = True
+    alone = True  # DATE is all the method does: an image it did not move is the fixed sampler's
+
+    def image_method_of(self, trace):
+        """`fixed` for an image whose embedding no update moved (every gradient zero or non-finite), as
+        `generate` records it: DATE did nothing to it (`core.trace.moved`)."""
+        return self.image_method if moved(trace) or not self.alone else "fixed"
 
     def check(self, run_steps):
         self.date.update_indices(self.steps_for(run_steps))  # steps outside the run (ValueError)
@@ -404,6 +416,7 @@ class DateAttendExcite(Date, AttendExcite):
     pattern = r"date\+ae(?::(.*))?"
     usage = "date+ae[:KEY=V,...]"
     options = {**RUN_KEYS, **AE_KEYS}
+    alone = False
 
     def edits(self):
         return False
@@ -427,6 +440,7 @@ class Select(Date):
     pattern = r"select(?::(.*))?"
     usage = "select:n=N,at=K[,judge=SPEC,...]"
     options = {**RUN_KEYS, **SELECT_KEYS}
+    alone = False
 
     @property
     def seeds_per_job(self):
@@ -502,9 +516,22 @@ def parse_method(spec: str, model=None) -> Method:
 def parse_methods(text: str, model=None) -> list[Method]:
     """Methods separated by spaces or '+' (commas belong to a method's settings; the '+' of `date+ae` is part
     of that method's name). `model` is the run's, whose recommendation `recommended` runs."""
-    methods = [parse_method(spec, model) for spec in re.split(r"\s+|(?<!\bdate)\+", text.strip()) if spec]
-    if not methods:
+    pieces = re.split(r"\s*(?<!\bdate)\+\s*|\s+", text.strip(BLANKS))
+    if pieces == [""]:
         raise ValueError("no methods given")
+    if "" in pieces:
+        raise ValueError("a '+' with no method on one side: '+' stands between two methods; a number is written "
+                         "without a '+' sign (rho=1, not rho=+1)")  # fmt: skip
+    methods = []
+    for spec in pieces:
+        try:
+            methods.append(parse_method(spec, model))
+        except ValueError as err:
+            if len(pieces) == 1:
+                raise
+            read = ", ".join(quoted(p) for p in pieces)
+            raise ValueError(f"methods are separated by spaces or '+', so this reads as {read} (a number is written "
+                             f"without a '+' sign); {err}") from None  # fmt: skip
     labels = [m.label for m in methods]
     if len(set(labels)) != len(labels):
         raise ValueError(f"a method is listed twice: {labels}")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from diffusers.utils import BaseOutput
 
+from date_diffusion.core.trace import moved
 from date_diffusion.pipelines.conditioning import PackedConditioning
 from date_diffusion.pipelines.embeddings import replay_schedule, save_run
 from date_diffusion.pipelines.options import DATEOptions
@@ -177,8 +178,8 @@ def image_records(pipe, module, request, options: DATEOptions, traces: list[dict
         if isinstance(g, torch.Generator):  # one generator for several images: image k is its k-th draw
             one = isinstance(generator, list) or n == 1
             seed = {"seed": g.initial_seed()} if one else {"generator_seed": g.initial_seed(), "image_in_batch": k}
-        moved = options.date is not None and trace.get("final_distance", 0) > 0
-        method = "replay" if options.replay_embeddings is not None else "date" if moved else "fixed"
+        dated = options.date is not None and moved(trace)
+        method = "replay" if options.replay_embeddings is not None else "date" if dated else "fixed"
         records.append({
             "prompt": prompts[k], "negative_prompt": negatives[k], **seed, "model": pipe.name_or_path,
             "pipeline": type(pipe).__name__, "scheduler": type(pipe.scheduler).__name__,

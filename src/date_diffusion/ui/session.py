@@ -21,6 +21,7 @@ from PIL import Image
 
 from date_diffusion.core.settings import BLANKS, BY_FIELD, SETTINGS, Boolean, Seed, SettingError
 from date_diffusion.core.text import prepare_prompt
+from date_diffusion.core.trace import moved
 from date_diffusion.grids import (
     DIFF_GAIN,
     difference,
@@ -407,8 +408,8 @@ def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stop
         trace = dated.traces[0]
         result.date, result.trace, result.strip = dated.images[0], trace, strip(reward.seen, trace)
         result.verdicts["date"] = judge(dated.images[0], sampling.prompt)
-        moved = record["method"] == "date" and trace["final_distance"] > 0  # no update moved it: the fixed image
-        dated_record = {**record, "trace": trace, "method": "date" if moved else "fixed"}
+        dated = record["method"] == "date" and moved(trace)  # no update moved it: the fixed image
+        dated_record = {**record, "trace": trace, "method": "date" if dated else "fixed"}
         images = {"fixed": fixed.images[0], "date": dated.images[0]}
         # the reward DATE followed, of both finished images (unwrapped: the strip shows only what DATE scored)
         result.final_reward = final_rewards(reward.reward, images, sampling.prompt)
