@@ -156,6 +156,32 @@ def test_lora_file_with_scale_equals_its_weights_merged_by_hand(tokenizer, clip_
     assert meta["loras"] == [[str(lora), 0.5]]
 
 
+def test_a_replay_applies_the_loras_its_file_records(tokenizer, clip_dir, tmp_path, capsys):
+    """A replay re-creates the saved image: it applies the LoRAs (and scales) the run was made with, takes `--lora`
+    only as the same LoRAs' new places at the same scales, and refuses a recorded LoRA that is no file here."""
+    from conftest import make_components
+
+    StableDiffusionPipeline(**make_components(tokenizer)).save_pretrained(tmp_path / "base")
+    lora = _lora_file(make_components(tokenizer)["unet"], tmp_path / "lora")
+    assert gen(tmp_path / "base", clip_dir, tmp_path / "a", "a red circle", "--lora", f"{lora}:0.8",
+               "--save-embeddings") == 0  # fmt: skip
+    emb = tmp_path / "a" / "a-red-circle-s0-embeddings.safetensors"
+    replay = ["generate", "--replay-embeddings", str(emb)]
+    assert main([*replay, "--out", str(tmp_path / "b")]) == 0
+    made = pixels(tmp_path / "a" / "a-red-circle-s0.png")
+    assert np.array_equal(made, pixels(tmp_path / "b" / "a-red-circle-s0.png"))
+    assert json.loads((tmp_path / "b" / "a-red-circle-s0.json").read_text())["loras"] == [[str(lora), 0.8]]
+    moved = tmp_path / "moved.safetensors"
+    lora.rename(moved)
+    assert main([*replay, "--out", str(tmp_path / "c")]) == 2
+    assert f"its 'loras' names {str(lora)!r}, which is no file here" in capsys.readouterr().err
+    assert main([*replay, "--lora", f"{moved}:0.3", "--out", str(tmp_path / "c")]) == 2
+    assert "give the same LoRAs at the same scales" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+    assert main([*replay, "--lora", f"{moved}:0.8", "--out", str(tmp_path / "c")]) == 0
+    assert np.array_equal(made, pixels(tmp_path / "c" / "a-red-circle-s0.png"))
+
+
 def test_defaults_come_from_the_family_and_flags_override(sdxl_components, clip_dir, tmp_path):  # noqa: F811
     StableDiffusionXLPipeline(**sdxl_components, add_watermarker=False).save_pretrained(tmp_path / "xl")
     size = ["--height", "16", "--width", "16", "--update-every", "25"]
@@ -214,8 +240,7 @@ def test_embeddings_replay_bit_identical_without_a_reward(sd_files, clip_dir, tm
     assert saved.metadata["prompt"] == "a red circle" and saved.metadata["seed"] == 5
     assert saved.metadata["date"]["update_every"] == 2 and saved.update_steps() == [0, 2, 4]
     assert saved.stages["final"]["prompt_embeds"].shape == (1, 16, 16)
-    argv = ["generate", "--replay-embeddings", str(emb), "--reward", "nothing-loads-this", "--out", str(tmp_path / "b")]
-    assert main(argv) == 0
+    assert main(["generate", "--replay-embeddings", str(emb), "--out", str(tmp_path / "b")]) == 0  # loads no reward
     assert np.array_equal(
         pixels(tmp_path / "a" / "a-red-circle-s5.png"), pixels(tmp_path / "b" / "a-red-circle-s5.png")
     )

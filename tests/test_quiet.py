@@ -36,11 +36,11 @@ def test_only_the_remarks_are_dropped_at_their_loggers(caplog):
         for remark in REMARKS:
             if remark.logger is not None:
                 logger = logging.getLogger(remark.logger)
-                logger.warning("`X` %s (not installed)", remark.text)  # the remark: dropped
+                logger.warning("%s", remark.example)  # the remark: dropped
                 logger.warning("something else from %s", remark.logger)  # anything else from there: shown
         logging.getLogger("mine").warning("my own record")
     shown = [r.getMessage() for r in caplog.records]
-    assert not any(remark.text in message for remark in REMARKS for message in shown)
+    assert not any(remark.example in message for remark in REMARKS for message in shown)
     assert "my own record" in shown
     assert {f"something else from {r.logger}" for r in REMARKS if r.logger} <= set(shown)
     with warnings.catch_warnings(record=True) as caught:
@@ -49,6 +49,19 @@ def test_only_the_remarks_are_dropped_at_their_loggers(caplog):
         install()  # as `quiet_loading` calls it: the remarks' filter first again
         for remark in REMARKS:
             if remark.logger is None:  # a `warnings.warn` remark
-                warnings.warn(f"The {remark.text} and ignored", UserWarning, stacklevel=1)
+                warnings.warn(f"The {remark.example} and ignored", UserWarning, stacklevel=1)
         warnings.warn("a warning of the user's own", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["a warning of the user's own"]
+
+
+def test_a_remark_drops_only_its_own_message(caplog):
+    """diffusers' notice on the `block_out_channels` it writes into every AutoencoderTiny config is dropped; the same
+    notice naming another attribute (a config that really is wrong) is shown."""
+    install()
+    logger = logging.getLogger("diffusers.configuration_utils")
+    with caplog.at_level(logging.WARNING):
+        for attributes in ("{'block_out_channels': [64, 64, 64, 64]}", "{'block_out_channels': [64], 'scale': 2}"):
+            logger.warning("The config attributes %s were passed to AutoencoderTiny, but are not expected", attributes)
+    assert [r.getMessage()[:70] for r in caplog.records] == [
+        "The config attributes {'block_out_channels': [64], 'scale': 2} were pa"
+    ]

@@ -634,11 +634,19 @@ def test_the_page_ends_on_a_signal_with_code_0_and_leaves_no_temporary_folder(tm
     try:
         assert "serving" in proc.stdout.readline()
         assert [p.name for p in tmp_path.glob("date-diffusion-ui-*")]  # the page's folder while it serves
+        if signal_name == "SIGTERM":  # one request first: Gradio's copies of its images go with the page's folder
+            from gradio_client import Client
+
+            fields = ["2", *[""] * 14]
+            Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
+                "a red circle", "", "0", False, False, *fields, api_name="/generate"
+            )
+            assert list(tmp_path.glob("date-diffusion-ui-*/.gradio/*"))
         proc.send_signal(getattr(signal, signal_name))
         assert proc.wait(timeout=60) == 0, proc.stderr.read()
     finally:
         proc.kill()
-    assert not list(tmp_path.glob("date-diffusion-ui-*"))
+    assert not list(tmp_path.glob("date-diffusion-ui-*")) and not (tmp_path / "gradio").exists()
 
 
 def test_sigterm_while_the_page_is_busy_ends_it_with_code_0_and_no_temporary_folder(tmp_path):
@@ -780,6 +788,11 @@ def _edit_json(path, **values):
          "scheduler/scheduler_config.json: its timestep_spacing 'banana' is none of leading"),
         (lambda m: _edit_json(m / "scheduler" / "scheduler_config.json", beta_end=1e-5),
          "its beta_start/beta_end 0.00085/1e-05 is no rising noise schedule"),
+        (lambda m: _edit_json(m / "scheduler" / "scheduler_config.json", clip_sample="false"),
+         "scheduler_config.json: its clip_sample is text, \"false\", where DDIMScheduler takes a truth value"),
+        (lambda m: _edit_json(m / "unet" / "config.json", norm_num_groups="8"),
+         "unet/config.json: its norm_num_groups is text, \"8\", where UNet2DConditionModel takes a number"),
+        (lambda m: _edit_json(m / "vae" / "config.json", scaling_factor=True), "its scaling_factor is a truth value"),
         (lambda m: _edit_json(m / "vae" / "config.json", scaling_factor=-1e308),
          "vae/config.json: its scaling_factor -1e+308 is not a positive finite number"),
         (lambda m: _edit_json(m / "tokenizer" / "tokenizer_config.json", model_max_length=0),
@@ -916,6 +929,25 @@ def test_a_csv_prompts_file_never_drops_or_picks_silently(tmp_path, capsys, csv_
     assert message in capsys.readouterr().err
 
 
+def test_generate_never_calls_an_image_date_did_not_move_date(tmp_path, capsys):
+    """`--rho 0 --compare`: the result lines name the DATE image as its grid and record do (inactive, `fixed`)."""
+    argv = ["generate", "a red circle", "--steps", "2", "--rho", "0", "--compare", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "DATE (inactive) changed" in out and "evaluator (date, inactive)" in out, out
+    assert "evaluator (date):" not in out and "DATE changed" not in out
+
+
+def test_a_negative_prompt_no_branch_runs_is_said(tmp_path, capsys):
+    """At guidance 1 no negative branch runs: the negative prompt given is named in a note and in the record's
+    `without_effect`, never taken without a word."""
+    argv = ["generate", "a red circle", "--steps", "2", "--rho", "0", "--guidance", "1", "--out", str(tmp_path / "o")]
+    assert main([*argv, "--negative-prompt", "blurry"]) == 0
+    assert "note: --negative-prompt has no effect here: no negative branch runs" in capsys.readouterr().err
+    record = json.loads(next((tmp_path / "o").glob("*.json")).read_text())
+    assert record["negative_prompt"] is None and record["without_effect"]["negative_prompt"]["value"] == "blurry"
+
+
 def test_a_huge_prompt_is_cut_to_what_encoders_read_before_any_work(tmp_path, capsys):
     from date_diffusion.core.text import MAX_PROMPT_CHARS
 
@@ -969,10 +1001,17 @@ def test_an_out_path_no_file_system_takes_and_a_non_utf8_prompts_file_are_named(
 def test_replay_refuses_settings_it_would_replace_silently(tmp_path, capsys):
     assert main(["generate", "a red circle", "--steps", "2", "--save-embeddings", "--out", str(tmp_path / "s")]) == 0
     saved = next((tmp_path / "s").glob("*-embeddings.safetensors"))
-    for extra in (["--seed", "5"], ["--steps", "1"], ["--guidance", "9"], ["--images-per-prompt", "2"]):
+    for extra in (["--seed", "5"], ["--steps", "1"], ["--guidance", "9"], ["--images-per-prompt", "2"],
+                  ["--scheduler", "ddim"]):  # fmt: skip
         assert main(["generate", "--replay-embeddings", str(saved), *extra, "--out", str(tmp_path / "r")]) == 2
         err = capsys.readouterr().err
         assert f"leave out {extra[0]}" in err and not (tmp_path / "r").exists(), err
+    # options of DATE's updates, which a replay does not run: each would be taken and do nothing
+    for extra in (["--rho", "3"], ["--reward", "toy-clip"], ["--paper-defaults"], ["--update-every", "1"],
+                  ["--reward-decoder", "tiny"], ["--gradient-checkpointing"]):  # fmt: skip
+        assert main(["generate", "--replay-embeddings", str(saved), *extra, "--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert f"{extra[0]} would do nothing" in err and not (tmp_path / "r").exists(), err
     assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 0
 
 
@@ -1222,6 +1261,9 @@ def test_a_number_beyond_a_floats_range_is_refused_not_read_as_infinity_or_zero(
         (["generate", "a red circle", "--reward", "1_0*toy-clip"], "bad weight in reward"),
         (["bench", "--suite", "toy", "--methods", "date:rho=\uff11"], "rho in 'date:rho=\uff11' must be a finite"),
         (["generate", "a red circle", "--update-steps", "1,,2"], "--update-steps has an empty item"),
+        (["generate", "a red circle", "--update-intervals", "0:2,0:2"], "intervals 0:2 and 0:2 overlap (step 0"),
+        (["generate", "a red circle", "--update-intervals", "5:9,0:6"], "intervals 0:6 and 5:9 overlap (step 5"),
+        (["bench", "--suite", "toy", "--methods", "date:intervals=0:2;1:3"], "intervals 0:2 and 1:3 overlap"),
         (["bench", "--suite", "toy", "--methods", "date:rho=0.5,"], "'date:rho=0.5,' has an empty item"),
         (["bench", "--suite", "toy", "--methods", "ug:scale=2,,every=1"], "'ug:scale=2,,every=1' has an empty item"),
         (["generate", "a red circle", "--update-intervals", "0:1,"], "--update-intervals has an empty item"),

@@ -553,7 +553,27 @@ def test_the_page_bounds_what_a_request_costs_and_keeps(session, monkeypatch):
     sampling, _ = check_form(form(huge), str(TOY_PIPELINE))
     assert len(sampling.prompt) == MAX_PROMPT_CHARS and "5,199,999 characters" in sampling.notes[0]  # stripped
     monkeypatch.setattr(session_module, "KEEP_RUNS", 2)
+    cached = []  # Gradio's copies of each request's files (made after the request, in the page's folder)
     for seed in range(3):
         result = session.compare(form("a red circle", seed=seed, num_inference_steps=2))
-    kept = [p for p in session.workdir.iterdir() if p.is_dir()]
+        entry = session.gradio_cache / f"entry{seed}"
+        entry.mkdir(parents=True)
+        (entry / "fixed.png").write_bytes(b"png")
+        cached.append(entry)
+    kept = [p for p in session.workdir.iterdir() if p.is_dir() and p != session.gradio_cache]
     assert len(kept) == 2 and all(Path(f).exists() for f in result.files)
+    session.compare(form("a red circle", seed=3, num_inference_steps=2))
+    assert [e.exists() for e in cached] == [False, False, True]  # Gradio's copies of the requests the page dropped
+
+
+def test_a_date_image_date_did_not_move_is_never_called_date_on_the_page(session):
+    """rho 1e-46 is zero in the embedding's precision: the page's text names the DATE image as the grid does
+    (`DATE (inactive)`), with a note, as its file's record (`fixed`) does."""
+    result = session.compare(form("a red circle", num_inference_steps=2, rho="1e-46"))
+    text = summary(result)
+    assert "Note: DATE did not move the embedding" in text and "DATE (inactive) **" in text
+    assert "DATE **" not in text and "Exact evaluator, DATE:" not in text
+    date_png = next(f for f in result.files if f.endswith("date.png"))
+    from date_diffusion.outputs import read_png_metadata
+
+    assert read_png_metadata(date_png)["record"]["method"] == "fixed"

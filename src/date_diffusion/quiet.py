@@ -1,8 +1,9 @@
 """A quiet start, for Python callers as for the command line: what the libraries say while this package imports and
 loads models that tells its user nothing.
 
-- `REMARKS`: messages of diffusers, transformers and huggingface_hub that concern none of this package's users (a
-  notice that an optional backend is missing where it is not used, a deprecation the user cannot act on). `install`
+- `REMARKS`: messages (regular expressions) of diffusers, transformers and huggingface_hub that concern none
+  of this package's users (a notice that an optional backend is missing where it is not used, a deprecation the
+  user cannot act on, a warning about a file the library wrote itself). `install`
   drops exactly these, each at the logger that makes it (a `logging.Filter` there) or as the warning it is; every
   other record and warning, the user's own and the libraries', is shown as before. `date_diffusion` installs it
   when imported; the command line's notes skip them too.
@@ -24,9 +25,14 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Remark:
-    text: str  # a part of the message
+    pattern: str  # a regular expression a part of the message matches
     logger: str | None  # the logger that makes it; None: a `warnings.warn`
     why: str  # why it tells this package's user nothing
+    example: str = ""  # a message the library prints (default: the pattern, a plain text)
+
+    def __post_init__(self):
+        if not self.example:
+            object.__setattr__(self, "example", self.pattern)
 
 
 REMARKS = (
@@ -36,34 +42,52 @@ REMARKS = (
            "huggingface_hub, when diffusers passes it the argument: nothing the user can change"),
     Remark("should be kept in float32", "diffusers.models.modeling_utils",
            "on every `.to(dtype)` of a model, even one with no such module"),
+    Remark(r"The config attributes \{'block_out_channels': \[[\d, ]*\]\} were passed to AutoencoderTiny,",
+           "diffusers.configuration_utils",
+           "on loading any AutoencoderTiny diffusers saved: it writes that attribute itself, then warns on reading "
+           "it back (any other unexpected attribute is still shown)",
+           "The config attributes {'block_out_channels': [32, 32, 32, 32]} were passed to AutoencoderTiny, but are "
+           "not expected and will be ignored. Please verify your config.json configuration file."),
+    Remark("Pipelines loaded with `dtype=torch.float16` cannot run with `cpu` device",
+           "diffusers.pipelines.pipeline_utils",
+           "on every move of a float16 pipeline to the CPU: PyTorch runs float16 there (slowly); an operation "
+           "without such a kernel fails with its own error",
+           "Pipelines loaded with `dtype=torch.float16` cannot run with `cpu` device. It is not recommended to move "
+           "them to `cpu` as running them will fail."),
 )  # fmt: skip
-SILENCED = tuple(r.text for r in REMARKS)
+SILENCED = tuple(re.compile(r.pattern) for r in REMARKS)
+
+
+def silenced(message: str) -> bool:
+    """Whether `message` is one of the `REMARKS`."""
+    return any(p.search(message) for p in SILENCED)
 
 
 class _Drop(logging.Filter):
-    """Drops the records whose message holds one of `texts`."""
+    """Drops the records whose message matches one of `patterns`."""
 
-    def __init__(self, texts: tuple[str, ...]):
+    def __init__(self, patterns: tuple[str, ...]):
         super().__init__()
-        self.texts = texts
+        self.patterns = patterns
+        self._compiled = tuple(re.compile(p) for p in patterns)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001  (a malformed record: logging reports it itself)
             return True
-        return not any(text in message for text in self.texts)
+        return not any(p.search(message) for p in self._compiled)
 
 
 def install() -> None:
     """Drop the `REMARKS` (calling it again adds nothing twice)."""
     for remark in REMARKS:
         if remark.logger is None:
-            warnings.filterwarnings("ignore", message=f".*{re.escape(remark.text)}")
+            warnings.filterwarnings("ignore", message=f".*{remark.pattern}")
             continue
         logger = logging.getLogger(remark.logger)
-        if not any(isinstance(f, _Drop) and remark.text in f.texts for f in logger.filters):
-            logger.addFilter(_Drop((remark.text,)))
+        if not any(isinstance(f, _Drop) and remark.pattern in f.patterns for f in logger.filters):
+            logger.addFilter(_Drop((remark.pattern,)))
 
 
 @contextmanager

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from date_diffusion.cli.common import (
+    FLAGS,
     OPTION_KINDS,
     CLIError,
     DateOptions,
@@ -30,8 +31,9 @@ from date_diffusion.cli.common import (
     resolve_model,
     slug,
 )
-from date_diffusion.core.settings import Seed
+from date_diffusion.core.settings import Seed, SettingError
 from date_diffusion.core.text import prepare_prompt, quoted
+from date_diffusion.core.trace import moved
 from date_diffusion.schedulers import check_steps_fit
 from date_diffusion.toyworld import world
 
@@ -222,23 +224,71 @@ def replay_settings(opts: GenerateOptions):
     if given:  # each would be replaced by the file's value without a word
         raise CLIError(f"--replay-embeddings takes the seed, steps, guidance, size and negative prompt from the file; "
                        f"leave out {', '.join(given)}")  # fmt: skip
+    unused = [FLAGS[name] for name, value in opts.date.values if value is not None]
+    unused += [flag for flag, value in (
+        ("--reward", opts.date.reward), ("--paper-defaults", opts.date.paper_defaults),
+        ("--reward-decoder", opts.reward_decoder), ("--reward-resolution", opts.reward_resolution),
+        ("--reward-frames", opts.reward_frames), ("--gradient-checkpointing", opts.gradient_checkpointing),
+    ) if value]  # fmt: skip
+    if unused:  # a replay runs no DATE update: each would be taken and do nothing
+        them = "it" if len(unused) == 1 else "them"
+        raise CLIError(f"--replay-embeddings replays the saved embeddings and runs no DATE update, so "
+                       f"{', '.join(unused)} would do nothing: leave {them} out")  # fmt: skip
     try:
         saved = load_embeddings(opts.replay_embeddings)
     except ValueError as err:
         raise CLIError(f"--replay-embeddings: {err}") from err
     meta = saved.metadata
+    where = f"--replay-embeddings {opts.replay_embeddings!r}"
     try:
-        REPLAY.check(meta, f"--replay-embeddings {opts.replay_embeddings!r}")
+        REPLAY.check(meta, where)
     except SchemaError as err:
         raise CLIError(str(err)) from err
+    if opts.model.scheduler is not None and opts.model.scheduler != meta.get("scheduler_name"):
+        made = meta.get("scheduler_name") or f"the model's own ({meta.get('scheduler', 'unknown')})"
+        raise CLIError(f"{where} was sampled with the scheduler {made}, and --scheduler {opts.model.scheduler!r} "
+                       "would replace it: the image would not be the saved run's; leave out --scheduler")  # fmt: skip
     model = replace(opts.model, name=opts.model.name or meta.get("model_arg"),
-                    scheduler=opts.model.scheduler or meta.get("scheduler_name"))  # fmt: skip
+                    scheduler=opts.model.scheduler or meta.get("scheduler_name"),
+                    loras=replay_loras(opts.model.loras, meta.get("loras") or [], where))  # fmt: skip
     replayed = replace(opts, prompts=(meta["prompt"],), seed=int(meta["seed"]), images_per_prompt=1, model=model,
                        steps=int(meta["steps"]), guidance=float(meta["guidance_scale"]), height=int(meta["height"]),
                        width=int(meta["width"]), negative_prompt=meta.get("negative_prompt"),
                        frames=meta.get("num_frames"))  # fmt: skip
     _check_file_values(opts, replayed)
     return replayed, saved
+
+
+def replay_loras(given: tuple[str, ...], recorded: list, where: str) -> tuple[str, ...]:
+    """The LoRAs of a replay: those the file records (`loras`: [FILE, SCALE] pairs), each a file here; `--lora`
+    beside it names them where they are now, with the scales they were made with, in their order (a moved LoRA).
+    Any other LoRAs, or none, would make another image than the saved run's: refused."""
+    from date_diffusion.pipelines.loading import parse_lora
+
+    pairs = [p for p in recorded if isinstance(p, list) and len(p) == 2 and isinstance(p[0], str)
+             and isinstance(p[1], (int, float)) and not isinstance(p[1], bool)]  # fmt: skip
+    if len(pairs) != len(recorded):
+        raise CLIError(f"{where}: its 'loras' must be [FILE, SCALE] pairs, got {quoted(json.dumps(recorded))}; write "
+                       "it with `date-diffusion generate --save-embeddings`")  # fmt: skip
+    if given:
+        try:
+            scales = [parse_lora(spec)[1] for spec in given]
+        except SettingError as err:
+            raise CLIError(f"--lora: {err}") from err
+        if scales != [float(scale) for _, scale in pairs]:
+            made = ", ".join(f"{path}:{scale:g}" for path, scale in pairs) or "no LoRA"
+            raise CLIError(
+                f"{where} was made with {made}, and --lora gives {', '.join(given)}: the image would "
+                "not be the saved run's; give the same LoRAs at the same scales, or leave out --lora"
+            )
+        return given
+    for path, scale in pairs:
+        if not Path(path).is_file():
+            raise CLIError(
+                f"{where}: its 'loras' names {path!r}, which is no file here; run the replay from "
+                f"the folder it was made in, or give the LoRA where it is now: --lora FILE:{scale:g}"
+            )
+    return tuple(f"{path}:{scale!r}" for path, scale in pairs)
 
 
 def _check_file_values(given: GenerateOptions, replayed: GenerateOptions) -> None:
@@ -429,6 +479,10 @@ def load(opts: GenerateOptions, job: Job, device: str) -> None:
     except ValueError as err:
         raise CLIError(str(err)) from err
     check_negative_prompt(pipe, opts.negative_prompt)
+    unused = pipe.settings_without_effect(settings.guidance_scale, negative_prompt=opts.negative_prompt)
+    if "negative_prompt" in unused:  # given, and no negative branch runs: said, never taken without a word
+        print(f"date-diffusion generate: note: --negative-prompt has no effect here: {unused['negative_prompt']}; "
+              "the record lists it under without_effect", file=sys.stderr)  # fmt: skip
     job.height, job.width, job.pipe = height, width, pipe
     job.reward = None if job.saved is not None else load_reward(settings.reward, device)
     job.decoder = None
@@ -586,9 +640,8 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
             record["sources"] = dict(job.settings.sources)
         # an image whose embedding DATE did not move (every update skipped: a zero or non-finite gradient) is the
         # fixed image, and is recorded as such
-        moved = results[kind].traces[j]["final_distance"] > 0
         record.update(
-            method=kind if kind == "replay" or (job.date_active and moved) else "fixed",
+            method=kind if kind == "replay" or (job.date_active and moved(results[kind].traces[j])) else "fixed",
             reward=job.settings.reward if kind == "date" else None,
             date=job.settings.date.to_dict() if kind == "date" else job.saved.metadata.get("date"),
             reward_decoder=opts.reward_decoder if kind == "date" else None,
@@ -662,14 +715,15 @@ def change_summary(fixed, image, panels: list[dict], record: dict, kind: str) ->
     fixed_panel, date = panels[0], panels[1]
     changed, total = changed_pixels(still(fixed), still(image))
     lines = []
+    label = date["method"]  # as the grid's header names it: `DATE`, `DATE (inactive)`, `DATE (replayed)`
     if "final_reward" in date:  # the comparison that means something: both finished images, one reward
-        shown = f"fixed {fixed_panel['final_reward']:.4f}, DATE {reward_text(date).removeprefix('reward ')}"
+        shown = f"fixed {fixed_panel['final_reward']:.4f}, {label} {reward_text(date).removeprefix('reward ')}"
         lines.append(f"    reward of the finished images ({record['reward']}): {shown}")
     moved = f"embedding moved {date['final_distance']:.3f}" if "final_distance" in date else "no distance recorded"
-    lines.append(f"    DATE changed: {moved}, pixels changed {changed / total:.2%} ({changed} of {total})")
+    lines.append(f"    {label} changed: {moved}, pixels changed {changed / total:.2%} ({changed} of {total})")
     if "evaluator" not in record:
         return [*lines, "    evaluator: none for this model (the exact evaluator judges the toy world only)"]
-    both = {k: record["evaluator"][k] for k in ("fixed", kind)}
+    both = shown_verdicts(record, {k: record["evaluator"][k] for k in ("fixed", kind)})
     knows = knows_line(both)
     return [*lines, "    " + "; ".join(verdict_lines(both)), *([f"    {knows}"] if knows else [])]
 
@@ -691,6 +745,13 @@ def describe(meta: dict, verdicts: bool = True) -> list[str]:
     from date_diffusion.grids import knows_line, update_text, verdict_lines
 
     lines = [f"    step {u['step']:3d}: {update_text(u)}" for u in meta["trace"]["updates"]]
-    evaluator = meta.get("evaluator", {}) if verdicts else {}
+    evaluator = shown_verdicts(meta, meta.get("evaluator", {}) if verdicts else {})
     knows = knows_line(evaluator)
     return lines + [f"    {line}" for line in [*verdict_lines(evaluator), *([knows] if knows else [])]]
+
+
+def shown_verdicts(record: dict, evaluator: dict) -> dict:
+    """A record's evaluator verdicts by the names the lines show: the DATE image of a record DATE did not move
+    (method `fixed`) as `date, inactive`, never as a DATE image."""
+    inactive = record.get("method") == "fixed"
+    return {("date, inactive" if inactive and kind == "date" else kind): v for kind, v in evaluator.items()}

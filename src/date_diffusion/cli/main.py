@@ -16,7 +16,7 @@ from date_diffusion.cli import bench, edit, generate, info, toyworld, ui
 from date_diffusion.cli.common import CLIError, attach_kinds, check_kinds
 from date_diffusion.core.text import one_line, quoted
 from date_diffusion.hub import offline_without_network
-from date_diffusion.quiet import SILENCED  # what the libraries say that tells the user nothing (quiet.REMARKS)
+from date_diffusion.quiet import silenced  # what the libraries say that tells the user nothing (quiet.REMARKS)
 
 # Libraries that write their log records to stderr through a handler of their own instead of the root logger's
 OWN_HANDLERS = ("transformers", "diffusers", "huggingface_hub")
@@ -142,9 +142,10 @@ def _quiet_loading(debug: bool) -> None:
 
 
 def note(text: str, source: str = "") -> None:
-    """One `date-diffusion: note:` line on stderr (above a progress bar), unless the text is `SILENCED`."""
+    """One `date-diffusion: note:` line on stderr (above a progress bar), unless the text is a library's remark
+    (`quiet.silenced`)."""
     text = one_line(text, 1000)
-    if not text or any(s in text for s in SILENCED):
+    if not text or silenced(text):
         return
     from tqdm import tqdm
 
@@ -192,7 +193,7 @@ class _Routing:
 @contextmanager
 def notes(debug: bool):
     """While a command runs, the libraries' warnings (`warnings.warn` and log records) are one note each, those
-    `SILENCED` none; with --debug they print as the libraries print them."""
+    `quiet.REMARKS` none; with --debug they print as the libraries print them."""
     if debug:
         yield
         return

@@ -121,25 +121,35 @@ def check(opts: UIOptions) -> None:
 
 def run(args) -> int:
     import logging
+    import os
     import shutil
+    import tempfile
     import time
+    from pathlib import Path
 
     from date_diffusion.cli.common import resolve_device, resolve_model
 
     opts = validate(args)
-    import torch
-
-    from date_diffusion.ui.access import allowed_folders
-    from date_diffusion.ui.app import build_app
-    from date_diffusion.ui.session import Session
-
-    device = resolve_device(opts.device)
-    model = resolve_model(opts.model)
-    if device == "cpu":
-        torch.set_num_threads(1)  # small models: a second thread only spins
-    session = Session(model, device, opts.concurrency, allowed_folders(list(opts.allow_path)), opts.max_work)
+    workdir = Path(tempfile.mkdtemp(prefix="date-diffusion-ui-"))  # the page's files, removed at its end
+    # Gradio writes the files the page shows (and its own) under GRADIO_TEMP_DIR, read when Gradio is imported: into
+    # the page's folder, bounded with the requests' own (`Session._expire`) and removed with it
+    gradio_temp = os.environ.get("GRADIO_TEMP_DIR")
     demo = None
     try:
+        import torch
+
+        from date_diffusion.ui.session import Session, gradio_cache
+
+        os.environ["GRADIO_TEMP_DIR"] = str(gradio_cache(workdir))
+        from date_diffusion.ui.access import allowed_folders
+        from date_diffusion.ui.app import build_app
+
+        device = resolve_device(opts.device)
+        model = resolve_model(opts.model)
+        if device == "cpu":
+            torch.set_num_threads(1)  # small models: a second thread only spins
+        folders = allowed_folders(list(opts.allow_path))
+        session = Session(model, device, opts.concurrency, folders, opts.max_work, workdir=workdir)
         session.warm()
         demo = build_app(session, opts.run)
         demo.queue(default_concurrency_limit=opts.concurrency)
@@ -152,11 +162,15 @@ def run(args) -> int:
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (as an interrupt, cli/main.py): stopping a server is its end
         print("stopped", flush=True)
     finally:
-        session.stops.stop_all()  # a request being sampled ends at its next step, not after its last
         if demo is not None:
+            session.stops.stop_all()  # a request being sampled ends at its next step, not after its last
             if getattr(demo, "server", None) is not None:  # uvicorn: end open connections (a visitor's progress
                 demo.server.force_exit = True  # stream) at once, not after the 5 s Gradio's close waits for them,
                 logging.getLogger("uvicorn.error").disabled = True  # without a traceback for each one ended
             demo.close()
-        shutil.rmtree(session.workdir, ignore_errors=True)  # the page's images live only while it serves
+        shutil.rmtree(workdir, ignore_errors=True)  # the page's images live only while it serves
+        if gradio_temp is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = gradio_temp
     return 0

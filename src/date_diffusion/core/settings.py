@@ -383,6 +383,11 @@ class IntervalList(Kind):
             if not start < end:
                 raise SettingError(f"{name} must be (start, end) pairs with 0 <= start < end, got {list(pair)}")
             pairs.append((start, end))
+        ordered = sorted(pairs)
+        for (s1, e1), (s2, e2) in zip(ordered, ordered[1:]):
+            if s2 < e1:  # a step in two intervals: listed twice, as in every list option
+                raise SettingError(f"{name}: the intervals {s1}:{e1} and {s2}:{e2} overlap (step {s2} is in "
+                                   "both): give each step once")  # fmt: skip
         return tuple(pairs)
 
     def format(self, value):

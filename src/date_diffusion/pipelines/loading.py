@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import json
 import re
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -129,6 +130,11 @@ def check_component(folder, name: str, library: str | None = None, class_name: s
             raise ComponentError(f"{path}: not readable JSON ({_first_line(err)}); {_FIX}") from None
         if not isinstance(data, dict):
             raise ComponentError(f"{path}: holds a JSON {type(data).__name__}, not an object of settings; {_FIX}")
+        if library == "diffusers" and class_name and path.name in CONFIG_FILES:  # before the library reads it
+            import diffusers
+
+            for key, why in kind_problems(getattr(diffusers, class_name, None), data):
+                raise ComponentError(f"{path}: its {key} {why}; {_FIX}")
         named = data.get("_class_name") if path.name in CONFIG_FILES else None
         if class_name and isinstance(named, str) and named != class_name:
             warnings.warn(f"{path} names the class {named}, and model_index.json {class_name} for {name!r}: "
@@ -445,12 +451,56 @@ SCHEDULER_CHOICES = {
 }
 
 
+def _json_kind(value) -> str | None:
+    """What JSON calls the kind of a config value (None: a kind not compared)."""
+    if isinstance(value, bool):
+        return "a truth value"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    return "a list" if isinstance(value, (list, tuple)) else None
+
+
+# (the kind a component's parameter defaults to, the kinds a config value of it may not be): text where a truth
+# value, a number or a list is meant (`"clip_sample": "false"` acts as true), a truth value where a number, text or
+# a list is (`True` acts as 1); a number beside a list stays (`attention_head_dim`: 8 or one per block)
+_WRONG_KINDS = {"a truth value": {"text"}, "a number": {"text", "a truth value"}, "text": {"a truth value"},
+                "a list": {"text", "a truth value"}}  # fmt: skip
+
+
+def kind_problems(cls, config: Mapping):
+    """(key, why) of each value of `config` of another JSON kind than the parameter of class `cls` it sets takes
+    (compared with the parameter's default); nothing for a class that is not a diffusers `ConfigMixin`."""
+    from diffusers.configuration_utils import ConfigMixin
+
+    if not (isinstance(cls, type) and issubclass(cls, ConfigMixin)):
+        return
+    params = inspect.signature(cls.__init__).parameters
+    for key, value in config.items():
+        default = params[key].default if key in params else None
+        if default is None or default is inspect.Parameter.empty or value is None:
+            continue
+        want, got = _json_kind(default), _json_kind(value)
+        if got in _WRONG_KINDS.get(want, ()):
+            yield key, (f"is {got}, {json.dumps(value)}, where {cls.__name__} takes {want} (its default: "
+                        f"{json.dumps(default)})")  # fmt: skip
+
+
+def _type_problems(pipe):
+    """`kind_problems` of each component a pipeline was built with, by the config it was built from."""
+    for name, component in pipe.components.items():
+        for key, why in kind_problems(type(component), getattr(component, "config", None) or {}):
+            yield name, key, why
+
+
 def _config_problems(pipe):
     """(component, key, why) of each config value a model's components were built from that no sampler can use:
     a scheduler's prediction type or timestep spacing of no known kind, a linear beta schedule that falls, a VAE
     latent scale that is not a positive finite number or a shift beyond any model's."""
     import math
 
+    yield from _type_problems(pipe)
     scheduler = getattr(getattr(pipe, "scheduler", None), "config", None) or {}
     for key, choices in SCHEDULER_CHOICES.items():
         value = scheduler.get(key)

@@ -24,6 +24,7 @@ from date_diffusion.core.text import prepare_prompt
 from date_diffusion.core.trace import moved
 from date_diffusion.grids import (
     DIFF_GAIN,
+    date_label,
     difference,
     final_rewards,
     fixed_date_grid,
@@ -215,6 +216,12 @@ class RecordingReward(Reward):
 CACHE_SIZE = 2  # rewards kept built at once (and decoders): the least recently used beyond it is freed
 
 
+def gradio_cache(workdir: Path) -> Path:
+    """Where Gradio copies the files the page shows (`GRADIO_TEMP_DIR`, set by `date-diffusion ui`): inside the
+    page's folder, so that `Session._expire` bounds it and the page's end removes it."""
+    return Path(workdir) / ".gradio"
+
+
 @dataclass
 class Session:
     """The model (one pipeline per allowed concurrent request), rewards built once per (spec, model, device, dtype)
@@ -277,11 +284,22 @@ class Session:
     def decoder(self):
         return self._cached("decoder", "tiny", lambda: tiny_decoder_for(self.model).to(self.device))
 
+    @property
+    def gradio_cache(self) -> Path:
+        return gradio_cache(self.workdir)
+
     def _expire(self) -> None:
-        """The page keeps the files of its last `KEEP_RUNS` requests (each request's own folder); older ones go."""
-        runs = sorted((p for p in self.workdir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        """The page keeps the files of its last `KEEP_RUNS` requests (each request's own folder); older ones go, and
+        so do Gradio's copies of them (its cache entries made before the oldest request kept began)."""
+        runs = sorted((p for p in self.workdir.iterdir() if p.is_dir() and p != self.gradio_cache),
+                      key=lambda p: p.stat().st_mtime)  # fmt: skip
         for old in runs[:-KEEP_RUNS]:
             shutil.rmtree(old, ignore_errors=True)
+        if len(runs) > KEEP_RUNS and self.gradio_cache.is_dir():
+            oldest = runs[-KEEP_RUNS].stat().st_mtime  # its last file written: Gradio copies them after
+            for entry in self.gradio_cache.iterdir():
+                if entry.stat().st_mtime < oldest:
+                    shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
 
     def compare(self, form: Form, progress=None, stop: threading.Event | None = None) -> PagePair:
         """The fixed and the DATE image of one seed and what DATE did (see `collect`); `stop` is this request's
@@ -408,8 +426,8 @@ def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stop
         trace = dated.traces[0]
         result.date, result.trace, result.strip = dated.images[0], trace, strip(reward.seen, trace)
         result.verdicts["date"] = judge(dated.images[0], sampling.prompt)
-        dated = record["method"] == "date" and moved(trace)  # no update moved it: the fixed image
-        dated_record = {**record, "trace": trace, "method": "date" if dated else "fixed"}
+        acted = record["method"] == "date" and moved(trace)  # no update moved it: the fixed image
+        dated_record = {**record, "trace": trace, "method": "date" if acted else "fixed"}
         images = {"fixed": fixed.images[0], "date": dated.images[0]}
         # the reward DATE followed, of both finished images (unwrapped: the strip shows only what DATE scored)
         result.final_reward = final_rewards(reward.reward, images, sampling.prompt)
@@ -481,14 +499,20 @@ def summary(result: PagePair) -> str:
     if result.stopped:
         lines.append("**Stopped** before the end: the images show where sampling was.")
     panels = result.panels
+    label = panels[1]["method"] if panels else date_label("date")  # as the grid's header names the DATE image
+    if label != date_label("date"):  # `DATE (inactive)`: DATE did not move the embedding (it is the fixed image)
+        lines.append(
+            "Note: DATE did not move the embedding (a step that is zero in the embedding's precision, or "
+            "every gradient zero): the DATE image is the fixed image, and its file says method `fixed`."
+        )
     if panels and "final_reward" in panels[1]:  # as the grid's headers say it
         name = result.settings.reward if result.settings is not None else "the reward"
         lines.append(f"Reward of the finished images ({name}): fixed {panels[0]['final_reward']:.4f}, "
-                     f"DATE **{reward_text(panels[1]).removeprefix('reward ')}**.")  # fmt: skip
+                     f"{label} **{reward_text(panels[1]).removeprefix('reward ')}**.")  # fmt: skip
     for kind in ("fixed", "date"):
         text = verdict_text(verdict_record(result.verdicts.get(kind)))  # as the grids' headers say it
         if text is not None:
-            lines.append(f"Exact evaluator, {'fixed embedding' if kind == 'fixed' else 'DATE'}: **{text}**")
+            lines.append(f"Exact evaluator, {'fixed embedding' if kind == 'fixed' else label}: **{text}**")
     knows = knows_line(result.verdicts)
     if knows:
         lines.append(f"{knows[0].upper()}{knows[1:]}.")
