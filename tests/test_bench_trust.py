@@ -233,19 +233,30 @@ def test_audit_skips_a_record_edited_by_hand(run, capsys):
     assert "hand-edited" not in out
 
 
-@pytest.mark.parametrize("kind", ["fifo", "folder"])
-def test_the_run_view_names_a_file_it_cannot_read(run, kind):
-    """Results.md as a FIFO (would hang) or a folder named like a plot: named, never read."""
+def test_the_run_view_names_a_plot_it_cannot_read_and_never_reads_results_md(run):
+    """A folder named like a plot is named, never read; results.md as a FIFO (which would hang a reader) is not
+    read at all: the tab's table comes from the verified records."""
     from date_diffusion.ui.runview import load_run
 
-    path = run / ("results.md" if kind == "fifo" else "evil.png")
-    if kind == "fifo":
-        path.unlink()
-        os.mkfifo(path)
-    else:
-        path.mkdir()
-    with pytest.raises(ValueError, match="evil.png|results.md"):
+    (run / "results.md").unlink()
+    os.mkfifo(run / "results.md")
+    assert "| date |" in load_run(run)["markdown"]
+    (run / "evil.png").mkdir()
+    with pytest.raises(ValueError, match="evil.png"):
         load_run(run)
+
+
+def test_the_run_tab_shows_the_verified_records_not_an_edited_or_stale_results_md(run):
+    """results.md edited to say DATE passes everything, then an image removed after the report: the tab's table is
+    computed from the records it verifies (the exact accuracy they hold, n without the removed image)."""
+    from date_diffusion.ui.runview import load_run
+
+    text = (run / "results.md").read_text()
+    (run / "results.md").write_text(text.replace("| date | 2 |", "| date | 2 | 100.0 (edited)"))
+    for suffix in (".png", ".json"):
+        record_path(run).with_suffix(suffix).unlink()
+    shown = load_run(run)["markdown"]
+    assert "(edited)" not in shown and "| date | 1 |" in shown and "| fixed | 2 |" in shown, shown
 
 
 @pytest.mark.parametrize("value", [123, "/nonexistent/weights.pth"])

@@ -221,6 +221,9 @@ def test_any_numeric_value_runs_to_a_finite_image_or_is_refused(
         ("nan*toy-clip+1*toy-clip-s1", "a finite number"),
         ("toy-clip+0.5*toy-clip", "listed twice in 'toy-clip.0.5.toy-clip': give it once, with the sum of"),
         ("mean(aug2(toy-clip);toy-clip-s1;aug2(toy-clip))", "reward 'aug2.toy-clip.' is listed twice in 'mean"),
+        ("2*toy-clip-s1+1*toy-clip-s1", "reward 'toy-clip-s1' is listed twice"),  # the reward named, not its term
+        ("mean(toy-clip;toy-clip-s1)+toy-clip", "reward 'toy-clip' is scored twice"),  # through a mean
+        ("0.5*mean(toy-clip-s1;aug2(toy-clip))+aug2(toy-clip)", "reward 'aug2.....' is scored twice"),
     ],
 )
 def test_reward_specs_with_unbounded_cost_are_refused_before_any_work(spec, message):
@@ -908,6 +911,9 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
         (["generate", "a red circle", "a blue square", "a red circle"], "PROMPT 3 'a red circle' is PROMPT 1 again"),
         (["generate", "\uffff\ufdd0\ufffc\uffa0"], "PROMPT is empty (no visible character"),  # noncharacters, ...
         (["generate", "a red circle\U000e0069\U000e0067"], "PROMPT holds the tag character U+E0069 at character 13"),
+        (["bench", "--suite", "toy", "--prompts-file", __file__], "suite 'toy' does not read --prompts-file"),
+        (["bench", "--suite", "ane", "--cfg-src", "7", "--edit-skip", "1"], "does not read --edit-skip, --cfg-src"),
+        (["bench", "--suite", "coco", "--captions", __file__, "--prompts-file", __file__], "give one"),
         (["bench", "--suite", "toy", "--methods", "date:rho=1,rho=2"], "rho is given twice"),
         (["bench", "--suite", "toy", "--methods", "ug:scale=1,scale=2"], "scale is given twice"),
     ],
@@ -915,6 +921,18 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
 def test_nothing_is_accepted_silently(tmp_path, capsys, argv, message):
     assert main([*argv, "--out", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_a_prompt_listed_twice_and_a_limit_past_the_suite_are_said(tmp_path, capsys):
+    """bench --suite prompts with a prompt listed twice (each is its own item, as the benchmark counts it) and a
+    --limit above the file's prompts: both said in a note, never run without a word."""
+    (tmp_path / "p.txt").write_text("a red circle\na blue square\na red circle\n")
+    argv = ["bench", "--suite", "prompts", "--prompts-file", str(tmp_path / "p.txt"), "--methods", "fixed",
+            "--steps", "1", "--seeds", "1", "--limit", "5", "--out", str(tmp_path / "o")]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "lists a prompt more than once (prompt 3 is 1, counting from 1)" in err
+    assert "--limit 5 is more than the suite's 3 prompts" in err
 
 
 @pytest.mark.parametrize(
@@ -927,6 +945,35 @@ def test_a_csv_prompts_file_never_drops_or_picks_silently(tmp_path, capsys, csv_
     path.write_text(csv_text)
     assert main(["generate", "--prompts-file", str(path), "--out", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_model_that_makes_nan_is_named_and_nothing_is_written(tmp_path, capsys):
+    """A UNet config whose every output is NaN (`norm_eps` -1): the fixed path stops before writing a black image
+    (`NonFiniteOutputWarning`, an error on the command line), and DATE names the model's estimate, not the reward."""
+    model = _toy_copy(tmp_path, "nan-model")
+    _edit_json(model / "unet" / "config.json", norm_eps=-1)
+    argv = ["generate", "a red circle", "--steps", "2", "--model", str(model), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--rho", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "the decoded images [0] of the batch hold values that are not finite" in err and "check the model" in err
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "the decoded clean-image estimate is not finite at update step 0" in err and "check the model" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_pipeline_warns_of_a_finished_image_that_is_not_finite(tmp_path):
+    """The Python API returns what stock returns (black pixels) with a `NonFiniteOutputWarning` naming the images."""
+    import torch
+
+    from date_diffusion.core.finite import NonFiniteOutputWarning
+    from date_diffusion.pipelines import load_date_pipeline
+
+    model = _toy_copy(tmp_path, "nan-model")
+    _edit_json(model / "unet" / "config.json", norm_eps=-1)
+    pipe = load_date_pipeline(str(model))
+    with pytest.warns(NonFiniteOutputWarning, match=r"decoded images \[0, 1\]"):
+        pipe(["a red circle"] * 2, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
 
 
 def test_generate_never_calls_an_image_date_did_not_move_date(tmp_path, capsys):
@@ -1254,6 +1301,8 @@ def test_a_number_beyond_a_floats_range_is_refused_not_read_as_infinity_or_zero(
             "argument --strength: number '1e-400' is too small for a 64-bit float",
         ),
         (["generate", "a red circle", "--rho", "1_0"], "--rho must be a finite number"),
+        (["generate", "a red circle", "--reward", "-0.5*toy-clip"], "argument --reward: expected one argument (a "
+         "value that starts with '-' is given as --reward=VALUE)"),
         (["generate", "a red circle", "--guidance", "1e308"], "<= 100, got '1e308'"),
         (["generate", "a red circle", "--rho", "1E5"], "--rho must be a finite number >= 0 and <= 100, got '1E5'"),
         (["generate", "a red circle", "--steps", "0001001"], "from 1 to 1000, got '0001001'"),
@@ -1589,6 +1638,59 @@ def test_info_escapes_the_control_characters_of_another_tools_parameters(tmp_pat
     assert main(["info", str(tmp_path / "foreign.png")]) == 0
     out = capsys.readouterr().out
     assert "a cat\\x1b[31mRED\\x1b]0;pwned\\x07\\u202e\nSteps: 20" in out and "\x1b" not in out, out
+
+
+def _png_with(tmp_path, name, record_change=None, parameters_change=None):
+    """A copy of a generated PNG with its record and/or its `parameters` text changed (another program's edit)."""
+    from PIL import Image, PngImagePlugin
+
+    src = next(tmp_path.glob("g/*.png"))
+    with Image.open(src) as image:
+        image.load()
+        record = json.loads(image.text["date-diffusion"])
+        params = image.text["parameters"]
+        info = PngImagePlugin.PngInfo()
+        info.add_text("parameters", parameters_change(params) if parameters_change else params)
+        info.add_text("date-diffusion", json.dumps({**record, **(record_change or {})}))
+        image.save(tmp_path / name, pnginfo=info)
+    return tmp_path / name
+
+
+def test_info_shows_the_checked_record_not_another_programs_text(tmp_path, capsys):
+    """A PNG whose `parameters` text was changed (another prompt, seed and steps) beside its untouched record:
+    `info` shows the settings from the record, with a note that the two disagree; a record whose values are out of
+    their bounds (a negative seed, 0 steps, NaN guidance, a negative height) is refused naming the file."""
+    assert main(["generate", "a red circle", "--steps", "2", "--out", str(tmp_path / "g")]) == 0
+    capsys.readouterr()
+    lie = _png_with(tmp_path, "lie.png", parameters_change=lambda t: t.replace("a red circle", "a blue square"))
+    assert main(["info", str(lie)]) == 0
+    shown = capsys.readouterr()
+    assert "a red circle" in shown.out and "a blue square" not in shown.out
+    assert "its `parameters` text is not what its date-diffusion record says" in shown.err
+    for field, value in (("seed", -1), ("seed", 2**64), ("steps", 0), ("guidance_scale", float("nan")),
+                         ("height", -64)):  # fmt: skip
+        bad = _png_with(tmp_path, f"bad-{field}.png", record_change={field: value})
+        for argv in (["info", str(bad)], ["info", "--json", str(bad)]):
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert f"field {field!r} must be" in err and str(bad) in err, err
+
+
+def test_info_names_a_png_whose_header_claims_a_decompression_bomb(tmp_path, capsys):
+    """A PNG whose header claims 20000 x 20000 pixels (Pillow refuses to open it): a usage error naming the file."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))  # fmt: skip
+    assert main(["info", str(bomb)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bomb} is not a readable image" in err and "exceeds limit" in err, err
 
 
 def test_a_library_message_is_one_line_with_its_escapes_shown(capsys):

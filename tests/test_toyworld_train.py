@@ -1,4 +1,5 @@
 import json
+from dataclasses import asdict
 from types import SimpleNamespace
 
 import pytest
@@ -205,3 +206,47 @@ def test_halo_weights_the_background_around_objects_as_much_as_the_objects():
     assert reconstruction_loss(filled, x, halo=2) > 3 * reconstruction_loss(filled, x)
     assert torch.isclose(reconstruction_loss(stray, x, halo=2), reconstruction_loss(stray, x))
     assert reconstruction_loss(x, x, halo=2) == 0
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d.update(step="2"), "field 'step'"),
+        (lambda d: d.update(step=2.0), "field 'step'"),
+        (lambda d: d.update(step=-3), "step"),
+        (lambda d: d.pop("sched"), "field 'sched' is missing"),
+        (lambda d: d.update(step=999), "its step 999 lies past the stage's 6 steps"),
+        (lambda d: d.update(step=2), "its step 2 is not its learning-rate schedule's (4)"),
+        (lambda d: d.pop("ema_step"), "field 'ema_step' is missing"),
+        (lambda d: d["opt"].update(param_groups="x"), "does not load into the stage's model and optimizer"),
+    ],
+)
+def test_a_damaged_checkpoint_is_named_and_nothing_trains(tmp_path, edit, message):
+    """A checkpoint.json edited or damaged is a `SchemaError` naming the file, never a resume from a step the
+    weights are not of, nor a raw TypeError."""
+    from date_diffusion.schemas import SchemaError
+
+    with pytest.raises(Boom):
+        run_stage(tmp_path, fail_at=5)  # a checkpoint at step 4
+    ckpt = tmp_path / "work" / "toy" / "checkpoint.json"
+    meta = json.loads(ckpt.read_text())
+    edit(meta)
+    ckpt.write_text(json.dumps(meta))
+    with pytest.raises(SchemaError, match="checkpoint") as err:
+        run_stage(tmp_path)
+    assert message in str(err.value)
+
+
+def test_a_folder_trained_with_other_settings_is_not_resumed_under_new_ones(tmp_path, capsys):
+    """`toyworld train` over a folder trained with another seed or step counts is refused naming work/config.json
+    and each setting that differs (before, the run finished at once and the file took the new settings)."""
+    from date_diffusion.cli.main import main
+
+    config = tmp_path / "work" / "config.json"
+    config.parent.mkdir(parents=True)
+    settings = json.loads(json.dumps({**asdict(TrainConfig.smoke(tmp_path)), "out": str(tmp_path)}))
+    config.write_text(json.dumps(settings))
+    assert main(["toyworld", "train", "--out", str(tmp_path), "--seed", "7"]) == 2
+    err = capsys.readouterr().err
+    assert "config.json: this folder was trained with other settings: seed 0 (now 7); clip_steps 3 (now 1000)" in err
+    assert json.loads(config.read_text()) == settings and not (tmp_path / "work" / "clip").exists()

@@ -256,7 +256,7 @@ def read_png_metadata(path) -> dict:
             text = dict(getattr(img, "text", {}) or {})
             if img.format == "WEBP" and img.info.get("xmp"):
                 text = _xmp_texts(img.info["xmp"])
-    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+    except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError) as err:
         raise ValueError(f"{path} is not a readable image ({err})") from err
     except ValueError as err:  # Pillow's bound on text chunks (a decompression bomb) and other refusals
         raise ValueError(f"{path}: Pillow refuses its text ({err}); it was not written by date-diffusion") from err

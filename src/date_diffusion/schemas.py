@@ -16,7 +16,7 @@ import os
 import stat
 from dataclasses import dataclass, field, fields
 
-from date_diffusion.core.settings import MAX_SEED, MAX_STEPS, BeyondFloat, parse_real
+from date_diffusion.core.settings import MAX_GUIDANCE, MAX_SEED, MAX_STEPS, BeyondFloat, Size, parse_real
 from date_diffusion.core.trace import Trace, UpdateRecord
 
 
@@ -216,6 +216,18 @@ RUN = Schema(
     bounds={"seeds": (0, MAX_SEED), "steps": (1, MAX_STEPS), "limit": (1, MAX_SEED), "edit_skip": (0, MAX_STEPS)},
     unique=("seeds", "categories"),
 )  # fmt: skip
+TRAIN_CHECKPOINT = Schema(
+    "toy-world training checkpoint",
+    "delete the stage's folder under work/ to train that stage again from its start",
+    required={"step": "int", "opt": "object", "sched": "object"},
+    optional={"ema_step": "int"},
+    bounds={"step": (0, 10**9), "ema_step": (0, 10**9)},
+)  # fmt: skip
+TRAIN_CONFIG = Schema(
+    "toy-world training settings file",
+    "resume with the settings it names, or give another --out",
+    required={"seed": "int"},
+)  # fmt: skip
 RECORD = Schema(
     "bench image record",
     "re-run the same bench command to make the image again",
@@ -229,8 +241,11 @@ RECORD = Schema(
 PNG_RECORD = Schema(
     "date-diffusion record in the PNG",
     "the image's metadata was changed by another program; its settings cannot be shown",
-    optional={"prompt": "text", "trace": "object", "panels": "list", "seed": "int", "steps": "int"},
-)
+    optional={"prompt": "text", "trace": "object", "panels": "list", "seed": "int", "steps": "int",
+              "guidance_scale": "number", "height": "int", "width": "int", "num_frames": "int"},
+    bounds={"seed": (0, MAX_SEED), "steps": (1, MAX_STEPS), "guidance_scale": (0, MAX_GUIDANCE),
+            "height": (1, Size.high), "width": (1, Size.high), "num_frames": (1, 10**4)},
+)  # fmt: skip
 _CHANGED = "the record was changed by another program"
 TRACE = schema_of(Trace, "trace", _CHANGED)
 UPDATE = schema_of(UpdateRecord, "update of a trace", _CHANGED,

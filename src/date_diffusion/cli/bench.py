@@ -138,7 +138,9 @@ def _add_bench_suite_arguments(p):
         default=None,
         help=f"editing: steps not regenerated (default {round(100 * SKIP_FRACTION)}%% of --steps)",
     )
-    p.add_argument("--cfg-src", type=float, default=CFG_SRC, help="editing: guidance of the inversion")
+    p.add_argument(
+        "--cfg-src", type=float, default=None, help=f"editing: guidance of the inversion (default {CFG_SRC:g})"
+    )
     p.add_argument("--captions", default=None, help="coco: CSV with a caption column, or a text file")
     p.add_argument(
         "--prompts-file",
@@ -299,7 +301,7 @@ class BenchOptions:
     preset: str | None
     suite: str | None
     edit_skip: int | None
-    cfg_src: float
+    cfg_src: float | None
     captions: str | None
     prompts_file: str | None
     methods: str
@@ -558,10 +560,12 @@ def _prepare(opts: BenchOptions, model: str):
         methods = parse_methods(opts.methods, model)
     except ValueError as err:
         raise CLIError(f"--methods {quoted(opts.methods)}: {err}") from err
+    _check_suite_reads(opts)
     try:
         items = load_suite(opts.suite, opts.captions or opts.prompts_file, opts.limit, _listed(opts.categories))
     except (ValueError, FileNotFoundError) as err:
         raise CLIError(str(err)) from err
+    _note_suite_counts(opts, items)
     bad = [m.label for m in methods if not m.applies_to(opts.suite)]
     if bad:
         raise CLIError(
@@ -587,12 +591,51 @@ def _prepare(opts: BenchOptions, model: str):
             fid_real=opts.fid_real,
             inception_weights=opts.inception_weights,
             edit_skip=opts.edit_skip,
-            cfg_src=opts.cfg_src,
+            cfg_src=opts.cfg_src if opts.cfg_src is not None else CFG_SRC,
             methods={m.label: m.record() for m in methods},
         ),
         methods,
         items,
     )
+
+
+FILE_SUITES = ("coco", "prompts", "edit")  # the suites whose prompts come from --captions / --prompts-file
+
+
+def _check_suite_reads(opts) -> None:
+    """Options the suite does not read are refused, never recorded in run.json as if they acted: a prompts file for
+    a suite with its own prompts, the editing options for a suite that samples, both prompt files at once."""
+    from date_diffusion.evaluation.suite_words import is_editing_suite
+
+    unread = []
+    if opts.suite not in FILE_SUITES:
+        unread += [f for f, v in (("--captions", opts.captions), ("--prompts-file", opts.prompts_file)) if v]
+    if not is_editing_suite(opts.suite):
+        unread += [f for f, v in (("--edit-skip", opts.edit_skip), ("--cfg-src", opts.cfg_src)) if v is not None]
+    if unread:
+        raise CLIError(f"suite {quoted(opts.suite)} does not read {', '.join(unread)} (a prompts file: the suites "
+                       f"{', '.join(FILE_SUITES)}; the editing options: the editing suites): leave "
+                       f"{'it' if len(unread) == 1 else 'them'} out")  # fmt: skip
+    if opts.captions and opts.prompts_file:
+        raise CLIError("--captions and --prompts-file both name the suite's prompts file: give one")
+
+
+def _note_suite_counts(opts, items) -> None:
+    """What a suite's prompts file and --limit make of the run, said where it is not what was asked for: a prompt
+    listed more than once (each is its own item, as the benchmark counts it: their images are the same), a --limit
+    above the prompts there are."""
+    seen, again = {}, []
+    for it in items:
+        if it.prompt in seen:
+            again.append(f"{it.index + 1} is {seen[it.prompt] + 1}")
+        seen.setdefault(it.prompt, it.index)
+    if again:
+        print(f"date-diffusion bench: note: the prompts file lists a prompt more than once (prompt "
+              f"{', '.join(again[:3])}{', ...' if len(again) > 3 else ''}, counting from 1): each is its own item of "
+              "the suite, with the same images", file=sys.stderr)  # fmt: skip
+    if opts.limit and opts.limit > len(items):
+        print(f"date-diffusion bench: note: --limit {opts.limit} is more than the suite's {len(items)} prompts: all "
+              "of them run", file=sys.stderr)  # fmt: skip
 
 
 def _listed(values: tuple | None) -> list | None:

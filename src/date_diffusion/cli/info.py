@@ -4,6 +4,7 @@ WebP's XMP packet); for a grid, one block per panel (what its header says)."""
 from __future__ import annotations
 
 import json
+import sys
 
 # imports inside `run`: see cli/__init__.py
 
@@ -37,7 +38,7 @@ def add_parser(sub):
 def run(args) -> int:
     from date_diffusion.cli.common import CLIError
     from date_diffusion.core.text import printable
-    from date_diffusion.outputs import read_png_metadata
+    from date_diffusion.outputs import parameters_text, read_png_metadata
 
     for path in args.images:
         try:
@@ -49,12 +50,16 @@ def run(args) -> int:
         print(f"== {printable(str(path))}")
         if args.json and meta["record"] is not None:
             print(json.dumps(meta["record"], indent=1))  # JSON escapes every control character
+        elif meta["record"] is not None:  # the settings as the checked record states them, never another text
+            shown = parameters_text(meta["record"])
+            if meta["parameters"] is not None and meta["parameters"] != shown:
+                print(f"date-diffusion info: note: {printable(str(path))}: its `parameters` text is not what its "
+                      "date-diffusion record says (another program changed it); shown from the record",
+                      file=sys.stderr)  # fmt: skip
+            print(printable(shown, lines=True))
         else:  # another tool's `parameters` text is shown with its line breaks, any other control escaped
-            print(
-                printable(meta["parameters"], lines=True)
-                if meta["parameters"]
-                else json.dumps(meta["record"], indent=1)
-            )
+            print(printable(meta["parameters"], lines=True))
+        if not args.json or meta["record"] is None:
             for line in summary(meta["record"] or {}):
                 print(printable(line))
     return 0

@@ -93,6 +93,9 @@ class _Parser(argparse.ArgumentParser):
         """argparse's own messages quote a bad value whole (`invalid int value: '999...'`): each long quoted value
         is shown as `core.text.quoted` shows it, so the message stays one readable line."""
         message = re.sub(r"'((?:[^'\\]|\\.){81,})'", lambda m: quoted(m.group(1)), message)
+        if m := re.fullmatch(r"argument (\S+?)(?:/\S+)?: expected one argument", message):
+            flag = m.group(1)  # its value is missing, or starts with '-' (argparse reads that as an option)
+            message += f" (a value that starts with '-' is given as {flag}=VALUE)"
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
 
 
@@ -193,19 +196,23 @@ class _Routing:
 @contextmanager
 def notes(debug: bool):
     """While a command runs, the libraries' warnings (`warnings.warn` and log records) are one note each, those
-    `quiet.REMARKS` none; with --debug they print as the libraries print them."""
-    if debug:
-        yield
-        return
-    handler, routing, root = _NoteHandler(), _Routing(), logging.getLogger()
-    root.addHandler(handler)
-    try:
-        with warnings.catch_warnings():
+    `quiet.REMARKS` none; with --debug they print as the libraries print them. A finished image that is not finite
+    (`NonFiniteOutputWarning`) is an error: no command writes it."""
+    from date_diffusion.core.finite import NonFiniteOutputWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NonFiniteOutputWarning)
+        if debug:
+            yield
+            return
+        handler, routing, root = _NoteHandler(), _Routing(), logging.getLogger()
+        root.addHandler(handler)
+        try:
             warnings.showwarning = _show_warning
             yield
-    finally:
-        root.removeHandler(handler)
-        routing.restore()
+        finally:
+            root.removeHandler(handler)
+            routing.restore()
 
 
 SIGTERM_GRACE = 5.0  # seconds a command has to end after SIGTERM before the process ends without it

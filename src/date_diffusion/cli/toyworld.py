@@ -104,7 +104,8 @@ def _add_export_parser(tsub):
 def run_train(args) -> int:
     import torch
 
-    from date_diffusion.cli.common import resolve_device
+    from date_diffusion.cli.common import CLIError, resolve_device
+    from date_diffusion.schemas import SchemaError
     from date_diffusion.toyworld.training.config import TrainConfig
     from date_diffusion.toyworld.training.recipe import train_all
 
@@ -112,7 +113,10 @@ def run_train(args) -> int:
     device = resolve_device(args.device)
     cfg = (TrainConfig.smoke if args.smoke else TrainConfig)(out=args.out, seed=args.seed, device=device)
     cfg.unet_stop_at = args.unet_stop_at
-    timings = train_all(cfg)
+    try:
+        timings = train_all(cfg)
+    except SchemaError as err:  # a folder trained with other settings, a damaged checkpoint: named, nothing trained
+        raise CLIError(str(err)) from err
     print(json.dumps(timings, indent=1))
     return 0
 

@@ -3,19 +3,21 @@ then decoding and the output object with a record per image."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from diffusers.utils import BaseOutput
 
+from date_diffusion.core.finite import NonFiniteOutputWarning, nonfinite_rows
 from date_diffusion.core.trace import moved
 from date_diffusion.pipelines.conditioning import PackedConditioning
 from date_diffusion.pipelines.embeddings import replay_schedule, save_run
 from date_diffusion.pipelines.options import DATEOptions
 from date_diffusion.pipelines.reward_path import RewardPath
 from date_diffusion.pipelines.run_setup import prepared
-from date_diffusion.sampling.date_step import DATEUpdate, Replay, SampleResult, TraceRecorder, update_steps
+from date_diffusion.sampling.date_step import MODEL_FIX, DATEUpdate, Replay, SampleResult, TraceRecorder, update_steps
 from date_diffusion.sampling.guidance import UniversalGuidance
 from date_diffusion.sampling.hooks import Progress
 from date_diffusion.sampling.loop import GuidedDenoiser, Hooks, StepState, sample, scheduler_step_starts
@@ -151,7 +153,13 @@ def output_image(pipe, adapter, request, latents, dtype, device):
     for `output_type="latent"`."""
     if request.output_type == "latent":
         return adapter.latent_output(request, latents), None
-    image, nsfw = adapter.finish(request, adapter.decode(request, latents), dtype, device)
+    decoded = adapter.decode(request, latents)
+    bad = nonfinite_rows(decoded)
+    if bad:  # stock turns NaN into black pixels without a word: a warning, which the command line makes an error
+        warnings.warn(NonFiniteOutputWarning(
+            f"the decoded images {bad} of the batch hold values that are not finite (NaN or infinity): their pixels "
+            f"mean nothing; {MODEL_FIX}"), stacklevel=3)  # fmt: skip
+    image, nsfw = adapter.finish(request, decoded, dtype, device)
     return adapter.postprocess(request, image, nsfw), nsfw
 
 

@@ -315,8 +315,38 @@ def _sum(spec: str, known: dict) -> Sum:
                 f"bad weight in reward {quoted(term)}: a finite number up to {MAX_WEIGHT:g} in size, got {w}"
             )
         weighted.append((w, _term((rest if star else term).strip(), known)))
-    _once([node for _, node in weighted], terms, str(spec), "give it once, with the sum of the weights")
+    names = [(rest if "*" in t.split("(")[0] else t).strip() for t in terms for _, _, rest in [t.partition("*")]]
+    _once([node for _, node in weighted], names, str(spec), "give it once, with the sum of the weights")
+    scored = [leaf for _, node in weighted for leaf in _scored(node)]
+    for k, leaf in enumerate(scored):  # through a mean too: `mean(a;b)+a` runs `a` twice for 1.5*a + 0.5*b
+        if leaf in scored[:k]:
+            raise RewardSpecError(
+                f"reward {quoted(_as_written(leaf))} is scored twice in {quoted(str(spec))} "
+                "(in a mean and beside it): give it once, weighted (1.5*a+0.5*b for mean(a;b)+a)"
+            )
     return Sum(tuple(weighted))
+
+
+def _scored(node):
+    """The rewards a spec's node runs, through sums and means (a wrapper, `augK` or `subjects`, scores otherwise
+    than its reward alone: it is one of them)."""
+    if isinstance(node, Sum):
+        for _, term in node.terms:
+            yield from _scored(term)
+    elif isinstance(node, Mean):
+        for part in node.parts:
+            yield from _scored(part)
+    else:
+        yield node
+
+
+def _as_written(node) -> str:
+    """A node as a spec writes it (for messages)."""
+    if isinstance(node, Named):
+        return node.name + (f":{node.source}" if node.source else "")
+    if isinstance(node, Augmented):
+        return f"aug{node.views}(...)"
+    return "subjects(...)" if isinstance(node, Subjects) else "mean(...)"
 
 
 def _once(nodes, texts, spec: str, fix: str) -> None:

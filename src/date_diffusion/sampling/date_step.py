@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from date_diffusion.core.config import DATEConfig
+from date_diffusion.core.finite import nonfinite_rows
 from date_diffusion.core.prediction import check_scheduler, preconditioning, prediction_type_of, scale_input
 from date_diffusion.core.trace import Trace, UpdateRecord
 from date_diffusion.core.update import date_update
@@ -69,14 +70,17 @@ class NonFiniteError(ValueError):
     nothing); a zero or non-finite gradient is not this error, its update is skipped and recorded instead."""
 
 
-def _guard(values: torch.Tensor, what: str, step: int) -> None:
+REWARD_FIX = "check the reward (its weights and model) and the DATE settings"
+MODEL_FIX = "check the model (its weights and configs; float16 can overflow in a VAE: try --dtype float32)"
+
+
+def _guard(values: torch.Tensor, what: str, step: int, fix: str = REWARD_FIX) -> None:
     """The runtime guard of an update step: NaN or infinite `values` stop the run, naming the step and the images."""
-    bad = (~torch.isfinite(values.flatten(1) if values.dim() > 1 else values)).reshape(values.shape[0], -1).any(1)
-    if bad.any():
-        images = bad.nonzero().flatten().tolist()
+    images = nonfinite_rows(values)
+    if images:
         raise NonFiniteError(
             f"the {what} is not finite at update step {step} (images {images} of the batch): DATE stops rather than "
-            "record a result that means nothing; check the reward (its weights and model) and the DATE settings"
+            f"record a result that means nothing; {fix}"
         )
 
 
@@ -131,7 +135,10 @@ class DATEUpdate(OutputHook):
 
     def _scores(self, state, x_in, uncond_out, embeds):
         out = self.model.guide(state, x_in, uncond_out, embeds)  # what the scheduler takes, as a function of embeds
-        return self.reward(self.decode(self.model.x0(state, x_in, out, self.date.reward_target)))
+        images = self.decode(self.model.x0(state, x_in, out, self.date.reward_target))
+        # the model's, not the reward's: an estimate that is not finite is named before the reward scores it
+        _guard(images.detach(), "decoded clean-image estimate", self.step_at[state.index], MODEL_FIX)
+        return self.reward(images)
 
     def _gradient_step(self, state: StepState, x_in, uncond_out, records: list[UpdateRecord], first: bool) -> None:
         """One gradient step of an update: the reward's gradient (or, ablation, a random direction), then the rule."""

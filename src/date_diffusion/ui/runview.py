@@ -2,34 +2,25 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 PLOT_LIMIT = 1 << 28  # bytes: a plot the report draws is far smaller
 
 
-def view_files(run_dir) -> tuple[str | None, list[str]]:
-    """(the text of results.md or None, the plot files): the files the run view reads besides the records, each a
-    regular file (`schemas.not_a_file`: a FIFO would hang the page, a folder named `x.png` fail it), ValueError
-    naming the first that is not. Needs no torch (`ui --run` checks it before any work)."""
-    from date_diffusion.schemas import not_a_file, read_small_text
+def view_files(run_dir) -> list[str]:
+    """The plot files of a run (what the run view reads besides the records), each a regular file
+    (`schemas.not_a_file`: a FIFO would hang the page, a folder named `x.png` fail it), ValueError naming the first
+    that is not. Needs no torch (`ui --run` checks it before any work)."""
+    from date_diffusion.schemas import not_a_file
 
     run_dir = Path(run_dir)
-    results = run_dir / "results.md"
-    text = None
-    if os.path.lexists(results):
-        try:
-            text = read_small_text(results)
-        except (OSError, UnicodeDecodeError) as err:
-            raise ValueError(f"{results} is not a readable results table ({err}); run `date-diffusion report "
-                             f"{run_dir}` to write it again") from err  # fmt: skip
     plots = sorted(str(p) for p in run_dir.glob("*.png"))
     for plot in plots:
         why = not_a_file(plot, PLOT_LIMIT)
         if why:
             raise ValueError(f"{plot} is {why}, not a plot of the run; remove it, or run `date-diffusion report "
                              f"{run_dir}` to draw the plots again")  # fmt: skip
-    return text, plots
+    return plots
 
 
 def load_run(run_dir) -> dict:
@@ -40,15 +31,27 @@ def load_run(run_dir) -> dict:
     from date_diffusion.bench.runner import trusted_records
 
     settings, methods, records = trusted_records(run_dir)  # UntrustedRun (a ValueError): what it cannot trust
-    text, plots = view_files(run_dir)
+    plots = view_files(run_dir)
     return {
         "dir": run_dir,
         "settings": settings,
-        "markdown": text if text is not None else "(no results.md yet: run `date-diffusion report`)",
+        "markdown": records_markdown(settings, records),
         "plots": plots,
         "methods": methods,
         "records": records,
     }
+
+
+def records_markdown(settings: dict, records: dict) -> str:
+    """The results tables as `report` writes them, computed here from the verified records (never results.md, which
+    may be older than the images or edited); FID, which needs the images' features, is `report`'s alone."""
+    from date_diffusion.bench.report import markdown, summarize
+
+    if not any(records.values()):
+        return "(no images yet: `date-diffusion bench` makes them)"
+    baseline = "fixed" if "fixed" in records else None
+    text = markdown(summarize(records, baseline), baseline, settings)
+    return text + "\nComputed from the run's verified images; FID-CLIP: run `date-diffusion report` (results.md).\n"
 
 
 def categories(run: dict) -> list[str]:

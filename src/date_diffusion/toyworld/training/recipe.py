@@ -7,19 +7,49 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from date_diffusion.schemas import TRAIN_CHECKPOINT, TRAIN_CONFIG, SchemaError, read_json
 from date_diffusion.toyworld.training.assemble import assemble
 from date_diffusion.toyworld.training.clip import train_clip
 from date_diffusion.toyworld.training.config import TrainConfig
 from date_diffusion.toyworld.training.latents import encode_latents, latent_scaling
+from date_diffusion.toyworld.training.runner import stage_dir
 from date_diffusion.toyworld.training.tiny_decoder import train_tiny_decoder
 from date_diffusion.toyworld.training.unet import train_unet
 from date_diffusion.toyworld.training.vae import finetune_vae_decoder, train_vae
 
+# settings a resume may change: where the folder is, the device, how often checkpoints are written, and the UNet's
+# early stop (while the UNet has not trained past it)
+RESUMABLE = ("out", "device", "checkpoint_every", "unet_stop_at")
+
+
+def check_same_run(cfg: TrainConfig, settings: dict) -> None:
+    """A folder trained before (its `work/config.json`) is resumed only with the settings it was trained with:
+    another seed or step count would finish the run at once, or mix two runs, under the new settings' name.
+    `SchemaError` naming the file and each setting that differs."""
+    path = cfg.out / "work" / "config.json"
+    if not path.exists():
+        return
+    old = read_json(path, TRAIN_CONFIG)
+    differ = [f"{k} {json.dumps(old.get(k))} (now {json.dumps(v)})" for k, v in settings.items()
+              if k not in RESUMABLE and old.get(k) != v]  # fmt: skip
+    if differ:
+        raise SchemaError(f"{path}: this folder was trained with other settings: {'; '.join(differ)}; "
+                          f"{TRAIN_CONFIG.fix}")  # fmt: skip
+    stop = settings["unet_stop_at"]
+    trained = stage_dir(cfg, "unet") / "checkpoint.json"
+    if stop is not None and trained.exists() and stop != old.get("unet_stop_at"):
+        step = read_json(trained, TRAIN_CHECKPOINT)["step"]
+        if step > stop:
+            raise SchemaError(f"{path}: the UNet has trained {step} steps, past --unet-stop-at {stop}; give "
+                              f"--unet-stop-at {step} or more (or none), or another --out")  # fmt: skip
+
 
 def train_all(cfg: TrainConfig):
     cfg.out = Path(cfg.out)
+    settings = json.loads(json.dumps({**asdict(cfg), "out": str(cfg.out)}))  # as the file holds them
+    check_same_run(cfg, settings)
     (cfg.out / "work").mkdir(parents=True, exist_ok=True)
-    (cfg.out / "work" / "config.json").write_text(json.dumps({**asdict(cfg), "out": str(cfg.out)}, indent=1))
+    (cfg.out / "work" / "config.json").write_text(json.dumps(settings, indent=1))
     t0 = time.time()
     timings = {}
     from transformers import CLIPTokenizer

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from date_diffusion.schemas import TRAIN_CHECKPOINT, SchemaError, read_json
 from date_diffusion.toyworld.training.config import TrainConfig
 
 
@@ -114,18 +115,31 @@ class Stage:
         self.start = self._resume()
 
     def _resume(self) -> int:
-        """Load the latest checkpoint, if any; returns the step to start from."""
+        """Load the latest checkpoint, if any; returns the step to start from. A checkpoint that cannot be resumed
+        from (damaged, edited, of another stage length) is a `SchemaError` naming checkpoint.json, nothing trained."""
         _settle_checkpoint(self.dir)
         ckpt = self.dir / "checkpoint.json"
         if not ckpt.exists():
             return 0
-        meta = json.loads(ckpt.read_text())
-        self.model.load_state_dict(load_file(self.dir / "model.safetensors"))
-        self.opt.load_state_dict(_unflatten_optimizer(load_file(self.dir / "optimizer.safetensors"), meta["opt"]))
-        self.sched.load_state_dict(meta["sched"])
-        if self.ema is not None:
-            self.ema.shadow_params = load_ema_shadow(self.dir)
-            self.ema.optimization_step = meta["ema_step"]
+        meta = read_json(ckpt, TRAIN_CHECKPOINT)
+        fix = TRAIN_CHECKPOINT.fix
+        if meta["step"] > self.steps:
+            raise SchemaError(f"{ckpt}: its step {meta['step']} lies past the stage's {self.steps} steps; {fix}")
+        if meta["sched"].get("last_epoch") != meta["step"]:
+            raise SchemaError(f"{ckpt}: its step {meta['step']} is not its learning-rate schedule's "
+                              f"({meta['sched'].get('last_epoch')!r}); {fix}")  # fmt: skip
+        if self.ema is not None and "ema_step" not in meta:
+            raise SchemaError(f"{ckpt}: field 'ema_step' is missing; {fix}")
+        try:
+            self.model.load_state_dict(load_file(self.dir / "model.safetensors"))
+            self.opt.load_state_dict(_unflatten_optimizer(load_file(self.dir / "optimizer.safetensors"), meta["opt"]))
+            self.sched.load_state_dict(meta["sched"])
+            if self.ema is not None:
+                self.ema.shadow_params = load_ema_shadow(self.dir)
+                self.ema.optimization_step = meta["ema_step"]
+        except (OSError, KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+            raise SchemaError(f"{self.dir}: its checkpoint does not load into the stage's model and optimizer "
+                              f"({type(err).__name__}: {err}); {fix}") from err  # fmt: skip
         _truncate_log(self.dir / "log.jsonl", meta["step"])
         return meta["step"]
 
