@@ -1301,8 +1301,10 @@ def test_a_number_beyond_a_floats_range_is_refused_not_read_as_infinity_or_zero(
             "argument --strength: number '1e-400' is too small for a 64-bit float",
         ),
         (["generate", "a red circle", "--rho", "1_0"], "--rho must be a finite number"),
-        (["generate", "a red circle", "--reward", "-0.5*toy-clip"], "argument --reward: expected one argument (a "
-         "value that starts with '-' is given as --reward=VALUE)"),
+        (
+            ["generate", "a red circle", "--reward", "-0.5*toy-clip"],
+            "argument --reward: expected one argument (a value that starts with '-' is given as --reward=VALUE)",
+        ),
         (["generate", "a red circle", "--guidance", "1e308"], "<= 100, got '1e308'"),
         (["generate", "a red circle", "--rho", "1E5"], "--rho must be a finite number >= 0 and <= 100, got '1E5'"),
         (["generate", "a red circle", "--steps", "0001001"], "from 1 to 1000, got '0001001'"),
