@@ -54,6 +54,21 @@ def refused(capsys, argv, *names):
     return err
 
 
+def test_an_image_of_another_format_under_its_png_name_is_named(run, capsys):
+    """The same pixels saved as a lossless WebP under the PNG's name: the fingerprint of the pixels matches, but the
+    file is no PNG (an export would hand a WebP on as .png): named by bench, report and the export alike."""
+    from PIL import Image
+
+    png = record_path(run).with_suffix(".png")
+    with Image.open(png) as image:
+        image.load()
+        image.save(png, format="WEBP", lossless=True)
+    for argv in (["report", str(run)], [*BENCH, "--out", str(run)]):
+        err = refused(capsys, argv, png)
+        assert "is not a PNG file" in err
+    refused(capsys, ["report", str(run), "--export", "t2i-compbench", str(run.parent / "exp")], png)
+
+
 def test_report_refuses_a_record_edited_by_hand(run, capsys):
     """`report` and `report --export` verify the fingerprints a resume checks."""
     edit(record_path(run), exact=7.0)

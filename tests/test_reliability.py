@@ -43,7 +43,7 @@ def gen_argv(model_dir, clip_dir, out, *extra):
         (["--seed", "-1"], "--seed must be in [0, 2**63)"),
         (["--seed", str(2**64)], "--seed must be in [0, 2**63)"),
         (["--height", "30"], "--height must be a positive multiple of 8"),
-        (["--steps", "1001"], "--steps must be an integer from 1 to 1000, got 1001"),
+        (["--steps", "1001"], "--steps must be an integer from 1 to 1000, got '1001'"),
         (["--steps", "1000"], "--steps 1000 is more than DDIMScheduler can take"),
         (["--width", "0"], "--width must be a positive multiple of 8"),
         (["--guidance", "nan"], "--guidance must be a finite number"),
@@ -52,7 +52,7 @@ def gen_argv(model_dir, clip_dir, out, *extra):
         (["--rho-relative", "-0.1"], "--rho-relative must be a finite number >= 0"),
         (["--rho", "0.1", "--rho-relative", "0.1"], "give only one of --rho and --rho-relative"),
         (["--prior-weight", "nan"], "--prior-weight must be a finite number"),
-        (["--batch-size", "0"], "--batch-size must be an integer from 1 to 1024, got 0"),
+        (["--batch-size", "0"], "--batch-size must be an integer from 1 to 1024, got '0'"),
         (["--images-per-prompt", "0"], "--images-per-prompt must be an integer from 1"),
         (["--images-per-prompt", "1000000000"], "--images-per-prompt must be an integer from 1 to 100000"),
         (["--reward-resolution", str(10**30)], "--reward-resolution must be a positive multiple of 8 up to 4096"),
@@ -144,7 +144,7 @@ def test_two_processes_writing_one_folder_lose_nothing(tmp_path):
     assert info.returncode == 0 and "a red circle" in info.stdout and info.stdout.endswith("\n")
     bad = subprocess.run(overridden(cmd, ["--steps", "0"]), env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        "date-diffusion generate: error: --steps must be an integer from 1 to 1000, got 0"
+        "date-diffusion generate: error: --steps must be an integer from 1 to 1000, got '0'"
     ]
 
 
@@ -380,7 +380,7 @@ def _bench(out, *extra):
     "extra, message",
     [
         (["--methods", "ug:scale=1,every=0"], "every in 'ug:scale=1,every=0' must be an integer from 1"),
-        (["--steps", "0"], "--steps must be an integer from 1 to 1000, got 0"),
+        (["--steps", "0"], "--steps must be an integer from 1 to 1000, got '0'"),
         (["--methods", "date:steps=99"], "method 'date:steps=99' with 2 steps: update_steps [99] are outside"),
         (["--seed-base", str(2**64)], "--seed-base must be in [0, 2**63)"),
         (["--seed-base", str(2**63 - 1), "--seeds", "2"], "--seed-base + --seeds - 1"),
@@ -389,8 +389,8 @@ def _bench(out, *extra):
         (["--methods", "date:decoder=missing-decoder"], "'missing-decoder' is not a decoder folder"),
         (["--fid-real", "missing-folder"], "--fid-real 'missing-folder': no such readable folder"),
         (["--inception-weights", __file__], "--inception-weights needs torch-fidelity"),
-        (["--threads", "-1"], "--threads must be an integer from 1 to 1024, got -1"),
-        (["--edit-skip", "2"], "--edit-skip must be in [0, 1]"),
+        (["--threads", "-1"], "--threads must be an integer from 1 to 1024, got '-1'"),
+        (["--suite", "edit-toy", "--edit-skip", "2"], "--edit-skip must be in [0, 1]"),
         (["--scheduler", "fast"], "unknown --scheduler 'fast'"),
     ],
 )
@@ -742,6 +742,16 @@ def test_the_environment_changes_no_argument_and_no_exit_code(tmp_path):
     bad = _cli(["generate", os.fsdecode(b"bad \xff byte"), "--out", str(tmp_path / "b")], tmp_path, env=c_locale,
                capture_output=True, text=True, errors="replace")  # fmt: skip
     assert bad.returncode == 2 and "is not UTF-8 text" in bad.stderr and not (tmp_path / "b").exists()
+    for argv in (["--out", str(tmp_path / "sortie é")], ["--prompts-file", __file__.replace("test_", "tést_")]):
+        named = _cli(
+            ["generate", "a red circle", *argv],
+            tmp_path,
+            env=c_locale,
+            capture_output=True,
+            text=True,
+            errors="replace",
+        )  # fmt: skip  (a name the locale's ASCII file names cannot hold: one usage line)
+        assert named.returncode == 2 and "run it with PYTHONUTF8=1" in named.stderr, named.stderr
 
     closed = _cli(["generate", "a red circle", "--steps", "2", "--out", str(tmp_path / "s")], tmp_path,
                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, pass_fds=(),
@@ -796,6 +806,12 @@ def _edit_json(path, **values):
         (lambda m: _edit_json(m / "unet" / "config.json", norm_num_groups="8"),
          "unet/config.json: its norm_num_groups is text, \"8\", where UNet2DConditionModel takes a number"),
         (lambda m: _edit_json(m / "vae" / "config.json", scaling_factor=True), "its scaling_factor is a truth value"),
+        (lambda m: _edit_json(m / "model_index.json", vae=["diffusers", "AutoencoderTiny"]),
+         "model_index.json: its class for 'vae' is AutoencoderTiny, which StableDiffusionPipeline does not take"),
+        (lambda m: _edit_json(m / "model_index.json", text_encoder=["transformers", "CLIPTextModelWithProjection"]),
+         "its class for 'text_encoder' is CLIPTextModelWithProjection, which StableDiffusionPipeline does not"),
+        (lambda m: _edit_json(m / "model_index.json", scheduler=["diffusers", "FlowMatchEulerDiscreteScheduler"]),
+         "(it takes a scheduler of KarrasDiffusionSchedulers)"),
         (lambda m: _edit_json(m / "vae" / "config.json", scaling_factor=-1e308),
          "vae/config.json: its scaling_factor -1e+308 is not a positive finite number"),
         (lambda m: _edit_json(m / "tokenizer" / "tokenizer_config.json", model_max_length=0),
@@ -911,6 +927,13 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
         (["generate", "a red circle", "a blue square", "a red circle"], "PROMPT 3 'a red circle' is PROMPT 1 again"),
         (["generate", "\uffff\ufdd0\ufffc\uffa0"], "PROMPT is empty (no visible character"),  # noncharacters, ...
         (["generate", "a red circle\U000e0069\U000e0067"], "PROMPT holds the tag character U+E0069 at character 13"),
+        (
+            ["bench", "--suite", "toy", "--methods", " ".join(f"date:rho={k + 1}" for k in range(65))],
+            "65 methods listed: one run compares at most 64",
+        ),
+        (["bench-perf", "--first-command", "--steps", "3", "--batch-size", "2"], "not read --batch-size, --steps"),
+        (["bench-perf", "--tiny-decoder", "/nonexistent"], "--tiny-decoder is read only by the date-approx variant"),
+        (["bench-perf", "--variants", "date-approx", "--tiny-decoder", "/tmp"], "'/tmp' is not a decoder folder"),
         (["bench", "--suite", "toy", "--prompts-file", __file__], "suite 'toy' does not read --prompts-file"),
         (["bench", "--suite", "ane", "--cfg-src", "7", "--edit-skip", "1"], "does not read --edit-skip, --cfg-src"),
         (["bench", "--suite", "coco", "--captions", __file__, "--prompts-file", __file__], "give one"),
@@ -921,6 +944,21 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
 def test_nothing_is_accepted_silently(tmp_path, capsys, argv, message):
     assert main([*argv, "--out", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_an_earlier_audit_or_measurement_is_not_replaced_without_overwrite(tmp_path, capsys):
+    """`toyworld audit --out FILE` and `bench-perf --out DIR` over an earlier result: refused before any work,
+    naming the file and --overwrite, the file untouched."""
+    (tmp_path / "audit.json").write_text("precious")
+    (tmp_path / "perf").mkdir()
+    (tmp_path / "perf" / "perf-toy.json").write_text("precious")
+    audit = ["toyworld", "audit", str(tmp_path), "--out", str(tmp_path / "audit.json")]
+    perf = ["bench-perf", "--out", str(tmp_path / "perf"), "--variants", "fixed"]
+    for argv, taken in ((audit, "audit.json"), (perf, "perf-toy.json")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert taken in err and "--overwrite" in err, err
+    assert (tmp_path / "audit.json").read_text() == "precious" == (tmp_path / "perf" / "perf-toy.json").read_text()
 
 
 def test_a_prompt_listed_twice_and_a_limit_past_the_suite_are_said(tmp_path, capsys):

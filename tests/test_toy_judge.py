@@ -156,3 +156,10 @@ def test_train_judge_smoke_runs_every_stage(tmp_path):
     assert set(report) == {"judge", "judge-na"}
     assert {"final", "x0_step_0"} <= set(report["judge-na"])
     assert ToyJudge.from_pretrained(tmp_path / "judge-na").config.aspects == list(ASPECTS)
+
+
+def test_an_unknown_word_is_named_whole_with_its_accents():
+    """The evaluator names the word the user typed (`circlé`), never a piece of it cut at a letter beyond ASCII."""
+    from date_diffusion.toyworld.evaluator import unknown_words
+
+    assert unknown_words("a red circlé, two Würfel") == ["circlé", "würfel"]

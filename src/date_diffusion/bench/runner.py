@@ -182,6 +182,7 @@ def prompt_record(it) -> dict:
     return {"prompt": it.prompt, "tag": it.category, "spec": it.spec, "source": it.source}
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # the first bytes of every PNG file
 PNG_LIMIT = 1 << 30  # bytes: far above any image a run writes (a 4096 px RGB PNG is under 100 MB)
 # what a killed writer leaves beside a file (`outputs.atomic_path`, `file_group`, `claimed_stem`): never read
 _LEFTOVER_SUFFIXES = (".tmp", ".staged", ".claim")
@@ -225,9 +226,13 @@ def image_state(out: Path, settings: RunSettings, method: Method, it, seed: int)
     if why and not why.startswith("missing"):
         return "untrusted", f"{png} is {why}"
     try:
+        with open(png, "rb") as f:
+            signature = f.read(len(PNG_SIGNATURE))
         pixels = pixels_digest(np.asarray(open_rgb(png)))
     except Exception as err:  # noqa: BLE001 - a PNG that does not open (a full disk): unfinished
         return "unfinished", f"{png} does not open as an image ({type(err).__name__})"
+    if signature != PNG_SIGNATURE:  # another format under the name (same pixels): exports would hand it on
+        return "untrusted", f"{png} is not a PNG file (an image of another format under its name)"
     if "made_with" not in record or "pixels" not in record or "sealed" not in record:
         return "untrusted", f"{where}: its record has no fingerprint (an earlier version made it)"
     if record["sealed"] != sealed(record):

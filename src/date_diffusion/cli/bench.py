@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,6 +272,7 @@ def _add_perf_parser(sub):
     )
     f.add_argument("--tiny-decoder", default=None, help="AutoencoderTiny folder for date-approx (toy: shipped)")
     f.add_argument("--out", default=None, help="folder for perf-<model>.json and .md")
+    f.add_argument("--overwrite", action="store_true", help="replace the files of an earlier measurement in --out")
     f.add_argument(
         "--first-command",
         action="store_true",
@@ -278,6 +280,20 @@ def _add_perf_parser(sub):
         "where the time goes; writes first-command.json and .md",
     )
     f.set_defaults(func=run_bench_perf, validate=validate_perf)
+    f.set_defaults(option_defaults={a.dest: _default_value(f, a) for a in f._actions})  # noqa: SLF001
+
+
+def _default_value(parser, action):
+    """An option's default as the namespace holds it when it is not given (a text default through its type)."""
+    if isinstance(action.default, str) and action.type is not None:
+        return parser._registry_get("type", action.type, action.type)(action.default)  # noqa: SLF001
+    return action.default
+
+
+# what `bench-perf --first-command` times is the README's main command at its own settings: these would do nothing
+FIRST_COMMAND_UNREAD = {"model": "--model", "variants": "--variants", "batch_size": "--batch-size", "steps": "--steps",
+                        "update_every": "--update-every", "device": "--device", "dtype": "--dtype",
+                        "reward": "--reward", "tiny_decoder": "--tiny-decoder"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -367,6 +383,7 @@ class PerfOptions:
     reward: str | None
     tiny_decoder: str | None
     out: str | None
+    overwrite: bool
     first_command: bool
     debug: bool
 
@@ -832,8 +849,15 @@ def run_report(args) -> int:
 
 
 def validate_perf(args) -> PerfOptions:
-    """`check_perf` of the namespace's options: the options."""
+    """`check_perf` of the namespace's options: the options. With `--first-command`, an option it does not read
+    given another value than its default is refused."""
     opts = PerfOptions.from_args(args)  # the one read of the namespace
+    if opts.first_command:
+        defaults = getattr(args, "option_defaults", {})
+        unread = [flag for dest, flag in FIRST_COMMAND_UNREAD.items() if getattr(args, dest) != defaults.get(dest)]
+        if unread:
+            raise CLIError(f"--first-command times the README's main command at its own settings: it does not read "
+                           f"{', '.join(unread)}; leave {'it' if len(unread) == 1 else 'them'} out")  # fmt: skip
     check_perf(opts)
     return opts
 
@@ -844,11 +868,30 @@ def check_perf(opts: PerfOptions) -> None:
     bad = [v for v in opts.variants if v not in VARIANTS]
     if bad:
         raise CLIError(f"unknown --variants {bad}; choose from {', '.join(VARIANTS)}")
+    if opts.out is not None and not opts.overwrite:  # an earlier measurement is never replaced without a word
+        from date_diffusion.perf.bench_perf import FIRST_COMMAND_STEM, results_stem
+
+        stem = FIRST_COMMAND_STEM if opts.first_command else results_stem(opts.model)
+        taken = [name for name in (f"{stem}.json", f"{stem}.md") if os.path.lexists(os.path.join(opts.out, name))]
+        if taken:
+            raise CLIError(f"--out {opts.out!r} holds {taken[0]} of an earlier measurement: give another --out, or "
+                           "--overwrite to replace it")  # fmt: skip
     if opts.first_command:
         return
     from date_diffusion.cli.common import resolve_from_args
 
     model = opts.model
+    if opts.tiny_decoder is not None:
+        from date_diffusion.hub import ModelNotFoundError
+        from date_diffusion.pipelines.loading import check_tiny_decoder
+
+        if "date-approx" not in opts.variants:
+            raise CLIError("--tiny-decoder is read only by the date-approx variant: add it to --variants, or leave "
+                           "the decoder out")  # fmt: skip
+        try:
+            check_tiny_decoder(model, opts.tiny_decoder)
+        except ModelNotFoundError as err:
+            raise CLIError(f"--tiny-decoder: {err}") from err
     if model not in PERF_MODELS:
         resolve_from_args(model, {"reward": opts.reward})  # the folder or hub id, and the reward spec
     elif opts.reward is not None:

@@ -392,6 +392,20 @@ class Each(Kind):
         return [self.kind.value(v, name) for v in items]
 
 
+def check_file_name(value: str, name: str) -> None:
+    """A name this process can hand the operating system: under a locale whose file names are ASCII (LANG=C
+    without Python's UTF-8 mode) a name with another character can be neither opened nor made."""
+    import os
+    import sys
+
+    try:
+        os.fsencode(value)
+    except UnicodeEncodeError as err:
+        raise SettingError(f"{name} {value!r}: file names here are {sys.getfilesystemencoding()} (a C locale without "
+                           f"UTF-8 mode), so Python cannot name a file with {value[err.start]!r}; run it with "
+                           "PYTHONUTF8=1 (or LANG=C.UTF-8)") from None  # fmt: skip
+
+
 class ExistingPath(Kind):
     """A file (`folder=False`) or folder that must exist and be readable."""
 
@@ -403,6 +417,7 @@ class ExistingPath(Kind):
 
         what = "folder" if self.folder else "file"
         Text().check(value, name)
+        check_file_name(value, name)
         path = Path(value)
         if path.is_dir() and not self.folder:
             raise SettingError(f"{name} {value!r} is a folder: give a file")
@@ -427,6 +442,7 @@ class OutputPath(Kind):
         from date_diffusion.outputs import unwritable
 
         Text().check(value, name)
+        check_file_name(value, name)
         at = next((k for k, ch in enumerate(value) if is_control(ch)), None)
         if at is not None:  # a name holding a line break or an escape breaks every line that shows the path
             raise SettingError(f"{name} {value!r} holds the control character U+{ord(value[at]):04X} at character "

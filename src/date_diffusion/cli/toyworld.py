@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -71,6 +72,7 @@ def add_parser(sub):
     )
     a.add_argument("run_dir", help="a `bench` run directory on the toy world")
     a.add_argument("--out", default=None, help="write the full audit (every disagreement) as JSON here")
+    a.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     a.set_defaults(func=run_audit)
 
     _add_export_parser(tsub)
@@ -162,6 +164,8 @@ def run_audit(args) -> int:
     from date_diffusion.toyworld.second_reader import audit
 
     run = Path(args.run_dir)
+    if args.out and os.path.lexists(args.out) and not args.overwrite:  # an earlier audit is never replaced silently
+        raise CLIError(f"--out {args.out!r} exists: give another file, or --overwrite to replace it")
     if not (run / "run.json").exists() and not (run / "run.json").is_symlink():
         raise CLIError(f"{run} is not a bench run (no run.json): give a `bench --suite toy...` run directory")
     try:

@@ -73,8 +73,6 @@ class Kind:
         try:
             return self.check(parsed, name)
         except SettingError as err:
-            if typed == repr(parsed):  # the number reads back as typed (`0`, `1001`)
-                raise
             raise SettingError(str(err).replace(f"got {parsed!r}", f"got {typed!r}")) from None
 
     def format(self, value) -> str:

@@ -42,6 +42,7 @@ from date_diffusion.core.settings import (
     SettingError,
     Size,
     given_twice,
+    listed_twice,
     parse_keys,
     spec_items,
 )
@@ -79,6 +80,7 @@ class CannotRun(ValueError):
     """A method that cannot run, or cannot act, in the run's steps (`Method.check`)."""
 
 
+MAX_METHODS = 64  # methods one bench run compares
 BEST_OF_STRIDE = 100_003  # candidate j of best-of-N for seed s uses seed s + j * stride (j = 0 is `fixed`)
 RUN_KEYS = {"decoder": Text(), "reward": RewardSpec(), "lowres": Size(4096)}
 AE_KEYS = {"res": Integer(1, 1024), "iters": Integer(0, MAX_STEPS), "scale": Real(0.0, 1e4)}
@@ -519,6 +521,8 @@ def parse_methods(text: str, model=None) -> list[Method]:
     pieces = re.split(r"\s*(?<!\bdate)\+\s*|\s+", text.strip(BLANKS))
     if pieces == [""]:
         raise ValueError("no methods given")
+    if len(pieces) > MAX_METHODS:  # each is a column of every table and a pass over the whole suite
+        raise ValueError(f"{len(pieces)} methods listed: one run compares at most {MAX_METHODS}; split them over runs")
     if "" in pieces:
         raise ValueError("a '+' with no method on one side: '+' stands between two methods; a number is written "
                          "without a '+' sign (rho=1, not rho=+1)")  # fmt: skip
@@ -534,14 +538,13 @@ def parse_methods(text: str, model=None) -> list[Method]:
                              f"without a '+' sign); {err}") from None  # fmt: skip
     labels = [m.label for m in methods]
     if len(set(labels)) != len(labels):
-        raise ValueError(f"a method is listed twice: {labels}")
-    records = [json.dumps(m.record(), sort_keys=True) for m in methods]
-    twice = [(a.label, b.label) for i, a in enumerate(methods) for b in methods[i + 1 :]
-             if records[methods.index(a)] == records[methods.index(b)]]  # fmt: skip
-    if twice:
-        raise ValueError(
-            f"{twice[0][0]!r} and {twice[0][1]!r} are the same method with the same settings: list it once"
-        )
+        raise ValueError(f"a method is listed twice: {listed_twice(labels)}")
+    first: dict[str, str] = {}  # a method's settings -> the label that gave them first
+    for m in methods:
+        key = json.dumps(m.record(), sort_keys=True)
+        if key in first:
+            raise ValueError(f"{first[key]!r} and {m.label!r} are the same method with the same settings: list it once")
+        first[key] = m.label
     return methods
 
 

@@ -97,6 +97,14 @@ def spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+FIRST_COMMAND_STEM = "first-command"  # the files `bench-perf --first-command` writes (.json, .md)
+
+
+def results_stem(model: str) -> str:
+    """The name (without suffix) of the files `bench_perf` writes for `model` under its `out` folder."""
+    return "perf-" + model.replace("/", "_")
+
+
 def write_results(out: Path, stem: str, data: dict, text: str) -> None:
     """`out/stem.json` (the data) and `out/stem.md` (its table), each written atomically."""
     from date_diffusion.outputs import atomic_write
@@ -219,6 +227,5 @@ def _report(runs, variants, memory_key, batches, header, out) -> dict:
     summary = summarize(runs, variants, memory_key, batches)
     text = table(summary, header, memory_key)
     if out is not None:
-        stem = "perf-" + header["model"].replace("/", "_")
-        write_results(out, stem, {"header": header, "summary": summary, "runs": runs}, text)
+        write_results(out, results_stem(header["model"]), {"header": header, "summary": summary, "runs": runs}, text)
     return {"header": header, "summary": summary, "runs": runs, "markdown": text}

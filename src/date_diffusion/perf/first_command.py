@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from date_diffusion.perf.bench_perf import machine, spread, worker_failed, write_results
+from date_diffusion.perf.bench_perf import FIRST_COMMAND_STEM, machine, spread, worker_failed, write_results
 
 COMMAND = ("generate", "a red circle to the left of a blue square", "--compare")
 
@@ -46,7 +46,7 @@ def first_command(repeats: int = 5, threads: int = 1, out: Path | None = None) -
     header.update(threads=threads, repeats=repeats, machine=machine())
     text = _table(summary, header)
     if out is not None:
-        write_results(out, "first-command", {"header": header, "summary": summary, "runs": runs}, text)
+        write_results(out, FIRST_COMMAND_STEM, {"header": header, "summary": summary, "runs": runs}, text)
     return {"header": header, "summary": summary, "runs": runs, "markdown": text}
 
 

@@ -204,8 +204,10 @@ def component_errors(model):
     if local.is_dir() and (local / "model_index.json").is_file():
         from date_diffusion.pipelines import model_index
 
-        for name, entry in model_index(local).items():
+        index = model_index(local)
+        for name, entry in index.items():
             if not name.startswith("_") and isinstance(entry, list) and len(entry) == 2 and None not in entry:
+                _check_component_class(local, index.get("_class_name"), name, entry)
                 check_component(local, name, entry[0], entry[1])
                 checked.add((local.resolve(), name))
     token = _ATTRIBUTING.set(frozenset(checked))
@@ -213,6 +215,42 @@ def component_errors(model):
         yield
     finally:
         _ATTRIBUTING.reset(token)
+
+
+def _check_component_class(folder: Path, pipeline: str | None, name: str, entry: list) -> None:
+    """The class `model_index.json` names for component `name` is one its pipeline takes there (its `__init__`'s
+    annotation, as diffusers reads it: a subclass, or a scheduler of the family's kinds); else `ComponentError`
+    naming model_index.json, the component and both classes, before any weight loads. A class the check cannot
+    resolve is left to diffusers (which names it)."""
+    import enum
+    import importlib
+
+    import diffusers
+
+    library, class_name = entry
+    owner = getattr(diffusers, str(pipeline), None)
+    try:
+        cls = getattr(importlib.import_module(str(library)), str(class_name), None)
+        expected = owner._get_signature_types().get(name) if hasattr(owner, "_get_signature_types") else None
+    except Exception:  # a library that is not installed, a class the library lacks: diffusers says so
+        return
+    if not isinstance(cls, type) or not expected:
+        return
+    fits = []
+    for kind in expected:
+        if kind is inspect.Signature.empty or not isinstance(kind, type):
+            return  # unannotated, or a typing construct: nothing to compare with
+        if issubclass(kind, enum.Enum):  # the scheduler kinds a pipeline takes (`KarrasDiffusionSchedulers`)
+            if cls.__name__ in kind.__members__:
+                return
+            fits.append(f"a scheduler of {kind.__name__}")
+        elif kind is not type(None):
+            if issubclass(cls, kind):
+                return
+            fits.append(kind.__name__)
+    if fits:
+        raise ComponentError(f"{folder / 'model_index.json'}: its class for {name!r} is {class_name}, which "
+                             f"{pipeline} does not take there (it takes {' or '.join(fits)}); {_FIX}")  # fmt: skip
 
 
 def detect_family(path) -> str:

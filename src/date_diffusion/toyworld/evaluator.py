@@ -137,7 +137,7 @@ class CaptionError(ValueError):
 
 def unknown_words(text: str) -> list[str]:
     """The words of `text` the toy world does not know (each once, in order)."""
-    return [w for w in dict.fromkeys(re.findall(r"[a-z]+", text.lower())) if w not in _KNOWN]
+    return [w for w in dict.fromkeys(re.findall(r"[^\W\d_]+", text.lower())) if w not in _KNOWN]  # whole words
 
 
 def parse_caption(text: str) -> PromptSpec:
