@@ -218,14 +218,17 @@ def component_errors(model):
 
 
 def _check_component_class(folder: Path, pipeline: str | None, name: str, entry: list) -> None:
-    """The class `model_index.json` names for component `name` is one its pipeline takes there (its `__init__`'s
-    annotation, as diffusers reads it: a subclass, or a scheduler of the family's kinds); else `ComponentError`
-    naming model_index.json, the component and both classes, before any weight loads. A class the check cannot
-    resolve is left to diffusers (which names it)."""
+    """The class `model_index.json` names for a model component (a torch module: denoiser, VAE, text encoder) is
+    one its pipeline takes there (a subclass of its `__init__`'s annotation, as diffusers reads it), and a scheduler
+    for a pipeline of noise-predicting schedulers (`KarrasDiffusionSchedulers`) is not a flow-matching one; else
+    `ComponentError` naming model_index.json, the component and both classes, before any weight loads. Tokenizers
+    and other schedulers are left to diffusers (pipelines take more than their annotations name); so is a class
+    the check cannot resolve."""
     import enum
     import importlib
 
     import diffusers
+    import torch
 
     library, class_name = entry
     owner = getattr(diffusers, str(pipeline), None)
@@ -236,21 +239,21 @@ def _check_component_class(folder: Path, pipeline: str | None, name: str, entry:
         return
     if not isinstance(cls, type) or not expected:
         return
-    fits = []
-    for kind in expected:
-        if kind is inspect.Signature.empty or not isinstance(kind, type):
-            return  # unannotated, or a typing construct: nothing to compare with
-        if issubclass(kind, enum.Enum):  # the scheduler kinds a pipeline takes (`KarrasDiffusionSchedulers`)
-            if cls.__name__ in kind.__members__:
-                return
-            fits.append(f"a scheduler of {kind.__name__}")
-        elif kind is not type(None):
-            if issubclass(cls, kind):
-                return
-            fits.append(kind.__name__)
-    if fits:
-        raise ComponentError(f"{folder / 'model_index.json'}: its class for {name!r} is {class_name}, which "
-                             f"{pipeline} does not take there (it takes {' or '.join(fits)}); {_FIX}")  # fmt: skip
+    kinds = [k for k in expected if k is not type(None)]
+    if any(k is inspect.Signature.empty or not isinstance(k, type) for k in kinds):
+        return  # unannotated, or a typing construct: nothing to compare with
+    scheduler_kinds = [k for k in kinds if issubclass(k, enum.Enum)]
+    if scheduler_kinds:  # `KarrasDiffusionSchedulers`: a flow-matching scheduler takes no noise prediction
+        if class_name.startswith("FlowMatch"):
+            fits = f"a scheduler of {scheduler_kinds[0].__name__}"
+        else:
+            return
+    elif issubclass(cls, torch.nn.Module) and not any(issubclass(cls, k) for k in kinds):
+        fits = " or ".join(k.__name__ for k in kinds)
+    else:
+        return
+    raise ComponentError(f"{folder / 'model_index.json'}: its class for {name!r} is {class_name}, which "
+                         f"{pipeline} does not take there (it takes {fits}); {_FIX}")  # fmt: skip
 
 
 def detect_family(path) -> str:
