@@ -1083,6 +1083,20 @@ def test_an_out_path_no_file_system_takes_and_a_non_utf8_prompts_file_are_named(
     assert f"{bad} line 3 is not UTF-8 text" in err and not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize("prompt", ["[a red circle]", "123", '"a red circle"', "{a red circle"])
+def test_every_saved_embeddings_file_replays_whatever_its_text_looks_like(tmp_path, prompt):
+    """Text that reads as JSON (a list, a number, a quoted string) is stored as text and read back as it was typed:
+    the file `--save-embeddings` writes replays the same image, its prompt unchanged."""
+    argv = ["generate", prompt, "--steps", "2", "--negative-prompt", "[blurry]", "--save-embeddings"]
+    assert main([*argv, "--out", str(tmp_path / "s")]) == 0
+    saved = next((tmp_path / "s").glob("*-embeddings.safetensors"))
+    assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 0
+    made, again = (json.loads(next((tmp_path / d).glob("*.json")).read_text()) for d in ("s", "r"))
+    assert again["prompt"] == made["prompt"] == prompt and again["negative_prompt"] == "[blurry]"
+    png = next((tmp_path / "s").glob("*.png")).name
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "s" / png)), np.asarray(Image.open(tmp_path / "r" / png)))
+
+
 def test_replay_refuses_settings_it_would_replace_silently(tmp_path, capsys):
     assert main(["generate", "a red circle", "--steps", "2", "--save-embeddings", "--out", str(tmp_path / "s")]) == 0
     saved = next((tmp_path / "s").glob("*-embeddings.safetensors"))
@@ -1520,7 +1534,7 @@ def test_values_a_replay_takes_from_its_file_are_named_by_the_file(tmp_path, cap
              ("prompt", json.dumps("a\x1bred"), "its 'prompt' holds the control character"),
              ("num_frames", '"abc"', "field 'num_frames' must be int"),
              ("num_frames", str(10**30), "its 'num_frames' must be an integer from 1 to 10000"),
-             ("negative_prompt", "x\x07", "its 'negative_prompt' holds the control character U+0007"),
+             ("negative_prompt", json.dumps("x\x07"), "its 'negative_prompt' holds the control character U+0007"),
              ("date", '"x"', "field 'date' must be object, got 'x'"),
              ("date", '{"rho": 1, "rho": 2}', "'date' is not readable JSON (key 'rho' is given twice")]  # fmt: skip
     for key, value, message in cases:

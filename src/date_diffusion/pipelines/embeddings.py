@@ -23,7 +23,8 @@ from date_diffusion.outputs import atomic_path
 from date_diffusion.pipelines.conditioning import unpack
 from date_diffusion.schemas import EMBEDDINGS, SchemaError, loads
 
-FORMAT = "date-diffusion/embeddings/2"
+FORMAT = "date-diffusion/embeddings/3"  # every metadata value JSON (format 2 kept text as it was: still read)
+FORMAT_2 = "date-diffusion/embeddings/2"
 
 
 @dataclass
@@ -60,7 +61,9 @@ class SavedEmbeddings:
             for stage, parts in self.stages.items()
             for name, t in parts.items()
         }
-        meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in {**self.metadata, "format": FORMAT}.items()}
+        # every value as JSON, text too: a prompt that reads as JSON (`[a red circle]`, `123`) is read back as text
+        meta = {k: json.dumps(v) for k, v in self.metadata.items() if k != "format"}
+        meta["format"] = FORMAT
         with atomic_path(Path(path)) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
         return Path(path)
@@ -81,16 +84,17 @@ def load_embeddings(path) -> SavedEmbeddings:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as err:  # missing, truncated, not safetensors
         raise ValueError(f"{path} is not a readable embeddings file ({type(err).__name__}: {err})") from err
-    if raw_meta.get("format") != FORMAT:
-        raise ValueError(
-            f"{path} is not a date-diffusion embeddings file of format {FORMAT!r} (found {raw_meta.get('format')!r})"
-        )
-    meta = {}
+    found = raw_meta.get("format")
+    if found not in (FORMAT, FORMAT_2):
+        raise ValueError(f"{path} is not a date-diffusion embeddings file of format {FORMAT!r} (found {found!r})")
+    meta = {"format": found}
     for k, v in raw_meta.items():
+        if k == "format":
+            continue
         try:
             meta[k] = loads(v)
-        except json.JSONDecodeError as err:  # text (a prompt) is stored as it is; an object or a list as JSON
-            if v.lstrip()[:1] in ("{", "["):
+        except json.JSONDecodeError as err:  # format 2 stored text (a prompt) as it is, an object or a list as JSON
+            if found == FORMAT or v.lstrip()[:1] in ("{", "["):
                 raise SchemaError(
                     f"{path}: its metadata {k!r} is not readable JSON ({err}); {EMBEDDINGS.fix}"
                 ) from None
