@@ -538,6 +538,23 @@ def _rewrite(path, change):
     save_file(tensors, str(path), metadata=meta)
 
 
+@pytest.mark.parametrize(
+    "change",
+    [lambda meta, t: t.pop("step_0000/prompt_embeds"),  # the update removed: the replay would be the fixed image
+     lambda meta, t: t.__setitem__("step_0001/prompt_embeds", 3 * t["step_0000/prompt_embeds"])],  # one added
+)  # fmt: skip
+def test_a_replay_file_whose_updates_were_edited_is_named(tmp_path, capsys, change):
+    """An update stage removed from or added to a saved file: its `final` is no longer what its last update left,
+    and the file is named, never replayed as another image under its name."""
+    assert main(["generate", "a red circle", "--steps", "2", "--save-embeddings", "--out", str(tmp_path / "s")]) == 0
+    saved = next((tmp_path / "s").glob("*-embeddings.safetensors"))
+    _rewrite(saved, change)
+    capsys.readouterr()
+    assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert str(saved) in err and "its 'final' embedding is not its" in err and not (tmp_path / "r").exists(), err
+
+
 def test_replay_files_name_the_real_mismatch(pipe, saved_file):
     from date_diffusion.pipelines.embeddings import load_embeddings
 
@@ -795,6 +812,7 @@ def _edit_json(path, **values):
         (lambda m: _edit_json(m / "unet" / "config.json", sample_size=-8),
          "unet/config.json: its sample_size -8 is not a positive whole number"),
         (lambda m: _edit_json(m / "unet" / "config.json", sample_size=0), "its sample_size 0 is not a positive"),
+        (lambda m: _edit_json(m / "unet" / "config.json", sample_size=[8, 8]), "its sample_size [8, 8] is not a whole"),
         (lambda m: _edit_json(m / "scheduler" / "scheduler_config.json", prediction_type="banana"),
          "scheduler/scheduler_config.json: its prediction_type 'banana' is none of epsilon"),
         (lambda m: _edit_json(m / "scheduler" / "scheduler_config.json", timestep_spacing="banana"),
@@ -1694,6 +1712,16 @@ def test_info_escapes_the_control_characters_of_another_tools_parameters(tmp_pat
     assert "a cat\\x1b[31mRED\\x1b]0;pwned\\x07\\u202e\nSteps: 20" in out and "\x1b" not in out, out
 
 
+def _png_info(path):
+    """A PNG's text chunks, to save again with another image."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for key, value in Image.open(path).text.items():
+        info.add_text(key, value)
+    return info
+
+
 def _png_with(tmp_path, name, record_change=None, parameters_change=None):
     """A copy of a generated PNG with its record and/or its `parameters` text changed (another program's edit)."""
     from PIL import Image, PngImagePlugin
@@ -1721,6 +1749,24 @@ def test_info_shows_the_checked_record_not_another_programs_text(tmp_path, capsy
     shown = capsys.readouterr()
     assert "a red circle" in shown.out and "a blue square" not in shown.out
     assert "its `parameters` text is not what its date-diffusion record says" in shown.err
+    resized = _png_with(tmp_path, "resized.png")
+    Image.open(resized).resize((32, 32)).save(resized, pnginfo=_png_info(resized))
+    twice = _png_with(tmp_path, "twice.png")
+    record = Image.open(twice).text["date-diffusion"]
+    info = _png_info(twice)
+    info.add_itxt("date-diffusion", record.replace("a red circle", "a blue square"))
+    Image.open(twice).save(twice, pnginfo=info)
+    long = json.loads(record)
+    long["trace"] = {**long["trace"], "updates": long["trace"]["updates"] * 2001}
+    for path, message in (
+        (resized, "its record is of a 64x64 image, and it is 32x32"),
+        (twice, "holds its 'date-diffusion' text twice"),
+        (_png_with(tmp_path, "long.png", record_change={"trace": long["trace"]}), "2,001 updates"),
+        (_png_with(tmp_path, "empty.png", record_change={"prompt": " "}), "its prompt is empty"),
+    ):
+        assert main(["info", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and str(path) in err, err
     for field, value in (("seed", -1), ("seed", 2**64), ("steps", 0), ("guidance_scale", float("nan")),
                          ("height", -64)):  # fmt: skip
         bad = _png_with(tmp_path, f"bad-{field}.png", record_change={field: value})

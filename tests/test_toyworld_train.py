@@ -250,3 +250,30 @@ def test_a_folder_trained_with_other_settings_is_not_resumed_under_new_ones(tmp_
     err = capsys.readouterr().err
     assert "config.json: this folder was trained with other settings: seed 0 (now 7); clip_steps 3 (now 1000)" in err
     assert json.loads(config.read_text()) == settings and not (tmp_path / "work" / "clip").exists()
+
+
+def test_a_finished_stage_whose_files_were_damaged_or_edited_is_named(tmp_path):
+    """A resume reads the finished stages back: truncated latents, captions that are no text or fewer than the
+    latents are each a `SchemaError` naming work/latents, never a library's error or a silent mismatch."""
+    from safetensors.torch import save_file
+
+    from date_diffusion.schemas import SchemaError
+    from date_diffusion.toyworld.training.latents import encode_latents
+    from date_diffusion.toyworld.training.runner import done_marker, stage_dir
+
+    cfg = TrainConfig.smoke(tmp_path)
+    folder = stage_dir(cfg, "latents")
+    folder.mkdir(parents=True)
+    done_marker(cfg, "latents").touch()
+    cases = [
+        (lambda: (folder / "latents.safetensors").write_bytes(b"\0" * 100), "SafetensorError"),
+        (lambda: (folder / "captions.json").write_text(json.dumps([5] * 16)), "no list of captions"),
+        (lambda: (folder / "captions.json").write_text(json.dumps(["a"] * 3)), "3 captions for 16 latents"),
+    ]
+    for damage, message in cases:
+        save_file({"latents": torch.zeros(16, 4, 8, 8)}, folder / "latents.safetensors")
+        (folder / "captions.json").write_text(json.dumps(["a red circle"] * 16))
+        damage()
+        with pytest.raises(SchemaError, match="latents") as err:
+            encode_latents(cfg, vae=None)
+        assert message in str(err.value) and "delete that folder" in str(err.value)

@@ -247,12 +247,37 @@ def _xmp_texts(xmp) -> dict:
     return texts
 
 
+def _text_keys(path) -> list[str]:
+    """The keys of a PNG's text chunks (tEXt, zTXt, iTXt), in file order, each as often as it stands (Pillow's
+    `text` keeps one per key); [] for a file that is no PNG. Reads the chunk headers and keys only."""
+    import struct
+
+    keys = []
+    with open(path, "rb") as f:
+        if f.read(8) != b"\x89PNG\r\n\x1a\n":
+            return keys
+        while header := f.read(8):
+            if len(header) < 8:
+                break
+            length, kind = struct.unpack(">I4s", header)
+            if kind in (b"tEXt", b"zTXt", b"iTXt"):
+                key = f.read(min(length, 80)).split(b"\0", 1)[0]
+                keys.append(key.decode("latin-1"))
+                f.seek(length - min(length, 80) + 4, 1)
+            else:
+                f.seek(length + 4, 1)
+            if kind == b"IEND":
+                break
+    return keys
+
+
 def read_png_metadata(path) -> dict:
-    """`{"parameters": text or None, "record": dict or None}` of a PNG, or of a video `media_bytes` wrote (its
-    XMP packet); ValueError naming the file otherwise."""
+    """`{"parameters": text or None, "record": dict or None, "size": (width, height)}` of a PNG, or of a video
+    `media_bytes` wrote (its XMP packet); ValueError naming the file otherwise."""
     try:
         with Image.open(path) as img:
             img.load()
+            size = img.size
             text = dict(getattr(img, "text", {}) or {})
             if img.format == "WEBP" and img.info.get("xmp"):
                 text = _xmp_texts(img.info["xmp"])
@@ -262,6 +287,10 @@ def read_png_metadata(path) -> dict:
         raise ValueError(f"{path}: Pillow refuses its text ({err}); it was not written by date-diffusion") from err
     from date_diffusion.schemas import PNG_RECORD, SchemaError, UnreadableJSONError, check_png_record, loads
 
+    twice = [key for key in (PNG_RECORD_KEY, PNG_PARAMETERS_KEY) if _text_keys(path).count(key) > 1]
+    if twice:  # Pillow keeps the last of two: which one a reader sees would be the file's order, never said
+        raise SchemaError(f"{path} holds its {twice[0]!r} text twice (another program added one); "
+                          f"{PNG_RECORD.fix}")  # fmt: skip
     record = text.get(PNG_RECORD_KEY)
     if record:
         try:
@@ -270,7 +299,7 @@ def read_png_metadata(path) -> dict:
             why = str(err) if isinstance(err, UnreadableJSONError) else f"not JSON ({err})"
             raise SchemaError(f"{path} is not a valid {PNG_RECORD.what}: {why}; {PNG_RECORD.fix}") from err
         check_png_record(record, path)
-    return {"parameters": text.get(PNG_PARAMETERS_KEY), "record": record or None}
+    return {"parameters": text.get(PNG_PARAMETERS_KEY), "record": record or None, "size": size}
 
 
 def open_rgb(path) -> Image.Image:

@@ -285,6 +285,15 @@ def check_png_record(record, path) -> dict:
             REWARD_VS.check(p["final_reward_vs"], f"{path} (panel {k} of its grid)")
     for trace in [record.get("trace") or {}] + [p.get("trace") or {} for p in panels]:
         TRACE.check(trace, path)
-        for update in trace.get("updates") or []:
+        updates = trace.get("updates") or []
+        if len(updates) > MAX_UPDATES:  # one per loop step at most: more is no record this package wrote
+            raise SchemaError(f"{path} is not a valid {PNG_RECORD.what}: its trace lists {len(updates):,} updates, "
+                              f"more than any run makes ({MAX_UPDATES:,}); {PNG_RECORD.fix}")  # fmt: skip
+        for update in updates:
             UPDATE.check(update, f"{path} (an update of its trace)")
+    if isinstance(record.get("prompt"), str) and not record["prompt"].strip():
+        raise SchemaError(f"{path} is not a valid {PNG_RECORD.what}: its prompt is empty; {PNG_RECORD.fix}")
     return record
+
+
+MAX_UPDATES = 2 * MAX_STEPS  # a trace's updates: at most one per loop step (a second-order scheduler: two per step)

@@ -47,6 +47,12 @@ def run(args) -> int:
             raise CLIError(str(err)) from err
         if meta["record"] is None and meta["parameters"] is None:
             raise CLIError(f"{path} carries no settings (it was not written by date-diffusion or another SD tool)")
+        record = meta["record"] or {}
+        made = (record.get("width"), record.get("height"))
+        if None not in made and not record.get("panels") and tuple(made) != tuple(meta["size"]):
+            width, height = meta["size"]
+            raise CLIError(f"{path}: its record is of a {made[0]}x{made[1]} image, and it is {width}x{height} "
+                           "(resized or replaced since): its settings are not this image's")  # fmt: skip
         print(f"== {printable(str(path))}")
         if args.json and meta["record"] is not None:
             print(json.dumps(meta["record"], indent=1))  # JSON escapes every control character

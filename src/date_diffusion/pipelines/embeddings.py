@@ -105,7 +105,20 @@ def load_embeddings(path) -> SavedEmbeddings:
         stages.setdefault(stage, {})[name] = t
     EMBEDDINGS.check(meta, path)
     _check_parts(path, meta["parts"], stages)
+    _check_history(path, stages)
     return SavedEmbeddings(stages, meta)
+
+
+def _check_history(path, stages: dict) -> None:
+    """The stages tell one story: the `final` embedding is the one its last update left (`step_NNNN`), or the
+    original where no update ran. A step removed or added by hand (which would replay another image under the
+    file's name) breaks it, and is named."""
+    steps = sorted(s for s in stages if s.startswith("step_"))
+    last = steps[-1] if steps else "original"
+    if "final" in stages and any(not torch.equal(t, stages[last][name]) for name, t in stages["final"].items()):
+        what = f"its last update's ({last})" if steps else "its original (it holds no update)"
+        raise SchemaError(f"{path}: its 'final' embedding is not {what}: an update stage was removed or added "
+                          f"since it was written; {EMBEDDINGS.fix}")  # fmt: skip
 
 
 def _check_parts(path, parts, stages: dict) -> None:

@@ -443,7 +443,13 @@ def check_built(pipe, model) -> None:
     if sample_size is not None and not all(type(v) is int and v >= 1 for v in sizes):
         raise ComponentError(f"{config(denoiser, 'config.json')}: its sample_size {sample_size!r} is not a positive "
                              f"whole number of latent pixels; {_FIX}")  # fmt: skip
-    side, high = max(pipe.default_image_shape()), Size().high
+    shape = pipe.default_image_shape()
+    if not all(type(v) is int for v in shape):  # a (height, width) list where the pipeline reads one side
+        raise ComponentError(
+            f"{config(denoiser, 'config.json')}: its sample_size {sample_size!r} is not a whole "
+            f"number of latent pixels, which {type(pipe).__name__} reads as one side; {_FIX}"
+        )
+    side, high = max(shape), Size().high
     if side > high:
         raise ComponentError(f"{config(denoiser, 'config.json')}: its sample_size makes a default image of {side} px "
                              f"a side, more than the {high} px any supported model samples; {_FIX}")  # fmt: skip

@@ -15,7 +15,7 @@ from date_diffusion.toyworld import scene
 from date_diffusion.toyworld.tokenizer import build_clip_tokenizer
 from date_diffusion.toyworld.training.config import TrainConfig
 from date_diffusion.toyworld.training.data import images_to_tensor, step_rng
-from date_diffusion.toyworld.training.runner import Stage, done_marker
+from date_diffusion.toyworld.training.runner import Stage, done_marker, finished
 
 MAX_TOKENS = 24  # longest grammar caption is 12 tokens with BOS/EOS
 
@@ -77,7 +77,7 @@ def train_clip(cfg: TrainConfig, name: str, small: bool, steps: int, size: str |
 
     out_dir = Path(out_dir) if out_dir else cfg.out / ("clip-eval" if small else "clip")
     if done_marker(cfg, name).exists():
-        return CLIPModel.from_pretrained(out_dir).to(cfg.device)
+        return finished(cfg, name, lambda: CLIPModel.from_pretrained(out_dir).to(cfg.device))
     tok = build_clip_tokenizer(scene.vocabulary(), MAX_TOKENS)
     conf = clip_config(len(tok), small, size)
     torch.manual_seed(cfg.seed + (1000 if small else 0))

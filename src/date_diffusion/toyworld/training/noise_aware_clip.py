@@ -13,7 +13,7 @@ from date_diffusion.toyworld import scene
 from date_diffusion.toyworld.training.clip import contrastive_loss, tokenize
 from date_diffusion.toyworld.training.config import TrainConfig
 from date_diffusion.toyworld.training.data import images_to_tensor, step_generator, step_rng
-from date_diffusion.toyworld.training.runner import Stage, done_marker
+from date_diffusion.toyworld.training.runner import Stage, done_marker, finished
 
 
 def _frozen_pipeline(pipeline_dir: Path, device: str):
@@ -75,7 +75,7 @@ def train_noise_aware_clip(
     out = Path(out)
     cfg = TrainConfig(out, seed=seed, device=device, checkpoint_every=100)
     if done_marker(cfg, "clip_na").exists():
-        return CLIPModel.from_pretrained(out).to(device)
+        return finished(cfg, "clip_na", lambda: CLIPModel.from_pretrained(out).to(device))
     pipe = _frozen_pipeline(pipeline_dir, device)
     model = CLIPModel.from_pretrained(clip_dir).to(device)
     model.text_model.requires_grad_(False)

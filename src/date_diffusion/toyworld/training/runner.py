@@ -26,6 +26,19 @@ def stage_dir(cfg: TrainConfig, stage: str) -> Path:
     return cfg.out / "work" / stage
 
 
+def finished(cfg: TrainConfig, stage: str, load):
+    """A finished stage's output read back (`load()`): one that does not load, or is not what the stage writes
+    (damaged, edited), is a `SchemaError` naming the stage's folder and the fix, never a library's traceback."""
+    try:
+        return load()
+    except Exception as err:  # noqa: BLE001 - whatever the file's damage, the stage is named
+        why = " ".join(str(err).split())[:300]
+        raise SchemaError(
+            f"{stage_dir(cfg, stage)}: the files of the finished stage {stage!r} do not load "
+            f"({type(err).__name__}: {why}); delete that folder to train the stage again"
+        ) from err
+
+
 def done_marker(cfg: TrainConfig, stage: str) -> Path:
     """The file whose existence says `stage` finished (its outputs are written)."""
     return stage_dir(cfg, stage) / "done"

@@ -6,7 +6,7 @@ import torch
 
 from date_diffusion.toyworld.training.config import TrainConfig
 from date_diffusion.toyworld.training.data import step_generator, step_rng
-from date_diffusion.toyworld.training.runner import Stage, done_marker
+from date_diffusion.toyworld.training.runner import Stage, done_marker, finished
 
 
 def tiny_decoder_config() -> dict:
@@ -29,7 +29,7 @@ def train_tiny_decoder(cfg: TrainConfig, vae, latents: torch.Tensor, scaling: fl
 
     out_dir = cfg.out / "tiny-decoder"
     if done_marker(cfg, "tiny_decoder").exists():
-        return AutoencoderTiny.from_pretrained(out_dir).to(cfg.device)
+        return finished(cfg, "tiny_decoder", lambda: AutoencoderTiny.from_pretrained(out_dir).to(cfg.device))
     torch.manual_seed(cfg.seed + 4000)
     tiny = AutoencoderTiny(**tiny_decoder_config()).to(cfg.device)
     tiny.encoder.requires_grad_(False)  # only the decoder is used

@@ -14,7 +14,7 @@ from date_diffusion.toyworld.training.clip import tokenize
 from date_diffusion.toyworld.training.config import TrainConfig
 from date_diffusion.toyworld.training.data import step_generator, step_rng
 from date_diffusion.toyworld.training.latents import latent_scaling
-from date_diffusion.toyworld.training.runner import Stage, done_marker, stage_dir
+from date_diffusion.toyworld.training.runner import Stage, done_marker, finished, stage_dir
 
 
 def unet_config(cross_attention_dim: int) -> dict:
@@ -75,7 +75,7 @@ def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], cli
 
     out_dir = unet_final_dir(cfg)
     if done_marker(cfg, "unet").exists():
-        return UNet2DConditionModel.from_pretrained(out_dir).to(cfg.device)
+        return finished(cfg, "unet", lambda: UNet2DConditionModel.from_pretrained(out_dir).to(cfg.device))
     text_encoder = text_encoder_from_clip(clip).to(cfg.device)
     torch.manual_seed(cfg.seed + 3000)
     unet = UNet2DConditionModel(**unet_config(text_encoder.config.hidden_size)).to(cfg.device)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from date_diffusion.toyworld import scene
 from date_diffusion.toyworld.training.config import TrainConfig
 from date_diffusion.toyworld.training.data import images_to_tensor, step_generator, step_rng
-from date_diffusion.toyworld.training.runner import Stage, done_marker, stage_dir
+from date_diffusion.toyworld.training.runner import Stage, done_marker, finished, stage_dir
 
 
 def vae_config() -> dict:
@@ -44,7 +44,7 @@ def train_vae(cfg: TrainConfig):
 
     out_dir = stage_dir(cfg, "vae") / "final"
     if done_marker(cfg, "vae").exists():
-        return AutoencoderKL.from_pretrained(out_dir).to(cfg.device)
+        return finished(cfg, "vae", lambda: AutoencoderKL.from_pretrained(out_dir).to(cfg.device))
     torch.manual_seed(cfg.seed + 2000)
     vae = AutoencoderKL(**vae_config()).to(cfg.device)
     stage = Stage(cfg, "vae", vae, cfg.vae_steps, lr=1e-3)
@@ -69,7 +69,7 @@ def finetune_vae_decoder(cfg: TrainConfig, vae):
 
     out_dir = stage_dir(cfg, "vae_decoder") / "final"
     if done_marker(cfg, "vae_decoder").exists():
-        return AutoencoderKL.from_pretrained(out_dir).to(cfg.device)
+        return finished(cfg, "vae_decoder", lambda: AutoencoderKL.from_pretrained(out_dir).to(cfg.device))
     vae.requires_grad_(False)
     vae.decoder.requires_grad_(True)
     vae.post_quant_conv.requires_grad_(True)
