@@ -114,9 +114,14 @@ def test_a_lora_that_cannot_act_is_named(sd_files, clip_dir, tmp_path, capsys):
     key = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora.{}.weight"
     save_file({key.format("down"): torch.zeros(4, 32), key.format("up"): torch.full((32, 4), float("nan"))}, diverged)
     twice = [foreign, tmp_path / ".." / tmp_path.name / foreign.name]
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(foreign.read_bytes())
+    (tmp_path / "flux-lora.safetensors:0.5").write_bytes(b"another file whose name ends like a scale")
     cases = [([empty], "holds no tensors"), ([clip_dir / "model.safetensors"], "holds no LoRA weights"),
              ([foreign], "flux-lora.safetensors"), ([diverged], "nan-lora.safetensors': its tensor 'unet.down_blocks"),
-             (twice, "flux-lora.safetensors' is given twice")]  # fmt: skip
+             (twice, "flux-lora.safetensors' is given twice"), ([foreign, copy], "copy.safetensors' is given twice"),
+             ([f"{foreign}:1e-46"], "is '1e-46', 0 in 32-bit floats: the LoRA would do nothing"),
+             ([f"{foreign}:0.5"], "reads two ways")]  # fmt: skip
     for loras, message in cases:
         given = [arg for lora in loras for arg in ("--lora", str(lora))]
         assert gen(sd_files / "folder", clip_dir, tmp_path / "o", "a cat", *given) == 2

@@ -81,6 +81,9 @@ def test_bench_perf_keeps_every_finished_run_when_interrupted(tmp_path, monkeypa
     assert [r["variant"] for r in data["runs"]] == ["fixed", "date"]
     assert data["summary"]["date"]["memory_ratio"] == 2.0 and data["summary"]["date-checkpointing"] == {}
     assert "| date-checkpointing | - |" in (tmp_path / "perf-toy.md").read_text()
+    # both files say the measurement stopped short (before, the table read as a whole measurement)
+    assert data["header"]["runs_measured"] == "2 of 3"
+    assert "INCOMPLETE: 2 of 3 runs measured" in (tmp_path / "perf-toy.md").read_text()
 
 
 def test_generate_timings_say_where_the_time_went(tmp_path, tokenizer, clip_dir, capsys):

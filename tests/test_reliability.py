@@ -223,6 +223,8 @@ def test_any_numeric_value_runs_to_a_finite_image_or_is_refused(
         ("mean(aug2(toy-clip);toy-clip-s1;aug2(toy-clip))", "reward 'aug2.toy-clip.' is listed twice in 'mean"),
         ("2*toy-clip-s1+1*toy-clip-s1", "reward 'toy-clip-s1' is listed twice"),  # the reward named, not its term
         ("mean(toy-clip;toy-clip-s1)+toy-clip", "reward 'toy-clip' is scored twice"),  # through a mean
+        ("0*toy-clip+toy-clip-s1", "reward term '0.toy-clip' has weight 0"),  # loaded and run for nothing
+        ("toy-clip-s1+0e5*toy-clip", "has weight 0"),
         ("0.5*mean(toy-clip-s1;aug2(toy-clip))+aug2(toy-clip)", "reward 'aug2.....' is scored twice"),
     ],
 )
@@ -354,13 +356,22 @@ def test_a_photos_exif_orientation_is_applied_as_viewers_show_it(tmp_path):
     assert shown.shape == (64, 32, 3) and shown[:16].mean() > 200 and shown[-16:].mean() < 50
 
 
-def test_an_image_no_update_moved_is_recorded_as_fixed(model_dir, clip_dir, tmp_path):
+def test_an_image_no_update_moved_is_recorded_as_fixed(model_dir, clip_dir, tmp_path, monkeypatch):
     import json
 
+    from date_diffusion.cli import generate
+
+    real = generate.load_reward
     out = tmp_path / "o"
     argv = gen_argv(model_dir, clip_dir, out)
-    argv[argv.index("--reward") + 1] = f"0*clip:{clip_dir}"  # a zero reward: zero gradients, every update skipped
-    assert main(argv) == 0
+
+    def flat(spec, device):  # the reward times 0: zero gradients, every update skipped
+        reward = real(spec, device)
+        return lambda *args: reward(*args) * 0
+
+    with monkeypatch.context() as patch:
+        patch.setattr(generate, "load_reward", flat)
+        assert main(argv) == 0
     record = json.loads((out / "a-red-circle-s0.json").read_text())
     assert record["method"] == "fixed" and record["trace"]["skipped_steps"] == [0, 2]
     assert record["trace"]["final_distance"] == 0.0
@@ -794,6 +805,13 @@ def _toy_copy(tmp_path, name):
     return Path(shutil.copytree(PIPELINE, tmp_path / name))
 
 
+def _drop_vocabulary(path, prefix):
+    """A tokenizer.json whose vocabulary lost the tokens starting with `prefix` (its merges still make them)."""
+    data = json.loads(path.read_text())
+    data["model"]["vocab"] = {k: v for k, v in data["model"]["vocab"].items() if not k.startswith(prefix)}
+    path.write_text(json.dumps(data))
+
+
 def _edit_json(path, **values):
     path.write_text(json.dumps({**json.loads(path.read_text()), **values}))
 
@@ -812,7 +830,8 @@ def _edit_json(path, **values):
         (lambda m: _edit_json(m / "unet" / "config.json", sample_size=-8),
          "unet/config.json: its sample_size -8 is not a positive whole number"),
         (lambda m: _edit_json(m / "unet" / "config.json", sample_size=0), "its sample_size 0 is not a positive"),
-        (lambda m: _edit_json(m / "unet" / "config.json", sample_size=[8, 8]), "its sample_size [8, 8] is not a whole"),
+        (lambda m: _edit_json(m / "unet" / "config.json", sample_size=[8, 8]), "sample_size [8, 8] is not a whole"),
+        (lambda m: _drop_vocabulary(m / "tokenizer" / "tokenizer.json", "circle"), "/tokenizer: the library refuses it"),
         (lambda m: _edit_json(m / "scheduler" / "scheduler_config.json", prediction_type="banana"),
          "scheduler/scheduler_config.json: its prediction_type 'banana' is none of epsilon"),
         (lambda m: _edit_json(m / "scheduler" / "scheduler_config.json", timestep_spacing="banana"),

@@ -338,9 +338,10 @@ def prepared_prompts(opts: GenerateOptions) -> tuple[GenerateOptions, list[str]]
             notes += [note] if note else []
     except ValueError as err:
         raise CLIError(str(err)) from None
-    twice = next((k for k, prompt in enumerate(prompts) if prompt in prompts[:k]), None)
+    seen: dict[str, int] = {}  # prompt -> its first index (one pass: a long --prompts-file checks in linear time)
+    twice = next((k for k, prompt in enumerate(prompts) if seen.setdefault(prompt, k) != k), None)
     if twice is not None:  # the same prompt and seeds: the same images again, under a `-2` name
-        first = prompts.index(prompts[twice])
+        first = seen[prompts[twice]]
         raise CLIError(f"PROMPT {twice + 1} {quoted(prompts[twice])} is PROMPT {first + 1} again (counting the "
                        "arguments, then the --prompts-file's lines): its images would be the same; give each prompt "
                        "once (--images-per-prompt N for more seeds)")  # fmt: skip

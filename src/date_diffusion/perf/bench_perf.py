@@ -132,11 +132,19 @@ def _entry(rs: list[dict], memory_key: str) -> dict:
     return entry
 
 
+def _partial(measured: str | None) -> str:
+    """What a table of a measurement that has not run all its runs says (the files are written after each run, so
+    an interrupted measurement keeps its runs, marked as such)."""
+    done, _, planned = (measured or "").partition(" of ")
+    return "" if done == planned else f"; INCOMPLETE: {measured} runs measured (interrupted or still running)"
+
+
 def table(summary: dict, header: dict, memory_key: str) -> str:
     lines = [
         f"bench-perf: model {header['model']}, {header['steps']} steps, update every {header['update_every']} "
         f"({header['n_updates']} update step(s)), CFG 8, {header['dtype']}, device {header['device']}, "
-        f"{header['threads']} thread(s), {header['repeats']} runs each (median [min, max])",
+        f"{header['threads']} thread(s), {header['repeats']} runs each (median [min, max])"
+        + _partial(header.get("runs_measured")),
         f"machine: {header['machine']}",
         "",
         f"| variant | total s | s / image | normal step s | update step s | update / normal step | {memory_key} | "
@@ -219,6 +227,7 @@ def bench_perf(
                 runs.append(run_one(dict(asdict(settings), model=model, variant=v, batch=b)))
                 print(f"bench-perf: run {len(runs)}/{total}: {v}, batch {b}: {runs[-1]['total_s']:.2f} s, "
                       f"{runs[-1][memory_key]:.0f} MB", file=sys.stderr, flush=True)  # fmt: skip
+                header["runs_measured"] = f"{len(runs)} of {total}"  # what the files hold if the rest never runs
                 result = _report(runs, variants, memory_key, batches, header, out)
     return result
 

@@ -15,7 +15,9 @@ from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from date_diffusion.core.settings import Real, parse_real
+from date_diffusion.core.config import nonzero_in_float32
+from date_diffusion.core.settings import Real, SettingError, parse_real
+from date_diffusion.core.text import quoted
 from date_diffusion.families import NAMES, by_name, by_pipeline_class, by_single_file_type
 from date_diffusion.hub import ModelNotFoundError, explain_load_error, is_offline, load_component
 from date_diffusion.model_folder import read as read_model_file
@@ -150,7 +152,8 @@ def _component_error(folder, name: str, err: Exception) -> ComponentError:
     """Component `name` failed to build with `err`: the file it is about, its config (a value the library refuses),
     or its weights when they do not fit the config (shapes), with the library's words."""
     where = Path(str(folder)) / name
-    config = next((where / f for f in CONFIG_FILES if (where / f).is_file()), where)
+    # a model's or a scheduler's one config; a tokenizer's refusal may be about any of its files: its folder
+    config = next((where / f for f in ("config.json", "scheduler_config.json") if (where / f).is_file()), where)
     why = _first_line(err)
     weights = next((p for p in sorted(where.iterdir()) if p.suffix in WEIGHT_SUFFIXES), where)
     if re.search(r"shape|size mismatch", why, re.IGNORECASE):
@@ -363,9 +366,20 @@ def _non_finite_tensor(path) -> str | None:
     return None
 
 
+def _is_number(text: str) -> bool:
+    try:
+        parse_real(text)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_lora(spec: str) -> tuple[str, float]:
     """`FILE[:SCALE]` -> (file, scale); the scale defaults to 1 and must be a finite number (`LORA_SCALE`)."""
     path, colon, scale = str(spec).rpartition(":")
+    if colon and path and Path(spec).exists() and Path(path).is_file() and _is_number(scale):
+        raise SettingError(f"{spec!r} reads two ways: the file {spec!r} at scale 1, or the file {path!r} at "
+                           f"scale {scale}; rename one of the two files")  # fmt: skip
     if colon and path and not Path(spec).exists():
         try:
             number = parse_real(scale)
@@ -373,7 +387,11 @@ def parse_lora(spec: str) -> tuple[str, float]:
             if Path(path).is_file():  # FILE:SCALE with a scale that is no number: the scale named, not "no such file"
                 LORA_SCALE.value(scale, f"the scale of LoRA {path!r}")
             return str(spec), 1.0
-        return path, LORA_SCALE.check(number, f"the scale of LoRA {path!r}")
+        weight = LORA_SCALE.check(number, f"the scale of LoRA {path!r}")
+        if not nonzero_in_float32(abs(weight)):  # the weights times 0: the image would be the one without it
+            raise SettingError(f"the scale of LoRA {path!r} is {quoted(scale)}, 0 in 32-bit floats: the LoRA would "
+                               "do nothing; leave it out, or give a scale that acts")  # fmt: skip
+        return path, weight
     return str(spec), 1.0
 
 
@@ -473,18 +491,21 @@ def check_built(pipe, model) -> None:
 
 
 def check_once_each(paths) -> None:
-    """LoRA files given twice, under one name or two (`x.safetensors`, `./x.safetensors`), are refused: the
-    weights would be added twice."""
+    """LoRA files given twice, under one name or two (`x.safetensors`, `./x.safetensors`), or as two copies of the
+    same bytes, are refused: the weights would be added twice."""
     for k, path in enumerate(paths):
         twin = next((p for p in paths[:k] if _same_file(path, p)), None)
         if twin is not None:
-            raise ValueError(f"LoRA file {path!r} is given twice (also as {twin!r}): give each LoRA once, with the "
-                             "scale it should have")  # fmt: skip
+            raise ValueError(f"LoRA file {path!r} is given twice (also as {twin!r}, the same weights): give each LoRA "
+                             "once, with the scale it should have")  # fmt: skip
 
 
 def _same_file(a, b) -> bool:
+    """The same file, or two files of the same bytes (compared only where their sizes agree)."""
+    import filecmp
+
     try:
-        return Path(a).samefile(b)
+        return Path(a).samefile(b) or filecmp.cmp(a, b, shallow=False)
     except OSError:
         return False
 

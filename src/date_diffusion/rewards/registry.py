@@ -314,6 +314,9 @@ def _sum(spec: str, known: dict) -> Sum:
             raise RewardSpecError(
                 f"bad weight in reward {quoted(term)}: a finite number up to {MAX_WEIGHT:g} in size, got {w}"
             )
+        if w == 0:  # its model would be loaded and run at every update for a term that adds nothing
+            raise RewardSpecError(f"reward term {quoted(term)} has weight 0 in {quoted(str(spec))}: it would run "
+                                  "for nothing; leave it out")  # fmt: skip
         weighted.append((w, _term((rest if star else term).strip(), known)))
     names = [(rest if "*" in t.split("(")[0] else t).strip() for t in terms for _, _, rest in [t.partition("*")]]
     _once([node for _, node in weighted], names, str(spec), "give it once, with the sum of the weights")
