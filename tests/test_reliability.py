@@ -831,7 +831,7 @@ def _edit_json(path, **values):
          "unet/config.json: its sample_size -8 is not a positive whole number"),
         (lambda m: _edit_json(m / "unet" / "config.json", sample_size=0), "its sample_size 0 is not a positive"),
         (lambda m: _edit_json(m / "unet" / "config.json", sample_size=[8, 8]), "sample_size [8, 8] is not a whole"),
-        (lambda m: _drop_vocabulary(m / "tokenizer" / "tokenizer.json", "circle"), "/tokenizer: the library refuses it"),
+        (lambda m: _drop_vocabulary(m / "tokenizer" / "tokenizer.json", "circle"), "tokenizer: the library refuses"),
         (lambda m: _edit_json(m / "scheduler" / "scheduler_config.json", prediction_type="banana"),
          "scheduler/scheduler_config.json: its prediction_type 'banana' is none of epsilon"),
         (lambda m: _edit_json(m / "scheduler" / "scheduler_config.json", timestep_spacing="banana"),
