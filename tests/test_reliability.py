@@ -224,6 +224,7 @@ def test_any_numeric_value_runs_to_a_finite_image_or_is_refused(
         ("2*toy-clip-s1+1*toy-clip-s1", "reward 'toy-clip-s1' is listed twice"),  # the reward named, not its term
         ("mean(toy-clip;toy-clip-s1)+toy-clip", "reward 'toy-clip' is scored twice"),  # through a mean
         ("0*toy-clip+toy-clip-s1", "reward term '0.toy-clip' has weight 0"),  # loaded and run for nothing
+        ("toy-ensemble+toy-clip", "reward 'toy-clip' is scored twice"),  # an ensemble is the mean of its members
         ("toy-clip-s1+0e5*toy-clip", "has weight 0"),
         ("0.5*mean(toy-clip-s1;aug2(toy-clip))+aug2(toy-clip)", "reward 'aug2.....' is scored twice"),
     ],
@@ -729,11 +730,13 @@ def test_sigterm_ends_a_command_stuck_in_one_library_call_within_the_grace(tmp_p
 
     stuck = (
         "import sys, torch\n"
-        "from date_diffusion.cli import main as m\n"
+        "from pathlib import Path\n"
+        "from date_diffusion.cli import common, main as m\n"
         "def stuck(args):\n"
-        "    a = torch.ones(8192, 8192)\n"
-        "    print('stuck', flush=True)\n"
-        "    a @ a\n"
+        "    with common.output_dir(Path('made/out')):\n"  # the folder a command makes before its work
+        "        a = torch.ones(8192, 8192)\n"
+        "        print('stuck', flush=True)\n"
+        "        a @ a\n"
         "m.check_kinds = stuck\n"
         "sys.exit(m.main(['info', 'x.png']))\n"
     )
@@ -751,6 +754,7 @@ def test_sigterm_ends_a_command_stuck_in_one_library_call_within_the_grace(tmp_p
         proc.kill()
     assert code == 143 and SIGTERM_GRACE - 0.5 < took < SIGTERM_GRACE + 10, (code, took)
     assert "did not return within 5 s of SIGTERM" in proc.stderr.read()
+    assert not (tmp_path / "made").exists()  # the empty folders the command made go, as on a failure
 
 
 def _cli(args, tmp_path, **kw):
@@ -1396,6 +1400,7 @@ def test_a_number_beyond_a_floats_range_is_refused_not_read_as_infinity_or_zero(
         ),
         (["generate", "a red circle", "--guidance", "1e308"], "<= 100, got '1e308'"),
         (["generate", "a red circle", "--rho", "1E5"], "--rho must be a finite number >= 0 and <= 100, got '1E5'"),
+        (["generate", "a red circle", "--rho", "100.00000000000000001"], "got '100.00000000000000001'"),  # not 100
         (["generate", "a red circle", "--steps", "0001001"], "from 1 to 1000, got '0001001'"),
         (["generate", "a red circle", "--guidance", "\u0663"], "argument --guidance: invalid float value"),
         (["generate", "a red circle", "--reward", "1_0*toy-clip"], "bad weight in reward"),

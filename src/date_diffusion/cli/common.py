@@ -293,13 +293,31 @@ def output_dir(out: Path):
     folders it created behind while they are empty (another process's files stay)."""
     made = [p for p in (out, *out.parents) if not p.exists()]
     check_output_dir(out)
+    _MADE.append(made)
     try:
         yield out
     except BaseException:
-        with contextlib.suppress(OSError):
-            for folder in made:
-                folder.rmdir()  # only when empty
+        remove_empty(made)
         raise
+    finally:
+        _MADE.remove(made)
+
+
+_MADE: list[list[Path]] = []  # the folders each `output_dir` block in progress created (innermost first)
+
+
+def remove_empty(folders) -> None:
+    """Remove each folder that is empty (another process's files, or this run's finished ones, stay)."""
+    with contextlib.suppress(OSError):
+        for folder in folders:
+            folder.rmdir()  # only when empty
+
+
+def remove_empty_made() -> None:
+    """What a process ended from outside (SIGTERM inside a library call) still does: the empty folders its
+    commands created go, as they go when a command fails."""
+    for made in list(_MADE):
+        remove_empty(made)
 
 
 def check_output_dir(out: Path) -> None:

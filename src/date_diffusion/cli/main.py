@@ -13,7 +13,7 @@ import warnings
 from contextlib import contextmanager
 
 from date_diffusion.cli import bench, edit, generate, info, toyworld, ui
-from date_diffusion.cli.common import CLIError, attach_kinds, check_kinds
+from date_diffusion.cli.common import CLIError, attach_kinds, check_kinds, remove_empty_made
 from date_diffusion.core.text import one_line, quoted
 from date_diffusion.hub import offline_without_network
 from date_diffusion.quiet import silenced  # what the libraries say that tells the user nothing (quiet.REMARKS)
@@ -254,6 +254,7 @@ def _sigterm_as_interrupt() -> None:
             if _RUNNING.is_set():
                 print(f"date-diffusion: terminated: a library call did not return within {SIGTERM_GRACE:g} s of "
                       "SIGTERM; every finished file stays", file=sys.__stderr__, flush=True)  # fmt: skip
+                remove_empty_made()  # a folder the command made and wrote nothing into goes, as on a failure
                 os._exit(143)
 
     _WATCHING.append((reader, writer, threading.Thread(target=watch, name="date-diffusion-sigterm", daemon=True)))

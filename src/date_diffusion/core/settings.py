@@ -17,6 +17,7 @@ import numbers
 import operator
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 from date_diffusion.core.text import quoted
 
@@ -96,11 +97,14 @@ class Real(Kind):
 
     def parse(self, text, name):
         try:
-            return parse_real(text)
+            value = parse_real(text)
         except BeyondFloat as err:
             raise SettingError(f"{name}: {err}; write a value >= {_num(self.low)} and <= {_num(self.high)}") from None
         except ValueError:
             raise self._error(text, name) from None
+        if math.isfinite(value) and not Decimal(self.low) <= Decimal(text.strip(BLANKS)) <= Decimal(self.high):
+            raise self._error(text, name)  # the number typed, not the float it rounds to (`100.00000000000000001`)
+        return value
 
     def check(self, value, name):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):

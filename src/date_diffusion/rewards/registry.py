@@ -46,7 +46,12 @@ class RewardRecord:
     source: str = "none"
     help: str = ""
     alone: str | None = None
-    runs: int = 1  # the models one score runs (an ensemble's members): what a request's cost counts
+    members: tuple[str, ...] = ()  # an ensemble's rewards (by name), each run for one score
+
+    @property
+    def runs(self) -> int:
+        """The models one score runs (an ensemble's members): what a request's cost counts."""
+        return max(1, len(self.members))
 
     def __post_init__(self):
         if self.source not in SOURCES:
@@ -325,7 +330,7 @@ def _sum(spec: str, known: dict) -> Sum:
         if leaf in scored[:k]:
             raise RewardSpecError(
                 f"reward {quoted(_as_written(leaf))} is scored twice in {quoted(str(spec))} "
-                "(in a mean and beside it): give it once, weighted (1.5*a+0.5*b for mean(a;b)+a)"
+                "(in a mean or an ensemble, and beside it): give it once, weighted (1.5*a+0.5*b for mean(a;b)+a)"
             )
     return Sum(tuple(weighted))
 
@@ -339,6 +344,9 @@ def _scored(node):
     elif isinstance(node, Mean):
         for part in node.parts:
             yield from _scored(part)
+    elif isinstance(node, Named) and node.name in _RECORDS and _RECORDS[node.name].members:
+        for member in _RECORDS[node.name].members:  # an ensemble is the mean of its members: `mean(...)` by name
+            yield Named(member, None)
     else:
         yield node
 

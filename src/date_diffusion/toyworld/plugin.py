@@ -34,7 +34,7 @@ def _judge(path):
 _CLIP_HELP = {"toy-clip": "the toy world's toy-clip", **{n: n for n in ("toy-clip-s1", "toy-clip-m2", "toy-clip-na")}}
 REWARDS = (
     *(RewardRecord(name, clip_alias(path), help=_CLIP_HELP.get(name, "")) for name, path in world.CLIPS.items()),
-    RewardRecord("toy-ensemble", _ensemble, help="toy-ensemble (their mean)", runs=len(world.ENSEMBLE)),
+    RewardRecord("toy-ensemble", _ensemble, help="toy-ensemble (their mean)", members=world.ENSEMBLE),
     RewardRecord("toy-judge", _judge(world.JUDGES["toy-judge"]), "optional",
                  "its learned judges toy-judge[:DIR] and toy-judge-na[:DIR]"),
     RewardRecord("toy-judge-na", _judge(world.JUDGES["toy-judge-na"]), "optional"),
