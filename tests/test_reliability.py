@@ -708,6 +708,14 @@ def test_sigterm_while_the_page_is_busy_ends_it_with_code_0_and_no_temporary_fol
         while job.status().code.name != "PROGRESS" and time.monotonic() < deadline:
             time.sleep(0.2)
         assert job.status().code.name == "PROGRESS"
+        from date_diffusion.ui.access import MAX_QUEUE
+
+        # the queue holds MAX_QUEUE requests beyond the running one: one visitor's flood cannot hold it for long
+        waiting = [client.submit("a red circle", "", str(k), False, False, "2", *[""] * 14, api_name="/generate")
+                   for k in range(MAX_QUEUE + 4)]  # fmt: skip
+        time.sleep(1)
+        refused = [j for j in waiting if j.done() and "full" in str(j.exception()).lower()]
+        assert refused and job.status().code.name == "PROGRESS", [j.status() for j in waiting]
         start = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)

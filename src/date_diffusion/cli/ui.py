@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from date_diffusion.cli.common import HelpFormatter, from_namespace
-from date_diffusion.ui.access import MAX_WORK, UPDATE_WORK
+from date_diffusion.ui.access import MAX_QUEUE, MAX_WORK, UPDATE_WORK
 
 # Gradio, torch and the page are imported inside `run`: see cli/__init__.py
 
@@ -152,7 +152,7 @@ def run(args) -> int:
         session = Session(model, device, opts.concurrency, folders, opts.max_work, workdir=workdir)
         session.warm()
         demo = build_app(session, opts.run)
-        demo.queue(default_concurrency_limit=opts.concurrency)
+        demo.queue(default_concurrency_limit=opts.concurrency, max_size=MAX_QUEUE)  # beyond it: "queue is full"
         demo.launch(server_name=opts.host, server_port=opts.port, show_error=True, quiet=True, prevent_thread_lock=True,
                     allowed_paths=[str(session.workdir)] + ([opts.run] if opts.run else []),
                     max_file_size=MAX_UPLOAD)  # fmt: skip

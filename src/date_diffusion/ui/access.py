@@ -60,6 +60,7 @@ __all__ = ["PathRefused", "RewardSpecError", "allowed_folders", "check_reward_so
 
 # what one request may make the server do: its work, in sampling steps
 MAX_WORK = 400  # the default --max-work: the paper's 50 steps with an update at each step is 50 + 3 * 50 = 200
+MAX_QUEUE = 8  # requests waiting at once, beyond those running: one visitor's many cannot hold the page for long
 UPDATE_WORK = 3  # an update's cost in sampling steps: the backward pass through the denoiser, decoder and reward
 
 
