@@ -984,6 +984,7 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
         (["bench-perf", "--tiny-decoder", "/nonexistent"], "--tiny-decoder is read only by the date-approx variant"),
         (["bench-perf", "--variants", "date-approx", "--tiny-decoder", "/tmp"], "'/tmp' is not a decoder folder"),
         (["bench", "--suite", "toy", "--prompts-file", __file__], "suite 'toy' does not read --prompts-file"),
+        (["bench", "--suite", "toy", "--steps", "2", "--methods", "fixed fixed@2"], "make the same images in this run"),
         (["bench", "--suite", "ane", "--cfg-src", "7", "--edit-skip", "1"], "does not read --edit-skip, --cfg-src"),
         (["bench", "--suite", "coco", "--captions", __file__, "--prompts-file", __file__], "give one"),
         (["bench", "--suite", "toy", "--methods", "date:rho=1,rho=2"], "rho is given twice"),
@@ -1020,6 +1021,14 @@ def test_a_prompt_listed_twice_and_a_limit_past_the_suite_are_said(tmp_path, cap
     err = capsys.readouterr().err
     assert "lists a prompt more than once (prompt 3 is 1, counting from 1)" in err
     assert "--limit 5 is more than the suite's 3 prompts" in err
+
+
+def test_a_json_prompts_file_is_refused_not_read_as_one_line(tmp_path, capsys):
+    """A `.json` file (a JSON array of prompts) is no form a prompts file takes: named with the forms that are,
+    never read as text whose one line, brackets and quotes included, is one prompt."""
+    (tmp_path / "p.json").write_text('["a red circle", "a blue square"]\n')
+    assert main(["generate", "--prompts-file", str(tmp_path / "p.json"), "--out", str(tmp_path / "o")]) == 2
+    assert "is a .json file, which is not read" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize(
@@ -1070,6 +1079,26 @@ def test_generate_never_calls_an_image_date_did_not_move_date(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "DATE (inactive) changed" in out and "evaluator (date, inactive)" in out, out
     assert "evaluator (date):" not in out and "DATE changed" not in out
+
+
+def test_edit_never_calls_an_edit_date_did_not_move_date(tmp_path, capsys):
+    """`edit --rho 0`: a note before any work, and the DATE edit (the plain edit) recorded as method `fixed`,
+    shown as `DATE (inactive)` on the console and in the grid's header."""
+    from PIL import Image
+
+    from date_diffusion.outputs import read_png_metadata
+
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "in.png")
+    argv = ["edit", str(tmp_path / "in.png"), "--source-prompt", "a red circle", "--target-prompt", "a blue circle",
+            "--steps", "4", "--rho", "0", "--out", str(tmp_path / "o")]  # fmt: skip
+    assert main(argv) == 0
+    shown = capsys.readouterr()
+    assert "note: DATE cannot move the embedding" in shown.err and "DATE (inactive) " in shown.out
+    assert "evaluator (date, inactive)" in shown.out and "evaluator (date):" not in shown.out
+    stem = tmp_path / "o" / "a-blue-circle-s0"
+    assert read_png_metadata(f"{stem}-date.png")["record"]["method"] == "fixed"
+    grid = read_png_metadata(f"{stem}-grid.png")["record"]
+    assert "DATE (inactive) edit" in [p["method"] for p in grid["panels"]]
 
 
 def test_a_negative_prompt_no_branch_runs_is_said(tmp_path, capsys):

@@ -99,6 +99,13 @@ def verdict_lines(evaluator: dict) -> list[str]:
     return [f"evaluator ({k}): {verdict_text(verdict_record(v)) or 'no verdict'}" for k, v in evaluator.items()]
 
 
+def shown_verdicts(record: dict, evaluator: dict) -> dict:
+    """A record's evaluator verdicts by the names the lines show: the DATE image of a record DATE did not move
+    (method `fixed`) as `date, inactive`, never as a DATE image."""
+    inactive = record.get("method") == "fixed"
+    return {("date, inactive" if inactive and kind == "date" else kind): v for kind, v in evaluator.items()}
+
+
 def knows_line(evaluator: dict) -> str | None:
     """Where the evaluator gave an image of a record's `evaluator` verdicts none: what the toy world knows (one
     line); else None."""

@@ -116,6 +116,11 @@ def read_captions_and_columns(path: Path) -> tuple[list[str], tuple[str, list[st
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"prompts file {str(path)!r} not found")
+    if path.suffix.lower() == ".json":  # one JSON text: read as text, its one line would be one prompt
+        raise ValueError(
+            f"prompts file {str(path)!r} is a .json file, which is not read: give a text file (one "
+            "prompt a line), a CSV, or JSON lines (.jsonl: one object with a prompt field a line)"
+        )
     raw = path.read_bytes()
     try:
         raw.decode("utf-8")

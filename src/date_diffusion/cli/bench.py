@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -591,6 +592,7 @@ def _prepare(opts: BenchOptions, model: str):
     n_seeds, base = default_seeds(opts.suite)  # editing suites: one source layout and inversion per seed
     n_seeds, base = opts.seeds or n_seeds, opts.seed_base if opts.seed_base is not None else base
     _check_together(opts, model, methods, resolved.num_inference_steps, base + n_seeds - 1)
+    _check_distinct_in_run(methods, resolved.num_inference_steps, resolved.reward)
     return (
         RunSettings(
             suite=opts.suite,
@@ -658,6 +660,21 @@ def _note_suite_counts(opts, items) -> None:
 def _listed(values: tuple | None) -> list | None:
     """A tuple option as the list the suites and run.json take."""
     return None if values is None else list(values)
+
+
+def _check_distinct_in_run(methods, steps: int, reward: str | None) -> None:
+    """Two methods that make the same images in this run (`fixed` and `fixed@K` at the run's K steps, `date` and
+    `date:reward=R` with the run's reward R) are refused, as two spellings of one method are: their columns would
+    be one method's images twice."""
+    first: dict[str, str] = {}
+    for m in methods:
+        entry = m.record()
+        in_run = {**entry, "steps": m.steps_for(steps), "reward": entry.get("reward") or reward}
+        key = json.dumps(in_run, sort_keys=True, default=str)
+        if key in first:
+            raise CLIError(f"--methods: {first[key]!r} and {m.label!r} make the same images in this run (at its "
+                           f"{steps} steps and reward {reward!r}): list one")  # fmt: skip
+        first[key] = m.label
 
 
 def _check_together(opts: BenchOptions, model: str, methods, steps: int, last_seed: int) -> None:

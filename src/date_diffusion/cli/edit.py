@@ -26,6 +26,7 @@ from date_diffusion.cli.common import (
     slug,
 )
 from date_diffusion.core.text import prepare_prompt
+from date_diffusion.core.trace import moved
 from date_diffusion.editing import EDIT_DEFAULTS
 
 # torch, diffusers and the pipelines are imported inside the functions that need them: see cli/__init__.py
@@ -250,23 +251,29 @@ def run(args) -> int:
     flags = {**opts.date.overrides(), "num_inference_steps": opts.steps - opts.skip}
     settings = resolve_from_args(model, flags, opts.model.family, paper_defaults=opts.date.paper_defaults)
     out = Path(opts.out)
+    if not settings.active:  # as generate says it: never an edit labelled DATE that DATE did not touch
+        print("date-diffusion edit: note: DATE cannot move the embedding with these settings (a step size that is "
+              "zero in 32-bit floats, a relative one below 2^-24, or no update step); the DATE edit is the plain "
+              "edit and is recorded as method 'fixed'", file=sys.stderr)  # fmt: skip
     opts, pipe, image, reward = load(opts, settings, loading)
     check_loaded(opts, pipe)
     with output_dir(out):  # created once the model has loaded and every check has passed
         files, dated = edit_three(opts, pipe, image, settings.date, reward)
     meta = record(opts, settings, files, dated.traces[0])
-    from date_diffusion.grids import final_rewards, knows_line, verdict_lines
+    # an edit DATE did not move (a step size of 0, every gradient zero) is the plain edit, recorded as such
+    meta["method"] = "date" if settings.active and moved(meta["trace"]) else "fixed"
+    from date_diffusion.grids import date_label, final_rewards, knows_line, shown_verdicts, verdict_lines
 
     edits = {"plain": files["plain"], "date": files["date"]}
     meta["final_reward"] = final_rewards(reward, edits, opts.target_prompt)  # the same quantity for both edits
     written = write_edit(out, opts, files, meta)
     for label, path in written:
         print(f"{label}: {path}")
-    final = meta["final_reward"]
-    print(f"  reward of the finished edits ({settings.reward}): plain {final['plain']:.4f}, DATE "
+    final, label = meta["final_reward"], date_label(meta["method"])
+    print(f"  reward of the finished edits ({settings.reward}): plain {final['plain']:.4f}, {label} "
           f"{final['date']:.4f} ({final['date'] - final['plain']:+.4f} vs plain edit)")  # fmt: skip
     knows = knows_line(meta.get("evaluator", {}))
-    for line in [*verdict_lines(meta.get("evaluator", {})), *([knows] if knows else [])]:
+    for line in [*verdict_lines(shown_verdicts(meta, meta.get("evaluator", {}))), *([knows] if knows else [])]:
         print(f"  {line}")
     return 0
 
@@ -375,7 +382,7 @@ def write_edit(out: Path, opts: EditOptions, files: dict, meta: dict) -> list[tu
         grid, panels = edit_grid(files, meta)
         written = []
         for name, img in {**files, "grid": grid}.items():
-            rec = {**meta, "method": {"plain": "fixed", "date": "date"}.get(name, name), "image": name}
+            rec = {**meta, "method": {"plain": "fixed", "date": meta["method"]}.get(name, name), "image": name}
             rec.update({"panels": panels} if name == "grid" else {})
             label = f"grid ({grid_label(panels)})" if name == "grid" else f"{name} image"
             written.append((label, save_png(out / f"{stem}-{name}.png", img, rec)))
@@ -387,12 +394,18 @@ def edit_grid(files: dict, meta: dict):
     """(grid, panel records): input | plain edit | DATE edit under headers (verdicts on the target prompt, each
     edit's reward, the DATE edit's with its difference to the plain one, the distance moved), with their amplified
     difference where the two edits differ little."""
-    from date_diffusion.grids import compare_grid, panel
+    from date_diffusion.grids import compare_grid, date_label, panel
 
     verdicts, rewards = meta.get("evaluator", {}), meta.get("final_reward") or {}
     shown = [
         panel(files["input"], "input"),
         panel(files["plain"], "plain edit", verdicts.get("plain"), reward=rewards.get("plain")),
-        panel(files["date"], "DATE edit", verdicts.get("date"), meta["trace"], rewards.get("date")),
+        panel(
+            files["date"],
+            f"{date_label(meta['method'])} edit",
+            verdicts.get("date"),
+            meta["trace"],
+            rewards.get("date"),
+        ),
     ]
     return compare_grid(shown, difference_of=(1, 2))

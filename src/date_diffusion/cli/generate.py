@@ -711,7 +711,7 @@ def change_summary(fixed, image, panels: list[dict], record: dict, kind: str) ->
     """What the grid's headers say, in lines: each finished image's reward (the DATE image's with its difference to
     the fixed one), what DATE changed (distance moved, share of pixels), both verdicts (and, for a prompt outside
     the toy world, what it knows)."""
-    from date_diffusion.grids import changed_pixels, knows_line, reward_text, still, verdict_lines
+    from date_diffusion.grids import changed_pixels, knows_line, reward_text, shown_verdicts, still, verdict_lines
 
     fixed_panel, date = panels[0], panels[1]
     changed, total = changed_pixels(still(fixed), still(image))
@@ -743,16 +743,9 @@ def write_embeddings(path: Path, one, record: dict, model_arg: str | None) -> No
 def describe(meta: dict, verdicts: bool = True) -> list[str]:
     """One line per DATE update, then (with `verdicts`) the exact evaluator's verdict on each image (and, for a
     prompt outside the toy world, what it knows)."""
-    from date_diffusion.grids import knows_line, update_text, verdict_lines
+    from date_diffusion.grids import knows_line, shown_verdicts, update_text, verdict_lines
 
     lines = [f"    step {u['step']:3d}: {update_text(u)}" for u in meta["trace"]["updates"]]
     evaluator = shown_verdicts(meta, meta.get("evaluator", {}) if verdicts else {})
     knows = knows_line(evaluator)
     return lines + [f"    {line}" for line in [*verdict_lines(evaluator), *([knows] if knows else [])]]
-
-
-def shown_verdicts(record: dict, evaluator: dict) -> dict:
-    """A record's evaluator verdicts by the names the lines show: the DATE image of a record DATE did not move
-    (method `fixed`) as `date, inactive`, never as a DATE image."""
-    inactive = record.get("method") == "fixed"
-    return {("date, inactive" if inactive and kind == "date" else kind): v for kind, v in evaluator.items()}
