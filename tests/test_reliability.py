@@ -58,7 +58,9 @@ def gen_argv(model_dir, clip_dir, out, *extra):
         (["--reward-resolution", str(10**30)], "--reward-resolution must be a positive multiple of 8 up to 4096"),
         (["--reward", "0.5*clip+"], "--reward '0.5*clip+'"),
         (["--reward", "aug0(toy-clip)"], "needs 1 to 64 views"),
-        (["--device", "quantum"], "--device 'quantum' is not a device name"),
+        (["--device", "quantum"], "--device 'quantum' is not a device this machine samples on"),
+        (["--device", "meta"], "--device 'meta' is not a device this machine samples on"),  # no data: fails late
+        (["--device", "cpu:1"], "--device 'cpu:1' is not a device"),  # torch would ignore the index
         (["--lora", "missing.safetensors:0.5"], "--lora 'missing.safetensors': no such file"),
         (["--prompts-file", "missing.txt"], "--prompts-file 'missing.txt': no such readable file"),
         (["--prompts-file", "."], "--prompts-file '.' is a folder: give a file"),
@@ -984,6 +986,7 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
         (["bench-perf", "--tiny-decoder", "/nonexistent"], "--tiny-decoder is read only by the date-approx variant"),
         (["bench-perf", "--variants", "date-approx", "--tiny-decoder", "/tmp"], "'/tmp' is not a decoder folder"),
         (["bench", "--suite", "toy", "--prompts-file", __file__], "suite 'toy' does not read --prompts-file"),
+        (["toyworld", "train-judge", "--worker", "0/2"], "--worker is read only by --stage data"),
         (["bench", "--suite", "toy", "--steps", "2", "--methods", "fixed fixed@2"], "make the same images in this run"),
         (["bench", "--suite", "ane", "--cfg-src", "7", "--edit-skip", "1"], "does not read --edit-skip, --cfg-src"),
         (["bench", "--suite", "coco", "--captions", __file__, "--prompts-file", __file__], "give one"),
@@ -1021,6 +1024,21 @@ def test_a_prompt_listed_twice_and_a_limit_past_the_suite_are_said(tmp_path, cap
     err = capsys.readouterr().err
     assert "lists a prompt more than once (prompt 3 is 1, counting from 1)" in err
     assert "--limit 5 is more than the suite's 3 prompts" in err
+
+
+def test_finalize_names_a_folder_that_is_no_training_run(tmp_path, capsys):
+    assert main(["toyworld", "finalize", "--out", str(tmp_path)]) == 2
+    assert "is not a `toyworld train` folder (no work/config.json)" in capsys.readouterr().err
+
+
+def test_a_run_without_a_held_out_clip_finishes_and_reports(tmp_path):
+    """`--eval-clip ""` (no held-out CLIP metric) is recorded as none: the run, its resume and `report` work, with
+    neither the metric nor FID-CLIP (whose features are that CLIP's)."""
+    argv = ["bench", "--suite", "toy", "--limit", "2", "--seeds", "1", "--steps", "2", "--methods", "fixed",
+            "--eval-clip", "", "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main(argv) == 0 and main(argv) == 0 and main(["report", str(tmp_path / "r")]) == 0
+    summary = json.loads((tmp_path / "r" / "results.json").read_text())["summary"]["fixed"]
+    assert "clip_eval" not in summary["metrics"] and "fid" not in summary
 
 
 def test_a_json_prompts_file_is_refused_not_read_as_one_line(tmp_path, capsys):

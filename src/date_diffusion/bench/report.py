@@ -343,6 +343,8 @@ def compute_fid(out: Path, run: dict, methods, records: dict[str, list[dict]]) -
     """`fid_clip` (held-out CLIP features; not comparable to Inception FID) and, with weights, `fid_inception`."""
     if not world.is_toy_suite(run["suite"]) and not run.get("fid_real"):
         return {}
+    if not run.get("eval_clip"):  # `--eval-clip ""`: no held-out CLIP, whose features FID-CLIP compares
+        return {}
     eval_clip = reward_from_spec(run["eval_clip"], "cpu")
     features = CLIPImageFeatures(eval_clip.model)
     result = {}

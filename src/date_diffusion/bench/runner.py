@@ -55,7 +55,7 @@ class RunSettings:
     guidance: float
     model: str
     reward: str
-    eval_clip: str
+    eval_clip: str | None
     scheduler: str | None = None
     dtype: str = "float32"
     fid_real: str | None = None  # folder of real images for FID (coco); the toy suite renders its own

@@ -723,7 +723,7 @@ def fid_inputs_problem(fid_real: str | None, inception_weights: str | None) -> t
     return None
 
 
-def _eval_clip(spec: str | None, model: str, family: str) -> str:
+def _eval_clip(spec: str | None, model: str, family: str) -> str | None:
     """`--eval-clip` (checked), default: the toy world's held-out CLIP on toy-world models, else the family's."""
     from date_diffusion.families import by_name
     from date_diffusion.rewards.registry import RewardSpecError, check_spec
@@ -735,7 +735,7 @@ def _eval_clip(spec: str | None, model: str, family: str) -> str:
             check_spec(spec)
     except RewardSpecError as err:
         raise CLIError(f"--eval-clip {quoted(spec)}: {err}") from err
-    return spec
+    return spec or None  # run.json says "no metric" as the scorer reads it
 
 
 def _suite_metadata(suite: str | None, file: str | None) -> str | None:

@@ -334,24 +334,26 @@ def slug(text: str, n: int = 60) -> str:
 
 
 def resolve_device(name: str, flag: str = "--device") -> str:
-    if name == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise CLIError(f"{flag} {name} requested but no CUDA device is available; use {flag} cpu")
-    if name == "cpu":
-        return name
+    """The device a command samples on: `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N` of a GPU present,
+    or `mps` where PyTorch has it; anything else (`meta`, `cpu:1`, a device this PyTorch lacks) is a usage error
+    naming `flag`, before any model loads."""
     import torch
 
-    try:
-        torch.device(name)
-    except RuntimeError as err:
-        raise CLIError(f"{flag} {name!r} is not a device name; use cpu, cuda, cuda:N or auto") from err
-    return name
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return name
+    if re.fullmatch(r"cuda(:\d+)?", name):
+        if not torch.cuda.is_available():
+            raise CLIError(f"{flag} {name} requested but no CUDA device is available; use {flag} cpu")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise CLIError(f"{flag} {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                           f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")  # fmt: skip
+        return name
+    if name == "mps" and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return name
+    raise CLIError(f"{flag} {name!r} is not a device this machine samples on; use cpu, cuda, cuda:N or auto")
 
 
 # ---------------------------------------------------------------- the validation layer

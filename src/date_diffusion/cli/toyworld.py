@@ -144,9 +144,13 @@ def run_export(args) -> int:
 
 
 def run_finalize(args) -> int:
+    from date_diffusion.cli.common import CLIError
     from date_diffusion.toyworld.training.assemble import finalize_from_checkpoint
     from date_diffusion.toyworld.training.config import TrainConfig
 
+    if not (Path(args.out) / "work" / "config.json").is_file():  # its checkpoints and models live under work/
+        raise CLIError(f"--out {args.out!r} is not a `toyworld train` folder (no work/config.json): give the --out "
+                       "folder of `date-diffusion toyworld train`")  # fmt: skip
     finalize_from_checkpoint(TrainConfig(out=Path(args.out)))
     print(f"assembled {Path(args.out) / 'pipeline'} from the latest UNet checkpoint")
     return 0

@@ -41,7 +41,7 @@ def add_judge_parser(tsub):
     )
     j.add_argument("--out", required=True, help="output folder (re-running resumes)")
     j.add_argument("--stage", choices=JUDGE_STAGES, default=None, help="run one stage only (default: all, in order)")
-    j.add_argument("--worker", type=_worker, default=(0, 1), help="with --stage data: make shards I, I+N, ... (I/N)")
+    j.add_argument("--worker", type=_worker, default=None, help="with --stage data: make shards I, I+N, ... (I/N)")
     j.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     j.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     j.add_argument("--smoke", action="store_true", help="a few images and steps per stage (checks the recipe)")
@@ -52,14 +52,16 @@ def add_judge_parser(tsub):
 def run_train_judge(args) -> int:
     import torch
 
-    from date_diffusion.cli.common import resolve_device
+    from date_diffusion.cli.common import CLIError, resolve_device
     from date_diffusion.toyworld.training.judge_recipe import JUDGE_STAGES, JudgeRecipe, run_stage
 
+    if args.worker is not None and args.stage != "data":  # the other stages run whole: it would do nothing
+        raise CLIError("--worker is read only by --stage data (its shards): add --stage data, or leave --worker out")
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     recipe = (JudgeRecipe.smoke if args.smoke else JudgeRecipe)(out=Path(args.out), device=device)
     for stage in [args.stage] if args.stage else JUDGE_STAGES:
-        run_stage(recipe, stage, args.worker if stage == "data" else (0, 1))
+        run_stage(recipe, stage, args.worker or (0, 1))
     report = Path(args.out) / "report.json"
     if report.exists() and args.stage in (None, "report"):
         summary = {
