@@ -873,6 +873,8 @@ def _edit_json(path, **values):
          "toyworld.json is not readable JSON (number '1e-999' is too small for a 64-bit float"),
         (lambda m: (m / "toyworld.json").write_text('{"recommended": {"update_every": "10"}}'),
          "toyworld.json: recommended.update_every must be written without quotes"),
+        (lambda m: (m / "toyworld.json").write_text('{"recommended": {"update_every": 1E1}}'),
+         "recommended.update_every must be an integer from 1 to 10000, got 1E1"),  # as the file spells it
         (lambda m: (m / "toyworld.json").write_text('{"recommended": {"guidance_scale": "5"}}'),
          "toyworld.json: recommended.guidance_scale must be written without quotes"),
         (lambda m: (m / "model_index.json").write_text(
@@ -987,6 +989,7 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
         (["bench-perf", "--variants", "date-approx", "--tiny-decoder", "/tmp"], "'/tmp' is not a decoder folder"),
         (["bench", "--suite", "toy", "--prompts-file", __file__], "suite 'toy' does not read --prompts-file"),
         (["toyworld", "train-judge", "--worker", "0/2"], "--worker is read only by --stage data"),
+        (["generate", "a red circle", "--reward", "clip:nosuch-org/nosuch-clip"], "--reward 'clip:nosuch-org/nosuch"),
         (["bench", "--suite", "toy", "--steps", "2", "--methods", "fixed fixed@2"], "make the same images in this run"),
         (["bench", "--suite", "ane", "--cfg-src", "7", "--edit-skip", "1"], "does not read --edit-skip, --cfg-src"),
         (["bench", "--suite", "coco", "--captions", __file__, "--prompts-file", __file__], "give one"),
@@ -1191,6 +1194,18 @@ def test_every_saved_embeddings_file_replays_whatever_its_text_looks_like(tmp_pa
     assert again["prompt"] == made["prompt"] == prompt and again["negative_prompt"] == "[blurry]"
     png = next((tmp_path / "s").glob("*.png")).name
     assert np.array_equal(np.asarray(Image.open(tmp_path / "s" / png)), np.asarray(Image.open(tmp_path / "r" / png)))
+
+
+def test_a_replay_whose_model_is_not_here_names_the_file(tmp_path, capsys):
+    """The model a replay file records is a folder of the machine it was made on: named by the file and its key,
+    with the fix (--model), never as a --model the user did not give."""
+    assert main(["generate", "a red circle", "--steps", "2", "--save-embeddings", "--out", str(tmp_path / "s")]) == 0
+    saved = next((tmp_path / "s").glob("*-embeddings.safetensors"))
+    _rewrite(saved, lambda meta, t: meta.update(model_arg=json.dumps("/nonexistent/model")))
+    capsys.readouterr()
+    assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert f"{str(saved)!r}: its 'model_arg' '/nonexistent/model' is no file or folder here" in err, err
 
 
 def test_replay_refuses_settings_it_would_replace_silently(tmp_path, capsys):

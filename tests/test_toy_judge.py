@@ -163,3 +163,4 @@ def test_an_unknown_word_is_named_whole_with_its_accents():
     from date_diffusion.toyworld.evaluator import unknown_words
 
     assert unknown_words("a red circlé, two Würfel") == ["circlé", "würfel"]
+    assert unknown_words("a red c1rcle, a circle3, circle_x, circle's") == ["c1rcle", "circle3", "circle_x", "circle's"]

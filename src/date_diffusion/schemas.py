@@ -58,13 +58,30 @@ class UnreadableJSONError(json.JSONDecodeError):
         return UnreadableJSONError, (self.msg,)
 
 
+class SpelledFloat(float):
+    """A number read from a file that shows itself as the file spells it (`1e3`, not `1000.0`), so that a refusal
+    quotes what the file says; arithmetic and `json.dumps` see the plain float."""
+
+    def __new__(cls, text):
+        if not isinstance(text, str):  # a copy or an unpickling: the value itself (`__dict__` restores the text)
+            return super().__new__(cls, text)
+        number = super().__new__(cls, parse_real(text))
+        number.text = text
+        return number
+
+    def __repr__(self):
+        return getattr(self, "text", None) or float.__repr__(self)
+
+    __str__ = __repr__
+
+
 def loads(text):
     """The one JSON parser of files the package reads: `json.loads`, with a key given twice in an object refused
     (`DuplicateKeyError`), and a number too long to convert or nesting too deep for the parser refused
     (`UnreadableJSONError`), as is a number beyond a float's range (`1e999`, `1e-999`: `core.settings.parse_real`):
     each a `json.JSONDecodeError`, never another exception out of a damaged file."""
     try:
-        return json.loads(text, object_pairs_hook=_object, parse_float=parse_real)
+        return json.loads(text, object_pairs_hook=_object, parse_float=SpelledFloat)
     except json.JSONDecodeError:
         raise
     except BeyondFloat as err:  # 1e999 or 1e-999: read as infinity or 0 by `float()`

@@ -268,12 +268,15 @@ def check_negative_prompt(pipe, negative_prompt: str | None) -> None:
 
 def load_reward(spec: str, device: str):
     """`rewards.registry.reward_from_spec`, with a malformed spec reported as a usage error."""
+    from date_diffusion.hub import ModelNotFoundError
     from date_diffusion.rewards.registry import RewardSpecError, reward_from_spec
 
     try:
         return reward_from_spec(spec, device)
     except RewardSpecError as err:
         raise CLIError(str(err)) from err
+    except ModelNotFoundError as err:  # a source that is neither here nor cached: the option that named it
+        raise CLIError(f"--reward {quoted(spec)}: {err}") from err
 
 
 def resolve_model(model: str | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -248,6 +249,15 @@ def replay_settings(opts: GenerateOptions):
         made = meta.get("scheduler_name") or f"the model's own ({meta.get('scheduler', 'unknown')})"
         raise CLIError(f"{where} was sampled with the scheduler {made}, and --scheduler {opts.model.scheduler!r} "
                        "would replace it: the image would not be the saved run's; leave out --scheduler")  # fmt: skip
+    recorded = meta.get("model_arg")
+    if (
+        opts.model.name is None
+        and isinstance(recorded, str)
+        and not Path(recorded).expanduser().exists()
+        and (not re.fullmatch(r"[\w.-]+/[\w.-]+", recorded))
+    ):  # a folder of the machine it was made on: the file names it, the user gives where it is here
+        raise CLIError(f"{where}: its 'model_arg' {recorded!r} is no file or folder here; give the model it was "
+                       "made with: --model PATH_OR_ID")  # fmt: skip
     model = replace(opts.model, name=opts.model.name or meta.get("model_arg"),
                     scheduler=opts.model.scheduler or meta.get("scheduler_name"),
                     loras=replay_loras(opts.model.loras, meta.get("loras") or [], where))  # fmt: skip

@@ -137,7 +137,8 @@ class CaptionError(ValueError):
 
 def unknown_words(text: str) -> list[str]:
     """The words of `text` the toy world does not know (each once, in order)."""
-    return [w for w in dict.fromkeys(re.findall(r"[^\W\d_]+", text.lower())) if w not in _KNOWN]  # whole words
+    words = re.findall(r"\w+(?:['’]\w+)*", text.lower())  # whole words as typed: `c1rcle`, `circle3`, `circle's`
+    return [w for w in dict.fromkeys(words) if w not in _KNOWN]
 
 
 def parse_caption(text: str) -> PromptSpec:
