@@ -402,7 +402,7 @@ def edit_grid(files: dict, meta: dict):
         panel(files["plain"], "plain edit", verdicts.get("plain"), reward=rewards.get("plain")),
         panel(
             files["date"],
-            f"{date_label(meta['method'])} edit",
+            f"{date_label(meta.get('method', 'date'))} edit",
             verdicts.get("date"),
             meta["trace"],
             rewards.get("date"),
