@@ -247,6 +247,9 @@ def _xmp_texts(xmp) -> dict:
     return texts
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # the first bytes of every PNG file
+
+
 def _text_keys(path) -> list[str]:
     """The keys of a PNG's text chunks (tEXt, zTXt, iTXt), in file order, each as often as it stands (Pillow's
     `text` keeps one per key); [] for a file that is no PNG. Reads the chunk headers and keys only."""
@@ -254,7 +257,7 @@ def _text_keys(path) -> list[str]:
 
     keys = []
     with open(path, "rb") as f:
-        if f.read(8) != b"\x89PNG\r\n\x1a\n":
+        if f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
             return keys
         while header := f.read(8):
             if len(header) < 8:

@@ -16,7 +16,8 @@ import os
 import stat
 from dataclasses import dataclass, field, fields
 
-from date_diffusion.core.settings import MAX_GUIDANCE, MAX_SEED, MAX_STEPS, BeyondFloat, Size, parse_real
+from date_diffusion.core.settings import MAX_FRAMES, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, BeyondFloat, Size, parse_real
+from date_diffusion.core.text import is_blank
 from date_diffusion.core.trace import Trace, UpdateRecord
 
 
@@ -261,7 +262,7 @@ PNG_RECORD = Schema(
     optional={"prompt": "text", "trace": "object", "panels": "list", "seed": "int", "steps": "int",
               "guidance_scale": "number", "height": "int", "width": "int", "num_frames": "int"},
     bounds={"seed": (0, MAX_SEED), "steps": (1, MAX_STEPS), "guidance_scale": (0, MAX_GUIDANCE),
-            "height": (1, Size.high), "width": (1, Size.high), "num_frames": (1, 10**4)},
+            "height": (1, Size.high), "width": (1, Size.high), "num_frames": (1, MAX_FRAMES)},
 )  # fmt: skip
 _CHANGED = "the record was changed by another program"
 TRACE = schema_of(Trace, "trace", _CHANGED)
@@ -308,7 +309,7 @@ def check_png_record(record, path) -> dict:
                               f"more than any run makes ({MAX_UPDATES:,}); {PNG_RECORD.fix}")  # fmt: skip
         for update in updates:
             UPDATE.check(update, f"{path} (an update of its trace)")
-    if isinstance(record.get("prompt"), str) and not record["prompt"].strip():
+    if isinstance(record.get("prompt"), str) and is_blank(record["prompt"]):
         raise SchemaError(f"{path} is not a valid {PNG_RECORD.what}: its prompt is empty; {PNG_RECORD.fix}")
     return record
 

@@ -31,7 +31,7 @@ from date_diffusion.bench.suites import Item, load_suite
 from date_diffusion.core.settings import is_integer, parse_integer
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import BEST_OF_STRIDE, Method, upgrade_reward
-from date_diffusion.outputs import atomic_write, file_group, open_rgb, png_bytes
+from date_diffusion.outputs import PNG_SIGNATURE, atomic_write, file_group, open_rgb, png_bytes
 from date_diffusion.pipelines.loading import tiny_decoder_for
 from date_diffusion.rewards.registry import reward_from_spec
 from date_diffusion.rewards.subjects import subject_prompts
@@ -182,7 +182,6 @@ def prompt_record(it) -> dict:
     return {"prompt": it.prompt, "tag": it.category, "spec": it.spec, "source": it.source}
 
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # the first bytes of every PNG file
 PNG_LIMIT = 1 << 30  # bytes: far above any image a run writes (a 4096 px RGB PNG is under 100 MB)
 # what a killed writer leaves beside a file (`outputs.atomic_path`, `file_group`, `claimed_stem`): never read
 _LEFTOVER_SUFFIXES = (".tmp", ".staged", ".claim")
@@ -431,17 +430,10 @@ def audited_images(out: Path) -> tuple[list[tuple[Path, dict]], list[str]]:
     Never a record the report would refuse; a run.json that cannot be read is `SettingsMismatch`."""
     out = Path(out)
     _, methods, settings, items = _open_run(out)
-    skipped = stray_entries(out, methods, items, settings.seeds)
-    cases = []
-    for method in methods:
-        for it in items:
-            for seed in settings.seeds:
-                state, what = image_state(out, settings, method, it, seed)
-                if state == "trusted":
-                    cases.append((image_paths(out, method, it.index, seed)[0], what))
-                elif state != "missing":
-                    skipped.append(what)
-    return cases, skipped
+    problems, states = _run_states(out, settings, methods, items)  # the walk `trusted_records` makes
+    cases = [(image_paths(out, method, what["index"], what["seed"])[0], what)
+             for method, state, what in states if state == "trusted"]  # fmt: skip
+    return cases, problems + [what for _, state, what in states if state not in ("trusted", "missing")]
 
 
 def _open_run(out: Path) -> tuple[dict, list[Method], RunSettings, list]:

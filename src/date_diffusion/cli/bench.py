@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -292,9 +291,8 @@ def _default_value(parser, action):
 
 
 # what `bench-perf --first-command` times is the README's main command at its own settings: these would do nothing
-FIRST_COMMAND_UNREAD = {"model": "--model", "variants": "--variants", "batch_size": "--batch-size", "steps": "--steps",
-                        "update_every": "--update-every", "device": "--device", "dtype": "--dtype",
-                        "reward": "--reward", "tiny_decoder": "--tiny-decoder"}  # fmt: skip
+FIRST_COMMAND_UNREAD = ("model", "variants", "batch_size", "steps", "update_every", "device", "dtype", "reward",
+                        "tiny_decoder")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -663,18 +661,14 @@ def _listed(values: tuple | None) -> list | None:
 
 
 def _check_distinct_in_run(methods, steps: int, reward: str | None) -> None:
-    """Two methods that make the same images in this run (`fixed` and `fixed@K` at the run's K steps, `date` and
-    `date:reward=R` with the run's reward R) are refused, as two spellings of one method are: their columns would
-    be one method's images twice."""
-    first: dict[str, str] = {}
-    for m in methods:
-        entry = m.record()
-        in_run = {**entry, "steps": m.steps_for(steps), "reward": entry.get("reward") or reward}
-        key = json.dumps(in_run, sort_keys=True, default=str)
-        if key in first:
-            raise CLIError(f"--methods: {first[key]!r} and {m.label!r} make the same images in this run (at its "
-                           f"{steps} steps and reward {reward!r}): list one")  # fmt: skip
-        first[key] = m.label
+    """Two methods that make the same images in this run (`methods.same_images` at its steps and reward) are
+    refused, as two spellings of one method are: their columns would be one method's images twice."""
+    from date_diffusion.evaluation.methods import same_images
+
+    twins = same_images(methods, steps, reward)
+    if twins:
+        raise CLIError(f"--methods: {twins[0]!r} and {twins[1]!r} make the same images in this run (at its {steps} "
+                       f"steps and reward {reward!r}): list one")  # fmt: skip
 
 
 def _check_together(opts: BenchOptions, model: str, methods, steps: int, last_seed: int) -> None:
@@ -708,7 +702,6 @@ def fid_inputs_problem(fid_real: str | None, inception_weights: str | None) -> t
     """(setting, what is wrong) of the files FID reads, or None: bench checks its options (`--fid-real`,
     `--inception-weights`) with it and report the fields of run.json that hold them (`fid_real`, ...)."""
     import importlib.util
-    import os
 
     from date_diffusion.schemas import not_a_file
 
@@ -871,7 +864,8 @@ def validate_perf(args) -> PerfOptions:
     opts = PerfOptions.from_args(args)  # the one read of the namespace
     if opts.first_command:
         defaults = getattr(args, "option_defaults", {})
-        unread = [flag for dest, flag in FIRST_COMMAND_UNREAD.items() if getattr(args, dest) != defaults.get(dest)]
+        unread = [f"--{dest.replace('_', '-')}" for dest in FIRST_COMMAND_UNREAD
+                  if getattr(args, dest) != defaults.get(dest)]  # fmt: skip
         if unread:
             raise CLIError(f"--first-command times the README's main command at its own settings: it does not read "
                            f"{', '.join(unread)}; leave {'it' if len(unread) == 1 else 'them'} out")  # fmt: skip

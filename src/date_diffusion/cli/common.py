@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from date_diffusion.core.settings import (
+    MAX_FRAMES,
     SAMPLING,
     SETTINGS,
     Integer,
@@ -498,7 +499,7 @@ OPTION_KINDS: dict[str, Kind] = {
     **dict.fromkeys(("--seed", "--seed-base"), Seed()),
     **dict.fromkeys(("--height", "--width", "--reward-resolution"), Size(MAX_SIDE)),
     **dict.fromkeys(("--images-per-prompt", "--seeds"), Integer(1, MAX_IMAGES)),
-    "--frames": Integer(1, 10**4),  # generate, video models: frames per video
+    "--frames": Integer(1, MAX_FRAMES),  # generate, video models: frames per video
     "--reward-frames": Integer(1, 1000),  # generate, video models: frames the reward scores
     "--limit": Integer(1, 10**7),
     "--batch-size": Integer(1, MAX_BATCH),

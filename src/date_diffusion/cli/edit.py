@@ -25,6 +25,7 @@ from date_diffusion.cli.common import (
     resolve_model,
     slug,
 )
+from date_diffusion.core.config import CANNOT_ACT
 from date_diffusion.core.text import prepare_prompt
 from date_diffusion.core.trace import moved
 from date_diffusion.editing import EDIT_DEFAULTS
@@ -252,9 +253,8 @@ def run(args) -> int:
     settings = resolve_from_args(model, flags, opts.model.family, paper_defaults=opts.date.paper_defaults)
     out = Path(opts.out)
     if not settings.active:  # as generate says it: never an edit labelled DATE that DATE did not touch
-        print("date-diffusion edit: note: DATE cannot move the embedding with these settings (a step size that is "
-              "zero in 32-bit floats, a relative one below 2^-24, or no update step); the DATE edit is the plain "
-              "edit and is recorded as method 'fixed'", file=sys.stderr)  # fmt: skip
+        print(f"date-diffusion edit: note: DATE cannot move the embedding with these settings ({CANNOT_ACT}); the "
+              "DATE edit is the plain edit and is recorded as method 'fixed'", file=sys.stderr)  # fmt: skip
     opts, pipe, image, reward = load(opts, settings, loading)
     check_loaded(opts, pipe)
     with output_dir(out):  # created once the model has loaded and every check has passed

@@ -32,9 +32,10 @@ from date_diffusion.cli.common import (
     resolve_model,
     slug,
 )
+from date_diffusion.core.config import CANNOT_ACT
 from date_diffusion.core.settings import Seed, SettingError
 from date_diffusion.core.text import prepare_prompt, quoted
-from date_diffusion.core.trace import moved
+from date_diffusion.core.trace import DID_NOT_MOVE, moved
 from date_diffusion.schedulers import check_steps_fit
 from date_diffusion.toyworld import world
 
@@ -439,9 +440,8 @@ def plan(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
               f"{opts.images_per_prompt} per prompt) in batches of {opts.batch_size}; an estimate of the time "
               "follows the first batch", file=sys.stderr)  # fmt: skip
     if not job.date_active and job.saved is None:
-        print("date-diffusion generate: note: DATE cannot move the embedding with these settings (a step size "
-              "that is zero in 32-bit floats, a relative one below 2^-24, or no update step); the images use the "
-              "fixed embedding and are recorded as method 'fixed'", file=sys.stderr)  # fmt: skip
+        print(f"date-diffusion generate: note: DATE cannot move the embedding with these settings ({CANNOT_ACT}); "
+              "the images use the fixed embedding and are recorded as method 'fixed'", file=sys.stderr)  # fmt: skip
     return opts, job
 
 
@@ -666,8 +666,8 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
         lines = [f"{quoted(prompt)} seed {seed} -> {out / (stem + ext)}", f"    record: {out / (stem + '.json')}"]
         if kind == "date" and job.date_active and record["method"] == "fixed":  # the plan's note covers the rest
             lines.append(
-                "    note: DATE did not move this image's embedding (a step that is zero in the embedding's "
-                "precision, or every gradient zero); it is the fixed image and is recorded as method 'fixed'"
+                f"    note: DATE did not move this image's embedding ({DID_NOT_MOVE}); it is the fixed image and is "
+                "recorded as method 'fixed'"
             )
         if job.judge is not None:
             record["evaluator"] = {kind: job.judge(image, prompt)}

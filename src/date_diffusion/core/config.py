@@ -15,6 +15,8 @@ PAPER_UPDATE_EVERY = 10
 
 
 MIN_RELATIVE = 2.0**-24  # the smallest relative step `DATEConfig.moves` counts as a move
+# why `DATEConfig.acts` is false, as every command that refuses or notes it says it
+CANNOT_ACT = "a step size that is zero in 32-bit floats, a relative one below 2^-24, or no update step"
 
 
 def nonzero_in_float32(value: float) -> bool:

@@ -25,6 +25,7 @@ ANCHORS = ("previous", "original")
 DIRECTIONS = ("gradient", "random")
 REWARD_TARGETS = ("x0", "next")
 MAX_INDEX = 10_000  # loop indices beyond any scheduler's step count
+MAX_FRAMES = 10_000  # frames of a video a model makes (`--frames`, a record's `num_frames`)
 # the blanks a value may be surrounded by: ASCII's only (a no-break space or an ideographic space around a number
 # is a pasted character, refused with the number, not stripped as Python's `str.strip` strips it)
 BLANKS = " \t\n\r\f\v"
@@ -176,6 +177,15 @@ def is_integer(text) -> bool:
     """Whether `parse_integer` reads `text` (a file or folder name made of digits, ...)."""
     try:
         parse_integer(text)
+    except ValueError:
+        return False
+    return True
+
+
+def is_real(text) -> bool:
+    """Whether `parse_real` reads `text` (the part after a LoRA file's last `:`, ...)."""
+    try:
+        parse_real(text)
     except ValueError:
         return False
     return True

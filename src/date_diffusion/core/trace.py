@@ -59,6 +59,10 @@ class Trace:
         return out
 
 
+# why an image DATE was to update is not `moved`, as every command that notes it says it
+DID_NOT_MOVE = "a step that is zero in the embedding's precision, or every gradient zero"
+
+
 def moved(trace: dict | None) -> bool:
     """Whether DATE moved this image's embedding (a trace as files hold it): an image no update moved (every
     update skipped: a zero or non-finite gradient) is the fixed-embedding sampler's image."""

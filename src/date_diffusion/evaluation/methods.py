@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from typing import ClassVar
 
-from date_diffusion.core.config import PAPER_RHO, DATEConfig, nonzero_in_float32
+from date_diffusion.core.config import CANNOT_ACT, PAPER_RHO, DATEConfig, nonzero_in_float32
 from date_diffusion.core.settings import (
     BLANKS,
     BY_FIELD,
@@ -385,9 +385,8 @@ class Date(Method):
         self.date.update_indices(self.steps_for(run_steps))  # steps outside the run (ValueError)
         if not self.date.acts(self.steps_for(run_steps)):  # generate's test (`DATEConfig.acts`)
             raise CannotRun(
-                f"DATE cannot act in {quoted(self.label)} (a step size that is zero in 32-bit floats, a relative one "
-                "below 2^-24, or no update step): its images would be the fixed sampler's under a DATE label; list "
-                "`fixed` (or the method without DATE) instead, or give a step size above 0"
+                f"DATE cannot act in {quoted(self.label)} ({CANNOT_ACT}): its images would be the fixed sampler's "
+                "under a DATE label; list `fixed` (or the method without DATE) instead, or give a step size above 0"
             )
         super().check(run_steps)  # date+ae: Attend-and-Excite's too
 
@@ -539,13 +538,26 @@ def parse_methods(text: str, model=None) -> list[Method]:
     labels = [m.label for m in methods]
     if len(set(labels)) != len(labels):
         raise ValueError(f"a method is listed twice: {listed_twice(labels)}")
+    twins = same_images(methods)
+    if twins:
+        raise ValueError(f"{twins[0]!r} and {twins[1]!r} are the same method with the same settings: list it once")
+    return methods
+
+
+def same_images(methods, run_steps: int | None = None, reward: str | None = None) -> tuple[str, str] | None:
+    """The labels of the first two methods that make the same images: the same settings (`best-of-2 best-of-02`),
+    or, given the run's step count and reward, the same settings in that run (`fixed` and `fixed@K` at K steps,
+    `date` and `date:reward=R` with the run's reward R); None when every method makes its own."""
     first: dict[str, str] = {}  # a method's settings -> the label that gave them first
     for m in methods:
-        key = json.dumps(m.record(), sort_keys=True)
+        entry = m.record()
+        if run_steps is not None:
+            entry = {**entry, "steps": m.steps_for(run_steps), "reward": entry.get("reward") or reward}
+        key = json.dumps(entry, sort_keys=True, default=str)
         if key in first:
-            raise ValueError(f"{first[key]!r} and {m.label!r} are the same method with the same settings: list it once")
+            return first[key], m.label
         first[key] = m.label
-    return methods
+    return None
 
 
 # ---------------------------------------------------------------- run.json entries of earlier versions

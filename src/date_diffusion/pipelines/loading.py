@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from date_diffusion.core.config import nonzero_in_float32
-from date_diffusion.core.settings import Real, SettingError, parse_real
+from date_diffusion.core.settings import Real, SettingError, is_real, parse_real
 from date_diffusion.core.text import quoted
 from date_diffusion.families import NAMES, by_name, by_pipeline_class, by_single_file_type
 from date_diffusion.hub import ModelNotFoundError, explain_load_error, is_offline, load_component
@@ -366,18 +366,10 @@ def _non_finite_tensor(path) -> str | None:
     return None
 
 
-def _is_number(text: str) -> bool:
-    try:
-        parse_real(text)
-    except ValueError:
-        return False
-    return True
-
-
 def parse_lora(spec: str) -> tuple[str, float]:
     """`FILE[:SCALE]` -> (file, scale); the scale defaults to 1 and must be a finite number (`LORA_SCALE`)."""
     path, colon, scale = str(spec).rpartition(":")
-    if colon and path and Path(spec).exists() and Path(path).is_file() and _is_number(scale):
+    if colon and path and Path(spec).exists() and Path(path).is_file() and is_real(scale):
         raise SettingError(f"{spec!r} reads two ways: the file {spec!r} at scale 1, or the file {path!r} at "
                            f"scale {scale}; rename one of the two files")  # fmt: skip
     if colon and path and not Path(spec).exists():

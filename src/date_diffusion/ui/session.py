@@ -21,7 +21,7 @@ from PIL import Image
 
 from date_diffusion.core.settings import BLANKS, BY_FIELD, SETTINGS, Boolean, Seed, SettingError
 from date_diffusion.core.text import prepare_prompt
-from date_diffusion.core.trace import moved
+from date_diffusion.core.trace import DID_NOT_MOVE, moved
 from date_diffusion.grids import (
     DIFF_GAIN,
     date_label,
@@ -502,8 +502,8 @@ def summary(result: PagePair) -> str:
     label = panels[1]["method"] if panels else date_label("date")  # as the grid's header names the DATE image
     if label != date_label("date"):  # `DATE (inactive)`: DATE did not move the embedding (it is the fixed image)
         lines.append(
-            "Note: DATE did not move the embedding (a step that is zero in the embedding's precision, or "
-            "every gradient zero): the DATE image is the fixed image, and its file says method `fixed`."
+            f"Note: DATE did not move the embedding ({DID_NOT_MOVE}): the DATE image is the fixed image, and its "
+            "file says method `fixed`."
         )
     if panels and "final_reward" in panels[1]:  # as the grid's headers say it
         name = result.settings.reward if result.settings is not None else "the reward"

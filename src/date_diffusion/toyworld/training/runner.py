@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from date_diffusion.core.text import one_line
 from date_diffusion.schemas import TRAIN_CHECKPOINT, SchemaError, read_json
 from date_diffusion.toyworld.training.config import TrainConfig
 
@@ -32,10 +33,9 @@ def finished(cfg: TrainConfig, stage: str, load):
     try:
         return load()
     except Exception as err:  # noqa: BLE001 - whatever the file's damage, the stage is named
-        why = " ".join(str(err).split())[:300]
         raise SchemaError(
             f"{stage_dir(cfg, stage)}: the files of the finished stage {stage!r} do not load "
-            f"({type(err).__name__}: {why}); delete that folder to train the stage again"
+            f"({type(err).__name__}: {one_line(err, 300)}); delete that folder to train the stage again"
         ) from err
 
 
