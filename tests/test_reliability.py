@@ -873,6 +873,8 @@ def _edit_json(path, **values):
          "toyworld.json is not readable JSON (number '1e-999' is too small for a 64-bit float"),
         (lambda m: (m / "toyworld.json").write_text('{"recommended": {"update_every": "10"}}'),
          "toyworld.json: recommended.update_every must be written without quotes"),
+        (lambda m: (m / "toyworld.json").write_text('{"recommended": {"guidance_scale": 100.00000000000000001}}'),
+         "recommended.guidance_scale must be a finite number >= 0 and <= 100, got 100.00000000000000001"),
         (lambda m: (m / "toyworld.json").write_text('{"recommended": {"update_every": 1E1}}'),
          "recommended.update_every must be an integer from 1 to 10000, got 1E1"),  # as the file spells it
         (lambda m: (m / "toyworld.json").write_text('{"recommended": {"guidance_scale": "5"}}'),

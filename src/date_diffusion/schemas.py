@@ -16,7 +16,16 @@ import os
 import stat
 from dataclasses import dataclass, field, fields
 
-from date_diffusion.core.settings import MAX_FRAMES, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, BeyondFloat, Size, parse_real
+from date_diffusion.core.settings import (
+    MAX_FRAMES,
+    MAX_GUIDANCE,
+    MAX_SEED,
+    MAX_STEPS,
+    BeyondFloat,
+    Size,
+    parse_real,
+    within,
+)
 from date_diffusion.core.text import is_blank
 from date_diffusion.core.trace import Trace, UpdateRecord
 
@@ -132,7 +141,7 @@ class Schema:
         for name, (low, high) in self.bounds.items():  # a list field: each of its values
             value = data.get(name)
             for v in value if isinstance(value, list) else [value]:
-                if isinstance(v, numbers.Real) and not low <= v <= high:
+                if isinstance(v, numbers.Real) and not within(v, low, high):
                     return f"field {name!r} must be in [{_bound(low)}, {_bound(high)}], got {v!r:.60}"
         for name in self.unique:
             seen = set()

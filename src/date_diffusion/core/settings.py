@@ -103,19 +103,29 @@ class Real(Kind):
             raise SettingError(f"{name}: {err}; write a value >= {_num(self.low)} and <= {_num(self.high)}") from None
         except ValueError:
             raise self._error(text, name) from None
-        if math.isfinite(value) and not Decimal(self.low) <= Decimal(text.strip(BLANKS)) <= Decimal(self.high):
-            raise self._error(text, name)  # the number typed, not the float it rounds to (`100.00000000000000001`)
+        if math.isfinite(value) and not within(text.strip(BLANKS), self.low, self.high):
+            raise self._error(text, name)
         return value
 
     def check(self, value, name):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             raise self._error(value, name)
-        if not self.low <= value <= self.high:
+        if not within(value, self.low, self.high):
             raise self._error(value, name)
         return float(value) if not isinstance(value, int) else value
 
     def describe(self):
         return f"{_num(self.low)} to {_num(self.high)}"
+
+
+def within(value, low, high) -> bool:
+    """Whether a number lies in [low, high] as it was written: a number's text (typed, or kept by a number read from
+    a file: `schemas.SpelledFloat`'s `text`) is compared as the decimal it spells, not as the float it rounds to
+    (`100.00000000000000001` is above 100, though its float is 100.0)."""
+    spelled = value if isinstance(value, str) else getattr(value, "text", None)
+    if isinstance(spelled, str):
+        return Decimal(low) <= Decimal(spelled) <= Decimal(high)
+    return low <= value <= high
 
 
 def _integer(value, name: str, low: int, high: int, what: str) -> int:
