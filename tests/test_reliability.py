@@ -1979,3 +1979,35 @@ def test_a_file_whose_name_is_not_utf8_is_named_as_such(tmp_path):
     run = subprocess.run([sys.executable, "-m", "date_diffusion", "info", name], env=env, capture_output=True)
     err = run.stderr.decode()
     assert run.returncode == 2 and "names a file whose name is not UTF-8: rename it" in err, err
+
+
+@pytest.mark.parametrize(
+    "argv, prefix, message",
+    [
+        (["--version", "extra"], "date-diffusion: error:", "takes nothing else, got 'extra'"),
+        (["--version", "--debug"], "date-diffusion: error:", "takes nothing else, got '--debug'"),
+        (["toyworld", "train-judge", "--out", "o", "--stage", "data", "--worker", "0/1000001"],
+         "date-diffusion toyworld train-judge: error:", "N <= 1000000, got '0/1000001'"),
+        (["toyworld", "train-judge", "--out", "o", "--worker", "1/2"],
+         "date-diffusion toyworld train-judge: error:", "--worker is read only by --stage data"),
+    ],
+)  # fmt: skip
+def test_a_refusal_names_the_innermost_command_and_quotes_the_value_whole(tmp_path, capsys, monkeypatch, argv,
+                                                                          prefix, message):  # fmt: skip
+    """Round eight: `--version extra` exited 0 with the rest passed over; `--worker 0/1000001` was refused quoting
+    `1000001` alone, under the prefix `date-diffusion toyworld`."""
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as stop:
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(prefix) and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_worker_kind_reads_what_its_type_reads():
+    from date_diffusion.cli.common import COMMAND_KINDS
+
+    kind = COMMAND_KINDS["toyworld train-judge --worker"]
+    assert kind.value("1/3", "--worker") == kind.value((1, 3), "--worker") == (1, 3)

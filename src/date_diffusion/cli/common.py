@@ -416,6 +416,28 @@ class Each(Kind):
         return [self.kind.value(v, name) for v in items]
 
 
+class Shard(Kind):
+    """`I/N`: worker I of N (0 <= I < N <= `high`), read and checked whole, so that a refusal quotes the pair as
+    typed (`0/1000001`), never one number of it."""
+
+    metavar = "I/N"
+
+    def __init__(self, high: int):
+        self.high = high
+
+    def parse(self, text, name):
+        try:
+            i, n = (parse_integer(v) for v in str(text).split("/"))
+        except ValueError:
+            raise SettingError(f"{name} expects I/N (e.g. 0/2), got {quoted(text)}") from None
+        if not 0 <= i < n <= self.high:
+            raise SettingError(f"{name} I/N needs 0 <= I < N <= {self.high}, got {quoted(text)}")
+        return i, n
+
+    def check(self, value, name):
+        return self.parse(value if isinstance(value, str) else "/".join(map(str, value)), name)
+
+
 def check_file_name(value: str, name: str) -> None:
     """A name this process can hand the operating system: under a locale whose file names are ASCII (LANG=C
     without Python's UTF-8 mode) a name with another character can be neither opened nor made."""
@@ -534,7 +556,7 @@ COMMAND_KINDS: dict[str, Kind] = {
     "bench-perf --batch-size": Each(Integer(1, MAX_BATCH)),
     "toyworld finalize --out": FOLDER,
     "toyworld audit --out": OutputPath(file=True),
-    "toyworld train-judge --worker": Each(Integer(0, 10**6), least=2),  # (I, N), read by its own type
+    "toyworld train-judge --worker": Shard(10**6),  # (I, N); its type is this kind's parse
 }
 
 
@@ -558,11 +580,12 @@ def kind_of(command: str, action: argparse.Action) -> Kind | None:
 
 
 def attach_kinds(parser: argparse.ArgumentParser) -> None:
-    """Give every command the kinds of its options (`option_kinds`: (dest, name, kind) each), for `check_kinds`."""
+    """Give every command the kinds of its options (`option_kinds`: (dest, name, kind) each), for `check_kinds`, and
+    its full name (`command_prog`: `date-diffusion toyworld train`), which its messages start with."""
     for command, sub in command_parsers(parser):
         kinds = tuple((a.dest, a.option_strings[-1] if a.option_strings else a.dest.upper(), kind_of(command, a))
                       for a in sub._actions if takes_value(a) and kind_of(command, a))  # noqa: SLF001  # fmt: skip
-        sub.set_defaults(option_kinds=kinds)
+        sub.set_defaults(option_kinds=kinds, command_prog=sub.prog)  # the innermost command's: its messages' prefix
 
 
 def check_kinds(args) -> None:

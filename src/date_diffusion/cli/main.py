@@ -44,6 +44,19 @@ class _StoreTrueOnce(_Once, argparse._StoreTrueAction):  # noqa: SLF001  (a swit
     pass
 
 
+class _VersionAlone(argparse._VersionAction):  # noqa: SLF001  (argparse's `version`)
+    """`--version` given alone: beside anything else (`--version extra`, `--version generate ...`) it is refused,
+    never the rest passed over with exit 0."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = getattr(parser, "given_args", None) or []
+        if len(given) > 1:
+            rest = " ".join(a for a in given if a != option_string)
+            parser.error(f"argument {option_string}: shows the version and takes nothing else, got {quoted(rest)}; "
+                         f"run `{parser.prog} {option_string}` alone")  # fmt: skip
+        super().__call__(parser, namespace, values, option_string)
+
+
 def _real(text: str) -> float:
     """`core.settings.parse_real` as an argparse type: a number beyond a float's range says so (argparse shows only
     "invalid float value" for any other ValueError)."""
@@ -70,17 +83,19 @@ class _Parser(argparse.ArgumentParser):
         self.register("action", None, _StoreOnce)
         self.register("action", "store", _StoreOnce)
         self.register("action", "store_true", _StoreTrueOnce)
+        self.register("action", "version", _VersionAlone)
 
     def parse_known_args(self, args=None, namespace=None):
         self.given_options = {}  # dest -> the option string that set it, in this parse (`_Once`)
         self.typed = {}  # dest -> the text typed for a number option (`_get_values`)
+        self.given_args = list(sys.argv[1:] if args is None else args)  # `_VersionAlone`
         try:
             parsed, rest = super().parse_known_args(args, namespace)
             # a subcommand's parser ran inside this parse and recorded its own: the namespace keeps both
             parsed.typed_texts = {**getattr(parsed, "typed_texts", {}), **self.typed}
             return parsed, rest
         finally:
-            self.given_options = self.typed = None
+            self.given_options = self.typed = self.given_args = None
 
     def _get_values(self, action, arg_strings):
         """argparse's conversion, keeping the text typed for a number (`type=int`/`float`): `check_kinds` checks
@@ -352,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"date-diffusion: error: {one_line(err)}", file=sys.stderr)
         return 2
     args = build_parser().parse_args(argv)
-    name = f"date-diffusion {args.command}"
+    name = args.command_prog
     _sigterm_as_interrupt()
     _quiet_loading(args.debug)
     offline = offline_without_network(args)

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from date_diffusion.cli.common import HelpFormatter
-from date_diffusion.core.text import quoted
 
 EXAMPLES = """examples:
   date-diffusion toyworld train-judge --out runs/judge                       # every stage; re-run to resume
@@ -17,17 +16,15 @@ EXAMPLES = """examples:
 
 
 def _worker(text: str) -> tuple[int, int]:
+    """--worker's type: its kind's reading (`common.COMMAND_KINDS`), a refusal argparse's usage error."""
     import argparse
 
-    from date_diffusion.core.settings import parse_integer
+    from date_diffusion.cli.common import COMMAND_KINDS, SettingError
 
     try:
-        i, n = (parse_integer(v) for v in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected I/N (e.g. 0/2), got {quoted(text)}") from None
-    if not 0 <= i < n:
-        raise argparse.ArgumentTypeError(f"worker I/N needs 0 <= I < N, got {quoted(text)}")
-    return i, n
+        return COMMAND_KINDS["toyworld train-judge --worker"].parse(text, "--worker")
+    except SettingError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--worker ")) from None
 
 
 def add_judge_parser(tsub):
