@@ -488,7 +488,7 @@ def test_the_page_refuses_a_step_count_the_scheduler_cannot_take():
 
 @pytest.mark.parametrize(
     "text, field",
-    [("[]", "it holds a JSON list, not an object"), ('{"suite": "toy"}', "field 'seeds' is missing"),
+    [("[]", "it holds an array, not an object"), ('{"suite": "toy"}', "field 'seeds' is missing"),
      ('{"suite": "toy", "seeds": [0], "steps": "2", "model": "m", "methods": {}}', "field 'steps' must be int")],
 )  # fmt: skip
 def test_a_run_json_of_another_shape_is_named_with_its_field(tmp_path, capsys, text, field):
@@ -517,7 +517,7 @@ def test_an_empty_record_is_not_an_image_made_and_audit_names_it(tmp_path, capsy
 
 @pytest.mark.parametrize(
     "record, field",
-    [([1], "JSON list"), ({"trace": {"updates": [{"step": "x"}]}}, "field 'step' must be int"),
+    [([1], "it holds an array"), ({"trace": {"updates": [{"step": "x"}]}}, "field 'step' must be int"),
      ({"panels": [{"final_distance": 1}]}, "field 'method' is missing"), ("{not json", "not JSON"),
      ({"panels": [{"method": "DATE", "final_reward": "0.9"}]}, "field 'final_reward' must be number"),
      ({"panels": [{"method": "DATE", "final_reward_vs": {"method": "fixed"}}]}, "field 'difference' is missing")],
@@ -853,10 +853,10 @@ def _edit_json(path, **values):
         (lambda m: _edit_json(m / "scheduler" / "scheduler_config.json", beta_end=1e-5),
          "its beta_start/beta_end 0.00085/1e-05 is no rising noise schedule"),
         (lambda m: _edit_json(m / "scheduler" / "scheduler_config.json", clip_sample="false"),
-         "scheduler_config.json: its clip_sample is text, \"false\", where DDIMScheduler takes a truth value"),
+         "scheduler_config.json: its clip_sample is text, \"false\", where DDIMScheduler takes true or false"),
         (lambda m: _edit_json(m / "unet" / "config.json", norm_num_groups="8"),
          "unet/config.json: its norm_num_groups is text, \"8\", where UNet2DConditionModel takes a number"),
-        (lambda m: _edit_json(m / "vae" / "config.json", scaling_factor=True), "its scaling_factor is a truth value"),
+        (lambda m: _edit_json(m / "vae" / "config.json", scaling_factor=True), "its scaling_factor is true or false"),
         (lambda m: _edit_json(m / "model_index.json", vae=["diffusers", "AutoencoderTiny"]),
          "model_index.json: its class for 'vae' is AutoencoderTiny, which StableDiffusionPipeline does not take"),
         (lambda m: _edit_json(m / "model_index.json", text_encoder=["transformers", "CLIPTextModelWithProjection"]),
@@ -1241,7 +1241,7 @@ def _set_json(path, change):
         (lambda m: (m / "tokenizer" / "tokenizer.json").write_text("{"), "tokenizer/tokenizer.json",
          "not readable JSON"),
         (lambda m: (m / "scheduler" / "scheduler_config.json").write_text("[]"), "scheduler/scheduler_config.json",
-         "holds a JSON list, not an object"),
+         "holds an array, not an object"),
         (lambda m: (m / "vae" / "diffusion_pytorch_model.safetensors").unlink(),
          "vae/diffusion_pytorch_model.safetensors", "missing"),
         (lambda m: _set_json(m / "unet" / "config.json", lambda t: t.replace("{", '{"in_channels": 4,', 1)),

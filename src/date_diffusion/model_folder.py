@@ -29,7 +29,7 @@ from pathlib import Path
 
 from date_diffusion import plugins
 from date_diffusion.core.text import quoted
-from date_diffusion.schemas import loads
+from date_diffusion.schemas import json_kind, loads
 
 FILE = "date_diffusion.json"
 
@@ -103,12 +103,6 @@ def read(model) -> ModelFile | None:
     return None
 
 
-def _json_kind(value) -> str:
-    """What a JSON value is, in JSON's words (a list is an array, a dict an object)."""
-    kinds = {dict: "an object", list: "an array", str: "text", bool: "true or false", type(None): "null"}
-    return kinds.get(type(value), "a number")
-
-
 def _parse(path: Path, entry: FolderFile) -> ModelFile:
     restore = f"restore it from {entry.origin}"
     try:
@@ -117,10 +111,10 @@ def _parse(path: Path, entry: FolderFile) -> ModelFile:
         raise ValueError(f"{path} is not readable JSON ({err}): {restore}") from None
     if not isinstance(meta, dict):
         raise ValueError(f"{path} must hold a JSON object (with its 'recommended' settings), it holds "
-                         f"{_json_kind(meta)}: {restore}")  # fmt: skip
+                         f"{json_kind(meta)}: {restore}")  # fmt: skip
     advice = meta.get("recommended", {})
     if not isinstance(advice, dict):
-        raise ValueError(f"{path}: 'recommended' must be an object of settings, it is {_json_kind(advice)}: "
+        raise ValueError(f"{path}: 'recommended' must be an object of settings, it is {json_kind(advice)}: "
                          f"{restore}")  # fmt: skip
     own = {}
     for key in ("reward", "reward_decoder"):

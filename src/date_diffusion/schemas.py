@@ -85,6 +85,17 @@ class SpelledFloat(float):
     __str__ = __repr__
 
 
+def json_kind(value) -> str:
+    """What a JSON value is, in JSON's words (a dict is an object, a list an array), as every message about a
+    file's value names it."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, numbers.Number):
+        return "a number"
+    kinds = {dict: "an object", list: "an array", tuple: "an array", str: "text", type(None): "null"}
+    return next((name for kind, name in kinds.items() if isinstance(value, kind)), type(value).__name__)
+
+
 def loads(text):
     """The one JSON parser of files the package reads: `json.loads`, with a key given twice in an object refused
     (`DuplicateKeyError`), and a number too long to convert or nesting too deep for the parser refused
@@ -129,7 +140,7 @@ class Schema:
     def problem(self, data) -> str | None:
         """What is wrong with `data` (a field and why), or None."""
         if not isinstance(data, dict):
-            return f"it holds a JSON {type(data).__name__}, not an object"
+            return f"it holds {json_kind(data)}, not an object"
         for name, kind in self.required.items():
             if name not in data:
                 return f"field {name!r} is missing"

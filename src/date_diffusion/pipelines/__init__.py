@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from date_diffusion.families import by_pipeline_class
+from date_diffusion.schemas import json_kind
 
 
 def date_pipeline_class(class_name: str):
@@ -23,7 +24,7 @@ def model_index(model) -> dict:
     if not isinstance(config, dict) or not isinstance(config.get("_class_name"), str):
         raise ValueError(
             f"{str(model)!r}: its model_index.json is not a diffusers pipeline index (an object naming the pipeline "
-            f"in '_class_name'; found {type(config).__name__}): repair it or save the model again with save_pretrained"
+            f"in '_class_name'; found {json_kind(config)}): repair it or save the model again with save_pretrained"
         )
     return config
 

@@ -21,6 +21,7 @@ from date_diffusion.core.text import quoted
 from date_diffusion.families import NAMES, by_name, by_pipeline_class, by_single_file_type
 from date_diffusion.hub import ModelNotFoundError, explain_load_error, is_offline, load_component
 from date_diffusion.model_folder import read as read_model_file
+from date_diffusion.schemas import json_kind
 
 # diffusers is imported inside the functions: the resolver (and so every command's checks) imports this module
 # before any model loads.
@@ -131,7 +132,7 @@ def check_component(folder, name: str, library: str | None = None, class_name: s
         except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
             raise ComponentError(f"{path}: not readable JSON ({_first_line(err)}); {_FIX}") from None
         if not isinstance(data, dict):
-            raise ComponentError(f"{path}: holds a JSON {type(data).__name__}, not an object of settings; {_FIX}")
+            raise ComponentError(f"{path}: holds {json_kind(data)}, not an object of settings; {_FIX}")
         if library == "diffusers" and class_name and path.name in CONFIG_FILES:  # before the library reads it
             import diffusers
 
@@ -511,22 +512,11 @@ SCHEDULER_CHOICES = {
 }
 
 
-def _json_kind(value) -> str | None:
-    """What JSON calls the kind of a config value (None: a kind not compared)."""
-    if isinstance(value, bool):
-        return "a truth value"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "text"
-    return "a list" if isinstance(value, (list, tuple)) else None
-
-
 # (the kind a component's parameter defaults to, the kinds a config value of it may not be): text where a truth
-# value, a number or a list is meant (`"clip_sample": "false"` acts as true), a truth value where a number, text or
-# a list is (`True` acts as 1); a number beside a list stays (`attention_head_dim`: 8 or one per block)
-_WRONG_KINDS = {"a truth value": {"text"}, "a number": {"text", "a truth value"}, "text": {"a truth value"},
-                "a list": {"text", "a truth value"}}  # fmt: skip
+# value, a number or an array is meant (`"clip_sample": "false"` acts as true), true or false where a number, text or
+# an array is (`True` acts as 1); a number beside an array stays (`attention_head_dim`: 8 or one per block)
+_WRONG_KINDS = {"true or false": {"text"}, "a number": {"text", "true or false"}, "text": {"true or false"},
+                "an array": {"text", "true or false"}}  # fmt: skip
 
 
 def kind_problems(cls, config: Mapping):
@@ -541,7 +531,7 @@ def kind_problems(cls, config: Mapping):
         default = params[key].default if key in params else None
         if default is None or default is inspect.Parameter.empty or value is None:
             continue
-        want, got = _json_kind(default), _json_kind(value)
+        want, got = json_kind(default), json_kind(value)
         if got in _WRONG_KINDS.get(want, ()):
             yield key, (f"is {got}, {json.dumps(value)}, where {cls.__name__} takes {want} (its default: "
                         f"{json.dumps(default)})")  # fmt: skip
