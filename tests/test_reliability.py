@@ -987,6 +987,7 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
             "65 methods listed: one run compares at most 64",
         ),
         (["bench-perf", "--first-command", "--steps", "3", "--batch-size", "2"], "not read --batch-size, --steps"),
+        (["bench-perf", "--first-command", "--steps", "10", "--model", "toy"], "not read --model, --steps"),  # defaults
         (["bench-perf", "--tiny-decoder", "/nonexistent"], "--tiny-decoder is read only by the date-approx variant"),
         (["bench-perf", "--variants", "date-approx", "--tiny-decoder", "/tmp"], "'/tmp' is not a decoder folder"),
         (["bench", "--suite", "toy", "--prompts-file", __file__], "suite 'toy' does not read --prompts-file"),
@@ -1214,10 +1215,11 @@ def test_replay_refuses_settings_it_would_replace_silently(tmp_path, capsys):
     assert main(["generate", "a red circle", "--steps", "2", "--save-embeddings", "--out", str(tmp_path / "s")]) == 0
     saved = next((tmp_path / "s").glob("*-embeddings.safetensors"))
     for extra in (["--seed", "5"], ["--steps", "1"], ["--guidance", "9"], ["--images-per-prompt", "2"],
-                  ["--scheduler", "ddim"]):  # fmt: skip
+                  ["--scheduler", "ddim"], ["--seed", "0"], ["--seed=00"], ["--images-per-prompt", "1"]):  # fmt: skip
+        # a value given is replaced by the file's, whether or not it is the option's default (`--seed 0`)
         assert main(["generate", "--replay-embeddings", str(saved), *extra, "--out", str(tmp_path / "r")]) == 2
         err = capsys.readouterr().err
-        assert f"leave out {extra[0]}" in err and not (tmp_path / "r").exists(), err
+        assert f"leave out {extra[0].split('=')[0]}" in err and not (tmp_path / "r").exists(), err
     # options of DATE's updates, which a replay does not run: each would be taken and do nothing
     for extra in (["--rho", "3"], ["--reward", "toy-clip"], ["--paper-defaults"], ["--update-every", "1"],
                   ["--reward-decoder", "tiny"], ["--gradient-checkpointing"]):  # fmt: skip

@@ -280,14 +280,6 @@ def _add_perf_parser(sub):
         "where the time goes; writes first-command.json and .md",
     )
     f.set_defaults(func=run_bench_perf, validate=validate_perf)
-    f.set_defaults(option_defaults={a.dest: _default_value(f, a) for a in f._actions})  # noqa: SLF001
-
-
-def _default_value(parser, action):
-    """An option's default as the namespace holds it when it is not given (a text default through its type)."""
-    if isinstance(action.default, str) and action.type is not None:
-        return parser._registry_get("type", action.type, action.type)(action.default)  # noqa: SLF001
-    return action.default
 
 
 # what `bench-perf --first-command` times is the README's main command at its own settings: these would do nothing
@@ -860,12 +852,10 @@ def run_report(args) -> int:
 
 def validate_perf(args) -> PerfOptions:
     """`check_perf` of the namespace's options: the options. With `--first-command`, an option it does not read
-    given another value than its default is refused."""
+    given (even at its default value) is refused."""
     opts = PerfOptions.from_args(args)  # the one read of the namespace
     if opts.first_command:
-        defaults = getattr(args, "option_defaults", {})
-        unread = [f"--{dest.replace('_', '-')}" for dest in FIRST_COMMAND_UNREAD
-                  if getattr(args, dest) != defaults.get(dest)]  # fmt: skip
+        unread = [f"--{dest.replace('_', '-')}" for dest in FIRST_COMMAND_UNREAD if dest in args.options_given]
         if unread:
             raise CLIError(f"--first-command times the README's main command at its own settings: it does not read "
                            f"{', '.join(unread)}; leave {'it' if len(unread) == 1 else 'them'} out")  # fmt: skip

@@ -173,6 +173,7 @@ class GenerateOptions:
     reward_frames: int | None
     gradient_checkpointing: bool
     timings: str | None
+    options_given: frozenset[str]  # the dests of the options typed, a default value too (`cli.main._Parser`)
 
     @classmethod
     def from_args(cls, args) -> GenerateOptions:
@@ -222,7 +223,8 @@ def replay_settings(opts: GenerateOptions):
         )
         if value is not None
     ]
-    given += ["--seed"] * (opts.seed != 0) + ["--images-per-prompt"] * (opts.images_per_prompt != 1)
+    given += [flag for dest, flag in (("seed", "--seed"), ("images_per_prompt", "--images-per-prompt"))
+              if dest in opts.options_given]  # `--seed 0` given is as much a value replaced as `--seed 5`
     if given:  # each would be replaced by the file's value without a word
         raise CLIError(f"--replay-embeddings takes the seed, steps, guidance, size and negative prompt from the file; "
                        f"leave out {', '.join(given)}")  # fmt: skip

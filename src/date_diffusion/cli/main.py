@@ -88,20 +88,25 @@ class _Parser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         self.given_options = {}  # dest -> the option string that set it, in this parse (`_Once`)
         self.typed = {}  # dest -> the text typed for a number option (`_get_values`)
+        self.seen = set()  # the dests of the options given, a default value too (`_get_values`)
         self.given_args = list(sys.argv[1:] if args is None else args)  # `_VersionAlone`
         try:
             parsed, rest = super().parse_known_args(args, namespace)
             # a subcommand's parser ran inside this parse and recorded its own: the namespace keeps both
             parsed.typed_texts = {**getattr(parsed, "typed_texts", {}), **self.typed}
+            parsed.options_given = frozenset(getattr(parsed, "options_given", ())) | self.seen
             return parsed, rest
         finally:
-            self.given_options = self.typed = self.given_args = None
+            self.given_options = self.typed = self.given_args = self.seen = None
 
     def _get_values(self, action, arg_strings):
         """argparse's conversion, keeping the text typed for a number (`type=int`/`float`): `check_kinds` checks
-        that text, so a refusal quotes what was typed (`1e308`), never the number's own spelling (`1e+308`)."""
+        that text, so a refusal quotes what was typed (`1e308`), never the number's own spelling (`1e+308`). Each
+        option given is kept too (`options_given`): a check of what was given never compares with a default."""
         if action.type in (int, float) and action.nargs is None and len(arg_strings) == 1:
             self.typed[action.dest] = arg_strings[0]
+        if action.option_strings:  # given, whatever its value: `options_given` (`--seed 0` is given)
+            self.seen.add(action.dest)
         return super()._get_values(action, arg_strings)
 
     def error(self, message):
