@@ -481,3 +481,17 @@ def test_a_date_image_no_update_moved_is_the_fixed_samplers_in_its_png_and_the_r
     text = (out / "results.md").read_text()
     assert "`date`: in 2 of 2 images every DATE update was skipped" in text
     assert json.loads((out / "results.json").read_text())["summary"]["date"]["unmoved"] == 2
+
+
+@pytest.mark.parametrize(
+    "spec", ["date date:every=5", "date:steps=1;3 date:steps=3;1", "date:every=5 date:intervals=0:1",
+             "date:steps=0 date:intervals=0:1"],
+)  # fmt: skip
+def test_date_schedules_that_update_at_the_same_steps_make_the_same_images(spec):
+    """Round nine: at 4 steps `every=5`, `steps=0` and `intervals=0:1` all update at step 0 only, and `steps=3;1`
+    is `steps=1;3`: each pair is refused as one method listed twice, not run twice under two labels."""
+    from date_diffusion.evaluation.methods import parse_methods, same_images
+
+    methods = parse_methods(spec)
+    assert same_images(methods, 4, "toy-clip") == tuple(m.label for m in methods)
+    assert same_images(parse_methods("date:every=5 date:every=2"), 4, "toy-clip") is None  # [0] and [0, 2]

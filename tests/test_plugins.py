@@ -11,6 +11,7 @@ import pytest
 
 from date_diffusion import families, model_folder, plugins
 from date_diffusion.core.settings import SettingError
+from date_diffusion.hub import ModelNotFoundError
 from date_diffusion.rewards import registry
 from date_diffusion.toyworld import world
 
@@ -94,7 +95,7 @@ def test_a_registered_family_is_found_by_every_lookup(fresh_plugins):
         families.register(replace(mine, name="other", stock="StableDiffusionPipeline"))
 
 
-def test_a_registered_reward_is_built_checked_and_listed(fresh_plugins):
+def test_a_registered_reward_is_built_checked_and_listed(fresh_plugins, tmp_path):
     built = []
 
     def build(source, device):
@@ -103,7 +104,9 @@ def test_a_registered_reward_is_built_checked_and_listed(fresh_plugins):
 
     record = registry.RewardRecord("mine", build, "optional", "mine[:DIR]")
     registry.register_reward(record)
-    assert registry.reward_from_spec("mine:/d", "cpu") == "a reward" and built == [("/d", "cpu")]
+    assert registry.reward_from_spec(f"mine:{tmp_path}", "cpu") == "a reward" and built == [(str(tmp_path), "cpu")]
+    with pytest.raises(ModelNotFoundError, match="'/nowhere': no such file or folder"):  # a path, never a hub id
+        registry.reward_from_spec("mine:/nowhere", "cpu")
     assert registry.spec_sources("mean(mine;aug2(mine:/x))") == [("mine", None), ("mine", "/x")]
     assert "mine[:DIR], weighted sums" in registry.SPEC_HELP
     assert "| `mine` | optional | mine[:DIR] |" in registry.reward_list()

@@ -65,3 +65,14 @@ def test_a_remark_drops_only_its_own_message(caplog):
     assert [r.getMessage()[:70] for r in caplog.records] == [
         "The config attributes {'block_out_channels': [64], 'scale': 2} were pa"
     ]
+
+
+def test_a_lora_remark_drops_the_text_encoders_notice_only():
+    """diffusers' notice on a LoRA without text-encoder keys (most adapt the UNet only) is dropped; the same notice
+    for the UNet (a LoRA that adapts nothing of it) is not a remark."""
+    from date_diffusion.quiet import silenced
+
+    text = "No LoRA keys associated to {} found with the prefix='{}'. This is safe to ignore if ..."
+    assert silenced(text.format("CLIPTextModel", "text_encoder"))
+    assert silenced(text.format("CLIPTextModelWithProjection", "text_encoder_2"))
+    assert not silenced(text.format("UNet2DConditionModel", "unet"))

@@ -238,13 +238,14 @@ def test_reward_specs_with_unbounded_cost_are_refused_before_any_work(spec, mess
         check_spec(spec)
 
 
-@pytest.mark.parametrize("scale", ["nan", "inf", "-inf", "1e300"])
+@pytest.mark.parametrize("scale", ["nan", "inf", "-inf", "1e300", "1e3", "0.5e3", "200", "1E5"])
 def test_a_lora_scale_must_be_finite(tmp_path, capsys, scale):
     lora = tmp_path / "style.safetensors"
     lora.write_bytes(b"not read: the scale is refused first")
     assert main(["generate", "a red circle", "--lora", f"{lora}:{scale}", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "--lora: the scale of LoRA" in err and "finite number" in err and not (tmp_path / "o").exists()
+    assert f"got {scale!r}" in err, err  # as typed (round nine: `1e3` was quoted as `1000.0`)
 
 
 def test_prompts_files_with_a_byte_order_mark(tmp_path):
@@ -368,8 +369,8 @@ def test_an_image_no_update_moved_is_recorded_as_fixed(model_dir, clip_dir, tmp_
     out = tmp_path / "o"
     argv = gen_argv(model_dir, clip_dir, out)
 
-    def flat(spec, device):  # the reward times 0: zero gradients, every update skipped
-        reward = real(spec, device)
+    def flat(spec, device, named_by):  # the reward times 0: zero gradients, every update skipped
+        reward = real(spec, device, named_by)
         return lambda *args: reward(*args) * 0
 
     with monkeypatch.context() as patch:
@@ -520,7 +521,17 @@ def test_an_empty_record_is_not_an_image_made_and_audit_names_it(tmp_path, capsy
     [([1], "it holds an array"), ({"trace": {"updates": [{"step": "x"}]}}, "field 'step' must be int"),
      ({"panels": [{"final_distance": 1}]}, "field 'method' is missing"), ("{not json", "not JSON"),
      ({"panels": [{"method": "DATE", "final_reward": "0.9"}]}, "field 'final_reward' must be number"),
-     ({"panels": [{"method": "DATE", "final_reward_vs": {"method": "fixed"}}]}, "field 'difference' is missing")],
+     ({"panels": [{"method": "DATE", "final_reward_vs": {"method": "fixed"}}]}, "field 'difference' is missing"),
+     # round nine: a number JSON has not, anywhere (`info --json` would print it), and settings no run takes
+     ({"final_reward": {"date": float("nan")}}, "field 'final_reward.date' must be a finite number"),
+     ({"loras": [["x.safetensors", float("inf")]]}, "field 'loras.0.1' must be a finite number"),
+     ({"evaluator": {"date": {"detections": [{"cx": float("-inf")}]}}}, "'evaluator.date.detections.0.cx'"),
+     ({"steps": 4, "trace": {"updates": [{"step": 99, "reward_before": 0, "update_norm": 1, "skipped": False}]}},
+      "its trace updates at step 99, outside the run's 4 steps"),
+     ({"steps": 4, "trace": {"update_steps": [0, 0]}}, "its trace's update_steps lists a step twice"),
+     ({"date": {"rho_relative": -5, "update_every": 1}}, "rho_relative must be a finite number >= 0"),
+     ({"date": {"rho": 1, "update_every": 0}}, "update_every must be an integer from 1"),
+     ({"date": {"rho": 1, "update_every": 1, "lr": 2}}, "'lr' is no DATE setting")],
 )  # fmt: skip
 def test_forged_png_metadata_is_named_not_a_traceback(tmp_path, capsys, record, field):
     from PIL import PngImagePlugin
@@ -567,6 +578,41 @@ def test_a_replay_file_whose_updates_were_edited_is_named(tmp_path, capsys, chan
     assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert str(saved) in err and "its 'final' embedding is not its" in err and not (tmp_path / "r").exists(), err
+
+
+def _edit_date(**changes):
+    return lambda meta, t: meta.update(date=json.dumps({**json.loads(meta["date"]), **changes}))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [(_edit_date(update_every=1), "its 'date' settings update at steps [0, 1] of 2, and it holds the updates of "
+                                  "steps [0]"),
+     (_edit_date(update_every=None, update_steps=[1]), "update at steps [1] of 2"),
+     (_edit_date(rho_relative=-1), "its 'date' settings are no DATE setting (rho_relative must be a finite"),
+     (_edit_date(foo=1), "'foo' is no DATE setting")],
+)  # fmt: skip
+def test_a_replay_file_whose_settings_were_edited_is_named(tmp_path, capsys, change, message):
+    """Round nine: a replay's record repeats its file's DATE settings; a file whose settings no longer make its
+    update stages (or are none DATE takes) is named, never replayed under settings it was not made with."""
+    assert main(["generate", "a red circle", "--steps", "2", "--save-embeddings", "--out", str(tmp_path / "s")]) == 0
+    saved = next((tmp_path / "s").glob("*-embeddings.safetensors"))
+    _rewrite(saved, change)
+    capsys.readouterr()
+    assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert str(saved) in err and message in err and not (tmp_path / "r").exists(), err
+
+
+def test_a_replay_record_names_the_file_as_the_source_of_its_settings(tmp_path):
+    """A replay's steps, guidance and scheduler come from its file (the user gives none of them), and its trace
+    lists the steps whose embeddings it switched to."""
+    assert main(["generate", "a red circle", "--steps", "3", "--save-embeddings", "--out", str(tmp_path / "s")]) == 0
+    saved = next((tmp_path / "s").glob("*-embeddings.safetensors"))
+    assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 0
+    made, again = (json.loads(next((tmp_path / d).glob("*.json")).read_text()) for d in ("s", "r"))
+    assert again["sources"] == {"num_inference_steps": "replay", "guidance_scale": "replay", "scheduler": "replay"}
+    assert again["trace"]["update_steps"] == made["trace"]["update_steps"] == [0]
 
 
 def test_replay_files_name_the_real_mismatch(pipe, saved_file):
@@ -879,6 +925,15 @@ def _edit_json(path, **values):
          "recommended.update_every must be an integer from 1 to 10000, got 1E1"),  # as the file spells it
         (lambda m: (m / "toyworld.json").write_text('{"recommended": {"guidance_scale": "5"}}'),
          "toyworld.json: recommended.guidance_scale must be written without quotes"),
+        # round nine: a value the file gives is named by its key and quoted as the file spells it
+        (lambda m: (m / "toyworld.json").write_text('{"recommended": {"scheduler": "nope"}}'),
+         "toyworld.json: recommended.scheduler 'nope'; choose one of"),
+        (lambda m: (m / "toyworld.json").write_text('{"recommended": {"update_steps": [5000]}}'),
+         "toyworld.json: recommended.update_steps [5000] are outside the run"),
+        (lambda m: (m / "toyworld.json").write_text('{"recommended": {"rho": true}}'),
+         "toyworld.json: recommended.rho must be a finite number >= 0 and <= 100, got true"),
+        (lambda m: (m / "toyworld.json").write_text('{"recommended": {"reward": "toy-judge:/nonexistent"}}'),
+         "toyworld.json: recommended.reward 'toy-judge:/nonexistent': could not load '/nonexistent': no such file"),
         (lambda m: (m / "model_index.json").write_text(
             (m / "model_index.json").read_text().replace('"StableDiffusionPipeline"', '"StableDiffusionXLPipeline"')),
          "names StableDiffusionXLPipeline, which needs text_encoder_2, tokenizer_2"),
@@ -2013,3 +2068,50 @@ def test_the_worker_kind_reads_what_its_type_reads():
 
     kind = COMMAND_KINDS["toyworld train-judge --worker"]
     assert kind.value("1/3", "--worker") == kind.value((1, 3), "--worker") == (1, 3)
+
+
+def test_a_scheduler_the_model_recommends_is_the_one_that_samples(tmp_path):
+    """Round nine: `recommended.scheduler` was read, listed as known, and then passed over for the model's own."""
+    model = _toy_copy(tmp_path, "model")
+    (model / "toyworld.json").write_text('{"recommended": {"scheduler": "euler"}}')
+    assert main(["generate", "a red circle", "--model", str(model), "--steps", "2", "--out", str(tmp_path / "o")]) == 0
+    record = json.loads(next((tmp_path / "o").glob("*.json")).read_text())
+    assert (record["scheduler"], record["scheduler_name"]) == ("EulerDiscreteScheduler", "euler")
+    assert record["sources"]["scheduler"] == "model"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--update-intervals", "2:0"], "got '2:0'"),
+        (["--update-intervals", "0:1,1:2:3"], "got '1:2:3'"),
+        (["--update-intervals", ":2"], "got ':2'"),
+        (["--reward", "1e7*toy-clip"], "got '1e7'"),
+        (["--reward", "0.5e7*toy-clip+toy-clip"], "got '0.5e7'"),
+    ],
+)
+def test_a_refusal_quotes_a_list_item_or_a_weight_as_typed(tmp_path, capsys, argv, message):
+    """Round nine: `--update-intervals 2:0` was quoted as `[2, 0]`, `1:2:3` as `'2:3'`; a reward weight as Python
+    spells the float it read (`10000000.0`)."""
+    assert main(["generate", "a red circle", "--steps", "4", *argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists(), err
+
+
+def test_run_json_names_a_field_that_is_none_of_its_own(tmp_path, capsys):
+    """Round nine: an unknown run.json key was kept without a word; one inside a method's DATE settings showed
+    Python's `__init__() got an unexpected keyword argument`."""
+    out = tmp_path / "run"
+    assert main(_bench(out, "--methods", "date")) == 0
+    run = json.loads((out / "run.json").read_text())
+    capsys.readouterr()
+    for change, message in (
+        (lambda r: r.update(stpes=8), "field 'stpes' is none of its fields"),
+        (lambda r: r["methods"]["date"]["date"].update(foo=1), "'foo' is no DATE setting"),
+    ):
+        edited = json.loads(json.dumps(run))
+        change(edited)
+        (out / "run.json").write_text(json.dumps(edited))
+        assert main(["report", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "unexpected keyword" not in err and len(err.strip().splitlines()) == 1, err

@@ -95,6 +95,12 @@ def offline_without_network(args) -> str | None:
     return None
 
 
+def is_local_path(id_or_path) -> bool:
+    """Whether a model or reward source is written as a path (`/...`, `./...`, `~/...`), never a hub id: one that
+    does not exist is a missing file or folder, not a model to look up on the hub."""
+    return str(id_or_path).startswith(("/", ".", "~"))
+
+
 def explain_load_error(id_or_path, err: Exception, config_repo: str | None = None) -> ModelNotFoundError:
     """One line that says what `id_or_path` is and how to fix loading it. For a single checkpoint file,
     `config_repo` is the hub repo diffusers reads its configs from (when no `--config` was given)."""
@@ -111,7 +117,7 @@ def explain_load_error(id_or_path, err: Exception, config_repo: str | None = Non
         )
     elif path.is_dir():
         hint = f"the folder exists but is not a complete diffusers checkpoint {why}"
-    elif str(id_or_path).startswith(("/", ".", "~")):
+    elif is_local_path(id_or_path):
         hint = "no such file or folder: check the path"
     else:
         hint = (

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from date_diffusion import plugins
-from date_diffusion.core.text import quoted
-from date_diffusion.schemas import json_kind, loads
+from date_diffusion.core.text import json_kind, quoted
+from date_diffusion.schemas import loads
 
 FILE = "date_diffusion.json"
 

@@ -54,6 +54,14 @@ REMARKS = (
            "without such a kernel fails with its own error",
            "Pipelines loaded with `dtype=torch.float16` cannot run with `cpu` device. It is not recommended to move "
            "them to `cpu` as running them will fail."),
+    Remark(r"No LoRA keys associated to \w+ found with the prefix='text_encoder(_\d)?'\.",
+           "diffusers.loaders.lora_base",
+           "on loading any LoRA that adapts only the UNet or transformer (most do); a LoRA that adapts nothing of "
+           "the model is refused by the loader's own check",
+           "No LoRA keys associated to CLIPTextModel found with the prefix='text_encoder'. This is safe to ignore if "
+           "LoRA state dict didn't originally have any CLIPTextModel related params. You can also try specifying "
+           "`prefix=None` to resolve the warning. Otherwise, open an issue if you think it's unexpected: "
+           "https://github.com/huggingface/diffusers/issues/new"),
 )  # fmt: skip
 SILENCED = tuple(re.compile(r.pattern) for r in REMARKS)
 

@@ -48,6 +48,7 @@ class Resolved:
     guidance_scale: float
     sources: dict = field(default_factory=dict)  # setting -> user | model | family | paper
     scheduler: str | None = None  # a `schedulers.SCHEDULERS` name; None: the model's own
+    reward_named_by: str = "reward"  # where `reward` was given, as errors name it (a flag, a model file's key)
 
     @property
     def active(self) -> bool:
@@ -115,15 +116,19 @@ def resolve_settings(
             ("user", user.get(name)), ("model", advice.get(name)), ("family", family_sampling[name])
         )
         user[name] = value
-    scheduler, sources["scheduler"] = _scheduler(user.get("scheduler"), model, fam, paper_defaults, names)
+    recommended = (advice.get("scheduler"), own and f"{own.path}: recommended.scheduler")
+    scheduler, sources["scheduler"] = _scheduler(user.get("scheduler"), recommended, model, fam, paper_defaults,
+                                                 names)  # fmt: skip
+    reward_named_by = names["reward"]
+    if sources["reward"] == "model" and own is not None:  # a spec the model's file gives: that file and its key
+        reward_named_by = f"{own.path}: {'recommended.reward' if date_advice.get('reward') else 'reward'}"
     resolved = Resolved(model, fam, date, reward, user["num_inference_steps"], user["guidance_scale"], sources,
-                        scheduler)  # fmt: skip
-    _check_schedule(resolved, names)
-    if check_reward:  # a spec the model's file gives is named by that file and its key, not by the flag
-        name = names["reward"]
-        if sources["reward"] == "model" and own is not None:
-            name = f"{own.path}: {'recommended.reward' if date_advice.get('reward') else 'reward'}"
-        _check_reward(reward, name)
+                        scheduler, reward_named_by)  # fmt: skip
+    # a schedule the model's file recommends is named by that file and its key, not by the flag
+    _check_schedule(resolved, {k: f"{own.path}: recommended.{k}" if k in date_advice and sources.get(k) == "model"
+                               else names[k] for k in names})  # fmt: skip
+    if check_reward:
+        _check_reward(reward, reward_named_by)
     return resolved
 
 
@@ -163,23 +168,24 @@ def _checked(given: dict, names: dict, from_file: bool = False) -> dict:
     return out
 
 
-def _scheduler(given, model: str, family: str, paper_defaults: bool, names: dict) -> tuple[str | None, str]:
+def _scheduler(given, recommended: tuple, model: str, family: str, paper_defaults: bool,
+               names: dict) -> tuple[str | None, str]:  # fmt: skip
     """(scheduler name or None for the model's own, source): the caller's; under `paper_defaults` the paper's
-    sampler for the family unless the model already ships it; else the model's own."""
+    sampler for the family unless the model already ships it; the one the model's file recommends (`recommended`:
+    (name, where the file says it)); else the model's own. A name is one of `SCHEDULERS`, wherever it comes from."""
     from date_diffusion.schedulers import SCHEDULERS, is_same
 
+    for name, where in ((given, names["scheduler"]), recommended):
+        if name is not None and name not in SCHEDULERS:
+            raise SettingError(f"unknown {where} {name!r}; choose one of: {', '.join(SCHEDULERS)}").about("scheduler")
     if given is not None:
-        if given not in SCHEDULERS:
-            raise SettingError(f"unknown {names['scheduler']} {given!r}; choose one of: {', '.join(SCHEDULERS)}").about(
-                "scheduler"
-            )
         return given, "user"
     paper = by_name(family).paper_scheduler
     if paper_defaults and paper is not None:
         from date_diffusion.pipelines import scheduler_class_name
 
         return (None if is_same(paper, scheduler_class_name(model)) else paper), "paper"
-    return None, "model"
+    return (recommended[0], "model") if recommended[0] is not None else (None, "model")
 
 
 def _date(user: dict, advice: dict, names: dict) -> tuple[DATEConfig, dict]:

@@ -26,7 +26,7 @@ from date_diffusion.core.settings import (
     parse_real,
     within,
 )
-from date_diffusion.core.text import is_blank
+from date_diffusion.core.text import is_blank, json_kind
 from date_diffusion.core.trace import Trace, UpdateRecord
 
 
@@ -85,17 +85,6 @@ class SpelledFloat(float):
     __str__ = __repr__
 
 
-def json_kind(value) -> str:
-    """What a JSON value is, in JSON's words (a dict is an object, a list an array), as every message about a
-    file's value names it."""
-    if isinstance(value, bool):
-        return "true or false"
-    if isinstance(value, numbers.Number):
-        return "a number"
-    kinds = {dict: "an object", list: "an array", tuple: "an array", str: "text", type(None): "null"}
-    return next((name for kind, name in kinds.items() if isinstance(value, kind)), type(value).__name__)
-
-
 def loads(text):
     """The one JSON parser of files the package reads: `json.loads`, with a key given twice in an object refused
     (`DuplicateKeyError`), and a number too long to convert or nesting too deep for the parser refused
@@ -136,11 +125,15 @@ class Schema:
     optional: dict = field(default_factory=dict)  # checked where present (and not None)
     bounds: dict = field(default_factory=dict)  # number field -> (lowest, highest), both allowed
     unique: tuple = ()  # list fields that give no value twice
+    closed: bool = False  # a field of another name is refused (a file only this package writes)
 
     def problem(self, data) -> str | None:
         """What is wrong with `data` (a field and why), or None."""
         if not isinstance(data, dict):
             return f"it holds {json_kind(data)}, not an object"
+        unknown = [name for name in data if name not in self.required and name not in self.optional]
+        if self.closed and unknown:
+            return f"field {unknown[0]!r} is none of its fields ({', '.join([*self.required, *self.optional])})"
         for name, kind in self.required.items():
             if name not in data:
                 return f"field {name!r} is missing"
@@ -253,6 +246,7 @@ RUN = Schema(
     },  # every field `bench.runner.RunSettings` writes (test_bench_trust checks the two agree)
     bounds={"seeds": (0, MAX_SEED), "steps": (1, MAX_STEPS), "limit": (1, MAX_SEED), "edit_skip": (0, MAX_STEPS)},
     unique=("seeds", "categories"),
+    closed=True,
 )  # fmt: skip
 TRAIN_CHECKPOINT = Schema(
     "toy-world training checkpoint",
@@ -314,9 +308,48 @@ REPLAY = Schema(
 )  # fmt: skip
 
 
+def nonfinite_field(data, where: str = "") -> str | None:
+    """The first field (dotted, `final_reward.date`, `loras.0.1`) of a JSON value holding NaN or an infinity, or
+    None: JSON has no such number, and no record this package writes holds one."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return where or "the value"
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        found = nonfinite_field(value, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
+def _record_problem(record: dict, trace: dict) -> str | None:
+    """What no run writes into a record: DATE settings out of their kinds, an update step listed twice or past the
+    run's loop steps (at most two per sampling step: a second-order scheduler)."""
+    from date_diffusion.core.config import DATEConfig
+
+    if record.get("date") is not None:
+        try:
+            DATEConfig.from_dict(record["date"])
+        except ValueError as err:  # SettingError: a setting's kind, or settings that do not go together
+            return f"its DATE settings ('date') are none a run takes: {err}"
+    steps = [u.get("step") for u in trace.get("updates") or []] + list(trace.get("update_steps") or [])
+    loop = 2 * record["steps"] if isinstance(record.get("steps"), int) else MAX_UPDATES
+    past = [s for s in steps if isinstance(s, int) and not 0 <= s < loop]
+    if past:
+        return f"its trace updates at step {past[0]}, outside the run's {record.get('steps', 'any')} steps"
+    for name in ("update_steps", "skipped_steps"):
+        if len(set(map(str, trace.get(name) or []))) != len(trace.get(name) or []):
+            return f"its trace's {name} lists a step twice"
+    return None
+
+
 def check_png_record(record, path) -> dict:
-    """A PNG's `date-diffusion` record, with its trace's updates and its grid's panels (what `info` shows)."""
+    """A PNG's `date-diffusion` record, with its trace's updates and its grid's panels (what `info` shows): no
+    number that is not finite anywhere in it (so `info --json` prints JSON), settings a run takes."""
     PNG_RECORD.check(record, path)
+    bad = nonfinite_field(record)
+    if bad:
+        raise SchemaError(f"{path} is not a valid {PNG_RECORD.what}: field {bad!r} must be a finite number; "
+                          f"{PNG_RECORD.fix}")  # fmt: skip
     panels = [PANEL.check(p, f"{path} (panel {k} of its grid)") for k, p in enumerate(record.get("panels") or [], 1)]
     for k, p in enumerate(panels, 1):
         if p.get("final_reward_vs") is not None:
@@ -329,6 +362,9 @@ def check_png_record(record, path) -> dict:
                               f"more than any run makes ({MAX_UPDATES:,}); {PNG_RECORD.fix}")  # fmt: skip
         for update in updates:
             UPDATE.check(update, f"{path} (an update of its trace)")
+        why = _record_problem(record, trace)
+        if why:
+            raise SchemaError(f"{path} is not a valid {PNG_RECORD.what}: {why}; {PNG_RECORD.fix}")
     if isinstance(record.get("prompt"), str) and is_blank(record["prompt"]):
         raise SchemaError(f"{path} is not a valid {PNG_RECORD.what}: its prompt is empty; {PNG_RECORD.fix}")
     return record

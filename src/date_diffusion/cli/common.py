@@ -267,17 +267,16 @@ def check_negative_prompt(pipe, negative_prompt: str | None) -> None:
                        "without a negative prompt of the user's")  # fmt: skip
 
 
-def load_reward(spec: str, device: str):
-    """`rewards.registry.reward_from_spec`, with a malformed spec reported as a usage error."""
+def load_reward(spec: str, device: str, named_by: str = "--reward"):
+    """`rewards.registry.reward_from_spec`, with a malformed spec or a source not here reported as a usage error
+    naming where the spec was given (`named_by`: the flag, or a model file's key: `Resolved.reward_named_by`)."""
     from date_diffusion.hub import ModelNotFoundError
     from date_diffusion.rewards.registry import RewardSpecError, reward_from_spec
 
     try:
         return reward_from_spec(spec, device)
-    except RewardSpecError as err:
-        raise CLIError(str(err)) from err
-    except ModelNotFoundError as err:  # a source that is neither here nor cached: the option that named it
-        raise CLIError(f"--reward {quoted(spec)}: {err}") from err
+    except (RewardSpecError, ModelNotFoundError) as err:
+        raise CLIError(f"{named_by} {quoted(spec)}: {err}") from err
 
 
 def resolve_model(model: str | None) -> str:

@@ -300,7 +300,7 @@ def load(opts: EditOptions, settings, loading: dict):
     size = pipe.default_image_size()
     opts = replace(opts, height=opts.height or size, width=opts.width or size)
     image = open_rgb(opts.image).resize((opts.width, opts.height), Image.Resampling.BICUBIC)  # any mode, bit depth
-    return opts, pipe, image, load_reward(settings.reward, device)
+    return opts, pipe, image, load_reward(settings.reward, device, settings.reward_named_by)
 
 
 def edit_three(opts: EditOptions, pipe, image, date, reward):

@@ -223,8 +223,11 @@ def replay_settings(opts: GenerateOptions):
         )
         if value is not None
     ]
-    given += [flag for dest, flag in (("seed", "--seed"), ("images_per_prompt", "--images-per-prompt"))
-              if dest in opts.options_given]  # `--seed 0` given is as much a value replaced as `--seed 5`
+    given += [
+        flag
+        for dest, flag in (("seed", "--seed"), ("images_per_prompt", "--images-per-prompt"))
+        if dest in opts.options_given
+    ]  # `--seed 0` given is as much a value replaced as `--seed 5`
     if given:  # each would be replaced by the file's value without a word
         raise CLIError(f"--replay-embeddings takes the seed, steps, guidance, size and negative prompt from the file; "
                        f"leave out {', '.join(given)}")  # fmt: skip
@@ -497,7 +500,7 @@ def load(opts: GenerateOptions, job: Job, device: str) -> None:
         print(f"date-diffusion generate: note: --negative-prompt has no effect here: {unused['negative_prompt']}; "
               "the record lists it under without_effect", file=sys.stderr)  # fmt: skip
     job.height, job.width, job.pipe = height, width, pipe
-    job.reward = None if job.saved is not None else load_reward(settings.reward, device)
+    job.reward = None if job.saved is not None else load_reward(settings.reward, device, settings.reward_named_by)
     job.decoder = None
     if opts.reward_decoder and job.saved is None:
         from date_diffusion.pipelines.loading import tiny_decoder_for
@@ -663,8 +666,9 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
             gradient_checkpointing=opts.gradient_checkpointing,
             trace=results[kind].traces[j],
         )
-        if kind == "replay":
+        if kind == "replay":  # its sampling settings are the file's, none the user's
             record["replayed_from"] = str(opts.replay_embeddings)
+            record["sources"] = dict.fromkeys(record["sources"], "replay")
         lines = [f"{quoted(prompt)} seed {seed} -> {out / (stem + ext)}", f"    record: {out / (stem + '.json')}"]
         if kind == "date" and job.date_active and record["method"] == "fixed":  # the plan's note covers the rest
             lines.append(

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from date_diffusion.core.settings import ANCHORS, DIRECTIONS, REWARD_TARGETS, SETTINGS, SettingError
+from date_diffusion.core.text import json_kind, quoted
 
 __all__ = ["ANCHORS", "DIRECTIONS", "REWARD_TARGETS", "DATEConfig", "SettingError"]
 PAPER_RHO = 0.5
@@ -155,9 +156,24 @@ class DATEConfig:
             raise ValueError(f"update_intervals {bad} end past the run: allowed range is 0..{num_loop_steps}")
         return sorted({i for s, e in self.update_intervals for i in range(s, e)})
 
+    @classmethod
+    def from_dict(cls, data) -> DATEConfig:
+        """The inverse of `to_dict`, for a setting a file gives (a run.json method, a PNG record, an embeddings
+        file): an object of DATEConfig's fields, each through its kind. Anything else, or a key that is no field,
+        is a SettingError naming it, never Python's TypeError."""
+        if not isinstance(data, dict):
+            raise SettingError(f"DATE's settings must be an object of its fields, got {json_kind(data)}")
+        unknown = [key for key in data if key not in FIELD_NAMES]
+        if unknown:
+            raise SettingError(f"{quoted(unknown[0])} is no DATE setting (they are {', '.join(FIELD_NAMES)})")
+        return cls(**data)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         for k in ("update_steps", "update_intervals"):
             if d[k] is not None:
                 d[k] = [list(v) if isinstance(v, tuple) else v for v in d[k]]
         return d
+
+
+FIELD_NAMES = tuple(f.name for f in fields(DATEConfig))  # what a file's DATE settings may hold (`from_dict`)

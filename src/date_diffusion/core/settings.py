@@ -43,6 +43,16 @@ class SettingError(ValueError):
         return self
 
 
+def _json_text(value) -> str:
+    """A value a JSON file gave, as the file spells it (`true`, `[5000]`; a number as written: `SpelledFloat`)."""
+    import json
+
+    try:
+        return json.dumps(value) if not isinstance(value, float) else repr(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 def _num(x) -> str:
     return f"{x:g}" if isinstance(x, float) else str(x)
 
@@ -64,7 +74,10 @@ class Kind:
         if isinstance(raw, str) and type(self).parse is not Kind.parse:
             raise SettingError(f"{name} must be written without quotes (as a number, true/false or a list), got the "
                                f"text {quoted(raw)}")  # fmt: skip
-        return self.check(raw, name)
+        try:
+            return self.check(raw, name)
+        except SettingError as err:  # quoted as the file spells it (`true`, `null`), not as Python does (`True`)
+            raise SettingError(str(err).replace(f"got {raw!r}", f"got {_json_text(raw)}")) from None
 
     def value(self, raw, name: str):
         """Text or a Python value -> the checked value (a message about text quotes the text typed)."""
@@ -386,13 +399,13 @@ class IntervalList(Kind):
 
     def parse(self, text, name):
         pairs = []
-        for item in _items(text, name):
-            start, colon, end = item.partition(":")
-            if not colon:
-                raise SettingError(f"{name} must be START:END pairs like 0:5,20:25, got {quoted(text)}")
-            pairs.append(
-                tuple(_parse_int(v, name, 0, MAX_INDEX, "START:END pairs of loop indices") for v in (start, end))
-            )
+        for item in _items(text, name):  # each refused as typed (`2:0`, `1:2:3`, `:2`), never a piece or a list
+            ends = item.split(":")
+            if len(ends) != 2 or not all(map(is_integer, ends)) or not 0 <= parse_integer(ends[0]) < parse_integer(
+                    ends[1]) <= MAX_INDEX:  # fmt: skip
+                raise SettingError(f"{name} must be START:END pairs of loop indices with 0 <= START < END <= "
+                                   f"{MAX_INDEX}, like 0:5,20:25, got {quoted(item)}")  # fmt: skip
+            pairs.append((parse_integer(ends[0]), parse_integer(ends[1])))
         return pairs
 
     def check(self, value, name):

@@ -13,6 +13,7 @@ one, as captions of the paper's COCO subset do; every encoder reads them as spac
 
 from __future__ import annotations
 
+import numbers
 import re
 import unicodedata
 
@@ -113,6 +114,17 @@ def prepare_prompt(text, name: str, empty: bool = False) -> tuple[str, str | Non
     or shows nothing (`check_prompt`), stripped, and cut to what encoders read (`cut_prompt`); (the text, a note
     when it was cut)."""
     return cut_prompt(check_prompt(text, name, empty), name)
+
+
+def json_kind(value) -> str:
+    """What a JSON value is, in JSON's words (a dict is an object, a list an array), as every message about a
+    file's value names it."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, numbers.Number):
+        return "a number"
+    kinds = {dict: "an object", list: "an array", tuple: "an array", str: "text", type(None): "null"}
+    return next((name for kind, name in kinds.items() if isinstance(value, kind)), type(value).__name__)
 
 
 def quoted(value, most: int = 100) -> str:

@@ -177,6 +177,12 @@ class Method:
         """Where this method lies on the report's sweeps (e.g. `{"rho": 2.0}`); empty: on none."""
         return {}
 
+    def images_key(self, run_steps: int, reward: str | None) -> dict:
+        """What decides this method's images in a run of `run_steps` steps whose reward is `reward`: two methods
+        with the same key make the same images (`same_images`)."""
+        entry = self.record()
+        return {**entry, "steps": self.steps_for(run_steps), "reward": entry.get("reward") or reward}
+
     def record(self) -> dict:
         """The run.json entry (the label is its key)."""
         out = {"method": self.kind}
@@ -197,7 +203,7 @@ class Method:
         names = {f.name for f in fields(kind)} - {"label"}
         values = {k: v for k, v in record.items() if k in names}
         if values.get("date") is not None:
-            values["date"] = DATEConfig(**_one_step_size(values["date"]))
+            values["date"] = DATEConfig.from_dict(_one_step_size(values["date"]))
         return kind(label=label, **values)
 
 
@@ -381,6 +387,17 @@ class Date(Method):
         `generate` records it: DATE did nothing to it (`core.trace.moved`)."""
         return self.image_method if moved(trace) or not self.alone else "fixed"
 
+    def images_key(self, run_steps, reward):
+        """The update steps the schedule gives in this run, however it is written (`every=5`, `steps=0` and
+        `intervals=0:1` at 4 steps; `steps=3;1` and `steps=1;3`)."""
+        key = super().images_key(run_steps, reward)
+        try:
+            steps = self.date.update_indices(self.steps_for(run_steps))
+        except ValueError:  # outside the run: `check` names it
+            return key
+        schedule = dict(update_every=None, update_steps=steps, update_intervals=None)
+        return {**key, "date": {**key["date"], **schedule}}
+
     def check(self, run_steps):
         self.date.update_indices(self.steps_for(run_steps))  # steps outside the run (ValueError)
         if not self.date.acts(self.steps_for(run_steps)):  # generate's test (`DATEConfig.acts`)
@@ -546,13 +563,12 @@ def parse_methods(text: str, model=None) -> list[Method]:
 
 def same_images(methods, run_steps: int | None = None, reward: str | None = None) -> tuple[str, str] | None:
     """The labels of the first two methods that make the same images: the same settings (`best-of-2 best-of-02`),
-    or, given the run's step count and reward, the same settings in that run (`fixed` and `fixed@K` at K steps,
-    `date` and `date:reward=R` with the run's reward R); None when every method makes its own."""
+    or, given the run's step count and reward, the same settings in that run (`Method.images_key`: `fixed` and
+    `fixed@K` at K steps, `date` and `date:reward=R` with the run's reward R, DATE schedules that update at the same
+    steps); None when every method makes its own."""
     first: dict[str, str] = {}  # a method's settings -> the label that gave them first
     for m in methods:
-        entry = m.record()
-        if run_steps is not None:
-            entry = {**entry, "steps": m.steps_for(run_steps), "reward": entry.get("reward") or reward}
+        entry = m.record() if run_steps is None else m.images_key(run_steps, reward)
         key = json.dumps(entry, sort_keys=True, default=str)
         if key in first:
             return first[key], m.label

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from date_diffusion.core.text import json_kind
 from date_diffusion.families import by_pipeline_class
-from date_diffusion.schemas import json_kind
 
 
 def date_pipeline_class(class_name: str):

@@ -177,7 +177,30 @@ def replay_schedule(saved: SavedEmbeddings, pipeline_name: str, cond, n_steps: i
             f"replay_embeddings update at loop indices {outside}, outside this call's {n_steps} steps "
             f"(0..{n_steps - 1}): use the step count they were saved with ({saved_steps})"
         )
+    _check_schedule(saved, n_steps)
     return {i: e.to(cond.cond.device, cond.cond.dtype) for i, e in saved.history().items()}
+
+
+def _check_schedule(saved: SavedEmbeddings, n_steps: int) -> None:
+    """The DATE settings a file states (`date`, which a replay's record repeats) are those its stages were made
+    with: a run of `n_steps` loop steps under them updates at exactly the file's update steps (every update step
+    writes one, skipped or not). A file whose settings were edited since is named."""
+    from date_diffusion.core.config import DATEConfig
+    from date_diffusion.core.settings import SettingError
+    from date_diffusion.sampling.date_step import update_steps
+
+    if saved.metadata.get("date") is None:
+        return
+    try:
+        expected = update_steps(DATEConfig.from_dict(saved.metadata["date"]), n_steps)
+    except (SettingError, ValueError) as err:
+        raise ValueError(
+            f"replay_embeddings: its 'date' settings are no DATE setting ({err}); {EMBEDDINGS.fix}"
+        ) from None
+    if expected != saved.update_steps():
+        raise ValueError(f"replay_embeddings: its 'date' settings update at steps {expected} of {n_steps}, and it "
+                         f"holds the updates of steps {saved.update_steps()} (its settings were changed since it "
+                         f"was written); {EMBEDDINGS.fix}")  # fmt: skip
 
 
 def _start_mismatch(meta: dict, texts) -> str:

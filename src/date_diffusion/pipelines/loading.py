@@ -17,11 +17,10 @@ from pathlib import Path
 
 from date_diffusion.core.config import nonzero_in_float32
 from date_diffusion.core.settings import Real, SettingError, is_real, parse_real
-from date_diffusion.core.text import quoted
+from date_diffusion.core.text import json_kind, quoted
 from date_diffusion.families import NAMES, by_name, by_pipeline_class, by_single_file_type
 from date_diffusion.hub import ModelNotFoundError, explain_load_error, is_offline, load_component
 from date_diffusion.model_folder import read as read_model_file
-from date_diffusion.schemas import json_kind
 
 # diffusers is imported inside the functions: the resolver (and so every command's checks) imports this module
 # before any model loads.
@@ -375,12 +374,12 @@ def parse_lora(spec: str) -> tuple[str, float]:
                            f"scale {scale}; rename one of the two files")  # fmt: skip
     if colon and path and not Path(spec).exists():
         try:
-            number = parse_real(scale)
+            parse_real(scale)
         except ValueError:
             if Path(path).is_file():  # FILE:SCALE with a scale that is no number: the scale named, not "no such file"
                 LORA_SCALE.value(scale, f"the scale of LoRA {path!r}")
             return str(spec), 1.0
-        weight = LORA_SCALE.check(number, f"the scale of LoRA {path!r}")
+        weight = LORA_SCALE.value(scale, f"the scale of LoRA {path!r}")  # a refusal quotes the scale as typed
         if not nonzero_in_float32(abs(weight)):  # the weights times 0: the image would be the one without it
             raise SettingError(f"the scale of LoRA {path!r} is {quoted(scale)}, 0 in 32-bit floats: the LoRA would "
                                "do nothing; leave it out, or give a scale that acts")  # fmt: skip

@@ -115,7 +115,7 @@ def as_config(date) -> DATEConfig | None:
     if date is None or isinstance(date, DATEConfig):
         return date
     if isinstance(date, dict):
-        return DATEConfig(**date)
+        return DATEConfig.from_dict(date)
     raise TypeError(f"`date` must be a DATEConfig, a dict of its fields or None, got {type(date).__name__}")
 
 

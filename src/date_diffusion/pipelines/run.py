@@ -120,7 +120,8 @@ def run_date(pipe, module, run: Run, options: DATEOptions, generator) -> tuple[S
     if options.ug_scale:
         model = UniversalGuidance(model, path.decode, path.score, options.ug_scale, options.ug_every)
     starts = scheduler_step_starts(run.scheduler, len(run.timesteps))
-    steps = update_steps(options.date if options.replay_embeddings is None else None, len(starts))
+    replay = options.replay_embeddings
+    steps = update_steps(options.date, len(starts)) if replay is None else replay.update_steps()  # the trace's
     recorder = TraceRecorder(run.cond.cond, steps, keep_history=options.save_embeddings is not None)
     provider = output_provider(run, options, model, path, starts, generator, type(pipe).__name__)
     state = StepState(run.scheduler, run.latents, run.cond.cond, run.cond.uncond, run.guidance_scale)

@@ -13,13 +13,12 @@ of `Sum`, `Named`, `Augmented`, `Mean` and `Subjects`; checking reads the tree, 
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from date_diffusion import plugins
-from date_diffusion.core.settings import parse_integer, parse_real
+from date_diffusion.core.settings import Real, parse_integer
 from date_diffusion.core.text import quoted
 from date_diffusion.hub import PAPER_CLIP
 
@@ -238,6 +237,7 @@ class Sum:
 
 # bounds that keep a spec's cost finite: views of augK(...), wrappers inside each other, a term's weight
 MAX_VIEWS, MAX_NESTING, MAX_WEIGHT = 64, 8, 1e6
+WEIGHT = Real(-MAX_WEIGHT, MAX_WEIGHT)  # a reward term's weight (`2*clip-l`)
 MAX_TERMS, MAX_SPEC_CHARS = 32, 4096  # rewards scored per image, and a spec's length (each term is a model's run)
 
 
@@ -311,14 +311,10 @@ def _sum(spec: str, known: dict) -> Sum:
     weighted = []
     for term in terms:
         weight, star, rest = term.partition("*") if "*" in term.split("(")[0] else ("", "", term)
-        try:
-            w = parse_real(weight) if star else 1.0
+        try:  # a refusal quotes the weight as typed (`1e7`), never as Python spells it (`10000000.0`)
+            w = WEIGHT.value(weight, "the weight") if star else 1.0
         except ValueError as err:
             raise RewardSpecError(f"bad weight in reward {quoted(term)}: {err}") from err
-        if not math.isfinite(w) or abs(w) > MAX_WEIGHT:
-            raise RewardSpecError(
-                f"bad weight in reward {quoted(term)}: a finite number up to {MAX_WEIGHT:g} in size, got {w}"
-            )
         if w == 0:  # its model would be loaded and run at every update for a term that adds nothing
             raise RewardSpecError(f"reward term {quoted(term)} has weight 0 in {quoted(str(spec))}: it would run "
                                   "for nothing; leave it out")  # fmt: skip
@@ -456,8 +452,10 @@ def _build_named(node: Named, device):
     weights file, a pipe) is `RewardSpecError` naming the term and the file, whatever the loader raised."""
     import os
 
-    from date_diffusion.hub import ModelNotFoundError
+    from date_diffusion.hub import ModelNotFoundError, explain_load_error, is_local_path
 
+    if node.source is not None and is_local_path(node.source) and not os.path.lexists(os.path.expanduser(node.source)):
+        raise explain_load_error(node.source, FileNotFoundError())  # a path, not a hub id to look up
     if node.source is not None and os.path.exists(node.source) and not os.path.isfile(node.source):
         if not os.path.isdir(node.source):  # a pipe or a device: reading it could block or never end
             raise RewardSpecError(f"reward {node.name}:{node.source}: {node.source!r} is not a regular file or a "
