@@ -1,5 +1,6 @@
 import json
 from dataclasses import asdict
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -129,7 +130,7 @@ def test_resume_after_an_interruption_inside_the_last_checkpoint_equals_uninterr
 
     _, straight = run_stage(tmp_path / "a")
     writes = []
-    save_file, replace = runner.save_file, Path.replace
+    save_file, replace = runner.save_tensors, Path.replace
 
     def cutting_save(tensors, path, *args, **kwargs):  # dies writing `cut` in the final checkpoint (step 6)
         writes.append(Path(path).name.removesuffix(".new"))
@@ -142,7 +143,7 @@ def test_resume_after_an_interruption_inside_the_last_checkpoint_equals_uninterr
             raise Boom
         return replace(self, target)
 
-    monkeypatch.setattr(runner, "save_file", cutting_save)
+    monkeypatch.setattr(runner, "save_tensors", cutting_save)
     monkeypatch.setattr(Path, "replace", cutting_replace)
     with pytest.raises(Boom):
         run_stage(tmp_path / "b")
@@ -277,3 +278,59 @@ def test_a_finished_stage_whose_files_were_damaged_or_edited_is_named(tmp_path):
         with pytest.raises(SchemaError, match="latents") as err:
             encode_latents(cfg, vae=None)
         assert message in str(err.value) and "delete that folder" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "optimizer.safetensors", "ema.safetensors"])
+def test_a_truncated_checkpoint_weights_file_is_named(tmp_path, name):
+    """Round nine: a truncated weights file of a checkpoint was `SafetensorError` (no OSError), exit 1 without the
+    file; it is a `SchemaError` naming the file and the fix."""
+    from date_diffusion.schemas import SchemaError
+
+    with pytest.raises(Boom):
+        run_stage(tmp_path, fail_at=5)
+    weights = tmp_path / "work" / "toy" / name
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(SchemaError, match="is not a readable tensors file") as err:
+        run_stage(tmp_path)
+    assert str(weights) in str(err.value) and "delete the stage's folder" in str(err.value)
+
+
+def test_the_files_training_writes_have_the_umask_mode(tmp_path):
+    """Round nine: safetensors writes its files private (0600) whatever the umask; the checkpoints and models
+    training writes are readable as every other file the package writes."""
+    import os
+
+    from transformers import CLIPTokenizer
+
+    from date_diffusion import TOY_WORLD
+    from date_diffusion.outputs import save_pretrained
+
+    run_stage(tmp_path)
+    save_pretrained(CLIPTokenizer.from_pretrained(Path(TOY_WORLD) / "tokenizer"), tmp_path / "tok")
+    umask = os.umask(0)
+    os.umask(umask)
+    files = [*(tmp_path / "work" / "toy").glob("*.safetensors"), *(tmp_path / "tok").iterdir()]
+    assert files and {oct(f.stat().st_mode & 0o777) for f in files} == {oct(0o666 & ~umask)}
+
+
+def test_a_work_folder_without_its_settings_is_not_resumed(tmp_path, capsys):
+    """Round nine: with work/config.json gone, a resume took any settings over the trained stages and recorded
+    the new ones; it is refused naming the file and the stages."""
+    from date_diffusion.cli.main import main
+
+    with pytest.raises(Boom):
+        run_stage(tmp_path, fail_at=5)  # work/toy holds a checkpoint, and no config.json is there
+    assert main(["toyworld", "train", "--out", str(tmp_path), "--smoke", "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "config.json is missing" in err and "holds trained stages (toy)" in err, err
+    assert not (tmp_path / "work" / "config.json").exists() and not (tmp_path / "work" / "clip").exists()
+
+
+def test_a_unet_stop_past_the_last_step_is_refused(tmp_path, capsys):
+    from date_diffusion.cli.main import main
+
+    assert main(["toyworld", "train", "--out", str(tmp_path / "o"), "--smoke", "--unet-stop-at", "100000000"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "--unet-stop-at 100000000 is not before the UNet's last step (3 steps)" in err and not (tmp_path / "o").exists()
+    )

@@ -42,6 +42,30 @@ def atomic_path(path: Path):
             tmp.unlink()
 
 
+def plain_mode(*paths) -> None:
+    """Each file (a folder: every file inside it) gets the mode a plainly created file has under the umask:
+    safetensors writes its files private (0600), whatever the umask, through `save_file` and every library's
+    `save_pretrained`."""
+    for path in map(Path, paths):
+        for file in [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]:
+            os.chmod(file, 0o666 & ~_UMASK)
+
+
+def save_tensors(tensors: dict, path, metadata: dict | None = None) -> None:
+    """`safetensors.torch.save_file`, the file with the umask's mode (`plain_mode`)."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata=metadata)
+    plain_mode(path)
+
+
+def save_pretrained(model, folder) -> None:
+    """`model.save_pretrained(folder)` (a diffusers or transformers model, a tokenizer, a pipeline), its files
+    with the umask's mode (`plain_mode`)."""
+    model.save_pretrained(folder)
+    plain_mode(folder)
+
+
 def unwritable(path, folder: bool = False) -> str | None:
     """Why `path` (a file, or with `folder` a folder) cannot be written, or None: an entry of the other type is in the
     way, or the nearest existing folder above it is not writable. Nothing is created."""

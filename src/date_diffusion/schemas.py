@@ -225,6 +225,22 @@ def read_json(path, schema: Schema, limit: int = RUN_FILE_LIMIT) -> dict:
     return schema.check(data, path)
 
 
+def read_tensors(path, fix: str, numpy: bool = False) -> dict:
+    """The one reader of the tensors files the package writes for itself (training checkpoints, cached latents,
+    judge data): a file that is missing, truncated or not safetensors is a `SchemaError` naming it and `fix`,
+    never the library's own error (`SafetensorError`, which is no OSError)."""
+    from safetensors import SafetensorError
+
+    if numpy:
+        from safetensors.numpy import load_file
+    else:
+        from safetensors.torch import load_file
+    try:
+        return load_file(str(path))
+    except (OSError, SafetensorError) as err:
+        raise SchemaError(f"{path} is not a readable tensors file ({err}); {fix}") from err
+
+
 RUN = Schema(
     "bench run settings file",
     "use another --out, or delete the folder",

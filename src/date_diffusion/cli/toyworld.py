@@ -115,6 +115,9 @@ def run_train(args) -> int:
     device = resolve_device(args.device)
     cfg = (TrainConfig.smoke if args.smoke else TrainConfig)(out=args.out, seed=args.seed, device=device)
     cfg.unet_stop_at = args.unet_stop_at
+    if cfg.unet_stop_at is not None and cfg.unet_stop_at >= cfg.unet_steps:  # the run ends there anyway
+        raise CLIError(f"--unet-stop-at {cfg.unet_stop_at} is not before the UNet's last step ({cfg.unet_steps} "
+                       "steps): it would stop nothing; give a smaller step, or leave it out")  # fmt: skip
     try:
         timings = train_all(cfg)
     except SchemaError as err:  # a folder trained with other settings, a damaged checkpoint: named, nothing trained

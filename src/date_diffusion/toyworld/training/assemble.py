@@ -3,12 +3,12 @@ at the end of a run or from the UNet's latest checkpoint."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
+from date_diffusion.outputs import save_pretrained
+from date_diffusion.schemas import TRAIN_CHECKPOINT, read_json, read_tensors
 from date_diffusion.toyworld.training.config import TrainConfig
 from date_diffusion.toyworld.training.latents import latent_scaling, load_latents
 from date_diffusion.toyworld.training.runner import load_ema_shadow, stage_dir
@@ -40,7 +40,7 @@ def assemble(cfg: TrainConfig, clip, vae, unet, tokenizer):
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(cfg.out / "pipeline")
+    save_pretrained(pipe, cfg.out / "pipeline")
     return pipe
 
 
@@ -49,9 +49,9 @@ def _ema_unet_from_checkpoint(cfg: TrainConfig, cross_attention_dim: int):
     from diffusers import UNet2DConditionModel
 
     folder = stage_dir(cfg, "unet")
-    meta = json.loads((folder / "checkpoint.json").read_text())
+    meta = read_json(folder / "checkpoint.json", TRAIN_CHECKPOINT)
     unet = UNet2DConditionModel(**unet_config(cross_attention_dim))
-    unet.load_state_dict(load_file(folder / "model.safetensors"))
+    unet.load_state_dict(read_tensors(folder / "model.safetensors", TRAIN_CHECKPOINT.fix))
     shadow = load_ema_shadow(folder)
     params = [p for p in unet.parameters() if p.requires_grad]
     with torch.no_grad():

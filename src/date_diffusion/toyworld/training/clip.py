@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from date_diffusion.outputs import save_pretrained
 from date_diffusion.rewards.common import ImageNormalizer
 from date_diffusion.toyworld import scene
 from date_diffusion.toyworld.tokenizer import build_clip_tokenizer
@@ -91,8 +92,8 @@ def train_clip(cfg: TrainConfig, name: str, small: bool, steps: int, size: str |
         return contrastive_loss(model, tok, pix, caps, negs, cfg.device)
 
     stage.run(loss_fn)
-    model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
+    save_pretrained(model, out_dir)
+    save_pretrained(tok, out_dir)
     done_marker(cfg, name).touch()
     return model
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from date_diffusion.outputs import save_pretrained
 from date_diffusion.toyworld import scene
 from date_diffusion.toyworld.evaluator import evaluate
 from date_diffusion.toyworld.judge import ASPECTS, JudgeModel, ToyJudge
@@ -62,11 +63,12 @@ class Pairs:
 
 def load_shards(data_dir: Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """(final images, x0_hat at the captured steps, rows) of every complete shard in `data_dir`, in shard order."""
-    from safetensors.numpy import load_file
+    from date_diffusion.schemas import read_tensors
 
     images, x0, rows = [], [], []
     for meta in sorted(Path(data_dir).glob("shard-*.json")):
-        tensors = load_file(meta.with_suffix(".safetensors"))
+        fix = f"delete {meta.name} and its .safetensors to make the shard again"
+        tensors = read_tensors(meta.with_suffix(".safetensors"), fix, numpy=True)
         images.append(tensors["images"])
         x0.append(tensors["x0"])
         rows += json.loads(meta.read_text())["rows"]
@@ -180,7 +182,7 @@ def train_judge(
         return judge_loss(model, images, captions, labels, mask, device)
 
     stage.run(loss_fn)
-    model.head.to(torch.float16).save_pretrained(out)  # shipped in float16, loaded back as float32
+    save_pretrained(model.head.to(torch.float16), out)  # shipped in float16, loaded back as float32
     model.head.to(torch.float32)
     meta = {"data": Path(data_dir).name, "steps": steps, "batch": batch, "seed": seed, "lr": lr}
     meta["noise_aware"] = noise_aware

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from date_diffusion.outputs import save_tensors
 from date_diffusion.sampling.record import recorded_x0
 from date_diffusion.toyworld import scene
 
@@ -110,8 +111,6 @@ def shard_specs(index: int, size: int, excluded: set[str]) -> tuple[list[scene.P
 
 def write_shard(out: Path, index: int, pipe, reward, excluded: set[str], size: int = SHARD, steps: int = STEPS):
     """Generate shard `index` into `out` (skipped when already complete); returns its JSON path."""
-    from safetensors.numpy import save_file
-
     meta_path = out / f"shard-{index:04d}.json"
     if meta_path.exists():
         return meta_path
@@ -126,7 +125,7 @@ def write_shard(out: Path, index: int, pipe, reward, excluded: set[str], size: i
         x0s.append(x0)
         rows += [{"prompt": s.caption, "spec": s.to_json(), "seed": seed, **way} for s, seed in zip(batch, seeds)]
     tensors = {"images": np.ascontiguousarray(np.concatenate(images)), "x0": np.ascontiguousarray(np.concatenate(x0s))}
-    save_file(tensors, out / f"shard-{index:04d}.safetensors")
+    save_tensors({k: torch.from_numpy(v) for k, v in tensors.items()}, out / f"shard-{index:04d}.safetensors")
     meta_path.write_text(json.dumps({"capture": list(capture_steps(steps)), "steps": steps, "rows": rows}) + "\n")
     return meta_path
 

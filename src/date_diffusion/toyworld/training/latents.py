@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from date_diffusion.outputs import save_tensors
 from date_diffusion.schemas import loads
 from date_diffusion.toyworld import scene
 from date_diffusion.toyworld.training.config import TrainConfig
@@ -48,7 +49,7 @@ def encode_latents(cfg: TrainConfig, vae):
         latents.append(vae.encode(images_to_tensor(images, cfg.device)).latent_dist.mean.cpu())
         captions += caps
     lat = torch.cat(latents)
-    save_file({"latents": lat.contiguous()}, path / "latents.safetensors")
+    save_tensors({"latents": lat.contiguous()}, path / "latents.safetensors")
     (path / "captions.json").write_text(json.dumps(captions))
     done_marker(cfg, "latents").touch()
     return lat, captions

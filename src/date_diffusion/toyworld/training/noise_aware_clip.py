@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from date_diffusion.outputs import save_pretrained
 from date_diffusion.rewards.common import ImageNormalizer
 from date_diffusion.toyworld import scene
 from date_diffusion.toyworld.training.clip import contrastive_loss, tokenize
@@ -91,8 +92,8 @@ def train_noise_aware_clip(
         return contrastive_loss(model, tok, pix, caps, negs, device)
 
     stage.run(loss_fn)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
+    save_pretrained(model, out)
+    save_pretrained(tok, out)
     meta = {
         "from": str(clip_dir),
         "pipeline": str(pipeline_dir),

@@ -28,6 +28,11 @@ def check_same_run(cfg: TrainConfig, settings: dict) -> None:
     `SchemaError` naming the file and each setting that differs."""
     path = cfg.out / "work" / "config.json"
     if not path.exists():
+        trained = sorted(p.parent.name for p in (cfg.out / "work").glob("*/checkpoint.json"))
+        trained += sorted(p.parent.name for p in (cfg.out / "work").glob("*/done") if p.parent.name not in trained)
+        if trained:  # stages of a run whose settings are unknown: resuming would mix them with these
+            raise SchemaError(f"{path} is missing, and {cfg.out / 'work'} holds trained stages ({', '.join(trained)}) "
+                              "whose settings it recorded: restore it, or give another --out")  # fmt: skip
         return
     old = read_json(path, TRAIN_CONFIG)
     differ = [f"{k} {json.dumps(old.get(k))} (now {json.dumps(v)})" for k, v in settings.items()

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from date_diffusion.core.text import one_line
-from date_diffusion.schemas import TRAIN_CHECKPOINT, SchemaError, read_json
+from date_diffusion.outputs import save_tensors
+from date_diffusion.schemas import TRAIN_CHECKPOINT, SchemaError, read_json, read_tensors
 from date_diffusion.toyworld.training.config import TrainConfig
 
 
@@ -66,7 +66,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 def load_ema_shadow(folder: Path) -> list[torch.Tensor]:
     """The EMA weights of the stage checkpoint in `folder`, in the order of the model's trainable parameters."""
-    shadow = load_file(folder / "ema.safetensors")
+    shadow = read_tensors(folder / "ema.safetensors", TRAIN_CHECKPOINT.fix)
     return [shadow[str(i)] for i in range(len(shadow))]
 
 
@@ -144,12 +144,15 @@ class Stage:
         if self.ema is not None and "ema_step" not in meta:
             raise SchemaError(f"{ckpt}: field 'ema_step' is missing; {fix}")
         try:
-            self.model.load_state_dict(load_file(self.dir / "model.safetensors"))
-            self.opt.load_state_dict(_unflatten_optimizer(load_file(self.dir / "optimizer.safetensors"), meta["opt"]))
+            self.model.load_state_dict(read_tensors(self.dir / "model.safetensors", fix))
+            self.opt.load_state_dict(_unflatten_optimizer(read_tensors(self.dir / "optimizer.safetensors", fix),
+                                                          meta["opt"]))  # fmt: skip
             self.sched.load_state_dict(meta["sched"])
             if self.ema is not None:
                 self.ema.shadow_params = load_ema_shadow(self.dir)
                 self.ema.optimization_step = meta["ema_step"]
+        except SchemaError:  # a file that does not read: named by `read_tensors`
+            raise
         except (OSError, KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
             raise SchemaError(f"{self.dir}: its checkpoint does not load into the stage's model and optimizer "
                               f"({type(err).__name__}: {err}); {fix}") from err  # fmt: skip
@@ -163,12 +166,14 @@ class Stage:
         never model weights of one step beside the step number of another."""
         _settle_checkpoint(self.dir)
         tensors, opt_meta = _flatten_optimizer(self.opt)
-        save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, self.dir / "model.safetensors.new")
-        save_file(tensors, self.dir / "optimizer.safetensors.new")
+        save_tensors(
+            {k: v.contiguous() for k, v in self.model.state_dict().items()}, self.dir / "model.safetensors.new"
+        )
+        save_tensors(tensors, self.dir / "optimizer.safetensors.new")
         meta = {"step": step, "opt": opt_meta, "sched": self.sched.state_dict()}
         if self.ema is not None:
             shadow = {str(i): p.contiguous() for i, p in enumerate(self.ema.shadow_params)}
-            save_file(shadow, self.dir / "ema.safetensors.new")
+            save_tensors(shadow, self.dir / "ema.safetensors.new")
             meta["ema_step"] = self.ema.optimization_step
         tmp = self.dir / "checkpoint.json.tmp"
         tmp.write_text(json.dumps(meta))

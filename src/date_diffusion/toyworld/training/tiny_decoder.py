@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from date_diffusion.outputs import save_pretrained
 from date_diffusion.toyworld.training.config import TrainConfig
 from date_diffusion.toyworld.training.data import step_generator, step_rng
 from date_diffusion.toyworld.training.runner import Stage, done_marker, finished
@@ -50,6 +51,6 @@ def train_tiny_decoder(cfg: TrainConfig, vae, latents: torch.Tensor, scaling: fl
         return (pred - target).abs().mean() + ((pred - target) ** 2).mean()
 
     stage.run(loss_fn)
-    tiny.save_pretrained(out_dir)
+    save_pretrained(tiny, out_dir)
     done_marker(cfg, "tiny_decoder").touch()
     return tiny

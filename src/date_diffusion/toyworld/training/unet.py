@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from date_diffusion.outputs import save_pretrained
 from date_diffusion.toyworld import scene
 from date_diffusion.toyworld.training.clip import tokenize
 from date_diffusion.toyworld.training.config import TrainConfig
@@ -99,7 +100,7 @@ def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], cli
         return F.mse_loss(unet(xt, t, encoder_hidden_states=cond).sample, noise)
 
     stage.run(loss_fn, stop_at=cfg.unet_stop_at)
-    unet.save_pretrained(out_dir)
+    save_pretrained(unet, out_dir)
     write_scaling_factor(cfg, scaling, min(cfg.unet_steps, cfg.unet_stop_at or cfg.unet_steps))
     done_marker(cfg, "unet").touch()
     return unet

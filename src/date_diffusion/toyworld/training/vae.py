@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from date_diffusion.outputs import save_pretrained
 from date_diffusion.toyworld import scene
 from date_diffusion.toyworld.training.config import TrainConfig
 from date_diffusion.toyworld.training.data import images_to_tensor, step_generator, step_rng
@@ -57,7 +58,7 @@ def train_vae(cfg: TrainConfig):
         return reconstruction_loss(rec, x) + 1e-6 * post.kl().mean()
 
     stage.run(loss_fn)
-    vae.save_pretrained(out_dir)
+    save_pretrained(vae, out_dir)
     done_marker(cfg, "vae").touch()
     return vae
 
@@ -85,7 +86,7 @@ def finetune_vae_decoder(cfg: TrainConfig, vae):
 
     stage.run(loss_fn)
     vae.requires_grad_(False)
-    vae.save_pretrained(out_dir)
+    save_pretrained(vae, out_dir)
     done_marker(cfg, "vae_decoder").touch()
     return vae
 
