@@ -164,3 +164,51 @@ def test_an_unknown_word_is_named_whole_with_its_accents():
 
     assert unknown_words("a red circlé, two Würfel") == ["circlé", "würfel"]
     assert unknown_words("a red c1rcle, a circle3, circle_x, circle's") == ["c1rcle", "circle3", "circle_x", "circle's"]
+
+
+def test_train_judge_resumes_only_the_recipe_it_started(tmp_path):
+    """Round nine: a full train-judge over a --smoke folder took the smoke shards and 3-step judges as its own;
+    the recipe is recorded at the start and another one refused, as is a folder of stages without it."""
+    from date_diffusion.schemas import SchemaError
+    from date_diffusion.toyworld.training.judge_recipe import JudgeRecipe, check_same_recipe
+
+    check_same_recipe(JudgeRecipe.smoke(tmp_path))
+    check_same_recipe(JudgeRecipe.smoke(tmp_path, device="cuda"))  # the device may change
+    with pytest.raises(SchemaError, match=r"recipe.json: this folder was started with another recipe: shards 0 \(now"):
+        check_same_recipe(JudgeRecipe(tmp_path))
+    (tmp_path / "recipe.json").unlink()
+    (tmp_path / "data").mkdir()
+    with pytest.raises(SchemaError, match=r"recipe.json is missing, and .* holds what a recipe made \(data\)"):
+        check_same_recipe(JudgeRecipe(tmp_path))
+
+
+def test_a_damaged_data_shard_is_named(tmp_path):
+    """Round nine: a shard JSON without its rows was `KeyError: 'rows'`, a truncated tensors file `SafetensorError`,
+    both exit 1 without the file; each is named with the fix."""
+    import numpy as np
+    import torch
+
+    from date_diffusion.outputs import save_tensors
+    from date_diffusion.schemas import SchemaError
+    from date_diffusion.toyworld.training.judge import load_shards
+
+    meta = tmp_path / "shard-0000.json"
+    tensors = {
+        "images": torch.zeros(2, 4, 4, 3, dtype=torch.uint8),
+        "x0": torch.zeros(2, 1, 4, 4, 3, dtype=torch.uint8),
+    }
+    good = {"capture": [0], "steps": 10, "rows": [{"prompt": "a"}, {"prompt": "b"}]}
+    for shard, damage, message in (
+        ({}, None, "field 'capture' is missing"),
+        (good, b"\0" * 50, "is not a readable tensors file"),
+        ({**good, "rows": [{"prompt": "a"}]}, None, "the 1 rows of shard-0000.json"),
+    ):
+        meta.write_text(json.dumps(shard))
+        save_tensors(tensors, tmp_path / "shard-0000.safetensors")
+        if damage:
+            (tmp_path / "shard-0000.safetensors").write_bytes(damage)
+        with pytest.raises(SchemaError, match=message):
+            load_shards(tmp_path)
+    save_tensors(tensors, tmp_path / "shard-0000.safetensors")
+    meta.write_text(json.dumps(good))
+    assert np.asarray(load_shards(tmp_path)[0]).shape == (2, 4, 4, 3)

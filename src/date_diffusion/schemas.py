@@ -276,6 +276,19 @@ TRAIN_CONFIG = Schema(
     "resume with the settings it names, or give another --out",
     required={"seed": "int"},
 )  # fmt: skip
+JUDGE_SHARD = Schema(
+    "toy-judge data shard",
+    "delete it and its .safetensors to make the shard again (train-judge --stage data)",
+    required={"capture": "ints", "steps": "int", "rows": "list"},
+    bounds={"capture": (0, MAX_STEPS), "steps": (1, MAX_STEPS)},
+)  # fmt: skip
+JUDGE_RECIPE = Schema(
+    "toy-judge training settings file",
+    "resume with the recipe it names (with or without --smoke), or give another --out",
+    required={"shards": "int", "judge_steps": "int", "judge_na_steps": "int", "batch": "int"},
+    optional={"render_pool": "int"},
+    closed=True,
+)  # fmt: skip
 RECORD = Schema(
     "bench image record",
     "re-run the same bench command to make the image again",

@@ -50,15 +50,20 @@ def run_train_judge(args) -> int:
     import torch
 
     from date_diffusion.cli.common import CLIError, resolve_device
-    from date_diffusion.toyworld.training.judge_recipe import JUDGE_STAGES, JudgeRecipe, run_stage
+    from date_diffusion.schemas import SchemaError
+    from date_diffusion.toyworld.training.judge_recipe import JUDGE_STAGES, JudgeRecipe, check_same_recipe, run_stage
 
     if args.worker is not None and args.stage != "data":  # the other stages run whole: it would do nothing
         raise CLIError("--worker is read only by --stage data (its shards): add --stage data, or leave --worker out")
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     recipe = (JudgeRecipe.smoke if args.smoke else JudgeRecipe)(out=Path(args.out), device=device)
-    for stage in [args.stage] if args.stage else JUDGE_STAGES:
-        run_stage(recipe, stage, args.worker or (0, 1))
+    try:  # another recipe's folder, a damaged shard or checkpoint: named, nothing more made
+        check_same_recipe(recipe)
+        for stage in [args.stage] if args.stage else JUDGE_STAGES:
+            run_stage(recipe, stage, args.worker or (0, 1))
+    except SchemaError as err:
+        raise CLIError(str(err)) from err
     report = Path(args.out) / "report.json"
     if report.exists() and args.stage in (None, "report"):
         summary = {

@@ -63,15 +63,18 @@ class Pairs:
 
 def load_shards(data_dir: Path) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """(final images, x0_hat at the captured steps, rows) of every complete shard in `data_dir`, in shard order."""
-    from date_diffusion.schemas import read_tensors
+    from date_diffusion.schemas import JUDGE_SHARD, SchemaError, read_tensors
 
     images, x0, rows = [], [], []
     for meta in sorted(Path(data_dir).glob("shard-*.json")):
-        fix = f"delete {meta.name} and its .safetensors to make the shard again"
-        tensors = read_tensors(meta.with_suffix(".safetensors"), fix, numpy=True)
+        shard = read_shard(meta)
+        tensors = read_tensors(meta.with_suffix(".safetensors"), JUDGE_SHARD.fix, numpy=True)
+        if any(name not in tensors for name in ("images", "x0")) or len(tensors["images"]) != len(shard["rows"]):
+            raise SchemaError(f"{meta.with_suffix('.safetensors')} does not hold the images and x0 of the "
+                              f"{len(shard['rows'])} rows of {meta.name}; {JUDGE_SHARD.fix}")  # fmt: skip
         images.append(tensors["images"])
         x0.append(tensors["x0"])
-        rows += json.loads(meta.read_text())["rows"]
+        rows += shard["rows"]
     if not rows:
         raise FileNotFoundError(f"no complete shards in {data_dir}: run the judge data stage first")
     return np.concatenate(images), np.concatenate(x0), rows
@@ -136,9 +139,16 @@ class JudgeData:
         return images, captions, labels, mask
 
 
+def read_shard(path: Path) -> dict:
+    """A data shard's JSON (`judge_data.write_shard`), through its schema: a damaged one is named."""
+    from date_diffusion.schemas import JUDGE_SHARD, read_json
+
+    return read_json(path, JUDGE_SHARD, limit=10**8)
+
+
 def _shard_size(data_dir: Path) -> int:
     first = sorted(Path(data_dir).glob("shard-*.json"))[0]
-    return len(json.loads(first.read_text())["rows"])
+    return len(read_shard(first)["rows"])
 
 
 def new_judge(noise_aware: bool, device: str = "cpu") -> JudgeModel:
@@ -232,7 +242,7 @@ def held_out_report(model: JudgeModel, data_dir: Path, seed: int = 7) -> dict:
             judge_logits(model, images[held][pairs.index], pairs.captions), pairs.labels, pairs.mask
         )
     }
-    capture = json.loads(sorted(Path(data_dir).glob("shard-*.json"))[0].read_text())["capture"]
+    capture = read_shard(sorted(Path(data_dir).glob("shard-*.json"))[0])["capture"]
     for k, step in enumerate(capture):
         logits = judge_logits(model, x0[held][pairs.index, k], pairs.captions)
         report[f"x0_step_{step}"] = aspect_metrics(logits, pairs.labels, pairs.mask)

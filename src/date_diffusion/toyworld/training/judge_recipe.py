@@ -9,7 +9,7 @@ logs), `report.json`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 JUDGE_STAGES = ("data", "judge", "judge_na", "report")
@@ -29,6 +29,34 @@ class JudgeRecipe:
     def smoke(cls, out: Path, device: str = "cpu") -> JudgeRecipe:
         """Every stage on a few images for a few steps: proves the recipe runs, not that it learns."""
         return cls(out, shards=0, judge_steps=3, judge_na_steps=3, batch=8, render_pool=16, device=device)
+
+
+RECIPE_FILE = "recipe.json"
+_OWN = ("data", "judge", "judge-na", "work", "report.json")  # what the stages write into the folder
+
+
+def check_same_recipe(recipe: JudgeRecipe) -> None:
+    """A folder is resumed only with the recipe it was started with (its `recipe.json`, written at its start):
+    another (`--smoke` over a full run, or the reverse) would take the other's shards and judges as its own.
+    A folder holding the stages' files without it is refused too. `SchemaError` naming the file."""
+    from date_diffusion.outputs import atomic_write
+    from date_diffusion.schemas import JUDGE_RECIPE, SchemaError, read_json
+
+    out = Path(recipe.out)
+    path = out / RECIPE_FILE
+    settings = {k: v for k, v in asdict(recipe).items() if k not in ("out", "device")}
+    if path.exists():
+        old = read_json(path, JUDGE_RECIPE)
+        differ = [f"{k} {json.dumps(old.get(k))} (now {json.dumps(v)})" for k, v in settings.items() if old.get(k) != v]
+        if differ:
+            raise SchemaError(f"{path}: this folder was started with another recipe: {'; '.join(differ)}; "
+                              f"{JUDGE_RECIPE.fix}")  # fmt: skip
+        return
+    made = [name for name in _OWN if (out / name).exists()]
+    if made:
+        raise SchemaError(f"{path} is missing, and {out} holds what a recipe made ({', '.join(made)}) under "
+                          f"settings it recorded: restore it, or give another --out")  # fmt: skip
+    atomic_write(path, json.dumps(settings, indent=1) + "\n")
 
 
 def run_stage(recipe: JudgeRecipe, stage: str, worker: tuple[int, int] = (0, 1)) -> None:
