@@ -2115,3 +2115,18 @@ def test_run_json_names_a_field_that_is_none_of_its_own(tmp_path, capsys):
         assert main(["report", str(out)]) == 2
         err = capsys.readouterr().err
         assert message in err and "unexpected keyword" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_file_output_over_a_pipe_or_device_is_refused_even_with_overwrite(tmp_path, capsys):
+    """Round nine: `toyworld audit --out FIFO --overwrite` replaced the FIFO (as root, /dev/null itself) with a
+    regular file; an output file's name that is a device, pipe or socket is refused before any work."""
+    import os
+    import stat
+
+    fifo = tmp_path / "ff"
+    os.mkfifo(fifo)
+    for out in (str(fifo), "/dev/null"):
+        assert main(["toyworld", "audit", str(tmp_path), "--out", out, "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert "it is a device, pipe or socket" in err and len(err.strip().splitlines()) == 1, err
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and stat.S_ISCHR(os.stat("/dev/null").st_mode)
