@@ -2130,3 +2130,13 @@ def test_a_file_output_over_a_pipe_or_device_is_refused_even_with_overwrite(tmp_
         err = capsys.readouterr().err
         assert "it is a device, pipe or socket" in err and len(err.strip().splitlines()) == 1, err
     assert stat.S_ISFIFO(fifo.stat().st_mode) and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_a_prompt_cut_from_a_prompts_file_is_named_by_the_file(tmp_path, capsys):
+    """Round nine: a line of a prompts file cut to what encoders read was named `PROMPT`, which was not given."""
+    (tmp_path / "p.txt").write_text("a red circle\n" + "a blue square " * 3000 + "\n")
+    assert main(["generate", "a cat", "--prompts-file", str(tmp_path / "p.txt"), "--steps", "1", "--out",
+                 str(tmp_path / "o")]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"note: prompt 2 of --prompts-file {str(tmp_path / 'p.txt')!r} has 41,999 characters" in err, err
+    assert "PROMPT" not in err

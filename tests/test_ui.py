@@ -1,6 +1,7 @@
 """The web interface: its handlers directly (fast), and the page in a real headless Chromium."""
 
 import html
+import json
 import os
 import shutil
 import socket
@@ -577,3 +578,22 @@ def test_a_date_image_date_did_not_move_is_never_called_date_on_the_page(session
     from date_diffusion.outputs import read_png_metadata
 
     assert read_png_metadata(date_png)["record"]["method"] == "fixed"
+
+
+def test_a_negative_prompt_no_branch_reads_is_said_and_recorded_as_on_the_command_line(session, tmp_path):
+    """Round nine: at guidance 1 the page took a negative prompt without a word and recorded it as applied; it
+    says so, and its records hold `without_effect` as `generate`'s do."""
+    import dataclasses
+
+    from date_diffusion.cli.main import main
+    from date_diffusion.outputs import read_png_metadata
+
+    page = dataclasses.replace(form("a red circle", num_inference_steps=2, guidance_scale=1), negative_prompt="blurry")
+    result = session.compare(page)
+    assert "Note: the negative prompt has no effect here: no negative branch runs" in summary(result)
+    record = read_png_metadata(next(f for f in result.files if f.endswith("date.png")))["record"]
+    assert main(["generate", "a red circle", "--steps", "2", "--guidance", "1", "--negative-prompt", "blurry",
+                 "--out", str(tmp_path / "o")]) == 0  # fmt: skip
+    cli = json.loads((tmp_path / "o" / "a-red-circle-s0.json").read_text())
+    assert record["without_effect"] == cli["without_effect"] and "negative_prompt" in cli["without_effect"]
+    assert record["negative_prompt"] is None is cli["negative_prompt"]

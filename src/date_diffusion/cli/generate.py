@@ -344,10 +344,16 @@ def prepared_prompts(opts: GenerateOptions) -> tuple[GenerateOptions, list[str]]
     prompts = list(opts.prompts) + from_file
     if not prompts:
         raise CLIError("give at least one PROMPT (or --prompts-file FILE)")
-    negative = opts.negative_prompt
+    negative, given = opts.negative_prompt, len(opts.prompts)
+
+    def name(k: int) -> str:  # where prompt k came from: the arguments, or the prompts file
+        if k >= given:
+            return f"prompt {k - given + 1} of --prompts-file {quoted(str(opts.prompts_file))}"
+        return "PROMPT" if len(prompts) == 1 else f"PROMPT {k + 1}"
+
     try:
         for k, prompt in enumerate(prompts):
-            prompts[k], note = prepare_prompt(prompt, "PROMPT" if len(prompts) == 1 else f"PROMPT {k + 1}")
+            prompts[k], note = prepare_prompt(prompt, name(k))
             notes += [note] if note else []
         if negative is not None:
             negative, note = prepare_prompt(negative, "--negative-prompt", empty=True)
@@ -611,11 +617,10 @@ def base_record(opts: GenerateOptions, job: Job, prompt, seed) -> dict:
     from date_diffusion import __version__
 
     pipe, settings = job.pipe, job.settings
-    given = {"guidance_scale": settings.guidance_scale, "negative_prompt": opts.negative_prompt}
-    without = pipe.settings_without_effect(settings.guidance_scale, negative_prompt=opts.negative_prompt)
+    applied = pipe.applied_settings(settings.guidance_scale, negative_prompt=opts.negative_prompt)
     record = {
         "prompt": prompt,
-        "negative_prompt": None if "negative_prompt" in without else opts.negative_prompt,
+        "negative_prompt": applied["negative_prompt"],
         "seed": seed,
         "model": settings.model,
         "family": settings.family,
@@ -624,15 +629,15 @@ def base_record(opts: GenerateOptions, job: Job, prompt, seed) -> dict:
         "scheduler": type(pipe.scheduler).__name__,
         "scheduler_name": settings.scheduler,
         "steps": settings.num_inference_steps,
-        "guidance_scale": None if "guidance_scale" in without else settings.guidance_scale,
+        "guidance_scale": applied["guidance_scale"],
         "height": job.height,
         "width": job.width,
         "dtype": str(pipe.unet.dtype if hasattr(pipe, "unet") else pipe.transformer.dtype).replace("torch.", ""),
         "sources": {k: settings.sources[k] for k in ("num_inference_steps", "guidance_scale", "scheduler")},
         "date_diffusion_version": __version__,
     }
-    if without:
-        record["without_effect"] = {name: {"value": given[name], "why": why} for name, why in without.items()}
+    if "without_effect" in applied:
+        record["without_effect"] = applied["without_effect"]
     return record
 
 

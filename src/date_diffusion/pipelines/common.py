@@ -209,6 +209,16 @@ class DATEPipelineMixin:
             out["negative_prompt"] = f"no negative branch runs ({why})"
         return out
 
+    def applied_settings(self, guidance_scale: float, negative_prompt=None) -> dict:
+        """The record's `guidance_scale` and `negative_prompt` as a call with them applies them: one without
+        effect (`settings_without_effect`) is null, and named under `without_effect` with its value and why."""
+        without = self.settings_without_effect(guidance_scale, negative_prompt=negative_prompt)
+        given = {"guidance_scale": guidance_scale, "negative_prompt": negative_prompt}
+        out = {name: None if name in without else value for name, value in given.items()}
+        if without:
+            out["without_effect"] = {name: {"value": given[name], "why": why} for name, why in without.items()}
+        return out
+
     @property
     def interrupt(self) -> bool:
         """Whether the current (or last) call was interrupted (the stock property; PixArt's stock class lacks it)."""

@@ -406,17 +406,22 @@ def run_pair(pipe, run: Run, session: Session) -> PagePair:
         )
         stopped = pipe.interrupt
     seconds = time.perf_counter() - t0
-    return collect(session, run, fixed, dated, out_dir, seconds, stopped)
+    applied = pipe.applied_settings(resolved.guidance_scale, negative_prompt=run.sampling.negative_prompt)
+    return collect(session, run, fixed, dated, out_dir, seconds, stopped, applied)
 
 
-def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stopped: bool) -> PagePair:
-    """Everything the page shows, and the files it offers."""
+def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stopped: bool, applied: dict) -> PagePair:
+    """Everything the page shows, and the files it offers (`applied`: the record's guidance scale and negative
+    prompt as the call applied them, `DATEPipelineMixin.applied_settings`, as `generate` records them)."""
     sampling, resolved, reward = run.sampling, run.resolved, run.reward
     sampler = SCHEDULERS[resolved.scheduler][0] if resolved.scheduler else type(session.own_scheduler).__name__
-    notes = sampling.notes
-    given = dict(prompt=sampling.prompt, negative_prompt=sampling.negative_prompt, seed=sampling.seed)
-    record = {**given, "model": session.model, **resolved.record(), "method": "date" if resolved.active else "fixed",
-              "scheduler": sampler, "scheduler_name": resolved.scheduler}  # fmt: skip
+    without = applied.get("without_effect", {})
+    notes = sampling.notes + [f"the negative prompt has no effect here: {without['negative_prompt']['why']}"] * (
+        "negative_prompt" in without)  # fmt: skip
+    given = dict(prompt=sampling.prompt, seed=sampling.seed)
+    record = {**given, "model": session.model, **resolved.record(), **applied,
+              "method": "date" if resolved.active else "fixed", "scheduler": sampler,
+              "scheduler_name": resolved.scheduler}  # fmt: skip
     result = PagePair(stopped, seconds, fixed.images[0], notes=notes, settings=resolved)
     fixed_record = {**record, "method": "fixed", "date": None, "reward": None}
     result.files.append(str(save_png(out_dir / "fixed.png", fixed.images[0], fixed_record)))
