@@ -2140,3 +2140,25 @@ def test_a_prompt_cut_from_a_prompts_file_is_named_by_the_file(tmp_path, capsys)
     err = capsys.readouterr().err
     assert f"note: prompt 2 of --prompts-file {str(tmp_path / 'p.txt')!r} has 41,999 characters" in err, err
     assert "PROMPT" not in err
+
+
+def test_info_json_prints_json_alone_one_object_per_image(tmp_path, capsys):
+    """Round nine: `info --json` printed a `== PATH` line before each record, so its output was no JSON a reader
+    (jq, json.load) could take; it prints one object per image (`image`, `record`, `parameters`) and nothing else."""
+    from PIL import PngImagePlugin
+
+    assert main(["generate", "a red circle", "--steps", "1", "--compare", "--out", str(tmp_path / "o")]) == 0
+    other = PngImagePlugin.PngInfo()
+    other.add_text("parameters", "a cat\nSteps: 20, Seed: 1")
+    Image.new("RGB", (8, 8)).save(tmp_path / "a1111.png", pnginfo=other)
+    images = [str(tmp_path / "o" / "a-red-circle-s0.png"), str(tmp_path / "a1111.png")]
+    capsys.readouterr()
+    assert main(["info", "--json", *images]) == 0
+    out, decoder, shown = capsys.readouterr().out.strip(), json.JSONDecoder(), []
+    while out:
+        value, end = decoder.raw_decode(out)
+        shown.append(value)
+        out = out[end:].strip()
+    assert [s["image"] for s in shown] == images
+    assert shown[0]["record"]["seed"] == 0 and shown[0]["parameters"] is None
+    assert shown[1] == {"image": images[1], "record": None, "parameters": "a cat\nSteps: 20, Seed: 1"}

@@ -30,7 +30,12 @@ def add_parser(sub):
         epilog=EXAMPLES,
     )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="one or more PNG images or WebP videos")
-    p.add_argument("--json", action="store_true", help="print the full JSON record (default: a summary)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per image, nothing else: its `image` path, its full `record`, and, for an image "
+        "without one, another tool's `parameters` text (null where absent), e.g. for jq (default: a summary)",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -53,10 +58,13 @@ def run(args) -> int:
             width, height = meta["size"]
             raise CLIError(f"{path}: its record is of a {made[0]}x{made[1]} image, and it is {width}x{height} "
                            "(resized or replaced since): its settings are not this image's")  # fmt: skip
+        if args.json:  # the output is JSON alone: one object per image (JSON escapes every control character)
+            other = meta["parameters"] if meta["record"] is None else None  # never beside the checked record
+            shown = {"image": str(path), "record": meta["record"], "parameters": other}
+            print(json.dumps(shown, indent=1))
+            continue
         print(f"== {printable(str(path))}")
-        if args.json and meta["record"] is not None:
-            print(json.dumps(meta["record"], indent=1))  # JSON escapes every control character
-        elif meta["record"] is not None:  # the settings as the checked record states them, never another text
+        if meta["record"] is not None:  # the settings as the checked record states them, never another text
             shown = parameters_text(meta["record"])
             if meta["parameters"] is not None and meta["parameters"] != shown:
                 print(f"date-diffusion info: note: {printable(str(path))}: its `parameters` text is not what its "
@@ -65,9 +73,8 @@ def run(args) -> int:
             print(printable(shown, lines=True))
         else:  # another tool's `parameters` text is shown with its line breaks, any other control escaped
             print(printable(meta["parameters"], lines=True))
-        if not args.json or meta["record"] is None:
-            for line in summary(meta["record"] or {}):
-                print(printable(line))
+        for line in summary(meta["record"] or {}):
+            print(printable(line))
     return 0
 
 
