@@ -2162,3 +2162,19 @@ def test_info_json_prints_json_alone_one_object_per_image(tmp_path, capsys):
     assert [s["image"] for s in shown] == images
     assert shown[0]["record"]["seed"] == 0 and shown[0]["parameters"] is None
     assert shown[1] == {"image": images[1], "record": None, "parameters": "a cat\nSteps: 20, Seed: 1"}
+
+
+def test_the_python_api_never_replaces_a_device_with_a_file(tmp_path):
+    """Round nine's class, in Python: every file is written by renaming a finished temporary file over its name
+    (`outputs.atomic_path`), which would replace a FIFO or /dev/null itself; such a name is refused."""
+    import os
+    import stat
+
+    from date_diffusion.outputs import atomic_write
+
+    fifo = tmp_path / "ff"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/null")):
+        with pytest.raises(ValueError, match="is a device, pipe or socket"):
+            atomic_write(path, b"x")
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and stat.S_ISCHR(os.stat("/dev/null").st_mode)

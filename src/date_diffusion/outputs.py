@@ -29,8 +29,12 @@ _XMP_NS = "urn:date-diffusion:record"
 @contextmanager
 def atomic_path(path: Path):
     """Yield a temporary path beside `path`; on success rename it to `path`, on any error remove it. A reader
-    never sees a half-written file, and a killed writer leaves only a hidden `.NAME.PID.tmp` behind."""
+    never sees a half-written file, and a killed writer leaves only a hidden `.NAME.PID.tmp` behind. A `path` that
+    is a device, pipe or socket (`/dev/null`) is refused (`ValueError`): the rename would replace it."""
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise ValueError(f"{str(path)!r} is a device, pipe or socket, which a file written there would replace; "
+                         "give a regular file's name")  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

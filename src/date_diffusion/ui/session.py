@@ -415,9 +415,8 @@ def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stop
     prompt as the call applied them, `DATEPipelineMixin.applied_settings`, as `generate` records them)."""
     sampling, resolved, reward = run.sampling, run.resolved, run.reward
     sampler = SCHEDULERS[resolved.scheduler][0] if resolved.scheduler else type(session.own_scheduler).__name__
-    without = applied.get("without_effect", {})
-    notes = sampling.notes + [f"the negative prompt has no effect here: {without['negative_prompt']['why']}"] * (
-        "negative_prompt" in without)  # fmt: skip
+    unread = applied.get("without_effect", {}).get("negative_prompt")
+    notes = sampling.notes + ([f"the negative prompt has no effect here: {unread['why']}"] if unread else [])
     given = dict(prompt=sampling.prompt, seed=sampling.seed)
     record = {**given, "model": session.model, **resolved.record(), **applied,
               "method": "date" if resolved.active else "fixed", "scheduler": sampler,
