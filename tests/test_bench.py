@@ -495,3 +495,16 @@ def test_date_schedules_that_update_at_the_same_steps_make_the_same_images(spec)
     methods = parse_methods(spec)
     assert same_images(methods, 4, "toy-clip") == tuple(m.label for m in methods)
     assert same_images(parse_methods("date:every=5 date:every=2"), 4, "toy-clip") is None  # [0] and [0, 2]
+
+
+def test_bench_names_the_columns_of_a_prompts_file_it_does_not_read(tmp_path, capsys):
+    """Round nine: `generate` named a CSV's unread columns, `bench` took the same file without a word."""
+    from date_diffusion.cli.main import main
+
+    (tmp_path / "p.csv").write_text("id,prompt\n1,a red circle\n")
+    argv = ["bench", "--suite", "prompts", "--prompts-file", str(tmp_path / "p.csv"), "--seeds", "1", "--steps", "1",
+            "--methods", "fixed", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 0
+    assert "note: --prompts-file: the prompts are its 'prompt' column; its other columns ('id') are not read" in (
+        capsys.readouterr().err
+    )

@@ -1043,7 +1043,12 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
         ),
         (["bench-perf", "--first-command", "--steps", "3", "--batch-size", "2"], "not read --batch-size, --steps"),
         (["bench-perf", "--first-command", "--steps", "10", "--model", "toy"], "not read --model, --steps"),  # defaults
-        (["bench-perf", "--tiny-decoder", "/nonexistent"], "--tiny-decoder is read only by the date-approx variant"),
+        (["bench-perf", "--variants", "fixed", "--reward", "toy-clip"], "--reward is read only by the date, date-"),
+        (["bench-perf", "--variants", "fixed", "--update-every", "10"], "--update-every is read only by the date, "),
+        (
+            ["bench-perf", "--tiny-decoder", "/nonexistent"],
+            "--tiny-decoder is read only by the date-approx, date-approx-checkpointing variants",
+        ),
         (["bench-perf", "--variants", "date-approx", "--tiny-decoder", "/tmp"], "'/tmp' is not a decoder folder"),
         (["bench", "--suite", "toy", "--prompts-file", __file__], "suite 'toy' does not read --prompts-file"),
         (["toyworld", "train-judge", "--worker", "0/2"], "--worker is read only by --stage data"),

@@ -111,6 +111,19 @@ def read_captions(path: Path) -> list[str]:
     return read_captions_and_columns(path)[0]
 
 
+def unread_columns(path: Path, columns: tuple[str, list[str]] | None, flag: str) -> str | None:
+    """The note every command gives on a prompts file's columns (a CSV's) or keys (a `.jsonl`'s) it does not read
+    (`columns`: as `read_captions_and_columns` returns them; `flag`: the option that named the file), or None."""
+    if not columns or not columns[1]:
+        return None
+    unread = ", ".join(repr(name) for name in columns[1][:8]) + (", ..." if len(columns[1]) > 8 else "")
+    what = "key" if is_jsonl(path) else "column"
+    return (
+        f"{flag}: the prompts are its {columns[0]!r} {what}; its other {what}s ({unread}) are not read (seeds "
+        "and settings come from the options)"
+    )
+
+
 def read_captions_and_columns(path: Path) -> tuple[list[str], tuple[str, list[str]] | None]:
     """`read_captions`' prompts, and for a CSV (its prompt column, the columns not read); None for other files."""
     path = Path(path)

@@ -282,6 +282,8 @@ def _add_perf_parser(sub):
     f.set_defaults(func=run_bench_perf, validate=validate_perf)
 
 
+# bench-perf options read only by the variants whose names start so (a DATE update, the approximate decoder)
+READ_BY_VARIANTS = {"reward": "date", "update_every": "date", "tiny_decoder": "date-approx"}
 # what `bench-perf --first-command` times is the README's main command at its own settings: these would do nothing
 FIRST_COMMAND_UNREAD = ("model", "variants", "batch_size", "steps", "update_every", "device", "dtype", "reward",
                         "tiny_decoder")  # fmt: skip
@@ -632,7 +634,15 @@ def _check_suite_reads(opts) -> None:
 def _note_suite_counts(opts, items) -> None:
     """What a suite's prompts file and --limit make of the run, said where it is not what was asked for: a prompt
     listed more than once (each is its own item, as the benchmark counts it: their images are the same), a --limit
-    above the prompts there are."""
+    above the prompts there are, the columns of the file that are not read (as `generate` says them)."""
+    from date_diffusion.bench.suites import read_captions_and_columns, unread_columns
+    from date_diffusion.evaluation.suite_words import is_editing_suite
+
+    for flag, path in (("--prompts-file", opts.prompts_file), ("--captions", opts.captions)):
+        prompts = path and not is_editing_suite(opts.suite)  # an editing suite's file is rows of edits, all read
+        note = unread_columns(Path(path), read_captions_and_columns(Path(path))[1], flag) if prompts else None
+        if note:
+            print(f"date-diffusion bench: note: {note}", file=sys.stderr)
     seen, again = {}, []
     for it in items:
         if it.prompt in seen:
@@ -859,6 +869,13 @@ def validate_perf(args) -> PerfOptions:
         if unread:
             raise CLIError(f"--first-command times the README's main command at its own settings: it does not read "
                            f"{', '.join(unread)}; leave {'it' if len(unread) == 1 else 'them'} out")  # fmt: skip
+    else:
+        for dest, prefix in READ_BY_VARIANTS.items():  # an option none of the measured variants reads
+            readers = [v for v in VARIANTS if v.startswith(prefix)]
+            if dest in args.options_given and not set(readers) & set(opts.variants):
+                flag = f"--{dest.replace('_', '-')}"
+                raise CLIError(f"{flag} is read only by the {', '.join(readers)} variants: add one to --variants, or "
+                               "leave it out")  # fmt: skip
     check_perf(opts)
     return opts
 
@@ -886,9 +903,6 @@ def check_perf(opts: PerfOptions) -> None:
         from date_diffusion.hub import ModelNotFoundError
         from date_diffusion.pipelines.loading import check_tiny_decoder
 
-        if "date-approx" not in opts.variants:
-            raise CLIError("--tiny-decoder is read only by the date-approx variant: add it to --variants, or leave "
-                           "the decoder out")  # fmt: skip
         try:
             check_tiny_decoder(model, opts.tiny_decoder)
         except ModelNotFoundError as err:

@@ -257,9 +257,17 @@ def run(args) -> int:
               "DATE edit is the plain edit and is recorded as method 'fixed'", file=sys.stderr)  # fmt: skip
     opts, pipe, image, reward = load(opts, settings, loading)
     check_loaded(opts, pipe)
+    # a negative prompt neither guidance reads (both at 1 or less): said and recorded, as generate does
+    unread = pipe.applied_settings(max(opts.cfg_src, opts.cfg_tar), opts.negative_prompt).get("without_effect", {})
+    unread = {k: v for k, v in unread.items() if k == "negative_prompt"}
+    if unread:
+        print(f"date-diffusion edit: note: --negative-prompt has no effect here: {unread['negative_prompt']['why']}; "
+              "the record lists it under without_effect", file=sys.stderr)  # fmt: skip
     with output_dir(out):  # created once the model has loaded and every check has passed
         files, dated = edit_three(opts, pipe, image, settings.date, reward)
     meta = record(opts, settings, files, dated.traces[0])
+    if unread:
+        meta.update(negative_prompt=None, without_effect=unread)
     # an edit DATE did not move (a step size of 0, every gradient zero) is the plain edit, recorded as such
     meta["method"] = "date" if settings.active and moved(meta["trace"]) else "fixed"
     from date_diffusion.grids import date_label, final_rewards, knows_line, shown_verdicts, verdict_lines
@@ -369,6 +377,29 @@ def record(opts: EditOptions, settings, files: dict, trace: dict) -> dict:
     return meta
 
 
+# what each image `edit` writes is (its record's `image`, which `info` shows); only the DATE edit's record holds
+# DATE's settings and updates, the reconstruction's its source prompt and guidance
+EDIT_IMAGES = {
+    "input": "the picture given to edit, at the edit's size",
+    "reconstruction": "the picture regenerated from its inversion with the source prompt, without DATE",
+    "plain": "the edit without DATE",
+    "date": "the edit with DATE",
+    "grid": "the grid of the edit's images",
+}
+_NO_DATE = {"date": None, "trace": None, "reward": None, "final_reward": None, "evaluator": None}
+
+
+def image_record(meta: dict, name: str, opts: EditOptions) -> dict:
+    """The record of the edit's image `name` (`EDIT_IMAGES`): the edit's, with what that image is and was made
+    with; DATE's settings and updates only on the DATE edit (and the grid, which shows it)."""
+    rec = {**meta, "method": {"plain": "fixed", "date": meta["method"]}.get(name, name), "image": name}
+    if name in ("input", "reconstruction"):
+        rec.update(_NO_DATE, prompt=opts.source_prompt, guidance_scale=opts.cfg_src)
+    elif name == "plain":
+        rec.update(_NO_DATE)
+    return rec
+
+
 def write_edit(out: Path, opts: EditOptions, files: dict, meta: dict) -> list[tuple[str, Path]]:
     """Every image, the grid and the record under a name not taken yet (unless --overwrite), each written
     atomically; returns (what, path) of every file written."""
@@ -382,7 +413,7 @@ def write_edit(out: Path, opts: EditOptions, files: dict, meta: dict) -> list[tu
         grid, panels = edit_grid(files, meta)
         written = []
         for name, img in {**files, "grid": grid}.items():
-            rec = {**meta, "method": {"plain": "fixed", "date": meta["method"]}.get(name, name), "image": name}
+            rec = image_record(meta, name, opts)
             rec.update({"panels": panels} if name == "grid" else {})
             label = f"grid ({grid_label(panels)})" if name == "grid" else f"{name} image"
             written.append((label, save_png(out / f"{stem}-{name}.png", img, rec)))

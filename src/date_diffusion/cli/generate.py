@@ -184,7 +184,7 @@ class GenerateOptions:
 def read_prompts_file(path) -> tuple[list[str], list[str]]:
     """(prompts from a file as every command reads one (`bench.suites.read_captions`: text, CSV, jsonl), notes: a
     CSV's columns other than its prompt column, which nothing reads)."""
-    from date_diffusion.bench.suites import is_jsonl, read_captions_and_columns
+    from date_diffusion.bench.suites import read_captions_and_columns, unread_columns
 
     try:
         prompts, columns = read_captions_and_columns(Path(path))
@@ -194,13 +194,8 @@ def read_prompts_file(path) -> tuple[list[str], list[str]]:
         raise CLIError(f"--prompts-file {str(path)!r}: {err}") from err
     if not prompts:
         raise CLIError(f"--prompts-file {str(path)!r} holds no prompt")
-    notes = []
-    if columns and columns[1]:
-        unread = ", ".join(repr(name) for name in columns[1][:8]) + (", ..." if len(columns[1]) > 8 else "")
-        what = "key" if is_jsonl(path) else "column"
-        notes.append(f"--prompts-file: the prompts are its {columns[0]!r} {what}; its other {what}s ({unread}) are "
-                     "not read (seeds and settings come from the options)")  # fmt: skip
-    return prompts, notes
+    note = unread_columns(Path(path), columns, "--prompts-file")
+    return prompts, [note] if note else []
 
 
 def replay_settings(opts: GenerateOptions):

@@ -81,9 +81,12 @@ def run(args) -> int:
 def summary(record: dict) -> list[str]:
     """A grid's panels, one block each (method, verdict, reward, distance moved) and the line under them, then
     DATE's updates."""
+    from date_diffusion.cli.edit import EDIT_IMAGES
     from date_diffusion.grids import grid_note, header_lines, update_text
 
     lines = []
+    if "editor" in record and record.get("image") in EDIT_IMAGES:  # one of the images `edit` writes
+        lines.append(f"  this image: {EDIT_IMAGES[record['image']]}")
     panels = record.get("panels") or []
     for k, panel in enumerate(panels, 1):
         method, *rest = header_lines(panel)
