@@ -1057,6 +1057,7 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
         (["bench", "--suite", "ane", "--cfg-src", "7", "--edit-skip", "1"], "does not read --edit-skip, --cfg-src"),
         (["bench", "--suite", "coco", "--captions", __file__, "--prompts-file", __file__], "give one"),
         (["bench", "--suite", "toy", "--methods", "date:rho=1,rho=2"], "rho is given twice"),
+        (["generate", "a red circle", "--prior-weight", "1e-320"], "--prior-weight 1e-320 is 0 in 32-bit floats"),
         (["bench", "--suite", "toy", "--methods", "ug:scale=1,scale=2"], "scale is given twice"),
     ],
 )
@@ -2183,3 +2184,34 @@ def test_the_python_api_never_replaces_a_device_with_a_file(tmp_path):
         with pytest.raises(ValueError, match="is a device, pipe or socket"):
             atomic_write(path, b"x")
     assert stat.S_ISFIFO(fifo.stat().st_mode) and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_an_edits_images_say_what_they_are_and_an_unread_negative_prompt_is_said(tmp_path, capsys):
+    """Round nine: every image `edit` writes carried the DATE edit's settings and updates (`info` showed them for
+    the input picture), and a negative prompt neither guidance reads was taken without a word."""
+    from date_diffusion.outputs import read_png_metadata
+
+    Image.new("RGB", (64, 64), "white").save(tmp_path / "in.png")
+    argv = ["edit", str(tmp_path / "in.png"), "--source-prompt", "a red circle", "--target-prompt", "a blue circle",
+            "--steps", "4", "--cfg-src", "1", "--cfg-tar", "1", "--negative-prompt", "blurry", "--out",
+            str(tmp_path / "e")]  # fmt: skip
+    assert main(argv) == 0
+    assert "note: --negative-prompt has no effect here: no negative branch runs" in capsys.readouterr().err
+    records = {p.stem.rsplit("-", 1)[1]: read_png_metadata(p)["record"] for p in (tmp_path / "e").glob("*.png")}
+    assert records["date"]["date"] is not None and records["date"]["trace"]["updates"]
+    for name in ("input", "reconstruction", "plain"):
+        assert records[name]["image"] == name and records[name]["date"] is None and records[name]["trace"] is None
+    assert records["reconstruction"]["prompt"] == "a red circle" and records["plain"]["prompt"] == "a blue circle"
+    assert all(r["negative_prompt"] is None and "negative_prompt" in r["without_effect"] for r in records.values())
+    assert main(["info", str(next((tmp_path / "e").glob("*-input.png")))]) == 0
+    out = capsys.readouterr().out
+    assert "this image: the picture given to edit" in out and "update at step" not in out and "DATE" not in out, out
+
+
+def test_a_folder_that_is_no_model_is_named_without_an_exception_name(tmp_path, capsys):
+    """Round nine: a folder of images given as --model was refused with `(OSError: no model_index.json in ...)`."""
+    (tmp_path / "pictures").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "pictures" / "a.png")
+    assert main(["generate", "a red circle", "--model", str(tmp_path / "pictures"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "the folder has no model_index.json" in err and "Error" not in err.split("error:", 1)[1], err

@@ -597,3 +597,18 @@ def test_a_negative_prompt_no_branch_reads_is_said_and_recorded_as_on_the_comman
     cli = json.loads((tmp_path / "o" / "a-red-circle-s0.json").read_text())
     assert record["without_effect"] == cli["without_effect"] and "negative_prompt" in cli["without_effect"]
     assert record["negative_prompt"] is None is cli["negative_prompt"]
+
+
+def test_a_category_outside_the_list_is_refused_in_one_line(session, bench_run, capsys):
+    """Round nine: a visitor's category outside the run's list made Gradio print a 25-line traceback on the
+    server's terminal per request; the page refuses it itself, printing nothing."""
+    import gradio as gr
+
+    from date_diffusion.ui.app import build_app
+
+    demo = build_app(session, bench_run)
+    refresh = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "refresh")
+    with pytest.raises(gr.Error, match=r"no category '\.\./x': choose one of all, color_binding") as err:
+        refresh("../x", False)
+    assert err.value.print_exception is False
+    assert refresh("single", False) and not capsys.readouterr().err

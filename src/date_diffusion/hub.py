@@ -115,6 +115,11 @@ def explain_load_error(id_or_path, err: Exception, config_repo: str | None = Non
             "Fix: pass --config FOLDER (a diffusers folder of the same model, e.g. saved with save_pretrained)"
             + (f" or run `hf download {config_repo} --exclude '*.safetensors' '*.bin'` once" if config_repo else "")
         )
+    elif path.is_dir() and not (path / "model_index.json").exists() and not (path / "config.json").exists():
+        hint = (
+            "the folder has no model_index.json (nor a model's config.json): give a diffusers folder, one saved "
+            "with save_pretrained, or a checkpoint file"
+        )
     elif path.is_dir():
         hint = f"the folder exists but is not a complete diffusers checkpoint {why}"
     elif is_local_path(id_or_path):

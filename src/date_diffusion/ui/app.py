@@ -8,6 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from date_diffusion.core.text import quoted
 from date_diffusion.grids import DIFF_GAIN
 from date_diffusion.ui.runview import categories, gallery, load_run
 from date_diffusion.ui.session import (
@@ -158,7 +159,10 @@ def _run_tab(run_dir):
                     gr.Image(plot, label=Path(plot).stem, show_label=False, buttons=[], interactive=False,
                              elem_classes=["run-plot"])  # fmt: skip
     with gr.Row():
-        category = gr.Dropdown(["all", *categories(run)], value="all", label="Category", elem_id="category")
+        choices = ["all", *categories(run)]
+        # a value outside the list is refused by `refresh` in one line: Gradio's own refusal prints a traceback on the
+        # server's terminal for every such request
+        category = gr.Dropdown(choices, value="all", label="Category", elem_id="category", allow_custom_value=True)
         changed = gr.Checkbox(
             label="Only where the verdict differs from fixed",
             info="each such image beside the fixed image of its prompt and seed (fixed first)",
@@ -175,6 +179,8 @@ def _run_tab(run_dir):
     )
 
     def refresh(cat, only_changed):
+        if cat not in choices:
+            raise gr.Error(f"no category {quoted(cat)}: choose one of {', '.join(choices)}", print_exception=False)
         return gallery(run, cat, only_changed)
 
     category.change(refresh, [category, changed], images)
