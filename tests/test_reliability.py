@@ -228,6 +228,8 @@ def test_any_numeric_value_runs_to_a_finite_image_or_is_refused(
         ("0*toy-clip+toy-clip-s1", "reward term '0.toy-clip' has weight 0"),  # loaded and run for nothing
         ("toy-ensemble+toy-clip", "reward 'toy-clip' is scored twice"),  # an ensemble is the mean of its members
         ("toy-clip-s1+0e5*toy-clip", "has weight 0"),
+        ("toy-clip-s1+1e-320*toy-clip", "has weight 0 .in 32-bit floats."),  # round nine: 0 once a float32
+        ("2e6*toy-clip", "got '2e6'"),  # round nine: as typed, not `2000000.0`
         ("0.5*mean(toy-clip-s1;aug2(toy-clip))+aug2(toy-clip)", "reward 'aug2.....' is scored twice"),
     ],
 )

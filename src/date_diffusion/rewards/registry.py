@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from date_diffusion import plugins
+from date_diffusion.core.config import nonzero_in_float32
 from date_diffusion.core.settings import Real, parse_integer
 from date_diffusion.core.text import quoted
 from date_diffusion.hub import PAPER_CLIP
@@ -315,9 +316,9 @@ def _sum(spec: str, known: dict) -> Sum:
             w = WEIGHT.value(weight, "the weight") if star else 1.0
         except ValueError as err:
             raise RewardSpecError(f"bad weight in reward {quoted(term)}: {err}") from err
-        if w == 0:  # its model would be loaded and run at every update for a term that adds nothing
-            raise RewardSpecError(f"reward term {quoted(term)} has weight 0 in {quoted(str(spec))}: it would run "
-                                  "for nothing; leave it out")  # fmt: skip
+        if not nonzero_in_float32(abs(w)):  # its model would run at every update for a term that adds nothing
+            raise RewardSpecError(f"reward term {quoted(term)} has weight 0 (in 32-bit floats) in {quoted(str(spec))}: "
+                                  "it would run for nothing; leave it out")  # fmt: skip
         weighted.append((w, _term((rest if star else term).strip(), known)))
     names = [(rest if "*" in t.split("(")[0] else t).strip() for t in terms for _, _, rest in [t.partition("*")]]
     _once([node for _, node in weighted], names, str(spec), "give it once, with the sum of the weights")
