@@ -1667,6 +1667,24 @@ def test_without_network_a_hub_id_works_offline_at_once(tmp_path, monkeypatch):
     assert __import__("os").environ["HF_HUB_OFFLINE"] == "1"
 
 
+@pytest.mark.parametrize(
+    "argv, named",
+    [(["generate", "a", "--reward", "clip-l"], True), (["generate", "a", "--reward", "0.5*pickscore+toy-clip"], True),
+     (["bench", "--suite", "toy", "--eval-clip", "clip-l", "--out", "o"], True), (["generate", "a", "--reward", "toy-clip"], False),
+     (["generate", "a"], False), (["info", "a.png"], False), (["bench-perf"], False)],
+)  # fmt: skip
+def test_a_reward_named_for_a_hub_model_counts_as_a_hub_id(tmp_path, argv, named):
+    """Round nine: `--reward clip-l` (the paper's CLIP, a hub model by its registered name) was not seen as naming
+    the hub, so without network it took half a minute of retries; a real model's default reward counts too."""
+    from date_diffusion.cli.common import hub_named
+    from date_diffusion.cli.main import build_parser
+
+    parser = build_parser()
+    assert hub_named(parser.parse_args(argv)) is named
+    (tmp_path / "model_index.json").write_text("{}")  # a real model's folder: its default reward is clip-l
+    assert hub_named(parser.parse_args(["generate", "a", "--model", str(tmp_path)])) is True
+
+
 # ---------------------------------------------------------------- hostile inputs, round G
 
 

@@ -73,17 +73,18 @@ HUB_ID = re.compile(r"(?:^|[:(+*;=])([A-Za-z0-9_][\w.-]*/[\w.-]+)")  # owner/nam
 HUB_OPTIONS = ("model", "config", "reward", "reward_decoder", "eval_clip")
 
 
-def offline_without_network(args) -> str | None:
+def offline_without_network(args, hub_named: bool = False) -> str | None:
     """When a command's `HUB_OPTIONS` (of its parsed arguments `args`) name a hub id that is no local path, and the
     hub's host name does not resolve (no network, no proxy set, HF_HUB_OFFLINE not set): set HF_HUB_OFFLINE=1 before
     huggingface_hub is imported, so that cached models load at once and a missing one is named at once, instead of
-    five retries of every request over half a minute; the note saying so, or None. Commands that name no hub id
-    (the toy world, an output folder like `runs/today`) look nothing up."""
+    five retries of every request over half a minute; the note saying so, or None. `hub_named`: the command names a
+    hub model by another name (a reward such as `clip-l`, the caller knows). Commands that name no hub id (the toy
+    world, an output folder like `runs/today`) look nothing up."""
     if is_offline() or any(os.environ.get(k) for k in PROXY_VARIABLES) or "huggingface_hub" in sys.modules:
         return None
     values = [getattr(args, name, None) for name in HUB_OPTIONS]
     ids = [m.group(1) for v in values if isinstance(v, str) for m in HUB_ID.finditer(v)]
-    if not any(not Path(i).expanduser().exists() for i in ids):
+    if not hub_named and not any(not Path(i).expanduser().exists() for i in ids):
         return None
     host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
     try:

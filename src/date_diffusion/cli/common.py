@@ -267,6 +267,25 @@ def check_negative_prompt(pipe, negative_prompt: str | None) -> None:
                        "without a negative prompt of the user's")  # fmt: skip
 
 
+def hub_named(args) -> bool:
+    """Whether a command's rewards name a model of the hub by a registered name (`clip-l`, `pickscore`:
+    `registry.hub_names`), given (`--reward`, `--eval-clip`) or, without `--reward`, the default reward of its
+    `--model` (its folder's file's, else the paper's `clip-l`): what `hub.offline_without_network` cannot see."""
+    from date_diffusion import model_folder
+    from date_diffusion.perf import MODELS as PERF_MODELS
+    from date_diffusion.rewards.registry import hub_names
+
+    specs = [getattr(args, name, None) for name in ("reward", "eval_clip")]
+    model = getattr(args, "model", None)
+    if hasattr(args, "reward") and args.reward is None and isinstance(model, str) and model not in PERF_MODELS:
+        try:
+            own = model_folder.read(model)
+        except (OSError, ValueError):  # a damaged file: the command names it
+            own = None
+        specs.append((own and (own.recommended.get("reward") or own.reward)) or PAPER_REWARD)
+    return any(hub_names(spec) for spec in specs if isinstance(spec, str))
+
+
 def load_reward(spec: str, device: str, named_by: str = "--reward"):
     """`rewards.registry.reward_from_spec`, with a malformed spec or a source not here reported as a usage error
     naming where the spec was given (`named_by`: the flag, or a model file's key: `Resolved.reward_named_by`)."""

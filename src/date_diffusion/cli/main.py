@@ -13,7 +13,7 @@ import warnings
 from contextlib import contextmanager
 
 from date_diffusion.cli import bench, edit, generate, info, toyworld, ui
-from date_diffusion.cli.common import CLIError, attach_kinds, check_kinds, remove_empty_made
+from date_diffusion.cli.common import CLIError, attach_kinds, check_kinds, hub_named, remove_empty_made
 from date_diffusion.core.text import one_line, quoted
 from date_diffusion.hub import offline_without_network
 from date_diffusion.quiet import silenced  # what the libraries say that tells the user nothing (quiet.REMARKS)
@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     name = args.command_prog
     _sigterm_as_interrupt()
     _quiet_loading(args.debug)
-    offline = offline_without_network(args)
+    offline = offline_without_network(args, hub_named(args))
     if offline:
         print(f"{name}: note: {offline}", file=sys.stderr)
     _RUNNING.set()

@@ -47,6 +47,7 @@ class RewardRecord:
     help: str = ""
     alone: str | None = None
     members: tuple[str, ...] = ()  # an ensemble's rewards (by name), each run for one score
+    from_hub: bool = False  # without a source its model comes from the hub (`clip-l`: openai/clip-vit-large-patch14)
 
     @property
     def runs(self) -> int:
@@ -125,18 +126,18 @@ def _hps(version: str) -> Callable:
 
 
 BUILT_IN: tuple[RewardRecord, ...] = (
-    RewardRecord("clip-l", clip_alias(PAPER_CLIP), help="clip-l (the paper's CLIP ViT-L/14)"),
+    RewardRecord("clip-l", clip_alias(PAPER_CLIP), help="clip-l (the paper's CLIP ViT-L/14)", from_hub=True),
     RewardRecord("clip", _clip, "required", "clip:ID_OR_PATH",
                  alone="'clip' alone names no model: use clip-l (the paper's CLIP ViT-L/14), clip:ID_OR_PATH"),
-    RewardRecord("pickscore", _pickscore, "optional", "pickscore[:ID]"),
-    RewardRecord("imagereward", _imagereward, "optional", "imagereward[:DIR]"),
-    RewardRecord("aesthetic", _aesthetic, "optional", "aesthetic[:FILE]"),
+    RewardRecord("pickscore", _pickscore, "optional", "pickscore[:ID]", from_hub=True),
+    RewardRecord("imagereward", _imagereward, "optional", "imagereward[:DIR]", from_hub=True),
+    RewardRecord("aesthetic", _aesthetic, "optional", "aesthetic[:FILE]", from_hub=True),
     RewardRecord("openclip", _openclip(False), "required",
                  "openclip:FILE (an OpenCLIP-format ViT checkpoint; openclip-quickgelu:FILE for OpenAI-trained "
                  "weights)"),
     RewardRecord("openclip-quickgelu", _openclip(True), "required"),
-    RewardRecord("hpsv2", _hps("hpsv2"), "optional", "hpsv2[:FILE] and hpsv2.1[:FILE] (100 x cosine)"),
-    RewardRecord("hpsv2.1", _hps("hpsv2.1"), "optional"),
+    RewardRecord("hpsv2", _hps("hpsv2"), "optional", "hpsv2[:FILE] and hpsv2.1[:FILE] (100 x cosine)", from_hub=True),
+    RewardRecord("hpsv2.1", _hps("hpsv2.1"), "optional", from_hub=True),
 )  # fmt: skip
 GRAMMAR_HELP = (
     "weighted sums like 0.5*clip-l+1*imagereward, and wrappers "
@@ -446,6 +447,16 @@ def spec_sources(spec: str) -> list[tuple[str, str | None]]:
     (`mean(clip:/a;0.5*aug8(hpsv2:/b))` -> [('clip', '/a'), ('hpsv2', '/b')]); checked as `check_spec` checks,
     nothing loaded. A caller that must limit what a spec may read (the web page) looks at the sources."""
     return [(leaf.name, leaf.source) for leaf in _named(parse_spec(spec))]
+
+
+def hub_names(spec: str) -> list[str]:
+    """The rewards of a spec whose models come from the hub by their name alone (`clip-l`, `pickscore` without a
+    source: `RewardRecord.from_hub`); nothing for a spec that does not parse (its check names it)."""
+    try:
+        sources = spec_sources(spec)
+    except (RewardSpecError, ValueError):
+        return []
+    return [name for name, source in sources if source is None and name in _RECORDS and _RECORDS[name].from_hub]
 
 
 def _build_named(node: Named, device):
