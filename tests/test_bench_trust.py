@@ -331,3 +331,23 @@ def test_bench_perf_shows_no_ratio_without_a_fixed_variant():
     row = next(line for line in table(summarize(runs, ["date"], "rss_mb"), header, "rss_mb").splitlines()
                if line.startswith("| date"))  # fmt: skip
     assert "1.000" not in row and row.rstrip(" |").endswith("-")
+
+
+def test_a_resume_over_a_model_whose_files_changed_is_refused(tmp_path, capsys):
+    """Round nine: the run's fingerprint held the model's path only, so a resume after a config edit (or retrained
+    weights) kept the old model's images beside the new model's under one run."""
+    import shutil
+
+    from date_diffusion import TOY_WORLD
+    from date_diffusion.cli.main import main
+
+    model = tmp_path / "model"
+    shutil.copytree(TOY_WORLD, model)
+    argv = ["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "2", "--methods", "fixed",
+            "--model", str(model), "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 0
+    config = model / "scheduler" / "scheduler_config.json"
+    config.write_text(config.read_text().replace('"beta_end": 0.012', '"beta_end": 0.02'))
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "the model's configs or weights changed since the run" in capsys.readouterr().err

@@ -1670,7 +1670,8 @@ def test_without_network_a_hub_id_works_offline_at_once(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "argv, named",
     [(["generate", "a", "--reward", "clip-l"], True), (["generate", "a", "--reward", "0.5*pickscore+toy-clip"], True),
-     (["bench", "--suite", "toy", "--eval-clip", "clip-l", "--out", "o"], True), (["generate", "a", "--reward", "toy-clip"], False),
+     (["bench", "--suite", "toy", "--eval-clip", "clip-l", "--out", "o"], True),
+     (["generate", "a", "--reward", "toy-clip"], False),
      (["generate", "a"], False), (["info", "a.png"], False), (["bench-perf"], False)],
 )  # fmt: skip
 def test_a_reward_named_for_a_hub_model_counts_as_a_hub_id(tmp_path, argv, named):
@@ -2235,3 +2236,21 @@ def test_a_folder_that_is_no_model_is_named_without_an_exception_name(tmp_path, 
     assert main(["generate", "a red circle", "--model", str(tmp_path / "pictures"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "the folder has no model_index.json" in err and "Error" not in err.split("error:", 1)[1], err
+
+
+def test_overwrite_replaces_the_whole_group_of_an_image(tmp_path):
+    """Round nine: `--overwrite` replaced the image and its record but left the earlier run's fixed image, grid and
+    embeddings beside them (a replay of those embeddings made another image)."""
+    out = tmp_path / "o"
+    assert main(["generate", "a red circle", "--steps", "2", "--compare", "--save-embeddings", "--out", str(out)]) == 0
+    assert main(["generate", "a red circle", "--steps", "2", "--rho", "1", "--overwrite", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a-red-circle-s0.json", "a-red-circle-s0.png"]
+
+
+def test_info_refuses_one_image_given_twice(tmp_path, capsys, monkeypatch):
+    """Round nine: one image given twice (under one name or two) was shown twice."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "a red circle", "--steps", "1", "--out", "o"]) == 0
+    capsys.readouterr()
+    assert main(["info", "o/a-red-circle-s0.png", "./o/a-red-circle-s0.png"]) == 2
+    assert "IMAGE 2 './o/a-red-circle-s0.png' is IMAGE 1 again" in capsys.readouterr().err

@@ -126,3 +126,32 @@ def _parse(path: Path, entry: FolderFile) -> ModelFile:
     if decoder is not None and (path.parent / decoder).is_dir():
         decoder = str(path.parent / decoder)
     return ModelFile(path, advice, own["reward"], decoder)
+
+
+_SAMPLED = 1 << 20  # bytes read from each end of a weights file for its fingerprint
+
+
+def fingerprint(model) -> str | None:
+    """A fingerprint of a local model's files (a folder's, or a single checkpoint's): every small text file (the
+    configs, tokenizers, `model_index.json`) whole, and each other file by its size and its first and last MiB, so
+    that retrained weights or an edited config change it in a second or so whatever the model's size. None for a
+    hub id (its files are the hub's). What a bench run records, so that a resume over a changed model is named."""
+    import hashlib
+
+    root = Path(str(model)).expanduser()
+    if not root.exists():
+        return None
+    digest = hashlib.sha256()
+    files = sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(root if root.is_dir() else root.parent).parts))  # fmt: skip
+    for path in files:
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(root) if root.is_dir() else path.name}\0{size}\0".encode())
+        with open(path, "rb") as f:
+            if path.suffix in (".json", ".txt", ".model") and size <= 64 * _SAMPLED:
+                digest.update(f.read())
+            else:
+                digest.update(f.read(_SAMPLED))
+                f.seek(max(0, size - _SAMPLED))
+                digest.update(f.read(_SAMPLED))
+    return digest.hexdigest()[:20]

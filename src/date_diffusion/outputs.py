@@ -109,11 +109,13 @@ def atomic_write(path: Path, data: str | bytes) -> None:
 
 
 @contextmanager
-def file_group():
+def file_group(replaces=()):
     """Files that belong together (an image, its record, its fixed twin, its grid): each is written to a hidden
     staging name (`group.write(path, data)`, or `group.path(path)` for a writer of its own), and once all are written
     they are renamed in the order given, the last one (the record) marking the group complete. On any error or
-    interrupt none of them appears: staged files are removed, and so are those already renamed."""
+    interrupt none of them appears: staged files are removed, and so are those already renamed. `replaces`: the
+    names of an earlier group this one replaces (`--overwrite`); those it does not write again are removed once it
+    is complete, so no member of the earlier group stays beside the new one."""
     group = _FileGroup()
     done = []
     try:
@@ -122,7 +124,11 @@ def file_group():
             os.chmod(tmp, 0o666 & ~_UMASK)
             os.replace(tmp, path)
             done.append(path)
+        written = set(done)
         done = []
+        for path in map(Path, replaces):
+            if path not in written and path.is_file():
+                path.unlink()
     finally:
         for tmp, _ in group.staged:
             tmp.unlink(missing_ok=True)

@@ -259,6 +259,7 @@ RUN = Schema(
         "cfg_src": "number",
         "inception_weights": "text",
         "image_size": "list",
+        "model_files": "text",
     },  # every field `bench.runner.RunSettings` writes (test_bench_trust checks the two agree)
     bounds={"seeds": (0, MAX_SEED), "steps": (1, MAX_STEPS), "limit": (1, MAX_SEED), "edit_skip": (0, MAX_STEPS)},
     unique=("seeds", "categories"),

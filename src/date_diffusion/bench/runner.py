@@ -58,6 +58,7 @@ class RunSettings:
     eval_clip: str | None
     scheduler: str | None = None
     dtype: str = "float32"
+    model_files: str | None = None  # `model_folder.fingerprint` of a local model: its files as the run made images
     fid_real: str | None = None  # folder of real images for FID (coco); the toy suite renders its own
     edit_skip: int | None = None  # editing suites: steps not regenerated
     cfg_src: float = CFG_SRC  # editing suites: guidance of the inversion (the regeneration uses `guidance`)
@@ -130,8 +131,9 @@ def compare_settings(out: Path, settings: RunSettings) -> dict:
     diff = {k: (old.get(k), v) for k, v in new.items() if k not in ("methods", *METRIC_ONLY) and old.get(k) != v}
     if diff:
         detail = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        changed = " (model_files: the model's configs or weights changed since the run)" * ("model_files" in diff)
         raise SettingsMismatch(
-            f"{out} holds a run with other settings ({detail}); use another --out or the same settings"
+            f"{out} holds a run with other settings ({detail}){changed}; use another --out or the same settings"
         )
     for label, rec in new["methods"].items():
         if label in old["methods"] and not _same_settings(old["methods"][label], rec):

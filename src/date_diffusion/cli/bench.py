@@ -14,6 +14,7 @@ from date_diffusion.core.text import quoted
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import methods_usage
 from date_diffusion.families import PAPER_EVAL_CLIP, PAPER_REWARD, by_name
+from date_diffusion.model_folder import fingerprint
 from date_diffusion.perf import MODELS as PERF_MODELS
 from date_diffusion.perf import VARIANTS
 from date_diffusion.toyworld import world
@@ -521,8 +522,17 @@ def print_written(out: Path, files: list[Path]) -> None:
 
 
 def _check_loaded(pipe, run, methods) -> None:
-    """With the model loaded: every method's step count fits its scheduler, and its rewards and decoders load."""
+    """With the model loaded: every method's step count fits its scheduler, and its rewards and decoders load (one
+    that does not is named with the option or method that gave it)."""
+    from date_diffusion.hub import ModelNotFoundError
+    from date_diffusion.rewards.registry import RewardSpecError
     from date_diffusion.schedulers import check_steps_fit
+
+    def loaded(what: str, load):
+        try:
+            return load()
+        except (RewardSpecError, ModelNotFoundError) as err:
+            raise CLIError(f"{what}: {err}") from err
 
     for m in methods:
         steps = m.steps_for(run.settings.steps)
@@ -532,8 +542,10 @@ def _check_loaded(pipe, run, methods) -> None:
             raise CLIError(str(err)) from err
         _check_attention_res(pipe, m)
         if m.applies_to(run.settings.suite):
-            m.pipeline_kwargs(run)
-    run.scorer()
+            loaded(f"method {quoted(m.label)}", lambda: m.pipeline_kwargs(run))
+    loaded(f"--reward {quoted(run.settings.reward)}", run.reward)
+    if run.settings.eval_clip:
+        loaded(f"--eval-clip {quoted(run.settings.eval_clip)}", lambda: run.reward(run.settings.eval_clip))
 
 
 def _check_attention_res(pipe, method) -> None:
@@ -595,6 +607,7 @@ def _prepare(opts: BenchOptions, model: str):
             steps=resolved.num_inference_steps,
             guidance=resolved.guidance_scale,
             model=model,
+            model_files=fingerprint(model),
             reward=resolved.reward,
             eval_clip=_eval_clip(opts.eval_clip, model, resolved.family),
             scheduler=resolved.scheduler,

@@ -648,7 +648,10 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
     image = outputs_of(results[kind])[j]  # an image, or a video's frames
     ext = media_suffix(image)
     suffixes = (ext, ".json", f"-fixed{ext}", "-compare.png", "-embeddings.safetensors")
-    with claimed_stem(out, f"{slug(prompt)}-s{seed}", suffixes, opts.overwrite) as stem, file_group() as group:
+    with (
+        claimed_stem(out, f"{slug(prompt)}-s{seed}", suffixes, opts.overwrite) as stem,
+        file_group([out / f"{stem}{s}" for s in suffixes] if opts.overwrite else ()) as group,
+    ):
         record = base_record(opts, job, prompt, seed)
         record.update({k: v for k, v in results[kind].records[j].items() if k in ("num_frames", "fps")})
         fixed_record = {**record, "method": "fixed", "date": None, "reward": None}
