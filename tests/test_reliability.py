@@ -1060,6 +1060,10 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
         (["bench", "--suite", "coco", "--captions", __file__, "--prompts-file", __file__], "give one"),
         (["bench", "--suite", "toy", "--methods", "date:rho=1,rho=2"], "rho is given twice"),
         (["generate", "a red circle", "--prior-weight", "1e-320"], "--prior-weight 1e-320 is 0 in 32-bit floats"),
+        (
+            ["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "2", "--methods", "date:lowres=64"],
+            "'date:lowres=64' decodes for the reward at 64 px, and the model's images are 64x64",
+        ),
         (["bench", "--suite", "toy", "--methods", "ug:scale=1,scale=2"], "scale is given twice"),
     ],
 )

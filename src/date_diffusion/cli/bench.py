@@ -541,6 +541,10 @@ def _check_loaded(pipe, run, methods) -> None:
         except ValueError as err:
             raise CLIError(str(err)) from err
         _check_attention_res(pipe, m)
+        if getattr(m, "lowres", None) is not None and m.lowres >= max(pipe.default_image_shape()):
+            raise CLIError(f"--methods: {quoted(m.label)} decodes for the reward at {m.lowres} px, and the model's "
+                           f"images are {'x'.join(map(str, pipe.default_image_shape()))}: it is the method without "
+                           "lowres; give a smaller lowres, or leave it out")  # fmt: skip
         if m.applies_to(run.settings.suite):
             loaded(f"method {quoted(m.label)}", lambda: m.pipeline_kwargs(run))
     loaded(f"--reward {quoted(run.settings.reward)}", run.reward)
