@@ -565,38 +565,26 @@ def _rewrite(path, change):
     save_file(tensors, str(path), metadata=meta)
 
 
-@pytest.mark.parametrize(
-    "change",
-    [lambda meta, t: t.pop("step_0000/prompt_embeds"),  # the update removed: the replay would be the fixed image
-     lambda meta, t: t.__setitem__("step_0001/prompt_embeds", 3 * t["step_0000/prompt_embeds"])],  # one added
-)  # fmt: skip
-def test_a_replay_file_whose_updates_were_edited_is_named(tmp_path, capsys, change):
-    """An update stage removed from or added to a saved file: its `final` is no longer what its last update left,
-    and the file is named, never replayed as another image under its name."""
-    assert main(["generate", "a red circle", "--steps", "2", "--save-embeddings", "--out", str(tmp_path / "s")]) == 0
-    saved = next((tmp_path / "s").glob("*-embeddings.safetensors"))
-    _rewrite(saved, change)
-    capsys.readouterr()
-    assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 2
-    err = capsys.readouterr().err
-    assert str(saved) in err and "its 'final' embedding is not its" in err and not (tmp_path / "r").exists(), err
-
-
 def _edit_date(**changes):
     return lambda meta, t: meta.update(date=json.dumps({**json.loads(meta["date"]), **changes}))
 
 
 @pytest.mark.parametrize(
     "change, message",
-    [(_edit_date(update_every=1), "its 'date' settings update at steps [0, 1] of 2, and it holds the updates of "
+    [(lambda meta, t: t.pop("step_0000/prompt_embeds"), "its 'final' embedding is not its"),  # an update removed
+     (lambda meta, t: t.__setitem__("step_0001/prompt_embeds", 3 * t["step_0000/prompt_embeds"]),
+      "its 'final' embedding is not its"),  # one added
+     # round nine: a replay's record repeats its file's DATE settings, which must be those that made its stages
+     (_edit_date(update_every=1), "its 'date' settings update at steps [0, 1] of 2, and it holds the updates of "
                                   "steps [0]"),
      (_edit_date(update_every=None, update_steps=[1]), "update at steps [1] of 2"),
      (_edit_date(rho_relative=-1), "its 'date' settings are no DATE setting (rho_relative must be a finite"),
      (_edit_date(foo=1), "'foo' is no DATE setting")],
 )  # fmt: skip
-def test_a_replay_file_whose_settings_were_edited_is_named(tmp_path, capsys, change, message):
-    """Round nine: a replay's record repeats its file's DATE settings; a file whose settings no longer make its
-    update stages (or are none DATE takes) is named, never replayed under settings it was not made with."""
+def test_a_replay_file_whose_updates_or_settings_were_edited_is_named(tmp_path, capsys, change, message):
+    """An update stage removed from or added to a saved file (its `final` no longer what its last update left), or
+    its DATE settings edited: the file is named, never replayed as another image, or under settings it was not made
+    with, under its name."""
     assert main(["generate", "a red circle", "--steps", "2", "--save-embeddings", "--out", str(tmp_path / "s")]) == 0
     saved = next((tmp_path / "s").glob("*-embeddings.safetensors"))
     _rewrite(saved, change)
@@ -874,6 +862,11 @@ def _drop_vocabulary(path, prefix):
     path.write_text(json.dumps(data))
 
 
+def _recommends(settings: str):
+    """A damage: the model folder's toyworld.json recommending `settings` (JSON text, as a file spells it)."""
+    return lambda m: (m / "toyworld.json").write_text(f'{{"recommended": {settings}}}')
+
+
 def _edit_json(path, **values):
     path.write_text(json.dumps({**json.loads(path.read_text()), **values}))
 
@@ -887,7 +880,7 @@ def _edit_json(path, **values):
          "'recommended' settings), it holds an array"),
         (lambda m: (m / "toyworld.json").write_text('{"recommended": []}'),
          "toyworld.json: 'recommended' must be an object of settings, it is an array"),
-        (lambda m: (m / "toyworld.json").write_text('{"recommended": {"guidance_scale": NaN}}'),
+        (_recommends('{"guidance_scale": NaN}'),
          "toyworld.json: recommended.guidance_scale must be a finite number"),
         (lambda m: _edit_json(m / "unet" / "config.json", sample_size=-8),
          "unet/config.json: its sample_size -8 is not a positive whole number"),
@@ -917,24 +910,24 @@ def _edit_json(path, **values):
          "tokenizer/tokenizer_config.json: model_max_length 0 is not a positive whole number of tokens"),
         (lambda m: _edit_json(m / "tokenizer" / "tokenizer_config.json", model_max_length=100000.0),
          "model_max_length 100000.0 is not a positive whole number"),
-        (lambda m: (m / "toyworld.json").write_text('{"recommended": {"rho_relative": 1e-999}}'),
+        (_recommends('{"rho_relative": 1e-999}'),
          "toyworld.json is not readable JSON (number '1e-999' is too small for a 64-bit float"),
-        (lambda m: (m / "toyworld.json").write_text('{"recommended": {"update_every": "10"}}'),
+        (_recommends('{"update_every": "10"}'),
          "toyworld.json: recommended.update_every must be written without quotes"),
-        (lambda m: (m / "toyworld.json").write_text('{"recommended": {"guidance_scale": 100.00000000000000001}}'),
+        (_recommends('{"guidance_scale": 100.00000000000000001}'),
          "recommended.guidance_scale must be a finite number >= 0 and <= 100, got 100.00000000000000001"),
-        (lambda m: (m / "toyworld.json").write_text('{"recommended": {"update_every": 1E1}}'),
+        (_recommends('{"update_every": 1E1}'),
          "recommended.update_every must be an integer from 1 to 10000, got 1E1"),  # as the file spells it
-        (lambda m: (m / "toyworld.json").write_text('{"recommended": {"guidance_scale": "5"}}'),
+        (_recommends('{"guidance_scale": "5"}'),
          "toyworld.json: recommended.guidance_scale must be written without quotes"),
         # round nine: a value the file gives is named by its key and quoted as the file spells it
-        (lambda m: (m / "toyworld.json").write_text('{"recommended": {"scheduler": "nope"}}'),
+        (_recommends('{"scheduler": "nope"}'),
          "toyworld.json: recommended.scheduler 'nope'; choose one of"),
-        (lambda m: (m / "toyworld.json").write_text('{"recommended": {"update_steps": [5000]}}'),
+        (_recommends('{"update_steps": [5000]}'),
          "toyworld.json: recommended.update_steps [5000] are outside the run"),
-        (lambda m: (m / "toyworld.json").write_text('{"recommended": {"rho": true}}'),
+        (_recommends('{"rho": true}'),
          "toyworld.json: recommended.rho must be a finite number >= 0 and <= 100, got true"),
-        (lambda m: (m / "toyworld.json").write_text('{"recommended": {"reward": "toy-judge:/nonexistent"}}'),
+        (_recommends('{"reward": "toy-judge:/nonexistent"}'),
          "toyworld.json: recommended.reward 'toy-judge:/nonexistent': could not load '/nonexistent': no such file"),
         (lambda m: (m / "model_index.json").write_text(
             (m / "model_index.json").read_text().replace('"StableDiffusionPipeline"', '"StableDiffusionXLPipeline"')),
