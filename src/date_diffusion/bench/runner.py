@@ -85,7 +85,8 @@ def upgrade_run(run: dict) -> dict:
     reads earlier layouts), the toy world's rewards under their new names."""
     methods = {label: Method.from_record(label, rec).record() for label, rec in run["methods"].items()}
     rewards = {k: upgrade_reward(run[k]) for k in ("reward", "eval_clip") if k in run}
-    return {**run, **rewards, "methods": methods}
+    added = {f.name: None for f in fields(RunSettings) if f.default is None}  # settings a later version added
+    return {**added, **run, **rewards, "methods": methods}
 
 
 def run_methods(run: dict) -> list[Method]:
@@ -128,7 +129,8 @@ def compare_settings(out: Path, settings: RunSettings) -> dict:
                                    "another folder's files; use a new or empty --out")  # fmt: skip
         return new
     old = read_run(out)
-    diff = {k: (old.get(k), v) for k, v in new.items() if k not in ("methods", *METRIC_ONLY) and old.get(k) != v}
+    diff = {k: (old.get(k), v) for k, v in new.items() if k not in ("methods", *METRIC_ONLY) and old.get(k) != v
+            and not (k in CHECKED_FROM_NOW and old.get(k) is None)}  # fmt: skip
     if diff:
         detail = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
         changed = " (model_files: the model's configs or weights changed since the run)" * ("model_files" in diff)
@@ -155,8 +157,12 @@ def _same_settings(old, new) -> bool:
     return old == new
 
 
+# settings a run.json of an earlier version lacks, checked from the first resume by this version on: the model's
+# files, the same for every image of a run (so no image's fingerprint holds them: an earlier run's images stay
+# trusted), compared at the run's level by `compare_settings`
+CHECKED_FROM_NOW = ("model_files",)
 # settings that decide which images a run makes, not what any one image is
-NOT_PER_IMAGE = ("methods", "limit", "categories", "seeds", "captions", *METRIC_ONLY)
+NOT_PER_IMAGE = ("methods", "limit", "categories", "seeds", "captions", *METRIC_ONLY, *CHECKED_FROM_NOW)
 
 
 def made_with(settings: RunSettings, method: Method, prompt: str, seed: int) -> str:
