@@ -1730,7 +1730,7 @@ def test_values_a_replay_takes_from_its_file_are_named_by_the_file(tmp_path, cap
              ("num_frames", '"abc"', "field 'num_frames' must be int"),
              ("num_frames", str(10**30), "its 'num_frames' must be an integer from 1 to 10000"),
              ("negative_prompt", json.dumps("x\x07"), "its 'negative_prompt' holds the control character U+0007"),
-             ("date", '"x"', "field 'date' must be object, got 'x'"),
+             ("date", '"x"', "field 'date' must be object, got \"x\""),
              ("date", '{"rho": 1, "rho": 2}', "'date' is not readable JSON (key 'rho' is given twice")]  # fmt: skip
     for key, value, message in cases:
         bad = tmp_path / f"bad-{key}.safetensors"
@@ -2071,6 +2071,9 @@ def test_a_file_whose_name_is_not_utf8_is_named_as_such(tmp_path):
          "date-diffusion toyworld train-judge: error:", "N <= 1000000, got '0/1000001'"),
         (["toyworld", "train-judge", "--out", "o", "--worker", "1/2"],
          "date-diffusion toyworld train-judge: error:", "--worker is read only by --stage data"),
+        (["toyworld", "train", "--out", "o", "--bogus"], "date-diffusion toyworld train: error:",
+         "unrecognized arguments: --bogus; see `date-diffusion toyworld train --help`"),  # round ten
+        (["generate", "a", "--foo"], "date-diffusion generate: error:", "unrecognized arguments: --foo"),
     ],
 )  # fmt: skip
 def test_a_refusal_names_the_innermost_command_and_quotes_the_value_whole(tmp_path, capsys, monkeypatch, argv,
@@ -2251,3 +2254,17 @@ def test_info_refuses_one_image_given_twice(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     assert main(["info", "o/a-red-circle-s0.png", "./o/a-red-circle-s0.png"]) == 2
     assert "IMAGE 2 './o/a-red-circle-s0.png' is IMAGE 1 again" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [('{"suite": "toy", "seeds": [true], "steps": 4, "model": "m", "methods": {}}', "got [true]"),
+     ('{"suite": "toy", "seeds": [1], "steps": true, "model": "m", "methods": {}}', "got true"),
+     ('{"suite": "toy", "seeds": [1], "steps": 4.50, "model": "m", "methods": {}}', "got 4.50"),
+     ('{"suite": "toy", "seeds": [1], "steps": 4, "model": null, "methods": {}}', "'model' must be text, got null")],
+)  # fmt: skip
+def test_a_schema_quotes_a_value_as_the_file_spells_it(text, message):
+    """Round ten: the schemas quoted JSON's `true` as Python's `True`."""
+    from date_diffusion.schemas import RUN, loads
+
+    assert message in RUN.problem(loads(text))

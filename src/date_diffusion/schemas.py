@@ -26,7 +26,7 @@ from date_diffusion.core.settings import (
     parse_real,
     within,
 )
-from date_diffusion.core.text import is_blank, json_kind
+from date_diffusion.core.text import is_blank, json_kind, json_spelling
 from date_diffusion.core.trace import Trace, UpdateRecord
 
 
@@ -117,6 +117,11 @@ def _is(value, kind: str) -> bool:
 _NAMED = {"ints": "a list of int"}  # how a message names a kind where its name is not enough
 
 
+def _wrong_kind(name: str, kind: str, value) -> str:
+    """A field of another kind than its schema's, the value quoted as the file spells it (`true`, not `True`)."""
+    return f"field {name!r} must be {_NAMED.get(kind, kind.rstrip('?'))}, got {json_spelling(value):.60}"
+
+
 @dataclass(frozen=True)
 class Schema:
     what: str  # the kind of file, as messages name it
@@ -138,15 +143,15 @@ class Schema:
             if name not in data:
                 return f"field {name!r} is missing"
             if not _is(data[name], kind):
-                return f"field {name!r} must be {_NAMED.get(kind, kind.rstrip('?'))}, got {data[name]!r:.60}"
+                return _wrong_kind(name, kind, data[name])
         for name, kind in self.optional.items():
             if data.get(name) is not None and not _is(data[name], kind):
-                return f"field {name!r} must be {_NAMED.get(kind, kind.rstrip('?'))}, got {data[name]!r:.60}"
+                return _wrong_kind(name, kind, data[name])
         for name, (low, high) in self.bounds.items():  # a list field: each of its values
             value = data.get(name)
             for v in value if isinstance(value, list) else [value]:
                 if isinstance(v, numbers.Real) and not within(v, low, high):
-                    return f"field {name!r} must be in [{_bound(low)}, {_bound(high)}], got {v!r:.60}"
+                    return f"field {name!r} must be in [{_bound(low)}, {_bound(high)}], got {json_spelling(v):.60}"
         for name in self.unique:
             seen = set()
             for value in data.get(name) or []:

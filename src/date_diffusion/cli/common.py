@@ -603,7 +603,8 @@ def attach_kinds(parser: argparse.ArgumentParser) -> None:
     for command, sub in command_parsers(parser):
         kinds = tuple((a.dest, a.option_strings[-1] if a.option_strings else a.dest.upper(), kind_of(command, a))
                       for a in sub._actions if takes_value(a) and kind_of(command, a))  # noqa: SLF001  # fmt: skip
-        sub.set_defaults(option_kinds=kinds, command_prog=sub.prog)  # the innermost command's: its messages' prefix
+        # the innermost command's name (its messages' prefix) and parser (its usage errors)
+        sub.set_defaults(option_kinds=kinds, command_prog=sub.prog, command_parser=sub)
 
 
 def check_kinds(args) -> None:

@@ -99,6 +99,14 @@ class _Parser(argparse.ArgumentParser):
         finally:
             self.given_options = self.typed = self.given_args = self.seen = None
 
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, an argument no option takes refused by the innermost command's parser (`date-diffusion
+        toyworld train: error: unrecognized arguments: ...`, its own --help named), not the top-level one's."""
+        parsed, rest = self.parse_known_args(args, namespace)
+        if rest:
+            getattr(parsed, "command_parser", self).error(f"unrecognized arguments: {' '.join(rest)}")
+        return parsed
+
     def _get_values(self, action, arg_strings):
         """argparse's conversion, keeping the text typed for a number (`type=int`/`float`): `check_kinds` checks
         that text, so a refusal quotes what was typed (`1e308`), never the number's own spelling (`1e+308`). Each

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-from date_diffusion.core.text import quoted
+from date_diffusion.core.text import json_spelling, quoted
 
 ANCHORS = ("previous", "original")
 DIRECTIONS = ("gradient", "random")
@@ -41,16 +41,6 @@ class SettingError(ValueError):
         """This error, marked as being about `setting` (the first marking stands)."""
         self.setting = self.setting or setting
         return self
-
-
-def _json_text(value) -> str:
-    """A value a JSON file gave, as the file spells it (`true`, `[5000]`; a number as written: `SpelledFloat`)."""
-    import json
-
-    try:
-        return json.dumps(value) if not isinstance(value, float) else repr(value)
-    except (TypeError, ValueError):
-        return repr(value)
 
 
 def _num(x) -> str:
@@ -77,7 +67,7 @@ class Kind:
         try:
             return self.check(raw, name)
         except SettingError as err:  # quoted as the file spells it (`true`, `null`), not as Python does (`True`)
-            raise SettingError(str(err).replace(f"got {raw!r}", f"got {_json_text(raw)}")) from None
+            raise SettingError(str(err).replace(f"got {raw!r}", f"got {json_spelling(raw)}")) from None
 
     def value(self, raw, name: str):
         """Text or a Python value -> the checked value (a message about text quotes the text typed)."""

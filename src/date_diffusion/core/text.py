@@ -127,6 +127,19 @@ def json_kind(value) -> str:
     return next((name for kind, name in kinds.items() if isinstance(value, kind)), type(value).__name__)
 
 
+def json_spelling(value) -> str:
+    """A value a JSON file gave, as the file spells it (`true`, `null`, `[5000]`; a number as written, where the
+    reader kept its spelling: `schemas.SpelledFloat`), for a message that quotes it."""
+    import json
+
+    if isinstance(value, float):
+        return repr(value)
+    try:
+        return json.dumps(value, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 def quoted(value, most: int = 100) -> str:
     """`value` as an error message quotes it: its repr when short, else the repr's start and end (a file's name
     stays readable) and the value's length: a message stays one readable line, whatever a user typed. (A path is
