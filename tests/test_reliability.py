@@ -2268,3 +2268,38 @@ def test_a_schema_quotes_a_value_as_the_file_spells_it(text, message):
     from date_diffusion.schemas import RUN, loads
 
     assert message in RUN.problem(loads(text))
+
+
+def test_no_command_replaces_a_pipe_in_its_output_folder_or_its_own_input(tmp_path, capsys):
+    """Round ten: `generate --overwrite` replaced a FIFO named as its image; `edit --overwrite` replaced the image it
+    edited; `report` failed (exit 1) on a FIFO `results.md` after its work. Each is refused before any work."""
+    import os
+    import stat
+
+    (tmp_path / "ff").mkdir()
+    os.mkfifo(tmp_path / "ff" / "a-red-circle-s0.png")
+    assert main(["generate", "a red circle", "--steps", "1", "--out", str(tmp_path / "ff"), "--overwrite"]) == 2
+    assert "it holds 'a-red-circle-s0.png', a device, pipe or socket" in capsys.readouterr().err
+    assert stat.S_ISFIFO((tmp_path / "ff" / "a-red-circle-s0.png").stat().st_mode)
+    (tmp_path / "e").mkdir()
+    Image.new("RGB", (64, 64), "white").save(tmp_path / "e" / "b-s0-date.png")
+    argv = ["edit", str(tmp_path / "e" / "b-s0-date.png"), "--source-prompt", "a", "--target-prompt", "b", "--steps",
+            "2", "--out", str(tmp_path / "e"), "--overwrite"]  # fmt: skip
+    assert main(argv) == 2
+    assert "the image being edited" in capsys.readouterr().err and len(list((tmp_path / "e").iterdir())) == 1
+    out = tmp_path / "run"
+    assert main(_bench(out)) == 0
+    (out / "results.md").unlink()
+    os.mkfifo(out / "results.md")
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 2
+    assert "it holds 'results.md', a device, pipe or socket" in capsys.readouterr().err
+
+
+def test_a_replay_with_overwrite_keeps_the_embeddings_it_replays(tmp_path):
+    """`--overwrite` removes the earlier group's members it does not write again, never the file a replay reads."""
+    out = tmp_path / "o"
+    assert main(["generate", "a red circle", "--steps", "2", "--save-embeddings", "--out", str(out)]) == 0
+    saved = out / "a-red-circle-s0-embeddings.safetensors"
+    assert main(["generate", "--replay-embeddings", str(saved), "--out", str(out), "--overwrite"]) == 0
+    assert saved.is_file() and (out / "a-red-circle-s0.png").is_file()

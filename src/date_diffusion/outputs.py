@@ -70,6 +70,15 @@ def save_pretrained(model, folder) -> None:
     plain_mode(folder)
 
 
+def _special_entry(folder: Path) -> Path | None:
+    """The first entry of `folder` (not below it) that is neither a file nor a folder (a FIFO, a device, a socket),
+    or None; None too for a folder that is not there or not readable."""
+    try:
+        return next((p for p in Path(folder).iterdir() if p.exists() and not p.is_file() and not p.is_dir()), None)
+    except OSError:
+        return None
+
+
 def unwritable(path, folder: bool = False) -> str | None:
     """Why `path` (a file, or with `folder` a folder) cannot be written, or None: an entry of the other type is in the
     way, or the nearest existing folder above it is not writable. Nothing is created."""
@@ -92,6 +101,12 @@ def unwritable(path, folder: bool = False) -> str | None:
         return f"it is a {'folder' if not folder else 'file'}; give a new name"
     if not folder and path.exists() and not path.is_file():  # written by replacing it: the device itself would go
         return "it is a device, pipe or socket, which a file written here would replace; give a regular file's name"
+    special = _special_entry(path) if folder else None
+    if special is not None:  # an output of that name (`--overwrite`) would replace it
+        return (
+            f"it holds {special.name!r}, a device, pipe or socket, which an output file of that name would "
+            "replace; move it out, or give another folder"
+        )
     parent = path if folder and path.is_dir() else path.parent
     while not parent.exists():
         parent = parent.parent

@@ -841,10 +841,14 @@ def check_report(opts: ReportOptions) -> None:
     """A bench run's folder: its run.json readable as a run's settings, every record the report reads trusted
     (`trusted_records`: as a resume checks them); `--export` checked with its images."""
     from date_diffusion.bench.runner import SettingsMismatch, UntrustedRun, trusted_records
+    from date_diffusion.outputs import unwritable
 
     path = Path(opts.dir) / "run.json"
     if not path.exists() and not path.is_symlink():
         raise CLIError(f"{opts.dir} is not a bench run (no run.json)")
+    why = unwritable(opts.dir, folder=True)  # the report's files are written into the run's folder
+    if why:
+        raise CLIError(f"{opts.dir!r} cannot take the report's files ({why})")
     try:
         run, methods, _ = trusted_records(Path(opts.dir))
     except (SettingsMismatch, UntrustedRun) as err:

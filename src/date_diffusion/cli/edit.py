@@ -4,6 +4,7 @@ DDPM inversion for SD 1.x/2.x, SDXL and PixArt, FlowEdit for SD3 and FLUX; see d
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -255,6 +256,7 @@ def run(args) -> int:
     if not settings.active:  # as generate says it: never an edit labelled DATE that DATE did not touch
         print(f"date-diffusion edit: note: DATE cannot move the embedding with these settings ({CANNOT_ACT}); the "
               "DATE edit is the plain edit and is recorded as method 'fixed'", file=sys.stderr)  # fmt: skip
+    _check_input_kept(opts)
     opts, pipe, image, reward = load(opts, settings, loading)
     check_loaded(opts, pipe)
     # a negative prompt neither guidance reads (both at 1 or less): said and recorded, as generate does
@@ -284,6 +286,18 @@ def run(args) -> int:
     for line in [*verdict_lines(shown_verdicts(meta, meta.get("evaluator", {}))), *([knows] if knows else [])]:
         print(f"  {line}")
     return 0
+
+
+def _check_input_kept(opts: EditOptions) -> None:
+    """`--overwrite` never replaces the image being edited (an output of the same name in --out)."""
+    if not opts.overwrite:
+        return  # a taken name gets -2, -3, ...
+    stem = f"{slug(opts.target_prompt)}-s{opts.seed}"
+    for name in (".json", *(f"-{n}.png" for n in EDIT_IMAGES)):
+        path = Path(opts.out) / f"{stem}{name}"
+        if path.exists() and os.path.samefile(path, opts.image):
+            raise CLIError(f"--overwrite would replace {str(path)!r}, the image being edited: give another --out, "
+                           "or leave out --overwrite (the edit's files then get a name of their own)")  # fmt: skip
 
 
 def load(opts: EditOptions, settings, loading: dict):
@@ -401,23 +415,26 @@ def image_record(meta: dict, name: str, opts: EditOptions) -> dict:
 
 
 def write_edit(out: Path, opts: EditOptions, files: dict, meta: dict) -> list[tuple[str, Path]]:
-    """Every image, the grid and the record under a name not taken yet (unless --overwrite), each written
-    atomically; returns (what, path) of every file written."""
+    """Every image, the grid and the record under a name not taken yet (unless --overwrite), as one group
+    (`outputs.file_group`: all appear together, the record last, or none); returns (what, path) of every file."""
     from date_diffusion.grids import grid_label
-    from date_diffusion.outputs import atomic_write, claimed_stem, save_png
+    from date_diffusion.outputs import claimed_stem, file_group, png_bytes
 
-    names = ("input", "reconstruction", "plain", "date", "grid")
-    with claimed_stem(
-        out, f"{slug(opts.target_prompt)}-s{opts.seed}", (".json", *(f"-{n}.png" for n in names)), opts.overwrite
-    ) as stem:
+    names = tuple(EDIT_IMAGES)
+    with (
+        claimed_stem(out, f"{slug(opts.target_prompt)}-s{opts.seed}", (".json", *(f"-{n}.png" for n in names)),
+                     opts.overwrite) as stem,
+        file_group() as group,
+    ):  # fmt: skip
         grid, panels = edit_grid(files, meta)
         written = []
         for name, img in {**files, "grid": grid}.items():
             rec = image_record(meta, name, opts)
             rec.update({"panels": panels} if name == "grid" else {})
             label = f"grid ({grid_label(panels)})" if name == "grid" else f"{name} image"
-            written.append((label, save_png(out / f"{stem}-{name}.png", img, rec)))
-        atomic_write(out / f"{stem}.json", json.dumps({**meta, "files": [f"{stem}-{n}.png" for n in names]}, indent=1))
+            group.write(out / f"{stem}-{name}.png", png_bytes(img, rec))
+            written.append((label, out / f"{stem}-{name}.png"))
+        group.write(out / f"{stem}.json", json.dumps({**meta, "files": [f"{stem}-{n}.png" for n in names]}, indent=1))
     return [*written, ("record", out / f"{stem}.json")]
 
 

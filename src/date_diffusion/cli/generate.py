@@ -636,6 +636,12 @@ def base_record(opts: GenerateOptions, job: Job, prompt, seed) -> dict:
     return record
 
 
+def replaced(out: Path, stem: str, suffixes, opts: GenerateOptions) -> list[Path]:
+    """The files of an earlier group `--overwrite` replaces, never the embeddings file a replay reads."""
+    source = Path(opts.replay_embeddings).resolve() if opts.replay_embeddings else None
+    return [out / f"{stem}{s}" for s in suffixes if (out / f"{stem}{s}").resolve() != source]
+
+
 def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved) -> None:
     """The DATE (or replayed) image, its record, and optionally the fixed image, the grid and the embeddings: new
     names when taken (unless --overwrite), each file written atomically; every file written is printed."""
@@ -650,7 +656,7 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
     suffixes = (ext, ".json", f"-fixed{ext}", "-compare.png", "-embeddings.safetensors")
     with (
         claimed_stem(out, f"{slug(prompt)}-s{seed}", suffixes, opts.overwrite) as stem,
-        file_group([out / f"{stem}{s}" for s in suffixes] if opts.overwrite else ()) as group,
+        file_group(replaced(out, stem, suffixes, opts) if opts.overwrite else ()) as group,
     ):
         record = base_record(opts, job, prompt, seed)
         record.update({k: v for k, v in results[kind].records[j].items() if k in ("num_frames", "fps")})
