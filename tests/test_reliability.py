@@ -2303,3 +2303,27 @@ def test_a_replay_with_overwrite_keeps_the_embeddings_it_replays(tmp_path):
     saved = out / "a-red-circle-s0-embeddings.safetensors"
     assert main(["generate", "--replay-embeddings", str(saved), "--out", str(out), "--overwrite"]) == 0
     assert saved.is_file() and (out / "a-red-circle-s0.png").is_file()
+
+
+def test_a_replay_over_a_model_that_changed_since_is_named(tmp_path, capsys):
+    """Round ten: a replay re-created "the DATE image" with a model whose scheduler or configs changed since the
+    file was saved, without a word (and its record credited the file for the model's new scheduler)."""
+    import shutil
+
+    from date_diffusion import TOY_WORLD
+
+    model = tmp_path / "model"
+    shutil.copytree(TOY_WORLD, model)
+    argv = ["generate", "a red circle", "--steps", "2", "--model", str(model), "--save-embeddings"]
+    assert main([*argv, "--out", str(tmp_path / "s")]) == 0
+    saved = next((tmp_path / "s").glob("*-embeddings.safetensors"))
+    config = model / "scheduler" / "scheduler_config.json"
+    config.write_text(config.read_text().replace('"beta_end": 0.012', '"beta_end": 0.02'))
+    capsys.readouterr()
+    assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 2
+    assert "was saved with other files of the model" in capsys.readouterr().err
+    _rewrite(saved, lambda meta, t: (meta.pop("model_files"), meta.update(scheduler='"EulerDiscreteScheduler"')))
+    assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "was sampled with EulerDiscreteScheduler, and the model now samples with DDIMScheduler" in err, err
+    assert not (tmp_path / "r").exists()

@@ -36,6 +36,7 @@ from date_diffusion.core.config import CANNOT_ACT
 from date_diffusion.core.settings import Seed, SettingError
 from date_diffusion.core.text import prepare_prompt, quoted
 from date_diffusion.core.trace import DID_NOT_MOVE, moved
+from date_diffusion.model_folder import fingerprint
 from date_diffusion.schedulers import check_steps_fit
 from date_diffusion.toyworld import world
 
@@ -400,6 +401,7 @@ class Job:
     reward: object = None
     decoder: object = None
     judge: object = None
+    model_files: str | None = None  # `model_folder.fingerprint` of a local model (each record states it)
 
 
 def check(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
@@ -428,8 +430,20 @@ def check(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
         except ModelNotFoundError as err:
             raise CLIError(f"--reward-decoder: {err}") from err
     job = Job(date_active=settings.active, prompts=list(opts.prompts), out=Path(opts.out), loading=loading,
-              settings=settings, saved=saved, notes=notes)  # fmt: skip
+              settings=settings, saved=saved, notes=notes, model_files=fingerprint(settings.model))  # fmt: skip
+    if saved is not None:
+        check_replay_model(opts, job)
     return opts, job
+
+
+def check_replay_model(opts: GenerateOptions, job: Job) -> None:
+    """A replay's model is the one its file was saved with: a local model whose files changed since (a config
+    edited, weights retrained: `model_files`) would make another image under the replay's name."""
+    theirs = job.saved.metadata.get("model_files")
+    if theirs is not None and job.model_files is not None and theirs != job.model_files:
+        raise CLIError(f"--replay-embeddings {opts.replay_embeddings!r} was saved with other files of the model "
+                       f"{job.settings.model!r} (its configs or weights changed since): the replay would make "
+                       "another image; replay it with the model as it was")  # fmt: skip
 
 
 def plan(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
@@ -489,6 +503,11 @@ def load(opts: GenerateOptions, job: Job, device: str) -> None:
     except ValueError as err:  # unreadable single file, LoRA for another model, ...
         raise CLIError(str(err)) from err
     pipe.set_progress_bar_config(disable=True)
+    made_with = job.saved.metadata.get("scheduler") if job.saved is not None else None
+    if made_with is not None and made_with != type(pipe.scheduler).__name__:  # the model's own, changed since
+        raise CLIError(f"--replay-embeddings {opts.replay_embeddings!r} was sampled with {made_with}, and the model "
+                       f"now samples with {type(pipe.scheduler).__name__}: the replay would make another image; "
+                       "replay it with the model as it was")  # fmt: skip
     default_height, default_width = pipe.default_image_shape()
     height, width = opts.height or default_height, opts.width or default_width
     try:
@@ -630,6 +649,7 @@ def base_record(opts: GenerateOptions, job: Job, prompt, seed) -> dict:
         "dtype": str(pipe.unet.dtype if hasattr(pipe, "unet") else pipe.transformer.dtype).replace("torch.", ""),
         "sources": {k: settings.sources[k] for k in ("num_inference_steps", "guidance_scale", "scheduler")},
         "date_diffusion_version": __version__,
+        "model_files": job.model_files,
     }
     if "without_effect" in applied:
         record["without_effect"] = applied["without_effect"]
@@ -758,7 +778,7 @@ def write_embeddings(path: Path, one, record: dict, model_arg: str | None) -> No
     """One image's embeddings with what re-creates its DATE image (`--replay-embeddings`)."""
     keep = ("prompt", "negative_prompt", "seed", "model", "family", "scheduler", "scheduler_name", "steps")
     keep += ("guidance_scale", "height", "width", "num_frames", "dtype", "loras", "reward", "date",
-             "date_diffusion_version")  # fmt: skip
+             "date_diffusion_version", "model_files")  # fmt: skip
     one.metadata.update({k: record[k] for k in keep if record.get(k) is not None})
     one.metadata["model_arg"] = model_arg or record["model"]
     one.metadata.pop("prompts", None)
