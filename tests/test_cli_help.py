@@ -194,8 +194,8 @@ def test_warnings_and_library_logs_inside_a_command_are_one_note_each(monkeypatc
     monkeypatch.setattr(info, "run", command)
     assert main(["info", __file__]) == 0  # an existing file: the options are checked before the command
     assert capsys.readouterr().err.splitlines() == [
-        "date-diffusion: note: something the user should know",
-        "date-diffusion: note: a library's remark (transformers)",
+        "date-diffusion info: note: something the user should know",  # the command's name first (round ten)
+        "date-diffusion info: note: a library's remark (transformers)",
     ]
     assert (library.handlers, library.propagate) == before  # the library's own handler is back after the command
 

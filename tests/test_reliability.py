@@ -1325,7 +1325,7 @@ def test_every_component_of_a_model_folder_is_named_by_its_file(tmp_path, capsys
     argv = ["generate", "a red circle", "--model", str(model), "--steps", "2", "--out", str(tmp_path / "o")]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    ours = [line for line in err.splitlines() if "date-diffusion generate:" in line]
+    ours = [line for line in err.splitlines() if "date-diffusion generate: error:" in line]
     assert f"{model / file}: " in err and message in err and len(ours) == 1 and "Traceback" not in err, err
     assert not (tmp_path / "o").exists()
 

@@ -54,6 +54,12 @@ REMARKS = (
            "without such a kernel fails with its own error",
            "Pipelines loaded with `dtype=torch.float16` cannot run with `cpu` device. It is not recommended to move "
            "them to `cpu` as running them will fail."),
+    Remark("Token indices sequence length is longer than the specified maximum sequence length for this model",
+           "transformers.tokenization_utils_base",
+           "on tokenizing a prompt longer than its text encoder reads: no indexing error follows (the pipelines cut "
+           "it to what the encoder reads, and diffusers names what was cut)",
+           "Token indices sequence length is longer than the specified maximum sequence length for this model "
+           "(26 > 24). Running this sequence through the model will result in indexing errors"),
     Remark(r"No LoRA keys associated to \w+ found with the prefix='text_encoder(_\d)?'\.",
            "diffusers.loaders.lora_base",
            "on loading any LoRA that adapts only the UNet or transformer (most do); a LoRA that adapts nothing of "

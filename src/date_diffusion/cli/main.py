@@ -172,15 +172,18 @@ def _quiet_loading(debug: bool) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by huggingface_hub and transformers
 
 
+_NAME = ["date-diffusion"]  # the command running, as its notes start (`main` sets it)
+
+
 def note(text: str, source: str = "") -> None:
-    """One `date-diffusion: note:` line on stderr (above a progress bar), unless the text is a library's remark
-    (`quiet.silenced`)."""
+    """One `date-diffusion COMMAND: note:` line on stderr (above a progress bar; the command running, `_NAME`),
+    unless the text is a library's remark (`quiet.silenced`)."""
     text = one_line(text, 1000)
     if not text or silenced(text):
         return
     from tqdm import tqdm
 
-    tqdm.write(f"date-diffusion: note: {text}" + (f" ({source})" if source else ""), file=sys.stderr)
+    tqdm.write(f"{_NAME[0]}: note: {text}" + (f" ({source})" if source else ""), file=sys.stderr)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -380,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"date-diffusion: error: {one_line(err)}", file=sys.stderr)
         return 2
     args = build_parser().parse_args(argv)
-    name = args.command_prog
+    name = _NAME[0] = args.command_prog
     _sigterm_as_interrupt()
     _quiet_loading(args.debug)
     offline = offline_without_network(args, hub_named(args))
@@ -416,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         _RUNNING.clear()
+        _NAME[0] = "date-diffusion"
 
 
 def console() -> None:
