@@ -2327,3 +2327,27 @@ def test_a_replay_over_a_model_that_changed_since_is_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "was sampled with EulerDiscreteScheduler, and the model now samples with DDIMScheduler" in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_link_at_any_level_of_a_runs_images_is_named(tmp_path, capsys):
+    """Round ten: a prompt folder or its `samples/` that is a symbolic link was followed, and the run wrote its
+    images into another run's folder; and a record without its PNG was named with an exception name."""
+    import shutil
+
+    out, other = tmp_path / "run", tmp_path / "other"
+    assert main(_bench(out)) == 0 and main(_bench(other)) == 0
+    samples = next((out / "images").glob("*/*/samples"))
+    for link in (samples, samples.parent):
+        backup = tmp_path / "kept"
+        shutil.move(link, backup)
+        link.symlink_to(other / link.relative_to(out), target_is_directory=True)
+        capsys.readouterr()
+        assert main(_bench(out)) == 2
+        assert f"{link} is a symbolic link, not a folder a run writes" in capsys.readouterr().err
+        link.unlink()
+        shutil.move(backup, link)
+    png = next(samples.glob("*.png"))
+    png.unlink()
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{png} is missing beside its record {png.stem}.json" in err and "Error" not in err, err

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from date_diffusion.bench.export import GENEVAL_RECORD, PROMPT_RECORD, read_prompt_record, write_prompt_records
 from date_diffusion.bench.suites import Item, load_suite
 from date_diffusion.core.settings import is_integer, parse_integer
+from date_diffusion.core.text import one_line
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import BEST_OF_STRIDE, Method, upgrade_reward
 from date_diffusion.outputs import PNG_SIGNATURE, atomic_write, file_group, open_rgb, png_bytes
@@ -232,12 +233,14 @@ def image_state(out: Path, settings: RunSettings, method: Method, it, seed: int)
     why = not_a_file(png, PNG_LIMIT)
     if why and not why.startswith("missing"):
         return "untrusted", f"{png} is {why}"
+    if why:  # its record is there, its image is not (an interrupted run, or an image moved out): made again
+        return "unfinished", f"{png} is missing beside its record {rec_path.name} (re-run the bench command to make it)"
     try:
         with open(png, "rb") as f:
             signature = f.read(len(PNG_SIGNATURE))
         pixels = pixels_digest(np.asarray(open_rgb(png)))
     except Exception as err:  # noqa: BLE001 - a PNG that does not open (a full disk): unfinished
-        return "unfinished", f"{png} does not open as an image ({type(err).__name__})"
+        return "unfinished", f"{png} does not open as an image ({one_line(err, 200)})"
     if signature != PNG_SIGNATURE:  # another format under the name (same pixels): exports would hand it on
         return "untrusted", f"{png} is not a PNG file (an image of another format under its name)"
     if "made_with" not in record or "pixels" not in record or "sealed" not in record:
@@ -323,11 +326,17 @@ def stray_entries(out: Path, methods, items, seeds) -> list[str]:
             found.append(f"{method_dir}: no method of this run (run.json) writes there")
             continue
         for prompt_dir in entries(method_dir):
+            if prompt_dir.is_symlink():  # a folder of another run would be read, and written, as this run's
+                found.append(f"{prompt_dir} is a symbolic link, not a folder a run writes")
+                continue
             if prompt_dir.name not in folders or not prompt_dir.is_dir():
                 found.append(f"{prompt_dir}: not a prompt this run selects (its suite, --limit and --categories)")
                 continue
             for path in entries(prompt_dir):
                 if path.name in (PROMPT_RECORD, GENEVAL_RECORD):
+                    continue
+                if path.is_symlink():
+                    found.append(f"{path} is a symbolic link, not a folder a run writes")
                     continue
                 if path.name != "samples" or not path.is_dir():
                     found.append(f"{path}: not a file a run writes")
