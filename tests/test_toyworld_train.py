@@ -86,8 +86,8 @@ class Boom(RuntimeError):
     pass
 
 
-def run_stage(tmp_path, fail_at=None):
-    cfg = TrainConfig(tmp_path, checkpoint_every=2)
+def run_stage(tmp_path, fail_at=None, seed=0):
+    cfg = TrainConfig(tmp_path, seed=seed, checkpoint_every=2)
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 1)
     stage = Stage(cfg, "toy", model, steps=6, lr=0.1, ema_decay=0.9)
@@ -334,3 +334,23 @@ def test_a_unet_stop_past_the_last_step_is_refused(tmp_path, capsys):
     assert (
         "--unet-stop-at 100000000 is not before the UNet's last step (3 steps)" in err and not (tmp_path / "o").exists()
     )
+
+
+def test_a_stage_copied_from_a_run_of_other_settings_is_named(tmp_path):
+    """Round ten: a checkpoint or a finished stage copied from a run of another seed was resumed (or assembled) as
+    this run's; each records its run (`config.run_id`) and another run's is named."""
+    import shutil
+
+    from date_diffusion.schemas import SchemaError
+    from date_diffusion.toyworld.training.runner import finished, mark_done
+
+    with pytest.raises(Boom):
+        run_stage(tmp_path / "seed1", fail_at=5, seed=1)
+    shutil.copytree(tmp_path / "seed1" / "work" / "toy", tmp_path / "mine" / "work" / "toy")
+    with pytest.raises(SchemaError, match="this checkpoint was written by another run"):
+        run_stage(tmp_path / "mine")
+    mark_done(TrainConfig(tmp_path / "seed1", seed=1), "toy")
+    shutil.copy(tmp_path / "seed1" / "work" / "toy" / "done", tmp_path / "mine" / "work" / "toy" / "done")
+    with pytest.raises(SchemaError, match="the finished stage 'toy' was trained by another run"):
+        finished(TrainConfig(tmp_path / "mine"), "toy", lambda: None)
+    assert finished(TrainConfig(tmp_path / "seed1", seed=1, device="cuda"), "toy", lambda: "read") == "read"

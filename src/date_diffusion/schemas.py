@@ -274,7 +274,7 @@ TRAIN_CHECKPOINT = Schema(
     "toy-world training checkpoint",
     "delete the stage's folder under work/ to train that stage again from its start",
     required={"step": "int", "opt": "object", "sched": "object"},
-    optional={"ema_step": "int"},
+    optional={"ema_step": "int", "run": "text"},
     bounds={"step": (0, 10**9), "ema_step": (0, 10**9)},
 )  # fmt: skip
 TRAIN_CONFIG = Schema(

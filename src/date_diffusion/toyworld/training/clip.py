@@ -16,7 +16,7 @@ from date_diffusion.toyworld import scene
 from date_diffusion.toyworld.tokenizer import build_clip_tokenizer
 from date_diffusion.toyworld.training.config import TrainConfig
 from date_diffusion.toyworld.training.data import images_to_tensor, step_rng
-from date_diffusion.toyworld.training.runner import Stage, done_marker, finished
+from date_diffusion.toyworld.training.runner import Stage, done_marker, finished, mark_done
 
 MAX_TOKENS = 24  # longest grammar caption is 12 tokens with BOS/EOS
 
@@ -94,7 +94,7 @@ def train_clip(cfg: TrainConfig, name: str, small: bool, steps: int, size: str |
     stage.run(loss_fn)
     save_pretrained(model, out_dir)
     save_pretrained(tok, out_dir)
-    done_marker(cfg, name).touch()
+    mark_done(cfg, name)
     return model
 
 

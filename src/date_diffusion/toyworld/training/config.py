@@ -49,3 +49,19 @@ class TrainConfig:
             vae_decoder_steps=3,
             checkpoint_every=2,
         )
+
+
+# settings a resume may change: where the folder is, the device, how often checkpoints are written, and the UNet's
+# early stop (while the UNet has not trained past it)
+RESUMABLE = ("out", "device", "checkpoint_every", "unet_stop_at")
+
+
+def run_id(cfg: TrainConfig) -> str:
+    """The fingerprint of what decides a training run's models (its settings but `RESUMABLE`): every checkpoint and
+    finished stage records it, so a stage copied from another run (another seed) is told apart on resume."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    decided = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE}
+    return hashlib.sha256(json.dumps(decided, sort_keys=True, default=str).encode()).hexdigest()[:20]

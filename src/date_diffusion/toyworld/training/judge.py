@@ -24,7 +24,7 @@ from date_diffusion.toyworld import scene
 from date_diffusion.toyworld.evaluator import evaluate
 from date_diffusion.toyworld.judge import ASPECTS, JudgeModel, ToyJudge
 from date_diffusion.toyworld.training.config import TrainConfig
-from date_diffusion.toyworld.training.runner import Stage, done_marker
+from date_diffusion.toyworld.training.runner import Stage, done_marker, mark_done
 
 HELD_OUT = 4  # the last shards: held-out generations for the report
 RENDER_FRACTION = 0.25
@@ -197,7 +197,7 @@ def train_judge(
     meta = {"data": Path(data_dir).name, "steps": steps, "batch": batch, "seed": seed, "lr": lr}
     meta["noise_aware"] = noise_aware
     (out / "judge.json").write_text(json.dumps(meta, indent=1) + "\n")
-    done_marker(cfg, name).touch()
+    mark_done(cfg, name)
     return model
 
 

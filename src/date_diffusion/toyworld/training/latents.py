@@ -13,7 +13,7 @@ from date_diffusion.schemas import loads
 from date_diffusion.toyworld import scene
 from date_diffusion.toyworld.training.config import TrainConfig
 from date_diffusion.toyworld.training.data import images_to_tensor, step_rng
-from date_diffusion.toyworld.training.runner import done_marker, finished, stage_dir
+from date_diffusion.toyworld.training.runner import done_marker, finished, mark_done, stage_dir
 
 
 def latent_scaling(latents: torch.Tensor) -> float:
@@ -51,5 +51,5 @@ def encode_latents(cfg: TrainConfig, vae):
     lat = torch.cat(latents)
     save_tensors({"latents": lat.contiguous()}, path / "latents.safetensors")
     (path / "captions.json").write_text(json.dumps(captions))
-    done_marker(cfg, "latents").touch()
+    mark_done(cfg, "latents")
     return lat, captions

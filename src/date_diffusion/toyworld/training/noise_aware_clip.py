@@ -14,7 +14,7 @@ from date_diffusion.toyworld import scene
 from date_diffusion.toyworld.training.clip import contrastive_loss, tokenize
 from date_diffusion.toyworld.training.config import TrainConfig
 from date_diffusion.toyworld.training.data import images_to_tensor, step_generator, step_rng
-from date_diffusion.toyworld.training.runner import Stage, done_marker, finished
+from date_diffusion.toyworld.training.runner import Stage, done_marker, finished, mark_done
 
 
 def _frozen_pipeline(pipeline_dir: Path, device: str):
@@ -104,5 +104,5 @@ def train_noise_aware_clip(
         "clean_fraction": clean_fraction,
     }
     (out / "toyclip.json").write_text(json.dumps(meta, indent=1) + "\n")
-    done_marker(cfg, "clip_na").touch()
+    mark_done(cfg, "clip_na")
     return model

@@ -10,16 +10,12 @@ from pathlib import Path
 from date_diffusion.schemas import TRAIN_CHECKPOINT, TRAIN_CONFIG, SchemaError, read_json
 from date_diffusion.toyworld.training.assemble import assemble
 from date_diffusion.toyworld.training.clip import train_clip
-from date_diffusion.toyworld.training.config import TrainConfig
+from date_diffusion.toyworld.training.config import RESUMABLE, TrainConfig
 from date_diffusion.toyworld.training.latents import encode_latents, latent_scaling
 from date_diffusion.toyworld.training.runner import stage_dir
 from date_diffusion.toyworld.training.tiny_decoder import train_tiny_decoder
 from date_diffusion.toyworld.training.unet import train_unet
 from date_diffusion.toyworld.training.vae import finetune_vae_decoder, train_vae
-
-# settings a resume may change: where the folder is, the device, how often checkpoints are written, and the UNet's
-# early stop (while the UNet has not trained past it)
-RESUMABLE = ("out", "device", "checkpoint_every", "unet_stop_at")
 
 
 def check_same_run(cfg: TrainConfig, settings: dict) -> None:

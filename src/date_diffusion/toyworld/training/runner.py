@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from date_diffusion.core.text import one_line
 from date_diffusion.outputs import save_tensors
 from date_diffusion.schemas import TRAIN_CHECKPOINT, SchemaError, read_json, read_tensors
-from date_diffusion.toyworld.training.config import TrainConfig
+from date_diffusion.toyworld.training.config import TrainConfig, run_id
 
 
 def stage_dir(cfg: TrainConfig, stage: str) -> Path:
@@ -27,9 +27,19 @@ def stage_dir(cfg: TrainConfig, stage: str) -> Path:
     return cfg.out / "work" / stage
 
 
+def mark_done(cfg: TrainConfig, stage: str) -> None:
+    """Say `stage` finished, for this run (`done_marker`, holding the run's `run_id`)."""
+    done_marker(cfg, stage).write_text(run_id(cfg) + "\n")
+
+
 def finished(cfg: TrainConfig, stage: str, load):
     """A finished stage's output read back (`load()`): one that does not load, or is not what the stage writes
-    (damaged, edited), is a `SchemaError` naming the stage's folder and the fix, never a library's traceback."""
+    (damaged, edited), is a `SchemaError` naming the stage's folder and the fix, never a library's traceback; one
+    another run made (its `done` holds another `run_id`: copied from a run of another seed) is named too."""
+    made_by = done_marker(cfg, stage).read_text().strip()
+    if made_by and made_by != run_id(cfg):  # an empty marker: an earlier version's, which recorded no run
+        raise SchemaError(f"{stage_dir(cfg, stage)}: the finished stage {stage!r} was trained by another run (other "
+                          "settings, e.g. another seed); delete that folder to train the stage again")  # fmt: skip
     try:
         return load()
     except Exception as err:  # noqa: BLE001 - whatever the file's damage, the stage is named
@@ -143,6 +153,9 @@ class Stage:
                               f"({meta['sched'].get('last_epoch')!r}); {fix}")  # fmt: skip
         if self.ema is not None and "ema_step" not in meta:
             raise SchemaError(f"{ckpt}: field 'ema_step' is missing; {fix}")
+        if meta.get("run") not in (None, run_id(self.cfg)):  # copied from a run of other settings (another seed)
+            raise SchemaError(f"{ckpt}: this checkpoint was written by another run (other settings, e.g. another "
+                              f"seed); {fix}")  # fmt: skip
         try:
             self.model.load_state_dict(read_tensors(self.dir / "model.safetensors", fix))
             self.opt.load_state_dict(_unflatten_optimizer(read_tensors(self.dir / "optimizer.safetensors", fix),
@@ -170,7 +183,7 @@ class Stage:
             {k: v.contiguous() for k, v in self.model.state_dict().items()}, self.dir / "model.safetensors.new"
         )
         save_tensors(tensors, self.dir / "optimizer.safetensors.new")
-        meta = {"step": step, "opt": opt_meta, "sched": self.sched.state_dict()}
+        meta = {"step": step, "opt": opt_meta, "sched": self.sched.state_dict(), "run": run_id(self.cfg)}
         if self.ema is not None:
             shadow = {str(i): p.contiguous() for i, p in enumerate(self.ema.shadow_params)}
             save_tensors(shadow, self.dir / "ema.safetensors.new")

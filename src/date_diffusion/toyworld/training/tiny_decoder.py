@@ -7,7 +7,7 @@ import torch
 from date_diffusion.outputs import save_pretrained
 from date_diffusion.toyworld.training.config import TrainConfig
 from date_diffusion.toyworld.training.data import step_generator, step_rng
-from date_diffusion.toyworld.training.runner import Stage, done_marker, finished
+from date_diffusion.toyworld.training.runner import Stage, done_marker, finished, mark_done
 
 
 def tiny_decoder_config() -> dict:
@@ -52,5 +52,5 @@ def train_tiny_decoder(cfg: TrainConfig, vae, latents: torch.Tensor, scaling: fl
 
     stage.run(loss_fn)
     save_pretrained(tiny, out_dir)
-    done_marker(cfg, "tiny_decoder").touch()
+    mark_done(cfg, "tiny_decoder")
     return tiny

@@ -15,7 +15,7 @@ from date_diffusion.toyworld.training.clip import tokenize
 from date_diffusion.toyworld.training.config import TrainConfig
 from date_diffusion.toyworld.training.data import step_generator, step_rng
 from date_diffusion.toyworld.training.latents import latent_scaling
-from date_diffusion.toyworld.training.runner import Stage, done_marker, finished, stage_dir
+from date_diffusion.toyworld.training.runner import Stage, done_marker, finished, mark_done, stage_dir
 
 
 def unet_config(cross_attention_dim: int) -> dict:
@@ -102,5 +102,5 @@ def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], cli
     stage.run(loss_fn, stop_at=cfg.unet_stop_at)
     save_pretrained(unet, out_dir)
     write_scaling_factor(cfg, scaling, min(cfg.unet_steps, cfg.unet_stop_at or cfg.unet_steps))
-    done_marker(cfg, "unet").touch()
+    mark_done(cfg, "unet")
     return unet

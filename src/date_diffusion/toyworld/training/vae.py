@@ -11,7 +11,7 @@ from date_diffusion.outputs import save_pretrained
 from date_diffusion.toyworld import scene
 from date_diffusion.toyworld.training.config import TrainConfig
 from date_diffusion.toyworld.training.data import images_to_tensor, step_generator, step_rng
-from date_diffusion.toyworld.training.runner import Stage, done_marker, finished, stage_dir
+from date_diffusion.toyworld.training.runner import Stage, done_marker, finished, mark_done, stage_dir
 
 
 def vae_config() -> dict:
@@ -59,7 +59,7 @@ def train_vae(cfg: TrainConfig):
 
     stage.run(loss_fn)
     save_pretrained(vae, out_dir)
-    done_marker(cfg, "vae").touch()
+    mark_done(cfg, "vae")
     return vae
 
 
@@ -87,7 +87,7 @@ def finetune_vae_decoder(cfg: TrainConfig, vae):
     stage.run(loss_fn)
     vae.requires_grad_(False)
     save_pretrained(vae, out_dir)
-    done_marker(cfg, "vae_decoder").touch()
+    mark_done(cfg, "vae_decoder")
     return vae
 
 
