@@ -197,11 +197,16 @@ def test_a_damaged_data_shard_is_named(tmp_path):
         "images": torch.zeros(2, 4, 4, 3, dtype=torch.uint8),
         "x0": torch.zeros(2, 1, 4, 4, 3, dtype=torch.uint8),
     }
-    good = {"capture": [0], "steps": 10, "rows": [{"prompt": "a"}, {"prompt": "b"}]}
+    from date_diffusion.toyworld.training.judge_data import SEED_BASE, SHARD
+
+    rows = [{"prompt": "a", "seed": SEED_BASE}, {"prompt": "b", "seed": SEED_BASE + 1}]
+    good = {"capture": [0], "steps": 10, "rows": rows}
+    copied = [{**row, "seed": row["seed"] + 4 * SHARD} for row in rows]  # shard 4's rows under shard 0's name
     for shard, damage, message in (
         ({}, None, "field 'capture' is missing"),
         (good, b"\0" * 50, "is not a readable tensors file"),
-        ({**good, "rows": [{"prompt": "a"}]}, None, "the 1 rows of shard-0000.json"),
+        ({**good, "rows": rows[:1]}, None, "the 1 rows of shard-0000.json"),
+        ({**good, "rows": copied}, None, "its rows are not those of shard 0000"),  # round ten
     ):
         meta.write_text(json.dumps(shard))
         save_tensors(tensors, tmp_path / "shard-0000.safetensors")
@@ -212,3 +217,14 @@ def test_a_damaged_data_shard_is_named(tmp_path):
     save_tensors(tensors, tmp_path / "shard-0000.safetensors")
     meta.write_text(json.dumps(good))
     assert np.asarray(load_shards(tmp_path)[0]).shape == (2, 4, 4, 3)
+
+
+@pytest.mark.parametrize("stage, message", [("report", "needs the judge and judge_na stage(s) first"),
+                                            ("judge_na", "needs the data stage(s) first")])  # fmt: skip
+def test_a_judge_stage_before_its_inputs_is_a_usage_error_that_writes_nothing(tmp_path, capsys, stage, message):
+    """Round ten: `--stage report` on a new folder failed (exit 1, OSError) after writing recipe.json, which then
+    refused the user's fix (`--smoke`)."""
+    from date_diffusion.cli.main import main
+
+    assert main(["toyworld", "train-judge", "--out", str(tmp_path / "j"), "--stage", stage]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "j").exists()

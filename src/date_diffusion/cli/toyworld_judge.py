@@ -27,6 +27,11 @@ def _worker(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(err).removeprefix("--worker ")) from None
 
 
+def _made(path: Path) -> bool:
+    """Whether a stage's output is there: a folder with a complete shard, or a file."""
+    return any(path.glob("shard-*.json")) if path.suffix != ".json" else path.is_file()
+
+
 def add_judge_parser(tsub):
     from date_diffusion.toyworld.training.judge_recipe import JUDGE_STAGES
 
@@ -58,9 +63,20 @@ def run_train_judge(args) -> int:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     recipe = (JudgeRecipe.smoke if args.smoke else JudgeRecipe)(out=Path(args.out), device=device)
+    stages = [args.stage] if args.stage else list(JUDGE_STAGES)
+    out = Path(args.out)
+    needs = {
+        "judge": ("data", [out / "data"]),
+        "judge_na": ("data", [out / "data"]),
+        "report": ("judge and judge_na", [out / "judge" / "config.json", out / "judge-na" / "config.json"]),
+    }
+    for stage in stages:  # a stage whose inputs no earlier stage made: said before anything is written
+        before, made = needs.get(stage, (None, []))
+        if made and not set(before.split(" and ")) & set(stages) and not all(map(_made, made)):
+            raise CLIError(f"--stage {stage} needs the {before} stage(s) first: run them (or leave out --stage)")
     try:  # another recipe's folder, a damaged shard or checkpoint: named, nothing more made
         check_same_recipe(recipe)
-        for stage in [args.stage] if args.stage else JUDGE_STAGES:
+        for stage in stages:
             run_stage(recipe, stage, args.worker or (0, 1))
     except SchemaError as err:
         raise CLIError(str(err)) from err

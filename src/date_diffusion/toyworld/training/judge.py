@@ -140,10 +140,20 @@ class JudgeData:
 
 
 def read_shard(path: Path) -> dict:
-    """A data shard's JSON (`judge_data.write_shard`), through its schema: a damaged one is named."""
-    from date_diffusion.schemas import JUDGE_SHARD, read_json
+    """A data shard's JSON (`judge_data.write_shard`), through its schema: a damaged one is named, and so is one
+    whose rows are not its index's (a shard copied under another's name: its seeds say which it is), which would
+    put training images among the held-out ones."""
+    from date_diffusion.core.settings import is_integer
+    from date_diffusion.schemas import JUDGE_SHARD, SchemaError, read_json
+    from date_diffusion.toyworld.training.judge_data import SEED_BASE, SHARD
 
-    return read_json(path, JUDGE_SHARD, limit=10**8)
+    shard = read_json(path, JUDGE_SHARD, limit=10**8)
+    index = Path(path).stem.removeprefix("shard-")
+    seeds = [row.get("seed") if isinstance(row, dict) else None for row in shard["rows"]]
+    if not is_integer(index) or seeds != [SEED_BASE + int(index) * SHARD + k for k in range(len(seeds))]:
+        raise SchemaError(f"{path}: its rows are not those of shard {index} (their seeds are another shard's, or "
+                          f"none); {JUDGE_SHARD.fix}")  # fmt: skip
+    return shard
 
 
 def _shard_size(data_dir: Path) -> int:
