@@ -180,8 +180,11 @@ class Method:
     def images_key(self, run_steps: int, reward: str | None) -> dict:
         """What decides this method's images in a run of `run_steps` steps whose reward is `reward`: two methods
         with the same key make the same images (`same_images`)."""
+        from date_diffusion.rewards.registry import canonical
+
         entry = self.record()
-        return {**entry, "steps": self.steps_for(run_steps), "reward": entry.get("reward") or reward}
+        chosen = entry.get("reward") or reward  # one spelling of what it scores (`1*R`, `mean(R)`: R)
+        return {**entry, "steps": self.steps_for(run_steps), "reward": canonical(chosen) if chosen else chosen}
 
     def record(self) -> dict:
         """The run.json entry (the label is its key)."""

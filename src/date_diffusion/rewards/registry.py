@@ -386,6 +386,31 @@ def _depths(text: str):
         yield depth
 
 
+def canonical(spec: str) -> str:
+    """One spelling of what a spec scores, for telling two specs that score the same apart from two that do not:
+    a term of weight 1 alone is the term, a mean of one part is the part, a mean's parts and a sum's terms in one
+    order (`1*R`, `mean(R)` and `R`; `mean(a;b)` and `mean(b;a)`). A spec that does not parse is its own text."""
+    try:
+        return _spelled(parse_spec(spec))
+    except (RewardSpecError, ValueError):
+        return str(spec)
+
+
+def _spelled(node) -> str:
+    if isinstance(node, Sum):
+        if len(node.terms) == 1 and node.terms[0][0] == 1:
+            return _spelled(node.terms[0][1])
+        return "+".join(sorted(f"{w!r}*{_spelled(t)}" for w, t in node.terms))
+    if isinstance(node, Mean):
+        parts = sorted(_spelled(p) for p in node.parts)
+        return parts[0] if len(parts) == 1 else f"mean({';'.join(parts)})"
+    if isinstance(node, Augmented):
+        return f"aug{node.views}({_spelled(node.inner)})"
+    if isinstance(node, Subjects):
+        return f"subjects({_spelled(node.inner)})"
+    return node.name if node.source is None else f"{node.name}:{node.source}"
+
+
 def parse_spec(spec: str) -> Sum:
     """A spec's tree, every bound, name and source checked (`RewardSpecError` otherwise); nothing is loaded."""
     text = str(spec)
