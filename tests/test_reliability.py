@@ -2253,7 +2253,10 @@ def test_info_refuses_one_image_given_twice(tmp_path, capsys, monkeypatch):
     assert main(["generate", "a red circle", "--steps", "1", "--out", "o"]) == 0
     capsys.readouterr()
     assert main(["info", "o/a-red-circle-s0.png", "./o/a-red-circle-s0.png"]) == 2
-    assert "IMAGE 2 './o/a-red-circle-s0.png' is IMAGE 1 again" in capsys.readouterr().err
+    assert "IMAGES names 'o/a-red-circle-s0.png' twice (also as './o/a-red-circle-s0.png')" in capsys.readouterr().err
+    (tmp_path / "allowed").mkdir()
+    assert main(["ui", "--allow-path", "allowed", "--allow-path", "./allowed/"]) == 2  # round ten: any path option
+    assert "--allow-path names 'allowed' twice (also as './allowed/')" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

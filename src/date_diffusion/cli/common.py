@@ -431,7 +431,17 @@ class Each(Kind):
         items = list(value) if isinstance(value, (list, tuple)) else [value]
         if len(items) < self.least:
             raise SettingError(f"{name} needs at least {self.least} value(s), got {quoted(value)}")
-        return [self.kind.value(v, name) for v in items]
+        checked = [self.kind.value(v, name) for v in items]
+        if isinstance(self.kind, ExistingPath):  # one file or folder given twice, under one name or two
+            import os
+
+            seen = {}
+            for item in checked:
+                info = os.stat(item)
+                first = seen.setdefault((info.st_dev, info.st_ino), item)
+                if first is not item:
+                    raise SettingError(f"{name} names {quoted(first)} twice (also as {quoted(item)}): give it once")
+        return checked
 
 
 class Shard(Kind):

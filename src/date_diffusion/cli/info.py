@@ -4,7 +4,6 @@ WebP's XMP packet); for a grid, one block per panel (what its header says)."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 # imports inside `run`: see cli/__init__.py
@@ -43,19 +42,10 @@ def add_parser(sub):
 
 def run(args) -> int:
     from date_diffusion.cli.common import CLIError
-    from date_diffusion.core.text import printable, quoted
+    from date_diffusion.core.text import printable
     from date_diffusion.outputs import parameters_text, read_png_metadata
 
-    seen = {}  # a file's identity -> the number of the IMAGE that named it first
-    for k, path in enumerate(args.images, 1):
-        try:
-            info = os.stat(path)
-        except OSError:  # missing: named by its read below
-            continue
-        first = seen.setdefault((info.st_dev, info.st_ino), k)
-        if first != k:  # under one name or two (`a.png ./a.png`, a link): its settings would show twice
-            raise CLIError(f"IMAGE {k} {quoted(path)} is IMAGE {first} again: give each image once")
-    for path in args.images:
+    for path in args.images:  # each once (its kind, `Each(FILE)`, refuses one image given twice)
         try:
             meta = read_png_metadata(path)
         except (ValueError, FileNotFoundError) as err:
