@@ -2354,3 +2354,17 @@ def test_a_link_at_any_level_of_a_runs_images_is_named(tmp_path, capsys):
     assert main(["report", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"{png} is missing beside its record {png.stem}.json" in err and "Error" not in err, err
+
+
+def test_a_negative_prompt_longer_than_the_encoder_reads_is_said_with_what_is_cut(tmp_path, capsys):
+    """Round ten: the words of a negative prompt past the text encoder's tokens were dropped without a word (and
+    transformers' "will result in indexing errors" notice, which is wrong here, was shown)."""
+    negative = (
+        "a red circle to the left of a blue square and a green triangle to the right of a yellow cross and "
+        "two big red circles"
+    )
+    argv = ["generate", "a red circle", "--negative-prompt", negative, "--steps", "1", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    note = "note: --negative-prompt has 28 tokens and the text encoder reads 24: 'two big red circles' is not read"
+    assert f"date-diffusion generate: {note}" in err and "indexing errors" not in err, err

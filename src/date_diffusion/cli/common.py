@@ -261,10 +261,24 @@ def resolve_from_args(model: str, overrides: dict, family=None, paper_defaults=F
 
 
 def check_negative_prompt(pipe, negative_prompt: str | None) -> None:
-    """`--negative-prompt` only for a family that samples with a user's negative prompt."""
+    """`--negative-prompt` only for a family that samples with a user's negative prompt; one longer than its text
+    encoder reads is said, with the words not read (diffusers says it of a prompt, not of a negative prompt)."""
     if negative_prompt is not None and not pipe.supports_negative_prompt:
         raise CLIError(f"--negative-prompt is not supported by {type(pipe).__name__}: its stock pipeline samples "
                        "without a negative prompt of the user's")  # fmt: skip
+    tokenizer = getattr(pipe, "tokenizer", None)
+    most = getattr(tokenizer, "model_max_length", None)
+    if negative_prompt is None or tokenizer is None or not isinstance(most, int) or most > 10**6:
+        return
+    ids = tokenizer(negative_prompt, truncation=False, add_special_tokens=True)["input_ids"]
+    if len(ids) > most:
+        cut = tokenizer.decode(ids[most - 1 : -1], skip_special_tokens=True)
+        import warnings
+
+        warnings.warn(
+            f"--negative-prompt has {len(ids)} tokens and the text encoder reads {most}: {quoted(cut)} is not read",
+            stacklevel=2,
+        )  # a note of the command running (`cli.main.notes`)
 
 
 def hub_named(args) -> bool:
