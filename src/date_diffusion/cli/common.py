@@ -266,7 +266,9 @@ def check_negative_prompt(pipe, negative_prompt: str | None) -> None:
     if negative_prompt is not None and not pipe.supports_negative_prompt:
         raise CLIError(f"--negative-prompt is not supported by {type(pipe).__name__}: its stock pipeline samples "
                        "without a negative prompt of the user's")  # fmt: skip
-    tokenizer = getattr(pipe, "tokenizer", None)
+    tokenizer = getattr(pipe, "tokenizer", None)  # the one text encoder's (a second one may read further: SD3)
+    if any(getattr(pipe, name, None) is not None for name in ("tokenizer_2", "tokenizer_3")):
+        return
     most = getattr(tokenizer, "model_max_length", None)
     if negative_prompt is None or tokenizer is None or not isinstance(most, int) or most > 10**6:
         return
