@@ -920,6 +920,8 @@ def _edit_json(path, **values):
          "recommended.update_every must be an integer from 1 to 10000, got 1E1"),  # as the file spells it
         (_recommends('{"guidance_scale": "5"}'),
          "toyworld.json: recommended.guidance_scale must be written without quotes"),
+        # round ten: transformers builds a tokenizer of no words from its config alone
+        (lambda m: (m / "tokenizer" / "tokenizer.json").unlink(), "tokenizer: a tokenizer without its vocabulary"),
         # round nine: a value the file gives is named by its key and quoted as the file spells it
         (_recommends('{"scheduler": "nope"}'),
          "toyworld.json: recommended.scheduler 'nope'; choose one of"),
@@ -1289,6 +1291,14 @@ def test_replay_refuses_settings_it_would_replace_silently(tmp_path, capsys):
     assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 0
 
 
+def _drop_tensor(path, name):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    del tensors[name]
+    save_file(tensors, str(path))
+
+
 def _set_json(path, change):
     path.write_text(change(path.read_text()))
 
@@ -1314,6 +1324,12 @@ def _set_json(path, change):
          "text_encoder/model.safetensors", "not a readable weights file"),
         (lambda m: _set_json(m / "model_index.json", lambda t: t.replace("UNet2DConditionModel", "NoSuchModel")),
          "model_index.json", "its class for 'unet' does not load"),
+        # round ten: weights of another component (every tensor missing), or one tensor removed
+        (lambda m: __import__("shutil").copy(m / "vae" / "diffusion_pytorch_model.safetensors",
+                                             m / "unet" / "diffusion_pytorch_model.safetensors"),
+         "unet/diffusion_pytorch_model.safetensors", "its tensors do not fit config.json (324 missing, e.g. conv_in"),
+        (lambda m: _drop_tensor(m / "unet" / "diffusion_pytorch_model.safetensors", "conv_in.bias"),
+         "unet/diffusion_pytorch_model.safetensors", "(1 missing, e.g. conv_in.bias)"),
     ],
 )  # fmt: skip
 def test_every_component_of_a_model_folder_is_named_by_its_file(tmp_path, capsys, damage, file, message):
@@ -2368,3 +2384,13 @@ def test_a_negative_prompt_longer_than_the_encoder_reads_is_said_with_what_is_cu
     err = capsys.readouterr().err
     note = "note: --negative-prompt has 28 tokens and the text encoder reads 24: 'two big red circles' is not read"
     assert f"date-diffusion generate: {note}" in err and "indexing errors" not in err, err
+
+
+def test_a_reward_decoder_the_model_file_names_is_named_by_that_file(tmp_path, capsys):
+    """Round ten: a model file's `reward_decoder` that is no folder was blamed on `--reward-decoder tiny`."""
+    model = _toy_copy(tmp_path, "model")
+    meta = json.loads((model / "toyworld.json").read_text())
+    (model / "toyworld.json").write_text(json.dumps({**meta, "reward_decoder": "nowhere"}))
+    argv = ["generate", "a red circle", "--model", str(model), "--reward-decoder", "tiny", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert f"{model / 'toyworld.json'}: reward_decoder 'nowhere'" in capsys.readouterr().err

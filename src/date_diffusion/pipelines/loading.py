@@ -111,6 +111,12 @@ def _first_line(err: Exception) -> str:
 WEIGHTS_NAMES = {"diffusers": "diffusion_pytorch_model.safetensors", "transformers": "model.safetensors"}
 
 
+# the files a tokenizer's words are read from, one set of which a tokenizer folder holds (fast tokenizers'
+# `tokenizer.json`, CLIP's and GPT-2's BPE files, BERT's word pieces, sentencepiece models: T5, Llama, Qwen's)
+VOCABULARIES = (("tokenizer.json",), ("vocab.json", "merges.txt"), ("vocab.txt",), ("spiece.model",),
+                ("tokenizer.model",), ("sentencepiece.bpe.model",))  # fmt: skip
+
+
 def check_component(folder, name: str, library: str | None = None, class_name: str | None = None) -> None:
     """The files of component `name` of the model folder `folder` (a local folder or a hub id's cached folder), read
     before diffusers builds it: the folder is there; each JSON file (configs, `tokenizer.json`, vocabularies) is
@@ -146,6 +152,13 @@ def check_component(folder, name: str, library: str | None = None, class_name: s
         weights = where / WEIGHTS_NAMES.get(library, "diffusion_pytorch_model.safetensors")
         raise ComponentError(f"{weights}: missing (the folder has a config.json but no weights file); copy the "
                              f"model's weights there, or {_FIX}")  # fmt: skip
+    if (where / "tokenizer_config.json").is_file() and not any(
+            all((where / f).is_file() for f in files) for files in VOCABULARIES):  # fmt: skip
+        # transformers builds a tokenizer of no words from its config alone: every prompt would read as unknowns
+        raise ComponentError(
+            f"{where}: a tokenizer without its vocabulary (none of "
+            f"{', '.join(' + '.join(f) for f in VOCABULARIES)}); copy them there, or {_FIX}"
+        )
 
 
 def _component_error(folder, name: str, err: Exception) -> ComponentError:
@@ -167,6 +180,15 @@ def _component_error(folder, name: str, err: Exception) -> ComponentError:
     return ComponentError(f"{config}: the library refuses it ({why}); {_FIX}")
 
 
+def _without_weights(module) -> list[str]:
+    """The parameters and buffers of a built model that no weights file gave (left on the meta device)."""
+    named = getattr(module, "named_parameters", None)
+    if named is None:
+        return []
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    return [name for name, tensor in tensors if getattr(tensor, "is_meta", False)]
+
+
 # on while `component_errors` is: the (folder, component) pairs whose files it has checked already
 _ATTRIBUTING = contextvars.ContextVar("attributing_components", default=None)
 
@@ -182,13 +204,20 @@ def _attributing(load_sub_model):
         if (Path(str(folder)).resolve(), name) not in checked:  # a hub id's cached folder: not read before
             check_component(folder, name, kwargs.get("library_name"))
         try:
-            return load_sub_model(*args, **kwargs)
+            built = load_sub_model(*args, **kwargs)
         except (MemoryError, ComponentError):
             raise
         except Exception as err:  # a config the library refuses, weights that do not fit it, a damaged file
             if "OutOfMemory" in type(err).__name__:  # a runtime failure, not the file's
                 raise
             raise _component_error(folder, name, err) from err
+        missing = _without_weights(built)
+        if missing:  # the library leaves what the weights file lacks on the meta device: it fails when moved
+            where = Path(str(folder)) / name
+            weights = next((p for p in sorted(where.iterdir()) if p.suffix in WEIGHT_SUFFIXES), where)
+            raise ComponentError(f"{weights}: its tensors do not fit config.json ({len(missing)} missing, e.g. "
+                                 f"{', '.join(missing[:3])}); {_FIX}")  # fmt: skip
+        return built
 
     load.date_diffusion_attributing = True
     return load
@@ -644,9 +673,10 @@ def check_tiny_decoder(model, spec: str = "tiny") -> None:
     local = Path(str(where)).expanduser()
     if local.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", str(where)):
         if not (local / "config.json").is_file():
-            raise ModelNotFoundError(
-                f"reward decoder {spec!r}: {str(local)!r} is not a decoder folder (no config.json)"
-            )
+            own = read_model_file(model) if spec == "tiny" else None
+            given = f"{own.path}: reward_decoder" if own is not None and own.reward_decoder else "reward decoder"
+            raise ModelNotFoundError(f"{given} {spec if given == 'reward decoder' else where!r}: {str(local)!r} is "
+                                     "not a decoder folder (no config.json)")  # fmt: skip
         return
     if is_offline():
         from huggingface_hub import try_to_load_from_cache
