@@ -60,6 +60,10 @@ REMARKS = (
            "it to what the encoder reads, and diffusers names what was cut)",
            "Token indices sequence length is longer than the specified maximum sequence length for this model "
            "(26 > 24). Running this sequence through the model will result in indexing errors"),
+    Remark(r"Already found a `peft_config` attribute in the model\. This will lead to having multiple adapters", None,
+           "peft, on loading a second LoRA into a model: `--lora` given twice or more stacks LoRAs by design",
+           "Already found a `peft_config` attribute in the model. This will lead to having multiple adapters in the "
+           "model. Make sure to know what you are doing!"),
     Remark(r"No LoRA keys associated to \w+ found with the prefix='text_encoder(_\d)?'\.",
            "diffusers.loaders.lora_base",
            "on loading any LoRA that adapts only the UNet or transformer (most do); a LoRA that adapts nothing of "
