@@ -76,5 +76,7 @@ def test_a_lora_remark_drops_the_text_encoders_notice_only():
     assert silenced(text.format("CLIPTextModel", "text_encoder"))
     assert silenced(text.format("CLIPTextModelWithProjection", "text_encoder_2"))
     assert not silenced(text.format("UNet2DConditionModel", "unet"))
-    assert silenced("Already found a `peft_config` attribute in the model. This will lead to having multiple adapters "
-                    "in the model. Make sure to know what you are doing!")  # round ten: a second --lora
+    assert silenced(
+        "Already found a `peft_config` attribute in the model. This will lead to having multiple adapters "
+        "in the model. Make sure to know what you are doing!"
+    )  # round ten: a second --lora

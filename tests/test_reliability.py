@@ -518,6 +518,9 @@ def test_an_empty_record_is_not_an_image_made_and_audit_names_it(tmp_path, capsy
     assert json.loads(record.read_text())["method"] == "fixed"
 
 
+_UPDATE = {"step": 0, "reward_before": 0.1, "update_norm": 0.2, "skipped": False}
+
+
 @pytest.mark.parametrize(
     "record, field",
     [([1], "it holds an array"), ({"trace": {"updates": [{"step": "x"}]}}, "field 'step' must be int"),
@@ -533,7 +536,14 @@ def test_an_empty_record_is_not_an_image_made_and_audit_names_it(tmp_path, capsy
      ({"steps": 4, "trace": {"update_steps": [0, 0]}}, "its trace's update_steps lists a step twice"),
      ({"date": {"rho_relative": -5, "update_every": 1}}, "rho_relative must be a finite number >= 0"),
      ({"date": {"rho": 1, "update_every": 0}}, "update_every must be an integer from 1"),
-     ({"date": {"rho": 1, "update_every": 1, "lr": 2}}, "'lr' is no DATE setting")],
+     ({"date": {"rho": 1, "update_every": 1, "lr": 2}}, "'lr' is no DATE setting"),
+     # round ten: trace values no run makes
+     ({"trace": {"updates": [{**_UPDATE, "reward_after": None}]}}, "field 'reward_after' of an update must be a"),
+     ({"trace": {"updates": [{**_UPDATE, "update_norm": -5.0}]}}, "its trace holds a negative distance"),
+     ({"trace": {"final_distance": -1.0}}, "its trace holds a negative distance"),
+     ({"trace": {"updates": [_UPDATE], "skipped_steps": [0]}}, "skipped_steps are not the updates it marks skipped"),
+     ({"date": {"rho": 1, "update_every": 1}, "trace": {"updates": [{**_UPDATE, "grad_norms": [0.1] * 5}]}},
+      "lists more gradient norms than its 1 gradient step(s)")],
 )  # fmt: skip
 def test_forged_png_metadata_is_named_not_a_traceback(tmp_path, capsys, record, field):
     from PIL import PngImagePlugin

@@ -374,6 +374,19 @@ def _record_problem(record: dict, trace: dict) -> str | None:
     for name in ("update_steps", "skipped_steps"):
         if len(set(map(str, trace.get(name) or []))) != len(trace.get(name) or []):
             return f"its trace's {name} lists a step twice"
+    updates = [u for u in trace.get("updates") or [] if isinstance(u, dict)]
+    if any("reward_after" in u and u["reward_after"] is None for u in updates):
+        return "field 'reward_after' of an update must be a number (a run that does not track it leaves it out)"
+    distances = [trace.get("final_distance"), *(u.get("update_norm") for u in updates)]
+    if any(isinstance(d, (int, float)) and d < 0 for d in distances):
+        return "its trace holds a negative distance (final_distance, update_norm): a distance is at least 0"
+    if trace.get("skipped_steps") is not None and updates and sorted(trace["skipped_steps"]) != sorted(
+            u.get("step") for u in updates if u.get("skipped")):  # fmt: skip
+        return "its trace's skipped_steps are not the updates it marks skipped"
+    date = record.get("date")
+    grad_steps = date.get("grad_steps", 1) if isinstance(date, dict) else None  # DATEConfig's default: 1
+    if isinstance(grad_steps, int) and any(len(u.get("grad_norms") or []) > grad_steps for u in updates):
+        return f"an update of its trace lists more gradient norms than its {grad_steps} gradient step(s)"
     return None
 
 
