@@ -565,13 +565,19 @@ def saved_file(pipe, reward, tmp_path):
     return path
 
 
-def _rewrite(path, change):
+def _rewrite(path, change, reseal: bool = True):
+    """An embeddings file edited by `change(meta, tensors)`, its seal written again for the edit (a forger's file,
+    which the checks behind the seal must still catch), or left stale (`reseal=False`: an edit by hand)."""
     from safetensors import safe_open
     from safetensors.torch import save_file
+
+    from date_diffusion.pipelines.embeddings import _seal
 
     with safe_open(str(path), framework="pt") as f:
         meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
     change(meta, tensors)
+    if reseal and "sealed" in meta:
+        meta["sealed"] = json.dumps(_seal(meta, tensors))
     save_file(tensors, str(path), metadata=meta)
 
 
@@ -979,8 +985,11 @@ def test_replay_of_another_familys_embeddings_is_refused_before_loading(tmp_path
     saved = next((tmp_path / "a").glob("*-embeddings.safetensors"))
     from safetensors import safe_open
 
+    from date_diffusion.pipelines.embeddings import _seal
+
     with safe_open(str(saved), "pt") as f:
         meta = {**f.metadata(), "pipeline": json.dumps("FluxDATEPipeline")}  # as FLUX saves them
+    meta["sealed"] = json.dumps(_seal(meta, load_file(str(saved))))
     save_file(load_file(str(saved)), str(tmp_path / "flux.safetensors"), metadata=meta)
     assert main(["generate", "--replay-embeddings", str(tmp_path / "flux.safetensors"), "--out",
                  str(tmp_path / "b")]) == 2  # fmt: skip
@@ -2404,3 +2413,17 @@ def test_a_reward_decoder_the_model_file_names_is_named_by_that_file(tmp_path, c
     argv = ["generate", "a red circle", "--model", str(model), "--reward-decoder", "tiny", "--out", str(tmp_path / "o")]
     assert main(argv) == 2
     assert f"{model / 'toyworld.json'}: reward_decoder 'nowhere'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key, value", [("seed", "5"), ("guidance_scale", "7.5"), ("negative_prompt", '"blurry"'),
+                                        ("reward", '"nonsense"'), ("dtype", '"float16"')])  # fmt: skip
+def test_a_replay_file_edited_by_hand_is_named_by_its_seal(tmp_path, capsys, key, value):
+    """Round ten: a saved file whose seed, guidance or negative prompt was edited replayed as an image no run made;
+    every file is sealed when written (`embeddings._seal`), and one changed since is named."""
+    assert main(["generate", "a red circle", "--steps", "2", "--save-embeddings", "--out", str(tmp_path / "s")]) == 0
+    saved = next((tmp_path / "s").glob("*-embeddings.safetensors"))
+    _rewrite(saved, lambda meta, t: meta.update({key: value}), reseal=False)
+    capsys.readouterr()
+    assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 2
+    assert "its content was changed since it was written" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

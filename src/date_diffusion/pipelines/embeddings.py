@@ -62,11 +62,27 @@ class SavedEmbeddings:
             for name, t in parts.items()
         }
         # every value as JSON, text too: a prompt that reads as JSON (`[a red circle]`, `123`) is read back as text
-        meta = {k: json.dumps(v) for k, v in self.metadata.items() if k != "format"}
+        meta = {k: json.dumps(v) for k, v in self.metadata.items() if k not in ("format", "sealed")}
         meta["format"] = FORMAT
+        meta["sealed"] = json.dumps(_seal(meta, tensors))
         with atomic_path(Path(path)) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
         return Path(path)
+
+
+def _seal(raw_meta: dict, tensors: dict) -> str:
+    """The fingerprint of a file's content as written (every metadata text but the seal, every tensor's name, shape,
+    type and bytes): a value edited by hand since (a seed, a guidance, a negative prompt) is told apart."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key in sorted(k for k in raw_meta if k != "sealed"):
+        digest.update(f"{key}\0{raw_meta[key]}\0".encode())
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        digest.update(f"{key}\0{tuple(t.shape)}\0{t.dtype}\0".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()[:20]
 
 
 def from_packed(packed: dict[str, torch.Tensor], names, shapes, metadata: dict) -> SavedEmbeddings:
@@ -87,6 +103,9 @@ def load_embeddings(path) -> SavedEmbeddings:
     found = raw_meta.get("format")
     if found not in (FORMAT, FORMAT_2):
         raise ValueError(f"{path} is not a date-diffusion embeddings file of format {FORMAT!r} (found {found!r})")
+    if "sealed" in raw_meta and raw_meta["sealed"] != json.dumps(_seal(raw_meta, tensors)):
+        raise SchemaError(f"{path}: its content was changed since it was written (a setting or an embedding edited "
+                          f"by hand: its seal no longer matches); {EMBEDDINGS.fix}")  # fmt: skip
     meta = {"format": found}
     for k, v in raw_meta.items():
         if k == "format":
