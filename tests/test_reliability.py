@@ -1074,6 +1074,8 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
         (["bench", "--suite", "coco", "--captions", __file__, "--prompts-file", __file__], "give one"),
         (["bench", "--suite", "toy", "--methods", "date:rho=1,rho=2"], "rho is given twice"),
         (["generate", "a red circle", "--prior-weight", "1e-320"], "--prior-weight 1e-320 is 0 in 32-bit floats"),
+        (["generate", "a red circle", "--reward-resolution", "1024"], "--reward-resolution 1024 is not below the "),
+        (["generate", "a red circle", "--direction", "random", "--prior-weight", "5"], "which direction 'random' "),
         (
             ["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "2", "--methods", "date:lowres=64"],
             "'date:lowres=64' decodes for the reward at 64 px, and the model's images are 64x64",

@@ -510,6 +510,10 @@ def load(opts: GenerateOptions, job: Job, device: str) -> None:
                        "replay it with the model as it was")  # fmt: skip
     default_height, default_width = pipe.default_image_shape()
     height, width = opts.height or default_height, opts.width or default_width
+    if opts.reward_resolution is not None and opts.reward_resolution >= max(height, width):
+        raise CLIError(f"--reward-resolution {opts.reward_resolution} is not below the images' {width}x{height}: the "
+                       "reward would decode larger than the image (more memory and time, nothing approximated); "
+                       "give a smaller size, or leave it out")  # fmt: skip
     try:
         check_steps_fit(pipe, settings.num_inference_steps, "--steps", height, width)
     except ValueError as err:

@@ -91,6 +91,11 @@ class DATEConfig:
                 # a default stays marked as one, so that `dataclasses.replace(config, rho_relative=...)` may set the
                 # other member of its group
                 setattr(self, setting.field, type(value)(checked) if isinstance(value, _DEFAULTS) else checked)
+        if self.prior_weight and self.direction == "random":  # the prior is a term of the loss it does not follow
+            raise SettingError(
+                "prior_weight acts on the loss's gradient, which direction 'random' does not follow: "
+                "leave one of them out"
+            )
         if self.prior_weight and not nonzero_in_float32(self.prior_weight):  # the loss is float32 at the most
             raise SettingError(f"prior_weight {self.prior_weight!r} is 0 in 32-bit floats, so the prior term adds "
                                "nothing: give 0 (no prior) or a weight that acts")  # fmt: skip
