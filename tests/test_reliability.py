@@ -2429,3 +2429,12 @@ def test_a_replay_file_edited_by_hand_is_named_by_its_seal(tmp_path, capsys, key
     assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 2
     assert "its content was changed since it was written" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("argv, message", [(["generate", "a", "--out", " "], "--out must be a non-empty text, got ' '"),
+                                           (["generate", "a", "--steps", " 0", "--out", "o"], "got ' 0'")])  # fmt: skip
+def test_a_blank_value_is_quoted_with_its_blanks(tmp_path, capsys, monkeypatch, argv, message):
+    """Round ten: a value of blanks was quoted as `''`, the blanks stripped."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "o").exists()

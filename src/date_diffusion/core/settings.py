@@ -77,8 +77,8 @@ class Kind:
         parsed = self.parse(typed, name)
         try:
             return self.check(parsed, name)
-        except SettingError as err:
-            raise SettingError(str(err).replace(f"got {parsed!r}", f"got {typed!r}")) from None
+        except SettingError as err:  # as typed, its blanks too (`--out " "` is quoted `' '`, never `''`)
+            raise SettingError(str(err).replace(f"got {parsed!r}", f"got {raw!r}")) from None
 
     def format(self, value) -> str:
         """The text `parse` reads back as `value`."""
