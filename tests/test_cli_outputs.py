@@ -307,3 +307,19 @@ def test_dtype_auto_per_family_and_device():
 def test_offload_on_cpu_is_refused(sd_files, clip_dir, tmp_path, capsys):
     assert gen(sd_files / "folder", clip_dir, tmp_path, "a cat", "--offload", "model", "--device", "cpu") == 2
     assert "--offload moves models" in capsys.readouterr().err
+
+
+def test_a_replay_whose_lora_file_changed_since_is_named(tokenizer, clip_dir, tmp_path, capsys):
+    """Round ten: other weights under a recorded LoRA's name replayed as the saved image, 242 levels off."""
+    from conftest import make_components
+
+    StableDiffusionPipeline(**make_components(tokenizer)).save_pretrained(tmp_path / "base")
+    lora = _lora_file(make_components(tokenizer)["unet"], tmp_path / "lora")
+    assert gen(tmp_path / "base", clip_dir, tmp_path / "a", "a red circle", "--lora", str(lora),
+               "--save-embeddings") == 0  # fmt: skip
+    other = _lora_file(make_components(tokenizer)["unet"], tmp_path / "other", seed=1)
+    other.replace(lora)
+    emb = tmp_path / "a" / "a-red-circle-s0-embeddings.safetensors"
+    capsys.readouterr()
+    assert main(["generate", "--replay-embeddings", str(emb), "--out", str(tmp_path / "b")]) == 2
+    assert "was saved with LoRAs whose files have changed since" in capsys.readouterr().err

@@ -132,7 +132,8 @@ _SAMPLED = 1 << 20  # bytes read from each end of a weights file for its fingerp
 
 
 def fingerprint(model) -> str | None:
-    """A fingerprint of a local model's files (a folder's, or a single checkpoint's): every small text file (the
+    """A fingerprint of a local model's files (a folder's, or a single checkpoint's or LoRA's, whatever its name):
+    every small text file (the
     configs, tokenizers, `model_index.json`) whole, and each other file by its size and its first and last MiB, so
     that retrained weights or an edited config change it in a second or so whatever the model's size. None for a
     hub id (its files are the hub's). What a bench run records, so that a resume over a changed model is named."""
@@ -146,7 +147,9 @@ def fingerprint(model) -> str | None:
         part.startswith(".") for part in p.relative_to(root if root.is_dir() else root.parent).parts))  # fmt: skip
     for path in files:
         size = path.stat().st_size
-        digest.update(f"{path.relative_to(root) if root.is_dir() else path.name}\0{size}\0".encode())
+        digest.update(
+            f"{path.relative_to(root) if root.is_dir() else ''}\0{size}\0".encode()
+        )  # a file's own name aside
         with open(path, "rb") as f:
             if path.suffix in (".json", ".txt", ".model") and size <= 64 * _SAMPLED:
                 digest.update(f.read())

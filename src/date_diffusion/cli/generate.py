@@ -444,6 +444,11 @@ def check_replay_model(opts: GenerateOptions, job: Job) -> None:
         raise CLIError(f"--replay-embeddings {opts.replay_embeddings!r} was saved with other files of the model "
                        f"{job.settings.model!r} (its configs or weights changed since): the replay would make "
                        "another image; replay it with the model as it was")  # fmt: skip
+    loras = job.saved.metadata.get("lora_files")
+    if loras is not None and loras != [fingerprint(path) for path, _ in job.loading["loras"]]:
+        raise CLIError(f"--replay-embeddings {opts.replay_embeddings!r} was saved with LoRAs whose files have changed "
+                       "since (other weights under the recorded names): the replay would make another image; replay "
+                       "it with the LoRAs as they were")  # fmt: skip
 
 
 def plan(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
@@ -654,6 +659,7 @@ def base_record(opts: GenerateOptions, job: Job, prompt, seed) -> dict:
         "sources": {k: settings.sources[k] for k in ("num_inference_steps", "guidance_scale", "scheduler")},
         "date_diffusion_version": __version__,
         "model_files": job.model_files,
+        "lora_files": [fingerprint(path) for path, _ in job.loading["loras"]],
     }
     if "without_effect" in applied:
         record["without_effect"] = applied["without_effect"]
@@ -782,7 +788,7 @@ def write_embeddings(path: Path, one, record: dict, model_arg: str | None) -> No
     """One image's embeddings with what re-creates its DATE image (`--replay-embeddings`)."""
     keep = ("prompt", "negative_prompt", "seed", "model", "family", "scheduler", "scheduler_name", "steps")
     keep += ("guidance_scale", "height", "width", "num_frames", "dtype", "loras", "reward", "date",
-             "date_diffusion_version", "model_files")  # fmt: skip
+             "date_diffusion_version", "model_files", "lora_files")  # fmt: skip
     one.metadata.update({k: record[k] for k in keep if record.get(k) is not None})
     one.metadata["model_arg"] = model_arg or record["model"]
     one.metadata.pop("prompts", None)
