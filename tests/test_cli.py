@@ -94,7 +94,7 @@ def test_images_do_not_depend_on_batch_size(model_dir, clip_dir, tmp_path):
     [
         (["a cat", "--scheduler", "fast"], "unknown --scheduler 'fast'; choose one of: ddim, ddpm"),
         (["  "], "PROMPT is empty"),
-        (["a cat", "--update-steps", "0,6"], "--update-steps [6] are outside the run: allowed indices are 0..5"),
+        (["a cat", "--update-steps", "0,6"], "--update-steps 6 are outside the run: allowed indices are 0..5"),
         (["a cat", "--rho", "-1"], "--rho must be a finite number >= 0 and <= 100, got '-1'"),
         (["a cat", "--grad-steps", "0"], "--grad-steps must be an integer from 1 to 100, got '0'"),
         (["a cat", "--normalize", "no", "--grad-steps", "x"], "--grad-steps must be an integer from 1 to 100, got 'x'"),

@@ -942,7 +942,7 @@ def _edit_json(path, **values):
         (_recommends('{"scheduler": "nope"}'),
          "toyworld.json: recommended.scheduler 'nope'; choose one of"),
         (_recommends('{"update_steps": [5000]}'),
-         "toyworld.json: recommended.update_steps [5000] are outside the run"),
+         "toyworld.json: recommended.update_steps 5000 are outside the run"),
         (_recommends('{"rho": true}'),
          "toyworld.json: recommended.rho must be a finite number >= 0 and <= 100, got true"),
         (_recommends('{"reward": "toy-judge:/nonexistent"}'),
@@ -2438,3 +2438,31 @@ def test_a_blank_value_is_quoted_with_its_blanks(tmp_path, capsys, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_a_resume_that_adds_a_method_making_a_recorded_ones_images_is_refused(tmp_path, capsys):
+    """Round eleven: the same list in one command was refused, but a resume added `date:rho=0.5` beside the run's
+    `date` (the same images, a second row of the same numbers)."""
+    out = tmp_path / "run"
+    assert main(_bench(out, "--methods", "fixed date")) == 0
+    capsys.readouterr()
+    assert main(_bench(out, "--methods", "fixed date:rho=0.5")) == 2
+    assert "'date' and 'date:rho=0.5' make the same images in this run" in capsys.readouterr().err
+    assert main(_bench(out, "--methods", "fixed date")) == 0  # the run's own methods resume
+
+
+def test_an_audit_never_writes_into_the_run_it_audits(tmp_path, capsys):
+    """Round eleven: `toyworld audit RUN --out RUN/run.json --overwrite` replaced the run's settings file."""
+    out = tmp_path / "run"
+    assert main(_bench(out)) == 0
+    before = (out / "run.json").read_text()
+    capsys.readouterr()
+    assert main(["toyworld", "audit", str(out), "--out", str(out / "run.json"), "--overwrite"]) == 2
+    assert "lies inside the run" in capsys.readouterr().err and (out / "run.json").read_text() == before
+
+
+def test_an_interval_past_the_run_is_spelled_as_the_options_write_it(tmp_path, capsys):
+    """Round eleven: `--update-intervals 0:5` past a 4-step run was quoted `[(0, 5)]`."""
+    argv = ["generate", "a red circle", "--steps", "4", "--update-intervals", "0:5", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "--update-intervals 0:5 end past the run" in capsys.readouterr().err

@@ -58,7 +58,7 @@ def test_a_group_comes_whole_from_one_source():
         (dict(rho=np.float64("nan")), "rho must be a finite number"),
         (dict(normalize="maybe"), "normalize must be one of true/1/yes/false/0/no"),
         (dict(normalize=1), "normalize must be True or False"),
-        (dict(update_steps=[0, 60]), r"update_steps \[60\] are outside the run"),
+        (dict(update_steps=[0, 60]), r"update_steps 60 are outside the run"),
         (dict(num_inference_steps=0), "num_inference_steps must be an integer from 1 to 1000"),
         (dict(guidance_scale=float("inf")), "guidance_scale must be a finite number"),
         (dict(reward="ensemble"), "now called 'toy-ensemble'"),

@@ -600,7 +600,8 @@ def _prepare(opts: BenchOptions, model: str):
     n_seeds, base = default_seeds(opts.suite)  # editing suites: one source layout and inversion per seed
     n_seeds, base = opts.seeds or n_seeds, opts.seed_base if opts.seed_base is not None else base
     _check_together(opts, model, methods, resolved.num_inference_steps, base + n_seeds - 1)
-    _check_distinct_in_run(methods, resolved.num_inference_steps, resolved.reward)
+    _check_distinct_in_run([*_recorded_methods(opts.out, methods), *methods], resolved.num_inference_steps,
+                           resolved.reward)  # fmt: skip
     return (
         RunSettings(
             suite=opts.suite,
@@ -677,6 +678,21 @@ def _note_suite_counts(opts, items) -> None:
 def _listed(values: tuple | None) -> list | None:
     """A tuple option as the list the suites and run.json take."""
     return None if values is None else list(values)
+
+
+def _recorded_methods(out, methods) -> list:
+    """The methods a run folder's run.json already holds under other labels than `methods`' (a resume that adds a
+    method compares it with them too); none for a new folder or one whose run.json does not read (named later)."""
+    from date_diffusion.bench.runner import SettingsMismatch, read_run, run_methods
+
+    if out is None or not (Path(out) / "run.json").is_file():
+        return []
+    try:
+        recorded = run_methods(read_run(Path(out)))
+    except (SettingsMismatch, ValueError, OSError):
+        return []
+    labels = {m.label for m in methods}
+    return [m for m in recorded if m.label not in labels]
 
 
 def _check_distinct_in_run(methods, steps: int, reward: str | None) -> None:

@@ -157,11 +157,13 @@ class DATEConfig:
         if self.update_steps is not None:
             bad = [i for i in self.update_steps if i > last]
             if bad:
-                raise ValueError(f"update_steps {bad} are outside the run: allowed indices are 0..{last}")
+                raise ValueError(f"update_steps {','.join(map(str, bad))} are outside the run: allowed indices are "
+                                 f"0..{last}")  # fmt: skip
             return sorted(set(self.update_steps))
         bad = [iv for iv in self.update_intervals if iv[1] > num_loop_steps]
         if bad:
-            raise ValueError(f"update_intervals {bad} end past the run: allowed range is 0..{num_loop_steps}")
+            spelled = ",".join(f"{start}:{end}" for start, end in bad)  # as the options write them, not `[(0, 5)]`
+            raise ValueError(f"update_intervals {spelled} end past the run: allowed range is 0..{num_loop_steps}")
         return sorted({i for s, e in self.update_intervals for i in range(s, e)})
 
     @classmethod

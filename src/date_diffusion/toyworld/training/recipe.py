@@ -40,9 +40,11 @@ def check_same_run(cfg: TrainConfig, settings: dict) -> None:
     trained = stage_dir(cfg, "unet") / "checkpoint.json"
     if stop is not None and trained.exists() and stop != old.get("unet_stop_at"):
         step = read_json(trained, TRAIN_CHECKPOINT)["step"]
-        if step > stop:
-            raise SchemaError(f"{path}: the UNet has trained {step} steps, past --unet-stop-at {stop}; give "
-                              f"--unet-stop-at {step} or more (or none), or another --out")  # fmt: skip
+        if step > stop:  # the fix named is one the command takes (`cli.toyworld` refuses a stop at the end)
+            fix = (f"give --unet-stop-at from {step} to {cfg.unet_steps - 1} (or none)" if step < cfg.unet_steps
+                   else "the UNet has finished: leave out --unet-stop-at")  # fmt: skip
+            raise SchemaError(f"{path}: the UNet has trained {step} steps, past --unet-stop-at {stop}; {fix}, or give "
+                              "another --out")  # fmt: skip
 
 
 def train_all(cfg: TrainConfig):
