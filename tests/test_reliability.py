@@ -936,6 +936,9 @@ def _edit_json(path, **values):
          "recommended.update_every must be an integer from 1 to 10000, got 1E1"),  # as the file spells it
         (_recommends('{"guidance_scale": "5"}'),
          "toyworld.json: recommended.guidance_scale must be written without quotes"),
+        # round eleven: a schedule allocated at its length (gigabytes) before anything else
+        (lambda m: _edit_json(m / "scheduler" / "scheduler_config.json", num_train_timesteps=10**9),
+         "scheduler/scheduler_config.json: its num_train_timesteps 1000000000 is more than any trained model's"),
         # round ten: transformers builds a tokenizer of no words from its config alone
         (lambda m: (m / "tokenizer" / "tokenizer.json").unlink(), "tokenizer: a tokenizer without its vocabulary"),
         # round nine: a value the file gives is named by its key and quoted as the file spells it

@@ -111,6 +111,8 @@ def _first_line(err: Exception) -> str:
 WEIGHTS_NAMES = {"diffusers": "diffusion_pytorch_model.safetensors", "transformers": "model.safetensors"}
 
 
+MAX_TRAIN_TIMESTEPS = 100_000  # a scheduler's training schedule (SD: 1000): beyond it, a damaged config
+
 # the files a tokenizer's words are read from, one set of which a tokenizer folder holds (fast tokenizers'
 # `tokenizer.json`, CLIP's and GPT-2's BPE files, BERT's word pieces, sentencepiece models: T5, Llama, Qwen's)
 VOCABULARIES = (("tokenizer.json",), ("vocab.json", "merges.txt"), ("vocab.txt",), ("spiece.model",),
@@ -143,6 +145,11 @@ def check_component(folder, name: str, library: str | None = None, class_name: s
 
             for key, why in kind_problems(getattr(diffusers, class_name, None), data):
                 raise ComponentError(f"{path}: its {key} {why}; {_FIX}")
+        steps = data.get("num_train_timesteps") if path.name == "scheduler_config.json" else None
+        if isinstance(steps, (int, float)) and not isinstance(steps, bool) and steps > MAX_TRAIN_TIMESTEPS:
+            # the scheduler allocates its noise schedule at that length: gigabytes before anything else
+            raise ComponentError(f"{path}: its num_train_timesteps {steps} is more than any trained model's schedule "
+                                 f"(at most {MAX_TRAIN_TIMESTEPS:,}); {_FIX}")  # fmt: skip
         named = data.get("_class_name") if path.name in CONFIG_FILES else None
         if class_name and isinstance(named, str) and named != class_name:
             warnings.warn(f"{path} names the class {named}, and model_index.json {class_name} for {name!r}: "
