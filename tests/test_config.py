@@ -41,7 +41,7 @@ def test_invalid_values_name_the_field(kwargs, field):
 
 
 def test_indices_outside_the_run_are_rejected_with_the_allowed_range():
-    with pytest.raises(ValueError, match=r"update_steps \[50\].*0\.\.49"):
+    with pytest.raises(ValueError, match=r"update_steps 50 are outside the run.*0\.\.49"):
         DATEConfig(update_steps=[0, 50]).update_indices(50)
     with pytest.raises(ValueError, match="update_intervals"):
         DATEConfig(update_intervals=[(40, 51)]).update_indices(50)

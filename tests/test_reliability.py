@@ -398,7 +398,7 @@ def _bench(out, *extra):
     [
         (["--methods", "ug:scale=1,every=0"], "every in 'ug:scale=1,every=0' must be an integer from 1"),
         (["--steps", "0"], "--steps must be an integer from 1 to 1000, got '0'"),
-        (["--methods", "date:steps=99"], "method 'date:steps=99' with 2 steps: update_steps [99] are outside"),
+        (["--methods", "date:steps=99"], "method 'date:steps=99' with 2 steps: update_steps 99 are outside"),
         (["--seed-base", str(2**64)], "--seed-base must be in [0, 2**63)"),
         (["--seed-base", str(2**63 - 1), "--seeds", "2"], "--seed-base + --seeds - 1"),
         (["--methods", "date:lowres=0"], "lowres in 'date:lowres=0' must be a positive multiple of 8"),
@@ -1095,9 +1095,10 @@ def test_an_earlier_audit_or_measurement_is_not_replaced_without_overwrite(tmp_p
     """`toyworld audit --out FILE` and `bench-perf --out DIR` over an earlier result: refused before any work,
     naming the file and --overwrite, the file untouched."""
     (tmp_path / "audit.json").write_text("precious")
+    (tmp_path / "run").mkdir()
     (tmp_path / "perf").mkdir()
     (tmp_path / "perf" / "perf-toy.json").write_text("precious")
-    audit = ["toyworld", "audit", str(tmp_path), "--out", str(tmp_path / "audit.json")]
+    audit = ["toyworld", "audit", str(tmp_path / "run"), "--out", str(tmp_path / "audit.json")]
     perf = ["bench-perf", "--out", str(tmp_path / "perf"), "--variants", "fixed"]
     for argv, taken in ((audit, "audit.json"), (perf, "perf-toy.json")):
         assert main(argv) == 2
@@ -2469,3 +2470,61 @@ def test_an_interval_past_the_run_is_spelled_as_the_options_write_it(tmp_path, c
     argv = ["generate", "a red circle", "--steps", "4", "--update-intervals", "0:5", "--out", str(tmp_path / "o")]
     assert main(argv) == 2
     assert "--update-intervals 0:5 end past the run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["generate", "edit"])
+def test_overwrite_onto_a_folder_of_an_outputs_name_is_refused_before_any_work(tmp_path, capsys, command):
+    """Round eleven: `generate --overwrite` where an output's name was a folder made the image, then failed with
+    IsADirectoryError; every name --overwrite would replace is checked before any work, the folder kept."""
+    out = tmp_path / "o"
+    if command == "generate":
+        blocker = out / "a-red-circle-s1-fixed.png"
+        argv = ["generate", "a red circle", "--seed", "0", "--images-per-prompt", "2", "--compare"]
+    else:
+        Image.new("RGB", (32, 32), "red").save(tmp_path / "in.png")
+        blocker = out / "a-blue-circle-s0.json"
+        argv = ["edit", str(tmp_path / "in.png"), "--source-prompt", "a red circle", "--target-prompt",
+                "a blue circle"]  # fmt: skip
+    blocker.mkdir(parents=True)
+    assert main([*argv, "--steps", "2", "--out", str(out), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert f"--overwrite would replace {str(blocker)!r}, which is not a file" in err, err
+    assert [p.name for p in out.iterdir()] == [blocker.name] and blocker.is_dir()
+
+
+def test_a_t2i_compbench_export_of_a_prompt_too_long_for_a_file_name_is_refused_before_the_run(tmp_path, capsys):
+    """Round eleven: `bench --export t2i-compbench` over a 300-character prompt ran, then failed with OSError
+    (name too long), leaving empty folders."""
+    (tmp_path / "p.txt").write_text("a red circle " * 23 + "\n")
+    argv = ["bench", "--suite", "prompts", "--prompts-file", str(tmp_path / "p.txt"), "--steps", "1", "--limit",
+            "1", "--seeds", "1", "--methods", "fixed", "--out", str(tmp_path / "run"), "--export", "t2i-compbench",
+            str(tmp_path / "t2i")]  # fmt: skip
+    assert main(argv) == 2
+    assert "makes a T2I-CompBench file name of 309 bytes, longer than file systems take (255)" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "run").exists() and not (tmp_path / "t2i").exists()
+
+
+def test_an_export_that_fails_part_way_leaves_its_folder_as_it_was(tmp_path, monkeypatch):
+    """An export interrupted between methods (a full disk) removes what it wrote: never a half export that looks
+    whole."""
+    from date_diffusion.bench import export
+
+    out = tmp_path / "run"
+    assert main(_bench(out, "--methods", "fixed date")) == 0
+    copied = []
+
+    def copy_then_fail(src, dst):
+        if copied:
+            raise OSError(28, "No space left on device")
+        copied.append(dst)
+        return Path(dst).write_bytes(Path(src).read_bytes())
+
+    monkeypatch.setattr(export.shutil, "copyfile", copy_then_fail)
+    for target in (tmp_path / "new", tmp_path / "empty"):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        copied.clear()
+        with pytest.raises(OSError, match="No space left"):
+            export.export_run(out, ["fixed", "date"], "t2i-compbench", target)
+        assert copied and (not target.exists() if target.name == "new" else not any(target.iterdir()))

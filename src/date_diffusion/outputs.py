@@ -115,6 +115,12 @@ def unwritable(path, folder: bool = False) -> str | None:
     return None
 
 
+def overwrite_blocker(paths) -> Path | None:
+    """The first of `paths` (the names an `--overwrite` replaces) that is there and is not a file (a folder, a
+    device, a pipe, a socket): replacing it would fail, or destroy it, only once the work is done. None if none."""
+    return next((Path(p) for p in paths if Path(p).exists() and not Path(p).is_file()), None)
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
     with atomic_path(Path(path)) as tmp:
         with open(tmp, "wb") as f:

@@ -28,6 +28,7 @@ line checks before any work (`cli/bench.py`).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 from collections.abc import Callable, Mapping
@@ -206,11 +207,25 @@ def check_geneval_prompts(prompts: dict[int, str], metadata_file) -> list[str]:
     return lines
 
 
+T2I_NAME_BYTES = 255  # the longest file name Linux, macOS and Windows file systems take
+
+
+def t2i_name(prompt: str, count: int) -> str:
+    """T2I-CompBench's file name for the `count`-th image of a method (counted across its prompts)."""
+    return f"{prompt}_{count:06d}.png"
+
+
 def check_t2i_prompts(prompts: dict[int, str]) -> None:
-    """Every prompt can be a T2I-CompBench file name's prompt part (no `_`, no `/`, not empty)."""
+    """Every prompt can be a T2I-CompBench file name's prompt part (no `_`, no `/`, not empty, short enough for a
+    file name)."""
     for index, prompt in sorted(prompts.items()):
         if not prompt or "_" in prompt or "/" in prompt:
             raise ExportError(f"item {index}'s prompt {prompt!r} cannot be a T2I-CompBench file name ('_' or '/')")
+        size = len(os.fsencode(t2i_name(prompt, 0)))
+        if size > T2I_NAME_BYTES:
+            raise ExportError(f"item {index}'s prompt ({len(prompt):,} characters) makes a T2I-CompBench file name of "
+                              f"{size:,} bytes, longer than file systems take ({T2I_NAME_BYTES}): T2I-CompBench "
+                              "names each image by its prompt; export a suite of shorter prompts")  # fmt: skip
 
 
 def export_geneval(method_dir, out, metadata_file) -> int:
@@ -238,7 +253,7 @@ def export_t2i_compbench(method_dir, out) -> int:
     count = 0
     for _, meta, pngs in items:
         for png in pngs:
-            shutil.copyfile(png, samples / f"{meta['prompt']}_{count:06d}.png")
+            shutil.copyfile(png, samples / t2i_name(meta["prompt"], count))
             count += 1
     return count
 
@@ -279,11 +294,18 @@ def export_run(
             )
         line = f"exporting a partial run: {what}"
         say(line) if say is not None else warnings.warn(line, stacklevel=2)
-    counts = {}
-    for slug in slugs:
-        method_dir, target = Path(run_dir) / "images" / slug, Path(out) / slug
-        if kind == "geneval":
-            counts[slug] = export_geneval(method_dir, target, metadata_file)
-        else:
-            counts[slug] = export_t2i_compbench(method_dir, target)
+    counts, existed = {}, Path(out).exists()
+    try:
+        for slug in slugs:
+            method_dir, target = Path(run_dir) / "images" / slug, Path(out) / slug
+            if kind == "geneval":
+                counts[slug] = export_geneval(method_dir, target, metadata_file)
+            else:
+                counts[slug] = export_t2i_compbench(method_dir, target)
+    except BaseException:  # an export that fails part way (a full disk, an interrupt) leaves the folder as it was
+        for entry in Path(out).iterdir() if existed else ():
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     return counts

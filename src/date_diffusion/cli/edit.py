@@ -289,12 +289,20 @@ def run(args) -> int:
 
 
 def _check_input_kept(opts: EditOptions) -> None:
-    """`--overwrite` never replaces the image being edited (an output of the same name in --out)."""
+    """`--overwrite` never replaces the image being edited (an output of the same name in --out), nor a name that
+    is not a file (a folder of that name would fail the write once the edit is done)."""
+    from date_diffusion.outputs import overwrite_blocker
+
     if not opts.overwrite:
         return  # a taken name gets -2, -3, ...
     stem = f"{slug(opts.target_prompt)}-s{opts.seed}"
-    for name in (".json", *(f"-{n}.png" for n in EDIT_IMAGES)):
-        path = Path(opts.out) / f"{stem}{name}"
+    paths = [Path(opts.out) / f"{stem}{name}" for name in (".json", *(f"-{n}.png" for n in EDIT_IMAGES))]
+    blocker = overwrite_blocker(paths)
+    if blocker is not None:
+        raise CLIError(f"--overwrite would replace {str(blocker)!r}, which is not a file (a folder, device or pipe): "
+                       "move it away, give another --out, or leave out --overwrite (the edit's files then get a "
+                       "name of their own)")  # fmt: skip
+    for path in paths:
         if path.exists() and os.path.samefile(path, opts.image):
             raise CLIError(f"--overwrite would replace {str(path)!r}, the image being edited: give another --out, "
                            "or leave out --overwrite (the edit's files then get a name of their own)")  # fmt: skip

@@ -420,7 +420,8 @@ def check(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
     settings = resolve_from_args(model, flags, opts.model.family, opts.date.paper_defaults, check_reward=saved is None)
     if saved is not None:
         check_replay_family(opts, model, settings.family, saved)
-    check_video_options(opts, settings.family)
+    ext = check_video_options(opts, settings.family)
+    check_overwritten(opts, ext)
     if opts.reward_decoder and saved is None:
         from date_diffusion.hub import ModelNotFoundError
         from date_diffusion.pipelines.loading import check_tiny_decoder
@@ -538,10 +539,32 @@ def load(opts: GenerateOptions, job: Job, device: str) -> None:
     job.judge = world.judge_for(settings.model)
 
 
-def check_video_options(opts: GenerateOptions, family: str) -> None:
+def output_suffixes(ext: str) -> tuple[str, ...]:
+    """The files one image (or video, `ext`) of generate may write, after its name's stem."""
+    return (ext, ".json", f"-fixed{ext}", "-compare.png", "-embeddings.safetensors")
+
+
+def check_overwritten(opts: GenerateOptions, ext: str) -> None:
+    """With --overwrite, every name an image would replace is a file: a folder (or device) of that name is named
+    before any work, not found once the image is made."""
+    if not opts.overwrite:
+        return  # a taken name gets -2, -3, ...
+    from date_diffusion.outputs import overwrite_blocker
+
+    seeds = range(opts.seed, opts.seed + opts.images_per_prompt)
+    stems = [f"{slug(p)}-s{seed}" for p in opts.prompts for seed in seeds]
+    blocker = overwrite_blocker(Path(opts.out) / f"{stem}{s}" for stem in stems for s in output_suffixes(ext))
+    if blocker is not None:
+        raise CLIError(f"--overwrite would replace {str(blocker)!r}, which is not a file (a folder, device or pipe): "
+                       "move it away, give another --out, or leave out --overwrite (the images then get names of "
+                       "their own)")  # fmt: skip
+
+
+def check_video_options(opts: GenerateOptions, family: str) -> str:
     """--frames and --reward-frames are a video model's; an image decoder (--reward-decoder) is an image model's
-    (imports the family's pipeline module)."""
+    (imports the family's pipeline module). Returns the suffix its media are written with."""
     from date_diffusion.families import by_name
+    from date_diffusion.outputs import VIDEO_SUFFIX
 
     pipe = by_name(family).date_pipeline()
     if pipe.adapter.video_fps is None:
@@ -551,6 +574,7 @@ def check_video_options(opts: GenerateOptions, family: str) -> None:
     elif opts.reward_decoder:
         raise CLIError(f"--reward-decoder decodes images; {pipe.__name__} makes videos (use --reward-frames "
                        "or --reward-resolution to make the reward's decoding cheaper)")  # fmt: skip
+    return ".png" if pipe.adapter.video_fps is None else VIDEO_SUFFIX
 
 
 def generate_all(opts: GenerateOptions, job: Job) -> None:
@@ -683,7 +707,7 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
     out, kind = job.out, "replay" if job.saved is not None else "date"
     image = outputs_of(results[kind])[j]  # an image, or a video's frames
     ext = media_suffix(image)
-    suffixes = (ext, ".json", f"-fixed{ext}", "-compare.png", "-embeddings.safetensors")
+    suffixes = output_suffixes(ext)
     with (
         claimed_stem(out, f"{slug(prompt)}-s{seed}", suffixes, opts.overwrite) as stem,
         file_group(replaced(out, stem, suffixes, opts) if opts.overwrite else ()) as group,
