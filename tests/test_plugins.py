@@ -180,3 +180,15 @@ def test_a_model_folder_file_is_checked_naming_file_and_key(tmp_path, meta, mess
 
     with pytest.raises((ValueError, SettingError), match=message):
         resolve_settings(_folder(tmp_path, meta))
+
+
+def test_a_model_folder_holding_two_recommendation_files_is_refused(tmp_path):
+    """Round eleven: a folder with both `date_diffusion.json` and the toy world's `toyworld.json` took one and
+    ignored the other's settings without a word."""
+    from date_diffusion.resolver import resolve_settings
+
+    folder = _folder(tmp_path, {"recommended": {"guidance_scale": 3.5}})
+    resolve_settings(folder, check_reward=False)  # one file: read
+    (folder / world.META_FILE).write_text(json.dumps({"recommended": {"guidance_scale": 7.0}}))
+    with pytest.raises(ValueError, match="holds both date_diffusion.json and toyworld.json: a model folder says"):
+        resolve_settings(folder, check_reward=False)

@@ -2031,7 +2031,11 @@ def test_a_library_message_is_one_line_with_its_escapes_shown(capsys):
     [
         (lambda p: (p / "empty").mkdir(), "toy-judge:{}/empty", "cannot be loaded as the toy-judge reward (OSError"),
         (lambda p: (p / "bad.safetensors").write_bytes(b"x" * 40), "openclip:{}/bad.safetensors",
-         "bad.safetensors' cannot be loaded as the openclip reward (SafetensorError"),
+         "bad.safetensors' cannot be loaded as the openclip reward: '{}/bad.safetensors' is not a readable "
+         "safetensors file (SafetensorError"),
+        (lambda p: (p / "f.txt").write_text("hi"), "openclip:{}/f.txt", "f.txt' is not a readable PyTorch checkpoint"),
+        (lambda p: (p / "f.txt").write_text("hi"), "aesthetic:{}/f.txt", "f.txt' is not a readable PyTorch checkpoint"),
+        (lambda p: None, "toy-judge:nowhere", "'nowhere' is no file or folder here, and no hub repository"),
         (lambda p: os.mkfifo(p / "pipe"), "toy-judge:{}/pipe", "is not a regular file or a folder (a device, pipe"),
     ],
 )  # fmt: skip
@@ -2049,6 +2053,7 @@ def test_a_reward_source_that_cannot_load_is_a_usage_error_naming_it(tmp_path, c
     ]
     assert main(argv) == 2
     err = capsys.readouterr().err
+    message = message.format(tmp_path)
     assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists(), err
 
 
@@ -2436,9 +2441,13 @@ def test_a_replay_file_edited_by_hand_is_named_by_its_seal(tmp_path, capsys, key
 
 
 @pytest.mark.parametrize("argv, message", [(["generate", "a", "--out", " "], "--out must be a non-empty text, got ' '"),
-                                           (["generate", "a", "--steps", " 0", "--out", "o"], "got ' 0'")])  # fmt: skip
+                                           (["generate", "a", "--steps", " 0", "--out", "o"], "got ' 0'"),
+                                           (["generate", "a", "--out", "   "], "non-empty text, got '   '"),
+                                           (["generate", "   ", "--out", "o"], "no visible character in '   '")],
+                         )  # fmt: skip
 def test_a_blank_value_is_quoted_with_its_blanks(tmp_path, capsys, monkeypatch, argv, message):
-    """Round ten: a value of blanks was quoted as `''`, the blanks stripped."""
+    """Round ten: a value of blanks was quoted as `''`, the blanks stripped; round eleven: three spaces were
+    quoted as one (a message's runs of spaces were joined)."""
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "o").exists()
@@ -2528,3 +2537,29 @@ def test_an_export_that_fails_part_way_leaves_its_folder_as_it_was(tmp_path, mon
         with pytest.raises(OSError, match="No space left"):
             export.export_run(out, ["fixed", "date"], "t2i-compbench", target)
         assert copied and (not target.exists() if target.name == "new" else not any(target.iterdir()))
+
+
+@pytest.mark.parametrize("command", ["train", "train-judge"])
+def test_training_never_writes_into_a_folder_of_other_files(tmp_path, capsys, command):
+    """Round eleven: `toyworld train --out` trained into any folder (a bench run, a user's pipeline/); a folder
+    that holds other files and no training run's settings is refused, nothing written into it."""
+    (tmp_path / "run.json").write_text("{}")
+    (tmp_path / "pipeline").mkdir()
+    assert main(["toyworld", command, "--out", str(tmp_path), "--smoke"]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {str(tmp_path)!r} holds other files (pipeline, run.json) and is no `toyworld {command}`" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipeline", "run.json"]
+
+
+@pytest.mark.parametrize("argv, named", [(["generate", "--", "-a", "--steps", "4"], "--steps"),
+                                         (["info", "--", "x.png", "--json"], "--json"),
+                                         (["generate", "--", "-a", "--steps=4"], "--steps=4")])  # fmt: skip
+def test_an_option_after_the_double_dash_is_named_not_taken_as_text(tmp_path, capsys, monkeypatch, argv, named):
+    """Round eleven: `generate -- "-a" --steps 4 --out x` made images of the prompts `--steps`, `4`, `--out`."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:  # argparse's own refusal
+        main([*argv, "--out", "x"] if argv[0] == "generate" else argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert f"error: {named!r} comes after `--`, so it is read as text, not as the option" in err, err
+    assert not list(tmp_path.iterdir())

@@ -48,11 +48,20 @@ def load_state_dict(path: Path) -> dict:
     """Weights from .safetensors, or from a third-party .pt/.pth checkpoint read with weights_only (no code)."""
     import torch
 
-    if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
+    from date_diffusion.core.text import one_line
 
-        return load_file(str(path))
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    kind = "safetensors file" if str(path).endswith(".safetensors") else "PyTorch checkpoint (.pt, .pth, .bin)"
+    try:
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001  (a text file, a damaged download: pickle, zip and safetensors errors)
+        raise ValueError(f"{str(path)!r} is not a readable {kind} ({type(err).__name__}: "
+                         f"{one_line(str(err), 300)})") from err  # fmt: skip
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
@@ -94,6 +103,11 @@ def offline_without_network(args, hub_named: bool = False) -> str | None:
         return (f"{host} cannot be resolved ({err.strerror or err}): working offline (HF_HUB_OFFLINE=1), from the "
                 "Hugging Face cache")  # fmt: skip
     return None
+
+
+def is_hub_id(text) -> bool:
+    """Whether `text` is spelled as a hub repository is (`owner/name`)."""
+    return re.fullmatch(r"[A-Za-z0-9_][\w.-]*/[\w.-]+", str(text)) is not None
 
 
 def is_local_path(id_or_path) -> bool:

@@ -92,15 +92,17 @@ def file_names() -> tuple[str, ...]:
 
 
 def read(model) -> ModelFile | None:
-    """The model folder's file (the first registered name it holds), or None (no such file, not a folder)."""
+    """The model folder's file, or None (no such file, not a folder). A folder holding two of the registered names
+    is refused (ValueError): which one speaks for the model would be a guess, and the other's settings ignored."""
     if model is None:
         return None
     plugins.load()
-    for entry in _FILES:
-        path = Path(str(model)) / entry.name
-        if path.is_file():
-            return _parse(path, entry)
-    return None
+    held = [(Path(str(model)) / entry.name, entry) for entry in _FILES if (Path(str(model)) / entry.name).is_file()]
+    if len(held) > 1:
+        names = " and ".join(path.name for path, _ in held)
+        raise ValueError(f"{model} holds both {names}: a model folder says its recommendations in one file; remove "
+                         "the one that is not the model's")  # fmt: skip
+    return _parse(*held[0]) if held else None
 
 
 def _parse(path: Path, entry: FolderFile) -> ModelFile:

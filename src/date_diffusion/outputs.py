@@ -121,6 +121,19 @@ def overwrite_blocker(paths) -> Path | None:
     return next((Path(p) for p in paths if Path(p).exists() and not Path(p).is_file()), None)
 
 
+def not_new_folder(folder, own=(), what: str = "") -> str | None:
+    """Why `folder`, which a command fills from the start (a training run), is not new: it holds visible entries
+    other than `own` (a bench run, a model, a user's files), which the command would write beside; None when it is
+    absent or holds only those."""
+    folder = Path(folder)
+    entries = folder.iterdir() if folder.is_dir() else ()
+    others = sorted(p.name for p in entries if p.name not in own and not p.name.startswith("."))
+    if not others:
+        return None
+    shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    return f"--out {str(folder)!r} holds other files ({shown}) and is no {what} folder: give a new or empty folder"
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
     with atomic_path(Path(path)) as tmp:
         with open(tmp, "wb") as f:

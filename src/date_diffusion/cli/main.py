@@ -102,9 +102,17 @@ class _Parser(argparse.ArgumentParser):
     def parse_args(self, args=None, namespace=None):
         """argparse's, an argument no option takes refused by the innermost command's parser (`date-diffusion
         toyworld train: error: unrecognized arguments: ...`, its own --help named), not the top-level one's."""
+        given = list(sys.argv[1:] if args is None else args)
         parsed, rest = self.parse_known_args(args, namespace)
+        command = getattr(parsed, "command_parser", self)
         if rest:
-            getattr(parsed, "command_parser", self).error(f"unrecognized arguments: {' '.join(rest)}")
+            command.error(f"unrecognized arguments: {' '.join(rest)}")
+        after = given[given.index("--") + 1 :] if "--" in given else []
+        named = next((a for a in after if a.split("=", 1)[0] in command._option_string_actions), None)
+        if named is not None:  # `-- "-a" --steps 4`: the options after `--` would be taken as prompts
+            command.error(f"{named!r} comes after `--`, so it is read as text, not as the option "
+                          f"{named.split('=', 1)[0]}: put the options before `--` (after it goes only text that "
+                          "starts with a dash)")  # fmt: skip
         return parsed
 
     def _get_values(self, action, arg_strings):

@@ -162,10 +162,11 @@ def printable(text: str, lines: bool = False) -> str:
 
 
 def one_line(text: str, most: int = 2000) -> str:
-    """A message (an error, a note) as one readable line: its line breaks and runs of blanks as one space, its
-    control characters escaped (`printable`), and, beyond `most` characters, its start and end around the count of
-    characters left out (a library's note may quote a whole prompt)."""
-    text = printable(" ".join(str(text).split()))
+    """A message (an error, a note) as one readable line: each run of blanks holding a line break or a tab as one
+    space (a run of plain spaces is kept: a quoted value of three spaces stays three), its control characters
+    escaped (`printable`), and, beyond `most` characters, its start and end around the count of characters left
+    out (a library's note may quote a whole prompt)."""
+    text = printable(re.sub(r"\s*[^\S ]\s*", " ", str(text)).strip())
     if len(text) <= most:
         return text
     half = most // 2

@@ -36,9 +36,10 @@ class AestheticReward(Reward):
             load_state_dict,
         )
 
+        state = load_state_dict(fetch_file(mlp or AESTHETIC_REPO, AESTHETIC_FILE))  # the small file first
         model = load_component(CLIPModel, clip or PAPER_CLIP)
         head = PreferenceMLP(model.config.projection_dim)
-        head.load_state_dict(load_state_dict(fetch_file(mlp or AESTHETIC_REPO, AESTHETIC_FILE)), strict=True)
+        head.load_state_dict(state, strict=True)
         reward = cls(model.float(), head)
         return reward.to(device) if device is not None else reward
 

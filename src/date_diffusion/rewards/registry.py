@@ -489,10 +489,14 @@ def _build_named(node: Named, device):
     weights file, a pipe) is `RewardSpecError` naming the term and the file, whatever the loader raised."""
     import os
 
-    from date_diffusion.hub import ModelNotFoundError, explain_load_error, is_local_path
+    from date_diffusion.hub import ModelNotFoundError, explain_load_error, is_hub_id, is_local_path
 
-    if node.source is not None and is_local_path(node.source) and not os.path.lexists(os.path.expanduser(node.source)):
-        raise explain_load_error(node.source, FileNotFoundError())  # a path, not a hub id to look up
+    if node.source is not None and not os.path.lexists(os.path.expanduser(node.source)):
+        if is_local_path(node.source):
+            raise explain_load_error(node.source, FileNotFoundError())  # a path, not a hub id to look up
+        if not is_hub_id(node.source):
+            raise RewardSpecError(f"reward {node.name}:{node.source}: {node.source!r} is no file or folder here, "
+                                  "and no hub repository (owner/name): check the path")  # fmt: skip
     if node.source is not None and os.path.exists(node.source) and not os.path.isfile(node.source):
         if not os.path.isdir(node.source):  # a pipe or a device: reading it could block or never end
             raise RewardSpecError(f"reward {node.name}:{node.source}: {node.source!r} is not a regular file or a "
@@ -504,8 +508,9 @@ def _build_named(node: Named, device):
     except Exception as err:  # noqa: BLE001  (each loader's own exception: OSError, SafetensorError, ...)
         if node.source is None:
             raise
+        why = f": {err}" if isinstance(err, ValueError) else f" ({type(err).__name__}: {err})"  # ours say what
         raise RewardSpecError(f"reward {node.name}:{node.source}: {node.source!r} cannot be loaded as "
-                              f"the {node.name} reward ({type(err).__name__}: {err})") from err  # fmt: skip
+                              f"the {node.name} reward{why}") from err  # fmt: skip
 
 
 def build(node, device):

@@ -39,7 +39,7 @@ def check_same_recipe(recipe: JudgeRecipe) -> None:
     """A folder is resumed only with the recipe it was started with (its `recipe.json`, written at its start):
     another (`--smoke` over a full run, or the reverse) would take the other's shards and judges as its own.
     A folder holding the stages' files without it is refused too. `SchemaError` naming the file."""
-    from date_diffusion.outputs import atomic_write
+    from date_diffusion.outputs import atomic_write, not_new_folder
     from date_diffusion.schemas import JUDGE_RECIPE, SchemaError, read_json
 
     out = Path(recipe.out)
@@ -56,6 +56,9 @@ def check_same_recipe(recipe: JudgeRecipe) -> None:
     if made:
         raise SchemaError(f"{path} is missing, and {out} holds what a recipe made ({', '.join(made)}) under "
                           f"settings it recorded: restore it, or give another --out")  # fmt: skip
+    foreign = not_new_folder(out, (), f"`toyworld train-judge` ({RECIPE_FILE})")
+    if foreign:  # a bench run, a model, a user's files: the stages would write beside them
+        raise SchemaError(foreign)
     atomic_write(path, json.dumps(settings, indent=1) + "\n")
 
 

@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from date_diffusion.outputs import not_new_folder
 from date_diffusion.schemas import TRAIN_CHECKPOINT, TRAIN_CONFIG, SchemaError, read_json
 from date_diffusion.toyworld.training.assemble import assemble
 from date_diffusion.toyworld.training.clip import train_clip
@@ -29,6 +30,9 @@ def check_same_run(cfg: TrainConfig, settings: dict) -> None:
         if trained:  # stages of a run whose settings are unknown: resuming would mix them with these
             raise SchemaError(f"{path} is missing, and {cfg.out / 'work'} holds trained stages ({', '.join(trained)}) "
                               "whose settings it recorded: restore it, or give another --out")  # fmt: skip
+        foreign = not_new_folder(cfg.out, ("work",), "`toyworld train` (work/config.json)")
+        if foreign:  # a bench run, a model, a user's files: training would write beside them
+            raise SchemaError(foreign)
         return
     old = read_json(path, TRAIN_CONFIG)
     differ = [f"{k} {json.dumps(old.get(k))} (now {json.dumps(v)})" for k, v in settings.items()
