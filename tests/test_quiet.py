@@ -80,3 +80,25 @@ def test_a_lora_remark_drops_the_text_encoders_notice_only():
         "Already found a `peft_config` attribute in the model. This will lead to having multiple adapters "
         "in the model. Make sure to know what you are doing!"
     )  # round ten: a second --lora
+
+
+def test_each_restated_message_is_one_diffusers_makes(components):
+    """`quiet.RESTATED` against the installed diffusers: a pipeline built over an outdated scheduler and UNet
+    configuration warns three times, and each warning is restated in short by exactly one entry."""
+    from diffusers import DDIMScheduler
+    from diffusers.configuration_utils import FrozenDict
+
+    from date_diffusion import StableDiffusionDATEPipeline
+    from date_diffusion.quiet import RESTATED, restated
+
+    components["scheduler"] = DDIMScheduler(steps_offset=0, clip_sample=True)
+    unet = components["unet"]
+    unet._internal_dict = FrozenDict({**unet.config, "_diffusers_version": "0.8.0"})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        StableDiffusionDATEPipeline(**components)
+    messages = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+    assert len(messages) == len(RESTATED) == 3
+    shown = [restated(m) for m in messages]
+    assert all(len(m) > 500 and len(s) < 300 for m, s in zip(messages, shown)), shown
+    assert len(set(shown)) == 3 and "steps_offset 0" in shown[0] and "clip_sample true" in shown[1], shown

@@ -2563,3 +2563,16 @@ def test_an_option_after_the_double_dash_is_named_not_taken_as_text(tmp_path, ca
     assert stop.value.code == 2
     assert f"error: {named!r} comes after `--`, so it is read as text, not as the option" in err, err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.filterwarnings("default::FutureWarning")  # the suite's configuration ignores them
+def test_an_outdated_scheduler_configuration_is_said_in_one_short_note(tmp_path, capsys):
+    """Round eleven: a scheduler configuration with `steps_offset: 0` gave diffusers' 700-character deprecation
+    (the whole configuration quoted), and what it changed was not said plainly."""
+    model = _toy_copy(tmp_path, "m")
+    path = model / "scheduler" / "scheduler_config.json"
+    path.write_text(path.read_text().replace('"steps_offset": 1', '"steps_offset": 0'))
+    assert main(["generate", "a red circle", "--model", str(model), "--steps", "2", "--out", str(tmp_path / "o")]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "steps_offset" in line]
+    assert len(notes) == 1 and len(notes[0]) < 300, notes
+    assert "has steps_offset 0: the images sample with steps_offset 1" in notes[0], notes

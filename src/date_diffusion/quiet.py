@@ -76,6 +76,41 @@ REMARKS = (
 SILENCED = tuple(re.compile(r.pattern) for r in REMARKS)
 
 
+@dataclass(frozen=True)
+class Restatement:
+    """A library message the command line says in its own short words: what the library changed, and how to keep
+    it from changing. `text` is formatted with the pattern's groups."""
+
+    pattern: str
+    text: str
+
+
+_OUTDATED = (" (as diffusers' pipeline does with an outdated configuration); set it in the model folder's "
+             "{file} to say what is sampled")  # fmt: skip
+RESTATED = (
+    Restatement(r"The configuration file of this scheduler: .* is outdated\. `steps_offset` should be set to 1 "
+                r"instead of (\S+?)\.",
+                "the model's scheduler configuration has steps_offset {0}: the images sample with steps_offset 1"
+                + _OUTDATED.format(file="scheduler/scheduler_config.json")),
+    Restatement(r"The configuration file of this scheduler: .* has not set the configuration `clip_sample`",
+                "the model's scheduler configuration has clip_sample true: the images sample with clip_sample false"
+                + _OUTDATED.format(file="scheduler/scheduler_config.json")),
+    Restatement(r"The configuration file of the unet has set the default `sample_size` to smaller than 64",
+                "the model's unet configuration (of diffusers before 0.9) has a sample_size below 64: the pipeline "
+                "uses 64 (512 px images by default)" + _OUTDATED.format(file="unet/config.json")),
+)  # fmt: skip
+_RESTATED = tuple(re.compile(r.pattern, re.S) for r in RESTATED)
+
+
+def restated(message: str) -> str:
+    """`message` in the package's own words when it is one of the `RESTATED` (a deprecation quoting a whole
+    configuration in 700 characters), else as it is."""
+    for entry, pattern in zip(RESTATED, _RESTATED):
+        if m := pattern.search(message):
+            return entry.text.format(*m.groups())
+    return message
+
+
 def silenced(message: str) -> bool:
     """Whether `message` is one of the `REMARKS`."""
     return any(p.search(message) for p in SILENCED)

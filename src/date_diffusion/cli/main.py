@@ -16,7 +16,7 @@ from date_diffusion.cli import bench, edit, generate, info, toyworld, ui
 from date_diffusion.cli.common import CLIError, attach_kinds, check_kinds, hub_named, remove_empty_made
 from date_diffusion.core.text import one_line, quoted
 from date_diffusion.hub import offline_without_network
-from date_diffusion.quiet import silenced  # what the libraries say that tells the user nothing (quiet.REMARKS)
+from date_diffusion.quiet import restated, silenced  # the libraries' remarks: dropped, or said short
 
 # Libraries that write their log records to stderr through a handler of their own instead of the root logger's
 OWN_HANDLERS = ("transformers", "diffusers", "huggingface_hub")
@@ -185,8 +185,8 @@ _NAME = ["date-diffusion"]  # the command running, as its notes start (`main` se
 
 def note(text: str, source: str = "") -> None:
     """One `date-diffusion COMMAND: note:` line on stderr (above a progress bar; the command running, `_NAME`),
-    unless the text is a library's remark (`quiet.silenced`)."""
-    text = one_line(text, 1000)
+    unless the text is a library's remark (`quiet.silenced`); a long one it restates in short (`quiet.restated`)."""
+    text = one_line(restated(text), 1000)
     if not text or silenced(text):
         return
     from tqdm import tqdm
