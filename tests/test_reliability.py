@@ -1941,8 +1941,12 @@ def _png_info(path):
 
 
 def _png_with(tmp_path, name, record_change=None, parameters_change=None):
-    """A copy of a generated PNG with its record and/or its `parameters` text changed (another program's edit)."""
+    """A copy of a generated PNG with its record and/or its `parameters` text changed (another program's edit).
+    A changed record (`record_change`, `{}` too) loses its seal, as an earlier version's record has none: what is
+    checked is then the record's fields (a sealed record changed is named as such whatever the change)."""
     from PIL import Image, PngImagePlugin
+
+    from date_diffusion.outputs import SEAL_KEYS
 
     src = next(tmp_path.glob("g/*.png"))
     with Image.open(src) as image:
@@ -1951,6 +1955,8 @@ def _png_with(tmp_path, name, record_change=None, parameters_change=None):
         params = image.text["parameters"]
         info = PngImagePlugin.PngInfo()
         info.add_text("parameters", parameters_change(params) if parameters_change else params)
+        if record_change is not None:
+            record = {k: v for k, v in record.items() if k not in SEAL_KEYS}
         info.add_text("date-diffusion", json.dumps({**record, **(record_change or {})}))
         image.save(tmp_path / name, pnginfo=info)
     return tmp_path / name
@@ -1967,8 +1973,10 @@ def test_info_shows_the_checked_record_not_another_programs_text(tmp_path, capsy
     shown = capsys.readouterr()
     assert "a red circle" in shown.out and "a blue square" not in shown.out
     assert "its `parameters` text is not what its date-diffusion record says" in shown.err
-    resized = _png_with(tmp_path, "resized.png")
+    resized = _png_with(tmp_path, "resized.png", record_change={})
     Image.open(resized).resize((32, 32)).save(resized, pnginfo=_png_info(resized))
+    sealed = _png_with(tmp_path, "sealed.png")
+    Image.open(sealed).resize((32, 32)).save(sealed, pnginfo=_png_info(sealed))
     twice = _png_with(tmp_path, "twice.png")
     record = Image.open(twice).text["date-diffusion"]
     info = _png_info(twice)
@@ -1978,6 +1986,7 @@ def test_info_shows_the_checked_record_not_another_programs_text(tmp_path, capsy
     long["trace"] = {**long["trace"], "updates": long["trace"]["updates"] * 2001}
     for path, message in (
         (resized, "its record is of a 64x64 image, and it is 32x32"),
+        (sealed, "its pixels were changed since its record was written"),
         (twice, "holds its 'date-diffusion' text twice"),
         (_png_with(tmp_path, "long.png", record_change={"trace": long["trace"]}), "2,001 updates"),
         (_png_with(tmp_path, "empty.png", record_change={"prompt": " "}), "its prompt is empty"),
@@ -2233,8 +2242,8 @@ def test_info_json_prints_json_alone_one_object_per_image(tmp_path, capsys):
         shown.append(value)
         out = out[end:].strip()
     assert [s["image"] for s in shown] == images
-    assert shown[0]["record"]["seed"] == 0 and shown[0]["parameters"] is None
-    assert shown[1] == {"image": images[1], "record": None, "parameters": "a cat\nSteps: 20, Seed: 1"}
+    assert shown[0]["record"]["seed"] == 0 and shown[0]["parameters"] is None and shown[0]["sealed"] is True
+    assert shown[1] == {"image": images[1], "record": None, "parameters": "a cat\nSteps: 20, Seed: 1", "sealed": False}
 
 
 def test_the_python_api_never_replaces_a_device_with_a_file(tmp_path):
@@ -2576,3 +2585,28 @@ def test_an_outdated_scheduler_configuration_is_said_in_one_short_note(tmp_path,
     notes = [line for line in capsys.readouterr().err.splitlines() if "steps_offset" in line]
     assert len(notes) == 1 and len(notes[0]) < 300, notes
     assert "has steps_offset 0: the images sample with steps_offset 1" in notes[0], notes
+
+
+@pytest.mark.parametrize("change", [{"reward_resolution": 3}, {"method": "banana"}, {"loras": [["x", 1e9]]},
+                                    {"sources": {"guidance_scale": "wizard"}}, {"dtype": "float99"}])  # fmt: skip
+def test_info_names_a_record_changed_since_it_was_written_whatever_the_field(tmp_path, capsys, change):
+    """Round eleven: `info` showed a record whose fields had been edited by hand (reward_resolution 3, a LoRA
+    scale of 1e9, method "banana", a source "wizard"): every file's record is sealed when written, and one changed
+    since is named, whatever field changed; a record without a seal (an earlier version's) is shown with a note."""
+    from PIL import Image, PngImagePlugin
+
+    assert main(["generate", "a red circle", "--steps", "2", "--out", str(tmp_path / "g")]) == 0
+    src = tmp_path / "g" / "a-red-circle-s0.png"
+    with Image.open(src) as image:
+        image.load()
+        record = json.loads(image.text["date-diffusion"])
+        info = PngImagePlugin.PngInfo()
+        info.add_text("parameters", image.text["parameters"])
+        info.add_text("date-diffusion", json.dumps({**record, **change}))
+        image.save(tmp_path / "edited.png", pnginfo=info)
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "edited.png")]) == 2
+    assert "its record was changed since it was written (its seal no longer matches" in capsys.readouterr().err
+    assert main(["info", str(src)]) == 0 and "carries no seal" not in capsys.readouterr().err
+    unsealed = _png_with(tmp_path, "unsealed.png", record_change={})
+    assert main(["info", str(unsealed)]) == 0 and "its record carries no seal" in capsys.readouterr().err

@@ -240,12 +240,38 @@ def parameters_text(record: dict) -> str:
     return "\n".join(lines)
 
 
+def pixels_digest(image_uint8: np.ndarray) -> str:
+    """The fingerprint of an image's pixels (RGB, as read back from its PNG)."""
+    import hashlib
+
+    array = np.ascontiguousarray(image_uint8, dtype=np.uint8)
+    return hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()[:20]
+
+
+SEAL_KEYS = ("pixels", "sealed")  # what a file's record carries about itself, beside the record written
+
+
+def sealed_record(record: dict, image: Image.Image | None) -> dict:
+    """`record` as an image's file carries it: with the fingerprint of the image's pixels (`pixels`; none for a
+    video) and its seal (`sealed`, over every other field), so that a reader (`read_png_metadata`) tells a record
+    or an image changed since apart from the one written."""
+    from date_diffusion.schemas import sealed
+
+    carried = {k: v for k, v in record.items() if k not in SEAL_KEYS}
+    if image is not None:
+        carried["pixels"] = pixels_digest(np.asarray(image.convert("RGB")))
+    carried["sealed"] = sealed(carried)
+    return carried
+
+
 def png_bytes(image, record: dict | None = None) -> bytes:
-    """A PIL image (or uint8 HxWx3 array) as PNG bytes, with `record` in its text chunks."""
+    """A PIL image (or uint8 HxWx3 array) as PNG bytes, with `record` in its text chunks (sealed with the image's
+    pixels: `sealed_record`)."""
     if not isinstance(image, Image.Image):
         image = Image.fromarray(image)
     info = None
     if record is not None:
+        record = sealed_record(record, image)
         info = PngImagePlugin.PngInfo()
         info.add_text(PNG_PARAMETERS_KEY, parameters_text(record))
         info.add_text(PNG_RECORD_KEY, json.dumps(record))
@@ -276,7 +302,7 @@ def media_bytes(media, record: dict | None = None, fps: int | None = None) -> by
         return png_bytes(media, record)
     frames = [f if isinstance(f, Image.Image) else Image.fromarray(f) for f in media]
     fps = fps or (record or {}).get("fps") or 16
-    extra = {} if record is None else {"xmp": _xmp_packet(record)}
+    extra = {} if record is None else {"xmp": _xmp_packet(sealed_record(record, None))}
     buf = io.BytesIO()
     frames[0].save(buf, format="WEBP", save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0,
                    lossless=True, **extra)  # fmt: skip
@@ -345,13 +371,16 @@ def _text_keys(path) -> list[str]:
 
 
 def read_png_metadata(path) -> dict:
-    """`{"parameters": text or None, "record": dict or None, "size": (width, height)}` of a PNG, or of a video
-    `media_bytes` wrote (its XMP packet); ValueError naming the file otherwise."""
+    """`{"parameters": text or None, "record": dict or None, "size": (width, height), "sealed": bool}` of a PNG, or
+    of a video `media_bytes` wrote (its XMP packet); ValueError naming the file otherwise. A record that carries a
+    seal (`sealed_record`) is checked against it and against the image's pixels: one changed since it was written,
+    or an image whose pixels were, is a `SchemaError`; the record is returned without the seal's fields."""
     try:
         with Image.open(path) as img:
             img.load()
             size = img.size
             text = dict(getattr(img, "text", {}) or {})
+            pixels = None if img.format == "WEBP" else pixels_digest(np.asarray(img.convert("RGB")))
             if img.format == "WEBP" and img.info.get("xmp"):
                 text = _xmp_texts(img.info["xmp"])
     except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError) as err:
@@ -371,8 +400,27 @@ def read_png_metadata(path) -> dict:
         except json.JSONDecodeError as err:  # `loads`: also JSON nested beyond any record, a number too long
             why = str(err) if isinstance(err, UnreadableJSONError) else f"not JSON ({err})"
             raise SchemaError(f"{path} is not a valid {PNG_RECORD.what}: {why}; {PNG_RECORD.fix}") from err
+        check_seal(record, pixels, path)
         check_png_record(record, path)
-    return {"parameters": text.get(PNG_PARAMETERS_KEY), "record": record or None, "size": size}
+    seal = isinstance(record, dict) and "sealed" in record
+    if seal:
+        record = {k: v for k, v in record.items() if k not in SEAL_KEYS}
+    return {"parameters": text.get(PNG_PARAMETERS_KEY), "record": record or None, "size": size, "sealed": seal}
+
+
+def check_seal(record, pixels: str | None, path) -> None:
+    """A sealed record (`sealed_record`) is the one written, over the pixels written (`pixels`: the image's
+    fingerprint, None for a video): `SchemaError` naming what changed otherwise. An unsealed record passes."""
+    from date_diffusion.schemas import PNG_RECORD, SchemaError, sealed
+
+    if not isinstance(record, dict) or "sealed" not in record:
+        return
+    if record["sealed"] != sealed(record):
+        raise SchemaError(f"{path}: its record was changed since it was written (its seal no longer matches: a "
+                          f"setting edited by another program); {PNG_RECORD.fix}")  # fmt: skip
+    if pixels is not None and record.get("pixels") not in (None, pixels):
+        raise SchemaError(f"{path}: its pixels were changed since its record was written (the image edited, or "
+                          "replaced keeping the record): its settings are not this image's")  # fmt: skip
 
 
 def open_rgb(path) -> Image.Image:

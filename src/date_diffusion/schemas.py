@@ -309,7 +309,8 @@ PNG_RECORD = Schema(
     "date-diffusion record in the PNG",
     "the image's metadata was changed by another program; its settings cannot be shown",
     optional={"prompt": "text", "trace": "object", "panels": "list", "seed": "int", "steps": "int",
-              "guidance_scale": "number", "height": "int", "width": "int", "num_frames": "int"},
+              "guidance_scale": "number", "height": "int", "width": "int", "num_frames": "int", "pixels": "text",
+              "sealed": "text"},
     bounds={"seed": (0, MAX_SEED), "steps": (1, MAX_STEPS), "guidance_scale": (0, MAX_GUIDANCE),
             "height": (1, Size.high), "width": (1, Size.high), "num_frames": (1, MAX_FRAMES)},
 )  # fmt: skip
@@ -341,6 +342,15 @@ REPLAY = Schema(
     },
     optional={"num_frames": "int", "negative_prompt": "text"},
 )  # fmt: skip
+
+
+def sealed(record: dict) -> str:
+    """The fingerprint of a record's own content (every field but this one, `sealed`): an edited record is told
+    apart (a bench image's record file, the record inside an image's file)."""
+    import hashlib
+
+    content = {k: v for k, v in record.items() if k != "sealed"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def nonfinite_field(data, where: str = "") -> str | None:

@@ -32,11 +32,20 @@ from date_diffusion.core.settings import is_integer, parse_integer
 from date_diffusion.core.text import one_line
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import BEST_OF_STRIDE, Method, upgrade_reward
-from date_diffusion.outputs import PNG_SIGNATURE, atomic_write, file_group, open_rgb, png_bytes
+from date_diffusion.outputs import PNG_SIGNATURE, atomic_write, file_group, open_rgb, pixels_digest, png_bytes
 from date_diffusion.pipelines.loading import tiny_decoder_for
 from date_diffusion.rewards.registry import reward_from_spec
 from date_diffusion.rewards.subjects import subject_prompts
-from date_diffusion.schemas import RECORD, RUN, SchemaError, loads, not_a_file, read_json, read_small_text
+from date_diffusion.schemas import (
+    RECORD,
+    RUN,
+    SchemaError,
+    loads,
+    not_a_file,
+    read_json,
+    read_small_text,
+    sealed,
+)
 from date_diffusion.toyworld.edits import EditCase, score_edit, source_scene
 from date_diffusion.toyworld.evaluator import EVALUATOR_VERSION, evaluate
 from date_diffusion.toyworld.scene import PromptSpec, render
@@ -172,18 +181,6 @@ def made_with(settings: RunSettings, method: Method, prompt: str, seed: int) -> 
     decided = {k: v for k, v in asdict(settings).items() if k not in NOT_PER_IMAGE}
     payload = {"run": decided, "method": method.record(), "prompt": prompt, "seed": seed}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def pixels_digest(image_uint8: np.ndarray) -> str:
-    """The fingerprint of an image's pixels (RGB, as read back from its PNG)."""
-    array = np.ascontiguousarray(image_uint8, dtype=np.uint8)
-    return hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()[:20]
-
-
-def sealed(record: dict) -> str:
-    """The fingerprint of a record's own content (every field but this one): an edited record is told apart."""
-    content = {k: v for k, v in record.items() if k != "sealed"}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def prompt_record(it) -> dict:

@@ -33,8 +33,9 @@ def add_parser(sub):
     p.add_argument(
         "--json",
         action="store_true",
-        help="print one JSON object per image, nothing else: its `image` path, its full `record`, and, for an image "
-        "without one, another tool's `parameters` text (null where absent), e.g. for jq (default: a summary)",
+        help="print one JSON object per image, nothing else: its `image` path, its full `record`, `sealed` (whether "
+        "the record's seal was checked), and, for an image without one, another tool's `parameters` text (null "
+        "where absent), e.g. for jq (default: a summary)",
     )
     p.set_defaults(func=run)
     return p
@@ -60,9 +61,13 @@ def run(args) -> int:
                            "(resized or replaced since): its settings are not this image's")  # fmt: skip
         if args.json:  # the output is JSON alone: one object per image (JSON escapes every control character)
             other = meta["parameters"] if meta["record"] is None else None  # never beside the checked record
-            shown = {"image": str(path), "record": meta["record"], "parameters": other}
+            shown = {"image": str(path), "record": meta["record"], "parameters": other, "sealed": meta["sealed"]}
             print(json.dumps(shown, indent=1))
             continue
+        if meta["record"] is not None and not meta["sealed"]:
+            print(f"date-diffusion info: note: {printable(str(path))}: its record carries no seal (an earlier "
+                  "version wrote it, or another program removed the seal): its settings are shown as written, "
+                  "unverified", file=sys.stderr)  # fmt: skip
         print(f"== {printable(str(path))}")
         if meta["record"] is not None:  # the settings as the checked record states them, never another text
             shown = parameters_text(meta["record"])
