@@ -2610,3 +2610,15 @@ def test_info_names_a_record_changed_since_it_was_written_whatever_the_field(tmp
     assert main(["info", str(src)]) == 0 and "carries no seal" not in capsys.readouterr().err
     unsealed = _png_with(tmp_path, "unsealed.png", record_change={})
     assert main(["info", str(unsealed)]) == 0 and "its record carries no seal" in capsys.readouterr().err
+
+
+def test_a_png_given_for_its_embeddings_is_named_as_the_image(tmp_path, capsys):
+    """Round eleven: `--replay-embeddings x.png` said `SafetensorError: header too large`; it says the file is the
+    image and names the file to give."""
+    assert main(["generate", "a red circle", "--steps", "2", "--save-embeddings", "--out", str(tmp_path / "g")]) == 0
+    capsys.readouterr()
+    png = tmp_path / "g" / "a-red-circle-s0.png"
+    assert main(["generate", "--replay-embeddings", str(png), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "is a PNG image, not an embeddings file: give the NAME-embeddings.safetensors" in err, err
+    assert not (tmp_path / "r").exists()

@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from date_diffusion.outputs import atomic_path
+from date_diffusion.outputs import PNG_SIGNATURE, atomic_path
 from date_diffusion.pipelines.conditioning import unpack
 from date_diffusion.schemas import EMBEDDINGS, SchemaError, loads
 
@@ -99,6 +99,14 @@ def load_embeddings(path) -> SavedEmbeddings:
             raw_meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as err:  # missing, truncated, not safetensors
+        try:
+            with path.open("rb") as f:
+                image = f.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
+        except OSError:
+            image = False
+        if image:  # the image beside it, given for its embeddings
+            raise ValueError(f"{path} is a PNG image, not an embeddings file: give the NAME-embeddings.safetensors "
+                             "that `generate --save-embeddings` wrote beside it") from err  # fmt: skip
         raise ValueError(f"{path} is not a readable embeddings file ({type(err).__name__}: {err})") from err
     found = raw_meta.get("format")
     if found not in (FORMAT, FORMAT_2):
