@@ -20,6 +20,7 @@ from date_diffusion.core.settings import (
     Seed,
     SettingError,
     Size,
+    Text,
     listed_twice,
     parse_integer,
 )
@@ -405,18 +406,6 @@ def resolve_device(name: str, flag: str = "--device") -> str:
 MAX_IMAGES = 100_000  # images one command makes per prompt; far beyond any run, never an unbounded loop
 MAX_BATCH = 1024
 MAX_SIDE = 4096  # px; beyond it no supported model works and memory runs out long before
-
-
-class Text(Kind):
-    """Text, non-empty unless `empty` (stripped of surrounding blanks)."""
-
-    def __init__(self, empty: bool = False):
-        self.empty = empty
-
-    def check(self, value, name):
-        if not isinstance(value, str) or not (self.empty or value.strip()):
-            raise SettingError(f"{name} must be a non-empty text, got {quoted(value)}")
-        return value
 
 
 class Prompt(Kind):

@@ -309,6 +309,18 @@ class Choice(Kind):
         return ""  # the choices are the metavar
 
 
+class Text(Kind):
+    """Text, non-empty unless `empty` (blanks alone are no text): a folder, a hub id, a reward spec, a name."""
+
+    def __init__(self, empty: bool = False):
+        self.empty = empty
+
+    def check(self, value, name):
+        if not isinstance(value, str) or not (self.empty or value.strip()):
+            raise SettingError(f"{name} must be a non-empty text, got {quoted(value)}")
+        return value
+
+
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 

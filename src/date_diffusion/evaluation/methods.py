@@ -41,6 +41,7 @@ from date_diffusion.core.settings import (
     Real,
     SettingError,
     Size,
+    Text,
     given_twice,
     listed_twice,
     parse_keys,
@@ -51,15 +52,6 @@ from date_diffusion.core.trace import moved
 from date_diffusion.evaluation.suite_words import is_editing_suite, subject_words
 from date_diffusion.resolver import resolve_settings
 from date_diffusion.rewards.registry import RewardSpecError, check_spec, renamed
-
-
-class Text(Kind):
-    """A non-empty text (a decoder's folder or hub id, or `tiny`)."""
-
-    def check(self, value, name):
-        if not isinstance(value, str) or not value:
-            raise SettingError(f"{name} must be a non-empty text, got {quoted(value)}")
-        return value
 
 
 class RewardSpec(Text):
