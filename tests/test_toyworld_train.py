@@ -63,6 +63,15 @@ def test_smoke_training_produces_stock_loadable_models(tmp_path):
         return {k: v for k, v in json.loads(data).items() if not k.startswith("_")}
 
     assert [p for p in rewritten if content(p, before[p][1]) != content(p, after[p][1])] == []
+    # round twelve: the VAE's scaling factor is derived from the latents, never read from the record beside the
+    # UNet (an edited record gave the assembled pipeline its value; `finalize` recomputed it)
+    record = tmp_path / "work" / "unet" / "final" / "scaling_factor.json"
+    trained = json.loads(record.read_text())
+    record.write_text(json.dumps({**trained, "scaling_factor": 1e-3}))
+    train_all(TrainConfig.smoke(tmp_path, seed=0))
+    assembled = json.loads((tmp_path / "pipeline" / "vae" / "config.json").read_text())["scaling_factor"]
+    assert assembled == trained["scaling_factor"] == stock.vae.config.scaling_factor
+    assert json.loads(record.read_text()) == trained
     # a smoke run is never exported, and export needs a destination
     from date_diffusion.cli.main import main
 

@@ -14,22 +14,24 @@ from date_diffusion.toyworld.training.latents import latent_scaling, load_latent
 from date_diffusion.toyworld.training.runner import load_ema_shadow, stage_dir
 from date_diffusion.toyworld.training.unet import (
     noise_scheduler_config,
-    read_scaling_factor,
     text_encoder_from_clip,
     unet_config,
-    unet_final_dir,
     write_scaling_factor,
 )
 
 
-def assemble(cfg: TrainConfig, clip, vae, unet, tokenizer):
+def assemble(cfg: TrainConfig, clip, vae, unet, tokenizer, latents: torch.Tensor, unet_step: int):
+    """The pipeline folder, its VAE's scaling factor derived from the run's `latents` (the factor the UNet was
+    trained with), recorded with `unet_step` in `work/unet/final/scaling_factor.json`."""
     from diffusers import DDIMScheduler
 
     from date_diffusion.families import by_name
 
     stock_sd = by_name("sd").stock_pipeline()  # the toy world is a Stable Diffusion model
 
-    vae.register_to_config(scaling_factor=read_scaling_factor(cfg))
+    scaling = latent_scaling(latents)
+    write_scaling_factor(cfg, scaling, unet_step)
+    vae.register_to_config(scaling_factor=scaling)
     pipe = stock_sd(
         vae=vae.cpu(),
         text_encoder=text_encoder_from_clip(clip.cpu()),
@@ -70,8 +72,6 @@ def finalize_from_checkpoint(cfg: TrainConfig) -> None:
     clip = CLIPModel.from_pretrained(cfg.out / "clip")
     unet, step = _ema_unet_from_checkpoint(cfg, clip.config.text_config.hidden_size)
     latents = load_latents(stage_dir(cfg, "latents"))
-    unet_final_dir(cfg).mkdir(parents=True, exist_ok=True)
-    write_scaling_factor(cfg, latent_scaling(latents), step)
     vae_dir = stage_dir(cfg, "vae_decoder") / "final"
     vae = AutoencoderKL.from_pretrained(vae_dir if vae_dir.exists() else stage_dir(cfg, "vae") / "final")
-    assemble(cfg, clip, vae, unet, CLIPTokenizer.from_pretrained(cfg.out / "clip"))
+    assemble(cfg, clip, vae, unet, CLIPTokenizer.from_pretrained(cfg.out / "clip"), latents, step)

@@ -15,7 +15,7 @@ from date_diffusion.toyworld.training.config import RESUMABLE, TrainConfig
 from date_diffusion.toyworld.training.latents import encode_latents, latent_scaling
 from date_diffusion.toyworld.training.runner import stage_dir
 from date_diffusion.toyworld.training.tiny_decoder import train_tiny_decoder
-from date_diffusion.toyworld.training.unet import train_unet
+from date_diffusion.toyworld.training.unet import train_unet, unet_final_step
 from date_diffusion.toyworld.training.vae import finetune_vae_decoder, train_vae
 
 
@@ -77,7 +77,7 @@ def train_all(cfg: TrainConfig):
     timings["tiny_decoder"] = time.time() - t0
     unet = train_unet(cfg, latents, captions, clip, tokenizer)
     timings["unet"] = time.time() - t0
-    assemble(cfg, clip, vae, unet, tokenizer)
+    assemble(cfg, clip, vae, unet, tokenizer, latents, unet_final_step(cfg))
     timings["total_s"] = time.time() - t0
     (cfg.out / "work" / "timings.json").write_text(json.dumps(timings, indent=1))
     return timings

@@ -60,13 +60,20 @@ def unet_final_dir(cfg: TrainConfig) -> Path:
 
 
 def write_scaling_factor(cfg: TrainConfig, scaling: float, unet_step: int) -> None:
-    """Record the latent scaling factor the UNet was trained with and the step its weights are from."""
+    """Record the latent scaling factor the UNet was trained with and the step its weights are from (`assemble`
+    writes it beside the pipeline it builds; it is a record, never read back: the factor is derived from the
+    latents each time, `latents.latent_scaling`)."""
     path = unet_final_dir(cfg) / "scaling_factor.json"
-    path.write_text(json.dumps({"scaling_factor": scaling, "unet_step": unet_step}))
+    text = json.dumps({"scaling_factor": scaling, "unet_step": unet_step})
+    if path.is_file() and path.read_text() == text:
+        return  # written before, as it is: a resumed run writes no file of a finished stage again
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
-def read_scaling_factor(cfg: TrainConfig) -> float:
-    return json.loads((unet_final_dir(cfg) / "scaling_factor.json").read_text())["scaling_factor"]
+def unet_final_step(cfg: TrainConfig) -> int:
+    """The step the finished UNet's weights are from: the last, or `--unet-stop-at`."""
+    return min(cfg.unet_steps, cfg.unet_stop_at or cfg.unet_steps)
 
 
 def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], clip, tokenizer):
@@ -101,6 +108,5 @@ def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], cli
 
     stage.run(loss_fn, stop_at=cfg.unet_stop_at)
     save_pretrained(unet, out_dir)
-    write_scaling_factor(cfg, scaling, min(cfg.unet_steps, cfg.unet_stop_at or cfg.unet_steps))
     mark_done(cfg, "unet")
     return unet
