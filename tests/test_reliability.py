@@ -938,7 +938,19 @@ def _edit_json(path, **values):
          "toyworld.json: recommended.guidance_scale must be written without quotes"),
         # round eleven: a schedule allocated at its length (gigabytes) before anything else
         (lambda m: _edit_json(m / "scheduler" / "scheduler_config.json", num_train_timesteps=10**9),
-         "scheduler/scheduler_config.json: its num_train_timesteps 1000000000 is more than any trained model's"),
+         "scheduler/scheduler_config.json: its num_train_timesteps 1000000000 is no whole number of training steps"),
+        # round twelve: values the library builds a schedule or a model from, then fails with torch's words
+        (lambda m: _edit_json(m / "scheduler" / "scheduler_config.json", num_train_timesteps=1000.0),
+         "scheduler/scheduler_config.json: its num_train_timesteps 1000.0 is no whole number of training steps"),
+        (lambda m: _edit_json(m / "scheduler" / "scheduler_config.json", beta_end=-1),
+         "scheduler/scheduler_config.json: its beta_start/beta_end 0.00085/-1 is no rising noise schedule"),
+        (lambda m: _edit_json(m / "scheduler" / "scheduler_config.json", trained_betas=[0.1, 0.2]),
+         "scheduler/scheduler_config.json: its trained_betas holds 2 values, and num_train_timesteps is 1,000"),
+        (lambda m: _edit_json(m / "vae" / "config.json", scaling_factor=1e30),
+         "vae/config.json: its scaling_factor 1e+30 is not a positive finite number up to 100"),
+        (lambda m: _edit_json(m / "text_encoder" / "config.json", layer_norm_eps=-1),
+         "text_encoder/config.json: its layer_norm_eps is -1, which the library refuses: it takes a number with a "
+         "decimal point"),
         # round ten: transformers builds a tokenizer of no words from its config alone
         (lambda m: (m / "tokenizer" / "tokenizer.json").unlink(), "tokenizer: a tokenizer without its vocabulary"),
         # round nine: a value the file gives is named by its key and quoted as the file spells it
@@ -956,7 +968,7 @@ def _edit_json(path, **values):
         (lambda m: (m / "scheduler" / "scheduler_config.json").write_text(
             (m / "scheduler" / "scheduler_config.json").read_text().replace('"num_train_timesteps": 1000',
                                                                            '"num_train_timesteps": 0')),
-         "scheduler/scheduler_config.json: the library refuses it"),
+         "scheduler/scheduler_config.json: its num_train_timesteps 0 is no whole number of training steps"),
     ],
 )  # fmt: skip
 def test_every_file_read_is_named_with_what_is_wrong(tmp_path, capsys, damage, message):

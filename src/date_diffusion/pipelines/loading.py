@@ -145,11 +145,9 @@ def check_component(folder, name: str, library: str | None = None, class_name: s
 
             for key, why in kind_problems(getattr(diffusers, class_name, None), data):
                 raise ComponentError(f"{path}: its {key} {why}; {_FIX}")
-        steps = data.get("num_train_timesteps") if path.name == "scheduler_config.json" else None
-        if isinstance(steps, (int, float)) and not isinstance(steps, bool) and steps > MAX_TRAIN_TIMESTEPS:
-            # the scheduler allocates its noise schedule at that length: gigabytes before anything else
-            raise ComponentError(f"{path}: its num_train_timesteps {steps} is more than any trained model's schedule "
-                                 f"(at most {MAX_TRAIN_TIMESTEPS:,}); {_FIX}")  # fmt: skip
+        if path.name in CONFIG_FILES:  # values the library would build something from, then fail or mislead
+            for key, why in value_problems(name, data):
+                raise ComponentError(f"{path}: its {key} {why}; {_FIX}")
         named = data.get("_class_name") if path.name in CONFIG_FILES else None
         if class_name and isinstance(named, str) and named != class_name:
             warnings.warn(f"{path} names the class {named}, and model_index.json {class_name} for {name!r}: "
@@ -178,6 +176,12 @@ def _component_error(folder, name: str, err: Exception) -> ComponentError:
     weights = next((p for p in sorted(where.iterdir()) if p.suffix in WEIGHT_SUFFIXES), where)
     if re.search(r"shape|size mismatch", why, re.IGNORECASE):
         return ComponentError(f"{weights}: its tensors do not fit {config.name} ({why}); {_FIX}")
+    field = re.search(r"Field '(\w+)' with value (.+?) doesn't match any type in \(([^)]*)\)", str(err))
+    if field:  # transformers' strict check of a config's value kinds: said in the words of JSON
+        key, value, types = field.groups()
+        takes = [_PYTHON_KINDS.get(t, t) for t in re.findall(r"<class '(\w+)'>", types)]
+        return ComponentError(f"{config}: its {key} is {value}, which the library refuses: it takes "
+                              f"{' or '.join(takes)}; {_FIX}")  # fmt: skip
     if "has no class" in why:  # the class model_index.json names for the component
         return ComponentError(f"{Path(str(folder)) / 'model_index.json'}: its class for {name!r} does not load "
                               f"({why}); {_FIX}")  # fmt: skip
@@ -185,6 +189,12 @@ def _component_error(folder, name: str, err: Exception) -> ComponentError:
     if "Safetensor" in type(err).__name__ or re.search(damaged, why, re.IGNORECASE):  # the weights file is damaged
         return ComponentError(f"{weights}: not a readable weights file ({why}); {_FIX}")
     return ComponentError(f"{config}: the library refuses it ({why}); {_FIX}")
+
+
+# Python's types as a JSON file writes their values (transformers names the types a config field takes)
+_PYTHON_KINDS = {"float": "a number with a decimal point (1.0, 1e-05)", "int": "a whole number",
+                 "bool": "true or false", "str": "text", "NoneType": "null", "list": "an array",
+                 "dict": "an object"}  # fmt: skip
 
 
 def _without_weights(module) -> list[str]:
@@ -579,28 +589,58 @@ def _type_problems(pipe):
             yield name, key, why
 
 
-def _config_problems(pipe):
-    """(component, key, why) of each config value a model's components were built from that no sampler can use:
-    a scheduler's prediction type or timestep spacing of no known kind, a linear beta schedule that falls, a VAE
-    latent scale that is not a positive finite number or a shift beyond any model's."""
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+MAX_LATENT_SCALE = 100.0  # a VAE's scaling_factor and |shift_factor| (SD 0.18215, SD3 1.5305, FLUX 0.3611)
+
+
+def value_problems(component: str, config: Mapping):
+    """(key, why) of each value of a component's config that no sampler can use, read from the config file before
+    the library builds anything from it (`check_component`) and again from what was built (`check_built`, a
+    scheduler given with --scheduler too): a scheduler's prediction type or timestep spacing of no known kind, a
+    training schedule of no whole length or beyond any model's (the scheduler allocates it first), a linear beta
+    schedule that is not a rising one in [0, 1] (a negative end gives complex square roots), `trained_betas` of
+    another length than the schedule; a VAE latent scale that is not a positive finite number up to
+    `MAX_LATENT_SCALE`, or a shift beyond it."""
     import math
 
+    if component.startswith("scheduler"):
+        for key, choices in SCHEDULER_CHOICES.items():
+            value = config.get(key)
+            if value is not None and value not in choices:
+                yield key, f"{value!r} is none of {', '.join(choices)}"
+        steps = config.get("num_train_timesteps")
+        if _number(steps) and not (type(steps) is int and 1 <= steps <= MAX_TRAIN_TIMESTEPS):
+            # a float gives the schedule's linspace a fraction of a step; a huge one allocates gigabytes first
+            yield "num_train_timesteps", (f"{json.dumps(steps)} is no whole number of training steps from 1 to "
+                                          f"{MAX_TRAIN_TIMESTEPS:,} (SD: 1000)")  # fmt: skip
+        start, end = config.get("beta_start"), config.get("beta_end")
+        linear = config.get("beta_schedule", "linear") in ("linear", "scaled_linear")
+        if linear and all(_number(v) for v in (start, end)) and not 0 <= start < end <= 1:
+            yield "beta_start/beta_end", f"{start!r}/{end!r} is no rising noise schedule in [0, 1]"
+        betas = config.get("trained_betas")
+        if isinstance(betas, list) and type(steps) is int and len(betas) != steps:
+            yield "trained_betas", (f"holds {len(betas):,} values, and num_train_timesteps is {steps:,}: the "
+                                    "schedule has one beta per training step")  # fmt: skip
+    if component == "vae":
+        scale, shift = config.get("scaling_factor"), config.get("shift_factor")
+        if _number(scale) and not (math.isfinite(scale) and 0 < scale <= MAX_LATENT_SCALE):
+            yield "scaling_factor", (f"{scale!r} is not a positive finite number up to {MAX_LATENT_SCALE:g} (SD "
+                                     "0.18215): latents scaled by it decode from noise or from nothing")  # fmt: skip
+        if _number(shift) and not (math.isfinite(shift) and abs(shift) <= MAX_LATENT_SCALE):
+            yield "shift_factor", f"{shift!r} is beyond any latent space's shift (|x| <= {MAX_LATENT_SCALE:g})"
+
+
+def _config_problems(pipe):
+    """(component, key, why) of each config value a model's components were built from that no sampler can use
+    (`kind_problems`, `value_problems`)."""
     yield from _type_problems(pipe)
-    scheduler = getattr(getattr(pipe, "scheduler", None), "config", None) or {}
-    for key, choices in SCHEDULER_CHOICES.items():
-        value = scheduler.get(key)
-        if value is not None and value not in choices:
-            yield "scheduler", key, f"{value!r} is none of {', '.join(choices)}"
-    start, end = scheduler.get("beta_start"), scheduler.get("beta_end")
-    linear = scheduler.get("beta_schedule") in ("linear", "scaled_linear")
-    if linear and all(isinstance(v, (int, float)) for v in (start, end)) and not 0 <= start < end <= 1:
-        yield "scheduler", "beta_start/beta_end", f"{start!r}/{end!r} is no rising noise schedule in [0, 1]"
-    vae = getattr(getattr(pipe, "vae", None), "config", None) or {}
-    scale, shift = vae.get("scaling_factor"), vae.get("shift_factor")
-    if isinstance(scale, (int, float)) and not (math.isfinite(scale) and scale > 0):
-        yield "vae", "scaling_factor", f"{scale!r} is not a positive finite number"
-    if isinstance(shift, (int, float)) and not (math.isfinite(shift) and abs(shift) <= 100):
-        yield "vae", "shift_factor", f"{shift!r} is beyond any latent space's shift (|x| <= 100)"
+    for name in ("scheduler", "vae"):
+        config = getattr(getattr(pipe, name, None), "config", None) or {}
+        for key, why in value_problems(name, config):
+            yield name, key, why
 
 
 def _config_repo(path) -> str | None:
