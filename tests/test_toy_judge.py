@@ -228,3 +228,32 @@ def test_a_judge_stage_before_its_inputs_is_a_usage_error_that_writes_nothing(tm
 
     assert main(["toyworld", "train-judge", "--out", str(tmp_path / "j"), "--stage", stage]) == 2
     assert message in capsys.readouterr().err and not (tmp_path / "j").exists()
+
+
+@pytest.mark.skipif(not world.JUDGES["toy-judge"].exists(), reason="the shipped judges are not in this checkout")
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"base_clip": "clip-l"}, 'its base_clip "clip-l" is none of the toy world\'s CLIPs'),
+        ({"base_clip": "toy-clip-s1"}, "is not the CLIP the head was trained over (base_clip_files differ)"),
+        ({"heads": 3}, "its heads 3 does not divide the width 128"),
+        ({"width": 128.0}, "its width 128.0 is no whole number from 1 to 4096"),
+        ({"layers": 1}, "its tensors do not fit"),
+        ({"aspects": ["pass", "pass", "colors", "count", "position", "size"]}, "must list each aspect once"),
+        ({"aspects": []}, "its aspects [] is no list of the aspects"),
+        ({"depth": 2}, "unknown keys ['depth']"),
+    ],
+)
+def test_a_judge_config_is_checked_before_anything_is_built_from_it(tmp_path, change, message):
+    """Round twelve: a hand-edited judge config gave KeyError, TypeError, AssertionError or diffusers' advice on
+    mismatched sizes, or was taken (one layer of two, another CLIP under the head, an aspect listed twice)."""
+    import shutil
+
+    from date_diffusion.rewards.registry import RewardSpecError, reward_from_spec
+
+    folder = shutil.copytree(world.JUDGES["toy-judge"], tmp_path / "judge")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(RewardSpecError) as err:
+        reward_from_spec(f"toy-judge:{folder}")
+    assert message in str(err.value) and "Error:" not in str(err.value), err.value

@@ -169,7 +169,10 @@ def new_judge(noise_aware: bool, device: str = "cpu") -> JudgeModel:
 
     base = "toy-clip-na" if noise_aware else "toy-clip"
     clip = CLIPModel.from_pretrained(world.CLIPS[base])
-    head = ToyJudge(base_clip=base, width=clip.config.vision_config.hidden_size)
+    from date_diffusion.model_folder import fingerprint
+
+    head = ToyJudge(base_clip=base, width=clip.config.vision_config.hidden_size,
+                    base_clip_files=fingerprint(world.CLIPS[base]))  # fmt: skip
     return JudgeModel(head, clip, CLIPTokenizer.from_pretrained(world.CLIPS[base])).to(device)
 
 
