@@ -795,14 +795,15 @@ def test_sigterm_ends_a_command_stuck_in_one_library_call_within_the_grace(tmp_p
         "from pathlib import Path\n"
         "from date_diffusion.cli import common, main as m\n"
         "def stuck(args):\n"
-        "    with common.output_dir(Path('made/out')):\n"  # the folder a command makes before its work
+        "    with common.output_dir(Path('made/out')), common.temporary_folder('page-') as t:\n"
+        "        (t / 'image.png').write_text('x')\n"  # a temporary folder with files: removed whole
         "        a = torch.ones(8192, 8192)\n"
         "        print('stuck', flush=True)\n"
         "        a @ a\n"
         "m.check_kinds = stuck\n"
         "sys.exit(m.main(['info', 'x.png']))\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-c", stuck], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=tmp_path)  # fmt: skip
     try:
@@ -817,6 +818,7 @@ def test_sigterm_ends_a_command_stuck_in_one_library_call_within_the_grace(tmp_p
     assert code == 143 and SIGTERM_GRACE - 0.5 < took < SIGTERM_GRACE + 10, (code, took)
     assert "did not return within 5 s of SIGTERM" in proc.stderr.read()
     assert not (tmp_path / "made").exists()  # the empty folders the command made go, as on a failure
+    assert not list(tmp_path.glob("page-*"))  # and its temporary folders, whole
 
 
 def _cli(args, tmp_path, **kw):
@@ -2634,3 +2636,51 @@ def test_a_png_given_for_its_embeddings_is_named_as_the_image(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "is a PNG image, not an embeddings file: give the NAME-embeddings.safetensors" in err, err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("delay", [0.5, 2.0, 4.0])
+def test_sigterm_while_the_page_starts_ends_it_with_code_0_and_no_temporary_folder(tmp_path, delay):
+    """Round twelve: SIGTERM about 4 s into `ui` (its imports) gave a dropped KeyboardInterrupt's traceback, the
+    watchdog's 5 s and code 143, and left the page's folder; at other moments code 130. Whenever it comes, the page
+    ends with code 0, "stopped", and no folder of its own left."""
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, "-m", "date_diffusion", "ui", "--port", str(port), "--device", "cpu"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    out, err = proc.stdout.read(), proc.stderr.read()
+    assert code == 0 and "stopped" in out and "Traceback" not in err and "Exception ignored" not in err, (code, err)
+    assert not list(tmp_path.glob("date-diffusion-ui-*"))
+
+
+def test_an_interrupt_that_would_be_dropped_in_a_finalizer_is_sent_again(monkeypatch):
+    """Python prints and drops an exception raised inside `__del__`: SIGTERM's handler, run there, sends the signal
+    again a moment later instead of raising where it would be lost."""
+    import signal
+    import time
+
+    from date_diffusion.cli import main as cli_main
+
+    sent = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append((pid, sig)))
+
+    class Finalized:
+        def __del__(self):
+            cli_main._interrupt(signal.SIGTERM, sys._getframe())
+
+    Finalized()  # collected at once: its __del__ runs the handler
+    time.sleep(0.3)
+    assert sent == [(os.getpid(), signal.SIGTERM)]
+    with pytest.raises(KeyboardInterrupt):  # anywhere else: raised where it is
+        cli_main._interrupt(signal.SIGTERM, sys._getframe())

@@ -352,11 +352,33 @@ def remove_empty(folders) -> None:
             folder.rmdir()  # only when empty
 
 
-def remove_empty_made() -> None:
+@contextlib.contextmanager
+def temporary_folder(prefix: str):
+    """A temporary folder of the command (the web page's files), removed at the end of the block, and by
+    `remove_made` when the process is ended from outside before the block ends."""
+    import shutil
+
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    _TEMPORARY.append(folder)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        _TEMPORARY.remove(folder)
+
+
+_TEMPORARY: list[Path] = []  # the `temporary_folder` blocks in progress
+
+
+def remove_made() -> None:
     """What a process ended from outside (SIGTERM inside a library call) still does: the empty folders its
-    commands created go, as they go when a command fails."""
+    commands created go, as they go when a command fails, and so do its temporary folders, whole."""
+    import shutil
+
     for made in list(_MADE):
         remove_empty(made)
+    for folder in list(_TEMPORARY):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_output_dir(out: Path) -> None:

@@ -13,7 +13,7 @@ import warnings
 from contextlib import contextmanager
 
 from date_diffusion.cli import bench, edit, generate, info, toyworld, ui
-from date_diffusion.cli.common import CLIError, attach_kinds, check_kinds, hub_named, remove_empty_made
+from date_diffusion.cli.common import CLIError, attach_kinds, check_kinds, hub_named, remove_made
 from date_diffusion.core.text import one_line, quoted
 from date_diffusion.hub import offline_without_network
 from date_diffusion.quiet import restated, silenced  # the libraries' remarks: dropped, or said short
@@ -293,7 +293,7 @@ def _sigterm_as_interrupt() -> None:
             if _RUNNING.is_set():
                 print(f"date-diffusion: terminated: a library call did not return within {SIGTERM_GRACE:g} s of "
                       "SIGTERM; every finished file stays", file=sys.__stderr__, flush=True)  # fmt: skip
-                remove_empty_made()  # a folder the command made and wrote nothing into goes, as on a failure
+                remove_made()  # a folder the command made and wrote nothing into goes, as on a failure
                 os._exit(143)
 
     _WATCHING.append((reader, writer, threading.Thread(target=watch, name="date-diffusion-sigterm", daemon=True)))
@@ -301,7 +301,21 @@ def _sigterm_as_interrupt() -> None:
 
 
 def _interrupt(signum, frame):
+    """SIGTERM's handler: a KeyboardInterrupt where the command runs. Where Python would drop it (the signal
+    arrived inside an object's `__del__`, whose exceptions are printed and ignored: an import's clean-up), the
+    signal is sent again a moment later, to arrive where it ends the command."""
+    if _in_finalizer(frame):
+        threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+        return
     raise KeyboardInterrupt
+
+
+def _in_finalizer(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _text_arguments(argv: list[str]) -> list[str]:
@@ -393,12 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     name = _NAME[0] = args.command_prog
     _sigterm_as_interrupt()
-    _quiet_loading(args.debug)
-    offline = offline_without_network(args, hub_named(args))
-    if offline:
-        print(f"{name}: note: {offline}", file=sys.stderr)
     _RUNNING.set()
     try:
+        _quiet_loading(args.debug)
+        offline = offline_without_network(args, hub_named(args))
+        if offline:
+            print(f"{name}: note: {offline}", file=sys.stderr)
         check_kinds(args)  # every command: each value through its option's kind, before anything else
         with notes(args.debug):
             return args.func(args) or 0
@@ -406,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if getattr(args, "interrupt_ends", False):  # a server (the page): stopping it is its end, at any moment
+            print("stopped", flush=True)
+            return 0
         print(f"{name}: interrupted; every file written so far is complete", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of stdout went away: nothing more is shown

@@ -46,7 +46,7 @@ def add_parser(sub):
         help="a folder whose files the page's reward field may load (clip:DIR/model, ...); repeat for several "
         "(default: none, and the page loads rewards by their registered names only, never a path on this machine)",
     )
-    p.set_defaults(func=run, validate=validate)
+    p.set_defaults(func=run, validate=validate, interrupt_ends=True)  # Ctrl-C or SIGTERM: code 0 (cli/main.py)
     return p
 
 
@@ -120,17 +120,26 @@ def check(opts: UIOptions) -> None:
 
 
 def run(args) -> int:
+    """The page, until Ctrl-C or SIGTERM, whenever it comes (while checking, loading or serving): exit code 0 and
+    its temporary folder removed."""
+    from date_diffusion.cli.common import temporary_folder
+
+    try:
+        opts = validate(args)
+        with temporary_folder("date-diffusion-ui-") as workdir:  # the page's files, removed at its end
+            serve(opts, workdir)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (as an interrupt, cli/main.py): stopping a server is its end
+        print("stopped", flush=True)
+    return 0
+
+
+def serve(opts, workdir) -> None:
     import logging
     import os
-    import shutil
-    import tempfile
     import time
-    from pathlib import Path
 
     from date_diffusion.cli.common import resolve_device, resolve_model
 
-    opts = validate(args)
-    workdir = Path(tempfile.mkdtemp(prefix="date-diffusion-ui-"))  # the page's files, removed at its end
     # Gradio writes the files the page shows (and its own) under GRADIO_TEMP_DIR, read when Gradio is imported: into
     # the page's folder, bounded with the requests' own (`Session._expire`) and removed with it
     gradio_temp = os.environ.get("GRADIO_TEMP_DIR")
@@ -157,10 +166,8 @@ def run(args) -> int:
                     allowed_paths=[str(session.workdir)] + ([opts.run] if opts.run else []),
                     max_file_size=MAX_UPLOAD)  # fmt: skip
         print(f"serving {model} on http://{opts.host}:{opts.port}", flush=True)  # once it answers, not before
-        while demo.is_running:  # our own wait, so that an interrupt always reaches this handler
+        while demo.is_running:  # our own wait, so that an interrupt always reaches the handler of `run`
             time.sleep(0.1)
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (as an interrupt, cli/main.py): stopping a server is its end
-        print("stopped", flush=True)
     finally:
         if demo is not None:
             session.stops.stop_all()  # a request being sampled ends at its next step, not after its last
@@ -168,9 +175,7 @@ def run(args) -> int:
                 demo.server.force_exit = True  # stream) at once, not after the 5 s Gradio's close waits for them,
                 logging.getLogger("uvicorn.error").disabled = True  # without a traceback for each one ended
             demo.close()
-        shutil.rmtree(workdir, ignore_errors=True)  # the page's images live only while it serves
-        if gradio_temp is None:
+        if gradio_temp is None:  # the page's images live only while it serves (`temporary_folder`)
             os.environ.pop("GRADIO_TEMP_DIR", None)
         else:
             os.environ["GRADIO_TEMP_DIR"] = gradio_temp
-    return 0
