@@ -485,7 +485,7 @@ def test_a_date_image_no_update_moved_is_the_fixed_samplers_in_its_png_and_the_r
 
 @pytest.mark.parametrize(
     "spec", ["date date:every=5", "date:steps=1;3 date:steps=3;1", "date:every=5 date:intervals=0:1",
-             "date:steps=0 date:intervals=0:1", "date date:reward=1*toy-clip", "date date:reward=mean(toy-clip)",
+             "date:steps=0 date:intervals=0:1", "date date:reward=1*toy-clip",
              "date:reward=mean(toy-clip;toy-clip-s1) date:reward=mean(toy-clip-s1;toy-clip)"],
 )  # fmt: skip
 def test_date_schedules_that_update_at_the_same_steps_make_the_same_images(spec):

@@ -2684,3 +2684,27 @@ def test_an_interrupt_that_would_be_dropped_in_a_finalizer_is_sent_again(monkeyp
     assert sent == [(os.getpid(), signal.SIGTERM)]
     with pytest.raises(KeyboardInterrupt):  # anywhere else: raised where it is
         cli_main._interrupt(signal.SIGTERM, sys._getframe())
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("toy-clip*2", "reward term 'toy-clip*2': the weight goes before the reward: 2*toy-clip"),
+    ("1*1*toy-clip", "has more than one weight"),
+    ("1e9*toy-clip", "the weight must be a finite number >= -1000000 and <= 1000000, got '1e9'"),
+    ("mean(toy-clip)", "mean(toy-clip) is the mean of one reward, which is that reward: write toy-clip"),
+    ("subjects(subjects(toy-clip))", "splits the prompt's subjects inside a split"),
+    ("subjects(0.5*toy-clip+subjects(toy-clip-s1))", "splits the prompt's subjects inside a split"),
+])  # fmt: skip
+def test_a_reward_spec_that_says_something_else_than_it_does_is_refused(tmp_path, capsys, spec, message):
+    """Round twelve: a weight after its reward was blamed on the reward's name as a weight, a bound was quoted
+    `1e+06`, and a mean of one reward or subjects inside subjects ran without a word."""
+    assert main(["generate", "a red circle", "--steps", "2", "--reward", spec, "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_a_number_option_is_quoted_as_typed_by_a_commands_own_check(tmp_path, capsys):
+    """Round twelve: `edit --strength 1e-9` was quoted `1e-09` by edit's own check."""
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "in.png")
+    argv = ["edit", str(tmp_path / "in.png"), "--source-prompt", "a red circle", "--target-prompt", "a blue circle",
+            "--steps", "4", "--strength", "1e-9", "--out", str(tmp_path / "o")]  # fmt: skip
+    assert main(argv) == 2
+    assert "--strength 1e-9 regenerates no step of 4" in capsys.readouterr().err

@@ -177,7 +177,7 @@ def check_options(opts: EditOptions) -> EditOptions:
     if opts.strength is not None and opts.skip is not None:
         raise CLIError("--strength and --skip both set how much is regenerated; give one")
     if opts.strength is not None and not 0 < opts.strength <= 1:
-        raise CLIError(f"--strength must be in (0, 1] (the fraction of steps regenerated), got {opts.strength:g}")
+        raise CLIError(f"--strength must be in (0, 1] (the fraction of steps regenerated), got {opts.strength}")
     if opts.model.scheduler is not None:
         raise CLIError("edit runs its editor's own schedule (DDIM steps for DDPM inversion, the model's flow-matching "
                        "Euler steps for FlowEdit): leave --scheduler out")  # fmt: skip
@@ -202,7 +202,7 @@ def edit_plan(opts: EditOptions, family: str) -> EditOptions:
         try:
             skip = plan_of(defaults, EditArguments(steps, strength=opts.strength)).skip
         except ValueError:
-            raise CLIError(f"--strength {opts.strength:g} regenerates no step of {steps}; give at least "
+            raise CLIError(f"--strength {opts.strength} regenerates no step of {steps}; give at least "
                            f"{1 / steps:.3g}") from None  # fmt: skip
     opts = replace(opts, editor=defaults.editor, steps=steps,
                    skip=skip if skip is not None else defaults.skip_for(steps),

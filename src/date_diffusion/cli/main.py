@@ -59,13 +59,16 @@ class _VersionAlone(argparse._VersionAction):  # noqa: SLF001  (argparse's `vers
 
 def _real(text: str) -> float:
     """`core.settings.parse_real` as an argparse type: a number beyond a float's range says so (argparse shows only
-    "invalid float value" for any other ValueError)."""
+    "invalid float value" for any other ValueError). The number shows itself as typed (`schemas.SpelledFloat`:
+    `1e-9`, never `1e-09`), so that a command's own check quotes it as the user wrote it."""
     from date_diffusion.core.settings import BeyondFloat, parse_real
+    from date_diffusion.schemas import SpelledFloat
 
     try:
-        return parse_real(text)
+        parse_real(text)
     except BeyondFloat as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+    return SpelledFloat(text.strip())
 
 
 class _Parser(argparse.ArgumentParser):

@@ -44,6 +44,8 @@ class SettingError(ValueError):
 
 
 def _num(x) -> str:
+    if isinstance(x, float) and x.is_integer() and abs(x) < 1e15:  # a bound: 1000000, never 1e+06
+        return str(int(x))
     return f"{x:g}" if isinstance(x, float) else str(x)
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from date_diffusion import plugins
 from date_diffusion.core.config import nonzero_in_float32
-from date_diffusion.core.settings import Real, parse_integer
+from date_diffusion.core.settings import Real, is_real, parse_integer
 from date_diffusion.core.text import quoted
 from date_diffusion.hub import PAPER_CLIP
 
@@ -269,10 +269,17 @@ def _wrapped(name: str, inner: str, known: dict):
         return Augmented(views, _sum(inner, known))
     if name == "mean":
         parts = tuple(_sum(part, known) for part in _split(inner, ";"))
+        if len(parts) == 1:  # the reward itself, under another spelling
+            raise RewardSpecError(f"mean({inner}) is the mean of one reward, which is that reward: write {inner}, "
+                                  "or mean(A;B) for the mean of two or more")  # fmt: skip
         _once(parts, _split(inner, ";"), f"{name}({inner})", "weight it in a sum instead (2*A+B)")
         return Mean(parts)
     if name == "subjects":
-        return Subjects(_sum(inner, known))
+        found = _sum(inner, known)
+        if any(isinstance(node, Subjects) for node in _nodes(found)):
+            raise RewardSpecError(f"subjects({inner}) splits the prompt's subjects inside a split: give "
+                                  "subjects(...) once, around the reward")  # fmt: skip
+        return Subjects(found)
     raise RewardSpecError(f"unknown reward wrapper {quoted(name)}; use {spec_help()}")
 
 
@@ -313,6 +320,12 @@ def _sum(spec: str, known: dict) -> Sum:
     weighted = []
     for term in terms:
         weight, star, rest = term.partition("*") if "*" in term.split("(")[0] else ("", "", term)
+        if star and "*" in rest.split("(")[0]:
+            raise RewardSpecError(f"reward term {quoted(term)} has more than one weight: give one, before the reward "
+                                  "(2*clip-l)")  # fmt: skip
+        if star and is_real(rest.strip()) and not is_real(weight.strip()):
+            raise RewardSpecError(f"reward term {quoted(term)}: the weight goes before the reward: "
+                                  f"{rest.strip()}*{weight.strip()}")  # fmt: skip
         try:  # a refusal quotes the weight as typed (`1e7`), never as Python spells it (`10000000.0`)
             w = WEIGHT.value(weight, "the weight") if star else 1.0
         except ValueError as err:
@@ -331,6 +344,15 @@ def _sum(spec: str, known: dict) -> Sum:
                 "(in a mean or an ensemble, and beside it): give it once, weighted (1.5*a+0.5*b for mean(a;b)+a)"
             )
     return Sum(tuple(weighted))
+
+
+def _nodes(node):
+    """`node` and every node inside it (sums, means, wrappers)."""
+    yield node
+    inner = [t for _, t in node.terms] if isinstance(node, Sum) else list(node.parts) if isinstance(node, Mean) else (
+        [node.inner] if hasattr(node, "inner") else [])  # fmt: skip
+    for child in inner:
+        yield from _nodes(child)
 
 
 def _scored(node):
