@@ -2708,3 +2708,22 @@ def test_a_number_option_is_quoted_as_typed_by_a_commands_own_check(tmp_path, ca
             "--steps", "4", "--strength", "1e-9", "--out", str(tmp_path / "o")]  # fmt: skip
     assert main(argv) == 2
     assert "--strength 1e-9 regenerates no step of 4" in capsys.readouterr().err
+
+
+def test_a_random_direction_without_normalizing_is_refused(tmp_path, capsys):
+    """Round twelve: `--direction random --normalize false` moved the embedding 15.4 (rho times raw noise) where
+    the ablation's point is DATE's distance (0.28): refused, in the Python API and every command."""
+    from date_diffusion.core.config import DATEConfig
+
+    with pytest.raises(ValueError, match="normalize false would step rho times the raw noise"):
+        DATEConfig(direction="random", normalize=False)
+    argv = ["generate", "a red circle", "--steps", "2", "--direction", "random", "--normalize", "false"]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    assert "leave one of them out" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_a_distance_too_small_for_three_decimals_is_shown_with_its_digits():
+    """Round twelve: `--rho 1e-7` showed `moved 0.000` beside a record of 4.5e-08."""
+    from date_diffusion.grids import distance_text
+
+    assert [distance_text(d) for d in (0.0, 4.5e-8, 0.2771, 0.0004)] == ["0.000", "4.5e-08", "0.277", "0.0004"]

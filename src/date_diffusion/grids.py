@@ -30,6 +30,13 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+
+def distance_text(d: float) -> str:
+    """A distance the embedding moved, as every line shows it: three decimals, and a distance too small for them
+    (an update below the embedding's float32 resolution, `--rho 1e-7`) with its own digits, never `0.000`."""
+    return f"{d:.3f}" if d == 0 or abs(d) >= 0.0005 else f"{d:.2g}"
+
+
 MIN_SIDE = 256  # px: smaller images are enlarged by a whole factor to at least this
 DIFF_THRESHOLD = 4.0  # mean |b - a| in levels of 255 below which the difference panel is added
 DIFF_GAIN = 16  # the difference panel's amplification: 16 levels of difference are full brightness
@@ -132,7 +139,7 @@ def update_text(update: dict) -> str:
     before and just after the update; and whether it was skipped)."""
     after = f" -> {update['reward_after']:.4f}" if "reward_after" in update else ""
     note = " (skipped: zero or non-finite gradient)" if update["skipped"] else ""
-    return f"x0_hat reward {update['reward_before']:.4f}{after}, moved {update['update_norm']:.3f}{note}"
+    return f"x0_hat reward {update['reward_before']:.4f}{after}, moved {distance_text(update['update_norm'])}{note}"
 
 
 def strip_frames(media, k: int = STRIP_FRAMES) -> list[Image.Image]:
@@ -183,7 +190,7 @@ def header_lines(record: dict) -> list[str]:
     lines = [record["method"]]
     lines += [f"evaluator: {verdict}"] if verdict else []
     lines += [reward] if reward else []
-    lines += [f"embedding moved {record['final_distance']:.3f}"] if "final_distance" in record else []
+    lines += [f"embedding moved {distance_text(record['final_distance'])}"] if "final_distance" in record else []
     if "mean_abs_diff" in record and not record["pixels_changed"]:
         lines.append("identical: no pixel changed")
     elif "mean_abs_diff" in record:

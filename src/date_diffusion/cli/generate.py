@@ -790,7 +790,15 @@ def change_summary(fixed, image, panels: list[dict], record: dict, kind: str) ->
     """What the grid's headers say, in lines: each finished image's reward (the DATE image's with its difference to
     the fixed one), what DATE changed (distance moved, share of pixels), both verdicts (and, for a prompt outside
     the toy world, what it knows)."""
-    from date_diffusion.grids import changed_pixels, knows_line, reward_text, shown_verdicts, still, verdict_lines
+    from date_diffusion.grids import (
+        changed_pixels,
+        distance_text,
+        knows_line,
+        reward_text,
+        shown_verdicts,
+        still,
+        verdict_lines,
+    )
 
     fixed_panel, date = panels[0], panels[1]
     changed, total = changed_pixels(still(fixed), still(image))
@@ -799,7 +807,8 @@ def change_summary(fixed, image, panels: list[dict], record: dict, kind: str) ->
     if "final_reward" in date:  # the comparison that means something: both finished images, one reward
         shown = f"fixed {fixed_panel['final_reward']:.4f}, {label} {reward_text(date).removeprefix('reward ')}"
         lines.append(f"    reward of the finished images ({record['reward']}): {shown}")
-    moved = f"embedding moved {date['final_distance']:.3f}" if "final_distance" in date else "no distance recorded"
+    moved = f"embedding moved {distance_text(date['final_distance'])}" if "final_distance" in date else (
+        "no distance recorded")  # fmt: skip
     lines.append(f"    {label} changed: {moved}, pixels changed {changed / total:.2%} ({changed} of {total})")
     if "evaluator" not in record:
         return [*lines, "    evaluator: none for this model (the exact evaluator judges the toy world only)"]

@@ -96,6 +96,12 @@ class DATEConfig:
                 "prior_weight acts on the loss's gradient, which direction 'random' does not follow: "
                 "leave one of them out"
             )
+        if self.direction == "random" and not self.normalize:  # the ablation's point is the same distance
+            raise SettingError(
+                "direction 'random' moves the embedding rho along a random direction, the distance DATE moves it; "
+                "normalize false would step rho times the raw noise (its norm grows with the embedding's size): "
+                "leave one of them out"
+            )
         if self.prior_weight and not nonzero_in_float32(self.prior_weight):  # the loss is float32 at the most
             raise SettingError(f"prior_weight {self.prior_weight!r} is 0 in 32-bit floats, so the prior term adds "
                                "nothing: give 0 (no prior) or a weight that acts")  # fmt: skip

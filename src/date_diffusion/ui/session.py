@@ -26,6 +26,7 @@ from date_diffusion.grids import (
     DIFF_GAIN,
     date_label,
     difference,
+    distance_text,
     final_rewards,
     fixed_date_grid,
     grid_record,
@@ -525,8 +526,8 @@ def summary(result: PagePair) -> str:
         lines.append(f"|DATE - fixed| x {DIFF_GAIN} (right): mean difference {diff['mean_abs_diff']:.2f} of 255, "
                      f"{diff['pixels_changed'] / diff['pixels']:.1%} of pixels changed.")  # fmt: skip
     if result.trace:
-        moved = ", ".join(f"{u['update_norm']:.3f}" for u in result.trace["updates"])
-        lines.append(f"Embedding moved {result.trace['final_distance']:.3f} in all (per update: {moved}).")
+        moved = ", ".join(distance_text(u["update_norm"]) for u in result.trace["updates"])
+        lines.append(f"Embedding moved {distance_text(result.trace['final_distance'])} in all (per update: {moved}).")
     lines.append(f"{result.seconds:.1f} s for both images.")
     if result.settings is not None:
         lines.append("Settings: " + describe_settings(result.settings))
