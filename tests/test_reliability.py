@@ -2727,3 +2727,36 @@ def test_a_distance_too_small_for_three_decimals_is_shown_with_its_digits():
     from date_diffusion.grids import distance_text
 
     assert [distance_text(d) for d in (0.0, 4.5e-8, 0.2771, 0.0004)] == ["0.000", "4.5e-08", "0.277", "0.0004"]
+
+
+@pytest.mark.parametrize("command", ["generate", "edit"])
+def test_generate_and_edit_never_write_into_a_bench_run(tmp_path, capsys, command):
+    """Round twelve: `generate --out RUN/images/fixed/00000/samples` was taken, and the run's report then refused
+    the run for the stray files."""
+    out = tmp_path / "run"
+    assert main(_bench(out)) == 0
+    capsys.readouterr()
+    inside = out / "images" / "fixed" / "00000" / "samples"
+    if command == "generate":
+        argv = ["generate", "a red circle", "--steps", "2", "--out", str(inside)]
+    else:
+        Image.new("RGB", (64, 64), "red").save(tmp_path / "in.png")
+        argv = ["edit", str(tmp_path / "in.png"), "--source-prompt", "a red circle", "--target-prompt",
+                "a blue circle", "--steps", "2", "--out", str(out / "edits")]  # fmt: skip
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert main(argv) == 2
+    assert f"lies inside the bench run {str(out.resolve())!r}" in capsys.readouterr().err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert main(["report", str(out)]) == 0
+
+
+def test_a_transparent_input_image_is_said_to_be_read_without_its_alpha(tmp_path, capsys):
+    """Round twelve: a fully transparent RGBA image was edited as its hidden colours, without a word."""
+    Image.new("RGBA", (64, 64), (255, 0, 0, 0)).save(tmp_path / "clear.png")
+    argv = ["edit", str(tmp_path / "clear.png"), "--source-prompt", "a red circle", "--target-prompt",
+            "a blue circle", "--steps", "2", "--out", str(tmp_path / "o")]  # fmt: skip
+    assert main(argv) == 0
+    assert "is transparent in 100% of its pixels; the edit reads the colours stored under" in capsys.readouterr().err
+    Image.new("RGBA", (64, 64), (255, 0, 0, 255)).save(tmp_path / "opaque.png")
+    argv[1] = str(tmp_path / "opaque.png")
+    assert main(argv) == 0 and "transparent" not in capsys.readouterr().err

@@ -423,6 +423,16 @@ def check_seal(record, pixels: str | None, path) -> None:
                           "replaced keeping the record): its settings are not this image's")  # fmt: skip
 
 
+def transparent_share(path) -> float:
+    """The share of an image's pixels that are not fully opaque (0 for an image without transparency): what
+    `open_rgb` drops with the alpha channel, showing the colours stored under it."""
+    with Image.open(path) as img:
+        if "A" not in img.getbands() and "transparency" not in img.info:
+            return 0.0
+        alpha = np.asarray(img.convert("RGBA").getchannel("A"))
+    return float((alpha < 255).mean()) if alpha.size else 0.0
+
+
 def open_rgb(path) -> Image.Image:
     """An image file as 8-bit RGB, upright, whatever its mode and bit depth: 16-bit and 32-bit grayscale are scaled
     to 8 bits (Pillow's own conversion clips them to white); float images are read as 0..1, or as 0..255 or

@@ -792,9 +792,9 @@ def _export_target(export: ExportOptions, run_dir, prompts, suite_metadata: str 
     run, target = Path(run_dir).resolve(), Path(out).resolve()
     if target == run or target in run.parents:
         raise CLIError(f"--export DIR {out!r} holds the run's own folder: export into a folder outside it")
-    images = run / "images"
-    if target == images or images in target.parents:  # the export's folders would be strays of the run
-        raise CLIError(f"--export DIR {out!r} lies inside the run's images/ folder: export into a folder outside it")
+    if run in target.parents:  # the run's folder holds what the run wrote (in images/: strays of the run)
+        raise CLIError(f"--export DIR {out!r} lies inside the run's folder {str(run_dir)!r}: export into a folder "
+                       "outside it")  # fmt: skip
     metadata = None
     try:
         check_fresh(out, "--export DIR")

@@ -326,6 +326,16 @@ def resolve_model(model: str | None) -> str:
         raise CLIError(f"{err} (--model ID_OR_PATH)") from err
 
 
+def check_outside_runs(out, flag: str = "--out") -> None:
+    """A command's output folder is no bench run's folder nor inside one (`run.json` beside `images/`): files
+    written there would be strays its report refuses to count, or would mix with its images."""
+    path = Path(out).resolve()
+    for folder in (path, *path.parents):
+        if (folder / "run.json").is_file() and (folder / "images").is_dir():
+            raise CLIError(f"{flag} {str(out)!r} lies inside the bench run {str(folder)!r} (its run.json): files "
+                           "written there would be strays its report refuses; give a folder outside it")  # fmt: skip
+
+
 @contextlib.contextmanager
 def output_dir(out: Path):
     """`check_output_dir(out)` for the work inside the block: a failure (or Ctrl-C) there leaves none of the

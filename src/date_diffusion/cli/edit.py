@@ -17,6 +17,7 @@ from date_diffusion.cli.common import (
     add_date_arguments,
     add_model_arguments,
     check_negative_prompt,
+    check_outside_runs,
     from_namespace,
     load_reward,
     model_kwargs,
@@ -155,6 +156,7 @@ def check_options(opts: EditOptions) -> EditOptions:
     the options with the prompts prepared."""
     from PIL import Image
 
+    check_outside_runs(opts.out)
     if not Path(opts.image).is_file():
         raise CLIError(f"IMAGE {opts.image!r} not found")
     try:
@@ -166,6 +168,13 @@ def check_options(opts: EditOptions) -> EditOptions:
     if frames > 1:  # an animation: one image is edited
         print(f"date-diffusion edit: note: IMAGE {opts.image!r} has {frames} frames; its first is edited",
               file=sys.stderr)  # fmt: skip
+    from date_diffusion.outputs import transparent_share
+
+    clear = transparent_share(opts.image)
+    if clear:  # the model edits colours: what alpha hid is what it sees
+        print(f"date-diffusion edit: note: IMAGE {opts.image!r} is transparent in {clear:.0%} of its pixels; the "
+              "edit reads the colours stored under the transparency (alpha is dropped): flatten it onto a "
+              "background first to edit what it shows", file=sys.stderr)  # fmt: skip
     prompts = {}
     for name in ("source_prompt", "target_prompt"):
         try:  # before any work: refused when empty, cut to what encoders read
