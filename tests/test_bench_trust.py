@@ -308,11 +308,15 @@ def test_a_changed_prompts_file_is_named_and_a_proc_file_refused(tmp_path, capsy
 
 
 def test_exports_into_images_and_a_linked_images_folder_are_refused(run, tmp_path, capsys):
-    refused(capsys, ["report", str(run), "--export", "t2i-compbench", str(run / "images" / "x")],
-            "lies inside the run's folder")
+    refused(
+        capsys,
+        ["report", str(run), "--export", "t2i-compbench", str(run / "images" / "x")],
+        "lies inside the run's folder",
+    )
     # round twelve: any folder inside the run (not only images/) is the run's, never an export's
-    refused(capsys, ["report", str(run), "--export", "t2i-compbench", str(run / "images2")],
-            "lies inside the run's folder")
+    refused(
+        capsys, ["report", str(run), "--export", "t2i-compbench", str(run / "images2")], "lies inside the run's folder"
+    )
     assert not (run / "images2").exists()
     other = tmp_path / "other"
     shutil.copytree(run, other)
