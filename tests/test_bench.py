@@ -52,14 +52,9 @@ def bench_args(model_dir, clip_dir, out, methods="fixed date:rho=0.5,every=2 bes
 
 def test_methods_parse_and_reject():
     assert parse_method("fixed@70").steps == 70
-    m = parse_method("date:rho=1,every=5,direction=random,normalize=0,target=next")
-    assert (m.date.rho, m.date.update_every, m.date.direction, m.date.normalize, m.date.reward_target) == (
-        1.0,
-        5,
-        "random",
-        False,
-        "next",
-    )
+    m = parse_method("date:rho=1,every=5,normalize=0,target=next")
+    assert (m.date.rho, m.date.update_every, m.date.normalize, m.date.reward_target) == (1.0, 5, False, "next")
+    assert parse_method("date:every=5,direction=random").date.direction == "random"
     assert parse_method("best-of-4").candidates == 4 and parse_method("ug:scale=3").scale == 3
     assert parse_method("ae:res=4").res == 4
     approx = parse_method("date:rho=1,decoder=tiny")

@@ -2052,7 +2052,8 @@ def test_a_library_message_is_one_line_with_its_escapes_shown(capsys):
 @pytest.mark.parametrize(
     "make, reward, message",
     [
-        (lambda p: (p / "empty").mkdir(), "toy-judge:{}/empty", "cannot be loaded as the toy-judge reward (OSError"),
+        (lambda p: (p / "empty").mkdir(), "toy-judge:{}/empty",
+         "cannot be loaded as the toy-judge reward: {}/empty holds no config.json"),
         (lambda p: (p / "bad.safetensors").write_bytes(b"x" * 40), "openclip:{}/bad.safetensors",
          "bad.safetensors' cannot be loaded as the openclip reward: '{}/bad.safetensors' is not a readable "
          "safetensors file (SafetensorError"),

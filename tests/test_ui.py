@@ -156,8 +156,10 @@ def test_every_setting_has_a_field_and_blank_fields_run_the_resolved_defaults(se
     assert hints["rho_relative"] == "default: 0.005 (model)" and hints["rho"] == "default: not used"
     assert hints["reward"] == "default: aug8(toy-ensemble) (model)"
     assert hints["num_inference_steps"] == "default: 50 (family)"
-    _, typed = check_form(form(normalize="no", direction="random", update_intervals="0:3"), str(TOY_PIPELINE))
-    assert (typed.date.normalize, typed.date.direction, typed.date.update_intervals) == (False, "random", ((0, 3),))
+    _, typed = check_form(form(normalize="no", update_intervals="0:3"), str(TOY_PIPELINE))
+    assert (typed.date.normalize, typed.date.update_intervals) == (False, ((0, 3),))
+    _, typed = check_form(form(direction="random"), str(TOY_PIPELINE))
+    assert typed.date.direction == "random"
 
 
 PATHS_OUT = ["clip:{p}", "aug8(clip:{p})", "mean(toy-clip;clip:{p})", "0.5*toy-clip+2*subjects(openclip:{p})",
