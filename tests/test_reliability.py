@@ -2639,7 +2639,7 @@ def test_a_png_given_for_its_embeddings_is_named_as_the_image(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("delay", [0.5, 2.0, 4.0])
+@pytest.mark.parametrize("delay", [0.5, 1.0, 2.5, 4.0])
 def test_sigterm_while_the_page_starts_ends_it_with_code_0_and_no_temporary_folder(tmp_path, delay):
     """Round twelve: SIGTERM about 4 s into `ui` (its imports) gave a dropped KeyboardInterrupt's traceback, the
     watchdog's 5 s and code 143, and left the page's folder; at other moments code 130. Whenever it comes, the page
@@ -2680,6 +2680,7 @@ def test_an_interrupt_that_would_be_dropped_in_a_finalizer_is_sent_again(monkeyp
         def __del__(self):
             cli_main._interrupt(signal.SIGTERM, sys._getframe())
 
+    monkeypatch.setattr(cli_main, "_INTERRUPTED", cli_main.threading.Event())  # this test's own
     Finalized()  # collected at once: its __del__ runs the handler
     time.sleep(0.3)
     assert sent == [(os.getpid(), signal.SIGTERM)]
@@ -2761,3 +2762,21 @@ def test_a_transparent_input_image_is_said_to_be_read_without_its_alpha(tmp_path
     Image.new("RGBA", (64, 64), (255, 0, 0, 255)).save(tmp_path / "opaque.png")
     argv[1] = str(tmp_path / "opaque.png")
     assert main(argv) == 0 and "transparent" not in capsys.readouterr().err
+
+
+def test_a_library_error_that_follows_sigterm_ends_the_command_as_interrupted(monkeypatch, capsys):
+    """The CI's case: SIGTERM broke an import, a library took the interrupt for its own error, and the next import
+    failed ("cannot load module more than once per process"): exit 1 `failed: ImportError`. An error once SIGTERM
+    has arrived ends the command as the interrupt it is (130; the page: 0, "stopped")."""
+    from date_diffusion.cli import main as cli_main
+
+    monkeypatch.setattr(cli_main, "_INTERRUPTED", cli_main.threading.Event())
+
+    def broken(args):
+        cli_main._INTERRUPTED.set()
+        raise ImportError("cannot load module more than once per process")
+
+    monkeypatch.setattr(cli_main, "check_kinds", broken)
+    assert cli_main.main(["info", "x.png"]) == 130
+    assert "interrupted; every file written so far is complete" in capsys.readouterr().err
+    assert cli_main.main(["ui"]) == 0 and "stopped" in capsys.readouterr().out

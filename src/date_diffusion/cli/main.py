@@ -303,10 +303,16 @@ def _sigterm_as_interrupt() -> None:
     _WATCHING[0][2].start()
 
 
+_INTERRUPTED = threading.Event()  # set once SIGTERM arrived: a failure that follows is the interrupt's doing
+
+
 def _interrupt(signum, frame):
     """SIGTERM's handler: a KeyboardInterrupt where the command runs. Where Python would drop it (the signal
-    arrived inside an object's `__del__`, whose exceptions are printed and ignored: an import's clean-up), the
-    signal is sent again a moment later, to arrive where it ends the command."""
+    arrived inside an object's `__del__`, whose exceptions are printed and ignored), the signal is sent again a
+    moment later, to arrive where it ends the command. A library that takes the interrupt for an error of its own
+    (an import it broke: "cannot load module more than once per process") ends the command as an interrupt too
+    (`_INTERRUPTED`, read by `main`)."""
+    _INTERRUPTED.set()
     if _in_finalizer(frame):
         threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
         return
@@ -384,6 +390,15 @@ class _Shown:
         return getattr(self._stream, name)
 
 
+def _interrupted(args, name: str) -> int:
+    """How an interrupted command ends: a server (the page) is stopped, code 0; any other says so, code 130."""
+    if getattr(args, "interrupt_ends", False):
+        print("stopped", flush=True)
+        return 0
+    print(f"{name}: interrupted; every file written so far is complete", file=sys.stderr)
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 usage error (nothing was done), 1 runtime failure, 130 interrupted (Ctrl-C)."""
     if sys.stdout is None:  # closed before the program started (`>&-`): what would show goes nowhere
@@ -423,11 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if getattr(args, "interrupt_ends", False):  # a server (the page): stopping it is its end, at any moment
-            print("stopped", flush=True)
-            return 0
-        print(f"{name}: interrupted; every file written so far is complete", file=sys.stderr)
-        return 130
+        return _interrupted(args, name)
     except BrokenPipeError:  # the reader of stdout went away: nothing more is shown
         _quiet_broken_pipe()
         # a command that only reads (`info | head -3`) has done all it was asked for; another stopped half-way
@@ -435,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         from date_diffusion.hub import ModelNotFoundError
 
+        if _INTERRUPTED.is_set():  # a library's error that SIGTERM's interrupt caused, part way through its work
+            return _interrupted(args, name)
         if isinstance(err, ModelNotFoundError):  # the message already says how to fix it
             print(f"{name}: error: {one_line(err)}", file=sys.stderr)
             return 2

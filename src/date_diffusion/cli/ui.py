@@ -124,12 +124,9 @@ def run(args) -> int:
     its temporary folder removed."""
     from date_diffusion.cli.common import temporary_folder
 
-    try:
-        opts = validate(args)
-        with temporary_folder("date-diffusion-ui-") as workdir:  # the page's files, removed at its end
-            serve(opts, workdir)
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (as an interrupt, cli/main.py): stopping a server is its end
-        print("stopped", flush=True)
+    opts = validate(args)
+    with temporary_folder("date-diffusion-ui-") as workdir:  # the page's files, removed at its end
+        serve(opts, workdir)  # Ctrl-C or SIGTERM: its end, code 0 (`interrupt_ends`, cli/main.py)
     return 0
 
 
