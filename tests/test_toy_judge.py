@@ -216,7 +216,20 @@ def test_a_damaged_data_shard_is_named(tmp_path):
             load_shards(tmp_path)
     save_tensors(tensors, tmp_path / "shard-0000.safetensors")
     meta.write_text(json.dumps(good))
+    assert np.asarray(load_shards(tmp_path)[0]).shape == (2, 4, 4, 3)  # an earlier version's shard: no seal
+    # round thirteen: a shard is sealed when written; its rows or its tensors edited since are named
+    from date_diffusion.toyworld.training.judge_data import shard_seal
+
+    meta.write_text(json.dumps({**good, "sealed": shard_seal(good, meta)}))
     assert np.asarray(load_shards(tmp_path)[0]).shape == (2, 4, 4, 3)
+    edited = [{**rows[0], "prompt": "a red circle"}, rows[1]]
+    meta.write_text(json.dumps({**good, "rows": edited, "sealed": shard_seal(good, meta)}))
+    with pytest.raises(SchemaError, match="the shard was changed since it was made"):
+        load_shards(tmp_path)
+    meta.write_text(json.dumps({**good, "sealed": shard_seal(good, meta)}))
+    save_tensors({**tensors, "images": torch.ones(2, 4, 4, 3, dtype=torch.uint8)}, tmp_path / "shard-0000.safetensors")
+    with pytest.raises(SchemaError, match="the shard was changed since it was made"):
+        load_shards(tmp_path)
 
 
 @pytest.mark.parametrize("stage, message", [("report", "needs the judge and judge_na stage(s) first"),

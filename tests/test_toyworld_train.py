@@ -65,13 +65,27 @@ def test_smoke_training_produces_stock_loadable_models(tmp_path):
     assert [p for p in rewritten if content(p, before[p][1]) != content(p, after[p][1])] == []
     # round twelve: the VAE's scaling factor is derived from the latents, never read from the record beside the
     # UNet (an edited record gave the assembled pipeline its value; `finalize` recomputed it)
-    record = tmp_path / "work" / "unet" / "final" / "scaling_factor.json"
+    record = tmp_path / "work" / "assemble" / "scaling_factor.json"
     trained = json.loads(record.read_text())
     record.write_text(json.dumps({**trained, "scaling_factor": 1e-3}))
     train_all(TrainConfig.smoke(tmp_path, seed=0))
     assembled = json.loads((tmp_path / "pipeline" / "vae" / "config.json").read_text())["scaling_factor"]
     assert assembled == trained["scaling_factor"] == stock.vae.config.scaling_factor
     assert json.loads(record.read_text()) == trained
+    # round thirteen: a finished stage's files are sealed when it finishes; one edited since is named, never trained
+    # on (the captions the UNet learns from) or assembled (the UNet's config)
+    from date_diffusion.schemas import SchemaError
+
+    for path, edit in ((tmp_path / "work" / "latents" / "captions.json", lambda t: t.replace("red", "green")),
+                       (tmp_path / "work" / "unet" / "final" / "config.json",
+                        lambda t: t.replace('"freq_shift": 0', '"freq_shift": 7'))):  # fmt: skip
+        text = path.read_text()
+        assert edit(text) != text
+        path.write_text(edit(text))
+        with pytest.raises(SchemaError, match="were changed since it finished"):
+            train_all(TrainConfig.smoke(tmp_path, seed=0))
+        path.write_text(text)
+    train_all(TrainConfig.smoke(tmp_path, seed=0))  # as it was: resumes
     # a smoke run is never exported, and export needs a destination
     from date_diffusion.cli.main import main
 

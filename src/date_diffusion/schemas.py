@@ -286,6 +286,7 @@ JUDGE_SHARD = Schema(
     "toy-judge data shard",
     "delete it and its .safetensors to make the shard again (train-judge --stage data)",
     required={"capture": "ints", "steps": "int", "rows": "list"},
+    optional={"sealed": "text"},
     bounds={"capture": (0, MAX_STEPS), "steps": (1, MAX_STEPS)},
 )  # fmt: skip
 JUDGE_RECIPE = Schema(

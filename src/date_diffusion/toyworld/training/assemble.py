@@ -22,7 +22,7 @@ from date_diffusion.toyworld.training.unet import (
 
 def assemble(cfg: TrainConfig, clip, vae, unet, tokenizer, latents: torch.Tensor, unet_step: int):
     """The pipeline folder, its VAE's scaling factor derived from the run's `latents` (the factor the UNet was
-    trained with), recorded with `unet_step` in `work/unet/final/scaling_factor.json`."""
+    trained with), recorded with `unet_step` in `work/assemble/scaling_factor.json`."""
     from diffusers import DDIMScheduler
 
     from date_diffusion.families import by_name

@@ -78,7 +78,7 @@ def train_clip(cfg: TrainConfig, name: str, small: bool, steps: int, size: str |
 
     out_dir = Path(out_dir) if out_dir else cfg.out / ("clip-eval" if small else "clip")
     if done_marker(cfg, name).exists():
-        return finished(cfg, name, lambda: CLIPModel.from_pretrained(out_dir).to(cfg.device))
+        return finished(cfg, name, lambda: CLIPModel.from_pretrained(out_dir).to(cfg.device), (out_dir,))
     tok = build_clip_tokenizer(scene.vocabulary(), MAX_TOKENS)
     conf = clip_config(len(tok), small, size)
     torch.manual_seed(cfg.seed + (1000 if small else 0))
@@ -94,7 +94,7 @@ def train_clip(cfg: TrainConfig, name: str, small: bool, steps: int, size: str |
     stage.run(loss_fn)
     save_pretrained(model, out_dir)
     save_pretrained(tok, out_dir)
-    mark_done(cfg, name)
+    mark_done(cfg, name, (out_dir,))
     return model
 
 

@@ -145,9 +145,12 @@ def read_shard(path: Path) -> dict:
     put training images among the held-out ones."""
     from date_diffusion.core.settings import is_integer
     from date_diffusion.schemas import JUDGE_SHARD, SchemaError, read_json
-    from date_diffusion.toyworld.training.judge_data import SEED_BASE, SHARD
+    from date_diffusion.toyworld.training.judge_data import SEED_BASE, SHARD, shard_seal
 
     shard = read_json(path, JUDGE_SHARD, limit=10**8)
+    if "sealed" in shard and shard["sealed"] != shard_seal(shard, Path(path)):
+        raise SchemaError(f"{path}: the shard was changed since it was made (its rows or its tensors edited by hand: "
+                          f"its seal no longer matches); {JUDGE_SHARD.fix}")  # fmt: skip
     index = Path(path).stem.removeprefix("shard-")
     seeds = [row.get("seed") if isinstance(row, dict) else None for row in shard["rows"]]
     if not is_integer(index) or seeds != [SEED_BASE + int(index) * SHARD + k for k in range(len(seeds))]:

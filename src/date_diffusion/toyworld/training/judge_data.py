@@ -126,8 +126,19 @@ def write_shard(out: Path, index: int, pipe, reward, excluded: set[str], size: i
         rows += [{"prompt": s.caption, "spec": s.to_json(), "seed": seed, **way} for s, seed in zip(batch, seeds)]
     tensors = {"images": np.ascontiguousarray(np.concatenate(images)), "x0": np.ascontiguousarray(np.concatenate(x0s))}
     save_tensors({k: torch.from_numpy(v) for k, v in tensors.items()}, out / f"shard-{index:04d}.safetensors")
-    meta_path.write_text(json.dumps({"capture": list(capture_steps(steps)), "steps": steps, "rows": rows}) + "\n")
+    meta = {"capture": list(capture_steps(steps)), "steps": steps, "rows": rows}
+    meta_path.write_text(json.dumps({**meta, "sealed": shard_seal(meta, meta_path)}) + "\n")
     return meta_path
+
+
+def shard_seal(meta: dict, meta_path: Path) -> str:
+    """The seal of a shard: its JSON (every field but the seal) and its tensors file together, so that rows edited
+    by hand (a prompt, a spec) or images replaced are told apart when the shard is read (`judge.read_shard`)."""
+    from date_diffusion.model_folder import fingerprint
+    from date_diffusion.schemas import sealed
+
+    content = {k: v for k, v in meta.items() if k != "sealed"}
+    return sealed({**content, "tensors": fingerprint(meta_path.with_suffix(".safetensors"))})
 
 
 def generate_shards(out: Path, shards: range, device: str = "cpu", size: int = SHARD, steps: int = STEPS) -> None:

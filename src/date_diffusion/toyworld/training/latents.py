@@ -25,6 +25,11 @@ def load_latents(path) -> torch.Tensor:
     return load_file(path / "latents.safetensors")["latents"]
 
 
+def _outputs(path) -> tuple:
+    """What the latents stage writes (and seals: `runner.mark_done`)."""
+    return (path / "latents.safetensors", path / "captions.json")
+
+
 def _cached(path):
     """The cached latents and captions, as `encode_latents` wrote them: one caption (text) per latent."""
     latents, captions = load_latents(path), loads((path / "captions.json").read_text())
@@ -41,7 +46,7 @@ def encode_latents(cfg: TrainConfig, vae):
     path = stage_dir(cfg, "latents")
     path.mkdir(parents=True, exist_ok=True)
     if done_marker(cfg, "latents").exists():
-        return finished(cfg, "latents", lambda: _cached(path))
+        return finished(cfg, "latents", lambda: _cached(path), _outputs(path))
     rng = step_rng(cfg, "latents", 0)
     latents, captions = [], []
     for start in tqdm(range(0, cfg.latent_images, 256), desc="latents"):
@@ -51,5 +56,5 @@ def encode_latents(cfg: TrainConfig, vae):
     lat = torch.cat(latents)
     save_tensors({"latents": lat.contiguous()}, path / "latents.safetensors")
     (path / "captions.json").write_text(json.dumps(captions))
-    mark_done(cfg, "latents")
+    mark_done(cfg, "latents", _outputs(path))
     return lat, captions

@@ -27,19 +27,38 @@ def stage_dir(cfg: TrainConfig, stage: str) -> Path:
     return cfg.out / "work" / stage
 
 
-def mark_done(cfg: TrainConfig, stage: str) -> None:
-    """Say `stage` finished, for this run (`done_marker`, holding the run's `run_id`)."""
-    done_marker(cfg, stage).write_text(run_id(cfg) + "\n")
+def outputs_fingerprint(outputs) -> str:
+    """One fingerprint of a stage's outputs (folders and files: `model_folder.fingerprint` of each, configs and
+    captions whole, weights by size and ends)."""
+    import hashlib
+
+    from date_diffusion.model_folder import fingerprint
+
+    return hashlib.sha256("\0".join(f"{Path(p).name}:{fingerprint(p)}" for p in outputs).encode()).hexdigest()[:20]
 
 
-def finished(cfg: TrainConfig, stage: str, load):
+def mark_done(cfg: TrainConfig, stage: str, outputs=()) -> None:
+    """Say `stage` finished, for this run (`done_marker`, holding the run's `run_id`), sealing what it wrote
+    (`outputs`, folders and files, by `outputs_fingerprint`): a finished stage's files edited since are named when
+    they are read back (`finished`)."""
+    seal = f"{outputs_fingerprint(outputs)}\n" if outputs else ""
+    done_marker(cfg, stage).write_text(run_id(cfg) + "\n" + seal)
+
+
+def finished(cfg: TrainConfig, stage: str, load, outputs=()):
     """A finished stage's output read back (`load()`): one that does not load, or is not what the stage writes
     (damaged, edited), is a `SchemaError` naming the stage's folder and the fix, never a library's traceback; one
-    another run made (its `done` holds another `run_id`: copied from a run of another seed) is named too."""
-    made_by = done_marker(cfg, stage).read_text().strip()
+    another run made (its `done` holds another `run_id`: copied from a run of another seed) is named too, and so are
+    `outputs` changed since the stage sealed them (`mark_done`: a config or the captions edited by hand)."""
+    made_by, *sealed = done_marker(cfg, stage).read_text().split() or [""]
     if made_by and made_by != run_id(cfg):  # an empty marker: an earlier version's, which recorded no run
         raise SchemaError(f"{stage_dir(cfg, stage)}: the finished stage {stage!r} was trained by another run (other "
                           "settings, e.g. another seed); delete that folder to train the stage again")  # fmt: skip
+    if sealed and outputs and sealed[0] != outputs_fingerprint(outputs):
+        names = ", ".join(str(p) for p in outputs)
+        raise SchemaError(f"{names}: the files of the finished stage {stage!r} were changed since it finished (a "
+                          "config, the captions or weights edited by hand); delete the stage's folder "
+                          f"{stage_dir(cfg, stage)} and what it wrote to train it again")  # fmt: skip
     try:
         return load()
     except Exception as err:  # noqa: BLE001 - whatever the file's damage, the stage is named

@@ -30,7 +30,9 @@ def train_tiny_decoder(cfg: TrainConfig, vae, latents: torch.Tensor, scaling: fl
 
     out_dir = cfg.out / "tiny-decoder"
     if done_marker(cfg, "tiny_decoder").exists():
-        return finished(cfg, "tiny_decoder", lambda: AutoencoderTiny.from_pretrained(out_dir).to(cfg.device))
+        return finished(
+            cfg, "tiny_decoder", lambda: AutoencoderTiny.from_pretrained(out_dir).to(cfg.device), (out_dir,)
+        )
     torch.manual_seed(cfg.seed + 4000)
     tiny = AutoencoderTiny(**tiny_decoder_config()).to(cfg.device)
     tiny.encoder.requires_grad_(False)  # only the decoder is used
@@ -52,5 +54,5 @@ def train_tiny_decoder(cfg: TrainConfig, vae, latents: torch.Tensor, scaling: fl
 
     stage.run(loss_fn)
     save_pretrained(tiny, out_dir)
-    mark_done(cfg, "tiny_decoder")
+    mark_done(cfg, "tiny_decoder", (out_dir,))
     return tiny

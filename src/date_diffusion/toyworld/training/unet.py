@@ -63,7 +63,7 @@ def write_scaling_factor(cfg: TrainConfig, scaling: float, unet_step: int) -> No
     """Record the latent scaling factor the UNet was trained with and the step its weights are from (`assemble`
     writes it beside the pipeline it builds; it is a record, never read back: the factor is derived from the
     latents each time, `latents.latent_scaling`)."""
-    path = unet_final_dir(cfg) / "scaling_factor.json"
+    path = stage_dir(cfg, "assemble") / "scaling_factor.json"  # beside the sealed UNet, never inside it
     text = json.dumps({"scaling_factor": scaling, "unet_step": unet_step})
     if path.is_file() and path.read_text() == text:
         return  # written before, as it is: a resumed run writes no file of a finished stage again
@@ -83,7 +83,7 @@ def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], cli
 
     out_dir = unet_final_dir(cfg)
     if done_marker(cfg, "unet").exists():
-        return finished(cfg, "unet", lambda: UNet2DConditionModel.from_pretrained(out_dir).to(cfg.device))
+        return finished(cfg, "unet", lambda: UNet2DConditionModel.from_pretrained(out_dir).to(cfg.device), (out_dir,))
     text_encoder = text_encoder_from_clip(clip).to(cfg.device)
     torch.manual_seed(cfg.seed + 3000)
     unet = UNet2DConditionModel(**unet_config(text_encoder.config.hidden_size)).to(cfg.device)
@@ -108,5 +108,5 @@ def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], cli
 
     stage.run(loss_fn, stop_at=cfg.unet_stop_at)
     save_pretrained(unet, out_dir)
-    mark_done(cfg, "unet")
+    mark_done(cfg, "unet", (out_dir,))
     return unet

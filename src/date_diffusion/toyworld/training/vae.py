@@ -45,7 +45,7 @@ def train_vae(cfg: TrainConfig):
 
     out_dir = stage_dir(cfg, "vae") / "final"
     if done_marker(cfg, "vae").exists():
-        return finished(cfg, "vae", lambda: AutoencoderKL.from_pretrained(out_dir).to(cfg.device))
+        return finished(cfg, "vae", lambda: AutoencoderKL.from_pretrained(out_dir).to(cfg.device), (out_dir,))
     torch.manual_seed(cfg.seed + 2000)
     vae = AutoencoderKL(**vae_config()).to(cfg.device)
     stage = Stage(cfg, "vae", vae, cfg.vae_steps, lr=1e-3)
@@ -59,7 +59,7 @@ def train_vae(cfg: TrainConfig):
 
     stage.run(loss_fn)
     save_pretrained(vae, out_dir)
-    mark_done(cfg, "vae")
+    mark_done(cfg, "vae", (out_dir,))
     return vae
 
 
@@ -70,7 +70,7 @@ def finetune_vae_decoder(cfg: TrainConfig, vae):
 
     out_dir = stage_dir(cfg, "vae_decoder") / "final"
     if done_marker(cfg, "vae_decoder").exists():
-        return finished(cfg, "vae_decoder", lambda: AutoencoderKL.from_pretrained(out_dir).to(cfg.device))
+        return finished(cfg, "vae_decoder", lambda: AutoencoderKL.from_pretrained(out_dir).to(cfg.device), (out_dir,))
     vae.requires_grad_(False)
     vae.decoder.requires_grad_(True)
     vae.post_quant_conv.requires_grad_(True)
@@ -87,7 +87,7 @@ def finetune_vae_decoder(cfg: TrainConfig, vae):
     stage.run(loss_fn)
     vae.requires_grad_(False)
     save_pretrained(vae, out_dir)
-    mark_done(cfg, "vae_decoder")
+    mark_done(cfg, "vae_decoder", (out_dir,))
     return vae
 
 
