@@ -2780,3 +2780,29 @@ def test_a_library_error_that_follows_sigterm_ends_the_command_as_interrupted(mo
     assert cli_main.main(["info", "x.png"]) == 130
     assert "interrupted; every file written so far is complete" in capsys.readouterr().err
     assert cli_main.main(["ui"]) == 0 and "stopped" in capsys.readouterr().out
+
+
+def test_a_copy_made_transparent_is_named_as_changed_pixels(tmp_path, capsys):
+    """Round thirteen: the pixel fingerprint read RGB only, so a fully transparent copy (which every viewer shows
+    blank) passed `info`, `report` and a bench resume; the fingerprint is of what an image shows, alpha included."""
+    from PIL import PngImagePlugin
+
+    assert main(["generate", "a red circle", "--steps", "2", "--out", str(tmp_path / "g")]) == 0
+    out = tmp_path / "run"
+    assert main(_bench(out)) == 0
+    capsys.readouterr()
+    png = tmp_path / "g" / "a-red-circle-s0.png"
+    bench_png = next((out / "images").rglob("*.png"))
+    for path in (png, bench_png):
+        with Image.open(path) as image:
+            image.load()
+            info = PngImagePlugin.PngInfo()
+            for key, value in image.text.items():
+                info.add_text(key, value)
+            clear = image.convert("RGBA")
+            clear.putalpha(0)
+            clear.save(path, pnginfo=info)
+    assert main(["info", str(png)]) == 2
+    assert "its pixels were changed since its record was written" in capsys.readouterr().err
+    assert main(["report", str(out)]) == 2
+    assert str(bench_png) in capsys.readouterr().err

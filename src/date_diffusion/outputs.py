@@ -248,6 +248,13 @@ def pixels_digest(image_uint8: np.ndarray) -> str:
     return hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()[:20]
 
 
+def shown_digest(image: Image.Image) -> str:
+    """The fingerprint of the pixels an image shows (`pixels_digest`): its RGB, with its alpha where any pixel is
+    not opaque (the images the package writes have none, so a copy made transparent is told apart)."""
+    rgba = np.asarray(image.convert("RGBA"))
+    return pixels_digest(rgba if (rgba[..., 3] < 255).any() else rgba[..., :3])
+
+
 SEAL_KEYS = ("pixels", "sealed")  # what a file's record carries about itself, beside the record written
 
 
@@ -259,7 +266,7 @@ def sealed_record(record: dict, image: Image.Image | None) -> dict:
 
     carried = {k: v for k, v in record.items() if k not in SEAL_KEYS}
     if image is not None:
-        carried["pixels"] = pixels_digest(np.asarray(image.convert("RGB")))
+        carried["pixels"] = shown_digest(image)
     carried["sealed"] = sealed(carried)
     return carried
 
@@ -380,7 +387,7 @@ def read_png_metadata(path) -> dict:
             img.load()
             size = img.size
             text = dict(getattr(img, "text", {}) or {})
-            pixels = None if img.format == "WEBP" else pixels_digest(np.asarray(img.convert("RGB")))
+            pixels = None if img.format == "WEBP" else shown_digest(img)
             if img.format == "WEBP" and img.info.get("xmp"):
                 text = _xmp_texts(img.info["xmp"])
     except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError) as err:

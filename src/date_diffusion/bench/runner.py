@@ -32,7 +32,15 @@ from date_diffusion.core.settings import is_integer, parse_integer
 from date_diffusion.core.text import one_line
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import BEST_OF_STRIDE, Method, upgrade_reward
-from date_diffusion.outputs import PNG_SIGNATURE, atomic_write, file_group, open_rgb, pixels_digest, png_bytes
+from date_diffusion.outputs import (
+    PNG_SIGNATURE,
+    atomic_write,
+    file_group,
+    open_rgb,
+    pixels_digest,
+    png_bytes,
+    shown_digest,
+)
 from date_diffusion.pipelines.loading import tiny_decoder_for
 from date_diffusion.rewards.registry import reward_from_spec
 from date_diffusion.rewards.subjects import subject_prompts
@@ -235,7 +243,8 @@ def image_state(out: Path, settings: RunSettings, method: Method, it, seed: int)
     try:
         with open(png, "rb") as f:
             signature = f.read(len(PNG_SIGNATURE))
-        pixels = pixels_digest(np.asarray(open_rgb(png)))
+        with Image.open(png) as image:
+            pixels = shown_digest(image)  # with its alpha, where a copy made transparent has one
     except Exception as err:  # noqa: BLE001 - a PNG that does not open (a full disk): unfinished
         return "unfinished", f"{png} does not open as an image ({one_line(err, 200)})"
     if signature != PNG_SIGNATURE:  # another format under the name (same pixels): exports would hand it on
