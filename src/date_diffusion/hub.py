@@ -3,6 +3,7 @@ to the user. (Families live in `families.py`; a model's reward decoder is found 
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import socket
@@ -111,9 +112,10 @@ def is_hub_id(text) -> bool:
 
 
 def is_local_path(id_or_path) -> bool:
-    """Whether a model or reward source is written as a path (`/...`, `./...`, `~/...`), never a hub id: one that
-    does not exist is a missing file or folder, not a model to look up on the hub."""
-    return str(id_or_path).startswith(("/", ".", "~"))
+    """Whether a model or reward source is a path, never a hub id: written as one (`/...`, `./...`, `~/...`), or
+    the name of an entry here, a symbolic link that leads nowhere included. One that does not exist (or leads
+    nowhere) is a missing file or folder, not a model to look up on the hub."""
+    return str(id_or_path).startswith(("/", ".", "~")) or os.path.lexists(os.path.expanduser(str(id_or_path)))
 
 
 def explain_load_error(id_or_path, err: Exception, config_repo: str | None = None) -> ModelNotFoundError:
@@ -137,6 +139,16 @@ def explain_load_error(id_or_path, err: Exception, config_repo: str | None = Non
         )
     elif path.is_dir():
         hint = f"the folder exists but is not a complete diffusers checkpoint {why}"
+    elif path.is_symlink():  # a link whose target is missing, or a loop of links
+        try:
+            path.resolve(strict=True)
+            loop = False
+        except RuntimeError:  # Python before 3.13
+            loop = True
+        except OSError as problem:
+            loop = problem.errno == errno.ELOOP
+        what = "that leads back to itself (a loop)" if loop else f"to {os.readlink(path)!r}, which is missing"
+        hint = f"it is a symbolic link {what}: point it to the model, or give another path"
     elif is_local_path(id_or_path):
         hint = "no such file or folder: check the path"
     else:

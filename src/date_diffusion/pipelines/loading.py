@@ -19,7 +19,7 @@ from date_diffusion.core.config import nonzero_in_float32
 from date_diffusion.core.settings import Real, SettingError, is_real, parse_real
 from date_diffusion.core.text import json_kind, quoted
 from date_diffusion.families import NAMES, by_name, by_pipeline_class, by_single_file_type
-from date_diffusion.hub import ModelNotFoundError, explain_load_error, is_offline, load_component
+from date_diffusion.hub import ModelNotFoundError, explain_load_error, is_local_path, is_offline, load_component
 from date_diffusion.model_folder import read as read_model_file
 
 # diffusers is imported inside the functions: the resolver (and so every command's checks) imports this module
@@ -80,7 +80,7 @@ def check_model_path(model) -> None:
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise explain_load_error(model, OSError(f"no model_index.json in {path}"))
-    elif str(model).startswith(("/", ".", "~")):
+    elif is_local_path(model):  # written as a path, or a link here that leads nowhere
         raise explain_load_error(model, FileNotFoundError(str(model)))
     elif is_offline() and re.fullmatch(r"[\w.-]+/[\w.-]+", str(model)):
         from huggingface_hub import try_to_load_from_cache
