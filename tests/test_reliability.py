@@ -2056,7 +2056,9 @@ def test_a_library_message_is_one_line_with_its_escapes_shown(capsys):
          "cannot be loaded as the toy-judge reward: {}/empty holds no config.json"),
         (lambda p: (p / "bad.safetensors").write_bytes(b"x" * 40), "openclip:{}/bad.safetensors",
          "bad.safetensors' cannot be loaded as the openclip reward: '{}/bad.safetensors' is not a readable "
-         "safetensors file (SafetensorError"),
+         "safetensors file: it is not a safetensors file (its first bytes are no safetensors header)"),
+        (lambda p: (p / "empty.safetensors").write_bytes(b""), "openclip:{}/empty.safetensors",
+         "'{}/empty.safetensors' is not a readable safetensors file: it is empty (0 bytes)"),
         (lambda p: (p / "f.txt").write_text("hi"), "openclip:{}/f.txt", "f.txt' is not a readable PyTorch checkpoint"),
         (lambda p: (p / "f.txt").write_text("hi"), "aesthetic:{}/f.txt", "f.txt' is not a readable PyTorch checkpoint"),
         (lambda p: None, "toy-judge:nowhere", "'nowhere' is no file or folder here, and no hub repository"),
@@ -2823,3 +2825,18 @@ def test_a_symbolic_link_that_leads_nowhere_is_named_as_one_not_a_hub_id(tmp_pat
         err = capsys.readouterr().err
         assert what in err and "hf download" not in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_cut_short_embeddings_file_is_said_to_be_cut_short(tmp_path, capsys):
+    """Round thirteen: a truncated or empty embeddings file showed `SafetensorError: ... incomplete metadata, file
+    not fully covered`; it says the file is cut short, or empty."""
+    assert main(["generate", "a red circle", "--steps", "2", "--save-embeddings", "--out", str(tmp_path / "g")]) == 0
+    saved = tmp_path / "g" / "a-red-circle-s0-embeddings.safetensors"
+    data = saved.read_bytes()
+    capsys.readouterr()
+    for cut, message in ((len(data) // 2, "is cut short ("), (0, "is empty (0 bytes)"), (4, "is cut short (4 bytes")):
+        (tmp_path / "cut.safetensors").write_bytes(data[:cut])
+        assert main(["generate", "--replay-embeddings", str(tmp_path / "cut.safetensors"), "--out",
+                     str(tmp_path / "o")]) == 2  # fmt: skip
+        err = capsys.readouterr().err
+        assert f"is not a readable embeddings file: it {message}" in err and "SafetensorError" not in err, err

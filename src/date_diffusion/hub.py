@@ -61,6 +61,10 @@ def load_state_dict(path: Path) -> dict:
     except MemoryError:
         raise
     except Exception as err:  # noqa: BLE001  (a text file, a damaged download: pickle, zip and safetensors errors)
+        if kind.startswith("safetensors"):
+            from date_diffusion.schemas import safetensors_problem
+
+            raise ValueError(f"{str(path)!r} is not a readable {kind}: it {safetensors_problem(path, err)}") from err
         raise ValueError(f"{str(path)!r} is not a readable {kind} ({type(err).__name__}: "
                          f"{one_line(str(err), 300)})") from err  # fmt: skip
     return state.get("state_dict", state) if isinstance(state, dict) else state

@@ -230,6 +230,32 @@ def read_json(path, schema: Schema, limit: int = RUN_FILE_LIMIT) -> dict:
     return schema.check(data, path)
 
 
+def safetensors_problem(path, err: Exception) -> str:
+    """What is wrong with a file safetensors could not read, in words (`err`: the library's error): empty, cut
+    short (its header or its tensors reach past its end: an interrupted copy or download), or no safetensors file."""
+    import struct
+
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as problem:
+        return f"cannot be read ({problem.strerror or problem})"
+    if size == 0:
+        return "is empty (0 bytes)"
+    if size < 8:
+        return f"is cut short ({size} bytes: not even a safetensors header)"
+    header = struct.unpack("<Q", head)[0]
+    if header + 8 > size:
+        if header > 100_000_000:  # no header is that long: the first bytes are no safetensors header at all
+            return "is not a safetensors file (its first bytes are no safetensors header)"
+        return f"is cut short (its header alone says {header + 8:,} bytes, the file has {size:,})"
+    why = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if "not fully covered" in why or "out of bounds" in why.lower():
+        return f"is cut short ({size:,} bytes: its tensors reach past its end)"
+    return f"is not a readable safetensors file ({why[:200]})"
+
+
 def read_tensors(path, fix: str, numpy: bool = False) -> dict:
     """The one reader of the tensors files the package writes for itself (training checkpoints, cached latents,
     judge data): a file that is missing, truncated or not safetensors is a `SchemaError` naming it and `fix`,
@@ -243,7 +269,7 @@ def read_tensors(path, fix: str, numpy: bool = False) -> dict:
     try:
         return load_file(str(path))
     except (OSError, SafetensorError) as err:
-        raise SchemaError(f"{path} is not a readable tensors file ({err}); {fix}") from err
+        raise SchemaError(f"{path} is not a readable tensors file: it {safetensors_problem(path, err)}; {fix}") from err
 
 
 RUN = Schema(

@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from date_diffusion.outputs import PNG_SIGNATURE, atomic_path
 from date_diffusion.pipelines.conditioning import unpack
-from date_diffusion.schemas import EMBEDDINGS, SchemaError, loads
+from date_diffusion.schemas import EMBEDDINGS, SchemaError, loads, safetensors_problem
 
 FORMAT = "date-diffusion/embeddings/3"  # every metadata value JSON (format 2 kept text as it was: still read)
 FORMAT_2 = "date-diffusion/embeddings/2"
@@ -107,7 +107,7 @@ def load_embeddings(path) -> SavedEmbeddings:
         if image:  # the image beside it, given for its embeddings
             raise ValueError(f"{path} is a PNG image, not an embeddings file: give the NAME-embeddings.safetensors "
                              "that `generate --save-embeddings` wrote beside it") from err  # fmt: skip
-        raise ValueError(f"{path} is not a readable embeddings file ({type(err).__name__}: {err})") from err
+        raise ValueError(f"{path} is not a readable embeddings file: it {safetensors_problem(path, err)}") from err
     found = raw_meta.get("format")
     if found not in (FORMAT, FORMAT_2):
         raise ValueError(f"{path} is not a date-diffusion embeddings file of format {FORMAT!r} (found {found!r})")
