@@ -128,8 +128,8 @@ def test_a_big_record_is_named_not_read(run, capsys):
     [
         ({"seed": -5}, "field 'seed' must be in [0, 2**63 - 1]"),  # M2
         ({"index": -1}, "field 'index' must be in [0,"),
-        ({"index": True}, "field 'index' must be int"),  # L1
-        ({"reward": float("nan")}, "field 'reward' must be number"),
+        ({"index": True}, "field 'index' must be a whole number"),  # L1
+        ({"reward": float("nan")}, "field 'reward' must be a finite number or null"),
     ],
 )
 def test_a_record_out_of_its_bounds_is_a_usage_error(run, capsys, fields, why):

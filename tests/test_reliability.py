@@ -492,7 +492,8 @@ def test_the_page_refuses_a_step_count_the_scheduler_cannot_take():
 @pytest.mark.parametrize(
     "text, field",
     [("[]", "it holds an array, not an object"), ('{"suite": "toy"}', "field 'seeds' is missing"),
-     ('{"suite": "toy", "seeds": [0], "steps": "2", "model": "m", "methods": {}}', "field 'steps' must be int")],
+     ('{"suite": "toy", "seeds": [0], "steps": "2", "model": "m", "methods": {}}',
+      "field 'steps' must be a whole number")],
 )  # fmt: skip
 def test_a_run_json_of_another_shape_is_named_with_its_field(tmp_path, capsys, text, field):
     out = tmp_path / "run"
@@ -523,9 +524,9 @@ _UPDATE = {"step": 0, "reward_before": 0.1, "update_norm": 0.2, "skipped": False
 
 @pytest.mark.parametrize(
     "record, field",
-    [([1], "it holds an array"), ({"trace": {"updates": [{"step": "x"}]}}, "field 'step' must be int"),
+    [([1], "it holds an array"), ({"trace": {"updates": [{"step": "x"}]}}, "field 'step' must be a whole number"),
      ({"panels": [{"final_distance": 1}]}, "field 'method' is missing"), ("{not json", "not JSON"),
-     ({"panels": [{"method": "DATE", "final_reward": "0.9"}]}, "field 'final_reward' must be number"),
+     ({"panels": [{"method": "DATE", "final_reward": "0.9"}]}, "field 'final_reward' must be a finite number"),
      ({"panels": [{"method": "DATE", "final_reward_vs": {"method": "fixed"}}]}, "field 'difference' is missing"),
      # round nine: a number JSON has not, anywhere (`info --json` would print it), and settings no run takes
      ({"final_reward": {"date": float("nan")}}, "field 'final_reward.date' must be a finite number"),
@@ -1441,7 +1442,7 @@ def test_a_run_json_with_a_float_where_an_integer_is_meant_is_named(tmp_path, ca
         assert main(_bench(out)) == 2
         err = capsys.readouterr().err
         assert f"run.json is not a valid bench run settings file: field {key!r} must be" in err, err
-        assert "int, got" in err and len(err.strip().splitlines()) == 1
+        assert "whole number" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
@@ -1782,10 +1783,10 @@ def test_values_a_replay_takes_from_its_file_are_named_by_the_file(tmp_path, cap
     capsys.readouterr()
     cases = [("height", "100000", "its 'height' must be a positive multiple of 8"),
              ("prompt", json.dumps("a\x1bred"), "its 'prompt' holds the control character"),
-             ("num_frames", '"abc"', "field 'num_frames' must be int"),
+             ("num_frames", '"abc"', "field 'num_frames' must be a whole number"),
              ("num_frames", str(10**30), "its 'num_frames' must be an integer from 1 to 10000"),
              ("negative_prompt", json.dumps("x\x07"), "its 'negative_prompt' holds the control character U+0007"),
-             ("date", '"x"', "field 'date' must be object, got \"x\""),
+             ("date", '"x"', "field 'date' must be an object, got \"x\""),
              ("date", '{"rho": 1, "rho": 2}', "'date' is not readable JSON (key 'rho' is given twice")]  # fmt: skip
     for key, value, message in cases:
         bad = tmp_path / f"bad-{key}.safetensors"
@@ -2840,3 +2841,15 @@ def test_a_cut_short_embeddings_file_is_said_to_be_cut_short(tmp_path, capsys):
                      str(tmp_path / "o")]) == 2  # fmt: skip
         err = capsys.readouterr().err
         assert f"is not a readable embeddings file: it {message}" in err and "SafetensorError" not in err, err
+
+
+def test_a_run_json_refusal_spells_values_as_json_does(tmp_path, capsys):
+    """Round thirteen: `"limit": null` in run.json was quoted `limit: None -> 1`."""
+    out = tmp_path / "run"
+    assert main(_bench(out)) == 0
+    run = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**run, "limit": None}))
+    capsys.readouterr()
+    assert main(_bench(out)) == 2
+    err = capsys.readouterr().err
+    assert "limit: null -> 1" in err and "None" not in err, err

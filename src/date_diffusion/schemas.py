@@ -114,12 +114,16 @@ def _is(value, kind: str) -> bool:
     return isinstance(value, {"text": str, "list": list, "object": dict, "bool": bool}[kind])
 
 
-_NAMED = {"ints": "a list of int"}  # how a message names a kind where its name is not enough
+# how a message names a kind, in JSON's words (a file's reader never sees Python's type names)
+_NAMED = {"ints": "an array of whole numbers", "int": "a whole number", "number": "a finite number", "text": "text",
+          "list": "an array", "object": "an object", "bool": "true or false"}  # fmt: skip
 
 
 def _wrong_kind(name: str, kind: str, value) -> str:
     """A field of another kind than its schema's, the value quoted as the file spells it (`true`, not `True`)."""
-    return f"field {name!r} must be {_NAMED.get(kind, kind.rstrip('?'))}, got {json_spelling(value):.60}"
+    base = kind.rstrip("?")
+    also = " or null" if kind.endswith("?") else ""
+    return f"field {name!r} must be {_NAMED.get(base, base)}{also}, got {json_spelling(value):.60}"
 
 
 @dataclass(frozen=True)

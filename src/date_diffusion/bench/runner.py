@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from date_diffusion.bench.export import GENEVAL_RECORD, PROMPT_RECORD, read_prompt_record, write_prompt_records
 from date_diffusion.bench.suites import Item, load_suite
 from date_diffusion.core.settings import is_integer, parse_integer
-from date_diffusion.core.text import one_line
+from date_diffusion.core.text import json_spelling, one_line
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import BEST_OF_STRIDE, Method, upgrade_reward
 from date_diffusion.outputs import (
@@ -150,7 +150,7 @@ def compare_settings(out: Path, settings: RunSettings) -> dict:
     diff = {k: (old.get(k), v) for k, v in new.items() if k not in ("methods", *METRIC_ONLY) and old.get(k) != v
             and not (k in CHECKED_FROM_NOW and old.get(k) is None)}  # fmt: skip
     if diff:
-        detail = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        detail = "; ".join(f"{k}: {json_spelling(a)} -> {json_spelling(b)}" for k, (a, b) in diff.items())
         changed = " (model_files: the model's configs or weights changed since the run)" * ("model_files" in diff)
         raise SettingsMismatch(
             f"{out} holds a run with other settings ({detail}){changed}; use another --out or the same settings"
