@@ -710,7 +710,7 @@ def _check_together(opts: BenchOptions, model: str, methods, steps: int, last_se
     """What the options' kinds cannot see alone: each method's own constraints on the run (`Method.check`), the last
     seed (best-of-N's candidates included), the editing skip inside the run, the files FID reads."""
     from date_diffusion.cli.common import checked
-    from date_diffusion.core.settings import Seed
+    from date_diffusion.core.settings import MAX_SEED, Seed
     from date_diffusion.evaluation.methods import BEST_OF_STRIDE, CannotRun
     from date_diffusion.hub import ModelNotFoundError
     from date_diffusion.pipelines.loading import check_tiny_decoder
@@ -724,8 +724,13 @@ def _check_together(opts: BenchOptions, model: str, methods, steps: int, last_se
             raise CLIError(f"--methods: {err}") from err
         except (ValueError, ModelNotFoundError) as err:
             raise CLIError(f"method {quoted(m.label)} with {m.steps_for(steps)} steps: {err}") from err
-    last = last_seed + (max(m.seeds_per_job for m in methods) - 1) * BEST_OF_STRIDE
-    checked(Seed(), last, "--seed-base + --seeds - 1 (with best-of-N's candidates)")
+    checked(Seed(), last_seed, "--seed-base + --seeds - 1")
+    offset = (max(m.seeds_per_job for m in methods) - 1) * BEST_OF_STRIDE  # best-of-N's candidates' seeds
+    if last_seed + offset > MAX_SEED:  # a seed typed, never one computed, is quoted
+        first = opts.seed_base if opts.seed_base is not None else "the suite's"
+        raise CLIError(f"--seed-base {first}: best-of-N's candidates draw seeds up to {offset:,} above each image's "
+                       f"seed, past the largest seed (2**63 - 1); give a --seed-base of at most "
+                       f"{MAX_SEED - offset - (last_seed - (opts.seed_base or 0))}")  # fmt: skip
     if opts.edit_skip is not None and opts.edit_skip >= steps:
         raise CLIError(f"--edit-skip must be in [0, {steps - 1}] (below --steps), got {opts.edit_skip}")
     problem = fid_inputs_problem(opts.fid_real, opts.inception_weights)
