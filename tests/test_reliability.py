@@ -2856,3 +2856,14 @@ def test_a_run_json_refusal_spells_values_as_json_does(tmp_path, capsys):
     assert main(_bench(out)) == 2
     err = capsys.readouterr().err
     assert "limit: null -> 1" in err and "None" not in err, err
+
+
+def test_a_default_reward_that_does_not_load_says_whose_default_it_is(tmp_path, capsys):
+    """Round thirteen: a toy pipeline without its toyworld.json (a fresh `toyworld train` output) failed on
+    `--reward 'clip-l'`, which nobody typed."""
+    model = _toy_copy(tmp_path, "m")
+    (model / "toyworld.json").unlink()
+    assert main(["generate", "a red circle", "--model", str(model), "--steps", "2", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "the default reward of sd models (neither --reward nor the model's folder names one; --reward REWARD " \
+           "chooses another), 'clip-l'" in err and "--reward 'clip-l'" not in err, err

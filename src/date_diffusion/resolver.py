@@ -122,6 +122,9 @@ def resolve_settings(
     reward_named_by = names["reward"]
     if sources["reward"] == "model" and own is not None:  # a spec the model's file gives: that file and its key
         reward_named_by = f"{own.path}: {'recommended.reward' if date_advice.get('reward') else 'reward'}"
+    elif sources["reward"] == "family":  # nobody typed it: say whose default it is, and how to choose another
+        reward_named_by = (f"the default reward of {fam} models (neither {names['reward']} nor the model's folder "
+                           f"names one; {names['reward']} REWARD chooses another),")  # fmt: skip
     resolved = Resolved(model, fam, date, reward, user["num_inference_steps"], user["guidance_scale"], sources,
                         scheduler, reward_named_by)  # fmt: skip
     # a schedule the model's file recommends is named by that file and its key, not by the flag
