@@ -2867,3 +2867,22 @@ def test_a_default_reward_that_does_not_load_says_whose_default_it_is(tmp_path, 
     err = capsys.readouterr().err
     assert "the default reward of sd models (neither --reward nor the model's folder names one; --reward REWARD " \
            "chooses another), 'clip-l'" in err and "--reward 'clip-l'" not in err, err
+
+
+def test_a_request_of_days_of_work_is_said_before_it_starts(tmp_path, capsys, monkeypatch):
+    """Round thirteen: 999 steps with 100 gradient steps at each over aug64(toy-ensemble) started without a word
+    (one batch: no count, no estimate before it ended); the work is said before any model loads."""
+    from date_diffusion.cli import generate
+
+    def no_load(*args, **kwargs):
+        raise KeyboardInterrupt  # stop before any model loads: the note comes first
+
+    monkeypatch.setattr(generate, "load", no_load)
+    argv = ["generate", "a red circle", "--steps", "999", "--update-every", "1", "--grad-steps", "100", "--reward",
+            "aug64(toy-ensemble)", "--images-per-prompt", "4", "--out", str(tmp_path / "o")]  # fmt: skip
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert "note: this request is 19,381,599 sampling steps' work per image (999 steps" in err, err
+    monkeypatch.undo()
+    assert main(["generate", "a red circle", "--steps", "2", "--out", str(tmp_path / "o")]) == 0
+    assert "sampling steps' work" not in capsys.readouterr().err

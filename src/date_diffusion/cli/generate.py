@@ -467,10 +467,32 @@ def plan(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
         print(f"date-diffusion generate: {images:,} images to make{also} ({len(job.prompts):,} prompts x "
               f"{opts.images_per_prompt} per prompt) in batches of {opts.batch_size}; an estimate of the time "
               "follows the first batch", file=sys.stderr)  # fmt: skip
+    work = long_request(opts, job)
+    if work:
+        print(f"date-diffusion generate: note: {work}", file=sys.stderr)
     if not job.date_active and job.saved is None:
         print(f"date-diffusion generate: note: DATE cannot move the embedding with these settings ({CANNOT_ACT}); "
               "the images use the fixed embedding and are recorded as method 'fixed'", file=sys.stderr)  # fmt: skip
     return opts, job
+
+
+def long_request(opts: GenerateOptions, job: Job) -> str | None:
+    """What a request far beyond a usual run asks (its work in sampling steps, `perf.work.request_work`), said
+    before it starts: one command line can ask for days of work, and nothing else would say so before its first
+    batch ends. None for a request within what the web page takes by default."""
+    from date_diffusion.perf.work import request_work
+    from date_diffusion.ui.access import MAX_WORK
+
+    settings = job.settings
+    date = settings.date if job.date_active and job.saved is None else None
+    per_image = max(request_work(settings.num_inference_steps, date, settings.reward, p) for p in job.prompts)
+    if per_image <= MAX_WORK:
+        return None
+    images = len(job.prompts) * opts.images_per_prompt
+    return (f"this request is {per_image:,} sampling steps' work per image ({settings.num_inference_steps} steps, "
+            f"each DATE gradient step counted with its backward pass and reward runs), {images:,} image(s): "
+            f"{per_image / MAX_WORK:,.0f} times the most the web page takes ({MAX_WORK}); it may run for a long time "
+            "(Ctrl-C or SIGTERM ends it, every finished image kept)")
 
 
 def run(args) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from date_diffusion.cli.common import HelpFormatter, from_namespace
-from date_diffusion.ui.access import MAX_QUEUE, MAX_WORK, UPDATE_WORK
+from date_diffusion.perf.work import UPDATE_WORK
+from date_diffusion.ui.access import MAX_QUEUE, MAX_WORK
 
 # Gradio, torch and the page are imported inside `run`: see cli/__init__.py
 

@@ -454,7 +454,7 @@ def reward_runs(spec: str, prompt: str | None = None) -> int:
     """How many reward models' runs score one image under `spec`: each named reward its record's `runs` (an
     ensemble's members), `augK(...)` K times what it wraps, `mean(...)` and a sum each part's runs, `subjects(...)`
     its inner spec's for the prompt and for each of its subjects (two subjects assumed without a prompt). What a
-    request's cost is bounded by (`ui.access.request_work`)."""
+    request's cost is bounded by (`perf.work.request_work`)."""
     from date_diffusion.rewards.subjects import subject_prompts
 
     texts = 1 + (len(subject_prompts(prompt)) if prompt is not None else 2)

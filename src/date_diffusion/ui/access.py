@@ -58,23 +58,6 @@ def check_reward_sources(spec: str, allowed: tuple[Path, ...], label: str = "rew
 __all__ = ["PathRefused", "RewardSpecError", "allowed_folders", "check_reward_sources"]
 
 
-# what one request may make the server do: its work, in sampling steps
+# what one request may make the server do: its work, in sampling steps (`perf.work.request_work`)
 MAX_WORK = 400  # the default --max-work: the paper's 50 steps with an update at each step is 50 + 3 * 50 = 200
 MAX_QUEUE = 8  # requests waiting at once, beyond those running: one visitor's many cannot hold the page for long
-UPDATE_WORK = 3  # an update's cost in sampling steps: the backward pass through the denoiser, decoder and reward
-
-
-def gradient_step_work(reward: str, prompt: str | None = None) -> int:
-    """One gradient step's work in sampling steps: `UPDATE_WORK`, and one more for each reward model's run beyond
-    the first (`rewards.registry.reward_runs`: `aug8(clip)` runs CLIP on 8 views, each with its backward pass)."""
-    from date_diffusion.rewards.registry import reward_runs
-
-    return UPDATE_WORK + reward_runs(reward, prompt) - 1
-
-
-def request_work(steps: int, date, reward: str, prompt: str | None = None) -> int:
-    """A request's work in sampling steps: `steps`, and `gradient_step_work(reward, prompt)` for each gradient step
-    of each DATE update (`grad_steps` of them per update, each its own backward pass)."""
-    if date is None:
-        return steps
-    return steps + gradient_step_work(reward, prompt) * len(date.update_indices(steps)) * date.grad_steps

@@ -37,6 +37,7 @@ from date_diffusion.grids import (
     verdict_text,
 )
 from date_diffusion.outputs import save_png
+from date_diffusion.perf.work import UPDATE_WORK, gradient_step_work, request_work
 from date_diffusion.pipelines import load_date_pipeline
 from date_diffusion.pipelines.loading import tiny_decoder_for
 from date_diffusion.resolver import resolve_settings
@@ -44,7 +45,7 @@ from date_diffusion.rewards.base import Reward
 from date_diffusion.rewards.registry import reward_from_spec
 from date_diffusion.schedulers import SCHEDULERS, check_steps_fit, make_scheduler
 from date_diffusion.toyworld.world import judge_for
-from date_diffusion.ui.access import MAX_WORK, UPDATE_WORK, check_reward_sources, gradient_step_work, request_work
+from date_diffusion.ui.access import MAX_WORK, check_reward_sources
 
 
 class InputError(ValueError):
