@@ -481,7 +481,8 @@ def test_a_date_image_no_update_moved_is_the_fixed_samplers_in_its_png_and_the_r
 @pytest.mark.parametrize(
     "spec", ["date date:every=5", "date:steps=1;3 date:steps=3;1", "date:every=5 date:intervals=0:1",
              "date:steps=0 date:intervals=0:1", "date date:reward=1*toy-clip",
-             "date:reward=mean(toy-clip;toy-clip-s1) date:reward=mean(toy-clip-s1;toy-clip)"],
+             "date:reward=mean(toy-clip;toy-clip-s1) date:reward=mean(toy-clip-s1;toy-clip)",
+             "date:steps=2 date:steps=2,anchor=original", "date:steps=2 date:steps=2,prior=0.1"],  # round thirteen
 )  # fmt: skip
 def test_date_schedules_that_update_at_the_same_steps_make_the_same_images(spec):
     """Round nine: at 4 steps `every=5`, `steps=0` and `intervals=0:1` all update at step 0 only, and `steps=3;1`
@@ -491,6 +492,8 @@ def test_date_schedules_that_update_at_the_same_steps_make_the_same_images(spec)
     methods = parse_methods(spec)
     assert same_images(methods, 4, "toy-clip") == tuple(m.label for m in methods)
     assert same_images(parse_methods("date:every=5 date:every=2"), 4, "toy-clip") is None  # [0] and [0, 2]
+    assert same_images(parse_methods("date:every=2 date:every=2,anchor=original"), 4, "toy-clip") is None
+    assert same_images(parse_methods("date:steps=2 date:steps=2,grad=2,prior=0.1"), 4, "toy-clip") is None
 
 
 def test_bench_names_the_columns_of_a_prompts_file_it_does_not_read(tmp_path, capsys):

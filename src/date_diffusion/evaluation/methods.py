@@ -391,6 +391,8 @@ class Date(Method):
         except ValueError:  # outside the run: `check` names it
             return key
         schedule = dict(update_every=None, update_steps=steps, update_intervals=None)
+        if len(steps) * self.date.grad_steps == 1:  # one gradient step from the original embedding: the anchor is
+            schedule.update(anchor="previous", prior_weight=0.0)  # that embedding, and the prior's gradient is 0
         return {**key, "date": {**key["date"], **schedule}}
 
     def check(self, run_steps):
