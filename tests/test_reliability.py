@@ -2871,13 +2871,13 @@ def test_a_default_reward_that_does_not_load_says_whose_default_it_is(tmp_path, 
 
 def test_a_request_of_days_of_work_is_said_before_it_starts(tmp_path, capsys, monkeypatch):
     """Round thirteen: 999 steps with 100 gradient steps at each over aug64(toy-ensemble) started without a word
-    (one batch: no count, no estimate before it ended); the work is said before any model loads."""
+    (one batch: no count, no estimate before it ended); the work is said before the first step."""
     from date_diffusion.cli import generate
 
-    def no_load(*args, **kwargs):
-        raise KeyboardInterrupt  # stop before any model loads: the note comes first
+    def no_work(*args, **kwargs):
+        raise KeyboardInterrupt  # stop before the first step: the note comes first
 
-    monkeypatch.setattr(generate, "load", no_load)
+    monkeypatch.setattr(generate, "generate_all", no_work)
     argv = ["generate", "a red circle", "--steps", "999", "--update-every", "1", "--grad-steps", "100", "--reward",
             "aug64(toy-ensemble)", "--images-per-prompt", "4", "--out", str(tmp_path / "o")]  # fmt: skip
     assert main(argv) == 130

@@ -467,9 +467,6 @@ def plan(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
         print(f"date-diffusion generate: {images:,} images to make{also} ({len(job.prompts):,} prompts x "
               f"{opts.images_per_prompt} per prompt) in batches of {opts.batch_size}; an estimate of the time "
               "follows the first batch", file=sys.stderr)  # fmt: skip
-    work = long_request(opts, job)
-    if work:
-        print(f"date-diffusion generate: note: {work}", file=sys.stderr)
     if not job.date_active and job.saved is None:
         print(f"date-diffusion generate: note: DATE cannot move the embedding with these settings ({CANNOT_ACT}); "
               "the images use the fixed embedding and are recorded as method 'fixed'", file=sys.stderr)  # fmt: skip
@@ -517,6 +514,9 @@ def run(args) -> int:
     diffusers_logging.disable_progress_bar()  # the command prints its own progress
     with timings.part("loading"):
         load(opts, job, device)
+    work = long_request(opts, job)  # once every check has passed: said of a request that runs
+    if work:
+        print(f"date-diffusion generate: note: {work}", file=sys.stderr)
     with output_dir(job.out):  # created last, once every check has passed: a refused command leaves no folder
         generate_all(opts, job)
     timings.print()
