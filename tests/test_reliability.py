@@ -2886,3 +2886,20 @@ def test_a_request_of_days_of_work_is_said_before_it_starts(tmp_path, capsys, mo
     monkeypatch.undo()
     assert main(["generate", "a red circle", "--steps", "2", "--out", str(tmp_path / "o")]) == 0
     assert "sampling steps' work" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, message", [("aesthetic", "holds no aesthetic predictor head"),
+                                           ("openclip", "holds no OpenCLIP checkpoint"),
+                                           ("hpsv2", "holds no OpenCLIP checkpoint")])  # fmt: skip
+def test_a_weights_file_of_another_kind_is_named_before_any_base_model_loads(tmp_path, capsys, name, message):
+    """Round thirteen: a LoRA given as an `aesthetic:`, `openclip:` or `hpsv2:` source asked for a CLIP-L download
+    (the base model loaded first; online, 1.7 GB before the file was looked at): the file is read first."""
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"unet.down.lora_A.weight": torch.zeros(2, 2)}, tmp_path / "lora.safetensors")
+    argv = ["generate", "a red circle", "--steps", "2", "--reward", f"{name}:{tmp_path / 'lora.safetensors'}",
+            "--out", str(tmp_path / "o")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "hf download" not in err and "'unet.down.lora_A.weight'" in err, err

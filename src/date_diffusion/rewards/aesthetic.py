@@ -36,7 +36,12 @@ class AestheticReward(Reward):
             load_state_dict,
         )
 
-        state = load_state_dict(fetch_file(mlp or AESTHETIC_REPO, AESTHETIC_FILE))  # the small file first
+        file = fetch_file(mlp or AESTHETIC_REPO, AESTHETIC_FILE)  # the small file first, checked before CLIP loads
+        state = load_state_dict(file)
+        if not isinstance(state, dict) or set(state) != set(PreferenceMLP(1).state_dict()):
+            first = next(iter(state), None) if isinstance(state, dict) else None
+            raise ValueError(f"{str(file)!r} holds no aesthetic predictor head (its tensors are not layers.0 ... "
+                             f"layers.7; the first is {first!r}): give {AESTHETIC_FILE}")  # fmt: skip
         model = load_component(CLIPModel, clip or PAPER_CLIP)
         head = PreferenceMLP(model.config.projection_dim)
         head.load_state_dict(state, strict=True)

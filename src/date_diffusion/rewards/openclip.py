@@ -280,16 +280,33 @@ def load_openclip_state(source) -> dict:
 
     path = Path(str(source)).expanduser()
     if path.is_file():
-        return strip_prefix(load_state_dict(path))
+        return _openclip_state(strip_prefix(load_state_dict(path)), path)
     from date_diffusion.hub import ModelNotFoundError
 
     errors = []
     for name in OPENCLIP_FILES:
         try:
-            return strip_prefix(load_state_dict(fetch_named_file(source, name)))
+            file = fetch_named_file(source, name)
         except ModelNotFoundError as err:
             errors.append(err)
+            continue
+        return _openclip_state(strip_prefix(load_state_dict(file)), file)
     raise ModelNotFoundError(f"{errors[0]} (nor {OPENCLIP_FILES[1]!r} there)") from errors[-1]
+
+
+_OPENCLIP_KEYS = ("token_embedding.weight", "positional_embedding", "text_projection")
+
+
+def _openclip_state(state: dict, file) -> dict:
+    """`state` when it is an OpenCLIP model's (its text tower's embeddings and projection, and a vision tower), read
+    before anything else loads (a tokenizer, a base model from the hub); ValueError naming `file` otherwise (a LoRA,
+    an embeddings file, another model's weights)."""
+    missing = [k for k in _OPENCLIP_KEYS if k not in state]
+    if missing or not any(k.startswith("visual.") for k in state):
+        first = next(iter(state), None)
+        raise ValueError(f"{str(file)!r} holds no OpenCLIP checkpoint (no {', '.join(missing) or 'visual.*'}; its "
+                         f"first tensor is {first!r}): give an OpenCLIP model's weights")  # fmt: skip
+    return state
 
 
 def tokenizer_for(checkpoint, default=None):
