@@ -401,9 +401,11 @@ def _bench(out, *extra):
         (["--methods", "date:steps=99"], "method 'date:steps=99' with 2 steps: update_steps 99 are outside"),
         (["--seed-base", str(2**64)], "--seed-base must be in [0, 2**63)"),
         (["--seed-base", str(2**63 - 1), "--seeds", "2"], "--seed-base + --seeds - 1"),
-        (["--seed-base", str(2**63 - 2), "--methods", "best-of-2"],  # round thirteen: the largest base said
-         f"--seed-base {2**63 - 2}: best-of-N's candidates draw seeds up to 100,003 above each image's seed, past the "
-         f"largest seed (2**63 - 1); give a --seed-base of at most {2**63 - 1 - 100_003}"),
+        (
+            ["--seed-base", str(2**63 - 2), "--methods", "best-of-2"],  # round thirteen: the largest base said
+            f"--seed-base {2**63 - 2}: best-of-N's candidates draw seeds up to 100,003 above each image's seed, "
+            f"past the largest seed (2**63 - 1); give a --seed-base of at most {2**63 - 1 - 100_003}",
+        ),
         (["--methods", "date:lowres=0"], "lowres in 'date:lowres=0' must be a positive multiple of 8"),
         (["--methods", "date:lowres=12"], "lowres in 'date:lowres=12' must be a positive multiple of 8"),
         (["--methods", "date:decoder=missing-decoder"], "'missing-decoder' is not a decoder folder"),
@@ -2865,8 +2867,12 @@ def test_a_default_reward_that_does_not_load_says_whose_default_it_is(tmp_path, 
     (model / "toyworld.json").unlink()
     assert main(["generate", "a red circle", "--model", str(model), "--steps", "2", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "the default reward of sd models (neither --reward nor the model's folder names one; --reward REWARD " \
-           "chooses another), 'clip-l'" in err and "--reward 'clip-l'" not in err, err
+    assert (
+        "the default reward of sd models (neither --reward nor the model's folder names one; --reward REWARD "
+        "chooses another), 'clip-l'"
+        in err
+        and "--reward 'clip-l'" not in err
+    ), err
 
 
 def test_a_request_of_days_of_work_is_said_before_it_starts(tmp_path, capsys, monkeypatch):

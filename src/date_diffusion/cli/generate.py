@@ -486,10 +486,12 @@ def long_request(opts: GenerateOptions, job: Job) -> str | None:
     if per_image <= MAX_WORK:
         return None
     images = len(job.prompts) * opts.images_per_prompt
-    return (f"this request is {per_image:,} sampling steps' work per image ({settings.num_inference_steps} steps, "
-            f"each DATE gradient step counted with its backward pass and reward runs), {images:,} image(s): "
-            f"{per_image / MAX_WORK:,.0f} times the most the web page takes ({MAX_WORK}); it may run for a long time "
-            "(Ctrl-C or SIGTERM ends it, every finished image kept)")
+    return (
+        f"this request is {per_image:,} sampling steps' work per image ({settings.num_inference_steps} steps, "
+        f"each DATE gradient step counted with its backward pass and reward runs), {images:,} image(s): "
+        f"{per_image / MAX_WORK:,.0f} times the most the web page takes ({MAX_WORK}); it may run for a long time "
+        "(Ctrl-C or SIGTERM ends it, every finished image kept)"
+    )
 
 
 def run(args) -> int:
