@@ -2909,3 +2909,19 @@ def test_a_weights_file_of_another_kind_is_named_before_any_base_model_loads(tmp
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "hf download" not in err and "'unet.down.lora_A.weight'" in err, err
+
+
+def test_a_clip_source_of_another_kind_is_named_before_the_library_reads_it(tmp_path, capsys):
+    """Round thirteen: `clip:` given a text encoder alone printed transformers' load report (missing and unexpected
+    weights) and then blamed a missing tokenizer; given a whole diffusers pipeline, it called it an incomplete
+    diffusers checkpoint."""
+    model = _toy_copy(tmp_path, "m")
+    cases = [
+        (model / "text_encoder", "its config.json is a 'clip_text_model' model, and CLIPModel is a 'clip' one"),
+        (model, "it is a diffusion pipeline's folder (model_index.json), not a CLIPModel"),
+    ]
+    for source, message in cases:
+        argv = ["generate", "a red circle", "--steps", "2", "--reward", f"clip:{source}", "--out", str(tmp_path / "o")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and "LOAD REPORT" not in err, err

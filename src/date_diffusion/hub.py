@@ -4,6 +4,7 @@ to the user. (Families live in `families.py`; a model's reward decoder is found 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import socket
@@ -170,6 +171,9 @@ def load_component(cls, id_or_path, **kwargs):
     libraries' loading progress bars (`quiet.quiet_loading`)."""
     from date_diffusion.quiet import quiet_loading
 
+    why = _other_kind(cls, Path(str(id_or_path)).expanduser())
+    if why:  # before the library reads it: its notes on missing and unexpected weights would say it otherwise
+        raise ModelNotFoundError(f"could not load {str(id_or_path)!r}: {why}")
     try:
         with quiet_loading():
             component = cls.from_pretrained(str(id_or_path), **kwargs)
@@ -184,6 +188,28 @@ def load_component(cls, id_or_path, **kwargs):
 
 
 MIN_VOCABULARY = 2  # a tokenizer this small was built from no files
+
+
+def _other_kind(cls, folder: Path) -> str | None:
+    """Why the local `folder` holds no model of the transformers class `cls` (its config's `model_type` another, or a
+    diffusion pipeline's folder), or None (not a folder, not a transformers model class, or of its kind)."""
+    expected = getattr(getattr(cls, "config_class", None), "model_type", None)
+    if not expected or not folder.is_dir():
+        return None
+    config = folder / "config.json"
+    if not config.is_file():
+        if (folder / "model_index.json").is_file():
+            return (f"it is a diffusion pipeline's folder (model_index.json), not a {cls.__name__}: give that "
+                    "model's own folder")  # fmt: skip
+        return None
+    try:
+        found = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return None  # the library names what is wrong with it
+    if isinstance(found, str) and found != expected:
+        what = f"a {expected!r} one"
+        return f"its config.json is a {found!r} model, and {cls.__name__} is {what}: give a {cls.__name__} folder"
+    return None
 
 
 # OpenCLIP checkpoints carry no tokenizer: OpenCLIP's ViT models tokenize with CLIP's BPE vocabulary (49408 tokens,
