@@ -117,11 +117,20 @@ def test_a_lora_that_cannot_act_is_named(sd_files, clip_dir, tmp_path, capsys):
     copy = tmp_path / "copy.safetensors"
     copy.write_bytes(foreign.read_bytes())
     (tmp_path / "flux-lora.safetensors:0.5").write_bytes(b"another file whose name ends like a scale")
+    # round thirteen: readable but damaged: integer tensors, the down halves alone
+    integers, half = tmp_path / "int-lora.safetensors", tmp_path / "half-lora.safetensors"
+    peft_key = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_{}.weight"
+    save_file({peft_key.format("A"): torch.zeros(4, 32, dtype=torch.int32),
+               peft_key.format("B"): torch.zeros(32, 4, dtype=torch.int32)}, integers)  # fmt: skip
+    save_file({peft_key.format("A"): torch.zeros(4, 32)}, half)
     cases = [([empty], "holds no tensors"), ([clip_dir / "model.safetensors"], "holds no LoRA weights"),
              ([foreign], "flux-lora.safetensors"), ([diverged], "nan-lora.safetensors': its tensor 'unet.down_blocks"),
              (twice, "flux-lora.safetensors' is given twice"), ([foreign, copy], "copy.safetensors' is given twice"),
              ([f"{foreign}:1e-46"], "is '1e-46', 0 in 32-bit floats: the LoRA would do nothing"),
-             ([f"{foreign}:0.5"], "reads two ways")]  # fmt: skip
+             ([f"{foreign}:0.5"], "reads two ways"),
+             ([integers], "int-lora.safetensors': its tensor 'unet.down_blocks.0.attentions.0.transformer_blocks.0."
+                          "attn1.to_q.lora_A.weight' holds integers (I32)"),
+             ([half], "half-lora.safetensors': 1 of its low-rank weights lack their other half")]  # fmt: skip
     for loras, message in cases:
         given = [arg for lora in loras for arg in ("--lora", str(lora))]
         assert gen(sd_files / "folder", clip_dir, tmp_path / "o", "a cat", *given) == 2

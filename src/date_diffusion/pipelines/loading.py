@@ -397,6 +397,33 @@ def check_lora_file(path) -> None:
     if bad is not None:  # it would turn every image black (or every reward NaN) without naming the file
         raise ValueError(f"LoRA file {str(path)!r}: its tensor {bad!r} holds NaN or infinite values (a damaged or "
                          "diverged training run): it cannot be applied")  # fmt: skip
+    integer = _integer_tensor(path)
+    if integer is not None:  # torch refuses them deep inside the adapter's loading, in 35,000 characters
+        raise ValueError(f"LoRA file {str(path)!r}: its tensor {integer[0]!r} holds integers ({integer[1]}), not "
+                         "numbers with fractions: no LoRA is saved so (a damaged or converted file)")  # fmt: skip
+    pairs = {"lora_a": "lora_b", "lora_down": "lora_up", "lora_b": "lora_a", "lora_up": "lora_down"}
+    lowered = {k.lower() for k in keys}
+    alone = [k for k in keys for half, other in pairs.items() if f".{half}." in k.lower()
+             and k.lower().replace(f".{half}.", f".{other}.") not in lowered]  # fmt: skip
+    if alone:  # half of a low-rank pair: the loader fails on an index, without naming the file
+        raise ValueError(f"LoRA file {str(path)!r}: {len(alone)} of its low-rank weights lack their other half (the "
+                         f"first: {alone[0]!r}); a LoRA holds both halves of each pair (down and up, A and B): a "
+                         "damaged or cut file")  # fmt: skip
+
+
+def _integer_tensor(path) -> tuple[str, str] | None:
+    """The first tensor of a .safetensors file of an integer or boolean type, and that type, or None (its header
+    alone is read)."""
+    import struct
+
+    with open(path, "rb") as f:
+        size = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(size))
+    for key, entry in header.items():
+        dtype = str(entry.get("dtype", "")) if isinstance(entry, dict) and key != "__metadata__" else ""
+        if dtype.startswith(("I", "U")) or dtype == "BOOL":  # I8 ... I64, U8 ...; BF16 is a float
+            return key, dtype
+    return None
 
 
 def _non_finite_tensor(path) -> str | None:
