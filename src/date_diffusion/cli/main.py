@@ -294,9 +294,12 @@ def _sigterm_as_interrupt() -> None:
             while _RUNNING.is_set() and time.monotonic() < deadline:
                 time.sleep(0.05)
             if _RUNNING.is_set():
+                remove_made()  # a folder the command made and wrote nothing into goes, as on a failure
+                if _INTERRUPT_ENDS.is_set():  # a server (the page): SIGTERM is its end, whatever held it
+                    print("stopped", file=sys.__stdout__, flush=True)
+                    os._exit(0)
                 print(f"date-diffusion: terminated: a library call did not return within {SIGTERM_GRACE:g} s of "
                       "SIGTERM; every finished file stays", file=sys.__stderr__, flush=True)  # fmt: skip
-                remove_made()  # a folder the command made and wrote nothing into goes, as on a failure
                 os._exit(143)
 
     _WATCHING.append((reader, writer, threading.Thread(target=watch, name="date-diffusion-sigterm", daemon=True)))
@@ -304,6 +307,7 @@ def _sigterm_as_interrupt() -> None:
 
 
 _INTERRUPTED = threading.Event()  # set once SIGTERM arrived: a failure that follows is the interrupt's doing
+_INTERRUPT_ENDS = threading.Event()  # set while a command whose end is an interrupt runs (`interrupt_ends`: the page)
 
 
 def _interrupt(signum, frame):
@@ -424,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = build_parser().parse_args(argv)
     name = _NAME[0] = args.command_prog
+    if getattr(args, "interrupt_ends", False):
+        _INTERRUPT_ENDS.set()
     _sigterm_as_interrupt()
     _RUNNING.set()
     try:
@@ -460,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         _RUNNING.clear()
+        _INTERRUPT_ENDS.clear()
         _NAME[0] = "date-diffusion"
 
 
