@@ -787,27 +787,26 @@ def test_sigterm_while_the_page_is_busy_ends_it_with_code_0_and_no_temporary_fol
     assert not list(tmp_path.glob("date-diffusion-ui-*"))
 
 
-def test_sigterm_ends_a_command_stuck_in_one_library_call_within_the_grace(tmp_path):
-    """SIGTERM while the main thread is inside one library call that never looks at signals (one product of two
-    8192 x 8192 matrices, tens of seconds on one thread, stands in for a convolution at 4096 px): the process ends
-    SIGTERM_GRACE seconds later, code 143."""
+def _stuck(tmp_path, command: str, work: str, first: str = "pass") -> tuple[int, float, str, str]:
+    """A command whose run is one library call that never looks at signals (one product of two 8192 x 8192
+    matrices, tens of seconds on one thread, stands in for a convolution at 4096 px), inside `work` (a `with` of
+    what a command makes first) after `first` (a statement: files written into it), sent SIGTERM once inside it:
+    (exit code, seconds to end, stdout, stderr)."""
     import signal
     import time
-
-    from date_diffusion.cli.main import SIGTERM_GRACE
 
     stuck = (
         "import sys, torch\n"
         "from pathlib import Path\n"
         "from date_diffusion.cli import common, main as m\n"
         "def stuck(args):\n"
-        "    with common.output_dir(Path('made/out')), common.temporary_folder('page-') as t:\n"
-        "        (t / 'image.png').write_text('x')\n"  # a temporary folder with files: removed whole
+        f"    with {work}:\n"
+        f"        {first}\n"
         "        a = torch.ones(8192, 8192)\n"
         "        print('stuck', flush=True)\n"
         "        a @ a\n"
         "m.check_kinds = stuck\n"
-        "sys.exit(m.main(['info', 'x.png']))\n"
+        f"sys.exit(m.main({command!r}.split()))\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-c", stuck], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -817,12 +816,22 @@ def test_sigterm_ends_a_command_stuck_in_one_library_call_within_the_grace(tmp_p
         time.sleep(1.0)  # inside the product by now (it takes tens of seconds), not between two Python steps
         start = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=SIGTERM_GRACE + 30)
+        code = proc.wait(timeout=60)
         took = time.monotonic() - start
     finally:
         proc.kill()
+    return code, took, proc.stdout.read(), proc.stderr.read()
+
+
+def test_sigterm_ends_a_command_stuck_in_one_library_call_within_the_grace(tmp_path):
+    """SIGTERM while the main thread is inside one library call that never looks at signals: the process ends
+    SIGTERM_GRACE seconds later, code 143."""
+    from date_diffusion.cli.main import SIGTERM_GRACE
+
+    made = "common.output_dir(Path('made/out')), common.temporary_folder('page-') as t"
+    code, took, _, err = _stuck(tmp_path, "info x.png", made, "(t / 'image.png').write_text('x')")
     assert code == 143 and SIGTERM_GRACE - 0.5 < took < SIGTERM_GRACE + 10, (code, took)
-    assert "did not return within 5 s of SIGTERM" in proc.stderr.read()
+    assert "did not return within 5 s of SIGTERM" in err
     assert not (tmp_path / "made").exists()  # the empty folders the command made go, as on a failure
     assert not list(tmp_path.glob("page-*"))  # and its temporary folders, whole
 
@@ -2931,29 +2940,6 @@ def test_sigterm_held_off_in_the_pages_start_still_stops_it_with_code_0(tmp_path
     """The CI's case: SIGTERM 0.5 s into `ui` (a fresh install: imports compile) was taken inside an import that
     swallowed the interrupt, the start went on, and the watchdog ended the page with code 143. For the page,
     SIGTERM is its end whatever holds it: code 0, "stopped", its temporary folders removed."""
-    import signal
-    import time
-
-    stuck = (
-        "import sys, torch\n"
-        "from date_diffusion.cli import common, main as m\n"
-        "def stuck(args):\n"
-        "    with common.temporary_folder('date-diffusion-ui-'):\n"
-        "        a = torch.ones(8192, 8192)\n"
-        "        print('stuck', flush=True)\n"
-        "        a @ a\n"
-        "m.check_kinds = stuck\n"
-        "sys.exit(m.main(['ui']))\n"
-    )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp_path)}
-    proc = subprocess.Popen([sys.executable, "-c", stuck], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path)  # fmt: skip
-    try:
-        assert proc.stdout.readline().strip() == "stuck"
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=60)
-    finally:
-        proc.kill()
-    assert code == 0 and "stopped" in proc.stdout.read(), (code, proc.stderr.read())
+    code, _, out, err = _stuck(tmp_path, "ui", "common.temporary_folder('date-diffusion-ui-')")
+    assert code == 0 and "stopped" in out, (code, err)
     assert not list(tmp_path.glob("date-diffusion-ui-*"))
