@@ -64,6 +64,11 @@ REMARKS = (
            "peft, on loading a second LoRA into a model: `--lora` given twice or more stacks LoRAs by design",
            "Already found a `peft_config` attribute in the model. This will lead to having multiple adapters in the "
            "model. Make sure to know what you are doing!"),
+    Remark(r"Loading \w+ was unsuccessful with the following error", "diffusers.loaders.peft",
+           "on a LoRA that does not load: diffusers logs peft's error, then raises it, and the command's error "
+           "names the file and what is wrong",
+           "Loading lora_0 was unsuccessful with the following error: \nTarget modules {'zz'} not found in the base "
+           "model."),
     Remark(r"No LoRA keys associated to \w+ found with the prefix='text_encoder(_\d)?'\.",
            "diffusers.loaders.lora_base",
            "on loading any LoRA that adapts only the UNet or transformer (most do); a LoRA that adapts nothing of "

@@ -696,6 +696,9 @@ def add_loras(pipe, loras) -> None:
         try:
             pipe.load_lora_weights(str(path), adapter_name=name)
         except Exception as err:  # not a LoRA, or one for another model
+            if "not found in the base model" in str(err):  # peft: its keys name modules this model lacks
+                raise ValueError(f"LoRA {path!r} matches no module of {type(pipe).__name__}: its keys name modules "
+                                 "this model lacks (made for another model, or its keys renamed)") from err  # fmt: skip
             raise ValueError(f"could not load LoRA {path!r} into {type(pipe).__name__}: {err}") from err
         if name not in {a for adapters in pipe.get_list_adapters().values() for a in adapters}:
             raise ValueError(f"LoRA {path!r} matches no module of {type(pipe).__name__}: it was made for another "
