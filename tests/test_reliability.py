@@ -788,8 +788,8 @@ def test_sigterm_while_the_page_is_busy_ends_it_with_code_0_and_no_temporary_fol
 
 
 def _stuck(tmp_path, command: str, work: str, first: str = "pass") -> tuple[int, float, str, str]:
-    """A command whose run is one library call that never looks at signals (one product of two 8192 x 8192
-    matrices, tens of seconds on one thread, stands in for a convolution at 4096 px), inside `work` (a `with` of
+    """A command whose run is one library call that never looks at signals (one product of two square
+    matrices of 16384, a minute on one thread, stands in for a convolution at 4096 px), inside `work` (a `with` of
     what a command makes first) after `first` (a statement: files written into it), sent SIGTERM once inside it:
     (exit code, seconds to end, stdout, stderr)."""
     import signal
@@ -802,7 +802,7 @@ def _stuck(tmp_path, command: str, work: str, first: str = "pass") -> tuple[int,
         "def stuck(args):\n"
         f"    with {work}:\n"
         f"        {first}\n"
-        "        a = torch.ones(8192, 8192)\n"
+        "        a = torch.ones(16384, 16384)\n"
         "        print('stuck', flush=True)\n"
         "        a @ a\n"
         "m.check_kinds = stuck\n"
