@@ -52,9 +52,10 @@ def load_state_dict(path: Path) -> dict:
 
     from date_diffusion.core.text import one_line
 
-    kind = "safetensors file" if str(path).endswith(".safetensors") else "PyTorch checkpoint (.pt, .pth, .bin)"
+    safetensors = str(path).endswith(".safetensors")
+    kind = "safetensors file" if safetensors else "PyTorch checkpoint (.pt, .pth, .bin)"
     try:
-        if str(path).endswith(".safetensors"):
+        if safetensors:
             from safetensors.torch import load_file
 
             return load_file(str(path))
@@ -62,7 +63,7 @@ def load_state_dict(path: Path) -> dict:
     except MemoryError:
         raise
     except Exception as err:  # noqa: BLE001  (a text file, a damaged download: pickle, zip and safetensors errors)
-        if kind.startswith("safetensors"):
+        if safetensors:
             from date_diffusion.schemas import safetensors_problem
 
             raise ValueError(f"{str(path)!r} is not a readable {kind}: it {safetensors_problem(path, err)}") from err
@@ -81,7 +82,8 @@ def is_offline() -> bool:
 
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
-HUB_ID = re.compile(r"(?:^|[:(+*;=])([A-Za-z0-9_][\w.-]*/[\w.-]+)")  # owner/name, alone or in a spec
+HUB_NAME = r"[A-Za-z0-9_][\w.-]*/[\w.-]+"  # how a hub repository is spelled: owner/name
+HUB_ID = re.compile(rf"(?:^|[:(+*;=])({HUB_NAME})")  # owner/name, alone or in a spec
 
 
 # the options whose values may name a hub repository (a model, its configs, a reward, a decoder)
@@ -113,7 +115,7 @@ def offline_without_network(args, hub_named: bool = False) -> str | None:
 
 def is_hub_id(text) -> bool:
     """Whether `text` is spelled as a hub repository is (`owner/name`)."""
-    return re.fullmatch(r"[A-Za-z0-9_][\w.-]*/[\w.-]+", str(text)) is not None
+    return re.fullmatch(HUB_NAME, str(text)) is not None
 
 
 def is_local_path(id_or_path) -> bool:

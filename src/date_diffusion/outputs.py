@@ -299,7 +299,12 @@ def is_video(media) -> bool:
 
 def media_suffix(media) -> str:
     """The file suffix `media_bytes` writes `media` with: `.png` for an image, `.webp` for a video."""
-    return VIDEO_SUFFIX if is_video(media) else ".png"
+    return suffix_for(video=is_video(media))
+
+
+def suffix_for(video: bool) -> str:
+    """The file suffix of a video (`VIDEO_SUFFIX`) or of an image (`.png`), as `media_bytes` writes them."""
+    return VIDEO_SUFFIX if video else ".png"
 
 
 def media_bytes(media, record: dict | None = None, fps: int | None = None) -> bytes:
@@ -387,9 +392,10 @@ def read_png_metadata(path) -> dict:
             img.load()
             size = img.size
             text = dict(getattr(img, "text", {}) or {})
-            pixels = None if img.format == "WEBP" else shown_digest(img)
             if img.format == "WEBP" and img.info.get("xmp"):
                 text = _xmp_texts(img.info["xmp"])
+            # the pixels' fingerprint, where a record may carry one to check it against (never a video's)
+            pixels = shown_digest(img) if PNG_RECORD_KEY in text and img.format != "WEBP" else None
     except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError) as err:
         raise ValueError(f"{path} is not a readable image ({err})") from err
     except ValueError as err:  # Pillow's bound on text chunks (a decompression bomb) and other refusals

@@ -404,6 +404,23 @@ def slug(text: str, n: int = 60) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:n] or "prompt"
 
 
+def output_stem(prompt: str, seed: int) -> str:
+    """The name `generate` and `edit` give an image's files (before `-2`, `-3`, ... when taken)."""
+    return f"{slug(prompt)}-s{seed}"
+
+
+def check_replaceable(paths, instead: str) -> None:
+    """With `--overwrite`, every name in `paths` an output would replace is a file: a folder (or a device or pipe)
+    of that name is named before any work, not found once the work is done. `instead`: what the outputs are named
+    without --overwrite."""
+    from date_diffusion.outputs import overwrite_blocker
+
+    blocker = overwrite_blocker(paths)
+    if blocker is not None:
+        raise CLIError(f"--overwrite would replace {str(blocker)!r}, which is not a file (a folder, device or pipe): "
+                       f"move it away, give another --out, or leave out --overwrite ({instead})")  # fmt: skip
+
+
 def resolve_device(name: str, flag: str = "--device") -> str:
     """The device a command samples on: `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N` of a GPU present,
     or `mps` where PyTorch has it; anything else (`meta`, `cpu:1`, a device this PyTorch lacks) is a usage error

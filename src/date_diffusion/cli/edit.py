@@ -18,14 +18,15 @@ from date_diffusion.cli.common import (
     add_model_arguments,
     check_negative_prompt,
     check_outside_runs,
+    check_replaceable,
     from_namespace,
     load_reward,
     model_kwargs,
     output_dir,
+    output_stem,
     resolve_device,
     resolve_from_args,
     resolve_model,
-    slug,
 )
 from date_diffusion.core.config import CANNOT_ACT
 from date_diffusion.core.text import prepare_prompt
@@ -300,17 +301,11 @@ def run(args) -> int:
 def _check_input_kept(opts: EditOptions) -> None:
     """`--overwrite` never replaces the image being edited (an output of the same name in --out), nor a name that
     is not a file (a folder of that name would fail the write once the edit is done)."""
-    from date_diffusion.outputs import overwrite_blocker
-
     if not opts.overwrite:
         return  # a taken name gets -2, -3, ...
-    stem = f"{slug(opts.target_prompt)}-s{opts.seed}"
-    paths = [Path(opts.out) / f"{stem}{name}" for name in (".json", *(f"-{n}.png" for n in EDIT_IMAGES))]
-    blocker = overwrite_blocker(paths)
-    if blocker is not None:
-        raise CLIError(f"--overwrite would replace {str(blocker)!r}, which is not a file (a folder, device or pipe): "
-                       "move it away, give another --out, or leave out --overwrite (the edit's files then get a "
-                       "name of their own)")  # fmt: skip
+    stem = output_stem(opts.target_prompt, opts.seed)
+    paths = [Path(opts.out) / f"{stem}{name}" for name in EDIT_SUFFIXES]
+    check_replaceable(paths, "the edit's files then get a name of their own")
     for path in paths:
         if path.exists() and os.path.samefile(path, opts.image):
             raise CLIError(f"--overwrite would replace {str(path)!r}, the image being edited: give another --out, "
@@ -417,6 +412,7 @@ EDIT_IMAGES = {
     "date": "the edit with DATE",
     "grid": "the grid of the edit's images",
 }
+EDIT_SUFFIXES = (".json", *(f"-{name}.png" for name in EDIT_IMAGES))  # the files of one edit, after its stem
 _NO_DATE = {"date": None, "trace": None, "reward": None, "final_reward": None, "evaluator": None}
 
 
@@ -439,8 +435,7 @@ def write_edit(out: Path, opts: EditOptions, files: dict, meta: dict) -> list[tu
 
     names = tuple(EDIT_IMAGES)
     with (
-        claimed_stem(out, f"{slug(opts.target_prompt)}-s{opts.seed}", (".json", *(f"-{n}.png" for n in names)),
-                     opts.overwrite) as stem,
+        claimed_stem(out, output_stem(opts.target_prompt, opts.seed), EDIT_SUFFIXES, opts.overwrite) as stem,
         file_group() as group,
     ):  # fmt: skip
         grid, panels = edit_grid(files, meta)

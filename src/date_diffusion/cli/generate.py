@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from date_diffusion.cli.common import (
@@ -22,21 +21,23 @@ from date_diffusion.cli.common import (
     add_model_arguments,
     check_negative_prompt,
     check_outside_runs,
+    check_replaceable,
     checked,
     family_help,
     from_namespace,
     load_reward,
     model_kwargs,
     output_dir,
+    output_stem,
     resolve_device,
     resolve_from_args,
     resolve_model,
-    slug,
 )
 from date_diffusion.core.config import CANNOT_ACT
 from date_diffusion.core.settings import Seed, SettingError
 from date_diffusion.core.text import prepare_prompt, quoted
 from date_diffusion.core.trace import DID_NOT_MOVE, moved
+from date_diffusion.hub import is_hub_id
 from date_diffusion.model_folder import fingerprint
 from date_diffusion.schedulers import check_steps_fit
 from date_diffusion.toyworld import world
@@ -257,7 +258,7 @@ def replay_settings(opts: GenerateOptions):
         opts.model.name is None
         and isinstance(recorded, str)
         and not Path(recorded).expanduser().exists()
-        and (not re.fullmatch(r"[\w.-]+/[\w.-]+", recorded))
+        and not is_hub_id(recorded)
     ):  # a folder of the machine it was made on: the file names it, the user gives where it is here
         raise CLIError(f"{where}: its 'model_arg' {recorded!r} is no file or folder here; give the model it was "
                        "made with: --model PATH_OR_ID")  # fmt: skip
@@ -403,6 +404,7 @@ class Job:
     decoder: object = None
     judge: object = None
     model_files: str | None = None  # `model_folder.fingerprint` of a local model (each record states it)
+    lora_files: list = field(default_factory=list)  # `model_folder.fingerprint` of each LoRA, in order
 
 
 def check(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
@@ -433,7 +435,8 @@ def check(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
         except ModelNotFoundError as err:
             raise CLIError(f"--reward-decoder: {err}") from err
     job = Job(date_active=settings.active, prompts=list(opts.prompts), out=Path(opts.out), loading=loading,
-              settings=settings, saved=saved, notes=notes, model_files=fingerprint(settings.model))  # fmt: skip
+              settings=settings, saved=saved, notes=notes, model_files=fingerprint(settings.model),
+              lora_files=[fingerprint(path) for path, _ in loading["loras"]])  # fmt: skip
     if saved is not None:
         check_replay_model(opts, job)
     return opts, job
@@ -448,7 +451,7 @@ def check_replay_model(opts: GenerateOptions, job: Job) -> None:
                        f"{job.settings.model!r} (its configs or weights changed since): the replay would make "
                        "another image; replay it with the model as it was")  # fmt: skip
     loras = job.saved.metadata.get("lora_files")
-    if loras is not None and loras != [fingerprint(path) for path, _ in job.loading["loras"]]:
+    if loras is not None and loras != job.lora_files:
         raise CLIError(f"--replay-embeddings {opts.replay_embeddings!r} was saved with LoRAs whose files have changed "
                        "since (other weights under the recorded names): the replay would make another image; replay "
                        "it with the LoRAs as they were")  # fmt: skip
@@ -575,22 +578,17 @@ def check_overwritten(opts: GenerateOptions, ext: str) -> None:
     before any work, not found once the image is made."""
     if not opts.overwrite:
         return  # a taken name gets -2, -3, ...
-    from date_diffusion.outputs import overwrite_blocker
-
     seeds = range(opts.seed, opts.seed + opts.images_per_prompt)
-    stems = [f"{slug(p)}-s{seed}" for p in opts.prompts for seed in seeds]
-    blocker = overwrite_blocker(Path(opts.out) / f"{stem}{s}" for stem in stems for s in output_suffixes(ext))
-    if blocker is not None:
-        raise CLIError(f"--overwrite would replace {str(blocker)!r}, which is not a file (a folder, device or pipe): "
-                       "move it away, give another --out, or leave out --overwrite (the images then get names of "
-                       "their own)")  # fmt: skip
+    stems = [output_stem(p, seed) for p in opts.prompts for seed in seeds]
+    check_replaceable((Path(opts.out) / f"{stem}{s}" for stem in stems for s in output_suffixes(ext)),
+                      "the images then get names of their own")  # fmt: skip
 
 
 def check_video_options(opts: GenerateOptions, family: str) -> str:
     """--frames and --reward-frames are a video model's; an image decoder (--reward-decoder) is an image model's
     (imports the family's pipeline module). Returns the suffix its media are written with."""
     from date_diffusion.families import by_name
-    from date_diffusion.outputs import VIDEO_SUFFIX
+    from date_diffusion.outputs import suffix_for
 
     pipe = by_name(family).date_pipeline()
     if pipe.adapter.video_fps is None:
@@ -600,7 +598,7 @@ def check_video_options(opts: GenerateOptions, family: str) -> str:
     elif opts.reward_decoder:
         raise CLIError(f"--reward-decoder decodes images; {pipe.__name__} makes videos (use --reward-frames "
                        "or --reward-resolution to make the reward's decoding cheaper)")  # fmt: skip
-    return ".png" if pipe.adapter.video_fps is None else VIDEO_SUFFIX
+    return suffix_for(video=pipe.adapter.video_fps is not None)
 
 
 def generate_all(opts: GenerateOptions, job: Job) -> None:
@@ -709,7 +707,7 @@ def base_record(opts: GenerateOptions, job: Job, prompt, seed) -> dict:
         "sources": {k: settings.sources[k] for k in ("num_inference_steps", "guidance_scale", "scheduler")},
         "date_diffusion_version": __version__,
         "model_files": job.model_files,
-        "lora_files": [fingerprint(path) for path, _ in job.loading["loras"]],
+        "lora_files": job.lora_files,
     }
     if "without_effect" in applied:
         record["without_effect"] = applied["without_effect"]
@@ -735,7 +733,7 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
     ext = media_suffix(image)
     suffixes = output_suffixes(ext)
     with (
-        claimed_stem(out, f"{slug(prompt)}-s{seed}", suffixes, opts.overwrite) as stem,
+        claimed_stem(out, output_stem(prompt, seed), suffixes, opts.overwrite) as stem,
         file_group(replaced(out, stem, suffixes, opts) if opts.overwrite else ()) as group,
     ):
         record = base_record(opts, job, prompt, seed)

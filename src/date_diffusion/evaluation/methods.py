@@ -175,7 +175,7 @@ class Method:
         from date_diffusion.rewards.registry import canonical
 
         entry = self.record()
-        chosen = entry.get("reward") or reward  # one spelling of what it scores (`1*R`, `mean(R)`: R)
+        chosen = entry.get("reward") or reward  # one spelling of what it scores (`1*R`: R)
         return {**entry, "steps": self.steps_for(run_steps), "reward": canonical(chosen) if chosen else chosen}
 
     def record(self) -> dict:

@@ -19,7 +19,14 @@ from date_diffusion.core.config import nonzero_in_float32
 from date_diffusion.core.settings import Real, SettingError, is_real, parse_real
 from date_diffusion.core.text import json_kind, quoted
 from date_diffusion.families import NAMES, by_name, by_pipeline_class, by_single_file_type
-from date_diffusion.hub import ModelNotFoundError, explain_load_error, is_local_path, is_offline, load_component
+from date_diffusion.hub import (
+    ModelNotFoundError,
+    explain_load_error,
+    is_hub_id,
+    is_local_path,
+    is_offline,
+    load_component,
+)
 from date_diffusion.model_folder import read as read_model_file
 
 # diffusers is imported inside the functions: the resolver (and so every command's checks) imports this module
@@ -82,7 +89,7 @@ def check_model_path(model) -> None:
             raise explain_load_error(model, OSError(f"no model_index.json in {path}"))
     elif is_local_path(model):  # written as a path, or a link here that leads nowhere
         raise explain_load_error(model, FileNotFoundError(str(model)))
-    elif is_offline() and re.fullmatch(r"[\w.-]+/[\w.-]+", str(model)):
+    elif is_offline() and is_hub_id(model):
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(str(model), "model_index.json"), str):
@@ -414,15 +421,13 @@ def check_lora_file(path) -> None:
 def _integer_tensor(path) -> tuple[str, str] | None:
     """The first tensor of a .safetensors file of an integer or boolean type, and that type, or None (its header
     alone is read)."""
-    import struct
+    from safetensors import safe_open
 
-    with open(path, "rb") as f:
-        size = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(size))
-    for key, entry in header.items():
-        dtype = str(entry.get("dtype", "")) if isinstance(entry, dict) and key != "__metadata__" else ""
-        if dtype.startswith(("I", "U")) or dtype == "BOOL":  # I8 ... I64, U8 ...; BF16 is a float
-            return key, dtype
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():  # noqa: SIM118  (safe_open is no dict)
+            dtype = f.get_slice(key).get_dtype()
+            if dtype.startswith(("I", "U")) or dtype == "BOOL":  # I8 ... I64, U8 ...; BF16 is a float
+                return key, dtype
     return None
 
 
@@ -748,7 +753,7 @@ def check_tiny_decoder(model, spec: str = "tiny") -> None:
     spec otherwise): a folder must hold a `config.json`; a hub id must be cached when offline."""
     where = reward_decoder(model) if spec == "tiny" else spec
     local = Path(str(where)).expanduser()
-    if local.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", str(where)):
+    if local.exists() or not is_hub_id(where):
         if not (local / "config.json").is_file():
             own = read_model_file(model) if spec == "tiny" else None
             given = f"{own.path}: reward_decoder" if own is not None and own.reward_decoder else "reward decoder"

@@ -410,8 +410,9 @@ def _depths(text: str):
 
 def canonical(spec: str) -> str:
     """One spelling of what a spec scores, for telling two specs that score the same apart from two that do not:
-    a term of weight 1 alone is the term, a mean of one part is the part, a mean's parts and a sum's terms in one
-    order (`1*R`, `mean(R)` and `R`; `mean(a;b)` and `mean(b;a)`). A spec that does not parse is its own text."""
+    a term of weight 1 alone is the term, a mean's parts and a sum's terms in one order (`1*R` and `R`;
+    `mean(a;b)` and `mean(b;a)`; a mean of one part is refused when parsed). A spec that does not parse is its own
+    text."""
     try:
         return _spelled(parse_spec(spec))
     except (RewardSpecError, ValueError):
@@ -424,8 +425,7 @@ def _spelled(node) -> str:
             return _spelled(node.terms[0][1])
         return "+".join(sorted(f"{w!r}*{_spelled(t)}" for w, t in node.terms))
     if isinstance(node, Mean):
-        parts = sorted(_spelled(p) for p in node.parts)
-        return parts[0] if len(parts) == 1 else f"mean({';'.join(parts)})"
+        return f"mean({';'.join(sorted(_spelled(p) for p in node.parts))})"
     if isinstance(node, Augmented):
         return f"aug{node.views}({_spelled(node.inner)})"
     if isinstance(node, Subjects):

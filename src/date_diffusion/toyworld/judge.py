@@ -77,7 +77,8 @@ def check_config(path) -> dict:
     if not isinstance(config, dict):
         raise ValueError(f"{file} holds no object of settings; {_FIX}")
     config = {k: v for k, v in config.items() if not k.startswith("_")}  # diffusers' own (`_class_name`, ...)
-    known = set(inspect.signature(ToyJudge.__init__).parameters) - {"self"}
+    defaults = {k: p.default for k, p in inspect.signature(ToyJudge.__init__).parameters.items() if k != "self"}
+    known = set(defaults)
     unknown = sorted(set(config) - known)
     if unknown:
         raise ValueError(f"{file}: unknown keys {unknown}: a judge's config holds {', '.join(sorted(known))}")
@@ -89,7 +90,7 @@ def check_config(path) -> dict:
     if config["base_clip"] not in world.CLIPS:
         raise bad("base_clip", f"is none of the toy world's CLIPs ({', '.join(world.CLIPS)})")
     for key, high in (("width", 4096), ("layers", 64), ("heads", 64)):
-        value = config.setdefault(key, inspect.signature(ToyJudge.__init__).parameters[key].default)
+        value = config.setdefault(key, defaults[key])
         if type(value) is not int or not 1 <= value <= high:
             raise bad(key, f"is no whole number from 1 to {high}")
     if config["width"] % config["heads"]:
