@@ -2825,7 +2825,7 @@ def test_a_copy_made_transparent_is_named_as_changed_pixels(tmp_path, capsys):
     assert str(bench_png) in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("option", ["--model", "--reward"])
+@pytest.mark.parametrize("option", ["--model", "--reward", "--reward-decoder"])
 def test_a_symbolic_link_that_leads_nowhere_is_named_as_one_not_a_hub_id(tmp_path, capsys, monkeypatch, option):
     """Round thirteen: `--model dang` (a link to a missing folder) and a link loop were looked up as hub ids, with
     the advice `hf download dang`."""
@@ -2835,7 +2835,7 @@ def test_a_symbolic_link_that_leads_nowhere_is_named_as_one_not_a_hub_id(tmp_pat
     (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
     for name, what in (("dang", f"a symbolic link to {str(tmp_path / 'missing')!r}, which is missing"),
                        ("loop1", "a symbolic link that leads back to itself (a loop)")):  # fmt: skip
-        value = name if option == "--model" else f"clip:{name}"
+        value = f"clip:{name}" if option == "--reward" else name
         assert main(["generate", "a red circle", "--steps", "2", option, value, "--out", "o"]) == 2
         err = capsys.readouterr().err
         assert what in err and "hf download" not in err, err

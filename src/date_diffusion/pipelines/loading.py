@@ -753,6 +753,8 @@ def check_tiny_decoder(model, spec: str = "tiny") -> None:
     spec otherwise): a folder must hold a `config.json`; a hub id must be cached when offline."""
     where = reward_decoder(model) if spec == "tiny" else spec
     local = Path(str(where)).expanduser()
+    if local.is_symlink() and not local.exists():  # a link that leads nowhere (or loops): named as such
+        raise ModelNotFoundError(f"reward decoder {spec!r}: {explain_load_error(where, FileNotFoundError())}")
     if local.exists() or not is_hub_id(where):
         if not (local / "config.json").is_file():
             own = read_model_file(model) if spec == "tiny" else None
