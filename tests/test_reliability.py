@@ -2729,6 +2729,40 @@ def test_a_number_option_is_quoted_as_typed_by_a_commands_own_check(tmp_path, ca
     assert "--strength 1e-9 regenerates no step of 4" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["generate", "a red circle", "--steps", "4", "--update-steps", "0,0009"], "--update-steps 0009 are outside"),
+        (["generate", "a red circle", "--steps", "4", "--update-intervals", "0:0009"], "--update-intervals 0:0009 end"),
+        (["generate", "a red circle", "--update-intervals", "0:0009,1:2"], "the intervals 0:0009 and 1:2 overlap"),
+        (["generate", "a red circle", "--update-steps", "1,01"], "lists 1 twice, got 1,01"),
+        (["bench-perf", "--batch-size", "1,00"], "--batch-size must be an integer from 1 to 1024, got 00"),
+    ],
+)
+def test_an_integer_in_a_list_is_quoted_as_typed_by_a_later_check(tmp_path, capsys, argv, said):
+    """Round thirteen's leftovers: `--update-steps 0,0009` was refused as `9`, `bench-perf --batch-size 00` as `0`:
+    an integer read from text keeps its spelling for every later message (`core.settings.SpelledInt`,
+    `core.text.spelled`), and only there: what runs and what is recorded is the plain integer."""
+    import json
+    import pickle
+
+    from date_diffusion.core.settings import parse_integer
+
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    assert said in capsys.readouterr().err and not (tmp_path / "o").exists()
+    typed = parse_integer("+007")
+    assert (repr(typed), str(typed), f"{typed}", json.dumps([typed]), typed + 1) == ("7", "7", "7", "[7]", 8)
+    assert pickle.loads(pickle.dumps(typed)).text == "+007" and type(parse_integer("7")) is int
+
+
+def test_a_csv_without_a_prompt_column_names_its_header_as_written(tmp_path, capsys):
+    """Round thirteen's leftover: a headerless CSV's first row was listed as a Python list of column names."""
+    (tmp_path / "p.csv").write_text("a red circle,a blue square\n")
+    assert main(["generate", "--prompts-file", str(tmp_path / "p.csv"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "the header, names 'a red circle', 'a blue square'; add a header line" in err and "[" not in err
+
+
 def test_a_random_direction_without_normalizing_is_refused(tmp_path, capsys):
     """Round twelve: `--direction random --normalize false` moved the embedding 15.4 (rho times raw noise) where
     the ablation's point is DATE's distance (0.28): refused, in the Python API and every command."""

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from date_diffusion.core.text import check_prompt, control_character, is_blank
+from date_diffusion.core.text import check_prompt, control_character, is_blank, quoted
 from date_diffusion.evaluation.suite_words import ANE_ANIMALS, ANE_COLORS, ANE_OBJECTS, EDITING
 from date_diffusion.schemas import loads
 from date_diffusion.toyworld import world
@@ -95,7 +95,9 @@ def prompt_column(path: Path, names: list[str]) -> tuple[str, list[str]]:
     holds the prompts would be a guess)."""
     found = [c for c in PROMPT_COLUMNS if c in names]
     if not found:
-        raise ValueError(f"{path} has no 'prompt' or 'caption' column (columns: {names})")
+        raise ValueError(f"{path} has no 'prompt' or 'caption' column: its first line, the header, names "
+                         f"{', '.join(map(quoted, names))}; add a header line naming the prompt column, or give the "
+                         "prompts one per line in a .txt file")  # fmt: skip
     if len(found) > 1:
         raise ValueError(f"{path} has both a 'prompt' and a 'caption' column: keep the one that holds the prompts")
     column = found[0]
@@ -206,10 +208,12 @@ def read_edit_rows(path) -> list[dict]:
     if path is None:
         raise ValueError("suite 'edit' needs --prompts-file CSV with columns image, source_prompt, target_prompt")
     path = Path(path)
-    rows = [row for _, row in read_csv(path)[1]]
-    missing = {"image", "source_prompt", "target_prompt"} - set(rows[0] if rows else {})
+    header, read = read_csv(path)
+    missing = {"image", "source_prompt", "target_prompt"} - set(header)
+    rows = [row for _, row in read]
     if missing:
-        raise ValueError(f"{path} lacks columns {sorted(missing)}")
+        raise ValueError(f"{path} lacks the column(s) {', '.join(sorted(missing))}: its header line must name "
+                         "image, source_prompt and target_prompt")  # fmt: skip
     for r in rows:
         r["image"] = str((path.parent / r["image"]).resolve())
     return rows

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
 from date_diffusion.core.settings import ANCHORS, DIRECTIONS, REWARD_TARGETS, SETTINGS, SettingError
-from date_diffusion.core.text import json_kind, quoted
+from date_diffusion.core.text import json_kind, quoted, spelled
 
 __all__ = ["ANCHORS", "DIRECTIONS", "REWARD_TARGETS", "DATEConfig", "SettingError"]
 PAPER_RHO = 0.5
@@ -163,13 +163,13 @@ class DATEConfig:
         if self.update_steps is not None:
             bad = [i for i in self.update_steps if i > last]
             if bad:
-                raise ValueError(f"update_steps {','.join(map(str, bad))} are outside the run: allowed indices are "
+                raise ValueError(f"update_steps {','.join(map(spelled, bad))} are outside the run: allowed indices are "
                                  f"0..{last}")  # fmt: skip
             return sorted(set(self.update_steps))
         bad = [iv for iv in self.update_intervals if iv[1] > num_loop_steps]
         if bad:
-            spelled = ",".join(f"{start}:{end}" for start, end in bad)  # as the options write them, not `[(0, 5)]`
-            raise ValueError(f"update_intervals {spelled} end past the run: allowed range is 0..{num_loop_steps}")
+            pairs = ",".join(f"{spelled(start)}:{spelled(end)}" for start, end in bad)  # as typed, not `[(0, 5)]`
+            raise ValueError(f"update_intervals {pairs} end past the run: allowed range is 0..{num_loop_steps}")
         return sorted({i for s, e in self.update_intervals for i in range(s, e)})
 
     @classmethod

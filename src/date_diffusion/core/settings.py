@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-from date_diffusion.core.text import json_spelling, quoted
+from date_diffusion.core.text import json_spelling, quoted, spelled
 
 ANCHORS = ("previous", "original")
 DIRECTIONS = ("gradient", "random")
@@ -142,7 +142,21 @@ def _integer(value, name: str, low: int, high: int, what: str) -> int:
         raise SettingError(f"{name} must be {what} from {low} to {high}, got {quoted(value)}") from None
     if not low <= number <= high:
         raise SettingError(f"{name} must be {what} from {low} to {high}, got {quoted(value)}")
-    return number
+    return value if isinstance(value, SpelledInt) else number  # a later message quotes it as typed too
+
+
+class SpelledInt(int):
+    """An integer read from text that keeps the text it was written as (`text`: `0009`, `+4`) where that differs
+    from its digits, so that a later message (an update step outside the run, a batch size out of range) quotes what
+    was typed (`core.text.quoted`, `spelled`). Everything else (`repr`, `str`, arithmetic, `json.dumps`, the records
+    written) sees the plain integer."""
+
+    def __new__(cls, text):
+        if not isinstance(text, str):  # a copy or an unpickling: the value itself (`__dict__` restores the text)
+            return super().__new__(cls, text)
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
 
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
@@ -157,7 +171,8 @@ def parse_integer(text) -> int:
     stripped = text.strip(BLANKS) if isinstance(text, str) else None
     if stripped is None or not _INTEGER.fullmatch(stripped) or len(stripped) > MAX_DIGITS:
         raise ValueError(f"invalid integer {quoted(text)}: write it with the digits 0-9 and an optional sign")
-    return int(stripped)
+    number = int(stripped)
+    return number if str(number) == stripped else SpelledInt(stripped)  # `0009` is quoted as typed, not as `9`
 
 
 _REAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?(inf|infinity|nan)", re.IGNORECASE)
@@ -385,7 +400,8 @@ class IndexList(Kind):
         )
         twice = listed_twice(items)
         if twice:  # a list's value given twice is refused, as every list option's (cli.common._once_each)
-            raise SettingError(f"{name} lists {', '.join(twice)} twice, got {list(items)}: list each once")
+            given = ",".join(map(spelled, items))
+            raise SettingError(f"{name} lists {', '.join(twice)} twice, got {given}: list each once")
         return items
 
     def format(self, value):
@@ -420,13 +436,15 @@ class IntervalList(Kind):
                 raise SettingError(f"{name} must be (start, end) pairs with 0 <= start < end, got {quoted(value)}")
             start, end = (_integer(v, name, 0, MAX_INDEX, "pairs of loop indices") for v in pair)
             if not start < end:
-                raise SettingError(f"{name} must be (start, end) pairs with 0 <= start < end, got {list(pair)}")
+                raise SettingError(f"{name} must be (start, end) pairs with 0 <= start < end, got "
+                                   f"{spelled(start)}:{spelled(end)}")  # fmt: skip
             pairs.append((start, end))
         ordered = sorted(pairs)
         for (s1, e1), (s2, e2) in zip(ordered, ordered[1:]):
             if s2 < e1:  # a step in two intervals: listed twice, as in every list option
-                raise SettingError(f"{name}: the intervals {s1}:{e1} and {s2}:{e2} overlap (step {s2} is in "
-                                   "both): give each step once")  # fmt: skip
+                first, second = (f"{spelled(s)}:{spelled(e)}" for s, e in ((s1, e1), (s2, e2)))
+                raise SettingError(f"{name}: the intervals {first} and {second} overlap (step {s2} is in both): "
+                                   "give each step once")  # fmt: skip
         return tuple(pairs)
 
     def format(self, value):

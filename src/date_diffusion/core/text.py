@@ -140,11 +140,18 @@ def json_spelling(value) -> str:
         return repr(value)
 
 
+def spelled(value) -> str:
+    """A value as a message shows it: a number as it was typed where its reader kept the text (`0009`:
+    `core.settings.SpelledInt`; `1e-9`: `schemas.SpelledFloat`), anything else as its repr."""
+    text = getattr(value, "text", None)
+    return text if isinstance(value, numbers.Number) and isinstance(text, str) else repr(value)
+
+
 def quoted(value, most: int = 100) -> str:
-    """`value` as an error message quotes it: its repr when short, else the repr's start and end (a file's name
+    """`value` as an error message quotes it: `spelled` when short, else its start and end (a file's name
     stays readable) and the value's length: a message stays one readable line, whatever a user typed. (A path is
     quoted whole, as `repr`: a file's full name is what the user needs, and the system bounds its length.)"""
-    shown = repr(value)
+    shown = spelled(value)
     if len(shown) <= most:
         return shown
     size = f"{len(value):,} characters" if isinstance(value, str) else f"{len(shown):,} characters written out"
