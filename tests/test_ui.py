@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 gr = pytest.importorskip("gradio")
 
@@ -614,3 +615,22 @@ def test_a_category_outside_the_list_is_refused_in_one_line(session, bench_run, 
         refresh("../x", False)
     assert err.value.print_exception is False
     assert refresh("single", False) and not capsys.readouterr().err
+
+def test_the_pages_embeddings_download_replays_its_date_image_on_the_command_line(session, tmp_path):
+    """Round fourteen: the page's `embeddings.safetensors` lacked the prompt, seed and size, so `generate
+    --replay-embeddings` refused it although docs/ui.md offers it for that. One writer now makes both files
+    (`pipelines.embeddings.save_replayable`): the replay of the page's file is the page's DATE image, pixel for
+    pixel."""
+    import dataclasses
+
+    from date_diffusion.cli.main import main
+
+    page = dataclasses.replace(form("a red circle", seed=7, num_inference_steps=4, update_every=2),
+                               negative_prompt="blurry")  # fmt: skip
+    result = session.compare(page)
+    embeddings = next(f for f in result.files if f.endswith("embeddings.safetensors"))
+    assert main(["generate", "--replay-embeddings", embeddings, "--out", str(tmp_path / "r")]) == 0
+    replayed = np.asarray(Image.open(tmp_path / "r" / "a-red-circle-s7.png").convert("RGB"))
+    assert np.array_equal(replayed, np.asarray(result.date.convert("RGB")))
+    record = json.loads((tmp_path / "r" / "a-red-circle-s7.json").read_text())
+    assert (record["seed"], record["steps"], record["negative_prompt"]) == (7, 4, "blurry")

@@ -780,9 +780,10 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
             lines.append(f"    grid ({grid_label(panels)}): {out / (stem + '-compare.png')}")
             summary = change_summary(fixed, image, panels, record, kind)
         if saved is not None:
-            write_embeddings(
-                group.path(out / f"{stem}-embeddings.safetensors"), saved.select(j), record, opts.model.name
-            )
+            from date_diffusion.pipelines.embeddings import save_replayable
+
+            save_replayable(group.path(out / f"{stem}-embeddings.safetensors"), saved.select(j), record,
+                            opts.model.name)  # fmt: skip
             record["embeddings"] = f"{stem}-embeddings.safetensors"
             lines.append(f"    embeddings: {out / (stem + '-embeddings.safetensors')}")
         group.write(out / f"{stem}{ext}", media_bytes(image, record))
@@ -839,17 +840,6 @@ def change_summary(fixed, image, panels: list[dict], record: dict, kind: str) ->
     both = shown_verdicts(record, {k: record["evaluator"][k] for k in ("fixed", kind)})
     knows = knows_line(both)
     return [*lines, "    " + "; ".join(verdict_lines(both)), *([f"    {knows}"] if knows else [])]
-
-
-def write_embeddings(path: Path, one, record: dict, model_arg: str | None) -> None:
-    """One image's embeddings with what re-creates its DATE image (`--replay-embeddings`)."""
-    keep = ("prompt", "negative_prompt", "seed", "model", "family", "scheduler", "scheduler_name", "steps")
-    keep += ("guidance_scale", "height", "width", "num_frames", "dtype", "loras", "reward", "date",
-             "date_diffusion_version", "model_files", "lora_files")  # fmt: skip
-    one.metadata.update({k: record[k] for k in keep if record.get(k) is not None})
-    one.metadata["model_arg"] = model_arg or record["model"]
-    one.metadata.pop("prompts", None)
-    one.save(path)
 
 
 def describe(meta: dict, verdicts: bool = True) -> list[str]:

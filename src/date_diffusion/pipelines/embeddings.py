@@ -249,3 +249,18 @@ def save_run(path, cond, result, metadata: dict) -> None:
     packed = {"original": cond.cond, "final": result.embeds}
     packed.update({f"step_{i:04d}": e for i, e in (result.embeds_history or {}).items()})
     from_packed(packed, cond.names, cond.shapes, metadata).save(path)
+
+
+REPLAY_KEYS = ("prompt", "negative_prompt", "seed", "model", "family", "scheduler", "scheduler_name", "steps",
+               "guidance_scale", "height", "width", "num_frames", "dtype", "loras", "reward", "date",
+               "date_diffusion_version", "model_files", "lora_files")  # fmt: skip
+
+
+def save_replayable(path, one: SavedEmbeddings, record: dict, model_arg: str | None) -> None:
+    """One image's embeddings with what re-creates its DATE image from its record (`generate --replay-embeddings`
+    reads it: `schemas.REPLAY`): the one writer of a replayable file, for `generate --save-embeddings` and the web
+    page's download alike. `model_arg` is the model as it was given (a hub id, a folder), else the record's."""
+    one.metadata.update({k: record[k] for k in REPLAY_KEYS if record.get(k) is not None})
+    one.metadata["model_arg"] = model_arg or record["model"]
+    one.metadata.pop("prompts", None)
+    one.save(path)

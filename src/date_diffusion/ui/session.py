@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +37,11 @@ from date_diffusion.grids import (
     verdict_record,
     verdict_text,
 )
+from date_diffusion.model_folder import fingerprint
 from date_diffusion.outputs import save_png
 from date_diffusion.perf.work import UPDATE_WORK, gradient_step_work, request_work
 from date_diffusion.pipelines import load_date_pipeline
+from date_diffusion.pipelines.embeddings import load_embeddings, save_replayable
 from date_diffusion.pipelines.loading import tiny_decoder_for
 from date_diffusion.resolver import resolve_settings
 from date_diffusion.rewards.base import Reward
@@ -239,10 +242,14 @@ class Session:
     _pipes: queue.Queue = field(default_factory=queue.Queue)
     _cache: OrderedDict = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="date-diffusion-ui-")))
+    workdir: Path | None = None  # the page's files; None: a folder of its own, removed with the session
 
     def __post_init__(self):
+        if self.workdir is None:  # made here, so removed here: when the session is collected or Python exits
+            self.workdir = Path(tempfile.mkdtemp(prefix="date-diffusion-ui-"))
+            weakref.finalize(self, shutil.rmtree, self.workdir, ignore_errors=True)
         self.defaults = resolve_settings(self.model)  # what a form left blank runs with
+        self.model_files = fingerprint(self.model)  # each record states it: a replay of another model's is named
         self._loaded = 0
 
     def _pipeline(self):
@@ -419,10 +426,11 @@ def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stop
     sampler = SCHEDULERS[resolved.scheduler][0] if resolved.scheduler else type(session.own_scheduler).__name__
     unread = applied.get("without_effect", {}).get("negative_prompt")
     notes = sampling.notes + ([f"the negative prompt has no effect here: {unread['why']}"] if unread else [])
-    given = dict(prompt=sampling.prompt, seed=sampling.seed)
+    width, height = fixed.images[0].size
+    given = dict(prompt=sampling.prompt, seed=sampling.seed, height=height, width=width)
     record = {**given, "model": session.model, **resolved.record(), **applied,
               "method": "date" if resolved.active else "fixed", "scheduler": sampler,
-              "scheduler_name": resolved.scheduler}  # fmt: skip
+              "scheduler_name": resolved.scheduler, "model_files": session.model_files}  # fmt: skip
     result = PagePair(stopped, seconds, fixed.images[0], notes=notes, settings=resolved)
     fixed_record = {**record, "method": "fixed", "date": None, "reward": None}
     result.files.append(str(save_png(out_dir / "fixed.png", fixed.images[0], fixed_record)))
@@ -447,6 +455,9 @@ def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stop
         result.difference = difference(panel(images["fixed"], "fixed"), panel(images["date"], "DATE"))
         result.files.append(str(save_png(out_dir / "compare.png", grid, grid_record(dated_record, panels))))
         (out_dir / "trace.json").write_text(json.dumps(dated_record, indent=1))
+        # what `generate --replay-embeddings` re-creates the DATE image from, as `generate --save-embeddings` writes it
+        embeddings = out_dir / "embeddings.safetensors"
+        save_replayable(embeddings, load_embeddings(embeddings), dated_record, session.model)
         result.files += [str(out_dir / "trace.json"), str(out_dir / "embeddings.safetensors")]
     return result
 
