@@ -616,6 +616,7 @@ def test_a_category_outside_the_list_is_refused_in_one_line(session, bench_run, 
     assert err.value.print_exception is False
     assert refresh("single", False) and not capsys.readouterr().err
 
+
 def test_the_pages_embeddings_download_replays_its_date_image_on_the_command_line(session, tmp_path):
     """Round fourteen: the page's `embeddings.safetensors` lacked the prompt, seed and size, so `generate
     --replay-embeddings` refused it although docs/ui.md offers it for that. One writer now makes both files
