@@ -276,6 +276,33 @@ def test_a_folder_trained_with_other_settings_is_not_resumed_under_new_ones(tmp_
     assert json.loads(config.read_text()) == settings and not (tmp_path / "work" / "clip").exists()
 
 
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        ({"unet_steps": 3.0}, "field 'unet_steps' must be a whole number, got 3.0"),
+        ({"latent_images": 16.0}, "field 'latent_images' must be a whole number, got 16.0"),
+        ({"checkpoint_every": 2.0}, "field 'checkpoint_every' must be a whole number, got 2.0"),
+        ({"unet_stop_at": 2.0}, "field 'unet_stop_at' must be a whole number, got 2.0"),
+        ({"stages": "clip"}, "field 'stages' must be an array"),
+        ({"extra_key": 1}, "field 'extra_key' is none of its fields"),
+    ],
+)
+def test_a_training_settings_file_is_read_with_every_fields_kind(tmp_path, capsys, edit, said):
+    """Round fourteen: work/config.json was checked for `seed` only, so `"unet_steps": 3.0` (equal to 3) and
+    unknown keys were taken and the file rewritten without a word; its schema is now TrainConfig's own fields and
+    kinds (`schemas.schema_of`, closed), each refusal naming the file and the key, the file left as it was."""
+    from date_diffusion.cli.main import main
+
+    config = tmp_path / "work" / "config.json"
+    config.parent.mkdir(parents=True)
+    settings = json.loads(json.dumps({**asdict(TrainConfig.smoke(tmp_path)), "out": str(tmp_path)}))
+    config.write_text(json.dumps({**settings, **edit}))
+    assert main(["toyworld", "train", "--smoke", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "config.json is not a valid toy-world training settings file" in err and said in err, err
+    assert json.loads(config.read_text()) == {**settings, **edit} and not (tmp_path / "work" / "clip").exists()
+
+
 def test_a_finished_stage_whose_files_were_damaged_or_edited_is_named(tmp_path):
     """A resume reads the finished stages back: truncated latents, captions that are no text or fewer than the
     latents are each a `SchemaError` naming work/latents, never a library's error or a silent mismatch."""

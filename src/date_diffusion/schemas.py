@@ -172,17 +172,21 @@ class Schema:
         return data
 
 
-_ANNOTATION_KINDS = {"int": "int", "float": "number", "bool": "bool", "str": "text", "list": "list", "dict": "object"}
+_ANNOTATION_KINDS = {"int": "int", "float": "number", "bool": "bool", "str": "text", "Path": "text", "list": "list",
+                     "tuple": "list", "dict": "object"}  # fmt: skip
 
 
-def schema_of(record_type, what: str, fix: str, required: tuple[str, ...] = ()) -> Schema:
-    """The schema of a typed record's `to_dict()` form, each field's kind read from its annotation (`int`,
-    `float`, `bool`, `str`, `list[...]`, `dict`, each optionally `| None`); `required`: fields every file holds."""
+def schema_of(record_type, what: str, fix: str, required: tuple[str, ...] = (), closed: bool = False) -> Schema:
+    """The schema of a typed record's `to_dict()` (or `asdict`) form, each field's kind read from its annotation
+    (`int`, `float`, `bool`, `str`, `Path`, `list[...]`, `tuple[...]`, `dict`, each optionally `| None`: a whole
+    number written `3.0` is refused where the field is an `int`); `required`: fields every file holds; `closed`: a
+    field the record type lacks is refused."""
     kinds = {}
     for f in fields(record_type):
         base = str(f.type).replace(" | None", "").split("[")[0].strip()
         kinds[f.name] = _ANNOTATION_KINDS[base]
-    return Schema(what, fix, {n: kinds[n] for n in required}, {n: k for n, k in kinds.items() if n not in required})
+    optional = {n: k for n, k in kinds.items() if n not in required}
+    return Schema(what, fix, {n: kinds[n] for n in required}, optional, closed=closed)
 
 
 def _bound(value) -> str:
@@ -306,11 +310,6 @@ TRAIN_CHECKPOINT = Schema(
     required={"step": "int", "opt": "object", "sched": "object"},
     optional={"ema_step": "int", "run": "text"},
     bounds={"step": (0, 10**9), "ema_step": (0, 10**9)},
-)  # fmt: skip
-TRAIN_CONFIG = Schema(
-    "toy-world training settings file",
-    "resume with the settings it names, or give another --out",
-    required={"seed": "int"},
 )  # fmt: skip
 JUDGE_SHARD = Schema(
     "toy-judge data shard",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from date_diffusion.schemas import schema_of
+
 STAGES = ("clip", "clip_eval", "vae", "latents", "vae_decoder", "tiny_decoder", "unet", "assemble")
 
 
@@ -50,6 +52,11 @@ class TrainConfig:
             checkpoint_every=2,
         )
 
+
+# `work/config.json`, as `recipe.train_all` writes it: every field of TrainConfig with its kind, nothing else
+TRAIN_CONFIG = schema_of(TrainConfig, "toy-world training settings file",
+                         "resume with the settings it names, or give another --out", required=("seed",),
+                         closed=True)  # fmt: skip
 
 # settings a resume may change: where the folder is, the device, how often checkpoints are written, and the UNet's
 # early stop (while the UNet has not trained past it)

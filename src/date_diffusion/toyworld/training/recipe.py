@@ -8,10 +8,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from date_diffusion.outputs import not_new_folder
-from date_diffusion.schemas import TRAIN_CHECKPOINT, TRAIN_CONFIG, SchemaError, read_json
+from date_diffusion.schemas import TRAIN_CHECKPOINT, SchemaError, read_json
 from date_diffusion.toyworld.training.assemble import assemble
 from date_diffusion.toyworld.training.clip import train_clip
-from date_diffusion.toyworld.training.config import RESUMABLE, TrainConfig
+from date_diffusion.toyworld.training.config import RESUMABLE, TRAIN_CONFIG, TrainConfig
 from date_diffusion.toyworld.training.latents import encode_latents, latent_scaling
 from date_diffusion.toyworld.training.runner import stage_dir
 from date_diffusion.toyworld.training.tiny_decoder import train_tiny_decoder
