@@ -88,6 +88,16 @@ def test_a_method_list_split_where_the_user_did_not_mean_it_says_how_it_was_read
     assert named in str(err.value)
 
 
+def test_a_bad_method_among_several_is_named_without_a_word_on_separators():
+    """Round fourteen: `fixed date:grad_steps=1` (a mistyped key) was refused with a clause about how '+' splits
+    methods, pointing the user the wrong way: where the list holds no '+', the refusal names the method, and its
+    place, with what is wrong in it."""
+    with pytest.raises(ValueError) as err:
+        parse_methods("fixed date:grad_steps=1")
+    said = str(err.value)
+    assert said.startswith("method 2 of 2, 'date:grad_steps=1': bad setting 'grad_steps=1'") and "+" not in said
+
+
 def test_suites(tmp_path):
     ane = ane_prompts()
     assert len(ane) == 276 == len({p for p, _ in ane})

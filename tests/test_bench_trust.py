@@ -360,3 +360,39 @@ def test_a_resume_over_a_model_whose_files_changed_is_refused(tmp_path, capsys):
     capsys.readouterr()
     assert main(argv) == 2
     assert "the model's configs or weights changed since the run" in capsys.readouterr().err
+
+
+def test_a_number_written_without_its_point_in_run_json_is_the_same_setting_for_bench_and_report(run, capsys):
+    """Round fourteen: `"guidance": 5` (for 5.0) made `report` call every image "made with other settings" while
+    `bench` trusted them and wrote the file back: a run's real settings are read as floats whatever their spelling
+    (`bench.runner.run_settings`, `core.settings.Real`), so both readers agree, and bench leaves the file as it is."""
+    path = run / "run.json"
+    settings = json.loads(path.read_text())
+    settings["guidance"] = int(settings["guidance"])
+    settings["methods"]["date"]["date"]["prior_weight"] = 0
+    text = json.dumps(settings, indent=1)
+    path.write_text(text)
+    assert main(["report", str(run)]) == 0
+    assert main([*BENCH, "--out", str(run)]) == 0 and "0 to make" in capsys.readouterr().err
+    assert path.read_text() == text
+
+
+@pytest.mark.parametrize("lack", ["image", "seed"])
+def test_report_of_an_incomplete_run_says_what_it_lacks(run, capsys, lack):
+    """Round fourteen: with an image deleted, or a seed added to run.json, `report` showed means over other prompt
+    sets per method without a word: it says which images are missing, on stderr and under results.md's title."""
+    if lack == "image":
+        for path in (record_path(run), record_path(run).with_suffix(".png")):
+            path.unlink()
+        said = "'date' lacks prompt 0"
+    else:
+        settings = json.loads((run / "run.json").read_text())
+        (run / "run.json").write_text(json.dumps({**settings, "seeds": [*settings["seeds"], 1001]}))
+        said = "'fixed' lacks prompt 0"
+    assert main(["report", str(run)]) == 0
+    assert f"date-diffusion report: note: an incomplete run: {said}" in capsys.readouterr().err
+    assert f"**Incomplete run:** {said}" in (run / "results.md").read_text()
+    assert json.loads((run / "results.json").read_text())["incomplete"].startswith(said)
+    from date_diffusion.ui.runview import load_run
+
+    assert f"**Incomplete run:** {said}" in load_run(run)["markdown"]  # the page's run tab says it too

@@ -852,7 +852,9 @@ def test_the_environment_changes_no_argument_and_no_exit_code(tmp_path):
     assert record["prompt"] == "une étoile rouge"
     bad = _cli(["generate", os.fsdecode(b"bad \xff byte"), "--out", str(tmp_path / "b")], tmp_path, env=c_locale,
                capture_output=True, text=True, errors="replace")  # fmt: skip
-    assert bad.returncode == 2 and "is not UTF-8 text" in bad.stderr and not (tmp_path / "b").exists()
+    assert bad.returncode == 2 and not (tmp_path / "b").exists()
+    # the command's full name first, as every usage error; the bytes as typed, never Python's '\udcff'
+    assert bad.stderr.startswith("date-diffusion generate: error: argument 2 ('bad \\xff byte') is not UTF-8 text")
     for argv in (["--out", str(tmp_path / "sortie é")], ["--prompts-file", __file__.replace("test_", "tést_")]):
         named = _cli(
             ["generate", "a red circle", *argv],
@@ -1107,6 +1109,7 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
         (["bench", "--suite", "toy", "--methods", "date:rho=1,rho=2"], "rho is given twice"),
         (["generate", "a red circle", "--prior-weight", "1e-320"], "--prior-weight 1e-320 is 0 in 32-bit floats"),
         (["generate", "a red circle", "--reward-resolution", "1024"], "--reward-resolution 1024 is not below the "),
+        (["generate", "a red circle", "--reward-resolution", "64"], "decode at the image's size or larger"),
         (["generate", "a red circle", "--direction", "random", "--prior-weight", "5"], "which direction 'random' "),
         (
             ["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "2", "--methods", "date:lowres=64"],
@@ -1646,6 +1649,7 @@ def test_a_deleted_working_folder_is_a_usage_error(tmp_path, capsys, monkeypatch
     assert main(["generate", "a red circle"]) == 2
     err = capsys.readouterr().err
     assert "the current folder no longer exists" in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("date-diffusion generate: error:")  # the command's full name, as every usage error
 
 
 def test_a_full_standard_output_drops_what_it_cannot_show():
@@ -2712,6 +2716,8 @@ def test_an_interrupt_that_would_be_dropped_in_a_finalizer_is_sent_again(monkeyp
     ("mean(toy-clip)", "mean(toy-clip) is the mean of one reward, which is that reward: write toy-clip"),
     ("subjects(subjects(toy-clip))", "splits the prompt's subjects inside a split"),
     ("subjects(0.5*toy-clip+subjects(toy-clip-s1))", "splits the prompt's subjects inside a split"),
+    ("toy-clip 0.5*toy-clip-eval", "holds a space: the terms of a sum are joined by '+'"),  # was: a bad weight
+    ("aug2(toy-clip toy-clip-eval)", "reward term 'toy-clip toy-clip-eval' holds a space"),
 ])  # fmt: skip
 def test_a_reward_spec_that_says_something_else_than_it_does_is_refused(tmp_path, capsys, spec, message):
     """Round twelve: a weight after its reward was blamed on the reward's name as a weight, a bound was quoted
@@ -2773,6 +2779,35 @@ def test_a_random_direction_without_normalizing_is_refused(tmp_path, capsys):
     argv = ["generate", "a red circle", "--steps", "2", "--direction", "random", "--normalize", "false"]
     assert main([*argv, "--out", str(tmp_path / "o")]) == 2
     assert "leave one of them out" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_a_relative_step_without_normalizing_is_refused_naming_where_it_came_from(tmp_path, capsys):
+    """Round fourteen: `--normalize false --rho-relative 0.01` moved 0.78% of the embedding's norm where the option
+    promises 1% (the fraction times the raw gradient): refused in DATEConfig, for every command and the API; where
+    the relative step is the model's recommendation, the refusal says so, and `--rho` beside it runs."""
+    from date_diffusion.core.config import DATEConfig
+
+    with pytest.raises(ValueError, match="give rho \\(an absolute step\\) with normalize false"):
+        DATEConfig(rho_relative=0.01, normalize=False)
+    base = ["generate", "a red circle", "--steps", "2", "--normalize", "false", "--out", str(tmp_path / "o")]
+    assert main([*base, "--rho-relative", "0.01"]) == 2
+    assert "--normalize false steps rho times the raw gradient" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert main(base) == 2  # the toy world recommends a relative step
+    assert "(--rho-relative 0.005 is the model's recommendation, which a value" in capsys.readouterr().err
+    assert main([*base, "--rho", "0.5"]) == 0
+
+
+@pytest.mark.parametrize("negative", ["   ", "\u200b", "\u3164"])
+def test_a_negative_prompt_that_shows_nothing_is_refused_not_recorded_as_empty(tmp_path, capsys, negative):
+    """Round fourteen: `--negative-prompt $'\u200b'` ran and was recorded as `''`, a text changed without a word;
+    `''` itself stays a value."""
+    argv = ["generate", "a red circle", "--steps", "2", "--rho", "0", "--out", str(tmp_path / "o")]
+    assert main([*argv, "--negative-prompt", negative]) == 2
+    assert f"--negative-prompt shows nothing ({negative!r}) and is not empty: give ''" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert main([*argv, "--negative-prompt", ""]) == 0
+    assert json.loads((tmp_path / "o" / "a-red-circle-s0.json").read_text())["negative_prompt"] == ""
 
 
 def test_a_distance_too_small_for_three_decimals_is_shown_with_its_digits():

@@ -157,7 +157,7 @@ def test_every_setting_has_a_field_and_blank_fields_run_the_resolved_defaults(se
     assert hints["rho_relative"] == "default: 0.005 (model)" and hints["rho"] == "default: not used"
     assert hints["reward"] == "default: aug8(toy-ensemble) (model)"
     assert hints["num_inference_steps"] == "default: 50 (family)"
-    _, typed = check_form(form(normalize="no", update_intervals="0:3"), str(TOY_PIPELINE))
+    _, typed = check_form(form(normalize="no", rho="0.5", update_intervals="0:3"), str(TOY_PIPELINE))
     assert (typed.date.normalize, typed.date.update_intervals) == (False, ((0, 3),))
     _, typed = check_form(form(direction="random"), str(TOY_PIPELINE))
     assert typed.date.direction == "random"

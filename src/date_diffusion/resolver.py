@@ -20,11 +20,12 @@ one source: a user's `rho` replaces a model's `rho_relative`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from date_diffusion.core.config import DATEConfig
 from date_diffusion.core.settings import BY_FIELD, GROUPS, SAMPLING, SettingError
-from date_diffusion.core.text import quoted
+from date_diffusion.core.text import json_spelling, quoted
 from date_diffusion.families import by_name
 from date_diffusion.model_folder import ModelFile
 from date_diffusion.model_folder import default_model as registered_default
@@ -206,7 +207,14 @@ def _date(user: dict, advice: dict, names: dict) -> tuple[DATEConfig, dict]:
     try:
         return DATEConfig(**kwargs), sources
     except ValueError as err:
-        raise _renamed(err, names) from err
+        # a setting the message names that the model recommends, the caller never gave: said, with how to override it
+        advised = [f"{names[k]} {json_spelling(v)} is the model's recommendation" for k, v in kwargs.items()
+                   if sources.get(k) == "model" and re.search(rf"\b{k}\b", str(err))]  # fmt: skip
+        renamed = _renamed(err, names)
+        if advised:
+            said = f"{renamed} ({'; '.join(advised)}, which a value given for its setting replaces)"
+            renamed = SettingError(said).about(renamed.setting)
+        raise renamed from err
 
 
 def _check_schedule(resolved: Resolved, names: dict) -> None:

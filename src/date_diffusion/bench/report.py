@@ -80,8 +80,12 @@ def _cell(metrics: dict, key: str, scale=1.0, digits=4, sign=False) -> str:
     return _fmt(metrics[key], scale, digits, sign) if key in metrics else "-"
 
 
-def markdown(summary: dict, baseline: str | None, settings: dict) -> str:
+def markdown(summary: dict, baseline: str | None, settings: dict, incomplete: str | None = None) -> str:
+    """The results tables; `incomplete` (`incomplete_note`) said under the title: every table holds only the images
+    there are."""
     lines = _main_table(summary, settings)
+    if incomplete:
+        lines[1:1] = ["", f"**Incomplete run:** {incomplete}."]
     if any("changed" in e["metrics"] for e in summary.values()):
         lines += _editing_tables(summary, baseline)
     if baseline:
@@ -371,12 +375,28 @@ def write_report(out: Path) -> dict:
     summary = summarize(records, baseline)
     for label, fids in compute_fid(out, run, methods, records).items():
         summary[label]["fid"] = fids
+    incomplete = incomplete_note(out, methods)
     atomic_write(
-        out / "results.json", json.dumps({"settings": run, "baseline": baseline, "summary": summary}, indent=1)
+        out / "results.json",
+        json.dumps({"settings": run, "baseline": baseline, "incomplete": incomplete, "summary": summary}, indent=1),
     )
     atomic_write(out / "results.csv", csv_rows(summary))
-    text = markdown(summary, baseline, run)
+    text = markdown(summary, baseline, run, incomplete)
     atomic_write(out / "results.md", text)
     drawn = plots(out, summary, records, methods)
     files = [out / "results.md", out / "results.csv", out / "results.json", *drawn]
-    return {"summary": summary, "markdown": text, "files": files}
+    return {"summary": summary, "markdown": text, "files": files, "incomplete": incomplete}
+
+
+def incomplete_note(out: Path, methods) -> str | None:
+    """What a run lacks (an interrupted run, seeds added to its run.json, an image deleted), as one sentence naming
+    each method's first missing image and count, or None for a whole run: the report's means then compare other
+    prompt sets between methods, which its tables alone do not show."""
+    from date_diffusion.bench.export import describe_missing, missing_images, run_prompts
+
+    prompts = run_prompts(out)
+    missing = missing_images(out, [m.slug for m in methods], prompts)
+    if not any(missing.values()):
+        return None
+    return (f"{describe_missing(missing, prompts)}; each method's means are over the images it has (the same bench "
+            "command makes the missing ones)")  # fmt: skip

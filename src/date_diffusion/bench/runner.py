@@ -164,8 +164,11 @@ def compare_settings(out: Path, settings: RunSettings) -> dict:
 
 
 def check_settings(out: Path, settings: RunSettings) -> None:
-    """Write run.json once `compare_settings` allows it."""
-    atomic_write(out / "run.json", json.dumps(compare_settings(out, settings), indent=1))
+    """Write run.json once `compare_settings` allows it, unless it states these settings already (a file whose
+    values are spelled otherwise, `"guidance": 5`, is left as it is)."""
+    merged = compare_settings(out, settings)
+    if not (out / "run.json").exists() or merged != read_json(out / "run.json", RUN):  # an earlier layout: upgraded
+        atomic_write(out / "run.json", json.dumps(merged, indent=1))
 
 
 def _same_settings(old, new) -> bool:
@@ -763,6 +766,8 @@ def run_settings(run: dict) -> RunSettings:
     for name, f in known.items():
         if name not in values and f.default is MISSING and f.default_factory is MISSING:
             values[name] = None
+        elif str(f.type).startswith("float") and isinstance(values.get(name), int):  # `"guidance": 5`, as bench
+            values[name] = float(values[name])  # writes it (5.0): one setting, one fingerprint of its images
     return RunSettings(**values)
 
 

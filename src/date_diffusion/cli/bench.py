@@ -893,6 +893,8 @@ def run_report(args) -> int:
 
         print(f"re-scored {rescore(Path(opts.dir))} images with the current exact evaluator", file=sys.stderr)
     report = write_report(Path(opts.dir))
+    if report["incomplete"]:
+        print(f"date-diffusion report: note: an incomplete run: {report['incomplete']}", file=sys.stderr)
     print(report["markdown"])
     if opts.export.export is not None:
         run = read_run(Path(opts.dir))

@@ -547,7 +547,7 @@ def load(opts: GenerateOptions, job: Job, device: str) -> None:
     height, width = opts.height or default_height, opts.width or default_width
     if opts.reward_resolution is not None and opts.reward_resolution >= max(height, width):
         raise CLIError(f"--reward-resolution {opts.reward_resolution} is not below the images' {width}x{height}: the "
-                       "reward would decode larger than the image (more memory and time, nothing approximated); "
+                       "reward would decode at the image's size or larger (no cheaper, nothing approximated); "
                        "give a smaller size, or leave it out")  # fmt: skip
     try:
         check_steps_fit(pipe, settings.num_inference_steps, "--steps", height, width)

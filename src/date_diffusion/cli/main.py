@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import re
@@ -298,7 +299,7 @@ def _sigterm_as_interrupt() -> None:
                 if _INTERRUPT_ENDS.is_set():  # a server (the page): SIGTERM is its end, whatever held it
                     print("stopped", file=sys.__stdout__, flush=True)
                     os._exit(0)
-                print(f"date-diffusion: terminated: a library call did not return within {SIGTERM_GRACE:g} s of "
+                print(f"{_NAME[0]}: terminated: a library call did not return within {SIGTERM_GRACE:g} s of "
                       "SIGTERM; every finished file stays", file=sys.__stderr__, flush=True)  # fmt: skip
                 os._exit(143)
 
@@ -331,6 +332,18 @@ def _in_finalizer(frame) -> bool:
     return False
 
 
+def _command_prog(argv: list[str]) -> str:
+    """The full name of the command `argv` names (`date-diffusion toyworld train`), read before the parser runs (a
+    refusal of the arguments' text itself starts with it, as every usage error does); `date-diffusion` if none."""
+    from date_diffusion.cli.common import command_parsers
+
+    commands = dict(command_parsers(build_parser()))
+    words = list(itertools.takewhile(lambda a: not a.startswith("-"), itertools.dropwhile(
+        lambda a: a.startswith("-"), argv)))  # fmt: skip
+    named = [" ".join(words[:n]) for n in range(1, len(words) + 1) if " ".join(words[:n]) in commands]
+    return commands[named[-1]].prog if named else "date-diffusion"
+
+
 def _text_arguments(argv: list[str]) -> list[str]:
     """The command line as the text the user typed. Under a C or POSIX locale without UTF-8 mode, Python decodes
     argument bytes as ASCII and keeps the rest as lone surrogates ('\\udcc3'), which no tokenizer takes: they are
@@ -346,12 +359,12 @@ def _text_arguments(argv: list[str]) -> list[str]:
         try:
             out.append(os.fsencode(arg).decode("utf-8"))
         except UnicodeDecodeError:
-            shown = arg.encode("utf-8", "backslashreplace").decode()
+            shown = repr(os.fsencode(arg))[1:]  # the bytes typed, `'o\xff'`, never Python's `'o\udcff'`
             fix = ("a file or folder with such a name: rename it to UTF-8 (e.g. `convmv`); typed text: type it in a "
                    "UTF-8 terminal (e.g. LANG=C.UTF-8)")  # fmt: skip
             if os.path.lexists(os.fsencode(arg)):  # an existing file's name: the terminal is not what is wrong
                 fix = "it names a file whose name is not UTF-8: rename it to UTF-8 (e.g. `convmv`), or copy it"
-            raise CLIError(f"argument {k + 1} ({shown!r}) is not UTF-8 text; {fix}") from None
+            raise CLIError(f"argument {k + 1} ({shown}) is not UTF-8 text; {fix}") from None
     return out
 
 
@@ -416,15 +429,17 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout = _Shown(sys.stdout)
     if sys.stderr is not None and not isinstance(sys.stderr, _Shown):
         sys.stderr = _Shown(sys.stderr, errors=True)
+    given = sys.argv[1:] if argv is None else list(argv)
     try:
         os.getcwd()
     except FileNotFoundError:  # the folder the command was started in was deleted: relative paths mean nothing
-        print("date-diffusion: error: the current folder no longer exists; cd to a folder that exists", file=sys.stderr)
+        print(f"{_command_prog(given)}: error: the current folder no longer exists; cd to a folder that exists",
+              file=sys.stderr)  # fmt: skip
         return 2
     try:
-        argv = _text_arguments(sys.argv[1:] if argv is None else list(argv))
+        argv = _text_arguments(given)
     except CLIError as err:
-        print(f"date-diffusion: error: {one_line(err)}", file=sys.stderr)
+        print(f"{_command_prog(given)}: error: {one_line(err)}", file=sys.stderr)
         return 2
     args = build_parser().parse_args(argv)
     name = _NAME[0] = args.command_prog

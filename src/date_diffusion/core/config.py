@@ -102,6 +102,12 @@ class DATEConfig:
                 "normalize false would step rho times the raw noise (its norm grows with the embedding's size): "
                 "leave one of them out"
             )
+        if self.rho_relative is not None and not self.normalize:  # the fraction is a distance, and would not be
+            raise SettingError(
+                "normalize false steps rho times the raw gradient, so a relative step (rho_relative, a fraction of "
+                "the embedding's norm: the distance each update moves) would move another distance than its "
+                "fraction: give rho (an absolute step) with normalize false, or leave normalize out"
+            )
         if self.prior_weight and not nonzero_in_float32(self.prior_weight):  # the loss is float32 at the most
             raise SettingError(f"prior_weight {self.prior_weight!r} is 0 in 32-bit floats, so the prior term adds "
                                "nothing: give 0 (no prior) or a weight that acts")  # fmt: skip

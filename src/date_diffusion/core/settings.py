@@ -80,7 +80,7 @@ class Kind:
         try:
             return self.check(parsed, name)
         except SettingError as err:  # as typed, its blanks too (`--out " "` is quoted `' '`, never `''`)
-            raise SettingError(str(err).replace(f"got {parsed!r}", f"got {raw!r}")) from None
+            raise SettingError(str(err).replace(f"got {quoted(parsed)}", f"got {raw!r}")) from None
 
     def format(self, value) -> str:
         """The text `parse` reads back as `value`."""
@@ -117,7 +117,7 @@ class Real(Kind):
             raise self._error(value, name)
         if not within(value, self.low, self.high):
             raise self._error(value, name)
-        return float(value) if not isinstance(value, int) else value
+        return float(value)  # 5 and 5.0 are one setting: every record and fingerprint holds it as the float
 
     def describe(self):
         return f"{_num(self.low)} to {_num(self.high)}"

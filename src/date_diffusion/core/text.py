@@ -80,16 +80,20 @@ def _why(ch: str) -> str:
 
 
 def check_prompt(text, name: str, empty: bool = False) -> str:
-    """`text` stripped, or ValueError naming `name` when it holds a control character or (unless `empty`: a
-    negative prompt may be empty) shows nothing."""
+    """`text` stripped, or ValueError naming `name` when it holds a control character or shows nothing (with
+    `empty`, a negative prompt: `''` exactly is a value; a text of blanks or invisible characters is refused, never
+    taken as `''` without a word)."""
     at = control_character(text) if isinstance(text, str) else None
     if at is not None:
         what, why = _why(text[at]).split("{}", 1)
         raise ValueError(f"{name} holds {what}U+{ord(text[at]):04X} at character {at + 1}{why}")
+    shown = repr(text) if isinstance(text, str) and len(text) <= 40 else f"{len(str(text))} characters"
     if isinstance(text, str) and empty and is_blank(text):
-        return ""
+        if text == "":  # a value: `''` switches on a negative branch where the pipeline has one
+            return ""
+        raise ValueError(f"{name} shows nothing ({shown}) and is not empty: give '' for an empty one, or leave it "
+                         "out")  # fmt: skip
     if not isinstance(text, str) or is_blank(text):
-        shown = repr(text) if isinstance(text, str) and len(text) <= 40 else f"{len(str(text))} characters"
         raise ValueError(f"{name} is empty (no visible character in {shown}): give the text the image should show")
     return text.strip()
 

@@ -540,13 +540,15 @@ def parse_methods(text: str, model=None) -> list[Method]:
         raise ValueError("a '+' with no method on one side: '+' stands between two methods; a number is written "
                          "without a '+' sign (rho=1, not rho=+1)")  # fmt: skip
     methods = []
-    for spec in pieces:
+    for k, spec in enumerate(pieces):
         try:
             methods.append(parse_method(spec, model))
         except ValueError as err:
             if len(pieces) == 1:
                 raise
-            read = ", ".join(quoted(p) for p in pieces)
+            if "+" not in text:  # the pieces are the words typed: the method that is wrong, named
+                raise ValueError(f"method {k + 1} of {len(pieces)}, {quoted(spec)}: {err}") from None
+            read = ", ".join(quoted(p) for p in pieces)  # a '+' may have split what was meant as one method
             raise ValueError(f"methods are separated by spaces or '+', so this reads as {read} (a number is written "
                              f"without a '+' sign); {err}") from None  # fmt: skip
     labels = [m.label for m in methods]

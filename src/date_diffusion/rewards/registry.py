@@ -320,6 +320,10 @@ def _sum(spec: str, known: dict) -> Sum:
     weighted = []
     for term in terms:
         weight, star, rest = term.partition("*") if "*" in term.split("(")[0] else ("", "", term)
+        name = rest.strip().split(":")[0].split("(")[0]
+        if any(c.isspace() for c in weight.strip() + name):  # a weight or a name holds no blank (a source path may)
+            raise RewardSpecError(f"reward term {quoted(term)} holds a space: the terms of a sum are joined by '+' "
+                                  "(toy-clip+0.5*toy-clip-eval)")  # fmt: skip
         if star and "*" in rest.split("(")[0]:
             raise RewardSpecError(f"reward term {quoted(term)} has more than one weight: give one, before the reward "
                                   "(2*clip-l)")  # fmt: skip

@@ -28,6 +28,7 @@ def load_run(run_dir) -> dict:
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").exists():
         raise ValueError(f"{run_dir} is not a bench run (no run.json); give the --out folder of `date-diffusion bench`")
+    from date_diffusion.bench.report import incomplete_note
     from date_diffusion.bench.runner import trusted_records
 
     settings, methods, records = trusted_records(run_dir)  # UntrustedRun (a ValueError): what it cannot trust
@@ -35,22 +36,23 @@ def load_run(run_dir) -> dict:
     return {
         "dir": run_dir,
         "settings": settings,
-        "markdown": records_markdown(settings, records),
+        "markdown": records_markdown(settings, records, incomplete_note(run_dir, methods)),
         "plots": plots,
         "methods": methods,
         "records": records,
     }
 
 
-def records_markdown(settings: dict, records: dict) -> str:
-    """The results tables as `report` writes them, computed here from the verified records (never results.md, which
-    may be older than the images or edited); FID, which needs the images' features, is `report`'s alone."""
+def records_markdown(settings: dict, records: dict, incomplete: str | None = None) -> str:
+    """The results tables as `report` writes them (what an incomplete run lacks included), computed here from the
+    verified records (never results.md, which may be older than the images or edited); FID, which needs the images'
+    features, is `report`'s alone."""
     from date_diffusion.bench.report import markdown, summarize
 
     if not any(records.values()):
         return "(no images yet: `date-diffusion bench` makes them)"
     baseline = "fixed" if "fixed" in records else None
-    text = markdown(summarize(records, baseline), baseline, settings)
+    text = markdown(summarize(records, baseline), baseline, settings, incomplete)
     return text + "\nComputed from the run's verified images; FID-CLIP: run `date-diffusion report` (results.md).\n"
 
 

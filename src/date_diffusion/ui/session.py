@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from date_diffusion.core.settings import BLANKS, BY_FIELD, SETTINGS, Boolean, Seed, SettingError
-from date_diffusion.core.text import prepare_prompt
+from date_diffusion.core.text import is_blank, prepare_prompt
 from date_diffusion.core.trace import DID_NOT_MOVE, moved
 from date_diffusion.grids import (
     DIFF_GAIN,
@@ -116,7 +116,8 @@ def check_form(form: Form, model: str | None = None, allowed: tuple[Path, ...] =
     except ValueError as err:
         raise InputError(str(err), "prompt") from None
     try:
-        negative, negative_note = prepare_prompt(form.negative_prompt or "", "the negative prompt", empty=True)
+        blank = form.negative_prompt is None or is_blank(form.negative_prompt)  # a field left blank: not given
+        negative, negative_note = prepare_prompt("" if blank else form.negative_prompt, "the negative prompt", True)
     except ValueError as err:
         raise InputError(str(err), "negative_prompt") from None
     notes = [n for n in (prompt_note, negative_note) if n]
