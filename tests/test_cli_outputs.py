@@ -141,7 +141,7 @@ def test_a_lora_that_cannot_act_is_named(sd_files, clip_dir, tmp_path, capsys):
         assert gen(sd_files / "folder", clip_dir, tmp_path / "o", "a cat", *given) == 2
         err = capsys.readouterr().err
         assert message in err and "not in the list of present adapters" not in err, err
-        if loras == [renamed]:  # round thirteen: diffusers' log of peft's error is not repeated before ours
+        if loras in ([renamed], [foreign]):  # diffusers' log of the failure is not repeated before ours
             assert len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
 

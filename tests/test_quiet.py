@@ -102,3 +102,26 @@ def test_each_restated_message_is_one_diffusers_makes(components):
     shown = [restated(m) for m in messages]
     assert all(len(m) > 500 and len(s) < 300 for m, s in zip(messages, shown)), shown
     assert len(set(shown)) == 3 and "steps_offset 0" in shown[0] and "clip_sample true" in shown[1], shown
+
+
+def test_a_held_notice_shows_after_a_load_that_succeeds_and_never_before_an_error(caplog):
+    """A LoRA for another family: diffusers' `No LoRA keys ... prefix='unet'` notice came before the command's own
+    error, which says it better; held (`quiet.held`), it is dropped when an error ends the load and shown when the
+    load succeeds (a LoRA of the text encoder alone: the notice is then news)."""
+    import logging
+
+    import diffusers  # noqa: F401  (its loggers propagate to nothing: the test's handler is attached to this one)
+
+    from date_diffusion.quiet import held
+
+    logger = logging.getLogger("diffusers.loaders.peft")
+    logger.addHandler(caplog.handler)
+    with pytest.raises(ValueError), held("diffusers.loaders.peft"):
+        logger.warning("No LoRA keys associated to UNet2DConditionModel found with the prefix='unet'.")
+        raise ValueError("the LoRA matches no module")
+    assert "No LoRA keys" not in caplog.text
+    with held("diffusers.loaders.peft"):
+        logger.warning("No LoRA keys associated to UNet2DConditionModel found with the prefix='unet'.")
+        assert "No LoRA keys" not in caplog.text  # held while the load runs
+    assert "No LoRA keys" in caplog.text
+    logger.removeHandler(caplog.handler)

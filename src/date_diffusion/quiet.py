@@ -149,6 +149,30 @@ def install() -> None:
 
 
 @contextmanager
+def held(*loggers: str):
+    """The records the block logs to `loggers`, held back and shown once it ends without an error; an error that
+    ends it drops them (a library's notice on the way to a failure, `No LoRA keys associated to UNet2DConditionModel`
+    before the command names the LoRA of another family, is said better by the error)."""
+    kept = []
+
+    class _Hold(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            kept.append(record)
+            return False
+
+    hold = _Hold()
+    for name in loggers:
+        logging.getLogger(name).addFilter(hold)
+    try:
+        yield
+    finally:
+        for name in loggers:
+            logging.getLogger(name).removeFilter(hold)
+    for record in kept:
+        logging.getLogger(record.name).handle(record)
+
+
+@contextmanager
 def quiet_loading():
     """No model-loading progress bars of diffusers and transformers inside the block (see the module's text)."""
     from diffusers.utils import logging as diffusers_logging

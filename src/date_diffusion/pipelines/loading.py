@@ -28,6 +28,7 @@ from date_diffusion.hub import (
     load_component,
 )
 from date_diffusion.model_folder import read as read_model_file
+from date_diffusion.quiet import held
 
 # diffusers is imported inside the functions: the resolver (and so every command's checks) imports this module
 # before any model loads.
@@ -686,6 +687,9 @@ def _config_repo(path) -> str | None:
         return None
 
 
+LORA_LOGGERS = ("diffusers.loaders.peft", "diffusers.loaders.lora_base")  # what diffusers says on loading a LoRA
+
+
 def add_loras(pipe, loras) -> None:
     """Load each (file, scale) LoRA as its own adapter and activate them all with their scales."""
     if not loras:
@@ -698,16 +702,18 @@ def add_loras(pipe, loras) -> None:
             raise ValueError(f"LoRA file {path!r} not found")
         check_lora_file(path)
         name = f"lora_{k}"
-        try:
-            pipe.load_lora_weights(str(path), adapter_name=name)
-        except Exception as err:  # not a LoRA, or one for another model
-            if "not found in the base model" in str(err):  # peft: its keys name modules this model lacks
-                raise ValueError(f"LoRA {path!r} matches no module of {type(pipe).__name__}: its keys name modules "
-                                 "this model lacks (made for another model, or its keys renamed)") from err  # fmt: skip
-            raise ValueError(f"could not load LoRA {path!r} into {type(pipe).__name__}: {err}") from err
-        if name not in {a for adapters in pipe.get_list_adapters().values() for a in adapters}:
-            raise ValueError(f"LoRA {path!r} matches no module of {type(pipe).__name__}: it was made for another "
-                             "model family (or holds no weights diffusers can place)")  # fmt: skip
+        with held(*LORA_LOGGERS):  # diffusers' notices of a LoRA that does not load: the error below says it
+            try:
+                pipe.load_lora_weights(str(path), adapter_name=name)
+            except Exception as err:  # not a LoRA, or one for another model
+                if "not found in the base model" in str(err):  # peft: its keys name modules this model lacks
+                    raise ValueError(f"LoRA {path!r} matches no module of {type(pipe).__name__}: its keys name "
+                                     "modules this model lacks (made for another model, or its keys renamed)"
+                                     ) from err  # fmt: skip
+                raise ValueError(f"could not load LoRA {path!r} into {type(pipe).__name__}: {err}") from err
+            if name not in {a for adapters in pipe.get_list_adapters().values() for a in adapters}:
+                raise ValueError(f"LoRA {path!r} matches no module of {type(pipe).__name__}: it was made for another "
+                                 "model family (or holds no weights diffusers can place)")  # fmt: skip
         names.append(name)
     pipe.set_adapters(names, adapter_weights=[scale for _, scale in loras])
 
