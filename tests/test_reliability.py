@@ -2526,6 +2526,25 @@ def test_an_interval_past_the_run_is_spelled_as_the_options_write_it(tmp_path, c
     assert "--update-intervals 0:5 end past the run" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name", ["a-red-circle-s0-fixed.png", "a-red-circle-s0-embeddings.safetensors"])
+def test_overwrite_never_removes_a_users_file_that_only_has_a_group_members_name(tmp_path, capsys, name):
+    """Round fifteen: `generate --overwrite` (no --compare) removed a user's `a-red-circle-s0-fixed.png`, a text
+    file no run wrote, as a stale member of an earlier group. Only an earlier output of date-diffusion is removed
+    (`outputs.package_output`); anything else is named before any work. A real earlier group is still replaced
+    whole."""
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / name).write_text("precious")
+    argv = ["generate", "a red circle", "--steps", "2", "--out", str(out)]
+    assert main([*argv, "--overwrite"]) == 2
+    assert f"--overwrite would remove {str(out / name)!r}, a file this run does not write" in capsys.readouterr().err
+    assert (out / name).read_text() == "precious" and sorted(p.name for p in out.iterdir()) == [name]
+    (out / name).unlink()
+    assert main([*argv, "--compare", "--save-embeddings"]) == 0
+    assert main([*argv, "--overwrite"]) == 0  # the earlier group's grid, fixed image and embeddings go
+    assert sorted(p.name for p in out.iterdir()) == ["a-red-circle-s0.json", "a-red-circle-s0.png"]
+
+
 @pytest.mark.parametrize("command", ["generate", "edit"])
 def test_overwrite_onto_a_folder_of_an_outputs_name_is_refused_before_any_work(tmp_path, capsys, command):
     """Round eleven: `generate --overwrite` where an output's name was a folder made the image, then failed with

@@ -121,6 +121,27 @@ def overwrite_blocker(paths) -> Path | None:
     return next((Path(p) for p in paths if Path(p).exists() and not Path(p).is_file()), None)
 
 
+def package_output(path) -> bool:
+    """Whether the file at `path` is one this package writes beside an image (an earlier group's member that
+    `--overwrite` may remove): an image or video carrying a date-diffusion record, a JSON record of one, or a
+    saved-embeddings file. A user's file that only has such a name is not."""
+    path = Path(path)
+    try:
+        if path.suffix == ".json":
+            from date_diffusion.schemas import loads, read_small_text
+
+            record = loads(read_small_text(path))
+            return isinstance(record, dict) and "date_diffusion_version" in record and "prompt" in record
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                return str((f.metadata() or {}).get("format", "")).startswith("date-diffusion/embeddings/")
+        return read_png_metadata(path)["record"] is not None
+    except Exception:  # noqa: BLE001  (unreadable, damaged, another program's: not ours)
+        return False
+
+
 def not_new_folder(folder, own=(), what: str = "") -> str | None:
     """Why `folder`, which a command fills from the start (a training run), is not new: it holds visible entries
     other than `own` (a bench run, a model, a user's files), which the command would write beside; None when it is

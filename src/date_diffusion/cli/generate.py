@@ -578,10 +578,21 @@ def check_overwritten(opts: GenerateOptions, ext: str) -> None:
     before any work, not found once the image is made."""
     if not opts.overwrite:
         return  # a taken name gets -2, -3, ...
+    from date_diffusion.outputs import package_output
+
     seeds = range(opts.seed, opts.seed + opts.images_per_prompt)
     stems = [output_stem(p, seed) for p in opts.prompts for seed in seeds]
     check_replaceable((Path(opts.out) / f"{stem}{s}" for stem in stems for s in output_suffixes(ext)),
                       "the images then get names of their own")  # fmt: skip
+    # an earlier group's member this run does not write is removed: only ever a file of an earlier group
+    written = {ext, ".json", *((f"-fixed{ext}", "-compare.png") if opts.compare else ())}
+    written |= {"-embeddings.safetensors"} if opts.save_embeddings else set()
+    removed = [Path(opts.out) / f"{stem}{s}" for stem in stems for s in output_suffixes(ext) if s not in written]
+    foreign = next((p for p in removed if p.is_file() and not package_output(p)), None)
+    if foreign is not None:
+        raise CLIError(f"--overwrite would remove {str(foreign)!r}, a file this run does not write and no earlier "
+                       "output of date-diffusion: move it, or leave out --overwrite (the images then get names of "
+                       "their own)")  # fmt: skip
 
 
 def check_video_options(opts: GenerateOptions, family: str) -> str:
