@@ -404,3 +404,40 @@ def test_a_stage_copied_from_a_run_of_other_settings_is_named(tmp_path):
     with pytest.raises(SchemaError, match="the finished stage 'toy' was trained by another run"):
         finished(TrainConfig(tmp_path / "mine"), "toy", lambda: None)
     assert finished(TrainConfig(tmp_path / "seed1", seed=1, device="cuda"), "toy", lambda: "read") == "read"
+
+
+def test_finalize_reads_the_folders_own_stages_as_train_does(tmp_path, capsys):
+    """Round fifteen: `toyworld finalize` assembled a UNet copied from a run of another seed (exit 0) where `train`
+    refused it, and a damaged checkpoint was a failure (exit 1): finalize reads the folder's own settings
+    (`config.trained_config`), each finished stage as a resume reads it, and the UNet's checkpoint through the one
+    check (`runner.read_checkpoint`); every refusal is a usage error naming the file."""
+    import shutil
+
+    from date_diffusion.cli.main import main
+
+    for seed in (0, 1):
+        assert main(["toyworld", "train", "--smoke", "--seed", str(seed), "--out", str(tmp_path / f"s{seed}")]) == 0
+    capsys.readouterr()
+    assert main(["toyworld", "finalize", "--out", str(tmp_path / "s1")]) == 0  # its own stages: assembled
+    shutil.rmtree(tmp_path / "s1" / "work" / "unet")
+    shutil.copytree(tmp_path / "s0" / "work" / "unet", tmp_path / "s1" / "work" / "unet")
+    assert main(["toyworld", "finalize", "--out", str(tmp_path / "s1")]) == 2
+    assert "checkpoint.json: this checkpoint was written by another run" in capsys.readouterr().err
+    ckpt = tmp_path / "s0" / "work" / "unet" / "checkpoint.json"
+    ckpt.write_text(ckpt.read_text().replace('"step": 3,', '"step": 3.0,'))
+    assert main(["toyworld", "finalize", "--out", str(tmp_path / "s0")]) == 2
+    assert "field 'step' must be a whole number, got 3.0" in capsys.readouterr().err
+
+
+def test_a_unet_stopped_early_trains_on_when_a_later_stop_or_none_is_given(tmp_path):
+    """Round fifteen: a UNet stopped with `--unet-stop-at` was marked finished, and a resume with a later stop (or
+    none) left it at its step without a word while work/config.json said it was not stopped: it trains on from its
+    checkpoint (`unet.stopped_before`)."""
+    from date_diffusion.cli.main import main
+
+    ckpt = tmp_path / "work" / "unet" / "checkpoint.json"
+    for stop, reached in (["--unet-stop-at", "1"], 1), (["--unet-stop-at", "2"], 2), ([], 3):
+        assert main(["toyworld", "train", "--smoke", "--out", str(tmp_path), *stop]) == 0
+        assert json.loads(ckpt.read_text())["step"] == reached
+        assert (tmp_path / "work" / "unet" / "done").exists()
+    assert json.loads((tmp_path / "work" / "config.json").read_text())["unet_stop_at"] is None

@@ -466,10 +466,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command == "info" else 141
     except Exception as err:
         from date_diffusion.hub import ModelNotFoundError
+        from date_diffusion.schemas import SchemaError
 
         if _INTERRUPTED.is_set():  # a library's error that SIGTERM's interrupt caused, part way through its work
             return _interrupted(args, name)
-        if isinstance(err, ModelNotFoundError):  # the message already says how to fix it
+        # the message already says how to fix it: a model that is not there; a file that is not what its reader
+        # expects (it names the file, the field and the fix), whichever command read it
+        if isinstance(err, (ModelNotFoundError, SchemaError)):
             print(f"{name}: error: {one_line(err)}", file=sys.stderr)
             return 2
         if args.debug:

@@ -149,12 +149,12 @@ def run_export(args) -> int:
 def run_finalize(args) -> int:
     from date_diffusion.cli.common import CLIError
     from date_diffusion.toyworld.training.assemble import finalize_from_checkpoint
-    from date_diffusion.toyworld.training.config import TrainConfig
+    from date_diffusion.toyworld.training.config import trained_config
 
     if not (Path(args.out) / "work" / "config.json").is_file():  # its checkpoints and models live under work/
         raise CLIError(f"--out {args.out!r} is not a `toyworld train` folder (no work/config.json): give the --out "
                        "folder of `date-diffusion toyworld train`")  # fmt: skip
-    finalize_from_checkpoint(TrainConfig(out=Path(args.out)))
+    finalize_from_checkpoint(trained_config(args.out))  # the folder's own settings: its stages are checked as its
     print(f"assembled {Path(args.out) / 'pipeline'} from the latest UNet checkpoint")
     return 0
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 
 from date_diffusion.outputs import save_pretrained
-from date_diffusion.schemas import TRAIN_CHECKPOINT, read_json, read_tensors
+from date_diffusion.schemas import TRAIN_CHECKPOINT, SchemaError, read_tensors
 from date_diffusion.toyworld.training.config import TrainConfig
-from date_diffusion.toyworld.training.latents import latent_scaling, load_latents
-from date_diffusion.toyworld.training.runner import load_ema_shadow, stage_dir
+from date_diffusion.toyworld.training.latents import latent_scaling
+from date_diffusion.toyworld.training.runner import done_marker, load_ema_shadow, read_checkpoint, stage_dir
 from date_diffusion.toyworld.training.unet import (
     noise_scheduler_config,
     text_encoder_from_clip,
@@ -51,7 +51,10 @@ def _ema_unet_from_checkpoint(cfg: TrainConfig, cross_attention_dim: int):
     from diffusers import UNet2DConditionModel
 
     folder = stage_dir(cfg, "unet")
-    meta = read_json(folder / "checkpoint.json", TRAIN_CHECKPOINT)
+    if not (folder / "checkpoint.json").exists():
+        raise SchemaError(f"{folder}: the UNet has no checkpoint yet; train it: date-diffusion toyworld train --out "
+                          f"{cfg.out}")  # fmt: skip
+    meta = read_checkpoint(cfg, folder, cfg.unet_steps, ema=True)  # this run's, at a step of it
     unet = UNet2DConditionModel(**unet_config(cross_attention_dim))
     unet.load_state_dict(read_tensors(folder / "model.safetensors", TRAIN_CHECKPOINT.fix))
     shadow = load_ema_shadow(folder)
@@ -65,13 +68,23 @@ def _ema_unet_from_checkpoint(cfg: TrainConfig, cross_attention_dim: int):
 def finalize_from_checkpoint(cfg: TrainConfig) -> None:
     """Assemble the pipeline from the UNet stage's latest checkpoint (its EMA weights), e.g. when a run must
     stop before its last step. Writes what `train_all` writes at the end; records the step used."""
-    from diffusers import AutoencoderKL
-    from transformers import CLIPModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
+
+    from date_diffusion.toyworld.training.clip import train_clip
+    from date_diffusion.toyworld.training.latents import encode_latents
+    from date_diffusion.toyworld.training.vae import finetune_vae_decoder, train_vae
 
     cfg.out = Path(cfg.out)
-    clip = CLIPModel.from_pretrained(cfg.out / "clip")
+    unfinished = [s for s in ("clip", "vae", "latents", "vae_decoder") if s in cfg.stages and
+                  not done_marker(cfg, s).exists()]  # fmt: skip
+    if unfinished:  # finalize trains nothing: it assembles the finished stages with the UNet's checkpoint
+        raise SchemaError(f"{stage_dir(cfg, unfinished[0])}: the stage {unfinished[0]!r} has not finished; train it "
+                          f"first: date-diffusion toyworld train --out {cfg.out}")  # fmt: skip
+    # each finished stage read back as a resume reads it: this run's (its run id), as it sealed it
+    clip = train_clip(cfg, "clip", small=False, steps=cfg.clip_steps)
+    vae = train_vae(cfg)
+    latents, _ = encode_latents(cfg, vae)
+    if "vae_decoder" in cfg.stages:
+        vae = finetune_vae_decoder(cfg, vae)
     unet, step = _ema_unet_from_checkpoint(cfg, clip.config.text_config.hidden_size)
-    latents = load_latents(stage_dir(cfg, "latents"))
-    vae_dir = stage_dir(cfg, "vae_decoder") / "final"
-    vae = AutoencoderKL.from_pretrained(vae_dir if vae_dir.exists() else stage_dir(cfg, "vae") / "final")
     assemble(cfg, clip, vae, unet, CLIPTokenizer.from_pretrained(cfg.out / "clip"), latents, step)

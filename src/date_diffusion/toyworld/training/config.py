@@ -58,6 +58,17 @@ TRAIN_CONFIG = schema_of(TrainConfig, "toy-world training settings file",
                          "resume with the settings it names, or give another --out", required=("seed",),
                          closed=True)  # fmt: skip
 
+
+def trained_config(out) -> TrainConfig:
+    """The settings the training folder `out` was trained with (its `work/config.json`, through `TRAIN_CONFIG`), as
+    the config that reads its stages back (`toyworld finalize`); a setting an earlier version's file lacks at its
+    default."""
+    from date_diffusion.schemas import read_json
+
+    settings = read_json(Path(out) / "work" / "config.json", TRAIN_CONFIG)
+    return TrainConfig(**{**settings, "out": Path(out), "stages": tuple(settings.get("stages", STAGES))})
+
+
 # settings a resume may change: where the folder is, the device, how often checkpoints are written, and the UNet's
 # early stop (while the UNet has not trained past it)
 RESUMABLE = ("out", "device", "checkpoint_every", "unet_stop_at")

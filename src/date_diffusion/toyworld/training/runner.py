@@ -137,6 +137,26 @@ def _warmup_cosine(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_sch
     )
 
 
+def read_checkpoint(cfg: TrainConfig, folder: Path, steps: int, ema: bool) -> dict:
+    """A stage's `checkpoint.json`, checked as every reader of it (a resume, `toyworld finalize`) checks it: one
+    that cannot be this run's stage at a step of it (damaged, edited, past the stage's `steps`, of another schedule,
+    written by another run: another seed) is a `SchemaError` naming it."""
+    ckpt = folder / "checkpoint.json"
+    meta = read_json(ckpt, TRAIN_CHECKPOINT)
+    fix = TRAIN_CHECKPOINT.fix
+    if meta["step"] > steps:
+        raise SchemaError(f"{ckpt}: its step {meta['step']} lies past the stage's {steps} steps; {fix}")
+    if meta["sched"].get("last_epoch") != meta["step"]:
+        raise SchemaError(f"{ckpt}: its step {meta['step']} is not its learning-rate schedule's "
+                          f"({meta['sched'].get('last_epoch')!r}); {fix}")  # fmt: skip
+    if ema and "ema_step" not in meta:
+        raise SchemaError(f"{ckpt}: field 'ema_step' is missing; {fix}")
+    if meta.get("run") not in (None, run_id(cfg)):  # copied from a run of other settings (another seed)
+        raise SchemaError(f"{ckpt}: this checkpoint was written by another run (other settings, e.g. another "
+                          f"seed); {fix}")  # fmt: skip
+    return meta
+
+
 class Stage:
     """Checkpointed optimisation loop shared by every model (weights and optimizer state as safetensors)."""
 
@@ -163,18 +183,8 @@ class Stage:
         ckpt = self.dir / "checkpoint.json"
         if not ckpt.exists():
             return 0
-        meta = read_json(ckpt, TRAIN_CHECKPOINT)
+        meta = read_checkpoint(self.cfg, self.dir, self.steps, ema=self.ema is not None)
         fix = TRAIN_CHECKPOINT.fix
-        if meta["step"] > self.steps:
-            raise SchemaError(f"{ckpt}: its step {meta['step']} lies past the stage's {self.steps} steps; {fix}")
-        if meta["sched"].get("last_epoch") != meta["step"]:
-            raise SchemaError(f"{ckpt}: its step {meta['step']} is not its learning-rate schedule's "
-                              f"({meta['sched'].get('last_epoch')!r}); {fix}")  # fmt: skip
-        if self.ema is not None and "ema_step" not in meta:
-            raise SchemaError(f"{ckpt}: field 'ema_step' is missing; {fix}")
-        if meta.get("run") not in (None, run_id(self.cfg)):  # copied from a run of other settings (another seed)
-            raise SchemaError(f"{ckpt}: this checkpoint was written by another run (other settings, e.g. another "
-                              f"seed); {fix}")  # fmt: skip
         try:
             self.model.load_state_dict(read_tensors(self.dir / "model.safetensors", fix))
             self.opt.load_state_dict(_unflatten_optimizer(read_tensors(self.dir / "optimizer.safetensors", fix),

@@ -15,7 +15,7 @@ from date_diffusion.toyworld.training.clip import tokenize
 from date_diffusion.toyworld.training.config import TrainConfig
 from date_diffusion.toyworld.training.data import step_generator, step_rng
 from date_diffusion.toyworld.training.latents import latent_scaling
-from date_diffusion.toyworld.training.runner import Stage, done_marker, finished, mark_done, stage_dir
+from date_diffusion.toyworld.training.runner import Stage, done_marker, finished, mark_done, read_checkpoint, stage_dir
 
 
 def unet_config(cross_attention_dim: int) -> dict:
@@ -76,6 +76,13 @@ def unet_final_step(cfg: TrainConfig) -> int:
     return min(cfg.unet_steps, cfg.unet_stop_at or cfg.unet_steps)
 
 
+def stopped_before(cfg: TrainConfig) -> bool:
+    """Whether the finished UNet stopped (`--unet-stop-at`) before the step `cfg` trains it to: its checkpoint's step
+    is below `unet_final_step`."""
+    ckpt = stage_dir(cfg, "unet") / "checkpoint.json"
+    return ckpt.exists() and read_checkpoint(cfg, ckpt.parent, cfg.unet_steps, ema=True)["step"] < unet_final_step(cfg)
+
+
 def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], clip, tokenizer):
     """Stable Diffusion's recipe in latent space: epsilon prediction, frozen CLIP text encoder (last hidden
     state), 10% caption dropout to the empty prompt for classifier-free guidance, EMA weights."""
@@ -83,7 +90,12 @@ def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], cli
 
     out_dir = unet_final_dir(cfg)
     if done_marker(cfg, "unet").exists():
-        return finished(cfg, "unet", lambda: UNet2DConditionModel.from_pretrained(out_dir).to(cfg.device), (out_dir,))
+        load = lambda: UNet2DConditionModel.from_pretrained(out_dir).to(cfg.device)  # noqa: E731
+        unet = finished(cfg, "unet", load, (out_dir,))
+        if not stopped_before(cfg):
+            return unet
+        # stopped (`--unet-stop-at`) before the step this run asks for: it trains on from its checkpoint
+        done_marker(cfg, "unet").unlink()
     text_encoder = text_encoder_from_clip(clip).to(cfg.device)
     torch.manual_seed(cfg.seed + 3000)
     unet = UNet2DConditionModel(**unet_config(text_encoder.config.hidden_size)).to(cfg.device)
