@@ -2516,7 +2516,7 @@ def test_an_audit_never_writes_into_the_run_it_audits(tmp_path, capsys):
     before = (out / "run.json").read_text()
     capsys.readouterr()
     assert main(["toyworld", "audit", str(out), "--out", str(out / "run.json"), "--overwrite"]) == 2
-    assert "lies inside the run" in capsys.readouterr().err and (out / "run.json").read_text() == before
+    assert "lies inside the bench run" in capsys.readouterr().err and (out / "run.json").read_text() == before
 
 
 def test_an_interval_past_the_run_is_spelled_as_the_options_write_it(tmp_path, capsys):
@@ -2836,23 +2836,33 @@ def test_a_distance_too_small_for_three_decimals_is_shown_with_its_digits():
     assert [distance_text(d) for d in (0.0, 4.5e-8, 0.2771, 0.0004)] == ["0.000", "4.5e-08", "0.277", "0.0004"]
 
 
-@pytest.mark.parametrize("command", ["generate", "edit"])
-def test_generate_and_edit_never_write_into_a_bench_run(tmp_path, capsys, command):
+@pytest.mark.parametrize("command", ["generate", "edit", "audit", "audit-run-json", "export", "bench-perf", "bench",
+                                     "train"])  # fmt: skip
+def test_no_command_writes_into_a_bench_run(tmp_path, capsys, command):
     """Round twelve: `generate --out RUN/images/fixed/00000/samples` was taken, and the run's report then refused
-    the run for the stray files."""
+    the run for the stray files. Round fifteen found the same in `toyworld audit --out` (also replacing a run's
+    run.json with --overwrite), `report --export`, `bench-perf --out` and a `bench --out` nested in another run:
+    every output option's kind checks it (`cli.common.OutputPath`, `check_outside_runs`)."""
     out = tmp_path / "run"
     assert main(_bench(out)) == 0
     capsys.readouterr()
     inside = out / "images" / "fixed" / "00000" / "samples"
-    if command == "generate":
-        argv = ["generate", "a red circle", "--steps", "2", "--out", str(inside)]
-    else:
-        Image.new("RGB", (64, 64), "red").save(tmp_path / "in.png")
-        argv = ["edit", str(tmp_path / "in.png"), "--source-prompt", "a red circle", "--target-prompt",
-                "a blue circle", "--steps", "2", "--out", str(out / "edits")]  # fmt: skip
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "in.png")
+    argv = {
+        "generate": ["generate", "a red circle", "--steps", "2", "--out", str(inside)],
+        "edit": ["edit", str(tmp_path / "in.png"), "--source-prompt", "a red circle", "--target-prompt",
+                 "a blue circle", "--steps", "2", "--out", str(out / "edits")],
+        "audit": ["toyworld", "audit", str(out), "--out", str(out / "images" / "fixed" / "audit.json")],
+        "audit-run-json": ["toyworld", "audit", str(out), "--out", str(out / "run.json"), "--overwrite"],
+        "export": ["report", str(out), "--export", "t2i-compbench", str(out / "images" / "export")],
+        "bench-perf": ["bench-perf", "--variants", "fixed", "--repeats", "1", "--steps", "2", "--out", str(inside)],
+        "bench": [*_bench(out / "images" / "nested")],
+        "train": ["toyworld", "train", "--smoke", "--out", str(out / "images" / "toy")],
+    }[command]  # fmt: skip
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
     assert main(argv) == 2
-    assert f"lies inside the bench run {str(out.resolve())!r}" in capsys.readouterr().err
+    err = capsys.readouterr().err  # (the run's own export: "lies inside the run's folder")
+    assert f"lies inside the bench run {str(out.resolve())!r}" in err or "lies inside the run's folder" in err, err
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
     assert main(["report", str(out)]) == 0
 

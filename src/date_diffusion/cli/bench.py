@@ -793,13 +793,13 @@ def _export_target(export: ExportOptions, run_dir, prompts, suite_metadata: str 
     kind, out = export.export
     if kind not in KINDS:
         raise CLIError(f"--export KIND must be one of {', '.join(KINDS)}, got {kind!r}")
-    checked(OUT, out, "--export DIR")
     run, target = Path(run_dir).resolve(), Path(out).resolve()
     if target == run or target in run.parents:
         raise CLIError(f"--export DIR {out!r} holds the run's own folder: export into a folder outside it")
     if run in target.parents:  # the run's folder holds what the run wrote (in images/: strays of the run)
         raise CLIError(f"--export DIR {out!r} lies inside the run's folder {str(run_dir)!r}: export into a folder "
                        "outside it")  # fmt: skip
+    checked(OUT, out, "--export DIR")  # writable, and inside no other run
     metadata = None
     try:
         check_fresh(out, "--export DIR")

@@ -326,14 +326,18 @@ def resolve_model(model: str | None) -> str:
         raise CLIError(f"{err} (--model ID_OR_PATH)") from err
 
 
-def check_outside_runs(out, flag: str = "--out") -> None:
-    """A command's output folder is no bench run's folder nor inside one (`run.json` beside `images/`): files
-    written there would be strays its report refuses to count, or would mix with its images."""
+def check_outside_runs(out, flag: str = "--out", own: bool = False) -> None:
+    """A command's output (a folder or a file) is no bench run's folder nor inside one (`run.json` beside
+    `images/`): files written there would be strays its report refuses to count, or would mix with its images or
+    replace its records. `own`: `out` is a run's own folder (`bench --out`), which may be one; never inside another.
+    Checked by every output option's kind (`OutputPath`) and by `--export`'s folder. A `SettingError`."""
     path = Path(out).resolve()
-    for folder in (path, *path.parents):
+    for folder in path.parents if own else (path, *path.parents):
         if (folder / "run.json").is_file() and (folder / "images").is_dir():
-            raise CLIError(f"{flag} {str(out)!r} lies inside the bench run {str(folder)!r} (its run.json): files "
-                           "written there would be strays its report refuses; give a folder outside it")  # fmt: skip
+            raise SettingError(
+                f"{flag} {str(out)!r} lies inside the bench run {str(folder)!r} (its run.json): "
+                "files written there would be strays its report refuses; give a place outside it"
+            )
 
 
 @contextlib.contextmanager
@@ -562,8 +566,8 @@ class OutputPath(Kind):
     """A folder (or, `file=True`, a file) to write: not an existing entry of the other type, and inside a writable
     folder; nothing is created (the command creates it once every check has passed)."""
 
-    def __init__(self, file: bool = False):
-        self.file = file
+    def __init__(self, file: bool = False, run: bool = False):
+        self.file, self.run = file, run  # run: a bench run's own folder (`check_outside_runs`)
 
     def check(self, value, name):
         from date_diffusion.core.text import is_control
@@ -578,6 +582,7 @@ class OutputPath(Kind):
         why = unwritable(value, folder=not self.file)
         if why:
             raise SettingError(f"{name} {value!r} is not writable ({why}); choose another")
+        check_outside_runs(value, name, own=self.run)
         return value
 
 
@@ -638,6 +643,7 @@ COMMAND_KINDS: dict[str, Kind] = {
     "bench-perf --batch-size": Each(Integer(1, MAX_BATCH)),
     "toyworld finalize --out": FOLDER,
     "toyworld audit --out": OutputPath(file=True),
+    "bench --out": OutputPath(run=True),  # a run's own folder, resumed; never one inside another run
     "toyworld train-judge --worker": Shard(10**6),  # (I, N); its type is this kind's parse
 }
 

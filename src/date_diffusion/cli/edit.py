@@ -17,7 +17,6 @@ from date_diffusion.cli.common import (
     add_date_arguments,
     add_model_arguments,
     check_negative_prompt,
-    check_outside_runs,
     check_replaceable,
     from_namespace,
     load_reward,
@@ -157,7 +156,6 @@ def check_options(opts: EditOptions) -> EditOptions:
     the options with the prompts prepared."""
     from PIL import Image
 
-    check_outside_runs(opts.out)
     if not Path(opts.image).is_file():
         raise CLIError(f"IMAGE {opts.image!r} not found")
     try:

@@ -20,7 +20,6 @@ from date_diffusion.cli.common import (
     add_date_arguments,
     add_model_arguments,
     check_negative_prompt,
-    check_outside_runs,
     check_replaceable,
     checked,
     family_help,
@@ -412,7 +411,6 @@ def check(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
     family, defaults, DATE settings, the output folder (not created yet). Returns the options with what was derived
     (a replay's settings, the prepared prompts) and the job."""
     check_together(opts)
-    check_outside_runs(opts.out)
     saved = None
     if opts.replay_embeddings:
         opts, saved = replay_settings(opts)

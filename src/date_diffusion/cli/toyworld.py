@@ -171,9 +171,6 @@ def run_audit(args) -> int:
     from date_diffusion.toyworld.second_reader import audit
 
     run = Path(args.run_dir)
-    if args.out and Path(args.out).resolve().is_relative_to(run.resolve()):  # a run's own file, never replaced
-        raise CLIError(f"--out {args.out!r} lies inside the run {str(run)!r} it audits (its run.json, records and "
-                       "reports are the run's): give a file outside it")  # fmt: skip
     if args.out and os.path.lexists(args.out) and not args.overwrite:  # an earlier audit is never replaced silently
         raise CLIError(f"--out {args.out!r} exists: give another file, or --overwrite to replace it")
     if not (run / "run.json").exists() and not (run / "run.json").is_symlink():
