@@ -12,6 +12,7 @@ from PIL import Image
 from date_diffusion.bench.suites import ane_prompts, load_suite, read_captions
 from date_diffusion.cli.main import main
 from date_diffusion.evaluation.methods import parse_method, parse_methods
+from date_diffusion.toyworld.world import ASSETS as TOY_ASSETS
 
 SHARED_COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_val2014_subset5k.csv"
 
@@ -23,6 +24,16 @@ def model_dir(tmp_path_factory, tokenizer):
     path = tmp_path_factory.mktemp("tiny-sd-bench")
     StableDiffusionPipeline(**make_components(tokenizer)).save_pretrained(path)
     return path
+
+
+def held_out(clip_dir):
+    """A second CLIP folder for the held-out metric: bench refuses the reward's own CLIP as that metric."""
+    import shutil
+
+    other = clip_dir.parent / f"{clip_dir.name}-held-out"
+    if not other.exists():
+        shutil.copytree(clip_dir, other)
+    return other
 
 
 def bench_args(model_dir, clip_dir, out, methods="fixed date:rho=0.5,every=2 best-of-2 ug:scale=5,every=2", *extra):
@@ -41,7 +52,7 @@ def bench_args(model_dir, clip_dir, out, methods="fixed date:rho=0.5,every=2 bes
         "--reward",
         f"clip:{clip_dir}",
         "--eval-clip",
-        f"clip:{clip_dir}",
+        f"clip:{held_out(clip_dir)}",
         "--methods",
         methods,
         "--out",
@@ -353,7 +364,7 @@ def test_edit_toy_suite_runs_plain_and_date_edits(model_dir, clip_dir, tmp_path)
         "--reward",
         f"clip:{clip_dir}",
         "--eval-clip",
-        f"clip:{clip_dir}",
+        f"clip:{held_out(clip_dir)}",
         "--methods",
         "fixed date:every=2",
         "--out",
@@ -394,7 +405,7 @@ def test_edit_csv_suite_and_ane_suite_run(model_dir, clip_dir, tmp_path):
         "--reward",
         f"clip:{clip_dir}",
         "--eval-clip",
-        f"clip:{clip_dir}",
+        f"clip:{held_out(clip_dir)}",
     ]
     assert (
         main(
@@ -492,14 +503,17 @@ def test_a_date_image_no_update_moved_is_the_fixed_samplers_in_its_png_and_the_r
     "spec", ["date date:every=5", "date:steps=1;3 date:steps=3;1", "date:every=5 date:intervals=0:1",
              "date:steps=0 date:intervals=0:1", "date date:reward=1*toy-clip",
              "date:reward=mean(toy-clip;toy-clip-s1) date:reward=mean(toy-clip-s1;toy-clip)",
-             "date:steps=2 date:steps=2,anchor=original", "date:steps=2 date:steps=2,prior=0.1"],  # round thirteen
+             "date:steps=2 date:steps=2,anchor=original", "date:steps=2 date:steps=2,prior=0.1",  # round thirteen
+             f"date:reward=toy-clip date:reward=clip:{TOY_ASSETS / 'clip'}",  # round fifteen: one model, two names
+             "date:reward=toy-ensemble date:reward=mean(toy-clip-m2;toy-clip;toy-clip-s1)",
+             "recommended date:rel=0.005,every=10,reward=aug8(toy-ensemble)"],
 )  # fmt: skip
 def test_date_schedules_that_update_at_the_same_steps_make_the_same_images(spec):
     """Round nine: at 4 steps `every=5`, `steps=0` and `intervals=0:1` all update at step 0 only, and `steps=3;1`
     is `steps=1;3`: each pair is refused as one method listed twice, not run twice under two labels."""
     from date_diffusion.evaluation.methods import parse_methods, same_images
 
-    methods = parse_methods(spec)
+    methods = parse_methods(spec, model=str(TOY_ASSETS / "pipeline"))
     assert same_images(methods, 4, "toy-clip") == tuple(m.label for m in methods)
     assert same_images(parse_methods("date:every=5 date:every=2"), 4, "toy-clip") is None  # [0] and [0, 2]
     assert same_images(parse_methods("date:every=2 date:every=2,anchor=original"), 4, "toy-clip") is None
@@ -517,3 +531,28 @@ def test_bench_names_the_columns_of_a_prompts_file_it_does_not_read(tmp_path, ca
     assert "note: --prompts-file: the prompts are its 'prompt' column; its other columns ('id') are not read" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--reward", "toy-clip", "--eval-clip", "toy-clip"],
+     "--eval-clip 'toy-clip' runs toy-clip, which the run's reward ('toy-clip') runs too"),
+    (["--reward", "toy-clip", "--eval-clip", f"clip:{TOY_ASSETS / 'clip'}"],
+     "which the run's reward ('toy-clip') runs too"),
+    (["--reward", "toy-clip-eval"], "the default --eval-clip 'toy-clip-eval' runs toy-clip-eval"),
+    (["--methods", "fixed date:reward=aug2(toy-clip-eval)"], "which the reward of 'date:reward=aug2(toy-clip-eval)'"),
+])  # fmt: skip
+def test_the_held_out_clip_is_never_a_model_the_rewards_run(tmp_path, capsys, argv, said):
+    """Round fifteen: `--eval-clip toy-clip` beside the reward `toy-clip` was taken, and the reward's gain shown as a
+    held-out one (`cli.bench._check_held_out`, through every spelling of a model: `registry.shared_model`)."""
+    base = ["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "2"]
+    assert main([*base, *argv, "--out", str(tmp_path / "o")]) == 2
+    assert said in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_one_model_under_two_names_in_a_sum_is_refused():
+    """Round fifteen: `clip:ASSETS/clip+toy-clip` ran one CLIP twice (as `2*toy-clip`), where `toy-clip+toy-clip`
+    was refused."""
+    from date_diffusion.rewards.registry import RewardSpecError, check_spec
+
+    with pytest.raises(RewardSpecError, match="one model, two names"):
+        check_spec(f"clip:{TOY_ASSETS / 'clip'}+toy-clip")

@@ -602,6 +602,9 @@ def _prepare(opts: BenchOptions, model: str):
     _check_together(opts, model, methods, resolved.num_inference_steps, base + n_seeds - 1)
     _check_distinct_in_run([*_recorded_methods(opts.out, methods), *methods], resolved.num_inference_steps,
                            resolved.reward)  # fmt: skip
+    eval_clip = _eval_clip(opts.eval_clip, model, resolved.family)
+    _check_held_out(eval_clip, opts.eval_clip is None, [(resolved.reward, "the run's reward")] + [
+        (m.reward, f"the reward of {quoted(m.label)}") for m in methods if getattr(m, "reward", None)])  # fmt: skip
     return (
         RunSettings(
             suite=opts.suite,
@@ -614,7 +617,7 @@ def _prepare(opts: BenchOptions, model: str):
             model=model,
             model_files=fingerprint(model),
             reward=resolved.reward,
-            eval_clip=_eval_clip(opts.eval_clip, model, resolved.family),
+            eval_clip=eval_clip,
             scheduler=resolved.scheduler,
             dtype=opts.dtype,
             fid_real=opts.fid_real,
@@ -769,6 +772,21 @@ def _eval_clip(spec: str | None, model: str, family: str) -> str | None:
     except RewardSpecError as err:
         raise CLIError(f"--eval-clip {quoted(spec)}: {err}") from err
     return spec or None  # run.json says "no metric" as the scorer reads it
+
+
+def _check_held_out(eval_clip: str | None, default: bool, rewards) -> None:
+    """The held-out CLIP metric is held out: no model of it is one a reward runs (`toy-clip` as the metric of a run
+    whose reward is `toy-clip`, or `clip:FOLDER` of the same folder), whose gain it would report as a held-out one.
+    `rewards`: (spec, what it is) pairs."""
+    from date_diffusion.rewards.registry import shared_model
+
+    for spec, what in rewards:
+        shared = shared_model(eval_clip, spec) if eval_clip and spec else None
+        if shared is not None:
+            metric = f"the default --eval-clip {quoted(eval_clip)}" if default else f"--eval-clip {quoted(eval_clip)}"
+            raise CLIError(f"{metric} runs {shared}, which {what} ({quoted(spec)}) runs too: "
+                           "the held-out CLIP metric would score the reward; give a CLIP the rewards do not hold "
+                           "(or '' for no held-out metric)")  # fmt: skip
 
 
 def _suite_metadata(suite: str | None, file: str | None) -> str | None:

@@ -507,6 +507,10 @@ class Recommended(Date):
     def plot_coordinates(self):
         return {}
 
+    def images_key(self, run_steps, reward):
+        """The DATE method it resolves to: `recommended` and the same settings written out make the same images."""
+        return {**super().images_key(run_steps, reward), "method": Date.kind}
+
 
 METHODS: dict[str, type[Method]] = {
     cls.kind: cls

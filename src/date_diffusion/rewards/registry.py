@@ -13,6 +13,7 @@ of `Sum`, `Named`, `Augmented`, `Mean` and `Subjects`; checking reads the tree, 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from date_diffusion import plugins
 from date_diffusion.core.config import nonzero_in_float32
 from date_diffusion.core.settings import Real, is_real, parse_integer
 from date_diffusion.core.text import quoted
-from date_diffusion.hub import PAPER_CLIP
+from date_diffusion.hub import PAPER_CLIP, is_local_path
 
 # Each builder imports its reward's module when called: the command line imports this registry to build its
 # help and check specs, before (or without) importing torch and transformers.
@@ -79,9 +80,24 @@ def _clip(source, device):
     return CLIPScoreReward.from_pretrained(source, device=device)
 
 
-def clip_alias(target) -> Callable:
+@dataclass(frozen=True)
+class ClipAlias:
+    """The builder of a named CLIP at a fixed `target` (a folder or hub id), such as `clip-l`: the name is another
+    spelling of `clip:TARGET` (`spec`), which `canonical` and the twice-listed checks see through."""
+
+    target: str
+
+    def __call__(self, source, device):
+        return _clip(self.target, device)
+
+    @property
+    def spec(self) -> str:
+        return f"clip:{self.target}"
+
+
+def clip_alias(target) -> ClipAlias:
     """A builder of the CLIP at `target` (a fixed folder or hub id): a named CLIP such as `clip-l`."""
-    return lambda source, device: _clip(str(target), device)
+    return ClipAlias(str(target))
 
 
 def _pickscore(source, device):
@@ -341,8 +357,9 @@ def _sum(spec: str, known: dict) -> Sum:
     names = [(rest if "*" in t.split("(")[0] else t).strip() for t in terms for _, _, rest in [t.partition("*")]]
     _once([node for _, node in weighted], names, str(spec), "give it once, with the sum of the weights")
     scored = [leaf for _, node in weighted for leaf in _scored(node)]
+    models = [_model(leaf) for leaf in scored]
     for k, leaf in enumerate(scored):  # through a mean too: `mean(a;b)+a` runs `a` twice for 1.5*a + 0.5*b
-        if leaf in scored[:k]:
+        if models[k] in models[:k]:
             raise RewardSpecError(
                 f"reward {quoted(_as_written(leaf))} is scored twice in {quoted(str(spec))} "
                 "(in a mean or an ensemble, and beside it): give it once, weighted (1.5*a+0.5*b for mean(a;b)+a)"
@@ -357,6 +374,40 @@ def _nodes(node):
         [node.inner] if hasattr(node, "inner") else [])  # fmt: skip
     for child in inner:
         yield from _nodes(child)
+
+
+def _model(node):
+    """A node as the model it runs, for telling two spellings of one reward apart: a name that is another spelling
+    of a `clip:TARGET` (`toy-clip`, `clip-l`: `ClipAlias`) as that, and a source that is a path here by its real
+    path (`clip:./x` and `clip:/abs/x`); any other node as it is."""
+    if not isinstance(node, Named):
+        return node
+    record = _RECORDS.get(node.name)
+    spec = getattr(record.build, "spec", None) if record is not None and node.source is None else None
+    if spec is not None:
+        name, _, source = spec.partition(":")
+        node = Named(name, source)
+    if node.source and is_local_path(node.source):
+        node = Named(node.name, os.path.realpath(os.path.expanduser(node.source)))
+    return node
+
+
+def shared_model(spec: str, other: str) -> str | None:
+    """A model both specs run (through sums, means, wrappers and ensembles, each spelling of it seen through:
+    `_model`), as the first spec writes it, or None: a held-out metric that is the reward would score the reward."""
+
+    def models(text):
+        leaves = []
+        for node in _nodes(parse_spec(text)):
+            record = _RECORDS.get(node.name) if isinstance(node, Named) else None
+            if record is not None and record.members and node.source is None:
+                leaves += [Named(m, None) for m in record.members]
+            elif isinstance(node, Named):
+                leaves.append(node)
+        return {_model(leaf): leaf for leaf in leaves}
+
+    theirs = models(other)
+    return next((_as_written(leaf) for model, leaf in models(spec).items() if model in theirs), None)
 
 
 def _scored(node):
@@ -387,9 +438,12 @@ def _as_written(node) -> str:
 def _once(nodes, texts, spec: str, fix: str) -> None:
     """One reward listed twice in one sum or mean (`clip+clip`, `mean(a;a)`) is refused: the model would run once
     per listing for what one listing with a weight says."""
-    for k, node in enumerate(nodes):
-        if node in nodes[:k]:
-            raise RewardSpecError(f"reward {quoted(texts[k].strip())} is listed twice in {quoted(spec)}: {fix}")
+    models = [_model(node) for node in nodes]
+    for k, node in enumerate(models):
+        if node in models[:k]:
+            first = texts[models.index(node)].strip()
+            also = f" (as {quoted(first)}: one model, two names)" if first != texts[k].strip() else ""
+            raise RewardSpecError(f"reward {quoted(texts[k].strip())} is listed twice in {quoted(spec)}{also}: {fix}")
 
 
 def _views(text: str) -> int:
@@ -434,6 +488,10 @@ def _spelled(node) -> str:
         return f"aug{node.views}({_spelled(node.inner)})"
     if isinstance(node, Subjects):
         return f"subjects({_spelled(node.inner)})"
+    record = _RECORDS.get(node.name)
+    if record is not None and record.members and node.source is None:  # an ensemble: the mean of its members
+        return f"mean({';'.join(sorted(_spelled(_model(Named(m, None))) for m in record.members))})"
+    node = _model(node)
     return node.name if node.source is None else f"{node.name}:{node.source}"
 
 
