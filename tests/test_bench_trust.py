@@ -396,3 +396,17 @@ def test_report_of_an_incomplete_run_says_what_it_lacks(run, capsys, lack):
     from date_diffusion.ui.runview import load_run
 
     assert f"**Incomplete run:** {said}" in load_run(run)["markdown"]  # the page's run tab says it too
+
+
+def test_a_removed_or_reindented_prompt_record_is_not_a_missing_image(run, capsys):
+    """Round fifteen: with a prompt folder's prompt.json removed, `report` wrote a false "incomplete run" (the image
+    is there and trusted) and the export said the run was not whole; re-indented with the same content, it was
+    refused as changed. The report's missing images come from the walk that trusts the records (`read_trusted`),
+    prompt.json is read whole, and the export names the record it lacks."""
+    prompt = run / "images" / "fixed" / "00000" / "prompt.json"
+    prompt.write_text(json.dumps(json.loads(prompt.read_text()), indent=4))
+    assert main(["report", str(run)]) == 0 and "incomplete" not in capsys.readouterr().err
+    prompt.unlink()
+    assert main(["report", str(run)]) == 0 and "incomplete" not in capsys.readouterr().err
+    assert main(["report", str(run), "--export", "t2i-compbench", str(run.parent / "export")]) == 2
+    assert "00000 holds images but no prompt.json" in capsys.readouterr().err

@@ -81,8 +81,11 @@ def write_prompt_records(folder, record: dict, meta=None) -> None:
 
 
 def _first_json(path: Path):
+    """The JSON value `path` holds: prompt.json whole (however it is indented), GenEval's JSON-lines file its first
+    line."""
     try:  # a regular file of a few kB (`read_small_text`): never a FIFO that blocks or a device that never ends
-        return loads(read_small_text(path).splitlines()[0])
+        text = read_small_text(path)
+        return loads(text if path.name == PROMPT_RECORD else text.splitlines()[0])
     except (OSError, IndexError, UnicodeDecodeError, json.JSONDecodeError):
         return None
 
@@ -106,9 +109,12 @@ def method_items(method_dir) -> list[tuple[int, dict, list[Path]]]:
     items = []
     for folder in sorted(p for p in method_dir.iterdir() if p.is_dir() and is_integer(p.name)):
         record = read_prompt_record(folder)
+        pngs = sorted(p for p in (folder / "samples").glob("*.png") if p.with_suffix(".json").exists())
+        if record is None and pngs:  # its images are there; the record of their prompt, which the layout needs, not
+            raise ExportError(f"{folder} holds images but no {PROMPT_RECORD} (the run's record of their prompt): the "
+                              "same bench command writes it again from the run's settings, making nothing")  # fmt: skip
         if record is None:
             continue
-        pngs = sorted(p for p in (folder / "samples").glob("*.png") if p.with_suffix(".json").exists())
         if pngs:
             items.append((parse_integer(folder.name), record, pngs))
     if not items:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from date_diffusion.bench.runner import PNG_LIMIT, trusted_records
+from date_diffusion.bench.runner import PNG_LIMIT, read_trusted
 from date_diffusion.core.trace import stood_still
 from date_diffusion.evaluation.fid import CLIPImageFeatures, frechet_distance
 from date_diffusion.evaluation.stats import bootstrap_ci, paired_difference
@@ -370,12 +370,13 @@ def write_report(out: Path) -> dict:
     """The tables and plots of the run in `out`, from the records `trusted_records` trusts (anything else in the
     run folder: `UntrustedRun`, nothing written)."""
     out = Path(out)
-    run, methods, records = trusted_records(out)
+    trusted = read_trusted(out)
+    run, methods, records = trusted.run, trusted.methods, trusted.records
     baseline = "fixed" if "fixed" in records else None
     summary = summarize(records, baseline)
     for label, fids in compute_fid(out, run, methods, records).items():
         summary[label]["fid"] = fids
-    incomplete = incomplete_note(out, methods)
+    incomplete = incomplete_note(trusted.missing)
     atomic_write(
         out / "results.json",
         json.dumps({"settings": run, "baseline": baseline, "incomplete": incomplete, "summary": summary}, indent=1),
@@ -388,15 +389,15 @@ def write_report(out: Path) -> dict:
     return {"summary": summary, "markdown": text, "files": files, "incomplete": incomplete}
 
 
-def incomplete_note(out: Path, methods) -> str | None:
-    """What a run lacks (an interrupted run, seeds added to its run.json, an image deleted), as one sentence naming
-    each method's first missing image and count, or None for a whole run: the report's means then compare other
-    prompt sets between methods, which its tables alone do not show."""
-    from date_diffusion.bench.export import describe_missing, missing_images, run_prompts
+def incomplete_note(missing: dict) -> str | None:
+    """What a run lacks (an interrupted run, seeds added to its run.json, an image deleted: `TrustedRun.missing`),
+    as one sentence naming each method's first missing image and count, or None for a whole run: the report's means
+    then compare other prompt sets between methods, which its tables alone do not show."""
+    from date_diffusion.bench.export import describe_missing
 
-    prompts = run_prompts(out)
-    missing = missing_images(out, [m.slug for m in methods], prompts)
     if not any(missing.values()):
         return None
-    return (f"{describe_missing(missing, prompts)}; each method's means are over the images it has (the same bench "
+    prompts = {index: prompt for pairs in missing.values() for index, prompt, _ in pairs}
+    lacking = {label: [(index, seed) for index, _, seed in pairs] for label, pairs in missing.items()}
+    return (f"{describe_missing(lacking, prompts)}; each method's means are over the images it has (the same bench "
             "command makes the missing ones)")  # fmt: skip

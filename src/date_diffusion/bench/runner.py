@@ -382,7 +382,9 @@ def _run_states(out: Path, settings: RunSettings, methods, items) -> tuple[list,
             problems += [problem] if problem else []
             if isinstance(problem, FileChanged):
                 continue  # its images are the run's: the prompts file is what changed (named once)
-            states += [(method, *image_state(out, settings, method, it, seed)) for seed in settings.seeds]
+            for seed in settings.seeds:  # a missing image says which it is: (prompt index, prompt, seed)
+                state, what = image_state(out, settings, method, it, seed)
+                states.append((method, state, (it.index, it.prompt, seed) if state == "missing" else what))
     return problems, states
 
 
@@ -797,23 +799,43 @@ READ_FIX = ("move them out of the folder (re-running the same bench command then
 
 
 def trusted_records(out: Path) -> tuple[dict, list[Method], dict[str, list[dict]]]:
-    """(run.json, its methods, each method's records), read the way a resume reads them: only the run's own
-    (method, prompt, seed) images (its run.json's methods, prompts and seeds), each verified by `image_state`, the
-    prompt folders by `prompt_folder_problem`, and nothing else under `images/` (`stray_entries`). Every reader of a
-    run's records (report, export, the web page) reads through here: anything it cannot trust, and a record that
-    does not pass its schema, is `UntrustedRun` (one line naming them and the fix); a missing image is left out."""
+    """(run.json, its methods, each method's records): `read_trusted`'s, without what is missing."""
+    trusted = read_trusted(out)
+    return trusted.run, trusted.methods, trusted.records
+
+
+@dataclass
+class TrustedRun:
+    run: dict  # run.json, as `read_run` returns it
+    methods: list[Method]
+    records: dict[str, list[dict]]  # method label -> its trusted records
+    missing: dict[
+        str, list[tuple[int, str, int]]
+    ]  # method label -> (prompt index, prompt, seed) of each image it lacks
+
+
+def read_trusted(out: Path) -> TrustedRun:
+    """A run's records read the way a resume reads them: only the run's own (method, prompt, seed) images (its
+    run.json's methods, prompts and seeds), each verified by `image_state`, the prompt folders by
+    `prompt_folder_problem`, and nothing else under `images/` (`stray_entries`). Every reader of a run's records
+    (report, export, the web page) reads through here: anything it cannot trust, and a record that does not pass its
+    schema, is `UntrustedRun` (one line naming them and the fix); a missing image is left out of the records and
+    listed in `missing` (what a resume makes: one walk says both)."""
     out = Path(out)
     run, methods, settings, items = _open_run(out)
     problems, states = _run_states(out, settings, methods, items)
     records = {method.label: [] for method in methods}
+    missing = {method.label: [] for method in methods}
     for method, state, what in states:
         if state == "trusted":
             records[method.label].append(what)
-        elif state != "missing":
+        elif state == "missing":
+            missing[method.label].append(what)
+        else:
             problems.append(what)
     if problems and all(isinstance(p, FileChanged) for p in problems):  # the records are the run's: name the file
         more = f" (and {len(problems) - 1} more prompts)" if len(problems) > 1 else ""
         raise UntrustedRun(f"{out}: {problems[0]}{more}, or report another run")
     if problems:
         raise UntrustedRun(describe_untrusted(out, problems, READ_FIX))
-    return run, methods, records
+    return TrustedRun(run, methods, records, missing)

@@ -863,8 +863,9 @@ def _run_prompts(run_dir: Path, slugs: list[str]) -> dict[int, str]:
     for slug in slugs:
         try:
             items = method_items(run_dir / "images" / slug)
-        except ExportError as err:
-            raise CLIError(f"--export: method {slug!r} has no finished images in {run_dir}: finish the run") from err
+        except ExportError as err:  # no finished image, or images without their prompt's record: said as it is
+            fix = "" if "bench command" in str(err) else "; finish the run (the same bench command)"
+            raise CLIError(f"--export: method {slug!r}: {err}{fix}") from err
         prompts.update({index: meta.get("prompt") or "" for index, meta, _ in items})
     return prompts
 

@@ -29,14 +29,15 @@ def load_run(run_dir) -> dict:
     if not (run_dir / "run.json").exists():
         raise ValueError(f"{run_dir} is not a bench run (no run.json); give the --out folder of `date-diffusion bench`")
     from date_diffusion.bench.report import incomplete_note
-    from date_diffusion.bench.runner import trusted_records
+    from date_diffusion.bench.runner import read_trusted
 
-    settings, methods, records = trusted_records(run_dir)  # UntrustedRun (a ValueError): what it cannot trust
+    trusted = read_trusted(run_dir)  # UntrustedRun (a ValueError): what it cannot trust
+    settings, methods, records = trusted.run, trusted.methods, trusted.records
     plots = view_files(run_dir)
     return {
         "dir": run_dir,
         "settings": settings,
-        "markdown": records_markdown(settings, records, incomplete_note(run_dir, methods)),
+        "markdown": records_markdown(settings, records, incomplete_note(trusted.missing)),
         "plots": plots,
         "methods": methods,
         "records": records,
