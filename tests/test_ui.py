@@ -635,3 +635,26 @@ def test_the_pages_embeddings_download_replays_its_date_image_on_the_command_lin
     assert np.array_equal(replayed, np.asarray(result.date.convert("RGB")))
     record = json.loads((tmp_path / "r" / "a-red-circle-s7.json").read_text())
     assert (record["seed"], record["steps"], record["negative_prompt"]) == (7, 4, "blurry")
+
+
+@pytest.mark.parametrize("negative", ["   ", "\u200b"])
+def test_the_pages_negative_prompt_of_blanks_is_refused_as_on_the_command_line(negative):
+    """Round fifteen: the page dropped a negative prompt of blanks or a zero-width space without a word (recorded as
+    null) where the command line refuses it; an empty field stays not given."""
+    with pytest.raises(InputError, match="the negative prompt shows nothing") as err:
+        check_form(Form("a red circle", negative_prompt=negative, seed="0", settings={}), str(TOY_PIPELINE))
+    assert err.value.field == "negative_prompt"
+    sampling, _ = check_form(Form("a red circle", negative_prompt="", seed="0", settings={}), str(TOY_PIPELINE))
+    assert sampling.negative_prompt is None
+
+
+@pytest.mark.parametrize("seed", ["", "   "])
+def test_a_blank_seed_field_runs_the_default_seed_and_a_bad_one_is_quoted_as_typed(seed):
+    """Round fifteen: a blank seed got a range message (quoting three spaces as ''); blank fields run their
+    defaults."""
+    from date_diffusion.core.settings import DEFAULT_SEED
+
+    sampling, _ = check_form(Form("a red circle", seed=seed, settings={}), str(TOY_PIPELINE))
+    assert sampling.seed == DEFAULT_SEED
+    with pytest.raises(InputError, match="got ' x '"):
+        check_form(Form("a red circle", seed=" x ", settings={}), str(TOY_PIPELINE))

@@ -28,6 +28,7 @@ from date_diffusion.cli.common import (
     resolve_model,
 )
 from date_diffusion.core.config import CANNOT_ACT
+from date_diffusion.core.settings import DEFAULT_SEED
 from date_diffusion.core.text import prepare_prompt
 from date_diffusion.core.trace import moved
 from date_diffusion.editing import EDIT_DEFAULTS
@@ -106,7 +107,7 @@ def add_parser(sub):
     s.add_argument("--negative-prompt", default=None, help="families with a negative branch")
     s.add_argument("--height", type=int, default=None, help="edit at this height in pixels (default: the model's)")
     s.add_argument("--width", type=int, default=None, help="edit at this width in pixels (default: the model's)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the editor's noise")
+    s.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the editor's noise")
     s.add_argument("--out", default="outputs/edit", help="output folder")
     s.add_argument("--overwrite", action="store_true", help="replace files of the same name instead of renaming")
     p.set_defaults(func=run, validate=validate)

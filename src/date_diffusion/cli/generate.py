@@ -33,7 +33,7 @@ from date_diffusion.cli.common import (
     resolve_model,
 )
 from date_diffusion.core.config import CANNOT_ACT
-from date_diffusion.core.settings import Seed, SettingError
+from date_diffusion.core.settings import DEFAULT_SEED, Seed, SettingError
 from date_diffusion.core.text import prepare_prompt, quoted
 from date_diffusion.core.trace import DID_NOT_MOVE, moved
 from date_diffusion.hub import is_hub_id
@@ -76,7 +76,9 @@ def add_parser(sub):
     s.add_argument("--negative-prompt", default=None, help="what the images should not show (default: none)")
     s.add_argument("--frames", type=int, default=None,
                    help="video models: frames per video (default: the model's stock count, e.g. Wan's 81)")  # fmt: skip
-    s.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k (default 0)")
+    s.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, help="seed of the first image; image k uses seed + k (default 0)"
+    )
     s.add_argument("--images-per-prompt", type=int, default=1, help="(default 1)")
     s.add_argument(
         "--batch-size", type=int, default=4, help="images per forward pass; results do not depend on it (default 4)"

@@ -76,7 +76,10 @@ class Kind:
         if not isinstance(raw, str):
             return self.check(raw, name)
         typed = raw.strip(BLANKS)
-        parsed = self.parse(typed, name)
+        try:
+            parsed = self.parse(typed, name)
+        except SettingError as err:  # as typed, its blanks too (` x ` is quoted `' x '`)
+            raise SettingError(str(err).replace(f"got {typed!r}", f"got {raw!r}")) from None
         try:
             return self.check(parsed, name)
         except SettingError as err:  # as typed, its blanks too (`--out " "` is quoted `' '`, never `''`)
@@ -245,6 +248,7 @@ class Integer(Kind):
 
 
 MAX_SEED = 2**63 - 1  # torch generators take seeds in [0, 2**63) without wrapping
+DEFAULT_SEED = 0  # `--seed` not given, the page's seed field left blank
 
 
 class _OwnMessageInteger(Kind):

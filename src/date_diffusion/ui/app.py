@@ -8,6 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from date_diffusion.core.settings import DEFAULT_SEED
 from date_diffusion.core.text import quoted
 from date_diffusion.grids import DIFF_GAIN
 from date_diffusion.ui.runview import categories, gallery, load_run
@@ -95,7 +96,7 @@ def _generate_tab(session: Session):
         with gr.Column(scale=1):
             prompt = gr.Textbox(label="Prompt", value="a red circle to the left of a blue square", elem_id="prompt")
             negative = gr.Textbox(label="Negative prompt", elem_id="negative")
-            seed = gr.Textbox(label="Seed", value="0", elem_id="seed", max_lines=1)
+            seed = gr.Textbox(label="Seed", value=str(DEFAULT_SEED), elem_id="seed", max_lines=1)
             with gr.Group():  # the two switches one above the other: beside the seed they overflow the column
                 paper = gr.Checkbox(label="Paper defaults (ignore the model's recommendation)", elem_id="paper")
                 approximate = gr.Checkbox(label="Approximate decoder for the reward (faster)", elem_id="approximate")

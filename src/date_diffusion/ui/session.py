@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from date_diffusion.core.settings import BLANKS, BY_FIELD, SETTINGS, Boolean, Seed, SettingError
-from date_diffusion.core.text import is_blank, prepare_prompt
+from date_diffusion.core.settings import BLANKS, BY_FIELD, DEFAULT_SEED, SETTINGS, Boolean, Seed, SettingError
+from date_diffusion.core.text import prepare_prompt
 from date_diffusion.core.trace import DID_NOT_MOVE, moved
 from date_diffusion.grids import (
     DIFF_GAIN,
@@ -89,8 +89,11 @@ class Form:
 
 def _seed(value) -> int:
     """The seed field's text as an integer, parsed as the command line parses --seed (`core.settings.Seed`: one
-    bound, one message; never through a float, which would round 9007199254740993 to ...992)."""
-    text = str(value).strip(BLANKS) if value is not None else ""
+    bound, one message, quoting the text as typed; never through a float, which would round 9007199254740993 to
+    ...992); a field left blank (or of blanks) runs the default seed, as every blank field runs its default."""
+    text = "" if value is None else str(value)
+    if not text.strip(BLANKS):
+        return DEFAULT_SEED
     try:
         return Seed().value(text, "seed")
     except SettingError as err:
@@ -116,8 +119,8 @@ def check_form(form: Form, model: str | None = None, allowed: tuple[Path, ...] =
     except ValueError as err:
         raise InputError(str(err), "prompt") from None
     try:
-        blank = form.negative_prompt is None or is_blank(form.negative_prompt)  # a field left blank: not given
-        negative, negative_note = prepare_prompt("" if blank else form.negative_prompt, "the negative prompt", True)
+        # a field left empty is not given; one of blanks or invisible characters is refused, as on the command line
+        negative, negative_note = prepare_prompt(form.negative_prompt or "", "the negative prompt", empty=True)
     except ValueError as err:
         raise InputError(str(err), "negative_prompt") from None
     notes = [n for n in (prompt_note, negative_note) if n]
