@@ -2823,10 +2823,22 @@ def test_a_negative_prompt_that_shows_nothing_is_refused_not_recorded_as_empty(t
     `''` itself stays a value."""
     argv = ["generate", "a red circle", "--steps", "2", "--rho", "0", "--out", str(tmp_path / "o")]
     assert main([*argv, "--negative-prompt", negative]) == 2
-    assert f"--negative-prompt shows nothing ({negative!r}) and is not empty: give ''" in capsys.readouterr().err
+    from date_diffusion.core.text import spelled
+
+    assert f"--negative-prompt shows nothing ({spelled(negative)}) and is not empty: give ''" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     assert main([*argv, "--negative-prompt", ""]) == 0
     assert json.loads((tmp_path / "o" / "a-red-circle-s0.json").read_text())["negative_prompt"] == ""
+
+
+@pytest.mark.parametrize("prompt", ["\ufe0f", "\u034f", "\u3164 "])
+def test_an_empty_prompt_is_quoted_with_every_invisible_character_escaped(tmp_path, capsys, prompt):
+    """Round fifteen: U+FE0F and U+034F (marks Python counts as printable) were quoted as they are, so the refusal
+    read `''`: a text that shows nothing is quoted with each character that is no space escaped
+    (`core.text.spelled`)."""
+    assert main(["generate", prompt, "--out", str(tmp_path / "o")]) == 2
+    shown = repr(prompt).replace(prompt.strip(), "\\u" + f"{ord(prompt.strip()):04x}")
+    assert f"PROMPT is empty (no visible character in {shown})" in capsys.readouterr().err
 
 
 def test_a_distance_too_small_for_three_decimals_is_shown_with_its_digits():

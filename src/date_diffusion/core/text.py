@@ -87,7 +87,7 @@ def check_prompt(text, name: str, empty: bool = False) -> str:
     if at is not None:
         what, why = _why(text[at]).split("{}", 1)
         raise ValueError(f"{name} holds {what}U+{ord(text[at]):04X} at character {at + 1}{why}")
-    shown = repr(text) if isinstance(text, str) and len(text) <= 40 else f"{len(str(text))} characters"
+    shown = spelled(text) if isinstance(text, str) and len(text) <= 40 else f"{len(str(text))} characters"
     if isinstance(text, str) and empty and is_blank(text):
         if text == "":  # a value: `''` switches on a negative branch where the pipeline has one
             return ""
@@ -148,7 +148,13 @@ def spelled(value) -> str:
     """A value as a message shows it: a number as it was typed where its reader kept the text (`0009`:
     `core.settings.SpelledInt`; `1e-9`: `schemas.SpelledFloat`), anything else as its repr."""
     text = getattr(value, "text", None)
-    return text if isinstance(value, numbers.Number) and isinstance(text, str) else repr(value)
+    if isinstance(value, numbers.Number) and isinstance(text, str):
+        return text
+    if isinstance(value, str) and value and is_blank(value):  # shows nothing: each character that is no space
+        return repr(value).translate(
+            {ord(ch): f"\\u{ord(ch):04x}" for ch in set(value) if ch != " " and ord(ch) <= 0xFFFF}
+        )  # fmt: skip  (`'\ufe0f'`, never a quote that looks empty)
+    return repr(value)
 
 
 def quoted(value, most: int = 100) -> str:
