@@ -1174,6 +1174,23 @@ def test_a_json_prompts_file_is_refused_not_read_as_one_line(tmp_path, capsys):
     assert "is a .json file, which is not read" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(("name", "text", "said"), [
+    ("p.tsv", "prompt\ta\na red circle\tx\n", "is a .tsv file, which is not read"),
+    ("p.yaml", "- a red circle\n", "is a .yaml file, which is not read"),
+    ("p.txt", "prompt\na red circle\n", "line 1 is 'prompt', a CSV header"),
+])  # fmt: skip
+def test_a_prompts_file_of_another_form_is_named_not_read_as_text_lines(tmp_path, capsys, name, text, said):
+    """Round fifteen: a .tsv made prompts of its rows, tabs and all, and a .txt's CSV header became the prompt
+    "prompt"; each is refused with the forms read. A .ndjson file is JSON lines, as .jsonl is."""
+    (tmp_path / name).write_text(text)
+    assert main(["generate", "--prompts-file", str(tmp_path / name), "--out", str(tmp_path / "o")]) == 2
+    assert said in capsys.readouterr().err and not (tmp_path / "o").exists()
+    from date_diffusion.bench.suites import read_captions
+
+    (tmp_path / "p.ndjson").write_text('{"prompt": "a red circle"}\n')
+    assert read_captions(tmp_path / "p.ndjson") == ["a red circle"]
+
+
 @pytest.mark.parametrize(
     "csv_text, message",
     [("prompt\na red circle\n\u200b\n", "line 3: 'prompt' is empty"),

@@ -56,9 +56,14 @@ def ane_prompts() -> list[tuple[str, str]]:
     return out
 
 
+JSON_LINES = (".jsonl", ".ndjson")  # JSON lines by either of its names
+# files of other structure a prompts file could be taken for: refused by name, never read as text lines
+NOT_READ = (".json", ".tsv", ".tab", ".yaml", ".yml", ".parquet", ".xlsx", ".xls", ".ods")
+
+
 def is_jsonl(path) -> bool:
     """Whether a prompts file is read as JSON lines (GenEval's `evaluation_metadata.jsonl`)."""
-    return path is not None and Path(path).suffix.lower() == ".jsonl"
+    return path is not None and Path(path).suffix.lower() in JSON_LINES
 
 
 def read_prompt_records(path) -> list[dict]:
@@ -131,10 +136,10 @@ def read_captions_and_columns(path: Path) -> tuple[list[str], tuple[str, list[st
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"prompts file {str(path)!r} not found")
-    if path.suffix.lower() == ".json":  # one JSON text: read as text, its one line would be one prompt
+    if path.suffix.lower() in NOT_READ:  # read as text, a JSON text or a TSV row would be one prompt each line
         raise ValueError(
-            f"prompts file {str(path)!r} is a .json file, which is not read: give a text file (one "
-            "prompt a line), a CSV, or JSON lines (.jsonl: one object with a prompt field a line)"
+            f"prompts file {str(path)!r} is a {path.suffix.lower()} file, which is not read: give a text file (one "
+            "prompt a line), a CSV with a prompt column, or JSON lines (.jsonl: one object with a prompt field a line)"
         )
     raw = path.read_bytes()
     try:
@@ -199,6 +204,9 @@ def text_lines(path: Path) -> list[str]:
     for n, line in enumerate(file_lines(path), 1):
         if is_blank(line) and control_character(line) is None:
             continue
+        if not prompts and line.strip() in PROMPT_COLUMNS:  # a CSV's header: its first prompt would be the word
+            raise ValueError(f"{path} line {n} is {line.strip()!r}, a CSV header: a text file holds one prompt a "
+                             "line; name it .csv (a CSV with that column), or remove the line")  # fmt: skip
         prompts.append(check_prompt(line, f"{path} line {n}"))
     return prompts
 
