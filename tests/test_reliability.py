@@ -3070,3 +3070,23 @@ def test_sigterm_held_off_in_the_pages_start_still_stops_it_with_code_0(tmp_path
     code, _, out, err = _stuck(tmp_path, "ui", "common.temporary_folder('date-diffusion-ui-')")
     assert code == 0 and "stopped" in out, (code, err)
     assert not list(tmp_path.glob("date-diffusion-ui-*"))
+
+
+def test_info_shows_every_image_it_can_and_what_else_made_each(tmp_path, capsys):
+    """Round fifteen: one image without a record made `info outputs/*.png` show nothing (exit 2 at the first); and
+    the summary left out LoRAs, DATE settings that are not the paper's and how the reward decoded, so the image
+    could not be made again from it. Each image is shown or named (exit 2 if any is named), and the summary says
+    them (`cli.info.settings_lines`)."""
+    argv = ["generate", "a red circle", "--steps", "2", "--grad-steps", "2", "--anchor", "original",
+            "--reward-resolution", "32", "--out", str(tmp_path / "o")]  # fmt: skip
+    assert main(argv) == 0
+    Image.new("RGB", (8, 8)).save(tmp_path / "other.png")
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "other.png"), str(tmp_path / "o" / "a-red-circle-s0.png")]) == 2
+    out, err = capsys.readouterr()
+    assert "other.png carries no settings" in err and err.count("\n") == 1
+    assert 'DATE, beside the paper\'s settings: grad_steps 2, anchor "original"' in out
+    assert "the reward decoded approximately: at 32 px" in out
+    from date_diffusion.cli.info import settings_lines
+
+    assert settings_lines({"loras": [["style.safetensors", 0.5]]}) == ["  LoRAs: style.safetensors at scale 0.5"]

@@ -42,45 +42,93 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    """Each image's settings; an image whose settings cannot be shown is one error line, the others are shown all
+    the same (`info outputs/*.png` over a folder holding another program's image), and the exit code is then 2."""
+    from date_diffusion.cli.common import CLIError
+    from date_diffusion.core.text import one_line
+
+    refused = 0
+    for path in args.images:  # each once (its kind, `Each(FILE)`, refuses one image given twice)
+        try:
+            show(path, args.json)
+        except CLIError as err:
+            sys.stdout.flush()  # the images shown so far come first, in the order given
+            print(f"{args.command_prog}: error: {one_line(err)}", file=sys.stderr)
+            refused += 1
+    return 2 if refused else 0
+
+
+def show(path, as_json: bool) -> None:
+    """One image's settings on stdout (`as_json`: one JSON object), or `CLIError` saying why they cannot be shown."""
     from date_diffusion.cli.common import CLIError
     from date_diffusion.core.text import printable
     from date_diffusion.outputs import parameters_text, read_png_metadata
+    from date_diffusion.schemas import SchemaError
 
-    for path in args.images:  # each once (its kind, `Each(FILE)`, refuses one image given twice)
-        try:
-            meta = read_png_metadata(path)
-        except (ValueError, FileNotFoundError) as err:
-            raise CLIError(str(err)) from err
-        if meta["record"] is None and meta["parameters"] is None:
-            raise CLIError(f"{path} carries no settings (it was not written by date-diffusion or another SD tool)")
-        record = meta["record"] or {}
-        made = (record.get("width"), record.get("height"))
-        if None not in made and not record.get("panels") and tuple(made) != tuple(meta["size"]):
-            width, height = meta["size"]
-            raise CLIError(f"{path}: its record is of a {made[0]}x{made[1]} image, and it is {width}x{height} "
-                           "(resized or replaced since): its settings are not this image's")  # fmt: skip
-        if args.json:  # the output is JSON alone: one object per image (JSON escapes every control character)
-            other = meta["parameters"] if meta["record"] is None else None  # never beside the checked record
-            shown = {"image": str(path), "record": meta["record"], "parameters": other, "sealed": meta["sealed"]}
-            print(json.dumps(shown, indent=1))
-            continue
-        if meta["record"] is not None and not meta["sealed"]:
-            print(f"date-diffusion info: note: {printable(str(path))}: its record carries no seal (an earlier "
-                  "version wrote it, or another program removed the seal): its settings are shown as written, "
-                  "unverified", file=sys.stderr)  # fmt: skip
-        print(f"== {printable(str(path))}")
-        if meta["record"] is not None:  # the settings as the checked record states them, never another text
-            shown = parameters_text(meta["record"])
-            if meta["parameters"] is not None and meta["parameters"] != shown:
-                print(f"date-diffusion info: note: {printable(str(path))}: its `parameters` text is not what its "
-                      "date-diffusion record says (another program changed it); shown from the record",
-                      file=sys.stderr)  # fmt: skip
-            print(printable(shown, lines=True))
-        else:  # another tool's `parameters` text is shown with its line breaks, any other control escaped
-            print(printable(meta["parameters"], lines=True))
-        for line in summary(meta["record"] or {}):
-            print(printable(line))
-    return 0
+    try:
+        meta = read_png_metadata(path)
+    except (ValueError, FileNotFoundError, SchemaError) as err:
+        raise CLIError(str(err)) from err
+    if meta["record"] is None and meta["parameters"] is None:
+        raise CLIError(f"{path} carries no settings (it was not written by date-diffusion or another SD tool)")
+    record = meta["record"] or {}
+    made = (record.get("width"), record.get("height"))
+    if None not in made and not record.get("panels") and tuple(made) != tuple(meta["size"]):
+        width, height = meta["size"]
+        raise CLIError(f"{path}: its record is of a {made[0]}x{made[1]} image, and it is {width}x{height} "
+                       "(resized or replaced since): its settings are not this image's")  # fmt: skip
+    if as_json:  # the output is JSON alone: one object per image (JSON escapes every control character)
+        other = meta["parameters"] if meta["record"] is None else None  # never beside the checked record
+        shown = {"image": str(path), "record": meta["record"], "parameters": other, "sealed": meta["sealed"]}
+        print(json.dumps(shown, indent=1))
+        return
+    if meta["record"] is not None and not meta["sealed"]:
+        print(f"date-diffusion info: note: {printable(str(path))}: its record carries no seal (an earlier "
+              "version wrote it, or another program removed the seal): its settings are shown as written, "
+              "unverified", file=sys.stderr)  # fmt: skip
+    print(f"== {printable(str(path))}")
+    if meta["record"] is not None:  # the settings as the checked record states them, never another text
+        shown = parameters_text(meta["record"])
+        if meta["parameters"] is not None and meta["parameters"] != shown:
+            print(f"date-diffusion info: note: {printable(str(path))}: its `parameters` text is not what its "
+                  "date-diffusion record says (another program changed it); shown from the record",
+                  file=sys.stderr)  # fmt: skip
+        print(printable(shown, lines=True))
+    else:  # another tool's `parameters` text is shown with its line breaks, any other control escaped
+        print(printable(meta["parameters"], lines=True))
+    for line in summary(meta["record"] or {}):
+        print(printable(line))
+
+
+# the settings the `parameters` line states of DATE (rho, the relative step, the update steps it made)
+_STATED = ("rho", "rho_relative", "update_every", "update_steps", "update_intervals")
+
+
+def settings_lines(record: dict) -> list[str]:
+    """What else made the image, beyond the `parameters` line: its LoRAs with their scales, DATE's settings that are
+    not the paper's, how the reward decoded (`--reward-decoder`, `--reward-resolution`, `--reward-frames`) and a
+    video's frame count: from the summary alone, the image can be made again."""
+    from date_diffusion.core.config import DATEConfig
+
+    lines = []
+    loras = [pair for pair in record.get("loras") or [] if isinstance(pair, list) and len(pair) == 2]
+    if loras:
+        lines.append("  LoRAs: " + ", ".join(f"{path} at scale {scale}" for path, scale in loras))
+    date = record.get("date") if record.get("method") != "fixed" else None
+    if isinstance(date, dict):
+        paper = DATEConfig().to_dict()
+        other = [f"{k} {json.dumps(v)}" for k, v in date.items() if k in paper and k not in _STATED and v != paper[k]]
+        lines += [f"  DATE, beside the paper's settings: {', '.join(other)}"] if other else []
+        ways = (
+            ("reward_decoder", "by the decoder {}"),
+            ("reward_resolution", "at {} px"),
+            ("reward_frames", "{} frames"),
+        )
+        decoding = [shown.format(record[key]) for key, shown in ways if record.get(key) is not None]
+        lines += [f"  the reward decoded approximately: {', '.join(decoding)}"] if decoding else []
+    if record.get("num_frames") is not None:
+        lines.append(f"  frames: {record['num_frames']}")
+    return lines
 
 
 def summary(record: dict) -> list[str]:
@@ -89,7 +137,7 @@ def summary(record: dict) -> list[str]:
     from date_diffusion.cli.edit import EDIT_IMAGES
     from date_diffusion.grids import grid_note, header_lines, update_text
 
-    lines = []
+    lines = settings_lines(record)
     if "editor" in record and record.get("image") in EDIT_IMAGES:  # one of the images `edit` writes
         lines.append(f"  this image: {EDIT_IMAGES[record['image']]}")
     panels = record.get("panels") or []
