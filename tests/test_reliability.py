@@ -988,6 +988,14 @@ def _edit_json(path, **values):
             (m / "scheduler" / "scheduler_config.json").read_text().replace('"num_train_timesteps": 1000',
                                                                            '"num_train_timesteps": 0')),
          "scheduler/scheduler_config.json: its num_train_timesteps 0 is no whole number of training steps"),
+        # round fifteen: a weights file that is no file was blamed on config.json in the library's words
+        (lambda m: _replaced(m / "text_encoder" / "model.safetensors", os.mkfifo),
+         "text_encoder/model.safetensors: a FIFO, not a regular file"),
+        (lambda m: _replaced(m / "text_encoder" / "model.safetensors", os.mkdir), "model.safetensors: a folder"),
+        (lambda m: _replaced(m / "vae" / "diffusion_pytorch_model.safetensors", lambda p: p.symlink_to("/nonexistent")),
+         "vae/diffusion_pytorch_model.safetensors: a symbolic link to a file that is missing"),
+        (lambda m: _replaced(m / "unet" / "config.json", lambda p: p.symlink_to(p)),
+         "unet/config.json: not readable (Too many levels of symbolic links)"),
     ],
 )  # fmt: skip
 def test_every_file_read_is_named_with_what_is_wrong(tmp_path, capsys, damage, message):
@@ -999,6 +1007,25 @@ def test_every_file_read_is_named_with_what_is_wrong(tmp_path, capsys, damage, m
     err = capsys.readouterr().err
     assert message in err and str(model) in err and "Traceback" not in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_weights_file_that_does_not_fit_is_one_line_without_the_librarys_notices(tmp_path, capsys):
+    """Round fifteen: the UNet's weights as the VAE's gave the right error after two multi-kilobyte notices of
+    diffusers ("Some weights ... were not used", "newly initialized"): the libraries' notices while a model loads
+    are held, and dropped when the load fails (`quiet.held`, `loading.MODEL_LOGGERS`)."""
+    model = _toy_copy(tmp_path, "model")
+    weights = "diffusion_pytorch_model.safetensors"
+    (model / "vae" / weights).write_bytes((model / "unet" / weights).read_bytes())
+    assert main(["generate", "a red circle", "--model", str(model), "--steps", "2", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "vae/diffusion_pytorch_model.safetensors: its tensors do not fit config.json" in err
+    assert err.count("\n") == 1, err
+
+
+def _replaced(path, make) -> None:
+    """`path` replaced by what `make(path)` makes there (a FIFO, a folder, a link)."""
+    path.unlink()
+    make(path)
 
 
 def test_out_through_a_broken_symlink_is_named(tmp_path, capsys):

@@ -136,11 +136,15 @@ def check_component(folder, name: str, library: str | None = None, class_name: s
     naming both files: the config's values go to the other class, which may read them otherwise."""
     import warnings
 
-    from date_diffusion.schemas import loads
+    from date_diffusion.schemas import loads, not_a_file
 
     where = Path(str(folder)) / name
     if not where.is_dir():
         raise ComponentError(f"{where}: no such folder, and model_index.json names the component {name!r}: {_FIX}")
+    for path in sorted(where.iterdir()):  # each file the library would read is one (a FIFO would block the reader)
+        why = not_a_file(path, limit=1 << 50) if path.suffix in (".json", *WEIGHT_SUFFIXES) else None
+        if why:
+            raise ComponentError(f"{path}: {why}; {_FIX}")
     for path in sorted(where.glob("*.json")):
         try:
             data = loads(path.read_text(encoding="utf-8"))
@@ -486,21 +490,22 @@ def load_date_pipeline(
 
     fam = family_of(model, family)
     torch_dtype = resolve_dtype(dtype, fam, device)
-    if is_single_file(model):
-        cls = by_name(fam).date_pipeline()
-        try:
-            pipe = cls.from_single_file(str(model), config=config, dtype=torch_dtype)
-        except (OSError, ValueError) as err:
-            raise explain_load_error(model, err, None if config is not None else _config_repo(model)) from err
-    else:
-        try:
-            if family is None:
-                pipe = DATEPipeline.from_pretrained(model, dtype=torch_dtype)
-            else:  # the caller's word: a folder whose index names another pipeline with this family's components
-                pipe = load_component(by_name(fam).date_pipeline(), model, dtype=torch_dtype)
-        except (IndexError, KeyError, TypeError, AttributeError, ZeroDivisionError) as err:  # a config diffusers
-            raise explain_load_error(model, err) from err  # builds nothing from (e.g. num_train_timesteps 0)
-    check_built(pipe, model)
+    with held(*MODEL_LOGGERS):  # the libraries' notices on the way to a load error: the error says it, in one line
+        if is_single_file(model):
+            cls = by_name(fam).date_pipeline()
+            try:
+                pipe = cls.from_single_file(str(model), config=config, dtype=torch_dtype)
+            except (OSError, ValueError) as err:
+                raise explain_load_error(model, err, None if config is not None else _config_repo(model)) from err
+        else:
+            try:
+                if family is None:
+                    pipe = DATEPipeline.from_pretrained(model, dtype=torch_dtype)
+                else:  # the caller's word: a folder whose index names another pipeline with this family's parts
+                    pipe = load_component(by_name(fam).date_pipeline(), model, dtype=torch_dtype)
+            except (IndexError, KeyError, TypeError, AttributeError, ZeroDivisionError) as err:  # a config that
+                raise explain_load_error(model, err) from err  # diffusers builds nothing from (train timesteps 0)
+        check_built(pipe, model)
     if scheduler is not None:
         pipe.scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     add_loras(pipe, loras)
@@ -687,6 +692,10 @@ def _config_repo(path) -> str | None:
         return None
 
 
+# what diffusers and transformers say while a model loads (weights not used or newly initialized, a fetch that failed)
+MODEL_LOGGERS = ("diffusers.models.modeling_utils", "diffusers.models.auto_model", "diffusers.pipelines.pipeline_utils",
+                 "diffusers.loaders.single_file_model", "transformers.modeling_utils",
+                 "transformers.utils.loading_report")  # fmt: skip
 LORA_LOGGERS = ("diffusers.loaders.peft", "diffusers.loaders.lora_base")  # what diffusers says on loading a LoRA
 
 
