@@ -234,7 +234,6 @@ class Stage:
     def run(self, loss_fn: Callable[[int], torch.Tensor], stop_at: int | None = None):
         """`loss_fn(step)` builds that step's batch and returns its loss; `stop_at` ends early (checkpointed)."""
         self.model.train()
-        log = open(self.dir / "log.jsonl", "a")
         t0 = time.time()
         end = self.steps if stop_at is None else min(self.steps, stop_at)
         bar = tqdm(range(self.start, end), desc=self.name, initial=self.start, total=end)
@@ -242,12 +241,11 @@ class Stage:
             loss = loss_fn(step)
             self._step(loss)
             bar.set_postfix(loss=f"{loss.item():.4f}")
-            if step % 25 == 0 or step == self.steps - 1:
-                log.write(json.dumps({"step": step, "loss": loss.item(), "elapsed_s": time.time() - t0}) + "\n")
-                log.flush()
+            if step % 25 == 0 or step == self.steps - 1:  # opened for each line: an interrupt leaves no empty log
+                with open(self.dir / "log.jsonl", "a") as log:
+                    log.write(json.dumps({"step": step, "loss": loss.item(), "elapsed_s": time.time() - t0}) + "\n")
             if (step + 1) % self.cfg.checkpoint_every == 0 or step == end - 1:
                 self._checkpoint(step + 1)
-        log.close()
         if self.ema is not None:
             self.ema.copy_to(p for p in self.model.parameters() if p.requires_grad)
         self.model.eval()
