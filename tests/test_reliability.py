@@ -2749,25 +2749,36 @@ def test_sigterm_while_the_page_starts_ends_it_with_code_0_and_no_temporary_fold
     assert not list(tmp_path.glob("date-diffusion-ui-*"))
 
 
-def test_an_interrupt_that_would_be_dropped_in_a_finalizer_is_sent_again(monkeypatch):
-    """Python prints and drops an exception raised inside `__del__`: SIGTERM's handler, run there, sends the signal
-    again a moment later instead of raising where it would be lost."""
+@pytest.mark.parametrize("where", ["__del__", "weakref callback"])
+def test_an_interrupt_that_would_be_dropped_is_sent_again(monkeypatch, capsys, where):
+    """Python prints and drops an exception raised inside `__del__` or a weakref callback (the fresh-clone CI found
+    SIGTERM inside an import lock's callback, `_get_module_lock.<locals>.cb`, printing "Exception ignored"): the
+    dropped interrupt is not printed, and the signal is sent again a moment later (`cli.main._resend_dropped`)."""
     import signal
     import time
+    import weakref
 
     from date_diffusion.cli import main as cli_main
 
     sent = []
     monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    monkeypatch.setattr(cli_main, "_INTERRUPTED", cli_main.threading.Event())  # this test's own
+    monkeypatch.setattr(sys, "unraisablehook", cli_main._resend_dropped)
 
     class Finalized:
         def __del__(self):
             cli_main._interrupt(signal.SIGTERM, sys._getframe())
 
-    monkeypatch.setattr(cli_main, "_INTERRUPTED", cli_main.threading.Event())  # this test's own
-    Finalized()  # collected at once: its __del__ runs the handler
+    if where == "__del__":
+        Finalized()  # collected at once: its __del__ runs the handler
+    else:
+        target = Finalized.__new__(Finalized)
+        Finalized.__del__ = lambda self: None
+        ref = weakref.ref(target, lambda _: cli_main._interrupt(signal.SIGTERM, None))  # noqa: F841
+        del target
     time.sleep(0.3)
     assert sent == [(os.getpid(), signal.SIGTERM)]
+    assert "Exception ignored" not in capsys.readouterr().err
     with pytest.raises(KeyboardInterrupt):  # anywhere else: raised where it is
         cli_main._interrupt(signal.SIGTERM, sys._getframe())
 

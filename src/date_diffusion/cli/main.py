@@ -277,6 +277,8 @@ def _sigterm_as_interrupt() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     signal.signal(signal.SIGTERM, _interrupt)
+    if sys.unraisablehook is not _resend_dropped:  # an interrupt Python would drop is sent again
+        _PREVIOUS_UNRAISABLE[0], sys.unraisablehook = sys.unraisablehook, _resend_dropped
     if _WATCHING:
         return
     reader, writer = socket.socketpair()
@@ -312,24 +314,28 @@ _INTERRUPT_ENDS = threading.Event()  # set while a command whose end is an inter
 
 
 def _interrupt(signum, frame):
-    """SIGTERM's handler: a KeyboardInterrupt where the command runs. Where Python would drop it (the signal
-    arrived inside an object's `__del__`, whose exceptions are printed and ignored), the signal is sent again a
-    moment later, to arrive where it ends the command. A library that takes the interrupt for an error of its own
-    (an import it broke: "cannot load module more than once per process") ends the command as an interrupt too
-    (`_INTERRUPTED`, read by `main`)."""
+    """SIGTERM's handler: a KeyboardInterrupt where the command runs. Where Python drops it (the signal arrived
+    inside an object's `__del__`, a weakref callback such as an import lock's, ...: `_resend_dropped`), the signal is
+    sent again a moment later, to arrive where it ends the command. A library that takes the interrupt for an error
+    of its own (an import it broke: "cannot load module more than once per process") ends the command as an
+    interrupt too (`_INTERRUPTED`, read by `main`)."""
     _INTERRUPTED.set()
-    if _in_finalizer(frame):
-        threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
-        return
     raise KeyboardInterrupt
 
 
-def _in_finalizer(frame) -> bool:
-    while frame is not None:
-        if frame.f_code.co_name == "__del__":
-            return True
-        frame = frame.f_back
-    return False
+_PREVIOUS_UNRAISABLE = [sys.unraisablehook]
+
+
+def _resend_dropped(unraisable) -> None:
+    """`sys.unraisablehook` while a command runs: Python's report of an exception it drops (raised in a finalizer, a
+    weakref callback, a garbage collection). SIGTERM's KeyboardInterrupt dropped there is neither printed ("Exception
+    ignored in ...") nor lost: the signal is sent again a moment later. Anything else is reported as before."""
+    import signal
+
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _INTERRUPTED.is_set():
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        return
+    _PREVIOUS_UNRAISABLE[0](unraisable)
 
 
 def _command_prog(argv: list[str]) -> str:
