@@ -506,7 +506,9 @@ def test_a_date_image_no_update_moved_is_the_fixed_samplers_in_its_png_and_the_r
              "date:steps=2 date:steps=2,anchor=original", "date:steps=2 date:steps=2,prior=0.1",  # round thirteen
              f"date:reward=toy-clip date:reward=clip:{TOY_ASSETS / 'clip'}",  # round fifteen: one model, two names
              "date:reward=toy-ensemble date:reward=mean(toy-clip-m2;toy-clip;toy-clip-s1)",
-             "recommended date:rel=0.005,every=10,reward=aug8(toy-ensemble)"],
+             "recommended date:rel=0.005,every=10,reward=aug8(toy-ensemble)",
+             "date date:track=false", "date date:reward=2*toy-clip",  # round sixteen: the trace only; one direction
+             "date:direction=random date:direction=random,reward=toy-clip-s1"],
 )  # fmt: skip
 def test_date_schedules_that_update_at_the_same_steps_make_the_same_images(spec):
     """Round nine: at 4 steps `every=5`, `steps=0` and `intervals=0:1` all update at step 0 only, and `steps=3;1`
@@ -518,6 +520,13 @@ def test_date_schedules_that_update_at_the_same_steps_make_the_same_images(spec)
     assert same_images(parse_methods("date:every=5 date:every=2"), 4, "toy-clip") is None  # [0] and [0, 2]
     assert same_images(parse_methods("date:every=2 date:every=2,anchor=original"), 4, "toy-clip") is None
     assert same_images(parse_methods("date:steps=2 date:steps=2,grad=2,prior=0.1"), 4, "toy-clip") is None
+    # the weight of the reward matters beside a prior, or without normalising; a negative one turns the step
+    for other in (
+        "date:every=2,prior=0.1 date:every=2,prior=0.1,reward=2*toy-clip",
+        "date:normalize=0,rho=0.5 date:normalize=0,rho=0.5,reward=2*toy-clip",
+        "date date:reward=-1*toy-clip",
+    ):
+        assert same_images(parse_methods(other), 4, "toy-clip") is None, other
 
 
 def test_bench_names_the_columns_of_a_prompts_file_it_does_not_read(tmp_path, capsys):
@@ -556,3 +565,42 @@ def test_one_model_under_two_names_in_a_sum_is_refused():
 
     with pytest.raises(RewardSpecError, match="one model, two names"):
         check_spec(f"clip:{TOY_ASSETS / 'clip'}+toy-clip")
+
+
+def test_a_select_judge_is_never_the_held_out_clip(tmp_path, capsys):
+    """Round sixteen: the held-out CLIP could be the model a `select` method's judge picks the images with."""
+    argv = [
+        "bench",
+        "--suite",
+        "toy",
+        "--limit",
+        "1",
+        "--seeds",
+        "1",
+        "--steps",
+        "4",
+        "--methods",
+        "fixed select:n=2,at=0,judge=toy-clip-s1",
+        "--eval-clip",
+        "toy-clip-s1",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(argv) == 2
+    assert "which the judge of 'select:n=2,at=0,judge=toy-clip-s1' ('toy-clip-s1') runs too" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["report", "bench"])
+def test_a_folder_where_the_report_writes_a_file_is_named_before_any_work(tmp_path, capsys, command):
+    """Round sixteen: `results.md` as a folder ended `report` and `bench` with IsADirectoryError after part of the
+    report was rewritten: each name a report writes (`bench.report.REPORT_FILES`) is checked first."""
+    out = tmp_path / "run"
+    argv = ["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "2", "--methods", "fixed",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    (out / "results.md").unlink()
+    (out / "results.md").mkdir()
+    before = (out / "results.csv").stat().st_mtime_ns
+    assert main(["report", str(out)] if command == "report" else argv) == 2
+    assert f"{str(out / 'results.md')!r} is a folder, where the report writes its results.md" in capsys.readouterr().err
+    assert (out / "results.csv").stat().st_mtime_ns == before

@@ -3128,3 +3128,44 @@ def test_info_shows_every_image_it_can_and_what_else_made_each(tmp_path, capsys)
     from date_diffusion.cli.info import settings_lines
 
     assert settings_lines({"loras": [["style.safetensors", 0.5]]}) == ["  LoRAs: style.safetensors at scale 0.5"]
+
+
+def test_a_reward_decoder_of_another_model_class_is_named_by_its_config(tmp_path, capsys):
+    """Round sixteen: a full VAE (or UNet) folder as `--reward-decoder` ended in torch's "Cannot copy out of meta
+    tensor" (exit 1) after kilobytes of diffusers' notes: its config's class is read first (`check_tiny_decoder`)."""
+    from date_diffusion.toyworld.world import PIPELINE
+
+    vae = PIPELINE / "vae"
+    assert main(["generate", "a red circle", "--steps", "2", "--reward-decoder", str(vae),
+                 "--out", str(tmp_path / "o")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "holds the model class AutoencoderKL (its config.json), not a tiny decoder" in err and err.count("\n") == 1
+
+
+def test_a_text_encoder_that_does_not_fit_its_config_names_the_tensor(tmp_path, capsys):
+    """Round sixteen: `max_position_embeddings` 4 was refused with transformers' last line ("You set
+    `ignore_mismatched_sizes` ..."), which names no tensor: the tensor and its shapes come from the library's report
+    logged before its error (`quiet.held_messages`)."""
+    model = _toy_copy(tmp_path, "model")
+    _edit_json(model / "text_encoder" / "config.json", max_position_embeddings=4)
+    assert main(["generate", "a red circle", "--model", str(model), "--steps", "2", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "text_encoder/model.safetensors: its tensors do not fit config.json (embeddings.position_embedding" in err
+
+
+def test_a_replay_of_embeddings_date_never_moved_is_recorded_as_the_fixed_image(tmp_path, capsys):
+    """Round sixteen: embeddings saved where DATE could not act replayed as an image `info` labelled "DATE: on"."""
+    argv = ["generate", "a red circle", "--steps", "2", "--rho-relative", "1e-8", "--save-embeddings"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    saved = tmp_path / "a" / "a-red-circle-s0-embeddings.safetensors"
+    assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "b")]) == 0
+    assert "recorded as method 'fixed'" in capsys.readouterr().out
+    assert json.loads((tmp_path / "b" / "a-red-circle-s0.json").read_text())["method"] == "fixed"
+
+
+def test_an_output_path_through_a_missing_folder_is_refused(tmp_path, capsys):
+    """Round sixteen: `--out x/../gdot` with no `x` made `x` too and left it empty."""
+    out = f"{tmp_path}/x/../gdot"
+    assert main(["generate", "a red circle", "--steps", "2", "--out", out]) == 2
+    assert f"goes up (..) out of {str(tmp_path / 'x')!r}, which does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "gdot").exists()

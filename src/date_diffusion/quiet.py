@@ -163,13 +163,31 @@ def held(*loggers: str):
     hold = _Hold()
     for name in loggers:
         logging.getLogger(name).addFilter(hold)
+    _HOLDING.append(kept)
     try:
         yield
     finally:
+        _HOLDING.remove(kept)
         for name in loggers:
             logging.getLogger(name).removeFilter(hold)
     for record in kept:
         logging.getLogger(record.name).handle(record)
+
+
+_HOLDING: list[list] = []  # the records each `held` block holds now, innermost last
+
+
+def held_messages() -> list[str]:
+    """The messages the `held` blocks around the caller hold so far: an error raised inside one may quote what the
+    library said before it (transformers' report of which tensor did not fit, logged before its exception)."""
+    out = []
+    for kept in _HOLDING:
+        for record in kept:
+            try:
+                out.append(record.getMessage())
+            except Exception:  # noqa: BLE001  (a malformed record: nothing to quote)
+                continue
+    return out
 
 
 @contextmanager

@@ -23,6 +23,9 @@ from date_diffusion.toyworld import scene, world
 
 # matplotlib is imported where the plots are drawn, after selecting its Agg backend (no display needed)
 
+PLOT_FILES = ("accuracy_by_category.png", "reward_trajectory.png", "metric_vs_rho.png")
+REPORT_FILES = ("results.md", "results.csv", "results.json", *PLOT_FILES)  # what a report writes in the run's folder
+
 METRICS = ("exact", "changed", "preserved", "pixel_distance", "clip_eval", "min_object_clip", "reward", "seconds")
 
 
@@ -260,7 +263,7 @@ def _accuracy_plot(out: Path, summary: dict) -> Path | None:
     ax.set_xticks(np.arange(len(cats)) + 0.4 - width / 2, cats, rotation=20)
     ax.set_ylabel("exact accuracy (%)")
     _legend(ax)
-    return _save(fig, out / "accuracy_by_category.png")
+    return _save(fig, out / PLOT_FILES[0])
 
 
 def _trajectory_plot(out: Path, records: dict[str, list[dict]]) -> Path | None:
@@ -286,7 +289,7 @@ def _trajectory_plot(out: Path, records: dict[str, list[dict]]) -> Path | None:
     ax.set_xlabel("sampling step (x.5 = just after the update)")
     ax.set_ylabel("reward of x0_hat")
     _legend(ax)
-    return _save(fig, out / "reward_trajectory.png")
+    return _save(fig, out / PLOT_FILES[1])
 
 
 def _rho_plot(out: Path, summary: dict, methods) -> Path | None:
@@ -308,7 +311,7 @@ def _rho_plot(out: Path, summary: dict, methods) -> Path | None:
         ax.set_xlabel("rho")
         ax.set_ylabel({"exact": "exact accuracy", "clip_eval": "held-out CLIP score"}[metric])
         _legend(ax)
-    return _save(fig, out / "metric_vs_rho.png")
+    return _save(fig, out / PLOT_FILES[2])
 
 
 def _load_pngs(paths, size=None):

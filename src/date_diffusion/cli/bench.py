@@ -405,6 +405,7 @@ def validate_bench(args) -> tuple:
     if not opts.preset and opts.suite is None:
         raise CLIError("--suite is required (or --preset NAME, a paper protocol)")
     model = resolve_model(opts.model)
+    _check_report_files(opts.out)  # the report at the end writes them: a folder of their name is found now
     settings, methods, items = _prepare(opts, model)
     prompts = lambda: {it.index: it.prompt for it in items}
     _export_target(opts.export, opts.out, prompts, _suite_metadata(settings.suite, settings.captions))
@@ -603,8 +604,17 @@ def _prepare(opts: BenchOptions, model: str):
     _check_distinct_in_run([*_recorded_methods(opts.out, methods), *methods], resolved.num_inference_steps,
                            resolved.reward)  # fmt: skip
     eval_clip = _eval_clip(opts.eval_clip, model, resolved.family)
-    _check_held_out(eval_clip, opts.eval_clip is None, [(resolved.reward, "the run's reward")] + [
-        (m.reward, f"the reward of {quoted(m.label)}") for m in methods if getattr(m, "reward", None)])  # fmt: skip
+    _check_held_out(
+        eval_clip,
+        opts.eval_clip is None,
+        [(resolved.reward, "the run's reward")]
+        + [
+            (spec, f"the {what} of {quoted(m.label)}")
+            for m in methods
+            for what in ("reward", "judge")
+            if (spec := getattr(m, what, None))
+        ],
+    )  # fmt: skip  (a `select` judge picks by its model too)
     return (
         RunSettings(
             suite=opts.suite,
@@ -877,6 +887,19 @@ def validate_report(args) -> ReportOptions:
     return opts
 
 
+def _check_report_files(folder) -> None:
+    """Each name a report writes in a run's folder (`bench.report.REPORT_FILES`) is a file or absent: a folder (or a
+    pipe) of that name is named before any work, never found once part of the report is written."""
+    from date_diffusion.bench.report import REPORT_FILES
+    from date_diffusion.outputs import overwrite_blocker
+
+    blocked = overwrite_blocker(Path(folder) / name for name in REPORT_FILES)
+    if blocked is not None:
+        what = "a folder" if blocked.is_dir() else "no regular file"
+        raise CLIError(f"{str(blocked)!r} is {what}, where the report writes its {blocked.name}: move it out of "
+                       "the run's folder")  # fmt: skip
+
+
 def check_report(opts: ReportOptions) -> None:
     """A bench run's folder: its run.json readable as a run's settings, every record the report reads trusted
     (`trusted_records`: as a resume checks them); `--export` checked with its images."""
@@ -889,6 +912,7 @@ def check_report(opts: ReportOptions) -> None:
     why = unwritable(opts.dir, folder=True)  # the report's files are written into the run's folder
     if why:
         raise CLIError(f"{opts.dir!r} cannot take the report's files ({why})")
+    _check_report_files(opts.dir)
     try:
         run, methods, _ = trusted_records(Path(opts.dir))
     except (SettingsMismatch, UntrustedRun) as err:
@@ -949,12 +973,15 @@ def check_perf(opts: PerfOptions) -> None:
     bad = [v for v in opts.variants if v not in VARIANTS]
     if bad:
         raise CLIError(f"unknown --variants {bad}; choose from {', '.join(VARIANTS)}")
-    if opts.out is not None and not opts.overwrite:  # an earlier measurement is never replaced without a word
+    if opts.out is not None:  # an earlier measurement is never replaced without a word
         from date_diffusion.perf.bench_perf import FIRST_COMMAND_STEM, results_stem
 
         stem = FIRST_COMMAND_STEM if opts.first_command else results_stem(opts.model)
         taken = [name for name in (f"{stem}.json", f"{stem}.md") if os.path.lexists(os.path.join(opts.out, name))]
-        if taken:
+        blocked = next((n for n in taken if not os.path.isfile(os.path.join(opts.out, n))), None)
+        if blocked is not None:  # a folder of that name is no earlier measurement, --overwrite or not
+            raise CLIError(f"--out {opts.out!r} holds {blocked}, which is no file: move it, or give another --out")
+        if taken and not opts.overwrite:
             raise CLIError(f"--out {opts.out!r} holds {taken[0]} of an earlier measurement: give another --out, or "
                            "--overwrite to replace it")  # fmt: skip
     if opts.first_command:

@@ -579,11 +579,25 @@ class OutputPath(Kind):
         if at is not None:  # a name holding a line break or an escape breaks every line that shows the path
             raise SettingError(f"{name} {value!r} holds the control character U+{ord(value[at]):04X} at character "
                                f"{at + 1}: choose a name without it")  # fmt: skip
+        missing = _missing_before_parent(value)
+        if missing is not None:  # creating the path would create that folder too, and leave it empty
+            raise SettingError(f"{name} {value!r} goes up (..) out of {missing!r}, which does not exist: write the "
+                               "path without it")  # fmt: skip
         why = unwritable(value, folder=not self.file)
         if why:
             raise SettingError(f"{name} {value!r} is not writable ({why}); choose another")
         check_outside_runs(value, name, own=self.run)
         return value
+
+
+def _missing_before_parent(value: str) -> str | None:
+    """The first folder of the path `value` that a `..` right after it leaves and that does not exist, or None:
+    `x/../out` with no `x` (making the path would make `x`, empty, beside it)."""
+    parts = Path(value).expanduser().parts
+    for k in range(1, len(parts)):
+        if parts[k] == ".." and parts[k - 1] != ".." and not Path(*parts[:k]).exists():
+            return str(Path(*parts[:k]))
+    return None
 
 
 class Device(Kind):

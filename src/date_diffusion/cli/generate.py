@@ -755,7 +755,7 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
         # an image whose embedding DATE did not move (every update skipped: a zero or non-finite gradient) is the
         # fixed image, and is recorded as such
         record.update(
-            method=kind if kind == "replay" or (job.date_active and moved(results[kind].traces[j])) else "fixed",
+            method=kind if (kind == "replay" or job.date_active) and moved(results[kind].traces[j]) else "fixed",
             reward=job.settings.reward if kind == "date" else None,
             date=job.settings.date.to_dict() if kind == "date" else job.saved.metadata.get("date"),
             reward_decoder=opts.reward_decoder if kind == "date" else None,
@@ -773,6 +773,9 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
                 f"    note: DATE did not move this image's embedding ({DID_NOT_MOVE}); it is the fixed image and is "
                 "recorded as method 'fixed'"
             )
+        if kind == "replay" and record["method"] == "fixed":  # embeddings saved where DATE could not act
+            lines.append("    note: the replayed embeddings are the original ones (DATE never moved them); the image "
+                         "is the fixed image and is recorded as method 'fixed'")  # fmt: skip
         if job.judge is not None:
             record["evaluator"] = {kind: job.judge(image, prompt)}
         summary = []

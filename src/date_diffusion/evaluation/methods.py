@@ -382,18 +382,29 @@ class Date(Method):
         `generate` records it: DATE did nothing to it (`core.trace.moved`)."""
         return self.image_method if moved(trace) or not self.alone else "fixed"
 
-    def images_key(self, run_steps, reward):
+    def images_key(self, run_steps, run_reward):
         """The update steps the schedule gives in this run, however it is written (`every=5`, `steps=0` and
-        `intervals=0:1` at 4 steps; `steps=3;1` and `steps=1;3`)."""
-        key = super().images_key(run_steps, reward)
+        `intervals=0:1` at 4 steps; `steps=3;1` and `steps=1;3`); of the reward, what the step follows (none for a
+        random direction; its direction alone for a normalised step without a prior: `2*R` is `R`); the trace-only
+        score after each update, never."""
+        key = super().images_key(run_steps, run_reward)
         try:
             steps = self.date.update_indices(self.steps_for(run_steps))
         except ValueError:  # outside the run: `check` names it
             return key
         schedule = dict(update_every=None, update_steps=steps, update_intervals=None)
+        schedule.update(track_reward_after=True)  # a score for the trace only: never the image
         if len(steps) * self.date.grad_steps == 1:  # one gradient step from the original embedding: the anchor is
             schedule.update(anchor="previous", prior_weight=0.0)  # that embedding, and the prior's gradient is 0
-        return {**key, "date": {**key["date"], **schedule}}
+        reward = key["reward"]
+        if self.date.direction == "random":  # a random direction follows no reward: any reward makes these images
+            reward = None
+        elif reward and self.date.normalize and not schedule.get("prior_weight", self.date.prior_weight):
+            from date_diffusion.rewards.registry import direction
+
+            chosen = self.record().get("reward") or run_reward
+            reward = direction(chosen)  # the normalised step keeps only its direction
+        return {**key, "reward": reward, "date": {**key["date"], **schedule}}
 
     def check(self, run_steps):
         self.date.update_indices(self.steps_for(run_steps))  # steps outside the run (ValueError)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from date_diffusion.core.config import nonzero_in_float32
 from date_diffusion.core.settings import Real, SettingError, is_real, parse_real
-from date_diffusion.core.text import json_kind, quoted
+from date_diffusion.core.text import json_kind, one_line, quoted
 from date_diffusion.families import NAMES, by_name, by_pipeline_class, by_single_file_type
 from date_diffusion.hub import (
     ModelNotFoundError,
@@ -28,7 +28,7 @@ from date_diffusion.hub import (
     load_component,
 )
 from date_diffusion.model_folder import read as read_model_file
-from date_diffusion.quiet import held
+from date_diffusion.quiet import held, held_messages
 
 # diffusers is imported inside the functions: the resolver (and so every command's checks) imports this module
 # before any model loads.
@@ -186,8 +186,12 @@ def _component_error(folder, name: str, err: Exception) -> ComponentError:
     config = next((where / f for f in ("config.json", "scheduler_config.json") if (where / f).is_file()), where)
     why = _first_line(err)
     weights = next((p for p in sorted(where.iterdir()) if p.suffix in WEIGHT_SUFFIXES), where)
-    if re.search(r"shape|size mismatch", why, re.IGNORECASE):
-        return ComponentError(f"{weights}: its tensors do not fit {config.name} ({why}); {_FIX}")
+    # the line that names the tensor and its shapes, wherever the library's message puts it (transformers: inside)
+    said = [str(err), *held_messages()]  # transformers logs which tensor did not fit before it raises
+    mismatch = next((re.sub(r"\s*\|\s*", " ", line).strip() for text in said for line in text.splitlines()
+                     if re.search(r"shape|size mismatch", line, re.IGNORECASE)), None)  # fmt: skip
+    if mismatch is not None:
+        return ComponentError(f"{weights}: its tensors do not fit {config.name} ({one_line(mismatch, 300)}); {_FIX}")
     field = re.search(r"Field '(\w+)' with value (.+?) doesn't match any type in \(([^)]*)\)", str(err))
     if field:  # transformers' strict check of a config's value kinds: said in the words of JSON
         key, value, types = field.groups()
@@ -771,11 +775,20 @@ def check_tiny_decoder(model, spec: str = "tiny") -> None:
     if local.is_symlink() and not local.exists():  # a link that leads nowhere (or loops): named as such
         raise ModelNotFoundError(f"reward decoder {spec!r}: {explain_load_error(where, FileNotFoundError())}")
     if local.exists() or not is_hub_id(where):
+        own = read_model_file(model) if spec == "tiny" else None
+        given = f"{own.path}: reward_decoder" if own is not None and own.reward_decoder else "reward decoder"
+        named = f"{given} {spec if given == 'reward decoder' else where!r}"
         if not (local / "config.json").is_file():
-            own = read_model_file(model) if spec == "tiny" else None
-            given = f"{own.path}: reward_decoder" if own is not None and own.reward_decoder else "reward decoder"
-            raise ModelNotFoundError(f"{given} {spec if given == 'reward decoder' else where!r}: {str(local)!r} is "
-                                     "not a decoder folder (no config.json)")  # fmt: skip
+            raise ModelNotFoundError(f"{named}: {str(local)!r} is not a decoder folder (no config.json)")
+        from date_diffusion.schemas import loads
+
+        try:
+            kind = loads((local / "config.json").read_text(encoding="utf-8")).get("_class_name")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            kind = None  # the library's reading names a damaged config
+        if isinstance(kind, str) and kind != "AutoencoderTiny":  # a VAE, a UNet: read by its config, never loaded
+            raise ModelNotFoundError(f"{named}: {str(local)!r} holds the model class {kind} (its config.json), not a "
+                                     "tiny decoder (AutoencoderTiny, such as madebyollin/taesd)")  # fmt: skip
         return
     if is_offline():
         from huggingface_hub import try_to_load_from_cache

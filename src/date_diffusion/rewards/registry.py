@@ -477,6 +477,20 @@ def canonical(spec: str) -> str:
         return str(spec)
 
 
+def direction(spec: str) -> str:
+    """One spelling of where a spec's gradient points, for DATE's normalised step (which keeps only the direction):
+    a spec whose weights are all scaled by one positive factor points as the spec does (`2*R` as `R`, `2*a+2*b` as
+    `a+b`); otherwise `canonical`."""
+    try:
+        node = parse_spec(spec)
+    except (RewardSpecError, ValueError):
+        return str(spec)
+    total = sum(w for w, _ in node.terms)
+    if total <= 0:
+        return canonical(spec)
+    return "+".join(sorted(f"{round(w / total, 12)!r}*{_spelled(t)}" for w, t in node.terms))
+
+
 def _spelled(node) -> str:
     if isinstance(node, Sum):
         if len(node.terms) == 1 and node.terms[0][0] == 1:
