@@ -405,8 +405,8 @@ def validate_bench(args) -> tuple:
     if not opts.preset and opts.suite is None:
         raise CLIError("--suite is required (or --preset NAME, a paper protocol)")
     model = resolve_model(opts.model)
-    _check_report_files(opts.out)  # the report at the end writes them: a folder of their name is found now
     settings, methods, items = _prepare(opts, model)
+    _check_report_files(opts.out)  # the report at the end writes them: a folder of their name is found now
     prompts = lambda: {it.index: it.prompt for it in items}
     _export_target(opts.export, opts.out, prompts, _suite_metadata(settings.suite, settings.captions))
     return opts, model, settings, methods, items
