@@ -495,7 +495,7 @@ def test_a_date_image_no_update_moved_is_the_fixed_samplers_in_its_png_and_the_r
     assert read_png_metadata(png)["record"]["method"] == "fixed"
     assert json.loads(png.with_suffix(".json").read_text())["method"] == "date"  # the run's column
     text = (out / "results.md").read_text()
-    assert "`date`: in 2 of 2 images every DATE update was skipped" in text
+    assert "`date`: in 2 of 2 images DATE did not move the embedding (a step that is zero in the embedding's " in text
     assert json.loads((out / "results.json").read_text())["summary"]["date"]["unmoved"] == 2
 
 

@@ -1205,6 +1205,10 @@ def test_a_json_prompts_file_is_refused_not_read_as_one_line(tmp_path, capsys):
     ("p.tsv", "prompt\ta\na red circle\tx\n", "is a .tsv file, which is not read"),
     ("p.yaml", "- a red circle\n", "is a .yaml file, which is not read"),
     ("p.txt", "prompt\na red circle\n", "line 1 is 'prompt', a CSV header"),
+    ("p.txt", "prompt,seed\na red circle,1\n", "line 1 is 'prompt,seed', a CSV header"),  # round seventeen
+    ("p.txt", "prompt\tcategory\na red circle\tsingle\n", "line 1 is 'prompt\\tcategory', a CSV header"),
+    ("p.txt", '"prompt"\n"a red circle"\n', "line 1 is '\"prompt\"', a CSV header"),
+    ("p.txt", "Caption\na red circle\n", "line 1 is 'Caption', a CSV header"),
 ])  # fmt: skip
 def test_a_prompts_file_of_another_form_is_named_not_read_as_text_lines(tmp_path, capsys, name, text, said):
     """Round fifteen: a .tsv made prompts of its rows, tabs and all, and a .txt's CSV header became the prompt
@@ -3169,3 +3173,17 @@ def test_an_output_path_through_a_missing_folder_is_refused(tmp_path, capsys):
     assert main(["generate", "a red circle", "--steps", "2", "--out", out]) == 2
     assert f"goes up (..) out of {str(tmp_path / 'x')!r}, which does not exist" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "gdot").exists()
+
+
+def test_bench_ends_when_the_reader_of_its_output_goes_away(tmp_path):
+    """Round seventeen: `bench ... | head` made every image and wrote every table into the broken pipe before exit
+    code 141 (bench writes its tables to stdout only at the end): it checks its reader between batches
+    (`outputs.check_reader`) and ends there, as `generate` does at its next line."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    argv = ["bench", "--suite", "toy", "--limit", "4", "--seeds", "1", "--steps", "2", "--methods", "fixed date",
+            "--out", str(tmp_path / "run")]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "date_diffusion", *argv], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc.stdout.close()  # the reader goes away at once
+    assert proc.wait(timeout=300) == 141
+    assert not list((tmp_path / "run").rglob("*.png"))  # ended before the first batch, not after the last

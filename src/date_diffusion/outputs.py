@@ -155,6 +155,27 @@ def not_new_folder(folder, own=(), what: str = "") -> str | None:
     return f"--out {str(folder)!r} holds other files ({shown}) and is no {what} folder: give a new or empty folder"
 
 
+def check_reader() -> None:
+    """`BrokenPipeError` when standard output is a pipe whose reader went away (`bench ... | head`): a long command
+    that writes its results only at the end (bench's tables) checks between batches, so that its reader leaving ends
+    it as a write to that pipe would (exit code 141), never after all its work. Nothing else is written or read."""
+    import select
+    import stat
+    import sys
+
+    try:
+        fd = sys.__stdout__.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)  # the end a reader closed reports POLLERR
+        gone = any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no standard output, or no poll here: nothing to tell
+        return
+    if gone:
+        raise BrokenPipeError("the reader of standard output went away")
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
     with atomic_path(Path(path)) as tmp:
         with open(tmp, "wb") as f:

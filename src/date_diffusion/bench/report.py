@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from date_diffusion.bench.runner import PNG_LIMIT, read_trusted
-from date_diffusion.core.trace import stood_still
+from date_diffusion.core.trace import DID_NOT_MOVE, stood_still
 from date_diffusion.evaluation.fid import CLIPImageFeatures, frechet_distance
 from date_diffusion.evaluation.stats import bootstrap_ci, paired_difference
 from date_diffusion.outputs import atomic_write
@@ -132,9 +132,8 @@ def _main_table(summary: dict, settings: dict) -> list[str]:
 def _unmoved_notes(summary: dict) -> list[str]:
     """A line per DATE method some of whose images DATE did not move (`core.trace.stood_still`): its column holds
     fixed-embedding images there, which the table does not show."""
-    notes = [f"`{label}`: in {e['unmoved']} of {e['n']} images every DATE update was skipped (a zero or "
-             "non-finite gradient), so the embedding did not move: those images are the fixed sampler's."
-             for label, e in summary.items() if e.get("unmoved")]  # fmt: skip
+    notes = [f"`{label}`: in {e['unmoved']} of {e['n']} images DATE did not move the embedding ({DID_NOT_MOVE}): "
+             "those images are the fixed sampler's." for label, e in summary.items() if e.get("unmoved")]  # fmt: skip
     return ["", *notes] if notes else []
 
 

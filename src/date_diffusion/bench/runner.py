@@ -35,6 +35,7 @@ from date_diffusion.evaluation.methods import BEST_OF_STRIDE, Method, upgrade_re
 from date_diffusion.outputs import (
     PNG_SIGNATURE,
     atomic_write,
+    check_reader,
     file_group,
     open_rgb,
     pixels_digest,
@@ -626,6 +627,7 @@ class MethodWork:
         if batches and self.kwargs is None:
             self.kwargs = self.method.pipeline_kwargs(self.run)  # rewards and decoders load before the timing starts
         for batch in batches:
+            check_reader()  # `bench | head`: its reader gone, the run ends here (141), not after every image
             make = _edit if batch[0][0].source is not None else _generate
             t0 = time.perf_counter()
             n = make(self.run, pipe, self.method, self.kwargs, batch, scorer)

@@ -11,6 +11,7 @@ import csv
 import itertools
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,6 +197,13 @@ def file_lines(path) -> list[str]:
     return lines
 
 
+def _header(line: str) -> bool:
+    """Whether a text file's first line is a table's header: its first field (split at a comma, a tab or a
+    semicolon; quotes and case aside) names a prompt column (`prompt`, `"prompt"`, `PROMPT,seed`, `caption\tid`)."""
+    first = re.split(r"[,\t;]", line.strip(), maxsplit=1)[0]
+    return first.strip().strip("'\"").strip().lower() in PROMPT_COLUMNS
+
+
 def text_lines(path: Path) -> list[str]:
     """A text prompts file's prompts: one a line, blank lines skipped, each through `check_prompt` naming its line.
     Lines end at a newline only (a form feed or another control character inside a line is refused with the line,
@@ -204,9 +212,9 @@ def text_lines(path: Path) -> list[str]:
     for n, line in enumerate(file_lines(path), 1):
         if is_blank(line) and control_character(line) is None:
             continue
-        if not prompts and line.strip() in PROMPT_COLUMNS:  # a CSV's header: its first prompt would be the word
+        if not prompts and _header(line):  # a CSV's (or TSV's) header: its first prompt would be the header
             raise ValueError(f"{path} line {n} is {line.strip()!r}, a CSV header: a text file holds one prompt a "
-                             "line; name it .csv (a CSV with that column), or remove the line")  # fmt: skip
+                             "line; name it .csv (a CSV with a prompt column), or remove the line")  # fmt: skip
         prompts.append(check_prompt(line, f"{path} line {n}"))
     return prompts
 
