@@ -3165,6 +3165,10 @@ def test_a_replay_of_embeddings_date_never_moved_is_recorded_as_the_fixed_image(
     assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "b")]) == 0
     assert "recorded as method 'fixed'" in capsys.readouterr().out
     assert json.loads((tmp_path / "b" / "a-red-circle-s0.json").read_text())["method"] == "fixed"
+    # round seventeen: a replay's summary says it is one, and of which file
+    from date_diffusion.cli.info import settings_lines
+
+    assert settings_lines({"replayed_from": "e.safetensors"})[0].startswith("  replayed from e.safetensors (its saved")
 
 
 def test_an_output_path_through_a_missing_folder_is_refused(tmp_path, capsys):

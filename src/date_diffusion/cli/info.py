@@ -111,6 +111,9 @@ def settings_lines(record: dict) -> list[str]:
     from date_diffusion.core.config import DATEConfig
 
     lines = []
+    if isinstance(record.get("replayed_from"), str):  # no update ran: the file's embeddings made the image
+        lines.append(f"  replayed from {record['replayed_from']} (its saved embeddings, its steps, guidance and "
+                     "scheduler; no DATE update ran)")  # fmt: skip
     loras = [pair for pair in record.get("loras") or [] if isinstance(pair, list) and len(pair) == 2]
     if loras:
         lines.append("  LoRAs: " + ", ".join(f"{path} at scale {scale}" for path, scale in loras))
