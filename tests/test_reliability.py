@@ -3191,3 +3191,17 @@ def test_bench_ends_when_the_reader_of_its_output_goes_away(tmp_path):
     proc.stdout.close()  # the reader goes away at once
     assert proc.wait(timeout=300) == 141
     assert not list((tmp_path / "run").rglob("*.png"))  # ended before the first batch, not after the last
+
+
+def test_overwrite_never_replaces_the_image_of_another_prompt_with_the_same_file_name(tmp_path, capsys):
+    """Round seventeen: `generate "a red circle!" --overwrite` replaced the image of "a red circle" (both named
+    `a-red-circle-s0`): an earlier output is replaced only when its record is of the same prompt and seed
+    (`cli.common.check_same_image`); the same prompt is still replaced."""
+    out = tmp_path / "o"
+    argv = ["generate", "--steps", "2", "--out", str(out)]
+    assert main([*argv, "a red circle"]) == 0
+    before = (out / "a-red-circle-s0.png").read_bytes()
+    assert main([*argv, "a red circle!", "--overwrite"]) == 2
+    assert "the image of another prompt ('a red circle', seed 0) whose file name is the same" in capsys.readouterr().err
+    assert (out / "a-red-circle-s0.png").read_bytes() == before
+    assert main([*argv, "a red circle", "--overwrite"]) == 0

@@ -106,9 +106,14 @@ def test_a_prompt_outside_the_toy_world_gets_its_reason_and_the_vocabulary_on_th
         (form(anchor="sideways"), "anchor must be one of previous, original", "anchor"),
         (form(normalize="maybe"), "normalize must be one of true/1/yes/false/0/no, got 'maybe'", "normalize"),
         (form(reward_target="x"), "reward target must be one of x0, next, got 'x'", "reward_target"),
-        (form(seed="abc"), "seed must be in \\[0, 2\\*\\*63\\), got 'abc'", "seed"),
+        (
+            form(seed="abc"),
+            "seed must be a whole number written with the digits 0-9, in \\[0, 2\\*\\*63\\), got 'abc'",
+            "seed",
+        ),
+        (form(seed="\uff11"), "seed must be a whole number written with the digits 0-9", "seed"),  # round seventeen
         (form(seed=str(2**63)), "seed must be in \\[0, 2\\*\\*63\\)", "seed"),
-        (form(seed="1e3"), "seed must be in", "seed"),
+        (form(seed="1e3"), "seed must be a whole number written with the digits 0-9", "seed"),
     ],
 )
 def test_bad_input_is_refused_with_the_field_named(bad, message, field):

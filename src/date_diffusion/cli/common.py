@@ -425,6 +425,23 @@ def check_replaceable(paths, instead: str) -> None:
                        f"move it away, give another --out, or leave out --overwrite ({instead})")  # fmt: skip
 
 
+def check_same_image(record: Path, prompt: str, seed: int, instead: str) -> None:
+    """With `--overwrite`, the earlier output a name holds (its record, `record`) is replaced only when it is of the
+    same prompt and seed: prompts whose file names are one (`a red circle!` and `a red circle` both give
+    `a-red-circle-s0`) never replace each other's images; named before any work. `instead`: what the outputs are
+    named without --overwrite."""
+    from date_diffusion.schemas import loads, read_small_text
+
+    try:
+        made = loads(read_small_text(record)) if record.is_file() else None
+    except (OSError, ValueError, UnicodeDecodeError):
+        return  # no record of ours: `outputs.package_output` rules what may be removed
+    if isinstance(made, dict) and "prompt" in made and (made.get("prompt"), made.get("seed")) != (prompt, seed):
+        raise CLIError(f"--overwrite would replace {str(record.with_suffix(''))!r}*, the image of another prompt "
+                       f"({quoted(made.get('prompt'))}, seed {made.get('seed')}) whose file name is the same: give "
+                       f"another --out, or leave out --overwrite ({instead})")  # fmt: skip
+
+
 def resolve_device(name: str, flag: str = "--device") -> str:
     """The device a command samples on: `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N` of a GPU present,
     or `mps` where PyTorch has it; anything else (`meta`, `cpu:1`, a device this PyTorch lacks) is a usage error

@@ -18,6 +18,7 @@ from date_diffusion.cli.common import (
     add_model_arguments,
     check_negative_prompt,
     check_replaceable,
+    check_same_image,
     from_namespace,
     load_reward,
     model_kwargs,
@@ -305,6 +306,8 @@ def _check_input_kept(opts: EditOptions) -> None:
     stem = output_stem(opts.target_prompt, opts.seed)
     paths = [Path(opts.out) / f"{stem}{name}" for name in EDIT_SUFFIXES]
     check_replaceable(paths, "the edit's files then get a name of their own")
+    check_same_image(Path(opts.out) / f"{stem}.json", opts.target_prompt, opts.seed,
+                     "the edit's files then get a name of their own")  # fmt: skip
     for path in paths:
         if path.exists() and os.path.samefile(path, opts.image):
             raise CLIError(f"--overwrite would replace {str(path)!r}, the image being edited: give another --out, "

@@ -21,6 +21,7 @@ from date_diffusion.cli.common import (
     add_model_arguments,
     check_negative_prompt,
     check_replaceable,
+    check_same_image,
     checked,
     family_help,
     from_namespace,
@@ -584,6 +585,9 @@ def check_overwritten(opts: GenerateOptions, ext: str) -> None:
     stems = [output_stem(p, seed) for p in opts.prompts for seed in seeds]
     check_replaceable((Path(opts.out) / f"{stem}{s}" for stem in stems for s in output_suffixes(ext)),
                       "the images then get names of their own")  # fmt: skip
+    for prompt, seed in ((p, seed) for p in opts.prompts for seed in seeds):
+        check_same_image(Path(opts.out) / f"{output_stem(prompt, seed)}.json", prompt, seed,
+                         "the images then get names of their own")  # fmt: skip
     # an earlier group's member this run does not write is removed: only ever a file of an earlier group
     written = {ext, ".json", *((f"-fixed{ext}", "-compare.png") if opts.compare else ())}
     written |= {"-embeddings.safetensors"} if opts.save_embeddings else set()

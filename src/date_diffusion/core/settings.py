@@ -282,6 +282,13 @@ class Seed(_OwnMessageInteger):
     def _error(self, value, name):
         return SettingError(f"{name} must be in [0, 2**63), got {quoted(value)}")
 
+    def parse(self, text, name):
+        try:
+            return parse_integer(text)
+        except ValueError:  # not a number as the digits 0-9 write it (`１`, `1e3`, `x`): said so, not a range
+            raise SettingError(f"{name} must be a whole number written with the digits 0-9, in [0, 2**63), got "
+                               f"{quoted(text)}") from None  # fmt: skip
+
     def _bounds(self):
         return 0, MAX_SEED
 
