@@ -1486,7 +1486,7 @@ def test_the_page_and_files_read_integers_as_the_command_line_does(tmp_path, cap
     from date_diffusion.ui.session import InputError, _seed
 
     for text in ("1_000", "\u0661\u0662"):
-        with pytest.raises(InputError, match="seed must be in"):
+        with pytest.raises(InputError, match="seed must be a whole number written with the digits 0-9"):
             _seed(text)
     model = _toy_copy(tmp_path, "model")
     meta = json.loads((model / "toyworld.json").read_text())
