@@ -24,7 +24,8 @@ from date_diffusion.toyworld import scene, world
 # matplotlib is imported where the plots are drawn, after selecting its Agg backend (no display needed)
 
 PLOT_FILES = ("accuracy_by_category.png", "reward_trajectory.png", "metric_vs_rho.png")
-REPORT_FILES = ("results.md", "results.csv", "results.json", *PLOT_FILES)  # what a report writes in the run's folder
+RESULT_FILES = ("results.md", "results.csv", "results.json")
+REPORT_FILES = (*RESULT_FILES, *PLOT_FILES)  # what a report writes in the run's folder
 
 METRICS = ("exact", "changed", "preserved", "pixel_distance", "clip_eval", "min_object_clip", "reward", "seconds")
 
@@ -379,15 +380,16 @@ def write_report(out: Path) -> dict:
     for label, fids in compute_fid(out, run, methods, records).items():
         summary[label]["fid"] = fids
     incomplete = incomplete_note(trusted.missing)
+    md, table_csv, table_json = (out / name for name in RESULT_FILES)
     atomic_write(
-        out / "results.json",
+        table_json,
         json.dumps({"settings": run, "baseline": baseline, "incomplete": incomplete, "summary": summary}, indent=1),
     )
-    atomic_write(out / "results.csv", csv_rows(summary))
+    atomic_write(table_csv, csv_rows(summary))
     text = markdown(summary, baseline, run, incomplete)
-    atomic_write(out / "results.md", text)
+    atomic_write(md, text)
     drawn = plots(out, summary, records, methods)
-    files = [out / "results.md", out / "results.csv", out / "results.json", *drawn]
+    files = [md, table_csv, table_json, *drawn]
     return {"summary": summary, "markdown": text, "files": files, "incomplete": incomplete}
 
 

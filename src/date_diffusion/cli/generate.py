@@ -582,12 +582,12 @@ def check_overwritten(opts: GenerateOptions, ext: str) -> None:
     from date_diffusion.outputs import package_output
 
     seeds = range(opts.seed, opts.seed + opts.images_per_prompt)
-    stems = [output_stem(p, seed) for p in opts.prompts for seed in seeds]
+    pairs = [(p, seed) for p in opts.prompts for seed in seeds]
+    stems = [output_stem(p, seed) for p, seed in pairs]
     check_replaceable((Path(opts.out) / f"{stem}{s}" for stem in stems for s in output_suffixes(ext)),
                       "the images then get names of their own")  # fmt: skip
-    for prompt, seed in ((p, seed) for p in opts.prompts for seed in seeds):
-        check_same_image(Path(opts.out) / f"{output_stem(prompt, seed)}.json", prompt, seed,
-                         "the images then get names of their own")  # fmt: skip
+    for (prompt, seed), stem in zip(pairs, stems):
+        check_same_image(Path(opts.out) / f"{stem}.json", prompt, seed, "the images then get names of their own")
     # an earlier group's member this run does not write is removed: only ever a file of an earlier group
     written = {ext, ".json", *((f"-fixed{ext}", "-compare.png") if opts.compare else ())}
     written |= {"-embeddings.safetensors"} if opts.save_embeddings else set()

@@ -63,11 +63,10 @@ def show(path, as_json: bool) -> None:
     from date_diffusion.cli.common import CLIError
     from date_diffusion.core.text import printable
     from date_diffusion.outputs import parameters_text, read_png_metadata
-    from date_diffusion.schemas import SchemaError
 
     try:
         meta = read_png_metadata(path)
-    except (ValueError, FileNotFoundError, SchemaError) as err:
+    except (ValueError, FileNotFoundError) as err:  # a `SchemaError` (an edited record) is a ValueError
         raise CLIError(str(err)) from err
     if meta["record"] is None and meta["parameters"] is None:
         raise CLIError(f"{path} carries no settings (it was not written by date-diffusion or another SD tool)")

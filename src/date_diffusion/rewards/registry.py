@@ -396,14 +396,8 @@ def shared_model(spec: str, other: str) -> str | None:
     """A model both specs run (through sums, means, wrappers and ensembles, each spelling of it seen through:
     `_model`), as the first spec writes it, or None: a held-out metric that is the reward would score the reward."""
 
-    def models(text):
-        leaves = []
-        for node in _nodes(parse_spec(text)):
-            record = _RECORDS.get(node.name) if isinstance(node, Named) else None
-            if record is not None and record.members and node.source is None:
-                leaves += [Named(m, None) for m in record.members]
-            elif isinstance(node, Named):
-                leaves.append(node)
+    def models(text):  # every named reward anywhere in the tree, an ensemble as its members (`_scored`)
+        leaves = [leaf for node in _nodes(parse_spec(text)) if isinstance(node, Named) for leaf in _scored(node)]
         return {_model(leaf): leaf for leaf in leaves}
 
     theirs = models(other)
