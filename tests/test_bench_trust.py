@@ -143,6 +143,29 @@ def test_an_empty_record_is_a_usage_error_for_report(run, capsys):
     assert "field 'index' is missing" in refused(capsys, ["report", str(run)], record_path(run))
 
 
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ('"dtype": "float32 "', "field 'dtype' must be one of float32, float16, bfloat16, got \"float32 \""),
+        ('"suite": "toy\\u200b"', "field 'suite' must be one of toy, toy-validation"),
+        ('"scheduler": "eulerr"', "field 'scheduler' must be one of ddim"),
+        ('"reward": "no-such"', "field 'reward' is no reward spec"),
+        ('"eval_clip": "toy-clip+"', "field 'eval_clip' is no reward spec"),
+        ('"guidance": NaN', "field 'guidance' must be a finite number, got NaN"),
+        ('"guidance": -Infinity', "got -Infinity"),
+    ],
+)
+def test_run_json_holding_a_value_no_bench_writes_is_named_not_its_images(run, capsys, text, why):
+    """Round eighteen: a run.json whose dtype was `"float32 "`, whose reward was no spec or whose suite had an
+    invisible character passed its schema, and report blamed every image ("made with other settings") and told the
+    user to move them out; a NaN was quoted `nan`. The file is named, with the field, in the file's spelling."""
+    path = run / "run.json"
+    name = text.split('"')[1]
+    settings = {k: v for k, v in json.loads(path.read_text()).items() if k != name}
+    path.write_text(json.dumps(settings)[:-1] + ", " + text + "}")
+    assert why in refused(capsys, ["report", str(run)], path)
+
+
 def test_run_json_listing_a_seed_twice_is_refused(run, capsys):
     settings = json.loads((run / "run.json").read_text())
     (run / "run.json").write_text(json.dumps({**settings, "seeds": [1000, 1000]}))
@@ -410,3 +433,19 @@ def test_a_removed_or_reindented_prompt_record_is_not_a_missing_image(run, capsy
     assert main(["report", str(run)]) == 0 and "incomplete" not in capsys.readouterr().err
     assert main(["report", str(run), "--export", "t2i-compbench", str(run.parent / "export")]) == 2
     assert "00000 holds images but no prompt.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["generate", "edit-suite"])
+def test_every_command_refuses_a_proc_prompts_file(tmp_path, capsys, command):
+    """Round eighteen: `generate --prompts-file /proc/self/status` made 59 images of its lines, where bench refused
+    the file: the check lives in the one reader of prompts files (`bench.suites.read_captions_and_columns`, and the
+    editing suite's `read_edit_rows`)."""
+    if command == "generate":
+        argv = ["generate", "--prompts-file", "/proc/self/status", "--steps", "1", "--out", str(tmp_path / "o")]
+    else:
+        argv = ["bench", "--suite", "edit", "--prompts-file", "/proc/self/status", "--steps", "2", "--seeds", "1",
+                "--methods", "fixed", "--out", str(tmp_path / "o")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "/proc/self/status" in err and "not a regular file" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()

@@ -921,7 +921,20 @@ def _edit_json(path, **values):
          "unet/config.json: its sample_size -8 is not a positive whole number"),
         (lambda m: _edit_json(m / "unet" / "config.json", sample_size=0), "its sample_size 0 is not a positive"),
         (lambda m: _edit_json(m / "unet" / "config.json", sample_size=[8, 8]), "sample_size [8, 8] is not a whole"),
-        (lambda m: _drop_vocabulary(m / "tokenizer" / "tokenizer.json", "circle"), "tokenizer: the library refuses"),
+        (lambda m: _edit_json(m / "unet" / "config.json", sample_size=None),  # round eighteen: a TypeError
+         "unet/config.json: its sample_size null is no number, and StableDiffusionDATEPipeline reads its default"),
+        (lambda m: _edit_json(m / "unet" / "config.json", sample_size="8"), 'its sample_size "8" is not a positive'),
+        # round eighteen: a damaged weights file was blamed on config.json in the library's words
+        (lambda m: os.truncate(m / "unet" / "diffusion_pytorch_model.safetensors", 100_000),
+         "unet/diffusion_pytorch_model.safetensors: it is cut short (100,000 bytes: its tensors reach past its end)"),
+        (lambda m: (m / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(b""),
+         "vae/diffusion_pytorch_model.safetensors: it is empty (0 bytes)"),
+        (lambda m: (m / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not weights at all"),
+         "unet/diffusion_pytorch_model.safetensors: it is not a safetensors file (its first bytes are no safetensors"),
+        (lambda m: (m / "tokenizer" / "tokenizer.json").write_text("{}"),  # round eighteen: "('added_tokens')"
+         "tokenizer/tokenizer.json: not a tokenizer file the tokenizers library reads (Model missing"),
+        (lambda m: _drop_vocabulary(m / "tokenizer" / "tokenizer.json", "circle"),
+         "tokenizer/tokenizer.json: not a tokenizer file the tokenizers library reads (Token `circle</w>` out"),
         (lambda m: _edit_json(m / "scheduler" / "scheduler_config.json", prediction_type="banana"),
          "scheduler/scheduler_config.json: its prediction_type 'banana' is none of epsilon"),
         (lambda m: _edit_json(m / "scheduler" / "scheduler_config.json", timestep_spacing="banana"),
@@ -1111,7 +1124,10 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
     [
         (["generate", "\u200b\u2060 \ufeff"], "PROMPT is empty (no visible character"),
         (["generate", "\u3164 \u2800"], "PROMPT is empty (no visible character"),  # Hangul filler, Braille blank
-        (["generate", "a red circle", "a blue square", "a red circle"], "PROMPT 3 'a red circle' is PROMPT 1 again"),
+        (
+            ["generate", "a red circle", "a blue square", "a red circle"],
+            "PROMPT 3 'a red circle' is the same prompt as PROMPT 1",
+        ),
         (["generate", "\uffff\ufdd0\ufffc\uffa0"], "PROMPT is empty (no visible character"),  # noncharacters, ...
         (["generate", "a red circle\U000e0069\U000e0067"], "PROMPT holds the tag character U+E0069 at character 13"),
         (
@@ -1426,7 +1442,7 @@ def _set_json(path, change):
         (lambda m: __import__("shutil").rmtree(m / "vae"), "vae", "no such folder"),
         (lambda m: (m / "text_encoder" / "model.safetensors").write_bytes((m / "text_encoder" / "model.safetensors")
                                                                 .read_bytes()[:4000]),
-         "text_encoder/model.safetensors", "not a readable weights file"),
+         "text_encoder/model.safetensors", "is cut short (its header alone says"),
         (lambda m: _set_json(m / "model_index.json", lambda t: t.replace("UNet2DConditionModel", "NoSuchModel")),
          "model_index.json", "its class for 'unet' does not load"),
         # round ten: weights of another component (every tensor missing), or one tensor removed
@@ -2173,9 +2189,10 @@ def test_the_page_names_an_address_it_cannot_listen_on_before_loading(capsys):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        assert main(["ui", "--port", str(port)]) == 2
-    err = capsys.readouterr().err
-    assert f"--port {port}: cannot listen there" in err and len(err.strip().splitlines()) == 1, err
+        for spelled in (str(port), f"0{port}", f"+{port}"):  # round eighteen: `07861` reached the socket library
+            assert main(["ui", "--port", spelled]) == 2  # as a SpelledInt, which it refused (OSError, exit 1)
+            err = capsys.readouterr().err
+            assert f"--port {port}: cannot listen there" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_editing_an_animation_says_which_frame_it_edits(tmp_path, capsys):
@@ -2553,7 +2570,7 @@ def test_a_resume_that_adds_a_method_making_a_recorded_ones_images_is_refused(tm
     assert main(_bench(out, "--methods", "fixed date")) == 0
     capsys.readouterr()
     assert main(_bench(out, "--methods", "fixed date:rho=0.5")) == 2
-    assert "'date' and 'date:rho=0.5' make the same images in this run" in capsys.readouterr().err
+    assert "'date:rho=0.5' makes the same images as 'date'" in capsys.readouterr().err
     assert main(_bench(out, "--methods", "fixed date")) == 0  # the run's own methods resume
 
 
@@ -2585,12 +2602,67 @@ def test_overwrite_never_removes_a_users_file_that_only_has_a_group_members_name
     (out / name).write_text("precious")
     argv = ["generate", "a red circle", "--steps", "2", "--out", str(out)]
     assert main([*argv, "--overwrite"]) == 2
-    assert f"--overwrite would remove {str(out / name)!r}, a file this run does not write" in capsys.readouterr().err
+    assert f"--overwrite would remove {str(out / name)!r}, which is no earlier output" in capsys.readouterr().err
     assert (out / name).read_text() == "precious" and sorted(p.name for p in out.iterdir()) == [name]
     (out / name).unlink()
     assert main([*argv, "--compare", "--save-embeddings"]) == 0
     assert main([*argv, "--overwrite"]) == 0  # the earlier group's grid, fixed image and embeddings go
     assert sorted(p.name for p in out.iterdir()) == ["a-red-circle-s0.json", "a-red-circle-s0.png"]
+
+
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [
+        ("a-red-circle-s0-fixed.png", ["--compare"]),  # a name this run writes
+        ("a-red-circle-s0.json", []),  # the record's own name, a JSON file of the user's
+        ("a-red-circle-s0.png", []),
+        ("a-red-circle-s0-embeddings.safetensors", ["--save-embeddings"]),
+    ],
+)
+def test_overwrite_never_replaces_a_users_file_with_a_name_the_run_writes(tmp_path, capsys, name, extra):
+    """Round eighteen: `generate --overwrite --compare` replaced a user's text file named
+    `a-red-circle-s0-fixed.png` with the fixed image (and a user's `a-red-circle-s0.json` with the record): only the
+    names the run would remove were checked. Every name --overwrite replaces or removes is checked alike
+    (`cli.common.check_overwrite`), beside an earlier group of the run's own or alone."""
+    out = tmp_path / "o"
+    argv = ["generate", "a red circle", "--steps", "2", "--out", str(out), *extra]
+    for earlier in (False, True):
+        if earlier:  # beside a real earlier group: the user's file is still named
+            assert main(argv) == 0
+        (out / name).parent.mkdir(exist_ok=True)
+        (out / name).write_text('{"my": "notes"}')
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        capsys.readouterr()
+        assert main([*argv, "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert f"--overwrite would replace {str(out / name)!r}, which is no earlier output of date-diffusion" in err
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+        for p in out.iterdir():
+            p.unlink()
+
+
+def test_overwrite_never_replaces_a_users_link_or_a_file_beside_an_edit(tmp_path, capsys):
+    """Round eighteen: a user's link with a member's name was removed by --overwrite without a word, and `edit
+    --overwrite` replaced a user's file named like its grid."""
+    out = tmp_path / "o"
+    argv = ["generate", "a red circle", "--steps", "2", "--out", str(out)]
+    assert main([*argv, "--compare"]) == 0
+    kept = tmp_path / "keep.png"
+    (out / "a-red-circle-s0-compare.png").rename(kept)
+    (out / "a-red-circle-s0-compare.png").symlink_to(kept)  # an earlier output of ours, behind a user's link
+    capsys.readouterr()
+    assert main([*argv, "--overwrite"]) == 2
+    assert "would remove" in capsys.readouterr().err and (out / "a-red-circle-s0-compare.png").is_symlink()
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "in.png")
+    (out / "a-blue-circle-s0-grid.png").write_text("my notes")
+    edit = ["edit", str(tmp_path / "in.png"), "--source-prompt", "a red circle", "--target-prompt", "a blue circle",
+            "--steps", "2", "--out", str(out), "--overwrite"]  # fmt: skip
+    assert main(edit) == 2
+    assert f"--overwrite would replace {str(out / 'a-blue-circle-s0-grid.png')!r}" in capsys.readouterr().err
+    assert (out / "a-blue-circle-s0-grid.png").read_text() == "my notes"
+    (out / "a-blue-circle-s0-grid.png").unlink()
+    assert main(edit[:-1]) == 0 and main(edit) == 0  # an earlier edit of ours is replaced whole
+    assert (out / "a-blue-circle-s0-grid.png").is_file() and not list(out.glob("a-blue-circle-s0-2*"))
 
 
 @pytest.mark.parametrize("command", ["generate", "edit"])
@@ -3196,7 +3268,7 @@ def test_bench_ends_when_the_reader_of_its_output_goes_away(tmp_path):
 def test_overwrite_never_replaces_the_image_of_another_prompt_with_the_same_file_name(tmp_path, capsys):
     """Round seventeen: `generate "a red circle!" --overwrite` replaced the image of "a red circle" (both named
     `a-red-circle-s0`): an earlier output is replaced only when its record is of the same prompt and seed
-    (`cli.common.check_same_image`); the same prompt is still replaced."""
+    (`cli.common.check_overwrite`); the same prompt is still replaced."""
     out = tmp_path / "o"
     argv = ["generate", "--steps", "2", "--out", str(out)]
     assert main([*argv, "a red circle"]) == 0
@@ -3205,3 +3277,83 @@ def test_overwrite_never_replaces_the_image_of_another_prompt_with_the_same_file
     assert "the image of another prompt ('a red circle', seed 0) whose file name is the same" in capsys.readouterr().err
     assert (out / "a-red-circle-s0.png").read_bytes() == before
     assert main([*argv, "a red circle", "--overwrite"]) == 0
+
+
+def test_a_prompt_given_twice_is_named_where_it_was_given_and_a_cut_one_says_so(tmp_path, capsys):
+    """Round eighteen: two 26,000-character lines of a prompts file, alike in their first 20,000 characters, were
+    called `PROMPT 2 ... is PROMPT 1 again`: the file's lines are named as its lines, and prompts that differ only
+    past the part that is used are said to be the same in that part."""
+    long = "a red circle " * 2000
+    (tmp_path / "p.txt").write_text(f"{long}alpha\n{long}beta\n")
+    assert main(["generate", "--prompts-file", str(tmp_path / "p.txt"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"prompt 2 of --prompts-file {str(tmp_path / 'p.txt')!r}" in err, err
+    assert "is the same in its first 20,000 characters, the part that is used, as prompt 1 of" in err, err
+    (tmp_path / "p.txt").write_text("a blue square\n")
+    assert main(["generate", "a blue square", "--prompts-file", str(tmp_path / "p.txt")]) == 2
+    assert "is the same prompt as PROMPT 1" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_generate_names_date_settings_that_change_no_image(tmp_path, capsys):
+    """Round eighteen: `generate --anchor original` with one update, or `--reward R` with a random direction, made
+    images pixel-identical to runs without them, with no word (bench refuses two methods that differ only so).
+    Each is named in a note and under the DATE record's `without_effect` (`methods.date_without_effect`, the
+    benchmark's `Date.images_key`); the fixed image's record does not list DATE's settings."""
+    from date_diffusion.outputs import read_png_metadata
+
+    out = tmp_path / "o"
+    argv = ["generate", "a red circle", "--steps", "5", "--out", str(out)]
+    assert main([*argv, "--anchor", "original", "--compare"]) == 0
+    err = capsys.readouterr().err
+    assert "note: --anchor 'original' changes no image here" in err, err
+    record = json.loads((out / "a-red-circle-s0.json").read_text())
+    assert record["without_effect"]["anchor"]["value"] == "original"
+    assert "without_effect" not in read_png_metadata(out / "a-red-circle-s0-fixed.png")["record"]
+    assert main([*argv, "--direction", "random", "--reward", "toy-ensemble"]) == 0
+    assert "note: --reward 'toy-ensemble' changes no image here" in capsys.readouterr().err
+    assert main([*argv, "--anchor", "original", "--update-steps", "0,2"]) == 0  # two updates: the anchor acts
+    assert "changes no image" not in capsys.readouterr().err
+
+
+def test_toy_names_the_toy_world_in_every_command(tmp_path, capsys):
+    """Round eighteen: `--model toy`, which bench-perf takes (as the README shows), sent generate to the hub: it
+    names the shipped toy world in every command, the same record as the default model's."""
+    assert main(["generate", "a red circle", "--steps", "2", "--out", str(tmp_path / "a")]) == 0
+    assert main(["generate", "a red circle", "--steps", "2", "--model", "toy", "--out", str(tmp_path / "b")]) == 0
+    a, b = (json.loads((tmp_path / f / "a-red-circle-s0.json").read_text()) for f in "ab")
+    assert a["model"] == b["model"] and a["trace"] == b["trace"]
+
+
+def test_a_resume_that_spells_a_method_of_the_run_otherwise_names_the_runs_spelling(tmp_path, capsys):
+    """Round eighteen: resuming a run of `date:every=02` with `date:every=2` was refused with "... make the same
+    images in this run: list one", though one was listed: the run's own spelling is named, to resume with."""
+    out = tmp_path / "run"
+    argv = ["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "2", "--out", str(out)]
+    assert main([*argv, "--methods", "fixed date:every=02"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--methods", "fixed date:every=2"]) == 2
+    err = capsys.readouterr().err
+    assert "'date:every=2' makes the same images as 'date:every=02'" in err, err
+    assert f"which the run {str(out)!r} already holds (its run.json): list it as 'date:every=02'" in err, err
+    assert main([*argv, "--methods", "fixed date:every=02"]) == 0
+
+
+def test_a_lora_or_embeddings_file_that_does_not_read_is_said_in_words(tmp_path, capsys):
+    """Round eighteen: a LoRA file of text was "not a readable .safetensors file (Error while deserializing header:
+    header too large)", an embeddings file without metadata "(found None)"."""
+    from safetensors.torch import load_file, save_file
+
+    (tmp_path / "l.safetensors").write_text("not a lora")
+    assert main(["generate", "a red circle", "--lora", str(tmp_path / "l.safetensors"), "--steps", "2",
+                 "--out", str(tmp_path / "o")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "is not a safetensors file (its first bytes are no safetensors header)" in err and "header too" not in err
+    argv = ["generate", "a red circle", "--steps", "2", "--save-embeddings", "--out", str(tmp_path / "e")]
+    assert main(argv) == 0
+    saved = tmp_path / "e" / "a-red-circle-s0-embeddings.safetensors"
+    save_file(load_file(saved), tmp_path / "bare.safetensors")
+    capsys.readouterr()
+    assert main(["generate", "--replay-embeddings", str(tmp_path / "bare.safetensors"), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert "(it has no metadata)" in err and "None" not in err, err

@@ -124,8 +124,11 @@ def overwrite_blocker(paths) -> Path | None:
 def package_output(path) -> bool:
     """Whether the file at `path` is one this package writes beside an image (an earlier group's member that
     `--overwrite` may remove): an image or video carrying a date-diffusion record, a JSON record of one, or a
-    saved-embeddings file. A user's file that only has such a name is not."""
+    saved-embeddings file. A user's file that only has such a name is not, nor a link (the package writes none:
+    replacing a link would drop the user's link, whatever it points to)."""
     path = Path(path)
+    if path.is_symlink():
+        return False
     try:
         if path.suffix == ".json":
             from date_diffusion.schemas import loads, read_small_text

@@ -145,7 +145,8 @@ def _advice(own: ModelFile | None) -> dict:
     known = {k: v for k, v in advice.items() if k in OVERRIDES}
     unknown = sorted(set(advice) - set(known))
     if unknown:
-        raise SettingError(f"{where} has unknown settings {unknown}; known: {', '.join(OVERRIDES)}")
+        said = ", ".join(json_spelling(k) for k in unknown)  # as the file spells its keys
+        raise SettingError(f"{where} has unknown settings {said}; known: {', '.join(OVERRIDES)}")
     return _checked(known, {k: f"{where}.{k}" for k in OVERRIDES}, from_file=True)
 
 

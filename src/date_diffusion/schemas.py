@@ -91,7 +91,8 @@ def loads(text):
     (`UnreadableJSONError`), as is a number beyond a float's range (`1e999`, `1e-999`: `core.settings.parse_real`):
     each a `json.JSONDecodeError`, never another exception out of a damaged file."""
     try:
-        return json.loads(text, object_pairs_hook=_object, parse_float=SpelledFloat)
+        # NaN and Infinity (which Python's reader takes) keep their spelling too: a refusal quotes `NaN`, not `nan`
+        return json.loads(text, object_pairs_hook=_object, parse_float=SpelledFloat, parse_constant=SpelledFloat)
     except json.JSONDecodeError:
         raise
     except BeyondFloat as err:  # 1e999 or 1e-999: read as infinity or 0 by `float()`
@@ -262,6 +263,19 @@ def safetensors_problem(path, err: Exception) -> str:
     if "not fully covered" in why or "out of bounds" in why.lower():
         return f"is cut short ({size:,} bytes: its tensors reach past its end)"
     return f"is not a readable safetensors file ({why[:200]})"
+
+
+def unreadable_safetensors(path) -> str | None:
+    """What is wrong with a .safetensors file (`safetensors_problem`'s words), read up to its header and checked
+    against its size (the library refuses a file whose tensors reach past its end), or None: what a reader asks
+    before a library would say it in its own words (a model's weights, a LoRA)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np"):
+            return None
+    except (OSError, SafetensorError) as err:
+        return safetensors_problem(path, err)
 
 
 def read_tensors(path, fix: str, numpy: bool = False) -> dict:

@@ -27,8 +27,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from date_diffusion.bench.export import GENEVAL_RECORD, PROMPT_RECORD, read_prompt_record, write_prompt_records
-from date_diffusion.bench.suites import Item, load_suite
-from date_diffusion.core.settings import is_integer, parse_integer
+from date_diffusion.bench.suites import SUITES, Item, load_suite
+from date_diffusion.core.settings import DTYPES, is_integer, parse_integer
 from date_diffusion.core.text import json_spelling, one_line
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import BEST_OF_STRIDE, Method, upgrade_reward
@@ -94,9 +94,33 @@ def read_run(out: Path) -> dict:
     except SchemaError as err:
         raise SettingsMismatch(str(err)) from err
     try:
-        return upgrade_run(run)
+        run = upgrade_run(run)
     except (ValueError, KeyError, TypeError) as err:  # a method entry of no known layout
         raise SettingsMismatch(f"{path} is not a valid {RUN.what}: field 'methods': {err}; {RUN.fix}") from err
+    why = _value_problem(run)
+    if why:
+        raise SettingsMismatch(f"{path} is not a valid {RUN.what}: {why}; {RUN.fix}")
+    return run
+
+
+def _value_problem(run: dict) -> str | None:
+    """A setting of run.json that no bench command writes (a precision, suite or scheduler of no known name, a
+    reward spec that does not parse), named as the file's fault: the run's images are never blamed for a setting
+    their run could not have had."""
+    from date_diffusion.rewards.registry import RewardSpecError, check_spec
+    from date_diffusion.schedulers import SCHEDULERS
+
+    known = {"dtype": DTYPES, "suite": SUITES, "scheduler": tuple(SCHEDULERS)}
+    for name, names in known.items():
+        if run.get(name) is not None and run[name] not in names:
+            return f"field {name!r} must be one of {', '.join(names)}, got {json_spelling(run[name]):.60}"
+    for name in ("reward", "eval_clip"):
+        try:
+            if run.get(name) is not None:
+                check_spec(run[name])
+        except RewardSpecError as err:
+            return f"field {name!r} is no reward spec ({err})"
+    return None
 
 
 def upgrade_run(run: dict) -> dict:

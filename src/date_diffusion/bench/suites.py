@@ -137,6 +137,7 @@ def read_captions_and_columns(path: Path) -> tuple[list[str], tuple[str, list[st
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"prompts file {str(path)!r} not found")
+    check_prompts_file(path)  # every command's reading: generate's --prompts-file as bench's
     if path.suffix.lower() in NOT_READ:  # read as text, a JSON text or a TSV row would be one prompt each line
         raise ValueError(
             f"prompts file {str(path)!r} is a {path.suffix.lower()} file, which is not read: give a text file (one "
@@ -224,6 +225,7 @@ def read_edit_rows(path) -> list[dict]:
     if path is None:
         raise ValueError("suite 'edit' needs --prompts-file CSV with columns image, source_prompt, target_prompt")
     path = Path(path)
+    check_prompts_file(path)
     header, read = read_csv(path)
     missing = {"image", "source_prompt", "target_prompt"} - set(header)
     rows = [row for _, row in read]
@@ -283,8 +285,6 @@ def load_suite(
             for i, c in enumerate(edit_suite())
         ]
     elif name == "edit":
-        if file is not None:
-            check_prompts_file(file)
         items = [
             Item(i, row["target_prompt"], "edit", None, {"prompt": row["source_prompt"], "image": row["image"]})
             for i, row in enumerate(read_edit_rows(file))
@@ -295,7 +295,7 @@ def load_suite(
         if file is None:
             flag = "--captions" if name == "coco" else "--prompts-file"
             raise ValueError(f"suite {name!r} needs {flag} FILE")
-        check_prompts_file(file)
+        check_prompts_file(file)  # as `read_captions` does: here the JSON lines are read as records
         if is_jsonl(file):
             items = [
                 Item(i, r["prompt"].strip(), r["tag"] if isinstance(r.get("tag"), str) and r["tag"] else "all", meta=r)

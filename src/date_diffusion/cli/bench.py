@@ -10,6 +10,7 @@ from pathlib import Path
 from date_diffusion.bench.suites import DEFAULT_SEED_BASE, SUITES
 from date_diffusion.cli.common import CLIError, HelpFormatter, from_namespace, int_list, str_list
 from date_diffusion.core.config import PAPER_UPDATE_EVERY
+from date_diffusion.core.settings import DTYPES
 from date_diffusion.core.text import quoted
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import methods_usage
@@ -199,7 +200,7 @@ def _add_bench_run_arguments(p):
         help=f"default: the model's recommended value, else its family's ({_SD.title}: "
         f"{_SD.sampling['guidance_scale']:g})",
     )
-    p.add_argument("--model", default=None, help="default: the toy world")
+    p.add_argument("--model", default=None, help="default: the toy world (`toy`)")
     p.add_argument("--scheduler", default=None, help="a scheduler name (default: the model's own)")
     p.add_argument(
         "--reward",
@@ -214,7 +215,7 @@ def _add_bench_run_arguments(p):
         f"the family's, {PAPER_EVAL_CLIP})",
     )
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32", help="weights' precision")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="weights' precision")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--fid-real", default=None, help="folder of real images for FID (toy: rendered automatically)")
     p.add_argument(
@@ -263,7 +264,7 @@ def _add_perf_parser(sub):
         help="runs of each configuration, each in its own process (shown: median [min, max])",
     )
     f.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    f.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32", help="weights' precision")
+    f.add_argument("--dtype", choices=DTYPES, default="float32", help="weights' precision")
     f.add_argument("--threads", type=int, default=1, help="torch CPU threads of each measuring process")
     f.add_argument(
         "--reward",
@@ -601,8 +602,8 @@ def _prepare(opts: BenchOptions, model: str):
     n_seeds, base = default_seeds(opts.suite)  # editing suites: one source layout and inversion per seed
     n_seeds, base = opts.seeds or n_seeds, opts.seed_base if opts.seed_base is not None else base
     _check_together(opts, model, methods, resolved.num_inference_steps, base + n_seeds - 1)
-    _check_distinct_in_run([*_recorded_methods(opts.out, methods), *methods], resolved.num_inference_steps,
-                           resolved.reward)  # fmt: skip
+    _check_distinct_in_run(_recorded_methods(opts.out, methods), methods, resolved.num_inference_steps,
+                           resolved.reward, opts.out)  # fmt: skip
     eval_clip = _eval_clip(opts.eval_clip, model, resolved.family)
     _check_held_out(
         eval_clip,
@@ -708,15 +709,23 @@ def _recorded_methods(out, methods) -> list:
     return [m for m in recorded if m.label not in labels]
 
 
-def _check_distinct_in_run(methods, steps: int, reward: str | None) -> None:
-    """Two methods that make the same images in this run (`methods.same_images` at its steps and reward) are
-    refused, as two spellings of one method are: their columns would be one method's images twice."""
+def _check_distinct_in_run(recorded, methods, steps: int, reward: str | None, out) -> None:
+    """Two methods that make the same images in this run (`methods.same_images` at its steps and reward), among
+    those listed and those its run.json already holds (`recorded`), are refused, as two spellings of one method are:
+    their columns would be one method's images twice. One the run holds is named as the run's."""
     from date_diffusion.evaluation.methods import same_images
 
-    twins = same_images(methods, steps, reward)
-    if twins:
-        raise CLIError(f"--methods: {twins[0]!r} and {twins[1]!r} make the same images in this run (at its {steps} "
-                       f"steps and reward {reward!r}): list one")  # fmt: skip
+    twins = same_images([*recorded, *methods], steps, reward)
+    if not twins:
+        return
+    held = [m for m in recorded if m.label in twins]
+    if held:  # a resume that spells a method of the run otherwise
+        given = next(label for label in twins if label != held[0].label)
+        raise CLIError(f"--methods: {given!r} makes the same images as {held[0].label!r} (at the run's {steps} steps "
+                       f"and reward {reward!r}), which the run {str(out)!r} already holds (its run.json): list it "
+                       f"as {held[0].label!r} to resume it, or give another --out")  # fmt: skip
+    raise CLIError(f"--methods: {twins[0]!r} and {twins[1]!r} make the same images in this run (at its {steps} "
+                   f"steps and reward {reward!r}): list one")  # fmt: skip
 
 
 def _check_together(opts: BenchOptions, model: str, methods, steps: int, last_seed: int) -> None:

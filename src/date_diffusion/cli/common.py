@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from date_diffusion.core.settings import (
+    DTYPES,
     MAX_FRAMES,
     SAMPLING,
     SETTINGS,
@@ -99,7 +101,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         default=None,
         help=f"a diffusers folder or hub id ({', '.join(f.title for f in FAMILIES)}) or a single checkpoint "
-        "file (.safetensors / .ckpt); default: the shipped toy world",
+        "file (.safetensors / .ckpt); default: the shipped toy world (`toy`)",
     )
     g.add_argument(
         "--family",
@@ -128,7 +130,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--dtype",
-        choices=["auto", "float32", "float16", "bfloat16"],
+        choices=["auto", *DTYPES],
         default="auto",
         help="weights' precision; auto: float16 on CUDA (bfloat16 for "
         + " / ".join(f.title for f in FAMILIES if f.bf16)
@@ -316,8 +318,13 @@ def load_reward(spec: str, device: str, named_by: str = "--reward"):
 
 
 def resolve_model(model: str | None) -> str:
+    """The model a command's --model names: `toy` (where no file or folder has that name) is the shipped toy world,
+    as bench-perf's --model takes it; None is the default model."""
     from date_diffusion.resolver import default_model
+    from date_diffusion.toyworld import world
 
+    if model == world.NAME and not os.path.lexists(model):
+        return str(world.PIPELINE)
     if model is not None:
         return model
     try:
@@ -413,29 +420,42 @@ def output_stem(prompt: str, seed: int) -> str:
     return f"{slug(prompt)}-s{seed}"
 
 
-def check_replaceable(paths, instead: str) -> None:
-    """With `--overwrite`, every name in `paths` an output would replace is a file: a folder (or a device or pipe)
-    of that name is named before any work, not found once the work is done. `instead`: what the outputs are named
-    without --overwrite."""
-    from date_diffusion.outputs import overwrite_blocker
+def check_overwrite(out, groups, suffixes, writes, instead: str) -> None:
+    """With `--overwrite`, each name an output group would replace or remove (`out / (stem + suffix)` for each
+    `(stem, prompt, seed)` of `groups` and each of `suffixes`; `writes`: the suffixes this run writes, the others an
+    earlier group's members it removes) is absent or a file date-diffusion wrote (`outputs.package_output`) for the
+    same prompt and seed. A folder, device or pipe of that name, a user's file or link that only has the name, and
+    the image of another prompt whose file name is the same are each named before any work. `instead`: what the
+    outputs are named without --overwrite."""
+    from date_diffusion.outputs import overwrite_blocker, package_output
 
-    blocker = overwrite_blocker(paths)
-    if blocker is not None:
-        raise CLIError(f"--overwrite would replace {str(blocker)!r}, which is not a file (a folder, device or pipe): "
-                       f"move it away, give another --out, or leave out --overwrite ({instead})")  # fmt: skip
+    for stem, prompt, seed in groups:
+        paths = [Path(out) / f"{stem}{suffix}" for suffix in suffixes]
+        blocker = overwrite_blocker(paths)
+        if blocker is not None:
+            raise CLIError(
+                f"--overwrite would replace {str(blocker)!r}, which is not a file (a folder, device or "
+                f"pipe): move it away, give another --out, or leave out --overwrite ({instead})"
+            )
+        _check_same_image(Path(out) / f"{stem}.json", prompt, seed, instead)
+        for path, suffix in zip(paths, suffixes):
+            if os.path.lexists(path) and not package_output(path):
+                verb = "replace" if suffix in writes else "remove"
+                raise CLIError(f"--overwrite would {verb} {str(path)!r}, which is no earlier output of date-diffusion "
+                               f"(a file or link of its own that only has an output's name): move it, or leave out "
+                               f"--overwrite ({instead})")  # fmt: skip
 
 
-def check_same_image(record: Path, prompt: str, seed: int, instead: str) -> None:
-    """With `--overwrite`, the earlier output a name holds (its record, `record`) is replaced only when it is of the
-    same prompt and seed: prompts whose file names are one (`a red circle!` and `a red circle` both give
-    `a-red-circle-s0`) never replace each other's images; named before any work. `instead`: what the outputs are
-    named without --overwrite."""
+def _check_same_image(record: Path, prompt: str, seed: int, instead: str) -> None:
+    """The earlier output a name holds (its record, `record`) is replaced only when it is of the same prompt and
+    seed: prompts whose file names are one (`a red circle!` and `a red circle` both give `a-red-circle-s0`) never
+    replace each other's images."""
     from date_diffusion.schemas import loads, read_small_text
 
     try:
         made = loads(read_small_text(record)) if record.is_file() else None
     except (OSError, ValueError, UnicodeDecodeError):
-        return  # no record of ours: `outputs.package_output` rules what may be removed
+        return  # no record of ours: `check_overwrite` names it
     if isinstance(made, dict) and "prompt" in made and (made.get("prompt"), made.get("seed")) != (prompt, seed):
         raise CLIError(f"--overwrite would replace {str(record.with_suffix(''))!r}*, the image of another prompt "
                        f"({quoted(made.get('prompt'))}, seed {made.get('seed')}) whose file name is the same: give "

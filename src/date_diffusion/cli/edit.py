@@ -17,8 +17,7 @@ from date_diffusion.cli.common import (
     add_date_arguments,
     add_model_arguments,
     check_negative_prompt,
-    check_replaceable,
-    check_same_image,
+    check_overwrite,
     from_namespace,
     load_reward,
     model_kwargs,
@@ -305,13 +304,12 @@ def _check_input_kept(opts: EditOptions) -> None:
         return  # a taken name gets -2, -3, ...
     stem = output_stem(opts.target_prompt, opts.seed)
     paths = [Path(opts.out) / f"{stem}{name}" for name in EDIT_SUFFIXES]
-    check_replaceable(paths, "the edit's files then get a name of their own")
-    check_same_image(Path(opts.out) / f"{stem}.json", opts.target_prompt, opts.seed,
-                     "the edit's files then get a name of their own")  # fmt: skip
     for path in paths:
         if path.exists() and os.path.samefile(path, opts.image):
             raise CLIError(f"--overwrite would replace {str(path)!r}, the image being edited: give another --out, "
                            "or leave out --overwrite (the edit's files then get a name of their own)")  # fmt: skip
+    check_overwrite(opts.out, [(stem, opts.target_prompt, opts.seed)], EDIT_SUFFIXES, EDIT_SUFFIXES,
+                    "the edit's files then get a name of their own")  # fmt: skip
 
 
 def load(opts: EditOptions, settings, loading: dict):
@@ -369,6 +367,7 @@ def record(opts: EditOptions, settings, files: dict, trace: dict) -> dict:
     """What the edit's record and PNGs state (with the exact evaluator's verdicts on the toy world)."""
     import numpy as np
 
+    from date_diffusion import __version__
     from date_diffusion.toyworld import world
 
     recon, image = (np.asarray(files[k], float) for k in ("reconstruction", "input"))
@@ -398,6 +397,7 @@ def record(opts: EditOptions, settings, files: dict, trace: dict) -> dict:
         "sources": {k: v for k, v in settings.sources.items() if k not in ("num_inference_steps", "guidance_scale")},
         "trace": trace,
         "reconstruction_max_abs_diff": float(np.abs(recon - image).max() / 255),
+        "date_diffusion_version": __version__,
     }
     judge = world.judge_for(settings.model)
     if judge is not None:

@@ -20,8 +20,7 @@ from date_diffusion.cli.common import (
     add_date_arguments,
     add_model_arguments,
     check_negative_prompt,
-    check_replaceable,
-    check_same_image,
+    check_overwrite,
     checked,
     family_help,
     from_namespace,
@@ -35,7 +34,7 @@ from date_diffusion.cli.common import (
 )
 from date_diffusion.core.config import CANNOT_ACT
 from date_diffusion.core.settings import DEFAULT_SEED, Seed, SettingError
-from date_diffusion.core.text import prepare_prompt, quoted
+from date_diffusion.core.text import prepare_prompt, quoted, spelled
 from date_diffusion.core.trace import DID_NOT_MOVE, moved
 from date_diffusion.hub import is_hub_id
 from date_diffusion.model_folder import fingerprint
@@ -351,6 +350,7 @@ def prepared_prompts(opts: GenerateOptions) -> tuple[GenerateOptions, list[str]]
             return f"prompt {k - given + 1} of --prompts-file {quoted(str(opts.prompts_file))}"
         return "PROMPT" if len(prompts) == 1 else f"PROMPT {k + 1}"
 
+    given_lengths = [len(p) for p in prompts]
     try:
         for k, prompt in enumerate(prompts):
             prompts[k], note = prepare_prompt(prompt, name(k))
@@ -364,9 +364,11 @@ def prepared_prompts(opts: GenerateOptions) -> tuple[GenerateOptions, list[str]]
     twice = next((k for k, prompt in enumerate(prompts) if seen.setdefault(prompt, k) != k), None)
     if twice is not None:  # the same prompt and seeds: the same images again, under a `-2` name
         first = seen[prompts[twice]]
-        raise CLIError(f"PROMPT {twice + 1} {quoted(prompts[twice])} is PROMPT {first + 1} again (counting the "
-                       "arguments, then the --prompts-file's lines): its images would be the same; give each prompt "
-                       "once (--images-per-prompt N for more seeds)")  # fmt: skip
+        cut = max(given_lengths[first], given_lengths[twice]) > len(prompts[twice])
+        same = f"the same in its first {len(prompts[twice]):,} characters, the part that is used, as" if cut else ""
+        raise CLIError(f"{name(twice)} {quoted(prompts[twice])} is {same or 'the same prompt as'} {name(first)}: "
+                       "its images would be the same; give each prompt once (--images-per-prompt N for more "
+                       "seeds)")  # fmt: skip
     return replace(opts, prompts=tuple(prompts), negative_prompt=negative), notes
 
 
@@ -406,6 +408,8 @@ class Job:
     decoder: object = None
     judge: object = None
     model_files: str | None = None  # `model_folder.fingerprint` of a local model (each record states it)
+    # the DATE settings (and reward) given that change no image: name -> {value, why} (`date_without_effect`)
+    date_unused: dict = field(default_factory=dict)
     lora_files: list = field(default_factory=list)  # `model_folder.fingerprint` of each LoRA, in order
 
 
@@ -440,6 +444,13 @@ def check(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
               lora_files=[fingerprint(path) for path, _ in loading["loras"]])  # fmt: skip
     if saved is not None:
         check_replay_model(opts, job)
+    elif job.date_active:
+        from date_diffusion.evaluation.methods import date_without_effect
+
+        given = [name for name, source in settings.sources.items() if source == "user"]
+        unused = date_without_effect(settings.date, given, settings.num_inference_steps, settings.reward)
+        job.date_unused = {name: {"value": settings.reward if name == "reward" else getattr(settings.date, name),
+                                  "why": why} for name, why in unused.items()}  # fmt: skip
     return opts, job
 
 
@@ -471,6 +482,9 @@ def plan(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
         print(f"date-diffusion generate: {images:,} images to make{also} ({len(job.prompts):,} prompts x "
               f"{opts.images_per_prompt} per prompt) in batches of {opts.batch_size}; an estimate of the time "
               "follows the first batch", file=sys.stderr)  # fmt: skip
+    for name, unused in job.date_unused.items():  # given, and changing no image: said, never taken without a word
+        print(f"date-diffusion generate: note: {FLAGS.get(name, name)} {spelled(unused['value'])} changes no image "
+              f"here: {unused['why']}; the record lists it under without_effect", file=sys.stderr)  # fmt: skip
     if not job.date_active and job.saved is None:
         print(f"date-diffusion generate: note: DATE cannot move the embedding with these settings ({CANNOT_ACT}); "
               "the images use the fixed embedding and are recorded as method 'fixed'", file=sys.stderr)  # fmt: skip
@@ -575,28 +589,15 @@ def output_suffixes(ext: str) -> tuple[str, ...]:
 
 
 def check_overwritten(opts: GenerateOptions, ext: str) -> None:
-    """With --overwrite, every name an image would replace is a file: a folder (or device) of that name is named
-    before any work, not found once the image is made."""
+    """With --overwrite, every name an image would replace or remove is an earlier output of the same prompt and
+    seed (`cli.common.check_overwrite`), named before any work, not found once the image is made."""
     if not opts.overwrite:
         return  # a taken name gets -2, -3, ...
-    from date_diffusion.outputs import package_output
-
     seeds = range(opts.seed, opts.seed + opts.images_per_prompt)
-    pairs = [(p, seed) for p in opts.prompts for seed in seeds]
-    stems = [output_stem(p, seed) for p, seed in pairs]
-    check_replaceable((Path(opts.out) / f"{stem}{s}" for stem in stems for s in output_suffixes(ext)),
-                      "the images then get names of their own")  # fmt: skip
-    for (prompt, seed), stem in zip(pairs, stems):
-        check_same_image(Path(opts.out) / f"{stem}.json", prompt, seed, "the images then get names of their own")
-    # an earlier group's member this run does not write is removed: only ever a file of an earlier group
-    written = {ext, ".json", *((f"-fixed{ext}", "-compare.png") if opts.compare else ())}
-    written |= {"-embeddings.safetensors"} if opts.save_embeddings else set()
-    removed = [Path(opts.out) / f"{stem}{s}" for stem in stems for s in output_suffixes(ext) if s not in written]
-    foreign = next((p for p in removed if p.is_file() and not package_output(p)), None)
-    if foreign is not None:
-        raise CLIError(f"--overwrite would remove {str(foreign)!r}, a file this run does not write and no earlier "
-                       "output of date-diffusion: move it, or leave out --overwrite (the images then get names of "
-                       "their own)")  # fmt: skip
+    groups = [(output_stem(p, seed), p, seed) for p in opts.prompts for seed in seeds]
+    writes = {ext, ".json", *((f"-fixed{ext}", "-compare.png") if opts.compare else ())}
+    writes |= {"-embeddings.safetensors"} if opts.save_embeddings else set()
+    check_overwrite(opts.out, groups, output_suffixes(ext), writes, "the images then get names of their own")
 
 
 def check_video_options(opts: GenerateOptions, family: str) -> str:
@@ -724,8 +725,9 @@ def base_record(opts: GenerateOptions, job: Job, prompt, seed) -> dict:
         "model_files": job.model_files,
         "lora_files": job.lora_files,
     }
-    if "without_effect" in applied:
-        record["without_effect"] = applied["without_effect"]
+    without = {**applied.get("without_effect", {}), **(job.date_unused if job.saved is None else {})}
+    if without:
+        record["without_effect"] = without
     return record
 
 
@@ -754,6 +756,9 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
         record = base_record(opts, job, prompt, seed)
         record.update({k: v for k, v in results[kind].records[j].items() if k in ("num_frames", "fps")})
         fixed_record = {**record, "method": "fixed", "date": None, "reward": None}
+        fixed_without = {k: v for k, v in record.get("without_effect", {}).items() if k not in job.date_unused}
+        fixed_record.pop("without_effect", None)
+        fixed_record.update({"without_effect": fixed_without} if fixed_without else {})
         if kind == "date":
             record["sources"] = dict(job.settings.sources)
         # an image whose embedding DATE did not move (every update skipped: a zero or non-finite gradient) is the

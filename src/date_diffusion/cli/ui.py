@@ -23,7 +23,7 @@ def add_parser(sub):
         formatter_class=HelpFormatter,
         epilog="example:\n  date-diffusion ui --run runs/toy      # then open http://127.0.0.1:7860",
     )
-    p.add_argument("--model", default=None, help="a diffusers folder or hub id (default: the toy world)")
+    p.add_argument("--model", default=None, help="a diffusers folder or hub id (default: the toy world, `toy`)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--run", default=None, help="a `bench` run directory to show in a second tab")
@@ -66,7 +66,9 @@ class UIOptions:
 
     @classmethod
     def from_args(cls, args) -> UIOptions:
-        return from_namespace(cls, args, allow_path=tuple(args.allow_path))
+        # the port goes to the socket library, which takes a plain int only: `--port 07861` is port 7861 (a
+        # `core.settings.SpelledInt` keeps its spelling for messages; no message here needs it)
+        return from_namespace(cls, args, allow_path=tuple(args.allow_path), port=int(args.port))
 
 
 def validate(args) -> UIOptions:

@@ -523,6 +523,7 @@ for _s in SETTINGS:
     GROUPS[_s.group or _s.field] += (_s.field,)
 
 
+DTYPES = ("float32", "float16", "bfloat16")  # the weights' precisions a model is loaded in (`--dtype`, run.json)
 MAX_STEPS = 1000  # every supported family is trained on 1000 timesteps; schedulers refuse more
 MAX_GUIDANCE = 100.0  # far above any model's useful range; larger values only overflow to black images
 # the sampling settings resolved beside DATE's (`resolver`), with their kinds

@@ -13,6 +13,7 @@ one, as captions of the paper's COCO subset do; every encoder reads them as spac
 
 from __future__ import annotations
 
+import math
 import numbers
 import re
 import unicodedata
@@ -136,9 +137,9 @@ def json_spelling(value) -> str:
     reader kept its spelling: `schemas.SpelledFloat`), for a message that quotes it."""
     import json
 
-    if isinstance(value, float):
+    if isinstance(value, float) and (hasattr(value, "text") or math.isfinite(value)):
         return repr(value)
-    try:
+    try:  # NaN and Infinity as Python's JSON writes them, never Python's `nan`
         return json.dumps(value, ensure_ascii=False, default=repr)
     except (TypeError, ValueError):
         return repr(value)

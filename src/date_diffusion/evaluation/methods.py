@@ -523,6 +523,42 @@ class Recommended(Date):
         return {**super().images_key(run_steps, reward), "method": Date.kind}
 
 
+# DATE settings that choose how the schedule is written (one of them is given) or what the trace scores: never
+# compared with their defaults by `date_without_effect`
+_SPELLINGS = ("update_every", "update_steps", "update_intervals", "track_reward_after")
+
+
+def date_without_effect(date: DATEConfig, given, run_steps: int, reward: str | None) -> dict[str, str]:
+    """Of the DATE settings and the reward a user gave (`given`: their names), those that change no image of a run
+    of `run_steps` steps: with the setting at its default (the reward: none) the images are the same
+    (`Date.images_key`, as the benchmark compares methods); name -> why. A `generate` run names them in a note and
+    under its records' `without_effect`, as bench refuses two methods that differ only by them."""
+    from dataclasses import fields as config_fields
+    from dataclasses import replace as with_value
+
+    def key(config, chosen):
+        return Date(label="date", date=config).images_key(run_steps, chosen)
+
+    try:
+        base = key(date, reward)
+    except ValueError:  # a schedule outside the run: named by the run's own checks
+        return {}
+    defaults = {f.name: f.default for f in config_fields(DATEConfig)}
+    out = {}
+    for name in given:
+        if name == "reward":
+            if reward is not None and key(date, None) == base:
+                out[name] = "DATE's step follows no reward here (a random direction); it scores the trace only"
+        elif name in defaults and name not in _SPELLINGS and getattr(date, name) != defaults[name]:
+            try:
+                same = key(with_value(date, **{name: defaults[name]}), reward) == base
+            except ValueError:  # the default does not go with the other settings: it cannot be left out
+                same = False
+            if same:
+                out[name] = f"DATE's images are the same with its default {defaults[name]!r} in this run"
+    return out
+
+
 METHODS: dict[str, type[Method]] = {
     cls.kind: cls
     for cls in (Fixed, BestOf, UniversalGuidance, AttendExcite, Ebca, Date, DateAttendExcite, Select, Recommended)

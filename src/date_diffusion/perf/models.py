@@ -98,7 +98,7 @@ def load(model: str, dtype=torch.float32, reward_spec: str | None = None):
         pipe, reward = sd15_random(dtype)
         size = int(model.rsplit("-", 1)[1])
     else:
-        folder = world.PIPELINE if model == "toy" else model
+        folder = world.PIPELINE if model == world.NAME else model
         pipe = load_component(StableDiffusionDATEPipeline, folder, dtype=dtype)
         # the model's plain reward, as the paper's algorithm uses it: toy-clip on the toy world, else clip-l
         reward_spec = reward_spec or resolve_settings(folder, paper_defaults=True).reward

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 import torch
 
 from date_diffusion.families import by_name
+from date_diffusion.toyworld import world
 
 # date-lowres: the real VAE decodes x0_hat for the reward at the reward's own input size (CLIP: 224 px; the toy
 # CLIP takes 64 px, the toy images' own size, so the toy world uses half of it)
-LOWRES = {"toy": 32}
+LOWRES = {world.NAME: 32}
 
 
 @dataclass
@@ -161,9 +162,7 @@ def _step_times(spec: Spec, out, t0: float, clock: Clock, result: dict) -> dict:
 def _tiny_decoder(model, path, device, dtype):
     from diffusers import AutoencoderTiny
 
-    from date_diffusion.toyworld import world
-
-    if path is None and model == "toy":
+    if path is None and model == world.NAME:
         path = world.TINY_DECODER
     if path is None:  # SD architecture with random weights: TAESD's architecture, random weights (same cost)
         return AutoencoderTiny().to(device, dtype)

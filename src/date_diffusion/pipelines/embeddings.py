@@ -19,6 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from date_diffusion.core.text import quoted
 from date_diffusion.outputs import PNG_SIGNATURE, atomic_path
 from date_diffusion.pipelines.conditioning import unpack
 from date_diffusion.schemas import EMBEDDINGS, SchemaError, loads, safetensors_problem
@@ -110,7 +111,9 @@ def load_embeddings(path) -> SavedEmbeddings:
         raise ValueError(f"{path} is not a readable embeddings file: it {safetensors_problem(path, err)}") from err
     found = raw_meta.get("format")
     if found not in (FORMAT, FORMAT_2):
-        raise ValueError(f"{path} is not a date-diffusion embeddings file of format {FORMAT!r} (found {found!r})")
+        said = "it has no metadata" if not raw_meta else "its metadata has no format" if found is None else None
+        raise ValueError(f"{path} is not a date-diffusion embeddings file of format {FORMAT!r} "
+                         f"({said or f'its format is {quoted(found)}'})")  # fmt: skip
     if "sealed" in raw_meta and raw_meta["sealed"] != json.dumps(_seal(raw_meta, tensors)):
         raise SchemaError(f"{path}: its content was changed since it was written (a setting or an embedding edited "
                           f"by hand: its seal no longer matches); {EMBEDDINGS.fix}")  # fmt: skip

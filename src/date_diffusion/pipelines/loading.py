@@ -17,7 +17,7 @@ from pathlib import Path
 
 from date_diffusion.core.config import nonzero_in_float32
 from date_diffusion.core.settings import Real, SettingError, is_real, parse_real
-from date_diffusion.core.text import json_kind, one_line, quoted
+from date_diffusion.core.text import json_kind, json_spelling, one_line, quoted
 from date_diffusion.families import NAMES, by_name, by_pipeline_class, by_single_file_type
 from date_diffusion.hub import (
     ModelNotFoundError,
@@ -136,7 +136,7 @@ def check_component(folder, name: str, library: str | None = None, class_name: s
     naming both files: the config's values go to the other class, which may read them otherwise."""
     import warnings
 
-    from date_diffusion.schemas import loads, not_a_file
+    from date_diffusion.schemas import loads, not_a_file, unreadable_safetensors
 
     where = Path(str(folder)) / name
     if not where.is_dir():
@@ -145,6 +145,9 @@ def check_component(folder, name: str, library: str | None = None, class_name: s
         why = not_a_file(path, limit=1 << 50) if path.suffix in (".json", *WEIGHT_SUFFIXES) else None
         if why:
             raise ComponentError(f"{path}: {why}; {_FIX}")
+        why = unreadable_safetensors(path) if path.suffix == ".safetensors" else None
+        if why:  # empty, cut short (an interrupted copy) or no safetensors file: the weights named, not the config
+            raise ComponentError(f"{path}: it {why}; {_FIX}")
     for path in sorted(where.glob("*.json")):
         try:
             data = loads(path.read_text(encoding="utf-8"))
@@ -152,6 +155,8 @@ def check_component(folder, name: str, library: str | None = None, class_name: s
             raise ComponentError(f"{path}: not readable JSON ({_first_line(err)}); {_FIX}") from None
         if not isinstance(data, dict):
             raise ComponentError(f"{path}: holds {json_kind(data)}, not an object of settings; {_FIX}")
+        if path.name == "tokenizer.json":  # a fast tokenizer's words: read as the tokenizers library reads them
+            _check_tokenizer_file(path)
         if library == "diffusers" and class_name and path.name in CONFIG_FILES:  # before the library reads it
             import diffusers
 
@@ -176,6 +181,18 @@ def check_component(folder, name: str, library: str | None = None, class_name: s
             f"{where}: a tokenizer without its vocabulary (none of "
             f"{', '.join(' + '.join(f) for f in VOCABULARIES)}); copy them there, or {_FIX}"
         )
+
+
+def _check_tokenizer_file(path: Path) -> None:
+    """A `tokenizer.json` the tokenizers library builds a tokenizer from: `ComponentError` naming the file and what
+    the library misses in it (transformers would say only a missing key, `'added_tokens'`, of the folder)."""
+    from tokenizers import Tokenizer
+
+    try:
+        Tokenizer.from_file(str(path))
+    except Exception as err:  # noqa: BLE001  (the library raises a bare Exception)
+        raise ComponentError(f"{path}: not a tokenizer file the tokenizers library reads ({_first_line(err)}); "
+                             f"{_FIX}") from None  # fmt: skip
 
 
 def _component_error(folder, name: str, err: Exception) -> ComponentError:
@@ -400,10 +417,12 @@ def check_lora_file(path) -> None:
     path = Path(path)
     if path.suffix.lower() != ".safetensors":
         return  # other formats are read by diffusers itself
-    try:
-        keys = list(_Shapes(path))
-    except Exception as err:  # noqa: BLE001  (a truncated or foreign file)
-        raise ValueError(f"LoRA file {str(path)!r} is not a readable .safetensors file ({err})") from None
+    from date_diffusion.schemas import unreadable_safetensors
+
+    why = unreadable_safetensors(path)
+    if why:  # empty, cut short, or no safetensors file at all: in words, never the library's
+        raise ValueError(f"LoRA file {str(path)!r} {why}")
+    keys = list(_Shapes(path))
     if not keys:
         raise ValueError(f"LoRA file {str(path)!r} holds no tensors: it adds nothing to a model")
     if not any("lora" in k.lower() for k in keys):
@@ -538,14 +557,17 @@ def check_built(pipe, model) -> None:
     denoiser = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
     sample_size = getattr(getattr(pipe.components.get(denoiser), "config", None), "sample_size", None)
     sizes = sample_size if isinstance(sample_size, (list, tuple)) else [sample_size]
+    where = f"{config(denoiser, 'config.json')}: its sample_size {json_spelling(sample_size)}"
     if sample_size is not None and not all(type(v) is int and v >= 1 for v in sizes):
-        raise ComponentError(f"{config(denoiser, 'config.json')}: its sample_size {sample_size!r} is not a positive "
-                             f"whole number of latent pixels; {_FIX}")  # fmt: skip
-    shape = pipe.default_image_shape()
+        raise ComponentError(f"{where} is not a positive whole number of latent pixels; {_FIX}")
+    try:
+        shape = pipe.default_image_shape()
+    except TypeError:  # the pipeline's default size multiplies a sample_size that is null (or absent)
+        raise ComponentError(f"{where} is no number, and {type(pipe).__name__} reads its default image size from "
+                             f"it; {_FIX}") from None  # fmt: skip
     if not all(type(v) is int for v in shape):  # a (height, width) list where the pipeline reads one side
         raise ComponentError(
-            f"{config(denoiser, 'config.json')}: its sample_size {sample_size!r} is not a whole "
-            f"number of latent pixels, which {type(pipe).__name__} reads as one side; {_FIX}"
+            f"{where} is not a whole number of latent pixels, which {type(pipe).__name__} reads as one side; {_FIX}"
         )
     side, high = max(shape), Size().high
     if side > high:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 PIPELINE = ASSETS / "pipeline"  # the shipped model (Stable Diffusion format); the default --model
+NAME = "toy"  # what every command's --model takes for the shipped model (where no folder has that name)
 TINY_DECODER = ASSETS / "tiny-decoder"  # its distilled decoder for the approximate reward path
 META_FILE = "toyworld.json"  # written into a pipeline folder by `toyworld export`; marks a toy-world model
 
