@@ -607,6 +607,22 @@ def test_a_negative_prompt_no_branch_reads_is_said_and_recorded_as_on_the_comman
     assert record["negative_prompt"] is None is cli["negative_prompt"]
 
 
+def test_a_date_setting_that_changes_no_image_is_said_and_recorded_as_on_the_command_line(session, tmp_path):
+    """Round eighteen: a DATE setting that changes no image of the run (an anchor with one update) is named on the
+    page and in its DATE record's `without_effect`, as `generate` names it (`methods.settings_without_effect`)."""
+    from date_diffusion.cli.main import main
+    from date_diffusion.outputs import read_png_metadata
+
+    result = session.compare(form("a red circle", num_inference_steps=5, anchor="original"))
+    assert "changes no image here: DATE's images are the same with its default 'previous'" in summary(result)
+    record = read_png_metadata(next(f for f in result.files if f.endswith("date.png")))["record"]
+    assert "without_effect" not in read_png_metadata(result.files[0])["record"]  # the fixed image's
+    argv = ["generate", "a red circle", "--steps", "5", "--anchor", "original", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    cli = json.loads((tmp_path / "o" / "a-red-circle-s0.json").read_text())
+    assert record["without_effect"] == cli["without_effect"] and set(cli["without_effect"]) == {"anchor"}
+
+
 def test_a_category_outside_the_list_is_refused_in_one_line(session, bench_run, capsys):
     """Round nine: a visitor's category outside the run's list made Gradio print a 25-line traceback on the
     server's terminal per request; the page refuses it itself, printing nothing."""

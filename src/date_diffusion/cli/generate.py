@@ -444,13 +444,10 @@ def check(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
               lora_files=[fingerprint(path) for path, _ in loading["loras"]])  # fmt: skip
     if saved is not None:
         check_replay_model(opts, job)
-    elif job.date_active:
-        from date_diffusion.evaluation.methods import date_without_effect
+    else:
+        from date_diffusion.evaluation.methods import settings_without_effect
 
-        given = [name for name, source in settings.sources.items() if source == "user"]
-        unused = date_without_effect(settings.date, given, settings.num_inference_steps, settings.reward)
-        job.date_unused = {name: {"value": settings.reward if name == "reward" else getattr(settings.date, name),
-                                  "why": why} for name, why in unused.items()}  # fmt: skip
+        job.date_unused = settings_without_effect(settings)
     return opts, job
 
 

@@ -559,6 +559,18 @@ def date_without_effect(date: DATEConfig, given, run_steps: int, reward: str | N
     return out
 
 
+def settings_without_effect(resolved) -> dict[str, dict]:
+    """`date_without_effect` of resolved settings (`resolver.Resolved`): the DATE settings and reward the user gave
+    (source `user`) that change no image of its run, name -> {value, why}, as a record's `without_effect` states
+    them (`generate` and the page alike); none where DATE does not act."""
+    if not resolved.active:
+        return {}
+    given = [name for name, source in resolved.sources.items() if source == "user"]
+    unused = date_without_effect(resolved.date, given, resolved.num_inference_steps, resolved.reward)
+    return {name: {"value": resolved.reward if name == "reward" else getattr(resolved.date, name), "why": why}
+            for name, why in unused.items()}  # fmt: skip
+
+
 METHODS: dict[str, type[Method]] = {
     cls.kind: cls
     for cls in (Fixed, BestOf, UniversalGuidance, AttendExcite, Ebca, Date, DateAttendExcite, Select, Recommended)

@@ -21,8 +21,9 @@ import torch
 from PIL import Image
 
 from date_diffusion.core.settings import BLANKS, BY_FIELD, DEFAULT_SEED, SETTINGS, Boolean, Seed, SettingError
-from date_diffusion.core.text import prepare_prompt
+from date_diffusion.core.text import prepare_prompt, spelled
 from date_diffusion.core.trace import DID_NOT_MOVE, moved
+from date_diffusion.evaluation.methods import settings_without_effect
 from date_diffusion.grids import (
     DIFF_GAIN,
     date_label,
@@ -430,6 +431,9 @@ def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stop
     sampler = SCHEDULERS[resolved.scheduler][0] if resolved.scheduler else type(session.own_scheduler).__name__
     unread = applied.get("without_effect", {}).get("negative_prompt")
     notes = sampling.notes + ([f"the negative prompt has no effect here: {unread['why']}"] if unread else [])
+    unused = settings_without_effect(resolved) if dated is not None else {}  # as generate names them
+    notes += [f"{LABELS.get(name, name)} {spelled(u['value'])} changes no image here: {u['why']}"
+              for name, u in unused.items()]  # fmt: skip
     width, height = fixed.images[0].size
     given = dict(prompt=sampling.prompt, seed=sampling.seed, height=height, width=width)
     record = {**given, "model": session.model, **resolved.record(), **applied,
@@ -446,6 +450,8 @@ def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stop
         result.verdicts["date"] = judge(dated.images[0], sampling.prompt)
         acted = record["method"] == "date" and moved(trace)  # no update moved it: the fixed image
         dated_record = {**record, "trace": trace, "method": "date" if acted else "fixed"}
+        without = {**applied.get("without_effect", {}), **unused}
+        dated_record.update({"without_effect": without} if without else {})
         images = {"fixed": fixed.images[0], "date": dated.images[0]}
         # the reward DATE followed, of both finished images (unwrapped: the strip shows only what DATE scored)
         result.final_reward = final_rewards(reward.reward, images, sampling.prompt)
