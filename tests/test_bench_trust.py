@@ -449,3 +449,30 @@ def test_every_command_refuses_a_proc_prompts_file(tmp_path, capsys, command):
     err = capsys.readouterr().err
     assert "/proc/self/status" in err and "not a regular file" in err and err.count("\n") == 1, err
     assert not (tmp_path / "o").exists()
+
+
+def test_report_states_the_value_that_ran_not_a_hand_edits_spelling(run, capsys):
+    """Round nineteen: `"guidance": 50e-1` written by hand over run.json's 5.0 (the same value: the images stay
+    trusted) made results.md's title read `guidance 50e-1`: the report states the value that ran."""
+    path = run / "run.json"
+    settings = json.loads(path.read_text())
+    guidance = settings.pop("guidance")
+    path.write_text(json.dumps(settings)[:-1] + f', "guidance": {guidance * 10:g}e-1}}')
+    assert main(["report", str(run)]) == 0
+    title = (run / "results.md").read_text().splitlines()[0]
+    assert title.endswith(f"guidance {float(guidance)}") and "e-1" not in title, title
+
+
+def test_report_export_of_an_incomplete_run_writes_nothing(run, capsys):
+    """Round nineteen: `report RUN --export KIND DIR` of a run missing an image printed the tables and wrote
+    results.md and the plots again, then refused the export (exit 2): the export is checked whole first
+    (`bench.export.check_export`), so the usage error writes nothing."""
+    png = record_path(run).with_suffix(".png")
+    png.unlink()
+    record_path(run).unlink()
+    assert main(["report", str(run)]) == 0  # the incomplete run's own report: written once, then left alone
+    capsys.readouterr()
+    os.utime(run / "results.md", (0, 0))
+    argv = ["report", str(run), "--export", "t2i-compbench", str(run.parent / "exp")]
+    assert "the run is not whole" in refused(capsys, argv)
+    assert os.path.getmtime(run / "results.md") == 0 and not (run.parent / "exp").exists()

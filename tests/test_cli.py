@@ -124,6 +124,10 @@ def test_missing_model_and_unwritable_output(clip_dir, tmp_path, capsys):
     assert main(["generate", "a cat", "--model", "nobody/nothing", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "could not load 'nobody/nothing'" in err and "hf download" in err
+    for name in ("toy/", "nobody/no/thing", "no body"):  # round nineteen: no hub id, so no download advice
+        assert main(["generate", "a cat", "--model", name, "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert "no such file or folder here, and no Hugging Face hub id" in err and "hf download" not in err, err
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert main(["generate", "a cat", "--out", str(blocker / "sub")]) == 2

@@ -996,7 +996,13 @@ def _edit_json(path, **values):
          "toyworld.json: recommended.reward 'toy-judge:/nonexistent': could not load '/nonexistent': no such file"),
         (lambda m: (m / "model_index.json").write_text(
             (m / "model_index.json").read_text().replace('"StableDiffusionPipeline"', '"StableDiffusionXLPipeline"')),
-         "names StableDiffusionXLPipeline, which needs text_encoder_2, tokenizer_2"),
+         "names StableDiffusionXLPipeline, which needs text_encoder_2, tokenizer_2, and its index lists none of them: "
+         "it holds another pipeline's parts"),
+        # round nineteen: a folder holding its index alone was said to hold "another pipeline's parts"
+        (lambda m: [(m / "model_index.json").write_text(
+            '{"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]}'),
+            __import__("shutil").rmtree(m / "unet")],
+         "and the folder holds none of its parts (no folder of unet): copy the whole saved pipeline there"),
         (lambda m: (m / "scheduler" / "scheduler_config.json").write_text(
             (m / "scheduler" / "scheduler_config.json").read_text().replace('"num_train_timesteps": 1000',
                                                                            '"num_train_timesteps": 0')),
@@ -1129,6 +1135,8 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
             "PROMPT 3 'a red circle' is the same prompt as PROMPT 1",
         ),
         (["generate", "\uffff\ufdd0\ufffc\uffa0"], "PROMPT is empty (no visible character"),  # noncharacters, ...
+        # round nineteen: a value listed twice under another spelling was named as the plain number
+        (["generate", "a red circle", "--update-steps", "0,1,01"], "--update-steps lists 01 (the same as 1) twice"),
         (["generate", "a red circle\U000e0069\U000e0067"], "PROMPT holds the tag character U+E0069 at character 13"),
         (
             ["bench", "--suite", "toy", "--methods", " ".join(f"date:rho={k + 1}" for k in range(65))],
@@ -1598,6 +1606,7 @@ def test_control_characters_in_typed_prompts_are_refused_on_the_command_line_and
         (["bench-perf", "--first-command", "--first-command"], "argument --first-command: given twice; give it"),
         (["bench", "--suite", "toy", "--categories", "single,single"], "single listed twice in 'single,single'"),
         (["bench-perf", "--batch-size", "1,2,1"], "1 listed twice in '1,2,1'"),
+        (["bench-perf", "--batch-size", "1,01"], "01 (the same as 1) listed twice in '1,01'"),  # round nineteen
         (["bench", "--suite", "toy", "--methods", "date:steps=2;2"], "lists 2 twice"),
     ],
 )
@@ -2891,7 +2900,7 @@ def test_a_number_option_is_quoted_as_typed_by_a_commands_own_check(tmp_path, ca
         (["generate", "a red circle", "--steps", "4", "--update-steps", "0,0009"], "--update-steps 0009 are outside"),
         (["generate", "a red circle", "--steps", "4", "--update-intervals", "0:0009"], "--update-intervals 0:0009 end"),
         (["generate", "a red circle", "--update-intervals", "0:0009,1:2"], "the intervals 0:0009 and 1:2 overlap"),
-        (["generate", "a red circle", "--update-steps", "1,01"], "lists 1 twice, got 1,01"),
+        (["generate", "a red circle", "--update-steps", "1,01"], "lists 01 (the same as 1) twice, got 1,01"),
         (["bench-perf", "--batch-size", "1,00"], "--batch-size must be an integer from 1 to 1024, got 00"),
     ],
 )
@@ -3357,3 +3366,92 @@ def test_a_lora_or_embeddings_file_that_does_not_read_is_said_in_words(tmp_path,
     assert main(["generate", "--replay-embeddings", str(tmp_path / "bare.safetensors"), "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert "(it has no metadata)" in err and "None" not in err, err
+    assert main(["generate", "a red circle", "--lora", str(saved), "--out", str(tmp_path / "l")]) == 2  # round 19
+    assert "is prompt embeddings saved by --save-embeddings, no LoRA: replay them with --replay-embeddings" in (
+        capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize("where", ["", "sub/deeper"])
+def test_no_command_writes_into_a_model_folder(tmp_path, capsys, where):
+    """Round nineteen: `generate --out MODEL` wrote its image and record beside model_index.json, which changed the
+    model's fingerprint: a bench run on that model then refused to resume saying its configs or weights changed.
+    Every output option refuses a model folder and any place inside one (`cli.common.check_outside_runs`)."""
+    model = _toy_copy(tmp_path, "model")
+    out = model / where if where else model
+    before = sorted(p.relative_to(model) for p in model.rglob("*"))
+    for argv in (
+        ["generate", "a red circle", "--steps", "2", "--model", str(model)],
+        ["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "2", "--methods", "fixed"],
+    ):
+        assert main([*argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"lies inside the model folder {str(model)!r} (its model_index.json)" in err, err
+    assert sorted(p.relative_to(model) for p in model.rglob("*")) == before
+
+
+def test_an_absolute_step_below_the_embeddings_precision_is_said(tmp_path, capsys):
+    """Round nineteen: `--rho 1e-8` ran as DATE and moved the embedding 9.7e-10 (float32 rounded most of the step
+    away) without a word, while `--rho-relative 1e-8` is refused as unable to act. The update that moved less than
+    half its step is named (`core.trace.rounded_away`); a step that moves as asked is not."""
+    argv = ["generate", "a red circle", "--steps", "4", "--out", str(tmp_path / "o")]
+    assert main([*argv, "--rho", "1e-8"]) == 0
+    out = capsys.readouterr().out
+    assert "note: DATE's step of 1e-08 moved the embedding only" in out and "below the precision" in out, out
+    assert main([*argv, "--rho", "0.5"]) == 0
+    assert "below the precision" not in capsys.readouterr().out
+    run = tmp_path / "run"  # bench's report counts such images under its table
+    assert main(["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "4", "--methods",
+                 "fixed date date:rho=1e-8", "--out", str(run)]) == 0  # fmt: skip
+    notes = [line for line in (run / "results.md").read_text().splitlines() if "less than half its step" in line]
+    assert notes == [notes[0]] and notes[0].startswith("`date:rho=1e-8`: in 1 of 1 images"), notes
+
+
+def test_bench_perf_refuses_steps_the_scheduler_cannot_take(tmp_path, capsys):
+    """Round nineteen: `bench-perf --steps 1000` started a measuring process that died with an IndexError (exit 1,
+    advice naming every option but the steps), where generate refuses the same value: the measuring process asks
+    `check_steps_fit` once the model is loaded, and its answer is a usage error, nothing measured or written."""
+    argv = ["bench-perf", "--steps", "1000", "--variants", "fixed", "--repeats", "1", "--out", str(tmp_path / "p")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--steps 1000 is more than DDIMScheduler can take" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "p").exists()
+
+
+def test_bench_steps_no_method_reads_are_refused_and_the_title_names_a_methods_own(tmp_path, capsys):
+    """Round nineteen: `bench --steps 1000 --methods fixed@999` was accepted (no method reads --steps) and its
+    results.md title said `1000 steps`: given and read by no method, --steps is refused; a method that samples its
+    own steps is named in the title."""
+    argv = ["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--out", str(tmp_path / "r")]
+    assert main([*argv, "--steps", "1000", "--methods", "fixed@999"]) == 2
+    assert "--steps 1000: no method of this run reads it" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    assert main([*argv, "--steps", "3", "--methods", "fixed fixed@2"]) == 0
+    title = (tmp_path / "r" / "results.md").read_text().splitlines()[0]
+    assert "3 steps (`fixed@2` samples 2), guidance" in title, title
+
+
+def test_a_resumed_image_is_remade_in_its_own_batch_to_the_last_bit(tmp_path):
+    """Round nineteen: images a resume remade were sampled in a batch of their own (only the missing ones), and a
+    batch's float sums depend on its size and members: a pixel or two differed by one level from the uninterrupted
+    run's. A missing image is remade in the batch it had (`runner.MethodWork`: the others made again, not
+    written), so every image, its record's trace and its reward are the uninterrupted run's."""
+    import shutil
+
+    argv = ["bench", "--suite", "toy", "--limit", "3", "--seeds", "2", "--steps", "4", "--batch-size", "4",
+            "--methods", "fixed date"]  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    shutil.copytree(tmp_path / "whole", tmp_path / "resumed")
+    records = sorted((tmp_path / "resumed" / "images" / "date").rglob("samples/*.json"))
+    kept = {p: p.stat().st_mtime_ns for p in records}
+    for gone in (records[1], records[4]):  # the second image of the first batch, the first of the second
+        gone.unlink()
+        gone.with_suffix(".png").unlink()
+    assert main([*argv, "--out", str(tmp_path / "resumed")]) == 0
+    for path in records:
+        twin = tmp_path / "whole" / path.relative_to(tmp_path / "resumed")
+        a, b = (np.asarray(Image.open(p.with_suffix(".png"))) for p in (twin, path))
+        assert np.array_equal(a, b), path
+        old, new = (json.loads(p.read_text()) for p in (twin, path))
+        assert (old["trace"], old["reward"]) == (new["trace"], new["reward"]), path
+    assert all(kept[p] == p.stat().st_mtime_ns for p in records if p not in (records[1], records[4]))

@@ -210,3 +210,12 @@ def test_second_reader_reads_renders_and_audit_counts_agreement():
     square = scene.render(scene.Scene([scene.PlacedObject("red", "square", "big", 32, 32)]))
     result = second_reader.audit([(square, wrong, "x")], evaluator.detect, evaluator.evaluate)
     assert result["verdicts"]["both fail"] == 1 and result["disagreements"] == []
+
+
+@pytest.mark.parametrize("prompt, named", [("a red circle\u200b", "U+200B ZERO WIDTH SPACE"), ("a red circle!", "'!'")])
+def test_no_verdict_names_the_character_no_sentence_of_the_grammar_has(prompt, named):
+    """Round nineteen: `a red circle` followed by an invisible character was "known words, but not a sentence it
+    reads" alone, though it shows as a sentence it reads: the character is named, an invisible one by its code."""
+    verdict = evaluate_prompt(np.zeros((64, 64, 3), np.uint8), prompt)
+    assert verdict["pass"] is None and verdict["unknown_words"] == []
+    assert verdict["why"].endswith(f"it holds {named}, which no sentence it reads has"), verdict["why"]

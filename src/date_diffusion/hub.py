@@ -125,6 +125,18 @@ def is_local_path(id_or_path) -> bool:
     return str(id_or_path).startswith(("/", ".", "~")) or os.path.lexists(os.path.expanduser(str(id_or_path)))
 
 
+def hub_could_hold(text) -> bool:
+    """Whether `text` is a repository id the hub accepts at all (`huggingface_hub`'s own check: `gpt2` as well as
+    `owner/name`; `is_hub_id` asks for the `owner/name` spelling the package's own names use)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(str(text))
+    except HFValidationError:
+        return False
+    return True
+
+
 def explain_load_error(id_or_path, err: Exception, config_repo: str | None = None) -> ModelNotFoundError:
     """One line that says what `id_or_path` is and how to fix loading it. For a single checkpoint file,
     `config_repo` is the hub repo diffusers reads its configs from (when no `--config` was given)."""
@@ -158,6 +170,9 @@ def explain_load_error(id_or_path, err: Exception, config_repo: str | None = Non
         hint = f"it is a symbolic link {what}: point it to the model, or give another path"
     elif is_local_path(id_or_path):
         hint = "no such file or folder: check the path"
+    elif not hub_could_hold(id_or_path):  # `toy/`, `a/b/c`, `x y`: nothing the hub could hold, so no download advice
+        hint = ("no such file or folder here, and no Hugging Face hub id (an id is NAME or OWNER/NAME, of letters, "
+                "digits, '-', '_' and '.'): check the path or the id")  # fmt: skip
     else:
         hint = (
             "it is not a local folder and not in the Hugging Face cache"

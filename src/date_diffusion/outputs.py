@@ -121,6 +121,21 @@ def overwrite_blocker(paths) -> Path | None:
     return next((Path(p) for p in paths if Path(p).exists() and not Path(p).is_file()), None)
 
 
+EMBEDDINGS_FORMATS = "date-diffusion/embeddings/"  # how every saved-embeddings file's `format` begins
+
+
+def saved_embeddings(path) -> bool:
+    """Whether the .safetensors file at `path` is one `--save-embeddings` (or the page) wrote: its metadata's
+    `format` (read from its header; an unreadable file is not)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "np") as f:
+            return str((f.metadata() or {}).get("format", "")).startswith(EMBEDDINGS_FORMATS)
+    except (OSError, SafetensorError):
+        return False
+
+
 def package_output(path) -> bool:
     """Whether the file at `path` is one this package writes beside an image (an earlier group's member that
     `--overwrite` may remove): an image or video carrying a date-diffusion record, a JSON record of one, or a
@@ -136,10 +151,7 @@ def package_output(path) -> bool:
             record = loads(read_small_text(path))
             return isinstance(record, dict) and "date_diffusion_version" in record and "prompt" in record
         if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), "pt") as f:
-                return str((f.metadata() or {}).get("format", "")).startswith("date-diffusion/embeddings/")
+            return saved_embeddings(path)
         return read_png_metadata(path)["record"] is not None
     except Exception:  # noqa: BLE001  (unreadable, damaged, another program's: not ours)
         return False

@@ -85,6 +85,17 @@ class SpelledFloat(float):
     __str__ = __repr__
 
 
+def plain_numbers(value):
+    """`value` (as `loads` returns it) with every number as the plain number it states: what a file's settings ran
+    with, for the tables and records made from them (a refusal quotes the file's spelling; a report states the value:
+    `5.0`, never a hand edit's `50e-1`)."""
+    if isinstance(value, dict):
+        return {k: plain_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_numbers(v) for v in value]
+    return float(value) if isinstance(value, SpelledFloat) else value
+
+
 def loads(text):
     """The one JSON parser of files the package reads: `json.loads`, with a key given twice in an object refused
     (`DuplicateKeyError`), and a number too long to convert or nesting too deep for the parser refused

@@ -264,6 +264,35 @@ def export_t2i_compbench(method_dir, out) -> int:
     return count
 
 
+def check_export(run_dir, slugs, kind: str, out, metadata_file=None, prompts=None, partial=False) -> str | None:
+    """What `export_run` checks before its first file (`ExportError` for a run it would not export): the kind, a
+    fresh `out`, each method's prompts for the layout, and a whole run unless `partial`; the line saying what a
+    partial export lacks, or None. A command checks it before any of its own work (a report written, then the
+    export refused, would be a usage error that wrote files)."""
+    if kind not in KINDS:
+        raise ExportError(f"unknown export kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if kind == "geneval" and metadata_file is None:
+        raise ExportError("a GenEval export needs its evaluation_metadata.jsonl")
+    check_fresh(out)
+    for slug in slugs:
+        items = method_items(Path(run_dir) / "images" / slug)
+        texts = {index: meta.get("prompt") or "" for index, meta, _ in items}
+        check_geneval_prompts(texts, metadata_file) if kind == "geneval" else check_t2i_prompts(texts)
+    if prompts is None:
+        prompts = run_prompts(run_dir)
+    missing = missing_images(run_dir, slugs, prompts)
+    if not any(missing.values()):
+        return None
+    what = describe_missing(missing, prompts)
+    if not partial:
+        raise ExportError(
+            f"the run is not whole ({what}): {kind}'s scores assume every prompt with every seed, in every "
+            "method; finish the run (the same bench command makes only what is missing), or export what "
+            "there is with --export-partial"
+        )
+    return f"exporting a partial run: {what}"
+
+
 def export_run(
     run_dir,
     slugs,
@@ -278,27 +307,8 @@ def export_run(
     images written per method. Every method is checked before the first file is written, and the run must be whole
     (`missing_images` over `prompts`, default the run's own): an interrupted run is refused, naming a missing prompt
     and seed, unless `partial`, which exports what there is and tells `say` (default: a warning) what is missing."""
-    if kind not in KINDS:
-        raise ExportError(f"unknown export kind {kind!r}; choose one of {', '.join(KINDS)}")
-    if kind == "geneval" and metadata_file is None:
-        raise ExportError("a GenEval export needs its evaluation_metadata.jsonl")
-    check_fresh(out)
-    for slug in slugs:
-        items = method_items(Path(run_dir) / "images" / slug)
-        texts = {index: meta.get("prompt") or "" for index, meta, _ in items}
-        check_geneval_prompts(texts, metadata_file) if kind == "geneval" else check_t2i_prompts(texts)
-    if prompts is None:
-        prompts = run_prompts(run_dir)
-    missing = missing_images(run_dir, slugs, prompts)
-    if any(missing.values()):
-        what = describe_missing(missing, prompts)
-        if not partial:
-            raise ExportError(
-                f"the run is not whole ({what}): {kind}'s scores assume every prompt with every seed, in every "
-                "method; finish the run (the same bench command makes only what is missing), or export what "
-                "there is with --export-partial"
-            )
-        line = f"exporting a partial run: {what}"
+    line = check_export(run_dir, slugs, kind, out, metadata_file, prompts, partial)
+    if line is not None:
         say(line) if say is not None else warnings.warn(line, stacklevel=2)
     counts, existed = {}, Path(out).exists()
     try:

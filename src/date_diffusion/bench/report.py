@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from date_diffusion.bench.runner import PNG_LIMIT, read_trusted
-from date_diffusion.core.trace import DID_NOT_MOVE, stood_still
+from date_diffusion.core.trace import DID_NOT_MOVE, rounded_away, stood_still
 from date_diffusion.evaluation.fid import CLIPImageFeatures, frechet_distance
 from date_diffusion.evaluation.stats import bootstrap_ci, paired_difference
 from date_diffusion.outputs import atomic_write
@@ -102,10 +102,17 @@ MAIN_COLUMNS = ["method", "n", "exact (%)", "held-out CLIP", "min object CLIP", 
                 "peak memory so far (MB)"]  # fmt: skip
 
 
+def _steps(settings: dict) -> str:
+    """The run's step count as the title states it, with the methods that sample their own (`fixed@K`)."""
+    own = {label: rec["steps"] for label, rec in settings.get("methods", {}).items() if rec.get("steps")}
+    shown = ", ".join(f"`{label}` samples {k}" for label, k in own.items())
+    return f"{settings['steps']} steps" + (f" ({shown})" if own else "")
+
+
 def _main_table(summary: dict, settings: dict) -> list[str]:
     lines = [
         f"# Benchmark: suite `{settings['suite']}`, {len(settings['seeds'])} seed(s) per prompt, "
-        f"{settings['steps']} steps, guidance {settings['guidance']}",
+        f"{_steps(settings)}, guidance {settings['guidance']}",
         "",
         f"model `{settings['model']}`, reward `{settings['reward']}`, held-out CLIP `{settings['eval_clip']}`",
         "",
@@ -132,9 +139,13 @@ def _main_table(summary: dict, settings: dict) -> list[str]:
 
 def _unmoved_notes(summary: dict) -> list[str]:
     """A line per DATE method some of whose images DATE did not move (`core.trace.stood_still`): its column holds
-    fixed-embedding images there, which the table does not show."""
+    fixed-embedding images there, which the table does not show; and one per method an update of which moved less
+    than half its step (`core.trace.rounded_away`)."""
     notes = [f"`{label}`: in {e['unmoved']} of {e['n']} images DATE did not move the embedding ({DID_NOT_MOVE}): "
              "those images are the fixed sampler's." for label, e in summary.items() if e.get("unmoved")]  # fmt: skip
+    notes += [f"`{label}`: in {e['rounded']} of {e['n']} images an update moved the embedding less than half its "
+              "step (a step below the precision of the embedding's values, which float32 rounds away): the images "
+              "are nearly the fixed sampler's." for label, e in summary.items() if e.get("rounded")]  # fmt: skip
     return ["", *notes] if notes else []
 
 
@@ -379,6 +390,12 @@ def write_report(out: Path) -> dict:
     summary = summarize(records, baseline)
     for label, fids in compute_fid(out, run, methods, records).items():
         summary[label]["fid"] = fids
+    for m in methods:  # an absolute step below the embedding's precision: its images counted, as `generate` notes
+        date = getattr(m, "date", None)
+        if date is not None and m.label in summary:
+            summary[m.label]["rounded"] = sum(
+                rounded_away(r.get("trace"), date.rho, date.grad_steps) is not None for r in records[m.label]
+            )
     incomplete = incomplete_note(trusted.missing)
     md, table_csv, table_json = (out / name for name in RESULT_FILES)
     atomic_write(

@@ -51,6 +51,7 @@ from date_diffusion.schemas import (
     SchemaError,
     loads,
     not_a_file,
+    plain_numbers,
     read_json,
     read_small_text,
     sealed,
@@ -100,7 +101,7 @@ def read_run(out: Path) -> dict:
     why = _value_problem(run)
     if why:
         raise SettingsMismatch(f"{path} is not a valid {RUN.what}: {why}; {RUN.fix}")
-    return run
+    return plain_numbers(run)  # the values that ran, as the report and every reader state them
 
 
 def _value_problem(run: dict) -> str | None:
@@ -612,7 +613,11 @@ UPDATE_STEP_COST = 7
 
 
 class MethodWork:
-    """The images of `jobs` that `method` has still to make, in batches; the seconds per image of its first batch."""
+    """The images of `jobs` that `method` has still to make, in batches; the seconds per image of its first batch.
+    The batches are an uninterrupted run's (`jobs` cut into batches of `batch_size`), each with the positions of its
+    images still to make (`batches`: (batch, wanted)): a remade image is sampled in the batch it had, beside the
+    images it had (made again, not written), so it is the image an uninterrupted run makes to the last bit (a
+    batch's float sums depend on its size and members)."""
 
     def __init__(self, run: BenchRun, method: Method, jobs, batch_size: int):
         if not method.applies_to(run.settings.suite):
@@ -625,7 +630,9 @@ class MethodWork:
             # it): written again from the run's record of the prompt, as a run that makes an image there writes it
             write_prompt_records(image_paths(run.out, method, it.index, 0)[0].parent.parent, prompt_record(it), it.meta)
         per_batch = max(1, batch_size // method.candidates)
-        self.batches = [self.todo[i : i + per_batch] for i in range(0, len(self.todo), per_batch)]
+        slots = [jobs[i : i + per_batch] for i in range(0, len(jobs), per_batch)]
+        wanted = [[k for k, (it, s) in enumerate(slot) if (it.index, s) in missing] for slot in slots]
+        self.batches = [(slot, want) for slot, want in zip(slots, wanted) if want]
         self.kwargs, self.seconds_per_image, self.made = None, None, 0
 
     @property
@@ -650,11 +657,11 @@ class MethodWork:
         """Generate (or, on editing suites, edit) `batches`, moving `bar` by each batch's images."""
         if batches and self.kwargs is None:
             self.kwargs = self.method.pipeline_kwargs(self.run)  # rewards and decoders load before the timing starts
-        for batch in batches:
+        for batch, wanted in batches:
             check_reader()  # `bench | head`: its reader gone, the run ends here (141), not after every image
             make = _edit if batch[0][0].source is not None else _generate
             t0 = time.perf_counter()
-            n = make(self.run, pipe, self.method, self.kwargs, batch, scorer)
+            n = make(self.run, pipe, self.method, self.kwargs, batch, scorer, wanted)
             if self.seconds_per_image is None:
                 self.seconds_per_image = (time.perf_counter() - t0) / n
             bar.update(n)
@@ -707,16 +714,16 @@ def duration(seconds: float) -> str:
     return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
-def _edit(run: BenchRun, pipe, method: Method, kwargs: dict, batch, scorer) -> int:
+def _edit(run: BenchRun, pipe, method: Method, kwargs: dict, batch, scorer, wanted) -> int:
     t0 = time.perf_counter()
     images, traces, extras = edit_batch(pipe, batch, run.settings, kwargs)
     seconds = (time.perf_counter() - t0) / len(batch)
     metrics = scorer(images, [it.prompt for it, _ in batch], [None] * len(batch))
     metrics = [{**m, **e} for m, e in zip(metrics, extras)]
-    return _write(run, method, batch, images, traces, metrics, list(range(len(batch))), seconds)
+    return _write(run, method, batch, images, traces, metrics, list(range(len(batch))), seconds, wanted)
 
 
-def _generate(run: BenchRun, pipe, method: Method, kwargs: dict, batch, scorer) -> int:
+def _generate(run: BenchRun, pipe, method: Method, kwargs: dict, batch, scorer, wanted) -> int:
     n = method.candidates
     prompts = [it.prompt for it, _ in batch for _ in range(n)]
     seeds = [s + j * BEST_OF_STRIDE for _, s in batch for j in range(n)]
@@ -730,7 +737,7 @@ def _generate(run: BenchRun, pipe, method: Method, kwargs: dict, batch, scorer) 
     seconds = (time.perf_counter() - t0) / len(batch)
     images = images[chosen]
     metrics = scorer(images, [it.prompt for it, _ in batch], [it.spec for it, _ in batch])
-    return _write(run, method, batch, images, res.traces, metrics, chosen, seconds)
+    return _write(run, method, batch, images, res.traces, metrics, chosen, seconds, wanted)
 
 
 def _best(reward, images: torch.Tensor, prompts: list[str], n: int) -> list[int]:
@@ -757,10 +764,12 @@ def _png_record(record: dict, method: Method, settings: RunSettings) -> dict:
     }
 
 
-def _write(run: BenchRun, method: Method, batch, images, traces, metrics, chosen, seconds) -> int:
-    """Each image with its record (the record marks it done), both or neither (`outputs.file_group`)."""
+def _write(run: BenchRun, method: Method, batch, images, traces, metrics, chosen, seconds, wanted) -> int:
+    """Each image of `batch` at the positions `wanted` with its record (the record marks it done), both or neither
+    (`outputs.file_group`); the others, made before, stay as they are. Returns how many were written."""
     memory = peak_memory_mb(run.device)
-    for k, (it, seed) in enumerate(batch):
+    for k in wanted:
+        it, seed = batch[k]
         png, rec_path = image_paths(run.out, method, it.index, seed)
         write_prompt_records(png.parent.parent, prompt_record(it), it.meta)  # metadata.jsonl: GenEval's only
         record = {
@@ -783,7 +792,7 @@ def _write(run: BenchRun, method: Method, batch, images, traces, metrics, chosen
         with file_group() as group:  # the image and its record appear together, the record last
             group.write(png, png_bytes(_uint8(images[k]), _png_record(record, method, run.settings)))
             group.write(rec_path, json.dumps(record))
-    return len(batch)
+    return len(wanted)
 
 
 def run_settings(run: dict) -> RunSettings:

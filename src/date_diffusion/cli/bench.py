@@ -11,7 +11,7 @@ from date_diffusion.bench.suites import DEFAULT_SEED_BASE, SUITES
 from date_diffusion.cli.common import CLIError, HelpFormatter, from_namespace, int_list, str_list
 from date_diffusion.core.config import PAPER_UPDATE_EVERY
 from date_diffusion.core.settings import DTYPES
-from date_diffusion.core.text import quoted
+from date_diffusion.core.text import quoted, spelled
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import methods_usage
 from date_diffusion.families import PAPER_EVAL_CLIP, PAPER_REWARD, by_name
@@ -601,9 +601,12 @@ def _prepare(opts: BenchOptions, model: str):
         )
     n_seeds, base = default_seeds(opts.suite)  # editing suites: one source layout and inversion per seed
     n_seeds, base = opts.seeds or n_seeds, opts.seed_base if opts.seed_base is not None else base
+    recorded = _recorded_methods(opts.out, methods)  # a resume's run holds these too
+    if opts.steps is not None and not any(m.reads_run_steps for m in [*recorded, *methods]):  # given, read by none
+        raise CLIError(f"--steps {spelled(opts.steps)}: no method of this run reads it (each samples its own steps: "
+                       f"{', '.join(m.label for m in methods)}); leave it out")  # fmt: skip
     _check_together(opts, model, methods, resolved.num_inference_steps, base + n_seeds - 1)
-    _check_distinct_in_run(_recorded_methods(opts.out, methods), methods, resolved.num_inference_steps,
-                           resolved.reward, opts.out)  # fmt: skip
+    _check_distinct_in_run(recorded, methods, resolved.num_inference_steps, resolved.reward, opts.out)
     eval_clip = _eval_clip(opts.eval_clip, model, resolved.family)
     _check_held_out(
         eval_clip,
@@ -862,10 +865,16 @@ def _export_target(export: ExportOptions, run_dir, prompts, suite_metadata: str 
     return kind, out, metadata
 
 
-def _export(run_dir: Path, slugs: list[str], kind: str, out: str, metadata: str | None, partial: bool) -> None:
-    from date_diffusion.bench.export import ExportError, export_run
+def _export(run_dir: Path, slugs: list[str], kind: str, out: str, metadata: str | None, partial: bool,
+            check_only: bool = False) -> None:  # fmt: skip
+    """`--export KIND DIR` of the run (`check_only`: its checks alone, `bench.export.check_export`, before any
+    work)."""
+    from date_diffusion.bench.export import ExportError, check_export, export_run
 
     try:
+        if check_only:
+            check_export(run_dir, slugs, kind, out, metadata, partial=partial)
+            return
         counts = export_run(run_dir, slugs, kind, out, metadata, partial=partial,
                             say=lambda line: print(line, file=sys.stderr))  # fmt: skip
     except ExportError as err:
@@ -944,14 +953,18 @@ def run_report(args) -> int:
         from date_diffusion.bench.runner import rescore
 
         print(f"re-scored {rescore(Path(opts.dir))} images with the current exact evaluator", file=sys.stderr)
+    target = slugs = None
+    if opts.export.export is not None:  # checked whole before the report writes anything (a usage error writes none)
+        run = read_run(Path(opts.dir))
+        target = _export_target(opts.export, opts.dir, dict, _suite_metadata(run.get("suite"), run.get("captions")))
+        slugs = [m.slug for m in run_methods(run)]
+        _export(Path(opts.dir), slugs, *target, opts.export.export_partial, check_only=True)
     report = write_report(Path(opts.dir))
     if report["incomplete"]:
         print(f"date-diffusion report: note: an incomplete run: {report['incomplete']}", file=sys.stderr)
     print(report["markdown"])
-    if opts.export.export is not None:
-        run = read_run(Path(opts.dir))
-        target = _export_target(opts.export, opts.dir, dict, _suite_metadata(run.get("suite"), run.get("captions")))
-        _export(Path(opts.dir), [m.slug for m in run_methods(run)], *target, opts.export.export_partial)
+    if target is not None:
+        _export(Path(opts.dir), slugs, *target, opts.export.export_partial)
     print_written(Path(opts.dir), report["files"])
     return 0
 
@@ -1018,7 +1031,7 @@ def check_perf(opts: PerfOptions) -> None:
 
 
 def run_bench_perf(args) -> int:
-    from date_diffusion.perf.bench_perf import PerfSettings, WorkerFailed, bench_perf
+    from date_diffusion.perf.bench_perf import PerfSettings, SettingsRefused, WorkerFailed, bench_perf
 
     opts = validate_perf(args)
     try:
@@ -1031,6 +1044,8 @@ def run_bench_perf(args) -> int:
                                 opts.tiny_decoder)  # fmt: skip
         variants, sizes = list(opts.variants), list(opts.batch_size)
         print(bench_perf(opts.model, opts.out, opts.repeats, variants, sizes, settings)["markdown"])
+    except SettingsRefused as err:  # found by the measuring process once the model loaded: nothing measured
+        raise CLIError(str(err)) from None
     except WorkerFailed as err:  # one line (cli/main.py); the measuring process's own traceback only with --debug
         if opts.debug:
             print(f"the failed process's output:\n{err.traceback.rstrip()}", file=sys.stderr)

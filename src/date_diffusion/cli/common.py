@@ -336,7 +336,8 @@ def resolve_model(model: str | None) -> str:
 def check_outside_runs(out, flag: str = "--out", own: bool = False) -> None:
     """A command's output (a folder or a file) is no bench run's folder nor inside one (`run.json` beside
     `images/`): files written there would be strays its report refuses to count, or would mix with its images or
-    replace its records. `own`: `out` is a run's own folder (`bench --out`), which may be one; never inside another.
+    replace its records; nor a diffusers model folder nor inside one (`model_index.json`), whose files are the
+    model's fingerprint. `own`: `out` is a run's own folder (`bench --out`), which may be one; never inside another.
     Checked by every output option's kind (`OutputPath`) and by `--export`'s folder. A `SettingError`."""
     path = Path(out).resolve()
     for folder in path.parents if own else (path, *path.parents):
@@ -344,6 +345,13 @@ def check_outside_runs(out, flag: str = "--out", own: bool = False) -> None:
             raise SettingError(
                 f"{flag} {str(out)!r} lies inside the bench run {str(folder)!r} (its run.json): "
                 "files written there would be strays its report refuses; give a place outside it"
+            )
+    for folder in (path, *path.parents):
+        if (folder / "model_index.json").is_file():  # a diffusers model: its files are its fingerprint
+            raise SettingError(
+                f"{flag} {str(out)!r} lies inside the model folder {str(folder)!r} (its model_index.json): files "
+                "written there would change the model's files (a bench run on it would no longer resume); give a "
+                "place outside it"
             )
 
 

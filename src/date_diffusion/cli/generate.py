@@ -35,7 +35,7 @@ from date_diffusion.cli.common import (
 from date_diffusion.core.config import CANNOT_ACT
 from date_diffusion.core.settings import DEFAULT_SEED, Seed, SettingError
 from date_diffusion.core.text import prepare_prompt, quoted, spelled
-from date_diffusion.core.trace import DID_NOT_MOVE, moved
+from date_diffusion.core.trace import DID_NOT_MOVE, moved, rounded_away
 from date_diffusion.hub import is_hub_id
 from date_diffusion.model_folder import fingerprint
 from date_diffusion.schedulers import check_steps_fit
@@ -779,6 +779,13 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
                 f"    note: DATE did not move this image's embedding ({DID_NOT_MOVE}); it is the fixed image and is "
                 "recorded as method 'fixed'"
             )
+        date = job.settings.date
+        short = rounded_away(record["trace"], date.rho, date.grad_steps) if record["method"] == "date" else None
+        if short is not None:  # an absolute step below the embedding's precision: said, never passed as DATE's
+            lines.append(f"    note: DATE's step of {spelled(job.settings.date.rho)} moved the embedding only "
+                         f"{short['update_norm']:.2g} at step {short['step']}: the step is below the precision of the "
+                         "embedding's values (float32 rounds most of it away); give a larger --rho, or "
+                         "--rho-relative")  # fmt: skip
         if kind == "replay" and record["method"] == "fixed":  # embeddings saved where DATE could not act
             lines.append("    note: the replayed embeddings are the original ones (DATE never moved them); the image "
                          "is the fixed image and is recorded as method 'fixed'")  # fmt: skip

@@ -386,8 +386,19 @@ def _items(text: str, name: str) -> list[str]:
 
 
 def listed_twice(items) -> list[str]:
-    """The values a list gives more than once (as text, sorted): every list reader refuses them."""
-    return sorted({str(v) for k, v in enumerate(items) if v in items[:k]})
+    """The values a list gives more than once (as text, sorted, each as typed: `01 (the same as 1)` where the two
+    spellings differ, `core.settings.SpelledInt`): every list reader refuses them."""
+
+    def shown(value) -> str:
+        text = getattr(value, "text", None)
+        return text if isinstance(text, str) else str(value)
+
+    twice = []
+    for k, value in enumerate(items):
+        if value in items[:k]:
+            first = shown(items[items.index(value)])
+            twice.append(shown(value) if shown(value) == first else f"{shown(value)} (the same as {first})")
+    return sorted(dict.fromkeys(twice))
 
 
 def _sequence(value, name: str, what: str) -> list:

@@ -134,6 +134,11 @@ class Method:
     def steps_for(self, run_steps: int) -> int:
         return run_steps
 
+    @property
+    def reads_run_steps(self) -> bool:
+        """Whether the run's step count decides this method's sampling (`fixed@K` samples its own K steps)."""
+        return True
+
     def check(self, run_steps: int) -> None:
         """Raise `CannotRun` naming why this method cannot run or cannot act in a run of `run_steps` steps (the
         command line's up-front check, before any work: every constraint a method has on the run lives here)."""
@@ -253,6 +258,10 @@ class Fixed(Method):
 
     def steps_for(self, run_steps):
         return self.steps or run_steps
+
+    @property
+    def reads_run_steps(self) -> bool:
+        return self.steps is None
 
     def edits(self):
         return self.steps is None

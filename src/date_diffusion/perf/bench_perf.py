@@ -46,6 +46,15 @@ def last_error(stderr: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+USAGE_EXIT = 2  # a measuring process's exit code for settings the model cannot take (its stderr: USAGE_MARK + why)
+USAGE_MARK = "usage error: "
+
+
+class SettingsRefused(ValueError):
+    """Settings a measuring process found the model cannot take (e.g. more steps than its scheduler takes, checked
+    once it is loaded, as `generate` checks them): a usage error, before anything is measured."""
+
+
 def worker_failed(what: str, res, fix: str) -> WorkerFailed:
     return WorkerFailed(f"{what} failed (exit {res.returncode}) with {last_error(res.stderr)}; {fix}", res.stderr)
 
@@ -58,6 +67,9 @@ def run_one(config: dict) -> dict:
         capture_output=True,
         text=True,
     )
+    said = [line[len(USAGE_MARK) :] for line in (res.stderr or "").splitlines() if line.startswith(USAGE_MARK)]
+    if res.returncode == USAGE_EXIT and said:
+        raise SettingsRefused(said[-1])
     if res.returncode != 0:
         what = f"the measuring process of variant {config['variant']}, batch {config.get('batch', 1)}"
         raise worker_failed(what, res, f"check --model {config['model']!r}, --reward, --tiny-decoder, --device and "

@@ -71,6 +71,7 @@ def measure(spec: Spec) -> dict:
     from date_diffusion.perf.models import load
 
     pipe, reward, size = load(spec.model, getattr(torch, spec.dtype), spec.reward)
+    check_settings(pipe, spec, size)
     pipe.to(spec.device)
     reward.to(spec.device)
     pipe.set_progress_bar_config(disable=True)
@@ -87,6 +88,20 @@ def measure(spec: Spec) -> dict:
     result = _result(spec, size, total, rss_loaded)
     result.update(_step_times(spec, out, t0, clock, result))
     return result
+
+
+def check_settings(pipe, spec: Spec, size: int) -> None:
+    """The step count the model's scheduler takes (`schedulers.check_steps_fit`, as `generate` asks it), once it is
+    loaded and before anything is measured: otherwise a usage line for the parent (`bench_perf.SettingsRefused`)."""
+    from date_diffusion.core.settings import SettingError
+    from date_diffusion.perf.bench_perf import USAGE_EXIT, USAGE_MARK
+    from date_diffusion.schedulers import check_steps_fit
+
+    try:
+        check_steps_fit(pipe, spec.steps, "--steps", size, size)
+    except SettingError as err:
+        print(f"{USAGE_MARK}{err}", file=sys.stderr)
+        raise SystemExit(USAGE_EXIT) from None
 
 
 def _sample(spec: Spec, pipe, reward, size: int, clock: Clock):

@@ -54,9 +54,20 @@ def date_pipeline_for(model) -> type:
     cls = date_pipeline_class(index["_class_name"])
     missing = [name for name in required_components(cls) if name not in index]
     if missing:
+        from pathlib import Path
+
+        folder = Path(str(model))
+        listed = [name for name, entry in index.items() if not name.startswith("_") and isinstance(entry, list)]
+        if folder.is_dir() and not any((folder / name).is_dir() for name in listed):  # no part at all
+            why = (f"and the folder holds none of its parts (no folder of {', '.join(listed) or 'any component'}): "
+                   "copy the whole saved pipeline there")  # fmt: skip
+        else:
+            why = (
+                "and its index lists none of them: it holds another pipeline's parts; name the pipeline that saved them"  # noqa: E501
+            )
         raise ValueError(
             f"{str(model)!r}: its model_index.json names {index['_class_name']}, which needs {', '.join(missing)}, "
-            "and the folder has none: it holds another pipeline's parts; name the pipeline that saved them"
+            + why
         )
     return cls
 

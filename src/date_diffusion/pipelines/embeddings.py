@@ -20,12 +20,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from date_diffusion.core.text import quoted
-from date_diffusion.outputs import PNG_SIGNATURE, atomic_path
+from date_diffusion.outputs import EMBEDDINGS_FORMATS, PNG_SIGNATURE, atomic_path
 from date_diffusion.pipelines.conditioning import unpack
 from date_diffusion.schemas import EMBEDDINGS, SchemaError, loads, safetensors_problem
 
-FORMAT = "date-diffusion/embeddings/3"  # every metadata value JSON (format 2 kept text as it was: still read)
-FORMAT_2 = "date-diffusion/embeddings/2"
+FORMAT = f"{EMBEDDINGS_FORMATS}3"  # every metadata value JSON (format 2 kept text as it was: still read)
+FORMAT_2 = f"{EMBEDDINGS_FORMATS}2"
 
 
 @dataclass

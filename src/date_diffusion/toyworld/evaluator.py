@@ -131,8 +131,21 @@ class CaptionError(ValueError):
     def __init__(self, text: str, unknown=(), why: str | None = None):
         self.text, self.unknown = text, tuple(unknown)
         grammar = "known words, but not a sentence it reads (like 'two green triangles')"
+        stray = next((ch for ch in text if not (ch.isalnum() or ch.isspace() or ch in ",'’")), None)
+        if stray is not None:  # a mark or an invisible character, which joins or splits no word it knows
+            grammar += f"; it holds {_character(stray)}, which no sentence it reads has"
         self.why = why or (f"unknown words: {', '.join(self.unknown)}" if self.unknown else grammar)
         super().__init__(f"not a toy-world caption ({self.why}): {text!r}")
+
+
+def _character(ch: str) -> str:
+    """A character as a message names it: visible ones quoted, others by code point and name (`U+200B ZERO WIDTH
+    SPACE`), which no quote would show."""
+    import unicodedata
+
+    if ch.isprintable() and not unicodedata.category(ch).startswith(("C", "Z")):
+        return repr(ch)
+    return f"U+{ord(ch):04X} {unicodedata.name(ch, 'an unnamed character')}"
 
 
 def unknown_words(text: str) -> list[str]:
