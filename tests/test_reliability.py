@@ -1135,6 +1135,9 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
             "PROMPT 3 'a red circle' is the same prompt as PROMPT 1",
         ),
         (["generate", "\uffff\ufdd0\ufffc\uffa0"], "PROMPT is empty (no visible character"),  # noncharacters, ...
+        # round twenty: a pasted blank beside a name was stripped by --reward and --scheduler, refused by --anchor
+        (["generate", "a red circle", "--reward", "toy-clip\u00a0"], "--reward 'toy-clip\\xa0' has U+00A0 NO-BREAK"),
+        (["generate", "a red circle", "--scheduler", "\u3000euler"], "has U+3000 IDEOGRAPHIC SPACE at its start"),
         # round nineteen: a value listed twice under another spelling was named as the plain number
         (["generate", "a red circle", "--update-steps", "0,1,01"], "--update-steps lists 01 (the same as 1) twice"),
         (["generate", "a red circle\U000e0069\U000e0067"], "PROMPT holds the tag character U+E0069 at character 13"),
@@ -3455,3 +3458,26 @@ def test_a_resumed_image_is_remade_in_its_own_batch_to_the_last_bit(tmp_path):
         old, new = (json.loads(p.read_text()) for p in (twin, path))
         assert (old["trace"], old["reward"]) == (new["trace"], new["reward"]), path
     assert all(kept[p] == p.stat().st_mtime_ns for p in records if p not in (records[1], records[4]))
+
+
+def test_a_guidance_that_runs_no_guidance_is_said_and_shown_by_info(tmp_path, capsys):
+    """Round twenty: `--guidance 0` (or 0.5) sampled as guidance 1, pixel for pixel, without a word, and `info`
+    showed no guidance at all: the note says so, and info shows what the record lists under `without_effect`."""
+    argv = ["generate", "a red circle", "--steps", "2", "--out", str(tmp_path / "o")]
+    assert main([*argv, "--guidance", "0"]) == 0
+    assert "note: --guidance 0.0 has no effect here: no classifier-free guidance runs" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "o" / "a-red-circle-s0.png")]) == 0
+    assert "  without effect: guidance_scale 0.0 (no classifier-free guidance runs" in capsys.readouterr().out
+    assert main([*argv, "--guidance", "5"]) == 0
+    assert "has no effect" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["generate", "a red circle"], ["bench-perf"]])
+def test_an_output_folder_that_is_a_fifo_or_a_file_is_named_as_what_it_is(tmp_path, capsys, command):
+    """Round twenty: a FIFO given as `--out` (a folder) was called "a file": the refusal names what the entry is
+    (`schemas.entry_kind`, the one naming of file-system entries)."""
+    os.mkfifo(tmp_path / "ff")
+    (tmp_path / "plain").write_text("x")
+    for name, kind in (("ff", "a FIFO"), ("plain", "a file")):
+        assert main([*command, "--out", str(tmp_path / name)]) == 2
+        assert f"is not writable (it is {kind}; give a new name)" in capsys.readouterr().err

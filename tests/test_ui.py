@@ -188,6 +188,7 @@ def test_the_reward_field_reads_no_server_path_outside_the_allowed_folders(templ
         assert refused.value.field == "reward"
         messages.append(str(refused.value).replace(path, "PATH"))
     assert len(set(messages)) == 1, messages  # one message, whatever lies (or not) at the path
+    assert "(e.g. clip)" not in messages[0] and "toy-clip, " in messages[0]  # round 20: names the page takes
     assert str(tmp_path / "allowed") in messages[0] and "--allow-path" not in messages[0]
     with pytest.raises(InputError, match="this server allows no folder .*--allow-path DIR"):
         check_form(form(reward=template.format(p="/etc")), str(TOY_PIPELINE))
@@ -664,9 +665,24 @@ def test_the_pages_negative_prompt_of_blanks_is_refused_as_on_the_command_line(n
     null) where the command line refuses it; an empty field stays not given."""
     with pytest.raises(InputError, match="the negative prompt shows nothing") as err:
         check_form(Form("a red circle", negative_prompt=negative, seed="0", settings={}), str(TOY_PIPELINE))
-    assert err.value.field == "negative_prompt"
+    assert err.value.field == "negative_prompt" and "clear the field" in str(err.value) and "''" not in str(err.value)
+    from date_diffusion.ui.app import error_box
+
+    assert "Not run: check the field <b>negative prompt</b>" in error_box(err.value)
     sampling, _ = check_form(Form("a red circle", negative_prompt="", seed="0", settings={}), str(TOY_PIPELINE))
     assert sampling.negative_prompt is None
+
+
+@pytest.mark.parametrize(("field", "typed"), [("negative_prompt", "''"), ("negative_prompt", ' "" '), ("prompt", "''")])
+def test_the_page_refuses_quote_marks_alone_which_no_shell_reads_there(field, typed):
+    """Round twenty: the page's fix for a blank negative prompt said "give '' for an empty one", a shell's spelling:
+    typed on the page, the two apostrophes became the negative prompt. The page says how it gives none (clear the
+    field), and a field of quote marks alone is refused, never read as text."""
+    values = {"prompt": "a red circle", "negative_prompt": "", field: typed}
+    with pytest.raises(InputError, match="holds only quote marks") as err:
+        check_form(Form(values["prompt"], negative_prompt=values["negative_prompt"], seed="0", settings={}),
+                   str(TOY_PIPELINE))  # fmt: skip
+    assert err.value.field == field
 
 
 @pytest.mark.parametrize("seed", ["", "   "])

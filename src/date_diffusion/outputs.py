@@ -98,7 +98,9 @@ def unwritable(path, folder: bool = False) -> str | None:
                 what = "a symbolic link loop"
             return f"{str(link)!r} is {what}; point it to a folder or give another path"
     if path.is_dir() if not folder else path.exists() and not path.is_dir():
-        return f"it is a {'folder' if not folder else 'file'}; give a new name"
+        from date_diffusion.schemas import entry_kind
+
+        return f"it is {entry_kind(path.stat().st_mode)}; give a new name"
     if not folder and path.exists() and not path.is_file():  # written by replacing it: the device itself would go
         return "it is a device, pipe or socket, which a file written here would replace; give a regular file's name"
     special = _special_entry(path) if folder else None

@@ -208,6 +208,15 @@ def _bound(value) -> str:
 RUN_FILE_LIMIT = 1_000_000  # bytes: a bench run's JSON files (run.json, a record, prompt.json) hold a few kB
 
 
+def entry_kind(mode: int) -> str:
+    """What an entry of the file system is (`os.stat`'s `st_mode`), as messages name it."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISREG(mode):
+        return "a file"
+    return "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+
+
 def not_a_file(path, limit: int = RUN_FILE_LIMIT) -> str | None:
     """Why `path` cannot be read as a small file, or None: it is missing, not a regular file once links are
     followed (a folder, a FIFO that would block the reader, a device such as /dev/zero that never ends), or larger
@@ -221,8 +230,7 @@ def not_a_file(path, limit: int = RUN_FILE_LIMIT) -> str | None:
     if stat.S_ISDIR(info.st_mode):
         return "a folder, not a file"
     if not stat.S_ISREG(info.st_mode):
-        kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode) else "a device"
-        return f"{kind}, not a regular file"
+        return f"{entry_kind(info.st_mode)}, not a regular file"
     if info.st_size > limit:
         return f"{info.st_size:,} bytes, larger than such a file ever is ({limit:,} bytes at most)"
     return None

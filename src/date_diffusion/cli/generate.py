@@ -570,6 +570,9 @@ def load(opts: GenerateOptions, job: Job, device: str) -> None:
     if "negative_prompt" in unused:  # given, and no negative branch runs: said, never taken without a word
         print(f"date-diffusion generate: note: --negative-prompt has no effect here: {unused['negative_prompt']}; "
               "the record lists it under without_effect", file=sys.stderr)  # fmt: skip
+    if "guidance_scale" in unused and settings.sources.get("guidance_scale") == "user":  # `--guidance 0`: as 1
+        print(f"date-diffusion generate: note: --guidance {spelled(settings.guidance_scale)} has no effect here: "
+              f"{unused['guidance_scale']}; the record lists it under without_effect", file=sys.stderr)  # fmt: skip
     job.height, job.width, job.pipe = height, width, pipe
     job.reward = None if job.saved is not None else load_reward(settings.reward, device, settings.reward_named_by)
     job.decoder = None

@@ -130,6 +130,10 @@ def settings_lines(record: dict) -> list[str]:
         lines += [f"  the reward decoded approximately: {', '.join(decoding)}"] if decoding else []
     if record.get("num_frames") is not None:
         lines.append(f"  frames: {record['num_frames']}")
+    unused = record.get("without_effect")  # settings given that changed nothing: named with their values and why
+    for name, entry in unused.items() if isinstance(unused, dict) else ():
+        if isinstance(entry, dict):
+            lines.append(f"  without effect: {name} {json.dumps(entry.get('value'))} ({entry.get('why')})")
     return lines
 
 

@@ -16,6 +16,7 @@ import math
 import numbers
 import operator
 import re
+import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -346,6 +347,11 @@ class Text(Kind):
     def check(self, value, name):
         if not isinstance(value, str) or not (self.empty or value.strip()):
             raise SettingError(f"{name} must be a non-empty text, got {quoted(value)}")
+        inner = value.strip(BLANKS)
+        for end, ch in (("start", inner[:1]), ("end", inner[-1:])):
+            if ch.isspace():  # a no-break or ideographic space, pasted: refused as beside a number, never stripped
+                raise SettingError(f"{name} {quoted(value)} has U+{ord(ch):04X} {unicodedata.name(ch, 'a blank')} at "
+                                   f"its {end} (a pasted character): remove it")  # fmt: skip
         return value
 
 

@@ -80,10 +80,14 @@ def _why(ch: str) -> str:
     return "the control character {}: a prompt is text; remove it (a damaged file or a pasted escape sequence)"
 
 
-def check_prompt(text, name: str, empty: bool = False) -> str:
+# how the command line gives an empty negative prompt, or none (`check_prompt`'s `empty_fix` on the page differs)
+SHELL_EMPTY_FIX = "give '' for an empty one, or leave it out"
+
+
+def check_prompt(text, name: str, empty: bool = False, empty_fix: str = SHELL_EMPTY_FIX) -> str:
     """`text` stripped, or ValueError naming `name` when it holds a control character or shows nothing (with
     `empty`, a negative prompt: `''` exactly is a value; a text of blanks or invisible characters is refused, never
-    taken as `''` without a word)."""
+    taken as `''` without a word, with `empty_fix`: how the interface gives an empty one, or none)."""
     at = control_character(text) if isinstance(text, str) else None
     if at is not None:
         what, why = _why(text[at]).split("{}", 1)
@@ -92,8 +96,7 @@ def check_prompt(text, name: str, empty: bool = False) -> str:
     if isinstance(text, str) and empty and is_blank(text):
         if text == "":  # a value: `''` switches on a negative branch where the pipeline has one
             return ""
-        raise ValueError(f"{name} shows nothing ({shown}) and is not empty: give '' for an empty one, or leave it "
-                         "out")  # fmt: skip
+        raise ValueError(f"{name} shows nothing ({shown}) and is not empty: {empty_fix}")
     if not isinstance(text, str) or is_blank(text):
         raise ValueError(f"{name} is empty (no visible character in {shown}): give the text the image should show")
     return text.strip()
@@ -114,11 +117,11 @@ def cut_prompt(text: str, name: str) -> tuple[str, str | None]:
     return text[:MAX_PROMPT_CHARS], note
 
 
-def prepare_prompt(text, name: str, empty: bool = False) -> tuple[str, str | None]:
+def prepare_prompt(text, name: str, empty: bool = False, empty_fix: str = SHELL_EMPTY_FIX) -> tuple[str, str | None]:
     """A prompt (`empty`: a negative prompt) as every interface takes it: refused when it holds a control character
     or shows nothing (`check_prompt`), stripped, and cut to what encoders read (`cut_prompt`); (the text, a note
     when it was cut)."""
-    return cut_prompt(check_prompt(text, name, empty), name)
+    return cut_prompt(check_prompt(text, name, empty, empty_fix), name)
 
 
 def json_kind(value) -> str:

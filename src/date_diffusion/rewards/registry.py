@@ -190,6 +190,11 @@ def records() -> tuple[RewardRecord, ...]:
     return tuple(_RECORDS.values())
 
 
+def standalone_names() -> list[str]:
+    """The rewards a spec may name alone (no `NAME:SOURCE`): what a place that takes no sources (the page) offers."""
+    return [r.name for r in records() if r.source != "required"]
+
+
 def renamed() -> dict[str, str]:
     """Earlier names -> new names."""
     plugins.load()

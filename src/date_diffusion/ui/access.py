@@ -46,9 +46,11 @@ def check_reward_sources(spec: str, allowed: tuple[Path, ...], label: str = "rew
         )
         path = _inside(source, allowed)
         if path is None:
+            from date_diffusion.rewards.registry import standalone_names
+
+            shown = ", ".join(standalone_names())  # each one the page takes (never `clip` alone)
             raise PathRefused(
-                f"{label} {spec!r}: this page loads rewards by their registered names (e.g. {name}) and from "
-                "files "
+                f"{label} {spec!r}: this page loads rewards by their registered names ({shown}) and from files "
                 f"{where}; {name}:{source} is not one of them"
             )
         if not os.path.exists(path):  # inside an allowed folder: saying so reveals only what the operator offers

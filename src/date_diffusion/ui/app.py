@@ -55,7 +55,7 @@ def error_box(err: Exception | None) -> str:
     if err is None:
         return ""
     if isinstance(err, InputError):
-        field = {"prompt": "prompt", "seed": "seed", **LABELS}.get(err.field)
+        field = {"prompt": "prompt", "negative_prompt": "negative prompt", "seed": "seed", **LABELS}.get(err.field)
         title = f"Not run: check the field <b>{html.escape(field, quote=False)}</b>" if field else "Not run"
     else:
         title, err = "The run failed", f"{type(err).__name__}: {err}"

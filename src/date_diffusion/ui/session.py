@@ -109,6 +109,20 @@ def _switch(value, name: str) -> bool:
         raise InputError(str(err)) from None
 
 
+PAGE_EMPTY_FIX = "clear the field for no negative prompt (the page has no other empty one)"
+QUOTES = frozenset("'\"‘’“”`")
+
+
+def _unquoted(text: str, name: str) -> str:
+    """A field's text, refused when it holds quote marks alone (`''`, `""`): the page takes text as typed, with no
+    shell that would read them as an empty value, so they would condition the image as text."""
+    stripped = text.strip()
+    if stripped and set(stripped) <= QUOTES:
+        raise ValueError(f"{name} holds only quote marks ({stripped}): the page takes text as typed, without a shell's "
+                         "quoting; clear the field for none, or type the text itself")  # fmt: skip
+    return text
+
+
 def check_form(form: Form, model: str | None = None, allowed: tuple[Path, ...] = (), max_work: int = MAX_WORK):
     """The prompt, negative prompt and seed of a form, and the settings that run (resolved as the command line
     resolves its flags), or `InputError` naming the field and the value typed. A reward typed in the form may
@@ -116,12 +130,13 @@ def check_form(form: Form, model: str | None = None, allowed: tuple[Path, ...] =
     work (`request_work`) is over `max_work` is refused before any work: one visitor's request cannot hold the
     queue for the others."""
     try:  # before any work: refused when empty, cut to what encoders read (as the command line does)
-        prompt, prompt_note = prepare_prompt(form.prompt or "", "prompt")
+        prompt, prompt_note = prepare_prompt(_unquoted(form.prompt or "", "the prompt"), "prompt")
     except ValueError as err:
         raise InputError(str(err), "prompt") from None
     try:
         # a field left empty is not given; one of blanks or invisible characters is refused, as on the command line
-        negative, negative_note = prepare_prompt(form.negative_prompt or "", "the negative prompt", empty=True)
+        typed = _unquoted(form.negative_prompt or "", "the negative prompt")
+        negative, negative_note = prepare_prompt(typed, "the negative prompt", empty=True, empty_fix=PAGE_EMPTY_FIX)
     except ValueError as err:
         raise InputError(str(err), "negative_prompt") from None
     notes = [n for n in (prompt_note, negative_note) if n]
@@ -431,6 +446,8 @@ def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stop
     sampler = SCHEDULERS[resolved.scheduler][0] if resolved.scheduler else type(session.own_scheduler).__name__
     unread = applied.get("without_effect", {}).get("negative_prompt")
     notes = sampling.notes + ([f"the negative prompt has no effect here: {unread['why']}"] if unread else [])
+    unread = applied.get("without_effect", {}).get("guidance_scale")  # guidance 0 or 1: no guidance runs
+    notes += [f"guidance {spelled(unread['value'])} has no effect here: {unread['why']}"] if unread else []
     unused = settings_without_effect(resolved) if dated is not None else {}  # as generate names them
     notes += [f"{LABELS.get(name, name)} {spelled(u['value'])} changes no image here: {u['why']}"
               for name, u in unused.items()]  # fmt: skip
