@@ -149,7 +149,7 @@ def test_an_empty_record_is_a_usage_error_for_report(run, capsys):
         ('"dtype": "float32 "', "field 'dtype' must be one of float32, float16, bfloat16, got \"float32 \""),
         ('"suite": "toy\\u200b"', "field 'suite' must be one of toy, toy-validation"),
         ('"scheduler": "eulerr"', "field 'scheduler' must be one of ddim"),
-        ('"reward": "no-such"', "field 'reward' is no reward spec"),
+        ('"reward": "2*"', "field 'reward' is no reward spec (unknown reward ''"),
         ('"eval_clip": "toy-clip+"', "field 'eval_clip' is no reward spec"),
         ('"guidance": NaN', "field 'guidance' must be a finite number, got NaN"),
         ('"guidance": -Infinity', "got -Infinity"),
@@ -476,3 +476,18 @@ def test_report_export_of_an_incomplete_run_writes_nothing(run, capsys):
     argv = ["report", str(run), "--export", "t2i-compbench", str(run.parent / "exp")]
     assert "the run is not whole" in refused(capsys, argv)
     assert os.path.getmtime(run / "results.md") == 0 and not (run.parent / "exp").exists()
+
+
+def test_report_is_refused_while_a_bench_process_makes_the_run(run, capsys):
+    """Round twenty-one: `report` run while `bench` worked renamed its partial results over the finished run's
+    (results.md said "Incomplete run" of a whole run). Every bench process holds the run's lock, shared; a report
+    takes it exclusively, and is refused while a bench holds it (`bench.runner.run_lock`)."""
+    from date_diffusion.bench.runner import run_lock
+
+    os.utime(run / "results.md", (0, 0))
+    with run_lock(run) as held:  # as a bench process making the run's images holds it
+        assert held
+        err = refused(capsys, ["report", str(run)])
+        assert "a bench process is still making the images of" in err
+        assert os.path.getmtime(run / "results.md") == 0
+    assert main(["report", str(run)]) == 0  # once the bench ends

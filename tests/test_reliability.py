@@ -65,7 +65,7 @@ def gen_argv(model_dir, clip_dir, out, *extra):
         (["--prompts-file", "missing.txt"], "--prompts-file 'missing.txt': no such readable file"),
         (["--prompts-file", "."], "--prompts-file '.' is a folder: give a file"),
         (["--out", "runs\ntoday"], "--out 'runs\\ntoday' holds the control character U+000A at character 5"),
-        (["--prompts-file", "/dev/null"], "--prompts-file '/dev/null' is not a regular file"),
+        (["--prompts-file", "/dev/null"], "--prompts-file '/dev/null' is a device, not a regular file"),
         (["--save-embeddings", "--replay-embeddings", __file__], "--save-embeddings and --replay-embeddings"),
     ],
 )
@@ -508,7 +508,8 @@ def test_a_run_json_of_another_shape_is_named_with_its_field(tmp_path, capsys, t
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert f"{out / 'run.json'} is not a valid bench run settings file: {field}" in err, err
-        assert len(err.strip().splitlines()) == 1 and "delete the folder" in err
+        assert len(err.strip().splitlines()) == 1 and "restore it as bench wrote it" in err
+        assert "delete" not in err  # round twenty-one: never advice that would lose a run's images
 
 
 def test_an_empty_record_is_not_an_image_made_and_audit_names_it(tmp_path, capsys):
@@ -1138,6 +1139,8 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
         # round twenty: a pasted blank beside a name was stripped by --reward and --scheduler, refused by --anchor
         (["generate", "a red circle", "--reward", "toy-clip\u00a0"], "--reward 'toy-clip\\xa0' has U+00A0 NO-BREAK"),
         (["generate", "a red circle", "--scheduler", "\u3000euler"], "has U+3000 IDEOGRAPHIC SPACE at its start"),
+        # round twenty-one: the class name records and `info` show, typed back, was refused without a word on it
+        (["generate", "a red circle", "--scheduler", "DDIMScheduler"], "(DDIMScheduler is ddim here: the model's own"),
         # round nineteen: a value listed twice under another spelling was named as the plain number
         (["generate", "a red circle", "--update-steps", "0,1,01"], "--update-steps lists 01 (the same as 1) twice"),
         (["generate", "a red circle\U000e0069\U000e0067"], "PROMPT holds the tag character U+E0069 at character 13"),
@@ -2320,10 +2323,10 @@ def test_a_file_output_over_a_pipe_or_device_is_refused_even_with_overwrite(tmp_
 
     fifo = tmp_path / "ff"
     os.mkfifo(fifo)
-    for out in (str(fifo), "/dev/null"):
+    for out, kind in ((str(fifo), "a FIFO"), ("/dev/null", "a device")):  # each named as what it is
         assert main(["toyworld", "audit", str(tmp_path), "--out", out, "--overwrite"]) == 2
         err = capsys.readouterr().err
-        assert "it is a device, pipe or socket" in err and len(err.strip().splitlines()) == 1, err
+        assert f"it is {kind}, which a file" in err and len(err.strip().splitlines()) == 1, err
     assert stat.S_ISFIFO(fifo.stat().st_mode) and stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
 
@@ -2369,8 +2372,8 @@ def test_the_python_api_never_replaces_a_device_with_a_file(tmp_path):
 
     fifo = tmp_path / "ff"
     os.mkfifo(fifo)
-    for path in (fifo, Path("/dev/null")):
-        with pytest.raises(ValueError, match="is a device, pipe or socket"):
+    for path, kind in ((fifo, "a FIFO"), (Path("/dev/null"), "a device")):
+        with pytest.raises(ValueError, match=f"is {kind}, which a file written there would replace"):
             atomic_write(path, b"x")
     assert stat.S_ISFIFO(fifo.stat().st_mode) and stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
@@ -2450,7 +2453,7 @@ def test_no_command_replaces_a_pipe_in_its_output_folder_or_its_own_input(tmp_pa
     (tmp_path / "ff").mkdir()
     os.mkfifo(tmp_path / "ff" / "a-red-circle-s0.png")
     assert main(["generate", "a red circle", "--steps", "1", "--out", str(tmp_path / "ff"), "--overwrite"]) == 2
-    assert "it holds 'a-red-circle-s0.png', a device, pipe or socket" in capsys.readouterr().err
+    assert "it holds 'a-red-circle-s0.png', a FIFO, which an output file" in capsys.readouterr().err
     assert stat.S_ISFIFO((tmp_path / "ff" / "a-red-circle-s0.png").stat().st_mode)
     (tmp_path / "e").mkdir()
     Image.new("RGB", (64, 64), "white").save(tmp_path / "e" / "b-s0-date.png")
@@ -2464,7 +2467,7 @@ def test_no_command_replaces_a_pipe_in_its_output_folder_or_its_own_input(tmp_pa
     os.mkfifo(out / "results.md")
     capsys.readouterr()
     assert main(["report", str(out)]) == 2
-    assert "it holds 'results.md', a device, pipe or socket" in capsys.readouterr().err
+    assert "it holds 'results.md', a FIFO, which an output file" in capsys.readouterr().err
 
 
 def test_a_replay_with_overwrite_keeps_the_embeddings_it_replays(tmp_path):
@@ -2693,7 +2696,7 @@ def test_overwrite_onto_a_folder_of_an_outputs_name_is_refused_before_any_work(t
     blocker.mkdir(parents=True)
     assert main([*argv, "--steps", "2", "--out", str(out), "--overwrite"]) == 2
     err = capsys.readouterr().err
-    assert f"--overwrite would replace {str(blocker)!r}, which is not a file" in err, err
+    assert f"--overwrite would replace {str(blocker)!r}, which is a folder, not a file" in err, err
     assert [p.name for p in out.iterdir()] == [blocker.name] and blocker.is_dir()
 
 
@@ -3302,7 +3305,8 @@ def test_a_prompt_given_twice_is_named_where_it_was_given_and_a_cut_one_says_so(
     assert f"prompt 2 of --prompts-file {str(tmp_path / 'p.txt')!r}" in err, err
     assert "is the same in its first 20,000 characters, the part that is used, as prompt 1 of" in err, err
     (tmp_path / "p.txt").write_text("a blue square\n")
-    assert main(["generate", "a blue square", "--prompts-file", str(tmp_path / "p.txt")]) == 2
+    again = ["generate", "a blue square", "--prompts-file", str(tmp_path / "p.txt"), "--out", str(tmp_path / "o")]
+    assert main(again) == 2
     assert "is the same prompt as PROMPT 1" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -3366,7 +3370,8 @@ def test_a_lora_or_embeddings_file_that_does_not_read_is_said_in_words(tmp_path,
     saved = tmp_path / "e" / "a-red-circle-s0-embeddings.safetensors"
     save_file(load_file(saved), tmp_path / "bare.safetensors")
     capsys.readouterr()
-    assert main(["generate", "--replay-embeddings", str(tmp_path / "bare.safetensors"), "--out", str(tmp_path / "r")])
+    replay = ["generate", "--replay-embeddings", str(tmp_path / "bare.safetensors"), "--out", str(tmp_path / "r")]
+    assert main(replay) == 2
     err = capsys.readouterr().err
     assert "(it has no metadata)" in err and "None" not in err, err
     assert main(["generate", "a red circle", "--lora", str(saved), "--out", str(tmp_path / "l")]) == 2  # round 19
@@ -3400,8 +3405,13 @@ def test_an_absolute_step_below_the_embeddings_precision_is_said(tmp_path, capsy
     argv = ["generate", "a red circle", "--steps", "4", "--out", str(tmp_path / "o")]
     assert main([*argv, "--rho", "1e-8"]) == 0
     out = capsys.readouterr().out
-    assert "note: DATE's step of 1e-08 moved the embedding only" in out and "below the precision" in out, out
+    assert "note: DATE's step of 1e-8 moved the embedding only" in out and "below the precision" in out, out
     assert main([*argv, "--rho", "0.5"]) == 0
+    assert "below the precision" not in capsys.readouterr().out
+    # re-anchored at the original embedding, a second update moves rho times the change of direction: not judged
+    assert main([*argv, "--rho", "0.5", "--anchor", "original", "--update-steps", "0,2"]) == 0
+    assert "below the precision" not in capsys.readouterr().out
+    assert main([*argv, "--rho", "0.5", "--normalize", "false"]) == 0  # a step of rho times the gradient's norm
     assert "below the precision" not in capsys.readouterr().out
     run = tmp_path / "run"  # bench's report counts such images under its table
     assert main(["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "4", "--methods",
@@ -3465,7 +3475,7 @@ def test_a_guidance_that_runs_no_guidance_is_said_and_shown_by_info(tmp_path, ca
     showed no guidance at all: the note says so, and info shows what the record lists under `without_effect`."""
     argv = ["generate", "a red circle", "--steps", "2", "--out", str(tmp_path / "o")]
     assert main([*argv, "--guidance", "0"]) == 0
-    assert "note: --guidance 0.0 has no effect here: no classifier-free guidance runs" in capsys.readouterr().err
+    assert "note: --guidance 0 has no effect here: no classifier-free guidance runs" in capsys.readouterr().err
     assert main(["info", str(tmp_path / "o" / "a-red-circle-s0.png")]) == 0
     assert "  without effect: guidance_scale 0.0 (no classifier-free guidance runs" in capsys.readouterr().out
     assert main([*argv, "--guidance", "5"]) == 0
@@ -3481,3 +3491,96 @@ def test_an_output_folder_that_is_a_fifo_or_a_file_is_named_as_what_it_is(tmp_pa
     for name, kind in (("ff", "a FIFO"), ("plain", "a file")):
         assert main([*command, "--out", str(tmp_path / name)]) == 2
         assert f"is not writable (it is {kind}; give a new name)" in capsys.readouterr().err
+
+
+def test_a_no_break_space_at_a_prompts_end_is_prose_not_a_pasted_name(tmp_path, capsys):
+    """The pasted-blank rule of names (`--reward 'toy-clip\\xa0'` refused) is no prompt's: a prompt or negative
+    prompt ending in a no-break space is text an encoder reads (stripped by the prompt check) and runs."""
+    argv = ["generate", "a red circle\u00a0", "--negative-prompt", "\u3000blurry", "--steps", "2"]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 0
+    assert json.loads((tmp_path / "o" / "a-red-circle-s0.json").read_text())["prompt"] == "a red circle"
+
+
+def test_an_embeddings_file_whose_seal_was_removed_is_refused(tmp_path, capsys):
+    """Round twenty-one: deleting the `sealed` key of an embeddings file (and editing its seed and tensors) made
+    `--replay-embeddings` replay the edits silently into a sealed record. Files of the current format are always
+    sealed when written, so one without its seal is refused; an earlier format's unsealed file is replayed with a
+    note that it is unverified."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    assert main(["generate", "a red circle", "--steps", "2", "--save-embeddings", "--out", str(tmp_path / "e")]) == 0
+    saved = tmp_path / "e" / "a-red-circle-s0-embeddings.safetensors"
+    with safe_open(str(saved), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    unsealed = {k: v for k, v in meta.items() if k != "sealed"}
+    save_file({k: t * 1.5 for k, t in tensors.items()}, tmp_path / "edited.safetensors", metadata=unsealed)
+    capsys.readouterr()
+    replay = ["generate", "--replay-embeddings", str(tmp_path / "edited.safetensors"), "--out", str(tmp_path / "r")]
+    assert main(replay) == 2
+    assert "its seal is missing (every file of its format is sealed when written" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    older = {**unsealed, "format": "date-diffusion/embeddings/3"}  # written before files were sealed
+    save_file(tensors, tmp_path / "older.safetensors", metadata=older)
+    replay[2] = str(tmp_path / "older.safetensors")
+    assert main(replay) == 0
+    assert "carries no seal (an earlier version wrote it): its embeddings and settings are replayed as written" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_run_json_saved_with_a_byte_order_mark_reads_as_utf8(tmp_path, capsys):
+    """Round twenty-one: a run.json an editor re-saved as "UTF-8 with BOM" was refused in Python's words ("decode
+    using utf-8-sig"), with advice to delete the folder: every JSON file the package reads takes a leading BOM, as
+    its prompts files do (`schemas.loads`)."""
+    out = tmp_path / "run"
+    assert main(_bench(out)) == 0
+    (out / "run.json").write_text("\ufeff" + (out / "run.json").read_text(), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    assert main(_bench(out)) == 0 and "0 to make" in capsys.readouterr().err
+
+
+def test_info_on_the_record_beside_an_image_names_the_image(tmp_path, capsys):
+    """Round twenty-one: `info NAME.json` (the record generate prints beside each image) answered in Pillow's words
+    ("cannot identify image file"): it names the image to give."""
+    assert main(["generate", "a red circle", "--steps", "2", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "a-red-circle-s0.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"is the record date-diffusion writes beside the image {str(tmp_path / 'a-red-circle-s0.png')!r}" in err
+    assert "cannot identify" not in err
+
+
+def test_edit_says_when_its_input_is_enlarged_or_stretched(tmp_path, capsys):
+    """Round twenty-one: `edit` read a 1x1 input blown up to 64x64, and a 100x60 one squashed to a square, without
+    a word; an input of the edit's own shape is read without a note."""
+    for size, how in (((1, 1), "enlarged, up to 64 times a side"), ((100, 60), "stretched to another aspect ratio"),
+                      ((64, 64), None)):  # fmt: skip
+        Image.new("RGB", size, "red").save(tmp_path / "in.png")
+        argv = ["edit", str(tmp_path / "in.png"), "--source-prompt", "a red circle", "--target-prompt",
+                "a blue circle", "--steps", "2", "--out", str(tmp_path / "o")]  # fmt: skip
+        assert main(argv) == 0
+        err = capsys.readouterr().err
+        assert (
+            (f"is {size[0]}x{size[1]}; the edit reads it resized to 64x64 ({how}" in err)
+            if how
+            else ("resized" not in err)
+        ), err
+
+
+def test_a_reader_that_leaves_never_costs_an_image_already_sampled(tmp_path):
+    """Round twenty-one: `generate A B C | head -c 10` ended (141) after writing two images of a batch of three
+    already sampled: every image of the batch is written, then the command ends as a write to that pipe would."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "date_diffusion", "generate", "a red circle", "a blue square", "a green cross",
+           "--steps", "2", "--out", str(tmp_path)]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc.stdout.read(10)
+    proc.stdout.close()  # the reader leaves after its first bytes
+    assert proc.wait(timeout=300) in (0, 141)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+        "a-blue-square-s0.png",
+        "a-green-cross-s0.png",
+        "a-red-circle-s0.png",
+    ]

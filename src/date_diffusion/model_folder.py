@@ -105,6 +105,9 @@ def read(model) -> ModelFile | None:
     return _parse(*held[0]) if held else None
 
 
+READ_KEYS = ("recommended", "reward", "reward_decoder")  # the keys of a model's file that are read
+
+
 def _parse(path: Path, entry: FolderFile) -> ModelFile:
     restore = f"restore it from {entry.origin}"
     try:
@@ -114,6 +117,14 @@ def _parse(path: Path, entry: FolderFile) -> ModelFile:
     if not isinstance(meta, dict):
         raise ValueError(f"{path} must hold a JSON object (with its 'recommended' settings), it holds "
                          f"{json_kind(meta)}: {restore}")  # fmt: skip
+    import difflib
+
+    for key in meta:  # a note is free text; a key one slip from a key that is read is a slip, never a note
+        near = difflib.get_close_matches(key, READ_KEYS, n=1, cutoff=0.8) if key not in READ_KEYS else []
+        if near:
+            raise ValueError(f"{path}: its key {quoted(key)} is not read: {quoted(near[0])} was meant? (other keys are "
+                             f"notes, not read; this one is too close to {quoted(near[0])} to be one): "
+                             "rename it")  # fmt: skip
     advice = meta.get("recommended", {})
     if not isinstance(advice, dict):
         raise ValueError(f"{path}: 'recommended' must be an object of settings, it is {json_kind(advice)}: "

@@ -33,8 +33,10 @@ def atomic_path(path: Path):
     is a device, pipe or socket (`/dev/null`) is refused (`ValueError`): the rename would replace it."""
     path = Path(path)
     if path.exists() and not path.is_file() and not path.is_dir():
-        raise ValueError(f"{str(path)!r} is a device, pipe or socket, which a file written there would replace; "
-                         "give a regular file's name")  # fmt: skip
+        from date_diffusion.schemas import what_is
+
+        raise ValueError(f"{str(path)!r} is {what_is(path)}, which a file written there would replace; give a "
+                         "regular file's name")  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -97,17 +99,17 @@ def unwritable(path, folder: bool = False) -> str | None:
             except (OSError, RuntimeError):
                 what = "a symbolic link loop"
             return f"{str(link)!r} is {what}; point it to a folder or give another path"
-    if path.is_dir() if not folder else path.exists() and not path.is_dir():
-        from date_diffusion.schemas import entry_kind
+    from date_diffusion.schemas import what_is
 
-        return f"it is {entry_kind(path.stat().st_mode)}; give a new name"
+    if path.is_dir() if not folder else path.exists() and not path.is_dir():
+        return f"it is {what_is(path)}; give a new name"
     if not folder and path.exists() and not path.is_file():  # written by replacing it: the device itself would go
-        return "it is a device, pipe or socket, which a file written here would replace; give a regular file's name"
+        return f"it is {what_is(path)}, which a file written here would replace; give a regular file's name"
     special = _special_entry(path) if folder else None
     if special is not None:  # an output of that name (`--overwrite`) would replace it
         return (
-            f"it holds {special.name!r}, a device, pipe or socket, which an output file of that name would "
-            "replace; move it out, or give another folder"
+            f"it holds {special.name!r}, {what_is(special)}, which an output file of that name would replace; "
+            "move it out, or give another folder"
         )
     parent = path if folder and path.is_dir() else path.parent
     while not parent.exists():
@@ -151,7 +153,9 @@ def package_output(path) -> bool:
             from date_diffusion.schemas import loads, read_small_text
 
             record = loads(read_small_text(path))
-            return isinstance(record, dict) and "date_diffusion_version" in record and "prompt" in record
+            if not isinstance(record, dict) or "prompt" not in record:
+                return False  # generate's record states its version; an edit's (of earlier versions too) its editor
+            return "date_diffusion_version" in record or {"editor", "source_prompt", "target_prompt"} <= set(record)
         if path.suffix == ".safetensors":
             return saved_embeddings(path)
         return read_png_metadata(path)["record"] is not None
@@ -456,6 +460,11 @@ def read_png_metadata(path) -> dict:
             # the pixels' fingerprint, where a record may carry one to check it against (never a video's)
             pixels = shown_digest(img) if PNG_RECORD_KEY in text and img.format != "WEBP" else None
     except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError) as err:
+        beside = [Path(path).with_suffix(ext) for ext in (".png", ".webp")] if Path(path).suffix == ".json" else []
+        image = next((p for p in beside if p.is_file()), None)
+        if image is not None and package_output(path):  # the record generate and edit write beside an image
+            raise ValueError(f"{path} is the record date-diffusion writes beside the image {str(image)!r}: give the "
+                             f"image (its record is checked against its pixels there)") from err  # fmt: skip
         raise ValueError(f"{path} is not a readable image ({err})") from err
     except ValueError as err:  # Pillow's bound on text chunks (a decompression bomb) and other refusals
         raise ValueError(f"{path}: Pillow refuses its text ({err}); it was not written by date-diffusion") from err

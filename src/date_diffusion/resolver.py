@@ -182,7 +182,12 @@ def _scheduler(given, recommended: tuple, model: str, family: str, paper_default
 
     for name, where in ((given, names["scheduler"]), recommended):
         if name is not None and name not in SCHEDULERS:
-            raise SettingError(f"unknown {where} {name!r}; choose one of: {', '.join(SCHEDULERS)}").about("scheduler")
+            # a class name as records and `info` show it (`DDIMScheduler`): the names that build it
+            named = [key for key, (cls, _) in SCHEDULERS.items() if cls == name]
+            also = f" ({name} is {' or '.join(named)} here: the model's own runs without --scheduler)" if named else ""
+            raise SettingError(f"unknown {where} {name!r}{also}; choose one of: {', '.join(SCHEDULERS)}").about(
+                "scheduler"
+            )
     if given is not None:
         return given, "user"
     paper = by_name(family).paper_scheduler

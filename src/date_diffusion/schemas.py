@@ -87,8 +87,8 @@ class SpelledFloat(float):
 
 def plain_numbers(value):
     """`value` (as `loads` returns it) with every number as the plain number it states: what a file's settings ran
-    with, for the tables and records made from them (a refusal quotes the file's spelling; a report states the value:
-    `5.0`, never a hand edit's `50e-1`)."""
+    with, for the tables, records and comparisons made from them (a report states the value, `5.0`, never a hand
+    edit's `50e-1`; a value the file's schema refuses is quoted as the file spells it, before this)."""
     if isinstance(value, dict):
         return {k: plain_numbers(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -101,6 +101,8 @@ def loads(text):
     (`DuplicateKeyError`), and a number too long to convert or nesting too deep for the parser refused
     (`UnreadableJSONError`), as is a number beyond a float's range (`1e999`, `1e-999`: `core.settings.parse_real`):
     each a `json.JSONDecodeError`, never another exception out of a damaged file."""
+    if isinstance(text, str) and text.startswith("\ufeff"):  # an editor's "UTF-8 with BOM": read as UTF-8, as the
+        text = text[1:]  # prompts files are (Python's reader refuses it)
     try:
         # NaN and Infinity (which Python's reader takes) keep their spelling too: a refusal quotes `NaN`, not `nan`
         return json.loads(text, object_pairs_hook=_object, parse_float=SpelledFloat, parse_constant=SpelledFloat)
@@ -217,6 +219,11 @@ def entry_kind(mode: int) -> str:
     return "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
 
 
+def what_is(path) -> str:
+    """What the entry at `path` is (links followed: `entry_kind`), for a message naming it."""
+    return entry_kind(os.stat(path).st_mode)
+
+
 def not_a_file(path, limit: int = RUN_FILE_LIMIT) -> str | None:
     """Why `path` cannot be read as a small file, or None: it is missing, not a regular file once links are
     followed (a folder, a FIFO that would block the reader, a device such as /dev/zero that never ends), or larger
@@ -315,7 +322,7 @@ def read_tensors(path, fix: str, numpy: bool = False) -> dict:
 
 RUN = Schema(
     "bench run settings file",
-    "use another --out, or delete the folder",
+    "restore it as bench wrote it (the run's images keep their own records), or give bench another --out",
     required={"suite": "text", "seeds": "ints", "steps": "int", "model": "text", "methods": "object"},
     optional={
         "guidance": "number",

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from date_diffusion.bench.runner import PNG_LIMIT, read_trusted
+from date_diffusion.bench.runner import PNG_LIMIT, read_trusted, run_methods
 from date_diffusion.core.trace import DID_NOT_MOVE, rounded_away, stood_still
 from date_diffusion.evaluation.fid import CLIPImageFeatures, frechet_distance
 from date_diffusion.evaluation.stats import bootstrap_ci, paired_difference
@@ -104,8 +104,8 @@ MAIN_COLUMNS = ["method", "n", "exact (%)", "held-out CLIP", "min object CLIP", 
 
 def _steps(settings: dict) -> str:
     """The run's step count as the title states it, with the methods that sample their own (`fixed@K`)."""
-    own = {label: rec["steps"] for label, rec in settings.get("methods", {}).items() if rec.get("steps")}
-    shown = ", ".join(f"`{label}` samples {k}" for label, k in own.items())
+    own = [m for m in run_methods(settings) if not m.reads_run_steps]
+    shown = ", ".join(f"`{m.label}` samples {m.steps_for(settings['steps'])}" for m in own)
     return f"{settings['steps']} steps" + (f" ({shown})" if own else "")
 
 
@@ -393,9 +393,7 @@ def write_report(out: Path) -> dict:
     for m in methods:  # an absolute step below the embedding's precision: its images counted, as `generate` notes
         date = getattr(m, "date", None)
         if date is not None and m.label in summary:
-            summary[m.label]["rounded"] = sum(
-                rounded_away(r.get("trace"), date.rho, date.grad_steps) is not None for r in records[m.label]
-            )
+            summary[m.label]["rounded"] = sum(rounded_away(r.get("trace"), date) is not None for r in records[m.label])
     incomplete = incomplete_note(trusted.missing)
     md, table_csv, table_json = (out / name for name in RESULT_FILES)
     atomic_write(

@@ -18,6 +18,7 @@ import json
 import os
 import resource
 import time
+from contextlib import contextmanager
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def _value_problem(run: dict) -> str | None:
     """A setting of run.json that no bench command writes (a precision, suite or scheduler of no known name, a
     reward spec that does not parse), named as the file's fault: the run's images are never blamed for a setting
     their run could not have had."""
-    from date_diffusion.rewards.registry import RewardSpecError, check_spec
+    from date_diffusion.rewards.registry import RewardSpecError, UnknownReward, check_spec
     from date_diffusion.schedulers import SCHEDULERS
 
     known = {"dtype": DTYPES, "suite": SUITES, "scheduler": tuple(SCHEDULERS)}
@@ -117,10 +118,12 @@ def _value_problem(run: dict) -> str | None:
             return f"field {name!r} must be one of {', '.join(names)}, got {json_spelling(run[name]):.60}"
     for name in ("reward", "eval_clip"):
         try:
-            if run.get(name) is not None:
+            if run.get(name):  # `"eval_clip": ""`: no held-out CLIP
                 check_spec(run[name])
+        except UnknownReward:  # well formed: a plugin's reward not installed here (a report reads no reward)
+            continue
         except RewardSpecError as err:
-            return f"field {name!r} is no reward spec ({err})"
+            return f"field {name!r} is no reward spec ({str(err).split('; use ')[0]})"
     return None
 
 
@@ -223,6 +226,36 @@ def made_with(settings: RunSettings, method: Method, prompt: str, seed: int) -> 
 def prompt_record(it) -> dict:
     """A prompt folder's own record (`prompt.json`) of the suite item `it`."""
     return {"prompt": it.prompt, "tag": it.category, "spec": it.spec, "source": it.source}
+
+
+LOCK_NAME = ".bench.lock"  # a run folder's lock file (hidden: no reader of the run counts it)
+
+
+@contextmanager
+def run_lock(out: Path, exclusive: bool = False):
+    """Yield whether this process holds the run folder `out`'s lock: shared by every bench process that makes its
+    images (several may work on one run), exclusive for a report, which is refused (False) while any bench holds
+    it: a report read mid-run would write a partial state over the run's final results. Where the system has no
+    advisory locks (Windows), True, nothing held."""
+    try:
+        import fcntl
+    except ImportError:
+        yield True
+        return
+    try:
+        fd = os.open(Path(out) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:  # a folder that takes no new file (read-only): nothing to hold, and no bench writes there
+        yield True
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 PNG_LIMIT = 1 << 30  # bytes: far above any image a run writes (a 4096 px RGB PNG is under 100 MB)
@@ -662,8 +695,8 @@ class MethodWork:
             make = _edit if batch[0][0].source is not None else _generate
             t0 = time.perf_counter()
             n = make(self.run, pipe, self.method, self.kwargs, batch, scorer, wanted)
-            if self.seconds_per_image is None:
-                self.seconds_per_image = (time.perf_counter() - t0) / n
+            if self.seconds_per_image is None:  # per image sampled: a resumed batch samples all of its images
+                self.seconds_per_image = (time.perf_counter() - t0) / len(batch)
             bar.update(n)
             self.made += n
 

@@ -295,8 +295,8 @@ def load_suite(
         if file is None:
             flag = "--captions" if name == "coco" else "--prompts-file"
             raise ValueError(f"suite {name!r} needs {flag} FILE")
-        check_prompts_file(file)  # as `read_captions` does: here the JSON lines are read as records
         if is_jsonl(file):
+            check_prompts_file(file)  # as `read_captions` checks its file: here the JSON lines are read as records
             items = [
                 Item(i, r["prompt"].strip(), r["tag"] if isinstance(r.get("tag"), str) and r["tag"] else "all", meta=r)
                 for i, r in enumerate(read_prompt_records(file))

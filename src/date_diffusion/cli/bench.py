@@ -200,7 +200,7 @@ def _add_bench_run_arguments(p):
         help=f"default: the model's recommended value, else its family's ({_SD.title}: "
         f"{_SD.sampling['guidance_scale']:g})",
     )
-    p.add_argument("--model", default=None, help="default: the toy world (`toy`)")
+    p.add_argument("--model", default=None, help=f"default: the toy world (`{PERF_MODELS[0]}`)")
     p.add_argument("--scheduler", default=None, help="a scheduler name (default: the model's own)")
     p.add_argument(
         "--reward",
@@ -239,7 +239,7 @@ def _add_perf_parser(sub):
         epilog=PERF_EXAMPLES,
         formatter_class=HelpFormatter,
     )
-    f.add_argument("--model", default="toy", help=f"{', '.join(PERF_MODELS)}, or a diffusers folder")
+    f.add_argument("--model", default=PERF_MODELS[0], help=f"{', '.join(PERF_MODELS)}, or a diffusers folder")
     f.add_argument(
         "--variants",
         type=str_list,
@@ -432,11 +432,14 @@ def run_bench(args) -> int:
 
     settings = as_the_run_spells_it(out, settings)  # `--model runs/m/` resumes the run of `runs/m`
     _check_folder(out, settings, methods, items)
-    run, pipe, scorer = _load_run(out, model, opts.dtype, settings, methods, state.device)
-    _generate_share(run, pipe, methods, items, scorer, opts.batch_size, state)
-    state.wait_for_everyone()
-    if state.is_main_process:
-        _finish_bench(out, opts, settings, methods)
+    from date_diffusion.bench.runner import run_lock
+
+    with run_lock(out):  # shared with other bench processes; a report waits for the run (`report` is refused)
+        run, pipe, scorer = _load_run(out, model, opts.dtype, settings, methods, state.device)
+        _generate_share(run, pipe, methods, items, scorer, opts.batch_size, state)
+        state.wait_for_everyone()
+        if state.is_main_process:
+            _finish_bench(out, opts, settings, methods)
     return 0
 
 
@@ -944,21 +947,33 @@ def check_report(opts: ReportOptions) -> None:
 
 
 def run_report(args) -> int:
-    from date_diffusion.bench.report import write_report
-    from date_diffusion.bench.runner import read_run, run_methods
+    from date_diffusion.bench.runner import run_lock
 
     require_bench_extra()
     opts = validate_report(args)
-    if opts.rescore:
-        from date_diffusion.bench.runner import rescore
+    with run_lock(Path(opts.dir), exclusive=True) as held:
+        if not held:  # a report read mid-run would write a partial state over the run's final results
+            raise CLIError(
+                f"a bench process is still making the images of {str(opts.dir)!r}: it writes the run's "
+                "report when it ends; run `report` after it (its tables would be of a part of the run)"
+            )
+        return _report(opts)
 
-        print(f"re-scored {rescore(Path(opts.dir))} images with the current exact evaluator", file=sys.stderr)
+
+def _report(opts) -> int:
+    from date_diffusion.bench.report import write_report
+    from date_diffusion.bench.runner import read_run, run_methods
+
     target = slugs = None
-    if opts.export.export is not None:  # checked whole before the report writes anything (a usage error writes none)
+    if opts.export.export is not None:  # checked whole before anything is written (a usage error writes nothing)
         run = read_run(Path(opts.dir))
         target = _export_target(opts.export, opts.dir, dict, _suite_metadata(run.get("suite"), run.get("captions")))
         slugs = [m.slug for m in run_methods(run)]
         _export(Path(opts.dir), slugs, *target, opts.export.export_partial, check_only=True)
+    if opts.rescore:
+        from date_diffusion.bench.runner import rescore
+
+        print(f"re-scored {rescore(Path(opts.dir))} images with the current exact evaluator", file=sys.stderr)
     report = write_report(Path(opts.dir))
     if report["incomplete"]:
         print(f"date-diffusion report: note: an incomplete run: {report['incomplete']}", file=sys.stderr)

@@ -28,6 +28,8 @@ from date_diffusion.core.settings import (
 )
 from date_diffusion.core.text import quoted
 from date_diffusion.families import FAMILIES, NAMES, PAPER_REWARD
+from date_diffusion.schemas import what_is
+from date_diffusion.toyworld.world import NAME as TOY
 
 # torch, the resolver and the rewards are imported inside the functions that need them: see cli/__init__.py
 
@@ -101,7 +103,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         default=None,
         help=f"a diffusers folder or hub id ({', '.join(f.title for f in FAMILIES)}) or a single checkpoint "
-        "file (.safetensors / .ckpt); default: the shipped toy world (`toy`)",
+        f"file (.safetensors / .ckpt); default: the shipped toy world (`{TOY}`)",
     )
     g.add_argument(
         "--family",
@@ -318,12 +320,12 @@ def load_reward(spec: str, device: str, named_by: str = "--reward"):
 
 
 def resolve_model(model: str | None) -> str:
-    """The model a command's --model names: `toy` (where no file or folder has that name) is the shipped toy world,
-    as bench-perf's --model takes it; None is the default model."""
+    """The model a command's --model names: `toy` is the shipped toy world, as bench-perf's --model takes it (a
+    folder of that name is `./toy`); None is the default model."""
     from date_diffusion.resolver import default_model
     from date_diffusion.toyworld import world
 
-    if model == world.NAME and not os.path.lexists(model):
+    if model == world.NAME:
         return str(world.PIPELINE)
     if model is not None:
         return model
@@ -442,8 +444,8 @@ def check_overwrite(out, groups, suffixes, writes, instead: str) -> None:
         blocker = overwrite_blocker(paths)
         if blocker is not None:
             raise CLIError(
-                f"--overwrite would replace {str(blocker)!r}, which is not a file (a folder, device or "
-                f"pipe): move it away, give another --out, or leave out --overwrite ({instead})"
+                f"--overwrite would replace {str(blocker)!r}, which is {what_is(blocker)}, not a file: move it "
+                f"away, give another --out, or leave out --overwrite ({instead})"
             )
         _check_same_image(Path(out) / f"{stem}.json", prompt, seed, instead)
         for path, suffix in zip(paths, suffixes):
@@ -516,7 +518,7 @@ class Prompt(Kind):
     def check(self, value, name):
         from date_diffusion.core.text import check_prompt
 
-        Text(self.empty).check(value, name)
+        Text(self.empty, prose=True).check(value, name)
         try:
             check_prompt(value, name, empty=self.empty)
         except ValueError as err:
@@ -599,9 +601,9 @@ class ExistingPath(Kind):
         if path.is_dir() and not self.folder:
             raise SettingError(f"{name} {value!r} is a folder: give a file")
         if path.exists() and self.folder and not path.is_dir():
-            raise SettingError(f"{name} {value!r} is a file: give a folder")
+            raise SettingError(f"{name} {value!r} is {what_is(path)}: give a folder")
         if path.exists() and not (path.is_dir() or path.is_file()):
-            raise SettingError(f"{name} {value!r} is not a regular file (a device, pipe or socket): give a file")
+            raise SettingError(f"{name} {value!r} is {what_is(path)}, not a regular file: give a file")
         if not (path.is_dir() if self.folder else path.is_file()) or not os.access(path, os.R_OK):
             raise SettingError(f"{name} {value!r}: no such readable {what}")
         return value
@@ -692,7 +694,7 @@ OPTION_KINDS: dict[str, Kind] = {
     "--negative-prompt": Prompt(empty=True),
     **dict.fromkeys(("--source-prompt", "--target-prompt"), Prompt()),
     "--eval-clip": Text(empty=True),  # empty: no held-out CLIP metric
-    "prompts": Each(Text(empty=True), least=0),  # generate says which prompt is empty, and where
+    "prompts": Each(Text(empty=True, prose=True), least=0),  # generate says which prompt is empty, and where
     **dict.fromkeys(("--categories", "--variants"), Each(Text())),
     "--device": Device(),
     **dict.fromkeys(("--model", "--config", "--host", "--scheduler", "--reward", "--reward-decoder",

@@ -333,7 +333,14 @@ def load(opts: EditOptions, settings, loading: dict):
     pipe.set_progress_bar_config(disable=True)
     size = pipe.default_image_size()
     opts = replace(opts, height=opts.height or size, width=opts.width or size)
-    image = open_rgb(opts.image).resize((opts.width, opts.height), Image.Resampling.BICUBIC)  # any mode, bit depth
+    given = open_rgb(opts.image)
+    (w, h), (tw, th) = given.size, (opts.width, opts.height)
+    if abs(w / h - tw / th) > 0.01 * tw / th or max(tw / w, th / h) > 2:  # said, never done without a word
+        how = "stretched to another aspect ratio" if abs(w / h - tw / th) > 0.01 * tw / th else "enlarged"
+        print(f"date-diffusion edit: note: IMAGE {str(opts.image)!r} is {w}x{h}; the edit reads it resized to "
+              f"{tw}x{th} ({how}, up to {max(tw / w, th / h):.3g} times a side); give --height/--width to "
+              "choose the size", file=sys.stderr)  # fmt: skip
+    image = given.resize((tw, th), Image.Resampling.BICUBIC)  # any mode, bit depth
     return opts, pipe, image, load_reward(settings.reward, device, settings.reward_named_by)
 
 

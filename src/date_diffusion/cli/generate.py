@@ -350,11 +350,12 @@ def prepared_prompts(opts: GenerateOptions) -> tuple[GenerateOptions, list[str]]
             return f"prompt {k - given + 1} of --prompts-file {quoted(str(opts.prompts_file))}"
         return "PROMPT" if len(prompts) == 1 else f"PROMPT {k + 1}"
 
-    given_lengths = [len(p) for p in prompts]
+    cut = [False] * len(prompts)  # which prompts were cut to what encoders read
     try:
         for k, prompt in enumerate(prompts):
             prompts[k], note = prepare_prompt(prompt, name(k))
             notes += [note] if note else []
+            cut[k] = note is not None
         if negative is not None:
             negative, note = prepare_prompt(negative, "--negative-prompt", empty=True)
             notes += [note] if note else []
@@ -364,8 +365,8 @@ def prepared_prompts(opts: GenerateOptions) -> tuple[GenerateOptions, list[str]]
     twice = next((k for k, prompt in enumerate(prompts) if seen.setdefault(prompt, k) != k), None)
     if twice is not None:  # the same prompt and seeds: the same images again, under a `-2` name
         first = seen[prompts[twice]]
-        cut = max(given_lengths[first], given_lengths[twice]) > len(prompts[twice])
-        same = f"the same in its first {len(prompts[twice]):,} characters, the part that is used, as" if cut else ""
+        alike = cut[first] or cut[twice]  # equal only in the part that is used
+        same = f"the same in its first {len(prompts[twice]):,} characters, the part that is used, as" if alike else ""
         raise CLIError(f"{name(twice)} {quoted(prompts[twice])} is {same or 'the same prompt as'} {name(first)}: "
                        "its images would be the same; give each prompt once (--images-per-prompt N for more "
                        "seeds)")  # fmt: skip
@@ -422,6 +423,9 @@ def check(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
     if opts.replay_embeddings:
         opts, saved = replay_settings(opts)
     opts, notes = prepared_prompts(opts)
+    if saved is not None and "sealed" not in saved.metadata:  # an earlier version's file: nothing to check it by
+        notes.append(f"--replay-embeddings {str(opts.replay_embeddings)!r} carries no seal (an earlier version wrote "
+                     "it): its embeddings and settings are replayed as written, unverified")  # fmt: skip
     loading = model_kwargs(opts.model)
     model = resolve_model(opts.model.name)
     flags = {**opts.date.overrides(), "num_inference_steps": opts.steps, "guidance_scale": opts.guidance,
@@ -653,9 +657,15 @@ def generate_all(opts: GenerateOptions, job: Job) -> None:
                 from date_diffusion.pipelines.embeddings import load_embeddings
 
                 saved = load_embeddings(emb_path)
+            gone = None  # the reader of standard output left: every image sampled is still written, then it ends
             for j, (prompt, seed) in enumerate(batch):
                 with job.timings.part("evaluating and writing"):
-                    write_image(opts, job, results, j, prompt, seed, saved)
+                    try:
+                        write_image(opts, job, results, j, prompt, seed, saved)
+                    except BrokenPipeError as err:  # raised by its printed lines, after its files are written
+                        gone = err
+            if gone is not None:
+                raise gone
     bar.close()
 
 
@@ -782,8 +792,7 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
                 f"    note: DATE did not move this image's embedding ({DID_NOT_MOVE}); it is the fixed image and is "
                 "recorded as method 'fixed'"
             )
-        date = job.settings.date
-        short = rounded_away(record["trace"], date.rho, date.grad_steps) if record["method"] == "date" else None
+        short = rounded_away(record["trace"], job.settings.date) if record["method"] == "date" else None
         if short is not None:  # an absolute step below the embedding's precision: said, never passed as DATE's
             lines.append(f"    note: DATE's step of {spelled(job.settings.date.rho)} moved the embedding only "
                          f"{short['update_norm']:.2g} at step {short['step']}: the step is below the precision of the "

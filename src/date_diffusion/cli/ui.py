@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from date_diffusion.cli.common import HelpFormatter, from_namespace
 from date_diffusion.perf.work import UPDATE_WORK
+from date_diffusion.toyworld.world import NAME as TOY
 from date_diffusion.ui.access import MAX_QUEUE, MAX_WORK
 
 # Gradio, torch and the page are imported inside `run`: see cli/__init__.py
@@ -23,7 +24,7 @@ def add_parser(sub):
         formatter_class=HelpFormatter,
         epilog="example:\n  date-diffusion ui --run runs/toy      # then open http://127.0.0.1:7860",
     )
-    p.add_argument("--model", default=None, help="a diffusers folder or hub id (default: the toy world, `toy`)")
+    p.add_argument("--model", default=None, help=f"a diffusers folder or hub id (default: the toy world, `{TOY}`)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--run", default=None, help="a `bench` run directory to show in a second tab")

@@ -114,13 +114,16 @@ class Real(Kind):
             raise self._error(text, name) from None
         if math.isfinite(value) and not within(text.strip(BLANKS), self.low, self.high):
             raise self._error(text, name)
-        return value
+        stripped = text.strip(BLANKS)
+        return value if repr(value) == stripped else SpelledReal(value, stripped)  # `0` is quoted as typed
 
     def check(self, value, name):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             raise self._error(value, name)
         if not within(value, self.low, self.high):
             raise self._error(value, name)
+        if isinstance(getattr(value, "text", None), str):  # typed (or a file's: `schemas.SpelledFloat`)
+            return SpelledReal(value, value.text)  # a float to everything but a message (`core.text.spelled`)
         return float(value)  # 5 and 5.0 are one setting: every record and fingerprint holds it as the float
 
     def describe(self):
@@ -147,6 +150,18 @@ def _integer(value, name: str, low: int, high: int, what: str) -> int:
     if not low <= number <= high:
         raise SettingError(f"{name} must be {what} from {low} to {high}, got {quoted(value)}")
     return value if isinstance(value, SpelledInt) else number  # a later message quotes it as typed too
+
+
+class SpelledReal(float):
+    """A number read from text that keeps the text it was written as (`text`: `0`, `0.50`, `1e-1`) where that differs
+    from the float's own spelling, for a later message (`core.text.spelled`: `--guidance 0 has no effect`).
+    Everything else (`repr`, `str`, arithmetic, `json.dumps`, records, fingerprints) sees the plain float."""
+
+    def __new__(cls, value, text=None):
+        number = super().__new__(cls, value)
+        if text is not None:
+            number.text = text
+        return number
 
 
 class SpelledInt(int):
@@ -339,15 +354,17 @@ class Choice(Kind):
 
 
 class Text(Kind):
-    """Text, non-empty unless `empty` (blanks alone are no text): a folder, a hub id, a reward spec, a name."""
+    """Text, non-empty unless `empty` (blanks alone are no text): a folder, a hub id, a reward spec, a name; with
+    `prose`, text an encoder reads (a prompt: blanks at its ends are stripped by `core.text.check_prompt`), where a
+    no-break space at an end is no pasted character to refuse."""
 
-    def __init__(self, empty: bool = False):
-        self.empty = empty
+    def __init__(self, empty: bool = False, prose: bool = False):
+        self.empty, self.prose = empty, prose
 
     def check(self, value, name):
         if not isinstance(value, str) or not (self.empty or value.strip()):
             raise SettingError(f"{name} must be a non-empty text, got {quoted(value)}")
-        inner = value.strip(BLANKS)
+        inner = "" if self.prose else value.strip(BLANKS)
         for end, ch in (("start", inner[:1]), ("end", inner[-1:])):
             if ch.isspace():  # a no-break or ideographic space, pasted: refused as beside a number, never stripped
                 raise SettingError(f"{name} {quoted(value)} has U+{ord(ch):04X} {unicodedata.name(ch, 'a blank')} at "

@@ -69,14 +69,17 @@ def moved(trace: dict | None) -> bool:
     return bool(trace) and (trace.get("final_distance") or 0) > 0
 
 
-def rounded_away(trace: dict | None, rho: float | None, grad_steps: int = 1) -> dict | None:
-    """The first update of `trace` that moved the embedding less than half of the absolute step `rho` it was asked
-    to take (float32's rounding of the embedding's values ate the rest: a step below their precision), or None.
-    A relative step (`rho` None) below that precision is refused before any work (`DATEConfig.moves`); an update of
-    several gradient steps (`grad_steps`) may end nearer its start than one step, and is not judged."""
-    if not trace or rho is None or grad_steps != 1:
+def rounded_away(trace: dict | None, date) -> dict | None:
+    """The first update of `trace` that moved the embedding less than half of the absolute step it was asked to take
+    (`date`: its `DATEConfig`; float32's rounding of the embedding's values ate the rest: a step below their
+    precision), or None. Judged only where each update moves exactly `rho` from the embedding before it (one
+    normalised gradient step from the previous embedding); a relative step below that precision is refused before
+    any work (`DATEConfig.moves`)."""
+    exact = date is not None and date.rho_relative is None and date.rho is not None and date.normalize
+    if not trace or not exact or date.grad_steps != 1 or date.anchor != "previous":
         return None
-    return next((u for u in trace.get("updates", []) if not u.get("skipped") and u["update_norm"] < rho / 2), None)
+    half = date.rho / 2
+    return next((u for u in trace.get("updates", []) if not u.get("skipped") and u["update_norm"] < half), None)
 
 
 def stood_still(trace: dict | None) -> bool:

@@ -263,8 +263,8 @@ class Fixed(Method):
     def reads_run_steps(self) -> bool:
         return self.steps is None
 
-    def edits(self):
-        return self.steps is None
+    def edits(self):  # an editing run's steps are the run's: `fixed@K` does not edit
+        return self.reads_run_steps
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,9 @@ from date_diffusion.outputs import EMBEDDINGS_FORMATS, PNG_SIGNATURE, atomic_pat
 from date_diffusion.pipelines.conditioning import unpack
 from date_diffusion.schemas import EMBEDDINGS, SchemaError, loads, safetensors_problem
 
-FORMAT = f"{EMBEDDINGS_FORMATS}3"  # every metadata value JSON (format 2 kept text as it was: still read)
-FORMAT_2 = f"{EMBEDDINGS_FORMATS}2"
+FORMAT = f"{EMBEDDINGS_FORMATS}4"  # format 3, always sealed: a file of this format without its seal was edited
+FORMAT_3 = f"{EMBEDDINGS_FORMATS}3"  # every metadata value JSON; sealed by later versions only: still read
+FORMAT_2 = f"{EMBEDDINGS_FORMATS}2"  # text kept as it was: still read
 
 
 @dataclass
@@ -110,10 +111,13 @@ def load_embeddings(path) -> SavedEmbeddings:
                              "that `generate --save-embeddings` wrote beside it") from err  # fmt: skip
         raise ValueError(f"{path} is not a readable embeddings file: it {safetensors_problem(path, err)}") from err
     found = raw_meta.get("format")
-    if found not in (FORMAT, FORMAT_2):
+    if found not in (FORMAT, FORMAT_3, FORMAT_2):
         said = "it has no metadata" if not raw_meta else "its metadata has no format" if found is None else None
         raise ValueError(f"{path} is not a date-diffusion embeddings file of format {FORMAT!r} "
                          f"({said or f'its format is {quoted(found)}'})")  # fmt: skip
+    if found == FORMAT and "sealed" not in raw_meta:  # written sealed, always: the seal was removed by hand
+        raise SchemaError(f"{path}: its seal is missing (every file of its format is sealed when written: its "
+                          f"metadata was edited by hand); {EMBEDDINGS.fix}")  # fmt: skip
     if "sealed" in raw_meta and raw_meta["sealed"] != json.dumps(_seal(raw_meta, tensors)):
         raise SchemaError(f"{path}: its content was changed since it was written (a setting or an embedding edited "
                           f"by hand: its seal no longer matches); {EMBEDDINGS.fix}")  # fmt: skip
@@ -124,7 +128,7 @@ def load_embeddings(path) -> SavedEmbeddings:
         try:
             meta[k] = loads(v)
         except json.JSONDecodeError as err:  # format 2 stored text (a prompt) as it is, an object or a list as JSON
-            if found == FORMAT or v.lstrip()[:1] in ("{", "["):
+            if found != FORMAT_2 or v.lstrip()[:1] in ("{", "["):
                 raise SchemaError(
                     f"{path}: its metadata {k!r} is not readable JSON ({err}); {EMBEDDINGS.fix}"
                 ) from None

@@ -426,10 +426,11 @@ def check_lora_file(path) -> None:
     keys = list(_Shapes(path))
     if not keys:
         raise ValueError(f"LoRA file {str(path)!r} holds no tensors: it adds nothing to a model")
-    if not any("lora" in k.lower() for k in keys) and saved_embeddings(path):
+    lora = any("lora" in k.lower() for k in keys)
+    if not lora and saved_embeddings(path):
         raise ValueError(f"LoRA file {str(path)!r} is prompt embeddings saved by --save-embeddings, no LoRA: replay "
                          "them with --replay-embeddings FILE")  # fmt: skip
-    if not any("lora" in k.lower() for k in keys):
+    if not lora:
         raise ValueError(f"LoRA file {str(path)!r} holds no LoRA weights (its first tensor is {keys[0]!r}): is it a "
                          "whole model? pass that with --model")  # fmt: skip
     bad = _non_finite_tensor(path)

@@ -32,6 +32,10 @@ class RewardSpecError(ValueError):
     """A reward spec that names no known reward, or has a malformed weight."""
 
 
+class UnknownReward(RewardSpecError):
+    """A reward spec well formed but naming a reward not registered here (a plugin's, not installed)."""
+
+
 SOURCES = ("none", "optional", "required")
 
 
@@ -311,6 +315,9 @@ def _term(term: str, known: dict):
     kind, colon, source = term.partition(":")
     _refuse_old_name(kind, source, known)
     record = known.get(kind)
+    well_formed = re.fullmatch(r"[A-Za-z0-9_.-]+", kind) and not (colon and not source) and "(" not in term
+    if record is None and well_formed and ")" not in term:
+        raise UnknownReward(f"unknown reward {quoted(term)}; use {spec_help()}")
     if record is None or (colon and not source) or "(" in term or ")" in term:
         raise RewardSpecError(f"unknown reward {quoted(term)}; use {spec_help()}")
     if not source and record.source == "required":

@@ -446,8 +446,9 @@ def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stop
     sampler = SCHEDULERS[resolved.scheduler][0] if resolved.scheduler else type(session.own_scheduler).__name__
     unread = applied.get("without_effect", {}).get("negative_prompt")
     notes = sampling.notes + ([f"the negative prompt has no effect here: {unread['why']}"] if unread else [])
-    unread = applied.get("without_effect", {}).get("guidance_scale")  # guidance 0 or 1: no guidance runs
-    notes += [f"guidance {spelled(unread['value'])} has no effect here: {unread['why']}"] if unread else []
+    unread = applied.get("without_effect", {}).get("guidance_scale")  # typed 0 or 1: no guidance runs (as generate)
+    if unread and resolved.sources.get("guidance_scale") == "user":
+        notes.append(f"guidance {spelled(unread['value'])} has no effect here: {unread['why']}")
     unused = settings_without_effect(resolved) if dated is not None else {}  # as generate names them
     notes += [f"{LABELS.get(name, name)} {spelled(u['value'])} changes no image here: {u['why']}"
               for name, u in unused.items()]  # fmt: skip
