@@ -3584,3 +3584,17 @@ def test_a_reader_that_leaves_never_costs_an_image_already_sampled(tmp_path):
         "a-green-cross-s0.png",
         "a-red-circle-s0.png",
     ]
+
+
+def test_limits_that_select_the_same_prompts_are_one_run(tmp_path, capsys):
+    """Round twenty-one: `--limit 1000000` (noted: all of the suite's 24 prompts run) was recorded as typed, and the
+    same run resumed with `--limit 24` was refused as other settings: limits are compared by the prompts they
+    select; a limit that selects fewer is still another run."""
+    argv = ["bench", "--suite", "toy", "--categories", "single", "--seeds", "1", "--steps", "1", "--methods",
+            "fixed", "--out", str(tmp_path / "r")]  # fmt: skip
+    assert main([*argv, "--limit", "1000000"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--limit", "24"]) == 0 and "0 to make" in capsys.readouterr().err
+    assert main([*argv]) == 0  # no limit: all of them too
+    assert main([*argv, "--limit", "3"]) == 2
+    assert "holds a run with other settings (limit:" in capsys.readouterr().err

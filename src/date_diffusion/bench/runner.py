@@ -178,6 +178,8 @@ def compare_settings(out: Path, settings: RunSettings) -> dict:
     old = read_run(out)
     diff = {k: (old.get(k), v) for k, v in new.items() if k not in ("methods", *METRIC_ONLY) and old.get(k) != v
             and not (k in CHECKED_FROM_NOW and old.get(k) is None)}  # fmt: skip
+    if "limit" in diff and _same_selection(old, *diff["limit"]):  # `--limit 1000000` and `--limit 24` of 24
+        del diff["limit"]
     if diff:
         detail = "; ".join(f"{k}: {json_spelling(a)} -> {json_spelling(b)}" for k, (a, b) in diff.items())
         changed = " (model_files: the model's configs or weights changed since the run)" * ("model_files" in diff)
@@ -190,6 +192,16 @@ def compare_settings(out: Path, settings: RunSettings) -> dict:
                 f"method {label!r} in {out} was run with other settings; rename it or use another --out"
             )
     return {**new, "methods": {**old["methods"], **new["methods"]}}
+
+
+def _same_selection(run: dict, limit_a, limit_b) -> bool:
+    """Whether two `--limit`s select the same prompts of the run's suite (both at or above its prompts: all of
+    them), as a limit decides which images a run makes; False where the suite cannot be read here."""
+    try:
+        count = len(load_suite(run["suite"], run.get("captions"), None, run.get("categories")))
+    except (OSError, ValueError, KeyError):
+        return False
+    return min(limit_a or count, count) == min(limit_b or count, count)
 
 
 def check_settings(out: Path, settings: RunSettings) -> None:
