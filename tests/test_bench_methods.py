@@ -169,7 +169,6 @@ def test_an_old_layout_run_folder_loads_and_reports(tmp_path):
     assert methods["recommended"].reward == "aug8(toy-ensemble)"
     assert methods["recommended"].date.rho_relative == 0.005 and methods["best-of-3"].candidates == 3
     import numpy as np
-    from PIL import Image
 
     from date_diffusion.bench.suites import load_suite
 
@@ -181,9 +180,10 @@ def test_an_old_layout_run_folder_loads_and_reports(tmp_path):
     for m in ("fixed", "date"):  # records of this version (fingerprinted) in a run folder of an earlier one
         path = tmp_path / "images" / m / "00000" / "samples" / "01000.json"
         path.parent.mkdir(parents=True)
-        Image.fromarray(pixels).save(path.with_suffix(".png"))
         made = runner.made_with(runner.run_settings(run), methods[m], item.prompt, 1000)
         mine = {**record, "method": m, "made_with": made}
+        png = runner.png_bytes(pixels, runner._png_record(mine, methods[m], runner.run_settings(run)))
+        path.with_suffix(".png").write_bytes(png)  # with the record inside it, as bench writes it
         path.write_text(json.dumps({**mine, "sealed": runner.sealed(mine)}))
     assert main(["report", str(tmp_path)]) == 0
     md = (tmp_path / "results.md").read_text()

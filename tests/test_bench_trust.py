@@ -491,3 +491,33 @@ def test_report_is_refused_while_a_bench_process_makes_the_run(run, capsys):
         assert "a bench process is still making the images of" in err
         assert os.path.getmtime(run / "results.md") == 0
     assert main(["report", str(run)]) == 0  # once the bench ends
+
+
+def test_a_methods_date_setting_is_quoted_as_run_json_spells_it(run, capsys):
+    """Round twenty-two: `"grad_steps": true` in a run.json method was refused with `got True`, Python's word."""
+    path = run / "run.json"
+    settings = json.loads(path.read_text())
+    label = next(label for label, rec in settings["methods"].items() if rec.get("date"))
+    settings["methods"][label]["date"]["grad_steps"] = True
+    path.write_text(json.dumps(settings))
+    err = refused(capsys, ["report", str(run)], path)
+    assert "grad_steps must be an integer from 1 to 100, got true" in err and "True" not in err, err
+
+
+@pytest.mark.parametrize("how", ["stripped", "another image's"])
+def test_a_png_whose_own_record_was_stripped_or_swapped_is_not_trusted(run, capsys, how):
+    """Round twenty-two: a bench PNG re-saved with the same pixels but without its record, or with another image's
+    record, was trusted by report (and handed on by exports) while `info` refused it: the record inside the PNG is
+    checked too, sealed over its pixels and this image's."""
+    from PIL import Image, PngImagePlugin
+
+    png = record_path(run).with_suffix(".png")
+    pixels = Image.open(png).copy()
+    info = PngImagePlugin.PngInfo()
+    if how != "stripped":
+        donor = Image.open(record_path(run, method="fixed").with_suffix(".png"))
+        for key, value in donor.text.items():
+            info.add_text(key, value)
+    pixels.save(png, pnginfo=info)
+    err = refused(capsys, ["report", str(run)], png)
+    assert "the record inside its PNG is" in err, err

@@ -3598,3 +3598,21 @@ def test_limits_that_select_the_same_prompts_are_one_run(tmp_path, capsys):
     assert main([*argv]) == 0  # no limit: all of them too
     assert main([*argv, "--limit", "3"]) == 2
     assert "holds a run with other settings (limit:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flag", "name", "data", "said"),
+    [
+        ("--lora", "empty.txt", b"", "LoRA file '{}' is empty (0 bytes)"),
+        ("--model", "junk.safetensors", b"abc", "as a checkpoint: it is cut short (3 bytes: not even a safetensors"),
+        ("--model", "e.safetensors", b"", "as a checkpoint: it is empty (0 bytes)"),
+    ],
+)
+def test_an_empty_or_cut_lora_or_checkpoint_is_said_in_words(tmp_path, capsys, flag, name, data, said):
+    """Round twenty-two: an empty LoRA of another format, and a single-file checkpoint cut short or empty, were named
+    in the libraries' words ("Unable to load weights", "header too small")."""
+    (tmp_path / name).write_bytes(data)
+    argv = ["generate", "a red circle", "--steps", "2", flag, str(tmp_path / name), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert said.format(tmp_path / name) in err and "header too small" not in err, err

@@ -34,9 +34,11 @@ from date_diffusion.core.text import json_spelling, one_line
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import BEST_OF_STRIDE, Method, upgrade_reward
 from date_diffusion.outputs import (
+    PNG_RECORD_KEY,
     PNG_SIGNATURE,
     atomic_write,
     check_reader,
+    check_seal,
     file_group,
     open_rgb,
     pixels_digest,
@@ -319,6 +321,7 @@ def image_state(out: Path, settings: RunSettings, method: Method, it, seed: int)
             signature = f.read(len(PNG_SIGNATURE))
         with Image.open(png) as image:
             pixels = shown_digest(image)  # with its alpha, where a copy made transparent has one
+            embedded = dict(getattr(image, "text", {}) or {}).get(PNG_RECORD_KEY)  # read with the pixels
     except Exception as err:  # noqa: BLE001 - a PNG that does not open (a full disk): unfinished
         return "unfinished", f"{png} does not open as an image ({one_line(err, 200)})"
     if signature != PNG_SIGNATURE:  # another format under the name (same pixels): exports would hand it on
@@ -336,6 +339,16 @@ def image_state(out: Path, settings: RunSettings, method: Method, it, seed: int)
         return "untrusted", f"{where}: made with other settings than this run's"
     if record["pixels"] != pixels:
         return "untrusted", f"{where}: its PNG was changed after it was made"
+    try:  # the settings the PNG itself carries (what an export hands on): this record's, sealed over these pixels
+        inside = loads(embedded) if embedded else None
+        check_seal(inside, pixels, png)
+    except ValueError:  # not JSON, or a seal that no longer matches (a `SchemaError`)
+        inside = "changed"
+    if not isinstance(inside, dict):  # (a record of a version before PNG records were sealed: its fields checked)
+        what = "changed since it was written" if inside == "changed" else "missing (stripped)"
+        return "untrusted", f"{where}: the record inside its PNG is {what}"
+    if any(inside.get(k) != record[k] for k in ("made_with", "pixels", "seed", "index")):
+        return "untrusted", f"{where}: the record inside its PNG is another image's (copied in)"
     return "trusted", record
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
 from date_diffusion.core.settings import ANCHORS, DIRECTIONS, REWARD_TARGETS, SETTINGS, SettingError
-from date_diffusion.core.text import json_kind, quoted, spelled
+from date_diffusion.core.text import json_kind, json_spelling, quoted, spelled
 
 __all__ = ["ANCHORS", "DIRECTIONS", "REWARD_TARGETS", "DATEConfig", "SettingError"]
 PAPER_RHO = 0.5
@@ -188,7 +188,13 @@ class DATEConfig:
         unknown = [key for key in data if key not in FIELD_NAMES]
         if unknown:
             raise SettingError(f"{quoted(unknown[0])} is no DATE setting (they are {', '.join(FIELD_NAMES)})")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except SettingError as err:  # a file's value quoted as the file spells it (`true`, `null`), not as Python
+            said = str(err)
+            for value in data.values():
+                said = said.replace(f"got {value!r}", f"got {json_spelling(value)}")
+            raise SettingError(said).about(getattr(err, "setting", None)) from None
 
     def to_dict(self) -> dict:
         d = asdict(self)

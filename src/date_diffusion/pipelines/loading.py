@@ -346,7 +346,14 @@ def detect_family(path) -> str:
         load_single_file_checkpoint,
     )
 
+    from date_diffusion.schemas import unreadable_safetensors
+
     path = Path(path)
+    why = unreadable_safetensors(path) if path.suffix == ".safetensors" else None
+    if why is None and path.is_file() and path.stat().st_size == 0:
+        why = "is empty (0 bytes)"
+    if why:  # empty, cut short or no safetensors file: in words, never the library's
+        raise ValueError(f"could not read {path} as a checkpoint: it {why}")
     try:
         checkpoint = _Shapes(path) if path.suffix == ".safetensors" else load_single_file_checkpoint(str(path))
         model_type = infer_diffusers_model_type(checkpoint)
@@ -415,6 +422,8 @@ def check_lora_file(path) -> None:
     """A LoRA file that cannot add anything is refused before any model loads: a .safetensors file that holds no
     tensor, or whose keys name no low-rank weights (`lora_A`/`lora_B`, `lora_down`/`lora_up`, ...)."""
     path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:  # any format: nothing to read
+        raise ValueError(f"LoRA file {str(path)!r} is empty (0 bytes)")
     if path.suffix.lower() != ".safetensors":
         return  # other formats are read by diffusers itself
     from date_diffusion.outputs import saved_embeddings
