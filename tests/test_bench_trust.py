@@ -521,3 +521,14 @@ def test_a_png_whose_own_record_was_stripped_or_swapped_is_not_trusted(run, caps
     pixels.save(png, pnginfo=info)
     err = refused(capsys, ["report", str(run)], png)
     assert "the record inside its PNG is" in err, err
+
+
+def test_a_sample_that_is_a_link_is_named_as_a_linked_folder_is(run, capsys, tmp_path):
+    """Round twenty-two: a run image replaced by a symbolic link to the same file outside the run was counted as
+    the run's (a linked method folder is refused): a link is no file a run writes."""
+    png = record_path(run).with_suffix(".png")
+    outside = tmp_path / "elsewhere.png"
+    png.rename(outside)
+    png.symlink_to(outside)
+    err = refused(capsys, ["report", str(run)], png)
+    assert "is a symbolic link, not a file a run writes" in err, err

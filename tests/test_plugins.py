@@ -173,6 +173,8 @@ def test_any_model_folder_may_recommend_settings(tmp_path):
         ({"recommended": {"guidance_scale": "loud"}}, "date_diffusion.json: recommended.guidance_scale"),
         ({"recommended": {"volume": 11}}, r'date_diffusion.json: recommended has unknown settings "volume"; known: '),
         ({"reward": 3}, "date_diffusion.json: reward must be text"),
+        # round twenty-two: a pasted blank beside a name a file gives was stripped without a word
+        ({"recommended": {"reward": "toy-clip\u00a0"}}, "recommended.reward 'toy-clip.xa0' has U.00A0 NO-BREAK SPACE"),
         # round twenty-one: a misspelt `recommended` was read as a note, its settings dropped without a word
         ({"recomended": {"guidance_scale": 9}}, "date_diffusion.json: its key 'recomended' is not read: 'recommended'"),
     ],

@@ -695,3 +695,12 @@ def test_a_blank_seed_field_runs_the_default_seed_and_a_bad_one_is_quoted_as_typ
     assert sampling.seed == DEFAULT_SEED
     with pytest.raises(InputError, match="got ' x '"):
         check_form(Form("a red circle", seed=" x ", settings={}), str(TOY_PIPELINE))
+
+
+@pytest.mark.parametrize("typed", ["toy-clip\u00a0", "\u3000toy-clip"])
+def test_the_pages_reward_field_refuses_a_pasted_blank_as_the_command_line_does(typed):
+    """Round twenty-two: the page took `toy-clip` with a pasted no-break or ideographic space (stripped), which the
+    command line refuses: one rule for every text setting (`core.settings.Text`, through the resolver)."""
+    with pytest.raises(InputError, match="a pasted character") as err:
+        check_form(form(reward=typed), str(TOY_PIPELINE))
+    assert err.value.field == "reward"

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 
 from date_diffusion.core.config import DATEConfig
-from date_diffusion.core.settings import BY_FIELD, GROUPS, SAMPLING, SettingError
+from date_diffusion.core.settings import BY_FIELD, GROUPS, SAMPLING, SettingError, Text
 from date_diffusion.core.text import json_spelling, quoted
 from date_diffusion.families import by_name
 from date_diffusion.model_folder import ModelFile
@@ -163,6 +163,8 @@ def _checked(given: dict, names: dict, from_file: bool = False) -> dict:
         kind = BY_FIELD[key].kind if key in BY_FIELD else SAMPLING.get(key)
         read = kind and (kind.from_file if from_file else kind.value)
         try:
+            if not kind and isinstance(value, str):  # a name (reward, scheduler): a pasted blank beside it refused
+                Text(empty=True).check(value, names[key])
             out[key] = read(value, names[key]) if kind else value.strip() if isinstance(value, str) else value
         except SettingError as err:
             raise err.about(key) from None

@@ -296,6 +296,9 @@ def image_state(out: Path, settings: RunSettings, method: Method, it, seed: int)
     where = f"{method.label} prompt {it.index} seed {seed} ({png})"
     if not rec_path.exists() and not rec_path.is_symlink():
         return "missing", None
+    link = next((p for p in (png, rec_path) if p.is_symlink()), None)
+    if link is not None:  # its file lives elsewhere: the run would change when that file moves
+        return "untrusted", f"{link} is a symbolic link, not a file a run writes"
     why = not_a_file(rec_path)
     if why and why != "missing":
         return "untrusted", f"{rec_path} is {why}"
