@@ -271,20 +271,20 @@ def test_audit_skips_a_record_edited_by_hand(run, capsys):
     assert "hand-edited" not in out
 
 
-def test_the_run_view_names_a_plot_it_cannot_read_and_never_reads_results_md(run):
+def test_the_run_view_names_a_plot_it_cannot_read_and_never_reads_results_md(run, tmp_path):
     """A folder named like a plot is named, never read; results.md as a FIFO (which would hang a reader) is not
     read at all: the tab's table comes from the verified records."""
     from date_diffusion.ui.runview import load_run
 
     (run / "results.md").unlink()
     os.mkfifo(run / "results.md")
-    assert "| date |" in load_run(run)["markdown"]
+    assert "| date |" in load_run(run, tmp_path / "a")["markdown"]
     (run / "evil.png").mkdir()
     with pytest.raises(ValueError, match="evil.png"):
-        load_run(run)
+        load_run(run, tmp_path / "b")
 
 
-def test_the_run_tab_shows_the_verified_records_not_an_edited_or_stale_results_md(run):
+def test_the_run_tab_shows_the_verified_records_not_an_edited_or_stale_results_md(run, tmp_path):
     """results.md edited to say DATE passes everything, then an image removed after the report: the tab's table is
     computed from the records it verifies (the exact accuracy they hold, n without the removed image)."""
     from date_diffusion.ui.runview import load_run
@@ -293,7 +293,7 @@ def test_the_run_tab_shows_the_verified_records_not_an_edited_or_stale_results_m
     (run / "results.md").write_text(text.replace("| date | 2 |", "| date | 2 | 100.0 (edited)"))
     for suffix in (".png", ".json"):
         record_path(run).with_suffix(suffix).unlink()
-    shown = load_run(run)["markdown"]
+    shown = load_run(run, tmp_path)["markdown"]
     assert "(edited)" not in shown and "| date | 1 |" in shown and "| fixed | 2 |" in shown, shown
 
 
@@ -365,9 +365,12 @@ def test_bench_perf_shows_no_ratio_without_a_fixed_variant():
     assert "1.000" not in row and row.rstrip(" |").endswith("-")
 
 
-def test_a_resume_over_a_model_whose_files_changed_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize("change", ["config", "middle of the weights"])
+def test_a_resume_over_a_model_whose_files_changed_is_refused(tmp_path, capsys, change):
     """Round nine: the run's fingerprint held the model's path only, so a resume after a config edit (or retrained
-    weights) kept the old model's images beside the new model's under one run."""
+    weights) kept the old model's images beside the new model's under one run. Round twenty-one: weights changed
+    only in their middle (one layer fine-tuned: same size, same first and last MiB) passed the sampled
+    `model_files`; `model_content` reads every file whole."""
     import shutil
 
     from date_diffusion import TOY_WORLD
@@ -378,11 +381,43 @@ def test_a_resume_over_a_model_whose_files_changed_is_refused(tmp_path, capsys):
     argv = ["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "2", "--methods", "fixed",
             "--model", str(model), "--out", str(tmp_path / "run")]  # fmt: skip
     assert main(argv) == 0
-    config = model / "scheduler" / "scheduler_config.json"
-    config.write_text(config.read_text().replace('"beta_end": 0.012', '"beta_end": 0.02'))
+    if change == "config":
+        config = model / "scheduler" / "scheduler_config.json"
+        config.write_text(config.read_text().replace('"beta_end": 0.012', '"beta_end": 0.02'))
+    else:
+        weights = model / "unet" / "diffusion_pytorch_model.safetensors"
+        data = bytearray(weights.read_bytes())
+        assert len(data) > 4 << 20  # its middle is more than a MiB from either end
+        data[len(data) // 2] ^= 1  # one bit of one weight
+        weights.write_bytes(bytes(data))
     capsys.readouterr()
     assert main(argv) == 2
     assert "the model's configs or weights changed since the run" in capsys.readouterr().err
+
+
+def test_a_run_json_of_an_earlier_version_without_model_content_is_resumed_and_checked_from_then_on(tmp_path, capsys):
+    """`model_content` (every file whole) is new: a run.json without it resumes (its `model_files` still
+    compared), records it, and a later change in the middle of the weights is then named."""
+    import shutil
+
+    from date_diffusion import TOY_WORLD
+    from date_diffusion.cli.main import main
+
+    model, run = tmp_path / "model", tmp_path / "run"
+    shutil.copytree(TOY_WORLD, model)
+    argv = ["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "2", "--methods", "fixed",
+            "--model", str(model), "--out", str(run)]  # fmt: skip
+    assert main(argv) == 0
+    settings = json.loads((run / "run.json").read_text())
+    content = settings.pop("model_content")
+    (run / "run.json").write_text(json.dumps(settings))
+    assert main(argv) == 0 and "0 to make" in capsys.readouterr().err
+    assert json.loads((run / "run.json").read_text())["model_content"] == content
+    weights = model / "unet" / "diffusion_pytorch_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 1
+    weights.write_bytes(bytes(data))
+    assert main(argv) == 2 and "weights changed since the run" in capsys.readouterr().err
 
 
 def test_a_number_written_without_its_point_in_run_json_is_the_same_setting_for_bench_and_report(run, capsys):
@@ -418,7 +453,8 @@ def test_report_of_an_incomplete_run_says_what_it_lacks(run, capsys, lack):
     assert json.loads((run / "results.json").read_text())["incomplete"].startswith(said)
     from date_diffusion.ui.runview import load_run
 
-    assert f"**Incomplete run:** {said}" in load_run(run)["markdown"]  # the page's run tab says it too
+    shown = load_run(run, run.parent / "shown")["markdown"]
+    assert f"**Incomplete run:** {said}" in shown  # the page's run tab says it too
 
 
 def test_a_removed_or_reindented_prompt_record_is_not_a_missing_image(run, capsys):
@@ -494,7 +530,8 @@ def test_report_is_refused_while_a_bench_process_makes_the_run(run, capsys):
 
 
 def test_a_methods_date_setting_is_quoted_as_run_json_spells_it(run, capsys):
-    """Round twenty-two: `"grad_steps": true` in a run.json method was refused with `got True`, Python's word."""
+    """Round twenty-two: `"grad_steps": true` in a run.json method was refused with `got True`, Python's word, and
+    named only as the field `methods`."""
     path = run / "run.json"
     settings = json.loads(path.read_text())
     label = next(label for label, rec in settings["methods"].items() if rec.get("date"))
@@ -502,6 +539,8 @@ def test_a_methods_date_setting_is_quoted_as_run_json_spells_it(run, capsys):
     path.write_text(json.dumps(settings))
     err = refused(capsys, ["report", str(run)], path)
     assert "grad_steps must be an integer from 1 to 100, got true" in err and "True" not in err, err
+    # round twenty-two: named down to the entry's key, not only as `methods`
+    assert f"field 'methods': method {label!r}, key 'date.grad_steps': grad_steps" in err, err
 
 
 @pytest.mark.parametrize("how", ["stripped", "another image's"])

@@ -1135,12 +1135,19 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
             ["generate", "a red circle", "a blue square", "a red circle"],
             "PROMPT 3 'a red circle' is the same prompt as PROMPT 1",
         ),
+        (  # round twenty-two: quoted as typed, not as read
+            ["generate", "a red circle", " a red circle\t"],
+            "PROMPT 2 ' a red circle\\t' is the same prompt as PROMPT 1 once the blanks around them are left out",
+        ),
         (["generate", "\uffff\ufdd0\ufffc\uffa0"], "PROMPT is empty (no visible character"),  # noncharacters, ...
         # round twenty: a pasted blank beside a name was stripped by --reward and --scheduler, refused by --anchor
         (["generate", "a red circle", "--reward", "toy-clip\u00a0"], "--reward 'toy-clip\\xa0' has U+00A0 NO-BREAK"),
         (["generate", "a red circle", "--scheduler", "\u3000euler"], "has U+3000 IDEOGRAPHIC SPACE at its start"),
         # round twenty-one: the class name records and `info` show, typed back, was refused without a word on it
         (["generate", "a red circle", "--scheduler", "DDIMScheduler"], "(DDIMScheduler is ddim here: the model's own"),
+        # round twenty-two: a name typed with blanks around it was quoted without them
+        (["generate", "a red circle", "--scheduler", " DDIM"], "unknown --scheduler ' DDIM' (names are lower case"),
+        (["generate", "a red circle", "--reward", " nope"], "--reward ' nope': unknown reward 'nope'"),
         # round nineteen: a value listed twice under another spelling was named as the plain number
         (["generate", "a red circle", "--update-steps", "0,1,01"], "--update-steps lists 01 (the same as 1) twice"),
         (["generate", "a red circle\U000e0069\U000e0067"], "PROMPT holds the tag character U+E0069 at character 13"),

@@ -285,10 +285,10 @@ def bench_run(tmp_path_factory):
     return out
 
 
-def test_run_tab_gallery_captions_start_with_the_verdict(bench_run):
+def test_run_tab_gallery_captions_start_with_the_verdict(bench_run, tmp_path):
     from date_diffusion.ui.runview import categories, gallery, load_run
 
-    run = load_run(bench_run)
+    run = load_run(bench_run, tmp_path)
     assert categories(run) == ["color_binding", "single", "two_object"]  # --limit 3: one of each, in suite order
     items = gallery(run)
     records = [(m.label, r) for m in run["methods"] for r in run["records"][m.label]]
@@ -299,13 +299,13 @@ def test_run_tab_gallery_captions_start_with_the_verdict(bench_run):
         assert (method, seed, prompt) == (label, f"seed {r['seed']}", r["prompt"])
     assert gallery(run, category="position") == []
     with pytest.raises(ValueError, match="not a bench run"):
-        load_run(bench_run / "images")
+        load_run(bench_run / "images", tmp_path)
 
 
-def test_run_tab_differs_filter_gives_fixed_then_method_pairs(bench_run):
+def test_run_tab_differs_filter_gives_fixed_then_method_pairs(bench_run, tmp_path):
     from date_diffusion.ui.runview import gallery, load_run
 
-    run = load_run(bench_run)
+    run = load_run(bench_run, tmp_path)
     fixed = {(r["index"], r["seed"]): r for r in run["records"]["fixed"]}
     flipped = run["records"]["date:rho=2"][1]  # one verdict made to differ, so there is a pair to show
     flipped["exact"] = 1.0 - fixed[(flipped["index"], flipped["seed"])]["exact"]
@@ -316,15 +316,15 @@ def test_run_tab_differs_filter_gives_fixed_then_method_pairs(bench_run):
         assert fixed_text.split(" | ")[1] == "fixed" and text.split(" | ")[1] == "date:rho=2"
         assert text.split(" | ")[0].endswith("(changed)") and "(changed)" not in fixed_text
         assert fixed_text.split(" | ")[2:] == text.split(" | ")[2:] == [f"seed {r['seed']}", r["prompt"]]
-        images = bench_run / "images"  # images/<method>/<prompt index>/samples/<seed>.png: same prompt and seed
+        images = tmp_path / "images"  # images/<method>/<prompt index>/samples/<seed>.png: same prompt and seed
         assert os.path.relpath(fixed_png, images).split(os.sep)[1:] == os.path.relpath(png, images).split(os.sep)[1:]
 
 
-def test_run_tab_shows_plots_whole_and_images_uncropped(session, bench_run):
+def test_run_tab_shows_plots_whole_and_images_uncropped(session, bench_run, tmp_path):
     from date_diffusion.ui.app import build_app
     from date_diffusion.ui.runview import load_run
 
-    files = load_run(bench_run)["plots"]  # the bench writes its plots (wide figures) beside results.md
+    files = load_run(bench_run, tmp_path)["plots"]  # the bench writes its plots (wide figures) beside results.md
     assert files
     blocks = list(build_app(session, bench_run).blocks.values())
     plots = [b for b in blocks if "run-plot" in (b.elem_classes or [])]
@@ -337,6 +337,35 @@ def test_run_tab_shows_plots_whole_and_images_uncropped(session, bench_run):
     assert all(f"**{os.path.basename(f)[: -len('.png')]}**" in headings for f in files)
     galleries = [b.get_config() for b in blocks if isinstance(b, gr.Gallery)]  # thumbnails whole, not cropped
     assert {g["elem_id"]: g["object_fit"] for g in galleries} == {"strip": "contain", "run-gallery": "contain"}
+
+
+def test_the_run_tab_shows_the_images_it_verified_whatever_replaces_them_later(bench_run, tmp_path):
+    """A PNG replaced in the run folder once the page has read the run (other pixels, its record left) is not shown
+    under the verified caption: the tab shows its own copies, each checked again once copied; a PNG changed between
+    the check and the copy is refused by name."""
+    import shutil
+
+    from PIL import Image
+
+    from date_diffusion.bench.runner import UntrustedRun, image_paths, png_facts, read_trusted, verified_copy
+    from date_diffusion.ui.runview import gallery, load_run
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(bench_run, run_dir)
+    run = load_run(run_dir, tmp_path / "shown")
+    method = run["methods"][1]
+    record = run["records"][method.label][0]
+    png = image_paths(run_dir, method, record["index"], record["seed"])[0]
+    Image.new("RGB", Image.open(png).size, "red").save(png)  # replaced while the page serves
+    for path, _ in gallery(run):
+        assert not os.path.samefile(path, png) and str(run_dir) not in path
+    shown = run["images"][method.label, record["index"], record["seed"]]
+    assert png_facts(shown).pixels == record["pixels"] != png_facts(png).pixels
+    assert all(str(tmp_path / "shown") in p for p in run["plots"])
+    with pytest.raises(UntrustedRun, match=f"{png}.*changed"):  # changed after `read_trusted` verified it
+        verified_copy(run_dir, method, record, tmp_path / "again")
+    with pytest.raises(ValueError, match="PNG was changed"):
+        read_trusted(run_dir)
 
 
 # ------------------------------------------------------------------------------------------- real browser
@@ -504,6 +533,29 @@ def _screenshot(driver, path, size=(1400, 2000)):
     driver.save_screenshot(path)
 
 
+def test_a_run_ended_by_the_pages_own_end_is_not_logged_as_failed(session, monkeypatch, caplog):
+    """Round twenty-two: SIGTERM during a request logged "the run failed" (its files' folder removed under it):
+    once the page is ending, what a run meets is the page's end, said in its box, never logged as a failure; before,
+    a failing run is logged."""
+    from date_diffusion.ui.app import build_app
+    from date_diffusion.ui.session import StopTokens
+
+    monkeypatch.setattr(session, "stops", StopTokens())
+
+    def compare(*args, **kwargs):
+        raise FileNotFoundError("the request's folder is gone")
+
+    monkeypatch.setattr(session, "compare", compare)
+    generate = next(f.fn for f in build_app(session).fns.values() if f.name == "generate")
+    values = ["a red circle", "", "0", False, False, *[""] * len(FIELDS)]
+    *_, box = generate(None, *values, progress=None)
+    assert "folder is gone" in html.unescape(box) and "the run failed" in caplog.text
+    caplog.clear()
+    session.stops.stop_all()
+    *_, box = generate(None, *values, progress=None)
+    assert "the page is ending" in box and "the run failed" not in caplog.text
+
+
 def test_page_handler_shows_errors_in_the_error_box_until_a_good_run(session):
     from date_diffusion.outputs import read_png_metadata
     from date_diffusion.ui.app import build_app
@@ -563,6 +615,7 @@ def test_the_page_bounds_what_a_request_costs_and_keeps(session, monkeypatch):
     sampling, _ = check_form(form(huge), str(TOY_PIPELINE))
     assert len(sampling.prompt) == MAX_PROMPT_CHARS and "5,199,999 characters" in sampling.notes[0]  # stripped
     monkeypatch.setattr(session_module, "KEEP_RUNS", 2)
+    session.run_view.mkdir(exist_ok=True)  # the run tab's copies: shown while the page serves, never expired
     cached = []  # Gradio's copies of each request's files (made after the request, in the page's folder)
     for seed in range(3):
         result = session.compare(form("a red circle", seed=seed, num_inference_steps=2))
@@ -570,10 +623,11 @@ def test_the_page_bounds_what_a_request_costs_and_keeps(session, monkeypatch):
         entry.mkdir(parents=True)
         (entry / "fixed.png").write_bytes(b"png")
         cached.append(entry)
-    kept = [p for p in session.workdir.iterdir() if p.is_dir() and p != session.gradio_cache]
+    kept = [p for p in session.workdir.iterdir() if p.is_dir() and p not in (session.gradio_cache, session.run_view)]
     assert len(kept) == 2 and all(Path(f).exists() for f in result.files)
     session.compare(form("a red circle", seed=3, num_inference_steps=2))
     assert [e.exists() for e in cached] == [False, False, True]  # Gradio's copies of the requests the page dropped
+    assert session.run_view.is_dir()
 
 
 def test_a_date_image_date_did_not_move_is_never_called_date_on_the_page(session):

@@ -144,12 +144,13 @@ def _parse(path: Path, entry: FolderFile) -> ModelFile:
 _SAMPLED = 1 << 20  # bytes read from each end of a weights file for its fingerprint
 
 
-def fingerprint(model) -> str | None:
+def fingerprint(model, whole: bool = False) -> str | None:
     """A fingerprint of a local model's files (a folder's, or a single checkpoint's or LoRA's, whatever its name):
-    every small text file (the
-    configs, tokenizers, `model_index.json`) whole, and each other file by its size and its first and last MiB, so
-    that retrained weights or an edited config change it in a second or so whatever the model's size. None for a
-    hub id (its files are the hub's). What a bench run records, so that a resume over a changed model is named."""
+    every small text file (the configs, tokenizers, `model_index.json`) whole, and each other file by its size and
+    its first and last MiB, so that retrained weights or an edited config change it in a second or so whatever the
+    model's size; `whole`: every file read whole (a change anywhere in the weights, such as one layer fine-tuned,
+    changes it; as long as reading the model). None for a hub id (its files are the hub's). What a bench run records
+    (`model_files`, and `model_content` whole), so that a resume over a changed model is named."""
     import hashlib
 
     root = Path(str(model)).expanduser()
@@ -164,8 +165,9 @@ def fingerprint(model) -> str | None:
             f"{path.relative_to(root) if root.is_dir() else ''}\0{size}\0".encode()
         )  # a file's own name aside
         with open(path, "rb") as f:
-            if path.suffix in (".json", ".txt", ".model") and size <= 64 * _SAMPLED:
-                digest.update(f.read())
+            if whole or (path.suffix in (".json", ".txt", ".model") and size <= 64 * _SAMPLED):
+                while chunk := f.read(16 * _SAMPLED):  # in pieces: an interrupt ends it between two
+                    digest.update(chunk)
             else:
                 digest.update(f.read(_SAMPLED))
                 f.seek(max(0, size - _SAMPLED))

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 
 from date_diffusion.core.config import DATEConfig
-from date_diffusion.core.settings import BY_FIELD, GROUPS, SAMPLING, SettingError, Text
+from date_diffusion.core.settings import BY_FIELD, GROUPS, SAMPLING, SettingError, SpelledText, Text
 from date_diffusion.core.text import json_spelling, quoted
 from date_diffusion.families import by_name
 from date_diffusion.model_folder import ModelFile
@@ -165,7 +165,7 @@ def _checked(given: dict, names: dict, from_file: bool = False) -> dict:
         try:
             if not kind and isinstance(value, str):  # a name (reward, scheduler): a pasted blank beside it refused
                 Text(empty=True).check(value, names[key])
-            out[key] = read(value, names[key]) if kind else value.strip() if isinstance(value, str) else value
+            out[key] = read(value, names[key]) if kind else SpelledText(value) if isinstance(value, str) else value
         except SettingError as err:
             raise err.about(key) from None
     for members in GROUPS.values():
@@ -187,7 +187,8 @@ def _scheduler(given, recommended: tuple, model: str, family: str, paper_default
             # a class name as records and `info` show it (`DDIMScheduler`): the names that build it
             named = [key for key, (cls, _) in SCHEDULERS.items() if cls == name]
             also = f" ({name} is {' or '.join(named)} here: the model's own runs without --scheduler)" if named else ""
-            raise SettingError(f"unknown {where} {name!r}{also}; choose one of: {', '.join(SCHEDULERS)}").about(
+            also = f" (names are lower case here: {name.lower()})" if name.lower() in SCHEDULERS else also
+            raise SettingError(f"unknown {where} {quoted(name)}{also}; choose one of: {', '.join(SCHEDULERS)}").about(
                 "scheduler"
             )
     if given is not None:

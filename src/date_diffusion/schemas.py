@@ -243,8 +243,8 @@ def not_a_file(path, limit: int = RUN_FILE_LIMIT) -> str | None:
     return None
 
 
-def read_small_text(path, limit: int = RUN_FILE_LIMIT) -> str:
-    """The text of a small regular file (`not_a_file` first: OSError naming what it is), at most `limit` bytes."""
+def read_small_bytes(path, limit: int = RUN_FILE_LIMIT) -> bytes:
+    """The bytes of a small regular file (`not_a_file` first: OSError naming what it is), at most `limit` bytes."""
     why = not_a_file(path, limit)
     if why:
         raise OSError(f"it is {why}")
@@ -252,7 +252,12 @@ def read_small_text(path, limit: int = RUN_FILE_LIMIT) -> str:
         data = f.read(limit + 1)
     if len(data) > limit:  # grew since the check
         raise OSError(f"it is larger than such a file ever is ({limit:,} bytes at most)")
-    return data.decode("utf-8")
+    return data
+
+
+def read_small_text(path, limit: int = RUN_FILE_LIMIT) -> str:
+    """The text of a small regular file (`read_small_bytes`), as UTF-8."""
+    return read_small_bytes(path, limit).decode("utf-8")
 
 
 def read_json(path, schema: Schema, limit: int = RUN_FILE_LIMIT) -> dict:
@@ -339,6 +344,7 @@ RUN = Schema(
         "inception_weights": "text",
         "image_size": "list",
         "model_files": "text",
+        "model_content": "text",
     },  # every field `bench.runner.RunSettings` writes (test_bench_trust checks the two agree)
     bounds={"seeds": (0, MAX_SEED), "steps": (1, MAX_STEPS), "limit": (1, MAX_SEED), "edit_skip": (0, MAX_STEPS)},
     unique=("seeds", "categories"),

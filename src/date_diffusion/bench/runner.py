@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from date_diffusion.bench.export import GENEVAL_RECORD, PROMPT_RECORD, read_prompt_record, write_prompt_records
 from date_diffusion.bench.suites import SUITES, Item, load_suite
 from date_diffusion.core.settings import DTYPES, is_integer, parse_integer
-from date_diffusion.core.text import json_spelling, one_line
+from date_diffusion.core.text import json_spelling, one_line, quoted
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import BEST_OF_STRIDE, Method, upgrade_reward
 from date_diffusion.outputs import (
@@ -56,6 +56,7 @@ from date_diffusion.schemas import (
     not_a_file,
     plain_numbers,
     read_json,
+    read_small_bytes,
     read_small_text,
     sealed,
 )
@@ -82,6 +83,7 @@ class RunSettings:
     scheduler: str | None = None
     dtype: str = "float32"
     model_files: str | None = None  # `model_folder.fingerprint` of a local model: its files as the run made images
+    model_content: str | None = None  # the same, of every file whole (a run.json of an earlier version lacks it)
     fid_real: str | None = None  # folder of real images for FID (coco); the toy suite renders its own
     edit_skip: int | None = None  # editing suites: steps not regenerated
     cfg_src: float = CFG_SRC  # editing suites: guidance of the inversion (the regeneration uses `guidance`)
@@ -132,7 +134,13 @@ def _value_problem(run: dict) -> str | None:
 def upgrade_run(run: dict) -> dict:
     """run.json of any version in this version's layout: each method entry through its method (`Method.from_record`
     reads earlier layouts), the toy world's rewards under their new names."""
-    methods = {label: Method.from_record(label, rec).record() for label, rec in run["methods"].items()}
+    methods = {}
+    for label, rec in run["methods"].items():
+        try:
+            methods[label] = Method.from_record(label, rec).record()
+        except (ValueError, KeyError, TypeError) as err:  # named down to the entry's key (`date.rho`) where known
+            key = f", key {quoted(err.setting)}" if getattr(err, "setting", None) else ""
+            raise ValueError(f"method {quoted(label)}{key}: {err}") from err
     rewards = {k: upgrade_reward(run[k]) for k in ("reward", "eval_clip") if k in run}
     added = {f.name: None for f in fields(RunSettings) if f.default is None}  # settings a later version added
     return {**added, **run, **rewards, "methods": methods}
@@ -184,7 +192,8 @@ def compare_settings(out: Path, settings: RunSettings) -> dict:
         del diff["limit"]
     if diff:
         detail = "; ".join(f"{k}: {json_spelling(a)} -> {json_spelling(b)}" for k, (a, b) in diff.items())
-        changed = " (model_files: the model's configs or weights changed since the run)" * ("model_files" in diff)
+        changed = (" (the model's configs or weights changed since the run)"
+                   * any(k in diff for k in ("model_files", "model_content")))  # fmt: skip
         raise SettingsMismatch(
             f"{out} holds a run with other settings ({detail}){changed}; use another --out or the same settings"
         )
@@ -224,7 +233,7 @@ def _same_settings(old, new) -> bool:
 # settings a run.json of an earlier version lacks, checked from the first resume by this version on: the model's
 # files, the same for every image of a run (so no image's fingerprint holds them: an earlier run's images stay
 # trusted), compared at the run's level by `compare_settings`
-CHECKED_FROM_NOW = ("model_files",)
+CHECKED_FROM_NOW = ("model_files", "model_content")
 # settings that decide which images a run makes, not what any one image is
 NOT_PER_IMAGE = ("methods", "limit", "categories", "seeds", "captions", *METRIC_ONLY, *CHECKED_FROM_NOW)
 
@@ -287,6 +296,65 @@ def describe_untrusted(out: Path, problems: list[str], fix: str) -> str:
     return f"{out} holds {len(problems)} file(s) that cannot be counted as this run's: {shown}; {fix}"
 
 
+@dataclass(frozen=True)
+class PngFacts:
+    """What a run's PNG holds that its record fingerprints: the file's first bytes, its pixels' digest (with its
+    alpha, where a copy made transparent has one) and the record embedded in it (None when it has none)."""
+
+    signature: bytes
+    pixels: str
+    embedded: str | None
+
+
+def png_facts(png: Path) -> PngFacts:
+    """`PngFacts` of `png`, read once (any exception: it does not open as an image)."""
+    with open(png, "rb") as f:
+        signature = f.read(len(PNG_SIGNATURE))
+    with Image.open(png) as image:
+        return PngFacts(signature, shown_digest(image), dict(getattr(image, "text", {}) or {}).get(PNG_RECORD_KEY))
+
+
+def png_problem(png: Path, facts: PngFacts, record: dict | None, where: str) -> str | None:
+    """Why the PNG with `facts` is not the image its sealed `record` (already checked for this run) fingerprints, or
+    None: another format under its name (exports would hand it on), other pixels, or a record inside it that is
+    missing, changed, or another image's. `record` None: only the format is checked."""
+    if facts.signature != PNG_SIGNATURE:
+        return f"{png} is not a PNG file (an image of another format under its name)"
+    if record is None:
+        return None
+    if record["pixels"] != facts.pixels:
+        return f"{where}: its PNG was changed after it was made"
+    try:  # the settings the PNG itself carries (what an export hands on): this record's, sealed over these pixels
+        inside = loads(facts.embedded) if facts.embedded else None
+        check_seal(inside, facts.pixels, png)
+    except ValueError:  # not JSON, or a seal that no longer matches (a `SchemaError`)
+        inside = "changed"
+    if not isinstance(inside, dict):  # (a record of a version before PNG records were sealed: its fields checked)
+        what = "changed since it was written" if inside == "changed" else "missing (stripped)"
+        return f"{where}: the record inside its PNG is {what}"
+    if any(inside.get(k) != record[k] for k in ("made_with", "pixels", "seed", "index")):
+        return f"{where}: the record inside its PNG is another image's (copied in)"
+    return None
+
+
+def verified_copy(out: Path, method: Method, record: dict, into: Path) -> Path:
+    """A copy under the folder `into` (at the PNG's place in the run) of a trusted image's PNG (a record
+    `read_trusted` returned), checked again once copied: what a reader shows from the copy is the image that was
+    verified, whatever happens to the run folder afterwards. `UntrustedRun` naming the PNG when it changed since."""
+    png = image_paths(out, method, record["index"], record["seed"])[0]
+    to = into / png.relative_to(out)
+    to.parent.mkdir(parents=True, exist_ok=True)
+    where = f"{method.label} prompt {record['index']} seed {record['seed']} ({png})"
+    try:
+        to.write_bytes(read_small_bytes(png, PNG_LIMIT))  # links followed: the copy's own bytes are checked
+        problem = png_problem(png, png_facts(to), record, where)
+    except Exception as err:  # noqa: BLE001 - removed, or replaced by something that does not open
+        problem = f"{png} is no longer readable as the image verified ({one_line(err, 200)})"
+    if problem:
+        raise UntrustedRun(f"{problem} (it changed while the run was being read); {READ_FIX}")
+    return to
+
+
 def image_state(out: Path, settings: RunSettings, method: Method, it, seed: int) -> tuple[str, object]:
     """What the run folder holds for one (method, prompt, seed) of the run, as every reader sees it: ("missing",
     None), ("unfinished", why) (a record that does not pass its schema, or a PNG that does not open: `bench` makes
@@ -320,15 +388,11 @@ def image_state(out: Path, settings: RunSettings, method: Method, it, seed: int)
     if why:  # its record is there, its image is not (an interrupted run, or an image moved out): made again
         return "unfinished", f"{png} is missing beside its record {rec_path.name} (re-run the bench command to make it)"
     try:
-        with open(png, "rb") as f:
-            signature = f.read(len(PNG_SIGNATURE))
-        with Image.open(png) as image:
-            pixels = shown_digest(image)  # with its alpha, where a copy made transparent has one
-            embedded = dict(getattr(image, "text", {}) or {}).get(PNG_RECORD_KEY)  # read with the pixels
+        facts = png_facts(png)
     except Exception as err:  # noqa: BLE001 - a PNG that does not open (a full disk): unfinished
         return "unfinished", f"{png} does not open as an image ({one_line(err, 200)})"
-    if signature != PNG_SIGNATURE:  # another format under the name (same pixels): exports would hand it on
-        return "untrusted", f"{png} is not a PNG file (an image of another format under its name)"
+    if facts.signature != PNG_SIGNATURE:
+        return "untrusted", png_problem(png, facts, None, where)
     if "made_with" not in record or "pixels" not in record or "sealed" not in record:
         return "untrusted", f"{where}: its record has no fingerprint (an earlier version made it)"
     if record["sealed"] != sealed(record):
@@ -340,18 +404,9 @@ def image_state(out: Path, settings: RunSettings, method: Method, it, seed: int)
         return "untrusted", f"{where}: its record's {other[0]} is not this image's (written for another image)"
     if record["made_with"] != made_with(settings, method, it.prompt, seed):
         return "untrusted", f"{where}: made with other settings than this run's"
-    if record["pixels"] != pixels:
-        return "untrusted", f"{where}: its PNG was changed after it was made"
-    try:  # the settings the PNG itself carries (what an export hands on): this record's, sealed over these pixels
-        inside = loads(embedded) if embedded else None
-        check_seal(inside, pixels, png)
-    except ValueError:  # not JSON, or a seal that no longer matches (a `SchemaError`)
-        inside = "changed"
-    if not isinstance(inside, dict):  # (a record of a version before PNG records were sealed: its fields checked)
-        what = "changed since it was written" if inside == "changed" else "missing (stripped)"
-        return "untrusted", f"{where}: the record inside its PNG is {what}"
-    if any(inside.get(k) != record[k] for k in ("made_with", "pixels", "seed", "index")):
-        return "untrusted", f"{where}: the record inside its PNG is another image's (copied in)"
+    problem = png_problem(png, facts, record, where)
+    if problem:
+        return "untrusted", problem
     return "trusted", record
 
 

@@ -633,6 +633,7 @@ def _prepare(opts: BenchOptions, model: str):
             guidance=resolved.guidance_scale,
             model=model,
             model_files=fingerprint(model),
+            model_content=fingerprint(model, whole=True),
             reward=resolved.reward,
             eval_clip=eval_clip,
             scheduler=resolved.scheduler,

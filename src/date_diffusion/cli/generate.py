@@ -350,6 +350,7 @@ def prepared_prompts(opts: GenerateOptions) -> tuple[GenerateOptions, list[str]]
             return f"prompt {k - given + 1} of --prompts-file {quoted(str(opts.prompts_file))}"
         return "PROMPT" if len(prompts) == 1 else f"PROMPT {k + 1}"
 
+    typed = list(prompts)  # as given, for a message that quotes one
     cut = [False] * len(prompts)  # which prompts were cut to what encoders read
     try:
         for k, prompt in enumerate(prompts):
@@ -367,9 +368,12 @@ def prepared_prompts(opts: GenerateOptions) -> tuple[GenerateOptions, list[str]]
         first = seen[prompts[twice]]
         alike = cut[first] or cut[twice]  # equal only in the part that is used
         same = f"the same in its first {len(prompts[twice]):,} characters, the part that is used, as" if alike else ""
-        raise CLIError(f"{name(twice)} {quoted(prompts[twice])} is {same or 'the same prompt as'} {name(first)}: "
-                       "its images would be the same; give each prompt once (--images-per-prompt N for more "
-                       "seeds)")  # fmt: skip
+        blanks = " once the blanks around them are left out (a prompt is read without them)" * (
+            not alike and typed[twice] != typed[first]
+        )
+        raise CLIError(f"{name(twice)} {quoted(typed[twice])} is {same or 'the same prompt as'} {name(first)}"
+                       f"{blanks}: its images would be the same; give each prompt once (--images-per-prompt N for "
+                       "more seeds)")  # fmt: skip
     return replace(opts, prompts=tuple(prompts), negative_prompt=negative), notes
 
 

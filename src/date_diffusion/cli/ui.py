@@ -164,7 +164,7 @@ def serve(opts, workdir) -> None:
         demo = build_app(session, opts.run)
         demo.queue(default_concurrency_limit=opts.concurrency, max_size=MAX_QUEUE)  # beyond it: "queue is full"
         demo.launch(server_name=opts.host, server_port=opts.port, show_error=True, quiet=True, prevent_thread_lock=True,
-                    allowed_paths=[str(session.workdir)] + ([opts.run] if opts.run else []),
+                    allowed_paths=[str(session.workdir)],  # the run tab shows copies made there
                     max_file_size=MAX_UPLOAD)  # fmt: skip
         print(f"serving {model} on http://{opts.host}:{opts.port}", flush=True)  # once it answers, not before
         while demo.is_running:  # our own wait, so that an interrupt always reaches the handler of `run`

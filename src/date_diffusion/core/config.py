@@ -87,7 +87,10 @@ class DATEConfig:
         for setting in SETTINGS:  # each field's kind and range (core/settings.py)
             value = getattr(self, setting.field)
             if value is not None or not setting.optional:
-                checked = setting.kind.check(value, setting.field)
+                try:
+                    checked = setting.kind.check(value, setting.field)
+                except SettingError as err:
+                    raise err.about(setting.field) from None
                 # a default stays marked as one, so that `dataclasses.replace(config, rho_relative=...)` may set the
                 # other member of its group
                 setattr(self, setting.field, type(value)(checked) if isinstance(value, _DEFAULTS) else checked)
@@ -187,7 +190,9 @@ class DATEConfig:
             raise SettingError(f"DATE's settings must be an object of its fields, got {json_kind(data)}")
         unknown = [key for key in data if key not in FIELD_NAMES]
         if unknown:
-            raise SettingError(f"{quoted(unknown[0])} is no DATE setting (they are {', '.join(FIELD_NAMES)})")
+            raise SettingError(f"{quoted(unknown[0])} is no DATE setting (they are {', '.join(FIELD_NAMES)})").about(
+                unknown[0]
+            )
         try:
             return cls(**data)
         except SettingError as err:  # a file's value quoted as the file spells it (`true`, `null`), not as Python

@@ -164,6 +164,18 @@ class SpelledReal(float):
         return number
 
 
+class SpelledText(str):
+    """A name read from text with the blanks around it (a shell's quoting) stripped, keeping the text typed (`text`)
+    where it differs, so that a later message (an unknown scheduler or reward) quotes what was typed
+    (`core.text.spelled`). Everything else (comparisons, `json.dumps`, records) sees the plain stripped name."""
+
+    def __new__(cls, text):
+        name = super().__new__(cls, text.strip())
+        if name != text:
+            name.text = str(text)
+        return name
+
+
 class SpelledInt(int):
     """An integer read from text that keeps the text it was written as (`text`: `0009`, `+4`) where that differs
     from its digits, so that a later message (an update step outside the run, a batch size out of range) quotes what

@@ -149,11 +149,14 @@ def json_spelling(value) -> str:
 
 
 def spelled(value) -> str:
-    """A value as a message shows it: a number as it was typed where its reader kept the text (`0009`:
-    `core.settings.SpelledInt`; `1e-9`: `schemas.SpelledFloat`), anything else as its repr."""
+    """A value as a message shows it: a number or name as it was typed where its reader kept the text (`0009`:
+    `core.settings.SpelledInt`; `1e-9`: `schemas.SpelledFloat`; `' ddim'`: `SpelledText`), anything else as its
+    repr."""
     text = getattr(value, "text", None)
     if isinstance(value, numbers.Number) and isinstance(text, str):
         return text
+    if isinstance(value, str) and isinstance(text, str):  # a name typed with blanks around it (`SpelledText`)
+        value = text
     if isinstance(value, str) and value and is_blank(value):  # shows nothing: each character that is no space
         return repr(value).translate(
             {ord(ch): f"\\u{ord(ch):04x}" for ch in set(value) if ch != " " and ord(ch) <= 0xFFFF}

@@ -198,12 +198,16 @@ class Method:
         if "method" not in record:
             record = upgrade_record(label, record)
         if record["method"] not in METHODS:
-            raise ValueError(f"method {quoted(label)} in run.json has unknown kind {quoted(record['method'])}")
+            raise ValueError(f"unknown kind {quoted(record['method'])} (known: {', '.join(METHODS)})")
         kind = METHODS[record["method"]]
         names = {f.name for f in fields(kind)} - {"label"}
         values = {k: v for k, v in record.items() if k in names}
         if values.get("date") is not None:
-            values["date"] = DATEConfig.from_dict(_one_step_size(values["date"]))
+            try:
+                values["date"] = DATEConfig.from_dict(_one_step_size(values["date"]))
+            except SettingError as err:  # the key as the entry holds it: `date.rho`
+                key = ".".join(["date", *([err.setting] if err.setting else [])])
+                raise SettingError(str(err)).about(key) from None
         return kind(label=label, **values)
 
 

@@ -116,6 +116,8 @@ def _generate_tab(session: Session):
         except InputError as err:  # shown under the fields; the output panes keep the last run
             return *(gr.skip() for _ in outputs), error_box(err)
         except Exception as err:  # a failing run is reported in the page; the server carries on
+            if session.stops.closing:  # the page is ending (Ctrl-C or SIGTERM): its folder goes, the run with it
+                return *(gr.skip() for _ in outputs), error_box(RuntimeError("the page is ending; the run was stopped"))
             log.exception("the run failed")
             return *(gr.skip() for _ in outputs), error_box(err)
         trace = result.trace
@@ -143,9 +145,9 @@ def _visitor(request) -> str:
     return getattr(request, "session_hash", None) or "local"
 
 
-def _run_tab(run_dir):
+def _run_tab(run_dir, shown: Path):
     try:
-        run = load_run(run_dir)
+        run = load_run(run_dir, shown)
     except ValueError as err:
         gr.Markdown(f"**{err}**")
         return
@@ -207,5 +209,5 @@ def build_app(session: Session, run_dir=None) -> gr.Blocks:
                 _generate_tab(session)
             if run_dir is not None:
                 with gr.Tab("Benchmark run"):
-                    _run_tab(run_dir)
+                    _run_tab(run_dir, session.run_view)
     return demo

@@ -23,24 +23,41 @@ def view_files(run_dir) -> list[str]:
     return plots
 
 
-def load_run(run_dir) -> dict:
-    """The run's settings, results markdown, plot files and image records (ValueError when it is not a run)."""
-    run_dir = Path(run_dir)
+def load_run(run_dir, shown) -> dict:
+    """The run's settings, results markdown, plot files and image records (ValueError when it is not a run). The page
+    shows copies made in the folder `shown` (the page's own): each image checked again once copied
+    (`runner.verified_copy`), so the images it shows under their verdicts are the ones verified, and the plots as they
+    were at start, whatever is replaced in the run folder while the page serves."""
+    run_dir, shown = Path(run_dir), Path(shown)
     if not (run_dir / "run.json").exists():
         raise ValueError(f"{run_dir} is not a bench run (no run.json); give the --out folder of `date-diffusion bench`")
     from date_diffusion.bench.report import incomplete_note
-    from date_diffusion.bench.runner import read_trusted
+    from date_diffusion.bench.runner import read_trusted, verified_copy
+    from date_diffusion.schemas import read_small_bytes
 
     trusted = read_trusted(run_dir)  # UntrustedRun (a ValueError): what it cannot trust
     settings, methods, records = trusted.run, trusted.methods, trusted.records
-    plots = view_files(run_dir)
+    shown.mkdir(parents=True, exist_ok=True)
+    plots = []
+    for plot in view_files(run_dir):
+        plots.append(shown / Path(plot).name)
+        try:
+            plots[-1].write_bytes(read_small_bytes(plot, PLOT_LIMIT))
+        except OSError as err:
+            raise ValueError(f"{plot} is not readable as a plot of the run ({err}); run `date-diffusion report "
+                             f"{run_dir}` to draw the plots again") from err  # fmt: skip
+    images = {}
+    for method in methods:
+        for r in records[method.label]:
+            images[method.label, r["index"], r["seed"]] = str(verified_copy(run_dir, method, r, shown))
     return {
         "dir": run_dir,
         "settings": settings,
         "markdown": records_markdown(settings, records, incomplete_note(trusted.missing)),
-        "plots": plots,
+        "plots": [str(p) for p in plots],
         "methods": methods,
         "records": records,
+        "images": images,
     }
 
 
@@ -73,14 +90,10 @@ def caption(label: str, record: dict, changed: bool = False) -> str:
 def gallery(run: dict, category: str | None = None, changed_only: bool = False) -> list[tuple[str, str]]:
     """(image path, caption) for every image, optionally one category; `changed_only`: only the (prompt, seed) pairs
     where a method's exact verdict differs from `fixed`'s, each as two items, the fixed image then the method's."""
-    from date_diffusion.bench.runner import image_paths
-
-    by_label = {m.label: m for m in run["methods"]}
     fixed = {(r["index"], r["seed"]): r for r in run["records"].get("fixed", [])}
 
     def item(label: str, record: dict, changed: bool = False) -> tuple[str, str]:
-        png = image_paths(run["dir"], by_label[label], record["index"], record["seed"])[0]
-        return str(png), caption(label, record, changed)
+        return run["images"][label, record["index"], record["seed"]], caption(label, record, changed)
 
     items = []
     for m in run["methods"]:

@@ -199,6 +199,7 @@ class StopTokens:
         self._tokens: dict = {}  # the running request's token
         self._queued: dict = {}  # the token of a request still waiting in the queue
         self._lock = threading.Lock()
+        self.closing = False  # `stop_all` was called: what a run meets from now on is the page's end, no failure
 
     def queue(self, key) -> None:
         with self._lock:
@@ -218,6 +219,7 @@ class StopTokens:
     def stop_all(self) -> None:
         """Every visitor's Stop at once: the server is ending (Ctrl-C or SIGTERM)."""
         with self._lock:
+            self.closing = True
             for tokens in (self._tokens, self._queued):
                 for token in tokens.values():
                     token.set()
@@ -317,10 +319,15 @@ class Session:
     def gradio_cache(self) -> Path:
         return gradio_cache(self.workdir)
 
+    @property
+    def run_view(self) -> Path:
+        """Where the benchmark tab keeps the copies of the run's files it shows (`runview.load_run`): never expired."""
+        return self.workdir / "run-view"
+
     def _expire(self) -> None:
         """The page keeps the files of its last `KEEP_RUNS` requests (each request's own folder); older ones go, and
         so do Gradio's copies of them (its cache entries made before the oldest request kept began)."""
-        runs = sorted((p for p in self.workdir.iterdir() if p.is_dir() and p != self.gradio_cache),
+        runs = sorted((p for p in self.workdir.iterdir() if p.is_dir() and p not in (self.gradio_cache, self.run_view)),
                       key=lambda p: p.stat().st_mtime)  # fmt: skip
         for old in runs[:-KEEP_RUNS]:
             shutil.rmtree(old, ignore_errors=True)
