@@ -3576,6 +3576,25 @@ def test_edit_says_when_its_input_is_enlarged_or_stretched(tmp_path, capsys):
         ), err
 
 
+def test_edit_names_date_settings_that_change_no_edit(tmp_path, capsys):
+    """`edit --anchor original` with one update made the DATE edit pixel for pixel the edit without it, with no
+    word: named in a note and under the record's `without_effect`, as generate names it (one note:
+    `cli.common.say_without_effect`); with two updates the anchor acts and nothing is said."""
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "in.png")
+    argv = ["edit", str(tmp_path / "in.png"), "--source-prompt", "a red circle", "--target-prompt", "a blue circle",
+            "--steps", "5"]  # fmt: skip
+    assert main([*argv, "--anchor", "original", "--out", str(tmp_path / "a")]) == 0
+    assert "note: --anchor 'original' changes no image here" in capsys.readouterr().err
+    record = json.loads((tmp_path / "a" / "a-blue-circle-s0.json").read_text())
+    assert record["without_effect"]["anchor"]["value"] == "original"
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0  # the default anchor: the same edit
+    a, b = (np.asarray(Image.open(tmp_path / f / "a-blue-circle-s0-date.png")) for f in "ab")
+    assert np.array_equal(a, b)
+    capsys.readouterr()
+    assert main([*argv, "--anchor", "original", "--update-steps", "0,1", "--out", str(tmp_path / "c")]) == 0
+    assert "changes no image" not in capsys.readouterr().err
+
+
 def test_a_reader_that_leaves_never_costs_an_image_already_sampled(tmp_path):
     """Round twenty-one: `generate A B C | head -c 10` ended (141) after writing two images of a batch of three
     already sampled: every image of the batch is written, then the command ends as a write to that pipe would."""

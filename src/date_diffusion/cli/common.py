@@ -265,6 +265,18 @@ def resolve_from_args(model: str, overrides: dict, family=None, paper_defaults=F
         raise CLIError(f"--model {model!r}: {err}") from err
 
 
+def say_without_effect(command: str, unused: dict) -> None:
+    """A note for each DATE setting or reward given that changes no image (`evaluation.methods.settings_without_effect`:
+    name -> {value, why}): said, never taken without a word, and listed under the record's `without_effect`."""
+    import sys
+
+    from date_diffusion.core.text import spelled
+
+    for name, what in unused.items():
+        print(f"date-diffusion {command}: note: {FLAGS.get(name, name)} {spelled(what['value'])} changes no image "
+              f"here: {what['why']}; the record lists it under without_effect", file=sys.stderr)  # fmt: skip
+
+
 def check_negative_prompt(pipe, negative_prompt: str | None) -> None:
     """`--negative-prompt` only for a family that samples with a user's negative prompt; one longer than its text
     encoder reads is said, with the words not read (diffusers says it of a prompt, not of a negative prompt)."""

@@ -26,6 +26,7 @@ from date_diffusion.cli.common import (
     resolve_device,
     resolve_from_args,
     resolve_model,
+    say_without_effect,
 )
 from date_diffusion.core.config import CANNOT_ACT
 from date_diffusion.core.settings import DEFAULT_SEED
@@ -265,6 +266,10 @@ def run(args) -> int:
     if not settings.active:  # as generate says it: never an edit labelled DATE that DATE did not touch
         print(f"date-diffusion edit: note: DATE cannot move the embedding with these settings ({CANNOT_ACT}); the "
               "DATE edit is the plain edit and is recorded as method 'fixed'", file=sys.stderr)  # fmt: skip
+    from date_diffusion.evaluation.methods import settings_without_effect
+
+    unused = settings_without_effect(settings)  # DATE settings given that change no edit: said, as generate says them
+    say_without_effect("edit", unused)
     _check_input_kept(opts)
     opts, pipe, image, reward = load(opts, settings, loading)
     check_loaded(opts, pipe)
@@ -278,7 +283,9 @@ def run(args) -> int:
         files, dated = edit_three(opts, pipe, image, settings.date, reward)
     meta = record(opts, settings, files, dated.traces[0])
     if unread:
-        meta.update(negative_prompt=None, without_effect=unread)
+        meta.update(negative_prompt=None)
+    if unread or unused:
+        meta.update(without_effect={**unread, **unused})
     # an edit DATE did not move (a step size of 0, every gradient zero) is the plain edit, recorded as such
     meta["method"] = "date" if settings.active and moved(meta["trace"]) else "fixed"
     from date_diffusion.grids import date_label, final_rewards, knows_line, shown_verdicts, verdict_lines

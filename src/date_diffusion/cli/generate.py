@@ -31,6 +31,7 @@ from date_diffusion.cli.common import (
     resolve_device,
     resolve_from_args,
     resolve_model,
+    say_without_effect,
 )
 from date_diffusion.core.config import CANNOT_ACT
 from date_diffusion.core.settings import DEFAULT_SEED, Seed, SettingError
@@ -487,9 +488,7 @@ def plan(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
         print(f"date-diffusion generate: {images:,} images to make{also} ({len(job.prompts):,} prompts x "
               f"{opts.images_per_prompt} per prompt) in batches of {opts.batch_size}; an estimate of the time "
               "follows the first batch", file=sys.stderr)  # fmt: skip
-    for name, unused in job.date_unused.items():  # given, and changing no image: said, never taken without a word
-        print(f"date-diffusion generate: note: {FLAGS.get(name, name)} {spelled(unused['value'])} changes no image "
-              f"here: {unused['why']}; the record lists it under without_effect", file=sys.stderr)  # fmt: skip
+    say_without_effect("generate", job.date_unused)
     if not job.date_active and job.saved is None:
         print(f"date-diffusion generate: note: DATE cannot move the embedding with these settings ({CANNOT_ACT}); "
               "the images use the fixed embedding and are recorded as method 'fixed'", file=sys.stderr)  # fmt: skip
