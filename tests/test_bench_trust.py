@@ -95,6 +95,29 @@ def test_a_stray_image_is_named_by_bench_and_report(run, capsys):
         assert "not an image of this run" in err and "move them out" in err
 
 
+@pytest.mark.parametrize(
+    "copied, said",
+    [
+        ("samples/01000 -> samples/1000", "1000.png: not a name a run writes (a run names it 01000.png)"),
+        ("00000 -> 0", "0: not a name a run writes (a run names it 00000)"),
+        ("00000 -> 00000x", "00000x: not a name a run writes"),
+    ],
+)  # fmt: skip
+def test_a_run_number_spelled_otherwise_is_named_as_a_name_no_run_writes(run, capsys, copied, said):
+    """Round twenty-three: a copy named `1000.png` (seed 1000 of the run, spelled without its zeros) was refused as
+    "not an image of this run (its seeds are 1000-1000)", and a prompt folder `0` as "not a prompt this run
+    selects": the reason named is the spelling, with the name a run writes."""
+    prompt = run / "images" / "fixed" / "00000"
+    source, target = copied.split(" -> ")
+    if source.startswith("samples/"):
+        for suffix in (".png", ".json"):
+            shutil.copy(prompt / f"{source}{suffix}", prompt / f"{target}{suffix}")
+    else:
+        shutil.copytree(prompt, prompt.parent / target)
+    err = refused(capsys, ["report", str(run)])
+    assert said in err and "its seeds are" not in err and "selects" not in err, err
+
+
 def test_a_copied_prompt_folder_is_named_with_the_true_reason(run, capsys):
     shutil.copytree(run / "images" / "fixed" / "00000", run / "images" / "fixed" / "00099")
     for argv in (["report", str(run)], [*BENCH, "--out", str(run)]):
@@ -282,6 +305,14 @@ def test_the_run_view_names_a_plot_it_cannot_read_and_never_reads_results_md(run
     (run / "evil.png").mkdir()
     with pytest.raises(ValueError, match="evil.png"):
         load_run(run, tmp_path / "b")
+    (run / "evil.png").rmdir()
+    (run / "evil.png").symlink_to(run / "run.json")  # a link would serve a file from elsewhere
+    with pytest.raises(ValueError, match="evil.png is a symbolic link, not a plot"):
+        load_run(run, tmp_path / "c")
+    (run / "evil.png").unlink()
+    (run / "evil.png").write_text("not a picture")
+    with pytest.raises(ValueError, match="evil.png is not a PNG file"):
+        load_run(run, tmp_path / "d")
 
 
 def test_the_run_tab_shows_the_verified_records_not_an_edited_or_stale_results_md(run, tmp_path):
@@ -541,6 +572,27 @@ def test_a_methods_date_setting_is_quoted_as_run_json_spells_it(run, capsys):
     assert "grad_steps must be an integer from 1 to 100, got true" in err and "True" not in err, err
     # round twenty-two: named down to the entry's key, not only as `methods`
     assert f"field 'methods': method {label!r}, key 'date.grad_steps': grad_steps" in err, err
+
+
+@pytest.mark.parametrize(
+    "entry, said",
+    [
+        ({"date": "x"}, "key 'date': DATE's settings must be an object of its fields, got text"),
+        ({"reward": 5}, "key 'reward': reward must be a non-empty text, got 5"),
+        ({"bogus": 1}, "key 'bogus': 'bogus' is no key of a 'date' entry"),
+        ({"lowres": "64"}, "key 'lowres': lowres must be written without quotes"),
+    ],
+)  # fmt: skip
+def test_every_key_of_a_run_json_method_is_checked_and_named(run, capsys, entry, said):
+    """A method entry's own keys (not only its DATE settings) are read through their kinds: a value no bench writes
+    names run.json, the method and the key, never the run's images as made with other settings."""
+    path = run / "run.json"
+    settings = json.loads(path.read_text())
+    label = next(label for label, rec in settings["methods"].items() if rec.get("date"))
+    settings["methods"][label].update(entry)
+    path.write_text(json.dumps(settings))
+    err = refused(capsys, ["report", str(run)], path)
+    assert f"field 'methods': method {label!r}, {said}" in err and "other settings" not in err, err
 
 
 @pytest.mark.parametrize("how", ["stripped", "another image's"])

@@ -1137,14 +1137,16 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
         ),
         (  # round twenty-two: quoted as typed, not as read
             ["generate", "a red circle", " a red circle\t"],
-            "PROMPT 2 ' a red circle\\t' is the same prompt as PROMPT 1 once the blanks around them are left out",
+            "PROMPT 2 ' a red circle\\t' is the same prompt as PROMPT 1 'a red circle', once the blanks at each",
         ),
         (["generate", "\uffff\ufdd0\ufffc\uffa0"], "PROMPT is empty (no visible character"),  # noncharacters, ...
         # round twenty: a pasted blank beside a name was stripped by --reward and --scheduler, refused by --anchor
         (["generate", "a red circle", "--reward", "toy-clip\u00a0"], "--reward 'toy-clip\\xa0' has U+00A0 NO-BREAK"),
         (["generate", "a red circle", "--scheduler", "\u3000euler"], "has U+3000 IDEOGRAPHIC SPACE at its start"),
         # round twenty-one: the class name records and `info` show, typed back, was refused without a word on it
-        (["generate", "a red circle", "--scheduler", "DDIMScheduler"], "(DDIMScheduler is ddim here: the model's own"),
+        (["generate", "a red circle", "--scheduler", "DDIMScheduler"], "(DDIMScheduler is the model's own scheduler: "),
+        # round twenty-three: another class than the model's own was said to run without --scheduler
+        (["generate", "a red circle", "--scheduler", "UniPCMultistepScheduler"], "(UniPCMultistepScheduler is unipc"),
         # round twenty-two: a name typed with blanks around it was quoted without them
         (["generate", "a red circle", "--scheduler", " DDIM"], "unknown --scheduler ' DDIM' (names are lower case"),
         (["generate", "a red circle", "--reward", " nope"], "--reward ' nope': unknown reward 'nope'"),
@@ -1881,6 +1883,26 @@ def test_a_csv_prompt_with_an_open_quote_or_an_unquoted_comma_is_refused_naming_
     assert not out.exists()
 
 
+@pytest.mark.parametrize("quoted", [True, False])
+def test_a_csv_prompt_longer_than_the_csv_modules_field_limit_is_read_as_a_text_files_is(tmp_path, capsys, quoted):
+    """Round twenty-three: a prompt of more than 131,072 characters in a CSV file (the csv module's default field
+    limit) was refused as "not CSV: close the quote it opens", its quote closed or absent; the same prompt in a
+    text file is cut to what encoders read with a note. Both are read alike now."""
+    import csv
+
+    prompt = "a red circle " + "x" * 200_000
+    (tmp_path / "p.csv").write_text("prompt\n" + (f'"{prompt}"' if quoted else prompt) + "\n")
+    (tmp_path / "p.txt").write_text(prompt + "\n")
+    records = []
+    for name in ("p.csv", "p.txt"):
+        argv = ["generate", "--prompts-file", str(tmp_path / name), "--steps", "1", "--out", str(tmp_path / name)[:-4]]
+        assert main(argv) == 0
+        assert "has 200,013 characters" in capsys.readouterr().err
+        records.append(json.loads(next((tmp_path / name[:-4]).glob("*.json")).read_text()))
+    assert records[0]["prompt"] == records[1]["prompt"]
+    assert csv.field_size_limit() == 131072  # the process's limit is left as it was
+
+
 def test_values_a_replay_takes_from_its_file_are_named_by_the_file(tmp_path, capsys):
     saved = tmp_path / "a-red-circle-s0-embeddings.safetensors"
     assert main(["generate", "a red circle", "--steps", "2", "--save-embeddings", "--out", str(tmp_path)]) == 0
@@ -2503,11 +2525,36 @@ def test_a_replay_over_a_model_that_changed_since_is_named(tmp_path, capsys):
     capsys.readouterr()
     assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 2
     assert "was saved with other files of the model" in capsys.readouterr().err
-    _rewrite(saved, lambda meta, t: (meta.pop("model_files"), meta.update(scheduler='"EulerDiscreteScheduler"')))
+    _rewrite(saved, lambda meta, t: (meta.pop("model_files"), meta.pop("model_content"),
+                                     meta.update(scheduler='"EulerDiscreteScheduler"')))  # fmt: skip
     assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "was sampled with EulerDiscreteScheduler, and the model now samples with DDIMScheduler" in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_replay_over_a_model_changed_in_the_middle_of_its_weights_is_named(tmp_path, capsys):
+    """Round twenty-three: one layer changed (same size, same first and last MiB) passed the sampled `model_files`
+    and was replayed as the saved model; a saved file states `model_content` (every file whole), which a replay
+    checks. A file that states only `model_files` (an earlier version's) is compared by it."""
+    import shutil
+
+    from date_diffusion import TOY_WORLD
+
+    model = tmp_path / "model"
+    shutil.copytree(TOY_WORLD, model)
+    argv = ["generate", "a red circle", "--steps", "2", "--model", str(model), "--save-embeddings"]
+    assert main([*argv, "--out", str(tmp_path / "s")]) == 0
+    saved = next((tmp_path / "s").glob("*-embeddings.safetensors"))
+    weights = model / "unet" / "diffusion_pytorch_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 1  # one bit of one weight, more than a MiB from either end
+    weights.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 2
+    assert "was saved with other files of the model" in capsys.readouterr().err
+    _rewrite(saved, lambda meta, t: meta.pop("model_content"))  # an earlier version's file: sizes and ends only
+    assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 0
 
 
 def test_a_link_at_any_level_of_a_runs_images_is_named(tmp_path, capsys):
@@ -3451,21 +3498,24 @@ def test_bench_steps_no_method_reads_are_refused_and_the_title_names_a_methods_o
     assert "3 steps (`fixed@2` samples 2), guidance" in title, title
 
 
-def test_a_resumed_image_is_remade_in_its_own_batch_to_the_last_bit(tmp_path):
+@pytest.mark.parametrize("limit, batch, removed", [("3", "4", (1, 4)), ("6", "3", (5,))])
+def test_a_resumed_image_is_remade_in_its_own_batch_to_the_last_bit(tmp_path, limit, batch, removed):
     """Round nineteen: images a resume remade were sampled in a batch of their own (only the missing ones), and a
     batch's float sums depend on its size and members: a pixel or two differed by one level from the uninterrupted
     run's. A missing image is remade in the batch it had (`runner.MethodWork`: the others made again, not
-    written), so every image, its record's trace and its reward are the uninterrupted run's."""
+    written), so every image, its record's trace and its reward are the uninterrupted run's. Round twenty-three:
+    the reward's text features, cached per prompt, were encoded in batches of the prompts not cached yet, which a
+    resume fills otherwise (the last image of the third batch differed): each prompt is encoded alone."""
     import shutil
 
-    argv = ["bench", "--suite", "toy", "--limit", "3", "--seeds", "2", "--steps", "4", "--batch-size", "4",
+    argv = ["bench", "--suite", "toy", "--limit", limit, "--seeds", "2", "--steps", "4", "--batch-size", batch,
             "--methods", "fixed date"]  # fmt: skip
     assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
     shutil.copytree(tmp_path / "whole", tmp_path / "resumed")
     records = sorted((tmp_path / "resumed" / "images" / "date").rglob("samples/*.json"))
     kept = {p: p.stat().st_mtime_ns for p in records}
-    for gone in (records[1], records[4]):  # the second image of the first batch, the first of the second
-        gone.unlink()
+    for gone in (records[k] for k in removed):  # (3, 4): the second image of the first batch, the first of the
+        gone.unlink()  # second; (6, 3): the last of the third
         gone.with_suffix(".png").unlink()
     assert main([*argv, "--out", str(tmp_path / "resumed")]) == 0
     for path in records:
@@ -3474,7 +3524,7 @@ def test_a_resumed_image_is_remade_in_its_own_batch_to_the_last_bit(tmp_path):
         assert np.array_equal(a, b), path
         old, new = (json.loads(p.read_text()) for p in (twin, path))
         assert (old["trace"], old["reward"]) == (new["trace"], new["reward"]), path
-    assert all(kept[p] == p.stat().st_mtime_ns for p in records if p not in (records[1], records[4]))
+    assert all(kept[p] == p.stat().st_mtime_ns for k, p in enumerate(records) if k not in removed)
 
 
 def test_a_guidance_that_runs_no_guidance_is_said_and_shown_by_info(tmp_path, capsys):
@@ -3487,6 +3537,13 @@ def test_a_guidance_that_runs_no_guidance_is_said_and_shown_by_info(tmp_path, ca
     assert "  without effect: guidance_scale 0.0 (no classifier-free guidance runs" in capsys.readouterr().out
     assert main([*argv, "--guidance", "5"]) == 0
     assert "has no effect" not in capsys.readouterr().err
+    # round twenty-three: a replay of a file saved at guidance 1 named --guidance, which a replay refuses
+    assert main([*argv, "--guidance", "1", "--save-embeddings", "--overwrite"]) == 0
+    saved = tmp_path / "o" / "a-red-circle-s0-embeddings.safetensors"
+    capsys.readouterr()
+    assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err
+    assert "note: the replayed file's guidance 1" in err and "--guidance" not in err, err
 
 
 @pytest.mark.parametrize("command", [["generate", "a red circle"], ["bench-perf"]])

@@ -46,6 +46,26 @@ def test_differentiable_frozen_and_text_cached(reward):
     assert list(reward._text_cache) == ["a cat"]
 
 
+@pytest.mark.parametrize("spec", ["toy-clip", "toy-judge"])
+def test_a_prompts_text_features_never_depend_on_the_prompts_encoded_beside_it(spec):
+    """Round twenty-three: text features were cached per prompt but encoded in a batch of the prompts not cached
+    yet, and a batch's float sums depend on its members: a resumed bench run, whose cache fills in other batches,
+    remade an image a pixel level off. Each prompt is encoded alone: the scores of a batch are the scores of its
+    images scored one by one, through rewards that saw other prompts first or none."""
+    from date_diffusion.bench.suites import load_suite
+    from date_diffusion.rewards.registry import reward_from_spec
+
+    prompts = [it.prompt for it in load_suite("toy", None, 6, None)]
+    images = torch.rand(len(prompts), 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # the same images in every call: only how the prompts were encoded differs
+        together = reward_from_spec(spec, "cpu")(images, prompts)
+        warm = reward_from_spec(spec, "cpu")
+        warm(images[:2], prompts[3:5])  # two prompts first: the others are encoded in another batch
+        after = warm(images, prompts)
+        single = torch.stack([reward_from_spec(spec, "cpu")(images, [p] * len(prompts)) for p in prompts])
+    assert torch.equal(after, together) and torch.equal(torch.diagonal(single), together)
+
+
 def test_long_prompt_truncated_with_warning(reward):
     long = " ".join(["red"] * 40)
     with pytest.warns(UserWarning, match="truncated"):

@@ -360,12 +360,36 @@ def test_the_run_tab_shows_the_images_it_verified_whatever_replaces_them_later(b
     for path, _ in gallery(run):
         assert not os.path.samefile(path, png) and str(run_dir) not in path
     shown = run["images"][method.label, record["index"], record["seed"]]
-    assert png_facts(shown).pixels == record["pixels"] != png_facts(png).pixels
+    assert png_facts(Path(shown).read_bytes()).pixels == record["pixels"] != png_facts(png.read_bytes()).pixels
     assert all(str(tmp_path / "shown") in p for p in run["plots"])
-    with pytest.raises(UntrustedRun, match=f"{png}.*changed"):  # changed after `read_trusted` verified it
-        verified_copy(run_dir, method, record, tmp_path / "again")
+    with pytest.raises(UntrustedRun, match=f"{png}.*changed after it was made: the run folder changed while"):
+        verified_copy(run_dir, method, record, tmp_path / "again")  # changed after `read_trusted` verified it
+    assert not (tmp_path / "again").exists()  # nothing copied of it
     with pytest.raises(ValueError, match="PNG was changed"):
         read_trusted(run_dir)
+
+
+def test_the_run_tab_serves_its_copies_as_they_are_never_from_the_cache_the_page_expires(session, bench_run):
+    """Gradio copies a component's files into its cache, which the page expires with the requests that made them
+    (`Session._expire`): the run tab's gallery and plots are served from the page's own copies (static paths), so
+    they stay shown however many requests come."""
+    from date_diffusion.ui.app import build_app
+
+    blocks = list(build_app(session, bench_run).blocks.values())
+    gallery = next(b for b in blocks if isinstance(b, gr.Gallery) and b.elem_id == "run-gallery")
+    plots = [b for b in blocks if "run-plot" in (b.elem_classes or [])]
+    served = [item["image"]["path"] for item in gallery.get_config()["value"]]
+    served += [b.get_config()["value"]["path"] for b in plots]
+    assert served and plots and all(Path(p).resolve().is_relative_to(session.run_view.resolve()) for p in served)
+
+
+def test_the_run_tab_is_not_read_while_a_bench_process_makes_the_run(bench_run, tmp_path):
+    from date_diffusion.bench.runner import run_lock
+    from date_diffusion.ui.runview import load_run
+
+    with run_lock(bench_run), pytest.raises(ValueError, match="a bench process is still making the images"):
+        load_run(bench_run, tmp_path)
+    assert load_run(bench_run, tmp_path)["images"]  # once it ends
 
 
 # ------------------------------------------------------------------------------------------- real browser
@@ -552,8 +576,15 @@ def test_a_run_ended_by_the_pages_own_end_is_not_logged_as_failed(session, monke
     assert "folder is gone" in html.unescape(box) and "the run failed" in caplog.text
     caplog.clear()
     session.stops.stop_all()
-    *_, box = generate(None, *values, progress=None)
-    assert "the page is ending" in box and "the run failed" not in caplog.text
+    *panes, box = generate(None, *values, progress=None)
+    assert "<p>Stopped</p>" in box and "the page is ending" in box and "the run failed" not in caplog.text
+    assert "The run failed" not in box and panes == [gr.skip()] * 7
+    assert session.stops.start("a visitor queued before the end").is_set()  # never starts sampling
+    session.stops.queue("later")
+    assert session.stops.start("later").is_set()
+    monkeypatch.setattr(session, "compare", lambda *a, **k: object())  # a run that returns once stopped
+    *panes, box = generate(None, *values, progress=None)  # its files go with the page's folder: none handed on
+    assert "<p>Stopped</p>" in box and panes == [gr.skip()] * 7
 
 
 def test_page_handler_shows_errors_in_the_error_box_until_a_good_run(session):

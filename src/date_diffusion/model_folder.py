@@ -149,8 +149,9 @@ def fingerprint(model, whole: bool = False) -> str | None:
     every small text file (the configs, tokenizers, `model_index.json`) whole, and each other file by its size and
     its first and last MiB, so that retrained weights or an edited config change it in a second or so whatever the
     model's size; `whole`: every file read whole (a change anywhere in the weights, such as one layer fine-tuned,
-    changes it; as long as reading the model). None for a hub id (its files are the hub's). What a bench run records
-    (`model_files`, and `model_content` whole), so that a resume over a changed model is named."""
+    changes it; it takes as long as reading the model). None for a hub id (its files are the hub's). What a bench
+    run records (`model_files`, and `model_content` whole), so that a resume over a changed model is named, and an
+    embeddings file (`model_content`), so that a replay over a changed model is."""
     import hashlib
 
     root = Path(str(model)).expanduser()

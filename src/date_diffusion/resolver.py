@@ -186,7 +186,9 @@ def _scheduler(given, recommended: tuple, model: str, family: str, paper_default
         if name is not None and name not in SCHEDULERS:
             # a class name as records and `info` show it (`DDIMScheduler`): the names that build it
             named = [key for key, (cls, _) in SCHEDULERS.items() if cls == name]
-            also = f" ({name} is {' or '.join(named)} here: the model's own runs without --scheduler)" if named else ""
+            also = f" ({name} is {' or '.join(named)} here)" if named else ""
+            if any(is_same(key, _own_scheduler(model)) for key in named):  # the model's own: nothing to give
+                also = f" ({name} is the model's own scheduler: it runs without --scheduler)"
             also = f" (names are lower case here: {name.lower()})" if name.lower() in SCHEDULERS else also
             raise SettingError(f"unknown {where} {quoted(name)}{also}; choose one of: {', '.join(SCHEDULERS)}").about(
                 "scheduler"
@@ -199,6 +201,16 @@ def _scheduler(given, recommended: tuple, model: str, family: str, paper_default
 
         return (None if is_same(paper, scheduler_class_name(model)) else paper), "paper"
     return (recommended[0], "model") if recommended[0] is not None else (None, "model")
+
+
+def _own_scheduler(model: str) -> str | None:
+    """The class name of the model's own scheduler, or None where it cannot be read here."""
+    from date_diffusion.pipelines import scheduler_class_name
+
+    try:
+        return scheduler_class_name(model)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _date(user: dict, advice: dict, names: dict) -> tuple[DATEConfig, dict]:

@@ -14,6 +14,7 @@ An image depends only on (method, prompt, seed): one generator per image, whatev
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import resource
@@ -59,6 +60,7 @@ from date_diffusion.schemas import (
     read_small_bytes,
     read_small_text,
     sealed,
+    what_is,
 )
 from date_diffusion.toyworld.edits import EditCase, score_edit, source_scene
 from date_diffusion.toyworld.evaluator import EVALUATOR_VERSION, evaluate
@@ -138,7 +140,9 @@ def upgrade_run(run: dict) -> dict:
     for label, rec in run["methods"].items():
         try:
             methods[label] = Method.from_record(label, rec).record()
-        except (ValueError, KeyError, TypeError) as err:  # named down to the entry's key (`date.rho`) where known
+        except KeyError as err:  # an earlier layout's entry without a key it needs
+            raise ValueError(f"method {quoted(label)}: lacks the key {quoted(err.args[0])}") from err
+        except (ValueError, TypeError) as err:  # named down to the entry's key (`date.rho`) where known
             key = f", key {quoted(err.setting)}" if getattr(err, "setting", None) else ""
             raise ValueError(f"method {quoted(label)}{key}: {err}") from err
     rewards = {k: upgrade_reward(run[k]) for k in ("reward", "eval_clip") if k in run}
@@ -192,8 +196,7 @@ def compare_settings(out: Path, settings: RunSettings) -> dict:
         del diff["limit"]
     if diff:
         detail = "; ".join(f"{k}: {json_spelling(a)} -> {json_spelling(b)}" for k, (a, b) in diff.items())
-        changed = (" (the model's configs or weights changed since the run)"
-                   * any(k in diff for k in ("model_files", "model_content")))  # fmt: skip
+        changed = " (the model's configs or weights changed since the run)" * any(k in diff for k in CHECKED_FROM_NOW)
         raise SettingsMismatch(
             f"{out} holds a run with other settings ({detail}){changed}; use another --out or the same settings"
         )
@@ -306,22 +309,23 @@ class PngFacts:
     embedded: str | None
 
 
-def png_facts(png: Path) -> PngFacts:
-    """`PngFacts` of `png`, read once (any exception: it does not open as an image)."""
-    with open(png, "rb") as f:
-        signature = f.read(len(PNG_SIGNATURE))
-    with Image.open(png) as image:
-        return PngFacts(signature, shown_digest(image), dict(getattr(image, "text", {}) or {}).get(PNG_RECORD_KEY))
+def png_facts(data: bytes) -> PngFacts:
+    """`PngFacts` of a PNG file's bytes, read once (any exception: they do not open as an image)."""
+    with Image.open(io.BytesIO(data)) as image:
+        embedded = dict(getattr(image, "text", {}) or {}).get(PNG_RECORD_KEY)  # read with the pixels
+        return PngFacts(data[: len(PNG_SIGNATURE)], shown_digest(image), embedded)
 
 
-def png_problem(png: Path, facts: PngFacts, record: dict | None, where: str) -> str | None:
-    """Why the PNG with `facts` is not the image its sealed `record` (already checked for this run) fingerprints, or
-    None: another format under its name (exports would hand it on), other pixels, or a record inside it that is
-    missing, changed, or another image's. `record` None: only the format is checked."""
+def png_format_problem(png: Path, facts: PngFacts) -> str | None:
+    """Why `png` is no PNG file though it opens as an image (exports would hand another format on), or None."""
     if facts.signature != PNG_SIGNATURE:
         return f"{png} is not a PNG file (an image of another format under its name)"
-    if record is None:
-        return None
+    return None
+
+
+def png_record_problem(png: Path, facts: PngFacts, record: dict, where: str) -> str | None:
+    """Why the PNG with `facts` is not the image its sealed `record` (already checked for this run) fingerprints, or
+    None: other pixels, or a record inside it that is missing, changed, or another image's."""
     if record["pixels"] != facts.pixels:
         return f"{where}: its PNG was changed after it was made"
     try:  # the settings the PNG itself carries (what an export hands on): this record's, sealed over these pixels
@@ -337,21 +341,31 @@ def png_problem(png: Path, facts: PngFacts, record: dict | None, where: str) -> 
     return None
 
 
+def _where(method: Method, index: int, seed: int, png: Path) -> str:
+    """One image of a run, as a message names it."""
+    return f"{method.label} prompt {index} seed {seed} ({png})"
+
+
 def verified_copy(out: Path, method: Method, record: dict, into: Path) -> Path:
     """A copy under the folder `into` (at the PNG's place in the run) of a trusted image's PNG (a record
-    `read_trusted` returned), checked again once copied: what a reader shows from the copy is the image that was
-    verified, whatever happens to the run folder afterwards. `UntrustedRun` naming the PNG when it changed since."""
+    `read_trusted` returned): the bytes read are checked against the record before they are written, so a reader
+    showing the copy shows the image that was verified, whatever happens to the run folder afterwards.
+    `UntrustedRun` naming the PNG when it changed since it was verified; an error writing the copy is `into`'s."""
     png = image_paths(out, method, record["index"], record["seed"])[0]
+    try:
+        data = read_small_bytes(png, PNG_LIMIT)  # once: the bytes checked are the bytes written
+        facts = png_facts(data)
+        why = png_format_problem(png, facts) or png_record_problem(
+            png, facts, record, _where(method, record["index"], record["seed"], png)
+        )
+    except Exception as err:  # noqa: BLE001 - removed, or replaced by something that does not open
+        why = f"{png} no longer opens as the image verified ({one_line(err, 200)})"
+    if why:
+        raise UntrustedRun(f"{why}: the run folder changed while it was being read; read it again once nothing "
+                           "writes to it")  # fmt: skip
     to = into / png.relative_to(out)
     to.parent.mkdir(parents=True, exist_ok=True)
-    where = f"{method.label} prompt {record['index']} seed {record['seed']} ({png})"
-    try:
-        to.write_bytes(read_small_bytes(png, PNG_LIMIT))  # links followed: the copy's own bytes are checked
-        problem = png_problem(png, png_facts(to), record, where)
-    except Exception as err:  # noqa: BLE001 - removed, or replaced by something that does not open
-        problem = f"{png} is no longer readable as the image verified ({one_line(err, 200)})"
-    if problem:
-        raise UntrustedRun(f"{problem} (it changed while the run was being read); {READ_FIX}")
+    to.write_bytes(data)
     return to
 
 
@@ -361,7 +375,7 @@ def image_state(out: Path, settings: RunSettings, method: Method, it, seed: int)
     it again), ("untrusted", why) (something a run never writes, or a record whose fingerprints do not match: made
     with other settings, a PNG or record changed after it was written, no fingerprints) or ("trusted", record)."""
     png, rec_path = image_paths(out, method, it.index, seed)
-    where = f"{method.label} prompt {it.index} seed {seed} ({png})"
+    where = _where(method, it.index, seed, png)
     if not rec_path.exists() and not rec_path.is_symlink():
         return "missing", None
     link = next((p for p in (png, rec_path) if p.is_symlink()), None)
@@ -388,11 +402,11 @@ def image_state(out: Path, settings: RunSettings, method: Method, it, seed: int)
     if why:  # its record is there, its image is not (an interrupted run, or an image moved out): made again
         return "unfinished", f"{png} is missing beside its record {rec_path.name} (re-run the bench command to make it)"
     try:
-        facts = png_facts(png)
+        facts = png_facts(read_small_bytes(png, PNG_LIMIT))
     except Exception as err:  # noqa: BLE001 - a PNG that does not open (a full disk): unfinished
         return "unfinished", f"{png} does not open as an image ({one_line(err, 200)})"
-    if facts.signature != PNG_SIGNATURE:
-        return "untrusted", png_problem(png, facts, None, where)
+    if png_format_problem(png, facts):
+        return "untrusted", png_format_problem(png, facts)
     if "made_with" not in record or "pixels" not in record or "sealed" not in record:
         return "untrusted", f"{where}: its record has no fingerprint (an earlier version made it)"
     if record["sealed"] != sealed(record):
@@ -404,7 +418,7 @@ def image_state(out: Path, settings: RunSettings, method: Method, it, seed: int)
         return "untrusted", f"{where}: its record's {other[0]} is not this image's (written for another image)"
     if record["made_with"] != made_with(settings, method, it.prompt, seed):
         return "untrusted", f"{where}: made with other settings than this run's"
-    problem = png_problem(png, facts, record, where)
+    problem = png_record_problem(png, facts, record, where)
     if problem:
         return "untrusted", problem
     return "trusted", record
@@ -481,7 +495,8 @@ def stray_entries(out: Path, methods, items, seeds) -> list[str]:
                 found.append(f"{prompt_dir} is a symbolic link, not a folder a run writes")
                 continue
             if prompt_dir.name not in folders or not prompt_dir.is_dir():
-                found.append(f"{prompt_dir}: not a prompt this run selects (its suite, --limit and --categories)")
+                why = _stray_why(prompt_dir, folders, "a prompt this run selects (its suite, --limit and --categories)")
+                found.append(f"{prompt_dir}: {why}")
                 continue
             for path in entries(prompt_dir):
                 if path.name in (PROMPT_RECORD, GENEVAL_RECORD):
@@ -494,8 +509,24 @@ def stray_entries(out: Path, methods, items, seeds) -> list[str]:
                     continue
                 for sample in entries(path):
                     if sample.name not in names:
-                        found.append(f"{sample}: not an image of this run (its seeds are {_seed_range(seeds)})")
+                        why = _stray_why(sample, names, f"an image of this run (its seeds are {_seed_range(seeds)})")
+                        found.append(f"{sample}: {why}")
     return found
+
+
+def _stray_why(entry: Path, names: set, of_the_run: str) -> str:
+    """Why `entry` (a prompt folder or a sample, absent from `names`, the run's own) is none of the run's: a number
+    of the run spelled otherwise than a run names it (`1000.png` for `01000.png`; `0` for `00000`), something of
+    another kind (a file where a folder goes), or a number that is not the run's (`of_the_run` says what is)."""
+    stem, suffix = (entry.stem, entry.suffix) if entry.suffix in (".png", ".json") else (entry.name, "")
+    if not stem.isdecimal() or not stem.isascii():
+        return "not a name a run writes"
+    own = f"{int(stem):05d}{suffix}"
+    if own in names and own != entry.name:
+        return f"not a name a run writes (a run names it {own})"
+    if own in names:
+        return f"{what_is(entry)} where a run writes a folder"
+    return f"not {of_the_run}"
 
 
 def _seed_range(seeds) -> str:

@@ -166,7 +166,8 @@ def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     left open (which would take every later line into one field) and a row with more fields than the header (a
     prompt with an unquoted comma, which would be cut at the comma) are refused naming the line, never read as
     other rows."""
-    with path.open(newline="", encoding="utf-8-sig") as f:
+    limit = csv.field_size_limit(PROMPTS_FILE_LIMIT)  # a long prompt is a field: cut to what encoders read later,
+    with path.open(newline="", encoding="utf-8-sig") as f:  # as a text file's line is, never refused as no CSV
         reader = csv.DictReader(f, strict=True)
         rows = []
         try:
@@ -181,6 +182,8 @@ def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
         except csv.Error as err:  # the row starts after the last one read (a quoted value may span lines)
             raise ValueError(f"{path} line {reader.line_num + 1} is not CSV ({err}): close the quote it opens, "
                              "or double a quote inside a quoted value") from None  # fmt: skip
+        finally:
+            csv.field_size_limit(limit)  # (the csv module's limit is the process's)
     return names, rows
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from date_diffusion.bench.suites import DEFAULT_SEED_BASE, SUITES
@@ -430,6 +430,8 @@ def run_bench(args) -> int:
         print(cost_notice(get_preset(opts.preset), len(items), state.num_processes), file=sys.stderr)
     from date_diffusion.bench.runner import as_the_run_spells_it
 
+    # the model's files read whole once every usage check has passed (as long as reading the model)
+    settings = replace(settings, model_content=fingerprint(model, whole=True))
     settings = as_the_run_spells_it(out, settings)  # `--model runs/m/` resumes the run of `runs/m`
     _check_folder(out, settings, methods, items)
     from date_diffusion.bench.runner import run_lock
@@ -633,7 +635,6 @@ def _prepare(opts: BenchOptions, model: str):
             guidance=resolved.guidance_scale,
             model=model,
             model_files=fingerprint(model),
-            model_content=fingerprint(model, whole=True),
             reward=resolved.reward,
             eval_clip=eval_clip,
             scheduler=resolved.scheduler,

@@ -369,11 +369,11 @@ def prepared_prompts(opts: GenerateOptions) -> tuple[GenerateOptions, list[str]]
         first = seen[prompts[twice]]
         alike = cut[first] or cut[twice]  # equal only in the part that is used
         same = f"the same in its first {len(prompts[twice]):,} characters, the part that is used, as" if alike else ""
-        blanks = " once the blanks around them are left out (a prompt is read without them)" * (
-            not alike and typed[twice] != typed[first]
-        )
+        blanks = not alike and typed[twice] != typed[first]  # typed otherwise: both shown, and why they are one
+        other = f" {quoted(typed[first])}, once the blanks at each one's ends are left out (a prompt is read " \
+                "without them)" if blanks else ""  # fmt: skip
         raise CLIError(f"{name(twice)} {quoted(typed[twice])} is {same or 'the same prompt as'} {name(first)}"
-                       f"{blanks}: its images would be the same; give each prompt once (--images-per-prompt N for "
+                       f"{other}: its images would be the same; give each prompt once (--images-per-prompt N for "
                        "more seeds)")  # fmt: skip
     return replace(opts, prompts=tuple(prompts), negative_prompt=negative), notes
 
@@ -414,6 +414,9 @@ class Job:
     decoder: object = None
     judge: object = None
     model_files: str | None = None  # `model_folder.fingerprint` of a local model (each record states it)
+    # the same of every file whole, where embeddings are saved or a file that states it is replayed (a replay then
+    # refuses a model changed anywhere in its weights)
+    model_content: str | None = None
     # the DATE settings (and reward) given that change no image: name -> {value, why} (`date_without_effect`)
     date_unused: dict = field(default_factory=dict)
     lora_files: list = field(default_factory=list)  # `model_folder.fingerprint` of each LoRA, in order
@@ -448,8 +451,10 @@ def check(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
             check_tiny_decoder(settings.model, opts.reward_decoder)
         except ModelNotFoundError as err:
             raise CLIError(f"--reward-decoder: {err}") from err
+    whole = opts.save_embeddings or (saved is not None and "model_content" in saved.metadata)
     job = Job(date_active=settings.active, prompts=list(opts.prompts), out=Path(opts.out), loading=loading,
               settings=settings, saved=saved, notes=notes, model_files=fingerprint(settings.model),
+              model_content=fingerprint(settings.model, whole=True) if whole else None,
               lora_files=[fingerprint(path) for path, _ in loading["loras"]])  # fmt: skip
     if saved is not None:
         check_replay_model(opts, job)
@@ -462,9 +467,11 @@ def check(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
 
 def check_replay_model(opts: GenerateOptions, job: Job) -> None:
     """A replay's model is the one its file was saved with: a local model whose files changed since (a config
-    edited, weights retrained: `model_files`) would make another image under the replay's name."""
-    theirs = job.saved.metadata.get("model_files")
-    if theirs is not None and job.model_files is not None and theirs != job.model_files:
+    edited, weights retrained, one layer fine-tuned: `model_content`, every file whole; a file of an earlier version
+    states only `model_files`, sizes and ends) would make another image under the replay's name."""
+    key = "model_content" if "model_content" in job.saved.metadata else "model_files"
+    theirs, ours = job.saved.metadata.get(key), getattr(job, key)
+    if theirs is not None and ours is not None and theirs != ours:
         raise CLIError(f"--replay-embeddings {opts.replay_embeddings!r} was saved with other files of the model "
                        f"{job.settings.model!r} (its configs or weights changed since): the replay would make "
                        "another image; replay it with the model as it was")  # fmt: skip
@@ -578,7 +585,8 @@ def load(opts: GenerateOptions, job: Job, device: str) -> None:
         print(f"date-diffusion generate: note: --negative-prompt has no effect here: {unused['negative_prompt']}; "
               "the record lists it under without_effect", file=sys.stderr)  # fmt: skip
     if "guidance_scale" in unused and settings.sources.get("guidance_scale") == "user":  # `--guidance 0`: as 1
-        print(f"date-diffusion generate: note: --guidance {spelled(settings.guidance_scale)} has no effect here: "
+        given = "--guidance" if job.saved is None else "the replayed file's guidance"  # (a replay takes no --guidance)
+        print(f"date-diffusion generate: note: {given} {spelled(settings.guidance_scale)} has no effect here: "
               f"{unused['guidance_scale']}; the record lists it under without_effect", file=sys.stderr)  # fmt: skip
     job.height, job.width, job.pipe = height, width, pipe
     job.reward = None if job.saved is not None else load_reward(settings.reward, device, settings.reward_named_by)
@@ -737,6 +745,7 @@ def base_record(opts: GenerateOptions, job: Job, prompt, seed) -> dict:
         "date_diffusion_version": __version__,
         "model_files": job.model_files,
         "lora_files": job.lora_files,
+        **({"model_content": job.model_content} if job.model_content is not None else {}),
     }
     without = {**applied.get("without_effect", {}), **(job.date_unused if job.saved is None else {})}
     if without:

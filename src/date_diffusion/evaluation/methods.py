@@ -47,11 +47,11 @@ from date_diffusion.core.settings import (
     parse_keys,
     spec_items,
 )
-from date_diffusion.core.text import quoted
+from date_diffusion.core.text import json_spelling, quoted
 from date_diffusion.core.trace import moved
 from date_diffusion.evaluation.suite_words import is_editing_suite, subject_words
 from date_diffusion.resolver import resolve_settings
-from date_diffusion.rewards.registry import RewardSpecError, check_spec, renamed
+from date_diffusion.rewards.registry import RewardSpecError, UnknownReward, check_spec, renamed
 
 
 class RewardSpec(Text):
@@ -61,7 +61,7 @@ class RewardSpec(Text):
         try:
             check_spec(super().check(value, name))
         except RewardSpecError as err:
-            raise RewardSpecError(f"{name}: {err}") from err
+            raise type(err)(f"{name}: {err}") from err  # (an `UnknownReward` stays one)
         return value
 
 
@@ -78,6 +78,8 @@ RUN_KEYS = {"decoder": Text(), "reward": RewardSpec(), "lowres": Size(4096)}
 AE_KEYS = {"res": Integer(1, 1024), "iters": Integer(0, MAX_STEPS), "scale": Real(0.0, 1e4)}
 UG_KEYS = {"scale": Real(0.0, 1e6), "every": Integer(1, MAX_INDEX)}
 SELECT_KEYS = {"n": Integer(2, 64), "at": Integer(0, MAX_INDEX), "judge": RewardSpec()}
+FIXED_STEPS = Integer(1, MAX_STEPS)  # `fixed@K`
+BEST_OF_N = Integer(1, 1000)  # `best-of-N`
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,12 @@ class Method:
             return slug
         digest = hashlib.sha256(self.label.encode()).hexdigest()[:16]
         return f"{slug[: MAX_SLUG - len(digest) - 1]}-{digest}"
+
+    @classmethod
+    def record_kinds(cls) -> dict[str, Kind]:
+        """The kinds of the keys of this method's run.json entry besides `method` and `date` (`from_record` checks
+        each): its spec's options."""
+        return cls.options
 
     @classmethod
     def from_spec(cls, spec: str, body: str | None, model=None) -> Method:
@@ -201,7 +209,20 @@ class Method:
             raise ValueError(f"unknown kind {quoted(record['method'])} (known: {', '.join(METHODS)})")
         kind = METHODS[record["method"]]
         names = {f.name for f in fields(kind)} - {"label"}
+        unknown = [k for k in record if k not in names and k != "method"]
+        if unknown:
+            raise SettingError(f"{quoted(unknown[0])} is no key of a {kind.kind!r} entry (they are method, "
+                               f"{', '.join(sorted(names))})").about(unknown[0])  # fmt: skip
         values = {k: v for k, v in record.items() if k in names}
+        kinds = kind.record_kinds()
+        for key, value in values.items():  # each through its kind, as the file spells it
+            if key in kinds and value is not None:
+                try:
+                    values[key] = kinds[key].from_file(value, key)
+                except UnknownReward:  # well formed: a plugin's reward not installed here (a report reads none)
+                    continue
+                except (SettingError, RewardSpecError) as err:
+                    raise SettingError(str(err)).about(key) from None
         if values.get("date") is not None:
             try:
                 values["date"] = DATEConfig.from_dict(_one_step_size(values["date"]))
@@ -211,9 +232,10 @@ class Method:
         return kind(label=label, **values)
 
 
-def _one_step_size(date: dict) -> dict:
-    """A stored DATE setting: earlier versions kept the paper's rho beside a rho_relative that replaced it."""
-    return {**date, "rho": None} if date.get("rho_relative") is not None else date
+def _one_step_size(date):
+    """A stored DATE setting: earlier versions kept the paper's rho beside a rho_relative that replaced it (anything
+    but an object is left for `DATEConfig.from_dict` to refuse)."""
+    return {**date, "rho": None} if isinstance(date, dict) and date.get("rho_relative") is not None else date
 
 
 def _options(spec: str, body: str, kinds: dict, date_keys: bool) -> dict:
@@ -253,8 +275,12 @@ class Fixed(Method):
     usage = "fixed, fixed@K"
 
     @classmethod
+    def record_kinds(cls):
+        return {"steps": FIXED_STEPS}
+
+    @classmethod
     def from_spec(cls, spec, body, model=None):
-        return cls(spec, None if body is None else Integer(1, MAX_STEPS).value(body, f"K in {quoted(spec)}"))
+        return cls(spec, None if body is None else FIXED_STEPS.value(body, f"K in {quoted(spec)}"))
 
     @property
     def image_method(self) -> str:
@@ -281,8 +307,12 @@ class BestOf(Method):
     usage = "best-of-N"
 
     @classmethod
+    def record_kinds(cls):
+        return {"n": BEST_OF_N}
+
+    @classmethod
     def from_spec(cls, spec, body, model=None):
-        return cls(spec, Integer(1, 1000).value(body, f"N in {quoted(spec)}"))
+        return cls(spec, BEST_OF_N.value(body, f"N in {quoted(spec)}"))
 
     @property
     def candidates(self):
@@ -687,4 +717,4 @@ def upgrade_record(label: str, old: dict) -> dict:
         run_keys = {"reward": upgrade_reward(old.get("reward")), "decoder": old.get("reward_decoder"),
                     "lowres": old.get("reward_resolution")}  # fmt: skip
         return {"method": method, "date": old["date"], **run_keys, **ae}
-    raise ValueError(f"method {quoted(label)} in run.json has neither a known kind nor a method: {old}")
+    raise ValueError(f"neither a known kind nor a method: {json_spelling(old):.200}")

@@ -80,8 +80,11 @@ class CLIPScoreReward(Reward):
                         f"truncated: {p[:60]!r}...",
                         stacklevel=3,
                     )
-            with torch.no_grad():
-                feats = F.normalize(clip_features(self.model.get_text_features(**self.tokenize(missing))), dim=-1)
+            with torch.no_grad():  # each prompt alone: its features never depend on which prompts came with it
+                # (encoded in a batch, their last digits would: a resumed run, whose cache fills in other batches
+                # than an uninterrupted run's, would then score and update an image differently)
+                feats = [F.normalize(clip_features(self.model.get_text_features(**self.tokenize([p]))), dim=-1)[0]
+                         for p in missing]  # fmt: skip
             self._text_cache.update(zip(missing, feats))
         return torch.stack([self._text_cache[p] for p in prompts])
 

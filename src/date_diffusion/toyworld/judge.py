@@ -142,16 +142,16 @@ class JudgeModel(nn.Module):
         return model.to(device) if device is not None else model
 
     def text(self, prompts: list[str]):
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._text]
-        if missing:
-            device = self.preprocess.mean.device
-            tok = self.tokenizer(missing, padding="max_length", max_length=MAX_TOKENS, truncation=True,
+        device = self.preprocess.mean.device
+        for p in dict.fromkeys(prompts):  # each prompt alone, as `CLIPScoreReward.text_features` encodes it: its
+            if p in self._text:  # states never depend on which prompts came with it (a resumed run's would)
+                continue
+            tok = self.tokenizer([p], padding="max_length", max_length=MAX_TOKENS, truncation=True,
                                  return_tensors="pt").to(device)  # fmt: skip
             with torch.no_grad():
                 out = self.clip.text_model(**tok)
                 pooled = F.normalize(self.clip.text_projection(out.pooler_output), dim=-1)
-            self._text.update((p, (out.last_hidden_state[i], tok.attention_mask[i], pooled[i])) for i, p in
-                              enumerate(missing))  # fmt: skip
+            self._text[p] = (out.last_hidden_state[0], tok.attention_mask[0], pooled[0])
         states, mask, pooled = zip(*(self._text[p] for p in prompts))
         return torch.stack(states), torch.stack(mask), torch.stack(pooled)
 

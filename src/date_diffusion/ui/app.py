@@ -49,6 +49,13 @@ def _rows(items, n: int) -> list:
     return [items[start : start + n] for start in range(0, len(items), n)]
 
 
+class PageEnding(Exception):
+    """A request the page's own end stopped (Ctrl-C or SIGTERM): said as such in its box, never logged as failed."""
+
+    def __str__(self):
+        return "the page is ending (its server was stopped); this run ended with it"
+
+
 def error_box(err: Exception | None) -> str:
     """The error box's HTML: '' (empty) after a good run; for a bad value the field it names and the message (which
     quotes the value typed); for a failing run the exception."""
@@ -57,6 +64,8 @@ def error_box(err: Exception | None) -> str:
     if isinstance(err, InputError):
         field = {"prompt": "prompt", "negative_prompt": "negative prompt", "seed": "seed", **LABELS}.get(err.field)
         title = f"Not run: check the field <b>{html.escape(field, quote=False)}</b>" if field else "Not run"
+    elif isinstance(err, PageEnding):
+        title = "Stopped"
     else:
         title, err = "The run failed", f"{type(err).__name__}: {err}"
     return f'<div class="form-error" role="alert"><p>{title}</p><p>{html.escape(str(err), quote=False)}</p></div>'
@@ -111,15 +120,18 @@ def _generate_tab(session: Session):
 
     def generate(request: gr.Request, *values, progress=gr.Progress()):  # Gradio passes the request first
         token = session.stops.start(_visitor(request))
+        ending = (*(gr.skip() for _ in outputs), error_box(PageEnding()))
         try:
             result = session.compare(Form.from_values(*values), progress=progress, stop=token)
         except InputError as err:  # shown under the fields; the output panes keep the last run
             return *(gr.skip() for _ in outputs), error_box(err)
         except Exception as err:  # a failing run is reported in the page; the server carries on
             if session.stops.closing:  # the page is ending (Ctrl-C or SIGTERM): its folder goes, the run with it
-                return *(gr.skip() for _ in outputs), error_box(RuntimeError("the page is ending; the run was stopped"))
+                return ending
             log.exception("the run failed")
             return *(gr.skip() for _ in outputs), error_box(err)
+        if session.stops.closing:  # stopped by the page's end: its files are going with the page's folder
+            return ending
         trace = result.trace
         figure = reward_plot(trace) if trace and trace["updates"] else None
         diff = result.difference
@@ -151,6 +163,9 @@ def _run_tab(run_dir, shown: Path):
     except ValueError as err:
         gr.Markdown(f"**{err}**")
         return
+    # served from the page's own copies as they are (Gradio copies other files into its cache, which the page
+    # expires with the requests that made them: `Session._expire`)
+    gr.set_static_paths([shown])
     gr.Markdown(f"Run `{run['dir']}`: suite `{run['settings']['suite']}`, methods {', '.join(run['records'])}")
     gr.Markdown(run["markdown"], elem_id="results")
     for row in _rows(run["plots"], 2):  # gr.Image shows a plot whole (a gallery's thumbnails would crop it)

@@ -8,15 +8,16 @@ PLOT_LIMIT = 1 << 28  # bytes: a plot the report draws is far smaller
 
 
 def view_files(run_dir) -> list[str]:
-    """The plot files of a run (what the run view reads besides the records), each a regular file
-    (`schemas.not_a_file`: a FIFO would hang the page, a folder named `x.png` fail it), ValueError naming the first
-    that is not. Needs no torch (`ui --run` checks it before any work)."""
+    """The plot files of a run (what the run view reads besides the records), each a regular file, never a link
+    (`schemas.not_a_file`: a FIFO would hang the page, a folder named `x.png` fail it; a link would serve a file
+    from elsewhere), ValueError naming the first that is not. Needs no torch (`ui --run` checks it before any
+    work)."""
     from date_diffusion.schemas import not_a_file
 
     run_dir = Path(run_dir)
     plots = sorted(str(p) for p in run_dir.glob("*.png"))
     for plot in plots:
-        why = not_a_file(plot, PLOT_LIMIT)
+        why = "a symbolic link" if Path(plot).is_symlink() else not_a_file(plot, PLOT_LIMIT)
         if why:
             raise ValueError(f"{plot} is {why}, not a plot of the run; remove it, or run `date-diffusion report "
                              f"{run_dir}` to draw the plots again")  # fmt: skip
@@ -24,41 +25,53 @@ def view_files(run_dir) -> list[str]:
 
 
 def load_run(run_dir, shown) -> dict:
-    """The run's settings, results markdown, plot files and image records (ValueError when it is not a run). The page
-    shows copies made in the folder `shown` (the page's own): each image checked again once copied
-    (`runner.verified_copy`), so the images it shows under their verdicts are the ones verified, and the plots as they
-    were at start, whatever is replaced in the run folder while the page serves."""
+    """The run's settings, results markdown, plot files and image records (ValueError when it is not a run, or while
+    a bench process makes it). The page shows copies made in the folder `shown` (the page's own, served as it is):
+    each image checked against its record as it is copied (`runner.verified_copy`), so the images shown under their
+    verdicts are the ones verified, and the plots as they were at start, whatever changes in the run folder later."""
     run_dir, shown = Path(run_dir), Path(shown)
     if not (run_dir / "run.json").exists():
         raise ValueError(f"{run_dir} is not a bench run (no run.json); give the --out folder of `date-diffusion bench`")
     from date_diffusion.bench.report import incomplete_note
-    from date_diffusion.bench.runner import read_trusted, verified_copy
-    from date_diffusion.schemas import read_small_bytes
+    from date_diffusion.bench.runner import read_trusted, run_lock, verified_copy
 
-    trusted = read_trusted(run_dir)  # UntrustedRun (a ValueError): what it cannot trust
-    settings, methods, records = trusted.run, trusted.methods, trusted.records
-    shown.mkdir(parents=True, exist_ok=True)
-    plots = []
-    for plot in view_files(run_dir):
-        plots.append(shown / Path(plot).name)
-        try:
-            plots[-1].write_bytes(read_small_bytes(plot, PLOT_LIMIT))
-        except OSError as err:
-            raise ValueError(f"{plot} is not readable as a plot of the run ({err}); run `date-diffusion report "
-                             f"{run_dir}` to draw the plots again") from err  # fmt: skip
-    images = {}
-    for method in methods:
-        for r in records[method.label]:
-            images[method.label, r["index"], r["seed"]] = str(verified_copy(run_dir, method, r, shown))
+    with run_lock(run_dir, exclusive=True) as held:  # as `report`: never a run read while a bench writes it
+        if not held:
+            raise ValueError(f"a bench process is still making the images of {str(run_dir)!r}: start the page "
+                             "with --run after it ends (it would show a part of the run)")  # fmt: skip
+        trusted = read_trusted(run_dir)  # UntrustedRun (a ValueError): what it cannot trust
+        settings, methods, records = trusted.run, trusted.methods, trusted.records
+        plots = [_copied_plot(plot, shown, run_dir) for plot in view_files(run_dir)]
+        images = {(m.label, r["index"], r["seed"]): str(verified_copy(run_dir, m, r, shown))
+                  for m in methods for r in records[m.label]}  # fmt: skip
     return {
         "dir": run_dir,
         "settings": settings,
         "markdown": records_markdown(settings, records, incomplete_note(trusted.missing)),
-        "plots": [str(p) for p in plots],
+        "plots": plots,
         "methods": methods,
         "records": records,
         "images": images,
     }
+
+
+def _copied_plot(plot: str, shown: Path, run_dir: Path) -> str:
+    """A copy in `shown` of one of the run's plots (`view_files`): a PNG file, ValueError naming it otherwise; an
+    error writing the copy is `shown`'s."""
+    from date_diffusion.outputs import PNG_SIGNATURE
+    from date_diffusion.schemas import read_small_bytes
+
+    fix = f"remove it, or run `date-diffusion report {run_dir}` to draw the plots again"
+    try:
+        data = read_small_bytes(plot, PLOT_LIMIT)  # (`view_files` refused a link)
+    except OSError as err:
+        raise ValueError(f"{plot} is not readable as a plot of the run ({err}); {fix}") from err
+    if not data.startswith(PNG_SIGNATURE):
+        raise ValueError(f"{plot} is not a PNG file, not a plot of the run; {fix}")
+    shown.mkdir(parents=True, exist_ok=True)
+    to = shown / Path(plot).name
+    to.write_bytes(data)
+    return str(to)
 
 
 def records_markdown(settings: dict, records: dict, incomplete: str | None = None) -> str:

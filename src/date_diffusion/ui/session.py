@@ -201,13 +201,20 @@ class StopTokens:
         self._lock = threading.Lock()
         self.closing = False  # `stop_all` was called: what a run meets from now on is the page's end, no failure
 
+    def _fresh(self) -> threading.Event:
+        """A new token: already set once the page is ending, so a request still queued then never starts sampling."""
+        token = threading.Event()
+        if self.closing:
+            token.set()
+        return token
+
     def queue(self, key) -> None:
         with self._lock:
-            self._queued[key] = threading.Event()
+            self._queued[key] = self._fresh()
 
     def start(self, key) -> threading.Event:
         with self._lock:
-            self._tokens[key] = self._queued.pop(key, None) or threading.Event()
+            self._tokens[key] = self._queued.pop(key, None) or self._fresh()
             return self._tokens[key]
 
     def stop(self, key) -> None:
@@ -272,6 +279,7 @@ class Session:
             weakref.finalize(self, shutil.rmtree, self.workdir, ignore_errors=True)
         self.defaults = resolve_settings(self.model)  # what a form left blank runs with
         self.model_files = fingerprint(self.model)  # each record states it: a replay of another model's is named
+        self.model_content = fingerprint(self.model, whole=True)  # its files whole: what a download's replay checks
         self._loaded = 0
 
     def _pipeline(self):
@@ -463,7 +471,8 @@ def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stop
     given = dict(prompt=sampling.prompt, seed=sampling.seed, height=height, width=width)
     record = {**given, "model": session.model, **resolved.record(), **applied,
               "method": "date" if resolved.active else "fixed", "scheduler": sampler,
-              "scheduler_name": resolved.scheduler, "model_files": session.model_files}  # fmt: skip
+              "scheduler_name": resolved.scheduler, "model_files": session.model_files,
+              **({"model_content": session.model_content} if session.model_content else {})}  # fmt: skip
     result = PagePair(stopped, seconds, fixed.images[0], notes=notes, settings=resolved)
     fixed_record = {**record, "method": "fixed", "date": None, "reward": None}
     result.files.append(str(save_png(out_dir / "fixed.png", fixed.images[0], fixed_record)))
