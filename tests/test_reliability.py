@@ -2508,9 +2508,8 @@ def test_a_replay_with_overwrite_keeps_the_embeddings_it_replays(tmp_path):
     assert saved.is_file() and (out / "a-red-circle-s0.png").is_file()
 
 
-def test_a_replay_over_a_model_that_changed_since_is_named(tmp_path, capsys):
-    """Round ten: a replay re-created "the DATE image" with a model whose scheduler or configs changed since the
-    file was saved, without a word (and its record credited the file for the model's new scheduler)."""
+def _saved_then_changed(tmp_path, capsys, change) -> Path:
+    """Embeddings saved from a copy of the toy world, then `change(model)`: a replay of them is refused."""
     import shutil
 
     from date_diffusion import TOY_WORLD
@@ -2520,11 +2519,22 @@ def test_a_replay_over_a_model_that_changed_since_is_named(tmp_path, capsys):
     argv = ["generate", "a red circle", "--steps", "2", "--model", str(model), "--save-embeddings"]
     assert main([*argv, "--out", str(tmp_path / "s")]) == 0
     saved = next((tmp_path / "s").glob("*-embeddings.safetensors"))
-    config = model / "scheduler" / "scheduler_config.json"
-    config.write_text(config.read_text().replace('"beta_end": 0.012', '"beta_end": 0.02'))
+    change(model)
     capsys.readouterr()
     assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 2
     assert "was saved with other files of the model" in capsys.readouterr().err
+    return saved
+
+
+def test_a_replay_over_a_model_that_changed_since_is_named(tmp_path, capsys):
+    """Round ten: a replay re-created "the DATE image" with a model whose scheduler or configs changed since the
+    file was saved, without a word (and its record credited the file for the model's new scheduler)."""
+
+    def edit_config(model):
+        config = model / "scheduler" / "scheduler_config.json"
+        config.write_text(config.read_text().replace('"beta_end": 0.012', '"beta_end": 0.02'))
+
+    saved = _saved_then_changed(tmp_path, capsys, edit_config)
     _rewrite(saved, lambda meta, t: (meta.pop("model_files"), meta.pop("model_content"),
                                      meta.update(scheduler='"EulerDiscreteScheduler"')))  # fmt: skip
     assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 2
@@ -2537,22 +2547,14 @@ def test_a_replay_over_a_model_changed_in_the_middle_of_its_weights_is_named(tmp
     """Round twenty-three: one layer changed (same size, same first and last MiB) passed the sampled `model_files`
     and was replayed as the saved model; a saved file states `model_content` (every file whole), which a replay
     checks. A file that states only `model_files` (an earlier version's) is compared by it."""
-    import shutil
 
-    from date_diffusion import TOY_WORLD
+    def flip_a_middle_bit(model):
+        weights = model / "unet" / "diffusion_pytorch_model.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[len(data) // 2] ^= 1  # one bit of one weight, more than a MiB from either end
+        weights.write_bytes(bytes(data))
 
-    model = tmp_path / "model"
-    shutil.copytree(TOY_WORLD, model)
-    argv = ["generate", "a red circle", "--steps", "2", "--model", str(model), "--save-embeddings"]
-    assert main([*argv, "--out", str(tmp_path / "s")]) == 0
-    saved = next((tmp_path / "s").glob("*-embeddings.safetensors"))
-    weights = model / "unet" / "diffusion_pytorch_model.safetensors"
-    data = bytearray(weights.read_bytes())
-    data[len(data) // 2] ^= 1  # one bit of one weight, more than a MiB from either end
-    weights.write_bytes(bytes(data))
-    capsys.readouterr()
-    assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 2
-    assert "was saved with other files of the model" in capsys.readouterr().err
+    saved = _saved_then_changed(tmp_path, capsys, flip_a_middle_bit)
     _rewrite(saved, lambda meta, t: meta.pop("model_content"))  # an earlier version's file: sizes and ends only
     assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 0
 
