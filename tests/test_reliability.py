@@ -3529,6 +3529,30 @@ def test_a_resumed_image_is_remade_in_its_own_batch_to_the_last_bit(tmp_path, li
     assert all(kept[p] == p.stat().st_mtime_ns for k, p in enumerate(records) if k not in removed)
 
 
+def test_a_resume_without_batch_size_makes_its_images_in_the_runs_own_batches(tmp_path, capsys):
+    """Round twenty-four: a run did not record its --batch-size, so a resume that left it out remade images in the
+    default batches (other pixels in float32's last digits) without a word. run.json records the first command's
+    batch size; a resume without --batch-size takes it; another one given is said in a note and not recorded."""
+    import shutil
+
+    argv = ["bench", "--suite", "toy", "--limit", "1", "--seeds", "2", "--steps", "2", "--methods", "fixed date"]
+    assert main([*argv, "--batch-size", "1", "--out", str(tmp_path / "whole")]) == 0
+    assert json.loads((tmp_path / "whole" / "run.json").read_text())["batch_size"] == 1
+    for name, more in (("resumed", []), ("other", ["--batch-size", "04"])):
+        shutil.copytree(tmp_path / "whole", tmp_path / name)
+        gone = next((tmp_path / name / "images" / "date").rglob("samples/01001.json"))
+        gone.unlink()
+        gone.with_suffix(".png").unlink()
+        capsys.readouterr()
+        assert main([*argv, *more, "--out", str(tmp_path / name)]) == 0
+        err = capsys.readouterr().err
+        assert ("note: --batch-size 04: this run made its images in batches of 1" in err) == bool(more), err
+        assert json.loads((tmp_path / name / "run.json").read_text())["batch_size"] == 1
+    twin = tmp_path / "whole" / gone.relative_to(tmp_path / "other")
+    resumed = tmp_path / "resumed" / gone.relative_to(tmp_path / "other")
+    assert json.loads(resumed.read_text())["pixels"] == json.loads(twin.read_text())["pixels"]
+
+
 def test_a_guidance_that_runs_no_guidance_is_said_and_shown_by_info(tmp_path, capsys):
     """Round twenty: `--guidance 0` (or 0.5) sampled as guidance 1, pixel for pixel, without a word, and `info`
     showed no guidance at all: the note says so, and info shows what the record lists under `without_effect`."""
@@ -3633,6 +3657,23 @@ def test_edit_says_when_its_input_is_enlarged_or_stretched(tmp_path, capsys):
             if how
             else ("resized" not in err)
         ), err
+
+
+def test_numbers_typed_without_their_point_never_make_info_call_a_file_changed(tmp_path, capsys):
+    """Round twenty-four: `edit --cfg-tar 7 --cfg-src 2` wrote `CFG scale: 7` (the number as typed) in each PNG's
+    `parameters` text while its record, read back from JSON, gives 7.0: `info` said another program changed every
+    image. The text writes numbers plainly (`outputs.parameters_text`), as the record gives them."""
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "in.png")
+    argv = ["edit", str(tmp_path / "in.png"), "--source-prompt", "a red circle", "--target-prompt", "a blue circle",
+            "--steps", "4", "--cfg-tar", "7", "--cfg-src", "2", "--out", str(tmp_path / "e")]  # fmt: skip
+    assert main(argv) == 0
+    pngs = sorted((tmp_path / "e").glob("*.png"))
+    assert len(pngs) == 5
+    capsys.readouterr()
+    for png in pngs:
+        assert main(["info", str(png)]) == 0
+        out, err = capsys.readouterr()
+        assert "another program" not in err and "CFG scale: " in out, (png, err)
 
 
 def test_edit_names_date_settings_that_change_no_edit(tmp_path, capsys):

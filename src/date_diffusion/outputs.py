@@ -299,8 +299,21 @@ def parameters_text(record: dict) -> str:
         "DATE update steps": (record.get("trace") or {}).get("update_steps"),
         "DATE reward": record.get("reward") if record.get("method") != "fixed" else None,
     }
-    lines.append(", ".join(f"{k}: {v}" for k, v in pairs.items() if v is not None))
+    lines.append(", ".join(f"{k}: {_plain(v)}" for k, v in pairs.items() if v is not None))
     return "\n".join(lines)
+
+
+def _plain(value) -> str:
+    """A value as the `parameters` text writes it: a number as its plain float or int (a number that keeps its typed
+    spelling for messages, `--cfg-tar 7`, is written `7.0`, as the record read back from JSON gives it, so that
+    `info` finds the text the record's), anything else as `str`."""
+    if isinstance(value, float):
+        return float.__repr__(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int.__repr__(value)
+    if isinstance(value, list):
+        return f"[{', '.join(_plain(v) for v in value)}]"
+    return str(value)
 
 
 def pixels_digest(image_uint8: np.ndarray) -> str:

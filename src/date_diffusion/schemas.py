@@ -345,8 +345,10 @@ RUN = Schema(
         "image_size": "list",
         "model_files": "text",
         "model_content": "text",
+        "batch_size": "int",
     },  # every field `bench.runner.RunSettings` writes (test_bench_trust checks the two agree)
-    bounds={"seeds": (0, MAX_SEED), "steps": (1, MAX_STEPS), "limit": (1, MAX_SEED), "edit_skip": (0, MAX_STEPS)},
+    bounds={"seeds": (0, MAX_SEED), "steps": (1, MAX_STEPS), "limit": (1, MAX_SEED), "edit_skip": (0, MAX_STEPS),
+            "batch_size": (1, 1 << 20)},
     unique=("seeds", "categories"),
     closed=True,
 )  # fmt: skip

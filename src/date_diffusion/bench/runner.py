@@ -86,6 +86,9 @@ class RunSettings:
     dtype: str = "float32"
     model_files: str | None = None  # `model_folder.fingerprint` of a local model: its files as the run made images
     model_content: str | None = None  # the same, of every file whole (a run.json of an earlier version lacks it)
+    # the batches the run's images are made in (its first command's --batch-size): a resume without --batch-size
+    # makes its images in the same (`MADE_IN`); None in a run.json of an earlier version
+    batch_size: int | None = None
     fid_real: str | None = None  # folder of real images for FID (coco); the toy suite renders its own
     edit_skip: int | None = None  # editing suites: steps not regenerated
     cfg_src: float = CFG_SRC  # editing suites: guidance of the inversion (the regeneration uses `guidance`)
@@ -190,8 +193,8 @@ def compare_settings(out: Path, settings: RunSettings) -> dict:
                                    "another folder's files; use a new or empty --out")  # fmt: skip
         return new
     old = read_run(out)
-    diff = {k: (old.get(k), v) for k, v in new.items() if k not in ("methods", *METRIC_ONLY) and old.get(k) != v
-            and not (k in CHECKED_FROM_NOW and old.get(k) is None)}  # fmt: skip
+    diff = {k: (old.get(k), v) for k, v in new.items() if k not in ("methods", *METRIC_ONLY, *MADE_IN)
+            and old.get(k) != v and not (k in CHECKED_FROM_NOW and old.get(k) is None)}  # fmt: skip
     if "limit" in diff and _same_selection(old, *diff["limit"]):  # `--limit 1000000` and `--limit 24` of 24
         del diff["limit"]
     if diff:
@@ -205,7 +208,8 @@ def compare_settings(out: Path, settings: RunSettings) -> dict:
             raise SettingsMismatch(
                 f"method {label!r} in {out} was run with other settings; rename it or use another --out"
             )
-    return {**new, "methods": {**old["methods"], **new["methods"]}}
+    kept = {k: old[k] for k in MADE_IN if old.get(k) is not None}  # the run's first, whatever a resume runs at
+    return {**new, **kept, "methods": {**old["methods"], **new["methods"]}}
 
 
 def _same_selection(run: dict, limit_a, limit_b) -> bool:
@@ -237,8 +241,11 @@ def _same_settings(old, new) -> bool:
 # files, the same for every image of a run (so no image's fingerprint holds them: an earlier run's images stay
 # trusted), compared at the run's level by `compare_settings`
 CHECKED_FROM_NOW = ("model_files", "model_content")
+# how a run makes its images, recorded by its first command and kept: never compared (a resume may run otherwise,
+# with a note), never part of an image's fingerprint
+MADE_IN = ("batch_size",)
 # settings that decide which images a run makes, not what any one image is
-NOT_PER_IMAGE = ("methods", "limit", "categories", "seeds", "captions", *METRIC_ONLY, *CHECKED_FROM_NOW)
+NOT_PER_IMAGE = ("methods", "limit", "categories", "seeds", "captions", *METRIC_ONLY, *CHECKED_FROM_NOW, *MADE_IN)
 
 
 def made_with(settings: RunSettings, method: Method, prompt: str, seed: int) -> str:

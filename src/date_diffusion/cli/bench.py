@@ -22,6 +22,7 @@ from date_diffusion.toyworld import world
 
 # torch, accelerate and the benchmark are imported inside the functions that need them: see cli/__init__.py
 
+BATCH_SIZE = 32  # images per forward pass of a new run (`--batch-size`)
 _SD = by_name("sd")  # the family the paper ran, whose defaults the help quotes
 _TOY_SEEDS = ", ".join(f"{n}: {d.seeds} from {d.seed_base}" for n, d in world.SUITES.items())
 BENCH_EXAMPLES = """examples:
@@ -214,7 +215,9 @@ def _add_bench_run_arguments(p):
         help=f"CLIP for the CLIP-score metric, never the reward (default: {world.EVAL_CLIP} on the toy world, else "
         f"the family's, {PAPER_EVAL_CLIP})",
     )
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"images per forward pass (default: the run's own when it resumes one, else {BATCH_SIZE}; a "
+                        "resumed image is the uninterrupted run's to the last bit at the run's own)")  # fmt: skip
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="weights' precision")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--fid-real", default=None, help="folder of real images for FID (toy: rendered automatically)")
@@ -327,7 +330,7 @@ class BenchOptions:
     scheduler: str | None
     reward: str | None
     eval_clip: str | None
-    batch_size: int
+    batch_size: int | None
     dtype: str
     threads: int | None
     fid_real: str | None
@@ -433,16 +436,37 @@ def run_bench(args) -> int:
     # the model's files read whole once every usage check has passed (as long as reading the model)
     settings = replace(settings, model_content=fingerprint(model, whole=True))
     settings = as_the_run_spells_it(out, settings)  # `--model runs/m/` resumes the run of `runs/m`
+    settings, batch_size = _batch_size(out, settings, opts.batch_size, state.is_main_process)
     _check_folder(out, settings, methods, items)
     from date_diffusion.bench.runner import run_lock
 
     with run_lock(out):  # shared with other bench processes; a report waits for the run (`report` is refused)
         run, pipe, scorer = _load_run(out, model, opts.dtype, settings, methods, state.device)
-        _generate_share(run, pipe, methods, items, scorer, opts.batch_size, state)
+        _generate_share(run, pipe, methods, items, scorer, batch_size, state)
         state.wait_for_everyone()
         if state.is_main_process:
             _finish_bench(out, opts, settings, methods)
     return 0
+
+
+def _batch_size(out: Path, settings, given: int | None, say: bool) -> tuple:
+    """(the settings with the run's batch size, the batch size this command makes images in): a resume takes the
+    run's own unless --batch-size is given, and says so when another is (its images may then differ from an
+    uninterrupted run's in float32's last digits: a batch's float sums depend on its size and members)."""
+    from date_diffusion.bench.runner import SettingsMismatch, read_run
+
+    recorded = None
+    if (out / "run.json").is_file():
+        try:
+            recorded = read_run(out).get("batch_size")
+        except SettingsMismatch:  # named by the folder's own check, next
+            recorded = None
+    batch_size = given or recorded or BATCH_SIZE
+    if say and given and recorded and given != recorded:
+        print(f"date-diffusion bench: note: --batch-size {spelled(given)}: this run made its images in batches of "
+              f"{recorded}; the images made now may differ from an uninterrupted run's in float32's last digits "
+              "(leave --batch-size out to make them in the run's own)", file=sys.stderr)  # fmt: skip
+    return replace(settings, batch_size=recorded or batch_size), batch_size
 
 
 def _check_folder(out: Path, settings, methods, items) -> None:
