@@ -518,6 +518,18 @@ def test_every_command_refuses_a_proc_prompts_file(tmp_path, capsys, command):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_prompts_file_too_large_is_named_as_too_large_not_as_irregular(tmp_path, capsys):
+    """Round twenty-four: a 2 GB (sparse) prompts file was refused as "larger than such a file ever is ..., not a
+    regular file; give a regular text ... file": it is one, and the fix was what was given."""
+    big = tmp_path / "big.txt"
+    with open(big, "wb") as f:
+        f.truncate(2 << 30)
+    assert main(["generate", "--prompts-file", str(big), "--steps", "1", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "larger than such a file ever is" in err and "split it into smaller files" in err, err
+    assert "not a regular file" not in err and not (tmp_path / "o").exists()
+
+
 def test_report_states_the_value_that_ran_not_a_hand_edits_spelling(run, capsys):
     """Round nineteen: `"guidance": 50e-1` written by hand over run.json's 5.0 (the same value: the images stay
     trusted) made results.md's title read `guidance 50e-1`: the report states the value that ran."""

@@ -258,10 +258,13 @@ def check_prompts_file(path) -> None:
             f.seek(size)
             beyond = f.read(1)
         if beyond:
-            why = f"a file whose size says {size} bytes but reads otherwise (a /proc or device file)"
-    if why:
-        raise ValueError(f"prompts file {str(path)!r} is {why}, not a regular file; give a regular text, CSV or "
-                         ".jsonl file")  # fmt: skip
+            why = (
+                f"a file whose size says {size} bytes but reads otherwise (a /proc or device file), not a regular file"
+            )
+    if why:  # (`not_a_file` says what the entry is: a FIFO, a folder, a file too large)
+        too_large = why[0].isdigit()  # "2,147,483,648 bytes, larger than ..."
+        fix = "split it into smaller files" if too_large else "give a regular text, CSV or .jsonl file"
+        raise ValueError(f"prompts file {str(path)!r} is {why}; {fix}")
 
 
 def load_suite(
