@@ -3676,6 +3676,28 @@ def test_numbers_typed_without_their_point_never_make_info_call_a_file_changed(t
         assert "another program" not in err and "CFG scale: " in out, (png, err)
 
 
+def test_edit_names_a_guidance_at_which_no_guidance_runs(tmp_path, capsys):
+    """Round twenty-four: `edit --cfg-tar 0.5` (or `--cfg-src 1`) ran without guidance, pixel for pixel the edit at
+    1, its record stating 0.5 as applied, without a word: each is said in a note, null in the record and named
+    under `without_effect`, as generate does for --guidance."""
+    Image.new("RGB", (64, 64), "red").save(tmp_path / "in.png")
+    argv = ["edit", str(tmp_path / "in.png"), "--source-prompt", "a red circle", "--target-prompt", "a blue circle",
+            "--steps", "4", "--cfg-src", "1"]  # fmt: skip
+    assert main([*argv, "--cfg-tar", "0.5", "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "note: --cfg-tar 0.5 has no effect here: no classifier-free guidance runs" in err, err
+    assert "note: --cfg-src 1 has no effect here" in err
+    record = json.loads((tmp_path / "a" / "a-blue-circle-s0.json").read_text())
+    assert (record["cfg_tar"], record["cfg_src"], record["guidance_scale"]) == (None, None, None)
+    assert record["without_effect"]["cfg_tar"]["value"] == 0.5
+    assert main([*argv, "--cfg-tar", "1", "--out", str(tmp_path / "b")]) == 0  # the same edit, as said
+    a, b = (np.asarray(Image.open(tmp_path / f / "a-blue-circle-s0-date.png")) for f in "ab")
+    assert np.array_equal(a, b)
+    capsys.readouterr()
+    assert main([*argv[:-2], "--cfg-tar", "3", "--out", str(tmp_path / "c")]) == 0  # guidance runs: nothing said
+    assert "has no effect" not in capsys.readouterr().err
+
+
 def test_edit_names_date_settings_that_change_no_edit(tmp_path, capsys):
     """`edit --anchor original` with one update made the DATE edit pixel for pixel the edit without it, with no
     word: named in a note and under the record's `without_effect`, as generate names it (one note:

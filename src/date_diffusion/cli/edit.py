@@ -30,7 +30,7 @@ from date_diffusion.cli.common import (
 )
 from date_diffusion.core.config import CANNOT_ACT
 from date_diffusion.core.settings import DEFAULT_SEED
-from date_diffusion.core.text import prepare_prompt
+from date_diffusion.core.text import prepare_prompt, spelled
 from date_diffusion.core.trace import moved
 from date_diffusion.editing import EDIT_DEFAULTS
 
@@ -258,6 +258,7 @@ def run(args) -> int:
     loading = model_kwargs(opts.model)
     model = resolve_model(opts.model.name)
     family = resolve_from_args(model, opts.date.overrides(), opts.model.family, opts.date.paper_defaults).family
+    typed_cfg = [name for name in ("cfg_src", "cfg_tar") if getattr(opts, name) is not None]  # the family's otherwise
     opts = edit_plan(opts, family)
     # DATE acts on the regenerated steps: steps - skip loop indices
     flags = {**opts.date.overrides(), "num_inference_steps": opts.steps - opts.skip}
@@ -279,11 +280,19 @@ def run(args) -> int:
     if unread:
         print(f"date-diffusion edit: note: --negative-prompt has no effect here: {unread['negative_prompt']['why']}; "
               "the record lists it under without_effect", file=sys.stderr)  # fmt: skip
+    for name in typed_cfg:  # a guidance of 1 or less typed: no guidance runs on that branch (as generate says it)
+        why = pipe.settings_without_effect(getattr(opts, name)).get("guidance_scale")
+        if why:
+            unread[name] = {"value": getattr(opts, name), "why": why}
+            print(f"date-diffusion edit: note: --{name.replace('_', '-')} {spelled(getattr(opts, name))} has no effect "
+                  f"here: {why}; the record lists it under without_effect", file=sys.stderr)  # fmt: skip
     with output_dir(out):  # created once the model has loaded and every check has passed
         files, dated = edit_three(opts, pipe, image, settings.date, reward)
     meta = record(opts, settings, files, dated.traces[0])
-    if unread:
-        meta.update(negative_prompt=None)
+    for name in unread:  # a setting without effect is not stated as applied: null, named under without_effect
+        meta[name] = None
+        if name == "cfg_tar":
+            meta["guidance_scale"] = None
     if unread or unused:
         meta.update(without_effect={**unread, **unused})
     # an edit DATE did not move (a step size of 0, every gradient zero) is the plain edit, recorded as such
@@ -437,7 +446,7 @@ def image_record(meta: dict, name: str, opts: EditOptions) -> dict:
     with; DATE's settings and updates only on the DATE edit (and the grid, which shows it)."""
     rec = {**meta, "method": {"plain": "fixed", "date": meta["method"]}.get(name, name), "image": name}
     if name in ("input", "reconstruction"):
-        rec.update(_NO_DATE, prompt=opts.source_prompt, guidance_scale=opts.cfg_src)
+        rec.update(_NO_DATE, prompt=opts.source_prompt, guidance_scale=meta["cfg_src"])
     elif name == "plain":
         rec.update(_NO_DATE)
     return rec
