@@ -3553,6 +3553,43 @@ def test_a_resume_without_batch_size_makes_its_images_in_the_runs_own_batches(tm
     assert json.loads(resumed.read_text())["pixels"] == json.loads(twin.read_text())["pixels"]
 
 
+def test_a_resume_says_when_it_cannot_make_images_in_the_runs_own_batches(tmp_path, capsys):
+    """A run.json of an earlier version records no batch size: a resume says so and records none (the run's own
+    is unknown); one made in other processes is said too (`cli.bench._made_in`)."""
+    from date_diffusion.cli.bench import _made_in
+
+    argv = ["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "2", "--methods", "fixed"]
+    run = tmp_path / "run"
+    assert main([*argv, "--out", str(run)]) == 0
+    settings = json.loads((run / "run.json").read_text())
+    assert (settings["batch_size"], settings["processes"]) == (32, 1)
+    (run / "run.json").write_text(
+        json.dumps({k: v for k, v in settings.items() if k not in ("batch_size", "processes")})
+    )
+    capsys.readouterr()
+    assert main([*argv, "--out", str(run)]) == 0
+    assert "an earlier version's) does not record the batch size" in capsys.readouterr().err
+    assert "batch_size" not in json.loads((run / "run.json").read_text()) or json.loads(
+        (run / "run.json").read_text())["batch_size"] is None  # fmt: skip
+    from date_diffusion.bench.runner import RunSettings
+
+    (run / "run.json").write_text(json.dumps(settings))
+    made, batch = _made_in(run, RunSettings(**{k: settings.get(k) for k in ("suite", "captions", "limit", "seeds",
+                           "steps", "guidance", "model", "reward", "eval_clip")}), None, 2, True)  # fmt: skip
+    assert (made.batch_size, made.processes, batch) == (32, 1, 32)
+    assert "shared its images among 1 processes, this command among 2" in capsys.readouterr().err
+
+
+def test_the_csv_field_limit_is_the_processs_own_again_after_any_read(tmp_path):
+    import csv
+
+    from date_diffusion.bench.suites import read_csv
+
+    with pytest.raises(FileNotFoundError):
+        read_csv(tmp_path / "missing.csv")
+    assert csv.field_size_limit() == 131072
+
+
 def test_a_guidance_that_runs_no_guidance_is_said_and_shown_by_info(tmp_path, capsys):
     """Round twenty: `--guidance 0` (or 0.5) sampled as guidance 1, pixel for pixel, without a word, and `info`
     showed no guidance at all: the note says so, and info shows what the record lists under `without_effect`."""

@@ -17,6 +17,7 @@ import stat
 from dataclasses import dataclass, field, fields
 
 from date_diffusion.core.settings import (
+    MAX_BATCH,
     MAX_FRAMES,
     MAX_GUIDANCE,
     MAX_SEED,
@@ -346,9 +347,10 @@ RUN = Schema(
         "model_files": "text",
         "model_content": "text",
         "batch_size": "int",
+        "processes": "int",
     },  # every field `bench.runner.RunSettings` writes (test_bench_trust checks the two agree)
     bounds={"seeds": (0, MAX_SEED), "steps": (1, MAX_STEPS), "limit": (1, MAX_SEED), "edit_skip": (0, MAX_STEPS),
-            "batch_size": (1, 1 << 20)},
+            "batch_size": (1, MAX_BATCH), "processes": (1, 1 << 16)},
     unique=("seeds", "categories"),
     closed=True,
 )  # fmt: skip

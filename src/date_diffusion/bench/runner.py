@@ -86,9 +86,11 @@ class RunSettings:
     dtype: str = "float32"
     model_files: str | None = None  # `model_folder.fingerprint` of a local model: its files as the run made images
     model_content: str | None = None  # the same, of every file whole (a run.json of an earlier version lacks it)
-    # the batches the run's images are made in (its first command's --batch-size): a resume without --batch-size
-    # makes its images in the same (`MADE_IN`); None in a run.json of an earlier version
+    # the batches the run's images are made in (its first command's --batch-size) and the processes that share its
+    # images: a resume without --batch-size makes its images in the same (`MADE_IN`); None in a run.json of an
+    # earlier version (unknown)
     batch_size: int | None = None
+    processes: int | None = None
     fid_real: str | None = None  # folder of real images for FID (coco); the toy suite renders its own
     edit_skip: int | None = None  # editing suites: steps not regenerated
     cfg_src: float = CFG_SRC  # editing suites: guidance of the inversion (the regeneration uses `guidance`)
@@ -243,7 +245,7 @@ def _same_settings(old, new) -> bool:
 CHECKED_FROM_NOW = ("model_files", "model_content")
 # how a run makes its images, recorded by its first command and kept: never compared (a resume may run otherwise,
 # with a note), never part of an image's fingerprint
-MADE_IN = ("batch_size",)
+MADE_IN = ("batch_size", "processes")
 # settings that decide which images a run makes, not what any one image is
 NOT_PER_IMAGE = ("methods", "limit", "categories", "seeds", "captions", *METRIC_ONLY, *CHECKED_FROM_NOW, *MADE_IN)
 
@@ -516,16 +518,18 @@ def stray_entries(out: Path, methods, items, seeds) -> list[str]:
                     continue
                 for sample in entries(path):
                     if sample.name not in names:
-                        why = _stray_why(sample, names, f"an image of this run (its seeds are {_seed_range(seeds)})")
+                        why = _stray_why(
+                            sample, names, f"an image of this run (its seeds are {_seed_range(seeds)})", sample=True
+                        )
                         found.append(f"{sample}: {why}")
     return found
 
 
-def _stray_why(entry: Path, names: set, of_the_run: str) -> str:
+def _stray_why(entry: Path, names: set, of_the_run: str, sample: bool = False) -> str:
     """Why `entry` (a prompt folder or a sample, absent from `names`, the run's own) is none of the run's: a number
     of the run spelled otherwise than a run names it (`1000.png` for `01000.png`; `0` for `00000`), something of
     another kind (a file where a folder goes), or a number that is not the run's (`of_the_run` says what is)."""
-    stem, suffix = (entry.stem, entry.suffix) if entry.suffix in (".png", ".json") else (entry.name, "")
+    stem, suffix = (entry.stem, entry.suffix) if sample and entry.suffix in (".png", ".json") else (entry.name, "")
     if not stem.isdecimal() or not stem.isascii():
         return "not a name a run writes"
     own = f"{int(stem):05d}{suffix}"

@@ -167,7 +167,14 @@ def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     prompt with an unquoted comma, which would be cut at the comma) are refused naming the line, never read as
     other rows."""
     limit = csv.field_size_limit(PROMPTS_FILE_LIMIT)  # a long prompt is a field: cut to what encoders read later,
-    with path.open(newline="", encoding="utf-8-sig") as f:  # as a text file's line is, never refused as no CSV
+    try:  # as a text file's line is, never refused as no CSV
+        return _read_csv(path)
+    finally:
+        csv.field_size_limit(limit)  # (the csv module's limit is the process's)
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f, strict=True)
         rows = []
         try:
@@ -182,8 +189,6 @@ def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
         except csv.Error as err:  # the row starts after the last one read (a quoted value may span lines)
             raise ValueError(f"{path} line {reader.line_num + 1} is not CSV ({err}): close the quote it opens, "
                              "or double a quote inside a quoted value") from None  # fmt: skip
-        finally:
-            csv.field_size_limit(limit)  # (the csv module's limit is the process's)
     return names, rows
 
 
@@ -262,7 +267,7 @@ def check_prompts_file(path) -> None:
                 f"a file whose size says {size} bytes but reads otherwise (a /proc or device file), not a regular file"
             )
     if why:  # (`not_a_file` says what the entry is: a FIFO, a folder, a file too large)
-        too_large = why[0].isdigit()  # "2,147,483,648 bytes, larger than ..."
+        too_large = os.path.isfile(path) and os.stat(path).st_size > PROMPTS_FILE_LIMIT
         fix = "split it into smaller files" if too_large else "give a regular text, CSV or .jsonl file"
         raise ValueError(f"prompts file {str(path)!r} is {why}; {fix}")
 

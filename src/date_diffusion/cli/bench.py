@@ -436,7 +436,7 @@ def run_bench(args) -> int:
     # the model's files read whole once every usage check has passed (as long as reading the model)
     settings = replace(settings, model_content=fingerprint(model, whole=True))
     settings = as_the_run_spells_it(out, settings)  # `--model runs/m/` resumes the run of `runs/m`
-    settings, batch_size = _batch_size(out, settings, opts.batch_size, state.is_main_process)
+    settings, batch_size = _made_in(out, settings, opts.batch_size, state.num_processes, state.is_main_process)
     _check_folder(out, settings, methods, items)
     from date_diffusion.bench.runner import run_lock
 
@@ -449,24 +449,39 @@ def run_bench(args) -> int:
     return 0
 
 
-def _batch_size(out: Path, settings, given: int | None, say: bool) -> tuple:
-    """(the settings with the run's batch size, the batch size this command makes images in): a resume takes the
-    run's own unless --batch-size is given, and says so when another is (its images may then differ from an
-    uninterrupted run's in float32's last digits: a batch's float sums depend on its size and members)."""
+def _made_in(out: Path, settings, given: int | None, processes: int, say: bool) -> tuple:
+    """(the settings with how the run makes its images, the batch size this command makes them in): a new run
+    records its batch size and processes; a resume takes the run's batch size unless --batch-size is given, and
+    says when its images may differ from an uninterrupted run's in float32's last digits (a batch's float sums
+    depend on its size and members): another batch size given, other processes, or a run.json of an earlier
+    version, which does not record them (nothing is then recorded: the run's own are unknown)."""
     from date_diffusion.bench.runner import SettingsMismatch, read_run
 
-    recorded = None
+    old = None
     if (out / "run.json").is_file():
         try:
-            recorded = read_run(out).get("batch_size")
+            old = read_run(out)
         except SettingsMismatch:  # named by the folder's own check, next
-            recorded = None
+            old = None
+    recorded = (old or {}).get("batch_size")
     batch_size = given or recorded or BATCH_SIZE
-    if say and given and recorded and given != recorded:
-        print(f"date-diffusion bench: note: --batch-size {spelled(given)}: this run made its images in batches of "
-              f"{recorded}; the images made now may differ from an uninterrupted run's in float32's last digits "
-              "(leave --batch-size out to make them in the run's own)", file=sys.stderr)  # fmt: skip
-    return replace(settings, batch_size=recorded or batch_size), batch_size
+    differ = "the images made now may differ from an uninterrupted run's in float32's last digits"
+    notes = []
+    if old is not None and recorded is None:
+        notes.append(f"this run's run.json (an earlier version's) does not record the batch size its images were "
+                     f"made in: they are made now in batches of {batch_size}; unless that was the run's, "
+                     f"{differ}")  # fmt: skip
+    elif given and recorded and given != recorded:
+        notes.append(f"--batch-size {spelled(given)}: this run made its images in batches of {recorded}; {differ} "
+                     "(leave --batch-size out to make them in the run's own)")  # fmt: skip
+    if old is not None and old.get("processes") not in (None, processes):
+        notes.append(f"this run shared its images among {old['processes']} processes, this command among "
+                     f"{processes}; {differ}")  # fmt: skip
+    for note in notes if say else ():
+        print(f"date-diffusion bench: note: {note}", file=sys.stderr)
+    if old is not None:  # what the run recorded first stays (`runner.MADE_IN`), unknown ones unknown
+        return replace(settings, batch_size=recorded, processes=old.get("processes")), batch_size
+    return replace(settings, batch_size=batch_size, processes=processes), batch_size
 
 
 def _check_folder(out: Path, settings, methods, items) -> None:
@@ -980,8 +995,9 @@ def run_report(args) -> int:
     with run_lock(Path(opts.dir), exclusive=True) as held:
         if not held:  # a report read mid-run would write a partial state over the run's final results
             raise CLIError(
-                f"a bench process is still making the images of {str(opts.dir)!r}: it writes the run's "
-                "report when it ends; run `report` after it (its tables would be of a part of the run)"
+                f"another process holds the run {str(opts.dir)!r} (a bench making its images, which writes the run's "
+                "report when it ends, or a report or a page reading it): run `report` after it (its tables would "
+                "be of a part of the run)"
             )
         return _report(opts)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from date_diffusion.core.settings import (
     DTYPES,
+    MAX_BATCH,
     MAX_FRAMES,
     SAMPLING,
     SETTINGS,
@@ -268,13 +269,19 @@ def resolve_from_args(model: str, overrides: dict, family=None, paper_defaults=F
 def say_without_effect(command: str, unused: dict) -> None:
     """A note for each DATE setting or reward given that changes no image (`evaluation.methods.settings_without_effect`:
     name -> {value, why}): said, never taken without a word, and listed under the record's `without_effect`."""
-    import sys
-
     from date_diffusion.core.text import spelled
 
     for name, what in unused.items():
-        print(f"date-diffusion {command}: note: {FLAGS.get(name, name)} {spelled(what['value'])} changes no image "
-              f"here: {what['why']}; the record lists it under without_effect", file=sys.stderr)  # fmt: skip
+        say_unused(command, f"{FLAGS.get(name, name)} {spelled(what['value'])}", what["why"], "changes no image")
+
+
+def say_unused(command: str, what: str, why: str, verb: str = "has no effect") -> None:
+    """The one note for a setting given that takes no effect (`what`: how it was given, `--guidance 0`): said, never
+    taken without a word, with why and where the record lists it."""
+    import sys
+
+    print(f"date-diffusion {command}: note: {what} {verb} here: {why}; the record lists it under without_effect",
+          file=sys.stderr)  # fmt: skip
 
 
 def check_negative_prompt(pipe, negative_prompt: str | None) -> None:
@@ -516,7 +523,6 @@ def resolve_device(name: str, flag: str = "--device") -> str:
 # option without a kind fails it.
 
 MAX_IMAGES = 100_000  # images one command makes per prompt; far beyond any run, never an unbounded loop
-MAX_BATCH = 1024
 MAX_SIDE = 4096  # px; beyond it no supported model works and memory runs out long before
 
 

@@ -26,6 +26,7 @@ from date_diffusion.cli.common import (
     resolve_device,
     resolve_from_args,
     resolve_model,
+    say_unused,
     say_without_effect,
 )
 from date_diffusion.core.config import CANNOT_ACT
@@ -278,14 +279,12 @@ def run(args) -> int:
     unread = pipe.applied_settings(max(opts.cfg_src, opts.cfg_tar), opts.negative_prompt).get("without_effect", {})
     unread = {k: v for k, v in unread.items() if k == "negative_prompt"}
     if unread:
-        print(f"date-diffusion edit: note: --negative-prompt has no effect here: {unread['negative_prompt']['why']}; "
-              "the record lists it under without_effect", file=sys.stderr)  # fmt: skip
+        say_unused("edit", "--negative-prompt", unread["negative_prompt"]["why"])
     for name in typed_cfg:  # a guidance of 1 or less typed: no guidance runs on that branch (as generate says it)
         why = pipe.settings_without_effect(getattr(opts, name)).get("guidance_scale")
         if why:
             unread[name] = {"value": getattr(opts, name), "why": why}
-            print(f"date-diffusion edit: note: --{name.replace('_', '-')} {spelled(getattr(opts, name))} has no effect "
-                  f"here: {why}; the record lists it under without_effect", file=sys.stderr)  # fmt: skip
+            say_unused("edit", f"--{name.replace('_', '-')} {spelled(getattr(opts, name))}", why)
     with output_dir(out):  # created once the model has loaded and every check has passed
         files, dated = edit_three(opts, pipe, image, settings.date, reward)
     meta = record(opts, settings, files, dated.traces[0])

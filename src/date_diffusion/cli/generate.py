@@ -31,6 +31,7 @@ from date_diffusion.cli.common import (
     resolve_device,
     resolve_from_args,
     resolve_model,
+    say_unused,
     say_without_effect,
 )
 from date_diffusion.core.config import CANNOT_ACT
@@ -451,11 +452,11 @@ def check(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
             check_tiny_decoder(settings.model, opts.reward_decoder)
         except ModelNotFoundError as err:
             raise CLIError(f"--reward-decoder: {err}") from err
-    whole = opts.save_embeddings or (saved is not None and "model_content" in saved.metadata)
+    whole = opts.save_embeddings or (saved is not None and saved.metadata.get("model_content") is not None)
     job = Job(date_active=settings.active, prompts=list(opts.prompts), out=Path(opts.out), loading=loading,
               settings=settings, saved=saved, notes=notes, model_files=fingerprint(settings.model),
               model_content=fingerprint(settings.model, whole=True) if whole else None,
-              lora_files=[fingerprint(path) for path, _ in loading["loras"]])  # fmt: skip
+              lora_files=[fingerprint(path, whole=whole) for path, _ in loading["loras"]])  # fmt: skip
     if saved is not None:
         check_replay_model(opts, job)
     else:
@@ -469,7 +470,7 @@ def check_replay_model(opts: GenerateOptions, job: Job) -> None:
     """A replay's model is the one its file was saved with: a local model whose files changed since (a config
     edited, weights retrained, one layer fine-tuned: `model_content`, every file whole; a file of an earlier version
     states only `model_files`, sizes and ends) would make another image under the replay's name."""
-    key = "model_content" if "model_content" in job.saved.metadata else "model_files"
+    key = "model_content" if job.saved.metadata.get("model_content") is not None else "model_files"
     theirs, ours = job.saved.metadata.get(key), getattr(job, key)
     if theirs is not None and ours is not None and theirs != ours:
         raise CLIError(f"--replay-embeddings {opts.replay_embeddings!r} was saved with other files of the model "
@@ -582,12 +583,10 @@ def load(opts: GenerateOptions, job: Job, device: str) -> None:
     check_negative_prompt(pipe, opts.negative_prompt)
     unused = pipe.settings_without_effect(settings.guidance_scale, negative_prompt=opts.negative_prompt)
     if "negative_prompt" in unused:  # given, and no negative branch runs: said, never taken without a word
-        print(f"date-diffusion generate: note: --negative-prompt has no effect here: {unused['negative_prompt']}; "
-              "the record lists it under without_effect", file=sys.stderr)  # fmt: skip
+        say_unused("generate", "--negative-prompt", unused["negative_prompt"])
     if "guidance_scale" in unused and settings.sources.get("guidance_scale") == "user":  # `--guidance 0`: as 1
         given = "--guidance" if job.saved is None else "the replayed file's guidance"  # (a replay takes no --guidance)
-        print(f"date-diffusion generate: note: {given} {spelled(settings.guidance_scale)} has no effect here: "
-              f"{unused['guidance_scale']}; the record lists it under without_effect", file=sys.stderr)  # fmt: skip
+        say_unused("generate", f"{given} {spelled(settings.guidance_scale)}", unused["guidance_scale"])
     job.height, job.width, job.pipe = height, width, pipe
     job.reward = None if job.saved is not None else load_reward(settings.reward, device, settings.reward_named_by)
     job.decoder = None

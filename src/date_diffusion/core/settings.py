@@ -571,6 +571,7 @@ for _s in SETTINGS:
 
 DTYPES = ("float32", "float16", "bfloat16")  # the weights' precisions a model is loaded in (`--dtype`, run.json)
 MAX_STEPS = 1000  # every supported family is trained on 1000 timesteps; schedulers refuse more
+MAX_BATCH = 1024  # images per forward pass (`--batch-size`, run.json's `batch_size`)
 MAX_GUIDANCE = 100.0  # far above any model's useful range; larger values only overflow to black images
 # the sampling settings resolved beside DATE's (`resolver`), with their kinds
 SAMPLING = {"num_inference_steps": Integer(1, MAX_STEPS), "guidance_scale": Real(0.0, MAX_GUIDANCE)}

@@ -37,13 +37,18 @@ def load_run(run_dir, shown) -> dict:
 
     with run_lock(run_dir, exclusive=True) as held:  # as `report`: never a run read while a bench writes it
         if not held:
-            raise ValueError(f"a bench process is still making the images of {str(run_dir)!r}: start the page "
-                             "with --run after it ends (it would show a part of the run)")  # fmt: skip
+            raise ValueError(f"another process holds the run {str(run_dir)!r} (a bench making its images, or a report "
+                             "or a page reading it): start the page with --run after it ends (it would show a part "
+                             "of the run)")  # fmt: skip
         trusted = read_trusted(run_dir)  # UntrustedRun (a ValueError): what it cannot trust
         settings, methods, records = trusted.run, trusted.methods, trusted.records
-        plots = [_copied_plot(plot, shown, run_dir) for plot in view_files(run_dir)]
-        images = {(m.label, r["index"], r["seed"]): str(verified_copy(run_dir, m, r, shown))
-                  for m in methods for r in records[m.label]}  # fmt: skip
+        try:  # an error writing a copy is the page's folder's (a full disk), said in the tab
+            plots = [_copied_plot(plot, shown, run_dir) for plot in view_files(run_dir)]
+            images = {(m.label, r["index"], r["seed"]): str(verified_copy(run_dir, m, r, shown))
+                      for m in methods for r in records[m.label]}  # fmt: skip
+        except OSError as err:
+            raise ValueError(f"the page could not copy the run's files into its own folder {str(shown)!r} ({err}); "
+                             "free space there (its temporary folder) and start it again") from err  # fmt: skip
     return {
         "dir": run_dir,
         "settings": settings,
