@@ -80,6 +80,9 @@ def test_methods_parse_and_reject():
     listed = parse_methods("fixed+ae:res=8 date+ae:rho=2,res=8+date  best-of-2")
     assert [m.label for m in listed] == ["fixed", "ae:res=8", "date+ae:rho=2,res=8", "date", "best-of-2"]
     assert listed[2].date.rho == 2 and listed[2].res == 8 and "date" not in listed[1].record()
+    # round twenty-five: a '+' after `date` is a separator unless it is `date+ae`'s own
+    assert [m.label for m in parse_methods("date+fixed+best-of-2")] == ["date", "fixed", "best-of-2"]
+    assert [m.label for m in parse_methods("date+date+ae+date:rho=1")] == ["date", "date+ae", "date:rho=1"]
 
 
 @pytest.mark.parametrize(

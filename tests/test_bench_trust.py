@@ -118,6 +118,18 @@ def test_a_run_number_spelled_otherwise_is_named_as_a_name_no_run_writes(run, ca
     assert said in err and "its seeds are" not in err and "selects" not in err, err
 
 
+def test_a_stray_name_holding_a_line_break_or_a_byte_not_utf8_is_named_as_it_is(run, capsys):
+    """Round twenty-five: a stray `01000<LF>.png` was named `01000 .png` (a file that is not there: the one-line
+    printer joins line breaks) and a byte 0xFF as `\\udcff`: names found on disk are shown with their escapes
+    (`core.text.name_of`)."""
+    samples = record_path(run).parent
+    (samples / "01000\n.png").touch()
+    (samples / os.fsdecode(b"\xff.png")).touch()
+    err = refused(capsys, ["report", str(run)])
+    assert "01000\\n.png: not a name a run writes" in err and "\\xff.png: not a name a run writes" in err, err
+    assert "udcff" not in err
+
+
 def test_a_copied_prompt_folder_is_named_with_the_true_reason(run, capsys):
     shutil.copytree(run / "images" / "fixed" / "00000", run / "images" / "fixed" / "00099")
     for argv in (["report", str(run)], [*BENCH, "--out", str(run)]):

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from date_diffusion.bench.export import GENEVAL_RECORD, PROMPT_RECORD, read_prompt_record, write_prompt_records
 from date_diffusion.bench.suites import SUITES, Item, load_suite
 from date_diffusion.core.settings import DTYPES, is_integer, parse_integer
-from date_diffusion.core.text import json_spelling, one_line, quoted
+from date_diffusion.core.text import json_spelling, name_of, one_line, quoted
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import BEST_OF_STRIDE, Method, upgrade_reward
 from date_diffusion.outputs import (
@@ -494,34 +494,34 @@ def stray_entries(out: Path, methods, items, seeds) -> list[str]:
         return [f"{images} is a symbolic link, not the run's own folder (a run never makes one)"]
     for method_dir in entries(images):
         if method_dir.is_symlink():
-            found.append(f"{method_dir} is a symbolic link, not a folder a run writes")
+            found.append(f"{name_of(method_dir)} is a symbolic link, not a folder a run writes")
             continue
         if method_dir.name not in slugs or not method_dir.is_dir():
-            found.append(f"{method_dir}: no method of this run (run.json) writes there")
+            found.append(f"{name_of(method_dir)}: no method of this run (run.json) writes there")
             continue
         for prompt_dir in entries(method_dir):
             if prompt_dir.is_symlink():  # a folder of another run would be read, and written, as this run's
-                found.append(f"{prompt_dir} is a symbolic link, not a folder a run writes")
+                found.append(f"{name_of(prompt_dir)} is a symbolic link, not a folder a run writes")
                 continue
             if prompt_dir.name not in folders or not prompt_dir.is_dir():
                 why = _stray_why(prompt_dir, folders, "a prompt this run selects (its suite, --limit and --categories)")
-                found.append(f"{prompt_dir}: {why}")
+                found.append(f"{name_of(prompt_dir)}: {why}")
                 continue
             for path in entries(prompt_dir):
                 if path.name in (PROMPT_RECORD, GENEVAL_RECORD):
                     continue
                 if path.is_symlink():
-                    found.append(f"{path} is a symbolic link, not a folder a run writes")
+                    found.append(f"{name_of(path)} is a symbolic link, not a folder a run writes")
                     continue
                 if path.name != "samples" or not path.is_dir():
-                    found.append(f"{path}: not a file a run writes")
+                    found.append(f"{name_of(path)}: not a file a run writes")
                     continue
                 for sample in entries(path):
                     if sample.name not in names:
                         why = _stray_why(
                             sample, names, f"an image of this run (its seeds are {_seed_range(seeds)})", sample=True
                         )
-                        found.append(f"{sample}: {why}")
+                        found.append(f"{name_of(sample)}: {why}")
     return found
 
 

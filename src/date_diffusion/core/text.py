@@ -185,6 +185,14 @@ def printable(text: str, lines: bool = False) -> str:
     return "".join(ch if ch in keep or not is_control(ch) else ascii(ch)[1:-1] for ch in text)
 
 
+def name_of(path) -> str:
+    """A file's name found on disk, as a message shows it: each control character, line break and tab written as
+    its escape (`printable`: one_line would join a line break to a space, naming a file that is not there), and a
+    byte that is not UTF-8 (kept by Python as a lone surrogate) as the byte (`\\xff`)."""
+    text = "".join(f"\\x{ord(ch) - 0xDC00:02x}" if 0xDC80 <= ord(ch) <= 0xDCFF else ch for ch in str(path))
+    return printable(text)
+
+
 def one_line(text: str, most: int = 2000) -> str:
     """A message (an error, a note) as one readable line: each run of blanks holding a line break or a tab as one
     space (a run of plain spaces is kept: a quoted value of three spaces stays three), its control characters

@@ -637,7 +637,8 @@ def parse_method(spec: str, model=None) -> Method:
 def parse_methods(text: str, model=None) -> list[Method]:
     """Methods separated by spaces or '+' (commas belong to a method's settings; the '+' of `date+ae` is part
     of that method's name). `model` is the run's, whose recommendation `recommended` runs."""
-    pieces = re.split(r"\s*(?<!\bdate)\+\s*|\s+", text.strip(BLANKS))
+    # a '+' splits unless it is the one of `date+ae` (after `date`, before `ae` and the name's end)
+    pieces = re.split(r"\s*(?:(?<!\bdate)\+|(?<=\bdate)\+(?!ae\b))\s*|\s+", text.strip(BLANKS))
     if pieces == [""]:
         raise ValueError("no methods given")
     if len(pieces) > MAX_METHODS:  # each is a column of every table and a pass over the whole suite
