@@ -569,6 +569,27 @@ def test_report_export_of_an_incomplete_run_writes_nothing(run, capsys):
     assert os.path.getmtime(run / "results.md") == 0 and not (run.parent / "exp").exists()
 
 
+def test_a_new_run_holds_its_lock_while_its_images_are_made(tmp_path, monkeypatch):
+    """Round twenty-five (high): the lock was taken before the run's folder existed (it is made once the model has
+    loaded), so a new run made its images without it and a `report` started meanwhile wrote a partial table over
+    the finished run's. The lock is taken again once the folder is made: a reader is refused while images are made."""
+    from date_diffusion.bench import runner
+
+    made, held = runner.generate_methods, []
+
+    def generate_methods(run, *args, **kwargs):
+        with runner.run_lock(run.out, exclusive=True) as free:  # as a report or the page would take it
+            held.append(not free)
+        return made(run, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "generate_methods", generate_methods)
+    argv = ["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "2", "--methods", "fixed"]
+    assert main([*argv, "--out", str(tmp_path / "new")]) == 0
+    assert held == [True]
+    with runner.run_lock(tmp_path / "new", exclusive=True) as free:  # and released at its end
+        assert free
+
+
 def test_report_is_refused_while_a_bench_process_makes_the_run(run, capsys):
     """Round twenty-one: `report` run while `bench` worked renamed its partial results over the finished run's
     (results.md said "Incomplete run" of a whole run). Every bench process holds the run's lock, shared; a report

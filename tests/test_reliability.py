@@ -2543,6 +2543,24 @@ def test_a_replay_over_a_model_that_changed_since_is_named(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_replay_runs_in_the_precision_its_file_was_sampled_in(tmp_path, capsys):
+    """Round twenty-five: embeddings saved with `--dtype float16` were refused on replay as "from another embedding"
+    unless --dtype was given again, the file's own dtype never named: a replay takes it from the file, as its
+    seed and steps; another one given is refused naming it."""
+    out = tmp_path / "s"
+    assert main(["generate", "a red circle", "--steps", "2", "--dtype", "float16", "--save-embeddings", "--out",
+                 str(out)]) == 0  # fmt: skip
+    saved = out / "a-red-circle-s0-embeddings.safetensors"
+    assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 0
+    a, b = (np.asarray(Image.open(p / "a-red-circle-s0.png")) for p in (out, tmp_path / "r"))
+    assert np.array_equal(a, b)
+    capsys.readouterr()
+    argv = ["generate", "--replay-embeddings", str(saved), "--dtype", "float32", "--out", str(tmp_path / "x")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "was sampled in float16, and --dtype float32 would replace it" in err and not (tmp_path / "x").exists()
+
+
 def test_a_replay_over_a_model_changed_in_the_middle_of_its_weights_is_named(tmp_path, capsys):
     """Round twenty-three: one layer changed (same size, same first and last MiB) passed the sampled `model_files`
     and was replayed as the saved model; a saved file states `model_content` (every file whole), which a replay

@@ -267,11 +267,12 @@ LOCK_NAME = ".bench.lock"  # a run folder's lock file (hidden: no reader of the 
 
 
 @contextmanager
-def run_lock(out: Path, exclusive: bool = False):
+def run_lock(out: Path, exclusive: bool = False, must: bool = False):
     """Yield whether this process holds the run folder `out`'s lock: shared by every bench process that makes its
     images (several may work on one run), exclusive for a report, which is refused (False) while any bench holds
     it: a report read mid-run would write a partial state over the run's final results. Where the system has no
-    advisory locks (Windows), True, nothing held."""
+    advisory locks (Windows), True, nothing held; where the folder takes no new file (read-only, or not made yet),
+    True, nothing held, unless `must` (a bench about to write images there: the OSError is raised)."""
     try:
         import fcntl
     except ImportError:
@@ -280,6 +281,8 @@ def run_lock(out: Path, exclusive: bool = False):
     try:
         fd = os.open(Path(out) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError:  # a folder that takes no new file (read-only): nothing to hold, and no bench writes there
+        if must:
+            raise
         yield True
         return
     try:

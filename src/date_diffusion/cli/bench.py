@@ -440,12 +440,16 @@ def run_bench(args) -> int:
     _check_folder(out, settings, methods, items)
     from date_diffusion.bench.runner import run_lock
 
-    with run_lock(out):  # shared with other bench processes; a report waits for the run (`report` is refused)
+    # shared with other bench processes; a report or a page reading the run is refused while it is held. Held
+    # from the start where the folder exists (a resume), and once the first command made it (run.json written
+    # after the model loaded): never an image made without it
+    with run_lock(out):
         run, pipe, scorer = _load_run(out, model, opts.dtype, settings, methods, state.device)
-        _generate_share(run, pipe, methods, items, scorer, batch_size, state)
-        state.wait_for_everyone()
-        if state.is_main_process:
-            _finish_bench(out, opts, settings, methods)
+        with run_lock(out, must=True):
+            _generate_share(run, pipe, methods, items, scorer, batch_size, state)
+            state.wait_for_everyone()
+            if state.is_main_process:
+                _finish_bench(out, opts, settings, methods)
     return 0
 
 

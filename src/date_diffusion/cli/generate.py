@@ -35,7 +35,7 @@ from date_diffusion.cli.common import (
     say_without_effect,
 )
 from date_diffusion.core.config import CANNOT_ACT
-from date_diffusion.core.settings import DEFAULT_SEED, Seed, SettingError
+from date_diffusion.core.settings import DEFAULT_SEED, DTYPES, Seed, SettingError
 from date_diffusion.core.text import prepare_prompt, quoted, spelled
 from date_diffusion.core.trace import DID_NOT_MOVE, moved, rounded_away
 from date_diffusion.hub import is_hub_id
@@ -256,6 +256,10 @@ def replay_settings(opts: GenerateOptions):
         made = meta.get("scheduler_name") or f"the model's own ({meta.get('scheduler', 'unknown')})"
         raise CLIError(f"{where} was sampled with the scheduler {made}, and --scheduler {opts.model.scheduler!r} "
                        "would replace it: the image would not be the saved run's; leave out --scheduler")  # fmt: skip
+    made_in = meta.get("dtype") if meta.get("dtype") in DTYPES else None  # the precision its embeddings ran in
+    if made_in is not None and opts.model.dtype not in ("auto", made_in):
+        raise CLIError(f"{where} was sampled in {made_in}, and --dtype {opts.model.dtype} would replace it: the image "
+                       "would not be the saved run's; leave out --dtype")  # fmt: skip
     recorded = meta.get("model_arg")
     if (
         opts.model.name is None
@@ -265,7 +269,7 @@ def replay_settings(opts: GenerateOptions):
     ):  # a folder of the machine it was made on: the file names it, the user gives where it is here
         raise CLIError(f"{where}: its 'model_arg' {recorded!r} is no file or folder here; give the model it was "
                        "made with: --model PATH_OR_ID")  # fmt: skip
-    model = replace(opts.model, name=opts.model.name or meta.get("model_arg"),
+    model = replace(opts.model, name=opts.model.name or meta.get("model_arg"), dtype=made_in or opts.model.dtype,
                     scheduler=opts.model.scheduler or meta.get("scheduler_name"),
                     loras=replay_loras(opts.model.loras, meta.get("loras") or [], where))  # fmt: skip
     replayed = replace(opts, prompts=(meta["prompt"],), seed=int(meta["seed"]), images_per_prompt=1, model=model,
