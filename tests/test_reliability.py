@@ -3569,6 +3569,12 @@ def test_a_resume_without_batch_size_makes_its_images_in_the_runs_own_batches(tm
     twin = tmp_path / "whole" / gone.relative_to(tmp_path / "other")
     resumed = tmp_path / "resumed" / gone.relative_to(tmp_path / "other")
     assert json.loads(resumed.read_text())["pixels"] == json.loads(twin.read_text())["pixels"]
+    # round twenty-six: run.json's batch_size edited by hand was trusted: each record states its batch size, sealed
+    settings = json.loads((tmp_path / "resumed" / "run.json").read_text())
+    (tmp_path / "resumed" / "run.json").write_text(json.dumps({**settings, "batch_size": 32}))
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "resumed")]) == 2
+    assert "its batch_size 32 is not the batch size any of the run's images was made in (1" in capsys.readouterr().err
 
 
 def test_a_resume_says_when_it_cannot_make_images_in_the_runs_own_batches(tmp_path, capsys):

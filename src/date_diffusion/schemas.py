@@ -381,8 +381,8 @@ RECORD = Schema(
     required={"index": "int", "seed": "int", "seconds": "number", "peak_memory_mb": "number"},
     optional={"method": "text", "prompt": "text", "trace": "object", "reward": "number?", "clip_eval": "number?",
               "exact": "number?", "spec": "object", "category": "text", "made_with": "text", "pixels": "text",
-              "sealed": "text"},
-    bounds={"index": (0, MAX_SEED), "seed": (0, MAX_SEED), "seconds": (0.0, math.inf),
+              "sealed": "text", "batch_size": "int"},
+    bounds={"index": (0, MAX_SEED), "seed": (0, MAX_SEED), "seconds": (0.0, math.inf), "batch_size": (1, MAX_BATCH),
             "peak_memory_mb": (0.0, math.inf), "exact": (0.0, 1.0)},
 )  # fmt: skip
 PNG_RECORD = Schema(

@@ -528,6 +528,22 @@ def stray_entries(out: Path, methods, items, seeds) -> list[str]:
     return found
 
 
+def made_in_batches(out: Path, claimed: int) -> set[int]:
+    """The batch sizes a run's images say they were made in (each record states its own, sealed with it), read until
+    one says `claimed` (the run.json's): empty when one does, or none states one (no image yet, or records of an
+    earlier version); else every size they state (run.json's `batch_size` was then edited)."""
+    sizes = set()
+    for rec_path in Path(out).glob("images/*/*/samples/*.json"):
+        try:
+            size = read_json(rec_path, RECORD).get("batch_size")
+        except SchemaError:
+            continue
+        if size == claimed:
+            return set()
+        sizes |= {size} - {None}
+    return sizes
+
+
 def _stray_why(entry: Path, names: set, of_the_run: str, sample: bool = False) -> str:
     """Why `entry` (a prompt folder or a sample, absent from `names`, the run's own) is none of the run's: a number
     of the run spelled otherwise than a run names it (`1000.png` for `01000.png`; `0` for `00000`), something of
@@ -717,8 +733,9 @@ class BenchRun:
     """One `bench` invocation: its settings, its folder, its device, and the rewards and reward decoders its methods
     use, each built once for the run (keyed by spec, model, device and dtype)."""
 
-    def __init__(self, settings: RunSettings, out: Path, device):
+    def __init__(self, settings: RunSettings, out: Path, device, batch_size: int | None = None):
         self.settings, self.out, self.device = settings, Path(out), str(device)
+        self.batch_size = batch_size  # the --batch-size its images are made in: each record states it
         self.rewards, self.decoders = Cache(_load_reward), Cache(_load_decoder)
 
     def reward(self, spec: str | None = None):
@@ -946,6 +963,7 @@ def _write(run: BenchRun, method: Method, batch, images, traces, metrics, chosen
             "trace": traces[chosen[k]],
             "made_with": made_with(run.settings, method, it.prompt, seed),
             "pixels": pixels_digest(_uint8(images[k])),
+            **({"batch_size": run.batch_size} if run.batch_size is not None else {}),
         }
         if method.candidates > 1:
             record["best_of"] = {"n": method.candidates, "chosen": chosen[k] % method.candidates}

@@ -444,7 +444,7 @@ def run_bench(args) -> int:
     # from the start where the folder exists (a resume), and once the first command made it (run.json written
     # after the model loaded): never an image made without it
     with run_lock(out):
-        run, pipe, scorer = _load_run(out, model, opts.dtype, settings, methods, state.device)
+        run, pipe, scorer = _load_run(out, model, opts.dtype, settings, methods, state.device, batch_size)
         with run_lock(out, must=True):
             _generate_share(run, pipe, methods, items, scorer, batch_size, state)
             state.wait_for_everyone()
@@ -459,7 +459,7 @@ def _made_in(out: Path, settings, given: int | None, processes: int, say: bool) 
     says when its images may differ from an uninterrupted run's in float32's last digits (a batch's float sums
     depend on its size and members): another batch size given, other processes, or a run.json of an earlier
     version, which does not record them (nothing is then recorded: the run's own are unknown)."""
-    from date_diffusion.bench.runner import SettingsMismatch, read_run
+    from date_diffusion.bench.runner import SettingsMismatch, made_in_batches, read_run
 
     old = None
     if (out / "run.json").is_file():
@@ -468,6 +468,11 @@ def _made_in(out: Path, settings, given: int | None, processes: int, say: bool) 
         except SettingsMismatch:  # named by the folder's own check, next
             old = None
     recorded = (old or {}).get("batch_size")
+    made = made_in_batches(out, recorded) if recorded is not None else set()  # what the images' records say
+    if made:
+        raise CLIError(f"{out / 'run.json'}: its batch_size {recorded} is not the batch size any of the run's images "
+                       f"was made in ({', '.join(map(str, sorted(made)))}, as their records say): it was edited by "
+                       "hand; restore it as bench wrote it")  # fmt: skip
     batch_size = given or recorded or BATCH_SIZE
     differ = "the images made now may differ from an uninterrupted run's in float32's last digits"
     notes = []
@@ -513,12 +518,12 @@ def _check_folder(out: Path, settings, methods, items) -> None:
         raise CLIError(describe_untrusted(out, untrusted, RESUME_FIX))
 
 
-def _load_run(out: Path, model: str, dtype: str, settings, methods, device):
+def _load_run(out: Path, model: str, dtype: str, settings, methods, device, batch_size: int | None = None):
     """(the run, the pipeline, the scorer), with what depends on the model checked before run.json is written."""
     from date_diffusion.bench.runner import BenchRun, SettingsMismatch, check_settings
     from date_diffusion.pipelines import load_date_pipeline
 
-    run = BenchRun(settings, out, device)
+    run = BenchRun(settings, out, device, batch_size)
     pipe = load_date_pipeline(model, dtype, run.device, settings.scheduler)
     pipe.set_progress_bar_config(disable=True)
     _check_loaded(pipe, run, methods)  # what depends on the model, before run.json is written
