@@ -2543,6 +2543,22 @@ def test_a_replay_over_a_model_that_changed_since_is_named(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_an_image_states_the_batch_it_was_sampled_in_and_its_replay_says_it_is_alone(tmp_path, capsys):
+    """Round twenty-six: `generate --help` said results do not depend on --batch-size, yet a batch's float sums do
+    (a level in a pixel or two), so a replay of an image sampled in a batch of 4 differed without a word. Each
+    record states its batch; a replay of an image sampled with others says it is sampled alone."""
+    out = tmp_path / "o"
+    argv = ["generate", "a red circle", "a blue square", "--steps", "2", "--save-embeddings", "--out", str(out)]
+    assert main(argv) == 0
+    record = json.loads((out / "a-red-circle-s0.json").read_text())
+    assert record["batch_size"] == 2
+    capsys.readouterr()
+    saved = out / "a-red-circle-s0-embeddings.safetensors"
+    assert main(["generate", "--replay-embeddings", str(saved), "--out", str(tmp_path / "r")]) == 0
+    assert "its image was sampled in a batch of 2, the replay alone" in capsys.readouterr().err
+    assert json.loads((tmp_path / "r" / "a-red-circle-s0.json").read_text())["batch_size"] == 1
+
+
 def test_a_replay_runs_in_the_precision_its_file_was_sampled_in(tmp_path, capsys):
     """Round twenty-five: embeddings saved with `--dtype float16` were refused on replay as "from another embedding"
     unless --dtype was given again, the file's own dtype never named: a replay takes it from the file, as its

@@ -83,7 +83,12 @@ def add_parser(sub):
     )
     s.add_argument("--images-per-prompt", type=int, default=1, help="(default 1)")
     s.add_argument(
-        "--batch-size", type=int, default=4, help="images per forward pass; results do not depend on it (default 4)"
+        "--batch-size",
+        type=int,
+        default=4,
+        help="images per forward pass (default 4); a batch's float sums depend on "
+        "its size and members, so an image may differ by a level in a pixel or two between batch sizes (each "
+        "record states the batch it was sampled in)",
     )
     _add_output_arguments(p)
     _add_speed_arguments(p)
@@ -439,6 +444,11 @@ def check(opts: GenerateOptions) -> tuple[GenerateOptions, Job]:
     if saved is not None and "sealed" not in saved.metadata:  # an earlier version's file: nothing to check it by
         notes.append(f"--replay-embeddings {str(opts.replay_embeddings)!r} carries no seal (an earlier version wrote "
                      "it): its embeddings and settings are replayed as written, unverified")  # fmt: skip
+    together = saved.metadata.get("batch_size") if saved is not None else None
+    if isinstance(together, int) and not isinstance(together, bool) and together > 1:
+        notes.append(f"--replay-embeddings {str(opts.replay_embeddings)!r}: its image was sampled in a batch of "
+                     f"{together}, the replay alone; a batch's float sums depend on its size, so the replay may differ "
+                     "from it by a level in a pixel or two")  # fmt: skip
     loading = model_kwargs(opts.model)
     model = resolve_model(opts.model.name)
     flags = {**opts.date.overrides(), "num_inference_steps": opts.steps, "guidance_scale": opts.guidance,
@@ -675,7 +685,7 @@ def generate_all(opts: GenerateOptions, job: Job) -> None:
             for j, (prompt, seed) in enumerate(batch):
                 with job.timings.part("evaluating and writing"):
                     try:
-                        write_image(opts, job, results, j, prompt, seed, saved)
+                        write_image(opts, job, results, j, prompt, seed, saved, len(batch))
                     except BrokenPipeError as err:  # raised by its printed lines, after its files are written
                         gone = err
             if gone is not None:
@@ -687,7 +697,8 @@ def sample(opts: GenerateOptions, job: Job, kind, batch, emb_path):
     """One batch with fixed embeddings, DATE, or a replay of saved DATE embeddings."""
     import torch
 
-    # One generator per image: an image depends on its prompt and seed only, never on the batch.
+    # One generator per image: an image's noise depends on its prompt and seed only (the batch's float sums on its
+    # size and members: a level in a pixel or two, which each record's `batch_size` accounts for)
     gens = [torch.Generator("cpu").manual_seed(s) for _, s in batch]
     extra = {} if opts.negative_prompt is None else {"negative_prompt": [opts.negative_prompt] * len(batch)}
     if job.pipe.video_fps is not None:  # a video model: its frames as PIL images, as images are
@@ -762,7 +773,7 @@ def replaced(out: Path, stem: str, suffixes, opts: GenerateOptions) -> list[Path
     return [out / f"{stem}{s}" for s in suffixes if (out / f"{stem}{s}").resolve() != source]
 
 
-def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved) -> None:
+def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved, batch_images: int = 1) -> None:
     """The DATE (or replayed) image, its record, and optionally the fixed image, the grid and the embeddings: new
     names when taken (unless --overwrite), each file written atomically; every file written is printed."""
     from tqdm.auto import tqdm
@@ -778,7 +789,7 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
         claimed_stem(out, output_stem(prompt, seed), suffixes, opts.overwrite) as stem,
         file_group(replaced(out, stem, suffixes, opts) if opts.overwrite else ()) as group,
     ):
-        record = base_record(opts, job, prompt, seed)
+        record = {**base_record(opts, job, prompt, seed), "batch_size": batch_images}  # the images sampled with it
         record.update({k: v for k, v in results[kind].records[j].items() if k in ("num_frames", "fps")})
         fixed_record = {**record, "method": "fixed", "date": None, "reward": None}
         fixed_without = {k: v for k, v in record.get("without_effect", {}).items() if k not in job.date_unused}

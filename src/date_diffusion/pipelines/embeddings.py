@@ -260,7 +260,7 @@ def save_run(path, cond, result, metadata: dict) -> None:
 
 REPLAY_KEYS = ("prompt", "negative_prompt", "seed", "model", "family", "scheduler", "scheduler_name", "steps",
                "guidance_scale", "height", "width", "num_frames", "dtype", "loras", "reward", "date",
-               "date_diffusion_version", "model_files", "model_content", "lora_files")  # fmt: skip
+               "date_diffusion_version", "model_files", "model_content", "lora_files", "batch_size")  # fmt: skip
 
 
 def save_replayable(path, one: SavedEmbeddings, record: dict, model_arg: str | None) -> None:
