@@ -417,8 +417,9 @@ def image_state(out: Path, settings: RunSettings, method: Method, it, seed: int)
         facts = png_facts(read_small_bytes(png, PNG_LIMIT))
     except Exception as err:  # noqa: BLE001 - a PNG that does not open (a full disk): unfinished
         return "unfinished", f"{png} does not open as an image ({one_line(err, 200)})"
-    if png_format_problem(png, facts):
-        return "untrusted", png_format_problem(png, facts)
+    problem = png_format_problem(png, facts)
+    if problem:
+        return "untrusted", problem
     if "made_with" not in record or "pixels" not in record or "sealed" not in record:
         return "untrusted", f"{where}: its record has no fingerprint (an earlier version made it)"
     if record["sealed"] != sealed(record):
