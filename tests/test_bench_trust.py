@@ -617,6 +617,8 @@ def test_a_methods_date_setting_is_quoted_as_run_json_spells_it(run, capsys):
     assert "grad_steps must be an integer from 1 to 100, got true" in err and "True" not in err, err
     # round twenty-two: named down to the entry's key, not only as `methods`
     assert f"field 'methods': method {label!r}, key 'date.grad_steps': grad_steps" in err, err
+    path.write_text(path.read_text().replace('"grad_steps": true', '"grad_steps": -0'))  # round twenty-four
+    assert "grad_steps must be an integer from 1 to 100, got -0;" in refused(capsys, ["report", str(run)], path)
 
 
 @pytest.mark.parametrize(

@@ -2464,10 +2464,12 @@ def test_info_refuses_one_image_given_twice(tmp_path, capsys, monkeypatch):
     [('{"suite": "toy", "seeds": [true], "steps": 4, "model": "m", "methods": {}}', "got [true]"),
      ('{"suite": "toy", "seeds": [1], "steps": true, "model": "m", "methods": {}}', "got true"),
      ('{"suite": "toy", "seeds": [1], "steps": 4.50, "model": "m", "methods": {}}', "got 4.50"),
-     ('{"suite": "toy", "seeds": [1], "steps": 4, "model": null, "methods": {}}', "'model' must be text, got null")],
+     ('{"suite": "toy", "seeds": [1], "steps": 4, "model": null, "methods": {}}', "'model' must be text, got null"),
+     ('{"suite": "toy", "seeds": [1], "steps": -0, "model": "m", "methods": {}}', "got -0")],
 )  # fmt: skip
 def test_a_schema_quotes_a_value_as_the_file_spells_it(text, message):
-    """Round ten: the schemas quoted JSON's `true` as Python's `True`."""
+    """Round ten: the schemas quoted JSON's `true` as Python's `True`. Round twenty-four: `-0` (the one integer
+    JSON spells otherwise than its digits) was quoted as `0`."""
     from date_diffusion.schemas import RUN, loads
 
     assert message in RUN.problem(loads(text))
@@ -3841,3 +3843,22 @@ def test_an_empty_or_cut_lora_or_checkpoint_is_said_in_words(tmp_path, capsys, f
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert said.format(tmp_path / name) in err and "header too small" not in err, err
+
+
+def test_a_bench_guidance_that_runs_no_guidance_is_said(tmp_path, capsys):
+    """`bench --guidance 0.5` made guidance 1's images, pixel for pixel, without a word (as `generate` says it)."""
+    import numpy as np
+
+    def images(guidance: str) -> list:
+        out = tmp_path / guidance
+        argv = ["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "2", "--methods", "fixed"]
+        assert main([*argv, "--guidance", guidance, "--out", str(out)]) == 0
+        return [np.asarray(Image.open(p)) for p in sorted((out / "images").rglob("*.png"))]
+
+    half = images("0.5")
+    note = "note: --guidance 0.5 has no effect here: no classifier-free guidance runs"
+    assert note in capsys.readouterr().err
+    assert half and all((a == b).all() for a, b in zip(half, images("1"), strict=True))
+    capsys.readouterr()
+    images("5")
+    assert "has no effect" not in capsys.readouterr().err

@@ -24,6 +24,7 @@ from date_diffusion.core.settings import (
     MAX_STEPS,
     BeyondFloat,
     Size,
+    SpelledInt,
     parse_real,
     within,
 )
@@ -94,7 +95,16 @@ def plain_numbers(value):
         return {k: plain_numbers(v) for k, v in value.items()}
     if isinstance(value, list):
         return [plain_numbers(v) for v in value]
+    if isinstance(value, SpelledInt):
+        return int(value)
     return float(value) if isinstance(value, SpelledFloat) else value
+
+
+def _integer(text: str) -> int:
+    """A JSON integer: the plain int, or one that keeps its spelling where that differs from its digits (`-0`, the
+    only such spelling JSON allows), so that a refusal quotes `-0`, not `0`."""
+    number = int(text)
+    return SpelledInt(text) if text != str(number) else number
 
 
 def loads(text):
@@ -106,7 +116,9 @@ def loads(text):
         text = text[1:]  # prompts files are (Python's reader refuses it)
     try:
         # NaN and Infinity (which Python's reader takes) keep their spelling too: a refusal quotes `NaN`, not `nan`
-        return json.loads(text, object_pairs_hook=_object, parse_float=SpelledFloat, parse_constant=SpelledFloat)
+        return json.loads(
+            text, object_pairs_hook=_object, parse_float=SpelledFloat, parse_int=_integer, parse_constant=SpelledFloat
+        )
     except json.JSONDecodeError:
         raise
     except BeyondFloat as err:  # 1e999 or 1e-999: read as infinity or 0 by `float()`

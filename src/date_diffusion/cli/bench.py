@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from date_diffusion.bench.suites import DEFAULT_SEED_BASE, SUITES
-from date_diffusion.cli.common import CLIError, HelpFormatter, from_namespace, int_list, str_list
+from date_diffusion.cli.common import CLIError, HelpFormatter, from_namespace, int_list, say_unused, str_list
 from date_diffusion.core.config import PAPER_UPDATE_EVERY
 from date_diffusion.core.settings import DTYPES
 from date_diffusion.core.text import quoted, spelled
@@ -445,12 +445,23 @@ def run_bench(args) -> int:
     # after the model loaded): never an image made without it
     with run_lock(out):
         run, pipe, scorer = _load_run(out, model, opts.dtype, settings, methods, state.device, batch_size)
+        if opts.guidance is not None and state.is_main_process:
+            _say_guidance_without_effect(pipe, settings.guidance)
         with run_lock(out, must=True):
             _generate_share(run, pipe, methods, items, scorer, batch_size, state)
             state.wait_for_everyone()
             if state.is_main_process:
                 _finish_bench(out, opts, settings, methods)
     return 0
+
+
+def _say_guidance_without_effect(pipe, guidance: float) -> None:
+    """`--guidance` given that changes no image of the run (`--guidance 0.5`: no classifier-free guidance runs, as
+    with 1): said once, never taken without a word; run.json and the report state it as given."""
+    unused = pipe.settings_without_effect(guidance)
+    if "guidance_scale" in unused:
+        say_unused("bench", f"--guidance {spelled(guidance)}", unused["guidance_scale"],
+                   listed="run.json and the report state it as given")  # fmt: skip
 
 
 def _made_in(out: Path, settings, given: int | None, processes: int, say: bool) -> tuple:

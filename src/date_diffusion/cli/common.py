@@ -275,13 +275,13 @@ def say_without_effect(command: str, unused: dict) -> None:
         say_unused(command, f"{FLAGS.get(name, name)} {spelled(what['value'])}", what["why"], "changes no image")
 
 
-def say_unused(command: str, what: str, why: str, verb: str = "has no effect") -> None:
+def say_unused(command: str, what: str, why: str, verb: str = "has no effect",
+               listed: str = "the record lists it under without_effect") -> None:  # fmt: skip
     """The one note for a setting given that takes no effect (`what`: how it was given, `--guidance 0`): said, never
-    taken without a word, with why and where the record lists it."""
+    taken without a word, with why and where the record lists it (`listed`)."""
     import sys
 
-    print(f"date-diffusion {command}: note: {what} {verb} here: {why}; the record lists it under without_effect",
-          file=sys.stderr)  # fmt: skip
+    print(f"date-diffusion {command}: note: {what} {verb} here: {why}; {listed}", file=sys.stderr)
 
 
 def check_negative_prompt(pipe, negative_prompt: str | None) -> None:

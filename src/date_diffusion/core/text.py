@@ -137,10 +137,12 @@ def json_kind(value) -> str:
 
 def json_spelling(value) -> str:
     """A value a JSON file gave, as the file spells it (`true`, `null`, `[5000]`; a number as written, where the
-    reader kept its spelling: `schemas.SpelledFloat`), for a message that quotes it."""
+    reader kept its spelling: `schemas.SpelledFloat`, `core.settings.SpelledInt`), for a message that quotes it."""
     import json
 
-    if isinstance(value, float) and (hasattr(value, "text") or math.isfinite(value)):
+    if isinstance(value, numbers.Number) and isinstance(getattr(value, "text", None), str):
+        return value.text  # `-0`, `1e3`: as written
+    if isinstance(value, float) and math.isfinite(value):
         return repr(value)
     try:  # NaN and Infinity as Python's JSON writes them, never Python's `nan`
         return json.dumps(value, ensure_ascii=False, default=repr)
