@@ -69,6 +69,78 @@ def test_an_image_of_another_format_under_its_png_name_is_named(run, capsys):
     refused(capsys, ["report", str(run), "--export", "t2i-compbench", str(run.parent / "exp")], png)
 
 
+def _resaved(png, texts=None, **save):
+    """The PNG saved again by Pillow with its pixels and text chunks (`texts`: each text changed), `save` added."""
+    from PIL import Image, PngImagePlugin
+
+    with Image.open(png) as image:
+        image.load()
+        info = PngImagePlugin.PngInfo()
+        for key, value in (texts or image.text).items():
+            info.add_text(key, value)
+        image.save(png, pnginfo=info, **save)
+
+
+def _animated(png):  # its own image as the APNG's hidden default image, a blue frame as what browsers show
+    from PIL import Image
+
+    with Image.open(png) as image:
+        size, texts = image.size, dict(image.text)
+    _resaved(png, texts, save_all=True, append_images=[Image.new("RGB", size, "blue")], default_image=True, loop=0)
+
+
+def _with_parameters(png):  # another prompt and seed in the `parameters` text other tools read
+    from PIL import Image
+
+    with Image.open(png) as image:
+        texts = dict(image.text)
+    texts["parameters"] = texts["parameters"].replace("Seed: 1000", "Seed: 77")
+    _resaved(png, texts)
+
+
+def _with_text(png):
+    from PIL import Image
+
+    with Image.open(png) as image:
+        _resaved(png, {**image.text, "Software": "an editor"})
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        (_animated, "it holds a chunk 'acTL' (an animation), which date-diffusion never writes"),
+        (lambda png: png.write_bytes(png.read_bytes() + b"PK\x03\x04"), "4 bytes follow its end (IEND)"),
+        (_with_text, "it holds a text 'Software', which date-diffusion never writes"),
+        (lambda png: png.write_bytes(png.read_bytes()[:8] + _gamma() + png.read_bytes()[8:]), "a chunk 'gAMA'"),
+        (_with_parameters, "the `parameters` text inside its PNG is not what its record says"),
+    ],
+)  # fmt: skip
+def test_a_png_holding_what_bench_never_writes_is_named(run, capsys, change, said):
+    """Round twenty-seven: an animated PNG over a run's image (the verified pixels as its hidden default image,
+    another picture in the frames browsers show), bytes after its end, a gamma chunk or another program's text, and
+    a `parameters` text rewritten to another prompt and seed were trusted, reported and exported; the page showed
+    them under a verified caption. A run's PNG is laid out exactly as bench writes it, its `parameters` its record's;
+    `info` says the same of such a file."""
+    png = record_path(run).with_suffix(".png")
+    change(png)
+    for argv in (["report", str(run)], [*BENCH, "--out", str(run)]):
+        err = refused(capsys, argv, png)
+        assert said in err, err
+    refused(capsys, ["report", str(run), "--export", "t2i-compbench", str(run.parent / "exp")], png)
+    assert not (run.parent / "exp").exists()
+    if "parameters" not in said:
+        assert main(["info", str(png)]) == 0
+        assert said in capsys.readouterr().err
+
+
+def _gamma() -> bytes:
+    import struct
+    import zlib
+
+    body = b"gAMA" + struct.pack(">I", 5000)
+    return struct.pack(">I", 4) + body + struct.pack(">I", zlib.crc32(body))
+
+
 def test_report_refuses_a_record_edited_by_hand(run, capsys):
     """`report` and `report --export` verify the fingerprints a resume checks."""
     edit(record_path(run), exact=7.0)
@@ -619,6 +691,32 @@ def test_a_methods_date_setting_is_quoted_as_run_json_spells_it(run, capsys):
     assert f"field 'methods': method {label!r}, key 'date.grad_steps': grad_steps" in err, err
     path.write_text(path.read_text().replace('"grad_steps": true', '"grad_steps": -0'))  # round twenty-four
     assert "grad_steps must be an integer from 1 to 100, got -0;" in refused(capsys, ["report", str(run)], path)
+
+
+@pytest.mark.parametrize(
+    "fields, said",
+    [
+        ({"seeds": []}, "field 'seeds' lists nothing (at least one value)"),  # was an IndexError, exit 1
+        ({"seeds": [1001, 1000]}, "field 'seeds' must be consecutive and ascending, as bench writes them, got [1001"),
+        ({"seeds": [1000, 1002]}, "field 'seeds' must be consecutive and ascending"),
+        ({"categories": []}, "field 'categories' lists nothing"),
+        ({"categories": [5]}, "field 'categories' must be an array of texts, got [5]"),  # was a TypeError
+        ({"categories": ["nope"]}, "field 'categories' names 'nope', which suite 'toy' lacks (it has color_binding"),
+        ({"captions": ""}, "field 'captions' must be null: suite 'toy' reads no prompts file, got \"\""),
+        ({"suite": "coco"}, "field 'captions' must name suite 'coco''s prompts file, got null"),
+        ({"image_size": [1]}, "field 'image_size' is none of its fields"),  # no version wrote it: it was read alone
+    ],
+)  # fmt: skip
+def test_a_run_json_value_no_bench_writes_is_named_whatever_command_reads_it(run, capsys, fields, said):
+    """Round twenty-seven: run.json's `"seeds": []` failed report, its export and the toy world's audit with an
+    IndexError (exit 1); categories of the suite's none, or an empty list, were reported from the prompt folders
+    without a word; a prompts file named where the suite reads none was taken. Each is the file's fault, named."""
+    path = run / "run.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+    for argv in (["report", str(run)], ["toyworld", "audit", str(run)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and str(path) in err and said in err, err
 
 
 @pytest.mark.parametrize(

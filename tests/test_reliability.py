@@ -1129,7 +1129,7 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["generate", "\u200b\u2060 \ufeff"], "PROMPT is empty (no visible character"),
+        (["generate", "\u200b\u2060 \u200c"], "PROMPT is empty (no visible character"),
         (["generate", "\u3164 \u2800"], "PROMPT is empty (no visible character"),  # Hangul filler, Braille blank
         (
             ["generate", "a red circle", "a blue square", "a red circle"],
@@ -1153,6 +1153,7 @@ def test_bench_refuses_a_prompts_file_of_blank_lines(tmp_path, capsys):
         # round nineteen: a value listed twice under another spelling was named as the plain number
         (["generate", "a red circle", "--update-steps", "0,1,01"], "--update-steps lists 01 (the same as 1) twice"),
         (["generate", "a red circle\U000e0069\U000e0067"], "PROMPT holds the tag character U+E0069 at character 13"),
+        (["generate", "a red\ufeff circle"], "PROMPT holds the byte-order mark U+FEFF at character 6"),
         (
             ["bench", "--suite", "toy", "--methods", " ".join(f"date:rho={k + 1}" for k in range(65))],
             "65 methods listed: one run compares at most 64",
@@ -1563,6 +1564,9 @@ def test_a_run_json_with_a_float_where_an_integer_is_meant_is_named(tmp_path, ca
         ("p.txt", "a red circle\na blue\rsquare\x07\n", "p.txt line 2 holds a carriage return without a newline"),
         ("p.jsonl", '{"prompt": "a"}\r{"prompt": "b"}\n', "p.jsonl line 1 holds a carriage return without"),
         ("p.txt", "a red circle\r\na\U000e0041 blue square\r\n", "p.txt line 2 holds the tag character U+E0041"),
+        # round twenty-seven: a second file's byte-order mark, joined in, made a prompt that looks like line 1's
+        ("p.txt", "\ufeffa red circle\n\ufeffa red circle\n", "p.txt line 2 holds the byte-order mark U+FEFF at"),
+        ("p.csv", 'prompt\n"a red\ufeff circle"\n', "line 2: 'prompt' holds the byte-order mark U+FEFF"),
     ],
 )
 def test_control_characters_and_keys_given_twice_in_prompts_files_are_named_with_the_line(
@@ -1968,6 +1972,19 @@ def test_a_full_standard_error_keeps_the_exit_code_and_the_work(tmp_path):
         made = subprocess.run([*base, *_bench(tmp_path / "run")], env=env, stdout=null, stderr=full)
     assert bad.returncode == 2  # a usage error, whether or not its message could be shown
     assert made.returncode == 0 and len(list((tmp_path / "run").rglob("samples/*.png"))) == 1
+
+
+@pytest.mark.parametrize("stdout", [">&-", ">/dev/full"])
+def test_a_closed_or_full_standard_output_is_said_once_and_keeps_the_exit_code(tmp_path, stdout):
+    """Round twenty-seven: `generate ... >&-` exited 0 without a word, the list of what it wrote lost silently."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = f'"{sys.executable}" -m date_diffusion generate "a red circle" --steps 1 --out o {stdout}'
+    run = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0 and (tmp_path / "o" / "a-red-circle-s0.png").is_file()
+    assert run.stderr.count("note: standard output is closed or full: what the command showed there") == 1, run.stderr
+    shown = subprocess.run(["bash", "-c", command.replace(stdout, "--overwrite")], env=env, capture_output=True,
+                           text=True, cwd=tmp_path)  # fmt: skip
+    assert shown.returncode == 0 and "standard output" not in shown.stderr and "a-red-circle-s0.png" in shown.stdout
 
 
 def test_a_reward_the_model_s_file_recommends_is_named_by_that_file(tmp_path):
@@ -3510,6 +3527,12 @@ def test_an_absolute_step_below_the_embeddings_precision_is_said(tmp_path, capsy
                  "fixed date date:rho=1e-8", "--out", str(run)]) == 0  # fmt: skip
     notes = [line for line in (run / "results.md").read_text().splitlines() if "less than half its step" in line]
     assert notes == [notes[0]] and notes[0].startswith("`date:rho=1e-8`: in 1 of 1 images"), notes
+    # round twenty-seven: a step that moved nothing at all (1e-45) was said both unmoved and moved a little
+    tiny = tmp_path / "tiny"
+    assert main(["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "4", "--methods",
+                 "fixed date:rho=1e-45", "--out", str(tiny)]) == 0  # fmt: skip
+    report = (tiny / "results.md").read_text()
+    assert "in 1 of 1 images DATE did not move the embedding" in report and "less than half" not in report, report
 
 
 def test_bench_perf_refuses_steps_the_scheduler_cannot_take(tmp_path, capsys):
@@ -3590,9 +3613,31 @@ def test_a_resume_without_batch_size_makes_its_images_in_the_runs_own_batches(tm
     # round twenty-six: run.json's batch_size edited by hand was trusted: each record states its batch size, sealed
     settings = json.loads((tmp_path / "resumed" / "run.json").read_text())
     (tmp_path / "resumed" / "run.json").write_text(json.dumps({**settings, "batch_size": 32}))
+    batch = "its batch_size 32 is not what any of the run's images was made with (1, as their records say)"
+    # round twenty-seven: its processes alike (a resume said its images may differ), and report names both as bench
+    for edited, said in (({"batch_size": 32}, batch), ({"processes": 2}, "its processes 2 is not what any of the")):
+        (tmp_path / "resumed" / "run.json").write_text(json.dumps({**settings, **edited}))
+        for command in ([*argv, "--out", str(tmp_path / "resumed")], ["report", str(tmp_path / "resumed")]):
+            capsys.readouterr()
+            assert main(command) == 2
+            assert said in capsys.readouterr().err
+    (tmp_path / "resumed" / "run.json").write_text(json.dumps(settings))
+    assert main(["report", str(tmp_path / "resumed")]) == 0
+
+
+def test_a_run_whose_first_command_made_no_image_is_made_as_its_resume_makes_it(tmp_path, capsys):
+    """A first command stopped before any image kept its batch size in run.json: a resume at another one then made
+    every image with a batch size no image of the run states, and the run's next reader called run.json edited."""
+    argv = ["bench", "--suite", "toy", "--limit", "1", "--seeds", "2", "--steps", "2", "--methods", "fixed"]
+    run = tmp_path / "run"
+    assert main([*argv, "--out", str(run)]) == 0
+    for path in sorted((run / "images").rglob("*"), reverse=True):  # as if stopped before its first image
+        path.unlink() if path.is_file() else path.rmdir()
     capsys.readouterr()
-    assert main([*argv, "--out", str(tmp_path / "resumed")]) == 2
-    assert "its batch_size 32 is not the batch size any of the run's images was made in (1" in capsys.readouterr().err
+    assert main([*argv, "--batch-size", "1", "--out", str(run)]) == 0
+    assert "--batch-size" not in capsys.readouterr().err  # no run's own batches to differ from
+    assert json.loads((run / "run.json").read_text())["batch_size"] == 1
+    assert main(["report", str(run)]) == 0
 
 
 def test_a_resume_says_when_it_cannot_make_images_in_the_runs_own_batches(tmp_path, capsys):
@@ -3642,6 +3687,11 @@ def test_a_guidance_that_runs_no_guidance_is_said_and_shown_by_info(tmp_path, ca
     assert "  without effect: guidance_scale 0.0 (no classifier-free guidance runs" in capsys.readouterr().out
     assert main([*argv, "--guidance", "5"]) == 0
     assert "has no effect" not in capsys.readouterr().err
+    # round twenty-seven: typed above 1, read as 1.0, and told it is not above 1 without the value that ran
+    assert main([*argv, "--guidance", "1.0000000000000001", "--overwrite"]) == 0
+    assert "--guidance 1.0000000000000001 (read as 1.0, the nearest float) has no effect" in capsys.readouterr().err
+    assert main([*argv, "--guidance", "0.10", "--overwrite"]) == 0  # 0.1 as a float, its nearest: nothing to say
+    assert "--guidance 0.10 has no effect here" in capsys.readouterr().err
     # round twenty-three: a replay of a file saved at guidance 1 named --guidance, which a replay refuses
     assert main([*argv, "--guidance", "1", "--save-embeddings", "--overwrite"]) == 0
     saved = tmp_path / "o" / "a-red-circle-s0-embeddings.safetensors"

@@ -434,28 +434,66 @@ def _xmp_texts(xmp) -> dict:
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # the first bytes of every PNG file
 
 
-def _text_keys(path) -> list[str]:
-    """The keys of a PNG's text chunks (tEXt, zTXt, iTXt), in file order, each as often as it stands (Pillow's
-    `text` keeps one per key); [] for a file that is no PNG. Reads the chunk headers and keys only."""
+_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+PNG_CHUNKS_WRITTEN = (b"IHDR", b"tEXt", b"IDAT", b"IEND")  # every chunk `png_bytes` writes, and no other
+
+
+def _png_chunks(f):
+    """Each chunk of the PNG open in `f` (read past its signature) as (type, text key or None), in file order, up to
+    and including IEND (where `f` is left); reads the chunk headers and text keys only."""
     import struct
 
-    keys = []
+    while len(header := f.read(8)) == 8:
+        length, kind = struct.unpack(">I4s", header)
+        key = None
+        if kind in _TEXT_CHUNKS:
+            key = f.read(min(length, 80)).split(b"\0", 1)[0].decode("latin-1")
+            f.seek(length - min(length, 80) + 4, 1)
+        else:
+            f.seek(length + 4, 1)
+        yield kind, key
+        if kind == b"IEND":
+            return
+
+
+def _text_keys(path) -> list[str]:
+    """The keys of a PNG's text chunks (tEXt, zTXt, iTXt), in file order, each as often as it stands (Pillow's
+    `text` keeps one per key); [] for a file that is no PNG."""
     with open(path, "rb") as f:
         if f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
-            return keys
-        while header := f.read(8):
-            if len(header) < 8:
-                break
-            length, kind = struct.unpack(">I4s", header)
-            if kind in (b"tEXt", b"zTXt", b"iTXt"):
-                key = f.read(min(length, 80)).split(b"\0", 1)[0]
-                keys.append(key.decode("latin-1"))
-                f.seek(length - min(length, 80) + 4, 1)
-            else:
-                f.seek(length + 4, 1)
-            if kind == b"IEND":
-                break
-    return keys
+            return []
+        return [key for kind, key in _png_chunks(f) if kind in _TEXT_CHUNKS]
+
+
+def png_layout_problem(data) -> str | None:
+    """Why the PNG `data` is not laid out as `png_bytes` writes one, or None: a chunk it never writes (an animation's
+    `acTL`/`fdAT`, a gamma or colour profile that changes what a viewer shows, a text of another program), a text
+    given twice, or bytes after its end. (A run's image is what its pixels show and nothing else: a viewer that
+    reads such a chunk would show another picture than the one verified, an export would hand the chunk on.)
+    `data`: the file's bytes, or its path (its chunk headers read, never the whole file)."""
+    with io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb") as f:
+        return _layout_problem(f, f.seek(0, os.SEEK_END) + f.seek(0))
+
+
+def _layout_problem(f, size: int) -> str | None:
+    if f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:  # no PNG at all: the format's own check names it
+        return None
+    keys, last = [], None
+    for kind, key in _png_chunks(f):
+        last = kind
+        name = kind.decode("latin-1", "replace")
+        if kind not in PNG_CHUNKS_WRITTEN:
+            what = " (an animation)" if kind in (b"acTL", b"fcTL", b"fdAT") else ""
+            return f"it holds a chunk {name!r}{what}, which date-diffusion never writes"
+        if key is not None and (key not in (PNG_RECORD_KEY, PNG_PARAMETERS_KEY) or key in keys):
+            return f"it holds a text {key!r}{' twice' if key in keys else ''}, which date-diffusion never writes"
+        if key is not None:
+            keys.append(key)
+    if last != b"IEND":
+        return "it ends before its last chunk (IEND): cut short"
+    if f.tell() != size:
+        return f"{size - f.tell()} bytes follow its end (IEND), which date-diffusion never writes"
+    return None
 
 
 def read_png_metadata(path) -> dict:

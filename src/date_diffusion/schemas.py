@@ -132,6 +132,8 @@ def loads(text):
 def _is(value, kind: str) -> bool:
     if kind == "ints":  # a list of integers: 1000.0 is a number, not an integer (a seed, an index)
         return isinstance(value, list) and all(_is(v, "int") for v in value)
+    if kind == "texts":  # a list of names (a run's categories)
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
     if kind == "number":
         return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if kind == "int":
@@ -142,8 +144,9 @@ def _is(value, kind: str) -> bool:
 
 
 # how a message names a kind, in JSON's words (a file's reader never sees Python's type names)
-_NAMED = {"ints": "an array of whole numbers", "int": "a whole number", "number": "a finite number", "text": "text",
-          "list": "an array", "object": "an object", "bool": "true or false"}  # fmt: skip
+_NAMED = {"ints": "an array of whole numbers", "texts": "an array of texts", "int": "a whole number",
+          "number": "a finite number", "text": "text", "list": "an array", "object": "an object",
+          "bool": "true or false"}  # fmt: skip
 
 
 def _wrong_kind(name: str, kind: str, value) -> str:
@@ -161,6 +164,7 @@ class Schema:
     optional: dict = field(default_factory=dict)  # checked where present (and not None)
     bounds: dict = field(default_factory=dict)  # number field -> (lowest, highest), both allowed
     unique: tuple = ()  # list fields that give no value twice
+    nonempty: tuple = ()  # list fields that give at least one value (where present and not None)
     closed: bool = False  # a field of another name is refused (a file only this package writes)
 
     def problem(self, data) -> str | None:
@@ -183,6 +187,9 @@ class Schema:
             for v in value if isinstance(value, list) else [value]:
                 if isinstance(v, numbers.Real) and not within(v, low, high):
                     return f"field {name!r} must be in [{_bound(low)}, {_bound(high)}], got {json_spelling(v):.60}"
+        for name in self.nonempty:
+            if data.get(name) == []:
+                return f"field {name!r} lists nothing (at least one value)"
         for name in self.unique:
             seen = set()
             for value in data.get(name) or []:
@@ -220,6 +227,7 @@ def _bound(value) -> str:
     return "2**63 - 1" if value == MAX_SEED else f"{value:g}" if isinstance(value, float) else str(value)
 
 
+MAX_PROCESSES = 1 << 16  # far beyond any launch: a run's processes, as run.json and each record state them
 RUN_FILE_LIMIT = 1_000_000  # bytes: a bench run's JSON files (run.json, a record, prompt.json) hold a few kB
 
 
@@ -349,21 +357,21 @@ RUN = Schema(
         "fid_real": "text",
         "limit": "int",
         "edit_skip": "int",
-        "categories": "list",
+        "categories": "texts",
         "captions": "text",
         "scheduler": "text",
         "dtype": "text",
         "cfg_src": "number",
         "inception_weights": "text",
-        "image_size": "list",
         "model_files": "text",
         "model_content": "text",
         "batch_size": "int",
         "processes": "int",
     },  # every field `bench.runner.RunSettings` writes (test_bench_trust checks the two agree)
     bounds={"seeds": (0, MAX_SEED), "steps": (1, MAX_STEPS), "limit": (1, MAX_SEED), "edit_skip": (0, MAX_STEPS),
-            "batch_size": (1, MAX_BATCH), "processes": (1, 1 << 16)},
+            "batch_size": (1, MAX_BATCH), "processes": (1, MAX_PROCESSES)},
     unique=("seeds", "categories"),
+    nonempty=("seeds", "categories"),
     closed=True,
 )  # fmt: skip
 TRAIN_CHECKPOINT = Schema(
@@ -393,9 +401,9 @@ RECORD = Schema(
     required={"index": "int", "seed": "int", "seconds": "number", "peak_memory_mb": "number"},
     optional={"method": "text", "prompt": "text", "trace": "object", "reward": "number?", "clip_eval": "number?",
               "exact": "number?", "spec": "object", "category": "text", "made_with": "text", "pixels": "text",
-              "sealed": "text", "batch_size": "int"},
+              "sealed": "text", "batch_size": "int", "processes": "int"},
     bounds={"index": (0, MAX_SEED), "seed": (0, MAX_SEED), "seconds": (0.0, math.inf), "batch_size": (1, MAX_BATCH),
-            "peak_memory_mb": (0.0, math.inf), "exact": (0.0, 1.0)},
+            "processes": (1, MAX_PROCESSES), "peak_memory_mb": (0.0, math.inf), "exact": (0.0, 1.0)},
 )  # fmt: skip
 PNG_RECORD = Schema(
     "date-diffusion record in the PNG",

@@ -343,8 +343,9 @@ def torch_uint8(arr):
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
 
-def reference_images(run: dict, records: list[dict]):
-    """Real images for FID: toy suites -> the renderer's scene for each (prompt, seed); else `fid_real` files."""
+def reference_images(run: dict, records: list[dict], size: tuple[int, int]):
+    """Real images for FID: toy suites -> the renderer's scene for each (prompt, seed); else `fid_real` files, each
+    at `size` (the run's images' width and height)."""
     if world.is_toy_suite(run["suite"]):
         for start in range(0, len(records), 64):
             arrs = []
@@ -354,7 +355,7 @@ def reference_images(run: dict, records: list[dict]):
             yield torch_uint8(np.stack(arrs))
     elif run.get("fid_real"):
         paths = sorted(p for p in Path(run["fid_real"]).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-        yield from _load_pngs(paths, size=tuple(run.get("image_size") or (512, 512)))
+        yield from _load_pngs(paths, size=size)
 
 
 def compute_fid(out: Path, run: dict, methods, records: dict[str, list[dict]]) -> dict:
@@ -371,10 +372,12 @@ def compute_fid(out: Path, run: dict, methods, records: dict[str, list[dict]]) -
         if len(recs) < 2:
             continue
         paths = [out / "images" / m.slug / f"{r['index']:05d}" / "samples" / f"{r['seed']:05d}.png" for r in recs]
-        fids = {"fid_clip": frechet_distance(reference_images(run, recs), _load_pngs(paths), features)}
+        with Image.open(paths[0]) as first:  # the run's images' size (a trusted PNG: `trusted_records`)
+            size = first.size
+        fids = {"fid_clip": frechet_distance(reference_images(run, recs, size), _load_pngs(paths), features)}
         if run.get("inception_weights"):
             fids["fid_inception"] = frechet_distance(
-                reference_images(run, recs), _load_pngs(paths), None, run["inception_weights"]
+                reference_images(run, recs, size), _load_pngs(paths), None, run["inception_weights"]
             )
         result[m.label] = fids
     return result

@@ -29,12 +29,13 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from date_diffusion.bench.export import GENEVAL_RECORD, PROMPT_RECORD, read_prompt_record, write_prompt_records
-from date_diffusion.bench.suites import SUITES, Item, load_suite
+from date_diffusion.bench.suites import FILE_SUITES, SUITES, Item, UnknownCategories, load_suite
 from date_diffusion.core.settings import DTYPES, is_integer, parse_integer
 from date_diffusion.core.text import json_spelling, name_of, one_line, quoted
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import BEST_OF_STRIDE, Method, upgrade_reward
 from date_diffusion.outputs import (
+    PNG_PARAMETERS_KEY,
     PNG_RECORD_KEY,
     PNG_SIGNATURE,
     atomic_write,
@@ -42,8 +43,10 @@ from date_diffusion.outputs import (
     check_seal,
     file_group,
     open_rgb,
+    parameters_text,
     pixels_digest,
     png_bytes,
+    png_layout_problem,
     shown_digest,
 )
 from date_diffusion.pipelines.loading import tiny_decoder_for
@@ -127,6 +130,15 @@ def _value_problem(run: dict) -> str | None:
     for name, names in known.items():
         if run.get(name) is not None and run[name] not in names:
             return f"field {name!r} must be one of {', '.join(names)}, got {json_spelling(run[name]):.60}"
+    seeds = run["seeds"]  # bench writes `--seeds` seeds from `--seed-base` on, ascending (the order batches follow)
+    if seeds and seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+        return f"field 'seeds' must be consecutive and ascending, as bench writes them, got {json_spelling(seeds):.60}"
+    # a prompts file exactly where the suite reads one, as bench refuses a file its suite does not read
+    if (run["suite"] in FILE_SUITES) != (run.get("captions") is not None) or run.get("captions") == "":
+        given, suite = json_spelling(run.get("captions")), run["suite"]
+        if suite in FILE_SUITES:
+            return f"field 'captions' must name suite {suite!r}'s prompts file, got {given:.60}"
+        return f"field 'captions' must be null: suite {suite!r} reads no prompts file, got {given:.60}"
     for name in ("reward", "eval_clip"):
         try:
             if run.get(name):  # `"eval_clip": ""`: no held-out CLIP
@@ -210,7 +222,8 @@ def compare_settings(out: Path, settings: RunSettings) -> dict:
             raise SettingsMismatch(
                 f"method {label!r} in {out} was run with other settings; rename it or use another --out"
             )
-    kept = {k: old[k] for k in MADE_IN if old.get(k) is not None}  # the run's first, whatever a resume runs at
+    # how the run's first images were made, whatever a resume runs at (none made yet: this command's)
+    kept = {k: old[k] for k in MADE_IN if old.get(k) is not None} if made_any(out) else {}
     return {**new, **kept, "methods": {**old["methods"], **new["methods"]}}
 
 
@@ -319,19 +332,25 @@ class PngFacts:
     signature: bytes
     pixels: str
     embedded: str | None
+    parameters: str | None = None  # its `parameters` text (what other tools read of its settings)
+    layout: str | None = None  # why it is not laid out as `png_bytes` writes a PNG (`png_layout_problem`), or None
 
 
 def png_facts(data: bytes) -> PngFacts:
     """`PngFacts` of a PNG file's bytes, read once (any exception: they do not open as an image)."""
     with Image.open(io.BytesIO(data)) as image:
-        embedded = dict(getattr(image, "text", {}) or {}).get(PNG_RECORD_KEY)  # read with the pixels
-        return PngFacts(data[: len(PNG_SIGNATURE)], shown_digest(image), embedded)
+        text = dict(getattr(image, "text", {}) or {})  # read with the pixels
+        return PngFacts(data[: len(PNG_SIGNATURE)], shown_digest(image), text.get(PNG_RECORD_KEY),
+                        text.get(PNG_PARAMETERS_KEY), png_layout_problem(data))  # fmt: skip
 
 
 def png_format_problem(png: Path, facts: PngFacts) -> str | None:
-    """Why `png` is no PNG file though it opens as an image (exports would hand another format on), or None."""
+    """Why `png` is no PNG file as bench writes one though it opens as an image (exports would hand another format,
+    an animation or another program's chunks on), or None."""
     if facts.signature != PNG_SIGNATURE:
         return f"{png} is not a PNG file (an image of another format under its name)"
+    if facts.layout:
+        return f"{png} is not a PNG as bench writes it: {facts.layout}"
     return None
 
 
@@ -350,6 +369,8 @@ def png_record_problem(png: Path, facts: PngFacts, record: dict, where: str) -> 
         return f"{where}: the record inside its PNG is {what}"
     if any(inside.get(k) != record[k] for k in ("made_with", "pixels", "seed", "index")):
         return f"{where}: the record inside its PNG is another image's (copied in)"
+    if facts.parameters != parameters_text(plain_numbers(inside)):  # the settings other tools read of it
+        return f"{where}: the `parameters` text inside its PNG is not what its record says (changed since written)"
     return None
 
 
@@ -529,20 +550,40 @@ def stray_entries(out: Path, methods, items, seeds) -> list[str]:
     return found
 
 
-def made_in_batches(out: Path, claimed: int) -> set[int]:
-    """The batch sizes a run's images say they were made in (each record states its own, sealed with it), read until
-    one says `claimed` (the run.json's): empty when one does, or none states one (no image yet, or records of an
-    earlier version); else every size they state (run.json's `batch_size` was then edited)."""
-    sizes = set()
-    for rec_path in Path(out).glob("images/*/*/samples/*.json"):
-        try:
-            size = read_json(rec_path, RECORD).get("batch_size")
-        except SchemaError:
-            continue
-        if size == claimed:
-            return set()
-        sizes |= {size} - {None}
-    return sizes
+def made_any(out: Path) -> bool:
+    """Whether the run in `out` has written any image's record (made or not finished), as a resume finds it."""
+    return next(Path(out).glob("images/*/*/samples/*.json"), None) is not None
+
+
+def made_in_problem(out: Path, claimed: dict, records=None) -> str | None:
+    """Why run.json's `MADE_IN` settings (`claimed`: name -> value) were edited by hand, or None: one that none of the
+    run's images states, where they state another (each record states its own, sealed with it; one no image states,
+    with no image yet or records of an earlier version, is left alone). `records`: the run's trusted records, else
+    read from `out` until each claimed value is found."""
+    stated = {name: set() for name, value in claimed.items() if name in MADE_IN and value is not None}
+    if records is None:
+        records = (_record_or_none(p) for p in Path(out).glob("images/*/*/samples/*.json"))
+    for record in records:
+        if not stated:
+            break
+        for name in list(stated) if record is not None else ():
+            if record.get(name) == claimed[name]:
+                del stated[name]
+            elif record.get(name) is not None:
+                stated[name].add(record[name])
+    for name, values in stated.items():
+        if values:
+            return (f"{Path(out) / 'run.json'}: its {name} {claimed[name]} is not what any of the run's images was "
+                    f"made with ({', '.join(map(str, sorted(values)))}, as their records say): it was edited by hand; "
+                    "restore it as bench wrote it")  # fmt: skip
+    return None
+
+
+def _record_or_none(path: Path) -> dict | None:
+    try:
+        return read_json(path, RECORD)
+    except SchemaError:
+        return None
 
 
 def _stray_why(entry: Path, names: set, of_the_run: str, sample: bool = False) -> str:
@@ -734,9 +775,11 @@ class BenchRun:
     """One `bench` invocation: its settings, its folder, its device, and the rewards and reward decoders its methods
     use, each built once for the run (keyed by spec, model, device and dtype)."""
 
-    def __init__(self, settings: RunSettings, out: Path, device, batch_size: int | None = None):
+    def __init__(self, settings: RunSettings, out: Path, device, batch_size: int | None = None,
+                 processes: int | None = None):  # fmt: skip
         self.settings, self.out, self.device = settings, Path(out), str(device)
-        self.batch_size = batch_size  # the --batch-size its images are made in: each record states it
+        # how its images are made (`MADE_IN`): the --batch-size and the processes sharing them; each record states it
+        self.made_in = {"batch_size": batch_size, "processes": processes}
         self.rewards, self.decoders = Cache(_load_reward), Cache(_load_decoder)
 
     def reward(self, spec: str | None = None):
@@ -964,7 +1007,7 @@ def _write(run: BenchRun, method: Method, batch, images, traces, metrics, chosen
             "trace": traces[chosen[k]],
             "made_with": made_with(run.settings, method, it.prompt, seed),
             "pixels": pixels_digest(_uint8(images[k])),
-            **({"batch_size": run.batch_size} if run.batch_size is not None else {}),
+            **{name: value for name, value in run.made_in.items() if value is not None},
         }
         if method.candidates > 1:
             record["best_of"] = {"n": method.candidates, "chosen": chosen[k] % method.candidates}
@@ -993,6 +1036,10 @@ def run_items(out: Path, run: dict, methods) -> list:
     where the prompts file cannot be read from here (a moved run), the prompts its prompt folders record."""
     try:
         return load_suite(run["suite"], run.get("captions"), run.get("limit"), run.get("categories"))
+    except UnknownCategories as err:  # the file's categories, never --categories given here
+        named, suite = ", ".join(map(quoted, err.unknown)), run["suite"]
+        why = f"field 'categories' names {named}, which suite {suite!r} lacks (it has {', '.join(err.known)})"
+        raise SettingsMismatch(f"{Path(out) / 'run.json'} is not a valid {RUN.what}: {why}; {RUN.fix}") from err
     except (OSError, ValueError, KeyError):
         pass
     found = {}
@@ -1053,4 +1100,7 @@ def read_trusted(out: Path) -> TrustedRun:
         raise UntrustedRun(f"{out}: {problems[0]}{more}, or report another run")
     if problems:
         raise UntrustedRun(describe_untrusted(out, problems, READ_FIX))
+    edited = made_in_problem(out, run, (r for recs in records.values() for r in recs))
+    if edited:
+        raise UntrustedRun(edited)
     return TrustedRun(run, methods, records, missing)

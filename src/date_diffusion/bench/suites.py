@@ -24,6 +24,18 @@ from date_diffusion.toyworld import world
 # its parsers (`SUITES`) before importing anything heavy.
 
 SUITES = (*world.SUITES, "coco", "ane", "prompts", *EDITING)
+FILE_SUITES = ("coco", "prompts", "edit")  # the suites whose prompts come from --captions / --prompts-file
+
+
+class UnknownCategories(ValueError):
+    """Categories asked for that the suite's prompts lack (a usage error where the command line gave them, a damaged
+    run.json where a run's file states them)."""
+
+    def __init__(self, name: str, unknown: list[str], known: list[str]):
+        super().__init__(f"--categories {','.join(unknown)}: suite {name!r} has {', '.join(known)}")
+        self.unknown, self.known = unknown, known
+
+
 DEFAULT_SEED_BASE = 6  # the paper's COCO seed, for every suite but the toy world's
 
 
@@ -320,7 +332,7 @@ def load_suite(
         known = sorted({it.category for it in items})
         unknown = sorted(set(categories) - set(known))
         if unknown:
-            raise ValueError(f"--categories {','.join(unknown)}: suite {name!r} has {', '.join(known)}")
+            raise UnknownCategories(name, unknown, known)
         items = [it for it in items if it.category in categories]
     if not items:
         raise ValueError(f"suite {name!r} holds no prompts" + (f" ({file} has none)" if file is not None else ""))

@@ -7,11 +7,11 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from date_diffusion.bench.suites import DEFAULT_SEED_BASE, SUITES
+from date_diffusion.bench.suites import DEFAULT_SEED_BASE, FILE_SUITES, SUITES
 from date_diffusion.cli.common import CLIError, HelpFormatter, from_namespace, int_list, say_unused, str_list
 from date_diffusion.core.config import PAPER_UPDATE_EVERY
 from date_diffusion.core.settings import DTYPES
-from date_diffusion.core.text import quoted, spelled
+from date_diffusion.core.text import quoted, spelled, spelled_as_read
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import methods_usage
 from date_diffusion.families import PAPER_EVAL_CLIP, PAPER_REWARD, by_name
@@ -444,7 +444,9 @@ def run_bench(args) -> int:
     # from the start where the folder exists (a resume), and once the first command made it (run.json written
     # after the model loaded): never an image made without it
     with run_lock(out):
-        run, pipe, scorer = _load_run(out, model, opts.dtype, settings, methods, state.device, batch_size)
+        run, pipe, scorer = _load_run(
+            out, model, opts.dtype, settings, methods, state.device, batch_size, state.num_processes
+        )
         if opts.guidance is not None and state.is_main_process:
             _say_guidance_without_effect(pipe, settings.guidance)
         with run_lock(out, must=True):
@@ -460,7 +462,7 @@ def _say_guidance_without_effect(pipe, guidance: float) -> None:
     with 1): said once, never taken without a word; run.json and the report state it as given."""
     unused = pipe.settings_without_effect(guidance)
     if "guidance_scale" in unused:
-        say_unused("bench", f"--guidance {spelled(guidance)}", unused["guidance_scale"],
+        say_unused("bench", f"--guidance {spelled_as_read(guidance)}", unused["guidance_scale"],
                    listed="run.json and the report state it as given")  # fmt: skip
 
 
@@ -469,21 +471,20 @@ def _made_in(out: Path, settings, given: int | None, processes: int, say: bool) 
     records its batch size and processes; a resume takes the run's batch size unless --batch-size is given, and
     says when its images may differ from an uninterrupted run's in float32's last digits (a batch's float sums
     depend on its size and members): another batch size given, other processes, or a run.json of an earlier
-    version, which does not record them (nothing is then recorded: the run's own are unknown)."""
-    from date_diffusion.bench.runner import SettingsMismatch, made_in_batches, read_run
+    version, which does not record them (nothing is then recorded: the run's own are unknown). A run that made no
+    image yet (its first command stopped before one) is made as this command makes it."""
+    from date_diffusion.bench.runner import SettingsMismatch, made_any, made_in_problem, read_run
 
     old = None
-    if (out / "run.json").is_file():
+    if (out / "run.json").is_file() and made_any(out):
         try:
             old = read_run(out)
         except SettingsMismatch:  # named by the folder's own check, next
             old = None
     recorded = (old or {}).get("batch_size")
-    made = made_in_batches(out, recorded) if recorded is not None else set()  # what the images' records say
-    if made:
-        raise CLIError(f"{out / 'run.json'}: its batch_size {recorded} is not the batch size any of the run's images "
-                       f"was made in ({', '.join(map(str, sorted(made)))}, as their records say): it was edited by "
-                       "hand; restore it as bench wrote it")  # fmt: skip
+    edited = made_in_problem(out, old or {})  # what the images' records say
+    if edited:
+        raise CLIError(edited)
     batch_size = given or recorded or BATCH_SIZE
     differ = "the images made now may differ from an uninterrupted run's in float32's last digits"
     notes = []
@@ -529,12 +530,12 @@ def _check_folder(out: Path, settings, methods, items) -> None:
         raise CLIError(describe_untrusted(out, untrusted, RESUME_FIX))
 
 
-def _load_run(out: Path, model: str, dtype: str, settings, methods, device, batch_size: int | None = None):
+def _load_run(out: Path, model: str, dtype: str, settings, methods, device, batch_size: int, processes: int):
     """(the run, the pipeline, the scorer), with what depends on the model checked before run.json is written."""
     from date_diffusion.bench.runner import BenchRun, SettingsMismatch, check_settings
     from date_diffusion.pipelines import load_date_pipeline
 
-    run = BenchRun(settings, out, device, batch_size)
+    run = BenchRun(settings, out, device, batch_size, processes)
     pipe = load_date_pipeline(model, dtype, run.device, settings.scheduler)
     pipe.set_progress_bar_config(disable=True)
     _check_loaded(pipe, run, methods)  # what depends on the model, before run.json is written
@@ -707,9 +708,6 @@ def _prepare(opts: BenchOptions, model: str):
         methods,
         items,
     )
-
-
-FILE_SUITES = ("coco", "prompts", "edit")  # the suites whose prompts come from --captions / --prompts-file
 
 
 def _check_suite_reads(opts) -> None:

@@ -269,10 +269,11 @@ def resolve_from_args(model: str, overrides: dict, family=None, paper_defaults=F
 def say_without_effect(command: str, unused: dict) -> None:
     """A note for each DATE setting or reward given that changes no image (`evaluation.methods.settings_without_effect`:
     name -> {value, why}): said, never taken without a word, and listed under the record's `without_effect`."""
-    from date_diffusion.core.text import spelled
+    from date_diffusion.core.text import spelled_as_read
 
     for name, what in unused.items():
-        say_unused(command, f"{FLAGS.get(name, name)} {spelled(what['value'])}", what["why"], "changes no image")
+        shown = spelled_as_read(what["value"])
+        say_unused(command, f"{FLAGS.get(name, name)} {shown}", what["why"], "changes no image")
 
 
 def say_unused(command: str, what: str, why: str, verb: str = "has no effect",

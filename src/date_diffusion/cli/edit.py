@@ -31,7 +31,7 @@ from date_diffusion.cli.common import (
 )
 from date_diffusion.core.config import CANNOT_ACT
 from date_diffusion.core.settings import DEFAULT_SEED
-from date_diffusion.core.text import prepare_prompt, spelled
+from date_diffusion.core.text import prepare_prompt, spelled_as_read
 from date_diffusion.core.trace import moved
 from date_diffusion.editing import EDIT_DEFAULTS
 
@@ -284,7 +284,7 @@ def run(args) -> int:
         why = pipe.settings_without_effect(getattr(opts, name)).get("guidance_scale")
         if why:
             unread[name] = {"value": getattr(opts, name), "why": why}
-            say_unused("edit", f"--{name.replace('_', '-')} {spelled(getattr(opts, name))}", why)
+            say_unused("edit", f"--{name.replace('_', '-')} {spelled_as_read(getattr(opts, name))}", why)
     with output_dir(out):  # created once the model has loaded and every check has passed
         files, dated = edit_three(opts, pipe, image, settings.date, reward)
     meta = record(opts, settings, files, dated.traces[0])

@@ -36,7 +36,7 @@ from date_diffusion.cli.common import (
 )
 from date_diffusion.core.config import CANNOT_ACT
 from date_diffusion.core.settings import DEFAULT_SEED, DTYPES, Seed, SettingError
-from date_diffusion.core.text import prepare_prompt, quoted, spelled
+from date_diffusion.core.text import prepare_prompt, quoted, spelled, spelled_as_read
 from date_diffusion.core.trace import DID_NOT_MOVE, moved, rounded_away
 from date_diffusion.hub import is_hub_id
 from date_diffusion.model_folder import fingerprint
@@ -600,7 +600,7 @@ def load(opts: GenerateOptions, job: Job, device: str) -> None:
         say_unused("generate", "--negative-prompt", unused["negative_prompt"])
     if "guidance_scale" in unused and settings.sources.get("guidance_scale") == "user":  # `--guidance 0`: as 1
         given = "--guidance" if job.saved is None else "the replayed file's guidance"  # (a replay takes no --guidance)
-        say_unused("generate", f"{given} {spelled(settings.guidance_scale)}", unused["guidance_scale"])
+        say_unused("generate", f"{given} {spelled_as_read(settings.guidance_scale)}", unused["guidance_scale"])
     job.height, job.width, job.pipe = height, width, pipe
     job.reward = None if job.saved is not None else load_reward(settings.reward, device, settings.reward_named_by)
     job.decoder = None

@@ -62,7 +62,7 @@ def show(path, as_json: bool) -> None:
     """One image's settings on stdout (`as_json`: one JSON object), or `CLIError` saying why they cannot be shown."""
     from date_diffusion.cli.common import CLIError
     from date_diffusion.core.text import printable
-    from date_diffusion.outputs import parameters_text, read_png_metadata
+    from date_diffusion.outputs import parameters_text, png_layout_problem, read_png_metadata
 
     try:
         meta = read_png_metadata(path)
@@ -81,6 +81,10 @@ def show(path, as_json: bool) -> None:
         shown = {"image": str(path), "record": meta["record"], "parameters": other, "sealed": meta["sealed"]}
         print(json.dumps(shown, indent=1))
         return
+    layout = png_layout_problem(path) if meta["record"] is not None else None
+    if layout:  # an animation, another program's chunk: a viewer may show another picture than the record's
+        print(f"date-diffusion info: note: {printable(str(path))}: {layout} (another program changed it since; "
+              "its record verifies its pixels alone)", file=sys.stderr)  # fmt: skip
     if meta["record"] is not None and not meta["sealed"]:
         print(f"date-diffusion info: note: {printable(str(path))}: its record carries no seal (an earlier "
               "version wrote it, or another program removed the seal): its settings are shown as written, "

@@ -390,8 +390,9 @@ class _Shown:
     and messages never end or fail a command (`2> /dev/full`, a log on a full disk), nor turn a usage error's exit
     code 2 into a failure's 1."""
 
-    def __init__(self, stream, errors: bool = False):
-        self._stream, self._errors = stream, errors
+    def __init__(self, stream, errors: bool = False, closed: bool = False):
+        self._stream, self._errors, self._closed = stream, errors, closed  # closed: `>&-`, `stream` is os.devnull
+        self.dropped = False  # whether text was dropped (`main` then says so once, on stderr)
 
     def _guard(self, call, *args):
         try:
@@ -401,9 +402,11 @@ class _Shown:
                 raise
             return None
         except OSError:
+            self.dropped = True
             return None
 
     def write(self, text):
+        self.dropped |= self._closed and bool(text)
         return self._guard(self._stream.write, text) or len(text)
 
     def flush(self):
@@ -424,7 +427,8 @@ def _interrupted(args, name: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 usage error (nothing was done), 1 runtime failure, 130 interrupted (Ctrl-C)."""
-    if sys.stdout is None:  # closed before the program started (`>&-`): what would show goes nowhere
+    closed = sys.stdout is None  # closed before the program started (`>&-`): what would show goes nowhere
+    if closed:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (the process's stream, open until it ends)
     if sys.stderr is None:  # `2>&-`: `print(file=None)` would write the notes and errors into stdout
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115
@@ -432,7 +436,9 @@ def main(argv: list[str] | None = None) -> int:
         if stream is not None and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     if sys.stdout is not None and not isinstance(sys.stdout, _Shown):
-        sys.stdout = _Shown(sys.stdout)
+        sys.stdout = _Shown(sys.stdout, closed=closed)
+    if isinstance(sys.stdout, _Shown):
+        sys.stdout.dropped = False  # this command's own
     if sys.stderr is not None and not isinstance(sys.stderr, _Shown):
         sys.stderr = _Shown(sys.stderr, errors=True)
     given = sys.argv[1:] if argv is None else list(argv)
@@ -460,7 +466,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: note: {offline}", file=sys.stderr)
         check_kinds(args)  # every command: each value through its option's kind, before anything else
         with notes(args.debug):
-            return args.func(args) or 0
+            code = args.func(args) or 0
+        if getattr(sys.stdout, "dropped", False):  # said once, never silently lost (the files are written)
+            print(f"{name}: note: standard output is closed or full: what the command showed there (what it wrote, "
+                  "where) was dropped", file=sys.stderr)  # fmt: skip
+        return code
     except CLIError as err:
         print(f"{name}: error: {one_line(err)}", file=sys.stderr)
         return 2

@@ -43,6 +43,11 @@ BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u206
 _TAG_SEQUENCE = re.compile("\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f")
 
 
+# the byte-order mark (also named zero width no-break space, deprecated as such since Unicode 3.2): at a file's
+# start its reader leaves it out; inside a text it is what joined files or a paste left, invisible, and read
+BYTE_ORDER_MARK = "\ufeff"
+
+
 def _is_tag(ch: str) -> bool:
     return "\U000e0000" <= ch <= "\U000e007f"
 
@@ -56,13 +61,13 @@ def is_control(ch: str) -> bool:
 def control_character(text: str) -> int | None:
     """The index of the first character of `text` that is no prompt text, or None: a control character other than
     a tab or a line break (Unicode category Cc), a bidirectional embedding, override or isolate (`BIDI_CONTROLS`),
-    a lone surrogate (no character at all: text decoded with errors kept), or a tag character outside an emoji
-    tag sequence (hidden text)."""
+    a lone surrogate (no character at all: text decoded with errors kept), a tag character outside an emoji
+    tag sequence (hidden text), or a byte-order mark (`BYTE_ORDER_MARK`)."""
     flags = {k for m in _TAG_SEQUENCE.finditer(text) for k in range(m.start(), m.end())}
     for k, ch in enumerate(text):
         if (is_control(ch) and ch not in LINE_SPACE) or unicodedata.category(ch) == "Cs":
             return k
-        if _is_tag(ch) and k not in flags:
+        if (_is_tag(ch) and k not in flags) or ch == BYTE_ORDER_MARK:
             return k
     return None
 
@@ -74,6 +79,9 @@ def _why(ch: str) -> str:
                 "it; remove it (the marks U+200E/U+200F set a direction and are accepted)")  # fmt: skip
     if unicodedata.category(ch) == "Cs":
         return "the lone surrogate {}: it is no character (text decoded from invalid bytes); remove it"
+    if ch == BYTE_ORDER_MARK:
+        return ("the byte-order mark {}: an invisible character that files joined or a paste leave in the text, "
+                "which the encoder still reads; remove it")  # fmt: skip
     if _is_tag(ch):
         return ("the tag character {}: an invisible character that spells hidden text the encoder still reads "
                 "(outside an emoji flag); remove it")  # fmt: skip
@@ -164,6 +172,22 @@ def spelled(value) -> str:
             {ord(ch): f"\\u{ord(ch):04x}" for ch in set(value) if ch != " " and ord(ch) <= 0xFFFF}
         )  # fmt: skip  (`'\ufe0f'`, never a quote that looks empty)
     return repr(value)
+
+
+def spelled_as_read(value) -> str:
+    """`spelled`, and the number read where the nearest float is another number than the one typed (a note about
+    what a value does then speaks of the value that ran: `--guidance 1.0000000000000001` runs as 1.0, no guidance)."""
+    from decimal import Decimal, InvalidOperation
+
+    shown, text = spelled(value), getattr(value, "text", None)
+    if isinstance(value, float) and isinstance(text, str) and math.isfinite(value):
+        try:
+            other = Decimal(text.strip()).normalize() != Decimal(repr(float(value))).normalize()
+        except InvalidOperation:
+            other = False
+        if other:
+            return f"{shown} (read as {float(value)!r}, the nearest float)"
+    return shown
 
 
 def quoted(value, most: int = 100) -> str:

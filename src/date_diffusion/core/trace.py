@@ -74,9 +74,9 @@ def rounded_away(trace: dict | None, date) -> dict | None:
     (`date`: its `DATEConfig`; float32's rounding of the embedding's values ate the rest: a step below their
     precision), or None. Judged only where each update moves exactly `rho` from the embedding before it (one
     normalised gradient step from the previous embedding); a relative step below that precision is refused before
-    any work (`DATEConfig.moves`)."""
+    any work (`DATEConfig.moves`). None for an image no update moved (`moved`: it is the fixed image, said as such)."""
     exact = date is not None and date.rho_relative is None and date.rho is not None and date.normalize
-    if not trace or not exact or date.grad_steps != 1 or date.anchor != "previous":
+    if not moved(trace) or not exact or date.grad_steps != 1 or date.anchor != "previous":
         return None
     half = date.rho / 2
     return next((u for u in trace.get("updates", []) if not u.get("skipped") and u["update_norm"] < half), None)
