@@ -702,7 +702,6 @@ def test_a_methods_date_setting_is_quoted_as_run_json_spells_it(run, capsys):
         ({"categories": []}, "field 'categories' lists nothing"),
         ({"categories": [5]}, "field 'categories' must be an array of texts, got [5]"),  # was a TypeError
         ({"categories": ["nope"]}, "field 'categories' names 'nope', which suite 'toy' lacks (it has color_binding"),
-        ({"captions": ""}, "field 'captions' must be null: suite 'toy' reads no prompts file, got \"\""),
         ({"suite": "coco"}, "field 'captions' must name suite 'coco''s prompts file, got null"),
         ({"image_size": [1]}, "field 'image_size' is none of its fields"),  # no version wrote it: it was read alone
     ],
@@ -710,7 +709,7 @@ def test_a_methods_date_setting_is_quoted_as_run_json_spells_it(run, capsys):
 def test_a_run_json_value_no_bench_writes_is_named_whatever_command_reads_it(run, capsys, fields, said):
     """Round twenty-seven: run.json's `"seeds": []` failed report, its export and the toy world's audit with an
     IndexError (exit 1); categories of the suite's none, or an empty list, were reported from the prompt folders
-    without a word; a prompts file named where the suite reads none was taken. Each is the file's fault, named."""
+    without a word; seeds no bench writes were taken. Each is the file's fault, named."""
     path = run / "run.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
     for argv in (["report", str(run)], ["toyworld", "audit", str(run)]):
@@ -768,3 +767,15 @@ def test_a_sample_that_is_a_link_is_named_as_a_linked_folder_is(run, capsys, tmp
     png.symlink_to(outside)
     err = refused(capsys, ["report", str(run)], png)
     assert "is a symbolic link, not a file a run writes" in err, err
+
+
+def test_a_record_of_an_earlier_version_may_have_been_made_with_run_jsons_batch_size():
+    """Records written before they stated their batch size or processes: a run resumed with others is no run.json
+    edited by hand (the old images may have been made with run.json's values)."""
+    from date_diffusion.bench.runner import made_in_problem
+
+    claimed = {"batch_size": 4, "processes": 1}
+    assert made_in_problem("r", claimed, [{"batch_size": 4}] * 3 + [{"batch_size": 4, "processes": 2}]) is None
+    assert made_in_problem("r", claimed, [{}, {"batch_size": 2, "processes": 2}]) is None
+    edited = made_in_problem("r", claimed, [{"batch_size": 2, "processes": 1}])
+    assert "its batch_size 4 is not what any of the run's images was made with (2" in edited

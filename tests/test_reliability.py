@@ -1428,8 +1428,16 @@ def test_replay_refuses_settings_it_would_replace_silently(tmp_path, capsys):
         err = capsys.readouterr().err
         assert f"leave out {extra[0].split('=')[0]}" in err and not (tmp_path / "r").exists(), err
     # options of DATE's updates, which a replay does not run: each would be taken and do nothing
-    for extra in (["--rho", "3"], ["--reward", "toy-clip"], ["--paper-defaults"], ["--update-every", "1"],
-                  ["--reward-decoder", "tiny"], ["--gradient-checkpointing"]):  # fmt: skip
+    for extra in (
+        ["--rho", "3"],
+        ["--reward", "toy-clip"],
+        ["--paper-defaults"],
+        ["--update-every", "1"],
+        ["--reward-decoder", "tiny"],
+        ["--gradient-checkpointing"],
+        ["--batch-size", "7"],
+        ["--batch-size", "4"],
+    ):  # fmt: skip  (a replay samples alone)
         assert main(["generate", "--replay-embeddings", str(saved), *extra, "--out", str(tmp_path / "r")]) == 2
         err = capsys.readouterr().err
         assert f"{extra[0]} would do nothing" in err and not (tmp_path / "r").exists(), err
@@ -1567,13 +1575,16 @@ def test_a_run_json_with_a_float_where_an_integer_is_meant_is_named(tmp_path, ca
         # round twenty-seven: a second file's byte-order mark, joined in, made a prompt that looks like line 1's
         ("p.txt", "\ufeffa red circle\n\ufeffa red circle\n", "p.txt line 2 holds the byte-order mark U+FEFF at"),
         ("p.csv", 'prompt\n"a red\ufeff circle"\n', "line 2: 'prompt' holds the byte-order mark U+FEFF"),
+        # round twenty-eight: UTF-16 without its byte-order mark was said to hold a NUL, to remove
+        ("p.txt", "a red circle\na blue square\n".encode("utf-16-be"), "p.txt is not UTF-8 text (27 of its 54 bytes"),
+        ("p.txt", "a red circle\n".encode("utf-32-le"), "bytes are NUL, as in UTF-16 or UTF-32 text without its"),
     ],
 )
 def test_control_characters_and_keys_given_twice_in_prompts_files_are_named_with_the_line(
     tmp_path, capsys, name, text, message
 ):
     path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
     assert main(["generate", "--prompts-file", str(path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists(), err
@@ -2405,7 +2416,8 @@ def test_info_json_prints_json_alone_one_object_per_image(tmp_path, capsys):
         out = out[end:].strip()
     assert [s["image"] for s in shown] == images
     assert shown[0]["record"]["seed"] == 0 and shown[0]["parameters"] is None and shown[0]["sealed"] is True
-    assert shown[1] == {"image": images[1], "record": None, "parameters": "a cat\nSteps: 20, Seed: 1", "sealed": False}
+    assert shown[1] == {"image": images[1], "record": None, "parameters": "a cat\nSteps: 20, Seed: 1", "sealed": False,
+                        "changed_by_another_program": None}  # fmt: skip
 
 
 def test_the_python_api_never_replaces_a_device_with_a_file(tmp_path):
@@ -2482,7 +2494,8 @@ def test_info_refuses_one_image_given_twice(tmp_path, capsys, monkeypatch):
      ('{"suite": "toy", "seeds": [1], "steps": true, "model": "m", "methods": {}}', "got true"),
      ('{"suite": "toy", "seeds": [1], "steps": 4.50, "model": "m", "methods": {}}', "got 4.50"),
      ('{"suite": "toy", "seeds": [1], "steps": 4, "model": null, "methods": {}}', "'model' must be text, got null"),
-     ('{"suite": "toy", "seeds": [1], "steps": -0, "model": "m", "methods": {}}', "got -0")],
+     ('{"suite": "toy", "seeds": [1], "steps": -0, "model": "m", "methods": {}}', "got -0"),
+     ('{"suite": "toy", "seeds": [-0, 1e0], "steps": 4, "model": "m", "methods": {}}', "got [-0, 1e0]")],
 )  # fmt: skip
 def test_a_schema_quotes_a_value_as_the_file_spells_it(text, message):
     """Round ten: the schemas quoted JSON's `true` as Python's `True`. Round twenty-four: `-0` (the one integer
@@ -3144,6 +3157,12 @@ def test_a_transparent_input_image_is_said_to_be_read_without_its_alpha(tmp_path
     Image.new("RGBA", (64, 64), (255, 0, 0, 255)).save(tmp_path / "opaque.png")
     argv[1] = str(tmp_path / "opaque.png")
     assert main(argv) == 0 and "transparent" not in capsys.readouterr().err
+    one = Image.new("RGBA", (64, 64), (255, 0, 0, 255))  # round twenty-eight: one clear pixel was said as 0%
+    one.putpixel((0, 0), (255, 0, 0, 0))
+    one.save(tmp_path / "one.png")
+    argv[1] = str(tmp_path / "one.png")
+    assert main([*argv, "--overwrite"]) == 0
+    assert "is transparent in under 1% of its pixels" in capsys.readouterr().err
 
 
 def test_a_library_error_that_follows_sigterm_ends_the_command_as_interrupted(monkeypatch, capsys):
@@ -3661,10 +3680,20 @@ def test_a_resume_says_when_it_cannot_make_images_in_the_runs_own_batches(tmp_pa
     from date_diffusion.bench.runner import RunSettings
 
     (run / "run.json").write_text(json.dumps(settings))
-    made, batch = _made_in(run, RunSettings(**{k: settings.get(k) for k in ("suite", "captions", "limit", "seeds",
-                           "steps", "guidance", "model", "reward", "eval_clip")}), None, 2, True)  # fmt: skip
-    assert (made.batch_size, made.processes, batch) == (32, 1, 32)
+    given = RunSettings(**{k: settings.get(k) for k in ("suite", "captions", "limit", "seeds", "steps", "guidance",
+                                                        "model", "reward", "eval_clip")})  # fmt: skip
+    made, now = _made_in(run, given, None, 2, settings["threads"], True)
+    assert (made.batch_size, made.processes, now["batch_size"]) == (32, 1, 32)
     assert "shared its images among 1 processes, this command among 2" in capsys.readouterr().err
+    # round twenty-seven: another CPU thread count sums floats in another order, and was neither said nor recorded
+    made, now = _made_in(run, given, None, 1, settings["threads"] + 2, True)
+    assert (made.threads, now["threads"]) == (settings["threads"], settings["threads"] + 2)
+    err = capsys.readouterr().err
+    assert f"this run made its images with {settings['threads']} CPU threads, this command with" in err, err
+    import torch
+
+    record = json.loads(next((run / "images").rglob("samples/*.json")).read_text())
+    assert record["threads"] == settings["threads"] == torch.get_num_threads()
 
 
 def test_the_csv_field_limit_is_the_processs_own_again_after_any_read(tmp_path):
@@ -3805,6 +3834,31 @@ def test_numbers_typed_without_their_point_never_make_info_call_a_file_changed(t
         assert "another program" not in err and "CFG scale: " in out, (png, err)
 
 
+def test_outputs_carry_no_chunk_of_their_source_and_any_prompt_text_is_a_chunk_bench_writes(tmp_path, capsys):
+    """A prompt outside Latin-1 (`’`, `猫`) is written in an iTXt chunk: a bench run of one was refused by its own
+    report as holding a chunk bench never writes; `edit`'s copy of a paletted input kept its transparency and colour
+    profile (chunks no output is to carry), and `info` said another program had changed it."""
+    from date_diffusion.outputs import png_layout_problem
+
+    source = Image.new("P", (64, 64), 1)
+    source.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    source.save(tmp_path / "in.png", transparency=0, icc_profile=b"\0" * 128)
+    argv = ["edit", str(tmp_path / "in.png"), "--source-prompt", "a cat’s red circle", "--target-prompt",
+            "a blue circle 猫", "--steps", "2", "--out", str(tmp_path / "e")]  # fmt: skip
+    assert main(argv) == 0
+    pngs = sorted((tmp_path / "e").glob("*.png"))
+    assert len(pngs) == 5 and all(png_layout_problem(p) is None for p in pngs), [png_layout_problem(p) for p in pngs]
+    capsys.readouterr()
+    for png in pngs:
+        assert main(["info", str(png)]) == 0
+        assert "another program" not in capsys.readouterr().err
+    (tmp_path / "p.txt").write_text("a red circle’s twin 猫\n", encoding="utf-8")
+    run = tmp_path / "run"
+    assert main(["bench", "--suite", "prompts", "--prompts-file", str(tmp_path / "p.txt"), "--seeds", "1", "--steps",
+                 "2", "--methods", "fixed", "--out", str(run)]) == 0  # fmt: skip
+    assert main(["report", str(run)]) == 0
+
+
 def test_edit_names_a_guidance_at_which_no_guidance_runs(tmp_path, capsys):
     """Round twenty-four: `edit --cfg-tar 0.5` (or `--cfg-src 1`) ran without guidance, pixel for pixel the edit at
     1, its record stating 0.5 as applied, without a word: each is said in a note, null in the record and named
@@ -3912,3 +3966,16 @@ def test_a_bench_guidance_that_runs_no_guidance_is_said(tmp_path, capsys):
     capsys.readouterr()
     images("5")
     assert "has no effect" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, what", [("t odd\nline", "a control character"), ("t\udcff", "a byte that is no UTF-8")])
+def test_a_temporary_folder_the_page_cannot_serve_from_is_named_before_it_starts(tmp_path, capsys, monkeypatch, name,
+                                                                                 what):  # fmt: skip
+    """Round twenty-eight: under a TMPDIR holding a line break every image and download of the page was a 404; with
+    a byte that is no UTF-8 text, `ui` failed with a bare UnicodeEncodeError."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / name))
+    assert main(["ui", "--port", "7999"]) == 2
+    err = capsys.readouterr().err
+    assert f"(TMPDIR), whose name holds {what}" in err and "set TMPDIR to a folder" in err, err

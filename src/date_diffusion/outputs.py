@@ -352,6 +352,9 @@ def png_bytes(image, record: dict | None = None) -> bytes:
     pixels: `sealed_record`)."""
     if not isinstance(image, Image.Image):
         image = Image.fromarray(image)
+    elif image.info:  # a source file's colour profile, transparency or gamma (`open_rgb` keeps them): never written,
+        image = image.copy()  # the PNG is its pixels and its record alone (`png_layout_problem`)
+        image.info = {}
     info = None
     if record is not None:
         record = sealed_record(record, image)
@@ -435,7 +438,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # the first bytes of every PNG file
 
 
 _TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
-PNG_CHUNKS_WRITTEN = (b"IHDR", b"tEXt", b"IDAT", b"IEND")  # every chunk `png_bytes` writes, and no other
+# every chunk `png_bytes` writes, and no other: its texts as Pillow's `add_text` writes them (tEXt, or iTXt for a
+# text outside Latin-1: a prompt with `’` or `猫`)
+PNG_CHUNKS_WRITTEN = (b"IHDR", b"tEXt", b"iTXt", b"IDAT", b"IEND")
 
 
 def _png_chunks(f):
@@ -463,6 +468,14 @@ def _text_keys(path) -> list[str]:
         if f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
             return []
         return [key for kind, key in _png_chunks(f) if kind in _TEXT_CHUNKS]
+
+
+def parameters_changed(text: str | None, record: dict) -> bool:
+    """Whether a PNG's `parameters` text (None: it has none) is not the one `png_bytes` writes for `record` (the
+    record as a file holds it, numbers as written: compared as the values they state)."""
+    from date_diffusion.schemas import plain_numbers
+
+    return text != parameters_text(plain_numbers(record))
 
 
 def png_layout_problem(data) -> str | None:

@@ -227,7 +227,7 @@ def _bound(value) -> str:
     return "2**63 - 1" if value == MAX_SEED else f"{value:g}" if isinstance(value, float) else str(value)
 
 
-MAX_PROCESSES = 1 << 16  # far beyond any launch: a run's processes, as run.json and each record state them
+MAX_PROCESSES = 1 << 16  # far beyond any launch: a run's processes (or threads), as run.json and records state them
 RUN_FILE_LIMIT = 1_000_000  # bytes: a bench run's JSON files (run.json, a record, prompt.json) hold a few kB
 
 
@@ -367,9 +367,10 @@ RUN = Schema(
         "model_content": "text",
         "batch_size": "int",
         "processes": "int",
+        "threads": "int",
     },  # every field `bench.runner.RunSettings` writes (test_bench_trust checks the two agree)
     bounds={"seeds": (0, MAX_SEED), "steps": (1, MAX_STEPS), "limit": (1, MAX_SEED), "edit_skip": (0, MAX_STEPS),
-            "batch_size": (1, MAX_BATCH), "processes": (1, MAX_PROCESSES)},
+            "batch_size": (1, MAX_BATCH), "processes": (1, MAX_PROCESSES), "threads": (1, MAX_PROCESSES)},
     unique=("seeds", "categories"),
     nonempty=("seeds", "categories"),
     closed=True,
@@ -401,9 +402,10 @@ RECORD = Schema(
     required={"index": "int", "seed": "int", "seconds": "number", "peak_memory_mb": "number"},
     optional={"method": "text", "prompt": "text", "trace": "object", "reward": "number?", "clip_eval": "number?",
               "exact": "number?", "spec": "object", "category": "text", "made_with": "text", "pixels": "text",
-              "sealed": "text", "batch_size": "int", "processes": "int"},
+              "sealed": "text", "batch_size": "int", "processes": "int", "threads": "int"},
     bounds={"index": (0, MAX_SEED), "seed": (0, MAX_SEED), "seconds": (0.0, math.inf), "batch_size": (1, MAX_BATCH),
-            "processes": (1, MAX_PROCESSES), "peak_memory_mb": (0.0, math.inf), "exact": (0.0, 1.0)},
+            "processes": (1, MAX_PROCESSES), "threads": (1, MAX_PROCESSES), "peak_memory_mb": (0.0, math.inf),
+            "exact": (0.0, 1.0)},
 )  # fmt: skip
 PNG_RECORD = Schema(
     "date-diffusion record in the PNG",

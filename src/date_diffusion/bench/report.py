@@ -325,14 +325,20 @@ def _rho_plot(out: Path, summary: dict, methods) -> Path | None:
     return _save(fig, out / PLOT_FILES[2])
 
 
+def _open_image(p) -> Image.Image:
+    """An image FID reads, as RGB (a FIFO would hang the report, a folder fail it: named first)."""
+    why = not_a_file(p, PNG_LIMIT)
+    if why:
+        raise ValueError(f"{p} is {why}, not an image FID can read; remove it or replace it with the image")
+    with Image.open(p) as img:
+        return img.convert("RGB")
+
+
 def _load_pngs(paths, size=None):
     for start in range(0, len(paths), 64):
         arrs = []
         for p in paths[start : start + 64]:
-            why = not_a_file(p, PNG_LIMIT)  # a FIFO would hang the report, a folder fail it
-            if why:
-                raise ValueError(f"{p} is {why}, not an image FID can read; remove it or replace it with the image")
-            img = Image.open(p).convert("RGB")
+            img = _open_image(p)
             if size is not None and img.size != size:
                 img = img.resize(size, Image.Resampling.BICUBIC)
             arrs.append(np.asarray(img))
@@ -372,8 +378,7 @@ def compute_fid(out: Path, run: dict, methods, records: dict[str, list[dict]]) -
         if len(recs) < 2:
             continue
         paths = [out / "images" / m.slug / f"{r['index']:05d}" / "samples" / f"{r['seed']:05d}.png" for r in recs]
-        with Image.open(paths[0]) as first:  # the run's images' size (a trusted PNG: `trusted_records`)
-            size = first.size
+        size = _open_image(paths[0]).size  # the run's images' size, to which real images are resized
         fids = {"fid_clip": frechet_distance(reference_images(run, recs, size), _load_pngs(paths), features)}
         if run.get("inception_weights"):
             fids["fid_inception"] = frechet_distance(

@@ -29,7 +29,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from date_diffusion.bench.export import GENEVAL_RECORD, PROMPT_RECORD, read_prompt_record, write_prompt_records
-from date_diffusion.bench.suites import FILE_SUITES, SUITES, Item, UnknownCategories, load_suite
+from date_diffusion.bench.suites import FILE_SUITES, SUITES, Item, UnknownCategories, load_suite, run_seeds
 from date_diffusion.core.settings import DTYPES, is_integer, parse_integer
 from date_diffusion.core.text import json_spelling, name_of, one_line, quoted
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
@@ -43,7 +43,7 @@ from date_diffusion.outputs import (
     check_seal,
     file_group,
     open_rgb,
-    parameters_text,
+    parameters_changed,
     pixels_digest,
     png_bytes,
     png_layout_problem,
@@ -89,11 +89,12 @@ class RunSettings:
     dtype: str = "float32"
     model_files: str | None = None  # `model_folder.fingerprint` of a local model: its files as the run made images
     model_content: str | None = None  # the same, of every file whole (a run.json of an earlier version lacks it)
-    # the batches the run's images are made in (its first command's --batch-size) and the processes that share its
-    # images: a resume without --batch-size makes its images in the same (`MADE_IN`); None in a run.json of an
-    # earlier version (unknown)
+    # the batches the run's images are made in (its first command's --batch-size), the processes that share its
+    # images and, on a CPU, the threads each computes with (a float sum's order depends on them): a resume without
+    # --batch-size makes its images in the same (`MADE_IN`); None in a run.json of an earlier version (unknown)
     batch_size: int | None = None
     processes: int | None = None
+    threads: int | None = None
     fid_real: str | None = None  # folder of real images for FID (coco); the toy suite renders its own
     edit_skip: int | None = None  # editing suites: steps not regenerated
     cfg_src: float = CFG_SRC  # editing suites: guidance of the inversion (the regeneration uses `guidance`)
@@ -130,15 +131,12 @@ def _value_problem(run: dict) -> str | None:
     for name, names in known.items():
         if run.get(name) is not None and run[name] not in names:
             return f"field {name!r} must be one of {', '.join(names)}, got {json_spelling(run[name]):.60}"
-    seeds = run["seeds"]  # bench writes `--seeds` seeds from `--seed-base` on, ascending (the order batches follow)
-    if seeds and seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+    seeds = run["seeds"]  # as bench writes them (the order its batches follow)
+    if seeds and seeds != run_seeds(seeds[0], len(seeds)):
         return f"field 'seeds' must be consecutive and ascending, as bench writes them, got {json_spelling(seeds):.60}"
-    # a prompts file exactly where the suite reads one, as bench refuses a file its suite does not read
-    if (run["suite"] in FILE_SUITES) != (run.get("captions") is not None) or run.get("captions") == "":
-        given, suite = json_spelling(run.get("captions")), run["suite"]
-        if suite in FILE_SUITES:
-            return f"field 'captions' must name suite {suite!r}'s prompts file, got {given:.60}"
-        return f"field 'captions' must be null: suite {suite!r} reads no prompts file, got {given:.60}"
+    if run["suite"] in FILE_SUITES and not run.get("captions"):  # (a suite with its own prompts reads none: null)
+        given = json_spelling(run.get("captions"))
+        return f"field 'captions' must name suite {run['suite']!r}'s prompts file, got {given:.60}"
     for name in ("reward", "eval_clip"):
         try:
             if run.get(name):  # `"eval_clip": ""`: no held-out CLIP
@@ -164,7 +162,9 @@ def upgrade_run(run: dict) -> dict:
             raise ValueError(f"method {quoted(label)}{key}: {err}") from err
     rewards = {k: upgrade_reward(run[k]) for k in ("reward", "eval_clip") if k in run}
     added = {f.name: None for f in fields(RunSettings) if f.default is None}  # settings a later version added
-    return {**added, **run, **rewards, "methods": methods}
+    # a prompts file a suite with its own prompts never read (earlier versions recorded `--captions` given to one)
+    unread = {"captions": None} if run.get("suite") not in FILE_SUITES else {}
+    return {**added, **run, **rewards, **unread, "methods": methods}
 
 
 def run_methods(run: dict) -> list[Method]:
@@ -258,7 +258,7 @@ def _same_settings(old, new) -> bool:
 CHECKED_FROM_NOW = ("model_files", "model_content")
 # how a run makes its images, recorded by its first command and kept: never compared (a resume may run otherwise,
 # with a note), never part of an image's fingerprint
-MADE_IN = ("batch_size", "processes")
+MADE_IN = ("batch_size", "processes", "threads")
 # settings that decide which images a run makes, not what any one image is
 NOT_PER_IMAGE = ("methods", "limit", "categories", "seeds", "captions", *METRIC_ONLY, *CHECKED_FROM_NOW, *MADE_IN)
 
@@ -369,7 +369,7 @@ def png_record_problem(png: Path, facts: PngFacts, record: dict, where: str) -> 
         return f"{where}: the record inside its PNG is {what}"
     if any(inside.get(k) != record[k] for k in ("made_with", "pixels", "seed", "index")):
         return f"{where}: the record inside its PNG is another image's (copied in)"
-    if facts.parameters != parameters_text(plain_numbers(inside)):  # the settings other tools read of it
+    if parameters_changed(facts.parameters, inside):  # the settings other tools read of it
         return f"{where}: the `parameters` text inside its PNG is not what its record says (changed since written)"
     return None
 
@@ -557,9 +557,9 @@ def made_any(out: Path) -> bool:
 
 def made_in_problem(out: Path, claimed: dict, records=None) -> str | None:
     """Why run.json's `MADE_IN` settings (`claimed`: name -> value) were edited by hand, or None: one that none of the
-    run's images states, where they state another (each record states its own, sealed with it; one no image states,
-    with no image yet or records of an earlier version, is left alone). `records`: the run's trusted records, else
-    read from `out` until each claimed value is found."""
+    run's images states, where each states another (each record states its own, sealed with it; with no image yet,
+    or a record of an earlier version, which states none and may have been made with it, the value is left alone).
+    `records`: the run's trusted records, else read from `out` until each claimed value is found."""
     stated = {name: set() for name, value in claimed.items() if name in MADE_IN and value is not None}
     if records is None:
         records = (_record_or_none(p) for p in Path(out).glob("images/*/*/samples/*.json"))
@@ -567,9 +567,9 @@ def made_in_problem(out: Path, claimed: dict, records=None) -> str | None:
         if not stated:
             break
         for name in list(stated) if record is not None else ():
-            if record.get(name) == claimed[name]:
+            if record.get(name) in (None, claimed[name]):  # as claimed, or unknown (a record of an earlier version)
                 del stated[name]
-            elif record.get(name) is not None:
+            else:
                 stated[name].add(record[name])
     for name, values in stated.items():
         if values:
@@ -775,11 +775,11 @@ class BenchRun:
     """One `bench` invocation: its settings, its folder, its device, and the rewards and reward decoders its methods
     use, each built once for the run (keyed by spec, model, device and dtype)."""
 
-    def __init__(self, settings: RunSettings, out: Path, device, batch_size: int | None = None,
-                 processes: int | None = None):  # fmt: skip
+    def __init__(self, settings: RunSettings, out: Path, device, made_in: dict | None = None):
         self.settings, self.out, self.device = settings, Path(out), str(device)
-        # how its images are made (`MADE_IN`): the --batch-size and the processes sharing them; each record states it
-        self.made_in = {"batch_size": batch_size, "processes": processes}
+        # how its images are made (`MADE_IN`: the --batch-size, the processes sharing them, a CPU's threads): each
+        # record states it
+        self.made_in = {name: (made_in or {}).get(name) for name in MADE_IN}
         self.rewards, self.decoders = Cache(_load_reward), Cache(_load_decoder)
 
     def reward(self, spec: str | None = None):
@@ -1036,12 +1036,18 @@ def run_items(out: Path, run: dict, methods) -> list:
     where the prompts file cannot be read from here (a moved run), the prompts its prompt folders record."""
     try:
         return load_suite(run["suite"], run.get("captions"), run.get("limit"), run.get("categories"))
-    except UnknownCategories as err:  # the file's categories, never --categories given here
+    except UnknownCategories as err:  # run.json's categories (a prompts file's own may have changed: below)
+        if run["suite"] in FILE_SUITES:
+            return _recorded_items(out, methods)
         named, suite = ", ".join(map(quoted, err.unknown)), run["suite"]
         why = f"field 'categories' names {named}, which suite {suite!r} lacks (it has {', '.join(err.known)})"
         raise SettingsMismatch(f"{Path(out) / 'run.json'} is not a valid {RUN.what}: {why}; {RUN.fix}") from err
     except (OSError, ValueError, KeyError):
-        pass
+        return _recorded_items(out, methods)
+
+
+def _recorded_items(out: Path, methods) -> list:
+    """The prompts a run's prompt folders record (a run whose prompts file cannot be read from here)."""
     found = {}
     for method in methods:
         root = Path(out) / "images" / method.slug

@@ -39,6 +39,12 @@ class UnknownCategories(ValueError):
 DEFAULT_SEED_BASE = 6  # the paper's COCO seed, for every suite but the toy world's
 
 
+def run_seeds(base: int, count: int) -> list[int]:
+    """The seeds of a run (`--seed-base`, `--seeds`): `count` of them from `base` on, ascending, the order in which
+    its images are batched and run.json lists them."""
+    return list(range(base, base + count))
+
+
 def default_seeds(name: str) -> tuple[int, int]:
     """(seeds per prompt, first seed) of a suite: the toy world's per-suite defaults (`world.SUITES`), else one
     image per prompt from the paper's seed."""
@@ -161,6 +167,10 @@ def read_captions_and_columns(path: Path) -> tuple[list[str], tuple[str, list[st
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise ValueError(f"{path} line {line} is not UTF-8 text ({err.reason}): save the file as UTF-8") from None
+    nuls = raw.count(b"\0")
+    if raw and nuls * 4 >= len(raw):  # it decodes, but as NULs between the letters: no prompt holds one
+        raise ValueError(f"{path} is not UTF-8 text ({nuls} of its {len(raw)} bytes are NUL, as in "
+                         "UTF-16 or UTF-32 text without its byte-order mark): save the file as UTF-8")  # fmt: skip
     if is_jsonl(path):
         records = read_prompt_records(path)
         return [r["prompt"].strip() for r in records], ("prompt", sorted({k for r in records for k in r} - {"prompt"}))

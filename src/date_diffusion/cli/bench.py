@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from date_diffusion.bench.suites import DEFAULT_SEED_BASE, FILE_SUITES, SUITES
+from date_diffusion.bench.suites import DEFAULT_SEED_BASE, FILE_SUITES, SUITES, run_seeds
 from date_diffusion.cli.common import CLIError, HelpFormatter, from_namespace, int_list, say_unused, str_list
 from date_diffusion.core.config import PAPER_UPDATE_EVERY
 from date_diffusion.core.settings import DTYPES
@@ -436,7 +436,8 @@ def run_bench(args) -> int:
     # the model's files read whole once every usage check has passed (as long as reading the model)
     settings = replace(settings, model_content=fingerprint(model, whole=True))
     settings = as_the_run_spells_it(out, settings)  # `--model runs/m/` resumes the run of `runs/m`
-    settings, batch_size = _made_in(out, settings, opts.batch_size, state.num_processes, state.is_main_process)
+    threads = torch.get_num_threads() if str(state.device).startswith("cpu") else None  # a CPU's float sums
+    settings, made_in = _made_in(out, settings, opts.batch_size, state.num_processes, threads, state.is_main_process)
     _check_folder(out, settings, methods, items)
     from date_diffusion.bench.runner import run_lock
 
@@ -444,13 +445,11 @@ def run_bench(args) -> int:
     # from the start where the folder exists (a resume), and once the first command made it (run.json written
     # after the model loaded): never an image made without it
     with run_lock(out):
-        run, pipe, scorer = _load_run(
-            out, model, opts.dtype, settings, methods, state.device, batch_size, state.num_processes
-        )
+        run, pipe, scorer = _load_run(out, model, opts.dtype, settings, methods, state.device, made_in)
         if opts.guidance is not None and state.is_main_process:
             _say_guidance_without_effect(pipe, settings.guidance)
         with run_lock(out, must=True):
-            _generate_share(run, pipe, methods, items, scorer, batch_size, state)
+            _generate_share(run, pipe, methods, items, scorer, made_in["batch_size"], state)
             state.wait_for_everyone()
             if state.is_main_process:
                 _finish_bench(out, opts, settings, methods)
@@ -466,14 +465,15 @@ def _say_guidance_without_effect(pipe, guidance: float) -> None:
                    listed="run.json and the report state it as given")  # fmt: skip
 
 
-def _made_in(out: Path, settings, given: int | None, processes: int, say: bool) -> tuple:
-    """(the settings with how the run makes its images, the batch size this command makes them in): a new run
-    records its batch size and processes; a resume takes the run's batch size unless --batch-size is given, and
-    says when its images may differ from an uninterrupted run's in float32's last digits (a batch's float sums
-    depend on its size and members): another batch size given, other processes, or a run.json of an earlier
-    version, which does not record them (nothing is then recorded: the run's own are unknown). A run that made no
-    image yet (its first command stopped before one) is made as this command makes it."""
-    from date_diffusion.bench.runner import SettingsMismatch, made_any, made_in_problem, read_run
+def _made_in(out: Path, settings, given: int | None, processes: int, threads: int | None, say: bool) -> tuple:
+    """(the settings with how the run makes its images, how this command makes them: `runner.MADE_IN` -> value): a
+    new run records its batch size, processes and (on a CPU) threads; a resume takes the run's batch size unless
+    --batch-size is given, and says when its images may differ from an uninterrupted run's in float32's last digits
+    (a batch's float sums depend on its size and members, a CPU's on its threads): another batch size given, other
+    processes or threads, or a run.json of an earlier version, which does not record them (nothing is then
+    recorded: the run's own are unknown). A run that made no image yet (its first command stopped before one) is
+    made as this command makes it."""
+    from date_diffusion.bench.runner import MADE_IN, SettingsMismatch, made_any, made_in_problem, read_run
 
     old = None
     if (out / "run.json").is_file() and made_any(out):
@@ -485,12 +485,12 @@ def _made_in(out: Path, settings, given: int | None, processes: int, say: bool) 
     edited = made_in_problem(out, old or {})  # what the images' records say
     if edited:
         raise CLIError(edited)
-    batch_size = given or recorded or BATCH_SIZE
+    now = {"batch_size": given or recorded or BATCH_SIZE, "processes": processes, "threads": threads}
     differ = "the images made now may differ from an uninterrupted run's in float32's last digits"
     notes = []
     if old is not None and recorded is None:
         notes.append(f"this run's run.json (an earlier version's) does not record the batch size its images were "
-                     f"made in: they are made now in batches of {batch_size}; unless that was the run's, "
+                     f"made in: they are made now in batches of {now['batch_size']}; unless that was the run's, "
                      f"{differ}")  # fmt: skip
     elif given and recorded and given != recorded:
         notes.append(f"--batch-size {spelled(given)}: this run made its images in batches of {recorded}; {differ} "
@@ -498,11 +498,16 @@ def _made_in(out: Path, settings, given: int | None, processes: int, say: bool) 
     if old is not None and old.get("processes") not in (None, processes):
         notes.append(f"this run shared its images among {old['processes']} processes, this command among "
                      f"{processes}; {differ}")  # fmt: skip
+    if old is not None and old.get("threads") not in (None, threads):
+        notes.append(
+            f"this run made its images with {old['threads']} CPU threads, this command with "
+            f"{threads or 'a GPU'}; {differ} (--threads {old['threads']} makes them as the run did)"
+        )
     for note in notes if say else ():
         print(f"date-diffusion bench: note: {note}", file=sys.stderr)
     if old is not None:  # what the run recorded first stays (`runner.MADE_IN`), unknown ones unknown
-        return replace(settings, batch_size=recorded, processes=old.get("processes")), batch_size
-    return replace(settings, batch_size=batch_size, processes=processes), batch_size
+        return replace(settings, **{name: old.get(name) for name in MADE_IN}), now
+    return replace(settings, **now), now
 
 
 def _check_folder(out: Path, settings, methods, items) -> None:
@@ -530,12 +535,12 @@ def _check_folder(out: Path, settings, methods, items) -> None:
         raise CLIError(describe_untrusted(out, untrusted, RESUME_FIX))
 
 
-def _load_run(out: Path, model: str, dtype: str, settings, methods, device, batch_size: int, processes: int):
+def _load_run(out: Path, model: str, dtype: str, settings, methods, device, made_in: dict):
     """(the run, the pipeline, the scorer), with what depends on the model checked before run.json is written."""
     from date_diffusion.bench.runner import BenchRun, SettingsMismatch, check_settings
     from date_diffusion.pipelines import load_date_pipeline
 
-    run = BenchRun(settings, out, device, batch_size, processes)
+    run = BenchRun(settings, out, device, made_in)
     pipe = load_date_pipeline(model, dtype, run.device, settings.scheduler)
     pipe.set_progress_bar_config(disable=True)
     _check_loaded(pipe, run, methods)  # what depends on the model, before run.json is written
@@ -690,7 +695,7 @@ def _prepare(opts: BenchOptions, model: str):
             captions=opts.captions or opts.prompts_file,
             limit=opts.limit,
             categories=_listed(opts.categories) or None,
-            seeds=list(range(base, base + n_seeds)),
+            seeds=run_seeds(base, n_seeds),
             steps=resolved.num_inference_steps,
             guidance=resolved.guidance_scale,
             model=model,

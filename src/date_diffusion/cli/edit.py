@@ -174,7 +174,8 @@ def check_options(opts: EditOptions) -> EditOptions:
 
     clear = transparent_share(opts.image)
     if clear:  # the model edits colours: what alpha hid is what it sees
-        print(f"date-diffusion edit: note: IMAGE {opts.image!r} is transparent in {clear:.0%} of its pixels; the "
+        share = "under 1%" if clear < 0.005 else "over 99%" if 0.995 <= clear < 1 else f"{clear:.0%}"  # never 0%
+        print(f"date-diffusion edit: note: IMAGE {opts.image!r} is transparent in {share} of its pixels; the "
               "edit reads the colours stored under the transparency (alpha is dropped): flatten it onto a "
               "background first to edit what it shows", file=sys.stderr)  # fmt: skip
     prompts = {}

@@ -247,6 +247,9 @@ def replay_settings(opts: GenerateOptions):
         them = "it" if len(unused) == 1 else "them"
         raise CLIError(f"--replay-embeddings replays the saved embeddings and runs no DATE update, so "
                        f"{', '.join(unused)} would do nothing: leave {them} out")  # fmt: skip
+    if "batch_size" in opts.options_given:  # one image, sampled alone: a batch size would be passed over
+        raise CLIError("--replay-embeddings samples the one saved image alone (a batch of 1), so --batch-size would "
+                       "do nothing: leave it out")  # fmt: skip
     try:
         saved = load_embeddings(opts.replay_embeddings)
     except ValueError as err:

@@ -62,7 +62,7 @@ def show(path, as_json: bool) -> None:
     """One image's settings on stdout (`as_json`: one JSON object), or `CLIError` saying why they cannot be shown."""
     from date_diffusion.cli.common import CLIError
     from date_diffusion.core.text import printable
-    from date_diffusion.outputs import parameters_text, png_layout_problem, read_png_metadata
+    from date_diffusion.outputs import parameters_changed, parameters_text, png_layout_problem, read_png_metadata
 
     try:
         meta = read_png_metadata(path)
@@ -76,12 +76,13 @@ def show(path, as_json: bool) -> None:
         width, height = meta["size"]
         raise CLIError(f"{path}: its record is of a {made[0]}x{made[1]} image, and it is {width}x{height} "
                        "(resized or replaced since): its settings are not this image's")  # fmt: skip
+    layout = png_layout_problem(path) if meta["record"] is not None else None
     if as_json:  # the output is JSON alone: one object per image (JSON escapes every control character)
         other = meta["parameters"] if meta["record"] is None else None  # never beside the checked record
-        shown = {"image": str(path), "record": meta["record"], "parameters": other, "sealed": meta["sealed"]}
+        shown = {"image": str(path), "record": meta["record"], "parameters": other, "sealed": meta["sealed"],
+                 "changed_by_another_program": layout}  # fmt: skip
         print(json.dumps(shown, indent=1))
         return
-    layout = png_layout_problem(path) if meta["record"] is not None else None
     if layout:  # an animation, another program's chunk: a viewer may show another picture than the record's
         print(f"date-diffusion info: note: {printable(str(path))}: {layout} (another program changed it since; "
               "its record verifies its pixels alone)", file=sys.stderr)  # fmt: skip
@@ -92,7 +93,7 @@ def show(path, as_json: bool) -> None:
     print(f"== {printable(str(path))}")
     if meta["record"] is not None:  # the settings as the checked record states them, never another text
         shown = parameters_text(meta["record"])
-        if meta["parameters"] is not None and meta["parameters"] != shown:
+        if meta["parameters"] is not None and parameters_changed(meta["parameters"], meta["record"]):
             print(f"date-diffusion info: note: {printable(str(path))}: its `parameters` text is not what its "
                   "date-diffusion record says (another program changed it); shown from the record",
                   file=sys.stderr)  # fmt: skip

@@ -100,6 +100,25 @@ def _check_address(host: str, port: int) -> None:
                            "another port, or an address of this machine") from None  # fmt: skip
 
 
+def _check_temporary_folder() -> None:
+    """The page's files go under the temporary folder (TMPDIR): a name Gradio cannot serve files from (a control
+    character: every file the page shows would be "not found"; a byte that is no UTF-8 text: Gradio fails) is
+    refused before anything starts, naming TMPDIR."""
+    import tempfile
+    import unicodedata
+
+    from date_diffusion.cli.common import CLIError
+    from date_diffusion.core.text import is_control
+
+    folder = tempfile.gettempdir()
+    at = next((k for k, ch in enumerate(folder) if is_control(ch) or unicodedata.category(ch) == "Cs"), None)
+    if at is not None:
+        what = "a byte that is no UTF-8 text" if unicodedata.category(folder[at]) == "Cs" else "a control character"
+        raise CLIError(f"the page's files go under the temporary folder {folder!r} (TMPDIR), whose name holds {what} "
+                       f"at character {at + 1}: the page cannot serve files from it; set TMPDIR to a folder whose "
+                       "name has none")  # fmt: skip
+
+
 def check(opts: UIOptions) -> None:
     """`ui`'s checks beyond its options' kinds, before Gradio or torch is imported: Gradio installed, the model
     (one that cannot load is refused at once), --run a bench run's folder."""
@@ -111,6 +130,7 @@ def check(opts: UIOptions) -> None:
     if importlib.util.find_spec("gradio") is None:
         raise CLIError("the web interface needs Gradio: pip install 'date-diffusion[ui]'")
     _check_address(opts.host, opts.port)
+    _check_temporary_folder()
     resolve_from_args(resolve_model(opts.model), {})
     if opts.run is not None and not (Path(opts.run) / "run.json").is_file():
         raise CLIError(f"--run {opts.run!r} is not a bench run (no run.json)")

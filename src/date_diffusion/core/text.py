@@ -152,6 +152,8 @@ def json_spelling(value) -> str:
         return value.text  # `-0`, `1e3`: as written
     if isinstance(value, float) and math.isfinite(value):
         return repr(value)
+    if isinstance(value, (list, tuple)) and len(value) <= 100:  # each value as written (`[-0, 1e3]`); a long one
+        return "[" + ", ".join(map(json_spelling, value)) + "]"  # as JSON writes it (a message shows its start)
     try:  # NaN and Infinity as Python's JSON writes them, never Python's `nan`
         return json.dumps(value, ensure_ascii=False, default=repr)
     except (TypeError, ValueError):

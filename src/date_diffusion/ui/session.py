@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from date_diffusion.core.settings import BLANKS, BY_FIELD, DEFAULT_SEED, SETTINGS, Boolean, Seed, SettingError
-from date_diffusion.core.text import prepare_prompt, spelled, spelled_as_read
+from date_diffusion.core.text import prepare_prompt, spelled_as_read
 from date_diffusion.core.trace import DID_NOT_MOVE, moved
 from date_diffusion.evaluation.methods import settings_without_effect
 from date_diffusion.grids import (
@@ -465,7 +465,7 @@ def collect(session, run: Run, fixed, dated, out_dir: Path, seconds: float, stop
     if unread and resolved.sources.get("guidance_scale") == "user":
         notes.append(f"guidance {spelled_as_read(unread['value'])} has no effect here: {unread['why']}")
     unused = settings_without_effect(resolved) if dated is not None else {}  # as generate names them
-    notes += [f"{LABELS.get(name, name)} {spelled(u['value'])} changes no image here: {u['why']}"
+    notes += [f"{LABELS.get(name, name)} {spelled_as_read(u['value'])} changes no image here: {u['why']}"
               for name, u in unused.items()]  # fmt: skip
     width, height = fixed.images[0].size
     given = dict(prompt=sampling.prompt, seed=sampling.seed, height=height, width=width)
