@@ -3282,6 +3282,11 @@ def test_a_request_of_days_of_work_is_said_before_it_starts(tmp_path, capsys, mo
     assert main(argv) == 130
     err = capsys.readouterr().err
     assert "note: this request is 19,381,599 sampling steps' work per image (999 steps" in err, err
+    # round twenty-nine: one step at 4096x4096 (4096 times the toy model's pixels) started hours of work unsaid
+    assert main(["generate", "a red circle", "--steps", "1", "--height", "4096", "--width", "4096", "--out",
+                 str(tmp_path / "big")]) == 130  # fmt: skip
+    err = capsys.readouterr().err
+    assert "at 4096x4096: 4,096 times the pixels of the model's 64x64), 1 image(s)" in err, err
     monkeypatch.undo()
     assert main(["generate", "a red circle", "--steps", "2", "--out", str(tmp_path / "o")]) == 0
     assert "sampling steps' work" not in capsys.readouterr().err
@@ -3979,3 +3984,40 @@ def test_a_temporary_folder_the_page_cannot_serve_from_is_named_before_it_starts
     assert main(["ui", "--port", "7999"]) == 2
     err = capsys.readouterr().err
     assert f"(TMPDIR), whose name holds {what}" in err and "set TMPDIR to a folder" in err, err
+
+
+@pytest.mark.parametrize("ignored", [False, True])
+def test_a_hang_up_ends_a_command_as_sigterm_does_unless_nohup_ignores_it(tmp_path, ignored):
+    """Round twenty-nine: `ui` ended by SIGHUP (its terminal closed) died without a word and left its temporary
+    folder. A hang-up ends every command as SIGTERM does (its folder removed, every finished file kept); under
+    `nohup` (SIGHUP ignored before it starts) it keeps running."""
+    import signal
+    import time
+
+    script = (
+        "import signal, sys, time\n"
+        f"if {ignored}: signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+        "from date_diffusion.cli import common, main as m\n"
+        "def waiting(args):\n"
+        "    with common.temporary_folder('date-diffusion-ui-'):\n"
+        "        print('ready', flush=True)\n"
+        "        time.sleep(60)\n"
+        "m.check_kinds = waiting\n"
+        "sys.exit(m.main(['info', 'x.png']))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path)  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        assert len(list(tmp_path.glob("date-diffusion-ui-*"))) == 1
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(2)
+        assert (proc.poll() is None) == ignored
+        if ignored:
+            proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert code == 130 and "interrupted" in proc.stderr.read()
+    assert not list(tmp_path.glob("date-diffusion-ui-*"))

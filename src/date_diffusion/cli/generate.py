@@ -529,13 +529,16 @@ def long_request(opts: GenerateOptions, job: Job) -> str | None:
 
     settings = job.settings
     date = settings.date if job.date_active and job.saved is None else None
-    per_image = max(request_work(settings.num_inference_steps, date, settings.reward, p) for p in job.prompts)
+    height, width = job.pipe.default_image_shape()
+    size = job.height * job.width / (height * width)  # a larger image: each step costs at least that many times more
+    per_image = max(request_work(settings.num_inference_steps, date, settings.reward, p, size) for p in job.prompts)
     if per_image <= MAX_WORK:
         return None
     images = len(job.prompts) * opts.images_per_prompt
+    larger = f", at {job.width}x{job.height}: {size:,.4g} times the pixels of the model's {width}x{height}" * (size > 1)
     return (
         f"this request is {per_image:,} sampling steps' work per image ({settings.num_inference_steps} steps, "
-        f"each DATE gradient step counted with its backward pass and reward runs), {images:,} image(s): "
+        f"each DATE gradient step counted with its backward pass and reward runs{larger}), {images:,} image(s): "
         f"{per_image / MAX_WORK:,.0f} times the most the web page takes ({MAX_WORK}); it may run for a long time "
         "(Ctrl-C or SIGTERM ends it, every finished image kept)"
     )

@@ -277,6 +277,9 @@ def _sigterm_as_interrupt() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     signal.signal(signal.SIGTERM, _interrupt)
+    # a hang-up (the terminal closed, an ssh session dropped) ends it the same way, unless it is ignored (`nohup`)
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _interrupt)
     if sys.unraisablehook is not _resend_dropped:  # an interrupt Python would drop is sent again
         _PREVIOUS_UNRAISABLE[0], sys.unraisablehook = sys.unraisablehook, _resend_dropped
     if _WATCHING:
@@ -291,7 +294,7 @@ def _sigterm_as_interrupt() -> None:
     def watch():
         while True:
             arrived = reader.recv(64)
-            if signal.SIGTERM not in arrived or not _RUNNING.is_set():
+            if not {signal.SIGTERM, getattr(signal, "SIGHUP", signal.SIGTERM)} & set(arrived) or not _RUNNING.is_set():
                 continue
             deadline = time.monotonic() + SIGTERM_GRACE
             while _RUNNING.is_set() and time.monotonic() < deadline:

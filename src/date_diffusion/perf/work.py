@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 UPDATE_WORK = 3  # an update's cost in sampling steps: the backward pass through the denoiser, decoder and reward
 
 
@@ -14,9 +16,14 @@ def gradient_step_work(reward: str, prompt: str | None = None) -> int:
     return UPDATE_WORK + reward_runs(reward, prompt) - 1
 
 
-def request_work(steps: int, date, reward: str, prompt: str | None = None) -> int:
+def request_work(steps: int, date, reward: str, prompt: str | None = None, size: float = 1.0) -> int:
     """A request's work in sampling steps: `steps`, and `gradient_step_work(reward, prompt)` for each gradient step
-    of each DATE update (`grad_steps` of them per update, each its own backward pass)."""
-    if date is None:
-        return steps
-    return steps + gradient_step_work(reward, prompt) * len(date.update_indices(steps)) * date.grad_steps
+    of each DATE update (`grad_steps` of them per update, each its own backward pass); `size`: its images' pixels
+    over the model's default size's (above 1 a larger image: its steps cost at least that many times more), counted
+    as a step at the default size."""
+    work = (
+        steps
+        if date is None
+        else steps + gradient_step_work(reward, prompt) * len(date.update_indices(steps)) * (date.grad_steps)
+    )
+    return math.ceil(work * max(1.0, size))
