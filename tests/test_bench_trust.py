@@ -779,3 +779,30 @@ def test_a_record_of_an_earlier_version_may_have_been_made_with_run_jsons_batch_
     assert made_in_problem("r", claimed, [{}, {"batch_size": 2, "processes": 2}]) is None
     edited = made_in_problem("r", claimed, [{"batch_size": 2, "processes": 1}])
     assert "its batch_size 4 is not what any of the run's images was made with (2" in edited
+
+
+@pytest.mark.parametrize("fields", [{"cfg_src": 9.0}, {"cfg_src": None}, {"edit_skip": 5}, {"captions": "x.txt"}])
+def test_a_setting_the_suite_never_reads_is_read_as_bench_records_it(run, capsys, fields):
+    """Round twenty-nine: `"cfg_src": 9.0` (or `edit_skip`) in a toy run's run.json, settings its suite never reads,
+    called its intact images made with other settings, with advice that could not be followed. They decide none of
+    its images: read as bench records them for the suite (`runner._unread_by_suite`), the report's the same."""
+    before = (run / "results.md").read_text()
+    path = run / "run.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+    assert main(["report", str(run)]) == 0
+    assert (run / "results.md").read_text() == before
+    assert main([*BENCH, "--out", str(run)]) == 0  # a resume: nothing to make, run.json as bench writes it again
+    assert all(json.loads(path.read_text())[k] != v for k, v in fields.items() if v is not None)
+
+
+@pytest.mark.parametrize("kind", ["folder", "dangling link"])
+def test_a_lock_file_replaced_by_something_else_is_named_by_bench_and_report(run, capsys, kind):
+    """Round twenty-nine: `.bench.lock` as a folder or a dangling link: bench failed in Python's words (exit 1) and
+    report read the run without its lock."""
+    lock = run / ".bench.lock"
+    lock.unlink(missing_ok=True)
+    lock.mkdir() if kind == "folder" else lock.symlink_to(run / "nowhere" / "lock")
+    for argv in (["report", str(run)], [*BENCH, "--out", str(run)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{lock} is a" in err and "not the lock file bench keeps in a run folder: move it out" in err, err

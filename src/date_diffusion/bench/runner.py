@@ -34,6 +34,7 @@ from date_diffusion.core.settings import DTYPES, is_integer, parse_integer
 from date_diffusion.core.text import json_spelling, name_of, one_line, quoted
 from date_diffusion.editing import CFG_SRC, SKIP_FRACTION
 from date_diffusion.evaluation.methods import BEST_OF_STRIDE, Method, upgrade_reward
+from date_diffusion.evaluation.suite_words import is_editing_suite
 from date_diffusion.outputs import (
     PNG_PARAMETERS_KEY,
     PNG_RECORD_KEY,
@@ -162,9 +163,17 @@ def upgrade_run(run: dict) -> dict:
             raise ValueError(f"method {quoted(label)}{key}: {err}") from err
     rewards = {k: upgrade_reward(run[k]) for k in ("reward", "eval_clip") if k in run}
     added = {f.name: None for f in fields(RunSettings) if f.default is None}  # settings a later version added
-    # a prompts file a suite with its own prompts never read (earlier versions recorded `--captions` given to one)
-    unread = {"captions": None} if run.get("suite") not in FILE_SUITES else {}
-    return {**added, **run, **rewards, **unread, "methods": methods}
+    return {**added, **run, **rewards, **_unread_by_suite(run.get("suite")), "methods": methods}
+
+
+def _unread_by_suite(suite) -> dict:
+    """run.json's settings `suite` never reads, as bench records them for it (whatever a file of an earlier version,
+    or a hand, wrote there: they decide none of its images): a prompts file where the suite has its own prompts
+    (earlier versions recorded `--captions` given to one), the editing settings where it samples."""
+    unread = {"captions": None} if suite not in FILE_SUITES else {}
+    if not is_editing_suite(suite):
+        unread |= {"edit_skip": None, "cfg_src": CFG_SRC}
+    return unread
 
 
 def run_methods(run: dict) -> list[Method]:
@@ -291,8 +300,13 @@ def run_lock(out: Path, exclusive: bool = False, must: bool = False):
     except ImportError:
         yield True
         return
+    path = Path(out) / LOCK_NAME
+    if path.is_symlink() or (os.path.lexists(path) and not path.is_file()):  # what no bench makes there
+        what = "a symbolic link" if path.is_symlink() else what_is(path)
+        raise SchemaError(f"{path} is {what}, not the lock file bench keeps in a run folder: move it out of the "
+                          "folder (bench makes it again)")  # fmt: skip
     try:
-        fd = os.open(Path(out) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
     except OSError:  # a folder that takes no new file (read-only): nothing to hold, and no bench writes there
         if must:
             raise
