@@ -3934,6 +3934,14 @@ def test_limits_that_select_the_same_prompts_are_one_run(tmp_path, capsys):
     assert main([*argv]) == 0  # no limit: all of them too
     assert main([*argv, "--limit", "3"]) == 2
     assert "holds a run with other settings (limit:" in capsys.readouterr().err
+    # round twenty-nine: categories and a limit that select the same prompts as the run's are the run too
+    plain = ["bench", "--suite", "toy", "--limit", "1", "--seeds", "1", "--steps", "1", "--methods", "fixed", "--out",
+             str(tmp_path / "p")]  # fmt: skip
+    assert main(plain) == 0
+    capsys.readouterr()
+    assert main([*plain, "--categories", "single"]) == 0 and "0 to make" in capsys.readouterr().err
+    assert main([*plain, "--categories", "counting"]) == 2
+    assert 'holds a run with other settings (categories: ["single"] -> ["counting"])' in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -218,8 +218,8 @@ def compare_settings(out: Path, settings: RunSettings) -> dict:
     old = read_run(out)
     diff = {k: (old.get(k), v) for k, v in new.items() if k not in ("methods", *METRIC_ONLY, *MADE_IN)
             and old.get(k) != v and not (k in CHECKED_FROM_NOW and old.get(k) is None)}  # fmt: skip
-    if "limit" in diff and _same_selection(old, *diff["limit"]):  # `--limit 1000000` and `--limit 24` of 24
-        del diff["limit"]
+    if diff and set(diff) <= {"limit", "categories"} and _same_selection(old, new):  # `--limit 1000000` and
+        diff = {}  # `--limit 24` of 24; `--categories single --limit 1` and `--limit 1` (the same first prompt)
     if diff:
         detail = "; ".join(f"{k}: {json_spelling(a)} -> {json_spelling(b)}" for k, (a, b) in diff.items())
         changed = " (the model's configs or weights changed since the run)" * any(k in diff for k in CHECKED_FROM_NOW)
@@ -236,14 +236,20 @@ def compare_settings(out: Path, settings: RunSettings) -> dict:
     return {**new, **kept, "methods": {**old["methods"], **new["methods"]}}
 
 
-def _same_selection(run: dict, limit_a, limit_b) -> bool:
-    """Whether two `--limit`s select the same prompts of the run's suite (both at or above its prompts: all of
-    them), as a limit decides which images a run makes; False where the suite cannot be read here."""
+def _same_selection(old: dict, new: dict) -> bool:
+    """Whether two settings of one suite select the same prompts with their `--limit` and `--categories`, as those
+    decide which images a run makes (settings are compared by what they decide); False where the suite cannot be
+    read here."""
+
+    def selected(run: dict) -> list[int]:
+        return [
+            it.index for it in load_suite(run["suite"], run.get("captions"), run.get("limit"), run.get("categories"))
+        ]
+
     try:
-        count = len(load_suite(run["suite"], run.get("captions"), None, run.get("categories")))
+        return selected(old) == selected(new)
     except (OSError, ValueError, KeyError):
         return False
-    return min(limit_a or count, count) == min(limit_b or count, count)
 
 
 def check_settings(out: Path, settings: RunSettings) -> None:
