@@ -4029,3 +4029,20 @@ def test_a_hang_up_ends_a_command_as_sigterm_does_unless_nohup_ignores_it(tmp_pa
         proc.kill()
     assert code == 130 and "interrupted" in proc.stderr.read()
     assert not list(tmp_path.glob("date-diffusion-ui-*"))
+
+
+def test_an_image_date_did_not_move_is_said_as_what_it_is(tmp_path, capsys):
+    """Round thirty: `--rho 1e-30` moved no value of the embedding, and the note said the image "is the fixed image"
+    while one of its pixels differed by a level (its update steps run the model on their own, which rounds
+    otherwise): the note says it is sampled with the original embedding, and what may differ."""
+    import numpy as np
+
+    argv = ["generate", "a red circle", "--steps", "2", "--rho", "1e-30", "--compare", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "it is sampled with the original embedding, as the fixed image is (a pixel or two may differ" in out, out
+    record = json.loads((tmp_path / "o" / "a-red-circle-s0.json").read_text())
+    assert record["method"] == "fixed" and record["trace"]["final_distance"] == 0
+    dated, fixed = (np.asarray(Image.open(tmp_path / "o" / name), dtype=int)
+                    for name in ("a-red-circle-s0.png", "a-red-circle-s0-fixed.png"))  # fmt: skip
+    assert np.abs(dated - fixed).max() <= 1  # within a level, as said

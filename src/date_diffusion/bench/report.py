@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from date_diffusion.bench.runner import PNG_LIMIT, read_trusted, run_methods
-from date_diffusion.core.trace import DID_NOT_MOVE, rounded_away, stood_still
+from date_diffusion.core.trace import DID_NOT_MOVE, UNMOVED_IMAGE, rounded_away, stood_still
 from date_diffusion.evaluation.fid import CLIPImageFeatures, frechet_distance
 from date_diffusion.evaluation.stats import bootstrap_ci, paired_difference
 from date_diffusion.outputs import atomic_write
@@ -142,7 +142,7 @@ def _unmoved_notes(summary: dict) -> list[str]:
     fixed-embedding images there, which the table does not show; and one per method an update of which moved less
     than half its step (`core.trace.rounded_away`)."""
     notes = [f"`{label}`: in {e['unmoved']} of {e['n']} images DATE did not move the embedding ({DID_NOT_MOVE}): "
-             "those images are the fixed sampler's." for label, e in summary.items() if e.get("unmoved")]  # fmt: skip
+             f"those images are {UNMOVED_IMAGE}." for label, e in summary.items() if e.get("unmoved")]  # fmt: skip
     notes += [f"`{label}`: in {e['rounded']} of {e['n']} images an update moved the embedding less than half its "
               "step (a step below the precision of the embedding's values, which float32 rounds away): the images "
               "are nearly the fixed sampler's." for label, e in summary.items() if e.get("rounded")]  # fmt: skip

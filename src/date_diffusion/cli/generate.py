@@ -37,7 +37,7 @@ from date_diffusion.cli.common import (
 from date_diffusion.core.config import CANNOT_ACT
 from date_diffusion.core.settings import DEFAULT_SEED, DTYPES, Seed, SettingError
 from date_diffusion.core.text import prepare_prompt, quoted, spelled, spelled_as_read
-from date_diffusion.core.trace import DID_NOT_MOVE, moved, rounded_away
+from date_diffusion.core.trace import DID_NOT_MOVE, UNMOVED_IMAGE, moved, rounded_away
 from date_diffusion.hub import is_hub_id
 from date_diffusion.model_folder import fingerprint
 from date_diffusion.schedulers import check_steps_fit
@@ -821,7 +821,7 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
         lines = [f"{quoted(prompt)} seed {seed} -> {out / (stem + ext)}", f"    record: {out / (stem + '.json')}"]
         if kind == "date" and job.date_active and record["method"] == "fixed":  # the plan's note covers the rest
             lines.append(
-                f"    note: DATE did not move this image's embedding ({DID_NOT_MOVE}); it is the fixed image and is "
+                f"    note: DATE did not move this image's embedding ({DID_NOT_MOVE}); it is {UNMOVED_IMAGE}, and is "
                 "recorded as method 'fixed'"
             )
         short = rounded_away(record["trace"], job.settings.date) if record["method"] == "date" else None
@@ -832,7 +832,7 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
                          "--rho-relative")  # fmt: skip
         if kind == "replay" and record["method"] == "fixed":  # embeddings saved where DATE could not act
             lines.append("    note: the replayed embeddings are the original ones (DATE never moved them); the image "
-                         "is the fixed image and is recorded as method 'fixed'")  # fmt: skip
+                         f"is {UNMOVED_IMAGE}, and is recorded as method 'fixed'")  # fmt: skip
         if job.judge is not None:
             record["evaluator"] = {kind: job.judge(image, prompt)}
         summary = []

@@ -61,6 +61,9 @@ class Trace:
 
 # why an image DATE was to update is not `moved`, as every command that notes it says it
 DID_NOT_MOVE = "a step that is zero in the embedding's precision, or every gradient zero"
+# what an image DATE did not move is: the original embedding's, as the fixed image, though not always to the bit
+UNMOVED_IMAGE = ("sampled with the original embedding, as the fixed image is (a pixel or two may differ by a level: "
+                 "its update steps ran the model on their own, which rounds otherwise)")  # fmt: skip
 
 
 def moved(trace: dict | None) -> bool:

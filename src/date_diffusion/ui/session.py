@@ -22,7 +22,7 @@ from PIL import Image
 
 from date_diffusion.core.settings import BLANKS, BY_FIELD, DEFAULT_SEED, SETTINGS, Boolean, Seed, SettingError
 from date_diffusion.core.text import prepare_prompt, spelled_as_read
-from date_diffusion.core.trace import DID_NOT_MOVE, moved
+from date_diffusion.core.trace import DID_NOT_MOVE, UNMOVED_IMAGE, moved
 from date_diffusion.evaluation.methods import settings_without_effect
 from date_diffusion.grids import (
     DIFF_GAIN,
@@ -563,7 +563,7 @@ def summary(result: PagePair) -> str:
     label = panels[1]["method"] if panels else date_label("date")  # as the grid's header names the DATE image
     if label != date_label("date"):  # `DATE (inactive)`: DATE did not move the embedding (it is the fixed image)
         lines.append(
-            f"Note: DATE did not move the embedding ({DID_NOT_MOVE}): the DATE image is the fixed image, and its "
+            f"Note: DATE did not move the embedding ({DID_NOT_MOVE}): the DATE image is {UNMOVED_IMAGE}, and its "
             "file says method `fixed`."
         )
     if panels and "final_reward" in panels[1]:  # as the grid's headers say it
