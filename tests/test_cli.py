@@ -72,7 +72,7 @@ def test_generate_compare_writes_images_sidecar_and_grid(model_dir, clip_dir, tm
     assert summary[0] == (f"    reward of the finished images (clip:{clip_dir}): fixed {final['fixed']:.4f}, DATE "
                           f"{final['date']:.4f} ({final['date'] - final['fixed']:+.4f} vs fixed)")  # fmt: skip
     assert summary[1].startswith(f"    DATE changed: embedding moved {meta['trace']['final_distance']:.3f}")
-    assert summary[1].endswith(f"pixels changed {changed.mean():.2%} ({changed.sum()} of {changed.size})")
+    assert summary[1].endswith(f"pixels changed {changed.mean():.2%} ({changed.sum():,} of {changed.size:,})")
     assert summary[2] == "    evaluator: none for this model (the exact evaluator judges the toy world only)"
     assert main(["info", str(tmp_path / f"{stem}-compare.png")]) == 0
     info = capsys.readouterr().out

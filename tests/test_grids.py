@@ -123,8 +123,8 @@ def test_difference_panel_is_the_stated_amplification():
     changed = (np.asarray(a) != np.asarray(b)).any(axis=-1)
     assert (diff["pixels_changed"], diff["pixels"]) == (int(changed.sum()), 4096)
     assert diff["mean_abs_diff"] == pytest.approx(np.abs(np.asarray(b).astype(int) - np.asarray(a)).mean())
-    share = changed.mean()
-    assert f"{share:.1%} of pixels changed" in grids.header_lines(diff)[1]
+    share = changed.mean()  # the share and the count (one pixel of 4096 is never `0.0%`)
+    assert f"{share:.2%} ({int(changed.sum()):,} of 4,096) pixels changed" in grids.header_lines(diff)[1]
 
 
 @pytest.mark.parametrize("shift, shown", [(0, True), (15, True), (17, False), (60, False)])
@@ -219,7 +219,7 @@ def test_main_command_summary_agrees_with_the_grid_and_names_what_the_toy_world_
     assert headers[0][2] == f"reward {final['fixed']:.4f}" and headers[1][2].startswith(f"reward {final['date']:.4f} (")
     assert summary[0] == (f"    reward of the finished images ({record['reward']}): fixed {final['fixed']:.4f}, "
                           f"DATE {headers[1][2].removeprefix('reward ')}")  # fmt: skip
-    assert summary[1].endswith(f"pixels changed {changed.mean():.2%} ({changed.sum()} of {changed.size})")
+    assert summary[1].endswith(f"pixels changed {changed.mean():.2%} ({changed.sum():,} of {changed.size:,})")
     verdicts = [grids.verdict_text(grids.verdict_record(evaluate_prompt(img, prompt))) for img in (fixed, dated)]
     assert summary[2] == f"    evaluator (fixed): {verdicts[0]}; evaluator (date): {verdicts[1]}"
     assert [p.get("verdict") for p in panels[:2]] == [v.split(" ")[0] for v in verdicts]

@@ -4046,3 +4046,48 @@ def test_an_image_date_did_not_move_is_said_as_what_it_is(tmp_path, capsys):
     dated, fixed = (np.asarray(Image.open(tmp_path / "o" / name), dtype=int)
                     for name in ("a-red-circle-s0.png", "a-red-circle-s0-fixed.png"))  # fmt: skip
     assert np.abs(dated - fixed).max() <= 1  # within a level, as said
+
+
+@pytest.mark.parametrize("kind", ["generate", "edit"])
+def test_a_dangling_link_under_an_outputs_name_is_never_replaced(tmp_path, capsys, kind):
+    """Round thirty: a symbolic link to nothing under an output's name was replaced by `generate` and `edit` without
+    --overwrite (a live link got a `-2` name): a name any entry holds, a dangling link too, is taken."""
+    out = tmp_path / "o"
+    out.mkdir()
+    if kind == "generate":
+        argv, stem = ["generate", "a red circle", "--steps", "1", "--out", str(out)], "a-red-circle-s0"
+    else:
+        Image.new("RGB", (64, 64), "red").save(tmp_path / "in.png")
+        argv = ["edit", str(tmp_path / "in.png"), "--source-prompt", "a red circle", "--target-prompt", "a blue circle",
+                "--steps", "2", "--out", str(out)]  # fmt: skip
+        assert main(argv) == 0  # the edit's names, then made again beside a link under one of them
+        stem = "a-blue-circle-s0"
+        assert (out / f"{stem}-date.png").is_file()
+        for p in list(out.iterdir()):
+            p.unlink()
+    name = f"{stem}.png" if kind == "generate" else f"{stem}-date.png"
+    (out / name).symlink_to(tmp_path / "nowhere.png")
+    assert main(argv) == 0
+    assert (out / name).is_symlink() and not (tmp_path / "nowhere.png").exists()
+    assert (out / name.replace("-s0", "-s0-2")).is_file()
+
+
+@pytest.mark.parametrize("value", ["", " "])
+def test_an_empty_list_value_is_refused_not_read_as_none(tmp_path, capsys, value):
+    """Round thirty: `--update-steps ""` was read as no update step (DATE never ran, the image recorded as fixed),
+    where a blank item (`1,,2`) is refused; `date:steps=` was refused with advice about a step size."""
+    assert main(["generate", "a red circle", "--update-steps", value, "--out", str(tmp_path / "o")]) == 2
+    assert "--update-steps is empty" in capsys.readouterr().err
+    argv = ["bench", "--suite", "toy", "--limit", "1", "--methods", f"fixed date:steps={value}", "--out",
+            str(tmp_path / "b")]  # fmt: skip
+    assert main(argv) == 2
+    assert "steps in 'date:steps=" in (err := capsys.readouterr().err) and "is empty" in err, err
+
+
+@pytest.mark.parametrize("char", ["\u200b", "\ufeff", "\u2028", "\U000e0041"])
+def test_an_output_name_holding_an_invisible_character_is_refused(tmp_path, capsys, char):
+    """Round thirty: `--out` refused a line break but took a zero-width space, a byte-order mark, a tag character or
+    a line separator, and printed a path that is not the folder it made."""
+    assert main(["generate", "a red circle", "--out", str(tmp_path / f"o{char}x")]) == 2
+    assert f"holds the invisible character U+{ord(char):04X}" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

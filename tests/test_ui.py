@@ -74,7 +74,8 @@ def test_compare_gives_both_images_with_what_date_did(session):
     diff = result.difference
     expected = np.clip(np.abs(np.asarray(result.date, int) - np.asarray(result.fixed, int)) * 16, 0, 255)
     assert np.array_equal(np.asarray(diff.image), expected)
-    assert f"{diff.record['pixels_changed'] / diff.record['pixels']:.1%} of pixels changed" in text
+    changed, total = diff.record["pixels_changed"], diff.record["pixels"]
+    assert f"{changed / total:.2%} ({changed:,} of {total:,}) pixels changed" in text
     # the same seed without DATE is the fixed image: the pair differs only by DATE
     again = session.compare(form("a red circle to the left of a blue square", num_inference_steps=20, rho=0))
     assert np.array_equal(np.asarray(again.fixed), np.asarray(again.date))

@@ -194,9 +194,15 @@ def header_lines(record: dict) -> list[str]:
     if "mean_abs_diff" in record and not record["pixels_changed"]:
         lines.append("identical: no pixel changed")
     elif "mean_abs_diff" in record:
-        share = record["pixels_changed"] / record["pixels"]
-        lines.append(f"mean diff {record['mean_abs_diff']:.2f}/255, {share:.1%} of pixels changed")
+        lines.append(f"mean diff {record['mean_abs_diff']:.2f}/255, {changed_text(record)} pixels changed")
     return lines
+
+
+def changed_text(record: dict) -> str:
+    """How many pixels a difference record (`pixels_changed` of `pixels`) counts, as every view says it: a share and
+    the count, so that one pixel of 4096 never reads as `0.0%`."""
+    changed, total = record["pixels_changed"], record["pixels"]
+    return f"{changed / total:.2%} ({changed:,} of {total:,})"
 
 
 def _levels(image) -> np.ndarray:

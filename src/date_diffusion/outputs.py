@@ -263,14 +263,14 @@ def claimed_stem(folder: Path, stem: str, suffixes: tuple[str, ...], overwrite: 
     while True:
         name = stem if k == 1 else f"{stem}-{k}"
         k += 1
-        if any((folder / f"{name}{s}").exists() for s in suffixes):
+        if any(os.path.lexists(folder / f"{name}{s}") for s in suffixes):
             continue
         claim = folder / f".{name}.claim"
         try:
             claim.open("x").close()
         except FileExistsError:
             continue
-        if any((folder / f"{name}{s}").exists() for s in suffixes):  # written between the check and the claim
+        if any(os.path.lexists(folder / f"{name}{s}") for s in suffixes):  # written between the check and the claim
             claim.unlink()
             continue
         break

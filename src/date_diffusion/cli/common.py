@@ -636,14 +636,20 @@ class OutputPath(Kind):
         self.file, self.run = file, run  # run: a bench run's own folder (`check_outside_runs`)
 
     def check(self, value, name):
+        import unicodedata
+
         from date_diffusion.core.text import is_control
         from date_diffusion.outputs import unwritable
 
         Text().check(value, name)
         check_file_name(value, name)
-        at = next((k for k, ch in enumerate(value) if is_control(ch)), None)
-        if at is not None:  # a name holding a line break or an escape breaks every line that shows the path
-            raise SettingError(f"{name} {value!r} holds the control character U+{ord(value[at]):04X} at character "
+        # a line break or an escape breaks every line that shows the path; a format character (zero-width, a
+        # byte-order mark, a tag) or a line separator shows a name that is not the folder's
+        at = next((k for k, ch in enumerate(value) if is_control(ch) or unicodedata.category(ch) in ("Cf", "Zl", "Zp")),
+                  None)  # fmt: skip
+        if at is not None:
+            what = "control" if is_control(value[at]) else "invisible"
+            raise SettingError(f"{name} {value!r} holds the {what} character U+{ord(value[at]):04X} at character "
                                f"{at + 1}: choose a name without it")  # fmt: skip
         missing = _missing_before_parent(value)
         if missing is not None:  # creating the path would create that folder too, and leave it empty

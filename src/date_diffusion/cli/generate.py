@@ -888,6 +888,7 @@ def change_summary(fixed, image, panels: list[dict], record: dict, kind: str) ->
     the toy world, what it knows)."""
     from date_diffusion.grids import (
         changed_pixels,
+        changed_text,
         distance_text,
         knows_line,
         reward_text,
@@ -905,7 +906,8 @@ def change_summary(fixed, image, panels: list[dict], record: dict, kind: str) ->
         lines.append(f"    reward of the finished images ({record['reward']}): {shown}")
     moved = f"embedding moved {distance_text(date['final_distance'])}" if "final_distance" in date else (
         "no distance recorded")  # fmt: skip
-    lines.append(f"    {label} changed: {moved}, pixels changed {changed / total:.2%} ({changed} of {total})")
+    shown = changed_text({"pixels_changed": changed, "pixels": total})
+    lines.append(f"    {label} changed: {moved}, pixels changed {shown}")
     if "evaluator" not in record:
         return [*lines, "    evaluator: none for this model (the exact evaluator judges the toy world only)"]
     both = shown_verdicts(record, {k: record["evaluator"][k] for k in ("fixed", kind)})

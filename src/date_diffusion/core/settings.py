@@ -411,9 +411,10 @@ class Boolean(Kind):
 
 def _items(text: str, name: str) -> list[str]:
     """A list's items in text: separated by commas or semicolons (the benchmark's specs use semicolons). A blank
-    item (`1,,2`, `1,2,`) is a slip, refused rather than read as one item fewer."""
-    if not text.strip():
-        return []
+    item (`1,,2`, `1,2,`) is a slip, refused rather than read as one item fewer; so is a list of none (`''`: the
+    option left out says "none given", never an empty value read as a list of nothing)."""
+    if not text.strip(BLANKS):
+        raise SettingError(f"{name} is empty ({quoted(text)}): give at least one item, or leave it out")
     items = [v.strip(BLANKS) for v in text.replace(";", ",").split(",")]
     if not all(items):
         raise SettingError(f"{name} has an empty item in {quoted(text)}: separate the items by single commas")

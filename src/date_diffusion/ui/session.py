@@ -26,6 +26,7 @@ from date_diffusion.core.trace import DID_NOT_MOVE, UNMOVED_IMAGE, moved
 from date_diffusion.evaluation.methods import settings_without_effect
 from date_diffusion.grids import (
     DIFF_GAIN,
+    changed_text,
     date_label,
     difference,
     distance_text,
@@ -580,7 +581,7 @@ def summary(result: PagePair) -> str:
     if result.difference is not None:
         diff = result.difference.record
         lines.append(f"|DATE - fixed| x {DIFF_GAIN} (right): mean difference {diff['mean_abs_diff']:.2f} of 255, "
-                     f"{diff['pixels_changed'] / diff['pixels']:.1%} of pixels changed.")  # fmt: skip
+                     f"{changed_text(diff)} pixels changed.")  # fmt: skip
     if result.trace:
         moved = ", ".join(distance_text(u["update_norm"]) for u in result.trace["updates"])
         lines.append(f"Embedding moved {distance_text(result.trace['final_distance'])} in all (per update: {moved}).")
