@@ -4091,3 +4091,18 @@ def test_an_output_name_holding_an_invisible_character_is_refused(tmp_path, caps
     assert main(["generate", "a red circle", "--out", str(tmp_path / f"o{char}x")]) == 2
     assert f"holds the invisible character U+{ord(char):04X}" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_model_toy_beside_a_folder_named_toy_says_which_runs(tmp_path, capsys, monkeypatch):
+    """Round thirty-one: with a model folder named `toy` in the working folder, `--model toy` ran the shipped toy
+    world without a word (only the record's absolute path showed it)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "a red circle", "--steps", "1", "--model", "toy", "--out", "a"]) == 0
+    assert "is the shipped toy world" not in capsys.readouterr().err
+    (tmp_path / "toy").mkdir()
+    assert main(["generate", "a red circle", "--steps", "1", "--model", "toy", "--out", "b"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        err.count("note: --model toy is the shipped toy world; the folder named 'toy' here is not read (give ./toy")
+        == 1
+    )

@@ -346,6 +346,11 @@ def resolve_model(model: str | None) -> str:
     from date_diffusion.toyworld import world
 
     if model == world.NAME:
+        if os.path.lexists(world.NAME):  # the name is the shipped world's: said, never taken without a word
+            import warnings
+
+            warnings.warn(f"--model {world.NAME} is the shipped toy world; {what_is_here(world.NAME)} named "
+                          f"{world.NAME!r} here is not read (give ./{world.NAME} for it)", stacklevel=2)  # fmt: skip
         return str(world.PIPELINE)
     if model is not None:
         return model
@@ -353,6 +358,16 @@ def resolve_model(model: str | None) -> str:
         return default_model()
     except FileNotFoundError as err:
         raise CLIError(f"{err} (--model ID_OR_PATH)") from err
+
+
+def what_is_here(path) -> str:
+    """What the entry at `path` is, for a note (a link that leads nowhere included)."""
+    from date_diffusion.schemas import what_is
+
+    try:
+        return f"the {what_is(path).removeprefix('a ')}"
+    except OSError:
+        return "the symbolic link"
 
 
 def check_outside_runs(out, flag: str = "--out", own: bool = False) -> None:
