@@ -4106,3 +4106,25 @@ def test_model_toy_beside_a_folder_named_toy_says_which_runs(tmp_path, capsys, m
         err.count("note: --model toy is the shipped toy world; the folder named 'toy' here is not read (give ./toy")
         == 1
     )
+
+
+def test_a_users_file_put_under_an_outputs_name_while_generate_samples_is_kept(tmp_path, capsys, monkeypatch):
+    """Round thirty-one: `generate --overwrite` checked the names it replaces only before sampling: a user's file put
+    under the earlier `-fixed.png` meanwhile was removed when the run ended. Checked again when the group is
+    written: the user's file is kept and the image's files are not written."""
+    from date_diffusion.cli import generate
+
+    argv = ["generate", "a red circle", "--steps", "1", "--compare", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    mine = tmp_path / "o" / "a-red-circle-s0-fixed.png"
+    sample = generate.generate_all
+
+    def meanwhile(*args, **kwargs):  # the user's file arrives while the command samples
+        mine.write_bytes(b"USER DATA")
+        return sample(*args, **kwargs)
+
+    monkeypatch.setattr(generate, "generate_all", meanwhile)
+    assert main([*argv, "--overwrite"]) == 1
+    assert "was taken by a file or link of another program while this command ran: it is kept" in (
+        capsys.readouterr().err)  # fmt: skip
+    assert mine.read_bytes() == b"USER DATA"

@@ -206,17 +206,25 @@ def atomic_write(path: Path, data: str | bytes) -> None:
 
 
 @contextmanager
-def file_group(replaces=()):
+def file_group(replaces=(), own_only: bool = False):
     """Files that belong together (an image, its record, its fixed twin, its grid): each is written to a hidden
     staging name (`group.write(path, data)`, or `group.path(path)` for a writer of its own), and once all are written
     they are renamed in the order given, the last one (the record) marking the group complete. On any error or
     interrupt none of them appears: staged files are removed, and so are those already renamed. `replaces`: the
     names of an earlier group this one replaces (`--overwrite`); those it does not write again are removed once it
-    is complete, so no member of the earlier group stays beside the new one."""
+    is complete, so no member of the earlier group stays beside the new one. `own_only`: a name that holds, when the
+    group is complete, anything but an earlier output of the package (`package_output`: a user's file or link put
+    there while the command ran) is kept, and the group is not written (`OutputTaken`)."""
     group = _FileGroup()
     done = []
     try:
         yield group
+        for path in [path for _, path in group.staged] + [Path(p) for p in replaces] if own_only else ():
+            if os.path.lexists(path) and not package_output(path):
+                raise OutputTaken(
+                    f"{path} was taken by a file or link of another program while this command ran: "
+                    "it is kept, and this image's files are not written; move it and run again"
+                )
         for tmp, path in group.staged:
             os.chmod(tmp, 0o666 & ~_UMASK)
             os.replace(tmp, path)
@@ -231,6 +239,10 @@ def file_group(replaces=()):
             tmp.unlink(missing_ok=True)
         for path in done:  # a group renamed only in part (interrupted between renames)
             path.unlink(missing_ok=True)
+
+
+class OutputTaken(FileExistsError):
+    """An output's name taken while the command ran by what the package did not write (`file_group(own_only=True)`)."""
 
 
 class _FileGroup:

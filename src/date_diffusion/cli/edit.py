@@ -461,7 +461,7 @@ def write_edit(out: Path, opts: EditOptions, files: dict, meta: dict) -> list[tu
     names = tuple(EDIT_IMAGES)
     with (
         claimed_stem(out, output_stem(opts.target_prompt, opts.seed), EDIT_SUFFIXES, opts.overwrite) as stem,
-        file_group() as group,
+        file_group(own_only=True) as group,
     ):  # fmt: skip
         grid, panels = edit_grid(files, meta)
         written = []

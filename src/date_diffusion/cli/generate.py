@@ -793,7 +793,7 @@ def write_image(opts: GenerateOptions, job: Job, results, j, prompt, seed, saved
     suffixes = output_suffixes(ext)
     with (
         claimed_stem(out, output_stem(prompt, seed), suffixes, opts.overwrite) as stem,
-        file_group(replaced(out, stem, suffixes, opts) if opts.overwrite else ()) as group,
+        file_group(replaced(out, stem, suffixes, opts) if opts.overwrite else (), own_only=True) as group,
     ):
         record = {**base_record(opts, job, prompt, seed), "batch_size": batch_images}  # the images sampled with it
         record.update({k: v for k, v in results[kind].records[j].items() if k in ("num_frames", "fps")})
