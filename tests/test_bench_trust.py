@@ -806,3 +806,14 @@ def test_a_lock_file_replaced_by_something_else_is_named_by_bench_and_report(run
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert f"{lock} is a" in err and "not the lock file bench keeps in a run folder: move it out" in err, err
+
+
+def test_a_plot_the_report_no_longer_draws_is_not_left_beside_its_tables(run, capsys):
+    """Round thirty-one: with the `date` records gone, `report` rewrote the tables (date n=0) and left the complete
+    run's reward trajectory, which the page's run tab showed beside tables that count none of its images."""
+    assert (run / "reward_trajectory.png").is_file()
+    for rec in (run / "images" / "date").rglob("samples/*.json"):
+        rec.unlink()
+        rec.with_suffix(".png").unlink()
+    assert main(["report", str(run)]) == 0
+    assert not (run / "reward_trajectory.png").exists()

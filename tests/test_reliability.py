@@ -1575,6 +1575,8 @@ def test_a_run_json_with_a_float_where_an_integer_is_meant_is_named(tmp_path, ca
         # round twenty-seven: a second file's byte-order mark, joined in, made a prompt that looks like line 1's
         ("p.txt", "\ufeffa red circle\n\ufeffa red circle\n", "p.txt line 2 holds the byte-order mark U+FEFF at"),
         ("p.csv", 'prompt\n"a red\ufeff circle"\n', "line 2: 'prompt' holds the byte-order mark U+FEFF"),
+        # round thirty-one: JSON lines under a .txt name were read as prompts, braces and all
+        ("p.txt", '{"prompt": "a red circle", "tag": "single"}\n', "p.txt line 1 is a JSON object: a text file"),
         # round twenty-eight: UTF-16 without its byte-order mark was said to hold a NUL, to remove
         ("p.txt", "a red circle\na blue square\n".encode("utf-16-be"), "p.txt is not UTF-8 text (27 of its 54 bytes"),
         ("p.txt", "a red circle\n".encode("utf-32-le"), "bytes are NUL, as in UTF-16 or UTF-32 text without its"),

@@ -412,6 +412,9 @@ def write_report(out: Path) -> dict:
     text = markdown(summary, baseline, run, incomplete)
     atomic_write(md, text)
     drawn = plots(out, summary, records, methods)
+    for stale in (out / name for name in PLOT_FILES if out / name not in drawn):  # an earlier report's plot of
+        if stale.is_file() and not stale.is_symlink():  # images these records lack: never beside these tables
+            stale.unlink()
     files = [md, table_csv, table_json, *drawn]
     return {"summary": summary, "markdown": text, "files": files, "incomplete": incomplete}
 

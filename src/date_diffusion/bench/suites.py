@@ -235,6 +235,17 @@ def _header(line: str) -> bool:
     return first.strip().strip("'\"").strip().lower() in PROMPT_COLUMNS
 
 
+def _json_object(line: str) -> bool:
+    """Whether a text file's line is a JSON object (`{"prompt": ...}`), which no prompt is."""
+    text = line.strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        return False
+    try:
+        return isinstance(loads(text), dict)
+    except ValueError:
+        return False
+
+
 def text_lines(path: Path) -> list[str]:
     """A text prompts file's prompts: one a line, blank lines skipped, each through `check_prompt` naming its line.
     Lines end at a newline only (a form feed or another control character inside a line is refused with the line,
@@ -246,6 +257,9 @@ def text_lines(path: Path) -> list[str]:
         if not prompts and _header(line):  # a CSV's (or TSV's) header: its first prompt would be the header
             raise ValueError(f"{path} line {n} is {line.strip()!r}, a CSV header: a text file holds one prompt a "
                              "line; name it .csv (a CSV with a prompt column), or remove the line")  # fmt: skip
+        if not prompts and _json_object(line):  # JSON lines (GenEval's metadata) under a text file's name
+            raise ValueError(f"{path} line {n} is a JSON object: a text file holds one prompt a line; name it .jsonl "
+                             "(JSON lines, each with a prompt field), or give one prompt a line")  # fmt: skip
         prompts.append(check_prompt(line, f"{path} line {n}"))
     return prompts
 
