@@ -210,8 +210,11 @@ def compare_settings(out: Path, settings: RunSettings) -> dict:
     run settings (those in `METRIC_ONLY` may change); a method label may be added, never redefined."""
     path = out / "run.json"
     new = asdict(settings)
+    # the folder's entries listed before run.json is looked for: another process of this run writes run.json before
+    # any other file, so entries seen then mean run.json is there now, unless the folder is another's
+    others = out.is_dir() and any(p for p in out.iterdir() if not p.name.startswith("."))
     if not path.exists():
-        if out.is_dir() and any(p for p in out.iterdir() if not p.name.startswith(".")):
+        if others:
             raise SettingsMismatch(f"{out} holds files but no bench run (no run.json): a run never writes into "
                                    "another folder's files; use a new or empty --out")  # fmt: skip
         return new
