@@ -573,9 +573,14 @@ def stray_entries(out: Path, methods, items, seeds) -> list[str]:
     return found
 
 
+def _record_files(out: Path):
+    """Every image record file under the run folder `out` (`image_paths`' layout), in no order."""
+    return Path(out).glob("images/*/*/samples/*.json")
+
+
 def made_any(out: Path) -> bool:
     """Whether the run in `out` has written any image's record (made or not finished), as a resume finds it."""
-    return next(Path(out).glob("images/*/*/samples/*.json"), None) is not None
+    return next(_record_files(out), None) is not None
 
 
 def made_in_problem(out: Path, claimed: dict, records=None) -> str | None:
@@ -585,7 +590,7 @@ def made_in_problem(out: Path, claimed: dict, records=None) -> str | None:
     `records`: the run's trusted records, else read from `out` until each claimed value is found."""
     stated = {name: set() for name, value in claimed.items() if name in MADE_IN and value is not None}
     if records is None:
-        records = (_record_or_none(p) for p in Path(out).glob("images/*/*/samples/*.json"))
+        records = (_record_or_none(p) for p in _record_files(out))
     for record in records:
         if not stated:
             break
